@@ -1,0 +1,155 @@
+"""The `onnxslim` command line: `onnxslim IN [-o] OUT [options]` optimizes; `onnxslim bench ...` measures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from onnxslim import data, io, passes, pipeline, report
+from onnxslim.errors import OnnxSlimError, first_line
+
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+class SizeParam(click.ParamType):
+    """A byte count such as `1048576`, `512KiB` or `2MB`."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number):]
+        try:
+            if unit not in SIZE_UNITS:
+                raise ValueError
+            return int(float(number) * SIZE_UNITS[unit])
+        except ValueError:
+            self.fail(f"{value!r} is not a size (examples: 1048576, 512KiB, 2MB)", param, ctx)
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose first argument, when it is not a subcommand, goes to the `optimize` command."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args.insert(0, "optimize")
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnxslim")
+def main() -> None:
+    """Optimize ONNX models: `onnxslim model.onnx -o small.onnx`. Measure: `onnxslim bench a.onnx b.onnx`."""
+
+
+def _pass_list() -> str:
+    width = max(len(spec.name) for spec in passes.REGISTRY)
+    return "\n".join(f"  {spec.name:<{width}}  {spec.description}" for spec in passes.REGISTRY)
+
+
+@main.command(epilog="Passes (for --skip):\n\n" + _pass_list(), context_settings={"max_content_width": 120})
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True, path_type=Path))
+@click.argument("output_arg", metavar="[OUTPUT]", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output_opt", type=click.Path(path_type=Path), help="Where to write the result.")
+@click.option("--skip", multiple=True, metavar="NAME", help="Leave out a pass (repeat, or comma-separate).")
+@click.option("--size-threshold", type=SizeParam(), default=None,
+              help="Most bytes constant folding may add per folded tensor [default: 1MiB].")
+@click.option("--keep-initializer-inputs", is_flag=True,
+              help="Keep initializers that are also graph inputs overridable instead of freezing them.")
+@click.option("--no-check", is_flag=True, help="Skip comparing outputs with the original on ONNX Runtime.")
+@click.option("--check-inputs", type=click.Path(exists=True, path_type=Path),
+              help="Inputs for the check: a .npy/.npz file or a folder of them [default: random].")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
+              help="Dims for a dynamic input in the check, e.g. images:1,3,320,320 (repeatable).")
+@click.option("--external-data", is_flag=True, help="Save weights to OUTPUT.data (automatic above 2 GB).")
+@click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the INPUT file itself.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Also write the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_initializer_inputs, no_check,
+             check_inputs, shapes, external_data, overwrite, report_path, quiet):
+    """Optimize INPUT losslessly (prune, fold, fuse) and write OUTPUT."""
+    with _errors_to_exit_codes():
+        if output_arg and output_opt and output_arg != output_opt:
+            raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
+        output = output_opt or output_arg
+        skipped = [name.strip() for item in skip for name in item.split(",") if name.strip()]
+        if keep_initializer_inputs:
+            skipped.append("freeze-initializer-inputs")
+        for name in skipped:
+            passes.get(name)
+        if output is not None:
+            _check_output(input_path, output, overwrite)
+        io.load(input_path)  # fail fast, with a clear line, on a file that is not a usable model
+        shape_map = data.parse_shapes(shapes)
+        samples = None
+        if check_inputs is not None and not no_check:
+            samples = data.load_samples(check_inputs, data.input_specs(input_path))
+        console = Console(stderr=True, quiet=quiet)
+        with console.status("optimizing", spinner="dots") as status:
+            result = pipeline.optimize_with_report(
+                input_path,
+                skip=skipped,
+                size_threshold=size_threshold,
+                check=not no_check,
+                check_inputs=samples,
+                shapes=shape_map,
+                on_pass=lambda name: status.update(f"optimizing: {name}"),
+            )
+        if output is not None:
+            result.after.file_bytes = io.save(result.model, output, external_data or None)
+        _report(result, input_path, output, report_path, console)
+
+
+def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+    """Fail before any work when the output cannot or must not be written."""
+    if io.same_file(input_path, output) and not overwrite:
+        raise OnnxSlimError(f"{output}: is the input model; pass --overwrite to replace it")
+    if output.is_dir():
+        raise OnnxSlimError(f"{output}: is a folder; give a file name for the output")
+    folder = output.parent
+    if not folder.is_dir():
+        raise OnnxSlimError(f"{output}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OnnxSlimError(f"{output}: output folder {folder} is not writable")
+
+
+def _report(result: pipeline.OptimizeResult, input_path: Path, output: Path | None, report_path, console) -> None:
+    checked = "outputs match the original on ONNX Runtime" if result.checked else "not checked (--no-check)"
+    where = f"wrote {output}" if output else "no output path given: nothing written"
+    footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
+    report.print_table(report.comparison_table(result.before, result.after, f"onnxslim {input_path.name}"),
+                       footer, console)
+    if report_path:
+        report.write_json({"input": str(input_path), "output": str(output) if output else None,
+                           **result.to_dict()}, report_path)
+
+
+@contextlib.contextmanager
+def _errors_to_exit_codes():
+    """User errors: one line on stderr and exit 2 (1 for a failed check); never a traceback."""
+    try:
+        yield
+    except OnnxSlimError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing written", err=True)
+        sys.exit(130)
+    except MemoryError:
+        click.echo("error: out of memory", err=True)
+        sys.exit(2)
+    except Exception as err:  # a bug of ours: still one line, the traceback only on request
+        if os.environ.get("ONNXSLIM_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"error: internal error ({type(err).__name__}: {first_line(err)}); "
+                   "set ONNXSLIM_DEBUG=1 for the traceback and please report it", err=True)
+        sys.exit(3)

@@ -1,0 +1,47 @@
+"""Fusions: one pass per family, each a set of rewrite rules (onnxscript's where right, ours where missing)."""
+
+from __future__ import annotations
+
+from onnxscript.rewriter.rules.common import _basic_rules, _fuse_batchnorm, _fuse_pad_into_conv
+
+from onnxslim.passes._rewrite import RewriteRulesPass
+from onnxslim.passes.rules import chains, conv_affine, matmul_add
+
+
+class FuseBatchNorm(RewriteRulesPass):
+    """BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights."""
+
+    rules = tuple(_fuse_batchnorm.rules.rules)
+
+
+class FuseConvAffine(RewriteRulesPass):
+    """Per-channel constant Mul/Add after a Conv folded into its weights and bias."""
+
+    rules = conv_affine.rules
+
+
+class FusePadConv(RewriteRulesPass):
+    """Constant zero Pad before a Conv folded into the Conv's pads."""
+
+    rules = (
+        _fuse_pad_into_conv.normalize_pad_format_conv_rule,
+        _fuse_pad_into_conv.fuse_pad_into_conv_rule,
+    )
+
+
+class FuseMatMulAdd(RewriteRulesPass):
+    """MatMul with a 2-D input and constant 2-D weight, plus a bias Add, becomes one Gemm."""
+
+    rules = matmul_add.rules
+
+
+class FuseChains(RewriteRulesPass):
+    """Collapse chains of data-movement ops."""
+
+    rules = (
+        _basic_rules.transpose_transpose_rule,
+        _basic_rules.reshape_reshape_rule,
+        _basic_rules.unsqueeze_unsqueeze_rule,
+        _basic_rules.cast_cast_rule,
+        *chains.rules,
+    )

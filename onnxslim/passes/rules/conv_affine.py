@@ -1,0 +1,3 @@
+"""Placeholder until the rules land."""
+
+rules = ()

@@ -1,0 +1,36 @@
+"""MatMul(x, W) + b -> Gemm(x, W, b) when x and W are 2-D and W, b are constants Gemm can broadcast."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnxscript.rewriter import _ir_utils
+from onnxscript.rewriter.rules.common._matmul_add_to_gemm import MatMulAddToGemm
+
+
+class ConstantMatMulAddToGemm(MatMulAddToGemm):
+    """onnxscript's rule, restricted to a constant weight and a bias of rank <= 2 that keeps the output shape."""
+
+    def check(self, context, input_a, input_b, input_c, **_):
+        result = super().check(context, input_a, input_b)
+        if not result:
+            return result
+        weight, bias = input_b.const_value, input_c.const_value
+        if weight is None or bias is None:
+            return result.fail("weight and bias must be constants")
+        if input_a.dtype not in _GEMM_TYPES or bias.dtype != weight.dtype:
+            return result.fail("Gemm does not take this dtype")
+        columns = weight.shape[1]
+        if bias.shape.rank() > 2 or (bias.shape.rank() >= 1 and bias.shape[-1] not in (1, columns)):
+            return result.fail("bias does not broadcast over the Gemm output")
+        if bias.shape.rank() == 2 and bias.shape[0] != 1 and not _ir_utils.has_rank(input_a, 2):
+            return result.fail("bias rows depend on the batch")
+        if bias.shape.rank() == 2 and bias.shape[0] != 1:
+            rows = input_a.shape[0] if input_a.shape is not None else None
+            if rows != bias.shape[0]:
+                return result.fail("bias rows do not match the input rows")
+        return result
+
+
+_GEMM_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16})
+
+rules = (ConstantMatMulAddToGemm().rule(),)

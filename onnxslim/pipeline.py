@@ -1,0 +1,186 @@
+"""The lossless pipeline: setup passes, then rounds of passes to a fixed point, then finishing passes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+from onnxslim import io, passes, verify
+from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
+from onnxslim.stats import ModelStats, model_stats
+
+MAX_ROUNDS = 10
+logger = logging.getLogger(__name__)
+
+ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
+
+
+@dataclass
+class OptimizeResult:
+    """The optimized model with what happened to it."""
+
+    model: ir.Model
+    before: ModelStats
+    after: ModelStats
+    seconds: float
+    rounds: int
+    applied: dict[str, int] = field(default_factory=dict)
+    checked: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "seconds": round(self.seconds, 3),
+            "rounds": self.rounds,
+            "passes_applied": self.applied,
+            "checked": self.checked,
+        }
+
+
+def selected_passes(skip: Iterable[str], opset: int) -> list[passes.PassSpec]:
+    """Registered passes minus `skip` (unknown names are an error) and those the opset excludes."""
+    skipped = {passes.get(name).name for name in skip}
+    return [spec for spec in passes.REGISTRY if spec.name not in skipped and opset >= spec.min_opset]
+
+
+def run_passes(
+    model: ir.Model,
+    specs: Sequence[passes.PassSpec],
+    options: passes.PassOptions,
+    on_pass: Callable[[str], None] | None = None,
+) -> tuple[int, Counter[str]]:
+    """Run setup passes, round passes until nothing changes (at most MAX_ROUNDS), then finish passes."""
+    applied: Counter[str] = Counter()
+
+    def run(spec: passes.PassSpec) -> bool:
+        if on_pass:
+            on_pass(spec.name)
+        modified = spec.build(options)(model).modified
+        applied[spec.name] += modified
+        return modified
+
+    for spec in specs:
+        if spec.stage == "setup":
+            run(spec)
+    rounds = 0
+    while rounds < MAX_ROUNDS:
+        rounds += 1
+        _infer_shapes(model)
+        if not any([run(spec) for spec in specs if spec.stage == "round"]):
+            break
+    for spec in specs:
+        if spec.stage == "finish":
+            run(spec)
+    return rounds, applied
+
+
+def _infer_shapes(model: ir.Model) -> None:
+    """Refresh value shapes with onnx shape inference; a model it cannot handle is left as is."""
+    try:
+        common.ShapeInferencePass(strict_mode=False)(model)
+    except Exception as err:  # shape inference is an aid, not a requirement
+        logger.info("shape inference skipped: %s", first_line(err))
+
+
+def _checker(model: ir.Model) -> None:
+    """The onnx checker on the result; weights over 2 GB are left out of the proto it sees."""
+    try:
+        common.CheckerPass()(model)
+    except Exception as err:
+        raise CheckFailedError(f"the optimized model fails the onnx checker: {first_line(err)}")
+
+
+def optimize_with_report(
+    model: ModelLike,
+    *,
+    skip: Iterable[str] = (),
+    size_threshold: int | None = None,
+    check: bool = True,
+    check_inputs: Sequence[dict[str, np.ndarray]] | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    on_pass: Callable[[str], None] | None = None,
+) -> OptimizeResult:
+    """Optimize losslessly and report before/after statistics; see `optimize`."""
+    started = time.perf_counter()
+    source_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    ir_model = io.to_ir(model)
+    before = model_stats(ir_model, source_path)
+    options = passes.PassOptions() if size_threshold is None else passes.PassOptions(size_threshold)
+    specs = selected_passes(skip, ir_model.opset_imports.get("", 0))
+    with _reference(model, ir_model) as reference:
+        rounds, applied = run_passes(ir_model, specs, options, on_pass)
+        _checker(ir_model)
+        if check:
+            if on_pass:
+                on_pass("check on ONNX Runtime")
+            verify.check(reference, ir_model, check_inputs, shapes)
+    return OptimizeResult(
+        model=ir_model,
+        before=before,
+        after=model_stats(ir_model),
+        seconds=time.perf_counter() - started,
+        rounds=rounds,
+        applied={name: count for name, count in applied.items() if count},
+        checked=check,
+    )
+
+
+class _reference:
+    """The original model as ORT will load it, captured before the in-place passes change it."""
+
+    def __init__(self, given: ModelLike, ir_model: ir.Model) -> None:
+        self.given, self.ir_model = given, ir_model
+        self.folder: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> str | os.PathLike:
+        if isinstance(self.given, (str, os.PathLike)):
+            return self.given
+        self.folder = tempfile.TemporaryDirectory(prefix="onnxslim-original-")
+        path = Path(self.folder.name) / "original.onnx"
+        if isinstance(self.given, onnx.ModelProto):
+            onnx.save(self.given, path)
+        else:
+            io.save(self.ir_model, path)
+        return path
+
+    def __exit__(self, *exc) -> None:
+        if self.folder is not None:
+            self.folder.cleanup()
+
+
+def optimize(
+    model: ModelLike,
+    *,
+    skip: Iterable[str] = (),
+    size_threshold: int | None = None,
+    check: bool = True,
+) -> ir.Model:
+    """Optimize a model losslessly: prune, fold, fuse to a fixed point, then verify on ONNX Runtime.
+
+    `model` is a path, an `onnx.ModelProto` or an `onnx_ir.Model` (changed in place).
+    `skip` names passes to leave out (see `onnxslim.passes.REGISTRY`); `size_threshold` is the
+    most bytes constant folding may add per folded tensor (default 1 MiB); `check` compares the
+    outputs of the original and the result on ONNX Runtime and raises CheckFailedError on a mismatch.
+    """
+    return optimize_with_report(model, skip=skip, size_threshold=size_threshold, check=check).model
+
+
+def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> int:
+    """Save atomically; external data (`<name>.data`) when asked or when the weights exceed 2 GB."""
+    if isinstance(model, onnx.ModelProto):
+        model = io.to_ir(model)
+    if not isinstance(model, ir.Model):
+        raise OnnxSlimError(f"expected an onnx_ir.Model or onnx.ModelProto, got {type(model).__name__}")
+    return io.save(model, path, external_data)

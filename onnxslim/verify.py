@@ -1,0 +1,125 @@
+"""Check an optimized model against its original on ONNX Runtime CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxslim import io
+from onnxslim.data import input_specs, random_inputs
+from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
+
+#: (rtol, atol) per float dtype; other dtypes must match exactly.
+TOLERANCES = {
+    np.dtype(np.float64): (1e-4, 1e-5),
+    np.dtype(np.float32): (1e-4, 1e-5),
+    np.dtype(np.float16): (1e-2, 1e-3),
+}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One output that differs between the original and the optimized model."""
+
+    output: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.output}: {self.detail}"
+
+
+@contextlib.contextmanager
+def model_file(model: str | os.PathLike | ir.Model) -> Iterator[Path]:
+    """A path ORT can load: the model's own file, or a temporary copy of an in-memory model."""
+    if not isinstance(model, ir.Model):
+        yield Path(model)
+        return
+    with tempfile.TemporaryDirectory(prefix="onnxslim-") as folder:
+        path = Path(folder) / "model.onnx"
+        io.save(model, path)
+        yield path
+
+
+def session(path: Path, what: str) -> ort.InferenceSession:
+    """A single-threaded CPU session with ORT's own graph optimizations off, so the graph runs as written."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise OnnxSlimError(f"{what} does not load in ONNX Runtime: {first_line(err)}")
+
+
+def compare(
+    original: str | os.PathLike | ir.Model,
+    optimized: str | os.PathLike | ir.Model,
+    samples: Sequence[dict[str, np.ndarray]] | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> list[Mismatch]:
+    """Run both models on the same inputs (random ones by default) and list the outputs that differ."""
+    with model_file(original) as original_path, model_file(optimized) as optimized_path:
+        reference = session(original_path, "the original model")
+        candidate = _candidate_session(optimized_path)
+        if samples is None:
+            samples = [random_inputs(input_specs(reference), shapes=shapes, seed=0)]
+        names = [output.name for output in reference.get_outputs()]
+        mismatches: dict[str, Mismatch] = {}
+        for feed in samples:
+            expected = _run(reference, feed, "the original model")
+            actual = _run(candidate, feed, "the optimized model")
+            for name, want, got in zip(names, expected, actual):
+                problem = _difference(want, got)
+                if problem and name not in mismatches:
+                    mismatches[name] = Mismatch(name, problem)
+    return list(mismatches.values())
+
+
+def check(original, optimized, samples=None, shapes=None) -> None:
+    """Raise CheckFailedError naming every output whose values differ beyond float rounding."""
+    mismatches = compare(original, optimized, samples, shapes)
+    if mismatches:
+        raise CheckFailedError("optimized model differs from the original: " + "; ".join(map(str, mismatches)))
+
+
+def _candidate_session(path: Path) -> ort.InferenceSession:
+    try:
+        return session(path, "the optimized model")
+    except OnnxSlimError as err:
+        raise CheckFailedError(str(err))
+
+
+def _run(sess: ort.InferenceSession, feed: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
+    try:
+        return sess.run(None, feed)
+    except Exception as err:
+        error = CheckFailedError if what == "the optimized model" else OnnxSlimError
+        raise error(f"{what} fails on ONNX Runtime: {first_line(err)}")
+
+
+def _difference(expected, actual) -> str | None:
+    """None when equal within tolerance, else a short description of the difference."""
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.shape != actual.shape:
+        return f"shape {actual.shape} instead of {expected.shape}"
+    if expected.dtype != actual.dtype:
+        return f"dtype {actual.dtype} instead of {expected.dtype}"
+    tolerance = TOLERANCES.get(expected.dtype)
+    if tolerance is None:
+        if np.array_equal(expected, actual):
+            return None
+        return f"{int(np.sum(expected != actual))} of {expected.size} values differ"
+    rtol, atol = tolerance
+    if np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True):
+        return None
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    return f"max abs difference {np.nanmax(diff):.3g} (rtol {rtol:g}, atol {atol:g})"
