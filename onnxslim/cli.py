@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from onnxslim import data, io, passes, pipeline, report
+from onnxslim import bench, data, io, passes, pipeline, report
+from onnxslim.bench_cli import bench_command
 from onnxslim.errors import OnnxSlimError, first_line
 
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
@@ -73,14 +74,18 @@ def _pass_list() -> str:
 @click.option("--external-data", is_flag=True, help="Save weights to OUTPUT.data (automatic above 2 GB).")
 @click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the INPUT file itself.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Also write the report as JSON.")
+@click.option("--bench", "run_bench", is_flag=True,
+              help="Then benchmark OUTPUT against INPUT on ONNX Runtime CPU (speed and drift).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_initializer_inputs, no_check,
-             check_inputs, shapes, external_data, overwrite, report_path, quiet):
+             check_inputs, shapes, external_data, overwrite, report_path, run_bench, quiet):
     """Optimize INPUT losslessly (prune, fold, fuse) and write OUTPUT."""
     with _errors_to_exit_codes():
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
         output = output_opt or output_arg
+        if run_bench and output is None:
+            raise OnnxSlimError("--bench needs an output path to compare with the input")
         skipped = [name.strip() for item in skip for name in item.split(",") if name.strip()]
         if keep_initializer_inputs:
             skipped.append("freeze-initializer-inputs")
@@ -107,6 +112,10 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
         if output is not None:
             result.after.file_bytes = io.save(result.model, output, external_data or None)
         _report(result, input_path, output, report_path, console)
+        if run_bench:
+            measured = bench.benchmark([input_path, output], inputs=samples, shapes=shape_map or None,
+                                       progress=not quiet)
+            measured.render(console)
 
 
 def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
@@ -131,6 +140,9 @@ def _report(result: pipeline.OptimizeResult, input_path: Path, output: Path | No
     if report_path:
         report.write_json({"input": str(input_path), "output": str(output) if output else None,
                            **result.to_dict()}, report_path)
+
+
+main.add_command(bench_command, "bench")
 
 
 @contextlib.contextmanager
