@@ -4,6 +4,7 @@ Python API:
     onnxslim.optimize(model, *, skip=(), size_threshold=None, check=True) -> onnx_ir.Model
     onnxslim.save(model, path, external_data=None)
     onnxslim.slim(model, output=None, **options)  # OnnxSlim's calling convention
+    onnxslim.benchmark(models, ...) -> BenchReport  # speed and drift on ONNX Runtime CPU
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import os
 import onnx
 import onnx_ir as ir
 
+from onnxslim.bench import benchmark
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.io import load
 from onnxslim.pipeline import optimize, save
 
-__all__ = ["CheckFailedError", "OnnxSlimError", "load", "optimize", "save", "slim"]
+__all__ = ["CheckFailedError", "OnnxSlimError", "benchmark", "load", "optimize", "save", "slim"]
 
 
 def slim(
