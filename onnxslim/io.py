@@ -134,8 +134,12 @@ def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
     if isinstance(model, ir.Model):
         return model
     if isinstance(model, onnx.ModelProto):
+        # onnx-ir's tensors wrap the proto's TensorProtos, and renaming a value renames its tensor:
+        # work on a copy so the caller's ModelProto is never changed.
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
         try:
-            converted = ir.serde.deserialize_model(model)
+            converted = ir.serde.deserialize_model(copy)
         except Exception as err:
             raise OnnxSlimError(f"cannot read the ModelProto: {first_line(err)}")
         validate(converted)

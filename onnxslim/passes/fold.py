@@ -9,8 +9,11 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.optimizer import _constant_folding
 
-#: Ops never folded: they carry quantization information.
-NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+#: Ops never folded: they carry quantization information, or they are random.
+NEVER_FOLD = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+})
 
 
 class FoldConstants(ir.passes.InPlacePass):
@@ -44,16 +47,92 @@ class _GuardedFolder(_constant_folding.FoldConstantsPass):
         self.size_threshold = size_threshold
 
     def _should_fold(self, node: ir.Node) -> bool:
-        if node.domain in ("", "ai.onnx") and node.op_type in NEVER_FOLD:
+        if node.domain not in ("", "ai.onnx"):
+            return False  # custom domains are left untouched
+        if node.op_type in NEVER_FOLD:
             return False
-        estimate = _OUTPUT_BYTES.get(node.op_type)
-        return estimate is None or estimate(node) <= self.size_threshold + _input_bytes(node)
+        # Estimate the result before evaluating it, so a huge tensor is never even computed.
+        estimate = _OUTPUT_BYTES.get(node.op_type, _static_output_bytes)
+        return estimate(node) <= self.size_threshold + _input_bytes(node)
+
+    def process_node(self, node: ir.Node, is_function: bool):
+        replacement = super().process_node(node, is_function)
+        if replacement is None and node.op_type in ("Slice", "Gather"):
+            replacement = self._fold_shape_piece(node, is_function)
+        return replacement
+
+    def _fold_shape_piece(self, node: ir.Node, is_function: bool):
+        """Slice/Gather of a partly known shape (e.g. `[N, 3, 4, 4]`) whose picked dims are all static."""
+        if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1 or node.outputs[0] is None:
+            return None
+        dims = self._state.get_shape_value(node.inputs[0]) if node.inputs else None
+        if dims is None:
+            return None
+        dims = list(dims)
+        picked = _pick_dims(node, dims)
+        if picked is None:
+            return None
+        values, scalar = picked
+        if not scalar:
+            self._state.set_sym_value(node.outputs[0], ir.Shape(values))
+        if not all(isinstance(d, int) for d in values):
+            return None
+        array = np.array(values[0] if scalar else values, dtype=np.int64)
+        if is_function:
+            constant = self.new_constant(node, array)
+            return None if constant is None else _constant_folding.Replacement(constant.outputs, [constant])
+        value = self.new_initializer(node, array)
+        if value is None:
+            return None
+        node.graph.register_initializer(value)
+        return _constant_folding.Replacement([value], [])
 
     def _prepare_folded_tensor(self, node, output_name, output_array):
         tensor = super()._prepare_folded_tensor(node, output_name, output_array)
         if tensor is None or tensor.nbytes - _input_bytes(node) > self.size_threshold:
             return None
         return tensor
+
+
+def _pick_dims(node: ir.Node, dims: list) -> tuple[list, bool] | None:
+    """The dims a Slice (constant starts/ends/axes/steps) or Gather (axis 0, constant indices) picks."""
+    if node.op_type == "Gather":
+        if node.attributes.get_int("axis", 0) != 0 or len(node.inputs) < 2:
+            return None
+        indices = _array(node.inputs[1])
+        if indices is None or indices.ndim > 1 or not np.issubdtype(indices.dtype, np.integer):
+            return None
+        if any(not -len(dims) <= int(i) < len(dims) for i in indices.reshape(-1)):
+            return None
+        values = [dims[int(i)] for i in indices.reshape(-1)]
+        return values, indices.ndim == 0
+    if len(node.inputs) < 3:  # opset < 10 Slice takes attributes: left to the folder
+        return None
+    args = [_array(v) for v in node.inputs[1:]]
+    if any(a is None for a in args) or any(a.size != 1 for a in args):
+        return None
+    starts, ends, *rest = (int(a.reshape(-1)[0]) for a in args)
+    axis = rest[0] if rest else 0
+    step = rest[1] if len(rest) > 1 else 1
+    if axis not in (0, -1) or step == 0:
+        return None
+    return dims[slice(starts, ends, step)], False
+
+
+def _static_output_bytes(node: ir.Node) -> float:
+    """Bytes of the node's outputs when shape inference knows them; 0 when it does not."""
+    total = 0.0
+    for value in node.outputs:
+        if value is None or value.shape is None or value.dtype is None:
+            continue
+        if not all(isinstance(d, int) for d in value.shape):
+            continue
+        try:
+            itemsize = value.dtype.itemsize
+        except Exception:
+            itemsize = 8
+        total += float(np.prod(list(value.shape), dtype=np.float64)) * itemsize
+    return total
 
 
 def _input_bytes(node: ir.Node) -> int:
