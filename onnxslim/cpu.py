@@ -1,0 +1,64 @@
+"""What CPU this is: model name, architecture and the ISA features that matter to ORT's kernels."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FEATURE_LABELS = {"avx2": "AVX2", "avx512": "AVX-512", "vnni": "VNNI", "neon": "NEON"}
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """`flags` maps avx2, avx512, vnni (AVX512-VNNI or AVX-VNNI) and neon to True/False."""
+
+    model: str
+    arch: str
+    flags: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        """Display names of the features present, e.g. ['AVX2', 'VNNI']."""
+        return [label for key, label in FEATURE_LABELS.items() if self.flags.get(key)]
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "arch": self.arch, "flags": dict(self.flags)}
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuInfo:
+    """Read /proc/cpuinfo (Linux); elsewhere fall back to `platform` and report no ISA flags."""
+    arch = platform.machine() or "unknown"
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return CpuInfo(model=platform.processor() or arch, arch=arch, flags=parse_flags(set(), arch))
+    return parse_cpuinfo(text, arch)
+
+
+def parse_cpuinfo(text: str, arch: str) -> CpuInfo:
+    """Parse the first processor block of /proc/cpuinfo text."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() not in fields:
+            fields[key.strip().lower()] = value.strip()
+    model = (
+        fields.get("model name")
+        or fields.get("hardware")
+        or fields.get("cpu model")
+        or platform.processor()
+        or arch
+    )
+    words = set((fields.get("flags") or fields.get("features") or "").lower().split())
+    return CpuInfo(model=model, arch=arch, flags=parse_flags(words, arch))
+
+
+def parse_flags(words: set[str], arch: str) -> dict[str, bool]:
+    """Reduce kernel flag names to the features we report."""
+    return {
+        "avx2": "avx2" in words,
+        "avx512": "avx512f" in words,
+        "vnni": bool({"avx512_vnni", "avx_vnni", "avx512vnni", "avxvnni"} & words),
+        "neon": bool({"neon", "asimd"} & words) or arch.lower() in ("aarch64", "arm64"),
+    }

@@ -1,0 +1,444 @@
+"""Model input data shared by benchmark, verification and INT8 calibration.
+
+A *sample* is one `{input_name: ndarray}` dict, fed to the model in one run. Sources:
+
+- a folder of `.npy` files (single-input models; one sample per file, batch dim added if missing),
+- a folder of `.npz` files (keys = input names; one sample per file),
+- one `.npz` (or `.npy`) file of stacked samples (first axis = samples),
+- a folder of images (`.jpg/.jpeg/.png/.bmp`) with a `Preprocess` spec (needs Pillow),
+- `"random:N"`: N random samples,
+- from Python: any iterable of dicts, or an object with ORT's CalibrationDataReader `get_next()`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from onnxslim.errors import OnnxSlimError
+
+Dim = int | str | None
+Sample = dict[str, np.ndarray]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_DIM = 32
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int16)": np.int16,
+    "tensor(uint16)": np.uint16,
+    "tensor(int32)": np.int32,
+    "tensor(uint32)": np.uint32,
+    "tensor(int64)": np.int64,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input. A dim is an int (static), a str (symbolic) or None (unknown)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...]
+
+    def describe(self) -> str:
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype.name}[{dims}]"
+
+
+def input_specs(model) -> list[InputSpec]:
+    """Inputs of an ORT session (anything with `get_inputs()`), a model path, ModelProto or onnx-ir Model."""
+    if hasattr(model, "get_inputs"):
+        return [_spec_from_ort(arg) for arg in model.get_inputs()]
+    import onnx
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        model = ir.serde.serialize_model(model)
+    elif isinstance(model, (str, os.PathLike)):
+        try:
+            model = onnx.load(os.fspath(model), load_external_data=False)
+        except Exception as err:
+            raise OnnxSlimError(f"{model}: cannot read ONNX model: {_first_line(err)}")
+    if not isinstance(model, onnx.ModelProto):
+        raise OnnxSlimError(f"expected a session, model path or ModelProto, got {type(model).__name__}")
+    weights = {init.name for init in model.graph.initializer}
+    return [_spec_from_proto(value) for value in model.graph.input if value.name not in weights]
+
+
+def _spec_from_ort(arg) -> InputSpec:
+    if arg.type not in _ORT_DTYPES:
+        raise OnnxSlimError(f"input {arg.name!r} has type {arg.type}, which onnxslim cannot feed")
+    shape = tuple(None if d is None or (isinstance(d, int) and d < 0) else d for d in arg.shape)
+    return InputSpec(arg.name, np.dtype(_ORT_DTYPES[arg.type]), shape)
+
+
+def _spec_from_proto(value) -> InputSpec:
+    import onnx
+
+    tensor = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or tensor.elem_type in (0, onnx.TensorProto.STRING):
+        raise OnnxSlimError(f"input {value.name!r} is not a numeric tensor, which onnxslim cannot feed")
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    except (KeyError, TypeError):
+        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold")
+    dims: list[Dim] = []
+    for dim in tensor.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value >= 0:
+            dims.append(dim.dim_value)
+        else:
+            dims.append(dim.dim_param or None)
+    return InputSpec(value.name, dtype, tuple(dims))
+
+
+def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Parse `name:1,3,224,224` items (the CLI's `--shape`) into {name: dims}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise OnnxSlimError(
+                f"bad shape {item!r}: expected name:d1,d2,... with positive integers, e.g. x:1,3,224,224"
+            )
+        if name in shapes:
+            raise OnnxSlimError(f"shape of input {name!r} given twice")
+        shapes[name] = shape
+    return shapes
+
+
+def resolve_shapes(
+    specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """A concrete shape per input: `shapes` first, then symbolic dims bound by them, else small defaults.
+
+    A dynamic first dim defaults to 1 (batch), other dynamic dims to 32. Inputs that share a
+    symbolic dim name (e.g. `batch`, `seq`) get the same value.
+    """
+    shapes = dict(shapes or {})
+    known = {spec.name: spec for spec in specs}
+    unknown = sorted(set(shapes) - set(known))
+    if unknown:
+        raise OnnxSlimError(f"shape given for unknown input {unknown[0]!r} (model inputs: {', '.join(known)})")
+    bound: dict[str, int] = {}
+    for spec in specs:
+        if spec.name in shapes:
+            shape = tuple(shapes[spec.name])
+            _check_shape(spec, shape, "--shape")
+            bound.update({d: v for d, v in zip(spec.shape, shape) if isinstance(d, str)})
+    resolved = {}
+    for spec in specs:
+        if spec.name in shapes:
+            resolved[spec.name] = tuple(shapes[spec.name])
+            continue
+        dims = []
+        for axis, dim in enumerate(spec.shape):
+            default = 1 if axis == 0 else DEFAULT_DIM
+            if isinstance(dim, int):
+                dims.append(dim)
+            else:
+                dims.append(bound.setdefault(dim, default) if dim else default)
+        resolved[spec.name] = tuple(dims)
+    return resolved
+
+
+def random_inputs(
+    specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
+) -> Sample:
+    """One random sample: floats ~ N(0, 1), integers in 0..9 (valid token ids / indices), bools 50/50."""
+    rng = np.random.default_rng(seed)
+    resolved = resolve_shapes(specs, shapes)
+    sample = {}
+    for spec in specs:
+        shape = resolved[spec.name]
+        if spec.dtype.kind == "f":
+            sample[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype.kind == "b":
+            sample[spec.name] = rng.random(shape) < 0.5
+        else:
+            sample[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
+    return sample
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become a model input. None fields are inferred from the model input."""
+
+    resize: int | tuple[int, int] | None = None  # int: shorter side; (H, W): exact
+    crop: tuple[int, int] | None = None  # center crop (H, W)
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: str | None = None  # "NCHW" or "NHWC"
+    order: str = "RGB"  # or "BGR"
+
+
+def parse_preprocess(text: str | None) -> Preprocess:
+    """Parse comma-separated `key=value` items; lists use `;`. Keys (all optional):
+
+    resize=256 (shorter side) or resize=224x224 (H x W); crop=224 or crop=224x224 (center crop);
+    scale=1/255 (default) or any number; mean=0.485;0.456;0.406 and std=... (per channel, or one value);
+    layout=NCHW|NHWC (default: from the model input); order=RGB (default) or BGR.
+    Without resize/crop the image is resized (shorter side) and center-cropped to the model's static H x W.
+    Example: "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225".
+    """
+    values: dict = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = (part.strip() for part in item.partition("="))
+        key = key.lower()
+        try:
+            if not sep:
+                raise ValueError
+            if key == "resize":
+                size = _parse_size(value)
+                values[key] = size if "x" in value.lower() else size[0]
+            elif key == "crop":
+                values[key] = _parse_size(value)
+            elif key == "scale":
+                values[key] = float(Fraction(value))
+            elif key in ("mean", "std"):
+                values[key] = tuple(float(v) for v in value.split(";"))
+                if key == "std" and 0 in values[key]:
+                    raise ValueError
+            elif key == "layout" and value.upper() in ("NCHW", "NHWC"):
+                values[key] = value.upper()
+            elif key == "order" and value.upper() in ("RGB", "BGR"):
+                values[key] = value.upper()
+            else:
+                raise ValueError
+        except (ValueError, ZeroDivisionError):
+            raise OnnxSlimError(
+                f"bad preprocess item {item.strip()!r}: expected resize=N|HxW, crop=N|HxW, scale=X, "
+                "mean=a;b;c, std=a;b;c, layout=NCHW|NHWC or order=RGB|BGR"
+            )
+    return Preprocess(**values)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = [int(p) for p in text.lower().split("x")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ValueError
+    return parts[0], parts[1]
+
+
+def load_samples(
+    source,
+    specs: Sequence[InputSpec],
+    preprocess: Preprocess | str | None = None,
+    seed: int = 0,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> list[Sample]:
+    """Load and validate samples from any supported source (see the module docstring).
+
+    `shapes` and `seed` apply to `random:N`; `preprocess` to images.
+    """
+    if isinstance(source, str) and source.startswith("random:"):
+        count = source[len("random:") :]
+        if not count.isdigit() or int(count) < 1:
+            raise OnnxSlimError(f"bad inputs {source!r}: expected random:N with N >= 1")
+        return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
+    if not isinstance(source, (str, os.PathLike)):
+        return as_samples(source, specs)
+    samples, labels = _load_path(Path(source), specs, preprocess)
+    validate_samples(samples, specs, labels)
+    return samples
+
+
+def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
+    """Samples from a Python iterable of dicts or a CalibrationDataReader-like `get_next()` object."""
+    if hasattr(obj, "get_next"):
+        items = list(iter(obj.get_next, None))
+    elif isinstance(obj, Mapping):
+        items = [obj]
+    elif isinstance(obj, Iterable):
+        items = list(obj)
+    else:
+        raise OnnxSlimError(f"cannot read input samples from a {type(obj).__name__}")
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise OnnxSlimError(f"sample {index} is a {type(item).__name__}, expected a dict of input name -> array")
+    samples = [{name: np.asarray(array) for name, array in item.items()} for item in items]
+    validate_samples(samples, specs)
+    return samples
+
+
+def _load_path(
+    path: Path, specs: Sequence[InputSpec], preprocess: Preprocess | str | None
+) -> tuple[list[Sample], list[str]]:
+    """Samples from a file or folder, with a label per sample (file name) for error messages."""
+    if not path.exists():
+        raise OnnxSlimError(f"inputs {path}: no such file or folder")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".npz", ".npy"):
+            samples = _unstack(_read_arrays(path, specs), specs, path)
+            return samples, [f"{path.name} sample {i}" for i in range(len(samples))]
+        if suffix in IMAGE_SUFFIXES:
+            return _load_images([path], specs, preprocess), [path.name]
+        raise OnnxSlimError(f"inputs {path}: expected a .npz/.npy file, an image or a folder of them")
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    kinds = {
+        kind: [p for p in files if p.suffix.lower() in suffixes]
+        for kind, suffixes in (("npy", (".npy",)), ("npz", (".npz",)), ("image", IMAGE_SUFFIXES))
+    }
+    present = [kind for kind, found in kinds.items() if found]
+    if not present:
+        raise OnnxSlimError(f"inputs {path}: no .npy, .npz or image files in this folder")
+    if len(present) > 1:
+        raise OnnxSlimError(f"inputs {path}: mixes {' and '.join(present)} files; keep one kind per folder")
+    files = kinds[present[0]]
+    if present[0] == "image":
+        return _load_images(files, specs, preprocess), [p.name for p in files]
+    return [_with_batch_dim(_read_arrays(p, specs), specs) for p in files], [p.name for p in files]
+
+
+def _read_arrays(path: Path, specs: Sequence[InputSpec]) -> Sample:
+    """The arrays of one .npz (by key) or .npy (single-input models) file."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {key: data[key] for key in data.files}
+    except Exception as err:
+        raise OnnxSlimError(f"inputs {path}: cannot read: {_first_line(err)}")
+    if len(specs) != 1:
+        raise OnnxSlimError(
+            f"inputs {path}: a .npy file feeds single-input models only; this model has inputs "
+            f"{', '.join(s.name for s in specs)}: use .npz files keyed by input name"
+        )
+    return {specs[0].name: data}
+
+
+def _with_batch_dim(sample: Sample, specs: Sequence[InputSpec]) -> Sample:
+    """Add a leading batch dim to arrays that are one rank short."""
+    ranks = {spec.name: len(spec.shape) for spec in specs}
+    return {
+        name: array[np.newaxis] if array.ndim + 1 == ranks.get(name) else array for name, array in sample.items()
+    }
+
+
+def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sample]:
+    """Split stacked arrays along the first axis; each sample keeps a batch dim of 1."""
+    counts = {len(a) if a.ndim else 0 for a in arrays.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise OnnxSlimError(f"inputs {path}: stacked arrays need the same, non-empty first axis (samples)")
+    ranks = {spec.name: len(spec.shape) for spec in specs}
+    return [
+        {name: a[i] if a.ndim == ranks.get(name, a.ndim) + 1 else a[i : i + 1] for name, a in arrays.items()}
+        for i in range(counts.pop())
+    ]
+
+
+def _load_images(
+    files: Sequence[Path], specs: Sequence[InputSpec], preprocess: Preprocess | str | None
+) -> list[Sample]:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise OnnxSlimError("reading images needs Pillow: pip install onnxslim[images]")
+    if len(specs) != 1 or len(specs[0].shape) != 4:
+        raise OnnxSlimError("image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)")
+    spec = specs[0]
+    prep = parse_preprocess(preprocess) if not isinstance(preprocess, Preprocess) else preprocess
+    layout = prep.layout or ("NHWC" if spec.shape[3] in (1, 3) and spec.shape[1] not in (1, 3) else "NCHW")
+    h, w, c = (spec.shape[2], spec.shape[3], spec.shape[1]) if layout == "NCHW" else spec.shape[1:4]
+    channels = c if c in (1, 3) else 3
+    if len(prep.mean) not in (1, channels) or len(prep.std) not in (1, channels):
+        raise OnnxSlimError(f"preprocess mean/std need 1 or {channels} values for input {spec.name!r}")
+    target = prep.crop or (prep.resize if isinstance(prep.resize, tuple) else None)
+    if target is None and isinstance(h, int) and isinstance(w, int):
+        target = (h, w)
+    samples = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                image = _resize_and_crop(image, prep.resize, target, Image.Resampling.BILINEAR)
+        except OnnxSlimError as err:
+            raise OnnxSlimError(f"image {file}: {err}")
+        except Exception as err:
+            raise OnnxSlimError(f"image {file}: cannot read: {_first_line(err)}")
+        pixels = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, channels)
+        if prep.order == "BGR":
+            pixels = pixels[..., ::-1]
+        pixels = (pixels * prep.scale - np.float32(prep.mean)) / np.float32(prep.std)
+        if layout == "NCHW":
+            pixels = pixels.transpose(2, 0, 1)
+        samples.append({spec.name: np.ascontiguousarray(pixels[np.newaxis]).astype(spec.dtype)})
+    return samples
+
+
+def _resize_and_crop(image, resize, target, resample):
+    """Resize (exact HxW, shorter side, or to cover `target`), then center-crop to `target`."""
+    if isinstance(resize, tuple):
+        image = image.resize((resize[1], resize[0]), resample)
+    elif resize or target:
+        factor = resize / min(image.size) if resize else max(target[0] / image.height, target[1] / image.width)
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        image = image.resize(size, resample)
+    if target:
+        th, tw = target
+        if image.height < th or image.width < tw:
+            raise OnnxSlimError(f"{image.height}x{image.width} after resize is smaller than the crop {th}x{tw}")
+        top, left = (image.height - th) // 2, (image.width - tw) // 2
+        image = image.crop((left, top, left + tw, top + th))
+    return image
+
+
+def validate_samples(
+    samples: Sequence[Mapping[str, np.ndarray]], specs: Sequence[InputSpec], labels: Sequence[str] | None = None
+) -> None:
+    """Check names, dtypes, ranks and static dims of every sample; raise OnnxSlimError on the first mismatch.
+
+    `labels` name the samples in messages (e.g. file names); default "sample N".
+    """
+    if not samples:
+        raise OnnxSlimError("no input samples: the data source is empty")
+    names = [spec.name for spec in specs]
+    for index, sample in enumerate(samples):
+        where = labels[index] if labels else f"sample {index}"
+        unknown = [name for name in sample if name not in names]
+        if unknown:
+            raise OnnxSlimError(f"{where}: unknown input {unknown[0]!r} (model inputs: {', '.join(names)})")
+        for spec in specs:
+            if spec.name not in sample:
+                raise OnnxSlimError(f"{where}: missing input {spec.name!r} (model inputs: {', '.join(names)})")
+            array = sample[spec.name]
+            if not isinstance(array, np.ndarray):
+                raise OnnxSlimError(f"{where}: input {spec.name!r} is a {type(array).__name__}, expected a numpy array")
+            if array.dtype != spec.dtype:
+                raise OnnxSlimError(
+                    f"{where}: input {spec.name!r} has dtype {array.dtype}, the model expects {spec.dtype} "
+                    f"(convert with .astype(np.{spec.dtype.name}))"
+                )
+            _check_shape(spec, array.shape, where)
+
+
+def _check_shape(spec: InputSpec, shape: Sequence[int], where: str) -> None:
+    if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)):
+        given = ",".join(str(d) for d in shape)
+        raise OnnxSlimError(f"{where}: input {spec.name!r} has shape [{given}], the model expects {spec.describe()}")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

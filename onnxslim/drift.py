@@ -1,0 +1,217 @@
+"""How far a model's outputs drift from a reference's, per output, aggregated over samples.
+
+Float outputs: max/mean absolute error, cosine similarity and SNR (dB) over positions where both
+values are finite; top-1 agreement over all rows when the last dim is > 1. Non-finite values:
+matching NaNs and matching infinities count as equal; any other NaN/Inf disagreement is counted in
+`nonfinite_mismatches`. Non-float outputs: compared exactly (`exact_match`), plus max/mean abs error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from onnxslim.errors import OnnxSlimError
+
+Outputs = Mapping[str, np.ndarray]
+
+
+@dataclass
+class Drift:
+    """Drift of one output. Metrics that do not apply (or cannot be computed) are None."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...] | None = None
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    cosine: float | None = None
+    snr_db: float | None = None
+    top1_agreement: float | None = None
+    exact_match: bool | None = None
+    nonfinite_mismatches: int = 0
+    mismatch: str | None = None  # shape or dtype-kind mismatch, or missing output
+
+    def to_dict(self) -> dict:
+        """JSON-able: non-finite floats become the strings "inf", "-inf", "nan"."""
+        return {key: _json_number(value) for key, value in asdict(self).items()}
+
+
+def _json_number(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def compare_outputs(ref: Outputs | Sequence[Outputs], other: Outputs | Sequence[Outputs]) -> dict[str, Drift]:
+    """Drift of every reference output in `other`, over samples (one dict of outputs per sample)."""
+    ref = [ref] if isinstance(ref, Mapping) else list(ref)
+    other = [other] if isinstance(other, Mapping) else list(other)
+    if len(ref) != len(other):
+        raise OnnxSlimError(f"cannot compare outputs of {len(ref)} samples with {len(other)}")
+    if not ref:
+        raise OnnxSlimError("no outputs to compare")
+    return {name: _compare_one(name, [r[name] for r in ref], [o.get(name) for o in other]) for name in ref[0]}
+
+
+def _compare_one(name: str, refs: list[np.ndarray], others: list[np.ndarray | None]) -> Drift:
+    first = np.asarray(refs[0])
+    drift = Drift(name=name, dtype=str(first.dtype), shape=tuple(first.shape))
+    if any(o is None for o in others):
+        drift.mismatch = "output missing"
+        return drift
+    refs = [np.asarray(r) for r in refs]
+    others = [np.asarray(o) for o in others]
+    for index, (r, o) in enumerate(zip(refs, others)):
+        if r.shape != o.shape:
+            drift.mismatch = f"shape {list(o.shape)} vs reference {list(r.shape)} (sample {index})"
+            return drift
+    is_float = [r.dtype.kind == "f" or o.dtype.kind == "f" for r, o in zip(refs, others)]
+    if any(is_float) and not all(r.dtype.kind == "f" and o.dtype.kind == "f" for r, o in zip(refs, others)):
+        drift.mismatch = f"dtype {others[0].dtype} vs reference {first.dtype}"
+        return drift
+    if others[0].dtype != first.dtype:
+        drift.dtype = f"{first.dtype}/{others[0].dtype}"
+    stats = _Stats()
+    for r, o in zip(refs, others):
+        stats.add(r, o, is_float[0])
+    stats.fill(drift, is_float[0])
+    return drift
+
+
+class _Stats:
+    """Running sums, so drift over many samples needs no concatenated copies."""
+
+    def __init__(self):
+        self.count = self.nonfinite = self.rows = self.agree = 0
+        self.abs_sum = self.max_abs = self.dot = self.ref_sq = self.other_sq = self.err_sq = 0.0
+        self.exact = True
+        self.has_rows = False
+
+    def add(self, ref: np.ndarray, other: np.ndarray, is_float: bool) -> None:
+        self.exact = self.exact and bool(np.array_equal(ref, other, equal_nan=is_float))
+        if ref.dtype.kind not in "biuf" or other.dtype.kind not in "biuf":
+            return  # strings and other non-numeric outputs: exact comparison only
+        a = ref.astype(np.float64).ravel()
+        b = other.astype(np.float64).ravel()
+        finite = np.isfinite(a) & np.isfinite(b)
+        same_nonfinite = ~finite & ((a == b) | (np.isnan(a) & np.isnan(b)))
+        self.nonfinite += int((~finite & ~same_nonfinite).sum())
+        a, b = a[finite], b[finite]
+        if a.size:
+            err = np.abs(a - b)
+            self.count += a.size
+            self.abs_sum += float(err.sum())
+            self.max_abs = max(self.max_abs, float(err.max()))
+            self.dot += float(a @ b)
+            self.ref_sq += float(a @ a)
+            self.other_sq += float(b @ b)
+            self.err_sq += float(err @ err)
+        if is_float and ref.ndim and ref.shape[-1] > 1 and ref.size:
+            self.has_rows = True
+            rows_a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
+            rows_b = other.reshape(-1, other.shape[-1]).argmax(axis=1)
+            self.rows += rows_a.size
+            self.agree += int((rows_a == rows_b).sum())
+
+    def fill(self, drift: Drift, is_float: bool) -> None:
+        drift.nonfinite_mismatches = self.nonfinite
+        if self.count:
+            drift.max_abs = self.max_abs
+            drift.mean_abs = self.abs_sum / self.count
+        if not is_float:
+            drift.exact_match = self.exact
+            return
+        if self.count:
+            drift.cosine = _cosine(self.dot, self.ref_sq, self.other_sq)
+            drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
+        if self.has_rows:
+            drift.top1_agreement = self.agree / self.rows
+
+
+def _cosine(dot: float, ref_sq: float, other_sq: float) -> float:
+    if ref_sq == 0 and other_sq == 0:
+        return 1.0
+    if ref_sq == 0 or other_sq == 0:
+        return 0.0
+    return max(-1.0, min(1.0, dot / math.sqrt(ref_sq * other_sq)))
+
+
+def _snr_db(signal_sq: float, noise_sq: float) -> float:
+    if noise_sq == 0:
+        return math.inf
+    if signal_sq == 0:
+        return -math.inf
+    return 10 * math.log10(signal_sq / noise_sq)
+
+
+# Budget: which Drift field each metric name reads, and whether larger is better.
+METRICS = {
+    "cosine": ("cosine", ">="),
+    "snr": ("snr_db", ">="),
+    "top1": ("top1_agreement", ">="),
+    "max_abs": ("max_abs", "<="),
+    "mean_abs": ("mean_abs", "<="),
+}
+_CRITERION = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits on drift, e.g. cosine >= 0.99 and max_abs <= 1e-3. Each is (metric, op, threshold)."""
+
+    criteria: tuple[tuple[str, str, float], ...]
+
+    def __str__(self) -> str:
+        return ",".join(f"{metric}{op}{threshold:g}" for metric, op, threshold in self.criteria)
+
+    def check(self, drift: Drift | Mapping[str, Drift]) -> list[str]:
+        """Violations, one line each. Shape mismatches, missing outputs and NaN/Inf mismatches always violate.
+
+        A criterion applies to the outputs that have its metric (top1: classifier-like float outputs;
+        cosine/snr: float outputs; max_abs/mean_abs: every output).
+        """
+        drifts = [drift] if isinstance(drift, Drift) else list(drift.values())
+        failures = []
+        for d in drifts:
+            if d.mismatch:
+                failures.append(f"output {d.name!r}: {d.mismatch}")
+                continue
+            if d.nonfinite_mismatches:
+                failures.append(f"output {d.name!r}: {d.nonfinite_mismatches} NaN/Inf values differ from the reference")
+            for metric, op, threshold in self.criteria:
+                value = getattr(d, METRICS[metric][0])
+                if value is None:
+                    continue
+                if (value < threshold) if op == ">=" else (value > threshold):
+                    failures.append(f"output {d.name!r}: {metric} {value:.6g} fails {metric}{op}{threshold:g}")
+        return failures
+
+
+def parse_max_drift(text: str) -> Budget:
+    """Parse `cosine>=0.99`, `snr>=30`, `top1>=0.98`, `max_abs<=1e-3`, `mean_abs<=X`, comma-separated.
+
+    A bare number X means max_abs<=X.
+    """
+    criteria = []
+    for item in text.split(","):
+        try:
+            criteria.append(("max_abs", "<=", float(item)))
+            continue
+        except ValueError:
+            pass
+        match = _CRITERION.match(item.lower())
+        metric, op, value = match.groups() if match else (None, None, None)
+        if metric not in METRICS or op != METRICS[metric][1]:
+            raise OnnxSlimError(
+                f"bad drift limit {item.strip()!r}: expected cosine>=X, snr>=DB, top1>=X, max_abs<=X or mean_abs<=X"
+            )
+        try:
+            criteria.append((metric, op, float(value)))
+        except ValueError:
+            raise OnnxSlimError(f"bad drift limit {item.strip()!r}: {value!r} is not a number")
+    return Budget(tuple(criteria))

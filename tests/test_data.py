@@ -1,0 +1,286 @@
+"""Input data: specs, shapes, random inputs, sample sources, image preprocessing, validation."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import FLOAT, INT64, const, make_model, vi
+from onnx import TensorProto, helper
+
+from onnxslim.data import (
+    InputSpec,
+    Preprocess,
+    as_samples,
+    input_specs,
+    load_samples,
+    parse_preprocess,
+    parse_shapes,
+    random_inputs,
+    validate_samples,
+)
+from onnxslim.errors import OnnxSlimError
+
+F32 = np.dtype(np.float32)
+I64 = np.dtype(np.int64)
+
+
+def two_input_model():
+    """x: float[batch, 4] (+ a weight that is also an input), ids: int64[batch, seq], mask: bool[?]."""
+    nodes = [
+        helper.make_node("Add", ["x", "w"], ["y"]),
+        helper.make_node("Identity", ["ids"], ["ids_out"]),
+        helper.make_node("Not", ["mask"], ["mask_out"]),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", FLOAT, ["batch", 4]), vi("ids", INT64, ["batch", "seq"]), vi("mask", TensorProto.BOOL, [None]),
+         vi("w", FLOAT, [4])],
+        [vi("y", FLOAT, ["batch", 4]), vi("ids_out", INT64, ["batch", "seq"]),
+         vi("mask_out", TensorProto.BOOL, [None])],
+        [const("w", np.ones(4, np.float32))],
+    )
+
+
+def image_model(shape=(1, 3, 8, 8)):
+    node = helper.make_node("Identity", ["img"], ["out"])
+    return make_model([node], [vi("img", FLOAT, shape)], [vi("out", FLOAT, shape)])
+
+
+SPECS = [InputSpec("x", F32, ("batch", 4)), InputSpec("ids", I64, ("batch", "seq")),
+         InputSpec("mask", np.dtype(bool), (None,))]
+X_SPEC = [InputSpec("x", F32, (None, 4))]
+
+
+def test_input_specs_from_path_proto_and_session(model_path):
+    model = two_input_model()
+    path = model_path(model)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert input_specs(path) == SPECS  # the weight that is also a graph input is not a model input
+    assert input_specs(model) == SPECS
+    assert input_specs(session) == SPECS
+    assert SPECS[0].describe() == "float32[batch,4]" and SPECS[2].describe() == "bool[?]"
+
+
+def test_input_specs_errors(tmp_path):
+    with pytest.raises(OnnxSlimError, match="cannot read ONNX model"):
+        input_specs(tmp_path / "missing.onnx")
+    strings = make_model([helper.make_node("Identity", ["s"], ["t"])], [vi("s", TensorProto.STRING, [1])],
+                         [vi("t", TensorProto.STRING, [1])])
+    with pytest.raises(OnnxSlimError, match="'s' is not a numeric tensor"):
+        input_specs(strings)
+
+
+def test_parse_shapes():
+    assert parse_shapes(["x:1,3,224,224", "a:b:2"]) == {"x": (1, 3, 224, 224), "a:b": (2,)}
+    assert parse_shapes([]) == {}
+    with pytest.raises(OnnxSlimError, match="given twice"):
+        parse_shapes(["x:1", "x:2"])
+
+
+@pytest.mark.parametrize("item", ["x", "x:", ":1", "x:1,a", "x:0", "x:1,,2", "x:-1"])
+def test_parse_shapes_errors(item):
+    with pytest.raises(OnnxSlimError, match="bad shape"):
+        parse_shapes([item])
+
+
+def test_random_inputs_dtypes_and_default_dims():
+    sample = random_inputs(SPECS)
+    assert sample["x"].dtype == F32 and sample["x"].shape == (1, 4)
+    assert sample["ids"].dtype == I64 and sample["ids"].shape == (1, 32)
+    assert sample["ids"].min() >= 0 and sample["ids"].max() <= 9
+    assert sample["mask"].dtype == np.bool_ and sample["mask"].shape == (1,)
+
+
+def test_random_inputs_shapes_bind_symbolic_dims_and_seed():
+    sample = random_inputs(SPECS, {"ids": (2, 7)}, seed=3)
+    assert sample["ids"].shape == (2, 7)
+    assert sample["x"].shape == (2, 4)  # shares "batch" with ids
+    again = random_inputs(SPECS, {"ids": (2, 7)}, seed=3)
+    assert all(np.array_equal(sample[k], again[k]) for k in sample)
+    assert not np.array_equal(random_inputs(SPECS, seed=4)["x"], random_inputs(SPECS, seed=5)["x"])
+
+
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        ({"nope": (1,)}, "unknown input 'nope'"),
+        ({"x": (1, 5)}, r"input 'x' has shape \[1,5\], the model expects float32\[batch,4\]"),
+        ({"x": (1, 4, 1)}, r"input 'x' has shape \[1,4,1\]"),
+    ],
+)
+def test_random_inputs_shape_errors(shapes, message):
+    with pytest.raises(OnnxSlimError, match=message):
+        random_inputs(SPECS, shapes)
+
+
+def test_npy_folder_with_and_without_batch_dim(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones(4, np.float32))
+    np.save(tmp_path / "b.npy", np.zeros((1, 4), np.float32))
+    samples = load_samples(tmp_path, X_SPEC)
+    assert [s["x"].shape for s in samples] == [(1, 4), (1, 4)]
+    assert samples[0]["x"].sum() == 4 and samples[1]["x"].sum() == 0
+
+
+def test_npy_folder_needs_single_input_model(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones(4, np.float32))
+    with pytest.raises(OnnxSlimError, match="single-input models only.*x, ids, mask"):
+        load_samples(tmp_path, SPECS)
+
+
+def test_npz_folder_keyed_by_input_name(tmp_path):
+    for i in range(3):
+        np.savez(tmp_path / f"s{i}.npz", x=np.full((1, 4), i, np.float32), ids=np.zeros((1, 5), np.int64),
+                 mask=np.array([True]))
+    samples = load_samples(tmp_path, SPECS)
+    assert len(samples) == 3 and samples[2]["x"][0, 0] == 2 and samples[0]["ids"].shape == (1, 5)
+
+
+def test_stacked_npz_file(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.arange(12, dtype=np.float32).reshape(3, 4))
+    samples = load_samples(tmp_path / "data.npz", X_SPEC)
+    assert [s["x"].shape for s in samples] == [(1, 4)] * 3  # each sample keeps a batch dim of 1
+    assert samples[1]["x"].tolist() == [[4, 5, 6, 7]]
+    np.savez(tmp_path / "batched.npz", x=np.zeros((2, 5, 4), np.float32))  # samples of batch 5
+    assert [s["x"].shape for s in load_samples(tmp_path / "batched.npz", X_SPEC)] == [(5, 4)] * 2
+
+
+def test_random_source():
+    samples = load_samples("random:3", SPECS, shapes={"x": (2, 4)})
+    assert len(samples) == 3 and samples[0]["ids"].shape == (2, 32)
+    assert not np.array_equal(samples[0]["x"], samples[1]["x"])
+    for bad in ("random:0", "random:x", "random:"):
+        with pytest.raises(OnnxSlimError, match="random:N"):
+            load_samples(bad, SPECS)
+
+
+def test_source_errors(tmp_path):
+    with pytest.raises(OnnxSlimError, match="no such file or folder"):
+        load_samples(tmp_path / "nope", X_SPEC)
+    with pytest.raises(OnnxSlimError, match="no .npy, .npz or image files"):
+        load_samples(tmp_path, X_SPEC)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(OnnxSlimError, match="bad.npz: cannot read"):
+        load_samples(tmp_path / "bad.npz", X_SPEC)
+    np.save(tmp_path / "a.npy", np.ones(4, np.float32))
+    with pytest.raises(OnnxSlimError, match="mixes npy and npz files"):
+        load_samples(tmp_path, X_SPEC)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(OnnxSlimError, match="expected a .npz/.npy file"):
+        load_samples(tmp_path / "notes.txt", X_SPEC)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    np.save(tmp_path / "good.npy", np.ones((1, 4), np.float32))
+    np.save(tmp_path / "wrong.npy", np.ones((1, 4), np.float64))
+    with pytest.raises(OnnxSlimError, match=r"wrong.npy: input 'x' has dtype float64, the model expects float32"):
+        load_samples(tmp_path, X_SPEC)
+
+
+def test_validate_samples_errors():
+    good = {"x": np.ones((1, 4), np.float32)}
+    validate_samples([good], X_SPEC)
+    cases = [
+        ([], "no input samples"),
+        ([good, {"x": good["x"], "y": good["x"]}], "sample 1: unknown input 'y' \\(model inputs: x\\)"),
+        ([{}], "sample 0: missing input 'x'"),
+        ([{"x": np.ones((1, 4), np.float64)}], "input 'x' has dtype float64, the model expects float32"),
+        ([{"x": np.ones((4,), np.float32)}], r"input 'x' has shape \[4\], the model expects float32\[\?,4\]"),
+        ([{"x": np.ones((1, 3), np.float32)}], r"input 'x' has shape \[1,3\]"),
+        ([{"x": [[1.0, 2.0, 3.0, 4.0]]}], "input 'x' is a list, expected a numpy array"),
+    ]
+    for samples, message in cases:
+        with pytest.raises(OnnxSlimError, match=message):
+            validate_samples(samples, X_SPEC)
+
+
+class Reader:
+    """ORT CalibrationDataReader protocol: get_next() until None."""
+
+    def __init__(self, samples):
+        self.samples = iter(samples)
+
+    def get_next(self):
+        return next(self.samples, None)
+
+
+def test_as_samples_python_forms():
+    items = [{"x": np.full((1, 4), i, np.float32)} for i in range(3)]
+    assert len(as_samples(items, X_SPEC)) == 3
+    assert len(as_samples((item for item in items), X_SPEC)) == 3
+    assert [s["x"][0, 0] for s in as_samples(Reader(items), X_SPEC)] == [0, 1, 2]
+    assert len(load_samples(items, X_SPEC)) == 3  # load_samples delegates Python objects
+    with pytest.raises(OnnxSlimError, match="sample 0 is a ndarray"):
+        as_samples([np.ones(4)], X_SPEC)
+    with pytest.raises(OnnxSlimError, match="cannot read input samples from a int"):
+        as_samples(3, X_SPEC)
+
+
+def test_parse_preprocess():
+    prep = parse_preprocess("resize=256,crop=224,scale=1/255,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,"
+                            "layout=nhwc,order=BGR")
+    assert prep == Preprocess(resize=256, crop=(224, 224), scale=1 / 255, mean=(0.485, 0.456, 0.406),
+                              std=(0.229, 0.224, 0.225), layout="NHWC", order="BGR")
+    assert parse_preprocess("resize=240x320").resize == (240, 320)
+    assert parse_preprocess("scale=1").scale == 1.0
+    assert parse_preprocess("") == Preprocess()
+
+
+@pytest.mark.parametrize("text", ["resize=abc", "crop=0", "layout=CHW", "order=RGBA", "gamma=2", "std=0", "scale=1/0",
+                                  "resize"])
+def test_parse_preprocess_errors(text):
+    with pytest.raises(OnnxSlimError, match="bad preprocess item"):
+        parse_preprocess(text)
+
+
+@pytest.fixture
+def images(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (40, 20), (255, 0, 51)).save(folder / "a.png")
+    Image.new("RGB", (30, 30), (0, 255, 0)).save(folder / "b.jpg", quality=100)
+    return folder
+
+
+def test_images_fit_static_size(images, model_path):
+    specs = input_specs(model_path(image_model()))
+    samples = load_samples(images, specs, "mean=0.5,std=0.5")
+    assert [s["img"].shape for s in samples] == [(1, 3, 8, 8)] * 2
+    assert samples[0]["img"].dtype == np.float32
+    # (255, 0, 51) / 255 -> (1, 0, 0.2) -> normalized (1, -1, -0.6), per channel (NCHW)
+    np.testing.assert_allclose(samples[0]["img"][0, :, 4, 4], [1, -1, -0.6], atol=1e-6)
+
+
+def test_images_bgr_nhwc_and_explicit_resize(images, model_path):
+    specs = input_specs(model_path(image_model((1, 6, 6, 3))))
+    samples = load_samples(images / "a.png", specs, parse_preprocess("resize=12x24,crop=6,order=BGR"))
+    assert samples[0]["img"].shape == (1, 6, 6, 3)
+    np.testing.assert_allclose(samples[0]["img"][0, 3, 3], [0.2, 0, 1], atol=1e-6)
+
+
+def test_images_dynamic_size_keeps_image_size(images, model_path):
+    specs = input_specs(model_path(image_model((1, 3, "h", "w"))))
+    samples = load_samples(images, specs, "resize=10")  # shorter side to 10, no crop
+    assert [s["img"].shape for s in samples] == [(1, 3, 10, 20), (1, 3, 10, 10)]
+
+
+def test_image_errors(images, model_path, monkeypatch):
+    specs = input_specs(model_path(image_model()))
+    with pytest.raises(OnnxSlimError, match="smaller than the crop 8x8"):
+        load_samples(images, specs, "resize=4,crop=8")
+    with pytest.raises(OnnxSlimError, match="mean/std need 1 or 3 values"):
+        load_samples(images, specs, "mean=0.1;0.2")
+    with pytest.raises(OnnxSlimError, match=r"the model expects float32\[1,3,8,8\]"):
+        load_samples(images, specs, "crop=4")
+    with pytest.raises(OnnxSlimError, match="one 4-D input"):
+        load_samples(images, X_SPEC)
+    (images / "c.png").write_bytes(b"broken")
+    with pytest.raises(OnnxSlimError, match="c.png: cannot read"):
+        load_samples(images, specs)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(OnnxSlimError, match=r"pip install onnxslim\[images\]"):
+        load_samples(images, specs)

@@ -1,0 +1,165 @@
+"""Drift metrics against hand-computed values, and drift budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
+from onnxslim.errors import OnnxSlimError
+
+F32 = np.float32
+SCORES = np.array([[1, 2, 3], [3, 2, 1]], F32)
+
+
+def one(ref, other, name="y") -> Drift:
+    return compare_outputs({name: np.asarray(ref)}, {name: np.asarray(other)})[name]
+
+
+def test_identical_outputs():
+    d = one(SCORES, SCORES.copy())
+    assert (d.max_abs, d.mean_abs, d.cosine, d.top1_agreement) == (0.0, 0.0, 1.0, 1.0)
+    assert d.snr_db == math.inf
+    assert d.exact_match is None and d.mismatch is None and d.nonfinite_mismatches == 0
+    assert (d.dtype, d.shape) == ("float32", (2, 3))
+
+
+def test_sign_flip():
+    d = one(SCORES, -SCORES)
+    assert d.max_abs == 6.0  # |3 - (-3)|
+    assert d.mean_abs == 4.0  # mean of 2*|a| = 2 * 2
+    assert d.cosine == -1.0
+    assert d.snr_db == pytest.approx(10 * math.log10(1 / 4))  # error = 2a
+    assert d.top1_agreement == 0.0  # argmax flips to the other end in both rows
+
+
+def test_small_error_hand_computed():
+    d = one(np.array([3, 4], F32), np.array([3, 4.5], F32))
+    assert d.max_abs == 0.5 and d.mean_abs == 0.25
+    assert d.cosine == pytest.approx(27 / (5 * math.sqrt(29.25)))
+    assert d.snr_db == pytest.approx(20.0)  # 25 / 0.25 = 100
+    assert d.top1_agreement == 1.0
+
+
+def test_zero_outputs():
+    zeros = np.zeros(4, F32)
+    assert one(zeros, zeros).cosine == 1.0
+    assert one(zeros, zeros).snr_db == math.inf
+    d = one(zeros, np.ones(4, F32))
+    assert d.cosine == 0.0 and d.snr_db == -math.inf and d.max_abs == 1.0
+
+
+def test_nan_and_inf():
+    ref = np.array([1, np.nan, np.inf, -np.inf, 2, 5], F32)
+    other = np.array([1, np.nan, np.inf, np.inf, np.nan, 7], F32)
+    d = one(ref, other)
+    # matching NaN and matching +inf are equal; -inf vs +inf and 2 vs NaN are mismatches
+    assert d.nonfinite_mismatches == 2
+    # metrics over the finite positions only: (1, 1) and (5, 7)
+    assert d.max_abs == 2.0 and d.mean_abs == 1.0
+    assert d.cosine == pytest.approx(36 / (math.sqrt(26) * math.sqrt(50)))
+    assert d.snr_db == pytest.approx(10 * math.log10(26 / 4))
+    assert Budget(()).check({"y": d}) == ["output 'y': 2 NaN/Inf values differ from the reference"]
+
+
+def test_matching_nonfinite_is_not_a_mismatch():
+    values = np.array([np.nan, np.inf, -np.inf, 1.5], F32)
+    d = one(values, values.copy())
+    assert d.nonfinite_mismatches == 0 and d.max_abs == 0.0 and d.cosine == 1.0
+
+
+def test_integer_outputs_compared_exactly():
+    d = one(np.array([1, 2, 3]), np.array([1, 2, 5]))
+    assert d.exact_match is False
+    assert d.max_abs == 2.0 and d.mean_abs == pytest.approx(2 / 3)
+    assert d.cosine is None and d.snr_db is None and d.top1_agreement is None
+    assert one(np.array([[1, 2]]), np.array([[1, 2]])).exact_match is True
+    assert one(np.array([True, False]), np.array([True, True])).exact_match is False
+
+
+def test_string_outputs_compared_exactly():
+    d = one(np.array(["cat", "dog"]), np.array(["cat", "dog"]))
+    assert d.exact_match is True and d.max_abs is None
+
+
+def test_shape_mismatch_reported_not_raised():
+    d = one(np.zeros((1, 3), F32), np.zeros((1, 4), F32))
+    assert d.mismatch == "shape [1, 4] vs reference [1, 3] (sample 0)"
+    assert d.max_abs is None and d.cosine is None
+    assert parse_max_drift("cosine>=0.9").check({"y": d}) == [f"output 'y': {d.mismatch}"]
+
+
+def test_missing_output_and_dtype_kind_mismatch():
+    drifts = compare_outputs({"a": SCORES, "b": SCORES}, {"a": SCORES})
+    assert drifts["b"].mismatch == "output missing"
+    assert one(SCORES, SCORES.astype(np.int64)).mismatch == "dtype int64 vs reference float32"
+
+
+def test_float_dtypes_may_differ():
+    d = one(SCORES, SCORES.astype(np.float16))
+    assert d.dtype == "float32/float16" and d.max_abs == 0.0
+
+
+def test_aggregates_over_samples_not_per_sample_means():
+    ref = [{"y": np.array([1, 0], F32)}, {"y": np.array([0, 2], F32)}]
+    other = [{"y": np.array([1, 0], F32)}, {"y": np.array([0, -2], F32)}]
+    d = compare_outputs(ref, other)["y"]
+    # cosine of the concatenations [1,0,0,2] and [1,0,0,-2]: (1 - 4) / 5
+    assert d.cosine == pytest.approx(-0.6)
+    assert d.max_abs == 4.0 and d.mean_abs == 1.0
+    assert d.top1_agreement == 0.5  # one row per sample: agrees, then disagrees
+
+
+def test_top1_over_all_rows():
+    ref = [{"y": np.array([[0, 1, 0], [1, 0, 0]], F32)}, {"y": np.array([[0, 0, 1], [0, 1, 0]], F32)}]
+    other = [{"y": np.array([[0, 1, 0], [1, 0, 0]], F32)}, {"y": np.array([[0, 0, 1], [1, 0, 0]], F32)}]
+    assert compare_outputs(ref, other)["y"].top1_agreement == 0.75
+
+
+def test_top1_only_for_class_like_outputs():
+    assert one(np.ones((4, 1), F32), np.ones((4, 1), F32)).top1_agreement is None
+    assert one(np.float32(2.0), np.float32(2.0)).top1_agreement is None
+
+
+def test_sample_counts_must_match():
+    with pytest.raises(OnnxSlimError, match="1 samples with 2"):
+        compare_outputs([{"y": SCORES}], [{"y": SCORES}, {"y": SCORES}])
+
+
+def test_to_dict_is_strict_json():
+    d = one(SCORES, SCORES)
+    data = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert data["snr_db"] == "inf" and data["shape"] == [2, 3] and data["cosine"] == 1.0
+
+
+def test_parse_max_drift():
+    budget = parse_max_drift("cosine>=0.99, snr>=30,top1>=0.9,max_abs<=1e-3,mean_abs<=1e-4")
+    assert budget.criteria == (
+        ("cosine", ">=", 0.99), ("snr", ">=", 30.0), ("top1", ">=", 0.9),
+        ("max_abs", "<=", 1e-3), ("mean_abs", "<=", 1e-4),
+    )
+    assert parse_max_drift("0.01").criteria == (("max_abs", "<=", 0.01),)
+    assert str(parse_max_drift("COSINE >= 0.5")) == "cosine>=0.5"
+
+
+@pytest.mark.parametrize("text", ["", "cosine<=0.9", "max_abs>=1", "psnr>=3", "cosine>=abc", "cosine=0.9", "snr>=1,"])
+def test_parse_max_drift_errors(text):
+    with pytest.raises(OnnxSlimError, match="bad drift limit"):
+        parse_max_drift(text)
+
+
+def test_budget_check():
+    drifts = compare_outputs(
+        {"scores": SCORES, "label": np.array([2, 0])},
+        {"scores": SCORES + np.float32(0.5), "label": np.array([2, 1])},
+    )
+    assert parse_max_drift("cosine>=0.9,top1>=1").check(drifts) == []  # label is not float: cosine/top1 skip it
+    assert parse_max_drift("max_abs<=0.5").check(drifts) == ["output 'label': max_abs 1 fails max_abs<=0.5"]
+    failures = parse_max_drift("snr>=40,cosine>=0.99999").check(drifts["scores"])
+    assert failures == [
+        f"output 'scores': snr {drifts['scores'].snr_db:.6g} fails snr>=40",
+        f"output 'scores': cosine {drifts['scores'].cosine:.6g} fails cosine>=0.99999",
+    ]
