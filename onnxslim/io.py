@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -115,7 +117,8 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
         raise OnnxSlimError(f"{path}: cannot write to {folder}: {err.strerror}")
     try:
         try:
-            ir.save(model, staging / path.name, external_data=data_name)
+            with _inlined_external_tensors(model, enabled=not data_name):
+                ir.save(model, staging / path.name, external_data=data_name)
         except OSError as err:
             raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
         except ValueError as err:
@@ -127,6 +130,27 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written
+
+
+@contextlib.contextmanager
+def _inlined_external_tensors(model: ir.Model, enabled: bool = True) -> Iterator[None]:
+    """Serialize external tensors inline (their old relative locations mean nothing beside a new file).
+
+    The tensors are swapped back afterwards, so the model still maps its original files.
+    """
+    swapped = [
+        (value, value.const_value)
+        for graph in model.graphs()
+        for value in graph.initializers.values()
+        if enabled and isinstance(value.const_value, ir.ExternalTensor)
+    ]
+    try:
+        for value, tensor in swapped:
+            value.const_value = ir.Tensor(tensor.numpy(), name=tensor.name, dtype=tensor.dtype)
+        yield
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor
 
 
 def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:

@@ -100,7 +100,7 @@ def _candidate_session(path: Path) -> ort.InferenceSession:
 
 def _run(sess: ort.InferenceSession, feed: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
     try:
-        return sess.run(None, feed)
+        return sess.run(None, {name: np.asarray(value) for name, value in feed.items()})
     except Exception as err:
         error = CheckFailedError if what == "the optimized model" else OnnxSlimError
         raise error(f"{what} fails on ONNX Runtime: {first_line(err)}")

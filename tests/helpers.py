@@ -131,7 +131,7 @@ def random_feeds(model, seed: int = 0, dim: int = 3, shapes: Mapping[str, Sequen
         if np.issubdtype(dtype, np.floating):
             feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
-            feeds[arg.name] = rng.random(shape) < 0.5
+            feeds[arg.name] = np.asarray(rng.random(shape) < 0.5)
         else:
             feeds[arg.name] = rng.integers(0, 4, shape).astype(dtype)
     return feeds
