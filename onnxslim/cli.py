@@ -113,7 +113,8 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             result.after.file_bytes = io.save(result.model, output, external_data or None)
         _report(result, input_path, output, report_path, console)
         if run_bench:
-            measured = bench.benchmark([input_path, output], inputs=samples, shapes=shape_map or None,
+            measured = bench.benchmark([input_path, output], inputs=samples,
+                                       shapes=shape_map if samples is None else None,
                                        progress=not quiet)
             measured.render(console)
 
