@@ -5,7 +5,7 @@ from __future__ import annotations
 from onnxscript.rewriter.rules.common import _basic_rules, _fuse_batchnorm, _fuse_pad_into_conv
 
 from onnxslim.passes._rewrite import RewriteRulesPass
-from onnxslim.passes.rules import chains, conv_affine, matmul_add
+from onnxslim.passes.rules import activations, chains, conv_affine, matmul_add, shapes
 
 
 class FuseBatchNorm(RewriteRulesPass):
@@ -35,8 +35,14 @@ class FuseMatMulAdd(RewriteRulesPass):
     rules = matmul_add.rules
 
 
+class FuseActivations(RewriteRulesPass):
+    """Activations written out elementwise (hard-swish, hard-sigmoid) fused into their ONNX op."""
+
+    rules = activations.rules
+
+
 class FuseChains(RewriteRulesPass):
-    """Collapse chains of data-movement ops."""
+    """Collapse chains of data-movement ops; Slice/Gather of static dims of a Shape become constants."""
 
     rules = (
         _basic_rules.transpose_transpose_rule,
@@ -44,4 +50,5 @@ class FuseChains(RewriteRulesPass):
         _basic_rules.unsqueeze_unsqueeze_rule,
         _basic_rules.cast_cast_rule,
         *chains.rules,
+        *shapes.rules,
     )

@@ -1,3 +1,155 @@
-"""Placeholder until the rules land."""
+"""Chains of data-movement ops collapsed: Squeeze/Unsqueeze pairs that cancel, Slice+Slice, nested Concat.
 
-rules = ()
+(Transpose+Transpose, Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired in `fuse.FuseChains`.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter import pattern
+from onnxscript.rewriter._basics import MatchResult
+
+from onnxslim.passes.rules._common import (
+    attribute_or_input,
+    new_initializer,
+    normalize_axes,
+    opset,
+    slice_params,
+    static_dims,
+)
+
+
+def _squeeze_axes(node: ir.Node) -> tuple[int, ...] | None:
+    """The axes a Squeeze removes (non-negative), from its attribute/input or, without one, from a static shape."""
+    dims = static_dims(node.inputs[0])
+    axes = attribute_or_input(node, "axes", 1)
+    if axes is None:
+        has_axes = node.attributes.get("axes") is not None or (len(node.inputs) > 1 and node.inputs[1] is not None)
+        if has_axes or dims is None or None in dims:
+            return None
+        return tuple(i for i, d in enumerate(dims) if d == 1)
+    return normalize_axes(axes, len(dims) if dims is not None else None)
+
+
+def _unsqueeze_axes(node: ir.Node) -> tuple[int, ...] | None:
+    """The axes an Unsqueeze inserts, as positions in its output (non-negative)."""
+    axes = attribute_or_input(node, "axes", 1)
+    dims = static_dims(node.inputs[0])
+    if axes is None:
+        return None
+    return normalize_axes(axes, len(dims) + axes.size if dims is not None else None)
+
+
+class UnsqueezeSqueeze(pattern.RewriteRuleClassBase):
+    """Squeeze(Unsqueeze(x, axes), axes) -> x."""
+
+    def pattern(self, op, x):
+        inner = op.Unsqueeze(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"])
+        return op.Squeeze(inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"])
+
+    def check(self, context, x, inner, outer) -> MatchResult:
+        inserted, removed = _unsqueeze_axes(inner.producer()), _squeeze_axes(outer.producer())
+        if inserted is None or removed is None or sorted(inserted) != sorted(removed):
+            return MatchResult().fail("axes differ or are unknown")
+        return MatchResult()
+
+    def rewrite(self, op, x, **_):
+        return op.Identity(x)
+
+
+class SqueezeUnsqueeze(pattern.RewriteRuleClassBase):
+    """Unsqueeze(Squeeze(x, axes), axes) -> x: the size-1 dims come back where they were."""
+
+    def pattern(self, op, x):
+        inner = op.Squeeze(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"])
+        return op.Unsqueeze(inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"])
+
+    def check(self, context, x, inner, outer) -> MatchResult:
+        removed, inserted = _squeeze_axes(inner.producer()), _unsqueeze_axes(outer.producer())
+        if inserted is None or removed is None or sorted(inserted) != sorted(removed):
+            return MatchResult().fail("axes differ or are unknown")
+        return MatchResult()
+
+    def rewrite(self, op, x, **_):
+        return op.Identity(x)
+
+
+class SliceSlice(pattern.RewriteRuleClassBase):
+    """Slice(Slice(x)) -> one Slice when the two slice disjoint axes (each axis is cut once, so order is moot)."""
+
+    def pattern(self, op, x):
+        inner = op.Slice(x, _allow_other_inputs=True, _outputs=["inner"])
+        return op.Slice(inner, _allow_other_inputs=True, _outputs=["outer"])
+
+    def check(self, context, x, inner, outer) -> MatchResult:
+        result = MatchResult()
+        if opset(context) < 10:
+            return result.fail("Slice takes its parameters as inputs from opset 10")
+        first, second = slice_params(inner.producer()), slice_params(outer.producer())
+        if first is None or second is None:
+            return result.fail("slice parameters not constant")
+        dims = static_dims(x)
+        rank = len(dims) if dims is not None else None
+        axes = normalize_axes(np.concatenate([first[2], second[2]]), rank)
+        if axes is None or len(set(axes)) != len(axes):
+            return result.fail("axes overlap or are unknown")
+        return result
+
+    def rewrite(self, op, x, inner, outer):
+        first, second = slice_params(inner.producer()), slice_params(outer.producer())
+        merged = [np.concatenate([a, b]) for a, b in zip(first, second)]
+        names = ("starts", "ends", "axes", "steps")
+        return op.Slice(x, *(new_initializer(op, m, outer, n) for m, n in zip(merged, names)))
+
+
+class NestedConcat(pattern.RewriteRuleClassBase):
+    """Concat(a, Concat(b, c), d) -> Concat(a, b, c, d) on the same axis, if the inner result has no other use."""
+
+    def __init__(self) -> None:
+        super().__init__(remove_nodes=False)
+
+    def pattern(self, op):
+        return op.Concat(_allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, out) -> MatchResult:
+        if not _nested(out.producer()):
+            return MatchResult().fail("no nested Concat on the same axis")
+        return MatchResult()
+
+    def rewrite(self, op, out):
+        node = out.producer()
+        inputs = []
+        for value in node.inputs:
+            inputs.extend(value.producer().inputs if value in _nested(node) else [value])
+        return op.Concat(*inputs, axis=node.attributes.get_int("axis"))
+
+
+def _nested(node: ir.Node) -> set[ir.Value]:
+    """Inputs of a Concat that are single-use results of a Concat on the same axis."""
+    dims = static_dims(node.outputs[0])
+    rank = len(dims) if dims is not None else None
+    axis = node.attributes.get_int("axis")
+    found = set()
+    for value in node.inputs:
+        inner = value.producer()
+        if inner is None or inner.op_type != "Concat" or inner.domain not in ("", "ai.onnx"):
+            continue
+        if len(value.uses()) == 1 and not value.is_graph_output():
+            if _same_axis(axis, inner.attributes.get_int("axis"), rank):
+                found.add(value)
+    return found
+
+
+def _same_axis(a: int | None, b: int | None, rank: int | None) -> bool:
+    if a is None or b is None:
+        return False
+    return a == b or (rank is not None and a % rank == b % rank)
+
+
+rules = (
+    UnsqueezeSqueeze.rule(),
+    SqueezeUnsqueeze.rule(),
+    SliceSlice.rule(),
+    NestedConcat.rule(),
+)

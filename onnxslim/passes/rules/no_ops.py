@@ -1,3 +1,129 @@
-"""Placeholder until the rules land."""
+"""No-op nodes onnxscript's rules miss, each replaced by its input once shapes and dtypes prove it unchanged.
 
-rules = ()
+(Cast to the same type, Expand to the same shape, identity Transpose, scalar x*1 / x+0 and single-axis
+full Slices are onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter import pattern
+from onnxscript.rewriter._basics import MatchResult
+
+from onnxslim.passes.rules._common import INT64_MAX, constant, keeps_shape, slice_params, static_dims
+
+
+class _ToIdentity(pattern.RewriteRuleClassBase):
+    def rewrite(self, op, x, **_):
+        return op.Identity(x)
+
+
+class ReshapeToSameShape(_ToIdentity):
+    """Reshape(x, shape) -> x when `shape` reproduces x's shape (0 copies a dim, one -1 takes the rest)."""
+
+    def pattern(self, op, x, shape):
+        return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, x, shape, out, **_) -> MatchResult:
+        result = MatchResult()
+        target, dims = constant(shape), static_dims(x)
+        if target is None or dims is None or target.shape != (len(dims),):
+            return result.fail("shape or rank not known")
+        copies_zero = not out.producer().attributes.get_int("allowzero", 0)
+        kept = [(t == 0 and copies_zero) or t == d for t, d in zip(target.tolist(), dims)]
+        free = [t == -1 for t in target.tolist()]
+        if not all(k or f for k, f in zip(kept, free)) or sum(free) > 1:
+            return result.fail("shape changes")
+        return result
+
+
+class PadWithZeroPads(_ToIdentity):
+    """Pad(x, pads) -> x when every pad is zero, whatever the mode."""
+
+    def pattern(self, op, x):
+        return op.Pad(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, x, out, **_) -> MatchResult:
+        node = out.producer()
+        attr = node.attributes.get("pads")
+        pads = np.array(attr.as_ints()) if attr is not None else constant(node.inputs[1] if len(node.inputs) > 1 else None)
+        if pads is None or np.any(pads != 0):
+            return MatchResult().fail("pads not all zero")
+        return MatchResult()
+
+
+class ConcatOfOne(_ToIdentity):
+    """Concat(x) -> x."""
+
+    def pattern(self, op, x):
+        return op.Concat(x, _allow_other_attributes=True)
+
+
+class SplitIntoOne(_ToIdentity):
+    """Split(x) with a single output -> x."""
+
+    def pattern(self, op, x):
+        return op.Split(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, x, out, **_) -> MatchResult:
+        if len(out.producer().outputs) != 1:
+            return MatchResult().fail("more than one output")
+        return MatchResult()
+
+
+class SliceOverFullRange(_ToIdentity):
+    """Slice(x) -> x when on every sliced axis the step is 1, the start is 0 (or <= -dim) and the end >= dim."""
+
+    def pattern(self, op, x):
+        return op.Slice(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, x, out, **_) -> MatchResult:
+        result = MatchResult()
+        params, dims = slice_params(out.producer()), static_dims(x)
+        if params is None:
+            return result.fail("slice parameters not constant")
+        for start, end, axis, step in zip(*(p.tolist() for p in params)):
+            dim = dims[axis] if dims is not None and -len(dims) <= axis < len(dims) else None
+            if step != 1 or not _covers(start, end, dim):
+                return result.fail(f"axis {axis} is cut")
+        return result
+
+
+def _covers(start: int, end: int, dim: int | None) -> bool:
+    """A step-1 slice [start:end] keeps all of an axis of length `dim` (None: unknown)."""
+    if dim is None:
+        return start == 0 and end == INT64_MAX
+    return (start == 0 or start <= -dim) and end >= dim
+
+
+class NeutralElement(_ToIdentity):
+    """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0) and broadcasting keeps x's shape."""
+
+    def __init__(self, op_type: str, neutral: int) -> None:
+        super().__init__(f"{op_type}Neutral")
+        self.op_type, self.neutral = op_type, neutral
+
+    def pattern(self, op, x, c):
+        return getattr(op, self.op_type)(x, c)
+
+    def check(self, context, x, c, **_) -> MatchResult:
+        value = constant(c)
+        if value is None or not np.all(value == self.neutral):
+            return MatchResult().fail(f"not all {self.neutral}")
+        if x.dtype is None or x.dtype != c.dtype or not keeps_shape(x, value.shape):
+            return MatchResult().fail("broadcasting may change the shape")
+        return MatchResult()
+
+
+rules = (
+    ReshapeToSameShape.rule(),
+    PadWithZeroPads.rule(),
+    ConcatOfOne.rule(),
+    SplitIntoOne.rule(),
+    SliceOverFullRange.rule(),
+    *NeutralElement.rule("Mul", 1).commute(),
+    *NeutralElement.rule("Add", 0).commute(),
+    NeutralElement.rule("Sub", 0),
+    NeutralElement.rule("Div", 1),
+)

@@ -1,0 +1,92 @@
+"""Small helpers shared by the rule modules: constants, opsets, shapes, attribute-or-input parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter import _ir_utils
+
+INT64_MAX = 2**63 - 1
+FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16})
+
+
+def constant(value: ir.Value | None) -> np.ndarray | None:
+    """The value's data if it is a true constant; None otherwise (graph inputs can be overridden, so they are not)."""
+    if value is None or value.is_graph_input():
+        return None
+    return _ir_utils.get_numpy_value(value)
+
+
+def opset(context) -> int:
+    """The default-domain opset in force where the match was found."""
+    imports = context.graph_or_function.opset_imports
+    version = imports.get("", imports.get("ai.onnx"))
+    return version if version is not None else context.model.opset_imports.get("", 0)
+
+
+def new_initializer(op, array: np.ndarray, near: ir.Value, suffix: str) -> ir.Value:
+    """An initializer for `array` named after `near`, unique in `near`'s graph."""
+    graph = near.graph
+    taken = graph.initializers if graph is not None else {}
+    name, n = f"{near.name}_{suffix}", 1
+    while name in taken:
+        name, n = f"{near.name}_{suffix}{n}", n + 1
+    return op.initializer(ir.tensor(array), name=name)
+
+
+def static_dims(value: ir.Value) -> tuple[int | None, ...] | None:
+    """The value's dims with None for each unknown one, or None if its rank is unknown."""
+    if value.shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in value.shape.dims)
+
+
+def keeps_shape(value: ir.Value, other_shape: tuple[int, ...]) -> bool:
+    """Broadcasting `value` against a tensor of `other_shape` provably leaves value's shape unchanged."""
+    dims = static_dims(value)
+    if dims is None or len(other_shape) > len(dims):
+        return False
+    trailing = dims[len(dims) - len(other_shape):]
+    return all(o == 1 or o == d for o, d in zip(other_shape, trailing))
+
+
+def normalize_axes(axes, rank: int | None) -> tuple[int, ...] | None:
+    """Axes made non-negative, or None if a negative axis meets an unknown rank or an axis is out of range."""
+    result = []
+    for axis in (int(a) for a in axes):
+        if axis < 0:
+            if rank is None:
+                return None
+            axis += rank
+        if axis < 0 or (rank is not None and axis >= rank):
+            return None
+        result.append(axis)
+    return tuple(result)
+
+
+def attribute_or_input(node: ir.Node, name: str, index: int) -> np.ndarray | None:
+    """A parameter given as attribute (older opsets) or as constant input `index` (newer); None if neither."""
+    attr = node.attributes.get(name)
+    if attr is not None:
+        return np.array(attr.as_ints(), dtype=np.int64)
+    if len(node.inputs) > index and node.inputs[index] is not None:
+        return constant(node.inputs[index])
+    return None
+
+
+def slice_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(starts, ends, axes, steps) of a Slice, defaults filled in; None if any of them is not constant."""
+    starts, ends = attribute_or_input(node, "starts", 1), attribute_or_input(node, "ends", 2)
+    if starts is None or ends is None or starts.shape != ends.shape:
+        return None
+    count = starts.size
+    axes = attribute_or_input(node, "axes", 3)
+    has_axes = node.attributes.get("axes") is not None or (len(node.inputs) > 3 and node.inputs[3] is not None)
+    if axes is None and has_axes:
+        return None
+    has_steps = len(node.inputs) > 4 and node.inputs[4] is not None
+    steps = constant(node.inputs[4]) if has_steps else np.ones(count, dtype=np.int64)
+    if steps is None:
+        return None
+    axes = axes if axes is not None else np.arange(count, dtype=np.int64)
+    return starts.astype(np.int64), ends.astype(np.int64), axes.astype(np.int64), steps.astype(np.int64)
