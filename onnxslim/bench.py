@@ -26,7 +26,7 @@ from rich.text import Text
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import Preprocess, input_specs, load_samples, parse_shapes, validate_samples
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import OnnxSlimError, first_line
 
 SCHEMA_VERSION = 1
 OPT_LEVELS = {
@@ -382,7 +382,7 @@ def _prepare(model, index: int) -> _Model:
         try:
             proto = onnx.load(path, load_external_data=False)
         except Exception as err:
-            raise OnnxSlimError(f"{path}: not a valid ONNX model: {_first_line(err)}")
+            raise OnnxSlimError(f"{path}: not a valid ONNX model: {first_line(err)}")
         size = path.stat().st_size + _external_bytes(proto, path.parent)
         return _Model(str(path), str(path), size, len(proto.graph.node))
     try:
@@ -394,7 +394,7 @@ def _prepare(model, index: int) -> _Model:
             raise OnnxSlimError(f"expected a model path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
-        raise OnnxSlimError(f"cannot serialize model {index}: {_first_line(err)}")
+        raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}")
     return _Model(f"model{index}", data, len(data), len(model.graph.node))
 
 
@@ -424,7 +424,7 @@ def _create_session(model: _Model, options: ort.SessionOptions) -> tuple[ort.Inf
     try:
         session = ort.InferenceSession(model.source, options, providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise OnnxSlimError(f"{model.name}: onnxruntime cannot load it: {_first_line(err)}")
+        raise OnnxSlimError(f"{model.name}: onnxruntime cannot load it: {first_line(err)}")
     return session, time.perf_counter() - start
 
 
@@ -432,7 +432,7 @@ def _run(session: ort.InferenceSession, name: str, feed: Mapping[str, np.ndarray
     try:
         values = session.run(None, dict(feed))
     except Exception as err:
-        raise OnnxSlimError(f"{name}: onnxruntime failed to run it: {_first_line(err)}")
+        raise OnnxSlimError(f"{name}: onnxruntime failed to run it: {first_line(err)}")
     return {out.name: value for out, value in zip(session.get_outputs(), values)}
 
 
@@ -562,8 +562,3 @@ def benchmark(
         models=results, cpu=cpu_info(), ort_version=ort.__version__, threads=threads, ort_opt_level=ort_opt_level,
         runs=runs, warmup=warmup, samples=len(samples), random_inputs=random_data, notes=notes,
     )
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import OnnxSlimError, first_line
 
 Dim = int | str | None
 Sample = dict[str, np.ndarray]
@@ -70,7 +70,7 @@ def input_specs(model) -> list[InputSpec]:
         try:
             model = onnx.load(os.fspath(model), load_external_data=False)
         except Exception as err:
-            raise OnnxSlimError(f"{model}: cannot read ONNX model: {_first_line(err)}")
+            raise OnnxSlimError(f"{model}: cannot read ONNX model: {first_line(err)}")
     if not isinstance(model, onnx.ModelProto):
         raise OnnxSlimError(f"expected a session, model path or ModelProto, got {type(model).__name__}")
     weights = {init.name for init in model.graph.initializer}
@@ -319,7 +319,7 @@ def _read_arrays(path: Path, specs: Sequence[InputSpec]) -> Sample:
             with data:
                 return {key: data[key] for key in data.files}
     except Exception as err:
-        raise OnnxSlimError(f"inputs {path}: cannot read: {_first_line(err)}")
+        raise OnnxSlimError(f"inputs {path}: cannot read: {first_line(err)}")
     if len(specs) != 1:
         raise OnnxSlimError(
             f"inputs {path}: a .npy file feeds single-input models only; this model has inputs "
@@ -376,7 +376,7 @@ def _load_images(
         except OnnxSlimError as err:
             raise OnnxSlimError(f"image {file}: {err}")
         except Exception as err:
-            raise OnnxSlimError(f"image {file}: cannot read: {_first_line(err)}")
+            raise OnnxSlimError(f"image {file}: cannot read: {first_line(err)}")
         pixels = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, channels)
         if prep.order == "BGR":
             pixels = pixels[..., ::-1]
@@ -437,8 +437,3 @@ def _check_shape(spec: InputSpec, shape: Sequence[int], where: str) -> None:
     if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)):
         given = ",".join(str(d) for d in shape)
         raise OnnxSlimError(f"{where}: input {spec.name!r} has shape [{given}], the model expects {spec.describe()}")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
