@@ -49,7 +49,7 @@ REGISTRY: tuple[PassSpec, ...] = (
              lambda o: fuse.FuseMatMulAdd()),
     PassSpec("fuse-activations", "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), Clip(x+3,0,6)/6 -> HardSigmoid",
              lambda o: fuse.FuseActivations()),
-    PassSpec("fuse-chains", "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, static dims of Shape as constants",
+    PassSpec("fuse-chains", "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed",
              lambda o: fuse.FuseChains()),
     PassSpec("eliminate-common-subexpressions", "identical nodes on identical inputs computed once",
              lambda o: ir.passes.common.CommonSubexpressionEliminationPass()),

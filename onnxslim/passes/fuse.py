@@ -5,7 +5,7 @@ from __future__ import annotations
 from onnxscript.rewriter.rules.common import _basic_rules, _fuse_batchnorm, _fuse_pad_into_conv
 
 from onnxslim.passes._rewrite import RewriteRulesPass
-from onnxslim.passes.rules import activations, chains, conv_affine, matmul_add, shapes
+from onnxslim.passes.rules import activations, chains, conv_affine, matmul_add
 
 
 class FuseBatchNorm(RewriteRulesPass):
@@ -42,7 +42,7 @@ class FuseActivations(RewriteRulesPass):
 
 
 class FuseChains(RewriteRulesPass):
-    """Collapse chains of data-movement ops; Slice/Gather of static dims of a Shape become constants."""
+    """Collapse chains of data-movement ops."""
 
     rules = (
         _basic_rules.transpose_transpose_rule,
@@ -50,5 +50,4 @@ class FuseChains(RewriteRulesPass):
         _basic_rules.unsqueeze_unsqueeze_rule,
         _basic_rules.cast_cast_rule,
         *chains.rules,
-        *shapes.rules,
     )
