@@ -1,0 +1,401 @@
+"""The lossless passes on tiny onnx.helper graphs: ORT outputs before/after and node counts.
+
+Fusion rules (passes/rules) have their own tests; here: pruning, constant folding, the size guard,
+the pipeline's guarantees (interface kept, caller's model untouched, opsets, custom domains).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from helpers import (FLOAT, INT64, assert_same_outputs, const, interface, make_model, node_count, op_counts,
+                     optimized_proto, random_feeds, run, vi)
+from onnx import TensorProto, helper
+
+import onnxslim
+from onnxslim import passes
+
+N = helper.make_node
+MIB = 1024 * 1024
+
+
+def weights_bytes(proto: onnx.ModelProto) -> int:
+    return sum(numpy_size(t) for t in proto.graph.initializer)
+
+
+def numpy_size(tensor: onnx.TensorProto) -> int:
+    return onnx.numpy_helper.to_array(tensor).nbytes
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def test_dead_nodes_are_removed():
+    model = make_model(
+        [N("Relu", ["x"], ["r"]), N("Sigmoid", ["x"], ["dead1"]), N("Neg", ["dead1"], ["dead2"]),
+         N("Exp", ["r"], ["dead3"]), N("Tanh", ["r"], ["y"])],
+        [vi("x", FLOAT, ["N", 4])], [vi("y", FLOAT, ["N", 4])])
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Relu": 1, "Tanh": 1}
+    assert_same_outputs(model, out)
+
+
+def test_unused_initializers_are_removed():
+    model = make_model([N("Add", ["x", "b"], ["y"])], [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
+                       [const("b", np.arange(3, dtype=np.float32)), const("unused", np.ones((64, 64), np.float32))])
+    out = optimized_proto(model)
+    assert [t.name for t in out.graph.initializer] == ["b"]
+    assert_same_outputs(model, out)
+
+
+def test_duplicate_initializers_are_merged_only_when_dtype_shape_and_bytes_match():
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    inits = [const("w1", w), const("w2", w.copy()),  # duplicates
+             const("zf", np.zeros((2, 3), np.float32)), const("zi", np.zeros((2, 3), np.int32)),  # same bytes
+             const("zt", np.zeros((3, 2), np.float32))]  # same bytes, other shape
+    model = make_model(
+        [N("Add", ["x", "w1"], ["a"]), N("Mul", ["a", "w2"], ["b"]), N("Add", ["b", "zf"], ["c"]),
+         N("Cast", ["zi"], ["zic"], to=FLOAT), N("Add", ["c", "zic"], ["d"]),
+         N("MatMul", ["d", "zt"], ["y"])],
+        [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 2])], inits)
+    out = onnxslim.optimize(model, skip=["fold-constants", "remove-no-ops"])
+    names = set(out.graph.initializers)
+    assert len(names & {"w1", "w2"}) == 1
+    assert {"zi", "zt"} <= names and len(names) == 4, names
+    assert_same_outputs(model, ir.to_proto(out))
+
+
+def _initializer_input_model(ir_version: int = 3) -> onnx.ModelProto:
+    # IR version 3: every initializer is also a graph input (old exporters); from 4 on, a default value
+    return make_model([N("Mul", ["x", "scale"], ["s"]), N("Add", ["s", "bias"], ["y"])],
+                      [vi("x", FLOAT, ["N", 3]), vi("scale", FLOAT, [3]), vi("bias", FLOAT, [3])],
+                      [vi("y", FLOAT, ["N", 3])],
+                      [const("scale", np.full(3, 2.0, np.float32)), const("bias", np.zeros(3, np.float32))],
+                      opset=9, ir_version=ir_version)
+
+
+@pytest.mark.parametrize("ir_version", [3, 4])
+def test_initializers_listed_as_inputs_are_frozen_by_default(ir_version):
+    model = _initializer_input_model(ir_version)
+    out = optimized_proto(model)
+    assert [v.name for v in out.graph.input] == ["x"]
+    assert out.ir_version >= 4  # IR 3 requires initializers to be inputs
+    assert "Add" not in op_counts(out)  # frozen: the zero bias is now a constant and x+0 goes
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], 2 * x)
+
+
+@pytest.mark.parametrize("ir_version", [3, 4])
+def test_initializers_listed_as_inputs_are_kept_when_asked(ir_version):
+    model = _initializer_input_model(ir_version)
+    out = optimized_proto(model, skip=["freeze-initializer-inputs"])
+    assert [v.name for v in out.graph.input] == ["x", "scale", "bias"]
+    assert out.ir_version == ir_version
+    assert_same_outputs(model, out)
+
+
+def test_initializers_listed_as_inputs_stay_overridable_when_asked():
+    model = _initializer_input_model(ir_version=4)  # ORT lets IR >= 4 models override them
+    out = optimized_proto(model, skip=["freeze-initializer-inputs"])
+    assert [v.name for v in out.graph.input] == ["x", "scale", "bias"]
+    x = np.ones((2, 3), np.float32)
+    feed = {"x": x, "scale": np.full(3, 5.0, np.float32), "bias": np.ones(3, np.float32)}
+    np.testing.assert_allclose(run(out, feed)[0], run(model, feed)[0])
+    np.testing.assert_allclose(run(out, feed)[0], 5 * x + 1)
+
+
+def test_unused_functions_and_opsets_are_removed_used_ones_kept():
+    opsets = [helper.make_opsetid("", 17)]
+    used = helper.make_function("local", "Twice", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])], opsets)
+    unused = helper.make_function("local", "Unused", ["a"], ["b"], [N("Neg", ["a"], ["b"])], opsets)
+    model = make_model([N("Twice", ["x"], ["t"], domain="local"), N("Twice", ["t"], ["y"], domain="local")],
+                       [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])],
+                       opsets={"local": 1, "com.unused": 1}, functions=[used, unused])
+    out = optimized_proto(model)
+    assert [f.name for f in out.functions] == ["Twice"]
+    assert {o.domain for o in out.opset_import} == {"", "local"}
+    assert_same_outputs(model, out)
+
+
+@pytest.mark.parametrize("opset", [7, 10, 13])
+def test_inference_dropout_and_identity_are_removed(opset):
+    model = make_model([N("Relu", ["x"], ["a"]), N("Dropout", ["a"], ["b"]), N("Identity", ["b"], ["c"]),
+                        N("Neg", ["c"], ["y"])],
+                       [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])], opset=opset)
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Relu": 1, "Neg": 1}
+    assert_same_outputs(model, out)
+
+
+def test_dropout_whose_mask_is_used_keeps_the_mask_values():
+    model = make_model([N("Dropout", ["x"], ["y", "mask"])], [vi("x", FLOAT, ["N", 3])],
+                       [vi("y", FLOAT, ["N", 3]), vi("mask", TensorProto.BOOL, ["N", 3])], opset=10)
+    out = optimized_proto(model)
+    assert_same_outputs(model, out)
+
+
+# ---------------------------------------------------------------- constant folding
+
+
+def test_static_shape_arithmetic_is_folded():
+    # y = x * float(x.shape[1]) + reshape target computed from Shape/Gather/Concat
+    model = make_model(
+        [N("Shape", ["x"], ["s"]), N("Gather", ["s", "i1"], ["c"], axis=0), N("Cast", ["c"], ["cf"], to=FLOAT),
+         N("Gather", ["s", "i0"], ["n"], axis=0), N("Unsqueeze", ["n", "ax"], ["n1"]),
+         N("Concat", ["n1", "m1"], ["target"], axis=0), N("Reshape", ["x", "target"], ["flat"]),
+         N("Mul", ["flat", "cf"], ["y"])],
+        [vi("x", FLOAT, [2, 3, 4])], [vi("y", FLOAT, [2, 12])],
+        [const("i0", np.array(0)), const("i1", np.array(1)), const("ax", np.array([0])),
+         const("m1", np.array([-1]))])
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Reshape": 1, "Mul": 1}
+    assert_same_outputs(model, out)
+
+
+def test_static_dims_of_a_dynamic_shape_are_folded():
+    # x: [N, 3, 4, 4]; Slice(Shape(x), 1, 4) and Gather(Shape(x), 2) are known although N is not
+    model = make_model(
+        [N("Shape", ["x"], ["s"]), N("Slice", ["s", "st", "en"], ["chw"]),
+         N("ReduceProd", ["chw"], ["p"], keepdims=1), N("Gather", ["s", "i0"], ["n"], axis=0),
+         N("Unsqueeze", ["n", "ax"], ["n1"]), N("Concat", ["n1", "p"], ["target"], axis=0),
+         N("Reshape", ["x", "target"], ["flat"]),
+         N("Gather", ["s", "i2"], ["h"], axis=0), N("Cast", ["h"], ["hf"], to=FLOAT),
+         N("Mul", ["flat", "hf"], ["y"])],
+        [vi("x", FLOAT, ["N", 3, 4, 4])], [vi("y", FLOAT, ["N", 48])],
+        [const("st", [1]), const("en", [4]), const("ax", [0]), const("i0", np.array(0)), const("i2", np.array(2))])
+    out = optimized_proto(model)
+    counts = op_counts(out)
+    assert "Slice" not in counts and "ReduceProd" not in counts and "Cast" not in counts, counts
+    assert counts["Gather"] == 1  # the batch dim stays dynamic
+    assert_same_outputs(model, out, seeds=(0, 1))
+    assert_same_outputs(model, out, feeds={"x": np.ones((5, 3, 4, 4), np.float32)})
+
+
+def test_constant_nodes_are_lifted_to_initializers_and_folded():
+    value = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model = make_model([N("Constant", [], ["c"], value=const("v", value)), N("Neg", ["c"], ["nc"]),
+                        N("Add", ["x", "nc"], ["y"])],
+                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])])
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Add": 1}
+    assert len(out.graph.initializer) == 1
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(out.graph.initializer[0]), -value)
+    assert_same_outputs(model, out)
+
+
+def _branches():
+    then = helper.make_graph([N("Relu", ["x"], ["t"])], "then", [], [vi("t", FLOAT, [2, 3])])
+    other = helper.make_graph([N("Neg", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [2, 3])])
+    return then, other
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_with_constant_condition_is_replaced_by_its_branch(cond):
+    then, other = _branches()
+    model = make_model([N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])], [const("c", np.array(cond))])
+    out = optimized_proto(model)
+    assert op_counts(out) == ({"Relu": 1} if cond else {"Neg": 1})
+    assert_same_outputs(model, out)
+
+
+def test_if_whose_condition_comes_from_static_shapes_is_inlined():
+    then, other = _branches()
+    model = make_model([N("Shape", ["x"], ["s"]), N("Gather", ["s", "i0"], ["d"], axis=0),
+                        N("Greater", ["d", "one"], ["c"]), N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
+                       [const("i0", np.array(0)), const("one", np.array(1))])
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Relu": 1}
+    assert_same_outputs(model, out)
+
+
+def test_inlined_branch_keeps_its_own_initializer_that_shadows_an_outer_one():
+    # Regression: inlining renamed the branch's initializer inside the caller's ModelProto too.
+    then = helper.make_graph([N("Add", ["w", "x"], ["t"])], "then", [], [vi("t", FLOAT, [2, 3])],
+                             [const("w", np.full((2, 3), 5, np.float32))])
+    _, other = _branches()
+    model = make_model([N("If", ["c"], ["b"], then_branch=then, else_branch=other), N("Mul", ["b", "w"], ["y"])],
+                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
+                       [const("c", np.array(True)), const("w", np.full((2, 3), 3, np.float32))], check=False)
+    before = model.SerializeToString()
+    out = optimized_proto(model)
+    assert model.SerializeToString() == before
+    assert "If" not in op_counts(out)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], (x + 5) * 3)
+    assert_same_outputs(model, out)
+
+
+def test_quantize_and_dequantize_are_never_folded():
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [N("QuantizeLinear", ["w", "s", "z"], ["q"]), N("DequantizeLinear", ["q", "s", "z"], ["wq"]),
+         N("DequantizeLinear", ["q8", "s", "z"], ["w8"]), N("Add", ["x", "wq"], ["a"]), N("Add", ["a", "w8"], ["y"])],
+        [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
+        [const("w", rng.random((2, 3)).astype(np.float32)), const("s", np.float32(0.1)), const("z", np.uint8(0)),
+         const("q8", np.full((2, 3), 7, np.uint8))])
+    out = optimized_proto(model)
+    assert op_counts(out) == {"QuantizeLinear": 1, "DequantizeLinear": 2, "Add": 2}
+    assert_same_outputs(model, out)
+
+
+@pytest.mark.parametrize("op, inputs, attrs", [
+    ("RandomNormal", [], {"shape": [2, 3]}),
+    ("RandomUniform", [], {"shape": [2, 3]}),
+    ("RandomNormalLike", ["k"], {}),
+    ("RandomUniformLike", ["k"], {}),
+    ("Bernoulli", ["p"], {}),
+])
+def test_random_ops_are_never_folded(op, inputs, attrs):
+    model = make_model([N(op, inputs, ["r"], **attrs), N("Add", ["x", "r"], ["y"])],
+                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
+                       [const("k", np.zeros((2, 3), np.float32)), const("p", np.full((2, 3), 0.5, np.float32))],
+                       opset=17)
+    out = ir.to_proto(onnxslim.optimize(model, check=False))  # random outputs cannot be compared
+    assert op_counts(out)[op] == 1
+
+
+def test_multinomial_is_never_folded():
+    model = make_model([N("Multinomial", ["p"], ["r"], sample_size=3), N("Cast", ["r"], ["rf"], to=FLOAT),
+                        N("Add", ["x", "rf"], ["y"])],
+                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])], [const("p", np.zeros((2, 4), np.float32))])
+    out = ir.to_proto(onnxslim.optimize(model, check=False))
+    assert op_counts(out)["Multinomial"] == 1
+
+
+# ---------------------------------------------------------------- the size guard
+
+
+def _growing_models():
+    """Ops whose constant output is 4 MiB from inputs of a few KiB."""
+    shape = const("s", np.array([1024, 1024]))
+    row = const("w", np.ones((1, 1024), np.float32))
+    one = const("v", np.array([1.0], np.float32))
+    x, y = [vi("x", FLOAT, [1024, 1024])], [vi("y", FLOAT, [1024, 1024])]
+    return {
+        "ConstantOfShape": make_model([N("ConstantOfShape", ["s"], ["z"], value=one), N("Add", ["x", "z"], ["y"])],
+                                      x, y, [shape]),
+        "Tile": make_model([N("Tile", ["w", "r"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y,
+                           [row, const("r", np.array([1024, 1]))]),
+        "Expand": make_model([N("Expand", ["w", "s"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y, [row, shape]),
+        "broadcast Add": make_model([N("Add", ["w", "col"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y,
+                                    [row, const("col", np.ones((1024, 1), np.float32))]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_growing_models()))
+def test_size_guard_keeps_ops_that_would_grow_the_model(name):
+    model = _growing_models()[name]
+    op = name.split()[-1]
+    out = optimized_proto(model)
+    assert op_counts(out)[op] == 1 + (name == "broadcast Add")
+    assert weights_bytes(out) <= weights_bytes(model)
+    assert_same_outputs(model, out)
+
+
+@pytest.mark.parametrize("name", list(_growing_models()))
+def test_size_threshold_lets_bigger_folds_through(name):
+    model = _growing_models()[name]
+    out = optimized_proto(model, size_threshold=8 * MIB)
+    assert op_counts(out) == {"Add": 1}
+    assert weights_bytes(out) >= 4 * MIB
+    assert_same_outputs(model, out)
+
+
+def test_small_growth_is_folded_and_threshold_zero_forbids_it():
+    model = make_model([N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([2.0], np.float32))),
+                        N("Mul", ["x", "z"], ["y"])],
+                       [vi("x", FLOAT, [16, 16])], [vi("y", FLOAT, [16, 16])], [const("s", np.array([16, 16]))])
+    assert op_counts(optimized_proto(model)) == {"Mul": 1}
+    assert op_counts(optimized_proto(model, size_threshold=0)) == {"ConstantOfShape": 1, "Mul": 1}
+
+
+def test_a_huge_constant_is_never_computed():
+    # 10^12 floats (4 TB): folding must decide from the shape, before evaluating anything
+    model = make_model([N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([1.0], np.float32))),
+                        N("ReduceSum", ["z"], ["r"], keepdims=0), N("Add", ["x", "r"], ["y"])],
+                       [vi("x", FLOAT, [1])], [vi("y", FLOAT, [1])], [const("s", np.array([1_000_000, 1_000_000]))])
+    started = time.perf_counter()
+    out = ir.to_proto(onnxslim.optimize(model, check=False))
+    assert time.perf_counter() - started < 30
+    assert op_counts(out)["ConstantOfShape"] == 1
+
+
+# ---------------------------------------------------------------- what the pipeline keeps
+
+
+def test_graph_interface_is_kept_exactly():
+    model = make_model(
+        [N("Cast", ["ids"], ["f"], to=FLOAT), N("Identity", ["f"], ["o2"]), N("Add", ["x", "f"], ["o1"]),
+         N("Not", ["flag"], ["o3"])],
+        [vi("x", FLOAT, ["batch", "seq"]), vi("unused", TensorProto.FLOAT16, [1, "k", None]),
+         vi("ids", INT64, ["batch", "seq"]), vi("flag", TensorProto.BOOL, [])],
+        [vi("o2", FLOAT, ["batch", "seq"]), vi("o3", TensorProto.BOOL, []), vi("o1", FLOAT, ["batch", "seq"])])
+    out = optimized_proto(model)
+    assert interface(out) == interface(model)
+    assert "Identity" not in op_counts(out)
+    assert_same_outputs(model, out)
+
+
+def test_outputs_that_fold_to_constants_or_alias_inputs_keep_their_names():
+    model = make_model([N("Shape", ["x"], ["shape"]), N("Identity", ["x"], ["same"]), N("Relu", ["x"], ["r"])],
+                       [vi("x", FLOAT, [2, 3])],
+                       [vi("shape", INT64, [2]), vi("same", FLOAT, [2, 3]), vi("r", FLOAT, [2, 3])])
+    out = optimized_proto(model)
+    assert interface(out) == interface(model)
+    assert_same_outputs(model, out)
+
+
+def test_the_callers_model_proto_is_not_changed():
+    model = make_model([N("Constant", [], ["c"], value=const("v", np.ones((2, 3), np.float32))),
+                        N("Identity", ["x"], ["a"]), N("Add", ["a", "c"], ["y"])],
+                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])])
+    before = model.SerializeToString()
+    onnxslim.optimize(model)
+    assert model.SerializeToString() == before
+
+
+def test_opset_7_model_is_optimized():
+    model = make_model([N("Identity", ["x"], ["a"]), N("Add", ["a", "b"], ["c"]), N("Relu", ["c"], ["d"]),
+                        N("Dropout", ["d"], ["y"])],
+                       [vi("x", FLOAT, ["N", 3]), vi("b", FLOAT, [3])], [vi("y", FLOAT, ["N", 3])],
+                       [const("b", np.ones(3, np.float32))], opset=7, ir_version=3)
+    out = optimized_proto(model)
+    assert out.opset_import[0].version == 7
+    assert op_counts(out) == {"Add": 1, "Relu": 1}
+    assert_same_outputs(model, out, feeds={"x": random_feeds(model)["x"]})
+
+
+def test_custom_domain_nodes_are_left_untouched():
+    custom = N("MyOp", ["r", "k"], ["y"], domain="my.domain", alpha=2.0, name="mine")
+    folded_input = N("MyOp", ["k"], ["kk"], domain="my.domain", name="constant_inputs")
+    model = make_model([N("Relu", ["x"], ["r0"]), N("Identity", ["r0"], ["r"]), custom, folded_input,
+                        N("Add", ["y", "kk"], ["z"])],
+                       [vi("x", FLOAT, ["N", 3])], [vi("z", FLOAT, ["N", 3])], [const("k", np.ones(3, np.float32))],
+                       opsets={"my.domain": 1})
+    out = ir.to_proto(onnxslim.optimize(model, check=False))  # ORT cannot run my.domain
+    kept = {n.name: n for n in out.graph.node if n.domain == "my.domain"}
+    assert set(kept) == {"mine", "constant_inputs"}
+    assert kept["mine"].attribute == custom.attribute and kept["mine"].input[1] == "k"
+    assert list(kept["constant_inputs"].input) == ["k"]
+    assert ("my.domain", 1) in {(o.domain, o.version) for o in out.opset_import}
+    assert "Identity" not in op_counts(out)
+
+
+def test_skip_leaves_a_pass_out_and_unknown_names_are_refused():
+    model = make_model([N("Neg", ["k"], ["nk"]), N("Add", ["x", "nk"], ["y"])],
+                       [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], [const("k", np.ones(2, np.float32))])
+    assert op_counts(optimized_proto(model)) == {"Add": 1}
+    assert op_counts(optimized_proto(model, skip=["fold-constants"])) == {"Neg": 1, "Add": 1}
+    with pytest.raises(onnxslim.OnnxSlimError, match="unknown pass 'nope'"):
+        onnxslim.optimize(model, skip=["nope"])
+
+
+def test_every_registered_pass_has_a_unique_name():
+    names = [spec.name for spec in passes.REGISTRY]
+    assert len(names) == len(set(names)) and all(name == name.lower() for name in names)
