@@ -23,6 +23,13 @@ class Histogram:
     counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     min: float = np.inf
     max: float = -np.inf
+    elements: int = 0  # values seen, finite or not
+    batches: int = 0
+
+    @property
+    def mean_size(self) -> float:
+        """Mean number of elements per update (per sample, when fed one tensor per sample)."""
+        return self.elements / self.batches if self.batches else 0.0
 
     @property
     def total(self) -> int:
@@ -44,6 +51,8 @@ class Histogram:
     def update(self, values: np.ndarray) -> None:
         """Add a batch of values (any shape); NaN and inf are ignored."""
         x = np.asarray(values, dtype=np.float64).ravel()
+        self.elements += x.size
+        self.batches += 1
         x = x[np.isfinite(x)]
         if x.size == 0:
             return

@@ -1,0 +1,132 @@
+"""Which ops INT8 quantization touches, and how: one table row per op type.
+
+- ``weighted``: a float activation input plus a constant weight (int8 per output channel) and an optional
+  bias (int32); ORT fuses DQ -> op -> Q into QLinearConv, QGemm, QLinearMatMul, ...
+- ``weight-only``: ORT has no fused kernel; the weight is stored int8 and dequantized, the op runs in float.
+- ``compute``: all inputs must already be quantized activations; the output gets its own range
+  (ORT's QLinearAdd, QLinearMul, QLinearConcat, QLinearSigmoid, QLinearGlobalAveragePool, ...).
+- ``shared``: data movement; the outputs reuse the input's scale and zero point so ORT drops the Q/DQ pair
+  and runs the op on uint8.
+- ``FOLDABLE`` activations (Relu, Clip) directly after a quantized op disappear into its output range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+WEIGHTED, WEIGHT_ONLY, COMPUTE, SHARED = "weighted", "weight-only", "compute", "shared"
+
+
+def _attr(node: ir.Node, name: str, default):
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def is_depthwise(node: ir.Node) -> bool:
+    """A grouped Conv with one input channel per group."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    shape = weight.shape if weight is not None else None
+    return node.op_type == "Conv" and _attr(node, "group", 1) > 1 and shape is not None and shape[1] == 1
+
+
+def macs_per_output(node: ir.Node) -> int | None:
+    """Multiply-accumulates per output element of a weighted op (None when the weight shape is unknown)."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if weight is None or weight.shape is None or not weight.shape.is_static():
+        return None
+    dims = list(weight.shape)
+    if node.op_type == "Conv":
+        return int(np.prod(dims[1:]))
+    if node.op_type == "ConvTranspose":
+        return int(dims[0] * np.prod(dims[2:]))
+    if node.op_type == "Gemm":
+        return dims[1] if _attr(node, "transB", 0) else dims[0]
+    return dims[-2] if len(dims) >= 2 else None
+
+
+def _always(node: ir.Node) -> str | None:
+    return None
+
+
+def _gemm_check(node: ir.Node) -> str | None:
+    if _attr(node, "transA", 0):
+        return "Gemm with transA"
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None and (bias.const_value is None or len(bias.shape or ()) != 1 or _attr(node, "beta", 1.0) != 1.0):
+        return "Gemm bias is not a constant 1-D vector with beta=1"
+    return None
+
+
+def _resize_check(node: ir.Node) -> str | None:
+    return None if _attr(node, "mode", "nearest") == "nearest" else "Resize is not nearest"
+
+
+def _conv_transpose_axis(node: ir.Node) -> int | None:
+    # Weight is [C_in, C_out / group, ...]; per output channel only when there is one group.
+    return 1 if _attr(node, "group", 1) == 1 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpRule:
+    """How one op type is quantized. ``weight_axis`` returns the per-channel axis (None: per-tensor)."""
+
+    kind: str
+    activations: tuple[int, ...] | None = (0,)  # None: every input
+    weight: int | None = None
+    weight_axis: Callable[[ir.Node], int | None] = lambda node: 0
+    bias: int | None = None
+    check: Callable[[ir.Node], str | None] = _always  # a reason it can't be quantized, or None
+
+
+RULES: dict[str, OpRule] = {
+    "Conv": OpRule(WEIGHTED, weight=1, bias=2),
+    "ConvTranspose": OpRule(WEIGHT_ONLY, weight=1, weight_axis=_conv_transpose_axis),
+    "Gemm": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: 0 if _attr(n, "transB", 0) else 1, bias=2,
+                   check=_gemm_check),
+    "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: -1),
+    "Add": OpRule(COMPUTE, activations=(0, 1)),
+    "Mul": OpRule(COMPUTE, activations=(0, 1)),
+    "Concat": OpRule(COMPUTE, activations=None),
+    "Sigmoid": OpRule(COMPUTE),
+    "LeakyRelu": OpRule(COMPUTE),
+    "GlobalAveragePool": OpRule(COMPUTE),
+    "AveragePool": OpRule(COMPUTE),
+    "MaxPool": OpRule(SHARED),
+    "Reshape": OpRule(SHARED),
+    "Transpose": OpRule(SHARED),
+    "Squeeze": OpRule(SHARED),
+    "Unsqueeze": OpRule(SHARED),
+    "Gather": OpRule(SHARED),
+    "Split": OpRule(SHARED),
+    "Resize": OpRule(SHARED, check=_resize_check),
+}
+
+# Activations that fold into the preceding quantized op's output range (ORT removes them before a Q whose
+# range they don't clip): op type -> function giving the (lo, hi) the activation clips to, None if unknown.
+FOLDABLE: dict[str, Callable[[ir.Node], tuple[float, float] | None]] = {
+    "Relu": lambda node: (0.0, float("inf")),
+    "Clip": lambda node: _clip_bounds(node),
+}
+
+
+def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
+    if len(node.inputs) <= 1:  # opset < 11: attributes
+        return float(_attr(node, "min", float("-inf"))), float(_attr(node, "max", float("inf")))
+    bounds = []
+    for i, default in ((1, float("-inf")), (2, float("inf"))):
+        value = node.inputs[i] if len(node.inputs) > i else None
+        if value is None:
+            bounds.append(default)
+        elif value.const_value is None:
+            return None
+        else:
+            bounds.append(float(value.const_value.numpy()))
+    return bounds[0], bounds[1]
+
+
+# Ops quantized when the user does not narrow the set (--quantize-op).
+DEFAULT_OPS = frozenset(RULES) | frozenset(FOLDABLE)

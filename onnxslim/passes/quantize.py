@@ -1,0 +1,386 @@
+"""QDQ insertion: plan which nodes and tensors to quantize, then rewrite the graph with QuantizeLinear /
+DequantizeLinear pairs, int8 weights and int32 biases, in the shape ORT fuses into integer kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxslim.errors import OnnxSlimError
+from onnxslim.passes.quant_rules import (COMPUTE, DEFAULT_OPS, FOLDABLE, RULES, SHARED, WEIGHT_ONLY, WEIGHTED,
+                                         is_depthwise, macs_per_output)
+
+INT32_MAX = 2**31 - 1
+SPEED_REASONS = ("faster in float",)  # reasons that still store the weights in int8
+QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
+ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantOptions:
+    """What to quantize and how."""
+
+    activation_type: str = "uint8"  # "uint8" asymmetric or "int8" symmetric
+    weight_bits: int = 8  # 7 keeps u8s8 products from saturating on x86 without VNNI
+    per_channel: bool = True
+    quantize_ops: frozenset[str] = DEFAULT_OPS
+    exclude_ops: frozenset[str] = frozenset()
+    exclude_nodes: frozenset[str] = frozenset()
+    skip_depthwise: bool = False  # ORT's int8 depthwise kernels are slower than float ones on x86
+    min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
+
+    def __post_init__(self):
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise OnnxSlimError(f"activation type must be uint8 or int8, got {self.activation_type!r}")
+        if not 2 <= self.weight_bits <= 8:
+            raise OnnxSlimError(f"weight bits must be in 2..8, got {self.weight_bits}")
+        unknown = sorted((self.quantize_ops | self.exclude_ops) - set(RULES) - set(FOLDABLE))
+        if unknown:
+            raise OnnxSlimError(f"cannot quantize op type(s) {', '.join(unknown)}; known: {', '.join(sorted(RULES))}")
+
+
+@dataclasses.dataclass
+class QuantPlan:
+    """The outcome of planning, before any range is known.
+
+    ``tensors`` maps each activation to quantize to the tensor whose range (and so scale and zero point) it
+    uses: itself, or the input of the data-movement op it comes out of. ``folded`` maps a Relu/Clip that
+    disappears into the output range to the node it follows. ``floats`` says why candidate nodes stay float.
+    """
+
+    nodes: list[str] = dataclasses.field(default_factory=list)
+    tensors: dict[str, str] = dataclasses.field(default_factory=dict)
+    folded: dict[str, str] = dataclasses.field(default_factory=dict)
+    asymmetric: set[str] = dataclasses.field(default_factory=set)
+    floats: dict[str, str] = dataclasses.field(default_factory=dict)
+    weight_only: list[str] = dataclasses.field(default_factory=list)  # float compute on int8-stored weights
+
+    @property
+    def observed(self) -> list[str]:
+        """The tensors whose statistics calibration must collect."""
+        return sorted(set(self.tensors.values()))
+
+
+@dataclasses.dataclass(frozen=True)
+class QParams:
+    scale: np.ndarray  # float32, scalar or 1-D
+    zero_point: np.ndarray  # same shape, uint8 / int8 / int32
+    axis: int | None = None
+
+
+def prepare(model: ir.Model) -> ir.Model:
+    """Name every node and make per-axis QDQ expressible (default-domain opset >= 13)."""
+    if model.opset_imports.get("", 1) < QDQ_MIN_OPSET:
+        from onnx import version_converter
+
+        try:
+            proto = version_converter.convert_version(ir.to_proto(model), QDQ_MIN_OPSET)
+        except Exception as err:  # the converter raises bare RuntimeErrors / ValidationErrors
+            raise OnnxSlimError(f"cannot upgrade the model to opset {QDQ_MIN_OPSET} for INT8: "
+                                f"{str(err).splitlines()[0]}") from err
+        model = ir.from_proto(proto)
+    ir.passes.common.NameFixPass()(model)
+    return model
+
+
+def plan(model: ir.Model, options: QuantOptions = QuantOptions(), sizes: Mapping[str, float] | None = None) -> QuantPlan:
+    """Decide which nodes of the main graph to quantize and which activations get Q/DQ pairs.
+
+    Weighted ops (Conv, Gemm, MatMul, ...) are decided first, so their inputs count as quantized for the ops
+    that need quantized inputs; then every node in topological order; then ops whose quantized output
+    nothing quantized reads go back to float. ``sizes`` (elements per sample of tensors, from calibration)
+    lets ``options.min_macs`` leave small ops in float.
+    """
+    graph = model.graph
+    result = QuantPlan()
+    outputs = {v.name for v in graph.outputs}
+    allowed = options.quantize_ops - options.exclude_ops
+    candidates = [(n, RULES[n.op_type]) for n in graph if n.op_type in RULES and n.domain == ""]
+    sizes = sizes or {}
+    for node, rule in candidates:
+        if rule.kind == WEIGHTED and not _float_reason(node, rule, allowed, options, result.tensors, sizes):
+            for value in _activation_inputs(node, rule):
+                result.tensors[value.name] = value.name
+    for node, rule in candidates:
+        reason = _float_reason(node, rule, allowed, options, result.tensors, sizes)
+        if reason:
+            result.floats[node.name] = reason
+            if reason.startswith(SPEED_REASONS) and node.inputs[rule.weight].const_value is not None:
+                result.weight_only.append(node.name)
+            continue
+        result.nodes.append(node.name)
+        if rule.kind == WEIGHT_ONLY:
+            continue
+        if rule.kind == SHARED:
+            source = result.tensors[node.inputs[0].name]
+            result.tensors.update((out.name, source) for out in node.outputs if out.name not in outputs)
+            continue
+        out = _fold_activation(node, options, allowed, result, outputs)
+        if out.name not in outputs:
+            result.tensors[out.name] = out.name
+    _prune_unused(model, result)
+    return result
+
+
+def _float_reason(node: ir.Node, rule, allowed, options: QuantOptions, tensors: Mapping[str, str],
+                  sizes: Mapping[str, float]) -> str | None:
+    """Why ``node`` can't (or shouldn't) be quantized, or None."""
+    if node.name in options.exclude_nodes:
+        return "excluded by name"
+    if node.op_type not in allowed:
+        return "op type not selected"
+    reason = rule.check(node)
+    if reason:
+        return reason
+    if rule.kind in (WEIGHTED, WEIGHT_ONLY):
+        weight = node.inputs[rule.weight]
+        if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
+            return "weight is not float"
+        if weight.const_value is None and node.op_type != "MatMul" or rule.kind == WEIGHT_ONLY and weight.const_value is None:
+            return "weight is not a constant"
+        if rule.kind == WEIGHT_ONLY:
+            return None
+        if options.skip_depthwise and is_depthwise(node):
+            return f"{SPEED_REASONS[0]}: int8 depthwise conv is slower than float on this target"
+        macs = macs_per_output(node)
+        size = sizes.get(node.outputs[0].name)
+        if options.min_macs and macs and size and macs * size < options.min_macs:
+            return f"{SPEED_REASONS[0]}: too small to gain from int8 ({int(macs * size)} MACs)"
+    inputs = _activation_inputs(node, rule)
+    if any(v is None or v.const_value is not None or v.dtype not in (ir.DataType.FLOAT, None) for v in inputs):
+        return "an input is constant or not float"
+    if rule.kind != WEIGHTED and any(v.name not in tensors for v in inputs):
+        return "input is not quantized"
+    return None
+
+
+def _activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
+    """The inputs quantized as activations (a constant MatMul weight is a weight, not an activation)."""
+    if rule.kind == WEIGHTED:
+        weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
+        indices = (0,) if weight is None or weight.const_value is not None else (0, rule.weight)
+    else:
+        indices = range(len(node.inputs)) if rule.activations is None else rule.activations
+    return [node.inputs[i] if i < len(node.inputs) else None for i in indices]
+
+
+def _fold_activation(node: ir.Node, options: QuantOptions, allowed, result: QuantPlan, outputs: set[str]) -> ir.Value:
+    """The value whose range closes ``node``: the output of a lone Relu/Clip that follows it, else its own."""
+    out = node.outputs[0]
+    users = list(out.uses())
+    if len(users) != 1 or out.name in outputs:
+        return out
+    act = users[0].node
+    bounds = FOLDABLE[act.op_type](act) if act.op_type in FOLDABLE and act.domain == "" else None
+    if bounds is None or bounds[0] > 0.0 or act.op_type not in allowed or act.name in options.exclude_nodes:
+        return out
+    result.folded[act.name] = node.name
+    if options.activation_type == "int8":
+        result.asymmetric.add(act.outputs[0].name)  # zero point at -128 lets ORT drop the Relu
+    return act.outputs[0]
+
+
+def _prune_unused(model: ir.Model, result: QuantPlan) -> None:
+    """Return to float the compute/shared nodes whose quantized output no quantized node reads."""
+    by_name = {n.name: n for n in model.graph}
+    closing = {owner: by_name[act] for act, owner in result.folded.items()}
+    kept = set(result.nodes)
+    for name in reversed(result.nodes):
+        node = by_name[name]
+        if RULES[node.op_type].kind in (WEIGHTED, WEIGHT_ONLY):
+            continue
+        outs = closing.get(name, node).outputs
+        if any(use.node.name in kept for v in outs for use in v.uses()):
+            continue
+        kept.discard(name)
+        result.floats[name] = "no quantized consumer"
+        for v in outs:
+            result.tensors.pop(v.name, None)
+        if name in closing:
+            del result.folded[closing[name].name]
+    result.nodes = [n for n in result.nodes if n in kept]
+
+
+def activation_qparams(lo: float, hi: float, activation_type: str, symmetric: bool) -> QParams:
+    """Scale and zero point mapping ``[lo, hi]`` (which contains 0) onto uint8, or int8 (symmetric: zero
+    point 0 and range +-127; asymmetric: the full -128..127)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if activation_type == "int8" and symmetric:
+        t = max(-lo, hi)
+        scale = t / 127.0 if t > 0 else 1.0
+        return QParams(np.array(scale, np.float32), np.array(0, np.int8))
+    qmin, qmax, dtype = (0, 255, np.uint8) if activation_type == "uint8" else (-128, 127, np.int8)
+    scale = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
+    scale = np.float32(scale)
+    zero_point = int(np.clip(round(qmin - lo / float(scale)), qmin, qmax))
+    return QParams(np.array(scale, np.float32), np.array(zero_point, dtype))
+
+
+def quantize_weight(weight: np.ndarray, axis: int | None, bits: int) -> tuple[np.ndarray, QParams]:
+    """Symmetric int8 weights with ``bits`` of range (``|q| <= 2^(bits-1) - 1``), per channel on ``axis``."""
+    qmax = 2 ** (bits - 1) - 1
+    w = weight.astype(np.float32)
+    if axis is None:
+        amax = np.array(np.abs(w).max(), np.float32)
+    else:
+        axis = axis % w.ndim
+        amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis))
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    return _round_weight(w, scale, axis, qmax), QParams(scale, np.zeros(scale.shape, np.int8), axis)
+
+
+def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
+    s = scale if axis is None else scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])
+    return np.clip(np.round(w / s), -qmax, qmax).astype(np.int8)
+
+
+def quantize_bias(bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray, wq: QParams, bits: int):
+    """int32 bias with scale ``input_scale * weight_scale``. Channels whose bias would overflow int32 get a
+    larger weight scale (and requantized weights). Returns (bias_q, bias_qparams, weight_q, weight_qparams)."""
+    w_scale = wq.scale.astype(np.float64)
+    need = np.abs(bias.astype(np.float64)) / (float(input_scale) * INT32_MAX)
+    if np.any(need > w_scale):
+        w_scale = np.maximum(w_scale, need * 1.0001).astype(np.float32)
+        wq = QParams(w_scale.astype(np.float32), wq.zero_point, wq.axis)
+    weight_q = _round_weight(weight.astype(np.float32), wq.scale, wq.axis, 2 ** (bits - 1) - 1)
+    scale = (float(input_scale) * wq.scale.astype(np.float64)).astype(np.float32)
+    bias_q = np.clip(np.round(bias / scale), -INT32_MAX, INT32_MAX).astype(np.int32)
+    bq = QParams(scale, np.zeros(scale.shape, np.int32), 0 if scale.ndim else None)
+    return bias_q, bq, weight_q, wq
+
+
+class QuantizePass(ir.passes.InPlacePass):
+    """Insert the Q/DQ pairs of ``plan`` with the given activation ``qparams`` (keyed by source tensor)."""
+
+    def __init__(self, plan: QuantPlan, qparams: Mapping[str, QParams], options: QuantOptions):
+        super().__init__()
+        self.plan, self.qparams, self.options = plan, qparams, options
+        self.dequantized: dict[str, str] = {}  # quantized tensor -> name of its DequantizeLinear output
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        missing = sorted(set(self.plan.observed) - set(self.qparams))
+        if missing:
+            raise OnnxSlimError(f"no calibration range for tensor(s) {', '.join(missing[:5])}")
+        builder = _Builder(graph)
+        values = _values_by_name(graph)
+        for name, source in self.plan.tensors.items():
+            self.dequantized[name] = builder.qdq(values[name], source, self.qparams[source])
+        dq = {name: self.qparams[source] for name, source in self.plan.tensors.items()}
+        by_name = {n.name: n for n in graph}
+        for name in self.plan.nodes:
+            node = by_name[name]
+            rule = RULES[node.op_type]
+            if rule.kind == WEIGHTED and node.inputs[rule.weight].const_value is not None:
+                self._quantize_weights(builder, node, rule, dq)
+        for name in self.plan.weight_only + [n for n in self.plan.nodes if RULES[by_name[n].op_type].kind == WEIGHT_ONLY]:
+            self._store_weights(builder, by_name[name])
+        graph.sort()
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, modified=bool(dq))
+
+    def _store_weights(self, builder: "_Builder", node: ir.Node) -> None:
+        """Int8 weights for a node that computes in float: Cast + Mul, which ORT folds back to a float
+        initializer at session load (so its kernels still pre-pack the weights), unlike DequantizeLinear."""
+        rule = RULES[node.op_type]
+        weight = node.inputs[rule.weight]
+        axis = rule.weight_axis(node) if self.options.per_channel else None
+        wq_array, wq = quantize_weight(weight.const_value.numpy(), axis, 8)
+        node.replace_input_with(rule.weight, builder.scaled_constant(weight, wq_array, wq))
+
+    def _quantize_weights(self, builder: "_Builder", node: ir.Node, rule, dq: Mapping[str, QParams]) -> None:
+        weight = node.inputs[rule.weight]
+        w = weight.const_value.numpy()
+        axis = rule.weight_axis(node) if self.options.per_channel else None
+        bits = self.options.weight_bits
+        wq_array, wq = quantize_weight(w, axis, bits)
+        bias = node.inputs[rule.bias] if rule.bias is not None and len(node.inputs) > rule.bias else None
+        x_name = node.inputs[0].name
+        if bias is not None and bias.const_value is not None and x_name in dq:
+            b = bias.const_value.numpy().astype(np.float64)
+            bias_q, bq, wq_array, wq = quantize_bias(b, dq[x_name].scale, w, wq, bits)
+            node.replace_input_with(rule.bias, builder.dequantized_constant(bias, bias_q, bq))
+        node.replace_input_with(rule.weight, builder.dequantized_constant(weight, wq_array, wq))
+
+
+def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    values = {v.name: v for v in graph.inputs}
+    values.update({v.name: v for n in graph for v in n.outputs})
+    return values
+
+
+class _Builder:
+    """Creates the Q/DQ nodes and constants of one graph, sharing scale/zero-point initializers by source."""
+
+    def __init__(self, graph: ir.Graph):
+        self.graph = graph
+        self._params: dict[str, tuple[ir.Value, ir.Value]] = {}
+        self._taken = set(graph.initializers) | set(_values_by_name(graph))
+
+    def _name(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._taken:
+            name, i = f"{base}_{i}", i + 1
+        self._taken.add(name)
+        return name
+
+    def _initializer(self, base: str, array: np.ndarray) -> ir.Value:
+        name = self._name(base)
+        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        self.graph.register_initializer(value)
+        return value
+
+    def _scale_zp(self, key: str, qp: QParams) -> tuple[ir.Value, ir.Value]:
+        if key not in self._params:
+            self._params[key] = (self._initializer(f"{key}_scale", qp.scale),
+                                 self._initializer(f"{key}_zero_point", qp.zero_point))
+        return self._params[key]
+
+    def qdq(self, value: ir.Value, source: str, qp: QParams) -> str:
+        """Route every reader of ``value`` through QuantizeLinear -> DequantizeLinear; returns the DQ output."""
+        scale, zp = self._scale_zp(source, qp)
+        dq_out = ir.Value(name=self._name(f"{value.name}_dequantized"), shape=value.shape,
+                          type=value.type)
+        value.replace_all_uses_with(dq_out)
+        q = ir.node("QuantizeLinear", [value, scale, zp], name=self._name(f"{value.name}_QuantizeLinear"))
+        q.outputs[0].name = self._name(f"{value.name}_quantized")
+        q.outputs[0].dtype = ir.DataType(ir.tensor(qp.zero_point).dtype)
+        q.outputs[0].shape = value.shape
+        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zp], name=self._name(f"{value.name}_DequantizeLinear"),
+                     outputs=[dq_out])
+        self.graph.extend([q, dq])
+        return dq_out.name
+
+    def scaled_constant(self, original: ir.Value, array: np.ndarray, qp: QParams) -> ir.Value:
+        """``Cast(array) * scale``: a constant stored quantized that ORT's constant folding restores."""
+        base = original.name or "constant"
+        q = self._initializer(f"{base}_quantized", array)
+        scale = qp.scale if qp.axis is None else qp.scale.reshape(
+            [-1 if i == qp.axis % array.ndim else 1 for i in range(array.ndim)])
+        scale_value = self._initializer(f"{base}_scale", scale.astype(np.float32))
+        cast = ir.node("Cast", [q], attributes={"to": ir.DataType.FLOAT}, name=self._name(f"{base}_Cast"))
+        cast.outputs[0].name = self._name(f"{base}_cast")
+        mul = ir.node("Mul", [cast.outputs[0], scale_value], name=self._name(f"{base}_Mul"))
+        mul.outputs[0].name = self._name(f"{base}_dequantized")
+        mul.outputs[0].dtype = ir.DataType.FLOAT
+        mul.outputs[0].shape = original.shape
+        self.graph.extend([cast, mul])
+        return mul.outputs[0]
+
+    def dequantized_constant(self, original: ir.Value, array: np.ndarray, qp: QParams) -> ir.Value:
+        """A constant stored quantized, read through DequantizeLinear (per axis when ``qp.axis`` is set)."""
+        base = original.name or "constant"
+        q = self._initializer(f"{base}_quantized", array)
+        scale = self._initializer(f"{base}_scale", qp.scale)
+        zp = self._initializer(f"{base}_zero_point", qp.zero_point)
+        attrs = {"axis": qp.axis} if qp.axis is not None else {}
+        dq = ir.node("DequantizeLinear", [q, scale, zp], attributes=attrs, name=self._name(f"{base}_DequantizeLinear"))
+        dq.outputs[0].name = self._name(f"{base}_dequantized")
+        dq.outputs[0].dtype = ir.DataType.FLOAT
+        dq.outputs[0].shape = original.shape
+        self.graph.extend([dq])
+        return dq.outputs[0]
