@@ -153,6 +153,14 @@ def _inlined_external_tensors(model: ir.Model, enabled: bool = True) -> Iterator
             value.const_value = tensor
 
 
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """A self-contained ModelProto: external tensors are read in (their relative paths mean nothing in memory)."""
+    if weight_bytes(model) >= PROTOBUF_LIMIT:
+        raise OnnxSlimError("the model's weights exceed protobuf's 2 GB limit: save it to a file instead")
+    with _inlined_external_tensors(model):
+        return ir.to_proto(model)
+
+
 def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
     """Accept a path, a ModelProto or an onnx-ir Model."""
     if isinstance(model, ir.Model):
