@@ -240,6 +240,22 @@ def test_squeeze_unsqueeze_on_other_axes_kept():
     assert counts["Squeeze"] + counts["Unsqueeze"] + counts["Reshape"] >= 1
 
 
+@pytest.mark.parametrize("perm, squeeze, expected", [
+    ([2, 1, 0, 3], [2], {"Transpose": 1, "Relu": 1}),  # the inserted dim moves to 2 and is dropped there
+    ([0, 1, 2, 3], [0], {"Relu": 1}),                  # nothing moves: the identity
+])
+def test_unsqueeze_transpose_squeeze_becomes_transpose(perm, squeeze, expected):
+    steps = [("Unsqueeze", ["a1"], {}), ("Transpose", [], dict(perm=perm)), ("Squeeze", ["a2"], {})]
+    model = chain(steps, [2, 3, 4], 3, initializers=[axes("a1", [0]), axes("a2", squeeze)])
+    assert slim(model) == expected
+
+
+def test_unsqueeze_transpose_squeeze_of_another_dim_kept():
+    steps = [("Unsqueeze", ["a1"], {}), ("Transpose", [], dict(perm=[0, 2, 1, 3])), ("Squeeze", ["a2"], {})]
+    model = chain(steps, [2, 1, 4], 3, initializers=[axes("a1", [0]), axes("a2", [1])])
+    assert slim(model)["Transpose"] == 1  # the Squeeze drops x's own size-1 dim, not the inserted one
+
+
 def slice_step(name, starts, ends, axes_, steps):
     values = dict(starts=starts, ends=ends, axes=axes_, steps=steps)
     names = [f"{name}_{key}" for key in values]

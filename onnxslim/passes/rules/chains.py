@@ -75,6 +75,40 @@ class SqueezeUnsqueeze(pattern.RewriteRuleClassBase):
         return op.Identity(x)
 
 
+class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
+    """Squeeze(Transpose(Unsqueeze(x))) -> Transpose(x) when the Squeeze removes exactly the inserted dims."""
+
+    def pattern(self, op, x, perm):
+        inner = op.Unsqueeze(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"])
+        moved = op.Transpose(inner, perm=perm)
+        return op.Squeeze(moved, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"])
+
+    def check(self, context, x, perm, inner, outer) -> MatchResult:
+        if _remaining_perm(perm, inner, outer) is None:
+            return MatchResult().fail("the Squeeze does not remove exactly the inserted dims")
+        return MatchResult()
+
+    def rewrite(self, op, x, perm, inner, outer):
+        remaining = _remaining_perm(perm, inner, outer)
+        if remaining == list(range(len(remaining))):
+            return op.Identity(x)
+        return op.Transpose(x, perm=remaining)
+
+
+def _remaining_perm(perm: ir.Attr, inner: ir.Value, outer: ir.Value) -> list[int] | None:
+    """The permutation of x's axes left once the inserted axes are dropped, or None if the Squeeze differs."""
+    inserted, removed = _unsqueeze_axes(inner.producer()), _squeeze_axes(outer.producer())
+    if perm.is_ref():
+        return None
+    order = list(perm.as_ints())
+    if inserted is None or removed is None or sorted(order) != list(range(len(order))):
+        return None
+    if {i for i, axis in enumerate(order) if axis in inserted} != set(removed):
+        return None
+    kept = [axis for axis in range(len(order)) if axis not in inserted]  # y's axes that come from x, in x's order
+    return [kept.index(axis) for axis in order if axis not in inserted]
+
+
 class SliceSlice(pattern.RewriteRuleClassBase):
     """Slice(Slice(x)) -> one Slice when the two slice disjoint axes (each axis is cut once, so order is moot)."""
 
@@ -150,6 +184,7 @@ def _same_axis(a: int | None, b: int | None, rank: int | None) -> bool:
 rules = (
     UnsqueezeSqueeze.rule(),
     SqueezeUnsqueeze.rule(),
+    UnsqueezeTransposeSqueeze.rule(),
     SliceSlice.rule(),
     NestedConcat.rule(),
 )
