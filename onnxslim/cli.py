@@ -66,6 +66,8 @@ def _pass_list() -> str:
               help="Most bytes constant folding may add per folded tensor [default: 1MiB].")
 @click.option("--keep-initializer-inputs", is_flag=True,
               help="Keep initializers that are also graph inputs overridable instead of freezing them.")
+@click.option("--inline-functions", is_flag=True,
+              help="Inline model-local functions before optimizing (by default they are kept and optimized).")
 @click.option("--no-check", is_flag=True, help="Skip comparing outputs with the original on ONNX Runtime.")
 @click.option("--check-inputs", type=click.Path(exists=True, path_type=Path),
               help="Inputs for the check: a .npy/.npz file or a folder of them [default: random].")
@@ -77,7 +79,7 @@ def _pass_list() -> str:
 @click.option("--bench", "run_bench", is_flag=True,
               help="Then benchmark OUTPUT against INPUT on ONNX Runtime CPU (speed and drift).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_initializer_inputs, no_check,
+def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_initializer_inputs, inline_functions, no_check,
              check_inputs, shapes, external_data, overwrite, report_path, run_bench, quiet):
     """Optimize INPUT losslessly (prune, fold, fuse) and write OUTPUT."""
     with _errors_to_exit_codes():
@@ -107,6 +109,7 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
                 check=not no_check,
                 check_inputs=samples,
                 shapes=shape_map,
+                inline_functions=inline_functions,
                 on_pass=lambda name: status.update(f"optimizing: {name}"),
             )
         if output is not None:
@@ -134,6 +137,8 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
 
 def _report(result: pipeline.OptimizeResult, input_path: Path, output: Path | None, report_path, console) -> None:
     checked = "outputs match the original on ONNX Runtime" if result.checked else "not checked (--no-check)"
+    if result.check_skipped:
+        checked = f"not checked: {result.check_skipped}"
     where = f"wrote {output}" if output else "no output path given: nothing written"
     footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
     report.print_table(report.comparison_table(result.before, result.after, f"onnxslim {input_path.name}"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import onnx
 import onnx_ir as ir
-from google.protobuf.message import DecodeError
 
 from onnxslim.errors import OnnxSlimError, first_line
 
@@ -29,13 +29,51 @@ def load(path: str | os.PathLike) -> ir.Model:
     if path.stat().st_size == 0:
         raise OnnxSlimError(f"{path}: empty file, not an ONNX model")
     try:
-        model = ir.load(path)
-    except (DecodeError, RuntimeWarning, UnicodeDecodeError, ValueError) as err:
+        # external data is not read here: onnx-ir maps it on demand
+        proto = onnx.load(os.fspath(path), format="protobuf", load_external_data=False)
+    except MemoryError:
+        raise
+    except Exception as err:  # DecodeError, RuntimeWarning, UnicodeDecodeError, ...
         raise OnnxSlimError(f"{path}: not a valid ONNX model (truncated or not protobuf: {first_line(err)})")
-    except Exception as err:  # onnx-ir rejects malformed protos with assorted exceptions
-        raise OnnxSlimError(f"{path}: cannot read ONNX model: {first_line(err)}")
+    model = _deserialize(proto, str(path))
+    del proto
+    # absolute, so a later change of working directory cannot break the paths of external data
+    ir.external_data.set_base_dir(model.graph, path.resolve().parent)
     validate(model, str(path))
     return model
+
+
+def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
+    """onnx-ir's model for `proto`; malformed graphs (redeclared or dangling values) are user errors."""
+    with quiet_library_logs():
+        try:
+            return ir.serde.deserialize_model(proto)
+        except MemoryError:
+            raise
+        except Exception as err:  # onnx-ir rejects malformed protos with assorted exceptions
+            raise OnnxSlimError(f"{where}: invalid ONNX model: {first_line(_root_cause(err))}")
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    seen = {id(err)}
+    while (err.__cause__ or err.__context__) is not None and id(err.__cause__ or err.__context__) not in seen:
+        err = err.__cause__ or err.__context__
+        seen.add(id(err))
+    return err
+
+
+@contextlib.contextmanager
+def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
+    """Silence onnx-ir's and onnxscript's warnings (onnxslim reports problems itself, in one line)."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, levels):
+            logger.setLevel(old)
 
 
 def validate(model: ir.Model, where: str = "model") -> None:
@@ -53,7 +91,99 @@ def validate(model: ir.Model, where: str = "model") -> None:
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
         raise OnnxSlimError(f"{where}: opset {opset} is newer than this onnx release supports ({newest})")
+    _check_nodes(model, where)
+    _check_acyclic(model, where)
     _check_external_data(model, where)
+
+
+def _scopes(model: ir.Model) -> Iterator[tuple[ir.Graph | ir.Function, dict[str, int]]]:
+    """Every graph and function with the opsets its nodes see."""
+    for graph in model.graphs():
+        yield graph, model.opset_imports
+    for function in model.functions.values():
+        yield function, {**model.opset_imports, **function.opset_imports}
+        for node in function:
+            for attr in node.attributes.values():
+                if isinstance(attr, ir.Attr) and attr.type == ir.AttributeType.GRAPH:
+                    yield attr.as_graph(), {**model.opset_imports, **function.opset_imports}
+                elif isinstance(attr, ir.Attr) and attr.type == ir.AttributeType.GRAPHS:
+                    for graph in attr.as_graphs():
+                        yield graph, {**model.opset_imports, **function.opset_imports}
+
+
+def _check_nodes(model: ir.Model, where: str) -> None:
+    """Default-domain ops must exist at the model's opset; every input must come from somewhere."""
+    local = {(domain, name) for domain, name, _ in model.functions}
+    for scope, opsets in _scopes(model):
+        formal = set(scope.inputs)
+        for node in scope:
+            label = _label(node)
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if domain == "" and (domain, node.op_type) not in local:
+                version = opsets.get("", opsets.get("ai.onnx", 0))
+                try:
+                    onnx.defs.get_schema(node.op_type, version, "")
+                except onnx.defs.SchemaError:
+                    known = onnx.defs.has(node.op_type)
+                    reason = f"does not exist in opset {version}" if known else "is not an ONNX operator"
+                    raise OnnxSlimError(
+                        f"{where}: {label}: {node.op_type!r} {reason} (custom ops need their own domain)"
+                    )
+            for value in node.inputs:
+                if value is None or value in formal:
+                    continue
+                if value.producer() is None and not value.is_graph_input() and not value.is_initializer():
+                    raise OnnxSlimError(
+                        f"{where}: {label} reads {value.name!r}, which no node, graph input or initializer defines"
+                    )
+
+
+def _check_acyclic(model: ir.Model, where: str) -> None:
+    """Nodes may come in any order, but their dependencies must not form a cycle."""
+    for scope, _ in _scopes(model):
+        nodes = list(scope)
+        position = {node: index for index, node in enumerate(nodes)}
+        waiting = [0] * len(nodes)
+        users: list[list[int]] = [[] for _ in nodes]
+        for index, node in enumerate(nodes):
+            producers = {position[p] for p in _dependencies(node) if p in position and p is not node}
+            waiting[index] = len(producers)
+            for producer in producers:
+                users[producer].append(index)
+            if any(p is node for p in _dependencies(node)):
+                waiting[index] = -1  # a node that reads its own output
+        ready = [index for index, count in enumerate(waiting) if count == 0]
+        done = 0
+        while ready:
+            index = ready.pop()
+            done += 1
+            for user in users[index]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    ready.append(user)
+        if done != len(nodes):
+            stuck = next(nodes[i] for i, count in enumerate(waiting) if count != 0)
+            raise OnnxSlimError(f"{where}: the graph has a cycle (through {_label(stuck)})")
+
+
+def _label(node: ir.Node) -> str:
+    return f"node {node.name!r} ({node.op_type})" if node.name else f"an unnamed {node.op_type} node"
+
+
+def _dependencies(node: ir.Node) -> Iterator[ir.Node]:
+    """Producers of the node's inputs, and of the outer-scope values its subgraphs read."""
+    for value in node.inputs:
+        if value is not None and value.producer() is not None:
+            yield value.producer()
+    for attr in node.attributes.values():
+        if not isinstance(attr, ir.Attr) or attr.type not in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+            continue
+        graphs = [attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()
+        for graph in graphs:
+            for inner in ir.traversal.RecursiveGraphIterator(graph):
+                for value in inner.inputs:
+                    if value is not None and value.producer() is not None:
+                        yield value.producer()
 
 
 def _check_external_data(model: ir.Model, where: str) -> None:

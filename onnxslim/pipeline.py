@@ -37,6 +37,8 @@ class OptimizeResult:
     rounds: int
     applied: dict[str, int] = field(default_factory=dict)
     checked: bool = False
+    #: Why the ORT check did not run although it was asked for (e.g. custom-domain ops ORT cannot load).
+    check_skipped: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +48,7 @@ class OptimizeResult:
             "rounds": self.rounds,
             "passes_applied": self.applied,
             "checked": self.checked,
+            "check_skipped": self.check_skipped,
         }
 
 
@@ -110,6 +113,7 @@ def optimize_with_report(
     check: bool = True,
     check_inputs: Sequence[dict[str, np.ndarray]] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
+    inline_functions: bool = False,
     on_pass: Callable[[str], None] | None = None,
 ) -> OptimizeResult:
     """Optimize losslessly and report before/after statistics; see `optimize`."""
@@ -119,13 +123,19 @@ def optimize_with_report(
     before = model_stats(ir_model, source_path)
     options = passes.PassOptions() if size_threshold is None else passes.PassOptions(size_threshold)
     specs = selected_passes(skip, ir_model.opset_imports.get("", 0))
-    with _reference(model, ir_model) as reference:
+    skipped_check = None
+    with _reference(model, ir_model) as reference, io.quiet_library_logs():
+        if inline_functions and ir_model.functions:
+            if on_pass:
+                on_pass("inline-functions")
+            common.InlinePass()(ir_model)
+            common.RemoveUnusedOpsetsPass()(ir_model)
         rounds, applied = run_passes(ir_model, specs, options, on_pass)
         _checker(ir_model)
         if check:
             if on_pass:
                 on_pass("check on ONNX Runtime")
-            verify.check(reference, ir_model, check_inputs, shapes)
+            skipped_check = _check(reference, ir_model, check_inputs, shapes)
     return OptimizeResult(
         model=ir_model,
         before=before,
@@ -133,8 +143,30 @@ def optimize_with_report(
         seconds=time.perf_counter() - started,
         rounds=rounds,
         applied={name: count for name, count in applied.items() if count},
-        checked=check,
+        checked=check and skipped_check is None,
+        check_skipped=skipped_check,
     )
+
+
+#: Domains ONNX Runtime's CPU provider implements.
+ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+
+
+def _check(reference, ir_model: ir.Model, check_inputs, shapes) -> str | None:
+    """Compare on ORT; returns why the check could not run when the original uses ops ORT does not have."""
+    try:
+        verify.check(reference, ir_model, check_inputs, shapes)
+    except verify.OriginalNotRunnable as err:
+        local = {domain for domain, _, _ in ir_model.functions}
+        custom = sorted({
+            node.domain
+            for node in ir.traversal.RecursiveGraphIterator(ir_model.graph)
+            if node.domain not in ORT_DOMAINS and node.domain not in local
+        })
+        if not custom:
+            raise
+        return f"the original model does not run on ONNX Runtime (custom domain {', '.join(map(repr, custom))})"
+    return None
 
 
 class _reference:
@@ -166,15 +198,20 @@ def optimize(
     skip: Iterable[str] = (),
     size_threshold: int | None = None,
     check: bool = True,
+    inline_functions: bool = False,
 ) -> ir.Model:
     """Optimize a model losslessly: prune, fold, fuse to a fixed point, then verify on ONNX Runtime.
 
-    `model` is a path, an `onnx.ModelProto` or an `onnx_ir.Model` (changed in place).
+    `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in place).
     `skip` names passes to leave out (see `onnxslim.passes.REGISTRY`); `size_threshold` is the
     most bytes constant folding may add per folded tensor (default 1 MiB); `check` compares the
-    outputs of the original and the result on ONNX Runtime and raises CheckFailedError on a mismatch.
+    outputs of the original and the result on ONNX Runtime and raises CheckFailedError on a mismatch
+    (models with custom-domain ops ORT cannot load are not checked); `inline_functions` inlines
+    model-local functions first (by default they are kept and optimized in place).
     """
-    return optimize_with_report(model, skip=skip, size_threshold=size_threshold, check=check).model
+    return optimize_with_report(
+        model, skip=skip, size_threshold=size_threshold, check=check, inline_functions=inline_functions
+    ).model
 
 
 def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> int:
