@@ -21,7 +21,7 @@ from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.passes import quantize as qpass
-from onnxslim.passes.quant_rules import DEFAULT_OPS, FOLDABLE, RULES, WEIGHT_ONLY, WEIGHTED
+from onnxslim.passes.quant_rules import DEFAULT_OPS, RULES, SHARED, WEIGHT_ONLY, WEIGHTED
 
 DEFAULT_METHOD = "percentile"
 DEFAULT_MIN_MACS = 1 << 20
@@ -203,8 +203,7 @@ def quantize(
         notes.append("no held-out samples: drift is measured on the calibration samples")
     builder = _QuantBuilder(float_model, calib, options, method, {"pct": percentile} if method == "percentile" else {},
                             progress)
-    exclude: tuple[str, ...] = ()
-    quantized, info = builder.build(exclude)
+    quantized, info = builder.build(())
     eval_samples = held_out or calib
     ref_outputs = _run(reference, eval_samples)
     drift = compare_outputs(ref_outputs, _run(quantized, eval_samples))
@@ -284,7 +283,7 @@ class _QuantBuilder:
                                                  total=len(self.samples)))
 
     def build(self, exclude: Sequence[str]) -> tuple[ir.Model, _BuildInfo]:
-        """A quantized copy with the nodes ``exclude`` (and those too small to gain) in float."""
+        """A quantized copy with the nodes ``exclude`` entirely in float (weights too)."""
         options = dataclasses.replace(self.options, exclude_nodes=self.options.exclude_nodes | set(exclude))
         model = self._fresh()
         first = qpass.plan(model, options)
@@ -333,30 +332,32 @@ class _QuantBuilder:
         fallback = [{"node": name, "op": self.op_types[name], "noise_db": noise, "reason": "over the drift budget"}
                     for name, noise in ranked[:hi]]
         for item in fallback:
-            inf.kept_float[item["node"]] = f"sensitive: adds noise {item['noise_db']:.1f} dB below its output signal"
+            inf.kept_float[item["node"]] = (f"sensitive: int8 makes its output {-item['noise_db']:.1f} dB noisier "
+                                            f"than its inputs")
         return model, inf, drift, violations, fallback
 
     def sensitivity(self, quantized: ir.Model, info: _BuildInfo, samples) -> list[tuple[str, float]]:
         """Quantized nodes ranked worst first by the noise each adds: the SNR (dB) of its output in the
         quantized model against the float model, minus that of its noisiest input (lower = worse)."""
-        pairs = {}  # node -> (output float name, [input float names])
+        pairs = {}  # node -> (output name, [input names]) in the float model
         by_name = {n.name: n for n in self.model.graph}
         closing = {owner: act for act, owner in info.plan.folded.items()}
-        for name in info.plan.nodes:
+        for name in [*info.plan.nodes, *info.plan.weight_only]:
             node = by_name[name]
             rule = RULES[node.op_type]
-            if rule.kind in (WEIGHT_ONLY,) or rule.kind == "shared":
+            if rule.kind == SHARED:
                 continue
             out = by_name[closing[name]].outputs[0].name if name in closing else node.outputs[0].name
-            ins = [v.name for v in qpass._activation_inputs(node, rule) if v is not None]
-            pairs[name] = (out, ins)
-        names = sorted({t for out, ins in pairs.values() for t in [out, *ins]} & set(info.dequantized))
+            pairs[name] = (out, [v.name for v in qpass._activation_inputs(node, rule) if v is not None])
+        seen = {t for out, ins in pairs.values() for t in [out, *ins]}
+        quant_name = {t: info.dequantized.get(t, t) for t in seen}
+        names = sorted(seen)
         float_vals = _run(self.proto, samples, names)
-        quant_vals = _run(quantized, samples, [info.dequantized[t] for t in names])
+        quant_vals = [dict(zip(names, q.values())) for q in _run(quantized, samples, [quant_name[t] for t in names])]
         snr = {}
         for t in names:
             signal = sum(float(np.sum(f[t].astype(np.float64) ** 2)) for f in float_vals)
-            noise = sum(float(np.sum((f[t].astype(np.float64) - q[info.dequantized[t]]) ** 2))
+            noise = sum(float(np.sum((f[t].astype(np.float64) - q[t]) ** 2))
                         for f, q in zip(float_vals, quant_vals))
             snr[t] = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else 200.0
         scores = []

@@ -15,7 +15,7 @@ from onnxslim.passes.quant_rules import (COMPUTE, DEFAULT_OPS, FOLDABLE, RULES, 
                                          is_depthwise, macs_per_output)
 
 INT32_MAX = 2**31 - 1
-SPEED_REASONS = ("faster in float",)  # reasons that still store the weights in int8
+FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
 
@@ -109,7 +109,7 @@ def plan(model: ir.Model, options: QuantOptions = QuantOptions(), sizes: Mapping
         reason = _float_reason(node, rule, allowed, options, result.tensors, sizes)
         if reason:
             result.floats[node.name] = reason
-            if reason.startswith(SPEED_REASONS) and node.inputs[rule.weight].const_value is not None:
+            if reason.startswith(FASTER_IN_FLOAT) and node.inputs[rule.weight].const_value is not None:
                 result.weight_only.append(node.name)
             continue
         result.nodes.append(node.name)
@@ -145,11 +145,11 @@ def _float_reason(node: ir.Node, rule, allowed, options: QuantOptions, tensors: 
         if rule.kind == WEIGHT_ONLY:
             return None
         if options.skip_depthwise and is_depthwise(node):
-            return f"{SPEED_REASONS[0]}: int8 depthwise conv is slower than float on this target"
+            return f"{FASTER_IN_FLOAT}: int8 depthwise conv is slower than float on this target"
         macs = macs_per_output(node)
         size = sizes.get(node.outputs[0].name)
         if options.min_macs and macs and size and macs * size < options.min_macs:
-            return f"{SPEED_REASONS[0]}: too small to gain from int8 ({int(macs * size)} MACs)"
+            return f"{FASTER_IN_FLOAT}: too small to gain from int8 ({int(macs * size)} MACs)"
     inputs = _activation_inputs(node, rule)
     if any(v is None or v.const_value is not None or v.dtype not in (ir.DataType.FLOAT, None) for v in inputs):
         return "an input is constant or not float"
@@ -268,17 +268,17 @@ class QuantizePass(ir.passes.InPlacePass):
             raise OnnxSlimError(f"no calibration range for tensor(s) {', '.join(missing[:5])}")
         builder = _Builder(graph)
         values = _values_by_name(graph)
-        for name, source in self.plan.tensors.items():
-            self.dequantized[name] = builder.qdq(values[name], source, self.qparams[source])
         dq = {name: self.qparams[source] for name, source in self.plan.tensors.items()}
         by_name = {n.name: n for n in graph}
-        for name in self.plan.nodes:
+        for name in self.plan.nodes:  # weights first: biases need the input scale, looked up by input name
             node = by_name[name]
             rule = RULES[node.op_type]
             if rule.kind == WEIGHTED and node.inputs[rule.weight].const_value is not None:
                 self._quantize_weights(builder, node, rule, dq)
         for name in self.plan.weight_only + [n for n in self.plan.nodes if RULES[by_name[n].op_type].kind == WEIGHT_ONLY]:
             self._store_weights(builder, by_name[name])
+        for name, source in self.plan.tensors.items():
+            self.dequantized[name] = builder.qdq(values[name], source, self.qparams[source])
         graph.sort()
         ir.passes.common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=bool(dq))

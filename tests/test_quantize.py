@@ -1,0 +1,244 @@
+"""INT8 quantization: QDQ structure, ORT fused kernels, CPU targets, data validation, accuracy fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from helpers import const, make_model, vi
+from onnx import helper, numpy_helper
+
+from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.passes.quantize import activation_qparams, quantize_bias, quantize_weight
+from onnxslim.quantize import quantize, resolve_target, split_samples
+from onnxslim.cpu import CpuInfo
+
+FAST = dict(min_macs=0, target="vnni", measure_latency=False, progress=False, optimize=False)
+
+
+def cnn() -> onnx.ModelProto:
+    """Conv+Relu -> MaxPool -> Conv+Relu -> Add(residual) -> Reshape -> Gemm (same weights every call)."""
+    RNG = np.random.default_rng(0)
+    w1 = RNG.normal(size=(8, 3, 3, 3)).astype(np.float32) * 0.3
+    w2 = RNG.normal(size=(8, 8, 3, 3)).astype(np.float32) * 0.2
+    w3 = RNG.normal(size=(10, 8 * 8 * 8)).astype(np.float32) * 0.05
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Add", ["r2", "p1"], ["a"], name="add"),
+        helper.make_node("Reshape", ["a", "shape"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="fc", transB=1),
+    ]
+    inits = [const("w1", w1), const("b1", RNG.normal(size=8).astype(np.float32)),
+             const("w2", w2), const("b2", RNG.normal(size=8).astype(np.float32) * 0.1),
+             const("w3", w3), const("b3", np.zeros(10, np.float32)), const("shape", np.array([1, -1]))]
+    return make_model(nodes, [vi("x", shape=[1, 3, 16, 16])], [vi("y", shape=[1, 10])], inits, opset=13)
+
+
+def samples(n=12):
+    RNG = np.random.default_rng(1)
+    return [{"x": RNG.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    return quantize(cnn(), samples(), **FAST)
+
+
+def _graph(result):
+    model = result.model
+    producers = {o.name: n for n in model.graph for o in n.outputs}
+    return model, producers
+
+
+def _init(model, value):
+    return value.const_value.numpy()
+
+
+def test_conv_weights_int8_per_channel_and_int32_bias(quantized):
+    model, producers = _graph(quantized)
+    conv = next(n for n in model.graph if n.name == "conv1")
+    w_dq = producers[conv.inputs[1].name]
+    assert w_dq.op_type == "DequantizeLinear" and w_dq.attributes["axis"].value == 0
+    wq, ws, wz = (v.const_value.numpy() for v in w_dq.inputs)
+    assert wq.dtype == np.int8 and ws.shape == (8,) and (wz == 0).all() and wz.dtype == np.int8
+    w1 = numpy_helper.to_array(next(t for t in cnn().graph.initializer if t.name == "w1"))
+    np.testing.assert_allclose(ws, np.abs(w1).reshape(8, -1).max(1) / 127, rtol=1e-6)
+    np.testing.assert_allclose(wq * ws[:, None, None, None], w1, atol=ws.max() / 2 + 1e-7)
+    # bias: int32, scale = input scale * weight scale, zero point 0
+    b_dq = producers[conv.inputs[2].name]
+    bq, bs, bz = (v.const_value.numpy() for v in b_dq.inputs)
+    x_dq = producers[conv.inputs[0].name]
+    x_scale = x_dq.inputs[1].const_value.numpy()
+    assert bq.dtype == np.int32 and bz.dtype == np.int32 and (bz == 0).all()
+    np.testing.assert_allclose(bs, x_scale * ws, rtol=1e-6)
+
+
+def test_activations_uint8_relu_folded_and_maxpool_shares(quantized):
+    model, producers = _graph(quantized)
+    assert not any(n.op_type == "Relu" and n.name == "relu1" and
+                   producers.get(n.inputs[0].name, n).op_type == "DequantizeLinear" for n in model.graph)
+    quants = {n.inputs[0].name: n for n in model.graph if n.op_type == "QuantizeLinear"}
+    assert "c1" not in quants  # Relu folded: the conv output is not quantized on its own
+    r1 = quants["r1"]
+    assert r1.inputs[2].const_value.numpy().dtype == np.uint8 and int(r1.inputs[2].const_value.numpy()) == 0
+    p1 = quants["p1"]
+    assert p1.inputs[1] is r1.inputs[1] and p1.inputs[2] is r1.inputs[2]  # MaxPool shares its input's qparams
+
+
+def test_ort_fuses_integer_kernels(quantized, tmp_path):
+    path = tmp_path / "q.onnx"
+    ir.save(quantized.model, path)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    assert {"QLinearConv", "QLinearAdd"} <= ops
+    assert ops & {"QGemm", "QLinearMatMul"}
+    assert "Conv" not in ops
+
+
+def test_report_is_json_able_and_drift_small(quantized):
+    import json
+
+    report = quantized.report
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["target"] == "vnni" and data["weight_bits"] == 8
+    assert data["quantized"]["Conv"] == 2 and data["calibration_samples"] == 10 and data["eval_samples"] == 2
+    assert report.drift["y"].cosine > 0.99
+
+
+def test_per_tensor_and_int8_activations():
+    result = quantize(cnn(), samples(), per_channel=False, activation_type="int8", **FAST)
+    model, producers = _graph(result)
+    conv = next(n for n in model.graph if n.name == "conv2")
+    w_dq = producers[conv.inputs[1].name]
+    assert w_dq.inputs[1].const_value.numpy().shape == () and "axis" not in w_dq.attributes
+    x_dq = producers[conv.inputs[0].name]
+    zp = x_dq.inputs[2].const_value.numpy()
+    assert zp.dtype == np.int8
+
+
+def test_avx2_target_uses_7_bit_weights():
+    result = quantize(cnn(), samples(), **{**FAST, "target": "avx2"})
+    model, producers = _graph(result)
+    conv = next(n for n in model.graph if n.name == "conv1")
+    wq = producers[conv.inputs[1].name].inputs[0].const_value.numpy()
+    assert np.abs(wq).max() == 63
+    assert result.report.weight_bits == 7 and result.report.target == "avx2"
+
+
+def test_target_detection():
+    def cpu(arch, **flags):
+        return CpuInfo(model="m", arch=arch, flags=flags)
+
+    assert resolve_target("auto", cpu("x86_64", avx2=True))[0].name == "avx2"
+    assert resolve_target("auto", cpu("x86_64", avx2=True, vnni=True))[0].name == "vnni"
+    assert resolve_target("auto", cpu("aarch64", neon=True))[0].name == "arm"
+    with pytest.raises(OnnxSlimError, match="unknown target"):
+        resolve_target("riscv")
+
+
+def test_exclude_and_select_ops():
+    result = quantize(cnn(), samples(), exclude_nodes=["conv2"], exclude_ops=["Gemm"], **FAST)
+    model, producers = _graph(result)
+    conv2 = next(n for n in model.graph if n.name == "conv2")
+    assert conv2.inputs[1].const_value is not None  # float weight, untouched
+    assert "Gemm" not in result.report.quantized
+    only = quantize(cnn(), samples(), quantize_ops=["Conv"], **FAST)
+    assert set(only.report.quantized) == {"Conv"}
+    with pytest.raises(OnnxSlimError, match="cannot quantize op"):
+        quantize(cnn(), samples(), quantize_ops=["Softplus"], **FAST)
+
+
+def test_weight_and_bias_math():
+    w = np.array([[1.0, -0.5], [0.02, 0.005]], np.float32)
+    q, qp = quantize_weight(w, 0, 8)
+    np.testing.assert_allclose(qp.scale, [1 / 127, 0.02 / 127])
+    assert q.tolist() == [[127, -64], [127, 32]]
+    # an input scale so small that the bias would overflow int32: the weight scale grows instead
+    bias = np.array([1000.0, 0.0])
+    bq, bqp, wq2, wqp2 = quantize_bias(bias, np.float32(1e-9), w, qp, 8)
+    assert abs(int(bq[0])) <= 2**31 - 1 and wqp2.scale[0] > qp.scale[0]
+    np.testing.assert_allclose(bq[0] * bqp.scale[0], 1000.0, rtol=1e-4)
+    assert qp.scale[1] == wqp2.scale[1]
+
+
+def test_activation_qparams():
+    qp = activation_qparams(-1.0, 3.0, "uint8", False)
+    assert float(qp.scale) == pytest.approx(4 / 255) and int(qp.zero_point) == 64
+    qp = activation_qparams(-1.0, 3.0, "int8", True)
+    assert float(qp.scale) == pytest.approx(3 / 127) and int(qp.zero_point) == 0
+
+
+def test_calibration_data_validation():
+    with pytest.raises(OnnxSlimError, match="unknown input 'image'"):
+        quantize(cnn(), [{"image": np.zeros((1, 3, 16, 16), np.float32)}] * 4, **FAST)
+    with pytest.raises(OnnxSlimError, match="dtype float64"):
+        quantize(cnn(), [{"x": np.zeros((1, 3, 16, 16))}] * 4, **FAST)
+    with pytest.raises(OnnxSlimError, match="empty"):
+        quantize(cnn(), [], **FAST)
+    with pytest.raises(OnnxSlimError, match="too few"):
+        quantize(cnn(), samples(2), **FAST)
+
+
+def test_split_samples():
+    cal, held = split_samples(list(range(10)), 0.2)
+    assert cal == list(range(8)) and held == [8, 9]
+    cal, held = split_samples(list(range(5)), 0.2)  # at least 2 held out
+    assert len(held) == 2 and len(cal) == 3
+    assert split_samples([1, 2], 0.0) == ([1, 2], [])
+
+
+def test_calibration_data_reader_interface():
+    data = iter(samples())
+
+    class Reader:
+        def get_next(self):
+            return next(data, None)
+
+    assert quantize(cnn(), Reader(), **FAST).report.calibration_samples == 10
+
+
+def test_fallback_restores_float_until_budget_holds():
+    base = quantize(cnn(), samples(), **FAST)
+    snr = base.report.drift["y"].snr_db
+    budget = f"snr>={snr + 6:.1f}"  # four times less noise than full int8
+    result = quantize(cnn(), samples(), max_drift=budget, **FAST)
+    assert result.report.fallback and not result.report.violations
+    assert result.report.drift["y"].snr_db >= snr + 6
+    floated = {item["node"] for item in result.report.fallback}
+    producers = {o.name: n for n in result.model.graph for o in n.outputs}
+    for node in result.model.graph:
+        if node.name in floated:
+            assert all(producers.get(v.name) is None or producers[v.name].op_type != "DequantizeLinear"
+                       for v in node.inputs[1:] if v is not None)
+            assert "sensitive" in result.report.kept_float[node.name]
+
+
+def test_unreachable_budget_is_an_error():
+    with pytest.raises(CheckFailedError, match="over budget"):
+        quantize(cnn(), samples(), max_drift="cosine>=1.5", **FAST)
+
+
+def test_require_speedup(monkeypatch):
+    import onnxslim.quantize as q
+
+    monkeypatch.setattr(q, "_latency", lambda *a, **k: (1.0, 2.0))
+    with pytest.raises(CheckFailedError, match="not faster"):
+        quantize(cnn(), samples(), require_speedup=True, **{**FAST, "measure_latency": True})
+    result = quantize(cnn(), samples(), **{**FAST, "measure_latency": True})
+    assert any("not faster" in note for note in result.report.notes)
+
+
+def test_opset_11_model_is_upgraded_for_per_channel():
+    model = cnn()
+    model.opset_import[0].version = 11
+    result = quantize(model, samples(), **FAST)
+    assert result.model.opset_imports[""] >= 13
