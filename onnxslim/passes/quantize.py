@@ -101,12 +101,13 @@ def plan(model: ir.Model, options: QuantOptions = QuantOptions(), sizes: Mapping
     allowed = options.quantize_ops - options.exclude_ops
     candidates = [(n, RULES[n.op_type]) for n in graph if n.op_type in RULES and n.domain == ""]
     sizes = sizes or {}
+    producers: set[str] = set()  # quantized nodes (and the Relu/Clip folded into them)
     for node, rule in candidates:
-        if rule.kind == WEIGHTED and not _float_reason(node, rule, allowed, options, result.tensors, sizes):
+        if rule.kind == WEIGHTED and not _float_reason(node, rule, allowed, options, result.tensors, sizes, set()):
             for value in _activation_inputs(node, rule):
                 result.tensors[value.name] = value.name
     for node, rule in candidates:
-        reason = _float_reason(node, rule, allowed, options, result.tensors, sizes)
+        reason = _float_reason(node, rule, allowed, options, result.tensors, sizes, producers)
         if reason:
             result.floats[node.name] = reason
             if reason.startswith(FASTER_IN_FLOAT) and node.inputs[rule.weight].const_value is not None:
@@ -115,11 +116,14 @@ def plan(model: ir.Model, options: QuantOptions = QuantOptions(), sizes: Mapping
         result.nodes.append(node.name)
         if rule.kind == WEIGHT_ONLY:
             continue
+        producers.add(node.name)
         if rule.kind == SHARED:
             source = result.tensors[node.inputs[0].name]
             result.tensors.update((out.name, source) for out in node.outputs if out.name not in outputs)
             continue
         out = _fold_activation(node, options, allowed, result, outputs)
+        if out.producer() is not node:
+            producers.add(out.producer().name)
         if out.name not in outputs:
             result.tensors[out.name] = out.name
     _prune_unused(model, result)
@@ -127,7 +131,7 @@ def plan(model: ir.Model, options: QuantOptions = QuantOptions(), sizes: Mapping
 
 
 def _float_reason(node: ir.Node, rule, allowed, options: QuantOptions, tensors: Mapping[str, str],
-                  sizes: Mapping[str, float]) -> str | None:
+                  sizes: Mapping[str, float], quantized: frozenset[str] | set[str] = frozenset()) -> str | None:
     """Why ``node`` can't (or shouldn't) be quantized, or None."""
     if node.name in options.exclude_nodes:
         return "excluded by name"
@@ -155,6 +159,8 @@ def _float_reason(node: ir.Node, rule, allowed, options: QuantOptions, tensors: 
         return "an input is constant or not float"
     if rule.kind != WEIGHTED and any(v.name not in tensors for v in inputs):
         return "input is not quantized"
+    if rule.kind == COMPUTE and any(v.producer() is not None and v.producer().name not in quantized for v in inputs):
+        return "an input comes from a float op"  # e.g. a residual Add reading a LayerNorm: keep it float
     return None
 
 
