@@ -127,6 +127,40 @@ def test_conv_affine_folded_inside_if_branch():
     assert counts["Mul"] == 0 and counts["Conv"] == 1
 
 
+def affine_then_conv(ops, *, x_shape=(1, 4, 6, 6), weight=None, bias=True, **conv_attrs):
+    """x -> ops[0] -> ops[1] ... -> Conv(W[, B]) -> y, each op a (op_type, constant)."""
+    weight = weight if weight is not None else rand(6, x_shape[1] // conv_attrs.get("group", 1), 3, 3)
+    nodes, inits, prev = [], [const("W", weight)], "x"
+    for i, (op_type, value) in enumerate(ops):
+        inits.append(const(f"c{i}", value))
+        nodes.append(node(op_type, [prev, f"c{i}"], f"t{i}"))
+        prev = f"t{i}"
+    if bias:
+        inits.append(const("B", rand(weight.shape[0])))
+    nodes.append(node("Conv", [prev, "W"] + (["B"] if bias else []), "y", **conv_attrs))
+    return make_model(nodes, [vi("x", FLOAT, list(x_shape))], [vi("y", FLOAT, [None] * len(x_shape))], inits)
+
+
+@pytest.mark.parametrize("ops, attrs", [
+    ([("Mul", rand(4, 1, 1))], dict(pads=[1, 1, 1, 1])),                      # a scale survives zero padding
+    ([("Mul", rand(4, 1, 1)), ("Add", rand(1, 4, 1, 1))], dict(group=2)),
+    ([("Sub", np.array([0.5], np.float32)), ("Div", rand(4, 1, 1) + 3)], dict(group=4, dilations=[2, 1])),
+])
+def test_affine_before_conv_folded(ops, attrs):
+    weight = rand(8, 4 // attrs.get("group", 1), 3, 3)
+    assert slim(affine_then_conv(ops, weight=weight, **attrs)) == {"Conv": 1}
+
+
+@pytest.mark.parametrize("ops, attrs, x_shape", [
+    ([("Add", rand(4, 1, 1))], dict(pads=[1, 1, 1, 1]), (1, 4, 6, 6)),        # padded zeros would have been shifted
+    ([("Add", rand(4, 1, 1))], dict(auto_pad="SAME_UPPER"), (1, 4, 6, 6)),
+    ([("Mul", rand(4, 1, 1))], {}, (1, 1, 6, 6)),                              # the Mul broadcasts x's channels
+])
+def test_affine_before_conv_kept(ops, attrs, x_shape):
+    counts = slim(affine_then_conv(ops, x_shape=x_shape, weight=rand(6, 4, 3, 3), **attrs))
+    assert counts[ops[0][0]] == 1
+
+
 # --- BatchNormalization, Pad, MatMul+Add (onnxscript's rules and ours, as wired) -----------------
 
 def batchnorm_inits(channels):

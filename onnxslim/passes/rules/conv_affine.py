@@ -1,7 +1,10 @@
-"""Conv/ConvTranspose followed by a per-output-channel constant Mul, Div, Add or Sub, folded into weight and bias.
+"""Per-channel constant Mul, Div, Add or Sub next to a Conv, folded into its weight and bias.
 
-Scaling output channel o by s and shifting it by t is W'[o] = W[o] * s, B'[o] = B[o] * s + t, whatever the
-group and dilations (each output channel has its own filter). ConvTranspose stores W as [Cin, Cout/group, ...].
+After a Conv/ConvTranspose: scaling output channel o by s and shifting it by t is W'[o] = W[o] * s,
+B'[o] = B[o] * s + t, whatever the group and dilations (each output channel has its own filter).
+ConvTranspose stores W as [Cin, Cout/group, ...].
+Before a Conv: x * s scales the filter taps that read each input channel, x + t adds sum(W * t) to the bias;
+the shift holds only without padding (a padded zero would have been t).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter._basics import MatchResult
 
-from onnxslim.passes.rules._common import FLOAT_TYPES, constant, new_initializer
+from onnxslim.passes.rules._common import FLOAT_TYPES, constant, keeps_shape, new_initializer
 
 
 class ConvAffine(pattern.RewriteRuleClassBase):
@@ -28,40 +31,49 @@ class ConvAffine(pattern.RewriteRuleClassBase):
         return getattr(op, self.op_type)(conv, c)
 
     def check(self, context, x, w, c, conv_out) -> MatchResult:
-        result = MatchResult()
         node = conv_out.producer()
-        bias = node.inputs[2] if len(node.inputs) > 2 else None
-        weight, operand = constant(w), constant(c)
-        if weight is None or operand is None or (bias is not None and constant(bias) is None):
-            return result.fail("weight, bias or operand not constant")
-        if any(len(v.uses()) > 1 for v in (w, bias) if v is not None):
-            return result.fail("weight or bias shared with another node")
-        if x.dtype not in FLOAT_TYPES or not x.dtype == w.dtype == c.dtype:
-            return result.fail("dtypes differ or are not float")
-        if node.op_type == "ConvTranspose" and weight.shape[0] % _group(node):
-            return result.fail("input channels not divisible by group")
-        if _per_channel(operand, weight.ndim, _out_channels(node, weight)) is None:
-            return result.fail("operand is not per-channel or would broadcast the output")
-        if self.op_type == "Div" and np.any(operand == 0):
-            return result.fail("division by zero")
-        return result
+        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(self.op_type, c, _out_channels(node, constant(w)), node)
+        return MatchResult().fail(reason) if reason else MatchResult()
 
     def rewrite(self, op, x, w, c, conv_out):
         node = conv_out.producer()
         weight = constant(w).astype(np.float64)
         channels = _out_channels(node, weight)
-        operand = _per_channel(constant(c), weight.ndim, channels).astype(np.float64)
-        scale, shift = _SCALE_SHIFT[self.op_type](operand)
-        bias = constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else 0.0
-        dtype = w.dtype.numpy()
-        new_w = _scale_weight(node, weight, scale).astype(dtype)
-        new_b = (np.broadcast_to(bias, (channels,)) * scale + shift).astype(dtype)
-        return getattr(op, self.conv_type)(
-            x,
-            new_initializer(op, new_w, conv_out, "weight"),
-            new_initializer(op, new_b, conv_out, "bias"),
-            **node.attributes,
+        scale, shift = _scale_shift(self.op_type, _per_channel(constant(c), weight.ndim, channels))
+        new_w = _scale_outputs(node, weight, scale)
+        new_b = np.broadcast_to(_bias(node), (channels,)) * scale + shift
+        return _conv(op, node, x, w, conv_out, new_w, new_b)
+
+
+class AffineConv(pattern.RewriteRuleClassBase):
+    """Conv(x <op> c, W, B) -> Conv(x, W', B') for a constant c that varies at most along the channel axis."""
+
+    def __init__(self, op_type: str) -> None:
+        super().__init__(f"{op_type}Conv")
+        self.op_type = op_type
+
+    def pattern(self, op, x, c, w):
+        return op.Conv(
+            getattr(op, self.op_type)(x, c), w, _allow_other_inputs=True, _allow_other_attributes=True,
+            _outputs=["conv_out"],
         )
+
+    def check(self, context, x, c, w, conv_out) -> MatchResult:
+        node = conv_out.producer()
+        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(self.op_type, c, _in_channels(node, constant(w)), node)
+        if not reason and (x.shape is None or x.shape.rank() != w.shape.rank() or not keeps_shape(x, c.shape.dims)):
+            reason = "the operand broadcasts the Conv input"
+        if not reason and self.op_type in ("Add", "Sub") and _padded(node):
+            reason = "a shift before a padded Conv would change the border"
+        return MatchResult().fail(reason) if reason else MatchResult()
+
+    def rewrite(self, op, x, c, w, conv_out):
+        node = conv_out.producer()
+        weight = constant(w).astype(np.float64)
+        operand = _per_channel(constant(c), weight.ndim, _in_channels(node, weight))
+        scale, shift = (_per_tap(node, weight, a) for a in _scale_shift(self.op_type, operand))
+        new_b = _bias(node) + np.sum(weight * shift, axis=tuple(range(1, weight.ndim)))
+        return _conv(op, node, x, w, conv_out, weight * scale, new_b)
 
 
 _SCALE_SHIFT = {
@@ -72,16 +84,61 @@ _SCALE_SHIFT = {
 }
 
 
+def _scale_shift(op_type: str, operand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`x <op_type> operand` written as x * scale + shift, in float64."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _SCALE_SHIFT[op_type](operand.astype(np.float64))
+
+
+def _cannot_absorb(node: ir.Node, x: ir.Value, w: ir.Value, c: ir.Value) -> str | None:
+    """Why `node` cannot take constant c into its weight and bias (None if it can)."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    weight = constant(w)
+    if weight is None or constant(c) is None or (bias is not None and constant(bias) is None):
+        return "weight, bias or operand not constant"
+    if any(len(v.uses()) > 1 for v in (w, bias) if v is not None):
+        return "weight or bias shared with another node"
+    if x.dtype not in FLOAT_TYPES or not x.dtype == w.dtype == c.dtype:
+        return "dtypes differ or are not float"
+    if weight.ndim < 3 or weight.shape[0] % _group(node):
+        return "weight shape does not fit the group"
+    return None
+
+
+def _cannot_apply(op_type: str, c: ir.Value, channels: int, node: ir.Node) -> str | None:
+    """Why `op_type` with constant c cannot be expressed per channel (None if it can)."""
+    operand = _per_channel(constant(c), constant(node.inputs[1]).ndim, channels)
+    if operand is None:
+        return "operand is not per-channel or would broadcast the result"
+    if not all(np.all(np.isfinite(a)) for a in _scale_shift(op_type, operand)):
+        return "operand is not finite (or divides by zero)"
+    return None
+
+
 def _group(node: ir.Node) -> int:
     return node.attributes.get_int("group", 1)
+
+
+def _bias(node: ir.Node) -> np.ndarray | float:
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    return constant(node.inputs[2]).astype(np.float64) if has_bias else 0.0
 
 
 def _out_channels(node: ir.Node, weight: np.ndarray) -> int:
     return weight.shape[1] * _group(node) if node.op_type == "ConvTranspose" else weight.shape[0]
 
 
+def _in_channels(node: ir.Node, weight: np.ndarray) -> int:
+    return weight.shape[1] * _group(node)
+
+
+def _padded(node: ir.Node) -> bool:
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    return auto_pad not in ("NOTSET", "VALID") or any(node.attributes.get_ints("pads", ()))
+
+
 def _per_channel(operand: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
-    """The operand as one value per output channel, or None if it varies along another axis or adds dims."""
+    """The operand as one value per channel (axis 1), or None if it varies along another axis or adds dims."""
     if operand.ndim > rank:
         return None
     shape = (1,) * (rank - operand.ndim) + operand.shape
@@ -90,7 +147,7 @@ def _per_channel(operand: np.ndarray, rank: int, channels: int) -> np.ndarray | 
     return np.broadcast_to(operand.reshape(-1), (channels,))
 
 
-def _scale_weight(node: ir.Node, weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def _scale_outputs(node: ir.Node, weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Weight with output channel o multiplied by scale[o]."""
     kernel = (1,) * (weight.ndim - 2)
     if node.op_type == "Conv":
@@ -100,9 +157,31 @@ def _scale_weight(node: ir.Node, weight: np.ndarray, scale: np.ndarray) -> np.nd
     return (grouped * scale.reshape(group, 1, -1, *kernel)).reshape(weight.shape)
 
 
-rules = tuple(
-    rule
-    for conv_type in ("Conv", "ConvTranspose")
-    for op_type in ("Mul", "Add", "Sub", "Div")
-    for rule in ConvAffine.rule(conv_type, op_type).commute()
+def _per_tap(node: ir.Node, weight: np.ndarray, per_input: np.ndarray) -> np.ndarray:
+    """A per-input-channel array laid out like a Conv weight [Cout, Cin/group, 1, ...]: the channel each tap reads."""
+    out_per_group = weight.shape[0] // _group(node)
+    group_of = np.arange(weight.shape[0])[:, None] // out_per_group
+    channel = group_of * weight.shape[1] + np.arange(weight.shape[1])[None, :]
+    return per_input[channel].reshape(*channel.shape, *(1,) * (weight.ndim - 2))
+
+
+def _conv(op, node: ir.Node, x: ir.Value, w: ir.Value, near: ir.Value, weight: np.ndarray, bias: np.ndarray):
+    """`node` rebuilt on x with new weight and bias (in the original dtype)."""
+    dtype = w.dtype.numpy()
+    return getattr(op, node.op_type)(
+        x,
+        new_initializer(op, weight.astype(dtype), near, "weight"),
+        new_initializer(op, np.asarray(bias).astype(dtype), near, "bias"),
+        **node.attributes,
+    )
+
+
+rules = (
+    *(
+        rule
+        for conv_type in ("Conv", "ConvTranspose")
+        for op_type in _SCALE_SHIFT
+        for rule in ConvAffine.rule(conv_type, op_type).commute()
+    ),
+    *(rule for op_type in _SCALE_SHIFT for rule in AffineConv.rule(op_type).commute()),
 )
