@@ -1,0 +1,326 @@
+"""The `onnxslim` command line, run as a subprocess: output forms, options, report, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from helpers import (FLOAT, REPO, assert_one_line_error, assert_same_outputs, const, make_model, node_count,
+                     op_counts, run_cli, vi)
+from onnx import TensorProto, helper
+from onnx.external_data_helper import set_external_data
+
+N = helper.make_node
+DEMO = REPO / "models" / "demo.onnx"
+
+
+@pytest.fixture
+def demo(tmp_path) -> Path:
+    path = tmp_path / "demo.onnx"
+    shutil.copy(DEMO, path)
+    return path
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def test_positional_output(demo, tmp_path):
+    proc = run_cli(demo, tmp_path / "small.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "nodes" in proc.stderr and f"wrote {tmp_path / 'small.onnx'}" in proc.stderr
+    assert "outputs match the original on ONNX Runtime" in proc.stderr
+    assert node_count(tmp_path / "small.onnx") < node_count(demo)
+    assert_same_outputs(demo, tmp_path / "small.onnx")
+    assert listing(tmp_path) == ["demo.onnx", "small.onnx"]
+
+
+def test_dash_o_output_and_quiet(demo, tmp_path):
+    proc = run_cli(demo, "-o", tmp_path / "small.onnx", "-q")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert_same_outputs(demo, tmp_path / "small.onnx")
+    proc = run_cli(demo, tmp_path / "same.onnx", "-o", tmp_path / "same.onnx", "-q")  # the same path twice is fine
+    assert proc.returncode == 0 and (tmp_path / "same.onnx").is_file()
+
+
+def test_relative_paths_resolve_against_the_working_directory(demo, tmp_path):
+    proc = run_cli("demo.onnx", "small.onnx", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "small.onnx").is_file()
+
+
+def test_without_output_nothing_is_written(demo, tmp_path):
+    proc = run_cli(demo, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "no output path given: nothing written" in proc.stderr
+    assert listing(tmp_path) == ["demo.onnx"]
+
+
+def test_report_json(demo, tmp_path):
+    out, report = tmp_path / "small.onnx", tmp_path / "report.json"
+    proc = run_cli(demo, "-o", out, "--report", report, "-q")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())
+    assert data["input"] == str(demo) and data["output"] == str(out)
+    assert data["checked"] is True and data["check_skipped"] is None
+    assert data["before"]["nodes"] == node_count(demo) == sum(data["before"]["op_counts"].values())
+    assert data["after"]["nodes"] == node_count(out) == sum(data["after"]["op_counts"].values())
+    assert data["after"]["op_counts"] == dict(op_counts(out))
+    assert data["after"]["file_bytes"] == out.stat().st_size
+    assert data["before"]["file_bytes"] == demo.stat().st_size
+    assert data["after"]["parameters"] <= data["before"]["parameters"]
+    assert data["passes_applied"] and all(isinstance(v, int) and v > 0 for v in data["passes_applied"].values())
+    assert data["rounds"] >= 1 and data["seconds"] > 0
+
+
+def test_no_check(demo, tmp_path):
+    proc = run_cli(demo, "-o", tmp_path / "o.onnx", "--no-check", "--report", tmp_path / "r.json")
+    assert proc.returncode == 0
+    assert "not checked (--no-check)" in proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["checked"] is False
+
+
+def test_check_inputs_and_shapes(tmp_path):
+    model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])])
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "inputs.npz", x=np.ones((4, 2, 3), np.float32))  # 4 samples of [2, 3]
+    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "a.onnx", "--check-inputs", tmp_path / "inputs.npz",
+                   "-q").returncode == 0
+    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "b.onnx", "--shape", "x:5,3", "-q").returncode == 0
+
+
+def test_size_threshold_option(tmp_path):
+    model = make_model([N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([1.0], np.float32))),
+                        N("Add", ["x", "z"], ["y"])],
+                       [vi("x", FLOAT, [1024, 1024])], [vi("y", FLOAT, [1024, 1024])], [const("s", np.array([1024, 1024]))])
+    onnx.save(model, tmp_path / "m.onnx")
+    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "default.onnx", "-q").returncode == 0
+    assert op_counts(tmp_path / "default.onnx")["ConstantOfShape"] == 1
+    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "big.onnx", "--size-threshold", "8MiB", "-q").returncode == 0
+    assert op_counts(tmp_path / "big.onnx") == {"Add": 1}
+    assert (tmp_path / "big.onnx").stat().st_size > 4 * 1024 * 1024
+
+
+def test_skip_and_keep_initializer_inputs(tmp_path):
+    model = make_model([N("Identity", ["x"], ["a"]), N("Neg", ["k"], ["nk"]), N("Mul", ["a", "nk"], ["y"])],
+                       [vi("x", FLOAT, [3]), vi("k", FLOAT, [3])], [vi("y", FLOAT, [3])],
+                       [const("k", np.full(3, 2.0, np.float32))], ir_version=4, opset=9)
+    onnx.save(model, tmp_path / "m.onnx")
+    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "a.onnx", "-q").returncode == 0
+    assert op_counts(tmp_path / "a.onnx") == {"Mul": 1}
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "b.onnx", "--skip", "remove-no-ops,prune", "--skip",
+                   "fold-constants", "--keep-initializer-inputs", "-q")
+    assert proc.returncode == 0, proc.stderr
+    kept = onnx.load(tmp_path / "b.onnx")
+    assert [v.name for v in kept.graph.input] == ["x", "k"]
+    assert op_counts(kept)["Neg"] == 1
+
+
+def test_external_data_and_overwrite(demo, tmp_path):
+    out = tmp_path / "ext.onnx"
+    assert run_cli(demo, "-o", out, "--external-data", "-q").returncode == 0
+    assert listing(tmp_path) == ["demo.onnx", "ext.onnx", "ext.onnx.data"]
+    assert_same_outputs(DEMO, out)
+    before = node_count(demo)
+    proc = run_cli(demo, demo, "--overwrite", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert node_count(demo) < before
+    assert_same_outputs(DEMO, demo)
+    assert listing(tmp_path) == ["demo.onnx", "ext.onnx", "ext.onnx.data"]
+
+
+def test_overwrite_an_external_data_model_in_place(tmp_path):
+    from test_api import external_model
+
+    path = external_model(tmp_path)
+    reference = tmp_path / "reference"
+    shutil.copytree(tmp_path, reference, ignore=shutil.ignore_patterns("reference"))
+    proc = run_cli(path, path, "--overwrite", "--external-data", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert_same_outputs(reference / "model.onnx", path)
+
+
+def test_inline_functions(tmp_path):
+    twice = helper.make_function("local", "Twice", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])],
+                                 [helper.make_opsetid("", 17)])
+    model = make_model([N("Twice", ["x"], ["t"], domain="local"), N("Twice", ["t"], ["y"], domain="local")],
+                       [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])], opsets={"local": 1}, functions=[twice])
+    onnx.save(model, tmp_path / "m.onnx")
+    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "kept.onnx", "-q").returncode == 0
+    assert [f.name for f in onnx.load(tmp_path / "kept.onnx").functions] == ["Twice"]
+    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "inlined.onnx", "--inline-functions", "-q").returncode == 0
+    inlined = onnx.load(tmp_path / "inlined.onnx")
+    assert not inlined.functions and op_counts(inlined) == {"Add": 2}
+    assert {o.domain for o in inlined.opset_import} == {""}
+    assert_same_outputs(model, inlined)
+
+
+def test_custom_domain_model_is_written_but_reported_unchecked(tmp_path):
+    model = make_model([N("Identity", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom")],
+                       [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], opsets={"my.custom": 1})
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "not checked: the original model does not run on ONNX Runtime (custom domain 'my.custom')" in proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["checked"] is False
+    out = onnx.load(tmp_path / "o.onnx")
+    assert [(n.op_type, n.domain, list(n.input)) for n in out.graph.node] == [("FooBar", "my.custom", ["x"])]
+
+
+# ---------------------------------------------------------------- errors: one line, exit code, nothing written
+
+
+def _external_model(folder: Path, *, write: bool = True, short: bool = False, location: str = "w.bin") -> Path:
+    model = make_model([N("Add", ["x", "w"], ["y"])], [vi("x", FLOAT, [64])], [vi("y", FLOAT, [64])],
+                       [const("w", np.ones(64, np.float32))])
+    tensor = model.graph.initializer[0]
+    raw = tensor.raw_data
+    set_external_data(tensor, location)
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    if write:
+        (folder / location).write_bytes(raw[:100] if short else raw)
+    onnx.save(model, folder / "m.onnx")
+    return folder / "m.onnx"
+
+
+def _bad_input(kind: str, folder: Path) -> Path:
+    path = folder / "m.onnx"
+    if kind == "missing":
+        return folder / "missing.onnx"
+    if kind == "not onnx":
+        path.write_text("hello, I am text\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(DEMO.read_bytes()[:2000])
+    elif kind == "missing external data":
+        return _external_model(folder, write=False)
+    elif kind == "short external data":
+        return _external_model(folder, short=True)
+    elif kind == "escaping external data":
+        return _external_model(folder, write=False, location="../../etc/passwd")
+    elif kind == "opset 6":
+        onnx.save(make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])],
+                             opset=6, ir_version=3, check=False), path)
+    elif kind == "folder":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "missing.onnx: no such file"),
+    ("not onnx", "m.onnx: not a valid ONNX model (truncated or not protobuf"),
+    ("empty", "m.onnx: empty file, not an ONNX model"),
+    ("truncated", "m.onnx: not a valid ONNX model (truncated or not protobuf"),
+    ("missing external data", "m.onnx: external data file 'w.bin' of 'w' is missing"),
+    ("short external data", "m.onnx: external data file 'w.bin' is too short for 'w' (100 bytes, needs 256)"),
+    ("escaping external data", "external data location '../../etc/passwd' of 'w' escapes the model's folder"),
+    ("opset 6", "m.onnx: opset 6 is not supported (minimum 7)"),
+    ("folder", "m.onnx: is a folder, not an ONNX model"),
+])
+def test_bad_input_is_one_line_and_exit_2(kind, message, tmp_path):
+    path = _bad_input(kind, tmp_path)
+    before = listing(tmp_path)
+    proc = run_cli(path, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(proc, 2, message)
+    assert listing(tmp_path) == before
+
+
+def test_unknown_skip_name(demo, tmp_path):
+    proc = run_cli(demo, "-o", tmp_path / "out.onnx", "--skip", "prune,nope")
+    line = assert_one_line_error(proc, 2, "unknown pass 'nope' (known passes: freeze-initializer-inputs,")
+    assert "fold-constants" in line
+    assert listing(tmp_path) == ["demo.onnx"]
+
+
+def test_output_equal_to_input_needs_overwrite(demo, tmp_path):
+    original = demo.read_bytes()
+    for args in ([demo, demo], [demo, "-o", tmp_path / "." / "demo.onnx"]):
+        proc = run_cli(*args)
+        assert_one_line_error(proc, 2, "is the input model; pass --overwrite to replace it")
+    assert demo.read_bytes() == original and listing(tmp_path) == ["demo.onnx"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("missing/out.onnx", "output folder {tmp}/missing does not exist"),
+    ("demo.onnx/out.onnx", "output folder {tmp}/demo.onnx does not exist"),
+    (".", "is a folder; give a file name for the output"),
+])
+def test_bad_output_path(where, message, demo, tmp_path):
+    proc = run_cli(demo, "-o", tmp_path / where)
+    assert_one_line_error(proc, 2, message.format(tmp=tmp_path))
+    assert listing(tmp_path) == ["demo.onnx"]
+
+
+def test_unwritable_output_folder(demo, tmp_path):
+    if os.geteuid() == 0:  # root passes permission bits: use a file system that refuses new files
+        target = Path("/sys/out.onnx")
+        message = "/sys/out.onnx: cannot write to /sys: Operation not permitted"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        target = locked / "out.onnx"
+        message = f"{target}: output folder {target.parent} is not writable"
+    proc = run_cli(demo, "-o", target)
+    assert_one_line_error(proc, 2, message)
+    assert not target.exists()
+    assert listing(tmp_path) == ["demo.onnx"] + (["locked"] if os.geteuid() else [])
+
+
+def test_two_different_outputs(demo, tmp_path):
+    proc = run_cli(demo, tmp_path / "a.onnx", "-o", tmp_path / "b.onnx")
+    assert_one_line_error(proc, 2, "give the output once: either as OUTPUT or with -o")
+
+
+def test_version_and_module_entry():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and "version" in proc.stdout
+
+
+# In-process runs (monkeypatching a broken pass is not possible in a subprocess).
+
+
+class _BreakRelu:
+    """A pass that changes results: every Relu becomes Neg."""
+
+    def __call__(self, model):
+        import onnx_ir as ir
+
+        for node in model.graph:
+            if node.op_type == "Relu":
+                node.op_type = "Neg"
+        return ir.passes.PassResult(model, True)
+
+
+class _Crash:
+    def __call__(self, model):
+        raise RuntimeError("boom\nsecond line")
+
+
+@pytest.mark.parametrize("pass_, code, message", [
+    (_BreakRelu(), 1, "error: optimized model differs from the original: y: max abs difference"),
+    (_Crash(), 3, "error: internal error (RuntimeError: boom); set ONNXSLIM_DEBUG=1"),
+])
+def test_failed_check_and_internal_error_write_nothing(pass_, code, message, tmp_path, monkeypatch):
+    from onnxslim import cli, passes
+
+    spec = passes.PassSpec("inject", "test", lambda options: pass_, stage="setup")
+    monkeypatch.setattr(passes, "REGISTRY", (spec, *passes.REGISTRY))
+    monkeypatch.delenv("ONNXSLIM_DEBUG", raising=False)
+    model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [4, 5])], [vi("y", FLOAT, [4, 5])])
+    onnx.save(model, tmp_path / "m.onnx")
+    result = CliRunner().invoke(cli.main, [str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")])
+    assert result.exit_code == code
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert "Traceback" not in result.output
+    assert listing(tmp_path) == ["m.onnx"]
