@@ -1,0 +1,39 @@
+"""Real models (models/zoo, built by `python models/zoo.py`; CI builds it): optimized, they load in ORT and match."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ZOO_DIR
+from helpers import interface, node_count, run, session
+
+import onnxslim
+
+try:
+    from models.zoo import SAMPLE_INPUTS, ZOO_MODELS, random_inputs
+except ImportError:  # pragma: no cover - the repo layout always has it
+    ZOO_MODELS, SAMPLE_INPUTS, random_inputs = [], {}, None
+
+pytestmark = pytest.mark.zoo
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_model_optimizes_loads_and_matches(name, tmp_path):
+    path = ZOO_DIR / f"{name}.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} not built: run `python models/zoo.py`")
+    shapes = {inp: shape for inp, (shape, _) in SAMPLE_INPUTS[name].items()}
+    result = onnxslim.pipeline.optimize_with_report(path, shapes=shapes)  # includes the ORT check
+    assert result.checked
+    out = tmp_path / f"{name}.onnx"
+    onnxslim.save(result.model, out)
+    onnx.checker.check_model(out)
+    assert interface(out) == interface(path)
+    assert node_count(out) <= node_count(path)
+    session(out)  # loads in ORT
+    for seed in (0, 1):
+        feeds = random_inputs(name, seed)
+        for want, got in zip(run(path, feeds), run(out, feeds)):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
