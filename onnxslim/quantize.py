@@ -21,7 +21,7 @@ from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.passes import quantize as qpass
-from onnxslim.passes.quant_rules import DEFAULT_OPS, RULES, SHARED, WEIGHT_ONLY, WEIGHTED
+from onnxslim.passes.quant_rules import DEFAULT_OPS, RULES, SHARED, STORED_TABLES, WEIGHT_ONLY, WEIGHTED
 
 DEFAULT_METHOD = "percentile"
 DEFAULT_MIN_MACS = 1 << 20
@@ -345,10 +345,11 @@ class _QuantBuilder:
         for name in [*info.plan.nodes, *info.plan.weight_only]:
             node = by_name[name]
             rule = RULES[node.op_type]
-            if rule.kind == SHARED:
+            if rule.kind == SHARED and node.op_type not in STORED_TABLES:
                 continue
             out = by_name[closing[name]].outputs[0].name if name in closing else node.outputs[0].name
-            pairs[name] = (out, [v.name for v in qpass._activation_inputs(node, rule) if v is not None])
+            ins = qpass._activation_inputs(node, rule)
+            pairs[name] = (out, [v.name for v in ins if v is not None and v.const_value is None])
         seen = {t for out, ins in pairs.values() for t in [out, *ins]}
         quant_name = {t: info.dequantized.get(t, t) for t in seen}
         names = sorted(seen)

@@ -242,3 +242,33 @@ def test_opset_11_model_is_upgraded_for_per_channel():
     model.opset_import[0].version = 11
     result = quantize(model, samples(), **FAST)
     assert result.model.opset_imports[""] >= 13
+
+
+def encoder_block() -> onnx.ModelProto:
+    """Gather(embedding) -> LayerNorm -> MatMul -> residual Add with the LayerNorm output."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+        helper.make_node("LayerNormalization", ["e", "gamma", "beta"], ["ln"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["ln", "w"], ["m"], name="proj"),
+        helper.make_node("Add", ["ln", "m"], ["y"], name="residual"),
+    ]
+    inits = [const("table", rng.normal(size=(100, 64)).astype(np.float32)),
+             const("gamma", np.ones(64, np.float32)), const("beta", np.zeros(64, np.float32)),
+             const("w", rng.normal(size=(64, 64)).astype(np.float32) * 0.1)]
+    return make_model(nodes, [vi("ids", onnx.TensorProto.INT64, [1, 8])], [vi("y", shape=[1, 8, 64])], inits, opset=17)
+
+
+def test_transformer_residual_stays_float_and_embedding_is_stored_int8():
+    rng = np.random.default_rng(3)
+    data = [{"ids": rng.integers(0, 100, (1, 8))} for _ in range(10)]
+    result = quantize(encoder_block(), data, **FAST)
+    model, producers = _graph(result)
+    assert result.report.quantized == {"MatMul": 1}
+    add = next(n for n in model.graph if n.name == "residual")
+    assert all(producers[v.name].op_type != "DequantizeLinear" for v in add.inputs)
+    gather = next(n for n in model.graph if n.name == "embed")
+    mul = producers[gather.inputs[0].name]
+    assert mul.op_type == "Mul" and producers[mul.inputs[0].name].op_type == "Cast"
+    assert producers[mul.inputs[0].name].inputs[0].const_value.numpy().dtype == np.int8
+    assert result.report.drift["y"].cosine > 0.999

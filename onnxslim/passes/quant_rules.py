@@ -130,3 +130,22 @@ def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
 
 # Ops quantized when the user does not narrow the set (--quantize-op).
 DEFAULT_OPS = frozenset(RULES) | frozenset(FOLDABLE)
+
+# Float constants read by ops that ORT can't run in int8 but whose table is worth storing in int8
+# (embeddings): op type -> (input index, per-channel axis). Stored as Cast + Mul, folded by ORT at load.
+STORED_TABLES: dict[str, tuple[int, int]] = {"Gather": (0, 0)}
+MIN_TABLE_ELEMENTS = 4096
+
+
+def stored_weight(node: ir.Node) -> tuple[int, int | None] | None:
+    """The (input index, per-channel axis) of the constant of ``node`` to store in int8, if any."""
+    rule = RULES.get(node.op_type)
+    if rule is not None and rule.weight is not None:
+        return rule.weight, rule.weight_axis(node)
+    if node.op_type in STORED_TABLES:
+        index, axis = STORED_TABLES[node.op_type]
+        value = node.inputs[index] if len(node.inputs) > index else None
+        if (value is not None and value.const_value is not None and value.dtype == ir.DataType.FLOAT
+                and value.const_value.size >= MIN_TABLE_ELEMENTS):
+            return index, axis
+    return None

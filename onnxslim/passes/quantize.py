@@ -11,8 +11,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError
-from onnxslim.passes.quant_rules import (COMPUTE, DEFAULT_OPS, FOLDABLE, RULES, SHARED, WEIGHT_ONLY, WEIGHTED,
-                                         is_depthwise, macs_per_output)
+from onnxslim.passes.quant_rules import (COMPUTE, DEFAULT_OPS, FOLDABLE, RULES, SHARED, STORED_TABLES, WEIGHT_ONLY,
+                                         WEIGHTED, is_depthwise, macs_per_output, stored_weight)
 
 INT32_MAX = 2**31 - 1
 FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
@@ -127,6 +127,9 @@ def plan(model: ir.Model, options: QuantOptions = QuantOptions(), sizes: Mapping
         if out.name not in outputs:
             result.tensors[out.name] = out.name
     _prune_unused(model, result)
+    quantized = set(result.nodes)
+    result.weight_only += [n.name for n in graph if n.op_type in STORED_TABLES and n.domain == ""
+                           and n.name not in quantized and n.name not in options.exclude_nodes and stored_weight(n)]
     return result
 
 
@@ -283,8 +286,9 @@ class QuantizePass(ir.passes.InPlacePass):
                 self._quantize_weights(builder, node, rule, dq)
         for name in self.plan.weight_only + [n for n in self.plan.nodes if RULES[by_name[n].op_type].kind == WEIGHT_ONLY]:
             self._store_weights(builder, by_name[name])
+        readers = set(self.plan.nodes)
         for name, source in self.plan.tensors.items():
-            self.dequantized[name] = builder.qdq(values[name], source, self.qparams[source])
+            self.dequantized[name] = builder.qdq(values[name], source, self.qparams[source], readers)
         graph.sort()
         ir.passes.common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=bool(dq))
@@ -292,11 +296,10 @@ class QuantizePass(ir.passes.InPlacePass):
     def _store_weights(self, builder: "_Builder", node: ir.Node) -> None:
         """Int8 weights for a node that computes in float: Cast + Mul, which ORT folds back to a float
         initializer at session load (so its kernels still pre-pack the weights), unlike DequantizeLinear."""
-        rule = RULES[node.op_type]
-        weight = node.inputs[rule.weight]
-        axis = rule.weight_axis(node) if self.options.per_channel else None
-        wq_array, wq = quantize_weight(weight.const_value.numpy(), axis, 8)
-        node.replace_input_with(rule.weight, builder.scaled_constant(weight, wq_array, wq))
+        index, axis = stored_weight(node)
+        weight = node.inputs[index]
+        wq_array, wq = quantize_weight(weight.const_value.numpy(), axis if self.options.per_channel else None, 8)
+        node.replace_input_with(index, builder.scaled_constant(weight, wq_array, wq))
 
     def _quantize_weights(self, builder: "_Builder", node: ir.Node, rule, dq: Mapping[str, QParams]) -> None:
         weight = node.inputs[rule.weight]
@@ -346,12 +349,15 @@ class _Builder:
                                  self._initializer(f"{key}_zero_point", qp.zero_point))
         return self._params[key]
 
-    def qdq(self, value: ir.Value, source: str, qp: QParams) -> str:
-        """Route every reader of ``value`` through QuantizeLinear -> DequantizeLinear; returns the DQ output."""
+    def qdq(self, value: ir.Value, source: str, qp: QParams, readers: set[str]) -> str:
+        """Route the ``readers`` (quantized nodes) of ``value`` through QuantizeLinear -> DequantizeLinear;
+        float readers keep the exact value. Returns the DQ output's name."""
         scale, zp = self._scale_zp(source, qp)
         dq_out = ir.Value(name=self._name(f"{value.name}_dequantized"), shape=value.shape,
                           type=value.type)
-        value.replace_all_uses_with(dq_out)
+        for use in list(value.uses()):
+            if use.node.name in readers:
+                use.node.replace_input_with(use.idx, dq_out)
         q = ir.node("QuantizeLinear", [value, scale, zp], name=self._name(f"{value.name}_QuantizeLinear"))
         q.outputs[0].name = self._name(f"{value.name}_quantized")
         q.outputs[0].dtype = ir.DataType(ir.tensor(qp.zero_point).dtype)
