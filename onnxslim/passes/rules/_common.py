@@ -64,29 +64,26 @@ def normalize_axes(axes, rank: int | None) -> tuple[int, ...] | None:
     return tuple(result)
 
 
-def attribute_or_input(node: ir.Node, name: str, index: int) -> np.ndarray | None:
-    """A parameter given as attribute (older opsets) or as constant input `index` (newer); None if neither."""
+def parameter(node: ir.Node, name: str, index: int, default: np.ndarray | None = None) -> np.ndarray | None:
+    """An int parameter given as attribute (older opsets) or as input `index` (newer).
+
+    `default` when it is given neither way; None when the input is not a constant.
+    """
     attr = node.attributes.get(name)
     if attr is not None:
         return np.array(attr.as_ints(), dtype=np.int64)
     if len(node.inputs) > index and node.inputs[index] is not None:
         return constant(node.inputs[index])
-    return None
+    return default
 
 
 def slice_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(starts, ends, axes, steps) of a Slice, defaults filled in; None if any of them is not constant."""
-    starts, ends = attribute_or_input(node, "starts", 1), attribute_or_input(node, "ends", 2)
+    """(starts, ends, axes, steps) of a Slice as int64, defaults filled in; None if any of them is not constant."""
+    starts, ends = parameter(node, "starts", 1), parameter(node, "ends", 2)
     if starts is None or ends is None or starts.shape != ends.shape:
         return None
-    count = starts.size
-    axes = attribute_or_input(node, "axes", 3)
-    has_axes = node.attributes.get("axes") is not None or (len(node.inputs) > 3 and node.inputs[3] is not None)
-    if axes is None and has_axes:
+    axes = parameter(node, "axes", 3, default=np.arange(starts.size))
+    steps = parameter(node, "steps", 4, default=np.ones(starts.size))
+    if axes is None or steps is None:
         return None
-    has_steps = len(node.inputs) > 4 and node.inputs[4] is not None
-    steps = constant(node.inputs[4]) if has_steps else np.ones(count, dtype=np.int64)
-    if steps is None:
-        return None
-    axes = axes if axes is not None else np.arange(count, dtype=np.int64)
-    return starts.astype(np.int64), ends.astype(np.int64), axes.astype(np.int64), steps.astype(np.int64)
+    return tuple(p.astype(np.int64) for p in (starts, ends, axes, steps))

@@ -11,46 +11,49 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter._basics import MatchResult
 
 from onnxslim.passes.rules._common import (
-    attribute_or_input,
     new_initializer,
     normalize_axes,
     opset,
+    parameter,
     slice_params,
     static_dims,
 )
 
 
 def _squeeze_axes(node: ir.Node) -> tuple[int, ...] | None:
-    """The axes a Squeeze removes (non-negative), from its attribute/input or, without one, from a static shape."""
+    """The axes a Squeeze removes (non-negative); without axes, the size-1 dims of a fully static input."""
     dims = static_dims(node.inputs[0])
-    axes = attribute_or_input(node, "axes", 1)
-    if axes is None:
-        has_axes = node.attributes.get("axes") is not None or (len(node.inputs) > 1 and node.inputs[1] is not None)
-        if has_axes or dims is None or None in dims:
-            return None
-        return tuple(i for i, d in enumerate(dims) if d == 1)
-    return normalize_axes(axes, len(dims) if dims is not None else None)
+    ones = None if dims is None or None in dims else np.array([i for i, d in enumerate(dims) if d == 1])
+    axes = parameter(node, "axes", 1, default=ones)
+    return None if axes is None else normalize_axes(axes, len(dims) if dims is not None else None)
 
 
 def _unsqueeze_axes(node: ir.Node) -> tuple[int, ...] | None:
     """The axes an Unsqueeze inserts, as positions in its output (non-negative)."""
-    axes = attribute_or_input(node, "axes", 1)
-    dims = static_dims(node.inputs[0])
+    axes, dims = parameter(node, "axes", 1), static_dims(node.inputs[0])
     if axes is None:
         return None
     return normalize_axes(axes, len(dims) + axes.size if dims is not None else None)
 
 
-class UnsqueezeSqueeze(pattern.RewriteRuleClassBase):
-    """Squeeze(Unsqueeze(x, axes), axes) -> x."""
+class CancellingPair(pattern.RewriteRuleClassBase):
+    """Squeeze(Unsqueeze(x, axes), axes) -> x, and Unsqueeze(Squeeze(x, axes), axes) -> x."""
+
+    def __init__(self, inner_op: str, outer_op: str) -> None:
+        super().__init__(f"{outer_op}{inner_op}")
+        self.inner_op, self.outer_op = inner_op, outer_op
 
     def pattern(self, op, x):
-        inner = op.Unsqueeze(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"])
-        return op.Squeeze(inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"])
+        inner = getattr(op, self.inner_op)(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"]
+        )
+        return getattr(op, self.outer_op)(
+            inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"]
+        )
 
     def check(self, context, x, inner, outer) -> MatchResult:
-        inserted, removed = _unsqueeze_axes(inner.producer()), _squeeze_axes(outer.producer())
-        if inserted is None or removed is None or sorted(inserted) != sorted(removed):
+        first, second = (_AXES[v.producer().op_type](v.producer()) for v in (inner, outer))
+        if first is None or second is None or sorted(first) != sorted(second):
             return MatchResult().fail("axes differ or are unknown")
         return MatchResult()
 
@@ -58,21 +61,7 @@ class UnsqueezeSqueeze(pattern.RewriteRuleClassBase):
         return op.Identity(x)
 
 
-class SqueezeUnsqueeze(pattern.RewriteRuleClassBase):
-    """Unsqueeze(Squeeze(x, axes), axes) -> x: the size-1 dims come back where they were."""
-
-    def pattern(self, op, x):
-        inner = op.Squeeze(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"])
-        return op.Unsqueeze(inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"])
-
-    def check(self, context, x, inner, outer) -> MatchResult:
-        removed, inserted = _squeeze_axes(inner.producer()), _unsqueeze_axes(outer.producer())
-        if inserted is None or removed is None or sorted(inserted) != sorted(removed):
-            return MatchResult().fail("axes differ or are unknown")
-        return MatchResult()
-
-    def rewrite(self, op, x, **_):
-        return op.Identity(x)
+_AXES = {"Squeeze": _squeeze_axes, "Unsqueeze": _unsqueeze_axes}
 
 
 class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
@@ -182,8 +171,8 @@ def _same_axis(a: int | None, b: int | None, rank: int | None) -> bool:
 
 
 rules = (
-    UnsqueezeSqueeze.rule(),
-    SqueezeUnsqueeze.rule(),
+    CancellingPair.rule("Unsqueeze", "Squeeze"),
+    CancellingPair.rule("Squeeze", "Unsqueeze"),
     UnsqueezeTransposeSqueeze.rule(),
     SliceSlice.rule(),
     NestedConcat.rule(),

@@ -7,11 +7,10 @@ full Slices are onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter._basics import MatchResult
 
-from onnxslim.passes.rules._common import INT64_MAX, constant, keeps_shape, slice_params, static_dims
+from onnxslim.passes.rules._common import INT64_MAX, constant, keeps_shape, parameter, slice_params, static_dims
 
 
 class _ToIdentity(pattern.RewriteRuleClassBase):
@@ -45,9 +44,7 @@ class PadWithZeroPads(_ToIdentity):
         return op.Pad(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
     def check(self, context, x, out, **_) -> MatchResult:
-        node = out.producer()
-        attr = node.attributes.get("pads")
-        pads = np.array(attr.as_ints()) if attr is not None else constant(node.inputs[1] if len(node.inputs) > 1 else None)
+        pads = parameter(out.producer(), "pads", 1)
         if pads is None or np.any(pads != 0):
             return MatchResult().fail("pads not all zero")
         return MatchResult()
