@@ -316,6 +316,26 @@ def test_slices_on_the_same_axis_not_merged_blindly(first, second):
     slim(model)  # outputs compared inside: a wrong merge would fail here
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_random_slice_pairs_keep_outputs(seed):
+    """Random starts/ends/steps (negative, out of range, reversed) on random axes, overlapping or not."""
+    rng = np.random.default_rng(seed)
+    shape = [int(d) for d in rng.integers(2, 6, size=3)]
+    steps, inits = [], []
+    for name in ("a", "b"):
+        count = int(rng.integers(1, 3))
+        axes_ = [int(a) for a in rng.choice([-3, -2, -1, 0, 1, 2], size=count, replace=False)]
+        if len({a % 3 for a in axes_}) < count:
+            axes_ = axes_[:1]
+        starts = [int(v) for v in rng.integers(-7, 7, size=len(axes_))]
+        ends = [int(v) for v in rng.choice([-7, -1, 0, 2, 4, 7, 2**63 - 1], size=len(axes_))]
+        signs = rng.choice([-1, 1], size=len(axes_))
+        step, init = slice_step(name, starts, ends, axes_, [int(v) for v in signs * rng.integers(1, 3, size=len(axes_))])
+        steps.append(step)
+        inits += init
+    slim(chain(steps, shape, 3, initializers=inits))
+
+
 def concat_model(inner_axis, outer_axis, share_inner=False):
     """y = Concat(x, Concat(a, b, axis=inner_axis), c, axis=outer_axis); `share_inner` also outputs Relu(ab)."""
     nodes = [node("Concat", ["a", "b"], "ab", axis=inner_axis), node("Concat", ["x", "ab", "c"], "y", axis=outer_axis)]
