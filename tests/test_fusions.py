@@ -183,6 +183,31 @@ def test_batchnorm_after_conv_folded():
     assert slim(model) == {"Conv": 1}
 
 
+def test_batchnorm_in_training_mode_kept():
+    nodes = [node("Conv", ["x", "W"], "t"),
+             helper.make_node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], ["y", "rm", "rv"],
+                              training_mode=1)]
+    model = make_model(nodes, [vi("x", FLOAT, [2, 3, 5, 5])], [vi("y", FLOAT, [2, 4, 3, 3])],
+                       [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)], opset=15)
+    assert slim(model)["BatchNormalization"] == 1
+
+
+def test_batchnorm_per_activation_kept():
+    nodes = [node("Conv", ["x", "W"], "t"),
+             node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y", spatial=0)]
+    inits = [const("W", rand(2, 3, 3, 3)), const("scale", rand(2, 3, 3)), const("bias", rand(2, 3, 3)),
+             const("mean", rand(2, 3, 3)), const("var", np.abs(rand(2, 3, 3)) + 0.5)]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 2, 3, 3])], inits, opset=7)
+    assert slim(model)["BatchNormalization"] == 1
+
+
+def test_reflect_pad_not_folded_into_conv():
+    nodes = [node("Pad", ["x", "p"], "t", mode="reflect"), node("Conv", ["t", "W"], "y")]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 4, 5, 5])],
+                       [const("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("W", rand(4, 3, 3, 3))])
+    assert slim(model) == {"Pad": 1, "Conv": 1}
+
+
 def test_zero_pad_folded_into_conv():
     nodes = [node("Pad", ["x", "p"], "t"), node("Conv", ["t", "W"], "y")]
     model = make_model(nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 4, 5, 5])],

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from onnxscript.rewriter.rules.common import _basic_rules, _fuse_batchnorm, _fuse_pad_into_conv
+from onnxscript.rewriter.rules.common import _basic_rules, _fuse_pad_into_conv
 
 from onnxslim.passes._rewrite import RewriteRulesPass
-from onnxslim.passes.rules import activations, chains, conv_affine, matmul_add
+from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add
 
 
 class FuseBatchNorm(RewriteRulesPass):
-    """BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights."""
+    """Inference-mode BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights."""
 
-    rules = tuple(_fuse_batchnorm.rules.rules)
+    rules = batchnorm.rules
 
 
 class FuseConvAffine(RewriteRulesPass):
