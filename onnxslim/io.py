@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -220,6 +220,27 @@ def weight_bytes(model: ir.Model) -> int:
     )
 
 
+def has_external_data(model: ir.Model) -> bool:
+    """True when some initializer still lives in an external file."""
+    return any(
+        isinstance(value.const_value, ir.ExternalTensor)
+        for graph in model.graphs()
+        for value in graph.initializers.values()
+    )
+
+
+def release_external_data(model: ir.Model) -> None:
+    """Unmap external weight files; the tensors map them again when next read.
+
+    Pages of a mapped file count in the resident set: dropping them before ONNX Runtime loads its
+    own copy of the weights keeps the peak near one copy of the weights instead of two.
+    """
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                value.const_value.release()
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when both paths name the same existing file."""
     try:
@@ -231,15 +252,16 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = None) -> int:
     """Save atomically: write into a temporary folder beside `path`, then rename into place.
 
-    `external_data=None` switches to external data (`<name>.data` beside the model)
-    only when the weights exceed protobuf's 2 GB limit. Returns the bytes written.
+    `external_data=None` writes external data (`<name>.data` beside the model) when the weights
+    exceed protobuf's 2 GB limit or when the model was loaded with external data (it keeps that
+    layout, and no whole-model protobuf is built in memory). Returns the bytes written.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OnnxSlimError(f"{path}: output folder {folder} does not exist")
     if external_data is None:
-        external_data = weight_bytes(model) >= PROTOBUF_LIMIT - 64 * 1024**2
+        external_data = weight_bytes(model) >= PROTOBUF_LIMIT - 64 * 1024**2 or has_external_data(model)
     data_name = f"{path.name}.data" if external_data else None
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=folder))
@@ -263,16 +285,19 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
 
 
 @contextlib.contextmanager
-def _inlined_external_tensors(model: ir.Model, enabled: bool = True) -> Iterator[None]:
+def _inlined_external_tensors(
+    model: ir.Model, enabled: bool = True, only: Callable[[ir.Graph, ir.Value], bool] | None = None
+) -> Iterator[None]:
     """Serialize external tensors inline (their old relative locations mean nothing beside a new file).
 
-    The tensors are swapped back afterwards, so the model still maps its original files.
+    `only(graph, value)` picks which ones. The tensors are swapped back afterwards, so the model
+    still maps its original files.
     """
     swapped = [
         (value, value.const_value)
         for graph in model.graphs()
         for value in graph.initializers.values()
-        if enabled and isinstance(value.const_value, ir.ExternalTensor)
+        if enabled and isinstance(value.const_value, ir.ExternalTensor) and (only is None or only(graph, value))
     ]
     try:
         for value, tensor in swapped:
@@ -281,6 +306,23 @@ def _inlined_external_tensors(model: ir.Model, enabled: bool = True) -> Iterator
     finally:
         for value, tensor in swapped:
             value.const_value = tensor
+
+
+#: onnx-ir leaves main-graph initializers up to this size in the proto it hands to onnx's C API.
+_C_API_KEEPS = 1000
+
+
+def onnx_c_api_view(model: ir.Model):
+    """Make `onnx_ir`'s checker/shape-inference calls see no external tensor.
+
+    `onnx_ir.passes.common.CheckerPass`/`ShapeInferencePass` serialize the model without main-graph
+    initializers over 1 KB (so a huge model never becomes a huge proto), but the small ones and
+    those of subgraphs stay, external references included, which the checker then resolves against
+    the working directory. Those few are read in for the call.
+    """
+    return _inlined_external_tensors(
+        model, only=lambda graph, value: graph is not model.graph or value.const_value.nbytes <= _C_API_KEEPS
+    )
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:

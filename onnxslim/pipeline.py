@@ -92,7 +92,8 @@ def run_passes(
 def _infer_shapes(model: ir.Model) -> None:
     """Refresh value shapes with onnx shape inference; a model it cannot handle is left as is."""
     try:
-        common.ShapeInferencePass(strict_mode=False)(model)
+        with io.onnx_c_api_view(model):
+            common.ShapeInferencePass(strict_mode=False)(model)
     except Exception as err:  # shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))
 
@@ -100,7 +101,8 @@ def _infer_shapes(model: ir.Model) -> None:
 def _checker(model: ir.Model) -> None:
     """The onnx checker on the result; weights over 2 GB are left out of the proto it sees."""
     try:
-        common.CheckerPass()(model)
+        with io.onnx_c_api_view(model):
+            common.CheckerPass()(model)
     except Exception as err:
         raise CheckFailedError(f"the optimized model fails the onnx checker: {first_line(err)}")
 
@@ -135,6 +137,7 @@ def optimize_with_report(
         if check:
             if on_pass:
                 on_pass("check on ONNX Runtime")
+            io.release_external_data(ir_model)
             skipped_check = _check(reference, ir_model, check_inputs, shapes)
     return OptimizeResult(
         model=ir_model,

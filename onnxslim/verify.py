@@ -71,20 +71,26 @@ def compare(
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> list[Mismatch]:
     """Run both models on the same inputs (random ones by default) and list the outputs that differ."""
-    with model_file(original) as original_path, model_file(optimized) as optimized_path:
+    # One session at a time: for a large model, two live sessions would double the peak memory.
+    with model_file(original) as original_path:
         reference = session(original_path, "the original model", OriginalNotRunnable)
-        candidate = _candidate_session(optimized_path)
         if samples is None:
             samples = [random_inputs(input_specs(reference), shapes=shapes, seed=0)]
         names = [output.name for output in reference.get_outputs()]
-        mismatches: dict[str, Mismatch] = {}
-        for feed in samples:
-            expected = _run(reference, feed, "the original model")
+        expected = [_run(reference, feed, "the original model") for feed in samples]
+        del reference
+    mismatches: dict[str, Mismatch] = {}
+    with model_file(optimized) as optimized_path:
+        candidate = _candidate_session(optimized_path)
+        for feed, outputs in zip(samples, expected):
             actual = _run(candidate, feed, "the optimized model")
-            for name, want, got in zip(names, expected, actual):
+            if len(actual) != len(names):
+                raise CheckFailedError(f"the optimized model has {len(actual)} outputs instead of {len(names)}")
+            for name, want, got in zip(names, outputs, actual):
                 problem = _difference(want, got)
                 if problem and name not in mismatches:
                     mismatches[name] = Mismatch(name, problem)
+        del candidate
     return list(mismatches.values())
 
 

@@ -172,11 +172,13 @@ def test_optimize_and_save_an_external_data_model_from_another_folder(tmp_path, 
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # paths resolve against the model's folder, not the working directory
     result = onnxslim.optimize(path)
-    onnxslim.save(result, "inline.onnx")
-    onnxslim.save(result, "ext.onnx", external_data=True)
-    assert sorted(os.listdir(elsewhere)) == ["ext.onnx", "ext.onnx.data", "inline.onnx"]
+    onnxslim.save(result, "kept.onnx")  # a model that came with external data keeps that layout
+    onnxslim.save(result, "inline.onnx", external_data=False)
+    assert sorted(os.listdir(elsewhere)) == ["inline.onnx", "kept.onnx", "kept.onnx.data"]
+    proto = onnx.load(elsewhere / "inline.onnx", load_external_data=False)
+    assert all(t.data_location == TensorProto.DEFAULT for t in proto.graph.initializer)
     assert_same_outputs(path, elsewhere / "inline.onnx")
-    assert_same_outputs(path, elsewhere / "ext.onnx")
+    assert_same_outputs(path, elsewhere / "kept.onnx")
 
 
 @pytest.mark.xfail(reason="onnxslim/__init__.py: slim() returns ir.to_proto(result), which keeps the external "
