@@ -1,7 +1,6 @@
 """Calibration statistics and range methods, checked against hand-computed values."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 

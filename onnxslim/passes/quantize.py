@@ -7,7 +7,6 @@ import dataclasses
 from typing import Mapping
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError
