@@ -387,6 +387,45 @@ def test_nested_concat_shared_inner_kept():
     assert slim(concat_model(1, 1, share_inner=True))["Concat"] == 2
 
 
+def shape_pieces(source, picks):
+    """Nodes computing Concat(pieces) -> "shape": an int is a constant, ("dim", i) is Shape(source)[i]."""
+    nodes, inits, names = [node("Shape", [source], "sh")], [], []
+    for k, pick in enumerate(picks):
+        if isinstance(pick, int):
+            inits.append(const(f"k{k}", np.array([pick], np.int64)))
+            names.append(f"k{k}")
+        else:
+            inits.append(const(f"i{k}", np.array(pick[1], np.int64)))
+            nodes += [node("Gather", ["sh", f"i{k}"], f"g{k}", axis=0), node("Unsqueeze", [f"g{k}", "zero"], f"u{k}")]
+            names.append(f"u{k}")
+    inits.append(const("zero", np.array([0], np.int64)))
+    return nodes + [node("Concat", names, "shape", axis=0)], inits
+
+
+@pytest.mark.parametrize("picks, allowzero, source", [
+    ([("dim", 0), 2, 3, ("dim", 2)], 0, "x"),   # copy dim 0, infer the last
+    ([("dim", 0), 2, 3, ("dim", 2)], 1, "x"),   # allowzero without literal zeros: copying is the same
+    ([("dim", 0), -1], 0, "r"),                 # the dims of another tensor with the same symbolic names
+])
+def test_reshape_to_traced_shape_becomes_constant(picks, allowzero, source):
+    nodes, inits = shape_pieces(source, picks)
+    nodes = [node("Relu", ["x"], "r"), *nodes, node("Reshape", ["r", "shape"], "y", allowzero=allowzero)]
+    model = make_model(nodes, [vi("x", FLOAT, ["N", 6, "H"])], [vi("y", FLOAT, [None] * len(picks))], inits)
+    optimized = optimized_proto(model)
+    for shape in ([2, 6, 5], [3, 6, 1]):
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+    assert op_counts(optimized) == {"Relu": 1, "Reshape": 1}
+
+
+def test_reshape_to_swapped_dims_kept():
+    nodes, inits = shape_pieces("x", [("dim", 1), ("dim", 0)])
+    nodes.append(node("Reshape", ["x", "shape"], "y"))
+    model = make_model(nodes, [vi("x", FLOAT, ["N", "M"])], [vi("y", FLOAT, [None, None])], inits)
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized, {"x": rand(2, 3)})
+    assert op_counts(optimized)["Shape"] == 1
+
+
 def test_transpose_transpose_and_reshape_reshape_collapse():
     steps = [("Transpose", [], dict(perm=[1, 0, 2])), ("Transpose", [], dict(perm=[1, 0, 2])),
              ("Reshape", ["s1"], {}), ("Reshape", ["s2"], {})]

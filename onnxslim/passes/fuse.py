@@ -5,7 +5,7 @@ from __future__ import annotations
 from onnxscript.rewriter.rules.common import _basic_rules, _fuse_pad_into_conv
 
 from onnxslim.passes._rewrite import RewriteRulesPass
-from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add
+from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add, reshape
 
 
 class FuseBatchNorm(RewriteRulesPass):
@@ -50,4 +50,5 @@ class FuseChains(RewriteRulesPass):
         _basic_rules.unsqueeze_unsqueeze_rule,
         _basic_rules.cast_cast_rule,
         *chains.rules,
+        *reshape.rules,
     )
