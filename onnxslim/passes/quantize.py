@@ -286,8 +286,13 @@ class QuantizePass(ir.passes.InPlacePass):
         for name in self.plan.weight_only + [n for n in self.plan.nodes if RULES[by_name[n].op_type].kind == WEIGHT_ONLY]:
             self._store_weights(builder, by_name[name])
         readers = set(self.plan.nodes)
+        quantized = readers | set(self.plan.folded)
         for name, source in self.plan.tensors.items():
-            self.dequantized[name] = builder.qdq(values[name], source, self.qparams[source], readers)
+            value = values[name]
+            # The output of a quantized node is read through DQ everywhere (its Q lets ORT fuse the node);
+            # a float op's output is dequantized only for quantized readers, the rest keep the exact value.
+            exact = value.producer() is None or value.producer().name not in quantized
+            self.dequantized[name] = builder.qdq(value, source, self.qparams[source], readers if exact else None)
         graph.sort()
         ir.passes.common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=bool(dq))
@@ -348,14 +353,14 @@ class _Builder:
                                  self._initializer(f"{key}_zero_point", qp.zero_point))
         return self._params[key]
 
-    def qdq(self, value: ir.Value, source: str, qp: QParams, readers: set[str]) -> str:
-        """Route the ``readers`` (quantized nodes) of ``value`` through QuantizeLinear -> DequantizeLinear;
-        float readers keep the exact value. Returns the DQ output's name."""
+    def qdq(self, value: ir.Value, source: str, qp: QParams, readers: set[str] | None) -> str:
+        """Route the ``readers`` of ``value`` (None: all) through QuantizeLinear -> DequantizeLinear; other
+        readers keep the exact value. Returns the DQ output's name."""
         scale, zp = self._scale_zp(source, qp)
         dq_out = ir.Value(name=self._name(f"{value.name}_dequantized"), shape=value.shape,
                           type=value.type)
         for use in list(value.uses()):
-            if use.node.name in readers:
+            if readers is None or use.node.name in readers:
                 use.node.replace_input_with(use.idx, dq_out)
         q = ir.node("QuantizeLinear", [value, scale, zp], name=self._name(f"{value.name}_QuantizeLinear"))
         q.outputs[0].name = self._name(f"{value.name}_quantized")
