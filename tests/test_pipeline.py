@@ -170,7 +170,7 @@ def test_static_dims_of_a_dynamic_shape_are_folded():
     out = optimized_proto(model)
     counts = op_counts(out)
     assert "Slice" not in counts and "ReduceProd" not in counts and "Cast" not in counts, counts
-    assert counts["Gather"] == 1  # the batch dim stays dynamic
+    assert counts["Gather"] <= 1  # the batch dim stays dynamic (or the Reshape copies it with a 0)
     assert_same_outputs(model, out, seeds=(0, 1))
     assert_same_outputs(model, out, feeds={"x": np.ones((5, 3, 4, 4), np.float32)})
 
