@@ -78,16 +78,40 @@ def _pass_list() -> str:
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Also write the report as JSON.")
 @click.option("--bench", "run_bench", is_flag=True,
               help="Then benchmark OUTPUT against INPUT on ONNX Runtime CPU (speed and drift).")
+@click.option("--int8", is_flag=True, help="Quantize to QDQ INT8 after the lossless passes (needs --calibration).")
+@click.option("--calibration", metavar="DATA",
+              help="INT8 calibration data: .npy/.npz folder, one .npz, an image folder (with --preprocess) or random:N.")
+@click.option("--preprocess", metavar="SPEC", help="Image preprocessing, e.g. resize=256,crop=224,scale=1/255,"
+              "mean=0.485;0.456;0.406,std=0.229;0.224;0.225,layout=NCHW,order=RGB.")
+@click.option("--calibration-method", type=click.Choice(["percentile", "minmax", "entropy", "mse"]),
+              default="percentile", show_default=True, help="How activation ranges are chosen.")
+@click.option("--percentile", type=click.FloatRange(50, 100), default=99.99, show_default=True,
+              help="Percentile for --calibration-method percentile.")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--activation-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
+              help="uint8 asymmetric or int8 symmetric activations.")
+@click.option("--target", type=click.Choice(["auto", "avx2", "vnni", "arm"]), default="auto", show_default=True,
+              help="The CPU the model will run on; auto detects this one.")
+@click.option("--exclude-op", multiple=True, metavar="TYPE", help="Keep every node of this op type in float.")
+@click.option("--exclude-node", multiple=True, metavar="NAME", help="Keep this node in float.")
+@click.option("--quantize-op", multiple=True, metavar="TYPE", help="Quantize only these op types.")
+@click.option("--max-drift", metavar="SPEC",
+              help="INT8 drift budget on held-out data, e.g. cosine>=0.99; sensitive nodes go back to float.")
+@click.option("--eval-split", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
+              help="Share of the calibration data held out to measure drift.")
+@click.option("--require-speedup", is_flag=True, help="Fail when the INT8 model is not faster than float here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_initializer_inputs, inline_functions, no_check,
-             check_inputs, shapes, external_data, overwrite, report_path, run_bench, quiet):
-    """Optimize INPUT losslessly (prune, fold, fuse) and write OUTPUT."""
+             check_inputs, shapes, external_data, overwrite, report_path, run_bench, int8, quiet, **int8_options):
+    """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8, and write OUTPUT."""
     with _errors_to_exit_codes():
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
         output = output_opt or output_arg
         if run_bench and output is None:
             raise OnnxSlimError("--bench needs an output path to compare with the input")
+        if int8 != bool(int8_options["calibration"]):
+            raise OnnxSlimError("--int8 and --calibration DATA go together")
         skipped = [name.strip() for item in skip for name in item.split(",") if name.strip()]
         if keep_initializer_inputs:
             skipped.append("freeze-initializer-inputs")
@@ -101,25 +125,53 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
         if check_inputs is not None and not no_check:
             samples = data.load_samples(check_inputs, data.input_specs(input_path))
         console = Console(stderr=True, quiet=quiet)
-        with console.status("optimizing", spinner="dots") as status:
-            result = pipeline.optimize_with_report(
-                input_path,
-                skip=skipped,
-                size_threshold=size_threshold,
-                check=not no_check,
-                check_inputs=samples,
-                shapes=shape_map,
-                inline_functions=inline_functions,
-                on_pass=lambda name: status.update(f"optimizing: {name}"),
-            )
-        if output is not None:
-            result.after.file_bytes = io.save(result.model, output, external_data or None)
-        _report(result, input_path, output, report_path, console)
+        if int8:
+            _quantize(input_path, output, external_data, report_path, console, **int8_options)
+        else:
+            with console.status("optimizing", spinner="dots") as status:
+                result = pipeline.optimize_with_report(
+                    input_path,
+                    skip=skipped,
+                    size_threshold=size_threshold,
+                    check=not no_check,
+                    check_inputs=samples,
+                    shapes=shape_map,
+                    inline_functions=inline_functions,
+                    on_pass=lambda name: status.update(f"optimizing: {name}"),
+                )
+            if output is not None:
+                result.after.file_bytes = io.save(result.model, output, external_data or None)
+            _report(result, input_path, output, report_path, console)
         if run_bench:
             measured = bench.benchmark([input_path, output], inputs=samples,
                                        shapes=shape_map if samples is None else None,
                                        progress=not quiet)
             measured.render(console)
+
+
+def _quantize(input_path: Path, output: Path | None, external_data: bool, report_path: Path | None, console: Console,
+              *, calibration: str, preprocess: str | None, calibration_method: str, percentile: float,
+              per_tensor: bool, activation_type: str, target: str, exclude_op, exclude_node, quantize_op,
+              max_drift: str | None, eval_split: float, require_speedup: bool) -> None:
+    """Calibrate, quantize, measure drift and speed, save, report."""
+    from onnxslim.quantize import quantize
+
+    samples = data.load_samples(calibration, data.input_specs(input_path), preprocess=preprocess)
+    if calibration.startswith("random:"):
+        console.print("[yellow]warning:[/] calibrating on random data: the drift figures say little about real inputs")
+    result = quantize(
+        input_path, samples, method=calibration_method, percentile=percentile, per_channel=not per_tensor,
+        activation_type=activation_type, target=target, exclude_ops=exclude_op, exclude_nodes=exclude_node,
+        quantize_ops=quantize_op or None, max_drift=max_drift, eval_split=eval_split,
+        require_speedup=require_speedup, progress=not console.quiet,
+    )
+    if output is not None:
+        io.save(result.model, output, external_data or None)
+    result.report.render(console)
+    console.print(f"wrote {output}" if output else "no output path given: nothing written")
+    if report_path:
+        report.write_json({"input": str(input_path), "output": str(output) if output else None,
+                           "int8": result.report.to_dict()}, report_path)
 
 
 def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:

@@ -1,0 +1,64 @@
+"""`onnxslim IN -o OUT --int8 --calibration DATA` end to end on the demo model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from helpers import assert_one_line_error, op_counts, run_cli, session
+
+
+def _calibration_folder(tmp_path, count=10, dtype=np.float32, name="input"):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        np.savez(folder / f"{i}.npz", **{name: rng.standard_normal((1, 3, 32, 32)).astype(dtype)})
+    return folder
+
+
+def test_int8_writes_a_qdq_model_and_a_report(tmp_path, demo_path):
+    out, report = tmp_path / "demo.int8.onnx", tmp_path / "report.json"
+    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", _calibration_folder(tmp_path),
+                   "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    ops = op_counts(out)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    assert out.stat().st_size < 0.5 * demo_path.stat().st_size
+    data = json.loads(report.read_text())["int8"]
+    assert data["eval_samples"] == 2 and data["calibration_samples"] == 8
+    assert data["drift"]["logits"]["cosine"] > 0.99
+    feed = {"input": np.zeros((2, 3, 32, 32), np.float32)}
+    assert session(out).run(None, feed)[0].shape == (2, 10)
+    assert "drift on held-out samples" in proc.stdout + proc.stderr
+
+
+def test_int8_needs_calibration(tmp_path, demo_path):
+    out = tmp_path / "x.onnx"
+    proc = run_cli(demo_path, "-o", out, "--int8")
+    assert_one_line_error(proc, 2, "--int8 and --calibration DATA go together")
+    assert not out.exists()
+
+
+def test_int8_rejects_calibration_data_of_the_wrong_dtype(tmp_path, demo_path):
+    out = tmp_path / "x.onnx"
+    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", _calibration_folder(tmp_path, dtype=np.float64))
+    line = assert_one_line_error(proc, 2, "float64")
+    assert "input" in line and "float32" in line
+    assert not out.exists()
+
+
+def test_int8_rejects_calibration_data_with_an_unknown_input(tmp_path, demo_path):
+    out = tmp_path / "x.onnx"
+    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", _calibration_folder(tmp_path, name="pixels"))
+    assert_one_line_error(proc, 2, "pixels")
+    assert not out.exists()
+
+
+def test_int8_random_calibration_warns(tmp_path, demo_path):
+    out = tmp_path / "x.onnx"
+    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", "random:6")
+    assert proc.returncode == 0, proc.stderr
+    assert "random data" in proc.stderr
+    onnx.checker.check_model(onnx.load(out))
