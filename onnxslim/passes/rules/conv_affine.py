@@ -61,7 +61,7 @@ class AffineConv(pattern.RewriteRuleClassBase):
     def check(self, context, x, c, w, conv_out) -> MatchResult:
         node = conv_out.producer()
         reason = _cannot_absorb(node, x, w, c) or _cannot_apply(self.op_type, c, _in_channels(node, constant(w)), node)
-        if not reason and (x.shape is None or x.shape.rank() != w.shape.rank() or not keeps_shape(x, c.shape.dims)):
+        if not reason and (x.shape is None or x.shape.rank() != constant(w).ndim or not keeps_shape(x, constant(c).shape)):
             reason = "the operand broadcasts the Conv input"
         if not reason and self.op_type in ("Add", "Sub") and _padded(node):
             reason = "a shift before a padded Conv would change the border"
