@@ -49,7 +49,7 @@ REGISTRY: tuple[PassSpec, ...] = (
              lambda o: fuse.FusePadConv()),
     PassSpec("fuse-matmul-add", "MatMul with a 2-D constant weight + Add of a bias becomes Gemm",
              lambda o: fuse.FuseMatMulAdd()),
-    PassSpec("fuse-chains", "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed",
+    PassSpec("fuse-chains", "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, computed Reshape shapes made constant",
              lambda o: fuse.FuseChains()),
     PassSpec("eliminate-common-subexpressions", "identical nodes on identical inputs computed once",
              lambda o: ir.passes.common.CommonSubexpressionEliminationPass()),

@@ -15,7 +15,7 @@ class FuseBatchNorm(RewriteRulesPass):
 
 
 class FuseConvAffine(RewriteRulesPass):
-    """Per-channel constant Mul/Add after a Conv folded into its weights and bias."""
+    """Per-channel constant Mul/Div/Add/Sub after a Conv (or before one) folded into its weights and bias."""
 
     rules = conv_affine.rules
 
@@ -42,7 +42,7 @@ class FuseActivations(RewriteRulesPass):
 
 
 class FuseChains(RewriteRulesPass):
-    """Collapse chains of data-movement ops."""
+    """Collapse chains of data-movement ops; a Reshape to a traceable computed shape gets a constant one."""
 
     rules = (
         _basic_rules.transpose_transpose_rule,
