@@ -229,6 +229,21 @@ def has_external_data(model: ir.Model) -> bool:
     )
 
 
+class _UnmapBehind:
+    """An `ir.save` callback (called before each tensor is written) that unmaps the tensor written last.
+
+    Copying mapped weights into the new file would otherwise leave every page of them resident.
+    """
+
+    def __init__(self) -> None:
+        self.previous = None
+
+    def __call__(self, tensor, info) -> None:
+        if isinstance(self.previous, ir.ExternalTensor):
+            self.previous.release()
+        self.previous = tensor
+
+
 def release_external_data(model: ir.Model) -> None:
     """Unmap external weight files; the tensors map them again when next read.
 
@@ -270,7 +285,11 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
     try:
         try:
             with _inlined_external_tensors(model, enabled=not data_name):
-                ir.save(model, staging / path.name, external_data=data_name)
+                if data_name:
+                    ir.save(model, staging / path.name, external_data=data_name, callback=_UnmapBehind())
+                    release_external_data(model)
+                else:
+                    ir.save(model, staging / path.name)
         except OSError as err:
             raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
         except ValueError as err:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
+
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter.rules.common import _basic_rules, _collapse_slices, _no_op
@@ -37,9 +41,92 @@ class PruneDeadWeight(ir.passes.InPlacePass):
             common.RemoveUnusedNodesPass(),
             common.RemoveUnusedFunctionsPass(),
             common.RemoveUnusedOpsetsPass(),
-            common.DeduplicateHashedInitializersPass(),
+            DeduplicateInitializers(),
         )
         return passes(model)
+
+
+class DeduplicateInitializers(ir.passes.InPlacePass):
+    """Initializers with the same dtype, shape and bytes become one (per graph; inputs and outputs kept).
+
+    Candidates are narrowed by dtype and shape, then by a fingerprint of a few kilobytes, and only
+    those still alike are compared in full: a large model's weights are not read (or paged in) at all.
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for graph in model.graphs():
+            groups: dict[tuple, list[ir.Value]] = defaultdict(list)
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None or value.is_graph_input() or value.is_graph_output():
+                    continue
+                groups[(tensor.dtype, tuple(tensor.shape))].append(value)
+            for members in groups.values():
+                if len(members) < 2:
+                    continue
+                alike: dict[bytes, list[ir.Value]] = defaultdict(list)
+                for value in members:
+                    alike[_fingerprint(value.const_value)].append(value)
+                for candidates in alike.values():
+                    kept: list[ir.Value] = []
+                    for value in candidates:
+                        same = next((k for k in kept if _same_bytes(k.const_value, value.const_value)), None)
+                        if same is None:
+                            kept.append(value)
+                            continue
+                        value.replace_all_uses_with(same)
+                        graph.initializers.pop(value.name)
+                        modified = True
+        return ir.passes.PassResult(model, modified)
+
+
+_FINGERPRINT_BYTES = 4096
+
+
+def _flat_bytes(tensor) -> np.ndarray:
+    """The tensor's data as a flat uint8 array (a view of the mapped file for external tensors)."""
+    if tensor.dtype == ir.DataType.STRING:
+        return np.frombuffer(b"\0".join(tensor.string_data()), dtype=np.uint8)
+    array = np.ascontiguousarray(tensor.numpy())
+    return array.reshape(-1).view(np.uint8)
+
+
+def _fingerprint(tensor) -> bytes:
+    """The first and last 4 KiB and 64 bytes at 16 spots between them."""
+    if isinstance(tensor, ir.ExternalTensor):
+        return _external_fingerprint(tensor)
+    return _pick(_flat_bytes(tensor).tobytes)
+
+
+def _pick(read, size: int | None = None) -> bytes:
+    """Fingerprint bytes from `read(start, stop)` over `size` bytes (or the whole of `read()`)."""
+    if size is None:
+        whole = read()
+        size, read = len(whole), lambda start, stop: whole[start:stop]
+    if size <= 3 * _FINGERPRINT_BYTES:
+        return read(0, size)
+    spots = np.linspace(_FINGERPRINT_BYTES, size - _FINGERPRINT_BYTES - 64, 16).astype(np.int64)
+    return b"".join([read(0, _FINGERPRINT_BYTES), *(read(int(s), int(s) + 64) for s in spots),
+                     read(size - _FINGERPRINT_BYTES, size)])
+
+
+def _external_fingerprint(tensor: ir.ExternalTensor) -> bytes:
+    # Plain reads, not the tensor's memory map: a mapped file's read-ahead would page in (and count
+    # in the resident set) most of every weight just to look at a few kilobytes.
+    offset = tensor.offset or 0
+    try:
+        with open(tensor.path, "rb") as file:
+            fd = file.fileno()
+            return _pick(lambda start, stop: os.pread(fd, stop - start, offset + start), tensor.nbytes)
+    except OSError:
+        return _pick(_flat_bytes(tensor).tobytes)
+
+
+def _same_bytes(a, b) -> bool:
+    if a.dtype == ir.DataType.STRING:
+        return list(a.string_data()) == list(b.string_data())
+    return np.array_equal(_flat_bytes(a), _flat_bytes(b))
 
 
 class RemoveNoOps(ir.passes.InPlacePass):
