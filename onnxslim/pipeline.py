@@ -17,6 +17,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim import io, passes, verify
+from onnxslim.passes import dims
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.stats import ModelStats, model_stats
 
@@ -74,18 +75,20 @@ def run_passes(
         applied[spec.name] += modified
         return modified
 
-    for spec in specs:
-        if spec.stage == "setup":
-            run(spec)
-    rounds = 0
-    while rounds < MAX_ROUNDS:
-        rounds += 1
-        _infer_shapes(model)
-        if not any([run(spec) for spec in specs if spec.stage == "round"]):
-            break
-    for spec in specs:
-        if spec.stage == "finish":
-            run(spec)
+    with dims.interface_kept(model.graph):
+        dims.forget_placeholder_dims(model)
+        for spec in specs:
+            if spec.stage == "setup":
+                run(spec)
+        rounds = 0
+        while rounds < MAX_ROUNDS:
+            rounds += 1
+            _infer_shapes(model)
+            if not any([run(spec) for spec in specs if spec.stage == "round"]):
+                break
+        for spec in specs:
+            if spec.stage == "finish":
+                run(spec)
     return rounds, applied
 
 
@@ -132,7 +135,9 @@ def optimize_with_report(
                 on_pass("inline-functions")
             common.InlinePass()(ir_model)
             common.RemoveUnusedOpsetsPass()(ir_model)
+        declared = _interface(ir_model)
         rounds, applied = run_passes(ir_model, specs, options, on_pass)
+        _restore_interface(ir_model, declared)
         _checker(ir_model)
         if check:
             if on_pass:
@@ -149,6 +154,32 @@ def optimize_with_report(
         checked=check and skipped_check is None,
         check_skipped=skipped_check,
     )
+
+
+def _interface(model: ir.Model) -> tuple[dict[str, tuple], list[tuple]]:
+    """Graph inputs (by name) and outputs (by position) as declared: name, type, shape."""
+    inputs = {value.name: (value.type, value.shape) for value in model.graph.inputs}
+    outputs = [(value.name, value.type, value.shape) for value in model.graph.outputs]
+    return inputs, outputs
+
+
+def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[tuple]]) -> None:
+    """Put back the declared dtypes and (symbolic) dims that shape inference replaced.
+
+    Inference may name a dim `unk__1` where the model said `sequence`, or drop a dim it cannot
+    infer; the graph's interface is the user's contract and stays as it was.
+    """
+    inputs, outputs = declared
+    for value in model.graph.inputs:
+        if value.name in inputs:
+            value.type, value.shape = inputs[value.name]
+    if [value.name for value in model.graph.outputs] != [name for name, _, _ in outputs]:
+        raise CheckFailedError("internal error: the graph outputs were renamed or reordered")
+    for value, (_, type_, shape) in zip(model.graph.outputs, outputs):
+        if type_ is not None:
+            value.type = type_
+        if shape is not None:
+            value.shape = shape
 
 
 #: Domains ONNX Runtime's CPU provider implements.

@@ -1,0 +1,41 @@
+"""Symbolic dims: placeholder names that promise nothing, and the graph interface that must not change."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import onnx_ir as ir
+
+#: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads equal
+#: names as equal sizes, so rules comparing shapes would wrongly take two such dims for the same size.
+PLACEHOLDER_DIMS = frozenset({"", "?", "-1", "None", "none", "unknown"})
+
+
+def forget_placeholder_dims(model: ir.Model) -> None:
+    """Turn every placeholder-named dim into an anonymous one, which no shape comparison equates."""
+    for graph in model.graphs():
+        values = [*graph.inputs, *(output for node in graph for output in node.outputs)]
+        for value in values:
+            if value.shape is not None and any(_is_placeholder(dim) for dim in value.shape.dims):
+                value.shape = ir.Shape([ir.SymbolicDim(None) if _is_placeholder(dim) else dim
+                                        for dim in value.shape.dims])
+
+
+@contextlib.contextmanager
+def interface_kept(graph: ir.Graph) -> Iterator[None]:
+    """Give the graph's inputs and outputs back their original types and shapes when the block ends.
+
+    Where the original declared no type or shape, what the passes inferred stays.
+    """
+    inputs = [(value.type, value.shape) for value in graph.inputs]
+    outputs = [(value.type, value.shape) for value in graph.outputs]
+    yield
+    for values, saved in ((graph.inputs, inputs), (graph.outputs, outputs)):
+        for value, (type_, shape) in zip(values, saved):
+            value.type = type_ if type_ is not None else value.type
+            value.shape = shape if shape is not None else value.shape
+
+
+def _is_placeholder(dim) -> bool:
+    return isinstance(dim, ir.SymbolicDim) and dim.value in PLACEHOLDER_DIMS
