@@ -1,0 +1,150 @@
+"""External-data models: a few-MB encoder in CI (several files, a subfolder, offsets); the >2 GB case is slow.
+
+The encoder comes from benchmarks/large.py (the same graph the >2 GB benchmark uses).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from helpers import REPO, interface, node_count, run, run_cli
+from onnx import TensorProto
+
+import onnxslim
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from large import build_encoder  # noqa: E402
+
+GIB = 1024**3
+
+
+def feeds(batch: int = 2, seq: int = 7) -> dict:
+    return {"input_ids": np.random.default_rng(0).integers(0, 100, (batch, seq)).astype(np.int64)}
+
+
+def assert_matches(original: Path, optimized: Path) -> None:
+    x = feeds()
+    np.testing.assert_allclose(run(optimized, x)[0], run(original, x)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def small_encoder(tmp_path_factory) -> Path:
+    """~5 MB of weights: one file per tensor under weights/."""
+    path, total = build_encoder(tmp_path_factory.mktemp("enc") / "src", hidden=64, layers=2, heads=4,
+                                vocab=4000, max_len=64)
+    assert total > 1_000_000
+    return path
+
+
+def external_locations(path: Path) -> list[str]:
+    proto = onnx.load(path, load_external_data=False)
+    return sorted({entry.value for t in proto.graph.initializer for entry in t.external_data if entry.key == "location"})
+
+
+def test_per_tensor_files_in_a_subfolder_from_another_working_directory(small_encoder, tmp_path):
+    assert len(external_locations(small_encoder)) > 20
+    assert all(loc.startswith("weights/") for loc in external_locations(small_encoder))
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    proc = run_cli(small_encoder, "-o", out, "-q", cwd=tmp_path)  # not the model's folder
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out.parent)) == ["model.onnx", "model.onnx.data"]
+    assert external_locations(out) == ["model.onnx.data"]
+    assert interface(out) == interface(small_encoder)
+    assert node_count(out) < node_count(small_encoder)
+    assert_matches(small_encoder, out)
+
+
+def test_one_shared_file_with_offsets(tmp_path):
+    path, _ = build_encoder(tmp_path / "src", hidden=32, layers=1, heads=2, vocab=500, max_len=32, layout="single")
+    proto = onnx.load(path, load_external_data=False)
+    offsets = {int(e.value) for t in proto.graph.initializer for e in t.external_data if e.key == "offset"}
+    assert len(offsets) > 10 and external_locations(path) == ["weights/model.bin"]
+    result = onnxslim.optimize(path)
+    onnxslim.save(result, tmp_path / "a.onnx")
+    assert_matches(path, tmp_path / "a.onnx")
+
+
+def test_optimizing_never_serializes_the_weights(small_encoder, tmp_path, monkeypatch):
+    """No whole-model protobuf: every proto onnx-ir builds (checker, shape inference, save) stays small."""
+    sizes = []
+    original = ir.serde.serialize_model
+
+    def recording(model, *args, **kwargs):
+        proto = original(model, *args, **kwargs)
+        sizes.append(proto.ByteSize())
+        return proto
+
+    monkeypatch.setattr(ir.serde, "serialize_model", recording)
+    weights = sum(f.stat().st_size for f in (small_encoder.parent / "weights").iterdir())
+    result = onnxslim.pipeline.optimize_with_report(small_encoder)
+    onnxslim.save(result.model, tmp_path / "o.onnx")
+    assert result.checked and sizes
+    assert max(sizes) < weights / 10, (max(sizes), weights)
+    assert_matches(small_encoder, tmp_path / "o.onnx")
+
+
+def test_overwrite_in_place_keeps_a_valid_model(small_encoder, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(small_encoder.parent, folder)
+    proc = run_cli(folder / "model.onnx", folder / "model.onnx", "--overwrite", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert external_locations(folder / "model.onnx") == ["model.onnx.data"]
+    assert_matches(small_encoder, folder / "model.onnx")
+
+
+def test_checker_resolves_small_external_tensors_against_the_model_folder(tmp_path, monkeypatch):
+    """Regression: tensors under 1 KB kept their external reference in the proto the onnx checker saw,
+    which resolved it against the working directory and failed."""
+    path, _ = build_encoder(tmp_path / "src", hidden=16, layers=1, heads=2, vocab=200, max_len=64)
+    proto = onnx.load(path, load_external_data=False)
+    assert any(t.data_location == TensorProto.EXTERNAL and np.prod(t.dims) * 4 <= 1000 for t in proto.graph.initializer)
+    monkeypatch.chdir(tmp_path)
+    onnxslim.save(onnxslim.optimize(path), tmp_path / "o.onnx")
+    assert_matches(path, tmp_path / "o.onnx")
+
+
+_PEAK = r"""
+import resource, sys
+from onnxslim import cli
+sys.argv = ["onnxslim", *sys.argv[1:]]
+try:
+    cli.main()
+finally:
+    print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_over_2_gb_end_to_end(tmp_path_factory):
+    """~2.9 GB of weights (benchmarks/large.py's default encoder): default pipeline with the ORT check,
+    external data next to the output, peak RSS <= 1.5x the weights."""
+    folder = Path(os.environ.get("ONNXSLIM_LARGE_DIR", tmp_path_factory.mktemp("large")))
+    path = folder / "source" / "model.onnx"
+    if not path.exists():
+        build_encoder(folder / "source")
+    weights = sum(f.stat().st_size for f in (folder / "source" / "weights").iterdir())
+    assert weights > 2 * GIB
+    out = folder / "out" / "model.onnx"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _PEAK, str(path), "-o", str(out), "-q"],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    peak = int(proc.stderr.split("PEAK")[-1])
+    assert peak <= 1.5 * weights, f"peak RSS {peak / GIB:.2f} GiB for {weights / GIB:.2f} GiB of weights"
+    assert sorted(os.listdir(out.parent)) == ["model.onnx", "model.onnx.data"]
+    assert (out.parent / "model.onnx.data").stat().st_size > 2 * GIB
+    assert node_count(out) < node_count(path)
+    x = feeds(1, 8)
+    np.testing.assert_allclose(run(out, x)[0], run(path, x)[0], rtol=1e-4, atol=1e-5)
+    shutil.rmtree(out.parent, ignore_errors=True)
