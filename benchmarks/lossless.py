@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -63,17 +62,25 @@ def peer_python(given: str | None) -> str | None:
     return str(python)
 
 
+# Reports the process's own peak RSS at exit: VmHWM starts afresh at exec, while ru_maxrss
+# would inherit the benchmark's own peak through fork.
+PEAK_REPORTER = """import atexit, sys
+atexit.register(lambda: print("PEAK_KB", [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0],
+                              file=sys.stderr))
+"""
+
+
 def run_tool(python: str, snippet: str, source: Path, target: Path) -> dict:
     """Run one optimizer in a fresh process; its wall time and peak RSS (MiB), or its error."""
     started = time.perf_counter()
-    proc = subprocess.Popen([python, "-c", "import sys\n" + snippet, str(source), str(target)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
-    stderr = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([python, "-c", PEAK_REPORTER + snippet, str(source), str(target)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0 or not target.exists():
-        return {"error": (stderr.strip().splitlines() or ["failed"])[-1][:120]}
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024}
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode != 0 or not target.exists():
+        return {"error": ([line for line in lines if not line.startswith("PEAK_KB")] or ["failed"])[-1][:120]}
+    peak_kb = next(int(line.split()[1]) for line in lines if line.startswith("PEAK_KB"))
+    return {"seconds": seconds, "peak_mb": peak_kb / 1024}
 
 
 def models_to_run(names: list[str] | None) -> dict[str, Path]:
