@@ -51,6 +51,7 @@ def external_locations(path: Path) -> list[str]:
 
 
 def test_per_tensor_files_in_a_subfolder_from_another_working_directory(small_encoder, tmp_path):
+    """Also a regression test: the output's declared dim `sequence` came back as `unk__1` (shape inference)."""
     assert len(external_locations(small_encoder)) > 20
     assert all(loc.startswith("weights/") for loc in external_locations(small_encoder))
     out = tmp_path / "out" / "model.onnx"

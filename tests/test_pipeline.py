@@ -400,14 +400,3 @@ def test_every_registered_pass_has_a_unique_name():
     names = [spec.name for spec in passes.REGISTRY]
     assert len(names) == len(set(names)) and all(name == name.lower() for name in names)
 
-
-def test_declared_symbolic_dims_survive_shape_inference():
-    # Shape inference cannot tell that Range(0, len) has `seq` elements: it names the dim unk__N
-    model = make_model(
-        [N("Shape", ["ids"], ["s"]), N("Gather", ["s", "one"], ["n"], axis=0),
-         N("Range", ["zero", "n", "one"], ["positions"]), N("Gather", ["table", "positions"], ["y"], axis=0)],
-        [vi("ids", INT64, ["batch", "seq"])], [vi("y", FLOAT, ["seq", 4])],
-        [const("one", np.array(1)), const("zero", np.array(0)), const("table", np.ones((64, 4), np.float32))])
-    out = optimized_proto(model)
-    assert interface(out) == interface(model)
-    assert_same_outputs(model, out, feeds={"ids": np.zeros((2, 5), np.int64)})
