@@ -80,11 +80,19 @@ def run_passes(
         for spec in specs:
             if spec.stage == "setup":
                 run(spec)
-        rounds = 0
+        rounds, version, clean_at = 0, 0, {}
         while rounds < MAX_ROUNDS:
             rounds += 1
             _infer_shapes(model)
-            if not any([run(spec) for spec in specs if spec.stage == "round"]):
+            start = version
+            for spec in specs:
+                if spec.stage != "round" or clean_at.get(spec.name) == version:
+                    continue  # the graph has not changed since this pass last found nothing to do
+                if run(spec):
+                    version += 1
+                else:
+                    clean_at[spec.name] = version
+            if version == start:
                 break
         for spec in specs:
             if spec.stage == "finish":
@@ -178,7 +186,7 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
     for value, (_, type_, shape) in zip(model.graph.outputs, outputs):
         if type_ is not None:
             value.type = type_
-        if shape is not None:
+        if shape is not None:  # the onnx checker wants a shape on graph outputs: keep an inferred one
             value.shape = shape
 
 
