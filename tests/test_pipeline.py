@@ -400,3 +400,13 @@ def test_every_registered_pass_has_a_unique_name():
     names = [spec.name for spec in passes.REGISTRY]
     assert len(names) == len(set(names)) and all(name == name.lower() for name in names)
 
+
+
+def test_frozen_initializer_input_listed_first_does_not_shift_the_interface():
+    # freezing removes `b` from the inputs; x must keep its own dims, not b's
+    model = make_model([N("Add", ["x", "b"], ["y"])], [vi("b", FLOAT, [3]), vi("x", FLOAT, ["N", 3])],
+                       [vi("y", FLOAT, ["N", 3])], [const("b", np.arange(3, dtype=np.float32))], ir_version=4, opset=9)
+    out = optimized_proto(model)
+    assert interface(out) == [("in", "x", TensorProto.FLOAT, ("N", 3)), ("out", "y", TensorProto.FLOAT, ("N", 3))]
+    x = np.ones((4, 3), np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], x + np.arange(3))
