@@ -75,11 +75,11 @@ def run_passes(
         applied[spec.name] += modified
         return modified
 
+    for spec in specs:  # before interface_kept, which pairs inputs by position: freezing removes inputs
+        if spec.stage == "setup":
+            run(spec)
     with dims.interface_kept(model.graph):
         dims.forget_placeholder_dims(model)
-        for spec in specs:
-            if spec.stage == "setup":
-                run(spec)
         rounds, version, clean_at = 0, 0, {}
         while rounds < MAX_ROUNDS:
             rounds += 1
