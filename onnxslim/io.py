@@ -124,11 +124,13 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                 try:
                     onnx.defs.get_schema(node.op_type, version, "")
                 except onnx.defs.SchemaError:
-                    known = onnx.defs.has(node.op_type)
-                    reason = f"does not exist in opset {version}" if known else "is not an ONNX operator"
-                    raise OnnxSlimError(
-                        f"{where}: {label}: {node.op_type!r} {reason} (custom ops need their own domain)"
-                    )
+                    if onnx.defs.has(node.op_type):
+                        since = min(schema.since_version for schema in onnx.defs.get_all_schemas_with_history()
+                                    if schema.name == node.op_type and schema.domain in ("", "ai.onnx"))
+                        reason = f"does not exist in opset {version} (it needs opset {since} or later)"
+                    else:
+                        reason = "is not an ONNX operator (custom ops need their own domain)"
+                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}")
             for value in node.inputs:
                 if value is None or value in formal:
                     continue
