@@ -21,7 +21,7 @@ from onnxslim.passes import dims
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.stats import ModelStats, model_stats
 
-MAX_ROUNDS = 10
+MAX_ROUNDS = 20
 logger = logging.getLogger(__name__)
 
 ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
