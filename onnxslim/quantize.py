@@ -21,6 +21,7 @@ from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.passes import quantize as qpass
+from onnxslim.passes.quant_compact import CompactPass
 from onnxslim.passes.quant_rules import DEFAULT_OPS, RULES, SHARED, STORED_TABLES, WEIGHT_ONLY, WEIGHTED
 
 DEFAULT_METHOD = "percentile"
@@ -215,6 +216,7 @@ def quantize(
         if violations:
             raise CheckFailedError(f"INT8 drift over budget {budget} even with every sensitive node in float: "
                                    f"{violations[0]}")
+    CompactPass(_names(float_model))(quantized)
 
     report = QuantizeReport(
         target=profile.name, target_reason=target_reason, method=method, activation_type=activation_type,
@@ -282,9 +284,11 @@ class _QuantBuilder:
             self.stats.update(collect_statistics(model, self.samples, missing, progress=self.progress,
                                                  total=len(self.samples)))
 
-    def build(self, exclude: Sequence[str]) -> tuple[ir.Model, _BuildInfo]:
-        """A quantized copy with the nodes ``exclude`` entirely in float (weights too)."""
-        options = dataclasses.replace(self.options, exclude_nodes=self.options.exclude_nodes | set(exclude))
+    def build(self, exclude: Sequence[str] = (), weight_only: Sequence[str] = ()) -> tuple[ir.Model, _BuildInfo]:
+        """A quantized copy with the nodes ``exclude`` entirely in float (weights too) and the nodes
+        ``weight_only`` computing in float on int8-stored weights."""
+        options = dataclasses.replace(self.options, exclude_nodes=self.options.exclude_nodes | set(exclude),
+                                      weight_only_nodes=frozenset(weight_only))
         model = self._fresh()
         first = qpass.plan(model, options)
         self._ensure_stats(model, first.observed)
@@ -305,35 +309,34 @@ class _QuantBuilder:
 
     def fall_back(self, quantized: ir.Model, info: _BuildInfo, samples, ref_outputs, budget: Budget):
         """Return the most sensitive nodes to float, fewest first (doubling, then bisecting), until the
-        budget holds. Returns (model, info, drift, violations, fallback list)."""
+        budget holds: computing in float on int8-stored weights (the file stays small), or entirely in float
+        when that never meets the budget. Returns (model, info, drift, violations, fallback list)."""
         ranked = self.sensitivity(quantized, info, samples)
-        results: dict[int, tuple] = {}
+        names = [name for name, _ in ranked]
+        int8_compute = {n for n in info.plan.nodes if RULES[self.op_types[n]].kind == WEIGHTED}
+        for keep_weights in (True, False):
+            results: dict[int, tuple] = {}
 
-        def attempt(k: int):
-            if k not in results:
-                model, inf = self.build([name for name, _ in ranked[:k]])
-                drift = compare_outputs(ref_outputs, _run(model, samples))
-                results[k] = (model, inf, drift, budget.check(drift))
-            return results[k]
+            def attempt(k: int) -> bool:
+                """Whether the ``k`` worst nodes in float still miss the budget."""
+                if k not in results:
+                    stored = [n for n in names[:k] if keep_weights and n in int8_compute]
+                    model, inf = self.build(exclude=[n for n in names[:k] if n not in stored], weight_only=stored)
+                    drift = compare_outputs(ref_outputs, _run(model, samples))
+                    results[k] = (model, inf, drift, budget.check(drift))
+                return bool(results[k][3])
 
-        lo, hi = 0, 1
-        while hi < len(ranked) and attempt(hi)[3]:
-            lo, hi = hi, min(2 * hi, len(ranked))
-        if attempt(hi)[3]:
-            model, inf, drift, violations = attempt(hi)
-            return model, inf, drift, violations, []
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if attempt(mid)[3]:
-                lo = mid
-            else:
-                hi = mid
-        model, inf, drift, violations = attempt(hi)
-        fallback = [{"node": name, "op": self.op_types[name], "noise_db": noise, "reason": "over the drift budget"}
-                    for name, noise in ranked[:hi]]
+            k = _fewest_passing(len(names), attempt)
+            model, inf, drift, violations = results[k]
+            if not violations:
+                break
+        fallback = [{"node": name, "op": self.op_types[name], "noise_db": noise, "reason": "over the drift budget",
+                     "int8_weights": keep_weights and name in int8_compute}
+                    for name, noise in ranked[:k]] if not violations else []
         for item in fallback:
+            stored = "; computes in float on int8-stored weights" if item["int8_weights"] else ""
             inf.kept_float[item["node"]] = (f"sensitive: int8 makes its output {-item['noise_db']:.1f} dB noisier "
-                                            f"than its inputs")
+                                            f"than its inputs{stored}")
         return model, inf, drift, violations, fallback
 
     def sensitivity(self, quantized: ir.Model, info: _BuildInfo, samples) -> list[tuple[str, float]]:
@@ -369,6 +372,28 @@ class _QuantBuilder:
             scores.append((name, snr[out] - min(worst_in, 200.0)))
         scores.sort(key=lambda item: item[1])
         return scores
+
+
+def _fewest_passing(n: int, fails) -> int:
+    """The smallest ``k`` in 1..n with ``fails(k)`` False (doubling, then bisecting; assumes more is
+    better), or ``n`` when even that fails."""
+    lo, hi = 0, 1
+    while hi < n and fails(hi):
+        lo, hi = hi, min(2 * hi, n)
+    if fails(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _names(model: ir.Model) -> set[str]:
+    """Names of the nodes and node outputs of ``model``'s main graph."""
+    return {n.name for n in model.graph} | {v.name for n in model.graph for v in n.outputs}
 
 
 def _output_sizes(model: ir.Model, plan: qpass.QuantPlan, stats: Mapping[str, Histogram]) -> dict[str, float]:

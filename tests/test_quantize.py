@@ -11,6 +11,7 @@ from helpers import const, make_model, vi
 from onnx import helper, numpy_helper
 
 from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.passes.quant_rules import RULES
 from onnxslim.passes.quantize import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantize import quantize, resolve_target, split_samples
 from onnxslim.cpu import CpuInfo
@@ -65,17 +66,17 @@ def test_conv_weights_int8_per_channel_and_int32_bias(quantized):
     conv = next(n for n in model.graph if n.name == "conv1")
     w_dq = producers[conv.inputs[1].name]
     assert w_dq.op_type == "DequantizeLinear" and w_dq.attributes["axis"].value == 0
-    wq, ws, wz = (v.const_value.numpy() for v in w_dq.inputs)
-    assert wq.dtype == np.int8 and ws.shape == (8,) and (wz == 0).all() and wz.dtype == np.int8
+    wq, ws = (v.const_value.numpy() for v in w_dq.inputs)  # symmetric: the zero point is left out
+    assert wq.dtype == np.int8 and ws.shape == (8,)
     w1 = numpy_helper.to_array(next(t for t in cnn().graph.initializer if t.name == "w1"))
     np.testing.assert_allclose(ws, np.abs(w1).reshape(8, -1).max(1) / 127, rtol=1e-6)
     np.testing.assert_allclose(wq * ws[:, None, None, None], w1, atol=ws.max() / 2 + 1e-7)
     # bias: int32, scale = input scale * weight scale, zero point 0
     b_dq = producers[conv.inputs[2].name]
-    bq, bs, bz = (v.const_value.numpy() for v in b_dq.inputs)
+    bq, bs = (v.const_value.numpy() for v in b_dq.inputs)
     x_dq = producers[conv.inputs[0].name]
     x_scale = x_dq.inputs[1].const_value.numpy()
-    assert bq.dtype == np.int32 and bz.dtype == np.int32 and (bz == 0).all()
+    assert bq.dtype == np.int32
     np.testing.assert_allclose(bs, x_scale * ws, rtol=1e-6)
 
 
@@ -102,6 +103,35 @@ def test_ort_fuses_integer_kernels(quantized, tmp_path):
     assert {"QLinearConv", "QLinearAdd"} <= ops
     assert ops & {"QGemm", "QLinearMatMul"}
     assert "Conv" not in ops
+
+
+def test_saved_model_is_compact(quantized):
+    proto = ir.to_proto(quantized.model)
+    assert not proto.graph.value_info and not any(n.doc_string for n in proto.graph.node)
+    assert all(len(t.name) <= 3 for t in proto.graph.initializer)
+    names = {n.name for n in proto.graph.node if n.name}
+    assert {"conv1", "conv2", "fc"} <= names <= {n.name for n in cnn().graph.node}  # Q/DQ nodes are nameless
+    conv = next(n for n in proto.graph.node if n.name == "conv2")
+    assert {a.name for a in conv.attribute} == {"pads"}  # the default dilations/strides/group are dropped
+
+
+def test_compact_pass_keeps_outputs():
+    from onnxslim.passes.quant_compact import CompactPass
+
+    model = cnn()
+    model.graph.node[0].attribute.extend([helper.make_attribute("strides", [1, 1]),
+                                          helper.make_attribute("dilations", [1, 1])])
+    model.graph.value_info.extend([vi("c1", shape=[1, 8, 16, 16])])
+    compact = ir.from_proto(onnx.ModelProto.FromString(model.SerializeToString()))  # onnx-ir aliases tensors
+    CompactPass(keep={"conv1"})(compact)
+    proto = ir.to_proto(compact)
+    assert proto.ByteSize() < model.ByteSize() and not proto.graph.value_info
+    assert [n.name for n in proto.graph.node if n.name] == ["conv1"]
+    assert [a.name for a in proto.graph.node[0].attribute] == ["pads"]
+    x = samples(1)[0]
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+           for m in (model, proto)]
+    np.testing.assert_array_equal(*run)
 
 
 def test_report_is_json_able_and_drift_small(quantized):
@@ -206,20 +236,29 @@ def test_calibration_data_reader_interface():
     assert quantize(cnn(), Reader(), **FAST).report.calibration_samples == 10
 
 
-def test_fallback_restores_float_until_budget_holds():
+@pytest.mark.parametrize("gain_db, int8_weights", [(1, True), (6, False)])
+def test_fallback_restores_float_until_budget_holds(gain_db, int8_weights):
+    """A small gain is met by computing in float on int8-stored weights; a large one needs float weights."""
     base = quantize(cnn(), samples(), **FAST)
     snr = base.report.drift["y"].snr_db
-    budget = f"snr>={snr + 6:.1f}"  # four times less noise than full int8
+    budget = f"snr>={snr + gain_db:.1f}"
     result = quantize(cnn(), samples(), max_drift=budget, **FAST)
     assert result.report.fallback and not result.report.violations
-    assert result.report.drift["y"].snr_db >= snr + 6
-    floated = {item["node"] for item in result.report.fallback}
+    assert result.report.drift["y"].snr_db >= snr + gain_db
+    floated = {item["node"]: item for item in result.report.fallback}
     producers = {o.name: n for n in result.model.graph for o in n.outputs}
     for node in result.model.graph:
         if node.name in floated:
             assert all(producers.get(v.name) is None or producers[v.name].op_type != "DequantizeLinear"
-                       for v in node.inputs[1:] if v is not None)
+                       for v in node.inputs if v is not None)  # computes in float
             assert "sensitive" in result.report.kept_float[node.name]
+            weight = node.inputs[1]
+            if floated[node.name]["int8_weights"]:  # Cast + Mul, folded by ORT at load
+                mul = producers[weight.name]
+                assert mul.op_type == "Mul" and producers[mul.inputs[0].name].op_type == "Cast"
+            elif RULES[node.op_type].weight:
+                assert weight.const_value.dtype == ir.DataType.FLOAT
+    assert all(item["int8_weights"] == int8_weights for item in floated.values() if item["op"] == "Conv")
 
 
 def test_unreachable_budget_is_an_error():

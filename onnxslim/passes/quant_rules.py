@@ -80,13 +80,14 @@ class OpRule:
     weight_axis: Callable[[ir.Node], int | None] = lambda node: 0
     bias: int | None = None
     check: Callable[[ir.Node], str | None] = _always  # a reason it can't be quantized, or None
+    weight_zero_point: bool = False  # write the (zero) weight zero point: ORT fuses QGemm only with it
 
 
 RULES: dict[str, OpRule] = {
     "Conv": OpRule(WEIGHTED, weight=1, bias=2),
     "ConvTranspose": OpRule(WEIGHT_ONLY, weight=1, weight_axis=_conv_transpose_axis),
     "Gemm": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: 0 if _attr(n, "transB", 0) else 1, bias=2,
-                   check=_gemm_check),
+                   check=_gemm_check, weight_zero_point=True),
     "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: -1),
     "Add": OpRule(COMPUTE, activations=(0, 1)),
     "Mul": OpRule(COMPUTE, activations=(0, 1)),

@@ -15,6 +15,7 @@ from onnxslim.passes.quant_rules import (COMPUTE, DEFAULT_OPS, FOLDABLE, RULES, 
 
 INT32_MAX = 2**31 - 1
 FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
+SENSITIVE = "sensitive"  # so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
 
@@ -28,7 +29,8 @@ class QuantOptions:
     per_channel: bool = True
     quantize_ops: frozenset[str] = DEFAULT_OPS
     exclude_ops: frozenset[str] = frozenset()
-    exclude_nodes: frozenset[str] = frozenset()
+    exclude_nodes: frozenset[str] = frozenset()  # entirely float, weights too
+    weight_only_nodes: frozenset[str] = frozenset()  # float compute on int8-stored weights
     skip_depthwise: bool = False  # ORT's int8 depthwise kernels are slower than float ones on x86
     min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
 
@@ -109,7 +111,7 @@ def plan(model: ir.Model, options: QuantOptions = QuantOptions(), sizes: Mapping
         reason = _float_reason(node, rule, allowed, options, result.tensors, sizes, producers)
         if reason:
             result.floats[node.name] = reason
-            if reason.startswith(FASTER_IN_FLOAT) and node.inputs[rule.weight].const_value is not None:
+            if reason.startswith((FASTER_IN_FLOAT, SENSITIVE)) and node.inputs[rule.weight].const_value is not None:
                 result.weight_only.append(node.name)
             continue
         result.nodes.append(node.name)
@@ -150,6 +152,8 @@ def _float_reason(node: ir.Node, rule, allowed, options: QuantOptions, tensors: 
             return "weight is not a constant"
         if rule.kind == WEIGHT_ONLY:
             return None
+        if node.name in options.weight_only_nodes:
+            return f"{SENSITIVE}: computes in float on int8-stored weights"
         if options.skip_depthwise and is_depthwise(node):
             return f"{FASTER_IN_FLOAT}: int8 depthwise conv is slower than float on this target"
         macs = macs_per_output(node)
@@ -317,7 +321,7 @@ class QuantizePass(ir.passes.InPlacePass):
             b = bias.const_value.numpy().astype(np.float64)
             bias_q, bq, wq_array, wq = quantize_bias(b, dq[x_name].scale, w, wq, bits)
             node.replace_input_with(rule.bias, builder.dequantized_constant(bias, bias_q, bq))
-        node.replace_input_with(rule.weight, builder.dequantized_constant(weight, wq_array, wq))
+        node.replace_input_with(rule.weight, builder.dequantized_constant(weight, wq_array, wq, rule.weight_zero_point))
 
 
 def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
@@ -387,14 +391,17 @@ class _Builder:
         self.graph.extend([cast, mul])
         return mul.outputs[0]
 
-    def dequantized_constant(self, original: ir.Value, array: np.ndarray, qp: QParams) -> ir.Value:
-        """A constant stored quantized, read through DequantizeLinear (per axis when ``qp.axis`` is set)."""
+    def dequantized_constant(self, original: ir.Value, array: np.ndarray, qp: QParams,
+                             zero_point: bool = False) -> ir.Value:
+        """A constant stored quantized, read through DequantizeLinear (per axis when ``qp.axis`` is set);
+        a zero zero point is left out (the default) unless ``zero_point``."""
         base = original.name or "constant"
         q = self._initializer(f"{base}_quantized", array)
-        scale = self._initializer(f"{base}_scale", qp.scale)
-        zp = self._initializer(f"{base}_zero_point", qp.zero_point)
+        inputs = [q, self._initializer(f"{base}_scale", qp.scale)]
+        if zero_point or np.any(qp.zero_point):
+            inputs.append(self._initializer(f"{base}_zero_point", qp.zero_point))
         attrs = {"axis": qp.axis} if qp.axis is not None else {}
-        dq = ir.node("DequantizeLinear", [q, scale, zp], attributes=attrs, name=self._name(f"{base}_DequantizeLinear"))
+        dq = ir.node("DequantizeLinear", inputs, attributes=attrs, name=self._name(f"{base}_DequantizeLinear"))
         dq.outputs[0].name = self._name(f"{base}_dequantized")
         dq.outputs[0].dtype = ir.DataType.FLOAT
         dq.outputs[0].shape = original.shape
