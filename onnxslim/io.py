@@ -6,7 +6,9 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -285,24 +287,71 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
     except OSError as err:
         raise OnnxSlimError(f"{path}: cannot write to {folder}: {err.strerror}")
     try:
-        try:
-            with _inlined_external_tensors(model, enabled=not data_name):
-                if data_name:
-                    ir.save(model, staging / path.name, external_data=data_name, callback=_UnmapBehind())
-                    release_external_data(model)
-                else:
-                    ir.save(model, staging / path.name)
-        except OSError as err:
-            raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
-        except ValueError as err:
-            raise OnnxSlimError(f"{path}: cannot serialize the model: {first_line(err)}")
-        written = sum(file.stat().st_size for file in staging.iterdir())
-        if data_name:
-            os.replace(staging / data_name, folder / data_name)
-        os.replace(staging / path.name, path)
+        with _terminate_as_interrupt():
+            try:
+                with _inlined_external_tensors(model, enabled=not data_name):
+                    if data_name:
+                        ir.save(model, staging / path.name, external_data=data_name, callback=_UnmapBehind())
+                        release_external_data(model)
+                    else:
+                        ir.save(model, staging / path.name)
+            except OSError as err:
+                raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+            except ValueError as err:
+                raise OnnxSlimError(f"{path}: cannot serialize the model: {first_line(err)}")
+            written = sum(file.stat().st_size for file in staging.iterdir())
+            with _signals_deferred():  # the model and its data file are replaced together or not at all
+                try:
+                    if data_name:
+                        os.replace(staging / data_name, folder / data_name)
+                    os.replace(staging / path.name, path)
+                except OSError as err:
+                    raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written
+
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        if done:  # the files are in place: a signal that came meanwhile no longer stops anything
+            for signum in signal.sigpending() & set(_DEFERRED):
+                signal.sigwait({signum})
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While a save runs, SIGTERM unwinds like Ctrl-C, so the staging folder is removed (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
