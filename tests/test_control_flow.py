@@ -205,3 +205,17 @@ def test_constant_if_whose_branch_contains_a_loop(cond):
     assert "If" not in op_counts(out, subgraphs=False)
     assert op_counts(out, subgraphs=False) == ({"Loop": 1} if cond else {"Neg": 1})
     assert_same_outputs(model, out)
+
+
+def test_branch_returning_an_outer_value_through_identity_keeps_the_identity():
+    """Regression: Identity elimination made the branch return the outer value `r` directly,
+    which the onnx checker and ONNX Runtime refuse."""
+    then = helper.make_graph([N("Identity", ["r"], ["t"])], "then", [], [vi("t", FLOAT, [2])])
+    other = helper.make_graph([N("Neg", ["r"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
+    model = make_model([N("Relu", ["x"], ["r"]), N("ReduceSum", ["x"], ["s"], keepdims=0),
+                        N("Greater", ["s", "zero"], ["c"]), N("If", ["c"], ["y"], then_branch=then, else_branch=other),
+                        N("Add", ["y", "r"], ["out"])],
+                       [vi("x", FLOAT, [2])], [vi("out", FLOAT, [2])], [const("zero", np.float32(0))])
+    out = optimized_proto(model)
+    for x in (np.ones(2, np.float32), -np.ones(2, np.float32)):
+        np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0])

@@ -134,9 +134,28 @@ class RemoveNoOps(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         dropouts = _old_dropouts_to_identity(model)
-        identity = common.IdentityEliminationPass()(model).modified
+        identity = _IdentityElimination()(model).modified
         rules = _RemoveNoOpRules()(model).modified
         return ir.passes.PassResult(model, dropouts or identity or rules)
+
+
+class _IdentityElimination(common.IdentityEliminationPass):
+    """onnx-ir's Identity elimination, minus two cases it gets wrong.
+
+    An Identity whose output is a graph output is removed by renaming its input; that is wrong when
+    the input is a graph output too (two outputs would become one value: found by the fuzzer) or
+    when it is produced in an outer scope (the subgraph would return an outer value, which the
+    onnx checker and ONNX Runtime refuse).
+    """
+
+    def _try_eliminate_identity_node(self, node: ir.Node) -> bool:
+        if node.op_type == "Identity" and node.domain == "" and len(node.inputs) == 1 and len(node.outputs) == 1:
+            source, output = node.inputs[0], node.outputs[0]
+            if source is not None and output.is_graph_output():
+                producer = source.producer()
+                if source.is_graph_output() or (producer is not None and producer.graph is not node.graph):
+                    return False
+        return super()._try_eliminate_identity_node(node)
 
 
 def _old_dropouts_to_identity(model: ir.Model) -> bool:
