@@ -286,8 +286,49 @@ class Builder:
             c = self.node("Not", [self.const(np.array(not cond))])[0]
         self.add(self.node("If", [c], then_branch=then, else_branch=other)[0], x.shape, x.batched)
 
+    def no_op(self) -> None:
+        """Forms that compute their input unchanged (and a few look-alikes that do not)."""
+        x = self.pick()
+        kind = self.draw(st.sampled_from(["cast", "expand", "reshape", "pad", "split", "concat1", "reshape2"]))
+        declared = np.array([-1 if x.batched and i == 0 else d for i, d in enumerate(x.shape)], np.int64)
+        if kind == "cast":
+            y = self.node("Cast", [x.name], to=FLOAT)[0]
+        elif kind == "expand":
+            y = self.node("Expand", [x.name, self.const(np.ones(len(x.shape), np.int64))])[0]
+        elif kind == "reshape":
+            y = self.node("Reshape", [x.name, self.const(np.where(declared < 0, 0, declared))])[0]
+        elif kind == "pad":
+            y = self.node("Pad", [x.name, self.const(np.zeros(2 * len(x.shape), np.int64))], mode="constant")[0]
+        elif kind == "split":
+            y = self.node("Split", [x.name], axis=len(x.shape) - 1)[0]
+        elif kind == "concat1":
+            y = self.node("Concat", [x.name], axis=len(x.shape) - 1)[0]
+        else:  # Reshape + Reshape back
+            if len(x.shape) < 2:
+                return self.unary()
+            flat = self.node("Reshape", [x.name, self.const(np.array([max(int(declared[0]), 0), -1]))])[0]
+            y = self.node("Reshape", [flat, self.const(np.where(declared < 0, 0, declared))])[0]
+        self.add(y, x.shape, x.batched)
+
+    def conv_transpose(self) -> None:
+        x = self.pick(4)
+        if x is None:
+            return self.unary()
+        n, c, h, w = x.shape
+        out_c = self.draw(st.integers(1, 4))
+        k, stride = self.draw(st.sampled_from([1, 2, 3])), self.draw(st.sampled_from([1, 2]))
+        group = c if self.draw(st.booleans()) and out_c == 1 else 1
+        ins = [x.name, self.weights(c, out_c if group == 1 else 1, k, k)]
+        if self.draw(st.booleans()):
+            ins.append(self.weights(out_c if group == 1 else c))
+        channels = out_c if group == 1 else c
+        y = self.node("ConvTranspose", ins, kernel_shape=[k, k], strides=[stride, stride], group=group)[0]
+        if self.draw(st.booleans()):
+            y = self.batchnorm(y, channels)
+        self.add(y, (n, channels, (h - 1) * stride + k, (w - 1) * stride + k), x.batched)
+
     OPS = ("unary", "binary", "conv", "matmul", "flatten", "transpose", "concat", "slice", "squeeze_chain",
-           "constant_subgraph", "dead_branch", "if_constant")
+           "constant_subgraph", "dead_branch", "if_constant", "no_op", "conv_transpose")
 
     def build(self) -> onnx.ModelProto:
         layout = self.draw(st.sampled_from(["image", "features", "both"]))
@@ -302,7 +343,7 @@ class Builder:
             declared = ["N" if batched else BATCH, *shape[1:]]
             self.inputs.append(helper.make_tensor_value_info(name, FLOAT, declared))
             self.add(name, shape, batched)
-        for _ in range(self.draw(st.integers(1, 10))):
+        for _ in range(self.draw(st.integers(1, 14))):
             getattr(self, self.draw(st.sampled_from(self.OPS)))()
         produced = [t for t in self.pool if not t.name.startswith("input")] or self.pool[-1:]
         outs = [produced[-1]] + ([self.draw(st.sampled_from(produced))] if self.draw(st.booleans()) else [])
