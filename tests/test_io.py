@@ -1,0 +1,132 @@
+"""onnxslim.io: validated lazy loads, atomic saves, the external-data switch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from helpers import FLOAT, REPO, assert_same_outputs, const, make_model, run, vi
+from onnx import TensorProto, helper
+from test_api import external_model
+
+from onnxslim import io
+from onnxslim.errors import OnnxSlimError
+
+N = helper.make_node
+DEMO = REPO / "models" / "demo.onnx"
+
+
+def test_load_is_lazy_and_survives_a_change_of_directory(tmp_path, monkeypatch):
+    path = external_model(tmp_path / "m")
+    monkeypatch.chdir(tmp_path / "m")
+    model = io.load("model.onnx")  # a relative path
+    tensor = model.graph.initializers["w1"].const_value
+    assert isinstance(tensor, ir.ExternalTensor)
+    monkeypatch.chdir("/")
+    assert tensor.numpy().shape == (16, 32)  # read from the model's folder, not the working directory
+    io.save(model, tmp_path / "out.onnx", external_data=False)
+    assert_same_outputs(path, tmp_path / "out.onnx")
+
+
+def test_weights_over_the_limit_switch_to_external_data(tmp_path, monkeypatch):
+    model = io.load(DEMO)
+    io.save(model, tmp_path / "small.onnx")
+    assert os.listdir(tmp_path) == ["small.onnx"]
+    monkeypatch.setattr(io, "PROTOBUF_LIMIT", io.weight_bytes(model) + 64 * 1024**2)  # "2 GB" = these weights
+    io.save(model, tmp_path / "big.onnx")
+    assert sorted(os.listdir(tmp_path)) == ["big.onnx", "big.onnx.data", "small.onnx"]
+    assert_same_outputs(DEMO, tmp_path / "big.onnx")
+
+
+def test_a_failed_save_leaves_the_previous_file_and_no_staging_folder(tmp_path, monkeypatch):
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"previous")
+    real_save = ir.save
+
+    def failing_save(model, path, *args, **kwargs):
+        real_save(model, path, *args, **kwargs)  # the staged file is complete...
+        raise OSError(28, "No space left on device")  # ...and then the disk fills up
+
+    monkeypatch.setattr(ir, "save", failing_save)
+    with pytest.raises(OnnxSlimError, match="out.onnx: cannot write: No space left on device"):
+        io.save(io.load(DEMO), target, external_data=True)
+    assert target.read_bytes() == b"previous"
+    assert os.listdir(tmp_path) == ["out.onnx"]
+
+
+def test_save_onto_a_folder_is_a_user_error(tmp_path):
+    (tmp_path / "out.onnx").mkdir()
+    with pytest.raises(OnnxSlimError, match="out.onnx: cannot write"):
+        io.save(io.load(DEMO), tmp_path / "out.onnx")
+    assert os.listdir(tmp_path) == ["out.onnx"]
+
+
+def test_save_keeps_the_model_usable(tmp_path):
+    """Saving swaps tensors in and out; the model must still be whole and savable again afterwards."""
+    source = external_model(tmp_path / "src")
+    model = io.load(source)
+    io.save(model, tmp_path / "a.onnx", external_data=True)
+    io.save(model, tmp_path / "b.onnx", external_data=False)
+    assert isinstance(model.graph.initializers["w2"].const_value, ir.ExternalTensor)
+    for name in ("a.onnx", "b.onnx"):
+        assert_same_outputs(source, tmp_path / name)
+
+
+def test_external_tensor_at_an_offset_in_a_shared_file(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4, 4)).astype(np.float32), rng.standard_normal((4, 4)).astype(np.float32)
+    model = make_model([N("MatMul", ["x", "a"], ["t"]), N("MatMul", ["t", "b"], ["y"])],
+                       [vi("x", FLOAT, [2, 4])], [vi("y", FLOAT, [2, 4])], [const("a", a), const("b", b)])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "all.bin").write_bytes(b"\0" * 100 + a.tobytes() + b.tobytes())
+    for tensor, offset in zip(model.graph.initializer, (100, 164)):
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "sub/all.bin"), ("offset", str(offset)), ("length", "64")):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    onnx.save(model, tmp_path / "m.onnx")
+    loaded = io.load(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(loaded.graph.initializers["b"].const_value.numpy(), b)
+    x = {"x": np.ones((2, 4), np.float32)}
+    np.testing.assert_allclose(run(io.to_proto(loaded), x)[0], x["x"] @ a @ b, rtol=1e-5)
+
+
+def test_to_ir_accepts_the_three_kinds_and_nothing_else(tmp_path):
+    proto = onnx.load(DEMO)
+    assert isinstance(io.to_ir(proto), ir.Model)
+    assert isinstance(io.to_ir(DEMO), ir.Model)
+    model = io.load(DEMO)
+    assert io.to_ir(model) is model
+    with pytest.raises(OnnxSlimError, match="got bytes"):
+        io.to_ir(DEMO.read_bytes())
+
+
+def test_validate_reports_the_first_problem_in_one_line():
+    cyclic = make_model([N("Relu", ["b"], ["a"]), N("Relu", ["a"], ["b"]), N("Add", ["x", "a"], ["y"])],
+                        [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False)
+    with pytest.raises(OnnxSlimError, match=r"^cycle\.onnx: the graph has a cycle \(through an unnamed Relu node\)$"):
+        io.validate(ir.from_proto(cyclic), "cycle.onnx")
+
+
+def test_a_subgraph_reading_a_later_outer_value_is_a_cycle_only_when_it_is_one():
+    """Nodes out of order are fine (sorted later); a subgraph that reads its own node's output is a cycle."""
+    then = helper.make_graph([N("Identity", ["late"], ["t"])], "then", [], [vi("t", FLOAT, [2])])
+    other = helper.make_graph([N("Identity", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
+    unsorted = make_model([N("If", ["c"], ["y"], then_branch=then, else_branch=other), N("Neg", ["x"], ["late"])],
+                          [vi("x", FLOAT, [2]), vi("c", TensorProto.BOOL, [])], [vi("y", FLOAT, [2])], check=False)
+    io.validate(ir.from_proto(unsorted))
+    loop = make_model([N("If", ["c"], ["y"], then_branch=helper.make_graph(
+        [N("Identity", ["y"], ["t"])], "then", [], [vi("t", FLOAT, [2])]), else_branch=other)],
+        [vi("x", FLOAT, [2]), vi("c", TensorProto.BOOL, [])], [vi("y", FLOAT, [2])], check=False)
+    with pytest.raises(OnnxSlimError, match="cycle"):
+        io.validate(ir.from_proto(loop))
+
+
+def test_same_file():
+    assert io.same_file(DEMO, Path(str(DEMO).replace("/models/", "/models/./")))
+    assert not io.same_file(DEMO, DEMO.parent / "missing.onnx")
