@@ -4,22 +4,40 @@ Python API:
     onnxslim.optimize(model, *, skip=(), size_threshold=None, check=True) -> onnx_ir.Model
     onnxslim.save(model, path, external_data=None)
     onnxslim.slim(model, output=None, **options)  # OnnxSlim's calling convention
+    onnxslim.quantize(model, calibration, ...) -> QuantizeResult  # static INT8 (QDQ)
     onnxslim.benchmark(models, ...) -> BenchReport  # speed and drift on ONNX Runtime CPU
+
+The heavy modules load on first use, so `import onnxslim` stays cheap.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING
 
-import onnx
-import onnx_ir as ir
-
-from onnxslim.bench import benchmark
 from onnxslim.errors import CheckFailedError, OnnxSlimError
-from onnxslim.io import load
-from onnxslim.pipeline import optimize, save
 
-__all__ = ["CheckFailedError", "OnnxSlimError", "benchmark", "load", "optimize", "save", "slim"]
+if TYPE_CHECKING:
+    import onnx
+    import onnx_ir as ir
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    "benchmark": "onnxslim.bench",
+    "load": "onnxslim.io",
+    "optimize": "onnxslim.pipeline",
+    "save": "onnxslim.pipeline",
+    "quantize": "onnxslim.quantize",
+}
+
+__all__ = ["CheckFailedError", "OnnxSlimError", "slim", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'onnxslim' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
 def slim(
@@ -29,9 +47,11 @@ def slim(
     external_data: bool | None = None,
     **options,
 ) -> onnx.ModelProto | None:
-    """Optimize like `optimize`; save to `output` and return None, or return an `onnx.ModelProto`."""
-    result = optimize(model, **options)
+    """Optimize like `optimize`; save to `output` and return None, or return a self-contained `onnx.ModelProto`."""
+    from onnxslim import io, pipeline
+
+    result = pipeline.optimize(model, **options)
     if output is not None:
-        save(result, output, external_data)
+        pipeline.save(result, output, external_data)
         return None
-    return ir.to_proto(result)
+    return io.to_proto(result)

@@ -1,5 +1,16 @@
-"""`python -m onnxslim` runs the command line."""
+"""`python -m onnxslim` and the `onnxslim` command: the CLI, with Ctrl-C during start-up handled too."""
 
-from onnxslim.cli import main
+import sys
 
-main()
+
+def run() -> None:
+    try:
+        from onnxslim.cli import main
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: nothing written\n")
+        sys.exit(130)
+    main()
+
+
+if __name__ == "__main__":
+    run()

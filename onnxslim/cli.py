@@ -104,7 +104,7 @@ def _pass_list() -> str:
 def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_initializer_inputs, inline_functions, no_check,
              check_inputs, shapes, external_data, overwrite, report_path, run_bench, int8, quiet, **int8_options):
     """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8, and write OUTPUT."""
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes() as written:
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
         output = output_opt or output_arg
@@ -119,6 +119,8 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             passes.get(name)
         if output is not None:
             _check_output(input_path, output, overwrite)
+        if report_path is not None:
+            _check_writable(report_path, "report")
         io.load(input_path)  # fail fast, with a clear line, on a file that is not a usable model
         shape_map = data.parse_shapes(shapes)
         samples = None
@@ -126,7 +128,7 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             samples = data.load_samples(check_inputs, data.input_specs(input_path))
         console = Console(stderr=True, quiet=quiet)
         if int8:
-            _quantize(input_path, output, external_data, report_path, console, **int8_options)
+            _quantize(input_path, output, external_data, report_path, console, written, **int8_options)
         else:
             with console.status("optimizing", spinner="dots") as status:
                 result = pipeline.optimize_with_report(
@@ -141,6 +143,7 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
                 )
             if output is not None:
                 result.after.file_bytes = io.save(result.model, output, external_data or None)
+                written.append(output)
             _report(result, input_path, output, report_path, console)
         if run_bench:
             measured = bench.benchmark([input_path, output], inputs=samples,
@@ -150,7 +153,7 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
 
 
 def _quantize(input_path: Path, output: Path | None, external_data: bool, report_path: Path | None, console: Console,
-              *, calibration: str, preprocess: str | None, calibration_method: str, percentile: float,
+              written: list[Path], *, calibration: str, preprocess: str | None, calibration_method: str, percentile: float,
               per_tensor: bool, activation_type: str, target: str, exclude_op, exclude_node, quantize_op,
               max_drift: str | None, eval_split: float, require_speedup: bool) -> None:
     """Calibrate, quantize, measure drift and speed, save, report."""
@@ -167,6 +170,7 @@ def _quantize(input_path: Path, output: Path | None, external_data: bool, report
     )
     if output is not None:
         io.save(result.model, output, external_data or None)
+        written.append(output)
     result.report.render(console)
     console.print(f"wrote {output}" if output else "no output path given: nothing written")
     if report_path:
@@ -178,13 +182,17 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
     """Fail before any work when the output cannot or must not be written."""
     if io.same_file(input_path, output) and not overwrite:
         raise OnnxSlimError(f"{output}: is the input model; pass --overwrite to replace it")
-    if output.is_dir():
-        raise OnnxSlimError(f"{output}: is a folder; give a file name for the output")
-    folder = output.parent
+    _check_writable(output, "output")
+
+
+def _check_writable(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise OnnxSlimError(f"{path}: is a folder; give a file name for the {what}")
+    folder = path.parent
     if not folder.is_dir():
-        raise OnnxSlimError(f"{output}: output folder {folder} does not exist")
+        raise OnnxSlimError(f"{path}: {what} folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise OnnxSlimError(f"{output}: output folder {folder} is not writable")
+        raise OnnxSlimError(f"{path}: {what} folder {folder} is not writable")
 
 
 def _report(result: pipeline.OptimizeResult, input_path: Path, output: Path | None, report_path, console) -> None:
@@ -205,14 +213,19 @@ main.add_command(bench_command, "bench")
 
 @contextlib.contextmanager
 def _errors_to_exit_codes():
-    """User errors: one line on stderr and exit 2 (1 for a failed check); never a traceback."""
+    """User errors: one line on stderr and exit 2 (1 for a failed check); never a traceback.
+
+    The block appends each file it has written in full to the yielded list, so an interruption says what exists.
+    """
+    written: list[Path] = []
     try:
-        yield
+        yield written
     except OnnxSlimError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted: nothing written", err=True)
+        done = f"{', '.join(map(str, written))} was written in full" if written else "nothing written"
+        click.echo(f"interrupted: {done}", err=True)
         sys.exit(130)
     except MemoryError:
         click.echo("error: out of memory", err=True)

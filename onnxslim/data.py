@@ -169,7 +169,7 @@ def random_inputs(
         if spec.dtype.kind == "f":
             sample[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":
-            sample[spec.name] = rng.random(shape) < 0.5
+            sample[spec.name] = np.asarray(rng.random(shape) < 0.5)
         else:
             sample[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
     return sample

@@ -181,9 +181,6 @@ def test_optimize_and_save_an_external_data_model_from_another_folder(tmp_path, 
     assert_same_outputs(path, elsewhere / "kept.onnx")
 
 
-@pytest.mark.xfail(reason="onnxslim/__init__.py: slim() returns ir.to_proto(result), which keeps the external "
-                          "data references of the input; it should return onnxslim.io.to_proto(result)",
-                   strict=True)
 def test_slim_of_an_external_data_model_returns_a_self_contained_proto(tmp_path, monkeypatch):
     path = external_model(tmp_path)
     monkeypatch.chdir("/")

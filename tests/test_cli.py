@@ -326,8 +326,6 @@ def test_failed_check_and_internal_error_write_nothing(pass_, code, message, tmp
     assert listing(tmp_path) == ["m.onnx"]
 
 
-@pytest.mark.xfail(reason="onnxslim/cli.py: the --report path is only tried after OUTPUT is written, so an "
-                          "unwritable report fails the run (exit 2) but leaves the output behind", strict=True)
 def test_unwritable_report_leaves_no_output(demo, tmp_path):
     proc = run_cli(demo, "-o", tmp_path / "out.onnx", "--report", tmp_path / "missing" / "r.json")
     assert_one_line_error(proc, 2, "r.json")

@@ -26,15 +26,15 @@ def forget_placeholder_dims(model: ir.Model) -> None:
 def interface_kept(graph: ir.Graph) -> Iterator[None]:
     """Give the graph's inputs and outputs back their original types and shapes when the block ends.
 
-    Where the original declared no type or shape, what the passes inferred stays.
+    Values are matched by name (passes may drop inputs, e.g. frozen initializers). Where the original
+    declared no type or shape, what the passes inferred stays.
     """
-    inputs = [(value.type, value.shape) for value in graph.inputs]
-    outputs = [(value.type, value.shape) for value in graph.outputs]
+    saved = {value.name: (value.type, value.shape) for value in (*graph.inputs, *graph.outputs)}
     yield
-    for values, saved in ((graph.inputs, inputs), (graph.outputs, outputs)):
-        for value, (type_, shape) in zip(values, saved):
-            value.type = type_ if type_ is not None else value.type
-            value.shape = shape if shape is not None else value.shape
+    for value in (*graph.inputs, *graph.outputs):
+        type_, shape = saved.get(value.name, (None, None))
+        value.type = type_ if type_ is not None else value.type
+        value.shape = shape if shape is not None else value.shape
 
 
 def _is_placeholder(dim) -> bool:
