@@ -15,13 +15,16 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxslim import io
-from onnxslim.calibration import RANGE_METHODS, Histogram, collect_statistics, compute_range, observing_session
+from onnxslim.calibration import (RANGE_METHODS, Histogram, collect_channel_means, collect_statistics, compute_range,
+                                  observing_session)
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.passes import quantize as qpass
+from onnxslim.passes.quant_bias import input_channel_axis
 from onnxslim.passes.quant_compact import CompactPass
+from onnxslim.passes.quant_equalize import EqualizePass, find_pairs
 from onnxslim.passes.quant_rules import DEFAULT_OPS, RULES, SHARED, STORED_TABLES, WEIGHT_ONLY, WEIGHTED
 
 DEFAULT_METHOD = "percentile"
@@ -87,6 +90,8 @@ class QuantizeReport:
     latency_float_ms: float | None = None
     latency_int8_ms: float | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    equalized_pairs: int = 0  # Conv pairs rescaled by cross-layer equalization
+    bias_correction: bool = False
 
     @property
     def speedup(self) -> float | None:
@@ -118,7 +123,9 @@ class QuantizeReport:
         console.print(table)
         console.print(f"target {self.target_reason}; method {self.method}; activations {self.activation_type}; "
                       f"weights {self.weight_bits}-bit {'per channel' if self.per_channel else 'per tensor'}; "
-                      f"{self.calibration_samples} calibration / {self.eval_samples} held-out samples")
+                      f"{self.calibration_samples} calibration / {self.eval_samples} held-out samples; "
+                      f"cross-layer equalization on {self.equalized_pairs} conv pairs; "
+                      f"bias correction {'on' if self.bias_correction else 'off'}")
         drift = Table(title="drift on held-out samples")
         for col in ("output", "max abs", "cosine", "SNR dB", "top-1"):
             drift.add_column(col, justify="right" if col != "output" else "left")
@@ -160,6 +167,8 @@ def quantize(
     eval_split: float = 0.2,
     require_speedup: bool = False,
     min_macs: int = DEFAULT_MIN_MACS,
+    equalize: bool = True,
+    bias_correction: bool | str = "auto",
     optimize: bool = True,
     measure_latency: bool = True,
     progress: bool = True,
@@ -171,8 +180,12 @@ def quantize(
     to measure drift. With ``max_drift`` (a Budget or text like ``"cosine>=0.99"``) the most sensitive nodes
     go back to float until the budget holds (CheckFailedError if it never does). ``target`` is the CPU the
     model will run on (auto, avx2, vnni, arm). ``require_speedup`` makes an INT8 model that is not faster
-    than the float one on this CPU an error.
+    than the float one on this CPU an error. ``equalize`` applies cross-layer equalization to Conv pairs
+    (lossless in float); ``bias_correction`` (True, False or "auto": whichever is closer to float on the
+    calibration samples) corrects the output shift that rounding the weights causes.
     """
+    if bias_correction not in (True, False, "auto"):
+        raise OnnxSlimError(f"bias correction must be True, False or 'auto', got {bias_correction!r}")
     if method not in RANGE_METHODS:
         raise OnnxSlimError(f"unknown calibration method {method!r}; choose from {', '.join(RANGE_METHODS)}")
     budget = parse_max_drift(max_drift) if isinstance(max_drift, str) else max_drift
@@ -188,6 +201,9 @@ def quantize(
 
         float_model = lossless(float_model, check=False)
     float_model = qpass.prepare(float_model)
+    equalized = len(find_pairs(float_model.graph)) if equalize else 0
+    if equalized:
+        EqualizePass()(float_model)
     options = qpass.QuantOptions(
         activation_type=activation_type,
         weight_bits=profile.weight_bits,
@@ -197,6 +213,7 @@ def quantize(
         exclude_nodes=frozenset(exclude_nodes),
         skip_depthwise=profile.skip_depthwise,
         min_macs=min_macs,
+        bias_correction=bias_correction is True,
     )
     unknown = sorted(set(options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
@@ -204,7 +221,11 @@ def quantize(
         notes.append("no held-out samples: drift is measured on the calibration samples")
     builder = _QuantBuilder(float_model, calib, options, method, {"pct": percentile} if method == "percentile" else {},
                             progress)
-    quantized, info = builder.build(())
+    if bias_correction == "auto":
+        quantized, info, note = builder.choose_bias_correction(reference)
+        notes.append(note)
+    else:
+        quantized, info = builder.build()
     eval_samples = held_out or calib
     ref_outputs = _run(reference, eval_samples)
     drift = compare_outputs(ref_outputs, _run(quantized, eval_samples))
@@ -225,7 +246,8 @@ def quantize(
         size_before=len(reference), size_after=ir.to_proto(quantized).ByteSize(),
         quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes)),
         kept_float=info.kept_float, fallback=fallback, drift=drift, budget=str(budget) if budget else None,
-        violations=violations, notes=notes,
+        violations=violations, notes=notes, equalized_pairs=equalized,
+        bias_correction=builder.options.bias_correction,
     )
     if measure_latency:
         report.latency_float_ms, report.latency_int8_ms = _latency(reference, quantized, eval_samples[0])
@@ -273,6 +295,7 @@ class _QuantBuilder:
         self.samples, self.options, self.method = samples, options, method
         self.method_options, self.progress = method_options, progress
         self.stats: dict[str, Histogram] = {}
+        self.means: dict[str, np.ndarray] = {}
         self.op_types = {n.name: n.op_type for n in model.graph}
 
     def _fresh(self) -> ir.Model:
@@ -296,11 +319,40 @@ class _QuantBuilder:
         final = qpass.plan(model, options, sizes)
         self._ensure_stats(model, final.observed)
         qparams = {name: self._qparams(name, final) for name in final.observed}
-        rewrite = qpass.QuantizePass(final, qparams, options)
+        rewrite = qpass.QuantizePass(final, qparams, options, self._means(model, final))
         rewrite(model)
         kept = {n: r for n, r in final.floats.items()
                 if RULES[self.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY) and r != "op type not selected"}
         return model, _BuildInfo(final, rewrite.dequantized, self.op_types, kept)
+
+    def choose_bias_correction(self, reference: bytes, max_samples: int = 16) -> tuple[ir.Model, _BuildInfo, str]:
+        """Build with and without bias correction and keep the one whose outputs are closer to the float
+        model's (worst SNR over the float outputs) on up to ``max_samples`` calibration samples."""
+        samples = self.samples[:max_samples]
+        ref = _run(reference, samples)
+        built = {}
+        for on in (False, True):
+            self.options = dataclasses.replace(self.options, bias_correction=on)
+            model, info = self.build()
+            built[on] = (model, info, _worst_snr(compare_outputs(ref, _run(model, samples))))
+        on = built[True][2] > built[False][2]
+        self.options = dataclasses.replace(self.options, bias_correction=on)
+        note = (f"bias correction {'on' if on else 'off'} (auto): output SNR {built[True][2]:.1f} dB with, "
+                f"{built[False][2]:.1f} dB without, on {len(samples)} calibration samples")
+        return built[on][0], built[on][1], note
+
+    def _means(self, model: ir.Model, plan: qpass.QuantPlan) -> dict[str, np.ndarray]:
+        """Channel means of the inputs of the nodes whose bias bias correction adjusts (none when off)."""
+        if not self.options.bias_correction:
+            return {}
+        by_name = {n.name: n for n in model.graph}
+        nodes = [by_name[n] for n in [*plan.nodes, *plan.weight_only]]
+        axes = {n.inputs[0].name: input_channel_axis(n) for n in nodes if input_channel_axis(n) is not None}
+        missing = {name: axis for name, axis in axes.items() if name not in self.means}
+        if missing:
+            self.means.update(collect_channel_means(self.proto, self.samples, missing, progress=self.progress,
+                                                    total=len(self.samples)))
+        return {name: self.means[name] for name in axes}
 
     def _qparams(self, name: str, plan: qpass.QuantPlan) -> qpass.QParams:
         symmetric = self.options.activation_type == "int8" and name not in plan.asymmetric
@@ -389,6 +441,11 @@ def _fewest_passing(n: int, fails) -> int:
         else:
             hi = mid
     return hi
+
+
+def _worst_snr(drift: Mapping[str, Drift]) -> float:
+    """The lowest SNR (dB) over the float outputs (-inf when there are none)."""
+    return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)
 
 
 def _names(model: ir.Model) -> set[str]:

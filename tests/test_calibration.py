@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from onnxslim.calibration import Histogram, collect_statistics, compute_range
+from onnxslim.calibration import Histogram, collect_channel_means, collect_statistics, compute_range
 from onnxslim.errors import OnnxSlimError
 
 
@@ -118,3 +118,12 @@ def test_collect_statistics_streams_every_sample():
 def test_collect_statistics_empty_data_is_an_error():
     with pytest.raises(OnnxSlimError, match="empty"):
         collect_statistics(_relu_model(), [], ["r"], progress=False)
+
+
+def test_collect_channel_means_over_every_other_axis():
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.normal(size=(3, 4)).astype(np.float32)} for _ in range(5)]
+    means = collect_channel_means(_relu_model(), samples, {"r": 1, "x": 0}, progress=False)
+    relu = np.concatenate([np.maximum(s["x"], 0) for s in samples])
+    np.testing.assert_allclose(means["r"], relu.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(means["x"], np.mean([s["x"].mean(axis=1) for s in samples], axis=0), rtol=1e-6)

@@ -311,3 +311,89 @@ def test_transformer_residual_stays_float_and_embedding_is_stored_int8():
     assert mul.op_type == "Mul" and producers[mul.inputs[0].name].op_type == "Cast"
     assert producers[mul.inputs[0].name].inputs[0].const_value.numpy().dtype == np.int8
     assert result.report.drift["y"].cosine > 0.999
+
+
+def conv_pair(mid: str | None = "Relu", groups: int = 1, extra_reader: bool = False) -> onnx.ModelProto:
+    """Conv(4 -> 8) -> [mid] -> Conv(8 -> 8, groups): channel ranges of the first conv spread 1000x."""
+    rng = np.random.default_rng(4)
+    w1 = rng.normal(size=(8, 4, 3, 3)).astype(np.float32) * np.logspace(-2, 1, 8, dtype=np.float32)[:, None, None, None]
+    w2 = rng.normal(size=(8, 8 // groups, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1])]
+    if mid:
+        nodes.append(helper.make_node(mid, ["c1"], ["m"], name="mid"))
+    nodes.append(helper.make_node("Conv", ["m" if mid else "c1", "w2", "b2"], ["y"], name="conv2", group=groups))
+    outputs = [vi("y", shape=[1, 8, 6, 6])]
+    if extra_reader:
+        nodes.append(helper.make_node("Neg", ["c1"], ["n"], name="neg"))
+        outputs.append(vi("n", shape=[1, 8, 8, 8]))
+    inits = [const("w1", w1), const("b1", rng.normal(size=8).astype(np.float32)), const("w2", w2),
+             const("b2", rng.normal(size=8).astype(np.float32))]
+    return make_model(nodes, [vi("x", shape=[1, 4, 8, 8])], outputs, inits, opset=13)
+
+
+def _ort(model: onnx.ModelProto, feeds):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("mid, groups", [("Relu", 1), ("LeakyRelu", 8), (None, 2)])
+def test_cross_layer_equalization_is_lossless_and_balances_ranges(mid, groups):
+    from onnxslim.passes.quant_equalize import EqualizePass, find_pairs
+
+    model = conv_pair(mid, groups)
+    equalized = ir.from_proto(onnx.ModelProto.FromString(model.SerializeToString()))
+    assert [(a.name, b.name) for a, b in find_pairs(equalized.graph)] == [("conv1", "conv2")]
+    EqualizePass()(equalized)
+    after = ir.to_proto(equalized)
+    x = {"x": np.random.default_rng(5).normal(size=(1, 4, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(_ort(after, x)[0], _ort(model, x)[0], rtol=1e-4, atol=1e-4)
+    weights = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    rows = np.abs(weights["w1"]).reshape(8, -1).max(1)
+    cols = np.abs(weights["w2"].reshape(groups, 8 // groups, 8 // groups, -1)).max(axis=(1, 3)).reshape(8)
+    np.testing.assert_allclose(rows, cols, rtol=1e-5)  # both sqrt(r1 * r2)
+    scale = np.abs(before["w1"]).reshape(8, -1).max(1) / rows
+    np.testing.assert_allclose(weights["b1"], before["b1"] / scale, rtol=1e-5)
+    assert scale.max() / scale.min() > 10  # the ranges really moved
+
+
+@pytest.mark.parametrize("mid, extra_reader", [("Sigmoid", False), ("Relu", True)])
+def test_equalization_leaves_pairs_it_would_change(mid, extra_reader):
+    from onnxslim.passes.quant_equalize import find_pairs
+
+    assert find_pairs(ir.from_proto(conv_pair(mid, extra_reader=extra_reader)).graph) == []
+
+
+def test_bias_correction_shift_matches_conv_of_the_mean():
+    """On an input constant per channel, a valid conv of the weight error outputs exactly the shift."""
+    from onnxslim.passes.quant_bias import output_shift
+
+    rng = np.random.default_rng(6)
+    delta = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)
+    mean = rng.normal(size=4).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "d"], ["y"], group=2)
+    model = make_model([node], [vi("x", shape=[1, 4, 5, 5])], [vi("y", shape=[1, 6, 3, 3])], [const("d", delta)])
+    y = _ort(model, {"x": np.broadcast_to(mean[None, :, None, None], (1, 4, 5, 5)).astype(np.float32)})[0]
+    shift = output_shift(ir.from_proto(model).graph.node(0), delta, mean)
+    np.testing.assert_allclose(shift, y[0, :, 0, 0], rtol=1e-5, atol=1e-5)
+
+
+def offset_depthwise() -> onnx.ModelProto:
+    """A depthwise 3x3 conv whose inputs sit far from zero: weight rounding shifts its output mean."""
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(16, 1, 3, 3)).astype(np.float32)
+    w[:, 0, 0, 0] = 8.0  # one large tap per channel: coarse steps for the other eight
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="dw", group=16, pads=[1, 1, 1, 1])
+    return make_model([node], [vi("x", shape=[1, 16, 8, 8])], [vi("y", shape=[1, 16, 8, 8])],
+                      [const("w", w), const("b", np.zeros(16, np.float32))], opset=13)
+
+
+@pytest.mark.parametrize("target", ["vnni", "arm"])  # depthwise computes in float on x86, in int8 on ARM
+def test_bias_correction_lowers_drift(target):
+    rng = np.random.default_rng(8)
+    data = [{"x": (20 + rng.normal(size=(1, 16, 8, 8))).astype(np.float32)} for _ in range(12)]
+    options = {**FAST, "target": target, "equalize": False}
+    without = quantize(offset_depthwise(), data, bias_correction=False, **options).report
+    with_bc = quantize(offset_depthwise(), data, bias_correction=True, **options).report
+    auto = quantize(offset_depthwise(), data, **options).report
+    assert with_bc.drift["y"].snr_db > without.drift["y"].snr_db + 6
+    assert auto.bias_correction and any("bias correction on (auto)" in note for note in auto.notes)

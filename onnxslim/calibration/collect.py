@@ -59,6 +59,35 @@ def collect_statistics(
     return stats
 
 
+def collect_channel_means(
+    model: ir.Model | onnx.ModelProto,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    axes: Mapping[str, int],
+    *,
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Mean of each float tensor ``name`` per index of its axis ``axes[name]`` (over every other axis
+    and all samples), in float64; memory is one running sum per channel."""
+    names = list(axes)
+    session = observing_session(model, names)
+    out_names = [o.name for o in session.get_outputs()]
+    sums: dict[str, np.ndarray] = {}
+    counts = dict.fromkeys(names, 0)
+    with _progress(progress, total, "channel means") as advance:
+        for sample in samples:
+            outputs = session.run(None, dict(sample))
+            for name in names:
+                value = np.moveaxis(np.asarray(outputs[out_names.index(name)], np.float64), axes[name], 0)
+                flat = value.reshape(value.shape[0], -1)
+                sums[name] = sums.get(name, 0.0) + flat.sum(axis=1)
+                counts[name] += flat.shape[1]
+            advance()
+    if not sums:
+        raise OnnxSlimError("calibration data is empty")
+    return {name: sums[name] / counts[name] for name in names}
+
+
 class _progress:
     """A rich progress bar (or nothing) exposing a callable that advances it by one sample."""
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError
+from onnxslim.passes.quant_bias import corrected_bias, input_channel_axis
 from onnxslim.passes.quant_rules import (COMPUTE, DEFAULT_OPS, FOLDABLE, RULES, SHARED, STORED_TABLES, WEIGHT_ONLY,
                                          WEIGHTED, is_depthwise, macs_per_output, stored_weight)
 
@@ -32,6 +33,7 @@ class QuantOptions:
     exclude_nodes: frozenset[str] = frozenset()  # entirely float, weights too
     weight_only_nodes: frozenset[str] = frozenset()  # float compute on int8-stored weights
     skip_depthwise: bool = False  # ORT's int8 depthwise kernels are slower than float ones on x86
+    bias_correction: bool = False  # biases absorb the mean output shift that rounding the weights causes
     min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
 
     def __post_init__(self):
@@ -246,8 +248,7 @@ def quantize_weight(weight: np.ndarray, axis: int | None, bits: int) -> tuple[np
 
 
 def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
-    s = scale if axis is None else scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])
-    return np.clip(np.round(w / s), -qmax, qmax).astype(np.int8)
+    return np.clip(np.round(w / _per_axis(scale, axis, w.ndim)), -qmax, qmax).astype(np.int8)
 
 
 def quantize_bias(bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray, wq: QParams, bits: int):
@@ -268,9 +269,11 @@ def quantize_bias(bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray,
 class QuantizePass(ir.passes.InPlacePass):
     """Insert the Q/DQ pairs of ``plan`` with the given activation ``qparams`` (keyed by source tensor)."""
 
-    def __init__(self, plan: QuantPlan, qparams: Mapping[str, QParams], options: QuantOptions):
+    def __init__(self, plan: QuantPlan, qparams: Mapping[str, QParams], options: QuantOptions,
+                 means: Mapping[str, np.ndarray] | None = None):
         super().__init__()
         self.plan, self.qparams, self.options = plan, qparams, options
+        self.means = means or {}  # activation -> per-channel float means: bias correction for its readers
         self.dequantized: dict[str, str] = {}  # quantized tensor -> name of its DequantizeLinear output
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -306,8 +309,14 @@ class QuantizePass(ir.passes.InPlacePass):
         initializer at session load (so its kernels still pre-pack the weights), unlike DequantizeLinear."""
         index, axis = stored_weight(node)
         weight = node.inputs[index]
-        wq_array, wq = quantize_weight(weight.const_value.numpy(), axis if self.options.per_channel else None, 8)
-        node.replace_input_with(index, builder.scaled_constant(weight, wq_array, wq))
+        w = weight.const_value.numpy()
+        wq_array, wq = quantize_weight(w, axis if self.options.per_channel else None, 8)
+        rule = RULES.get(node.op_type)
+        if node.inputs[0].name in self.means and rule.bias is not None:
+            bias = self._float_bias(node, rule, w, dequantize(wq_array, wq))
+            if bias is not None:
+                _set_input(node, rule.bias, builder.constant(f"{node.name}_bias", bias))
+        node.replace_input_with(index, builder.scaled_constant(f"{node.name}_weight", wq_array, wq))
 
     def _quantize_weights(self, builder: "_Builder", node: ir.Node, rule, dq: Mapping[str, QParams]) -> None:
         weight = node.inputs[rule.weight]
@@ -315,13 +324,39 @@ class QuantizePass(ir.passes.InPlacePass):
         axis = rule.weight_axis(node) if self.options.per_channel else None
         bits = self.options.weight_bits
         wq_array, wq = quantize_weight(w, axis, bits)
-        bias = node.inputs[rule.bias] if rule.bias is not None and len(node.inputs) > rule.bias else None
-        x_name = node.inputs[0].name
-        if bias is not None and bias.const_value is not None and x_name in dq:
-            b = bias.const_value.numpy().astype(np.float64)
-            bias_q, bq, wq_array, wq = quantize_bias(b, dq[x_name].scale, w, wq, bits)
-            node.replace_input_with(rule.bias, builder.dequantized_constant(bias, bias_q, bq))
-        node.replace_input_with(rule.weight, builder.dequantized_constant(weight, wq_array, wq, rule.weight_zero_point))
+        bias = self._float_bias(node, rule, w, dequantize(wq_array, wq)) if rule.bias is not None else None
+        if bias is not None:
+            bias_q, bq, wq_array, wq = quantize_bias(bias, dq[node.inputs[0].name].scale, w, wq, bits)
+            _set_input(node, rule.bias, builder.dequantized_constant(f"{node.name}_bias", bias_q, bq))
+        node.replace_input_with(rule.weight, builder.dequantized_constant(f"{node.name}_weight", wq_array, wq,
+                                                                         rule.weight_zero_point))
+
+    def _float_bias(self, node: ir.Node, rule, weight: np.ndarray, dequantized: np.ndarray) -> np.ndarray | None:
+        """The node's constant bias, corrected for the weight error when the input's channel means are
+        known (a zero bias is added then if there was none); None when there is no constant bias to write."""
+        bias = node.inputs[rule.bias] if len(node.inputs) > rule.bias else None
+        if bias is not None and bias.const_value is None:
+            return None
+        b = None if bias is None else bias.const_value.numpy().astype(np.float64)
+        mean = self.means.get(node.inputs[0].name)
+        if mean is not None and input_channel_axis(node) is not None:
+            b = corrected_bias(node, b, weight, dequantized, mean)
+        return b
+
+
+def _set_input(node: ir.Node, index: int, value: ir.Value) -> None:
+    if len(node.inputs) <= index:
+        node.resize_inputs(index + 1)
+    node.replace_input_with(index, value)
+
+
+def dequantize(array: np.ndarray, qp: QParams) -> np.ndarray:
+    """The float values of a symmetric quantized weight."""
+    return array.astype(np.float32) * _per_axis(qp.scale, qp.axis, array.ndim)
+
+
+def _per_axis(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
+    return scale if axis is None else scale.reshape([-1 if i == axis % ndim else 1 for i in range(ndim)])
 
 
 def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
@@ -375,35 +410,33 @@ class _Builder:
         self.graph.extend([q, dq])
         return dq_out.name
 
-    def scaled_constant(self, original: ir.Value, array: np.ndarray, qp: QParams) -> ir.Value:
+    def constant(self, base: str, array: np.ndarray) -> ir.Value:
+        """A new float32 initializer."""
+        return self._initializer(base, array.astype(np.float32))
+
+    def scaled_constant(self, base: str, array: np.ndarray, qp: QParams) -> ir.Value:
         """``Cast(array) * scale``: a constant stored quantized that ORT's constant folding restores."""
-        base = original.name or "constant"
         q = self._initializer(f"{base}_quantized", array)
-        scale = qp.scale if qp.axis is None else qp.scale.reshape(
-            [-1 if i == qp.axis % array.ndim else 1 for i in range(array.ndim)])
-        scale_value = self._initializer(f"{base}_scale", scale.astype(np.float32))
+        scale_value = self._initializer(f"{base}_scale", _per_axis(qp.scale, qp.axis, array.ndim).astype(np.float32))
         cast = ir.node("Cast", [q], attributes={"to": ir.DataType.FLOAT}, name=self._name(f"{base}_Cast"))
         cast.outputs[0].name = self._name(f"{base}_cast")
         mul = ir.node("Mul", [cast.outputs[0], scale_value], name=self._name(f"{base}_Mul"))
-        mul.outputs[0].name = self._name(f"{base}_dequantized")
-        mul.outputs[0].dtype = ir.DataType.FLOAT
-        mul.outputs[0].shape = original.shape
         self.graph.extend([cast, mul])
-        return mul.outputs[0]
+        return self._float_output(mul, base, array.shape)
 
-    def dequantized_constant(self, original: ir.Value, array: np.ndarray, qp: QParams,
-                             zero_point: bool = False) -> ir.Value:
+    def dequantized_constant(self, base: str, array: np.ndarray, qp: QParams, zero_point: bool = False) -> ir.Value:
         """A constant stored quantized, read through DequantizeLinear (per axis when ``qp.axis`` is set);
         a zero zero point is left out (the default) unless ``zero_point``."""
-        base = original.name or "constant"
         q = self._initializer(f"{base}_quantized", array)
         inputs = [q, self._initializer(f"{base}_scale", qp.scale)]
         if zero_point or np.any(qp.zero_point):
             inputs.append(self._initializer(f"{base}_zero_point", qp.zero_point))
         attrs = {"axis": qp.axis} if qp.axis is not None else {}
         dq = ir.node("DequantizeLinear", inputs, attributes=attrs, name=self._name(f"{base}_DequantizeLinear"))
-        dq.outputs[0].name = self._name(f"{base}_dequantized")
-        dq.outputs[0].dtype = ir.DataType.FLOAT
-        dq.outputs[0].shape = original.shape
         self.graph.extend([dq])
-        return dq.outputs[0]
+        return self._float_output(dq, base, array.shape)
+
+    def _float_output(self, node: ir.Node, base: str, shape) -> ir.Value:
+        out = node.outputs[0]
+        out.name, out.dtype, out.shape = self._name(f"{base}_dequantized"), ir.DataType.FLOAT, ir.Shape(shape)
+        return out
