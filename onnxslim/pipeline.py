@@ -208,7 +208,7 @@ def _check(reference, ir_model: ir.Model, check_inputs, shapes) -> str | None:
     """Compare on ORT; returns why the check could not run when the original uses ops ORT does not have."""
     try:
         verify.check(reference, ir_model, check_inputs, shapes)
-    except verify.OriginalNotRunnable as err:
+    except verify.OriginalNotRunnable:
         local = {domain for domain, _, _ in ir_model.functions}
         custom = sorted({
             node.domain

@@ -196,3 +196,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int = 2, cont
     assert "Traceback" not in proc.stderr + proc.stdout
     assert contains in lines[0], f"{contains!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def external_data_model(folder: Path, location: str = "w.bin", *, write: bool = True,
+                        short: bool = False) -> onnx.ModelProto:
+    """y = x + w with w stored externally at `location` (relative to `folder`); missing or truncated on request."""
+    from onnx.external_data_helper import set_external_data
+
+    model = make_model([helper.make_node("Add", ["x", "w"], ["y"])], [vi("x", FLOAT, [64])], [vi("y", FLOAT, [64])],
+                       [const("w", np.ones(64, np.float32))])
+    tensor = model.graph.initializer[0]
+    raw = tensor.raw_data
+    set_external_data(tensor, location)
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    if write:
+        (folder / location).write_bytes(raw[:100] if short else raw)
+    return model

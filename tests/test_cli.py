@@ -11,10 +11,9 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import (FLOAT, REPO, assert_one_line_error, assert_same_outputs, const, make_model, node_count,
+from helpers import (FLOAT, REPO, assert_one_line_error, assert_same_outputs, const, external_data_model, make_model, node_count,
                      op_counts, run_cli, vi)
-from onnx import TensorProto, helper
-from onnx.external_data_helper import set_external_data
+from onnx import helper
 
 N = helper.make_node
 DEMO = REPO / "models" / "demo.onnx"
@@ -178,16 +177,7 @@ def test_custom_domain_model_is_written_but_reported_unchecked(tmp_path):
 
 
 def _external_model(folder: Path, *, write: bool = True, short: bool = False, location: str = "w.bin") -> Path:
-    model = make_model([N("Add", ["x", "w"], ["y"])], [vi("x", FLOAT, [64])], [vi("y", FLOAT, [64])],
-                       [const("w", np.ones(64, np.float32))])
-    tensor = model.graph.initializer[0]
-    raw = tensor.raw_data
-    set_external_data(tensor, location)
-    tensor.ClearField("raw_data")
-    tensor.data_location = TensorProto.EXTERNAL
-    if write:
-        (folder / location).write_bytes(raw[:100] if short else raw)
-    onnx.save(model, folder / "m.onnx")
+    onnx.save(external_data_model(folder, location, write=write, short=short), folder / "m.onnx")
     return folder / "m.onnx"
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_ir as ir
-import pytest
 from helpers import assert_same_outputs, make_model, op_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

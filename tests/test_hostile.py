@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run, run_cli, vi
-from onnx import TensorProto, helper
-from onnx.external_data_helper import set_external_data
+from helpers import FLOAT, REPO, assert_one_line_error, const, external_data_model, make_model, run, run_cli, vi
+from onnx import helper
 
 import onnxslim
 from onnxslim import cli
@@ -26,19 +25,6 @@ DEMO = REPO / "models" / "demo.onnx"
 
 def _relu(**kwargs) -> onnx.ModelProto:
     return make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False, **kwargs)
-
-
-def _external(folder: Path, name: str, location: str, *, write: bool = True, short: bool = False) -> onnx.ModelProto:
-    model = make_model([N("Add", ["x", "w"], ["y"])], [vi("x", FLOAT, [64])], [vi("y", FLOAT, [64])],
-                       [const("w", np.ones(64, np.float32))])
-    tensor = model.graph.initializer[0]
-    raw = tensor.raw_data
-    set_external_data(tensor, location)
-    tensor.ClearField("raw_data")
-    tensor.data_location = TensorProto.EXTERNAL
-    if write:
-        (folder / location).write_bytes(raw[:100] if short else raw)
-    return model
 
 
 #: name -> (how to build it into `folder/name.onnx`, what the optimize error line must contain)
@@ -75,13 +61,13 @@ def _cases() -> dict:
         "no default opset": (lambda f, p: onnx.save(onnx.ModelProto(
             ir_version=8, graph=_relu().graph, opset_import=[helper.make_opsetid("my", 1)]), p),
             "imports no default ONNX opset"),
-        "missing external data": (lambda f, p: onnx.save(_external(f, p.stem, "w.bin", write=False), p),
+        "missing external data": (lambda f, p: onnx.save(external_data_model(f, "w.bin", write=False), p),
                                   "external data file 'w.bin' of 'w' is missing"),
-        "short external data": (lambda f, p: onnx.save(_external(f, p.stem, "w.bin", short=True), p),
+        "short external data": (lambda f, p: onnx.save(external_data_model(f, "w.bin", short=True), p),
                                 "external data file 'w.bin' is too short for 'w'"),
-        "escaping external data": (lambda f, p: onnx.save(_external(f, p.stem, "../../etc/passwd", write=False), p),
+        "escaping external data": (lambda f, p: onnx.save(external_data_model(f, "../../etc/passwd", write=False), p),
                                    "external data location '../../etc/passwd' of 'w' escapes the model's folder"),
-        "absolute external data": (lambda f, p: onnx.save(_external(f, p.stem, "/etc/passwd", write=False), p),
+        "absolute external data": (lambda f, p: onnx.save(external_data_model(f, "/etc/passwd", write=False), p),
                                    "external data location '/etc/passwd' of 'w' escapes the model's folder"),
         "type mismatch": (lambda f, p: onnx.save(make_model(
             [N("Add", ["x", "k"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])],

@@ -6,7 +6,6 @@ The encoder comes from benchmarks/large.py (the same graph the >2 GB benchmark u
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import (FLOAT, INT64, assert_same_outputs, const, interface, make_model, node_count, op_counts,
+from helpers import (FLOAT, INT64, assert_same_outputs, const, interface, make_model, op_counts,
                      optimized_proto, random_feeds, run, vi)
 from onnx import TensorProto, helper
 
