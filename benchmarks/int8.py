@@ -1,6 +1,7 @@
 """INT8: onnxslim.quantize vs onnxruntime.quantization.quantize_static on the real-model zoo.
 
-    python benchmarks/int8.py [--models NAME ...] [--samples 64] [--test 32] [--runs 30] [--json FILE] [--markdown FILE]
+    python benchmarks/int8.py [--models NAME ...] [--samples 64] [--test 32] [--runs 30] [--target auto]
+                              [--ablation] [--json FILE] [--markdown FILE]
 
 Real inputs from scikit-image's bundled images (`pip install scikit-image`): photo crops for YOLO and
 PP-OCR det, text-line crops for PP-OCR rec and cls (half of them upside down for cls); random token ids
@@ -9,6 +10,8 @@ budget (returning nodes to float until it holds); both quantizers calibrate on t
 ORT runs QDQ, per-channel, MinMax (its defaults otherwise). `onnxslim.bench.benchmark` then times the
 float model and both INT8 models (interleaved, one thread) and measures drift on `--test` further samples
 that neither quantizer saw (so the budget's fit to its own held-out samples does not flatter the table).
+`--ablation` instead compares range methods, cross-layer equalization and bias correction (no budget, no
+ORT, no timing) by their drift on the same test samples.
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ BUDGETS = {
 }
 MAX_LATENCY_RATIO = {"yolov8n_320": 0.75, "ppocr_cls": 1.0}
 MAX_SIZE_RATIO = 0.3
+CLASSIFIERS = {"ppocr_cls", "ppocrv4_rec"}  # top-1 agreement means something only for these outputs
+# --ablation: quantize() options per column; the last is the default.
+ABLATIONS = {
+    "minmax": {"method": "minmax", "equalize": False, "bias_correction": False},
+    "percentile 99.99": {"equalize": False, "bias_correction": False},
+    "entropy": {"method": "entropy", "equalize": False, "bias_correction": False},
+    "mse": {"method": "mse", "equalize": False, "bias_correction": False},
+    "percentile + CLE": {"bias_correction": False},
+    "percentile + BC": {"equalize": False, "bias_correction": True},
+    "percentile + CLE + BC": {"bias_correction": True},
+    "default: percentile + CLE + auto BC": {},
+}
 EVAL_SPLIT = 0.25
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
           "camera", "coins", "colorwheel", "brick", "grass", "gravel", "cell", "clock", "moon", "cat", "page", "text"]
@@ -130,14 +145,18 @@ def ort_quantize(src: Path, dst: Path, calibration: list[dict]) -> float:
     return time.perf_counter() - started
 
 
-def run(name: str, n_samples: int, n_test: int, runs: int, work: Path) -> dict:
-    src = ZOO / f"{name}.onnx"
+def _split(name: str, n_samples: int, n_test: int) -> tuple[list[dict], list[dict]]:
     data = samples(name, n_samples + n_test)
-    data, test = data[:n_samples], data[n_samples:]
+    return data[:n_samples], data[n_samples:]
+
+
+def run(name: str, n_samples: int, n_test: int, runs: int, work: Path, target: str = "auto") -> dict:
+    src = ZOO / f"{name}.onnx"
+    data, test = _split(name, n_samples, n_test)
     calib = data[:-max(2, round(len(data) * EVAL_SPLIT))]
     started = time.perf_counter()
-    result = quantize(src, data, max_drift=BUDGETS[name], eval_split=EVAL_SPLIT, measure_latency=False,
-                      progress=False)
+    result = quantize(src, data, max_drift=BUDGETS[name], eval_split=EVAL_SPLIT, target=target,
+                      measure_latency=False, progress=False)
     ours_s = time.perf_counter() - started
     ours = work / f"{name}.onnxslim.int8.onnx"
     import onnx_ir as ir
@@ -149,11 +168,14 @@ def run(name: str, n_samples: int, n_test: int, runs: int, work: Path) -> dict:
     ref, mine, ort_model = report.models
     row = {"model": name, "float_mb": ref.file_size / 1e6, "float_ms": ref.latency.median,
            "budget": BUDGETS[name], "fallback": [f["node"] for f in result.report.fallback],
-           "method": result.report.method, "target": result.report.target}
+           "method": result.report.method, "target": result.report.target,
+           "weight_bits": result.report.weight_bits, "equalized_pairs": result.report.equalized_pairs,
+           "bias_correction": result.report.bias_correction}
     for key, m, seconds in (("onnxslim", mine, ours_s), ("ort", ort_model, ort_s)):
         out = next(iter(m.drift.values()))
         row[key] = {"size_ratio": m.file_size / ref.file_size, "latency_ratio": m.latency.median / ref.latency.median,
-                    "cosine": out.cosine, "snr_db": out.snr_db, "top1": out.top1_agreement, "seconds": seconds}
+                    "cosine": out.cosine, "snr_db": out.snr_db, "seconds": seconds,
+                    "top1": out.top1_agreement if name in CLASSIFIERS else None}
     row["targets"] = check_targets(row)
     return row
 
@@ -197,12 +219,47 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ablation(name: str, n_samples: int, n_test: int, target: str = "auto") -> dict:
+    """Drift (cosine, SNR dB) on the test samples of each ``ABLATIONS`` configuration, without a budget."""
+    import onnx_ir as ir
+    import onnxruntime as ort
+
+    from onnxslim.drift import compare_outputs
+
+    def outputs(model_bytes: bytes) -> list[dict]:
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return [dict(zip(names, session.run(None, s))) for s in test]
+
+    src = ZOO / f"{name}.onnx"
+    data, test = _split(name, n_samples, n_test)
+    ref = outputs(src.read_bytes())
+    row = {"model": name}
+    for label, options in ABLATIONS.items():
+        result = quantize(src, data, eval_split=EVAL_SPLIT, target=target, measure_latency=False, progress=False,
+                          **options)
+        out = next(iter(compare_outputs(ref, outputs(ir.to_proto(result.model).SerializeToString())).values()))
+        row[label] = {"cosine": out.cosine, "snr_db": out.snr_db, "bias_correction": result.report.bias_correction}
+    return row
+
+
+def ablation_markdown(rows: list[dict]) -> str:
+    lines = ["| model | " + " | ".join(ABLATIONS) + " |", "|---" * (len(ABLATIONS) + 1) + "|"]
+    for row in rows:
+        cells = [f"{row[k]['cosine']:.4f} / {row[k]['snr_db']:.1f} dB" for k in ABLATIONS]
+        cells[-1] += f" (BC {'on' if row[list(ABLATIONS)[-1]]['bias_correction'] else 'off'})"
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(BUDGETS))
     parser.add_argument("--samples", type=int, default=64, help="samples onnxslim calibrates and checks its budget on")
     parser.add_argument("--test", type=int, default=32, help="further samples the table's drift is measured on")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--target", default="auto", help="onnxslim's deployment CPU: auto, avx2, vnni, arm")
+    parser.add_argument("--ablation", action="store_true", help="compare range methods, CLE and bias correction")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
@@ -211,11 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing zoo models {missing}: run `python models/zoo.py` first", file=sys.stderr)
         return 2
     rows = []
+    table = ablation_markdown if args.ablation else markdown
     with tempfile.TemporaryDirectory(prefix="onnxslim-int8-") as tmp:
         for name in args.models:
-            rows.append(run(name, args.samples, args.test, args.runs, Path(tmp)))
-            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    text = markdown(rows)
+            if args.ablation:
+                rows.append(ablation(name, args.samples, args.test, args.target))
+            else:
+                rows.append(run(name, args.samples, args.test, args.runs, Path(tmp), args.target))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    text = table(rows)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -167,7 +167,7 @@ def quantize(
     eval_split: float = 0.2,
     require_speedup: bool = False,
     min_macs: int = DEFAULT_MIN_MACS,
-    equalize: bool = True,
+    equalize: bool | str = "auto",
     bias_correction: bool | str = "auto",
     optimize: bool = True,
     measure_latency: bool = True,
@@ -181,11 +181,12 @@ def quantize(
     go back to float until the budget holds (CheckFailedError if it never does). ``target`` is the CPU the
     model will run on (auto, avx2, vnni, arm). ``require_speedup`` makes an INT8 model that is not faster
     than the float one on this CPU an error. ``equalize`` applies cross-layer equalization to Conv pairs
-    (lossless in float); ``bias_correction`` (True, False or "auto": whichever is closer to float on the
-    calibration samples) corrects the output shift that rounding the weights causes.
+    (lossless in float); ``bias_correction`` corrects the output shift that rounding the weights causes.
+    Each is True, False or "auto": the variant closest to float on the calibration samples.
     """
-    if bias_correction not in (True, False, "auto"):
-        raise OnnxSlimError(f"bias correction must be True, False or 'auto', got {bias_correction!r}")
+    for name, value in (("equalize", equalize), ("bias_correction", bias_correction)):
+        if value not in (True, False, "auto"):
+            raise OnnxSlimError(f"{name} must be True, False or 'auto', got {value!r}")
     if method not in RANGE_METHODS:
         raise OnnxSlimError(f"unknown calibration method {method!r}; choose from {', '.join(RANGE_METHODS)}")
     budget = parse_max_drift(max_drift) if isinstance(max_drift, str) else max_drift
@@ -201,9 +202,6 @@ def quantize(
 
         float_model = lossless(float_model, check=False)
     float_model = qpass.prepare(float_model)
-    equalized = len(find_pairs(float_model.graph)) if equalize else 0
-    if equalized:
-        EqualizePass()(float_model)
     options = qpass.QuantOptions(
         activation_type=activation_type,
         weight_bits=profile.weight_bits,
@@ -213,19 +211,18 @@ def quantize(
         exclude_nodes=frozenset(exclude_nodes),
         skip_depthwise=profile.skip_depthwise,
         min_macs=min_macs,
-        bias_correction=bias_correction is True,
     )
     unknown = sorted(set(options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
     if not held_out:
         notes.append("no held-out samples: drift is measured on the calibration samples")
-    builder = _QuantBuilder(float_model, calib, options, method, {"pct": percentile} if method == "percentile" else {},
-                            progress)
-    if bias_correction == "auto":
-        quantized, info, note = builder.choose_bias_correction(reference)
-        notes.append(note)
-    else:
-        quantized, info = builder.build()
+    pairs = len(find_pairs(float_model.graph))
+    method_options = {"pct": percentile} if method == "percentile" else {}
+    builders = {eq: _QuantBuilder(_equalized(float_model) if eq else float_model, calib, options, method,
+                                  method_options, progress, equalized=eq)
+                for eq in _choices(equalize if pairs else False)}
+    builder, quantized, info, note = _choose(builders, _choices(bias_correction), reference)
+    notes += [note] if note else []
     eval_samples = held_out or calib
     ref_outputs = _run(reference, eval_samples)
     drift = compare_outputs(ref_outputs, _run(quantized, eval_samples))
@@ -246,7 +243,7 @@ def quantize(
         size_before=len(reference), size_after=ir.to_proto(quantized).ByteSize(),
         quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes)),
         kept_float=info.kept_float, fallback=fallback, drift=drift, budget=str(budget) if budget else None,
-        violations=violations, notes=notes, equalized_pairs=equalized,
+        violations=violations, notes=notes, equalized_pairs=pairs if builder.equalized else 0,
         bias_correction=builder.options.bias_correction,
     )
     if measure_latency:
@@ -289,9 +286,10 @@ class _QuantBuilder:
     """Builds quantized copies of one prepared float model with a cache of tensor histograms."""
 
     def __init__(self, model: ir.Model, samples, options: qpass.QuantOptions, method: str, method_options,
-                 progress: bool):
+                 progress: bool, equalized: bool = False):
         self.proto = ir.to_proto(model)
         self.model = model
+        self.equalized = equalized
         self.samples, self.options, self.method = samples, options, method
         self.method_options, self.progress = method_options, progress
         self.stats: dict[str, Histogram] = {}
@@ -324,22 +322,6 @@ class _QuantBuilder:
         kept = {n: r for n, r in final.floats.items()
                 if RULES[self.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY) and r != "op type not selected"}
         return model, _BuildInfo(final, rewrite.dequantized, self.op_types, kept)
-
-    def choose_bias_correction(self, reference: bytes, max_samples: int = 16) -> tuple[ir.Model, _BuildInfo, str]:
-        """Build with and without bias correction and keep the one whose outputs are closer to the float
-        model's (worst SNR over the float outputs) on up to ``max_samples`` calibration samples."""
-        samples = self.samples[:max_samples]
-        ref = _run(reference, samples)
-        built = {}
-        for on in (False, True):
-            self.options = dataclasses.replace(self.options, bias_correction=on)
-            model, info = self.build()
-            built[on] = (model, info, _worst_snr(compare_outputs(ref, _run(model, samples))))
-        on = built[True][2] > built[False][2]
-        self.options = dataclasses.replace(self.options, bias_correction=on)
-        note = (f"bias correction {'on' if on else 'off'} (auto): output SNR {built[True][2]:.1f} dB with, "
-                f"{built[False][2]:.1f} dB without, on {len(samples)} calibration samples")
-        return built[on][0], built[on][1], note
 
     def _means(self, model: ir.Model, plan: qpass.QuantPlan) -> dict[str, np.ndarray]:
         """Channel means of the inputs of the nodes whose bias bias correction adjusts (none when off)."""
@@ -441,6 +423,46 @@ def _fewest_passing(n: int, fails) -> int:
         else:
             hi = mid
     return hi
+
+
+def _choices(setting: bool | str) -> list[bool]:
+    return [False, True] if setting == "auto" else [setting]
+
+
+def _equalized(model: ir.Model) -> ir.Model:
+    """A cross-layer-equalized copy of ``model``."""
+    copy = ir.from_proto(ir.to_proto(model))
+    EqualizePass()(copy)
+    return copy
+
+
+def _choose(builders: Mapping[bool, _QuantBuilder], bias_corrections: Sequence[bool], reference: bytes,
+            max_samples: int = 64) -> tuple[_QuantBuilder, ir.Model, _BuildInfo, str | None]:
+    """Build each (equalization, bias correction) variant and keep the one whose outputs are closest to the
+    float model's (worst SNR over the float outputs) on up to ``max_samples`` calibration samples. Returns
+    the builder (set to the chosen variant), the model, its build info and a note (None: no choice made)."""
+    variants = [(eq, bc) for eq in builders for bc in bias_corrections]
+    if len(variants) == 1:
+        builder = builders[variants[0][0]]
+        builder.options = dataclasses.replace(builder.options, bias_correction=variants[0][1])
+        return (builder, *builder.build(), None)
+    samples = builders[variants[0][0]].samples[:max_samples]
+    ref = _run(reference, samples)
+    best, scores = None, {}
+    for eq, bc in variants:
+        builder = builders[eq]
+        builder.options = dataclasses.replace(builder.options, bias_correction=bc)
+        model, info = builder.build()
+        scores[eq, bc] = _worst_snr(compare_outputs(ref, _run(model, samples)))
+        if best is None or scores[eq, bc] > scores[best[0]]:
+            best = ((eq, bc), model, info)
+    (eq, bc), model, info = best
+    builders[eq].options = dataclasses.replace(builders[eq].options, bias_correction=bc)
+    label = {(False, False): "plain", (True, False): "CLE", (False, True): "bias correction",
+             (True, True): "CLE + bias correction"}
+    tried = ", ".join(f"{label[key]} {snr:.1f} dB" for key, snr in scores.items())
+    note = f"kept {label[eq, bc]} (output SNR on {len(samples)} calibration samples: {tried})"
+    return builders[eq], model, info, note
 
 
 def _worst_snr(drift: Mapping[str, Drift]) -> float:

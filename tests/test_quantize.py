@@ -396,4 +396,13 @@ def test_bias_correction_lowers_drift(target):
     with_bc = quantize(offset_depthwise(), data, bias_correction=True, **options).report
     auto = quantize(offset_depthwise(), data, **options).report
     assert with_bc.drift["y"].snr_db > without.drift["y"].snr_db + 6
-    assert auto.bias_correction and any("bias correction on (auto)" in note for note in auto.notes)
+    assert auto.bias_correction and any(note.startswith("kept bias correction") for note in auto.notes)
+
+
+def test_auto_levers_keep_the_variant_closest_to_float():
+    data = [{"x": np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype(np.float32)} for i in range(10)]
+    report = quantize(conv_pair(), data, **FAST).report
+    kept = next(note for note in report.notes if note.startswith("kept "))
+    assert all(label in kept for label in ("plain", "CLE", "bias correction", "CLE + bias correction"))
+    assert report.equalized_pairs == (1 if kept.startswith("kept CLE") else 0)
+    assert report.bias_correction == kept.split("(")[0].strip().endswith("bias correction")
