@@ -347,7 +347,9 @@ class _QuantBuilder:
         when that never meets the budget. Returns (model, info, drift, violations, fallback list)."""
         ranked = self.sensitivity(quantized, info, samples)
         names = [name for name, _ in ranked]
-        int8_compute = {n for n in info.plan.nodes if RULES[self.op_types[n]].kind == WEIGHTED}
+        by_name = {n.name: n for n in self.model.graph}
+        int8_compute = {n for n in info.plan.nodes if RULES[self.op_types[n]].kind == WEIGHTED
+                        and by_name[n].inputs[RULES[self.op_types[n]].weight].const_value is not None}
         for keep_weights in (True, False):
             results: dict[int, tuple] = {}
 
