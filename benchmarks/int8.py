@@ -49,10 +49,10 @@ ABLATIONS = {
     "percentile 99.99": {"equalize": False, "bias_correction": False},
     "entropy": {"method": "entropy", "equalize": False, "bias_correction": False},
     "mse": {"method": "mse", "equalize": False, "bias_correction": False},
-    "percentile + CLE": {"bias_correction": False},
+    "percentile + CLE": {"equalize": True, "bias_correction": False},
     "percentile + BC": {"equalize": False, "bias_correction": True},
-    "percentile + CLE + BC": {"bias_correction": True},
-    "default: percentile + CLE + auto BC": {},
+    "percentile + CLE + BC": {"equalize": True, "bias_correction": True},
+    "default: percentile, CLE and BC auto": {},
 }
 EVAL_SPLIT = 0.25
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
@@ -239,7 +239,9 @@ def ablation(name: str, n_samples: int, n_test: int, target: str = "auto") -> di
         result = quantize(src, data, eval_split=EVAL_SPLIT, target=target, measure_latency=False, progress=False,
                           **options)
         out = next(iter(compare_outputs(ref, outputs(ir.to_proto(result.model).SerializeToString())).values()))
-        row[label] = {"cosine": out.cosine, "snr_db": out.snr_db, "bias_correction": result.report.bias_correction}
+        report = result.report
+        kept = [name for name, on in (("CLE", report.equalized_pairs), ("BC", report.bias_correction)) if on]
+        row[label] = {"cosine": out.cosine, "snr_db": out.snr_db, "kept": " + ".join(kept) or "neither"}
     return row
 
 
@@ -247,7 +249,8 @@ def ablation_markdown(rows: list[dict]) -> str:
     lines = ["| model | " + " | ".join(ABLATIONS) + " |", "|---" * (len(ABLATIONS) + 1) + "|"]
     for row in rows:
         cells = [f"{row[k]['cosine']:.4f} / {row[k]['snr_db']:.1f} dB" for k in ABLATIONS]
-        cells[-1] += f" (BC {'on' if row[list(ABLATIONS)[-1]]['bias_correction'] else 'off'})"
+        default = row[list(ABLATIONS)[-1]]
+        cells[-1] += f" ({default['kept']})"
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

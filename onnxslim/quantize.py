@@ -350,7 +350,7 @@ class _QuantBuilder:
         by_name = {n.name: n for n in self.model.graph}
         int8_compute = {n for n in info.plan.nodes if RULES[self.op_types[n]].kind == WEIGHTED
                         and by_name[n].inputs[RULES[self.op_types[n]].weight].const_value is not None}
-        for keep_weights in (True, False):
+        for keep_weights in (True, False) if int8_compute & set(names) else (False,):
             results: dict[int, tuple] = {}
 
             def attempt(k: int) -> bool:

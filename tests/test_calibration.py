@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from onnxslim.calibration import Histogram, collect_channel_means, collect_statistics, compute_range
+from onnxslim.calibration import (Histogram, collect_channel_means, collect_statistics,
+                                  compute_range)
 from onnxslim.errors import OnnxSlimError
 
 

@@ -311,7 +311,7 @@ class QuantizePass(ir.passes.InPlacePass):
         weight = node.inputs[index]
         w = weight.const_value.numpy()
         wq_array, wq = quantize_weight(w, axis if self.options.per_channel else None, 8)
-        rule = RULES.get(node.op_type)
+        rule = RULES[node.op_type]
         if node.inputs[0].name in self.means and rule.bias is not None:
             bias = self._float_bias(node, rule, w, dequantize(wq_array, wq))
             if bias is not None:
