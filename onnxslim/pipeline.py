@@ -81,9 +81,9 @@ def run_passes(
     with dims.interface_kept(model.graph):
         dims.forget_placeholder_dims(model)
         rounds, version, clean_at = 0, 0, {}
+        _infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
         while rounds < MAX_ROUNDS:
             rounds += 1
-            _infer_shapes(model)
             start = version
             for spec in specs:
                 if spec.stage != "round" or clean_at.get(spec.name) == version:
