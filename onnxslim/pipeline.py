@@ -75,28 +75,27 @@ def run_passes(
         applied[spec.name] += modified
         return modified
 
-    for spec in specs:  # before interface_kept, which pairs inputs by position: freezing removes inputs
+    for spec in specs:
         if spec.stage == "setup":
             run(spec)
-    with dims.interface_kept(model.graph):
-        dims.forget_placeholder_dims(model)
-        rounds, version, clean_at = 0, 0, {}
-        _infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
-        while rounds < MAX_ROUNDS:
-            rounds += 1
-            start = version
-            for spec in specs:
-                if spec.stage != "round" or clean_at.get(spec.name) == version:
-                    continue  # the graph has not changed since this pass last found nothing to do
-                if run(spec):
-                    version += 1
-                else:
-                    clean_at[spec.name] = version
-            if version == start:
-                break
+    dims.forget_placeholder_dims(model)
+    rounds, version, clean_at = 0, 0, {}
+    _infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
+    while rounds < MAX_ROUNDS:
+        rounds += 1
+        start = version
         for spec in specs:
-            if spec.stage == "finish":
-                run(spec)
+            if spec.stage != "round" or clean_at.get(spec.name) == version:
+                continue  # the graph has not changed since this pass last found nothing to do
+            if run(spec):
+                version += 1
+            else:
+                clean_at[spec.name] = version
+        if version == start:
+            break
+    for spec in specs:
+        if spec.stage == "finish":
+            run(spec)
     return rounds, applied
 
 

@@ -1,9 +1,6 @@
-"""Symbolic dims: placeholder names that promise nothing, and the graph interface that must not change."""
+"""Symbolic dims: placeholder names that promise nothing."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import onnx_ir as ir
 
@@ -20,21 +17,6 @@ def forget_placeholder_dims(model: ir.Model) -> None:
             if value.shape is not None and any(_is_placeholder(dim) for dim in value.shape.dims):
                 value.shape = ir.Shape([ir.SymbolicDim(None) if _is_placeholder(dim) else dim
                                         for dim in value.shape.dims])
-
-
-@contextlib.contextmanager
-def interface_kept(graph: ir.Graph) -> Iterator[None]:
-    """Give the graph's inputs and outputs back their original types and shapes when the block ends.
-
-    Values are matched by name (passes may drop inputs, e.g. frozen initializers). Where the original
-    declared no type or shape, what the passes inferred stays.
-    """
-    saved = {value.name: (value.type, value.shape) for value in (*graph.inputs, *graph.outputs)}
-    yield
-    for value in (*graph.inputs, *graph.outputs):
-        type_, shape = saved.get(value.name, (None, None))
-        value.type = type_ if type_ is not None else value.type
-        value.shape = shape if shape is not None else value.shape
 
 
 def _is_placeholder(dim) -> bool:
