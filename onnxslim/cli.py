@@ -121,7 +121,7 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             _check_output(input_path, output, overwrite)
         if report_path is not None:
             _check_writable(report_path, "report")
-        io.load(input_path)  # fail fast, with a clear line, on a file that is not a usable model
+        model = io.load(input_path)  # fails fast, with a clear line, on a file that is not a usable model
         shape_map = data.parse_shapes(shapes)
         samples = None
         if check_inputs is not None and not no_check:
@@ -132,7 +132,8 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
         else:
             with console.status("optimizing", spinner="dots") as status:
                 result = pipeline.optimize_with_report(
-                    input_path,
+                    model,
+                    source=input_path,
                     skip=skipped,
                     size_threshold=size_threshold,
                     check=not no_check,

@@ -136,16 +136,22 @@ def optimize_with_report(
     shapes: dict[str, tuple[int, ...]] | None = None,
     inline_functions: bool = False,
     on_pass: Callable[[str], None] | None = None,
+    source: str | os.PathLike | None = None,
 ) -> OptimizeResult:
-    """Optimize losslessly and report before/after statistics; see `optimize`."""
+    """Optimize losslessly and report before/after statistics; see `optimize`.
+
+    `source` is the file an `onnx_ir.Model` given as `model` was just loaded from, unchanged: the
+    check then runs that file as the original instead of saving a copy.
+    """
     started = time.perf_counter()
-    source_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    if isinstance(model, (str, os.PathLike)):
+        source = model
     ir_model = io.to_ir(model)
-    before = model_stats(ir_model, source_path)
+    before = model_stats(ir_model, source)
     options = passes.PassOptions() if size_threshold is None else passes.PassOptions(size_threshold)
     specs = selected_passes(skip, ir_model.opset_imports.get("", 0))
     skipped_check = None
-    with _reference(model, ir_model) as reference, io.quiet_library_logs():
+    with _reference(source or model, ir_model) as reference, io.quiet_library_logs():
         if inline_functions and ir_model.functions:
             if on_pass:
                 on_pass("inline-functions")
