@@ -198,7 +198,7 @@ def check_targets(row: dict) -> list[str]:
         metric, value = budget.split(">=")
         got = ours["top1" if metric == "top1" else "cosine"]
         if got is None or got < float(value):
-            misses.append(f"{metric} {got} < {value}")
+            misses.append(f"{metric} {'-' if got is None else format(got, '.4f')} < {value}")
     return misses
 
 
