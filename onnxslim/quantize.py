@@ -20,7 +20,7 @@ from onnxslim.calibration import (RANGE_METHODS, Histogram, collect_channel_mean
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
-from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.passes import quantize as qpass
 from onnxslim.passes.quant_bias import input_channel_axis
 from onnxslim.passes.quant_compact import CompactPass
@@ -193,6 +193,10 @@ def quantize(
     profile, target_reason = resolve_target(target)
     original = io.to_ir(model) if not isinstance(model, ir.Model) else model
     reference = ir.to_proto(original).SerializeToString()
+    try:
+        _session(reference)
+    except Exception as err:  # ORT's own errors carry no common type
+        raise OnnxSlimError(f"the model does not load in ONNX Runtime, which INT8 calibration needs: {first_line(err)}")
     samples = as_samples(calibration, input_specs(onnx.ModelProto.FromString(reference)))
     calib, held_out = split_samples(samples, eval_split)
 
