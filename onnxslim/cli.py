@@ -92,6 +92,10 @@ def _pass_list() -> str:
               help="uint8 asymmetric or int8 symmetric activations.")
 @click.option("--target", type=click.Choice(["auto", "avx2", "vnni", "arm"]), default="auto", show_default=True,
               help="The CPU the model will run on; auto detects this one.")
+@click.option("--equalize", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Cross-layer equalization of Conv pairs; auto keeps it where it brings INT8 closer to float.")
+@click.option("--bias-correction", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Correct the output shift weight rounding causes; auto keeps it where it helps.")
 @click.option("--exclude-op", multiple=True, metavar="TYPE", help="Keep every node of this op type in float.")
 @click.option("--exclude-node", multiple=True, metavar="NAME", help="Keep this node in float.")
 @click.option("--quantize-op", multiple=True, metavar="TYPE", help="Quantize only these op types.")
@@ -153,9 +157,13 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             measured.render(console)
 
 
+#: --equalize / --bias-correction choices as `quantize` takes them.
+_LEVER = {"auto": "auto", "on": True, "off": False}
+
+
 def _quantize(input_path: Path, output: Path | None, external_data: bool, report_path: Path | None, console: Console,
               written: list[Path], *, calibration: str, preprocess: str | None, calibration_method: str, percentile: float,
-              per_tensor: bool, activation_type: str, target: str, exclude_op, exclude_node, quantize_op,
+              per_tensor: bool, activation_type: str, target: str, equalize: str, bias_correction: str, exclude_op, exclude_node, quantize_op,
               max_drift: str | None, eval_split: float, require_speedup: bool) -> None:
     """Calibrate, quantize, measure drift and speed, save, report."""
     from onnxslim.quantize import quantize
@@ -165,7 +173,8 @@ def _quantize(input_path: Path, output: Path | None, external_data: bool, report
         console.print("[yellow]warning:[/] calibrating on random data: the drift figures say little about real inputs")
     result = quantize(
         input_path, samples, method=calibration_method, percentile=percentile, per_channel=not per_tensor,
-        activation_type=activation_type, target=target, exclude_ops=exclude_op, exclude_nodes=exclude_node,
+        activation_type=activation_type, target=target, equalize=_LEVER[equalize],
+        bias_correction=_LEVER[bias_correction], exclude_ops=exclude_op, exclude_nodes=exclude_node,
         quantize_ops=quantize_op or None, max_drift=max_drift, eval_split=eval_split,
         require_speedup=require_speedup, progress=not console.quiet,
     )

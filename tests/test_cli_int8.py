@@ -62,3 +62,17 @@ def test_int8_random_calibration_warns(tmp_path, demo_path):
     assert proc.returncode == 0, proc.stderr
     assert "random data" in proc.stderr
     onnx.checker.check_model(onnx.load(out))
+
+
+def test_int8_equalization_and_bias_correction_flags(tmp_path, demo_path):
+    calibration = _calibration_folder(tmp_path)
+    chosen = {}
+    for equalize, bias in (("on", "off"), ("off", "on")):
+        report = tmp_path / f"{equalize}.json"
+        proc = run_cli(demo_path, "-o", tmp_path / f"{equalize}.onnx", "--int8", "--calibration", calibration,
+                       "--equalize", equalize, "--bias-correction", bias, "--report", report, "-q")
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(report.read_text())["int8"]
+        chosen[equalize] = (data["equalized_pairs"], data["bias_correction"])
+    assert chosen["on"][0] > 0 and chosen["on"][1] is False
+    assert chosen["off"] == (0, True)
