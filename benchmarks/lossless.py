@@ -146,12 +146,31 @@ def print_table(rows: list[dict]) -> None:
     Console(width=160).print(table)
 
 
+def markdown(rows: list[dict]) -> str:
+    """The same table as markdown, for the README."""
+    lines = ["| model | tool | nodes | size MB | time s | peak MiB | latency vs original | max abs diff |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['tool']} | failed: {row['error']} | | | | | |")
+            continue
+        latency = f"{row['latency_ms']:.2f} ms" if "latency_ms" in row else f"{row.get('latency_ratio', 0):.2f}x"
+        bold = "**" if row["tool"] == "onnxslim" else ""
+        lines.append(
+            f"| {row['model']} | {row['tool']} | {bold}{row.get('nodes', '')}{bold} | {row.get('size', 0) / 1e6:.2f} | "
+            + (f"{row['seconds']:.2f}" if "seconds" in row else "") + " | "
+            + (f"{row['peak_mb']:.0f}" if "peak_mb" in row else "") + f" | {latency} | "
+            + (f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "") + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="demo and/or zoo model names [default: all]")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--peer-python", help="python of a venv with PyPI onnxslim==0.1.98")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--markdown", type=Path, help="also write the table as markdown")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     peer = peer_python(args.peer_python)
@@ -163,6 +182,8 @@ def main() -> None:
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    if args.markdown:
+        args.markdown.write_text(markdown(rows))
 
 
 if __name__ == "__main__":
