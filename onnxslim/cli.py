@@ -30,20 +30,40 @@ class SizeParam(click.ParamType):
         number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
         unit = text[len(number):]
         try:
-            if unit not in SIZE_UNITS:
+            size = int(float(number) * SIZE_UNITS[unit])
+            if size < 0:
                 raise ValueError
-            return int(float(number) * SIZE_UNITS[unit])
-        except ValueError:
+            return size
+        except (KeyError, ValueError):
             self.fail(f"{value!r} is not a size (examples: 1048576, 512KiB, 2MB)", param, ctx)
 
 
 class DefaultCommandGroup(click.Group):
-    """A group whose first argument, when it is not a subcommand, goes to the `optimize` command."""
+    """A group whose first argument, when it is not a subcommand, goes to the `optimize` command.
+
+    Usage errors (a bad option value, a missing argument) print one `error: ...` line, like every other error.
+    """
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args.insert(0, "optimize")
         return super().parse_args(ctx, args)
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as err:  # plain `onnxslim`: the help, as click prints it
+            click.echo(err.format_message(), err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            click.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.exceptions.Abort:
+            click.echo("interrupted: nothing written", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -320,3 +320,15 @@ def test_unwritable_report_leaves_no_output(demo, tmp_path):
     proc = run_cli(demo, "-o", tmp_path / "out.onnx", "--report", tmp_path / "missing" / "r.json")
     assert_one_line_error(proc, 2, "r.json")
     assert listing(tmp_path) == ["demo.onnx"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size-threshold", "-5"], "'-5' is not a size"),
+    (["--size-threshold", "3 parsecs"], "is not a size"),
+    (["--bogus"], "No such option '--bogus'"),
+    (["--shape"], "'--shape' option requires an argument"),
+])
+def test_usage_errors_are_one_line(demo, tmp_path, args, message):
+    proc = run_cli(demo, "-o", tmp_path / "out.onnx", *args)
+    assert_one_line_error(proc, 2, message)
+    assert not (tmp_path / "out.onnx").exists()
