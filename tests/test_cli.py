@@ -326,7 +326,7 @@ def test_unwritable_report_leaves_no_output(demo, tmp_path):
     (["--size-threshold", "-5"], "'-5' is not a size"),
     (["--size-threshold", "3 parsecs"], "is not a size"),
     (["--bogus"], "No such option '--bogus'"),
-    (["--shape"], "'--shape' option requires an argument"),
+    (["--shape"], "Option '--shape' requires an argument"),
 ])
 def test_usage_errors_are_one_line(demo, tmp_path, args, message):
     proc = run_cli(demo, "-o", tmp_path / "out.onnx", *args)
