@@ -27,6 +27,7 @@ from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import Preprocess, input_specs, load_samples, parse_shapes, validate_samples
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import OnnxSlimError, first_line
+from onnxslim.io import write_text_atomic
 
 SCHEMA_VERSION = 1
 OPT_LEVELS = {
@@ -178,7 +179,7 @@ class BenchReport:
         }
 
     def write_json(self, path: str | os.PathLike) -> None:
-        _write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def header_lines(self) -> list[str]:
         isa = ", ".join(f"{label} {'yes' if self.cpu.flags.get(key) else 'no'}" for key, label in _isa_labels(self.cpu))
@@ -221,7 +222,7 @@ class BenchReport:
             parts.append(_svg_bars("SNR per output (dB), higher is better",
                                    [(label, d.snr_db) for label, (_, d) in zip(labels, pairs)], "dB"))
         parts.append("</body></html>\n")
-        _write_atomic(path, "\n".join(parts))
+        write_text_atomic(path, "\n".join(parts))
 
     def _model_rows(self) -> list[list[str]]:
         rows = []
@@ -351,19 +352,6 @@ def _svg_bars(title: str, items: Sequence[tuple[str, float | None]], unit: str) 
     )
 
 
-def _write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @dataclass
 class _Model:
     """A model to benchmark: display name, what ORT loads (path or bytes), size and node count."""
@@ -482,7 +470,8 @@ def benchmark(
         raise OnnxSlimError("threads and runs must be >= 1, warmup >= 0")
     if shapes is not None and not isinstance(shapes, Mapping):
         shapes = parse_shapes(shapes)
-    if shapes and inputs is not None:
+    random_data = inputs is None or (isinstance(inputs, str) and inputs.startswith("random:"))
+    if shapes and not random_data:
         raise OnnxSlimError("shapes apply to random inputs only; the given inputs fix their own shapes")
     prepared = [_prepare(model, index) for index, model in enumerate(models)]
     short = [Path(m.name).name if isinstance(m.source, str) else m.name for m in prepared]
@@ -505,7 +494,6 @@ def benchmark(
                 creation[i].append(seconds)
                 bar.advance(task)
 
-        random_data = inputs is None or (isinstance(inputs, str) and inputs.startswith("random:"))
         specs = input_specs(sessions[0])
         source = f"random:{RANDOM_SAMPLES}" if inputs is None else inputs
         samples = load_samples(source, specs, preprocess, shapes=shapes)

@@ -8,7 +8,7 @@ from rich.console import Console
 from onnxslim.bench import OPT_LEVELS, benchmark
 from onnxslim.data import parse_preprocess, parse_shapes
 from onnxslim.drift import parse_max_drift
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import errors_to_exit_codes
 
 
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +32,7 @@ from onnxslim.errors import OnnxSlimError
 def bench_command(models, inputs, preprocess, shapes, threads, runs, warmup, ort_opt_level, max_drift, min_speedup,
                   json_path, html_path, no_memory, quiet):
     """Benchmark MODELS on ONNX Runtime CPU; the first is the reference for speedup and drift."""
-    try:
+    with errors_to_exit_codes():
         budget = parse_max_drift(max_drift) if max_drift else None
         report = benchmark(
             models,
@@ -50,9 +50,6 @@ def bench_command(models, inputs, preprocess, shapes, threads, runs, warmup, ort
             report.write_json(json_path)
         if html_path:
             report.write_html(html_path)
-    except OnnxSlimError as err:
-        click.echo(f"error: {err}", err=True)
-        click.get_current_context().exit(err.exit_code)
     if not quiet:
         report.render(Console())
     failures = report.check(budget, min_speedup)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import click
@@ -13,7 +11,7 @@ from rich.console import Console
 
 from onnxslim import bench, data, io, passes, pipeline, report
 from onnxslim.bench_cli import bench_command
-from onnxslim.errors import OnnxSlimError, first_line
+from onnxslim.errors import OnnxSlimError, errors_to_exit_codes
 
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
@@ -128,7 +126,7 @@ def _pass_list() -> str:
 def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_initializer_inputs, inline_functions, no_check,
              check_inputs, shapes, external_data, overwrite, report_path, run_bench, int8, quiet, **int8_options):
     """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8, and write OUTPUT."""
-    with _errors_to_exit_codes() as written:
+    with errors_to_exit_codes() as written:
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
         output = output_opt or output_arg
@@ -239,30 +237,3 @@ def _report(result: pipeline.OptimizeResult, input_path: Path, output: Path | No
 
 
 main.add_command(bench_command, "bench")
-
-
-@contextlib.contextmanager
-def _errors_to_exit_codes():
-    """User errors: one line on stderr and exit 2 (1 for a failed check); never a traceback.
-
-    The block appends each file it has written in full to the yielded list, so an interruption says what exists.
-    """
-    written: list[Path] = []
-    try:
-        yield written
-    except OnnxSlimError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        done = f"{', '.join(map(str, written))} was written in full" if written else "nothing written"
-        click.echo(f"interrupted: {done}", err=True)
-        sys.exit(130)
-    except MemoryError:
-        click.echo("error: out of memory", err=True)
-        sys.exit(2)
-    except Exception as err:  # a bug of ours: still one line, the traceback only on request
-        if os.environ.get("ONNXSLIM_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"error: internal error ({type(err).__name__}: {first_line(err)}); "
-                   "set ONNXSLIM_DEBUG=1 for the traceback and please report it", err=True)
-        sys.exit(3)

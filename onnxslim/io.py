@@ -9,7 +9,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import onnx
@@ -78,11 +78,17 @@ def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
             logger.setLevel(old)
 
 
+def default_opset(opset_imports: Mapping[str, int]) -> int | None:
+    """The default ONNX opset version, imported under "" or its alias "ai.onnx"; None if neither."""
+    version = opset_imports.get("")
+    return version if version is not None else opset_imports.get("ai.onnx")
+
+
 def validate(model: ir.Model, where: str = "model") -> None:
     """Reject models onnxslim cannot handle, with one clear line."""
     if not model.graph.outputs:
         raise OnnxSlimError(f"{where}: not an ONNX model (the graph has no outputs)")
-    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
+    opset = default_opset(model.opset_imports)
     if opset is None:
         raise OnnxSlimError(f"{where}: the model imports no default ONNX opset")
     if opset < MIN_OPSET:
@@ -122,7 +128,7 @@ def _check_nodes(model: ir.Model, where: str) -> None:
             label = _label(node)
             domain = "" if node.domain == "ai.onnx" else node.domain
             if domain == "" and (domain, node.op_type) not in local:
-                version = opsets.get("", opsets.get("ai.onnx", 0))
+                version = default_opset(opsets) or 0
                 try:
                     onnx.defs.get_schema(node.op_type, version, "")
                 except onnx.defs.SchemaError:
@@ -258,6 +264,19 @@ def release_external_data(model: ir.Model) -> None:
         for value in graph.initializers.values():
             if isinstance(value.const_value, ir.ExternalTensor):
                 value.const_value.release()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

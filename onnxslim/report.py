@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from onnxslim.errors import OnnxSlimError
+from onnxslim import io
 from onnxslim.stats import ModelStats
 
 
@@ -62,10 +60,4 @@ def print_table(table: Table, footer: str, console: Console | None = None) -> No
 
 def write_json(data: dict, path: str | os.PathLike) -> None:
     """Write `data` as indented JSON, atomically."""
-    path = Path(path)
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=path.parent or ".", prefix=f".{path.name}.", delete=False) as tmp:
-            json.dump(data, tmp, indent=2)
-        os.replace(tmp.name, path)
-    except OSError as err:
-        raise OnnxSlimError(f"{path}: cannot write report: {err.strerror or err}")
+    io.write_text_atomic(path, json.dumps(data, indent=2) + "\n")

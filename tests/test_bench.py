@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
@@ -246,3 +247,14 @@ def test_cpu_info_parsing(tmp_path):
     assert arm.features == ["NEON"] and arm.arch == "aarch64"
     fallback = cpu_info(tmp_path / "missing")
     assert fallback.model and fallback.flags["avx2"] is False
+
+
+def test_random_inputs_take_the_given_shapes(tmp_path):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["n", 4])], [vi("y", FLOAT, ["n", 4])])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    report = benchmark([path, path], inputs="random:3", shapes=["x:5,4"], runs=2, warmup=0,
+                       measure_memory=False, progress=False)
+    assert report.samples == 3
+    proc = run_cli("bench", path, path, "--inputs", "random:2", "--shape", "x:5,4", "--runs", "2", "--no-memory", "-q")
+    assert proc.returncode == 0, proc.stderr
