@@ -149,7 +149,7 @@ def optimize_with_report(
     ir_model = io.to_ir(model)
     before = model_stats(ir_model, source)
     options = passes.PassOptions() if size_threshold is None else passes.PassOptions(size_threshold)
-    specs = selected_passes(skip, ir_model.opset_imports.get("", 0))
+    specs = selected_passes(skip, io.default_opset(ir_model.opset_imports))
     skipped_check = None
     with _reference(source or model, ir_model) as reference, io.quiet_library_logs():
         if inline_functions and ir_model.functions:

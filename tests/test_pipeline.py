@@ -371,6 +371,20 @@ def test_opset_7_model_is_optimized():
     assert_same_outputs(model, out, feeds={"x": random_feeds(model)["x"]})
 
 
+@pytest.mark.parametrize("opset", [10, 17])
+def test_default_opset_imported_as_ai_onnx_is_optimized(opset):
+    # "ai.onnx" is the default domain's other name: every pass used to be skipped (opset looked up under "" only)
+    model = make_model([N("Identity", ["x"], ["a"]), N("Dropout", ["a"], ["r"]), N("Relu", ["r"], ["y"]),
+                        N("MatMul", ["y", "w"], ["m"]), N("Add", ["m", "b"], ["z"])],
+                       [vi("x", FLOAT, [2, 3])], [vi("z", FLOAT, [2, 4])],
+                       [const("w", np.ones((3, 4), np.float32)), const("b", np.ones(4, np.float32))], opset=opset)
+    model.opset_import[0].domain = "ai.onnx"
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Relu": 1, "Gemm": 1}
+    assert [(o.domain, o.version) for o in out.opset_import] == [("", opset)]
+    assert_same_outputs(model, out)
+
+
 def test_custom_domain_nodes_are_left_untouched():
     custom = N("MyOp", ["r", "k"], ["y"], domain="my.domain", alpha=2.0, name="mine")
     folded_input = N("MyOp", ["k"], ["kk"], domain="my.domain", name="constant_inputs")

@@ -10,6 +10,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter.rules.common import _basic_rules, _collapse_slices, _no_op
 
+from onnxslim.io import default_opset
 from onnxslim.passes._rewrite import RewriteRulesPass
 from onnxslim.passes.rules import no_ops
 
@@ -31,6 +32,18 @@ class FreezeInitializerInputs(ir.passes.InPlacePass):
         if model.ir_version < 4:
             model.ir_version = 4
         return ir.passes.PassResult(model, True)
+
+
+class NormalizeOpsetImports(ir.passes.InPlacePass):
+    """The default opset imported as "ai.onnx" is imported as "" instead, as onnx-ir's nodes and onnxscript expect."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for scope in (model, *model.functions.values()):
+            if "ai.onnx" in scope.opset_imports and "" not in scope.opset_imports:
+                scope.opset_imports[""] = scope.opset_imports.pop("ai.onnx")
+                modified = True
+        return ir.passes.PassResult(model, modified)
 
 
 class PruneDeadWeight(ir.passes.InPlacePass):
@@ -165,9 +178,9 @@ def _old_dropouts_to_identity(model: ir.Model) -> bool:
     """
     modified = False
     scopes: list[tuple[ir.Graph | ir.Function, int | None]] = [
-        (graph, model.opset_imports.get("")) for graph in model.graphs()
+        (graph, default_opset(model.opset_imports)) for graph in model.graphs()
     ]
-    scopes += [(function, function.opset_imports.get("")) for function in model.functions.values()]
+    scopes += [(function, default_opset(function.opset_imports)) for function in model.functions.values()]
     for scope, opset in scopes:
         if opset is None or opset >= 12:
             continue

@@ -6,6 +6,8 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import _ir_utils
 
+from onnxslim.io import default_opset
+
 INT64_MAX = 2**63 - 1
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16})
 
@@ -19,9 +21,8 @@ def constant(value: ir.Value | None) -> np.ndarray | None:
 
 def opset(context) -> int:
     """The default-domain opset in force where the match was found."""
-    imports = context.graph_or_function.opset_imports
-    version = imports.get("", imports.get("ai.onnx"))
-    return version if version is not None else context.model.opset_imports.get("", 0)
+    version = default_opset(context.graph_or_function.opset_imports)
+    return version if version is not None else default_opset(context.model.opset_imports) or 0
 
 
 def new_initializer(op, array: np.ndarray, near: ir.Value, suffix: str) -> ir.Value:
