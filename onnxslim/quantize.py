@@ -191,8 +191,11 @@ def quantize(
         raise OnnxSlimError(f"unknown calibration method {method!r}; choose from {', '.join(RANGE_METHODS)}")
     budget = parse_max_drift(max_drift) if isinstance(max_drift, str) else max_drift
     profile, target_reason = resolve_target(target)
-    original = io.to_ir(model) if not isinstance(model, ir.Model) else model
-    reference = ir.to_proto(original).SerializeToString()
+    original = io.to_ir(model)
+    try:
+        reference = io.to_proto(original).SerializeToString()
+    except (OnnxSlimError, ValueError):  # io's 2 GB guard, or protobuf's own at serialization
+        raise OnnxSlimError("INT8 quantization holds the model as one protobuf, which cannot exceed 2 GB") from None
     try:
         _session(reference)
     except Exception as err:  # ORT's own errors carry no common type

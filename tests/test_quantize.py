@@ -406,3 +406,80 @@ def test_auto_levers_keep_the_variant_closest_to_float():
     assert all(label in kept for label in ("plain", "CLE", "bias correction", "CLE + bias correction"))
     assert report.equalized_pairs == (1 if kept.startswith("kept CLE") else 0)
     assert report.bias_correction == kept.split("(")[0].strip().endswith("bias correction")
+
+
+def test_model_with_external_data_quantizes_from_another_folder(tmp_path, monkeypatch):
+    model = cnn()
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = quantize(str(tmp_path / "m.onnx"), samples(), **FAST)
+    assert result.report.quantized["Conv"] == 2 and result.report.drift["y"].cosine > 0.99
+
+
+def test_model_over_the_protobuf_limit_is_a_clear_error(monkeypatch):
+    import onnxslim.io
+
+    monkeypatch.setattr(onnxslim.io, "PROTOBUF_LIMIT", 1000)
+    with pytest.raises(OnnxSlimError, match="INT8 quantization holds the model as one protobuf"):
+        quantize(cnn(), samples(), **FAST)
+
+
+def test_per_tensor_weight_with_overflowing_bias_keeps_its_shape():
+    w = np.random.default_rng(0).normal(size=(2, 3, 1, 1)).astype(np.float32)
+    bias = np.array([1e6, 0.5], np.float32)
+    wq_array, wq = quantize_weight(w, None, 8)
+    bias_q, bq, weight_q, wq = quantize_bias(bias, np.array(1e-6, np.float32), w, wq, 8)
+    assert weight_q.shape == w.shape and wq.scale.shape == () and bq.scale.shape == () and bq.axis is None
+    assert float(wq.scale) >= 1e6 / (1e-6 * (2**31 - 1))
+    np.testing.assert_allclose(bias_q * bq.scale, bias, atol=float(bq.scale))
+
+
+def test_onnx_runtime_failure_on_the_int8_model_is_a_check_failure(monkeypatch):
+    from onnxslim.passes import quantize as qpass
+
+    rewrite = qpass.QuantizePass.call
+
+    def broken(self, model):
+        result = rewrite(self, model)
+        next(n for n in model.graph if n.op_type == "Relu").op_type = "NoSuchOp"
+        return result
+
+    monkeypatch.setattr(qpass.QuantizePass, "call", broken)
+    with pytest.raises(CheckFailedError, match="INT8 model") as err:
+        quantize(cnn(), samples(), **FAST)
+    assert "\n" not in str(err.value)
+
+
+def test_bias_correction_scales_the_gemm_shift_by_alpha():
+    from onnxslim.passes.quant_bias import corrected_bias, input_channel_axis
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 1.0, size=(256, 6))
+    for trans_b in (0, 1):
+        w = rng.normal(size=(4, 6) if trans_b else (6, 4))
+        wq = w + rng.normal(scale=0.05, size=w.shape)
+        b = rng.normal(size=4)
+        node = ir.node("Gemm", [ir.Value(name="x"), ir.Value(name="w", const_value=ir.tensor(w.astype(np.float32))),
+                                ir.Value(name="b", const_value=ir.tensor(b.astype(np.float32)))],
+                       attributes={"alpha": 2.5, "transB": trans_b})
+        assert input_channel_axis(node) == -1
+        fixed = corrected_bias(node, b, w, wq, x.mean(axis=0))
+        gemm = (lambda weights, bias: 2.5 * x @ (weights.T if trans_b else weights) + bias)
+        np.testing.assert_allclose(gemm(wq, fixed).mean(axis=0), gemm(w, b).mean(axis=0), atol=1e-4)
+
+
+def test_optimize_options_reach_the_lossless_pipeline(monkeypatch):
+    import onnxslim.pipeline
+
+    seen = {}
+
+    def fake(model, **kwargs):
+        seen.update(kwargs)
+        return model
+
+    monkeypatch.setattr(onnxslim.pipeline, "optimize", fake)
+    quantize(cnn(), samples(), **{**FAST, "optimize": True},
+             optimize_options={"skip": ["fold-constants"], "size_threshold": 10, "inline_functions": True})
+    assert seen == {"skip": ["fold-constants"], "size_threshold": 10, "inline_functions": True, "check": False}
