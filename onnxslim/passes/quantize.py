@@ -253,12 +253,12 @@ def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int)
 
 def quantize_bias(bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray, wq: QParams, bits: int):
     """int32 bias with scale ``input_scale * weight_scale``. Channels whose bias would overflow int32 get a
-    larger weight scale (and requantized weights). Returns (bias_q, bias_qparams, weight_q, weight_qparams)."""
+    larger weight scale (a per-tensor weight: its one scale) and requantized weights. Returns (bias_q, bias_qparams, weight_q, weight_qparams)."""
     w_scale = wq.scale.astype(np.float64)
     need = np.abs(bias.astype(np.float64)) / (float(input_scale) * INT32_MAX)
     if np.any(need > w_scale):
-        w_scale = np.maximum(w_scale, need * 1.0001).astype(np.float32)
-        wq = QParams(w_scale.astype(np.float32), wq.zero_point, wq.axis)
+        need = need * 1.0001 if wq.axis is not None else need.max() * 1.0001
+        wq = QParams(np.maximum(w_scale, need).astype(np.float32), wq.zero_point, wq.axis)
     weight_q = _round_weight(weight.astype(np.float32), wq.scale, wq.axis, 2 ** (bits - 1) - 1)
     scale = (float(input_scale) * wq.scale.astype(np.float64)).astype(np.float32)
     bias_q = np.clip(np.round(bias / scale), -INT32_MAX, INT32_MAX).astype(np.int32)
