@@ -150,7 +150,7 @@ def _float_reason(node: ir.Node, rule, allowed, options: QuantOptions, tensors: 
         weight = node.inputs[rule.weight]
         if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
             return "weight is not float"
-        if weight.const_value is None and node.op_type != "MatMul" or rule.kind == WEIGHT_ONLY and weight.const_value is None:
+        if weight.const_value is None and (node.op_type != "MatMul" or rule.kind == WEIGHT_ONLY):
             return "weight is not a constant"
         if rule.kind == WEIGHT_ONLY:
             return None
@@ -253,7 +253,8 @@ def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int)
 
 def quantize_bias(bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray, wq: QParams, bits: int):
     """int32 bias with scale ``input_scale * weight_scale``. Channels whose bias would overflow int32 get a
-    larger weight scale (a per-tensor weight: its one scale) and requantized weights. Returns (bias_q, bias_qparams, weight_q, weight_qparams)."""
+    larger weight scale (a per-tensor weight: its one scale) and requantized weights. Returns (bias_q,
+    bias_qparams, weight_q, weight_qparams)."""
     w_scale = wq.scale.astype(np.float64)
     need = np.abs(bias.astype(np.float64)) / (float(input_scale) * INT32_MAX)
     if np.any(need > w_scale):
