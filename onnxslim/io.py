@@ -266,6 +266,19 @@ def release_external_data(model: ir.Model) -> None:
                 value.const_value.release()
 
 
+def _read_into_memory(model: ir.Model, file: Path) -> None:
+    """Tensors stored in `file`, which a save is about to replace, are read into memory first.
+
+    Only saving over the model's own data file needs this; the model stays usable after the save.
+    """
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor) and same_file(tensor.path, file):
+                value.const_value = ir.Tensor(tensor.numpy().copy(), name=tensor.name)
+                tensor.release()
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
@@ -319,6 +332,8 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
             except ValueError as err:
                 raise OnnxSlimError(f"{path}: cannot serialize the model: {first_line(err)}")
             written = sum(file.stat().st_size for file in staging.iterdir())
+            if data_name:
+                _read_into_memory(model, folder / data_name)
             with _signals_deferred():  # the model and its data file are replaced together or not at all
                 try:
                     if data_name:

@@ -9,9 +9,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import FLOAT, REPO, assert_same_outputs, const, make_model, run, vi
+from helpers import FLOAT, REPO, assert_same_outputs, const, external_data_model, make_model, run, vi
 from onnx import TensorProto, helper
 from test_api import external_model
+
+import onnxslim
 
 from onnxslim import io
 from onnxslim.errors import OnnxSlimError
@@ -130,3 +132,12 @@ def test_a_subgraph_reading_a_later_outer_value_is_a_cycle_only_when_it_is_one()
 def test_same_file():
     assert io.same_file(DEMO, Path(str(DEMO).replace("/models/", "/models/./")))
     assert not io.same_file(DEMO, DEMO.parent / "missing.onnx")
+
+
+def test_saving_over_the_models_own_data_file_keeps_the_model_usable(tmp_path):
+    onnx.save(external_data_model(tmp_path, "m.onnx.data"), tmp_path / "m.onnx")
+    model = onnxslim.load(tmp_path / "m.onnx")
+    onnxslim.save(model, tmp_path / "m.onnx", external_data=True)
+    np.testing.assert_array_equal(model.graph.initializers["w"].const_value.numpy(), np.ones(64, np.float32))
+    reloaded = onnxslim.load(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(reloaded.graph.initializers["w"].const_value.numpy(), np.ones(64, np.float32))
