@@ -8,11 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-
-def _attr(node: ir.Node, name: str, default):
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
-
+from onnxslim.passes.quant_rules import _attr
 
 def input_channel_axis(node: ir.Node) -> int | None:
     """The axis of the activation input (input 0) that the constant weight contracts, if the node can take
@@ -30,10 +26,11 @@ def input_channel_axis(node: ir.Node) -> int | None:
 
 def output_shift(node: ir.Node, delta: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Mean output shift per output channel caused by the weight error ``delta`` (same layout as the
-    weight) on inputs whose channels average ``mean`` (zero padding at borders is ignored)."""
+    weight) on inputs whose channels average ``mean`` (zero padding at borders is ignored; Gemm's alpha
+    scales it)."""
     delta, mean = delta.astype(np.float64), mean.astype(np.float64)
     if node.op_type == "Gemm":
-        return delta @ mean if _attr(node, "transB", 0) else mean @ delta
+        return _attr(node, "alpha", 1.0) * (delta @ mean if _attr(node, "transB", 0) else mean @ delta)
     groups = _attr(node, "group", 1)
     c_out, c_in = delta.shape[:2]
     per_tap = delta.reshape(c_out, c_in, -1).sum(axis=2)  # [C_out, C_in / group]

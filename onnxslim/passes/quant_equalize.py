@@ -13,14 +13,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.passes.rules.conv_affine import _group
+
 HOMOGENEOUS = frozenset({"Relu", "LeakyRelu"})
 ROUNDS = 8
 MIN_RELATIVE_RANGE = 1e-8  # channels (nearly) zero in either conv keep their scale
-
-
-def _group(node: ir.Node) -> int:
-    attr = node.attributes.get("group")
-    return 1 if attr is None else attr.value
 
 
 def _const(node: ir.Node, index: int) -> np.ndarray | None:
