@@ -170,14 +170,16 @@ def quantize(
     equalize: bool | str = "auto",
     bias_correction: bool | str = "auto",
     optimize: bool = True,
+    optimize_options: Mapping | None = None,
     measure_latency: bool = True,
     progress: bool = True,
 ) -> QuantizeResult:
     """Quantize ``model`` to QDQ INT8 with ``calibration`` samples (an iterable of ``{input: array}`` or a
     CalibrationDataReader).
 
-    The lossless pipeline runs first (``optimize``). ``eval_split`` of the samples (at least 2) are held out
-    to measure drift. With ``max_drift`` (a Budget or text like ``"cosine>=0.99"``) the most sensitive nodes
+    The lossless pipeline runs first (``optimize``), with ``optimize_options`` as keyword arguments of
+    ``onnxslim.pipeline.optimize`` (skip, size_threshold, inline_functions). ``eval_split`` of the samples
+    (at least 2) are held out to measure drift. With ``max_drift`` (a Budget or text like ``"cosine>=0.99"``) the most sensitive nodes
     go back to float until the budget holds (CheckFailedError if it never does). ``target`` is the CPU the
     model will run on (auto, avx2, vnni, arm). ``require_speedup`` makes an INT8 model that is not faster
     than the float one on this CPU an error. ``equalize`` applies cross-layer equalization to Conv pairs
@@ -207,7 +209,7 @@ def quantize(
     if optimize:
         from onnxslim.pipeline import optimize as lossless
 
-        float_model = lossless(float_model, check=False)
+        float_model = lossless(float_model, check=False, **(optimize_options or {}))
     float_model = qpass.prepare(float_model)
     options = qpass.QuantOptions(
         activation_type=activation_type,
