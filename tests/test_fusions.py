@@ -426,6 +426,23 @@ def test_reshape_to_swapped_dims_kept():
     assert op_counts(optimized)["Shape"] == 1
 
 
+@pytest.mark.parametrize("row", [
+    [node("Reshape", ["sh", "two_by_two"], "m"), node("Gather", ["m", "one"], "shape", axis=0)],
+    [node("Unsqueeze", ["sh", "zero"], "m"), node("Gather", ["m", "zero_scalar"], "g", axis=0),
+     node("Slice", ["g", "two", "four"], "shape")],
+])
+def test_reshape_to_a_row_of_a_reshaped_shape_kept_right(row):
+    # Shape(x) as a 2-D tensor: a row of it is [c, d], not one element of the flattened shape
+    inits = [const("two_by_two", np.array([2, 2], np.int64)), const("one", np.array(1, np.int64)),
+             const("zero", np.array([0], np.int64)), const("zero_scalar", np.array(0, np.int64)),
+             const("two", np.array([2], np.int64)), const("four", np.array([4], np.int64))]
+    nodes = [node("Shape", ["x"], "sh"), *row, node("Reshape", ["z", "shape"], "y")]
+    model = make_model(nodes, [vi("x", FLOAT, ["a", "b", "c", "d"]), vi("z", FLOAT, [3, 4])],
+                       [vi("y", FLOAT, [None, None])], inits)
+    optimized = optimized_proto(model, check=False)  # its random inputs would not fit z
+    assert_same_outputs(model, optimized, {"x": rand(1, 1, 3, 4), "z": rand(3, 4)})
+
+
 def test_transpose_transpose_and_reshape_reshape_collapse():
     steps = [("Transpose", [], dict(perm=[1, 0, 2])), ("Transpose", [], dict(perm=[1, 0, 2])),
              ("Reshape", ["s1"], {}), ("Reshape", ["s2"], {})]

@@ -61,12 +61,16 @@ def _same_dim(a: Dim, b: int | ir.SymbolicDim) -> bool:
 
 
 def trace(value: ir.Value | None, depth: int = 0) -> list[Dim] | None:
-    """The elements of a 1-D (or scalar) int tensor, each known, symbolic or None; None if its length is unknown."""
-    if value is None or depth > _MAX_DEPTH:
+    """The elements of a 1-D (or scalar) int tensor, each known, symbolic or None; None if its length is unknown.
+
+    Tensors of rank > 1 are not traced: flattening them would make Gather or Slice pick the wrong elements.
+    """
+    if value is None or depth > _MAX_DEPTH or (value.shape is not None and value.shape.rank() > 1):
         return None
     array = constant(value)
     if array is not None:
-        return [int(v) for v in array.reshape(-1)] if np.issubdtype(array.dtype, np.integer) else None
+        integers = array.ndim <= 1 and np.issubdtype(array.dtype, np.integer)
+        return [int(v) for v in array.reshape(-1)] if integers else None
     node = value.producer()
     rule = _TRACERS.get(node.op_type) if node is not None and node.domain in ("", "ai.onnx") else None
     elements = rule(node, depth + 1) if rule is not None else None
@@ -92,7 +96,7 @@ def _shape(node: ir.Node, depth: int) -> list[Dim] | None:
 
 def _gather(node: ir.Node, depth: int) -> list[Dim] | None:
     elements, indices = trace(node.inputs[0], depth), constant(node.inputs[1])
-    if elements is None or indices is None or node.attributes.get_int("axis", 0) != 0:
+    if elements is None or indices is None or indices.ndim > 1 or node.attributes.get_int("axis", 0) != 0:
         return None
     if any(not -len(elements) <= int(i) < len(elements) for i in indices.reshape(-1)):
         return None
@@ -115,8 +119,14 @@ def _concat(node: ir.Node, depth: int) -> list[Dim] | None:
 
 
 def _same_elements(node: ir.Node, depth: int) -> list[Dim] | None:
-    """Ops that keep the elements as they are (a scalar and a one-element 1-D tensor trace alike)."""
+    """Ops that keep the elements as they are (a scalar and a one-element 1-D tensor trace alike).
+
+    Reshape, Squeeze and Unsqueeze only to a known rank <= 1 (trace() refuses inputs of rank > 1 itself).
+    """
     if node.op_type == "Cast" and node.attributes.get_int("to") not in (ir.DataType.INT64, ir.DataType.INT32):
+        return None
+    out = node.outputs[0].shape
+    if node.op_type in ("Reshape", "Squeeze", "Unsqueeze") and (out is None or out.rank() > 1):
         return None
     return trace(node.inputs[0], depth)
 
