@@ -53,10 +53,10 @@ class OptimizeResult:
         }
 
 
-def selected_passes(skip: Iterable[str], opset: int) -> list[passes.PassSpec]:
-    """Registered passes minus `skip` (unknown names are an error) and those the opset excludes."""
+def selected_passes(skip: Iterable[str]) -> list[passes.PassSpec]:
+    """Registered passes minus `skip` (unknown names are an error)."""
     skipped = {passes.get(name).name for name in skip}
-    return [spec for spec in passes.REGISTRY if spec.name not in skipped and opset >= spec.min_opset]
+    return [spec for spec in passes.REGISTRY if spec.name not in skipped]
 
 
 def run_passes(
@@ -149,7 +149,7 @@ def optimize_with_report(
     ir_model = io.to_ir(model)
     before = model_stats(ir_model, source)
     options = passes.PassOptions() if size_threshold is None else passes.PassOptions(size_threshold)
-    specs = selected_passes(skip, io.default_opset(ir_model.opset_imports))
+    specs = selected_passes(skip)
     skipped_check = None
     with _reference(source or model, ir_model) as reference, io.quiet_library_logs():
         if inline_functions and ir_model.functions:

@@ -222,6 +222,17 @@ def test_matmul_add_to_gemm():
     assert slim(model) == {"Gemm": 1}
 
 
+@pytest.mark.parametrize("x_rows, bias_shape, fused", [
+    (3, (1, 5), True), (3, (3, 5), True), ("N", (3, 5), False), (3, (3, 1), True),
+])
+def test_matmul_add_2d_bias_rows(x_rows, bias_shape, fused):
+    nodes = [node("MatMul", ["x", "W"], "t"), node("Add", ["t", "b"], "y")]
+    rows = 3 if bias_shape[0] == 3 else x_rows
+    model = make_model(nodes, [vi("x", FLOAT, [x_rows, 6])], [vi("y", FLOAT, [rows, 5])],
+                       [const("W", rand(6, 5)), const("b", rand(*bias_shape))])
+    assert slim(model) == ({"Gemm": 1} if fused else {"MatMul": 1, "Add": 1})
+
+
 def test_matmul_add_3d_input_kept():
     nodes = [node("MatMul", ["x", "W"], "t"), node("Add", ["t", "b"], "y")]
     model = make_model(nodes, [vi("x", FLOAT, ["N", 2, 6])], [vi("y", FLOAT, ["N", 2, 5])],

@@ -1,4 +1,4 @@
-"""The pass registry: every pass has a stable name (the CLI's `--skip NAME`), a stage and an opset range."""
+"""The pass registry: every pass has a stable name (the CLI's `--skip NAME`) and a stage."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ class PassSpec:
     description: str
     build: Callable[[PassOptions], ir.passes.PassBase]
     stage: str = "round"
-    lossless: bool = True
-    min_opset: int = 7
 
 
 REGISTRY: tuple[PassSpec, ...] = (

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import onnx_ir as ir
-from onnxscript.rewriter import _ir_utils
 from onnxscript.rewriter.rules.common._matmul_add_to_gemm import MatMulAddToGemm
+
+from onnxslim.passes.rules._common import FLOAT_TYPES
 
 
 class ConstantMatMulAddToGemm(MatMulAddToGemm):
@@ -17,20 +17,15 @@ class ConstantMatMulAddToGemm(MatMulAddToGemm):
         weight, bias = input_b.const_value, input_c.const_value
         if weight is None or bias is None:
             return result.fail("weight and bias must be constants")
-        if input_a.dtype not in _GEMM_TYPES or bias.dtype != weight.dtype:
+        if input_a.dtype not in FLOAT_TYPES or bias.dtype != weight.dtype:
             return result.fail("Gemm does not take this dtype")
         columns = weight.shape[1]
         if bias.shape.rank() > 2 or (bias.shape.rank() >= 1 and bias.shape[-1] not in (1, columns)):
             return result.fail("bias does not broadcast over the Gemm output")
-        if bias.shape.rank() == 2 and bias.shape[0] != 1 and not _ir_utils.has_rank(input_a, 2):
-            return result.fail("bias rows depend on the batch")
-        if bias.shape.rank() == 2 and bias.shape[0] != 1:
-            rows = input_a.shape[0] if input_a.shape is not None else None
-            if rows != bias.shape[0]:
-                return result.fail("bias rows do not match the input rows")
+        # input_a is 2-D (super().check): bias rows must be 1 or its rows
+        if bias.shape.rank() == 2 and bias.shape[0] not in (1, input_a.shape[0]):
+            return result.fail("bias rows do not match the input rows")
         return result
 
-
-_GEMM_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16})
 
 rules = (ConstantMatMulAddToGemm().rule(),)
