@@ -12,15 +12,14 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
 from onnxslim import io
-from onnxslim.calibration import (RANGE_METHODS, Histogram, collect_channel_means, collect_statistics, compute_range,
-                                  observing_session)
+from onnxslim.calibration import (RANGE_METHODS, Histogram, OrtSession, collect_channel_means, collect_statistics,
+                                  compute_range)
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
-from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
+from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.passes import quantize as qpass
 from onnxslim.passes.quant_bias import input_channel_axis
 from onnxslim.passes.quant_compact import CompactPass
@@ -198,10 +197,7 @@ def quantize(
         reference = io.to_proto(original).SerializeToString()
     except (OnnxSlimError, ValueError):  # io's 2 GB guard, or protobuf's own at serialization
         raise OnnxSlimError("INT8 quantization holds the model as one protobuf, which cannot exceed 2 GB") from None
-    try:
-        _session(reference)
-    except Exception as err:  # ORT's own errors carry no common type
-        raise OnnxSlimError(f"the model does not load in ONNX Runtime, which INT8 calibration needs: {first_line(err)}")
+    OrtSession(reference, what="the model does not load in ONNX Runtime, which INT8 calibration needs")
     samples = as_samples(calibration, input_specs(onnx.ModelProto.FromString(reference)))
     calib, held_out = split_samples(samples, eval_split)
 
@@ -233,7 +229,7 @@ def quantize(
     builder, quantized, info, note = _choose(builders, _choices(bias_correction), reference)
     notes += [note] if note else []
     eval_samples = held_out or calib
-    ref_outputs = _run(reference, eval_samples)
+    ref_outputs = _run(reference, eval_samples, int8=False)
     drift = compare_outputs(ref_outputs, _run(quantized, eval_samples))
     violations = budget.check(drift) if budget else []
     fallback: list[dict] = []
@@ -401,7 +397,7 @@ class _QuantBuilder:
         seen = {t for out, ins in pairs.values() for t in [out, *ins]}
         quant_name = {t: info.dequantized.get(t, t) for t in seen}
         names = sorted(seen)
-        float_vals = _run(self.proto, samples, names)
+        float_vals = _run(self.proto, samples, names, int8=False)
         quant_vals = [dict(zip(names, q.values())) for q in _run(quantized, samples, [quant_name[t] for t in names])]
         snr = {}
         for t in names:
@@ -458,7 +454,7 @@ def _choose(builders: Mapping[bool, _QuantBuilder], bias_corrections: Sequence[b
         builder.options = dataclasses.replace(builder.options, bias_correction=variants[0][1])
         return (builder, *builder.build(), None)
     samples = builders[variants[0][0]].samples[:max_samples]
-    ref = _run(reference, samples)
+    ref = _run(reference, samples, int8=False)
     best, scores = None, {}
     for eq, bc in variants:
         builder = builders[eq]
@@ -497,26 +493,13 @@ def _output_sizes(model: ir.Model, plan: qpass.QuantPlan, stats: Mapping[str, Hi
     return sizes
 
 
-def _session(model, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    data = model if isinstance(model, bytes) else (
-        model.SerializeToString() if isinstance(model, onnx.ModelProto) else ir.to_proto(model).SerializeToString())
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-
-
-def _run(model, samples, names: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
-    """Outputs (or the tensors ``names``) of ``model`` for each sample."""
-    if names:
-        proto = model if isinstance(model, onnx.ModelProto) else (
-            onnx.ModelProto.FromString(model) if isinstance(model, bytes) else ir.to_proto(model))
-        session = observing_session(proto, names, threads=1)
-        return [dict(zip(names, session.run(list(names), dict(s)))) for s in samples]
-    session = _session(model)
-    out_names = [o.name for o in session.get_outputs()]
-    return [dict(zip(out_names, session.run(None, dict(s)))) for s in samples]
+def _run(model, samples, names: Sequence[str] | None = None, *, int8: bool = True) -> list[dict[str, np.ndarray]]:
+    """Outputs (or the tensors ``names``) of ``model`` for each sample; ORT failing on an ``int8`` model is a
+    CheckFailedError."""
+    what = f"ONNX Runtime fails on the {'INT8' if int8 else 'float'} model"
+    session = OrtSession(model, names or (), threads=1, what=what, error=CheckFailedError if int8 else OnnxSlimError)
+    keys = list(names) if names else session.output_names
+    return [dict(zip(keys, session.run(s, names or None))) for s in samples]
 
 
 def _latency(reference: bytes, quantized: ir.Model, sample, runs: int = 30) -> tuple[float, float]:

@@ -128,3 +128,12 @@ def test_collect_channel_means_over_every_other_axis():
     relu = np.concatenate([np.maximum(s["x"], 0) for s in samples])
     np.testing.assert_allclose(means["r"], relu.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(means["x"], np.mean([s["x"].mean(axis=1) for s in samples], axis=0), rtol=1e-6)
+
+
+def test_onnx_runtime_errors_while_observing_are_onnxslim_errors():
+    samples = [{"x": np.zeros((1, 4), np.int64)}]  # wrong dtype: ORT refuses the run
+    for collect in (lambda: collect_statistics(_relu_model(), samples, ["r"], progress=False),
+                    lambda: collect_channel_means(_relu_model(), samples, {"r": 1}, progress=False)):
+        with pytest.raises(OnnxSlimError, match="ONNX Runtime") as err:
+            collect()
+        assert "\n" not in str(err.value)

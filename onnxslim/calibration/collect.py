@@ -9,21 +9,45 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxslim import io
 from onnxslim.calibration.histogram import DEFAULT_BINS, Histogram
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import OnnxSlimError, first_line
+
+OBSERVING = "ONNX Runtime fails while observing the float model's tensors"
 
 
-def observing_session(model: ir.Model | onnx.ModelProto, names: Sequence[str], *, threads: int = 0):
-    """An ORT session on ``model`` whose outputs are its own outputs followed by ``names``."""
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else onnx.ModelProto.FromString(model.SerializeToString())
-    existing = {o.name for o in proto.graph.output}
-    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+class OrtSession:
+    """A CPU ONNX Runtime session on ``model`` (bytes, ModelProto or ir.Model) whose outputs are its own
+    followed by ``names`` (observed with basic graph optimizations only). ORT's errors, at load or run,
+    become ``error`` with the one-line message ``"{what}: {ORT's first line}"``."""
+
+    def __init__(self, model: bytes | onnx.ModelProto | ir.Model, names: Sequence[str] = (), *, threads: int = 0,
+                 what: str = "ONNX Runtime fails on the model", error: type[OnnxSlimError] = OnnxSlimError):
+        self.what, self.error = what, error
+        proto = io.to_proto(model) if isinstance(model, ir.Model) else model
+        so = ort.SessionOptions()
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = threads
+        if names:
+            proto = onnx.ModelProto.FromString(proto if isinstance(proto, bytes) else proto.SerializeToString())
+            existing = {o.name for o in proto.graph.output}
+            proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        data = proto if isinstance(proto, bytes) else proto.SerializeToString()
+        self.session = self._call(ort.InferenceSession, data, so, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> list:
+        """The outputs ``names`` (None: all) for ``feeds``."""
+        return self._call(self.session.run, None if names is None else list(names), dict(feeds))
+
+    def _call(self, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as err:  # ORT's own errors carry no common type
+            raise self.error(f"{self.what}: {first_line(err)}") from err
 
 
 def collect_statistics(
@@ -40,14 +64,13 @@ def collect_statistics(
     Memory is bounded by one sample's activations plus ``bins`` counters per tensor.
     """
     names = list(dict.fromkeys(names))
-    session = observing_session(model, names)
-    out_names = [o.name for o in session.get_outputs()]
-    index = {n: out_names.index(n) for n in names}
+    session = OrtSession(model, names, what=OBSERVING)
+    index = {n: session.output_names.index(n) for n in names}
     stats = {n: Histogram(bins=bins) for n in names}
     count = 0
     with _progress(progress, total, "calibrating") as advance:
         for sample in samples:
-            outputs = session.run(None, dict(sample))
+            outputs = session.run(sample)
             for n, i in index.items():
                 value = outputs[i]
                 if isinstance(value, np.ndarray) and value.dtype.kind == "f":
@@ -70,15 +93,14 @@ def collect_channel_means(
     """Mean of each float tensor ``name`` per index of its axis ``axes[name]`` (over every other axis
     and all samples), in float64; memory is one running sum per channel."""
     names = list(axes)
-    session = observing_session(model, names)
-    out_names = [o.name for o in session.get_outputs()]
+    session = OrtSession(model, names, what=OBSERVING)
     sums: dict[str, np.ndarray] = {}
     counts = dict.fromkeys(names, 0)
     with _progress(progress, total, "channel means") as advance:
         for sample in samples:
-            outputs = session.run(None, dict(sample))
+            outputs = session.run(sample)
             for name in names:
-                value = np.moveaxis(np.asarray(outputs[out_names.index(name)], np.float64), axes[name], 0)
+                value = np.moveaxis(np.asarray(outputs[session.output_names.index(name)], np.float64), axes[name], 0)
                 flat = value.reshape(value.shape[0], -1)
                 sums[name] = sums.get(name, 0.0) + flat.sum(axis=1)
                 counts[name] += flat.shape[1]
