@@ -156,6 +156,17 @@ def test_static_shape_arithmetic_is_folded():
     assert_same_outputs(model, out)
 
 
+def test_static_dims_of_a_dynamic_shape_are_folded_from_an_attribute_slice():
+    # opset 9: Slice takes starts/ends/axes as attributes
+    model = make_model(
+        [N("Shape", ["x"], ["s"]), N("Slice", ["s"], ["hw"], starts=[2], ends=[4], axes=[0]),
+         N("ReduceProd", ["hw"], ["p"], keepdims=1), N("Cast", ["p"], ["pf"], to=FLOAT), N("Mul", ["x", "pf"], ["y"])],
+        [vi("x", FLOAT, ["N", 3, 4, 4])], [vi("y", FLOAT, ["N", 3, 4, 4])], opset=9)
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Mul": 1}
+    assert_same_outputs(model, out, feeds={"x": np.ones((5, 3, 4, 4), np.float32)})
+
+
 def test_static_dims_of_a_dynamic_shape_are_folded():
     # x: [N, 3, 4, 4]; Slice(Shape(x), 1, 4) and Gather(Shape(x), 2) are known although N is not
     model = make_model(

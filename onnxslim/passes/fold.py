@@ -9,6 +9,8 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.optimizer import _constant_folding
 
+from onnxslim.passes.rules._common import constant, slice_params
+
 #: Ops never folded: they carry quantization information, or they are random.
 NEVER_FOLD = frozenset({
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
@@ -79,8 +81,8 @@ class _GuardedFolder(_constant_folding.FoldConstantsPass):
             return None
         array = np.array(values[0] if scalar else values, dtype=np.int64)
         if is_function:
-            constant = self.new_constant(node, array)
-            return None if constant is None else _constant_folding.Replacement(constant.outputs, [constant])
+            new = self.new_constant(node, array)
+            return None if new is None else _constant_folding.Replacement(new.outputs, [new])
         value = self.new_initializer(node, array)
         if value is None:
             return None
@@ -97,26 +99,19 @@ class _GuardedFolder(_constant_folding.FoldConstantsPass):
 def _pick_dims(node: ir.Node, dims: list) -> tuple[list, bool] | None:
     """The dims a Slice (constant starts/ends/axes/steps) or Gather (axis 0, constant indices) picks."""
     if node.op_type == "Gather":
-        if node.attributes.get_int("axis", 0) != 0 or len(node.inputs) < 2:
+        indices = constant(node.inputs[1]) if len(node.inputs) > 1 else None
+        if node.attributes.get_int("axis", 0) != 0 or indices is None or indices.ndim > 1:
             return None
-        indices = _array(node.inputs[1])
-        if indices is None or indices.ndim > 1 or not np.issubdtype(indices.dtype, np.integer):
+        if not np.issubdtype(indices.dtype, np.integer) or any(not -len(dims) <= i < len(dims) for i in indices.reshape(-1)):
             return None
-        if any(not -len(dims) <= int(i) < len(dims) for i in indices.reshape(-1)):
-            return None
-        values = [dims[int(i)] for i in indices.reshape(-1)]
-        return values, indices.ndim == 0
-    if len(node.inputs) < 3:  # opset < 10 Slice takes attributes: left to the folder
+        return [dims[int(i)] for i in indices.reshape(-1)], indices.ndim == 0
+    params = slice_params(node)
+    if params is None or any(p.size != 1 for p in params):
         return None
-    args = [_array(v) for v in node.inputs[1:]]
-    if any(a is None for a in args) or any(a.size != 1 for a in args):
-        return None
-    starts, ends, *rest = (int(a.reshape(-1)[0]) for a in args)
-    axis = rest[0] if rest else 0
-    step = rest[1] if len(rest) > 1 else 1
+    start, end, axis, step = (int(p[0]) for p in params)
     if axis not in (0, -1) or step == 0:
         return None
-    return dims[slice(starts, ends, step)], False
+    return dims[slice(start, end, step)], False
 
 
 def _static_output_bytes(node: ir.Node) -> float:
@@ -144,14 +139,8 @@ def _input_bytes(node: ir.Node) -> int:
     )
 
 
-def _array(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
-
-
 def _constant_of_shape_bytes(node: ir.Node) -> float:
-    shape = _array(node.inputs[0])
+    shape = constant(node.inputs[0])
     if shape is None:
         return math.inf
     attr = node.attributes.get("value")
@@ -160,7 +149,7 @@ def _constant_of_shape_bytes(node: ir.Node) -> float:
 
 
 def _expand_bytes(node: ir.Node) -> float:
-    data, shape = _array(node.inputs[0]), _array(node.inputs[1])
+    data, shape = constant(node.inputs[0]), constant(node.inputs[1])
     if data is None or shape is None:
         return math.inf
     try:
@@ -171,14 +160,14 @@ def _expand_bytes(node: ir.Node) -> float:
 
 
 def _tile_bytes(node: ir.Node) -> float:
-    data, repeats = _array(node.inputs[0]), _array(node.inputs[1])
+    data, repeats = constant(node.inputs[0]), constant(node.inputs[1])
     if data is None or repeats is None:
         return math.inf
     return float(data.nbytes) * float(np.prod(repeats, dtype=np.float64))
 
 
 def _range_bytes(node: ir.Node) -> float:
-    start, limit, delta = (_array(v) for v in node.inputs[:3])
+    start, limit, delta = (constant(v) for v in node.inputs[:3])
     if start is None or limit is None or delta is None or float(delta) == 0:
         return math.inf
     count = max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
