@@ -438,18 +438,16 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
 
 
 def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
-    """Accept a path, a ModelProto or an onnx-ir Model."""
+    """Accept a path, a ModelProto or an onnx-ir Model, validated alike."""
     if isinstance(model, ir.Model):
+        validate(model)
         return model
     if isinstance(model, onnx.ModelProto):
         # onnx-ir's tensors wrap the proto's TensorProtos, and renaming a value renames its tensor:
         # work on a copy so the caller's ModelProto is never changed.
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        try:
-            converted = ir.serde.deserialize_model(copy)
-        except Exception as err:
-            raise OnnxSlimError(f"cannot read the ModelProto: {first_line(err)}")
+        converted = _deserialize(copy, "ModelProto")
         validate(converted)
         return converted
     if isinstance(model, (str, os.PathLike)):
