@@ -150,7 +150,11 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             samples = data.load_samples(check_inputs, data.input_specs(input_path))
         console = Console(stderr=True, quiet=quiet)
         if int8:
-            _quantize(input_path, output, external_data, report_path, console, written, **int8_options)
+            if check_inputs is not None:
+                raise OnnxSlimError("--check-inputs is for the lossless check; with --int8 the held-out part "
+                                    "of --calibration measures the drift")
+            lossless = {"skip": skipped, "size_threshold": size_threshold, "inline_functions": inline_functions}
+            _quantize(input_path, output, external_data, report_path, console, written, lossless, **int8_options)
         else:
             with console.status("optimizing", spinner="dots") as status:
                 result = pipeline.optimize_with_report(
@@ -180,10 +184,10 @@ _LEVER = {"auto": "auto", "on": True, "off": False}
 
 
 def _quantize(input_path: Path, output: Path | None, external_data: bool, report_path: Path | None, console: Console,
-              written: list[Path], *, calibration: str, preprocess: str | None, calibration_method: str, percentile: float,
+              written: list[Path], lossless: dict, *, calibration: str, preprocess: str | None, calibration_method: str, percentile: float,
               per_tensor: bool, activation_type: str, target: str, equalize: str, bias_correction: str, exclude_op, exclude_node, quantize_op,
               max_drift: str | None, eval_split: float, require_speedup: bool) -> None:
-    """Calibrate, quantize, measure drift and speed, save, report."""
+    """Run the lossless passes (`lossless`: their options), calibrate, quantize, measure drift and speed, save, report."""
     from onnxslim.quantize import quantize
 
     samples = data.load_samples(calibration, data.input_specs(input_path), preprocess=preprocess)
@@ -194,7 +198,7 @@ def _quantize(input_path: Path, output: Path | None, external_data: bool, report
         activation_type=activation_type, target=target, equalize=_LEVER[equalize],
         bias_correction=_LEVER[bias_correction], exclude_ops=exclude_op, exclude_nodes=exclude_node,
         quantize_ops=quantize_op or None, max_drift=max_drift, eval_split=eval_split,
-        require_speedup=require_speedup, progress=not console.quiet,
+        require_speedup=require_speedup, progress=not console.quiet, optimize_options=lossless,
     )
     if output is not None:
         io.save(result.model, output, external_data or None)

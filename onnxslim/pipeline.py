@@ -17,7 +17,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim import io, passes, verify
-from onnxslim.passes import dims
+from onnxslim.passes import dims, prune
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.stats import ModelStats, model_stats
 
@@ -75,10 +75,13 @@ def run_passes(
         applied[spec.name] += modified
         return modified
 
+    # Invariants every pass relies on, so not skippable: the default opset imported as "", and
+    # placeholder dim names ("?") that promise no equality.
+    prune.NormalizeOpsetImports()(model)
+    dims.forget_placeholder_dims(model)
     for spec in specs:
         if spec.stage == "setup":
             run(spec)
-    dims.forget_placeholder_dims(model)
     rounds, version, clean_at = 0, 0, {}
     _infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
     while rounds < MAX_ROUNDS:

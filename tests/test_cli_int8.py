@@ -76,3 +76,19 @@ def test_int8_equalization_and_bias_correction_flags(tmp_path, demo_path):
         chosen[equalize] = (data["equalized_pairs"], data["bias_correction"])
     assert chosen["on"][0] > 0 and chosen["on"][1] is False
     assert chosen["off"] == (0, True)
+
+
+def test_int8_runs_the_lossless_passes_with_the_given_options(tmp_path, demo_path):
+    calibration = _calibration_folder(tmp_path)
+    kept, fused = tmp_path / "kept.onnx", tmp_path / "fused.onnx"
+    assert run_cli(demo_path, "-o", kept, "--int8", "--calibration", calibration, "--skip", "fuse-batchnorm",
+                   "-q").returncode == 0
+    assert run_cli(demo_path, "-o", fused, "--int8", "--calibration", calibration, "-q").returncode == 0
+    assert op_counts(kept)["BatchNormalization"] == 2
+    assert op_counts(fused)["BatchNormalization"] == 0
+
+
+def test_int8_refuses_check_inputs(tmp_path, demo_path):
+    proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--int8", "--calibration", "random:4",
+                   "--check-inputs", _calibration_folder(tmp_path))
+    assert_one_line_error(proc, 2, "--check-inputs is for the lossless check")

@@ -33,8 +33,6 @@ class PassSpec:
 REGISTRY: tuple[PassSpec, ...] = (
     PassSpec("freeze-initializer-inputs", "initializers also listed as graph inputs become constants",
              lambda o: prune.FreezeInitializerInputs(), stage="setup"),
-    PassSpec("normalize-opset-imports", 'the default opset imported as "ai.onnx" renamed to "" (what the other passes look up)',
-             lambda o: prune.NormalizeOpsetImports(), stage="setup"),
     PassSpec("fold-constants", "evaluate nodes whose inputs are all constant (size-guarded), constant-condition If",
              lambda o: fold.FoldConstants(o.size_threshold)),
     PassSpec("remove-no-ops", "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, x*1, x+0, ...",

@@ -9,6 +9,8 @@ from typing import Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim import io
+
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes.quant_bias import corrected_bias, input_channel_axis
 from onnxslim.passes.quant_rules import (COMPUTE, DEFAULT_OPS, FOLDABLE, RULES, SHARED, STORED_TABLES, WEIGHT_ONLY,
@@ -77,7 +79,7 @@ class QParams:
 
 def prepare(model: ir.Model) -> ir.Model:
     """Name every node and make per-axis QDQ expressible (default-domain opset >= 13)."""
-    if model.opset_imports.get("", 1) < QDQ_MIN_OPSET:
+    if (io.default_opset(model.opset_imports) or 1) < QDQ_MIN_OPSET:
         from onnx import version_converter
 
         try:
