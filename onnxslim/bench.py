@@ -28,6 +28,7 @@ from onnxslim.data import Preprocess, input_specs, load_samples, parse_shapes, v
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.io import write_text_atomic
+from onnxslim.report import human_bytes, number
 
 SCHEMA_VERSION = 1
 OPT_LEVELS = {
@@ -230,7 +231,7 @@ class BenchReport:
             worst = _worst(m.drift)
             rows.append([
                 m.name,
-                _size(m.file_size),
+                human_bytes(m.file_size),
                 "ref" if index == 0 else f"{self.size_ratio(m):.2f}x",
                 str(m.nodes),
                 f"{m.session_ms:.1f}",
@@ -255,8 +256,8 @@ class BenchReport:
                 elif d.exact_match is not None:
                     note = "exact" if d.exact_match else "not exact"
                 rows.append([
-                    m.name, d.name, _num(d.max_abs), _num(d.mean_abs), _num(d.cosine, ".6f"),
-                    _num(d.snr_db, ".1f"), _num(d.top1_agreement, ".4f"), note,
+                    m.name, d.name, number(d.max_abs), number(d.mean_abs), number(d.cosine, ".6f"),
+                    number(d.snr_db, ".1f"), number(d.top1_agreement, ".4f"), note,
                 ])
         return rows
 
@@ -300,18 +301,6 @@ def _worst(drift: dict[str, Drift] | None) -> str:
     return f"{min(cosines):.6f}" if cosines else "-"
 
 
-def _size(nbytes: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if nbytes < 1000:
-            return f"{nbytes:.0f}{unit}" if unit == "B" else f"{nbytes:.1f}{unit}"
-        nbytes /= 1000
-    return f"{nbytes:.2f}GB"
-
-
-def _num(value: float | None, spec: str = ".3g") -> str:
-    if value is None:
-        return "-"
-    return str(value) if not math.isfinite(value) else format(value, spec)
 
 
 def _finite(value: float):

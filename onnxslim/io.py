@@ -198,7 +198,7 @@ def _dependencies(node: ir.Node) -> Iterator[ir.Node]:
 
 def _check_external_data(model: ir.Model, where: str) -> None:
     """Every external tensor must exist inside the model's folder and be long enough."""
-    for graph in (model.graph, *model.graph.subgraphs()):
+    for graph in model.graphs():
         for value in graph.initializers.values():
             tensor = value.const_value
             if not isinstance(tensor, ir.ExternalTensor):
@@ -224,7 +224,7 @@ def weight_bytes(model: ir.Model) -> int:
     """Total bytes of initializers in the main graph and its subgraphs."""
     return sum(
         value.const_value.nbytes
-        for graph in (model.graph, *model.graph.subgraphs())
+        for graph in model.graphs()
         for value in graph.initializers.values()
         if value.const_value is not None
     )

@@ -25,6 +25,7 @@ from onnxslim.passes.quant_bias import input_channel_axis
 from onnxslim.passes.quant_compact import CompactPass
 from onnxslim.passes.quant_equalize import EqualizePass, find_pairs
 from onnxslim.passes.quant_rules import DEFAULT_OPS, RULES, SHARED, STORED_TABLES, WEIGHT_ONLY, WEIGHTED
+from onnxslim.report import human_bytes, number
 
 DEFAULT_METHOD = "percentile"
 DEFAULT_MIN_MACS = 1 << 20
@@ -113,7 +114,7 @@ class QuantizeReport:
         table.add_column("")
         table.add_column("float", justify="right")
         table.add_column("int8", justify="right")
-        table.add_row("size", _mb(self.size_before), _mb(self.size_after))
+        table.add_row("size", human_bytes(self.size_before), human_bytes(self.size_after))
         table.add_row("nodes", str(self.nodes_before), str(self.nodes_after))
         if self.speedup is not None:
             table.add_row("latency (median, 1 thread)", f"{self.latency_float_ms:.2f} ms",
@@ -129,8 +130,8 @@ class QuantizeReport:
         for col in ("output", "max abs", "cosine", "SNR dB", "top-1"):
             drift.add_column(col, justify="right" if col != "output" else "left")
         for d in self.drift.values():
-            drift.add_row(d.name, _num(d.max_abs), _num(d.cosine, ".5f"), _num(d.snr_db, ".1f"),
-                          _num(d.top1_agreement, ".3f"))
+            drift.add_row(d.name, number(d.max_abs), number(d.cosine, ".5f"), number(d.snr_db, ".1f"),
+                          number(d.top1_agreement, ".3f"))
         console.print(drift)
         if self.fallback:
             fb = Table(title=f"returned to float to meet {self.budget}")
@@ -138,7 +139,7 @@ class QuantizeReport:
             fb.add_column("op")
             fb.add_column("added noise (dB below signal)", justify="right")
             for item in self.fallback:
-                fb.add_row(item["node"], item["op"], _num(item["noise_db"], ".1f"))
+                fb.add_row(item["node"], item["op"], number(item["noise_db"], ".1f"))
             console.print(fb)
         for line in self.violations + self.notes:
             console.print(line)
@@ -509,11 +510,3 @@ def _latency(reference: bytes, quantized: ir.Model, sample, runs: int = 30) -> t
     report = benchmark([onnx.ModelProto.FromString(reference), ir.to_proto(quantized)], inputs=[sample],
                        runs=runs, warmup=5, measure_memory=False, progress=False)
     return report.models[0].latency.median, report.models[1].latency.median
-
-
-def _mb(nbytes: int) -> str:
-    return f"{nbytes / 1e6:.2f} MB"
-
-
-def _num(value, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)

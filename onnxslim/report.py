@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from rich.console import Console
@@ -13,6 +14,7 @@ from onnxslim.stats import ModelStats
 
 
 def human_bytes(count: int | None) -> str:
+    """A byte count in B, KiB, MiB or GiB; "-" when unknown."""
     if count is None:
         return "-"
     size = float(count)
@@ -21,6 +23,13 @@ def human_bytes(count: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def number(value: float | None, spec: str = ".3g") -> str:
+    """A figure for a table: "-" when missing, inf/nan spelled out."""
+    if value is None:
+        return "-"
+    return str(value) if not math.isfinite(value) else format(value, spec)
 
 
 def _change(before: int | None, after: int | None) -> str:

@@ -34,7 +34,7 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
             tensor = node.attributes["value"].as_tensor()
             parameters += tensor.size
             weight_bytes += tensor.nbytes
-    for graph in (model.graph, *model.graph.subgraphs()):
+    for graph in model.graphs():
         for value in graph.initializers.values():
             if value.const_value is not None:
                 parameters += value.const_value.size
@@ -54,7 +54,7 @@ def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:
     total = path.stat().st_size
     locations = {
         value.const_value.location
-        for graph in (model.graph, *model.graph.subgraphs())
+        for graph in model.graphs()
         for value in graph.initializers.values()
         if isinstance(value.const_value, ir.ExternalTensor)
     }
