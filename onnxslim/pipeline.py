@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -154,7 +152,8 @@ def optimize_with_report(
     options = passes.PassOptions() if size_threshold is None else passes.PassOptions(size_threshold)
     specs = selected_passes(skip)
     skipped_check = None
-    with _reference(source or model, ir_model) as reference, io.quiet_library_logs():
+    # The original as ORT loads it: its file, or a copy saved now, before the in-place passes change it.
+    with verify.model_file(source or model) as reference, io.quiet_library_logs():
         if inline_functions and ir_model.functions:
             if on_pass:
                 on_pass("inline-functions")
@@ -227,29 +226,6 @@ def _check(reference, ir_model: ir.Model, check_inputs, shapes) -> str | None:
             raise
         return f"the original model does not run on ONNX Runtime (custom domain {', '.join(map(repr, custom))})"
     return None
-
-
-class _reference:
-    """The original model as ORT will load it, captured before the in-place passes change it."""
-
-    def __init__(self, given: ModelLike, ir_model: ir.Model) -> None:
-        self.given, self.ir_model = given, ir_model
-        self.folder: tempfile.TemporaryDirectory | None = None
-
-    def __enter__(self) -> str | os.PathLike:
-        if isinstance(self.given, (str, os.PathLike)):
-            return self.given
-        self.folder = tempfile.TemporaryDirectory(prefix="onnxslim-original-")
-        path = Path(self.folder.name) / "original.onnx"
-        if isinstance(self.given, onnx.ModelProto):
-            onnx.save(self.given, path)
-        else:
-            io.save(self.ir_model, path)
-        return path
-
-    def __exit__(self, *exc) -> None:
-        if self.folder is not None:
-            self.folder.cleanup()
 
 
 def optimize(

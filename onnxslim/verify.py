@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
@@ -41,14 +42,17 @@ class Mismatch:
 
 
 @contextlib.contextmanager
-def model_file(model: str | os.PathLike | ir.Model) -> Iterator[Path]:
-    """A path ORT can load: the model's own file, or a temporary copy of an in-memory model."""
-    if not isinstance(model, ir.Model):
+def model_file(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> Iterator[Path]:
+    """A path ORT can load: the model's own file, or a temporary copy of an in-memory model made on entry."""
+    if not isinstance(model, (onnx.ModelProto, ir.Model)):
         yield Path(model)
         return
     with tempfile.TemporaryDirectory(prefix="onnxslim-") as folder:
         path = Path(folder) / "model.onnx"
-        io.save(model, path)
+        if isinstance(model, onnx.ModelProto):
+            onnx.save(model, path)
+        else:
+            io.save(model, path)
         yield path
 
 
