@@ -23,20 +23,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from onnxslim import runtime
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import Preprocess, input_specs, load_samples, parse_shapes, validate_samples
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.io import write_text_atomic
 from onnxslim.report import human_bytes, number
+from onnxslim.runtime import OPT_LEVELS
 
 SCHEMA_VERSION = 1
-OPT_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
 RANDOM_SAMPLES = 8
 SESSION_REPEATS = 3  # session creation is timed this many times (interleaved); the median is reported
 MEMORY_RUNS = 3
@@ -387,21 +383,9 @@ def _external_bytes(proto: onnx.ModelProto, folder: Path) -> int:
     return sum((folder / f).stat().st_size for f in files if (folder / f).is_file())
 
 
-def _session_options(threads: int, ort_opt_level: str) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[ort_opt_level])
-    options.log_severity_level = 3
-    return options
-
-
-def _create_session(model: _Model, options: ort.SessionOptions) -> tuple[ort.InferenceSession, float]:
+def _create_session(model: _Model, options) -> tuple[ort.InferenceSession, float]:
     start = time.perf_counter()
-    try:
-        session = ort.InferenceSession(model.source, options, providers=["CPUExecutionProvider"])
-    except Exception as err:
-        raise OnnxSlimError(f"{model.name}: onnxruntime cannot load it: {first_line(err)}")
+    session = runtime.create_session(model.source, options, f"{model.name}: onnxruntime cannot load it")
     return session, time.perf_counter() - start
 
 
@@ -467,7 +451,7 @@ def benchmark(
     if len(set(short)) == len(short):
         for model, name in zip(prepared, short):
             model.name = name
-    options = _session_options(threads, ort_opt_level)
+    options = runtime.session_options(threads=threads, opt_level=ort_opt_level)
     console = Console(stderr=True)
     steps = len(prepared) * (SESSION_REPEATS + warmup + runs + (1 if measure_memory else 0))
     with Progress(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from onnxslim.bench import OPT_LEVELS, benchmark
+from onnxslim.bench import benchmark
 from onnxslim.data import parse_preprocess, parse_shapes
 from onnxslim.drift import parse_max_drift
 from onnxslim.errors import errors_to_exit_codes
+from onnxslim.runtime import OPT_LEVELS
 
 
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxslim import io
+from onnxslim import io, runtime
 from onnxslim.data import input_specs, random_inputs
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 
@@ -58,14 +58,7 @@ def model_file(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> Iterato
 
 def session(path: Path, what: str, error: type[OnnxSlimError] = OnnxSlimError) -> ort.InferenceSession:
     """A single-threaded CPU session with ORT's own graph optimizations off, so the graph runs as written."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:
-        raise error(f"{what} does not load in ONNX Runtime: {first_line(err)}")
+    return runtime.create_session(str(path), runtime.session_options(), f"{what} does not load in ONNX Runtime", error)
 
 
 def compare(

@@ -7,9 +7,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
-from onnxslim import io
+from onnxslim import io, runtime
 from onnxslim.calibration.histogram import DEFAULT_BINS, Histogram
 from onnxslim.errors import OnnxSlimError, first_line
 
@@ -25,18 +24,13 @@ class OrtSession:
                  what: str = "ONNX Runtime fails on the model", error: type[OnnxSlimError] = OnnxSlimError):
         self.what, self.error = what, error
         proto = io.to_proto(model) if isinstance(model, ir.Model) else model
-        so = ort.SessionOptions()
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
         if names:
             proto = onnx.ModelProto.FromString(proto if isinstance(proto, bytes) else proto.SerializeToString())
             existing = {o.name for o in proto.graph.output}
             proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options = runtime.session_options(threads=threads, opt_level="basic" if names else "all")
         data = proto if isinstance(proto, bytes) else proto.SerializeToString()
-        self.session = self._call(ort.InferenceSession, data, so, providers=["CPUExecutionProvider"])
+        self.session = runtime.create_session(data, options, what, error)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> list:
