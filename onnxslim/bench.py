@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 from rich import box
 from rich.console import Console
@@ -31,6 +32,7 @@ from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.io import write_text_atomic
 from onnxslim.report import human_bytes, number
 from onnxslim.runtime import OPT_LEVELS
+from onnxslim.stats import model_stats
 
 SCHEMA_VERSION = 1
 RANDOM_SAMPLES = 8
@@ -353,14 +355,11 @@ def _prepare(model, index: int) -> _Model:
         if not path.is_file():
             raise OnnxSlimError(f"{path}: no such file")
         try:
-            proto = onnx.load(path, load_external_data=False)
+            stats = model_stats(ir.load(path), path)
         except Exception as err:
             raise OnnxSlimError(f"{path}: not a valid ONNX model: {first_line(err)}")
-        size = path.stat().st_size + _external_bytes(proto, path.parent)
-        return _Model(str(path), str(path), size, len(proto.graph.node))
+        return _Model(str(path), str(path), stats.file_bytes, stats.nodes)
     try:
-        import onnx_ir as ir
-
         if isinstance(model, ir.Model):
             model = ir.serde.serialize_model(model)
         if not isinstance(model, onnx.ModelProto):
@@ -368,19 +367,7 @@ def _prepare(model, index: int) -> _Model:
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
         raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}")
-    return _Model(f"model{index}", data, len(data), len(model.graph.node))
-
-
-def _external_bytes(proto: onnx.ModelProto, folder: Path) -> int:
-    """Sizes of the external data files the main graph's initializers refer to."""
-    files = {
-        entry.value
-        for tensor in proto.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return sum((folder / f).stat().st_size for f in files if (folder / f).is_file())
+    return _Model(f"model{index}", data, len(data), model_stats(ir.from_proto(model)).nodes)
 
 
 def _create_session(model: _Model, options) -> tuple[ort.InferenceSession, float]:
