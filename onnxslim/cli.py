@@ -134,6 +134,9 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             raise OnnxSlimError("--bench needs an output path to compare with the input")
         if int8 != bool(int8_options["calibration"]):
             raise OnnxSlimError("--int8 and --calibration DATA go together")
+        if int8 and check_inputs is not None:
+            raise OnnxSlimError("--check-inputs is for the lossless check; with --int8 the held-out part "
+                                "of --calibration measures the drift")
         skipped = [name.strip() for item in skip for name in item.split(",") if name.strip()]
         if keep_initializer_inputs:
             skipped.append("freeze-initializer-inputs")
@@ -150,9 +153,6 @@ def optimize(input_path, output_arg, output_opt, skip, size_threshold, keep_init
             samples = data.load_samples(check_inputs, data.input_specs(input_path))
         console = Console(stderr=True, quiet=quiet)
         if int8:
-            if check_inputs is not None:
-                raise OnnxSlimError("--check-inputs is for the lossless check; with --int8 the held-out part "
-                                    "of --calibration measures the drift")
             lossless = {"skip": skipped, "size_threshold": size_threshold, "inline_functions": inline_functions}
             _quantize(input_path, output, external_data, report_path, console, written, lossless, **int8_options)
         else:

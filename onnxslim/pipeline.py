@@ -15,8 +15,8 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim import io, passes, verify
-from onnxslim.passes import dims, prune
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
+from onnxslim.passes import dims, prune
 from onnxslim.stats import ModelStats, model_stats
 
 MAX_ROUNDS = 20
