@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from onnxslim.bench import benchmark  # noqa: E402
-from onnxslim.quantize import quantize  # noqa: E402
+from onnxslim.quantization import quantize  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
 # Per-model drift budgets handed to onnxslim's fallback, and the issue's targets checked in the table.
@@ -55,8 +55,27 @@ ABLATIONS = {
     "default: percentile, CLE and BC auto": {},
 }
 EVAL_SPLIT = 0.25
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
-          "camera", "coins", "colorwheel", "brick", "grass", "gravel", "cell", "clock", "moon", "cat", "page", "text"]
+PHOTOS = [
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "camera",
+    "coins",
+    "colorwheel",
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+    "clock",
+    "moon",
+    "cat",
+    "page",
+    "text",
+]
 TEXTS = ["text", "page"]
 
 
@@ -78,7 +97,7 @@ def _photo_crops(n: int, size: int, rng) -> list[np.ndarray]:
         h, w = im.shape[:2]
         s = int(min(h, w) * rng.uniform(0.4, 1.0))
         y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-        crop = im[y:y + s, x:x + s][:, ::-1] if rng.random() < 0.5 else im[y:y + s, x:x + s]
+        crop = im[y : y + s, x : x + s][:, ::-1] if rng.random() < 0.5 else im[y : y + s, x : x + s]
         out.append(resize(crop, (size, size), anti_aliasing=True).astype(np.float32))
     return out
 
@@ -91,7 +110,7 @@ def _text_crops(n: int, rng) -> list[np.ndarray]:
         sh = int(rng.integers(18, 40))
         sw = int(rng.integers(sh * 3, min(w, sh * 12)))
         y, x = rng.integers(0, h - sh + 1), rng.integers(0, w - sw + 1)
-        out.append(im[y:y + sh, x:x + sw])
+        out.append(im[y : y + sh, x : x + sw])
     return out
 
 
@@ -114,10 +133,15 @@ def samples(model: str, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     if model == "ppocrv4_det":
         from skimage.transform import resize
 
-        mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+        mean, std = (
+            np.array([0.485, 0.456, 0.406], np.float32),
+            np.array([0.229, 0.224, 0.225], np.float32),
+        )
         ims = _photo_crops(n - n // 4, 320, rng)
         ims += [resize(_image(TEXTS[i % 2]), (320, 320)).astype(np.float32) for i in range(n // 4)]
-        return [{"x": ((im - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)} for im in ims]
+        return [
+            {"x": ((im - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)} for im in ims
+        ]
     if model == "ppocrv4_rec":
         return [{"x": _ppocr_line(im, 48, 320)} for im in _text_crops(n, rng)]
     if model == "ppocr_cls":
@@ -130,7 +154,12 @@ def samples(model: str, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 def ort_quantize(src: Path, dst: Path, calibration: list[dict]) -> float:
     """ORT's quantize_static (QDQ, per-channel, MinMax); returns the seconds it took."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -140,8 +169,14 @@ def ort_quantize(src: Path, dst: Path, calibration: list[dict]) -> float:
             return next(self.items, None)
 
     started = time.perf_counter()
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    calibrate_method=CalibrationMethod.MinMax)
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
     return time.perf_counter() - started
 
 
@@ -150,13 +185,22 @@ def _split(name: str, n_samples: int, n_test: int) -> tuple[list[dict], list[dic
     return data[:n_samples], data[n_samples:]
 
 
-def run(name: str, n_samples: int, n_test: int, runs: int, work: Path, target: str = "auto") -> dict:
+def run(
+    name: str, n_samples: int, n_test: int, runs: int, work: Path, target: str = "auto"
+) -> dict:
     src = ZOO / f"{name}.onnx"
     data, test = _split(name, n_samples, n_test)
-    calib = data[:-max(2, round(len(data) * EVAL_SPLIT))]
+    calib = data[: -max(2, round(len(data) * EVAL_SPLIT))]
     started = time.perf_counter()
-    result = quantize(src, data, max_drift=BUDGETS[name], eval_split=EVAL_SPLIT, target=target,
-                      measure_latency=False, progress=False)
+    result = quantize(
+        src,
+        data,
+        max_drift=BUDGETS[name],
+        eval_split=EVAL_SPLIT,
+        target=target,
+        measure_latency=False,
+        progress=False,
+    )
     ours_s = time.perf_counter() - started
     ours = work / f"{name}.onnxslim.int8.onnx"
     import onnx_ir as ir
@@ -164,18 +208,32 @@ def run(name: str, n_samples: int, n_test: int, runs: int, work: Path, target: s
     ir.save(result.model, ours)
     theirs = work / f"{name}.ort.int8.onnx"
     ort_s = ort_quantize(src, theirs, calib)
-    report = benchmark([src, ours, theirs], inputs=test, runs=runs, warmup=5, measure_memory=False, progress=False)
+    report = benchmark(
+        [src, ours, theirs], inputs=test, runs=runs, warmup=5, measure_memory=False, progress=False
+    )
     ref, mine, ort_model = report.models
-    row = {"model": name, "float_mb": ref.file_size / 1e6, "float_ms": ref.latency.median,
-           "budget": BUDGETS[name], "fallback": [f["node"] for f in result.report.fallback],
-           "method": result.report.method, "target": result.report.target,
-           "weight_bits": result.report.weight_bits, "equalized_pairs": result.report.equalized_pairs,
-           "bias_correction": result.report.bias_correction}
+    row = {
+        "model": name,
+        "float_mb": ref.file_size / 1e6,
+        "float_ms": ref.latency.median,
+        "budget": BUDGETS[name],
+        "fallback": [f["node"] for f in result.report.fallback],
+        "method": result.report.method,
+        "target": result.report.target,
+        "weight_bits": result.report.weight_bits,
+        "equalized_pairs": result.report.equalized_pairs,
+        "bias_correction": result.report.bias_correction,
+    }
     for key, m, seconds in (("onnxslim", mine, ours_s), ("ort", ort_model, ort_s)):
         out = next(iter(m.drift.values()))
-        row[key] = {"size_ratio": m.file_size / ref.file_size, "latency_ratio": m.latency.median / ref.latency.median,
-                    "cosine": out.cosine, "snr_db": out.snr_db, "seconds": seconds,
-                    "top1": out.top1_agreement if name in CLASSIFIERS else None}
+        row[key] = {
+            "size_ratio": m.file_size / ref.file_size,
+            "latency_ratio": m.latency.median / ref.latency.median,
+            "cosine": out.cosine,
+            "snr_db": out.snr_db,
+            "seconds": seconds,
+            "top1": out.top1_agreement if name in CLASSIFIERS else None,
+        }
     row["targets"] = check_targets(row)
     return row
 
@@ -203,9 +261,11 @@ def check_targets(row: dict) -> list[str]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | float | INT8 size (ours / ORT) | latency vs float (ours / ORT) | cosine (ours / ORT) "
-             "| top-1 agreement (ours / ORT) | budget, nodes back in float | targets |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | float | INT8 size (ours / ORT) | latency vs float (ours / ORT) | cosine (ours / ORT) "
+        "| top-1 agreement (ours / ORT) | budget, nodes back in float | targets |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
 
     def pair(key, spec):
         a, b = (row[k][key] for k in ("onnxslim", "ort"))
@@ -213,9 +273,11 @@ def markdown(rows: list[dict]) -> str:
 
     for row in rows:
         fb = f"{row['budget'] or '-'}, {len(row['fallback'])}"
-        lines.append(f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms | {pair('size_ratio', '.2f')}x "
-                     f"| {pair('latency_ratio', '.2f')}x | {pair('cosine', '.4f')} | {pair('top1', '.3f')} | {fb} "
-                     f"| {'met' if not row['targets'] else '; '.join(row['targets'])} |")
+        lines.append(
+            f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms | {pair('size_ratio', '.2f')}x "
+            f"| {pair('latency_ratio', '.2f')}x | {pair('cosine', '.4f')} | {pair('top1', '.3f')} | {fb} "
+            f"| {'met' if not row['targets'] else '; '.join(row['targets'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -236,12 +298,33 @@ def ablation(name: str, n_samples: int, n_test: int, target: str = "auto") -> di
     ref = outputs(src.read_bytes())
     row = {"model": name}
     for label, options in ABLATIONS.items():
-        result = quantize(src, data, eval_split=EVAL_SPLIT, target=target, measure_latency=False, progress=False,
-                          **options)
-        out = next(iter(compare_outputs(ref, outputs(ir.to_proto(result.model).SerializeToString())).values()))
+        result = quantize(
+            src,
+            data,
+            eval_split=EVAL_SPLIT,
+            target=target,
+            measure_latency=False,
+            progress=False,
+            **options,
+        )
+        out = next(
+            iter(
+                compare_outputs(
+                    ref, outputs(ir.to_proto(result.model).SerializeToString())
+                ).values()
+            )
+        )
         report = result.report
-        kept = [name for name, on in (("CLE", report.equalized_pairs), ("BC", report.bias_correction)) if on]
-        row[label] = {"cosine": out.cosine, "snr_db": out.snr_db, "kept": " + ".join(kept) or "neither"}
+        kept = [
+            name
+            for name, on in (("CLE", report.equalized_pairs), ("BC", report.bias_correction))
+            if on
+        ]
+        row[label] = {
+            "cosine": out.cosine,
+            "snr_db": out.snr_db,
+            "kept": " + ".join(kept) or "neither",
+        }
     return row
 
 
@@ -258,11 +341,22 @@ def ablation_markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(BUDGETS))
-    parser.add_argument("--samples", type=int, default=64, help="samples onnxslim calibrates and checks its budget on")
-    parser.add_argument("--test", type=int, default=32, help="further samples the table's drift is measured on")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=64,
+        help="samples onnxslim calibrates and checks its budget on",
+    )
+    parser.add_argument(
+        "--test", type=int, default=32, help="further samples the table's drift is measured on"
+    )
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--target", default="auto", help="onnxslim's deployment CPU: auto, avx2, vnni, arm")
-    parser.add_argument("--ablation", action="store_true", help="compare range methods, CLE and bias correction")
+    parser.add_argument(
+        "--target", default="auto", help="onnxslim's deployment CPU: auto, avx2, vnni, arm"
+    )
+    parser.add_argument(
+        "--ablation", action="store_true", help="compare range methods, CLE and bias correction"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)

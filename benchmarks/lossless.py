@@ -54,8 +54,18 @@ def peer_python(given: str | None) -> str | None:
         print(f"creating {venv} with onnxslim=={PEER_VERSION} (PyPI) ...", file=sys.stderr)
         try:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", f"onnxslim=={PEER_VERSION}", "onnxruntime"],
-                           check=True)
+            subprocess.run(
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    f"onnxslim=={PEER_VERSION}",
+                    "onnxruntime",
+                ],
+                check=True,
+            )
         except subprocess.CalledProcessError:
             print("could not install PyPI OnnxSlim: its column is left out", file=sys.stderr)
             return None
@@ -73,12 +83,21 @@ atexit.register(lambda: print("PEAK_KB", [l.split()[1] for l in open("/proc/self
 def run_tool(python: str, snippet: str, source: Path, target: Path) -> dict:
     """Run one optimizer in a fresh process; its wall time and peak RSS (MiB), or its error."""
     started = time.perf_counter()
-    proc = subprocess.run([python, "-c", PEAK_REPORTER + snippet, str(source), str(target)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+    proc = subprocess.run(
+        [python, "-c", PEAK_REPORTER + snippet, str(source), str(target)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
     seconds = time.perf_counter() - started
     lines = proc.stderr.strip().splitlines()
     if proc.returncode != 0 or not target.exists():
-        return {"error": ([line for line in lines if not line.startswith("PEAK_KB")] or ["failed"])[-1][:120]}
+        return {
+            "error": ([line for line in lines if not line.startswith("PEAK_KB")] or ["failed"])[-1][
+                :120
+            ]
+        }
     peak_kb = next(int(line.split()[1]) for line in lines if line.startswith("PEAK_KB"))
     return {"seconds": seconds, "peak_mb": peak_kb / 1024}
 
@@ -112,17 +131,31 @@ def bench_model(name: str, path: Path, peer: str | None, runs: int, folder: Path
             outputs.append(target)
         rows.append(row)
         print(f"  {tool}: {row}", file=sys.stderr)
-    report = benchmark(outputs, inputs=samples_for(name), runs=runs, warmup=3, measure_memory=False, progress=False)
+    report = benchmark(
+        outputs, inputs=samples_for(name), runs=runs, warmup=3, measure_memory=False, progress=False
+    )
     measured = {Path(result.name).name: result for result in report.models}
     original = report.models[0]
     for row in rows:
         result = measured.get(f"{name}.{row['tool'].replace(' ', '_')}.onnx")
         if result is None:
             continue
-        row.update(nodes=result.nodes, size=result.file_size, latency_ratio=result.latency.median / original.latency.median,
-                   max_abs_diff=max((d.max_abs or 0.0) for d in result.drift.values()))
-    rows.insert(0, {"model": name, "tool": "original", "nodes": original.nodes, "size": original.file_size,
-                    "latency_ms": original.latency.median})
+        row.update(
+            nodes=result.nodes,
+            size=result.file_size,
+            latency_ratio=result.latency.median / original.latency.median,
+            max_abs_diff=max((d.max_abs or 0.0) for d in result.drift.values()),
+        )
+    rows.insert(
+        0,
+        {
+            "model": name,
+            "tool": "original",
+            "nodes": original.nodes,
+            "size": original.file_size,
+            "latency_ms": original.latency.median,
+        },
+    )
     return rows
 
 
@@ -130,37 +163,58 @@ def print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="lossless optimizers (latency: ORT CPU, 1 thread, median, ratio to the original)")
+    table = Table(
+        title="lossless optimizers (latency: ORT CPU, 1 thread, median, ratio to the original)"
+    )
     for column in ("model", "tool", "nodes", "size", "time s", "peak MiB", "latency", "max |diff|"):
         table.add_column(column, justify="left" if column in ("model", "tool") else "right")
     for row in rows:
         if "error" in row:
             table.add_row(row["model"], row["tool"], "failed: " + row["error"], "", "", "", "", "")
             continue
-        latency = f"{row['latency_ms']:.2f} ms" if "latency_ms" in row else f"{row.get('latency_ratio', 0):.2f}x"
+        latency = (
+            f"{row['latency_ms']:.2f} ms"
+            if "latency_ms" in row
+            else f"{row.get('latency_ratio', 0):.2f}x"
+        )
         table.add_row(
-            row["model"], row["tool"], str(row.get("nodes", "")), f"{row.get('size', 0) / 1e6:.2f} MB",
-            f"{row['seconds']:.2f}" if "seconds" in row else "", f"{row['peak_mb']:.0f}" if "peak_mb" in row else "",
-            latency, f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "",
+            row["model"],
+            row["tool"],
+            str(row.get("nodes", "")),
+            f"{row.get('size', 0) / 1e6:.2f} MB",
+            f"{row['seconds']:.2f}" if "seconds" in row else "",
+            f"{row['peak_mb']:.0f}" if "peak_mb" in row else "",
+            latency,
+            f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "",
         )
     Console(width=160).print(table)
 
 
 def markdown(rows: list[dict]) -> str:
     """The same table as markdown, for the README."""
-    lines = ["| model | tool | nodes | size MB | time s | peak MiB | latency vs original | max abs diff |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | tool | nodes | size MB | time s | peak MiB | latency vs original | max abs diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['model']} | {row['tool']} | failed: {row['error']} | | | | | |")
             continue
-        latency = f"{row['latency_ms']:.2f} ms" if "latency_ms" in row else f"{row.get('latency_ratio', 0):.2f}x"
+        latency = (
+            f"{row['latency_ms']:.2f} ms"
+            if "latency_ms" in row
+            else f"{row.get('latency_ratio', 0):.2f}x"
+        )
         bold = "**" if row["tool"] == "onnxslim" else ""
         lines.append(
             f"| {row['model']} | {row['tool']} | {bold}{row.get('nodes', '')}{bold} | {row.get('size', 0) / 1e6:.2f} | "
-            + (f"{row['seconds']:.2f}" if "seconds" in row else "") + " | "
-            + (f"{row['peak_mb']:.0f}" if "peak_mb" in row else "") + f" | {latency} | "
-            + (f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "") + " |")
+            + (f"{row['seconds']:.2f}" if "seconds" in row else "")
+            + " | "
+            + (f"{row['peak_mb']:.0f}" if "peak_mb" in row else "")
+            + f" | {latency} | "
+            + (f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "")
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -42,9 +42,15 @@ def _bn_params(rng: np.random.Generator, c: int, prefix: str, scale: np.ndarray 
     scale = scale if scale is not None else (1.0 + 0.1 * rng.standard_normal(c)).astype(np.float32)
     return [
         numpy_helper.from_array(scale, f"{prefix}.weight"),
-        numpy_helper.from_array((0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}.bias"),
-        numpy_helper.from_array((0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}.running_mean"),
-        numpy_helper.from_array(rng.uniform(0.5, 1.5, c).astype(np.float32), f"{prefix}.running_var"),
+        numpy_helper.from_array(
+            (0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}.bias"
+        ),
+        numpy_helper.from_array(
+            (0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}.running_mean"
+        ),
+        numpy_helper.from_array(
+            rng.uniform(0.5, 1.5, c).astype(np.float32), f"{prefix}.running_var"
+        ),
     ]
 
 
@@ -65,32 +71,68 @@ def build_model(seed: int = 0) -> onnx.ModelProto:
         *bn2,
         numpy_helper.from_array(_conv_weight(rng, 32, 16, 3), "conv3.weight"),
         numpy_helper.from_array(f32(0.1 * rng.standard_normal(32)), "conv3.bias"),
-        numpy_helper.from_array(f32(1.0 + 0.1 * rng.standard_normal((1, 32, 1, 1))), "affine.scale"),
+        numpy_helper.from_array(
+            f32(1.0 + 0.1 * rng.standard_normal((1, 32, 1, 1))), "affine.scale"
+        ),
         numpy_helper.from_array(f32(0.1 * rng.standard_normal((1, 32, 1, 1))), "affine.shift"),
         numpy_helper.from_array(i64(1), "flatten.index"),
         numpy_helper.from_array(i64([0]), "flatten.axes"),
         numpy_helper.from_array(i64([-1]), "flatten.lead"),
         numpy_helper.from_array(f32(rng.standard_normal((32, 10)) / np.sqrt(32)), "fc.weight"),
         numpy_helper.from_array(f32(0.1 * rng.standard_normal(10)), "fc.bias"),
-        numpy_helper.from_array(f32(rng.standard_normal((128, 128))), "unused.weight"),  # 64 KB, dead
+        numpy_helper.from_array(
+            f32(rng.standard_normal((128, 128))), "unused.weight"
+        ),  # 64 KB, dead
     ]
     conv2_w = numpy_helper.from_array(_conv_weight(rng, 16, 16, 3), "conv2.weight")
 
     N = helper.make_node
     nodes = [
         N("Pad", ["input", "pad.pads", "pad.value"], ["pad_out"], name="pad", mode="constant"),
-        N("Conv", ["pad_out", "conv1.weight", "conv1.bias"], ["conv1_out"], name="conv1",
-          kernel_shape=[3, 3], pads=[0, 0, 0, 0]),
-        N("BatchNormalization", ["conv1_out", *(t.name for t in bn1)], ["bn1_out"], name="bn1", epsilon=1e-5),
+        N(
+            "Conv",
+            ["pad_out", "conv1.weight", "conv1.bias"],
+            ["conv1_out"],
+            name="conv1",
+            kernel_shape=[3, 3],
+            pads=[0, 0, 0, 0],
+        ),
+        N(
+            "BatchNormalization",
+            ["conv1_out", *(t.name for t in bn1)],
+            ["bn1_out"],
+            name="bn1",
+            epsilon=1e-5,
+        ),
         N("Relu", ["bn1_out"], ["relu1_out"], name="relu1"),
         N("Constant", [], ["conv2_w"], name="conv2_weight_const", value=conv2_w),
-        N("Conv", ["relu1_out", "conv2_w"], ["conv2_out"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        N("BatchNormalization", ["conv2_out", *(t.name for t in bn2)], ["bn2_out"], name="bn2", epsilon=1e-5),
+        N(
+            "Conv",
+            ["relu1_out", "conv2_w"],
+            ["conv2_out"],
+            name="conv2",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
+        N(
+            "BatchNormalization",
+            ["conv2_out", *(t.name for t in bn2)],
+            ["bn2_out"],
+            name="bn2",
+            epsilon=1e-5,
+        ),
         N("Relu", ["bn2_out"], ["relu2_out"], name="relu2"),
         N("Identity", ["relu2_out"], ["identity_out"], name="identity"),
         N("Dropout", ["identity_out"], ["dropout_out"], name="dropout"),
-        N("Conv", ["dropout_out", "conv3.weight", "conv3.bias"], ["conv3_out"], name="conv3",
-          kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        N(
+            "Conv",
+            ["dropout_out", "conv3.weight", "conv3.bias"],
+            ["conv3_out"],
+            name="conv3",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            strides=[2, 2],
+        ),
         N("Mul", ["conv3_out", "affine.scale"], ["mul_out"], name="affine_mul"),
         N("Add", ["mul_out", "affine.shift"], ["add_out"], name="affine_add"),
         N("Relu", ["add_out"], ["relu3_out"], name="relu3"),
@@ -113,8 +155,12 @@ def build_model(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="onnxslim-demo", ir_version=IR_VERSION)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="onnxslim-demo",
+        ir_version=IR_VERSION,
+    )
     return model
 
 
@@ -129,7 +175,9 @@ def verify(model: onnx.ModelProto) -> np.ndarray:
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
     (logits,) = sess.run(["logits"], {"input": x})
     if logits.shape != (2, 10) or not np.isfinite(logits).all():
-        raise RuntimeError(f"bad demo output: shape {logits.shape}, finite={np.isfinite(logits).all()}")
+        raise RuntimeError(
+            f"bad demo output: shape {logits.shape}, finite={np.isfinite(logits).all()}"
+        )
     return logits
 
 
@@ -139,8 +187,10 @@ def main(argv: list[str]) -> int:
     logits = verify(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, out)
-    print(f"{out}: {len(model.graph.node)} nodes, {out.stat().st_size} bytes, "
-          f"logits[0]={np.array2string(logits[0], precision=3)}")
+    print(
+        f"{out}: {len(model.graph.node)} nodes, {out.stat().st_size} bytes, "
+        f"logits[0]={np.array2string(logits[0], precision=3)}"
+    )
     return 0
 
 

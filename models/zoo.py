@@ -27,9 +27,18 @@ DEFAULT_DIR = Path(__file__).resolve().parent / "zoo"
 WHEELS = ["rapidocr-onnxruntime==1.4.4", "nudenet==3.4.2"]
 # zoo name -> (wheel file prefix, member path inside the wheel)
 WHEEL_MODELS = {
-    "ppocrv4_det": ("rapidocr_onnxruntime-", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"),
-    "ppocrv4_rec": ("rapidocr_onnxruntime-", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"),
-    "ppocr_cls": ("rapidocr_onnxruntime-", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+    "ppocrv4_det": (
+        "rapidocr_onnxruntime-",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+    ),
+    "ppocrv4_rec": (
+        "rapidocr_onnxruntime-",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+    ),
+    "ppocr_cls": (
+        "rapidocr_onnxruntime-",
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    ),
     "yolov8n_320": ("nudenet-", "nudenet/320n.onnx"),
 }
 TORCH_MODELS = ["transformer_encoder"]
@@ -124,10 +133,14 @@ def _fetch_wheel_models(out_dir: Path, names: list[str]) -> None:
 def _export_transformer(path: Path) -> bool:
     """Export transformer_encoder with torch in a subprocess; False (with a message) if no torch."""
     if find_spec("torch") is None:
-        print(f"zoo: torch is not installed, skipping transformer_encoder (get it with: {TORCH_HINT})")
+        print(
+            f"zoo: torch is not installed, skipping transformer_encoder (get it with: {TORCH_HINT})"
+        )
         return False
     tmp_path = path.with_name(path.name + ".tmp")
-    proc = subprocess.run([sys.executable, "-c", _TORCH_EXPORT, str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TORCH_EXPORT, str(tmp_path)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         tmp_path.unlink(missing_ok=True)
         raise ZooError(f"torch export of transformer_encoder failed: {_last_line(proc.stderr)}")
@@ -167,7 +180,9 @@ def _describe(name: str, path: Path, check: bool) -> str:
     import onnx
 
     model = onnx.load(path)
-    line = f"{name:20s} {path}  {len(model.graph.node):4d} nodes  {path.stat().st_size / 1e6:6.2f} MB"
+    line = (
+        f"{name:20s} {path}  {len(model.graph.node):4d} nodes  {path.stat().st_size / 1e6:6.2f} MB"
+    )
     if check:
         import onnxruntime as ort
 
@@ -179,8 +194,12 @@ def _describe(name: str, path: Path, check: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_DIR), help="output folder (default: models/zoo)")
-    parser.add_argument("--no-check", action="store_true", help="don't run each model once on onnxruntime")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_DIR), help="output folder (default: models/zoo)"
+    )
+    parser.add_argument(
+        "--no-check", action="store_true", help="don't run each model once on onnxruntime"
+    )
     args = parser.parse_args(argv)
     try:
         paths = build_zoo(args.out)

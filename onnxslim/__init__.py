@@ -4,7 +4,7 @@ Python API:
     onnxslim.optimize(model, *, skip=(), size_threshold=None, check=True) -> onnx_ir.Model
     onnxslim.save(model, path, external_data=None)
     onnxslim.slim(model, output=None, **options)  # OnnxSlim's calling convention
-    onnxslim.quantize(model, calibration, ...) -> QuantizeResult  # static INT8 (QDQ)
+    onnxslim.quantize(model, calibration, config=None, **options) -> QuantizeResult  # static INT8 (QDQ)
     onnxslim.benchmark(models, ...) -> BenchReport  # speed and drift on ONNX Runtime CPU
 
 The heavy modules load on first use, so `import onnxslim` stays cheap.
@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 #: Public name -> the module that defines it.
 _LAZY = {
     "benchmark": "onnxslim.bench",
-    "load": "onnxslim.io",
-    "optimize": "onnxslim.pipeline",
-    "save": "onnxslim.pipeline",
-    "quantize": "onnxslim.quantize",
+    "load": "onnxslim.model.io",
+    "optimize": "onnxslim.optimizer",
+    "save": "onnxslim.optimizer",
+    "quantize": "onnxslim.quantization",
+    "QuantizeConfig": "onnxslim.quantization",
 }
 
 __all__ = ["CheckFailedError", "OnnxSlimError", "slim", *_LAZY]
@@ -48,10 +49,11 @@ def slim(
     **options,
 ) -> onnx.ModelProto | None:
     """Optimize like `optimize`; save to `output` and return None, or return a self-contained `onnx.ModelProto`."""
-    from onnxslim import io, pipeline
+    from onnxslim import optimizer
+    from onnxslim.model import io
 
-    result = pipeline.optimize(model, **options)
+    result = optimizer.optimize(model, **options)
     if output is not None:
-        pipeline.save(result, output, external_data)
+        optimizer.save(result, output, external_data)
         return None
     return io.to_proto(result)

@@ -32,7 +32,9 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuInfo:
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return CpuInfo(model=platform.processor() or arch, arch=arch, flags=parse_flags(set(), arch))
+        return CpuInfo(
+            model=platform.processor() or arch, arch=arch, flags=parse_flags(set(), arch)
+        )
     return parse_cpuinfo(text, arch)
 
 

@@ -65,14 +65,19 @@ def input_specs(model) -> list[InputSpec]:
     import onnx_ir as ir
 
     if isinstance(model, ir.Model):
-        model = ir.serde.serialize_model(model)
-    elif isinstance(model, (str, os.PathLike)):
+        graph = model.graph
+        return [
+            _spec_from_ir(value) for value in graph.inputs if value.name not in graph.initializers
+        ]
+    if isinstance(model, (str, os.PathLike)):
         try:
             model = onnx.load(os.fspath(model), load_external_data=False)
         except Exception as err:
             raise OnnxSlimError(f"{model}: cannot read ONNX model: {first_line(err)}")
     if not isinstance(model, onnx.ModelProto):
-        raise OnnxSlimError(f"expected a session, model path or ModelProto, got {type(model).__name__}")
+        raise OnnxSlimError(
+            f"expected a session, model path or ModelProto, got {type(model).__name__}"
+        )
     weights = {init.name for init in model.graph.initializer}
     return [_spec_from_proto(value) for value in model.graph.input if value.name not in weights]
 
@@ -84,12 +89,36 @@ def _spec_from_ort(arg) -> InputSpec:
     return InputSpec(arg.name, np.dtype(_ORT_DTYPES[arg.type]), shape)
 
 
+def _spec_from_ir(value) -> InputSpec:
+    import onnx_ir as ir
+
+    if not isinstance(value.type, ir.TensorType) or value.dtype in (None, ir.DataType.STRING):
+        raise OnnxSlimError(
+            f"input {value.name!r} is not a numeric tensor, which onnxslim cannot feed"
+        )
+    try:
+        dtype = value.dtype.numpy()
+    except TypeError:
+        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold")
+    dims = () if value.shape is None else value.shape.dims
+    return InputSpec(
+        value.name,
+        np.dtype(dtype),
+        tuple(
+            d if isinstance(d, int) and d >= 0 else (getattr(d, "value", None) or None)
+            for d in dims
+        ),
+    )
+
+
 def _spec_from_proto(value) -> InputSpec:
     import onnx
 
     tensor = value.type.tensor_type
     if not value.type.HasField("tensor_type") or tensor.elem_type in (0, onnx.TensorProto.STRING):
-        raise OnnxSlimError(f"input {value.name!r} is not a numeric tensor, which onnxslim cannot feed")
+        raise OnnxSlimError(
+            f"input {value.name!r} is not a numeric tensor, which onnxslim cannot feed"
+        )
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
     except (KeyError, TypeError):
@@ -134,7 +163,9 @@ def resolve_shapes(
     known = {spec.name: spec for spec in specs}
     unknown = sorted(set(shapes) - set(known))
     if unknown:
-        raise OnnxSlimError(f"shape given for unknown input {unknown[0]!r} (model inputs: {', '.join(known)})")
+        raise OnnxSlimError(
+            f"shape given for unknown input {unknown[0]!r} (model inputs: {', '.join(known)})"
+        )
     bound: dict[str, int] = {}
     for spec in specs:
         if spec.name in shapes:
@@ -217,9 +248,7 @@ def parse_preprocess(text: str | None) -> Preprocess:
                 values[key] = tuple(float(v) for v in value.split(";"))
                 if key == "std" and 0 in values[key]:
                     raise ValueError
-            elif key == "layout" and value.upper() in ("NCHW", "NHWC"):
-                values[key] = value.upper()
-            elif key == "order" and value.upper() in ("RGB", "BGR"):
+            elif key == "layout" and value.upper() in ("NCHW", "NHWC") or key == "order" and value.upper() in ("RGB", "BGR"):
                 values[key] = value.upper()
             else:
                 raise ValueError
@@ -275,7 +304,9 @@ def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
         raise OnnxSlimError(f"cannot read input samples from a {type(obj).__name__}")
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise OnnxSlimError(f"sample {index} is a {type(item).__name__}, expected a dict of input name -> array")
+            raise OnnxSlimError(
+                f"sample {index} is a {type(item).__name__}, expected a dict of input name -> array"
+            )
     samples = [{name: np.asarray(array) for name, array in item.items()} for item in items]
     validate_samples(samples, specs)
     return samples
@@ -294,7 +325,9 @@ def _load_path(
             return samples, [f"{path.name} sample {i}" for i in range(len(samples))]
         if suffix in IMAGE_SUFFIXES:
             return _load_images([path], specs, preprocess), [path.name]
-        raise OnnxSlimError(f"inputs {path}: expected a .npz/.npy file, an image or a folder of them")
+        raise OnnxSlimError(
+            f"inputs {path}: expected a .npz/.npy file, an image or a folder of them"
+        )
     files = sorted(p for p in path.iterdir() if p.is_file())
     kinds = {
         kind: [p for p in files if p.suffix.lower() in suffixes]
@@ -304,7 +337,9 @@ def _load_path(
     if not present:
         raise OnnxSlimError(f"inputs {path}: no .npy, .npz or image files in this folder")
     if len(present) > 1:
-        raise OnnxSlimError(f"inputs {path}: mixes {' and '.join(present)} files; keep one kind per folder")
+        raise OnnxSlimError(
+            f"inputs {path}: mixes {' and '.join(present)} files; keep one kind per folder"
+        )
     files = kinds[present[0]]
     if present[0] == "image":
         return _load_images(files, specs, preprocess), [p.name for p in files]
@@ -332,7 +367,8 @@ def _with_batch_dim(sample: Sample, specs: Sequence[InputSpec]) -> Sample:
     """Add a leading batch dim to arrays that are one rank short."""
     ranks = {spec.name: len(spec.shape) for spec in specs}
     return {
-        name: array[np.newaxis] if array.ndim + 1 == ranks.get(name) else array for name, array in sample.items()
+        name: array[np.newaxis] if array.ndim + 1 == ranks.get(name) else array
+        for name, array in sample.items()
     }
 
 
@@ -340,10 +376,15 @@ def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sam
     """Split stacked arrays along the first axis; each sample keeps a batch dim of 1."""
     counts = {len(a) if a.ndim else 0 for a in arrays.values()}
     if len(counts) != 1 or 0 in counts:
-        raise OnnxSlimError(f"inputs {path}: stacked arrays need the same, non-empty first axis (samples)")
+        raise OnnxSlimError(
+            f"inputs {path}: stacked arrays need the same, non-empty first axis (samples)"
+        )
     ranks = {spec.name: len(spec.shape) for spec in specs}
     return [
-        {name: a[i] if a.ndim == ranks.get(name, a.ndim) + 1 else a[i : i + 1] for name, a in arrays.items()}
+        {
+            name: a[i] if a.ndim == ranks.get(name, a.ndim) + 1 else a[i : i + 1]
+            for name, a in arrays.items()
+        }
         for i in range(counts.pop())
     ]
 
@@ -359,11 +400,15 @@ def _load_images(
         raise OnnxSlimError("image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)")
     spec = specs[0]
     prep = parse_preprocess(preprocess) if not isinstance(preprocess, Preprocess) else preprocess
-    layout = prep.layout or ("NHWC" if spec.shape[3] in (1, 3) and spec.shape[1] not in (1, 3) else "NCHW")
+    layout = prep.layout or (
+        "NHWC" if spec.shape[3] in (1, 3) and spec.shape[1] not in (1, 3) else "NCHW"
+    )
     h, w, c = (spec.shape[2], spec.shape[3], spec.shape[1]) if layout == "NCHW" else spec.shape[1:4]
     channels = c if c in (1, 3) else 3
     if len(prep.mean) not in (1, channels) or len(prep.std) not in (1, channels):
-        raise OnnxSlimError(f"preprocess mean/std need 1 or {channels} values for input {spec.name!r}")
+        raise OnnxSlimError(
+            f"preprocess mean/std need 1 or {channels} values for input {spec.name!r}"
+        )
     target = prep.crop or (prep.resize if isinstance(prep.resize, tuple) else None)
     if target is None and isinstance(h, int) and isinstance(w, int):
         target = (h, w)
@@ -392,20 +437,28 @@ def _resize_and_crop(image, resize, target, resample):
     if isinstance(resize, tuple):
         image = image.resize((resize[1], resize[0]), resample)
     elif resize or target:
-        factor = resize / min(image.size) if resize else max(target[0] / image.height, target[1] / image.width)
+        factor = (
+            resize / min(image.size)
+            if resize
+            else max(target[0] / image.height, target[1] / image.width)
+        )
         size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
         image = image.resize(size, resample)
     if target:
         th, tw = target
         if image.height < th or image.width < tw:
-            raise OnnxSlimError(f"{image.height}x{image.width} after resize is smaller than the crop {th}x{tw}")
+            raise OnnxSlimError(
+                f"{image.height}x{image.width} after resize is smaller than the crop {th}x{tw}"
+            )
         top, left = (image.height - th) // 2, (image.width - tw) // 2
         image = image.crop((left, top, left + tw, top + th))
     return image
 
 
 def validate_samples(
-    samples: Sequence[Mapping[str, np.ndarray]], specs: Sequence[InputSpec], labels: Sequence[str] | None = None
+    samples: Sequence[Mapping[str, np.ndarray]],
+    specs: Sequence[InputSpec],
+    labels: Sequence[str] | None = None,
 ) -> None:
     """Check names, dtypes, ranks and static dims of every sample; raise OnnxSlimError on the first mismatch.
 
@@ -418,13 +471,19 @@ def validate_samples(
         where = labels[index] if labels else f"sample {index}"
         unknown = [name for name in sample if name not in names]
         if unknown:
-            raise OnnxSlimError(f"{where}: unknown input {unknown[0]!r} (model inputs: {', '.join(names)})")
+            raise OnnxSlimError(
+                f"{where}: unknown input {unknown[0]!r} (model inputs: {', '.join(names)})"
+            )
         for spec in specs:
             if spec.name not in sample:
-                raise OnnxSlimError(f"{where}: missing input {spec.name!r} (model inputs: {', '.join(names)})")
+                raise OnnxSlimError(
+                    f"{where}: missing input {spec.name!r} (model inputs: {', '.join(names)})"
+                )
             array = sample[spec.name]
             if not isinstance(array, np.ndarray):
-                raise OnnxSlimError(f"{where}: input {spec.name!r} is a {type(array).__name__}, expected a numpy array")
+                raise OnnxSlimError(
+                    f"{where}: input {spec.name!r} is a {type(array).__name__}, expected a numpy array"
+                )
             if array.dtype != spec.dtype:
                 raise OnnxSlimError(
                     f"{where}: input {spec.name!r} has dtype {array.dtype}, the model expects {spec.dtype} "
@@ -434,6 +493,10 @@ def validate_samples(
 
 
 def _check_shape(spec: InputSpec, shape: Sequence[int], where: str) -> None:
-    if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)):
+    if len(shape) != len(spec.shape) or any(
+        isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)
+    ):
         given = ",".join(str(d) for d in shape)
-        raise OnnxSlimError(f"{where}: input {spec.name!r} has shape [{given}], the model expects {spec.describe()}")
+        raise OnnxSlimError(
+            f"{where}: input {spec.name!r} has shape [{given}], the model expects {spec.describe()}"
+        )

@@ -38,16 +38,19 @@ class Drift:
 
     def to_dict(self) -> dict:
         """JSON-able: non-finite floats become the strings "inf", "-inf", "nan"."""
-        return {key: _json_number(value) for key, value in asdict(self).items()}
+        return {key: json_value(value) for key, value in asdict(self).items()}
 
 
-def _json_number(value):
+def json_value(value):
+    """`value` as JSON carries it: non-finite floats as "inf", "-inf", "nan"; tuples as lists."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return list(value) if isinstance(value, tuple) else value
 
 
-def compare_outputs(ref: Outputs | Sequence[Outputs], other: Outputs | Sequence[Outputs]) -> dict[str, Drift]:
+def compare_outputs(
+    ref: Outputs | Sequence[Outputs], other: Outputs | Sequence[Outputs]
+) -> dict[str, Drift]:
     """Drift of every reference output in `other`, over samples (one dict of outputs per sample)."""
     ref = [ref] if isinstance(ref, Mapping) else list(ref)
     other = [other] if isinstance(other, Mapping) else list(other)
@@ -55,7 +58,10 @@ def compare_outputs(ref: Outputs | Sequence[Outputs], other: Outputs | Sequence[
         raise OnnxSlimError(f"cannot compare outputs of {len(ref)} samples with {len(other)}")
     if not ref:
         raise OnnxSlimError("no outputs to compare")
-    return {name: _compare_one(name, [r[name] for r in ref], [o.get(name) for o in other]) for name in ref[0]}
+    return {
+        name: _compare_one(name, [r[name] for r in ref], [o.get(name) for o in other])
+        for name in ref[0]
+    }
 
 
 def _compare_one(name: str, refs: list[np.ndarray], others: list[np.ndarray | None]) -> Drift:
@@ -71,7 +77,9 @@ def _compare_one(name: str, refs: list[np.ndarray], others: list[np.ndarray | No
             drift.mismatch = f"shape {list(o.shape)} vs reference {list(r.shape)} (sample {index})"
             return drift
     is_float = [r.dtype.kind == "f" or o.dtype.kind == "f" for r, o in zip(refs, others)]
-    if any(is_float) and not all(r.dtype.kind == "f" and o.dtype.kind == "f" for r, o in zip(refs, others)):
+    if any(is_float) and not all(
+        r.dtype.kind == "f" and o.dtype.kind == "f" for r, o in zip(refs, others)
+    ):
         drift.mismatch = f"dtype {others[0].dtype} vs reference {first.dtype}"
         return drift
     if others[0].dtype != first.dtype:
@@ -182,13 +190,17 @@ class Budget:
                 failures.append(f"output {d.name!r}: {d.mismatch}")
                 continue
             if d.nonfinite_mismatches:
-                failures.append(f"output {d.name!r}: {d.nonfinite_mismatches} NaN/Inf values differ from the reference")
+                failures.append(
+                    f"output {d.name!r}: {d.nonfinite_mismatches} NaN/Inf values differ from the reference"
+                )
             for metric, op, threshold in self.criteria:
                 value = getattr(d, METRICS[metric][0])
                 if value is None:
                     continue
                 if (value < threshold) if op == ">=" else (value > threshold):
-                    failures.append(f"output {d.name!r}: {metric} {value:.6g} fails {metric}{op}{threshold:g}")
+                    failures.append(
+                        f"output {d.name!r}: {metric} {value:.6g} fails {metric}{op}{threshold:g}"
+                    )
         return failures
 
 

@@ -1,15 +1,6 @@
-"""Errors that the CLI turns into one line on stderr and an exit code."""
+"""The exceptions onnxslim raises for users; the CLI turns them into one line on stderr and an exit code."""
 
 from __future__ import annotations
-
-import contextlib
-import os
-import sys
-import traceback
-from collections.abc import Iterator
-from pathlib import Path
-
-import click
 
 
 class OnnxSlimError(Exception):
@@ -25,33 +16,14 @@ class CheckFailedError(OnnxSlimError):
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message, for one-line error reports."""
+    """The first line of an exception's message, shortened in the middle (the cause often comes last)."""
     text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:limit]
+    return shorten(text.splitlines()[0], limit)
 
 
-@contextlib.contextmanager
-def errors_to_exit_codes() -> Iterator[list[Path]]:
-    """User errors: one line on stderr and exit 2 (1 for a failed check); never a traceback.
-
-    The block appends each file it has written in full to the yielded list, so an interruption says what exists.
-    """
-    written: list[Path] = []
-    try:
-        yield written
-    except OnnxSlimError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        done = f"{', '.join(map(str, written))} was written in full" if written else "nothing written"
-        click.echo(f"interrupted: {done}", err=True)
-        sys.exit(130)
-    except MemoryError:
-        click.echo("error: out of memory", err=True)
-        sys.exit(2)
-    except Exception as err:  # a bug of ours: still one line, the traceback only on request
-        if os.environ.get("ONNXSLIM_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"error: internal error ({type(err).__name__}: {first_line(err)}); "
-                   "set ONNXSLIM_DEBUG=1 for the traceback and please report it", err=True)
-        sys.exit(3)
+def shorten(text: str, limit: int) -> str:
+    """`text` at most `limit` characters long, cut in the middle."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 5) * 2 // 5
+    return f"{text[:head]} ... {text[len(text) - (limit - 5 - head) :]}"

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
-from onnxslim import io, runtime
 from onnxslim.data import input_specs, random_inputs
-from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
+from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.model import io
+from onnxslim.runtime import Session
 
 #: (rtol, atol) per float dtype; other dtypes must match exactly.
 TOLERANCES = {
@@ -56,11 +56,6 @@ def model_file(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> Iterato
         yield path
 
 
-def session(path: Path, what: str, error: type[OnnxSlimError] = OnnxSlimError) -> ort.InferenceSession:
-    """A single-threaded CPU session with ORT's own graph optimizations off, so the graph runs as written."""
-    return runtime.create_session(str(path), runtime.session_options(), f"{what} does not load in ONNX Runtime", error)
-
-
 def compare(
     original: str | os.PathLike | ir.Model,
     optimized: str | os.PathLike | ir.Model,
@@ -70,19 +65,21 @@ def compare(
     """Run both models on the same inputs (random ones by default) and list the outputs that differ."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     with model_file(original) as original_path:
-        reference = session(original_path, "the original model", OriginalNotRunnable)
+        reference = Session(original_path, what="the original model", error=OriginalNotRunnable)
         if samples is None:
-            samples = [random_inputs(input_specs(reference), shapes=shapes, seed=0)]
-        names = [output.name for output in reference.get_outputs()]
-        expected = [_run(reference, feed, "the original model") for feed in samples]
+            samples = [random_inputs(input_specs(reference.session), shapes=shapes, seed=0)]
+        names = reference.output_names
+        expected = [reference.run(feed) for feed in samples]
         del reference
     mismatches: dict[str, Mismatch] = {}
     with model_file(optimized) as optimized_path:
-        candidate = _candidate_session(optimized_path)
+        candidate = Session(optimized_path, what="the optimized model", error=CheckFailedError)
         for feed, outputs in zip(samples, expected):
-            actual = _run(candidate, feed, "the optimized model")
+            actual = candidate.run(feed)
             if len(actual) != len(names):
-                raise CheckFailedError(f"the optimized model has {len(actual)} outputs instead of {len(names)}")
+                raise CheckFailedError(
+                    f"the optimized model has {len(actual)} outputs instead of {len(names)}"
+                )
             for name, want, got in zip(names, outputs, actual):
                 problem = _difference(want, got)
                 if problem and name not in mismatches:
@@ -95,22 +92,9 @@ def check(original, optimized, samples=None, shapes=None) -> None:
     """Raise CheckFailedError naming every output whose values differ beyond float rounding."""
     mismatches = compare(original, optimized, samples, shapes)
     if mismatches:
-        raise CheckFailedError("optimized model differs from the original: " + "; ".join(map(str, mismatches)))
-
-
-def _candidate_session(path: Path) -> ort.InferenceSession:
-    try:
-        return session(path, "the optimized model")
-    except OnnxSlimError as err:
-        raise CheckFailedError(str(err))
-
-
-def _run(sess: ort.InferenceSession, feed: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
-    try:
-        return sess.run(None, {name: np.asarray(value) for name, value in feed.items()})
-    except Exception as err:
-        error = CheckFailedError if what == "the optimized model" else OriginalNotRunnable
-        raise error(f"{what} fails on ONNX Runtime: {first_line(err)}")
+        raise CheckFailedError(
+            "optimized model differs from the original: " + "; ".join(map(str, mismatches))
+        )
 
 
 def _difference(expected, actual) -> str | None:

@@ -24,7 +24,9 @@ FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
 
 
-def vi(name: str, dtype: int = FLOAT, shape: Sequence[int | str | None] | None = ()) -> onnx.ValueInfoProto:
+def vi(
+    name: str, dtype: int = FLOAT, shape: Sequence[int | str | None] | None = ()
+) -> onnx.ValueInfoProto:
     """A tensor value info; dims are ints, symbolic names or None; `shape=None` means unknown rank."""
     return helper.make_tensor_value_info(name, dtype, shape)
 
@@ -48,11 +50,21 @@ def make_model(
     check: bool = True,
 ) -> onnx.ModelProto:
     """A one-graph model; `opsets` adds extra domains; `check=False` skips the onnx checker (hostile models)."""
-    graph = helper.make_graph(list(nodes), "g", list(inputs), list(outputs), list(initializers),
-                              value_info=list(value_info))
-    imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (opsets or {}).items()]
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        list(inputs),
+        list(outputs),
+        list(initializers),
+        value_info=list(value_info),
+    )
+    imports = [helper.make_opsetid("", opset)] + [
+        helper.make_opsetid(d, v) for d, v in (opsets or {}).items()
+    ]
     model = helper.make_model(graph, opset_imports=imports, functions=list(functions))
-    model.ir_version = ir_version if ir_version is not None else min(onnx.IR_VERSION, 8 if opset <= 17 else 10)
+    model.ir_version = (
+        ir_version if ir_version is not None else min(onnx.IR_VERSION, 8 if opset <= 17 else 10)
+    )
     if check:
         onnx.checker.check_model(model)
     return model
@@ -75,7 +87,9 @@ def to_proto(model: onnx.ModelProto | ir.Model | str | os.PathLike) -> onnx.Mode
     return onnx.load(os.fspath(model))
 
 
-def op_counts(model: onnx.ModelProto | ir.Model | str | os.PathLike, *, subgraphs: bool = True) -> Counter:
+def op_counts(
+    model: onnx.ModelProto | ir.Model | str | os.PathLike, *, subgraphs: bool = True
+) -> Counter:
     """Op types counted over the main graph (and, by default, every subgraph and function)."""
     proto = to_proto(model)
     counts: Counter = Counter()
@@ -101,7 +115,9 @@ def node_count(model, *, subgraphs: bool = True) -> int:
     return sum(op_counts(model, subgraphs=subgraphs).values())
 
 
-def session(model: onnx.ModelProto | ir.Model | str | os.PathLike, optimize: bool = False) -> ort.InferenceSession:
+def session(
+    model: onnx.ModelProto | ir.Model | str | os.PathLike, optimize: bool = False
+) -> ort.InferenceSession:
     """A single-thread ORT CPU session (ORT's own graph optimizations off unless `optimize`)."""
     options = ort.SessionOptions()
     if not optimize:
@@ -115,18 +131,29 @@ def session(model: onnx.ModelProto | ir.Model | str | os.PathLike, optimize: boo
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-_NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-       "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
-       "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+_NP = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
 
 
-def random_feeds(model, seed: int = 0, dim: int = 3, shapes: Mapping[str, Sequence[int]] | None = None) -> dict:
+def random_feeds(
+    model, seed: int = 0, dim: int = 3, shapes: Mapping[str, Sequence[int]] | None = None
+) -> dict:
     """Random inputs for every graph input; symbolic/unknown dims become `dim`."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for arg in session(model).get_inputs():
-        shape = tuple((shapes or {}).get(arg.name) or
-                      [d if isinstance(d, int) and d >= 0 else dim for d in arg.shape])
+        shape = tuple(
+            (shapes or {}).get(arg.name)
+            or [d if isinstance(d, int) and d >= 0 else dim for d in arg.shape]
+        )
         dtype = _NP[arg.type]
         if np.issubdtype(dtype, np.floating):
             feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
@@ -141,8 +168,14 @@ def run(model, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     return session(model).run(None, dict(feeds))
 
 
-def assert_same_outputs(original, optimized, feeds: Mapping[str, np.ndarray] | None = None,
-                        rtol: float = 1e-4, atol: float = 1e-5, seeds: Iterable[int] = (0,)) -> None:
+def assert_same_outputs(
+    original,
+    optimized,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    seeds: Iterable[int] = (0,),
+) -> None:
     """Both models give the same outputs (allclose, same dtype and shape) on the same inputs."""
     samples = [feeds] if feeds is not None else [random_feeds(original, seed) for seed in seeds]
     names = [o.name for o in session(original).get_outputs()]
@@ -170,24 +203,45 @@ def interface(model) -> list[tuple]:
 
     def describe(kind, value):
         t = value.type.tensor_type
-        dims = tuple(d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None)
-                     for d in t.shape.dim) if t.HasField("shape") else None
+        dims = (
+            tuple(
+                d.dim_param
+                if d.HasField("dim_param")
+                else (d.dim_value if d.HasField("dim_value") else None)
+                for d in t.shape.dim
+            )
+            if t.HasField("shape")
+            else None
+        )
         return (kind, value.name, t.elem_type, dims)
 
-    return ([describe("in", v) for v in proto.graph.input if v.name not in weights]
-            + [describe("out", v) for v in proto.graph.output])
+    return [describe("in", v) for v in proto.graph.input if v.name not in weights] + [
+        describe("out", v) for v in proto.graph.output
+    ]
 
 
-def run_cli(*args, cwd: str | os.PathLike | None = None, timeout: float = 300,
-            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args,
+    cwd: str | os.PathLike | None = None,
+    timeout: float = 300,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run `python -m onnxslim ARGS` in a subprocess; returns the completed process (text mode)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
     full_env.pop("ONNXSLIM_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "onnxslim", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "onnxslim", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, code: int = 2, contains: str = "") -> str:
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess, code: int = 2, contains: str = ""
+) -> str:
     """The CLI failed with `code`, printed exactly one `error: ...` line on stderr and no traceback."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == code, f"exit {proc.returncode} != {code}; stderr: {proc.stderr!r}"
@@ -198,13 +252,18 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int = 2, cont
     return lines[0]
 
 
-def external_data_model(folder: Path, location: str = "w.bin", *, write: bool = True,
-                        short: bool = False) -> onnx.ModelProto:
+def external_data_model(
+    folder: Path, location: str = "w.bin", *, write: bool = True, short: bool = False
+) -> onnx.ModelProto:
     """y = x + w with w stored externally at `location` (relative to `folder`); missing or truncated on request."""
     from onnx.external_data_helper import set_external_data
 
-    model = make_model([helper.make_node("Add", ["x", "w"], ["y"])], [vi("x", FLOAT, [64])], [vi("y", FLOAT, [64])],
-                       [const("w", np.ones(64, np.float32))])
+    model = make_model(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        [vi("x", FLOAT, [64])],
+        [vi("y", FLOAT, [64])],
+        [const("w", np.ones(64, np.float32))],
+    )
     tensor = model.graph.initializer[0]
     raw = tensor.raw_data
     set_external_data(tensor, location)

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from onnx.external_data_helper import set_external_data
 
 import onnxslim
-from onnxslim import passes
+from onnxslim.passes import registry as passes
 
 N = helper.make_node
 
@@ -23,19 +23,32 @@ def small_model() -> onnx.ModelProto:
     """Identity, a foldable Constant chain and a dead node around one MatMul."""
     w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
     return make_model(
-        [N("Identity", ["x"], ["a"]), N("Constant", [], ["two"], value=const("v", np.float32(2))),
-         N("Mul", ["w", "two"], ["w2"]), N("MatMul", ["a", "w2"], ["y"]), N("Relu", ["x"], ["dead"])],
-        [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 4])], [const("w", w)])
+        [
+            N("Identity", ["x"], ["a"]),
+            N("Constant", [], ["two"], value=const("v", np.float32(2))),
+            N("Mul", ["w", "two"], ["w2"]),
+            N("MatMul", ["a", "w2"], ["y"]),
+            N("Relu", ["x"], ["dead"]),
+        ],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, ["N", 4])],
+        [const("w", w)],
+    )
 
 
 def external_model(folder: Path) -> Path:
     """A model whose two weights live in external files under `folder/weights/`."""
     (folder / "weights").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    model = make_model([N("MatMul", ["x", "w1"], ["a"]), N("Relu", ["a"], ["r"]), N("MatMul", ["r", "w2"], ["y"])],
-                       [vi("x", FLOAT, ["N", 16])], [vi("y", FLOAT, ["N", 16])],
-                       [const("w1", rng.standard_normal((16, 32)).astype(np.float32)),
-                        const("w2", rng.standard_normal((32, 16)).astype(np.float32))])
+    model = make_model(
+        [N("MatMul", ["x", "w1"], ["a"]), N("Relu", ["a"], ["r"]), N("MatMul", ["r", "w2"], ["y"])],
+        [vi("x", FLOAT, ["N", 16])],
+        [vi("y", FLOAT, ["N", 16])],
+        [
+            const("w1", rng.standard_normal((16, 32)).astype(np.float32)),
+            const("w2", rng.standard_normal((32, 16)).astype(np.float32)),
+        ],
+    )
     for tensor in model.graph.initializer:
         (folder / "weights" / f"{tensor.name}.bin").write_bytes(tensor.raw_data)
         set_external_data(tensor, f"weights/{tensor.name}.bin")
@@ -76,7 +89,7 @@ def test_optimize_changes_an_onnx_ir_model_in_place():
 
 def test_optimize_options_are_keyword_only_and_validated():
     with pytest.raises(TypeError):
-        onnxslim.optimize(small_model(), ["prune"])  # noqa
+        onnxslim.optimize(small_model(), ["prune"])
     with pytest.raises(onnxslim.OnnxSlimError, match="unknown pass"):
         onnxslim.optimize(small_model(), skip=["no-such-pass"])
 
@@ -106,19 +119,28 @@ class _BreakRelu(ir.passes.InPlacePass):
 
 
 def test_a_pass_that_changes_results_fails_the_check(monkeypatch):
-    broken = passes.PassSpec("break-relu", "wrong on purpose", lambda options: _BreakRelu(), stage="setup")
+    broken = passes.PassSpec(
+        "break-relu", "wrong on purpose", lambda options: _BreakRelu(), stage="setup"
+    )
     monkeypatch.setattr(passes, "REGISTRY", (broken, *passes.REGISTRY))
-    model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [4, 5])], [vi("y", FLOAT, [4, 5])])
-    with pytest.raises(onnxslim.CheckFailedError, match="differs from the original: y: max abs difference"):
+    model = make_model(
+        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [4, 5])], [vi("y", FLOAT, [4, 5])]
+    )
+    with pytest.raises(
+        onnxslim.CheckFailedError, match="differs from the original: y: max abs difference"
+    ):
         onnxslim.optimize(model)
     assert op_counts(onnxslim.optimize(model, check=False)) == {"Neg": 1}
 
 
-@pytest.mark.parametrize("bad, message", [
-    (42, "expected a path, onnx.ModelProto or onnx_ir.Model, got int"),
-    ("/nonexistent/model.onnx", "no such file"),
-    (onnx.ModelProto(), "no outputs"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (42, "expected a path, onnx.ModelProto or onnx_ir.Model, got int"),
+        ("/nonexistent/model.onnx", "no such file"),
+        (onnx.ModelProto(), "no outputs"),
+    ],
+)
 def test_optimize_rejects_what_is_not_a_model(bad, message):
     with pytest.raises(onnxslim.OnnxSlimError, match=message):
         onnxslim.optimize(bad)
@@ -130,7 +152,10 @@ def test_save_writes_an_ir_model_or_a_proto(tmp_path):
     written = onnxslim.save(result, tmp_path / "a.onnx")
     assert written == (tmp_path / "a.onnx").stat().st_size
     onnxslim.save(model, tmp_path / "b.onnx")
-    assert sorted(os.listdir(tmp_path)) == ["a.onnx", "b.onnx"]  # nothing left from the staging folder
+    assert sorted(os.listdir(tmp_path)) == [
+        "a.onnx",
+        "b.onnx",
+    ]  # nothing left from the staging folder
     assert_same_outputs(model, tmp_path / "a.onnx")
     assert_same_outputs(model, tmp_path / "b.onnx")
 
@@ -148,7 +173,9 @@ def test_save_with_external_data(tmp_path):
 def test_save_errors(tmp_path):
     with pytest.raises(onnxslim.OnnxSlimError, match="output folder .* does not exist"):
         onnxslim.save(small_model(), tmp_path / "missing" / "a.onnx")
-    with pytest.raises(onnxslim.OnnxSlimError, match="expected an onnx_ir.Model or onnx.ModelProto, got str"):
+    with pytest.raises(
+        onnxslim.OnnxSlimError, match="expected an onnx_ir.Model or onnx.ModelProto, got str"
+    ):
         onnxslim.save("model.onnx", tmp_path / "a.onnx")
 
 
@@ -162,7 +189,12 @@ def test_slim_returns_a_model_proto_or_writes(tmp_path):
     assert_same_outputs(model, proto)
     assert onnxslim.slim(model, tmp_path / "out.onnx") is None
     assert_same_outputs(model, tmp_path / "out.onnx")
-    assert onnxslim.slim(model, str(tmp_path / "ext.onnx"), external_data=True, skip=["fuse-matmul-add"]) is None
+    assert (
+        onnxslim.slim(
+            model, str(tmp_path / "ext.onnx"), external_data=True, skip=["fuse-matmul-add"]
+        )
+        is None
+    )
     assert (tmp_path / "ext.onnx.data").is_file()
 
 
@@ -170,7 +202,9 @@ def test_optimize_and_save_an_external_data_model_from_another_folder(tmp_path, 
     path = external_model(tmp_path / "src")
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)  # paths resolve against the model's folder, not the working directory
+    monkeypatch.chdir(
+        elsewhere
+    )  # paths resolve against the model's folder, not the working directory
     result = onnxslim.optimize(path)
     onnxslim.save(result, "kept.onnx")  # a model that came with external data keeps that layout
     onnxslim.save(result, "inline.onnx", external_data=False)
@@ -190,7 +224,7 @@ def test_slim_of_an_external_data_model_returns_a_self_contained_proto(tmp_path,
 
 
 def test_io_to_proto_reads_external_tensors_in(tmp_path, monkeypatch):
-    from onnxslim import io
+    from onnxslim.model import io
 
     path = external_model(tmp_path)
     model = onnxslim.optimize(path)

@@ -14,7 +14,7 @@ from onnx import helper
 from rich.console import Console
 
 from onnxslim.bench import SCHEMA_VERSION, benchmark
-from onnxslim.bench_cli import bench_command
+from onnxslim.cli.bench import bench_command
 from onnxslim.cpu import cpu_info, parse_cpuinfo
 from onnxslim.errors import OnnxSlimError
 
@@ -24,25 +24,37 @@ WEIGHTS = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
 
 def classifier(weights=WEIGHTS, classes=3):
     """scores = x @ W (float[batch, classes]) and label = argmax (int64[batch])."""
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["scores"]),
-             helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0)]
-    return make_model(nodes, [vi("x", FLOAT, ["batch", 4])],
-                      [vi("scores", FLOAT, ["batch", classes]), vi("label", INT64, ["batch"])],
-                      [const("W", weights)])
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["scores"]),
+        helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", FLOAT, ["batch", 4])],
+        [vi("scores", FLOAT, ["batch", classes]), vi("label", INT64, ["batch"])],
+        [const("W", weights)],
+    )
 
 
 @pytest.fixture
 def models(model_path):
     """Reference, an identical copy, and a model whose weights drifted."""
-    return (model_path(classifier(), "ref.onnx"), model_path(classifier(), "same.onnx"),
-            model_path(classifier(WEIGHTS + 0.05), "drift.onnx"))
+    return (
+        model_path(classifier(), "ref.onnx"),
+        model_path(classifier(), "same.onnx"),
+        model_path(classifier(WEIGHTS + 0.05), "drift.onnx"),
+    )
 
 
 def test_report_figures(models):
     ref, same, drifted = models
     report = benchmark([ref, same, drifted], **FAST)
     assert [m.name for m in report.models] == ["ref.onnx", "same.onnx", "drift.onnx"]
-    assert report.samples == 8 and report.random_inputs and "drift on random inputs says little" in report.notes[0]
+    assert (
+        report.samples == 8
+        and report.random_inputs
+        and "drift on random inputs says little" in report.notes[0]
+    )
     assert (report.threads, report.ort_opt_level, report.runs, report.warmup) == (1, "all", 5, 1)
     first = report.models[0]
     assert first.drift is None and first.nodes == 2 and first.file_size == ref.stat().st_size
@@ -54,7 +66,7 @@ def test_report_figures(models):
     assert identical["scores"].max_abs == 0 and identical["scores"].cosine == 1.0
     assert identical["label"].exact_match is True
     drift = report.models[2].drift["scores"]
-    assert 0 < drift.max_abs and drift.cosine < 1.0 and drift.top1_agreement is not None
+    assert drift.max_abs > 0 and drift.cosine < 1.0 and drift.top1_agreement is not None
 
 
 def test_drift_matches_hand_computed_on_given_inputs(models):
@@ -77,15 +89,23 @@ def test_check_flags(models):
     ]
     assert report.check(max_drift="cosine>=0.5", min_speedup=1e-9) == []
     failures = report.check(min_speedup=1e9)
-    assert len(failures) == 2 and failures[0].startswith("same.onnx: speedup ") and "below 1e+09x" in failures[0]
+    assert (
+        len(failures) == 2
+        and failures[0].startswith("same.onnx: speedup ")
+        and "below 1e+09x" in failures[0]
+    )
 
 
 def test_shape_mismatch_is_reported(model_path):
     ref = model_path(classifier(), "ref.onnx")
     wider = model_path(classifier(np.ones((4, 5), np.float32), classes=5), "wider.onnx")
     report = benchmark([ref, wider], **FAST)
-    assert report.models[1].drift["scores"].mismatch == "shape [1, 5] vs reference [1, 3] (sample 0)"
-    assert report.check(max_drift="cosine>=0.9")[0].startswith("wider.onnx: output 'scores': shape [1, 5]")
+    assert (
+        report.models[1].drift["scores"].mismatch == "shape [1, 5] vs reference [1, 3] (sample 0)"
+    )
+    assert report.check(max_drift="cosine>=0.9")[0].startswith(
+        "wider.onnx: output 'scores': shape [1, 5]"
+    )
 
 
 def test_models_as_protos_shapes_and_input_sources(tmp_path):
@@ -103,9 +123,18 @@ def test_models_as_protos_shapes_and_input_sources(tmp_path):
     "kwargs, message",
     [
         ({"inputs": [{"y": np.ones((1, 4), np.float32)}]}, "unknown input 'y'"),
-        ({"inputs": [{"x": np.ones((1, 4), np.float64)}]}, "has dtype float64, the model expects float32"),
-        ({"inputs": [{"x": np.ones((1, 5), np.float32)}]}, r"has shape \[1,5\], the model expects float32\[batch,4\]"),
-        ({"inputs": [{"x": np.ones((1, 4), np.float32)}], "shapes": {"x": (1, 4)}}, "shapes apply to random inputs"),
+        (
+            {"inputs": [{"x": np.ones((1, 4), np.float64)}]},
+            "has dtype float64, the model expects float32",
+        ),
+        (
+            {"inputs": [{"x": np.ones((1, 5), np.float32)}]},
+            r"has shape \[1,5\], the model expects float32\[batch,4\]",
+        ),
+        (
+            {"inputs": [{"x": np.ones((1, 4), np.float32)}], "shapes": {"x": (1, 4)}},
+            "shapes apply to random inputs",
+        ),
         ({"inputs": []}, "no input samples"),
         ({"ort_opt_level": "max"}, "unknown ORT optimization level 'max'"),
         ({"runs": 0}, "runs must be >= 1"),
@@ -124,15 +153,20 @@ def test_model_errors(tmp_path, models):
     (tmp_path / "junk.onnx").write_bytes(b"\x00junk")
     with pytest.raises(OnnxSlimError, match="junk.onnx: not a valid ONNX model"):
         benchmark([tmp_path / "junk.onnx"], **FAST)
-    other = make_model([helper.make_node("Identity", ["z"], ["scores"])], [vi("z", FLOAT, [1, 3])],
-                       [vi("scores", FLOAT, [1, 3])])
+    other = make_model(
+        [helper.make_node("Identity", ["z"], ["scores"])],
+        [vi("z", FLOAT, [1, 3])],
+        [vi("scores", FLOAT, [1, 3])],
+    )
     with pytest.raises(OnnxSlimError, match="model1: sample 0: unknown input 'x'"):
         benchmark([classifier(), other], **FAST)
 
 
 def test_peak_memory_in_subprocess(models):
     report = benchmark([models[0]], runs=2, warmup=0, progress=False)
-    assert isinstance(report.models[0].peak_memory_mb, float) and report.models[0].peak_memory_mb >= 0
+    assert (
+        isinstance(report.models[0].peak_memory_mb, float) and report.models[0].peak_memory_mb >= 0
+    )
 
 
 def test_json_schema(models, tmp_path):
@@ -141,18 +175,57 @@ def test_json_schema(models, tmp_path):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data == json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert data["schema_version"] == SCHEMA_VERSION
-    assert set(data) == {"schema_version", "onnxruntime", "cpu", "settings", "notes", "reference", "models"}
-    assert set(data["cpu"]) == {"model", "arch", "flags"} and set(data["cpu"]["flags"]) >= {"avx2", "avx512", "vnni"}
-    assert data["settings"] == {"threads": 1, "ort_opt_level": "all", "runs": 5, "warmup": 1, "samples": 8,
-                                "random_inputs": True}
+    assert set(data) == {
+        "schema_version",
+        "onnxruntime",
+        "cpu",
+        "settings",
+        "notes",
+        "reference",
+        "models",
+    }
+    assert set(data["cpu"]) == {"model", "arch", "flags"} and set(data["cpu"]["flags"]) >= {
+        "avx2",
+        "avx512",
+        "vnni",
+    }
+    assert data["settings"] == {
+        "threads": 1,
+        "ort_opt_level": "all",
+        "runs": 5,
+        "warmup": 1,
+        "samples": 8,
+        "random_inputs": True,
+    }
     ref, other = data["models"]
-    assert set(ref) == {"name", "file_size_bytes", "nodes", "session_create_ms", "latency_ms", "throughput_per_s",
-                        "peak_memory_mb", "speedup", "size_ratio", "drift"}
+    assert set(ref) == {
+        "name",
+        "file_size_bytes",
+        "nodes",
+        "session_create_ms",
+        "latency_ms",
+        "throughput_per_s",
+        "peak_memory_mb",
+        "speedup",
+        "size_ratio",
+        "drift",
+    }
     assert set(ref["latency_ms"]) == {"median", "p90", "mean", "min"}
     assert ref["drift"] is None and ref["speedup"] == 1.0 and data["reference"] == "ref.onnx"
     assert set(other["drift"]) == {"scores", "label"}
-    assert set(other["drift"]["scores"]) == {"name", "dtype", "shape", "max_abs", "mean_abs", "cosine", "snr_db",
-                                             "top1_agreement", "exact_match", "nonfinite_mismatches", "mismatch"}
+    assert set(other["drift"]["scores"]) == {
+        "name",
+        "dtype",
+        "shape",
+        "max_abs",
+        "mean_abs",
+        "cosine",
+        "snr_db",
+        "top1_agreement",
+        "exact_match",
+        "nonfinite_mismatches",
+        "mismatch",
+    }
 
 
 def test_html_report(models, tmp_path):
@@ -160,12 +233,23 @@ def test_html_report(models, tmp_path):
     report.write_html(tmp_path / "bench.html")
     page = (tmp_path / "bench.html").read_text()
     assert page.startswith("<!doctype html>") and page.count("<svg") == 3
-    for text in ("ref.onnx", "drift.onnx", "scores", "label", "Median latency", "Max abs error per output",
-                 f"{report.models[0].latency.median:.3f}", f"{report.models[2].drift['scores'].max_abs:.4g}",
-                 report.cpu.model, "drift on random inputs says little"):
+    for text in (
+        "ref.onnx",
+        "drift.onnx",
+        "scores",
+        "label",
+        "Median latency",
+        "Max abs error per output",
+        f"{report.models[0].latency.median:.3f}",
+        f"{report.models[2].drift['scores'].max_abs:.4g}",
+        report.cpu.model,
+        "drift on random inputs says little",
+    ):
         assert text in page
     assert "<script" not in page and "src=" not in page and "<link" not in page  # self-contained
-    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]  # no temporary file left behind
+    assert not [
+        p for p in tmp_path.iterdir() if p.suffix == ".tmp"
+    ]  # no temporary file left behind
 
 
 def test_write_errors(models, tmp_path):
@@ -179,8 +263,20 @@ def test_render(models):
     console = Console(record=True, width=160)
     report.render(console)
     text = console.export_text()
-    for word in ("AVX2", "AVX-512", "VNNI", "onnxruntime", "1 intra-op thread", "level: all", "drift.onnx", "Speedup",
-                 "Mean", "Output drift vs reference", "exact", "note: inputs are random"):
+    for word in (
+        "AVX2",
+        "AVX-512",
+        "VNNI",
+        "onnxruntime",
+        "1 intra-op thread",
+        "level: all",
+        "drift.onnx",
+        "Speedup",
+        "Mean",
+        "Output drift vs reference",
+        "exact",
+        "note: inputs are random",
+    ):
         assert word in text
     narrow = Console(record=True, width=80)
     report.render(narrow)
@@ -191,14 +287,28 @@ def test_cli_pass_fail_and_outputs(models, tmp_path):
     ref, same, drifted = map(str, models)
     runner = CliRunner()
     common = ["--runs", "5", "--warmup", "1", "--no-memory"]
-    result = runner.invoke(bench_command, [ref, same, *common, "--json", str(tmp_path / "b.json"),
-                                           "--html", str(tmp_path / "b.html"), "--max-drift", "max_abs<=0"])
+    result = runner.invoke(
+        bench_command,
+        [
+            ref,
+            same,
+            *common,
+            "--json",
+            str(tmp_path / "b.json"),
+            "--html",
+            str(tmp_path / "b.html"),
+            "--max-drift",
+            "max_abs<=0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Benchmark" in result.stdout and result.stderr == ""
     assert json.loads((tmp_path / "b.json").read_text())["models"][1]["name"] == "same.onnx"
     assert (tmp_path / "b.html").is_file()
 
-    result = runner.invoke(bench_command, [ref, drifted, *common, "-q", "--max-drift", "cosine>=0.999999999"])
+    result = runner.invoke(
+        bench_command, [ref, drifted, *common, "-q", "--max-drift", "cosine>=0.999999999"]
+    )
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.startswith("FAIL drift.onnx: output 'scores': cosine ")
 
@@ -216,24 +326,53 @@ def test_cli_pass_fail_and_outputs(models, tmp_path):
     ],
 )
 def test_cli_user_errors(models, args, message):
-    result = CliRunner().invoke(bench_command, [str(models[0]), "--runs", "1", "--no-memory", *args])
-    assert result.exit_code == 2 and result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    result = CliRunner().invoke(
+        bench_command, [str(models[0]), "--runs", "1", "--no-memory", *args]
+    )
+    assert (
+        result.exit_code == 2
+        and result.stderr.startswith(message)
+        and result.stderr.count("\n") == 1
+    )
 
 
 def test_cli_end_to_end_subprocess(models, tmp_path):
     ref, same, drifted = models
-    proc = run_cli("bench", ref, same, "--runs", "5", "--warmup", "1", "--json", tmp_path / "r.json",
-                   "--max-drift", "cosine>=0.99", "--threads", "1", "--ort-opt-level", "basic")
+    proc = run_cli(
+        "bench",
+        ref,
+        same,
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--json",
+        tmp_path / "r.json",
+        "--max-drift",
+        "cosine>=0.99",
+        "--threads",
+        "1",
+        "--ort-opt-level",
+        "basic",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "same.onnx" in proc.stdout and "ORT optimization level: basic" in proc.stdout
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["settings"]["ort_opt_level"] == "basic" and data["models"][0]["peak_memory_mb"] >= 0
 
-    proc = run_cli("bench", ref, drifted, "--runs", "2", "--no-memory", "--max-drift", "max_abs<=1e-6", "-q")
-    assert proc.returncode == 1 and proc.stderr.startswith("FAIL drift.onnx: output 'scores': max_abs")
+    proc = run_cli(
+        "bench", ref, drifted, "--runs", "2", "--no-memory", "--max-drift", "max_abs<=1e-6", "-q"
+    )
+    assert proc.returncode == 1 and proc.stderr.startswith(
+        "FAIL drift.onnx: output 'scores': max_abs"
+    )
 
-    assert_one_line_error(run_cli("bench", tmp_path / "nope.onnx", "--no-memory"), 2, "nope.onnx: no such file")
-    assert_one_line_error(run_cli("bench", ref, "--no-memory", "--inputs", "random:zero"), 2, "random:N")
+    assert_one_line_error(
+        run_cli("bench", tmp_path / "nope.onnx", "--no-memory"), 2, "nope.onnx: no such file"
+    )
+    assert_one_line_error(
+        run_cli("bench", ref, "--no-memory", "--inputs", "random:zero"), 2, "random:N"
+    )
 
 
 def test_cpu_info_parsing(tmp_path):
@@ -241,20 +380,49 @@ def test_cpu_info_parsing(tmp_path):
     info = parse_cpuinfo(x86, "x86_64")
     assert info.model == "AMD EPYC 7B13" and info.features == ["AVX2"]
     assert info.flags == {"avx2": True, "avx512": False, "vnni": False, "neon": False}
-    assert parse_cpuinfo("flags : avx2 avx512f avx512_vnni\n", "x86_64").features == ["AVX2", "AVX-512", "VNNI"]
+    assert parse_cpuinfo("flags : avx2 avx512f avx512_vnni\n", "x86_64").features == [
+        "AVX2",
+        "AVX-512",
+        "VNNI",
+    ]
     assert parse_cpuinfo("flags : avx2 avx_vnni\n", "x86_64").flags["vnni"] is True
-    arm = parse_cpuinfo("processor : 0\nFeatures : fp asimd asimddp\nCPU implementer : 0x41\n", "aarch64")
+    arm = parse_cpuinfo(
+        "processor : 0\nFeatures : fp asimd asimddp\nCPU implementer : 0x41\n", "aarch64"
+    )
     assert arm.features == ["NEON"] and arm.arch == "aarch64"
     fallback = cpu_info(tmp_path / "missing")
     assert fallback.model and fallback.flags["avx2"] is False
 
 
 def test_random_inputs_take_the_given_shapes(tmp_path):
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["n", 4])], [vi("y", FLOAT, ["n", 4])])
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [vi("x", FLOAT, ["n", 4])],
+        [vi("y", FLOAT, ["n", 4])],
+    )
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    report = benchmark([path, path], inputs="random:3", shapes=["x:5,4"], runs=2, warmup=0,
-                       measure_memory=False, progress=False)
+    report = benchmark(
+        [path, path],
+        inputs="random:3",
+        shapes=["x:5,4"],
+        runs=2,
+        warmup=0,
+        measure_memory=False,
+        progress=False,
+    )
     assert report.samples == 3
-    proc = run_cli("bench", path, path, "--inputs", "random:2", "--shape", "x:5,4", "--runs", "2", "--no-memory", "-q")
+    proc = run_cli(
+        "bench",
+        path,
+        path,
+        "--inputs",
+        "random:2",
+        "--shape",
+        "x:5,4",
+        "--runs",
+        "2",
+        "--no-memory",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr

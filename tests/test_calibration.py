@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from onnxslim.calibration import (Histogram, collect_channel_means, collect_statistics,
-                                  compute_range)
 from onnxslim.errors import OnnxSlimError
+from onnxslim.quantization.calibration import (
+    Histogram,
+    collect_channel_means,
+    collect_statistics,
+    compute_range,
+)
 
 
 def hist_of(*batches, bins=2048):
@@ -18,7 +22,12 @@ def hist_of(*batches, bins=2048):
 
 def test_histogram_grows_exactly():
     rng = np.random.default_rng(0)
-    batches = [rng.normal(size=500) * 0.01, rng.normal(size=500) * 5 + 3, -rng.exponential(size=500) * 50, [1e4]]
+    batches = [
+        rng.normal(size=500) * 0.01,
+        rng.normal(size=500) * 5 + 3,
+        -rng.exponential(size=500) * 50,
+        [1e4],
+    ]
     h = hist_of(*batches)
     everything = np.concatenate([np.ravel(b) for b in batches])
     expected, _ = np.histogram(everything, bins=h.edges)
@@ -34,7 +43,9 @@ def test_histogram_ignores_nan_and_inf():
 
 
 def test_abs_counts_fold_around_zero():
-    h = hist_of([-1.0, -0.5, 0.5, 2.0], bins=4)  # bins of 1.5 from -1.5: [-1.5, 0) [0, 1.5) [1.5, 3) [3, 4.5)
+    h = hist_of(
+        [-1.0, -0.5, 0.5, 2.0], bins=4
+    )  # bins of 1.5 from -1.5: [-1.5, 0) [0, 1.5) [1.5, 3) [3, 4.5)
     assert h.width == pytest.approx(1.5) and h.zero_bin == 1
     assert h.abs_counts().tolist() == [3, 1, 0]
 
@@ -104,13 +115,20 @@ def test_unknown_method_and_empty():
 def _relu_model():
     node = helper.make_node("Relu", ["x"], ["r"])
     node2 = helper.make_node("Neg", ["r"], ["y"])
-    graph = helper.make_graph([node, node2], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    graph = helper.make_graph(
+        [node, node2],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
 def test_collect_statistics_streams_every_sample():
-    samples = [{"x": np.array([[-1.0, 2.0, 3.0, 4.0]], np.float32)}, {"x": np.array([[5.0, -6.0, 0.0, 1.0]], np.float32)}]
+    samples = [
+        {"x": np.array([[-1.0, 2.0, 3.0, 4.0]], np.float32)},
+        {"x": np.array([[5.0, -6.0, 0.0, 1.0]], np.float32)},
+    ]
     stats = collect_statistics(_relu_model(), iter(samples), ["r", "x"], progress=False)
     assert stats["r"].min == 0.0 and stats["r"].max == 5.0 and stats["r"].total == 8
     assert stats["x"].min == -6.0 and stats["x"].max == 5.0
@@ -127,13 +145,17 @@ def test_collect_channel_means_over_every_other_axis():
     means = collect_channel_means(_relu_model(), samples, {"r": 1, "x": 0}, progress=False)
     relu = np.concatenate([np.maximum(s["x"], 0) for s in samples])
     np.testing.assert_allclose(means["r"], relu.mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(means["x"], np.mean([s["x"].mean(axis=1) for s in samples], axis=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        means["x"], np.mean([s["x"].mean(axis=1) for s in samples], axis=0), rtol=1e-6
+    )
 
 
 def test_onnx_runtime_errors_while_observing_are_onnxslim_errors():
     samples = [{"x": np.zeros((1, 4), np.int64)}]  # wrong dtype: ORT refuses the run
-    for collect in (lambda: collect_statistics(_relu_model(), samples, ["r"], progress=False),
-                    lambda: collect_channel_means(_relu_model(), samples, {"r": 1}, progress=False)):
+    for collect in (
+        lambda: collect_statistics(_relu_model(), samples, ["r"], progress=False),
+        lambda: collect_channel_means(_relu_model(), samples, {"r": 1}, progress=False),
+    ):
         with pytest.raises(OnnxSlimError, match="ONNX Runtime") as err:
             collect()
         assert "\n" not in str(err.value)

@@ -11,8 +11,19 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import (FLOAT, REPO, assert_one_line_error, assert_same_outputs, const, external_data_model, make_model, node_count,
-                     op_counts, run_cli, vi)
+from helpers import (
+    FLOAT,
+    REPO,
+    assert_one_line_error,
+    assert_same_outputs,
+    const,
+    external_data_model,
+    make_model,
+    node_count,
+    op_counts,
+    run_cli,
+    vi,
+)
 from onnx import helper
 
 N = helper.make_node
@@ -45,7 +56,9 @@ def test_dash_o_output_and_quiet(demo, tmp_path):
     proc = run_cli(demo, "-o", tmp_path / "small.onnx", "-q")
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     assert_same_outputs(demo, tmp_path / "small.onnx")
-    proc = run_cli(demo, tmp_path / "same.onnx", "-o", tmp_path / "same.onnx", "-q")  # the same path twice is fine
+    proc = run_cli(
+        demo, tmp_path / "same.onnx", "-o", tmp_path / "same.onnx", "-q"
+    )  # the same path twice is fine
     assert proc.returncode == 0 and (tmp_path / "same.onnx").is_file()
 
 
@@ -75,7 +88,9 @@ def test_report_json(demo, tmp_path):
     assert data["after"]["file_bytes"] == out.stat().st_size
     assert data["before"]["file_bytes"] == demo.stat().st_size
     assert data["after"]["parameters"] <= data["before"]["parameters"]
-    assert data["passes_applied"] and all(isinstance(v, int) and v > 0 for v in data["passes_applied"].values())
+    assert data["passes_applied"] and all(
+        isinstance(v, int) and v > 0 for v in data["passes_applied"].values()
+    )
     assert data["rounds"] >= 1 and data["seconds"] > 0
 
 
@@ -87,35 +102,74 @@ def test_no_check(demo, tmp_path):
 
 
 def test_check_inputs_and_shapes(tmp_path):
-    model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])])
+    model = make_model(
+        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])]
+    )
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "inputs.npz", x=np.ones((4, 2, 3), np.float32))  # 4 samples of [2, 3]
-    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "a.onnx", "--check-inputs", tmp_path / "inputs.npz",
-                   "-q").returncode == 0
-    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "b.onnx", "--shape", "x:5,3", "-q").returncode == 0
+    assert (
+        run_cli(
+            tmp_path / "m.onnx",
+            "-o",
+            tmp_path / "a.onnx",
+            "--check-inputs",
+            tmp_path / "inputs.npz",
+            "-q",
+        ).returncode
+        == 0
+    )
+    assert (
+        run_cli(tmp_path / "m.onnx", "-o", tmp_path / "b.onnx", "--shape", "x:5,3", "-q").returncode
+        == 0
+    )
 
 
 def test_size_threshold_option(tmp_path):
-    model = make_model([N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([1.0], np.float32))),
-                        N("Add", ["x", "z"], ["y"])],
-                       [vi("x", FLOAT, [1024, 1024])], [vi("y", FLOAT, [1024, 1024])], [const("s", np.array([1024, 1024]))])
+    model = make_model(
+        [
+            N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([1.0], np.float32))),
+            N("Add", ["x", "z"], ["y"]),
+        ],
+        [vi("x", FLOAT, [1024, 1024])],
+        [vi("y", FLOAT, [1024, 1024])],
+        [const("s", np.array([1024, 1024]))],
+    )
     onnx.save(model, tmp_path / "m.onnx")
     assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "default.onnx", "-q").returncode == 0
     assert op_counts(tmp_path / "default.onnx")["ConstantOfShape"] == 1
-    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "big.onnx", "--size-threshold", "8MiB", "-q").returncode == 0
+    assert (
+        run_cli(
+            tmp_path / "m.onnx", "-o", tmp_path / "big.onnx", "--size-threshold", "8MiB", "-q"
+        ).returncode
+        == 0
+    )
     assert op_counts(tmp_path / "big.onnx") == {"Add": 1}
     assert (tmp_path / "big.onnx").stat().st_size > 4 * 1024 * 1024
 
 
 def test_skip_and_keep_initializer_inputs(tmp_path):
-    model = make_model([N("Identity", ["x"], ["a"]), N("Neg", ["k"], ["nk"]), N("Mul", ["a", "nk"], ["y"])],
-                       [vi("x", FLOAT, [3]), vi("k", FLOAT, [3])], [vi("y", FLOAT, [3])],
-                       [const("k", np.full(3, 2.0, np.float32))], ir_version=4, opset=9)
+    model = make_model(
+        [N("Identity", ["x"], ["a"]), N("Neg", ["k"], ["nk"]), N("Mul", ["a", "nk"], ["y"])],
+        [vi("x", FLOAT, [3]), vi("k", FLOAT, [3])],
+        [vi("y", FLOAT, [3])],
+        [const("k", np.full(3, 2.0, np.float32))],
+        ir_version=4,
+        opset=9,
+    )
     onnx.save(model, tmp_path / "m.onnx")
     assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "a.onnx", "-q").returncode == 0
     assert op_counts(tmp_path / "a.onnx") == {"Mul": 1}
-    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "b.onnx", "--skip", "remove-no-ops,prune", "--skip",
-                   "fold-constants", "--keep-initializer-inputs", "-q")
+    proc = run_cli(
+        tmp_path / "m.onnx",
+        "-o",
+        tmp_path / "b.onnx",
+        "--skip",
+        "remove-no-ops,prune",
+        "--skip",
+        "fold-constants",
+        "--keep-initializer-inputs",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     kept = onnx.load(tmp_path / "b.onnx")
     assert [v.name for v in kept.graph.input] == ["x", "k"]
@@ -147,14 +201,25 @@ def test_overwrite_an_external_data_model_in_place(tmp_path):
 
 
 def test_inline_functions(tmp_path):
-    twice = helper.make_function("local", "Twice", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])],
-                                 [helper.make_opsetid("", 17)])
-    model = make_model([N("Twice", ["x"], ["t"], domain="local"), N("Twice", ["t"], ["y"], domain="local")],
-                       [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])], opsets={"local": 1}, functions=[twice])
+    twice = helper.make_function(
+        "local", "Twice", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])], [helper.make_opsetid("", 17)]
+    )
+    model = make_model(
+        [N("Twice", ["x"], ["t"], domain="local"), N("Twice", ["t"], ["y"], domain="local")],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, ["N", 3])],
+        opsets={"local": 1},
+        functions=[twice],
+    )
     onnx.save(model, tmp_path / "m.onnx")
     assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "kept.onnx", "-q").returncode == 0
     assert [f.name for f in onnx.load(tmp_path / "kept.onnx").functions] == ["Twice"]
-    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "inlined.onnx", "--inline-functions", "-q").returncode == 0
+    assert (
+        run_cli(
+            tmp_path / "m.onnx", "-o", tmp_path / "inlined.onnx", "--inline-functions", "-q"
+        ).returncode
+        == 0
+    )
     inlined = onnx.load(tmp_path / "inlined.onnx")
     assert not inlined.functions and op_counts(inlined) == {"Add": 2}
     assert {o.domain for o in inlined.opset_import} == {""}
@@ -162,21 +227,32 @@ def test_inline_functions(tmp_path):
 
 
 def test_custom_domain_model_is_written_but_reported_unchecked(tmp_path):
-    model = make_model([N("Identity", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom")],
-                       [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], opsets={"my.custom": 1})
+    model = make_model(
+        [N("Identity", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom")],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        opsets={"my.custom": 1},
+    )
     onnx.save(model, tmp_path / "m.onnx")
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--report", tmp_path / "r.json")
     assert proc.returncode == 0, proc.stderr
-    assert "not checked: the original model does not run on ONNX Runtime (custom domain 'my.custom')" in proc.stderr
+    assert (
+        "not checked: the original model does not run on ONNX Runtime (custom domain 'my.custom')"
+        in proc.stderr
+    )
     assert json.loads((tmp_path / "r.json").read_text())["checked"] is False
     out = onnx.load(tmp_path / "o.onnx")
-    assert [(n.op_type, n.domain, list(n.input)) for n in out.graph.node] == [("FooBar", "my.custom", ["x"])]
+    assert [(n.op_type, n.domain, list(n.input)) for n in out.graph.node] == [
+        ("FooBar", "my.custom", ["x"])
+    ]
 
 
 # ---------------------------------------------------------------- errors: one line, exit code, nothing written
 
 
-def _external_model(folder: Path, *, write: bool = True, short: bool = False, location: str = "w.bin") -> Path:
+def _external_model(
+    folder: Path, *, write: bool = True, short: bool = False, location: str = "w.bin"
+) -> Path:
     onnx.save(external_data_model(folder, location, write=write, short=short), folder / "m.onnx")
     return folder / "m.onnx"
 
@@ -198,24 +274,42 @@ def _bad_input(kind: str, folder: Path) -> Path:
     elif kind == "escaping external data":
         return _external_model(folder, write=False, location="../../etc/passwd")
     elif kind == "opset 6":
-        onnx.save(make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])],
-                             opset=6, ir_version=3, check=False), path)
+        onnx.save(
+            make_model(
+                [N("Relu", ["x"], ["y"])],
+                [vi("x", FLOAT, [2])],
+                [vi("y", FLOAT, [2])],
+                opset=6,
+                ir_version=3,
+                check=False,
+            ),
+            path,
+        )
     elif kind == "folder":
         path.mkdir()
     return path
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "missing.onnx: no such file"),
-    ("not onnx", "m.onnx: not a valid ONNX model (truncated or not protobuf"),
-    ("empty", "m.onnx: empty file, not an ONNX model"),
-    ("truncated", "m.onnx: not a valid ONNX model (truncated or not protobuf"),
-    ("missing external data", "m.onnx: external data file 'w.bin' of 'w' is missing"),
-    ("short external data", "m.onnx: external data file 'w.bin' is too short for 'w' (100 bytes, needs 256)"),
-    ("escaping external data", "external data location '../../etc/passwd' of 'w' escapes the model's folder"),
-    ("opset 6", "m.onnx: opset 6 is not supported (minimum 7)"),
-    ("folder", "m.onnx: is a folder, not an ONNX model"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "missing.onnx: no such file"),
+        ("not onnx", "m.onnx: not a valid ONNX model (truncated or not protobuf"),
+        ("empty", "m.onnx: empty file, not an ONNX model"),
+        ("truncated", "m.onnx: not a valid ONNX model (truncated or not protobuf"),
+        ("missing external data", "m.onnx: external data file 'w.bin' of 'w' is missing"),
+        (
+            "short external data",
+            "m.onnx: external data file 'w.bin' is too short for 'w' (100 bytes, needs 256)",
+        ),
+        (
+            "escaping external data",
+            "external data location '../../etc/passwd' of 'w' escapes the model's folder",
+        ),
+        ("opset 6", "m.onnx: opset 6 is not supported (minimum 7)"),
+        ("folder", "m.onnx: is a folder, not an ONNX model"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(kind, message, tmp_path):
     path = _bad_input(kind, tmp_path)
     before = listing(tmp_path)
@@ -226,7 +320,9 @@ def test_bad_input_is_one_line_and_exit_2(kind, message, tmp_path):
 
 def test_unknown_skip_name(demo, tmp_path):
     proc = run_cli(demo, "-o", tmp_path / "out.onnx", "--skip", "prune,nope")
-    line = assert_one_line_error(proc, 2, "unknown pass 'nope' (known passes: freeze-initializer-inputs,")
+    line = assert_one_line_error(
+        proc, 2, "unknown pass 'nope' (known passes: freeze-initializer-inputs,"
+    )
     assert "fold-constants" in line
     assert listing(tmp_path) == ["demo.onnx"]
 
@@ -239,11 +335,14 @@ def test_output_equal_to_input_needs_overwrite(demo, tmp_path):
     assert demo.read_bytes() == original and listing(tmp_path) == ["demo.onnx"]
 
 
-@pytest.mark.parametrize("where, message", [
-    ("missing/out.onnx", "output folder {tmp}/missing does not exist"),
-    ("demo.onnx/out.onnx", "output folder {tmp}/demo.onnx does not exist"),
-    (".", "is a folder; give a file name for the output"),
-])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("missing/out.onnx", "output folder {tmp}/missing does not exist"),
+        ("demo.onnx/out.onnx", "output folder {tmp}/demo.onnx does not exist"),
+        (".", "is a folder; give a file name for the output"),
+    ],
+)
 def test_bad_output_path(where, message, demo, tmp_path):
     proc = run_cli(demo, "-o", tmp_path / where)
     assert_one_line_error(proc, 2, message.format(tmp=tmp_path))
@@ -296,19 +395,31 @@ class _Crash:
         raise RuntimeError("boom\nsecond line")
 
 
-@pytest.mark.parametrize("pass_, code, message", [
-    (_BreakRelu(), 1, "error: optimized model differs from the original: y: max abs difference"),
-    (_Crash(), 3, "error: internal error (RuntimeError: boom); set ONNXSLIM_DEBUG=1"),
-])
+@pytest.mark.parametrize(
+    "pass_, code, message",
+    [
+        (
+            _BreakRelu(),
+            1,
+            "error: optimized model differs from the original: y: max abs difference",
+        ),
+        (_Crash(), 3, "error: internal error (RuntimeError: boom); set ONNXSLIM_DEBUG=1"),
+    ],
+)
 def test_failed_check_and_internal_error_write_nothing(pass_, code, message, tmp_path, monkeypatch):
-    from onnxslim import cli, passes
+    from onnxslim import cli
+    from onnxslim.passes import registry as passes
 
     spec = passes.PassSpec("inject", "test", lambda options: pass_, stage="setup")
     monkeypatch.setattr(passes, "REGISTRY", (spec, *passes.REGISTRY))
     monkeypatch.delenv("ONNXSLIM_DEBUG", raising=False)
-    model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [4, 5])], [vi("y", FLOAT, [4, 5])])
+    model = make_model(
+        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [4, 5])], [vi("y", FLOAT, [4, 5])]
+    )
     onnx.save(model, tmp_path / "m.onnx")
-    result = CliRunner().invoke(cli.main, [str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")])
+    result = CliRunner().invoke(
+        cli.main, [str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")]
+    )
     assert result.exit_code == code
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
@@ -322,12 +433,15 @@ def test_unwritable_report_leaves_no_output(demo, tmp_path):
     assert listing(tmp_path) == ["demo.onnx"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--size-threshold", "-5"], "'-5' is not a size"),
-    (["--size-threshold", "3 parsecs"], "is not a size"),
-    (["--bogus"], "No such option '--bogus'"),
-    (["--shape"], "Option '--shape' requires an argument"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size-threshold", "-5"], "'-5' is not a size"),
+        (["--size-threshold", "3 parsecs"], "is not a size"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["--shape"], "Option '--shape' requires an argument"),
+    ],
+)
 def test_usage_errors_are_one_line(demo, tmp_path, args, message):
     proc = run_cli(demo, "-o", tmp_path / "out.onnx", *args)
     assert_one_line_error(proc, 2, message)

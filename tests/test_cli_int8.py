@@ -20,8 +20,16 @@ def _calibration_folder(tmp_path, count=10, dtype=np.float32, name="input"):
 
 def test_int8_writes_a_qdq_model_and_a_report(tmp_path, demo_path):
     out, report = tmp_path / "demo.int8.onnx", tmp_path / "report.json"
-    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", _calibration_folder(tmp_path),
-                   "--report", report)
+    proc = run_cli(
+        demo_path,
+        "-o",
+        out,
+        "--int8",
+        "--calibration",
+        _calibration_folder(tmp_path),
+        "--report",
+        report,
+    )
     assert proc.returncode == 0, proc.stderr
     ops = op_counts(out)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
@@ -43,7 +51,14 @@ def test_int8_needs_calibration(tmp_path, demo_path):
 
 def test_int8_rejects_calibration_data_of_the_wrong_dtype(tmp_path, demo_path):
     out = tmp_path / "x.onnx"
-    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", _calibration_folder(tmp_path, dtype=np.float64))
+    proc = run_cli(
+        demo_path,
+        "-o",
+        out,
+        "--int8",
+        "--calibration",
+        _calibration_folder(tmp_path, dtype=np.float64),
+    )
     line = assert_one_line_error(proc, 2, "float64")
     assert "input" in line and "float32" in line
     assert not out.exists()
@@ -51,7 +66,14 @@ def test_int8_rejects_calibration_data_of_the_wrong_dtype(tmp_path, demo_path):
 
 def test_int8_rejects_calibration_data_with_an_unknown_input(tmp_path, demo_path):
     out = tmp_path / "x.onnx"
-    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", _calibration_folder(tmp_path, name="pixels"))
+    proc = run_cli(
+        demo_path,
+        "-o",
+        out,
+        "--int8",
+        "--calibration",
+        _calibration_folder(tmp_path, name="pixels"),
+    )
     assert_one_line_error(proc, 2, "pixels")
     assert not out.exists()
 
@@ -69,8 +91,21 @@ def test_int8_equalization_and_bias_correction_flags(tmp_path, demo_path):
     chosen = {}
     for equalize, bias in (("on", "off"), ("off", "on")):
         report = tmp_path / f"{equalize}.json"
-        proc = run_cli(demo_path, "-o", tmp_path / f"{equalize}.onnx", "--int8", "--calibration", calibration,
-                       "--equalize", equalize, "--bias-correction", bias, "--report", report, "-q")
+        proc = run_cli(
+            demo_path,
+            "-o",
+            tmp_path / f"{equalize}.onnx",
+            "--int8",
+            "--calibration",
+            calibration,
+            "--equalize",
+            equalize,
+            "--bias-correction",
+            bias,
+            "--report",
+            report,
+            "-q",
+        )
         assert proc.returncode == 0, proc.stderr
         data = json.loads(report.read_text())["int8"]
         chosen[equalize] = (data["equalized_pairs"], data["bias_correction"])
@@ -81,14 +116,37 @@ def test_int8_equalization_and_bias_correction_flags(tmp_path, demo_path):
 def test_int8_runs_the_lossless_passes_with_the_given_options(tmp_path, demo_path):
     calibration = _calibration_folder(tmp_path)
     kept, fused = tmp_path / "kept.onnx", tmp_path / "fused.onnx"
-    assert run_cli(demo_path, "-o", kept, "--int8", "--calibration", calibration, "--skip", "fuse-batchnorm",
-                   "-q").returncode == 0
-    assert run_cli(demo_path, "-o", fused, "--int8", "--calibration", calibration, "-q").returncode == 0
+    assert (
+        run_cli(
+            demo_path,
+            "-o",
+            kept,
+            "--int8",
+            "--calibration",
+            calibration,
+            "--skip",
+            "fuse-batchnorm",
+            "-q",
+        ).returncode
+        == 0
+    )
+    assert (
+        run_cli(demo_path, "-o", fused, "--int8", "--calibration", calibration, "-q").returncode
+        == 0
+    )
     assert op_counts(kept)["BatchNormalization"] == 2
     assert op_counts(fused)["BatchNormalization"] == 0
 
 
 def test_int8_refuses_check_inputs(tmp_path, demo_path):
-    proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--int8", "--calibration", "random:4",
-                   "--check-inputs", _calibration_folder(tmp_path))
+    proc = run_cli(
+        demo_path,
+        "-o",
+        tmp_path / "x.onnx",
+        "--int8",
+        "--calibration",
+        "random:4",
+        "--check-inputs",
+        _calibration_folder(tmp_path),
+    )
     assert_one_line_error(proc, 2, "--check-inputs is for the lossless check")

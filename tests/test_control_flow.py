@@ -9,7 +9,17 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import FLOAT, INT64, assert_same_outputs, const, make_model, op_counts, optimized_proto, run, vi
+from helpers import (
+    FLOAT,
+    INT64,
+    assert_same_outputs,
+    const,
+    make_model,
+    op_counts,
+    optimized_proto,
+    run,
+    vi,
+)
 from onnx import TensorProto, helper
 
 import onnxslim
@@ -20,6 +30,7 @@ BOOL = TensorProto.BOOL
 
 def subgraph_ops(model: onnx.ModelProto, op_type: str, attr: str) -> dict:
     """Op counts inside the `attr` subgraph of the (first) `op_type` node, found at any depth."""
+
     def find(nodes):
         for node in nodes:
             if node.op_type == op_type:
@@ -39,25 +50,44 @@ def _loop_with_nested_if() -> onnx.ModelProto:
     """Loop 4 times: acc = If(i is even) then acc*W + 1 else acc - W; the body and both branches carry
     junk to remove (Identity, a constant chain, a dead node) and read outer-scope W."""
     then = helper.make_graph(
-        [N("Identity", ["acc_in"], ["a_id"]), N("Mul", ["a_id", "W"], ["m"]),
-         N("Constant", [], ["c1"], value=const("c1v", np.float32(1))), N("Add", ["m", "c1"], ["t_out"]),
-         N("Neg", ["m"], ["dead_then"])],
-        "then", [], [vi("t_out", FLOAT, [2, 3])])
+        [
+            N("Identity", ["acc_in"], ["a_id"]),
+            N("Mul", ["a_id", "W"], ["m"]),
+            N("Constant", [], ["c1"], value=const("c1v", np.float32(1))),
+            N("Add", ["m", "c1"], ["t_out"]),
+            N("Neg", ["m"], ["dead_then"]),
+        ],
+        "then",
+        [],
+        [vi("t_out", FLOAT, [2, 3])],
+    )
     other = helper.make_graph(
-        [N("Sub", ["acc_in", "W"], ["e_out"])], "else", [], [vi("e_out", FLOAT, [2, 3])])
+        [N("Sub", ["acc_in", "W"], ["e_out"])], "else", [], [vi("e_out", FLOAT, [2, 3])]
+    )
     body = helper.make_graph(
-        [N("Constant", [], ["two"], value=const("twov", np.array(2, np.int64))),
-         N("Mod", ["i", "two"], ["r"]), N("Equal", ["r", "zero"], ["even"]),
-         N("If", ["even"], ["acc_new"], then_branch=then, else_branch=other),
-         N("Identity", ["cond_in"], ["cond_out"]), N("Identity", ["acc_new"], ["acc_out"]),
-         N("Sigmoid", ["acc_new"], ["dead_body"])],
-        "body", [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [2, 3])],
-        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [2, 3])])
+        [
+            N("Constant", [], ["two"], value=const("twov", np.array(2, np.int64))),
+            N("Mod", ["i", "two"], ["r"]),
+            N("Equal", ["r", "zero"], ["even"]),
+            N("If", ["even"], ["acc_new"], then_branch=then, else_branch=other),
+            N("Identity", ["cond_in"], ["cond_out"]),
+            N("Identity", ["acc_new"], ["acc_out"]),
+            N("Sigmoid", ["acc_new"], ["dead_body"]),
+        ],
+        "body",
+        [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [2, 3])],
+        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [2, 3])],
+    )
     return make_model(
         [N("Loop", ["trips", "", "x"], ["y"], body=body)],
-        [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
-        [const("trips", np.array(4, np.int64)), const("zero", np.array(0, np.int64)),
-         const("W", np.linspace(0.5, 1.5, 6, dtype=np.float32).reshape(2, 3))])
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [
+            const("trips", np.array(4, np.int64)),
+            const("zero", np.array(0, np.int64)),
+            const("W", np.linspace(0.5, 1.5, 6, dtype=np.float32).reshape(2, 3)),
+        ],
+    )
 
 
 def test_nested_if_inside_loop_is_optimized_and_matches():
@@ -69,19 +99,30 @@ def test_nested_if_inside_loop_is_optimized_and_matches():
     assert body.get("Identity", 0) <= 1, body  # at most the pass-through of the loop condition
     then = subgraph_ops(out, "If", "then_branch")
     assert "Neg" not in then and "Identity" not in then, then
-    assert [t.name for t in out.graph.initializer if t.name == "W"] == ["W"]  # used from inside: kept
+    assert [t.name for t in out.graph.initializer if t.name == "W"] == [
+        "W"
+    ]  # used from inside: kept
 
 
 def test_loop_with_scan_output():
     # each iteration emits acc (scan output) and carries acc + step; the step is a foldable constant chain
     body = helper.make_graph(
-        [N("Neg", ["minus_step"], ["step"]), N("Add", ["acc_in", "step"], ["acc_out"]),
-         N("Identity", ["acc_in"], ["emitted"]), N("Identity", ["cond_in"], ["cond_out"])],
-        "body", [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [3])],
-        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [3]), vi("emitted", FLOAT, [3])])
-    model = make_model([N("Loop", ["trips", "", "x"], ["final", "history"], body=body)],
-                       [vi("x", FLOAT, [3])], [vi("final", FLOAT, [3]), vi("history", FLOAT, [5, 3])],
-                       [const("trips", np.array(5, np.int64)), const("minus_step", np.full(3, -0.5, np.float32))])
+        [
+            N("Neg", ["minus_step"], ["step"]),
+            N("Add", ["acc_in", "step"], ["acc_out"]),
+            N("Identity", ["acc_in"], ["emitted"]),
+            N("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [3])],
+        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [3]), vi("emitted", FLOAT, [3])],
+    )
+    model = make_model(
+        [N("Loop", ["trips", "", "x"], ["final", "history"], body=body)],
+        [vi("x", FLOAT, [3])],
+        [vi("final", FLOAT, [3]), vi("history", FLOAT, [5, 3])],
+        [const("trips", np.array(5, np.int64)), const("minus_step", np.full(3, -0.5, np.float32))],
+    )
     out = optimized_proto(model)
     assert_same_outputs(model, out)
     final, history = run(out, {"x": np.zeros(3, np.float32)})
@@ -92,19 +133,42 @@ def test_loop_with_scan_output():
 def test_if_branches_using_outer_scope_initializers_and_values():
     # the condition depends on the input: the If stays; its branches read W and B from the main graph
     # and `scaled`, computed in the main graph only for them
-    then = helper.make_graph([N("MatMul", ["scaled", "W"], ["t"])], "then", [], [vi("t", FLOAT, ["N", 2])])
-    other = helper.make_graph([N("Identity", ["B"], ["b_id"]), N("Add", ["scaled", "b_id"], ["e0"]),
-                               N("ReduceSum", ["e0", "axes"], ["e"], keepdims=1)],
-                              "else", [], [vi("e", FLOAT, ["N", 1])])
+    then = helper.make_graph(
+        [N("MatMul", ["scaled", "W"], ["t"])], "then", [], [vi("t", FLOAT, ["N", 2])]
+    )
+    other = helper.make_graph(
+        [
+            N("Identity", ["B"], ["b_id"]),
+            N("Add", ["scaled", "b_id"], ["e0"]),
+            N("ReduceSum", ["e0", "axes"], ["e"], keepdims=1),
+        ],
+        "else",
+        [],
+        [vi("e", FLOAT, ["N", 1])],
+    )
     model = make_model(
-        [N("Mul", ["x", "k"], ["scaled"]), N("ReduceSum", ["x"], ["total"], keepdims=0),
-         N("Greater", ["total", "zero"], ["positive"]), N("If", ["positive"], ["y"], then_branch=then, else_branch=other)],
-        [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, None)],
-        [const("W", np.arange(6, dtype=np.float32).reshape(3, 2)), const("B", np.ones(3, np.float32)),
-         const("k", np.float32(3)), const("zero", np.float32(0)), const("axes", np.array([1]))],
-        check=False)
+        [
+            N("Mul", ["x", "k"], ["scaled"]),
+            N("ReduceSum", ["x"], ["total"], keepdims=0),
+            N("Greater", ["total", "zero"], ["positive"]),
+            N("If", ["positive"], ["y"], then_branch=then, else_branch=other),
+        ],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, None)],
+        [
+            const("W", np.arange(6, dtype=np.float32).reshape(3, 2)),
+            const("B", np.ones(3, np.float32)),
+            const("k", np.float32(3)),
+            const("zero", np.float32(0)),
+            const("axes", np.array([1])),
+        ],
+        check=False,
+    )
     out = optimized_proto(model)
-    assert {t.name for t in out.graph.initializer} >= {"W", "k"}  # B is folded (Identity) into the branch
+    assert {t.name for t in out.graph.initializer} >= {
+        "W",
+        "k",
+    }  # B is folded (Identity) into the branch
     assert op_counts(out)["If"] == 1 and "Identity" not in subgraph_ops(out, "If", "else_branch")
     for x in (np.ones((2, 3), np.float32), -np.ones((4, 3), np.float32)):
         for want, got in zip(run(model, {"x": x}), run(out, {"x": x})):
@@ -112,15 +176,31 @@ def test_if_branches_using_outer_scope_initializers_and_values():
 
 
 def test_constant_condition_if_inside_a_loop_body_is_inlined():
-    then = helper.make_graph([N("Add", ["acc_in", "one"], ["t"])], "then", [], [vi("t", FLOAT, [2])])
-    other = helper.make_graph([N("Sub", ["acc_in", "one"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
+    then = helper.make_graph(
+        [N("Add", ["acc_in", "one"], ["t"])], "then", [], [vi("t", FLOAT, [2])]
+    )
+    other = helper.make_graph(
+        [N("Sub", ["acc_in", "one"], ["e"])], "else", [], [vi("e", FLOAT, [2])]
+    )
     body = helper.make_graph(
-        [N("If", ["flag"], ["acc_out"], then_branch=then, else_branch=other), N("Identity", ["cond_in"], ["cond_out"])],
-        "body", [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [2])],
-        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [2])])
-    model = make_model([N("Loop", ["trips", "", "x"], ["y"], body=body)], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])],
-                       [const("trips", np.array(3, np.int64)), const("flag", np.array(False)),
-                        const("one", np.ones(2, np.float32))])
+        [
+            N("If", ["flag"], ["acc_out"], then_branch=then, else_branch=other),
+            N("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [2])],
+        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [2])],
+    )
+    model = make_model(
+        [N("Loop", ["trips", "", "x"], ["y"], body=body)],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        [
+            const("trips", np.array(3, np.int64)),
+            const("flag", np.array(False)),
+            const("one", np.ones(2, np.float32)),
+        ],
+    )
     out = optimized_proto(model)
     body_ops = subgraph_ops(out, "Loop", "body")
     assert "If" not in body_ops and body_ops.get("Sub") == 1, body_ops
@@ -129,12 +209,21 @@ def test_constant_condition_if_inside_a_loop_body_is_inlined():
 
 def test_scan_body_is_optimized():
     body = helper.make_graph(
-        [N("Identity", ["s_in"], ["s_id"]), N("Add", ["s_id", "x_t"], ["s_out"]),
-         N("Mul", ["s_out", "half"], ["y_t"])],
-        "scan_body", [vi("s_in", FLOAT, [3]), vi("x_t", FLOAT, [3])], [vi("s_out", FLOAT, [3]), vi("y_t", FLOAT, [3])])
-    model = make_model([N("Scan", ["init", "xs"], ["final", "ys"], body=body, num_scan_inputs=1)],
-                       [vi("init", FLOAT, [3]), vi("xs", FLOAT, [4, 3])], [vi("final", FLOAT, [3]), vi("ys", FLOAT, [4, 3])],
-                       [const("half", np.float32(0.5))])
+        [
+            N("Identity", ["s_in"], ["s_id"]),
+            N("Add", ["s_id", "x_t"], ["s_out"]),
+            N("Mul", ["s_out", "half"], ["y_t"]),
+        ],
+        "scan_body",
+        [vi("s_in", FLOAT, [3]), vi("x_t", FLOAT, [3])],
+        [vi("s_out", FLOAT, [3]), vi("y_t", FLOAT, [3])],
+    )
+    model = make_model(
+        [N("Scan", ["init", "xs"], ["final", "ys"], body=body, num_scan_inputs=1)],
+        [vi("init", FLOAT, [3]), vi("xs", FLOAT, [4, 3])],
+        [vi("final", FLOAT, [3]), vi("ys", FLOAT, [4, 3])],
+        [const("half", np.float32(0.5))],
+    )
     out = optimized_proto(model)
     assert "Identity" not in subgraph_ops(out, "Scan", "body")
     assert_same_outputs(model, out, seeds=(0, 1))
@@ -144,16 +233,32 @@ def _function_model() -> onnx.ModelProto:
     """A model-local function (with an Identity and a constant chain inside) called twice."""
     opsets = [helper.make_opsetid("", 17)]
     scale_shift = helper.make_function(
-        "local", "ScaleShift", ["a", "s"], ["b"],
-        [N("Identity", ["a"], ["a_id"]), N("Mul", ["a_id", "s"], ["m"]),
-         N("Constant", [], ["c"], value=const("cv", np.float32(2))), N("Constant", [], ["d"], value=const("dv", np.float32(3))),
-         N("Mul", ["c", "d"], ["shift"]), N("Add", ["m", "shift"], ["b"])],
-        opsets)
+        "local",
+        "ScaleShift",
+        ["a", "s"],
+        ["b"],
+        [
+            N("Identity", ["a"], ["a_id"]),
+            N("Mul", ["a_id", "s"], ["m"]),
+            N("Constant", [], ["c"], value=const("cv", np.float32(2))),
+            N("Constant", [], ["d"], value=const("dv", np.float32(3))),
+            N("Mul", ["c", "d"], ["shift"]),
+            N("Add", ["m", "shift"], ["b"]),
+        ],
+        opsets,
+    )
     return make_model(
-        [N("ScaleShift", ["x", "s1"], ["h"], domain="local"), N("Relu", ["h"], ["r"]),
-         N("ScaleShift", ["r", "s2"], ["y"], domain="local")],
-        [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])],
-        [const("s1", np.float32(0.5)), const("s2", np.float32(-1.5))], opsets={"local": 1}, functions=[scale_shift])
+        [
+            N("ScaleShift", ["x", "s1"], ["h"], domain="local"),
+            N("Relu", ["h"], ["r"]),
+            N("ScaleShift", ["r", "s2"], ["y"], domain="local"),
+        ],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, ["N", 3])],
+        [const("s1", np.float32(0.5)), const("s2", np.float32(-1.5))],
+        opsets={"local": 1},
+        functions=[scale_shift],
+    )
 
 
 def test_function_used_twice_is_kept_and_optimized():
@@ -161,8 +266,14 @@ def test_function_used_twice_is_kept_and_optimized():
     out = optimized_proto(model)
     assert [f.name for f in out.functions] == ["ScaleShift"]
     assert dict(op_counts(out, subgraphs=False)) == {"ScaleShift": 2, "Relu": 1}
-    inside = dict(op_counts(onnx.ModelProto(graph=helper.make_graph(list(out.functions[0].node), "f", [], []))))
-    assert "Identity" not in inside and inside.get("Constant", 0) <= 1, inside  # 2*3 folded into one constant
+    inside = dict(
+        op_counts(
+            onnx.ModelProto(graph=helper.make_graph(list(out.functions[0].node), "f", [], []))
+        )
+    )
+    assert "Identity" not in inside and inside.get("Constant", 0) <= 1, (
+        inside
+    )  # 2*3 folded into one constant
     assert_same_outputs(model, out, seeds=(0, 1))
 
 
@@ -177,13 +288,25 @@ def test_inline_functions_option():
 
 def test_function_called_only_from_a_subgraph_is_not_dropped():
     opsets = [helper.make_opsetid("", 17)]
-    double = helper.make_function("local", "Double", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])], opsets)
-    then = helper.make_graph([N("Double", ["x"], ["t"], domain="local")], "then", [], [vi("t", FLOAT, [2])])
+    double = helper.make_function(
+        "local", "Double", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])], opsets
+    )
+    then = helper.make_graph(
+        [N("Double", ["x"], ["t"], domain="local")], "then", [], [vi("t", FLOAT, [2])]
+    )
     other = helper.make_graph([N("Neg", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
-    model = make_model([N("ReduceSum", ["x"], ["s"], keepdims=0), N("Greater", ["s", "zero"], ["c"]),
-                        N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
-                       [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], [const("zero", np.float32(0))],
-                       opsets={"local": 1}, functions=[double])
+    model = make_model(
+        [
+            N("ReduceSum", ["x"], ["s"], keepdims=0),
+            N("Greater", ["s", "zero"], ["c"]),
+            N("If", ["c"], ["y"], then_branch=then, else_branch=other),
+        ],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        [const("zero", np.float32(0))],
+        opsets={"local": 1},
+        functions=[double],
+    )
     out = optimized_proto(model)
     assert [f.name for f in out.functions] == ["Double"]
     for x in (np.ones(2, np.float32), -np.ones(2, np.float32)):
@@ -194,13 +317,24 @@ def test_function_called_only_from_a_subgraph_is_not_dropped():
 def test_constant_if_whose_branch_contains_a_loop(cond):
     body = helper.make_graph(
         [N("Mul", ["acc_in", "two"], ["acc_out"]), N("Identity", ["cond_in"], ["cond_out"])],
-        "body", [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [2])],
-        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [2])])
-    then = helper.make_graph([N("Loop", ["trips", "", "x"], ["t"], body=body)], "then", [], [vi("t", FLOAT, [2])])
+        "body",
+        [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [2])],
+        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [2])],
+    )
+    then = helper.make_graph(
+        [N("Loop", ["trips", "", "x"], ["t"], body=body)], "then", [], [vi("t", FLOAT, [2])]
+    )
     other = helper.make_graph([N("Neg", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
-    model = make_model([N("If", ["c"], ["y"], then_branch=then, else_branch=other)], [vi("x", FLOAT, [2])],
-                       [vi("y", FLOAT, [2])], [const("c", np.array(cond)), const("trips", np.array(3, np.int64)),
-                                               const("two", np.full(2, 2, np.float32))])
+    model = make_model(
+        [N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        [
+            const("c", np.array(cond)),
+            const("trips", np.array(3, np.int64)),
+            const("two", np.full(2, 2, np.float32)),
+        ],
+    )
     out = optimized_proto(model)
     assert "If" not in op_counts(out, subgraphs=False)
     assert op_counts(out, subgraphs=False) == ({"Loop": 1} if cond else {"Neg": 1})
@@ -212,10 +346,18 @@ def test_branch_returning_an_outer_value_through_identity_keeps_the_identity():
     which the onnx checker and ONNX Runtime refuse."""
     then = helper.make_graph([N("Identity", ["r"], ["t"])], "then", [], [vi("t", FLOAT, [2])])
     other = helper.make_graph([N("Neg", ["r"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
-    model = make_model([N("Relu", ["x"], ["r"]), N("ReduceSum", ["x"], ["s"], keepdims=0),
-                        N("Greater", ["s", "zero"], ["c"]), N("If", ["c"], ["y"], then_branch=then, else_branch=other),
-                        N("Add", ["y", "r"], ["out"])],
-                       [vi("x", FLOAT, [2])], [vi("out", FLOAT, [2])], [const("zero", np.float32(0))])
+    model = make_model(
+        [
+            N("Relu", ["x"], ["r"]),
+            N("ReduceSum", ["x"], ["s"], keepdims=0),
+            N("Greater", ["s", "zero"], ["c"]),
+            N("If", ["c"], ["y"], then_branch=then, else_branch=other),
+            N("Add", ["y", "r"], ["out"]),
+        ],
+        [vi("x", FLOAT, [2])],
+        [vi("out", FLOAT, [2])],
+        [const("zero", np.float32(0))],
+    )
     out = optimized_proto(model)
     for x in (np.ones(2, np.float32), -np.ones(2, np.float32)):
         np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0])

@@ -36,10 +36,17 @@ def two_input_model():
     ]
     return make_model(
         nodes,
-        [vi("x", FLOAT, ["batch", 4]), vi("ids", INT64, ["batch", "seq"]), vi("mask", TensorProto.BOOL, [None]),
-         vi("w", FLOAT, [4])],
-        [vi("y", FLOAT, ["batch", 4]), vi("ids_out", INT64, ["batch", "seq"]),
-         vi("mask_out", TensorProto.BOOL, [None])],
+        [
+            vi("x", FLOAT, ["batch", 4]),
+            vi("ids", INT64, ["batch", "seq"]),
+            vi("mask", TensorProto.BOOL, [None]),
+            vi("w", FLOAT, [4]),
+        ],
+        [
+            vi("y", FLOAT, ["batch", 4]),
+            vi("ids_out", INT64, ["batch", "seq"]),
+            vi("mask_out", TensorProto.BOOL, [None]),
+        ],
         [const("w", np.ones(4, np.float32))],
     )
 
@@ -49,8 +56,11 @@ def image_model(shape=(1, 3, 8, 8)):
     return make_model([node], [vi("img", FLOAT, shape)], [vi("out", FLOAT, shape)])
 
 
-SPECS = [InputSpec("x", F32, ("batch", 4)), InputSpec("ids", I64, ("batch", "seq")),
-         InputSpec("mask", np.dtype(bool), (None,))]
+SPECS = [
+    InputSpec("x", F32, ("batch", 4)),
+    InputSpec("ids", I64, ("batch", "seq")),
+    InputSpec("mask", np.dtype(bool), (None,)),
+]
 X_SPEC = [InputSpec("x", F32, (None, 4))]
 
 
@@ -67,8 +77,11 @@ def test_input_specs_from_path_proto_and_session(model_path):
 def test_input_specs_errors(tmp_path):
     with pytest.raises(OnnxSlimError, match="cannot read ONNX model"):
         input_specs(tmp_path / "missing.onnx")
-    strings = make_model([helper.make_node("Identity", ["s"], ["t"])], [vi("s", TensorProto.STRING, [1])],
-                         [vi("t", TensorProto.STRING, [1])])
+    strings = make_model(
+        [helper.make_node("Identity", ["s"], ["t"])],
+        [vi("s", TensorProto.STRING, [1])],
+        [vi("t", TensorProto.STRING, [1])],
+    )
     with pytest.raises(OnnxSlimError, match="'s' is not a numeric tensor"):
         input_specs(strings)
 
@@ -132,8 +145,12 @@ def test_npy_folder_needs_single_input_model(tmp_path):
 
 def test_npz_folder_keyed_by_input_name(tmp_path):
     for i in range(3):
-        np.savez(tmp_path / f"s{i}.npz", x=np.full((1, 4), i, np.float32), ids=np.zeros((1, 5), np.int64),
-                 mask=np.array([True]))
+        np.savez(
+            tmp_path / f"s{i}.npz",
+            x=np.full((1, 4), i, np.float32),
+            ids=np.zeros((1, 5), np.int64),
+            mask=np.array([True]),
+        )
     samples = load_samples(tmp_path, SPECS)
     assert len(samples) == 3 and samples[2]["x"][0, 0] == 2 and samples[0]["ids"].shape == (1, 5)
 
@@ -175,7 +192,9 @@ def test_source_errors(tmp_path):
 def test_load_errors_name_the_file(tmp_path):
     np.save(tmp_path / "good.npy", np.ones((1, 4), np.float32))
     np.save(tmp_path / "wrong.npy", np.ones((1, 4), np.float64))
-    with pytest.raises(OnnxSlimError, match=r"wrong.npy: input 'x' has dtype float64, the model expects float32"):
+    with pytest.raises(
+        OnnxSlimError, match=r"wrong.npy: input 'x' has dtype float64, the model expects float32"
+    ):
         load_samples(tmp_path, X_SPEC)
 
 
@@ -184,10 +203,19 @@ def test_validate_samples_errors():
     validate_samples([good], X_SPEC)
     cases = [
         ([], "no input samples"),
-        ([good, {"x": good["x"], "y": good["x"]}], "sample 1: unknown input 'y' \\(model inputs: x\\)"),
+        (
+            [good, {"x": good["x"], "y": good["x"]}],
+            "sample 1: unknown input 'y' \\(model inputs: x\\)",
+        ),
         ([{}], "sample 0: missing input 'x'"),
-        ([{"x": np.ones((1, 4), np.float64)}], "input 'x' has dtype float64, the model expects float32"),
-        ([{"x": np.ones((4,), np.float32)}], r"input 'x' has shape \[4\], the model expects float32\[\?,4\]"),
+        (
+            [{"x": np.ones((1, 4), np.float64)}],
+            "input 'x' has dtype float64, the model expects float32",
+        ),
+        (
+            [{"x": np.ones((4,), np.float32)}],
+            r"input 'x' has shape \[4\], the model expects float32\[\?,4\]",
+        ),
         ([{"x": np.ones((1, 3), np.float32)}], r"input 'x' has shape \[1,3\]"),
         ([{"x": [[1.0, 2.0, 3.0, 4.0]]}], "input 'x' is a list, expected a numpy array"),
     ]
@@ -219,17 +247,28 @@ def test_as_samples_python_forms():
 
 
 def test_parse_preprocess():
-    prep = parse_preprocess("resize=256,crop=224,scale=1/255,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,"
-                            "layout=nhwc,order=BGR")
-    assert prep == Preprocess(resize=256, crop=(224, 224), scale=1 / 255, mean=(0.485, 0.456, 0.406),
-                              std=(0.229, 0.224, 0.225), layout="NHWC", order="BGR")
+    prep = parse_preprocess(
+        "resize=256,crop=224,scale=1/255,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,"
+        "layout=nhwc,order=BGR"
+    )
+    assert prep == Preprocess(
+        resize=256,
+        crop=(224, 224),
+        scale=1 / 255,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        layout="NHWC",
+        order="BGR",
+    )
     assert parse_preprocess("resize=240x320").resize == (240, 320)
     assert parse_preprocess("scale=1").scale == 1.0
     assert parse_preprocess("") == Preprocess()
 
 
-@pytest.mark.parametrize("text", ["resize=abc", "crop=0", "layout=CHW", "order=RGBA", "gamma=2", "std=0", "scale=1/0",
-                                  "resize"])
+@pytest.mark.parametrize(
+    "text",
+    ["resize=abc", "crop=0", "layout=CHW", "order=RGBA", "gamma=2", "std=0", "scale=1/0", "resize"],
+)
 def test_parse_preprocess_errors(text):
     with pytest.raises(OnnxSlimError, match="bad preprocess item"):
         parse_preprocess(text)
@@ -257,7 +296,9 @@ def test_images_fit_static_size(images, model_path):
 
 def test_images_bgr_nhwc_and_explicit_resize(images, model_path):
     specs = input_specs(model_path(image_model((1, 6, 6, 3))))
-    samples = load_samples(images / "a.png", specs, parse_preprocess("resize=12x24,crop=6,order=BGR"))
+    samples = load_samples(
+        images / "a.png", specs, parse_preprocess("resize=12x24,crop=6,order=BGR")
+    )
     assert samples[0]["img"].shape == (1, 6, 6, 3)
     np.testing.assert_allclose(samples[0]["img"][0, 3, 3], [0.2, 0, 1], atol=1e-6)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxslim
 from helpers import const, interface, make_model, run, vi
 from onnx import helper
+
+import onnxslim
 
 
 def _swap_reshape_model(dim_name: str):
@@ -19,8 +20,12 @@ def _swap_reshape_model(dim_name: str):
         helper.make_node("Reshape", ["x", "shape"], ["y"]),
     ]
     initializers = [const(f"i{i}", np.array([i], np.int64)) for i in range(3)]
-    return make_model(nodes, [vi("x", shape=["N", dim_name, dim_name])], [vi("y", shape=["N", None, None])],
-                      initializers)
+    return make_model(
+        nodes,
+        [vi("x", shape=["N", dim_name, dim_name])],
+        [vi("y", shape=["N", None, None])],
+        initializers,
+    )
 
 
 def test_question_mark_dims_are_not_taken_for_equal():

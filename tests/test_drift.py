@@ -114,8 +114,14 @@ def test_aggregates_over_samples_not_per_sample_means():
 
 
 def test_top1_over_all_rows():
-    ref = [{"y": np.array([[0, 1, 0], [1, 0, 0]], F32)}, {"y": np.array([[0, 0, 1], [0, 1, 0]], F32)}]
-    other = [{"y": np.array([[0, 1, 0], [1, 0, 0]], F32)}, {"y": np.array([[0, 0, 1], [1, 0, 0]], F32)}]
+    ref = [
+        {"y": np.array([[0, 1, 0], [1, 0, 0]], F32)},
+        {"y": np.array([[0, 0, 1], [0, 1, 0]], F32)},
+    ]
+    other = [
+        {"y": np.array([[0, 1, 0], [1, 0, 0]], F32)},
+        {"y": np.array([[0, 0, 1], [1, 0, 0]], F32)},
+    ]
     assert compare_outputs(ref, other)["y"].top1_agreement == 0.75
 
 
@@ -138,14 +144,19 @@ def test_to_dict_is_strict_json():
 def test_parse_max_drift():
     budget = parse_max_drift("cosine>=0.99, snr>=30,top1>=0.9,max_abs<=1e-3,mean_abs<=1e-4")
     assert budget.criteria == (
-        ("cosine", ">=", 0.99), ("snr", ">=", 30.0), ("top1", ">=", 0.9),
-        ("max_abs", "<=", 1e-3), ("mean_abs", "<=", 1e-4),
+        ("cosine", ">=", 0.99),
+        ("snr", ">=", 30.0),
+        ("top1", ">=", 0.9),
+        ("max_abs", "<=", 1e-3),
+        ("mean_abs", "<=", 1e-4),
     )
     assert parse_max_drift("0.01").criteria == (("max_abs", "<=", 0.01),)
     assert str(parse_max_drift("COSINE >= 0.5")) == "cosine>=0.5"
 
 
-@pytest.mark.parametrize("text", ["", "cosine<=0.9", "max_abs>=1", "psnr>=3", "cosine>=abc", "cosine=0.9", "snr>=1,"])
+@pytest.mark.parametrize(
+    "text", ["", "cosine<=0.9", "max_abs>=1", "psnr>=3", "cosine>=abc", "cosine=0.9", "snr>=1,"]
+)
 def test_parse_max_drift_errors(text):
     with pytest.raises(OnnxSlimError, match="bad drift limit"):
         parse_max_drift(text)
@@ -156,8 +167,12 @@ def test_budget_check():
         {"scores": SCORES, "label": np.array([2, 0])},
         {"scores": SCORES + np.float32(0.5), "label": np.array([2, 1])},
     )
-    assert parse_max_drift("cosine>=0.9,top1>=1").check(drifts) == []  # label is not float: cosine/top1 skip it
-    assert parse_max_drift("max_abs<=0.5").check(drifts) == ["output 'label': max_abs 1 fails max_abs<=0.5"]
+    assert (
+        parse_max_drift("cosine>=0.9,top1>=1").check(drifts) == []
+    )  # label is not float: cosine/top1 skip it
+    assert parse_max_drift("max_abs<=0.5").check(drifts) == [
+        "output 'label': max_abs 1 fails max_abs<=0.5"
+    ]
     failures = parse_max_drift("snr>=40,cosine>=0.99999").check(drifts["scores"])
     assert failures == [
         f"output 'scores': snr {drifts['scores'].snr_db:.6g} fails snr>=40",

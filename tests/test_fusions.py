@@ -27,14 +27,31 @@ def node(op_type, inputs, output, **attrs):
 
 # --- Conv / ConvTranspose + per-channel Mul/Add -------------------------------------------------
 
-def conv_then(ops, *, x_shape=(1, 4, 6, 6), weight=None, bias=True, conv="Conv", extra_nodes=(),
-              weight_is_input=False, outputs=("y",), **conv_attrs):
+
+def conv_then(
+    ops,
+    *,
+    x_shape=(1, 4, 6, 6),
+    weight=None,
+    bias=True,
+    conv="Conv",
+    extra_nodes=(),
+    weight_is_input=False,
+    outputs=("y",),
+    **conv_attrs,
+):
     """x -> conv(x, W[, B]) -> ops[0] -> ops[1] ... -> y, each op a (op_type, constant, constant_first)."""
-    weight = weight if weight is not None else rand(8, x_shape[1] // conv_attrs.get("group", 1), 3, 3)
+    weight = (
+        weight if weight is not None else rand(8, x_shape[1] // conv_attrs.get("group", 1), 3, 3)
+    )
     inits = [] if weight_is_input else [const("W", weight)]
     conv_inputs = ["x", "W"] + (["B"] if bias else [])
     if bias:
-        channels = weight.shape[1] * conv_attrs.get("group", 1) if conv == "ConvTranspose" else weight.shape[0]
+        channels = (
+            weight.shape[1] * conv_attrs.get("group", 1)
+            if conv == "ConvTranspose"
+            else weight.shape[0]
+        )
         inits.append(const("B", rand(channels)))
     nodes = [node(conv, conv_inputs, "t0", **conv_attrs)]
     for i, (op_type, value, const_first) in enumerate(ops):
@@ -42,25 +59,39 @@ def conv_then(ops, *, x_shape=(1, 4, 6, 6), weight=None, bias=True, conv="Conv",
         inputs = [f"c{i}", f"t{i}"] if const_first else [f"t{i}", f"c{i}"]
         nodes.append(node(op_type, inputs, f"t{i + 1}"))
     nodes.append(node("Relu", [f"t{len(ops)}"], "y"))
-    inputs = [vi("x", FLOAT, list(x_shape))] + ([vi("W", FLOAT, list(weight.shape))] if weight_is_input else [])
-    return make_model([*nodes, *extra_nodes], inputs, [vi(n, FLOAT, [None] * len(x_shape)) for n in outputs], inits)
+    inputs = [vi("x", FLOAT, list(x_shape))] + (
+        [vi("W", FLOAT, list(weight.shape))] if weight_is_input else []
+    )
+    return make_model(
+        [*nodes, *extra_nodes],
+        inputs,
+        [vi(n, FLOAT, [None] * len(x_shape)) for n in outputs],
+        inits,
+    )
 
 
-@pytest.mark.parametrize("ops", [
-    [("Mul", rand(8, 1, 1), False)],
-    [("Add", rand(1, 8, 1, 1), True)],
-    [("Mul", rand(8, 1, 1), True), ("Add", rand(8, 1, 1), False)],
-    [("Sub", rand(8, 1, 1), False), ("Div", rand(8, 1, 1) + 3, False)],
-    [("Mul", np.array(0.5, np.float32), False), ("Add", np.array([0.25], np.float32), False)],
-])
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [("Mul", rand(8, 1, 1), False)],
+        [("Add", rand(1, 8, 1, 1), True)],
+        [("Mul", rand(8, 1, 1), True), ("Add", rand(8, 1, 1), False)],
+        [("Sub", rand(8, 1, 1), False), ("Div", rand(8, 1, 1) + 3, False)],
+        [("Mul", np.array(0.5, np.float32), False), ("Add", np.array([0.25], np.float32), False)],
+    ],
+)
 def test_conv_affine_folded(ops):
     counts = slim(conv_then(ops))
     assert counts["Conv"] == 1 and sum(counts.values()) == 2  # Conv, Relu
 
 
-@pytest.mark.parametrize("attrs", [dict(group=2, dilations=[2, 2]), dict(group=4, auto_pad="SAME_UPPER")])
+@pytest.mark.parametrize(
+    "attrs", [dict(group=2, dilations=[2, 2]), dict(group=4, auto_pad="SAME_UPPER")]
+)
 def test_conv_affine_folded_grouped_dilated_no_bias(attrs):
-    model = conv_then([("Mul", rand(8, 1, 1), False), ("Add", rand(8, 1, 1), False)], bias=False, **attrs)
+    model = conv_then(
+        [("Mul", rand(8, 1, 1), False), ("Add", rand(8, 1, 1), False)], bias=False, **attrs
+    )
     assert sum(slim(model).values()) == 2
 
 
@@ -71,23 +102,35 @@ def test_conv1d_affine_folded():
 
 @pytest.mark.parametrize("group", [1, 2])
 def test_conv_transpose_affine_folded(group):
-    model = conv_then([("Mul", rand(1, 6, 1, 1), False), ("Add", rand(6, 1, 1), False)],
-                      conv="ConvTranspose", weight=rand(4, 6 // group, 3, 3), group=group, strides=[2, 2])
+    model = conv_then(
+        [("Mul", rand(1, 6, 1, 1), False), ("Add", rand(6, 1, 1), False)],
+        conv="ConvTranspose",
+        weight=rand(4, 6 // group, 3, 3),
+        group=group,
+        strides=[2, 2],
+    )
     counts = slim(model)
     assert counts["ConvTranspose"] == 1 and sum(counts.values()) == 2
 
 
-@pytest.mark.parametrize("operand", [
-    rand(8, 4, 4),        # varies over space
-    rand(2, 8, 1, 1),     # broadcasts the batch
-    rand(1, 1, 8, 1, 1),  # adds a dim
-])
+@pytest.mark.parametrize(
+    "operand",
+    [
+        rand(8, 4, 4),  # varies over space
+        rand(2, 8, 1, 1),  # broadcasts the batch
+        rand(1, 1, 8, 1, 1),  # adds a dim
+    ],
+)
 def test_conv_affine_not_per_channel_kept(operand):
     assert slim(conv_then([("Mul", operand, False)]))["Mul"] == 1
 
 
 def test_conv_affine_shared_conv_output_kept():
-    model = conv_then([("Mul", rand(8, 1, 1), False)], extra_nodes=[node("Sigmoid", ["t0"], "z")], outputs=("y", "z"))
+    model = conv_then(
+        [("Mul", rand(8, 1, 1), False)],
+        extra_nodes=[node("Sigmoid", ["t0"], "z")],
+        outputs=("y", "z"),
+    )
     assert slim(model)["Mul"] == 1
 
 
@@ -98,7 +141,9 @@ def test_conv_affine_graph_input_weight_kept():
 
 def test_conv_affine_shared_weight_kept():
     second_conv = node("Conv", ["x", "W", "B"], "z")
-    model = conv_then([("Mul", rand(8, 1, 1), False)], extra_nodes=[second_conv], outputs=("y", "z"))
+    model = conv_then(
+        [("Mul", rand(8, 1, 1), False)], extra_nodes=[second_conv], outputs=("y", "z")
+    )
     assert slim(model)["Mul"] == 1
 
 
@@ -110,13 +155,22 @@ def test_conv_affine_division_by_zero_kept():
 
 def test_conv_affine_folded_inside_if_branch():
     then_branch = helper.make_graph(
-        [node("Conv", ["x", "W", "B"], "t"), node("Mul", ["t", "s"], "u"), node("Relu", ["u"], "y_then")],
-        "then", [], [vi("y_then", FLOAT, [1, 8, 4, 4])],
+        [
+            node("Conv", ["x", "W", "B"], "t"),
+            node("Mul", ["t", "s"], "u"),
+            node("Relu", ["u"], "y_then"),
+        ],
+        "then",
+        [],
+        [vi("y_then", FLOAT, [1, 8, 4, 4])],
     )
-    else_branch = helper.make_graph([node("Neg", ["x"], "y_else")], "else", [], [vi("y_else", FLOAT, [1, 4, 6, 6])])
+    else_branch = helper.make_graph(
+        [node("Neg", ["x"], "y_else")], "else", [], [vi("y_else", FLOAT, [1, 4, 6, 6])]
+    )
     model = make_model(
         [node("If", ["cond"], "y", then_branch=then_branch, else_branch=else_branch)],
-        [vi("cond", 9, []), vi("x", FLOAT, [1, 4, 6, 6])], [vi("y", FLOAT, [1, None, None, None])],
+        [vi("cond", 9, []), vi("x", FLOAT, [1, 4, 6, 6])],
+        [vi("y", FLOAT, [1, None, None, None])],
         [const("W", rand(8, 4, 3, 3)), const("B", rand(8)), const("s", rand(8, 1, 1))],
     )
     optimized = optimized_proto(model)
@@ -129,7 +183,9 @@ def test_conv_affine_folded_inside_if_branch():
 
 def affine_then_conv(ops, *, x_shape=(1, 4, 6, 6), weight=None, bias=True, **conv_attrs):
     """x -> ops[0] -> ops[1] ... -> Conv(W[, B]) -> y, each op a (op_type, constant)."""
-    weight = weight if weight is not None else rand(6, x_shape[1] // conv_attrs.get("group", 1), 3, 3)
+    weight = (
+        weight if weight is not None else rand(6, x_shape[1] // conv_attrs.get("group", 1), 3, 3)
+    )
     nodes, inits, prev = [], [const("W", weight)], "x"
     for i, (op_type, value) in enumerate(ops):
         inits.append(const(f"c{i}", value))
@@ -138,24 +194,39 @@ def affine_then_conv(ops, *, x_shape=(1, 4, 6, 6), weight=None, bias=True, **con
     if bias:
         inits.append(const("B", rand(weight.shape[0])))
     nodes.append(node("Conv", [prev, "W"] + (["B"] if bias else []), "y", **conv_attrs))
-    return make_model(nodes, [vi("x", FLOAT, list(x_shape))], [vi("y", FLOAT, [None] * len(x_shape))], inits)
+    return make_model(
+        nodes, [vi("x", FLOAT, list(x_shape))], [vi("y", FLOAT, [None] * len(x_shape))], inits
+    )
 
 
-@pytest.mark.parametrize("ops, attrs", [
-    ([("Mul", rand(4, 1, 1))], dict(pads=[1, 1, 1, 1])),                      # a scale survives zero padding
-    ([("Mul", rand(4, 1, 1)), ("Add", rand(1, 4, 1, 1))], dict(group=2)),
-    ([("Sub", np.array([0.5], np.float32)), ("Div", rand(4, 1, 1) + 3)], dict(group=4, dilations=[2, 1])),
-])
+@pytest.mark.parametrize(
+    "ops, attrs",
+    [
+        ([("Mul", rand(4, 1, 1))], dict(pads=[1, 1, 1, 1])),  # a scale survives zero padding
+        ([("Mul", rand(4, 1, 1)), ("Add", rand(1, 4, 1, 1))], dict(group=2)),
+        (
+            [("Sub", np.array([0.5], np.float32)), ("Div", rand(4, 1, 1) + 3)],
+            dict(group=4, dilations=[2, 1]),
+        ),
+    ],
+)
 def test_affine_before_conv_folded(ops, attrs):
     weight = rand(8, 4 // attrs.get("group", 1), 3, 3)
     assert slim(affine_then_conv(ops, weight=weight, **attrs)) == {"Conv": 1}
 
 
-@pytest.mark.parametrize("ops, attrs, x_shape", [
-    ([("Add", rand(4, 1, 1))], dict(pads=[1, 1, 1, 1]), (1, 4, 6, 6)),        # padded zeros would have been shifted
-    ([("Add", rand(4, 1, 1))], dict(auto_pad="SAME_UPPER"), (1, 4, 6, 6)),
-    ([("Mul", rand(4, 1, 1))], {}, (1, 1, 6, 6)),                              # the Mul broadcasts x's channels
-])
+@pytest.mark.parametrize(
+    "ops, attrs, x_shape",
+    [
+        (
+            [("Add", rand(4, 1, 1))],
+            dict(pads=[1, 1, 1, 1]),
+            (1, 4, 6, 6),
+        ),  # padded zeros would have been shifted
+        ([("Add", rand(4, 1, 1))], dict(auto_pad="SAME_UPPER"), (1, 4, 6, 6)),
+        ([("Mul", rand(4, 1, 1))], {}, (1, 1, 6, 6)),  # the Mul broadcasts x's channels
+    ],
+)
 def test_affine_before_conv_kept(ops, attrs, x_shape):
     counts = slim(affine_then_conv(ops, x_shape=x_shape, weight=rand(6, 4, 3, 3), **attrs))
     assert counts[ops[0][0]] == 1
@@ -163,90 +234,163 @@ def test_affine_before_conv_kept(ops, attrs, x_shape):
 
 # --- BatchNormalization, Pad, MatMul+Add (onnxscript's rules and ours, as wired) -----------------
 
+
 def batchnorm_inits(channels):
-    return [const("scale", rand(channels)), const("bias", rand(channels)), const("mean", rand(channels)),
-            const("var", np.abs(rand(channels)) + 0.5)]
+    return [
+        const("scale", rand(channels)),
+        const("bias", rand(channels)),
+        const("mean", rand(channels)),
+        const("var", np.abs(rand(channels)) + 0.5),
+    ]
 
 
 def test_batchnorm_after_gemm_folded():
-    nodes = [node("Gemm", ["x", "W", "b"], "t", transB=1),
-             node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y", epsilon=1e-3)]
-    model = make_model(nodes, [vi("x", FLOAT, ["N", 6])], [vi("y", FLOAT, ["N", 5])],
-                       [const("W", rand(5, 6)), const("b", rand(5)), *batchnorm_inits(5)])
+    nodes = [
+        node("Gemm", ["x", "W", "b"], "t", transB=1),
+        node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y", epsilon=1e-3),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, ["N", 6])],
+        [vi("y", FLOAT, ["N", 5])],
+        [const("W", rand(5, 6)), const("b", rand(5)), *batchnorm_inits(5)],
+    )
     assert slim(model) == {"Gemm": 1}
 
 
 def test_batchnorm_after_conv_folded():
-    nodes = [node("Conv", ["x", "W"], "t"), node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y")]
-    model = make_model(nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 4, 3, 3])],
-                       [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)])
+    nodes = [
+        node("Conv", ["x", "W"], "t"),
+        node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y"),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [1, 3, 5, 5])],
+        [vi("y", FLOAT, [1, 4, 3, 3])],
+        [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)],
+    )
     assert slim(model) == {"Conv": 1}
 
 
 def test_batchnorm_in_training_mode_kept():
-    nodes = [node("Conv", ["x", "W"], "t"),
-             helper.make_node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], ["y", "rm", "rv"],
-                              training_mode=1)]
-    model = make_model(nodes, [vi("x", FLOAT, [2, 3, 5, 5])], [vi("y", FLOAT, [2, 4, 3, 3])],
-                       [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)], opset=15)
+    nodes = [
+        node("Conv", ["x", "W"], "t"),
+        helper.make_node(
+            "BatchNormalization",
+            ["t", "scale", "bias", "mean", "var"],
+            ["y", "rm", "rv"],
+            training_mode=1,
+        ),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [2, 3, 5, 5])],
+        [vi("y", FLOAT, [2, 4, 3, 3])],
+        [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)],
+        opset=15,
+    )
     assert slim(model)["BatchNormalization"] == 1
 
 
 def test_batchnorm_per_activation_kept():
-    nodes = [node("Conv", ["x", "W"], "t"),
-             node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y", spatial=0)]
-    inits = [const("W", rand(2, 3, 3, 3)), const("scale", rand(2, 3, 3)), const("bias", rand(2, 3, 3)),
-             const("mean", rand(2, 3, 3)), const("var", np.abs(rand(2, 3, 3)) + 0.5)]
-    model = make_model(nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 2, 3, 3])], inits, opset=7)
+    nodes = [
+        node("Conv", ["x", "W"], "t"),
+        node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y", spatial=0),
+    ]
+    inits = [
+        const("W", rand(2, 3, 3, 3)),
+        const("scale", rand(2, 3, 3)),
+        const("bias", rand(2, 3, 3)),
+        const("mean", rand(2, 3, 3)),
+        const("var", np.abs(rand(2, 3, 3)) + 0.5),
+    ]
+    model = make_model(
+        nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 2, 3, 3])], inits, opset=7
+    )
     assert slim(model)["BatchNormalization"] == 1
 
 
 def test_reflect_pad_not_folded_into_conv():
     nodes = [node("Pad", ["x", "p"], "t", mode="reflect"), node("Conv", ["t", "W"], "y")]
-    model = make_model(nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 4, 5, 5])],
-                       [const("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("W", rand(4, 3, 3, 3))])
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [1, 3, 5, 5])],
+        [vi("y", FLOAT, [1, 4, 5, 5])],
+        [const("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("W", rand(4, 3, 3, 3))],
+    )
     assert slim(model) == {"Pad": 1, "Conv": 1}
 
 
 def test_zero_pad_folded_into_conv():
     nodes = [node("Pad", ["x", "p"], "t"), node("Conv", ["t", "W"], "y")]
-    model = make_model(nodes, [vi("x", FLOAT, [1, 3, 5, 5])], [vi("y", FLOAT, [1, 4, 5, 5])],
-                       [const("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("W", rand(4, 3, 3, 3))])
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [1, 3, 5, 5])],
+        [vi("y", FLOAT, [1, 4, 5, 5])],
+        [const("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("W", rand(4, 3, 3, 3))],
+    )
     assert slim(model) == {"Conv": 1}
 
 
 def test_matmul_add_to_gemm():
     nodes = [node("MatMul", ["x", "W"], "t"), node("Add", ["t", "b"], "y")]
-    model = make_model(nodes, [vi("x", FLOAT, ["N", 6])], [vi("y", FLOAT, ["N", 5])],
-                       [const("W", rand(6, 5)), const("b", rand(5))])
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, ["N", 6])],
+        [vi("y", FLOAT, ["N", 5])],
+        [const("W", rand(6, 5)), const("b", rand(5))],
+    )
     assert slim(model) == {"Gemm": 1}
 
 
-@pytest.mark.parametrize("x_rows, bias_shape, fused", [
-    (3, (1, 5), True), (3, (3, 5), True), ("N", (3, 5), False), (3, (3, 1), True),
-])
+@pytest.mark.parametrize(
+    "x_rows, bias_shape, fused",
+    [
+        (3, (1, 5), True),
+        (3, (3, 5), True),
+        ("N", (3, 5), False),
+        (3, (3, 1), True),
+    ],
+)
 def test_matmul_add_2d_bias_rows(x_rows, bias_shape, fused):
     nodes = [node("MatMul", ["x", "W"], "t"), node("Add", ["t", "b"], "y")]
     rows = 3 if bias_shape[0] == 3 else x_rows
-    model = make_model(nodes, [vi("x", FLOAT, [x_rows, 6])], [vi("y", FLOAT, [rows, 5])],
-                       [const("W", rand(6, 5)), const("b", rand(*bias_shape))])
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [x_rows, 6])],
+        [vi("y", FLOAT, [rows, 5])],
+        [const("W", rand(6, 5)), const("b", rand(*bias_shape))],
+    )
     assert slim(model) == ({"Gemm": 1} if fused else {"MatMul": 1, "Add": 1})
 
 
 def test_matmul_add_3d_input_kept():
     nodes = [node("MatMul", ["x", "W"], "t"), node("Add", ["t", "b"], "y")]
-    model = make_model(nodes, [vi("x", FLOAT, ["N", 2, 6])], [vi("y", FLOAT, ["N", 2, 5])],
-                       [const("W", rand(6, 5)), const("b", rand(5))])
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, ["N", 2, 6])],
+        [vi("y", FLOAT, ["N", 2, 5])],
+        [const("W", rand(6, 5)), const("b", rand(5))],
+    )
     assert slim(model) == {"MatMul": 1, "Add": 1}
 
 
 # --- hard-swish / hard-sigmoid ---------------------------------------------------------------------
 
+
 def hardswish(opset, clip_max=6.0, divisor=6.0, mul_input="x"):
-    nodes = [node("Add", ["x", "three"], "a"), node("Clip", ["a", "zero", "clip_max"], "c"),
-             node("Mul", [mul_input, "c"], "m"), node("Div", ["m", "divisor"], "y")]
-    inits = [const("three", np.array(3.0, np.float32)), const("zero", np.array(0.0, np.float32)),
-             const("clip_max", np.array(clip_max, np.float32)), const("divisor", np.array(divisor, np.float32))]
+    nodes = [
+        node("Add", ["x", "three"], "a"),
+        node("Clip", ["a", "zero", "clip_max"], "c"),
+        node("Mul", [mul_input, "c"], "m"),
+        node("Div", ["m", "divisor"], "y"),
+    ]
+    inits = [
+        const("three", np.array(3.0, np.float32)),
+        const("zero", np.array(0.0, np.float32)),
+        const("clip_max", np.array(clip_max, np.float32)),
+        const("divisor", np.array(divisor, np.float32)),
+    ]
     inputs = [vi("x", FLOAT, ["N", 8])] + ([vi("w", FLOAT, ["N", 8])] if mul_input == "w" else [])
     return make_model(nodes, inputs, [vi("y", FLOAT, ["N", 8])], inits, opset=opset)
 
@@ -267,14 +411,24 @@ def test_hardswish_lookalikes_kept(kwargs):
 
 
 def test_hardsigmoid_fused():
-    nodes = [node("Add", ["x", "three"], "a"), node("Clip", ["a", "zero", "six"], "c"), node("Div", ["c", "six"], "y")]
-    inits = [const("three", np.array(3.0, np.float32)), const("zero", np.array(0.0, np.float32)),
-             const("six", np.array(6.0, np.float32))]
-    model = make_model(nodes, [vi("x", FLOAT, ["N", 8])], [vi("y", FLOAT, ["N", 8])], inits, opset=11)
+    nodes = [
+        node("Add", ["x", "three"], "a"),
+        node("Clip", ["a", "zero", "six"], "c"),
+        node("Div", ["c", "six"], "y"),
+    ]
+    inits = [
+        const("three", np.array(3.0, np.float32)),
+        const("zero", np.array(0.0, np.float32)),
+        const("six", np.array(6.0, np.float32)),
+    ]
+    model = make_model(
+        nodes, [vi("x", FLOAT, ["N", 8])], [vi("y", FLOAT, ["N", 8])], inits, opset=11
+    )
     assert slim(model) == {"HardSigmoid": 1}
 
 
 # --- chains ---------------------------------------------------------------------------------------
+
 
 def chain(steps, x_shape, out_rank, opset=17, initializers=()):
     """x -> steps (each (op_type, extra inputs, attrs)) -> Relu -> y."""
@@ -283,8 +437,13 @@ def chain(steps, x_shape, out_rank, opset=17, initializers=()):
         nodes.append(node(op_type, [prev, *extra], f"t{i}", **attrs))
         prev = f"t{i}"
     nodes.append(node("Relu", [prev], "y"))
-    return make_model(nodes, [vi("x", FLOAT, x_shape)], [vi("y", FLOAT, [None] * out_rank)], list(initializers),
-                      opset=opset)
+    return make_model(
+        nodes,
+        [vi("x", FLOAT, x_shape)],
+        [vi("y", FLOAT, [None] * out_rank)],
+        list(initializers),
+        opset=opset,
+    )
 
 
 def axes(name, values):
@@ -293,27 +452,47 @@ def axes(name, values):
 
 @pytest.mark.parametrize("first, second", [("Unsqueeze", "Squeeze"), ("Squeeze", "Unsqueeze")])
 def test_squeeze_unsqueeze_cancel(first, second):
-    model = chain([(first, ["a1"], {}), (second, ["a2"], {})], [2, 1, 3, 1], 4,
-                  initializers=[axes("a1", [1, -1]), axes("a2", [-1, 1])])
+    model = chain(
+        [(first, ["a1"], {}), (second, ["a2"], {})],
+        [2, 1, 3, 1],
+        4,
+        initializers=[axes("a1", [1, -1]), axes("a2", [-1, 1])],
+    )
     assert slim(model) == {"Relu": 1}
 
 
 def test_squeeze_unsqueeze_cancel_attribute_axes():
-    model = chain([("Squeeze", [], dict(axes=[1])), ("Unsqueeze", [], dict(axes=[1]))], ["N", 1, 3], 3, opset=11)
+    model = chain(
+        [("Squeeze", [], dict(axes=[1])), ("Unsqueeze", [], dict(axes=[1]))],
+        ["N", 1, 3],
+        3,
+        opset=11,
+    )
     assert slim(model) == {"Relu": 1}
 
 
 def test_squeeze_unsqueeze_on_other_axes_kept():
-    model = chain([("Squeeze", ["a1"], {}), ("Unsqueeze", ["a2"], {})], [2, 1, 3], 3,
-                  initializers=[axes("a1", [1]), axes("a2", [2])])
+    model = chain(
+        [("Squeeze", ["a1"], {}), ("Unsqueeze", ["a2"], {})],
+        [2, 1, 3],
+        3,
+        initializers=[axes("a1", [1]), axes("a2", [2])],
+    )
     counts = slim(model)
     assert counts["Squeeze"] + counts["Unsqueeze"] + counts["Reshape"] >= 1
 
 
-@pytest.mark.parametrize("perm, squeeze, expected", [
-    ([2, 1, 0, 3], [2], {"Transpose": 1, "Relu": 1}),  # the inserted dim moves to 2 and is dropped there
-    ([0, 1, 2, 3], [0], {"Relu": 1}),                  # nothing moves: the identity
-])
+@pytest.mark.parametrize(
+    "perm, squeeze, expected",
+    [
+        (
+            [2, 1, 0, 3],
+            [2],
+            {"Transpose": 1, "Relu": 1},
+        ),  # the inserted dim moves to 2 and is dropped there
+        ([0, 1, 2, 3], [0], {"Relu": 1}),  # nothing moves: the identity
+    ],
+)
 def test_unsqueeze_transpose_squeeze_becomes_transpose(perm, squeeze, expected):
     steps = [("Unsqueeze", ["a1"], {}), ("Transpose", [], dict(perm=perm)), ("Squeeze", ["a2"], {})]
     model = chain(steps, [2, 3, 4], 3, initializers=[axes("a1", [0]), axes("a2", squeeze)])
@@ -321,31 +500,45 @@ def test_unsqueeze_transpose_squeeze_becomes_transpose(perm, squeeze, expected):
 
 
 def test_unsqueeze_transpose_squeeze_of_another_dim_kept():
-    steps = [("Unsqueeze", ["a1"], {}), ("Transpose", [], dict(perm=[0, 2, 1, 3])), ("Squeeze", ["a2"], {})]
+    steps = [
+        ("Unsqueeze", ["a1"], {}),
+        ("Transpose", [], dict(perm=[0, 2, 1, 3])),
+        ("Squeeze", ["a2"], {}),
+    ]
     model = chain(steps, [2, 1, 4], 3, initializers=[axes("a1", [0]), axes("a2", [1])])
-    assert slim(model)["Transpose"] == 1  # the Squeeze drops x's own size-1 dim, not the inserted one
+    assert (
+        slim(model)["Transpose"] == 1
+    )  # the Squeeze drops x's own size-1 dim, not the inserted one
 
 
 def slice_step(name, starts, ends, axes_, steps):
     values = dict(starts=starts, ends=ends, axes=axes_, steps=steps)
     names = [f"{name}_{key}" for key in values]
-    return ("Slice", names, {}), [const(n, np.array(v, np.int64)) for n, v in zip(names, values.values())]
+    return ("Slice", names, {}), [
+        const(n, np.array(v, np.int64)) for n, v in zip(names, values.values())
+    ]
 
 
-@pytest.mark.parametrize("first, second", [
-    (([1], [-1], [0], [1]), ([0], [5], [2], [2])),
-    (([-2], [-5], [-1], [-1]), ([1, 0], [3, 2], [1, 0], [1, 1])),
-])
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (([1], [-1], [0], [1]), ([0], [5], [2], [2])),
+        (([-2], [-5], [-1], [-1]), ([1, 0], [3, 2], [1, 0], [1, 1])),
+    ],
+)
 def test_slices_on_disjoint_axes_merged(first, second):
     (s1, i1), (s2, i2) = slice_step("a", *first), slice_step("b", *second)
     model = chain([s1, s2], [4, 5, 6], 3, initializers=[*i1, *i2])
     assert slim(model)["Slice"] == 1
 
 
-@pytest.mark.parametrize("first, second", [
-    (([1], [5], [1], [1]), ([1], [3], [1], [1])),   # same axis
-    (([1], [5], [2], [1]), ([1], [3], [-1], [1])),  # same axis, one of them negative
-])
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (([1], [5], [1], [1]), ([1], [3], [1], [1])),  # same axis
+        (([1], [5], [2], [1]), ([1], [3], [-1], [1])),  # same axis, one of them negative
+    ],
+)
 def test_slices_on_the_same_axis_not_merged_blindly(first, second):
     (s1, i1), (s2, i2) = slice_step("a", *first), slice_step("b", *second)
     model = chain([s1, s2], [4, 5, 6], 3, initializers=[*i1, *i2])
@@ -366,7 +559,9 @@ def test_random_slice_pairs_keep_outputs(seed):
         starts = [int(v) for v in rng.integers(-7, 7, size=len(axes_))]
         ends = [int(v) for v in rng.choice([-7, -1, 0, 2, 4, 7, 2**63 - 1], size=len(axes_))]
         signs = rng.choice([-1, 1], size=len(axes_))
-        step, init = slice_step(name, starts, ends, axes_, [int(v) for v in signs * rng.integers(1, 3, size=len(axes_))])
+        step, init = slice_step(
+            name, starts, ends, axes_, [int(v) for v in signs * rng.integers(1, 3, size=len(axes_))]
+        )
         steps.append(step)
         inits += init
     slim(chain(steps, shape, 3, initializers=inits))
@@ -374,7 +569,10 @@ def test_random_slice_pairs_keep_outputs(seed):
 
 def concat_model(inner_axis, outer_axis, share_inner=False):
     """y = Concat(x, Concat(a, b, axis=inner_axis), c, axis=outer_axis); `share_inner` also outputs Relu(ab)."""
-    nodes = [node("Concat", ["a", "b"], "ab", axis=inner_axis), node("Concat", ["x", "ab", "c"], "y", axis=outer_axis)]
+    nodes = [
+        node("Concat", ["a", "b"], "ab", axis=inner_axis),
+        node("Concat", ["x", "ab", "c"], "y", axis=outer_axis),
+    ]
     outputs = [vi("y", FLOAT, [None] * 3)]
     if share_inner:
         nodes.append(node("Relu", ["ab"], "z"))
@@ -407,21 +605,37 @@ def shape_pieces(source, picks):
             names.append(f"k{k}")
         else:
             inits.append(const(f"i{k}", np.array(pick[1], np.int64)))
-            nodes += [node("Gather", ["sh", f"i{k}"], f"g{k}", axis=0), node("Unsqueeze", [f"g{k}", "zero"], f"u{k}")]
+            nodes += [
+                node("Gather", ["sh", f"i{k}"], f"g{k}", axis=0),
+                node("Unsqueeze", [f"g{k}", "zero"], f"u{k}"),
+            ]
             names.append(f"u{k}")
     inits.append(const("zero", np.array([0], np.int64)))
     return nodes + [node("Concat", names, "shape", axis=0)], inits
 
 
-@pytest.mark.parametrize("picks, allowzero, source", [
-    ([("dim", 0), 2, 3, ("dim", 2)], 0, "x"),   # copy dim 0, infer the last
-    ([("dim", 0), 2, 3, ("dim", 2)], 1, "x"),   # allowzero without literal zeros: copying is the same
-    ([("dim", 0), -1], 0, "r"),                 # the dims of another tensor with the same symbolic names
-])
+@pytest.mark.parametrize(
+    "picks, allowzero, source",
+    [
+        ([("dim", 0), 2, 3, ("dim", 2)], 0, "x"),  # copy dim 0, infer the last
+        (
+            [("dim", 0), 2, 3, ("dim", 2)],
+            1,
+            "x",
+        ),  # allowzero without literal zeros: copying is the same
+        ([("dim", 0), -1], 0, "r"),  # the dims of another tensor with the same symbolic names
+    ],
+)
 def test_reshape_to_traced_shape_becomes_constant(picks, allowzero, source):
     nodes, inits = shape_pieces(source, picks)
-    nodes = [node("Relu", ["x"], "r"), *nodes, node("Reshape", ["r", "shape"], "y", allowzero=allowzero)]
-    model = make_model(nodes, [vi("x", FLOAT, ["N", 6, "H"])], [vi("y", FLOAT, [None] * len(picks))], inits)
+    nodes = [
+        node("Relu", ["x"], "r"),
+        *nodes,
+        node("Reshape", ["r", "shape"], "y", allowzero=allowzero),
+    ]
+    model = make_model(
+        nodes, [vi("x", FLOAT, ["N", 6, "H"])], [vi("y", FLOAT, [None] * len(picks))], inits
+    )
     optimized = optimized_proto(model)
     for shape in ([2, 6, 5], [3, 6, 1]):
         assert_same_outputs(model, optimized, {"x": rand(*shape)})
@@ -437,25 +651,44 @@ def test_reshape_to_swapped_dims_kept():
     assert op_counts(optimized)["Shape"] == 1
 
 
-@pytest.mark.parametrize("row", [
-    [node("Reshape", ["sh", "two_by_two"], "m"), node("Gather", ["m", "one"], "shape", axis=0)],
-    [node("Unsqueeze", ["sh", "zero"], "m"), node("Gather", ["m", "zero_scalar"], "g", axis=0),
-     node("Slice", ["g", "two", "four"], "shape")],
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        [node("Reshape", ["sh", "two_by_two"], "m"), node("Gather", ["m", "one"], "shape", axis=0)],
+        [
+            node("Unsqueeze", ["sh", "zero"], "m"),
+            node("Gather", ["m", "zero_scalar"], "g", axis=0),
+            node("Slice", ["g", "two", "four"], "shape"),
+        ],
+    ],
+)
 def test_reshape_to_a_row_of_a_reshaped_shape_kept_right(row):
     # Shape(x) as a 2-D tensor: a row of it is [c, d], not one element of the flattened shape
-    inits = [const("two_by_two", np.array([2, 2], np.int64)), const("one", np.array(1, np.int64)),
-             const("zero", np.array([0], np.int64)), const("zero_scalar", np.array(0, np.int64)),
-             const("two", np.array([2], np.int64)), const("four", np.array([4], np.int64))]
+    inits = [
+        const("two_by_two", np.array([2, 2], np.int64)),
+        const("one", np.array(1, np.int64)),
+        const("zero", np.array([0], np.int64)),
+        const("zero_scalar", np.array(0, np.int64)),
+        const("two", np.array([2], np.int64)),
+        const("four", np.array([4], np.int64)),
+    ]
     nodes = [node("Shape", ["x"], "sh"), *row, node("Reshape", ["z", "shape"], "y")]
-    model = make_model(nodes, [vi("x", FLOAT, ["a", "b", "c", "d"]), vi("z", FLOAT, [3, 4])],
-                       [vi("y", FLOAT, [None, None])], inits)
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, ["a", "b", "c", "d"]), vi("z", FLOAT, [3, 4])],
+        [vi("y", FLOAT, [None, None])],
+        inits,
+    )
     optimized = optimized_proto(model, check=False)  # its random inputs would not fit z
     assert_same_outputs(model, optimized, {"x": rand(1, 1, 3, 4), "z": rand(3, 4)})
 
 
 def test_transpose_transpose_and_reshape_reshape_collapse():
-    steps = [("Transpose", [], dict(perm=[1, 0, 2])), ("Transpose", [], dict(perm=[1, 0, 2])),
-             ("Reshape", ["s1"], {}), ("Reshape", ["s2"], {})]
+    steps = [
+        ("Transpose", [], dict(perm=[1, 0, 2])),
+        ("Transpose", [], dict(perm=[1, 0, 2])),
+        ("Reshape", ["s1"], {}),
+        ("Reshape", ["s2"], {}),
+    ]
     model = chain(steps, [2, 3, 4], 2, initializers=[axes("s1", [6, 4]), axes("s2", [4, 6])])
     assert slim(model) == {"Reshape": 1, "Relu": 1}

@@ -13,7 +13,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import FLOAT, REPO, assert_one_line_error, const, external_data_model, make_model, run, run_cli, vi
+from helpers import (
+    FLOAT,
+    REPO,
+    assert_one_line_error,
+    const,
+    external_data_model,
+    make_model,
+    run,
+    run_cli,
+    vi,
+)
 from onnx import helper
 
 import onnxslim
@@ -24,58 +34,149 @@ DEMO = REPO / "models" / "demo.onnx"
 
 
 def _relu(**kwargs) -> onnx.ModelProto:
-    return make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False, **kwargs)
+    return make_model(
+        [N("Relu", ["x"], ["y"])],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        check=False,
+        **kwargs,
+    )
 
 
 #: name -> (how to build it into `folder/name.onnx`, what the optimize error line must contain)
 def _cases() -> dict:
     cases = {
         "empty": (lambda f, p: p.write_bytes(b""), "empty file, not an ONNX model"),
-        "random bytes": (lambda f, p: p.write_bytes(np.random.default_rng(1).bytes(5000)),
-                         "not a valid ONNX model (truncated or not protobuf"),
-        "truncated": (lambda f, p: p.write_bytes(DEMO.read_bytes()[:3000]),
-                      "not a valid ONNX model (truncated or not protobuf"),
-        "tensor proto": (lambda f, p: p.write_bytes(const("t", np.ones((3, 3), np.float32)).SerializeToString()),
-                         "not a valid ONNX model"),
-        "graph proto": (lambda f, p: p.write_bytes(_relu().graph.SerializeToString()),
-                        "not an ONNX model (the graph has no outputs)"),
-        "no graph": (lambda f, p: p.write_bytes(onnx.ModelProto(ir_version=8).SerializeToString()),
-                     "not an ONNX model (the graph has no outputs)"),
-        "cycle": (lambda f, p: onnx.save(make_model(
-            [N("Add", ["x", "b"], ["a"]), N("Relu", ["a"], ["b"]), N("Neg", ["a"], ["y"])],
-            [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False), p), "the graph has a cycle"),
-        "dangling input": (lambda f, p: onnx.save(make_model(
-            [N("Add", ["x", "ghost"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False), p),
-            "reads 'ghost', which no node, graph input or initializer defines"),
-        "duplicate names": (lambda f, p: onnx.save(make_model(
-            [N("Relu", ["x"], ["a"]), N("Neg", ["x"], ["a"]), N("Abs", ["a"], ["y"])],
-            [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False), p), "'a' is redeclared"),
-        "unknown op": (lambda f, p: onnx.save(make_model(
-            [N("FooBar", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False), p),
-            "'FooBar' is not an ONNX operator"),
-        "op newer than opset": (lambda f, p: onnx.save(make_model(
-            [N("LayerNormalization", ["x", "g"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])],
-            [const("g", np.ones(2, np.float32))], opset=13, check=False), p),
-            "'LayerNormalization' does not exist in opset 13 (it needs opset 17 or later)"),
-        "future opset": (lambda f, p: onnx.save(_relu(opset=99), p), "opset 99 is newer than this onnx release"),
-        "no default opset": (lambda f, p: onnx.save(onnx.ModelProto(
-            ir_version=8, graph=_relu().graph, opset_import=[helper.make_opsetid("my", 1)]), p),
-            "imports no default ONNX opset"),
-        "missing external data": (lambda f, p: onnx.save(external_data_model(f, "w.bin", write=False), p),
-                                  "external data file 'w.bin' of 'w' is missing"),
-        "short external data": (lambda f, p: onnx.save(external_data_model(f, "w.bin", short=True), p),
-                                "external data file 'w.bin' is too short for 'w'"),
-        "escaping external data": (lambda f, p: onnx.save(external_data_model(f, "../../etc/passwd", write=False), p),
-                                   "external data location '../../etc/passwd' of 'w' escapes the model's folder"),
-        "absolute external data": (lambda f, p: onnx.save(external_data_model(f, "/etc/passwd", write=False), p),
-                                   "external data location '/etc/passwd' of 'w' escapes the model's folder"),
-        "type mismatch": (lambda f, p: onnx.save(make_model(
-            [N("Add", ["x", "k"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])],
-            [const("k", np.ones(2, np.int64))], check=False), p), "the original model does not load in ONNX Runtime"),
+        "random bytes": (
+            lambda f, p: p.write_bytes(np.random.default_rng(1).bytes(5000)),
+            "not a valid ONNX model (truncated or not protobuf",
+        ),
+        "truncated": (
+            lambda f, p: p.write_bytes(DEMO.read_bytes()[:3000]),
+            "not a valid ONNX model (truncated or not protobuf",
+        ),
+        "tensor proto": (
+            lambda f, p: p.write_bytes(const("t", np.ones((3, 3), np.float32)).SerializeToString()),
+            "not a valid ONNX model",
+        ),
+        "graph proto": (
+            lambda f, p: p.write_bytes(_relu().graph.SerializeToString()),
+            "not an ONNX model (the graph has no outputs)",
+        ),
+        "no graph": (
+            lambda f, p: p.write_bytes(onnx.ModelProto(ir_version=8).SerializeToString()),
+            "not an ONNX model (the graph has no outputs)",
+        ),
+        "cycle": (
+            lambda f, p: onnx.save(
+                make_model(
+                    [N("Add", ["x", "b"], ["a"]), N("Relu", ["a"], ["b"]), N("Neg", ["a"], ["y"])],
+                    [vi("x", FLOAT, [2])],
+                    [vi("y", FLOAT, [2])],
+                    check=False,
+                ),
+                p,
+            ),
+            "the graph has a cycle",
+        ),
+        "dangling input": (
+            lambda f, p: onnx.save(
+                make_model(
+                    [N("Add", ["x", "ghost"], ["y"])],
+                    [vi("x", FLOAT, [2])],
+                    [vi("y", FLOAT, [2])],
+                    check=False,
+                ),
+                p,
+            ),
+            "reads 'ghost', which no node, graph input or initializer defines",
+        ),
+        "duplicate names": (
+            lambda f, p: onnx.save(
+                make_model(
+                    [N("Relu", ["x"], ["a"]), N("Neg", ["x"], ["a"]), N("Abs", ["a"], ["y"])],
+                    [vi("x", FLOAT, [2])],
+                    [vi("y", FLOAT, [2])],
+                    check=False,
+                ),
+                p,
+            ),
+            "'a' is redeclared",
+        ),
+        "unknown op": (
+            lambda f, p: onnx.save(
+                make_model(
+                    [N("FooBar", ["x"], ["y"])],
+                    [vi("x", FLOAT, [2])],
+                    [vi("y", FLOAT, [2])],
+                    check=False,
+                ),
+                p,
+            ),
+            "'FooBar' is not an ONNX operator",
+        ),
+        "op newer than opset": (
+            lambda f, p: onnx.save(
+                make_model(
+                    [N("LayerNormalization", ["x", "g"], ["y"])],
+                    [vi("x", FLOAT, [2])],
+                    [vi("y", FLOAT, [2])],
+                    [const("g", np.ones(2, np.float32))],
+                    opset=13,
+                    check=False,
+                ),
+                p,
+            ),
+            "'LayerNormalization' does not exist in opset 13 (it needs opset 17 or later)",
+        ),
+        "future opset": (
+            lambda f, p: onnx.save(_relu(opset=99), p),
+            "opset 99 is newer than this onnx release",
+        ),
+        "no default opset": (
+            lambda f, p: onnx.save(
+                onnx.ModelProto(
+                    ir_version=8, graph=_relu().graph, opset_import=[helper.make_opsetid("my", 1)]
+                ),
+                p,
+            ),
+            "imports no default ONNX opset",
+        ),
+        "missing external data": (
+            lambda f, p: onnx.save(external_data_model(f, "w.bin", write=False), p),
+            "external data file 'w.bin' of 'w' is missing",
+        ),
+        "short external data": (
+            lambda f, p: onnx.save(external_data_model(f, "w.bin", short=True), p),
+            "external data file 'w.bin' is too short for 'w'",
+        ),
+        "escaping external data": (
+            lambda f, p: onnx.save(external_data_model(f, "../../etc/passwd", write=False), p),
+            "external data location '../../etc/passwd' of 'w' escapes the model's folder",
+        ),
+        "absolute external data": (
+            lambda f, p: onnx.save(external_data_model(f, "/etc/passwd", write=False), p),
+            "external data location '/etc/passwd' of 'w' escapes the model's folder",
+        ),
+        "type mismatch": (
+            lambda f, p: onnx.save(
+                make_model(
+                    [N("Add", ["x", "k"], ["y"])],
+                    [vi("x", FLOAT, [2])],
+                    [vi("y", FLOAT, [2])],
+                    [const("k", np.ones(2, np.int64))],
+                    check=False,
+                ),
+                p,
+            ),
+            "the original model does not load in ONNX Runtime",
+        ),
     }
     for opset in range(1, 7):
-        cases[f"opset {opset}"] = (lambda f, p, o=opset: onnx.save(_relu(opset=o, ir_version=3), p),
-                                   f"opset {opset} is not supported (minimum 7)")
+        cases[f"opset {opset}"] = (
+            lambda f, p, o=opset: onnx.save(_relu(opset=o, ir_version=3), p),
+            f"opset {opset} is not supported (minimum 7)",
+        )
     return cases
 
 
@@ -116,12 +217,25 @@ def _commands() -> list[str]:
 
 
 @pytest.mark.parametrize("command", _commands())
-@pytest.mark.parametrize("name", ["empty", "random bytes", "truncated", "graph proto", "cycle", "future opset",
-                                  "missing external data", "escaping external data"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty",
+        "random bytes",
+        "truncated",
+        "graph proto",
+        "cycle",
+        "future opset",
+        "missing external data",
+        "escaping external data",
+    ],
+)
 def test_other_commands(command, name, hostile, tmp_path):
     path = hostile[name]
     before = _listing(path.parent)
-    args = {"bench": [path, "--runs", "1", "--warmup", "0"]}.get(command, [path, "-o", tmp_path / "out.onnx"])
+    args = {"bench": [path, "--runs", "1", "--warmup", "0"]}.get(
+        command, [path, "-o", tmp_path / "out.onnx"]
+    )
     proc = run_cli(command, *args)
     if proc.returncode == 2 and "No such option" in proc.stderr:  # a command without those options
         proc = run_cli(command, path)
@@ -130,8 +244,20 @@ def test_other_commands(command, name, hostile, tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
-@pytest.mark.parametrize("name", ["empty", "random bytes", "graph proto", "cycle", "unknown op", "opset 6",
-                                  "short external data", "escaping external data", "type mismatch"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty",
+        "random bytes",
+        "graph proto",
+        "cycle",
+        "unknown op",
+        "opset 6",
+        "short external data",
+        "escaping external data",
+        "type mismatch",
+    ],
+)
 def test_int8_option(name, hostile, tmp_path):
     path = hostile[name]
     before = _listing(path.parent)
@@ -143,11 +269,22 @@ def test_int8_option(name, hostile, tmp_path):
 
 
 def test_int8_option_on_a_custom_domain_model(tmp_path):
-    model = make_model([N("Relu", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom")],
-                       [vi("x", FLOAT, [1, 3])], [vi("y", FLOAT, [1, 3])], opsets={"my.custom": 1})
+    model = make_model(
+        [N("Relu", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom")],
+        [vi("x", FLOAT, [1, 3])],
+        [vi("y", FLOAT, [1, 3])],
+        opsets={"my.custom": 1},
+    )
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", x=np.ones((4, 1, 3), np.float32))
-    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--int8", "--calibration", tmp_path / "calib.npz")
+    proc = run_cli(
+        tmp_path / "m.onnx",
+        "-o",
+        tmp_path / "out.onnx",
+        "--int8",
+        "--calibration",
+        tmp_path / "calib.npz",
+    )
     assert_one_line_error(proc, 2)
     assert _listing(tmp_path) == ["calib.npz", "m.onnx"]
 
@@ -156,9 +293,14 @@ def test_int8_option_on_a_custom_domain_model(tmp_path):
 @pytest.mark.parametrize("api", ["load", "optimize", "slim"])
 def test_api_functions_raise_onnxslim_errors(api, name, hostile, tmp_path):
     path = hostile[name]
-    call = {"load": lambda: onnxslim.load(path), "optimize": lambda: onnxslim.optimize(path),
-            "slim": lambda: onnxslim.slim(path, tmp_path / "out.onnx")}[api]
-    if api == "load" and name == "type mismatch":  # a well-formed graph: only ONNX Runtime rejects it
+    call = {
+        "load": lambda: onnxslim.load(path),
+        "optimize": lambda: onnxslim.optimize(path),
+        "slim": lambda: onnxslim.slim(path, tmp_path / "out.onnx"),
+    }[api]
+    if (
+        api == "load" and name == "type mismatch"
+    ):  # a well-formed graph: only ONNX Runtime rejects it
         onnxslim.load(path)
         return
     with pytest.raises(onnxslim.OnnxSlimError) as info:
@@ -167,10 +309,14 @@ def test_api_functions_raise_onnxslim_errors(api, name, hostile, tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
-@pytest.mark.parametrize("name", ["cycle", "dangling input", "unknown op", "opset 3", "future opset"])
+@pytest.mark.parametrize(
+    "name", ["cycle", "dangling input", "unknown op", "opset 3", "future opset"]
+)
 def test_hostile_model_protos(name, hostile):
     proto = onnx.load(hostile[name], load_external_data=False)
-    with pytest.raises(onnxslim.OnnxSlimError, match=CASES[name][1].split(" (")[0].replace("'", ".")):
+    with pytest.raises(
+        onnxslim.OnnxSlimError, match=CASES[name][1].split(" (")[0].replace("'", ".")
+    ):
         onnxslim.optimize(proto)
 
 
@@ -183,13 +329,20 @@ def test_benchmark_api_raises_onnxslim_errors(hostile):
 
 
 def test_custom_domain_op_is_kept(tmp_path):
-    model = make_model([N("Relu", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom", k=3)],
-                       [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], opsets={"my.custom": 1})
+    model = make_model(
+        [N("Relu", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom", k=3)],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        opsets={"my.custom": 1},
+    )
     onnx.save(model, tmp_path / "m.onnx")
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "-q")
     assert (proc.returncode, proc.stderr) == (0, "")
     out = onnx.load(tmp_path / "o.onnx")
-    assert [(n.op_type, n.domain) for n in out.graph.node] == [("Relu", ""), ("FooBar", "my.custom")]
+    assert [(n.op_type, n.domain) for n in out.graph.node] == [
+        ("Relu", ""),
+        ("FooBar", "my.custom"),
+    ]
     assert out.graph.node[1].attribute == model.graph.node[1].attribute
 
 
@@ -202,7 +355,9 @@ def test_read_only_output_folder(tmp_path):
         folder.chmod(0o555)
         target, message = folder / "out.onnx", "is not writable"
     assert_one_line_error(run_cli(DEMO, "-o", target), 2, message)
-    with pytest.raises(onnxslim.OnnxSlimError, match=message if os.geteuid() == 0 else "cannot write"):
+    with pytest.raises(
+        onnxslim.OnnxSlimError, match=message if os.geteuid() == 0 else "cannot write"
+    ):
         onnxslim.slim(DEMO, target)
     assert not target.exists()
 
@@ -210,7 +365,9 @@ def test_read_only_output_folder(tmp_path):
 def test_output_equal_to_input(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(DEMO.read_bytes())
-    assert_one_line_error(run_cli(path, path), 2, "is the input model; pass --overwrite to replace it")
+    assert_one_line_error(
+        run_cli(path, path), 2, "is the input model; pass --overwrite to replace it"
+    )
     assert path.read_bytes() == DEMO.read_bytes() and _listing(tmp_path) == ["m.onnx"]
 
 
@@ -220,7 +377,8 @@ def test_output_equal_to_input(tmp_path):
 _SLOW = r"""
 import sys, time
 import onnx_ir as ir
-from onnxslim import cli, pipeline
+from onnxslim import cli
+from onnxslim.passes import pipeline
 where = sys.argv.pop(1)
 
 def slow(real):
@@ -234,7 +392,7 @@ def slow(real):
 if where == "save":  # staged files written, not yet moved into place
     ir.save = slow(ir.save)
 else:  # between two rounds of passes
-    pipeline._infer_shapes = slow(pipeline._infer_shapes)
+    pipeline.infer_shapes = slow(pipeline.infer_shapes)
 sys.argv = ["onnxslim", *sys.argv[1:]]
 cli.main()
 """
@@ -247,8 +405,12 @@ def test_interrupt_mid_way_leaves_nothing(where, sig, tmp_path):
     if sig == signal.SIGTERM and where == "passes":
         pytest.skip("SIGTERM outside a save ends the process at once (nothing is staged yet)")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW, where, str(DEMO), "-o", str(out), "--external-data", "-q"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW, where, str(DEMO), "-o", str(out), "--external-data", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stderr.readline().strip() == "REACHED"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
@@ -259,16 +421,19 @@ def test_interrupt_mid_way_leaves_nothing(where, sig, tmp_path):
 
 def test_interrupt_at_any_moment_leaves_nothing_or_a_complete_model(tmp_path):
     """SIGINT at several moments of a real run: either no file at all, or exit 0 and a valid model."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from large import build_encoder
+    from models.encoder import build_encoder
 
     path, _ = build_encoder(tmp_path / "src", hidden=256, layers=3, heads=4, vocab=3000, max_len=64)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def start(out_dir: Path) -> subprocess.Popen:
         out_dir.mkdir()
-        return subprocess.Popen([sys.executable, "-m", "onnxslim", str(path), "-o", str(out_dir / "m.onnx"), "-q"],
-                                stderr=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "onnxslim", str(path), "-o", str(out_dir / "m.onnx"), "-q"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     started = time.perf_counter()
     start(tmp_path / "timing").communicate(timeout=120)
@@ -284,6 +449,8 @@ def test_interrupt_at_any_moment_leaves_nothing_or_a_complete_model(tmp_path):
             assert _listing(out_dir) == ["m.onnx", "m.onnx.data"]
             onnx.checker.check_model(out_dir / "m.onnx", full_check=True)
             x = {"input_ids": np.zeros((1, 4), np.int64)}
-            np.testing.assert_allclose(run(out_dir / "m.onnx", x)[0], run(path, x)[0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                run(out_dir / "m.onnx", x)[0], run(path, x)[0], rtol=1e-4, atol=1e-5
+            )
         else:
             assert proc.returncode != 0

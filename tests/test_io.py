@@ -9,14 +9,22 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import FLOAT, REPO, assert_same_outputs, const, external_data_model, make_model, run, vi
+from helpers import (
+    FLOAT,
+    REPO,
+    assert_same_outputs,
+    const,
+    external_data_model,
+    make_model,
+    run,
+    vi,
+)
 from onnx import TensorProto, helper
 from test_api import external_model
 
 import onnxslim
-
-from onnxslim import io
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model import external, files, io, validate
 
 N = helper.make_node
 DEMO = REPO / "models" / "demo.onnx"
@@ -29,7 +37,10 @@ def test_load_is_lazy_and_survives_a_change_of_directory(tmp_path, monkeypatch):
     tensor = model.graph.initializers["w1"].const_value
     assert isinstance(tensor, ir.ExternalTensor)
     monkeypatch.chdir("/")
-    assert tensor.numpy().shape == (16, 32)  # read from the model's folder, not the working directory
+    assert tensor.numpy().shape == (
+        16,
+        32,
+    )  # read from the model's folder, not the working directory
     io.save(model, tmp_path / "out.onnx", external_data=False)
     assert_same_outputs(path, tmp_path / "out.onnx")
 
@@ -38,7 +49,9 @@ def test_weights_over_the_limit_switch_to_external_data(tmp_path, monkeypatch):
     model = io.load(DEMO)
     io.save(model, tmp_path / "small.onnx")
     assert os.listdir(tmp_path) == ["small.onnx"]
-    monkeypatch.setattr(io, "PROTOBUF_LIMIT", io.weight_bytes(model) + 64 * 1024**2)  # "2 GB" = these weights
+    monkeypatch.setattr(
+        io, "PROTOBUF_LIMIT", external.weight_bytes(model) + 64 * 1024**2
+    )  # "2 GB" = these weights
     io.save(model, tmp_path / "big.onnx")
     assert sorted(os.listdir(tmp_path)) == ["big.onnx", "big.onnx.data", "small.onnx"]
     assert_same_outputs(DEMO, tmp_path / "big.onnx")
@@ -80,9 +93,16 @@ def test_save_keeps_the_model_usable(tmp_path):
 
 def test_external_tensor_at_an_offset_in_a_shared_file(tmp_path):
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((4, 4)).astype(np.float32), rng.standard_normal((4, 4)).astype(np.float32)
-    model = make_model([N("MatMul", ["x", "a"], ["t"]), N("MatMul", ["t", "b"], ["y"])],
-                       [vi("x", FLOAT, [2, 4])], [vi("y", FLOAT, [2, 4])], [const("a", a), const("b", b)])
+    a, b = (
+        rng.standard_normal((4, 4)).astype(np.float32),
+        rng.standard_normal((4, 4)).astype(np.float32),
+    )
+    model = make_model(
+        [N("MatMul", ["x", "a"], ["t"]), N("MatMul", ["t", "b"], ["y"])],
+        [vi("x", FLOAT, [2, 4])],
+        [vi("y", FLOAT, [2, 4])],
+        [const("a", a), const("b", b)],
+    )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "all.bin").write_bytes(b"\0" * 100 + a.tobytes() + b.tobytes())
     for tensor, offset in zip(model.graph.initializer, (100, 164)):
@@ -109,35 +129,63 @@ def test_to_ir_accepts_the_three_kinds_and_nothing_else(tmp_path):
 
 
 def test_validate_reports_the_first_problem_in_one_line():
-    cyclic = make_model([N("Relu", ["b"], ["a"]), N("Relu", ["a"], ["b"]), N("Add", ["x", "a"], ["y"])],
-                        [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], check=False)
-    with pytest.raises(OnnxSlimError, match=r"^cycle\.onnx: the graph has a cycle \(through an unnamed Relu node\)$"):
-        io.validate(ir.from_proto(cyclic), "cycle.onnx")
+    cyclic = make_model(
+        [N("Relu", ["b"], ["a"]), N("Relu", ["a"], ["b"]), N("Add", ["x", "a"], ["y"])],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        check=False,
+    )
+    with pytest.raises(
+        OnnxSlimError,
+        match=r"^cycle\.onnx: the graph has a cycle \(through an unnamed Relu node\)$",
+    ):
+        validate.validate(ir.from_proto(cyclic), "cycle.onnx")
 
 
 def test_a_subgraph_reading_a_later_outer_value_is_a_cycle_only_when_it_is_one():
     """Nodes out of order are fine (sorted later); a subgraph that reads its own node's output is a cycle."""
     then = helper.make_graph([N("Identity", ["late"], ["t"])], "then", [], [vi("t", FLOAT, [2])])
     other = helper.make_graph([N("Identity", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
-    unsorted = make_model([N("If", ["c"], ["y"], then_branch=then, else_branch=other), N("Neg", ["x"], ["late"])],
-                          [vi("x", FLOAT, [2]), vi("c", TensorProto.BOOL, [])], [vi("y", FLOAT, [2])], check=False)
-    io.validate(ir.from_proto(unsorted))
-    loop = make_model([N("If", ["c"], ["y"], then_branch=helper.make_graph(
-        [N("Identity", ["y"], ["t"])], "then", [], [vi("t", FLOAT, [2])]), else_branch=other)],
-        [vi("x", FLOAT, [2]), vi("c", TensorProto.BOOL, [])], [vi("y", FLOAT, [2])], check=False)
+    unsorted = make_model(
+        [N("If", ["c"], ["y"], then_branch=then, else_branch=other), N("Neg", ["x"], ["late"])],
+        [vi("x", FLOAT, [2]), vi("c", TensorProto.BOOL, [])],
+        [vi("y", FLOAT, [2])],
+        check=False,
+    )
+    validate.validate(ir.from_proto(unsorted))
+    loop = make_model(
+        [
+            N(
+                "If",
+                ["c"],
+                ["y"],
+                then_branch=helper.make_graph(
+                    [N("Identity", ["y"], ["t"])], "then", [], [vi("t", FLOAT, [2])]
+                ),
+                else_branch=other,
+            )
+        ],
+        [vi("x", FLOAT, [2]), vi("c", TensorProto.BOOL, [])],
+        [vi("y", FLOAT, [2])],
+        check=False,
+    )
     with pytest.raises(OnnxSlimError, match="cycle"):
-        io.validate(ir.from_proto(loop))
+        validate.validate(ir.from_proto(loop))
 
 
 def test_same_file():
-    assert io.same_file(DEMO, Path(str(DEMO).replace("/models/", "/models/./")))
-    assert not io.same_file(DEMO, DEMO.parent / "missing.onnx")
+    assert files.same_file(DEMO, Path(str(DEMO).replace("/models/", "/models/./")))
+    assert not files.same_file(DEMO, DEMO.parent / "missing.onnx")
 
 
 def test_saving_over_the_models_own_data_file_keeps_the_model_usable(tmp_path):
     onnx.save(external_data_model(tmp_path, "m.onnx.data"), tmp_path / "m.onnx")
     model = onnxslim.load(tmp_path / "m.onnx")
     onnxslim.save(model, tmp_path / "m.onnx", external_data=True)
-    np.testing.assert_array_equal(model.graph.initializers["w"].const_value.numpy(), np.ones(64, np.float32))
+    np.testing.assert_array_equal(
+        model.graph.initializers["w"].const_value.numpy(), np.ones(64, np.float32)
+    )
     reloaded = onnxslim.load(tmp_path / "m.onnx")
-    np.testing.assert_array_equal(reloaded.graph.initializers["w"].const_value.numpy(), np.ones(64, np.float32))
+    np.testing.assert_array_equal(
+        reloaded.graph.initializers["w"].const_value.numpy(), np.ones(64, np.float32)
+    )

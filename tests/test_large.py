@@ -15,13 +15,12 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import REPO, interface, node_count, run, run_cli
+from helpers import interface, node_count, run, run_cli
 from onnx import TensorProto
 
 import onnxslim
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from large import build_encoder  # noqa: E402
+import onnxslim.optimizer
+from models.encoder import build_encoder
 
 GIB = 1024**3
 
@@ -38,15 +37,23 @@ def assert_matches(original: Path, optimized: Path) -> None:
 @pytest.fixture(scope="module")
 def small_encoder(tmp_path_factory) -> Path:
     """~5 MB of weights: one file per tensor under weights/."""
-    path, total = build_encoder(tmp_path_factory.mktemp("enc") / "src", hidden=64, layers=2, heads=4,
-                                vocab=4000, max_len=64)
+    path, total = build_encoder(
+        tmp_path_factory.mktemp("enc") / "src", hidden=64, layers=2, heads=4, vocab=4000, max_len=64
+    )
     assert total > 1_000_000
     return path
 
 
 def external_locations(path: Path) -> list[str]:
     proto = onnx.load(path, load_external_data=False)
-    return sorted({entry.value for t in proto.graph.initializer for entry in t.external_data if entry.key == "location"})
+    return sorted(
+        {
+            entry.value
+            for t in proto.graph.initializer
+            for entry in t.external_data
+            if entry.key == "location"
+        }
+    )
 
 
 def test_per_tensor_files_in_a_subfolder_from_another_working_directory(small_encoder, tmp_path):
@@ -65,9 +72,13 @@ def test_per_tensor_files_in_a_subfolder_from_another_working_directory(small_en
 
 
 def test_one_shared_file_with_offsets(tmp_path):
-    path, _ = build_encoder(tmp_path / "src", hidden=32, layers=1, heads=2, vocab=500, max_len=32, layout="single")
+    path, _ = build_encoder(
+        tmp_path / "src", hidden=32, layers=1, heads=2, vocab=500, max_len=32, layout="single"
+    )
     proto = onnx.load(path, load_external_data=False)
-    offsets = {int(e.value) for t in proto.graph.initializer for e in t.external_data if e.key == "offset"}
+    offsets = {
+        int(e.value) for t in proto.graph.initializer for e in t.external_data if e.key == "offset"
+    }
     assert len(offsets) > 10 and external_locations(path) == ["weights/model.bin"]
     result = onnxslim.optimize(path)
     onnxslim.save(result, tmp_path / "a.onnx")
@@ -86,7 +97,7 @@ def test_optimizing_never_serializes_the_weights(small_encoder, tmp_path, monkey
 
     monkeypatch.setattr(ir.serde, "serialize_model", recording)
     weights = sum(f.stat().st_size for f in (small_encoder.parent / "weights").iterdir())
-    result = onnxslim.pipeline.optimize_with_report(small_encoder)
+    result = onnxslim.optimizer.optimize_with_report(small_encoder)
     onnxslim.save(result.model, tmp_path / "o.onnx")
     assert result.checked and sizes
     assert max(sizes) < weights / 10, (max(sizes), weights)
@@ -107,7 +118,10 @@ def test_checker_resolves_small_external_tensors_against_the_model_folder(tmp_pa
     which resolved it against the working directory and failed."""
     path, _ = build_encoder(tmp_path / "src", hidden=16, layers=1, heads=2, vocab=200, max_len=64)
     proto = onnx.load(path, load_external_data=False)
-    assert any(t.data_location == TensorProto.EXTERNAL and np.prod(t.dims) * 4 <= 1000 for t in proto.graph.initializer)
+    assert any(
+        t.data_location == TensorProto.EXTERNAL and np.prod(t.dims) * 4 <= 1000
+        for t in proto.graph.initializer
+    )
     monkeypatch.chdir(tmp_path)
     onnxslim.save(onnxslim.optimize(path), tmp_path / "o.onnx")
     assert_matches(path, tmp_path / "o.onnx")
@@ -137,11 +151,17 @@ def test_over_2_gb_end_to_end(tmp_path_factory):
     out = folder / "out" / "model.onnx"
     shutil.rmtree(out.parent, ignore_errors=True)
     out.parent.mkdir()
-    proc = subprocess.run([sys.executable, "-c", _PEAK, str(path), "-o", str(out), "-q"],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(path), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr
     peak = int(proc.stderr.split("PEAK")[-1])
-    assert peak <= 1.5 * weights, f"peak RSS {peak / GIB:.2f} GiB for {weights / GIB:.2f} GiB of weights"
+    assert peak <= 1.5 * weights, (
+        f"peak RSS {peak / GIB:.2f} GiB for {weights / GIB:.2f} GiB of weights"
+    )
     assert sorted(os.listdir(out.parent)) == ["model.onnx", "model.onnx.data"]
     assert (out.parent / "model.onnx.data").stat().st_size > 2 * GIB
     assert node_count(out) < node_count(path)

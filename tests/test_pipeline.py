@@ -12,12 +12,23 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import (FLOAT, INT64, assert_same_outputs, const, interface, make_model, op_counts,
-                     optimized_proto, random_feeds, run, vi)
+from helpers import (
+    FLOAT,
+    INT64,
+    assert_same_outputs,
+    const,
+    interface,
+    make_model,
+    op_counts,
+    optimized_proto,
+    random_feeds,
+    run,
+    vi,
+)
 from onnx import TensorProto, helper
 
 import onnxslim
-from onnxslim import passes
+from onnxslim.passes import registry as passes
 
 N = helper.make_node
 MIB = 1024 * 1024
@@ -36,17 +47,31 @@ def numpy_size(tensor: onnx.TensorProto) -> int:
 
 def test_dead_nodes_are_removed():
     model = make_model(
-        [N("Relu", ["x"], ["r"]), N("Sigmoid", ["x"], ["dead1"]), N("Neg", ["dead1"], ["dead2"]),
-         N("Exp", ["r"], ["dead3"]), N("Tanh", ["r"], ["y"])],
-        [vi("x", FLOAT, ["N", 4])], [vi("y", FLOAT, ["N", 4])])
+        [
+            N("Relu", ["x"], ["r"]),
+            N("Sigmoid", ["x"], ["dead1"]),
+            N("Neg", ["dead1"], ["dead2"]),
+            N("Exp", ["r"], ["dead3"]),
+            N("Tanh", ["r"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 4])],
+        [vi("y", FLOAT, ["N", 4])],
+    )
     out = optimized_proto(model)
     assert op_counts(out) == {"Relu": 1, "Tanh": 1}
     assert_same_outputs(model, out)
 
 
 def test_unused_initializers_are_removed():
-    model = make_model([N("Add", ["x", "b"], ["y"])], [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
-                       [const("b", np.arange(3, dtype=np.float32)), const("unused", np.ones((64, 64), np.float32))])
+    model = make_model(
+        [N("Add", ["x", "b"], ["y"])],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [
+            const("b", np.arange(3, dtype=np.float32)),
+            const("unused", np.ones((64, 64), np.float32)),
+        ],
+    )
     out = optimized_proto(model)
     assert [t.name for t in out.graph.initializer] == ["b"]
     assert_same_outputs(model, out)
@@ -54,14 +79,26 @@ def test_unused_initializers_are_removed():
 
 def test_duplicate_initializers_are_merged_only_when_dtype_shape_and_bytes_match():
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
-    inits = [const("w1", w), const("w2", w.copy()),  # duplicates
-             const("zf", np.zeros((2, 3), np.float32)), const("zi", np.zeros((2, 3), np.int32)),  # same bytes
-             const("zt", np.zeros((3, 2), np.float32))]  # same bytes, other shape
+    inits = [
+        const("w1", w),
+        const("w2", w.copy()),  # duplicates
+        const("zf", np.zeros((2, 3), np.float32)),
+        const("zi", np.zeros((2, 3), np.int32)),  # same bytes
+        const("zt", np.zeros((3, 2), np.float32)),
+    ]  # same bytes, other shape
     model = make_model(
-        [N("Add", ["x", "w1"], ["a"]), N("Mul", ["a", "w2"], ["b"]), N("Add", ["b", "zf"], ["c"]),
-         N("Cast", ["zi"], ["zic"], to=FLOAT), N("Add", ["c", "zic"], ["d"]),
-         N("MatMul", ["d", "zt"], ["y"])],
-        [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 2])], inits)
+        [
+            N("Add", ["x", "w1"], ["a"]),
+            N("Mul", ["a", "w2"], ["b"]),
+            N("Add", ["b", "zf"], ["c"]),
+            N("Cast", ["zi"], ["zic"], to=FLOAT),
+            N("Add", ["c", "zic"], ["d"]),
+            N("MatMul", ["d", "zt"], ["y"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 2])],
+        inits,
+    )
     out = onnxslim.optimize(model, skip=["fold-constants", "remove-no-ops"])
     names = set(out.graph.initializers)
     assert len(names & {"w1", "w2"}) == 1
@@ -71,11 +108,14 @@ def test_duplicate_initializers_are_merged_only_when_dtype_shape_and_bytes_match
 
 def _initializer_input_model(ir_version: int = 3) -> onnx.ModelProto:
     # IR version 3: every initializer is also a graph input (old exporters); from 4 on, a default value
-    return make_model([N("Mul", ["x", "scale"], ["s"]), N("Add", ["s", "bias"], ["y"])],
-                      [vi("x", FLOAT, ["N", 3]), vi("scale", FLOAT, [3]), vi("bias", FLOAT, [3])],
-                      [vi("y", FLOAT, ["N", 3])],
-                      [const("scale", np.full(3, 2.0, np.float32)), const("bias", np.zeros(3, np.float32))],
-                      opset=9, ir_version=ir_version)
+    return make_model(
+        [N("Mul", ["x", "scale"], ["s"]), N("Add", ["s", "bias"], ["y"])],
+        [vi("x", FLOAT, ["N", 3]), vi("scale", FLOAT, [3]), vi("bias", FLOAT, [3])],
+        [vi("y", FLOAT, ["N", 3])],
+        [const("scale", np.full(3, 2.0, np.float32)), const("bias", np.zeros(3, np.float32))],
+        opset=9,
+        ir_version=ir_version,
+    )
 
 
 @pytest.mark.parametrize("ir_version", [3, 4])
@@ -110,11 +150,17 @@ def test_initializers_listed_as_inputs_stay_overridable_when_asked():
 
 def test_unused_functions_and_opsets_are_removed_used_ones_kept():
     opsets = [helper.make_opsetid("", 17)]
-    used = helper.make_function("local", "Twice", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])], opsets)
+    used = helper.make_function(
+        "local", "Twice", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])], opsets
+    )
     unused = helper.make_function("local", "Unused", ["a"], ["b"], [N("Neg", ["a"], ["b"])], opsets)
-    model = make_model([N("Twice", ["x"], ["t"], domain="local"), N("Twice", ["t"], ["y"], domain="local")],
-                       [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])],
-                       opsets={"local": 1, "com.unused": 1}, functions=[used, unused])
+    model = make_model(
+        [N("Twice", ["x"], ["t"], domain="local"), N("Twice", ["t"], ["y"], domain="local")],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, ["N", 3])],
+        opsets={"local": 1, "com.unused": 1},
+        functions=[used, unused],
+    )
     out = optimized_proto(model)
     assert [f.name for f in out.functions] == ["Twice"]
     assert {o.domain for o in out.opset_import} == {"", "local"}
@@ -123,17 +169,29 @@ def test_unused_functions_and_opsets_are_removed_used_ones_kept():
 
 @pytest.mark.parametrize("opset", [7, 10, 13])
 def test_inference_dropout_and_identity_are_removed(opset):
-    model = make_model([N("Relu", ["x"], ["a"]), N("Dropout", ["a"], ["b"]), N("Identity", ["b"], ["c"]),
-                        N("Neg", ["c"], ["y"])],
-                       [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])], opset=opset)
+    model = make_model(
+        [
+            N("Relu", ["x"], ["a"]),
+            N("Dropout", ["a"], ["b"]),
+            N("Identity", ["b"], ["c"]),
+            N("Neg", ["c"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, ["N", 3])],
+        opset=opset,
+    )
     out = optimized_proto(model)
     assert op_counts(out) == {"Relu": 1, "Neg": 1}
     assert_same_outputs(model, out)
 
 
 def test_dropout_whose_mask_is_used_keeps_the_mask_values():
-    model = make_model([N("Dropout", ["x"], ["y", "mask"])], [vi("x", FLOAT, ["N", 3])],
-                       [vi("y", FLOAT, ["N", 3]), vi("mask", TensorProto.BOOL, ["N", 3])], opset=10)
+    model = make_model(
+        [N("Dropout", ["x"], ["y", "mask"])],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, ["N", 3]), vi("mask", TensorProto.BOOL, ["N", 3])],
+        opset=10,
+    )
     out = optimized_proto(model)
     assert_same_outputs(model, out)
 
@@ -144,13 +202,25 @@ def test_dropout_whose_mask_is_used_keeps_the_mask_values():
 def test_static_shape_arithmetic_is_folded():
     # y = x * float(x.shape[1]) + reshape target computed from Shape/Gather/Concat
     model = make_model(
-        [N("Shape", ["x"], ["s"]), N("Gather", ["s", "i1"], ["c"], axis=0), N("Cast", ["c"], ["cf"], to=FLOAT),
-         N("Gather", ["s", "i0"], ["n"], axis=0), N("Unsqueeze", ["n", "ax"], ["n1"]),
-         N("Concat", ["n1", "m1"], ["target"], axis=0), N("Reshape", ["x", "target"], ["flat"]),
-         N("Mul", ["flat", "cf"], ["y"])],
-        [vi("x", FLOAT, [2, 3, 4])], [vi("y", FLOAT, [2, 12])],
-        [const("i0", np.array(0)), const("i1", np.array(1)), const("ax", np.array([0])),
-         const("m1", np.array([-1]))])
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Gather", ["s", "i1"], ["c"], axis=0),
+            N("Cast", ["c"], ["cf"], to=FLOAT),
+            N("Gather", ["s", "i0"], ["n"], axis=0),
+            N("Unsqueeze", ["n", "ax"], ["n1"]),
+            N("Concat", ["n1", "m1"], ["target"], axis=0),
+            N("Reshape", ["x", "target"], ["flat"]),
+            N("Mul", ["flat", "cf"], ["y"]),
+        ],
+        [vi("x", FLOAT, [2, 3, 4])],
+        [vi("y", FLOAT, [2, 12])],
+        [
+            const("i0", np.array(0)),
+            const("i1", np.array(1)),
+            const("ax", np.array([0])),
+            const("m1", np.array([-1])),
+        ],
+    )
     out = optimized_proto(model)
     assert op_counts(out) == {"Reshape": 1, "Mul": 1}
     assert_same_outputs(model, out)
@@ -159,9 +229,17 @@ def test_static_shape_arithmetic_is_folded():
 def test_static_dims_of_a_dynamic_shape_are_folded_from_an_attribute_slice():
     # opset 9: Slice takes starts/ends/axes as attributes
     model = make_model(
-        [N("Shape", ["x"], ["s"]), N("Slice", ["s"], ["hw"], starts=[2], ends=[4], axes=[0]),
-         N("ReduceProd", ["hw"], ["p"], keepdims=1), N("Cast", ["p"], ["pf"], to=FLOAT), N("Mul", ["x", "pf"], ["y"])],
-        [vi("x", FLOAT, ["N", 3, 4, 4])], [vi("y", FLOAT, ["N", 3, 4, 4])], opset=9)
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Slice", ["s"], ["hw"], starts=[2], ends=[4], axes=[0]),
+            N("ReduceProd", ["hw"], ["p"], keepdims=1),
+            N("Cast", ["p"], ["pf"], to=FLOAT),
+            N("Mul", ["x", "pf"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 3, 4, 4])],
+        [vi("y", FLOAT, ["N", 3, 4, 4])],
+        opset=9,
+    )
     out = optimized_proto(model)
     assert op_counts(out) == {"Mul": 1}
     assert_same_outputs(model, out, feeds={"x": np.ones((5, 3, 4, 4), np.float32)})
@@ -170,14 +248,28 @@ def test_static_dims_of_a_dynamic_shape_are_folded_from_an_attribute_slice():
 def test_static_dims_of_a_dynamic_shape_are_folded():
     # x: [N, 3, 4, 4]; Slice(Shape(x), 1, 4) and Gather(Shape(x), 2) are known although N is not
     model = make_model(
-        [N("Shape", ["x"], ["s"]), N("Slice", ["s", "st", "en"], ["chw"]),
-         N("ReduceProd", ["chw"], ["p"], keepdims=1), N("Gather", ["s", "i0"], ["n"], axis=0),
-         N("Unsqueeze", ["n", "ax"], ["n1"]), N("Concat", ["n1", "p"], ["target"], axis=0),
-         N("Reshape", ["x", "target"], ["flat"]),
-         N("Gather", ["s", "i2"], ["h"], axis=0), N("Cast", ["h"], ["hf"], to=FLOAT),
-         N("Mul", ["flat", "hf"], ["y"])],
-        [vi("x", FLOAT, ["N", 3, 4, 4])], [vi("y", FLOAT, ["N", 48])],
-        [const("st", [1]), const("en", [4]), const("ax", [0]), const("i0", np.array(0)), const("i2", np.array(2))])
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Slice", ["s", "st", "en"], ["chw"]),
+            N("ReduceProd", ["chw"], ["p"], keepdims=1),
+            N("Gather", ["s", "i0"], ["n"], axis=0),
+            N("Unsqueeze", ["n", "ax"], ["n1"]),
+            N("Concat", ["n1", "p"], ["target"], axis=0),
+            N("Reshape", ["x", "target"], ["flat"]),
+            N("Gather", ["s", "i2"], ["h"], axis=0),
+            N("Cast", ["h"], ["hf"], to=FLOAT),
+            N("Mul", ["flat", "hf"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 3, 4, 4])],
+        [vi("y", FLOAT, ["N", 48])],
+        [
+            const("st", [1]),
+            const("en", [4]),
+            const("ax", [0]),
+            const("i0", np.array(0)),
+            const("i2", np.array(2)),
+        ],
+    )
     out = optimized_proto(model)
     counts = op_counts(out)
     assert "Slice" not in counts and "ReduceProd" not in counts and "Cast" not in counts, counts
@@ -188,9 +280,15 @@ def test_static_dims_of_a_dynamic_shape_are_folded():
 
 def test_constant_nodes_are_lifted_to_initializers_and_folded():
     value = np.arange(6, dtype=np.float32).reshape(2, 3)
-    model = make_model([N("Constant", [], ["c"], value=const("v", value)), N("Neg", ["c"], ["nc"]),
-                        N("Add", ["x", "nc"], ["y"])],
-                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])])
+    model = make_model(
+        [
+            N("Constant", [], ["c"], value=const("v", value)),
+            N("Neg", ["c"], ["nc"]),
+            N("Add", ["x", "nc"], ["y"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+    )
     out = optimized_proto(model)
     assert op_counts(out) == {"Add": 1}
     assert len(out.graph.initializer) == 1
@@ -207,8 +305,12 @@ def _branches():
 @pytest.mark.parametrize("cond", [True, False])
 def test_if_with_constant_condition_is_replaced_by_its_branch(cond):
     then, other = _branches()
-    model = make_model([N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
-                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])], [const("c", np.array(cond))])
+    model = make_model(
+        [N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [const("c", np.array(cond))],
+    )
     out = optimized_proto(model)
     assert op_counts(out) == ({"Relu": 1} if cond else {"Neg": 1})
     assert_same_outputs(model, out)
@@ -216,10 +318,17 @@ def test_if_with_constant_condition_is_replaced_by_its_branch(cond):
 
 def test_if_whose_condition_comes_from_static_shapes_is_inlined():
     then, other = _branches()
-    model = make_model([N("Shape", ["x"], ["s"]), N("Gather", ["s", "i0"], ["d"], axis=0),
-                        N("Greater", ["d", "one"], ["c"]), N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
-                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
-                       [const("i0", np.array(0)), const("one", np.array(1))])
+    model = make_model(
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Gather", ["s", "i0"], ["d"], axis=0),
+            N("Greater", ["d", "one"], ["c"]),
+            N("If", ["c"], ["y"], then_branch=then, else_branch=other),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [const("i0", np.array(0)), const("one", np.array(1))],
+    )
     out = optimized_proto(model)
     assert op_counts(out) == {"Relu": 1}
     assert_same_outputs(model, out)
@@ -227,12 +336,21 @@ def test_if_whose_condition_comes_from_static_shapes_is_inlined():
 
 def test_inlined_branch_keeps_its_own_initializer_that_shadows_an_outer_one():
     # Regression: inlining renamed the branch's initializer inside the caller's ModelProto too.
-    then = helper.make_graph([N("Add", ["w", "x"], ["t"])], "then", [], [vi("t", FLOAT, [2, 3])],
-                             [const("w", np.full((2, 3), 5, np.float32))])
+    then = helper.make_graph(
+        [N("Add", ["w", "x"], ["t"])],
+        "then",
+        [],
+        [vi("t", FLOAT, [2, 3])],
+        [const("w", np.full((2, 3), 5, np.float32))],
+    )
     _, other = _branches()
-    model = make_model([N("If", ["c"], ["b"], then_branch=then, else_branch=other), N("Mul", ["b", "w"], ["y"])],
-                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
-                       [const("c", np.array(True)), const("w", np.full((2, 3), 3, np.float32))], check=False)
+    model = make_model(
+        [N("If", ["c"], ["b"], then_branch=then, else_branch=other), N("Mul", ["b", "w"], ["y"])],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [const("c", np.array(True)), const("w", np.full((2, 3), 3, np.float32))],
+        check=False,
+    )
     before = model.SerializeToString()
     out = optimized_proto(model)
     assert model.SerializeToString() == before
@@ -245,36 +363,60 @@ def test_inlined_branch_keeps_its_own_initializer_that_shadows_an_outer_one():
 def test_quantize_and_dequantize_are_never_folded():
     rng = np.random.default_rng(0)
     model = make_model(
-        [N("QuantizeLinear", ["w", "s", "z"], ["q"]), N("DequantizeLinear", ["q", "s", "z"], ["wq"]),
-         N("DequantizeLinear", ["q8", "s", "z"], ["w8"]), N("Add", ["x", "wq"], ["a"]), N("Add", ["a", "w8"], ["y"])],
-        [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
-        [const("w", rng.random((2, 3)).astype(np.float32)), const("s", np.float32(0.1)), const("z", np.uint8(0)),
-         const("q8", np.full((2, 3), 7, np.uint8))])
+        [
+            N("QuantizeLinear", ["w", "s", "z"], ["q"]),
+            N("DequantizeLinear", ["q", "s", "z"], ["wq"]),
+            N("DequantizeLinear", ["q8", "s", "z"], ["w8"]),
+            N("Add", ["x", "wq"], ["a"]),
+            N("Add", ["a", "w8"], ["y"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [
+            const("w", rng.random((2, 3)).astype(np.float32)),
+            const("s", np.float32(0.1)),
+            const("z", np.uint8(0)),
+            const("q8", np.full((2, 3), 7, np.uint8)),
+        ],
+    )
     out = optimized_proto(model)
     assert op_counts(out) == {"QuantizeLinear": 1, "DequantizeLinear": 2, "Add": 2}
     assert_same_outputs(model, out)
 
 
-@pytest.mark.parametrize("op, inputs, attrs", [
-    ("RandomNormal", [], {"shape": [2, 3]}),
-    ("RandomUniform", [], {"shape": [2, 3]}),
-    ("RandomNormalLike", ["k"], {}),
-    ("RandomUniformLike", ["k"], {}),
-    ("Bernoulli", ["p"], {}),
-])
+@pytest.mark.parametrize(
+    "op, inputs, attrs",
+    [
+        ("RandomNormal", [], {"shape": [2, 3]}),
+        ("RandomUniform", [], {"shape": [2, 3]}),
+        ("RandomNormalLike", ["k"], {}),
+        ("RandomUniformLike", ["k"], {}),
+        ("Bernoulli", ["p"], {}),
+    ],
+)
 def test_random_ops_are_never_folded(op, inputs, attrs):
-    model = make_model([N(op, inputs, ["r"], **attrs), N("Add", ["x", "r"], ["y"])],
-                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])],
-                       [const("k", np.zeros((2, 3), np.float32)), const("p", np.full((2, 3), 0.5, np.float32))],
-                       opset=17)
+    model = make_model(
+        [N(op, inputs, ["r"], **attrs), N("Add", ["x", "r"], ["y"])],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [const("k", np.zeros((2, 3), np.float32)), const("p", np.full((2, 3), 0.5, np.float32))],
+        opset=17,
+    )
     out = ir.to_proto(onnxslim.optimize(model, check=False))  # random outputs cannot be compared
     assert op_counts(out)[op] == 1
 
 
 def test_multinomial_is_never_folded():
-    model = make_model([N("Multinomial", ["p"], ["r"], sample_size=3), N("Cast", ["r"], ["rf"], to=FLOAT),
-                        N("Add", ["x", "rf"], ["y"])],
-                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])], [const("p", np.zeros((2, 4), np.float32))])
+    model = make_model(
+        [
+            N("Multinomial", ["p"], ["r"], sample_size=3),
+            N("Cast", ["r"], ["rf"], to=FLOAT),
+            N("Add", ["x", "rf"], ["y"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+        [const("p", np.zeros((2, 4), np.float32))],
+    )
     out = ir.to_proto(onnxslim.optimize(model, check=False))
     assert op_counts(out)["Multinomial"] == 1
 
@@ -289,13 +431,27 @@ def _growing_models():
     one = const("v", np.array([1.0], np.float32))
     x, y = [vi("x", FLOAT, [1024, 1024])], [vi("y", FLOAT, [1024, 1024])]
     return {
-        "ConstantOfShape": make_model([N("ConstantOfShape", ["s"], ["z"], value=one), N("Add", ["x", "z"], ["y"])],
-                                      x, y, [shape]),
-        "Tile": make_model([N("Tile", ["w", "r"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y,
-                           [row, const("r", np.array([1024, 1]))]),
-        "Expand": make_model([N("Expand", ["w", "s"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y, [row, shape]),
-        "broadcast Add": make_model([N("Add", ["w", "col"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y,
-                                    [row, const("col", np.ones((1024, 1), np.float32))]),
+        "ConstantOfShape": make_model(
+            [N("ConstantOfShape", ["s"], ["z"], value=one), N("Add", ["x", "z"], ["y"])],
+            x,
+            y,
+            [shape],
+        ),
+        "Tile": make_model(
+            [N("Tile", ["w", "r"], ["z"]), N("Add", ["x", "z"], ["y"])],
+            x,
+            y,
+            [row, const("r", np.array([1024, 1]))],
+        ),
+        "Expand": make_model(
+            [N("Expand", ["w", "s"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y, [row, shape]
+        ),
+        "broadcast Add": make_model(
+            [N("Add", ["w", "col"], ["z"]), N("Add", ["x", "z"], ["y"])],
+            x,
+            y,
+            [row, const("col", np.ones((1024, 1), np.float32))],
+        ),
     }
 
 
@@ -319,18 +475,31 @@ def test_size_threshold_lets_bigger_folds_through(name):
 
 
 def test_small_growth_is_folded_and_threshold_zero_forbids_it():
-    model = make_model([N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([2.0], np.float32))),
-                        N("Mul", ["x", "z"], ["y"])],
-                       [vi("x", FLOAT, [16, 16])], [vi("y", FLOAT, [16, 16])], [const("s", np.array([16, 16]))])
+    model = make_model(
+        [
+            N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([2.0], np.float32))),
+            N("Mul", ["x", "z"], ["y"]),
+        ],
+        [vi("x", FLOAT, [16, 16])],
+        [vi("y", FLOAT, [16, 16])],
+        [const("s", np.array([16, 16]))],
+    )
     assert op_counts(optimized_proto(model)) == {"Mul": 1}
     assert op_counts(optimized_proto(model, size_threshold=0)) == {"ConstantOfShape": 1, "Mul": 1}
 
 
 def test_a_huge_constant_is_never_computed():
     # 10^12 floats (4 TB): folding must decide from the shape, before evaluating anything
-    model = make_model([N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([1.0], np.float32))),
-                        N("ReduceSum", ["z"], ["r"], keepdims=0), N("Add", ["x", "r"], ["y"])],
-                       [vi("x", FLOAT, [1])], [vi("y", FLOAT, [1])], [const("s", np.array([1_000_000, 1_000_000]))])
+    model = make_model(
+        [
+            N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([1.0], np.float32))),
+            N("ReduceSum", ["z"], ["r"], keepdims=0),
+            N("Add", ["x", "r"], ["y"]),
+        ],
+        [vi("x", FLOAT, [1])],
+        [vi("y", FLOAT, [1])],
+        [const("s", np.array([1_000_000, 1_000_000]))],
+    )
     started = time.perf_counter()
     out = ir.to_proto(onnxslim.optimize(model, check=False))
     assert time.perf_counter() - started < 30
@@ -342,11 +511,24 @@ def test_a_huge_constant_is_never_computed():
 
 def test_graph_interface_is_kept_exactly():
     model = make_model(
-        [N("Cast", ["ids"], ["f"], to=FLOAT), N("Identity", ["f"], ["o2"]), N("Add", ["x", "f"], ["o1"]),
-         N("Not", ["flag"], ["o3"])],
-        [vi("x", FLOAT, ["batch", "seq"]), vi("unused", TensorProto.FLOAT16, [1, "k", None]),
-         vi("ids", INT64, ["batch", "seq"]), vi("flag", TensorProto.BOOL, [])],
-        [vi("o2", FLOAT, ["batch", "seq"]), vi("o3", TensorProto.BOOL, []), vi("o1", FLOAT, ["batch", "seq"])])
+        [
+            N("Cast", ["ids"], ["f"], to=FLOAT),
+            N("Identity", ["f"], ["o2"]),
+            N("Add", ["x", "f"], ["o1"]),
+            N("Not", ["flag"], ["o3"]),
+        ],
+        [
+            vi("x", FLOAT, ["batch", "seq"]),
+            vi("unused", TensorProto.FLOAT16, [1, "k", None]),
+            vi("ids", INT64, ["batch", "seq"]),
+            vi("flag", TensorProto.BOOL, []),
+        ],
+        [
+            vi("o2", FLOAT, ["batch", "seq"]),
+            vi("o3", TensorProto.BOOL, []),
+            vi("o1", FLOAT, ["batch", "seq"]),
+        ],
+    )
     out = optimized_proto(model)
     assert interface(out) == interface(model)
     assert "Identity" not in op_counts(out)
@@ -354,28 +536,45 @@ def test_graph_interface_is_kept_exactly():
 
 
 def test_outputs_that_fold_to_constants_or_alias_inputs_keep_their_names():
-    model = make_model([N("Shape", ["x"], ["shape"]), N("Identity", ["x"], ["same"]), N("Relu", ["x"], ["r"])],
-                       [vi("x", FLOAT, [2, 3])],
-                       [vi("shape", INT64, [2]), vi("same", FLOAT, [2, 3]), vi("r", FLOAT, [2, 3])])
+    model = make_model(
+        [N("Shape", ["x"], ["shape"]), N("Identity", ["x"], ["same"]), N("Relu", ["x"], ["r"])],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("shape", INT64, [2]), vi("same", FLOAT, [2, 3]), vi("r", FLOAT, [2, 3])],
+    )
     out = optimized_proto(model)
     assert interface(out) == interface(model)
     assert_same_outputs(model, out)
 
 
 def test_the_callers_model_proto_is_not_changed():
-    model = make_model([N("Constant", [], ["c"], value=const("v", np.ones((2, 3), np.float32))),
-                        N("Identity", ["x"], ["a"]), N("Add", ["a", "c"], ["y"])],
-                       [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])])
+    model = make_model(
+        [
+            N("Constant", [], ["c"], value=const("v", np.ones((2, 3), np.float32))),
+            N("Identity", ["x"], ["a"]),
+            N("Add", ["a", "c"], ["y"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3])],
+    )
     before = model.SerializeToString()
     onnxslim.optimize(model)
     assert model.SerializeToString() == before
 
 
 def test_opset_7_model_is_optimized():
-    model = make_model([N("Identity", ["x"], ["a"]), N("Add", ["a", "b"], ["c"]), N("Relu", ["c"], ["d"]),
-                        N("Dropout", ["d"], ["y"])],
-                       [vi("x", FLOAT, ["N", 3]), vi("b", FLOAT, [3])], [vi("y", FLOAT, ["N", 3])],
-                       [const("b", np.ones(3, np.float32))], opset=7, ir_version=3)
+    model = make_model(
+        [
+            N("Identity", ["x"], ["a"]),
+            N("Add", ["a", "b"], ["c"]),
+            N("Relu", ["c"], ["d"]),
+            N("Dropout", ["d"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 3]), vi("b", FLOAT, [3])],
+        [vi("y", FLOAT, ["N", 3])],
+        [const("b", np.ones(3, np.float32))],
+        opset=7,
+        ir_version=3,
+    )
     out = optimized_proto(model)
     assert out.opset_import[0].version == 7
     assert op_counts(out) == {"Add": 1, "Relu": 1}
@@ -385,10 +584,19 @@ def test_opset_7_model_is_optimized():
 @pytest.mark.parametrize("opset", [10, 17])
 def test_default_opset_imported_as_ai_onnx_is_optimized(opset):
     # "ai.onnx" is the default domain's other name: every pass used to be skipped (opset looked up under "" only)
-    model = make_model([N("Identity", ["x"], ["a"]), N("Dropout", ["a"], ["r"]), N("Relu", ["r"], ["y"]),
-                        N("MatMul", ["y", "w"], ["m"]), N("Add", ["m", "b"], ["z"])],
-                       [vi("x", FLOAT, [2, 3])], [vi("z", FLOAT, [2, 4])],
-                       [const("w", np.ones((3, 4), np.float32)), const("b", np.ones(4, np.float32))], opset=opset)
+    model = make_model(
+        [
+            N("Identity", ["x"], ["a"]),
+            N("Dropout", ["a"], ["r"]),
+            N("Relu", ["r"], ["y"]),
+            N("MatMul", ["y", "w"], ["m"]),
+            N("Add", ["m", "b"], ["z"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("z", FLOAT, [2, 4])],
+        [const("w", np.ones((3, 4), np.float32)), const("b", np.ones(4, np.float32))],
+        opset=opset,
+    )
     model.opset_import[0].domain = "ai.onnx"
     out = optimized_proto(model)
     assert op_counts(out) == {"Relu": 1, "Gemm": 1}
@@ -399,10 +607,19 @@ def test_default_opset_imported_as_ai_onnx_is_optimized(opset):
 def test_custom_domain_nodes_are_left_untouched():
     custom = N("MyOp", ["r", "k"], ["y"], domain="my.domain", alpha=2.0, name="mine")
     folded_input = N("MyOp", ["k"], ["kk"], domain="my.domain", name="constant_inputs")
-    model = make_model([N("Relu", ["x"], ["r0"]), N("Identity", ["r0"], ["r"]), custom, folded_input,
-                        N("Add", ["y", "kk"], ["z"])],
-                       [vi("x", FLOAT, ["N", 3])], [vi("z", FLOAT, ["N", 3])], [const("k", np.ones(3, np.float32))],
-                       opsets={"my.domain": 1})
+    model = make_model(
+        [
+            N("Relu", ["x"], ["r0"]),
+            N("Identity", ["r0"], ["r"]),
+            custom,
+            folded_input,
+            N("Add", ["y", "kk"], ["z"]),
+        ],
+        [vi("x", FLOAT, ["N", 3])],
+        [vi("z", FLOAT, ["N", 3])],
+        [const("k", np.ones(3, np.float32))],
+        opsets={"my.domain": 1},
+    )
     out = ir.to_proto(onnxslim.optimize(model, check=False))  # ORT cannot run my.domain
     kept = {n.name: n for n in out.graph.node if n.domain == "my.domain"}
     assert set(kept) == {"mine", "constant_inputs"}
@@ -413,8 +630,12 @@ def test_custom_domain_nodes_are_left_untouched():
 
 
 def test_skip_leaves_a_pass_out_and_unknown_names_are_refused():
-    model = make_model([N("Neg", ["k"], ["nk"]), N("Add", ["x", "nk"], ["y"])],
-                       [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], [const("k", np.ones(2, np.float32))])
+    model = make_model(
+        [N("Neg", ["k"], ["nk"]), N("Add", ["x", "nk"], ["y"])],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        [const("k", np.ones(2, np.float32))],
+    )
     assert op_counts(optimized_proto(model)) == {"Add": 1}
     assert op_counts(optimized_proto(model, skip=["fold-constants"])) == {"Neg": 1, "Add": 1}
     with pytest.raises(onnxslim.OnnxSlimError, match="unknown pass 'nope'"):
@@ -426,13 +647,21 @@ def test_every_registered_pass_has_a_unique_name():
     assert len(names) == len(set(names)) and all(name == name.lower() for name in names)
 
 
-
 def test_frozen_initializer_input_listed_first_does_not_shift_the_interface():
     # freezing removes `b` from the inputs; x must keep its own dims, not b's
-    model = make_model([N("Add", ["x", "b"], ["y"])], [vi("b", FLOAT, [3]), vi("x", FLOAT, ["N", 3])],
-                       [vi("y", FLOAT, ["N", 3])], [const("b", np.arange(3, dtype=np.float32))], ir_version=4, opset=9)
+    model = make_model(
+        [N("Add", ["x", "b"], ["y"])],
+        [vi("b", FLOAT, [3]), vi("x", FLOAT, ["N", 3])],
+        [vi("y", FLOAT, ["N", 3])],
+        [const("b", np.arange(3, dtype=np.float32))],
+        ir_version=4,
+        opset=9,
+    )
     out = optimized_proto(model)
-    assert interface(out) == [("in", "x", TensorProto.FLOAT, ("N", 3)), ("out", "y", TensorProto.FLOAT, ("N", 3))]
+    assert interface(out) == [
+        ("in", "x", TensorProto.FLOAT, ("N", 3)),
+        ("out", "y", TensorProto.FLOAT, ("N", 3)),
+    ]
     x = np.ones((4, 3), np.float32)
     np.testing.assert_allclose(run(out, {"x": x})[0], x + np.arange(3))
 
@@ -442,7 +671,9 @@ def test_light_vgg19_does_not_blow_up():
     into 548 MB; with the size guard, only tensors of at most 1 MiB each are folded."""
     import os
 
-    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_vgg19.onnx")
+    path = os.path.join(
+        os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_vgg19.onnx"
+    )
     if not os.path.exists(path):
         pytest.skip("this onnx wheel ships no light models")
     out = optimized_proto(path)  # includes the ORT check against the original

@@ -9,6 +9,7 @@ from conftest import ZOO_DIR
 from helpers import interface, node_count, run, session
 
 import onnxslim
+import onnxslim.optimizer
 
 try:
     from models.zoo import SAMPLE_INPUTS, ZOO_MODELS, random_inputs
@@ -24,7 +25,7 @@ def test_zoo_model_optimizes_loads_and_matches(name, tmp_path):
     if not path.is_file():
         pytest.skip(f"{path} not built: run `python models/zoo.py`")
     shapes = {inp: shape for inp, (shape, _) in SAMPLE_INPUTS[name].items()}
-    result = onnxslim.pipeline.optimize_with_report(path, shapes=shapes)  # includes the ORT check
+    result = onnxslim.optimizer.optimize_with_report(path, shapes=shapes)  # includes the ORT check
     assert result.checked
     out = tmp_path / f"{name}.onnx"
     onnxslim.save(result.model, out)

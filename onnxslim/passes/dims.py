@@ -15,8 +15,12 @@ def forget_placeholder_dims(model: ir.Model) -> None:
         values = [*graph.inputs, *(output for node in graph for output in node.outputs)]
         for value in values:
             if value.shape is not None and any(_is_placeholder(dim) for dim in value.shape.dims):
-                value.shape = ir.Shape([ir.SymbolicDim(None) if _is_placeholder(dim) else dim
-                                        for dim in value.shape.dims])
+                value.shape = ir.Shape(
+                    [
+                        ir.SymbolicDim(None) if _is_placeholder(dim) else dim
+                        for dim in value.shape.dims
+                    ]
+                )
 
 
 def _is_placeholder(dim) -> bool:

@@ -7,15 +7,24 @@ import math
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
-from onnxscript.optimizer import _constant_folding
 
-from onnxslim.passes.rules._common import constant, slice_params
+from onnxslim.passes import upstream
+from onnxslim.passes.rules.common import constant, slice_params
 
 #: Ops never folded: they carry quantization information, or they are random.
-NEVER_FOLD = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
-    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
-})
+NEVER_FOLD = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
+)
 
 
 class FoldConstants(ir.passes.InPlacePass):
@@ -30,13 +39,15 @@ class FoldConstants(ir.passes.InPlacePass):
         self.size_threshold = size_threshold
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        lifted = common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
+        lifted = common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(
+            model
+        ).modified
         folder = _GuardedFolder(self.size_threshold)
         folded = folder(model).modified
         return ir.passes.PassResult(model, lifted or folded)
 
 
-class _GuardedFolder(_constant_folding.FoldConstantsPass):
+class _GuardedFolder(upstream.FoldConstantsPass):
     """onnxscript's folder with onnxslim's size guard in place of its element-count limits."""
 
     def __init__(self, size_threshold: int) -> None:
@@ -82,12 +93,12 @@ class _GuardedFolder(_constant_folding.FoldConstantsPass):
         array = np.array(values[0] if scalar else values, dtype=np.int64)
         if is_function:
             new = self.new_constant(node, array)
-            return None if new is None else _constant_folding.Replacement(new.outputs, [new])
+            return None if new is None else upstream.Replacement(new.outputs, [new])
         value = self.new_initializer(node, array)
         if value is None:
             return None
         node.graph.register_initializer(value)
-        return _constant_folding.Replacement([value], [])
+        return upstream.Replacement([value], [])
 
     def _prepare_folded_tensor(self, node, output_name, output_array):
         tensor = super()._prepare_folded_tensor(node, output_name, output_array)
@@ -102,7 +113,9 @@ def _pick_dims(node: ir.Node, dims: list) -> tuple[list, bool] | None:
         indices = constant(node.inputs[1]) if len(node.inputs) > 1 else None
         if node.attributes.get_int("axis", 0) != 0 or indices is None or indices.ndim > 1:
             return None
-        if not np.issubdtype(indices.dtype, np.integer) or any(not -len(dims) <= i < len(dims) for i in indices.reshape(-1)):
+        if not np.issubdtype(indices.dtype, np.integer) or any(
+            not -len(dims) <= i < len(dims) for i in indices.reshape(-1)
+        ):
             return None
         return [dims[int(i)] for i in indices.reshape(-1)], indices.ndim == 0
     params = slice_params(node)

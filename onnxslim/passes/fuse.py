@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from onnxscript.rewriter.rules.common import _basic_rules, _fuse_pad_into_conv
+from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.passes._rewrite import RewriteRulesPass
+from onnxslim.passes.rewrite import RewriteRulesPass
 from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add, reshape
 
 
@@ -24,8 +24,8 @@ class FusePadConv(RewriteRulesPass):
     """Constant zero Pad before a Conv folded into the Conv's pads."""
 
     rules = (
-        _fuse_pad_into_conv.normalize_pad_format_conv_rule,
-        _fuse_pad_into_conv.fuse_pad_into_conv_rule,
+        onnxscript_rules.normalize_pad_format_conv_rule,
+        onnxscript_rules.fuse_pad_into_conv_rule,
     )
 
 
@@ -45,10 +45,10 @@ class FuseChains(RewriteRulesPass):
     """Collapse chains of data-movement ops; a Reshape to a traceable computed shape gets a constant one."""
 
     rules = (
-        _basic_rules.transpose_transpose_rule,
-        _basic_rules.reshape_reshape_rule,
-        _basic_rules.unsqueeze_unsqueeze_rule,
-        _basic_rules.cast_cast_rule,
+        onnxscript_rules.transpose_transpose_rule,
+        onnxscript_rules.reshape_reshape_rule,
+        onnxscript_rules.unsqueeze_unsqueeze_rule,
+        onnxscript_rules.cast_cast_rule,
         *chains.rules,
         *reshape.rules,
     )

@@ -8,10 +8,10 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
-from onnxscript.rewriter.rules.common import _basic_rules, _collapse_slices, _no_op
+from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.io import default_opset
-from onnxslim.passes._rewrite import RewriteRulesPass
+from onnxslim.model.graph import default_opset
+from onnxslim.passes.rewrite import RewriteRulesPass
 from onnxslim.passes.rules import no_ops
 
 
@@ -84,7 +84,9 @@ class DeduplicateInitializers(ir.passes.InPlacePass):
                 for candidates in alike.values():
                     kept: list[ir.Value] = []
                     for value in candidates:
-                        same = next((k for k in kept if _same_bytes(k.const_value, value.const_value)), None)
+                        same = next(
+                            (k for k in kept if _same_bytes(k.const_value, value.const_value)), None
+                        )
                         if same is None:
                             kept.append(value)
                             continue
@@ -120,8 +122,13 @@ def _pick(read, size: int | None = None) -> bytes:
     if size <= 3 * _FINGERPRINT_BYTES:
         return read(0, size)
     spots = np.linspace(_FINGERPRINT_BYTES, size - _FINGERPRINT_BYTES - 64, 16).astype(np.int64)
-    return b"".join([read(0, _FINGERPRINT_BYTES), *(read(int(s), int(s) + 64) for s in spots),
-                     read(size - _FINGERPRINT_BYTES, size)])
+    return b"".join(
+        [
+            read(0, _FINGERPRINT_BYTES),
+            *(read(int(s), int(s) + 64) for s in spots),
+            read(size - _FINGERPRINT_BYTES, size),
+        ]
+    )
 
 
 def _external_fingerprint(tensor: ir.ExternalTensor) -> bytes:
@@ -131,7 +138,9 @@ def _external_fingerprint(tensor: ir.ExternalTensor) -> bytes:
     try:
         with open(tensor.path, "rb") as file:
             fd = file.fileno()
-            return _pick(lambda start, stop: os.pread(fd, stop - start, offset + start), tensor.nbytes)
+            return _pick(
+                lambda start, stop: os.pread(fd, stop - start, offset + start), tensor.nbytes
+            )
     except OSError:
         return _pick(_flat_bytes(tensor).tobytes)
 
@@ -162,11 +171,18 @@ class _IdentityElimination(common.IdentityEliminationPass):
     """
 
     def _try_eliminate_identity_node(self, node: ir.Node) -> bool:
-        if node.op_type == "Identity" and node.domain == "" and len(node.inputs) == 1 and len(node.outputs) == 1:
+        if (
+            node.op_type == "Identity"
+            and node.domain == ""
+            and len(node.inputs) == 1
+            and len(node.outputs) == 1
+        ):
             source, output = node.inputs[0], node.outputs[0]
             if source is not None and output.is_graph_output():
                 producer = source.producer()
-                if source.is_graph_output() or (producer is not None and producer.graph is not node.graph):
+                if source.is_graph_output() or (
+                    producer is not None and producer.graph is not node.graph
+                ):
                     return False
         return super()._try_eliminate_identity_node(node)
 
@@ -180,7 +196,9 @@ def _old_dropouts_to_identity(model: ir.Model) -> bool:
     scopes: list[tuple[ir.Graph | ir.Function, int | None]] = [
         (graph, default_opset(model.opset_imports)) for graph in model.graphs()
     ]
-    scopes += [(function, default_opset(function.opset_imports)) for function in model.functions.values()]
+    scopes += [
+        (function, default_opset(function.opset_imports)) for function in model.functions.values()
+    ]
     for scope, opset in scopes:
         if opset is None or opset >= 12:
             continue
@@ -192,18 +210,25 @@ def _old_dropouts_to_identity(model: ir.Model) -> bool:
             if mask is not None and (mask.uses() or mask in outputs):
                 continue
             identity = ir.Node("", "Identity", inputs=[node.inputs[0]], name=node.name)
-            ir.convenience.replace_nodes_and_values(scope, node, [node], [identity], [node.outputs[0]],
-                                                    [identity.outputs[0]])
+            ir.convenience.replace_nodes_and_values(
+                scope, node, [node], [identity], [node.outputs[0]], [identity.outputs[0]]
+            )
             modified = True
     return modified
 
 
 class _RemoveNoOpRules(RewriteRulesPass):
     rules = (
-        *_no_op.rules.rules,
-        _basic_rules.no_op_cast_rule,
-        _basic_rules.no_op_expand_rule,
-        _basic_rules.no_op_transpose_rule,
-        *_collapse_slices.rules.rules,
+        *onnxscript_rules.mul_by_1_rule.commute(),
+        *onnxscript_rules.add_0_rule.commute(),
+        onnxscript_rules.sub_0_rule,
+        onnxscript_rules.div_by_1_rule,
+        onnxscript_rules.dropout_zero_rule,
+        onnxscript_rules.dropout_inference_rule,
+        onnxscript_rules.no_op_cast_rule,
+        onnxscript_rules.no_op_expand_rule,
+        onnxscript_rules.no_op_transpose_rule,
+        onnxscript_rules.collapse_slice_rule,
+        onnxscript_rules.collapse_slice2_rule,
         *no_ops.rules,
     )

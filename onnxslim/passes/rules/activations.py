@@ -6,15 +6,15 @@ Clip(x + 3, 0, 6) / 6 alone becomes HardSigmoid(x, 1/6, 0.5) by onnxscript's rul
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnxscript.rewriter._basics import MatchResult
-from onnxscript.rewriter.rules.common import _fuse_hardswish
+from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.passes.rules._common import opset
+from onnxslim.passes import upstream
+from onnxslim.passes.rules.common import opset
 
 _TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE})
 
 
-class HardSwish(_fuse_hardswish.HardSwishFusion):
+class HardSwish(upstream.HardSwishFusion):
     """x * Clip(x + 3, 0, 6) / 6 -> HardSwish(x) from opset 14, x * HardSigmoid(x, 1/6, 0.5) before."""
 
     def __init__(self, native: bool) -> None:
@@ -35,7 +35,7 @@ class HardSwish(_fuse_hardswish.HardSwishFusion):
         return op.Mul(x, op.HardSigmoid(x, alpha=1 / 6, beta=0.5))
 
 
-class HardSigmoid(_fuse_hardswish.HardSigmoidFusion):
+class HardSigmoid(upstream.HardSigmoidFusion):
     """Clip(x + 3, 0, 6) / 6 -> HardSigmoid(x, 1/6, 0.5) for float x."""
 
     def check(self, context, x, **kwargs) -> MatchResult:
@@ -45,7 +45,7 @@ class HardSigmoid(_fuse_hardswish.HardSigmoidFusion):
         return result
 
 
-class HardSwishFromHardSigmoid(_fuse_hardswish.HardSwishFusionFromHardSigmoid):
+class HardSwishFromHardSigmoid(upstream.HardSwishFusionFromHardSigmoid):
     """x * HardSigmoid(x, 1/6, 0.5) -> HardSwish(x) from opset 14."""
 
     def check(self, context, x, **kwargs) -> MatchResult:
@@ -57,6 +57,11 @@ class HardSwishFromHardSigmoid(_fuse_hardswish.HardSwishFusionFromHardSigmoid):
 
 rules = tuple(
     rule
-    for base in (HardSwish.rule(True), HardSwish.rule(False), HardSigmoid.rule(), HardSwishFromHardSigmoid.rule())
+    for base in (
+        HardSwish.rule(True),
+        HardSwish.rule(False),
+        HardSigmoid.rule(),
+        HardSwishFromHardSigmoid.rule(),
+    )
     for rule in base.commute()
 )

@@ -6,28 +6,31 @@ statistic per activation: neither is the per-channel affine map the folding assu
 
 from __future__ import annotations
 
-from onnxscript.rewriter._basics import MatchResult
-from onnxscript.rewriter.rules.common import _fuse_batchnorm
+from onnxscript.rewriter.pattern import MatchResult
+
+from onnxslim.passes import upstream
 
 
 class _InferenceOnly:
     def check(self, context, x, inbound_out, batchnorm_out) -> MatchResult:
         result = super().check(context, x, inbound_out, batchnorm_out)
         attributes = batchnorm_out.producer().attributes
-        if result and (attributes.get_int("training_mode", 0) or not attributes.get_int("spatial", 1)):
+        if result and (
+            attributes.get_int("training_mode", 0) or not attributes.get_int("spatial", 1)
+        ):
             return result.fail("BatchNormalization in training mode or with spatial=0")
         return result
 
 
-class BatchNormIntoConv(_InferenceOnly, _fuse_batchnorm.FuseBatchNormIntoConv):
+class BatchNormIntoConv(_InferenceOnly, upstream.FuseBatchNormIntoConv):
     """BatchNormalization(Conv(x)) -> Conv(x)."""
 
 
-class BatchNormIntoConvTranspose(_InferenceOnly, _fuse_batchnorm.FuseBatchNormIntoConvTranspose):
+class BatchNormIntoConvTranspose(_InferenceOnly, upstream.FuseBatchNormIntoConvTranspose):
     """BatchNormalization(ConvTranspose(x)) -> ConvTranspose(x)."""
 
 
-class BatchNormIntoGemm(_InferenceOnly, _fuse_batchnorm.FuseBatchNormIntoGemm):
+class BatchNormIntoGemm(_InferenceOnly, upstream.FuseBatchNormIntoGemm):
     """BatchNormalization(Gemm(x)) -> Gemm(x)."""
 
 

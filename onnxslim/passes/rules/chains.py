@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from onnxscript.rewriter._basics import MatchResult
+from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.passes.rules._common import (
+from onnxslim.passes.rules.common import (
     new_initializer,
     normalize_axes,
     opset,
@@ -23,7 +23,11 @@ from onnxslim.passes.rules._common import (
 def _squeeze_axes(node: ir.Node) -> tuple[int, ...] | None:
     """The axes a Squeeze removes (non-negative); without axes, the size-1 dims of a fully static input."""
     dims = static_dims(node.inputs[0])
-    ones = None if dims is None or None in dims else np.array([i for i, d in enumerate(dims) if d == 1])
+    ones = (
+        None
+        if dims is None or None in dims
+        else np.array([i for i, d in enumerate(dims) if d == 1])
+    )
     axes = parameter(node, "axes", 1, default=ones)
     return None if axes is None else normalize_axes(axes, len(dims) if dims is not None else None)
 
@@ -68,9 +72,13 @@ class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
     """Squeeze(Transpose(Unsqueeze(x))) -> Transpose(x) when the Squeeze removes exactly the inserted dims."""
 
     def pattern(self, op, x, perm):
-        inner = op.Unsqueeze(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"])
+        inner = op.Unsqueeze(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"]
+        )
         moved = op.Transpose(inner, perm=perm)
-        return op.Squeeze(moved, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"])
+        return op.Squeeze(
+            moved, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"]
+        )
 
     def check(self, context, x, perm, inner, outer) -> MatchResult:
         if _remaining_perm(perm, inner, outer) is None:
@@ -94,7 +102,9 @@ def _remaining_perm(perm: ir.Attr, inner: ir.Value, outer: ir.Value) -> list[int
         return None
     if {i for i, axis in enumerate(order) if axis in inserted} != set(removed):
         return None
-    kept = [axis for axis in range(len(order)) if axis not in inserted]  # y's axes that come from x, in x's order
+    kept = [
+        axis for axis in range(len(order)) if axis not in inserted
+    ]  # y's axes that come from x, in x's order
     return [kept.index(axis) for axis in order if axis not in inserted]
 
 

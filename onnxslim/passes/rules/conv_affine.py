@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from onnxscript.rewriter._basics import MatchResult
+from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.passes.rules._common import FLOAT_TYPES, constant, keeps_shape, new_initializer
+from onnxslim.passes.rules.common import FLOAT_TYPES, constant, keeps_shape, new_initializer
 
 
 class ConvAffine(pattern.RewriteRuleClassBase):
@@ -32,7 +32,9 @@ class ConvAffine(pattern.RewriteRuleClassBase):
 
     def check(self, context, x, w, c, conv_out) -> MatchResult:
         node = conv_out.producer()
-        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(self.op_type, c, _out_channels(node, constant(w)), node)
+        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
+            self.op_type, c, _out_channels(node, constant(w)), node
+        )
         return MatchResult().fail(reason) if reason else MatchResult()
 
     def rewrite(self, op, x, w, c, conv_out):
@@ -54,14 +56,23 @@ class AffineConv(pattern.RewriteRuleClassBase):
 
     def pattern(self, op, x, c, w):
         return op.Conv(
-            getattr(op, self.op_type)(x, c), w, _allow_other_inputs=True, _allow_other_attributes=True,
+            getattr(op, self.op_type)(x, c),
+            w,
+            _allow_other_inputs=True,
+            _allow_other_attributes=True,
             _outputs=["conv_out"],
         )
 
     def check(self, context, x, c, w, conv_out) -> MatchResult:
         node = conv_out.producer()
-        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(self.op_type, c, _in_channels(node, constant(w)), node)
-        if not reason and (x.shape is None or x.shape.rank() != constant(w).ndim or not keeps_shape(x, constant(c).shape)):
+        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
+            self.op_type, c, _in_channels(node, constant(w)), node
+        )
+        if not reason and (
+            x.shape is None
+            or x.shape.rank() != constant(w).ndim
+            or not keeps_shape(x, constant(c).shape)
+        ):
             reason = "the operand broadcasts the Conv input"
         if not reason and self.op_type in ("Add", "Sub") and _padded(node):
             reason = "a shift before a padded Conv would change the border"
@@ -165,7 +176,15 @@ def _per_tap(node: ir.Node, weight: np.ndarray, per_input: np.ndarray) -> np.nda
     return per_input[channel].reshape(*channel.shape, *(1,) * (weight.ndim - 2))
 
 
-def _conv(op, node: ir.Node, x: ir.Value, w: ir.Value, near: ir.Value, weight: np.ndarray, bias: np.ndarray):
+def _conv(
+    op,
+    node: ir.Node,
+    x: ir.Value,
+    w: ir.Value,
+    near: ir.Value,
+    weight: np.ndarray,
+    bias: np.ndarray,
+):
     """`node` rebuilt on x with new weight and bias (in the original dtype)."""
     dtype = w.dtype.numpy()
     return getattr(op, node.op_type)(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from onnxscript.rewriter.rules.common._matmul_add_to_gemm import MatMulAddToGemm
-
-from onnxslim.passes.rules._common import FLOAT_TYPES
+from onnxslim.passes.rules.common import FLOAT_TYPES
+from onnxslim.passes.upstream import MatMulAddToGemm
 
 
 class ConstantMatMulAddToGemm(MatMulAddToGemm):

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 from onnxscript.rewriter import pattern
-from onnxscript.rewriter._basics import MatchResult
+from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.passes.rules._common import INT64_MAX, constant, keeps_shape, parameter, slice_params, static_dims
+from onnxslim.passes.rules.common import (
+    INT64_MAX,
+    constant,
+    keeps_shape,
+    parameter,
+    slice_params,
+    static_dims,
+)
 
 
 class _ToIdentity(pattern.RewriteRuleClassBase):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from onnxscript.rewriter._basics import MatchResult
+from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.passes.rules._common import constant, new_initializer, slice_params
+from onnxslim.passes.rules.common import constant, new_initializer, slice_params
 
 #: One element of a traced shape tensor: a known int, a symbolic dim, or None (unknown).
 Dim = int | ir.SymbolicDim | None
@@ -48,7 +48,11 @@ def _target(x: ir.Value, shape: ir.Value, out: ir.Value) -> np.ndarray | None:
         return None
     dims = list(x.shape.dims)
     target = [
-        element if isinstance(element, int) else 0 if j < len(dims) and _same_dim(element, dims[j]) else -1
+        element
+        if isinstance(element, int)
+        else 0
+        if j < len(dims) and _same_dim(element, dims[j])
+        else -1
         for j, element in enumerate(elements)
     ]
     if target.count(-1) > 1:
@@ -57,7 +61,12 @@ def _target(x: ir.Value, shape: ir.Value, out: ir.Value) -> np.ndarray | None:
 
 
 def _same_dim(a: Dim, b: int | ir.SymbolicDim) -> bool:
-    return isinstance(a, ir.SymbolicDim) and isinstance(b, ir.SymbolicDim) and a.value is not None and a == b
+    return (
+        isinstance(a, ir.SymbolicDim)
+        and isinstance(b, ir.SymbolicDim)
+        and a.value is not None
+        and a == b
+    )
 
 
 def trace(value: ir.Value | None, depth: int = 0) -> list[Dim] | None:
@@ -72,7 +81,9 @@ def trace(value: ir.Value | None, depth: int = 0) -> list[Dim] | None:
         integers = array.ndim <= 1 and np.issubdtype(array.dtype, np.integer)
         return [int(v) for v in array.reshape(-1)] if integers else None
     node = value.producer()
-    rule = _TRACERS.get(node.op_type) if node is not None and node.domain in ("", "ai.onnx") else None
+    rule = (
+        _TRACERS.get(node.op_type) if node is not None and node.domain in ("", "ai.onnx") else None
+    )
     elements = rule(node, depth + 1) if rule is not None else None
     return elements if elements is not None else _unknown(value)
 
@@ -96,7 +107,12 @@ def _shape(node: ir.Node, depth: int) -> list[Dim] | None:
 
 def _gather(node: ir.Node, depth: int) -> list[Dim] | None:
     elements, indices = trace(node.inputs[0], depth), constant(node.inputs[1])
-    if elements is None or indices is None or indices.ndim > 1 or node.attributes.get_int("axis", 0) != 0:
+    if (
+        elements is None
+        or indices is None
+        or indices.ndim > 1
+        or node.attributes.get_int("axis", 0) != 0
+    ):
         return None
     if any(not -len(elements) <= int(i) < len(elements) for i in indices.reshape(-1)):
         return None
@@ -105,7 +121,12 @@ def _gather(node: ir.Node, depth: int) -> list[Dim] | None:
 
 def _slice(node: ir.Node, depth: int) -> list[Dim] | None:
     elements, params = trace(node.inputs[0], depth), slice_params(node)
-    if elements is None or params is None or params[0].size != 1 or int(params[2][0]) not in (0, -1):
+    if (
+        elements is None
+        or params is None
+        or params[0].size != 1
+        or int(params[2][0]) not in (0, -1)
+    ):
         return None
     start, end, _, step = (int(p[0]) for p in params)
     return elements[slice(start, end, step)] if step != 0 else None
@@ -123,7 +144,10 @@ def _same_elements(node: ir.Node, depth: int) -> list[Dim] | None:
 
     Reshape, Squeeze and Unsqueeze only to a known rank <= 1 (trace() refuses inputs of rank > 1 itself).
     """
-    if node.op_type == "Cast" and node.attributes.get_int("to") not in (ir.DataType.INT64, ir.DataType.INT32):
+    if node.op_type == "Cast" and node.attributes.get_int("to") not in (
+        ir.DataType.INT64,
+        ir.DataType.INT32,
+    ):
         return None
     out = node.outputs[0].shape
     if node.op_type in ("Reshape", "Squeeze", "Unsqueeze") and (out is None or out.rank() > 1):

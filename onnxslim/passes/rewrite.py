@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import onnx_ir as ir
-from onnxscript.rewriter import _pattern_ir, pattern
+from onnxscript.rewriter import pattern
+
+from onnxslim.passes.upstream import pattern_op_types
 
 
 class RewriteRulesPass(ir.passes.InPlacePass):
@@ -19,7 +21,7 @@ class RewriteRulesPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         present = _op_types(model)
-        rules = [rule for rule in self.rules if _pattern_ops(rule) <= present]
+        rules = [rule for rule in self.rules if pattern_op_types(rule) <= present]
         if not rules:
             return ir.passes.PassResult(model, False)
         count = pattern.RewriteRuleSet(rules).apply_to_model(model)
@@ -29,12 +31,3 @@ class RewriteRulesPass(ir.passes.InPlacePass):
 def _op_types(model: ir.Model) -> set[str]:
     graphs = (model.graph, *model.functions.values())
     return {node.op_type for graph in graphs for node in ir.traversal.RecursiveGraphIterator(graph)}
-
-
-def _pattern_ops(rule: pattern.RewriteRule) -> set[str]:
-    """The op types a rule's pattern needs (an empty set when they cannot be read: the rule is always tried)."""
-    try:
-        nodes = rule._target_pattern._nodes  # onnxscript keeps the pattern's nodes here (0.7)
-    except AttributeError:
-        return set()
-    return {node.op_type for node in nodes if isinstance(node.op, _pattern_ir.StringConstantPattern)}

@@ -8,18 +8,28 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.passes.quant_rules import _attr
+from onnxslim.quantization.ops import attribute
+
 
 def input_channel_axis(node: ir.Node) -> int | None:
     """The axis of the activation input (input 0) that the constant weight contracts, if the node can take
     a corrected bias: Conv, or Gemm with beta 1; the bias, if any, a constant."""
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if weight is None or weight.const_value is None or bias is not None and bias.const_value is None:
+    if (
+        weight is None
+        or weight.const_value is None
+        or bias is not None
+        and bias.const_value is None
+    ):
         return None
     if node.op_type == "Conv":
         return 1
-    if node.op_type == "Gemm" and not _attr(node, "transA", 0) and _attr(node, "beta", 1.0) == 1.0:
+    if (
+        node.op_type == "Gemm"
+        and not attribute(node, "transA", 0)
+        and attribute(node, "beta", 1.0) == 1.0
+    ):
         return -1
     return None
 
@@ -30,8 +40,10 @@ def output_shift(node: ir.Node, delta: np.ndarray, mean: np.ndarray) -> np.ndarr
     scales it)."""
     delta, mean = delta.astype(np.float64), mean.astype(np.float64)
     if node.op_type == "Gemm":
-        return _attr(node, "alpha", 1.0) * (delta @ mean if _attr(node, "transB", 0) else mean @ delta)
-    groups = _attr(node, "group", 1)
+        return attribute(node, "alpha", 1.0) * (
+            delta @ mean if attribute(node, "transB", 0) else mean @ delta
+        )
+    groups = attribute(node, "group", 1)
     c_out, c_in = delta.shape[:2]
     per_tap = delta.reshape(c_out, c_in, -1).sum(axis=2)  # [C_out, C_in / group]
     group_of = np.arange(c_out) // (c_out // groups)
@@ -39,8 +51,13 @@ def output_shift(node: ir.Node, delta: np.ndarray, mean: np.ndarray) -> np.ndarr
     return (per_tap * inputs).sum(axis=1)
 
 
-def corrected_bias(node: ir.Node, bias: np.ndarray | None, weight: np.ndarray, dequantized: np.ndarray,
-                   mean: np.ndarray) -> np.ndarray:
+def corrected_bias(
+    node: ir.Node,
+    bias: np.ndarray | None,
+    weight: np.ndarray,
+    dequantized: np.ndarray,
+    mean: np.ndarray,
+) -> np.ndarray:
     """``bias`` (zeros when absent) minus the shift that quantizing ``weight`` to ``dequantized`` causes."""
     shift = output_shift(node, dequantized - weight, mean)
     base = np.zeros(shift.shape, np.float64) if bias is None else bias.astype(np.float64)

@@ -1,11 +1,10 @@
-"""The lossless pipeline: setup passes, then rounds of passes to a fixed point, then finishing passes."""
+"""`optimize`: the lossless pipeline on a model, then the onnx checker and the check against the original on ORT."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -14,12 +13,14 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from onnxslim import io, passes, verify
+from onnxslim import verify
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
-from onnxslim.passes import dims, prune
-from onnxslim.stats import ModelStats, model_stats
+from onnxslim.model import io
+from onnxslim.model.external import onnx_c_api_view, release_external_data
+from onnxslim.model.stats import ModelStats, model_stats
+from onnxslim.passes.pipeline import run_passes, selected_passes
+from onnxslim.passes.registry import PassOptions
 
-MAX_ROUNDS = 20
 logger = logging.getLogger(__name__)
 
 ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
@@ -51,68 +52,10 @@ class OptimizeResult:
         }
 
 
-def selected_passes(skip: Iterable[str]) -> list[passes.PassSpec]:
-    """Registered passes minus `skip` (unknown names are an error)."""
-    skipped = {passes.get(name).name for name in skip}
-    return [spec for spec in passes.REGISTRY if spec.name not in skipped]
-
-
-def run_passes(
-    model: ir.Model,
-    specs: Sequence[passes.PassSpec],
-    options: passes.PassOptions,
-    on_pass: Callable[[str], None] | None = None,
-) -> tuple[int, Counter[str]]:
-    """Run setup passes, round passes until nothing changes (at most MAX_ROUNDS), then finish passes."""
-    applied: Counter[str] = Counter()
-
-    def run(spec: passes.PassSpec) -> bool:
-        if on_pass:
-            on_pass(spec.name)
-        modified = spec.build(options)(model).modified
-        applied[spec.name] += modified
-        return modified
-
-    # Invariants every pass relies on, so not skippable: the default opset imported as "", and
-    # placeholder dim names ("?") that promise no equality.
-    prune.NormalizeOpsetImports()(model)
-    dims.forget_placeholder_dims(model)
-    for spec in specs:
-        if spec.stage == "setup":
-            run(spec)
-    rounds, version, clean_at = 0, 0, {}
-    _infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
-    while rounds < MAX_ROUNDS:
-        rounds += 1
-        start = version
-        for spec in specs:
-            if spec.stage != "round" or clean_at.get(spec.name) == version:
-                continue  # the graph has not changed since this pass last found nothing to do
-            if run(spec):
-                version += 1
-            else:
-                clean_at[spec.name] = version
-        if version == start:
-            break
-    for spec in specs:
-        if spec.stage == "finish":
-            run(spec)
-    return rounds, applied
-
-
-def _infer_shapes(model: ir.Model) -> None:
-    """Refresh value shapes with onnx shape inference; a model it cannot handle is left as is."""
-    try:
-        with io.onnx_c_api_view(model):
-            common.ShapeInferencePass(strict_mode=False)(model)
-    except Exception as err:  # shape inference is an aid, not a requirement
-        logger.info("shape inference skipped: %s", first_line(err))
-
-
 def _checker_error(model: ir.Model) -> str | None:
     """What the onnx checker says about the model (None: nothing); large weights are left out of its proto."""
     try:
-        with io.onnx_c_api_view(model):
+        with onnx_c_api_view(model):
             common.CheckerPass()(model)
     except Exception as err:
         return first_line(err)
@@ -149,7 +92,7 @@ def optimize_with_report(
         source = model
     ir_model = io.to_ir(model)
     before = model_stats(ir_model, source)
-    options = passes.PassOptions() if size_threshold is None else passes.PassOptions(size_threshold)
+    options = PassOptions() if size_threshold is None else PassOptions(size_threshold)
     specs = selected_passes(skip)
     skipped_check = None
     # The original as ORT loads it: its file, or a copy saved now, before the in-place passes change it.
@@ -167,7 +110,7 @@ def optimize_with_report(
         if check:
             if on_pass:
                 on_pass("check on ONNX Runtime")
-            io.release_external_data(ir_model)
+            release_external_data(ir_model)
             skipped_check = _check(reference, ir_model, check_inputs, shapes)
     return OptimizeResult(
         model=ir_model,
@@ -203,7 +146,9 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
     for value, (_, type_, shape) in zip(model.graph.outputs, outputs):
         if type_ is not None:
             value.type = type_
-        if shape is not None:  # the onnx checker wants a shape on graph outputs: keep an inferred one
+        if (
+            shape is not None
+        ):  # the onnx checker wants a shape on graph outputs: keep an inferred one
             value.shape = shape
 
 
@@ -217,11 +162,13 @@ def _check(reference, ir_model: ir.Model, check_inputs, shapes) -> str | None:
         verify.check(reference, ir_model, check_inputs, shapes)
     except verify.OriginalNotRunnable:
         local = {domain for domain, _, _ in ir_model.functions}
-        custom = sorted({
-            node.domain
-            for node in ir.traversal.RecursiveGraphIterator(ir_model.graph)
-            if node.domain not in ORT_DOMAINS and node.domain not in local
-        })
+        custom = sorted(
+            {
+                node.domain
+                for node in ir.traversal.RecursiveGraphIterator(ir_model.graph)
+                if node.domain not in ORT_DOMAINS and node.domain not in local
+            }
+        )
         if not custom:
             raise
         return f"the original model does not run on ONNX Runtime (custom domain {', '.join(map(repr, custom))})"
@@ -246,14 +193,22 @@ def optimize(
     model-local functions first (by default they are kept and optimized in place).
     """
     return optimize_with_report(
-        model, skip=skip, size_threshold=size_threshold, check=check, inline_functions=inline_functions
+        model,
+        skip=skip,
+        size_threshold=size_threshold,
+        check=check,
+        inline_functions=inline_functions,
     ).model
 
 
-def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> int:
+def save(
+    model: ir.Model | onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None
+) -> int:
     """Save atomically; external data (`<name>.data`) when asked or when the weights exceed 2 GB."""
     if isinstance(model, onnx.ModelProto):
         model = io.to_ir(model)
     if not isinstance(model, ir.Model):
-        raise OnnxSlimError(f"expected an onnx_ir.Model or onnx.ModelProto, got {type(model).__name__}")
+        raise OnnxSlimError(
+            f"expected an onnx_ir.Model or onnx.ModelProto, got {type(model).__name__}"
+        )
     return io.save(model, path, external_data)

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -21,7 +21,8 @@ import onnx_ir as ir
 WEIGHTED, WEIGHT_ONLY, COMPUTE, SHARED = "weighted", "weight-only", "compute", "shared"
 
 
-def _attr(node: ir.Node, name: str, default):
+def attribute(node: ir.Node, name: str, default):
+    """The value of attribute `name` of `node`, or `default`."""
     attr = node.attributes.get(name)
     return default if attr is None else attr.value
 
@@ -30,7 +31,12 @@ def is_depthwise(node: ir.Node) -> bool:
     """A grouped Conv with one input channel per group."""
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     shape = weight.shape if weight is not None else None
-    return node.op_type == "Conv" and _attr(node, "group", 1) > 1 and shape is not None and shape[1] == 1
+    return (
+        node.op_type == "Conv"
+        and attribute(node, "group", 1) > 1
+        and shape is not None
+        and shape[1] == 1
+    )
 
 
 def macs_per_output(node: ir.Node) -> int | None:
@@ -44,7 +50,7 @@ def macs_per_output(node: ir.Node) -> int | None:
     if node.op_type == "ConvTranspose":
         return int(dims[0] * np.prod(dims[2:]))
     if node.op_type == "Gemm":
-        return dims[1] if _attr(node, "transB", 0) else dims[0]
+        return dims[1] if attribute(node, "transB", 0) else dims[0]
     return dims[-2] if len(dims) >= 2 else None
 
 
@@ -53,21 +59,25 @@ def _always(node: ir.Node) -> str | None:
 
 
 def _gemm_check(node: ir.Node) -> str | None:
-    if _attr(node, "transA", 0):
+    if attribute(node, "transA", 0):
         return "Gemm with transA"
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None and (bias.const_value is None or len(bias.shape or ()) != 1 or _attr(node, "beta", 1.0) != 1.0):
+    if bias is not None and (
+        bias.const_value is None
+        or len(bias.shape or ()) != 1
+        or attribute(node, "beta", 1.0) != 1.0
+    ):
         return "Gemm bias is not a constant 1-D vector with beta=1"
     return None
 
 
 def _resize_check(node: ir.Node) -> str | None:
-    return None if _attr(node, "mode", "nearest") == "nearest" else "Resize is not nearest"
+    return None if attribute(node, "mode", "nearest") == "nearest" else "Resize is not nearest"
 
 
 def _conv_transpose_axis(node: ir.Node) -> int | None:
     # Weight is [C_in, C_out / group, ...]; per output channel only when there is one group.
-    return 1 if _attr(node, "group", 1) == 1 else None
+    return 1 if attribute(node, "group", 1) == 1 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +90,22 @@ class OpRule:
     weight_axis: Callable[[ir.Node], int | None] = lambda node: 0
     bias: int | None = None
     check: Callable[[ir.Node], str | None] = _always  # a reason it can't be quantized, or None
-    weight_zero_point: bool = False  # write the (zero) weight zero point: ORT fuses QGemm only with it
+    weight_zero_point: bool = (
+        False  # write the (zero) weight zero point: ORT fuses QGemm only with it
+    )
 
 
 RULES: dict[str, OpRule] = {
     "Conv": OpRule(WEIGHTED, weight=1, bias=2),
     "ConvTranspose": OpRule(WEIGHT_ONLY, weight=1, weight_axis=_conv_transpose_axis),
-    "Gemm": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: 0 if _attr(n, "transB", 0) else 1, bias=2,
-                   check=_gemm_check, weight_zero_point=True),
+    "Gemm": OpRule(
+        WEIGHTED,
+        weight=1,
+        weight_axis=lambda n: 0 if attribute(n, "transB", 0) else 1,
+        bias=2,
+        check=_gemm_check,
+        weight_zero_point=True,
+    ),
     "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: -1),
     "Add": OpRule(COMPUTE, activations=(0, 1)),
     "Mul": OpRule(COMPUTE, activations=(0, 1)),
@@ -116,7 +134,9 @@ FOLDABLE: dict[str, Callable[[ir.Node], tuple[float, float] | None]] = {
 
 def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
     if len(node.inputs) <= 1:  # opset < 11: attributes
-        return float(_attr(node, "min", float("-inf"))), float(_attr(node, "max", float("inf")))
+        return float(attribute(node, "min", float("-inf"))), float(
+            attribute(node, "max", float("inf"))
+        )
     bounds = []
     for i, default in ((1, float("-inf")), (2, float("inf"))):
         value = node.inputs[i] if len(node.inputs) > i else None
@@ -146,7 +166,11 @@ def stored_weight(node: ir.Node) -> tuple[int, int | None] | None:
     if node.op_type in STORED_TABLES:
         index, axis = STORED_TABLES[node.op_type]
         value = node.inputs[index] if len(node.inputs) > index else None
-        if (value is not None and value.const_value is not None and value.dtype == ir.DataType.FLOAT
-                and value.const_value.size >= MIN_TABLE_ELEMENTS):
+        if (
+            value is not None
+            and value.const_value is not None
+            and value.dtype == ir.DataType.FLOAT
+            and value.const_value.size >= MIN_TABLE_ELEMENTS
+        ):
             return index, axis
     return None

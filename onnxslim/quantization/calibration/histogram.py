@@ -69,7 +69,9 @@ class Histogram:
     def _start(self, xmin: float, xmax: float) -> None:
         lo, hi = min(xmin, 0.0), max(xmax, 0.0)
         span = hi - lo
-        self.width = span / (self.bins - 2) if span > 0 else max(abs(lo), abs(hi), 1e-30) / self.bins
+        self.width = (
+            span / (self.bins - 2) if span > 0 else max(abs(lo), abs(hi), 1e-30) / self.bins
+        )
         self.lo = float(np.floor(lo / self.width)) * self.width
         self.counts = np.zeros(self.bins, np.int64)
 
@@ -77,7 +79,9 @@ class Histogram:
         """Double the bin width (zero stays an edge); extend downward when data lies below the range."""
         lo_k = int(round(self.lo / self.width))  # lo in old bin widths
         if xmin < self.lo:
-            new_k = -((-(lo_k - self.bins)) // 2)  # ceil((lo - R) / 2w): lowest start that keeps the old range
+            new_k = -(
+                (-(lo_k - self.bins)) // 2
+            )  # ceil((lo - R) / 2w): lowest start that keeps the old range
         else:
             new_k = lo_k // 2  # floor(lo / 2w)
         shift = lo_k - 2 * new_k

@@ -5,12 +5,12 @@ Every range contains zero (so zero is exactly representable). ``symmetric=True``
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from onnxslim.calibration.histogram import Histogram
 from onnxslim.errors import OnnxSlimError
+from onnxslim.quantization.calibration.histogram import Histogram
 
 Range = tuple[float, float]
 MSE_MIN_BINS = 8  # the MSE search may clip to a few bins; KL needs at least one bin per level
@@ -22,7 +22,9 @@ def minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Ra
     return _finish(lo, hi, symmetric)
 
 
-def percentile(hist: Histogram, *, symmetric: bool = False, levels: int = 256, pct: float = 99.99) -> Range:
+def percentile(
+    hist: Histogram, *, symmetric: bool = False, levels: int = 256, pct: float = 99.99
+) -> Range:
     """Clip the tails: ``(100 - pct)`` of the values lie outside the range (split between both tails
     when asymmetric; of ``|x|`` when symmetric). Interpolates linearly inside a bin."""
     if not 0.0 < pct <= 100.0:
@@ -78,10 +80,14 @@ RANGE_METHODS: dict[str, RangeMethod] = {
 }
 
 
-def compute_range(hist: Histogram, method: str, *, symmetric: bool = False, levels: int = 256, **options) -> Range:
+def compute_range(
+    hist: Histogram, method: str, *, symmetric: bool = False, levels: int = 256, **options
+) -> Range:
     """Dispatch to a method of ``RANGE_METHODS`` by name; an empty histogram is an error."""
     if method not in RANGE_METHODS:
-        raise OnnxSlimError(f"unknown calibration method {method!r}; choose from {', '.join(RANGE_METHODS)}")
+        raise OnnxSlimError(
+            f"unknown calibration method {method!r}; choose from {', '.join(RANGE_METHODS)}"
+        )
     if hist.total == 0:
         raise OnnxSlimError("no finite values were observed for a tensor to calibrate")
     return RANGE_METHODS[method](hist, symmetric=symmetric, levels=levels, **options)
@@ -157,7 +163,9 @@ def _kl(counts: np.ndarray, a: int, b: int, n_levels: int) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / qm)))
 
 
-def _window_range(win: tuple[int, int], width: float, lo0: float, hist: Histogram, symmetric: bool) -> Range:
+def _window_range(
+    win: tuple[int, int], width: float, lo0: float, hist: Histogram, symmetric: bool
+) -> Range:
     a, b = win
     if symmetric:
         t = float(min(width * b, max(-hist.min, hist.max)))

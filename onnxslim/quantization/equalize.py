@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.passes.rules.conv_affine import _group
+from onnxslim.quantization.ops import attribute
 
 HOMOGENEOUS = frozenset({"Relu", "LeakyRelu"})
 ROUNDS = 8
@@ -49,7 +49,12 @@ def find_pairs(graph: ir.Graph) -> list[tuple[ir.Node, ir.Node]]:
         reader = _sole_reader(conv1.outputs[0])
         if reader is not None and reader.op_type in HOMOGENEOUS and reader.domain == "":
             reader = _sole_reader(reader.outputs[0])
-        if reader is not None and reader.op_type == "Conv" and reader.domain == "" and _const(reader, 1) is not None:
+        if (
+            reader is not None
+            and reader.op_type == "Conv"
+            and reader.domain == ""
+            and _const(reader, 1) is not None
+        ):
             pairs.append((conv1, reader))
     return pairs
 
@@ -64,7 +69,7 @@ def _column_view(w2: np.ndarray, groups: int) -> np.ndarray:
 def equalize_pair(conv1: ir.Node, conv2: ir.Node) -> float:
     """Rescale one pair in place; returns the largest ``|log s_i|`` applied (0 when already equal)."""
     w1, w2 = _const(conv1, 1), _const(conv2, 1)
-    groups = _group(conv2)
+    groups = attribute(conv2, "group", 1)
     cols = _column_view(w2, groups)
     channels = w1.shape[0]
     if cols.shape[0] * cols.shape[2] != channels:
@@ -82,7 +87,9 @@ def equalize_pair(conv1: ir.Node, conv2: ir.Node) -> float:
 
 
 def _replace(node: ir.Node, index: int, array: np.ndarray) -> None:
-    node.inputs[index].const_value = ir.tensor(array.astype(np.float32), name=node.inputs[index].name)
+    node.inputs[index].const_value = ir.tensor(
+        array.astype(np.float32), name=node.inputs[index].name
+    )
 
 
 class EqualizePass(ir.passes.InPlacePass):

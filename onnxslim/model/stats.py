@@ -29,8 +29,14 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
     ops: Counter[str] = Counter()
     parameters = weight_bytes = 0
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        ops[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and "value" in node.attributes:
+        ops[
+            node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        ] += 1
+        if (
+            node.op_type == "Constant"
+            and node.domain in ("", "ai.onnx")
+            and "value" in node.attributes
+        ):
             tensor = node.attributes["value"].as_tensor()
             parameters += tensor.size
             weight_bytes += tensor.nbytes
@@ -58,4 +64,6 @@ def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:
         for value in graph.initializers.values()
         if isinstance(value.const_value, ir.ExternalTensor)
     }
-    return total + sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file())
+    return total + sum(
+        (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
+    )

@@ -3,7 +3,7 @@ doc strings) weighs as much as the int8 weights."""
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 import onnx_ir as ir
 
@@ -50,7 +50,11 @@ def _drop_default_attributes(node: ir.Node) -> None:
         if attr is None:
             continue
         value = attr.value
-        if value == default or isinstance(value, (list, tuple)) and all(v == default for v in value):
+        if (
+            value == default
+            or isinstance(value, (list, tuple))
+            and all(v == default for v in value)
+        ):
             del node.attributes[name]
 
 

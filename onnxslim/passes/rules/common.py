@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import _ir_utils
 
-from onnxslim.io import default_opset
+from onnxslim.model.graph import default_opset
+from onnxslim.passes.upstream import get_numpy_value
 
 INT64_MAX = 2**63 - 1
-FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16})
+FLOAT_TYPES = frozenset(
+    {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
+)
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
     """The value's data if it is a true constant; None otherwise (graph inputs can be overridden, so they are not)."""
     if value is None or value.is_graph_input():
         return None
-    return _ir_utils.get_numpy_value(value)
+    return get_numpy_value(value)
 
 
 def opset(context) -> int:
@@ -47,7 +49,7 @@ def keeps_shape(value: ir.Value, other_shape: tuple[int, ...]) -> bool:
     dims = static_dims(value)
     if dims is None or len(other_shape) > len(dims):
         return False
-    trailing = dims[len(dims) - len(other_shape):]
+    trailing = dims[len(dims) - len(other_shape) :]
     return all(o == 1 or o == d for o, d in zip(other_shape, trailing))
 
 
@@ -65,7 +67,9 @@ def normalize_axes(axes, rank: int | None) -> tuple[int, ...] | None:
     return tuple(result)
 
 
-def parameter(node: ir.Node, name: str, index: int, default: np.ndarray | None = None) -> np.ndarray | None:
+def parameter(
+    node: ir.Node, name: str, index: int, default: np.ndarray | None = None
+) -> np.ndarray | None:
     """An int parameter given as attribute (older opsets) or as input `index` (newer).
 
     `default` when it is given neither way; None when the input is not a constant.

@@ -1,0 +1,53 @@
+"""The `onnxslim` command line: `onnxslim IN [-o] OUT [options]` optimizes; `onnxslim bench ...` measures.
+
+The commands live in their own modules (optimize, bench); option types in params, exit handling in exits.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose first argument, when it is not a subcommand, goes to the `optimize` command.
+
+    Usage errors (a bad option value, a missing argument) print one `error: ...` line, like every other error.
+    """
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args.insert(0, "optimize")
+        return super().parse_args(ctx, args)
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except (
+            click.exceptions.NoArgsIsHelpError
+        ) as err:  # plain `onnxslim`: the help, as click prints it
+            click.echo(err.format_message(), err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            click.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.exceptions.Abort:
+            click.echo("interrupted: nothing written", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnxslim")
+def main() -> None:
+    """Optimize ONNX models: `onnxslim model.onnx -o small.onnx`. Measure: `onnxslim bench a.onnx b.onnx`."""
+
+
+from onnxslim.cli.bench import bench_command  # noqa: E402  (the commands register on `main`)
+from onnxslim.cli.optimize import optimize_command  # noqa: E402
+
+main.add_command(optimize_command, "optimize")
+main.add_command(bench_command, "bench")

@@ -1,0 +1,372 @@
+"""`onnxslim optimize` (the default command): lossless passes, optional INT8, check, save, report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from onnxslim import bench, data, optimizer
+from onnxslim.cli.exits import errors_to_exit_codes
+from onnxslim.cli.params import SizeParam
+from onnxslim.errors import OnnxSlimError
+from onnxslim.model import files, io
+from onnxslim.passes.registry import REGISTRY, get
+from onnxslim.quantization import QuantizeConfig, quantize
+from onnxslim.quantization.calibration import RANGE_METHODS
+from onnxslim.quantization.plan import ACTIVATION_TYPES
+from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
+from onnxslim.render import tables
+from onnxslim.render.jsonfile import write_json
+
+
+def _pass_list() -> str:
+    width = max(len(spec.name) for spec in REGISTRY)
+    return "\n".join(f"  {spec.name:<{width}}  {spec.description}" for spec in REGISTRY)
+
+
+@click.command(
+    "optimize",
+    epilog="Passes (for --skip):\n\n" + _pass_list(),
+    context_settings={"max_content_width": 120, "help_option_names": ["-h", "--help"]},
+)
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True, path_type=Path))
+@click.argument("output_arg", metavar="[OUTPUT]", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "output_opt",
+    type=click.Path(path_type=Path),
+    help="Where to write the result.",
+)
+@click.option(
+    "--skip", multiple=True, metavar="NAME", help="Leave out a pass (repeat, or comma-separate)."
+)
+@click.option(
+    "--size-threshold",
+    type=SizeParam(),
+    default=None,
+    help="Most bytes constant folding may add per folded tensor [default: 1MiB].",
+)
+@click.option(
+    "--keep-initializer-inputs",
+    is_flag=True,
+    help="Keep initializers that are also graph inputs overridable instead of freezing them.",
+)
+@click.option(
+    "--inline-functions",
+    is_flag=True,
+    help="Inline model-local functions before optimizing (by default they are kept and optimized).",
+)
+@click.option(
+    "--no-check", is_flag=True, help="Skip comparing outputs with the original on ONNX Runtime."
+)
+@click.option(
+    "--check-inputs",
+    type=click.Path(exists=True, path_type=Path),
+    help="Inputs for the check: a .npy/.npz file or a folder of them [default: random].",
+)
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="NAME:DIMS",
+    help="Dims for a dynamic input in the check, e.g. images:1,3,320,320 (repeatable).",
+)
+@click.option(
+    "--external-data", is_flag=True, help="Save weights to OUTPUT.data (automatic above 2 GB)."
+)
+@click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the INPUT file itself.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    help="Also write the report as JSON.",
+)
+@click.option(
+    "--bench",
+    "run_bench",
+    is_flag=True,
+    help="Then benchmark OUTPUT against INPUT on ONNX Runtime CPU (speed and drift).",
+)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="Quantize to QDQ INT8 after the lossless passes (needs --calibration).",
+)
+@click.option(
+    "--calibration",
+    metavar="DATA",
+    help="INT8 calibration data: .npy/.npz folder, one .npz, an image folder (with --preprocess) or random:N.",
+)
+@click.option(
+    "--preprocess",
+    metavar="SPEC",
+    help="Image preprocessing, e.g. resize=256,crop=224,scale=1/255,"
+    "mean=0.485;0.456;0.406,std=0.229;0.224;0.225,layout=NCHW,order=RGB.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(list(RANGE_METHODS)),
+    default="percentile",
+    show_default=True,
+    help="How activation ranges are chosen.",
+)
+@click.option(
+    "--percentile",
+    type=click.FloatRange(50, 100),
+    default=99.99,
+    show_default=True,
+    help="Percentile for --calibration-method percentile.",
+)
+@click.option(
+    "--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel."
+)
+@click.option(
+    "--activation-type",
+    type=click.Choice(list(ACTIVATION_TYPES)),
+    default="uint8",
+    show_default=True,
+    help="uint8 asymmetric or int8 symmetric activations.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(list(TARGET_CHOICES)),
+    default="auto",
+    show_default=True,
+    help="The CPU the model will run on; auto detects this one.",
+)
+@click.option(
+    "--equalize",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Cross-layer equalization of Conv pairs; auto keeps it where it brings INT8 closer to float.",
+)
+@click.option(
+    "--bias-correction",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Correct the output shift weight rounding causes; auto keeps it where it helps.",
+)
+@click.option(
+    "--exclude-op", multiple=True, metavar="TYPE", help="Keep every node of this op type in float."
+)
+@click.option("--exclude-node", multiple=True, metavar="NAME", help="Keep this node in float.")
+@click.option("--quantize-op", multiple=True, metavar="TYPE", help="Quantize only these op types.")
+@click.option(
+    "--max-drift",
+    metavar="SPEC",
+    help="INT8 drift budget on held-out data, e.g. cosine>=0.99; sensitive nodes go back to float.",
+)
+@click.option(
+    "--eval-split",
+    type=click.FloatRange(0, 0.9),
+    default=0.2,
+    show_default=True,
+    help="Share of the calibration data held out to measure drift.",
+)
+@click.option(
+    "--require-speedup",
+    is_flag=True,
+    help="Fail when the INT8 model is not faster than float here.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def optimize_command(
+    input_path,
+    output_arg,
+    output_opt,
+    skip,
+    size_threshold,
+    keep_initializer_inputs,
+    inline_functions,
+    no_check,
+    check_inputs,
+    shapes,
+    external_data,
+    overwrite,
+    report_path,
+    run_bench,
+    int8,
+    quiet,
+    **int8_options,
+):
+    """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8, and write OUTPUT."""
+    with errors_to_exit_codes() as written:
+        if output_arg and output_opt and output_arg != output_opt:
+            raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
+        output = output_opt or output_arg
+        if run_bench and output is None:
+            raise OnnxSlimError("--bench needs an output path to compare with the input")
+        if int8 != bool(int8_options["calibration"]):
+            raise OnnxSlimError("--int8 and --calibration DATA go together")
+        if int8 and check_inputs is not None:
+            raise OnnxSlimError(
+                "--check-inputs is for the lossless check; with --int8 the held-out part "
+                "of --calibration measures the drift"
+            )
+        skipped = [name.strip() for item in skip for name in item.split(",") if name.strip()]
+        if keep_initializer_inputs:
+            skipped.append("freeze-initializer-inputs")
+        for name in skipped:
+            get(name)
+        if output is not None:
+            _check_output(input_path, output, overwrite)
+        if report_path is not None:
+            _check_writable(report_path, "report")
+        model = io.load(
+            input_path
+        )  # fails fast, with a clear line, on a file that is not a usable model
+        shape_map = data.parse_shapes(shapes)
+        samples = None
+        if check_inputs is not None and not no_check:
+            samples = data.load_samples(check_inputs, data.input_specs(model))
+        console = Console(stderr=True, quiet=quiet)
+        if int8:
+            lossless = {
+                "skip": skipped,
+                "size_threshold": size_threshold,
+                "inline_functions": inline_functions,
+            }
+            _quantize(
+                model,
+                input_path,
+                output,
+                external_data,
+                report_path,
+                console,
+                written,
+                lossless,
+                **int8_options,
+            )
+        else:
+            with console.status("optimizing", spinner="dots") as status:
+                result = optimizer.optimize_with_report(
+                    model,
+                    source=input_path,
+                    skip=skipped,
+                    size_threshold=size_threshold,
+                    check=not no_check,
+                    check_inputs=samples,
+                    shapes=shape_map,
+                    inline_functions=inline_functions,
+                    on_pass=lambda name: status.update(f"optimizing: {name}"),
+                )
+            if output is not None:
+                result.after.file_bytes = io.save(result.model, output, external_data or None)
+                written.append(output)
+            _report(result, input_path, output, report_path, console)
+        if run_bench:
+            measured = bench.benchmark(
+                [input_path, output],
+                inputs=samples,
+                shapes=shape_map if samples is None else None,
+                progress=not quiet,
+            )
+            measured.render(console)
+
+
+#: --equalize / --bias-correction choices as `quantize` takes them.
+_LEVER = {"auto": "auto", "on": True, "off": False}
+
+
+def _quantize(
+    model,
+    input_path: Path,
+    output: Path | None,
+    external_data: bool,
+    report_path: Path | None,
+    console: Console,
+    written: list[Path],
+    lossless: dict,
+    *,
+    calibration: str,
+    preprocess: str | None,
+    **options,
+) -> None:
+    """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless` are the
+    options of the lossless passes, `options` the CLI's INT8 options."""
+    samples = data.load_samples(calibration, data.input_specs(model), preprocess=preprocess)
+    if calibration.startswith("random:"):
+        console.print(
+            "[yellow]warning:[/] calibrating on random data: the drift figures say little about real inputs"
+        )
+    config = QuantizeConfig(
+        method=options["calibration_method"],
+        percentile=options["percentile"],
+        per_channel=not options["per_tensor"],
+        activation_type=options["activation_type"],
+        target=options["target"],
+        equalize=_LEVER[options["equalize"]],
+        bias_correction=_LEVER[options["bias_correction"]],
+        exclude_ops=frozenset(options["exclude_op"]),
+        exclude_nodes=frozenset(options["exclude_node"]),
+        quantize_ops=frozenset(options["quantize_op"]) or None,
+        max_drift=options["max_drift"],
+        eval_split=options["eval_split"],
+        require_speedup=options["require_speedup"],
+        progress=not console.quiet,
+        optimize_options=lossless,
+    )
+    result = quantize(model, samples, config)
+    if output is not None:
+        io.save(result.model, output, external_data or None)
+        written.append(output)
+    result.report.render(console)
+    console.print(f"wrote {output}" if output else "no output path given: nothing written")
+    if report_path:
+        write_json(
+            {
+                "input": str(input_path),
+                "output": str(output) if output else None,
+                "int8": result.report.to_dict(),
+            },
+            report_path,
+        )
+
+
+def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+    """Fail before any work when the output cannot or must not be written."""
+    if files.same_file(input_path, output) and not overwrite:
+        raise OnnxSlimError(f"{output}: is the input model; pass --overwrite to replace it")
+    _check_writable(output, "output")
+
+
+def _check_writable(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise OnnxSlimError(f"{path}: is a folder; give a file name for the {what}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OnnxSlimError(f"{path}: {what} folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OnnxSlimError(f"{path}: {what} folder {folder} is not writable")
+
+
+def _report(
+    result: optimizer.OptimizeResult, input_path: Path, output: Path | None, report_path, console
+) -> None:
+    checked = (
+        "outputs match the original on ONNX Runtime"
+        if result.checked
+        else "not checked (--no-check)"
+    )
+    if result.check_skipped:
+        checked = f"not checked: {result.check_skipped}"
+    where = f"wrote {output}" if output else "no output path given: nothing written"
+    footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
+    tables.show(
+        [tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"), footer],
+        console,
+    )
+    if report_path:
+        write_json(
+            {
+                "input": str(input_path),
+                "output": str(output) if output else None,
+                **result.to_dict(),
+            },
+            report_path,
+        )

@@ -1,0 +1,1 @@
+"""The model on disk and in memory: load/save (io), structural checks (validate), external data, atomic files."""

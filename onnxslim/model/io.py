@@ -1,0 +1,166 @@
+"""Loading and saving models: validated loads, atomic saves, conversions between path, proto and IR."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim.errors import OnnxSlimError, first_line
+from onnxslim.model import external, files
+from onnxslim.model.validate import validate
+
+PROTOBUF_LIMIT = 2 * 1024**3
+
+
+def load(path: str | os.PathLike) -> ir.Model:
+    """Load a model lazily (external data stays memory-mapped) and validate it."""
+    path = Path(path)
+    if not path.exists():
+        raise OnnxSlimError(f"{path}: no such file")
+    if path.is_dir():
+        raise OnnxSlimError(f"{path}: is a folder, not an ONNX model")
+    if path.stat().st_size == 0:
+        raise OnnxSlimError(f"{path}: empty file, not an ONNX model")
+    try:
+        # external data is not read here: onnx-ir maps it on demand
+        proto = onnx.load(os.fspath(path), format="protobuf", load_external_data=False)
+    except MemoryError:
+        raise
+    except Exception as err:  # DecodeError, RuntimeWarning, UnicodeDecodeError, ...
+        raise OnnxSlimError(
+            f"{path}: not a valid ONNX model (truncated or not protobuf: {first_line(err)})"
+        )
+    model = _deserialize(proto, str(path))
+    del proto
+    # absolute, so a later change of working directory cannot break the paths of external data
+    ir.external_data.set_base_dir(model.graph, path.resolve().parent)
+    validate(model, str(path))
+    return model
+
+
+def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
+    """onnx-ir's model for `proto`; malformed graphs (redeclared or dangling values) are user errors."""
+    with quiet_library_logs():
+        try:
+            return ir.serde.deserialize_model(proto)
+        except MemoryError:
+            raise
+        except Exception as err:  # onnx-ir rejects malformed protos with assorted exceptions
+            raise OnnxSlimError(f"{where}: invalid ONNX model: {first_line(_root_cause(err))}")
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    seen = {id(err)}
+    while (err.__cause__ or err.__context__) is not None and id(
+        err.__cause__ or err.__context__
+    ) not in seen:
+        err = err.__cause__ or err.__context__
+        seen.add(id(err))
+    return err
+
+
+@contextlib.contextmanager
+def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
+    """Silence onnx-ir's and onnxscript's warnings (onnxslim reports problems itself, in one line)."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, levels):
+            logger.setLevel(old)
+
+
+def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = None) -> int:
+    """Save atomically: write into a temporary folder beside `path`, then rename into place.
+
+    `external_data=None` writes external data (`<name>.data` beside the model) when the weights
+    exceed protobuf's 2 GB limit or when the model was loaded with external data (it keeps that
+    layout, and no whole-model protobuf is built in memory). Returns the bytes written.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxSlimError(f"{path}: output folder {folder} does not exist")
+    if external_data is None:
+        external_data = external.weight_bytes(
+            model
+        ) >= PROTOBUF_LIMIT - 64 * 1024**2 or external.has_external_data(model)
+    data_name = f"{path.name}.data" if external_data else None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=folder))
+    except OSError as err:
+        raise OnnxSlimError(f"{path}: cannot write to {folder}: {err.strerror}")
+    try:
+        with files.terminate_as_interrupt():
+            try:
+                with external.inlined_external_tensors(model, enabled=not data_name):
+                    if data_name:
+                        ir.save(
+                            model,
+                            staging / path.name,
+                            external_data=data_name,
+                            callback=external.UnmapBehind(),
+                        )
+                        external.release_external_data(model)
+                    else:
+                        ir.save(model, staging / path.name)
+            except OSError as err:
+                raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+            except ValueError as err:
+                raise OnnxSlimError(f"{path}: cannot serialize the model: {first_line(err)}")
+            written = sum(file.stat().st_size for file in staging.iterdir())
+            if data_name:
+                external.read_into_memory(model, folder / data_name)
+            with (
+                files.signals_deferred()
+            ):  # the model and its data file are replaced together or not at all
+                try:
+                    if data_name:
+                        os.replace(staging / data_name, folder / data_name)
+                    os.replace(staging / path.name, path)
+                except OSError as err:
+                    raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """A self-contained ModelProto: external tensors are read in (their relative paths mean nothing in memory)."""
+    if external.weight_bytes(model) >= PROTOBUF_LIMIT:
+        raise OnnxSlimError(
+            "the model's weights exceed protobuf's 2 GB limit: save it to a file instead"
+        )
+    with external.inlined_external_tensors(model):
+        return ir.to_proto(model)
+
+
+def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
+    """Accept a path, a ModelProto or an onnx-ir Model, validated alike."""
+    if isinstance(model, ir.Model):
+        validate(model)
+        return model
+    if isinstance(model, onnx.ModelProto):
+        # onnx-ir's tensors wrap the proto's TensorProtos, and renaming a value renames its tensor:
+        # work on a copy so the caller's ModelProto is never changed.
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        converted = _deserialize(copy, "ModelProto")
+        validate(converted)
+        return converted
+    if isinstance(model, (str, os.PathLike)):
+        return load(model)
+    raise OnnxSlimError(
+        f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}"
+    )

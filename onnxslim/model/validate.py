@@ -1,0 +1,168 @@
+"""Structural checks of a loaded model: opsets, known ops, defined inputs, no cycle, external data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim.errors import OnnxSlimError
+from onnxslim.model.graph import MIN_OPSET, default_opset
+
+
+def validate(model: ir.Model, where: str = "model") -> None:
+    """Reject models onnxslim cannot handle, with one clear line."""
+    if not model.graph.outputs:
+        raise OnnxSlimError(f"{where}: not an ONNX model (the graph has no outputs)")
+    opset = default_opset(model.opset_imports)
+    if opset is None:
+        raise OnnxSlimError(f"{where}: the model imports no default ONNX opset")
+    if opset < MIN_OPSET:
+        raise OnnxSlimError(
+            f"{where}: opset {opset} is not supported (minimum {MIN_OPSET}); "
+            "upgrade it with onnx.version_converter first"
+        )
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise OnnxSlimError(
+            f"{where}: opset {opset} is newer than this onnx release supports ({newest})"
+        )
+    _check_nodes(model, where)
+    _check_acyclic(model, where)
+    _check_external_data(model, where)
+
+
+def scopes(model: ir.Model) -> Iterator[tuple[ir.Graph | ir.Function, dict[str, int]]]:
+    """Every graph and function with the opsets its nodes see."""
+    for graph in model.graphs():
+        yield graph, model.opset_imports
+    for function in model.functions.values():
+        yield function, {**model.opset_imports, **function.opset_imports}
+        for node in function:
+            for attr in node.attributes.values():
+                if isinstance(attr, ir.Attr) and attr.type == ir.AttributeType.GRAPH:
+                    yield attr.as_graph(), {**model.opset_imports, **function.opset_imports}
+                elif isinstance(attr, ir.Attr) and attr.type == ir.AttributeType.GRAPHS:
+                    for graph in attr.as_graphs():
+                        yield graph, {**model.opset_imports, **function.opset_imports}
+
+
+def _check_nodes(model: ir.Model, where: str) -> None:
+    """Default-domain ops must exist at the model's opset; every input must come from somewhere."""
+    local = {(domain, name) for domain, name, _ in model.functions}
+    for scope, opsets in scopes(model):
+        formal = set(scope.inputs)
+        for node in scope:
+            label = _label(node)
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if domain == "" and (domain, node.op_type) not in local:
+                version = default_opset(opsets) or 0
+                try:
+                    onnx.defs.get_schema(node.op_type, version, "")
+                except onnx.defs.SchemaError:
+                    if onnx.defs.has(node.op_type):
+                        since = min(
+                            schema.since_version
+                            for schema in onnx.defs.get_all_schemas_with_history()
+                            if schema.name == node.op_type and schema.domain in ("", "ai.onnx")
+                        )
+                        reason = (
+                            f"does not exist in opset {version} (it needs opset {since} or later)"
+                        )
+                    else:
+                        reason = "is not an ONNX operator (custom ops need their own domain)"
+                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}")
+            for value in node.inputs:
+                if value is None or value in formal:
+                    continue
+                if (
+                    value.producer() is None
+                    and not value.is_graph_input()
+                    and not value.is_initializer()
+                ):
+                    raise OnnxSlimError(
+                        f"{where}: {label} reads {value.name!r}, which no node, graph input or initializer defines"
+                    )
+
+
+def _check_acyclic(model: ir.Model, where: str) -> None:
+    """Nodes may come in any order, but their dependencies must not form a cycle."""
+    for scope, _ in scopes(model):
+        nodes = list(scope)
+        position = {node: index for index, node in enumerate(nodes)}
+        waiting = [0] * len(nodes)
+        users: list[list[int]] = [[] for _ in nodes]
+        for index, node in enumerate(nodes):
+            producers = {
+                position[p] for p in _dependencies(node) if p in position and p is not node
+            }
+            waiting[index] = len(producers)
+            for producer in producers:
+                users[producer].append(index)
+            if any(p is node for p in _dependencies(node)):
+                waiting[index] = -1  # a node that reads its own output
+        ready = [index for index, count in enumerate(waiting) if count == 0]
+        done = 0
+        while ready:
+            index = ready.pop()
+            done += 1
+            for user in users[index]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    ready.append(user)
+        if done != len(nodes):
+            stuck = next(nodes[i] for i, count in enumerate(waiting) if count != 0)
+            raise OnnxSlimError(f"{where}: the graph has a cycle (through {_label(stuck)})")
+
+
+def _label(node: ir.Node) -> str:
+    return (
+        f"node {node.name!r} ({node.op_type})" if node.name else f"an unnamed {node.op_type} node"
+    )
+
+
+def _dependencies(node: ir.Node) -> Iterator[ir.Node]:
+    """Producers of the node's inputs, and of the outer-scope values its subgraphs read."""
+    for value in node.inputs:
+        if value is not None and value.producer() is not None:
+            yield value.producer()
+    for attr in node.attributes.values():
+        if not isinstance(attr, ir.Attr) or attr.type not in (
+            ir.AttributeType.GRAPH,
+            ir.AttributeType.GRAPHS,
+        ):
+            continue
+        graphs = [attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()
+        for graph in graphs:
+            for inner in ir.traversal.RecursiveGraphIterator(graph):
+                for value in inner.inputs:
+                    if value is not None and value.producer() is not None:
+                        yield value.producer()
+
+
+def _check_external_data(model: ir.Model, where: str) -> None:
+    """Every external tensor must exist inside the model's folder and be long enough."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if not isinstance(tensor, ir.ExternalTensor):
+                continue
+            base = Path(tensor.base_dir or ".").resolve()
+            file = (base / tensor.location).resolve()
+            if base != file and base not in file.parents:
+                raise OnnxSlimError(
+                    f"{where}: external data location {tensor.location!r} of {value.name!r} "
+                    "escapes the model's folder; refusing to read it"
+                )
+            if not file.is_file():
+                raise OnnxSlimError(
+                    f"{where}: external data file {tensor.location!r} of {value.name!r} is missing"
+                )
+            needed = (tensor.offset or 0) + (tensor.length or tensor.nbytes)
+            if file.stat().st_size < needed:
+                raise OnnxSlimError(
+                    f"{where}: external data file {tensor.location!r} is too short for {value.name!r} "
+                    f"({file.stat().st_size} bytes, needs {needed})"
+                )

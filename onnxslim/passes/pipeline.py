@@ -1,0 +1,76 @@
+"""The lossless pipeline: setup passes, then rounds of passes to a fixed point, then finishing passes."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+from onnxslim.errors import first_line
+from onnxslim.model.external import onnx_c_api_view
+from onnxslim.passes import dims, prune, registry
+from onnxslim.passes.registry import PassOptions, PassSpec
+
+MAX_ROUNDS = 20
+logger = logging.getLogger(__name__)
+
+
+def selected_passes(skip: Iterable[str]) -> list[PassSpec]:
+    """Registered passes minus `skip` (unknown names are an error)."""
+    skipped = {registry.get(name).name for name in skip}
+    return [spec for spec in registry.REGISTRY if spec.name not in skipped]
+
+
+def run_passes(
+    model: ir.Model,
+    specs: Sequence[PassSpec],
+    options: PassOptions,
+    on_pass: Callable[[str], None] | None = None,
+) -> tuple[int, Counter[str]]:
+    """Run setup passes, round passes until nothing changes (at most MAX_ROUNDS), then finish passes."""
+    applied: Counter[str] = Counter()
+
+    def run(spec: PassSpec) -> bool:
+        if on_pass:
+            on_pass(spec.name)
+        modified = spec.build(options)(model).modified
+        applied[spec.name] += modified
+        return modified
+
+    # Invariants every pass relies on, so not skippable: the default opset imported as "", and
+    # placeholder dim names ("?") that promise no equality.
+    prune.NormalizeOpsetImports()(model)
+    dims.forget_placeholder_dims(model)
+    for spec in specs:
+        if spec.stage == "setup":
+            run(spec)
+    rounds, version, clean_at = 0, 0, {}
+    infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
+    while rounds < MAX_ROUNDS:
+        rounds += 1
+        start = version
+        for spec in specs:
+            if spec.stage != "round" or clean_at.get(spec.name) == version:
+                continue  # the graph has not changed since this pass last found nothing to do
+            if run(spec):
+                version += 1
+            else:
+                clean_at[spec.name] = version
+        if version == start:
+            break
+    for spec in specs:
+        if spec.stage == "finish":
+            run(spec)
+    return rounds, applied
+
+
+def infer_shapes(model: ir.Model) -> None:
+    """Refresh value shapes with onnx shape inference; a model it cannot handle is left as is."""
+    try:
+        with onnx_c_api_view(model):
+            common.ShapeInferencePass(strict_mode=False)(model)
+    except Exception as err:  # shape inference is an aid, not a requirement
+        logger.info("shape inference skipped: %s", first_line(err))

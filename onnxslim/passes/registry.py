@@ -1,0 +1,106 @@
+"""The pass registry: every pass has a stable name (the CLI's `--skip NAME`) and a stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+from onnxslim.errors import OnnxSlimError
+from onnxslim.passes import fold, fuse, prune
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """Settings shared by the passes of one run."""
+
+    size_threshold: int = MIB
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """A registered pass. `stage` is "setup" (once, first), "round" (to a fixed point) or "finish" (once, last)."""
+
+    name: str
+    description: str
+    build: Callable[[PassOptions], ir.passes.PassBase]
+    stage: str = "round"
+
+
+REGISTRY: tuple[PassSpec, ...] = (
+    PassSpec(
+        "freeze-initializer-inputs",
+        "initializers also listed as graph inputs become constants",
+        lambda o: prune.FreezeInitializerInputs(),
+        stage="setup",
+    ),
+    PassSpec(
+        "fold-constants",
+        "evaluate nodes whose inputs are all constant (size-guarded), constant-condition If",
+        lambda o: fold.FoldConstants(o.size_threshold),
+    ),
+    PassSpec(
+        "remove-no-ops",
+        "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, x*1, x+0, ...",
+        lambda o: prune.RemoveNoOps(),
+    ),
+    PassSpec(
+        "fuse-batchnorm",
+        "BatchNormalization folded into Conv, ConvTranspose or Gemm",
+        lambda o: fuse.FuseBatchNorm(),
+    ),
+    PassSpec(
+        "fuse-activations",
+        "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), Clip(x+3,0,6)/6 -> HardSigmoid",
+        lambda o: fuse.FuseActivations(),
+    ),
+    PassSpec(
+        "fuse-conv-affine",
+        "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) folded into its weights and bias",
+        lambda o: fuse.FuseConvAffine(),
+    ),
+    PassSpec(
+        "fuse-pad-conv",
+        "zero Pad folded into the following Conv's pads",
+        lambda o: fuse.FusePadConv(),
+    ),
+    PassSpec(
+        "fuse-matmul-add",
+        "MatMul with a 2-D constant weight + Add of a bias becomes Gemm",
+        lambda o: fuse.FuseMatMulAdd(),
+    ),
+    PassSpec(
+        "fuse-chains",
+        "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, computed Reshape shapes made constant",
+        lambda o: fuse.FuseChains(),
+    ),
+    PassSpec(
+        "eliminate-common-subexpressions",
+        "identical nodes on identical inputs computed once",
+        lambda o: common.CommonSubexpressionEliminationPass(),
+    ),
+    PassSpec(
+        "prune",
+        "nodes that reach no output, unused/duplicate initializers, unused functions and opsets",
+        lambda o: prune.PruneDeadWeight(),
+    ),
+    PassSpec(
+        "topological-sort",
+        "nodes sorted so every input is produced before use",
+        lambda o: common.TopologicalSortPass(),
+        stage="finish",
+    ),
+)
+
+
+def get(name: str) -> PassSpec:
+    """The pass registered under `name`; an unknown name is a user error."""
+    for spec in REGISTRY:
+        if spec.name == name:
+            return spec
+    known = ", ".join(spec.name for spec in REGISTRY)
+    raise OnnxSlimError(f"unknown pass {name!r} (known passes: {known})")

@@ -1,0 +1,35 @@
+"""Every private onnxscript name onnxslim builds on, in one place (checked against onnxscript 0.7).
+
+onnxscript does not export these; when an upgrade moves one, only this module changes.
+"""
+
+from __future__ import annotations
+
+from onnxscript.optimizer import _constant_folding
+from onnxscript.rewriter import _ir_utils, _pattern_ir
+from onnxscript.rewriter.rules.common import _fuse_batchnorm, _fuse_hardswish, _matmul_add_to_gemm
+
+# constant folding (passes/fold.py)
+FoldConstantsPass = _constant_folding.FoldConstantsPass
+Replacement = _constant_folding.Replacement
+# reading constants (rules/common.py)
+get_numpy_value = _ir_utils.get_numpy_value
+# rule classes our rules extend
+FuseBatchNormIntoConv = _fuse_batchnorm.FuseBatchNormIntoConv
+FuseBatchNormIntoConvTranspose = _fuse_batchnorm.FuseBatchNormIntoConvTranspose
+FuseBatchNormIntoGemm = _fuse_batchnorm.FuseBatchNormIntoGemm
+HardSwishFusion = _fuse_hardswish.HardSwishFusion
+HardSigmoidFusion = _fuse_hardswish.HardSigmoidFusion
+HardSwishFusionFromHardSigmoid = _fuse_hardswish.HardSwishFusionFromHardSigmoid
+MatMulAddToGemm = _matmul_add_to_gemm.MatMulAddToGemm
+
+
+def pattern_op_types(rule) -> set[str]:
+    """The op types a rewrite rule's pattern names (empty when they cannot be read: try the rule always)."""
+    try:
+        nodes = rule._target_pattern._nodes
+    except AttributeError:
+        return set()
+    return {
+        node.op_type for node in nodes if isinstance(node.op, _pattern_ir.StringConstantPattern)
+    }

@@ -1,0 +1,314 @@
+"""Static INT8 quantization: calibrate on sample inputs, insert QDQ, check drift on held-out samples,
+return the most sensitive nodes to float until a drift budget holds, and report speed and drift."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim.bench import benchmark
+from onnxslim.data import as_samples, input_specs
+from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
+from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.model import io
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.quantization.calibration import RANGE_METHODS
+from onnxslim.quantization.compact import CompactPass
+from onnxslim.quantization.equalize import EqualizePass, find_pairs
+from onnxslim.quantization.ops import DEFAULT_OPS
+from onnxslim.quantization.plan import ACTIVATION_TYPES, QuantOptions, prepare
+from onnxslim.quantization.recovery import fall_back
+from onnxslim.quantization.report import QuantizeReport
+from onnxslim.quantization.targets import CHOICES, resolve_target
+from onnxslim.runtime import Session
+
+DEFAULT_METHOD = "percentile"
+DEFAULT_MIN_MACS = 1 << 20
+MIN_EVAL_SAMPLES = 2
+#: The choices of `equalize` and `bias_correction`.
+LEVERS = (True, False, "auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig:
+    """How to quantize.
+
+    `method`: activation range method (see RANGE_METHODS), `percentile` its parameter; `per_channel` weight
+    scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU the model will
+    run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float, `quantize_ops` narrows the op
+    types; `max_drift` (a Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float
+    until it holds on the held-out samples (CheckFailedError if it never does); `eval_split` the share of
+    samples held out (at least 2); `require_speedup` makes an INT8 model that is not faster than float on
+    this CPU an error; `min_macs` leaves smaller weighted ops in float; `equalize` (cross-layer
+    equalization) and `bias_correction` are True, False or "auto" (the variant closest to float on the
+    calibration samples); `optimize` runs the lossless pipeline first, with `optimize_options` as keyword
+    arguments of `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
+    """
+
+    method: str = DEFAULT_METHOD
+    percentile: float = 99.99
+    per_channel: bool = True
+    activation_type: str = "uint8"
+    target: str = "auto"
+    exclude_ops: frozenset[str] = frozenset()
+    exclude_nodes: frozenset[str] = frozenset()
+    quantize_ops: frozenset[str] | None = None
+    max_drift: Budget | str | None = None
+    eval_split: float = 0.2
+    require_speedup: bool = False
+    min_macs: int = DEFAULT_MIN_MACS
+    equalize: bool | str = "auto"
+    bias_correction: bool | str = "auto"
+    optimize: bool = True
+    optimize_options: Mapping | None = None
+    measure_latency: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("exclude_ops", "exclude_nodes", "quantize_ops"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, frozenset):
+                object.__setattr__(
+                    self, name, frozenset([value] if isinstance(value, str) else value)
+                )
+        for name in ("equalize", "bias_correction"):
+            if getattr(self, name) not in LEVERS:
+                raise OnnxSlimError(
+                    f"{name} must be True, False or 'auto', got {getattr(self, name)!r}"
+                )
+        if self.method not in RANGE_METHODS:
+            raise OnnxSlimError(
+                f"unknown calibration method {self.method!r}; choose from {', '.join(RANGE_METHODS)}"
+            )
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise OnnxSlimError(
+                f"activation type must be one of {', '.join(ACTIVATION_TYPES)}, "
+                f"got {self.activation_type!r}"
+            )
+        if self.target not in CHOICES:
+            raise OnnxSlimError(f"unknown target {self.target!r}: choose {', '.join(CHOICES)}")
+        if isinstance(self.max_drift, str):
+            object.__setattr__(self, "max_drift", parse_max_drift(self.max_drift))
+
+
+@dataclasses.dataclass
+class QuantizeResult:
+    """The quantized model and what quantization did and measured."""
+
+    model: ir.Model
+    report: QuantizeReport
+
+
+def quantize(
+    model: str | os.PathLike | onnx.ModelProto | ir.Model,
+    calibration,
+    config: QuantizeConfig | None = None,
+    **options,
+) -> QuantizeResult:
+    """Quantize `model` to QDQ INT8 with `calibration` samples (an iterable of `{input: array}` or a
+    CalibrationDataReader), as `config` says; keyword `options` override fields of QuantizeConfig."""
+    fields = {field.name for field in dataclasses.fields(QuantizeConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise OnnxSlimError(
+            f"quantize() got unknown option(s) {', '.join(unknown)}; "
+            f"QuantizeConfig has {', '.join(sorted(fields))}"
+        )
+    config = dataclasses.replace(config or QuantizeConfig(), **options)
+    budget = config.max_drift
+    profile, target_reason = resolve_target(config.target)
+    original = io.to_ir(model)
+    try:
+        reference = io.to_proto(original).SerializeToString()
+    except (OnnxSlimError, ValueError):  # io's 2 GB guard, or protobuf's own at serialization
+        raise OnnxSlimError(
+            "INT8 quantization holds the model as one protobuf, which cannot exceed 2 GB"
+        ) from None
+    Session(reference, what="the model (INT8 calibration runs it)")
+    samples = as_samples(calibration, input_specs(onnx.ModelProto.FromString(reference)))
+    calib, held_out = split_samples(samples, config.eval_split)
+
+    float_model = ir.from_proto(onnx.ModelProto.FromString(reference))
+    if config.optimize:
+        from onnxslim.optimizer import optimize as lossless
+
+        float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
+    float_model = prepare(float_model)
+    quant_options = QuantOptions(
+        activation_type=config.activation_type,
+        weight_bits=profile.weight_bits,
+        per_channel=config.per_channel,
+        quantize_ops=config.quantize_ops if config.quantize_ops is not None else DEFAULT_OPS,
+        exclude_ops=config.exclude_ops,
+        exclude_nodes=config.exclude_nodes,
+        skip_depthwise=profile.skip_depthwise,
+        min_macs=config.min_macs,
+    )
+    unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
+    notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
+    if not held_out:
+        notes.append("no held-out samples: drift is measured on the calibration samples")
+    pairs = len(find_pairs(float_model.graph))
+    method_options = {"pct": config.percentile} if config.method == "percentile" else {}
+    builders = {
+        eq: QuantBuilder(
+            _equalized(float_model) if eq else float_model,
+            calib,
+            quant_options,
+            config.method,
+            method_options,
+            config.progress,
+            equalized=eq,
+        )
+        for eq in _choices(config.equalize if pairs else False)
+    }
+    builder, quantized, info, note = _choose(builders, _choices(config.bias_correction), reference)
+    notes += [note] if note else []
+    eval_samples = held_out or calib
+    ref_outputs = run_samples(reference, eval_samples, int8=False)
+    drift = compare_outputs(ref_outputs, run_samples(quantized, eval_samples))
+    violations = budget.check(drift) if budget else []
+    fallback: list[dict] = []
+    if violations:
+        quantized, info, drift, violations, fallback = fall_back(
+            builder, quantized, info, eval_samples, ref_outputs, budget
+        )
+        if violations:
+            raise CheckFailedError(
+                f"INT8 drift over budget {budget} even with every sensitive node in float: "
+                f"{violations[0]}"
+            )
+    CompactPass(_names(float_model))(quantized)
+
+    report = QuantizeReport(
+        target=profile.name,
+        target_reason=target_reason,
+        method=config.method,
+        activation_type=config.activation_type,
+        weight_bits=profile.weight_bits,
+        per_channel=config.per_channel,
+        calibration_samples=len(calib),
+        eval_samples=len(held_out),
+        nodes_before=len(original.graph),
+        nodes_after=len(quantized.graph),
+        size_before=len(reference),
+        size_after=ir.to_proto(quantized).ByteSize(),
+        quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes)),
+        kept_float=info.kept_float,
+        fallback=fallback,
+        drift=drift,
+        budget=str(budget) if budget else None,
+        violations=violations,
+        notes=notes,
+        equalized_pairs=pairs if builder.equalized else 0,
+        bias_correction=builder.options.bias_correction,
+    )
+    if config.measure_latency:
+        report.latency_float_ms, report.latency_int8_ms = _latency(
+            reference, quantized, eval_samples[0]
+        )
+        if report.speedup < 1.0:
+            message = (
+                f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
+                f"{report.latency_float_ms:.2f} ms ({report.speedup:.2f}x)"
+            )
+            if config.require_speedup:
+                raise CheckFailedError(message)
+            report.notes.append(message)
+    elif config.require_speedup:
+        raise OnnxSlimError("require_speedup needs the latency measurement")
+    return QuantizeResult(quantized, report)
+
+
+def split_samples(samples: Sequence, eval_split: float) -> tuple[list, list]:
+    """Calibration and held-out samples: the last ``eval_split`` share, at least 2 when the split is > 0
+    (and at least one sample stays for calibration)."""
+    if not 0.0 <= eval_split < 1.0:
+        raise OnnxSlimError(f"eval split must be in [0, 1), got {eval_split}")
+    samples = list(samples)
+    if eval_split == 0:
+        return samples, []
+    n_eval = max(MIN_EVAL_SAMPLES, int(round(len(samples) * eval_split)))
+    if len(samples) - n_eval < 1:
+        raise OnnxSlimError(
+            f"{len(samples)} samples are too few to hold out {n_eval} for drift and calibrate on "
+            f"the rest: give at least {n_eval + 1}, or eval_split=0"
+        )
+    return samples[:-n_eval], samples[-n_eval:]
+
+
+def _choices(setting: bool | str) -> list[bool]:
+    return [False, True] if setting == "auto" else [setting]
+
+
+def _equalized(model: ir.Model) -> ir.Model:
+    """A cross-layer-equalized copy of ``model``."""
+    copy = ir.from_proto(ir.to_proto(model))
+    EqualizePass()(copy)
+    return copy
+
+
+def _choose(
+    builders: Mapping[bool, QuantBuilder],
+    bias_corrections: Sequence[bool],
+    reference: bytes,
+    max_samples: int = 64,
+) -> tuple[QuantBuilder, ir.Model, BuildInfo, str | None]:
+    """Build each (equalization, bias correction) variant and keep the one whose outputs are closest to the
+    float model's (worst SNR over the float outputs) on up to ``max_samples`` calibration samples. Returns
+    the builder (set to the chosen variant), the model, its build info and a note (None: no choice made)."""
+    variants = [(eq, bc) for eq in builders for bc in bias_corrections]
+    if len(variants) == 1:
+        builder = builders[variants[0][0]]
+        builder.options = dataclasses.replace(builder.options, bias_correction=variants[0][1])
+        return (builder, *builder.build(), None)
+    samples = builders[variants[0][0]].samples[:max_samples]
+    ref = run_samples(reference, samples, int8=False)
+    best, scores = None, {}
+    for eq, bc in variants:
+        builder = builders[eq]
+        builder.options = dataclasses.replace(builder.options, bias_correction=bc)
+        model, info = builder.build()
+        scores[eq, bc] = _worst_snr(compare_outputs(ref, run_samples(model, samples)))
+        if best is None or scores[eq, bc] > scores[best[0]]:
+            best = ((eq, bc), model, info)
+    (eq, bc), model, info = best
+    builders[eq].options = dataclasses.replace(builders[eq].options, bias_correction=bc)
+    label = {
+        (False, False): "plain",
+        (True, False): "CLE",
+        (False, True): "bias correction",
+        (True, True): "CLE + bias correction",
+    }
+    tried = ", ".join(f"{label[key]} {snr:.1f} dB" for key, snr in scores.items())
+    note = f"kept {label[eq, bc]} (output SNR on {len(samples)} calibration samples: {tried})"
+    return builders[eq], model, info, note
+
+
+def _worst_snr(drift: Mapping[str, Drift]) -> float:
+    """The lowest SNR (dB) over the float outputs (-inf when there are none)."""
+    return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)
+
+
+def _names(model: ir.Model) -> set[str]:
+    """Names of the nodes and node outputs of ``model``'s main graph."""
+    return {n.name for n in model.graph} | {v.name for n in model.graph for v in n.outputs}
+
+
+def _latency(reference: bytes, quantized: ir.Model, sample, runs: int = 30) -> tuple[float, float]:
+    """Median single-thread latency (ms) of both models, runs interleaved after warm-up."""
+    report = benchmark(
+        [onnx.ModelProto.FromString(reference), ir.to_proto(quantized)],
+        inputs=[sample],
+        runs=runs,
+        warmup=5,
+        measure_memory=False,
+        progress=False,
+    )
+    return report.models[0].latency.median, report.models[1].latency.median

@@ -1,0 +1,152 @@
+"""Quantized copies of one prepared float model, built on demand from cached calibration statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.quantization.bias_correction import input_channel_axis
+from onnxslim.quantization.calibration import (
+    Histogram,
+    collect_channel_means,
+    collect_statistics,
+    compute_range,
+)
+from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED
+from onnxslim.quantization.plan import QuantOptions, QuantPlan, plan
+from onnxslim.quantization.qdq import QParams, QuantizePass, activation_qparams
+from onnxslim.runtime import Session
+
+
+@dataclasses.dataclass
+class BuildInfo:
+    plan: QuantPlan
+    dequantized: dict[str, str]
+    op_types: dict[str, str]
+    kept_float: dict[str, str]
+
+
+class QuantBuilder:
+    """Builds quantized copies of one prepared float model with a cache of tensor histograms."""
+
+    def __init__(
+        self,
+        model: ir.Model,
+        samples,
+        options: QuantOptions,
+        method: str,
+        method_options,
+        progress: bool,
+        equalized: bool = False,
+    ):
+        self.proto = ir.to_proto(model)
+        self.model = model
+        self.equalized = equalized
+        self.samples, self.options, self.method = samples, options, method
+        self.method_options, self.progress = method_options, progress
+        self.stats: dict[str, Histogram] = {}
+        self.means: dict[str, np.ndarray] = {}
+        self.op_types = {n.name: n.op_type for n in model.graph}
+
+    def _fresh(self) -> ir.Model:
+        return ir.from_proto(self.proto)
+
+    def _ensure_stats(self, model: ir.Model, names: Iterable[str]) -> None:
+        missing = [n for n in names if n not in self.stats]
+        if missing:
+            self.stats.update(
+                collect_statistics(
+                    model, self.samples, missing, progress=self.progress, total=len(self.samples)
+                )
+            )
+
+    def build(
+        self, exclude: Sequence[str] = (), weight_only: Sequence[str] = ()
+    ) -> tuple[ir.Model, BuildInfo]:
+        """A quantized copy with the nodes ``exclude`` entirely in float (weights too) and the nodes
+        ``weight_only`` computing in float on int8-stored weights."""
+        options = dataclasses.replace(
+            self.options,
+            exclude_nodes=self.options.exclude_nodes | set(exclude),
+            weight_only_nodes=frozenset(weight_only),
+        )
+        model = self._fresh()
+        first = plan(model, options)
+        self._ensure_stats(model, first.observed)
+        sizes = output_sizes(model, first, self.stats)
+        final = plan(model, options, sizes)
+        self._ensure_stats(model, final.observed)
+        qparams = {name: self._qparams(name, final) for name in final.observed}
+        rewrite = QuantizePass(final, qparams, options, self._means(model, final))
+        rewrite(model)
+        kept = {
+            n: r
+            for n, r in final.floats.items()
+            if RULES[self.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY)
+            and r != "op type not selected"
+        }
+        return model, BuildInfo(final, rewrite.dequantized, self.op_types, kept)
+
+    def _means(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
+        """Channel means of the inputs of the nodes whose bias bias correction adjusts (none when off)."""
+        if not self.options.bias_correction:
+            return {}
+        by_name = {n.name: n for n in model.graph}
+        nodes = [by_name[n] for n in [*plan.nodes, *plan.weight_only]]
+        axes = {
+            n.inputs[0].name: input_channel_axis(n)
+            for n in nodes
+            if input_channel_axis(n) is not None
+        }
+        missing = {name: axis for name, axis in axes.items() if name not in self.means}
+        if missing:
+            self.means.update(
+                collect_channel_means(
+                    self.proto,
+                    self.samples,
+                    missing,
+                    progress=self.progress,
+                    total=len(self.samples),
+                )
+            )
+        return {name: self.means[name] for name in axes}
+
+    def _qparams(self, name: str, plan: QuantPlan) -> QParams:
+        symmetric = self.options.activation_type == "int8" and name not in plan.asymmetric
+        lo, hi = compute_range(
+            self.stats[name], self.method, symmetric=symmetric, **self.method_options
+        )
+        return activation_qparams(lo, hi, self.options.activation_type, symmetric)
+
+
+def output_sizes(
+    model: ir.Model, plan: QuantPlan, stats: Mapping[str, Histogram]
+) -> dict[str, float]:
+    """Elements per sample of each weighted node's output (a folded Relu/Clip has its input's size)."""
+    sizes = {name: h.mean_size for name, h in stats.items()}
+    by_name = {n.name: n for n in model.graph}
+    for act, owner in plan.folded.items():
+        out = by_name[act].outputs[0].name
+        if out in sizes:
+            sizes[by_name[owner].outputs[0].name] = sizes[out]
+    return sizes
+
+
+def run_samples(
+    model, samples, names: Sequence[str] | None = None, *, int8: bool = True
+) -> list[dict[str, np.ndarray]]:
+    """Outputs (or the tensors ``names``) of ``model`` for each sample; ORT failing on an ``int8`` model is a
+    CheckFailedError."""
+    session = Session(
+        model,
+        opt_level="basic" if names else "all",
+        extra_outputs=names or (),
+        what=f"the {'INT8' if int8 else 'float'} model",
+        error=CheckFailedError if int8 else OnnxSlimError,
+    )
+    keys = list(names) if names else session.output_names
+    return [dict(zip(keys, session.run(s, names or None))) for s in samples]

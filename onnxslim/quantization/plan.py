@@ -1,0 +1,271 @@
+"""INT8 planning: which nodes of the main graph to quantize, which activations get Q/DQ pairs, and why
+the others stay float."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+from onnxslim.errors import OnnxSlimError
+from onnxslim.model.graph import default_opset
+from onnxslim.quantization.ops import (
+    COMPUTE,
+    DEFAULT_OPS,
+    FOLDABLE,
+    RULES,
+    SHARED,
+    STORED_TABLES,
+    WEIGHT_ONLY,
+    WEIGHTED,
+    is_depthwise,
+    macs_per_output,
+    stored_weight,
+)
+
+FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
+SENSITIVE = (
+    "sensitive"  # so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
+)
+QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
+ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantOptions:
+    """What to quantize and how."""
+
+    activation_type: str = "uint8"  # "uint8" asymmetric or "int8" symmetric
+    weight_bits: int = 8  # 7 keeps u8s8 products from saturating on x86 without VNNI
+    per_channel: bool = True
+    quantize_ops: frozenset[str] = DEFAULT_OPS
+    exclude_ops: frozenset[str] = frozenset()
+    exclude_nodes: frozenset[str] = frozenset()  # entirely float, weights too
+    weight_only_nodes: frozenset[str] = frozenset()  # float compute on int8-stored weights
+    skip_depthwise: bool = False  # ORT's int8 depthwise kernels are slower than float ones on x86
+    bias_correction: bool = (
+        False  # biases absorb the mean output shift that rounding the weights causes
+    )
+    min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
+
+    def __post_init__(self):
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise OnnxSlimError(
+                f"activation type must be uint8 or int8, got {self.activation_type!r}"
+            )
+        if not 2 <= self.weight_bits <= 8:
+            raise OnnxSlimError(f"weight bits must be in 2..8, got {self.weight_bits}")
+        unknown = sorted((self.quantize_ops | self.exclude_ops) - set(RULES) - set(FOLDABLE))
+        if unknown:
+            raise OnnxSlimError(
+                f"cannot quantize op type(s) {', '.join(unknown)}; known: {', '.join(sorted(RULES))}"
+            )
+
+
+@dataclasses.dataclass
+class QuantPlan:
+    """The outcome of planning, before any range is known.
+
+    ``tensors`` maps each activation to quantize to the tensor whose range (and so scale and zero point) it
+    uses: itself, or the input of the data-movement op it comes out of. ``folded`` maps a Relu/Clip that
+    disappears into the output range to the node it follows. ``floats`` says why candidate nodes stay float.
+    """
+
+    nodes: list[str] = dataclasses.field(default_factory=list)
+    tensors: dict[str, str] = dataclasses.field(default_factory=dict)
+    folded: dict[str, str] = dataclasses.field(default_factory=dict)
+    asymmetric: set[str] = dataclasses.field(default_factory=set)
+    floats: dict[str, str] = dataclasses.field(default_factory=dict)
+    weight_only: list[str] = dataclasses.field(
+        default_factory=list
+    )  # float compute on int8-stored weights
+
+    @property
+    def observed(self) -> list[str]:
+        """The tensors whose statistics calibration must collect."""
+        return sorted(set(self.tensors.values()))
+
+
+def prepare(model: ir.Model) -> ir.Model:
+    """Name every node and make per-axis QDQ expressible (default-domain opset >= 13)."""
+    if (default_opset(model.opset_imports) or 1) < QDQ_MIN_OPSET:
+        from onnx import version_converter
+
+        try:
+            proto = version_converter.convert_version(ir.to_proto(model), QDQ_MIN_OPSET)
+        except Exception as err:  # the converter raises bare RuntimeErrors / ValidationErrors
+            raise OnnxSlimError(
+                f"cannot upgrade the model to opset {QDQ_MIN_OPSET} for INT8: "
+                f"{str(err).splitlines()[0]}"
+            ) from err
+        model = ir.from_proto(proto)
+    common.NameFixPass()(model)
+    return model
+
+
+def plan(
+    model: ir.Model,
+    options: QuantOptions = QuantOptions(),
+    sizes: Mapping[str, float] | None = None,
+) -> QuantPlan:
+    """Decide which nodes of the main graph to quantize and which activations get Q/DQ pairs.
+
+    Weighted ops (Conv, Gemm, MatMul, ...) are decided first, so their inputs count as quantized for the ops
+    that need quantized inputs; then every node in topological order; then ops whose quantized output
+    nothing quantized reads go back to float. ``sizes`` (elements per sample of tensors, from calibration)
+    lets ``options.min_macs`` leave small ops in float.
+    """
+    graph = model.graph
+    result = QuantPlan()
+    outputs = {v.name for v in graph.outputs}
+    allowed = options.quantize_ops - options.exclude_ops
+    candidates = [(n, RULES[n.op_type]) for n in graph if n.op_type in RULES and n.domain == ""]
+    sizes = sizes or {}
+    producers: set[str] = set()  # quantized nodes (and the Relu/Clip folded into them)
+    for node, rule in candidates:
+        if rule.kind == WEIGHTED and not _float_reason(
+            node, rule, allowed, options, result.tensors, sizes, set()
+        ):
+            for value in activation_inputs(node, rule):
+                result.tensors[value.name] = value.name
+    for node, rule in candidates:
+        reason = _float_reason(node, rule, allowed, options, result.tensors, sizes, producers)
+        if reason:
+            result.floats[node.name] = reason
+            if (
+                reason.startswith((FASTER_IN_FLOAT, SENSITIVE))
+                and node.inputs[rule.weight].const_value is not None
+            ):
+                result.weight_only.append(node.name)
+            continue
+        result.nodes.append(node.name)
+        if rule.kind == WEIGHT_ONLY:
+            continue
+        producers.add(node.name)
+        if rule.kind == SHARED:
+            source = result.tensors[node.inputs[0].name]
+            result.tensors.update(
+                (out.name, source) for out in node.outputs if out.name not in outputs
+            )
+            continue
+        out = _fold_activation(node, options, allowed, result, outputs)
+        if out.producer() is not node:
+            producers.add(out.producer().name)
+        if out.name not in outputs:
+            result.tensors[out.name] = out.name
+    _prune_unused(model, result)
+    quantized = set(result.nodes)
+    result.weight_only += [
+        n.name
+        for n in graph
+        if n.op_type in STORED_TABLES
+        and n.domain == ""
+        and n.name not in quantized
+        and n.name not in options.exclude_nodes
+        and stored_weight(n)
+    ]
+    return result
+
+
+def _float_reason(
+    node: ir.Node,
+    rule,
+    allowed,
+    options: QuantOptions,
+    tensors: Mapping[str, str],
+    sizes: Mapping[str, float],
+    quantized: frozenset[str] | set[str] = frozenset(),
+) -> str | None:
+    """Why ``node`` can't (or shouldn't) be quantized, or None."""
+    if node.name in options.exclude_nodes:
+        return "excluded by name"
+    if node.op_type not in allowed:
+        return "op type not selected"
+    reason = rule.check(node)
+    if reason:
+        return reason
+    if rule.kind in (WEIGHTED, WEIGHT_ONLY):
+        weight = node.inputs[rule.weight]
+        if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
+            return "weight is not float"
+        if weight.const_value is None and (node.op_type != "MatMul" or rule.kind == WEIGHT_ONLY):
+            return "weight is not a constant"
+        if rule.kind == WEIGHT_ONLY:
+            return None
+        if node.name in options.weight_only_nodes:
+            return f"{SENSITIVE}: computes in float on int8-stored weights"
+        if options.skip_depthwise and is_depthwise(node):
+            return f"{FASTER_IN_FLOAT}: int8 depthwise conv is slower than float on this target"
+        macs = macs_per_output(node)
+        size = sizes.get(node.outputs[0].name)
+        if options.min_macs and macs and size and macs * size < options.min_macs:
+            return f"{FASTER_IN_FLOAT}: too small to gain from int8 ({int(macs * size)} MACs)"
+    inputs = activation_inputs(node, rule)
+    if any(
+        v is None or v.const_value is not None or v.dtype not in (ir.DataType.FLOAT, None)
+        for v in inputs
+    ):
+        return "an input is constant or not float"
+    if rule.kind != WEIGHTED and any(v.name not in tensors for v in inputs):
+        return "input is not quantized"
+    if rule.kind == COMPUTE and any(
+        v.producer() is not None and v.producer().name not in quantized for v in inputs
+    ):
+        return "an input comes from a float op"  # e.g. a residual Add reading a LayerNorm: keep it float
+    return None
+
+
+def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
+    """The inputs quantized as activations (a constant MatMul weight is a weight, not an activation)."""
+    if rule.kind == WEIGHTED:
+        weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
+        indices = (0,) if weight is None or weight.const_value is not None else (0, rule.weight)
+    else:
+        indices = range(len(node.inputs)) if rule.activations is None else rule.activations
+    return [node.inputs[i] if i < len(node.inputs) else None for i in indices]
+
+
+def _fold_activation(
+    node: ir.Node, options: QuantOptions, allowed, result: QuantPlan, outputs: set[str]
+) -> ir.Value:
+    """The value whose range closes ``node``: the output of a lone Relu/Clip that follows it, else its own."""
+    out = node.outputs[0]
+    users = list(out.uses())
+    if len(users) != 1 or out.name in outputs:
+        return out
+    act = users[0].node
+    bounds = FOLDABLE[act.op_type](act) if act.op_type in FOLDABLE and act.domain == "" else None
+    if (
+        bounds is None
+        or bounds[0] > 0.0
+        or act.op_type not in allowed
+        or act.name in options.exclude_nodes
+    ):
+        return out
+    result.folded[act.name] = node.name
+    if options.activation_type == "int8":
+        result.asymmetric.add(act.outputs[0].name)  # zero point at -128 lets ORT drop the Relu
+    return act.outputs[0]
+
+
+def _prune_unused(model: ir.Model, result: QuantPlan) -> None:
+    """Return to float the compute/shared nodes whose quantized output no quantized node reads."""
+    by_name = {n.name: n for n in model.graph}
+    closing = {owner: by_name[act] for act, owner in result.folded.items()}
+    kept = set(result.nodes)
+    for name in reversed(result.nodes):
+        node = by_name[name]
+        if RULES[node.op_type].kind in (WEIGHTED, WEIGHT_ONLY):
+            continue
+        outs = closing.get(name, node).outputs
+        if any(use.node.name in kept for v in outs for use in v.uses()):
+            continue
+        kept.discard(name)
+        result.floats[name] = "no quantized consumer"
+        for v in outs:
+            result.tensors.pop(v.name, None)
+        if name in closing:
+            del result.folded[closing[name].name]
+    result.nodes = [n for n in result.nodes if n in kept]

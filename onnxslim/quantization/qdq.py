@@ -1,0 +1,309 @@
+"""QDQ insertion: rewrite the graph as planned with QuantizeLinear / DequantizeLinear pairs, int8 weights
+and int32 biases, in the shape ORT fuses into integer kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
+from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, stored_weight
+from onnxslim.quantization.plan import QuantOptions, QuantPlan
+
+INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class QParams:
+    scale: np.ndarray  # float32, scalar or 1-D
+    zero_point: np.ndarray  # same shape, uint8 / int8 / int32
+    axis: int | None = None
+
+
+def activation_qparams(lo: float, hi: float, activation_type: str, symmetric: bool) -> QParams:
+    """Scale and zero point mapping ``[lo, hi]`` (which contains 0) onto uint8, or int8 (symmetric: zero
+    point 0 and range +-127; asymmetric: the full -128..127)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if activation_type == "int8" and symmetric:
+        t = max(-lo, hi)
+        scale = t / 127.0 if t > 0 else 1.0
+        return QParams(np.array(scale, np.float32), np.array(0, np.int8))
+    qmin, qmax, dtype = (0, 255, np.uint8) if activation_type == "uint8" else (-128, 127, np.int8)
+    scale = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
+    scale = np.float32(scale)
+    zero_point = int(np.clip(round(qmin - lo / float(scale)), qmin, qmax))
+    return QParams(np.array(scale, np.float32), np.array(zero_point, dtype))
+
+
+def quantize_weight(weight: np.ndarray, axis: int | None, bits: int) -> tuple[np.ndarray, QParams]:
+    """Symmetric int8 weights with ``bits`` of range (``|q| <= 2^(bits-1) - 1``), per channel on ``axis``."""
+    qmax = 2 ** (bits - 1) - 1
+    w = weight.astype(np.float32)
+    if axis is None:
+        amax = np.array(np.abs(w).max(), np.float32)
+    else:
+        axis = axis % w.ndim
+        amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis))
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    return _round_weight(w, scale, axis, qmax), QParams(scale, np.zeros(scale.shape, np.int8), axis)
+
+
+def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
+    return np.clip(np.round(w / _per_axis(scale, axis, w.ndim)), -qmax, qmax).astype(np.int8)
+
+
+def quantize_bias(
+    bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray, wq: QParams, bits: int
+):
+    """int32 bias with scale ``input_scale * weight_scale``. Channels whose bias would overflow int32 get a
+    larger weight scale (a per-tensor weight: its one scale) and requantized weights. Returns (bias_q,
+    bias_qparams, weight_q, weight_qparams)."""
+    w_scale = wq.scale.astype(np.float64)
+    need = np.abs(bias.astype(np.float64)) / (float(input_scale) * INT32_MAX)
+    if np.any(need > w_scale):
+        need = need * 1.0001 if wq.axis is not None else need.max() * 1.0001
+        wq = QParams(np.maximum(w_scale, need).astype(np.float32), wq.zero_point, wq.axis)
+    weight_q = _round_weight(weight.astype(np.float32), wq.scale, wq.axis, 2 ** (bits - 1) - 1)
+    scale = (float(input_scale) * wq.scale.astype(np.float64)).astype(np.float32)
+    bias_q = np.clip(np.round(bias / scale), -INT32_MAX, INT32_MAX).astype(np.int32)
+    bq = QParams(scale, np.zeros(scale.shape, np.int32), 0 if scale.ndim else None)
+    return bias_q, bq, weight_q, wq
+
+
+class QuantizePass(ir.passes.InPlacePass):
+    """Insert the Q/DQ pairs of ``plan`` with the given activation ``qparams`` (keyed by source tensor)."""
+
+    def __init__(
+        self,
+        plan: QuantPlan,
+        qparams: Mapping[str, QParams],
+        options: QuantOptions,
+        means: Mapping[str, np.ndarray] | None = None,
+    ):
+        super().__init__()
+        self.plan, self.qparams, self.options = plan, qparams, options
+        self.means = (
+            means or {}
+        )  # activation -> per-channel float means: bias correction for its readers
+        self.dequantized: dict[
+            str, str
+        ] = {}  # quantized tensor -> name of its DequantizeLinear output
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        missing = sorted(set(self.plan.observed) - set(self.qparams))
+        if missing:
+            raise OnnxSlimError(f"no calibration range for tensor(s) {', '.join(missing[:5])}")
+        builder = _Builder(graph)
+        values = _values_by_name(graph)
+        dq = {name: self.qparams[source] for name, source in self.plan.tensors.items()}
+        by_name = {n.name: n for n in graph}
+        for (
+            name
+        ) in self.plan.nodes:  # weights first: biases need the input scale, looked up by input name
+            node = by_name[name]
+            rule = RULES[node.op_type]
+            if rule.kind == WEIGHTED and node.inputs[rule.weight].const_value is not None:
+                self._quantize_weights(builder, node, rule, dq)
+        for name in self.plan.weight_only + [
+            n for n in self.plan.nodes if RULES[by_name[n].op_type].kind == WEIGHT_ONLY
+        ]:
+            self._store_weights(builder, by_name[name])
+        readers = set(self.plan.nodes)
+        quantized = readers | set(self.plan.folded)
+        for name, source in self.plan.tensors.items():
+            value = values[name]
+            # The output of a quantized node is read through DQ everywhere (its Q lets ORT fuse the node);
+            # a float op's output is dequantized only for quantized readers, the rest keep the exact value.
+            exact = value.producer() is None or value.producer().name not in quantized
+            self.dequantized[name] = builder.qdq(
+                value, source, self.qparams[source], readers if exact else None
+            )
+        graph.sort()
+        common.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, modified=bool(dq))
+
+    def _store_weights(self, builder: _Builder, node: ir.Node) -> None:
+        """Int8 weights for a node that computes in float: Cast + Mul, which ORT folds back to a float
+        initializer at session load (so its kernels still pre-pack the weights), unlike DequantizeLinear."""
+        index, axis = stored_weight(node)
+        weight = node.inputs[index]
+        w = weight.const_value.numpy()
+        wq_array, wq = quantize_weight(w, axis if self.options.per_channel else None, 8)
+        rule = RULES[node.op_type]
+        if node.inputs[0].name in self.means and rule.bias is not None:
+            bias = self._float_bias(node, rule, w, dequantize(wq_array, wq))
+            if bias is not None:
+                _set_input(node, rule.bias, builder.constant(f"{node.name}_bias", bias))
+        node.replace_input_with(index, builder.scaled_constant(f"{node.name}_weight", wq_array, wq))
+
+    def _quantize_weights(
+        self, builder: _Builder, node: ir.Node, rule, dq: Mapping[str, QParams]
+    ) -> None:
+        weight = node.inputs[rule.weight]
+        w = weight.const_value.numpy()
+        axis = rule.weight_axis(node) if self.options.per_channel else None
+        bits = self.options.weight_bits
+        wq_array, wq = quantize_weight(w, axis, bits)
+        bias = (
+            self._float_bias(node, rule, w, dequantize(wq_array, wq))
+            if rule.bias is not None
+            else None
+        )
+        if bias is not None:
+            bias_q, bq, wq_array, wq = quantize_bias(
+                bias, dq[node.inputs[0].name].scale, w, wq, bits
+            )
+            _set_input(
+                node, rule.bias, builder.dequantized_constant(f"{node.name}_bias", bias_q, bq)
+            )
+        node.replace_input_with(
+            rule.weight,
+            builder.dequantized_constant(
+                f"{node.name}_weight", wq_array, wq, rule.weight_zero_point
+            ),
+        )
+
+    def _float_bias(
+        self, node: ir.Node, rule, weight: np.ndarray, dequantized: np.ndarray
+    ) -> np.ndarray | None:
+        """The node's constant bias, corrected for the weight error when the input's channel means are
+        known (a zero bias is added then if there was none); None when there is no constant bias to write."""
+        bias = node.inputs[rule.bias] if len(node.inputs) > rule.bias else None
+        if bias is not None and bias.const_value is None:
+            return None
+        b = None if bias is None else bias.const_value.numpy().astype(np.float64)
+        mean = self.means.get(node.inputs[0].name)
+        if mean is not None and input_channel_axis(node) is not None:
+            b = corrected_bias(node, b, weight, dequantized, mean)
+        return b
+
+
+def _set_input(node: ir.Node, index: int, value: ir.Value) -> None:
+    if len(node.inputs) <= index:
+        node.resize_inputs(index + 1)
+    node.replace_input_with(index, value)
+
+
+def dequantize(array: np.ndarray, qp: QParams) -> np.ndarray:
+    """The float values of a symmetric quantized weight."""
+    return array.astype(np.float32) * _per_axis(qp.scale, qp.axis, array.ndim)
+
+
+def _per_axis(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
+    return (
+        scale
+        if axis is None
+        else scale.reshape([-1 if i == axis % ndim else 1 for i in range(ndim)])
+    )
+
+
+def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    values = {v.name: v for v in graph.inputs}
+    values.update({v.name: v for n in graph for v in n.outputs})
+    return values
+
+
+class _Builder:
+    """Creates the Q/DQ nodes and constants of one graph, sharing scale/zero-point initializers by source."""
+
+    def __init__(self, graph: ir.Graph):
+        self.graph = graph
+        self._params: dict[str, tuple[ir.Value, ir.Value]] = {}
+        self._taken = set(graph.initializers) | set(_values_by_name(graph))
+
+    def _name(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._taken:
+            name, i = f"{base}_{i}", i + 1
+        self._taken.add(name)
+        return name
+
+    def _initializer(self, base: str, array: np.ndarray) -> ir.Value:
+        name = self._name(base)
+        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        self.graph.register_initializer(value)
+        return value
+
+    def _scale_zp(self, key: str, qp: QParams) -> tuple[ir.Value, ir.Value]:
+        if key not in self._params:
+            self._params[key] = (
+                self._initializer(f"{key}_scale", qp.scale),
+                self._initializer(f"{key}_zero_point", qp.zero_point),
+            )
+        return self._params[key]
+
+    def qdq(self, value: ir.Value, source: str, qp: QParams, readers: set[str] | None) -> str:
+        """Route the ``readers`` of ``value`` (None: all) through QuantizeLinear -> DequantizeLinear; other
+        readers keep the exact value. Returns the DQ output's name."""
+        scale, zp = self._scale_zp(source, qp)
+        dq_out = ir.Value(
+            name=self._name(f"{value.name}_dequantized"), shape=value.shape, type=value.type
+        )
+        for use in list(value.uses()):
+            if readers is None or use.node.name in readers:
+                use.node.replace_input_with(use.idx, dq_out)
+        q = ir.node(
+            "QuantizeLinear", [value, scale, zp], name=self._name(f"{value.name}_QuantizeLinear")
+        )
+        q.outputs[0].name = self._name(f"{value.name}_quantized")
+        q.outputs[0].dtype = ir.DataType(ir.tensor(qp.zero_point).dtype)
+        q.outputs[0].shape = value.shape
+        dq = ir.node(
+            "DequantizeLinear",
+            [q.outputs[0], scale, zp],
+            name=self._name(f"{value.name}_DequantizeLinear"),
+            outputs=[dq_out],
+        )
+        self.graph.extend([q, dq])
+        return dq_out.name
+
+    def constant(self, base: str, array: np.ndarray) -> ir.Value:
+        """A new float32 initializer."""
+        return self._initializer(base, array.astype(np.float32))
+
+    def scaled_constant(self, base: str, array: np.ndarray, qp: QParams) -> ir.Value:
+        """``Cast(array) * scale``: a constant stored quantized that ORT's constant folding restores."""
+        q = self._initializer(f"{base}_quantized", array)
+        scale_value = self._initializer(
+            f"{base}_scale", _per_axis(qp.scale, qp.axis, array.ndim).astype(np.float32)
+        )
+        cast = ir.node(
+            "Cast", [q], attributes={"to": ir.DataType.FLOAT}, name=self._name(f"{base}_Cast")
+        )
+        cast.outputs[0].name = self._name(f"{base}_cast")
+        mul = ir.node("Mul", [cast.outputs[0], scale_value], name=self._name(f"{base}_Mul"))
+        self.graph.extend([cast, mul])
+        return self._float_output(mul, base, array.shape)
+
+    def dequantized_constant(
+        self, base: str, array: np.ndarray, qp: QParams, zero_point: bool = False
+    ) -> ir.Value:
+        """A constant stored quantized, read through DequantizeLinear (per axis when ``qp.axis`` is set);
+        a zero zero point is left out (the default) unless ``zero_point``."""
+        q = self._initializer(f"{base}_quantized", array)
+        inputs = [q, self._initializer(f"{base}_scale", qp.scale)]
+        if zero_point or np.any(qp.zero_point):
+            inputs.append(self._initializer(f"{base}_zero_point", qp.zero_point))
+        attrs = {"axis": qp.axis} if qp.axis is not None else {}
+        dq = ir.node(
+            "DequantizeLinear",
+            inputs,
+            attributes=attrs,
+            name=self._name(f"{base}_DequantizeLinear"),
+        )
+        self.graph.extend([dq])
+        return self._float_output(dq, base, array.shape)
+
+    def _float_output(self, node: ir.Node, base: str, shape) -> ir.Value:
+        out = node.outputs[0]
+        out.name, out.dtype, out.shape = (
+            self._name(f"{base}_dequantized"),
+            ir.DataType.FLOAT,
+            ir.Shape(shape),
+        )
+        return out

@@ -1,0 +1,134 @@
+"""Accuracy recovery: rank quantized nodes by the noise each adds and return the fewest to float until a
+drift budget holds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.drift import Budget, compare_outputs
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
+from onnxslim.quantization.plan import activation_inputs
+
+
+def fall_back(
+    builder: QuantBuilder,
+    quantized: ir.Model,
+    info: BuildInfo,
+    samples,
+    ref_outputs,
+    budget: Budget,
+):
+    """Return the most sensitive nodes to float, fewest first (doubling, then bisecting), until the
+    budget holds: computing in float on int8-stored weights (the file stays small), or entirely in float
+    when that never meets the budget. Returns (model, info, drift, violations, fallback list)."""
+    ranked = sensitivity(builder, quantized, info, samples)
+    names = [name for name, _ in ranked]
+    by_name = {n.name: n for n in builder.model.graph}
+    int8_compute = {
+        n
+        for n in info.plan.nodes
+        if RULES[builder.op_types[n]].kind == WEIGHTED
+        and by_name[n].inputs[RULES[builder.op_types[n]].weight].const_value is not None
+    }
+    for keep_weights in (True, False) if int8_compute & set(names) else (False,):
+        results: dict[int, tuple] = {}
+
+        def attempt(k: int) -> bool:
+            """Whether the ``k`` worst nodes in float still miss the budget."""
+            if k not in results:
+                stored = [n for n in names[:k] if keep_weights and n in int8_compute]
+                model, inf = builder.build(
+                    exclude=[n for n in names[:k] if n not in stored], weight_only=stored
+                )
+                drift = compare_outputs(ref_outputs, run_samples(model, samples))
+                results[k] = (model, inf, drift, budget.check(drift))
+            return bool(results[k][3])
+
+        k = fewest_passing(len(names), attempt)
+        model, inf, drift, violations = results[k]
+        if not violations:
+            break
+    fallback = (
+        [
+            {
+                "node": name,
+                "op": builder.op_types[name],
+                "noise_db": noise,
+                "reason": "over the drift budget",
+                "int8_weights": keep_weights and name in int8_compute,
+            }
+            for name, noise in ranked[:k]
+        ]
+        if not violations
+        else []
+    )
+    for item in fallback:
+        stored = "; computes in float on int8-stored weights" if item["int8_weights"] else ""
+        inf.kept_float[item["node"]] = (
+            f"sensitive: int8 makes its output {-item['noise_db']:.1f} dB noisier "
+            f"than its inputs{stored}"
+        )
+    return model, inf, drift, violations, fallback
+
+
+def sensitivity(
+    builder: QuantBuilder, quantized: ir.Model, info: BuildInfo, samples
+) -> list[tuple[str, float]]:
+    """Quantized nodes ranked worst first by the noise each adds: the SNR (dB) of its output in the
+    quantized model against the float model, minus that of its noisiest input (lower = worse)."""
+    pairs = {}  # node -> (output name, [input names]) in the float model
+    by_name = {n.name: n for n in builder.model.graph}
+    closing = {owner: act for act, owner in info.plan.folded.items()}
+    for name in [*info.plan.nodes, *info.plan.weight_only]:
+        node = by_name[name]
+        rule = RULES[node.op_type]
+        if rule.kind == SHARED and node.op_type not in STORED_TABLES:
+            continue
+        out = by_name[closing[name]].outputs[0].name if name in closing else node.outputs[0].name
+        ins = activation_inputs(node, rule)
+        pairs[name] = (out, [v.name for v in ins if v is not None and v.const_value is None])
+    seen = {t for out, ins in pairs.values() for t in [out, *ins]}
+    quant_name = {t: info.dequantized.get(t, t) for t in seen}
+    names = sorted(seen)
+    float_vals = run_samples(builder.proto, samples, names, int8=False)
+    quant_vals = [
+        dict(zip(names, q.values()))
+        for q in run_samples(quantized, samples, [quant_name[t] for t in names])
+    ]
+    snr = {}
+    for t in names:
+        signal = sum(float(np.sum(f[t].astype(np.float64) ** 2)) for f in float_vals)
+        noise = sum(
+            float(np.sum((f[t].astype(np.float64) - q[t]) ** 2))
+            for f, q in zip(float_vals, quant_vals)
+        )
+        snr[t] = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else 200.0
+    scores = []
+    for name, (out, ins) in pairs.items():
+        if out not in snr:
+            continue
+        worst_in = min((snr[i] for i in ins if i in snr), default=200.0)
+        scores.append((name, snr[out] - min(worst_in, 200.0)))
+    scores.sort(key=lambda item: item[1])
+    return scores
+
+
+def fewest_passing(n: int, fails) -> int:
+    """The smallest ``k`` in 1..n with ``fails(k)`` False (doubling, then bisecting; assumes more is
+    better), or ``n`` when even that fails."""
+    lo, hi = 0, 1
+    while hi < n and fails(hi):
+        lo, hi = hi, min(2 * hi, n)
+    if fails(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi

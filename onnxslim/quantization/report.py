@@ -1,0 +1,54 @@
+"""What INT8 quantization did and measured."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from onnxslim.drift import Drift
+
+
+@dataclasses.dataclass
+class QuantizeReport:
+    """What quantization did and measured; ``to_dict`` is JSON-able, ``render`` prints rich tables."""
+
+    target: str
+    target_reason: str
+    method: str
+    activation_type: str
+    weight_bits: int
+    per_channel: bool
+    calibration_samples: int
+    eval_samples: int
+    nodes_before: int
+    nodes_after: int
+    size_before: int
+    size_after: int
+    quantized: dict[str, int]
+    kept_float: dict[str, str]
+    fallback: list[dict]
+    drift: dict[str, Drift]
+    budget: str | None
+    violations: list[str]
+    latency_float_ms: float | None = None
+    latency_int8_ms: float | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    equalized_pairs: int = 0  # Conv pairs rescaled by cross-layer equalization
+    bias_correction: bool = False
+
+    @property
+    def speedup(self) -> float | None:
+        if not self.latency_float_ms or not self.latency_int8_ms:
+            return None
+        return self.latency_float_ms / self.latency_int8_ms
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["drift"] = {name: d.to_dict() for name, d in self.drift.items()}
+        out["speedup"] = self.speedup
+        return out
+
+    def render(self, console=None) -> str:
+        """Print the report's tables on `console`; without one, return them as plain text."""
+        from onnxslim.render import tables
+
+        return tables.show(tables.quantize_report(self), console)

@@ -1,0 +1,45 @@
+"""Deployment CPU profiles for INT8: which weight range and which integer kernels pay off where."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from onnxslim.cpu import CpuInfo, cpu_info
+from onnxslim.errors import OnnxSlimError
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Deployment CPU profile: weight range and which int8 kernels pay off there."""
+
+    name: str
+    weight_bits: int
+    skip_depthwise: bool
+    note: str
+
+
+TARGETS = {
+    "avx2": Target(
+        "avx2", 7, True, "x86 without VNNI: 7-bit weights keep u8s8 products from saturating"
+    ),
+    "vnni": Target("vnni", 8, True, "x86 with VNNI: full 8-bit weights"),
+    "arm": Target("arm", 8, False, "ARM: full 8-bit weights, int8 depthwise kernels"),
+}
+#: What `target` accepts: "auto" (this CPU) or a profile name.
+CHOICES = ("auto", *TARGETS)
+
+
+def resolve_target(target: str, cpu: CpuInfo | None = None) -> tuple[Target, str]:
+    """The profile for ``target`` ("auto" detects this CPU) and a sentence on how it was chosen."""
+    if target != "auto":
+        if target not in TARGETS:
+            raise OnnxSlimError(f"unknown target {target!r}: choose {', '.join(CHOICES)}")
+        return TARGETS[target], f"{target} (given)"
+    cpu = cpu or cpu_info()
+    arch = cpu.arch.lower()
+    if arch.startswith(("arm", "aarch")):
+        name = "arm"
+    else:
+        name = "vnni" if cpu.flags.get("vnni") else "avx2"
+    features = ", ".join(cpu.features) or "no ISA flags found"
+    return TARGETS[name], f"{name} (detected: {cpu.model}; {features})"

@@ -1,0 +1,24 @@
+"""How figures read in every report: bytes, numbers, non-finite values."""
+
+from __future__ import annotations
+
+import math
+
+
+def human_bytes(count: int | None) -> str:
+    """A byte count in B, KiB, MiB or GiB; "-" when unknown."""
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GiB"
+
+
+def number(value: float | None, spec: str = ".3g") -> str:
+    """A figure for a table: "-" when missing, inf/nan spelled out."""
+    if value is None:
+        return "-"
+    return str(value) if not math.isfinite(value) else format(value, spec)

@@ -1,0 +1,282 @@
+"""Every report as rich tables for the terminal: optimize (before/after), bench, INT8."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from onnxslim.drift import Drift
+from onnxslim.render.format import human_bytes, number
+
+if TYPE_CHECKING:
+    from onnxslim.bench import BenchReport
+    from onnxslim.model.stats import ModelStats
+    from onnxslim.quantization.report import QuantizeReport
+
+MODEL_COLUMNS = [
+    "Model",
+    "Size",
+    "xSize",
+    "Nodes",
+    "Load",
+    "Median",
+    "p90",
+    "Mean",
+    "Min",
+    "Speedup",
+    "Runs/s",
+    "Mem MB",
+    "Min cos",
+]
+DRIFT_COLUMNS = ["Model", "Output", "Max abs", "Mean abs", "Cosine", "SNR dB", "Top-1", "Note"]
+CAPTION = "times in ms (Load = session creation); Mem = peak RSS growth of a fresh process running the model"
+TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op"})
+WIDE_TABLE = (
+    94  # plus the longest model name: narrower consoles get the table without mean, min and runs/s
+)
+
+
+def show(renderables: Iterable[RenderableType], console: Console | None = None) -> str:
+    """Print `renderables` on `console`; without one, return them as plain text."""
+    if console is not None:
+        for item in renderables:
+            console.print(item)
+        return ""
+    console = Console(record=True, width=120, file=_Discard())
+    for item in renderables:
+        console.print(item)
+    return console.export_text()
+
+
+class _Discard:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def plain(line: str, style: str | None = None) -> Text:
+    """A line printed as it is (no markup, no highlighting)."""
+    return Text(line, style=style)
+
+
+def grid(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None
+) -> Table:
+    """A compact table; cells are plain text, text columns left-aligned."""
+    table = Table(
+        title=title,
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in TEXT_COLUMNS else "right")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def _change(before: int | None, after: int | None) -> str:
+    if before is None or after is None or before == after:
+        return ""
+    percent = f" ({(after - before) / before:+.1%})" if before else ""
+    return f"{after - before:+,}{percent}"
+
+
+def comparison(before: ModelStats, after: ModelStats, title: str) -> Table:
+    """The optimize report: op counts by type, then totals (nodes, parameters, weights, file size)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("change", justify="right")
+    ops = sorted(
+        set(before.op_counts) | set(after.op_counts),
+        key=lambda op: (-before.op_counts.get(op, 0), op),
+    )
+    for op in ops:
+        old, new = before.op_counts.get(op, 0), after.op_counts.get(op, 0)
+        table.add_row(
+            op, str(old), str(new), _change(old, new), style=None if old != new else "dim"
+        )
+    table.add_section()
+    table.add_row(
+        "nodes",
+        f"{before.nodes:,}",
+        f"{after.nodes:,}",
+        _change(before.nodes, after.nodes),
+        style="bold",
+    )
+    table.add_row(
+        "parameters",
+        f"{before.parameters:,}",
+        f"{after.parameters:,}",
+        _change(before.parameters, after.parameters),
+    )
+    table.add_row(
+        "weights",
+        human_bytes(before.weight_bytes),
+        human_bytes(after.weight_bytes),
+        _change(before.weight_bytes, after.weight_bytes),
+    )
+    table.add_row(
+        "file size",
+        human_bytes(before.file_bytes),
+        human_bytes(after.file_bytes),
+        _change(before.file_bytes, after.file_bytes),
+    )
+    return table
+
+
+def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
+    """One row per (model, output): errors, cosine, SNR, top-1 agreement and a note."""
+    rows = []
+    for model, drift in drifts.items():
+        for d in drift.values():
+            note = d.mismatch or ""
+            if d.nonfinite_mismatches:
+                note = f"{d.nonfinite_mismatches} NaN/Inf differ"
+            elif d.exact_match is not None:
+                note = "exact" if d.exact_match else "not exact"
+            rows.append(
+                [
+                    model,
+                    d.name,
+                    number(d.max_abs),
+                    number(d.mean_abs),
+                    number(d.cosine, ".6f"),
+                    number(d.snr_db, ".1f"),
+                    number(d.top1_agreement, ".4f"),
+                    note,
+                ]
+            )
+    return rows
+
+
+def bench_header(report: BenchReport) -> list[str]:
+    """CPU, runtime and settings of a benchmark, then its notes."""
+    cpu = report.cpu
+    arm = cpu.arch.lower().startswith(("arm", "aarch"))
+    labels = (
+        [("neon", "NEON")] if arm else [("avx2", "AVX2"), ("avx512", "AVX-512"), ("vnni", "VNNI")]
+    )
+    isa = ", ".join(f"{label} {'yes' if cpu.flags.get(key) else 'no'}" for key, label in labels)
+    inputs = f"{report.samples} {'random' if report.random_inputs else 'given'} sample(s)"
+    return [
+        f"CPU: {cpu.model} ({cpu.arch}); {isa}",
+        f"onnxruntime {report.ort_version}; {report.threads} intra-op thread(s); ORT optimization level: "
+        f"{report.ort_opt_level}; {report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
+        *(f"note: {note}" for note in report.notes),
+    ]
+
+
+def bench_model_rows(report: BenchReport) -> list[list[str]]:
+    """One row per model, in MODEL_COLUMNS order."""
+    rows = []
+    for index, m in enumerate(report.models):
+        rows.append(
+            [
+                m.name,
+                human_bytes(m.file_size),
+                "ref" if index == 0 else f"{report.size_ratio(m):.2f}x",
+                str(m.nodes),
+                f"{m.session_ms:.1f}",
+                f"{m.latency.median:.3f}",
+                f"{m.latency.p90:.3f}",
+                f"{m.latency.mean:.3f}",
+                f"{m.latency.min:.3f}",
+                "ref" if index == 0 else f"{report.speedup(m):.2f}x",
+                f"{m.throughput:.1f}" if m.throughput < 1000 else f"{m.throughput:.0f}",
+                "-" if m.peak_memory_mb is None else f"{m.peak_memory_mb:.1f}",
+                _worst(m.drift),
+            ]
+        )
+    return rows
+
+
+def bench_drifts(report: BenchReport) -> dict[str, Mapping[str, Drift]]:
+    """Drift of every model but the reference, by model name."""
+    return {m.name: m.drift for m in report.models[1:]}
+
+
+def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
+    """The header, the per-model table and the per-output drift table for a console `width` wide."""
+    items: list[RenderableType] = [
+        plain(line, "yellow" if line.startswith("note:") else None) for line in bench_header(report)
+    ]
+    narrow = width < WIDE_TABLE + max(len(m.name) for m in report.models)
+    keep = [
+        i for i, c in enumerate(MODEL_COLUMNS) if not (narrow and c in ("Mean", "Min", "Runs/s"))
+    ]
+    caption = CAPTION + ("; mean/min latency and runs/s: see --json/--html" if narrow else "")
+    rows = [[row[i] for i in keep] for row in bench_model_rows(report)]
+    items.append(
+        grid("Benchmark (reference: first model)", [MODEL_COLUMNS[i] for i in keep], rows, caption)
+    )
+    if len(report.models) > 1:
+        items.append(
+            grid("Output drift vs reference", DRIFT_COLUMNS, drift_rows(bench_drifts(report)))
+        )
+    return items
+
+
+def _worst(drift: Mapping[str, Drift] | None) -> str:
+    """A model's lowest cosine over its outputs, or MISMATCH (shape, missing output, NaN/Inf)."""
+    if drift is None:
+        return "ref"
+    if any(d.mismatch or d.nonfinite_mismatches for d in drift.values()):
+        return "MISMATCH"
+    cosines = [d.cosine for d in drift.values() if d.cosine is not None]
+    return f"{min(cosines):.6f}" if cosines else "-"
+
+
+def quantize_report(report: QuantizeReport) -> list[RenderableType]:
+    """Size, nodes, latency and quantized ops; the settings; drift on held-out samples; the fallback."""
+    table = Table(title="INT8 quantization", show_header=True)
+    table.add_column("")
+    table.add_column("float", justify="right")
+    table.add_column("int8", justify="right")
+    table.add_row("size", human_bytes(report.size_before), human_bytes(report.size_after))
+    table.add_row("nodes", str(report.nodes_before), str(report.nodes_after))
+    if report.speedup is not None:
+        table.add_row(
+            "latency (median, 1 thread)",
+            f"{report.latency_float_ms:.2f} ms",
+            f"{report.latency_int8_ms:.2f} ms ({report.speedup:.2f}x)",
+        )
+    table.add_row(
+        "quantized nodes", "", ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
+    )
+    settings = (
+        f"target {report.target_reason}; method {report.method}; activations {report.activation_type}; "
+        f"weights {report.weight_bits}-bit {'per channel' if report.per_channel else 'per tensor'}; "
+        f"{report.calibration_samples} calibration / {report.eval_samples} held-out samples; "
+        f"cross-layer equalization on {report.equalized_pairs} conv pairs; "
+        f"bias correction {'on' if report.bias_correction else 'off'}"
+    )
+    items: list[RenderableType] = [table, plain(settings)]
+    items.append(
+        grid("drift on held-out samples", DRIFT_COLUMNS, drift_rows({"int8": report.drift}))
+    )
+    if report.fallback:
+        rows = [
+            [item["node"], item["op"], number(item["noise_db"], ".1f")] for item in report.fallback
+        ]
+        items.append(
+            grid(
+                f"returned to float to meet {report.budget}",
+                ["Node", "Op", "Added noise (dB below signal)"],
+                rows,
+            )
+        )
+    items += [plain(line) for line in report.violations + report.notes]
+    return items
