@@ -6,7 +6,9 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import onnx
@@ -15,8 +17,9 @@ import onnx_ir.passes.common as common
 
 from onnxslim import verify
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
-from onnxslim.model import io
+from onnxslim.model import io, opset
 from onnxslim.model.external import onnx_c_api_view, release_external_data
+from onnxslim.model.graph import MIN_OPSET, default_opset
 from onnxslim.model.stats import ModelStats, model_stats
 from onnxslim.passes.pipeline import run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
@@ -39,6 +42,7 @@ class OptimizeResult:
     checked: bool = False
     #: Why the ORT check did not run although it was asked for (e.g. custom-domain ops ORT cannot load).
     check_skipped: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -49,6 +53,7 @@ class OptimizeResult:
             "passes_applied": self.applied,
             "checked": self.checked,
             "check_skipped": self.check_skipped,
+            "notes": self.notes,
         }
 
 
@@ -70,48 +75,71 @@ def _checker(model: ir.Model, input_error: str | None = None) -> None:
         raise CheckFailedError(f"the optimized model fails the onnx checker: {error}")
 
 
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """How `optimize` runs.
+
+    `skip`: pass names to leave out (see `onnxslim.passes.registry.REGISTRY`); `size_threshold`: most
+    bytes constant folding may add per folded tensor (default 1 MiB); `inline_functions`: inline
+    model-local functions first; `target_opset`: convert the default opset first (models below opset
+    7 are converted to 7 anyway); `check`: compare the outputs of the original and the result on
+    ONNX Runtime (CheckFailedError on a mismatch); `check_inputs`: samples for it (default: inputs
+    synthesized from the model), `shapes`: dims for dynamic inputs; `require_check`: a model that
+    cannot be checked (ORT cannot run the original, an input cannot be fed) is an error instead of
+    a "not checked" result.
+    """
+
+    skip: tuple[str, ...] = ()
+    size_threshold: int | None = None
+    inline_functions: bool = False
+    target_opset: int | None = None
+    check: bool = True
+    check_inputs: Sequence[dict[str, np.ndarray]] | None = None
+    shapes: Mapping[str, tuple[int, ...]] | None = None
+    require_check: bool = False
+
+
 def optimize_with_report(
     model: ModelLike,
+    options: OptimizeOptions = OptimizeOptions(),
     *,
-    skip: Iterable[str] = (),
-    size_threshold: int | None = None,
-    check: bool = True,
-    check_inputs: Sequence[dict[str, np.ndarray]] | None = None,
-    shapes: dict[str, tuple[int, ...]] | None = None,
-    inline_functions: bool = False,
     on_pass: Callable[[str], None] | None = None,
     source: str | os.PathLike | None = None,
 ) -> OptimizeResult:
     """Optimize losslessly and report before/after statistics; see `optimize`.
 
     `source` is the file an `onnx_ir.Model` given as `model` was just loaded from, unchanged: the
-    check then runs that file as the original instead of saving a copy.
+    check then runs that file as the original instead of saving a copy. `on_pass(name)` is called
+    as each pass starts.
     """
     started = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         source = model
     ir_model = io.to_ir(model)
     before = model_stats(ir_model, source)
-    options = PassOptions() if size_threshold is None else PassOptions(size_threshold)
-    specs = selected_passes(skip)
-    skipped_check = None
+    pass_options = PassOptions() if options.size_threshold is None else PassOptions(options.size_threshold)
+    specs = selected_passes(options.skip)
+    notes: list[str] = []
+    not_checked = None
     # The original as ORT loads it: its file, or a copy saved now, before the in-place passes change it.
     with verify.model_file(source or model) as reference, io.quiet_library_logs():
-        if inline_functions and ir_model.functions:
+        ir_model, note = _convert_opset(ir_model, options.target_opset)
+        notes += [note] if note else []
+        if options.inline_functions and ir_model.functions:
             if on_pass:
                 on_pass("inline-functions")
             common.InlinePass()(ir_model)
             common.RemoveUnusedOpsetsPass()(ir_model)
         declared = _interface(ir_model)
         input_error = _checker_error(ir_model)
-        rounds, applied = run_passes(ir_model, specs, options, on_pass)
+        rounds, applied = run_passes(ir_model, specs, pass_options, on_pass)
         _restore_interface(ir_model, declared)
         _checker(ir_model, input_error)
-        if check:
+        if options.check:
             if on_pass:
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
-            skipped_check = _check(reference, ir_model, check_inputs, shapes)
+            not_checked = _check(reference, ir_model, options)
     return OptimizeResult(
         model=ir_model,
         before=before,
@@ -119,9 +147,21 @@ def optimize_with_report(
         seconds=time.perf_counter() - started,
         rounds=rounds,
         applied={name: count for name, count in applied.items() if count},
-        checked=check and skipped_check is None,
-        check_skipped=skipped_check,
+        checked=options.check and not_checked is None,
+        check_skipped=not_checked,
+        notes=notes,
     )
+
+
+def _convert_opset(model: ir.Model, target: int | None) -> tuple[ir.Model, str | None]:
+    """The model at `target` opset, or at MIN_OPSET when older; and a note saying so (None: as given)."""
+    current = default_opset(model.opset_imports)
+    if target is None and (current is None or current >= MIN_OPSET):
+        return model, None
+    target = target or MIN_OPSET
+    if target == current:
+        return model, None
+    return opset.convert(model, target), f"converted from opset {current} to {target}"
 
 
 def _interface(model: ir.Model) -> tuple[dict[str, tuple], list[tuple]]:
@@ -156,49 +196,59 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
 ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
-def _check(reference, ir_model: ir.Model, check_inputs, shapes) -> str | None:
-    """Compare on ORT; returns why the check could not run when the original uses ops ORT does not have."""
+def _check(reference, model: ir.Model, options: OptimizeOptions) -> str | None:
+    """Compare on ORT; returns why the check could not run (None: it ran and passed).
+
+    A check that cannot run (custom ops ORT lacks, inputs ORT refuses or we cannot feed) is an error
+    only with `require_check`; otherwise the result says "not checked" and why, and a warning says so.
+    """
     try:
-        verify.check(reference, ir_model, check_inputs, shapes)
-    except verify.OriginalNotRunnable:
-        local = {domain for domain, _, _ in ir_model.functions}
-        custom = sorted(
-            {
-                node.domain
-                for node in ir.traversal.RecursiveGraphIterator(ir_model.graph)
-                if node.domain not in ORT_DOMAINS and node.domain not in local
-            }
-        )
-        if not custom:
-            raise
-        return f"the original model does not run on ONNX Runtime (custom domain {', '.join(map(repr, custom))})"
-    return None
+        verify.check(reference, model, options.check_inputs, options.shapes)
+    except verify.NotCheckable as err:
+        reason = str(err)
+        custom = _custom_domains(model)
+        if custom:
+            reason = f"the original model does not run on ONNX Runtime (custom domain {', '.join(custom)})"
+    else:
+        return None
+    if options.require_check:
+        raise CheckFailedError(f"not checked: {reason}")
+    warnings.warn(f"onnxslim: not checked: {reason}; pass check inputs to verify", stacklevel=3)
+    return reason
 
 
-def optimize(
-    model: ModelLike,
-    *,
-    skip: Iterable[str] = (),
-    size_threshold: int | None = None,
-    check: bool = True,
-    inline_functions: bool = False,
-) -> ir.Model:
+def _custom_domains(model: ir.Model) -> list[str]:
+    """Domains of the model's nodes that ONNX Runtime does not implement (quoted), model-local ones aside."""
+    local = {domain for domain, _, _ in model.functions}
+    domains = {
+        node.domain
+        for node in ir.traversal.RecursiveGraphIterator(model.graph)
+        if node.domain not in ORT_DOMAINS and node.domain not in local
+    }
+    return [repr(domain) for domain in sorted(domains)]
+
+
+def optimize(model: ModelLike, **options) -> ir.Model:
     """Optimize a model losslessly: prune, fold, fuse to a fixed point, then verify on ONNX Runtime.
 
     `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in place).
-    `skip` names passes to leave out (see `onnxslim.passes.REGISTRY`); `size_threshold` is the
-    most bytes constant folding may add per folded tensor (default 1 MiB); `check` compares the
-    outputs of the original and the result on ONNX Runtime and raises CheckFailedError on a mismatch
-    (models with custom-domain ops ORT cannot load are not checked); `inline_functions` inlines
-    model-local functions first (by default they are kept and optimized in place).
+    `options` are the fields of OptimizeOptions (skip, size_threshold, inline_functions, target_opset,
+    check, check_inputs, shapes, require_check). A model that cannot be checked comes back with a
+    warning ("not checked: ..."), or raises CheckFailedError with `require_check=True`.
     """
-    return optimize_with_report(
-        model,
-        skip=skip,
-        size_threshold=size_threshold,
-        check=check,
-        inline_functions=inline_functions,
-    ).model
+    return optimize_with_report(model, make_options(**options)).model
+
+
+def make_options(**options) -> OptimizeOptions:
+    """OptimizeOptions from keyword arguments; an unknown name is a user error naming the known ones."""
+    known = {field.name for field in fields(OptimizeOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise OnnxSlimError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if isinstance(options.get("skip"), str):
+        options["skip"] = (options["skip"],)
+    options["skip"] = tuple(options.get("skip", ()))
+    return OptimizeOptions(**options)
 
 
 def save(

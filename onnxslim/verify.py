@@ -26,8 +26,8 @@ TOLERANCES = {
 }
 
 
-class OriginalNotRunnable(OnnxSlimError):
-    """The original model does not load or run in ONNX Runtime, so there is nothing to compare with."""
+class NotCheckable(OnnxSlimError):
+    """No comparison possible: the original does not run in ONNX Runtime, or its inputs cannot be fed."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,12 @@ def compare(
     """Run both models on the same inputs (random ones by default) and list the outputs that differ."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     with model_file(original) as original_path:
-        reference = Session(original_path, what="the original model", error=OriginalNotRunnable)
+        reference = Session(original_path, what="the original model", error=NotCheckable)
         if samples is None:
-            samples = [random_inputs(input_specs(reference.session), shapes=shapes, seed=0)]
+            try:
+                samples = [random_inputs(input_specs(reference.session), shapes=shapes, seed=0)]
+            except OnnxSlimError as err:
+                raise NotCheckable(str(err)) from err
         names = reference.output_names
         expected = [reference.run(feed) for feed in samples]
         del reference

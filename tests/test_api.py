@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import os
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from onnx import TensorProto, helper
 from onnx.external_data_helper import set_external_data
 
 import onnxslim
+import onnxslim.optimizer
 from onnxslim.passes import registry as passes
 
 N = helper.make_node
@@ -234,3 +237,18 @@ def test_io_to_proto_reads_external_tensors_in(tmp_path, monkeypatch):
     x = {"x": np.ones((2, 16), np.float32)}
     np.testing.assert_allclose(run(proto, x)[0], run(path, x)[0], rtol=1e-5)
     assert isinstance(next(iter(model.graph.initializers.values())).const_value, ir.ExternalTensor)
+
+
+@pytest.mark.parametrize("opset", range(1, 7))
+def test_models_below_opset_7_are_converted(opset):
+    model = make_model(
+        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], opset=opset, ir_version=3
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = onnxslim.optimizer.optimize_with_report(model)
+    assert result.notes == [f"converted from opset {opset} to 7"]
+    # ORT has no kernel for some opset-1 ops: then the result says so, with a warning
+    assert result.checked or "does not load in ONNX Runtime" in result.check_skipped
+    assert bool(caught) != result.checked
+    assert result.model.opset_imports[""] == 7

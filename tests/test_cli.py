@@ -273,18 +273,10 @@ def _bad_input(kind: str, folder: Path) -> Path:
         return _external_model(folder, short=True)
     elif kind == "escaping external data":
         return _external_model(folder, write=False, location="../../etc/passwd")
-    elif kind == "opset 6":
-        onnx.save(
-            make_model(
-                [N("Relu", ["x"], ["y"])],
-                [vi("x", FLOAT, [2])],
-                [vi("y", FLOAT, [2])],
-                opset=6,
-                ir_version=3,
-                check=False,
-            ),
-            path,
-        )
+    elif kind == "future IR version":
+        model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])])
+        model.ir_version = onnx.IR_VERSION + 1
+        onnx.save(model, path)
     elif kind == "folder":
         path.mkdir()
     return path
@@ -306,7 +298,7 @@ def _bad_input(kind: str, folder: Path) -> Path:
             "escaping external data",
             "external data location '../../etc/passwd' of 'w' escapes the model's folder",
         ),
-        ("opset 6", "m.onnx: opset 6 is not supported (minimum 7)"),
+        ("future IR version", f"m.onnx: IR version {onnx.IR_VERSION + 1} is newer than this onnx"),
         ("folder", "m.onnx: is a folder, not an ONNX model"),
     ],
 )
@@ -445,4 +437,37 @@ def test_unwritable_report_leaves_no_output(demo, tmp_path):
 def test_usage_errors_are_one_line(demo, tmp_path, args, message):
     proc = run_cli(demo, "-o", tmp_path / "out.onnx", *args)
     assert_one_line_error(proc, 2, message)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_opset_below_7_is_converted_and_checked(tmp_path):
+    model = make_model(
+        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], opset=6, ir_version=3
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "converted from opset 6 to 7" in proc.stderr + proc.stdout
+    assert "outputs match the original" in proc.stderr + proc.stdout
+    assert onnx.load(tmp_path / "out.onnx").opset_import[0].version == 7
+
+
+def test_target_opset_converts_any_model(tmp_path, demo_path):
+    proc = run_cli(demo_path, "-o", tmp_path / "out.onnx", "--target-opset", "18")
+    assert proc.returncode == 0, proc.stderr
+    opsets = {o.domain: o.version for o in onnx.load(tmp_path / "out.onnx").opset_import}
+    assert opsets[""] == 18
+
+
+def test_unfeedable_input_is_written_as_not_checked_or_refused_with_require_check(tmp_path):
+    model = make_model(
+        [N("Identity", ["s"], ["t"]), N("Relu", ["x"], ["y"])],
+        [vi("s", onnx.TensorProto.STRING, [1]), vi("x", FLOAT, [2])],
+        [vi("t", onnx.TensorProto.STRING, [1]), vi("y", FLOAT, [2])],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    with_reason = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--check-inputs", tmp_path / "none")
+    assert with_reason.returncode == 2  # a missing --check-inputs path is a usage error
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--require-check")
+    assert_one_line_error(proc, 1, "not checked")
     assert not (tmp_path / "out.onnx").exists()

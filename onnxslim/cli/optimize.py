@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import click
@@ -62,6 +63,17 @@ def _pass_list() -> str:
 )
 @click.option(
     "--no-check", is_flag=True, help="Skip comparing outputs with the original on ONNX Runtime."
+)
+@click.option(
+    "--require-check",
+    is_flag=True,
+    help="Fail (exit 1) when the result cannot be checked, instead of writing it as 'not checked'.",
+)
+@click.option(
+    "--target-opset",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Convert the model to default opset N first (models below opset 7 go to 7 anyway).",
 )
 @click.option(
     "--check-inputs",
@@ -184,6 +196,8 @@ def optimize_command(
     keep_initializer_inputs,
     inline_functions,
     no_check,
+    require_check,
+    target_opset,
     check_inputs,
     shapes,
     external_data,
@@ -217,9 +231,8 @@ def optimize_command(
             _check_output(input_path, output, overwrite)
         if report_path is not None:
             _check_writable(report_path, "report")
-        model = io.load(
-            input_path
-        )  # fails fast, with a clear line, on a file that is not a usable model
+        # fails fast, with a clear line, on a file that is not a usable model
+        model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
         samples = None
         if check_inputs is not None and not no_check:
@@ -230,6 +243,7 @@ def optimize_command(
                 "skip": skipped,
                 "size_threshold": size_threshold,
                 "inline_functions": inline_functions,
+                "target_opset": target_opset,
             }
             _quantize(
                 model,
@@ -243,16 +257,22 @@ def optimize_command(
                 **int8_options,
             )
         else:
-            with console.status("optimizing", spinner="dots") as status:
+            options = optimizer.OptimizeOptions(
+                skip=tuple(skipped),
+                size_threshold=size_threshold,
+                inline_functions=inline_functions,
+                target_opset=target_opset,
+                check=not no_check,
+                check_inputs=samples,
+                shapes=shape_map,
+                require_check=require_check,
+            )
+            with console.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the report says "not checked" itself
                 result = optimizer.optimize_with_report(
                     model,
+                    options,
                     source=input_path,
-                    skip=skipped,
-                    size_threshold=size_threshold,
-                    check=not no_check,
-                    check_inputs=samples,
-                    shapes=shape_map,
-                    inline_functions=inline_functions,
                     on_pass=lambda name: status.update(f"optimizing: {name}"),
                 )
             if output is not None:
@@ -354,11 +374,12 @@ def _report(
         else "not checked (--no-check)"
     )
     if result.check_skipped:
-        checked = f"not checked: {result.check_skipped}"
+        checked = f"not checked: {result.check_skipped}; pass --check-inputs to verify"
     where = f"wrote {output}" if output else "no output path given: nothing written"
     footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
+    notes = [f"note: {note}" for note in result.notes]
     tables.show(
-        [tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"), footer],
+        [tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"), *notes, footer],
         console,
     )
     if report_path:

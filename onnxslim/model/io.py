@@ -146,6 +146,13 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
         return ir.to_proto(model)
 
 
+def from_proto(proto: onnx.ModelProto, where: str = "ModelProto") -> ir.Model:
+    """onnx-ir's model for `proto` (which it then owns), validated."""
+    model = _deserialize(proto, where)
+    validate(model, where)
+    return model
+
+
 def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
     """Accept a path, a ModelProto or an onnx-ir Model, validated alike."""
     if isinstance(model, ir.Model):

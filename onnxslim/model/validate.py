@@ -9,23 +9,21 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError
-from onnxslim.model.graph import MIN_OPSET, default_opset
+from onnxslim.model.graph import default_opset
 
 
 def validate(model: ir.Model, where: str = "model") -> None:
     """Reject models onnxslim cannot handle, with one clear line."""
     if not model.graph.outputs:
         raise OnnxSlimError(f"{where}: not an ONNX model (the graph has no outputs)")
-    opset = default_opset(model.opset_imports)
-    if opset is None:
-        raise OnnxSlimError(f"{where}: the model imports no default ONNX opset")
-    if opset < MIN_OPSET:
+    if (model.ir_version or 0) > onnx.IR_VERSION:
         raise OnnxSlimError(
-            f"{where}: opset {opset} is not supported (minimum {MIN_OPSET}); "
-            "upgrade it with onnx.version_converter first"
+            f"{where}: IR version {model.ir_version} is newer than this onnx release reads "
+            f"({onnx.IR_VERSION}): upgrade onnx (and onnxruntime) first"
         )
+    opset = default_opset(model.opset_imports)
     newest = onnx.defs.onnx_opset_version()
-    if opset > newest:
+    if opset is not None and opset > newest:
         raise OnnxSlimError(
             f"{where}: opset {opset} is newer than this onnx release supports ({newest})"
         )
@@ -58,7 +56,11 @@ def _check_nodes(model: ir.Model, where: str) -> None:
             label = _label(node)
             domain = "" if node.domain == "ai.onnx" else node.domain
             if domain == "" and (domain, node.op_type) not in local:
-                version = default_opset(opsets) or 0
+                version = default_opset(opsets)
+                if version is None:
+                    raise OnnxSlimError(
+                        f"{where}: {label} is an ONNX operator, but the model imports no default ONNX opset"
+                    )
                 try:
                     onnx.defs.get_schema(node.op_type, version, "")
                 except onnx.defs.SchemaError:

@@ -10,6 +10,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model import opset
 from onnxslim.model.graph import default_opset
 from onnxslim.quantization.ops import (
     COMPUTE,
@@ -91,16 +92,7 @@ class QuantPlan:
 def prepare(model: ir.Model) -> ir.Model:
     """Name every node and make per-axis QDQ expressible (default-domain opset >= 13)."""
     if (default_opset(model.opset_imports) or 1) < QDQ_MIN_OPSET:
-        from onnx import version_converter
-
-        try:
-            proto = version_converter.convert_version(ir.to_proto(model), QDQ_MIN_OPSET)
-        except Exception as err:  # the converter raises bare RuntimeErrors / ValidationErrors
-            raise OnnxSlimError(
-                f"cannot upgrade the model to opset {QDQ_MIN_OPSET} for INT8: "
-                f"{str(err).splitlines()[0]}"
-            ) from err
-        model = ir.from_proto(proto)
+        model = opset.convert(model, QDQ_MIN_OPSET)
     common.NameFixPass()(model)
     return model
 
