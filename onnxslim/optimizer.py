@@ -209,12 +209,22 @@ def _check(reference, model: ir.Model, options: OptimizeOptions) -> str | None:
         custom = _custom_domains(model)
         if custom:
             reason = f"the original model does not run on ONNX Runtime (custom domain {', '.join(custom)})"
+        elif isinstance(err, verify.OriginalDoesNotLoad):
+            _refuse_if_invalid(reference, reason)
     else:
         return None
     if options.require_check:
         raise CheckFailedError(f"not checked: {reason}")
     warnings.warn(f"onnxslim: not checked: {reason}; pass check inputs to verify", stacklevel=3)
     return reason
+
+
+def _refuse_if_invalid(reference, ort_error: str) -> None:
+    """A model that ORT cannot load and that fails the onnx checker's full check is invalid: refuse it."""
+    try:
+        onnx.checker.check_model(os.fspath(reference), full_check=True)
+    except Exception as err:  # noqa: BLE001 the checker raises assorted errors; any of them means invalid
+        raise OnnxSlimError(f"{ort_error} (the onnx checker agrees: {first_line(err)})") from err
 
 
 def _custom_domains(model: ir.Model) -> list[str]:

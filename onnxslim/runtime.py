@@ -39,9 +39,9 @@ def session_options(*, threads: int = 1, opt_level: str = "disable") -> ort.Sess
 class Session:
     """A CPU session on a model file, serialized bytes, `onnx.ModelProto` or `onnx_ir.Model`.
 
-    `extra_outputs` names inner tensors to expose after the model's own outputs. ORT's failures, at
-    load or at run, raise `error` with one line: "{what} does not load in ONNX Runtime: {reason}" or
-    "{what} fails on ONNX Runtime: {reason}".
+    `extra_outputs` names inner tensors to expose after the model's own outputs. ORT's failures raise
+    one line: at load `load_error` (default: `error`), "{what} does not load in ONNX Runtime: {reason}";
+    at run `error`, "{what} fails on ONNX Runtime: {reason}".
     """
 
     def __init__(
@@ -53,6 +53,7 @@ class Session:
         extra_outputs: Sequence[str] = (),
         what: str = "the model",
         error: type[OnnxSlimError] = OnnxSlimError,
+        load_error: type[OnnxSlimError] | None = None,
     ):
         self.what, self.error = what, error
         source = _source(model, extra_outputs)
@@ -60,7 +61,8 @@ class Session:
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT's own errors carry no common type
-            raise error(f"{what} does not load in ONNX Runtime: {first_line(err)}") from err
+            load_error = load_error or error
+            raise load_error(f"{what} does not load in ONNX Runtime: {first_line(err)}") from err
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = QUIET
         self.inputs = self.session.get_inputs()

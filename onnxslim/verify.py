@@ -30,6 +30,10 @@ class NotCheckable(OnnxSlimError):
     """No comparison possible: the original does not run in ONNX Runtime, or its inputs cannot be fed."""
 
 
+class OriginalDoesNotLoad(NotCheckable):
+    """ONNX Runtime cannot even load the original model (missing kernels, custom ops, invalid graphs)."""
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """One output that differs between the original and the optimized model."""
@@ -65,7 +69,9 @@ def compare(
     """Run both models on the same inputs (random ones by default) and list the outputs that differ."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     with model_file(original) as original_path:
-        reference = Session(original_path, what="the original model", error=NotCheckable)
+        reference = Session(
+            original_path, what="the original model", error=NotCheckable, load_error=OriginalDoesNotLoad
+        )
         if samples is None:
             try:
                 samples = [random_inputs(input_specs(reference.session), shapes=shapes, seed=0)]
