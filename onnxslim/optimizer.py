@@ -181,6 +181,7 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
     for value in model.graph.inputs:
         if value.name in inputs:
             value.type, value.shape = inputs[value.name]
+    _merge_repeated_outputs(model, [name for name, _, _ in outputs])
     if [value.name for value in model.graph.outputs] != [name for name, _, _ in outputs]:
         raise CheckFailedError("internal error: the graph outputs were renamed or reordered")
     for value, (_, type_, shape) in zip(model.graph.outputs, outputs):
@@ -190,6 +191,24 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
             shape is not None
         ):  # the onnx checker wants a shape on graph outputs: keep an inferred one
             value.shape = shape
+
+
+def _merge_repeated_outputs(model: ir.Model, declared: list[str]) -> None:
+    """A tensor the model lists twice as an output is one value again (passes may split it in two,
+    e.g. an Identity copy named `y_1`); the copy is dropped when nothing else reads it."""
+    outputs = model.graph.outputs
+    first = {}
+    for index, name in enumerate(declared):
+        if name not in first:
+            first[name] = index
+            continue
+        copy, value = outputs[index], outputs[first[name]]
+        if copy is value:
+            continue
+        outputs[index] = value
+        producer = copy.producer()
+        if producer is not None and not copy.uses() and copy not in outputs:
+            model.graph.remove(producer, safe=True)
 
 
 #: Domains ONNX Runtime's CPU provider implements.

@@ -252,3 +252,42 @@ def test_models_below_opset_7_are_converted(opset):
     assert result.checked or "does not load in ONNX Runtime" in result.check_skipped
     assert bool(caught) != result.checked
     assert result.model.opset_imports[""] == 7
+
+
+def test_sparse_initializers_are_densified():
+    values = onnx.numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w")
+    indices = onnx.numpy_helper.from_array(np.array([0, 3], np.int64), "w_idx")
+    sparse = helper.make_sparse_tensor(values, indices, [4])
+    graph = helper.make_graph(
+        [N("Add", ["x", "w"], ["y"])], "g", [vi("x", FLOAT, [4])], [vi("y", FLOAT, [4])],
+        sparse_initializer=[sparse],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = onnxslim.slim(model)
+    x = np.arange(4, dtype=np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], x + np.array([1, 0, 0, 2], np.float32))
+
+
+def test_training_info_and_metadata_are_kept(tmp_path):
+    model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])])
+    algorithm = helper.make_graph(
+        [N("Identity", ["x"], ["z"])], "train", [vi("x", FLOAT, [2])], [vi("z", FLOAT, [2])]
+    )
+    model.training_info.add().algorithm.CopyFrom(algorithm)
+    model.metadata_props.add(key="author", value="me")
+    onnxslim.slim(model, tmp_path / "out.onnx")
+    saved = onnx.load(tmp_path / "out.onnx")
+    assert [info.algorithm.name for info in saved.training_info] == ["train"]
+    assert {p.key: p.value for p in saved.metadata_props} == {"author": "me"}
+    assert [info.algorithm.name for info in onnxslim.slim(model).training_info] == ["train"]
+
+
+@pytest.mark.parametrize("outputs", [["y", "y"], ["y", "r", "y"], ["x", "x"]])
+def test_the_same_tensor_listed_twice_as_an_output(outputs):
+    nodes = [N("Relu", ["x"], ["r"]), N("Identity", ["r"], ["y"])]
+    model = make_model(nodes, [vi("x", FLOAT, [2])], [vi(name, FLOAT, [2]) for name in outputs])
+    out = onnxslim.slim(model)
+    assert [o.name for o in out.graph.output] == outputs
+    x = np.array([-1.0, 2.0], np.float32)
+    for got, want in zip(run(out, {"x": x}), run(model, {"x": x})):
+        np.testing.assert_array_equal(got, want)

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -18,6 +19,7 @@ from onnxslim.model import external, files
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
+TRAINING_INFO = "onnxslim.training_info"  # key in ir.Model.meta: serialized TrainingInfoProtos
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -47,14 +49,44 @@ def load(path: str | os.PathLike) -> ir.Model:
 
 
 def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
-    """onnx-ir's model for `proto`; malformed graphs (redeclared or dangling values) are user errors."""
+    """onnx-ir's model for `proto` (which it may change); malformed graphs (redeclared or dangling
+    values) are user errors. Sparse initializers become dense ones, and `training_info`, which
+    onnx-ir does not model, is kept aside for `save` and `to_proto`."""
+    _densify_sparse_initializers(proto.graph)
+    training_info = [info.SerializeToString() for info in proto.training_info]
     with quiet_library_logs():
         try:
-            return ir.serde.deserialize_model(proto)
+            model = ir.serde.deserialize_model(proto)
         except MemoryError:
             raise
-        except Exception as err:  # onnx-ir rejects malformed protos with assorted exceptions
-            raise OnnxSlimError(f"{where}: invalid ONNX model: {first_line(_root_cause(err))}")
+        except Exception as err:  # noqa: BLE001 onnx-ir rejects malformed protos with assorted exceptions
+            raise OnnxSlimError(
+                f"{where}: invalid ONNX model: {first_line(_root_cause(err))}"
+            ) from err
+    if training_info:
+        model.meta[TRAINING_INFO] = training_info
+    return model
+
+
+def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
+    """Replace `graph`'s sparse initializers by dense ones of the same name (onnx-ir has no sparse tensors)."""
+    for sparse in graph.sparse_initializer:
+        values = onnx.numpy_helper.to_array(sparse.values)
+        indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
+        dense = np.zeros(int(np.prod(sparse.dims)), values.dtype)
+        if indices.ndim == 2:  # one coordinate tuple per value
+            indices = np.ravel_multi_index(tuple(indices.T), tuple(sparse.dims))
+        dense[indices] = values
+        tensor = onnx.numpy_helper.from_array(dense.reshape(tuple(sparse.dims)), sparse.values.name)
+        graph.initializer.append(tensor)
+    del graph.sparse_initializer[:]
+
+
+def _with_training_info(model: ir.Model, proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with the `training_info` `model` was loaded with put back."""
+    for info in model.meta.get(TRAINING_INFO, ()):
+        proto.training_info.add().ParseFromString(info)
+    return proto
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -119,6 +151,9 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
                 raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
             except ValueError as err:
                 raise OnnxSlimError(f"{path}: cannot serialize the model: {first_line(err)}")
+            if model.meta.get(TRAINING_INFO):
+                staged = onnx.load(staging / path.name, load_external_data=False)
+                onnx.save(_with_training_info(model, staged), staging / path.name)
             written = sum(file.stat().st_size for file in staging.iterdir())
             if data_name:
                 external.read_into_memory(model, folder / data_name)
@@ -143,7 +178,7 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
             "the model's weights exceed protobuf's 2 GB limit: save it to a file instead"
         )
     with external.inlined_external_tensors(model):
-        return ir.to_proto(model)
+        return _with_training_info(model, ir.to_proto(model))
 
 
 def from_proto(proto: onnx.ModelProto, where: str = "ModelProto") -> ir.Model:
