@@ -142,7 +142,7 @@ def build_encoder(
         split = node("Concat", [batch, length, "heads", "head_dim"], f"{p}.split_shape", axis=0)
         merged = node("Concat", [batch, length, "hidden_dim"], f"{p}.merge_shape", axis=0)
 
-        def heads_of(x, name, perm):
+        def heads_of(x, name, perm, split=split):
             return node(
                 "Transpose", [node("Reshape", [x, split], f"{name}.r")], f"{name}.t", perm=perm
             )

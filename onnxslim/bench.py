@@ -214,8 +214,8 @@ def _prepare(model, index: int) -> _Model:
             raise OnnxSlimError(f"{path}: no such file")
         try:
             stats = model_stats(ir.load(path), path)
-        except Exception as err:
-            raise OnnxSlimError(f"{path}: not a valid ONNX model: {first_line(err)}")
+        except Exception as err:  # the protobuf parser raises assorted types
+            raise OnnxSlimError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
         return _Model(str(path), str(path), stats.file_bytes, stats.nodes)
     try:
         if isinstance(model, ir.Model):
@@ -226,7 +226,7 @@ def _prepare(model, index: int) -> _Model:
             )
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
-        raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}")
+        raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}") from err
     return _Model(f"model{index}", data, len(data), model_stats(ir.from_proto(model)).nodes)
 
 
@@ -323,7 +323,7 @@ def benchmark(
             try:
                 validate_samples(samples, input_specs(session.session))
             except OnnxSlimError as err:
-                raise OnnxSlimError(f"{model.name}: {err}")
+                raise OnnxSlimError(f"{model.name}: {err}") from err
         bar.describe("comparing outputs", total=steps + len(samples) * len(prepared))
         outputs = [[] for _ in prepared]
         for sample in samples:

@@ -72,8 +72,8 @@ def input_specs(model) -> list[InputSpec]:
     if isinstance(model, (str, os.PathLike)):
         try:
             model = onnx.load(os.fspath(model), load_external_data=False)
-        except Exception as err:
-            raise OnnxSlimError(f"{model}: cannot read ONNX model: {first_line(err)}")
+        except Exception as err:  # the protobuf parser raises assorted types
+            raise OnnxSlimError(f"{model}: cannot read ONNX model: {first_line(err)}") from err
     if not isinstance(model, onnx.ModelProto):
         raise OnnxSlimError(
             f"expected a session, model path or ModelProto, got {type(model).__name__}"
@@ -98,8 +98,8 @@ def _spec_from_ir(value) -> InputSpec:
         )
     try:
         dtype = value.dtype.numpy()
-    except TypeError:
-        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold")
+    except TypeError as err:
+        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold") from err
     dims = () if value.shape is None else value.shape.dims
     return InputSpec(
         value.name,
@@ -121,8 +121,8 @@ def _spec_from_proto(value) -> InputSpec:
         )
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-    except (KeyError, TypeError):
-        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold")
+    except (KeyError, TypeError) as err:
+        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold") from err
     dims: list[Dim] = []
     for dim in tensor.shape.dim:
         if dim.HasField("dim_value") and dim.dim_value >= 0:
@@ -248,15 +248,20 @@ def parse_preprocess(text: str | None) -> Preprocess:
                 values[key] = tuple(float(v) for v in value.split(";"))
                 if key == "std" and 0 in values[key]:
                     raise ValueError
-            elif key == "layout" and value.upper() in ("NCHW", "NHWC") or key == "order" and value.upper() in ("RGB", "BGR"):
+            elif (
+                key == "layout"
+                and value.upper() in ("NCHW", "NHWC")
+                or key == "order"
+                and value.upper() in ("RGB", "BGR")
+            ):
                 values[key] = value.upper()
             else:
                 raise ValueError
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError) as err:
             raise OnnxSlimError(
                 f"bad preprocess item {item.strip()!r}: expected resize=N|HxW, crop=N|HxW, scale=X, "
                 "mean=a;b;c, std=a;b;c, layout=NCHW|NHWC or order=RGB|BGR"
-            )
+            ) from err
     return Preprocess(**values)
 
 
@@ -353,8 +358,8 @@ def _read_arrays(path: Path, specs: Sequence[InputSpec]) -> Sample:
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:
                 return {key: data[key] for key in data.files}
-    except Exception as err:
-        raise OnnxSlimError(f"inputs {path}: cannot read: {first_line(err)}")
+    except Exception as err:  # np.load raises assorted types for a bad file
+        raise OnnxSlimError(f"inputs {path}: cannot read: {first_line(err)}") from err
     if len(specs) != 1:
         raise OnnxSlimError(
             f"inputs {path}: a .npy file feeds single-input models only; this model has inputs "
@@ -394,8 +399,8 @@ def _load_images(
 ) -> list[Sample]:
     try:
         from PIL import Image
-    except ImportError:
-        raise OnnxSlimError("reading images needs Pillow: pip install onnxslim[images]")
+    except ImportError as err:
+        raise OnnxSlimError("reading images needs Pillow: pip install onnxslim[images]") from err
     if len(specs) != 1 or len(specs[0].shape) != 4:
         raise OnnxSlimError("image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)")
     spec = specs[0]
@@ -419,9 +424,9 @@ def _load_images(
                 image = image.convert("L" if channels == 1 else "RGB")
                 image = _resize_and_crop(image, prep.resize, target, Image.Resampling.BILINEAR)
         except OnnxSlimError as err:
-            raise OnnxSlimError(f"image {file}: {err}")
-        except Exception as err:
-            raise OnnxSlimError(f"image {file}: cannot read: {first_line(err)}")
+            raise OnnxSlimError(f"image {file}: {err}") from err
+        except Exception as err:  # Pillow raises assorted types for a bad image
+            raise OnnxSlimError(f"image {file}: cannot read: {first_line(err)}") from err
         pixels = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, channels)
         if prep.order == "BGR":
             pixels = pixels[..., ::-1]

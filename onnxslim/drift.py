@@ -224,6 +224,8 @@ def parse_max_drift(text: str) -> Budget:
             )
         try:
             criteria.append((metric, op, float(value)))
-        except ValueError:
-            raise OnnxSlimError(f"bad drift limit {item.strip()!r}: {value!r} is not a number")
+        except ValueError as err:
+            raise OnnxSlimError(
+                f"bad drift limit {item.strip()!r}: {value!r} is not a number"
+            ) from err
     return Budget(tuple(criteria))

@@ -265,6 +265,7 @@ class Builder:
     def slice(self) -> None:
         x = self.pick()
         shape = list(x.shape)
+        name = x.name
         for _ in range(self.draw(st.integers(1, 2))):  # one Slice, or Slice + Slice
             axes = [a for a in range(len(shape)) if not (x.batched and a == 0)]
             if not axes:
@@ -286,7 +287,7 @@ class Builder:
             name = self.node(
                 "Slice",
                 [
-                    x.name if len(self.nodes) == 0 or _ == 0 else name,
+                    name,
                     self.const(np.array([start])),
                     self.const(np.array([end])),
                     self.const(np.array([axis])),

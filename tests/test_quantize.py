@@ -572,7 +572,10 @@ def test_bias_correction_scales_the_gemm_shift_by_alpha():
         )
         assert input_channel_axis(node) == -1
         fixed = corrected_bias(node, b, w, wq, x.mean(axis=0))
-        gemm = lambda weights, bias: 2.5 * x @ (weights.T if trans_b else weights) + bias
+
+        def gemm(weights, bias, trans_b=trans_b):
+            return 2.5 * x @ (weights.T if trans_b else weights) + bias
+
         np.testing.assert_allclose(gemm(wq, fixed).mean(axis=0), gemm(w, b).mean(axis=0), atol=1e-4)
 
 

@@ -35,7 +35,7 @@ def errors_to_exit_codes() -> Iterator[list[Path]]:
     except MemoryError:
         click.echo("error: out of memory", err=True)
         sys.exit(2)
-    except Exception as err:  # a bug of ours: still one line, the traceback only on request
+    except Exception as err:  # noqa: BLE001 a bug of ours: still one line, the traceback only on request
         if os.environ.get("ONNXSLIM_DEBUG"):
             traceback.print_exc()
         click.echo(

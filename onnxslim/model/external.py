@@ -39,7 +39,7 @@ class UnmapBehind:
     def __init__(self) -> None:
         self.previous = None
 
-    def __call__(self, tensor, info) -> None:
+    def __call__(self, tensor, _info) -> None:
         if isinstance(self.previous, ir.ExternalTensor):
             self.previous.release()
         self.previous = tensor

@@ -20,7 +20,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as err:
-        raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+        raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -61,7 +61,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signum, frame):
+    def interrupt(_signum, _frame):
         raise KeyboardInterrupt
 
     try:

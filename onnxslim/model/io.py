@@ -37,7 +37,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     except Exception as err:  # DecodeError, RuntimeWarning, UnicodeDecodeError, ...
         raise OnnxSlimError(
             f"{path}: not a valid ONNX model (truncated or not protobuf: {first_line(err)})"
-        )
+        ) from err
     model = _deserialize(proto, str(path))
     del proto
     # absolute, so a later change of working directory cannot break the paths of external data
@@ -54,7 +54,9 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
         except MemoryError:
             raise
         except Exception as err:  # onnx-ir rejects malformed protos with assorted exceptions
-            raise OnnxSlimError(f"{where}: invalid ONNX model: {first_line(_root_cause(err))}")
+            raise OnnxSlimError(
+                f"{where}: invalid ONNX model: {first_line(_root_cause(err))}"
+            ) from err
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -100,7 +102,7 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=folder))
     except OSError as err:
-        raise OnnxSlimError(f"{path}: cannot write to {folder}: {err.strerror}")
+        raise OnnxSlimError(f"{path}: cannot write to {folder}: {err.strerror}") from err
     try:
         with files.terminate_as_interrupt():
             try:
@@ -116,9 +118,11 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
                     else:
                         ir.save(model, staging / path.name)
             except OSError as err:
-                raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+                raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
             except ValueError as err:
-                raise OnnxSlimError(f"{path}: cannot serialize the model: {first_line(err)}")
+                raise OnnxSlimError(
+                    f"{path}: cannot serialize the model: {first_line(err)}"
+                ) from err
             written = sum(file.stat().st_size for file in staging.iterdir())
             if data_name:
                 external.read_into_memory(model, folder / data_name)
@@ -130,7 +134,7 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
                         os.replace(staging / data_name, folder / data_name)
                     os.replace(staging / path.name, path)
                 except OSError as err:
-                    raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+                    raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written

@@ -61,7 +61,7 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                 version = default_opset(opsets) or 0
                 try:
                     onnx.defs.get_schema(node.op_type, version, "")
-                except onnx.defs.SchemaError:
+                except onnx.defs.SchemaError as err:
                     if onnx.defs.has(node.op_type):
                         since = min(
                             schema.since_version
@@ -73,7 +73,7 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                         )
                     else:
                         reason = "is not an ONNX operator (custom ops need their own domain)"
-                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}")
+                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}") from err
             for value in node.inputs:
                 if value is None or value in formal:
                     continue

@@ -137,7 +137,7 @@ def _static_output_bytes(node: ir.Node) -> float:
             continue
         try:
             itemsize = value.dtype.itemsize
-        except Exception:
+        except TypeError:  # no fixed size (STRING, UNDEFINED)
             itemsize = 8
         total += float(np.prod(list(value.shape), dtype=np.float64)) * itemsize
     return total

@@ -72,5 +72,5 @@ def infer_shapes(model: ir.Model) -> None:
     try:
         with onnx_c_api_view(model):
             common.ShapeInferencePass(strict_mode=False)(model)
-    except Exception as err:  # shape inference is an aid, not a requirement
+    except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))

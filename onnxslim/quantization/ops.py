@@ -54,7 +54,7 @@ def macs_per_output(node: ir.Node) -> int | None:
     return dims[-2] if len(dims) >= 2 else None
 
 
-def _always(node: ir.Node) -> str | None:
+def _always(_node: ir.Node) -> str | None:
     return None
 
 
@@ -87,7 +87,7 @@ class OpRule:
     kind: str
     activations: tuple[int, ...] | None = (0,)  # None: every input
     weight: int | None = None
-    weight_axis: Callable[[ir.Node], int | None] = lambda node: 0
+    weight_axis: Callable[[ir.Node], int | None] = lambda _: 0
     bias: int | None = None
     check: Callable[[ir.Node], str | None] = _always  # a reason it can't be quantized, or None
     weight_zero_point: bool = (
@@ -106,7 +106,7 @@ RULES: dict[str, OpRule] = {
         check=_gemm_check,
         weight_zero_point=True,
     ),
-    "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: -1),
+    "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda _: -1),
     "Add": OpRule(COMPUTE, activations=(0, 1)),
     "Mul": OpRule(COMPUTE, activations=(0, 1)),
     "Concat": OpRule(COMPUTE, activations=None),
@@ -127,7 +127,7 @@ RULES: dict[str, OpRule] = {
 # Activations that fold into the preceding quantized op's output range (ORT removes them before a Q whose
 # range they don't clip): op type -> function giving the (lo, hi) the activation clips to, None if unknown.
 FOLDABLE: dict[str, Callable[[ir.Node], tuple[float, float] | None]] = {
-    "Relu": lambda node: (0.0, float("inf")),
+    "Relu": lambda _: (0.0, float("inf")),
     "Clip": lambda node: _clip_bounds(node),
 }
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
+from onnxslim.errors import OnnxSlimError
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, stored_weight
 from onnxslim.quantization.plan import QuantOptions, QuantPlan

@@ -37,7 +37,7 @@ def fall_back(
     for keep_weights in (True, False) if int8_compute & set(names) else (False,):
         results: dict[int, tuple] = {}
 
-        def attempt(k: int) -> bool:
+        def attempt(k: int, results=results, keep_weights=keep_weights) -> bool:
             """Whether the ``k`` worst nodes in float still miss the budget."""
             if k not in results:
                 stored = [n for n in names[:k] if keep_weights and n in int8_compute]

@@ -55,7 +55,7 @@ class CancellingPair(pattern.RewriteRuleClassBase):
             inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"]
         )
 
-    def check(self, context, x, inner, outer) -> MatchResult:
+    def check(self, context, x, inner, outer) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         first, second = (_AXES[v.producer().op_type](v.producer()) for v in (inner, outer))
         if first is None or second is None or sorted(first) != sorted(second):
             return MatchResult().fail("axes differ or are unknown")
@@ -80,7 +80,7 @@ class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
             moved, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"]
         )
 
-    def check(self, context, x, perm, inner, outer) -> MatchResult:
+    def check(self, context, x, perm, inner, outer) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if _remaining_perm(perm, inner, outer) is None:
             return MatchResult().fail("the Squeeze does not remove exactly the inserted dims")
         return MatchResult()
@@ -145,7 +145,7 @@ class NestedConcat(pattern.RewriteRuleClassBase):
     def pattern(self, op):
         return op.Concat(_allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, out) -> MatchResult:
+    def check(self, context, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if not _nested(out.producer()):
             return MatchResult().fail("no nested Concat on the same axis")
         return MatchResult()
@@ -168,9 +168,12 @@ def _nested(node: ir.Node) -> set[ir.Value]:
         inner = value.producer()
         if inner is None or inner.op_type != "Concat" or inner.domain not in ("", "ai.onnx"):
             continue
-        if len(value.uses()) == 1 and not value.is_graph_output():
-            if _same_axis(axis, inner.attributes.get_int("axis"), rank):
-                found.add(value)
+        if (
+            len(value.uses()) == 1
+            and not value.is_graph_output()
+            and _same_axis(axis, inner.attributes.get_int("axis"), rank)
+        ):
+            found.add(value)
     return found
 
 

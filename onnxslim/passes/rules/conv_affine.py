@@ -30,7 +30,7 @@ class ConvAffine(pattern.RewriteRuleClassBase):
         )
         return getattr(op, self.op_type)(conv, c)
 
-    def check(self, context, x, w, c, conv_out) -> MatchResult:
+    def check(self, context, x, w, c, conv_out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         node = conv_out.producer()
         reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
             self.op_type, c, _out_channels(node, constant(w)), node
@@ -63,7 +63,7 @@ class AffineConv(pattern.RewriteRuleClassBase):
             _outputs=["conv_out"],
         )
 
-    def check(self, context, x, c, w, conv_out) -> MatchResult:
+    def check(self, context, x, c, w, conv_out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         node = conv_out.producer()
         reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
             self.op_type, c, _in_channels(node, constant(w)), node

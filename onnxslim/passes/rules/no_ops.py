@@ -31,7 +31,7 @@ class ReshapeToSameShape(_ToIdentity):
     def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, shape, out, **_) -> MatchResult:
+    def check(self, context, x, shape, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         result = MatchResult()
         target, dims = constant(shape), static_dims(x)
         if target is None or dims is None or target.shape != (len(dims),):
@@ -50,7 +50,7 @@ class PadWithZeroPads(_ToIdentity):
     def pattern(self, op, x):
         return op.Pad(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, out, **_) -> MatchResult:
+    def check(self, context, x, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         pads = parameter(out.producer(), "pads", 1)
         if pads is None or np.any(pads != 0):
             return MatchResult().fail("pads not all zero")
@@ -70,7 +70,7 @@ class SplitIntoOne(_ToIdentity):
     def pattern(self, op, x):
         return op.Split(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, out, **_) -> MatchResult:
+    def check(self, context, x, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if len(out.producer().outputs) != 1:
             return MatchResult().fail("more than one output")
         return MatchResult()
@@ -82,7 +82,7 @@ class SliceOverFullRange(_ToIdentity):
     def pattern(self, op, x):
         return op.Slice(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, out, **_) -> MatchResult:
+    def check(self, context, x, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         result = MatchResult()
         params, dims = slice_params(out.producer()), static_dims(x)
         if params is None:
@@ -111,7 +111,7 @@ class NeutralElement(_ToIdentity):
     def pattern(self, op, x, c):
         return getattr(op, self.op_type)(x, c)
 
-    def check(self, context, x, c, **_) -> MatchResult:
+    def check(self, context, x, c, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         value = constant(c)
         if value is None or not np.all(value == self.neutral):
             return MatchResult().fail(f"not all {self.neutral}")

@@ -27,7 +27,7 @@ class ReshapeToTracedShape(pattern.RewriteRuleClassBase):
     def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, shape, out) -> MatchResult:
+    def check(self, context, x, shape, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if constant(shape) is not None or _target(x, shape, out) is None:
             return MatchResult().fail("shape already constant, or not traceable")
         return MatchResult()
@@ -96,7 +96,7 @@ def _unknown(value: ir.Value) -> list[Dim] | None:
     return [None] * (shape[0] if shape.rank() == 1 else 1)
 
 
-def _shape(node: ir.Node, depth: int) -> list[Dim] | None:
+def _shape(node: ir.Node, _depth: int) -> list[Dim] | None:
     source = node.inputs[0].shape
     if source is None:
         return None

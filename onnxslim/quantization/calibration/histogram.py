@@ -61,7 +61,7 @@ class Histogram:
         if self.counts.size == 0:
             self._start(xmin, xmax)
         while xmin < self.lo or xmax >= self.hi:
-            self._grow(xmin, xmax)
+            self._grow(xmin)
         idx = np.floor((x - self.lo) / self.width).astype(np.int64)
         np.clip(idx, 0, self.bins - 1, out=idx)
         self.counts += np.bincount(idx, minlength=self.bins)
@@ -75,7 +75,7 @@ class Histogram:
         self.lo = float(np.floor(lo / self.width)) * self.width
         self.counts = np.zeros(self.bins, np.int64)
 
-    def _grow(self, xmin: float, xmax: float) -> None:
+    def _grow(self, xmin: float) -> None:
         """Double the bin width (zero stays an edge); extend downward when data lies below the range."""
         lo_k = int(round(self.lo / self.width))  # lo in old bin widths
         if xmin < self.lo:

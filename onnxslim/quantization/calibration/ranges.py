@@ -16,14 +16,18 @@ Range = tuple[float, float]
 MSE_MIN_BINS = 8  # the MSE search may clip to a few bins; KL needs at least one bin per level
 
 
-def minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:
+def minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:  # noqa: ARG001 the range methods' shared signature
     """The observed minimum and maximum."""
     lo, hi = min(hist.min, 0.0), max(hist.max, 0.0)
     return _finish(lo, hi, symmetric)
 
 
 def percentile(
-    hist: Histogram, *, symmetric: bool = False, levels: int = 256, pct: float = 99.99
+    hist: Histogram,
+    *,
+    symmetric: bool = False,
+    levels: int = 256,  # noqa: ARG001 the range methods' shared signature
+    pct: float = 99.99,
 ) -> Range:
     """Clip the tails: ``(100 - pct)`` of the values lie outside the range (split between both tails
     when asymmetric; of ``|x|`` when symmetric). Interpolates linearly inside a bin."""
