@@ -32,7 +32,7 @@ from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.quantization import quantize  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
-# Per-model drift budgets handed to onnxslim's fallback, and the issue's targets checked in the table.
+# Per-model drift budgets for onnxslim's fallback, and the issue's targets checked in the table.
 BUDGETS = {
     "ppocr_cls": "top1>=0.99",
     "ppocrv4_rec": "cosine>=0.99",
@@ -115,7 +115,8 @@ def _text_crops(n: int, rng) -> list[np.ndarray]:
 
 
 def _ppocr_line(im: np.ndarray, height: int, width: int) -> np.ndarray:
-    """PP-OCR rec/cls preprocessing: resize to `height` keeping aspect (<= width), (x - 0.5) / 0.5, pad right."""
+    """PP-OCR rec/cls preprocessing: resize to `height` keeping the aspect ratio (width at most
+    `width`), then (x - 0.5) / 0.5, padded on the right."""
     from skimage.transform import resize
 
     nw = min(width, max(1, int(np.ceil(height * im.shape[1] / im.shape[0]))))
@@ -282,7 +283,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def ablation(name: str, n_samples: int, n_test: int, target: str = "auto") -> dict:
-    """Drift (cosine, SNR dB) on the test samples of each ``ABLATIONS`` configuration, without a budget."""
+    """Drift (cosine, SNR dB) on the test samples of each ``ABLATIONS`` configuration, no budget."""
     import onnx_ir as ir
     import onnxruntime as ort
 

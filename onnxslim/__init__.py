@@ -48,7 +48,8 @@ def slim(
     external_data: bool | None = None,
     **options,
 ) -> onnx.ModelProto | None:
-    """Optimize like `optimize`; save to `output` and return None, or return a self-contained `onnx.ModelProto`."""
+    """Optimize like `optimize`, then save to `output` and return None, or return the result as a
+    self-contained `onnx.ModelProto`."""
     from onnxslim import optimizer
     from onnxslim.model import io
 

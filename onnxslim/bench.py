@@ -1,4 +1,4 @@
-"""Benchmark models on ONNX Runtime CPU: speed, size, memory, and output drift against the first model."""
+"""Benchmark models on ONNX Runtime CPU: speed, size, memory, output drift from the first model."""
 
 from __future__ import annotations
 
@@ -239,7 +239,7 @@ def _create_session(model: _Model, threads: int, opt_level: str) -> tuple[Sessio
 def _peak_memory_mb(
     model: _Model, feed: Mapping[str, np.ndarray], threads: int, ort_opt_level: str
 ) -> float | None:
-    """Peak RSS growth of a fresh process that creates the session and runs it; None if that fails."""
+    """Peak RSS growth of a fresh process that creates and runs the session; None if that fails."""
     with tempfile.TemporaryDirectory(prefix="onnxslim-bench-") as tmp:
         path = model.source
         if isinstance(path, bytes):

@@ -58,7 +58,8 @@ class InputSpec:
 
 
 def input_specs(model) -> list[InputSpec]:
-    """Inputs of an ORT session (anything with `get_inputs()`), a model path, ModelProto or onnx-ir Model."""
+    """Inputs of an ORT session (anything with `get_inputs()`), a model path, a ModelProto or an
+    onnx-ir Model."""
     if hasattr(model, "get_inputs"):
         return [_spec_from_ort(arg) for arg in model.get_inputs()]
     import onnx
@@ -154,7 +155,7 @@ def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
 def resolve_shapes(
     specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None
 ) -> dict[str, tuple[int, ...]]:
-    """A concrete shape per input: `shapes` first, then symbolic dims bound by them, else small defaults.
+    """A concrete shape per input: `shapes`, then symbolic dims bound by them, else small defaults.
 
     A dynamic first dim defaults to 1 (batch), other dynamic dims to 32. Inputs that share a
     symbolic dim name (e.g. `batch`, `seq`) get the same value.
@@ -191,7 +192,7 @@ def resolve_shapes(
 def random_inputs(
     specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
 ) -> Sample:
-    """One random sample: floats ~ N(0, 1), integers in 0..9 (valid token ids / indices), bools 50/50."""
+    """One random sample: floats ~ N(0, 1), ints in 0..9 (valid token ids/indices), bools 50/50."""
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(specs, shapes)
     sample = {}
@@ -223,9 +224,9 @@ def parse_preprocess(text: str | None) -> Preprocess:
     """Parse comma-separated `key=value` items; lists use `;`. Keys (all optional):
 
     resize=256 (shorter side) or resize=224x224 (H x W); crop=224 or crop=224x224 (center crop);
-    scale=1/255 (default) or any number; mean=0.485;0.456;0.406 and std=... (per channel, or one value);
-    layout=NCHW|NHWC (default: from the model input); order=RGB (default) or BGR.
-    Without resize/crop the image is resized (shorter side) and center-cropped to the model's static H x W.
+    scale=1/255 (default) or any number; mean=0.485;0.456;0.406 and std=... (per channel, or one
+    value); layout=NCHW|NHWC (default: from the model input); order=RGB (default) or BGR. Without
+    resize/crop the image is resized (shorter side) and center-cropped to the model's static H x W.
     Example: "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225".
     """
     values: dict = {}
@@ -298,7 +299,7 @@ def load_samples(
 
 
 def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
-    """Samples from a Python iterable of dicts or a CalibrationDataReader-like `get_next()` object."""
+    """Samples from an iterable of dicts or a CalibrationDataReader-like `get_next()` object."""
     if hasattr(obj, "get_next"):
         items = list(iter(obj.get_next, None))
     elif isinstance(obj, Mapping):
@@ -465,7 +466,8 @@ def validate_samples(
     specs: Sequence[InputSpec],
     labels: Sequence[str] | None = None,
 ) -> None:
-    """Check names, dtypes, ranks and static dims of every sample; raise OnnxSlimError on the first mismatch.
+    """Check names, dtypes, ranks and static dims of every sample; raise OnnxSlimError on the
+    first mismatch.
 
     `labels` name the samples in messages (e.g. file names); default "sample N".
     """

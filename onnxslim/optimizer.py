@@ -1,4 +1,5 @@
-"""`optimize`: the lossless pipeline on a model, then the onnx checker and the check against the original on ORT."""
+"""`optimize`: the lossless pipeline on a model, then the onnx checker and the check against the
+original on ORT."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class OptimizeResult:
     rounds: int
     applied: dict[str, int] = field(default_factory=dict)
     checked: bool = False
-    #: Why the ORT check did not run although it was asked for (e.g. custom-domain ops ORT cannot load).
+    #: Why the ORT check did not run although asked for (e.g. custom-domain ops ORT cannot load).
     check_skipped: str | None = None
 
     def to_dict(self) -> dict:
@@ -53,7 +54,8 @@ class OptimizeResult:
 
 
 def _checker_error(model: ir.Model) -> str | None:
-    """What the onnx checker says about the model (None: nothing); large weights are left out of its proto."""
+    """What the onnx checker says about the model (None: nothing); large weights are left out
+    of its proto."""
     try:
         with onnx_c_api_view(model):
             common.CheckerPass()(model)
@@ -95,7 +97,7 @@ def optimize_with_report(
     options = PassOptions() if size_threshold is None else PassOptions(size_threshold)
     specs = selected_passes(skip)
     skipped_check = None
-    # The original as ORT loads it: its file, or a copy saved now, before the in-place passes change it.
+    # The original as ORT loads it: its file, or a copy saved now, before the in-place passes run.
     with verify.model_file(source or model) as reference, io.quiet_library_logs():
         if inline_functions and ir_model.functions:
             if on_pass:
@@ -157,7 +159,7 @@ ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
 def _check(reference, ir_model: ir.Model, check_inputs, shapes) -> str | None:
-    """Compare on ORT; returns why the check could not run when the original uses ops ORT does not have."""
+    """Compare on ORT; returns why the check could not run if the original uses ops ORT lacks."""
     try:
         verify.check(reference, ir_model, check_inputs, shapes)
     except verify.OriginalNotRunnable:
@@ -185,9 +187,9 @@ def optimize(
 ) -> ir.Model:
     """Optimize a model losslessly: prune, fold, fuse to a fixed point, then verify on ONNX Runtime.
 
-    `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in place).
-    `skip` names passes to leave out (see `onnxslim.passes.REGISTRY`); `size_threshold` is the
-    most bytes constant folding may add per folded tensor (default 1 MiB); `check` compares the
+    `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in
+    place). `skip` names passes to leave out (see `onnxslim.passes.REGISTRY`); `size_threshold` is
+    the most bytes constant folding may add per folded tensor (default 1 MiB); `check` compares the
     outputs of the original and the result on ONNX Runtime and raises CheckFailedError on a mismatch
     (models with custom-domain ops ORT cannot load are not checked); `inline_functions` inlines
     model-local functions first (by default they are kept and optimized in place).

@@ -27,7 +27,7 @@ TOLERANCES = {
 
 
 class OriginalNotRunnable(OnnxSlimError):
-    """The original model does not load or run in ONNX Runtime, so there is nothing to compare with."""
+    """The original model does not load or run in ONNX Runtime: there is nothing to compare with."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Mismatch:
 
 @contextlib.contextmanager
 def model_file(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> Iterator[Path]:
-    """A path ORT can load: the model's own file, or a temporary copy of an in-memory model made on entry."""
+    """A path ORT can load: the model's file, or a temp copy of an in-memory model made on entry."""
     if not isinstance(model, (onnx.ModelProto, ir.Model)):
         yield Path(model)
         return
@@ -62,7 +62,7 @@ def compare(
     samples: Sequence[dict[str, np.ndarray]] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> list[Mismatch]:
-    """Run both models on the same inputs (random ones by default) and list the outputs that differ."""
+    """Run both models on the same inputs (random by default) and list the outputs that differ."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     with model_file(original) as original_path:
         reference = Session(original_path, what="the original model", error=OriginalNotRunnable)

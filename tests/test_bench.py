@@ -1,4 +1,4 @@
-"""Benchmark: report figures, drift, pass/fail checks, JSON/HTML output, the CLI, and CPU detection."""
+"""Benchmark: report figures, drift, pass/fail checks, JSON/HTML output, the CLI, CPU detection."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `onnxslim` command line, run as a subprocess: output forms, options, report, errors and exit codes."""
+"""The `onnxslim` CLI, run as a subprocess: output forms, options, report, errors and exit codes."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def test_custom_domain_model_is_written_but_reported_unchecked(tmp_path):
     ]
 
 
-# ---------------------------------------------------------------- errors: one line, exit code, nothing written
+# ------------------------------------------------ errors: one line, exit code, nothing written
 
 
 def _external_model(

@@ -1,9 +1,9 @@
-"""Differential fuzzing: random valid graphs, optimized, must pass the checker, load in ORT and match.
+"""Differential fuzzing: random valid graphs, optimized, must pass the checker, load in ORT, match.
 
-The generator (`random_model`) draws from: elementwise ops, Conv (+BN, per-channel Mul/Add, zero Pad),
-MatMul/Gemm (+bias), BatchNormalization, Reshape/Transpose/Concat/Slice/Squeeze/Unsqueeze (chains and
-no-op forms), Shape arithmetic, constant subgraphs, dead branches and If with a constant condition.
-CI runs a bounded number of examples; `python scripts/fuzz.py --examples N` runs more.
+The generator (`random_model`) draws from: elementwise ops, Conv (+BN, per-channel Mul/Add, zero
+Pad), MatMul/Gemm (+bias), BatchNormalization, Reshape/Transpose/Concat/Slice/Squeeze/Unsqueeze
+(chains and no-op forms), Shape arithmetic, constant subgraphs, dead branches and If with a constant
+condition. CI runs a bounded number of examples; `python scripts/fuzz.py --examples N` runs more.
 Every bug found becomes a regression test below (`test_regression_*`).
 """
 
@@ -495,7 +495,7 @@ def feeds_for(model: onnx.ModelProto, seed: int = 0) -> dict:
 
 
 def check_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The property: optimized, the model passes the checker, loads in ORT and gives the same outputs."""
+    """The property: the optimized model passes the checker, loads in ORT, matches the original."""
     onnx.checker.check_model(model, full_check=True)  # the generator's own output must be valid
     try:
         optimized = ir.to_proto(onnxslim.optimize(model, check=False))
@@ -568,8 +568,9 @@ def test_the_generator_covers_the_op_families():
 
 
 def test_regression_two_outputs_that_become_the_same_value():
-    """Found by the fuzzer: a constant-condition If inlined to Tanh(x) next to another Tanh(x) output.
-    CSE keeps both names with an Identity; Identity elimination then merged the two graph outputs."""
+    """Found by the fuzzer: a constant-condition If inlined to Tanh(x) next to another Tanh(x)
+    output. CSE keeps both names with an Identity; Identity elimination then merged the two
+    graph outputs."""
     then = helper.make_graph(
         [N("Relu", ["x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", FLOAT, [2, 1])]
     )

@@ -1,4 +1,4 @@
-"""The package layout keeps its promises: public names stay callable, no private imports across modules."""
+"""The package layout's promises: public names stay callable, no private imports across modules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`onnxslim bench`: compare models on ONNX Runtime CPU; exit 1 when a --max-drift/--min-speedup check fails."""
+"""`onnxslim bench`: compare models on ONNX Runtime CPU.
+
+Exits 1 when a --max-drift/--min-speedup check fails.
+"""
 
 from __future__ import annotations
 

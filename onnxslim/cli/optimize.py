@@ -1,4 +1,4 @@
-"""`onnxslim optimize` (the default command): lossless passes, optional INT8, check, save, report."""
+"""`onnxslim optimize` (default command): lossless passes, optional INT8, check, save, report."""
 
 from __future__ import annotations
 
@@ -194,7 +194,8 @@ def optimize_command(
     quiet,
     **int8_options,
 ):
-    """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8, and write OUTPUT."""
+    """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8,
+    and write OUTPUT."""
     with errors_to_exit_codes() as written:
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
@@ -287,8 +288,8 @@ def _quantize(
     preprocess: str | None,
     **options,
 ) -> None:
-    """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless` are the
-    options of the lossless passes, `options` the CLI's INT8 options."""
+    """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
+    are the options of the lossless passes, `options` the CLI's INT8 options."""
     samples = data.load_samples(calibration, data.input_specs(model), preprocess=preprocess)
     if calibration.startswith("random:"):
         console.print(

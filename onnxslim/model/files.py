@@ -1,4 +1,4 @@
-"""Atomic writes: temporary files renamed into place, with Ctrl-C and SIGTERM held while files are swapped."""
+"""Atomic writes: temp files renamed into place, Ctrl-C and SIGTERM held while files are swapped."""
 
 from __future__ import annotations
 
@@ -56,7 +56,10 @@ def signals_deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """While a save runs, SIGTERM unwinds like Ctrl-C, so the staging folder is removed (main thread only)."""
+    """While a save runs, SIGTERM unwinds like Ctrl-C, so the staging folder is removed.
+
+    Main thread only.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,4 +1,4 @@
-"""Loading and saving models: validated loads, atomic saves, conversions between path, proto and IR."""
+"""Loading and saving models: validated loads, atomic saves, conversions (path, proto, IR)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def load(path: str | os.PathLike) -> ir.Model:
 
 
 def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
-    """onnx-ir's model for `proto`; malformed graphs (redeclared or dangling values) are user errors."""
+    """onnx-ir model for `proto`; malformed graphs (redeclared/dangling values) are user errors."""
     with quiet_library_logs():
         try:
             return ir.serde.deserialize_model(proto)
@@ -71,7 +71,7 @@ def _root_cause(err: BaseException) -> BaseException:
 
 @contextlib.contextmanager
 def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
-    """Silence onnx-ir's and onnxscript's warnings (onnxslim reports problems itself, in one line)."""
+    """Silence onnx-ir and onnxscript warnings (onnxslim reports problems itself, in one line)."""
     loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -141,7 +141,8 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
-    """A self-contained ModelProto: external tensors are read in (their relative paths mean nothing in memory)."""
+    """A self-contained ModelProto: external tensors are read in (their relative paths mean
+    nothing in memory)."""
     if external.weight_bytes(model) >= PROTOBUF_LIMIT:
         raise OnnxSlimError(
             "the model's weights exceed protobuf's 2 GB limit: save it to a file instead"

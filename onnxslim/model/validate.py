@@ -1,4 +1,4 @@
-"""Structural checks of a loaded model: opsets, known ops, defined inputs, no cycle, external data."""
+"""Structural checks of a model: opsets, known ops, defined inputs, no cycle, external data."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ class PassOptions:
 
 @dataclass(frozen=True)
 class PassSpec:
-    """A registered pass. `stage` is "setup" (once, first), "round" (to a fixed point) or "finish" (once, last)."""
+    """A registered pass. `stage` is "setup" (once, first), "round" (to a fixed point) or
+    "finish" (once, last)."""
 
     name: str
     description: str

@@ -1,5 +1,5 @@
-"""INT8 planning: which nodes of the main graph to quantize, which activations get Q/DQ pairs, and why
-the others stay float."""
+"""INT8 planning: which nodes of the main graph to quantize, which activations get Q/DQ pairs, and
+why the others stay float."""
 
 from __future__ import annotations
 
@@ -68,9 +68,10 @@ class QuantOptions:
 class QuantPlan:
     """The outcome of planning, before any range is known.
 
-    ``tensors`` maps each activation to quantize to the tensor whose range (and so scale and zero point) it
-    uses: itself, or the input of the data-movement op it comes out of. ``folded`` maps a Relu/Clip that
-    disappears into the output range to the node it follows. ``floats`` says why candidate nodes stay float.
+    ``tensors`` maps each activation to quantize to the tensor whose range (and so scale and zero
+    point) it uses: itself, or the input of the data-movement op it comes out of. ``folded`` maps a
+    Relu/Clip that disappears into the output range to the node it follows. ``floats`` says why
+    candidate nodes stay float.
     """
 
     nodes: list[str] = dataclasses.field(default_factory=list)
@@ -112,10 +113,10 @@ def plan(
 ) -> QuantPlan:
     """Decide which nodes of the main graph to quantize and which activations get Q/DQ pairs.
 
-    Weighted ops (Conv, Gemm, MatMul, ...) are decided first, so their inputs count as quantized for the ops
-    that need quantized inputs; then every node in topological order; then ops whose quantized output
-    nothing quantized reads go back to float. ``sizes`` (elements per sample of tensors, from calibration)
-    lets ``options.min_macs`` leave small ops in float.
+    Weighted ops (Conv, Gemm, MatMul, ...) are decided first, so their inputs count as quantized for
+    the ops that need quantized inputs; then every node in topological order; then ops whose
+    quantized output nothing quantized reads go back to float. ``sizes`` (elements per sample of
+    tensors, from calibration) lets ``options.min_macs`` leave small ops in float.
     """
     graph = model.graph
     result = QuantPlan()
@@ -218,7 +219,7 @@ def _float_reason(
 
 
 def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
-    """The inputs quantized as activations (a constant MatMul weight is a weight, not an activation)."""
+    """Inputs quantized as activations (a constant MatMul weight is a weight, not an activation)."""
     if rule.kind == WEIGHTED:
         weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
         indices = (0,) if weight is None or weight.const_value is not None else (0, rule.weight)
@@ -230,7 +231,8 @@ def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
 def _fold_activation(
     node: ir.Node, options: QuantOptions, allowed, result: QuantPlan, outputs: set[str]
 ) -> ir.Value:
-    """The value whose range closes ``node``: the output of a lone Relu/Clip that follows it, else its own."""
+    """The value whose range closes ``node``: the output of a lone Relu/Clip after it, else its
+    own output."""
     out = node.outputs[0]
     users = list(out.uses())
     if len(users) != 1 or out.name in outputs:

@@ -1,5 +1,5 @@
-"""Accuracy recovery: rank quantized nodes by the noise each adds and return the fewest to float until a
-drift budget holds."""
+"""Accuracy recovery: rank quantized nodes by the noise each adds and return the fewest to float
+until a drift budget holds."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ def fall_back(
     budget: Budget,
 ):
     """Return the most sensitive nodes to float, fewest first (doubling, then bisecting), until the
-    budget holds: computing in float on int8-stored weights (the file stays small), or entirely in float
-    when that never meets the budget. Returns (model, info, drift, violations, fallback list)."""
+    budget holds: computing in float on int8-stored weights (the file stays small), or entirely in
+    float when that never meets the budget.
+
+    Returns (model, info, drift, violations, fallback list).
+    """
     ranked = sensitivity(builder, quantized, info, samples)
     names = [name for name, _ in ranked]
     by_name = {n.name: n for n in builder.model.graph}

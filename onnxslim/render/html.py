@@ -73,7 +73,7 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def bars(title: str, items: Sequence[tuple[str, float | None]], unit: str) -> str:
-    """Horizontal bar chart; None is labelled n/a, +inf (e.g. identical outputs' SNR) is a full bar."""
+    """Horizontal bar chart: None shows as n/a, +inf (e.g. identical outputs' SNR) as a full bar."""
     finite = [abs(v) for _, v in items if v is not None and math.isfinite(v)]
     top = max(finite, default=0) or 1.0
     label_w, bar_w, row_h = 260, 420, 22

@@ -93,7 +93,7 @@ def _change(before: int | None, after: int | None) -> str:
 
 
 def comparison(before: ModelStats, after: ModelStats, title: str) -> Table:
-    """The optimize report: op counts by type, then totals (nodes, parameters, weights, file size)."""
+    """The optimize report: op counts by type, then totals (nodes, params, weights, file size)."""
     table = Table(title=title, title_justify="left")
     table.add_column("")
     table.add_column("before", justify="right")
@@ -240,7 +240,7 @@ def _worst(drift: Mapping[str, Drift] | None) -> str:
 
 
 def quantize_report(report: QuantizeReport) -> list[RenderableType]:
-    """Size, nodes, latency and quantized ops; the settings; drift on held-out samples; the fallback."""
+    """Size, nodes, latency, quantized ops; settings; drift on held-out samples; the fallback."""
     table = Table(title="INT8 quantization", show_header=True)
     table.add_column("")
     table.add_column("float", justify="right")

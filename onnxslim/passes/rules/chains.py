@@ -1,6 +1,7 @@
-"""Chains of data-movement ops collapsed: Squeeze/Unsqueeze pairs that cancel, Slice+Slice, nested Concat.
+"""Data-movement chains collapsed: cancelling Squeeze/Unsqueeze pairs, Slice+Slice, nested Concat.
 
-(Transpose+Transpose, Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired in `fuse.FuseChains`.)
+(Transpose+Transpose, Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired
+in `fuse.FuseChains`.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from onnxslim.passes.rules.common import (
 
 
 def _squeeze_axes(node: ir.Node) -> tuple[int, ...] | None:
-    """The axes a Squeeze removes (non-negative); without axes, the size-1 dims of a fully static input."""
+    """The axes a Squeeze removes (>= 0); without axes, the size-1 dims of a fully static input."""
     dims = static_dims(node.inputs[0])
     ones = (
         None
@@ -69,7 +70,8 @@ _AXES = {"Squeeze": _squeeze_axes, "Unsqueeze": _unsqueeze_axes}
 
 
 class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
-    """Squeeze(Transpose(Unsqueeze(x))) -> Transpose(x) when the Squeeze removes exactly the inserted dims."""
+    """Squeeze(Transpose(Unsqueeze(x))) -> Transpose(x) when the Squeeze removes exactly
+    the inserted dims."""
 
     def pattern(self, op, x, perm):
         inner = op.Unsqueeze(
@@ -93,7 +95,7 @@ class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
 
 
 def _remaining_perm(perm: ir.Attr, inner: ir.Value, outer: ir.Value) -> list[int] | None:
-    """The permutation of x's axes left once the inserted axes are dropped, or None if the Squeeze differs."""
+    """The perm of x's axes left once the inserted axes are dropped; None if the Squeeze differs."""
     inserted, removed = _unsqueeze_axes(inner.producer()), _squeeze_axes(outer.producer())
     if perm.is_ref():
         return None
@@ -109,7 +111,8 @@ def _remaining_perm(perm: ir.Attr, inner: ir.Value, outer: ir.Value) -> list[int
 
 
 class SliceSlice(pattern.RewriteRuleClassBase):
-    """Slice(Slice(x)) -> one Slice when the two slice disjoint axes (each axis is cut once, so order is moot)."""
+    """Slice(Slice(x)) -> one Slice when the two slice disjoint axes (each axis is cut once, so
+    order is moot)."""
 
     def pattern(self, op, x):
         inner = op.Slice(x, _allow_other_inputs=True, _outputs=["inner"])
@@ -137,7 +140,8 @@ class SliceSlice(pattern.RewriteRuleClassBase):
 
 
 class NestedConcat(pattern.RewriteRuleClassBase):
-    """Concat(a, Concat(b, c), d) -> Concat(a, b, c, d) on the same axis, if the inner result has no other use."""
+    """Concat(a, Concat(b, c), d) -> Concat(a, b, c, d) on the same axis, if the inner
+    result has no other use."""
 
     def __init__(self) -> None:
         super().__init__(remove_nodes=False)

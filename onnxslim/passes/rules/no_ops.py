@@ -1,7 +1,8 @@
-"""No-op nodes onnxscript's rules miss, each replaced by its input once shapes and dtypes prove it unchanged.
+"""No-op nodes onnxscript's rules miss, each replaced by its input once shapes and dtypes prove
+it unchanged.
 
-(Cast to the same type, Expand to the same shape, identity Transpose, scalar x*1 / x+0 and single-axis
-full Slices are onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
+(Cast to the same type, Expand to the same shape, identity Transpose, scalar x*1 / x+0 and
+single-axis full Slices are onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class _ToIdentity(pattern.RewriteRuleClassBase):
 
 
 class ReshapeToSameShape(_ToIdentity):
-    """Reshape(x, shape) -> x when `shape` reproduces x's shape (0 copies a dim, one -1 takes the rest)."""
+    """Reshape(x, shape) -> x when `shape` gives x's shape (0 copies a dim, -1 takes the rest)."""
 
     def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
@@ -77,7 +78,8 @@ class SplitIntoOne(_ToIdentity):
 
 
 class SliceOverFullRange(_ToIdentity):
-    """Slice(x) -> x when on every sliced axis the step is 1, the start is 0 (or <= -dim) and the end >= dim."""
+    """Slice(x) -> x when on every sliced axis the step is 1, the start is 0 (or <= -dim) and the
+    end >= dim."""
 
     def pattern(self, op, x):
         return op.Slice(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
@@ -102,7 +104,7 @@ def _covers(start: int, end: int, dim: int | None) -> bool:
 
 
 class NeutralElement(_ToIdentity):
-    """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0) and broadcasting keeps x's shape."""
+    """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0) and broadcast keeps x's shape."""
 
     def __init__(self, op_type: str, neutral: int) -> None:
         super().__init__(f"{op_type}Neutral")

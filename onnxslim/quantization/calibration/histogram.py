@@ -13,8 +13,8 @@ DEFAULT_BINS = 2048
 class Histogram:
     """A fixed number of equal bins over ``[lo, lo + bins * width)``; zero is always a bin edge.
 
-    When new data falls outside the range, the bin width doubles (pairs of bins merge) until it fits,
-    so the counts stay exact at the final resolution and memory stays ``bins`` integers.
+    When new data falls outside the range, the bin width doubles (pairs of bins merge) until it
+    fits, so the counts stay exact at the final resolution and memory stays ``bins`` integers.
     """
 
     bins: int = DEFAULT_BINS
@@ -76,7 +76,7 @@ class Histogram:
         self.counts = np.zeros(self.bins, np.int64)
 
     def _grow(self, xmin: float) -> None:
-        """Double the bin width (zero stays an edge); extend downward when data lies below the range."""
+        """Double the bin width (zero stays an edge); extend downward for data below the range."""
         lo_k = int(round(self.lo / self.width))  # lo in old bin widths
         if xmin < self.lo:
             new_k = -(
