@@ -1,17 +1,18 @@
 """INT8: onnxslim.quantize vs onnxruntime.quantization.quantize_static on the real-model zoo.
 
-    python benchmarks/int8.py [--models NAME ...] [--samples 64] [--test 32] [--runs 30] [--target auto]
-                              [--ablation] [--json FILE] [--markdown FILE]
+    python benchmarks/int8.py [--models NAME ...] [--samples 64] [--test 32] [--runs 30]
+                              [--target auto] [--ablation] [--json FILE] [--markdown FILE]
 
-Real inputs from scikit-image's bundled images (`pip install scikit-image`): photo crops for YOLO and
-PP-OCR det, text-line crops for PP-OCR rec and cls (half of them upside down for cls); random token ids
-for the transformer. onnxslim gets `--samples` samples and holds the last quarter out to check its drift
-budget (returning nodes to float until it holds); both quantizers calibrate on the other three quarters.
-ORT runs QDQ, per-channel, MinMax (its defaults otherwise). `onnxslim.bench.benchmark` then times the
-float model and both INT8 models (interleaved, one thread) and measures drift on `--test` further samples
-that neither quantizer saw (so the budget's fit to its own held-out samples does not flatter the table).
-`--ablation` instead compares range methods, cross-layer equalization and bias correction (no budget, no
-ORT, no timing) by their drift on the same test samples.
+Real inputs from scikit-image's bundled images (`pip install scikit-image`): photo crops for YOLO
+and PP-OCR det, text-line crops for PP-OCR rec and cls (half of them upside down for cls); random
+token ids for the transformer. onnxslim gets `--samples` samples and holds the last quarter out to
+check its drift budget (returning nodes to float until it holds); both quantizers calibrate on the
+other three quarters. ORT runs QDQ, per-channel, MinMax (its defaults otherwise).
+`onnxslim.bench.benchmark` then times the float model and both INT8 models (interleaved, one thread)
+and measures drift on `--test` further samples that neither quantizer saw (so the budget's fit to
+its own held-out samples does not flatter the table). `--ablation` instead compares range methods,
+cross-layer equalization and bias correction (no budget, no ORT, no timing) by their drift on the
+same test samples.
 """
 
 from __future__ import annotations
@@ -263,8 +264,9 @@ def check_targets(row: dict) -> list[str]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | float | INT8 size (ours / ORT) | latency vs float (ours / ORT) | cosine (ours / ORT) "
-        "| top-1 agreement (ours / ORT) | budget, nodes back in float | targets |",
+        "| model | float | INT8 size (ours / ORT) | latency vs float (ours / ORT) "
+        "| cosine (ours / ORT) | top-1 agreement (ours / ORT) | budget, nodes back in float "
+        "| targets |",
         "|---|---|---|---|---|---|---|---|",
     ]
 
@@ -275,8 +277,9 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         fb = f"{row['budget'] or '-'}, {len(row['fallback'])}"
         lines.append(
-            f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms | {pair('size_ratio', '.2f')}x "
-            f"| {pair('latency_ratio', '.2f')}x | {pair('cosine', '.4f')} | {pair('top1', '.3f')} | {fb} "
+            f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms "
+            f"| {pair('size_ratio', '.2f')}x | {pair('latency_ratio', '.2f')}x "
+            f"| {pair('cosine', '.4f')} | {pair('top1', '.3f')} | {fb} "
             f"| {'met' if not row['targets'] else '; '.join(row['targets'])} |"
         )
     return "\n".join(lines)

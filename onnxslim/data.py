@@ -144,7 +144,8 @@ def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
             raise OnnxSlimError(
-                f"bad shape {item!r}: expected name:d1,d2,... with positive integers, e.g. x:1,3,224,224"
+                f"bad shape {item!r}: expected name:d1,d2,... with positive integers, "
+                "e.g. x:1,3,224,224"
             )
         if name in shapes:
             raise OnnxSlimError(f"shape of input {name!r} given twice")
@@ -260,7 +261,8 @@ def parse_preprocess(text: str | None) -> Preprocess:
                 raise ValueError
         except (ValueError, ZeroDivisionError) as err:
             raise OnnxSlimError(
-                f"bad preprocess item {item.strip()!r}: expected resize=N|HxW, crop=N|HxW, scale=X, "
+                f"bad preprocess item {item.strip()!r}: "
+                "expected resize=N|HxW, crop=N|HxW, scale=X, "
                 "mean=a;b;c, std=a;b;c, layout=NCHW|NHWC or order=RGB|BGR"
             ) from err
     return Preprocess(**values)
@@ -489,12 +491,13 @@ def validate_samples(
             array = sample[spec.name]
             if not isinstance(array, np.ndarray):
                 raise OnnxSlimError(
-                    f"{where}: input {spec.name!r} is a {type(array).__name__}, expected a numpy array"
+                    f"{where}: input {spec.name!r} is a {type(array).__name__}, "
+                    "expected a numpy array"
                 )
             if array.dtype != spec.dtype:
                 raise OnnxSlimError(
-                    f"{where}: input {spec.name!r} has dtype {array.dtype}, the model expects {spec.dtype} "
-                    f"(convert with .astype(np.{spec.dtype.name}))"
+                    f"{where}: input {spec.name!r} has dtype {array.dtype}, "
+                    f"the model expects {spec.dtype} (convert with .astype(np.{spec.dtype.name}))"
                 )
             _check_shape(spec, array.shape, where)
 

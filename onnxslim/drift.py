@@ -193,7 +193,8 @@ class Budget:
                 continue
             if d.nonfinite_mismatches:
                 failures.append(
-                    f"output {d.name!r}: {d.nonfinite_mismatches} NaN/Inf values differ from the reference"
+                    f"output {d.name!r}: {d.nonfinite_mismatches} NaN/Inf values "
+                    "differ from the reference"
                 )
             for metric, op, threshold in self.criteria:
                 value = getattr(d, METRICS[metric][0])
@@ -222,7 +223,8 @@ def parse_max_drift(text: str) -> Budget:
         metric, op, value = match.groups() if match else (None, None, None)
         if metric not in METRICS or op != METRICS[metric][1]:
             raise OnnxSlimError(
-                f"bad drift limit {item.strip()!r}: expected cosine>=X, snr>=DB, top1>=X, max_abs<=X or mean_abs<=X"
+                f"bad drift limit {item.strip()!r}: "
+                "expected cosine>=X, snr>=DB, top1>=X, max_abs<=X or mean_abs<=X"
             )
         try:
             criteria.append((metric, op, float(value)))

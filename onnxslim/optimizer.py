@@ -148,9 +148,8 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
     for value, (_, type_, shape) in zip(model.graph.outputs, outputs):
         if type_ is not None:
             value.type = type_
-        if (
-            shape is not None
-        ):  # the onnx checker wants a shape on graph outputs: keep an inferred one
+        # the onnx checker wants a shape on graph outputs: keep an inferred one
+        if shape is not None:
             value.shape = shape
 
 
@@ -173,7 +172,10 @@ def _check(reference, ir_model: ir.Model, check_inputs, shapes) -> str | None:
         )
         if not custom:
             raise
-        return f"the original model does not run on ONNX Runtime (custom domain {', '.join(map(repr, custom))})"
+        return (
+            "the original model does not run on ONNX Runtime "
+            f"(custom domain {', '.join(map(repr, custom))})"
+        )
     return None
 
 

@@ -202,9 +202,8 @@ def test_optimize_and_save_an_external_data_model_from_another_folder(tmp_path, 
     path = external_model(tmp_path / "src")
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    monkeypatch.chdir(
-        elsewhere
-    )  # paths resolve against the model's folder, not the working directory
+    # paths resolve against the model's folder, not the working directory
+    monkeypatch.chdir(elsewhere)
     result = onnxslim.optimize(path)
     onnxslim.save(result, "kept.onnx")  # a model that came with external data keeps that layout
     onnxslim.save(result, "inline.onnx", external_data=False)

@@ -43,9 +43,8 @@ def test_histogram_ignores_nan_and_inf():
 
 
 def test_abs_counts_fold_around_zero():
-    h = hist_of(
-        [-1.0, -0.5, 0.5, 2.0], bins=4
-    )  # bins of 1.5 from -1.5: [-1.5, 0) [0, 1.5) [1.5, 3) [3, 4.5)
+    # bins of 1.5 from -1.5: [-1.5, 0) [0, 1.5) [1.5, 3) [3, 4.5)
+    h = hist_of([-1.0, -0.5, 0.5, 2.0], bins=4)
     assert h.width == pytest.approx(1.5) and h.zero_bin == 1
     assert h.abs_counts().tolist() == [3, 1, 0]
 

@@ -100,9 +100,8 @@ def test_nested_if_inside_loop_is_optimized_and_matches():
     assert body.get("Identity", 0) <= 1, body  # at most the pass-through of the loop condition
     then = subgraph_ops(out, "If", "then_branch")
     assert "Neg" not in then and "Identity" not in then, then
-    assert [t.name for t in out.graph.initializer if t.name == "W"] == [
-        "W"
-    ]  # used from inside: kept
+    # used from inside: kept
+    assert [t.name for t in out.graph.initializer if t.name == "W"] == ["W"]
 
 
 def test_loop_with_scan_output():
@@ -273,9 +272,8 @@ def test_function_used_twice_is_kept_and_optimized():
             onnx.ModelProto(graph=helper.make_graph(list(out.functions[0].node), "f", [], []))
         )
     )
-    assert "Identity" not in inside and inside.get("Constant", 0) <= 1, (
-        inside
-    )  # 2*3 folded into one constant
+    # 2*3 folded into one constant
+    assert "Identity" not in inside and inside.get("Constant", 0) <= 1, inside
     assert_same_outputs(model, out, seeds=(0, 1))
 
 

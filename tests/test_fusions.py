@@ -506,9 +506,8 @@ def test_unsqueeze_transpose_squeeze_of_another_dim_kept():
         ("Squeeze", ["a2"], {}),
     ]
     model = chain(steps, [2, 1, 4], 3, initializers=[axes("a1", [0]), axes("a2", [1])])
-    assert (
-        slim(model)["Transpose"] == 1
-    )  # the Squeeze drops x's own size-1 dim, not the inserted one
+    # the Squeeze drops x's own size-1 dim, not the inserted one
+    assert slim(model)["Transpose"] == 1
 
 
 def slice_step(name, starts, ends, axes_, steps):

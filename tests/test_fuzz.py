@@ -125,9 +125,8 @@ class Builder:
         dilation = self.draw(st.sampled_from([1, 2])) if k == 3 else 1
         pad = self.draw(st.integers(0, 2))
         inp = x.name
-        if self.draw(
-            st.booleans()
-        ):  # a zero Pad the Conv can absorb (or a non-zero one it must not)
+        # a zero Pad the Conv can absorb (or a non-zero one it must not)
+        if self.draw(st.booleans()):
             value = self.draw(st.sampled_from([0.0, 0.0, 1.0]))
             pads = [0, 0, pad, pad, 0, 0, pad, pad]
             inp = self.node(
@@ -210,7 +209,8 @@ class Builder:
             y = self.node(
                 "Reshape", [x.name, self.const(np.array([-1 if x.batched else x.shape[0], rest]))]
             )[0]
-        else:  # Shape -> Gather(0) -> Unsqueeze -> Concat([n, rest]) -> Reshape, as exporters write it
+        else:
+            # Shape -> Gather(0) -> Unsqueeze -> Concat([n, rest]) -> Reshape, as exporters write it
             shape = self.node("Shape", [x.name])[0]
             n = self.node("Gather", [shape, self.const(np.array(0))], axis=0)[0]
             n1 = self.node("Unsqueeze", [n, self.const(np.array([0]))])[0]
@@ -226,9 +226,8 @@ class Builder:
         perm = [0] + tail if x.batched or fixed else list(self.draw(st.permutations(range(rank))))
         y = self.node("Transpose", [x.name], perm=perm)[0]
         shape = tuple(x.shape[p] for p in perm)
-        if self.draw(
-            st.booleans()
-        ):  # a second Transpose: fused, or cancelled when it is the inverse
+        # a second Transpose: fused, or cancelled when it is the inverse
+        if self.draw(st.booleans()):
             inverse = list(np.argsort(perm)) if self.draw(st.booleans()) else perm
             if x.batched and inverse[0] != 0:
                 inverse = list(np.argsort(perm))
@@ -323,9 +322,8 @@ class Builder:
             st.lists(st.sampled_from(["Neg", "Sqrt", "Exp", "Tanh", "Transpose2"]), max_size=3)
         ):
             if op == "Transpose2":
-                c = self.node("Transpose", [c], perm=list(range(len(x.shape) - 1)))[
-                    0
-                ]  # identity perm
+                # identity perm
+                c = self.node("Transpose", [c], perm=list(range(len(x.shape) - 1)))[0]
             elif op == "Sqrt":
                 c = self.node("Sqrt", [self.node("Abs", [c])[0]])[0]
             else:

@@ -299,9 +299,8 @@ def test_api_functions_raise_onnxslim_errors(api, name, hostile, tmp_path):
         "optimize": lambda: onnxslim.optimize(path),
         "slim": lambda: onnxslim.slim(path, tmp_path / "out.onnx"),
     }[api]
-    if (
-        api == "load" and name == "type mismatch"
-    ):  # a well-formed graph: only ONNX Runtime rejects it
+    # a well-formed graph: only ONNX Runtime rejects it
+    if api == "load" and name == "type mismatch":
         onnxslim.load(path)
         return
     with pytest.raises(onnxslim.OnnxSlimError) as info:

@@ -136,9 +136,8 @@ def test_saved_model_is_compact(quantized):
         {"conv1", "conv2", "fc"} <= names <= {n.name for n in cnn().graph.node}
     )  # Q/DQ nodes are nameless
     conv = next(n for n in proto.graph.node if n.name == "conv2")
-    assert {a.name for a in conv.attribute} == {
-        "pads"
-    }  # the default dilations/strides/group are dropped
+    # the default dilations/strides/group are dropped
+    assert {a.name for a in conv.attribute} == {"pads"}
 
 
 def test_compact_pass_keeps_outputs():
@@ -149,9 +148,8 @@ def test_compact_pass_keeps_outputs():
         [helper.make_attribute("strides", [1, 1]), helper.make_attribute("dilations", [1, 1])]
     )
     model.graph.value_info.extend([vi("c1", shape=[1, 8, 16, 16])])
-    compact = ir.from_proto(
-        onnx.ModelProto.FromString(model.SerializeToString())
-    )  # onnx-ir aliases tensors
+    # onnx-ir aliases tensors
+    compact = ir.from_proto(onnx.ModelProto.FromString(model.SerializeToString()))
     CompactPass(keep={"conv1"})(compact)
     proto = ir.to_proto(compact)
     assert proto.ByteSize() < model.ByteSize() and not proto.graph.value_info
@@ -469,9 +467,8 @@ def offset_depthwise() -> onnx.ModelProto:
     )
 
 
-@pytest.mark.parametrize(
-    "target", ["vnni", "arm"]
-)  # depthwise computes in float on x86, in int8 on ARM
+# depthwise computes in float on x86, in int8 on ARM
+@pytest.mark.parametrize("target", ["vnni", "arm"])
 def test_bias_correction_lowers_drift(target):
     rng = np.random.default_rng(8)
     data = [{"x": (20 + rng.normal(size=(1, 16, 8, 8))).astype(np.float32)} for _ in range(12)]

@@ -27,9 +27,8 @@ class DefaultCommandGroup(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
-        except (
-            click.exceptions.NoArgsIsHelpError
-        ) as err:  # plain `onnxslim`: the help, as click prints it
+        # plain `onnxslim`: the help, as click prints it
+        except click.exceptions.NoArgsIsHelpError as err:
             click.echo(err.format_message(), err=True)
             sys.exit(err.exit_code)
         except click.ClickException as err:

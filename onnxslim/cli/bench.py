@@ -25,7 +25,10 @@ from onnxslim.runtime import OPT_LEVELS
 @click.option(
     "--preprocess",
     metavar="SPEC",
-    help="Image preprocessing, e.g. resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225.",
+    help=(
+        "Image preprocessing, e.g. "
+        "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225."
+    ),
 )
 @click.option(
     "--shape",

@@ -99,7 +99,10 @@ def _pass_list() -> str:
 @click.option(
     "--calibration",
     metavar="DATA",
-    help="INT8 calibration data: .npy/.npz folder, one .npz, an image folder (with --preprocess) or random:N.",
+    help=(
+        "INT8 calibration data: .npy/.npz folder, one .npz, "
+        "an image folder (with --preprocess) or random:N."
+    ),
 )
 @click.option(
     "--preprocess",
@@ -143,7 +146,10 @@ def _pass_list() -> str:
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     show_default=True,
-    help="Cross-layer equalization of Conv pairs; auto keeps it where it brings INT8 closer to float.",
+    help=(
+        "Cross-layer equalization of Conv pairs; "
+        "auto keeps it where it brings INT8 closer to float."
+    ),
 )
 @click.option(
     "--bias-correction",
@@ -218,9 +224,8 @@ def optimize_command(
             _check_output(input_path, output, overwrite)
         if report_path is not None:
             _check_writable(report_path, "report")
-        model = io.load(
-            input_path
-        )  # fails fast, with a clear line, on a file that is not a usable model
+        # fails fast, with a clear line, on a file that is not a usable model
+        model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
         samples = None
         if check_inputs is not None and not no_check:
@@ -293,7 +298,8 @@ def _quantize(
     samples = data.load_samples(calibration, data.input_specs(model), preprocess=preprocess)
     if calibration.startswith("random:"):
         console.print(
-            "[yellow]warning:[/] calibrating on random data: the drift figures say little about real inputs"
+            "[yellow]warning:[/] calibrating on random data: "
+            "the drift figures say little about real inputs"
         )
     config = QuantizeConfig(
         method=options["calibration_method"],

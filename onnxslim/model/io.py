@@ -126,9 +126,8 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
             written = sum(file.stat().st_size for file in staging.iterdir())
             if data_name:
                 external.read_into_memory(model, folder / data_name)
-            with (
-                files.signals_deferred()
-            ):  # the model and its data file are replaced together or not at all
+            # the model and its data file are replaced together or not at all
+            with files.signals_deferred():
                 try:
                     if data_name:
                         os.replace(staging / data_name, folder / data_name)

@@ -83,7 +83,8 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                     and not value.is_initializer()
                 ):
                     raise OnnxSlimError(
-                        f"{where}: {label} reads {value.name!r}, which no node, graph input or initializer defines"
+                        f"{where}: {label} reads {value.name!r}, "
+                        "which no node, graph input or initializer defines"
                     )
 
 
@@ -163,6 +164,6 @@ def _check_external_data(model: ir.Model, where: str) -> None:
             needed = (tensor.offset or 0) + (tensor.length or tensor.nbytes)
             if file.stat().st_size < needed:
                 raise OnnxSlimError(
-                    f"{where}: external data file {tensor.location!r} is too short for {value.name!r} "
-                    f"({file.stat().st_size} bytes, needs {needed})"
+                    f"{where}: external data file {tensor.location!r} "
+                    f"is too short for {value.name!r} ({file.stat().st_size} bytes, needs {needed})"
                 )

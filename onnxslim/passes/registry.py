@@ -56,12 +56,14 @@ REGISTRY: tuple[PassSpec, ...] = (
     ),
     PassSpec(
         "fuse-activations",
-        "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), Clip(x+3,0,6)/6 -> HardSigmoid",
+        "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), "
+        "Clip(x+3,0,6)/6 -> HardSigmoid",
         lambda _: fuse.FuseActivations(),
     ),
     PassSpec(
         "fuse-conv-affine",
-        "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) folded into its weights and bias",
+        "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) "
+        "folded into its weights and bias",
         lambda _: fuse.FuseConvAffine(),
     ),
     PassSpec(
@@ -76,7 +78,8 @@ REGISTRY: tuple[PassSpec, ...] = (
     ),
     PassSpec(
         "fuse-chains",
-        "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, computed Reshape shapes made constant",
+        "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, "
+        "computed Reshape shapes made constant",
         lambda _: fuse.FuseChains(),
     ),
     PassSpec(

@@ -86,7 +86,8 @@ class QuantizeConfig:
                 )
         if self.method not in RANGE_METHODS:
             raise OnnxSlimError(
-                f"unknown calibration method {self.method!r}; choose from {', '.join(RANGE_METHODS)}"
+                f"unknown calibration method {self.method!r}; "
+                f"choose from {', '.join(RANGE_METHODS)}"
             )
         if self.activation_type not in ACTIVATION_TYPES:
             raise OnnxSlimError(

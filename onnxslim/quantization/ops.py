@@ -91,9 +91,8 @@ class OpRule:
     weight_axis: Callable[[ir.Node], int | None] = lambda _: 0
     bias: int | None = None
     check: Callable[[ir.Node], str | None] = _always  # a reason it can't be quantized, or None
-    weight_zero_point: bool = (
-        False  # write the (zero) weight zero point: ORT fuses QGemm only with it
-    )
+    # write the (zero) weight zero point: ORT fuses QGemm only with it
+    weight_zero_point: bool = False
 
 
 RULES: dict[str, OpRule] = {

@@ -26,9 +26,8 @@ from onnxslim.quantization.ops import (
 )
 
 FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
-SENSITIVE = (
-    "sensitive"  # so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
-)
+# so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
+SENSITIVE = "sensitive"
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
 
@@ -45,9 +44,8 @@ class QuantOptions:
     exclude_nodes: frozenset[str] = frozenset()  # entirely float, weights too
     weight_only_nodes: frozenset[str] = frozenset()  # float compute on int8-stored weights
     skip_depthwise: bool = False  # ORT's int8 depthwise kernels are slower than float ones on x86
-    bias_correction: bool = (
-        False  # biases absorb the mean output shift that rounding the weights causes
-    )
+    # biases absorb the mean output shift that rounding the weights causes
+    bias_correction: bool = False
     min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
 
     def __post_init__(self):
@@ -60,7 +58,8 @@ class QuantOptions:
         unknown = sorted((self.quantize_ops | self.exclude_ops) - set(RULES) - set(FOLDABLE))
         if unknown:
             raise OnnxSlimError(
-                f"cannot quantize op type(s) {', '.join(unknown)}; known: {', '.join(sorted(RULES))}"
+                f"cannot quantize op type(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(RULES))}"
             )
 
 
@@ -79,9 +78,8 @@ class QuantPlan:
     folded: dict[str, str] = dataclasses.field(default_factory=dict)
     asymmetric: set[str] = dataclasses.field(default_factory=set)
     floats: dict[str, str] = dataclasses.field(default_factory=dict)
-    weight_only: list[str] = dataclasses.field(
-        default_factory=list
-    )  # float compute on int8-stored weights
+    # float compute on int8-stored weights
+    weight_only: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def observed(self) -> list[str]:
@@ -214,7 +212,8 @@ def _float_reason(
     if rule.kind == COMPUTE and any(
         v.producer() is not None and v.producer().name not in quantized for v in inputs
     ):
-        return "an input comes from a float op"  # e.g. a residual Add reading a LayerNorm: keep it float
+        # e.g. a residual Add reading a LayerNorm: keep it float
+        return "an input comes from a float op"
     return None
 
 

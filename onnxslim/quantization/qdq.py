@@ -88,12 +88,10 @@ class QuantizePass(ir.passes.InPlacePass):
     ):
         super().__init__()
         self.plan, self.qparams, self.options = plan, qparams, options
-        self.means = (
-            means or {}
-        )  # activation -> per-channel float means: bias correction for its readers
-        self.dequantized: dict[
-            str, str
-        ] = {}  # quantized tensor -> name of its DequantizeLinear output
+        # activation -> per-channel float means: bias correction for its readers
+        self.means = means or {}
+        # quantized tensor -> name of its DequantizeLinear output
+        self.dequantized: dict[str, str] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -104,9 +102,8 @@ class QuantizePass(ir.passes.InPlacePass):
         values = _values_by_name(graph)
         dq = {name: self.qparams[source] for name, source in self.plan.tensors.items()}
         by_name = {n.name: n for n in graph}
-        for (
-            name
-        ) in self.plan.nodes:  # weights first: biases need the input scale, looked up by input name
+        # weights first: biases need the input scale, looked up by input name
+        for name in self.plan.nodes:
             node = by_name[name]
             rule = RULES[node.op_type]
             if rule.kind == WEIGHTED and node.inputs[rule.weight].const_value is not None:

@@ -104,9 +104,8 @@ def _remaining_perm(perm: ir.Attr, inner: ir.Value, outer: ir.Value) -> list[int
         return None
     if {i for i, axis in enumerate(order) if axis in inserted} != set(removed):
         return None
-    kept = [
-        axis for axis in range(len(order)) if axis not in inserted
-    ]  # y's axes that come from x, in x's order
+    # y's axes that come from x, in x's order
+    kept = [axis for axis in range(len(order)) if axis not in inserted]
     return [kept.index(axis) for axis in order if axis not in inserted]
 
 

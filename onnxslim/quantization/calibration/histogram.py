@@ -79,9 +79,8 @@ class Histogram:
         """Double the bin width (zero stays an edge); extend downward for data below the range."""
         lo_k = int(round(self.lo / self.width))  # lo in old bin widths
         if xmin < self.lo:
-            new_k = -(
-                (-(lo_k - self.bins)) // 2
-            )  # ceil((lo - R) / 2w): lowest start that keeps the old range
+            # ceil((lo - R) / 2w): lowest start that keeps the old range
+            new_k = -((-(lo_k - self.bins)) // 2)
         else:
             new_k = lo_k // 2  # floor(lo / 2w)
         shift = lo_k - 2 * new_k
