@@ -1,17 +1,18 @@
 """INT8: onnxslim.quantize vs onnxruntime.quantization.quantize_static on the real-model zoo.
 
-    python benchmarks/int8.py [--models NAME ...] [--samples 64] [--test 32] [--runs 30] [--target auto]
-                              [--ablation] [--json FILE] [--markdown FILE]
+    python benchmarks/int8.py [--models NAME ...] [--samples 64] [--test 32] [--runs 30]
+                              [--target auto] [--ablation] [--json FILE] [--markdown FILE]
 
-Real inputs from scikit-image's bundled images (`pip install scikit-image`): photo crops for YOLO and
-PP-OCR det, text-line crops for PP-OCR rec and cls (half of them upside down for cls); random token ids
-for the transformer. onnxslim gets `--samples` samples and holds the last quarter out to check its drift
-budget (returning nodes to float until it holds); both quantizers calibrate on the other three quarters.
-ORT runs QDQ, per-channel, MinMax (its defaults otherwise). `onnxslim.bench.benchmark` then times the
-float model and both INT8 models (interleaved, one thread) and measures drift on `--test` further samples
-that neither quantizer saw (so the budget's fit to its own held-out samples does not flatter the table).
-`--ablation` instead compares range methods, cross-layer equalization and bias correction (no budget, no
-ORT, no timing) by their drift on the same test samples.
+Real inputs from scikit-image's bundled images (`pip install scikit-image`): photo crops for YOLO
+and PP-OCR det, text-line crops for PP-OCR rec and cls (half of them upside down for cls); random
+token ids for the transformer. onnxslim gets `--samples` samples and holds the last quarter out to
+check its drift budget (returning nodes to float until it holds); both quantizers calibrate on the
+other three quarters. ORT runs QDQ, per-channel, MinMax (its defaults otherwise).
+`onnxslim.bench.benchmark` then times the float model and both INT8 models (interleaved, one thread)
+and measures drift on `--test` further samples that neither quantizer saw (so the budget's fit to
+its own held-out samples does not flatter the table). `--ablation` instead compares range methods,
+cross-layer equalization and bias correction (no budget, no ORT, no timing) by their drift on the
+same test samples.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.quantization import quantize  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
-# Per-model drift budgets handed to onnxslim's fallback, and the issue's targets checked in the table.
+# Per-model drift budgets for onnxslim's fallback, and the issue's targets checked in the table.
 BUDGETS = {
     "ppocr_cls": "top1>=0.99",
     "ppocrv4_rec": "cosine>=0.99",
@@ -115,7 +116,8 @@ def _text_crops(n: int, rng) -> list[np.ndarray]:
 
 
 def _ppocr_line(im: np.ndarray, height: int, width: int) -> np.ndarray:
-    """PP-OCR rec/cls preprocessing: resize to `height` keeping aspect (<= width), (x - 0.5) / 0.5, pad right."""
+    """PP-OCR rec/cls preprocessing: resize to `height` keeping the aspect ratio (width at most
+    `width`), then (x - 0.5) / 0.5, padded on the right."""
     from skimage.transform import resize
 
     nw = min(width, max(1, int(np.ceil(height * im.shape[1] / im.shape[0]))))
@@ -262,8 +264,9 @@ def check_targets(row: dict) -> list[str]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | float | INT8 size (ours / ORT) | latency vs float (ours / ORT) | cosine (ours / ORT) "
-        "| top-1 agreement (ours / ORT) | budget, nodes back in float | targets |",
+        "| model | float | INT8 size (ours / ORT) | latency vs float (ours / ORT) "
+        "| cosine (ours / ORT) | top-1 agreement (ours / ORT) | budget, nodes back in float "
+        "| targets |",
         "|---|---|---|---|---|---|---|---|",
     ]
 
@@ -274,15 +277,16 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         fb = f"{row['budget'] or '-'}, {len(row['fallback'])}"
         lines.append(
-            f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms | {pair('size_ratio', '.2f')}x "
-            f"| {pair('latency_ratio', '.2f')}x | {pair('cosine', '.4f')} | {pair('top1', '.3f')} | {fb} "
+            f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms "
+            f"| {pair('size_ratio', '.2f')}x | {pair('latency_ratio', '.2f')}x "
+            f"| {pair('cosine', '.4f')} | {pair('top1', '.3f')} | {fb} "
             f"| {'met' if not row['targets'] else '; '.join(row['targets'])} |"
         )
     return "\n".join(lines)
 
 
 def ablation(name: str, n_samples: int, n_test: int, target: str = "auto") -> dict:
-    """Drift (cosine, SNR dB) on the test samples of each ``ABLATIONS`` configuration, without a budget."""
+    """Drift (cosine, SNR dB) on the test samples of each ``ABLATIONS`` configuration, no budget."""
     import onnx_ir as ir
     import onnxruntime as ort
 

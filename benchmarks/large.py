@@ -1,17 +1,20 @@
-"""A BERT-shaped encoder over 2 GB, stored as external data: time and peak memory of onnxslim and its peers.
+"""A BERT-shaped encoder over 2 GB, stored as external data: time and peak memory of onnxslim and
+its peers.
 
 Usage:
-    python benchmarks/large.py [--dir DIR] [--hidden 1536] [--layers 24] [--tools onnxslim,onnxslim-nocheck,ort,onnxsim]
+    python benchmarks/large.py [--dir DIR] [--hidden 1536] [--layers 24]
+                               [--tools onnxslim,onnxslim-nocheck,ort,onnxsim]
 
 The model is assembled directly (onnx.helper, weights streamed to disk, never held in memory whole):
-word/position embeddings, then `--layers` encoder layers exported the way torch does it (MatMul + Add,
-Shape/Gather/Concat arithmetic for the head reshapes, Softmax attention, Erf GELU, LayerNormalization,
-inference Dropout), one external file per tensor in a `weights/` subfolder (as torch writes them) or one
-shared file with offsets (`--layout single`). The defaults give ~2.9 GB of float32 weights.
+word/position embeddings, then `--layers` encoder layers exported the way torch does it (MatMul +
+Add, Shape/Gather/Concat arithmetic for the head reshapes, Softmax attention, Erf GELU,
+LayerNormalization, inference Dropout), one external file per tensor in a `weights/` subfolder (as
+torch writes them) or one shared file with offsets (`--layout single`). The defaults give ~2.9 GB of
+float32 weights.
 
-Each tool runs in its own process; peak RSS is that process's ru_maxrss (os.wait4). Every produced model
-is then run once on ONNX Runtime (in a fresh process, one model at a time) and compared with the original.
-The model comes from `models/encoder.py` (tests build a few-MB version of it).
+Each tool runs in its own process; peak RSS is that process's ru_maxrss (os.wait4). Every produced
+model is then run once on ONNX Runtime (in a fresh process, one model at a time) and compared with
+the original. The model comes from `models/encoder.py` (tests build a few-MB version of it).
 """
 
 from __future__ import annotations
@@ -53,8 +56,12 @@ src, dst = sys.argv[1], sys.argv[2]
 o = ort.SessionOptions()
 o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
 o.optimized_model_filepath = dst
-o.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.onnx.data")
-o.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+o.add_session_config_entry(
+    "session.optimized_model_external_initializers_file_name", "model.onnx.data"
+)
+o.add_session_config_entry(
+    "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+)
 ort.InferenceSession(src, o, providers=["CPUExecutionProvider"])
 """
 
@@ -120,7 +127,8 @@ def main(argv=None) -> int:
             source, hidden=args.hidden, layers=args.layers, layout=args.layout
         )
         print(
-            f"built {path}: {total / GIB:.2f} GiB of weights in {time.perf_counter() - started:.0f} s",
+            f"built {path}: {total / GIB:.2f} GiB of weights "
+            f"in {time.perf_counter() - started:.0f} s",
             flush=True,
         )
     path = source / "model.onnx"
@@ -148,7 +156,8 @@ def main(argv=None) -> int:
             shutil.rmtree(out_dir, ignore_errors=True)
     print()
     print(
-        f"{'tool':<18}{'nodes':>7}{'time s':>9}{'peak RSS GiB':>14}{'x weights':>11}{'max |diff|':>12}"
+        f"{'tool':<18}{'nodes':>7}{'time s':>9}{'peak RSS GiB':>14}"
+        f"{'x weights':>11}{'max |diff|':>12}"
     )
     for row in rows:
         print(

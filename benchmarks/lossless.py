@@ -32,14 +32,24 @@ PEER_VERSION = "0.1.98"
 
 # Each snippet reads sys.argv[1] (input) and writes sys.argv[2] (output).
 TOOLS = {
-    "onnxslim": "from onnxslim.cli import main; main(['-q', sys.argv[1], '-o', sys.argv[2]], standalone_mode=True)",
+    "onnxslim": (
+        "from onnxslim.cli import main; "
+        "main(['-q', sys.argv[1], '-o', sys.argv[2]], standalone_mode=True)"
+    ),
     "OnnxSlim 0.1.98": "import onnxslim; onnxslim.slim(sys.argv[1], sys.argv[2])",
-    "onnxsim": "import onnx, onnxsim; m, ok = onnxsim.simplify(onnx.load(sys.argv[1])); assert ok; onnx.save(m, sys.argv[2])",
-    "onnxoptimizer": "import onnx, onnxoptimizer; onnx.save(onnxoptimizer.optimize(onnx.load(sys.argv[1])), sys.argv[2])",
+    "onnxsim": (
+        "import onnx, onnxsim; m, ok = onnxsim.simplify(onnx.load(sys.argv[1])); assert ok; "
+        "onnx.save(m, sys.argv[2])"
+    ),
+    "onnxoptimizer": (
+        "import onnx, onnxoptimizer; "
+        "onnx.save(onnxoptimizer.optimize(onnx.load(sys.argv[1])), sys.argv[2])"
+    ),
     "ORT basic": (
         "import onnxruntime as ort; o = ort.SessionOptions(); "
         "o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC; "
-        "o.optimized_model_filepath = sys.argv[2]; ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])"
+        "o.optimized_model_filepath = sys.argv[2]; "
+        "ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])"
     ),
 }
 
@@ -75,8 +85,11 @@ def peer_python(given: str | None) -> str | None:
 # Reports the process's own peak RSS at exit: VmHWM starts afresh at exec, while ru_maxrss
 # would inherit the benchmark's own peak through fork.
 PEAK_REPORTER = """import atexit, sys
-atexit.register(lambda: print("PEAK_KB", [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0],
-                              file=sys.stderr))
+atexit.register(lambda: print(
+    "PEAK_KB",
+    [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0],
+    file=sys.stderr,
+))
 """
 
 
@@ -193,7 +206,8 @@ def print_table(rows: list[dict]) -> None:
 def markdown(rows: list[dict]) -> str:
     """The same table as markdown, for the README."""
     lines = [
-        "| model | tool | nodes | size MB | time s | peak MiB | latency vs original | max abs diff |",
+        "| model | tool | nodes | size MB | time s | peak MiB | latency vs original "
+        "| max abs diff |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -207,7 +221,8 @@ def markdown(rows: list[dict]) -> str:
         )
         bold = "**" if row["tool"] == "onnxslim" else ""
         lines.append(
-            f"| {row['model']} | {row['tool']} | {bold}{row.get('nodes', '')}{bold} | {row.get('size', 0) / 1e6:.2f} | "
+            f"| {row['model']} | {row['tool']} | {bold}{row.get('nodes', '')}{bold} "
+            f"| {row.get('size', 0) / 1e6:.2f} | "
             + (f"{row['seconds']:.2f}" if "seconds" in row else "")
             + " | "
             + (f"{row['peak_mb']:.0f}" if "peak_mb" in row else "")

@@ -9,7 +9,8 @@ Graph (input `input` float32 [batch,3,32,32] -> output `logits` float32 [batch,1
     Identity -> Dropout(inference)                               # no-ops
     Conv3(+bias, stride 2) -> Mul(per-channel) -> Add(per-channel) -> Relu   # fusable into Conv3
     Cast(float->float) -> Transpose(0,2,3,1) -> Transpose(0,3,1,2)          # no-ops
-    GlobalAveragePool -> Shape -> Gather(1) -> Unsqueeze -> Concat([-1], .) -> Reshape   # folds to Reshape [-1,32]
+    GlobalAveragePool -> Shape -> Gather(1) -> Unsqueeze -> Concat([-1], .) -> Reshape
+                                                                # folds to Reshape [-1,32]
     MatMul(W[32,10]) -> Add(bias[10])                           # classifier head (Gemm)
 
 Initializers also include `unused.weight` (64 KB, consumed by nothing) and `bn2.weight`, a duplicate
@@ -80,9 +81,8 @@ def build_model(seed: int = 0) -> onnx.ModelProto:
         numpy_helper.from_array(i64([-1]), "flatten.lead"),
         numpy_helper.from_array(f32(rng.standard_normal((32, 10)) / np.sqrt(32)), "fc.weight"),
         numpy_helper.from_array(f32(0.1 * rng.standard_normal(10)), "fc.bias"),
-        numpy_helper.from_array(
-            f32(rng.standard_normal((128, 128))), "unused.weight"
-        ),  # 64 KB, dead
+        # 64 KB, dead
+        numpy_helper.from_array(f32(rng.standard_normal((128, 128))), "unused.weight"),
     ]
     conv2_w = numpy_helper.from_array(_conv_weight(rng, 16, 16, 3), "conv2.weight")
 

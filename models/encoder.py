@@ -1,10 +1,11 @@
-"""A BERT-shaped encoder assembled with onnx.helper, weights streamed to external files (never whole in memory).
+"""A BERT-shaped encoder built with onnx.helper, its weights streamed to external files (never
+whole in memory).
 
-`build_encoder(folder, ...)`: word/position embeddings, then `layers` encoder layers exported the way torch
-does it (MatMul + Add, Shape/Gather/Concat arithmetic for the head reshapes, Softmax attention, Erf GELU,
-LayerNormalization, inference Dropout), one external file per tensor in a `weights/` subfolder (as torch
-writes them) or one shared file with offsets (`layout="single"`). Used by `benchmarks/large.py` (~2.9 GB by
-default) and by the tests (a few MB).
+`build_encoder(folder, ...)`: word/position embeddings, then `layers` encoder layers exported the
+way torch does it (MatMul + Add, Shape/Gather/Concat arithmetic for the head reshapes, Softmax
+attention, Erf GELU, LayerNormalization, inference Dropout), one external file per tensor in a
+`weights/` subfolder (as torch writes them) or one shared file with offsets (`layout="single"`).
+Used by `benchmarks/large.py` (~2.9 GB by default) and by the tests (a few MB).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from onnx import TensorProto, helper
 
 
 class _Weights:
-    """Streams random float32 tensors to external files and returns TensorProtos that reference them."""
+    """Streams random float32 tensors to external files; returns TensorProtos referencing them."""
 
     def __init__(self, folder: Path, layout: str, seed: int) -> None:
         self.folder, self.layout = folder, layout
@@ -142,7 +143,7 @@ def build_encoder(
         split = node("Concat", [batch, length, "heads", "head_dim"], f"{p}.split_shape", axis=0)
         merged = node("Concat", [batch, length, "hidden_dim"], f"{p}.merge_shape", axis=0)
 
-        def heads_of(x, name, perm):
+        def heads_of(x, name, perm, split=split):
             return node(
                 "Transpose", [node("Reshape", [x, split], f"{name}.r")], f"{name}.t", perm=perm
             )

@@ -351,7 +351,7 @@ _VGG_MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
 
 # English sentences for minilm_l3 (and the OCR lines): each one is its own source.
 SENTENCES = [
-    # calibration: SENTENCES[0:32]
+    # calibration split: the first 32 sentences
     "The quick brown fox jumps over the lazy dog.",
     "I left my umbrella on the train this morning, so of course it rained all afternoon.",
     "Can you send me the slides before Thursday's meeting?",
@@ -388,7 +388,7 @@ SENTENCES = [
     "The train to Boston departs from platform 9 at 7:45 a.m.",
     "Most of the students preferred online lectures to early morning classes.",
     "The cat knocked a glass of water off the table and looked proud of it.",
-    # selection: SENTENCES[32:48]
+    # selection split: sentences 32 to 47
     "The bank raised interest rates for the third time this year.",
     "We stayed up late watching the meteor shower from the hill behind the farm.",
     "Remember to back up your files before installing the new operating system.",
@@ -405,7 +405,7 @@ SENTENCES = [
     "The printer on the second floor is out of toner again.",
     "They adopted a three-legged dog from the animal shelter.",
     "The new policy takes effect on the first of January.",
-    # test: SENTENCES[48:96]
+    # test split: sentences 48 to 95
     "The hikers reached the summit just before sunrise and watched the clouds below.",
     "Please don't forget to water the plants while I'm away.",
     "The stock market fell sharply after the unexpected announcement.",

@@ -4,7 +4,7 @@ Python API:
     onnxslim.optimize(model, *, skip=(), size_threshold=None, check=True) -> onnx_ir.Model
     onnxslim.save(model, path, external_data=None)
     onnxslim.slim(model, output=None, **options)  # OnnxSlim's calling convention
-    onnxslim.quantize(model, calibration, config=None, **options) -> QuantizeResult  # static INT8 (QDQ)
+    onnxslim.quantize(model, calibration, config=None, **options) -> QuantizeResult  # INT8 (QDQ)
     onnxslim.benchmark(models, ...) -> BenchReport  # speed and drift on ONNX Runtime CPU
 
 The heavy modules load on first use, so `import onnxslim` stays cheap.
@@ -48,7 +48,8 @@ def slim(
     external_data: bool | None = None,
     **options,
 ) -> onnx.ModelProto | None:
-    """Optimize like `optimize`; save to `output` and return None, or return a self-contained `onnx.ModelProto`."""
+    """Optimize like `optimize`, then save to `output` and return None, or return the result as a
+    self-contained `onnx.ModelProto`."""
     from onnxslim import optimizer
     from onnxslim.model import io
 

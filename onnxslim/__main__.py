@@ -1,4 +1,4 @@
-"""`python -m onnxslim` and the `onnxslim` command: the CLI, with Ctrl-C during start-up handled too."""
+"""`python -m onnxslim` and the `onnxslim` command: the CLI, handling Ctrl-C during start-up too."""
 
 import sys
 

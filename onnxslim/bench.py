@@ -1,4 +1,4 @@
-"""Benchmark models on ONNX Runtime CPU: speed, size, memory, and output drift against the first model."""
+"""Benchmark models on ONNX Runtime CPU: speed, size, memory, output drift from the first model."""
 
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ from onnxslim.runtime import OPT_LEVELS, Session
 
 SCHEMA_VERSION = 1
 RANDOM_SAMPLES = 8
-SESSION_REPEATS = (
-    3  # session creation is timed this many times (interleaved); the median is reported
-)
+# session creation is timed this many times (interleaved); the median is reported
+SESSION_REPEATS = 3
 MEMORY_RUNS = 3
 MEMORY_TIMEOUT_S = 600
-RANDOM_NOTE = "inputs are random: drift on random inputs says little about real data; pass real inputs to measure it"
+RANDOM_NOTE = (
+    "inputs are random: drift on random inputs says little about real data; "
+    "pass real inputs to measure it"
+)
 
 # Runs in a fresh interpreter, so one model's memory cannot hide another's. Prints the peak RSS
 # growth (MB) from creating the session and running it, over the baseline after imports.
@@ -52,7 +54,9 @@ def status_mb(key):
     with open("/proc/self/status") as file:
         return next(int(line.split()[1]) / 1024 for line in file if line.startswith(key))
 
-try:  # Linux: reset this process's high-water mark (ru_maxrss would include the parent's, inherited at fork)
+# Linux: reset this process's high-water mark (ru_maxrss would include the parent's, inherited at
+# fork)
+try:
     with open("/proc/self/clear_refs", "w") as file:
         file.write("5")
     base, peak = status_mb("VmRSS:"), lambda: status_mb("VmHWM:")
@@ -214,19 +218,20 @@ def _prepare(model, index: int) -> _Model:
             raise OnnxSlimError(f"{path}: no such file")
         try:
             stats = model_stats(ir.load(path), path)
-        except Exception as err:
-            raise OnnxSlimError(f"{path}: not a valid ONNX model: {first_line(err)}")
+        except Exception as err:  # the protobuf parser raises assorted types
+            raise OnnxSlimError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
         return _Model(str(path), str(path), stats.file_bytes, stats.nodes)
     try:
         if isinstance(model, ir.Model):
             model = ir.serde.serialize_model(model)
         if not isinstance(model, onnx.ModelProto):
             raise OnnxSlimError(
-                f"expected a model path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}"
+                "expected a model path, onnx.ModelProto or onnx_ir.Model, "
+                f"got {type(model).__name__}"
             )
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
-        raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}")
+        raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}") from err
     return _Model(f"model{index}", data, len(data), model_stats(ir.from_proto(model)).nodes)
 
 
@@ -239,7 +244,7 @@ def _create_session(model: _Model, threads: int, opt_level: str) -> tuple[Sessio
 def _peak_memory_mb(
     model: _Model, feed: Mapping[str, np.ndarray], threads: int, ort_opt_level: str
 ) -> float | None:
-    """Peak RSS growth of a fresh process that creates the session and runs it; None if that fails."""
+    """Peak RSS growth of a fresh process that creates and runs the session; None if that fails."""
     with tempfile.TemporaryDirectory(prefix="onnxslim-bench-") as tmp:
         path = model.source
         if isinstance(path, bytes):
@@ -290,7 +295,8 @@ def benchmark(
         raise OnnxSlimError("nothing to benchmark: give at least one model")
     if ort_opt_level not in OPT_LEVELS:
         raise OnnxSlimError(
-            f"unknown ORT optimization level {ort_opt_level!r}: choose one of {', '.join(OPT_LEVELS)}"
+            f"unknown ORT optimization level {ort_opt_level!r}: "
+            f"choose one of {', '.join(OPT_LEVELS)}"
         )
     if threads < 1 or runs < 1 or warmup < 0:
         raise OnnxSlimError("threads and runs must be >= 1, warmup >= 0")
@@ -323,7 +329,7 @@ def benchmark(
             try:
                 validate_samples(samples, input_specs(session.session))
             except OnnxSlimError as err:
-                raise OnnxSlimError(f"{model.name}: {err}")
+                raise OnnxSlimError(f"{model.name}: {err}") from err
         bar.describe("comparing outputs", total=steps + len(samples) * len(prepared))
         outputs = [[] for _ in prepared]
         for sample in samples:

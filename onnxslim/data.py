@@ -58,7 +58,8 @@ class InputSpec:
 
 
 def input_specs(model) -> list[InputSpec]:
-    """Inputs of an ORT session (anything with `get_inputs()`), a model path, ModelProto or onnx-ir Model."""
+    """Inputs of an ORT session (anything with `get_inputs()`), a model path, a ModelProto or an
+    onnx-ir Model."""
     if hasattr(model, "get_inputs"):
         return [_spec_from_ort(arg) for arg in model.get_inputs()]
     import onnx
@@ -72,8 +73,8 @@ def input_specs(model) -> list[InputSpec]:
     if isinstance(model, (str, os.PathLike)):
         try:
             model = onnx.load(os.fspath(model), load_external_data=False)
-        except Exception as err:
-            raise OnnxSlimError(f"{model}: cannot read ONNX model: {first_line(err)}")
+        except Exception as err:  # the protobuf parser raises assorted types
+            raise OnnxSlimError(f"{model}: cannot read ONNX model: {first_line(err)}") from err
     if not isinstance(model, onnx.ModelProto):
         raise OnnxSlimError(
             f"expected a session, model path or ModelProto, got {type(model).__name__}"
@@ -98,8 +99,8 @@ def _spec_from_ir(value) -> InputSpec:
         )
     try:
         dtype = value.dtype.numpy()
-    except TypeError:
-        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold")
+    except TypeError as err:
+        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold") from err
     dims = () if value.shape is None else value.shape.dims
     return InputSpec(
         value.name,
@@ -121,8 +122,8 @@ def _spec_from_proto(value) -> InputSpec:
         )
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-    except (KeyError, TypeError):
-        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold")
+    except (KeyError, TypeError) as err:
+        raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold") from err
     dims: list[Dim] = []
     for dim in tensor.shape.dim:
         if dim.HasField("dim_value") and dim.dim_value >= 0:
@@ -143,7 +144,8 @@ def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
             raise OnnxSlimError(
-                f"bad shape {item!r}: expected name:d1,d2,... with positive integers, e.g. x:1,3,224,224"
+                f"bad shape {item!r}: expected name:d1,d2,... with positive integers, "
+                "e.g. x:1,3,224,224"
             )
         if name in shapes:
             raise OnnxSlimError(f"shape of input {name!r} given twice")
@@ -154,7 +156,7 @@ def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
 def resolve_shapes(
     specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None
 ) -> dict[str, tuple[int, ...]]:
-    """A concrete shape per input: `shapes` first, then symbolic dims bound by them, else small defaults.
+    """A concrete shape per input: `shapes`, then symbolic dims bound by them, else small defaults.
 
     A dynamic first dim defaults to 1 (batch), other dynamic dims to 32. Inputs that share a
     symbolic dim name (e.g. `batch`, `seq`) get the same value.
@@ -191,7 +193,7 @@ def resolve_shapes(
 def random_inputs(
     specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
 ) -> Sample:
-    """One random sample: floats ~ N(0, 1), integers in 0..9 (valid token ids / indices), bools 50/50."""
+    """One random sample: floats ~ N(0, 1), ints in 0..9 (valid token ids/indices), bools 50/50."""
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(specs, shapes)
     sample = {}
@@ -223,9 +225,9 @@ def parse_preprocess(text: str | None) -> Preprocess:
     """Parse comma-separated `key=value` items; lists use `;`. Keys (all optional):
 
     resize=256 (shorter side) or resize=224x224 (H x W); crop=224 or crop=224x224 (center crop);
-    scale=1/255 (default) or any number; mean=0.485;0.456;0.406 and std=... (per channel, or one value);
-    layout=NCHW|NHWC (default: from the model input); order=RGB (default) or BGR.
-    Without resize/crop the image is resized (shorter side) and center-cropped to the model's static H x W.
+    scale=1/255 (default) or any number; mean=0.485;0.456;0.406 and std=... (per channel, or one
+    value); layout=NCHW|NHWC (default: from the model input); order=RGB (default) or BGR. Without
+    resize/crop the image is resized (shorter side) and center-cropped to the model's static H x W.
     Example: "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225".
     """
     values: dict = {}
@@ -248,15 +250,21 @@ def parse_preprocess(text: str | None) -> Preprocess:
                 values[key] = tuple(float(v) for v in value.split(";"))
                 if key == "std" and 0 in values[key]:
                     raise ValueError
-            elif key == "layout" and value.upper() in ("NCHW", "NHWC") or key == "order" and value.upper() in ("RGB", "BGR"):
+            elif (
+                key == "layout"
+                and value.upper() in ("NCHW", "NHWC")
+                or key == "order"
+                and value.upper() in ("RGB", "BGR")
+            ):
                 values[key] = value.upper()
             else:
                 raise ValueError
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError) as err:
             raise OnnxSlimError(
-                f"bad preprocess item {item.strip()!r}: expected resize=N|HxW, crop=N|HxW, scale=X, "
+                f"bad preprocess item {item.strip()!r}: "
+                "expected resize=N|HxW, crop=N|HxW, scale=X, "
                 "mean=a;b;c, std=a;b;c, layout=NCHW|NHWC or order=RGB|BGR"
-            )
+            ) from err
     return Preprocess(**values)
 
 
@@ -293,7 +301,7 @@ def load_samples(
 
 
 def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
-    """Samples from a Python iterable of dicts or a CalibrationDataReader-like `get_next()` object."""
+    """Samples from an iterable of dicts or a CalibrationDataReader-like `get_next()` object."""
     if hasattr(obj, "get_next"):
         items = list(iter(obj.get_next, None))
     elif isinstance(obj, Mapping):
@@ -353,8 +361,8 @@ def _read_arrays(path: Path, specs: Sequence[InputSpec]) -> Sample:
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:
                 return {key: data[key] for key in data.files}
-    except Exception as err:
-        raise OnnxSlimError(f"inputs {path}: cannot read: {first_line(err)}")
+    except Exception as err:  # np.load raises assorted types for a bad file
+        raise OnnxSlimError(f"inputs {path}: cannot read: {first_line(err)}") from err
     if len(specs) != 1:
         raise OnnxSlimError(
             f"inputs {path}: a .npy file feeds single-input models only; this model has inputs "
@@ -394,8 +402,8 @@ def _load_images(
 ) -> list[Sample]:
     try:
         from PIL import Image
-    except ImportError:
-        raise OnnxSlimError("reading images needs Pillow: pip install onnxslim[images]")
+    except ImportError as err:
+        raise OnnxSlimError("reading images needs Pillow: pip install onnxslim[images]") from err
     if len(specs) != 1 or len(specs[0].shape) != 4:
         raise OnnxSlimError("image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)")
     spec = specs[0]
@@ -419,9 +427,9 @@ def _load_images(
                 image = image.convert("L" if channels == 1 else "RGB")
                 image = _resize_and_crop(image, prep.resize, target, Image.Resampling.BILINEAR)
         except OnnxSlimError as err:
-            raise OnnxSlimError(f"image {file}: {err}")
-        except Exception as err:
-            raise OnnxSlimError(f"image {file}: cannot read: {first_line(err)}")
+            raise OnnxSlimError(f"image {file}: {err}") from err
+        except Exception as err:  # Pillow raises assorted types for a bad image
+            raise OnnxSlimError(f"image {file}: cannot read: {first_line(err)}") from err
         pixels = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, channels)
         if prep.order == "BGR":
             pixels = pixels[..., ::-1]
@@ -460,7 +468,8 @@ def validate_samples(
     specs: Sequence[InputSpec],
     labels: Sequence[str] | None = None,
 ) -> None:
-    """Check names, dtypes, ranks and static dims of every sample; raise OnnxSlimError on the first mismatch.
+    """Check names, dtypes, ranks and static dims of every sample; raise OnnxSlimError on the
+    first mismatch.
 
     `labels` name the samples in messages (e.g. file names); default "sample N".
     """
@@ -482,12 +491,13 @@ def validate_samples(
             array = sample[spec.name]
             if not isinstance(array, np.ndarray):
                 raise OnnxSlimError(
-                    f"{where}: input {spec.name!r} is a {type(array).__name__}, expected a numpy array"
+                    f"{where}: input {spec.name!r} is a {type(array).__name__}, "
+                    "expected a numpy array"
                 )
             if array.dtype != spec.dtype:
                 raise OnnxSlimError(
-                    f"{where}: input {spec.name!r} has dtype {array.dtype}, the model expects {spec.dtype} "
-                    f"(convert with .astype(np.{spec.dtype.name}))"
+                    f"{where}: input {spec.name!r} has dtype {array.dtype}, "
+                    f"the model expects {spec.dtype} (convert with .astype(np.{spec.dtype.name}))"
                 )
             _check_shape(spec, array.shape, where)
 

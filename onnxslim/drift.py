@@ -2,8 +2,9 @@
 
 Float outputs: max/mean absolute error, cosine similarity and SNR (dB) over positions where both
 values are finite; top-1 agreement over all rows when the last dim is > 1. Non-finite values:
-matching NaNs and matching infinities count as equal; any other NaN/Inf disagreement is counted in
-`nonfinite_mismatches`. Non-float outputs: compared exactly (`exact_match`), plus max/mean abs error.
+matching NaNs and matching infinities count as equal; any other NaN/Inf disagreement is counted
+in `nonfinite_mismatches`. Non-float outputs: compared exactly (`exact_match`), plus max/mean
+abs error.
 """
 
 from __future__ import annotations
@@ -178,10 +179,11 @@ class Budget:
         return ",".join(f"{metric}{op}{threshold:g}" for metric, op, threshold in self.criteria)
 
     def check(self, drift: Drift | Mapping[str, Drift]) -> list[str]:
-        """Violations, one line each. Shape mismatches, missing outputs and NaN/Inf mismatches always violate.
+        """Violations, one line each. Shape mismatches, missing outputs and NaN/Inf mismatches
+        always count as violations.
 
-        A criterion applies to the outputs that have its metric (top1: classifier-like float outputs;
-        cosine/snr: float outputs; max_abs/mean_abs: every output).
+        A criterion applies to the outputs that have its metric (top1: classifier-like float
+        outputs; cosine/snr: float outputs; max_abs/mean_abs: every output).
         """
         drifts = [drift] if isinstance(drift, Drift) else list(drift.values())
         failures = []
@@ -191,7 +193,8 @@ class Budget:
                 continue
             if d.nonfinite_mismatches:
                 failures.append(
-                    f"output {d.name!r}: {d.nonfinite_mismatches} NaN/Inf values differ from the reference"
+                    f"output {d.name!r}: {d.nonfinite_mismatches} NaN/Inf values "
+                    "differ from the reference"
                 )
             for metric, op, threshold in self.criteria:
                 value = getattr(d, METRICS[metric][0])
@@ -205,7 +208,7 @@ class Budget:
 
 
 def parse_max_drift(text: str) -> Budget:
-    """Parse `cosine>=0.99`, `snr>=30`, `top1>=0.98`, `max_abs<=1e-3`, `mean_abs<=X`, comma-separated.
+    """Parse comma-separated limits: `cosine>=0.99`, `snr>=30`, `top1>=0.98`, `max_abs<=1e-3`, ...
 
     A bare number X means max_abs<=X.
     """
@@ -220,10 +223,13 @@ def parse_max_drift(text: str) -> Budget:
         metric, op, value = match.groups() if match else (None, None, None)
         if metric not in METRICS or op != METRICS[metric][1]:
             raise OnnxSlimError(
-                f"bad drift limit {item.strip()!r}: expected cosine>=X, snr>=DB, top1>=X, max_abs<=X or mean_abs<=X"
+                f"bad drift limit {item.strip()!r}: "
+                "expected cosine>=X, snr>=DB, top1>=X, max_abs<=X or mean_abs<=X"
             )
         try:
             criteria.append((metric, op, float(value)))
-        except ValueError:
-            raise OnnxSlimError(f"bad drift limit {item.strip()!r}: {value!r} is not a number")
+        except ValueError as err:
+            raise OnnxSlimError(
+                f"bad drift limit {item.strip()!r}: {value!r} is not a number"
+            ) from err
     return Budget(tuple(criteria))

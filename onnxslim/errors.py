@@ -1,4 +1,7 @@
-"""The exceptions onnxslim raises for users; the CLI turns them into one line on stderr and an exit code."""
+"""The exceptions onnxslim raises for users.
+
+The CLI turns them into one line on stderr and an exit code.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ class CheckFailedError(OnnxSlimError):
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message, shortened in the middle (the cause often comes last)."""
+    """The first line of an exception's message, cut in the middle (the cause often comes last)."""
     text = str(err).strip() or type(err).__name__
     return shorten(text.splitlines()[0], limit)
 

@@ -1,13 +1,13 @@
-"""`optimize`: the lossless pipeline on a model, then the onnx checker and the check against the original on ORT."""
+"""`optimize`: the lossless pipeline on a model, then the onnx checker and the check against the
+original on ORT."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -40,7 +40,7 @@ class OptimizeResult:
     rounds: int
     applied: dict[str, int] = field(default_factory=dict)
     checked: bool = False
-    #: Why the ORT check did not run although it was asked for (e.g. custom-domain ops ORT cannot load).
+    #: Why the ORT check did not run although asked for (e.g. custom-domain ops ORT cannot load).
     check_skipped: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -58,11 +58,12 @@ class OptimizeResult:
 
 
 def _checker_error(model: ir.Model) -> str | None:
-    """What the onnx checker says about the model (None: nothing); large weights are left out of its proto."""
+    """What the onnx checker says about the model (None: nothing); large weights are left out
+    of its proto."""
     try:
         with onnx_c_api_view(model):
             common.CheckerPass()(model)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
         return first_line(err)
     return None
 
@@ -79,7 +80,7 @@ def _checker(model: ir.Model, input_error: str | None = None) -> None:
 class OptimizeOptions:
     """How `optimize` runs.
 
-    `skip`: pass names to leave out (see `onnxslim.passes.registry.REGISTRY`); `size_threshold`: most
+    `skip`: pass names to leave out (`onnxslim.passes.registry.REGISTRY`); `size_threshold`: most
     bytes constant folding may add per folded tensor (default 1 MiB); `inline_functions`: inline
     model-local functions first; `target_opset`: convert the default opset first (models below opset
     7 are converted to 7 anyway); `check`: compare the outputs of the original and the result on
@@ -117,11 +118,13 @@ def optimize_with_report(
         source = model
     ir_model = io.to_ir(model)
     before = model_stats(ir_model, source)
-    pass_options = PassOptions() if options.size_threshold is None else PassOptions(options.size_threshold)
+    pass_options = (
+        PassOptions() if options.size_threshold is None else PassOptions(options.size_threshold)
+    )
     specs = selected_passes(options.skip)
     notes: list[str] = []
     not_checked = None
-    # The original as ORT loads it: its file, or a copy saved now, before the in-place passes change it.
+    # The original as ORT loads it: its file, or a copy saved before the in-place passes change it.
     with verify.model_file(source or model) as reference, io.quiet_library_logs():
         ir_model, note = _convert_opset(ir_model, options.target_opset)
         notes += [note] if note else []
@@ -154,7 +157,7 @@ def optimize_with_report(
 
 
 def _convert_opset(model: ir.Model, target: int | None) -> tuple[ir.Model, str | None]:
-    """The model at `target` opset, or at MIN_OPSET when older; and a note saying so (None: as given)."""
+    """The model at `target` opset, or at MIN_OPSET when older; and a note (None: as given)."""
     current = default_opset(model.opset_imports)
     if target is None and (current is None or current >= MIN_OPSET):
         return model, None
@@ -187,9 +190,8 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
     for value, (_, type_, shape) in zip(model.graph.outputs, outputs):
         if type_ is not None:
             value.type = type_
-        if (
-            shape is not None
-        ):  # the onnx checker wants a shape on graph outputs: keep an inferred one
+        # the onnx checker wants a shape on graph outputs: keep an inferred one
+        if shape is not None:
             value.shape = shape
 
 
@@ -219,7 +221,7 @@ def _check(reference, model: ir.Model, options: OptimizeOptions) -> str | None:
     """Compare on ORT; returns why the check could not run (None: it ran and passed).
 
     A check that cannot run (custom ops ORT lacks, inputs ORT refuses or we cannot feed) is an error
-    only with `require_check`; otherwise the result says "not checked" and why, and a warning says so.
+    only with `require_check`; otherwise the result says "not checked" and why, with a warning.
     """
     try:
         verify.check(reference, model, options.check_inputs, options.shapes)
@@ -227,7 +229,10 @@ def _check(reference, model: ir.Model, options: OptimizeOptions) -> str | None:
         reason = str(err)
         custom = _custom_domains(model)
         if custom:
-            reason = f"the original model does not run on ONNX Runtime (custom domain {', '.join(custom)})"
+            reason = (
+                "the original model does not run on ONNX Runtime "
+                f"(custom domain {', '.join(custom)})"
+            )
         elif isinstance(err, verify.OriginalDoesNotLoad):
             _refuse_if_invalid(reference, reason)
     else:
@@ -239,15 +244,15 @@ def _check(reference, model: ir.Model, options: OptimizeOptions) -> str | None:
 
 
 def _refuse_if_invalid(reference, ort_error: str) -> None:
-    """A model that ORT cannot load and that fails the onnx checker's full check is invalid: refuse it."""
+    """A model ORT cannot load that fails the onnx checker's full check is invalid: refuse it."""
     try:
         onnx.checker.check_model(os.fspath(reference), full_check=True)
-    except Exception as err:  # noqa: BLE001 the checker raises assorted errors; any of them means invalid
+    except Exception as err:
         raise OnnxSlimError(f"{ort_error} (the onnx checker agrees: {first_line(err)})") from err
 
 
 def _custom_domains(model: ir.Model) -> list[str]:
-    """Domains of the model's nodes that ONNX Runtime does not implement (quoted), model-local ones aside."""
+    """Domains of the model's nodes ONNX Runtime lacks (quoted), model-local functions aside."""
     local = {domain for domain, _, _ in model.functions}
     domains = {
         node.domain
@@ -260,20 +265,22 @@ def _custom_domains(model: ir.Model) -> list[str]:
 def optimize(model: ModelLike, **options) -> ir.Model:
     """Optimize a model losslessly: prune, fold, fuse to a fixed point, then verify on ONNX Runtime.
 
-    `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in place).
-    `options` are the fields of OptimizeOptions (skip, size_threshold, inline_functions, target_opset,
-    check, check_inputs, shapes, require_check). A model that cannot be checked comes back with a
-    warning ("not checked: ..."), or raises CheckFailedError with `require_check=True`.
+    `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in
+    place). `options` are the fields of OptimizeOptions (skip, size_threshold, inline_functions,
+    target_opset, check, check_inputs, shapes, require_check). A model that cannot be checked comes
+    back with a warning ("not checked: ..."), or raises CheckFailedError with `require_check=True`.
     """
     return optimize_with_report(model, make_options(**options)).model
 
 
 def make_options(**options) -> OptimizeOptions:
-    """OptimizeOptions from keyword arguments; an unknown name is a user error naming the known ones."""
+    """OptimizeOptions from keyword arguments; an unknown name is a user error."""
     known = {field.name for field in fields(OptimizeOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise OnnxSlimError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise OnnxSlimError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     if isinstance(options.get("skip"), str):
         options["skip"] = (options["skip"],)
     options["skip"] = tuple(options.get("skip", ()))

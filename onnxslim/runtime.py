@@ -1,4 +1,5 @@
-"""The one way onnxslim runs ONNX Runtime: CPU sessions with options by name, quiet logs, one-line errors."""
+"""The one way onnxslim runs ONNX Runtime: CPU sessions with options by name, quiet logs and
+one-line errors."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ ort.set_default_logger_severity(QUIET)
 
 
 def session_options(*, threads: int = 1, opt_level: str = "disable") -> ort.SessionOptions:
-    """Intra-op `threads` (0: ORT's default), one inter-op thread, quiet logs, `opt_level` from OPT_LEVELS."""
+    """Intra-op `threads` (0: ORT's default), one inter-op thread, quiet logs, `opt_level`
+    from OPT_LEVELS."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -39,8 +41,9 @@ def session_options(*, threads: int = 1, opt_level: str = "disable") -> ort.Sess
 class Session:
     """A CPU session on a model file, serialized bytes, `onnx.ModelProto` or `onnx_ir.Model`.
 
-    `extra_outputs` names inner tensors to expose after the model's own outputs. ORT's failures raise
-    one line: at load `load_error` (default: `error`), "{what} does not load in ONNX Runtime: {reason}";
+    `extra_outputs` names inner tensors to expose after the model's own outputs. ORT's failures
+    raise one line: at load `load_error` (default `error`), "{what} does not load in ONNX Runtime:
+    {reason}";
     at run `error`, "{what} fails on ONNX Runtime: {reason}".
     """
 

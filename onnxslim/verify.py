@@ -27,11 +27,11 @@ TOLERANCES = {
 
 
 class NotCheckable(OnnxSlimError):
-    """No comparison possible: the original does not run in ONNX Runtime, or its inputs cannot be fed."""
+    """No comparison possible: the original does not run in ONNX Runtime, or cannot be fed."""
 
 
 class OriginalDoesNotLoad(NotCheckable):
-    """ONNX Runtime cannot even load the original model (missing kernels, custom ops, invalid graphs)."""
+    """ONNX Runtime cannot load the original (missing kernels, custom ops, invalid graphs)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Mismatch:
 
 @contextlib.contextmanager
 def model_file(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> Iterator[Path]:
-    """A path ORT can load: the model's own file, or a temporary copy of an in-memory model made on entry."""
+    """A path ORT can load: the model's file, or a temp copy of an in-memory model made on entry."""
     if not isinstance(model, (onnx.ModelProto, ir.Model)):
         yield Path(model)
         return
@@ -66,11 +66,14 @@ def compare(
     samples: Sequence[dict[str, np.ndarray]] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> list[Mismatch]:
-    """Run both models on the same inputs (random ones by default) and list the outputs that differ."""
+    """Run both models on the same inputs (random by default) and list the outputs that differ."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     with model_file(original) as original_path:
         reference = Session(
-            original_path, what="the original model", error=NotCheckable, load_error=OriginalDoesNotLoad
+            original_path,
+            what="the original model",
+            error=NotCheckable,
+            load_error=OriginalDoesNotLoad,
         )
         if samples is None:
             try:

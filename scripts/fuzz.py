@@ -1,4 +1,4 @@
-"""Differential fuzzing beyond CI's budget: random valid graphs through onnxslim, compared on ONNX Runtime.
+"""Differential fuzzing beyond CI's budget: random valid graphs through onnxslim, compared on ORT.
 
 Usage: python scripts/fuzz.py [--examples 2000] [--rounds 1] [--save DIR]
 

@@ -27,7 +27,7 @@ INT64 = TensorProto.INT64
 def vi(
     name: str, dtype: int = FLOAT, shape: Sequence[int | str | None] | None = ()
 ) -> onnx.ValueInfoProto:
-    """A tensor value info; dims are ints, symbolic names or None; `shape=None` means unknown rank."""
+    """A tensor value info; dims are ints, symbolic names or None; `shape=None`: unknown rank."""
     return helper.make_tensor_value_info(name, dtype, shape)
 
 
@@ -49,7 +49,8 @@ def make_model(
     value_info: Sequence[onnx.ValueInfoProto] = (),
     check: bool = True,
 ) -> onnx.ModelProto:
-    """A one-graph model; `opsets` adds extra domains; `check=False` skips the onnx checker (hostile models)."""
+    """A one-graph model; `opsets` adds extra domains; `check=False` skips the onnx
+    checker (hostile models)."""
     graph = helper.make_graph(
         list(nodes),
         "g",
@@ -197,7 +198,7 @@ def optimized_proto(model, **options) -> onnx.ModelProto:
 
 
 def interface(model) -> list[tuple]:
-    """Graph inputs and outputs as (kind, name, elem_type, dims) for exact before/after comparison."""
+    """Graph inputs and outputs as (kind, name, elem_type, dims), for exact before/after checks."""
     proto = to_proto(model)
     weights = {t.name for t in proto.graph.initializer}
 
@@ -242,7 +243,7 @@ def run_cli(
 def assert_one_line_error(
     proc: subprocess.CompletedProcess, code: int = 2, contains: str = ""
 ) -> str:
-    """The CLI failed with `code`, printed exactly one `error: ...` line on stderr and no traceback."""
+    """The CLI failed with `code`: exactly one `error: ...` line on stderr and no traceback."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == code, f"exit {proc.returncode} != {code}; stderr: {proc.stderr!r}"
     assert len(lines) == 1, f"expected one stderr line, got: {proc.stderr!r}"
@@ -255,7 +256,7 @@ def assert_one_line_error(
 def external_data_model(
     folder: Path, location: str = "w.bin", *, write: bool = True, short: bool = False
 ) -> onnx.ModelProto:
-    """y = x + w with w stored externally at `location` (relative to `folder`); missing or truncated on request."""
+    """y = x + w, w stored at `location` (relative to `folder`); missing or truncated on request."""
     from onnx.external_data_helper import set_external_data
 
     model = make_model(

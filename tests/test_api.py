@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +115,7 @@ class _BreakRelu(ir.passes.InPlacePass):
         modified = False
         for node in model.graph:
             if node.op_type == "Relu":
-                node.op_type = "Neg"  # noqa: the point of the test
+                node.op_type = "Neg"  # the point of the test
                 modified = True
         return ir.passes.PassResult(model, modified)
 
@@ -205,9 +204,8 @@ def test_optimize_and_save_an_external_data_model_from_another_folder(tmp_path, 
     path = external_model(tmp_path / "src")
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    monkeypatch.chdir(
-        elsewhere
-    )  # paths resolve against the model's folder, not the working directory
+    # paths resolve against the model's folder, not the working directory
+    monkeypatch.chdir(elsewhere)
     result = onnxslim.optimize(path)
     onnxslim.save(result, "kept.onnx")  # a model that came with external data keeps that layout
     onnxslim.save(result, "inline.onnx", external_data=False)
@@ -242,7 +240,11 @@ def test_io_to_proto_reads_external_tensors_in(tmp_path, monkeypatch):
 @pytest.mark.parametrize("opset", range(1, 7))
 def test_models_below_opset_7_are_converted(opset):
     model = make_model(
-        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], opset=opset, ir_version=3
+        [N("Relu", ["x"], ["y"])],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        opset=opset,
+        ir_version=3,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -259,7 +261,10 @@ def test_sparse_initializers_are_densified():
     indices = onnx.numpy_helper.from_array(np.array([0, 3], np.int64), "w_idx")
     sparse = helper.make_sparse_tensor(values, indices, [4])
     graph = helper.make_graph(
-        [N("Add", ["x", "w"], ["y"])], "g", [vi("x", FLOAT, [4])], [vi("y", FLOAT, [4])],
+        [N("Add", ["x", "w"], ["y"])],
+        "g",
+        [vi("x", FLOAT, [4])],
+        [vi("y", FLOAT, [4])],
         sparse_initializer=[sparse],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

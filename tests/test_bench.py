@@ -1,4 +1,4 @@
-"""Benchmark: report figures, drift, pass/fail checks, JSON/HTML output, the CLI, and CPU detection."""
+"""Benchmark: report figures, drift, pass/fail checks, JSON/HTML output, the CLI, CPU detection."""
 
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def test_check_flags(models):
     report = benchmark([ref, same, drifted], **FAST)
     assert report.check() == []
     assert report.check(max_drift="max_abs<=0") == [
-        f"drift.onnx: output 'scores': max_abs {report.models[2].drift['scores'].max_abs:.6g} fails max_abs<=0"
+        "drift.onnx: output 'scores': "
+        f"max_abs {report.models[2].drift['scores'].max_abs:.6g} fails max_abs<=0"
     ]
     assert report.check(max_drift="cosine>=0.5", min_speedup=1e-9) == []
     failures = report.check(min_speedup=1e9)
@@ -247,9 +248,8 @@ def test_html_report(models, tmp_path):
     ):
         assert text in page
     assert "<script" not in page and "src=" not in page and "<link" not in page  # self-contained
-    assert not [
-        p for p in tmp_path.iterdir() if p.suffix == ".tmp"
-    ]  # no temporary file left behind
+    # no temporary file left behind
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
 
 
 def test_write_errors(models, tmp_path):
@@ -376,7 +376,10 @@ def test_cli_end_to_end_subprocess(models, tmp_path):
 
 
 def test_cpu_info_parsing(tmp_path):
-    x86 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n\nprocessor\t: 1\n"
+    x86 = (
+        "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n"
+        "processor\t: 1\n"
+    )
     info = parse_cpuinfo(x86, "x86_64")
     assert info.model == "AMD EPYC 7B13" and info.features == ["AVX2"]
     assert info.flags == {"avx2": True, "avx512": False, "vnni": False, "neon": False}

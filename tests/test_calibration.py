@@ -43,9 +43,8 @@ def test_histogram_ignores_nan_and_inf():
 
 
 def test_abs_counts_fold_around_zero():
-    h = hist_of(
-        [-1.0, -0.5, 0.5, 2.0], bins=4
-    )  # bins of 1.5 from -1.5: [-1.5, 0) [0, 1.5) [1.5, 3) [3, 4.5)
+    # bins of 1.5 from -1.5: [-1.5, 0) [0, 1.5) [1.5, 3) [3, 4.5)
+    h = hist_of([-1.0, -0.5, 0.5, 2.0], bins=4)
     assert h.width == pytest.approx(1.5) and h.zero_bin == 1
     assert h.abs_counts().tolist() == [3, 1, 0]
 
@@ -74,8 +73,8 @@ def test_percentile_rejects_bad_value():
 
 
 def test_mse_clips_a_rare_small_outlier_cluster():
-    # 10000 values in [0, 1) and 1 value at 100: keeping the outlier costs 10000 * (100/255)^2 / 12 ~ 128 of
-    # rounding error; clipping near 1 costs (100 - 1)^2 ~ 9800. So MSE keeps the outlier...
+    # 10000 values in [0, 1) and 1 value at 100: keeping the outlier costs 10000 * (100/255)^2 / 12
+    # ~ 128 of rounding error; clipping near 1 costs (100 - 1)^2 ~ 9800. So MSE keeps the outlier...
     bulk = np.linspace(0, 1, 10000, endpoint=False)
     assert compute_range(hist_of(bulk, [100.0]), "mse")[1] == pytest.approx(100.0, rel=0.02)
     # ...while with 1e6 bulk values, minimizing (100 - t)^2 + 1e6 * (t / 255)^2 / 12 gives
@@ -85,7 +84,8 @@ def test_mse_clips_a_rare_small_outlier_cluster():
 
 
 def test_mse_hand_computed_two_points():
-    # Half the mass at 0, half at x: any range below x clips; the full range [0, x] only rounds (step^2/12).
+    # Half the mass at 0, half at x: any range below x clips; the full range [0, x] only rounds
+    # (step^2 / 12).
     h = hist_of(np.r_[np.zeros(1000), np.full(1000, 2.55)], bins=256)
     assert compute_range(h, "mse") == pytest.approx((0.0, 2.55), rel=0.01)
 

@@ -1,4 +1,4 @@
-"""The `onnxslim` command line, run as a subprocess: output forms, options, report, errors and exit codes."""
+"""The `onnxslim` CLI, run as a subprocess: output forms, options, report, errors and exit codes."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def test_custom_domain_model_is_written_but_reported_unchecked(tmp_path):
     ]
 
 
-# ---------------------------------------------------------------- errors: one line, exit code, nothing written
+# ------------------------------------------------ errors: one line, exit code, nothing written
 
 
 def _external_model(
@@ -442,7 +442,11 @@ def test_usage_errors_are_one_line(demo, tmp_path, args, message):
 
 def test_opset_below_7_is_converted_and_checked(tmp_path):
     model = make_model(
-        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], opset=6, ir_version=3
+        [N("Relu", ["x"], ["y"])],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        opset=6,
+        ir_version=3,
     )
     onnx.save(model, tmp_path / "m.onnx")
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx")
@@ -466,7 +470,9 @@ def test_unfeedable_input_is_written_as_not_checked_or_refused_with_require_chec
         [vi("t", onnx.TensorProto.STRING, [1]), vi("y", FLOAT, [2])],
     )
     onnx.save(model, tmp_path / "m.onnx")
-    with_reason = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--check-inputs", tmp_path / "none")
+    with_reason = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--check-inputs", tmp_path / "none"
+    )
     assert with_reason.returncode == 2  # a missing --check-inputs path is a usage error
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--require-check")
     assert_one_line_error(proc, 1, "not checked")

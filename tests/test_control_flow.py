@@ -1,4 +1,5 @@
-"""If/Loop/Scan bodies and model-local functions: optimized like the main graph, outer scope respected.
+"""If/Loop/Scan bodies and model-local functions: optimized like the main graph, with
+the outer scope respected.
 
 Every case compares ORT outputs before/after and counts nodes inside the subgraphs.
 """
@@ -47,8 +48,8 @@ def subgraph_ops(model: onnx.ModelProto, op_type: str, attr: str) -> dict:
 
 
 def _loop_with_nested_if() -> onnx.ModelProto:
-    """Loop 4 times: acc = If(i is even) then acc*W + 1 else acc - W; the body and both branches carry
-    junk to remove (Identity, a constant chain, a dead node) and read outer-scope W."""
+    """Loop 4 times: acc = If(i is even) then acc*W + 1 else acc - W; the body and both branches
+    carry junk to remove (Identity, a constant chain, a dead node) and read outer-scope W."""
     then = helper.make_graph(
         [
             N("Identity", ["acc_in"], ["a_id"]),
@@ -99,13 +100,13 @@ def test_nested_if_inside_loop_is_optimized_and_matches():
     assert body.get("Identity", 0) <= 1, body  # at most the pass-through of the loop condition
     then = subgraph_ops(out, "If", "then_branch")
     assert "Neg" not in then and "Identity" not in then, then
-    assert [t.name for t in out.graph.initializer if t.name == "W"] == [
-        "W"
-    ]  # used from inside: kept
+    # used from inside: kept
+    assert [t.name for t in out.graph.initializer if t.name == "W"] == ["W"]
 
 
 def test_loop_with_scan_output():
-    # each iteration emits acc (scan output) and carries acc + step; the step is a foldable constant chain
+    # each iteration emits acc (scan output) and carries acc + step; the step is a foldable
+    # constant chain
     body = helper.make_graph(
         [
             N("Neg", ["minus_step"], ["step"]),
@@ -131,8 +132,8 @@ def test_loop_with_scan_output():
 
 
 def test_if_branches_using_outer_scope_initializers_and_values():
-    # the condition depends on the input: the If stays; its branches read W and B from the main graph
-    # and `scaled`, computed in the main graph only for them
+    # the condition depends on the input: the If stays; its branches read W and B from the main
+    # graph and `scaled`, computed in the main graph only for them
     then = helper.make_graph(
         [N("MatMul", ["scaled", "W"], ["t"])], "then", [], [vi("t", FLOAT, ["N", 2])]
     )
@@ -271,9 +272,8 @@ def test_function_used_twice_is_kept_and_optimized():
             onnx.ModelProto(graph=helper.make_graph(list(out.functions[0].node), "f", [], []))
         )
     )
-    assert "Identity" not in inside and inside.get("Constant", 0) <= 1, (
-        inside
-    )  # 2*3 folded into one constant
+    # 2*3 folded into one constant
+    assert "Identity" not in inside and inside.get("Constant", 0) <= 1, inside
     assert_same_outputs(model, out, seeds=(0, 1))
 
 

@@ -28,7 +28,7 @@ I64 = np.dtype(np.int64)
 
 
 def two_input_model():
-    """x: float[batch, 4] (+ a weight that is also an input), ids: int64[batch, seq], mask: bool[?]."""
+    """x: float[batch, 4] (+ a weight, also an input), ids: int64[batch, seq], mask: bool[?]."""
     nodes = [
         helper.make_node("Add", ["x", "w"], ["y"]),
         helper.make_node("Identity", ["ids"], ["ids_out"]),

@@ -1,4 +1,4 @@
-"""Placeholder dim names ("?", as Paddle writes them) promise no equality, and the interface keeps them."""
+"""Placeholder dim names ("?", as Paddle writes) promise no equality; the interface keeps them."""
 
 from __future__ import annotations
 

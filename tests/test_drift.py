@@ -167,9 +167,8 @@ def test_budget_check():
         {"scores": SCORES, "label": np.array([2, 0])},
         {"scores": SCORES + np.float32(0.5), "label": np.array([2, 1])},
     )
-    assert (
-        parse_max_drift("cosine>=0.9,top1>=1").check(drifts) == []
-    )  # label is not float: cosine/top1 skip it
+    # label is not float: cosine/top1 skip it
+    assert parse_max_drift("cosine>=0.9,top1>=1").check(drifts) == []
     assert parse_max_drift("max_abs<=0.5").check(drifts) == [
         "output 'label': max_abs 1 fails max_abs<=0.5"
     ]

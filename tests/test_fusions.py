@@ -11,7 +11,7 @@ RNG = np.random.default_rng(0)
 
 
 def slim(model, **options):
-    """Optimize, assert ORT outputs match the original on two random inputs, return the op counts."""
+    """Optimize, assert ORT outputs match the original on two random inputs; return op counts."""
     optimized = optimized_proto(model, **options)
     assert_same_outputs(model, optimized, seeds=(0, 1))
     return op_counts(optimized)
@@ -40,7 +40,7 @@ def conv_then(
     outputs=("y",),
     **conv_attrs,
 ):
-    """x -> conv(x, W[, B]) -> ops[0] -> ops[1] ... -> y, each op a (op_type, constant, constant_first)."""
+    """x -> conv(x, W[, B]) -> ops[0] -> ... -> y, each op a (op_type, constant, constant_first)."""
     weight = (
         weight if weight is not None else rand(8, x_shape[1] // conv_attrs.get("group", 1), 3, 3)
     )
@@ -375,7 +375,7 @@ def test_matmul_add_3d_input_kept():
     assert slim(model) == {"MatMul": 1, "Add": 1}
 
 
-# --- hard-swish / hard-sigmoid ---------------------------------------------------------------------
+# --- hard-swish / hard-sigmoid --------------------------------------------------------------------
 
 
 def hardswish(opset, clip_max=6.0, divisor=6.0, mul_input="x"):
@@ -506,9 +506,8 @@ def test_unsqueeze_transpose_squeeze_of_another_dim_kept():
         ("Squeeze", ["a2"], {}),
     ]
     model = chain(steps, [2, 1, 4], 3, initializers=[axes("a1", [0]), axes("a2", [1])])
-    assert (
-        slim(model)["Transpose"] == 1
-    )  # the Squeeze drops x's own size-1 dim, not the inserted one
+    # the Squeeze drops x's own size-1 dim, not the inserted one
+    assert slim(model)["Transpose"] == 1
 
 
 def slice_step(name, starts, ends, axes_, steps):
@@ -547,7 +546,8 @@ def test_slices_on_the_same_axis_not_merged_blindly(first, second):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_random_slice_pairs_keep_outputs(seed):
-    """Random starts/ends/steps (negative, out of range, reversed) on random axes, overlapping or not."""
+    """Random starts/ends/steps (negative, out of range, reversed) on random axes, which may or
+    may not overlap."""
     rng = np.random.default_rng(seed)
     shape = [int(d) for d in rng.integers(2, 6, size=3)]
     steps, inits = [], []
@@ -568,7 +568,8 @@ def test_random_slice_pairs_keep_outputs(seed):
 
 
 def concat_model(inner_axis, outer_axis, share_inner=False):
-    """y = Concat(x, Concat(a, b, axis=inner_axis), c, axis=outer_axis); `share_inner` also outputs Relu(ab)."""
+    """y = Concat(x, Concat(a, b, axis=inner_axis), c, axis=outer_axis); `share_inner` also
+    outputs Relu(ab)."""
     nodes = [
         node("Concat", ["a", "b"], "ab", axis=inner_axis),
         node("Concat", ["x", "ab", "c"], "y", axis=outer_axis),
@@ -597,7 +598,7 @@ def test_nested_concat_shared_inner_kept():
 
 
 def shape_pieces(source, picks):
-    """Nodes computing Concat(pieces) -> "shape": an int is a constant, ("dim", i) is Shape(source)[i]."""
+    """Nodes for Concat(pieces) -> "shape": an int is a constant, ("dim", i) is Shape(source)[i]."""
     nodes, inits, names = [node("Shape", [source], "sh")], [], []
     for k, pick in enumerate(picks):
         if isinstance(pick, int):

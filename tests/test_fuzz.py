@@ -1,9 +1,9 @@
-"""Differential fuzzing: random valid graphs, optimized, must pass the checker, load in ORT and match.
+"""Differential fuzzing: random valid graphs, optimized, must pass the checker, load in ORT, match.
 
-The generator (`random_model`) draws from: elementwise ops, Conv (+BN, per-channel Mul/Add, zero Pad),
-MatMul/Gemm (+bias), BatchNormalization, Reshape/Transpose/Concat/Slice/Squeeze/Unsqueeze (chains and
-no-op forms), Shape arithmetic, constant subgraphs, dead branches and If with a constant condition.
-CI runs a bounded number of examples; `python scripts/fuzz.py --examples N` runs more.
+The generator (`random_model`) draws from: elementwise ops, Conv (+BN, per-channel Mul/Add, zero
+Pad), MatMul/Gemm (+bias), BatchNormalization, Reshape/Transpose/Concat/Slice/Squeeze/Unsqueeze
+(chains and no-op forms), Shape arithmetic, constant subgraphs, dead branches and If with a constant
+condition. CI runs a bounded number of examples; `python scripts/fuzz.py --examples N` runs more.
 Every bug found becomes a regression test below (`test_regression_*`).
 """
 
@@ -125,9 +125,8 @@ class Builder:
         dilation = self.draw(st.sampled_from([1, 2])) if k == 3 else 1
         pad = self.draw(st.integers(0, 2))
         inp = x.name
-        if self.draw(
-            st.booleans()
-        ):  # a zero Pad the Conv can absorb (or a non-zero one it must not)
+        # a zero Pad the Conv can absorb (or a non-zero one it must not)
+        if self.draw(st.booleans()):
             value = self.draw(st.sampled_from([0.0, 0.0, 1.0]))
             pads = [0, 0, pad, pad, 0, 0, pad, pad]
             inp = self.node(
@@ -210,7 +209,8 @@ class Builder:
             y = self.node(
                 "Reshape", [x.name, self.const(np.array([-1 if x.batched else x.shape[0], rest]))]
             )[0]
-        else:  # Shape -> Gather(0) -> Unsqueeze -> Concat([n, rest]) -> Reshape, as exporters write it
+        else:
+            # Shape -> Gather(0) -> Unsqueeze -> Concat([n, rest]) -> Reshape, as exporters write it
             shape = self.node("Shape", [x.name])[0]
             n = self.node("Gather", [shape, self.const(np.array(0))], axis=0)[0]
             n1 = self.node("Unsqueeze", [n, self.const(np.array([0]))])[0]
@@ -226,9 +226,8 @@ class Builder:
         perm = [0] + tail if x.batched or fixed else list(self.draw(st.permutations(range(rank))))
         y = self.node("Transpose", [x.name], perm=perm)[0]
         shape = tuple(x.shape[p] for p in perm)
-        if self.draw(
-            st.booleans()
-        ):  # a second Transpose: fused, or cancelled when it is the inverse
+        # a second Transpose: fused, or cancelled when it is the inverse
+        if self.draw(st.booleans()):
             inverse = list(np.argsort(perm)) if self.draw(st.booleans()) else perm
             if x.batched and inverse[0] != 0:
                 inverse = list(np.argsort(perm))
@@ -265,6 +264,7 @@ class Builder:
     def slice(self) -> None:
         x = self.pick()
         shape = list(x.shape)
+        name = x.name
         for _ in range(self.draw(st.integers(1, 2))):  # one Slice, or Slice + Slice
             axes = [a for a in range(len(shape)) if not (x.batched and a == 0)]
             if not axes:
@@ -286,7 +286,7 @@ class Builder:
             name = self.node(
                 "Slice",
                 [
-                    x.name if len(self.nodes) == 0 or _ == 0 else name,
+                    name,
                     self.const(np.array([start])),
                     self.const(np.array([end])),
                     self.const(np.array([axis])),
@@ -322,9 +322,8 @@ class Builder:
             st.lists(st.sampled_from(["Neg", "Sqrt", "Exp", "Tanh", "Transpose2"]), max_size=3)
         ):
             if op == "Transpose2":
-                c = self.node("Transpose", [c], perm=list(range(len(x.shape) - 1)))[
-                    0
-                ]  # identity perm
+                # identity perm
+                c = self.node("Transpose", [c], perm=list(range(len(x.shape) - 1)))[0]
             elif op == "Sqrt":
                 c = self.node("Sqrt", [self.node("Abs", [c])[0]])[0]
             else:
@@ -494,7 +493,7 @@ def feeds_for(model: onnx.ModelProto, seed: int = 0) -> dict:
 
 
 def check_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The property: optimized, the model passes the checker, loads in ORT and gives the same outputs."""
+    """The property: the optimized model passes the checker, loads in ORT, matches the original."""
     onnx.checker.check_model(model, full_check=True)  # the generator's own output must be valid
     try:
         optimized = ir.to_proto(onnxslim.optimize(model, check=False))
@@ -567,8 +566,9 @@ def test_the_generator_covers_the_op_families():
 
 
 def test_regression_two_outputs_that_become_the_same_value():
-    """Found by the fuzzer: a constant-condition If inlined to Tanh(x) next to another Tanh(x) output.
-    CSE keeps both names with an Identity; Identity elimination then merged the two graph outputs."""
+    """Found by the fuzzer: a constant-condition If inlined to Tanh(x) next to another Tanh(x)
+    output. CSE keeps both names with an Identity; Identity elimination then merged the two
+    graph outputs."""
     then = helper.make_graph(
         [N("Relu", ["x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", FLOAT, [2, 1])]
     )

@@ -1,5 +1,6 @@
-"""Hostile and broken input, for every CLI command and API function: one clear line, a non-zero exit
-(never a traceback, never exit 3), and no output file left behind; SIGINT mid-way leaves nothing either."""
+"""Hostile and broken input, for every CLI command and API function: one clear line, a non-zero
+exit (never a traceback, never exit 3), and no output file left behind; SIGINT mid-way leaves
+nothing either."""
 
 from __future__ import annotations
 
@@ -211,7 +212,7 @@ def test_optimize_command(name, hostile):
 
 
 def _commands() -> list[str]:
-    """Every command but `optimize` that takes model paths (bench, and int8/inspect once they exist)."""
+    """Each command but `optimize` taking model paths (bench, and int8/inspect once they exist)."""
     return sorted(name for name in cli.main.commands if name != "optimize")
 
 
@@ -297,9 +298,8 @@ def test_api_functions_raise_onnxslim_errors(api, name, hostile, tmp_path):
         "optimize": lambda: onnxslim.optimize(path),
         "slim": lambda: onnxslim.slim(path, tmp_path / "out.onnx"),
     }[api]
-    if (
-        api == "load" and name == "type mismatch"
-    ):  # a well-formed graph: only ONNX Runtime rejects it
+    # a well-formed graph: only ONNX Runtime rejects it
+    if api == "load" and name == "type mismatch":
         onnxslim.load(path)
         return
     with pytest.raises(onnxslim.OnnxSlimError) as info:
@@ -419,7 +419,7 @@ def test_interrupt_mid_way_leaves_nothing(where, sig, tmp_path):
 
 
 def test_interrupt_at_any_moment_leaves_nothing_or_a_complete_model(tmp_path):
-    """SIGINT at several moments of a real run: either no file at all, or exit 0 and a valid model."""
+    """SIGINT at several moments of a real run: no file at all, or exit 0 and a valid model."""
     from models.encoder import build_encoder
 
     path, _ = build_encoder(tmp_path / "src", hidden=256, layers=3, heads=4, vocab=3000, max_len=64)

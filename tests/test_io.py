@@ -81,7 +81,7 @@ def test_save_onto_a_folder_is_a_user_error(tmp_path):
 
 
 def test_save_keeps_the_model_usable(tmp_path):
-    """Saving swaps tensors in and out; the model must still be whole and savable again afterwards."""
+    """Saving swaps tensors in and out; the model must stay whole and savable again afterwards."""
     source = external_model(tmp_path / "src")
     model = io.load(source)
     io.save(model, tmp_path / "a.onnx", external_data=True)
@@ -143,7 +143,8 @@ def test_validate_reports_the_first_problem_in_one_line():
 
 
 def test_a_subgraph_reading_a_later_outer_value_is_a_cycle_only_when_it_is_one():
-    """Nodes out of order are fine (sorted later); a subgraph that reads its own node's output is a cycle."""
+    """Nodes out of order are fine (sorted later); a subgraph that reads its own node's
+    output is a cycle."""
     then = helper.make_graph([N("Identity", ["late"], ["t"])], "then", [], [vi("t", FLOAT, [2])])
     other = helper.make_graph([N("Identity", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [2])])
     unsorted = make_model(

@@ -1,4 +1,5 @@
-"""External-data models: a few-MB encoder in CI (several files, a subfolder, offsets); the >2 GB case is slow.
+"""External-data models: a few-MB encoder in CI (several files, a subfolder, offsets); the >2 GB
+case is slow.
 
 The encoder comes from benchmarks/large.py (the same graph the >2 GB benchmark uses).
 """
@@ -57,7 +58,8 @@ def external_locations(path: Path) -> list[str]:
 
 
 def test_per_tensor_files_in_a_subfolder_from_another_working_directory(small_encoder, tmp_path):
-    """Also a regression test: the output's declared dim `sequence` came back as `unk__1` (shape inference)."""
+    """Also a regression test: the output's declared dim `sequence` came back as `unk__1` from
+    shape inference."""
     assert len(external_locations(small_encoder)) > 20
     assert all(loc.startswith("weights/") for loc in external_locations(small_encoder))
     out = tmp_path / "out" / "model.onnx"
@@ -86,7 +88,7 @@ def test_one_shared_file_with_offsets(tmp_path):
 
 
 def test_optimizing_never_serializes_the_weights(small_encoder, tmp_path, monkeypatch):
-    """No whole-model protobuf: every proto onnx-ir builds (checker, shape inference, save) stays small."""
+    """No whole-model protobuf: every proto built (checker, shape inference, save) stays small."""
     sizes = []
     original = ir.serde.serialize_model
 
@@ -114,8 +116,8 @@ def test_overwrite_in_place_keeps_a_valid_model(small_encoder, tmp_path):
 
 
 def test_checker_resolves_small_external_tensors_against_the_model_folder(tmp_path, monkeypatch):
-    """Regression: tensors under 1 KB kept their external reference in the proto the onnx checker saw,
-    which resolved it against the working directory and failed."""
+    """Regression: tensors under 1 KB kept their external reference in the proto the onnx checker
+    saw, which resolved it against the working directory and failed."""
     path, _ = build_encoder(tmp_path / "src", hidden=16, layers=1, heads=2, vocab=200, max_len=64)
     proto = onnx.load(path, load_external_data=False)
     assert any(
@@ -140,8 +142,8 @@ finally:
 
 @pytest.mark.slow
 def test_over_2_gb_end_to_end(tmp_path_factory):
-    """~2.9 GB of weights (benchmarks/large.py's default encoder): default pipeline with the ORT check,
-    external data next to the output, peak RSS <= 1.5x the weights."""
+    """~2.9 GB of weights (benchmarks/large.py's default encoder): default pipeline with the ORT
+    check, external data next to the output, peak RSS <= 1.5x the weights."""
     folder = Path(os.environ.get("ONNXSLIM_LARGE_DIR", tmp_path_factory.mktemp("large")))
     path = folder / "source" / "model.onnx"
     if not path.exists():

@@ -1,4 +1,4 @@
-"""The package layout keeps its promises: public names stay callable, no private imports across modules."""
+"""The package layout's promises: public names stay callable, no private imports across modules."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def test_import_onnxslim_loads_neither_click_nor_onnxruntime():
     import subprocess
     import sys
 
-    code = "import sys, onnxslim; print(sorted({'click', 'onnxruntime', 'rich'} & set(sys.modules)))"
+    code = (
+        "import sys, onnxslim; print(sorted({'click', 'onnxruntime', 'rich'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""No-op removal (`remove-no-ops`): each case on a tiny graph, outputs compared on ORT before/after."""
+"""No-op removal (`remove-no-ops`): a tiny graph per case, outputs compared on ORT before/after."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ INT64_MAX = 2**63 - 1
 
 
 def slim(model, **options):
-    """Optimize, assert ORT outputs match the original on two random inputs, return the op counts."""
+    """Optimize, assert ORT outputs match the original on two random inputs; return op counts."""
     optimized = optimized_proto(model, **options)
     assert_same_outputs(model, optimized, seeds=(0, 1))
     return op_counts(optimized)

@@ -107,7 +107,8 @@ def test_duplicate_initializers_are_merged_only_when_dtype_shape_and_bytes_match
 
 
 def _initializer_input_model(ir_version: int = 3) -> onnx.ModelProto:
-    # IR version 3: every initializer is also a graph input (old exporters); from 4 on, a default value
+    # IR version 3: every initializer is also a graph input (old exporters); from 4 on, such an
+    # input is a default value
     return make_model(
         [N("Mul", ["x", "scale"], ["s"]), N("Add", ["s", "bias"], ["y"])],
         [vi("x", FLOAT, ["N", 3]), vi("scale", FLOAT, [3]), vi("bias", FLOAT, [3])],
@@ -583,7 +584,8 @@ def test_opset_7_model_is_optimized():
 
 @pytest.mark.parametrize("opset", [10, 17])
 def test_default_opset_imported_as_ai_onnx_is_optimized(opset):
-    # "ai.onnx" is the default domain's other name: every pass used to be skipped (opset looked up under "" only)
+    # "ai.onnx" is the default domain's other name: every pass used to be skipped (opset looked up
+    # under "" only)
     model = make_model(
         [
             N("Identity", ["x"], ["a"]),
@@ -667,8 +669,8 @@ def test_frozen_initializer_input_listed_first_does_not_shift_the_interface():
 
 
 def test_light_vgg19_does_not_blow_up():
-    """onnx's own opset-9 test model: weights made by ConstantOfShape. PyPI OnnxSlim 0.1.98 turns its 9 KB
-    into 548 MB; with the size guard, only tensors of at most 1 MiB each are folded."""
+    """onnx's own opset-9 test model: weights made by ConstantOfShape. PyPI OnnxSlim 0.1.98 turns
+    its 9 KB into 548 MB; with the size guard, only tensors of at most 1 MiB each are folded."""
     import os
 
     path = os.path.join(

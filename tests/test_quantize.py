@@ -1,4 +1,4 @@
-"""INT8 quantization: QDQ structure, ORT fused kernels, CPU targets, data validation, accuracy fallback."""
+"""INT8 quantization: QDQ layout, ORT fused kernels, CPU targets, data checks, accuracy fallback."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ FAST = dict(min_macs=0, target="vnni", measure_latency=False, progress=False, op
 
 
 def cnn() -> onnx.ModelProto:
-    """Conv+Relu -> MaxPool -> Conv+Relu -> Add(residual) -> Reshape -> Gemm (same weights every call)."""
+    """Conv+Relu -> MaxPool -> Conv+Relu -> Add(residual) -> Reshape -> Gemm, with the same weights
+    every call."""
     RNG = np.random.default_rng(0)
     w1 = RNG.normal(size=(8, 3, 3, 3)).astype(np.float32) * 0.3
     w2 = RNG.normal(size=(8, 8, 3, 3)).astype(np.float32) * 0.2
@@ -135,9 +136,8 @@ def test_saved_model_is_compact(quantized):
         {"conv1", "conv2", "fc"} <= names <= {n.name for n in cnn().graph.node}
     )  # Q/DQ nodes are nameless
     conv = next(n for n in proto.graph.node if n.name == "conv2")
-    assert {a.name for a in conv.attribute} == {
-        "pads"
-    }  # the default dilations/strides/group are dropped
+    # the default dilations/strides/group are dropped
+    assert {a.name for a in conv.attribute} == {"pads"}
 
 
 def test_compact_pass_keeps_outputs():
@@ -148,9 +148,8 @@ def test_compact_pass_keeps_outputs():
         [helper.make_attribute("strides", [1, 1]), helper.make_attribute("dilations", [1, 1])]
     )
     model.graph.value_info.extend([vi("c1", shape=[1, 8, 16, 16])])
-    compact = ir.from_proto(
-        onnx.ModelProto.FromString(model.SerializeToString())
-    )  # onnx-ir aliases tensors
+    # onnx-ir aliases tensors
+    compact = ir.from_proto(onnx.ModelProto.FromString(model.SerializeToString()))
     CompactPass(keep={"conv1"})(compact)
     proto = ir.to_proto(compact)
     assert proto.ByteSize() < model.ByteSize() and not proto.graph.value_info
@@ -274,7 +273,8 @@ def test_calibration_data_reader_interface():
 
 @pytest.mark.parametrize("gain_db, int8_weights", [(1, True), (15, False)])
 def test_fallback_restores_float_until_budget_holds(gain_db, int8_weights):
-    """A small gain is met by computing in float on int8-stored weights; a large one needs float weights."""
+    """A small gain is met by computing in float on int8-stored weights; a large one needs
+    float weights."""
     base = quantize(cnn(), samples(), **FAST)
     snr = base.report.drift["y"].snr_db
     budget = f"snr>={snr + gain_db:.1f}"
@@ -368,7 +368,7 @@ def test_transformer_residual_stays_float_and_embedding_is_stored_int8():
 def conv_pair(
     mid: str | None = "Relu", groups: int = 1, extra_reader: bool = False
 ) -> onnx.ModelProto:
-    """Conv(4 -> 8) -> [mid] -> Conv(8 -> 8, groups): channel ranges of the first conv spread 1000x."""
+    """Conv(4->8) -> [mid] -> Conv(8->8, groups): channel ranges of the first conv spread 1000x."""
     rng = np.random.default_rng(4)
     w1 = (
         rng.normal(size=(8, 4, 3, 3)).astype(np.float32)
@@ -435,7 +435,7 @@ def test_equalization_leaves_pairs_it_would_change(mid, extra_reader):
 
 
 def test_bias_correction_shift_matches_conv_of_the_mean():
-    """On an input constant per channel, a valid conv of the weight error outputs exactly the shift."""
+    """On an input constant per channel, a valid conv of the weight error is exactly the shift."""
     from onnxslim.quantization.bias_correction import output_shift
 
     rng = np.random.default_rng(6)
@@ -453,7 +453,7 @@ def test_bias_correction_shift_matches_conv_of_the_mean():
 
 
 def offset_depthwise() -> onnx.ModelProto:
-    """A depthwise 3x3 conv whose inputs sit far from zero: weight rounding shifts its output mean."""
+    """A depthwise 3x3 conv with inputs far from zero: weight rounding shifts its output mean."""
     rng = np.random.default_rng(7)
     w = rng.normal(size=(16, 1, 3, 3)).astype(np.float32)
     w[:, 0, 0, 0] = 8.0  # one large tap per channel: coarse steps for the other eight
@@ -467,9 +467,8 @@ def offset_depthwise() -> onnx.ModelProto:
     )
 
 
-@pytest.mark.parametrize(
-    "target", ["vnni", "arm"]
-)  # depthwise computes in float on x86, in int8 on ARM
+# depthwise computes in float on x86, in int8 on ARM
+@pytest.mark.parametrize("target", ["vnni", "arm"])
 def test_bias_correction_lowers_drift(target):
     rng = np.random.default_rng(8)
     data = [{"x": (20 + rng.normal(size=(1, 16, 8, 8))).astype(np.float32)} for _ in range(12)]
@@ -572,7 +571,10 @@ def test_bias_correction_scales_the_gemm_shift_by_alpha():
         )
         assert input_channel_axis(node) == -1
         fixed = corrected_bias(node, b, w, wq, x.mean(axis=0))
-        gemm = lambda weights, bias: 2.5 * x @ (weights.T if trans_b else weights) + bias
+
+        def gemm(weights, bias, trans_b=trans_b):
+            return 2.5 * x @ (weights.T if trans_b else weights) + bias
+
         np.testing.assert_allclose(gemm(wq, fixed).mean(axis=0), gemm(w, b).mean(axis=0), atol=1e-4)
 
 

@@ -1,4 +1,5 @@
-"""Real models (models/zoo, built by `python models/zoo.py`; CI builds it): optimized, they load in ORT and match."""
+"""Real models (models/zoo, built by `python models/zoo.py`; CI builds it): optimized, they load in
+ORT and match."""
 
 from __future__ import annotations
 

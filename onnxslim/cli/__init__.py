@@ -1,6 +1,6 @@
-"""The `onnxslim` command line: `onnxslim IN [-o] OUT [options]` optimizes; `onnxslim bench ...` measures.
+"""The `onnxslim` CLI: `onnxslim IN [-o] OUT [options]` optimizes; `onnxslim bench ...` measures.
 
-The commands live in their own modules (optimize, bench); option types in params, exit handling in exits.
+Commands live in their own modules (optimize, bench); option types in params, exit codes in exits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import click
 class DefaultCommandGroup(click.Group):
     """A group whose first argument, when it is not a subcommand, goes to the `optimize` command.
 
-    Usage errors (a bad option value, a missing argument) print one `error: ...` line, like every other error.
+    Usage errors (a bad option value, a missing argument) print one `error: ...` line, as all
+    errors do.
     """
 
     def parse_args(self, ctx, args):
@@ -26,9 +27,8 @@ class DefaultCommandGroup(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
-        except (
-            click.exceptions.NoArgsIsHelpError
-        ) as err:  # plain `onnxslim`: the help, as click prints it
+        # plain `onnxslim`: the help, as click prints it
+        except click.exceptions.NoArgsIsHelpError as err:
             click.echo(err.format_message(), err=True)
             sys.exit(err.exit_code)
         except click.ClickException as err:
@@ -43,7 +43,8 @@ class DefaultCommandGroup(click.Group):
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onnxslim")
 def main() -> None:
-    """Optimize ONNX models: `onnxslim model.onnx -o small.onnx`. Measure: `onnxslim bench a.onnx b.onnx`."""
+    """Optimize ONNX models: `onnxslim model.onnx -o small.onnx`.
+    Measure: `onnxslim bench a.onnx b.onnx`."""
 
 
 from onnxslim.cli.bench import bench_command  # noqa: E402  (the commands register on `main`)

@@ -1,4 +1,7 @@
-"""`onnxslim bench`: compare models on ONNX Runtime CPU; exit 1 when a --max-drift/--min-speedup check fails."""
+"""`onnxslim bench`: compare models on ONNX Runtime CPU.
+
+Exits 1 when a --max-drift/--min-speedup check fails.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ from onnxslim.runtime import OPT_LEVELS
 @click.option(
     "--preprocess",
     metavar="SPEC",
-    help="Image preprocessing, e.g. resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225.",
+    help=(
+        "Image preprocessing, e.g. "
+        "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225."
+    ),
 )
 @click.option(
     "--shape",

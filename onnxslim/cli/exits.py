@@ -1,4 +1,4 @@
-"""How the command line ends: one line on stderr and an exit code for every error, never a traceback."""
+"""How the command line ends: one line on stderr and an exit code per error, never a traceback."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from onnxslim.errors import OnnxSlimError, first_line
 def errors_to_exit_codes() -> Iterator[list[Path]]:
     """User errors: one line on stderr and exit 2 (1 for a failed check); never a traceback.
 
-    The block appends each file it has written in full to the yielded list, so an interruption says what exists.
+    The block appends each fully written file to the yielded list: an interruption says what exists.
     """
     written: list[Path] = []
     try:
@@ -35,7 +35,7 @@ def errors_to_exit_codes() -> Iterator[list[Path]]:
     except MemoryError:
         click.echo("error: out of memory", err=True)
         sys.exit(2)
-    except Exception as err:  # a bug of ours: still one line, the traceback only on request
+    except Exception as err:  # noqa: BLE001 a bug of ours: still one line, the traceback only on request
         if os.environ.get("ONNXSLIM_DEBUG"):
             traceback.print_exc()
         click.echo(

@@ -1,4 +1,4 @@
-"""`onnxslim optimize` (the default command): lossless passes, optional INT8, check, save, report."""
+"""`onnxslim optimize` (default command): lossless passes, optional INT8, check, save, report."""
 
 from __future__ import annotations
 
@@ -111,7 +111,10 @@ def _pass_list() -> str:
 @click.option(
     "--calibration",
     metavar="DATA",
-    help="INT8 calibration data: .npy/.npz folder, one .npz, an image folder (with --preprocess) or random:N.",
+    help=(
+        "INT8 calibration data: .npy/.npz folder, one .npz, "
+        "an image folder (with --preprocess) or random:N."
+    ),
 )
 @click.option(
     "--preprocess",
@@ -155,7 +158,10 @@ def _pass_list() -> str:
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     show_default=True,
-    help="Cross-layer equalization of Conv pairs; auto keeps it where it brings INT8 closer to float.",
+    help=(
+        "Cross-layer equalization of Conv pairs; "
+        "auto keeps it where it brings INT8 closer to float."
+    ),
 )
 @click.option(
     "--bias-correction",
@@ -208,7 +214,8 @@ def optimize_command(
     quiet,
     **int8_options,
 ):
-    """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8, and write OUTPUT."""
+    """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8,
+    and write OUTPUT."""
     with errors_to_exit_codes() as written:
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
@@ -307,12 +314,13 @@ def _quantize(
     preprocess: str | None,
     **options,
 ) -> None:
-    """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless` are the
-    options of the lossless passes, `options` the CLI's INT8 options."""
+    """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
+    are the options of the lossless passes, `options` the CLI's INT8 options."""
     samples = data.load_samples(calibration, data.input_specs(model), preprocess=preprocess)
     if calibration.startswith("random:"):
         console.print(
-            "[yellow]warning:[/] calibrating on random data: the drift figures say little about real inputs"
+            "[yellow]warning:[/] calibrating on random data: "
+            "the drift figures say little about real inputs"
         )
     config = QuantizeConfig(
         method=options["calibration_method"],
@@ -379,7 +387,11 @@ def _report(
     footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
     notes = [f"note: {note}" for note in result.notes]
     tables.show(
-        [tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"), *notes, footer],
+        [
+            tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"),
+            *notes,
+            footer,
+        ],
         console,
     )
     if report_path:

@@ -1,1 +1,2 @@
-"""The model on disk and in memory: load/save (io), structural checks (validate), external data, atomic files."""
+"""The model on disk and in memory: load/save (io), structural checks (validate), external data
+and atomic files."""

@@ -31,7 +31,7 @@ def has_external_data(model: ir.Model) -> bool:
 
 
 class UnmapBehind:
-    """An `ir.save` callback (called before each tensor is written) that unmaps the tensor written last.
+    """An `ir.save` callback (called before each tensor is written): unmaps the tensor written last.
 
     Copying mapped weights into the new file would otherwise leave every page of them resident.
     """
@@ -39,7 +39,7 @@ class UnmapBehind:
     def __init__(self) -> None:
         self.previous = None
 
-    def __call__(self, tensor, info) -> None:
+    def __call__(self, tensor, _info) -> None:
         if isinstance(self.previous, ir.ExternalTensor):
             self.previous.release()
         self.previous = tensor
@@ -74,7 +74,7 @@ def read_into_memory(model: ir.Model, file: Path) -> None:
 def inlined_external_tensors(
     model: ir.Model, enabled: bool = True, only: Callable[[ir.Graph, ir.Value], bool] | None = None
 ) -> Iterator[None]:
-    """Serialize external tensors inline (their old relative locations mean nothing beside a new file).
+    """Serialize external tensors inline (their relative locations mean nothing beside a new file).
 
     `only(graph, value)` picks which ones. The tensors are swapped back afterwards, so the model
     still maps its original files.

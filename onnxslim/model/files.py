@@ -1,4 +1,4 @@
-"""Atomic writes: temporary files renamed into place, with Ctrl-C and SIGTERM held while files are swapped."""
+"""Atomic writes: temp files renamed into place, Ctrl-C and SIGTERM held while files are swapped."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as err:
-        raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+        raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -56,12 +56,15 @@ def signals_deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """While a save runs, SIGTERM unwinds like Ctrl-C, so the staging folder is removed (main thread only)."""
+    """While a save runs, SIGTERM unwinds like Ctrl-C, so the staging folder is removed.
+
+    Main thread only.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum, frame):
+    def interrupt(_signum, _frame):
         raise KeyboardInterrupt
 
     try:

@@ -1,4 +1,4 @@
-"""Loading and saving models: validated loads, atomic saves, conversions between path, proto and IR."""
+"""Loading and saving models: validated loads, atomic saves, conversions (path, proto, IR)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     except Exception as err:  # DecodeError, RuntimeWarning, UnicodeDecodeError, ...
         raise OnnxSlimError(
             f"{path}: not a valid ONNX model (truncated or not protobuf: {first_line(err)})"
-        )
+        ) from err
     model = _deserialize(proto, str(path))
     del proto
     # absolute, so a later change of working directory cannot break the paths of external data
@@ -59,7 +59,7 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
             model = ir.serde.deserialize_model(proto)
         except MemoryError:
             raise
-        except Exception as err:  # noqa: BLE001 onnx-ir rejects malformed protos with assorted exceptions
+        except Exception as err:
             raise OnnxSlimError(
                 f"{where}: invalid ONNX model: {first_line(_root_cause(err))}"
             ) from err
@@ -69,7 +69,7 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
 
 
 def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
-    """Replace `graph`'s sparse initializers by dense ones of the same name (onnx-ir has no sparse tensors)."""
+    """Replace `graph`'s sparse initializers by dense ones of the same name (onnx-ir has none)."""
     for sparse in graph.sparse_initializer:
         values = onnx.numpy_helper.to_array(sparse.values)
         indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
@@ -101,7 +101,7 @@ def _root_cause(err: BaseException) -> BaseException:
 
 @contextlib.contextmanager
 def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
-    """Silence onnx-ir's and onnxscript's warnings (onnxslim reports problems itself, in one line)."""
+    """Silence onnx-ir and onnxscript warnings (onnxslim reports problems itself, in one line)."""
     loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -132,7 +132,7 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=folder))
     except OSError as err:
-        raise OnnxSlimError(f"{path}: cannot write to {folder}: {err.strerror}")
+        raise OnnxSlimError(f"{path}: cannot write to {folder}: {err.strerror}") from err
     try:
         with files.terminate_as_interrupt():
             try:
@@ -148,31 +148,33 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
                     else:
                         ir.save(model, staging / path.name)
             except OSError as err:
-                raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+                raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
             except ValueError as err:
-                raise OnnxSlimError(f"{path}: cannot serialize the model: {first_line(err)}")
+                raise OnnxSlimError(
+                    f"{path}: cannot serialize the model: {first_line(err)}"
+                ) from err
             if model.meta.get(TRAINING_INFO):
                 staged = onnx.load(staging / path.name, load_external_data=False)
                 onnx.save(_with_training_info(model, staged), staging / path.name)
             written = sum(file.stat().st_size for file in staging.iterdir())
             if data_name:
                 external.read_into_memory(model, folder / data_name)
-            with (
-                files.signals_deferred()
-            ):  # the model and its data file are replaced together or not at all
+            # the model and its data file are replaced together or not at all
+            with files.signals_deferred():
                 try:
                     if data_name:
                         os.replace(staging / data_name, folder / data_name)
                     os.replace(staging / path.name, path)
                 except OSError as err:
-                    raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}")
+                    raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
-    """A self-contained ModelProto: external tensors are read in (their relative paths mean nothing in memory)."""
+    """A self-contained ModelProto: external tensors are read in (their relative paths mean
+    nothing in memory)."""
     if external.weight_bytes(model) >= PROTOBUF_LIMIT:
         raise OnnxSlimError(
             "the model's weights exceed protobuf's 2 GB limit: save it to a file instead"

@@ -1,4 +1,5 @@
-"""Opset conversion with onnx's version converter: old models up to what the passes read, or to a target."""
+"""Opset conversion with onnx's version converter: old models up to what the passes read, or to a
+target the user names."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from onnxslim.model.graph import default_opset
 
 
 def convert(model: ir.Model, target: int) -> ir.Model:
-    """`model` with its default opset converted to `target`; a user error when onnx cannot convert it."""
+    """`model` with its default opset converted to `target`; a user error when onnx cannot."""
     current = default_opset(model.opset_imports)
     if current is None:
         raise OnnxSlimError("the model imports no default ONNX opset: there is nothing to convert")
     newest = onnx.defs.onnx_opset_version()
     if not 1 <= target <= newest:
-        raise OnnxSlimError(f"target opset {target} is not one this onnx release knows (1..{newest})")
+        raise OnnxSlimError(
+            f"target opset {target} is not one this onnx release knows (1..{newest})"
+        )
     try:
         proto = version_converter.convert_version(io.to_proto(model), target)
-    except Exception as err:  # noqa: BLE001 the converter raises assorted errors (RuntimeError, ValidationError)
+    except Exception as err:
         raise OnnxSlimError(
             f"cannot convert the model from opset {current} to {target}: {first_line(err)}"
         ) from err

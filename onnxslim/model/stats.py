@@ -55,7 +55,7 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
 
 
 def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:
-    """Size of the model file at `path` plus the external data files `model` references beside it."""
+    """Size of the model file at `path` plus the external files `model` references beside it."""
     path = Path(path)
     total = path.stat().st_size
     locations = {

@@ -1,4 +1,4 @@
-"""Structural checks of a loaded model: opsets, known ops, defined inputs, no cycle, external data."""
+"""Structural checks of a model: opsets, known ops, defined inputs, no cycle, external data."""
 
 from __future__ import annotations
 
@@ -59,11 +59,12 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                 version = default_opset(opsets)
                 if version is None:
                     raise OnnxSlimError(
-                        f"{where}: {label} is an ONNX operator, but the model imports no default ONNX opset"
+                        f"{where}: {label} is an ONNX operator, "
+                        "but the model imports no default ONNX opset"
                     )
                 try:
                     onnx.defs.get_schema(node.op_type, version, "")
-                except onnx.defs.SchemaError:
+                except onnx.defs.SchemaError as err:
                     if onnx.defs.has(node.op_type):
                         since = min(
                             schema.since_version
@@ -75,7 +76,7 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                         )
                     else:
                         reason = "is not an ONNX operator (custom ops need their own domain)"
-                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}")
+                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}") from err
             for value in node.inputs:
                 if value is None or value in formal:
                     continue
@@ -85,7 +86,8 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                     and not value.is_initializer()
                 ):
                     raise OnnxSlimError(
-                        f"{where}: {label} reads {value.name!r}, which no node, graph input or initializer defines"
+                        f"{where}: {label} reads {value.name!r}, "
+                        "which no node, graph input or initializer defines"
                     )
 
 
@@ -165,6 +167,6 @@ def _check_external_data(model: ir.Model, where: str) -> None:
             needed = (tensor.offset or 0) + (tensor.length or tensor.nbytes)
             if file.stat().st_size < needed:
                 raise OnnxSlimError(
-                    f"{where}: external data file {tensor.location!r} is too short for {value.name!r} "
-                    f"({file.stat().st_size} bytes, needs {needed})"
+                    f"{where}: external data file {tensor.location!r} "
+                    f"is too short for {value.name!r} ({file.stat().st_size} bytes, needs {needed})"
                 )

@@ -1,2 +1,2 @@
-"""The lossless passes: registry (names for --skip), pipeline (fixed-point driver), prune, fold, fuse,
-rules/ (rewrite rules, one module per family), upstream (every private onnxscript import)."""
+"""The lossless passes: registry (names for --skip), pipeline (fixed-point driver), prune, fold,
+fuse, rules/ (rewrite rules, one module per family), upstream (every private onnxscript import)."""

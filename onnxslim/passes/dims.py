@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-#: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads equal
-#: names as equal sizes, so rules comparing shapes would wrongly take two such dims for the same size.
+#: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads
+#: equal names as equal sizes, so rules comparing shapes would wrongly take two such dims as equal.
 PLACEHOLDER_DIMS = frozenset({"", "?", "-1", "None", "none", "unknown"})
 
 

@@ -1,4 +1,5 @@
-"""Constant folding with a size guard, on top of onnxscript's folder (which also inlines constant-condition If)."""
+"""Constant folding with a size guard, on top of onnxscript's folder (which also inlines
+constant-condition If)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         return replacement
 
     def _fold_shape_piece(self, node: ir.Node, is_function: bool):
-        """Slice/Gather of a partly known shape (e.g. `[N, 3, 4, 4]`) whose picked dims are all static."""
+        """Slice/Gather of a partly known shape (e.g. `[N, 3, 4, 4]`) picking only static dims."""
         if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1 or node.outputs[0] is None:
             return None
         dims = self._state.get_shape_value(node.inputs[0]) if node.inputs else None
@@ -108,7 +109,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
 
 
 def _pick_dims(node: ir.Node, dims: list) -> tuple[list, bool] | None:
-    """The dims a Slice (constant starts/ends/axes/steps) or Gather (axis 0, constant indices) picks."""
+    """Dims a Slice (constant starts/ends/axes/steps) or Gather (axis 0, constant indices) picks."""
     if node.op_type == "Gather":
         indices = constant(node.inputs[1]) if len(node.inputs) > 1 else None
         if node.attributes.get_int("axis", 0) != 0 or indices is None or indices.ndim > 1:
@@ -137,7 +138,7 @@ def _static_output_bytes(node: ir.Node) -> float:
             continue
         try:
             itemsize = value.dtype.itemsize
-        except Exception:
+        except TypeError:  # no fixed size (STRING, UNDEFINED)
             itemsize = 8
         total += float(np.prod(list(value.shape), dtype=np.float64)) * itemsize
     return total
@@ -187,7 +188,8 @@ def _range_bytes(node: ir.Node) -> float:
     return float(count) * start.itemsize
 
 
-#: Ops whose output can be far larger than their inputs: estimated before evaluation to bound memory.
+#: Ops whose output can be far larger than their inputs: estimated before evaluating, to bound
+#: memory use.
 _OUTPUT_BYTES = {
     "ConstantOfShape": _constant_of_shape_bytes,
     "Expand": _expand_bytes,

@@ -1,4 +1,5 @@
-"""Fusions: one pass per family, each a set of rewrite rules (onnxscript's where right, ours where missing)."""
+"""Fusions: one pass per family, each a set of rewrite rules (onnxscript's where right, ours
+where missing)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, m
 
 
 class FuseBatchNorm(RewriteRulesPass):
-    """Inference-mode BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights."""
+    """Inference-mode BatchNormalization folded into the Conv, ConvTranspose or Gemm before it."""
 
     rules = batchnorm.rules
 
 
 class FuseConvAffine(RewriteRulesPass):
-    """Per-channel constant Mul/Div/Add/Sub after a Conv (or before one) folded into its weights and bias."""
+    """Per-channel constant Mul/Div/Add/Sub after a Conv (or before one) folded into its
+    weights and bias."""
 
     rules = conv_affine.rules
 
@@ -42,7 +44,7 @@ class FuseActivations(RewriteRulesPass):
 
 
 class FuseChains(RewriteRulesPass):
-    """Collapse chains of data-movement ops; a Reshape to a traceable computed shape gets a constant one."""
+    """Collapse data-movement chains; Reshape to a traceable computed shape gets a constant one."""
 
     rules = (
         onnxscript_rules.transpose_transpose_rule,

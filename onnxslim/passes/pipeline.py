@@ -1,4 +1,4 @@
-"""The lossless pipeline: setup passes, then rounds of passes to a fixed point, then finishing passes."""
+"""The lossless pipeline: setup passes, rounds of passes to a fixed point, then finishing passes."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def run_passes(
     options: PassOptions,
     on_pass: Callable[[str], None] | None = None,
 ) -> tuple[int, Counter[str]]:
-    """Run setup passes, round passes until nothing changes (at most MAX_ROUNDS), then finish passes."""
+    """Run setup passes, round passes until nothing changes (<= MAX_ROUNDS), then finish passes."""
     applied: Counter[str] = Counter()
 
     def run(spec: PassSpec) -> bool:
@@ -72,5 +72,5 @@ def infer_shapes(model: ir.Model) -> None:
     try:
         with onnx_c_api_view(model):
             common.ShapeInferencePass(strict_mode=False)(model)
-    except Exception as err:  # shape inference is an aid, not a requirement
+    except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))

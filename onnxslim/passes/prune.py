@@ -18,8 +18,9 @@ from onnxslim.passes.rules import no_ops
 class FreezeInitializerInputs(ir.passes.InPlacePass):
     """Initializers also listed as main-graph inputs (old IR versions) become plain constants.
 
-    Only the main graph: a subgraph's inputs are bound by its If/Loop/Scan node, whatever its initializers say.
-    IR versions below 4 require every initializer to be a graph input, so the model moves to IR version 4.
+    Only the main graph: a subgraph's inputs are bound by its If/Loop/Scan node, whatever its
+    initializers say. IR versions below 4 require every initializer to be a graph input, so the
+    model moves to IR version 4.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -35,7 +36,8 @@ class FreezeInitializerInputs(ir.passes.InPlacePass):
 
 
 class NormalizeOpsetImports(ir.passes.InPlacePass):
-    """The default opset imported as "ai.onnx" is imported as "" instead, as onnx-ir's nodes and onnxscript expect."""
+    """The default opset imported as "ai.onnx" is imported as "" instead, as onnx-ir's nodes
+    and onnxscript expect."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
@@ -47,7 +49,8 @@ class NormalizeOpsetImports(ir.passes.InPlacePass):
 
 
 class PruneDeadWeight(ir.passes.InPlacePass):
-    """Remove nodes that reach no output, unused and duplicate initializers, unused functions and opsets."""
+    """Remove nodes that reach no output, unused and duplicate initializers, unused functions
+    and opsets."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         passes = ir.passes.Sequential(
@@ -60,10 +63,10 @@ class PruneDeadWeight(ir.passes.InPlacePass):
 
 
 class DeduplicateInitializers(ir.passes.InPlacePass):
-    """Initializers with the same dtype, shape and bytes become one (per graph; inputs and outputs kept).
+    """Initializers with the same dtype, shape and bytes become one (per graph; graph I/O is kept).
 
-    Candidates are narrowed by dtype and shape, then by a fingerprint of a few kilobytes, and only
-    those still alike are compared in full: a large model's weights are not read (or paged in) at all.
+    Candidates are narrowed by dtype and shape, then by a fingerprint of a few kilobytes; only those
+    still alike are compared in full: a large model's weights are not read (or paged in) at all.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -188,7 +191,7 @@ class _IdentityElimination(common.IdentityEliminationPass):
 
 
 def _old_dropouts_to_identity(model: ir.Model) -> bool:
-    """Dropout before opset 12 (no training input: always inference) whose mask is unused becomes Identity.
+    """Dropout before opset 12 (no training input: always inference) with unused mask -> Identity.
 
     onnxscript's folder handles opset 12 and later.
     """

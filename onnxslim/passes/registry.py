@@ -23,7 +23,8 @@ class PassOptions:
 
 @dataclass(frozen=True)
 class PassSpec:
-    """A registered pass. `stage` is "setup" (once, first), "round" (to a fixed point) or "finish" (once, last)."""
+    """A registered pass. `stage` is "setup" (once, first), "round" (to a fixed point) or
+    "finish" (once, last)."""
 
     name: str
     description: str
@@ -35,7 +36,7 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "freeze-initializer-inputs",
         "initializers also listed as graph inputs become constants",
-        lambda o: prune.FreezeInitializerInputs(),
+        lambda _: prune.FreezeInitializerInputs(),
         stage="setup",
     ),
     PassSpec(
@@ -46,52 +47,55 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "remove-no-ops",
         "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, x*1, x+0, ...",
-        lambda o: prune.RemoveNoOps(),
+        lambda _: prune.RemoveNoOps(),
     ),
     PassSpec(
         "fuse-batchnorm",
         "BatchNormalization folded into Conv, ConvTranspose or Gemm",
-        lambda o: fuse.FuseBatchNorm(),
+        lambda _: fuse.FuseBatchNorm(),
     ),
     PassSpec(
         "fuse-activations",
-        "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), Clip(x+3,0,6)/6 -> HardSigmoid",
-        lambda o: fuse.FuseActivations(),
+        "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), "
+        "Clip(x+3,0,6)/6 -> HardSigmoid",
+        lambda _: fuse.FuseActivations(),
     ),
     PassSpec(
         "fuse-conv-affine",
-        "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) folded into its weights and bias",
-        lambda o: fuse.FuseConvAffine(),
+        "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) "
+        "folded into its weights and bias",
+        lambda _: fuse.FuseConvAffine(),
     ),
     PassSpec(
         "fuse-pad-conv",
         "zero Pad folded into the following Conv's pads",
-        lambda o: fuse.FusePadConv(),
+        lambda _: fuse.FusePadConv(),
     ),
     PassSpec(
         "fuse-matmul-add",
         "MatMul with a 2-D constant weight + Add of a bias becomes Gemm",
-        lambda o: fuse.FuseMatMulAdd(),
+        lambda _: fuse.FuseMatMulAdd(),
     ),
     PassSpec(
         "fuse-chains",
-        "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, computed Reshape shapes made constant",
-        lambda o: fuse.FuseChains(),
+        "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, "
+        "computed Reshape shapes made constant",
+        lambda _: fuse.FuseChains(),
     ),
     PassSpec(
         "eliminate-common-subexpressions",
         "identical nodes on identical inputs computed once",
-        lambda o: common.CommonSubexpressionEliminationPass(),
+        lambda _: common.CommonSubexpressionEliminationPass(),
     ),
     PassSpec(
         "prune",
         "nodes that reach no output, unused/duplicate initializers, unused functions and opsets",
-        lambda o: prune.PruneDeadWeight(),
+        lambda _: prune.PruneDeadWeight(),
     ),
     PassSpec(
         "topological-sort",
         "nodes sorted so every input is produced before use",
-        lambda o: common.TopologicalSortPass(),
+        lambda _: common.TopologicalSortPass(),
         stage="finish",
     ),
 )

@@ -25,7 +25,8 @@ MatMulAddToGemm = _matmul_add_to_gemm.MatMulAddToGemm
 
 
 def pattern_op_types(rule) -> set[str]:
-    """The op types a rewrite rule's pattern names (empty when they cannot be read: try the rule always)."""
+    """The op types a rewrite rule's pattern names (empty when they cannot be read: try the
+    rule always)."""
     try:
         nodes = rule._target_pattern._nodes
     except AttributeError:

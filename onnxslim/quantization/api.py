@@ -1,5 +1,6 @@
-"""Static INT8 quantization: calibrate on sample inputs, insert QDQ, check drift on held-out samples,
-return the most sensitive nodes to float until a drift budget holds, and report speed and drift."""
+"""Static INT8 quantization: calibrate on sample inputs, insert QDQ, check drift on held-out
+samples, return the most sensitive nodes to float until a drift budget holds, and report speed
+and drift."""
 
 from __future__ import annotations
 
@@ -39,16 +40,17 @@ LEVERS = (True, False, "auto")
 class QuantizeConfig:
     """How to quantize.
 
-    `method`: activation range method (see RANGE_METHODS), `percentile` its parameter; `per_channel` weight
-    scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU the model will
-    run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float, `quantize_ops` narrows the op
-    types; `max_drift` (a Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float
-    until it holds on the held-out samples (CheckFailedError if it never does); `eval_split` the share of
-    samples held out (at least 2); `require_speedup` makes an INT8 model that is not faster than float on
-    this CPU an error; `min_macs` leaves smaller weighted ops in float; `equalize` (cross-layer
-    equalization) and `bias_correction` are True, False or "auto" (the variant closest to float on the
-    calibration samples); `optimize` runs the lossless pipeline first, with `optimize_options` as keyword
-    arguments of `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
+    `method`: activation range method (see RANGE_METHODS), `percentile` its parameter; `per_channel`
+    weight scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU
+    the model will run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float,
+    `quantize_ops` narrows the op types; `max_drift` (a Budget or text like "cosine>=0.99"): the
+    most sensitive nodes go back to float until it holds on the held-out samples (CheckFailedError
+    if it never does); `eval_split` the share of samples held out (at least 2); `require_speedup`
+    makes an INT8 model that is not faster than float on this CPU an error; `min_macs` leaves
+    smaller weighted ops in float; `equalize` (cross-layer equalization) and `bias_correction` are
+    True, False or "auto" (the variant closest to float on the calibration samples); `optimize` runs
+    the lossless pipeline first, with `optimize_options` as keyword arguments of
+    `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
     """
 
     method: str = DEFAULT_METHOD
@@ -84,7 +86,8 @@ class QuantizeConfig:
                 )
         if self.method not in RANGE_METHODS:
             raise OnnxSlimError(
-                f"unknown calibration method {self.method!r}; choose from {', '.join(RANGE_METHODS)}"
+                f"unknown calibration method {self.method!r}; "
+                f"choose from {', '.join(RANGE_METHODS)}"
             )
         if self.activation_type not in ACTIVATION_TYPES:
             raise OnnxSlimError(
@@ -112,7 +115,7 @@ def quantize(
     **options,
 ) -> QuantizeResult:
     """Quantize `model` to QDQ INT8 with `calibration` samples (an iterable of `{input: array}` or a
-    CalibrationDataReader), as `config` says; keyword `options` override fields of QuantizeConfig."""
+    CalibrationDataReader), as `config` says; keyword `options` override its fields."""
     fields = {field.name for field in dataclasses.fields(QuantizeConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
@@ -227,8 +230,8 @@ def quantize(
 
 
 def split_samples(samples: Sequence, eval_split: float) -> tuple[list, list]:
-    """Calibration and held-out samples: the last ``eval_split`` share, at least 2 when the split is > 0
-    (and at least one sample stays for calibration)."""
+    """Calibration and held-out samples: the last ``eval_split`` share, at least 2 when the
+    split is > 0 (and at least one sample stays for calibration)."""
     if not 0.0 <= eval_split < 1.0:
         raise OnnxSlimError(f"eval split must be in [0, 1), got {eval_split}")
     samples = list(samples)
@@ -260,9 +263,10 @@ def _choose(
     reference: bytes,
     max_samples: int = 64,
 ) -> tuple[QuantBuilder, ir.Model, BuildInfo, str | None]:
-    """Build each (equalization, bias correction) variant and keep the one whose outputs are closest to the
-    float model's (worst SNR over the float outputs) on up to ``max_samples`` calibration samples. Returns
-    the builder (set to the chosen variant), the model, its build info and a note (None: no choice made)."""
+    """Build each (equalization, bias correction) variant and keep the one whose outputs are closest
+    to the float model's (worst SNR over the float outputs) on up to ``max_samples`` calibration
+    samples. Returns the builder (set to the chosen variant), the model, its build info and a note
+    (None: no choice made)."""
     variants = [(eq, bc) for eq in builders for bc in bias_corrections]
     if len(variants) == 1:
         builder = builders[variants[0][0]]

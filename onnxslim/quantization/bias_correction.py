@@ -1,7 +1,7 @@
-"""Bias correction (Nagel et al., "Data-Free Quantization", 2019): rounding a layer's weights shifts the mean
-of its output by ``E[(W_q - W) x]``, which for a depthwise conv with nine weights per channel is far from
-zero. Subtracting that shift, computed from the per-channel means of the float input seen in calibration,
-from the bias removes it."""
+"""Bias correction (Nagel et al., "Data-Free Quantization", 2019): rounding a layer's weights shifts
+the mean of its output by ``E[(W_q - W) x]``, which for a depthwise conv with nine weights per
+channel is far from zero. Subtracting that shift, computed from the per-channel means of the float
+input seen in calibration, from the bias removes it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from onnxslim.quantization.ops import attribute
 
 
 def input_channel_axis(node: ir.Node) -> int | None:
-    """The axis of the activation input (input 0) that the constant weight contracts, if the node can take
-    a corrected bias: Conv, or Gemm with beta 1; the bias, if any, a constant."""
+    """The axis of the activation input (input 0) that the constant weight contracts, if the node
+    can take a corrected bias: Conv, or Gemm with beta 1; the bias, if any, a constant."""
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if (
@@ -36,8 +36,8 @@ def input_channel_axis(node: ir.Node) -> int | None:
 
 def output_shift(node: ir.Node, delta: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Mean output shift per output channel caused by the weight error ``delta`` (same layout as the
-    weight) on inputs whose channels average ``mean`` (zero padding at borders is ignored; Gemm's alpha
-    scales it)."""
+    weight) on inputs whose channels average ``mean`` (zero padding at borders is ignored; Gemm's
+    alpha scales it)."""
     delta, mean = delta.astype(np.float64), mean.astype(np.float64)
     if node.op_type == "Gemm":
         return attribute(node, "alpha", 1.0) * (
@@ -58,7 +58,7 @@ def corrected_bias(
     dequantized: np.ndarray,
     mean: np.ndarray,
 ) -> np.ndarray:
-    """``bias`` (zeros when absent) minus the shift that quantizing ``weight`` to ``dequantized`` causes."""
+    """``bias`` (zeros if absent) minus the shift from quantizing ``weight`` to ``dequantized``."""
     shift = output_shift(node, dequantized - weight, mean)
     base = np.zeros(shift.shape, np.float64) if bias is None else bias.astype(np.float64)
     return (base - shift).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Quantized copies of one prepared float model, built on demand from cached calibration statistics."""
+"""Quantized copies of one prepared float model, built on demand from cached calibration stats."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class QuantBuilder:
         return model, BuildInfo(final, rewrite.dequantized, self.op_types, kept)
 
     def _means(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
-        """Channel means of the inputs of the nodes whose bias bias correction adjusts (none when off)."""
+        """Channel means of the inputs of nodes whose bias bias correction adjusts (none if off)."""
         if not self.options.bias_correction:
             return {}
         by_name = {n.name: n for n in model.graph}
@@ -126,7 +126,7 @@ class QuantBuilder:
 def output_sizes(
     model: ir.Model, plan: QuantPlan, stats: Mapping[str, Histogram]
 ) -> dict[str, float]:
-    """Elements per sample of each weighted node's output (a folded Relu/Clip has its input's size)."""
+    """Elements per sample of each weighted node's output (a folded Relu/Clip: its input's size)."""
     sizes = {name: h.mean_size for name, h in stats.items()}
     by_name = {n.name: n for n in model.graph}
     for act, owner in plan.folded.items():
@@ -139,8 +139,8 @@ def output_sizes(
 def run_samples(
     model, samples, names: Sequence[str] | None = None, *, int8: bool = True
 ) -> list[dict[str, np.ndarray]]:
-    """Outputs (or the tensors ``names``) of ``model`` for each sample; ORT failing on an ``int8`` model is a
-    CheckFailedError."""
+    """Outputs (or the tensors ``names``) of ``model`` for each sample; ORT failing on an ``int8``
+    model is a CheckFailedError."""
     session = Session(
         model,
         opt_level="basic" if names else "all",

@@ -1,5 +1,5 @@
-"""Shrink a quantized model's file: on small models the Q/DQ bookkeeping (long generated names, value_info,
-doc strings) weighs as much as the int8 weights."""
+"""Shrink a quantized model's file: on small models the Q/DQ bookkeeping (long generated names,
+value_info, doc strings) weighs as much as the int8 weights."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ DEFAULT_ATTRIBUTES = {"Conv": _CONV_DEFAULTS, "ConvTranspose": _CONV_DEFAULTS}
 
 
 class CompactPass(ir.passes.InPlacePass):
-    """In the main graph: short names for the initializers and for the values and nodes not in ``keep``
-    (those quantization created), no shape/type annotations besides the graph inputs' and outputs', no doc
-    strings, and no Conv attributes spelling out their default."""
+    """In the main graph: short names for the initializers and for the values and nodes not in
+    ``keep`` (those quantization created), no shape/type annotations besides the graph inputs' and
+    outputs', no doc strings, and no Conv attributes spelling out their default."""
 
     def __init__(self, keep: Collection[str]):
         super().__init__()

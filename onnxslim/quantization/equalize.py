@@ -1,11 +1,12 @@
 """Cross-layer equalization (Nagel et al., "Data-Free Quantization", 2019).
 
-For ``Conv1 -> [Relu | LeakyRelu] -> Conv2`` (nothing else reading the intermediate tensors), scaling output
-channel ``i`` of Conv1 (weights and bias) by ``1 / s_i`` and input channel ``i`` of Conv2 by ``s_i`` leaves
-the output unchanged, because the activation between is positive-homogeneous (``f(x / s) = f(x) / s`` for
-``s > 0``). With ``s_i = sqrt(r1_i / r2_i)`` (``r1_i`` the range of Conv1's row ``i``, ``r2_i`` that of
-Conv2's column ``i``) both ranges become ``sqrt(r1_i * r2_i)``: the intermediate activation's channels and
-Conv2's input columns, which share one int8 scale, get closer ranges. Chains of pairs are iterated.
+For ``Conv1 -> [Relu | LeakyRelu] -> Conv2`` (nothing else reading the intermediate tensors),
+scaling output channel ``i`` of Conv1 (weights and bias) by ``1 / s_i`` and input channel ``i`` of
+Conv2 by ``s_i`` leaves the output unchanged, because the activation between is positive-homogeneous
+(``f(x / s) = f(x) / s`` for ``s > 0``). With ``s_i = sqrt(r1_i / r2_i)`` (``r1_i`` the range of
+Conv1's row ``i``, ``r2_i`` that of Conv2's column ``i``) both ranges become ``sqrt(r1_i * r2_i)``:
+the intermediate activation's channels and Conv2's input columns, which share one int8 scale, get
+closer ranges. Chains of pairs are iterated.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _column_view(w2: np.ndarray, groups: int) -> np.ndarray:
 
 
 def equalize_pair(conv1: ir.Node, conv2: ir.Node) -> float:
-    """Rescale one pair in place; returns the largest ``|log s_i|`` applied (0 when already equal)."""
+    """Rescale one pair in place; returns the largest ``|log s_i|`` applied (0 if already equal)."""
     w1, w2 = _const(conv1, 1), _const(conv2, 1)
     groups = attribute(conv2, "group", 1)
     cols = _column_view(w2, groups)
@@ -93,7 +94,7 @@ def _replace(node: ir.Node, index: int, array: np.ndarray) -> None:
 
 
 class EqualizePass(ir.passes.InPlacePass):
-    """Cross-layer equalization of every eligible Conv pair of the main graph (see the module doc)."""
+    """Cross-layer equalization of every eligible Conv pair in the main graph (see module doc)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         pairs = find_pairs(model.graph)

@@ -1,13 +1,14 @@
 """Which ops INT8 quantization touches, and how: one table row per op type.
 
-- ``weighted``: a float activation input plus a constant weight (int8 per output channel) and an optional
-  bias (int32); ORT fuses DQ -> op -> Q into QLinearConv, QGemm, QLinearMatMul, ...
-- ``weight-only``: ORT has no fused kernel; the weight is stored int8 and dequantized, the op runs in float.
+- ``weighted``: a float activation input plus a constant weight (int8 per output channel) and an
+  optional bias (int32); ORT fuses DQ -> op -> Q into QLinearConv, QGemm, QLinearMatMul, ...
+- ``weight-only``: ORT has no fused kernel; the weight is stored int8 and dequantized, the op
+  runs in float.
 - ``compute``: all inputs must already be quantized activations; the output gets its own range
   (ORT's QLinearAdd, QLinearMul, QLinearConcat, QLinearSigmoid, QLinearGlobalAveragePool, ...).
-- ``shared``: data movement; the outputs reuse the input's scale and zero point so ORT drops the Q/DQ pair
-  and runs the op on uint8.
-- ``FOLDABLE`` activations (Relu, Clip) directly after a quantized op disappear into its output range.
+- ``shared``: data movement; the outputs reuse the input's scale and zero point so ORT drops the
+  Q/DQ pair and runs the op on uint8.
+- ``FOLDABLE`` activations (Relu, Clip) right after a quantized op disappear into its output range.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def is_depthwise(node: ir.Node) -> bool:
 
 
 def macs_per_output(node: ir.Node) -> int | None:
-    """Multiply-accumulates per output element of a weighted op (None when the weight shape is unknown)."""
+    """MACs per output element of a weighted op (None when the weight shape is unknown)."""
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     if weight is None or weight.shape is None or not weight.shape.is_static():
         return None
@@ -54,7 +55,7 @@ def macs_per_output(node: ir.Node) -> int | None:
     return dims[-2] if len(dims) >= 2 else None
 
 
-def _always(node: ir.Node) -> str | None:
+def _always(_node: ir.Node) -> str | None:
     return None
 
 
@@ -82,17 +83,16 @@ def _conv_transpose_axis(node: ir.Node) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class OpRule:
-    """How one op type is quantized. ``weight_axis`` returns the per-channel axis (None: per-tensor)."""
+    """How one op type is quantized. ``weight_axis``: its per-channel axis (None: per-tensor)."""
 
     kind: str
     activations: tuple[int, ...] | None = (0,)  # None: every input
     weight: int | None = None
-    weight_axis: Callable[[ir.Node], int | None] = lambda node: 0
+    weight_axis: Callable[[ir.Node], int | None] = lambda _: 0
     bias: int | None = None
     check: Callable[[ir.Node], str | None] = _always  # a reason it can't be quantized, or None
-    weight_zero_point: bool = (
-        False  # write the (zero) weight zero point: ORT fuses QGemm only with it
-    )
+    # write the (zero) weight zero point: ORT fuses QGemm only with it
+    weight_zero_point: bool = False
 
 
 RULES: dict[str, OpRule] = {
@@ -106,7 +106,7 @@ RULES: dict[str, OpRule] = {
         check=_gemm_check,
         weight_zero_point=True,
     ),
-    "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda n: -1),
+    "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda _: -1),
     "Add": OpRule(COMPUTE, activations=(0, 1)),
     "Mul": OpRule(COMPUTE, activations=(0, 1)),
     "Concat": OpRule(COMPUTE, activations=None),
@@ -124,10 +124,11 @@ RULES: dict[str, OpRule] = {
     "Resize": OpRule(SHARED, check=_resize_check),
 }
 
-# Activations that fold into the preceding quantized op's output range (ORT removes them before a Q whose
-# range they don't clip): op type -> function giving the (lo, hi) the activation clips to, None if unknown.
+# Activations that fold into the preceding quantized op's output range (ORT removes them before a Q
+# whose range they don't clip): op type -> function giving the (lo, hi) the activation clips to,
+# None if unknown.
 FOLDABLE: dict[str, Callable[[ir.Node], tuple[float, float] | None]] = {
-    "Relu": lambda node: (0.0, float("inf")),
+    "Relu": lambda _: (0.0, float("inf")),
     "Clip": lambda node: _clip_bounds(node),
 }
 
@@ -153,7 +154,8 @@ def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
 DEFAULT_OPS = frozenset(RULES) | frozenset(FOLDABLE)
 
 # Float constants read by ops that ORT can't run in int8 but whose table is worth storing in int8
-# (embeddings): op type -> (input index, per-channel axis). Stored as Cast + Mul, folded by ORT at load.
+# (embeddings): op type -> (input index, per-channel axis). Stored as Cast + Mul, folded by ORT
+# when it loads the model.
 STORED_TABLES: dict[str, tuple[int, int]] = {"Gather": (0, 0)}
 MIN_TABLE_ELEMENTS = 4096
 

@@ -1,5 +1,5 @@
-"""INT8 planning: which nodes of the main graph to quantize, which activations get Q/DQ pairs, and why
-the others stay float."""
+"""INT8 planning: which nodes of the main graph to quantize, which activations get Q/DQ pairs, and
+why the others stay float."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ from onnxslim.quantization.ops import (
 )
 
 FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
-SENSITIVE = (
-    "sensitive"  # so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
-)
+# so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
+SENSITIVE = "sensitive"
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
 
@@ -46,9 +45,8 @@ class QuantOptions:
     exclude_nodes: frozenset[str] = frozenset()  # entirely float, weights too
     weight_only_nodes: frozenset[str] = frozenset()  # float compute on int8-stored weights
     skip_depthwise: bool = False  # ORT's int8 depthwise kernels are slower than float ones on x86
-    bias_correction: bool = (
-        False  # biases absorb the mean output shift that rounding the weights causes
-    )
+    # biases absorb the mean output shift that rounding the weights causes
+    bias_correction: bool = False
     min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
 
     def __post_init__(self):
@@ -61,7 +59,8 @@ class QuantOptions:
         unknown = sorted((self.quantize_ops | self.exclude_ops) - set(RULES) - set(FOLDABLE))
         if unknown:
             raise OnnxSlimError(
-                f"cannot quantize op type(s) {', '.join(unknown)}; known: {', '.join(sorted(RULES))}"
+                f"cannot quantize op type(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(RULES))}"
             )
 
 
@@ -69,9 +68,10 @@ class QuantOptions:
 class QuantPlan:
     """The outcome of planning, before any range is known.
 
-    ``tensors`` maps each activation to quantize to the tensor whose range (and so scale and zero point) it
-    uses: itself, or the input of the data-movement op it comes out of. ``folded`` maps a Relu/Clip that
-    disappears into the output range to the node it follows. ``floats`` says why candidate nodes stay float.
+    ``tensors`` maps each activation to quantize to the tensor whose range (and so scale and zero
+    point) it uses: itself, or the input of the data-movement op it comes out of. ``folded`` maps a
+    Relu/Clip that disappears into the output range to the node it follows. ``floats`` says why
+    candidate nodes stay float.
     """
 
     nodes: list[str] = dataclasses.field(default_factory=list)
@@ -79,9 +79,8 @@ class QuantPlan:
     folded: dict[str, str] = dataclasses.field(default_factory=dict)
     asymmetric: set[str] = dataclasses.field(default_factory=set)
     floats: dict[str, str] = dataclasses.field(default_factory=dict)
-    weight_only: list[str] = dataclasses.field(
-        default_factory=list
-    )  # float compute on int8-stored weights
+    # float compute on int8-stored weights
+    weight_only: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def observed(self) -> list[str]:
@@ -104,10 +103,10 @@ def plan(
 ) -> QuantPlan:
     """Decide which nodes of the main graph to quantize and which activations get Q/DQ pairs.
 
-    Weighted ops (Conv, Gemm, MatMul, ...) are decided first, so their inputs count as quantized for the ops
-    that need quantized inputs; then every node in topological order; then ops whose quantized output
-    nothing quantized reads go back to float. ``sizes`` (elements per sample of tensors, from calibration)
-    lets ``options.min_macs`` leave small ops in float.
+    Weighted ops (Conv, Gemm, MatMul, ...) are decided first, so their inputs count as quantized for
+    the ops that need quantized inputs; then every node in topological order; then ops whose
+    quantized output nothing quantized reads go back to float. ``sizes`` (elements per sample of
+    tensors, from calibration) lets ``options.min_macs`` leave small ops in float.
     """
     graph = model.graph
     result = QuantPlan()
@@ -205,12 +204,13 @@ def _float_reason(
     if rule.kind == COMPUTE and any(
         v.producer() is not None and v.producer().name not in quantized for v in inputs
     ):
-        return "an input comes from a float op"  # e.g. a residual Add reading a LayerNorm: keep it float
+        # e.g. a residual Add reading a LayerNorm: keep it float
+        return "an input comes from a float op"
     return None
 
 
 def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
-    """The inputs quantized as activations (a constant MatMul weight is a weight, not an activation)."""
+    """Inputs quantized as activations (a constant MatMul weight is a weight, not an activation)."""
     if rule.kind == WEIGHTED:
         weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
         indices = (0,) if weight is None or weight.const_value is not None else (0, rule.weight)
@@ -222,7 +222,8 @@ def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
 def _fold_activation(
     node: ir.Node, options: QuantOptions, allowed, result: QuantPlan, outputs: set[str]
 ) -> ir.Value:
-    """The value whose range closes ``node``: the output of a lone Relu/Clip that follows it, else its own."""
+    """The value whose range closes ``node``: the output of a lone Relu/Clip after it, else its
+    own output."""
     out = node.outputs[0]
     users = list(out.uses())
     if len(users) != 1 or out.name in outputs:

@@ -1,5 +1,5 @@
-"""QDQ insertion: rewrite the graph as planned with QuantizeLinear / DequantizeLinear pairs, int8 weights
-and int32 biases, in the shape ORT fuses into integer kernels."""
+"""QDQ insertion: rewrite the graph as planned with QuantizeLinear / DequantizeLinear pairs, int8
+weights and int32 biases, in the shape ORT fuses into integer kernels."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
+from onnxslim.errors import OnnxSlimError
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, stored_weight
 from onnxslim.quantization.plan import QuantOptions, QuantPlan
@@ -25,8 +26,8 @@ class QParams:
 
 
 def activation_qparams(lo: float, hi: float, activation_type: str, symmetric: bool) -> QParams:
-    """Scale and zero point mapping ``[lo, hi]`` (which contains 0) onto uint8, or int8 (symmetric: zero
-    point 0 and range +-127; asymmetric: the full -128..127)."""
+    """Scale and zero point mapping ``[lo, hi]`` (which contains 0) onto uint8, or int8 (symmetric:
+    zero point 0 and range +-127; asymmetric: the full -128..127)."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if activation_type == "int8" and symmetric:
         t = max(-lo, hi)
@@ -40,7 +41,8 @@ def activation_qparams(lo: float, hi: float, activation_type: str, symmetric: bo
 
 
 def quantize_weight(weight: np.ndarray, axis: int | None, bits: int) -> tuple[np.ndarray, QParams]:
-    """Symmetric int8 weights with ``bits`` of range (``|q| <= 2^(bits-1) - 1``), per channel on ``axis``."""
+    """Symmetric int8 weights with ``bits`` of range (``|q| <= 2^(bits-1) - 1``), per
+    channel on ``axis``."""
     qmax = 2 ** (bits - 1) - 1
     w = weight.astype(np.float32)
     if axis is None:
@@ -59,9 +61,9 @@ def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int)
 def quantize_bias(
     bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray, wq: QParams, bits: int
 ):
-    """int32 bias with scale ``input_scale * weight_scale``. Channels whose bias would overflow int32 get a
-    larger weight scale (a per-tensor weight: its one scale) and requantized weights. Returns (bias_q,
-    bias_qparams, weight_q, weight_qparams)."""
+    """int32 bias with scale ``input_scale * weight_scale``. Channels whose bias would overflow
+    int32 get a larger weight scale (a per-tensor weight: its one scale) and requantized weights.
+    Returns (bias_q, bias_qparams, weight_q, weight_qparams)."""
     w_scale = wq.scale.astype(np.float64)
     need = np.abs(bias.astype(np.float64)) / (float(input_scale) * INT32_MAX)
     if np.any(need > w_scale):
@@ -75,7 +77,7 @@ def quantize_bias(
 
 
 class QuantizePass(ir.passes.InPlacePass):
-    """Insert the Q/DQ pairs of ``plan`` with the given activation ``qparams`` (keyed by source tensor)."""
+    """Insert the Q/DQ pairs of ``plan`` with activation ``qparams`` (keyed by source tensor)."""
 
     def __init__(
         self,
@@ -86,12 +88,10 @@ class QuantizePass(ir.passes.InPlacePass):
     ):
         super().__init__()
         self.plan, self.qparams, self.options = plan, qparams, options
-        self.means = (
-            means or {}
-        )  # activation -> per-channel float means: bias correction for its readers
-        self.dequantized: dict[
-            str, str
-        ] = {}  # quantized tensor -> name of its DequantizeLinear output
+        # activation -> per-channel float means: bias correction for its readers
+        self.means = means or {}
+        # quantized tensor -> name of its DequantizeLinear output
+        self.dequantized: dict[str, str] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -102,9 +102,8 @@ class QuantizePass(ir.passes.InPlacePass):
         values = _values_by_name(graph)
         dq = {name: self.qparams[source] for name, source in self.plan.tensors.items()}
         by_name = {n.name: n for n in graph}
-        for (
-            name
-        ) in self.plan.nodes:  # weights first: biases need the input scale, looked up by input name
+        # weights first: biases need the input scale, looked up by input name
+        for name in self.plan.nodes:
             node = by_name[name]
             rule = RULES[node.op_type]
             if rule.kind == WEIGHTED and node.inputs[rule.weight].const_value is not None:
@@ -117,8 +116,9 @@ class QuantizePass(ir.passes.InPlacePass):
         quantized = readers | set(self.plan.folded)
         for name, source in self.plan.tensors.items():
             value = values[name]
-            # The output of a quantized node is read through DQ everywhere (its Q lets ORT fuse the node);
-            # a float op's output is dequantized only for quantized readers, the rest keep the exact value.
+            # The output of a quantized node is read through DQ everywhere (its Q lets ORT fuse the
+            # node); a float op's output is dequantized only for quantized readers, the rest keep
+            # the exact value.
             exact = value.producer() is None or value.producer().name not in quantized
             self.dequantized[name] = builder.qdq(
                 value, source, self.qparams[source], readers if exact else None
@@ -128,8 +128,9 @@ class QuantizePass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(dq))
 
     def _store_weights(self, builder: _Builder, node: ir.Node) -> None:
-        """Int8 weights for a node that computes in float: Cast + Mul, which ORT folds back to a float
-        initializer at session load (so its kernels still pre-pack the weights), unlike DequantizeLinear."""
+        """Int8 weights for a node that computes in float: Cast + Mul, which ORT folds back to a
+        float initializer at session load (so its kernels still pre-pack the weights), unlike
+        DequantizeLinear."""
         index, axis = stored_weight(node)
         weight = node.inputs[index]
         w = weight.const_value.numpy()
@@ -171,8 +172,9 @@ class QuantizePass(ir.passes.InPlacePass):
     def _float_bias(
         self, node: ir.Node, rule, weight: np.ndarray, dequantized: np.ndarray
     ) -> np.ndarray | None:
-        """The node's constant bias, corrected for the weight error when the input's channel means are
-        known (a zero bias is added then if there was none); None when there is no constant bias to write."""
+        """The node's constant bias, corrected for the weight error when the input's channel means
+        are known (a zero bias is added then if there was none); None when there is no constant
+        bias to write."""
         bias = node.inputs[rule.bias] if len(node.inputs) > rule.bias else None
         if bias is not None and bias.const_value is None:
             return None
@@ -209,7 +211,8 @@ def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
 
 
 class _Builder:
-    """Creates the Q/DQ nodes and constants of one graph, sharing scale/zero-point initializers by source."""
+    """Creates one graph's Q/DQ nodes and constants; scale/zero-point initializers are shared by
+    source."""
 
     def __init__(self, graph: ir.Graph):
         self.graph = graph
@@ -238,8 +241,8 @@ class _Builder:
         return self._params[key]
 
     def qdq(self, value: ir.Value, source: str, qp: QParams, readers: set[str] | None) -> str:
-        """Route the ``readers`` of ``value`` (None: all) through QuantizeLinear -> DequantizeLinear; other
-        readers keep the exact value. Returns the DQ output's name."""
+        """Route ``readers`` of ``value`` (None: all) through QuantizeLinear -> DequantizeLinear;
+        other readers keep the exact value. Returns the DQ output's name."""
         scale, zp = self._scale_zp(source, qp)
         dq_out = ir.Value(
             name=self._name(f"{value.name}_dequantized"), shape=value.shape, type=value.type
@@ -267,7 +270,7 @@ class _Builder:
         return self._initializer(base, array.astype(np.float32))
 
     def scaled_constant(self, base: str, array: np.ndarray, qp: QParams) -> ir.Value:
-        """``Cast(array) * scale``: a constant stored quantized that ORT's constant folding restores."""
+        """``Cast(array) * scale``: a quantized constant that ORT's constant folding restores."""
         q = self._initializer(f"{base}_quantized", array)
         scale_value = self._initializer(
             f"{base}_scale", _per_axis(qp.scale, qp.axis, array.ndim).astype(np.float32)
@@ -283,8 +286,8 @@ class _Builder:
     def dequantized_constant(
         self, base: str, array: np.ndarray, qp: QParams, zero_point: bool = False
     ) -> ir.Value:
-        """A constant stored quantized, read through DequantizeLinear (per axis when ``qp.axis`` is set);
-        a zero zero point is left out (the default) unless ``zero_point``."""
+        """A constant stored quantized, read through DequantizeLinear (per axis when ``qp.axis`` is
+        set); a zero zero point is left out (the default) unless ``zero_point``."""
         q = self._initializer(f"{base}_quantized", array)
         inputs = [q, self._initializer(f"{base}_scale", qp.scale)]
         if zero_point or np.any(qp.zero_point):

@@ -1,5 +1,5 @@
-"""Accuracy recovery: rank quantized nodes by the noise each adds and return the fewest to float until a
-drift budget holds."""
+"""Accuracy recovery: rank quantized nodes by the noise each adds and return the fewest to float
+until a drift budget holds."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ def fall_back(
     budget: Budget,
 ):
     """Return the most sensitive nodes to float, fewest first (doubling, then bisecting), until the
-    budget holds: computing in float on int8-stored weights (the file stays small), or entirely in float
-    when that never meets the budget. Returns (model, info, drift, violations, fallback list)."""
+    budget holds: computing in float on int8-stored weights (the file stays small), or entirely in
+    float when that never meets the budget.
+
+    Returns (model, info, drift, violations, fallback list).
+    """
     ranked = sensitivity(builder, quantized, info, samples)
     names = [name for name, _ in ranked]
     by_name = {n.name: n for n in builder.model.graph}
@@ -37,7 +40,7 @@ def fall_back(
     for keep_weights in (True, False) if int8_compute & set(names) else (False,):
         results: dict[int, tuple] = {}
 
-        def attempt(k: int) -> bool:
+        def attempt(k: int, results=results, keep_weights=keep_weights) -> bool:
             """Whether the ``k`` worst nodes in float still miss the budget."""
             if k not in results:
                 stored = [n for n in names[:k] if keep_weights and n in int8_compute]

@@ -9,7 +9,7 @@ from onnxslim.drift import Drift
 
 @dataclasses.dataclass
 class QuantizeReport:
-    """What quantization did and measured; ``to_dict`` is JSON-able, ``render`` prints rich tables."""
+    """What quantization did and measured: ``to_dict`` is JSON-able, ``render`` rich tables."""
 
     target: str
     target_reason: str

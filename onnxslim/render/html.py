@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
 
 CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
-    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}"
     "svg{display:block;margin:1em 0}"
 )
 
@@ -73,7 +75,7 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def bars(title: str, items: Sequence[tuple[str, float | None]], unit: str) -> str:
-    """Horizontal bar chart; None is labelled n/a, +inf (e.g. identical outputs' SNR) is a full bar."""
+    """Horizontal bar chart: None shows as n/a, +inf (e.g. identical outputs' SNR) as a full bar."""
     finite = [abs(v) for _, v in items if v is not None and math.isfinite(v)]
     top = max(finite, default=0) or 1.0
     label_w, bar_w, row_h = 260, 420, 22
@@ -89,12 +91,15 @@ def bars(title: str, items: Sequence[tuple[str, float | None]], unit: str) -> st
             width, text = bar_w * max(value, 0) / top, f"{value:.4g} {unit}".strip()
         rows.append(
             f"<text x='{label_w - 6}' y='{y + 15}' text-anchor='end'>{html.escape(label)}</text>"
-            f"<rect x='{label_w}' y='{y + 3}' width='{width:.1f}' height='{row_h - 6}' fill='#4a7fc1'/>"
+            f"<rect x='{label_w}' y='{y + 3}' width='{width:.1f}' height='{row_h - 6}' "
+            "fill='#4a7fc1'/>"
             f"<text x='{label_w + width + 4:.1f}' y='{y + 15}'>{html.escape(text)}</text>"
         )
     return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + bar_w + 120}' height='{height}' "
-        f"font-size='12' font-family='sans-serif'><text x='0' y='14' font-weight='bold'>{html.escape(title)}</text>"
+        "<svg xmlns='http://www.w3.org/2000/svg' "
+        f"width='{label_w + bar_w + 120}' height='{height}' "
+        "font-size='12' font-family='sans-serif'>"
+        f"<text x='0' y='14' font-weight='bold'>{html.escape(title)}</text>"
         + "".join(rows)
         + "</svg>"
     )

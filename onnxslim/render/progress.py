@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class Steps:
-    """A running progress bar: `advance()` one step, `describe(text, total=None)` the current phase."""
+    """A running progress bar: `advance()` one step, `describe(text, total=None)` the phase."""
 
     def __init__(self, bar: Progress | None, task):
         self.bar, self.task = bar, task
@@ -26,7 +26,7 @@ class Steps:
 
 @contextlib.contextmanager
 def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Steps]:
-    """A transient bar labelled `label` with `total` steps; nothing when disabled or not on a terminal."""
+    """A transient bar labelled `label`, `total` steps; nothing if disabled or not on a terminal."""
     console = Console(stderr=True)
     if not (enabled and console.is_terminal):
         yield Steps(None, None)

@@ -34,11 +34,13 @@ MODEL_COLUMNS = [
     "Min cos",
 ]
 DRIFT_COLUMNS = ["Model", "Output", "Max abs", "Mean abs", "Cosine", "SNR dB", "Top-1", "Note"]
-CAPTION = "times in ms (Load = session creation); Mem = peak RSS growth of a fresh process running the model"
-TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op"})
-WIDE_TABLE = (
-    94  # plus the longest model name: narrower consoles get the table without mean, min and runs/s
+CAPTION = (
+    "times in ms (Load = session creation); "
+    "Mem = peak RSS growth of a fresh process running the model"
 )
+TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op"})
+# plus the longest model name: narrower consoles get the table without mean, min and runs/s
+WIDE_TABLE = 94
 
 
 def show(renderables: Iterable[RenderableType], console: Console | None = None) -> str:
@@ -93,7 +95,7 @@ def _change(before: int | None, after: int | None) -> str:
 
 
 def comparison(before: ModelStats, after: ModelStats, title: str) -> Table:
-    """The optimize report: op counts by type, then totals (nodes, parameters, weights, file size)."""
+    """The optimize report: op counts by type, then totals (nodes, params, weights, file size)."""
     table = Table(title=title, title_justify="left")
     table.add_column("")
     table.add_column("before", justify="right")
@@ -173,8 +175,9 @@ def bench_header(report: BenchReport) -> list[str]:
     inputs = f"{report.samples} {'random' if report.random_inputs else 'given'} sample(s)"
     return [
         f"CPU: {cpu.model} ({cpu.arch}); {isa}",
-        f"onnxruntime {report.ort_version}; {report.threads} intra-op thread(s); ORT optimization level: "
-        f"{report.ort_opt_level}; {report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
+        f"onnxruntime {report.ort_version}; {report.threads} intra-op thread(s); "
+        f"ORT optimization level: {report.ort_opt_level}; "
+        f"{report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
         *(f"note: {note}" for note in report.notes),
     ]
 
@@ -240,7 +243,7 @@ def _worst(drift: Mapping[str, Drift] | None) -> str:
 
 
 def quantize_report(report: QuantizeReport) -> list[RenderableType]:
-    """Size, nodes, latency and quantized ops; the settings; drift on held-out samples; the fallback."""
+    """Size, nodes, latency, quantized ops; settings; drift on held-out samples; the fallback."""
     table = Table(title="INT8 quantization", show_header=True)
     table.add_column("")
     table.add_column("float", justify="right")
@@ -257,8 +260,9 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
         "quantized nodes", "", ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
     )
     settings = (
-        f"target {report.target_reason}; method {report.method}; activations {report.activation_type}; "
-        f"weights {report.weight_bits}-bit {'per channel' if report.per_channel else 'per tensor'}; "
+        f"target {report.target_reason}; method {report.method}; "
+        f"activations {report.activation_type}; weights {report.weight_bits}-bit "
+        f"{'per channel' if report.per_channel else 'per tensor'}; "
         f"{report.calibration_samples} calibration / {report.eval_samples} held-out samples; "
         f"cross-layer equalization on {report.equalized_pairs} conv pairs; "
         f"bias correction {'on' if report.bias_correction else 'off'}"

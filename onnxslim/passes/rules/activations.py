@@ -1,6 +1,7 @@
-"""Hard-swish written out as x * Clip(x + 3, 0, 6) / 6 fused into HardSwish (opset 14+) or x * HardSigmoid(x).
+"""Hard-swish written out as x * Clip(x + 3, 0, 6) / 6 fused into HardSwish (opset 14+) or
+x * HardSigmoid(x).
 
-Clip(x + 3, 0, 6) / 6 alone becomes HardSigmoid(x, 1/6, 0.5) by onnxscript's rule, wired next to these.
+Clip(x + 3, 0, 6) / 6 alone becomes HardSigmoid(x, 1/6, 0.5) by onnxscript's rule, wired alongside.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ _TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE})
 
 
 class HardSwish(upstream.HardSwishFusion):
-    """x * Clip(x + 3, 0, 6) / 6 -> HardSwish(x) from opset 14, x * HardSigmoid(x, 1/6, 0.5) before."""
+    """x * Clip(x + 3, 0, 6) / 6 -> HardSwish(x) (opset 14+), else x * HardSigmoid(x, 1/6, 0.5)."""
 
     def __init__(self, native: bool) -> None:
         super().__init__("HardSwish" if native else "HardSwishAsHardSigmoid")

@@ -1,7 +1,7 @@
-"""onnxscript's BatchNormalization folding (into Conv, ConvTranspose, Gemm), restricted to inference-mode BN.
+"""onnxscript's BatchNormalization folding (into Conv, ConvTranspose, Gemm), inference-mode BN only.
 
-A training-mode BN normalizes with the batch's own statistics, and a `spatial=0` BN (opset < 9) keeps one
-statistic per activation: neither is the per-channel affine map the folding assumes.
+A training-mode BN normalizes with the batch's own statistics, and a `spatial=0` BN (opset < 9)
+keeps one statistic per activation: neither is the per-channel affine map the folding assumes.
 """
 
 from __future__ import annotations

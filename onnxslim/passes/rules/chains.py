@@ -1,6 +1,7 @@
-"""Chains of data-movement ops collapsed: Squeeze/Unsqueeze pairs that cancel, Slice+Slice, nested Concat.
+"""Data-movement chains collapsed: cancelling Squeeze/Unsqueeze pairs, Slice+Slice, nested Concat.
 
-(Transpose+Transpose, Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired in `fuse.FuseChains`.)
+(Transpose+Transpose, Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired
+in `fuse.FuseChains`.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from onnxslim.passes.rules.common import (
 
 
 def _squeeze_axes(node: ir.Node) -> tuple[int, ...] | None:
-    """The axes a Squeeze removes (non-negative); without axes, the size-1 dims of a fully static input."""
+    """The axes a Squeeze removes (>= 0); without axes, the size-1 dims of a fully static input."""
     dims = static_dims(node.inputs[0])
     ones = (
         None
@@ -55,7 +56,7 @@ class CancellingPair(pattern.RewriteRuleClassBase):
             inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"]
         )
 
-    def check(self, context, x, inner, outer) -> MatchResult:
+    def check(self, context, x, inner, outer) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         first, second = (_AXES[v.producer().op_type](v.producer()) for v in (inner, outer))
         if first is None or second is None or sorted(first) != sorted(second):
             return MatchResult().fail("axes differ or are unknown")
@@ -69,7 +70,8 @@ _AXES = {"Squeeze": _squeeze_axes, "Unsqueeze": _unsqueeze_axes}
 
 
 class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
-    """Squeeze(Transpose(Unsqueeze(x))) -> Transpose(x) when the Squeeze removes exactly the inserted dims."""
+    """Squeeze(Transpose(Unsqueeze(x))) -> Transpose(x) when the Squeeze removes exactly
+    the inserted dims."""
 
     def pattern(self, op, x, perm):
         inner = op.Unsqueeze(
@@ -80,7 +82,7 @@ class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
             moved, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"]
         )
 
-    def check(self, context, x, perm, inner, outer) -> MatchResult:
+    def check(self, context, x, perm, inner, outer) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if _remaining_perm(perm, inner, outer) is None:
             return MatchResult().fail("the Squeeze does not remove exactly the inserted dims")
         return MatchResult()
@@ -93,7 +95,7 @@ class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
 
 
 def _remaining_perm(perm: ir.Attr, inner: ir.Value, outer: ir.Value) -> list[int] | None:
-    """The permutation of x's axes left once the inserted axes are dropped, or None if the Squeeze differs."""
+    """The perm of x's axes left once the inserted axes are dropped; None if the Squeeze differs."""
     inserted, removed = _unsqueeze_axes(inner.producer()), _squeeze_axes(outer.producer())
     if perm.is_ref():
         return None
@@ -102,14 +104,14 @@ def _remaining_perm(perm: ir.Attr, inner: ir.Value, outer: ir.Value) -> list[int
         return None
     if {i for i, axis in enumerate(order) if axis in inserted} != set(removed):
         return None
-    kept = [
-        axis for axis in range(len(order)) if axis not in inserted
-    ]  # y's axes that come from x, in x's order
+    # y's axes that come from x, in x's order
+    kept = [axis for axis in range(len(order)) if axis not in inserted]
     return [kept.index(axis) for axis in order if axis not in inserted]
 
 
 class SliceSlice(pattern.RewriteRuleClassBase):
-    """Slice(Slice(x)) -> one Slice when the two slice disjoint axes (each axis is cut once, so order is moot)."""
+    """Slice(Slice(x)) -> one Slice when the two slice disjoint axes (each axis is cut once, so
+    order is moot)."""
 
     def pattern(self, op, x):
         inner = op.Slice(x, _allow_other_inputs=True, _outputs=["inner"])
@@ -137,7 +139,8 @@ class SliceSlice(pattern.RewriteRuleClassBase):
 
 
 class NestedConcat(pattern.RewriteRuleClassBase):
-    """Concat(a, Concat(b, c), d) -> Concat(a, b, c, d) on the same axis, if the inner result has no other use."""
+    """Concat(a, Concat(b, c), d) -> Concat(a, b, c, d) on the same axis, if the inner
+    result has no other use."""
 
     def __init__(self) -> None:
         super().__init__(remove_nodes=False)
@@ -145,7 +148,7 @@ class NestedConcat(pattern.RewriteRuleClassBase):
     def pattern(self, op):
         return op.Concat(_allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, out) -> MatchResult:
+    def check(self, context, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if not _nested(out.producer()):
             return MatchResult().fail("no nested Concat on the same axis")
         return MatchResult()
@@ -168,9 +171,12 @@ def _nested(node: ir.Node) -> set[ir.Value]:
         inner = value.producer()
         if inner is None or inner.op_type != "Concat" or inner.domain not in ("", "ai.onnx"):
             continue
-        if len(value.uses()) == 1 and not value.is_graph_output():
-            if _same_axis(axis, inner.attributes.get_int("axis"), rank):
-                found.add(value)
+        if (
+            len(value.uses()) == 1
+            and not value.is_graph_output()
+            and _same_axis(axis, inner.attributes.get_int("axis"), rank)
+        ):
+            found.add(value)
     return found
 
 

@@ -1,4 +1,4 @@
-"""Small helpers shared by the rule modules: constants, opsets, shapes, attribute-or-input parameters."""
+"""Helpers shared by the rule modules: constants, opsets, shapes, attribute-or-input parameters."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ FLOAT_TYPES = frozenset(
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's data if it is a true constant; None otherwise (graph inputs can be overridden, so they are not)."""
+    """The value's data if it is a true constant; None otherwise (graph inputs can be overridden, so
+    they are not)."""
     if value is None or value.is_graph_input():
         return None
     return get_numpy_value(value)
@@ -45,7 +46,7 @@ def static_dims(value: ir.Value) -> tuple[int | None, ...] | None:
 
 
 def keeps_shape(value: ir.Value, other_shape: tuple[int, ...]) -> bool:
-    """Broadcasting `value` against a tensor of `other_shape` provably leaves value's shape unchanged."""
+    """Broadcasting `value` against a tensor of `other_shape` provably keeps value's shape."""
     dims = static_dims(value)
     if dims is None or len(other_shape) > len(dims):
         return False
@@ -54,7 +55,7 @@ def keeps_shape(value: ir.Value, other_shape: tuple[int, ...]) -> bool:
 
 
 def normalize_axes(axes, rank: int | None) -> tuple[int, ...] | None:
-    """Axes made non-negative, or None if a negative axis meets an unknown rank or an axis is out of range."""
+    """Axes made non-negative; None if a negative axis meets an unknown rank, or out of range."""
     result = []
     for axis in (int(a) for a in axes):
         if axis < 0:
@@ -83,7 +84,8 @@ def parameter(
 
 
 def slice_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(starts, ends, axes, steps) of a Slice as int64, defaults filled in; None if any of them is not constant."""
+    """(starts, ends, axes, steps) of a Slice as int64, defaults filled in; None if any of
+    them is not constant."""
     starts, ends = parameter(node, "starts", 1), parameter(node, "ends", 2)
     if starts is None or ends is None or starts.shape != ends.shape:
         return None

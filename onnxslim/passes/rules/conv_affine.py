@@ -3,8 +3,8 @@
 After a Conv/ConvTranspose: scaling output channel o by s and shifting it by t is W'[o] = W[o] * s,
 B'[o] = B[o] * s + t, whatever the group and dilations (each output channel has its own filter).
 ConvTranspose stores W as [Cin, Cout/group, ...].
-Before a Conv: x * s scales the filter taps that read each input channel, x + t adds sum(W * t) to the bias;
-the shift holds only without padding (a padded zero would have been t).
+Before a Conv: x * s scales the filter taps that read each input channel, x + t adds sum(W * t) to
+the bias; the shift holds only without padding (a padded zero would have been t).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from onnxslim.passes.rules.common import FLOAT_TYPES, constant, keeps_shape, new
 
 
 class ConvAffine(pattern.RewriteRuleClassBase):
-    """Conv(x, W, B) <op> c -> Conv(x, W', B') for a constant c that varies at most along the channel axis."""
+    """Conv(x, W, B) <op> c -> Conv(x, W', B') for a constant c varying at most along channels."""
 
     def __init__(self, conv_type: str, op_type: str) -> None:
         super().__init__(f"{conv_type}{op_type}")
@@ -30,7 +30,7 @@ class ConvAffine(pattern.RewriteRuleClassBase):
         )
         return getattr(op, self.op_type)(conv, c)
 
-    def check(self, context, x, w, c, conv_out) -> MatchResult:
+    def check(self, context, x, w, c, conv_out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         node = conv_out.producer()
         reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
             self.op_type, c, _out_channels(node, constant(w)), node
@@ -48,7 +48,7 @@ class ConvAffine(pattern.RewriteRuleClassBase):
 
 
 class AffineConv(pattern.RewriteRuleClassBase):
-    """Conv(x <op> c, W, B) -> Conv(x, W', B') for a constant c that varies at most along the channel axis."""
+    """Conv(x <op> c, W, B) -> Conv(x, W', B') for a constant c varying at most along channels."""
 
     def __init__(self, op_type: str) -> None:
         super().__init__(f"{op_type}Conv")
@@ -63,7 +63,7 @@ class AffineConv(pattern.RewriteRuleClassBase):
             _outputs=["conv_out"],
         )
 
-    def check(self, context, x, c, w, conv_out) -> MatchResult:
+    def check(self, context, x, c, w, conv_out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         node = conv_out.producer()
         reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
             self.op_type, c, _in_channels(node, constant(w)), node
@@ -149,7 +149,8 @@ def _padded(node: ir.Node) -> bool:
 
 
 def _per_channel(operand: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
-    """The operand as one value per channel (axis 1), or None if it varies along another axis or adds dims."""
+    """The operand as one value per channel (axis 1), or None if it varies along another
+    axis or adds dims."""
     if operand.ndim > rank:
         return None
     shape = (1,) * (rank - operand.ndim) + operand.shape
@@ -169,7 +170,8 @@ def _scale_outputs(node: ir.Node, weight: np.ndarray, scale: np.ndarray) -> np.n
 
 
 def _per_tap(node: ir.Node, weight: np.ndarray, per_input: np.ndarray) -> np.ndarray:
-    """A per-input-channel array laid out like a Conv weight [Cout, Cin/group, 1, ...]: the channel each tap reads."""
+    """A per-input-channel array laid out like a Conv weight [Cout, Cin/group, 1, ...]: the channel
+    each tap reads."""
     out_per_group = weight.shape[0] // _group(node)
     group_of = np.arange(weight.shape[0])[:, None] // out_per_group
     channel = group_of * weight.shape[1] + np.arange(weight.shape[1])[None, :]

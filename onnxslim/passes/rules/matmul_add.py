@@ -1,4 +1,4 @@
-"""MatMul(x, W) + b -> Gemm(x, W, b) when x and W are 2-D and W, b are constants Gemm can broadcast."""
+"""MatMul(x, W) + b -> Gemm(x, W, b) for 2-D x and W when W, b are constants Gemm can broadcast."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from onnxslim.passes.upstream import MatMulAddToGemm
 
 
 class ConstantMatMulAddToGemm(MatMulAddToGemm):
-    """onnxscript's rule, restricted to a constant weight and a bias of rank <= 2 that keeps the output shape."""
+    """onnxscript's rule, for a constant weight and a rank <= 2 bias that keeps the output shape."""
 
     def check(self, context, input_a, input_b, input_c, **_):
         result = super().check(context, input_a, input_b)

@@ -1,7 +1,8 @@
-"""No-op nodes onnxscript's rules miss, each replaced by its input once shapes and dtypes prove it unchanged.
+"""No-op nodes onnxscript's rules miss, each replaced by its input once shapes and dtypes prove
+it unchanged.
 
-(Cast to the same type, Expand to the same shape, identity Transpose, scalar x*1 / x+0 and single-axis
-full Slices are onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
+(Cast to the same type, Expand to the same shape, identity Transpose, scalar x*1 / x+0 and
+single-axis full Slices are onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ class _ToIdentity(pattern.RewriteRuleClassBase):
 
 
 class ReshapeToSameShape(_ToIdentity):
-    """Reshape(x, shape) -> x when `shape` reproduces x's shape (0 copies a dim, one -1 takes the rest)."""
+    """Reshape(x, shape) -> x when `shape` gives x's shape (0 copies a dim, -1 takes the rest)."""
 
     def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, shape, out, **_) -> MatchResult:
+    def check(self, context, x, shape, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         result = MatchResult()
         target, dims = constant(shape), static_dims(x)
         if target is None or dims is None or target.shape != (len(dims),):
@@ -50,7 +51,7 @@ class PadWithZeroPads(_ToIdentity):
     def pattern(self, op, x):
         return op.Pad(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, out, **_) -> MatchResult:
+    def check(self, context, x, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         pads = parameter(out.producer(), "pads", 1)
         if pads is None or np.any(pads != 0):
             return MatchResult().fail("pads not all zero")
@@ -70,19 +71,20 @@ class SplitIntoOne(_ToIdentity):
     def pattern(self, op, x):
         return op.Split(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, out, **_) -> MatchResult:
+    def check(self, context, x, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if len(out.producer().outputs) != 1:
             return MatchResult().fail("more than one output")
         return MatchResult()
 
 
 class SliceOverFullRange(_ToIdentity):
-    """Slice(x) -> x when on every sliced axis the step is 1, the start is 0 (or <= -dim) and the end >= dim."""
+    """Slice(x) -> x when on every sliced axis the step is 1, the start is 0 (or <= -dim) and the
+    end >= dim."""
 
     def pattern(self, op, x):
         return op.Slice(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, out, **_) -> MatchResult:
+    def check(self, context, x, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         result = MatchResult()
         params, dims = slice_params(out.producer()), static_dims(x)
         if params is None:
@@ -102,7 +104,7 @@ def _covers(start: int, end: int, dim: int | None) -> bool:
 
 
 class NeutralElement(_ToIdentity):
-    """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0) and broadcasting keeps x's shape."""
+    """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0) and broadcast keeps x's shape."""
 
     def __init__(self, op_type: str, neutral: int) -> None:
         super().__init__(f"{op_type}Neutral")
@@ -111,7 +113,7 @@ class NeutralElement(_ToIdentity):
     def pattern(self, op, x, c):
         return getattr(op, self.op_type)(x, c)
 
-    def check(self, context, x, c, **_) -> MatchResult:
+    def check(self, context, x, c, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         value = constant(c)
         if value is None or not np.all(value == self.neutral):
             return MatchResult().fail(f"not all {self.neutral}")

@@ -1,9 +1,10 @@
-"""Reshape to a shape computed at run time (Shape -> Gather/Slice -> Concat ...) given a constant shape instead.
+"""Reshape to a shape computed at run time (Shape -> Gather/Slice -> Concat ...) given a constant
+shape instead.
 
-The shape tensor is traced back element by element: a constant, or a dim of some tensor (static or symbolic;
-dims with the same symbolic name are equal, as onnx shape inference names them). An element equal to the
-input's own dim at that position becomes 0 (copy it), a single unknown one becomes -1 (inferred from the
-element count), so the shape subgraph is left dead.
+The shape tensor is traced back element by element: a constant, or a dim of some tensor (static or
+symbolic; dims with the same symbolic name are equal, as onnx shape inference names them). An
+element equal to the input's own dim at that position becomes 0 (copy it), a single unknown one
+becomes -1 (inferred from the element count), so the shape subgraph is left dead.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ _MAX_DEPTH = 8
 
 
 class ReshapeToTracedShape(pattern.RewriteRuleClassBase):
-    """Reshape(x, <computed shape>) -> Reshape(x, constant) when every element is known, copied or inferable."""
+    """Reshape(x, <computed shape>) -> Reshape(x, constant) when every element is known,
+    copied or inferable."""
 
     def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, shape, out) -> MatchResult:
+    def check(self, context, x, shape, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         if constant(shape) is not None or _target(x, shape, out) is None:
             return MatchResult().fail("shape already constant, or not traceable")
         return MatchResult()
@@ -37,9 +39,10 @@ class ReshapeToTracedShape(pattern.RewriteRuleClassBase):
 
 
 def _target(x: ir.Value, shape: ir.Value, out: ir.Value) -> np.ndarray | None:
-    """The constant shape (for allowzero=0) doing the same as `shape`; None if more than one element stays unknown.
+    """The constant shape (for allowzero=0) doing the same as `shape`; None if more than one
+    element stays unknown.
 
-    A copied dim equals the original element even when it is 0, so allowzero only matters for literal zeros.
+    A copied dim equals the original element even if it is 0: allowzero only matters for literal 0s.
     """
     elements = trace(shape)
     if elements is None or x.shape is None:
@@ -70,9 +73,10 @@ def _same_dim(a: Dim, b: int | ir.SymbolicDim) -> bool:
 
 
 def trace(value: ir.Value | None, depth: int = 0) -> list[Dim] | None:
-    """The elements of a 1-D (or scalar) int tensor, each known, symbolic or None; None if its length is unknown.
+    """The elements of a 1-D (or scalar) int tensor, each known, symbolic or None; None if its
+    length is unknown.
 
-    Tensors of rank > 1 are not traced: flattening them would make Gather or Slice pick the wrong elements.
+    Tensors of rank > 1 are not traced: flattening them would make Gather/Slice pick wrong elements.
     """
     if value is None or depth > _MAX_DEPTH or (value.shape is not None and value.shape.rank() > 1):
         return None
@@ -89,14 +93,14 @@ def trace(value: ir.Value | None, depth: int = 0) -> list[Dim] | None:
 
 
 def _unknown(value: ir.Value) -> list[Dim] | None:
-    """Unknown elements, as many as the value's static length says (None if that is not known either)."""
+    """Unknown elements, as many as the value's static length says (None if that is unknown too)."""
     shape = value.shape
     if shape is None or shape.rank() > 1 or (shape.rank() == 1 and not isinstance(shape[0], int)):
         return None
     return [None] * (shape[0] if shape.rank() == 1 else 1)
 
 
-def _shape(node: ir.Node, depth: int) -> list[Dim] | None:
+def _shape(node: ir.Node, _depth: int) -> list[Dim] | None:
     source = node.inputs[0].shape
     if source is None:
         return None
@@ -142,7 +146,8 @@ def _concat(node: ir.Node, depth: int) -> list[Dim] | None:
 def _same_elements(node: ir.Node, depth: int) -> list[Dim] | None:
     """Ops that keep the elements as they are (a scalar and a one-element 1-D tensor trace alike).
 
-    Reshape, Squeeze and Unsqueeze only to a known rank <= 1 (trace() refuses inputs of rank > 1 itself).
+    Reshape, Squeeze and Unsqueeze only to a known rank <= 1 (trace() itself refuses inputs of
+    rank > 1).
     """
     if node.op_type == "Cast" and node.attributes.get_int("to") not in (
         ir.DataType.INT64,

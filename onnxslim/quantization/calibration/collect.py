@@ -56,8 +56,8 @@ def collect_channel_means(
     progress: bool = True,
     total: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Mean of each float tensor ``name`` per index of its axis ``axes[name]`` (over every other axis
-    and all samples), in float64; memory is one running sum per channel."""
+    """Mean of each float tensor ``name`` per index of its axis ``axes[name]`` (over every other
+    axis and all samples), in float64; memory is one running sum per channel."""
     names = list(axes)
     session = Session(model, threads=0, opt_level="basic", extra_outputs=names, what=OBSERVING)
     sums: dict[str, np.ndarray] = {}

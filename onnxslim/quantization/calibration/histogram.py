@@ -13,8 +13,8 @@ DEFAULT_BINS = 2048
 class Histogram:
     """A fixed number of equal bins over ``[lo, lo + bins * width)``; zero is always a bin edge.
 
-    When new data falls outside the range, the bin width doubles (pairs of bins merge) until it fits,
-    so the counts stay exact at the final resolution and memory stays ``bins`` integers.
+    When new data falls outside the range, the bin width doubles (pairs of bins merge) until it
+    fits, so the counts stay exact at the final resolution and memory stays ``bins`` integers.
     """
 
     bins: int = DEFAULT_BINS
@@ -61,7 +61,7 @@ class Histogram:
         if self.counts.size == 0:
             self._start(xmin, xmax)
         while xmin < self.lo or xmax >= self.hi:
-            self._grow(xmin, xmax)
+            self._grow(xmin)
         idx = np.floor((x - self.lo) / self.width).astype(np.int64)
         np.clip(idx, 0, self.bins - 1, out=idx)
         self.counts += np.bincount(idx, minlength=self.bins)
@@ -75,13 +75,12 @@ class Histogram:
         self.lo = float(np.floor(lo / self.width)) * self.width
         self.counts = np.zeros(self.bins, np.int64)
 
-    def _grow(self, xmin: float, xmax: float) -> None:
-        """Double the bin width (zero stays an edge); extend downward when data lies below the range."""
+    def _grow(self, xmin: float) -> None:
+        """Double the bin width (zero stays an edge); extend downward for data below the range."""
         lo_k = int(round(self.lo / self.width))  # lo in old bin widths
         if xmin < self.lo:
-            new_k = -(
-                (-(lo_k - self.bins)) // 2
-            )  # ceil((lo - R) / 2w): lowest start that keeps the old range
+            # ceil((lo - R) / 2w): lowest start that keeps the old range
+            new_k = -((-(lo_k - self.bins)) // 2)
         else:
             new_k = lo_k // 2  # floor(lo / 2w)
         shift = lo_k - 2 * new_k

@@ -1,4 +1,5 @@
-"""Range methods: turn a tensor's streamed statistics into the clip range ``(lo, hi)`` to quantize it with.
+"""Range methods: turn a tensor's streamed statistics into the clip range ``(lo, hi)`` it is
+quantized with.
 
 Every range contains zero (so zero is exactly representable). ``symmetric=True`` gives ``(-t, t)``.
 """
@@ -16,14 +17,18 @@ Range = tuple[float, float]
 MSE_MIN_BINS = 8  # the MSE search may clip to a few bins; KL needs at least one bin per level
 
 
-def minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:
+def minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:  # noqa: ARG001 the range methods' shared signature
     """The observed minimum and maximum."""
     lo, hi = min(hist.min, 0.0), max(hist.max, 0.0)
     return _finish(lo, hi, symmetric)
 
 
 def percentile(
-    hist: Histogram, *, symmetric: bool = False, levels: int = 256, pct: float = 99.99
+    hist: Histogram,
+    *,
+    symmetric: bool = False,
+    levels: int = 256,  # noqa: ARG001 the range methods' shared signature
+    pct: float = 99.99,
 ) -> Range:
     """Clip the tails: ``(100 - pct)`` of the values lie outside the range (split between both tails
     when asymmetric; of ``|x|`` when symmetric). Interpolates linearly inside a bin."""
@@ -40,8 +45,9 @@ def percentile(
 
 
 def entropy(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:
-    """The range whose quantized histogram has the least KL divergence from the clipped float histogram
-    (TensorRT's method), searched over every window of at least ``levels`` bins (each end in turn)."""
+    """The range whose quantized histogram has the least KL divergence from the clipped float
+    histogram (TensorRT's method), searched over all windows of at least ``levels`` bins, each end
+    in turn."""
     counts, z, width, lo0, n_levels = _search_space(hist, symmetric, levels)
 
     def cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -53,7 +59,7 @@ def entropy(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> R
 
 def mse(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:
     """The range minimizing expected quantization MSE: ``step^2 / 12`` per in-range value plus the
-    squared clipping error of each out-of-range bin, over windows of at least ``MSE_MIN_BINS`` bins."""
+    squared clipping error of each out-of-range bin, over windows of >= ``MSE_MIN_BINS`` bins."""
     counts, z, width, lo0, n_levels = _search_space(hist, symmetric, levels)
     c = lo0 + width * (np.arange(counts.size) + 0.5)  # bin centers
     n = counts.astype(np.float64)
@@ -126,8 +132,8 @@ def _search_space(hist: Histogram, symmetric: bool, levels: int):
 def _best_window(cost, n_bins: int, z: int, min_bins: int, rounds: int = 3) -> tuple[int, int]:
     """The window ``[a, b)`` (``a <= z <= b``, at least ``min_bins`` bins) of least ``cost``.
 
-    ``cost(a, b)`` takes arrays of candidate ends. The upper end is searched exhaustively with the lower
-    fixed, then the lower with the upper fixed, for a few rounds (one round when ``z == 0``).
+    ``cost(a, b)`` takes arrays of candidate ends. The upper end is searched exhaustively with the
+    lower fixed, then the lower with the upper fixed, for a few rounds (one round when ``z == 0``).
     """
     min_width = min(min_bins, n_bins)
     a, b = 0, n_bins
@@ -158,7 +164,8 @@ def _kl(counts: np.ndarray, a: int, b: int, n_levels: int) -> float:
         return np.inf
     p, q = p / p_tot, q / q_tot
     mask = p > 0
-    # Bins where P has mass but Q has none (only the outlier-laden edges) get a small floor, as TensorRT does.
+    # Bins where P has mass but Q has none (only the outlier-laden edges) get a small floor, as in
+    # TensorRT.
     qm = np.maximum(q[mask], 1e-12)
     return float(np.sum(p[mask] * np.log(p[mask] / qm)))
 
