@@ -1,0 +1,718 @@
+"""Check inputs synthesized from the model: shapes from its inputs, values bounded by their uses.
+
+Random values break valid models: an index into a 2-row embedding table must be 0 or 1, the axes of
+a ReduceSum must exist, a reflect Pad needs a longer input than 32. This module reads the graph:
+
+- every dynamic dim gets one value per dim name (shared names stay equal): 1 for a batch-like dim
+  (only ever the first dim of inputs of rank 2 or more), `dim` (32) otherwise;
+- an integer input's values follow how the graph uses it, through Cast, Reshape, Unsqueeze,
+  Concat, Add/Sub of a constant and the like: indices of Gather, GatherElements, GatherND,
+  Scatter*, OneHot stay inside the indexed dim; Slice starts/ends/axes/steps, Reduce* and
+  Unsqueeze axes, Split sizes, Reshape shapes, Expand/Tile/ConstantOfShape/TopK/Range sizes,
+  Pad pads and integer divisors get values that are valid whatever the data; other integers are
+  0 or 1. Floats are N(0, 1), except where a use bounds them (Resize scales, Dropout ratio, ...);
+- every ONNX element type is produced: numpy dtypes, strings (object arrays) and the ml_dtypes
+  types ONNX uses for bfloat16, float8, int4 ... (`ort_feeds` hands those to ORT as OrtValues);
+  sequences are lists of 2 tensors, optionals hold a value.
+
+When the original model still fails, `candidates` yields a bounded number of alternatives (other
+dims for the inputs upstream of the failing node, other integer values) and `first_runnable` is
+the retry loop. `shipped_inputs` reads the test data a model folder ships (ONNX model zoo layout).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxslim.errors import OnnxSlimError
+
+DEFAULT_DIM = 32
+#: Elements of a synthesized sequence input.
+SEQUENCE_LENGTH = 2
+#: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
+RETRY_DIMS = (1, 64, 256, 1024, 16)
+#: A candidate with an input larger than this (elements) is skipped.
+MAX_ELEMENTS = 1 << 24
+WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
+
+Feeds = dict[str, Any]
+
+
+class NotFeedable(OnnxSlimError):
+    """An input of a type onnxslim cannot give ONNX Runtime (a map, a sparse or complex tensor)."""
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """Feeds for one run, what each input holds (`int64[1,32] in [0, 1]`), and the dynamic dims."""
+
+    feeds: Feeds
+    description: dict[str, str]
+    dims: dict[str, int]
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name}: {text}" for name, text in self.description.items())
+
+
+def synthesize(
+    model: onnx.ModelProto | str | os.PathLike,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    seed: int = 0,
+    dim: int = DEFAULT_DIM,
+) -> Synthesized:
+    """Inputs for `model` (a ModelProto or a path; weights are not read); `shapes` fixes some."""
+    return _Planner(model, shapes, dim).make(seed=seed)
+
+
+def candidates(
+    model: onnx.ModelProto | str | os.PathLike,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    error: str | None = None,
+    seed: int = 0,
+    dim: int = DEFAULT_DIM,
+    limit: int = 10,
+) -> Iterator[Synthesized]:
+    """Up to `limit` alternatives to `synthesize`'s inputs, the likeliest first.
+
+    With ORT's `error` for the first try, the dims that change are those of the inputs upstream of
+    the node it names, and the numbers it mentions are tried first, then `RETRY_DIMS`. Then the
+    integer inputs that no use bounds are tried all 0, all 1, all one of the numbers the error
+    mentions, and in [0, 9].
+    """
+    yield from _Planner(model, shapes, dim).alternatives(error, seed, limit)
+
+
+def first_runnable(
+    model: onnx.ModelProto | str | os.PathLike,
+    run: Callable[[Feeds], Any],
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    seed: int = 0,
+    limit: int = 10,
+) -> tuple[Synthesized, Any]:
+    """The first synthesized inputs `run` accepts, and what it returned; else its first error."""
+    planner = _Planner(model, shapes, DEFAULT_DIM)
+    first = planner.make(seed=seed)
+    try:
+        return first, run(first.feeds)
+    except Exception as err:  # noqa: BLE001 - whatever `run` raises means "try other inputs"
+        error = err
+    for attempt in planner.alternatives(str(error), seed, limit):
+        try:
+            return attempt, run(attempt.feeds)
+        except Exception:  # noqa: BLE001, S112 - the next candidate may run
+            continue
+    raise error
+
+
+def shipped_inputs(model_path: str | os.PathLike) -> list[Feeds] | None:
+    """The inputs of each `test_data_set_*` folder beside the model (`input_<i>.pb`), or None.
+
+    As in ONNX's backend tests, `input_<i>.pb` belongs to graph input i, unless the proto names
+    another input; a sequence input is read as a SequenceProto, an optional one as an OptionalProto.
+    """
+    path = Path(model_path)
+    folders = sorted(p for p in path.parent.glob("test_data_set_*") if p.is_dir())
+    if not folders:
+        return None
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as err:
+        raise OnnxSlimError(f"{path}: cannot read ONNX model: {err}") from err
+    types = {value.name: value.type for value in model.graph.input}
+    names = list(types)
+    data_sets = []
+    for folder in folders:
+        feeds: Feeds = {}
+        files = sorted(folder.glob("input_*.pb"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+        for index, file in enumerate(files):
+            data = file.read_bytes()
+            name = names[index] if index < len(names) else None
+            try:
+                value, proto_name = _read_value(data, types.get(name))
+                if proto_name in types and proto_name != name:
+                    name = proto_name
+                    value, _ = _read_value(data, types[name])
+            except Exception as err:
+                raise OnnxSlimError(f"{file}: cannot read test data: {err}") from err
+            if name is None:
+                raise OnnxSlimError(f"{file}: the model has only {len(names)} inputs")
+            feeds[name] = value
+        data_sets.append(feeds)
+    return data_sets
+
+
+def ort_feeds(feeds: Mapping[str, Any]) -> Feeds:
+    """`feeds` as `InferenceSession.run` takes them: arrays of an ml_dtypes type (bfloat16, float8,
+    int4 ...) become OrtValues holding ONNX's packed bytes; sequences stay lists, optionals None."""
+    return {name: _ort_value(value) for name, value in feeds.items()}
+
+
+# --- reading the model ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Use:
+    """What one use of an input allows: values in [lo, hi], or a pattern valid whatever the data:
+    "axes" (0, 1, ...), "reshape" (1, ..., 1, -1), "max" (the largest int32), "split" (sizes
+    adding up to `total`)."""
+
+    kind: str = "range"
+    lo: float = 0
+    hi: float = 0
+    total: int = 0
+
+
+#: op -> input slots whose values reach every output unchanged (only their positions may change).
+_PASS_THROUGH = {
+    "Identity": (0,),
+    "Cast": (0,),
+    "CastLike": (0,),
+    "Unsqueeze": (0,),
+    "Squeeze": (0,),
+    "Reshape": (0,),
+    "Flatten": (0,),
+    "Transpose": (0,),
+    "Expand": (0,),
+    "Tile": (0,),
+    "Slice": (0,),
+    "Split": (0,),
+    "Gather": (0,),
+    "GatherElements": (0,),
+    "GatherND": (0,),
+    "Where": (1, 2),
+    "ReduceMax": (0,),
+    "ReduceMin": (0,),
+    "Concat": None,
+    "Min": None,
+    "Max": None,  # None: every slot
+}
+#: (op, slot) -> the value range every model accepts there.
+_RANGES = {
+    ("Expand", 1): (1, 1),
+    ("Tile", 1): (1, 1),
+    ("ConstantOfShape", 0): (1, 1),
+    ("TopK", 1): (1, 1),
+    ("Range", 0): (0, 0),
+    ("Range", 1): (1, 1),
+    ("Range", 2): (1, 1),
+    ("Resize", 2): (1, 1),
+    ("Resize", 3): (1, 1),
+    ("Upsample", 1): (1, 1),
+    ("Pad", 1): (0, 0),
+    ("Loop", 0): (1, 1),
+    ("OneHot", 1): (1, 1),
+    ("NonMaxSuppression", 2): (1, 1),
+    ("NonMaxSuppression", 3): (0, 1),
+    ("Dropout", 1): (0, 0.5),
+    ("Dropout", 2): (0, 0),
+    ("CumSum", 1): (0, 0),
+    ("CumProd", 1): (0, 0),
+    ("Trilu", 1): (0, 0),
+    ("Slice", 1): (0, 0),
+    ("Slice", 4): (1, 1),
+    ("SequenceAt", 1): (0, 0),
+    ("SequenceErase", 1): (0, 0),
+    ("SequenceInsert", 2): (0, 0),
+    ("CenterCropPad", 1): (1, 1),
+}
+#: (op, slot) of indices into the dim `axis` (attribute, default 0) of the op's first input.
+_INDICES = {("Gather", 1), ("GatherElements", 1), ("ScatterElements", 1), ("Scatter", 1)}
+#: (op, slot) of a pattern that is valid only when the input reaches it unchanged and whole.
+_PATTERNS = {
+    ("Slice", 2): "max",
+    ("Slice", 3): "axes",
+    ("Unsqueeze", 1): "axes",
+    ("Reshape", 1): "reshape",
+    ("Split", 1): "split",
+    ("SplitToSequence", 1): "split",
+}
+_WALK_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class _Input:
+    """A graph input: "tensor", "sequence" or "optional" of an element type with dims (an int,
+    or the key of a dynamic dim: its name, or `input[axis]` when unnamed)."""
+
+    name: str
+    kind: str
+    elem_type: int
+    dims: tuple[int | str, ...]
+
+
+class _Planner:
+    """What a model tells about its inputs; `make` turns it into feeds for given dim values."""
+
+    def __init__(self, model, shapes: Mapping[str, Sequence[int]] | None, dim: int) -> None:
+        if isinstance(model, (str, os.PathLike)):
+            try:
+                model = onnx.load(os.fspath(model), load_external_data=False)
+            except Exception as err:
+                raise OnnxSlimError(f"{model}: cannot read ONNX model: {err}") from err
+        self.skeleton = _skeleton(model)
+        weights = {init.name for init in model.graph.initializer}
+        self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
+        self.defaults = self._default_dims(dim, shapes or {})
+        #: Dim keys `shapes` sets, which retries leave alone.
+        self.fixed = {
+            key
+            for item in self.inputs
+            if item.name in (shapes or {})
+            for key in item.dims
+            if isinstance(key, str)
+        }
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        for init in model.graph.initializer:
+            if _small(init):
+                self.constants[init.name] = numpy_helper.to_array(init)
+        for node in _nodes(model.graph):
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+            for name in node.output:
+                self.producer[name] = node
+            value = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
+            if value is not None and value.name == "value" and _small(value.t):
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+
+    def _default_dims(self, dim: int, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+        """A value per dynamic dim key: from `shapes`, else 1 if batch-like, else `dim`."""
+        known = {item.name: item for item in self.inputs}
+        values: dict[str, int] = {}
+        for name, shape in shapes.items():
+            if name not in known:
+                raise OnnxSlimError(
+                    f"shape given for unknown input {name!r} (model inputs: {', '.join(known)})"
+                )
+            declared = known[name].dims
+            if len(shape) != len(declared) or any(
+                isinstance(d, int) and d != s for d, s in zip(declared, shape)
+            ):
+                raise OnnxSlimError(
+                    f"shape {tuple(shape)} of input {name!r} does not fit its declared dims "
+                    f"{_dims_text(declared)}"
+                )
+            values.update({d: int(s) for d, s in zip(declared, shape) if isinstance(d, str)})
+        first = {
+            d
+            for item in self.inputs
+            if len(item.dims) > 1
+            for d in item.dims[:1]
+            if isinstance(d, str)
+        }
+        later = {d for item in self.inputs for d in item.dims[1:] if isinstance(d, str)}
+        for item in self.inputs:
+            for key in item.dims:
+                if isinstance(key, str) and key not in values:
+                    values[key] = 1 if key in first and key not in later else dim
+        return values
+
+    def make(
+        self, dims: Mapping[str, int] | None = None, ints: tuple[int, int] = (0, 1), seed: int = 0
+    ) -> Synthesized:
+        """Feeds with the default dims updated by `dims`; `ints`: the range of free integers."""
+        values = {**self.defaults, **(dims or {})}
+        shapes = {
+            item.name: tuple(d if isinstance(d, int) else values[d] for d in item.dims)
+            for item in self.inputs
+        }
+        known = self._inferred_shapes(shapes)
+        rng = np.random.default_rng(seed)
+        feeds, description = {}, {}
+        for item in self.inputs:
+            shape = shapes[item.name]
+            use = self._combined_use(item, known)
+            if item.kind == "sequence":
+                elements = [_values(item, shape, use, ints, rng) for _ in range(SEQUENCE_LENGTH)]
+                feeds[item.name] = [array for array, _ in elements]
+                description[item.name] = f"seq({elements[0][1]}) x{SEQUENCE_LENGTH}"
+            else:
+                feeds[item.name], description[item.name] = _values(item, shape, use, ints, rng)
+        used = {
+            key: values[key] for item in self.inputs for key in item.dims if isinstance(key, str)
+        }
+        return Synthesized(feeds, description, used)
+
+    def alternatives(self, error: str | None, seed: int, limit: int) -> Iterator[Synthesized]:
+        """See `candidates`."""
+        focus = self._focus(error)
+        # Not ORT's status code nor its source lines.
+        text = re.sub(r"\[ONNXRuntimeError\] : \d+|\S+\.(cc|cpp|h):\d+", "", error or "")
+        mentioned = [int(n) for n in re.findall(r"(?<![\w.])\d+(?![\w.])", text)]
+        mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:2]
+        current = {self.defaults[key] for key in focus}
+        sizes = [n for n in mentioned + list(RETRY_DIMS) if n not in current]
+        trials = [({key: size for key in focus}, (0, 1)) for size in dict.fromkeys(sizes) if focus]
+        trials += [({}, ints) for ints in [(0, 0), (1, 1), *[(n, n) for n in mentioned], (0, 9)]]
+        seen = {str(self.make(seed=seed))}
+        for dims, ints in trials:
+            if len(seen) > limit:
+                return
+            attempt = self.make(dims, ints, seed)
+            if str(attempt) not in seen and all(
+                np.size(v) <= MAX_ELEMENTS for v in _arrays(attempt.feeds)
+            ):
+                seen.add(str(attempt))
+                yield attempt
+
+    def _focus(self, error: str | None) -> list[str]:
+        """The dynamic dim keys of the inputs upstream of the node ORT's error names (else of all
+        inputs), without those `shapes` fixed, and without batch-like dims when others remain."""
+        names = {item.name for item in self.inputs}
+        upstream = names
+        match = re.search(r"running (\w+) node\. Name:'([^']*)'", error or "")
+        if match:
+            op, node_name = match.groups()
+            failing = [
+                node
+                for node in self.producer.values()
+                if (node.name == node_name if node_name else node.op_type == op)
+            ]
+            reached = self._ancestors(failing) & names
+            upstream = reached or names
+        keys = [
+            key
+            for item in self.inputs
+            if item.name in upstream
+            for key in item.dims
+            if isinstance(key, str)
+        ]
+        keys = [key for key in dict.fromkeys(keys) if key not in self.fixed]
+        wide = [key for key in keys if self.defaults[key] != 1]
+        return wide or keys
+
+    def _ancestors(self, nodes: list[onnx.NodeProto]) -> set[str]:
+        seen: set[str] = set()
+        stack = [name for node in nodes for name in node.input if name]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in self.producer:
+                stack.extend(n for n in self.producer[name].input if n)
+        return seen
+
+    def _inferred_shapes(
+        self, shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, tuple[int | None, ...]]:
+        """Static shapes of the model's values with the inputs at `shapes` (by shape inference)."""
+        for value in self.skeleton.graph.input:
+            if value.name in shapes and value.type.HasField("tensor_type"):
+                value.type.tensor_type.shape.Clear()
+                for size in shapes[value.name]:
+                    value.type.tensor_type.shape.dim.add().dim_value = size
+        try:
+            graph = onnx.shape_inference.infer_shapes(
+                self.skeleton, strict_mode=False, data_prop=True
+            ).graph
+        except Exception:  # noqa: BLE001 - an aid: without it, uses fall back to safe values
+            graph = self.skeleton.graph
+        known = {}
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+                known[value.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else None
+                    for d in value.type.tensor_type.shape.dim
+                )
+        for init in graph.initializer:
+            known[init.name] = tuple(init.dims)
+        return known
+
+    def _combined_use(self, item: _Input, known: dict) -> _Use | None:
+        """One rule from all the uses of an input: a pattern first, else the ranges' overlap."""
+        uses = self._uses(item, known)
+        for use in uses:
+            if use.kind != "range":
+                return use
+        if not uses:
+            return None
+        lo, hi = max(u.lo for u in uses), min(u.hi for u in uses)
+        return _Use("range", lo, hi) if lo <= hi else uses[0]
+
+    def _uses(self, item: _Input, known: dict) -> list[_Use]:
+        """The uses reached from an input through value-preserving ops and Add/Sub of constants."""
+        integer = _kind(item.elem_type) == "int"
+        found = []
+        queue = [
+            (item.name, 0, True)
+        ]  # value, offset added on the way, reached unchanged and whole
+        seen = {item.name}
+        while queue and len(seen) < _WALK_LIMIT:
+            name, offset, whole = queue.pop(0)
+            for node in self.consumers.get(name, ()):
+                for slot in [i for i, n in enumerate(node.input) if n == name]:
+                    use = self._use(node, slot, known, integer, whole)
+                    if use is not None:
+                        if use.kind != "range":
+                            found.append(use)
+                        elif use.hi - offset >= max(use.lo - offset, 0):
+                            found.append(_Use("range", max(use.lo - offset, 0), use.hi - offset))
+                        continue
+                    step = self._step(node, slot)
+                    if step is None:
+                        continue
+                    keeps = whole and node.op_type in ("Identity", "Cast", "CastLike")
+                    for out in node.output:
+                        if out and out not in seen:
+                            seen.add(out)
+                            queue.append((out, offset + step, keeps))
+        return found
+
+    def _use(
+        self, node: onnx.NodeProto, slot: int, known: dict, integer: bool, whole: bool
+    ) -> _Use | None:
+        """What `node` allows at input `slot`, if anything."""
+        op, attrs = (
+            node.op_type,
+            {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
+        )
+        key = (op, slot)
+        if key in _INDICES:
+            size = _size(known.get(node.input[0]), attrs.get("axis", 0))
+            return _Use("range", 0, size - 1 if size else 0)
+        if op in ("GatherND", "ScatterND") and slot == 1:
+            data = known.get(node.input[0]) or ()
+            sizes = [d for d in data[attrs.get("batch_dims", 0) :] if d]
+            return _Use("range", 0, min(sizes) - 1 if sizes else 0)
+        if key == ("OneHot", 0):
+            depth = self.constants.get(node.input[1]) if len(node.input) > 1 else None
+            return _Use(
+                "range", 0, int(depth.flat[0]) - 1 if depth is not None and depth.size == 1 else 0
+            )
+        if key == ("ReverseSequence", 1):
+            size = _size(known.get(node.input[0]), attrs.get("time_axis", 0))
+            return _Use("range", 1, size or 1)
+        if key in _PATTERNS:
+            if not whole:
+                return _Use("range", 1, 1) if op == "Slice" else None
+            if op in ("Split", "SplitToSequence"):
+                total = _size(known.get(node.input[0]), attrs.get("axis", 0))
+                return _Use("split", total=total) if total else None
+            return _Use(_PATTERNS[key])
+        if slot == 1 and op.startswith("Reduce"):
+            return _Use("axes") if whole else _Use("range", 0, 0)
+        if key in _RANGES:
+            return _Use("range", *_RANGES[key])
+        if integer and op in ("Div", "Mod") and slot == 1:
+            return _Use("range", 1, 3)
+        return None
+
+    def _step(self, node: onnx.NodeProto, slot: int) -> int | None:
+        """How `node` shifts the value at `slot` on its way to its outputs (0: not at all); None:
+        the value does not reach them."""
+        if node.op_type in _PASS_THROUGH:
+            slots = _PASS_THROUGH[node.op_type]
+            return 0 if slots is None or slot in slots else None
+        if node.op_type in ("Add", "Sub") and len(node.input) == 2:
+            if node.op_type == "Sub" and slot == 1:
+                return None
+            other = self.constants.get(node.input[1 - slot])
+            if (
+                other is not None
+                and other.size
+                and other.dtype.kind in "iu"
+                and np.all(other == other.flat[0])
+            ):
+                return int(other.flat[0]) * (1 if node.op_type == "Add" else -1)
+        return None
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model for shape inference: large weights reduced to their dims and type."""
+    graph = onnx.GraphProto(
+        name=model.graph.name,
+        node=model.graph.node,
+        input=model.graph.input,
+        output=model.graph.output,
+        value_info=model.graph.value_info,
+        initializer=[
+            init
+            if _small(init)
+            else onnx.TensorProto(name=init.name, dims=init.dims, data_type=init.data_type)
+            for init in model.graph.initializer
+        ],
+    )
+    return onnx.ModelProto(
+        ir_version=model.ir_version,
+        opset_import=model.opset_import,
+        functions=model.functions,
+        graph=graph,
+    )
+
+
+def _small(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location != onnx.TensorProto.EXTERNAL and int(np.prod(tensor.dims)) <= 64
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node, those of subgraphs included (they may read outer values by name)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                yield from _nodes(sub)
+
+
+def _input(value: onnx.ValueInfoProto) -> _Input:
+    kind, type_ = "tensor", value.type
+    if type_.HasField("optional_type"):
+        kind, type_ = "optional", type_.optional_type.elem_type
+    if type_.HasField("sequence_type"):
+        kind, type_ = "sequence", type_.sequence_type.elem_type
+    if not type_.HasField("tensor_type") or _kind(type_.tensor_type.elem_type) is None:
+        raise NotFeedable(
+            f"input {value.name!r} has type {_type_text(value.type)}, which onnxslim cannot feed"
+        )
+    tensor = type_.tensor_type
+    if not tensor.HasField("shape"):
+        return _Input(value.name, kind, tensor.elem_type, (f"{value.name}[0]",))
+    dims = tuple(
+        d.dim_value
+        if d.HasField("dim_value") and d.dim_value >= 0
+        else d.dim_param
+        if d.dim_param and d.dim_param != "?"
+        else f"{value.name}[{axis}]"
+        for axis, d in enumerate(tensor.shape.dim)
+    )
+    return _Input(value.name, kind, tensor.elem_type, dims)
+
+
+def _kind(elem_type: int) -> str | None:
+    """`float`, `int`, `bool` or `string`; None for types onnxslim does not feed (complex, ...)."""
+    if elem_type == onnx.TensorProto.STRING:
+        return "string"
+    if elem_type == onnx.TensorProto.BOOL:
+        return "bool"
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if dtype.kind in "iu" or dtype in (
+        ml_dtypes.int4,
+        ml_dtypes.uint4,
+        ml_dtypes.int2,
+        ml_dtypes.uint2,
+    ):
+        return "int"
+    return "float" if dtype.kind == "f" or dtype.type.__module__ == "ml_dtypes" else None
+
+
+def _type_text(type_: onnx.TypeProto) -> str:
+    for field, text in (("map_type", "map"), ("sparse_tensor_type", "sparse tensor")):
+        if type_.HasField(field):
+            return text
+    tensor = type_.tensor_type if type_.HasField("tensor_type") else None
+    return onnx.helper.tensor_dtype_to_string(tensor.elem_type) if tensor else "unknown"
+
+
+def _size(shape: tuple | None, axis: int) -> int | None:
+    if not shape or not -len(shape) <= axis < len(shape):
+        return None
+    return shape[axis] or None
+
+
+def _values(
+    item: _Input,
+    shape: tuple[int, ...],
+    use: _Use | None,
+    ints: tuple[int, int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, str]:
+    """An array for one input (one sequence element) and its description."""
+    dtype = (
+        np.dtype(object)
+        if _kind(item.elem_type) == "string"
+        else onnx.helper.tensor_dtype_to_np_dtype(item.elem_type)
+    )
+    kind = _kind(item.elem_type)
+    text = f"{'string' if kind == 'string' else dtype.name}[{','.join(map(str, shape))}]"
+    if kind == "string":
+        return rng.choice(WORDS, size=shape), text
+    if use is not None and use.kind != "range":
+        array = _pattern(use, shape)
+        return array.astype(dtype), f"{text} {use.kind}"
+    if kind == "float" and use is None:
+        return rng.standard_normal(shape).astype(np.float32).astype(dtype), f"{text} ~ N(0, 1)"
+    lo, hi = (use.lo, use.hi) if use else ints
+    if kind == "float":
+        array = rng.uniform(lo, hi, shape) if hi > lo else np.full(shape, lo)
+        return array.astype(np.float32).astype(dtype), f"{text} in [{lo:g}, {hi:g}]"
+    lo, hi = int(lo), int(hi)
+    if kind == "bool":
+        array = rng.integers(max(lo, 0), min(max(lo, hi), 1) + 1, size=shape).astype(bool)
+        return array, text if use is None and ints == (
+            0,
+            1,
+        ) else f"{text} all {bool(array.flat[0])}"
+    info = ml_dtypes.iinfo(dtype)
+    lo, hi = max(lo, int(info.min)), min(max(lo, hi), int(info.max))
+    return rng.integers(lo, hi + 1, size=shape).astype(dtype), f"{text} in [{lo}, {hi}]"
+
+
+def _pattern(use: _Use, shape: tuple[int, ...]) -> np.ndarray:
+    """Values valid for the use whatever the data: along the last axis for a 1-D shape input."""
+    count = shape[-1] if shape else 1
+    if use.kind == "axes":
+        row = np.arange(count)
+    elif use.kind == "reshape":
+        row = np.ones(count, dtype=np.int64)
+        row[-1:] = -1
+    elif use.kind == "split":
+        row = np.full(count, use.total // max(count, 1))
+        row[-1:] = use.total - row[:-1].sum()
+    else:  # "max"
+        row = np.full(count, np.iinfo(np.int32).max)
+    return np.broadcast_to(row, shape).copy() if shape else row.reshape(())
+
+
+def _dims_text(dims: tuple) -> str:
+    return "[" + ",".join(map(str, dims)) + "]"
+
+
+def _arrays(feeds: Feeds) -> Iterator[Any]:
+    for value in feeds.values():
+        yield from value if isinstance(value, list) else [value]
+
+
+def _read_value(data: bytes, type_: onnx.TypeProto | None) -> tuple[Any, str]:
+    """A test-data proto as the input type says: (value, the name the proto gives)."""
+    if type_ is not None and type_.HasField("sequence_type"):
+        proto = onnx.SequenceProto.FromString(data)
+        return numpy_helper.to_list(proto), proto.name
+    if type_ is not None and type_.HasField("optional_type"):
+        proto = onnx.OptionalProto.FromString(data)
+        return numpy_helper.to_optional(proto), proto.name
+    proto = onnx.TensorProto.FromString(data)
+    return numpy_helper.to_array(proto), proto.name
+
+
+def _ort_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_ort_value(item) for item in value]
+    if not isinstance(value, np.ndarray) or value.dtype.type.__module__ != "ml_dtypes":
+        return value
+    import onnxruntime as ort
+
+    tensor = numpy_helper.from_array(value)
+    ort_value = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), tensor.data_type)
+    if len(tensor.raw_data) != ort_value.tensor_size_in_bytes():
+        raise NotFeedable(f"ONNX Runtime does not take {value.dtype} tensors")
+    ctypes.memmove(ort_value.data_ptr(), tensor.raw_data, len(tensor.raw_data))
+    return ort_value

@@ -1,0 +1,285 @@
+"""Check inputs synthesized from the model: they run on ONNX Runtime where random inputs do not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import FLOAT, INT64, const, session, vi
+from helpers import make_model as _make_model
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxslim import synth
+from onnxslim.data import input_specs, random_inputs
+from onnxslim.errors import OnnxSlimError
+
+
+def make_model(*args, **kwargs):
+    """Outputs of unknown shape, which the onnx checker rejects and ORT runs."""
+    return _make_model(*args, check=False, **kwargs)
+
+
+def run(model, feeds):
+    return session(model).run(None, synth.ort_feeds(feeds))
+
+
+def bert_embeddings():
+    """input_ids -> a 100-row table; token_type_ids (Cast) -> 2 rows; position_ids + 2 -> 8 rows."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Gather", ["words", "input_ids"], ["w"]),
+        helper.make_node("Cast", ["token_type_ids"], ["types32"], to=TensorProto.INT32),
+        helper.make_node("Gather", ["types", "types32"], ["t"]),
+        helper.make_node("Add", ["position_ids", "two"], ["shifted"]),
+        helper.make_node("Gather", ["positions", "shifted"], ["p"]),
+        helper.make_node("Add", ["w", "t"], ["wt"]),
+        helper.make_node("Add", ["wt", "p"], ["y"]),
+    ]
+    weights = [
+        const("words", rng.standard_normal((100, 4)).astype(np.float32)),
+        const("types", rng.standard_normal((2, 4)).astype(np.float32)),
+        const("positions", rng.standard_normal((8, 4)).astype(np.float32)),
+        const("two", np.int64(2)),
+    ]
+    inputs = [
+        vi("input_ids", INT64, ["batch", "seq"]),
+        vi("token_type_ids", INT64, ["batch", "seq"]),
+        vi("position_ids", INT64, ["batch", "seq"]),
+    ]
+    return make_model(nodes, inputs, [vi("y", FLOAT, None)], weights)
+
+
+def test_bert_like_runs_where_random_integers_fail():
+    model = bert_embeddings()
+    with pytest.raises(Exception, match="out of data bounds"):
+        run(model, random_inputs(input_specs(model)))
+    inputs = synth.synthesize(model, {"position_ids": (1, 6)})
+    assert inputs.description["token_type_ids"] == "int64[1,6] in [0, 1]"
+    assert inputs.description["input_ids"] == "int64[1,6] in [0, 99]"
+    assert (
+        inputs.description["position_ids"] == "int64[1,6] in [0, 5]"
+    )  # 8 rows, 2 added on the way
+    (y,) = run(model, inputs.feeds)
+    assert y.shape == (1, 6, 4)
+
+
+def test_shared_dim_names_stay_equal_and_batch_is_one():
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "c"], ["y"]),
+    ]
+    model = make_model(
+        nodes,
+        [
+            vi("a", FLOAT, ["batch", "seq", 4]),
+            vi("b", FLOAT, ["batch", "seq", 4]),
+            vi("c", FLOAT, ["seq", 1]),
+        ],
+        [vi("y", FLOAT, None)],
+    )
+    inputs = synth.synthesize(model)
+    assert inputs.dims == {"batch": 1, "seq": synth.DEFAULT_DIM}
+    assert [inputs.feeds[name].shape for name in "abc"] == [(1, 32, 4), (1, 32, 4), (32, 1)]
+    run(model, inputs.feeds)
+    assert synth.synthesize(model, {"c": (5, 1)}).feeds["a"].shape == (1, 5, 4)
+
+
+def test_given_shapes_are_checked():
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["n", 3])], [vi("y", FLOAT, None)]
+    )
+    with pytest.raises(OnnxSlimError, match="unknown input 'z'"):
+        synth.synthesize(model, {"z": (1,)})
+    with pytest.raises(OnnxSlimError, match="does not fit"):
+        synth.synthesize(model, {"x": (2, 4)})
+
+
+def test_string_bool_float16_and_bfloat16_inputs_run():
+    nodes = [
+        helper.make_node("StringNormalizer", ["s"], ["s_out"], case_change_action="NONE"),
+        helper.make_node("Not", ["flag"], ["flag_out"]),
+        helper.make_node("Relu", ["h"], ["h_out"]),
+        helper.make_node("Cast", ["bf"], ["bf_out"], to=FLOAT),
+    ]
+    model = make_model(
+        nodes,
+        [
+            vi("s", TensorProto.STRING, [3]),
+            vi("flag", TensorProto.BOOL, ["n"]),
+            vi("h", TensorProto.FLOAT16, ["n", 2]),
+            vi("bf", TensorProto.BFLOAT16, [2]),
+        ],
+        [
+            vi("s_out", TensorProto.STRING, None),
+            vi("flag_out", TensorProto.BOOL, None),
+            vi("h_out", TensorProto.FLOAT16, None),
+            vi("bf_out", FLOAT, None),
+        ],
+    )
+    inputs = synth.synthesize(model)
+    feeds = inputs.feeds
+    assert (
+        feeds["s"].dtype == object
+        and feeds["flag"].dtype == bool
+        and feeds["h"].dtype == np.float16
+    )
+    assert inputs.description["bf"] == "bfloat16[2] ~ N(0, 1)"
+    strings, flags, halves, floats = run(model, feeds)
+    assert halves.dtype == np.float16
+    assert list(strings) == list(feeds["s"]) and (flags == ~feeds["flag"]).all()
+    np.testing.assert_array_equal(floats, feeds["bf"].astype(np.float32))
+
+
+def test_sequence_and_optional_inputs_run():
+    seq = helper.make_tensor_sequence_value_info("seq", FLOAT, ["n"])
+    optional = helper.make_value_info(
+        "opt", helper.make_optional_type_proto(helper.make_tensor_type_proto(INT64, [2]))
+    )
+    nodes = [
+        helper.make_node("SequenceLength", ["seq"], ["length"]),
+        helper.make_node("OptionalGetElement", ["opt"], ["value"]),
+    ]
+    model = make_model(
+        nodes, [seq, optional], [vi("length", INT64, None), vi("value", INT64, None)], opset=18
+    )
+    inputs = synth.synthesize(model)
+    assert inputs.description["seq"] == "seq(float32[32] ~ N(0, 1)) x2"
+    length, value = run(model, inputs.feeds)
+    assert length == synth.SEQUENCE_LENGTH and value.shape == (2,)
+
+
+def test_map_inputs_are_not_feedable():
+    value = helper.make_value_info(
+        "m", helper.make_map_type_proto(INT64, helper.make_tensor_type_proto(FLOAT, []))
+    )
+    graph = helper.make_graph([helper.make_node("Identity", ["m"], ["y"])], "g", [value], [value])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(synth.NotFeedable, match="'m' has type map"):
+        synth.synthesize(model)
+
+
+def test_shape_and_axes_inputs_get_values_valid_for_any_data():
+    nodes = [
+        helper.make_node("ReduceSum", ["x", "axes"], ["r"]),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("Slice", ["x", "starts", "ends", "slice_axes", "steps"], ["part"]),
+        helper.make_node("Expand", ["x", "sizes"], ["big"]),
+    ]
+    ints = [vi(name, INT64, [2]) for name in ("axes", "starts", "ends", "slice_axes", "steps")]
+    model = make_model(
+        nodes,
+        [
+            vi("x", FLOAT, ["n", 3, 5]),
+            *ints[:1],
+            vi("shape", INT64, [3]),
+            *ints[1:],
+            vi("sizes", INT64, [3]),
+        ],
+        [vi(name, FLOAT, None) for name in ("r", "flat", "part", "big")],
+        opset=18,
+    )
+    feeds = synth.synthesize(model).feeds
+    assert feeds["axes"].tolist() == [0, 1] and feeds["shape"].tolist() == [1, 1, -1]
+    assert feeds["steps"].tolist() == [1, 1]
+    r, flat, part, big = run(model, feeds)
+    assert (
+        r.shape == (1, 1, 5)
+        and flat.shape == (1, 1, 15)
+        and part.shape == (1, 3, 5)
+        and big.shape == (1, 3, 5)
+    )
+
+
+def audio_model(pad: int = 40):
+    """A reflect Pad of `pad` samples each side: it needs more than `pad` samples."""
+    nodes = [
+        helper.make_node("Pad", ["audio", "pads"], ["padded"], mode="reflect"),
+        helper.make_node("ReduceMean", ["padded"], ["y"], axes=[1], keepdims=0),
+    ]
+    return make_model(
+        nodes,
+        [vi("audio", FLOAT, ["batch", "samples"])],
+        [vi("y", FLOAT, None)],
+        [const("pads", np.array([0, pad, 0, pad], dtype=np.int64))],
+    )
+
+
+def test_retry_finds_a_length_for_a_reflect_pad():
+    model = audio_model()
+    sess = session(model)
+    first = synth.synthesize(model)
+    with pytest.raises(Exception, match="Pad"):
+        sess.run(None, first.feeds)
+    inputs, (y,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert inputs.dims["batch"] == 1 and inputs.dims["samples"] > 40
+    assert y.shape == (1,)
+
+
+def test_candidates_are_bounded_distinct_and_try_the_numbers_in_the_error():
+    model = audio_model()
+    error = (
+        "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running "
+        "Pad node. Name:'' Status Message: pad.cc:12 need 81"
+    )
+    tries = list(synth.candidates(model, error=error, limit=4))
+    assert [t.dims["samples"] for t in tries] == [81, 1, 64, 256]
+    assert all(t.dims["batch"] == 1 for t in tries)
+    # No integer input: only the dims vary; dims fixed by `shapes` never do.
+    assert [t.dims["samples"] for t in synth.candidates(model)] == list(synth.RETRY_DIMS)
+    assert list(synth.candidates(model, {"audio": (1, 100)})) == []
+
+
+def test_failing_run_raises_its_first_error():
+    model = audio_model(pad=5000)
+
+    def run_once(feeds):
+        session(model).run(None, feeds)
+
+    with pytest.raises(Exception, match="Pad"):
+        synth.first_runnable(model, run_once, limit=2)
+
+
+def test_shipped_test_data_is_found(tmp_path):
+    model = bert_embeddings()
+    onnx.save(model, tmp_path / "model.onnx")
+    assert synth.shipped_inputs(tmp_path / "model.onnx") is None
+    feeds = synth.synthesize(model, seed=3).feeds
+    folder = tmp_path / "test_data_set_0"
+    folder.mkdir()
+    # input_0.pb names the second input: the name wins over the position.
+    for index, name in enumerate(["token_type_ids", "input_ids", "position_ids"]):
+        (folder / f"input_{index}.pb").write_bytes(
+            numpy_helper.from_array(feeds[name], name).SerializeToString()
+        )
+    (shipped,) = synth.shipped_inputs(tmp_path / "model.onnx")
+    assert sorted(shipped) == sorted(feeds)
+    for name, array in feeds.items():
+        np.testing.assert_array_equal(shipped[name], array)
+
+
+def test_shipped_sequence_is_read_as_a_list(tmp_path):
+    seq = helper.make_tensor_sequence_value_info("seq", FLOAT, None)
+    model = make_model(
+        [helper.make_node("SequenceLength", ["seq"], ["n"])], [seq], [vi("n", INT64, None)]
+    )
+    onnx.save(model, tmp_path / "model.onnx")
+    (tmp_path / "test_data_set_0").mkdir()
+    items = [np.ones(2, np.float32), np.zeros(3, np.float32)]
+    proto = numpy_helper.from_list(items, "seq")
+    (tmp_path / "test_data_set_0" / "input_0.pb").write_bytes(proto.SerializeToString())
+    (shipped,) = synth.shipped_inputs(tmp_path / "model.onnx")
+    assert [a.tolist() for a in shipped["seq"]] == [[1, 1], [0, 0, 0]]
+    assert run(model, shipped)[0] == 2
+
+
+def test_retry_tries_the_value_an_error_asks_for():
+    """AffineGrid's size[0] must be theta's batch (2): ORT says so, and the retry takes the hint."""
+    model = make_model(
+        [helper.make_node("AffineGrid", ["theta", "size"], ["grid"])],
+        [vi("theta", FLOAT, [2, 2, 3]), vi("size", INT64, [4])],
+        [vi("grid", FLOAT, None)],
+        opset=20,
+    )
+    sess = session(model)
+    inputs, (grid,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert inputs.feeds["size"].tolist() == [2, 2, 2, 2] and grid.shape == (2, 2, 2, 2)
