@@ -42,6 +42,8 @@ class OptimizeResult:
     checked: bool = False
     #: Why the ORT check did not run although asked for (e.g. custom-domain ops ORT cannot load).
     check_skipped: str | None = None
+    #: What the check ran on: "synthesized inputs (x float32[1,3,32,32] in [-1, 1])".
+    check_inputs: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -53,6 +55,7 @@ class OptimizeResult:
             "passes_applied": self.applied,
             "checked": self.checked,
             "check_skipped": self.check_skipped,
+            "check_inputs": self.check_inputs,
             "notes": self.notes,
         }
 
@@ -123,7 +126,7 @@ def optimize_with_report(
     )
     specs = selected_passes(options.skip)
     notes: list[str] = []
-    not_checked = None
+    check_inputs = not_checked = None
     # The original as ORT loads it: its file, or a copy saved before the in-place passes change it.
     with verify.model_file(source or model) as reference, io.quiet_library_logs():
         ir_model, note = _convert_opset(ir_model, options.target_opset)
@@ -142,7 +145,7 @@ def optimize_with_report(
             if on_pass:
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
-            not_checked = _check(reference, ir_model, options)
+            check_inputs, not_checked = _check(reference, ir_model, options)
     return OptimizeResult(
         model=ir_model,
         before=before,
@@ -152,6 +155,7 @@ def optimize_with_report(
         applied={name: count for name, count in applied.items() if count},
         checked=options.check and not_checked is None,
         check_skipped=not_checked,
+        check_inputs=str(check_inputs) if check_inputs else None,
         notes=notes,
     )
 
@@ -217,14 +221,16 @@ def _merge_repeated_outputs(model: ir.Model, declared: list[str]) -> None:
 ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
-def _check(reference, model: ir.Model, options: OptimizeOptions) -> str | None:
-    """Compare on ORT; returns why the check could not run (None: it ran and passed).
+def _check(
+    reference, model: ir.Model, options: OptimizeOptions
+) -> tuple[verify.CheckInputs | None, str | None]:
+    """Compare on ORT; returns the inputs it ran on, or why it could not run.
 
     A check that cannot run (custom ops ORT lacks, inputs ORT refuses or we cannot feed) is an error
     only with `require_check`; otherwise the result says "not checked" and why, with a warning.
     """
     try:
-        verify.check(reference, model, options.check_inputs, options.shapes)
+        inputs = verify.check(reference, model, options.check_inputs, options.shapes)
     except verify.NotCheckable as err:
         reason = str(err)
         custom = _custom_domains(model)
@@ -236,11 +242,11 @@ def _check(reference, model: ir.Model, options: OptimizeOptions) -> str | None:
         elif isinstance(err, verify.OriginalDoesNotLoad):
             _refuse_if_invalid(reference, reason)
     else:
-        return None
+        return inputs, None
     if options.require_check:
         raise CheckFailedError(f"not checked: {reason}")
     warnings.warn(f"onnxslim: not checked: {reason}; pass check inputs to verify", stacklevel=3)
-    return reason
+    return None, reason
 
 
 def _refuse_if_invalid(reference, ort_error: str) -> None:

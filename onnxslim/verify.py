@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxslim.data import input_specs, random_inputs
+from onnxslim import synth
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.runtime import Session
@@ -60,13 +60,31 @@ def model_file(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> Iterato
         yield path
 
 
+@dataclass
+class CheckInputs:
+    """The samples a check ran on and where they came from, with a description for the report."""
+
+    samples: list[dict]
+    source: str  # "given", "shipped test data" or "synthesized"
+    description: dict[str, str]
+
+    def __str__(self) -> str:
+        shapes = "; ".join(f"{name} {text}" for name, text in self.description.items())
+        return f"{self.source} inputs" + (f" ({shapes})" if shapes else "")
+
+
 def compare(
     original: str | os.PathLike | ir.Model,
     optimized: str | os.PathLike | ir.Model,
     samples: Sequence[dict[str, np.ndarray]] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
-) -> list[Mismatch]:
-    """Run both models on the same inputs (random by default) and list the outputs that differ."""
+) -> tuple[list[Mismatch], CheckInputs]:
+    """Run both models on the same inputs and list the outputs that differ.
+
+    Without `samples`, the inputs are the test data shipped beside the original's file
+    (`test_data_set_*`), else inputs synthesized from how the model uses them, retried with other
+    dims and values while the original rejects them (`shapes` fixes dynamic dims).
+    """
     # One session at a time: for a large model, two live sessions would double the peak memory.
     with model_file(original) as original_path:
         reference = Session(
@@ -75,19 +93,14 @@ def compare(
             error=NotCheckable,
             load_error=OriginalDoesNotLoad,
         )
-        if samples is None:
-            try:
-                samples = [random_inputs(input_specs(reference.session), shapes=shapes, seed=0)]
-            except OnnxSlimError as err:
-                raise NotCheckable(str(err)) from err
+        inputs, expected = _reference_run(reference, original_path, samples, shapes)
         names = reference.output_names
-        expected = [reference.run(feed) for feed in samples]
         del reference
     mismatches: dict[str, Mismatch] = {}
     with model_file(optimized) as optimized_path:
         candidate = Session(optimized_path, what="the optimized model", error=CheckFailedError)
-        for feed, outputs in zip(samples, expected):
-            actual = candidate.run(feed)
+        for feed, outputs in zip(inputs.samples, expected):
+            actual = candidate.run(synth.ort_feeds(feed))
             if len(actual) != len(names):
                 raise CheckFailedError(
                     f"the optimized model has {len(actual)} outputs instead of {len(names)}"
@@ -97,20 +110,47 @@ def compare(
                 if problem and name not in mismatches:
                     mismatches[name] = Mismatch(name, problem)
         del candidate
-    return list(mismatches.values())
+    return list(mismatches.values()), inputs
 
 
-def check(original, optimized, samples=None, shapes=None) -> None:
-    """Raise CheckFailedError naming every output whose values differ beyond float rounding."""
-    mismatches = compare(original, optimized, samples, shapes)
+def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[CheckInputs, list]:
+    """The check's inputs and the original's outputs on them."""
+    if samples is not None:
+        inputs = CheckInputs(list(samples), "given", {})
+        return inputs, [reference.run(synth.ort_feeds(feed)) for feed in inputs.samples]
+    shipped = synth.shipped_inputs(path) if shapes is None else None
+    if shipped:
+        inputs = CheckInputs(shipped, "shipped test data", {})
+        return inputs, [reference.run(synth.ort_feeds(feed)) for feed in inputs.samples]
+    try:
+        made, outputs = synth.first_runnable(
+            onnx.load(path, load_external_data=False),
+            lambda feed: reference.run(synth.ort_feeds(feed)),
+            shapes,
+        )
+    except OnnxSlimError as err:  # NotFeedable, bad shapes, or the original rejects every attempt
+        raise NotCheckable(str(err)) from err
+    return CheckInputs([made.feeds], "synthesized", made.description), [outputs]
+
+
+def check(original, optimized, samples=None, shapes=None) -> CheckInputs:
+    """Raise CheckFailedError naming every output whose values differ beyond float rounding;
+    return the inputs the check ran on."""
+    mismatches, inputs = compare(original, optimized, samples, shapes)
     if mismatches:
         raise CheckFailedError(
             "optimized model differs from the original: " + "; ".join(map(str, mismatches))
         )
+    return inputs
 
 
 def _difference(expected, actual) -> str | None:
     """None when equal within tolerance, else a short description of the difference."""
+    if isinstance(expected, list) or expected is None:  # a sequence, or an empty optional
+        if not isinstance(actual, type(expected)) or len(expected or ()) != len(actual or ()):
+            return f"{actual!r:.40} instead of {expected!r:.40}"
+        problems = (_difference(want, got) for want, got in zip(expected or (), actual or ()))
+        return next((problem for problem in problems if problem), None)
     expected, actual = np.asarray(expected), np.asarray(actual)
     if expected.shape != actual.shape:
         return f"shape {actual.shape} instead of {expected.shape}"

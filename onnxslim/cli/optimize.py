@@ -377,7 +377,7 @@ def _report(
     result: optimizer.OptimizeResult, input_path: Path, output: Path | None, report_path, console
 ) -> None:
     checked = (
-        "outputs match the original on ONNX Runtime"
+        f"outputs match the original on ONNX Runtime, on {result.check_inputs}"
         if result.checked
         else "not checked (--no-check)"
     )
