@@ -113,7 +113,7 @@ def first_runnable(
     for attempt in planner.alternatives(str(error), seed, limit):
         try:
             return attempt, run(attempt.feeds)
-        except Exception:  # noqa: BLE001, S112 - the next candidate may run
+        except Exception:  # noqa: BLE001 - the next candidate may run
             continue
     raise error
 
