@@ -21,7 +21,7 @@ OPT_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
-QUIET = 3  # ORT's log severity: errors come back to us as exceptions, never as log lines
+QUIET = 4  # ORT logs fatal errors only: the others come back to us as exceptions, in one line
 
 ort.set_default_logger_severity(QUIET)
 
