@@ -7,16 +7,18 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from helpers import const, make_model, vi
+from helpers import FLOAT, const, make_model, vi
 from onnx import helper, numpy_helper
 
 from onnxslim.cpu import CpuInfo
+from onnxslim.drift import compare_outputs
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.quantization import quantize
 from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.ops import RULES
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target
+from onnxslim.runtime import Session
 
 FAST = dict(min_macs=0, target="vnni", measure_latency=False, progress=False, optimize=False)
 
@@ -604,3 +606,50 @@ def test_optimize_options_reach_the_lossless_pipeline(monkeypatch):
         "inline_functions": True,
         "check": False,
     }
+
+
+def depthwise_cnn() -> onnx.ModelProto:
+    """Pointwise conv -> ReLU6 -> depthwise conv (one outlier channel) -> ReLU6 -> pointwise conv."""
+    rng = np.random.default_rng(3)
+    dw = rng.normal(size=(16, 1, 3, 3)).astype(np.float32) * 0.2
+    dw[5] *= 300  # depthwise kernels have outlier channels: per-tensor weights lose the others
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="pw1"),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu6_1"),
+        helper.make_node("Conv", ["r1", "dw"], ["c2"], name="dw", group=16, pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="relu6_2"),
+        helper.make_node("Conv", ["r2", "w3"], ["y"], name="pw2"),
+    ]
+    inits = [
+        const("w1", rng.normal(size=(16, 8, 1, 1)).astype(np.float32) * 0.3),
+        const("dw", dw),
+        const("w3", rng.normal(size=(8, 16, 1, 1)).astype(np.float32) * 0.3),
+        const("lo", np.array(0, np.float32)),
+        const("hi", np.array(6, np.float32)),
+    ]
+    return make_model(
+        nodes, [vi("x", FLOAT, [1, 8, 16, 16])], [vi("y", FLOAT, [1, 8, 16, 16])], inits
+    )
+
+
+def test_what_ort_runs_is_what_was_measured_for_float_depthwise_convs():
+    """ORT must not re-quantize a float depthwise conv between DQ and Q per tensor at load: the
+    quantized model gives the same outputs with ORT's graph optimizations on and off."""
+    rng = np.random.default_rng(4)
+    data = [{"x": rng.normal(size=(1, 8, 16, 16)).astype(np.float32)} for _ in range(16)]
+    result = quantize(depthwise_cnn(), data, **FAST)
+    assert "dw" in result.report.kept_float  # depthwise stays float on the vnni target
+    model, producers = _graph(result)
+    dw = next(n for n in model.graph if n.name == "dw")
+    assert producers[dw.inputs[0].name].attributes["axis"].value == 1  # per-channel input DQ
+    proto = ir.to_proto(model)
+    outputs = {
+        level: [Session(proto, opt_level=level).run(s)[0] for s in data]
+        for level in ("disable", "all")
+    }
+    drift = compare_outputs(
+        [{"y": y} for y in outputs["disable"]], [{"y": y} for y in outputs["all"]]
+    )
+    assert (
+        drift["y"].snr_db > 35
+    )  # ORT integer kernels round (46 dB); its per-tensor re-quantization: 20 dB

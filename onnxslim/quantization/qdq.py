@@ -12,7 +12,7 @@ import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
-from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, stored_weight
+from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, attribute, stored_weight
 from onnxslim.quantization.plan import QuantOptions, QuantPlan
 
 INT32_MAX = 2**31 - 1
@@ -123,6 +123,9 @@ class QuantizePass(ir.passes.InPlacePass):
             self.dequantized[name] = builder.qdq(
                 value, source, self.qparams[source], readers if exact else None
             )
+        for node in list(graph):
+            if node.op_type in GUARDED and node.name not in readers:
+                builder.guard_float_compute(node)
         graph.sort()
         common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=bool(dq))
@@ -204,6 +207,25 @@ def _per_axis(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
     )
 
 
+#: Float ops ORT would turn integer between a DequantizeLinear and a QuantizeLinear.
+GUARDED = frozenset({"Conv", "ConvTranspose", "Gemm"})
+
+
+def _input_channels(node: ir.Node) -> int | None:
+    """The size of axis 1 of the node's first input, read from its weight's shape."""
+    shape = node.inputs[1].shape if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    dims = [d if isinstance(d, int) else None for d in shape.dims] if shape is not None else []
+    if len(dims) < 2 or None in dims[:2]:
+        return None
+    if node.op_type == "Conv":
+        return dims[1] * attribute(node, "group", 1)
+    if node.op_type == "ConvTranspose":
+        return dims[0]
+    if attribute(node, "transA", 0):
+        return None
+    return dims[1] if attribute(node, "transB", 0) else dims[0]
+
+
 def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
     values = {v.name: v for v in graph.inputs}
     values.update({v.name: v for n in graph for v in n.outputs})
@@ -264,6 +286,55 @@ class _Builder:
         )
         self.graph.extend([q, dq])
         return dq_out.name
+
+    def guard_float_compute(self, node: ir.Node) -> None:
+        """Keep a float Conv/ConvTranspose/Gemm float under ONNX Runtime.
+
+        ORT rewrites `DequantizeLinear (per tensor) -> Conv -> QuantizeLinear` with float weights
+        into an integer conv, quantizing the weights itself, per tensor (its WeightBiasQuantization
+        transformer): depthwise kernels with outlier channels lose most of their accuracy. The
+        node's input is read instead through a DequantizeLinear per channel of the same values
+        (the scale repeated), which neither that transformer nor ORT's QDQ fusions take.
+        """
+        x = node.inputs[0]
+        dq = x.producer() if x is not None else None
+        channels = _input_channels(node)
+        if (
+            dq is None
+            or dq.op_type != "DequantizeLinear"
+            or "axis" in dq.attributes
+            or not channels
+        ):
+            return
+        scale, zero_point = (
+            v.const_value.numpy() if v is not None else None
+            for v in (dq.inputs[1], dq.inputs[2] if len(dq.inputs) > 2 else None)
+        )
+        if scale is None or scale.size != 1:
+            return
+        inputs = [
+            dq.inputs[0],
+            self._initializer(
+                f"{x.name}_channel_scale", np.full(channels, scale.item(), scale.dtype)
+            ),
+        ]
+        if zero_point is not None:
+            inputs.append(
+                self._initializer(
+                    f"{x.name}_channel_zero_point",
+                    np.full(channels, zero_point.item(), zero_point.dtype),
+                )
+            )
+        per_channel = ir.node(
+            "DequantizeLinear",
+            inputs,
+            attributes={"axis": 1},
+            name=self._name(f"{node.name}_input_DequantizeLinear"),
+        )
+        per_channel.outputs[0].name = self._name(f"{node.name}_input_dequantized")
+        per_channel.outputs[0].dtype, per_channel.outputs[0].shape = ir.DataType.FLOAT, x.shape
+        self.graph.extend([per_channel])
+        node.replace_input_with(0, per_channel.outputs[0])
 
     def constant(self, base: str, array: np.ndarray) -> ir.Value:
         """A new float32 initializer."""
