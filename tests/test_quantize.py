@@ -609,7 +609,7 @@ def test_optimize_options_reach_the_lossless_pipeline(monkeypatch):
 
 
 def depthwise_cnn() -> onnx.ModelProto:
-    """Pointwise conv -> ReLU6 -> depthwise conv (one outlier channel) -> ReLU6 -> pointwise conv."""
+    """Pointwise conv, ReLU6, depthwise conv (one outlier channel), ReLU6, pointwise conv."""
     rng = np.random.default_rng(3)
     dw = rng.normal(size=(16, 1, 3, 3)).astype(np.float32) * 0.2
     dw[5] *= 300  # depthwise kernels have outlier channels: per-tensor weights lose the others
