@@ -35,11 +35,12 @@ def test_int8_writes_a_qdq_model_and_a_report(tmp_path, demo_path):
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
     assert out.stat().st_size < 0.5 * demo_path.stat().st_size
     data = json.loads(report.read_text())["int8"]
-    assert data["eval_samples"] == 2 and data["calibration_samples"] == 8
+    assert data["calibration_samples"] == 6
+    assert data["selection_samples"] == 2 and data["test_samples"] == 2
     assert data["drift"]["logits"]["cosine"] > 0.99
     feed = {"input": np.zeros((2, 3, 32, 32), np.float32)}
     assert session(out).run(None, feed)[0].shape == (2, 10)
-    assert "drift on held-out samples" in proc.stdout + proc.stderr
+    assert "drift on test samples (no decision saw them)" in proc.stdout + proc.stderr
 
 
 def test_int8_needs_calibration(tmp_path, demo_path):

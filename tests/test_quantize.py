@@ -175,8 +175,9 @@ def test_report_is_json_able_and_drift_small(quantized):
     assert data["target"] == "vnni" and data["weight_bits"] == 8
     assert (
         data["quantized"]["Conv"] == 2
-        and data["calibration_samples"] == 10
-        and data["eval_samples"] == 2
+        and data["calibration_samples"] == 8
+        and data["selection_samples"] == 2
+        and data["test_samples"] == 2
     )
     assert report.drift["y"].cosine > 0.99
 
@@ -256,11 +257,13 @@ def test_calibration_data_validation():
 
 
 def test_split_samples():
-    cal, held = split_samples(list(range(10)), 0.2)
-    assert cal == list(range(8)) and held == [8, 9]
-    cal, held = split_samples(list(range(5)), 0.2)  # at least 2 held out
-    assert len(held) == 2 and len(cal) == 3
-    assert split_samples([1, 2], 0.0) == ([1, 2], [])
+    cal, sel, test = split_samples(list(range(10)), 0.2, 0.2)
+    assert (cal, sel, test) == ([0, 1, 2, 3, 4, 5], [6, 7], [8, 9])
+    cal, sel, test = split_samples(list(range(5)), 0.2, 0.2)  # too few for a test split
+    assert (cal, sel, test) == ([0, 1, 2], [3, 4], [])
+    assert split_samples([1, 2], 0.0) == ([1, 2], [], [])
+    with pytest.raises(OnnxSlimError, match="too few"):
+        split_samples([1, 2], 0.5)
 
 
 def test_calibration_data_reader_interface():
@@ -270,17 +273,18 @@ def test_calibration_data_reader_interface():
         def get_next(self):
             return next(data, None)
 
-    assert quantize(cnn(), Reader(), **FAST).report.calibration_samples == 10
+    assert quantize(cnn(), Reader(), **FAST).report.calibration_samples == 8
 
 
 @pytest.mark.parametrize("gain_db, int8_weights", [(1, True), (15, False)])
 def test_fallback_restores_float_until_budget_holds(gain_db, int8_weights):
     """A small gain is met by computing in float on int8-stored weights; a large one needs
     float weights."""
-    base = quantize(cnn(), samples(), **FAST)
+    selection_only = {**FAST, "test_split": 0}  # the drift reported is then the budget's
+    base = quantize(cnn(), samples(), **selection_only)
     snr = base.report.drift["y"].snr_db
     budget = f"snr>={snr + gain_db:.1f}"
-    result = quantize(cnn(), samples(), max_drift=budget, **FAST)
+    result = quantize(cnn(), samples(), max_drift=budget, **selection_only)
     assert result.report.fallback and not result.report.violations
     assert result.report.drift["y"].snr_db >= snr + gain_db
     floated = {item["node"]: item for item in result.report.fallback}
@@ -653,3 +657,20 @@ def test_what_ort_runs_is_what_was_measured_for_float_depthwise_convs():
     assert (
         drift["y"].snr_db > 35
     )  # ORT integer kernels round (46 dB); its per-tensor re-quantization: 20 dB
+
+
+def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
+    result = quantize(cnn(), samples(20), max_drift="cosine>=0.5", **FAST)
+    report = result.report
+    assert (report.calibration_samples, report.selection_samples, report.test_samples) == (12, 4, 4)
+    assert any("4 test (the drift reported: no decision saw them)" in n for n in report.notes)
+    assert any("held on only 4 selection samples" in n for n in report.notes)  # budget overfit
+    test_inputs = samples(20)[-4:]
+    ref = [dict(zip(["y"], Session(cnn()).run(s))) for s in test_inputs]
+    got = [
+        dict(zip(["y"], Session(ir.to_proto(result.model), opt_level="all").run(s)))
+        for s in test_inputs
+    ]
+    assert compare_outputs(ref, got)["y"].snr_db == pytest.approx(
+        report.drift["y"].snr_db, abs=0.01
+    )

@@ -185,7 +185,14 @@ def _pass_list() -> str:
     type=click.FloatRange(0, 0.9),
     default=0.2,
     show_default=True,
-    help="Share of the calibration data held out to measure drift.",
+    help="Share of the data for automatic choices (drift budget, CLE, bias correction).",
+)
+@click.option(
+    "--test-split",
+    type=click.FloatRange(0, 0.9),
+    default=0.2,
+    show_default=True,
+    help="Share of the data for the reported drift, which no automatic choice sees.",
 )
 @click.option(
     "--require-speedup",
@@ -335,6 +342,7 @@ def _quantize(
         quantize_ops=frozenset(options["quantize_op"]) or None,
         max_drift=options["max_drift"],
         eval_split=options["eval_split"],
+        test_split=options["test_split"],
         require_speedup=options["require_speedup"],
         progress=not console.quiet,
         optimize_options=lossless,

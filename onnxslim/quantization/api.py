@@ -32,6 +32,8 @@ from onnxslim.runtime import Session
 DEFAULT_METHOD = "percentile"
 DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
+MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
+RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 #: The choices of `equalize` and `bias_correction`.
 LEVERS = (True, False, "auto")
 
@@ -63,6 +65,7 @@ class QuantizeConfig:
     quantize_ops: frozenset[str] | None = None
     max_drift: Budget | str | None = None
     eval_split: float = 0.2
+    test_split: float = 0.2
     require_speedup: bool = False
     min_macs: int = DEFAULT_MIN_MACS
     equalize: bool | str = "auto"
@@ -135,7 +138,7 @@ def quantize(
         ) from None
     Session(reference, what="the model (INT8 calibration runs it)")
     samples = as_samples(calibration, input_specs(onnx.ModelProto.FromString(reference)))
-    calib, held_out = split_samples(samples, config.eval_split)
+    calib, selection, test = split_samples(samples, config.eval_split, config.test_split)
 
     float_model = ir.from_proto(onnx.ModelProto.FromString(reference))
     if config.optimize:
@@ -155,8 +158,8 @@ def quantize(
     )
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
-    if not held_out:
-        notes.append("no held-out samples: drift is measured on the calibration samples")
+    notes += _protocol_notes(calib, selection, test, budget)
+    selection = selection or calib
     pairs = len(find_pairs(float_model.graph))
     method_options = {"pct": config.percentile} if config.method == "percentile" else {}
     builders = {
@@ -171,16 +174,17 @@ def quantize(
         )
         for eq in _choices(config.equalize if pairs else False)
     }
-    builder, quantized, info, note = _choose(builders, _choices(config.bias_correction), reference)
+    builder, quantized, info, note = _choose(
+        builders, _choices(config.bias_correction), reference, selection
+    )
     notes += [note] if note else []
-    eval_samples = held_out or calib
-    ref_outputs = run_samples(reference, eval_samples, int8=False)
-    drift = compare_outputs(ref_outputs, run_samples(quantized, eval_samples))
+    ref_outputs = run_samples(reference, selection, int8=False)
+    drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     violations = budget.check(drift) if budget else []
     fallback: list[dict] = []
     if violations:
         quantized, info, drift, violations, fallback = fall_back(
-            builder, quantized, info, eval_samples, ref_outputs, budget
+            builder, quantized, info, selection, ref_outputs, budget
         )
         if violations:
             raise CheckFailedError(
@@ -188,6 +192,15 @@ def quantize(
                 f"{violations[0]}"
             )
     CompactPass(_names(float_model))(quantized)
+    if test:  # the figures reported: on samples no decision saw
+        drift, runtime_note = _test_drift(reference, quantized, test)
+        notes += [runtime_note] if runtime_note else []
+        missed = budget.check(drift) if budget else []
+        if missed:
+            notes.append(
+                f"the budget {budget} held on the {len(selection)} selection samples but not on "
+                f"the {len(test)} test samples: {missed[0]}"
+            )
 
     report = QuantizeReport(
         target=profile.name,
@@ -197,7 +210,8 @@ def quantize(
         weight_bits=profile.weight_bits,
         per_channel=config.per_channel,
         calibration_samples=len(calib),
-        eval_samples=len(held_out),
+        selection_samples=len(selection) if selection is not calib else 0,
+        test_samples=len(test),
         nodes_before=len(original.graph),
         nodes_after=len(quantized.graph),
         size_before=len(reference),
@@ -214,7 +228,7 @@ def quantize(
     )
     if config.measure_latency:
         report.latency_float_ms, report.latency_int8_ms = _latency(
-            reference, quantized, eval_samples[0]
+            reference, quantized, (test or selection)[0]
         )
         if report.speedup < 1.0:
             message = (
@@ -229,21 +243,72 @@ def quantize(
     return QuantizeResult(quantized, report)
 
 
-def split_samples(samples: Sequence, eval_split: float) -> tuple[list, list]:
-    """Calibration and held-out samples: the last ``eval_split`` share, at least 2 when the
-    split is > 0 (and at least one sample stays for calibration)."""
-    if not 0.0 <= eval_split < 1.0:
-        raise OnnxSlimError(f"eval split must be in [0, 1), got {eval_split}")
+def split_samples(
+    samples: Sequence, selection_share: float, test_share: float = 0.0
+) -> tuple[list, list, list]:
+    """Calibration, selection and test samples, in that order of the data: the last `test_share`,
+    and before them `selection_share`, each at least MIN_EVAL_SAMPLES when its share is > 0; the
+    test split is dropped when the samples are too few for it and MIN_EVAL_SAMPLES calibration
+    samples."""
+    for name, share in (("eval split", selection_share), ("test split", test_share)):
+        if not 0.0 <= share < 1.0:
+            raise OnnxSlimError(f"{name} must be in [0, 1), got {share}")
     samples = list(samples)
-    if eval_split == 0:
-        return samples, []
-    n_eval = max(MIN_EVAL_SAMPLES, int(round(len(samples) * eval_split)))
-    if len(samples) - n_eval < 1:
+
+    def size(share: float) -> int:
+        return max(MIN_EVAL_SAMPLES, int(round(len(samples) * share))) if share > 0 else 0
+
+    n_select, n_test = size(selection_share), size(test_share)
+    if n_test and len(samples) - n_select - n_test < max(MIN_EVAL_SAMPLES, 1):
+        n_select, n_test = size(selection_share), 0  # too few for a separate test split
+    if len(samples) - n_select - n_test < 1:
         raise OnnxSlimError(
-            f"{len(samples)} samples are too few to hold out {n_eval} for drift and calibrate on "
-            f"the rest: give at least {n_eval + 1}, or eval_split=0"
+            f"{len(samples)} samples are too few to hold out {n_select} for drift and calibrate on "
+            f"the rest: give at least {n_select + 1}, or eval_split=0"
         )
-    return samples[:-n_eval], samples[-n_eval:]
+    calibration_end = len(samples) - n_select - n_test
+    return (
+        samples[:calibration_end],
+        samples[calibration_end : len(samples) - n_test],
+        samples[len(samples) - n_test :],
+    )
+
+
+def _protocol_notes(calib: list, selection: list, test: list, budget: Budget | None) -> list[str]:
+    """What each sample split was used for, and where the figures cannot be trusted."""
+    notes = [
+        f"samples: {len(calib)} calibration (ranges), {len(selection)} selection (automatic "
+        f"choices{' and the drift budget' if budget else ''}), {len(test)} test (the drift "
+        "reported: no decision saw them)"
+    ]
+    if not selection:
+        notes.append("no selection samples: choices and drift use the calibration samples")
+    elif not test:
+        notes.append(
+            "no test samples: the drift reported is on the selection samples the choices used; "
+            "give more samples, or measure on new data with `onnxslim bench`"
+        )
+    if budget and len(selection) < MIN_BUDGET_SAMPLES:
+        notes.append(
+            f"warning: the budget {budget} is held on only {len(selection)} selection samples: "
+            f"it may not hold on new data (give at least {MIN_BUDGET_SAMPLES})"
+        )
+    return notes
+
+
+def _test_drift(reference: bytes, quantized: ir.Model, test: list) -> tuple[dict, str | None]:
+    """Drift on the test samples as ORT runs the model, and a note when ORT's graph
+    optimizations change the quantized model's results (what ORT runs is not what was written)."""
+    ref = run_samples(reference, test, int8=False)
+    drift = compare_outputs(ref, run_samples(quantized, test))
+    as_written = compare_outputs(ref, run_samples(quantized, test, opt_level="disable"))
+    ran, written = _worst_snr(drift), _worst_snr(as_written)
+    if written - ran > RUNTIME_MARGIN_DB:
+        return drift, (
+            f"warning: ONNX Runtime's graph optimizations change the INT8 model's results: output "
+            f"SNR {ran:.1f} dB as ORT runs it, {written:.1f} dB as written"
+        )
+    return drift, None
 
 
 def _choices(setting: bool | str) -> list[bool]:
@@ -261,10 +326,11 @@ def _choose(
     builders: Mapping[bool, QuantBuilder],
     bias_corrections: Sequence[bool],
     reference: bytes,
+    selection: Sequence,
     max_samples: int = 64,
 ) -> tuple[QuantBuilder, ir.Model, BuildInfo, str | None]:
     """Build each (equalization, bias correction) variant and keep the one whose outputs are closest
-    to the float model's (worst SNR over the float outputs) on up to ``max_samples`` calibration
+    to the float model's (worst SNR over the float outputs) on up to ``max_samples`` selection
     samples. Returns the builder (set to the chosen variant), the model, its build info and a note
     (None: no choice made)."""
     variants = [(eq, bc) for eq in builders for bc in bias_corrections]
@@ -272,7 +338,7 @@ def _choose(
         builder = builders[variants[0][0]]
         builder.options = dataclasses.replace(builder.options, bias_correction=variants[0][1])
         return (builder, *builder.build(), None)
-    samples = builders[variants[0][0]].samples[:max_samples]
+    samples = list(selection)[:max_samples]
     ref = run_samples(reference, samples, int8=False)
     best, scores = None, {}
     for eq, bc in variants:
@@ -291,7 +357,7 @@ def _choose(
         (True, True): "CLE + bias correction",
     }
     tried = ", ".join(f"{label[key]} {snr:.1f} dB" for key, snr in scores.items())
-    note = f"kept {label[eq, bc]} (output SNR on {len(samples)} calibration samples: {tried})"
+    note = f"kept {label[eq, bc]} (output SNR on {len(samples)} selection samples: {tried})"
     return builders[eq], model, info, note
 
 

@@ -137,13 +137,19 @@ def output_sizes(
 
 
 def run_samples(
-    model, samples, names: Sequence[str] | None = None, *, int8: bool = True
+    model,
+    samples,
+    names: Sequence[str] | None = None,
+    *,
+    int8: bool = True,
+    opt_level: str | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Outputs (or the tensors ``names``) of ``model`` for each sample; ORT failing on an ``int8``
-    model is a CheckFailedError."""
+    """Outputs (or the tensors ``names``) of ``model`` for each sample, with ORT's graph
+    optimizations at `opt_level` (default: all, basic to observe tensors); ORT failing on an
+    ``int8`` model is a CheckFailedError."""
     session = Session(
         model,
-        opt_level="basic" if names else "all",
+        opt_level=opt_level or ("basic" if names else "all"),
         extra_outputs=names or (),
         what=f"the {'INT8' if int8 else 'float'} model",
         error=CheckFailedError if int8 else OnnxSlimError,

@@ -18,7 +18,8 @@ class QuantizeReport:
     weight_bits: int
     per_channel: bool
     calibration_samples: int
-    eval_samples: int
+    selection_samples: int
+    test_samples: int
     nodes_before: int
     nodes_after: int
     size_before: int

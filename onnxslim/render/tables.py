@@ -243,7 +243,7 @@ def _worst(drift: Mapping[str, Drift] | None) -> str:
 
 
 def quantize_report(report: QuantizeReport) -> list[RenderableType]:
-    """Size, nodes, latency, quantized ops; settings; drift on held-out samples; the fallback."""
+    """Size, nodes, latency, quantized ops; settings; drift on the test samples; the fallback."""
     table = Table(title="INT8 quantization", show_header=True)
     table.add_column("")
     table.add_column("float", justify="right")
@@ -263,14 +263,14 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
         f"target {report.target_reason}; method {report.method}; "
         f"activations {report.activation_type}; weights {report.weight_bits}-bit "
         f"{'per channel' if report.per_channel else 'per tensor'}; "
-        f"{report.calibration_samples} calibration / {report.eval_samples} held-out samples; "
+        f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
+        f"{report.test_samples} test samples; "
         f"cross-layer equalization on {report.equalized_pairs} conv pairs; "
         f"bias correction {'on' if report.bias_correction else 'off'}"
     )
     items: list[RenderableType] = [table, plain(settings)]
-    items.append(
-        grid("drift on held-out samples", DRIFT_COLUMNS, drift_rows({"int8": report.drift}))
-    )
+    where = "test samples (no decision saw them)" if report.test_samples else "selection samples"
+    items.append(grid(f"drift on {where}", DRIFT_COLUMNS, drift_rows({"int8": report.drift})))
     if report.fallback:
         rows = [
             [item["node"], item["op"], number(item["noise_db"], ".1f")] for item in report.fallback
