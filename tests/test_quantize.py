@@ -674,3 +674,25 @@ def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
     assert compare_outputs(ref, got)["y"].snr_db == pytest.approx(
         report.drift["y"].snr_db, abs=0.01
     )
+
+
+def test_debug_layers_find_the_layer_that_adds_the_error():
+    """Giving one conv a huge weight channel (quantized per tensor) lowers that conv's own SQNR by
+    many dB and leaves the layers before it alone; a first layer's own and accumulated SQNR
+    agree."""
+
+    def layers(scale: float) -> dict:
+        model = cnn()
+        w2 = next(t for t in model.graph.initializer if t.name == "w2")
+        weights = onnx.numpy_helper.to_array(w2).copy()
+        weights[0] *= scale
+        w2.CopyFrom(onnx.numpy_helper.from_array(weights, "w2"))
+        result = quantize(model, samples(), debug_layers=True, per_channel=False, **FAST)
+        assert "per-layer error" in result.report.render()
+        return {layer["node"]: layer for layer in result.report.layers}
+
+    plain, corrupted = layers(1.0), layers(500.0)
+    assert set(plain) >= {"conv1", "conv2", "fc"}
+    assert corrupted["conv2"]["own_db"] < plain["conv2"]["own_db"] - 5
+    assert corrupted["conv1"]["own_db"] == pytest.approx(plain["conv1"]["own_db"], abs=0.1)
+    assert plain["conv1"]["own_db"] == pytest.approx(plain["conv1"]["accumulated_db"], abs=0.01)

@@ -195,6 +195,11 @@ def _pass_list() -> str:
     help="Share of the data for the reported drift, which no automatic choice sees.",
 )
 @click.option(
+    "--debug-layers",
+    is_flag=True,
+    help="INT8: report each quantized node's own error (float inputs) and the accumulated one.",
+)
+@click.option(
     "--require-speedup",
     is_flag=True,
     help="Fail when the INT8 model is not faster than float here.",
@@ -343,6 +348,7 @@ def _quantize(
         max_drift=options["max_drift"],
         eval_split=options["eval_split"],
         test_split=options["test_split"],
+        debug_layers=options["debug_layers"],
         require_speedup=options["require_speedup"],
         progress=not console.quiet,
         optimize_options=lossless,

@@ -22,6 +22,7 @@ from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
+from onnxslim.quantization.layers import layer_errors
 from onnxslim.quantization.ops import DEFAULT_OPS
 from onnxslim.quantization.plan import ACTIVATION_TYPES, QuantOptions, prepare
 from onnxslim.quantization.recovery import fall_back
@@ -74,6 +75,7 @@ class QuantizeConfig:
     optimize_options: Mapping | None = None
     measure_latency: bool = True
     progress: bool = True
+    debug_layers: bool = False
 
     def __post_init__(self):
         for name in ("exclude_ops", "exclude_nodes", "quantize_ops"):
@@ -191,6 +193,9 @@ def quantize(
                 f"INT8 drift over budget {budget} even with every sensitive node in float: "
                 f"{violations[0]}"
             )
+    layers = (
+        layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
+    )
     CompactPass(_names(float_model))(quantized)
     if test:  # the figures reported: on samples no decision saw
         drift, runtime_note = _test_drift(reference, quantized, test)
@@ -225,6 +230,7 @@ def quantize(
         notes=notes,
         equalized_pairs=pairs if builder.equalized else 0,
         bias_correction=builder.options.bias_correction,
+        layers=[dataclasses.asdict(layer) for layer in layers],
     )
     if config.measure_latency:
         report.latency_float_ms, report.latency_int8_ms = _latency(

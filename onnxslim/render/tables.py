@@ -282,5 +282,30 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
                 rows,
             )
         )
+    if report.layers:
+        items.append(layer_table(report.layers))
     items += [plain(line) for line in report.violations + report.notes]
     return items
+
+
+LAYER_ROWS = 30  # a longer per-layer table shows the worst layers only
+
+
+def layer_table(layers: list[dict]) -> Table:
+    """Per quantized node: its own SQNR (float inputs) and the accumulated one, worst first when
+    there are more than LAYER_ROWS."""
+    shown = layers
+    title = "per-layer error: SQNR dB of each quantized node's output (higher is better)"
+    if len(layers) > LAYER_ROWS:
+        shown = sorted(layers, key=lambda layer: layer["own_db"])[:LAYER_ROWS]
+        title += f", the {LAYER_ROWS} worst of {len(layers)} (all in --report JSON)"
+    rows = [
+        [
+            layer["node"],
+            layer["op"],
+            number(layer["own_db"], ".1f"),
+            number(layer["accumulated_db"], ".1f"),
+        ]
+        for layer in shown
+    ]
+    return grid(title, ["Node", "Op", "Own (float inputs)", "Accumulated"], rows)
