@@ -123,11 +123,16 @@ class QuantizePass(ir.passes.InPlacePass):
             self.dequantized[name] = builder.qdq(
                 value, source, self.qparams[source], readers if exact else None
             )
+        guards = {}  # a DQ output -> the per-channel DQ output that replaced it for a float node
         for node in list(graph):
             if node.op_type in GUARDED and node.name not in readers:
-                builder.guard_float_compute(node)
+                guards.update(builder.guard_float_compute(node))
         graph.sort()
         common.RemoveUnusedNodesPass()(model)
+        present = set(_values_by_name(graph))
+        for tensor, name in self.dequantized.items():
+            if name not in present and name in guards:  # only float nodes read it: measure there
+                self.dequantized[tensor] = guards[name]
         return ir.passes.PassResult(model, modified=bool(dq))
 
     def _store_weights(self, builder: _Builder, node: ir.Node) -> None:
@@ -287,14 +292,15 @@ class _Builder:
         self.graph.extend([q, dq])
         return dq_out.name
 
-    def guard_float_compute(self, node: ir.Node) -> None:
+    def guard_float_compute(self, node: ir.Node) -> dict[str, str]:
         """Keep a float Conv/ConvTranspose/Gemm float under ONNX Runtime.
 
         ORT rewrites `DequantizeLinear (per tensor) -> Conv -> QuantizeLinear` with float weights
         into an integer conv, quantizing the weights itself, per tensor (its WeightBiasQuantization
         transformer): depthwise kernels with outlier channels lose most of their accuracy. The
         node's input is read instead through a DequantizeLinear per channel of the same values
-        (the scale repeated), which neither that transformer nor ORT's QDQ fusions take.
+        (the scale repeated), which neither that transformer nor ORT's QDQ fusions take. Returns
+        {the replaced DQ output: the new one} (empty when the node needs no guard).
         """
         x = node.inputs[0]
         dq = x.producer() if x is not None else None
@@ -305,13 +311,13 @@ class _Builder:
             or "axis" in dq.attributes
             or not channels
         ):
-            return
+            return {}
         scale, zero_point = (
             v.const_value.numpy() if v is not None else None
             for v in (dq.inputs[1], dq.inputs[2] if len(dq.inputs) > 2 else None)
         )
         if scale is None or scale.size != 1:
-            return
+            return {}
         inputs = [
             dq.inputs[0],
             self._initializer(
@@ -335,6 +341,7 @@ class _Builder:
         per_channel.outputs[0].dtype, per_channel.outputs[0].shape = ir.DataType.FLOAT, x.shape
         self.graph.extend([per_channel])
         node.replace_input_with(0, per_channel.outputs[0])
+        return {x.name: per_channel.outputs[0].name}
 
     def constant(self, base: str, array: np.ndarray) -> ir.Value:
         """A new float32 initializer."""
