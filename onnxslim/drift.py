@@ -150,6 +150,22 @@ def _cosine(dot: float, ref_sq: float, other_sq: float) -> float:
     return max(-1.0, min(1.0, dot / math.sqrt(ref_sq * other_sq)))
 
 
+def tensor_snr_db(references: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> float:
+    """SNR (dB) of `others` against `references` over all their elements (inf: identical)."""
+    signal = sum(float(np.sum(np.square(r, dtype=np.float64))) for r in references)
+    noise = sum(
+        float(np.sum(np.square(r.astype(np.float64) - o))) for r, o in zip(references, others)
+    )
+    return _snr_db(signal, noise)
+
+
+def added_noise_db(output_db: float, input_db: float) -> float:
+    """SNR (dB) of the noise a node adds, from the SNR of its output and of its noisiest input
+    (noise powers add); inf when it adds none. Lower is worse."""
+    added = 10 ** (-output_db / 10) - 10 ** (-input_db / 10)
+    return -10 * math.log10(added) if added > 0 else math.inf
+
+
 def _snr_db(signal_sq: float, noise_sq: float) -> float:
     if noise_sq == 0:
         return math.inf

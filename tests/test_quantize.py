@@ -696,3 +696,36 @@ def test_debug_layers_find_the_layer_that_adds_the_error():
     assert corrupted["conv2"]["own_db"] < plain["conv2"]["own_db"] - 5
     assert corrupted["conv1"]["own_db"] == pytest.approx(plain["conv1"]["own_db"], abs=0.1)
     assert plain["conv1"]["own_db"] == pytest.approx(plain["conv1"]["accumulated_db"], abs=0.01)
+
+
+def matmul_chain() -> onnx.ModelProto:
+    """Three MatMul + Relu layers of a small MLP on [batch, 16, 32] tokens."""
+    rng = np.random.default_rng(5)
+    nodes, inits, x = [], [], "x"
+    for i in range(3):
+        nodes += [
+            helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"matmul{i}"),
+            helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}"),
+        ]
+        inits.append(const(f"w{i}", rng.normal(size=(32, 32)).astype(np.float32) * 0.2))
+        x = f"r{i}"
+    nodes[-1] = helper.make_node("Relu", ["m2"], ["y"], name="relu2")
+    return make_model(nodes, [vi("x", FLOAT, [1, 16, 32])], [vi("y", FLOAT, [1, 16, 32])], inits)
+
+
+def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
+    rng = np.random.default_rng(6)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
+    result = quantize(matmul_chain(), data, mode="dynamic", **FAST)
+    ops = {node.op_type for node in result.model.graph}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert result.report.mode == "dynamic" and result.report.quantized == {"MatMul": 3}
+    assert result.report.drift["y"].cosine > 0.99
+    snr = quantize(matmul_chain(), data, mode="dynamic", **{**FAST, "test_split": 0})
+    budget = f"snr>={snr.report.drift['y'].snr_db + 3:.1f}"
+    held = quantize(
+        matmul_chain(), data, mode="dynamic", max_drift=budget, **{**FAST, "test_split": 0}
+    )
+    assert held.report.fallback and not held.report.violations
+    assert held.report.quantized["MatMul"] == 3 - len(held.report.fallback)
+    assert "dynamic" in held.report.render()

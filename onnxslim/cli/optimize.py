@@ -16,6 +16,7 @@ from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, io
 from onnxslim.passes.registry import REGISTRY, get
 from onnxslim.quantization import QuantizeConfig, quantize
+from onnxslim.quantization.api import MODES
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.plan import ACTIVATION_TYPES
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
@@ -105,8 +106,13 @@ def _pass_list() -> str:
 )
 @click.option(
     "--int8",
-    is_flag=True,
-    help="Quantize to QDQ INT8 after the lossless passes (needs --calibration).",
+    is_flag=False,
+    flag_value="static",
+    default=None,
+    type=click.Choice(list(MODES)),
+    help="Quantize to INT8 after the lossless passes (needs --calibration): static (calibrated "
+    "QDQ, the default), dynamic (MatMul, for transformers) or auto (dynamic when static misses "
+    "--max-drift).",
 )
 @click.option(
     "--calibration",
@@ -234,7 +240,7 @@ def optimize_command(
         output = output_opt or output_arg
         if run_bench and output is None:
             raise OnnxSlimError("--bench needs an output path to compare with the input")
-        if int8 != bool(int8_options["calibration"]):
+        if bool(int8) != bool(int8_options["calibration"]):
             raise OnnxSlimError("--int8 and --calibration DATA go together")
         if int8 and check_inputs is not None:
             raise OnnxSlimError(
@@ -273,6 +279,7 @@ def optimize_command(
                 console,
                 written,
                 lossless,
+                mode=int8,
                 **int8_options,
             )
         else:
@@ -349,6 +356,7 @@ def _quantize(
         eval_split=options["eval_split"],
         test_split=options["test_split"],
         debug_layers=options["debug_layers"],
+        mode=options["mode"],
         require_speedup=options["require_speedup"],
         progress=not console.quiet,
         optimize_options=lossless,

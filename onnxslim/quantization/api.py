@@ -18,6 +18,7 @@ from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
+from onnxslim.quantization import dynamic
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
@@ -26,7 +27,7 @@ from onnxslim.quantization.layers import layer_errors
 from onnxslim.quantization.ops import DEFAULT_OPS
 from onnxslim.quantization.plan import ACTIVATION_TYPES, QuantOptions, prepare
 from onnxslim.quantization.recovery import fall_back
-from onnxslim.quantization.report import QuantizeReport
+from onnxslim.quantization.report import Outcome, QuantizeReport
 from onnxslim.quantization.targets import CHOICES, resolve_target
 from onnxslim.runtime import Session
 
@@ -35,6 +36,7 @@ DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
+MODES = ("static", "dynamic", "auto")
 #: The choices of `equalize` and `bias_correction`.
 LEVERS = (True, False, "auto")
 
@@ -43,6 +45,8 @@ LEVERS = (True, False, "auto")
 class QuantizeConfig:
     """How to quantize.
 
+    `mode`: "static" (calibrated QDQ), "dynamic" (MatMul weights int8, activations quantized at run
+    time: for transformers) or "auto" (static; dynamic when static misses `max_drift`);
     `method`: activation range method (see RANGE_METHODS), `percentile` its parameter; `per_channel`
     weight scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU
     the model will run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float,
@@ -56,6 +60,7 @@ class QuantizeConfig:
     `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
     """
 
+    mode: str = "static"
     method: str = DEFAULT_METHOD
     percentile: float = 99.99
     per_channel: bool = True
@@ -89,6 +94,8 @@ class QuantizeConfig:
                 raise OnnxSlimError(
                     f"{name} must be True, False or 'auto', got {getattr(self, name)!r}"
                 )
+        if self.mode not in MODES:
+            raise OnnxSlimError(f"unknown INT8 mode {self.mode!r}: choose {', '.join(MODES)}")
         if self.method not in RANGE_METHODS:
             raise OnnxSlimError(
                 f"unknown calibration method {self.method!r}; "
@@ -147,7 +154,92 @@ def quantize(
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
-    float_model = prepare(float_model)
+    notes = _protocol_notes(calib, selection, test, budget)
+    selection = selection or calib
+    if config.mode == "dynamic":
+        outcome = dynamic.quantize_model(
+            float_model, reference, selection, budget, config.exclude_nodes
+        )
+    else:
+        outcome = _static(prepare(float_model), reference, calib, selection, test, config, profile)
+    if config.mode == "auto" and outcome.violations:
+        dynamic_outcome = dynamic.quantize_model(
+            float_model, reference, selection, budget, config.exclude_nodes
+        )
+        if not dynamic_outcome.violations:
+            outcome = dynamic_outcome
+            notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
+    if outcome.violations:
+        raise CheckFailedError(
+            f"INT8 drift over budget {budget} even with every sensitive node in float: "
+            f"{outcome.violations[0]}"
+        )
+    notes += outcome.notes
+    quantized, drift = outcome.model, outcome.drift
+    if test:  # the figures reported: on samples no decision saw
+        drift, runtime_note = _test_drift(reference, quantized, test)
+        notes += [runtime_note] if runtime_note else []
+        missed = budget.check(drift) if budget else []
+        if missed:
+            notes.append(
+                f"the budget {budget} held on the {len(selection)} selection samples but not on "
+                f"the {len(test)} test samples: {missed[0]}"
+            )
+    dynamic_used = outcome.mode == "dynamic"
+    report = QuantizeReport(
+        mode=outcome.mode,
+        target=profile.name,
+        target_reason=target_reason,
+        method="run time" if dynamic_used else config.method,
+        activation_type="uint8 (dynamic)" if dynamic_used else config.activation_type,
+        weight_bits=8 if dynamic_used else profile.weight_bits,
+        per_channel=config.per_channel,
+        calibration_samples=len(calib),
+        selection_samples=len(selection) if selection is not calib else 0,
+        test_samples=len(test),
+        nodes_before=len(original.graph),
+        nodes_after=len(quantized.graph),
+        size_before=len(reference),
+        size_after=ir.to_proto(quantized).ByteSize(),
+        quantized=outcome.quantized,
+        kept_float=outcome.kept_float,
+        fallback=outcome.fallback,
+        drift=drift,
+        budget=str(budget) if budget else None,
+        violations=outcome.violations,
+        notes=notes,
+        equalized_pairs=outcome.equalized_pairs,
+        bias_correction=outcome.bias_correction,
+        layers=outcome.layers,
+    )
+    if config.measure_latency:
+        report.latency_float_ms, report.latency_int8_ms = _latency(
+            reference, quantized, (test or selection)[0]
+        )
+        if report.speedup < 1.0:
+            message = (
+                f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
+                f"{report.latency_float_ms:.2f} ms ({report.speedup:.2f}x)"
+            )
+            if config.require_speedup:
+                raise CheckFailedError(message)
+            report.notes.append(message)
+    elif config.require_speedup:
+        raise OnnxSlimError("require_speedup needs the latency measurement")
+    return QuantizeResult(quantized, report)
+
+
+def _static(
+    float_model: ir.Model,
+    reference: bytes,
+    calib: list,
+    selection: list,
+    test: list,
+    config: QuantizeConfig,
+    profile,
+) -> Outcome:
+    """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE and bias correction,
+    return the noisiest nodes to float until the budget holds on `selection`."""
     quant_options = QuantOptions(
         activation_type=config.activation_type,
         weight_bits=profile.weight_bits,
@@ -160,8 +252,6 @@ def quantize(
     )
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
-    notes += _protocol_notes(calib, selection, test, budget)
-    selection = selection or calib
     pairs = len(find_pairs(float_model.graph))
     method_options = {"pct": config.percentile} if config.method == "percentile" else {}
     builders = {
@@ -182,71 +272,28 @@ def quantize(
     notes += [note] if note else []
     ref_outputs = run_samples(reference, selection, int8=False)
     drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
-    violations = budget.check(drift) if budget else []
+    violations = config.max_drift.check(drift) if config.max_drift else []
     fallback: list[dict] = []
     if violations:
         quantized, info, drift, violations, fallback = fall_back(
-            builder, quantized, info, selection, ref_outputs, budget
+            builder, quantized, info, selection, ref_outputs, config.max_drift
         )
-        if violations:
-            raise CheckFailedError(
-                f"INT8 drift over budget {budget} even with every sensitive node in float: "
-                f"{violations[0]}"
-            )
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
     CompactPass(_names(float_model))(quantized)
-    if test:  # the figures reported: on samples no decision saw
-        drift, runtime_note = _test_drift(reference, quantized, test)
-        notes += [runtime_note] if runtime_note else []
-        missed = budget.check(drift) if budget else []
-        if missed:
-            notes.append(
-                f"the budget {budget} held on the {len(selection)} selection samples but not on "
-                f"the {len(test)} test samples: {missed[0]}"
-            )
-
-    report = QuantizeReport(
-        target=profile.name,
-        target_reason=target_reason,
-        method=config.method,
-        activation_type=config.activation_type,
-        weight_bits=profile.weight_bits,
-        per_channel=config.per_channel,
-        calibration_samples=len(calib),
-        selection_samples=len(selection) if selection is not calib else 0,
-        test_samples=len(test),
-        nodes_before=len(original.graph),
-        nodes_after=len(quantized.graph),
-        size_before=len(reference),
-        size_after=ir.to_proto(quantized).ByteSize(),
+    return Outcome(
+        model=quantized,
         quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes)),
         kept_float=info.kept_float,
         fallback=fallback,
         drift=drift,
-        budget=str(budget) if budget else None,
         violations=violations,
         notes=notes,
         equalized_pairs=pairs if builder.equalized else 0,
         bias_correction=builder.options.bias_correction,
         layers=[dataclasses.asdict(layer) for layer in layers],
     )
-    if config.measure_latency:
-        report.latency_float_ms, report.latency_int8_ms = _latency(
-            reference, quantized, (test or selection)[0]
-        )
-        if report.speedup < 1.0:
-            message = (
-                f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
-                f"{report.latency_float_ms:.2f} ms ({report.speedup:.2f}x)"
-            )
-            if config.require_speedup:
-                raise CheckFailedError(message)
-            report.notes.append(message)
-    elif config.require_speedup:
-        raise OnnxSlimError("require_speedup needs the latency measurement")
-    return QuantizeResult(quantized, report)
 
 
 def split_samples(

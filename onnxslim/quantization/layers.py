@@ -4,12 +4,11 @@ up at its output (the tool to find the layer that ruins a model, like ORT's qdq_
 from __future__ import annotations
 
 import dataclasses
-import math
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxslim.drift import tensor_snr_db
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 
 FLOAT_INPUT = "{}::float"  # the probe model's graph input carrying a float tensor
@@ -58,8 +57,8 @@ def layer_errors(
         LayerError(
             node.name,
             node.op_type,
-            _sqnr([f[out] for f in floats], [q[OWN_OUTPUT.format(dq)] for q in own]),
-            _sqnr([f[out] for f in floats], [q[dq] for q in accumulated]),
+            tensor_snr_db([f[out] for f in floats], [q[OWN_OUTPUT.format(dq)] for q in own]),
+            tensor_snr_db([f[out] for f in floats], [q[dq] for q in accumulated]),
         )
         for node, out, dq in layers
     ]
@@ -119,13 +118,3 @@ def _probe(proto: onnx.ModelProto, outputs: list[str]) -> tuple[onnx.ModelProto,
 
 def _attributes(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _sqnr(reference: list[np.ndarray], other: list[np.ndarray]) -> float:
-    signal = sum(float(np.sum(np.square(r, dtype=np.float64))) for r in reference)
-    noise = sum(
-        float(np.sum(np.square(r.astype(np.float64) - o))) for r, o in zip(reference, other)
-    )
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx_ir as ir
 
-from onnxslim.drift import Budget, compare_outputs
+from onnxslim.drift import Budget, added_noise_db, compare_outputs, tensor_snr_db
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
 from onnxslim.quantization.plan import activation_inputs
@@ -72,8 +71,7 @@ def fall_back(
     for item in fallback:
         stored = "; computes in float on int8-stored weights" if item["int8_weights"] else ""
         inf.kept_float[item["node"]] = (
-            f"sensitive: int8 makes its output {-item['noise_db']:.1f} dB noisier "
-            f"than its inputs{stored}"
+            f"sensitive: int8 adds noise {item['noise_db']:.1f} dB below its output signal{stored}"
         )
     return model, inf, drift, violations, fallback
 
@@ -102,20 +100,13 @@ def sensitivity(
         dict(zip(names, q.values()))
         for q in run_samples(quantized, samples, [quant_name[t] for t in names])
     ]
-    snr = {}
-    for t in names:
-        signal = sum(float(np.sum(f[t].astype(np.float64) ** 2)) for f in float_vals)
-        noise = sum(
-            float(np.sum((f[t].astype(np.float64) - q[t]) ** 2))
-            for f, q in zip(float_vals, quant_vals)
-        )
-        snr[t] = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else 200.0
+    snr = {t: tensor_snr_db([f[t] for f in float_vals], [q[t] for q in quant_vals]) for t in names}
     scores = []
     for name, (out, ins) in pairs.items():
         if out not in snr:
             continue
-        worst_in = min((snr[i] for i in ins if i in snr), default=200.0)
-        scores.append((name, snr[out] - min(worst_in, 200.0)))
+        worst_in = min((snr[i] for i in ins if i in snr), default=math.inf)
+        scores.append((name, added_noise_db(snr[out], worst_in)))
     scores.sort(key=lambda item: item[1])
     return scores
 

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 
+import onnx_ir as ir
+
 from onnxslim.drift import Drift
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one quantizer (static or dynamic) made, measured on the selection samples."""
+
+    model: ir.Model
+    quantized: dict[str, int]  # op type -> nodes computing in int8
+    kept_float: dict[str, str]  # node -> why it stays float
+    fallback: list[dict]  # nodes returned to float to meet the budget
+    drift: dict[str, Drift]
+    violations: list[str]
+    notes: list[str] = dataclasses.field(default_factory=list)
+    equalized_pairs: int = 0
+    bias_correction: bool = False
+    layers: list[dict] = dataclasses.field(default_factory=list)
+    mode: str = "static"
 
 
 @dataclasses.dataclass
 class QuantizeReport:
     """What quantization did and measured: ``to_dict`` is JSON-able, ``render`` rich tables."""
 
+    mode: str
     target: str
     target_reason: str
     method: str

@@ -260,7 +260,7 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
         "quantized nodes", "", ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
     )
     settings = (
-        f"target {report.target_reason}; method {report.method}; "
+        f"{report.mode} INT8; target {report.target_reason}; method {report.method}; "
         f"activations {report.activation_type}; weights {report.weight_bits}-bit "
         f"{'per channel' if report.per_channel else 'per tensor'}; "
         f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
@@ -278,7 +278,7 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
         items.append(
             grid(
                 f"returned to float to meet {report.budget}",
-                ["Node", "Op", "Added noise (dB below signal)"],
+                ["Node", "Op", "Added noise SNR dB (lower: noisier)"],
                 rows,
             )
         )

@@ -1,0 +1,120 @@
+"""Dynamic INT8 for transformers: MatMul weights int8 per channel, activations quantized at run time
+(DynamicQuantizeLinear + MatMulInteger, ONNX Runtime's `quantize_dynamic`); with a drift budget, the
+MatMuls that add the most noise go back to float, fewest first, until it holds on the selection
+samples."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from onnxslim.drift import Budget, added_noise_db, compare_outputs, tensor_snr_db
+from onnxslim.model import io
+from onnxslim.quantization.builder import run_samples
+from onnxslim.quantization.recovery import fewest_passing
+from onnxslim.quantization.report import Outcome
+
+QUANTIZED_OPS = ("MatMul",)
+
+
+def quantize_model(
+    float_model: ir.Model,
+    reference: bytes,
+    selection: list,
+    budget: Budget | None,
+    exclude_nodes: frozenset[str] = frozenset(),
+) -> Outcome:
+    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form), checked on `selection` against the
+    original `reference`; with `budget`, the noisiest MatMuls go back to float until it holds."""
+    proto = io.to_proto(float_model)
+    candidates = [
+        n.name
+        for n in proto.graph.node
+        if n.op_type in QUANTIZED_OPS and n.name not in exclude_nodes
+    ]
+    ref_outputs = run_samples(reference, selection, int8=False)
+    results: dict[int, tuple] = {}
+
+    def attempt(excluded: list[str]) -> tuple:
+        model = _quantize(proto, [*exclude_nodes, *excluded])
+        drift = compare_outputs(ref_outputs, run_samples(model, selection))
+        return model, drift, budget.check(drift) if budget else []
+
+    model, drift, violations = attempt([])
+    fallback: list[dict] = []
+    if violations:
+        ranked = _sensitivity(proto, model, selection, candidates)
+        names = [name for name, _ in ranked]
+
+        def fails(k: int) -> bool:
+            if k not in results:
+                results[k] = attempt(names[:k])
+            return bool(results[k][2])
+
+        k = fewest_passing(len(names), fails)
+        model, drift, violations = results[k]
+        if not violations:
+            fallback = [
+                {"node": name, "op": "MatMul", "noise_db": noise, "reason": "over the drift budget"}
+                for name, noise in ranked[:k]
+            ]
+    floated = {item["node"] for item in fallback} | set(exclude_nodes)
+    kept = {name: "excluded by name" for name in exclude_nodes}
+    kept.update({item["node"]: "sensitive: over the drift budget" for item in fallback})
+    quantized = Counter(
+        "MatMul" for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in floated
+    )
+    return Outcome(
+        ir.from_proto(model), dict(quantized), kept, fallback, drift, violations, mode="dynamic"
+    )
+
+
+def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
+    """ORT's quantize_dynamic on `proto` (per-channel int8 MatMul weights), `exclude` left float."""
+    with tempfile.TemporaryDirectory(prefix="onnxslim-dynamic-") as folder:
+        source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+        onnx.save(proto, source)
+        with _quiet():
+            quantize_dynamic(
+                source,
+                target,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+            )
+        return onnx.load(target)
+
+
+def _sensitivity(
+    proto: onnx.ModelProto, quantized: onnx.ModelProto, samples: list, candidates: list[str]
+) -> list[tuple[str, float]]:
+    """Quantized MatMuls ranked worst first by the noise each adds: the SNR (dB) of its output in
+    the quantized model minus that of its input (ORT keeps both tensor names)."""
+    nodes = {n.name: n for n in proto.graph.node if n.name in candidates}
+    pairs = {name: (node.output[0], node.input[0]) for name, node in nodes.items()}
+    names = sorted({t for pair in pairs.values() for t in pair})
+    floats = run_samples(proto, samples, names, int8=False)
+    quants = run_samples(quantized, samples, names)
+    snr = {t: tensor_snr_db([f[t] for f in floats], [q[t] for q in quants]) for t in names}
+    scores = [(name, added_noise_db(snr[out], snr[inp])) for name, (out, inp) in pairs.items()]
+    return sorted(scores, key=lambda item: item[1])
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ORT's quantizer logs advice on the root logger; onnxslim reports for itself."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
