@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -43,16 +44,63 @@ TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op"})
 WIDE_TABLE = 94
 
 
+#: Width of reports written to a file or pipe (no terminal to wrap them at).
+LOG_WIDTH = 160
+
+#: Tables in logs: plain ASCII, the header and sections underlined with dashes, no columns rules.
+PLAIN_BOX = box.Box("    \n    \n -- \n    \n -- \n    \n    \n    \n", ascii=True)
+
+
+def report_console(quiet: bool = False) -> Console:
+    """The console reports go to: stdout, as wide as the terminal, or LOG_WIDTH (or $COLUMNS when
+    wider) when stdout is a file or a pipe, so `onnxslim ... > log.txt` keeps whole lines."""
+    console = Console(quiet=quiet, highlight=False)
+    if not console.is_terminal:
+        columns = os.environ.get("COLUMNS", "")
+        width = max(LOG_WIDTH, int(columns) if columns.isdigit() else 0)
+        console = Console(quiet=quiet, highlight=False, width=width)
+    return console
+
+
+def message_console(quiet: bool = False) -> Console:
+    """The console warnings and spinners go to: stderr."""
+    return Console(stderr=True, quiet=quiet, highlight=False)
+
+
+def warn(console: Console, message: str) -> None:
+    """One `warning: ...` line on `console` (stderr), never wrapped in a log."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+
+
 def show(renderables: Iterable[RenderableType], console: Console | None = None) -> str:
-    """Print `renderables` on `console`; without one, return them as plain text."""
-    if console is not None:
+    """Print `renderables` on `console`; without one, return them as plain text.
+
+    A console that is not a terminal (a log file, a pipe) gets the plain layout: ASCII rules,
+    titles on the left, no trailing spaces, lines as long as they are.
+    """
+    if console is None:
+        return plain_text(renderables, 120)
+    if console.quiet:
+        return ""
+    if console.is_terminal:
         for item in renderables:
             console.print(item)
-        return ""
-    console = Console(record=True, width=120, file=_Discard())
+    else:
+        console.print(Text(plain_text(renderables, console.width)), soft_wrap=True, end="")
+    return ""
+
+
+def plain_text(renderables: Iterable[RenderableType], width: int) -> str:
+    """The renderables as plain text, `width` columns at most for tables; text lines unwrapped."""
+    console = Console(record=True, width=width, file=_Discard(), color_system=None)
     for item in renderables:
-        console.print(item)
-    return console.export_text()
+        if isinstance(item, Table):
+            item.box = PLAIN_BOX if item.box is not None else None
+            item.title_justify = item.caption_justify = "left"
+            item.show_edge = False
+        console.print(item, soft_wrap=isinstance(item, (str, Text)))
+    lines = console.export_text(styles=False).splitlines()
+    return "".join(line.rstrip() + "\n" for line in lines)
 
 
 class _Discard:

@@ -1,0 +1,116 @@
+"""How the command line reads: reports on stdout in a plain layout for logs, tolerances of the
+check, byte sizes, the help text."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run_cli, vi
+from onnx import helper
+
+from onnxslim.cli.params import parse_size
+from onnxslim.passes.registry import REGISTRY
+
+N = helper.make_node
+DEMO = REPO / "models" / "demo.onnx"
+
+
+def conv_bn_model() -> onnx.ModelProto:
+    """Conv + BatchNormalization: the fused Conv rounds differently (max abs ~1e-5)."""
+    rng = np.random.default_rng(0)
+    return make_model(
+        [
+            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            N("BatchNormalization", ["c", "s", "b", "mu", "var"], ["y"]),
+        ],
+        [vi("x", FLOAT, [1, 3, 16, 16])],
+        [vi("y", FLOAT, [1, 8, 16, 16])],
+        [
+            const("w", rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
+            const("s", rng.uniform(0.5, 2, 8).astype(np.float32)),
+            const("b", rng.standard_normal(8).astype(np.float32)),
+            const("mu", rng.standard_normal(8).astype(np.float32)),
+            const("var", rng.uniform(0.1, 3, 8).astype(np.float32)),
+        ],
+    )
+
+
+@pytest.mark.parametrize("columns", ["200", ""])
+def test_report_on_stdout_reads_well_in_a_log(tmp_path, columns):
+    """`onnxslim m.onnx -o o.onnx > log.txt`: the whole table on stdout, ASCII, no trailing spaces,
+    no blank lines, the footer on one line (wide console, not 80 columns)."""
+    proc = run_cli(DEMO, "-o", tmp_path / "o.onnx", env={"COLUMNS": columns})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "onnxslim demo.onnx"
+    assert all(line.strip() and line == line.rstrip() for line in lines), proc.stdout
+    assert proc.stdout.isascii(), proc.stdout
+    footer = lines[-1]
+    assert footer.startswith(f"wrote {tmp_path / 'o.onnx'}") and "outputs match" in footer
+    assert "input float32[1,3,32,32]" in footer
+    assert any(line.split()[:2] == ["nodes", "25"] for line in lines)
+
+
+def test_check_tolerances(tmp_path):
+    onnx.save(conv_bn_model(), tmp_path / "m.onnx")
+    exact = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--check-rtol", "0", "--check-atol", "0"
+    )
+    assert_one_line_error(exact, 1, "max abs difference")
+    assert "(rtol 0, atol 0)" in exact.stderr and not (tmp_path / "o.onnx").exists()
+    loose = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--check-atol", "1e-3", "-q")
+    assert loose.returncode == 0, loose.stderr
+    assert (tmp_path / "o.onnx").is_file()
+
+
+def test_check_tolerances_from_python():
+    import onnxslim
+    from onnxslim.errors import CheckFailedError
+
+    onnxslim.optimize(conv_bn_model())  # default tolerances: fusion rounding is fine
+    with pytest.raises(CheckFailedError, match="rtol 0, atol 0"):
+        onnxslim.optimize(conv_bn_model(), check_rtol=0, check_atol=0)
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("1048576", 1048576),
+        ("512K", 512 * 1024),
+        ("512KiB", 512 * 1024),
+        ("512kb", 512_000),
+        ("1G", 1024**3),
+        ("1.5GB", 1_500_000_000),
+        ("2 MiB", 2 * 1024**2),
+        ("1e6", 1_000_000),
+    ],
+)
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["-5", "3 parsecs", "", "1.2.3K", "K"])
+def test_bad_sizes(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_size_threshold_takes_short_units(tmp_path):
+    proc = run_cli(DEMO, "-o", tmp_path / "o.onnx", "--size-threshold", "1.5GB", "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(DEMO, "-o", tmp_path / "o.onnx", "--size-threshold", "512K", "-q")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_optimize_help_lists_one_pass_per_line():
+    proc = run_cli("optimize", "--help")
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    start = lines.index("  Passes (for --skip):")
+    epilog = lines[start + 1 :]
+    names = [line.split()[0] for line in epilog if line.startswith("  ") and line[2] != " "]
+    assert names == [spec.name for spec in REGISTRY]
+    assert max(map(len, epilog)) <= 100
+    for option in ("--check-rtol", "--check-atol", "--size-threshold"):
+        assert option in proc.stdout
