@@ -3,6 +3,8 @@ check, byte sizes, the help text."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -114,3 +116,100 @@ def test_optimize_help_lists_one_pass_per_line():
     assert max(map(len, epilog)) <= 100
     for option in ("--check-rtol", "--check-atol", "--size-threshold"):
         assert option in proc.stdout
+
+
+# -- random and default inputs: shapes stated, guessed dims warned about, --shape everywhere --
+
+
+def conv_model(shape) -> onnx.ModelProto:
+    """x[shape] -> 3x3 Conv (4 channels, same padding) -> y."""
+    weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    out = [shape[0], 4, *shape[2:]]
+    return make_model(
+        [N("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        [vi("x", FLOAT, shape)],
+        [vi("y", FLOAT, out)],
+        [const("w", weight)],
+    )
+
+
+@pytest.fixture
+def dynamic(tmp_path):
+    path = tmp_path / "dyn.onnx"
+    onnx.save(conv_model(["N", 3, "H", "W"]), path)
+    return path
+
+
+BENCH = ("--runs", "2", "--warmup", "0", "--no-memory")
+
+
+def test_bench_states_input_shapes_and_warns_about_picked_dims(tmp_path, dynamic):
+    json_path, html_path = tmp_path / "b.json", tmp_path / "b.html"
+    proc = run_cli("bench", dynamic, dynamic, *BENCH, "--json", json_path, "--html", html_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "inputs: 8 random sample(s) of x float32[1,3,32,32]" in proc.stdout
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "x float32[N,3,H,W] at [1,3,32,32]" in warning[0]
+    assert "--shape x:1,3,32,32" in warning[0]
+    data = json.loads(json_path.read_text())
+    assert data["settings"]["inputs"] == {"x": {"dtype": "float32", "shapes": [[1, 3, 32, 32]]}}
+    assert len(data["warnings"]) == 1 and "--shape" in data["warnings"][0]
+    page = html_path.read_text()
+    assert "x float32[1,3,32,32]" in page and "--shape x:" in page
+
+    given = run_cli("bench", dynamic, dynamic, *BENCH, "--shape", "x:2,3,8,16", "--json", json_path)
+    assert given.returncode == 0 and given.stderr == "", given.stderr
+    assert "of x float32[2,3,8,16]" in given.stdout
+    assert json.loads(json_path.read_text())["warnings"] == []
+
+
+def test_optimize_bench_states_input_shapes(tmp_path):
+    proc = run_cli(DEMO, "-o", tmp_path / "o.onnx", "--bench")
+    assert proc.returncode == 0, proc.stderr
+    assert "sample(s) of input float32[1,3,32,32]" in proc.stdout
+    # the demo's batch dim is dynamic: 1 was onnxslim's pick
+    assert proc.stderr.startswith("warning: dynamic input dims picked by onnxslim (benchmarked")
+    assert "--shape input:1,3,32,32" in proc.stderr
+
+
+def test_bench_dynamic_against_static_suggests_shape(tmp_path, dynamic):
+    static = tmp_path / "static.onnx"
+    onnx.save(conv_model([1, 3, 64, 64]), static)
+    proc = run_cli("bench", dynamic, static, *BENCH)
+    line = assert_one_line_error(proc, 2, "static.onnx")
+    assert "pass --shape x:1,3,64,64" in line
+    proc = run_cli("bench", dynamic, static, *BENCH, "--shape", "x:1,3,64,64", "-q")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_int8_random_calibration_takes_shape(tmp_path, dynamic):
+    report = tmp_path / "r.json"
+    args = (dynamic, "-o", tmp_path / "q.onnx", "--int8", "--calibration", "random:6")
+    proc = run_cli(*args, "--shape", "x:1,3,12,20", "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["int8"]["drift"]["y"]["shape"] == [1, 4, 12, 20]
+    assert "calibrated at x float32[1,3,12,20]" in proc.stderr
+    assert "picked by onnxslim" not in proc.stderr
+    guessed = run_cli(*args, "--report", report)
+    assert guessed.returncode == 0, guessed.stderr
+    assert "--shape x:1,3,32,32" in guessed.stderr
+    assert json.loads(report.read_text())["int8"]["drift"]["y"]["shape"] == [1, 4, 32, 32]
+
+
+def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (40 + i, 30), (i * 40, 100, 200)).save(folder / f"{i}.png")
+    args = (dynamic, "-o", tmp_path / "q.onnx", "--int8", "--calibration", folder)
+    proc = run_cli(*args)
+    line = assert_one_line_error(proc, 2, "dynamic height and width")
+    assert "--preprocess" in line and "resize=256,crop=224" in line
+    proc = run_cli(*args, "--preprocess", "mean=0.5,std=0.5")  # still no size
+    assert_one_line_error(proc, 2, "dynamic height and width")
+    proc = run_cli(*args, "--preprocess", "resize=24,crop=16", "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(*args, "--shape", "x:1,3,16,16")
+    assert_one_line_error(proc, 2, "--shape applies to random inputs")

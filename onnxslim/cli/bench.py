@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from onnxslim.bench import benchmark
-from onnxslim.cli.exits import errors_to_exit_codes
+from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.data import parse_preprocess, parse_shapes
 from onnxslim.drift import parse_max_drift
 from onnxslim.render import tables
@@ -100,7 +100,7 @@ def bench_command(
     quiet,
 ):
     """Benchmark MODELS on ONNX Runtime CPU; the first is the reference for speedup and drift."""
-    with errors_to_exit_codes():
+    with errors_to_exit_codes(), warnings_to_stderr(quiet):
         budget = parse_max_drift(max_drift) if max_drift else None
         report = benchmark(
             models,

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from onnxslim import bench, data, optimizer
-from onnxslim.cli.exits import errors_to_exit_codes
+from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.cli.params import SizeParam
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, io
@@ -20,6 +20,7 @@ from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.plan import ACTIVATION_TYPES
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
 from onnxslim.render import tables
+from onnxslim.render.format import input_shapes
 from onnxslim.render.jsonfile import write_json
 
 
@@ -240,7 +241,7 @@ def optimize_command(
 ):
     """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8,
     and write OUTPUT."""
-    with errors_to_exit_codes() as written:
+    with errors_to_exit_codes() as written, warnings_to_stderr(quiet):
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
         output = output_opt or output_arg
@@ -287,6 +288,7 @@ def optimize_command(
                 messages,
                 written,
                 lossless,
+                shape_map,
                 **int8_options,
             )
         else:
@@ -338,6 +340,7 @@ def _quantize(
     messages,
     written: list[Path],
     lossless: dict,
+    shapes: dict,
     *,
     calibration: str,
     preprocess: str | None,
@@ -346,11 +349,23 @@ def _quantize(
     """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
     are the options of the lossless passes, `options` the CLI's INT8 options. The report goes to
     `console` (stdout), warnings to `messages` (stderr)."""
-    samples = data.load_samples(calibration, data.input_specs(model), preprocess=preprocess)
-    if calibration.startswith("random:"):
-        tables.warn(
-            messages, "calibrating on random data: the drift figures say little about real inputs"
+    specs = data.input_specs(model)
+    random = calibration.startswith("random:")
+    if shapes and not random:
+        raise OnnxSlimError(
+            "--shape applies to random inputs (--calibration random:N); "
+            "the calibration data fixes its own shapes"
         )
+    samples = data.load_samples(calibration, specs, preprocess=preprocess, shapes=shapes)
+    if random:
+        tables.warn(
+            messages,
+            "calibrating on random data: the drift figures say little about real inputs "
+            f"(calibrated at {input_shapes(data.sample_shapes(samples))})",
+        )
+        guessed = data.defaulted_dims_warning(specs, shapes, "calibrated")
+        if guessed:
+            tables.warn(messages, guessed)
     config = QuantizeConfig(
         method=options["calibration_method"],
         percentile=options["percentile"],

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from onnxslim.drift import Drift
-from onnxslim.render.format import human_bytes, number
+from onnxslim.render.format import human_bytes, input_shapes, number
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
@@ -221,11 +221,14 @@ def bench_header(report: BenchReport) -> list[str]:
     )
     isa = ", ".join(f"{label} {'yes' if cpu.flags.get(key) else 'no'}" for key, label in labels)
     inputs = f"{report.samples} {'random' if report.random_inputs else 'given'} sample(s)"
+    if report.inputs:
+        inputs += f" of {input_shapes(report.inputs)}"
     return [
         f"CPU: {cpu.model} ({cpu.arch}); {isa}",
         f"onnxruntime {report.ort_version}; {report.threads} intra-op thread(s); "
         f"ORT optimization level: {report.ort_opt_level}; "
         f"{report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
+        *(f"warning: {warning}" for warning in report.warnings),
         *(f"note: {note}" for note in report.notes),
     ]
 
@@ -262,7 +265,8 @@ def bench_drifts(report: BenchReport) -> dict[str, Mapping[str, Drift]]:
 def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
     """The header, the per-model table and the per-output drift table for a console `width` wide."""
     items: list[RenderableType] = [
-        plain(line, "yellow" if line.startswith("note:") else None) for line in bench_header(report)
+        plain(line, "yellow" if line.startswith(("note:", "warning:")) else None)
+        for line in bench_header(report)
     ]
     narrow = width < WIDE_TABLE + max(len(m.name) for m in report.models)
     keep = [
