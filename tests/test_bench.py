@@ -223,6 +223,7 @@ def test_json_schema(models, tmp_path):
         "shape",
         "max_abs",
         "mean_abs",
+        "rel_error",
         "cosine",
         "snr_db",
         "top1_agreement",

@@ -156,6 +156,16 @@ def test_bench_states_input_shapes_and_warns_about_picked_dims(tmp_path, dynamic
     assert len(data["warnings"]) == 1 and "--shape" in data["warnings"][0]
     page = html_path.read_text()
     assert "x float32[1,3,32,32]" in page and "--shape x:" in page
+    # drift: a relative error column; no top-1 for a 4-D feature map
+    header = next(
+        line for line in proc.stdout.splitlines() if line.split()[:2] == ["Model", "Output"]
+    )
+    assert " Rel err " in header and header.split()[-3:] == ["dB", "Top-1", "Note"]
+    row = proc.stdout.splitlines()[-1].split()
+    assert row[1:5] == ["y", "0", "0", "0"] and row[-1] == "-"
+    assert "Rel err" in page
+    drift = data["models"][1]["drift"]["y"]
+    assert drift["rel_error"] == 0.0 and drift["top1_agreement"] is None
 
     given = run_cli("bench", dynamic, dynamic, *BENCH, "--shape", "x:2,3,8,16", "--json", json_path)
     assert given.returncode == 0 and given.stderr == "", given.stderr

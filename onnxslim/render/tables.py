@@ -34,7 +34,17 @@ MODEL_COLUMNS = [
     "Mem MB",
     "Min cos",
 ]
-DRIFT_COLUMNS = ["Model", "Output", "Max abs", "Mean abs", "Cosine", "SNR dB", "Top-1", "Note"]
+DRIFT_COLUMNS = [
+    "Model",
+    "Output",
+    "Max abs",
+    "Mean abs",
+    "Rel err",
+    "Cosine",
+    "SNR dB",
+    "Top-1",
+    "Note",
+]
 CAPTION = (
     "times in ms (Load = session creation); "
     "Mem = peak RSS growth of a fresh process running the model"
@@ -188,7 +198,8 @@ def comparison(before: ModelStats, after: ModelStats, title: str) -> Table:
 
 
 def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
-    """One row per (model, output): errors, cosine, SNR, top-1 agreement and a note."""
+    """One row per (model, output): absolute and relative errors (error RMS / reference RMS),
+    cosine, SNR, top-1 agreement (2-D [batch, classes] outputs) and a note."""
     rows = []
     for model, drift in drifts.items():
         for d in drift.values():
@@ -203,6 +214,7 @@ def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
                     d.name,
                     number(d.max_abs),
                     number(d.mean_abs),
+                    number(d.rel_error),
                     number(d.cosine, ".6f"),
                     number(d.snr_db, ".1f"),
                     number(d.top1_agreement, ".4f"),
