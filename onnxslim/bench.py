@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,15 @@ import onnxruntime as ort
 from rich.console import Console
 
 from onnxslim.cpu import CpuInfo, cpu_info
-from onnxslim.data import Preprocess, input_specs, load_samples, parse_shapes, validate_samples
+from onnxslim.data import (
+    Preprocess,
+    defaulted_dims_warning,
+    input_specs,
+    load_samples,
+    parse_shapes,
+    sample_shapes,
+    validate_samples,
+)
 from onnxslim.drift import Budget, Drift, compare_outputs, json_value, parse_max_drift
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model.stats import model_stats
@@ -120,6 +129,10 @@ class BenchReport:
     samples: int
     random_inputs: bool
     notes: list[str] = field(default_factory=list)
+    #: Per input: dtype and the distinct shapes it was run at (`onnxslim.data.sample_shapes`).
+    inputs: dict[str, dict] = field(default_factory=dict)
+    #: Settings onnxslim guessed that the figures depend on (dynamic dims picked by default).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def reference(self) -> ModelResult:
@@ -164,8 +177,10 @@ class BenchReport:
                 "warmup": self.warmup,
                 "samples": self.samples,
                 "random_inputs": self.random_inputs,
+                "inputs": self.inputs,
             },
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "reference": self.reference.name,
             "models": [
                 {
@@ -325,11 +340,13 @@ def benchmark(
         specs = input_specs(sessions[0].session)
         source = f"random:{RANDOM_SAMPLES}" if inputs is None else inputs
         samples = load_samples(source, specs, preprocess, shapes=shapes)
+        guessed = defaulted_dims_warning(specs, shapes, "benchmarked") if random_data else None
         for model, session in zip(prepared[1:], sessions[1:]):
             try:
                 validate_samples(samples, input_specs(session.session))
             except OnnxSlimError as err:
-                raise OnnxSlimError(f"{model.name}: {err}") from err
+                hint = _shape_hint(input_specs(session.session)) if guessed else ""
+                raise OnnxSlimError(f"{model.name}: {err}{hint}") from err
         bar.describe("comparing outputs", total=steps + len(samples) * len(prepared))
         outputs = [[] for _ in prepared]
         for sample in samples:
@@ -360,6 +377,8 @@ def benchmark(
                 bar.advance()
 
     notes = [RANDOM_NOTE] if random_data else []
+    if guessed:
+        warnings.warn(guessed, UserWarning, stacklevel=2)
     if measure_memory and None in memory:
         notes.append(
             "peak memory could not be measured for some models (the measuring subprocess failed)"
@@ -387,4 +406,18 @@ def benchmark(
         samples=len(samples),
         random_inputs=random_data,
         notes=notes,
+        inputs=sample_shapes(samples),
+        warnings=[guessed] if guessed else [],
+    )
+
+
+def _shape_hint(specs) -> str:
+    """For random inputs a model rejects: the --shape options of its static dims, if it has any."""
+    static = [spec for spec in specs if all(isinstance(d, int) for d in spec.shape)]
+    if not static:
+        return ""
+    options = " ".join(f"--shape {s.name}:{','.join(map(str, s.shape))}" for s in static)
+    return (
+        f"; the random inputs follow the first model's dynamic dims: pass {options} "
+        "to benchmark at this model's static dims"
     )

@@ -190,6 +190,55 @@ def resolve_shapes(
     return resolved
 
 
+def defaulted_inputs(
+    specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None
+) -> list[InputSpec]:
+    """Inputs with a dynamic dim that `resolve_shapes` fills with a default (1 for a first dim, 32
+    otherwise) because neither `shapes` nor a dim name shared with a given input binds it."""
+    shapes = shapes or {}
+    bound = {d for spec in specs if spec.name in shapes for d in spec.shape if isinstance(d, str)}
+    return [
+        spec
+        for spec in specs
+        if spec.name not in shapes
+        and any(not isinstance(d, int) and not (d and d in bound) for d in spec.shape)
+    ]
+
+
+def defaulted_dims_warning(
+    specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None, what: str
+) -> str | None:
+    """One line saying which dynamic dims onnxslim picked itself for `what` (e.g. "benchmarked")
+    and suggesting `--shape NAME:DIMS`; None when every dynamic dim was given."""
+    guessed = defaulted_inputs(specs, shapes)
+    if not guessed:
+        return None
+    resolved = resolve_shapes(specs, shapes)
+    picked = "; ".join(
+        f"{spec.name} {spec.describe()} at [{','.join(map(str, resolved[spec.name]))}]"
+        for spec in guessed
+    )
+    example = guessed[0]
+    return (
+        f"dynamic input dims picked by onnxslim ({what} {picked}): pass --shape NAME:DIMS with the "
+        f"dims you deploy, e.g. --shape {example.name}:"
+        + ",".join(map(str, resolved[example.name]))
+    )
+
+
+def sample_shapes(samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, dict]:
+    """Each input's dtype and its distinct shapes over `samples`, in order of appearance:
+    {"x": {"dtype": "float32", "shapes": [[1, 3, 224, 224]]}} (JSON-able)."""
+    found: dict[str, dict] = {}
+    for sample in samples:
+        for name, array in sample.items():
+            array = np.asarray(array)
+            entry = found.setdefault(name, {"dtype": array.dtype.name, "shapes": []})
+            if list(array.shape) not in entry["shapes"]:
+                entry["shapes"].append(list(array.shape))
+    return found
+
+
 def random_inputs(
     specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
 ) -> Sample:
@@ -420,6 +469,13 @@ def _load_images(
     target = prep.crop or (prep.resize if isinstance(prep.resize, tuple) else None)
     if target is None and isinstance(h, int) and isinstance(w, int):
         target = (h, w)
+    if target is None and prep.resize is None:  # never the photo's own size
+        raise OnnxSlimError(
+            f"input {spec.name!r} {spec.describe()} has a dynamic height and width: say which "
+            "size to feed the images at with --preprocess, e.g. resize=256,crop=224 (shorter side "
+            "256, center crop 224x224), resize=640x640 (exact) or resize=320 (shorter side 320, "
+            "aspect ratio kept)"
+        )
     samples = []
     for file in files:
         try:

@@ -1,10 +1,11 @@
 """How far a model's outputs drift from a reference's, per output, aggregated over samples.
 
-Float outputs: max/mean absolute error, cosine similarity and SNR (dB) over positions where both
-values are finite; top-1 agreement over all rows when the last dim is > 1. Non-finite values:
-matching NaNs and matching infinities count as equal; any other NaN/Inf disagreement is counted
-in `nonfinite_mismatches`. Non-float outputs: compared exactly (`exact_match`), plus max/mean
-abs error.
+Float outputs: max/mean absolute error, relative error (error RMS / reference RMS, which reads
+right for outputs near zero, where absolute errors look small), cosine similarity and SNR (dB) over
+positions where both values are finite; top-1 agreement for 2-D [batch, classes] outputs only.
+Non-finite values: matching NaNs and matching infinities count as equal; any other NaN/Inf
+disagreement is counted in `nonfinite_mismatches`. Non-float outputs: compared exactly
+(`exact_match`), plus max/mean abs and relative error.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Drift:
     shape: tuple[int, ...] | None = None
     max_abs: float | None = None
     mean_abs: float | None = None
+    #: RMS of the error over RMS of the reference (0: identical; inf: reference all zeros).
+    rel_error: float | None = None
     cosine: float | None = None
     snr_db: float | None = None
     top1_agreement: float | None = None
@@ -120,7 +123,7 @@ class _Stats:
             self.ref_sq += float(a @ a)
             self.other_sq += float(b @ b)
             self.err_sq += float(err @ err)
-        if is_float and ref.ndim and ref.shape[-1] > 1 and ref.size:
+        if is_float and ref.ndim == 2 and ref.shape[-1] > 1 and ref.size:  # [batch, classes]
             self.has_rows = True
             rows_a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
             rows_b = other.reshape(-1, other.shape[-1]).argmax(axis=1)
@@ -132,6 +135,7 @@ class _Stats:
         if self.count:
             drift.max_abs = self.max_abs
             drift.mean_abs = self.abs_sum / self.count
+            drift.rel_error = _relative(self.err_sq, self.ref_sq)
         if not is_float:
             drift.exact_match = self.exact
             return
@@ -140,6 +144,14 @@ class _Stats:
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
         if self.has_rows:
             drift.top1_agreement = self.agree / self.rows
+
+
+def _relative(error_sq: float, ref_sq: float) -> float:
+    if error_sq == 0:
+        return 0.0
+    if ref_sq == 0:
+        return math.inf
+    return math.sqrt(error_sq / ref_sq)
 
 
 def _cosine(dot: float, ref_sq: float, other_sq: float) -> float:
@@ -181,6 +193,7 @@ METRICS = {
     "top1": ("top1_agreement", ">="),
     "max_abs": ("max_abs", "<="),
     "mean_abs": ("mean_abs", "<="),
+    "rel_err": ("rel_error", "<="),
 }
 _CRITERION = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*(\S+)\s*$")
 
@@ -198,8 +211,8 @@ class Budget:
         """Violations, one line each. Shape mismatches, missing outputs and NaN/Inf mismatches
         always count as violations.
 
-        A criterion applies to the outputs that have its metric (top1: classifier-like float
-        outputs; cosine/snr: float outputs; max_abs/mean_abs: every output).
+        A criterion applies to the outputs that have its metric (top1: 2-D [batch, classes] float
+        outputs; cosine/snr: float outputs; max_abs/mean_abs/rel_err: every numeric output).
         """
         drifts = [drift] if isinstance(drift, Drift) else list(drift.values())
         failures = []
@@ -224,7 +237,8 @@ class Budget:
 
 
 def parse_max_drift(text: str) -> Budget:
-    """Parse comma-separated limits: `cosine>=0.99`, `snr>=30`, `top1>=0.98`, `max_abs<=1e-3`, ...
+    """Parse comma-separated limits: `cosine>=0.99`, `snr>=30`, `top1>=0.98`, `max_abs<=1e-3`,
+    `rel_err<=0.01`, ...
 
     A bare number X means max_abs<=X.
     """
@@ -240,7 +254,7 @@ def parse_max_drift(text: str) -> Budget:
         if metric not in METRICS or op != METRICS[metric][1]:
             raise OnnxSlimError(
                 f"bad drift limit {item.strip()!r}: "
-                "expected cosine>=X, snr>=DB, top1>=X, max_abs<=X or mean_abs<=X"
+                "expected cosine>=X, snr>=DB, top1>=X, max_abs<=X, mean_abs<=X or rel_err<=X"
             )
         try:
             criteria.append((metric, op, float(value)))

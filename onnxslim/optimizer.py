@@ -88,9 +88,10 @@ class OptimizeOptions:
     model-local functions first; `target_opset`: convert the default opset first (models below opset
     7 are converted to 7 anyway); `check`: compare the outputs of the original and the result on
     ONNX Runtime (CheckFailedError on a mismatch); `check_inputs`: samples for it (default: inputs
-    synthesized from the model), `shapes`: dims for dynamic inputs; `require_check`: a model that
-    cannot be checked (ORT cannot run the original, an input cannot be fed) is an error instead of
-    a "not checked" result.
+    synthesized from the model), `shapes`: dims for dynamic inputs; `check_rtol`/`check_atol`:
+    the check's tolerances for every float output (default: per dtype, 1e-4/1e-5 for float32);
+    `require_check`: a model that cannot be checked (ORT cannot run the original, an input cannot
+    be fed) is an error instead of a "not checked" result.
     """
 
     skip: tuple[str, ...] = ()
@@ -101,6 +102,8 @@ class OptimizeOptions:
     check_inputs: Sequence[dict[str, np.ndarray]] | None = None
     shapes: Mapping[str, tuple[int, ...]] | None = None
     require_check: bool = False
+    check_rtol: float | None = None
+    check_atol: float | None = None
 
 
 def optimize_with_report(
@@ -230,7 +233,14 @@ def _check(
     only with `require_check`; otherwise the result says "not checked" and why, with a warning.
     """
     try:
-        inputs = verify.check(reference, model, options.check_inputs, options.shapes)
+        tolerance = (options.check_rtol, options.check_atol)
+        inputs = verify.check(
+            reference,
+            model,
+            options.check_inputs,
+            options.shapes,
+            None if tolerance == (None, None) else tolerance,
+        )
     except verify.NotCheckable as err:
         reason = str(err)
         custom = _custom_domains(model)
@@ -273,8 +283,9 @@ def optimize(model: ModelLike, **options) -> ir.Model:
 
     `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in
     place). `options` are the fields of OptimizeOptions (skip, size_threshold, inline_functions,
-    target_opset, check, check_inputs, shapes, require_check). A model that cannot be checked comes
-    back with a warning ("not checked: ..."), or raises CheckFailedError with `require_check=True`.
+    target_opset, check, check_inputs, shapes, require_check, check_rtol, check_atol). A model
+    that cannot be checked comes back with a warning ("not checked: ..."), or raises
+    CheckFailedError with `require_check=True`.
     """
     return optimize_with_report(model, make_options(**options)).model
 

@@ -78,12 +78,14 @@ def compare(
     optimized: str | os.PathLike | ir.Model,
     samples: Sequence[dict[str, np.ndarray]] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
+    tolerance: tuple[float | None, float | None] | None = None,
 ) -> tuple[list[Mismatch], CheckInputs]:
     """Run both models on the same inputs and list the outputs that differ.
 
     Without `samples`, the inputs are the test data shipped beside the original's file
     (`test_data_set_*`), else inputs synthesized from how the model uses them, retried with other
-    dims and values while the original rejects them (`shapes` fixes dynamic dims).
+    dims and values while the original rejects them (`shapes` fixes dynamic dims). `tolerance`
+    (rtol, atol) overrides TOLERANCES for every float dtype (None keeps that one's default).
     """
     # One session at a time: for a large model, two live sessions would double the peak memory.
     with model_file(original) as original_path:
@@ -106,7 +108,7 @@ def compare(
                     f"the optimized model has {len(actual)} outputs instead of {len(names)}"
                 )
             for name, want, got in zip(names, outputs, actual):
-                problem = _difference(want, got)
+                problem = _difference(want, got, tolerance)
                 if problem and name not in mismatches:
                     mismatches[name] = Mismatch(name, problem)
         del candidate
@@ -133,10 +135,10 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
     return CheckInputs([made.feeds], "synthesized", made.description), [outputs]
 
 
-def check(original, optimized, samples=None, shapes=None) -> CheckInputs:
+def check(original, optimized, samples=None, shapes=None, tolerance=None) -> CheckInputs:
     """Raise CheckFailedError naming every output whose values differ beyond float rounding;
     return the inputs the check ran on."""
-    mismatches, inputs = compare(original, optimized, samples, shapes)
+    mismatches, inputs = compare(original, optimized, samples, shapes, tolerance)
     if mismatches:
         raise CheckFailedError(
             "optimized model differs from the original: " + "; ".join(map(str, mismatches))
@@ -144,12 +146,14 @@ def check(original, optimized, samples=None, shapes=None) -> CheckInputs:
     return inputs
 
 
-def _difference(expected, actual) -> str | None:
+def _difference(expected, actual, override=None) -> str | None:
     """None when equal within tolerance, else a short description of the difference."""
     if isinstance(expected, list) or expected is None:  # a sequence, or an empty optional
         if not isinstance(actual, type(expected)) or len(expected or ()) != len(actual or ()):
             return f"{actual!r:.40} instead of {expected!r:.40}"
-        problems = (_difference(want, got) for want, got in zip(expected or (), actual or ()))
+        problems = (
+            _difference(want, got, override) for want, got in zip(expected or (), actual or ())
+        )
         return next((problem for problem in problems if problem), None)
     expected, actual = np.asarray(expected), np.asarray(actual)
     if expected.shape != actual.shape:
@@ -161,7 +165,11 @@ def _difference(expected, actual) -> str | None:
         if np.array_equal(expected, actual):
             return None
         return f"{int(np.sum(expected != actual))} of {expected.size} values differ"
-    rtol, atol = tolerance
+    rtol, atol = (
+        tolerance
+        if override is None
+        else (o if o is not None else t for o, t in zip(override, tolerance))
+    )
     if np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True):
         return None
     diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))

@@ -41,7 +41,8 @@ def test_small_error_hand_computed():
     assert d.max_abs == 0.5 and d.mean_abs == 0.25
     assert d.cosine == pytest.approx(27 / (5 * math.sqrt(29.25)))
     assert d.snr_db == pytest.approx(20.0)  # 25 / 0.25 = 100
-    assert d.top1_agreement == 1.0
+    assert d.rel_error == pytest.approx(0.1)  # sqrt(0.25 / 25)
+    assert d.top1_agreement is None  # 1-D: not [batch, classes]
 
 
 def test_zero_outputs():
@@ -110,7 +111,10 @@ def test_aggregates_over_samples_not_per_sample_means():
     # cosine of the concatenations [1,0,0,2] and [1,0,0,-2]: (1 - 4) / 5
     assert d.cosine == pytest.approx(-0.6)
     assert d.max_abs == 4.0 and d.mean_abs == 1.0
-    assert d.top1_agreement == 0.5  # one row per sample: agrees, then disagrees
+    assert d.top1_agreement is None  # 1-D outputs have no [batch, classes] rows
+    ref2d = [{"y": r["y"][None]} for r in ref]
+    other2d = [{"y": o["y"][None]} for o in other]
+    assert compare_outputs(ref2d, other2d)["y"].top1_agreement == 0.5  # agrees, then disagrees
 
 
 def test_top1_over_all_rows():
@@ -128,6 +132,25 @@ def test_top1_over_all_rows():
 def test_top1_only_for_class_like_outputs():
     assert one(np.ones((4, 1), F32), np.ones((4, 1), F32)).top1_agreement is None
     assert one(np.float32(2.0), np.float32(2.0)).top1_agreement is None
+    feature_map = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(F32)
+    assert one(feature_map, feature_map).top1_agreement is None  # 4-D: no classes axis
+    assert one(feature_map[0, 0], feature_map[0, 0]).top1_agreement == 1.0  # 2-D
+
+
+def test_relative_error_reads_right_near_zero():
+    """An output near zero: max abs looks tiny, the relative error says it is all noise."""
+    ref = np.full(100, 1e-6, F32)
+    noisy = ref + np.float32(1e-6) * np.where(np.arange(100) % 2, 1, -1).astype(F32)
+    d = one(ref, noisy)
+    assert d.max_abs < 2e-6 and d.rel_error == pytest.approx(1.0, rel=1e-3)
+    assert one(ref, ref).rel_error == 0.0
+    assert one(np.zeros(3, F32), np.ones(3, F32)).rel_error == math.inf
+    large = one(SCORES * 1e6, SCORES * 1e6 + 1)
+    assert large.max_abs == 1.0 and large.rel_error < 1e-6
+    assert parse_max_drift("rel_err<=0.01").check({"y": d}) == [
+        "output 'y': rel_err 1 fails rel_err<=0.01"
+    ]
+    assert json.loads(json.dumps(d.to_dict()))["rel_error"] == pytest.approx(1.0, rel=1e-3)
 
 
 def test_sample_counts_must_match():

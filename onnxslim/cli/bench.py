@@ -6,12 +6,12 @@ Exits 1 when a --max-drift/--min-speedup check fails.
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
 from onnxslim.bench import benchmark
-from onnxslim.cli.exits import errors_to_exit_codes
+from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.data import parse_preprocess, parse_shapes
 from onnxslim.drift import parse_max_drift
+from onnxslim.render import tables
 from onnxslim.runtime import OPT_LEVELS
 
 
@@ -100,7 +100,7 @@ def bench_command(
     quiet,
 ):
     """Benchmark MODELS on ONNX Runtime CPU; the first is the reference for speedup and drift."""
-    with errors_to_exit_codes():
+    with errors_to_exit_codes(), warnings_to_stderr(quiet):
         budget = parse_max_drift(max_drift) if max_drift else None
         report = benchmark(
             models,
@@ -119,7 +119,7 @@ def bench_command(
         if html_path:
             report.write_html(html_path)
     if not quiet:
-        report.render(Console())
+        report.render(tables.report_console())
     failures = report.check(budget, min_speedup)
     for line in failures:
         click.echo(f"FAIL {line}", err=True)

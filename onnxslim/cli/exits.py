@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +45,18 @@ def errors_to_exit_codes() -> Iterator[list[Path]]:
             err=True,
         )
         sys.exit(3)
+
+
+@contextlib.contextmanager
+def warnings_to_stderr(quiet: bool = False) -> Iterator[None]:
+    """Python warnings in the block become one `warning: ...` line each on stderr (none with
+    `quiet`), never a source line."""
+
+    def show(message, *_args, **_kwargs) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        warnings.showwarning = show
+        yield

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
+import textwrap
 import warnings
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from onnxslim import bench, data, optimizer
-from onnxslim.cli.exits import errors_to_exit_codes
+from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.cli.params import SizeParam
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, io
@@ -21,12 +21,23 @@ from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.plan import ACTIVATION_TYPES
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
 from onnxslim.render import tables
+from onnxslim.render.format import input_shapes
 from onnxslim.render.jsonfile import write_json
 
 
 def _pass_list() -> str:
+    """The passes for --skip, one per line, descriptions wrapped to fit 100 columns; click's `\\b`
+    marker keeps click from re-wrapping the paragraph."""
     width = max(len(spec.name) for spec in REGISTRY)
-    return "\n".join(f"  {spec.name:<{width}}  {spec.description}" for spec in REGISTRY)
+    lines = ["\b"]
+    for spec in REGISTRY:
+        lines += textwrap.wrap(
+            spec.description,
+            width=96,
+            initial_indent=f"{spec.name:<{width}}  ",
+            subsequent_indent=" " * (width + 2),
+        )
+    return "\n".join(lines)
 
 
 @click.command(
@@ -87,6 +98,18 @@ def _pass_list() -> str:
     multiple=True,
     metavar="NAME:DIMS",
     help="Dims for a dynamic input in the check, e.g. images:1,3,320,320 (repeatable).",
+)
+@click.option(
+    "--check-rtol",
+    type=click.FloatRange(min=0),
+    metavar="X",
+    help="Relative tolerance of the check for float outputs [default: 1e-4 for float32].",
+)
+@click.option(
+    "--check-atol",
+    type=click.FloatRange(min=0),
+    metavar="X",
+    help="Absolute tolerance of the check for float outputs [default: 1e-5 for float32].",
 )
 @click.option(
     "--external-data", is_flag=True, help="Save weights to OUTPUT.data (automatic above 2 GB)."
@@ -224,6 +247,8 @@ def optimize_command(
     target_opset,
     check_inputs,
     shapes,
+    check_rtol,
+    check_atol,
     external_data,
     overwrite,
     report_path,
@@ -234,7 +259,7 @@ def optimize_command(
 ):
     """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8,
     and write OUTPUT."""
-    with errors_to_exit_codes() as written:
+    with errors_to_exit_codes() as written, warnings_to_stderr(quiet):
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
         output = output_opt or output_arg
@@ -262,7 +287,8 @@ def optimize_command(
         samples = None
         if check_inputs is not None and not no_check:
             samples = data.load_samples(check_inputs, data.input_specs(model))
-        console = Console(stderr=True, quiet=quiet)
+        console = tables.report_console(quiet)
+        messages = tables.message_console(quiet)
         if int8:
             lossless = {
                 "skip": skipped,
@@ -277,8 +303,10 @@ def optimize_command(
                 external_data,
                 report_path,
                 console,
+                messages,
                 written,
                 lossless,
+                shape_map,
                 mode=int8,
                 **int8_options,
             )
@@ -292,8 +320,10 @@ def optimize_command(
                 check_inputs=samples,
                 shapes=shape_map,
                 require_check=require_check,
+                check_rtol=check_rtol,
+                check_atol=check_atol,
             )
-            with console.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
+            with messages.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the report says "not checked" itself
                 result = optimizer.optimize_with_report(
                     model,
@@ -304,7 +334,7 @@ def optimize_command(
             if output is not None:
                 result.after.file_bytes = io.save(result.model, output, external_data or None)
                 written.append(output)
-            _report(result, input_path, output, report_path, console)
+            _report(result, input_path, output, report_path, console, messages)
         if run_bench:
             measured = bench.benchmark(
                 [input_path, output],
@@ -325,22 +355,36 @@ def _quantize(
     output: Path | None,
     external_data: bool,
     report_path: Path | None,
-    console: Console,
+    console,
+    messages,
     written: list[Path],
     lossless: dict,
+    shapes: dict,
     *,
     calibration: str,
     preprocess: str | None,
     **options,
 ) -> None:
     """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
-    are the options of the lossless passes, `options` the CLI's INT8 options."""
-    samples = data.load_samples(calibration, data.input_specs(model), preprocess=preprocess)
-    if calibration.startswith("random:"):
-        console.print(
-            "[yellow]warning:[/] calibrating on random data: "
-            "the drift figures say little about real inputs"
+    are the options of the lossless passes, `options` the CLI's INT8 options. The report goes to
+    `console` (stdout), warnings to `messages` (stderr)."""
+    specs = data.input_specs(model)
+    random = calibration.startswith("random:")
+    if shapes and not random:
+        raise OnnxSlimError(
+            "--shape applies to random inputs (--calibration random:N); "
+            "the calibration data fixes its own shapes"
         )
+    samples = data.load_samples(calibration, specs, preprocess=preprocess, shapes=shapes)
+    if random:
+        tables.warn(
+            messages,
+            "calibrating on random data: the drift figures say little about real inputs "
+            f"(calibrated at {input_shapes(data.sample_shapes(samples))})",
+        )
+        guessed = data.defaulted_dims_warning(specs, shapes, "calibrated")
+        if guessed:
+            tables.warn(messages, guessed)
     config = QuantizeConfig(
         method=options["calibration_method"],
         percentile=options["percentile"],
@@ -366,7 +410,9 @@ def _quantize(
         io.save(result.model, output, external_data or None)
         written.append(output)
     result.report.render(console)
-    console.print(f"wrote {output}" if output else "no output path given: nothing written")
+    console.print(
+        f"wrote {output}" if output else "no output path given: nothing written", soft_wrap=True
+    )
     if report_path:
         write_json(
             {
@@ -396,8 +442,15 @@ def _check_writable(path: Path, what: str) -> None:
 
 
 def _report(
-    result: optimizer.OptimizeResult, input_path: Path, output: Path | None, report_path, console
+    result: optimizer.OptimizeResult,
+    input_path: Path,
+    output: Path | None,
+    report_path,
+    console,
+    messages,
 ) -> None:
+    """The before/after table and a footer on `console` (stdout); a check that could not run is
+    also a warning on `messages` (stderr)."""
     checked = (
         f"outputs match the original on ONNX Runtime, on {result.check_inputs}"
         if result.checked
@@ -405,6 +458,7 @@ def _report(
     )
     if result.check_skipped:
         checked = f"not checked: {result.check_skipped}; pass --check-inputs to verify"
+        tables.warn(messages, checked)
     where = f"wrote {output}" if output else "no output path given: nothing written"
     footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
     notes = [f"note: {note}" for note in result.notes]

@@ -22,3 +22,11 @@ def number(value: float | None, spec: str = ".3g") -> str:
     if value is None:
         return "-"
     return str(value) if not math.isfinite(value) else format(value, spec)
+
+
+def input_shapes(inputs: dict[str, dict]) -> str:
+    """`data.sample_shapes` as one line: "x float32[1,3,224,224]; ids int64[1,32] [1,64]"."""
+    return "; ".join(
+        f"{name} {entry['dtype']}" + " ".join(f"[{','.join(map(str, s))}]" for s in entry["shapes"])
+        for name, entry in inputs.items()
+    )

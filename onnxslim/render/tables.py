@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from onnxslim.drift import Drift
-from onnxslim.render.format import human_bytes, number
+from onnxslim.render.format import human_bytes, input_shapes, number
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
@@ -33,7 +34,17 @@ MODEL_COLUMNS = [
     "Mem MB",
     "Min cos",
 ]
-DRIFT_COLUMNS = ["Model", "Output", "Max abs", "Mean abs", "Cosine", "SNR dB", "Top-1", "Note"]
+DRIFT_COLUMNS = [
+    "Model",
+    "Output",
+    "Max abs",
+    "Mean abs",
+    "Rel err",
+    "Cosine",
+    "SNR dB",
+    "Top-1",
+    "Note",
+]
 CAPTION = (
     "times in ms (Load = session creation); "
     "Mem = peak RSS growth of a fresh process running the model"
@@ -43,16 +54,63 @@ TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op"})
 WIDE_TABLE = 94
 
 
+#: Width of reports written to a file or pipe (no terminal to wrap them at).
+LOG_WIDTH = 160
+
+#: Tables in logs: plain ASCII, the header and sections underlined with dashes, no columns rules.
+PLAIN_BOX = box.Box("    \n    \n -- \n    \n -- \n    \n    \n    \n", ascii=True)
+
+
+def report_console(quiet: bool = False) -> Console:
+    """The console reports go to: stdout, as wide as the terminal, or LOG_WIDTH (or $COLUMNS when
+    wider) when stdout is a file or a pipe, so `onnxslim ... > log.txt` keeps whole lines."""
+    console = Console(quiet=quiet, highlight=False)
+    if not console.is_terminal:
+        columns = os.environ.get("COLUMNS", "")
+        width = max(LOG_WIDTH, int(columns) if columns.isdigit() else 0)
+        console = Console(quiet=quiet, highlight=False, width=width)
+    return console
+
+
+def message_console(quiet: bool = False) -> Console:
+    """The console warnings and spinners go to: stderr."""
+    return Console(stderr=True, quiet=quiet, highlight=False)
+
+
+def warn(console: Console, message: str) -> None:
+    """One `warning: ...` line on `console` (stderr), never wrapped in a log."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+
+
 def show(renderables: Iterable[RenderableType], console: Console | None = None) -> str:
-    """Print `renderables` on `console`; without one, return them as plain text."""
-    if console is not None:
+    """Print `renderables` on `console`; without one, return them as plain text.
+
+    A console that is not a terminal (a log file, a pipe) gets the plain layout: ASCII rules,
+    titles on the left, no trailing spaces, lines as long as they are.
+    """
+    if console is None:
+        return plain_text(renderables, 120)
+    if console.quiet:
+        return ""
+    if console.is_terminal:
         for item in renderables:
             console.print(item)
-        return ""
-    console = Console(record=True, width=120, file=_Discard())
+    else:
+        console.print(Text(plain_text(renderables, console.width)), soft_wrap=True, end="")
+    return ""
+
+
+def plain_text(renderables: Iterable[RenderableType], width: int) -> str:
+    """The renderables as plain text, `width` columns at most for tables; text lines unwrapped."""
+    console = Console(record=True, width=width, file=_Discard(), color_system=None)
     for item in renderables:
-        console.print(item)
-    return console.export_text()
+        if isinstance(item, Table):
+            item.box = PLAIN_BOX if item.box is not None else None
+            item.title_justify = item.caption_justify = "left"
+            item.show_edge = False
+        console.print(item, soft_wrap=isinstance(item, (str, Text)))
+    lines = console.export_text(styles=False).splitlines()
+    return "".join(line.rstrip() + "\n" for line in lines)
 
 
 class _Discard:
@@ -140,7 +198,8 @@ def comparison(before: ModelStats, after: ModelStats, title: str) -> Table:
 
 
 def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
-    """One row per (model, output): errors, cosine, SNR, top-1 agreement and a note."""
+    """One row per (model, output): absolute and relative errors (error RMS / reference RMS),
+    cosine, SNR, top-1 agreement (2-D [batch, classes] outputs) and a note."""
     rows = []
     for model, drift in drifts.items():
         for d in drift.values():
@@ -155,6 +214,7 @@ def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
                     d.name,
                     number(d.max_abs),
                     number(d.mean_abs),
+                    number(d.rel_error),
                     number(d.cosine, ".6f"),
                     number(d.snr_db, ".1f"),
                     number(d.top1_agreement, ".4f"),
@@ -173,11 +233,14 @@ def bench_header(report: BenchReport) -> list[str]:
     )
     isa = ", ".join(f"{label} {'yes' if cpu.flags.get(key) else 'no'}" for key, label in labels)
     inputs = f"{report.samples} {'random' if report.random_inputs else 'given'} sample(s)"
+    if report.inputs:
+        inputs += f" of {input_shapes(report.inputs)}"
     return [
         f"CPU: {cpu.model} ({cpu.arch}); {isa}",
         f"onnxruntime {report.ort_version}; {report.threads} intra-op thread(s); "
         f"ORT optimization level: {report.ort_opt_level}; "
         f"{report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
+        *(f"warning: {warning}" for warning in report.warnings),
         *(f"note: {note}" for note in report.notes),
     ]
 
@@ -214,7 +277,8 @@ def bench_drifts(report: BenchReport) -> dict[str, Mapping[str, Drift]]:
 def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
     """The header, the per-model table and the per-output drift table for a console `width` wide."""
     items: list[RenderableType] = [
-        plain(line, "yellow" if line.startswith("note:") else None) for line in bench_header(report)
+        plain(line, "yellow" if line.startswith(("note:", "warning:")) else None)
+        for line in bench_header(report)
     ]
     narrow = width < WIDE_TABLE + max(len(m.name) for m in report.models)
     keep = [
