@@ -1,7 +1,7 @@
 """onnxslim: an ONNX graph-level optimizer (prune, fold, fuse, INT8) measured on ONNX Runtime CPU.
 
 Python API:
-    onnxslim.optimize(model, *, skip=(), size_threshold=None, check=True) -> onnx_ir.Model
+    onnxslim.optimize(model, *, skip=(), size_threshold=None, check=True, ...) -> onnx_ir.Model
     onnxslim.save(model, path, external_data=None)
     onnxslim.slim(model, output=None, **options)  # OnnxSlim's calling convention
     onnxslim.quantize(model, calibration, config=None, **options) -> QuantizeResult  # INT8 (QDQ)

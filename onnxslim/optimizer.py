@@ -21,6 +21,7 @@ from onnxslim.model import io, opset
 from onnxslim.model.external import onnx_c_api_view, release_external_data
 from onnxslim.model.graph import MIN_OPSET, default_opset
 from onnxslim.model.stats import ModelStats, model_stats
+from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
 
@@ -84,7 +85,9 @@ class OptimizeOptions:
     """How `optimize` runs.
 
     `skip`: pass names to leave out (`onnxslim.passes.registry.REGISTRY`); `size_threshold`: most
-    bytes constant folding may add per folded tensor (default 1 MiB); `inline_functions`: inline
+    bytes constant folding may add per folded tensor (default 1 MiB); `size_budget`: most bytes it
+    may add to the whole model (default 1% of the original, at least 64 KiB; a fold only grows the
+    file for work ONNX Runtime would otherwise run on every call); `inline_functions`: inline
     model-local functions first; `target_opset`: convert the default opset first (models below opset
     7 are converted to 7 anyway); `check`: compare the outputs of the original and the result on
     ONNX Runtime (CheckFailedError on a mismatch); `check_inputs`: samples for it (default: inputs
@@ -96,6 +99,7 @@ class OptimizeOptions:
 
     skip: tuple[str, ...] = ()
     size_threshold: int | None = None
+    size_budget: int | None = None
     inline_functions: bool = False
     target_opset: int | None = None
     check: bool = True
@@ -124,8 +128,11 @@ def optimize_with_report(
         source = model
     ir_model = io.to_ir(model)
     before = model_stats(ir_model, source)
-    pass_options = (
-        PassOptions() if options.size_threshold is None else PassOptions(options.size_threshold)
+    pass_options = PassOptions(
+        size_threshold=PassOptions.size_threshold
+        if options.size_threshold is None
+        else options.size_threshold,
+        budget=SizeBudget(growth=options.size_budget),
     )
     specs = selected_passes(options.skip)
     notes: list[str] = []
@@ -142,6 +149,7 @@ def optimize_with_report(
         declared = _interface(ir_model)
         input_error = _checker_error(ir_model)
         rounds, applied = run_passes(ir_model, specs, pass_options, on_pass)
+        notes += pass_options.budget.notes()
         _restore_interface(ir_model, declared)
         _checker(ir_model, input_error)
         if options.check:
@@ -282,10 +290,10 @@ def optimize(model: ModelLike, **options) -> ir.Model:
     """Optimize a model losslessly: prune, fold, fuse to a fixed point, then verify on ONNX Runtime.
 
     `model` is a path, an `onnx.ModelProto` (left unchanged) or an `onnx_ir.Model` (changed in
-    place). `options` are the fields of OptimizeOptions (skip, size_threshold, inline_functions,
-    target_opset, check, check_inputs, shapes, require_check, check_rtol, check_atol). A model
-    that cannot be checked comes back with a warning ("not checked: ..."), or raises
-    CheckFailedError with `require_check=True`.
+    place). `options` are the fields of OptimizeOptions (skip, size_threshold, size_budget,
+    inline_functions, target_opset, check, check_inputs, shapes, require_check, check_rtol,
+    check_atol). A model that cannot be checked comes back with a warning ("not checked: ..."),
+    or raises CheckFailedError with `require_check=True`.
     """
     return optimize_with_report(model, make_options(**options)).model
 

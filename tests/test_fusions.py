@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import FLOAT, assert_same_outputs, const, make_model, op_counts, optimized_proto, vi
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
 RNG = np.random.default_rng(0)
 
@@ -641,6 +641,59 @@ def test_reshape_to_traced_shape_becomes_constant(picks, allowzero, source):
     for shape in ([2, 6, 5], [3, 6, 1]):
         assert_same_outputs(model, optimized, {"x": rand(*shape)})
     assert op_counts(optimized) == {"Relu": 1, "Reshape": 1}
+
+
+def _flatten_of_unknown_rank(picks: int, allowzero: int = 0, tail=(-1,), x=(2, 3, 4)):
+    """r = Reshape(x, s) with s a graph input (r's rank is unknown), then torch's flatten/view of
+    r + 0.5 through a Relu: Reshape(relu, Concat(Shape(r)[0], ..., Shape(r)[picks-1], *tail))."""
+    nodes = [node("Reshape", ["x", "s"], "r"), node("Add", ["r", "half"], "a")]
+    nodes += [node("Relu", ["a"], "relu")]
+    names = []
+    for k in range(picks):  # one Shape per size() call, as torch exports them
+        nodes += [
+            node("Shape", ["r"], f"sh{k}"),
+            node("Gather", [f"sh{k}", f"i{k}"], f"g{k}", axis=0),
+            node("Unsqueeze", [f"g{k}", "zero"], f"u{k}"),
+        ]
+        names.append(f"u{k}")
+    nodes += [
+        node("Concat", [*names, "tail"], "shape", axis=0),
+        node("Reshape", ["relu", "shape"], "y", allowzero=allowzero),
+    ]
+    inits = [const(f"i{k}", np.array(k, np.int64)) for k in range(picks)]
+    inits += [
+        const("zero", np.array([0], np.int64)),
+        const("tail", np.array(tail, np.int64)),
+        const("half", np.array(0.5, np.float32)),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", FLOAT, list(x)), vi("s", TensorProto.INT64, ["k"])],
+        [vi("y", FLOAT, [None] * (picks + len(tail)))],
+        inits,
+    )
+
+
+@pytest.mark.parametrize("picks, target", [(1, [0, -1]), (2, [0, 0, -1])])
+def test_flatten_of_a_tensor_of_unknown_rank_becomes_zero_minus_one(picks, target):
+    # the dims are known only as "dim i of r": r + 0.5 and its Relu have r's shape, so 0 copies them
+    model = _flatten_of_unknown_rank(picks)
+    optimized = optimized_proto(model)
+    assert op_counts(optimized) == {"Reshape": 2, "Add": 1, "Relu": 1}
+    shapes = {t.name: numpy_helper.to_array(t).tolist() for t in optimized.graph.initializer}
+    assert target in shapes.values()  # what OnnxSlim and ORT's ReshapeFusion write
+    for dims in ([2, 3, 4], [6, 4, 1], [24, 1, 1]):
+        feeds = {"x": rand(2, 3, 4), "s": np.array(dims, np.int64)}
+        assert_same_outputs(model, optimized, feeds)
+
+
+def test_reshape_with_allowzero_and_a_literal_zero_kept():
+    # allowzero=1 reads 0 as 0: a traced dim can be neither 0 (copy) nor -1 (invalid beside a 0)
+    model = _flatten_of_unknown_rank(1, allowzero=1, tail=(0, 4), x=(0, 3, 4))
+    optimized = optimized_proto(model, check=False)
+    assert op_counts(optimized)["Shape"] == 1
+    feeds = {"x": rand(0, 3, 4), "s": np.array([0, 3, 4], np.int64)}
+    assert_same_outputs(model, optimized, feeds)
 
 
 def test_reshape_to_swapped_dims_kept():

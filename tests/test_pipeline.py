@@ -28,6 +28,7 @@ from helpers import (
 from onnx import TensorProto, helper
 
 import onnxslim
+from onnxslim.optimizer import make_options, optimize_with_report
 from onnxslim.passes import registry as passes
 
 N = helper.make_node
@@ -467,26 +468,50 @@ def test_size_guard_keeps_ops_that_would_grow_the_model(name):
 
 
 @pytest.mark.parametrize("name", list(_growing_models()))
-def test_size_threshold_lets_bigger_folds_through(name):
+def test_constant_only_growth_is_never_folded(name):
+    # ORT folds these at load itself: folding them here would only grow the file
     model = _growing_models()[name]
-    out = optimized_proto(model, size_threshold=8 * MIB)
-    assert op_counts(out) == {"Add": 1}
+    op = name.split()[-1]
+    result = optimize_with_report(model, make_options(size_threshold=8 * MIB, size_budget=8 * MIB))
+    assert op_counts(result.model)[op] == 1 + (name == "broadcast Add")
+    assert any("ONNX Runtime folds itself at load" in note for note in result.notes)
+
+
+def _runtime_growth(n: int) -> onnx.ModelProto:
+    """y = x @ ConstantOfShape([n, n]) with n read from x's static dim 1 while dim 0 is dynamic:
+    ORT cannot fold that shape at load, so it builds the n*n matrix on every run."""
+    return make_model(
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Gather", ["s", "one"], ["d"], axis=0),
+            N("Concat", ["d", "d"], ["shape"], axis=0),
+            N("ConstantOfShape", ["shape"], ["z"], value=const("v", np.array([0.5], np.float32))),
+            N("MatMul", ["x", "z"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", n])],
+        [vi("y", FLOAT, ["N", n])],
+        [const("one", np.array([1]))],
+    )
+
+
+def test_size_threshold_and_budget_let_bigger_runtime_folds_through():
+    model = _runtime_growth(1024)  # 4 MiB
+    assert op_counts(optimized_proto(model, size_threshold=8 * MIB))["ConstantOfShape"] == 1
+    result = optimize_with_report(model, make_options(size_threshold=8 * MIB))
+    assert any("size budget stopped 1 fold" in note for note in result.notes)
+    out = optimized_proto(model, size_threshold=8 * MIB, size_budget=8 * MIB)
+    assert op_counts(out) == {"MatMul": 1}
     assert weights_bytes(out) >= 4 * MIB
     assert_same_outputs(model, out)
 
 
-def test_small_growth_is_folded_and_threshold_zero_forbids_it():
-    model = make_model(
-        [
-            N("ConstantOfShape", ["s"], ["z"], value=const("v", np.array([2.0], np.float32))),
-            N("Mul", ["x", "z"], ["y"]),
-        ],
-        [vi("x", FLOAT, [16, 16])],
-        [vi("y", FLOAT, [16, 16])],
-        [const("s", np.array([16, 16]))],
-    )
-    assert op_counts(optimized_proto(model)) == {"Mul": 1}
-    assert op_counts(optimized_proto(model, size_threshold=0)) == {"ConstantOfShape": 1, "Mul": 1}
+def test_small_runtime_growth_is_folded_and_threshold_or_budget_zero_forbid_it():
+    model = _runtime_growth(16)  # 1 KiB
+    out = optimized_proto(model)
+    assert op_counts(out) == {"MatMul": 1}
+    assert_same_outputs(model, out)
+    for limits in ({"size_threshold": 0}, {"size_budget": 0}):
+        assert op_counts(optimized_proto(model, **limits))["ConstantOfShape"] == 1
 
 
 def test_a_huge_constant_is_never_computed():

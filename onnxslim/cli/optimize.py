@@ -64,6 +64,13 @@ def _pass_list() -> str:
     help="Most bytes constant folding may add per folded tensor [default: 1MiB].",
 )
 @click.option(
+    "--size-budget",
+    type=SizeParam(),
+    default=None,
+    help="Most bytes constant folding may add to the whole model, only ever for work ONNX "
+    "Runtime cannot fold at load [default: 1% of the model, at least 64KiB].",
+)
+@click.option(
     "--keep-initializer-inputs",
     is_flag=True,
     help="Keep initializers that are also graph inputs overridable instead of freezing them.",
@@ -240,6 +247,7 @@ def optimize_command(
     output_opt,
     skip,
     size_threshold,
+    size_budget,
     keep_initializer_inputs,
     inline_functions,
     no_check,
@@ -293,6 +301,7 @@ def optimize_command(
             lossless = {
                 "skip": skipped,
                 "size_threshold": size_threshold,
+                "size_budget": size_budget,
                 "inline_functions": inline_functions,
                 "target_opset": target_opset,
             }
@@ -314,6 +323,7 @@ def optimize_command(
             options = optimizer.OptimizeOptions(
                 skip=tuple(skipped),
                 size_threshold=size_threshold,
+                size_budget=size_budget,
                 inline_functions=inline_functions,
                 target_opset=target_opset,
                 check=not no_check,

@@ -4,13 +4,17 @@ constant-condition If)."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
+from onnxslim.model.stats import model_stats
 from onnxslim.passes import upstream
 from onnxslim.passes.rules.common import constant, slice_params
+from onnxslim.render.format import human_bytes
 
 #: Ops never folded: they carry quantization information, or they are random.
 NEVER_FOLD = frozenset(
@@ -27,23 +31,76 @@ NEVER_FOLD = frozenset(
     }
 )
 
+KIB = 1024
+#: The default size budget: the model may grow by 1% of its constants, or by 64 KiB if more.
+BUDGET_SHARE, BUDGET_FLOOR = 0.01, 64 * KIB
+
+
+@dataclass
+class SizeBudget:
+    """What constant folding may add to the whole model, over every round of one run, and the
+    folds it stopped.
+
+    A fold whose result is bigger than what it removes (the constants only it used, and the node)
+    grows the file. It is kept only when it removes work ONNX Runtime would otherwise do on every
+    run: ORT folds constant-only subgraphs itself when it creates a session, so growing the file
+    for them gains nothing. Those kept together may add at most `growth` bytes (None: 1% of the
+    original's constants, at least 64 KiB).
+    """
+
+    growth: int | None = None
+    #: Most bytes of constants the model may hold; set by `start`.
+    limit: float = math.inf
+    #: reason -> {folded value's name: bytes the fold would have added}
+    stopped: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+
+    def start(self, model: ir.Model) -> None:
+        """Measure the original: the limit is its constants plus the growth allowed."""
+        original = model_stats(model).weight_bytes
+        growth = self.growth
+        if growth is None:
+            growth = max(int(original * BUDGET_SHARE), BUDGET_FLOOR)
+        self.limit = original + growth
+        self.stopped.clear()
+
+    def notes(self) -> list[str]:
+        """One line per reason that stopped folds, for the report."""
+        lines = {
+            STOPPED_CONSTANT_ONLY: "kept {n} constant-only computation(s) ONNX Runtime folds "
+            "itself at load: folding them would add {b} to the file",
+            STOPPED_BUDGET: "the size budget stopped {n} fold(s) that would add {b} "
+            "(--size-budget)",
+        }
+        return [
+            lines[reason].format(n=len(folds), b=human_bytes(sum(folds.values())))
+            for reason, folds in self.stopped.items()
+            if folds
+        ]
+
+
+STOPPED_CONSTANT_ONLY, STOPPED_BUDGET = "constant-only", "budget"
+
 
 class FoldConstants(ir.passes.InPlacePass):
     """Lift Constant nodes to initializers, then evaluate every node whose inputs are all constant.
 
-    A folded tensor is kept only if it is at most `size_threshold` bytes larger than the
-    single-use constants it replaces, so folding never blows the model up.
+    A folded tensor larger than the single-use constants it replaces is kept only if it removes
+    work ORT cannot fold itself, is at most `size_threshold` bytes larger, and fits in the model's
+    `budget` (see SizeBudget), so folding never blows the model up.
     """
 
-    def __init__(self, size_threshold: int) -> None:
+    def __init__(self, size_threshold: int, budget: SizeBudget | None = None) -> None:
         super().__init__()
         self.size_threshold = size_threshold
+        self.budget = budget if budget is not None else SizeBudget()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         lifted = common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(
             model
         ).modified
-        folder = _GuardedFolder(self.size_threshold)
+        if self.budget.limit == math.inf:  # run alone, not by run_passes
+            self.budget.start(model)
+        folder = _GuardedFolder(self.size_threshold, self.budget)
         folded = folder(model).modified
         return ir.passes.PassResult(model, lifted or folded)
 
@@ -51,7 +108,7 @@ class FoldConstants(ir.passes.InPlacePass):
 class _GuardedFolder(upstream.FoldConstantsPass):
     """onnxscript's folder with onnxslim's size guard in place of its element-count limits."""
 
-    def __init__(self, size_threshold: int) -> None:
+    def __init__(self, size_threshold: int, budget: SizeBudget) -> None:
         super().__init__(
             shape_inference=True,
             input_size_limit=2**62,
@@ -59,6 +116,16 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             should_fold=self._should_fold,
         )
         self.size_threshold = size_threshold
+        self.budget = budget
+        #: Bytes the model may still grow by in this run.
+        self._room = 0.0
+        #: Values folded from work ORT cannot fold at load (e.g. a static dim of a dynamic shape).
+        self._runtime: set[ir.Value] = set()
+
+    def call(self, model: ir.Model):
+        self._room = self.budget.limit - model_stats(model).weight_bytes
+        self._runtime = set()
+        return super().call(model)
 
     def _should_fold(self, node: ir.Node) -> bool:
         if node.domain not in ("", "ai.onnx"):
@@ -67,12 +134,46 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return False
         # Estimate the result before evaluating it, so a huge tensor is never even computed.
         estimate = _OUTPUT_BYTES.get(node.op_type, _static_output_bytes)
-        return estimate(node) <= self.size_threshold + _input_bytes(node)
+        return self._may_grow(node, estimate(node) - _input_bytes(node), charge=False)
+
+    def _may_grow(self, node: ir.Node, growth: float, charge: bool) -> bool:
+        """Whether a fold adding `growth` bytes of constants is kept (see SizeBudget); `charge`
+        takes it from the budget."""
+        if growth <= 0:
+            return True
+        growth -= _node_bytes(node)  # the node itself leaves the file
+        if growth <= 0:
+            return True
+        name = node.outputs[0].name if node.outputs else node.name
+        if self._ort_folds(node):
+            self.budget.stopped[STOPPED_CONSTANT_ONLY][name] = int(growth)
+            return False
+        if growth > self.size_threshold:
+            return False
+        if growth > self._room:
+            self.budget.stopped[STOPPED_BUDGET][name] = int(growth)
+            return False
+        if charge:
+            self._room -= growth
+        return True
+
+    def _ort_folds(self, node: ir.Node) -> bool:
+        """ONNX Runtime folds the node itself when it loads the model: its inputs are constants it
+        sees (or, for Shape and Size, a static shape)."""
+        if node.op_type in ("Shape", "Size") and node.inputs and node.inputs[0] is not None:
+            shape = node.inputs[0].shape
+            return shape is not None and all(isinstance(d, int) for d in shape)
+        return all(
+            value is None or (value.const_value is not None and value not in self._runtime)
+            for value in node.inputs
+        )
 
     def process_node(self, node: ir.Node, is_function: bool):
         replacement = super().process_node(node, is_function)
         if replacement is None and node.op_type in ("Slice", "Gather"):
             replacement = self._fold_shape_piece(node, is_function)
+        if replacement is not None and not self._ort_folds(node):
+            self._runtime.update(v for v in replacement.new_outputs if v is not None)
         return replacement
 
     def _fold_shape_piece(self, node: ir.Node, is_function: bool):
@@ -103,7 +204,9 @@ class _GuardedFolder(upstream.FoldConstantsPass):
 
     def _prepare_folded_tensor(self, node, output_name, output_array):
         tensor = super()._prepare_folded_tensor(node, output_name, output_array)
-        if tensor is None or tensor.nbytes - _input_bytes(node) > self.size_threshold:
+        if tensor is None or not self._may_grow(
+            node, tensor.nbytes - _input_bytes(node), charge=True
+        ):
             return None
         return tensor
 
@@ -142,6 +245,14 @@ def _static_output_bytes(node: ir.Node) -> float:
             itemsize = 8
         total += float(np.prod(list(value.shape), dtype=np.float64)) * itemsize
     return total
+
+
+def _node_bytes(node: ir.Node) -> int:
+    """Roughly the bytes the node takes in the file (the folded tensor's header takes a few)."""
+    try:
+        return ir.serde.serialize_node(node).ByteSize()
+    except Exception:  # noqa: BLE001 an estimate only
+        return 0
 
 
 def _input_bytes(node: ir.Node) -> int:

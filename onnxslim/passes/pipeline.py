@@ -44,6 +44,7 @@ def run_passes(
     # placeholder dim names ("?") that promise no equality.
     prune.NormalizeOpsetImports()(model)
     dims.forget_placeholder_dims(model)
+    options.budget.start(model)  # the size budget counts from the model as given
     for spec in specs:
         if spec.stage == "setup":
             run(spec)

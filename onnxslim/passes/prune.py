@@ -63,40 +63,94 @@ class PruneDeadWeight(ir.passes.InPlacePass):
 
 
 class DeduplicateInitializers(ir.passes.InPlacePass):
-    """Initializers with the same dtype, shape and bytes become one (per graph; graph I/O is kept).
+    """Initializers with the same dtype, shape and bytes become one (graph I/O is kept), across
+    If/Loop/Scan bodies too: the copy kept lives in the innermost graph enclosing every user, moved
+    there from a subgraph when needed, and subgraphs read it from the outer scope.
 
     Candidates are narrowed by dtype and shape, then by a fingerprint of a few kilobytes; only those
     still alike are compared in full: a large model's weights are not read (or paged in) at all.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
+        parents = _parent_graphs(model)
+        groups: dict[tuple, list[ir.Value]] = defaultdict(list)
         for graph in model.graphs():
-            groups: dict[tuple, list[ir.Value]] = defaultdict(list)
             for value in graph.initializers.values():
                 tensor = value.const_value
                 if tensor is None or value.is_graph_input() or value.is_graph_output():
                     continue
                 groups[(tensor.dtype, tuple(tensor.shape))].append(value)
-            for members in groups.values():
-                if len(members) < 2:
-                    continue
-                alike: dict[bytes, list[ir.Value]] = defaultdict(list)
-                for value in members:
-                    alike[_fingerprint(value.const_value)].append(value)
-                for candidates in alike.values():
-                    kept: list[ir.Value] = []
-                    for value in candidates:
-                        same = next(
-                            (k for k in kept if _same_bytes(k.const_value, value.const_value)), None
-                        )
-                        if same is None:
-                            kept.append(value)
-                            continue
-                        value.replace_all_uses_with(same)
-                        graph.initializers.pop(value.name)
+        modified = False
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            alike: dict[bytes, list[ir.Value]] = defaultdict(list)
+            for value in members:
+                alike[_fingerprint(value.const_value)].append(value)
+            for candidates in alike.values():
+                copies: list[list[ir.Value]] = []
+                for value in candidates:
+                    same = next(
+                        (c for c in copies if _same_bytes(c[0].const_value, value.const_value)),
+                        None,
+                    )
+                    if same is None:
+                        copies.append([value])
+                    else:
+                        same.append(value)
+                for same in copies:
+                    if len(same) > 1:
+                        _keep_one(model, same, parents)
                         modified = True
         return ir.passes.PassResult(model, modified)
+
+
+def _parent_graphs(model: ir.Model) -> dict[ir.Graph, ir.Graph]:
+    """Each subgraph's enclosing graph."""
+    parents = {}
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                parents[attr.as_graph()] = node.graph
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for graph in attr.as_graphs():
+                    parents[graph] = node.graph
+    return parents
+
+
+def _keep_one(model: ir.Model, copies: list[ir.Value], parents: dict) -> None:
+    """Make every user of `copies` (equal initializers) read one of them, held by the innermost
+    graph enclosing them all; the others are removed."""
+
+    def scopes(graph):
+        while graph is not None:
+            yield graph
+            graph = parents.get(graph)
+
+    enclosing = [list(scopes(value.graph)) for value in copies]
+    home = next(g for g in enclosing[0] if all(g in chain for chain in enclosing[1:]))
+    kept = next((value for value in copies if value.graph is home), None)
+    if kept is None:  # every copy is in a subgraph: move one out to the common scope
+        kept = copies[0]
+        kept.graph.initializers.pop(kept.name)
+        if kept.name in home.initializers:
+            kept.name = _unused_name(model, kept.name)
+        home.register_initializer(kept)
+    for value in copies:
+        if value is not kept:
+            value.replace_all_uses_with(kept)
+            value.graph.initializers.pop(value.name)
+
+
+def _unused_name(model: ir.Model, name: str) -> str:
+    taken = {v.name for g in model.graphs() for v in (*g.inputs, *g.initializers.values())}
+    taken |= {
+        v.name for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs
+    }
+    n = 1
+    while f"{name}_{n}" in taken:
+        n += 1
+    return f"{name}_{n}"
 
 
 _FINGERPRINT_BYTES = 4096

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common
@@ -16,9 +16,15 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class PassOptions:
-    """Settings shared by the passes of one run."""
+    """Settings shared by the passes of one run.
+
+    `size_threshold`: most bytes one folded tensor may add; `budget`: most bytes folding may add
+    to the whole model (`budget.growth`, None: 1% of the original, at least 64 KiB), and what that
+    stopped. The budget is shared by the rounds of one run: use new options for each run.
+    """
 
     size_threshold: int = MIB
+    budget: fold.SizeBudget = field(default_factory=fold.SizeBudget, compare=False)
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,9 @@ REGISTRY: tuple[PassSpec, ...] = (
     ),
     PassSpec(
         "fold-constants",
-        "evaluate nodes whose inputs are all constant (size-guarded), constant-condition If",
-        lambda o: fold.FoldConstants(o.size_threshold),
+        "evaluate nodes whose inputs are all constant (size-guarded: never grows the file for "
+        "work ORT folds at load), constant-condition If",
+        lambda o: fold.FoldConstants(o.size_threshold, o.budget),
     ),
     PassSpec(
         "remove-no-ops",

@@ -1,23 +1,44 @@
 """Reshape to a shape computed at run time (Shape -> Gather/Slice -> Concat ...) given a constant
 shape instead.
 
-The shape tensor is traced back element by element: a constant, or a dim of some tensor (static or
-symbolic; dims with the same symbolic name are equal, as onnx shape inference names them). An
-element equal to the input's own dim at that position becomes 0 (copy it), a single unknown one
-becomes -1 (inferred from the element count), so the shape subgraph is left dead.
+The shape tensor is traced back element by element: a constant, or dim i of some tensor (static,
+or DimOf: that tensor's dim, known by its symbolic name when shape inference gave one). An element
+equal to the input's own dim at that position becomes 0 (copy it), a single unknown one becomes -1
+(inferred from the element count), so the shape subgraph is left dead. This is torch's flatten with
+a dynamic batch (`Shape -> Gather(0) -> Unsqueeze -> Concat([n, -1])`, or `x.view(x.size(0), -1)`),
+which becomes `Reshape(x, [0, -1])` as OnnxSlim and ORT write it.
+
+Math: Reshape(x, s) with allowzero=0 reads s[j] == 0 as x.shape[j]. A traced s[j] that is x's dim j
+(the same tensor, a tensor of the same shape through elementwise ops, or the same symbolic name)
+is therefore 0 in the constant shape; the new Reshape has allowzero=0. With allowzero=1 a 0 in s is
+a literal 0: copying is still exact when s has no literal 0 (s[j] = x.shape[j] at run time either
+way); with a literal 0, neither 0 (copy) nor -1 (invalid beside a 0) can stand for a traced dim,
+and the Reshape is left as it is.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.passes.rules.common import constant, new_initializer, slice_params
+from onnxslim.passes.rules.common import constant, keeps_shape, new_initializer, slice_params
 
-#: One element of a traced shape tensor: a known int, a symbolic dim, or None (unknown).
-Dim = int | ir.SymbolicDim | None
+
+@dataclass(frozen=True, eq=False)
+class DimOf:
+    """Dim `index` (>= 0) of `value`; `symbol` its symbolic dim when shape inference named it."""
+
+    value: ir.Value
+    index: int
+    symbol: ir.SymbolicDim | None = None
+
+
+#: One element of a traced shape tensor: a known int, a dim of some tensor, or None (unknown).
+Dim = int | DimOf | None
 
 _MAX_DEPTH = 8
 
@@ -45,17 +66,14 @@ def _target(x: ir.Value, shape: ir.Value, out: ir.Value) -> np.ndarray | None:
     A copied dim equals the original element even if it is 0: allowzero only matters for literal 0s.
     """
     elements = trace(shape)
-    if elements is None or x.shape is None:
+    if elements is None:
         return None
     if out.producer().attributes.get_int("allowzero", 0) and 0 in elements:
         return None
-    dims = list(x.shape.dims)
+    dims = list(x.shape.dims) if x.shape is not None else []
+    root = _shape_root(x)
     target = [
-        element
-        if isinstance(element, int)
-        else 0
-        if j < len(dims) and _same_dim(element, dims[j])
-        else -1
+        element if isinstance(element, int) else 0 if _same_dim(element, j, dims, root) else -1
         for j, element in enumerate(elements)
     ]
     if target.count(-1) > 1:
@@ -63,13 +81,63 @@ def _target(x: ir.Value, shape: ir.Value, out: ir.Value) -> np.ndarray | None:
     return np.array(target, dtype=np.int64)
 
 
-def _same_dim(a: Dim, b: int | ir.SymbolicDim) -> bool:
+def _same_dim(element: Dim, j: int, dims: list, root: ir.Value) -> bool:
+    """Whether `element` is dim j of the reshaped tensor (whose dims are `dims`, [] if unknown)."""
+    if not isinstance(element, DimOf):
+        return False
+    if element.index == j and _shape_root(element.value) is root:
+        return True
+    symbol = dims[j] if j < len(dims) else None
     return (
-        isinstance(a, ir.SymbolicDim)
-        and isinstance(b, ir.SymbolicDim)
-        and a.value is not None
-        and a == b
+        element.symbol is not None
+        and isinstance(symbol, ir.SymbolicDim)
+        and symbol.value is not None
+        and element.symbol == symbol
     )
+
+
+#: Ops whose output 0 has the shape of their input 0.
+_SAME_SHAPE = frozenset(
+    {
+        *("Identity", "Cast", "CastLike", "Dropout", "Relu", "LeakyRelu", "Elu", "Selu", "Gelu"),
+        *("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Mish", "Clip"),
+        *("Neg", "Abs", "Sign", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Floor", "Ceil"),
+        *("Round", "Sin", "Cos", "Not", "Softmax", "LogSoftmax", "LayerNormalization"),
+        *("BatchNormalization", "InstanceNormalization", "LpNormalization"),
+    }
+)
+
+
+#: Binary ops whose output has the shape of their non-constant input when broadcasting the
+#: constant one keeps it.
+_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow"})
+
+
+def _shape_root(value: ir.Value) -> ir.Value:
+    """The first tensor up the chain of shape-keeping ops (Relu, Cast, x + bias, ...) that ends
+    in `value`: tensors with the same root have the same shape."""
+    for _ in range(_MAX_DEPTH * 4):
+        node = value.producer()
+        if node is None or node.domain not in ("", "ai.onnx") or node.outputs[0] is not value:
+            break
+        source = None
+        if node.op_type in _SAME_SHAPE and node.inputs and node.inputs[0] is not None:
+            source = node.inputs[0]
+        elif node.op_type in _BROADCAST and len(node.inputs) == 2 and None not in node.inputs:
+            source = _keeping_operand(*node.inputs)
+        if source is None:
+            break
+        value = source
+    return value
+
+
+def _keeping_operand(a: ir.Value, b: ir.Value) -> ir.Value | None:
+    """The operand whose shape a broadcast with the other, constant, operand keeps."""
+    for data, other in ((a, b), (b, a)):
+        array = constant(other)
+        if array is not None and (array.ndim == 0 or keeps_shape(data, array.shape)):
+            return data
+    return None
 
 
 def trace(value: ir.Value | None, depth: int = 0) -> list[Dim] | None:
@@ -101,22 +169,40 @@ def _unknown(value: ir.Value) -> list[Dim] | None:
 
 
 def _shape(node: ir.Node, _depth: int) -> list[Dim] | None:
-    source = node.inputs[0].shape
-    if source is None:
+    source = node.inputs[0]
+    if source.shape is None:
         return None
-    dims = [d if isinstance(d, int) or d.value is not None else None for d in source.dims]
+    dims = [
+        d if isinstance(d, int) else DimOf(source, j, d if d.value is not None else None)
+        for j, d in enumerate(source.shape.dims)
+    ]
     start = node.attributes.get_int("start", 0)
     return dims[slice(start, node.attributes.get_int("end", len(dims)))]
 
 
+def _dims_of_unknown_rank(value: ir.Value) -> tuple[ir.Value, int] | None:
+    """(x, start) when `value` is Shape(x, start) with x's rank unknown and start >= 0."""
+    node = value.producer()
+    if node is None or node.op_type != "Shape" or node.domain not in ("", "ai.onnx"):
+        return None
+    source, start = node.inputs[0], node.attributes.get_int("start", 0)
+    if source.shape is not None or start < 0:
+        return None
+    return source, start
+
+
 def _gather(node: ir.Node, depth: int) -> list[Dim] | None:
-    elements, indices = trace(node.inputs[0], depth), constant(node.inputs[1])
-    if (
-        elements is None
-        or indices is None
-        or indices.ndim > 1
-        or node.attributes.get_int("axis", 0) != 0
-    ):
+    indices = constant(node.inputs[1])
+    if indices is None or indices.ndim > 1 or node.attributes.get_int("axis", 0) != 0:
+        return None
+    picked = _dims_of_unknown_rank(node.inputs[0])
+    if picked is not None:  # dims of a tensor of unknown rank: only counted from the front
+        source, start = picked
+        if indices.size == 0 or any(int(i) < 0 for i in indices.reshape(-1)):
+            return None
+        return [DimOf(source, start + int(i)) for i in indices.reshape(-1)]
+    elements = trace(node.inputs[0], depth)
+    if elements is None:
         return None
     if any(not -len(elements) <= int(i) < len(elements) for i in indices.reshape(-1)):
         return None

@@ -1,0 +1,175 @@
+"""Never bigger: the size budget of constant folding, constants stored once across subgraphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from helpers import (
+    FLOAT,
+    INT64,
+    assert_same_outputs,
+    const,
+    make_model,
+    op_counts,
+    optimized_proto,
+    vi,
+)
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxslim
+from onnxslim.optimizer import make_options, optimize_with_report
+from onnxslim.passes import fold
+from onnxslim.passes.registry import PassOptions
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+KIB = 1024
+
+
+def _budget(path: Path) -> int:
+    return max(path.stat().st_size // 100, 64 * KIB)
+
+
+def test_default_budget_is_one_percent_or_64_kib():
+    assert PassOptions().budget.growth is None
+    model = ir.Model(ir.Graph([], [], nodes=[]), ir_version=10)
+    budget = fold.SizeBudget()
+    budget.start(model)
+    assert budget.limit == 64 * KIB
+    weights = ir.Value(name="w", const_value=ir.tensor(np.zeros(10 * 2**20, np.uint8)))
+    model.graph.register_initializer(weights)
+    budget.start(model)
+    assert budget.limit == 10 * 2**20 + 10 * 2**20 // 100
+
+
+@pytest.mark.skipif(not (LIGHT / "light_vgg19.onnx").is_file(), reason="onnx test data absent")
+def test_light_vgg19_stays_within_the_budget(tmp_path):
+    # 36 ConstantOfShape nodes build ~550 MB of weights: ORT folds them at load, we must not
+    original = LIGHT / "light_vgg19.onnx"
+    result = optimize_with_report(original, make_options(check=False))
+    onnxslim.save(result.model, tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx").stat().st_size <= original.stat().st_size + _budget(original)
+    assert op_counts(tmp_path / "out.onnx")["ConstantOfShape"] == 16  # 20 were duplicates
+    assert any("kept 36 constant-only computation(s)" in note for note in result.notes)
+
+
+@pytest.mark.skipif(not (LIGHT / "light_squeezenet.onnx").is_file(), reason="onnx test data absent")
+def test_light_squeezenet_no_bigger_and_same_outputs(tmp_path):
+    original = LIGHT / "light_squeezenet.onnx"
+    onnxslim.save(onnxslim.optimize(original), tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx").stat().st_size <= original.stat().st_size
+    feeds = {"data_0": np.random.default_rng(0).standard_normal((1, 3, 224, 224), np.float32)}
+    assert_same_outputs(original, tmp_path / "out.onnx", feeds)
+
+
+# ---------------------------------------------------------------- one copy across subgraphs
+
+N = helper.make_node
+W = np.random.default_rng(1).standard_normal(32768).astype(np.float32)  # 128 KiB
+
+
+def _branch(name: str, op: str, constant: bool) -> onnx.GraphProto:
+    """A branch computing op(x, W) from its own copy of W: a Constant node or an initializer."""
+    own = f"w_{name}"
+    nodes = [N(op, ["x", own], [f"y_{name}"])]
+    initializers = []
+    if constant:
+        nodes.insert(0, N("Constant", [], [own], value=const(f"c_{name}", W)))
+    else:
+        initializers.append(const(own, W))
+    return helper.make_graph(nodes, name, [], [vi(f"y_{name}", FLOAT, [None, 32768])], initializers)
+
+
+def _audio_like(outer: bool = True, constant: tuple[bool, bool] = (True, True)) -> onnx.ModelProto:
+    """y = If(flag) then x + W else x - W, each branch with its copy of W; z = x * W outside
+    (with `outer`, W is also an initializer of the main graph)."""
+    nodes = [
+        N(
+            "If",
+            ["flag"],
+            ["y"],
+            then_branch=_branch("then", "Add", constant[0]),
+            else_branch=_branch("else", "Sub", constant[1]),
+        )
+    ]
+    if outer:
+        nodes.append(N("Mul", ["x", "w"], ["z"]))
+    return make_model(
+        nodes,
+        [vi("x", FLOAT, ["N", 32768]), vi("flag", TensorProto.BOOL, [])],
+        [vi("y", FLOAT, ["N", 32768]), *([vi("z", FLOAT, ["N", 32768])] if outer else [])],
+        [const("w", W)] if outer else [],
+    )
+
+
+def _copies_of_w(proto: onnx.ModelProto) -> int:
+    """How many tensors (initializers or Constant values, in any graph) hold W's bytes."""
+    found = 0
+
+    def walk(graph):
+        nonlocal found
+        tensors = list(graph.initializer)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    tensors.append(attr.t)
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+        found += sum(
+            tuple(t.dims) == W.shape and np.array_equal(numpy_helper.to_array(t), W)
+            for t in tensors
+        )
+
+    walk(proto.graph)
+    return found
+
+
+@pytest.mark.parametrize(
+    "outer, constant",
+    [(True, (True, True)), (True, (False, True)), (False, (True, True)), (False, (False, False))],
+    ids=["outer+constants", "outer+initializer+constant", "constants", "initializers"],
+)
+def test_constant_copied_into_branches_is_stored_once(tmp_path, outer, constant):
+    model = _audio_like(outer, constant)
+    assert _copies_of_w(model) == 2 + outer
+    out = optimized_proto(model)
+    assert _copies_of_w(out) == 1
+    onnx.save(model, tmp_path / "in.onnx")
+    onnx.save(out, tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx").stat().st_size <= (tmp_path / "in.onnx").stat().st_size - (
+        1 + outer
+    ) * W.nbytes + 1024
+    x = np.random.default_rng(0).standard_normal((3, 32768)).astype(np.float32)
+    for flag in (True, False):
+        assert_same_outputs(model, out, {"x": x, "flag": np.array(flag)})
+
+
+def test_loop_body_reads_the_outer_copy():
+    body = helper.make_graph(
+        [
+            N("Constant", [], ["w_body"], value=const("c_body", W)),
+            N("Add", ["acc", "w_body"], ["acc_out"]),
+            N("Identity", ["cond"], ["cond_out"]),
+        ],
+        "body",
+        [vi("i", INT64, []), vi("cond", TensorProto.BOOL, []), vi("acc", FLOAT, ["N", 32768])],
+        [vi("cond_out", TensorProto.BOOL, []), vi("acc_out", FLOAT, ["N", 32768])],
+    )
+    model = make_model(
+        [
+            N("Loop", ["trips", "", "x"], ["y"], body=body),
+            N("Mul", ["x", "w"], ["z"]),
+        ],
+        [vi("x", FLOAT, ["N", 32768]), vi("trips", INT64, [])],
+        [vi("y", FLOAT, ["N", 32768]), vi("z", FLOAT, ["N", 32768])],
+        [const("w", W)],
+    )
+    out = optimized_proto(model)
+    assert _copies_of_w(model) == 2 and _copies_of_w(out) == 1
+    x = np.random.default_rng(0).standard_normal((2, 32768)).astype(np.float32)
+    assert_same_outputs(model, out, {"x": x, "trips": np.array(3)})
