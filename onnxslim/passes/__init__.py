@@ -41,6 +41,8 @@ REGISTRY: tuple[PassSpec, ...] = (
              lambda o: fuse.FuseBatchNorm()),
     PassSpec("fuse-activations", "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), Clip(x+3,0,6)/6 -> HardSigmoid",
              lambda o: fuse.FuseActivations()),
+    PassSpec("residual-sum", "residual Add before a LayerNormalization -> Sum (ORT would fuse it into the slower CPU SkipLayerNormalization)",
+             lambda o: fuse.ResidualSum()),
     PassSpec("fuse-conv-affine", "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) folded into its weights and bias",
              lambda o: fuse.FuseConvAffine()),
     PassSpec("fuse-pad-conv", "zero Pad folded into the following Conv's pads",

@@ -5,13 +5,19 @@ from __future__ import annotations
 from onnxscript.rewriter.rules.common import _basic_rules, _fuse_pad_into_conv
 
 from onnxslim.passes._rewrite import RewriteRulesPass
-from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add, reshape
+from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add, reshape, residual
 
 
 class FuseBatchNorm(RewriteRulesPass):
     """Inference-mode BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights."""
 
     rules = batchnorm.rules
+
+
+class ResidualSum(RewriteRulesPass):
+    """A residual Add feeding a LayerNormalization becomes Sum: ORT's CPU SkipLayerNormalization is slower."""
+
+    rules = residual.rules
 
 
 class FuseConvAffine(RewriteRulesPass):
