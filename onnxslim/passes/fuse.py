@@ -5,7 +5,9 @@ from __future__ import annotations
 from onnxscript.rewriter.rules.common import _basic_rules, _fuse_pad_into_conv
 
 from onnxslim.passes._rewrite import RewriteRulesPass
-from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add, reshape, residual
+from onnxslim.passes.rules import (
+    activations, batchnorm, chains, conv_affine, gelu, layernorm, matmul_add, reshape, residual,
+)
 
 
 class FuseBatchNorm(RewriteRulesPass):
@@ -14,10 +16,22 @@ class FuseBatchNorm(RewriteRulesPass):
     rules = batchnorm.rules
 
 
+class FuseLayerNorm(RewriteRulesPass):
+    """Layer normalization written out elementwise -> LayerNormalization (opset 17+), gamma/beta folded in."""
+
+    rules = layernorm.rules
+
+
 class ResidualSum(RewriteRulesPass):
     """A residual Add feeding a LayerNormalization becomes Sum: ORT's CPU SkipLayerNormalization is slower."""
 
     rules = residual.rules
+
+
+class FuseGelu(RewriteRulesPass):
+    """Gelu written out (erf form, tanh form) -> Gelu (opset 20+)."""
+
+    rules = gelu.rules
 
 
 class FuseConvAffine(RewriteRulesPass):
