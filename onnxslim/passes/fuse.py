@@ -6,13 +6,43 @@ from __future__ import annotations
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
 from onnxslim.passes.rewrite import RewriteRulesPass
-from onnxslim.passes.rules import activations, batchnorm, chains, conv_affine, matmul_add, reshape
+from onnxslim.passes.rules import (
+    activations,
+    batchnorm,
+    chains,
+    conv_affine,
+    gelu,
+    layernorm,
+    matmul_add,
+    reshape,
+    residual,
+)
 
 
 class FuseBatchNorm(RewriteRulesPass):
     """Inference-mode BatchNormalization folded into the Conv, ConvTranspose or Gemm before it."""
 
     rules = batchnorm.rules
+
+
+class FuseLayerNorm(RewriteRulesPass):
+    """Layer normalization written out elementwise -> LayerNormalization (opset 17+), gamma and
+    beta folded in."""
+
+    rules = layernorm.rules
+
+
+class ResidualSum(RewriteRulesPass):
+    """A residual Add feeding a LayerNormalization becomes Sum: ORT's CPU SkipLayerNormalization
+    is slower."""
+
+    rules = residual.rules
+
+
+class FuseGelu(RewriteRulesPass):
+    """Gelu written out (erf form, tanh form) -> Gelu (opset 20+)."""
+
+    rules = gelu.rules
 
 
 class FuseConvAffine(RewriteRulesPass):

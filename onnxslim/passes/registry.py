@@ -68,6 +68,24 @@ REGISTRY: tuple[PassSpec, ...] = (
         lambda _: fuse.FuseActivations(),
     ),
     PassSpec(
+        "fuse-layernorm",
+        "ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div (+ *gamma + beta) over the last axis -> "
+        "LayerNormalization (opset 17+)",
+        lambda _: fuse.FuseLayerNorm(),
+    ),
+    PassSpec(
+        "residual-sum",
+        "residual Add before a LayerNormalization -> Sum (ORT would fuse it into the slower CPU "
+        "SkipLayerNormalization)",
+        lambda _: fuse.ResidualSum(),
+    ),
+    PassSpec(
+        "fuse-gelu",
+        "x*0.5*(1+erf(x/sqrt2)) -> Gelu, 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))) -> "
+        "Gelu(approximate=tanh) (opset 20+)",
+        lambda _: fuse.FuseGelu(),
+    ),
+    PassSpec(
         "fuse-conv-affine",
         "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) "
         "folded into its weights and bias",
