@@ -214,7 +214,7 @@ class RemoveNoOps(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         dropouts = _old_dropouts_to_identity(model)
         identity = _IdentityElimination()(model).modified
-        rules = _RemoveNoOpRules()(model).modified
+        rules = RewriteRulesPass(NO_OP_RULES)(model).modified
         return ir.passes.PassResult(model, dropouts or identity or rules)
 
 
@@ -274,18 +274,18 @@ def _old_dropouts_to_identity(model: ir.Model) -> bool:
     return modified
 
 
-class _RemoveNoOpRules(RewriteRulesPass):
-    rules = (
-        *onnxscript_rules.mul_by_1_rule.commute(),
-        *onnxscript_rules.add_0_rule.commute(),
-        onnxscript_rules.sub_0_rule,
-        onnxscript_rules.div_by_1_rule,
-        onnxscript_rules.dropout_zero_rule,
-        onnxscript_rules.dropout_inference_rule,
-        onnxscript_rules.no_op_cast_rule,
-        onnxscript_rules.no_op_expand_rule,
-        onnxscript_rules.no_op_transpose_rule,
-        onnxscript_rules.collapse_slice_rule,
-        onnxscript_rules.collapse_slice2_rule,
-        *no_ops.rules,
-    )
+#: Rewrite rules that drop a node computing its input unchanged.
+NO_OP_RULES = (
+    *onnxscript_rules.mul_by_1_rule.commute(),
+    *onnxscript_rules.add_0_rule.commute(),
+    onnxscript_rules.sub_0_rule,
+    onnxscript_rules.div_by_1_rule,
+    onnxscript_rules.dropout_zero_rule,
+    onnxscript_rules.dropout_inference_rule,
+    onnxscript_rules.no_op_cast_rule,
+    onnxscript_rules.no_op_expand_rule,
+    onnxscript_rules.no_op_transpose_rule,
+    onnxscript_rules.collapse_slice_rule,
+    onnxscript_rules.collapse_slice2_rule,
+    *no_ops.rules,
+)

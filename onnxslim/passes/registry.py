@@ -10,6 +10,7 @@ import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes import fold, fuse, prune
+from onnxslim.passes.rewrite import RewriteRulesPass
 
 MIB = 1024 * 1024
 
@@ -59,53 +60,53 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "fuse-batchnorm",
         "BatchNormalization folded into Conv, ConvTranspose or Gemm",
-        lambda _: fuse.FuseBatchNorm(),
+        lambda _: RewriteRulesPass(fuse.BATCHNORM),
     ),
     PassSpec(
         "fuse-activations",
         "x*Clip(x+3,0,6)/6 -> HardSwish (or x*HardSigmoid before opset 14), "
         "Clip(x+3,0,6)/6 -> HardSigmoid",
-        lambda _: fuse.FuseActivations(),
+        lambda _: RewriteRulesPass(fuse.ACTIVATIONS),
     ),
     PassSpec(
         "fuse-layernorm",
         "ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div (+ *gamma + beta) over the last axis -> "
         "LayerNormalization (opset 17+)",
-        lambda _: fuse.FuseLayerNorm(),
+        lambda _: RewriteRulesPass(fuse.LAYERNORM),
     ),
     PassSpec(
         "residual-sum",
         "residual Add before a LayerNormalization -> Sum (ORT would fuse it into the slower CPU "
         "SkipLayerNormalization)",
-        lambda _: fuse.ResidualSum(),
+        lambda _: RewriteRulesPass(fuse.RESIDUAL_SUM),
     ),
     PassSpec(
         "fuse-gelu",
         "x*0.5*(1+erf(x/sqrt2)) -> Gelu, 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))) -> "
         "Gelu(approximate=tanh) (opset 20+)",
-        lambda _: fuse.FuseGelu(),
+        lambda _: RewriteRulesPass(fuse.GELU),
     ),
     PassSpec(
         "fuse-conv-affine",
         "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) "
         "folded into its weights and bias",
-        lambda _: fuse.FuseConvAffine(),
+        lambda _: RewriteRulesPass(fuse.CONV_AFFINE),
     ),
     PassSpec(
         "fuse-pad-conv",
         "zero Pad folded into the following Conv's pads",
-        lambda _: fuse.FusePadConv(),
+        lambda _: RewriteRulesPass(fuse.PAD_CONV),
     ),
     PassSpec(
         "fuse-matmul-add",
         "MatMul with a 2-D constant weight + Add of a bias becomes Gemm",
-        lambda _: fuse.FuseMatMulAdd(),
+        lambda _: RewriteRulesPass(fuse.MATMUL_ADD),
     ),
     PassSpec(
         "fuse-chains",
         "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, "
         "computed Reshape shapes made constant",
-        lambda _: fuse.FuseChains(),
+        lambda _: RewriteRulesPass(fuse.CHAINS),
     ),
     PassSpec(
         "eliminate-common-subexpressions",

@@ -11,13 +11,15 @@ from onnxslim.passes.upstream import pattern_op_types
 
 
 class RewriteRulesPass(ir.passes.InPlacePass):
-    """Apply a fixed set of rewrite rules everywhere (main graph, subgraphs, functions).
+    """Apply `rules` everywhere (main graph, subgraphs, functions).
 
     onnxscript tries every rule on every node; rules naming an op the model does not contain
     cannot match, so they are left out first (the matching dominates the pipeline's time).
     """
 
-    rules: Sequence[pattern.RewriteRule] = ()
+    def __init__(self, rules: Sequence[pattern.RewriteRule]) -> None:
+        super().__init__()
+        self.rules = tuple(rules)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         present = _op_types(model)

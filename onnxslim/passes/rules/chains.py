@@ -1,7 +1,7 @@
 """Data-movement chains collapsed: cancelling Squeeze/Unsqueeze pairs, Slice+Slice, nested Concat.
 
 (Transpose+Transpose, Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired
-in `fuse.FuseChains`.)
+in `fuse.CHAINS`.)
 """
 
 from __future__ import annotations
