@@ -469,17 +469,18 @@ def test_target_opset_converts_any_model(tmp_path, demo_path):
     assert opsets[""] == 18
 
 
-def test_unfeedable_input_is_written_as_not_checked_or_refused_with_require_check(tmp_path):
+def test_a_model_ort_cannot_run_is_written_as_not_checked_or_refused_with_require_check(tmp_path):
     model = make_model(
-        [N("Identity", ["s"], ["t"]), N("Relu", ["x"], ["y"])],
-        [vi("s", onnx.TensorProto.STRING, [1]), vi("x", FLOAT, [2])],
-        [vi("t", onnx.TensorProto.STRING, [1]), vi("y", FLOAT, [2])],
+        [N("Relu", ["x"], ["r"]), N("Relu", ["r"], ["y"]), N("FooBar", ["x"], ["z"], domain="my")],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2]), vi("z", FLOAT, [2])],
+        opsets={"my": 1},
     )
     onnx.save(model, tmp_path / "m.onnx")
-    with_reason = run_cli(
-        tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--check-inputs", tmp_path / "none"
-    )
-    assert with_reason.returncode == 2  # a missing --check-inputs path is a usage error
-    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--require-check")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "not checked: the original model does not run on ONNX Runtime" in proc.stdout
+    assert "custom domain 'my'" in proc.stdout and op_counts(tmp_path / "out.onnx")["Relu"] == 2
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "strict.onnx", "--require-check")
     assert_one_line_error(proc, 1, "not checked")
-    assert not (tmp_path / "out.onnx").exists()
+    assert not (tmp_path / "strict.onnx").exists()
