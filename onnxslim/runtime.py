@@ -1,15 +1,23 @@
 """The one way onnxslim runs ONNX Runtime: CPU sessions with options by name, quiet logs and
-one-line errors."""
+one-line errors.
+
+Tensors of the types numpy lacks (bfloat16, float8, int4, int2 ...) go in and come out as
+ml_dtypes arrays: ORT's numpy bridge cannot hold them, so they cross as OrtValues of ONNX's
+(packed) bytes.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
@@ -69,20 +77,87 @@ class Session:
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = QUIET
         self.inputs = self.session.get_inputs()
-        self.output_names = [output.name for output in self.session.get_outputs()]
+        outputs = self.session.get_outputs()
+        self.output_names = [output.name for output in outputs]
+        #: Outputs numpy has no dtype for: they come back through OrtValues.
+        self._ml_outputs = {output.name for output in outputs if _ml_dtypes_type(output.type)}
 
     def run(self, feed: Mapping[str, object], names: Sequence[str] | None = None) -> list:
-        """The outputs `names` (None: all) for `feed`."""
+        """The outputs `names` (None: all) for `feed`: numpy arrays (ml_dtypes ones for bfloat16,
+        float8, int4 ...), lists for sequences, None for empty optionals. `feed` may hold ml_dtypes
+        arrays, and OrtValues."""
+        wanted = self.output_names if names is None else list(names)
         try:
-            return self.session.run(
-                None if names is None else list(names), dict(feed), self.run_options
-            )
+            feed = ort_feeds(feed)
+            if self._ml_outputs.intersection(wanted):
+                return self._run_ort_values(feed, wanted)
+            return self.session.run(wanted, feed, self.run_options)
         except Exception as err:  # ORT's own errors carry no common type
             raise self.error(f"{self.what} fails on ONNX Runtime: {first_line(err)}") from err
+
+    def _run_ort_values(self, feed: dict[str, Any], names: list[str]) -> list:
+        """A run whose outputs ORT cannot give as numpy (the feeds must then be tensors)."""
+        values = {}
+        for name, value in feed.items():
+            if isinstance(value, np.ndarray):
+                value = ort.OrtValue.ortvalue_from_numpy(value)
+            elif not isinstance(value, ort.OrtValue):
+                raise ValueError(
+                    f"input {name!r} is a sequence or an optional, which ONNX Runtime cannot take "
+                    "in a run giving bfloat16, float8 or int4 outputs"
+                )
+            values[name] = value
+        outputs = self.session.run_with_ort_values(names, values, self.run_options)
+        return [_from_ort_value(value) for value in outputs]
 
     def run_dict(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
         """All outputs for `feed`, by name."""
         return dict(zip(self.output_names, self.run(feed)))
+
+
+def ort_feeds(feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """`feeds` as `InferenceSession.run` takes them: arrays of an ml_dtypes type (bfloat16, float8,
+    int4 ...) become OrtValues holding ONNX's packed bytes; sequences stay lists, optionals None.
+    ValueError for a dtype ORT has no tensor type for."""
+    return {name: _ort_value(value) for name, value in feeds.items()}
+
+
+def _ort_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_ort_value(item) for item in value]
+    if not isinstance(value, np.ndarray) or value.dtype.type.__module__ != "ml_dtypes":
+        return value
+    tensor = numpy_helper.from_array(value)
+    ort_value = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), tensor.data_type)
+    if len(tensor.raw_data) != ort_value.tensor_size_in_bytes():
+        raise ValueError(f"ONNX Runtime does not take {value.dtype} tensors")
+    ctypes.memmove(ort_value.data_ptr(), tensor.raw_data, len(tensor.raw_data))
+    return ort_value
+
+
+def _ml_dtypes_type(ort_type: str) -> bool:
+    """Whether ORT's type name (`tensor(bfloat16)`) is a tensor type numpy has no dtype for."""
+    if not ort_type.startswith("tensor("):
+        return False
+    elem_type = getattr(onnx.TensorProto, ort_type[len("tensor(") : -1].upper(), None)
+    if not isinstance(elem_type, int):
+        return False
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type).type.__module__ == "ml_dtypes"
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def _from_ort_value(value: ort.OrtValue) -> Any:
+    """An output OrtValue as numpy; a tensor of a type numpy lacks as ml_dtypes, from its bytes."""
+    if not value.is_tensor():
+        return value.numpy()
+    elem_type = value.element_type()
+    if onnx.helper.tensor_dtype_to_np_dtype(elem_type).type.__module__ != "ml_dtypes":
+        return value.numpy()
+    raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
+    tensor = onnx.helper.make_tensor("", elem_type, value.shape(), raw, raw=True)
+    return numpy_helper.to_array(tensor)
 
 
 def _source(model, extra_outputs: Sequence[str]) -> str | bytes:

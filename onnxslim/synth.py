@@ -22,7 +22,6 @@ the retry loop. `shipped_inputs` reads the test data a model folder ships (ONNX 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -158,7 +157,12 @@ def shipped_inputs(model_path: str | os.PathLike) -> list[Feeds] | None:
 def ort_feeds(feeds: Mapping[str, Any]) -> Feeds:
     """`feeds` as `InferenceSession.run` takes them: arrays of an ml_dtypes type (bfloat16, float8,
     int4 ...) become OrtValues holding ONNX's packed bytes; sequences stay lists, optionals None."""
-    return {name: _ort_value(value) for name, value in feeds.items()}
+    from onnxslim import runtime
+
+    try:
+        return runtime.ort_feeds(feeds)
+    except ValueError as err:
+        raise NotFeedable(str(err)) from err
 
 
 # --- reading the model ----------------------------------------------------------------------
@@ -701,18 +705,3 @@ def _read_value(data: bytes, type_: onnx.TypeProto | None) -> tuple[Any, str]:
         return numpy_helper.to_optional(proto), proto.name
     proto = onnx.TensorProto.FromString(data)
     return numpy_helper.to_array(proto), proto.name
-
-
-def _ort_value(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_ort_value(item) for item in value]
-    if not isinstance(value, np.ndarray) or value.dtype.type.__module__ != "ml_dtypes":
-        return value
-    import onnxruntime as ort
-
-    tensor = numpy_helper.from_array(value)
-    ort_value = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), tensor.data_type)
-    if len(tensor.raw_data) != ort_value.tensor_size_in_bytes():
-        raise NotFeedable(f"ONNX Runtime does not take {value.dtype} tensors")
-    ctypes.memmove(ort_value.data_ptr(), tensor.raw_data, len(tensor.raw_data))
-    return ort_value

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -18,7 +19,8 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.runtime import Session
 
-#: (rtol, atol) per float dtype; other dtypes must match exactly.
+#: (rtol, atol) per float dtype; the ml_dtypes floats (bfloat16, float8 ...) within one unit of
+#: rounding (their epsilon); other dtypes must match exactly.
 TOLERANCES = {
     np.dtype(np.float64): (1e-4, 1e-5),
     np.dtype(np.float32): (1e-4, 1e-5),
@@ -160,7 +162,10 @@ def _difference(expected, actual, override=None) -> str | None:
         return f"shape {actual.shape} instead of {expected.shape}"
     if expected.dtype != actual.dtype:
         return f"dtype {actual.dtype} instead of {expected.dtype}"
-    tolerance = TOLERANCES.get(expected.dtype)
+    tolerance = _tolerance(expected.dtype)
+    if expected.dtype.type.__module__ == "ml_dtypes":  # compared as float32 or int64 values
+        wide = np.float32 if tolerance else np.int64
+        expected, actual = expected.astype(wide), actual.astype(wide)
     if tolerance is None:
         if np.array_equal(expected, actual):
             return None
@@ -172,5 +177,21 @@ def _difference(expected, actual, override=None) -> str | None:
     )
     if np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True):
         return None
+    nan = np.isnan(actual) != np.isnan(expected)
+    if nan.any():
+        return f"{int(nan.sum())} of {expected.size} values NaN on one side only"
     diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     return f"max abs difference {np.nanmax(diff):.3g} (rtol {rtol:g}, atol {atol:g})"
+
+
+def _tolerance(dtype: np.dtype) -> tuple[float, float] | None:
+    """(rtol, atol) for a float dtype, None for exact comparison."""
+    if dtype in TOLERANCES:
+        return TOLERANCES[dtype]
+    if dtype.type.__module__ != "ml_dtypes":
+        return None
+    try:
+        eps = float(ml_dtypes.finfo(dtype).eps)
+    except ValueError:  # an integer type (int4, uint2 ...)
+        return None
+    return eps, eps

@@ -3,11 +3,13 @@ constant-condition If)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
@@ -15,6 +17,8 @@ from onnxslim.model.stats import model_stats
 from onnxslim.passes import upstream
 from onnxslim.passes.rules.common import constant, slice_params
 from onnxslim.render.format import human_bytes
+
+logger = logging.getLogger(__name__)
 
 #: Ops never folded: they carry quantization information, or they are random.
 NEVER_FOLD = frozenset(
@@ -169,10 +173,20 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         )
 
     def process_node(self, node: ir.Node, is_function: bool):
-        replacement = super().process_node(node, is_function)
+        try:
+            replacement = super().process_node(node, is_function)
+        except RuntimeError as err:  # one of onnxscript's evaluators failed: leave the node as is
+            logger.debug("not folding %s node %r: %s", node.op_type, node.name, err.__cause__)
+            return None
         if replacement is None and node.op_type in ("Slice", "Gather"):
             replacement = self._fold_shape_piece(node, is_function)
-        if replacement is not None and not self._ort_folds(node):
+        if replacement is None:
+            return None
+        _keep_saturate(node, replacement.new_nodes)
+        opsets = self._opset_imports
+        if not all(_fits_opset(new, opsets, is_function) for new in replacement.new_nodes):
+            return None
+        if not self._ort_folds(node):
             self._runtime.update(v for v in replacement.new_outputs if v is not None)
         return replacement
 
@@ -209,6 +223,38 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         ):
             return None
         return tensor
+
+
+def _keep_saturate(node: ir.Node, new_nodes) -> None:
+    """CastLike(x, like, saturate=0) -> Cast(x, to=like's type) keeps `saturate` (onnxscript's
+    evaluator drops it, and the default 1 clamps what saturate=0 turns into NaN or inf)."""
+    saturate = node.attributes.get("saturate")
+    if node.op_type != "CastLike" or saturate is None:
+        return
+    for new in new_nodes:
+        if new.op_type == "Cast" and new.domain in ("", "ai.onnx"):
+            new.attributes["saturate"] = ir.AttrInt64("saturate", saturate.as_int())
+
+
+def _fits_opset(new: ir.Node, opsets: dict[str, int], is_function: bool) -> bool:
+    """Whether a node an evaluator emits exists in the model's opset with these inputs and
+    attributes: onnxscript writes the newest form (Unsqueeze/Split with an axes/split input,
+    opset 13), which an older model cannot hold. A Constant in a graph becomes an initializer."""
+    if new.domain not in ("", "ai.onnx") or (new.op_type == "Constant" and not is_function):
+        return True
+    version = opsets.get("", opsets.get("ai.onnx"))
+    if version is None:
+        return False
+    try:
+        schema = onnx.defs.get_schema(new.op_type, version, "")
+    except onnx.defs.SchemaError:
+        return False
+    inputs = list(new.inputs)
+    while inputs and inputs[-1] is None:
+        inputs.pop()
+    if not schema.min_input <= len(inputs) <= schema.max_input:
+        return False
+    return all(name in schema.attributes for name in new.attributes)
 
 
 def _pick_dims(node: ir.Node, dims: list) -> tuple[list, bool] | None:
@@ -278,8 +324,8 @@ def _expand_bytes(node: ir.Node) -> float:
     if data is None or shape is None:
         return math.inf
     try:
-        out = np.broadcast_shapes(data.shape, tuple(int(d) for d in shape))
-    except ValueError:
+        out = np.broadcast_shapes(data.shape, tuple(int(d) for d in shape.reshape(-1)))
+    except (ValueError, TypeError):
         return math.inf
     return float(np.prod(out, dtype=np.float64)) * data.itemsize
 
@@ -293,9 +339,12 @@ def _tile_bytes(node: ir.Node) -> float:
 
 def _range_bytes(node: ir.Node) -> float:
     start, limit, delta = (constant(v) for v in node.inputs[:3])
-    if start is None or limit is None or delta is None or float(delta) == 0:
+    if any(v is None or v.size != 1 for v in (start, limit, delta)):
+        return math.inf  # not constant, or not one value (ORT also takes shape [1])
+    start_, limit_, delta_ = (float(v.reshape(-1)[0]) for v in (start, limit, delta))
+    if delta_ == 0 or not math.isfinite((limit_ - start_) / delta_):
         return math.inf
-    count = max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
+    count = max(math.ceil((limit_ - start_) / delta_), 0)
     return float(count) * start.itemsize
 
 

@@ -6,12 +6,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
+import onnx
 import onnx_ir as ir
-import onnx_ir.passes.common as common
 
 from onnxslim.errors import first_line
 from onnxslim.model.external import onnx_c_api_view
-from onnxslim.passes import dims, prune, registry
+from onnxslim.passes import dims, prune, registry, upstream
 from onnxslim.passes.registry import PassOptions, PassSpec
 
 MAX_ROUNDS = 20
@@ -69,9 +69,31 @@ def run_passes(
 
 
 def infer_shapes(model: ir.Model) -> None:
-    """Refresh value shapes with onnx shape inference; a model it cannot handle is left as is."""
+    """Refresh value types and shapes with onnx shape inference; a model it cannot handle is left
+    as is.
+
+    Unlike onnx-ir's ShapeInferencePass, which copies only the element type (a sequence of float
+    tensors would become a float tensor, which ONNX Runtime then refuses), whole types are copied.
+    """
+
+    def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+        return onnx.shape_inference.infer_shapes(
+            proto, check_type=True, strict_mode=False, data_prop=True
+        )
+
     try:
         with onnx_c_api_view(model):
-            common.ShapeInferencePass(strict_mode=False)(model)
+            inferred = ir.serde.deserialize_model(upstream.call_onnx_api(infer, model))
     except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))
+        return
+    for graph, inferred_graph in zip(model.graphs(), inferred.graphs()):
+        found = ir.convenience.create_value_mapping(inferred_graph)
+        for name, value in ir.convenience.create_value_mapping(graph).items():
+            other = found.get(name)
+            if other is None:
+                continue
+            if other.type is not None and value.type != other.type:
+                value.type = other.type
+            if other.shape is not None and value.shape != other.shape:
+                value.shape = other.shape
