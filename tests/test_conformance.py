@@ -1,4 +1,5 @@
-"""scripts/conformance.py on a fixed sample of ONNX's backend test models: none broken."""
+"""scripts/conformance.py on every ONNX backend test model ORT runs with its shipped inputs: none
+refused, crashed, broken or mismatching (`python scripts/conformance.py` prints the table)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ sys.path.insert(0, str(REPO / "scripts"))
 import conformance
 
 
-def test_sample_of_the_corpus_is_never_broken_or_mismatching():
-    report = conformance.run_corpus(sample=40, timeout=120)
-    assert report["models"] == 40
-    assert sum(report["counts"].values()) == 40
-    assert report["counts"]["same"] > 10
-    wrong = [r for r in report["results"] if r["category"] in ("broken", "mismatch")]
+def test_every_corpus_model_comes_out_optimized_with_the_same_outputs():
+    report = conformance.run_corpus(timeout=120)
+    counts = report["counts"]
+    assert report["models"] > 1800 and counts["same"] > 1800
+    wrong = [
+        (r["name"], r["category"], r.get("reason"))
+        for r in report["results"]
+        if r["category"] in ("refused", "crash", "broken", "mismatch")
+    ]
     assert not wrong, wrong
+    # what stays unchecked is the few models whose synthesized inputs ORT rejects (no shipped data)
+    assert counts["not_checked"] <= 10, [
+        r["name"] for r in report["results"] if r["category"] == "not_checked"
+    ]
 
 
 def test_reasons_group_like_failures():
