@@ -126,8 +126,9 @@ def quantize(
     config: QuantizeConfig | None = None,
     **options,
 ) -> QuantizeResult:
-    """Quantize `model` to QDQ INT8 with `calibration` samples (an iterable of `{input: array}` or a
-    CalibrationDataReader), as `config` says; keyword `options` override its fields."""
+    """Quantize `model` to INT8 (static QDQ, or dynamic MatMul: `config.mode`) with `calibration`
+    samples (an iterable of `{input: array}` or a CalibrationDataReader), split into calibration,
+    selection and test samples; keyword `options` override fields of `config`."""
     fields = {field.name for field in dataclasses.fields(QuantizeConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
