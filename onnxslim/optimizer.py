@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -116,12 +117,16 @@ def optimize_with_report(
     *,
     on_pass: Callable[[str], None] | None = None,
     source: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+    external_data: bool | None = None,
 ) -> OptimizeResult:
     """Optimize losslessly and report before/after statistics; see `optimize`.
 
     `source` is the file an `onnx_ir.Model` given as `model` was just loaded from, unchanged: the
-    check then runs that file as the original instead of saving a copy. `on_pass(name)` is called
-    as each pass starts.
+    check then runs that file as the original instead of saving a copy. With `output`, the result
+    is saved there (`external_data` as in `save`) and the check runs on the written file before it
+    replaces `output`, so a large model's weights are not written twice; a result that fails the
+    check is not written. `on_pass(name)` is called as each pass starts.
     """
     started = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
@@ -152,15 +157,25 @@ def optimize_with_report(
         notes += pass_options.budget.notes()
         _restore_interface(ir_model, declared)
         _checker(ir_model, input_error)
-        if options.check:
+
+        def check(written: Path | None = None) -> None:
+            nonlocal check_inputs, not_checked
             if on_pass:
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
-            check_inputs, not_checked = _check(reference, ir_model, options)
+            check_inputs, not_checked = _check(reference, ir_model, options, written)
+
+        written = None
+        if output is not None:
+            written = io.save(ir_model, output, external_data, check if options.check else None)
+        elif options.check:
+            check()
+    after = model_stats(ir_model)
+    after.file_bytes = written
     return OptimizeResult(
         model=ir_model,
         before=before,
-        after=model_stats(ir_model),
+        after=after,
         seconds=time.perf_counter() - started,
         rounds=rounds,
         applied={name: count for name, count in applied.items() if count},
@@ -233,9 +248,10 @@ ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
 def _check(
-    reference, model: ir.Model, options: OptimizeOptions
+    reference, model: ir.Model, options: OptimizeOptions, written: Path | None = None
 ) -> tuple[verify.CheckInputs | None, str | None]:
-    """Compare on ORT; returns the inputs it ran on, or why it could not run.
+    """Compare on ORT (`model`, or the file it was `written` to); returns the inputs it ran on, or
+    why it could not run.
 
     A check that cannot run (custom ops ORT lacks, inputs ORT refuses or we cannot feed) is an error
     only with `require_check`; otherwise the result says "not checked" and why, with a warning.
@@ -244,7 +260,7 @@ def _check(
         tolerance = (options.check_rtol, options.check_atol)
         inputs = verify.check(
             reference,
-            model,
+            model if written is None else written,
             options.check_inputs,
             options.shapes,
             None if tolerance == (None, None) else tolerance,

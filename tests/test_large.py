@@ -170,3 +170,41 @@ def test_over_2_gb_end_to_end(tmp_path_factory):
     x = feeds(1, 8)
     np.testing.assert_allclose(run(out, x)[0], run(path, x)[0], rtol=1e-4, atol=1e-5)
     shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def test_the_check_runs_on_the_written_output_not_a_copy(small_encoder, tmp_path, monkeypatch):
+    """With an output path the result is saved once and ORT checks that file: no temporary copy
+    of the weights (a second copy of a >2 GB model)."""
+    import onnxslim.verify
+
+    checked = []
+    original = onnxslim.verify.model_file
+
+    def recording(model):
+        checked.append(model)
+        return original(model)
+
+    monkeypatch.setattr(onnxslim.verify, "model_file", recording)
+    out = tmp_path / "model.onnx"
+    result = onnxslim.optimizer.optimize_with_report(small_encoder, output=out)
+    assert result.checked and result.after.file_bytes > 1_000_000
+    assert all(isinstance(model, (str, os.PathLike)) for model in checked), checked
+    staged = Path(checked[-1])
+    assert staged.name == "model.onnx" and staged.parent.parent == tmp_path  # the staged output
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.onnx.data"]
+    assert_matches(small_encoder, out)
+
+
+def test_a_result_failing_the_check_is_not_written(small_encoder, tmp_path, monkeypatch):
+    import onnxslim.verify
+    from onnxslim.errors import CheckFailedError
+
+    def mismatch(original, optimized, samples=None, shapes=None):
+        return [onnxslim.verify.Mismatch("y", "max abs difference 1")], None
+
+    monkeypatch.setattr(onnxslim.verify, "compare", mismatch)
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous")
+    with pytest.raises(CheckFailedError, match="differs from the original"):
+        onnxslim.optimizer.optimize_with_report(small_encoder, output=out)
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx"] and out.read_bytes() == b"previous"

@@ -335,14 +335,16 @@ def optimize_command(
             )
             with messages.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the report says "not checked" itself
+                # saved first, then checked as written: no second copy of a large model's weights
                 result = optimizer.optimize_with_report(
                     model,
                     options,
                     source=input_path,
                     on_pass=lambda name: status.update(f"optimizing: {name}"),
+                    output=output,
+                    external_data=external_data or None,
                 )
             if output is not None:
-                result.after.file_bytes = io.save(result.model, output, external_data or None)
                 written.append(output)
             _report(result, input_path, output, report_path, console, messages)
         if run_bench:

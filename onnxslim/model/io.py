@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +113,19 @@ def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
             logger.setLevel(old)
 
 
-def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = None) -> int:
+def save(
+    model: ir.Model,
+    path: str | os.PathLike,
+    external_data: bool | None = None,
+    before_replace: Callable[[Path], None] | None = None,
+) -> int:
     """Save atomically: write into a temporary folder beside `path`, then rename into place.
 
     `external_data=None` writes external data (`<name>.data` beside the model) when the weights
     exceed protobuf's 2 GB limit or when the model was loaded with external data (it keeps that
-    layout, and no whole-model protobuf is built in memory). Returns the bytes written.
+    layout, and no whole-model protobuf is built in memory). `before_replace(staged)` is called
+    with the written file before it takes `path`'s place (e.g. to check it on ONNX Runtime without
+    another copy of the weights); if it raises, `path` is left as it was. Returns the bytes written.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -157,6 +164,8 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
                 staged = onnx.load(staging / path.name, load_external_data=False)
                 onnx.save(_with_training_info(model, staged), staging / path.name)
             written = sum(file.stat().st_size for file in staging.iterdir())
+            if before_replace is not None:
+                before_replace(staging / path.name)
             if data_name:
                 external.read_into_memory(model, folder / data_name)
             # the model and its data file are replaced together or not at all
