@@ -21,8 +21,8 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxslim.passes.rules._operands import either, ordered
 from onnxslim.passes.rules.common import constant, keeps_shape, opset
+from onnxslim.passes.rules.operands import either, ordered
 
 _TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE})
 SQRT2 = math.sqrt(2.0)

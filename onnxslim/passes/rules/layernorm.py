@@ -20,7 +20,6 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxslim.passes.rules._operands import either, ordered
 from onnxslim.passes.rules.common import (
     constant,
     keeps_shape,
@@ -30,6 +29,7 @@ from onnxslim.passes.rules.common import (
     parameter,
     static_dims,
 )
+from onnxslim.passes.rules.operands import either, ordered
 
 _TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE})
 #: LayerNormalization computes in float32 by default (stash_type=1); a double model keeps double.
