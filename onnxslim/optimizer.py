@@ -16,12 +16,13 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim import verify
+from onnxslim.data import parse_shapes
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
-from onnxslim.model import io, opset
+from onnxslim.model import interface, io, opset
 from onnxslim.model.external import onnx_c_api_view, release_external_data
 from onnxslim.model.graph import MIN_OPSET, default_opset
 from onnxslim.model.stats import ModelStats, model_stats
-from onnxslim.passes.pipeline import run_passes, selected_passes
+from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class OptimizeOptions:
     synthesized from the model), `shapes`: dims for dynamic inputs; `check_rtol`/`check_atol`:
     the check's tolerances for every float output (default: per dtype, 1e-4/1e-5 for float32);
     `require_check`: a model that cannot be checked (ORT cannot run the original, an input cannot
-    be fed) is an error instead of a "not checked" result.
+    be fed) is an error instead of a "not checked" result; `input_shapes`: static dims for graph
+    inputs, written into the result (what becomes static is folded; the check feeds these dims);
+    `inputs`/`outputs`: value names to cut the graph at first, like `onnx.utils.extract_model`
+    (the check compares with the cut original).
     """
 
     skip: tuple[str, ...] = ()
@@ -104,6 +108,9 @@ class OptimizeOptions:
     require_check: bool = False
     check_rtol: float | None = None
     check_atol: float | None = None
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    inputs: tuple[str, ...] | None = None
+    outputs: tuple[str, ...] | None = None
 
 
 def optimize_with_report(
@@ -123,15 +130,20 @@ def optimize_with_report(
     if isinstance(model, (str, os.PathLike)):
         source = model
     ir_model = io.to_ir(model)
-    before = model_stats(ir_model, source)
+    notes: list[str] = []
+    cut = bool(options.inputs or options.outputs)
+    if cut:
+        notes.append(cut_graph(ir_model, options.inputs, options.outputs))
+    before = model_stats(ir_model, None if cut else source)
     pass_options = (
         PassOptions() if options.size_threshold is None else PassOptions(options.size_threshold)
     )
     specs = selected_passes(options.skip)
-    notes: list[str] = []
     check_inputs = not_checked = None
-    # The original as ORT loads it: its file, or a copy saved before the in-place passes change it.
-    with verify.model_file(source or model) as reference, io.quiet_library_logs():
+    # The original as ORT loads it: its file, or a copy saved before the in-place passes change it
+    # (the cut original when cut).
+    original = ir_model if cut else (source or model)
+    with verify.model_file(original) as reference, io.quiet_library_logs():
         ir_model, note = _convert_opset(ir_model, options.target_opset)
         notes += [note] if note else []
         if options.inline_functions and ir_model.functions:
@@ -139,10 +151,16 @@ def optimize_with_report(
                 on_pass("inline-functions")
             common.InlinePass()(ir_model)
             common.RemoveUnusedOpsetsPass()(ir_model)
+        given = _interface(ir_model)
+        if options.input_shapes:
+            interface.set_input_shapes(ir_model, options.input_shapes)
         declared = _interface(ir_model)
         input_error = _checker_error(ir_model)
         rounds, applied = run_passes(ir_model, specs, pass_options, on_pass)
         _restore_interface(ir_model, declared)
+        for value, (_, _, shape) in zip(ir_model.graph.outputs, given[1]):
+            if value.shape is None:  # not inferred from the new input dims: as the model gave it
+                value.shape = shape
         _checker(ir_model, input_error)
         if options.check:
             if on_pass:
@@ -160,6 +178,20 @@ def optimize_with_report(
         check_skipped=not_checked,
         check_inputs=str(check_inputs) if check_inputs else None,
         notes=notes,
+    )
+
+
+def cut_graph(model: ir.Model, inputs: Sequence[str] | None, outputs: Sequence[str] | None) -> str:
+    """Cut `model` in place to the subgraph between the named values (`interface.extract`, after
+    shape inference gave the values their types); returns a note for the report."""
+    total = model_stats(model).nodes
+    infer_shapes(model)
+    interface.extract(model, inputs, outputs)
+    graph = model.graph
+    return (
+        f"cut to the subgraph from {', '.join(v.name for v in graph.inputs)} "
+        f"to {', '.join(v.name for v in graph.outputs)}: "
+        f"{model_stats(model).nodes} of {total} nodes"
     )
 
 
@@ -238,7 +270,7 @@ def _check(
             reference,
             model,
             options.check_inputs,
-            options.shapes,
+            _check_shapes(options),
             None if tolerance == (None, None) else tolerance,
         )
     except verify.NotCheckable as err:
@@ -257,6 +289,19 @@ def _check(
         raise CheckFailedError(f"not checked: {reason}")
     warnings.warn(f"onnxslim: not checked: {reason}; pass check inputs to verify", stacklevel=3)
     return None, reason
+
+
+def _check_shapes(options: OptimizeOptions) -> dict[str, tuple[int, ...]] | None:
+    """Dims for the check's inputs: `shapes`, and `input_shapes` (they must agree)."""
+    shapes = dict(options.input_shapes or {})
+    for name, dims in (options.shapes or {}).items():
+        if name in shapes and tuple(shapes[name]) != tuple(dims):
+            raise OnnxSlimError(
+                f"input {name!r}: --shape {','.join(map(str, dims))} disagrees with "
+                f"--input-shapes {','.join(map(str, shapes[name]))}"
+            )
+        shapes[name] = tuple(dims)
+    return shapes or None
 
 
 def _refuse_if_invalid(reference, ort_error: str) -> None:
@@ -301,7 +346,22 @@ def make_options(**options) -> OptimizeOptions:
     if isinstance(options.get("skip"), str):
         options["skip"] = (options["skip"],)
     options["skip"] = tuple(options.get("skip", ()))
+    for key in ("inputs", "outputs"):
+        if options.get(key) is not None:
+            options[key] = names(options[key]) or None
+    for key in ("shapes", "input_shapes"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            options[key] = parse_shapes([value] if isinstance(value, str) else value)
+        elif value is not None:
+            options[key] = {name: tuple(int(d) for d in dims) for name, dims in value.items()}
     return OptimizeOptions(**options)
+
+
+def names(items: str | Sequence[str]) -> tuple[str, ...]:
+    """Value names from "a,b" or ["a", "b,c"] (repeated and comma-separated, as the CLI takes)."""
+    items = [items] if isinstance(items, str) else items
+    return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
 
 
 def save(

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run_cli, vi
+from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run, run_cli, vi
 from onnx import helper
 
 from onnxslim.cli.params import parse_size
@@ -223,3 +223,122 @@ def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
     assert proc.returncode == 0, proc.stderr
     proc = run_cli(*args, "--shape", "x:1,3,16,16")
     assert_one_line_error(proc, 2, "--shape applies to random inputs")
+
+
+# -- --input-shapes, --inputs/--outputs --
+
+
+def shape_math_model() -> onnx.ModelProto:
+    """Conv, Relu, then a Reshape to [N, -1] computed from Shape(r), then ReduceSum: dynamic."""
+    rng = np.random.default_rng(0)
+    return make_model(
+        [
+            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            N("Relu", ["c"], ["r"]),
+            N("Shape", ["r"], ["s"]),
+            N("Gather", ["s", "zero"], ["n"], axis=0),
+            N("Unsqueeze", ["n", "axes"], ["n1"]),
+            N("Concat", ["n1", "minus1"], ["newshape"], axis=0),
+            N("Reshape", ["r", "newshape"], ["flat"]),
+            N("ReduceSum", ["flat", "axes1"], ["y"], keepdims=0),
+        ],
+        [vi("x", FLOAT, ["N", 3, "H", "W"])],
+        [vi("y", FLOAT, ["N"])],
+        [
+            const("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+            const("zero", np.array(0, np.int64)),
+            const("axes", np.array([0], np.int64)),
+            const("minus1", np.array([-1], np.int64)),
+            const("axes1", np.array([1], np.int64)),
+        ],
+    )
+
+
+def dims_of(value) -> list:
+    return [
+        d.dim_value if d.HasField("dim_value") else d.dim_param
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+@pytest.mark.parametrize("option", ["--input-shapes", "--overwrite-input-shape"])
+def test_input_shapes_fix_dims_and_fold(tmp_path, option):
+    onnx.save(shape_math_model(), tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", option, "x:2,3,8,8")
+    assert proc.returncode == 0, proc.stderr
+    assert "synthesized inputs (x float32[2,3,8,8]" in proc.stdout  # the check ran at those dims
+    out = onnx.load(tmp_path / "o.onnx")
+    assert dims_of(out.graph.input[0]) == [2, 3, 8, 8] and dims_of(out.graph.output[0]) == [2]
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Relu", "Reshape", "ReduceSum"]
+    feed = {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(
+        run(out, feed)[0], run(shape_math_model(), feed)[0], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_input_shapes_from_python():
+    import onnxslim
+
+    model = onnxslim.optimize(shape_math_model(), input_shapes={"x": (1, 3, 4, 4)})
+    assert model.graph.inputs[0].shape.dims == (1, 3, 4, 4)
+    assert [n.op_type for n in model.graph] == ["Conv", "Relu", "Reshape", "ReduceSum"]
+    same = onnxslim.optimize(shape_math_model(), input_shapes=["x:1,3,4,4"])
+    assert same.graph.inputs[0].shape.dims == (1, 3, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input-shapes", "z:1,2"], "--input-shapes z: no such graph input (inputs: x)"),
+        (["--input-shapes", "x:1,3,8"], "has rank 4, not 3"),
+        (["--input-shapes", "x:1,4,8,8"], "dim 1 of input 'x' is fixed at 3"),
+        (["--input-shapes", "x:1,3,8,8", "--shape", "x:1,3,9,9"], "disagree"),
+        (["--outputs", "nowhere"], "--outputs nowhere: no value of that name in the main graph"),
+        (["--inputs", "r", "--outputs", "y,c"], "depend on graph input 'x'"),
+        (["--inputs", "r", "--outputs", "r"], "both as an input and as an output"),
+        (["--inputs", "w"], "is a constant"),
+        (["--outputs", "c", "--bench"], "--bench compares OUTPUT with INPUT"),
+    ],
+)
+def test_interface_errors(tmp_path, args, message):
+    onnx.save(shape_math_model(), tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", *args)
+    assert_one_line_error(proc, 2, message)
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cut_to_a_subgraph_like_extract_model(tmp_path):
+    onnx.save(shape_math_model(), tmp_path / "m.onnx")
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--inputs", "r", "--outputs", "flat"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "note: cut to the subgraph from r to flat: 5 of 8 nodes" in proc.stdout
+    assert "outputs match the original" in proc.stdout
+    out = onnx.load(tmp_path / "o.onnx")
+    assert [v.name for v in out.graph.input] == ["r"] and [v.name for v in out.graph.output] == [
+        "flat"
+    ]
+    assert dims_of(out.graph.input[0])[:2] == ["N", 4]
+    onnx.utils.extract_model(str(tmp_path / "m.onnx"), str(tmp_path / "ref.onnx"), ["r"], ["flat"])
+    feed = {"r": np.random.default_rng(2).standard_normal((2, 4, 5, 5)).astype(np.float32)}
+    np.testing.assert_array_equal(run(out, feed)[0], run(tmp_path / "ref.onnx", feed)[0])
+    # outputs only: the inputs the outputs need stay, unused weights go; repeated or comma-separated
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "o2.onnx", "--outputs", "c", "--outputs", "s", "-q"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load(tmp_path / "o2.onnx")
+    assert [v.name for v in out.graph.output] == ["c", "s"]
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Relu", "Shape"]
+    assert [t.name for t in out.graph.initializer] == ["w"]
+
+
+def test_cut_and_fixed_dims_from_python():
+    import onnxslim
+
+    model = onnxslim.optimize(
+        shape_math_model(), inputs="c", outputs=["y"], input_shapes={"c": (1, 4, 5, 5)}
+    )
+    assert [v.name for v in model.graph.inputs] == ["c"]
+    assert [n.op_type for n in model.graph] == ["Relu", "Reshape", "ReduceSum"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 import warnings
@@ -13,7 +14,7 @@ from onnxslim import bench, data, optimizer
 from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.cli.params import SizeParam
 from onnxslim.errors import OnnxSlimError
-from onnxslim.model import files, io
+from onnxslim.model import files, interface, io
 from onnxslim.passes.registry import REGISTRY, get
 from onnxslim.quantization import QuantizeConfig, quantize
 from onnxslim.quantization.calibration import RANGE_METHODS
@@ -97,6 +98,29 @@ def _pass_list() -> str:
     multiple=True,
     metavar="NAME:DIMS",
     help="Dims for a dynamic input in the check, e.g. images:1,3,320,320 (repeatable).",
+)
+@click.option(
+    "--input-shapes",
+    "--overwrite-input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="NAME:DIMS",
+    help="Fix an input's dims in the saved model, e.g. images:1,3,640,640 (repeatable); "
+    "what becomes static is folded.",
+)
+@click.option(
+    "--inputs",
+    "cut_inputs",
+    multiple=True,
+    metavar="NAMES",
+    help="Cut the graph: these values become its inputs (comma-separated or repeated).",
+)
+@click.option(
+    "--outputs",
+    "cut_outputs",
+    multiple=True,
+    metavar="NAMES",
+    help="Cut the graph: these values become its outputs (comma-separated or repeated).",
 )
 @click.option(
     "--check-rtol",
@@ -229,6 +253,9 @@ def optimize_command(
     target_opset,
     check_inputs,
     shapes,
+    input_shapes,
+    cut_inputs,
+    cut_outputs,
     check_rtol,
     check_atol,
     external_data,
@@ -247,6 +274,13 @@ def optimize_command(
         output = output_opt or output_arg
         if run_bench and output is None:
             raise OnnxSlimError("--bench needs an output path to compare with the input")
+        cut_inputs, cut_outputs = optimizer.names(cut_inputs), optimizer.names(cut_outputs)
+        cut = bool(cut_inputs or cut_outputs)
+        if run_bench and cut:
+            raise OnnxSlimError(
+                "--bench compares OUTPUT with INPUT, which --inputs/--outputs give other inputs "
+                "or outputs: run onnxslim bench on a cut copy instead"
+            )
         if int8 != bool(int8_options["calibration"]):
             raise OnnxSlimError("--int8 and --calibration DATA go together")
         if int8 and check_inputs is not None:
@@ -266,12 +300,29 @@ def optimize_command(
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
+        fixed = data.parse_shapes(input_shapes)
+        # the cut original is what the check compares with: no file of it (source None)
+        cut_note = optimizer.cut_graph(model, cut_inputs, cut_outputs) if cut else None
+        specs = [
+            dataclasses.replace(spec, shape=fixed[spec.name]) if spec.name in fixed else spec
+            for spec in data.input_specs(model)
+        ]
         samples = None
         if check_inputs is not None and not no_check:
-            samples = data.load_samples(check_inputs, data.input_specs(model))
+            samples = data.load_samples(check_inputs, specs)
         console = tables.report_console(quiet)
         messages = tables.message_console(quiet)
+        for name, dims in shape_map.items():
+            if name in fixed and fixed[name] != dims:
+                raise OnnxSlimError(f"input {name!r}: --shape and --input-shapes disagree")
+        bench_shapes = {**fixed, **shape_map}
         if int8:
+            if cut_note:
+                console.print(f"note: {cut_note}", soft_wrap=True)
+            if fixed:
+                interface.set_input_shapes(model, fixed)
+                if int8_options["calibration"].startswith("random:"):
+                    shape_map = bench_shapes
             lossless = {
                 "skip": skipped,
                 "size_threshold": size_threshold,
@@ -303,15 +354,18 @@ def optimize_command(
                 require_check=require_check,
                 check_rtol=check_rtol,
                 check_atol=check_atol,
+                input_shapes=fixed or None,
             )
             with messages.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the report says "not checked" itself
                 result = optimizer.optimize_with_report(
                     model,
                     options,
-                    source=input_path,
+                    source=None if cut else input_path,
                     on_pass=lambda name: status.update(f"optimizing: {name}"),
                 )
+            if cut_note:
+                result.notes.insert(0, cut_note)
             if output is not None:
                 result.after.file_bytes = io.save(result.model, output, external_data or None)
                 written.append(output)
@@ -320,7 +374,7 @@ def optimize_command(
             measured = bench.benchmark(
                 [input_path, output],
                 inputs=samples,
-                shapes=shape_map if samples is None else None,
+                shapes=bench_shapes if samples is None else None,
                 progress=not quiet,
             )
             measured.render(console)
