@@ -46,6 +46,8 @@ class OptimizeResult:
     #: What the check ran on: "synthesized inputs (x float32[1,3,32,32] in [-1, 1])".
     check_inputs: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Every pass run that changed the model: round (or "setup"/"finish"), pass, nodes before/after.
+    history: list[tuple[int | str, str, int, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +60,10 @@ class OptimizeResult:
             "check_skipped": self.check_skipped,
             "check_inputs": self.check_inputs,
             "notes": self.notes,
+            "history": [
+                {"round": stage, "pass": name, "nodes_before": old, "nodes_after": new}
+                for stage, name, old, new in self.history
+            ],
         }
 
 
@@ -156,7 +162,8 @@ def optimize_with_report(
             interface.set_input_shapes(ir_model, options.input_shapes)
         declared = _interface(ir_model)
         input_error = _checker_error(ir_model)
-        rounds, applied = run_passes(ir_model, specs, pass_options, on_pass)
+        history: list[tuple[int | str, str, int, int]] = []
+        rounds, applied = run_passes(ir_model, specs, pass_options, on_pass, history)
         _restore_interface(ir_model, declared)
         for value, (_, _, shape) in zip(ir_model.graph.outputs, given[1]):
             if value.shape is None:  # not inferred from the new input dims: as the model gave it
@@ -178,6 +185,7 @@ def optimize_with_report(
         check_skipped=not_checked,
         check_inputs=str(check_inputs) if check_inputs else None,
         notes=notes,
+        history=history,
     )
 
 

@@ -342,3 +342,59 @@ def test_cut_and_fixed_dims_from_python():
     )
     assert [v.name for v in model.graph.inputs] == ["c"]
     assert [n.op_type for n in model.graph] == ["Relu", "Reshape", "ReduceSum"]
+
+
+# -- inspect, -v --
+
+
+def test_inspect(tmp_path):
+    proc = run_cli("inspect", DEMO)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    text = proc.stdout
+    assert text.startswith(f"{DEMO}: 97.20 KiB\n")
+    assert "IR version 8; opsets ai.onnx 17; producer onnxslim-demo" in text
+    assert "25 nodes; 24,310 parameters" in text
+    lines = [line.split() for line in text.splitlines()]
+    assert ["input", "input", "float32[batch,3,32,32]"] in lines
+    assert ["output", "logits", "float32[batch,10]"] in lines
+    assert ["Conv", "3", "12.0%"] in lines
+    data = json.loads(run_cli("inspect", DEMO, "--json").stdout)
+    assert data["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 3, 32, 32]}]
+    assert data["opsets"] == {"": 17} and data["ir_version"] == 8
+    assert data["stats"]["nodes"] == 25 and data["stats"]["op_counts"]["Conv"] == 3
+    assert data["stats"]["file_bytes"] == DEMO.stat().st_size and data["external_data"] == {}
+    assert onnx.load(DEMO).graph.node[0].op_type  # untouched
+
+
+def test_inspect_external_data_and_errors(tmp_path):
+    from helpers import external_data_model
+
+    onnx.save(external_data_model(tmp_path), tmp_path / "m.onnx")
+    data = json.loads(run_cli("inspect", tmp_path / "m.onnx", "--json").stdout)
+    assert data["external_data"] == {"w.bin": 256}
+    assert data["stats"]["file_bytes"] == (tmp_path / "m.onnx").stat().st_size + 256
+    text = run_cli("inspect", tmp_path / "m.onnx").stdout
+    assert "including 1 external data file(s) (256 B): w.bin" in text
+    assert_one_line_error(run_cli("inspect", tmp_path / "none.onnx"), 2, "no such file")
+
+
+def test_verbose_lists_the_passes_per_round(tmp_path):
+    proc = run_cli(DEMO, "-v", "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    start = lines.index("passes that changed the graph (node counts)")
+    assert lines[start + 1].split() == ["Round", "Pass", "Before", "After", "Change"]
+    first = lines[start + 3].split()
+    assert first[:4] == ["1", "fold-constants", "25", "21"]
+    history = json.loads((tmp_path / "r.json").read_text())["history"]
+    assert history[0] == {
+        "round": 1,
+        "pass": "fold-constants",
+        "nodes_before": 25,
+        "nodes_after": 21,
+    }
+    assert history[-1]["nodes_after"] == 9
+    assert {h["pass"] for h in history} <= set(
+        json.loads((tmp_path / "r.json").read_text())["passes_applied"]
+    )
+    assert "passes that changed" not in run_cli(DEMO).stdout

@@ -239,6 +239,9 @@ def _pass_list() -> str:
     is_flag=True,
     help="Fail when the INT8 model is not faster than float here.",
 )
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also list which pass changed the graph, per round."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def optimize_command(
     input_path,
@@ -263,6 +266,7 @@ def optimize_command(
     report_path,
     run_bench,
     int8,
+    verbose,
     quiet,
     **int8_options,
 ):
@@ -369,7 +373,7 @@ def optimize_command(
             if output is not None:
                 result.after.file_bytes = io.save(result.model, output, external_data or None)
                 written.append(output)
-            _report(result, input_path, output, report_path, console, messages)
+            _report(result, input_path, output, report_path, console, messages, verbose)
         if run_bench:
             measured = bench.benchmark(
                 [input_path, output],
@@ -480,9 +484,10 @@ def _report(
     report_path,
     console,
     messages,
+    verbose: bool = False,
 ) -> None:
-    """The before/after table and a footer on `console` (stdout); a check that could not run is
-    also a warning on `messages` (stderr)."""
+    """The before/after table (with `verbose`, the passes that changed the graph) and a footer on
+    `console` (stdout); a check that could not run is also a warning on `messages` (stderr)."""
     checked = (
         f"outputs match the original on ONNX Runtime, on {result.check_inputs}"
         if result.checked
@@ -497,6 +502,7 @@ def _report(
     tables.show(
         [
             tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"),
+            *([tables.pass_history(result.history)] if verbose else []),
             *notes,
             footer,
         ],

@@ -16,7 +16,7 @@ from onnxslim.render.format import human_bytes, input_shapes, number
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
-    from onnxslim.model.stats import ModelStats
+    from onnxslim.model.stats import ModelInfo, ModelStats
     from onnxslim.quantization.report import QuantizeReport
 
 MODEL_COLUMNS = [
@@ -49,7 +49,7 @@ CAPTION = (
     "times in ms (Load = session creation); "
     "Mem = peak RSS growth of a fresh process running the model"
 )
-TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op"})
+TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op", "Pass", "Name", "Type"})
 # plus the longest model name: narrower consoles get the table without mean, min and runs/s
 WIDE_TABLE = 94
 
@@ -348,3 +348,54 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
         )
     items += [plain(line) for line in report.violations + report.notes]
     return items
+
+
+def pass_history(history: Sequence[tuple[int | str, str, int, int]]) -> Table:
+    """`optimize -v`: every pass run that changed the graph, per round, with the node counts."""
+    rows = [
+        [
+            str(stage),
+            name,
+            f"{old:,}",
+            f"{new:,}",
+            _change(old, new) or "rewritten",
+        ]
+        for stage, name, old, new in history
+    ]
+    return grid(
+        "passes that changed the graph (node counts)",
+        ["Round", "Pass", "Before", "After", "Change"],
+        rows,
+    )
+
+
+def inspect_report(info: ModelInfo) -> list[RenderableType]:
+    """`onnxslim inspect`: file, versions, interface, totals and the op histogram."""
+    stats = info.stats
+    size = human_bytes(stats.file_bytes)
+    if info.external_data:
+        known = [n for n in info.external_data.values() if n is not None]
+        size += (
+            f" including {len(info.external_data)} external data file(s) "
+            f"({human_bytes(sum(known))}): {', '.join(info.external_data)}"
+        )
+    opsets = ", ".join(f"{domain or 'ai.onnx'} {v}" for domain, v in info.opsets.items())
+    lines = [
+        f"{info.path}: {size}",
+        f"IR version {info.ir_version}; opsets {opsets}; producer {info.producer or '-'}",
+        f"{stats.nodes:,} nodes; {stats.parameters:,} parameters "
+        f"({human_bytes(stats.weight_bytes)}, Constant nodes included); "
+        f"{info.initializers:,} initializers"
+        + (f"; functions {', '.join(info.functions)}" if info.functions else ""),
+        *(f"metadata {key}: {value}" for key, value in info.metadata.items()),
+    ]
+    interface = [["input", v.name, v.describe()] for v in info.inputs] + [
+        ["output", v.name, v.describe()] for v in info.outputs
+    ]
+    total = stats.nodes or 1
+    ops = [[op, str(n), f"{n / total:.1%}"] for op, n in stats.op_counts.items()]
+    return [
+        *(plain(line) for line in lines),
+        grid("interface", ["", "Name", "Type"], interface),
+        grid("ops", ["Op", "Count", "Share"], ops),
+    ]
