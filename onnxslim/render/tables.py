@@ -237,12 +237,18 @@ def bench_header(report: BenchReport) -> list[str]:
         inputs += f" of {input_shapes(report.inputs)}"
     return [
         f"CPU: {cpu.model} ({cpu.arch}); {isa}",
-        f"onnxruntime {report.ort_version}; {report.threads} intra-op thread(s); "
+        f"{_versions(report)}; {report.threads} intra-op thread(s); "
         f"ORT optimization level: {report.ort_opt_level}; "
         f"{report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
         *(f"warning: {warning}" for warning in report.warnings),
         *(f"note: {note}" for note in report.notes),
     ]
+
+
+def _versions(report: BenchReport) -> str:
+    tools = ("onnxslim", "onnx", "onnxruntime")
+    found = [f"{tool} {report.versions[tool]}" for tool in tools if tool in report.versions]
+    return ", ".join(found) or f"onnxruntime {report.ort_version}"
 
 
 def bench_model_rows(report: BenchReport) -> list[list[str]]:
