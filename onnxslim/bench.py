@@ -298,7 +298,7 @@ def _peak_memory_mb(
 
 
 def benchmark(
-    models: Sequence,
+    models: Sequence | Mapping,
     *,
     inputs=None,
     preprocess: Preprocess | str | None = None,
@@ -311,6 +311,9 @@ def benchmark(
     progress: bool = True,
 ) -> BenchReport:
     """Benchmark `models` (paths, ModelProtos or onnx-ir Models) against the first one.
+
+    A dict labels each model by its key (`{"fp32": a, "int8": b}`); otherwise paths are labelled
+    by their file names, in-memory models model0, model1, ...
 
     `inputs`: a list of `{name: array}` samples, a CalibrationDataReader, or a source for
     `onnxslim.data.load_samples` (folder/file path, `"random:N"`); None means random inputs whose
@@ -332,8 +335,10 @@ def benchmark(
         raise OnnxSlimError(
             "shapes apply to random inputs only; the given inputs fix their own shapes"
         )
+    labels = [str(key) for key in models] if isinstance(models, Mapping) else None
+    models = list(models.values()) if isinstance(models, Mapping) else models
     prepared = [_prepare(model, index) for index, model in enumerate(models)]
-    short = [Path(m.name).name if isinstance(m.source, str) else m.name for m in prepared]
+    short = labels or [Path(m.name).name if isinstance(m.source, str) else m.name for m in prepared]
     if len(set(short)) == len(short):
         for model, name in zip(prepared, short):
             model.name = name

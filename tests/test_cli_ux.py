@@ -398,3 +398,68 @@ def test_verbose_lists_the_passes_per_round(tmp_path):
         json.loads((tmp_path / "r.json").read_text())["passes_applied"]
     )
     assert "passes that changed" not in run_cli(DEMO).stdout
+
+
+# -- Python API --
+
+
+def test_reports_render_to_text_without_a_console(tmp_path):
+    import onnxslim
+    from onnxslim.data import input_specs, random_inputs
+
+    onnx.save(conv_model([1, 3, 8, 8]), tmp_path / "m.onnx")
+    report = onnxslim.benchmark(
+        {"fp32": tmp_path / "m.onnx", "copy": tmp_path / "m.onnx"},
+        runs=2,
+        warmup=0,
+        measure_memory=False,
+        progress=False,
+    )
+    assert [m.name for m in report.models] == ["fp32", "copy"]  # labelled by dict key
+    assert report.to_dict()["reference"] == "fp32"
+    text = report.render()
+    assert "Benchmark (reference: first model)" in text and "\x1b" not in text
+    assert any(line.split()[:1] == ["copy"] for line in text.splitlines())
+    specs = input_specs(conv_model([1, 3, 8, 8]))
+    samples = [random_inputs(specs, seed=i) for i in range(6)]
+    quantized = onnxslim.quantize(tmp_path / "m.onnx", samples, progress=False)
+    text = quantized.report.render()
+    assert "INT8 quantization" in text and "drift on held-out samples" in text
+    assert "\x1b" not in text and all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_slim_takes_onnxslims_keywords(tmp_path):
+    import onnxslim
+    from onnxslim.errors import OnnxSlimError
+
+    proto = onnxslim.slim(
+        shape_math_model(),
+        model_check=True,
+        input_shapes=["x:1,3,4,4"],
+        skip_fusion_patterns=["fuse-chains"],
+        skip_optimizations=["subexpression_elimination"],
+        dtype="fp32",
+    )
+    assert dims_of(proto.graph.input[0]) == [1, 3, 4, 4]
+    onnxslim.slim(
+        shape_math_model(),
+        output_model=tmp_path / "o.onnx",
+        save_as_external_data=True,
+        outputs=["c"],
+        model_check_inputs=["x:2,3,5,5"],
+    )
+    out = onnx.load(tmp_path / "o.onnx")
+    assert [v.name for v in out.graph.output] == ["c"] and (tmp_path / "o.onnx.data").is_file()
+    np.save(tmp_path / "x.npy", np.ones((1, 3, 6, 6), np.float32))
+    assert onnxslim.slim(shape_math_model(), model_check_inputs=[f"x:{tmp_path / 'x.npy'}"])
+    for kwargs, message in [
+        ({"no_shape_infer": True}, r"slim\(no_shape_infer=...\) is OnnxSlim's option: onnxslim"),
+        ({"verbose": True}, "optimize_with_report"),
+        ({"dtype": "fp16"}, "dtype='fp16'"),
+        ({"skip_optimizations": ["weight_tying"]}, "give skip= pass names instead"),
+        ({"skip_fusion_patterns": ["FusionGelu"]}, "FusionGelu"),
+        ({"bogus": 1}, "unknown option"),
+    ]:
+        with pytest.raises(OnnxSlimError, match=message) as caught:
+            onnxslim.slim(shape_math_model(), **kwargs)
+        assert "\n" not in str(caught.value)
