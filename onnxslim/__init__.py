@@ -54,7 +54,8 @@ def slim(
     OnnxSlim's keyword names work where they map: `output_model` (output), `model_check` (check),
     `model_check_inputs` (["name:file.npy"] check inputs or ["name:1,3,224,224"] dims),
     `input_shapes`, `inputs`, `outputs`, `skip_fusion_patterns` and `skip_optimizations` (skip),
-    `save_as_external_data` (external_data), `dtype` ("fp32"); `size_threshold` is the same. Any
+    `save_as_external_data` (external_data); `dtype` ("fp32", "fp16") and `size_threshold` are the
+    same. Any
     other name of OnnxSlim's raises OnnxSlimError naming what to use instead.
     """
     from onnxslim import optimizer
@@ -115,11 +116,9 @@ def _onnxslim_options(options: dict) -> dict:
         skip += _SKIP_OPTIMIZATIONS[name]
     if skip:
         out["skip"] = tuple(skip)
-    dtype = out.pop("dtype", None)
-    if dtype is not None and str(dtype).lower() not in ("fp32", "float32", "float"):
-        raise OnnxSlimError(
-            f"slim(dtype={dtype!r}): onnxslim keeps float32; for INT8 use onnxslim.quantize"
-        )
+    dtype = out.get("dtype")
+    if dtype is not None and str(dtype).lower() not in ("fp32", "float32", "fp16", "float16"):
+        raise OnnxSlimError(f"slim(dtype={dtype!r}): choose fp32 or fp16; for INT8 use quantize()")
     if "model_check_inputs" in out:
         out.update(_check_inputs(_as_list(out.pop("model_check_inputs"))))
     return out

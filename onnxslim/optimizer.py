@@ -15,8 +15,9 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from onnxslim import verify
+from onnxslim import fp16, verify
 from onnxslim.data import parse_shapes
+from onnxslim.drift import parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.model import interface, io, opset
 from onnxslim.model.external import onnx_c_api_view, release_external_data
@@ -48,6 +49,9 @@ class OptimizeResult:
     notes: list[str] = field(default_factory=list)
     #: Every pass run that changed the model: round (or "setup"/"finish"), pass, nodes before/after.
     history: list[tuple[int | str, str, int, int]] = field(default_factory=list)
+    #: `dtype="fp16"`: fp16.Fp16Result's fields, the drift budget, the drift per output and the
+    #: inputs it was measured on.
+    fp16: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -60,6 +64,14 @@ class OptimizeResult:
             "check_skipped": self.check_skipped,
             "check_inputs": self.check_inputs,
             "notes": self.notes,
+            "fp16": None
+            if self.fp16 is None
+            else {
+                **self.fp16,
+                "drift": None
+                if self.fp16["drift"] is None
+                else {name: d.to_dict() for name, d in self.fp16["drift"].items()},
+            },
             "history": [
                 {"round": stage, "pass": name, "nodes_before": old, "nodes_after": new}
                 for stage, name, old, new in self.history
@@ -101,7 +113,9 @@ class OptimizeOptions:
     be fed) is an error instead of a "not checked" result; `input_shapes`: static dims for graph
     inputs, written into the result (what becomes static is folded; the check feeds these dims);
     `inputs`/`outputs`: value names to cut the graph at first, like `onnx.utils.extract_model`
-    (the check compares with the cut original).
+    (the check compares with the cut original); `dtype="fp16"`: convert to float16 afterwards
+    (`onnxslim.fp16`; graph inputs and outputs stay float32 with `keep_io_types`), measure its
+    drift from the original and refuse it beyond `max_drift` (default fp16.DEFAULT_BUDGET).
     """
 
     skip: tuple[str, ...] = ()
@@ -117,6 +131,9 @@ class OptimizeOptions:
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     inputs: tuple[str, ...] | None = None
     outputs: tuple[str, ...] | None = None
+    dtype: str | None = None
+    keep_io_types: bool = True
+    max_drift: str | None = None
 
 
 def optimize_with_report(
@@ -174,6 +191,7 @@ def optimize_with_report(
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
             check_inputs, not_checked = _check(reference, ir_model, options)
+        precision = _to_float16(reference, ir_model, options, on_pass)
     return OptimizeResult(
         model=ir_model,
         before=before,
@@ -186,7 +204,38 @@ def optimize_with_report(
         check_inputs=str(check_inputs) if check_inputs else None,
         notes=notes,
         history=history,
+        fp16=precision,
     )
+
+
+def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -> dict | None:
+    """With `dtype="fp16"`: convert, then (with `check`) measure the drift from the original and
+    refuse the result beyond `max_drift`; what happened, for the report (None: no conversion)."""
+    dtype = (options.dtype or "fp32").lower()
+    if dtype in ("fp32", "float32", "float"):
+        return None
+    if dtype not in ("fp16", "float16", "half"):
+        raise OnnxSlimError(f"dtype {options.dtype!r}: choose fp32 or fp16")
+    if on_pass:
+        on_pass("float16")
+    converted = fp16.to_float16(model, keep_io_types=options.keep_io_types)
+    report = {**converted.to_dict(), "budget": None, "drift": None, "inputs": None}
+    if not options.check:
+        return report
+    if on_pass:
+        on_pass("float16 drift on ONNX Runtime")
+    budget = parse_max_drift(options.max_drift or fp16.DEFAULT_BUDGET)
+    drifts, described = fp16.measure_drift(
+        reference, model, options.check_inputs, _check_shapes(options)
+    )
+    report.update(budget=str(budget), drift=drifts, inputs=described)
+    failures = budget.check(drifts)
+    if failures:
+        raise CheckFailedError(
+            f"the float16 model drifts beyond {budget}: {'; '.join(failures)} "
+            "(keep more ops in float32, or loosen --max-drift)"
+        )
+    return report
 
 
 def cut_graph(model: ir.Model, inputs: Sequence[str] | None, outputs: Sequence[str] | None) -> str:

@@ -455,7 +455,7 @@ def test_slim_takes_onnxslims_keywords(tmp_path):
     for kwargs, message in [
         ({"no_shape_infer": True}, r"slim\(no_shape_infer=...\) is OnnxSlim's option: onnxslim"),
         ({"verbose": True}, "optimize_with_report"),
-        ({"dtype": "fp16"}, "dtype='fp16'"),
+        ({"dtype": "int4"}, "dtype='int4'"),
         ({"skip_optimizations": ["weight_tying"]}, "give skip= pass names instead"),
         ({"skip_fusion_patterns": ["FusionGelu"]}, "FusionGelu"),
         ({"bogus": 1}, "unknown option"),
@@ -463,3 +463,101 @@ def test_slim_takes_onnxslims_keywords(tmp_path):
         with pytest.raises(OnnxSlimError, match=message) as caught:
             onnxslim.slim(shape_math_model(), **kwargs)
         assert "\n" not in str(caught.value)
+
+
+# -- --dtype fp16 --
+
+
+def mixed_model() -> onnx.ModelProto:
+    """Conv (float16-safe), a -1e9 mask Add, Softmax, Resize, LayerNormalization, ReduceSum; the
+    Conv output is also a graph output."""
+    rng = np.random.default_rng(0)
+    mask = np.where(np.arange(8) > 5, -1e9, 0).astype(np.float32)
+    return make_model(
+        [
+            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            N("Add", ["c", "mask"], ["masked"]),
+            N("Softmax", ["masked"], ["sm"], axis=-1),
+            N("Resize", ["sm", "", "scales"], ["up"], mode="linear"),
+            N("LayerNormalization", ["up", "g", "b"], ["ln"], axis=-1),
+            N("ReduceSum", ["ln", "axes"], ["y"], keepdims=0),
+        ],
+        [vi("x", FLOAT, [1, 3, 8, 8])],
+        [vi("y", FLOAT, [1, 4, 16]), vi("c", FLOAT, [1, 4, 8, 8])],
+        [
+            const("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+            const("mask", mask),
+            const("scales", np.array([1, 1, 2, 2], np.float32)),
+            const("g", np.ones(16, np.float32)),
+            const("b", np.zeros(16, np.float32)),
+            const("axes", np.array([2], np.int64)),
+        ],
+    )
+
+
+def test_fp16_keeps_unsafe_ops_and_io_in_float32(tmp_path):
+    onnx.save(mixed_model(), tmp_path / "m.onnx")
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    proc = run_cli(tmp_path / "m.onnx", "-o", out, "--dtype", "fp16", "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert "float16 drift vs the original, on 3 synthesized sample(s)" in proc.stdout
+    assert "float16 drift within cosine>=0.999,rel_err<=0.01" in proc.stdout.splitlines()[-1]
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    half = onnx.TensorProto.FLOAT16
+    assert [(v.name, v.type.tensor_type.elem_type) for v in model.graph.output] == [
+        ("y", onnx.TensorProto.FLOAT),
+        ("c", onnx.TensorProto.FLOAT),
+    ]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = {t.name: t.data_type for t in model.graph.initializer}
+    assert weights["w"] == half and weights["mask"] == onnx.TensorProto.FLOAT
+    assert weights["g"] == onnx.TensorProto.FLOAT  # LayerNormalization stays float32
+    data = json.loads(report.read_text())["fp16"]
+    assert data["nodes_float16"] == 2 and data["casts"] >= 2  # Conv and Softmax
+    assert data["kept"] == {
+        "constant beyond float16 range": 1,
+        "Resize (unsafe in float16)": 1,
+        "LayerNormalization (unsafe in float16)": 1,
+        "ReduceSum (unsafe in float16)": 1,
+    }
+    assert data["drift"]["y"]["rel_error"] < 1e-2 and data["drift"]["c"]["cosine"] > 0.999
+    feed = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    got, want = run(out, feed), run(mixed_model(), feed)
+    assert all(np.allclose(g, w, rtol=1e-2, atol=1e-2) for g, w in zip(got, want))
+
+
+def test_fp16_budget_and_interface(tmp_path):
+    onnx.save(mixed_model(), tmp_path / "m.onnx")
+    strict = run_cli(
+        tmp_path / "m.onnx",
+        "-o",
+        tmp_path / "o.onnx",
+        "--dtype",
+        "fp16",
+        "--max-drift",
+        "max_abs<=0",
+    )
+    assert_one_line_error(strict, 1, "the float16 model drifts beyond max_abs<=0")
+    assert not (tmp_path / "o.onnx").exists()
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "h.onnx", "--dtype", "fp16", "--no-keep-io-types"
+    )
+    assert proc.returncode == 0, proc.stderr
+    model = onnx.load(tmp_path / "h.onnx")
+    half = onnx.TensorProto.FLOAT16
+    assert model.graph.input[0].type.tensor_type.elem_type == half
+    assert {v.type.tensor_type.elem_type for v in model.graph.output} == {half}
+    both = run_cli(tmp_path / "m.onnx", "--dtype", "fp16", "--int8", "--calibration", "random:4")
+    assert_one_line_error(both, 2, "exclude each other")
+
+
+def test_fp16_from_python():
+    import onnxslim
+
+    proto = onnxslim.slim(mixed_model(), dtype="fp16")
+    assert {t.data_type for t in proto.graph.initializer} >= {onnx.TensorProto.FLOAT16}
+    result = onnxslim.optimizer.optimize_with_report(
+        mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", check=False)
+    )
+    assert result.fp16["drift"] is None and result.fp16["nodes_float16"] == 2

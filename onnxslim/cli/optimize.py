@@ -151,6 +151,20 @@ def _pass_list() -> str:
     help="Then benchmark OUTPUT against INPUT on ONNX Runtime CPU (speed and drift).",
 )
 @click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="fp16: convert float32 to float16 after the lossless passes (unsafe ops stay float32), "
+    "refused beyond --max-drift [default: cosine>=0.999,rel_err<=0.01].",
+)
+@click.option(
+    "--keep-io-types/--no-keep-io-types",
+    default=True,
+    show_default=True,
+    help="With --dtype fp16: graph inputs and outputs stay float32 (Casts inside the model).",
+)
+@click.option(
     "--int8",
     is_flag=True,
     help="Quantize to QDQ INT8 after the lossless passes (needs --calibration).",
@@ -225,7 +239,8 @@ def _pass_list() -> str:
 @click.option(
     "--max-drift",
     metavar="SPEC",
-    help="INT8 drift budget on held-out data, e.g. cosine>=0.99; sensitive nodes go back to float.",
+    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (sensitive nodes go back to "
+    "float); with --dtype fp16, the float16 drift budget.",
 )
 @click.option(
     "--eval-split",
@@ -265,6 +280,8 @@ def optimize_command(
     overwrite,
     report_path,
     run_bench,
+    dtype,
+    keep_io_types,
     int8,
     verbose,
     quiet,
@@ -287,6 +304,8 @@ def optimize_command(
             )
         if int8 != bool(int8_options["calibration"]):
             raise OnnxSlimError("--int8 and --calibration DATA go together")
+        if int8 and dtype != "fp32":
+            raise OnnxSlimError("--int8 and --dtype fp16 exclude each other: choose one")
         if int8 and check_inputs is not None:
             raise OnnxSlimError(
                 "--check-inputs is for the lossless check; with --int8 the held-out part "
@@ -359,6 +378,9 @@ def optimize_command(
                 check_rtol=check_rtol,
                 check_atol=check_atol,
                 input_shapes=fixed or None,
+                dtype=dtype,
+                keep_io_types=keep_io_types,
+                max_drift=int8_options["max_drift"],
             )
             with messages.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the report says "not checked" itself
@@ -496,6 +518,12 @@ def _report(
     if result.check_skipped:
         checked = f"not checked: {result.check_skipped}; pass --check-inputs to verify"
         tables.warn(messages, checked)
+    if result.fp16 is not None and result.checked:
+        checked = f"lossless passes: {checked}; " + (
+            f"float16 drift within {result.fp16['budget']}"
+            if result.fp16["budget"]
+            else "float16 drift not measured"
+        )
     where = f"wrote {output}" if output else "no output path given: nothing written"
     footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
     notes = [f"note: {note}" for note in result.notes]
@@ -503,6 +531,7 @@ def _report(
         [
             tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"),
             *([tables.pass_history(result.history)] if verbose else []),
+            *(tables.fp16_report(result.fp16) if result.fp16 is not None else []),
             *notes,
             footer,
         ],

@@ -104,11 +104,17 @@ def plain_text(renderables: Iterable[RenderableType], width: int) -> str:
     """The renderables as plain text, `width` columns at most for tables; text lines unwrapped."""
     console = Console(record=True, width=width, file=_Discard(), color_system=None)
     for item in renderables:
+        caption = None
         if isinstance(item, Table):
             item.box = PLAIN_BOX if item.box is not None else None
-            item.title_justify = item.caption_justify = "left"
             item.show_edge = False
+            # titles and captions as lines of their own: never wrapped to the table's width
+            if item.title is not None:
+                console.print(Text(str(item.title)), soft_wrap=True)
+            caption, item.title, item.caption = item.caption, None, None
         console.print(item, soft_wrap=isinstance(item, (str, Text)))
+        if caption is not None:
+            console.print(Text(str(caption)), soft_wrap=True)
     lines = console.export_text(styles=False).splitlines()
     return "".join(line.rstrip() + "\n" for line in lines)
 
@@ -405,3 +411,26 @@ def inspect_report(info: ModelInfo) -> list[RenderableType]:
         grid("interface", ["", "Name", "Type"], interface),
         grid("ops", ["Op", "Count", "Share"], ops),
     ]
+
+
+def fp16_report(report: Mapping) -> list[RenderableType]:
+    """`--dtype fp16`: what went to float16, what stayed float32 and why, and the drift."""
+    kept = ", ".join(f"{reason} {count}" for reason, count in report["kept"].items())
+    io = "float32 graph inputs and outputs" if report["keep_io_types"] else "float16 interface"
+    items: list[RenderableType] = [
+        plain(
+            f"float16: {report['nodes_float16']} node(s) in float16, {report['casts']} Cast(s) "
+            f"added, {io}; weights {human_bytes(report['weights_before'])} -> "
+            f"{human_bytes(report['weights_after'])}"
+            + (f"; kept in float32: {kept}" if kept else "")
+        )
+    ]
+    if report["drift"] is not None:
+        items.append(
+            grid(
+                f"float16 drift vs the original, on {report['inputs']}",
+                DRIFT_COLUMNS,
+                drift_rows({"fp16": report["drift"]}),
+            )
+        )
+    return items
