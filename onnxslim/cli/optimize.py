@@ -326,12 +326,12 @@ def optimize_command(
         fixed = data.parse_shapes(input_shapes)
         # the cut original is what the check compares with: no file of it (source None)
         cut_note = optimizer.cut_graph(model, cut_inputs, cut_outputs) if cut else None
-        specs = [
-            dataclasses.replace(spec, shape=fixed[spec.name]) if spec.name in fixed else spec
-            for spec in data.input_specs(model)
-        ]
         samples = None
         if check_inputs is not None and not no_check:
+            specs = [
+                dataclasses.replace(spec, shape=fixed[spec.name]) if spec.name in fixed else spec
+                for spec in data.input_specs(model)
+            ]
             samples = data.load_samples(check_inputs, specs)
         console = tables.report_console(quiet)
         messages = tables.message_console(quiet)
