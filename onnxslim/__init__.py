@@ -49,12 +49,96 @@ def slim(
     **options,
 ) -> onnx.ModelProto | None:
     """Optimize like `optimize`, then save to `output` and return None, or return the result as a
-    self-contained `onnx.ModelProto`."""
+    self-contained `onnx.ModelProto`.
+
+    OnnxSlim's keyword names work where they map: `output_model` (output), `model_check` (check),
+    `model_check_inputs` (["name:file.npy"] check inputs or ["name:1,3,224,224"] dims),
+    `input_shapes`, `inputs`, `outputs`, `skip_fusion_patterns` and `skip_optimizations` (skip),
+    `save_as_external_data` (external_data); `dtype` ("fp32", "fp16") and `size_threshold` are the
+    same. Any
+    other name of OnnxSlim's raises OnnxSlimError naming what to use instead.
+    """
     from onnxslim import optimizer
     from onnxslim.model import io
 
+    output = options.pop("output_model", output)
+    if "save_as_external_data" in options:
+        external_data = bool(options.pop("save_as_external_data")) or external_data
+    options = _onnxslim_options(options)
     result = optimizer.optimize(model, **options)
     if output is not None:
         optimizer.save(result, output, external_data)
         return None
     return io.to_proto(result)
+
+
+#: OnnxSlim's `skip_optimizations` names -> onnxslim pass names.
+_SKIP_OPTIMIZATIONS = {
+    "constant_folding": ("fold-constants",),
+    "graph_fusion": (
+        "fuse-batchnorm",
+        "fuse-activations",
+        "fuse-conv-affine",
+        "fuse-pad-conv",
+        "fuse-matmul-add",
+        "fuse-chains",
+    ),
+    "dead_node_elimination": ("prune",),
+    "subexpression_elimination": ("eliminate-common-subexpressions",),
+}
+#: OnnxSlim options onnxslim has no counterpart for -> what to do instead.
+_UNSUPPORTED = {
+    "no_shape_infer": "onnxslim always runs shape inference; leave it out",
+    "no_constant_folding": "use skip='fold-constants'",
+    "inspect": "use `onnxslim inspect MODEL` or onnxslim.model.stats.model_info",
+    "dump_to_disk": "save the model with onnxslim.save(model, path)",
+    "verbose": "use onnxslim.optimizer.optimize_with_report(model).history",
+    "inline_subgraphs": "use inline_functions=True (If/Loop bodies are optimized in place)",
+}
+
+
+def _onnxslim_options(options: dict) -> dict:
+    """`slim()` keywords in OnnxSlim's spelling as `optimize` options; OnnxSlimError otherwise."""
+    out = dict(options)
+    for name, instead in _UNSUPPORTED.items():
+        if name in out:
+            raise OnnxSlimError(f"slim({name}=...) is OnnxSlim's option: {instead}")
+    if "model_check" in out:
+        out["check"] = bool(out.pop("model_check"))
+    skip = list(_as_list(out.pop("skip", ())))
+    skip += _as_list(out.pop("skip_fusion_patterns", None))
+    for name in _as_list(out.pop("skip_optimizations", None)):
+        if name not in _SKIP_OPTIMIZATIONS:
+            raise OnnxSlimError(
+                f"slim(skip_optimizations=[{name!r}]) has no onnxslim counterpart: "
+                f"give skip= pass names instead (`onnxslim optimize --help` lists them)"
+            )
+        skip += _SKIP_OPTIMIZATIONS[name]
+    if skip:
+        out["skip"] = tuple(skip)
+    dtype = out.get("dtype")
+    if dtype is not None and str(dtype).lower() not in ("fp32", "float32", "fp16", "float16"):
+        raise OnnxSlimError(f"slim(dtype={dtype!r}): choose fp32 or fp16; for INT8 use quantize()")
+    if "model_check_inputs" in out:
+        out.update(_check_inputs(_as_list(out.pop("model_check_inputs"))))
+    return out
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _check_inputs(items: list[str]) -> dict:
+    """OnnxSlim's model_check_inputs: "name:file.npy" (an array) or "name:1,3,224,224" (dims)."""
+    import numpy as np
+
+    arrays, dims = {}, []
+    for item in items:
+        name, _, value = item.rpartition(":")
+        if value.lower().endswith(".npy"):
+            arrays[name] = np.load(value)
+        else:
+            dims.append(item)
+    return {**({"check_inputs": [arrays]} if arrays else {}), **({"shapes": dims} if dims else {})}

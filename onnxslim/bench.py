@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -133,6 +136,10 @@ class BenchReport:
     inputs: dict[str, dict] = field(default_factory=dict)
     #: Settings onnxslim guessed that the figures depend on (dynamic dims picked by default).
     warnings: list[str] = field(default_factory=list)
+    #: When the benchmark ran (local time, ISO 8601), with which tools, from which command line.
+    created: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    command: str | None = None
 
     @property
     def reference(self) -> ModelResult:
@@ -169,6 +176,9 @@ class BenchReport:
         return {
             "schema_version": SCHEMA_VERSION,
             "onnxruntime": self.ort_version,
+            "created": self.created,
+            "versions": dict(self.versions),
+            "command": self.command,
             "cpu": self.cpu.to_dict(),
             "settings": {
                 "threads": self.threads,
@@ -288,7 +298,7 @@ def _peak_memory_mb(
 
 
 def benchmark(
-    models: Sequence,
+    models: Sequence | Mapping,
     *,
     inputs=None,
     preprocess: Preprocess | str | None = None,
@@ -301,6 +311,9 @@ def benchmark(
     progress: bool = True,
 ) -> BenchReport:
     """Benchmark `models` (paths, ModelProtos or onnx-ir Models) against the first one.
+
+    A dict labels each model by its key (`{"fp32": a, "int8": b}`); otherwise paths are labelled
+    by their file names, in-memory models model0, model1, ...
 
     `inputs`: a list of `{name: array}` samples, a CalibrationDataReader, or a source for
     `onnxslim.data.load_samples` (folder/file path, `"random:N"`); None means random inputs whose
@@ -322,8 +335,10 @@ def benchmark(
         raise OnnxSlimError(
             "shapes apply to random inputs only; the given inputs fix their own shapes"
         )
+    labels = [str(key) for key in models] if isinstance(models, Mapping) else None
+    models = list(models.values()) if isinstance(models, Mapping) else models
     prepared = [_prepare(model, index) for index, model in enumerate(models)]
-    short = [Path(m.name).name if isinstance(m.source, str) else m.name for m in prepared]
+    short = labels or [Path(m.name).name if isinstance(m.source, str) else m.name for m in prepared]
     if len(set(short)) == len(short):
         for model, name in zip(prepared, short):
             model.name = name
@@ -408,7 +423,24 @@ def benchmark(
         notes=notes,
         inputs=sample_shapes(samples),
         warnings=[guessed] if guessed else [],
+        created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        versions=tool_versions(),
     )
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of onnxslim, onnx, onnxruntime, numpy and Python, for reports."""
+    try:
+        own = importlib.metadata.version("onnxslim")
+    except importlib.metadata.PackageNotFoundError:
+        own = "unknown"
+    return {
+        "onnxslim": own,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _shape_hint(specs) -> str:

@@ -16,14 +16,16 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from onnxslim import verify
+from onnxslim import fp16, verify
+from onnxslim.data import parse_shapes
+from onnxslim.drift import parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
-from onnxslim.model import io, opset
+from onnxslim.model import interface, io, opset
 from onnxslim.model.external import onnx_c_api_view, release_external_data
 from onnxslim.model.graph import MIN_OPSET, default_opset
 from onnxslim.model.stats import ModelStats, model_stats
 from onnxslim.passes.fold import SizeBudget
-from onnxslim.passes.pipeline import run_passes, selected_passes
+from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,11 @@ class OptimizeResult:
     #: What the check ran on: "synthesized inputs (x float32[1,3,32,32] in [-1, 1])".
     check_inputs: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Every pass run that changed the model: round (or "setup"/"finish"), pass, nodes before/after.
+    history: list[tuple[int | str, str, int, int]] = field(default_factory=list)
+    #: `dtype="fp16"`: fp16.Fp16Result's fields, the drift budget, the drift per output and the
+    #: inputs it was measured on.
+    fp16: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +66,18 @@ class OptimizeResult:
             "check_skipped": self.check_skipped,
             "check_inputs": self.check_inputs,
             "notes": self.notes,
+            "fp16": None
+            if self.fp16 is None
+            else {
+                **self.fp16,
+                "drift": None
+                if self.fp16["drift"] is None
+                else {name: d.to_dict() for name, d in self.fp16["drift"].items()},
+            },
+            "history": [
+                {"round": stage, "pass": name, "nodes_before": old, "nodes_after": new}
+                for stage, name, old, new in self.history
+            ],
         }
 
 
@@ -95,7 +114,12 @@ class OptimizeOptions:
     synthesized from the model), `shapes`: dims for dynamic inputs; `check_rtol`/`check_atol`:
     the check's tolerances for every float output (default: per dtype, 1e-4/1e-5 for float32);
     `require_check`: a model that cannot be checked (ORT cannot run the original, an input cannot
-    be fed) is an error instead of a "not checked" result.
+    be fed) is an error instead of a "not checked" result; `input_shapes`: static dims for graph
+    inputs, written into the result (what becomes static is folded; the check feeds these dims);
+    `inputs`/`outputs`: value names to cut the graph at first, like `onnx.utils.extract_model`
+    (the check compares with the cut original); `dtype="fp16"`: convert to float16 afterwards
+    (`onnxslim.fp16`; graph inputs and outputs stay float32 with `keep_io_types`), measure its
+    drift from the original and refuse it beyond `max_drift` (default fp16.DEFAULT_BUDGET).
     """
 
     skip: tuple[str, ...] = ()
@@ -109,6 +133,12 @@ class OptimizeOptions:
     require_check: bool = False
     check_rtol: float | None = None
     check_atol: float | None = None
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    inputs: tuple[str, ...] | None = None
+    outputs: tuple[str, ...] | None = None
+    dtype: str | None = None
+    keep_io_types: bool = True
+    max_drift: str | None = None
 
 
 def optimize_with_report(
@@ -132,7 +162,11 @@ def optimize_with_report(
     if isinstance(model, (str, os.PathLike)):
         source = model
     ir_model = io.to_ir(model)
-    before = model_stats(ir_model, source)
+    notes: list[str] = []
+    cut = bool(options.inputs or options.outputs)
+    if cut:
+        notes.append(cut_graph(ir_model, options.inputs, options.outputs))
+    before = model_stats(ir_model, None if cut else source)
     pass_options = PassOptions(
         size_threshold=PassOptions.size_threshold
         if options.size_threshold is None
@@ -140,10 +174,11 @@ def optimize_with_report(
         budget=SizeBudget(growth=options.size_budget),
     )
     specs = selected_passes(options.skip)
-    notes: list[str] = []
     check_inputs = not_checked = None
-    # The original as ORT loads it: its file, or a copy saved before the in-place passes change it.
-    with verify.model_file(source or model) as reference, io.quiet_library_logs():
+    # The original as ORT loads it: its file, or a copy saved before the in-place passes change it
+    # (the cut original when cut).
+    original = ir_model if cut else (source or model)
+    with verify.model_file(original) as reference, io.quiet_library_logs():
         ir_model, note = _convert_opset(ir_model, options.target_opset)
         notes += [note] if note else []
         if options.inline_functions and ir_model.functions:
@@ -151,11 +186,18 @@ def optimize_with_report(
                 on_pass("inline-functions")
             common.InlinePass()(ir_model)
             common.RemoveUnusedOpsetsPass()(ir_model)
+        given = _interface(ir_model)
+        if options.input_shapes:
+            interface.set_input_shapes(ir_model, options.input_shapes)
         declared = _interface(ir_model)
         input_error = _checker_error(ir_model)
-        rounds, applied = run_passes(ir_model, specs, pass_options, on_pass)
+        history: list[tuple[int | str, str, int, int]] = []
+        rounds, applied = run_passes(ir_model, specs, pass_options, on_pass, history)
         notes += pass_options.budget.notes()
         _restore_interface(ir_model, declared)
+        for value, (_, _, shape) in zip(ir_model.graph.outputs, given[1]):
+            if value.shape is None:  # not inferred from the new input dims: as the model gave it
+                value.shape = shape
         _checker(ir_model, input_error)
 
         def check(written: Path | None = None) -> None:
@@ -165,11 +207,15 @@ def optimize_with_report(
             release_external_data(ir_model)
             check_inputs, not_checked = _check(reference, ir_model, options, written)
 
-        written = None
-        if output is not None:
+        written = precision = None
+        if not _float16_requested(options) and output is not None:
             written = io.save(ir_model, output, external_data, check if options.check else None)
-        elif options.check:
-            check()
+        else:  # the lossless result is checked, then converted, then written
+            if options.check:
+                check()
+            precision = _to_float16(reference, ir_model, options, on_pass)
+            if output is not None:
+                written = io.save(ir_model, output, external_data)
     after = model_stats(ir_model)
     after.file_bytes = written
     return OptimizeResult(
@@ -183,6 +229,57 @@ def optimize_with_report(
         check_skipped=not_checked,
         check_inputs=str(check_inputs) if check_inputs else None,
         notes=notes,
+        history=history,
+        fp16=precision,
+    )
+
+
+def _float16_requested(options: OptimizeOptions) -> bool:
+    """Whether `options.dtype` asks for float16 (fp32 is the model as it is)."""
+    dtype = (options.dtype or "fp32").lower()
+    if dtype not in ("fp32", "float32", "float", "fp16", "float16", "half"):
+        raise OnnxSlimError(f"dtype {options.dtype!r}: choose fp32 or fp16")
+    return dtype in ("fp16", "float16", "half")
+
+
+def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -> dict | None:
+    """With `dtype="fp16"`: convert, then (with `check`) measure the drift from the original and
+    refuse the result beyond `max_drift`; what happened, for the report (None: no conversion)."""
+    if not _float16_requested(options):
+        return None
+    if on_pass:
+        on_pass("float16")
+    converted = fp16.to_float16(model, keep_io_types=options.keep_io_types)
+    report = {**converted.to_dict(), "budget": None, "drift": None, "inputs": None}
+    if not options.check:
+        return report
+    if on_pass:
+        on_pass("float16 drift on ONNX Runtime")
+    budget = parse_max_drift(options.max_drift or fp16.DEFAULT_BUDGET)
+    drifts, described = fp16.measure_drift(
+        reference, model, options.check_inputs, _check_shapes(options)
+    )
+    report.update(budget=str(budget), drift=drifts, inputs=described)
+    failures = budget.check(drifts)
+    if failures:
+        raise CheckFailedError(
+            f"the float16 model drifts beyond {budget}: {'; '.join(failures)} "
+            "(keep more ops in float32, or loosen --max-drift)"
+        )
+    return report
+
+
+def cut_graph(model: ir.Model, inputs: Sequence[str] | None, outputs: Sequence[str] | None) -> str:
+    """Cut `model` in place to the subgraph between the named values (`interface.extract`, after
+    shape inference gave the values their types); returns a note for the report."""
+    total = model_stats(model).nodes
+    infer_shapes(model)
+    interface.extract(model, inputs, outputs)
+    graph = model.graph
+    return (
+        f"cut to the subgraph from {', '.join(v.name for v in graph.inputs)} "
+        f"to {', '.join(v.name for v in graph.outputs)}: "
+        f"{model_stats(model).nodes} of {total} nodes"
     )
 
 
@@ -262,7 +359,7 @@ def _check(
             reference,
             model if written is None else written,
             options.check_inputs,
-            options.shapes,
+            _check_shapes(options),
             None if tolerance == (None, None) else tolerance,
         )
     except verify.NotCheckable as err:
@@ -281,6 +378,19 @@ def _check(
         raise CheckFailedError(f"not checked: {reason}")
     warnings.warn(f"onnxslim: not checked: {reason}; pass check inputs to verify", stacklevel=3)
     return None, reason
+
+
+def _check_shapes(options: OptimizeOptions) -> dict[str, tuple[int, ...]] | None:
+    """Dims for the check's inputs: `shapes`, and `input_shapes` (they must agree)."""
+    shapes = dict(options.input_shapes or {})
+    for name, dims in (options.shapes or {}).items():
+        if name in shapes and tuple(shapes[name]) != tuple(dims):
+            raise OnnxSlimError(
+                f"input {name!r}: --shape {','.join(map(str, dims))} disagrees with "
+                f"--input-shapes {','.join(map(str, shapes[name]))}"
+            )
+        shapes[name] = tuple(dims)
+    return shapes or None
 
 
 def _refuse_if_invalid(reference, ort_error: str) -> None:
@@ -325,7 +435,22 @@ def make_options(**options) -> OptimizeOptions:
     if isinstance(options.get("skip"), str):
         options["skip"] = (options["skip"],)
     options["skip"] = tuple(options.get("skip", ()))
+    for key in ("inputs", "outputs"):
+        if options.get(key) is not None:
+            options[key] = names(options[key]) or None
+    for key in ("shapes", "input_shapes"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            options[key] = parse_shapes([value] if isinstance(value, str) else value)
+        elif value is not None:
+            options[key] = {name: tuple(int(d) for d in dims) for name, dims in value.items()}
     return OptimizeOptions(**options)
+
+
+def names(items: str | Sequence[str]) -> tuple[str, ...]:
+    """Value names from "a,b" or ["a", "b,c"] (repeated and comma-separated, as the CLI takes)."""
+    items = [items] if isinstance(items, str) else items
+    return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
 
 
 def save(

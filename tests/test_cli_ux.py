@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run_cli, vi
+from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run, run_cli, vi
 from onnx import helper
 
 from onnxslim.cli.params import parse_size
@@ -223,3 +223,341 @@ def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
     assert proc.returncode == 0, proc.stderr
     proc = run_cli(*args, "--shape", "x:1,3,16,16")
     assert_one_line_error(proc, 2, "--shape applies to random inputs")
+
+
+# -- --input-shapes, --inputs/--outputs --
+
+
+def shape_math_model() -> onnx.ModelProto:
+    """Conv, Relu, then a Reshape to [N, -1] computed from Shape(r), then ReduceSum: dynamic."""
+    rng = np.random.default_rng(0)
+    return make_model(
+        [
+            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            N("Relu", ["c"], ["r"]),
+            N("Shape", ["r"], ["s"]),
+            N("Gather", ["s", "zero"], ["n"], axis=0),
+            N("Unsqueeze", ["n", "axes"], ["n1"]),
+            N("Concat", ["n1", "minus1"], ["newshape"], axis=0),
+            N("Reshape", ["r", "newshape"], ["flat"]),
+            N("ReduceSum", ["flat", "axes1"], ["y"], keepdims=0),
+        ],
+        [vi("x", FLOAT, ["N", 3, "H", "W"])],
+        [vi("y", FLOAT, ["N"])],
+        [
+            const("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+            const("zero", np.array(0, np.int64)),
+            const("axes", np.array([0], np.int64)),
+            const("minus1", np.array([-1], np.int64)),
+            const("axes1", np.array([1], np.int64)),
+        ],
+    )
+
+
+def dims_of(value) -> list:
+    return [
+        d.dim_value if d.HasField("dim_value") else d.dim_param
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+@pytest.mark.parametrize("option", ["--input-shapes", "--overwrite-input-shape"])
+def test_input_shapes_fix_dims_and_fold(tmp_path, option):
+    onnx.save(shape_math_model(), tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", option, "x:2,3,8,8")
+    assert proc.returncode == 0, proc.stderr
+    assert "synthesized inputs (x float32[2,3,8,8]" in proc.stdout  # the check ran at those dims
+    out = onnx.load(tmp_path / "o.onnx")
+    assert dims_of(out.graph.input[0]) == [2, 3, 8, 8] and dims_of(out.graph.output[0]) == [2]
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Relu", "Reshape", "ReduceSum"]
+    feed = {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(
+        run(out, feed)[0], run(shape_math_model(), feed)[0], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_input_shapes_from_python():
+    import onnxslim
+
+    model = onnxslim.optimize(shape_math_model(), input_shapes={"x": (1, 3, 4, 4)})
+    assert model.graph.inputs[0].shape.dims == (1, 3, 4, 4)
+    assert [n.op_type for n in model.graph] == ["Conv", "Relu", "Reshape", "ReduceSum"]
+    same = onnxslim.optimize(shape_math_model(), input_shapes=["x:1,3,4,4"])
+    assert same.graph.inputs[0].shape.dims == (1, 3, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input-shapes", "z:1,2"], "--input-shapes z: no such graph input (inputs: x)"),
+        (["--input-shapes", "x:1,3,8"], "has rank 4, not 3"),
+        (["--input-shapes", "x:1,4,8,8"], "dim 1 of input 'x' is fixed at 3"),
+        (["--input-shapes", "x:1,3,8,8", "--shape", "x:1,3,9,9"], "disagree"),
+        (["--outputs", "nowhere"], "--outputs nowhere: no value of that name in the main graph"),
+        (["--inputs", "r", "--outputs", "y,c"], "depend on graph input 'x'"),
+        (["--inputs", "r", "--outputs", "r"], "both as an input and as an output"),
+        (["--inputs", "w"], "is a constant"),
+        (["--outputs", "c", "--bench"], "--bench compares OUTPUT with INPUT"),
+    ],
+)
+def test_interface_errors(tmp_path, args, message):
+    onnx.save(shape_math_model(), tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", *args)
+    assert_one_line_error(proc, 2, message)
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cut_to_a_subgraph_like_extract_model(tmp_path):
+    onnx.save(shape_math_model(), tmp_path / "m.onnx")
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--inputs", "r", "--outputs", "flat"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "note: cut to the subgraph from r to flat: 5 of 8 nodes" in proc.stdout
+    assert "outputs match the original" in proc.stdout
+    out = onnx.load(tmp_path / "o.onnx")
+    assert [v.name for v in out.graph.input] == ["r"] and [v.name for v in out.graph.output] == [
+        "flat"
+    ]
+    assert dims_of(out.graph.input[0])[:2] == ["N", 4]
+    onnx.utils.extract_model(str(tmp_path / "m.onnx"), str(tmp_path / "ref.onnx"), ["r"], ["flat"])
+    feed = {"r": np.random.default_rng(2).standard_normal((2, 4, 5, 5)).astype(np.float32)}
+    np.testing.assert_array_equal(run(out, feed)[0], run(tmp_path / "ref.onnx", feed)[0])
+    # outputs only: the inputs the outputs need stay, unused weights go; repeated or comma-separated
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "o2.onnx", "--outputs", "c", "--outputs", "s", "-q"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load(tmp_path / "o2.onnx")
+    assert [v.name for v in out.graph.output] == ["c", "s"]
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Relu", "Shape"]
+    assert [t.name for t in out.graph.initializer] == ["w"]
+
+
+def test_cut_and_fixed_dims_from_python():
+    import onnxslim
+
+    model = onnxslim.optimize(
+        shape_math_model(), inputs="c", outputs=["y"], input_shapes={"c": (1, 4, 5, 5)}
+    )
+    assert [v.name for v in model.graph.inputs] == ["c"]
+    assert [n.op_type for n in model.graph] == ["Relu", "Reshape", "ReduceSum"]
+
+
+# -- inspect, -v --
+
+
+def test_inspect(tmp_path):
+    proc = run_cli("inspect", DEMO)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    text = proc.stdout
+    assert text.startswith(f"{DEMO}: 97.20 KiB\n")
+    assert "IR version 8; opsets ai.onnx 17; producer onnxslim-demo" in text
+    assert "25 nodes; 24,310 parameters" in text
+    lines = [line.split() for line in text.splitlines()]
+    assert ["input", "input", "float32[batch,3,32,32]"] in lines
+    assert ["output", "logits", "float32[batch,10]"] in lines
+    assert ["Conv", "3", "12.0%"] in lines
+    data = json.loads(run_cli("inspect", DEMO, "--json").stdout)
+    assert data["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 3, 32, 32]}]
+    assert data["opsets"] == {"": 17} and data["ir_version"] == 8
+    assert data["stats"]["nodes"] == 25 and data["stats"]["op_counts"]["Conv"] == 3
+    assert data["stats"]["file_bytes"] == DEMO.stat().st_size and data["external_data"] == {}
+    assert onnx.load(DEMO).graph.node[0].op_type  # untouched
+
+
+def test_inspect_external_data_and_errors(tmp_path):
+    from helpers import external_data_model
+
+    onnx.save(external_data_model(tmp_path), tmp_path / "m.onnx")
+    data = json.loads(run_cli("inspect", tmp_path / "m.onnx", "--json").stdout)
+    assert data["external_data"] == {"w.bin": 256}
+    assert data["stats"]["file_bytes"] == (tmp_path / "m.onnx").stat().st_size + 256
+    text = run_cli("inspect", tmp_path / "m.onnx").stdout
+    assert "including 1 external data file(s) (256 B): w.bin" in text
+    assert_one_line_error(run_cli("inspect", tmp_path / "none.onnx"), 2, "no such file")
+
+
+def test_verbose_lists_the_passes_per_round(tmp_path):
+    proc = run_cli(DEMO, "-v", "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    start = lines.index("passes that changed the graph (node counts)")
+    assert lines[start + 1].split() == ["Round", "Pass", "Before", "After", "Change"]
+    first = lines[start + 3].split()
+    assert first[:4] == ["1", "fold-constants", "25", "21"]
+    history = json.loads((tmp_path / "r.json").read_text())["history"]
+    assert history[0] == {
+        "round": 1,
+        "pass": "fold-constants",
+        "nodes_before": 25,
+        "nodes_after": 21,
+    }
+    assert history[-1]["nodes_after"] == 9
+    assert {h["pass"] for h in history} <= set(
+        json.loads((tmp_path / "r.json").read_text())["passes_applied"]
+    )
+    assert "passes that changed" not in run_cli(DEMO).stdout
+
+
+# -- Python API --
+
+
+def test_reports_render_to_text_without_a_console(tmp_path):
+    import onnxslim
+    from onnxslim.data import input_specs, random_inputs
+
+    onnx.save(conv_model([1, 3, 8, 8]), tmp_path / "m.onnx")
+    report = onnxslim.benchmark(
+        {"fp32": tmp_path / "m.onnx", "copy": tmp_path / "m.onnx"},
+        runs=2,
+        warmup=0,
+        measure_memory=False,
+        progress=False,
+    )
+    assert [m.name for m in report.models] == ["fp32", "copy"]  # labelled by dict key
+    assert report.to_dict()["reference"] == "fp32"
+    text = report.render()
+    assert "Benchmark (reference: first model)" in text and "\x1b" not in text
+    assert any(line.split()[:1] == ["copy"] for line in text.splitlines())
+    specs = input_specs(conv_model([1, 3, 8, 8]))
+    samples = [random_inputs(specs, seed=i) for i in range(6)]
+    quantized = onnxslim.quantize(tmp_path / "m.onnx", samples, progress=False)
+    text = quantized.report.render()
+    assert "INT8 quantization" in text and "drift on held-out samples" in text
+    assert "\x1b" not in text and all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_slim_takes_onnxslims_keywords(tmp_path):
+    import onnxslim
+    from onnxslim.errors import OnnxSlimError
+
+    proto = onnxslim.slim(
+        shape_math_model(),
+        model_check=True,
+        input_shapes=["x:1,3,4,4"],
+        skip_fusion_patterns=["fuse-chains"],
+        skip_optimizations=["subexpression_elimination"],
+        dtype="fp32",
+    )
+    assert dims_of(proto.graph.input[0]) == [1, 3, 4, 4]
+    onnxslim.slim(
+        shape_math_model(),
+        output_model=tmp_path / "o.onnx",
+        save_as_external_data=True,
+        outputs=["c"],
+        model_check_inputs=["x:2,3,5,5"],
+    )
+    out = onnx.load(tmp_path / "o.onnx")
+    assert [v.name for v in out.graph.output] == ["c"] and (tmp_path / "o.onnx.data").is_file()
+    np.save(tmp_path / "x.npy", np.ones((1, 3, 6, 6), np.float32))
+    assert onnxslim.slim(shape_math_model(), model_check_inputs=[f"x:{tmp_path / 'x.npy'}"])
+    for kwargs, message in [
+        ({"no_shape_infer": True}, r"slim\(no_shape_infer=...\) is OnnxSlim's option: onnxslim"),
+        ({"verbose": True}, "optimize_with_report"),
+        ({"dtype": "int4"}, "dtype='int4'"),
+        ({"skip_optimizations": ["weight_tying"]}, "give skip= pass names instead"),
+        ({"skip_fusion_patterns": ["FusionGelu"]}, "FusionGelu"),
+        ({"bogus": 1}, "unknown option"),
+    ]:
+        with pytest.raises(OnnxSlimError, match=message) as caught:
+            onnxslim.slim(shape_math_model(), **kwargs)
+        assert "\n" not in str(caught.value)
+
+
+# -- --dtype fp16 --
+
+
+def mixed_model() -> onnx.ModelProto:
+    """Conv (float16-safe), a -1e9 mask Add, Softmax, Resize, LayerNormalization, ReduceSum; the
+    Conv output is also a graph output."""
+    rng = np.random.default_rng(0)
+    mask = np.where(np.arange(8) > 5, -1e9, 0).astype(np.float32)
+    return make_model(
+        [
+            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            N("Add", ["c", "mask"], ["masked"]),
+            N("Softmax", ["masked"], ["sm"], axis=-1),
+            N("Resize", ["sm", "", "scales"], ["up"], mode="linear"),
+            N("LayerNormalization", ["up", "g", "b"], ["ln"], axis=-1),
+            N("ReduceSum", ["ln", "axes"], ["y"], keepdims=0),
+        ],
+        [vi("x", FLOAT, [1, 3, 8, 8])],
+        [vi("y", FLOAT, [1, 4, 16]), vi("c", FLOAT, [1, 4, 8, 8])],
+        [
+            const("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+            const("mask", mask),
+            const("scales", np.array([1, 1, 2, 2], np.float32)),
+            const("g", np.ones(16, np.float32)),
+            const("b", np.zeros(16, np.float32)),
+            const("axes", np.array([2], np.int64)),
+        ],
+    )
+
+
+def test_fp16_keeps_unsafe_ops_and_io_in_float32(tmp_path):
+    onnx.save(mixed_model(), tmp_path / "m.onnx")
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    proc = run_cli(tmp_path / "m.onnx", "-o", out, "--dtype", "fp16", "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert "float16 drift vs the original, on 3 synthesized sample(s)" in proc.stdout
+    assert "float16 drift within cosine>=0.999,rel_err<=0.01" in proc.stdout.splitlines()[-1]
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    half = onnx.TensorProto.FLOAT16
+    assert [(v.name, v.type.tensor_type.elem_type) for v in model.graph.output] == [
+        ("y", onnx.TensorProto.FLOAT),
+        ("c", onnx.TensorProto.FLOAT),
+    ]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = {t.name: t.data_type for t in model.graph.initializer}
+    assert weights["w"] == half and weights["mask"] == onnx.TensorProto.FLOAT
+    assert weights["g"] == onnx.TensorProto.FLOAT  # LayerNormalization stays float32
+    data = json.loads(report.read_text())["fp16"]
+    assert data["nodes_float16"] == 2 and data["casts"] >= 2  # Conv and Softmax
+    assert data["kept"] == {
+        "constant beyond float16 range": 1,
+        "Resize (unsafe in float16)": 1,
+        "LayerNormalization (unsafe in float16)": 1,
+        "ReduceSum (unsafe in float16)": 1,
+    }
+    assert data["drift"]["y"]["rel_error"] < 1e-2 and data["drift"]["c"]["cosine"] > 0.999
+    feed = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    got, want = run(out, feed), run(mixed_model(), feed)
+    assert all(np.allclose(g, w, rtol=1e-2, atol=1e-2) for g, w in zip(got, want))
+
+
+def test_fp16_budget_and_interface(tmp_path):
+    onnx.save(mixed_model(), tmp_path / "m.onnx")
+    strict = run_cli(
+        tmp_path / "m.onnx",
+        "-o",
+        tmp_path / "o.onnx",
+        "--dtype",
+        "fp16",
+        "--max-drift",
+        "max_abs<=0",
+    )
+    assert_one_line_error(strict, 1, "the float16 model drifts beyond max_abs<=0")
+    assert not (tmp_path / "o.onnx").exists()
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "h.onnx", "--dtype", "fp16", "--no-keep-io-types"
+    )
+    assert proc.returncode == 0, proc.stderr
+    model = onnx.load(tmp_path / "h.onnx")
+    half = onnx.TensorProto.FLOAT16
+    assert model.graph.input[0].type.tensor_type.elem_type == half
+    assert {v.type.tensor_type.elem_type for v in model.graph.output} == {half}
+    both = run_cli(tmp_path / "m.onnx", "--dtype", "fp16", "--int8", "--calibration", "random:4")
+    assert_one_line_error(both, 2, "exclude each other")
+
+
+def test_fp16_from_python():
+    import onnxslim
+
+    proto = onnxslim.slim(mixed_model(), dtype="fp16")
+    assert {t.data_type for t in proto.graph.initializer} >= {onnx.TensorProto.FLOAT16}
+    result = onnxslim.optimizer.optimize_with_report(
+        mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", check=False)
+    )
+    assert result.fp16["drift"] is None and result.fp16["nodes_float16"] == 2

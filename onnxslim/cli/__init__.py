@@ -1,6 +1,8 @@
-"""The `onnxslim` CLI: `onnxslim IN [-o] OUT [options]` optimizes; `onnxslim bench ...` measures.
+"""The `onnxslim` CLI: `onnxslim IN [-o] OUT [options]` optimizes; `onnxslim bench ...` measures;
+`onnxslim inspect MODEL` describes.
 
-Commands live in their own modules (optimize, bench); option types in params, exit codes in exits.
+Commands live in their own modules (optimize, bench, inspect); option types in params, exit codes
+in exits.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ class DefaultCommandGroup(click.Group):
 @click.version_option(package_name="onnxslim")
 def main() -> None:
     """Optimize ONNX models: `onnxslim model.onnx -o small.onnx`.
-    Measure: `onnxslim bench a.onnx b.onnx`."""
+    Measure: `onnxslim bench a.onnx b.onnx`. Describe: `onnxslim inspect model.onnx`."""
 
 
 from onnxslim.cli.bench import bench_command  # noqa: E402  (the commands register on `main`)
+from onnxslim.cli.inspect import inspect_command  # noqa: E402
 from onnxslim.cli.optimize import optimize_command  # noqa: E402
 
 main.add_command(optimize_command, "optimize")
 main.add_command(bench_command, "bench")
+main.add_command(inspect_command, "inspect")

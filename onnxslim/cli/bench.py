@@ -5,6 +5,9 @@ Exits 1 when a --max-drift/--min-speedup check fails.
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import click
 
 from onnxslim.bench import benchmark
@@ -114,6 +117,7 @@ def bench_command(
             measure_memory=not no_memory,
             progress=not quiet,
         )
+        report.command = shlex.join(["onnxslim", *sys.argv[1:]])
         if json_path:
             report.write_json(json_path)
         if html_path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 import warnings
@@ -13,7 +14,7 @@ from onnxslim import bench, data, optimizer
 from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.cli.params import SizeParam
 from onnxslim.errors import OnnxSlimError
-from onnxslim.model import files, io
+from onnxslim.model import files, interface, io
 from onnxslim.passes.registry import REGISTRY, get
 from onnxslim.quantization import QuantizeConfig, quantize
 from onnxslim.quantization.api import MODES
@@ -107,6 +108,29 @@ def _pass_list() -> str:
     help="Dims for a dynamic input in the check, e.g. images:1,3,320,320 (repeatable).",
 )
 @click.option(
+    "--input-shapes",
+    "--overwrite-input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="NAME:DIMS",
+    help="Fix an input's dims in the saved model, e.g. images:1,3,640,640 (repeatable); "
+    "what becomes static is folded.",
+)
+@click.option(
+    "--inputs",
+    "cut_inputs",
+    multiple=True,
+    metavar="NAMES",
+    help="Cut the graph: these values become its inputs (comma-separated or repeated).",
+)
+@click.option(
+    "--outputs",
+    "cut_outputs",
+    multiple=True,
+    metavar="NAMES",
+    help="Cut the graph: these values become its outputs (comma-separated or repeated).",
+)
+@click.option(
     "--check-rtol",
     type=click.FloatRange(min=0),
     metavar="X",
@@ -133,6 +157,20 @@ def _pass_list() -> str:
     "run_bench",
     is_flag=True,
     help="Then benchmark OUTPUT against INPUT on ONNX Runtime CPU (speed and drift).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="fp16: convert float32 to float16 after the lossless passes (unsafe ops stay float32), "
+    "refused beyond --max-drift [default: cosine>=0.999,rel_err<=0.01].",
+)
+@click.option(
+    "--keep-io-types/--no-keep-io-types",
+    default=True,
+    show_default=True,
+    help="With --dtype fp16: graph inputs and outputs stay float32 (Casts inside the model).",
 )
 @click.option(
     "--int8",
@@ -214,7 +252,8 @@ def _pass_list() -> str:
 @click.option(
     "--max-drift",
     metavar="SPEC",
-    help="INT8 drift budget on held-out data, e.g. cosine>=0.99; sensitive nodes go back to float.",
+    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (sensitive nodes go back to "
+    "float); with --dtype fp16, the float16 drift budget.",
 )
 @click.option(
     "--eval-split",
@@ -240,6 +279,9 @@ def _pass_list() -> str:
     is_flag=True,
     help="Fail when the INT8 model is not faster than float here.",
 )
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also list which pass changed the graph, per round."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def optimize_command(
     input_path,
@@ -255,13 +297,19 @@ def optimize_command(
     target_opset,
     check_inputs,
     shapes,
+    input_shapes,
+    cut_inputs,
+    cut_outputs,
     check_rtol,
     check_atol,
     external_data,
     overwrite,
     report_path,
     run_bench,
+    dtype,
+    keep_io_types,
     int8,
+    verbose,
     quiet,
     **int8_options,
 ):
@@ -273,8 +321,17 @@ def optimize_command(
         output = output_opt or output_arg
         if run_bench and output is None:
             raise OnnxSlimError("--bench needs an output path to compare with the input")
+        cut_inputs, cut_outputs = optimizer.names(cut_inputs), optimizer.names(cut_outputs)
+        cut = bool(cut_inputs or cut_outputs)
+        if run_bench and cut:
+            raise OnnxSlimError(
+                "--bench compares OUTPUT with INPUT, which --inputs/--outputs give other inputs "
+                "or outputs: run onnxslim bench on a cut copy instead"
+            )
         if bool(int8) != bool(int8_options["calibration"]):
             raise OnnxSlimError("--int8 and --calibration DATA go together")
+        if int8 and dtype != "fp32":
+            raise OnnxSlimError("--int8 and --dtype fp16 exclude each other: choose one")
         if int8 and check_inputs is not None:
             raise OnnxSlimError(
                 "--check-inputs is for the lossless check; with --int8 the held-out part "
@@ -292,12 +349,29 @@ def optimize_command(
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
+        fixed = data.parse_shapes(input_shapes)
+        # the cut original is what the check compares with: no file of it (source None)
+        cut_note = optimizer.cut_graph(model, cut_inputs, cut_outputs) if cut else None
         samples = None
         if check_inputs is not None and not no_check:
-            samples = data.load_samples(check_inputs, data.input_specs(model))
+            specs = [
+                dataclasses.replace(spec, shape=fixed[spec.name]) if spec.name in fixed else spec
+                for spec in data.input_specs(model)
+            ]
+            samples = data.load_samples(check_inputs, specs)
         console = tables.report_console(quiet)
         messages = tables.message_console(quiet)
+        for name, dims in shape_map.items():
+            if name in fixed and fixed[name] != dims:
+                raise OnnxSlimError(f"input {name!r}: --shape and --input-shapes disagree")
+        bench_shapes = {**fixed, **shape_map}
         if int8:
+            if cut_note:
+                console.print(f"note: {cut_note}", soft_wrap=True)
+            if fixed:
+                interface.set_input_shapes(model, fixed)
+                if int8_options["calibration"].startswith("random:"):
+                    shape_map = bench_shapes
             lossless = {
                 "skip": skipped,
                 "size_threshold": size_threshold,
@@ -332,6 +406,10 @@ def optimize_command(
                 require_check=require_check,
                 check_rtol=check_rtol,
                 check_atol=check_atol,
+                input_shapes=fixed or None,
+                dtype=dtype,
+                keep_io_types=keep_io_types,
+                max_drift=int8_options["max_drift"],
             )
             with messages.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the report says "not checked" itself
@@ -339,19 +417,21 @@ def optimize_command(
                 result = optimizer.optimize_with_report(
                     model,
                     options,
-                    source=input_path,
+                    source=None if cut else input_path,
                     on_pass=lambda name: status.update(f"optimizing: {name}"),
                     output=output,
                     external_data=external_data or None,
                 )
+            if cut_note:
+                result.notes.insert(0, cut_note)
             if output is not None:
                 written.append(output)
-            _report(result, input_path, output, report_path, console, messages)
+            _report(result, input_path, output, report_path, console, messages, verbose)
         if run_bench:
             measured = bench.benchmark(
                 [input_path, output],
                 inputs=samples,
-                shapes=shape_map if samples is None else None,
+                shapes=bench_shapes if samples is None else None,
                 progress=not quiet,
             )
             measured.render(console)
@@ -460,9 +540,10 @@ def _report(
     report_path,
     console,
     messages,
+    verbose: bool = False,
 ) -> None:
-    """The before/after table and a footer on `console` (stdout); a check that could not run is
-    also a warning on `messages` (stderr)."""
+    """The before/after table (with `verbose`, the passes that changed the graph) and a footer on
+    `console` (stdout); a check that could not run is also a warning on `messages` (stderr)."""
     checked = (
         f"outputs match the original on ONNX Runtime, on {result.check_inputs}"
         if result.checked
@@ -471,12 +552,20 @@ def _report(
     if result.check_skipped:
         checked = f"not checked: {result.check_skipped}; pass --check-inputs to verify"
         tables.warn(messages, checked)
+    if result.fp16 is not None and result.checked:
+        checked = f"lossless passes: {checked}; " + (
+            f"float16 drift within {result.fp16['budget']}"
+            if result.fp16["budget"]
+            else "float16 drift not measured"
+        )
     where = f"wrote {output}" if output else "no output path given: nothing written"
     footer = f"{where} in {result.seconds:.2f} s, {result.rounds} round(s); {checked}"
     notes = [f"note: {note}" for note in result.notes]
     tables.show(
         [
             tables.comparison(result.before, result.after, f"onnxslim {input_path.name}"),
+            *([tables.pass_history(result.history)] if verbose else []),
+            *(tables.fp16_report(result.fp16) if result.fp16 is not None else []),
             *notes,
             footer,
         ],

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 
 
@@ -67,3 +68,89 @@ def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:
     return total + sum(
         (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
     )
+
+
+@dataclass
+class ValueInfo:
+    """A graph input or output: name, element type and dims (int, dim name, or None: unknown)."""
+
+    name: str
+    dtype: str
+    shape: list[int | str | None] | None
+
+    def describe(self) -> str:
+        if self.shape is None:
+            return f"{self.dtype}[?...]"
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+
+@dataclass
+class ModelInfo:
+    """What `onnxslim inspect` shows: the interface, versions, producer, ops, weights, files."""
+
+    path: str
+    inputs: list[ValueInfo]
+    outputs: list[ValueInfo]
+    ir_version: int | None
+    opsets: dict[str, int]
+    producer: str
+    stats: ModelStats
+    initializers: int
+    functions: list[str]
+    #: External data files (relative to the model's folder) and their sizes in bytes.
+    external_data: dict[str, int | None]
+    metadata: dict[str, str]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["stats"] = self.stats.to_dict()
+        return data
+
+
+def model_info(model: ir.Model, path: str | os.PathLike) -> ModelInfo:
+    """The inspect report of `model`, loaded from `path` (nothing is changed or run)."""
+    graph = model.graph
+    producer = " ".join(filter(None, [model.producer_name, model.producer_version]))
+    folder = Path(path).parent
+    external: dict[str, int | None] = {}
+    for value in _all_initializers(model):
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor) and tensor.location not in external:
+            location = folder / tensor.location
+            external[tensor.location] = location.stat().st_size if location.is_file() else None
+    return ModelInfo(
+        path=str(path),
+        inputs=[_value_info(v) for v in graph.inputs if v.name not in graph.initializers],
+        outputs=[_value_info(v) for v in graph.outputs],
+        ir_version=model.ir_version,
+        opsets=dict(sorted(graph.opset_imports.items())),
+        producer=producer,
+        stats=model_stats(model, path),
+        initializers=sum(len(g.initializers) for g in model.graphs()),
+        functions=[f"{domain}::{name}" for domain, name, _ in model.functions],
+        external_data=external,
+        metadata=dict(model.metadata_props),
+    )
+
+
+def _all_initializers(model: ir.Model):
+    for graph in model.graphs():
+        yield from graph.initializers.values()
+
+
+def _value_info(value: ir.Value) -> ValueInfo:
+    if isinstance(value.type, ir.TensorType) and value.dtype is not None:
+        try:
+            dtype = np.dtype(value.dtype.numpy()).name
+        except TypeError:
+            dtype = value.dtype.name.lower()
+    else:
+        dtype = str(value.type) if value.type is not None else "?"
+    shape = None
+    if value.shape is not None:
+        shape = [
+            d if isinstance(d, int) else (str(d.value) if d.value is not None else None)
+            for d in value.shape.dims
+        ]
+    return ValueInfo(value.name, dtype, shape)

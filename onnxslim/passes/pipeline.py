@@ -29,15 +29,24 @@ def run_passes(
     specs: Sequence[PassSpec],
     options: PassOptions,
     on_pass: Callable[[str], None] | None = None,
+    history: list[tuple[int | str, str, int, int]] | None = None,
 ) -> tuple[int, Counter[str]]:
-    """Run setup passes, round passes until nothing changes (<= MAX_ROUNDS), then finish passes."""
+    """Run setup passes, round passes until nothing changes (<= MAX_ROUNDS), then finish passes.
+
+    `history`, when given, receives (round number or "setup"/"finish", pass name, nodes before,
+    nodes after) for every pass run that changed the model.
+    """
     applied: Counter[str] = Counter()
 
     def run(spec: PassSpec) -> bool:
         if on_pass:
             on_pass(spec.name)
+        nodes = _nodes(model) if history is not None else 0
         modified = spec.build(options)(model).modified
         applied[spec.name] += modified
+        if modified and history is not None:
+            stage = rounds if spec.stage == "round" else spec.stage
+            history.append((stage, spec.name, nodes, _nodes(model)))
         return modified
 
     # Invariants every pass relies on, so not skippable: the default opset imported as "", and
@@ -66,6 +75,10 @@ def run_passes(
         if spec.stage == "finish":
             run(spec)
     return rounds, applied
+
+
+def _nodes(model: ir.Model) -> int:
+    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
 def infer_shapes(model: ir.Model) -> None:

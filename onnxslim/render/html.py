@@ -1,19 +1,25 @@
-"""Reports as self-contained HTML pages (inline CSS and SVG charts, no network)."""
+"""Reports as self-contained HTML pages (inline CSS, bar charts drawn with CSS, no network).
+
+The page is responsive: tables take the page width and wrap long names (they scroll sideways only
+on screens too narrow for the figures), charts are rows of label, bar and value.
+"""
 
 from __future__ import annotations
 
 import html
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from onnxslim.model.files import write_text_atomic
+from onnxslim.render.format import input_shapes
 from onnxslim.render.tables import (
     DRIFT_COLUMNS,
     MODEL_COLUMNS,
+    TEXT_COLUMNS,
     bench_drifts,
-    bench_header,
     bench_model_rows,
     drift_rows,
 )
@@ -21,21 +27,75 @@ from onnxslim.render.tables import (
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
 
-CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}"
-    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-    "td:first-child,th:first-child{text-align:left}"
-    "svg{display:block;margin:1em 0}"
-)
+#: Column headers with their units (the terminal tables say the units in a caption).
+HEADERS = {
+    "Size": "Size",
+    "xSize": "Size vs ref",
+    "Load": "Session load (ms)",
+    "Median": "Median (ms)",
+    "p90": "p90 (ms)",
+    "Mean": "Mean (ms)",
+    "Min": "Min (ms)",
+    "Speedup": "Speedup vs ref",
+    "Runs/s": "Runs/s",
+    "Mem MB": "Peak mem (MB)",
+    "Min cos": "Min cosine",
+    "Max abs": "Max abs error",
+    "Mean abs": "Mean abs error",
+    "Rel err": "Rel error (RMS)",
+    "SNR dB": "SNR (dB)",
+    "Top-1": "Top-1 agreement",
+}
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;color:#222;line-height:1.4;
+  margin:0 auto;padding:1.5em;max-width:1400px;box-sizing:border-box}
+h1{font-size:1.5em;margin:0 0 .6em}
+h2{font-size:1.2em;margin:1.6em 0 .5em}
+h3{font-size:1em;margin:1.2em 0 .4em}
+dl.meta{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.25em 1em;margin:0;
+  font-size:.9em}
+dl.meta dt{color:#555;font-weight:600}
+dl.meta dd{margin:0;overflow-wrap:anywhere}
+code{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,monospace;font-size:.95em}
+p.warning{color:#9a2a00;background:#fff3ec;border-left:4px solid #e06a2c;padding:.4em .8em}
+p.note{color:#5a4a00;background:#fffbe6;border-left:4px solid #e0c02c;padding:.4em .8em}
+div.table{overflow-x:auto;margin:.6em 0}
+table{border-collapse:collapse;width:100%;font-size:.85em}
+th,td{border:1px solid #d0d0d0;padding:4px 6px;text-align:right;vertical-align:top}
+th{background:#f2f4f7;font-weight:600}
+td{font-variant-numeric:tabular-nums}
+td.num{white-space:nowrap}
+th.text,td.text{text-align:left;overflow-wrap:anywhere;min-width:7em}
+.chart{max-width:960px;margin:.6em 0 1.2em}
+.chart p.axis{font-size:.8em;color:#555;margin:.2em 0}
+.bar-row{display:grid;grid-template-columns:minmax(6em,18em) minmax(0,1fr) 8em;gap:.6em;
+  align-items:center;font-size:.85em;margin:3px 0}
+.bar-label{text-align:right;overflow-wrap:anywhere}
+.bar-track{background:#eef0f3;height:14px;border-radius:2px}
+.bar{background:#4a7fc1;height:100%;border-radius:2px}
+.bar.exact{background:#3a9a5b}
+.bar-value{font-variant-numeric:tabular-nums}
+.bar-value.exact{color:#2c7a47;font-weight:600}
+footer{margin-top:2em;font-size:.8em;color:#666}
+"""
 
 
 def write_bench(report: BenchReport, path: str | os.PathLike) -> None:
-    """The benchmark page: header, tables, latency, max-abs and SNR charts."""
+    """The benchmark page: what ran where, the tables, latency, max-abs and SNR charts."""
+    write_text_atomic(path, bench_page(report))
+
+
+def bench_page(report: BenchReport) -> str:
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>onnxslim benchmark</title>",
-        f"<style>{CSS}</style></head><body><h1>onnxslim benchmark</h1>",
-        *(f"<p>{html.escape(line)}</p>" for line in bench_header(report)),
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>onnxslim benchmark</title><style>{CSS}</style></head><body>",
+        "<h1>onnxslim benchmark</h1>",
+        meta(report),
+        *(f"<p class='warning'>warning: {html.escape(w)}</p>" for w in report.warnings),
+        *(f"<p class='note'>note: {html.escape(n)}</p>" for n in report.notes),
+        "<h2>Speed and size (reference: first model)</h2>",
         table(MODEL_COLUMNS, bench_model_rows(report)),
         bars(
             "Median latency (ms), lower is better",
@@ -50,9 +110,10 @@ def write_bench(report: BenchReport, path: str | os.PathLike) -> None:
         labels = [f"{m.name} / {d.name}" for m, d in pairs]
         parts.append(
             bars(
-                "Max abs error per output",
+                "Max abs error per output, lower is better",
                 [(label, d.max_abs) for label, (_, d) in zip(labels, pairs)],
                 "",
+                log=True,
             )
         )
         parts.append(
@@ -62,44 +123,129 @@ def write_bench(report: BenchReport, path: str | os.PathLike) -> None:
                 "dB",
             )
         )
-    parts.append("</body></html>\n")
-    write_text_atomic(path, "\n".join(parts))
+    parts.append(
+        "<footer>Figures measured on ONNX Runtime CPU by onnxslim; every figure is also in "
+        "<code>--json</code>.</footer></body></html>\n"
+    )
+    return "\n".join(parts)
+
+
+def meta(report: BenchReport) -> str:
+    """Date, command line, tool versions, CPU, settings and input shapes as a definition list."""
+    cpu = report.cpu
+    flags = ", ".join(f"{flag} {'yes' if on else 'no'}" for flag, on in cpu.flags.items())
+    versions = ", ".join(f"{tool} {version}" for tool, version in report.versions.items())
+    source = "random" if report.random_inputs else "given"
+    items = [
+        ("Date", html.escape(report.created or "-")),
+        (
+            "Command",
+            f"<code>{html.escape(report.command)}</code>" if report.command else "Python API",
+        ),
+        ("Versions", html.escape(versions or f"onnxruntime {report.ort_version}")),
+        ("CPU", html.escape(f"{cpu.model} ({cpu.arch}); {flags}")),
+        (
+            "Settings",
+            html.escape(
+                f"{report.threads} intra-op thread(s); ORT optimization level "
+                f"{report.ort_opt_level}; {report.runs} interleaved runs after {report.warmup} "
+                "warm-up"
+            ),
+        ),
+        (
+            "Inputs",
+            html.escape(f"{report.samples} {source} sample(s)")
+            + (
+                f": <code>{html.escape(input_shapes(report.inputs))}</code>"
+                if report.inputs
+                else ""
+            ),
+        ),
+    ]
+    rows = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in items)
+    return f"<dl class='meta'>{rows}</dl>"
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    """A table that takes the page width; text columns wrap, headers carry their units."""
+    kinds = ["text" if column in TEXT_COLUMNS else "num" for column in columns]
+    head = "".join(
+        f"<th class='{kind}'>{html.escape(HEADERS.get(c, c))}</th>"
+        for c, kind in zip(columns, kinds)
+    )
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def bars(title: str, items: Sequence[tuple[str, float | None]], unit: str) -> str:
-    """Horizontal bar chart: None shows as n/a, +inf (e.g. identical outputs' SNR) as a full bar."""
-    finite = [abs(v) for _, v in items if v is not None and math.isfinite(v)]
-    top = max(finite, default=0) or 1.0
-    label_w, bar_w, row_h = 260, 420, 22
-    height = 30 + row_h * len(items)
-    rows = []
-    for i, (label, value) in enumerate(items):
-        y = 24 + i * row_h
-        if value is None or math.isnan(value):
-            width, text = 0, "n/a"
-        elif math.isinf(value):
-            width, text = (bar_w if value > 0 else 0), ("∞" if value > 0 else "-∞")
-        else:
-            width, text = bar_w * max(value, 0) / top, f"{value:.4g} {unit}".strip()
-        rows.append(
-            f"<text x='{label_w - 6}' y='{y + 15}' text-anchor='end'>{html.escape(label)}</text>"
-            f"<rect x='{label_w}' y='{y + 3}' width='{width:.1f}' height='{row_h - 6}' "
-            "fill='#4a7fc1'/>"
-            f"<text x='{label_w + width + 4:.1f}' y='{y + 15}'>{html.escape(text)}</text>"
+        "<tr>"
+        + "".join(
+            f"<td class='{kind}'>{breakable(v) if kind == 'text' else html.escape(_cell(c, v))}"
+            "</td>"
+            for c, v, kind in zip(columns, row, kinds)
         )
-    return (
-        "<svg xmlns='http://www.w3.org/2000/svg' "
-        f"width='{label_w + bar_w + 120}' height='{height}' "
-        "font-size='12' font-family='sans-serif'>"
-        f"<text x='0' y='14' font-weight='bold'>{html.escape(title)}</text>"
-        + "".join(rows)
-        + "</svg>"
+        + "</tr>"
+        for row in rows
     )
+    return (
+        f"<div class='table'><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def _cell(column: str, value: str) -> str:
+    """Identical outputs have an infinite SNR: the page says "exact"."""
+    return "exact" if column == "SNR dB" and value == "inf" else value
+
+
+def breakable(text: str) -> str:
+    """`text` escaped, with line-break opportunities after _ / - (long file and tensor names
+    wrap there rather than mid-word)."""
+    return re.sub(r"([_/-])", r"\1<wbr>", html.escape(text))
+
+
+def bars(
+    title: str, items: Sequence[tuple[str, float | None]], unit: str, log: bool = False
+) -> str:
+    """A horizontal bar chart. None or NaN shows as n/a; +inf (identical outputs' SNR) as a full
+    bar and, on a log scale, 0 (no error at all) as no bar, both labelled "exact"; `log` scales
+    bars by log10 from a decade below the smallest positive value to the decade of the largest."""
+    finite = [v for _, v in items if v is not None and math.isfinite(v)]
+    axis = ""
+    if log:
+        positive = [v for v in finite if v > 0]
+        # a decade below the smallest error, so that it still gets a bar
+        low = math.floor(math.log10(min(positive))) - 1 if positive else 0
+        high = math.ceil(math.log10(max(positive))) if positive else 1
+        high = max(high, low + 1)
+        axis = (
+            f"<p class='axis'>log scale, 1e{low} to 1e{high}; 0 = exact</p>"
+            if positive
+            else "<p class='axis'>0 = exact</p>"
+        )
+
+        def fraction(value: float) -> float:
+            return (math.log10(value) - low) / (high - low)
+
+    else:
+        top = max((abs(v) for v in finite), default=0) or 1.0
+
+        def fraction(value: float) -> float:
+            return max(value, 0) / top
+
+    rows = []
+    for label, value in items:
+        kind = ""
+        if value is None or math.isnan(value):
+            width, text = 0.0, "n/a"
+        elif math.isinf(value):
+            width, text = (1.0, "exact") if value > 0 else (0.0, "-inf")
+            kind = " exact" if value > 0 else ""
+        elif log and value <= 0:  # no error at all: no bar
+            width, text, kind = 0.0, "exact", " exact"
+        else:
+            width, text = fraction(value), f"{value:.4g} {unit}".strip()
+        rows.append(
+            "<div class='bar-row'>"
+            f"<div class='bar-label'>{breakable(label)}</div>"
+            f"<div class='bar-track'><div class='bar{kind}' "
+            f"style='width:{100 * min(max(width, 0.0), 1.0):.1f}%'></div></div>"
+            f"<div class='bar-value{kind}'>{html.escape(text)}</div></div>"
+        )
+    return f"<div class='chart'><h3>{html.escape(title)}</h3>{axis}{''.join(rows)}</div>"

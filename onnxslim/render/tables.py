@@ -16,7 +16,7 @@ from onnxslim.render.format import human_bytes, input_shapes, number
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
-    from onnxslim.model.stats import ModelStats
+    from onnxslim.model.stats import ModelInfo, ModelStats
     from onnxslim.quantization.report import QuantizeReport
 
 MODEL_COLUMNS = [
@@ -49,7 +49,7 @@ CAPTION = (
     "times in ms (Load = session creation); "
     "Mem = peak RSS growth of a fresh process running the model"
 )
-TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op"})
+TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op", "Pass", "Name", "Type"})
 # plus the longest model name: narrower consoles get the table without mean, min and runs/s
 WIDE_TABLE = 94
 
@@ -104,11 +104,17 @@ def plain_text(renderables: Iterable[RenderableType], width: int) -> str:
     """The renderables as plain text, `width` columns at most for tables; text lines unwrapped."""
     console = Console(record=True, width=width, file=_Discard(), color_system=None)
     for item in renderables:
+        caption = None
         if isinstance(item, Table):
             item.box = PLAIN_BOX if item.box is not None else None
-            item.title_justify = item.caption_justify = "left"
             item.show_edge = False
+            # titles and captions as lines of their own: never wrapped to the table's width
+            if item.title is not None:
+                console.print(Text(str(item.title)), soft_wrap=True)
+            caption, item.title, item.caption = item.caption, None, None
         console.print(item, soft_wrap=isinstance(item, (str, Text)))
+        if caption is not None:
+            console.print(Text(str(caption)), soft_wrap=True)
     lines = console.export_text(styles=False).splitlines()
     return "".join(line.rstrip() + "\n" for line in lines)
 
@@ -237,12 +243,18 @@ def bench_header(report: BenchReport) -> list[str]:
         inputs += f" of {input_shapes(report.inputs)}"
     return [
         f"CPU: {cpu.model} ({cpu.arch}); {isa}",
-        f"onnxruntime {report.ort_version}; {report.threads} intra-op thread(s); "
+        f"{_versions(report)}; {report.threads} intra-op thread(s); "
         f"ORT optimization level: {report.ort_opt_level}; "
         f"{report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
         *(f"warning: {warning}" for warning in report.warnings),
         *(f"note: {note}" for note in report.notes),
     ]
+
+
+def _versions(report: BenchReport) -> str:
+    tools = ("onnxslim", "onnx", "onnxruntime")
+    found = [f"{tool} {report.versions[tool]}" for tool in tools if tool in report.versions]
+    return ", ".join(found) or f"onnxruntime {report.ort_version}"
 
 
 def bench_model_rows(report: BenchReport) -> list[list[str]]:
@@ -373,3 +385,77 @@ def layer_table(layers: list[dict]) -> Table:
         for layer in shown
     ]
     return grid(title, ["Node", "Op", "Own (float inputs)", "Accumulated"], rows)
+
+
+def pass_history(history: Sequence[tuple[int | str, str, int, int]]) -> Table:
+    """`optimize -v`: every pass run that changed the graph, per round, with the node counts."""
+    rows = [
+        [
+            str(stage),
+            name,
+            f"{old:,}",
+            f"{new:,}",
+            _change(old, new) or "rewritten",
+        ]
+        for stage, name, old, new in history
+    ]
+    return grid(
+        "passes that changed the graph (node counts)",
+        ["Round", "Pass", "Before", "After", "Change"],
+        rows,
+    )
+
+
+def inspect_report(info: ModelInfo) -> list[RenderableType]:
+    """`onnxslim inspect`: file, versions, interface, totals and the op histogram."""
+    stats = info.stats
+    size = human_bytes(stats.file_bytes)
+    if info.external_data:
+        known = [n for n in info.external_data.values() if n is not None]
+        size += (
+            f" including {len(info.external_data)} external data file(s) "
+            f"({human_bytes(sum(known))}): {', '.join(info.external_data)}"
+        )
+    opsets = ", ".join(f"{domain or 'ai.onnx'} {v}" for domain, v in info.opsets.items())
+    lines = [
+        f"{info.path}: {size}",
+        f"IR version {info.ir_version}; opsets {opsets}; producer {info.producer or '-'}",
+        f"{stats.nodes:,} nodes; {stats.parameters:,} parameters "
+        f"({human_bytes(stats.weight_bytes)}, Constant nodes included); "
+        f"{info.initializers:,} initializers"
+        + (f"; functions {', '.join(info.functions)}" if info.functions else ""),
+        *(f"metadata {key}: {value}" for key, value in info.metadata.items()),
+    ]
+    interface = [["input", v.name, v.describe()] for v in info.inputs] + [
+        ["output", v.name, v.describe()] for v in info.outputs
+    ]
+    total = stats.nodes or 1
+    ops = [[op, str(n), f"{n / total:.1%}"] for op, n in stats.op_counts.items()]
+    return [
+        *(plain(line) for line in lines),
+        grid("interface", ["", "Name", "Type"], interface),
+        grid("ops", ["Op", "Count", "Share"], ops),
+    ]
+
+
+def fp16_report(report: Mapping) -> list[RenderableType]:
+    """`--dtype fp16`: what went to float16, what stayed float32 and why, and the drift."""
+    kept = ", ".join(f"{reason} {count}" for reason, count in report["kept"].items())
+    io = "float32 graph inputs and outputs" if report["keep_io_types"] else "float16 interface"
+    items: list[RenderableType] = [
+        plain(
+            f"float16: {report['nodes_float16']} node(s) in float16, {report['casts']} Cast(s) "
+            f"added, {io}; weights {human_bytes(report['weights_before'])} -> "
+            f"{human_bytes(report['weights_after'])}"
+            + (f"; kept in float32: {kept}" if kept else "")
+        )
+    ]
+    if report["drift"] is not None:
+        items.append(
+            grid(
+                f"float16 drift vs the original, on {report['inputs']}",
+                DRIFT_COLUMNS,
+                drift_rows({"fp16": report["drift"]}),
+            )
+        )
+    return items

@@ -1,0 +1,347 @@
+"""float16 conversion (`--dtype fp16`): float32 tensors of the main graph become float16, except
+where float16 is unsafe; then the drift from the original is measured on ONNX Runtime.
+
+Kept in float32, with Casts at the borders:
+- ops unsafe in float16 (`KEEP_FLOAT`): resizing and ranges (coordinates lose precision), sums,
+  means, products and norms over many elements (they overflow at 65504), exponentials and powers;
+- shape math: nodes that compute on shapes (from Shape/Size) and constants only;
+- nodes reading a constant beyond float16's range (a -1e9 attention mask would become -inf);
+- ops whose output type comes from an attribute (Cast, ConstantOfShape, random ops, ...),
+  QuantizeLinear/DequantizeLinear, custom domains, If/Loop/Scan and everything inside them,
+  model-local functions, ops whose schema has no float16;
+- the graph inputs and outputs (`keep_io_types`, the default): callers keep feeding float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
+FP16_MAX = 65504.0
+
+#: Ops kept in float32: their float16 results are wrong or overflow on ordinary inputs.
+KEEP_FLOAT = frozenset(
+    {
+        "Resize",
+        "Upsample",
+        "Range",
+        "CumSum",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "ReduceMean",
+        "ReduceProd",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "LayerNormalization",
+        "GroupNormalization",
+        "InstanceNormalization",
+        "LpNormalization",
+        "MeanVarianceNormalization",
+        "Pow",
+        "Exp",
+        "Einsum",
+        "NonMaxSuppression",
+        "RoiAlign",
+        "TopK",
+        "GridSample",
+        "AffineGrid",
+        "STFT",
+        "DFT",
+    }
+)
+#: Ops whose output type is set by an attribute, or that mix in quantized types: left as they are.
+AS_GIVEN = frozenset(
+    {
+        "Cast",
+        "CastLike",
+        "Constant",
+        "ConstantOfShape",
+        "EyeLike",
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+    }
+)
+#: Ops that read any element type: a float16 input needs no Cast back to float32.
+ANY_INPUT = frozenset({"Cast", "Shape", "Size"})
+SHAPE_OPS = frozenset({"Shape", "Size"})
+
+
+@dataclasses.dataclass
+class Fp16Result:
+    """What the conversion did: nodes now in float16, nodes kept in float32 and why, Casts added,
+    weight bytes before and after."""
+
+    nodes_float16: int = 0
+    kept: dict[str, int] = dataclasses.field(default_factory=dict)
+    casts: int = 0
+    weights_before: int = 0
+    weights_after: int = 0
+    keep_io_types: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def to_float16(
+    model: ir.Model, *, keep_io_types: bool = True, keep_ops: Iterable[str] = ()
+) -> Fp16Result:
+    """Convert `model`'s main graph to float16 in place (see the module docstring)."""
+    graph = model.graph
+    keep_ops = KEEP_FLOAT | frozenset(keep_ops)
+    opset = graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1))
+    result = Fp16Result(keep_io_types=keep_io_types)
+    result.weights_before = _weight_bytes(graph)
+    shape_math = _shape_math(graph)
+    half_nodes: set[ir.Node] = set()
+    kept: Counter[str] = Counter()
+    for node in graph:
+        if not _has_float(node):
+            continue
+        reason = _keep_reason(node, opset, keep_ops, node in shape_math)
+        if reason is None:
+            half_nodes.add(node)
+        elif reason:
+            kept[reason] += 1
+    interface = {id(v) for v in graph.inputs} | {id(v) for v in graph.outputs}
+    for node in half_nodes:
+        for output in node.outputs:
+            if output.dtype == FLOAT:
+                output.dtype = HALF
+    if not keep_io_types:
+        for value in graph.inputs:
+            if value.dtype == FLOAT and not value.is_initializer():
+                value.dtype = HALF
+    _convert_initializers(graph, half_nodes, interface)
+    result.casts = _insert_casts(graph, half_nodes, keep_io_types)
+    result.nodes_float16 = len(half_nodes)
+    result.kept = dict(kept.most_common())
+    result.weights_after = _weight_bytes(graph)
+    return result
+
+
+def _has_float(node: ir.Node) -> bool:
+    return any(v is not None and v.dtype == FLOAT for v in (*node.inputs, *node.outputs))
+
+
+def _keep_reason(node: ir.Node, opset: int, keep_ops: frozenset, shape_math: bool) -> str | None:
+    """Why `node` stays float32 ("" when it is simply left as it is), or None to convert it."""
+    if node.domain not in ("", "ai.onnx"):
+        return "custom domain"
+    if node.op_type in AS_GIVEN:
+        return ""
+    if any(
+        a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+        for a in node.attributes.values()
+    ):
+        return "control flow"
+    if node.op_type in keep_ops:
+        return f"{node.op_type} (unsafe in float16)"
+    if shape_math:
+        return "shape math"
+    for value in node.inputs:
+        tensor = value.const_value if value is not None and value.dtype == FLOAT else None
+        if tensor is not None and tensor.size:
+            array = np.abs(tensor.numpy())
+            if np.any(np.isfinite(array) & (array > FP16_MAX)):
+                return "constant beyond float16 range"
+    if not _schema_allows_half(node, opset):
+        return "no float16 in its schema"
+    return None
+
+
+def _schema_allows_half(node: ir.Node, opset: int) -> bool:
+    """Every float input and output of `node` has a type parameter that float16 may bind."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return False
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+
+    def params(formals, values) -> Iterable[str | None]:
+        for index, value in enumerate(values):
+            if value is None or value.dtype != FLOAT:
+                continue
+            if not formals:
+                yield None
+                continue
+            yield formals[min(index, len(formals) - 1)].type_str
+
+    for param in (*params(schema.inputs, node.inputs), *params(schema.outputs, node.outputs)):
+        if param is None or "tensor(float16)" not in allowed.get(param, {param}):
+            return False
+    return True
+
+
+def _shape_math(graph: ir.Graph) -> set[ir.Node]:
+    """Nodes computing on shapes only: every non-constant input comes from Shape/Size or from
+    other such nodes."""
+    derived: set[ir.Value] = set()
+    nodes: set[ir.Node] = set()
+    for node in graph:
+        if node.op_type in SHAPE_OPS:
+            derived.update(node.outputs)
+            continue
+        inputs = [v for v in node.inputs if v is not None]
+        variable = [v for v in inputs if v.const_value is None and not _constant_node(v)]
+        if variable and all(v in derived for v in variable):
+            nodes.add(node)
+            derived.update(node.outputs)
+    return nodes
+
+
+def _constant_node(value: ir.Value) -> bool:
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Constant"
+
+
+def _convert_initializers(graph: ir.Graph, half_nodes: set[ir.Node], interface: set[int]) -> None:
+    """float32 weights read only by float16 nodes become float16; weights also read in float32
+    get a float16 copy for the float16 readers."""
+    for name, value in list(graph.initializers.items()):
+        if value.dtype != FLOAT or value.const_value is None or id(value) in interface:
+            continue
+        uses = list(value.uses())
+        half_uses = [use for use in uses if use.node in half_nodes]
+        if not half_uses:
+            continue
+        data = value.const_value.numpy().astype(np.float16)
+        if len(half_uses) == len(uses):
+            value.const_value = ir.Tensor(data, name=name)
+            value.dtype = HALF
+            continue
+        copy = ir.Value(name=_unique(graph, f"{name}_fp16"), const_value=ir.Tensor(data))
+        copy.const_value.name = copy.name
+        copy.dtype, copy.shape = HALF, value.shape
+        graph.register_initializer(copy)
+        for use in half_uses:
+            use.node.replace_input_with(use.idx, copy)
+
+
+def _insert_casts(graph: ir.Graph, half_nodes: set[ir.Node], keep_io_types: bool) -> int:
+    """Casts where float16 and float32 meet, one per value and direction; the graph outputs
+    keep their names and (with `keep_io_types`) float32."""
+    casts: dict[tuple[int, ir.DataType], ir.Value] = {}
+
+    def cast(value: ir.Value, to: ir.DataType) -> ir.Value:
+        key = (id(value), to)
+        if key not in casts:
+            node = ir.node("Cast", [value], attributes={"to": to})
+            node.outputs[0].dtype, node.outputs[0].shape = to, value.shape
+            node.outputs[0].name = _unique(
+                graph, f"{value.name}_{'fp16' if to == HALF else 'fp32'}"
+            )
+            producer = value.producer()
+            if producer is not None and producer.graph is graph:
+                graph.insert_after(producer, node)
+            elif len(graph):
+                graph.insert_before(graph.node(0), node)
+            else:
+                graph.append(node)
+            casts[key] = node.outputs[0]
+        return casts[key]
+
+    values = [*graph.inputs, *graph.initializers.values()]
+    values += [output for node in list(graph) for output in node.outputs]
+    for value in values:
+        for use in list(value.uses()):
+            node = use.node
+            half_reader = node in half_nodes
+            if value.dtype == FLOAT and half_reader:
+                node.replace_input_with(use.idx, cast(value, HALF))
+            elif value.dtype == HALF and not half_reader and node.op_type not in ANY_INPUT:
+                if node.op_type == "Cast" and node.graph is graph:
+                    continue
+                node.replace_input_with(use.idx, cast(value, FLOAT))
+    want = FLOAT if keep_io_types else HALF
+    for index, value in enumerate(list(graph.outputs)):
+        if value.dtype not in (FLOAT, HALF) or value.dtype == want or value in graph.inputs:
+            continue
+        name = value.name
+        value.name = _unique(graph, f"{name}_{'fp16' if value.dtype == HALF else 'fp32'}")
+        converted = cast(value, want)
+        converted.name = name
+        graph.outputs[index] = converted
+    return len(casts)
+
+
+def _unique(graph: ir.Graph, name: str) -> str:
+    taken = {v.name for v in graph.inputs} | set(graph.initializers)
+    taken |= {o.name for node in graph for o in node.outputs}
+    candidate, index = name, 1
+    while candidate in taken:
+        candidate, index = f"{name}_{index}", index + 1
+    return candidate
+
+
+def _weight_bytes(graph: ir.Graph) -> int:
+    return sum(
+        v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None
+    )
+
+
+#: How far float16 may drift from the original before the conversion is refused.
+DEFAULT_BUDGET = "cosine>=0.999,rel_err<=0.01"
+SAMPLES = 3
+
+
+def measure_drift(
+    original,
+    converted: ir.Model,
+    samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+):
+    """Drift of `converted` from `original` (a path or model) per output, on `samples` or on
+    inputs synthesized from the original; returns (drifts, what the inputs were)."""
+    from onnxslim import synth
+    from onnxslim.drift import compare_outputs
+    from onnxslim.runtime import Session
+    from onnxslim.verify import model_file
+
+    with model_file(original) as path:
+        expected, feeds, described = _reference_outputs(path, samples, shapes)
+    with model_file(converted) as path:
+        candidate = Session(path, what="the float16 model")
+        # a float16 interface (keep_io_types=False) is fed the same values in float16
+        half = {arg.name for arg in candidate.inputs if arg.type == "tensor(float16)"}
+        feeds = [
+            {k: np.asarray(v, np.float16) if k in half else v for k, v in feed.items()}
+            for feed in feeds
+        ]
+        actual = [candidate.run_dict(synth.ort_feeds(feed)) for feed in feeds]
+    return compare_outputs(expected, actual), described
+
+
+def _reference_outputs(path, samples, shapes):
+    """The original's outputs on `samples`, or on SAMPLES inputs synthesized from it."""
+    from onnxslim import synth
+    from onnxslim.runtime import Session
+
+    reference = Session(path, what="the original model")
+
+    def run(feed):
+        return reference.run(synth.ort_feeds(feed))
+
+    if samples is not None:
+        feeds = [dict(sample) for sample in samples]
+        described = f"{len(feeds)} given sample(s)"
+    else:
+        proto = onnx.load(path, load_external_data=False)
+        made = [synth.first_runnable(proto, run, shapes, seed=s)[0] for s in range(SAMPLES)]
+        feeds = [m.feeds for m in made]
+        described = f"{len(feeds)} synthesized sample(s) ({made[0]})"
+    return [reference.run_dict(synth.ort_feeds(feed)) for feed in feeds], feeds, described

@@ -1,0 +1,79 @@
+"""The HTML benchmark page: what it states, and how it renders in headless Chromium (when
+installed) at 1280 px: no sideways overflow, long names wrapped."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import numpy as np
+import pytest
+from helpers import REPO
+from test_bench import FAST, WEIGHTS, classifier
+
+from onnxslim.bench import benchmark
+
+LONG = "a_classifier_with_a_very_long_and_descriptive_file_name_that_would_overflow_a_table.onnx"
+
+
+def _screenshot_script():
+    spec = importlib.util.spec_from_file_location(
+        "html_screenshot", REPO / "scripts" / "html_screenshot.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def page(model_path, tmp_path):
+    ref = model_path(classifier(), "ref.onnx")
+    same = model_path(classifier(), "same.onnx")
+    drifted = model_path(classifier(WEIGHTS + 0.05), LONG)
+    report = benchmark([ref, same, drifted], shapes={"x": (2, 4)}, **FAST)
+    report.command = f"onnxslim bench ref.onnx same.onnx {LONG} --html report.html"
+    path = tmp_path / "report.html"
+    report.write_html(path)
+    return path, report
+
+
+def test_page_states_units_shapes_command_date_versions(page):
+    path, report = page
+    text = path.read_text()
+    headers = ("Median (ms)", "Session load (ms)", "Peak mem (MB)", "SNR (dB)", "Rel error (RMS)")
+    for header in headers:
+        assert f">{header}</th>" in text
+    assert "<code>x float32[2,4]</code>" in text  # the input shapes
+    assert f"<code>onnxslim bench ref.onnx same.onnx {LONG} --html report.html</code>" in text
+    assert re.search(r"<dt>Date</dt><dd>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", text)
+    for tool in ("onnxslim", "onnx", "onnxruntime"):
+        assert f"{tool} {report.versions[tool]}" in text
+    # identical outputs: SNR infinite, shown as "exact" (table and chart); max abs on a log scale
+    assert "<td class='num'>exact</td>" in text and ">inf<" not in text
+    assert "log scale, 1e-" in text and "0 = exact" in text
+    assert "a_<wbr>classifier_<wbr>with_<wbr>" in text  # long names wrap at separators
+    assert "<script" not in text and "src=" not in text and "<link" not in text
+
+
+def test_log_scale_bars_order_errors_by_decade():
+    from onnxslim.render.html import bars
+
+    chart = bars("max abs", [("a", 1e-6), ("b", 1e-3), ("c", 0.0), ("d", None)], "", log=True)
+    widths = [float(w) for w in re.findall(r"width:([\d.]+)%", chart)]
+    assert 0 < widths[0] < widths[1] <= 100 and widths[2] == 0 and widths[3] == 0
+    assert "log scale, 1e-7 to 1e-3" in chart
+    assert chart.count("exact'>exact<") == 1 and ">n/a<" in chart
+
+
+def test_page_renders_in_chromium_without_overflow(page, tmp_path):
+    script = _screenshot_script()
+    browser = script.find_browser()
+    if browser is None:
+        pytest.skip("no Chromium installed (apt-get install -y chromium)")
+    path, _ = page
+    png = script.screenshot(browser, path, tmp_path / "page.png", 1280, 900)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    scroll, inner = script.page_width(browser, path, 1280)
+    assert inner == 1280 and scroll <= inner, f"page {scroll} px wide in a {inner} px window"
+    shot = np.frombuffer(png.read_bytes(), np.uint8)
+    assert shot.size > 0
