@@ -424,7 +424,7 @@ def test_reports_render_to_text_without_a_console(tmp_path):
     samples = [random_inputs(specs, seed=i) for i in range(6)]
     quantized = onnxslim.quantize(tmp_path / "m.onnx", samples, progress=False)
     text = quantized.report.render()
-    assert "INT8 quantization" in text and "drift on held-out samples" in text
+    assert "INT8 quantization" in text and "drift on test samples" in text
     assert "\x1b" not in text and all(line == line.rstrip() for line in text.splitlines())
 
 
