@@ -21,7 +21,7 @@ from onnxslim.data import parse_shapes
 from onnxslim.drift import parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.model import interface, io, opset
-from onnxslim.model.external import onnx_c_api_view, release_external_data
+from onnxslim.model.external import call_onnx_api, release_external_data
 from onnxslim.model.graph import MIN_OPSET, default_opset
 from onnxslim.model.stats import ModelStats, model_stats
 from onnxslim.passes.fold import SizeBudget
@@ -85,8 +85,7 @@ def _checker_error(model: ir.Model) -> str | None:
     """What the onnx checker says about the model (None: nothing); large weights are left out
     of its proto."""
     try:
-        with onnx_c_api_view(model):
-            common.CheckerPass()(model)
+        call_onnx_api(onnx.checker.check_model, model)
     except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
         return first_line(err)
     return None

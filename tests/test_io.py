@@ -190,3 +190,57 @@ def test_saving_over_the_models_own_data_file_keeps_the_model_usable(tmp_path):
     np.testing.assert_array_equal(
         reloaded.graph.initializers["w"].const_value.numpy(), np.ones(64, np.float32)
     )
+
+
+def _chain_of_adds(count: int, big: tuple[int, ...] = ()) -> onnx.ModelProto:
+    """x + c0 + c1 + ...: `count` initializers, 2x2 floats each, those in `big` 32x32 floats."""
+    inits = [
+        const(f"c{i}", np.full((32, 32) if i in big else (2, 2), i, np.float32))
+        for i in range(count)
+    ]
+    nodes = [N("Add", ["x" if i == 0 else f"a{i - 1}", f"c{i}"], [f"a{i}"]) for i in range(count)]
+    return make_model(
+        nodes, [vi("x", FLOAT, [32, 32])], [vi(f"a{count - 1}", FLOAT, [32, 32])], inits
+    )
+
+
+def test_call_onnx_api_leaves_large_weights_out_and_the_model_as_it_was():
+    proto = _chain_of_adds(4, big=(1, 2))
+    proto.graph.input.append(vi("c3", FLOAT, [2, 2]))  # an overridable initializer
+    model = ir.from_proto(proto)
+    before = [(v.name, v.const_value) for v in model.graph.initializers.values()]
+    inputs = list(model.graph.inputs)
+    seen = external.call_onnx_api(lambda p: p, model)
+    assert [t.name for t in seen.graph.initializer] == ["c0", "c3"]
+    assert [i.name for i in seen.graph.input] == ["x", "c3", "c0", "c1", "c2"]
+    onnx.checker.check_model(seen)
+    assert [(v.name, v.const_value) for v in model.graph.initializers.values()] == before
+    assert list(model.graph.inputs) == inputs
+    assert all(v.is_initializer() for v in model.graph.initializers.values())
+    assert not model.graph.initializers["c1"].is_graph_input()
+
+
+def test_call_onnx_api_restores_the_model_when_the_call_fails():
+    model = ir.from_proto(_chain_of_adds(3, big=(0,)))
+    before = [(v.name, v.const_value) for v in model.graph.initializers.values()]
+
+    def fail(_proto):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        external.call_onnx_api(fail, model)
+    assert [(v.name, v.const_value) for v in model.graph.initializers.values()] == before
+    assert [v.name for v in model.graph.inputs] == ["x"]
+
+
+def test_call_onnx_api_never_searches_the_input_list(monkeypatch):
+    """onnx-ir's version looks each initializer up in the growing input list: quadratic, seconds
+    for the checker and shape inference of a 14k-node CNN (benchmarks/scaling.py)."""
+    model = ir.from_proto(_chain_of_adds(50))
+
+    def no_search(self, item):
+        raise AssertionError("linear search of the graph inputs")
+
+    monkeypatch.setattr(type(model.graph.inputs), "__contains__", no_search)
+    proto = external.call_onnx_api(lambda p: p, model)
+    assert len(proto.graph.initializer) == 50

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import onnx
 import onnx_ir as ir
 
 from onnxslim.model.files import same_file
@@ -96,17 +98,18 @@ def inlined_external_tensors(
             value.const_value = tensor
 
 
-#: onnx-ir leaves main-graph initializers up to this size in the proto it hands to onnx's C API.
+#: Main-graph initializers up to this size stay in the proto handed to onnx's C API.
 _C_API_KEEPS = 1000
+_R = TypeVar("_R")
 
 
 def onnx_c_api_view(model: ir.Model):
-    """Make `onnx_ir`'s checker/shape-inference calls see no external tensor.
+    """Make the proto `call_onnx_api` hands to onnx's checker/shape inference hold no external
+    tensor.
 
-    `onnx_ir.passes.common.CheckerPass`/`ShapeInferencePass` serialize the model without main-graph
-    initializers over 1 KB (so a huge model never becomes a huge proto), but the small ones and
-    those of subgraphs stay, external references included, which the checker then resolves against
-    the working directory. Those few are read in for the call.
+    It leaves out main-graph initializers over 1 KB (so a huge model never becomes a huge proto),
+    but the small ones and those of subgraphs stay, external references included, which the
+    checker then resolves against the working directory. Those few are read in for the call.
     """
     return inlined_external_tensors(
         model,
@@ -114,3 +117,42 @@ def onnx_c_api_view(model: ir.Model):
             graph is not model.graph or value.const_value.nbytes <= _C_API_KEEPS
         ),
     )
+
+
+def call_onnx_api(func: Callable[[onnx.ModelProto], _R], model: ir.Model) -> _R:
+    """`func` (onnx's checker, shape inference) on a proto of `model` without its large weights.
+
+    Main-graph initializers over `_C_API_KEEPS` bytes become graph inputs without values (as in
+    onnx-ir's `call_onnx_api`, which looks each initializer up in the growing input list: seconds
+    at 20k initializers); small external tensors are read in (`onnx_c_api_view`). The model is left
+    exactly as it was, initializer order included.
+    """
+    graph = model.graph
+    with onnx_c_api_view(model):
+        initializers = tuple(graph.initializers.values())
+        tensors = [value.const_value for value in initializers]
+        inputs_before = len(graph.inputs)
+        listed = set(graph.inputs)
+        try:
+            for value in initializers:
+                tensor = value.const_value
+                if tensor is not None:
+                    if value.shape is None:
+                        value.shape = tensor.shape
+                    if value.dtype is None:
+                        value.dtype = tensor.dtype
+                if value not in listed:
+                    graph.inputs.append(value)
+                    listed.add(value)
+                if tensor is None or tensor.nbytes > _C_API_KEEPS:
+                    graph.initializers.pop(value.name)
+                    value.const_value = None
+            return func(ir.serde.serialize_model(model))
+        finally:
+            for value in initializers:
+                graph.initializers.pop(value.name, None)
+            for value, tensor in zip(initializers, tensors):
+                value.const_value = tensor
+                graph.initializers.add(value)
+            while len(graph.inputs) > inputs_before:
+                graph.inputs.pop()

@@ -10,8 +10,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import first_line
-from onnxslim.model.external import onnx_c_api_view
-from onnxslim.passes import dims, prune, registry, upstream
+from onnxslim.model.external import call_onnx_api
+from onnxslim.passes import dims, prune, registry
 from onnxslim.passes.registry import PassOptions, PassSpec
 
 MAX_ROUNDS = 20
@@ -95,8 +95,7 @@ def infer_shapes(model: ir.Model) -> None:
         )
 
     try:
-        with onnx_c_api_view(model):
-            inferred = ir.serde.deserialize_model(upstream.call_onnx_api(infer, model))
+        inferred = ir.serde.deserialize_model(call_onnx_api(infer, model))
     except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))
         return

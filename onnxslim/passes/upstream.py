@@ -6,13 +6,10 @@ They do not export these; when an upgrade moves one, only this module changes.
 
 from __future__ import annotations
 
-from onnx_ir.passes.common import _c_api_utils
 from onnxscript.optimizer import _constant_folding
 from onnxscript.rewriter import _ir_utils, _pattern_ir
 from onnxscript.rewriter.rules.common import _fuse_batchnorm, _fuse_hardswish, _matmul_add_to_gemm
 
-# an onnx C API call on a model with its large initializers left out (passes/pipeline.py)
-call_onnx_api = _c_api_utils.call_onnx_api
 # constant folding (passes/fold.py)
 FoldConstantsPass = _constant_folding.FoldConstantsPass
 Replacement = _constant_folding.Replacement
