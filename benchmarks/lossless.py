@@ -207,20 +207,8 @@ def bench_model(
     first = None
     for level, threads in SETTINGS:
         key = setting_key(level, threads)
-        for _ in range(ROUNDS):
-            report = benchmark(
-                outputs,
-                inputs=samples,
-                runs=runs,
-                warmup=3,
-                threads=threads,
-                ort_opt_level=level,
-                measure_memory=False,
-                progress=False,
-            )
-            first = first or report
-            medians = [m.latency.median for m in report.models]
-            best[key] = [min(a, b) for a, b in zip(best.get(key, medians), medians)]
+        best[key], report = best_medians(outputs, samples, runs, level, threads)
+        first = first or report
         ratios = ", ".join(f"{b / best[key][0]:.3f}" for b in best[key][1:])
         print(f"  {key}: original {best[key][0]:.2f} ms; ratios {ratios}", file=sys.stderr)
     original = first.models[0]
@@ -252,12 +240,12 @@ def bench_model(
     return rows
 
 
-def best_ratio(pair: list[Path], samples: list, runs: int, level: str, threads: int) -> float:
-    """Latency of pair[1] over pair[0]: each the best median of ROUNDS interleaved rounds."""
-    best = None
+def best_medians(models: list[Path], samples: list, runs: int, level: str, threads: int):
+    """Per model, the best median latency (ms) of ROUNDS interleaved rounds; the first report."""
+    best, first = None, None
     for _ in range(ROUNDS):
         report = benchmark(
-            pair,
+            models,
             inputs=samples,
             runs=runs,
             warmup=3,
@@ -266,8 +254,15 @@ def best_ratio(pair: list[Path], samples: list, runs: int, level: str, threads: 
             measure_memory=False,
             progress=False,
         )
+        first = first or report
         medians = [m.latency.median for m in report.models]
         best = medians if best is None else [min(a, b) for a, b in zip(best, medians)]
+    return best, first
+
+
+def best_ratio(pair: list[Path], samples: list, runs: int, level: str, threads: int) -> float:
+    """Latency of pair[1] over pair[0]: each the best median of ROUNDS interleaved rounds."""
+    best, _ = best_medians(pair, samples, runs, level, threads)
     return best[1] / best[0]
 
 
