@@ -157,15 +157,18 @@ def quantize(
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     notes = _protocol_notes(calib, selection, test, budget)
     selection = selection or calib
+    ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     if config.mode == "dynamic":
         outcome = dynamic.quantize_model(
-            float_model, reference, selection, budget, config.exclude_nodes
+            float_model, selection, ref_outputs, budget, config.exclude_nodes
         )
     else:
-        outcome = _static(prepare(float_model), reference, calib, selection, test, config, profile)
+        outcome = _static(
+            prepare(float_model), calib, selection, ref_outputs, test, config, profile
+        )
     if config.mode == "auto" and outcome.violations:
         dynamic_outcome = dynamic.quantize_model(
-            float_model, reference, selection, budget, config.exclude_nodes
+            float_model, selection, ref_outputs, budget, config.exclude_nodes
         )
         if not dynamic_outcome.violations:
             outcome = dynamic_outcome
@@ -232,15 +235,16 @@ def quantize(
 
 def _static(
     float_model: ir.Model,
-    reference: bytes,
     calib: list,
     selection: list,
+    ref_outputs: list,
     test: list,
     config: QuantizeConfig,
     profile,
 ) -> Outcome:
     """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE and bias correction,
-    return the noisiest nodes to float until the budget holds on `selection`."""
+    return the noisiest nodes to float until the budget holds on `selection` (where the original
+    gives `ref_outputs`)."""
     quant_options = QuantOptions(
         activation_type=config.activation_type,
         weight_bits=profile.weight_bits,
@@ -268,10 +272,9 @@ def _static(
         for eq in _choices(config.equalize if pairs else False)
     }
     builder, quantized, info, note = _choose(
-        builders, _choices(config.bias_correction), reference, selection
+        builders, _choices(config.bias_correction), selection, ref_outputs
     )
     notes += [note] if note else []
-    ref_outputs = run_samples(reference, selection, int8=False)
     drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     violations = config.max_drift.check(drift) if config.max_drift else []
     fallback: list[dict] = []
@@ -379,21 +382,20 @@ def _equalized(model: ir.Model) -> ir.Model:
 def _choose(
     builders: Mapping[bool, QuantBuilder],
     bias_corrections: Sequence[bool],
-    reference: bytes,
     selection: Sequence,
+    ref_outputs: Sequence,
     max_samples: int = 64,
 ) -> tuple[QuantBuilder, ir.Model, BuildInfo, str | None]:
     """Build each (equalization, bias correction) variant and keep the one whose outputs are closest
-    to the float model's (worst SNR over the float outputs) on up to ``max_samples`` selection
-    samples. Returns the builder (set to the chosen variant), the model, its build info and a note
-    (None: no choice made)."""
+    to the float model's (`ref_outputs`; worst SNR over the float outputs) on up to
+    ``max_samples`` selection samples. Returns the builder (set to the chosen variant), the model,
+    its build info and a note (None: no choice made)."""
     variants = [(eq, bc) for eq in builders for bc in bias_corrections]
     if len(variants) == 1:
         builder = builders[variants[0][0]]
         builder.options = dataclasses.replace(builder.options, bias_correction=variants[0][1])
         return (builder, *builder.build(), None)
-    samples = list(selection)[:max_samples]
-    ref = run_samples(reference, samples, int8=False)
+    samples, ref = list(selection)[:max_samples], list(ref_outputs)[:max_samples]
     best, scores = None, {}
     for eq, bc in variants:
         builder = builders[eq]

@@ -26,20 +26,20 @@ QUANTIZED_OPS = ("MatMul",)
 
 def quantize_model(
     float_model: ir.Model,
-    reference: bytes,
     selection: list,
+    ref_outputs: list,
     budget: Budget | None,
     exclude_nodes: frozenset[str] = frozenset(),
 ) -> Outcome:
-    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form), checked on `selection` against the
-    original `reference`; with `budget`, the noisiest MatMuls go back to float until it holds."""
+    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form), checked on `selection` against
+    `ref_outputs`, the original's outputs there; with `budget`, the noisiest MatMuls go back to
+    float until it holds."""
     proto = io.to_proto(float_model)
     candidates = [
         n.name
         for n in proto.graph.node
         if n.op_type in QUANTIZED_OPS and n.name not in exclude_nodes
     ]
-    ref_outputs = run_samples(reference, selection, int8=False)
     results: dict[int, tuple] = {}
 
     def attempt(excluded: list[str]) -> tuple:
