@@ -126,6 +126,7 @@ def optimize_with_report(
     if isinstance(model, (str, os.PathLike)):
         source = model
     ir_model = io.to_ir(model)
+    annotated = io.annotated_values(ir_model)
     before = model_stats(ir_model, source)
     pass_options = PassOptions(
         size_threshold=PassOptions.size_threshold
@@ -150,6 +151,7 @@ def optimize_with_report(
         rounds, applied = run_passes(ir_model, specs, pass_options, on_pass)
         notes += pass_options.budget.notes()
         _restore_interface(ir_model, declared)
+        ir_model.meta[io.ANNOTATED] = annotated  # saved without the value_info inference added
         _checker(ir_model, input_error)
         if options.check:
             if on_pass:
