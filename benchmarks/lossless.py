@@ -2,6 +2,7 @@
 
     python benchmarks/lossless.py [--models NAME ...] [--runs 30] [--json FILE] [--markdown FILE]
                                   [--strict] [--variant SKIP ...] [--tools NAME ...]
+                                  [--settings all/2t,...] [--from-json FILE]
 
 Each tool runs in its own subprocess (time and peak RSS of that process: load + optimize + save),
 then `onnxslim.bench.benchmark` measures every result against the original on ONNX Runtime CPU at
@@ -14,7 +15,8 @@ setting, or a file size ratio above 1.0, is listed as a failure (`--strict`: exi
 latency ratio above 1.01 is first timed again (original against that result alone, three times the
 runs, best of two rounds): it fails only if both measurements are above 1.01.
 `--variant fuse-chains` adds "onnxslim --skip fuse-chains" to the same interleaved runs, to find
-which pass family a failure comes from.
+which pass family a failure comes from; `--tools` (no names: none) and `--settings` narrow such a
+run. `--from-json` re-renders the tables of an earlier `--json` run without measuring.
 
 PyPI OnnxSlim shares our package name, so it runs from a venv of its own (created under
 benchmarks/out/ on first use, or given with --peer-python).
@@ -333,16 +335,17 @@ def cells(row: dict) -> list[str]:
     ]
 
 
-COLUMNS = [
-    "model",
-    "tool",
-    "nodes",
-    "size",
-    "time s",
-    "peak MiB",
-    *(f"ORT {level} {threads}t" for level, threads in SETTINGS),
-    "max |diff|",
-]
+def columns() -> list[str]:
+    return [
+        "model",
+        "tool",
+        "nodes",
+        "size",
+        "time s",
+        "peak MiB",
+        *(f"ORT {level} {threads}t" for level, threads in SETTINGS),
+        "max |diff|",
+    ]
 
 
 def setup_line(runs: int) -> str:
@@ -351,7 +354,8 @@ def setup_line(runs: int) -> str:
     return (
         f"CPU: {cpu.model} ({cpu.arch}; {features}; {os.cpu_count()} logical cores); "
         f"ONNX Runtime {ort.__version__}; latency: median of {runs} interleaved runs, "
-        f"best of {ROUNDS} rounds, at ORT levels all and basic with 1 and 2 threads"
+        f"best of {ROUNDS} rounds, at ORT level/threads "
+        + ", ".join(setting_key(*s) for s in SETTINGS)
     )
 
 
@@ -363,7 +367,7 @@ def print_table(rows: list[dict], runs: int) -> None:
         title="lossless optimizers: size and latency as ratios to the original (below 1: better)",
         caption=setup_line(runs),
     )
-    for column in COLUMNS:
+    for column in columns():
         table.add_column(column, justify="left" if column in ("model", "tool") else "right")
     for row in rows:
         table.add_row(*cells(row))
@@ -371,13 +375,17 @@ def print_table(rows: list[dict], runs: int) -> None:
 
 
 def _ratio(row: dict | None, key: str | None = None) -> str:
+    """A size (key None) or latency ratio; † when timed again (row["recheck"]) within the limit,
+    ‡ when above it again."""
     if row is None:
         return ""
     if "error" in row:
         return "failed"
     if key is None:
         return f"{row['size_ratio']:.3f}"
-    return f"{row['latency_ratio'][key]:.2f}"
+    again = row.get("recheck", {}).get(key)
+    mark = "" if again is None else "†" if again <= MAX_LATENCY_RATIO else "‡"
+    return f"{row['latency_ratio'][key]:.2f}{mark}"
 
 
 def summary_tables(rows: list[dict]) -> str:
@@ -415,6 +423,13 @@ def summary_tables(rows: list[dict]) -> str:
                 for tool in tools
             ]
             out.append(f"| {model} | " + " | ".join(row_cells) + " |")
+    if any("†" in line or "‡" in line for line in out):
+        out += [
+            "",
+            f"† above {MAX_LATENCY_RATIO} in the side-by-side runs, at most {MAX_LATENCY_RATIO} "
+            f"when timed again alone against the original ({RECHECK_RUNS_FACTOR}x the runs); "
+            f"‡ above {MAX_LATENCY_RATIO} both times: a failure.",
+        ]
     out += ["", "Time and peak memory of a fresh process that loads, optimizes and saves:\n"]
     out.append(head.rstrip("\n"))
     for model, found in by_model.items():
@@ -445,8 +460,8 @@ def markdown(rows: list[dict], runs: int, found: list[str]) -> str:
         "Time and peak memory are those of a fresh process that loads, optimizes and saves "
         "(onnxslim includes its ORT check).",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|---|---|" + "---|" * (len(COLUMNS) - 2),
+        "| " + " | ".join(columns()) + " |",
+        "|---|---|" + "---|" * (len(columns()) - 2),
     ]
     for row in rows:
         row_cells = cells(row)
@@ -486,12 +501,39 @@ def main() -> int:
         metavar="SKIP",
         help="also run onnxslim --skip SKIP (repeatable; SKIP may be comma-separated)",
     )
+    parser.add_argument(
+        "--settings",
+        help="time only these, e.g. basic/2t,all/1t [default: "
+        + ",".join(setting_key(*s) for s in SETTINGS)
+        + "]",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--markdown", type=Path, help="also write the tables as markdown")
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when onnxslim is slower or bigger anywhere"
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: print and write the tables of an earlier --json FILE",
+    )
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        levels_threads = [key.split("/") for key in saved["settings"]]
+        SETTINGS[:] = [(level, int(threads.rstrip("t"))) for level, threads in levels_threads]
+        rows, found = saved["rows"], failures(saved["rows"])
+        print_table(rows, saved["runs"])
+        if args.markdown:
+            args.markdown.write_text(markdown(rows, saved["runs"], found))
+        return 1 if args.strict and found else 0
+    if args.settings:
+        chosen = [key.strip() for key in args.settings.split(",") if key.strip()]
+        known = {setting_key(*s): s for s in SETTINGS}
+        if not chosen or set(chosen) - set(known):
+            parser.error(f"--settings: choose from {', '.join(known)}")
+        SETTINGS[:] = [known[key] for key in chosen]
     unknown = set(args.tools or []) - set(PEERS)
     if unknown:
         parser.error(f"unknown tools {sorted(unknown)}: choose from {PEERS}")

@@ -161,6 +161,7 @@ def optimize_with_report(
     if isinstance(model, (str, os.PathLike)):
         source = model
     ir_model = io.to_ir(model)
+    annotated = io.annotated_values(ir_model)
     notes: list[str] = []
     cut = bool(options.inputs or options.outputs)
     if cut:
@@ -197,6 +198,7 @@ def optimize_with_report(
         for value, (_, _, shape) in zip(ir_model.graph.outputs, given[1]):
             if value.shape is None:  # not inferred from the new input dims: as the model gave it
                 value.shape = shape
+        ir_model.meta[io.ANNOTATED] = annotated  # saved without the value_info inference added
         _checker(ir_model, input_error)
 
         def check(written: Path | None = None) -> None:

@@ -113,6 +113,63 @@ def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
             logger.setLevel(old)
 
 
+#: `model.meta` key: names of the values the original model gave a value_info (`optimize` sets it).
+ANNOTATED = "onnxslim.annotated"
+
+
+def annotated_values(model: ir.Model) -> frozenset[str]:
+    """Names of the node outputs (in graphs, subgraphs and functions) that have a type or shape."""
+    return frozenset(
+        value.name
+        for node in _all_nodes(model)
+        for value in node.outputs
+        if value.name and (value.type is not None or value.shape is not None)
+    )
+
+
+def _all_nodes(model: ir.Model) -> Iterator[ir.Node]:
+    for graph in model.graphs():
+        yield from graph
+    for function in model.functions.values():
+        yield from ir.traversal.RecursiveGraphIterator(function)
+
+
+@contextlib.contextmanager
+def lean_value_info(model: ir.Model) -> Iterator[None]:
+    """Write no value_info the original did not have, while the model is serialized.
+
+    onnx-ir writes an entry for every initializer with a type (the tensor already says it: 13 KB on
+    open_nsfw) and for every value shape inference typed: a model with nothing to remove would
+    come out bigger. So initializers get none, and node outputs only those the original had
+    (`model.meta[ANNOTATED]`, when `optimize` recorded it); graph inputs and outputs and values
+    with metadata or a doc string keep theirs. The model in memory keeps its types.
+    """
+    keep = model.meta.get(ANNOTATED)
+    values = [value for graph in model.graphs() for value in graph.initializers.values()]
+    if keep is not None:
+        values += [
+            value for node in _all_nodes(model) for value in node.outputs if value.name not in keep
+        ]
+    cleared = [
+        (value, value.type, value.shape)
+        for value in values
+        if (value.type is not None or value.shape is not None)
+        # graph inputs/outputs are written from the same value; an entry with metadata (the folder
+        # notes what a constant was folded from) must keep its type to pass the checker
+        and not (value.is_graph_input() or value.is_graph_output())
+        and not (value.metadata_props or value.doc_string)
+    ]
+    try:
+        for value, _, _ in cleared:
+            value.type = None
+            value.shape = None
+        yield
+    finally:
+        for value, type_, shape in cleared:
+            value.type = type_
+            value.shape = shape
+
+
 def save(
     model: ir.Model,
     path: str | os.PathLike,
@@ -143,7 +200,10 @@ def save(
     try:
         with files.terminate_as_interrupt():
             try:
-                with external.inlined_external_tensors(model, enabled=not data_name):
+                with (
+                    external.inlined_external_tensors(model, enabled=not data_name),
+                    lean_value_info(model),
+                ):
                     if data_name:
                         ir.save(
                             model,
@@ -188,7 +248,7 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
         raise OnnxSlimError(
             "the model's weights exceed protobuf's 2 GB limit: save it to a file instead"
         )
-    with external.inlined_external_tensors(model):
+    with external.inlined_external_tensors(model), lean_value_info(model):
         return _with_training_info(model, ir.to_proto(model))
 
 
