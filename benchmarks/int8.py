@@ -8,11 +8,14 @@ line or sentence in two of them): 'calibration' (48 images / 64 sentences), 'sel
 and 'test' (120 / 128). Both quantizers get calibration + selection. onnxslim calibrates its ranges
 on the calibration split and makes every automatic choice (cross-layer equalization, bias
 correction) and checks its drift budget (returning nodes to float until it holds) on the selection
-split; ORT's `quantize_static` (QDQ, per-channel, MinMax) calibrates on both. Every figure in the
-table is measured on the test split, which no decision saw: drift against the float model (the
-worst float output's lowest per-sample cosine, its SNR over the split, top-1 agreement for the
-classifiers), file size as a ratio to float, and single-thread latency as a ratio to float
-(`onnxslim.bench.benchmark` on [float, onnxslim, ORT], runs interleaved, on test samples).
+split; ORT's `quantize_static` (QDQ, per-channel, MinMax) calibrates on both, once with its other
+defaults (int8 activations) and once set for x86 without VNNI (uint8 activations for ORT's u8s8
+kernels, reduce_range: 7-bit weights).
+Every figure in the table is measured on the test split, which no decision saw: drift against the
+float model (the worst float output's lowest per-sample cosine, its SNR over the split, top-1
+agreement for the classifiers), file size as a ratio to float, and single-thread latency as a ratio
+to float (`onnxslim.bench.benchmark` on [float, onnxslim, ORT, ORT x86, onnxslim's lossless float
+model], runs interleaved, on test samples).
 `--ablation` instead compares range methods, cross-layer equalization and bias correction (no
 budget, no ORT, no timing) by their drift on the same test split.
 """
@@ -79,8 +82,9 @@ ABLATIONS = {
 }
 
 
-def ort_quantize(src: Path, dst: Path, calibration: list[dict]) -> float:
-    """ORT's quantize_static (QDQ, per-channel, MinMax); returns the seconds it took."""
+def ort_quantize(src: Path, dst: Path, calibration: list[dict], **options) -> float:
+    """ORT's quantize_static (QDQ, per-channel, MinMax; `options` override its other defaults);
+    returns the seconds it took."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -103,8 +107,17 @@ def ort_quantize(src: Path, dst: Path, calibration: list[dict]) -> float:
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         calibrate_method=CalibrationMethod.MinMax,
+        **options,
     )
     return time.perf_counter() - started
+
+
+def ort_x86_options() -> dict:
+    """quantize_static options for x86 without VNNI: uint8 activations (ORT's u8s8 kernels instead
+    of its default int8 activations) and 7-bit weights (reduce_range: no u8s8 saturation)."""
+    from onnxruntime.quantization import QuantType
+
+    return {"activation_type": QuantType.QUInt8, "reduce_range": True}
 
 
 def onnxslim_quantize(name: str, data: dict, budget: str | None, target: str, **options):
@@ -182,13 +195,15 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
     ir.save(result.model, ours)
     theirs = work / f"{name}.ort.int8.onnx"
     ort_s = ort_quantize(src, theirs, calib + selection)
+    theirs_x86 = work / f"{name}.ort-u8.int8.onnx"
+    ort_x86_s = ort_quantize(src, theirs_x86, calib + selection, **ort_x86_options())
     # onnxslim's INT8 models include its lossless rewrites: time them alone too, for the share
     # of the speedup that is not INT8's.
     lossless = work / f"{name}.onnxslim.float.onnx"
     ir.save(optimize(src, check=False), lossless)
 
     timing = benchmark(
-        [src, ours, theirs, lossless],
+        [src, ours, theirs, theirs_x86, lossless],
         inputs=test[:TIMING_SAMPLES],
         runs=runs,
         warmup=5,
@@ -196,7 +211,7 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
         measure_memory=False,
         progress=False,
     )
-    ref_model, our_model, ort_model, lossless_model = timing.models
+    ref_model, our_model, ort_model, ort_x86_model, lossless_model = timing.models
     ref = run_samples(src, test, int8=False)
     report = result.report
     row = {
@@ -222,6 +237,7 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
     for key, path, timed, seconds in (
         ("onnxslim", ours, our_model, ours_s),
         ("ort", theirs, ort_model, ort_s),
+        ("ort_x86", theirs_x86, ort_x86_model, ort_x86_s),
     ):
         outputs[key] = run_samples(path, test)
         row[key] = {
@@ -251,14 +267,16 @@ def markdown(rows: list[dict]) -> str:
         "| model | float | INT8 size vs float (ours / ORT) | latency vs float (ours / ORT) "
         "| onnxslim lossless alone (float) | min cosine (ours / ORT) | SNR dB (ours / ORT) "
         "| top-1 agreement (ours / ORT) "
-        "| drift budget (on selection): nodes back in float; on test |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| drift budget (on selection): nodes back in float; on test "
+        "| ORT with uint8 activations and reduce_range: size, latency, min cosine, SNR dB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
 
         def pair(key, spec, row=row):
             return " / ".join(_fmt(row[k][key], spec) for k in ("onnxslim", "ort"))
 
+        x86 = row["ort_x86"]
         if row["budget_error"]:
             budget = f"{row['budget']}: never held, shown without"
         elif row["budget"]:
@@ -270,7 +288,11 @@ def markdown(rows: list[dict]) -> str:
             f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms "
             f"| {pair('size_ratio', '.2f')} | {pair('latency_ratio', '.2f')} "
             f"| {row['lossless_latency_ratio']:.2f} | {pair('min_cosine', '.4f')} "
-            f"| {pair('snr_db', '.1f')} | {pair('top1', '.3f')} | {budget} |"
+            f"| {pair('snr_db', '.1f')} | {pair('top1', '.3f')} | {budget} "
+            f"| {x86['size_ratio']:.2f}, {x86['latency_ratio']:.2f}, {x86['min_cosine']:.4f}, "
+            f"{_fmt(x86['snr_db'], '.1f')}"
+            + (f", top-1 {x86['top1']:.3f}" if x86["top1"] is not None else "")
+            + " |"
         )
     return "\n".join(lines)
 
@@ -304,7 +326,8 @@ def notes(rows: list[dict]) -> str:
             f"({', '.join(f'{n} {op}' for op, n in sorted(row['quantized'].items()))}); "
             f"kept in float: "
             + (", ".join(f"{n} {r}" for r, n in sorted(kept.items())) or "none")
-            + f"; quantizing took {ours['seconds']:.1f} s (ORT {ort['seconds']:.1f} s); "
+            + f"; quantizing took {ours['seconds']:.1f} s (ORT {ort['seconds']:.1f} s, "
+            f"{row['ort_x86']['seconds']:.1f} s with uint8 activations); "
             f"test cosine over the split {ours['cosine']:.4f} / {ort['cosine']:.4f}"
             + (
                 f" (min cosine: {row['splits']['test'] - ours['near_zero_skipped']} test samples;"
@@ -315,12 +338,12 @@ def notes(rows: list[dict]) -> str:
             + "."
         ]
         if "mask" in ours:
-            a, b = ours["mask"], ort["mask"]
+            a, b, c = ours["mask"], ort["mask"], row["ort_x86"]["mask"]
             lines.append(
                 f"  - mask (output > {MASKS[row['model']]}) IoU over the test split "
-                f"{a['iou']:.3f} / {b['iou']:.3f} (ours / ORT); of the {a['with_mask']} test "
-                f"samples with a non-empty float mask, the INT8 mask is empty on {a['emptied']} / "
-                f"{b['emptied']}"
+                f"{a['iou']:.3f} / {b['iou']:.3f} / {c['iou']:.3f} (ours / ORT / ORT uint8 "
+                f"activations); of the {a['with_mask']} test samples with a non-empty float mask, "
+                f"the INT8 mask is empty on {a['emptied']} / {b['emptied']} / {c['emptied']}"
             )
         if row["budget_error"]:
             lines.append(f"  - budget {row['budget']}: {row['budget_error']}")
