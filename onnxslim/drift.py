@@ -33,7 +33,9 @@ class Drift:
     mean_abs: float | None = None
     #: RMS of the error over RMS of the reference (0: identical; inf: reference all zeros).
     rel_error: float | None = None
-    cosine: float | None = None
+    cosine: float | None = None  # over all samples pooled
+    #: the worst sample's cosine, over samples whose reference is not ~0 (see NEAR_ZERO)
+    min_cosine: float | None = None
     snr_db: float | None = None
     top1_agreement: float | None = None
     exact_match: bool | None = None
@@ -95,12 +97,18 @@ def _compare_one(name: str, refs: list[np.ndarray], others: list[np.ndarray | No
     return drift
 
 
+#: A sample whose reference norm is below this share of the samples' RMS norm has no meaningful
+#: cosine (two near-zero vectors: e.g. a text detector's map of a picture without text).
+NEAR_ZERO = 1e-3
+
+
 class _Stats:
     """Running sums, so drift over many samples needs no concatenated copies."""
 
     def __init__(self):
         self.count = self.nonfinite = self.rows = self.agree = 0
         self.abs_sum = self.max_abs = self.dot = self.ref_sq = self.other_sq = self.err_sq = 0.0
+        self.per_sample: list[tuple[float, float, float]] = []  # (dot, ref_sq, other_sq)
         self.exact = True
         self.has_rows = False
 
@@ -119,9 +127,11 @@ class _Stats:
             self.count += a.size
             self.abs_sum += float(err.sum())
             self.max_abs = max(self.max_abs, float(err.max()))
-            self.dot += float(a @ b)
-            self.ref_sq += float(a @ a)
-            self.other_sq += float(b @ b)
+            sample = (float(a @ b), float(a @ a), float(b @ b))
+            self.per_sample.append(sample)
+            self.dot += sample[0]
+            self.ref_sq += sample[1]
+            self.other_sq += sample[2]
             self.err_sq += float(err @ err)
         if is_float and ref.ndim == 2 and ref.shape[-1] > 1 and ref.size:  # [batch, classes]
             self.has_rows = True
@@ -141,9 +151,15 @@ class _Stats:
             return
         if self.count:
             drift.cosine = _cosine(self.dot, self.ref_sq, self.other_sq)
+            drift.min_cosine = self._min_cosine()
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
         if self.has_rows:
             drift.top1_agreement = self.agree / self.rows
+
+    def _min_cosine(self) -> float | None:
+        floor = NEAR_ZERO**2 * self.ref_sq / len(self.per_sample)  # squared norms
+        cosines = [_cosine(*sample) for sample in self.per_sample if sample[1] > floor]
+        return min(cosines) if cosines else None
 
 
 def _relative(error_sq: float, ref_sq: float) -> float:
@@ -189,6 +205,7 @@ def _snr_db(signal_sq: float, noise_sq: float) -> float:
 # Budget: which Drift field each metric name reads, and whether larger is better.
 METRICS = {
     "cosine": ("cosine", ">="),
+    "min_cosine": ("min_cosine", ">="),
     "snr": ("snr_db", ">="),
     "top1": ("top1_agreement", ">="),
     "max_abs": ("max_abs", "<="),
@@ -237,7 +254,8 @@ class Budget:
 
 
 def parse_max_drift(text: str) -> Budget:
-    """Parse comma-separated limits: `cosine>=0.99`, `snr>=30`, `top1>=0.98`, `max_abs<=1e-3`,
+    """Parse comma-separated limits: `cosine>=0.99` (over all samples), `min_cosine>=0.98` (the
+    worst sample), `snr>=30`, `top1>=0.98`, `max_abs<=1e-3`,
     `rel_err<=0.01`, ...
 
     A bare number X means max_abs<=X.
@@ -254,7 +272,8 @@ def parse_max_drift(text: str) -> Budget:
         if metric not in METRICS or op != METRICS[metric][1]:
             raise OnnxSlimError(
                 f"bad drift limit {item.strip()!r}: "
-                "expected cosine>=X, snr>=DB, top1>=X, max_abs<=X, mean_abs<=X or rel_err<=X"
+                "expected cosine>=X, min_cosine>=X, snr>=DB, top1>=X, max_abs<=X, mean_abs<=X "
+                "or rel_err<=X"
             )
         try:
             criteria.append((metric, op, float(value)))

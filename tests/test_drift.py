@@ -200,3 +200,23 @@ def test_budget_check():
         f"output 'scores': snr {drifts['scores'].snr_db:.6g} fails snr>=40",
         f"output 'scores': cosine {drifts['scores'].cosine:.6g} fails cosine>=0.99999",
     ]
+
+
+def test_min_cosine_is_the_worst_sample_skipping_near_zero_references():
+    ref = [
+        {"y": np.array([1, 0], F32)},
+        {"y": np.array([0, 2], F32)},
+        {"y": np.array([1e-6, 0], F32)},  # ~0: its cosine would measure noise
+    ]
+    other = [
+        {"y": np.array([1, 0], F32)},
+        {"y": np.array([2, 2], F32)},
+        {"y": np.array([0, 1e-6], F32)},
+    ]
+    d = compare_outputs(ref, other)["y"]
+    assert d.min_cosine == pytest.approx(1 / math.sqrt(2))  # the second sample
+    assert d.cosine > d.min_cosine  # pooled: the first sample's agreement hides it
+    assert Budget.check(parse_max_drift("min_cosine>=0.9"), d) == [
+        "output 'y': min_cosine 0.707107 fails min_cosine>=0.9"
+    ]
+    assert compare_outputs(ref[2], other[2])["y"].min_cosine == 0.0  # alone, it is the scale

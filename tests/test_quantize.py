@@ -15,6 +15,7 @@ from onnxslim.drift import compare_outputs
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.quantization import quantize
 from onnxslim.quantization.api import split_samples
+from onnxslim.quantization.dynamic import covers_most_weights
 from onnxslim.quantization.ops import RULES
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target
@@ -729,3 +730,37 @@ def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
     assert held.report.fallback and not held.report.violations
     assert held.report.quantized["MatMul"] == 3 - len(held.report.fallback)
     assert "dynamic" in held.report.render()
+
+
+def loud_and_quiet_tokens(count: int) -> list[dict]:
+    """Samples of matmul_chain's input, every other one 30 times louder: one static activation
+    range cannot serve both, dynamic INT8 takes each sample's own."""
+    rng = np.random.default_rng(7)
+    return [
+        {"x": rng.normal(size=(1, 16, 32)).astype(np.float32) * (1 + 30 * (i % 2))}
+        for i in range(count)
+    ]
+
+
+def test_auto_mode_takes_dynamic_int8_where_static_falls_short_on_a_matmul_model():
+    data = loud_and_quiet_tokens(16)
+    static = quantize(matmul_chain(), data, mode="static", **FAST).report
+    auto = quantize(matmul_chain(), data, **FAST).report  # auto is the default
+    assert static.drift["y"].min_cosine < 0.99
+    assert auto.mode == "dynamic"
+    assert auto.drift["y"].min_cosine > static.drift["y"].min_cosine
+    assert any("dynamic INT8 (MatMul) kept" in note for note in auto.notes)
+
+
+def test_auto_mode_keeps_static_int8_that_meets_the_quality_bar():
+    rng = np.random.default_rng(8)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(16)]
+    report = quantize(matmul_chain(), data, **FAST).report
+    assert report.mode == "static" and report.drift["y"].min_cosine >= 0.99
+
+
+def test_dynamic_int8_is_tried_only_where_matmuls_hold_most_weights():
+    assert covers_most_weights(ir.from_proto(matmul_chain()))
+    assert covers_most_weights(ir.from_proto(encoder_block()))
+    assert not covers_most_weights(ir.from_proto(cnn()))
+    assert not covers_most_weights(ir.from_proto(depthwise_cnn()))

@@ -175,12 +175,13 @@ def _pass_list() -> str:
 @click.option(
     "--int8",
     is_flag=False,
-    flag_value="static",
+    flag_value="auto",
     default=None,
     type=click.Choice(list(MODES)),
     help="Quantize to INT8 after the lossless passes (needs --calibration): static (calibrated "
-    "QDQ, the default), dynamic (MatMul, for transformers) or auto (dynamic when static misses "
-    "--max-drift).",
+    "QDQ), dynamic (MatMul, for transformers) or auto (the default: static, or dynamic where "
+    "static misses --max-drift, or without one where its worst selection sample's cosine is "
+    "below 0.99 on a MatMul model).",
 )
 @click.option(
     "--calibration",

@@ -37,6 +37,8 @@ MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
+#: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
+QUALITY_BAR = Budget((("min_cosine", ">=", 0.99),))
 #: The choices of `equalize` and `bias_correction`.
 LEVERS = (True, False, "auto")
 
@@ -46,7 +48,8 @@ class QuantizeConfig:
     """How to quantize.
 
     `mode`: "static" (calibrated QDQ), "dynamic" (MatMul weights int8, activations quantized at run
-    time: for transformers) or "auto" (static; dynamic when static misses `max_drift`);
+    time: for transformers) or "auto" (static, or dynamic where static falls short: see
+    `_static_or_dynamic`);
     `method`: activation range method (see RANGE_METHODS), `percentile` its parameter; `per_channel`
     weight scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU
     the model will run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float,
@@ -55,12 +58,12 @@ class QuantizeConfig:
     if it never does); `eval_split` the share of samples held out (at least 2); `require_speedup`
     makes an INT8 model that is not faster than float on this CPU an error; `min_macs` leaves
     smaller weighted ops in float; `equalize` (cross-layer equalization) and `bias_correction` are
-    True, False or "auto" (the variant closest to float on the calibration samples); `optimize` runs
+    True, False or "auto" (the variant closest to float on the selection samples); `optimize` runs
     the lossless pipeline first, with `optimize_options` as keyword arguments of
     `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
     """
 
-    mode: str = "static"
+    mode: str = "auto"
     method: str = DEFAULT_METHOD
     percentile: float = 99.99
     per_channel: bool = True
@@ -166,13 +169,10 @@ def quantize(
         outcome = _static(
             prepare(float_model), calib, selection, ref_outputs, test, config, profile
         )
-    if config.mode == "auto" and outcome.violations:
-        dynamic_outcome = dynamic.quantize_model(
-            float_model, selection, ref_outputs, budget, config.exclude_nodes
+    if config.mode == "auto":
+        outcome = _static_or_dynamic(
+            outcome, float_model, selection, ref_outputs, budget, config.exclude_nodes
         )
-        if not dynamic_outcome.violations:
-            outcome = dynamic_outcome
-            notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
     if outcome.violations:
         raise CheckFailedError(
             f"INT8 drift over budget {budget} even with every sensitive node in float: "
@@ -231,6 +231,47 @@ def quantize(
     elif config.require_speedup:
         raise OnnxSlimError("require_speedup needs the latency measurement")
     return QuantizeResult(quantized, report)
+
+
+def _static_or_dynamic(
+    static: Outcome,
+    float_model: ir.Model,
+    selection: list,
+    ref_outputs: list,
+    budget: Budget | None,
+    exclude_nodes: frozenset[str],
+) -> Outcome:
+    """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
+    INT8 does better there.
+
+    With a budget, static falls short when it misses it even with its sensitive nodes in float,
+    and dynamic replaces it when it meets it. Without one, static falls short when its worst sample
+    misses QUALITY_BAR, and dynamic INT8 held to QUALITY_BAR (tried only when most weights feed
+    MatMuls, as in transformers: elsewhere it would leave the convs float and gain little)
+    replaces it when its worst sample is closer to float.
+    """
+    if budget:
+        if not static.violations:
+            return static
+        outcome = dynamic.quantize_model(float_model, selection, ref_outputs, budget, exclude_nodes)
+        if outcome.violations:
+            return static
+        outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
+        return outcome
+    if not QUALITY_BAR.check(static.drift) or not dynamic.covers_most_weights(float_model):
+        return static
+    outcome = dynamic.quantize_model(
+        float_model, selection, ref_outputs, QUALITY_BAR, exclude_nodes
+    )
+    before, after = _worst_min_cosine(static.drift), _worst_min_cosine(outcome.drift)
+    if outcome.violations or after <= before:
+        return static
+    outcome.notes.append(
+        f"static INT8's worst selection sample has cosine {before:.4f} to float (auto wants "
+        f"{QUALITY_BAR}): dynamic INT8 (MatMul) kept, {after:.4f}"
+        + (f", with {len(outcome.fallback)} MatMul(s) in float" if outcome.fallback else "")
+    )
+    return outcome
 
 
 def _static(
@@ -415,6 +456,11 @@ def _choose(
     tried = ", ".join(f"{label[key]} {snr:.1f} dB" for key, snr in scores.items())
     note = f"kept {label[eq, bc]} (output SNR on {len(samples)} selection samples: {tried})"
     return builders[eq], model, info, note
+
+
+def _worst_min_cosine(drift: Mapping[str, Drift]) -> float:
+    """The lowest per-sample cosine over the float outputs (-1 when none has one)."""
+    return min((d.min_cosine for d in drift.values() if d.min_cosine is not None), default=-1.0)
 
 
 def _worst_snr(drift: Mapping[str, Drift]) -> float:

@@ -22,6 +22,7 @@ from onnxslim.quantization.recovery import fewest_passing
 from onnxslim.quantization.report import Outcome
 
 QUANTIZED_OPS = ("MatMul",)
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def quantize_model(
@@ -74,6 +75,28 @@ def quantize_model(
     return Outcome(
         ir.from_proto(model), dict(quantized), kept, fallback, drift, violations, mode="dynamic"
     )
+
+
+def covers_most_weights(model: ir.Model) -> bool:
+    """Whether MatMuls (what dynamic INT8 quantizes) hold most of the weights of the ops that
+    compute with weights (Conv, ConvTranspose, Gemm, MatMul), counted in elements."""
+    sizes = Counter()
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.op_type in WEIGHTED_OPS:
+            sizes[node.op_type in QUANTIZED_OPS] += max(map(_constant_size, node.inputs[:2]))
+    return sizes[True] > sizes[False]
+
+
+def _constant_size(value: ir.Value | None) -> int:
+    """Elements of `value` when it is a constant (initializer or Constant node), else 0."""
+    if value is None:
+        return 0
+    tensor = value.const_value
+    producer = value.producer()
+    if tensor is None and producer is not None and producer.op_type == "Constant":
+        attribute = producer.attributes.get("value")
+        tensor = attribute.value if attribute is not None else None
+    return tensor.size if tensor is not None else 0
 
 
 def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
