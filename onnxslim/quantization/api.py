@@ -35,6 +35,7 @@ DEFAULT_METHOD = "percentile"
 DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
+TOP1_DOUBT = 0.1  # see _samples_for_top1
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
@@ -391,7 +392,25 @@ def _protocol_notes(calib: list, selection: list, test: list, budget: Budget | N
             f"warning: the budget {budget} is held on only {len(selection)} selection samples: "
             f"it may not hold on new data (give at least {MIN_BUDGET_SAMPLES})"
         )
+    for metric, _, threshold in budget.criteria if budget else ():
+        needed = _samples_for_top1(threshold) if metric == "top1" else 0
+        if len(selection) < needed:
+            chance = threshold ** len(selection)
+            notes.append(
+                f"warning: top1>={threshold:g} needs about {needed} selection samples to mean "
+                f"much: a model that disagrees with float on {1 - threshold:.0%} of inputs still "
+                f"agrees on all {len(selection)} {chance:.0%} of the time"
+            )
     return notes
+
+
+def _samples_for_top1(threshold: float) -> float:
+    """Selection samples that must all agree for a top-1 budget `threshold` to be believable: a
+    model agreeing on only `threshold` of inputs agrees on n of them with chance threshold**n,
+    which must be at most TOP1_DOUBT."""
+    if threshold >= 1:
+        return math.inf
+    return math.ceil(math.log(TOP1_DOUBT) / math.log(threshold)) if threshold > 0 else 0
 
 
 def _test_drift(reference: bytes, quantized: ir.Model, test: list) -> tuple[dict, str | None]:
