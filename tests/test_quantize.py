@@ -778,3 +778,18 @@ def test_dynamic_int8_is_tried_only_where_matmuls_hold_most_weights():
     assert covers_most_weights(ir.from_proto(encoder_block()))
     assert not covers_most_weights(ir.from_proto(cnn()))
     assert not covers_most_weights(ir.from_proto(depthwise_cnn()))
+
+
+def test_the_report_says_what_the_budget_fallback_costs_in_speed():
+    data = loud_and_quiet_tokens(12)
+    options = {**FAST, "test_split": 0, "mode": "dynamic"}
+    plain = quantize(matmul_chain(), data, **options).report.drift["y"].snr_db
+    report = quantize(
+        matmul_chain(),
+        data,
+        max_drift=f"snr>={plain + 3:.1f}",
+        **{**options, "measure_latency": True},
+    ).report
+    assert report.fallback
+    cost = [n for n in report.notes if "node(s) in float for the budget" in n]
+    assert len(cost) == 1 and "with them in INT8; float" in cost[0]

@@ -36,6 +36,7 @@ DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 TOP1_DOUBT = 0.1  # see _samples_for_top1
+FALLBACK_NOISE = 1.03  # latency ratios below this are within run-to-run noise
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
@@ -218,9 +219,12 @@ def quantize(
         layers=outcome.layers,
     )
     if config.measure_latency:
-        report.latency_float_ms, report.latency_int8_ms = _latency(
-            reference, quantized, (test or selection)[0]
+        models = [quantized, outcome.all_int8] if outcome.all_int8 else [quantized]
+        report.latency_float_ms, report.latency_int8_ms, *all_int8_ms = _latency(
+            reference, models, (test or selection)[0]
         )
+        if all_int8_ms:
+            report.notes.append(_fallback_cost(len(outcome.fallback), report, all_int8_ms[0]))
         if report.speedup < 1.0:
             message = (
                 f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
@@ -320,7 +324,9 @@ def _static(
     drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     violations = config.max_drift.check(drift) if config.max_drift else []
     fallback: list[dict] = []
+    all_int8 = None
     if violations:
+        all_int8 = quantized
         quantized, info, drift, violations, fallback = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
@@ -339,6 +345,7 @@ def _static(
         equalized_pairs=pairs if builder.equalized else 0,
         bias_correction=builder.options.bias_correction,
         layers=[dataclasses.asdict(layer) for layer in layers],
+        all_int8=all_int8 if fallback else None,
     )
 
 
@@ -492,14 +499,30 @@ def _names(model: ir.Model) -> set[str]:
     return {n.name for n in model.graph} | {v.name for n in model.graph for v in n.outputs}
 
 
-def _latency(reference: bytes, quantized: ir.Model, sample, runs: int = 30) -> tuple[float, float]:
-    """Median single-thread latency (ms) of both models, runs interleaved after warm-up."""
+def _latency(reference: bytes, quantized: list[ir.Model], sample, runs: int = 30) -> list[float]:
+    """Median single-thread latency (ms) of the float model, then of each `quantized` one, runs
+    interleaved after warm-up."""
     report = benchmark(
-        [onnx.ModelProto.FromString(reference), ir.to_proto(quantized)],
+        [onnx.ModelProto.FromString(reference), *map(ir.to_proto, quantized)],
         inputs=[sample],
         runs=runs,
         warmup=5,
         measure_memory=False,
         progress=False,
     )
-    return report.models[0].latency.median, report.models[1].latency.median
+    return [model.latency.median for model in report.models]
+
+
+def _fallback_cost(count: int, report: QuantizeReport, all_int8_ms: float) -> str:
+    """What the nodes the budget returned to float cost in speed, measured side by side."""
+    ratio = report.latency_int8_ms / all_int8_ms
+    verdict = (
+        f"cost speed: {ratio:.2f}x the time"
+        if ratio > FALLBACK_NOISE
+        else "cost no measurable speed"
+    )
+    return (
+        f"the {count} node(s) in float for the budget {verdict} "
+        f"({report.latency_int8_ms:.2f} ms vs {all_int8_ms:.2f} ms with them in INT8; "
+        f"float {report.latency_float_ms:.2f} ms)"
+    )

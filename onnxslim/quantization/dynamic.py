@@ -49,6 +49,7 @@ def quantize_model(
         return model, drift, budget.check(drift) if budget else []
 
     model, drift, violations = attempt([])
+    all_int8 = model
     fallback: list[dict] = []
     if violations:
         ranked = _sensitivity(proto, model, selection, candidates)
@@ -73,7 +74,14 @@ def quantize_model(
         "MatMul" for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in floated
     )
     return Outcome(
-        ir.from_proto(model), dict(quantized), kept, fallback, drift, violations, mode="dynamic"
+        ir.from_proto(model),
+        dict(quantized),
+        kept,
+        fallback,
+        drift,
+        violations,
+        mode="dynamic",
+        all_int8=ir.from_proto(all_int8) if fallback else None,
     )
 
 
