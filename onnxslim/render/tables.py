@@ -13,6 +13,7 @@ from rich.text import Text
 
 from onnxslim.drift import Drift
 from onnxslim.render.format import human_bytes, input_shapes, number
+from onnxslim.render.verdict import verdict_lines
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
@@ -305,6 +306,7 @@ def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
         items.append(
             grid("Output drift vs reference", DRIFT_COLUMNS, drift_rows(bench_drifts(report)))
         )
+    items += [plain(line) for line in verdict_lines(report.verdicts)]
     return items
 
 
