@@ -543,5 +543,6 @@ def test_optimize_bench_says_verdict_and_warns_once(tmp_path):
     assert proc.returncode == 0, proc.stderr
     verdicts = [line for line in proc.stdout.splitlines() if line.startswith("verdict: ")]
     assert len(verdicts) == 1 and verdicts[0].startswith("verdict: d.onnx vs demo.onnx: smaller: ")
+    assert (proc.stdout + proc.stderr).count("dynamic input dims picked by onnxslim") == 1
     data = json.loads(report.read_text())
     assert data["history"] and f"verdict: {data['bench']['verdicts'][0]['text']}" == verdicts[0]

@@ -232,7 +232,8 @@ def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
 
 
 def bench_header(report: BenchReport) -> list[str]:
-    """CPU, runtime and settings of a benchmark, then its notes."""
+    """CPU, runtime and settings of a benchmark, then its notes. Its warnings are not repeated:
+    `benchmark` gave them as Python warnings (the CLI's stderr); JSON and HTML keep them."""
     cpu = report.cpu
     arm = cpu.arch.lower().startswith(("arm", "aarch"))
     labels = (
@@ -247,7 +248,6 @@ def bench_header(report: BenchReport) -> list[str]:
         f"{_versions(report)}; {report.threads} intra-op thread(s); "
         f"ORT optimization level: {report.ort_opt_level}; "
         f"{report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
-        *(f"warning: {warning}" for warning in report.warnings),
         *(f"note: {note}" for note in report.notes),
     ]
 
