@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,13 +39,23 @@ from onnxslim.model.stats import model_stats
 from onnxslim.render import tables
 from onnxslim.render.jsonfile import write_json
 from onnxslim.render.progress import progress as progress_bar
+from onnxslim.render.verdict import verdict_line
 from onnxslim.runtime import OPT_LEVELS, Session
 
 SCHEMA_VERSION = 1
 RANDOM_SAMPLES = 8
-# session creation is timed this many times (interleaved); the median is reported
-SESSION_REPEATS = 3
+# session creation is timed this many times, interleaved in alternating order (ABBA: neither model
+# always goes first) after one untimed creation each (ORT's one-time set-up, file cache); the median
+# is reported
+SESSION_REPEATS = 5
 MEMORY_RUNS = 3
+#: The verdict's noise rule: a time ratio (model / reference) says "slower" only when the medians'
+#: ratio and the minimums' ratio both exceed 1 + NOISE, "faster" only when both are below
+#: 1 / (1 + NOISE), "same within noise" otherwise. Interleaved runs share the machine's load, the
+#: median is the typical run and the min the least disturbed one: both must agree.
+PER_RUN_NOISE = 0.02
+#: Session creation is timed SESSION_REPEATS times only, and reads the file: a wider margin.
+LOAD_NOISE = 0.05
 MEMORY_TIMEOUT_S = 600
 RANDOM_NOTE = (
     "inputs are random: drift on random inputs says little about real data; "
@@ -111,11 +121,87 @@ class ModelResult:
     latency: Latency
     peak_memory_mb: float | None = None
     drift: dict[str, Drift] | None = None
+    #: The fastest of the session creations (`session_ms` is their median); None: not recorded.
+    session_min_ms: float | None = None
 
     @property
     def throughput(self) -> float:
         """Inferences per second (one thread of runs, from the mean latency)."""
         return 1000 / self.latency.mean if self.latency.mean > 0 else math.inf
+
+
+def timing_verdict(median_ratio: float, min_ratio: float, noise: float = PER_RUN_NOISE) -> str:
+    """ "slower", "faster" or "same" for time ratios (model / reference) by the noise rule: both the
+    medians' and the minimums' ratio beyond `noise` in the same direction."""
+    if median_ratio > 1 + noise and min_ratio > 1 + noise:
+        return "slower"
+    if median_ratio < 1 / (1 + noise) and min_ratio < 1 / (1 + noise):
+        return "faster"
+    return "same"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One figure of a model against the reference's: `ratio` = model / reference (medians for
+    times; below 1 is smaller or faster), `min_ratio` of the minimums (times only), `verdict`
+    "smaller"/"bigger"/"same" for size, "faster"/"slower"/"same" for times, `noise` its margin."""
+
+    model: float
+    reference: float
+    ratio: float
+    verdict: str
+    min_ratio: float | None = None
+    noise: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {key: json_value(value) for key, value in vars(self).items()}
+
+
+def _ratio(model: float, reference: float) -> float:
+    return model / reference if reference > 0 else math.nan
+
+
+def _time_change(model: float, reference: float, fastest: tuple, noise: float) -> Change:
+    """Medians `model` vs `reference` and the minimums `fastest` (model, reference; None: not
+    recorded, then the medians decide alone) under the noise rule."""
+    ratio = _ratio(model, reference)
+    min_ratio = _ratio(*fastest) if None not in fastest else ratio
+    return Change(
+        model, reference, ratio, timing_verdict(ratio, min_ratio, noise), min_ratio, noise
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether `model` got smaller, faster at load (ORT session creation) and faster per run than
+    `reference`, measured; `runs` interleaved timed runs per model decided `per_run`."""
+
+    model: str
+    reference: str
+    size: Change
+    load: Change
+    per_run: Change
+    runs: int
+
+    @property
+    def slower(self) -> list[str]:
+        """What got measurably slower: "load", "per run" (empty: nothing)."""
+        return [
+            what
+            for what, change in (("load", self.load), ("per run", self.per_run))
+            if change.verdict == "slower"
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "reference": self.reference,
+            "size": self.size.to_dict(),
+            "load": self.load.to_dict(),
+            "per_run": self.per_run.to_dict(),
+            "runs": self.runs,
+            "text": verdict_line(self),
+        }
 
 
 @dataclass
@@ -156,6 +242,33 @@ class BenchReport:
     def size_ratio(self, model: ModelResult) -> float:
         return model.file_size / self.reference.file_size if self.reference.file_size else math.nan
 
+    def verdict(self, model: ModelResult) -> Verdict:
+        """Smaller, faster at load, faster per run than the reference: measured, by the noise
+        rule (PER_RUN_NOISE, LOAD_NOISE)."""
+        ref = self.reference
+        ratio = self.size_ratio(model)
+        size = Change(
+            model.file_size,
+            ref.file_size,
+            ratio,
+            "smaller" if ratio < 1 else "bigger" if ratio > 1 else "same",
+        )
+        load = _time_change(
+            model.session_ms, ref.session_ms, (model.session_min_ms, ref.session_min_ms), LOAD_NOISE
+        )
+        per_run = _time_change(
+            model.latency.median,
+            ref.latency.median,
+            (model.latency.min, ref.latency.min),
+            PER_RUN_NOISE,
+        )
+        return Verdict(model.name, ref.name, size, load, per_run, self.runs)
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """The verdict of every model but the reference."""
+        return [self.verdict(model) for model in self.models[1:]]
+
     def check(
         self, max_drift: Budget | str | None = None, min_speedup: float | None = None
     ) -> list[str]:
@@ -192,12 +305,14 @@ class BenchReport:
             "notes": list(self.notes),
             "warnings": list(self.warnings),
             "reference": self.reference.name,
+            "verdicts": [verdict.to_dict() for verdict in self.verdicts],
             "models": [
                 {
                     "name": m.name,
                     "file_size_bytes": m.file_size,
                     "nodes": m.nodes,
                     "session_create_ms": m.session_ms,
+                    "session_create_min_ms": m.session_min_ms,
                     "latency_ms": vars(m.latency).copy(),
                     "throughput_per_s": json_value(m.throughput),
                     "peak_memory_mb": m.peak_memory_mb,
@@ -264,6 +379,23 @@ def _create_session(model: _Model, threads: int, opt_level: str) -> tuple[Sessio
     start = time.perf_counter()
     session = Session(model.source, threads=threads, opt_level=opt_level, what=model.name)
     return session, time.perf_counter() - start
+
+
+def _time_sessions(
+    models: Sequence[_Model], threads: int, opt_level: str, advance: Callable[[], None]
+) -> tuple[list[Session], list[list[float]]]:
+    """Create each model's session once untimed, then SESSION_REPEATS timed times, interleaved in
+    alternating order; the last sessions and the seconds each creation took, per model."""
+    sessions, creation = [None] * len(models), [[] for _ in models]
+    for repeat in range(-1, SESSION_REPEATS):
+        order = range(len(models)) if repeat % 2 == 0 else reversed(range(len(models)))
+        for i in order:
+            sessions[i] = None  # release the previous session first
+            sessions[i], seconds = _create_session(models[i], threads, opt_level)
+            if repeat >= 0:
+                creation[i].append(seconds)
+            advance()
+    return sessions, creation
 
 
 def _peak_memory_mb(
@@ -342,15 +474,9 @@ def benchmark(
     if len(set(short)) == len(short):
         for model, name in zip(prepared, short):
             model.name = name
-    steps = len(prepared) * (SESSION_REPEATS + warmup + runs + (1 if measure_memory else 0))
+    steps = len(prepared) * (SESSION_REPEATS + 1 + warmup + runs + (1 if measure_memory else 0))
     with progress_bar("creating sessions", steps, progress) as bar:
-        sessions, creation = [None] * len(prepared), [[] for _ in prepared]
-        for _ in range(SESSION_REPEATS):
-            for i, model in enumerate(prepared):
-                sessions[i] = None  # release the previous session first
-                sessions[i], seconds = _create_session(model, threads, ort_opt_level)
-                creation[i].append(seconds)
-                bar.advance()
+        sessions, creation = _time_sessions(prepared, threads, ort_opt_level, bar.advance)
 
         specs = input_specs(sessions[0].session)
         source = f"random:{RANDOM_SAMPLES}" if inputs is None else inputs
@@ -404,6 +530,7 @@ def benchmark(
             file_size=model.file_size,
             nodes=model.nodes,
             session_ms=float(np.median(creation[i])) * 1000,
+            session_min_ms=min(creation[i]) * 1000,
             latency=Latency.from_seconds(times[i]),
             peak_memory_mb=memory[i],
             drift=None if i == 0 else compare_outputs(outputs[0], outputs[i]),

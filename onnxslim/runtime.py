@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +51,8 @@ def session_options(*, threads: int = 1, opt_level: str = "disable") -> ort.Sess
 class Session:
     """A CPU session on a model file, serialized bytes, `onnx.ModelProto` or `onnx_ir.Model`.
 
-    `extra_outputs` names inner tensors to expose after the model's own outputs. ORT's failures
+    `extra_outputs` names inner tensors to expose after the model's own outputs; `save_optimized`
+    is a path where ORT writes the graph it runs after its `opt_level` optimizations. ORT's failures
     raise one line: at load `load_error` (default `error`), "{what} does not load in ONNX Runtime:
     {reason}";
     at run `error`, "{what} fails on ONNX Runtime: {reason}".
@@ -65,10 +68,13 @@ class Session:
         what: str = "the model",
         error: type[OnnxSlimError] = OnnxSlimError,
         load_error: type[OnnxSlimError] | None = None,
+        save_optimized: str | os.PathLike | None = None,
     ):
         self.what, self.error = what, error
         source = _source(model, extra_outputs)
         options = session_options(threads=threads, opt_level=opt_level)
+        if save_optimized is not None:
+            options.optimized_model_filepath = os.fspath(save_optimized)
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT's own errors carry no common type
@@ -113,6 +119,33 @@ class Session:
     def run_dict(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
         """All outputs for `feed`, by name."""
         return dict(zip(self.output_names, self.run(feed)))
+
+
+def ort_op_counts(
+    model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model, opt_level: str = "all"
+) -> Counter[str]:
+    """Op types of the graph ORT runs on CPU after its `opt_level` optimizations (what
+    `SessionOptions.optimized_model_filepath` writes), subgraphs included; ops outside the
+    default domain as "domain.Op" (com.microsoft.SkipLayerNormalization). Deterministic: no
+    timing, no inputs."""
+    with tempfile.TemporaryDirectory(prefix="onnxslim-ort-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        Session(model, opt_level=opt_level, save_optimized=path)
+        graph = onnx.load(path, load_external_data=False).graph
+    return Counter(_op_name(node) for node in _nodes(graph))
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.HasField("g") else attribute.graphs
+            for subgraph in subgraphs:
+                yield from _nodes(subgraph)
+
+
+def _op_name(node: onnx.NodeProto) -> str:
+    return f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
 
 
 def ort_feeds(feeds: Mapping[str, Any]) -> dict[str, Any]:

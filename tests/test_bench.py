@@ -9,14 +9,23 @@ import onnx
 import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
-from helpers import FLOAT, INT64, assert_one_line_error, const, make_model, run_cli, vi
+from helpers import FLOAT, INT64, REPO, assert_one_line_error, const, make_model, run_cli, vi
 from onnx import helper
 from rich.console import Console
 
-from onnxslim.bench import SCHEMA_VERSION, benchmark
+from onnxslim.bench import (
+    SCHEMA_VERSION,
+    BenchReport,
+    Latency,
+    ModelResult,
+    benchmark,
+    timing_verdict,
+)
 from onnxslim.cli.bench import bench_command
 from onnxslim.cpu import cpu_info, parse_cpuinfo
 from onnxslim.errors import OnnxSlimError
+from onnxslim.passes.registry import rewrites
+from onnxslim.render.verdict import slower_warning
 
 FAST = {"runs": 5, "warmup": 1, "measure_memory": False, "progress": False}
 WEIGHTS = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
@@ -187,6 +196,7 @@ def test_json_schema(models, tmp_path):
         "versions",
         "command",
         "reference",
+        "verdicts",
         "models",
     }
     assert set(data["cpu"]) == {"model", "arch", "flags"} and set(data["cpu"]["flags"]) >= {
@@ -210,6 +220,7 @@ def test_json_schema(models, tmp_path):
         "file_size_bytes",
         "nodes",
         "session_create_ms",
+        "session_create_min_ms",
         "latency_ms",
         "throughput_per_s",
         "peak_memory_mb",
@@ -437,3 +448,101 @@ def test_random_inputs_take_the_given_shapes(tmp_path):
         "-q",
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "median, fastest, verdict",
+    [
+        (1.05, 1.05, "slower"),
+        (1.00, 1.00, "same"),
+        (1.05, 1.01, "same"),  # the min disagrees: noise
+        (1.01, 1.05, "same"),
+        (0.95, 0.90, "faster"),
+        (0.95, 0.99, "same"),
+    ],
+)
+def test_timing_verdict_rule(median, fastest, verdict):
+    assert timing_verdict(median, fastest) == verdict
+
+
+def synthetic_report(size, load, median, fastest) -> BenchReport:
+    """A reference at 1000 bytes, 10 ms load (min 9) and 1 ms per run (min 0.8), and a model at
+    the given multiples of those figures."""
+
+    def result(name, k_size, k_load, k_median, k_min):
+        latency = Latency(k_median, 1.2 * k_median, k_median, 0.8 * k_min)
+        drift = None if name == "ref.onnx" else {}
+        return ModelResult(
+            name, int(1000 * k_size), 3, 10 * k_load, latency, None, drift, 9 * k_load
+        )
+
+    return BenchReport(
+        [result("ref.onnx", 1, 1, 1, 1), result("ours.onnx", size, load, median, fastest)],
+        cpu_info(),
+        "1.0",
+        1,
+        "all",
+        50,
+        5,
+        8,
+        True,
+    )
+
+
+def test_verdict_on_synthetic_measurements():
+    report = synthetic_report(size=0.5, load=0.5, median=1.05, fastest=1.05)
+    (verdict,) = report.verdicts
+    assert (verdict.size.verdict, verdict.load.verdict, verdict.per_run.verdict) == (
+        "smaller",
+        "faster",
+        "slower",
+    )
+    assert verdict.per_run.ratio == pytest.approx(1.05) and verdict.slower == ["per run"]
+    data = report.to_dict()["verdicts"][0]
+    assert data["per_run"]["verdict"] == "slower" and data["per_run"]["noise"] == 0.02
+    assert data["text"].startswith("ours.onnx vs ref.onnx: smaller: 0.50x file size")
+    assert "load: faster, 0.50x (5.0 vs 10.0 ms median" in data["text"]
+    assert "per run: SLOWER, 1.05x (1.050 vs 1.000 ms median; min 1.05x" in data["text"]
+    text = report.render()
+    assert f"verdict: {data['text']}" in text and "verdict rule: " in text
+
+    same = synthetic_report(size=1, load=1.04, median=1.0, fastest=1.0).verdicts[0]
+    assert (same.size.verdict, same.load.verdict, same.per_run.verdict) == ("same",) * 3
+    assert same.slower == [] and "same size: 1.00x" in same.to_dict()["text"]
+    assert "per run: same within noise, 1.00x" in same.to_dict()["text"]
+    bigger = synthetic_report(size=1.4, load=1.5, median=1.0, fastest=1.0).verdicts[0]
+    assert bigger.size.verdict == "bigger" and bigger.slower == ["load"]
+
+
+def test_slower_warning_names_the_passes_to_skip():
+    verdict = synthetic_report(size=1, load=1, median=1.1, fastest=1.1).verdicts[0]
+    applied = ["fold-constants", "fuse-layernorm", "prune", "residual-sum", "fuse-layernorm"]
+    suspects = rewrites(applied)
+    assert suspects == ["fuse-layernorm", "residual-sum"]
+    line = slower_warning(verdict, suspects)
+    assert line.startswith("ours.onnx is measurably SLOWER than ref.onnx (per run 1.10x)")
+    assert "--skip fuse-layernorm,residual-sum" in line
+    assert slower_warning(verdict, None).endswith("(per run 1.10x)")
+
+
+def test_verdict_in_every_report(models, tmp_path):
+    report = benchmark(list(models[:2]), **FAST)
+    line = report.to_dict()["verdicts"][0]["text"]
+    assert line.startswith("same.onnx vs ref.onnx: same size: 1.00x file size")
+    assert "; load: " in line and "; per run: " in line and "5 interleaved runs" in line
+    assert f"verdict: {line}" in report.render()
+    report.write_html(tmp_path / "bench.html")
+    assert "verdict rule: " in (tmp_path / "bench.html").read_text()
+
+
+def test_optimize_bench_says_verdict_and_warns_once(tmp_path):
+    report = tmp_path / "r.json"
+    proc = run_cli(
+        REPO / "models" / "demo.onnx", "-o", tmp_path / "d.onnx", "--bench", "--report", report
+    )
+    assert proc.returncode == 0, proc.stderr
+    verdicts = [line for line in proc.stdout.splitlines() if line.startswith("verdict: ")]
+    assert len(verdicts) == 1 and verdicts[0].startswith("verdict: d.onnx vs demo.onnx: smaller: ")
+    assert (proc.stdout + proc.stderr).count("dynamic input dims picked by onnxslim") == 1
+    data = json.loads(report.read_text())
+    assert data["history"] and f"verdict: {data['bench']['verdicts'][0]['text']}" == verdicts[0]

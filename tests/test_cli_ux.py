@@ -161,7 +161,8 @@ def test_bench_states_input_shapes_and_warns_about_picked_dims(tmp_path, dynamic
         line for line in proc.stdout.splitlines() if line.split()[:2] == ["Model", "Output"]
     )
     assert " Rel err " in header and header.split()[-3:] == ["dB", "Top-1", "Note"]
-    row = proc.stdout.splitlines()[-1].split()
+    lines = proc.stdout.splitlines()
+    row = lines[lines.index(header) + 2].split()  # under the header and its rule
     assert row[1:5] == ["y", "0", "0", "0"] and row[-1] == "-"
     assert "Rel err" in page
     drift = data["models"][1]["drift"]["y"]

@@ -15,7 +15,7 @@ from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.cli.params import SizeParam
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, interface, io
-from onnxslim.passes.registry import REGISTRY, get
+from onnxslim.passes.registry import REGISTRY, get, rewrites
 from onnxslim.quantization import QuantizeConfig, quantize
 from onnxslim.quantization.api import MODES
 from onnxslim.quantization.calibration import RANGE_METHODS
@@ -24,6 +24,7 @@ from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
 from onnxslim.render import tables
 from onnxslim.render.format import input_shapes
 from onnxslim.render.jsonfile import write_json
+from onnxslim.render.verdict import slower_warning
 
 
 def _pass_list() -> str:
@@ -380,12 +381,11 @@ def optimize_command(
                 "inline_functions": inline_functions,
                 "target_opset": target_opset,
             }
-            _quantize(
+            report_data = _quantize(
                 model,
                 input_path,
                 output,
                 external_data,
-                report_path,
                 console,
                 messages,
                 written,
@@ -427,15 +427,47 @@ def optimize_command(
                 result.notes.insert(0, cut_note)
             if output is not None:
                 written.append(output)
-            _report(result, input_path, output, report_path, console, messages, verbose)
+            _report(result, console, messages, verbose, input_path, output)
+            report_data = {
+                "input": str(input_path),
+                "output": str(output) if output else None,
+                **result.to_dict(),
+            }
         if run_bench:
-            measured = bench.benchmark(
-                [input_path, output],
-                inputs=samples,
-                shapes=bench_shapes if samples is None else None,
-                progress=not quiet,
-            )
-            measured.render(console)
+            history = None if int8 else result.history
+            measured = _bench(input_path, output, samples, bench_shapes, console, messages, history)
+            report_data["bench"] = measured.to_dict()
+        if report_path:
+            write_json(report_data, report_path)
+
+
+def _bench(input_path, output, samples, shapes, console, messages, history) -> bench.BenchReport:
+    """`--bench`: OUTPUT against INPUT, the report with its verdict on `console`, and a warning on
+    `messages` when OUTPUT is measurably slower, naming the passes to skip (from the optimizer's
+    `history`; None: not known, as after INT8)."""
+    measured = bench.benchmark(
+        [input_path, output],
+        inputs=samples,
+        shapes=shapes if samples is None else None,
+        progress=not console.quiet,
+    )
+    measured.render(console)
+    for verdict in measured.verdicts:
+        if verdict.slower:
+            tables.warn(messages, slower_warning(verdict, *_suspects(history)))
+    return measured
+
+
+def _suspects(history) -> tuple[list[str] | None, str]:
+    """The passes a slowdown can come from, and their family: the rewrites this run applied, or
+    when there were none, the folding and cleanup passes that changed the graph."""
+    if history is None:
+        return None, "rewrite"
+    applied = list(dict.fromkeys(name for _, name, _, _ in history))
+    found = rewrites(applied)
+    if found:
+        return found, "rewrite"
+    return [name for name in applied if get(name).family in ("fold", "cleanup")], "fold/cleanup"
 
 
 #: --equalize / --bias-correction choices as `quantize` takes them.
@@ -447,7 +479,6 @@ def _quantize(
     input_path: Path,
     output: Path | None,
     external_data: bool,
-    report_path: Path | None,
     console,
     messages,
     written: list[Path],
@@ -457,10 +488,10 @@ def _quantize(
     calibration: str,
     preprocess: str | None,
     **options,
-) -> None:
+) -> dict:
     """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
     are the options of the lossless passes, `options` the CLI's INT8 options. The report goes to
-    `console` (stdout), warnings to `messages` (stderr)."""
+    `console` (stdout), warnings to `messages` (stderr); returns the JSON report."""
     specs = data.input_specs(model)
     random = calibration.startswith("random:")
     if shapes and not random:
@@ -506,15 +537,11 @@ def _quantize(
     console.print(
         f"wrote {output}" if output else "no output path given: nothing written", soft_wrap=True
     )
-    if report_path:
-        write_json(
-            {
-                "input": str(input_path),
-                "output": str(output) if output else None,
-                "int8": result.report.to_dict(),
-            },
-            report_path,
-        )
+    return {
+        "input": str(input_path),
+        "output": str(output) if output else None,
+        "int8": result.report.to_dict(),
+    }
 
 
 def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
@@ -536,12 +563,11 @@ def _check_writable(path: Path, what: str) -> None:
 
 def _report(
     result: optimizer.OptimizeResult,
-    input_path: Path,
-    output: Path | None,
-    report_path,
     console,
     messages,
-    verbose: bool = False,
+    verbose: bool,
+    input_path: Path,
+    output: Path | None,
 ) -> None:
     """The before/after table (with `verbose`, the passes that changed the graph) and a footer on
     `console` (stdout); a check that could not run is also a warning on `messages` (stderr)."""
@@ -572,12 +598,3 @@ def _report(
         ],
         console,
     )
-    if report_path:
-        write_json(
-            {
-                "input": str(input_path),
-                "output": str(output) if output else None,
-                **result.to_dict(),
-            },
-            report_path,
-        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
@@ -28,15 +28,22 @@ class PassOptions:
     budget: fold.SizeBudget = field(default_factory=fold.SizeBudget, compare=False)
 
 
+#: Pass families: what a pass does to the graph ONNX Runtime is given. "rewrite" passes change
+#: the ops ORT sees and so what ORT fuses at session creation: they are the ones a latency
+#: regression can come from.
+FAMILIES = ("setup", "fold", "cleanup", "rewrite", "order")
+
+
 @dataclass(frozen=True)
 class PassSpec:
     """A registered pass. `stage` is "setup" (once, first), "round" (to a fixed point) or
-    "finish" (once, last)."""
+    "finish" (once, last); `family` one of FAMILIES."""
 
     name: str
     description: str
     build: Callable[[PassOptions], ir.passes.PassBase]
     stage: str = "round"
+    family: str = "rewrite"
 
 
 REGISTRY: tuple[PassSpec, ...] = (
@@ -45,17 +52,20 @@ REGISTRY: tuple[PassSpec, ...] = (
         "initializers also listed as graph inputs become constants",
         lambda _: prune.FreezeInitializerInputs(),
         stage="setup",
+        family="setup",
     ),
     PassSpec(
         "fold-constants",
         "evaluate nodes whose inputs are all constant (size-guarded: never grows the file for "
         "work ORT folds at load), constant-condition If",
         lambda o: fold.FoldConstants(o.size_threshold, o.budget),
+        family="fold",
     ),
     PassSpec(
         "remove-no-ops",
         "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, x*1, x+0, ...",
         lambda _: prune.RemoveNoOps(),
+        family="cleanup",
     ),
     PassSpec(
         "fuse-batchnorm",
@@ -112,19 +122,28 @@ REGISTRY: tuple[PassSpec, ...] = (
         "eliminate-common-subexpressions",
         "identical nodes on identical inputs computed once",
         lambda _: common.CommonSubexpressionEliminationPass(),
+        family="cleanup",
     ),
     PassSpec(
         "prune",
         "nodes that reach no output, unused/duplicate initializers, unused functions and opsets",
         lambda _: prune.PruneDeadWeight(),
+        family="cleanup",
     ),
     PassSpec(
         "topological-sort",
         "nodes sorted so every input is produced before use",
         lambda _: common.TopologicalSortPass(),
         stage="finish",
+        family="order",
     ),
 )
+
+
+def rewrites(names: Iterable[str]) -> list[str]:
+    """The passes of the "rewrite" family among `names`, once each, in registry order."""
+    wanted = set(names)
+    return [spec.name for spec in REGISTRY if spec.family == "rewrite" and spec.name in wanted]
 
 
 def get(name: str) -> PassSpec:

@@ -23,6 +23,7 @@ from onnxslim.render.tables import (
     bench_model_rows,
     drift_rows,
 )
+from onnxslim.render.verdict import verdict_lines
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
@@ -59,6 +60,7 @@ dl.meta dt{color:#555;font-weight:600}
 dl.meta dd{margin:0;overflow-wrap:anywhere}
 code{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,monospace;font-size:.95em}
 p.warning{color:#9a2a00;background:#fff3ec;border-left:4px solid #e06a2c;padding:.4em .8em}
+p.verdict{background:#eef4fb;border-left:4px solid #4a7fc1;padding:.4em .8em}
 p.note{color:#5a4a00;background:#fffbe6;border-left:4px solid #e0c02c;padding:.4em .8em}
 div.table{overflow-x:auto;margin:.6em 0}
 table{border-collapse:collapse;width:100%;font-size:.85em}
@@ -95,6 +97,7 @@ def bench_page(report: BenchReport) -> str:
         meta(report),
         *(f"<p class='warning'>warning: {html.escape(w)}</p>" for w in report.warnings),
         *(f"<p class='note'>note: {html.escape(n)}</p>" for n in report.notes),
+        *(f"<p class='verdict'>{html.escape(line)}</p>" for line in verdict_lines(report.verdicts)),
         "<h2>Speed and size (reference: first model)</h2>",
         table(MODEL_COLUMNS, bench_model_rows(report)),
         bars(

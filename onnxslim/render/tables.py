@@ -13,6 +13,7 @@ from rich.text import Text
 
 from onnxslim.drift import Drift
 from onnxslim.render.format import human_bytes, input_shapes, number
+from onnxslim.render.verdict import verdict_lines
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
@@ -231,7 +232,8 @@ def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
 
 
 def bench_header(report: BenchReport) -> list[str]:
-    """CPU, runtime and settings of a benchmark, then its notes."""
+    """CPU, runtime and settings of a benchmark, then its notes. Its warnings are not repeated:
+    `benchmark` gave them as Python warnings (the CLI's stderr); JSON and HTML keep them."""
     cpu = report.cpu
     arm = cpu.arch.lower().startswith(("arm", "aarch"))
     labels = (
@@ -246,7 +248,6 @@ def bench_header(report: BenchReport) -> list[str]:
         f"{_versions(report)}; {report.threads} intra-op thread(s); "
         f"ORT optimization level: {report.ort_opt_level}; "
         f"{report.runs} interleaved runs after {report.warmup} warm-up; inputs: {inputs}",
-        *(f"warning: {warning}" for warning in report.warnings),
         *(f"note: {note}" for note in report.notes),
     ]
 
@@ -305,6 +306,7 @@ def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
         items.append(
             grid("Output drift vs reference", DRIFT_COLUMNS, drift_rows(bench_drifts(report)))
         )
+    items += [plain(line) for line in verdict_lines(report.verdicts)]
     return items
 
 
