@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
+import shlex
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -21,7 +24,7 @@ from onnxslim.quantization.api import MODES
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.plan import ACTIVATION_TYPES
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
-from onnxslim.render import tables
+from onnxslim.render import html, tables
 from onnxslim.render.format import input_shapes
 from onnxslim.render.jsonfile import write_json
 
@@ -148,9 +151,16 @@ def _pass_list() -> str:
 @click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the INPUT file itself.")
 @click.option(
     "--report",
+    "--json",
     "report_path",
     type=click.Path(path_type=Path),
     help="Also write the report as JSON.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    help="With --int8: also write the report as a self-contained HTML page.",
 )
 @click.option(
     "--bench",
@@ -305,6 +315,7 @@ def optimize_command(
     external_data,
     overwrite,
     report_path,
+    html_path,
     run_bench,
     dtype,
     keep_io_types,
@@ -344,8 +355,14 @@ def optimize_command(
             get(name)
         if output is not None:
             _check_output(input_path, output, overwrite)
-        if report_path is not None:
-            _check_writable(report_path, "report")
+        if html_path is not None and not int8:
+            raise OnnxSlimError(
+                "--html writes the INT8 report (with --int8); for a page comparing two models, "
+                "run `onnxslim bench INPUT OUTPUT --html PAGE`"
+            )
+        for path, what in ((report_path, "report"), (html_path, "HTML page")):
+            if path is not None:
+                _check_writable(path, what)
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
@@ -384,7 +401,7 @@ def optimize_command(
                 input_path,
                 output,
                 external_data,
-                report_path,
+                (report_path, html_path),
                 console,
                 messages,
                 written,
@@ -446,7 +463,7 @@ def _quantize(
     input_path: Path,
     output: Path | None,
     external_data: bool,
-    report_path: Path | None,
+    report_paths: tuple[Path | None, Path | None],
     console,
     messages,
     written: list[Path],
@@ -459,7 +476,8 @@ def _quantize(
 ) -> None:
     """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
     are the options of the lossless passes, `options` the CLI's INT8 options. The report goes to
-    `console` (stdout), warnings to `messages` (stderr)."""
+    `console` (stdout), warnings to `messages` (stderr), and to the JSON and HTML files of
+    `report_paths` (None: not written)."""
     specs = data.input_specs(model)
     random = calibration.startswith("random:")
     if shapes and not random:
@@ -505,6 +523,7 @@ def _quantize(
     console.print(
         f"wrote {output}" if output else "no output path given: nothing written", soft_wrap=True
     )
+    report_path, html_path = report_paths
     if report_path:
         write_json(
             {
@@ -513,6 +532,15 @@ def _quantize(
                 "int8": result.report.to_dict(),
             },
             report_path,
+        )
+    if html_path:
+        html.write_int8(
+            result.report,
+            html_path,
+            command=shlex.join(["onnxslim", *sys.argv[1:]]),
+            files=[("Input", str(input_path)), ("Output", str(output or "not written"))],
+            created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            versions=bench.tool_versions(),
         )
 
 
