@@ -106,7 +106,8 @@ def test_int8_page_states_the_outcome_and_puts_the_worst_layer_first():
 
     text = int8_page(_int8_report(), command="onnxslim m.onnx --int8", files=[("Input", "m.onnx")])
     assert "<code>onnxslim m.onnx --int8</code>" in text
-    assert "min cosine 0.985000; worst output SNR 15.2 dB; size 0.28x float; latency 0.62x" in text
+    assert "min cosine 0.985000, worst output SNR 15.2 dB on 64 test samples; size 0.28x" in text
+    assert "; latency 0.62x float" in text
     # held on selection (after one fallback), not on test: the page says which
     assert "held on the selection samples with 1 node(s) back in float, missed on the test" in text
     assert "<p class='warning'>warning: ORT rewrites</p>" in text

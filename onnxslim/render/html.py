@@ -215,14 +215,16 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     """The INT8 run as (name, HTML value) pairs: the outcome first, then how it was made."""
     cosines = [d.cosine for d in report.drift.values() if d.cosine is not None]
     snrs = [d.snr_db for d in report.drift.values() if d.snr_db is not None]
+    where = f"{report.test_samples} test" if report.test_samples else "the selection"
     result = [f"min cosine {min(cosines):.6f}"] if cosines else []
     result += [f"worst output SNR {min(snrs):.1f} dB"] if snrs else []
+    result = [f"{', '.join(result)} on {where} samples"] if result else []
     result.append(f"size {report.size_after / report.size_before:.2f}x float")
     if report.speedup is not None:
         result.append(f"latency {1 / report.speedup:.2f}x float")
     pairs = report.equalized_pairs
     return [
-        ("Result", html.escape(f"{'; '.join(result)} (drift on {drift_samples(report)})")),
+        ("Result", html.escape("; ".join(result))),
         ("Drift budget", html.escape(budget_outcome(report))),
         ("Mode", html.escape(f"{report.mode} INT8")),
         ("Target", html.escape(report.target_reason)),
