@@ -239,6 +239,7 @@ def test_json_schema(models, tmp_path):
         "mean_abs",
         "rel_error",
         "cosine",
+        "min_cosine",
         "snr_db",
         "top1_agreement",
         "exact_match",

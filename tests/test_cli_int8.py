@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -151,3 +152,43 @@ def test_int8_refuses_check_inputs(tmp_path, demo_path):
         _calibration_folder(tmp_path),
     )
     assert_one_line_error(proc, 2, "--check-inputs is for the lossless check")
+
+
+def test_int8_html_page_states_the_summary_and_every_layer_worst_first(tmp_path, demo_path):
+    out, page, report = tmp_path / "demo.int8.onnx", tmp_path / "int8.html", tmp_path / "r.json"
+    calibration = _calibration_folder(tmp_path, count=12)
+    proc = run_cli(
+        demo_path, "-o", out, "--int8", "--calibration", calibration, "--debug-layers",
+        "--max-drift", "cosine>=0.99", "--html", page, "--json", report,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text, data = page.read_text(), json.loads(report.read_text())["int8"]
+    # the summary: mode, samples per split, drift on test, size and latency ratios, the budget
+    assert "<dd>static INT8</dd>" in text
+    assert "8 calibration (activation ranges), 2 selection" in text and "2 test (the" in text
+    assert f"min cosine {data['drift']['logits']['cosine']:.6f}" in text
+    assert f"size {data['size_after'] / data['size_before']:.2f}x float" in text
+    assert f"latency {data['latency_int8_ms'] / data['latency_float_ms']:.2f}x float" in text
+    assert "cosine&gt;=0.99 held on the selection samples and on the test samples" in text
+    assert "is held on only 2 selection samples" in text  # the protocol warning
+    # every layer of the JSON is a row of the page, lowest own SQNR first, the worst highlighted
+    layers = data["layers"]
+    assert len(layers) >= 3 and {"node", "op", "own_db", "accumulated_db"} <= set(layers[0])
+    cells = text.replace("<wbr>", "")  # the line-break hints in long names
+    rows = re.findall(r"<tr[^>]*><td class='num'>(\d+)</td><td class='text'>([^<]+)</td>", cells)
+    assert [int(position) for position, _ in rows] == [
+        index + 1 for index, _ in sorted(enumerate(layers), key=lambda item: item[1]["own_db"])
+    ]
+    worst = min(layers, key=lambda layer: layer["own_db"])
+    assert (
+        f"<tr class='worst'><td class='num'>{layers.index(worst) + 1}</td>"
+        f"<td class='text'>{worst['node']}</td>"
+    ) in cells
+    assert f"<td class='num'>{worst['own_db']:.1f}</td>" in text
+    assert text.count("<tr class='worst'>") == 1  # one in five layers
+    assert "<script" not in text and "src=" not in text
+
+
+def test_html_is_the_int8_report(tmp_path, demo_path):
+    proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--html", tmp_path / "x.html")
+    assert_one_line_error(proc, 2, "--html writes the INT8 report (with --int8)")

@@ -77,3 +77,51 @@ def test_page_renders_in_chromium_without_overflow(page, tmp_path):
     assert inner == 1280 and scroll <= inner, f"page {scroll} px wide in a {inner} px window"
     shot = np.frombuffer(png.read_bytes(), np.uint8)
     assert shot.size > 0
+
+
+def _int8_report(**changes):
+    from onnxslim.drift import Drift
+    from onnxslim.quantization.report import QuantizeReport
+
+    fields = dict(
+        mode="static", target="avx2", target_reason="avx2 (detected)", method="percentile",
+        activation_type="uint8", weight_bits=7, per_channel=True, calibration_samples=40,
+        selection_samples=16, test_samples=64, nodes_before=100, nodes_after=140,
+        size_before=4000, size_after=1100, quantized={"Conv": 3}, kept_float={},
+        fallback=[{"node": "conv_b", "op": "Conv", "noise_db": 12.5}],
+        drift={"y": Drift("y", "float32", (1, 10), cosine=0.985, snr_db=15.2)},
+        budget="cosine>=0.99", violations=[], latency_float_ms=2.0, latency_int8_ms=1.25,
+        notes=["samples: 40 calibration ...", "warning: ORT rewrites", "kept CLE"],
+        layers=[
+            {"node": "conv_a", "op": "Conv", "own_db": 30.0, "accumulated_db": 30.0},
+            {"node": "conv_b", "op": "Conv", "own_db": float("inf"), "accumulated_db": 29.0},
+            {"node": "conv_c", "op": "Conv", "own_db": 9.5, "accumulated_db": 9.0},
+        ],
+    )  # fmt: skip
+    return QuantizeReport(**{**fields, **changes})
+
+
+def test_int8_page_states_the_outcome_and_puts_the_worst_layer_first():
+    from onnxslim.render.html import int8_page
+
+    text = int8_page(_int8_report(), command="onnxslim m.onnx --int8", files=[("Input", "m.onnx")])
+    assert "<code>onnxslim m.onnx --int8</code>" in text
+    assert "min cosine 0.985000, worst output SNR 15.2 dB on 64 test samples; size 0.28x" in text
+    assert "; latency 0.62x float" in text
+    # held on selection (after one fallback), not on test: the page says which
+    assert "held on the selection samples with 1 node(s) back in float, missed on the test" in text
+    assert "<p class='warning'>warning: ORT rewrites</p>" in text
+    assert "<p class='note'>note: kept CLE</p>" in text
+    assert "samples: 40 calibration ..." not in text  # the Samples entry says it
+    assert "<td class='text'>conv_<wbr>b</td><td class='text'>Conv</td><td class='num'>12.5" in text
+    rows = re.findall(r"<tr( class='worst')?><td class='num'>(\d)</td>", text)
+    assert rows == [(" class='worst'", "3"), ("", "1"), ("", "2")]  # lowest own SQNR first
+    assert "<td class='num'>exact</td>" in text  # an infinite SQNR
+
+
+def test_int8_page_without_layers_budget_or_latency():
+    from onnxslim.render.html import int8_page
+
+    report = _int8_report(layers=[], budget=None, fallback=[], latency_int8_ms=None)
+    text = int8_page(report)
+    assert "no drift budget" in text and "Per-layer error" not in text and "latency" not in text

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
+import shlex
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -21,7 +24,7 @@ from onnxslim.quantization.api import MODES
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.plan import ACTIVATION_TYPES
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
-from onnxslim.render import tables
+from onnxslim.render import html, tables
 from onnxslim.render.format import input_shapes
 from onnxslim.render.jsonfile import write_json
 from onnxslim.render.verdict import slower_warning
@@ -149,9 +152,16 @@ def _pass_list() -> str:
 @click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the INPUT file itself.")
 @click.option(
     "--report",
+    "--json",
     "report_path",
     type=click.Path(path_type=Path),
     help="Also write the report as JSON.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    help="With --int8: also write the report as a self-contained HTML page.",
 )
 @click.option(
     "--bench",
@@ -307,6 +317,7 @@ def optimize_command(
     external_data,
     overwrite,
     report_path,
+    html_path,
     run_bench,
     dtype,
     keep_io_types,
@@ -346,8 +357,14 @@ def optimize_command(
             get(name)
         if output is not None:
             _check_output(input_path, output, overwrite)
-        if report_path is not None:
-            _check_writable(report_path, "report")
+        if html_path is not None and not int8:
+            raise OnnxSlimError(
+                "--html writes the INT8 report (with --int8); for a page comparing two models, "
+                "run `onnxslim bench INPUT OUTPUT --html PAGE`"
+            )
+        for path, what in ((report_path, "report"), (html_path, "HTML page")):
+            if path is not None:
+                _check_writable(path, what)
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
@@ -386,6 +403,7 @@ def optimize_command(
                 input_path,
                 output,
                 external_data,
+                html_path,
                 console,
                 messages,
                 written,
@@ -479,6 +497,7 @@ def _quantize(
     input_path: Path,
     output: Path | None,
     external_data: bool,
+    html_path: Path | None,
     console,
     messages,
     written: list[Path],
@@ -491,7 +510,8 @@ def _quantize(
 ) -> dict:
     """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
     are the options of the lossless passes, `options` the CLI's INT8 options. The report goes to
-    `console` (stdout), warnings to `messages` (stderr); returns the JSON report."""
+    `console` (stdout), warnings to `messages` (stderr), the page to `html_path` (None: not
+    written); returns the JSON report."""
     specs = data.input_specs(model)
     random = calibration.startswith("random:")
     if shapes and not random:
@@ -537,6 +557,15 @@ def _quantize(
     console.print(
         f"wrote {output}" if output else "no output path given: nothing written", soft_wrap=True
     )
+    if html_path:
+        html.write_int8(
+            result.report,
+            html_path,
+            command=shlex.join(["onnxslim", *sys.argv[1:]]),
+            files=[("Input", str(input_path)), ("Output", str(output or "not written"))],
+            created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            versions=bench.tool_versions(),
+        )
     return {
         "input": str(input_path),
         "output": str(output) if output else None,

@@ -423,16 +423,31 @@ def _samples_for_top1(threshold: float) -> float:
 def _test_drift(reference: bytes, quantized: ir.Model, test: list) -> tuple[dict, str | None]:
     """Drift on the test samples as ORT runs the model, and a note when ORT's graph
     optimizations change the quantized model's results (what ORT runs is not what was written)."""
-    ref = run_samples(reference, test, int8=False)
-    drift = compare_outputs(ref, run_samples(quantized, test))
-    as_written = compare_outputs(ref, run_samples(quantized, test, opt_level="disable"))
-    ran, written = _worst_snr(drift), _worst_snr(as_written)
-    if written - ran > RUNTIME_MARGIN_DB:
-        return drift, (
+    drift, as_written = runtime_drift(reference, quantized, test)
+    return drift, rewrite_warning(drift, as_written)
+
+
+def runtime_drift(
+    reference, quantized, samples: Sequence
+) -> tuple[dict[str, Drift], dict[str, Drift]]:
+    """Drift of `quantized` from the float `reference` (a model or its bytes) on `samples`: as ORT
+    runs it (graph optimizations at all) and as written (optimizations off)."""
+    ref = run_samples(reference, samples, int8=False)
+    ran = compare_outputs(ref, run_samples(quantized, samples))
+    written = compare_outputs(ref, run_samples(quantized, samples, opt_level="disable"))
+    return ran, written
+
+
+def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> str | None:
+    """A warning when ORT's rewrites cost more than RUNTIME_MARGIN_DB of output SNR (`ran`: drift
+    as ORT runs the model, `written`: with its optimizations off), else None."""
+    ran_db, written_db = worst_snr(ran), worst_snr(written)
+    if written_db - ran_db > RUNTIME_MARGIN_DB:
+        return (
             f"warning: ONNX Runtime's graph optimizations change the INT8 model's results: output "
-            f"SNR {ran:.1f} dB as ORT runs it, {written:.1f} dB as written"
+            f"SNR {ran_db:.1f} dB as ORT runs it, {written_db:.1f} dB as written"
         )
-    return drift, None
+    return None
 
 
 def _choices(setting: bool | str) -> list[bool]:
@@ -468,7 +483,7 @@ def _choose(
         builder = builders[eq]
         builder.options = dataclasses.replace(builder.options, bias_correction=bc)
         model, info = builder.build()
-        scores[eq, bc] = _worst_snr(compare_outputs(ref, run_samples(model, samples)))
+        scores[eq, bc] = worst_snr(compare_outputs(ref, run_samples(model, samples)))
         if best is None or scores[eq, bc] > scores[best[0]]:
             best = ((eq, bc), model, info)
     (eq, bc), model, info = best
@@ -489,7 +504,7 @@ def _worst_min_cosine(drift: Mapping[str, Drift]) -> float:
     return min((d.min_cosine for d in drift.values() if d.min_cosine is not None), default=-1.0)
 
 
-def _worst_snr(drift: Mapping[str, Drift]) -> float:
+def worst_snr(drift: Mapping[str, Drift]) -> float:
     """The lowest SNR (dB) over the float outputs (-inf when there are none)."""
     return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)
 

@@ -10,23 +10,35 @@ import html
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from onnxslim.model.files import write_text_atomic
 from onnxslim.render.format import input_shapes
 from onnxslim.render.tables import (
     DRIFT_COLUMNS,
+    FALLBACK_COLUMNS,
+    LAYER_COLUMNS,
     MODEL_COLUMNS,
+    SUMMARY_COLUMNS,
     TEXT_COLUMNS,
     bench_drifts,
     bench_model_rows,
+    budget_outcome,
     drift_rows,
+    drift_samples,
+    fallback_rows,
+    fallback_title,
+    layer_rows,
+    quantize_summary_rows,
+    range_settings,
+    worst_first,
 )
 from onnxslim.render.verdict import verdict_lines
 
 if TYPE_CHECKING:
     from onnxslim.bench import BenchReport
+    from onnxslim.quantization.report import QuantizeReport
 
 #: Column headers with their units (the terminal tables say the units in a caption).
 HEADERS = {
@@ -46,7 +58,16 @@ HEADERS = {
     "Rel err": "Rel error (RMS)",
     "SNR dB": "SNR (dB)",
     "Top-1": "Top-1 agreement",
+    "#": "# in graph",
+    "Own (float inputs)": "Own SQNR, float inputs (dB)",
+    "Accumulated": "Accumulated SQNR (dB)",
 }
+#: Columns whose +inf (identical values) the page spells "exact".
+EXACT_COLUMNS = frozenset({"SNR dB", "Own (float inputs)", "Accumulated"})
+#: The per-layer table highlights the layers with the lowest own SQNR: one in WORST_LAYERS, at
+#: least one, at most WORST_LAYERS.
+WORST_LAYERS = 5
+BAR_LAYERS = 15  # the per-layer chart shows this many
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;color:#222;line-height:1.4;
@@ -79,6 +100,8 @@ th.text,td.text{text-align:left;overflow-wrap:anywhere;min-width:7em}
 .bar.exact{background:#3a9a5b}
 .bar-value{font-variant-numeric:tabular-nums}
 .bar-value.exact{color:#2c7a47;font-weight:600}
+tr.worst td{background:#fdecea}
+tr.worst td:first-child{box-shadow:inset 4px 0 #d0342c}
 footer{margin-top:2em;font-size:.8em;color:#666}
 """
 
@@ -90,13 +113,9 @@ def write_bench(report: BenchReport, path: str | os.PathLike) -> None:
 
 def bench_page(report: BenchReport) -> str:
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>onnxslim benchmark</title><style>{CSS}</style></head><body>",
-        "<h1>onnxslim benchmark</h1>",
+        head("onnxslim benchmark"),
         meta(report),
-        *(f"<p class='warning'>warning: {html.escape(w)}</p>" for w in report.warnings),
-        *(f"<p class='note'>note: {html.escape(n)}</p>" for n in report.notes),
+        *messages(report.warnings, report.notes),
         *(f"<p class='verdict'>{html.escape(line)}</p>" for line in verdict_lines(report.verdicts)),
         "<h2>Speed and size (reference: first model)</h2>",
         table(MODEL_COLUMNS, bench_model_rows(report)),
@@ -126,11 +145,158 @@ def bench_page(report: BenchReport) -> str:
                 "dB",
             )
         )
-    parts.append(
-        "<footer>Figures measured on ONNX Runtime CPU by onnxslim; every figure is also in "
-        "<code>--json</code>.</footer></body></html>\n"
-    )
+    parts.append(footer("--json"))
     return "\n".join(parts)
+
+
+def write_int8(report: QuantizeReport, path: str | os.PathLike, **context) -> None:
+    """The INT8 quantization page (`int8_page`; `context` its keyword arguments)."""
+    write_text_atomic(path, int8_page(report, **context))
+
+
+def int8_page(
+    report: QuantizeReport,
+    *,
+    command: str | None = None,
+    files: Sequence[tuple[str, str]] = (),
+    created: str = "",
+    versions: Mapping[str, str] | None = None,
+) -> str:
+    """The INT8 page: the run (`command`, (label, path) `files`, date `created`, tool `versions`),
+    the outcome and settings, warnings and notes, size and speed, drift on the test samples, the
+    nodes returned to float for the budget and, with debug_layers, every quantized layer's error,
+    worst first."""
+    warnings, notes = warnings_and_notes(report)
+    run = run_items(command, files, created, versions)
+    parts = [
+        head("onnxslim INT8 quantization"),
+        definitions([*run, *int8_settings(report)]),
+        *messages(warnings, notes),
+        "<h2>Size and speed</h2>",
+        table(SUMMARY_COLUMNS, quantize_summary_rows(report)),
+        f"<h2>Drift on {html.escape(drift_samples(report))}</h2>",
+        table(DRIFT_COLUMNS, drift_rows({"int8": report.drift})),
+    ]
+    if report.fallback:
+        parts.append(f"<h2>{html.escape(fallback_title(report).capitalize())}</h2>")
+        parts.append(table(FALLBACK_COLUMNS, fallback_rows(report)))
+    if report.layers:
+        parts += layer_section(report.layers)
+    parts.append(footer("--json FILE"))
+    return "\n".join(parts)
+
+
+def warnings_and_notes(report: QuantizeReport) -> tuple[list[str], list[str]]:
+    """The report's violations and warnings, and its other notes (not the one on the sample
+    splits: the Samples entry says it)."""
+    warnings, notes = [*report.violations], []
+    for note in report.notes:
+        if note.startswith("warning: "):
+            warnings.append(note.removeprefix("warning: "))
+        elif not note.startswith("samples: "):
+            notes.append(note)
+    return warnings, notes
+
+
+def run_items(
+    command: str | None,
+    files: Sequence[tuple[str, str]],
+    created: str,
+    versions: Mapping[str, str] | None,
+) -> list[tuple[str, str]]:
+    """Date, command line, (label, path) files and tool versions as (name, HTML value) pairs."""
+    items = [("Date", html.escape(created))] if created else []
+    if command:
+        items.append(("Command", f"<code>{html.escape(command)}</code>"))
+    items += [(label, f"<code>{breakable(path)}</code>") for label, path in files]
+    if versions:
+        items.append(("Versions", html.escape(", ".join(f"{k} {v}" for k, v in versions.items()))))
+    return items
+
+
+def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
+    """The INT8 run as (name, HTML value) pairs: the outcome first, then how it was made."""
+    cosines = [d.cosine for d in report.drift.values() if d.cosine is not None]
+    snrs = [d.snr_db for d in report.drift.values() if d.snr_db is not None]
+    where = f"{report.test_samples} test" if report.test_samples else "the selection"
+    result = [f"min cosine {min(cosines):.6f}"] if cosines else []
+    result += [f"worst output SNR {min(snrs):.1f} dB"] if snrs else []
+    result = [f"{', '.join(result)} on {where} samples"] if result else []
+    result.append(f"size {report.size_after / report.size_before:.2f}x float")
+    if report.speedup is not None:
+        result.append(f"latency {1 / report.speedup:.2f}x float")
+    pairs = report.equalized_pairs
+    return [
+        ("Result", html.escape("; ".join(result))),
+        ("Drift budget", html.escape(budget_outcome(report))),
+        ("Mode", html.escape(f"{report.mode} INT8")),
+        ("Target", html.escape(report.target_reason)),
+        ("Ranges", html.escape(range_settings(report))),
+        (
+            "Samples",
+            html.escape(
+                f"{report.calibration_samples} calibration (activation ranges), "
+                f"{report.selection_samples} selection (automatic choices and the budget), "
+                f"{report.test_samples} test (the drift reported; no decision saw them)"
+            ),
+        ),
+        (
+            "Levers",
+            html.escape(
+                f"cross-layer equalization on {pairs} conv pair(s); bias correction "
+                f"{'on' if report.bias_correction else 'off'}; {len(report.fallback)} node(s) "
+                f"back in float for the budget, {len(report.kept_float)} weighted node(s) kept "
+                "in float"
+            ),
+        ),
+    ]
+
+
+def layer_section(layers: Sequence[Mapping]) -> list[str]:
+    """`--debug-layers`: a chart of the worst layers' own SQNR and the table of every layer,
+    worst own SQNR first, the worst highlighted (see WORST_LAYERS)."""
+    worst = [layer for _, layer in worst_first(layers)[:BAR_LAYERS]]
+    marked = max(1, min(WORST_LAYERS, len(layers) // WORST_LAYERS))
+    return [
+        "<h2>Per-layer error</h2>",
+        "<p>SQNR (dB, higher is better) of each quantized node's output against the float "
+        "model's: <em>own</em> with its inputs taken from the float model (the error the layer "
+        "adds by itself), <em>accumulated</em> in the INT8 model (the error of every layer up to "
+        f"it). Lowest own SQNR first, the {marked} worst highlighted; <em># in graph</em> is the "
+        "node's position among the quantized nodes.</p>",
+        bars(
+            f"Own SQNR of the {len(worst)} worst layers (dB), higher is better",
+            [(f"{layer['node']} ({layer['op']})", layer["own_db"]) for layer in worst],
+            "dB",
+        ),
+        table(LAYER_COLUMNS, layer_rows(layers), marked=range(marked)),
+    ]
+
+
+def head(title: str) -> str:
+    """The page's start: charset, viewport, title, the inline CSS and the heading."""
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>\n"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>"
+    )
+
+
+def footer(json_option: str) -> str:
+    """The page's end: where the figures come from and the option that writes them as JSON."""
+    return (
+        "<footer>Figures measured on ONNX Runtime CPU by onnxslim; every figure is also in "
+        f"<code>{html.escape(json_option)}</code>.</footer></body></html>\n"
+    )
+
+
+def messages(warnings: Sequence[str], notes: Sequence[str]) -> list[str]:
+    """Warnings and notes as highlighted paragraphs."""
+    return [
+        *(f"<p class='warning'>warning: {html.escape(w)}</p>" for w in warnings),
+        *(f"<p class='note'>note: {html.escape(n)}</p>" for n in notes),
+    ]
 
 
 def meta(report: BenchReport) -> str:
@@ -165,26 +331,34 @@ def meta(report: BenchReport) -> str:
             ),
         ),
     ]
-    rows = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in items)
+    return definitions(items)
+
+
+def definitions(items: Sequence[tuple[str, str]]) -> str:
+    """(name, HTML value) pairs as a definition list."""
+    rows = "".join(f"<dt>{html.escape(name)}</dt><dd>{value}</dd>" for name, value in items)
     return f"<dl class='meta'>{rows}</dl>"
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A table that takes the page width; text columns wrap, headers carry their units."""
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], marked: Collection[int] = ()
+) -> str:
+    """A table that takes the page width; text columns wrap, headers carry their units; the rows
+    at the indices `marked` are highlighted."""
     kinds = ["text" if column in TEXT_COLUMNS else "num" for column in columns]
     head = "".join(
         f"<th class='{kind}'>{html.escape(HEADERS.get(c, c))}</th>"
         for c, kind in zip(columns, kinds)
     )
     body = "".join(
-        "<tr>"
+        ("<tr class='worst'>" if index in marked else "<tr>")
         + "".join(
             f"<td class='{kind}'>{breakable(v) if kind == 'text' else html.escape(_cell(c, v))}"
             "</td>"
             for c, v, kind in zip(columns, row, kinds)
         )
         + "</tr>"
-        for row in rows
+        for index, row in enumerate(rows)
     )
     return (
         f"<div class='table'><table><thead><tr>{head}</tr></thead>"
@@ -193,8 +367,8 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _cell(column: str, value: str) -> str:
-    """Identical outputs have an infinite SNR: the page says "exact"."""
-    return "exact" if column == "SNR dB" and value == "inf" else value
+    """Identical values have an infinite SNR: the page says "exact"."""
+    return "exact" if column in EXACT_COLUMNS and value == "inf" else value
 
 
 def breakable(text: str) -> str:

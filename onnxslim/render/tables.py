@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from onnxslim.drift import Drift
+from onnxslim.drift import Drift, parse_max_drift
 from onnxslim.render.format import human_bytes, input_shapes, number
 from onnxslim.render.verdict import verdict_lines
 
@@ -320,73 +321,153 @@ def _worst(drift: Mapping[str, Drift] | None) -> str:
     return f"{min(cosines):.6f}" if cosines else "-"
 
 
+#: The INT8 summary: each figure for the float model, the INT8 model and their ratio.
+SUMMARY_COLUMNS = ["", "float", "int8", "int8 / float"]
+#: The per-layer table: position in the graph, node, op type, own and accumulated SQNR (dB).
+LAYER_COLUMNS = ["#", "Node", "Op", "Own (float inputs)", "Accumulated"]
+LAYER_ROWS = 30  # a longer per-layer table in the terminal shows the worst layers only
+
+
 def quantize_report(report: QuantizeReport) -> list[RenderableType]:
     """Size, nodes, latency, quantized ops; settings; drift on the test samples; the fallback."""
-    table = Table(title="INT8 quantization", show_header=True)
-    table.add_column("")
-    table.add_column("float", justify="right")
-    table.add_column("int8", justify="right")
-    table.add_row("size", human_bytes(report.size_before), human_bytes(report.size_after))
-    table.add_row("nodes", str(report.nodes_before), str(report.nodes_after))
-    if report.speedup is not None:
-        table.add_row(
-            "latency (median, 1 thread)",
-            f"{report.latency_float_ms:.2f} ms",
-            f"{report.latency_int8_ms:.2f} ms ({report.speedup:.2f}x)",
-        )
-    table.add_row(
-        "quantized nodes", "", ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
+    items: list[RenderableType] = [
+        grid("INT8 quantization", SUMMARY_COLUMNS, quantize_summary_rows(report)),
+        plain(quantize_settings(report)),
+    ]
+    items.append(
+        grid(f"drift on {drift_samples(report)}", DRIFT_COLUMNS, drift_rows({"int8": report.drift}))
     )
-    settings = (
-        f"{report.mode} INT8; target {report.target_reason}; method {report.method}; "
-        f"activations {report.activation_type}; weights {report.weight_bits}-bit "
-        f"{'per channel' if report.per_channel else 'per tensor'}; "
-        f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
-        f"{report.test_samples} test samples; "
-        f"cross-layer equalization on {report.equalized_pairs} conv pairs; "
-        f"bias correction {'on' if report.bias_correction else 'off'}"
-    )
-    items: list[RenderableType] = [table, plain(settings)]
-    where = "test samples (no decision saw them)" if report.test_samples else "selection samples"
-    items.append(grid(f"drift on {where}", DRIFT_COLUMNS, drift_rows({"int8": report.drift})))
     if report.fallback:
-        rows = [
-            [item["node"], item["op"], number(item["noise_db"], ".1f")] for item in report.fallback
-        ]
-        items.append(
-            grid(
-                f"returned to float to meet {report.budget}",
-                ["Node", "Op", "Added noise SNR dB (lower: noisier)"],
-                rows,
-            )
-        )
+        items.append(grid(fallback_title(report), FALLBACK_COLUMNS, fallback_rows(report)))
     if report.layers:
         items.append(layer_table(report.layers))
     items += [plain(line) for line in report.violations + report.notes]
     return items
 
 
-LAYER_ROWS = 30  # a longer per-layer table shows the worst layers only
+def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
+    """Size, nodes, median latency (when measured), quantized op types: in SUMMARY_COLUMNS."""
 
+    def ratio(before, after) -> str:
+        return f"{after / before:.2f}x" if before and after is not None else "-"
 
-def layer_table(layers: list[dict]) -> Table:
-    """Per quantized node: its own SQNR (float inputs) and the accumulated one, worst first when
-    there are more than LAYER_ROWS."""
-    shown = layers
-    title = "per-layer error: SQNR dB of each quantized node's output (higher is better)"
-    if len(layers) > LAYER_ROWS:
-        shown = sorted(layers, key=lambda layer: layer["own_db"])[:LAYER_ROWS]
-        title += f", the {LAYER_ROWS} worst of {len(layers)} (all in --report JSON)"
     rows = [
         [
+            "size",
+            human_bytes(report.size_before),
+            human_bytes(report.size_after),
+            ratio(report.size_before, report.size_after),
+        ],
+        [
+            "nodes",
+            str(report.nodes_before),
+            str(report.nodes_after),
+            ratio(report.nodes_before, report.nodes_after),
+        ],
+    ]
+    if report.speedup is not None:
+        rows.append(
+            [
+                "latency (median, 1 thread)",
+                f"{report.latency_float_ms:.2f} ms",
+                f"{report.latency_int8_ms:.2f} ms",
+                f"{1 / report.speedup:.2f}x (speedup {report.speedup:.2f}x)",
+            ]
+        )
+    quantized = ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
+    rows.append(["quantized nodes", "", quantized or "none", ""])
+    return rows
+
+
+def quantize_settings(report: QuantizeReport) -> str:
+    """Mode, target, range method, types, how many samples served what, CLE and bias correction."""
+    return (
+        f"{report.mode} INT8; target {report.target_reason}; {range_settings(report)}; "
+        f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
+        f"{report.test_samples} test samples; "
+        f"cross-layer equalization on {report.equalized_pairs} conv pairs; "
+        f"bias correction {'on' if report.bias_correction else 'off'}"
+    )
+
+
+def range_settings(report: QuantizeReport) -> str:
+    """The range method and the activation and weight types."""
+    return (
+        f"method {report.method}; activations {report.activation_type}; weights "
+        f"{report.weight_bits}-bit {'per channel' if report.per_channel else 'per tensor'}"
+    )
+
+
+def drift_samples(report: QuantizeReport) -> str:
+    """Which samples the reported drift was measured on."""
+    if report.test_samples:
+        return "test samples (no decision saw them)"
+    return "selection samples"
+
+
+def budget_outcome(report: QuantizeReport) -> str:
+    """Whether the drift budget held: on the selection samples (where nodes went back to float
+    for it) and on the test samples."""
+    if not report.budget:
+        return "no drift budget (--max-drift)"
+    if report.violations:
+        return f"{report.budget} missed: {report.violations[0]}"
+    held = f"{report.budget} held on the selection samples"
+    if report.fallback:
+        held += f" with {len(report.fallback)} node(s) back in float"
+    if not report.test_samples:
+        return held
+    missed = parse_max_drift(report.budget).check(report.drift)
+    if missed:
+        return f"{held}, missed on the test samples: {missed[0]}"
+    return f"{held} and on the test samples"
+
+
+FALLBACK_COLUMNS = ["Node", "Op", "Added noise SNR dB (lower: noisier)"]
+
+
+def fallback_title(report: QuantizeReport) -> str:
+    return f"returned to float to meet {report.budget}"
+
+
+def fallback_rows(report: QuantizeReport) -> list[list[str]]:
+    """The nodes returned to float for the budget, with the noise each added."""
+    return [[item["node"], item["op"], number(item["noise_db"], ".1f")] for item in report.fallback]
+
+
+def layer_rows(layers: Sequence[Mapping]) -> list[list[str]]:
+    """`layers` (report.layers, in graph order) in LAYER_COLUMNS, worst own SQNR first."""
+    return [
+        [
+            str(index + 1),
             layer["node"],
             layer["op"],
             number(layer["own_db"], ".1f"),
             number(layer["accumulated_db"], ".1f"),
         ]
-        for layer in shown
+        for index, layer in worst_first(layers)
     ]
-    return grid(title, ["Node", "Op", "Own (float inputs)", "Accumulated"], rows)
+
+
+def worst_first(layers: Sequence[Mapping]) -> list[tuple[int, Mapping]]:
+    """(graph position, layer) pairs, lowest own SQNR first (NaN counts as worst)."""
+
+    def own(item: tuple[int, Mapping]) -> float:
+        value = item[1]["own_db"]
+        return -math.inf if value is None or math.isnan(value) else value
+
+    return sorted(enumerate(layers), key=own)
+
+
+def layer_table(layers: list[dict]) -> Table:
+    """Per quantized node: its own SQNR (float inputs) and the accumulated one, worst first; the
+    LAYER_ROWS worst when there are more."""
+    title = (
+        "per-layer error: SQNR dB of each quantized node's output (higher is better), worst first"
+    )
+    if len(layers) > LAYER_ROWS:
+        title += f"; the {LAYER_ROWS} worst of {len(layers)} (all in --report JSON and --html)"
+    return grid(title, LAYER_COLUMNS, layer_rows(layers)[:LAYER_ROWS])
 
 
 def pass_history(history: Sequence[tuple[int | str, str, int, int]]) -> Table:
