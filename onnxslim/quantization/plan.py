@@ -27,6 +27,7 @@ from onnxslim.quantization.ops import (
 )
 
 FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
+DEPTHWISE_IN_FLOAT = "int8 depthwise conv is slower than float on this target"
 # so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
 SENSITIVE = "sensitive"
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
@@ -44,7 +45,7 @@ class QuantOptions:
     exclude_ops: frozenset[str] = frozenset()
     exclude_nodes: frozenset[str] = frozenset()  # entirely float, weights too
     weight_only_nodes: frozenset[str] = frozenset()  # float compute on int8-stored weights
-    skip_depthwise: bool = False  # ORT's int8 depthwise kernels are slower than float ones on x86
+    skip_depthwise: bool = False  # ORT's int8 depthwise kernels are often slower than float on x86
     # biases absorb the mean output shift that rounding the weights causes
     bias_correction: bool = False
     min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
@@ -188,7 +189,7 @@ def _float_reason(
         if node.name in options.weight_only_nodes:
             return f"{SENSITIVE}: computes in float on int8-stored weights"
         if options.skip_depthwise and is_depthwise(node):
-            return f"{FASTER_IN_FLOAT}: int8 depthwise conv is slower than float on this target"
+            return f"{FASTER_IN_FLOAT}: {DEPTHWISE_IN_FLOAT}"
         macs = macs_per_output(node)
         size = sizes.get(node.outputs[0].name)
         if options.min_macs and macs and size and macs * size < options.min_macs:
