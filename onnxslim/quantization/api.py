@@ -81,6 +81,8 @@ class QuantizeConfig:
     measure_latency: bool = True
     progress: bool = True
     debug_layers: bool = False
+    weight_range: str = "minmax"
+    weight_rounding: str = "nearest"
 
     def __post_init__(self):
         for name in ("exclude_ops", "exclude_nodes", "quantize_ops"):
@@ -254,6 +256,8 @@ def _static(
         exclude_nodes=config.exclude_nodes,
         skip_depthwise=profile.skip_depthwise,
         min_macs=config.min_macs,
+        weight_range=config.weight_range,
+        weight_rounding=config.weight_rounding,
     )
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
