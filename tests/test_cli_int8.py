@@ -151,3 +151,25 @@ def test_int8_refuses_check_inputs(tmp_path, demo_path):
         _calibration_folder(tmp_path),
     )
     assert_one_line_error(proc, 2, "--check-inputs is for the lossless check")
+
+
+def test_int8_weight_range_and_rounding_flags(tmp_path, demo_path):
+    report = tmp_path / "report.json"
+    proc = run_cli(
+        demo_path,
+        "-o",
+        tmp_path / "gptq.onnx",
+        "--int8",
+        "--calibration",
+        _calibration_folder(tmp_path),
+        "--weight-range",
+        "mse",
+        "--weight-rounding",
+        "gptq",
+        "--report",
+        report,
+        "-q",
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())["int8"]
+    assert (data["weight_range"], data["weight_rounding"]) == ("mse", "gptq")

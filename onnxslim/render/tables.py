@@ -338,7 +338,8 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
     settings = (
         f"{report.mode} INT8; target {report.target_reason}; method {report.method}; "
         f"activations {report.activation_type}; weights {report.weight_bits}-bit "
-        f"{'per channel' if report.per_channel else 'per tensor'}; "
+        f"{'per channel' if report.per_channel else 'per tensor'} "
+        f"({report.weight_range} range, {report.weight_rounding} rounding); "
         f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
         f"{report.test_samples} test samples; "
         f"cross-layer equalization on {report.equalized_pairs} conv pairs; "
