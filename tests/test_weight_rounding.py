@@ -122,3 +122,17 @@ def test_quantized_model_with_weight_options_stays_close_to_float(options):
     refs = [{"y": ref.run(None, s)[0]} for s in data]
     outs = [{"y": session.run(None, s)[0]} for s in data]
     assert compare_outputs(refs, outs)["y"].cosine > 0.99
+
+
+def test_relu6_output_range_stays_within_its_bounds():
+    """A Clip(0, 6) folded into the conv before it gives the conv's output a range in [0, 6]: zero
+    point 0 and 255 steps of at most 6 / 255."""
+    from test_quantize import depthwise_cnn
+
+    rng = np.random.default_rng(4)
+    data = [{"x": 3 * rng.normal(size=(1, 8, 16, 16)).astype(np.float32)} for _ in range(16)]
+    model = quantize(depthwise_cnn(), data, **FAST).model
+    quantizes = {n.inputs[0].name: n for n in model.graph if n.op_type == "QuantizeLinear"}
+    for name in ("r1", "r2"):
+        scale, zero_point = (quantizes[name].inputs[i].const_value.numpy() for i in (1, 2))
+        assert int(zero_point) == 0 and float(scale) * 255 <= 6.0 + 1e-5
