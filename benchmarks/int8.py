@@ -16,8 +16,9 @@ float model (the worst float output's lowest per-sample cosine, its SNR over the
 agreement for the classifiers), file size as a ratio to float, and single-thread latency as a ratio
 to float (`onnxslim.bench.benchmark` on [float, onnxslim, ORT, ORT x86, onnxslim's lossless float
 model], runs interleaved, on test samples).
-`--ablation` instead compares range methods, cross-layer equalization and bias correction (no
-budget, no ORT, no timing) by their drift on the same test split.
+`--ablation` instead compares range methods, cross-layer equalization, bias correction and the
+weight levers (MSE weight range, GPTQ rounding; no budget, no ORT, no timing) by their drift on the
+same test split.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ ABLATIONS = {
     "percentile + CLE": {"equalize": True, "bias_correction": False},
     "percentile + BC": {"equalize": False, "bias_correction": True},
     "percentile + CLE + BC": {"equalize": True, "bias_correction": True},
+    "percentile + BC, MSE weight range": {
+        "equalize": False,
+        "bias_correction": True,
+        "weight_range": "mse",
+    },
+    "percentile + BC, GPTQ weights": {
+        "equalize": False,
+        "bias_correction": True,
+        "weight_rounding": "gptq",
+    },
     "default: percentile, CLE and BC auto": {},
 }
 

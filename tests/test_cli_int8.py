@@ -192,3 +192,25 @@ def test_int8_html_page_states_the_summary_and_every_layer_worst_first(tmp_path,
 def test_html_is_the_int8_report(tmp_path, demo_path):
     proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--html", tmp_path / "x.html")
     assert_one_line_error(proc, 2, "--html writes the INT8 report (with --int8)")
+
+
+def test_int8_weight_range_and_rounding_flags(tmp_path, demo_path):
+    report = tmp_path / "report.json"
+    proc = run_cli(
+        demo_path,
+        "-o",
+        tmp_path / "gptq.onnx",
+        "--int8",
+        "--calibration",
+        _calibration_folder(tmp_path),
+        "--weight-range",
+        "mse",
+        "--weight-rounding",
+        "gptq",
+        "--report",
+        report,
+        "-q",
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())["int8"]
+    assert (data["weight_range"], data["weight_rounding"]) == ("mse", "gptq")

@@ -22,7 +22,7 @@ from onnxslim.passes.registry import REGISTRY, get, rewrites
 from onnxslim.quantization import QuantizeConfig, quantize
 from onnxslim.quantization.api import MODES
 from onnxslim.quantization.calibration import RANGE_METHODS
-from onnxslim.quantization.plan import ACTIVATION_TYPES
+from onnxslim.quantization.plan import ACTIVATION_TYPES, WEIGHT_RANGES, WEIGHT_ROUNDINGS
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
 from onnxslim.render import html, tables
 from onnxslim.render.format import input_shapes
@@ -224,6 +224,21 @@ def _pass_list() -> str:
 )
 @click.option(
     "--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel."
+)
+@click.option(
+    "--weight-range",
+    type=click.Choice(list(WEIGHT_RANGES)),
+    default="minmax",
+    show_default=True,
+    help="Per-channel weight clip: the largest |w|, or the clip of least weight quantization MSE.",
+)
+@click.option(
+    "--weight-rounding",
+    type=click.Choice(list(WEIGHT_ROUNDINGS)),
+    default="nearest",
+    show_default=True,
+    help="Round weights to nearest, or GPTQ: least change of each layer's output on the "
+    "calibration samples (slower).",
 )
 @click.option(
     "--activation-type",
@@ -533,6 +548,8 @@ def _quantize(
         method=options["calibration_method"],
         percentile=options["percentile"],
         per_channel=not options["per_tensor"],
+        weight_range=options["weight_range"],
+        weight_rounding=options["weight_rounding"],
         activation_type=options["activation_type"],
         target=options["target"],
         equalize=_LEVER[options["equalize"]],

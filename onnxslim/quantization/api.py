@@ -66,10 +66,13 @@ class QuantizeConfig:
     most sensitive nodes go back to float until it holds on the held-out samples (CheckFailedError
     if it never does); `eval_split` the share of samples held out (at least 2); `require_speedup`
     makes an INT8 model that is not faster than float on this CPU an error; `min_macs` leaves
-    smaller weighted ops in float; `equalize` (cross-layer equalization) and `bias_correction` are
-    True, False or "auto" (the variant closest to float on the selection samples); `optimize` runs
-    the lossless pipeline first, with `optimize_options` as keyword arguments of
-    `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
+    smaller weighted ops in float; `weight_range` the per-channel weight clip ("minmax" or "mse":
+    least weight quantization error) and `weight_rounding` "nearest" or "gptq" (least change of each
+    layer's output on the calibration samples; see gptq.py); `equalize` (cross-layer
+    equalization) and `bias_correction` are True, False or "auto" (the variant closest to float
+    on the selection samples); `optimize` runs the lossless pipeline first, with
+    `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency` times both
+    models; `progress` shows bars.
     """
 
     mode: str = "auto"
@@ -93,6 +96,8 @@ class QuantizeConfig:
     measure_latency: bool = True
     progress: bool = True
     debug_layers: bool = False
+    weight_range: str = "minmax"
+    weight_rounding: str = "nearest"
 
     def __post_init__(self):
         for name in ("exclude_ops", "exclude_nodes", "quantize_ops"):
@@ -223,6 +228,8 @@ def quantize(
         notes=notes,
         equalized_pairs=outcome.equalized_pairs,
         bias_correction=outcome.bias_correction,
+        weight_range="-" if dynamic_used else config.weight_range,
+        weight_rounding="nearest" if dynamic_used else config.weight_rounding,
         layers=outcome.layers,
     )
     if config.measure_latency:
@@ -307,6 +314,8 @@ def _static(
         exclude_nodes=config.exclude_nodes,
         skip_depthwise=profile.skip_depthwise,
         min_macs=config.min_macs,
+        weight_range=config.weight_range,
+        weight_rounding=config.weight_rounding,
     )
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []

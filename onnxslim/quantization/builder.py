@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.quantization import gptq
 from onnxslim.quantization.bias_correction import input_channel_axis
 from onnxslim.quantization.calibration import (
     Histogram,
     collect_channel_means,
+    collect_hessians,
     collect_statistics,
     compute_range,
 )
@@ -50,6 +53,7 @@ class QuantBuilder:
         self.method_options, self.progress = method_options, progress
         self.stats: dict[str, Histogram] = {}
         self.means: dict[str, np.ndarray] = {}
+        self.hessians: dict[str, np.ndarray] = {}
         self.op_types = {n.name: n.op_type for n in model.graph}
 
     def _fresh(self) -> ir.Model:
@@ -81,7 +85,9 @@ class QuantBuilder:
         final = plan(model, options, sizes)
         self._ensure_stats(model, final.observed)
         qparams = {name: self._qparams(name, final) for name in final.observed}
-        rewrite = QuantizePass(final, qparams, options, self._means(model, final))
+        rewrite = QuantizePass(
+            final, qparams, options, self._means(model, final), self._hessians(model, final)
+        )
         rewrite(model)
         kept = {
             n: r
@@ -114,6 +120,30 @@ class QuantBuilder:
                 )
             )
         return {name: self.means[name] for name in axes}
+
+    def _hessians(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
+        """``X X^T`` of the float inputs of the quantized nodes GPTQ rounds (none unless
+        ``weight_rounding`` is "gptq")."""
+        if self.options.weight_rounding != "gptq":
+            return {}
+        by_name = {n.name: n for n in model.graph}
+        nodes = [by_name[n] for n in plan.nodes if gptq.supports(by_name[n])]
+        missing = {
+            n.name: (n.inputs[0].name, functools.partial(gptq.input_columns, n))
+            for n in nodes
+            if n.name not in self.hessians
+        }
+        if missing:
+            self.hessians.update(
+                collect_hessians(
+                    self.proto,
+                    self.samples,
+                    missing,
+                    progress=self.progress,
+                    total=len(self.samples),
+                )
+            )
+        return {n.name: self.hessians[n.name] for n in nodes}
 
     def _qparams(self, name: str, plan: QuantPlan) -> QParams:
         symmetric = self.options.activation_type == "int8" and name not in plan.asymmetric

@@ -32,6 +32,8 @@ DEPTHWISE_IN_FLOAT = "int8 depthwise conv is slower than float on this target"
 SENSITIVE = "sensitive"
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
+WEIGHT_RANGES = ("minmax", "mse")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +51,22 @@ class QuantOptions:
     # biases absorb the mean output shift that rounding the weights causes
     bias_correction: bool = False
     min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
+    weight_range: str = "minmax"  # per-channel weight clip: "minmax" or "mse" (qdq.weight_amax)
+    weight_rounding: str = "nearest"  # or "gptq": rounding against the layer's calibration inputs
 
     def __post_init__(self):
         if self.activation_type not in ACTIVATION_TYPES:
             raise OnnxSlimError(
                 f"activation type must be uint8 or int8, got {self.activation_type!r}"
+            )
+        if self.weight_range not in WEIGHT_RANGES:
+            raise OnnxSlimError(
+                f"weight range must be one of {', '.join(WEIGHT_RANGES)}, got {self.weight_range!r}"
+            )
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise OnnxSlimError(
+                f"weight rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, "
+                f"got {self.weight_rounding!r}"
             )
         if not 2 <= self.weight_bits <= 8:
             raise OnnxSlimError(f"weight bits must be in 2..8, got {self.weight_bits}")

@@ -11,9 +11,10 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
+from onnxslim.quantization import gptq
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, attribute, stored_weight
-from onnxslim.quantization.plan import QuantOptions, QuantPlan
+from onnxslim.quantization.plan import WEIGHT_RANGES, QuantOptions, QuantPlan
 
 INT32_MAX = 2**31 - 1
 
@@ -40,18 +41,48 @@ def activation_qparams(lo: float, hi: float, activation_type: str, symmetric: bo
     return QParams(np.array(scale, np.float32), np.array(zero_point, dtype))
 
 
-def quantize_weight(weight: np.ndarray, axis: int | None, bits: int) -> tuple[np.ndarray, QParams]:
+MSE_GRID = 100  # clip ratios tried by the "mse" weight range, evenly in [MSE_LOWEST, 1]
+MSE_LOWEST = 0.3
+
+
+def quantize_weight(
+    weight: np.ndarray,
+    axis: int | None,
+    bits: int,
+    method: str = "minmax",
+    rounding=None,
+) -> tuple[np.ndarray, QParams]:
     """Symmetric int8 weights with ``bits`` of range (``|q| <= 2^(bits-1) - 1``), per
-    channel on ``axis``."""
+    channel on ``axis``; the scale from ``weight_amax(method)``. ``rounding(w, scale, qmax)``, if
+    given, replaces nearest rounding (e.g. GPTQ)."""
     qmax = 2 ** (bits - 1) - 1
     w = weight.astype(np.float32)
-    if axis is None:
-        amax = np.array(np.abs(w).max(), np.float32)
-    else:
-        axis = axis % w.ndim
-        amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis))
+    axis = None if axis is None else axis % w.ndim
+    amax = weight_amax(w, axis, qmax, method)
     scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
-    return _round_weight(w, scale, axis, qmax), QParams(scale, np.zeros(scale.shape, np.int8), axis)
+    q = _round_weight(w, scale, axis, qmax) if rounding is None else rounding(w, scale, qmax)
+    return q, QParams(scale, np.zeros(scale.shape, np.int8), axis)
+
+
+def weight_amax(w: np.ndarray, axis: int | None, qmax: int, method: str = "minmax") -> np.ndarray:
+    """The clip threshold ``t`` of each channel (scale ``t / qmax``): "minmax" its largest ``|w|``;
+    "mse" the ``t = a * max|w|`` (``a`` on a grid of ``MSE_GRID`` ratios in ``[MSE_LOWEST, 1]``)
+    minimizing the channel's quantization error ``sum (w - s * clip(round(w / s), -qmax, qmax))^2``
+    with ``s = t / qmax``: an outlier weight is clipped when that buys finer steps for the rest."""
+    if method not in WEIGHT_RANGES:
+        raise OnnxSlimError(f"unknown weight range {method!r}: choose {', '.join(WEIGHT_RANGES)}")
+    rows = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    amax = np.abs(rows).max(axis=1)
+    if method == "mse":
+        best, best_err = amax.copy(), np.full(amax.shape, np.inf)
+        for ratio in np.linspace(MSE_LOWEST, 1.0, MSE_GRID):
+            t = amax * ratio
+            s = np.where(t > 0, t / qmax, 1.0)[:, None]
+            err = np.square(rows - s * np.clip(np.round(rows / s), -qmax, qmax)).sum(axis=1)
+            better = err < best_err
+            best[better], best_err[better] = t[better], err[better]
+        amax = best
+    return np.array(amax[0] if axis is None else amax, np.float32)
 
 
 def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
@@ -59,17 +90,25 @@ def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int)
 
 
 def quantize_bias(
-    bias: np.ndarray, input_scale: np.ndarray, weight: np.ndarray, wq: QParams, bits: int
+    bias: np.ndarray,
+    input_scale: np.ndarray,
+    weight: np.ndarray,
+    wq: QParams,
+    bits: int,
+    weight_q: np.ndarray | None = None,
 ):
     """int32 bias with scale ``input_scale * weight_scale``. Channels whose bias would overflow
-    int32 get a larger weight scale (a per-tensor weight: its one scale) and requantized weights.
+    int32 get a larger weight scale (a per-tensor weight: its one scale) and requantized weights
+    (nearest rounding); otherwise ``weight_q`` (if given) is kept as it was rounded.
     Returns (bias_q, bias_qparams, weight_q, weight_qparams)."""
     w_scale = wq.scale.astype(np.float64)
     need = np.abs(bias.astype(np.float64)) / (float(input_scale) * INT32_MAX)
     if np.any(need > w_scale):
         need = need * 1.0001 if wq.axis is not None else need.max() * 1.0001
         wq = QParams(np.maximum(w_scale, need).astype(np.float32), wq.zero_point, wq.axis)
-    weight_q = _round_weight(weight.astype(np.float32), wq.scale, wq.axis, 2 ** (bits - 1) - 1)
+        weight_q = None
+    if weight_q is None:
+        weight_q = _round_weight(weight.astype(np.float32), wq.scale, wq.axis, 2 ** (bits - 1) - 1)
     scale = (float(input_scale) * wq.scale.astype(np.float64)).astype(np.float32)
     bias_q = np.clip(np.round(bias / scale), -INT32_MAX, INT32_MAX).astype(np.int32)
     bq = QParams(scale, np.zeros(scale.shape, np.int32), 0 if scale.ndim else None)
@@ -85,11 +124,14 @@ class QuantizePass(ir.passes.InPlacePass):
         qparams: Mapping[str, QParams],
         options: QuantOptions,
         means: Mapping[str, np.ndarray] | None = None,
+        hessians: Mapping[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.plan, self.qparams, self.options = plan, qparams, options
         # activation -> per-channel float means: bias correction for its readers
         self.means = means or {}
+        # node -> X X^T of its float inputs: GPTQ rounding of its weights
+        self.hessians = hessians or {}
         # quantized tensor -> name of its DequantizeLinear output
         self.dequantized: dict[str, str] = {}
 
@@ -142,7 +184,9 @@ class QuantizePass(ir.passes.InPlacePass):
         index, axis = stored_weight(node)
         weight = node.inputs[index]
         w = weight.const_value.numpy()
-        wq_array, wq = quantize_weight(w, axis if self.options.per_channel else None, 8)
+        wq_array, wq = quantize_weight(
+            w, axis if self.options.per_channel else None, 8, self.options.weight_range
+        )
         rule = RULES[node.op_type]
         if node.inputs[0].name in self.means and rule.bias is not None:
             bias = self._float_bias(node, rule, w, dequantize(wq_array, wq))
@@ -157,7 +201,16 @@ class QuantizePass(ir.passes.InPlacePass):
         w = weight.const_value.numpy()
         axis = rule.weight_axis(node) if self.options.per_channel else None
         bits = self.options.weight_bits
-        wq_array, wq = quantize_weight(w, axis, bits)
+        hessian = self.hessians.get(node.name)
+        rounding = None
+        if hessian is not None:
+
+            def rounding(w, scale, qmax, node=node, hessian=hessian):
+                matrix = gptq.weight_matrix(node, w)
+                q = gptq.gptq_round(matrix, hessian, scale, qmax)
+                return gptq.from_matrix(node, q, w.shape)
+
+        wq_array, wq = quantize_weight(w, axis, bits, self.options.weight_range, rounding)
         bias = (
             self._float_bias(node, rule, w, dequantize(wq_array, wq))
             if rule.bias is not None
@@ -165,7 +218,7 @@ class QuantizePass(ir.passes.InPlacePass):
         )
         if bias is not None:
             bias_q, bq, wq_array, wq = quantize_bias(
-                bias, dq[node.inputs[0].name].scale, w, wq, bits
+                bias, dq[node.inputs[0].name].scale, w, wq, bits, wq_array
             )
             _set_input(
                 node, rule.bias, builder.dequantized_constant(f"{node.name}_bias", bias_q, bq)

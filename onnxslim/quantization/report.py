@@ -56,6 +56,8 @@ class QuantizeReport:
     notes: list[str] = dataclasses.field(default_factory=list)
     equalized_pairs: int = 0  # Conv pairs rescaled by cross-layer equalization
     bias_correction: bool = False
+    weight_range: str = "minmax"  # per-channel weight clip (QuantizeConfig.weight_range)
+    weight_rounding: str = "nearest"  # or "gptq"
     #: With debug_layers: per quantized node, its own and accumulated SQNR (layers.LayerError).
     layers: list[dict] = dataclasses.field(default_factory=list)
 

@@ -394,7 +394,8 @@ def range_settings(report: QuantizeReport) -> str:
     """The range method and the activation and weight types."""
     return (
         f"method {report.method}; activations {report.activation_type}; weights "
-        f"{report.weight_bits}-bit {'per channel' if report.per_channel else 'per tensor'}"
+        f"{report.weight_bits}-bit {'per channel' if report.per_channel else 'per tensor'} "
+        f"({report.weight_range} range, {report.weight_rounding} rounding)"
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -76,3 +76,30 @@ def collect_channel_means(
     if not sums:
         raise OnnxSlimError("calibration data is empty")
     return {name: sums[name] / counts[name] for name in names}
+
+
+def collect_hessians(
+    model: ir.Model | onnx.ModelProto,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    layers: Mapping[str, tuple[str, Callable[[np.ndarray], np.ndarray]]],
+    *,
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, np.ndarray]:
+    """``H = sum X X^T`` (float64) per layer over all ``samples``: ``layers[key] = (tensor,
+    columns)`` with ``columns(value)`` turning the float tensor into the layer's input columns
+    ``X`` (``[inputs, positions]``); memory is one ``inputs x inputs`` matrix per layer."""
+    names = sorted({tensor for tensor, _ in layers.values()})
+    session = Session(model, threads=0, opt_level="basic", extra_outputs=names, what=OBSERVING)
+    index = {n: session.output_names.index(n) for n in names}
+    sums: dict[str, np.ndarray] = {}
+    with progress_bar("GPTQ: layer input statistics", total, progress) as bar:
+        for sample in samples:
+            outputs = session.run(sample)
+            for key, (tensor, columns) in layers.items():
+                x = columns(np.asarray(outputs[index[tensor]]))
+                sums[key] = sums.get(key, 0.0) + x @ x.T
+            bar.advance()
+    if not sums:
+        raise OnnxSlimError("calibration data is empty")
+    return sums

@@ -1,0 +1,126 @@
+"""GPTQ weight rounding (Frantar et al., "GPTQ", 2023; after Optimal Brain Quantization): round a
+layer's weights so that its output on the calibration inputs moves least, not each weight to its
+nearest level.
+
+A weighted layer computes ``y = W x``; with ``X`` its inputs (one column per sample position, for a
+conv the im2col patches) the output error of rounded weights ``Q`` is
+``||(W - Q) X||^2 = sum_rows (w - q) H (w - q)^T`` with ``H = X X^T``, one Hessian shared by all
+output channels (rows). The input columns are rounded one at a time; the error ``e`` of column
+``i`` is compensated on the columns not yet rounded, ``w[j] -= e * Hinv[i, j] / Hinv[i, i]``, which
+is the least-squares optimum of the remaining weights given the rounded ones. ``Hinv`` is the upper
+Cholesky factor of ``H^-1`` (damped by a share of its mean diagonal), so all updates come from one
+factorization. Columns go in order of decreasing ``H[i, i]`` (the most active inputs first). The
+per-output-channel scales are fixed before rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.quantization.ops import attribute
+
+DAMP = 0.01  # share of the mean Hessian diagonal added to it (keeps H invertible)
+BLOCK = 128  # columns rounded before the lazy update of the rest (speed only)
+
+
+def supports(node: ir.Node) -> bool:
+    """Whether GPTQ can round this node's constant weight: an ungrouped 1-D/2-D Conv, a Gemm
+    (no transA) or a MatMul with a 2-D constant weight."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if weight is None or weight.const_value is None:
+        return False
+    ndim = len(weight.const_value.shape)
+    if node.op_type == "Conv":
+        return attribute(node, "group", 1) == 1 and ndim in (3, 4)
+    if node.op_type == "Gemm":
+        return not attribute(node, "transA", 0)
+    return node.op_type == "MatMul" and ndim == 2
+
+
+def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
+    """The layer's inputs as the columns ``X`` of ``y = W x`` (rows: the weight's flattened input
+    dimensions, in ``weight_matrix``'s order): a conv's im2col patches, else the last axis."""
+    x = np.asarray(x, np.float64)
+    if node.op_type != "Conv":
+        return x.reshape(-1, x.shape[-1]).T
+    kernel = node.inputs[1].const_value.shape[2:]
+    spatial = len(kernel)
+    pads = list(attribute(node, "pads", [0] * 2 * spatial))
+    strides = list(attribute(node, "strides", [1] * spatial))
+    dilations = list(attribute(node, "dilations", [1] * spatial))
+    x = np.pad(x, [(0, 0), (0, 0), *zip(pads[:spatial], pads[spatial:])])
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    axes = tuple(range(2, 2 + spatial))
+    windows = np.lib.stride_tricks.sliding_window_view(x, extents, axis=axes)
+    # windows: [N, C, *out_positions, *extents]; keep strides and dilations
+    index = (slice(None), slice(None))
+    index += tuple(slice(None, None, s) for s in strides)
+    index += tuple(slice(None, None, d) for d in dilations)
+    windows = windows[index]
+    n, c = windows.shape[:2]
+    positions = windows.shape[2 : 2 + spatial]
+    # -> [C, *kernel, N, *positions] -> [C * prod(kernel), N * prod(positions)]
+    order = (1, *range(2 + spatial, 2 + 2 * spatial), 0, *range(2, 2 + spatial))
+    return windows.transpose(order).reshape(c * int(np.prod(kernel)), n * int(np.prod(positions)))
+
+
+def weight_matrix(node: ir.Node, weight: np.ndarray) -> np.ndarray:
+    """The weight as ``[output channels, inputs]`` (a view of how ``y = W x`` reads it)."""
+    if node.op_type == "Conv":
+        return weight.reshape(weight.shape[0], -1)
+    if node.op_type == "Gemm" and attribute(node, "transB", 0):
+        return weight
+    return weight.T
+
+
+def from_matrix(node: ir.Node, matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of ``weight_matrix``."""
+    if node.op_type == "Conv" or (node.op_type == "Gemm" and attribute(node, "transB", 0)):
+        return matrix.reshape(shape)
+    return matrix.T.reshape(shape)
+
+
+def gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+    """Integer weights ``q`` (``|q| <= qmax``) for ``w`` ``[rows, columns]`` with per-row ``scale``,
+    chosen column by column with error compensation against ``hessian`` (``X X^T``, columns x
+    columns). Returns int8 of the shape of ``w``."""
+    w = np.array(w, np.float64)
+    h = np.array(hessian, np.float64)
+    rows, cols = w.shape
+    diag = np.diag(h).copy()
+    dead = diag <= 0
+    h[dead, dead] = 1.0
+    order = np.argsort(-np.diag(h), kind="stable")
+    w, h = w[:, order], h[np.ix_(order, order)]
+    h[np.diag_indices(cols)] += DAMP * float(np.mean(np.diag(h)))
+    hinv = _inverse_cholesky(h)
+    s = np.asarray(scale, np.float64).reshape(-1, 1) * np.ones((rows, 1))
+    q = np.zeros_like(w)
+    for start in range(0, cols, BLOCK):
+        end = min(start + BLOCK, cols)
+        block = w[:, start:end].copy()
+        errors = np.zeros_like(block)
+        for i in range(end - start):
+            col = start + i
+            q[:, col] = np.clip(np.round(block[:, i] / s[:, 0]), -qmax, qmax)
+            err = (block[:, i] - q[:, col] * s[:, 0]) / hinv[col, col]
+            block[:, i:] -= np.outer(err, hinv[col, col:end])
+            errors[:, i] = err
+        w[:, end:] -= errors @ hinv[start:end, end:]
+    out = np.empty_like(q)
+    out[:, order] = q
+    return out.astype(np.int8)
+
+
+def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
+    """Upper-triangular ``U`` with ``U^T U = h^-1``; the damping grows until ``h`` factorizes."""
+    eye = np.eye(h.shape[0])
+    extra = 0.0
+    for _ in range(8):
+        try:
+            inverse = np.linalg.inv(np.linalg.cholesky(h + extra * eye))
+            return np.linalg.cholesky(inverse.T @ inverse).T
+        except np.linalg.LinAlgError:
+            extra = max(extra * 10.0, 1e-6 * float(np.mean(np.diag(h))))
+    raise np.linalg.LinAlgError("the layer's input Hessian is not positive definite")

@@ -1,0 +1,138 @@
+"""INT8 weights: the MSE clip range per channel and GPTQ rounding against calibration inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from helpers import const, make_model, vi
+from onnx import helper
+from test_quantize import FAST, cnn, samples
+
+from onnxslim.drift import compare_outputs
+from onnxslim.errors import OnnxSlimError
+from onnxslim.quantization import gptq, quantize
+from onnxslim.quantization.plan import QuantOptions
+from onnxslim.quantization.qdq import dequantize, quantize_bias, quantize_weight
+
+
+def _weight_error(w, axis, bits, method):
+    q, qp = quantize_weight(w, axis, bits, method)
+    return float(np.square(dequantize(q, qp) - w).sum())
+
+
+@pytest.mark.parametrize("bits", [4, 7, 8])
+def test_mse_weight_range_never_worse_than_minmax_and_clips_an_outlier(bits):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 64, 3, 3)).astype(np.float32)
+    w[3] = rng.laplace(size=w[3].shape)
+    w[3, 0, 0, 0] = 15.0  # channel 3: heavy tails and an outlier weight
+    assert _weight_error(w, None, bits, "mse") <= _weight_error(w, None, bits, "minmax")
+    err = {
+        m: np.square(dequantize(*quantize_weight(w, 0, bits, m)) - w).reshape(16, -1).sum(axis=1)
+        for m in ("minmax", "mse")
+    }
+    assert np.all(err["mse"] <= err["minmax"])
+    if bits < 8:  # at 8 bits the steps are already fine enough: clipping costs more than it buys
+        assert err["mse"][3] < (0.6 if bits == 4 else 0.97) * err["minmax"][3]
+
+
+def test_unknown_weight_options_are_errors():
+    with pytest.raises(OnnxSlimError, match="weight range"):
+        QuantOptions(weight_range="kl")
+    with pytest.raises(OnnxSlimError, match="weight rounding"):
+        QuantOptions(weight_rounding="adaround")
+
+
+def _conv_node(w, **attrs):
+    x = ir.Value(name="x")
+    weight = ir.Value(name="w", const_value=ir.tensor(w))
+    return ir.node("Conv", [x, weight], attributes=attrs)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [{}, {"pads": [1, 1, 1, 1]}, {"strides": [2, 2], "pads": [0, 1, 2, 1], "dilations": [2, 1]}],
+)
+def test_input_columns_are_the_conv_as_a_matrix_product(attrs):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3, 3, 2)).astype(np.float32)
+    x = rng.normal(size=(2, 3, 9, 8)).astype(np.float32)
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **attrs)],
+        [vi("x", shape=list(x.shape))],
+        [vi("y")],
+        [const("w", w)],
+        opset=13,
+    )
+    y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    node = _conv_node(w, **attrs)
+    columns = gptq.input_columns(node, x)  # [C * kh * kw, N * positions]
+    product = gptq.weight_matrix(node, w) @ columns  # [C_out, N * positions]
+    expected = y.transpose(1, 0, 2, 3).reshape(4, -1)
+    np.testing.assert_allclose(product, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gptq_rounding_lowers_the_layer_output_error_of_a_conv():
+    """On correlated inputs (what a layer sees after a previous one), rounding with error
+    compensation moves the conv output less than rounding each weight to its nearest level."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 8, 3, 3)).astype(np.float32)
+    mix = rng.normal(size=(8, 8))
+    x = np.einsum("ij,njhw->nihw", mix, rng.normal(size=(4, 8, 12, 12))).astype(np.float32)
+    node = _conv_node(w, pads=[1, 1, 1, 1])
+    columns = gptq.input_columns(node, x)
+    hessian = columns @ columns.T
+    matrix = gptq.weight_matrix(node, w)
+
+    def output_error(rounding):
+        q, qp = quantize_weight(w, 0, 7, rounding=rounding)
+        delta = gptq.weight_matrix(node, dequantize(q, qp) - w)
+        return float(np.square(delta @ columns).sum())
+
+    def rounded(weight, scale, qmax):
+        return gptq.from_matrix(node, gptq.gptq_round(matrix, hessian, scale, qmax), weight.shape)
+
+    nearest, compensated = output_error(None), output_error(rounded)
+    assert compensated < 0.8 * nearest
+
+
+def test_quantize_bias_keeps_the_given_rounding_unless_the_scale_grows():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3, 1, 1)).astype(np.float32)
+    q, qp = quantize_weight(w, 0, 8)
+    other = np.clip(q.astype(np.int16) + 1, -127, 127).astype(np.int8)  # some other rounding
+    scale = np.array(0.1, np.float32)
+    _, _, kept, _ = quantize_bias(np.zeros(4, np.float32), scale, w, qp, 8, other)
+    np.testing.assert_array_equal(kept, other)
+    huge = np.full(4, 1e9, np.float32)  # overflows int32 at this scale: weights re-rounded
+    _, _, redone, wq = quantize_bias(huge, scale, w, qp, 8, other)
+    assert np.all(wq.scale > qp.scale)
+    expected = np.clip(np.round(w / wq.scale[:, None, None, None]), -127, 127)
+    np.testing.assert_array_equal(redone, expected)
+
+
+@pytest.mark.parametrize("options", [{"weight_rounding": "gptq"}, {"weight_range": "mse"}])
+def test_quantized_model_with_weight_options_stays_close_to_float(options):
+    data = samples(16)
+    result = quantize(cnn(), data, **FAST, **options)
+    ref = ort.InferenceSession(cnn().SerializeToString())
+    session = ort.InferenceSession(ir.to_proto(result.model).SerializeToString())
+    refs = [{"y": ref.run(None, s)[0]} for s in data]
+    outs = [{"y": session.run(None, s)[0]} for s in data]
+    assert compare_outputs(refs, outs)["y"].cosine > 0.99
+
+
+def test_relu6_output_range_stays_within_its_bounds():
+    """A Clip(0, 6) folded into the conv before it gives the conv's output a range in [0, 6]: zero
+    point 0 and 255 steps of at most 6 / 255."""
+    from test_quantize import depthwise_cnn
+
+    rng = np.random.default_rng(4)
+    data = [{"x": 3 * rng.normal(size=(1, 8, 16, 16)).astype(np.float32)} for _ in range(16)]
+    model = quantize(depthwise_cnn(), data, **FAST).model
+    quantizes = {n.inputs[0].name: n for n in model.graph if n.op_type == "QuantizeLinear"}
+    for name in ("r1", "r2"):
+        scale, zero_point = (quantizes[name].inputs[i].const_value.numpy() for i in (1, 2))
+        assert int(zero_point) == 0 and float(scale) * 255 <= 6.0 + 1e-5
