@@ -14,7 +14,7 @@ from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.quantization import quantize
-from onnxslim.quantization.api import split_samples
+from onnxslim.quantization.api import split_samples, worth_trading
 from onnxslim.quantization.dynamic import covers_most_weights
 from onnxslim.quantization.ops import RULES
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
@@ -793,3 +793,29 @@ def test_the_report_says_what_the_budget_fallback_costs_in_speed():
     assert report.fallback
     cost = [n for n in report.notes if "node(s) in float for the budget" in n]
     assert len(cost) == 1 and "with them in INT8; float" in cost[0]
+
+
+@pytest.mark.parametrize(
+    ("gain_db", "time_ratio", "worth"),
+    [
+        (-2.5, 0.73, True),  # 27% faster for 2.5 dB: the rate allows 2.7
+        (-4.5, 0.78, False),  # 22% faster for 4.5 dB
+        (1.2, 1.1, True),  # 10% slower for 1.2 dB
+        (0.5, 1.1, False),
+        (0.3, None, False),  # same speed: a gain within noise is no reason
+        (0.6, None, True),
+    ],
+)
+def test_speed_is_traded_for_accuracy_at_a_stated_rate(gain_db, time_ratio, worth):
+    assert worth_trading(gain_db, time_ratio) is worth
+
+
+def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured():
+    result = quantize(cnn(), samples(20), **{**FAST, "target": "auto", "measure_latency": True})
+    report = result.report
+    notes = [n for n in report.notes if n.startswith("1 input layer(s) computing in float:")]
+    assert len(notes) == 1 and "dB output SNR on the selection samples" in notes[0]
+    first = next(node for node in result.model.graph if node.op_type in ("Conv", "QLinearConv"))
+    kept = ": kept (" in notes[0]
+    assert ("int8-stored weights" in report.kept_float.get("conv1", "")) is kept
+    assert (first.op_type == "Conv") is kept  # QDQ Conv: ORT fuses it unless kept in float

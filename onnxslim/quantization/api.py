@@ -24,7 +24,7 @@ from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
-from onnxslim.quantization.ops import DEFAULT_OPS
+from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHTED
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
     DEPTHWISE_IN_FLOAT,
@@ -42,8 +42,9 @@ MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 TOP1_DOUBT = 0.1  # see _samples_for_top1
 FALLBACK_NOISE = 1.03  # latency ratios below this are within run-to-run noise
-DEPTHWISE_MARGIN_DB = 1.0  # int8 depthwise convs may cost this much output SNR for speed
-DEPTHWISE_RUNS = 30
+DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
+MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen
+TRADE_RUNS = 30
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
@@ -338,11 +339,12 @@ def _static(
     )
     notes += [note] if note else []
     drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
-    if config.target == "auto" and config.measure_latency and _float_depthwise(info):
-        quantized, info, drift, note = _depthwise_by_speed(
-            builder, quantized, info, drift, selection, ref_outputs
+    if config.target == "auto" and config.measure_latency:
+        chosen, trade_notes = _speed_accuracy_choices(
+            builder, _Variant(builder.options, quantized, info, drift), selection, ref_outputs
         )
-        notes.append(note)
+        quantized, info, drift = chosen.model, chosen.info, chosen.drift
+        notes += trade_notes
     violations = config.max_drift.check(drift) if config.max_drift else []
     fallback: list[dict] = []
     all_int8 = None
@@ -525,44 +527,97 @@ def _float_depthwise(info: BuildInfo) -> list[str]:
     return [name for name, why in info.kept_float.items() if DEPTHWISE_IN_FLOAT in why]
 
 
-def _depthwise_by_speed(
-    builder: QuantBuilder,
-    quantized: ir.Model,
-    info: BuildInfo,
-    drift: dict[str, Drift],
-    selection: list,
-    ref_outputs: list,
-) -> tuple[ir.Model, BuildInfo, dict[str, Drift], str]:
-    """Depthwise convs in int8 instead of float, kept when that is measurably faster on this CPU
-    (timed side by side on a selection sample, bench's noise rule) and no more than
-    DEPTHWISE_MARGIN_DB farther from float on the selection samples.
+def _input_layers(model: ir.Model, info: BuildInfo) -> list[str]:
+    """The int8 weighted nodes that read a graph input: few weights per output each (a 3-channel
+    stem conv: 27), so rounding them costs the most accuracy, at little of the compute."""
+    quantized = set(info.plan.nodes)
+    return sorted(
+        node.name
+        for value in model.graph.inputs
+        for node, _ in value.uses()
+        if node.name in quantized and RULES[info.op_types[node.name]].kind == WEIGHTED
+    )
 
-    Whether ORT's int8 depthwise kernel beats its float one depends on the CPU and on the model:
-    int8 depthwise convs also spare the layout changes and Q/DQ pairs around float ones (on an
-    AVX2 EPYC: EfficientNet-Lite1 0.70x float with them, 0.95x without; PP-OCRv4 rec the other way).
-    """
-    count = len(_float_depthwise(info))
-    plain_options = builder.options
-    builder.options = dataclasses.replace(plain_options, skip_depthwise=False)
-    model, model_info = builder.build()
-    model_drift = compare_outputs(ref_outputs, run_samples(model, selection))
+
+@dataclasses.dataclass
+class _Variant:
+    """One build of the builder's options: the model, its build info, its selection drift."""
+
+    options: QuantOptions
+    model: ir.Model
+    info: BuildInfo
+    drift: dict[str, Drift]
+
+
+def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> _Variant:
+    builder.options = options
+    model, info = builder.build()
+    drift = compare_outputs(ref_outputs, run_samples(model, selection))
+    return _Variant(options, model, info, drift)
+
+
+def _trade(current: _Variant, candidate: _Variant, sample) -> tuple[bool, str]:
+    """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`),
+    and what was measured: both timed side by side on `sample` (bench's noise rule says when the
+    speed is the same), output SNR on the selection samples."""
     timed = benchmark(
-        [ir.to_proto(quantized), ir.to_proto(model)],
-        inputs=[selection[0]],
-        runs=DEPTHWISE_RUNS,
+        [ir.to_proto(current.model), ir.to_proto(candidate.model)],
+        inputs=[sample],
+        runs=TRADE_RUNS,
         warmup=5,
         measure_memory=False,
         progress=False,
     )
-    ratio = timed.models[1].latency.median / timed.models[0].latency.median
-    min_ratio = timed.models[1].latency.min / timed.models[0].latency.min
-    loss_db = worst_snr(drift) - worst_snr(model_drift)
-    verdict = timing_verdict(ratio, min_ratio)
-    measured = f"{ratio:.2f}x the time, {loss_db:+.1f} dB further from float on selection"
-    if verdict == "faster" and loss_db <= DEPTHWISE_MARGIN_DB:
-        return model, model_info, model_drift, f"{count} depthwise conv(s) in int8: {measured}"
-    builder.options = plain_options
-    return quantized, info, drift, f"{count} depthwise conv(s) kept float: in int8 {measured}"
+    before, after = (model.latency for model in timed.models)
+    ratio = after.median / before.median
+    if timing_verdict(ratio, after.min / before.min) == "same":
+        ratio = None
+    gain_db = worst_snr(candidate.drift) - worst_snr(current.drift)
+    speed = f"{ratio:.2f}x the time" if ratio else "same speed"
+    measured = f"{speed}, {gain_db:+.1f} dB output SNR on the selection samples"
+    return worth_trading(gain_db, ratio), measured
+
+
+def worth_trading(gain_db: float, time_ratio: float | None) -> bool:
+    """Whether a variant `gain_db` closer to float (output SNR) at `time_ratio` the time (None:
+    the same within noise) is the better trade: DB_PER_TIME dB per 1x of time."""
+    if time_ratio is None:
+        return gain_db >= MIN_GAIN_DB
+    return gain_db >= DB_PER_TIME * (time_ratio - 1)
+
+
+def _speed_accuracy_choices(
+    builder: QuantBuilder, chosen: _Variant, selection, ref_outputs
+) -> tuple[_Variant, list[str]]:
+    """Target auto: on this CPU, try the graph inputs' layers computing in float (int8-stored
+    weights) and the depthwise convs the profile left float in int8; keep each that `_trade`
+    finds worth it."""
+    notes = []
+    inputs = _input_layers(builder.model, chosen.info)
+    depthwise = _float_depthwise(chosen.info)
+    candidates = [
+        (
+            f"{len(inputs)} input layer(s) computing in float",
+            dataclasses.replace(
+                chosen.options, weight_only_nodes=chosen.options.weight_only_nodes | set(inputs)
+            ),
+        )
+        if inputs
+        else None,
+        (
+            f"{len(depthwise)} depthwise conv(s) in int8",
+            dataclasses.replace(chosen.options, skip_depthwise=False),
+        )
+        if depthwise
+        else None,
+    ]
+    for what, options in filter(None, candidates):
+        candidate = _variant(builder, options, selection, ref_outputs)
+        worth, measured = _trade(chosen, candidate, selection[0])
+        chosen = candidate if worth else chosen
+        notes.append(f"{what}: {'kept' if worth else 'not kept'} ({measured})")
+    builder.options = chosen.options
+    return chosen, notes
 
 
 def _worst_min_cosine(drift: Mapping[str, Drift]) -> float:

@@ -76,7 +76,7 @@ class QuantBuilder:
         options = dataclasses.replace(
             self.options,
             exclude_nodes=self.options.exclude_nodes | set(exclude),
-            weight_only_nodes=frozenset(weight_only),
+            weight_only_nodes=self.options.weight_only_nodes | frozenset(weight_only),
         )
         model = self._fresh()
         first = plan(model, options)
