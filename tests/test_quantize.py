@@ -677,18 +677,17 @@ def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
     )
 
 
-def test_a_top1_budget_on_too_few_selection_samples_is_called_out():
-    def warned(budget: str) -> list[str]:
-        report = quantize(cnn(), samples(40), max_drift=budget, **FAST).report
-        assert report.selection_samples == 8
-        return [n for n in report.notes if "selection samples to mean much" in n]
-
+def test_a_top1_budget_on_too_few_selection_samples_is_refused():
     # 0.9 ** 8 = 43%: eight agreeing samples say little about a 90% agreement
-    assert warned("top1>=0.9") == [
-        "warning: top1>=0.9 needs about 22 selection samples to mean much: a model that "
-        "disagrees with float on 10% of inputs still agrees on all 8 43% of the time"
-    ]
-    assert warned("top1>=0.5") == []  # 0.5 ** 8 < 0.1
+    with pytest.raises(OnnxSlimError) as error:
+        quantize(cnn(), samples(40), max_drift="top1>=0.9", **FAST)
+    assert str(error.value) == (
+        "the budget top1>=0.9 cannot be checked on 8 selection samples (a model that disagrees "
+        "with float on 10% of inputs agrees on all 8 43% of the time): give at least 22 "
+        "(--eval-split), or a cosine or snr budget"
+    )
+    report = quantize(cnn(), samples(40), max_drift="top1>=0.5", **FAST).report  # 0.5 ** 8 < 0.1
+    assert report.selection_samples == 8 and report.budget == "top1>=0.5"
 
 
 def test_debug_layers_find_the_layer_that_adds_the_error():

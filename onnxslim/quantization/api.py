@@ -173,6 +173,7 @@ def quantize(
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
+    _refuse_unbelievable_budget(budget, selection or calib)
     notes = _protocol_notes(calib, selection, test, budget)
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
@@ -422,16 +423,21 @@ def _protocol_notes(calib: list, selection: list, test: list, budget: Budget | N
             f"warning: the budget {budget} is held on only {len(selection)} selection samples: "
             f"it may not hold on new data (give at least {MIN_BUDGET_SAMPLES})"
         )
+    return notes
+
+
+def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
+    """A top-1 budget needs enough selection samples to mean anything (see _samples_for_top1)."""
     for metric, _, threshold in budget.criteria if budget else ():
         needed = _samples_for_top1(threshold) if metric == "top1" else 0
         if len(selection) < needed:
             chance = threshold ** len(selection)
-            notes.append(
-                f"warning: top1>={threshold:g} needs about {needed} selection samples to mean "
-                f"much: a model that disagrees with float on {1 - threshold:.0%} of inputs still "
-                f"agrees on all {len(selection)} {chance:.0%} of the time"
+            raise OnnxSlimError(
+                f"the budget top1>={threshold:g} cannot be checked on {len(selection)} selection "
+                f"samples (a model that disagrees with float on {1 - threshold:.0%} of inputs "
+                f"agrees on all {len(selection)} {chance:.0%} of the time): give at least "
+                f"{needed} (--eval-split), or a cosine or snr budget"
             )
-    return notes
 
 
 def _samples_for_top1(threshold: float) -> float:
