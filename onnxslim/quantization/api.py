@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 import onnx_ir as ir
 
-from onnxslim.bench import benchmark, timing_verdict
+from onnxslim.bench import Latency, benchmark, timing_verdict
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
@@ -41,7 +41,6 @@ DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 TOP1_DOUBT = 0.1  # see _samples_for_top1
-FALLBACK_NOISE = 1.03  # latency ratios below this are within run-to-run noise
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen
 TRADE_RUNS = 30
@@ -236,11 +235,10 @@ def quantize(
     )
     if config.measure_latency:
         models = [quantized, outcome.all_int8] if outcome.all_int8 else [quantized]
-        report.latency_float_ms, report.latency_int8_ms, *all_int8_ms = _latency(
-            reference, models, (test or selection)[0]
-        )
-        if all_int8_ms:
-            report.notes.append(_fallback_cost(len(outcome.fallback), report, all_int8_ms[0]))
+        float_latency, int8_latency, *all_int8 = _latency(reference, models, (test or selection)[0])
+        report.latency_float_ms, report.latency_int8_ms = float_latency.median, int8_latency.median
+        if all_int8:
+            report.notes.append(_fallback_cost(len(outcome.fallback), int8_latency, all_int8[0]))
         if report.speedup < 1.0:
             message = (
                 f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
@@ -601,24 +599,18 @@ def _speed_accuracy_choices(
     notes = []
     inputs = _input_layers(builder.model, chosen.info)
     depthwise = _float_depthwise(chosen.info)
-    candidates = [
-        (
-            f"{len(inputs)} input layer(s) computing in float",
-            dataclasses.replace(
-                chosen.options, weight_only_nodes=chosen.options.weight_only_nodes | set(inputs)
-            ),
-        )
-        if inputs
-        else None,
-        (
-            f"{len(depthwise)} depthwise conv(s) in int8",
-            dataclasses.replace(chosen.options, skip_depthwise=False),
-        )
-        if depthwise
-        else None,
-    ]
-    for what, options in filter(None, candidates):
-        candidate = _variant(builder, options, selection, ref_outputs)
+    candidates = {  # each from the options chosen so far
+        f"{len(inputs)} input layer(s) computing in float": lambda options: dataclasses.replace(
+            options, weight_only_nodes=options.weight_only_nodes | set(inputs)
+        ),
+        f"{len(depthwise)} depthwise conv(s) in int8": lambda options: dataclasses.replace(
+            options, skip_depthwise=False
+        ),
+    }
+    for (what, change), wanted in zip(candidates.items(), (inputs, depthwise)):
+        if not wanted:
+            continue
+        candidate = _variant(builder, change(chosen.options), selection, ref_outputs)
         worth, measured = _trade(chosen, candidate, selection[0])
         chosen = candidate if worth else chosen
         notes.append(f"{what}: {'kept' if worth else 'not kept'} ({measured})")
@@ -641,9 +633,9 @@ def _names(model: ir.Model) -> set[str]:
     return {n.name for n in model.graph} | {v.name for n in model.graph for v in n.outputs}
 
 
-def _latency(reference: bytes, quantized: list[ir.Model], sample, runs: int = 30) -> list[float]:
-    """Median single-thread latency (ms) of the float model, then of each `quantized` one, runs
-    interleaved after warm-up."""
+def _latency(reference: bytes, quantized: list[ir.Model], sample, runs: int = 30) -> list[Latency]:
+    """Single-thread latency of the float model, then of each `quantized` one, runs interleaved
+    after warm-up."""
     report = benchmark(
         [onnx.ModelProto.FromString(reference), *map(ir.to_proto, quantized)],
         inputs=[sample],
@@ -652,19 +644,16 @@ def _latency(reference: bytes, quantized: list[ir.Model], sample, runs: int = 30
         measure_memory=False,
         progress=False,
     )
-    return [model.latency.median for model in report.models]
+    return [model.latency for model in report.models]
 
 
-def _fallback_cost(count: int, report: QuantizeReport, all_int8_ms: float) -> str:
-    """What the nodes the budget returned to float cost in speed, measured side by side."""
-    ratio = report.latency_int8_ms / all_int8_ms
-    verdict = (
-        f"cost speed: {ratio:.2f}x the time"
-        if ratio > FALLBACK_NOISE
-        else "cost no measurable speed"
-    )
+def _fallback_cost(count: int, final: Latency, all_int8: Latency) -> str:
+    """What the `count` nodes the budget returned to float cost in speed: `final` against
+    `all_int8` (them in INT8), timed side by side (bench's noise rule)."""
+    ratio = final.median / all_int8.median
+    slower = timing_verdict(ratio, final.min / all_int8.min) == "slower"
+    verdict = f"cost speed: {ratio:.2f}x the time" if slower else "cost no measurable speed"
     return (
         f"the {count} node(s) in float for the budget {verdict} "
-        f"({report.latency_int8_ms:.2f} ms vs {all_int8_ms:.2f} ms with them in INT8; "
-        f"float {report.latency_float_ms:.2f} ms)"
+        f"({final.median:.2f} ms vs {all_int8.median:.2f} ms with them in INT8)"
     )
