@@ -38,7 +38,7 @@ import onnx_ir as ir
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.zoo import splits  # noqa: E402
+from models.zoo import PIXEL_STEP, splits  # noqa: E402
 from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.cpu import cpu_info  # noqa: E402
 from onnxslim.drift import NEAR_ZERO, compare_outputs, parse_max_drift  # noqa: E402
@@ -169,6 +169,18 @@ def test_drift(ref: list[dict], outputs: list[dict], classifier: bool) -> dict:
     }
 
 
+def pixel_noise(src: Path, test: list[dict], ref: list[dict], step: float, classifier: bool):
+    """Drift of the float model itself when each input pixel moves by up to half an 8-bit level
+    (uniform noise of +-step/2, seeded): how far apart two equally valid decodings of the same
+    picture already are, the floor INT8 is measured against."""
+    rng = np.random.default_rng(0)
+    noisy = [
+        {k: (v + rng.uniform(-step / 2, step / 2, v.shape)).astype(v.dtype) for k, v in x.items()}
+        for x in test
+    ]
+    return test_drift(ref, run_samples(src, noisy, int8=False), classifier)
+
+
 def mask_agreement(ref: list[dict], outputs: list[dict], threshold: float) -> dict:
     """The first output thresholded at `threshold`: IoU of the INT8 and float masks over the test
     split, and how many samples with a non-empty float mask get an empty INT8 one."""
@@ -257,6 +269,8 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
         }
         if name in MASKS:
             row[key]["mask"] = mask_agreement(ref, outputs[key], MASKS[name])
+    if name in PIXEL_STEP:
+        row["pixel_noise"] = pixel_noise(src, test, ref, PIXEL_STEP[name], name in CLASSIFIERS)
     if budgeted:
         missed = parse_max_drift(budget).check(compare_outputs(ref, outputs["onnxslim_budget"]))
         row["budget_on_test"] = missed[0] if missed else "holds"
@@ -308,6 +322,24 @@ def markdown(rows: list[dict]) -> str:
             + (f", top-1 {x86['top1']:.3f}" if x86["top1"] is not None else "")
             + " |"
         )
+    return "\n".join(lines)
+
+
+def noise_floor(rows: list[dict]) -> str:
+    """The float model under half a pixel level of input noise, next to onnxslim's INT8."""
+    lines = [
+        "| model | float, input pixels +-1/2 level: min cosine, SNR dB, top-1 "
+        "| onnxslim INT8: min cosine, SNR dB, top-1 |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        if "pixel_noise" not in row:
+            continue
+        cells = [
+            f"{d['min_cosine']:.4f}, {_fmt(d['snr_db'], '.1f')}, {_fmt(d['top1'], '.3f')}"
+            for d in (row["pixel_noise"], row["onnxslim"])
+        ]
+        lines.append(f"| {row['model']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -459,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
     text = table(rows)
     if not args.ablation:
-        text += "\n\n" + notes(rows)
+        text += "\n\n" + noise_floor(rows) + "\n\n" + notes(rows)
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"header": head, "rows": rows}, indent=2, default=str))

@@ -303,6 +303,14 @@ def random_inputs(name: str, seed: int = 0) -> dict[str, np.ndarray]:
 IMAGE_MODELS = ["efficientnet_lite1", "open_nsfw", "yolov8n_320", "ppocrv4_det"]
 OCR_MODELS = {"ppocrv4_rec": 320, "ppocr_cls": 192}  # name -> input width (height 48)
 TEXT_MODELS = ["minilm_l3", "transformer_encoder"]
+#: One 8-bit pixel level in each image model's input units (what its preprocessing divides by).
+PIXEL_STEP = {
+    "efficientnet_lite1": 1 / 128,
+    "open_nsfw": 1.0,
+    "yolov8n_320": 1 / 255,
+    "ppocrv4_det": 2 / 255,
+    **dict.fromkeys(OCR_MODELS, 2 / 255),
+}
 SPLIT_NAMES = ("calibration", "selection", "test")
 IMAGE_SPLIT_SIZES = {"calibration": 48, "selection": 24, "test": 120}  # image and OCR models
 TEXT_SPLIT_SIZES = {"calibration": 64, "selection": 32, "test": 128}  # = sentences per split
