@@ -15,6 +15,7 @@ from onnxslim.passes.rules import (
     matmul_add,
     reshape,
     residual,
+    transpose,
 )
 
 #: Inference-mode BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights.
@@ -28,6 +29,8 @@ LAYERNORM = layernorm.rules
 RESIDUAL_SUM = residual.rules
 #: Gelu written out (erf form, tanh form) -> Gelu (opset 20+).
 GELU = gelu.rules
+#: Transposes sunk through elementwise ops and reductions, so inverse pairs meet and cancel.
+TRANSPOSE = transpose.rules
 #: Per-channel constant Mul/Div/Add/Sub after a Conv (or before one) folded into its weights.
 CONV_AFFINE = conv_affine.rules
 #: Constant zero Pad before a Conv folded into the Conv's pads.
@@ -39,7 +42,6 @@ PAD_CONV = (
 MATMUL_ADD = matmul_add.rules
 #: Chains of data-movement ops collapsed; a Reshape to a traceable computed shape gets a constant.
 CHAINS = (
-    onnxscript_rules.transpose_transpose_rule,
     onnxscript_rules.reshape_reshape_rule,
     onnxscript_rules.unsqueeze_unsqueeze_rule,
     onnxscript_rules.cast_cast_rule,

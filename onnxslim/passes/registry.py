@@ -97,6 +97,12 @@ REGISTRY: tuple[PassSpec, ...] = (
         lambda _: RewriteRulesPass(fuse.GELU),
     ),
     PassSpec(
+        "sink-transposes",
+        "Transpose moved below elementwise ops (x op constant, op of two equal Transposes) and "
+        "reductions, so NHWC<->NCHW pairs meet and cancel",
+        lambda _: RewriteRulesPass(fuse.TRANSPOSE),
+    ),
+    PassSpec(
         "fuse-conv-affine",
         "per-channel constant Mul/Div/Add/Sub after a Conv (or before an unpadded one) "
         "folded into its weights and bias",

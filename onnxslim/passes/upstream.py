@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from onnxscript.optimizer import _constant_folding
 from onnxscript.rewriter import _ir_utils, _pattern_ir
-from onnxscript.rewriter.rules.common import _fuse_batchnorm, _fuse_hardswish, _matmul_add_to_gemm
+from onnxscript.rewriter.rules.common import (
+    _basic_rules,
+    _fuse_batchnorm,
+    _fuse_hardswish,
+    _matmul_add_to_gemm,
+)
 
 # constant folding (passes/fold.py)
 FoldConstantsPass = _constant_folding.FoldConstantsPass
@@ -23,6 +28,7 @@ HardSwishFusion = _fuse_hardswish.HardSwishFusion
 HardSigmoidFusion = _fuse_hardswish.HardSigmoidFusion
 HardSwishFusionFromHardSigmoid = _fuse_hardswish.HardSwishFusionFromHardSigmoid
 MatMulAddToGemm = _matmul_add_to_gemm.MatMulAddToGemm
+TransposeTranspose = _basic_rules.TransposeTranspose
 
 
 def pattern_op_types(rule) -> set[str]:

@@ -1,7 +1,7 @@
-"""Data-movement chains collapsed: cancelling Squeeze/Unsqueeze pairs, Slice+Slice, nested Concat.
+"""Data-movement chains collapsed: Transpose+Transpose (also when the inner one has other
+consumers), cancelling Squeeze/Unsqueeze pairs, Slice+Slice, nested Concat.
 
-(Transpose+Transpose, Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired
-in `fuse.CHAINS`.)
+(Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired in `fuse.CHAINS`.)
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
+from onnxslim.passes import upstream
 from onnxslim.passes.rules.common import (
     new_initializer,
     normalize_axes,
@@ -39,6 +40,18 @@ def _unsqueeze_axes(node: ir.Node) -> tuple[int, ...] | None:
     if axes is None:
         return None
     return normalize_axes(axes, len(dims) + axes.size if dims is not None else None)
+
+
+class TransposeTranspose(upstream.TransposeTranspose):
+    """Transpose(Transpose(x, p1), p2) -> x when p2 . p1 is the identity, else one Transpose.
+
+    onnxscript's rule, applied also when the inner Transpose has other consumers (it stays for
+    them): the outer node is replaced by at most one node, so the count never grows, and an
+    inverse pair is gone for the consumers that had it (TF exports' NHWC <-> NCHW round trips).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(remove_nodes=False)
 
 
 class CancellingPair(pattern.RewriteRuleClassBase):
@@ -187,6 +200,7 @@ def _same_axis(a: int | None, b: int | None, rank: int | None) -> bool:
 
 
 rules = (
+    TransposeTranspose.rule(),
     CancellingPair.rule("Unsqueeze", "Squeeze"),
     CancellingPair.rule("Squeeze", "Unsqueeze"),
     UnsqueezeTransposeSqueeze.rule(),

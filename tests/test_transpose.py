@@ -1,0 +1,279 @@
+"""Transpose sinking (`sink-transposes`) and Transpose pairs (`fuse-chains`): each rule on a tiny
+graph, outputs compared on ORT before/after; TF-style NHWC blocks; the zoo's open_nsfw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import ZOO_DIR
+from helpers import (
+    FLOAT,
+    assert_same_outputs,
+    const,
+    make_model,
+    node_count,
+    op_counts,
+    optimized_proto,
+    run,
+    vi,
+)
+from onnx import TensorProto, helper
+
+import onnxslim
+
+RNG = np.random.default_rng(0)
+NCHW_TO_NHWC = (0, 2, 3, 1)
+NHWC_TO_NCHW = (0, 3, 1, 2)
+
+
+def slim(model, **options):
+    """Optimize, assert ORT outputs match on two random inputs; return (op counts, proto)."""
+    optimized = optimized_proto(model, **options)
+    assert_same_outputs(model, optimized, seeds=(0, 1))
+    return op_counts(optimized), optimized
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def out(name, rank=4, dtype=FLOAT):
+    """A graph output of known rank, dims unknown."""
+    return vi(name, dtype, [None] * rank)
+
+
+def node(op_type, inputs, output, **attrs):
+    return helper.make_node(op_type, inputs, [output], **attrs)
+
+
+def transposed_then(ops, *, x_shape=(1, 3, 4, 5), perm=NCHW_TO_NHWC, back=True, rank=4):
+    """x -> Transpose(perm) -> ops... -> [Transpose(perm^-1)] -> y; each op (op_type, constant or
+    None, constant_first, attrs)."""
+    nodes, inits, last = [node("Transpose", ["x"], "t0", perm=list(perm))], [], "t0"
+    for i, (op_type, value, const_first, attrs) in enumerate(ops):
+        inputs = [last]
+        if value is not None:
+            inits.append(const(f"c{i}", value))
+            inputs = [f"c{i}", last] if const_first else [last, f"c{i}"]
+        nodes.append(node(op_type, inputs, f"t{i + 1}", **attrs))
+        last = f"t{i + 1}"
+    if back:
+        inverse = list(np.argsort(perm))
+        nodes.append(node("Transpose", [last], "y", perm=inverse))
+    else:
+        nodes[-1].output[0] = "y"
+    return make_model(nodes, [vi("x", FLOAT, x_shape)], [out("y", rank)], inits)
+
+
+@pytest.mark.parametrize(
+    ("op_type", "attrs"),
+    [
+        ("Relu", {}),
+        ("LeakyRelu", {"alpha": 0.2}),
+        ("Sigmoid", {}),
+        ("Tanh", {}),
+        ("Neg", {}),
+        ("Abs", {}),
+        ("Exp", {}),
+        ("Erf", {}),
+        ("HardSigmoid", {"alpha": 0.3}),
+        ("HardSwish", {}),
+    ],
+)
+def test_unary_op_between_inverse_transposes_leaves_no_transpose(op_type, attrs):
+    counts, _ = slim(transposed_then([(op_type, None, False, attrs)]))
+    assert counts == {op_type: 1}
+
+
+def test_clip_cast_and_sqrt_chain_keep_their_other_inputs():
+    nodes = [
+        node("Transpose", ["x"], "t", perm=list(NCHW_TO_NHWC)),
+        node("Abs", ["t"], "a"),
+        node("Sqrt", ["a"], "s"),
+        helper.make_node("Clip", ["s", "", "hi"], ["c"]),
+        node("Cast", ["c"], "d", to=TensorProto.DOUBLE),
+        node("Transpose", ["d"], "y", perm=list(NHWC_TO_NCHW)),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, (1, 3, 4, 5))],
+        [out("y", dtype=TensorProto.DOUBLE)],
+        [const("hi", np.float32(1.5))],
+    )
+    counts, _ = slim(model)
+    assert counts == {"Abs": 1, "Sqrt": 1, "Clip": 1, "Cast": 1}
+
+
+@pytest.mark.parametrize("op_type", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"])
+@pytest.mark.parametrize("const_first", [False, True])
+@pytest.mark.parametrize("shape", [(3,), (1, 1, 3), (4, 1, 1), (1, 4, 5, 3), ()])
+def test_binary_op_with_constant_between_inverse_transposes(op_type, const_first, shape):
+    value = np.abs(rand(*shape)) + 0.5  # positive: Div and Pow stay finite
+    counts, _ = slim(transposed_then([(op_type, value, const_first, {})]))
+    assert counts == {op_type: 1}
+
+
+def test_prelu_slope_moves_with_the_layout():
+    counts, _ = slim(transposed_then([("PRelu", rand(1, 1, 3), False, {})]))
+    assert counts == {"PRelu": 1}
+
+
+def test_constant_that_would_broadcast_the_tensor_stops_the_sinking():
+    # [2, 1, 1, 1, 1] has more dims than the transposed tensor: the result is rank 5
+    counts, _ = slim(transposed_then([("Add", rand(2, 1, 1, 1, 1), False, {})], back=False, rank=5))
+    assert counts == {"Transpose": 1, "Add": 1}
+
+
+def test_binary_op_of_two_equal_transposes_keeps_one():
+    nodes = [
+        node("Transpose", ["a"], "ta", perm=list(NCHW_TO_NHWC)),
+        node("Transpose", ["b"], "tb", perm=list(NCHW_TO_NHWC)),
+        node("Sub", ["ta", "tb"], "y"),
+    ]
+    model = make_model(
+        nodes,
+        [vi("a", FLOAT, (1, 3, 4, 5)), vi("b", FLOAT, (1, 3, 1, 5))],
+        [out("y")],
+    )
+    counts, optimized = slim(model)
+    assert counts == {"Sub": 1, "Transpose": 1}
+    assert optimized.graph.node[-1].op_type == "Transpose"  # the output keeps its layout
+
+
+def test_different_perms_are_left_alone():
+    nodes = [
+        node("Transpose", ["a"], "ta", perm=[0, 2, 3, 1]),
+        node("Transpose", ["b"], "tb", perm=[0, 1, 3, 2]),
+        node("Add", ["ta", "tb"], "y"),
+    ]
+    model = make_model(
+        nodes, [vi("a", FLOAT, (1, 4, 4, 4)), vi("b", FLOAT, (1, 4, 4, 4))], [out("y")]
+    )
+    counts, _ = slim(model)
+    assert counts == {"Transpose": 2, "Add": 1}
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("opset", [13, 18])
+def test_reduce_over_spatial_axes_of_nhwc_drops_the_transpose(keepdims, opset):
+    nodes = [node("Transpose", ["x"], "t", perm=list(NCHW_TO_NHWC))]
+    inits = []
+    if opset >= 18:
+        inits.append(const("axes", np.array([1, 2], dtype=np.int64)))
+        nodes.append(node("ReduceMean", ["t", "axes"], "y", keepdims=keepdims))
+    else:
+        nodes.append(node("ReduceMean", ["t"], "y", axes=[1, 2], keepdims=keepdims))
+    model = make_model(
+        nodes, [vi("x", FLOAT, (2, 3, 4, 5))], [out("y", 4 if keepdims else 2)], inits, opset=opset
+    )
+    counts, _ = slim(model)
+    # without keepdims the kept axes (N, C) come out in the same order: no Transpose is needed
+    assert counts == ({"ReduceMean": 1} if not keepdims else {"ReduceMean": 1, "Transpose": 1})
+
+
+def test_reduce_whose_kept_axes_change_order_keeps_a_transpose():
+    nodes = [
+        node("Transpose", ["x"], "t", perm=[2, 0, 1]),
+        node("ReduceSum", ["t", "axes"], "y", keepdims=0),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, (2, 3, 4))],
+        [out("y", 2)],
+        [const("axes", np.array([1], dtype=np.int64))],
+    )
+    counts, _ = slim(model)
+    assert counts == {"ReduceSum": 1, "Transpose": 1}
+
+
+def test_transpose_with_two_consumers_is_not_duplicated():
+    nodes = [
+        node("Transpose", ["x"], "t", perm=list(NCHW_TO_NHWC)),
+        node("Relu", ["t"], "y"),
+        node("Sigmoid", ["t"], "z"),
+    ]
+    model = make_model(nodes, [vi("x", FLOAT, (1, 3, 4, 5))], [out("y"), out("z")])
+    counts, _ = slim(model)
+    assert counts == {"Transpose": 1, "Relu": 1, "Sigmoid": 1}
+
+
+def test_transpose_feeding_a_graph_output_stays():
+    nodes = [
+        node("Transpose", ["x"], "t", perm=list(NCHW_TO_NHWC)),
+        node("Relu", ["t"], "y"),
+        node("Transpose", ["y"], "z", perm=list(NHWC_TO_NCHW)),
+    ]
+    model = make_model(nodes, [vi("x", FLOAT, (1, 3, 4, 5))], [out("t"), out("z")])
+    counts, optimized = slim(model)
+    assert counts == {"Transpose": 2, "Relu": 1}  # t is needed as it is: nothing moves past it
+    assert [o.name for o in optimized.graph.output] == ["t", "z"]
+
+
+def test_inverse_pair_cancels_when_the_inner_transpose_has_other_consumers():
+    nodes = [
+        node("Transpose", ["x"], "t", perm=list(NCHW_TO_NHWC)),
+        node("Transpose", ["t"], "back", perm=list(NHWC_TO_NCHW)),
+        node("Relu", ["back"], "y"),
+        node("Sigmoid", ["t"], "z"),
+    ]
+    model = make_model(nodes, [vi("x", FLOAT, (1, 3, 4, 5))], [out("y"), out("z")])
+    counts, _ = slim(model)
+    assert counts == {"Transpose": 1, "Relu": 1, "Sigmoid": 1}
+
+
+def tf_block(blocks=2, channels=4, size=6):
+    """A tf2onnx-style NHWC residual net: a stem, then per block Transpose -> Conv -> Transpose ->
+    Sub/Mul/Add (BatchNorm written out) -> Relu -> residual Add of the block input."""
+    nodes, inits, last = [], [], "x"
+    for b in range(blocks + 1):
+        nodes += [
+            node("Transpose", [last], f"in{b}", perm=list(NHWC_TO_NCHW)),
+            helper.make_node("Conv", [f"in{b}", f"w{b}"], [f"conv{b}"], pads=[1, 1, 1, 1]),
+            node("Transpose", [f"conv{b}"], f"out{b}", perm=list(NCHW_TO_NHWC)),
+            node("Sub", [f"out{b}", f"mean{b}"], f"sub{b}"),
+            node("Mul", [f"sub{b}", f"scale{b}"], f"mul{b}"),
+            node("Add", [f"mul{b}", f"beta{b}"], f"bn{b}"),
+            node("Relu", [f"bn{b}"], f"relu{b}"),
+        ]
+        if b:  # the stem (b = 0) has no residual
+            nodes.append(node("Add", [f"relu{b}", last], f"res{b}"))
+        inits += [
+            const(f"w{b}", rand(channels, channels, 3, 3) * 0.3),
+            const(f"mean{b}", rand(channels)),
+            const(f"scale{b}", np.abs(rand(channels)) + 0.5),
+            const(f"beta{b}", rand(channels)),
+        ]
+        last = f"res{b}" if b else f"relu{b}"
+    nodes.append(node("Relu", [last], "y"))
+    return make_model(nodes, [vi("x", FLOAT, (1, size, size, channels))], [out("y")], inits)
+
+
+def test_tf_style_blocks_collapse_to_conv_relu_with_transposes_only_at_the_boundary():
+    counts, optimized = slim(tf_block(blocks=2))
+    # Conv + Relu per block and the stem, the residual Adds; one Transpose in and one out
+    assert counts == {"Transpose": 2, "Conv": 3, "Relu": 4, "Add": 2}
+    assert optimized.graph.node[0].op_type == "Transpose"
+    assert optimized.graph.node[0].input[0] == "x"
+    assert optimized.graph.node[-1].op_type == "Transpose"
+    assert [o.name for o in optimized.graph.output] == ["y"]
+
+
+def test_sinking_can_be_skipped():
+    counts, _ = slim(tf_block(blocks=1), skip=["sink-transposes"])
+    assert counts["Transpose"] == 4 and counts["Sub"] == 2
+
+
+@pytest.mark.zoo
+def test_open_nsfw_has_fewer_nodes_than_ort_basic_and_same_outputs():
+    path = ZOO_DIR / "open_nsfw.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} not built: run `python models/zoo.py`")
+    optimized = optimized_proto(onnxslim.optimize(path, check=False))
+    counts = op_counts(optimized)
+    assert node_count(optimized) < 318  # ONNX Runtime's basic offline optimizer writes 318
+    assert counts.get("Transpose", 0) <= 1  # the NHWC input's
+    assert "Sub" not in counts and "Mul" not in counts  # BatchNorm folded into the Convs
+    rng = np.random.default_rng(0)
+    feeds = {"input_0": rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)}
+    for want, got in zip(run(path, feeds), run(optimized, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
