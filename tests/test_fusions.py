@@ -927,3 +927,20 @@ def test_flatten_by_a_batch_the_reshaped_tensor_may_not_have_kept(build):
         if extra_inputs:
             feeds["z"] = rand(4 - batch, 3, 9, 9)
         assert_same_outputs(model, optimized, feeds)
+
+
+def test_flatten_after_hundreds_of_residual_adds_becomes_zero_minus_one():
+    # each Add's operands both go back to the previous one: nested 200 deep, traced without
+    # recursion, each op once
+    body, weights, previous = [], [], "xp"
+    for k in range(200):
+        conv, w = _conv(f"b{k}", previous, f"b{k}", 3, 3, 1)
+        weights += [const(w[0].name, numpy_helper.to_array(w[0]) * 0.03), w[1]]
+        body += [conv, node("Add", [previous, f"b{k}"], f"s{k}")]
+        previous = f"s{k}"
+    body.append(node("GlobalAveragePool", [previous], "p"))
+    model = _padded_flatten(body, extra=weights)
+    optimized = optimized_proto(model)
+    assert "Shape" not in op_counts(optimized)
+    for batch in (1, 3):
+        assert_same_outputs(model, optimized, {"x": rand(batch, 3, 8, 8)}, rtol=1e-3, atol=1e-4)

@@ -35,9 +35,9 @@ definition:
   must agree there anyway; requiring the proof keeps a model that fails at run time failing);
 - Pad: (out, k) <- (in, k) when the pads of axis k are constant zeros (or k is not in `axes`).
 Resize, Reshape, MatMul, Gemm and anything else end the trace: their output is its own root.
-The trace is iterative along single-input chains, memoized per Reshape, and stops after
-_MAX_STEPS ops (and _MAX_NESTING nested broadcasts): a dim whose trace stops is its own root,
-which proves nothing but is never wrong, and a Reshape costs at most that many steps each round.
+The trace is depth first without recursion, memoized per Reshape (each op is looked at once per
+axis), and stops after _MAX_STEPS ops: a dim whose trace stops is its own root, which proves
+nothing but is never wrong, so a Reshape costs at most that many steps each round.
 """
 
 from __future__ import annotations
@@ -185,9 +185,8 @@ _MULTI_BROADCAST = frozenset(
     }
 )
 
-#: Bounds of one Reshape's dim traces (see the module docstring).
+#: Ops traced for one Reshape's dims (see the module docstring).
 _MAX_STEPS = 4096
-_MAX_NESTING = 64
 
 #: A dim: (tensor, axis >= 0).
 _Axis = tuple[ir.Value, int]
@@ -201,46 +200,54 @@ class _DimRoots:
         self._memo: dict[_Axis, _Axis] = {}
         self._steps = 0
 
-    def root(self, value: ir.Value, axis: int, nesting: int = 0) -> _Axis:
-        path: list[_Axis] = []
-        dim: _Axis = (value, axis)
-        while dim not in self._memo and self._steps < _MAX_STEPS:
-            self._steps += 1
-            path.append(dim)
-            source = self._step(*dim, nesting)
-            if source is None:
-                break
-            dim = source
-        found = self._memo.get(dim, dim)
-        for step in path:
-            self._memo[step] = found
-        return found
+    def root(self, value: ir.Value, axis: int) -> _Axis:
+        """The root of dim (value, axis): the common root of the dims it is made of (_sources),
+        or itself. Depth first without recursion (a ResNet's residual Adds nest hundreds deep)."""
+        start: _Axis = (value, axis)
+        stack, sources_of = [start], {}
+        while stack:
+            dim = stack[-1]
+            if dim in self._memo:
+                stack.pop()
+                continue
+            sources = sources_of.get(dim)
+            if sources is None:
+                if self._steps >= _MAX_STEPS:  # out of budget: its own root, proves nothing
+                    self._memo[dim] = dim
+                    continue
+                self._steps += 1
+                sources = sources_of[dim] = self._sources(*dim)
+                pending = [source for source in sources if source not in self._memo]
+                if pending:
+                    stack.extend(pending)
+                    continue
+            found = {self._memo[source] for source in sources}
+            self._memo[dim] = found.pop() if len(found) == 1 else dim
+            stack.pop()
+        return self._memo[start]
 
-    def _step(self, value: ir.Value, axis: int, nesting: int) -> _Axis | None:
-        """A dim equal to (value, axis) one op up, or None."""
+    @staticmethod
+    def _sources(value: ir.Value, axis: int) -> list[_Axis]:
+        """Dims one op up that (value, axis) equals when they all share a root; [] if none."""
         node = value.producer()
         if node is None or node.domain not in ("", "ai.onnx") or node.outputs[0] is not value:
-            return None
+            return []
         op, inputs = node.op_type, node.inputs
         if not inputs or inputs[0] is None:
-            return None
+            return []
         if op in _SAME_SHAPE or (op in _KEEPS_BATCH and axis == 0):
-            return inputs[0], axis
-        if op == "Transpose":
-            return _transposed(node, axis)
-        if op == "Pad":
-            return (inputs[0], axis) if _unpadded(node, axis) else None
-        if op in _MULTI_BROADCAST or op == "Concat":
-            if nesting >= _MAX_NESTING:
-                return None
-            operands = (
-                _concatenated(node, axis) if op == "Concat" else _broadcast_operands(node, axis)
-            )
-            if not operands:
-                return None
-            found = {self.root(*operand, nesting + 1) for operand in operands}
-            return found.pop() if len(found) == 1 else None
-        return None
+            sources = [(inputs[0], axis)]
+        elif op == "Transpose":
+            sources = _transposed(node, axis)
+        elif op == "Pad":
+            sources = [(inputs[0], axis)] if _unpadded(node, axis) else None
+        elif op == "Concat":
+            sources = _concatenated(node, axis)
+        elif op in _MULTI_BROADCAST:
+            sources = _broadcast_operands(node, axis)
+        else:
+            sources = None
+        return sources or []
 
 
 def _dims(value: ir.Value) -> tuple | None:
@@ -288,7 +295,7 @@ def _concatenated(node: ir.Node, axis: int) -> list[_Axis] | None:
     return [(value, axis) for value in node.inputs]
 
 
-def _transposed(node: ir.Node, axis: int) -> _Axis | None:
+def _transposed(node: ir.Node, axis: int) -> list[_Axis] | None:
     source = node.inputs[0]
     perm = node.attributes.get("perm")
     if perm is not None:
@@ -298,7 +305,7 @@ def _transposed(node: ir.Node, axis: int) -> _Axis | None:
         perm = list(reversed(range(rank))) if rank is not None else None
     if perm is None or not 0 <= axis < len(perm):
         return None
-    return source, perm[axis]
+    return [(source, perm[axis])]
 
 
 def _unpadded(node: ir.Node, axis: int) -> bool:
