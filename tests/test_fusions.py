@@ -746,3 +746,201 @@ def test_transpose_transpose_and_reshape_reshape_collapse():
     ]
     model = chain(steps, [2, 3, 4], 2, initializers=[axes("s1", [6, 4]), axes("s2", [4, 6])])
     assert slim(model) == {"Reshape": 1, "Relu": 1}
+
+
+# --- Reshape to a dim proved equal through the graph (EfficientNet's x.view(bs, -1)) -----------
+
+
+def _batch_flatten(body, inputs, source="x", extra=(), tail=()):
+    """`body` (nodes ending in "p"), then Reshape(p, Concat(Shape(source)[0], -1)) -> `tail`: the
+    flatten EfficientNet-PyTorch writes with `bs = inputs.size(0)` taken at the top of forward.
+
+    No value_info: shape inference alone names (or loses) the dims of the tensors in between.
+    """
+    nodes = [
+        *body,
+        node("Shape", [source], "sh"),
+        node("Gather", ["sh", "zero_scalar"], "n", axis=0),
+        node("Unsqueeze", ["n", "zero"], "n1"),
+        node("Concat", ["n1", "minus_one"], "target", axis=0),
+        node("Reshape", ["p", "target"], "flat" if tail else "y"),
+        *tail,
+    ]
+    inits = [
+        const("zero_scalar", np.array(0, np.int64)),
+        const("zero", np.array([0], np.int64)),
+        const("minus_one", np.array([-1], np.int64)),
+        *extra,
+    ]
+    return make_model(nodes, inputs, [vi("y", FLOAT, [None, None])], inits)
+
+
+def _conv(name, source, out, c_in, c_out, k, pads=None):
+    weight = const(f"{name}_w", RNG.standard_normal((c_out, c_in, k, k)).astype(np.float32) * 0.3)
+    bias = const(f"{name}_b", RNG.standard_normal(c_out).astype(np.float32))
+    pads = [k // 2] * 4 if pads is None else pads
+    return node("Conv", [source, f"{name}_w", f"{name}_b"], out, pads=pads), [weight, bias]
+
+
+def _efficientnet_flatten():
+    """x [N,3,8,8] -> Pad -> Conv -> Relu -> Add(Conv 1x1, Conv 3x3) -> GlobalAveragePool ->
+    flatten by Shape(x)[0] -> Gemm.
+
+    The pads are computed (ConstantOfShape, Concat: torch's ZeroPad2d), so shape inference names
+    no dim of the padded tensor, nor the batch dim of anything after it: only the graph proves it.
+    """
+    stem, w0 = _conv("c0", "xp", "c0", 3, 4, 3, pads=[0, 0, 0, 0])
+    left, w1 = _conv("c1", "r", "c1", 4, 4, 1)
+    right, w2 = _conv("c2", "r", "c2", 4, 4, 3)
+    body = [
+        helper.make_node(
+            "ConstantOfShape",
+            ["four"],
+            ["zeros"],
+            value=helper.make_tensor("v", TensorProto.INT64, [1], [0]),
+        ),
+        node("Concat", ["zeros", "spatial"], "pads", axis=0),
+        node("Pad", ["x", "pads"], "xp"),
+        stem,
+        node("Relu", ["c0"], "r"),
+        left,
+        right,
+        node("Add", ["c1", "c2"], "s"),
+        node("GlobalAveragePool", ["s"], "p"),
+    ]
+    fc = [
+        const("four", np.array([4], np.int64)),
+        const("spatial", np.array([0, 0, 1, 1], np.int64)),
+        const("fc_w", RNG.standard_normal((4, 5)).astype(np.float32)),
+        const("fc_b", RNG.standard_normal(5).astype(np.float32)),
+    ]
+    gemm = node("Gemm", ["flat", "fc_w", "fc_b"], "y")
+    inputs = [vi("x", FLOAT, ["N", 3, 8, 8])]
+    return _batch_flatten(body, inputs, extra=[*w0, *w1, *w2, *fc], tail=[gemm])
+
+
+def test_flatten_by_the_input_batch_through_convs_and_a_residual_add_becomes_zero_minus_one():
+    model = _efficientnet_flatten()
+    optimized = optimized_proto(model)
+    counts = op_counts(optimized)
+    assert not {"Shape", "Gather", "Unsqueeze", "Concat"} & set(counts), counts
+    reshape = next(n for n in optimized.graph.node if n.op_type == "Reshape")
+    shapes = {t.name: numpy_helper.to_array(t).tolist() for t in optimized.graph.initializer}
+    assert shapes[reshape.input[1]] == [0, -1]
+    for batch in (1, 3):
+        assert_same_outputs(model, optimized, {"x": rand(batch, 3, 8, 8)})
+
+
+def _padded_flatten(body, extra_inputs=(), extra=()):
+    """x [N,3,8,8] -> Pad by computed pads to xp [N,3,9,9] (no dim of it named) -> `body`
+    (ending in "p") -> Reshape(p, Concat(Shape(x)[0], -1))."""
+    pad = [
+        helper.make_node(
+            "ConstantOfShape",
+            ["four"],
+            ["zeros"],
+            value=helper.make_tensor("v", TensorProto.INT64, [1], [0]),
+        ),
+        node("Concat", ["zeros", "spatial"], "pads", axis=0),
+        node("Pad", ["x", "pads"], "xp"),
+    ]
+    inits = [
+        const("four", np.array([4], np.int64)),
+        const("spatial", np.array([0, 0, 1, 1], np.int64)),
+        *extra,
+    ]
+    inputs = [vi("x", FLOAT, ["N", 3, 8, 8]), *extra_inputs]
+    return _batch_flatten([*pad, *body], inputs, extra=inits)
+
+
+def _transposes():
+    return [
+        node("Transpose", ["xp"], "t", perm=[2, 0, 1, 3]),  # [H, N, C, W]
+        node("Relu", ["t"], "r"),
+        node("Transpose", ["r"], "p", perm=[1, 2, 0, 3]),  # [N, C, H, W]
+    ], []
+
+
+def _channel_concat():
+    left, w1 = _conv("c1", "xp", "c1", 3, 2, 3)
+    right, w2 = _conv("c2", "xp", "c2", 3, 4, 1)
+    body = [left, right, node("Concat", ["c1", "c2"], "c", axis=1)]
+    return [*body, node("GlobalAveragePool", ["c"], "p")], [*w1, *w2]
+
+
+def _zero_padded_on_batch():
+    pads = const("pads2", np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64))
+    return [
+        node("Pad", ["xp", "pads2"], "q"),
+        node("MaxPool", ["q"], "m", kernel_shape=[2, 2]),
+        node("Mul", ["m", "bias"], "p"),
+    ], [pads, const("bias", np.full((3, 1, 1), 0.5, np.float32))]
+
+
+@pytest.mark.parametrize("build", [_transposes, _channel_concat, _zero_padded_on_batch])
+def test_flatten_by_a_batch_traced_through_the_graph_becomes_zero_minus_one(build):
+    body, extra = build()
+    model = _padded_flatten(body, extra=extra)
+    optimized = optimized_proto(model)
+    assert "Shape" not in op_counts(optimized), op_counts(optimized)
+    for batch in (1, 3):
+        assert_same_outputs(model, optimized, {"x": rand(batch, 3, 8, 8)})
+
+
+def _batch_moved():
+    return [node("Transpose", ["xp"], "t", perm=[1, 0, 2, 3]), node("Relu", ["t"], "p")], []
+
+
+def _batch_reshaped():
+    return [node("Reshape", ["xp", "rows"], "p")], [const("rows", np.array([-1, 9], np.int64))]
+
+
+def _batch_padded():
+    pads = const("pads2", np.array([1, 0, 0, 0, 0, 0, 0, 0], np.int64))
+    return [node("Pad", ["xp", "pads2"], "p")], [pads]
+
+
+def _batch_broadcast():
+    # xp [N,...] + z [M,...]: with N = 1 the sum has z's batch, not x's
+    return [node("Add", ["xp", "z"], "p")], []
+
+
+def _batch_of_a_matmul():
+    # [N,3,9,9] @ [9,9] keeps N, but MatMul is not traced: [9,9] @ [N,3,9,9] would not
+    return [node("MatMul", ["square", "xp"], "p")], [
+        const("square", RNG.standard_normal((9, 9)).astype(np.float32))
+    ]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [_batch_moved, _batch_reshaped, _batch_padded, _batch_broadcast, _batch_of_a_matmul],
+)
+def test_flatten_by_a_batch_the_reshaped_tensor_may_not_have_kept(build):
+    body, extra = build()
+    extra_inputs = [vi("z", FLOAT, ["M", 3, 9, 9])] if build is _batch_broadcast else []
+    model = _padded_flatten(body, extra_inputs, extra)
+    optimized = optimized_proto(model, check=False)
+    assert op_counts(optimized)["Shape"] == 1
+    for batch in (1, 3):
+        feeds = {"x": rand(batch if extra_inputs else 3, 3, 8, 8)}
+        if extra_inputs:
+            feeds["z"] = rand(4 - batch, 3, 9, 9)
+        assert_same_outputs(model, optimized, feeds)
+
+
+def test_flatten_after_hundreds_of_residual_adds_becomes_zero_minus_one():
+    # each Add's operands both go back to the previous one: nested 200 deep, traced without
+    # recursion, each op once
+    body, weights, previous = [], [], "xp"
+    for k in range(200):
+        conv, w = _conv(f"b{k}", previous, f"b{k}", 3, 3, 1)
+        weights += [const(w[0].name, numpy_helper.to_array(w[0]) * 0.03), w[1]]
+        body += [conv, node("Add", [previous, f"b{k}"], f"s{k}")]
+        previous = f"s{k}"
+    body.append(node("GlobalAveragePool", [previous], "p"))
+    model = _padded_flatten(body, extra=weights)
+    optimized = optimized_proto(model)
+    assert "Shape" not in op_counts(optimized)
+    for batch in (1, 3):
+        assert_same_outputs(model, optimized, {"x": rand(batch, 3, 8, 8)}, rtol=1e-3, atol=1e-4)

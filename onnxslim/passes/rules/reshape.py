@@ -14,6 +14,30 @@ is therefore 0 in the constant shape; the new Reshape has allowzero=0. With allo
 a literal 0: copying is still exact when s has no literal 0 (s[j] = x.shape[j] at run time either
 way); with a literal 0, neither 0 (copy) nor -1 (invalid beside a 0) can stand for a traced dim,
 and the Reshape is left as it is.
+
+Dims proved equal through the graph (EfficientNet's `bs = inputs.size(0)` at the top of forward,
+`x.view(bs, -1)` after the pooling: shape inference names the pooled batch dim apart from the
+input's). A dim (v, k) is traced up to its root, a dim (r, m) it provably equals; two dims with
+the same root are equal at run time, whatever the values. Each step keeps the dim by the op's
+definition:
+- ops whose output has the shape of input 0 (Relu, Cast, Clip, Softmax, BatchNormalization, ...):
+  (out, k) <- (in, k);
+- Conv, ConvTranspose, the pools (Max, Average, Lp, Global*), LRN, DepthToSpace, SpaceToDepth:
+  their output is N x ... for an input N x ...: (out, 0) <- (in, 0), other axes not;
+- multidirectional broadcasting (Add, Mul, Where, Max, ...; every operand's rank known): operands
+  are aligned from the right, so out axis k is operand axis k - (rank(out) - rank(operand)); an
+  operand without that axis, or with a static 1 there, leaves the dim to the others (max(1, d) is d,
+  and 1 broadcasts to 0 too); the remaining operands must all trace to the same root, and then out
+  has it (two unrelated dims d and e broadcast to whichever is not 1: provably neither). A constant
+  bias ([C, 1, 1], a scalar) is thereby transparent on the axes where it is 1 or absent;
+- Transpose: (out, j) <- (in, perm[j]) (perm defaults to the reversed axes: the rank must be known);
+- Concat on axis a: (out, k) for k != a when every input traces to the same root at k (the inputs
+  must agree there anyway; requiring the proof keeps a model that fails at run time failing);
+- Pad: (out, k) <- (in, k) when the pads of axis k are constant zeros (or k is not in `axes`).
+Resize, Reshape, MatMul, Gemm and anything else end the trace: their output is its own root.
+The trace is depth first without recursion, memoized per Reshape (each op is looked at once per
+axis), and stops after _MAX_STEPS ops: a dim whose trace stops is its own root, which proves
+nothing but is never wrong, so a Reshape costs at most that many steps each round.
 """
 
 from __future__ import annotations
@@ -25,7 +49,14 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.passes.rules.common import constant, keeps_shape, new_initializer, slice_params
+from onnxslim.passes.rules.common import (
+    constant,
+    keeps_shape,
+    new_initializer,
+    normalize_axes,
+    parameter,
+    slice_params,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,29 +102,35 @@ def _target(x: ir.Value, shape: ir.Value, out: ir.Value) -> np.ndarray | None:
     if out.producer().attributes.get_int("allowzero", 0) and 0 in elements:
         return None
     dims = list(x.shape.dims) if x.shape is not None else []
-    root = _shape_root(x)
-    target = [
-        element if isinstance(element, int) else 0 if _same_dim(element, j, dims, root) else -1
-        for j, element in enumerate(elements)
-    ]
+    root, roots = _shape_root(x), _DimRoots()
+    target = []
+    for j, element in enumerate(elements):
+        if not isinstance(element, int):
+            element = 0 if _same_dim(element, j, dims, root, x, roots) else -1
+        target.append(element)
     if target.count(-1) > 1:
         return None
     return np.array(target, dtype=np.int64)
 
 
-def _same_dim(element: Dim, j: int, dims: list, root: ir.Value) -> bool:
-    """Whether `element` is dim j of the reshaped tensor (whose dims are `dims`, [] if unknown)."""
+def _same_dim(
+    element: Dim, j: int, dims: list, root: ir.Value, x: ir.Value, roots: _DimRoots
+) -> bool:
+    """Whether `element` is dim j of the reshaped tensor x (whose dims are `dims`, [] if unknown;
+    `root` its _shape_root; `roots` the dim roots traced so far for this Reshape)."""
     if not isinstance(element, DimOf):
         return False
     if element.index == j and _shape_root(element.value) is root:
         return True
     symbol = dims[j] if j < len(dims) else None
-    return (
+    if (
         element.symbol is not None
         and isinstance(symbol, ir.SymbolicDim)
         and symbol.value is not None
         and element.symbol == symbol
-    )
+    ):
+        return True
+    return roots.root(element.value, element.index) == roots.root(x, j)
 
 
 #: Ops whose output 0 has the shape of their input 0.
@@ -129,6 +166,169 @@ def _shape_root(value: ir.Value) -> ir.Value:
             break
         value = source
     return value
+
+
+#: Ops whose output 0 keeps the batch dim (axis 0) of input 0: N x C x ... -> N x M x ...
+_KEEPS_BATCH = frozenset(
+    {
+        *("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool"),
+        *("GlobalMaxPool", "GlobalLpPool", "LRN", "DepthToSpace", "SpaceToDepth"),
+    }
+)
+
+#: Ops broadcasting all their inputs multidirectionally (numpy-style) to the output's shape.
+_MULTI_BROADCAST = frozenset(
+    {
+        *_BROADCAST,
+        *("Sum", "Max", "Min", "Mean", "Mod", "Where", "PRelu", "BitShift"),
+        *("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"),
+    }
+)
+
+#: Ops traced for one Reshape's dims (see the module docstring).
+_MAX_STEPS = 4096
+
+#: A dim: (tensor, axis >= 0).
+_Axis = tuple[ir.Value, int]
+
+
+class _DimRoots:
+    """Roots of dims (value, axis): dims with the same root are equal at run time. Memoized; only
+    valid while the graph does not change (one per Reshape checked)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[_Axis, _Axis] = {}
+        self._steps = 0
+
+    def root(self, value: ir.Value, axis: int) -> _Axis:
+        """The root of dim (value, axis): the common root of the dims it is made of (_sources),
+        or itself. Depth first without recursion (a ResNet's residual Adds nest hundreds deep)."""
+        start: _Axis = (value, axis)
+        stack, sources_of = [start], {}
+        while stack:
+            dim = stack[-1]
+            if dim in self._memo:
+                stack.pop()
+                continue
+            sources = sources_of.get(dim)
+            if sources is None:
+                if self._steps >= _MAX_STEPS:  # out of budget: its own root, proves nothing
+                    self._memo[dim] = dim
+                    continue
+                self._steps += 1
+                sources = sources_of[dim] = self._sources(*dim)
+                pending = [source for source in sources if source not in self._memo]
+                if pending:
+                    stack.extend(pending)
+                    continue
+            found = {self._memo[source] for source in sources}
+            self._memo[dim] = found.pop() if len(found) == 1 else dim
+            stack.pop()
+        return self._memo[start]
+
+    @staticmethod
+    def _sources(value: ir.Value, axis: int) -> list[_Axis]:
+        """Dims one op up that (value, axis) equals when they all share a root; [] if none."""
+        node = value.producer()
+        if node is None or node.domain not in ("", "ai.onnx") or node.outputs[0] is not value:
+            return []
+        op, inputs = node.op_type, node.inputs
+        if not inputs or inputs[0] is None:
+            return []
+        if op in _SAME_SHAPE or (op in _KEEPS_BATCH and axis == 0):
+            sources = [(inputs[0], axis)]
+        elif op == "Transpose":
+            sources = _transposed(node, axis)
+        elif op == "Pad":
+            sources = [(inputs[0], axis)] if _unpadded(node, axis) else None
+        elif op == "Concat":
+            sources = _concatenated(node, axis)
+        elif op in _MULTI_BROADCAST:
+            sources = _broadcast_operands(node, axis)
+        else:
+            sources = None
+        return sources or []
+
+
+def _dims(value: ir.Value) -> tuple | None:
+    """The value's dims (static ints or symbolic), from its data if only that gives them."""
+    if value.shape is not None:
+        return tuple(value.shape.dims)
+    array = constant(value)
+    return array.shape if array is not None else None
+
+
+def _rank(value: ir.Value) -> int | None:
+    dims = _dims(value)
+    return len(dims) if dims is not None else None
+
+
+def _broadcast_operands(node: ir.Node, axis: int) -> list[_Axis] | None:
+    """The operands' dims that out axis `axis` is the broadcast of, leaving out the absent ones
+    and static 1s; None if a rank is unknown or an input is missing.
+
+    Add, Mul, ... before opset 7 broadcast by a `broadcast`/`axis` attribute from `axis` on, not
+    from the right: not traced.
+    """
+    if None in node.inputs or "broadcast" in node.attributes:
+        return None
+    shapes = [_dims(value) for value in node.inputs]
+    if None in shapes:
+        return None
+    rank = max(len(dims) for dims in shapes)
+    operands = []
+    for value, dims in zip(node.inputs, shapes):
+        at = axis - (rank - len(dims))
+        if at < 0 or (isinstance(dims[at], int) and dims[at] == 1):
+            continue
+        operands.append((value, at))
+    return operands
+
+
+def _concatenated(node: ir.Node, axis: int) -> list[_Axis] | None:
+    """Concat's inputs at `axis` when it is not the concatenated axis; None otherwise."""
+    ranks = {_rank(value) for value in node.inputs if value is not None}
+    ranks.discard(None)
+    joined = normalize_axes([node.attributes.get_int("axis", 0)], ranks.pop() if ranks else None)
+    if None in node.inputs or joined is None or joined[0] == axis:
+        return None
+    return [(value, axis) for value in node.inputs]
+
+
+def _transposed(node: ir.Node, axis: int) -> list[_Axis] | None:
+    source = node.inputs[0]
+    perm = node.attributes.get("perm")
+    if perm is not None:
+        perm = perm.as_ints()
+    else:
+        rank = _rank(source)
+        perm = list(reversed(range(rank))) if rank is not None else None
+    if perm is None or not 0 <= axis < len(perm):
+        return None
+    return [(source, perm[axis])]
+
+
+def _unpadded(node: ir.Node, axis: int) -> bool:
+    """Whether Pad leaves axis `axis` unpadded: its pads there are constant zeros."""
+    pads = parameter(node, "pads", 1)
+    if pads is None or pads.ndim != 1 or pads.size % 2:
+        return False
+    count = pads.size // 2
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        given = constant(node.inputs[3])
+        axes = (
+            normalize_axes(given.reshape(-1), _rank(node.inputs[0])) if given is not None else None
+        )
+        if axes is None or len(axes) != count:
+            return False
+        if axis not in axes:
+            return True
+        at = axes.index(axis)
+    elif axis < count:
+        at = axis
+    else:
+        return False
+    return int(pads[at]) == 0 and int(pads[at + count]) == 0
 
 
 def _keeping_operand(a: ir.Value, b: ir.Value) -> ir.Value | None:
