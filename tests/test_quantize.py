@@ -820,3 +820,13 @@ def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured(
     kept = ": kept (" in notes[0]
     assert ("int8-stored weights" in report.kept_float.get("conv1", "")) is kept
     assert (first.op_type == "Conv") is kept  # QDQ Conv: ORT fuses it unless kept in float
+
+
+def test_the_input_layer_is_found_past_layout_ops():
+    nhwc = cnn()
+    graph = nhwc.graph
+    graph.input[0].CopyFrom(vi("x_nhwc", FLOAT, [1, 16, 16, 3]))
+    graph.node.insert(0, helper.make_node("Transpose", ["x_nhwc"], ["x"], perm=[0, 3, 1, 2]))
+    data = [{"x_nhwc": s["x"].transpose(0, 2, 3, 1)} for s in samples(20)]
+    report = quantize(nhwc, data, **{**FAST, "target": "auto", "measure_latency": True}).report
+    assert any(n.startswith("1 input layer(s) computing in float:") for n in report.notes)

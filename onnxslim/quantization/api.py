@@ -531,16 +531,25 @@ def _float_depthwise(info: BuildInfo) -> list[str]:
     return [name for name, why in info.kept_float.items() if DEPTHWISE_IN_FLOAT in why]
 
 
+#: Ops that move or reshape a graph input without computing on it (_input_layers looks past them).
+LAYOUT_OPS = frozenset(
+    {"Transpose", "Pad", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Identity"}
+)
+
+
 def _input_layers(model: ir.Model, info: BuildInfo) -> list[str]:
-    """The int8 weighted nodes that read a graph input: few weights per output each (a 3-channel
-    stem conv: 27), so rounding them costs the most accuracy, at little of the compute."""
+    """The int8 weighted nodes that read a graph input (past layout ops: Transpose, Pad, ...):
+    few weights per output each (a 3-channel stem conv: 27), so rounding them costs the most
+    accuracy, at little of the compute."""
     quantized = set(info.plan.nodes)
-    return sorted(
-        node.name
-        for value in model.graph.inputs
-        for node, _ in value.uses()
-        if node.name in quantized and RULES[info.op_types[node.name]].kind == WEIGHTED
-    )
+    found, values = set(), list(model.graph.inputs)
+    while values:
+        for node, _ in values.pop().uses():
+            if node.op_type in LAYOUT_OPS and node.domain in ("", "ai.onnx"):
+                values.extend(node.outputs)
+            elif node.name in quantized and RULES[info.op_types[node.name]].kind == WEIGHTED:
+                found.add(node.name)
+    return sorted(found)
 
 
 @dataclasses.dataclass
