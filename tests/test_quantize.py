@@ -319,7 +319,7 @@ def test_require_speedup(monkeypatch):
     import onnxslim.quantization.api as q
 
     float_ms, int8_ms = Latency(1.0, 1.0, 1.0, 1.0), Latency(2.0, 2.0, 2.0, 2.0)
-    monkeypatch.setattr(q, "_latency", lambda *a, **k: (float_ms, int8_ms))
+    monkeypatch.setattr(q, "_latency", lambda *a, **k: {"float": float_ms, "int8": int8_ms})
     with pytest.raises(CheckFailedError, match="not faster"):
         quantize(cnn(), samples(), require_speedup=True, **{**FAST, "measure_latency": True})
     result = quantize(cnn(), samples(), **{**FAST, "measure_latency": True})
@@ -830,3 +830,18 @@ def test_the_input_layer_is_found_past_layout_ops():
     data = [{"x_nhwc": s["x"].transpose(0, 2, 3, 1)} for s in samples(20)]
     report = quantize(nhwc, data, **{**FAST, "target": "auto", "measure_latency": True}).report
     assert any(n.startswith("1 input layer(s) computing in float:") for n in report.notes)
+
+
+def test_int8_not_faster_than_the_lossless_float_model_is_called_out(monkeypatch):
+    import onnxslim.quantization.api as q
+
+    same = Latency(1.0, 1.0, 1.0, 1.0)
+    timed = {"float": Latency(2.0, 2.0, 2.0, 2.0), "int8": same, "lossless": same}
+    monkeypatch.setattr(q, "_latency", lambda *a, **k: timed)
+    options = {**FAST, "measure_latency": True, "optimize": True}
+    report = quantize(cnn(), samples(), **options).report
+    assert report.latency_lossless_ms == 1.0 and report.speedup == 2.0
+    assert any("INT8 is not faster than onnxslim's lossless float model" in n for n in report.notes)
+    timed["lossless"] = Latency(1.5, 1.5, 1.5, 1.5)
+    report = quantize(cnn(), samples(), **options).report
+    assert not any("lossless float model" in n for n in report.notes)

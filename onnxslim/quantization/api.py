@@ -234,11 +234,24 @@ def quantize(
         layers=outcome.layers,
     )
     if config.measure_latency:
-        models = [quantized, outcome.all_int8] if outcome.all_int8 else [quantized]
-        float_latency, int8_latency, *all_int8 = _latency(reference, models, (test or selection)[0])
-        report.latency_float_ms, report.latency_int8_ms = float_latency.median, int8_latency.median
-        if all_int8:
-            report.notes.append(_fallback_cost(len(outcome.fallback), int8_latency, all_int8[0]))
+        timed = _latency(
+            reference,
+            {
+                "int8": quantized,
+                "all int8": outcome.all_int8,
+                "lossless": float_model if config.optimize else None,
+            },
+            (test or selection)[0],
+        )
+        report.latency_float_ms = timed["float"].median
+        report.latency_int8_ms = timed["int8"].median
+        if "all int8" in timed:
+            report.notes.append(
+                _fallback_cost(len(outcome.fallback), timed["int8"], timed["all int8"])
+            )
+        if "lossless" in timed:
+            report.latency_lossless_ms = timed["lossless"].median
+            report.notes += _lossless_note(timed["int8"], timed["lossless"])
         if report.speedup < 1.0:
             message = (
                 f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
@@ -642,18 +655,34 @@ def _names(model: ir.Model) -> set[str]:
     return {n.name for n in model.graph} | {v.name for n in model.graph for v in n.outputs}
 
 
-def _latency(reference: bytes, quantized: list[ir.Model], sample, runs: int = 30) -> list[Latency]:
-    """Single-thread latency of the float model, then of each `quantized` one, runs interleaved
-    after warm-up."""
+def _latency(
+    reference: bytes, models: Mapping[str, ir.Model | None], sample, runs: int = 30
+) -> dict[str, Latency]:
+    """Single-thread latency of the float model ("float") and of each of `models` given (None:
+    skipped), by label, runs interleaved after warm-up."""
+    given = {label: ir.to_proto(model) for label, model in models.items() if model is not None}
     report = benchmark(
-        [onnx.ModelProto.FromString(reference), *map(ir.to_proto, quantized)],
+        {"float": onnx.ModelProto.FromString(reference), **given},
         inputs=[sample],
         runs=runs,
         warmup=5,
         measure_memory=False,
         progress=False,
     )
-    return [model.latency for model in report.models]
+    return {model.name: model.latency for model in report.models}
+
+
+def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
+    """A warning when INT8 is not measurably faster than the lossless float model it was made from
+    (timed side by side): that model keeps full accuracy."""
+    ratio = int8.median / lossless.median
+    if timing_verdict(ratio, int8.min / lossless.min) == "faster":
+        return []
+    return [
+        f"warning: INT8 is not faster than onnxslim's lossless float model on this CPU "
+        f"({int8.median:.2f} ms vs {lossless.median:.2f} ms, {ratio:.2f}x): that model (without "
+        "--int8) runs as fast with no drift"
+    ]
 
 
 def _fallback_cost(count: int, final: Latency, all_int8: Latency) -> str:

@@ -53,6 +53,7 @@ class QuantizeReport:
     violations: list[str]
     latency_float_ms: float | None = None
     latency_int8_ms: float | None = None
+    latency_lossless_ms: float | None = None  # onnxslim's lossless float model, timed alongside
     notes: list[str] = dataclasses.field(default_factory=list)
     equalized_pairs: int = 0  # Conv pairs rescaled by cross-layer equalization
     bias_correction: bool = False

@@ -374,6 +374,15 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
                 f"{1 / report.speedup:.2f}x (speedup {report.speedup:.2f}x)",
             ]
         )
+    if report.latency_lossless_ms and report.latency_int8_ms:
+        rows.append(
+            [
+                "latency vs lossless float",
+                f"{report.latency_lossless_ms:.2f} ms",
+                f"{report.latency_int8_ms:.2f} ms",
+                ratio(report.latency_lossless_ms, report.latency_int8_ms),
+            ]
+        )
     quantized = ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
     rows.append(["quantized nodes", "", quantized or "none", ""])
     return rows
