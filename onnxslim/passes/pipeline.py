@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import first_line
 from onnxslim.model.external import call_onnx_api
+from onnxslim.model.graph import node_count, subgraphs
 from onnxslim.passes import dims, prune, registry
 from onnxslim.passes.registry import PassOptions, PassSpec
 
@@ -78,7 +79,7 @@ def run_passes(
 
 
 def _nodes(model: ir.Model) -> int:
-    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
+    return node_count(model.graph)
 
 
 def infer_shapes(model: ir.Model) -> None:
@@ -95,12 +96,19 @@ def infer_shapes(model: ir.Model) -> None:
         )
 
     try:
-        inferred = ir.serde.deserialize_model(call_onnx_api(infer, model))
+        proto = call_onnx_api(infer, model)
+        if subgraphs(model.graph) or _has_subgraphs(proto.graph):
+            inferred = ir.serde.deserialize_model(proto)
+            pairs = [
+                (graph, ir.convenience.create_value_mapping(inferred_graph))
+                for graph, inferred_graph in zip(model.graphs(), inferred.graphs())
+            ]
+        else:  # one graph: its types read from the proto, not a whole deserialized model
+            pairs = [(model.graph, _inferred_types(proto.graph))]
     except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))
         return
-    for graph, inferred_graph in zip(model.graphs(), inferred.graphs()):
-        found = ir.convenience.create_value_mapping(inferred_graph)
+    for graph, found in pairs:
         for name, value in ir.convenience.create_value_mapping(graph).items():
             other = found.get(name)
             if other is None:
@@ -109,3 +117,57 @@ def infer_shapes(model: ir.Model) -> None:
                 value.type = other.type
             if other.shape is not None and value.shape != other.shape:
                 value.shape = other.shape
+
+
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(
+        attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for node in graph.node
+        for attr in node.attribute
+    )
+
+
+def _inferred_types(graph: onnx.GraphProto) -> dict[str, ir.Value]:
+    """The values of a graph without subgraphs with the type and shape `ir.serde` would give them
+    on deserializing it (the value_info of node outputs and initializers, an initializer's own
+    type otherwise, graph inputs and outputs as declared), without deserializing its nodes and
+    tensors. Only names that get a type or a shape are mapped.
+    """
+    found: dict[str, ir.Value] = {}
+
+    def typed(info: onnx.ValueInfoProto) -> ir.Value:
+        return ir.Value(
+            name=info.name,
+            type=ir.serde.deserialize_type_proto_for_type(info.type),
+            shape=ir.serde.deserialize_type_proto_for_shape(info.type),
+        )
+
+    for info in graph.input:
+        found.setdefault(info.name, typed(info))
+    value_info = {info.name: info for info in graph.value_info}
+    declared = {info.name for info in graph.input}
+    for tensor in graph.initializer:
+        if not tensor.name or tensor.name in declared:
+            continue
+        declared.add(tensor.name)
+        if tensor.name in value_info:
+            found[tensor.name] = typed(value_info[tensor.name])
+        else:
+            found[tensor.name] = ir.Value(
+                name=tensor.name,
+                type=ir.TensorType(ir.DataType(tensor.data_type)),
+                shape=ir.Shape(tensor.dims),
+            )
+    for node in graph.node:
+        for name in node.output:
+            if not name:
+                continue
+            if name in declared:  # as ir.serde refuses it
+                raise ValueError(f"output {name!r} is redeclared: the model is invalid")
+            declared.add(name)
+            if name in value_info:
+                found[name] = typed(value_info[name])
+    for info in graph.output:
+        if info.name in declared:
+            found[info.name] = typed(info)
+    return found
