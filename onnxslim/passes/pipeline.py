@@ -31,35 +31,43 @@ def run_passes(
     options: PassOptions,
     on_pass: Callable[[str], None] | None = None,
     history: list[tuple[int | str, str, int, int]] | None = None,
+    proto: onnx.ModelProto | None = None,
 ) -> tuple[int, Counter[str]]:
     """Run setup passes, round passes until nothing changes (<= MAX_ROUNDS), then finish passes.
 
     `history`, when given, receives (round number or "setup"/"finish", pass name, nodes before,
-    nodes after) for every pass run that changed the model.
+    nodes after) for every pass run that changed the model. `proto`, when given, is what
+    `call_onnx_api` made of `model` as given (for the onnx checker): shape inference reuses it
+    when the setup passes leave the model unchanged, instead of serializing the model again.
     """
     applied: Counter[str] = Counter()
+    counted: list[int] = []  # the node count while the model is unchanged
 
     def run(spec: PassSpec) -> bool:
         if on_pass:
             on_pass(spec.name)
-        nodes = _nodes(model) if history is not None else 0
+        if history is not None and not counted:
+            counted.append(_nodes(model))
         modified = spec.build(options)(model).modified
         applied[spec.name] += modified
         if modified and history is not None:
             stage = rounds if spec.stage == "round" else spec.stage
-            history.append((stage, spec.name, nodes, _nodes(model)))
+            before = counted.pop()
+            counted.append(_nodes(model))
+            history.append((stage, spec.name, before, counted[-1]))
         return modified
 
     # Invariants every pass relies on, so not skippable: the default opset imported as "", and
     # placeholder dim names ("?") that promise no equality.
-    prune.NormalizeOpsetImports()(model)
-    dims.forget_placeholder_dims(model)
+    changed = prune.NormalizeOpsetImports()(model).modified
+    changed |= dims.forget_placeholder_dims(model)
     options.budget.start(model)  # the size budget counts from the model as given
     for spec in specs:
         if spec.stage == "setup":
-            run(spec)
+            changed |= run(spec)
     rounds, version, clean_at = 0, 0, {}
-    infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
+    # later rounds rely on the folder's node-by-node inference, much cheaper
+    infer_shapes(model, None if changed else proto)
     while rounds < MAX_ROUNDS:
         rounds += 1
         start = version
@@ -82,9 +90,10 @@ def _nodes(model: ir.Model) -> int:
     return node_count(model.graph)
 
 
-def infer_shapes(model: ir.Model) -> None:
+def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
     """Refresh value types and shapes with onnx shape inference; a model it cannot handle is left
-    as is.
+    as is. `proto`: what `call_onnx_api` hands onnx for `model` as it is now, when the caller has
+    it (serializing a large model takes long).
 
     Unlike onnx-ir's ShapeInferencePass, which copies only the element type (a sequence of float
     tensors would become a float tensor, which ONNX Runtime then refuses), whole types are copied.
@@ -96,7 +105,7 @@ def infer_shapes(model: ir.Model) -> None:
         )
 
     try:
-        proto = call_onnx_api(infer, model)
+        proto = call_onnx_api(infer, model) if proto is None else infer(proto)
         if subgraphs(model.graph) or _has_subgraphs(proto.graph):
             inferred = ir.serde.deserialize_model(proto)
             pairs = [
