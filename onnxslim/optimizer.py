@@ -81,11 +81,17 @@ class OptimizeResult:
         }
 
 
-def _checker_error(model: ir.Model) -> str | None:
+def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
     """What the onnx checker says about the model (None: nothing); large weights are left out
-    of its proto."""
+    of its proto, which is appended to `keep` when given (shape inference can reuse it)."""
+
+    def check(proto: onnx.ModelProto) -> None:
+        if keep is not None:
+            keep.append(proto)
+        onnx.checker.check_model(proto)
+
     try:
-        call_onnx_api(onnx.checker.check_model, model)
+        call_onnx_api(check, model)
     except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
         return first_line(err)
     return None
@@ -190,9 +196,13 @@ def optimize_with_report(
         if options.input_shapes:
             interface.set_input_shapes(ir_model, options.input_shapes)
         declared = _interface(ir_model)
-        input_error = _checker_error(ir_model)
+        checked_proto: list[onnx.ModelProto] = []
+        input_error = _checker_error(ir_model, checked_proto)
         history: list[tuple[int | str, str, int, int]] = []
-        rounds, applied = run_passes(ir_model, specs, pass_options, on_pass, history)
+        rounds, applied = run_passes(
+            ir_model, specs, pass_options, on_pass, history, *checked_proto[:1]
+        )
+        checked_proto.clear()  # no longer the model
         notes += pass_options.budget.notes()
         _restore_interface(ir_model, declared)
         for value, (_, _, shape) in zip(ir_model.graph.outputs, given[1]):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import onnx_ir as ir
+
 MIN_OPSET = 7
 
 
@@ -11,3 +13,46 @@ def default_opset(opset_imports: Mapping[str, int]) -> int | None:
     """The default ONNX opset version, imported under "" or its alias "ai.onnx"; None if neither."""
     version = opset_imports.get("")
     return version if version is not None else opset_imports.get("ai.onnx")
+
+
+def subgraphs(graph) -> list:
+    """The graphs nested in `graph`'s nodes (not `graph` itself), depth first in node and
+    attribute order, each once: `onnx_ir.Graph.subgraphs()` without its generic traversal's cost
+    (which dominated node counting on large models)."""
+    found: dict = {}
+    _collect_subgraphs(graph, found)
+    return list(found)
+
+
+def _collect_subgraphs(graph, found: dict) -> None:
+    for node in graph:
+        attributes = node.attributes
+        if not attributes:
+            continue
+        for attr in attributes.values():
+            if attr.is_ref():
+                continue
+            if attr.type == ir.AttributeType.GRAPH:
+                inner = (attr.value,)
+            elif attr.type == ir.AttributeType.GRAPHS:
+                inner = attr.value
+            else:
+                continue
+            for sub in inner:
+                found.setdefault(sub, None)
+                _collect_subgraphs(sub, found)
+
+
+def all_graphs(model: ir.Model) -> list[ir.Graph]:
+    """The main graph and its subgraphs, in `onnx_ir.Model.graphs()` order."""
+    return [model.graph, *subgraphs(model.graph)]
+
+
+def node_count(graph) -> int:
+    """Nodes of `graph` (a graph or function) and of every graph nested in it."""
+    return len(graph) + sum(len(sub) for sub in subgraphs(graph))
+
+
+def op_types(graph) -> set[str]:
+    """Op types of the nodes of `graph` and of every graph nested in it."""
+    return {node.op_type for g in (graph, *subgraphs(graph)) for node in g}

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.model.graph import all_graphs
+
 
 @dataclass
 class ModelStats:
@@ -29,7 +31,8 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
     """Count nodes by op type and constant elements (initializers and Constant nodes)."""
     ops: Counter[str] = Counter()
     parameters = weight_bytes = 0
-    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+    graphs = all_graphs(model)
+    for node in (node for graph in graphs for node in graph):
         ops[
             node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
         ] += 1
@@ -41,7 +44,7 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
             tensor = node.attributes["value"].as_tensor()
             parameters += tensor.size
             weight_bytes += tensor.nbytes
-    for graph in model.graphs():
+    for graph in graphs:
         for value in graph.initializers.values():
             if value.const_value is not None:
                 parameters += value.const_value.size

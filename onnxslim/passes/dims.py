@@ -9,8 +9,10 @@ import onnx_ir as ir
 PLACEHOLDER_DIMS = frozenset({"", "?", "-1", "None", "none", "unknown"})
 
 
-def forget_placeholder_dims(model: ir.Model) -> None:
-    """Turn every placeholder-named dim into an anonymous one, which no shape comparison equates."""
+def forget_placeholder_dims(model: ir.Model) -> bool:
+    """Turn every placeholder-named dim into an anonymous one, which no shape comparison equates;
+    whether there was one."""
+    changed = False
     for graph in model.graphs():
         values = [*graph.inputs, *(output for node in graph for output in node.outputs)]
         for value in values:
@@ -21,6 +23,8 @@ def forget_placeholder_dims(model: ir.Model) -> None:
                         for dim in value.shape.dims
                     ]
                 )
+                changed = True
+    return changed
 
 
 def _is_placeholder(dim) -> bool:

@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import first_line
 from onnxslim.model.external import call_onnx_api
+from onnxslim.model.graph import node_count, subgraphs
 from onnxslim.passes import dims, prune, registry
 from onnxslim.passes.registry import PassOptions, PassSpec
 
@@ -30,35 +31,43 @@ def run_passes(
     options: PassOptions,
     on_pass: Callable[[str], None] | None = None,
     history: list[tuple[int | str, str, int, int]] | None = None,
+    proto: onnx.ModelProto | None = None,
 ) -> tuple[int, Counter[str]]:
     """Run setup passes, round passes until nothing changes (<= MAX_ROUNDS), then finish passes.
 
     `history`, when given, receives (round number or "setup"/"finish", pass name, nodes before,
-    nodes after) for every pass run that changed the model.
+    nodes after) for every pass run that changed the model. `proto`, when given, is what
+    `call_onnx_api` made of `model` as given (for the onnx checker): shape inference reuses it
+    when the setup passes leave the model unchanged, instead of serializing the model again.
     """
     applied: Counter[str] = Counter()
+    counted: list[int] = []  # the node count while the model is unchanged
 
     def run(spec: PassSpec) -> bool:
         if on_pass:
             on_pass(spec.name)
-        nodes = _nodes(model) if history is not None else 0
+        if history is not None and not counted:
+            counted.append(_nodes(model))
         modified = spec.build(options)(model).modified
         applied[spec.name] += modified
         if modified and history is not None:
             stage = rounds if spec.stage == "round" else spec.stage
-            history.append((stage, spec.name, nodes, _nodes(model)))
+            before = counted.pop()
+            counted.append(_nodes(model))
+            history.append((stage, spec.name, before, counted[-1]))
         return modified
 
     # Invariants every pass relies on, so not skippable: the default opset imported as "", and
     # placeholder dim names ("?") that promise no equality.
-    prune.NormalizeOpsetImports()(model)
-    dims.forget_placeholder_dims(model)
+    changed = prune.NormalizeOpsetImports()(model).modified
+    changed |= dims.forget_placeholder_dims(model)
     options.budget.start(model)  # the size budget counts from the model as given
     for spec in specs:
         if spec.stage == "setup":
-            run(spec)
+            changed |= run(spec)
     rounds, version, clean_at = 0, 0, {}
-    infer_shapes(model)  # later rounds rely on the folder's node-by-node inference, much cheaper
+    # later rounds rely on the folder's node-by-node inference, much cheaper
+    infer_shapes(model, None if changed else proto)
     while rounds < MAX_ROUNDS:
         rounds += 1
         start = version
@@ -78,12 +87,13 @@ def run_passes(
 
 
 def _nodes(model: ir.Model) -> int:
-    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
+    return node_count(model.graph)
 
 
-def infer_shapes(model: ir.Model) -> None:
+def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
     """Refresh value types and shapes with onnx shape inference; a model it cannot handle is left
-    as is.
+    as is. `proto`: what `call_onnx_api` hands onnx for `model` as it is now, when the caller has
+    it (serializing a large model takes long).
 
     Unlike onnx-ir's ShapeInferencePass, which copies only the element type (a sequence of float
     tensors would become a float tensor, which ONNX Runtime then refuses), whole types are copied.
@@ -95,12 +105,19 @@ def infer_shapes(model: ir.Model) -> None:
         )
 
     try:
-        inferred = ir.serde.deserialize_model(call_onnx_api(infer, model))
+        proto = call_onnx_api(infer, model) if proto is None else infer(proto)
+        if subgraphs(model.graph) or _has_subgraphs(proto.graph):
+            inferred = ir.serde.deserialize_model(proto)
+            pairs = [
+                (graph, ir.convenience.create_value_mapping(inferred_graph))
+                for graph, inferred_graph in zip(model.graphs(), inferred.graphs())
+            ]
+        else:  # one graph: its types read from the proto, not a whole deserialized model
+            pairs = [(model.graph, _inferred_types(proto.graph))]
     except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))
         return
-    for graph, inferred_graph in zip(model.graphs(), inferred.graphs()):
-        found = ir.convenience.create_value_mapping(inferred_graph)
+    for graph, found in pairs:
         for name, value in ir.convenience.create_value_mapping(graph).items():
             other = found.get(name)
             if other is None:
@@ -109,3 +126,57 @@ def infer_shapes(model: ir.Model) -> None:
                 value.type = other.type
             if other.shape is not None and value.shape != other.shape:
                 value.shape = other.shape
+
+
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(
+        attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for node in graph.node
+        for attr in node.attribute
+    )
+
+
+def _inferred_types(graph: onnx.GraphProto) -> dict[str, ir.Value]:
+    """The values of a graph without subgraphs with the type and shape `ir.serde` would give them
+    on deserializing it (the value_info of node outputs and initializers, an initializer's own
+    type otherwise, graph inputs and outputs as declared), without deserializing its nodes and
+    tensors. Only names that get a type or a shape are mapped.
+    """
+    found: dict[str, ir.Value] = {}
+
+    def typed(info: onnx.ValueInfoProto) -> ir.Value:
+        return ir.Value(
+            name=info.name,
+            type=ir.serde.deserialize_type_proto_for_type(info.type),
+            shape=ir.serde.deserialize_type_proto_for_shape(info.type),
+        )
+
+    for info in graph.input:
+        found.setdefault(info.name, typed(info))
+    value_info = {info.name: info for info in graph.value_info}
+    declared = {info.name for info in graph.input}
+    for tensor in graph.initializer:
+        if not tensor.name or tensor.name in declared:
+            continue
+        declared.add(tensor.name)
+        if tensor.name in value_info:
+            found[tensor.name] = typed(value_info[tensor.name])
+        else:
+            found[tensor.name] = ir.Value(
+                name=tensor.name,
+                type=ir.TensorType(ir.DataType(tensor.data_type)),
+                shape=ir.Shape(tensor.dims),
+            )
+    for node in graph.node:
+        for name in node.output:
+            if not name:
+                continue
+            if name in declared:  # as ir.serde refuses it
+                raise ValueError(f"output {name!r} is redeclared: the model is invalid")
+            declared.add(name)
+            if name in value_info:
+                found[name] = typed(value_info[name])
+    for info in graph.output:
+        if info.name in declared:
+            found[info.name] = typed(info)
+    return found

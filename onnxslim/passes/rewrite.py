@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from onnxslim.model.graph import op_types
 from onnxslim.passes.upstream import pattern_op_types
 
 
@@ -32,4 +33,4 @@ class RewriteRulesPass(ir.passes.InPlacePass):
 
 def _op_types(model: ir.Model) -> set[str]:
     graphs = (model.graph, *model.functions.values())
-    return {node.op_type for graph in graphs for node in ir.traversal.RecursiveGraphIterator(graph)}
+    return {op for graph in graphs for op in op_types(graph)}
