@@ -944,3 +944,21 @@ def test_flatten_after_hundreds_of_residual_adds_becomes_zero_minus_one():
     assert "Shape" not in op_counts(optimized)
     for batch in (1, 3):
         assert_same_outputs(model, optimized, {"x": rand(batch, 3, 8, 8)}, rtol=1e-3, atol=1e-4)
+
+
+def test_reshape_to_more_dims_than_a_broadcast_output_has():
+    """Reshape(Add(a, b), Shape(y)) with y of higher rank: the traced dims beyond x's rank prove
+    nothing (this crashed the dim-root proof)."""
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["x"]),
+        helper.make_node("Shape", ["y"], ["s"]),
+        helper.make_node("Reshape", ["x", "s"], ["out"]),
+    ]
+    model = make_model(
+        nodes,
+        [vi("a", FLOAT, ["N", 64]), vi("b", FLOAT, ["N", 64]), vi("y", FLOAT, ["N", 4, "H", "W"])],
+        [vi("out", FLOAT, ["N", 4, "H", "W"])],
+    )
+    optimized = optimized_proto(model, check=False)
+    feeds = {"a": rand(2, 64), "b": rand(2, 64), "y": rand(2, 4, 4, 4)}
+    assert_same_outputs(model, optimized, feeds)

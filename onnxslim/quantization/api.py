@@ -166,13 +166,13 @@ def quantize(
     Session(reference, what="the model (INT8 calibration runs it)")
     samples = as_samples(calibration, input_specs(onnx.ModelProto.FromString(reference)))
     calib, selection, test = split_samples(samples, config.eval_split, config.test_split)
+    _refuse_unbelievable_budget(budget, selection or calib)
 
     float_model = ir.from_proto(onnx.ModelProto.FromString(reference))
     if config.optimize:
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
-    _refuse_unbelievable_budget(budget, selection or calib)
     notes = _protocol_notes(calib, selection, test, budget)
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
@@ -451,12 +451,12 @@ def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
             )
 
 
-def _samples_for_top1(threshold: float) -> float:
+def _samples_for_top1(threshold: float) -> int:
     """Selection samples that must all agree for a top-1 budget `threshold` to be believable: a
     model agreeing on only `threshold` of inputs agrees on n of them with chance threshold**n,
     which must be at most TOP1_DOUBT."""
     if threshold >= 1:
-        return math.inf
+        return 0  # exact agreement: one disagreeing sample disproves it, nothing to believe
     return math.ceil(math.log(TOP1_DOUBT) / math.log(threshold)) if threshold > 0 else 0
 
 
@@ -598,7 +598,8 @@ def _trade(current: _Variant, candidate: _Variant, sample) -> tuple[bool, str]:
     ratio = after.median / before.median
     if timing_verdict(ratio, after.min / before.min) == "same":
         ratio = None
-    gain_db = worst_snr(candidate.drift) - worst_snr(current.drift)
+    before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
+    gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
     speed = f"{ratio:.2f}x the time" if ratio else "same speed"
     measured = f"{speed}, {gain_db:+.1f} dB output SNR on the selection samples"
     return worth_trading(gain_db, ratio), measured

@@ -245,7 +245,7 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
             html.escape(
                 f"cross-layer equalization on {pairs} conv pair(s); bias correction "
                 f"{'on' if report.bias_correction else 'off'}; {len(report.fallback)} node(s) "
-                f"back in float for the budget, {len(report.kept_float)} weighted node(s) kept "
+                f"back in float for accuracy, {len(report.kept_float)} weighted node(s) kept "
                 "in float"
             ),
         ),

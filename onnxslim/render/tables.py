@@ -437,7 +437,9 @@ FALLBACK_COLUMNS = ["Node", "Op", "Added noise SNR dB (lower: noisier)"]
 
 
 def fallback_title(report: QuantizeReport) -> str:
-    return f"returned to float to meet {report.budget}"
+    """What the nodes went back to float for: the user's budget, or mode auto's quality bar."""
+    goal = report.budget or "mode auto's quality bar (worst sample's cosine >= 0.99)"
+    return f"returned to float to meet {goal}"
 
 
 def fallback_rows(report: QuantizeReport) -> list[list[str]]:

@@ -122,6 +122,8 @@ def _same_dim(
         return False
     if element.index == j and _shape_root(element.value) is root:
         return True
+    if x.shape is not None and j >= len(dims):  # x has no axis j: the shape makes a new one
+        return False
     symbol = dims[j] if j < len(dims) else None
     if (
         element.symbol is not None
@@ -276,6 +278,8 @@ def _broadcast_operands(node: ir.Node, axis: int) -> list[_Axis] | None:
     if None in shapes:
         return None
     rank = max(len(dims) for dims in shapes)
+    if not 0 <= axis < rank:
+        return None
     operands = []
     for value, dims in zip(node.inputs, shapes):
         at = axis - (rank - len(dims))
