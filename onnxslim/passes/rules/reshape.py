@@ -20,9 +20,10 @@ Dims proved equal through the graph (EfficientNet's `bs = inputs.size(0)` at the
 input's). A dim (v, k) is traced up to its root, a dim (r, m) it provably equals; two dims with
 the same root are equal at run time, whatever the values. Each step keeps the dim by the op's
 definition:
-- ops whose output has the shape of input 0 (Relu, Cast, Clip, Softmax, BatchNormalization, ...):
+- ops whose output has the shape of input 0 (Relu, Cast, Clip, Softmax, BatchNormalization, LRN,
+  ...):
   (out, k) <- (in, k);
-- Conv, ConvTranspose, the pools (Max, Average, Lp, Global*), LRN, DepthToSpace, SpaceToDepth:
+- Conv, ConvTranspose, the pools (Max, Average, Lp, Global*), DepthToSpace, SpaceToDepth:
   their output is N x ... for an input N x ...: (out, 0) <- (in, 0), other axes not;
 - multidirectional broadcasting (Add, Mul, Where, Max, ...; every operand's rank known): operands
   are aligned from the right, so out axis k is operand axis k - (rank(out) - rank(operand)); an
@@ -142,7 +143,7 @@ _SAME_SHAPE = frozenset(
         *("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Mish", "Clip"),
         *("Neg", "Abs", "Sign", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Floor", "Ceil"),
         *("Round", "Sin", "Cos", "Not", "Softmax", "LogSoftmax", "LayerNormalization"),
-        *("BatchNormalization", "InstanceNormalization", "LpNormalization"),
+        *("BatchNormalization", "InstanceNormalization", "LpNormalization", "LRN"),
     }
 )
 
@@ -174,7 +175,7 @@ def _shape_root(value: ir.Value) -> ir.Value:
 _KEEPS_BATCH = frozenset(
     {
         *("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool"),
-        *("GlobalMaxPool", "GlobalLpPool", "LRN", "DepthToSpace", "SpaceToDepth"),
+        *("GlobalMaxPool", "GlobalLpPool", "DepthToSpace", "SpaceToDepth"),
     }
 )
 
