@@ -8,6 +8,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -184,7 +185,19 @@ def optimize_with_report(
     # The original as ORT loads it: its file, or a copy saved before the in-place passes change it
     # (the cut original when cut).
     original = ir_model if cut else (source or model)
-    with verify.model_file(original) as reference, io.quiet_library_logs():
+    with (
+        verify.model_file(original) as reference,
+        io.quiet_library_logs(),
+        ThreadPoolExecutor(max_workers=1) as background,
+    ):
+        # the original's side of the check runs while the passes do (ORT works outside the GIL)
+        prefetched = (
+            background.submit(
+                verify.reference_outputs, reference, options.check_inputs, _check_shapes(options)
+            )
+            if options.check
+            else None
+        )
         ir_model, note = _convert_opset(ir_model, options.target_opset)
         notes += [note] if note else []
         if options.inline_functions and ir_model.functions:
@@ -216,7 +229,7 @@ def optimize_with_report(
             if on_pass:
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
-            check_inputs, not_checked = _check(reference, ir_model, options, written)
+            check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
 
         written = precision = None
         if not _float16_requested(options) and output is not None:
@@ -356,10 +369,15 @@ ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
 def _check(
-    reference, model: ir.Model, options: OptimizeOptions, written: Path | None = None
+    reference,
+    prefetched: Future,
+    model: ir.Model,
+    options: OptimizeOptions,
+    written: Path | None = None,
 ) -> tuple[verify.CheckInputs | None, str | None]:
-    """Compare on ORT (`model`, or the file it was `written` to); returns the inputs it ran on, or
-    why it could not run.
+    """Compare on ORT (`model`, or the file it was `written` to) with the original's outputs
+    (`prefetched`: verify.reference_outputs of `reference`); returns the inputs it ran on, or why
+    it could not run.
 
     A check that cannot run (custom ops ORT lacks, inputs ORT refuses or we cannot feed) is an error
     only with `require_check`; otherwise the result says "not checked" and why, with a warning.
@@ -369,9 +387,8 @@ def _check(
         inputs = verify.check(
             reference,
             model if written is None else written,
-            options.check_inputs,
-            _check_shapes(options),
-            None if tolerance == (None, None) else tolerance,
+            tolerance=None if tolerance == (None, None) else tolerance,
+            reference=prefetched.result(),
         )
     except verify.NotCheckable as err:
         reason = str(err)

@@ -75,46 +75,63 @@ class CheckInputs:
         return f"{self.source} inputs" + (f" ({shapes})" if shapes else "")
 
 
+@dataclass
+class Reference:
+    """The original's side of a check: the inputs, its outputs on them, its output names."""
+
+    inputs: CheckInputs
+    outputs: list
+    names: list[str]
+
+
+def reference_outputs(
+    original: str | os.PathLike | ir.Model,
+    samples: Sequence[dict[str, np.ndarray]] | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> Reference:
+    """Run the original on the check's inputs: `samples`, else the test data shipped beside its
+    file (`test_data_set_*`), else inputs synthesized from how the model uses them, retried with
+    other dims and values while the original rejects them (`shapes` fixes dynamic dims)."""
+    with model_file(original) as original_path:
+        session = Session(
+            original_path,
+            what="the original model",
+            error=NotCheckable,
+            load_error=OriginalDoesNotLoad,
+        )
+        inputs, expected = _reference_run(session, original_path, samples, shapes)
+        return Reference(inputs, expected, session.output_names)
+
+
 def compare(
     original: str | os.PathLike | ir.Model,
     optimized: str | os.PathLike | ir.Model,
     samples: Sequence[dict[str, np.ndarray]] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
     tolerance: tuple[float | None, float | None] | None = None,
+    reference: Reference | None = None,
 ) -> tuple[list[Mismatch], CheckInputs]:
-    """Run both models on the same inputs and list the outputs that differ.
-
-    Without `samples`, the inputs are the test data shipped beside the original's file
-    (`test_data_set_*`), else inputs synthesized from how the model uses them, retried with other
-    dims and values while the original rejects them (`shapes` fixes dynamic dims). `tolerance`
-    (rtol, atol) overrides TOLERANCES for every float dtype (None keeps that one's default).
-    """
+    """Run both models on the same inputs (see `reference_outputs`; `reference` when the original
+    already ran) and list the outputs that differ. `tolerance` (rtol, atol) overrides TOLERANCES
+    for every float dtype (None keeps that one's default)."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
-    with model_file(original) as original_path:
-        reference = Session(
-            original_path,
-            what="the original model",
-            error=NotCheckable,
-            load_error=OriginalDoesNotLoad,
-        )
-        inputs, expected = _reference_run(reference, original_path, samples, shapes)
-        names = reference.output_names
-        del reference
+    reference = reference or reference_outputs(original, samples, shapes)
     mismatches: dict[str, Mismatch] = {}
     with model_file(optimized) as optimized_path:
         candidate = Session(optimized_path, what="the optimized model", error=CheckFailedError)
-        for feed, outputs in zip(inputs.samples, expected):
+        for feed, outputs in zip(reference.inputs.samples, reference.outputs):
             actual = candidate.run(synth.ort_feeds(feed))
-            if len(actual) != len(names):
+            if len(actual) != len(reference.names):
                 raise CheckFailedError(
-                    f"the optimized model has {len(actual)} outputs instead of {len(names)}"
+                    f"the optimized model has {len(actual)} outputs instead of "
+                    f"{len(reference.names)}"
                 )
-            for name, want, got in zip(names, outputs, actual):
+            for name, want, got in zip(reference.names, outputs, actual):
                 problem = _difference(want, got, tolerance)
                 if problem and name not in mismatches:
                     mismatches[name] = Mismatch(name, problem)
         del candidate
-    return list(mismatches.values()), inputs
+    return list(mismatches.values()), reference.inputs
 
 
 def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[CheckInputs, list]:
@@ -137,10 +154,12 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
     return CheckInputs([made.feeds], "synthesized", made.description), [outputs]
 
 
-def check(original, optimized, samples=None, shapes=None, tolerance=None) -> CheckInputs:
+def check(
+    original, optimized, samples=None, shapes=None, tolerance=None, reference=None
+) -> CheckInputs:
     """Raise CheckFailedError naming every output whose values differ beyond float rounding;
     return the inputs the check ran on."""
-    mismatches, inputs = compare(original, optimized, samples, shapes, tolerance)
+    mismatches, inputs = compare(original, optimized, samples, shapes, tolerance, reference)
     if mismatches:
         raise CheckFailedError(
             "optimized model differs from the original: " + "; ".join(map(str, mismatches))

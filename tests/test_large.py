@@ -199,7 +199,7 @@ def test_a_result_failing_the_check_is_not_written(small_encoder, tmp_path, monk
     import onnxslim.verify
     from onnxslim.errors import CheckFailedError
 
-    def mismatch(original, optimized, samples=None, shapes=None, tolerance=None):
+    def mismatch(original, optimized, samples=None, shapes=None, tolerance=None, reference=None):
         return [onnxslim.verify.Mismatch("y", "max abs difference 1")], None
 
     monkeypatch.setattr(onnxslim.verify, "compare", mismatch)
