@@ -255,25 +255,16 @@ class BinaryTransposes(pattern.RewriteRuleClassBase):
         return op.Transpose(_untransposed(inner, out, perm), perm=perm)
 
 
-class ReduceTranspose(pattern.RewriteRuleClassBase):
+class ReduceTranspose(UnaryTranspose):
     """reduce(Transpose(x, p), A) -> Transpose(reduce(x, p[A]), r); r is the identity (no
-    Transpose) when the kept axes are in the same order in x and y."""
+    Transpose) when the kept axes are in the same order in x and y. The pattern is the unary one:
+    a reduction reads the moved tensor and maybe an axes input."""
 
-    def __init__(self, op_type: str) -> None:
-        super().__init__(f"{op_type}Transpose")
-        self.op_type = op_type
-
-    def pattern(self, op, x):
-        moved = op.Transpose(x, _allow_other_attributes=True, _outputs=["moved"])
-        return getattr(op, self.op_type)(
-            moved, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
-        )
-
-    def check(self, context, x, moved, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
-        reason = _movable(moved)
-        if not reason and _reduced(moved, out) is None:
-            reason = "the axes are unknown"
-        return MatchResult().fail(reason) if reason else MatchResult()
+    def check(self, context, x, moved, out) -> MatchResult:
+        result = super().check(context, x, moved, out)
+        if result and _reduced(moved, out) is None:
+            return MatchResult().fail("the axes are unknown")
+        return result
 
     def rewrite(self, op, x, moved, out):
         node = out.producer()
