@@ -109,6 +109,12 @@ class Latency:
             float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min())
         )
 
+    def versus(self, reference: Latency) -> tuple[float, str]:
+        """The median time ratio to `reference` (timed side by side) and timing_verdict's word
+        for it: "faster", "slower" or "same"."""
+        ratio = self.median / reference.median
+        return ratio, timing_verdict(ratio, self.min / reference.min)
+
 
 @dataclass
 class ModelResult:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 import onnx_ir as ir
 
-from onnxslim.bench import Latency, benchmark, timing_verdict
+from onnxslim.bench import Latency, benchmark
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
@@ -595,8 +595,8 @@ def _trade(current: _Variant, candidate: _Variant, sample) -> tuple[bool, str]:
         progress=False,
     )
     before, after = (model.latency for model in timed.models)
-    ratio = after.median / before.median
-    if timing_verdict(ratio, after.min / before.min) == "same":
+    ratio, verdict = after.versus(before)
+    if verdict == "same":
         ratio = None
     before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
@@ -676,8 +676,8 @@ def _latency(
 def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
     """A warning when INT8 is not measurably faster than the lossless float model it was made from
     (timed side by side): that model keeps full accuracy."""
-    ratio = int8.median / lossless.median
-    if timing_verdict(ratio, int8.min / lossless.min) == "faster":
+    ratio, verdict = int8.versus(lossless)
+    if verdict == "faster":
         return []
     return [
         f"warning: INT8 is not faster than onnxslim's lossless float model on this CPU "
@@ -689,10 +689,11 @@ def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
 def _fallback_cost(count: int, final: Latency, all_int8: Latency) -> str:
     """What the `count` nodes the budget returned to float cost in speed: `final` against
     `all_int8` (them in INT8), timed side by side (bench's noise rule)."""
-    ratio = final.median / all_int8.median
-    slower = timing_verdict(ratio, final.min / all_int8.min) == "slower"
-    verdict = f"cost speed: {ratio:.2f}x the time" if slower else "cost no measurable speed"
+    ratio, verdict = final.versus(all_int8)
+    cost = "cost no measurable speed"
+    if verdict == "slower":
+        cost = f"cost speed: {ratio:.2f}x the time"
     return (
-        f"the {count} node(s) in float for the budget {verdict} "
+        f"the {count} node(s) in float for the budget {cost} "
         f"({final.median:.2f} ms vs {all_int8.median:.2f} ms with them in INT8)"
     )
