@@ -36,10 +36,15 @@ QUIET = 4  # ORT logs fatal errors only: the others come back to us as exception
 ort.set_default_logger_severity(QUIET)
 
 
-def session_options(*, threads: int = 1, opt_level: str = "disable") -> ort.SessionOptions:
+def session_options(
+    *, threads: int = 1, opt_level: str = "disable", prepack: bool = True
+) -> ort.SessionOptions:
     """Intra-op `threads` (0: ORT's default), one inter-op thread, quiet logs, `opt_level`
-    from OPT_LEVELS."""
+    from OPT_LEVELS. `prepack=False` leaves constant weights unpacked: a session that runs once or
+    twice (a check) loads much faster, and ORT then maps external weights without copying them."""
     options = ort.SessionOptions()
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -52,10 +57,10 @@ class Session:
     """A CPU session on a model file, serialized bytes, `onnx.ModelProto` or `onnx_ir.Model`.
 
     `extra_outputs` names inner tensors to expose after the model's own outputs; `save_optimized`
-    is a path where ORT writes the graph it runs after its `opt_level` optimizations. ORT's failures
-    raise one line: at load `load_error` (default `error`), "{what} does not load in ONNX Runtime:
-    {reason}";
-    at run `error`, "{what} fails on ONNX Runtime: {reason}".
+    is a path where ORT writes the graph it runs after its `opt_level` optimizations; `prepack`: see
+    `session_options`. ORT's failures raise one line: at load `load_error` (default `error`),
+    "{what} does not load in ONNX Runtime: {reason}"; at run `error`, "{what} fails on ONNX
+    Runtime: {reason}".
     """
 
     def __init__(
@@ -69,10 +74,11 @@ class Session:
         error: type[OnnxSlimError] = OnnxSlimError,
         load_error: type[OnnxSlimError] | None = None,
         save_optimized: str | os.PathLike | None = None,
+        prepack: bool = True,
     ):
         self.what, self.error = what, error
         source = _source(model, extra_outputs)
-        options = session_options(threads=threads, opt_level=opt_level)
+        options = session_options(threads=threads, opt_level=opt_level, prepack=prepack)
         if save_optimized is not None:
             options.optimized_model_filepath = os.fspath(save_optimized)
         try:

@@ -98,6 +98,7 @@ def reference_outputs(
             what="the original model",
             error=NotCheckable,
             load_error=OriginalDoesNotLoad,
+            prepack=False,
         )
         inputs, expected = _reference_run(session, original_path, samples, shapes)
         return Reference(inputs, expected, session.output_names)
@@ -118,7 +119,9 @@ def compare(
     reference = reference or reference_outputs(original, samples, shapes)
     mismatches: dict[str, Mismatch] = {}
     with model_file(optimized) as optimized_path:
-        candidate = Session(optimized_path, what="the optimized model", error=CheckFailedError)
+        candidate = Session(
+            optimized_path, what="the optimized model", error=CheckFailedError, prepack=False
+        )
         for feed, outputs in zip(reference.inputs.samples, reference.outputs):
             actual = candidate.run(synth.ort_feeds(feed))
             if len(actual) != len(reference.names):

@@ -208,3 +208,23 @@ def test_a_result_failing_the_check_is_not_written(small_encoder, tmp_path, monk
     with pytest.raises(CheckFailedError, match="differs from the original"):
         onnxslim.optimizer.optimize_with_report(small_encoder, output=out)
     assert sorted(os.listdir(tmp_path)) == ["model.onnx"] and out.read_bytes() == b"previous"
+
+
+def test_the_check_sessions_map_the_weights_without_prepacking(small_encoder, monkeypatch):
+    """Prepacking copies every MatMul weight at session creation (seconds on a >2 GB model) for
+    runs the check does once: its sessions skip it, and compute the same outputs."""
+    from onnxslim import runtime
+
+    prepacks = []
+    original = runtime.session_options
+
+    def recording(**options):
+        prepacks.append(options.get("prepack", True))
+        return original(**options)
+
+    monkeypatch.setattr(runtime, "session_options", recording)
+    result = onnxslim.optimizer.optimize_with_report(small_encoder)
+    assert result.checked and prepacks == [False, False]
+    x = feeds(1, 8)
+    unpacked = runtime.Session(small_encoder, prepack=False).run(x)
+    np.testing.assert_allclose(unpacked[0], run(small_encoder, x)[0], rtol=1e-4, atol=1e-5)
