@@ -98,10 +98,37 @@ def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
     return None
 
 
-def _checker(model: ir.Model, input_error: str | None = None) -> None:
-    """The onnx checker on the result. A model the checker already rejected as given (many exported
-    models run fine in ORT regardless) is left to the ORT check instead."""
-    error = _checker_error(model)
+#: Model files up to this size go to the onnx checker as files (parsed in C++, no Python
+#: serialization of a large graph); a bigger one (weights inline) as `call_onnx_api`'s lean proto.
+FILE_CHECK_LIMIT = 256 * 1024**2
+
+
+def _file_checker_error(path: Path, keep: list | None = None) -> str | None:
+    """What the onnx checker says about the model file at `path` (None: nothing); its proto,
+    external data left out, is appended to `keep` when given (shape inference can reuse it)."""
+    try:
+        onnx.checker.check_model(os.fspath(path))
+    except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
+        return first_line(err)
+    finally:
+        if keep is not None:
+            keep.append(onnx.load(path, load_external_data=False))
+    return None
+
+
+def _small_file(path: str | os.PathLike | None) -> Path | None:
+    """`path` when it names a model file the checker may read whole (FILE_CHECK_LIMIT)."""
+    if path is None or Path(path).stat().st_size > FILE_CHECK_LIMIT:
+        return None
+    return Path(path)
+
+
+def _checker(model: ir.Model, input_error: str | None = None, written: Path | None = None) -> None:
+    """The onnx checker on the result (the file it was `written` to, when small). A model the
+    checker already rejected as given (many exported models run fine in ORT regardless) is left to
+    the ORT check instead."""
+    file = _small_file(written)
+    error = _checker_error(model) if file is None else _file_checker_error(file)
     if error is not None and input_error is None:
         raise CheckFailedError(f"the optimized model fails the onnx checker: {error}")
 
@@ -200,6 +227,11 @@ def optimize_with_report(
         )
         ir_model, note = _convert_opset(ir_model, options.target_opset)
         notes += [note] if note else []
+        as_loaded = (
+            _small_file(None if cut or note else source)
+            if not (options.input_shapes or options.inline_functions and ir_model.functions)
+            else None
+        )
         if options.inline_functions and ir_model.functions:
             if on_pass:
                 on_pass("inline-functions")
@@ -210,7 +242,11 @@ def optimize_with_report(
             interface.set_input_shapes(ir_model, options.input_shapes)
         declared = _interface(ir_model)
         checked_proto: list[onnx.ModelProto] = []
-        input_error = _checker_error(ir_model, checked_proto)
+        input_error = (
+            _checker_error(ir_model, checked_proto)
+            if as_loaded is None
+            else _file_checker_error(as_loaded, checked_proto)
+        )
         history: list[tuple[int | str, str, int, int]] = []
         rounds, applied = run_passes(
             ir_model, specs, pass_options, on_pass, history, *checked_proto[:1]
@@ -222,10 +258,12 @@ def optimize_with_report(
             if value.shape is None:  # not inferred from the new input dims: as the model gave it
                 value.shape = shape
         ir_model.meta[io.ANNOTATED] = annotated  # saved without the value_info inference added
-        _checker(ir_model, input_error)
 
         def check(written: Path | None = None) -> None:
             nonlocal check_inputs, not_checked
+            _checker(ir_model, input_error, written)
+            if not options.check:
+                return
             if on_pass:
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
@@ -233,10 +271,9 @@ def optimize_with_report(
 
         written = precision = None
         if not _float16_requested(options) and output is not None:
-            written = io.save(ir_model, output, external_data, check if options.check else None)
+            written = io.save(ir_model, output, external_data, check)
         else:  # the lossless result is checked, then converted, then written
-            if options.check:
-                check()
+            check()
             precision = _to_float16(reference, ir_model, options, on_pass)
             if output is not None:
                 written = io.save(ir_model, output, external_data)

@@ -258,6 +258,39 @@ def test_batchnorm_after_gemm_folded():
     assert slim(model) == {"Gemm": 1}
 
 
+def test_batchnorm_after_gemm_with_a_bias_scale_and_no_bias_folded():
+    """Gemm's `beta` scales its bias before BN: it is folded into the new bias, then dropped."""
+    for inputs, extra, beta in (
+        (["x", "W", "b"], [const("b", rand(5))], 0.5),
+        (["x", "W"], [], 1.0),
+    ):
+        nodes = [
+            node("Gemm", inputs, "t", transB=1, beta=beta),
+            node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y"),
+        ]
+        model = make_model(
+            nodes,
+            [vi("x", FLOAT, ["N", 6])],
+            [vi("y", FLOAT, ["N", 5])],
+            [const("W", rand(5, 6)), *extra, *batchnorm_inits(5)],
+        )
+        assert slim(model) == {"Gemm": 1}
+
+
+def test_batchnorm_after_grouped_conv_transpose_folded():
+    nodes = [
+        node("ConvTranspose", ["x", "W", "b"], "t", group=2),
+        node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y"),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [1, 4, 5, 5])],
+        [vi("y", FLOAT, [1, 6, 7, 7])],
+        [const("W", rand(4, 3, 3, 3)), const("b", rand(6)), *batchnorm_inits(6)],
+    )
+    assert slim(model) == {"ConvTranspose": 1}
+
+
 def test_batchnorm_after_conv_folded():
     nodes = [
         node("Conv", ["x", "W"], "t"),

@@ -11,12 +11,13 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.model.files import same_file
+from onnxslim.model.stats import size_and_bytes
 
 
 def weight_bytes(model: ir.Model) -> int:
     """Total bytes of initializers in the main graph and its subgraphs."""
     return sum(
-        value.const_value.nbytes
+        size_and_bytes(value.const_value)[1]
         for graph in model.graphs()
         for value in graph.initializers.values()
         if value.const_value is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -41,14 +42,15 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
             and node.domain in ("", "ai.onnx")
             and "value" in node.attributes
         ):
-            tensor = node.attributes["value"].as_tensor()
-            parameters += tensor.size
-            weight_bytes += tensor.nbytes
+            size, nbytes = size_and_bytes(node.attributes["value"].as_tensor())
+            parameters += size
+            weight_bytes += nbytes
     for graph in graphs:
         for value in graph.initializers.values():
             if value.const_value is not None:
-                parameters += value.const_value.size
-                weight_bytes += value.const_value.nbytes
+                size, nbytes = size_and_bytes(value.const_value)
+                parameters += size
+                weight_bytes += nbytes
     return ModelStats(
         nodes=sum(ops.values()),
         op_counts=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -56,6 +58,17 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
         weight_bytes=weight_bytes,
         file_bytes=file_bytes(model, path) if path is not None else None,
     )
+
+
+def size_and_bytes(tensor: ir.TensorProtocol) -> tuple[int, int]:
+    """A tensor's element count and bytes; one backed by a TensorProto is read from the proto's dims
+    (onnx-ir builds a new Shape and DataType on every access, which dominated on large graphs)."""
+    if isinstance(tensor, ir.serde.TensorProtoTensor):
+        dtype = ir.DataType(tensor.raw.data_type)
+        if dtype != ir.DataType.STRING:
+            size = math.prod(tensor.raw.dims)
+            return size, math.ceil(size * dtype.itemsize)
+    return tensor.size, tensor.nbytes
 
 
 def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:

@@ -37,7 +37,12 @@ FAMILIES = ("setup", "fold", "cleanup", "rewrite", "order")
 @dataclass(frozen=True)
 class PassSpec:
     """A registered pass. `stage` is "setup" (once, first), "round" (to a fixed point) or
-    "finish" (once, last); `family` one of FAMILIES."""
+    "finish" (once, last); `family` one of FAMILIES.
+
+    Every pass must report `modified` truthfully: rounds skip a pass that found nothing since the
+    graph last changed, and when the setup passes report no change, shape inference reuses the
+    proto the onnx checker was given for the model as loaded.
+    """
 
     name: str
     description: str

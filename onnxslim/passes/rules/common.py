@@ -35,7 +35,7 @@ def new_initializer(op, array: np.ndarray, near: ir.Value, suffix: str) -> ir.Va
     name, n = f"{near.name}_{suffix}", 1
     while name in taken:
         name, n = f"{near.name}_{suffix}{n}", n + 1
-    return op.initializer(ir.tensor(array), name=name)
+    return op.initializer(ir.Tensor(np.asarray(array)), name=name)
 
 
 def static_dims(value: ir.Value) -> tuple[int | None, ...] | None:
