@@ -22,6 +22,7 @@ the retry loop. `shipped_inputs` reads the test data a model folder ships (ONNX 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -562,7 +563,7 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _small(tensor: onnx.TensorProto) -> bool:
-    return tensor.data_location != onnx.TensorProto.EXTERNAL and int(np.prod(tensor.dims)) <= 64
+    return tensor.data_location != onnx.TensorProto.EXTERNAL and math.prod(tensor.dims) <= 64
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
