@@ -139,6 +139,7 @@ def onnxslim_quantize(name: str, data: dict, budget: str | None, target: str, **
         calib + selection,
         eval_split=len(selection) / (len(calib) + len(selection)),
         test_split=0,
+        held_out="last",  # the selection split is the last samples given
         max_drift=budget,
         target=target,
         progress=False,

@@ -42,6 +42,21 @@ def test_int8_writes_a_qdq_model_and_a_report(tmp_path, demo_path):
     feed = {"input": np.zeros((2, 3, 32, 32), np.float32)}
     assert session(out).run(None, feed)[0].shape == (2, 10)
     assert "drift on test samples (no decision saw them)" in proc.stdout + proc.stderr
+    assert any("held out: spread through the data" in note for note in data["notes"])
+
+
+def test_int8_held_out_samples_can_be_the_last_ones(tmp_path, demo_path):
+    out, report = tmp_path / "demo.int8.onnx", tmp_path / "report.json"
+    calibration = _calibration_folder(tmp_path)
+    proc = run_cli(
+        demo_path, "-o", out, "--int8", "--calibration", calibration, "--held-out", "last",
+        "--report", report,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    notes = json.loads(report.read_text())["int8"]["notes"]
+    assert any("held out: the last ones given" in note for note in notes)
+    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", calibration, "--held-out", "x")
+    assert proc.returncode == 2 and "--held-out" in proc.stderr
 
 
 def test_int8_needs_calibration(tmp_path, demo_path):

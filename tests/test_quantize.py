@@ -260,14 +260,22 @@ def test_calibration_data_validation():
         quantize(cnn(), samples(2), **FAST)
 
 
-def test_split_samples():
+def test_split_samples_spread_through_the_data_or_last():
     cal, sel, test = split_samples(list(range(10)), 0.2, 0.2)
+    assert (cal, sel, test) == ([0, 2, 4, 5, 7, 9], [1, 6], [3, 8])
+    cal, sel, test = split_samples(list(range(10)), 0.2, 0.2, held_out="last")
     assert (cal, sel, test) == ([0, 1, 2, 3, 4, 5], [6, 7], [8, 9])
+    # a folder sorted by class: each split gets samples of every class
+    classes = [label for label in "abcd" for _ in range(10)]
+    for split in split_samples(classes, 0.2, 0.2):
+        assert set(split) == set("abcd")
     cal, sel, test = split_samples(list(range(5)), 0.2, 0.2)  # too few for a test split
-    assert (cal, sel, test) == ([0, 1, 2], [3, 4], [])
+    assert (len(cal), len(sel), test) == (3, 2, [])
     assert split_samples([1, 2], 0.0) == ([1, 2], [], [])
     with pytest.raises(OnnxSlimError, match="too few"):
         split_samples([1, 2], 0.5)
+    with pytest.raises(OnnxSlimError, match="choose spread, last"):
+        split_samples([1, 2], 0.0, held_out="first")
 
 
 def test_calibration_data_reader_interface():
@@ -670,7 +678,8 @@ def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
     assert (report.calibration_samples, report.selection_samples, report.test_samples) == (12, 4, 4)
     assert any("4 test (the drift reported: no decision saw them)" in n for n in report.notes)
     assert any("held on only 4 selection samples" in n for n in report.notes)  # budget overfit
-    test_inputs = samples(20)[-4:]
+    test_inputs = split_samples(samples(20), 0.2, 0.2)[2]
+    assert len(test_inputs) == 4
     ref = [dict(zip(["y"], Session(cnn()).run(s))) for s in test_inputs]
     got = [
         dict(zip(["y"], Session(ir.to_proto(result.model), opt_level="all").run(s)))

@@ -44,6 +44,7 @@ def test_int8_drift_is_the_same_with_ort_optimizations_on_and_off(name):
         samples,
         eval_split=SELECTION / len(samples),
         test_split=0,  # the test samples below stay unseen
+        held_out="last",  # the selection split is the last samples given
         measure_latency=False,
         progress=False,
     )

@@ -297,6 +297,14 @@ def _pass_list() -> str:
     help="Share of the data for the reported drift, which no automatic choice sees.",
 )
 @click.option(
+    "--held-out",
+    type=click.Choice(["spread", "last"]),
+    default="spread",
+    show_default=True,
+    help="Which samples of DATA are held out for selection and test: spread evenly through it "
+    "(every split sees all of a folder sorted by name or class), or its last ones.",
+)
+@click.option(
     "--debug-layers",
     is_flag=True,
     help="INT8: report each quantized node's own error (float inputs) and the accumulated one.",
@@ -560,6 +568,7 @@ def _quantize(
         max_drift=options["max_drift"],
         eval_split=options["eval_split"],
         test_split=options["test_split"],
+        held_out=options["held_out"],
         debug_layers=options["debug_layers"],
         mode=options["mode"],
         require_speedup=options["require_speedup"],

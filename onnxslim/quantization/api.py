@@ -64,7 +64,9 @@ class QuantizeConfig:
     the model will run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float,
     `quantize_ops` narrows the op types; `max_drift` (a Budget or text like "cosine>=0.99"): the
     most sensitive nodes go back to float until it holds on the held-out samples (CheckFailedError
-    if it never does); `eval_split` the share of samples held out (at least 2); `require_speedup`
+    if it never does); `eval_split` the share of samples held out for choices (at least 2),
+    `test_split` for the drift reported, `held_out` where they come from ("spread" through the data
+    or the "last" ones: see `split_samples`); `require_speedup`
     makes an INT8 model that is not faster than float on this CPU an error; `min_macs` leaves
     smaller weighted ops in float; `weight_range` the per-channel weight clip ("minmax" or "mse":
     least weight quantization error) and `weight_rounding` "nearest" or "gptq" (least change of each
@@ -87,6 +89,7 @@ class QuantizeConfig:
     max_drift: Budget | str | None = None
     eval_split: float = 0.2
     test_split: float = 0.2
+    held_out: str = "spread"
     require_speedup: bool = False
     min_macs: int = DEFAULT_MIN_MACS
     equalize: bool | str = "auto"
@@ -165,7 +168,9 @@ def quantize(
         ) from None
     Session(reference, what="the model (INT8 calibration runs it)")
     samples = as_samples(calibration, input_specs(onnx.ModelProto.FromString(reference)))
-    calib, selection, test = split_samples(samples, config.eval_split, config.test_split)
+    calib, selection, test = split_samples(
+        samples, config.eval_split, config.test_split, config.held_out
+    )
     _refuse_unbelievable_budget(budget, selection or calib)
 
     float_model = ir.from_proto(onnx.ModelProto.FromString(reference))
@@ -173,7 +178,7 @@ def quantize(
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
-    notes = _protocol_notes(calib, selection, test, budget)
+    notes = _protocol_notes(calib, selection, test, budget, config.held_out)
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     if config.mode == "dynamic":
@@ -384,16 +389,23 @@ def _static(
     )
 
 
+#: How the held-out samples are picked: evenly through the data, or its last samples.
+HELD_OUT = ("spread", "last")
+
+
 def split_samples(
-    samples: Sequence, selection_share: float, test_share: float = 0.0
+    samples: Sequence, selection_share: float, test_share: float = 0.0, held_out: str = "spread"
 ) -> tuple[list, list, list]:
-    """Calibration, selection and test samples, in that order of the data: the last `test_share`,
-    and before them `selection_share`, each at least MIN_EVAL_SAMPLES when its share is > 0; the
-    test split is dropped when the samples are too few for it and MIN_EVAL_SAMPLES calibration
-    samples."""
+    """Calibration, selection and test samples: `test_share` and `selection_share` of them (each
+    at least MIN_EVAL_SAMPLES when its share is > 0) held out, "spread" evenly through the data (a
+    folder sorted by name or class then gives every split some of each) or the "last" ones (test
+    last); the test split is dropped when the samples are too few for it and MIN_EVAL_SAMPLES
+    calibration samples. Each split keeps the data's order."""
     for name, share in (("eval split", selection_share), ("test split", test_share)):
         if not 0.0 <= share < 1.0:
             raise OnnxSlimError(f"{name} must be in [0, 1), got {share}")
+    if held_out not in HELD_OUT:
+        raise OnnxSlimError(f"held-out samples {held_out!r}: choose {', '.join(HELD_OUT)}")
     samples = list(samples)
 
     def size(share: float) -> int:
@@ -407,20 +419,30 @@ def split_samples(
             f"{len(samples)} samples are too few to hold out {n_select} for drift and calibrate on "
             f"the rest: give at least {n_select + 1}, or eval_split=0"
         )
-    calibration_end = len(samples) - n_select - n_test
+    held, n = n_select + n_test, len(samples)
+    if held_out == "last":
+        positions = list(range(n - held, n))
+        test_at = set(positions[n_select:])
+    else:  # the middle of each of `held` equal stretches; test and selection alternate over them
+        positions = [(2 * k + 1) * n // (2 * held) for k in range(held)]
+        test_at = {positions[held - 1 - k * held // n_test] for k in range(n_test)}
+    selection_at = set(positions) - test_at
     return (
-        samples[:calibration_end],
-        samples[calibration_end : len(samples) - n_test],
-        samples[len(samples) - n_test :],
+        [x for i, x in enumerate(samples) if i not in test_at and i not in selection_at],
+        [x for i, x in enumerate(samples) if i in selection_at],
+        [x for i, x in enumerate(samples) if i in test_at],
     )
 
 
-def _protocol_notes(calib: list, selection: list, test: list, budget: Budget | None) -> list[str]:
+def _protocol_notes(
+    calib: list, selection: list, test: list, budget: Budget | None, held_out: str
+) -> list[str]:
     """What each sample split was used for, and where the figures cannot be trusted."""
+    where = "spread through the data" if held_out == "spread" else "the last ones given"
     notes = [
         f"samples: {len(calib)} calibration (ranges), {len(selection)} selection (automatic "
         f"choices{' and the drift budget' if budget else ''}), {len(test)} test (the drift "
-        "reported: no decision saw them)"
+        f"reported: no decision saw them); held out: {where}"
     ]
     if not selection:
         notes.append("no selection samples: choices and drift use the calibration samples")
