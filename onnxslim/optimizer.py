@@ -22,7 +22,7 @@ from onnxslim.data import parse_shapes
 from onnxslim.drift import parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.model import interface, io, opset
-from onnxslim.model.external import call_onnx_api, release_external_data
+from onnxslim.model.external import call_onnx_api, has_external_data, release_external_data
 from onnxslim.model.graph import MIN_OPSET, default_opset
 from onnxslim.model.stats import ModelStats, model_stats
 from onnxslim.passes.fold import SizeBudget
@@ -227,11 +227,12 @@ def optimize_with_report(
         )
         ir_model, note = _convert_opset(ir_model, options.target_opset)
         notes += [note] if note else []
-        as_loaded = (
-            _small_file(None if cut or note else source)
-            if not (options.input_shapes or options.inline_functions and ir_model.functions)
-            else None
-        )
+        # the onnx checker and shape inference read the input file itself while the model is as
+        # loaded from it (external tensors excepted: shape inference reads small ones inlined)
+        as_loaded = not (
+            cut or note or options.input_shapes or options.inline_functions and ir_model.functions
+        ) and not has_external_data(ir_model)
+        input_file = _small_file(source) if as_loaded else None
         if options.inline_functions and ir_model.functions:
             if on_pass:
                 on_pass("inline-functions")
@@ -244,8 +245,8 @@ def optimize_with_report(
         checked_proto: list[onnx.ModelProto] = []
         input_error = (
             _checker_error(ir_model, checked_proto)
-            if as_loaded is None
-            else _file_checker_error(as_loaded, checked_proto)
+            if input_file is None
+            else _file_checker_error(input_file, checked_proto)
         )
         history: list[tuple[int | str, str, int, int]] = []
         rounds, applied = run_passes(
