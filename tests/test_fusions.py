@@ -827,6 +827,57 @@ def test_reshape_of_a_reshape_becomes_one_reshape(x_shape, targets, expected):
         assert_same_outputs(model, optimized, {"x": rand(*shape)})
 
 
+def _size_flatten():
+    """x.view(x.size(0), -1) as TorchScript writes it."""
+    nodes, inits = shape_pieces("x", [("dim", 0), -1])
+    return [*nodes, node("Reshape", ["x", "shape"], "r")], inits
+
+
+def _flatten_op():
+    """torch.flatten(x, 1) as TorchScript writes it."""
+    return [node("Flatten", ["x"], "r", axis=1)], []
+
+
+def _dynamo_flatten():
+    """torch.flatten(x, 1) as torch's dynamo exporter writes it: Shape slices, the product of
+    the flattened sizes, allowzero=1."""
+    nodes = [node("Shape", ["x"], "d0", start=0, end=1)]
+    for i in (1, 2, 3):
+        nodes += [
+            node("Shape", ["x"], f"d{i}", start=i, end=i + 1),
+            node("Squeeze", [f"d{i}"], f"n{i}"),
+        ]
+    nodes += [
+        node("Mul", ["n1", "n2"], "m"),
+        node("Mul", ["m", "n3"], "p"),
+        node("Reshape", ["p", "one"], "rest"),
+        node("Concat", ["d0", "rest"], "shape", axis=0),
+        node("Reshape", ["x", "shape"], "r", allowzero=1),
+    ]
+    return nodes, [const("one", np.array([1], np.int64))]
+
+
+@pytest.mark.parametrize(
+    "build, counts, targets",
+    [
+        (_size_flatten, {"Reshape": 1, "Relu": 1}, [[0, -1]]),
+        (_flatten_op, {"Flatten": 1, "Relu": 1}, []),
+        (_dynamo_flatten, {"Reshape": 1, "Relu": 1}, [[0, -1]]),
+    ],
+)
+def test_flatten_forms_leave_no_shape_computation(build, counts, targets):
+    nodes, inits = build()
+    nodes.append(node("Relu", ["r"], "y"))
+    model = make_model(
+        nodes, [vi("x", FLOAT, ["N", "C", "H", "W"])], [vi("y", FLOAT, [None, None])], inits
+    )
+    optimized = optimized_proto(model)
+    assert op_counts(optimized) == counts
+    assert _reshape_targets(optimized) == targets
+    for shape in DYNAMIC:
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
 def test_reshape_of_a_reshape_copying_an_inferred_dim_kept():
     # x.view(-1, 2, x.size(1)).view(... [0, -1]): the outer 0 copies the inner -1 (N / 2), which
     # no dim of x gives, and the outer -1 is 2 * M: [-1, -1] is not a shape

@@ -260,10 +260,10 @@ def expand_then_relu(x_shape, target, others=(), out_rank=None):
     return make_model(nodes, inputs, [vi("y", FLOAT, [None] * rank)], inits)
 
 
-def same_outputs_on_sizes(model, optimized, inputs):
-    """ORT outputs agree for each SIZES; `inputs`: (name, shape, dtype) of every input."""
+def same_outputs_on_sizes(model, optimized, inputs, all_sizes=SIZES):
+    """ORT outputs agree for each of `all_sizes`; `inputs`: (name, shape, dtype) of each input."""
     rng = np.random.default_rng(0)
-    for sizes in SIZES:
+    for sizes in all_sizes:
         feeds = {}
         for name, shape, dtype in inputs:
             data = rng.standard_normal(concrete(shape, sizes))
@@ -292,23 +292,45 @@ def test_expand_to_its_own_shape_removed(x_shape, target, others):
 
 
 @pytest.mark.parametrize(
-    "x_shape, target, others, out_rank",
+    "x_shape, target, others, out_rank, sizes",
     [
-        ([1, 3, "W"], [2, 3, 1], (), 3),  # axis 0 grows
-        ([3, "W"], [2, 1, 1], (), 3),  # a new axis
-        (["N", "M"], [("dim", 1), ("dim", 0)], (), 2),  # swapped: [1, 3] -> [3, 3]
-        (["N", 1], "z", [("z", ["N", "M"])], 2),  # expand_as a wider tensor
+        ([1, 3, "W"], [2, 3, 1], (), 3, SIZES),  # axis 0 grows
+        ([3, "W"], [2, 1, 1], (), 3, SIZES),  # a new axis
+        # swapped: [1, 3] -> [3, 3]
+        (["N", "M"], [("dim", 1), ("dim", 0)], (), 2, ({"N": 1, "M": 3}, {"N": 2, "M": 2})),
+        (["N", 1], "z", [("z", ["N", "M"])], 2, SIZES),  # expand_as a wider tensor
     ],
 )
-def test_expand_that_grows_kept(x_shape, target, others, out_rank):
+def test_expand_that_grows_kept(x_shape, target, others, out_rank, sizes):
     model = expand_then_relu(x_shape, target, others, out_rank)
     optimized = optimized_proto(model, check=False)  # random inputs may not broadcast
     assert op_counts(optimized)["Expand"] == 1
     inputs = [("x", x_shape, FLOAT), *((name, shape, FLOAT) for name, shape in others)]
-    if x_shape == ["N", "M"]:
-        assert_same_outputs(model, optimized, {"x": np.ones((1, 3), np.float32)})
-    else:
-        same_outputs_on_sizes(model, optimized, inputs)
+    same_outputs_on_sizes(model, optimized, inputs, sizes)
+
+
+def test_expand_by_a_size_only_known_at_run_time_kept():
+    # x.expand(x.size(0), k): Where(Equal(s, -1), 1, s) cannot decide k == -1, nor k == 3
+    nodes, inits = shape_pieces("x", [("dim", 0)], out="n")
+    nodes += [
+        helper.make_node("Concat", ["n", "k"], ["s"], axis=0),
+        helper.make_node("Equal", ["s", "m1"], ["eq"]),
+        helper.make_node("Where", ["eq", "ones", "s"], ["shape"]),
+        helper.make_node("Expand", ["x", "shape"], ["e"]),
+        helper.make_node("Relu", ["e"], ["y"]),
+    ]
+    inits += [const("m1", np.full(2, -1, np.int64)), const("ones", np.ones(2, np.int64))]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, ["N", 3]), vi("k", INT64, [1])],
+        [vi("y", FLOAT, [None, None])],
+        inits,
+    )
+    optimized = optimized_proto(model, check=False)  # its random k would not broadcast
+    assert op_counts(optimized)["Expand"] == 1
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    for k in (-1, 3):
+        assert_same_outputs(model, optimized, {"x": x, "k": np.array([k], np.int64)})
 
 
 def expand_into(op_type, operands, inputs, target, out_rank=3):

@@ -45,8 +45,8 @@ definition:
 - Concat on axis a: (out, k) for k != a when every input traces to the same root at k (the inputs
   must agree there anyway; requiring the proof keeps a model that fails at run time failing);
 - Pad: (out, k) <- (in, k) when the pads of axis k are constant zeros (or k is not in `axes`);
-- Reshape: (out, k) <- (in, k) when its traced shape has a 0 at k (allowzero=0), or <- the dim
-  that element k is (Shape(v)[m] there: (v, m)).
+- Reshape: (out, k) <- (in, k) when its traced shape has a literal 0 at k (allowzero=0); with
+  allowzero=1, <- the dim that element k is (Shape(v)[m] there: (v, m)).
 Resize, MatMul, Gemm and anything else end the trace: their output is its own root.
 The trace is depth first without recursion, memoized per Reshape (each op is looked at once per
 axis), and stops after _MAX_STEPS ops: a dim whose trace stops is its own root, which proves
@@ -352,15 +352,16 @@ def _concatenated(node: ir.Node, axis: int) -> list[_Axis] | None:
 
 
 def _reshaped(node: ir.Node, axis: int) -> list[_Axis] | None:
-    """The dim Reshape's output axis `axis` is: the input's for a 0 (allowzero=0), the dim a
-    traced shape element names; None otherwise."""
+    """The dim Reshape's output axis `axis` is: the input's for a literal 0 (allowzero=0), the
+    dim a traced shape element names (allowzero=1: with 0, a size 0 there would copy the input's
+    dim instead); None otherwise."""
     elements = trace(node.inputs[1]) if len(node.inputs) > 1 else None
     if elements is None or not 0 <= axis < len(elements):
         return None
-    element = elements[axis]
-    if isinstance(element, DimOf):
+    element, allowzero = elements[axis], node.attributes.get_int("allowzero", 0)
+    if isinstance(element, DimOf) and allowzero:
         return [(element.value, element.index)]
-    if element == 0 and not node.attributes.get_int("allowzero", 0):
+    if element == 0 and not allowzero:
         return [(node.inputs[0], axis)]
     return None
 
@@ -521,8 +522,14 @@ def _same_elements(node: ir.Node, depth: int) -> list[Dim] | None:
 def _where(node: ir.Node, depth: int) -> list[Dim] | None:
     """Where(Equal(a, b), c, d) element by element, each comparison decided (`_equal`): torch's
     `expand` writes its shape as Where(Equal(s, -1), 1, s)."""
-    condition = node.inputs[0].producer() if None not in node.inputs else None
-    if condition is None or condition.op_type != "Equal" or condition.domain not in ("", "ai.onnx"):
+    valid = len(node.inputs) == 3 and None not in node.inputs
+    condition = node.inputs[0].producer() if valid else None
+    if (
+        condition is None
+        or condition.op_type != "Equal"
+        or condition.domain not in ("", "ai.onnx")
+        or len(condition.inputs) != 2
+    ):
         return None
     pieces = [trace(value, depth) for value in (*condition.inputs, *node.inputs[1:])]
     if any(piece is None for piece in pieces):
