@@ -97,7 +97,8 @@ class ExpandBeforeBroadcast(pattern.RewriteRuleClassBase):
         return getattr(op, self.op_type)(*self._operands(x, a, b))
 
 
-#: Ops broadcasting their two inputs multidirectionally, and with no attributes.
+#: Ops broadcasting their two inputs multidirectionally, and with no attributes (PRelu
+#: broadcasts one way; Mod and BitShift have attributes the rewrite would drop).
 _BROADCASTING = (
     *("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"),
     *("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"),
