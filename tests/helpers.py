@@ -71,6 +71,27 @@ def make_model(
     return model
 
 
+def shape_pieces(
+    source: str, picks: Sequence, out: str = "shape"
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes and initializers computing `out` = Concat(pieces) as torch writes `x.size()`-based
+    shapes: an int pick is a constant, ("dim", i) is Unsqueeze(Gather(Shape(source), i))."""
+    nodes, inits, names = [helper.make_node("Shape", [source], [f"{out}_of"])], [], []
+    for k, pick in enumerate(picks):
+        if isinstance(pick, int):
+            inits.append(const(f"{out}_k{k}", np.array([pick], np.int64)))
+            names.append(f"{out}_k{k}")
+        else:
+            inits.append(const(f"{out}_i{k}", np.array(pick[1], np.int64)))
+            nodes += [
+                helper.make_node("Gather", [f"{out}_of", f"{out}_i{k}"], [f"{out}_g{k}"], axis=0),
+                helper.make_node("Unsqueeze", [f"{out}_g{k}", f"{out}_zero"], [f"{out}_u{k}"]),
+            ]
+            names.append(f"{out}_u{k}")
+    inits.append(const(f"{out}_zero", np.array([0], np.int64)))
+    return nodes + [helper.make_node("Concat", names, [out], axis=0)], inits
+
+
 def save_model(model: onnx.ModelProto | ir.Model, path: str | os.PathLike) -> Path:
     path = Path(path)
     if isinstance(model, ir.Model):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import FLOAT, assert_same_outputs, const, make_model, op_counts, optimized_proto, vi
+from helpers import (
+    FLOAT,
+    assert_same_outputs,
+    const,
+    make_model,
+    op_counts,
+    optimized_proto,
+    shape_pieces,
+    vi,
+)
 from onnx import TensorProto, helper, numpy_helper
 
 RNG = np.random.default_rng(0)
@@ -630,24 +639,6 @@ def test_nested_concat_shared_inner_kept():
     assert slim(concat_model(1, 1, share_inner=True))["Concat"] == 2
 
 
-def shape_pieces(source, picks):
-    """Nodes for Concat(pieces) -> "shape": an int is a constant, ("dim", i) is Shape(source)[i]."""
-    nodes, inits, names = [node("Shape", [source], "sh")], [], []
-    for k, pick in enumerate(picks):
-        if isinstance(pick, int):
-            inits.append(const(f"k{k}", np.array([pick], np.int64)))
-            names.append(f"k{k}")
-        else:
-            inits.append(const(f"i{k}", np.array(pick[1], np.int64)))
-            nodes += [
-                node("Gather", ["sh", f"i{k}"], f"g{k}", axis=0),
-                node("Unsqueeze", [f"g{k}", "zero"], f"u{k}"),
-            ]
-            names.append(f"u{k}")
-    inits.append(const("zero", np.array([0], np.int64)))
-    return nodes + [node("Concat", names, "shape", axis=0)], inits
-
-
 @pytest.mark.parametrize(
     "picks, allowzero, source",
     [
@@ -781,31 +772,169 @@ def test_transpose_transpose_and_reshape_reshape_collapse():
     assert slim(model) == {"Reshape": 1, "Relu": 1}
 
 
+# --- size()-based views on a fully dynamic input: torch's x.view(x.size(0), x.size(1), -1)
+
+#: Inputs [N, C, H, W] with every dim different, and with some dims 1.
+DYNAMIC = ((2, 3, 4, 5), (1, 2, 1, 3))
+
+
+def _reshapes(x_shape, *targets, allowzero=0):
+    """x -> Reshape(., target) for each target -> Relu -> y. A target is a constant list, or
+    picks for `shape_pieces` on x when it has a ("dim", i) in it."""
+    nodes, inits, previous = [], [], "x"
+    for k, target in enumerate(targets):
+        if any(isinstance(pick, tuple) for pick in target):
+            pieces, more = shape_pieces("x", target, out=f"s{k}")
+            nodes, inits = nodes + pieces, inits + more
+        else:
+            inits.append(const(f"s{k}", np.array(target, np.int64)))
+        nodes.append(node("Reshape", [previous, f"s{k}"], f"r{k}", allowzero=allowzero))
+        previous = f"r{k}"
+    nodes.append(node("Relu", [previous], "y"))
+    outputs = [vi("y", FLOAT, [None] * len(targets[-1]))]
+    return make_model(nodes, [vi("x", FLOAT, list(x_shape))], outputs, inits)
+
+
+def _reshape_targets(model):
+    """The constant shape (or None) of each Reshape, in order."""
+    shapes = {t.name: numpy_helper.to_array(t).tolist() for t in model.graph.initializer}
+    return [shapes.get(n.input[1]) for n in model.graph.node if n.op_type == "Reshape"]
+
+
+@pytest.mark.parametrize(
+    "picks, allowzero, targets",
+    [
+        ([("dim", 0), ("dim", 1), -1], 0, [[0, 0, -1]]),  # x.view(x.size(0), x.size(1), -1)
+        ([("dim", 0), ("dim", 1), -1], 1, [[0, 0, -1]]),  # no literal 0: copying is the same
+        ([1, ("dim", 1), -1], 0, [[1, 0, -1]]),  # axis 1 at position 1, after a constant
+        ([("dim", 0), ("dim", 1), ("dim", 2), -1, 1], 0, [[0, 0, 0, -1, 1]]),
+        ([-1, ("dim", 1), ("dim", 2), ("dim", 3)], 0, []),  # x's own shape: the Reshape goes
+        ([("dim", 0), ("dim", 1), ("dim", 2), ("dim", 3)], 0, []),
+    ],
+)
+def test_view_by_sizes_at_their_own_positions_becomes_constant(picks, allowzero, targets):
+    model = _reshapes(["N", "C", "H", "W"], picks, allowzero=allowzero)
+    optimized = optimized_proto(model)
+    assert _reshape_targets(optimized) == targets
+    assert not {"Shape", "Gather", "Concat"} & set(op_counts(optimized))
+    for shape in DYNAMIC:
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
+@pytest.mark.parametrize(
+    "picks",
+    [
+        [("dim", 1), ("dim", 0), -1],  # swapped: a 0 would copy the other dim
+        [("dim", 0), ("dim", 2), -1],  # H at position 1, where x has C
+        [("dim", 0), -1, ("dim", 3)],  # W at position 2, where x has H
+    ],
+)
+def test_view_by_sizes_at_other_positions_kept(picks):
+    model = _reshapes(["N", "C", "H", "W"], picks)
+    optimized = optimized_proto(model)
+    assert op_counts(optimized)["Shape"] == 1
+    for shape in DYNAMIC:
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
+@pytest.mark.parametrize(
+    "x_shape, targets, expected",
+    [
+        # x.flatten(2) ... .reshape(b, c, h, w) with b, c, h, w = x.shape: back to x, no Reshape
+        (
+            ["N", "C", "H", "W"],
+            [[("dim", 0), ("dim", 1), -1], [("dim", i) for i in range(4)]],
+            [],
+        ),
+        (["N", 3, 4, "W"], [[0, 3, -1], [0, 3, 4, -1]], []),  # constant, a 0 beside a -1
+        # x.flatten(1).view(x.size(0), x.size(1), -1): one Reshape of x
+        (["N", "C", "H", "W"], [[0, -1], [("dim", 0), ("dim", 1), -1]], [[0, 0, -1]]),
+    ],
+)
+def test_reshape_of_a_reshape_becomes_one_reshape(x_shape, targets, expected):
+    model = _reshapes(x_shape, *targets)
+    optimized = optimized_proto(model)
+    assert _reshape_targets(optimized) == expected
+    assert "Shape" not in op_counts(optimized)
+    for shape in DYNAMIC if "C" in x_shape else ((2, 3, 4, 5), (1, 3, 4, 1)):
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
+def _size_flatten():
+    """x.view(x.size(0), -1) as TorchScript writes it."""
+    nodes, inits = shape_pieces("x", [("dim", 0), -1])
+    return [*nodes, node("Reshape", ["x", "shape"], "r")], inits
+
+
+def _flatten_op():
+    """torch.flatten(x, 1) as TorchScript writes it."""
+    return [node("Flatten", ["x"], "r", axis=1)], []
+
+
+def _dynamo_flatten():
+    """torch.flatten(x, 1) as torch's dynamo exporter writes it: Shape slices, the product of
+    the flattened sizes, allowzero=1."""
+    nodes = [node("Shape", ["x"], "d0", start=0, end=1)]
+    for i in (1, 2, 3):
+        nodes += [
+            node("Shape", ["x"], f"d{i}", start=i, end=i + 1),
+            node("Squeeze", [f"d{i}"], f"n{i}"),
+        ]
+    nodes += [
+        node("Mul", ["n1", "n2"], "m"),
+        node("Mul", ["m", "n3"], "p"),
+        node("Reshape", ["p", "one"], "rest"),
+        node("Concat", ["d0", "rest"], "shape", axis=0),
+        node("Reshape", ["x", "shape"], "r", allowzero=1),
+    ]
+    return nodes, [const("one", np.array([1], np.int64))]
+
+
+@pytest.mark.parametrize(
+    "build, counts, targets",
+    [
+        (_size_flatten, {"Reshape": 1, "Relu": 1}, [[0, -1]]),
+        (_flatten_op, {"Flatten": 1, "Relu": 1}, []),
+        (_dynamo_flatten, {"Reshape": 1, "Relu": 1}, [[0, -1]]),
+    ],
+)
+def test_flatten_forms_leave_no_shape_computation(build, counts, targets):
+    nodes, inits = build()
+    nodes.append(node("Relu", ["r"], "y"))
+    model = make_model(
+        nodes, [vi("x", FLOAT, ["N", "C", "H", "W"])], [vi("y", FLOAT, [None, None])], inits
+    )
+    optimized = optimized_proto(model)
+    assert op_counts(optimized) == counts
+    assert _reshape_targets(optimized) == targets
+    for shape in DYNAMIC:
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
+def test_reshape_of_a_reshape_copying_an_inferred_dim_kept():
+    # x.view(-1, 2, x.size(1)).view(... [0, -1]): the outer 0 copies the inner -1 (N / 2), which
+    # no dim of x gives, and the outer -1 is 2 * M: [-1, -1] is not a shape
+    model = _reshapes(["N", "M"], [-1, 2, ("dim", 1)], [0, -1])
+    optimized = optimized_proto(model, check=False)  # its inputs need an even N
+    assert op_counts(optimized)["Reshape"] == 2
+    for shape in ((4, 3), (2, 1)):
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
 # --- Reshape to a dim proved equal through the graph (EfficientNet's x.view(bs, -1)) -----------
 
 
-def _batch_flatten(body, inputs, source="x", extra=(), tail=()):
-    """`body` (nodes ending in "p"), then Reshape(p, Concat(Shape(source)[0], -1)) -> `tail`: the
-    flatten EfficientNet-PyTorch writes with `bs = inputs.size(0)` taken at the top of forward.
+def _batch_flatten(body, inputs, source="x", extra=(), tail=(), dims=(0,)):
+    """`body` (nodes ending in "p"), then Reshape(p, Concat(Shape(source)[d] for d in dims, -1))
+    -> `tail`: with dims (0,) the flatten EfficientNet-PyTorch writes with `bs = inputs.size(0)`
+    taken at the top of forward.
 
     No value_info: shape inference alone names (or loses) the dims of the tensors in between.
     """
-    nodes = [
-        *body,
-        node("Shape", [source], "sh"),
-        node("Gather", ["sh", "zero_scalar"], "n", axis=0),
-        node("Unsqueeze", ["n", "zero"], "n1"),
-        node("Concat", ["n1", "minus_one"], "target", axis=0),
-        node("Reshape", ["p", "target"], "flat" if tail else "y"),
-        *tail,
-    ]
-    inits = [
-        const("zero_scalar", np.array(0, np.int64)),
-        const("zero", np.array([0], np.int64)),
-        const("minus_one", np.array([-1], np.int64)),
-        *extra,
-    ]
-    return make_model(nodes, inputs, [vi("y", FLOAT, [None, None])], inits)
+    pieces, inits = shape_pieces(source, [*(("dim", d) for d in dims), -1], out="target")
+    nodes = [*body, *pieces, node("Reshape", ["p", "target"], "flat" if tail else "y"), *tail]
+    rank = 2 if tail else len(dims) + 1
+    return make_model(nodes, inputs, [vi("y", FLOAT, [None] * rank)], [*inits, *extra])
 
 
 def _conv(name, source, out, c_in, c_out, k, pads=None):
@@ -864,9 +993,9 @@ def test_flatten_by_the_input_batch_through_convs_and_a_residual_add_becomes_zer
         assert_same_outputs(model, optimized, {"x": rand(batch, 3, 8, 8)})
 
 
-def _padded_flatten(body, extra_inputs=(), extra=()):
-    """x [N,3,8,8] -> Pad by computed pads to xp [N,3,9,9] (no dim of it named) -> `body`
-    (ending in "p") -> Reshape(p, Concat(Shape(x)[0], -1))."""
+def _padded_flatten(body, extra_inputs=(), extra=(), dims=(0,), channels=3):
+    """x [N,channels,8,8] -> Pad by computed pads to xp [N,channels,9,9] (no dim of it named) ->
+    `body` (ending in "p") -> Reshape(p, Concat(Shape(x)[d] for d in dims, -1))."""
     pad = [
         helper.make_node(
             "ConstantOfShape",
@@ -882,8 +1011,8 @@ def _padded_flatten(body, extra_inputs=(), extra=()):
         const("spatial", np.array([0, 0, 1, 1], np.int64)),
         *extra,
     ]
-    inputs = [vi("x", FLOAT, ["N", 3, 8, 8]), *extra_inputs]
-    return _batch_flatten([*pad, *body], inputs, extra=inits)
+    inputs = [vi("x", FLOAT, ["N", channels, 8, 8]), *extra_inputs]
+    return _batch_flatten([*pad, *body], inputs, extra=inits, dims=dims)
 
 
 def _transposes():
@@ -910,7 +1039,12 @@ def _zero_padded_on_batch():
     ], [pads, const("bias", np.full((3, 1, 1), 0.5, np.float32))]
 
 
-@pytest.mark.parametrize("build", [_transposes, _channel_concat, _zero_padded_on_batch])
+def _rows():
+    # the Reshape of a Reshape is one Reshape of xp (the order of the elements is all it keeps)
+    return [node("Reshape", ["xp", "rows"], "p")], [const("rows", np.array([-1, 9], np.int64))]
+
+
+@pytest.mark.parametrize("build", [_transposes, _channel_concat, _zero_padded_on_batch, _rows])
 def test_flatten_by_a_batch_traced_through_the_graph_becomes_zero_minus_one(build):
     body, extra = build()
     model = _padded_flatten(body, extra=extra)
@@ -920,12 +1054,27 @@ def test_flatten_by_a_batch_traced_through_the_graph_becomes_zero_minus_one(buil
         assert_same_outputs(model, optimized, {"x": rand(batch, 3, 8, 8)})
 
 
+@pytest.mark.parametrize("dims, target", [((0, 1), [0, 0, -1]), ((1, 0), None)])
+def test_view_by_sizes_traced_through_the_graph_on_other_axes(dims, target):
+    # p's axes 0 and 1 are x's through Pad (unpadded there) and two Transposes, whose names
+    # shape inference loses: x.size(1) is still copied at position 1, and nowhere else
+    body, extra = _transposes()
+    model = _padded_flatten(body, extra=extra, dims=dims, channels="C")
+    optimized = optimized_proto(model)
+    assert _reshape_targets(optimized) == [target]
+    for shape in ((1, 3, 8, 8), (3, 2, 8, 8)):
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
 def _batch_moved():
     return [node("Transpose", ["xp"], "t", perm=[1, 0, 2, 3]), node("Relu", ["t"], "p")], []
 
 
 def _batch_reshaped():
-    return [node("Reshape", ["xp", "rows"], "p")], [const("rows", np.array([-1, 9], np.int64))]
+    # ... but after a Relu the Reshape to rows is the end of the proof: its dim 0 is inferred
+    return [node("Reshape", ["xp", "rows"], "r"), node("Relu", ["r"], "p")], [
+        const("rows", np.array([-1, 9], np.int64))
+    ]
 
 
 def _batch_padded():

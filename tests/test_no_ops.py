@@ -12,6 +12,7 @@ from helpers import (
     make_model,
     op_counts,
     optimized_proto,
+    shape_pieces,
     vi,
 )
 from onnx import helper
@@ -213,6 +214,209 @@ def test_neutral_element_that_changes_the_result_kept(x_shape, c_shape, op_type,
 def test_not_neutral_kept():
     model = unary("Mul", ["N", 2], "c", initializers=[const("c", np.array([1, 2], np.float32))])
     assert slim(model)["Mul"] == 1
+
+
+# --- Expand: torch's expand / expand_as --------------------------------------------------------
+
+BOOL = 9
+
+#: Sizes for the symbolic dims of the Expand tests: all different, then some 1.
+SIZES = ({"N": 2, "C": 3, "W": 5, "M": 4}, {"N": 1, "C": 3, "W": 1, "M": 2})
+
+
+def concrete(shape, sizes):
+    return [sizes[d] if isinstance(d, str) else d for d in shape]
+
+
+def expand_shape(target, out="shape"):
+    """Nodes and initializers computing `out`: a constant list; torch's `x.expand(x.size(0), ...)`
+    (picks of x for `shape_pieces`, through Where(Equal(s, -1), 1, s) as torch writes it); or
+    the name of a tensor whose Shape it is (`expand_as`)."""
+    if isinstance(target, str):
+        return [helper.make_node("Shape", [target], [out])], []
+    if not any(isinstance(pick, tuple) for pick in target):
+        return [], [const(out, np.array(target, np.int64))]
+    nodes, inits = shape_pieces("x", target, out=f"{out}_s")
+    inits += [
+        const(f"{out}_m1", np.full(len(target), -1, np.int64)),
+        const(f"{out}_one", np.ones(len(target), np.int64)),
+    ]
+    nodes += [
+        helper.make_node("Equal", [f"{out}_s", f"{out}_m1"], [f"{out}_eq"]),
+        helper.make_node("Where", [f"{out}_eq", f"{out}_one", f"{out}_s"], [out]),
+    ]
+    return nodes, inits
+
+
+def expand_then_relu(x_shape, target, others=(), out_rank=None):
+    """Relu(Expand(x, target)); `others`: more inputs (name, shape) the target may name."""
+    nodes, inits = expand_shape(target)
+    nodes += [
+        helper.make_node("Expand", ["x", "shape"], ["e"]),
+        helper.make_node("Relu", ["e"], ["y"]),
+    ]
+    inputs = [vi("x", FLOAT, x_shape), *(vi(name, FLOAT, shape) for name, shape in others)]
+    rank = out_rank if out_rank is not None else len(x_shape)
+    return make_model(nodes, inputs, [vi("y", FLOAT, [None] * rank)], inits)
+
+
+def same_outputs_on_sizes(model, optimized, inputs, all_sizes=SIZES):
+    """ORT outputs agree for each of `all_sizes`; `inputs`: (name, shape, dtype) of each input."""
+    rng = np.random.default_rng(0)
+    for sizes in all_sizes:
+        feeds = {}
+        for name, shape, dtype in inputs:
+            data = rng.standard_normal(concrete(shape, sizes))
+            feeds[name] = data > 0 if dtype == BOOL else data.astype(np.float32)
+        assert_same_outputs(model, optimized, feeds)
+
+
+@pytest.mark.parametrize(
+    "x_shape, target, others",
+    [
+        ([2, 3, 4], [2, 3, 4], ()),
+        (["N", 3, "W"], [1, 1, 1], ()),  # x.expand(-1, -1, -1), as torch leaves it
+        (["N", 3, "W"], [3, 1], ()),  # fewer elements: aligned from the right
+        (["N", 3, "W"], [], ()),
+        (["N", 3, "W"], [("dim", 0), 3, ("dim", 2)], ()),  # x.expand(x.size(0), 3, x.size(2))
+        (["N", "C", "W"], [1, ("dim", 1), ("dim", 2)], ()),
+        (["N", "C", "W"], "z", [("z", ["N", "C", "W"])]),  # x.expand_as(z), z's dims named alike
+    ],
+)
+def test_expand_to_its_own_shape_removed(x_shape, target, others):
+    model = expand_then_relu(x_shape, target, others)
+    optimized = optimized_proto(model)
+    assert op_counts(optimized) == {"Relu": 1}
+    inputs = [("x", x_shape, FLOAT), *((name, shape, FLOAT) for name, shape in others)]
+    same_outputs_on_sizes(model, optimized, inputs)
+
+
+@pytest.mark.parametrize(
+    "x_shape, target, others, out_rank, sizes",
+    [
+        ([1, 3, "W"], [2, 3, 1], (), 3, SIZES),  # axis 0 grows
+        ([3, "W"], [2, 1, 1], (), 3, SIZES),  # a new axis
+        # swapped: [1, 3] -> [3, 3]
+        (["N", "M"], [("dim", 1), ("dim", 0)], (), 2, ({"N": 1, "M": 3}, {"N": 2, "M": 2})),
+        (["N", 1], "z", [("z", ["N", "M"])], 2, SIZES),  # expand_as a wider tensor
+    ],
+)
+def test_expand_that_grows_kept(x_shape, target, others, out_rank, sizes):
+    model = expand_then_relu(x_shape, target, others, out_rank)
+    optimized = optimized_proto(model, check=False)  # random inputs may not broadcast
+    assert op_counts(optimized)["Expand"] == 1
+    inputs = [("x", x_shape, FLOAT), *((name, shape, FLOAT) for name, shape in others)]
+    same_outputs_on_sizes(model, optimized, inputs, sizes)
+
+
+def test_expand_by_a_size_only_known_at_run_time_kept():
+    # x.expand(x.size(0), k): Where(Equal(s, -1), 1, s) cannot decide k == -1, nor k == 3
+    nodes, inits = shape_pieces("x", [("dim", 0)], out="n")
+    nodes += [
+        helper.make_node("Concat", ["n", "k"], ["s"], axis=0),
+        helper.make_node("Equal", ["s", "m1"], ["eq"]),
+        helper.make_node("Where", ["eq", "ones", "s"], ["shape"]),
+        helper.make_node("Expand", ["x", "shape"], ["e"]),
+        helper.make_node("Relu", ["e"], ["y"]),
+    ]
+    inits += [const("m1", np.full(2, -1, np.int64)), const("ones", np.ones(2, np.int64))]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, ["N", 3]), vi("k", INT64, [1])],
+        [vi("y", FLOAT, [None, None])],
+        inits,
+    )
+    optimized = optimized_proto(model, check=False)  # its random k would not broadcast
+    assert op_counts(optimized)["Expand"] == 1
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    for k in (-1, 3):
+        assert_same_outputs(model, optimized, {"x": x, "k": np.array([k], np.int64)})
+
+
+def expand_into(op_type, operands, inputs, target, out_rank=3):
+    """op_type(*operands) -> y, where the operand "e" is Expand(a, target)."""
+    nodes, inits = expand_shape(target)
+    nodes += [
+        helper.make_node("Expand", ["a", "shape"], ["e"]),
+        helper.make_node(op_type, operands, ["y"]),
+    ]
+    inits.append(const("fill", np.array(-1.0, np.float32)))
+    values = [vi(name, dtype, shape) for name, shape, dtype in inputs]
+    return make_model(nodes, values, [vi("y", FLOAT, [None] * out_rank)], inits)
+
+
+@pytest.mark.parametrize(
+    "op_type, operands, inputs, target",
+    [
+        # x * s.expand_as(x): squeeze-and-excitation
+        ("Mul", ["b", "e"], [("a", ["N", 4, 1, 1], FLOAT), ("b", ["N", 4, "W", "W"], FLOAT)], "b"),
+        ("Add", ["e", "b"], [("a", ["N", 1, "W"], FLOAT), ("b", ["N", "C", "W"], FLOAT)], "b"),
+        # masked_fill of scores by mask.expand_as(scores)
+        (
+            "Where",
+            ["e", "fill", "b"],
+            [("a", ["N", 1, "W"], BOOL), ("b", ["N", "C", "W"], FLOAT)],
+            "b",
+        ),
+        # the Shape of another tensor, its dims named as b's
+        (
+            "Sub",
+            ["b", "e"],
+            [
+                ("a", ["N", 1, "W"], FLOAT),
+                ("b", ["N", "C", "W"], FLOAT),
+                ("z", ["N", "C", "W"], FLOAT),
+            ],
+            "z",
+        ),
+        # a.expand(b.size(0), b.size(1), b.size(2)) written by torch: "x" is b here
+        (
+            "Add",
+            ["e", "x"],
+            [("a", ["N", 1, "W"], FLOAT), ("x", ["N", "C", "W"], FLOAT)],
+            [("dim", 0), ("dim", 1), ("dim", 2)],
+        ),
+    ],
+)
+def test_expand_before_a_broadcasting_op_removed(op_type, operands, inputs, target):
+    model = expand_into(op_type, operands, inputs, target, out_rank=len(inputs[1][1]))
+    optimized = optimized_proto(model)
+    assert op_counts(optimized) == {op_type: 1}
+    same_outputs_on_sizes(model, optimized, inputs)
+
+
+def test_expand_with_another_consumer_stays_for_it():
+    inputs = [("a", ["N", 1, "W"], FLOAT), ("b", ["N", "C", "W"], FLOAT)]
+    model = expand_into("Mul", ["e", "b"], inputs, "b")
+    model.graph.node.append(helper.make_node("Relu", ["e"], ["r"]))
+    model.graph.output.append(vi("r", FLOAT, [None] * 3))
+    optimized = optimized_proto(model)
+    assert op_counts(optimized) == {"Shape": 1, "Expand": 1, "Mul": 1, "Relu": 1}
+    mul = next(n for n in optimized.graph.node if n.op_type == "Mul")
+    assert "a" in mul.input
+    same_outputs_on_sizes(model, optimized, inputs)
+
+
+@pytest.mark.parametrize(
+    "op_type, operands, inputs, target",
+    [
+        # b supplies nothing of z's axis 1, where a has 1
+        (
+            "Mul",
+            ["e", "b"],
+            [("a", ["N", 1], FLOAT), ("b", ["N", 1], FLOAT), ("z", ["N", "M"], FLOAT)],
+            "z",
+        ),
+        ("Add", ["e", "b"], [("a", [3], FLOAT), ("b", [3], FLOAT)], [2, 3]),  # a new axis
+        # PRelu broadcasts its slope to x, not x to the slope
+        ("PRelu", ["e", "b"], [("a", ["N", 1], FLOAT), ("b", ["N", 1], FLOAT)], [2, 1]),
+    ],
+)
+def test_expand_the_broadcasting_op_needs_kept(op_type, operands, inputs, target):
+    model = expand_into(op_type, operands, inputs, target, out_rank=2)
+    optimized = optimized_proto(model, check=False)  # random inputs may not broadcast
+    assert op_counts(optimized)["Expand"] == 1
+    same_outputs_on_sizes(model, optimized, inputs)
 
 
 def test_cast_to_same_type_removed():

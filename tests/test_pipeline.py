@@ -445,8 +445,11 @@ def _growing_models():
             y,
             [row, const("r", np.array([1024, 1]))],
         ),
-        "Expand": make_model(
-            [N("Expand", ["w", "s"], ["z"]), N("Add", ["x", "z"], ["y"])], x, y, [row, shape]
+        "Expand": make_model(  # x has one row: the Add alone would not make 1024
+            [N("Expand", ["w", "s"], ["z"]), N("Add", ["x", "z"], ["y"])],
+            [vi("x", FLOAT, [1, 1024])],
+            y,
+            [row, shape],
         ),
         "broadcast Add": make_model(
             [N("Add", ["w", "col"], ["z"]), N("Add", ["x", "z"], ["y"])],

@@ -283,7 +283,6 @@ NO_OP_RULES = (
     onnxscript_rules.dropout_zero_rule,
     onnxscript_rules.dropout_inference_rule,
     onnxscript_rules.no_op_cast_rule,
-    onnxscript_rules.no_op_expand_rule,
     onnxscript_rules.no_op_transpose_rule,
     onnxscript_rules.collapse_slice_rule,
     onnxscript_rules.collapse_slice2_rule,

@@ -68,7 +68,8 @@ REGISTRY: tuple[PassSpec, ...] = (
     ),
     PassSpec(
         "remove-no-ops",
-        "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, x*1, x+0, ...",
+        "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, Expand a broadcasting "
+        "op does anyway, x*1, x+0, ...",
         lambda _: prune.RemoveNoOps(),
         family="cleanup",
     ),

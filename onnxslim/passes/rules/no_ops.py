@@ -1,8 +1,21 @@
 """No-op nodes onnxscript's rules miss, each replaced by its input once shapes and dtypes prove
 it unchanged.
 
-(Cast to the same type, Expand to the same shape, identity Transpose, scalar x*1 / x+0 and
-single-axis full Slices are onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
+(Cast to the same type, identity Transpose, scalar x*1 / x+0 and single-axis full Slices are
+onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
+
+Expand(x, s) broadcasts x with the shape s: its output has the shape broadcast(x.shape, s).
+torch writes `expand_as(y)` as Expand(x, Shape(y)) and `expand(...)` with a computed s (see
+`reshape.trace`). Each element of s is compared with the dims it meets, aligned from the right:
+- ExpandToSameShape: when s has no more elements than x has axes and each is 1 or x's own dim
+  there (`reshape.same_dim`: static, same symbolic name, or the same root through the graph),
+  broadcast(x.shape, s) = x.shape and Expand(x, s) = x;
+- ExpandBeforeBroadcast: op(Expand(x, s), y, ...) for an op broadcasting all its inputs
+  multidirectionally (Add, Mul, Where, Equal, ...): broadcasting is associative, commutative and
+  idempotent, so op(x, y, ...) has the same shape and values when each element of s is 1 or
+  equals the dim of x or of another operand at its axis (s adds nothing to the mix), and s has no
+  more elements than the widest of them (it adds no axis). A model whose shapes clash fails either
+  way. `x * y.expand_as(x)` (squeeze-and-excitation), `mask.expand_as(scores)` in a Where.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from onnxslim.passes.rules.common import (
     slice_params,
     static_dims,
 )
+from onnxslim.passes.rules.reshape import DimRoots, rank_of, same_dim, trace
 
 
 class _ToIdentity(pattern.RewriteRuleClassBase):
@@ -43,6 +57,72 @@ class ReshapeToSameShape(_ToIdentity):
         if not all(k or f for k, f in zip(kept, free)) or sum(free) > 1:
             return result.fail("shape changes")
         return result
+
+
+class ExpandToSameShape(_ToIdentity):
+    """Expand(x, s) -> x when s broadcasts into x's own shape."""
+
+    def pattern(self, op, x, shape):
+        return op.Expand(x, shape)
+
+    def check(self, context, x, shape, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        if not _broadcast_adds_nothing(shape, x, []):
+            return MatchResult().fail("the shape may grow x")
+        return MatchResult()
+
+
+class ExpandBeforeBroadcast(pattern.RewriteRuleClassBase):
+    """op(..., Expand(x, s), ...) -> op(..., x, ...) when x and the other operands already
+    broadcast to every dim s has; the Expand stays for its other consumers."""
+
+    def __init__(self, op_type: str, arity: int, position: int) -> None:
+        super().__init__(f"Expand{position}{op_type}", remove_nodes=False)
+        self.op_type, self.arity, self.position = op_type, arity, position
+
+    def _operands(self, first, a, b):
+        """The op's inputs with `first` at the Expand's position, a (and b) at the others."""
+        operands = [a, b][: self.arity - 1]
+        operands.insert(self.position, first)
+        return operands
+
+    def pattern(self, op, x, shape, a, b):
+        return getattr(op, self.op_type)(*self._operands(op.Expand(x, shape), a, b))
+
+    def check(self, context, x, shape, a, b=None) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        if not _broadcast_adds_nothing(shape, x, [a, b][: self.arity - 1]):
+            return MatchResult().fail("the shape may grow the result")
+        return MatchResult()
+
+    def rewrite(self, op, x, shape, a, b=None):  # noqa: ARG002 onnxscript passes the matched values by keyword
+        return getattr(op, self.op_type)(*self._operands(x, a, b))
+
+
+#: Ops broadcasting their two inputs multidirectionally, and with no attributes (PRelu
+#: broadcasts one way; Mod and BitShift have attributes the rewrite would drop).
+_BROADCASTING = (
+    *("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"),
+    *("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"),
+)
+
+
+def _broadcast_adds_nothing(shape, x, operands) -> bool:
+    """Whether broadcast(x, operands..., shape) = broadcast(x, operands...): shape (traced) has
+    no more elements than the widest of them has axes, and each element is 1 or the dim of one of
+    them at its axis, aligned from the right."""
+    elements, values = trace(shape), [x, *operands]
+    ranks = [rank_of(value) for value in values]
+    if elements is None or None in ranks or len(elements) > max(ranks):
+        return False
+    rank, roots = max(ranks), DimRoots()
+    for i, element in enumerate(elements):
+        axis = rank - len(elements) + i
+        if element != 1 and not any(
+            same_dim(element, value, axis - rank + r, roots)
+            for value, r in zip(values, ranks)
+            if axis - rank + r >= 0
+        ):
+            return False
+    return True
 
 
 class PadWithZeroPads(_ToIdentity):
@@ -124,6 +204,9 @@ class NeutralElement(_ToIdentity):
 
 rules = (
     ReshapeToSameShape.rule(),
+    ExpandToSameShape.rule(),
+    *(ExpandBeforeBroadcast.rule(op_type, 2, k) for op_type in _BROADCASTING for k in (0, 1)),
+    *(ExpandBeforeBroadcast.rule("Where", 3, k) for k in (0, 1, 2)),
     PadWithZeroPads.rule(),
     ConcatOfOne.rule(),
     SplitIntoOne.rule(),

@@ -15,6 +15,16 @@ a literal 0: copying is still exact when s has no literal 0 (s[j] = x.shape[j] a
 way); with a literal 0, neither 0 (copy) nor -1 (invalid beside a 0) can stand for a traced dim,
 and the Reshape is left as it is.
 
+A Reshape of a Reshape only depends on the order of the elements: Reshape(Reshape(y, s1), s)
+becomes Reshape(y, constant) when s traced against y gives one (torch's `x.flatten(2)` ...
+`.reshape(b, c, h, w)` back to x's own dims, which then goes as a no-op). A literal 0 of s copies
+dim j of the inner Reshape's output, element j of s1: a dim of y for a 0 there (allowzero=0), or
+s1[j] itself.
+
+Shape elements are traced through Shape, Gather, Slice, Concat, Cast, (Un)Squeeze, Reshape and
+Where(Equal(a, b), c, d) when each comparison is decided (two ints, the same dim, or a dim and a
+negative int: dims are never negative), which is how torch's `expand` writes its shape.
+
 Dims proved equal through the graph (EfficientNet's `bs = inputs.size(0)` at the top of forward,
 `x.view(bs, -1)` after the pooling: shape inference names the pooled batch dim apart from the
 input's). A dim (v, k) is traced up to its root, a dim (r, m) it provably equals; two dims with
@@ -34,8 +44,10 @@ definition:
 - Transpose: (out, j) <- (in, perm[j]) (perm defaults to the reversed axes: the rank must be known);
 - Concat on axis a: (out, k) for k != a when every input traces to the same root at k (the inputs
   must agree there anyway; requiring the proof keeps a model that fails at run time failing);
-- Pad: (out, k) <- (in, k) when the pads of axis k are constant zeros (or k is not in `axes`).
-Resize, Reshape, MatMul, Gemm and anything else end the trace: their output is its own root.
+- Pad: (out, k) <- (in, k) when the pads of axis k are constant zeros (or k is not in `axes`);
+- Reshape: (out, k) <- (in, k) when its traced shape has a literal 0 at k (allowzero=0); with
+  allowzero=1, <- the dim that element k is (Shape(v)[m] there: (v, m)).
+Resize, MatMul, Gemm and anything else end the trace: their output is its own root.
 The trace is depth first without recursion, memoized per Reshape (each op is looked at once per
 axis), and stops after _MAX_STEPS ops: a dim whose trace stops is its own root, which proves
 nothing but is never wrong, so a Reshape costs at most that many steps each round.
@@ -77,63 +89,99 @@ _MAX_DEPTH = 8
 
 class ReshapeToTracedShape(pattern.RewriteRuleClassBase):
     """Reshape(x, <computed shape>) -> Reshape(x, constant) when every element is known,
-    copied or inferable."""
+    copied or inferable; Reshape(Reshape(y, s1), s) -> Reshape(y, constant) likewise."""
 
     def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
 
     def check(self, context, x, shape, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
-        if constant(shape) is not None or _target(x, shape, out) is None:
-            return MatchResult().fail("shape already constant, or not traceable")
+        if _rebuilt(x, shape, out) is None:
+            return MatchResult().fail("shape not traceable, or constant and nothing to compose")
         return MatchResult()
 
     def rewrite(self, op, x, shape, out):
-        return op.Reshape(x, new_initializer(op, _target(x, shape, out), out, "shape"))
+        source, target = _rebuilt(x, shape, out)
+        return op.Reshape(source, new_initializer(op, target, out, "shape"))
 
 
-def _target(x: ir.Value, shape: ir.Value, out: ir.Value) -> np.ndarray | None:
-    """The constant shape (for allowzero=0) doing the same as `shape`; None if more than one
-    element stays unknown.
+def _rebuilt(x: ir.Value, shape: ir.Value, out: ir.Value) -> tuple[ir.Value, np.ndarray] | None:
+    """(source, constant shape) with Reshape(source, constant) equal to `out`: source is x when
+    the shape is computed, or the input of the Reshape producing x (the result only depends on
+    the elements' order); None if neither gives a constant shape.
 
-    A copied dim equals the original element even if it is 0: allowzero only matters for literal 0s.
+    A literal 0 of the outer shape (allowzero=0) copies x's dim j, which is element j of the inner
+    shape: a dim of the inner input for its own 0 (when its allowzero=0), or the element itself.
+    A constant shape without a 0 on a Reshape is onnxscript's reshape_reshape_rule.
     """
     elements = trace(shape)
     if elements is None:
         return None
     if out.producer().attributes.get_int("allowzero", 0) and 0 in elements:
         return None
-    dims = list(x.shape.dims) if x.shape is not None else []
-    root, roots = _shape_root(x), _DimRoots()
+    if constant(shape) is None:
+        target = _target(x, elements)
+        if target is not None:
+            return x, target
+    elif 0 not in elements:
+        return None
+    inner = x.producer()
+    if inner is None or inner.op_type != "Reshape" or inner.domain not in ("", "ai.onnx"):
+        return None
+    source, copies_zero = inner.inputs[0], not inner.attributes.get_int("allowzero", 0)
+    inner_elements = trace(inner.inputs[1])
+    if source is None or inner_elements is None:
+        return None
+    composed = []
+    for j, element in enumerate(elements):
+        if element == 0:
+            copied = inner_elements[j] if j < len(inner_elements) else None
+            if copied == 0:
+                copied = DimOf(source, j) if copies_zero else None
+            element = copied if copied != -1 else None
+        composed.append(element)
+    target = _target(source, composed)
+    return (source, target) if target is not None else None
+
+
+def _target(x: ir.Value, elements: list[Dim]) -> np.ndarray | None:
+    """The constant shape (for allowzero=0) giving x the traced shape `elements` (ints are kept:
+    a 0 there copies x's dim, as the caller meant); None if more than one element stays unknown.
+
+    A copied dim equals the original element even if it is 0: allowzero only matters for literal 0s.
+    """
+    roots = DimRoots()
     target = []
     for j, element in enumerate(elements):
         if not isinstance(element, int):
-            element = 0 if _same_dim(element, j, dims, root, x, roots) else -1
+            element = 0 if same_dim(element, x, j, roots) else -1
         target.append(element)
     if target.count(-1) > 1:
         return None
     return np.array(target, dtype=np.int64)
 
 
-def _same_dim(
-    element: Dim, j: int, dims: list, root: ir.Value, x: ir.Value, roots: _DimRoots
-) -> bool:
-    """Whether `element` is dim j of the reshaped tensor x (whose dims are `dims`, [] if unknown;
-    `root` its _shape_root; `roots` the dim roots traced so far for this Reshape)."""
+def same_dim(element: Dim, value: ir.Value, axis: int, roots: DimRoots) -> bool:
+    """Whether the traced `element` is dim `axis` (>= 0) of `value` at run time: the same static
+    int, the same dim of a tensor of the same shape (through elementwise ops), the same symbolic
+    name, or a dim with the same root (`roots`: the dim roots traced so far)."""
+    dims = list(value.shape.dims) if value.shape is not None else []
+    if value.shape is not None and axis >= len(dims):  # value has no such axis
+        return False
+    dim = dims[axis] if axis < len(dims) else None
+    if isinstance(element, int):
+        return isinstance(dim, int) and dim == element
     if not isinstance(element, DimOf):
         return False
-    if element.index == j and _shape_root(element.value) is root:
+    if element.index == axis and _shape_root(element.value) is _shape_root(value):
         return True
-    if x.shape is not None and j >= len(dims):  # x has no axis j: the shape makes a new one
-        return False
-    symbol = dims[j] if j < len(dims) else None
     if (
         element.symbol is not None
-        and isinstance(symbol, ir.SymbolicDim)
-        and symbol.value is not None
-        and element.symbol == symbol
+        and isinstance(dim, ir.SymbolicDim)
+        and dim.value is not None
+        and element.symbol == dim
     ):
         return True
-    return roots.root(element.value, element.index) == roots.root(x, j)
+    return roots.root(element.value, element.index) == roots.root(value, axis)
 
 
 #: Ops whose output 0 has the shape of their input 0.
@@ -195,7 +243,7 @@ _MAX_STEPS = 4096
 _Axis = tuple[ir.Value, int]
 
 
-class _DimRoots:
+class DimRoots:
     """Roots of dims (value, axis): dims with the same root are equal at run time. Memoized; only
     valid while the graph does not change (one per Reshape checked)."""
 
@@ -246,6 +294,8 @@ class _DimRoots:
             sources = [(inputs[0], axis)] if _unpadded(node, axis) else None
         elif op == "Concat":
             sources = _concatenated(node, axis)
+        elif op == "Reshape":
+            sources = _reshaped(node, axis)
         elif op in _MULTI_BROADCAST:
             sources = _broadcast_operands(node, axis)
         else:
@@ -261,7 +311,8 @@ def _dims(value: ir.Value) -> tuple | None:
     return array.shape if array is not None else None
 
 
-def _rank(value: ir.Value) -> int | None:
+def rank_of(value: ir.Value) -> int | None:
+    """The value's rank, from its data if only that gives it; None if unknown."""
     dims = _dims(value)
     return len(dims) if dims is not None else None
 
@@ -292,12 +343,27 @@ def _broadcast_operands(node: ir.Node, axis: int) -> list[_Axis] | None:
 
 def _concatenated(node: ir.Node, axis: int) -> list[_Axis] | None:
     """Concat's inputs at `axis` when it is not the concatenated axis; None otherwise."""
-    ranks = {_rank(value) for value in node.inputs if value is not None}
+    ranks = {rank_of(value) for value in node.inputs if value is not None}
     ranks.discard(None)
     joined = normalize_axes([node.attributes.get_int("axis", 0)], ranks.pop() if ranks else None)
     if None in node.inputs or joined is None or joined[0] == axis:
         return None
     return [(value, axis) for value in node.inputs]
+
+
+def _reshaped(node: ir.Node, axis: int) -> list[_Axis] | None:
+    """The dim Reshape's output axis `axis` is: the input's for a literal 0 (allowzero=0), the
+    dim a traced shape element names (allowzero=1: with 0, a size 0 there would copy the input's
+    dim instead); None otherwise."""
+    elements = trace(node.inputs[1]) if len(node.inputs) > 1 else None
+    if elements is None or not 0 <= axis < len(elements):
+        return None
+    element, allowzero = elements[axis], node.attributes.get_int("allowzero", 0)
+    if isinstance(element, DimOf) and allowzero:
+        return [(element.value, element.index)]
+    if element == 0 and not allowzero:
+        return [(node.inputs[0], axis)]
+    return None
 
 
 def _transposed(node: ir.Node, axis: int) -> list[_Axis] | None:
@@ -306,7 +372,7 @@ def _transposed(node: ir.Node, axis: int) -> list[_Axis] | None:
     if perm is not None:
         perm = perm.as_ints()
     else:
-        rank = _rank(source)
+        rank = rank_of(source)
         perm = list(reversed(range(rank))) if rank is not None else None
     if perm is None or not 0 <= axis < len(perm):
         return None
@@ -322,7 +388,9 @@ def _unpadded(node: ir.Node, axis: int) -> bool:
     if len(node.inputs) > 3 and node.inputs[3] is not None:
         given = constant(node.inputs[3])
         axes = (
-            normalize_axes(given.reshape(-1), _rank(node.inputs[0])) if given is not None else None
+            normalize_axes(given.reshape(-1), rank_of(node.inputs[0]))
+            if given is not None
+            else None
         )
         if axes is None or len(axes) != count:
             return False
@@ -451,8 +519,46 @@ def _same_elements(node: ir.Node, depth: int) -> list[Dim] | None:
     return trace(node.inputs[0], depth)
 
 
+def _where(node: ir.Node, depth: int) -> list[Dim] | None:
+    """Where(Equal(a, b), c, d) element by element, each comparison decided (`_equal`): torch's
+    `expand` writes its shape as Where(Equal(s, -1), 1, s)."""
+    valid = len(node.inputs) == 3 and None not in node.inputs
+    condition = node.inputs[0].producer() if valid else None
+    if (
+        condition is None
+        or condition.op_type != "Equal"
+        or condition.domain not in ("", "ai.onnx")
+        or len(condition.inputs) != 2
+    ):
+        return None
+    pieces = [trace(value, depth) for value in (*condition.inputs, *node.inputs[1:])]
+    if any(piece is None for piece in pieces):
+        return None
+    length = max(len(piece) for piece in pieces)
+    if any(len(piece) not in (1, length) for piece in pieces):
+        return None
+    elements = []
+    for i in range(length):
+        a, b, chosen, other = (piece[i if len(piece) > 1 else 0] for piece in pieces)
+        equal = _equal(a, b)
+        elements.append(None if equal is None else chosen if equal else other)
+    return elements
+
+
+def _equal(a: Dim, b: Dim) -> bool | None:
+    """Whether two traced elements are equal; None if undecided. A dim is never negative."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    if isinstance(a, DimOf) and isinstance(b, DimOf) and (a.value, a.index) == (b.value, b.index):
+        return True
+    if isinstance(b, DimOf):
+        a, b = b, a
+    return False if isinstance(a, DimOf) and isinstance(b, int) and b < 0 else None
+
+
 _TRACERS = {
     "Shape": _shape,
+    "Where": _where,
     "Gather": _gather,
     "Slice": _slice,
     "Concat": _concat,
