@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -178,13 +179,22 @@ def _cosine(dot: float, ref_sq: float, other_sq: float) -> float:
     return max(-1.0, min(1.0, dot / math.sqrt(ref_sq * other_sq)))
 
 
-def tensor_snr_db(references: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> float:
-    """SNR (dB) of `others` against `references` over all their elements (inf: identical)."""
-    signal = sum(float(np.sum(np.square(r, dtype=np.float64))) for r in references)
-    noise = sum(
-        float(np.sum(np.square(r.astype(np.float64) - o))) for r, o in zip(references, others)
-    )
-    return _snr_db(signal, noise)
+class TensorSnr:
+    """SNR (dB) of tensors against their references over all elements of all samples, added one
+    sample at a time (a detector's feature maps for every layer and sample do not fit in memory)."""
+
+    def __init__(self) -> None:
+        self.signal: dict[str, float] = defaultdict(float)
+        self.noise: dict[str, float] = defaultdict(float)
+
+    def add(self, name: str, reference: np.ndarray, other: np.ndarray) -> None:
+        reference = np.asarray(reference, dtype=np.float64)
+        self.signal[name] += float(np.sum(np.square(reference)))
+        self.noise[name] += float(np.sum(np.square(reference - other)))
+
+    def db(self, name: str) -> float:
+        """The SNR of `name` so far (inf: identical)."""
+        return _snr_db(self.signal[name], self.noise[name])
 
 
 def added_noise_db(output_db: float, input_db: float) -> float:

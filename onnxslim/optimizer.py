@@ -49,6 +49,8 @@ class OptimizeResult:
     check_skipped: str | None = None
     #: What the check ran on: "synthesized inputs (x float32[1,3,32,32] in [-1, 1])".
     check_inputs: str | None = None
+    #: The feeds themselves (inputs the original accepts: a benchmark can reuse them).
+    check_feeds: list[dict] | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
     #: Every pass run that changed the model: round (or "setup"/"finish"), pass, nodes before/after.
     history: list[tuple[int | str, str, int, int]] = field(default_factory=list)
@@ -290,6 +292,7 @@ def optimize_with_report(
         checked=options.check and not_checked is None,
         check_skipped=not_checked,
         check_inputs=str(check_inputs) if check_inputs else None,
+        check_feeds=check_inputs.samples if check_inputs else None,
         notes=notes,
         history=history,
         fp16=precision,

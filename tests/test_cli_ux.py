@@ -562,3 +562,25 @@ def test_fp16_from_python():
         mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", check=False)
     )
     assert result.fp16["drift"] is None and result.fp16["nodes_float16"] == 2
+
+
+def test_optimize_bench_falls_back_to_the_inputs_the_check_found(tmp_path):
+    """Reflect padding by 40 needs more than 40 values: the benchmark's first random pick breaks the
+    original, the check's retried inputs do not."""
+    pads = helper.make_tensor("pads", onnx.TensorProto.INT64, [4], [0, 40, 0, 40])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+            helper.make_node("Relu", ["p"], ["y"]),
+        ],
+        "g",
+        [vi("x", FLOAT, [1, "n"])],
+        [vi("y", FLOAT, [1, None])],
+        [pads],
+    )
+    path = tmp_path / "reflect.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    proc = run_cli(path, "-o", tmp_path / "o.onnx", "--bench")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: benchmarked on the inputs the check found" in proc.stderr
+    assert "verdict: o.onnx vs reflect.onnx" in proc.stdout

@@ -14,10 +14,10 @@ from onnx import helper, numpy_helper
 
 from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
-from onnxslim.drift import compare_outputs
+from onnxslim.drift import compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.quantization import quantize
-from onnxslim.quantization.api import split_samples, worth_trading
+from onnxslim.quantization.api import drift_warning, split_samples, worth_trading
 from onnxslim.quantization.dynamic import covers_most_weights
 from onnxslim.quantization.ops import RULES
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
@@ -258,6 +258,19 @@ def test_calibration_data_validation():
         quantize(cnn(), [], **FAST)
     with pytest.raises(OnnxSlimError, match="too few"):
         quantize(cnn(), samples(2), **FAST)
+
+
+def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_asked():
+    rng = np.random.default_rng(0)
+    ref = [{"y": rng.standard_normal(8).astype(np.float32)} for _ in range(4)]
+    close = [{"y": r["y"] + 0.01} for r in ref]
+    broken = [*close[:3], {"y": -ref[3]["y"]}]  # one sample flipped
+    assert drift_warning(compare_outputs(ref, close), None, "test") == []
+    (warning,) = drift_warning(compare_outputs(ref, broken), None, "test")
+    assert warning.startswith("warning: INT8 drifts far from float on the test samples")
+    assert "min_cosine -1 fails min_cosine>=0.99" in warning and "--max-drift" in warning
+    budget = parse_max_drift("snr>=10")
+    assert drift_warning(compare_outputs(ref, broken), budget, "test") == []
 
 
 def test_split_samples_spread_through_the_data_or_last():

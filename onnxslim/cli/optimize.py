@@ -476,7 +476,16 @@ def optimize_command(
             }
         if run_bench:
             history = None if int8 else result.history
-            measured = _bench(input_path, output, samples, bench_shapes, console, messages, history)
+            try:
+                measured = _bench(
+                    input_path, output, samples, bench_shapes, console, messages, history
+                )
+            except OnnxSlimError:  # the random inputs break the model: those the check found
+                found = None if int8 or samples or bench_shapes else result.check_feeds
+                if not found:
+                    raise
+                tables.warn(messages, "benchmarked on the inputs the check found")
+                measured = _bench(input_path, output, found, {}, console, messages, history)
             report_data["bench"] = measured.to_dict()
         if report_path:
             write_json(report_data, report_path)

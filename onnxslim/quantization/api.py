@@ -209,6 +209,7 @@ def quantize(
                 f"the budget {budget} held on the {len(selection)} selection samples but not on "
                 f"the {len(test)} test samples: {missed[0]}"
             )
+    notes += drift_warning(drift, budget, "test" if test else "selection")
     dynamic_used = outcome.mode == "dynamic"
     report = QuantizeReport(
         mode=outcome.mode,
@@ -693,6 +694,19 @@ def _latency(
         progress=False,
     )
     return {model.name: model.latency for model in report.models}
+
+
+def drift_warning(drift: Mapping[str, Drift], budget: Budget | None, split: str) -> list[str]:
+    """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR: the
+    INT8 model may be broken for the task, and a budget would return its noisiest nodes to
+    float."""
+    missed = QUALITY_BAR.check(drift) if budget is None else []
+    if not missed:
+        return []
+    return [
+        f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
+        "your task, or give --max-drift cosine>=0.99 to return the noisiest nodes to float"
+    ]
 
 
 def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -177,6 +177,18 @@ def run_samples(
     """Outputs (or the tensors ``names``) of ``model`` for each sample, with ORT's graph
     optimizations at `opt_level` (default: all, basic to observe tensors); ORT failing on an
     ``int8`` model is a CheckFailedError."""
+    return list(iter_samples(model, samples, names, int8=int8, opt_level=opt_level))
+
+
+def iter_samples(
+    model,
+    samples,
+    names: Sequence[str] | None = None,
+    *,
+    int8: bool = True,
+    opt_level: str | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """`run_samples` one sample at a time, for tensors too many to hold for every sample."""
     session = Session(
         model,
         opt_level=opt_level or ("basic" if names else "all"),
@@ -185,4 +197,5 @@ def run_samples(
         error=CheckFailedError if int8 else OnnxSlimError,
     )
     keys = list(names) if names else session.output_names
-    return [dict(zip(keys, session.run(s, names or None))) for s in samples]
+    for sample in samples:
+        yield dict(zip(keys, session.run(sample, names or None)))

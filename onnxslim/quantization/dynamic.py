@@ -15,9 +15,9 @@ import onnx
 import onnx_ir as ir
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from onnxslim.drift import Budget, added_noise_db, compare_outputs, tensor_snr_db
+from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
 from onnxslim.model import io
-from onnxslim.quantization.builder import run_samples
+from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.recovery import fewest_passing
 from onnxslim.quantization.report import Outcome
 
@@ -132,10 +132,15 @@ def _sensitivity(
     nodes = {n.name: n for n in proto.graph.node if n.name in candidates}
     pairs = {name: (node.output[0], node.input[0]) for name, node in nodes.items()}
     names = sorted({t for pair in pairs.values() for t in pair})
-    floats = run_samples(proto, samples, names, int8=False)
-    quants = run_samples(quantized, samples, names)
-    snr = {t: tensor_snr_db([f[t] for f in floats], [q[t] for q in quants]) for t in names}
-    scores = [(name, added_noise_db(snr[out], snr[inp])) for name, (out, inp) in pairs.items()]
+    snr = TensorSnr()
+    for floats, quants in zip(
+        iter_samples(proto, samples, names, int8=False), iter_samples(quantized, samples, names)
+    ):
+        for t in names:
+            snr.add(t, floats[t], quants[t])
+    scores = [
+        (name, added_noise_db(snr.db(out), snr.db(inp))) for name, (out, inp) in pairs.items()
+    ]
     return sorted(scores, key=lambda item: item[1])
 
 

@@ -4,12 +4,13 @@ up at its output (the tool to find the layer that ruins a model, like ORT's qdq_
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import onnx
 import onnx_ir as ir
 
-from onnxslim.drift import tensor_snr_db
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.drift import TensorSnr
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, iter_samples
 
 FLOAT_INPUT = "{}::float"  # the probe model's graph input carrying a float tensor
 OWN_OUTPUT = "{}::own"  # the probe model's output: a node's result on quantized float inputs
@@ -48,19 +49,23 @@ def layer_errors(
     proto = ir.to_proto(quantized)
     probe, fed = _probe(proto, [dq for _, _, dq in layers])
     wanted = sorted({*fed, *(out for _, out, _ in layers)})
-    floats = run_samples(builder.proto, samples, wanted, int8=False)
+    # one sample at a time: the float run feeds the probe and is the reference of both SNRs
+    floats_fed, floats = itertools.tee(iter_samples(builder.proto, samples, wanted, int8=False))
+    feeds = (
+        {**sample, **{FLOAT_INPUT.format(t): values[t] for t in fed}}
+        for sample, values in zip(samples, floats_fed)
+    )
+    own = iter_samples(probe, feeds, opt_level="disable")
     dq_names = [dq for _, _, dq in layers]
-    accumulated = run_samples(proto, samples, dq_names, opt_level="disable")
-    feeds = [{**s, **{FLOAT_INPUT.format(t): f[t] for t in fed}} for s, f in zip(samples, floats)]
-    own = run_samples(probe, feeds, opt_level="disable")
+    accumulated = iter_samples(proto, samples, dq_names, opt_level="disable")
+    own_snr, accumulated_snr = TensorSnr(), TensorSnr()
+    for own_values, accumulated_values, float_values in zip(own, accumulated, floats):
+        for _, out, dq in layers:
+            own_snr.add(dq, float_values[out], own_values[OWN_OUTPUT.format(dq)])
+            accumulated_snr.add(dq, float_values[out], accumulated_values[dq])
     return [
-        LayerError(
-            node.name,
-            node.op_type,
-            tensor_snr_db([f[out] for f in floats], [q[OWN_OUTPUT.format(dq)] for q in own]),
-            tensor_snr_db([f[out] for f in floats], [q[dq] for q in accumulated]),
-        )
-        for node, out, dq in layers
+        LayerError(node.name, node.op_type, own_snr.db(dq), accumulated_snr.db(dq))
+        for node, _, dq in layers
     ]
 
 

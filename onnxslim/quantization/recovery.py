@@ -7,8 +7,8 @@ import math
 
 import onnx_ir as ir
 
-from onnxslim.drift import Budget, added_noise_db, compare_outputs, tensor_snr_db
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, iter_samples, run_samples
 from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
 from onnxslim.quantization.plan import activation_inputs
 
@@ -95,18 +95,17 @@ def sensitivity(
     seen = {t for out, ins in pairs.values() for t in [out, *ins]}
     quant_name = {t: info.dequantized.get(t, t) for t in seen}
     names = sorted(seen)
-    float_vals = run_samples(builder.proto, samples, names, int8=False)
-    quant_vals = [
-        dict(zip(names, q.values()))
-        for q in run_samples(quantized, samples, [quant_name[t] for t in names])
-    ]
-    snr = {t: tensor_snr_db([f[t] for f in float_vals], [q[t] for q in quant_vals]) for t in names}
+    snr = TensorSnr()
+    for floats, quants in zip(
+        iter_samples(builder.proto, samples, names, int8=False),
+        iter_samples(quantized, samples, [quant_name[t] for t in names]),
+    ):
+        for t, value in zip(names, quants.values()):
+            snr.add(t, floats[t], value)
     scores = []
     for name, (out, ins) in pairs.items():
-        if out not in snr:
-            continue
-        worst_in = min((snr[i] for i in ins if i in snr), default=math.inf)
-        scores.append((name, added_noise_db(snr[out], worst_in)))
+        worst_in = min((snr.db(i) for i in ins), default=math.inf)
+        scores.append((name, added_noise_db(snr.db(out), worst_in)))
     scores.sort(key=lambda item: item[1])
     return scores
 
