@@ -59,6 +59,11 @@ def test_int8_held_out_samples_can_be_the_last_ones(tmp_path, demo_path):
     assert proc.returncode == 2 and "--held-out" in proc.stderr
 
 
+def test_int8_given_data_instead_of_a_mode_points_to_calibration(tmp_path, demo_path):
+    proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--int8", _calibration_folder(tmp_path))
+    assert_one_line_error(proc, 2, "calibration data goes after --calibration")
+
+
 def test_int8_needs_calibration(tmp_path, demo_path):
     out = tmp_path / "x.onnx"
     proc = run_cli(demo_path, "-o", out, "--int8")

@@ -273,6 +273,12 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     assert drift_warning(compare_outputs(ref, broken), budget, "test") == []
 
 
+def test_nodes_too_small_for_int8_say_their_weights_are_stored_int8():
+    report = quantize(cnn(), samples(), **{**FAST, "min_macs": 10**12}).report
+    reasons = [why for why in report.kept_float.values() if "too small to gain" in why]
+    assert reasons and all("computes in float on int8-stored weights" in why for why in reasons)
+
+
 def test_split_samples_spread_through_the_data_or_last():
     cal, sel, test = split_samples(list(range(10)), 0.2, 0.2)
     assert (cal, sel, test) == ([0, 2, 4, 5, 7, 9], [1, 6], [3, 8])
@@ -869,7 +875,13 @@ def test_int8_not_faster_than_the_lossless_float_model_is_called_out(monkeypatch
     options = {**FAST, "measure_latency": True, "optimize": True}
     report = quantize(cnn(), samples(), **options).report
     assert report.latency_lossless_ms == 1.0 and report.speedup == 2.0
-    assert any("INT8 is not faster than onnxslim's lossless float model" in n for n in report.notes)
+    (note,) = [n for n in report.notes if "lossless float model" in n]
+    assert note.startswith("warning: INT8 is not measurably faster than onnxslim's lossless float")
+    assert "median 1.00 ms vs 1.00 ms, 1.00x; fastest runs 1.00 vs 1.00 ms, 1.00x" in note
+    timed["lossless"] = Latency(0.5, 0.5, 0.5, 0.5)
+    report = quantize(cnn(), samples(), **options).report
+    (note,) = [n for n in report.notes if "lossless float model" in n]
+    assert note.startswith("warning: INT8 is slower than onnxslim's lossless float model")
     timed["lossless"] = Latency(1.5, 1.5, 1.5, 1.5)
     report = quantize(cnn(), samples(), **options).report
     assert not any("lossless float model" in n for n in report.notes)

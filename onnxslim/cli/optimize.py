@@ -45,6 +45,20 @@ def _pass_list() -> str:
     return "\n".join(lines)
 
 
+class _Int8Mode(click.Choice):
+    """--int8's mode; data given in its place is pointed to --calibration."""
+
+    def convert(self, value, param, ctx):
+        if value not in self.choices and ("/" in value or "." in value or Path(value).exists()):
+            self.fail(
+                f"{value!r} is not an INT8 mode ({', '.join(self.choices)}): calibration data "
+                "goes after --calibration, e.g. --int8 --calibration DATA",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 @click.command(
     "optimize",
     epilog="Passes (for --skip):\n\n" + _pass_list(),
@@ -188,7 +202,7 @@ def _pass_list() -> str:
     is_flag=False,
     flag_value="auto",
     default=None,
-    type=click.Choice(list(MODES)),
+    type=_Int8Mode(list(MODES)),
     help="Quantize to INT8 after the lossless passes (needs --calibration): static (calibrated "
     "QDQ), dynamic (MatMul, for transformers) or auto (the default: static, or dynamic where "
     "static misses --max-drift, or without one where its worst selection sample's cosine is "

@@ -138,12 +138,14 @@ def plan(
     for node, rule in candidates:
         reason = _float_reason(node, rule, allowed, options, result.tensors, sizes, producers)
         if reason:
-            result.floats[node.name] = reason
             if (
                 reason.startswith((FASTER_IN_FLOAT, SENSITIVE))
                 and node.inputs[rule.weight].const_value is not None
             ):
                 result.weight_only.append(node.name)
+                if not reason.startswith(SENSITIVE):  # which says so itself
+                    reason += "; computes in float on int8-stored weights"
+            result.floats[node.name] = reason
             continue
         result.nodes.append(node.name)
         if rule.kind == WEIGHT_ONLY:
