@@ -279,6 +279,35 @@ def test_nodes_too_small_for_int8_say_their_weights_are_stored_int8():
     assert reasons and all("computes in float on int8-stored weights" in why for why in reasons)
 
 
+def test_nodes_inside_if_bodies_are_said_to_stay_float():
+    rng = np.random.default_rng(2)
+    branch = [
+        helper.make_graph(
+            [helper.make_node("MatMul", ["m2", f"w_{name}"], [f"out_{name}"])],
+            name,
+            [],
+            [vi(f"out_{name}", FLOAT, [1, 16, 32])],
+            [const(f"w_{name}", rng.normal(size=(32, 32)).astype(np.float32))],
+        )
+        for name in ("then", "else")
+    ]
+    model = matmul_chain()
+    graph = model.graph
+    graph.node[-1].output[0] = "r2"
+    graph.node.append(
+        helper.make_node("If", ["c"], ["y"], then_branch=branch[0], else_branch=branch[1])
+    )
+    graph.input.append(vi("c", onnx.TensorProto.BOOL, []))
+    data = [
+        {"x": rng.normal(size=(1, 16, 32)).astype(np.float32), "c": np.array(i % 2 == 0)}
+        for i in range(12)
+    ]
+    report = quantize(model, data, **FAST).report
+    assert "2 node(s) inside If/Loop/Scan bodies stay float: INT8 covers the main graph" in (
+        report.notes
+    )
+
+
 def test_split_samples_spread_through_the_data_or_last():
     cal, sel, test = split_samples(list(range(10)), 0.2, 0.2)
     assert (cal, sel, test) == ([0, 2, 4, 5, 7, 9], [1, 6], [3, 8])

@@ -18,6 +18,7 @@ from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
+from onnxslim.model.graph import node_count
 from onnxslim.quantization import dynamic
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
@@ -179,6 +180,11 @@ def quantize(
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     notes = _protocol_notes(calib, selection, test, budget, config.held_out)
+    inner = node_count(float_model.graph) - len(float_model.graph)
+    if inner:
+        notes.append(
+            f"{inner} node(s) inside If/Loop/Scan bodies stay float: INT8 covers the main graph"
+        )
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     if config.mode == "dynamic":
