@@ -430,16 +430,24 @@ def _with_batch_dim(sample: Sample, specs: Sequence[InputSpec]) -> Sample:
 
 
 def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sample]:
-    """Split stacked arrays along the first axis; each sample keeps a batch dim of 1."""
-    counts = {len(a) if a.ndim else 0 for a in arrays.values()}
+    """Split stacked arrays along the first axis; each sample keeps a batch dim of 1. A 0-d array
+    for a scalar input is the same in every sample."""
+    ranks = {spec.name: len(spec.shape) for spec in specs}
+    shared = {name for name, a in arrays.items() if a.ndim == 0 and ranks.get(name) == 0}
+    counts = {len(a) if a.ndim else 0 for name, a in arrays.items() if name not in shared}
     if len(counts) != 1 or 0 in counts:
         raise OnnxSlimError(
-            f"inputs {path}: stacked arrays need the same, non-empty first axis (samples)"
+            f"inputs {path}: stacked arrays need the same, non-empty first axis (samples; a "
+            "scalar input may be a 0-d array, the same in every sample); for one sample per "
+            "file, give a folder of .npz files"
         )
-    ranks = {spec.name: len(spec.shape) for spec in specs}
     return [
         {
-            name: a[i] if a.ndim == ranks.get(name, a.ndim) + 1 else a[i : i + 1]
+            name: a
+            if name in shared
+            else np.asarray(a[i])
+            if a.ndim == ranks.get(name, a.ndim) + 1
+            else a[i : i + 1]
             for name, a in arrays.items()
         }
         for i in range(counts.pop())

@@ -164,6 +164,23 @@ def test_stacked_npz_file(tmp_path):
     assert [s["x"].shape for s in load_samples(tmp_path / "batched.npz", X_SPEC)] == [(5, 4)] * 2
 
 
+def test_stacked_npz_file_with_a_scalar_input(tmp_path):
+    """silero-vad's `sr`: a 0-d array is the same in every sample, or one value per sample."""
+    specs = [*X_SPEC, InputSpec("sr", I64, ())]
+    x = np.zeros((2, 1, 4), np.float32)
+    np.savez(tmp_path / "shared.npz", x=x, sr=np.array(16000))
+    np.savez(tmp_path / "each.npz", x=x, sr=np.array([16000, 8000]))
+    shared = load_samples(tmp_path / "shared.npz", specs)
+    each = load_samples(tmp_path / "each.npz", specs)
+    assert [s["sr"].tolist() for s in shared] == [16000, 16000]
+    assert [s["sr"].tolist() for s in each] == [16000, 8000]
+    assert all(isinstance(s["sr"], np.ndarray) and s["sr"].ndim == 0 for s in shared + each)
+    assert [s["x"].shape for s in each] == [(1, 4)] * 2
+    np.savez(tmp_path / "bad.npz", x=x, sr=np.array([1, 2, 3]))
+    with pytest.raises(OnnxSlimError, match="a scalar input may be a 0-d array"):
+        load_samples(tmp_path / "bad.npz", specs)
+
+
 def test_random_source():
     samples = load_samples("random:3", SPECS, shapes={"x": (2, 4)})
     assert len(samples) == 3 and samples[0]["ids"].shape == (2, 32)
