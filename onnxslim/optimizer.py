@@ -100,9 +100,10 @@ def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
     return None
 
 
-#: Model files up to this size go to the onnx checker as files (parsed in C++, no Python
-#: serialization of a large graph); a bigger one (weights inline) as `call_onnx_api`'s lean proto.
-FILE_CHECK_LIMIT = 256 * 1024**2
+#: Model files up to this size go to the onnx checker (and shape inference) as files: parsed in
+#: C++, no Python serialization of a large graph. A bigger one goes as `call_onnx_api`'s lean proto,
+#: without its large weights: the file's proto would be copied a few times over (peak memory).
+FILE_CHECK_LIMIT = 32 * 1024**2
 
 
 def _file_checker_error(path: Path, keep: list | None = None) -> str | None:
