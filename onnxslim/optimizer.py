@@ -107,15 +107,18 @@ FILE_CHECK_LIMIT = 32 * 1024**2
 
 
 def _file_checker_error(path: Path, keep: list | None = None) -> str | None:
-    """What the onnx checker says about the model file at `path` (None: nothing); its proto,
-    external data left out, is appended to `keep` when given (shape inference can reuse it)."""
+    """What the onnx checker says about the model file at `path` (None: nothing). With `keep`,
+    the file is parsed once, into the proto appended there (shape inference can reuse it), and
+    that proto is checked: only for a model without external data, whose files a proto check
+    cannot find."""
     try:
-        onnx.checker.check_model(os.fspath(path))
+        if keep is None:
+            onnx.checker.check_model(os.fspath(path))
+        else:
+            keep.append(onnx.load(path, load_external_data=False))
+            onnx.checker.check_model(keep[-1])
     except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
         return first_line(err)
-    finally:
-        if keep is not None:
-            keep.append(onnx.load(path, load_external_data=False))
     return None
 
 

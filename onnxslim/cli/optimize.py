@@ -20,7 +20,7 @@ from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, interface, io
 from onnxslim.passes.registry import REGISTRY, get, rewrites
 from onnxslim.quantization import QuantizeConfig, quantize
-from onnxslim.quantization.api import MODES
+from onnxslim.quantization.api import HELD_OUT, MODES
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.plan import ACTIVATION_TYPES, WEIGHT_RANGES, WEIGHT_ROUNDINGS
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
@@ -312,7 +312,7 @@ class _Int8Mode(click.Choice):
 )
 @click.option(
     "--held-out",
-    type=click.Choice(["spread", "last"]),
+    type=click.Choice(list(HELD_OUT)),
     default="spread",
     show_default=True,
     help="Which samples of DATA are held out for selection and test: spread evenly through it "

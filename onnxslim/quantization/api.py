@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 import onnx_ir as ir
 
-from onnxslim.bench import Latency, benchmark
+from onnxslim.bench import PER_RUN_NOISE, Latency, benchmark
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
@@ -732,8 +732,8 @@ def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
         ]
     return [
         f"warning: INT8 is not measurably faster than onnxslim's lossless float model on this CPU "
-        f"({measured}: within noise unless both ratios are below 0.98): that model (without "
-        "--int8) runs as fast, with no drift"
+        f"({measured}: within noise unless both ratios are below {1 / (1 + PER_RUN_NOISE):.2f}): "
+        "that model (without --int8) runs as fast, with no drift"
     ]
 
 
