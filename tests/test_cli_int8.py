@@ -186,7 +186,7 @@ def test_int8_html_page_states_the_summary_and_every_layer_worst_first(tmp_path,
     # the summary: mode, samples per split, drift on test, size and latency ratios, the budget
     assert "<dd>static INT8</dd>" in text
     assert "8 calibration (activation ranges), 2 selection" in text and "2 test (the" in text
-    assert f"min cosine {data['drift']['logits']['cosine']:.6f}" in text
+    assert f"worst-sample cosine {data['drift']['logits']['min_cosine']:.6f}" in text
     assert f"size {data['size_after'] / data['size_before']:.2f}x float" in text
     assert f"latency {data['latency_int8_ms'] / data['latency_float_ms']:.2f}x float" in text
     assert "cosine&gt;=0.99 held on the selection samples and on the test samples" in text

@@ -584,3 +584,43 @@ def test_optimize_bench_falls_back_to_the_inputs_the_check_found(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "warning: benchmarked on the inputs the check found" in proc.stderr
     assert "verdict: o.onnx vs reflect.onnx" in proc.stdout
+
+
+def test_long_work_prints_progress_lines_in_a_log(monkeypatch, capsys):
+    """Off a terminal (a CI log) long work prints a line every HEARTBEAT_S seconds and a last one;
+    work shorter than that prints nothing (the reports stay clean)."""
+    from onnxslim.render import progress as progress_module
+
+    with progress_module.progress("calibrating", 3) as bar:
+        for _ in range(3):
+            bar.advance()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(progress_module, "HEARTBEAT_S", 0.0)
+    with progress_module.progress("calibrating", 3) as bar:
+        bar.advance()
+        bar.describe("comparing", total=5)
+        bar.advance(2)
+    assert capsys.readouterr().err.splitlines() == [
+        "calibrating: 1/3 (0 s)",
+        "comparing: 3/5 (0 s)",
+        "comparing: done (0 s)",
+    ]
+    with progress_module.progress("calibrating", 3, enabled=False) as bar:
+        bar.advance()
+    assert capsys.readouterr().err == ""
+
+
+def test_int8_phases_report_progress_in_a_log(tmp_path, monkeypatch, capsys):
+    import onnxslim
+    from onnxslim.data import input_specs, random_inputs
+    from onnxslim.render import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "HEARTBEAT_S", 0.0)
+    onnx.save(conv_bn_model(), tmp_path / "m.onnx")
+    samples = [random_inputs(input_specs(conv_bn_model()), seed=i) for i in range(8)]
+    onnxslim.quantize(tmp_path / "m.onnx", samples, measure_latency=False, max_drift="snr>=99")
+    lines = capsys.readouterr().err.splitlines()
+    assert "calibrating: observing activations: 1/4 (0 s)" in lines
+    assert "INT8: trying CLE and bias correction: 2/2 (0 s)" in lines
+    assert any(line.startswith("INT8: ranking nodes by sensitivity: 1/") for line in lines)
+    assert any(line.startswith("INT8: returning nodes to float for snr>=99") for line in lines)

@@ -352,6 +352,59 @@ def test_batchnorm_per_activation_kept():
     assert slim(model)["BatchNormalization"] == 1
 
 
+def test_batchnorm_folds_keep_names_dtypes_and_shared_weights():
+    """Two BNs after two Convs (no bias; "W_bias" already taken): both fold, into equal biases
+    stored once, the graph output keeps its name; a Conv whose weights another node shares keeps its
+    BN; float16 weights stay float16 under float32 BN statistics."""
+    model = make_model(
+        [
+            node("Conv", ["x", "W"], "t"),
+            node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "u"),
+            node("Conv", ["u", "W2"], "t2", pads=[1, 1, 1, 1]),
+            node("BatchNormalization", ["t2", "scale", "bias", "mean", "var"], "y"),
+            node("Add", ["x1", "W_bias"], "z"),
+        ],
+        [vi("x", FLOAT, [1, 4, 5, 5]), vi("x1", FLOAT, [4])],
+        [vi("y", FLOAT, [1, 4, 5, 5]), vi("z", FLOAT, [4])],
+        [const("W", rand(4, 4, 1, 1)), const("W2", rand(4, 4, 3, 3)), const("W_bias", rand(4))]
+        + batchnorm_inits(4),
+    )
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized, seeds=(0, 1))
+    assert op_counts(optimized) == {"Conv": 2, "Add": 1}
+    assert [o.name for o in optimized.graph.output] == ["y", "z"]
+    assert {n.input[2] for n in optimized.graph.node if n.op_type == "Conv"} == {"W_bias_1"}
+
+    shared = make_model(
+        [
+            node("Conv", ["x", "W"], "t"),
+            node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "u"),
+            node("Conv", ["x", "W"], "v"),
+            node("Add", ["u", "v"], "y"),
+        ],
+        [vi("x", FLOAT, [1, 4, 5, 5])],
+        [vi("y", FLOAT, [1, 4, 5, 5])],
+        [const("W", rand(4, 4, 1, 1)), *batchnorm_inits(4)],
+    )
+    assert slim(shared)["BatchNormalization"] == 1
+
+    half = make_model(
+        [
+            node("Conv", ["x", "W"], "t"),
+            node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y"),
+        ],
+        [vi("x", TensorProto.FLOAT16, [1, 4, 5, 5])],
+        [vi("y", TensorProto.FLOAT16, [1, 4, 5, 5])],
+        [const("W", rand(4, 4, 1, 1).astype(np.float16)), *batchnorm_inits(4)],
+        opset=15,
+    )
+    optimized = optimized_proto(half)
+    assert_same_outputs(half, optimized, seeds=(0, 1), atol=1e-2, rtol=1e-2)
+    assert op_counts(optimized) == {"Conv": 1}
+    dtypes = {i.data_type for i in optimized.graph.initializer}
+    assert dtypes == {TensorProto.FLOAT16}
+
+
 def test_reflect_pad_not_folded_into_conv():
     nodes = [node("Pad", ["x", "p"], "t", mode="reflect"), node("Conv", ["t", "W"], "y")]
     model = make_model(

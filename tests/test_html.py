@@ -89,7 +89,7 @@ def _int8_report(**changes):
         selection_samples=16, test_samples=64, nodes_before=100, nodes_after=140,
         size_before=4000, size_after=1100, quantized={"Conv": 3}, kept_float={},
         fallback=[{"node": "conv_b", "op": "Conv", "noise_db": 12.5}],
-        drift={"y": Drift("y", "float32", (1, 10), cosine=0.985, snr_db=15.2)},
+        drift={"y": Drift("y", "float32", (1, 10), cosine=0.988, min_cosine=0.985, snr_db=15.2)},
         budget="cosine>=0.99", violations=[], latency_float_ms=2.0, latency_int8_ms=1.25,
         notes=["samples: 40 calibration ...", "warning: ORT rewrites", "kept CLE"],
         layers=[
@@ -106,7 +106,8 @@ def test_int8_page_states_the_outcome_and_puts_the_worst_layer_first():
 
     text = int8_page(_int8_report(), command="onnxslim m.onnx --int8", files=[("Input", "m.onnx")])
     assert "<code>onnxslim m.onnx --int8</code>" in text
-    assert "min cosine 0.985000, worst output SNR 15.2 dB on 64 test samples; size 0.28x" in text
+    assert "worst-sample cosine 0.985000, worst output SNR 15.2 dB on 64 test samples" in text
+    assert "dB on 64 test samples; size 0.28x" in text
     assert "; latency 0.62x float" in text
     # held on selection (after one fallback), not on test: the page says which
     assert "held on the selection samples with 1 node(s) back in float, missed on the test" in text

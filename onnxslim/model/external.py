@@ -11,6 +11,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.model.files import same_file
+from onnxslim.model.graph import all_graphs
 from onnxslim.model.stats import size_and_bytes
 
 
@@ -18,7 +19,7 @@ def weight_bytes(model: ir.Model) -> int:
     """Total bytes of initializers in the main graph and its subgraphs."""
     return sum(
         size_and_bytes(value.const_value)[1]
-        for graph in model.graphs()
+        for graph in all_graphs(model)
         for value in graph.initializers.values()
         if value.const_value is not None
     )
@@ -28,7 +29,7 @@ def has_external_data(model: ir.Model) -> bool:
     """True when some initializer still lives in an external file."""
     return any(
         isinstance(value.const_value, ir.ExternalTensor)
-        for graph in model.graphs()
+        for graph in all_graphs(model)
         for value in graph.initializers.values()
     )
 
@@ -54,7 +55,7 @@ def release_external_data(model: ir.Model) -> None:
     Pages of a mapped file count in the resident set: dropping them before ONNX Runtime loads its
     own copy of the weights keeps the peak near one copy of the weights instead of two.
     """
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for value in graph.initializers.values():
             if isinstance(value.const_value, ir.ExternalTensor):
                 value.const_value.release()
@@ -65,7 +66,7 @@ def read_into_memory(model: ir.Model, file: Path) -> None:
 
     Only saving over the model's own data file needs this; the model stays usable after the save.
     """
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for value in graph.initializers.values():
             tensor = value.const_value
             if isinstance(tensor, ir.ExternalTensor) and same_file(tensor.path, file):
@@ -84,7 +85,7 @@ def inlined_external_tensors(
     """
     swapped = [
         (value, value.const_value)
-        for graph in model.graphs()
+        for graph in all_graphs(model)
         for value in graph.initializers.values()
         if enabled
         and isinstance(value.const_value, ir.ExternalTensor)

@@ -24,8 +24,14 @@ def subgraphs(graph) -> list:
     return list(found)
 
 
+#: The ONNX ops with graph attributes; other ops of the default domain have none.
+GRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
 def _collect_subgraphs(graph, found: dict) -> None:
     for node in graph:
+        if node.op_type not in GRAPH_OPS and node.domain in ("", "ai.onnx"):
+            continue
         attributes = node.attributes
         if not attributes:
             continue

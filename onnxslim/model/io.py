@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import external, files
+from onnxslim.model.graph import all_graphs
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -128,7 +129,7 @@ def annotated_values(model: ir.Model) -> frozenset[str]:
 
 
 def _all_nodes(model: ir.Model) -> Iterator[ir.Node]:
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         yield from graph
     for function in model.functions.values():
         yield from ir.traversal.RecursiveGraphIterator(function)
@@ -145,7 +146,7 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     with metadata or a doc string keep theirs. The model in memory keeps its types.
     """
     keep = model.meta.get(ANNOTATED)
-    values = [value for graph in model.graphs() for value in graph.initializers.values()]
+    values = [value for graph in all_graphs(model) for value in graph.initializers.values()]
     if keep is not None:
         values += [
             value for node in _all_nodes(model) for value in node.outputs if value.name not in keep

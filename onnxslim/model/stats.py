@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,33 +32,40 @@ class ModelStats:
 def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> ModelStats:
     """Count nodes by op type and constant elements (initializers and Constant nodes)."""
     ops: Counter[str] = Counter()
-    parameters = weight_bytes = 0
     graphs = all_graphs(model)
     for node in (node for graph in graphs for node in graph):
         ops[
             node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
         ] += 1
-        if (
-            node.op_type == "Constant"
-            and node.domain in ("", "ai.onnx")
-            and "value" in node.attributes
-        ):
-            size, nbytes = size_and_bytes(node.attributes["value"].as_tensor())
-            parameters += size
-            weight_bytes += nbytes
-    for graph in graphs:
-        for value in graph.initializers.values():
-            if value.const_value is not None:
-                size, nbytes = size_and_bytes(value.const_value)
-                parameters += size
-                weight_bytes += nbytes
+    sizes = [size_and_bytes(tensor) for tensor in _constants(graphs)]
     return ModelStats(
         nodes=sum(ops.values()),
         op_counts=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-        parameters=parameters,
-        weight_bytes=weight_bytes,
+        parameters=sum(size for size, _ in sizes),
+        weight_bytes=sum(nbytes for _, nbytes in sizes),
         file_bytes=file_bytes(model, path) if path is not None else None,
     )
+
+
+def constant_bytes(model: ir.Model) -> int:
+    """Bytes of `model`'s constants: `model_stats(model).weight_bytes` without counting ops."""
+    return sum(size_and_bytes(tensor)[1] for tensor in _constants(all_graphs(model)))
+
+
+def _constants(graphs: list[ir.Graph]) -> Iterator[ir.TensorProtocol]:
+    """The values of the Constant nodes (`value` attribute) and initializers of `graphs`."""
+    for graph in graphs:
+        for node in graph:
+            if (
+                node.op_type == "Constant"
+                and node.domain in ("", "ai.onnx")
+                and "value" in node.attributes
+            ):
+                yield node.attributes["value"].as_tensor()
+    for graph in graphs:
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                yield value.const_value
 
 
 def size_and_bytes(tensor: ir.TensorProtocol) -> tuple[int, int]:
@@ -77,7 +85,7 @@ def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:
     total = path.stat().st_size
     locations = {
         value.const_value.location
-        for graph in model.graphs()
+        for graph in all_graphs(model)
         for value in graph.initializers.values()
         if isinstance(value.const_value, ir.ExternalTensor)
     }
@@ -143,7 +151,7 @@ def model_info(model: ir.Model, path: str | os.PathLike) -> ModelInfo:
         opsets=dict(sorted(graph.opset_imports.items())),
         producer=producer,
         stats=model_stats(model, path),
-        initializers=sum(len(g.initializers) for g in model.graphs()),
+        initializers=sum(len(g.initializers) for g in all_graphs(model)),
         functions=[f"{domain}::{name}" for domain, name, _ in model.functions],
         external_data=external,
         metadata=dict(model.metadata_props),
@@ -151,7 +159,7 @@ def model_info(model: ir.Model, path: str | os.PathLike) -> ModelInfo:
 
 
 def _all_initializers(model: ir.Model):
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         yield from graph.initializers.values()
 
 

@@ -9,7 +9,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError
-from onnxslim.model.graph import default_opset
+from onnxslim.model.graph import all_graphs, default_opset
 
 
 def validate(model: ir.Model, where: str = "model") -> None:
@@ -34,7 +34,7 @@ def validate(model: ir.Model, where: str = "model") -> None:
 
 def scopes(model: ir.Model) -> Iterator[tuple[ir.Graph | ir.Function, dict[str, int]]]:
     """Every graph and function with the opsets its nodes see."""
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         yield graph, model.opset_imports
     for function in model.functions.values():
         yield function, {**model.opset_imports, **function.opset_imports}
@@ -148,7 +148,7 @@ def _dependencies(node: ir.Node) -> Iterator[ir.Node]:
 
 def _check_external_data(model: ir.Model, where: str) -> None:
     """Every external tensor must exist inside the model's folder and be long enough."""
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for value in graph.initializers.values():
             tensor = value.const_value
             if not isinstance(tensor, ir.ExternalTensor):

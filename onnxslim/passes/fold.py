@@ -13,7 +13,7 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from onnxslim.model.stats import model_stats
+from onnxslim.model.stats import constant_bytes
 from onnxslim.passes import upstream
 from onnxslim.passes.rules.common import constant, slice_params
 from onnxslim.render.format import human_bytes
@@ -60,7 +60,7 @@ class SizeBudget:
 
     def start(self, model: ir.Model) -> None:
         """Measure the original: the limit is its constants plus the growth allowed."""
-        original = model_stats(model).weight_bytes
+        original = constant_bytes(model)
         growth = self.growth
         if growth is None:
             growth = max(int(original * BUDGET_SHARE), BUDGET_FLOOR)
@@ -127,7 +127,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         self._runtime: set[ir.Value] = set()
 
     def call(self, model: ir.Model):
-        self._room = self.budget.limit - model_stats(model).weight_bytes
+        self._room = self.budget.limit - constant_bytes(model)
         self._runtime = set()
         return super().call(model)
 

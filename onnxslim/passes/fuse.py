@@ -7,7 +7,6 @@ from onnxscript.rewriter.rules import common as onnxscript_rules
 
 from onnxslim.passes.rules import (
     activations,
-    batchnorm,
     chains,
     conv_affine,
     gelu,
@@ -18,8 +17,6 @@ from onnxslim.passes.rules import (
     transpose,
 )
 
-#: Inference-mode BatchNormalization after Conv, ConvTranspose or Gemm folded into its weights.
-BATCHNORM = batchnorm.rules
 #: Activations written out elementwise (hard-swish, hard-sigmoid) fused into their ONNX op.
 ACTIVATIONS = activations.rules
 #: Layer normalization written out elementwise -> LayerNormalization (opset 17+).

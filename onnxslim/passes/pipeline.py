@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import first_line
 from onnxslim.model.external import call_onnx_api
-from onnxslim.model.graph import node_count, subgraphs
+from onnxslim.model.graph import all_graphs, node_count, subgraphs
 from onnxslim.passes import dims, prune, registry
 from onnxslim.passes.registry import PassOptions, PassSpec
 
@@ -110,7 +110,7 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
             inferred = ir.serde.deserialize_model(proto)
             pairs = [
                 (graph, ir.convenience.create_value_mapping(inferred_graph))
-                for graph, inferred_graph in zip(model.graphs(), inferred.graphs())
+                for graph, inferred_graph in zip(all_graphs(model), all_graphs(inferred))
             ]
         else:  # one graph: its types read from the proto, not a whole deserialized model
             pairs = [(model.graph, _inferred_types(proto.graph))]

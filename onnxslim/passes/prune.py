@@ -10,7 +10,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.model.graph import default_opset
+from onnxslim.model.graph import all_graphs, default_opset
 from onnxslim.passes.rewrite import RewriteRulesPass
 from onnxslim.passes.rules import no_ops
 
@@ -74,7 +74,7 @@ class DeduplicateInitializers(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         parents = _parent_graphs(model)
         groups: dict[tuple, list[ir.Value]] = defaultdict(list)
-        for graph in model.graphs():
+        for graph in all_graphs(model):
             for value in graph.initializers.values():
                 tensor = value.const_value
                 if tensor is None or value.is_graph_input() or value.is_graph_output():
@@ -143,7 +143,7 @@ def _keep_one(model: ir.Model, copies: list[ir.Value], parents: dict) -> None:
 
 
 def _unused_name(model: ir.Model, name: str) -> str:
-    taken = {v.name for g in model.graphs() for v in (*g.inputs, *g.initializers.values())}
+    taken = {v.name for g in all_graphs(model) for v in (*g.inputs, *g.initializers.values())}
     taken |= {
         v.name for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs
     }
@@ -251,7 +251,7 @@ def _old_dropouts_to_identity(model: ir.Model) -> bool:
     """
     modified = False
     scopes: list[tuple[ir.Graph | ir.Function, int | None]] = [
-        (graph, default_opset(model.opset_imports)) for graph in model.graphs()
+        (graph, default_opset(model.opset_imports)) for graph in all_graphs(model)
     ]
     scopes += [
         (function, default_opset(function.opset_imports)) for function in model.functions.values()

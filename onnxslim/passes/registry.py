@@ -11,6 +11,7 @@ import onnx_ir.passes.common as common
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes import fold, fuse, prune
 from onnxslim.passes.rewrite import RewriteRulesPass
+from onnxslim.passes.rules.batchnorm import FoldBatchNorm
 
 MIB = 1024 * 1024
 
@@ -76,7 +77,7 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "fuse-batchnorm",
         "BatchNormalization folded into Conv, ConvTranspose or Gemm",
-        lambda _: RewriteRulesPass(fuse.BATCHNORM),
+        lambda _: FoldBatchNorm(),
     ),
     PassSpec(
         "fuse-activations",

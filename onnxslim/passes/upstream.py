@@ -20,10 +20,13 @@ FoldConstantsPass = _constant_folding.FoldConstantsPass
 Replacement = _constant_folding.Replacement
 # reading constants (rules/common.py)
 get_numpy_value = _ir_utils.get_numpy_value
+# BatchNormalization folding (rules/batchnorm.py): each rule's check, and weight scaling below
+BATCHNORM_RULES = {
+    "Conv": _fuse_batchnorm.FuseBatchNormIntoConv(),
+    "ConvTranspose": _fuse_batchnorm.FuseBatchNormIntoConvTranspose(),
+    "Gemm": _fuse_batchnorm.FuseBatchNormIntoGemm(),
+}
 # rule classes our rules extend
-FuseBatchNormIntoConv = _fuse_batchnorm.FuseBatchNormIntoConv
-FuseBatchNormIntoConvTranspose = _fuse_batchnorm.FuseBatchNormIntoConvTranspose
-FuseBatchNormIntoGemm = _fuse_batchnorm.FuseBatchNormIntoGemm
 HardSwishFusion = _fuse_hardswish.HardSwishFusion
 HardSigmoidFusion = _fuse_hardswish.HardSigmoidFusion
 HardSwishFusionFromHardSigmoid = _fuse_hardswish.HardSwishFusionFromHardSigmoid
@@ -41,3 +44,9 @@ def pattern_op_types(rule) -> set[str]:
     return {
         node.op_type for node in nodes if isinstance(node.op, _pattern_ir.StringConstantPattern)
     }
+
+
+def batchnorm_scaled_weights(op_type: str, weights, scale, attributes):
+    """`weights` of a Conv, ConvTranspose or Gemm scaled by `scale` along its output channels, as
+    onnxscript's BatchNormalization folding rule for `op_type` scales them."""
+    return BATCHNORM_RULES[op_type]._scale_weights(weights, scale, attributes)

@@ -35,6 +35,7 @@ from onnxslim.quantization.plan import (
 from onnxslim.quantization.recovery import fall_back
 from onnxslim.quantization.report import Outcome, QuantizeReport
 from onnxslim.quantization.targets import CHOICES, resolve_target
+from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
 
 DEFAULT_METHOD = "percentile"
@@ -548,13 +549,16 @@ def _choose(
         return (builder, *builder.build(), None)
     samples, ref = list(selection)[:max_samples], list(ref_outputs)[:max_samples]
     best, scores = None, {}
-    for eq, bc in variants:
-        builder = builders[eq]
-        builder.options = dataclasses.replace(builder.options, bias_correction=bc)
-        model, info = builder.build()
-        scores[eq, bc] = worst_snr(compare_outputs(ref, run_samples(model, samples)))
-        if best is None or scores[eq, bc] > scores[best[0]]:
-            best = ((eq, bc), model, info)
+    shown = next(iter(builders.values())).progress
+    with progress("INT8: trying CLE and bias correction", len(variants), shown) as bar:
+        for eq, bc in variants:
+            builder = builders[eq]
+            builder.options = dataclasses.replace(builder.options, bias_correction=bc)
+            model, info = builder.build()
+            scores[eq, bc] = worst_snr(compare_outputs(ref, run_samples(model, samples)))
+            if best is None or scores[eq, bc] > scores[best[0]]:
+                best = ((eq, bc), model, info)
+            bar.advance()
     (eq, bc), model, info = best
     builders[eq].options = dataclasses.replace(builders[eq].options, bias_correction=bc)
     label = {

@@ -11,6 +11,7 @@ from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, iter_samples, run_samples
 from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
 from onnxslim.quantization.plan import activation_inputs
+from onnxslim.render.progress import progress
 
 
 def fall_back(
@@ -36,24 +37,27 @@ def fall_back(
         if RULES[builder.op_types[n]].kind == WEIGHTED
         and by_name[n].inputs[RULES[builder.op_types[n]].weight].const_value is not None
     }
-    for keep_weights in (True, False) if int8_compute & set(names) else (False,):
-        results: dict[int, tuple] = {}
+    label = f"INT8: returning nodes to float for {budget}"
+    with progress(label, None, builder.progress) as bar:
+        for keep_weights in (True, False) if int8_compute & set(names) else (False,):
+            results: dict[int, tuple] = {}
 
-        def attempt(k: int, results=results, keep_weights=keep_weights) -> bool:
-            """Whether the ``k`` worst nodes in float still miss the budget."""
-            if k not in results:
-                stored = [n for n in names[:k] if keep_weights and n in int8_compute]
-                model, inf = builder.build(
-                    exclude=[n for n in names[:k] if n not in stored], weight_only=stored
-                )
-                drift = compare_outputs(ref_outputs, run_samples(model, samples))
-                results[k] = (model, inf, drift, budget.check(drift))
-            return bool(results[k][3])
+            def attempt(k: int, results=results, keep_weights=keep_weights) -> bool:
+                """Whether the ``k`` worst nodes in float still miss the budget."""
+                if k not in results:
+                    stored = [n for n in names[:k] if keep_weights and n in int8_compute]
+                    model, inf = builder.build(
+                        exclude=[n for n in names[:k] if n not in stored], weight_only=stored
+                    )
+                    drift = compare_outputs(ref_outputs, run_samples(model, samples))
+                    results[k] = (model, inf, drift, budget.check(drift))
+                    bar.advance()
+                return bool(results[k][3])
 
-        k = fewest_passing(len(names), attempt)
-        model, inf, drift, violations = results[k]
-        if not violations:
-            break
+            k = fewest_passing(len(names), attempt)
+            model, inf, drift, violations = results[k]
+            if not violations:
+                break
     fallback = (
         [
             {
@@ -96,12 +100,14 @@ def sensitivity(
     quant_name = {t: info.dequantized.get(t, t) for t in seen}
     names = sorted(seen)
     snr = TensorSnr()
-    for floats, quants in zip(
-        iter_samples(builder.proto, samples, names, int8=False),
-        iter_samples(quantized, samples, [quant_name[t] for t in names]),
-    ):
-        for t, value in zip(names, quants.values()):
-            snr.add(t, floats[t], value)
+    with progress("INT8: ranking nodes by sensitivity", len(samples), builder.progress) as bar:
+        for floats, quants in zip(
+            iter_samples(builder.proto, samples, names, int8=False),
+            iter_samples(quantized, samples, [quant_name[t] for t in names]),
+        ):
+            for t, value in zip(names, quants.values()):
+                snr.add(t, floats[t], value)
+            bar.advance()
     scores = []
     for name, (out, ins) in pairs.items():
         worst_in = min((snr.db(i) for i in ins), default=math.inf)

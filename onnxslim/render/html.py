@@ -32,6 +32,7 @@ from onnxslim.render.tables import (
     layer_rows,
     quantize_summary_rows,
     range_settings,
+    worst_cosine,
     worst_first,
 )
 from onnxslim.render.verdict import verdict_lines
@@ -52,7 +53,8 @@ HEADERS = {
     "Speedup": "Speedup vs ref",
     "Runs/s": "Runs/s",
     "Mem MB": "Peak mem (MB)",
-    "Min cos": "Min cosine",
+    "Cosine": "Cosine (all samples)",
+    "Min cos": "Min cosine (worst sample)",
     "Max abs": "Max abs error",
     "Mean abs": "Mean abs error",
     "Rel err": "Rel error (RMS)",
@@ -216,10 +218,10 @@ def run_items(
 
 def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     """The INT8 run as (name, HTML value) pairs: the outcome first, then how it was made."""
-    cosines = [d.cosine for d in report.drift.values() if d.cosine is not None]
+    cosines = [worst_cosine(d) for d in report.drift.values() if d.cosine is not None]
     snrs = [d.snr_db for d in report.drift.values() if d.snr_db is not None]
     where = f"{report.test_samples} test" if report.test_samples else "the selection"
-    result = [f"min cosine {min(cosines):.6f}"] if cosines else []
+    result = [f"worst-sample cosine {min(cosines):.6f}"] if cosines else []
     result += [f"worst output SNR {min(snrs):.1f} dB"] if snrs else []
     result = [f"{', '.join(result)} on {where} samples"] if result else []
     result.append(f"size {report.size_after / report.size_before:.2f}x float")

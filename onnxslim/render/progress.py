@@ -1,12 +1,17 @@
-"""Progress bars for long work, on stderr and only on a terminal."""
+"""Progress of long work on stderr: a bar on a terminal, a line every HEARTBEAT_S elsewhere."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+#: Seconds between progress lines when stderr is not a terminal (a CI log, a file): short work
+#: prints nothing.
+HEARTBEAT_S = 15.0
 
 
 class Steps:
@@ -24,12 +29,50 @@ class Steps:
             self.bar.update(self.task, description=text, **({"total": total} if total else {}))
 
 
+class LogLines(Steps):
+    """Progress as a line on `console` every HEARTBEAT_S seconds of work, and a last line when it
+    ends if any was printed: for logs, where a bar would print nothing useful."""
+
+    def __init__(self, console: Console, label: str, total: int | None):
+        super().__init__(None, None)
+        self.console, self.label, self.total, self.done = console, label, total, 0
+        self.started = self.last = time.perf_counter()
+        self.printed = False
+
+    def advance(self, steps: int = 1) -> None:
+        self.done += steps
+        now = time.perf_counter()
+        if now - self.last >= HEARTBEAT_S:
+            self.last = now
+            self._line(f"{self.done}/{self.total}" if self.total else f"{self.done} steps")
+
+    def describe(self, text: str, total: int | None = None) -> None:
+        self.label, self.total = text, total or self.total
+
+    def finish(self) -> None:
+        if self.printed:
+            self._line("done")
+
+    def _line(self, status: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.console.print(
+            f"{self.label}: {status} ({elapsed:.0f} s)", highlight=False, soft_wrap=True
+        )
+        self.printed = True
+
+
 @contextlib.contextmanager
 def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Steps]:
-    """A transient bar labelled `label`, `total` steps; nothing if disabled or not on a terminal."""
+    """A transient bar labelled `label`, `total` steps, on a terminal; progress lines elsewhere
+    (see LogLines); nothing if disabled."""
     console = Console(stderr=True)
-    if not (enabled and console.is_terminal):
+    if not enabled:
         yield Steps(None, None)
+        return
+    if not console.is_terminal:
+        steps = LogLines(console, label, total)
+        yield steps
+        steps.finish()
         return
     columns = (
         TextColumn("{task.description}"),

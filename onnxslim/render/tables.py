@@ -43,6 +43,7 @@ DRIFT_COLUMNS = [
     "Mean abs",
     "Rel err",
     "Cosine",
+    "Min cos",
     "SNR dB",
     "Top-1",
     "Note",
@@ -207,7 +208,8 @@ def comparison(before: ModelStats, after: ModelStats, title: str) -> Table:
 
 def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
     """One row per (model, output): absolute and relative errors (error RMS / reference RMS),
-    cosine, SNR, top-1 agreement (2-D [batch, classes] outputs) and a note."""
+    cosine over all samples and of the worst sample, SNR, top-1 agreement (2-D [batch, classes]
+    outputs) and a note."""
     rows = []
     for model, drift in drifts.items():
         for d in drift.values():
@@ -224,6 +226,7 @@ def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
                     number(d.mean_abs),
                     number(d.rel_error),
                     number(d.cosine, ".6f"),
+                    number(d.min_cosine, ".6f"),
                     number(d.snr_db, ".1f"),
                     number(d.top1_agreement, ".4f"),
                     note,
@@ -311,13 +314,20 @@ def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
     return items
 
 
+def worst_cosine(drift: Drift) -> float | None:
+    """The worst sample's cosine of one output, or the pooled cosine when no sample had one (all
+    references ~0)."""
+    return drift.min_cosine if drift.min_cosine is not None else drift.cosine
+
+
 def _worst(drift: Mapping[str, Drift] | None) -> str:
-    """A model's lowest cosine over its outputs, or MISMATCH (shape, missing output, NaN/Inf)."""
+    """A model's worst-sample cosine over its outputs, or MISMATCH (shape, missing output,
+    NaN/Inf)."""
     if drift is None:
         return "ref"
     if any(d.mismatch or d.nonfinite_mismatches for d in drift.values()):
         return "MISMATCH"
-    cosines = [d.cosine for d in drift.values() if d.cosine is not None]
+    cosines = [worst_cosine(d) for d in drift.values() if d.cosine is not None]
     return f"{min(cosines):.6f}" if cosines else "-"
 
 

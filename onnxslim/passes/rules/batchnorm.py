@@ -1,4 +1,9 @@
-"""onnxscript's BatchNormalization folding (into Conv, ConvTranspose, Gemm), inference-mode BN only.
+"""BatchNormalization folded into the Conv, ConvTranspose or Gemm before it (inference-mode BN).
+
+onnxscript's rules decide what may fold (constant initializers used by nothing else, grouped
+ConvTranspose shapes) and how the weights scale; the fold itself walks the graph node by node
+instead of running onnxscript's pattern matcher, which cost most of this pass's time on models
+with thousands of BatchNorms.
 
 A training-mode BN normalizes with the batch's own statistics, and a `spatial=0` BN (opset < 9)
 keeps one statistic per activation: neither is the per-channel affine map the folding assumes.
@@ -8,60 +13,95 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter.pattern import MatchResult
 
+from onnxslim.model.graph import all_graphs
 from onnxslim.passes import upstream
 
 
-class _InferenceOnly:
-    """Upstream's check, inference-mode BN only, and its rewrite with tensors made by `ir.Tensor`
-    (upstream's `ir.tensor` costs ~9x more per call on Python 3.11, a runtime Protocol check:
-    a third of the pass on a model with thousands of BatchNorms)."""
+class FoldBatchNorm(ir.passes.InPlacePass):
+    """BatchNormalization(Conv|ConvTranspose|Gemm(x)) -> one Conv|ConvTranspose|Gemm:
+    W' = W * s and B' = (beta_gemm * B - mean) * s + beta, with s = gamma / sqrt(var + eps)
+    along the op's output channels (B = 0 when absent; beta_gemm: Gemm's `beta`, 1 otherwise,
+    then dropped from the node)."""
 
-    def check(self, context, x, inbound_out, batchnorm_out) -> MatchResult:
-        result = super().check(context, x, inbound_out, batchnorm_out)
-        attributes = batchnorm_out.producer().attributes
-        if result and (
-            attributes.get_int("training_mode", 0) or not attributes.get_int("spatial", 1)
-        ):
-            return result.fail("BatchNormalization in training mode or with spatial=0")
-        return result
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for graph in all_graphs(model):
+            for node in list(graph):
+                if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
+                    modified |= _fold(graph, node)
+        return ir.passes.PassResult(model, modified)
 
-    def rewrite(self, op, x, inbound_out, batchnorm_out):
-        """W' = W * s and B' = (beta_gemm * B - mean) * s + beta, with s = gamma / sqrt(var + eps)
-        along the inbound op's output channels (B = 0 when absent; beta_gemm: Gemm's `beta`, 1
-        otherwise, then dropped from the node)."""
-        batchnorm = batchnorm_out.producer()
-        gamma, beta, mean, var = (value.const_value.numpy() for value in batchnorm.inputs[1:])
-        scale = gamma / np.sqrt(var + batchnorm.attributes.get_float("epsilon", 1e-5))
-        inbound = inbound_out.producer()
-        weights = inbound.inputs[1]
-        attributes = dict(inbound.attributes)
-        gemm_beta = attributes.pop("beta").as_float() if "beta" in attributes else 1.0
-        if len(inbound.inputs) > 2:
-            bias, bias_name = inbound.inputs[2].const_value.numpy(), inbound.inputs[2].name
-        else:  # named after the weights: patterns sharing a parent must not collide
-            bias, bias_name = np.zeros_like(mean), f"{weights.name}_bias"
-        fused = self._scale_weights(weights.const_value.numpy(), scale, inbound.attributes)
-        return op.op(
-            self.op_type,
-            x,
-            op.initializer(ir.Tensor(fused), name=weights.name),
-            op.initializer(ir.Tensor((gemm_beta * bias - mean) * scale + beta), name=bias_name),
-            **attributes,
+
+def _foldable(batchnorm: ir.Node) -> ir.Node | None:
+    """The node `batchnorm` folds into, or None."""
+    attributes = batchnorm.attributes
+    if attributes.get_int("training_mode", 0) or not attributes.get_int("spatial", 1):
+        return None
+    if len(batchnorm.outputs) != 1 or len(batchnorm.inputs) != 5 or None in batchnorm.inputs:
+        return None
+    inbound = batchnorm.inputs[0].producer()
+    rule = upstream.BATCHNORM_RULES.get(inbound.op_type) if inbound is not None else None
+    if rule is None or inbound.domain not in ("", "ai.onnx") or len(inbound.outputs) != 1:
+        return None
+    out = inbound.outputs[0]
+    if out.is_graph_output() or len(out.uses()) != 1 or None in inbound.inputs[1:]:
+        return None
+    if not rule.check(None, inbound.inputs[0], out, batchnorm.outputs[0]):
+        return None
+    return inbound
+
+
+def _fold(graph: ir.Graph, batchnorm: ir.Node) -> bool:
+    """Fold `batchnorm` into the node before it, if it may (see `_foldable`)."""
+    inbound = _foldable(batchnorm)
+    if inbound is None:
+        return False
+    gamma, beta, mean, var = (value.const_value.numpy() for value in batchnorm.inputs[1:])
+    scale = gamma / np.sqrt(var + batchnorm.attributes.get_float("epsilon", 1e-5))
+    weights = inbound.inputs[1]
+    w = weights.const_value.numpy()
+    gemm_beta = inbound.attributes.pop("beta").as_float() if "beta" in inbound.attributes else 1.0
+    fused = upstream.batchnorm_scaled_weights(inbound.op_type, w, scale, inbound.attributes)
+    weights.const_value = ir.Tensor(fused.astype(w.dtype), name=weights.name)
+    has_bias = len(inbound.inputs) > 2
+    b = inbound.inputs[2].const_value.numpy() if has_bias else np.zeros_like(mean)
+    fused_bias = ((gemm_beta * b - mean) * scale + beta).astype(w.dtype)
+    if has_bias:
+        bias = inbound.inputs[2]
+        bias.const_value = ir.Tensor(fused_bias, name=bias.name)
+    else:
+        name = _free_name(graph, f"{weights.name}_bias")
+        bias = ir.Value(
+            name=name,
+            shape=ir.Shape(fused_bias.shape),
+            type=ir.TensorType(ir.DataType.from_numpy(fused_bias.dtype)),
         )
+        bias.const_value = ir.Tensor(fused_bias, name=name)
+        graph.register_initializer(bias)
+        inbound.resize_inputs(3)
+        inbound.replace_input_with(2, bias)
+    _bypass(graph, batchnorm, inbound.outputs[0])
+    return True
 
 
-class BatchNormIntoConv(_InferenceOnly, upstream.FuseBatchNormIntoConv):
-    """BatchNormalization(Conv(x)) -> Conv(x)."""
+def _bypass(graph: ir.Graph, node: ir.Node, replacement: ir.Value) -> None:
+    """Remove single-output `node`, its output replaced by `replacement` (which takes its name
+    when it is a graph output)."""
+    old = node.outputs[0]
+    replacement.type = replacement.type or old.type
+    replacement.shape = replacement.shape or old.shape
+    name = old.name if old.is_graph_output() else None
+    old.replace_all_uses_with(replacement, replace_graph_outputs=True)
+    graph.remove(node, safe=True)
+    if name is not None:
+        replacement.name = name
 
 
-class BatchNormIntoConvTranspose(_InferenceOnly, upstream.FuseBatchNormIntoConvTranspose):
-    """BatchNormalization(ConvTranspose(x)) -> ConvTranspose(x)."""
-
-
-class BatchNormIntoGemm(_InferenceOnly, upstream.FuseBatchNormIntoGemm):
-    """BatchNormalization(Gemm(x)) -> Gemm(x)."""
-
-
-rules = (BatchNormIntoConv.rule(), BatchNormIntoConvTranspose.rule(), BatchNormIntoGemm.rule())
+def _free_name(graph: ir.Graph, name: str) -> str:
+    """`name`, or `name` with the first numeric suffix no initializer of `graph` has."""
+    taken, candidate, index = graph.initializers, name, 0
+    while candidate in taken:
+        index += 1
+        candidate = f"{name}_{index}"
+    return candidate
