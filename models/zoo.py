@@ -733,14 +733,14 @@ def _lfw() -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _picture(source: str):
-    """scikit-image picture `source` (or 'lfw<i>', or one of PACKAGED_PICTURES) as an RGB PIL
-    image."""
+def _picture(source: str, zoo_dir: Path = DEFAULT_DIR):
+    """scikit-image picture `source` (or 'lfw<i>', or one of PACKAGED_PICTURES, fetched into
+    `zoo_dir`) as an RGB PIL image."""
     import skimage.data
     from PIL import Image
 
     if source in PACKAGED_PICTURES:
-        path = DEFAULT_DIR / PICTURE_DIR / f"{source}.jpg"
+        path = Path(zoo_dir) / PICTURE_DIR / f"{source}.jpg"
         if not path.is_file():
             raise ZooError(f"{path} not fetched: run `python models/zoo.py`")
         return Image.open(path).convert("RGB")
@@ -787,13 +787,14 @@ def _augment(img, rng: np.random.Generator, min_area: float = 0.3):
 
 
 def _split_pictures(split: str | None) -> tuple[list[str], list[str]]:
-    """(scikit-image picture names, lfw sources) of a split, or of all splits if None."""
+    """(picture names: scikit-image's and PACKAGED_PICTURES, lfw sources) of a split, or of all
+    splits if None."""
     names = [n for s in SPLIT_NAMES if split in (None, s) for n in IMAGE_SPLITS[s]]
     lfw = [f"lfw{i}" for i in range(200) if split is None or i % 10 in LFW_SPLITS[split]]
     return names, lfw
 
 
-def _photo_views(count: int, seed: int, split: str | None):
+def _photo_views(count: int, seed: int, split: str | None, zoo_dir: Path):
     """(source, view, picture): every 4th from lfw_subset, the others cycle over the split's
     pictures; view 0 of a source is the whole picture when seed == 0, other views are augmented."""
     names, lfw = _split_pictures(split)
@@ -801,7 +802,7 @@ def _photo_views(count: int, seed: int, split: str | None):
     for i in range(count):
         pool, j = (lfw, i // 4) if i % 4 == 3 else (names, i - (i + 1) // 4)
         source, view = pool[j % len(pool)], j // len(pool)
-        img = _picture(source)
+        img = _picture(source, zoo_dir)
         if view or seed:
             img = _augment(img, _rng(seed, source, view), 0.6 if source.startswith("lfw") else 0.3)
         out.append((source, view, img))
@@ -838,7 +839,7 @@ def _draw_lines(img, rng: np.random.Generator, texts: list[str]):
     return img
 
 
-def _render_line(text: str, rng: np.random.Generator, backgrounds: list[str]):
+def _render_line(text: str, rng: np.random.Generator, backgrounds: list[str], zoo_dir: Path):
     """A text line on a solid, gradient or photo background (slight tilt or blur sometimes)."""
     from PIL import Image, ImageDraw, ImageFilter
 
@@ -854,7 +855,8 @@ def _render_line(text: str, rng: np.random.Generator, backgrounds: list[str]):
         ramp = np.linspace(0, 1, size[0])[None, :, None]
         img = Image.fromarray(np.repeat((a + (b - a) * ramp).astype(np.uint8), size[1], 0))
     else:
-        img = _augment(_picture(backgrounds[int(rng.integers(len(backgrounds)))]), rng).resize(size)
+        background = _picture(backgrounds[int(rng.integers(len(backgrounds)))], zoo_dir)
+        img = _augment(background, rng).resize(size)
     luma = float(np.asarray(img.convert("L")).mean())
     ImageDraw.Draw(img).text((mx - left, my - top), text, font=font, fill=_contrasting(rng, luma))
     if rng.random() < 0.3:
@@ -885,7 +887,7 @@ def _upside_down(i: int) -> bool:
     return (i + i // 4) % 2 == 1
 
 
-def _text_lines(count: int, seed: int, split: str | None):
+def _text_lines(count: int, seed: int, split: str | None, zoo_dir: Path):
     """OCR lines, of each 4: 2 rendered text, 1 a page-line crop (in the test split every 3rd of
     those is the handwriting of `text`), 1 a photo strip; from the split's sentences, page lines
     and pictures."""
@@ -899,7 +901,7 @@ def _text_lines(count: int, seed: int, split: str | None):
             words = texts[(i // 4 * 2 + i % 4) % len(texts)].split()
             n = int(rng.integers(1, min(6, len(words)) + 1))
             k = int(rng.integers(0, len(words) - n + 1))
-            out.append(_render_line(" ".join(words[k : k + n]), rng, names))
+            out.append(_render_line(" ".join(words[k : k + n]), rng, names, zoo_dir))
         elif i % 4 == 2 and split in (None, "test") and (i // 4) % 3 == 2:
             img = _picture("text")
             sh = int(rng.integers(28, 60))
@@ -908,7 +910,8 @@ def _text_lines(count: int, seed: int, split: str | None):
         elif i % 4 == 2:
             out.append(_strip(_picture("page"), rng, boxes[(i // 4) % len(boxes)]))
         else:
-            out.append(_strip(_augment(_picture(names[(i // 4) % len(names)]), rng), rng))
+            picture = _picture(names[(i // 4) % len(names)], zoo_dir)
+            out.append(_strip(_augment(picture, rng), rng))
     return out
 
 
@@ -960,7 +963,11 @@ def _preprocess(name: str, img) -> dict[str, np.ndarray]:
 
 
 def image_samples(
-    name: str, count: int = 32, seed: int = 0, split: str | None = None
+    name: str,
+    count: int = 32,
+    seed: int = 0,
+    split: str | None = None,
+    zoo_dir: str | Path = DEFAULT_DIR,
 ) -> list[dict[str, np.ndarray]]:
     """`count` preprocessed feeds (batch 1) for an image or OCR model from scikit-image's pictures.
 
@@ -968,11 +975,13 @@ def image_samples(
     lfw_subset per LFW_SPLITS); with seed 0 each picture's first view is the whole picture, the
     others random crops/flips/rescales/colour jitter. ppocrv4_det gets text drawn on every other
     picture. OCR models (ppocrv4_rec, ppocr_cls): 48xW text lines (see `_text_lines`); every other
-    ppocr_cls line is turned upside down. `split` None uses the pictures of all three splits."""
+    ppocr_cls line is turned upside down. `split` None uses the pictures of all three splits;
+    PACKAGED_PICTURES are read from `zoo_dir` (`build_zoo` fetches them)."""
+    zoo_dir = Path(zoo_dir)
     if split is not None and split not in SPLIT_NAMES:
         raise KeyError(f"split {split!r}: one of {', '.join(SPLIT_NAMES)}")
     if name in OCR_MODELS:
-        lines = _text_lines(count, seed, split)
+        lines = _text_lines(count, seed, split, zoo_dir)
         if name == "ppocr_cls":
             lines = [im.rotate(180) if _upside_down(i) else im for i, im in enumerate(lines)]
         return [_preprocess(name, im) for im in lines]
@@ -980,7 +989,7 @@ def image_samples(
         raise KeyError(f"{name} is not an image model ({', '.join([*IMAGE_MODELS, *OCR_MODELS])})")
     texts = sentences(split)
     out = []
-    for i, (source, view, img) in enumerate(_photo_views(count, seed, split)):
+    for i, (source, view, img) in enumerate(_photo_views(count, seed, split, zoo_dir)):
         if name == "ppocrv4_det" and i % 2:
             rng = _rng(seed, "det", source, view)
             img = img.convert("RGB").resize((320, 320))
@@ -998,7 +1007,7 @@ def splits(name: str, zoo_dir: str | Path = DEFAULT_DIR) -> dict[str, list[dict[
     48 / 24 / 120, text models 64 / 32 / 128."""
     if name in TEXT_MODELS:
         return {s: text_samples(name, None, 0, s, zoo_dir) for s in SPLIT_NAMES}
-    return {s: image_samples(name, IMAGE_SPLIT_SIZES[s], 0, s) for s in SPLIT_NAMES}
+    return {s: image_samples(name, IMAGE_SPLIT_SIZES[s], 0, s, zoo_dir) for s in SPLIT_NAMES}
 
 
 # ---------------------------------------------------------------- command line

@@ -624,3 +624,20 @@ def test_int8_phases_report_progress_in_a_log(tmp_path, monkeypatch, capsys):
     assert "INT8: trying CLE and bias correction: 2/2 (0 s)" in lines
     assert any(line.startswith("INT8: ranking nodes by sensitivity: 1/") for line in lines)
     assert any(line.startswith("INT8: returning nodes to float for snr>=99") for line in lines)
+
+
+def test_work_inside_work_shows_one_display_on_a_terminal(monkeypatch):
+    """On a terminal, a bar started inside another's work joins its display (two live displays
+    would redraw over each other)."""
+    from onnxslim.render import progress as progress_module
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    with progress_module.progress("choosing", 2) as outer:
+        live = progress_module._live
+        assert live is not None and outer.bar is live
+        with progress_module.progress("calibrating", 4) as inner:
+            assert inner.bar is live and len(live.tasks) == 2
+            inner.advance()
+        assert len(live.tasks) == 1
+    assert progress_module._live is None

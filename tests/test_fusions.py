@@ -405,6 +405,63 @@ def test_batchnorm_folds_keep_names_dtypes_and_shared_weights():
     assert dtypes == {TensorProto.FLOAT16}
 
 
+def test_batchnorm_in_an_if_branch_after_an_outer_conv_kept():
+    """The BN is in the then-branch, the Conv it reads in the main graph: folding would wire a
+    bias made in the branch into the outer Conv. A BN and Conv both in the branch fold."""
+    then_branch = helper.make_graph(
+        [node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y_then")],
+        "then",
+        [],
+        [vi("y_then", FLOAT, [1, 4, 3, 3])],
+    )
+    else_branch = helper.make_graph(
+        [
+            node("Conv", ["x", "W2"], "c"),
+            node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], "y_else"),
+        ],
+        "else",
+        [],
+        [vi("y_else", FLOAT, [1, 4, 3, 3])],
+    )
+    model = make_model(
+        [
+            node("Conv", ["x", "W"], "t"),
+            node("If", ["cond"], "y", then_branch=then_branch, else_branch=else_branch),
+        ],
+        [vi("cond", TensorProto.BOOL, []), vi("x", FLOAT, [1, 3, 5, 5])],
+        [vi("y", FLOAT, [1, 4, 3, 3])],
+        [const("W", rand(4, 3, 3, 3)), const("W2", rand(4, 3, 3, 3)), *batchnorm_inits(4)],
+    )
+    optimized = optimized_proto(model)
+    for cond in (True, False):
+        assert_same_outputs(model, optimized, {"cond": np.array(cond), "x": rand(1, 3, 5, 5)})
+    branches = {a.name: a.g for n in optimized.graph.node if n.op_type == "If" for a in n.attribute}
+    assert [n.op_type for n in branches["then_branch"].node] == ["BatchNormalization"]
+    assert [n.op_type for n in branches["else_branch"].node] == ["Conv"]
+
+
+def test_batchnorm_after_gemm_with_a_broadcast_bias_and_as_graph_output_folded():
+    """Gemm's C of shape [1] broadcasts: the folded bias has one value per output; the BN's
+    output is the graph output, its name kept."""
+    model = make_model(
+        [
+            node("Gemm", ["x", "W", "c"], "t"),
+            node("BatchNormalization", ["t", "scale", "bias", "mean", "var"], "y"),
+        ],
+        [vi("x", FLOAT, ["N", 6])],
+        [vi("y", FLOAT, ["N", 5])],
+        [const("W", rand(6, 5)), const("c", rand(1)), *batchnorm_inits(5)],
+    )
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized, seeds=(0, 1))
+    assert op_counts(optimized) == {"Gemm": 1} and optimized.graph.output[0].name == "y"
+    assert list(numpy_helper.to_array(_initializer(optimized, "c")).shape) == [5]
+
+
+def _initializer(model, name):
+    return next(i for i in model.graph.initializer if i.name == name)
+
+
 def test_reflect_pad_not_folded_into_conv():
     nodes = [node("Pad", ["x", "p"], "t", mode="reflect"), node("Conv", ["t", "W"], "y")]
     model = make_model(

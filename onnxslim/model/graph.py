@@ -54,6 +54,23 @@ def all_graphs(model: ir.Model) -> list[ir.Graph]:
     return [model.graph, *subgraphs(model.graph)]
 
 
+def value_names(model: ir.Model) -> set[str]:
+    """Names of the graph inputs, initializers and node outputs of every graph of `model`."""
+    graphs = all_graphs(model)
+    names = {v.name for g in graphs for v in (*g.inputs, *g.initializers.values())}
+    return names | {v.name for g in graphs for node in g for v in node.outputs}
+
+
+def fresh_name(taken: set[str], name: str) -> str:
+    """`name`, or `name_1`, `name_2`, ... : the first not in `taken` (which then holds it)."""
+    candidate, n = name, 0
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    taken.add(candidate)
+    return candidate
+
+
 def node_count(graph) -> int:
     """Nodes of `graph` (a graph or function) and of every graph nested in it."""
     return len(graph) + sum(len(sub) for sub in subgraphs(graph))

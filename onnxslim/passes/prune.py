@@ -10,7 +10,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.model.graph import all_graphs, default_opset
+from onnxslim.model.graph import all_graphs, default_opset, fresh_name, value_names
 from onnxslim.passes.rewrite import RewriteRulesPass
 from onnxslim.passes.rules import no_ops
 
@@ -134,23 +134,12 @@ def _keep_one(model: ir.Model, copies: list[ir.Value], parents: dict) -> None:
         kept = copies[0]
         kept.graph.initializers.pop(kept.name)
         if kept.name in home.initializers:
-            kept.name = _unused_name(model, kept.name)
+            kept.name = fresh_name(value_names(model), kept.name)
         home.register_initializer(kept)
     for value in copies:
         if value is not kept:
             value.replace_all_uses_with(kept)
             value.graph.initializers.pop(value.name)
-
-
-def _unused_name(model: ir.Model, name: str) -> str:
-    taken = {v.name for g in all_graphs(model) for v in (*g.inputs, *g.initializers.values())}
-    taken |= {
-        v.name for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs
-    }
-    n = 1
-    while f"{name}_{n}" in taken:
-        n += 1
-    return f"{name}_{n}"
 
 
 _FINGERPRINT_BYTES = 4096

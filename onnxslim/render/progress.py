@@ -30,8 +30,8 @@ class Steps:
 
 
 class LogLines(Steps):
-    """Progress as a line on `console` every HEARTBEAT_S seconds of work, and a last line when it
-    ends if any was printed: for logs, where a bar would print nothing useful."""
+    """Progress as a line on `console` at the first step after every HEARTBEAT_S seconds, and a
+    last line when it ends if any was printed: for logs, where a bar would print nothing useful."""
 
     def __init__(self, console: Console, label: str, total: int | None):
         super().__init__(None, None)
@@ -61,10 +61,16 @@ class LogLines(Steps):
         self.printed = True
 
 
+#: The bars on the terminal now: work inside other work adds a bar to them (two live displays
+#: would redraw over each other).
+_live: Progress | None = None
+
+
 @contextlib.contextmanager
 def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Steps]:
-    """A transient bar labelled `label`, `total` steps, on a terminal; progress lines elsewhere
-    (see LogLines); nothing if disabled."""
+    """A transient bar labelled `label`, `total` steps, on a terminal (below the bars of the work
+    it is part of); progress lines elsewhere (see LogLines); nothing if disabled."""
+    global _live
     console = Console(stderr=True)
     if not enabled:
         yield Steps(None, None)
@@ -74,6 +80,13 @@ def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[St
         yield steps
         steps.finish()
         return
+    if _live is not None:
+        outer, task = _live, _live.add_task(label, total=total)
+        try:
+            yield Steps(outer, task)
+        finally:
+            outer.remove_task(task)
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -81,4 +94,8 @@ def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[St
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
-        yield Steps(bar, bar.add_task(label, total=total))
+        _live = bar
+        try:
+            yield Steps(bar, bar.add_task(label, total=total))
+        finally:
+            _live = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.model.graph import all_graphs
+from onnxslim.model.graph import all_graphs, fresh_name, value_names
 from onnxslim.passes import upstream
 
 
@@ -25,11 +25,16 @@ class FoldBatchNorm(ir.passes.InPlacePass):
     then dropped from the node)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
+        modified, names = False, None
         for graph in all_graphs(model):
             for node in list(graph):
-                if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
-                    modified |= _fold(graph, node)
+                if node.op_type != "BatchNormalization" or node.domain != "":
+                    continue
+                inbound = _foldable(node)
+                if inbound is not None:
+                    names = value_names(model) if names is None else names
+                    _fold(graph, node, inbound, names)
+                    modified = True
         return ir.passes.PassResult(model, modified)
 
 
@@ -38,12 +43,16 @@ def _foldable(batchnorm: ir.Node) -> ir.Node | None:
     attributes = batchnorm.attributes
     if attributes.get_int("training_mode", 0) or not attributes.get_int("spatial", 1):
         return None
-    if len(batchnorm.outputs) != 1 or len(batchnorm.inputs) != 5 or None in batchnorm.inputs:
+    if len(batchnorm.inputs) != 5 or None in batchnorm.inputs:
         return None
+    if any(v.uses() or v.is_graph_output() for v in batchnorm.outputs[1:]):
+        return None  # running mean/var outputs someone reads
     inbound = batchnorm.inputs[0].producer()
     rule = upstream.BATCHNORM_RULES.get(inbound.op_type) if inbound is not None else None
-    if rule is None or inbound.domain not in ("", "ai.onnx") or len(inbound.outputs) != 1:
+    if rule is None or inbound.domain != "" or len(inbound.outputs) != 1:
         return None
+    if inbound.graph is not batchnorm.graph:
+        return None  # a Conv outside the If/Loop body the BatchNorm is in
     out = inbound.outputs[0]
     if out.is_graph_output() or len(out.uses()) != 1 or None in inbound.inputs[1:]:
         return None
@@ -52,11 +61,9 @@ def _foldable(batchnorm: ir.Node) -> ir.Node | None:
     return inbound
 
 
-def _fold(graph: ir.Graph, batchnorm: ir.Node) -> bool:
-    """Fold `batchnorm` into the node before it, if it may (see `_foldable`)."""
-    inbound = _foldable(batchnorm)
-    if inbound is None:
-        return False
+def _fold(graph: ir.Graph, batchnorm: ir.Node, inbound: ir.Node, names: set[str]) -> None:
+    """Fold `batchnorm` into `inbound`, the node before it (`_foldable`); a new bias gets a name
+    not in `names`."""
     gamma, beta, mean, var = (value.const_value.numpy() for value in batchnorm.inputs[1:])
     scale = gamma / np.sqrt(var + batchnorm.attributes.get_float("epsilon", 1e-5))
     weights = inbound.inputs[1]
@@ -70,8 +77,9 @@ def _fold(graph: ir.Graph, batchnorm: ir.Node) -> bool:
     if has_bias:
         bias = inbound.inputs[2]
         bias.const_value = ir.Tensor(fused_bias, name=bias.name)
+        bias.shape = ir.Shape(fused_bias.shape)  # a Gemm's C may have broadcast
     else:
-        name = _free_name(graph, f"{weights.name}_bias")
+        name = fresh_name(names, f"{weights.name}_bias")
         bias = ir.Value(
             name=name,
             shape=ir.Shape(fused_bias.shape),
@@ -82,12 +90,11 @@ def _fold(graph: ir.Graph, batchnorm: ir.Node) -> bool:
         inbound.resize_inputs(3)
         inbound.replace_input_with(2, bias)
     _bypass(graph, batchnorm, inbound.outputs[0])
-    return True
 
 
 def _bypass(graph: ir.Graph, node: ir.Node, replacement: ir.Value) -> None:
-    """Remove single-output `node`, its output replaced by `replacement` (which takes its name
-    when it is a graph output)."""
+    """Remove `node` (its outputs after the first unused), its first output replaced by
+    `replacement` (which takes its name when it is a graph output)."""
     old = node.outputs[0]
     replacement.type = replacement.type or old.type
     replacement.shape = replacement.shape or old.shape
@@ -96,12 +103,3 @@ def _bypass(graph: ir.Graph, node: ir.Node, replacement: ir.Value) -> None:
     graph.remove(node, safe=True)
     if name is not None:
         replacement.name = name
-
-
-def _free_name(graph: ir.Graph, name: str) -> str:
-    """`name`, or `name` with the first numeric suffix no initializer of `graph` has."""
-    taken, candidate, index = graph.initializers, name, 0
-    while candidate in taken:
-        index += 1
-        candidate = f"{name}_{index}"
-    return candidate
