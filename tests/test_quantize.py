@@ -268,7 +268,7 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     assert drift_warning(compare_outputs(ref, close), None, "test") == []
     (warning,) = drift_warning(compare_outputs(ref, broken), None, "test")
     assert warning.startswith("warning: INT8 drifts far from float on the test samples")
-    assert "min_cosine -1 fails min_cosine>=0.99" in warning and "--max-drift" in warning
+    assert "cosine -1 fails cosine>=0.99" in warning and "--max-drift" in warning
     budget = parse_max_drift("snr>=10")
     assert drift_warning(compare_outputs(ref, broken), budget, "test") == []
 

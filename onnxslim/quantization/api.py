@@ -49,7 +49,7 @@ TRADE_RUNS = 30
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
-QUALITY_BAR = Budget((("min_cosine", ">=", 0.99),))
+QUALITY_BAR = Budget((("cosine", ">=", 0.99),))
 #: The choices of `equalize` and `bias_correction`.
 LEVERS = (True, False, "auto")
 

@@ -32,7 +32,6 @@ from onnxslim.render.tables import (
     layer_rows,
     quantize_summary_rows,
     range_settings,
-    worst_cosine,
     worst_first,
 )
 from onnxslim.render.verdict import verdict_lines
@@ -218,7 +217,7 @@ def run_items(
 
 def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     """The INT8 run as (name, HTML value) pairs: the outcome first, then how it was made."""
-    cosines = [worst_cosine(d) for d in report.drift.values() if d.cosine is not None]
+    cosines = [d.worst_cosine() for d in report.drift.values() if d.cosine is not None]
     snrs = [d.snr_db for d in report.drift.values() if d.snr_db is not None]
     where = f"{report.test_samples} test" if report.test_samples else "the selection"
     result = [f"worst-sample cosine {min(cosines):.6f}"] if cosines else []

@@ -314,12 +314,6 @@ def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
     return items
 
 
-def worst_cosine(drift: Drift) -> float | None:
-    """The worst sample's cosine of one output, or the pooled cosine when no sample had one (all
-    references ~0)."""
-    return drift.min_cosine if drift.min_cosine is not None else drift.cosine
-
-
 def _worst(drift: Mapping[str, Drift] | None) -> str:
     """A model's worst-sample cosine over its outputs, or MISMATCH (shape, missing output,
     NaN/Inf)."""
@@ -327,7 +321,7 @@ def _worst(drift: Mapping[str, Drift] | None) -> str:
         return "ref"
     if any(d.mismatch or d.nonfinite_mismatches for d in drift.values()):
         return "MISMATCH"
-    cosines = [worst_cosine(d) for d in drift.values() if d.cosine is not None]
+    cosines = [d.worst_cosine() for d in drift.values() if d.cosine is not None]
     return f"{min(cosines):.6f}" if cosines else "-"
 
 
