@@ -198,7 +198,8 @@ def test_budget_check():
     failures = parse_max_drift("snr>=40,cosine>=0.99999").check(drifts["scores"])
     assert failures == [
         f"output 'scores': snr {drifts['scores'].snr_db:.6g} fails snr>=40",
-        f"output 'scores': cosine {drifts['scores'].worst_cosine():.6g} fails cosine>=0.99999",
+        f"output 'scores': worst-sample cosine {drifts['scores'].min_cosine:.6g} fails "
+        "cosine>=0.99999",
     ]
 
 
@@ -217,10 +218,10 @@ def test_min_cosine_is_the_worst_sample_skipping_near_zero_references():
     assert d.min_cosine == pytest.approx(1 / math.sqrt(2))  # the second sample
     assert d.cosine > d.min_cosine  # pooled: the first sample's agreement hides it
     assert Budget.check(parse_max_drift("min_cosine>=0.9"), d) == [
-        "output 'y': min_cosine 0.707107 fails min_cosine>=0.9"
+        "output 'y': worst-sample cosine 0.707107 fails min_cosine>=0.9"
     ]
     # a cosine budget holds every sample to it: the pooled cosine (0.745) would pass 0.72
     assert d.cosine > 0.72 and Budget.check(parse_max_drift("cosine>=0.72"), d) == [
-        "output 'y': cosine 0.707107 fails cosine>=0.72"
+        "output 'y': worst-sample cosine 0.707107 fails cosine>=0.72"
     ]
     assert compare_outputs(ref[2], other[2])["y"].min_cosine == 0.0  # alone, it is the scale

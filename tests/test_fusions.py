@@ -334,6 +334,27 @@ def test_batchnorm_in_training_mode_kept():
     assert slim(model)["BatchNormalization"] == 1
 
 
+def test_batchnorm_with_unused_training_outputs_kept():
+    """An opset-9 BN with its mean/var outputs (unread): ORT runs it in training mode (batch
+    statistics), so folding it would change the outputs."""
+    nodes = [
+        node("Conv", ["x", "W"], "t"),
+        helper.make_node(
+            "BatchNormalization",
+            ["t", "scale", "bias", "mean", "var"],
+            ["y", "rm", "rv", "sm", "sv"],
+        ),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [2, 3, 5, 5])],
+        [vi("y", FLOAT, [2, 4, 3, 3])],
+        [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)],
+        opset=9,
+    )
+    assert slim(model)["BatchNormalization"] == 1
+
+
 def test_batchnorm_per_activation_kept():
     nodes = [
         node("Conv", ["x", "W"], "t"),

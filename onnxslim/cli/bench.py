@@ -67,7 +67,8 @@ from onnxslim.runtime import OPT_LEVELS
 @click.option(
     "--max-drift",
     metavar="SPEC",
-    help="Fail (exit 1) beyond this drift, e.g. cosine>=0.99,max_abs<=1e-3.",
+    help="Fail (exit 1) beyond this drift, e.g. cosine>=0.99,max_abs<=1e-3 (cosine: every "
+    "sample's; the others over all samples).",
 )
 @click.option(
     "--min-speedup",

@@ -189,7 +189,8 @@ class _Int8Mode(click.Choice):
     default="fp32",
     show_default=True,
     help="fp16: convert float32 to float16 after the lossless passes (unsafe ops stay float32), "
-    "refused beyond --max-drift [default: cosine>=0.999,rel_err<=0.01].",
+    "refused beyond --max-drift [default: cosine>=0.999,rel_err<=0.01: every sample's cosine, the "
+    "relative error over all samples].",
 )
 @click.option(
     "--keep-io-types/--no-keep-io-types",
@@ -293,8 +294,8 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--max-drift",
     metavar="SPEC",
-    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (sensitive nodes go back to "
-    "float); with --dtype fp16, the float16 drift budget.",
+    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (every selection sample's "
+    "cosine; sensitive nodes go back to float); with --dtype fp16, the float16 drift budget.",
 )
 @click.option(
     "--eval-split",

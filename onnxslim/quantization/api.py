@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 from onnxslim.bench import PER_RUN_NOISE, Latency, benchmark
 from onnxslim.data import as_samples, input_specs
-from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
+from onnxslim.drift import PER_SAMPLE, Budget, Drift, compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count
@@ -464,7 +464,21 @@ def _protocol_notes(
             f"warning: the budget {budget} is held on only {len(selection)} selection samples: "
             f"it may not hold on new data (give at least {MIN_BUDGET_SAMPLES})"
         )
+    per_sample = [c for c in (budget.criteria if budget else ()) if c[0] in PER_SAMPLE]
+    if per_sample and selection:
+        metric, op, threshold = per_sample[0]
+        notes.append(
+            f"{metric}{op}{threshold:g} holds each of the {len(selection)} selection samples to "
+            f"it; new samples may still miss it: up to {_miss_bound(len(selection)):.0%} of them "
+            "(95% bound; optimistic, as these samples also chose the nodes in float)"
+        )
     return notes
+
+
+def _miss_bound(samples: int, confidence: float = 0.95) -> float:
+    """The share of new samples that may miss a criterion all `samples` met, at `confidence`:
+    1 - (1 - confidence) ** (1 / samples) (about 3 / samples, the rule of three)."""
+    return 1 - (1 - confidence) ** (1 / samples)
 
 
 def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:

@@ -45,8 +45,8 @@ def _foldable(batchnorm: ir.Node) -> ir.Node | None:
         return None
     if len(batchnorm.inputs) != 5 or None in batchnorm.inputs:
         return None
-    if any(v.uses() or v.is_graph_output() for v in batchnorm.outputs[1:]):
-        return None  # running mean/var outputs someone reads
+    if len(batchnorm.outputs) != 1:
+        return None  # training mode: ORT normalizes with the batch's statistics, read or not
     inbound = batchnorm.inputs[0].producer()
     rule = upstream.BATCHNORM_RULES.get(inbound.op_type) if inbound is not None else None
     if rule is None or inbound.domain != "" or len(inbound.outputs) != 1:
@@ -93,8 +93,8 @@ def _fold(graph: ir.Graph, batchnorm: ir.Node, inbound: ir.Node, names: set[str]
 
 
 def _bypass(graph: ir.Graph, node: ir.Node, replacement: ir.Value) -> None:
-    """Remove `node` (its outputs after the first unused), its first output replaced by
-    `replacement` (which takes its name when it is a graph output)."""
+    """Remove single-output `node`, its output replaced by `replacement` (which takes its name
+    when it is a graph output)."""
     old = node.outputs[0]
     replacement.type = replacement.type or old.type
     replacement.shape = replacement.shape or old.shape
