@@ -330,7 +330,7 @@ def test_cli_pass_fail_and_outputs(models, tmp_path):
         bench_command, [ref, drifted, *common, "-q", "--max-drift", "cosine>=0.999999999"]
     )
     assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.startswith("FAIL drift.onnx: output 'scores': cosine ")
+    assert result.stderr.startswith("FAIL drift.onnx: output 'scores': worst-sample cosine ")
 
     result = runner.invoke(bench_command, [ref, same, *common, "-q", "--min-speedup", "1000000"])
     assert result.exit_code == 1 and "FAIL same.onnx: speedup" in result.stderr
