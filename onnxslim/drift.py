@@ -241,7 +241,7 @@ class Budget:
     criteria: tuple[tuple[str, str, float], ...]
 
     def __str__(self) -> str:
-        return ",".join(f"{metric}{op}{threshold:g}" for metric, op, threshold in self.criteria)
+        return ",".join(f"{metric}{op}{threshold:.10g}" for metric, op, threshold in self.criteria)
 
     def check(self, drift: Drift | Mapping[str, Drift]) -> list[str]:
         """Violations, one line each. Shape mismatches, missing outputs and NaN/Inf mismatches
@@ -268,7 +268,7 @@ class Budget:
                 if (value < threshold) if op == ">=" else (value > threshold):
                     what = "worst-sample cosine" if metric in PER_SAMPLE else metric
                     failures.append(
-                        f"output {d.name!r}: {what} {value:.6g} fails {metric}{op}{threshold:g}"
+                        f"output {d.name!r}: {what} {value:.6g} fails {metric}{op}{threshold:.10g}"
                     )
         return failures
 

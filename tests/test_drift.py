@@ -225,3 +225,10 @@ def test_min_cosine_is_the_worst_sample_skipping_near_zero_references():
         "output 'y': worst-sample cosine 0.707107 fails cosine>=0.72"
     ]
     assert compare_outputs(ref[2], other[2])["y"].min_cosine == 0.0  # alone, it is the scale
+
+
+def test_a_budget_prints_its_thresholds_as_given():
+    """cosine>=0.9999999 must not print as cosine>=1 (a budget nothing can meet)."""
+    assert str(parse_max_drift("cosine>=0.9999999,max_abs<=1e-3,snr>=30")) == (
+        "cosine>=0.9999999,max_abs<=0.001,snr>=30"
+    )

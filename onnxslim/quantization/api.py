@@ -468,7 +468,7 @@ def _protocol_notes(
     if per_sample and selection:
         metric, op, threshold = per_sample[0]
         notes.append(
-            f"{metric}{op}{threshold:g} holds each of the {len(selection)} selection samples to "
+            f"{metric}{op}{threshold:.10g} holds each of the {len(selection)} selection samples to "
             f"it; new samples may still miss it: up to {_miss_bound(len(selection)):.0%} of them "
             "(95% bound; optimistic, as these samples also chose the nodes in float)"
         )
@@ -488,7 +488,7 @@ def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
         if len(selection) < needed:
             chance = threshold ** len(selection)
             raise OnnxSlimError(
-                f"the budget top1>={threshold:g} cannot be checked on {len(selection)} selection "
+                f"the budget top1>={threshold:.10g} cannot be checked on {len(selection)} selection "
                 f"samples (a model that disagrees with float on {1 - threshold:.0%} of inputs "
                 f"agrees on all {len(selection)} {chance:.0%} of the time): give at least "
                 f"{needed} (--eval-split), or a cosine or snr budget"
