@@ -488,9 +488,9 @@ def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
         if len(selection) < needed:
             chance = threshold ** len(selection)
             raise OnnxSlimError(
-                f"the budget top1>={threshold:.10g} cannot be checked on {len(selection)} selection "
-                f"samples (a model that disagrees with float on {1 - threshold:.0%} of inputs "
-                f"agrees on all {len(selection)} {chance:.0%} of the time): give at least "
+                f"the budget top1>={threshold:.10g} cannot be checked on {len(selection)} "
+                f"selection samples (a model that disagrees with float on {1 - threshold:.0%} of "
+                f"inputs agrees on all {len(selection)} {chance:.0%} of the time): give at least "
                 f"{needed} (--eval-split), or a cosine or snr budget"
             )
 
