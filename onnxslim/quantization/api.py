@@ -15,7 +15,14 @@ import onnx_ir as ir
 
 from onnxslim.bench import PER_RUN_NOISE, Latency, benchmark
 from onnxslim.data import as_samples, input_specs
-from onnxslim.drift import PER_SAMPLE, Budget, Drift, compare_outputs, parse_max_drift
+from onnxslim.drift import (
+    PER_SAMPLE,
+    Budget,
+    Drift,
+    compare_outputs,
+    criterion_text,
+    parse_max_drift,
+)
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count
@@ -466,11 +473,11 @@ def _protocol_notes(
         )
     per_sample = [c for c in (budget.criteria if budget else ()) if c[0] in PER_SAMPLE]
     if per_sample and selection:
-        metric, op, threshold = per_sample[0]
         notes.append(
-            f"{metric}{op}{threshold:.10g} holds each of the {len(selection)} selection samples to "
-            f"it; new samples may still miss it: up to {_miss_bound(len(selection)):.0%} of them "
-            "(95% bound; optimistic, as these samples also chose the nodes in float)"
+            f"{criterion_text(*per_sample[0])} holds each of the {len(selection)} selection "
+            f"samples to it; new samples may still miss it: up to "
+            f"{_miss_bound(len(selection)):.0%} of them (95% bound; optimistic, as these samples "
+            "also chose the nodes in float)"
         )
     return notes
 
@@ -488,10 +495,10 @@ def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
         if len(selection) < needed:
             chance = threshold ** len(selection)
             raise OnnxSlimError(
-                f"the budget top1>={threshold:.10g} cannot be checked on {len(selection)} "
-                f"selection samples (a model that disagrees with float on {1 - threshold:.0%} of "
-                f"inputs agrees on all {len(selection)} {chance:.0%} of the time): give at least "
-                f"{needed} (--eval-split), or a cosine or snr budget"
+                f"the budget {criterion_text(metric, '>=', threshold)} cannot be checked on "
+                f"{len(selection)} selection samples (a model that disagrees with float on "
+                f"{1 - threshold:.0%} of inputs agrees on all {len(selection)} {chance:.0%} of the "
+                f"time): give at least {needed} (--eval-split), or a cosine or snr budget"
             )
 
 
