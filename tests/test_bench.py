@@ -240,6 +240,7 @@ def test_json_schema(models, tmp_path):
         "rel_error",
         "cosine",
         "min_cosine",
+        "predicted_cosine",
         "snr_db",
         "top1_agreement",
         "exact_match",

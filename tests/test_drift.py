@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from onnxslim.drift import Budget, Drift, compare_outputs, parse_max_drift
+from onnxslim.drift import (
+    Budget,
+    Drift,
+    compare_outputs,
+    parse_max_drift,
+    predicted_cosine,
+    student_t_quantile,
+)
 from onnxslim.errors import OnnxSlimError
 
 F32 = np.float32
@@ -231,4 +238,39 @@ def test_a_budget_prints_its_thresholds_as_given():
     """cosine>=0.9999999 must not print as cosine>=1 (a budget nothing can meet)."""
     assert str(parse_max_drift("cosine>=0.9999999,max_abs<=1e-3,snr>=30")) == (
         "cosine>=0.9999999,max_abs<=0.001,snr>=30"
+    )
+
+
+def test_predicted_cosine_is_the_student_t_prediction_bound_of_the_log_gaps():
+    gaps = np.array([1e-4, 2e-4, 4e-4, 2e-4])  # 1 - cosine of four samples
+    logs = np.log10(gaps)
+    bound = logs.mean() + 5.841 * logs.std(ddof=1) * math.sqrt(1 + 1 / 4)  # t(0.995, 3 dof)
+    assert predicted_cosine(1 - gaps, coverage=0.995) == pytest.approx(1 - 10**bound, rel=1e-4)
+    assert predicted_cosine([0.9, 0.9, 0.9]) == pytest.approx(0.9)  # no spread: the worst
+    assert predicted_cosine([0.95]) == 0.95  # one sample predicts nothing beyond itself
+    assert predicted_cosine([1.0, 0.9, 0.1]) == -1.0  # the bound stops at the lowest cosine
+    agreeing, spread = [0.999, 0.998] * 8, [0.99999, 0.998] * 8
+    assert predicted_cosine(spread) < predicted_cosine(agreeing) < 0.998  # same worst sample
+
+
+@pytest.mark.parametrize(
+    "p, dof, quantile",
+    [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.999, 3, 10.215), (0.95, 5, 2.015),
+     (0.975, 10, 2.228), (0.999, 23, 3.485), (0.999, 100, 3.174)],
+)  # fmt: skip
+def test_student_t_quantile_matches_the_tables(p, dof, quantile):
+    assert student_t_quantile(p, dof) == pytest.approx(quantile, abs=1e-3)
+
+
+def test_a_budget_for_new_samples_reads_the_predicted_cosine():
+    rng = np.random.default_rng(0)
+    ref = [{"y": rng.normal(size=64)} for _ in range(16)]
+    other = [{"y": r["y"] + rng.normal(size=64) * 0.1 * (1 + i % 2)} for i, r in enumerate(ref)]
+    d = compare_outputs(ref, other)["y"]
+    budget = parse_max_drift(f"cosine>={d.min_cosine - 1e-4}")
+    assert budget.check(d) == []  # every sample meets it
+    (failure,) = Budget(budget.criteria, for_new_samples=True).check(d)
+    assert failure == (
+        f"output 'y': cosine predicted for new samples {d.predicted_cosine:.6g} (worst sample "
+        f"seen {d.min_cosine:.6g}) fails cosine>={d.min_cosine - 1e-4:.10g}"
     )

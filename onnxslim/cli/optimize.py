@@ -294,8 +294,9 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--max-drift",
     metavar="SPEC",
-    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (every selection sample's "
-    "cosine; sensitive nodes go back to float); with --dtype fp16, the float16 drift budget.",
+    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (every sample's cosine, "
+    "predicted for new samples from the selection samples; sensitive nodes go back to float); "
+    "with --dtype fp16, the float16 drift budget.",
 )
 @click.option(
     "--eval-split",

@@ -16,6 +16,7 @@ import onnx_ir as ir
 from onnxslim.bench import PER_RUN_NOISE, Latency, benchmark
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import (
+    NEW_SAMPLE_COVERAGE,
     PER_SAMPLE,
     Budget,
     Drift,
@@ -72,8 +73,9 @@ class QuantizeConfig:
     weight scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU
     the model will run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float,
     `quantize_ops` narrows the op types; `max_drift` (a Budget or text like "cosine>=0.99"): the
-    most sensitive nodes go back to float until it holds on the held-out samples (CheckFailedError
-    if it never does); `eval_split` the share of samples held out for choices (at least 2),
+    most sensitive nodes go back to float until it holds on the selection samples, a cosine
+    budget as predicted for new samples (`drift.predicted_cosine`; CheckFailedError if it never
+    does); `eval_split` the share of samples held out for choices (at least 2),
     `test_split` for the drift reported, `held_out` where they come from ("spread" through the data
     or the "last" ones: see `split_samples`); `require_speedup`
     makes an INT8 model that is not faster than float on this CPU an error; `min_macs` leaves
@@ -181,6 +183,10 @@ def quantize(
         samples, config.eval_split, config.test_split, config.held_out
     )
     _refuse_unbelievable_budget(budget, selection or calib)
+    if budget:  # the choices made on the selection samples must hold on new ones
+        config = dataclasses.replace(
+            config, max_drift=dataclasses.replace(budget, for_new_samples=True)
+        )
 
     float_model = ir.from_proto(onnx.ModelProto.FromString(reference))
     if config.optimize:
@@ -197,7 +203,7 @@ def quantize(
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     if config.mode == "dynamic":
         outcome = dynamic.quantize_model(
-            float_model, selection, ref_outputs, budget, config.exclude_nodes
+            float_model, selection, ref_outputs, config.max_drift, config.exclude_nodes
         )
     else:
         outcome = _static(
@@ -205,7 +211,7 @@ def quantize(
         )
     if config.mode == "auto":
         outcome = _static_or_dynamic(
-            outcome, float_model, selection, ref_outputs, budget, config.exclude_nodes
+            outcome, float_model, selection, ref_outputs, config.max_drift, config.exclude_nodes
         )
     if outcome.violations:
         raise CheckFailedError(
@@ -469,23 +475,18 @@ def _protocol_notes(
     if budget and len(selection) < MIN_BUDGET_SAMPLES:
         notes.append(
             f"warning: the budget {budget} is held on only {len(selection)} selection samples: "
-            f"it may not hold on new data (give at least {MIN_BUDGET_SAMPLES})"
+            "it may not hold on new data, or its margin for new samples sends more nodes to "
+            f"float than more samples would (give at least {MIN_BUDGET_SAMPLES})"
         )
     per_sample = [c for c in (budget.criteria if budget else ()) if c[0] in PER_SAMPLE]
     if per_sample and selection:
         notes.append(
-            f"{criterion_text(*per_sample[0])} holds each of the {len(selection)} selection "
-            f"samples to it; new samples may still miss it: up to "
-            f"{_miss_bound(len(selection)):.0%} of them (95% bound; optimistic, as these samples "
-            "also chose the nodes in float)"
+            f"{criterion_text(*per_sample[0])} is held with a margin for new samples: the "
+            f"{len(selection)} selection samples' cosines must predict it for "
+            f"{NEW_SAMPLE_COVERAGE:.1%} of new ones (log-normal fit of 1 - cosine, Student-t "
+            "prediction bound: the fewer or more spread the samples, the wider the margin)"
         )
     return notes
-
-
-def _miss_bound(samples: int, confidence: float = 0.95) -> float:
-    """The share of new samples that may miss a criterion all `samples` met, at `confidence`:
-    1 - (1 - confidence) ** (1 / samples) (about 3 / samples, the rule of three)."""
-    return 1 - (1 - confidence) ** (1 / samples)
 
 
 def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
