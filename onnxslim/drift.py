@@ -175,8 +175,9 @@ class _Stats:
 
 #: The share of new samples a budget held "for new samples" is predicted to hold for.
 NEW_SAMPLE_COVERAGE = 0.999
-#: 1 - cosine below this reads as this (float32 rounding alone gives ~1e-14 to 1e-10).
-_GAP_FLOOR = 1e-9
+#: 1 - cosine below this reads as this: a relative error near 1e-6, above where float32 rounding
+#: of the outputs counts (1 - cosine about 1e-14).
+_GAP_FLOOR = 1e-12
 
 
 def predicted_cosine(cosines: Sequence[float], coverage: float = NEW_SAMPLE_COVERAGE) -> float:
