@@ -75,19 +75,25 @@ def shape_pieces(
     source: str, picks: Sequence, out: str = "shape"
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Nodes and initializers computing `out` = Concat(pieces) as torch writes `x.size()`-based
-    shapes: an int pick is a constant, ("dim", i) is Unsqueeze(Gather(Shape(source), i))."""
+    shapes: an int pick is a constant, ("dim", i) is Unsqueeze(Gather(Shape(source), i)),
+    ("prod", i, j) the product of dims i and j (`h * w`)."""
     nodes, inits, names = [helper.make_node("Shape", [source], [f"{out}_of"])], [], []
     for k, pick in enumerate(picks):
         if isinstance(pick, int):
             inits.append(const(f"{out}_k{k}", np.array([pick], np.int64)))
             names.append(f"{out}_k{k}")
-        else:
-            inits.append(const(f"{out}_i{k}", np.array(pick[1], np.int64)))
-            nodes += [
-                helper.make_node("Gather", [f"{out}_of", f"{out}_i{k}"], [f"{out}_g{k}"], axis=0),
-                helper.make_node("Unsqueeze", [f"{out}_g{k}", f"{out}_zero"], [f"{out}_u{k}"]),
-            ]
-            names.append(f"{out}_u{k}")
+            continue
+        dims = []
+        for m, axis in enumerate(pick[1:]):
+            inits.append(const(f"{out}_i{k}_{m}", np.array(axis, np.int64)))
+            gather = [f"{out}_of", f"{out}_i{k}_{m}"]
+            nodes.append(helper.make_node("Gather", gather, [f"{out}_g{k}_{m}"], axis=0))
+            dims.append(f"{out}_g{k}_{m}")
+        if len(dims) == 2:
+            nodes.append(helper.make_node("Mul", dims, [f"{out}_p{k}"]))
+            dims = [f"{out}_p{k}"]
+        nodes.append(helper.make_node("Unsqueeze", [dims[0], f"{out}_zero"], [f"{out}_u{k}"]))
+        names.append(f"{out}_u{k}")
     inits.append(const(f"{out}_zero", np.array([0], np.int64)))
     return nodes + [helper.make_node("Concat", names, [out], axis=0)], inits
 

@@ -969,6 +969,103 @@ def test_view_by_sizes_at_other_positions_kept(picks):
 
 
 @pytest.mark.parametrize(
+    "x_shape, picks, target",
+    [
+        (["N", "C", "H", "W"], [-1, ("dim", 1), ("prod", 2, 3)], [0, 0, -1]),  # the -1 is N
+        ([1, "C", "H", "W"], [-1, ("dim", 1), ("prod", 2, 3)], [1, 0, -1]),  # ... a constant 1
+        (["N", "C", "H", "W"], [("dim", 0), -1, ("prod", 2, 3)], [0, 0, -1]),  # ... C
+        (["N", 3, "H", "W"], [("dim", 0), -1, ("prod", 2, 3)], [0, 3, -1]),
+        ([2, "C", 3, "W"], [-1, ("prod", 1, 3)], [6, -1]),  # the -1 is 2 * 3
+    ],
+)
+def test_view_by_products_of_sizes_resolved_by_the_element_count(x_shape, picks, target):
+    model = _reshapes(x_shape, picks)
+    optimized = optimized_proto(model)
+    assert _reshape_targets(optimized) == [target]
+    assert not {"Shape", "Gather", "Mul", "Concat"} & set(op_counts(optimized))
+    for shape in ((2, 3, 4, 5), (1, 3, 1, 2)):
+        shape = [d if isinstance(d, int) else n for d, n in zip(x_shape, shape)]
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
+@pytest.mark.parametrize(
+    "picks",
+    [
+        [-1, ("prod", 2, 3)],  # the -1 is N * C, which no single dim or constant gives
+        [("prod", 0, 1), ("dim", 2), -1],  # N * C at position 0: no 0 copies it
+        [-1, ("dim", 2), ("prod", 1, 3)],  # H at position 1, where x has C
+        [("prod", 0, 1), -1],  # the -1 is H * W, at position 1, where x has C
+        [("dim", 0), ("prod", 1, 2), -1],  # the -1 is W, at position 2, where x has H
+    ],
+)
+def test_view_by_products_of_sizes_that_the_count_cannot_decide_kept(picks):
+    model = _reshapes(["N", "C", "H", "W"], picks)
+    optimized = optimized_proto(model)
+    assert op_counts(optimized)["Shape"] == 1
+    for shape in ((2, 3, 4, 5), (1, 2, 1, 3)):
+        assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
+@pytest.mark.parametrize(
+    "conv, target",
+    [
+        ({"pads": [1, 1, 1, 1]}, [0, 6, -1]),  # 3x3 "same": y's H, W are x's
+        ({"auto_pad": "SAME_UPPER"}, [0, 6, -1]),
+        ({"pads": [2, 2, 2, 2], "dilations": [2, 2]}, [0, 6, -1]),
+        ({"pads": [1, 1, 1, 1], "strides": [2, 2]}, None),  # stride 2: y's H is not x's
+        ({"pads": [0, 0, 1, 1]}, None),  # pads 0 + 1 on H: H - 1
+    ],
+)
+def test_view_by_input_sizes_after_same_convs(conv, target):
+    """torch: `b, c, h, w = x.shape`, then `conv(x).view(b, -1, h * w)`."""
+    weight = const("w", RNG.standard_normal((6, 3, 3, 3)).astype(np.float32))
+    pieces, inits = shape_pieces("x", [("dim", 0), -1, ("prod", 2, 3)])
+    nodes = [
+        node("Conv", ["x", "w"], "c", kernel_shape=[3, 3], **conv),
+        *pieces,
+        node("Reshape", ["c", "shape"], "r"),
+        node("Relu", ["r"], "y"),
+    ]
+    model = make_model(
+        nodes, [vi("x", FLOAT, ["N", 3, "H", "W"])], [vi("y", FLOAT, [None] * 3)], [weight, *inits]
+    )
+    optimized = optimized_proto(model, check=False)  # stride 2: the view fails at run time
+    assert _reshape_targets(optimized) == [target]
+    if target is not None:
+        for shape in ((2, 3, 6, 7), (1, 3, 5, 4)):
+            assert_same_outputs(model, optimized, {"x": rand(*shape)})
+
+
+@pytest.mark.parametrize(
+    "picks, where_left",
+    [
+        ([("dim", 0), 4, ("dim", 2), ("dim", 3)], 0),  # no size is -1: the shape itself
+        ([("dim", 0), -1, ("dim", 2), ("dim", 3)], 1),  # -1 at one place: the Where stays
+    ],
+)
+def test_expand_shape_where_no_size_is_minus_one_becomes_the_shape(picks, where_left):
+    """torch: `x.expand(y.size(0), 4, y.size(2), y.size(3))` writes the shape s as
+    Where(Equal(s, -1), 1, s)."""
+    pieces, inits = shape_pieces("y", picks)
+    nodes = [
+        *pieces,
+        node("Equal", ["shape", "minus_one"], "is_free"),
+        node("Where", ["is_free", "ones", "shape"], "sizes"),
+        node("Expand", ["x", "sizes"], "e"),
+        node("Add", ["e", "y"], "z"),
+    ]
+    inits += [const("minus_one", np.array(-1, np.int64)), const("ones", np.ones(4, np.int64))]
+    inputs = [vi("x", FLOAT, [1, 4, 1, 1]), vi("y", FLOAT, ["N", 4, "H", "W"])]
+    model = make_model(nodes, inputs, [vi("z", FLOAT, [None] * 4)], inits)
+    optimized = optimized_proto(model)
+    counts = op_counts(optimized)
+    assert (counts["Where"], counts["Equal"]) == (where_left, where_left)
+    for shape in ((2, 4, 3, 5), (1, 4, 1, 2)):
+        feeds = {"x": rand(1, 4, 1, 1), "y": rand(*shape)}
+        assert_same_outputs(model, optimized, feeds)
+
+
+@pytest.mark.parametrize(
     "x_shape, targets, expected",
     [
         # x.flatten(2) ... .reshape(b, c, h, w) with b, c, h, w = x.shape: back to x, no Reshape
@@ -1175,8 +1272,16 @@ def _rows():
     return [node("Reshape", ["xp", "rows"], "p")], [const("rows", np.array([-1, 9], np.int64))]
 
 
-@pytest.mark.parametrize("build", [_transposes, _channel_concat, _zero_padded_on_batch, _rows])
-def test_flatten_by_a_batch_traced_through_the_graph_becomes_zero_minus_one(build):
+def _batch_moved():
+    """p is [3, N, 9, 9]: the batch moved to axis 1, so no 0 copies it, but the element count
+    gives the view as [-1, 243]."""
+    return [node("Transpose", ["xp"], "t", perm=[1, 0, 2, 3]), node("Relu", ["t"], "p")], []
+
+
+@pytest.mark.parametrize(
+    "build", [_transposes, _channel_concat, _zero_padded_on_batch, _rows, _batch_moved]
+)
+def test_flatten_by_a_batch_traced_through_the_graph_becomes_constant(build):
     body, extra = build()
     model = _padded_flatten(body, extra=extra)
     optimized = optimized_proto(model)
@@ -1195,10 +1300,6 @@ def test_view_by_sizes_traced_through_the_graph_on_other_axes(dims, target):
     assert _reshape_targets(optimized) == [target]
     for shape in ((1, 3, 8, 8), (3, 2, 8, 8)):
         assert_same_outputs(model, optimized, {"x": rand(*shape)})
-
-
-def _batch_moved():
-    return [node("Transpose", ["xp"], "t", perm=[1, 0, 2, 3]), node("Relu", ["t"], "p")], []
 
 
 def _batch_reshaped():
@@ -1227,7 +1328,7 @@ def _batch_of_a_matmul():
 
 @pytest.mark.parametrize(
     "build",
-    [_batch_moved, _batch_reshaped, _batch_padded, _batch_broadcast, _batch_of_a_matmul],
+    [_batch_reshaped, _batch_padded, _batch_broadcast, _batch_of_a_matmul],
 )
 def test_flatten_by_a_batch_the_reshaped_tensor_may_not_have_kept(build):
     body, extra = build()

@@ -21,9 +21,11 @@ becomes Reshape(y, constant) when s traced against y gives one (torch's `x.flatt
 dim j of the inner Reshape's output, element j of s1: a dim of y for a 0 there (allowzero=0), or
 s1[j] itself.
 
-Shape elements are traced through Shape, Gather, Slice, Concat, Cast, (Un)Squeeze, Reshape and
-Where(Equal(a, b), c, d) when each comparison is decided (two ints, the same dim, or a dim and a
-negative int: dims are never negative), which is how torch's `expand` writes its shape.
+Shape elements are traced through Shape, Gather, Slice, Concat, Cast, (Un)Squeeze, Reshape, Mul
+(products of dims: `h * w`) and Where(Equal(a, b), c, d) when each comparison is decided (two ints,
+the same dim, or a dim and a negative int: dims are never negative), which is how torch's `expand`
+writes its shape. When more than one element is neither a constant nor a copy, the element count
+decides one of them (`_counted`): `x.view(-1, c, h * w)` is [0, 0, -1].
 
 Dims proved equal through the graph (EfficientNet's `bs = inputs.size(0)` at the top of forward,
 `x.view(bs, -1)` after the pooling: shape inference names the pooled batch dim apart from the
@@ -34,7 +36,9 @@ definition:
   ...):
   (out, k) <- (in, k);
 - Conv, ConvTranspose, the pools (Max, Average, Lp, Global*), DepthToSpace, SpaceToDepth:
-  their output is N x ... for an input N x ...: (out, 0) <- (in, 0), other axes not;
+  their output is N x ... for an input N x ...: (out, 0) <- (in, 0); Conv and the windowed pools
+  with stride 1 and pads covering the dilated kernel ("same" convs) also keep the spatial dims:
+  (out, k) <- (in, k) for k >= 2;
 - multidirectional broadcasting (Add, Mul, Where, Max, ...; every operand's rank known): operands
   are aligned from the right, so out axis k is operand axis k - (rank(out) - rank(operand)); an
   operand without that axis, or with a static 1 there, leaves the dim to the others (max(1, d) is d,
@@ -55,6 +59,7 @@ nothing but is never wrong, so a Reshape costs at most that many steps each roun
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,8 +86,17 @@ class DimOf:
     symbol: ir.SymbolicDim | None = None
 
 
-#: One element of a traced shape tensor: a known int, a dim of some tensor, or None (unknown).
-Dim = int | DimOf | None
+@dataclass(frozen=True, eq=False)
+class Product:
+    """The product of dims `factors` and `scale` >= 1 (not a lone dim): torch's `h * w`."""
+
+    factors: tuple[DimOf, ...]
+    scale: int = 1
+
+
+#: One element of a traced shape tensor: a known int, a dim of some tensor, a product of dims, or
+#: None (unknown).
+Dim = int | DimOf | Product | None
 
 _MAX_DEPTH = 8
 
@@ -156,8 +170,78 @@ def _target(x: ir.Value, elements: list[Dim]) -> np.ndarray | None:
             element = 0 if same_dim(element, x, j, roots) else -1
         target.append(element)
     if target.count(-1) > 1:
+        target = _counted(x, elements, target, roots)
+    return np.array(target, dtype=np.int64) if target is not None else None
+
+
+def _counted(x: ir.Value, elements: list[Dim], target: list[int], roots: DimRoots):
+    """`target` with one -1 (an inferred or unknown element) resolved by the element count, so
+    that a single -1 remains; None if none can be.
+
+    Math: Reshape keeps the element count, so the element at p is numel(x) / (product of the
+    others). With each other element a product of x's dims and constants (a 0 copies x's dim at
+    its position), the quotient is a product of x's dims: x's dim p itself gives 0, a constant
+    gives itself (torch's `x.view(-1, c, h * w)` on x [n, c, h, w] is [0, 0, -1]).
+    """
+    if x.shape is None:
         return None
-    return np.array(target, dtype=np.int64)
+    dims = list(x.shape.dims)
+
+    def product(axes: list[int], scale: int = 1) -> tuple[int, Counter]:
+        """x's dims `axes` times `scale`: (constant, Counter of symbolic dims by run-time identity:
+        their name, or their root)."""
+        symbols = Counter()
+        for axis in axes:
+            dim = dims[axis]
+            if isinstance(dim, int):
+                scale *= dim
+            else:
+                symbols[dim.value if dim.value is not None else roots.root(x, axis)] += 1
+        return scale, symbols
+
+    def factors(position: int) -> tuple[int, Counter] | None:
+        """The element at `position` as a product of x's dims; None if it is not one."""
+        value, element = target[position], elements[position]
+        if value > 0:
+            return value, Counter()
+        if value == 0:
+            return product([position]) if position < len(dims) else None
+        parts = element.factors if isinstance(element, Product) else [element]
+        axes = [_axis_of(part, x, dims, roots) for part in parts if isinstance(part, DimOf)]
+        if len(axes) != len(parts) or None in axes:
+            return None
+        return product(axes, element.scale if isinstance(element, Product) else 1)
+
+    scale_all, symbols_all = product(list(range(len(dims))))
+    for p in (j for j, value in enumerate(target) if value == -1):
+        others = [factors(j) for j in range(len(target)) if j != p]
+        if None in others:
+            continue
+        scale, symbols = scale_all, Counter(symbols_all)
+        for other_scale, other_symbols in others:
+            if other_scale <= 0 or scale % other_scale:
+                scale = 0
+                break
+            scale //= other_scale
+            symbols.subtract(other_symbols)
+        if scale <= 0 or any(count < 0 for count in symbols.values()):
+            continue
+        own = product([p]) if p < len(dims) and not isinstance(dims[p], int) else None
+        if not +symbols:
+            resolved = scale  # a constant
+        elif own is not None and (scale, +symbols) == own:
+            resolved = 0  # x's own dim at p
+        else:
+            continue
+        counted = [*target[:p], resolved, *target[p + 1 :]]
+        if counted.count(-1) <= 1:
+            return counted
+    return None
+
+
+def _axis_of(element: DimOf, x: ir.Value, dims: list, roots: DimRoots) -> int | None:
+    """The first axis of x whose dim `element` provably is; None if none."""
+    return next((k for k in range(len(dims)) if same_dim(element, x, k, roots)), None)
 
 
 def same_dim(element: Dim, value: ir.Value, axis: int, roots: DimRoots) -> bool:
@@ -227,6 +311,10 @@ _KEEPS_BATCH = frozenset(
     }
 )
 
+#: Ops whose spatial output dims (axes >= 2) follow from the input's by kernel, stride, dilation
+#: and pads.
+_WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
+
 #: Ops broadcasting all their inputs multidirectionally (numpy-style) to the output's shape.
 _MULTI_BROADCAST = frozenset(
     {
@@ -288,6 +376,8 @@ class DimRoots:
             return []
         if op in _SAME_SHAPE or (op in _KEEPS_BATCH and axis == 0):
             sources = [(inputs[0], axis)]
+        elif op in _WINDOWED and axis >= 2:
+            sources = [(inputs[0], axis)] if _keeps_spatial(node, axis) else None
         elif op == "Transpose":
             sources = _transposed(node, axis)
         elif op == "Pad":
@@ -377,6 +467,37 @@ def _transposed(node: ir.Node, axis: int) -> list[_Axis] | None:
     if perm is None or not 0 <= axis < len(perm):
         return None
     return [(source, perm[axis])]
+
+
+def _keeps_spatial(node: ir.Node, axis: int) -> bool:
+    """Whether a windowed op's output dim `axis` (>= 2) is its input's: out = (in + pads -
+    dilation * (kernel - 1) - 1) / stride + 1 is in for stride 1 when the pads sum to the dilated
+    kernel's span (or auto_pad is SAME_*)."""
+    kernel = node.attributes.get("kernel_shape")
+    kernel = list(kernel.as_ints()) if kernel is not None else None
+    if kernel is None and node.op_type == "Conv" and len(node.inputs) > 1:
+        weight = _dims(node.inputs[1]) if node.inputs[1] is not None else None
+        kernel = list(weight[2:]) if weight is not None else None
+    spatial = len(kernel) if kernel is not None else 0
+    at = axis - 2
+    if not at < spatial or not isinstance(kernel[at], int):
+        return False
+
+    def ints(name: str, default: int) -> list[int]:
+        attr = node.attributes.get(name)
+        return list(attr.as_ints()) if attr is not None else [default] * spatial
+
+    strides, dilations = ints("strides", 1), ints("dilations", 1)
+    if len(strides) != spatial or len(dilations) != spatial or strides[at] != 1:
+        return False
+    span = dilations[at] * (kernel[at] - 1)
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return True
+    if auto_pad == "VALID":
+        return span == 0
+    pads = ints("pads", 0) * (1 if node.attributes.get("pads") is not None else 2)
+    return len(pads) == 2 * spatial and pads[at] + pads[at + spatial] == span
 
 
 def _unpadded(node: ir.Node, axis: int) -> bool:
@@ -546,14 +667,48 @@ def _where(node: ir.Node, depth: int) -> list[Dim] | None:
 
 
 def _equal(a: Dim, b: Dim) -> bool | None:
-    """Whether two traced elements are equal; None if undecided. A dim is never negative."""
+    """Whether two traced elements are equal; None if undecided. A dim (and a product of dims) is
+    never negative."""
     if isinstance(a, int) and isinstance(b, int):
         return a == b
     if isinstance(a, DimOf) and isinstance(b, DimOf) and (a.value, a.index) == (b.value, b.index):
         return True
-    if isinstance(b, DimOf):
+    if isinstance(b, (DimOf, Product)):
         a, b = b, a
-    return False if isinstance(a, DimOf) and isinstance(b, int) and b < 0 else None
+    return False if isinstance(a, (DimOf, Product)) and isinstance(b, int) and b < 0 else None
+
+
+def _mul(node: ir.Node, depth: int) -> list[Dim] | None:
+    """Mul element by element (one side may be a single element): products of dims."""
+    pieces = [trace(value, depth) for value in node.inputs]
+    if len(pieces) != 2 or any(piece is None for piece in pieces):
+        return None
+    length = max(len(piece) for piece in pieces)
+    if any(len(piece) not in (1, length) for piece in pieces):
+        return None
+    a, b = (piece * length if len(piece) == 1 else piece for piece in pieces)
+    return [_times(x, y) for x, y in zip(a, b)]
+
+
+def _times(a: Dim, b: Dim) -> Dim:
+    """a * b as a traced element: an int, a dim (times 1) or a Product; None if either is unknown
+    or a factor is not positive."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    scale, factors = 1, []
+    for element in (a, b):
+        if isinstance(element, int):
+            scale *= element
+        elif isinstance(element, DimOf):
+            factors.append(element)
+        elif isinstance(element, Product):
+            scale *= element.scale
+            factors += element.factors
+        else:
+            return None
+    if scale <= 0:
+        return None
+    return factors[0] if scale == 1 and len(factors) == 1 else Product(tuple(factors), scale)
 
 
 _TRACERS = {
@@ -562,7 +717,49 @@ _TRACERS = {
     "Gather": _gather,
     "Slice": _slice,
     "Concat": _concat,
+    "Mul": _mul,
     **dict.fromkeys(("Identity", "Cast", "Squeeze", "Unsqueeze", "Reshape"), _same_elements),
 }
 
-rules = (ReshapeToTracedShape.rule(),)
+
+class WhereOfDecidedEqual(pattern.RewriteRuleClassBase):
+    """Where(Equal(a, b), c, d) -> d when no element of a equals b's, -> c when all do: torch's
+    `expand` writes its shape s as Where(Equal(s, -1), 1, s), and a size is never -1.
+
+    Math: Where picks c where the condition holds and d elsewhere, broadcast to the output's
+    shape; the picked operand is the output when it already has that shape (the same rank and,
+    traced, the most elements of the four)."""
+
+    def pattern(self, op, a, b, c, d):
+        return op.Where(op.Equal(a, b), c, d)
+
+    def check(self, context, a, b, c, d) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        if _decided_pick(a, b, c, d) is None:
+            return MatchResult().fail("a comparison is undecided, or the pick is broadcast")
+        return MatchResult()
+
+    def rewrite(self, op, a, b, c, d):
+        return op.Identity(_decided_pick(a, b, c, d))
+
+
+def _decided_pick(a: ir.Value, b: ir.Value, c: ir.Value, d: ir.Value) -> ir.Value | None:
+    """c or d: the operand Where(Equal(a, b), c, d) picks everywhere; None if undecided."""
+    pieces = [trace(value) for value in (a, b, c, d)]
+    ranks = [rank_of(value) for value in (a, b, c, d)]
+    if any(piece is None for piece in pieces) or None in ranks:
+        return None
+    length = max(len(piece) for piece in pieces)
+    if any(len(piece) not in (1, length) for piece in pieces):
+        return None
+    decided = {
+        _equal(pieces[0][i if len(pieces[0]) > 1 else 0], pieces[1][i if len(pieces[1]) > 1 else 0])
+        for i in range(length)
+    }
+    if len(decided) != 1 or None in decided:
+        return None
+    index = 2 if decided.pop() else 3
+    full = len(pieces[index]) == length and ranks[index] == max(ranks)
+    return (c, d)[index - 2] if full else None
+
+
+rules = (ReshapeToTracedShape.rule(), WhereOfDecidedEqual.rule())
