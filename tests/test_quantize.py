@@ -382,7 +382,16 @@ def test_a_cosine_budget_holds_the_cosine_predicted_for_new_samples():
 
 def test_unreachable_budget_is_an_error():
     with pytest.raises(CheckFailedError, match="over budget"):
-        quantize(cnn(), samples(), max_drift="cosine>=1.5", **FAST)
+        quantize(cnn(), samples(40), max_drift="cosine>=1.5", **FAST)
+
+
+def test_a_cosine_budget_on_too_few_selection_samples_is_refused():
+    with pytest.raises(OnnxSlimError) as error:
+        quantize(cnn(), samples(20), max_drift="cosine>=0.5", **FAST)  # 4 selection samples
+    assert str(error.value) == (
+        "the budget cosine>=0.5 cannot be held for new samples on 4 selection samples (too few "
+        "to predict from): give at least 8 (--eval-split, or more data), or an snr budget"
+    )
 
 
 def test_require_speedup(monkeypatch):
@@ -733,18 +742,19 @@ def test_what_ort_runs_is_what_was_measured_for_float_depthwise_convs():
 
 
 def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
-    result = quantize(cnn(), samples(20), max_drift="cosine>=0.5", **FAST)
+    result = quantize(cnn(), samples(40), max_drift="cosine>=0.5", **FAST)
     report = result.report
-    assert (report.calibration_samples, report.selection_samples, report.test_samples) == (12, 4, 4)
-    assert any("4 test (the drift reported: no decision saw them)" in n for n in report.notes)
-    assert any("held on only 4 selection samples" in n for n in report.notes)  # budget overfit
+    assert (report.calibration_samples, report.selection_samples, report.test_samples) == (24, 8, 8)
+    assert any("8 test (the drift reported: no decision saw them)" in n for n in report.notes)
+    assert any("held on only 8 selection samples" in n for n in report.notes)  # budget overfit
     assert (
-        "cosine>=0.5 is held with a margin for new samples: the 4 selection samples' cosines must "
+        "cosine>=0.5 is held with a margin for new samples: the 8 selection samples' cosines must "
         "predict it for 99.9% of new ones (log-normal fit of 1 - cosine, Student-t prediction "
-        "bound: the fewer or more spread the samples, the wider the margin)"
+        "bound: the fewer or more spread the samples, the wider the margin; optimistic, as these "
+        "samples also chose the nodes in float)"
     ) in report.notes
-    test_inputs = split_samples(samples(20), 0.2, 0.2)[2]
-    assert len(test_inputs) == 4
+    test_inputs = split_samples(samples(40), 0.2, 0.2)[2]
+    assert len(test_inputs) == 8
     ref = [dict(zip(["y"], Session(cnn()).run(s))) for s in test_inputs]
     got = [
         dict(zip(["y"], Session(ir.to_proto(result.model), opt_level="all").run(s)))

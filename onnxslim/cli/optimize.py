@@ -294,9 +294,9 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--max-drift",
     metavar="SPEC",
-    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (every sample's cosine, "
+    help="INT8 drift budget on held-out data, e.g. cosine>=0.99 (every sample's cosine, as "
     "predicted for new samples from the selection samples; sensitive nodes go back to float); "
-    "with --dtype fp16, the float16 drift budget.",
+    "with --dtype fp16, the float16 drift budget (every sample's cosine as measured).",
 )
 @click.option(
     "--eval-split",

@@ -50,6 +50,8 @@ DEFAULT_METHOD = "percentile"
 DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
+#: fewer selection samples predict nothing about new ones (Student-t quantile 4.8 at 8, 22 at 3)
+MIN_PREDICTION_SAMPLES = 8
 TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen
@@ -169,6 +171,8 @@ def quantize(
         )
     config = dataclasses.replace(config or QuantizeConfig(), **options)
     budget = config.max_drift
+    if budget:  # as the user wrote it: the test split reads the worst sample seen
+        budget = dataclasses.replace(budget, for_new_samples=False)
     profile, target_reason = resolve_target(config.target)
     original = io.to_ir(model)
     try:
@@ -479,19 +483,27 @@ def _protocol_notes(
             f"float than more samples would (give at least {MIN_BUDGET_SAMPLES})"
         )
     per_sample = [c for c in (budget.criteria if budget else ()) if c[0] in PER_SAMPLE]
-    if per_sample and selection:
+    if per_sample:
         notes.append(
             f"{criterion_text(*per_sample[0])} is held with a margin for new samples: the "
-            f"{len(selection)} selection samples' cosines must predict it for "
-            f"{NEW_SAMPLE_COVERAGE:.1%} of new ones (log-normal fit of 1 - cosine, Student-t "
-            "prediction bound: the fewer or more spread the samples, the wider the margin)"
+            f"{len(selection or calib)} {'selection' if selection else 'calibration'} samples' "
+            f"cosines must predict it for {NEW_SAMPLE_COVERAGE:.1%} of new ones (log-normal fit "
+            "of 1 - cosine, Student-t prediction bound: the fewer or more spread the samples, the "
+            "wider the margin; optimistic, as these samples also chose the nodes in float)"
         )
     return notes
 
 
 def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
-    """A top-1 budget needs enough selection samples to mean anything (see _samples_for_top1)."""
+    """A top-1 budget needs enough selection samples to mean anything (see _samples_for_top1), a
+    per-sample cosine budget enough to predict new samples from (MIN_PREDICTION_SAMPLES)."""
     for metric, _, threshold in budget.criteria if budget else ():
+        if metric in PER_SAMPLE and len(selection) < MIN_PREDICTION_SAMPLES:
+            raise OnnxSlimError(
+                f"the budget {criterion_text(metric, '>=', threshold)} cannot be held for new "
+                f"samples on {len(selection)} selection samples (too few to predict from): give "
+                f"at least {MIN_PREDICTION_SAMPLES} (--eval-split, or more data), or an snr budget"
+            )
         needed = _samples_for_top1(threshold) if metric == "top1" else 0
         if len(selection) < needed:
             chance = threshold ** len(selection)

@@ -159,7 +159,8 @@ def _rebuilt(x: ir.Value, shape: ir.Value, out: ir.Value) -> tuple[ir.Value, np.
 
 def _target(x: ir.Value, elements: list[Dim]) -> np.ndarray | None:
     """The constant shape (for allowzero=0) giving x the traced shape `elements` (ints are kept:
-    a 0 there copies x's dim, as the caller meant); None if more than one element stays unknown.
+    a 0 there copies x's dim, as the caller meant); None if more than one element stays unknown
+    after the element count decided what it can (`_counted`).
 
     A copied dim equals the original element even if it is 0: allowzero only matters for literal 0s.
     """
@@ -174,14 +175,18 @@ def _target(x: ir.Value, elements: list[Dim]) -> np.ndarray | None:
     return np.array(target, dtype=np.int64) if target is not None else None
 
 
-def _counted(x: ir.Value, elements: list[Dim], target: list[int], roots: DimRoots):
+def _counted(
+    x: ir.Value, elements: list[Dim], target: list[int], roots: DimRoots
+) -> list[int] | None:
     """`target` with one -1 (an inferred or unknown element) resolved by the element count, so
     that a single -1 remains; None if none can be.
 
     Math: Reshape keeps the element count, so the element at p is numel(x) / (product of the
     others). With each other element a product of x's dims and constants (a 0 copies x's dim at
     its position), the quotient is a product of x's dims: x's dim p itself gives 0, a constant
-    gives itself (torch's `x.view(-1, c, h * w)` on x [n, c, h, w] is [0, 0, -1]).
+    gives itself (torch's `x.view(-1, c, h * w)` on x [n, c, h, w] is [0, 0, -1]). An empty x
+    (a dim 0) leaves a -1 undetermined, and runtimes differ on what they make of it; torch
+    refuses such a view, and the rewrite may pick a different one.
     """
     if x.shape is None:
         return None
@@ -199,7 +204,7 @@ def _counted(x: ir.Value, elements: list[Dim], target: list[int], roots: DimRoot
                 symbols[dim.value if dim.value is not None else roots.root(x, axis)] += 1
         return scale, symbols
 
-    def factors(position: int) -> tuple[int, Counter] | None:
+    def as_product(position: int) -> tuple[int, Counter] | None:
         """The element at `position` as a product of x's dims; None if it is not one."""
         value, element = target[position], elements[position]
         if value > 0:
@@ -214,7 +219,7 @@ def _counted(x: ir.Value, elements: list[Dim], target: list[int], roots: DimRoot
 
     scale_all, symbols_all = product(list(range(len(dims))))
     for p in (j for j, value in enumerate(target) if value == -1):
-        others = [factors(j) for j in range(len(target)) if j != p]
+        others = [as_product(j) for j in range(len(target)) if j != p]
         if None in others:
             continue
         scale, symbols = scale_all, Counter(symbols_all)
@@ -470,9 +475,10 @@ def _transposed(node: ir.Node, axis: int) -> list[_Axis] | None:
 
 
 def _keeps_spatial(node: ir.Node, axis: int) -> bool:
-    """Whether a windowed op's output dim `axis` (>= 2) is its input's: out = (in + pads -
-    dilation * (kernel - 1) - 1) / stride + 1 is in for stride 1 when the pads sum to the dilated
-    kernel's span (or auto_pad is SAME_*)."""
+    """Whether a windowed op's output dim `axis` (>= 2) is its input's: out = floor((in + pads -
+    dilation * (kernel - 1) - 1) / stride) + 1 (ceil for pools with ceil_mode: the same at stride
+    1) is in for stride 1 when the pads sum to the dilated kernel's span, or auto_pad is SAME_*
+    (out = ceil(in / stride))."""
     kernel = node.attributes.get("kernel_shape")
     kernel = list(kernel.as_ints()) if kernel is not None else None
     if kernel is None and node.op_type == "Conv" and len(node.inputs) > 1:
@@ -496,7 +502,8 @@ def _keeps_spatial(node: ir.Node, axis: int) -> bool:
         return True
     if auto_pad == "VALID":
         return span == 0
-    pads = ints("pads", 0) * (1 if node.attributes.get("pads") is not None else 2)
+    pads = node.attributes.get("pads")
+    pads = list(pads.as_ints()) if pads is not None else [0] * (2 * spatial)
     return len(pads) == 2 * spatial and pads[at] + pads[at + spatial] == span
 
 
@@ -652,18 +659,23 @@ def _where(node: ir.Node, depth: int) -> list[Dim] | None:
         or len(condition.inputs) != 2
     ):
         return None
-    pieces = [trace(value, depth) for value in (*condition.inputs, *node.inputs[1:])]
+    pieces = _broadcast([trace(v, depth) for v in (*condition.inputs, *node.inputs[1:])])
+    if pieces is None:
+        return None
+    a, b, chosen, other = pieces
+    decided = [_equal(x, y) for x, y in zip(a, b)]
+    return [None if eq is None else c if eq else d for eq, c, d in zip(decided, chosen, other)]
+
+
+def _broadcast(pieces: list[list[Dim] | None]) -> list[list[Dim]] | None:
+    """Traced 1-D pieces broadcast to one length (a single element repeats); None if one is
+    unknown or two lengths differ."""
     if any(piece is None for piece in pieces):
         return None
     length = max(len(piece) for piece in pieces)
     if any(len(piece) not in (1, length) for piece in pieces):
         return None
-    elements = []
-    for i in range(length):
-        a, b, chosen, other = (piece[i if len(piece) > 1 else 0] for piece in pieces)
-        equal = _equal(a, b)
-        elements.append(None if equal is None else chosen if equal else other)
-    return elements
+    return [piece * length if len(piece) == 1 else piece for piece in pieces]
 
 
 def _equal(a: Dim, b: Dim) -> bool | None:
@@ -680,14 +692,10 @@ def _equal(a: Dim, b: Dim) -> bool | None:
 
 def _mul(node: ir.Node, depth: int) -> list[Dim] | None:
     """Mul element by element (one side may be a single element): products of dims."""
-    pieces = [trace(value, depth) for value in node.inputs]
-    if len(pieces) != 2 or any(piece is None for piece in pieces):
+    pieces = _broadcast([trace(value, depth) for value in node.inputs])
+    if pieces is None or len(pieces) != 2:
         return None
-    length = max(len(piece) for piece in pieces)
-    if any(len(piece) not in (1, length) for piece in pieces):
-        return None
-    a, b = (piece * length if len(piece) == 1 else piece for piece in pieces)
-    return [_times(x, y) for x, y in zip(a, b)]
+    return [_times(a, b) for a, b in zip(*pieces)]
 
 
 def _times(a: Dim, b: Dim) -> Dim:
@@ -743,23 +751,19 @@ class WhereOfDecidedEqual(pattern.RewriteRuleClassBase):
 
 
 def _decided_pick(a: ir.Value, b: ir.Value, c: ir.Value, d: ir.Value) -> ir.Value | None:
-    """c or d: the operand Where(Equal(a, b), c, d) picks everywhere; None if undecided."""
-    pieces = [trace(value) for value in (a, b, c, d)]
-    ranks = [rank_of(value) for value in (a, b, c, d)]
-    if any(piece is None for piece in pieces) or None in ranks:
+    """c or d: the operand Where(Equal(a, b), c, d) picks everywhere, when it has the output's
+    shape (the highest rank and the most elements of the four); None if undecided."""
+    values = (a, b, c, d)
+    traced = [trace(value) for value in values]
+    pieces, ranks = _broadcast(traced), [rank_of(value) for value in values]
+    if pieces is None or None in ranks:
         return None
-    length = max(len(piece) for piece in pieces)
-    if any(len(piece) not in (1, length) for piece in pieces):
+    decided = {_equal(x, y) for x, y in zip(pieces[0], pieces[1])}
+    if decided not in ({True}, {False}):
         return None
-    decided = {
-        _equal(pieces[0][i if len(pieces[0]) > 1 else 0], pieces[1][i if len(pieces[1]) > 1 else 0])
-        for i in range(length)
-    }
-    if len(decided) != 1 or None in decided:
-        return None
-    index = 2 if decided.pop() else 3
-    full = len(pieces[index]) == length and ranks[index] == max(ranks)
-    return (c, d)[index - 2] if full else None
+    index = 2 if decided == {True} else 3
+    full = len(traced[index]) == len(pieces[index]) and ranks[index] == max(ranks)
+    return values[index] if full else None
 
 
 rules = (ReshapeToTracedShape.rule(), WhereOfDecidedEqual.rule())
