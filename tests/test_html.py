@@ -110,7 +110,11 @@ def test_int8_page_states_the_outcome_and_puts_the_worst_layer_first():
     assert "dB on 64 test samples; size 0.28x" in text
     assert "; latency 0.62x float" in text
     # held on selection (after one fallback), not on test: the page says which
-    assert "held on the selection samples with 1 node(s) back in float, missed on the test" in text
+    assert (
+        "cosine&gt;=0.99 held on the selection samples (predicted for new ones) with 1 node(s) "
+        "back in float, missed on the test samples: output &#x27;y&#x27;: worst-sample cosine "
+        "0.985 fails cosine&gt;=0.99"
+    ) in text
     assert "<p class='warning'>warning: ORT rewrites</p>" in text
     assert "<p class='note'>note: kept CLE</p>" in text
     assert "samples: 40 calibration ..." not in text  # the Samples entry says it

@@ -12,7 +12,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from onnxslim.drift import Drift, parse_max_drift
+from onnxslim.drift import PER_SAMPLE, Drift, parse_max_drift
 from onnxslim.render.format import human_bytes, input_shapes, number
 from onnxslim.render.verdict import verdict_lines
 
@@ -421,17 +421,20 @@ def drift_samples(report: QuantizeReport) -> str:
 
 def budget_outcome(report: QuantizeReport) -> str:
     """Whether the drift budget held: on the selection samples (where nodes went back to float
-    for it) and on the test samples."""
+    for it; a cosine budget as predicted for new samples) and on the test samples."""
     if not report.budget:
         return "no drift budget (--max-drift)"
     if report.violations:
         return f"{report.budget} missed: {report.violations[0]}"
+    budget = parse_max_drift(report.budget)
     held = f"{report.budget} held on the selection samples"
+    if any(metric in PER_SAMPLE for metric, _, _ in budget.criteria):
+        held += " (predicted for new ones)"
     if report.fallback:
         held += f" with {len(report.fallback)} node(s) back in float"
     if not report.test_samples:
         return held
-    missed = parse_max_drift(report.budget).check(report.drift)
+    missed = budget.check(report.drift)
     if missed:
         return f"{held}, missed on the test samples: {missed[0]}"
     return f"{held} and on the test samples"
