@@ -19,7 +19,7 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.quantization import quantize
 from onnxslim.quantization.api import drift_warning, split_samples, worth_trading
 from onnxslim.quantization.dynamic import covers_most_weights
-from onnxslim.quantization.ops import RULES
+from onnxslim.quantization.ops import RULES, WEIGHTED
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target
 from onnxslim.runtime import Session
@@ -378,6 +378,25 @@ def test_a_cosine_budget_holds_the_cosine_predicted_for_new_samples():
     result = quantize(cnn(), samples(40), max_drift=f"cosine>={threshold}", **selection_only)
     assert result.report.fallback and not result.report.violations
     assert result.report.drift["y"].predicted_cosine >= threshold
+
+
+def test_a_budget_that_returns_every_weighted_node_to_float_says_int8_buys_no_speed():
+    result = quantize(cnn(), samples(40), max_drift="snr>=200", **{**FAST, "test_split": 0})
+    report = result.report
+    assert report.fallback and not any(RULES[op].kind == WEIGHTED for op in report.quantized)
+    (warning,) = [n for n in report.notes if "every weighted node" in n]
+    assert warning.startswith(
+        f"warning: the budget returned every weighted node to float ({len(report.fallback)} "
+        "node(s) in all): nothing heavy computes in INT8"
+    )
+    ops = {node.op_type for node in result.model.graph}
+    assert not {"QLinearConv", "ConvInteger"} & ops
+    assert not any(  # no Conv or Gemm reads a dequantized input
+        node.op_type in ("Conv", "Gemm")
+        and any(v.producer() is not None and v.producer().op_type == "DequantizeLinear"
+                for v in node.inputs if v is not None)
+        for node in result.model.graph
+    )  # fmt: skip
 
 
 def test_unreachable_budget_is_an_error():

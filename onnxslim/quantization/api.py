@@ -222,7 +222,7 @@ def quantize(
             f"INT8 drift over budget {budget} even with every sensitive node in float: "
             f"{outcome.violations[0]}"
         )
-    notes += outcome.notes
+    notes += outcome.notes + _nothing_int8_warning(outcome)
     quantized, drift = outcome.model, outcome.drift
     if test:  # the figures reported: on samples no decision saw
         drift, runtime_note = _test_drift(reference, quantized, test)
@@ -772,6 +772,24 @@ def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
         f"warning: INT8 is not measurably faster than onnxslim's lossless float model on this CPU "
         f"({measured}: within noise unless both ratios are below {1 / (1 + PER_RUN_NOISE):.2f}): "
         "that model (without --int8) runs as fast, with no drift"
+    ]
+
+
+def _nothing_int8_warning(outcome: Outcome) -> list[str]:
+    """A warning when the budget returned every weighted node to float: nothing heavy computes in
+    INT8 any more, so the result is no faster than the lossless float model."""
+    if not outcome.fallback or any(RULES[op].kind == WEIGHTED for op in outcome.quantized):
+        return []
+    weights = (
+        "its weights stay int8-stored, so only the file is smaller"
+        if any(item.get("int8_weights") for item in outcome.fallback)
+        else "with float weights it is the float model in size too"
+    )
+    return [
+        f"warning: the budget returned every weighted node to float ({len(outcome.fallback)} "
+        "node(s) in all): nothing heavy computes in INT8, so it is no faster than onnxslim's "
+        f"lossless float model (without --int8); {weights}. A looser budget or more selection "
+        "samples (a narrower margin for new samples) leave more in INT8"
     ]
 
 
