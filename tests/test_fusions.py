@@ -314,14 +314,21 @@ def test_batchnorm_after_conv_folded():
     assert slim(model) == {"Conv": 1}
 
 
-def test_batchnorm_in_training_mode_kept():
+@pytest.mark.parametrize(
+    "outputs, attributes, opset",
+    [
+        # training_mode=1: batch statistics, and running mean/var as extra outputs
+        (["y", "rm", "rv"], {"training_mode": 1}, 15),
+        # an opset-9 BN with its mean/var outputs (unread): ORT runs it in training mode
+        (["y", "rm", "rv", "sm", "sv"], {}, 9),
+    ],
+)
+def test_batchnorm_in_training_mode_kept(outputs, attributes, opset):
+    """A BN that uses batch statistics: folding it into the conv would change the outputs."""
     nodes = [
         node("Conv", ["x", "W"], "t"),
         helper.make_node(
-            "BatchNormalization",
-            ["t", "scale", "bias", "mean", "var"],
-            ["y", "rm", "rv"],
-            training_mode=1,
+            "BatchNormalization", ["t", "scale", "bias", "mean", "var"], outputs, **attributes
         ),
     ]
     model = make_model(
@@ -329,28 +336,7 @@ def test_batchnorm_in_training_mode_kept():
         [vi("x", FLOAT, [2, 3, 5, 5])],
         [vi("y", FLOAT, [2, 4, 3, 3])],
         [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)],
-        opset=15,
-    )
-    assert slim(model)["BatchNormalization"] == 1
-
-
-def test_batchnorm_with_unused_training_outputs_kept():
-    """An opset-9 BN with its mean/var outputs (unread): ORT runs it in training mode (batch
-    statistics), so folding it would change the outputs."""
-    nodes = [
-        node("Conv", ["x", "W"], "t"),
-        helper.make_node(
-            "BatchNormalization",
-            ["t", "scale", "bias", "mean", "var"],
-            ["y", "rm", "rv", "sm", "sv"],
-        ),
-    ]
-    model = make_model(
-        nodes,
-        [vi("x", FLOAT, [2, 3, 5, 5])],
-        [vi("y", FLOAT, [2, 4, 3, 3])],
-        [const("W", rand(4, 3, 3, 3)), *batchnorm_inits(4)],
-        opset=9,
+        opset=opset,
     )
     assert slim(model)["BatchNormalization"] == 1
 
