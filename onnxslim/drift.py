@@ -57,6 +57,12 @@ class Drift:
         return self.min_cosine if self.min_cosine is not None else self.cosine
 
 
+def lowest_cosine(drifts: Mapping[str, Drift]) -> float | None:
+    """The lowest worst-sample cosine (Drift.worst_cosine) over the float outputs; None if none."""
+    cosines = [d.worst_cosine() for d in drifts.values() if d.cosine is not None]
+    return min(cosines) if cosines else None
+
+
 def json_value(value):
     """`value` as JSON carries it: non-finite floats as "inf", "-inf", "nan"; tuples as lists."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from onnxslim.drift import lowest_cosine
 from onnxslim.model.files import write_text_atomic
 from onnxslim.render.format import input_shapes
 from onnxslim.render.tables import (
@@ -217,10 +218,10 @@ def run_items(
 
 def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     """The INT8 run as (name, HTML value) pairs: the outcome first, then how it was made."""
-    cosines = [d.worst_cosine() for d in report.drift.values() if d.cosine is not None]
+    lowest = lowest_cosine(report.drift)
     snrs = [d.snr_db for d in report.drift.values() if d.snr_db is not None]
     where = f"{report.test_samples} test" if report.test_samples else "the selection"
-    result = [f"worst-sample cosine {min(cosines):.6f}"] if cosines else []
+    result = [f"worst-sample cosine {lowest:.6f}"] if lowest is not None else []
     result += [f"worst output SNR {min(snrs):.1f} dB"] if snrs else []
     result = [f"{', '.join(result)} on {where} samples"] if result else []
     result.append(f"size {report.size_after / report.size_before:.2f}x float")

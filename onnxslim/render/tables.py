@@ -12,7 +12,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from onnxslim.drift import PER_SAMPLE, Drift, parse_max_drift
+from onnxslim.drift import PER_SAMPLE, Drift, lowest_cosine, parse_max_drift
 from onnxslim.render.format import human_bytes, input_shapes, number
 from onnxslim.render.verdict import verdict_lines
 
@@ -321,8 +321,8 @@ def _worst(drift: Mapping[str, Drift] | None) -> str:
         return "ref"
     if any(d.mismatch or d.nonfinite_mismatches for d in drift.values()):
         return "MISMATCH"
-    cosines = [d.worst_cosine() for d in drift.values() if d.cosine is not None]
-    return f"{min(cosines):.6f}" if cosines else "-"
+    lowest = lowest_cosine(drift)
+    return f"{lowest:.6f}" if lowest is not None else "-"
 
 
 #: The INT8 summary: each figure for the float model, the INT8 model and their ratio.
