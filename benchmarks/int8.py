@@ -250,7 +250,7 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
         "method": report.method,
         "target": report.target,
         "target_reason": report.target_reason,
-        "weight_bits": report.weight_bits,
+        "weight_pair_limit": report.weight_pair_limit,
         "equalized_pairs": report.equalized_pairs,
         "bias_correction": report.bias_correction,
     }
@@ -412,7 +412,7 @@ def header(target: str) -> str:
         f"CPU: {cpu.model} ({cpu.arch}; {', '.join(cpu.features) or 'no ISA flags found'}; "
         f"AVX-512 {'yes' if cpu.flags.get('avx512') else 'no'}, "
         f"VNNI {'yes' if cpu.flags.get('vnni') else 'no'}). onnxslim target `{target}` -> "
-        f"{reason}: {profile.weight_bits}-bit weights ({profile.note})."
+        f"{reason} ({profile.note})."
     )
 
 

@@ -85,7 +85,7 @@ def _int8_report(**changes):
 
     fields = dict(
         mode="static", target="avx2", target_reason="avx2 (detected)", method="percentile",
-        activation_type="uint8", weight_bits=7, per_channel=True, calibration_samples=40,
+        activation_type="uint8", weight_pair_limit=128, per_channel=True, calibration_samples=40,
         selection_samples=16, test_samples=64, nodes_before=100, nodes_after=140,
         size_before=4000, size_after=1100, quantized={"Conv": 3}, kept_float={},
         fallback=[{"node": "conv_b", "op": "Conv", "noise_db": 12.5}],

@@ -22,6 +22,7 @@ from onnxslim.quantization.dynamic import covers_most_weights
 from onnxslim.quantization.ops import RULES, WEIGHTED
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target
+from onnxslim.render.tables import range_settings
 from onnxslim.runtime import Session
 
 FAST = dict(min_macs=0, target="vnni", measure_latency=False, progress=False, optimize=False)
@@ -176,7 +177,7 @@ def test_report_is_json_able_and_drift_small(quantized):
 
     report = quantized.report
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["target"] == "vnni" and data["weight_bits"] == 8
+    assert data["target"] == "vnni" and data["weight_pair_limit"] is None
     assert (
         data["quantized"]["Conv"] == 2
         and data["calibration_samples"] == 8
@@ -197,13 +198,85 @@ def test_per_tensor_and_int8_activations():
     assert zp.dtype == np.int8
 
 
-def test_avx2_target_uses_7_bit_weights():
+def _neighbour_sums(rows: np.ndarray) -> np.ndarray:
+    """|w0| + |w1| of each same-sign neighbour pair of each row (0 for mixed signs)."""
+    rows = rows.astype(np.int32)
+    even = rows.shape[1] - rows.shape[1] % 2
+    first, second = rows[:, 0:even:2], rows[:, 1:even:2]
+    return np.where(first * second > 0, np.abs(first) + np.abs(second), 0)
+
+
+def test_avx2_target_limits_neighbour_pairs():
+    """x86 without VNNI: 8-bit weights whose neighbours along ORT's reduction order (a conv's
+    input channels at each kernel position; Gemm's K) never sum past 128 with one sign."""
     result = quantize(cnn(), samples(), **{**FAST, "target": "avx2"})
     model, producers = _graph(result)
-    conv = next(n for n in model.graph if n.name == "conv1")
-    wq = producers[conv.inputs[1].name].inputs[0].const_value.numpy()
-    assert np.abs(wq).max() == 63
-    assert result.report.weight_bits == 7 and result.report.target == "avx2"
+    weights = {
+        n.name: producers[n.inputs[1].name].inputs[0].const_value.numpy()
+        for n in model.graph
+        if n.name in ("conv1", "conv2", "fc")
+    }
+    rows = {
+        "conv1": np.moveaxis(weights["conv1"], 1, -1).reshape(8, -1),
+        "conv2": np.moveaxis(weights["conv2"], 1, -1).reshape(8, -1),
+        "fc": weights["fc"],
+    }
+    for name, matrix in rows.items():
+        assert _neighbour_sums(matrix).max() <= 128, name
+    assert max(np.abs(w).max() for w in weights.values()) > 64  # more than 7 bits of range
+    assert result.report.weight_pair_limit == 128 and result.report.target == "avx2"
+    assert "neighbour pairs" in range_settings(result.report)
+
+
+@pytest.mark.parametrize("odd_channels, expected_max", [(0.0, 127), (1.0, 64)])
+def test_pair_limit_follows_the_kernel_order(odd_channels, expected_max):
+    """Even input channels 1, odd ones 0: no same-sign neighbours in ORT's order (channels at a
+    kernel position), so the full 8 bits stay, though the weight's own memory order (a channel's
+    3x3 kernel) has many; every channel 1: the scale doubles (|q| <= 64)."""
+    w = np.zeros((4, 6, 3, 3), np.float32)
+    w[:, 0::2], w[:, 1::2] = 1.0, odd_channels
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+        [vi("x", shape=[1, 6, 8, 8])],
+        [vi("y", shape=[1, 4, 8, 8])],
+        [const("w", w)],
+        opset=13,
+    )
+    feeds = [{"x": np.random.default_rng(i).random((1, 6, 8, 8), np.float32)} for i in range(8)]
+    result = quantize(model, feeds, **{**FAST, "target": "avx2"})
+    _, producers = _graph(result)
+    conv = next(n for n in result.model.graph if n.op_type == "Conv")
+    weight = producers[conv.inputs[1].name].inputs[0].const_value.numpy()
+    assert np.abs(weight).max() == expected_max
+
+
+def test_avx2_weights_run_as_written():
+    """Weights that saturate ORT's u8s8 kernels on x86 without VNNI at 8 bits: with the pair
+    limit ORT's fused QLinearConv gives the written model's results (with VNNI it always does)."""
+    rng = np.random.default_rng(0)
+    w = (0.5 + rng.random((16, 32, 3, 3))).astype(np.float32)  # one sign: every pair adds up
+    model = make_model(
+        [  # the second conv reads the first through Q/DQ: ORT fuses the first to QLinearConv
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["c", "w2"], ["y"], name="conv2"),
+        ],
+        [vi("x", shape=[1, 32, 8, 8])],
+        [vi("y", shape=[1, 4, 8, 8])],
+        [const("w", w), const("w2", rng.random((4, 16, 1, 1)).astype(np.float32))],
+        opset=13,
+    )
+    feeds = [{"x": rng.random((1, 32, 8, 8)).astype(np.float32)} for _ in range(8)]
+    data = quantize(model, feeds, **{**FAST, "target": "avx2"}).model
+    proto = ir.to_proto(data).SerializeToString()
+    levels = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    outputs = []
+    for level in levels:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, feeds[0])[0])
+    step = np.abs(outputs[0]).max() / 127
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1.01 * step)
 
 
 def test_target_detection():

@@ -207,7 +207,12 @@ def quantize(
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     if config.mode == "dynamic":
         outcome = dynamic.quantize_model(
-            float_model, selection, ref_outputs, config.max_drift, config.exclude_nodes
+            float_model,
+            selection,
+            ref_outputs,
+            config.max_drift,
+            config.exclude_nodes,
+            profile.pair_limit,
         )
     else:
         outcome = _static(
@@ -215,7 +220,13 @@ def quantize(
         )
     if config.mode == "auto":
         outcome = _static_or_dynamic(
-            outcome, float_model, selection, ref_outputs, config.max_drift, config.exclude_nodes
+            outcome,
+            float_model,
+            selection,
+            ref_outputs,
+            config.max_drift,
+            config.exclude_nodes,
+            profile.pair_limit,
         )
     if outcome.violations:
         raise CheckFailedError(
@@ -241,7 +252,7 @@ def quantize(
         target_reason=target_reason,
         method="run time" if dynamic_used else config.method,
         activation_type="uint8 (dynamic)" if dynamic_used else config.activation_type,
-        weight_bits=8 if dynamic_used else profile.weight_bits,
+        weight_pair_limit=profile.pair_limit,
         per_channel=config.per_channel,
         calibration_samples=len(calib),
         selection_samples=len(selection) if selection is not calib else 0,
@@ -302,6 +313,7 @@ def _static_or_dynamic(
     ref_outputs: list,
     budget: Budget | None,
     exclude_nodes: frozenset[str],
+    pair_limit: int | None,
 ) -> Outcome:
     """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
     INT8 does better there.
@@ -315,7 +327,9 @@ def _static_or_dynamic(
     if budget:
         if not static.violations:
             return static
-        outcome = dynamic.quantize_model(float_model, selection, ref_outputs, budget, exclude_nodes)
+        outcome = dynamic.quantize_model(
+            float_model, selection, ref_outputs, budget, exclude_nodes, pair_limit
+        )
         if outcome.violations:
             return static
         outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
@@ -323,7 +337,7 @@ def _static_or_dynamic(
     if not QUALITY_BAR.check(static.drift) or not dynamic.covers_most_weights(float_model):
         return static
     outcome = dynamic.quantize_model(
-        float_model, selection, ref_outputs, QUALITY_BAR, exclude_nodes
+        float_model, selection, ref_outputs, QUALITY_BAR, exclude_nodes, pair_limit
     )
     before, after = _worst_min_cosine(static.drift), _worst_min_cosine(outcome.drift)
     if outcome.violations or after <= before:
@@ -350,7 +364,7 @@ def _static(
     gives `ref_outputs`)."""
     quant_options = QuantOptions(
         activation_type=config.activation_type,
-        weight_bits=profile.weight_bits,
+        weight_pair_limit=profile.pair_limit,
         per_channel=config.per_channel,
         quantize_ops=config.quantize_ops if config.quantize_ops is not None else DEFAULT_OPS,
         exclude_ops=config.exclude_ops,

@@ -11,15 +11,19 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
 from onnxslim.model import io
 from onnxslim.quantization.builder import iter_samples, run_samples
+from onnxslim.quantization.qdq import fit_pairs, quantize_weight
 from onnxslim.quantization.recovery import fewest_passing
 from onnxslim.quantization.report import Outcome
+from onnxslim.quantization.targets import pair_amax
 
 QUANTIZED_OPS = ("MatMul",)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -31,10 +35,12 @@ def quantize_model(
     ref_outputs: list,
     budget: Budget | None,
     exclude_nodes: frozenset[str] = frozenset(),
+    pair_limit: int | None = None,
 ) -> Outcome:
-    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form), checked on `selection` against
-    `ref_outputs`, the original's outputs there; with `budget`, the noisiest MatMuls go back to
-    float until it holds."""
+    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form, weights within the target's
+    `pair_limit`: see `targets.PAIR_LIMIT`), checked on `selection` against `ref_outputs`, the
+    original's outputs there; with `budget`, the noisiest MatMuls go back to float until it
+    holds."""
     proto = io.to_proto(float_model)
     candidates = [
         n.name
@@ -45,6 +51,8 @@ def quantize_model(
 
     def attempt(excluded: list[str]) -> tuple:
         model = _quantize(proto, [*exclude_nodes, *excluded])
+        if pair_limit is not None:
+            _limit_pairs(model, proto, pair_limit)
         drift = compare_outputs(ref_outputs, run_samples(model, selection))
         return model, drift, budget.check(drift) if budget else []
 
@@ -122,6 +130,33 @@ def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
                 nodes_to_exclude=exclude,
             )
         return onnx.load(target)
+
+
+def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: int) -> None:
+    """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
+    (``W_quantized``, ``W_scale``, zero points 0) with the scale that keeps neighbours along K
+    within `limit` (``targets.pair_amax``): MatMulInteger saturates without VNNI, as QLinearConv
+    does."""
+    floats = {t.name: t for t in original.graph.initializer}
+    tensors = {t.name: t for t in quantized.graph.initializer}
+    matmul = ir.Node("", "MatMul", [])
+    for node in quantized.graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        base = node.input[1].removesuffix("_quantized")
+        names = (node.input[1], f"{base}_scale", f"{base}_zero_point")
+        if base not in floats or not all(name in tensors for name in names):
+            continue
+        old_scale = numpy_helper.to_array(tensors[names[1]])
+        if numpy_helper.to_array(tensors[names[2]]).any() or old_scale.ndim > 1:
+            continue
+        w = numpy_helper.to_array(floats[base]).astype(np.float32)
+        axis = -1 if old_scale.size > 1 else None
+        q, qp = quantize_weight(w, axis, 8, min_amax=pair_amax(matmul, w, limit, 127))
+        q = fit_pairs(matmul, w, q, qp, limit)
+        tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
+        scale = qp.scale.astype(old_scale.dtype).reshape(old_scale.shape)
+        tensors[names[1]].CopyFrom(numpy_helper.from_array(scale, names[1]))
 
 
 def _sensitivity(

@@ -41,7 +41,9 @@ class QuantOptions:
     """What to quantize and how."""
 
     activation_type: str = "uint8"  # "uint8" asymmetric or "int8" symmetric
-    weight_bits: int = 8  # 7 keeps u8s8 products from saturating on x86 without VNNI
+    weight_bits: int = 8
+    # same-sign neighbour weights along the reduction sum to at most this (targets.PAIR_LIMIT)
+    weight_pair_limit: int | None = None
     per_channel: bool = True
     quantize_ops: frozenset[str] = DEFAULT_OPS
     exclude_ops: frozenset[str] = frozenset()

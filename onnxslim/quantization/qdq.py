@@ -15,6 +15,7 @@ from onnxslim.quantization import gptq
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, attribute, stored_weight
 from onnxslim.quantization.plan import WEIGHT_RANGES, QuantOptions, QuantPlan
+from onnxslim.quantization.targets import limit_pairs, pair_amax
 
 INT32_MAX = 2**31 - 1
 
@@ -51,14 +52,18 @@ def quantize_weight(
     bits: int,
     method: str = "minmax",
     rounding=None,
+    min_amax: np.ndarray | None = None,
 ) -> tuple[np.ndarray, QParams]:
     """Symmetric int8 weights with ``bits`` of range (``|q| <= 2^(bits-1) - 1``), per
-    channel on ``axis``; the scale from ``weight_amax(method)``. ``rounding(w, scale, qmax)``, if
-    given, replaces nearest rounding (e.g. GPTQ)."""
+    channel on ``axis``; the scale from ``weight_amax(method)``, raised to ``min_amax`` (per
+    channel) if given. ``rounding(w, scale, qmax)``, if given, replaces nearest rounding (e.g.
+    GPTQ)."""
     qmax = 2 ** (bits - 1) - 1
     w = weight.astype(np.float32)
     axis = None if axis is None else axis % w.ndim
     amax = weight_amax(w, axis, qmax, method)
+    if min_amax is not None:
+        amax = np.maximum(amax, min_amax if axis is not None else min_amax.max())
     scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
     q = _round_weight(w, scale, axis, qmax) if rounding is None else rounding(w, scale, qmax)
     return q, QParams(scale, np.zeros(scale.shape, np.int8), axis)
@@ -83,6 +88,16 @@ def weight_amax(w: np.ndarray, axis: int | None, qmax: int, method: str = "minma
             best[better], best_err[better] = t[better], err[better]
         amax = best
     return np.array(amax[0] if axis is None else amax, np.float32)
+
+
+def fit_pairs(
+    node: ir.Node, weight: np.ndarray, q: np.ndarray, qp: QParams, limit: int | None
+) -> np.ndarray:
+    """``q``, the int8 ``weight`` of ``node``, with neighbours rounding took past ``limit`` moved
+    back onto it (``targets.limit_pairs``); unchanged when ``limit`` is None."""
+    if limit is None:
+        return q
+    return limit_pairs(node, q, weight / _per_axis(qp.scale, qp.axis, weight.ndim), limit)
 
 
 def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
@@ -210,7 +225,16 @@ class QuantizePass(ir.passes.InPlacePass):
                 q = gptq.gptq_round(matrix, hessian, scale, qmax)
                 return gptq.from_matrix(node, q, w.shape)
 
-        wq_array, wq = quantize_weight(w, axis, bits, self.options.weight_range, rounding)
+        limit = self.options.weight_pair_limit
+        wq_array, wq = quantize_weight(
+            w,
+            axis,
+            bits,
+            self.options.weight_range,
+            rounding,
+            None if limit is None else pair_amax(node, w, limit, 2 ** (bits - 1) - 1),
+        )
+        wq_array = fit_pairs(node, w, wq_array, wq, limit)
         bias = (
             self._float_bias(node, rule, w, dequantize(wq_array, wq))
             if rule.bias is not None
@@ -220,6 +244,7 @@ class QuantizePass(ir.passes.InPlacePass):
             bias_q, bq, wq_array, wq = quantize_bias(
                 bias, dq[node.inputs[0].name].scale, w, wq, bits, wq_array
             )
+            wq_array = fit_pairs(node, w, wq_array, wq, limit)
             _set_input(
                 node, rule.bias, builder.dequantized_constant(f"{node.name}_bias", bias_q, bq)
             )

@@ -36,7 +36,7 @@ class QuantizeReport:
     target_reason: str
     method: str
     activation_type: str
-    weight_bits: int
+    weight_pair_limit: int | None  # 8-bit weights; see targets.PAIR_LIMIT
     per_channel: bool
     calibration_samples: int
     selection_samples: int

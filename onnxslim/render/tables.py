@@ -407,8 +407,13 @@ def range_settings(report: QuantizeReport) -> str:
     """The range method and the activation and weight types."""
     return (
         f"method {report.method}; activations {report.activation_type}; weights "
-        f"{report.weight_bits}-bit {'per channel' if report.per_channel else 'per tensor'} "
-        f"({report.weight_range} range, {report.weight_rounding} rounding)"
+        f"8-bit {'per channel' if report.per_channel else 'per tensor'} "
+        f"({report.weight_range} range, {report.weight_rounding} rounding"
+        + (
+            f"; neighbour pairs |w0| + |w1| <= {report.weight_pair_limit} for u8s8 kernels)"
+            if report.weight_pair_limit
+            else ")"
+        )
     )
 
 
