@@ -17,7 +17,12 @@ from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.quantization import quantize
-from onnxslim.quantization.api import drift_warning, split_samples, worth_trading
+from onnxslim.quantization.api import (
+    drift_warning,
+    small_weight_nodes,
+    split_samples,
+    worth_trading,
+)
 from onnxslim.quantization.dynamic import covers_most_weights
 from onnxslim.quantization.ops import RULES, WEIGHTED
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
@@ -277,6 +282,57 @@ def test_avx2_weights_run_as_written():
         outputs.append(session.run(None, feeds[0])[0])
     step = np.abs(outputs[0]).max() / 127
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1.01 * step)
+
+
+def mobile_block() -> onnx.ModelProto:
+    """A 3-channel stem conv, then two depthwise + pointwise pairs and a large 1x1 conv (so that
+    the stem holds under 1% of the weights)."""
+    rng = np.random.default_rng(0)
+
+    def weight(*shape):
+        return (rng.normal(size=shape) * (2 / np.prod(shape[1:])) ** 0.5).astype(np.float32)
+
+    convs = [  # name, weight shape, group
+        ("stem", (8, 3, 3, 3), 1),
+        ("dw1", (8, 1, 3, 3), 8),
+        ("pw1", (32, 8, 1, 1), 1),
+        ("dw2", (32, 1, 3, 3), 32),
+        ("head", (1024, 32, 1, 1), 1),
+    ]
+    nodes, inits, source = [], [], "x"
+    for name, shape, group in convs:
+        pads = [shape[2] // 2] * 4
+        conv_inputs = [source, f"{name}_w"]
+        nodes += [
+            helper.make_node("Conv", conv_inputs, [name], name=name, group=group, pads=pads),
+            helper.make_node("Relu", [name], [f"{name}_relu"], name=f"{name}_act"),
+        ]
+        inits.append(const(f"{name}_w", weight(*shape)))
+        source = f"{name}_relu"
+    nodes.append(helper.make_node("ReduceMean", [source], ["y"], axes=[2, 3], keepdims=0))
+    return make_model(nodes, [vi("x", shape=[1, 3, 16, 16])], [vi("y", shape=[1, 1024])], inits)
+
+
+def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float():
+    """Target auto times the stem in float (float weights: it holds under 1% of them), then the
+    depthwise convs in int8, except one reading a float stem's exact output."""
+    feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True}
+    result = quantize(mobile_block(), feeds, **{**options, "equalize": False})
+    report = result.report
+    choices = [n for n in report.notes if "computing in float:" in n or "in int8:" in n]
+    assert choices[0].startswith("1 input layer(s) computing in float: ")
+    stem_float = "kept" in choices[0].split(": ")[1][:5]
+    assert choices[1].startswith(f"{1 if stem_float else 2} depthwise conv(s) in int8: ")
+    if stem_float:
+        assert report.kept_float["stem"].startswith("input layer")
+        stem = next(n for n in result.model.graph if n.name == "stem")
+        assert stem.inputs[1].const_value.dtype == ir.DataType.FLOAT  # float weights, not int8
+
+
+def test_small_weight_nodes():
+    model = ir.from_proto(mobile_block())
+    assert small_weight_nodes(model, ["stem", "dw1", "head"]) == ["stem", "dw1"]
 
 
 def test_target_detection():
@@ -927,6 +983,29 @@ def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
     assert held.report.fallback and not held.report.violations
     assert held.report.quantized["MatMul"] == 3 - len(held.report.fallback)
     assert "dynamic" in held.report.render()
+
+
+def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
+    """ORT's MatMulInteger pairs u8 x s8 products in int16 without VNNI too: the avx2 target
+    requantizes quantize_dynamic's weights so that neighbours along K never sum past 128 with one
+    sign; weights of one sign (every pair adds up) stay close to float."""
+    rng = np.random.default_rng(8)
+    w = (0.5 + rng.random((64, 48))).astype(np.float32)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")],
+        [vi("x", FLOAT, [1, 16, 64])],
+        [vi("y", FLOAT, [1, 16, 48])],
+        [const("w", w)],
+    )
+    data = [{"x": rng.random((1, 16, 64)).astype(np.float32)} for _ in range(12)]
+    result = quantize(model, data, mode="dynamic", **{**FAST, "target": "avx2"})
+    weight = next(
+        t.const_value.numpy()
+        for t in result.model.graph.initializers.values()
+        if t.dtype == ir.DataType.INT8 and len(t.shape) == 2
+    )
+    assert _neighbour_sums(weight.T).max() <= 128 and np.abs(weight).max() > 64
+    assert result.report.drift["y"].snr_db > 45  # 26 dB with saturating 8-bit weights on AVX2
 
 
 def loud_and_quiet_tokens(count: int) -> list[dict]:

@@ -56,6 +56,8 @@ TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen
 TRADE_RUNS = 30
+SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
+INPUT_LAYER_IN_FLOAT = "input layer: closer to float for its time computing in float (timed)"
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
@@ -406,9 +408,11 @@ def _static(
     all_int8 = None
     if violations:
         all_int8 = quantized
+        timed = {n: why for n, why in info.kept_float.items() if why == INPUT_LAYER_IN_FLOAT}
         quantized, info, drift, violations, fallback = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
+        info.kept_float.update(timed)  # rebuilt: the plan calls them excluded
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
@@ -646,6 +650,20 @@ def _input_layers(model: ir.Model, info: BuildInfo) -> list[str]:
     return sorted(found)
 
 
+def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
+    """Those of the weighted nodes ``names`` whose weight holds at most SMALL_WEIGHT_SHARE of the
+    elements of all weighted nodes' weights: int8 storage would save little there, and the
+    rounding of a stem conv's 27 weights per output is what an input-sensitive model feels most."""
+    sizes = {}
+    for node in model.graph:
+        rule = RULES.get(node.op_type)
+        if rule is not None and rule.kind == WEIGHTED:
+            weight = node.inputs[rule.weight].const_value
+            sizes[node.name] = weight.size if weight is not None else 0
+    total = sum(sizes.values())
+    return [n for n in names if sizes.get(n, 0) <= SMALL_WEIGHT_SHARE * total]
+
+
 @dataclasses.dataclass
 class _Variant:
     """One build of the builder's options: the model, its build info, its selection drift."""
@@ -697,27 +715,46 @@ def worth_trading(gain_db: float, time_ratio: float | None) -> bool:
 def _speed_accuracy_choices(
     builder: QuantBuilder, chosen: _Variant, selection, ref_outputs
 ) -> tuple[_Variant, list[str]]:
-    """Target auto: on this CPU, try the graph inputs' layers computing in float (int8-stored
-    weights) and the depthwise convs the profile left float in int8; keep each that `_trade`
-    finds worth it."""
-    notes = []
-    inputs = _input_layers(builder.model, chosen.info)
-    depthwise = _float_depthwise(chosen.info)
-    candidates = {  # each from the options chosen so far
-        f"{len(inputs)} input layer(s) computing in float": lambda options: dataclasses.replace(
-            options, weight_only_nodes=options.weight_only_nodes | set(inputs)
-        ),
-        f"{len(depthwise)} depthwise conv(s) in int8": lambda options: dataclasses.replace(
-            options, skip_depthwise=False
-        ),
-    }
-    for (what, change), wanted in zip(candidates.items(), (inputs, depthwise)):
-        if not wanted:
+    """Target auto: on this CPU, try the graph inputs' layers computing in float (on float weights
+    when `small_weight_nodes` says so; else int8-stored), then the depthwise convs the profile
+    left float in int8 (those whose input the model chosen so far keeps exact stay float: a
+    depthwise conv mixes no channels, so a per-tensor range over channels of very different
+    spans, as a float stem conv's output has, would cost it most); keep each that `_trade` finds
+    worth it."""
+    notes, floated = [], []
+    nodes = {node.name: node for node in builder.model.graph}
+
+    def input_layers(variant: _Variant) -> tuple[list[str], QuantOptions]:
+        names = _input_layers(builder.model, variant.info)
+        small = set(small_weight_nodes(builder.model, names))
+        options = variant.options
+        return names, dataclasses.replace(
+            options,
+            exclude_nodes=options.exclude_nodes | small,
+            weight_only_nodes=options.weight_only_nodes | (set(names) - small),
+        )
+
+    def depthwise_int8(variant: _Variant) -> tuple[list[str], QuantOptions]:
+        names = _float_depthwise(variant.info)
+        exact = {n for n in names if nodes[n].inputs[0].name not in variant.info.plan.tensors}
+        options = variant.options
+        return [n for n in names if n not in exact], dataclasses.replace(
+            options, skip_depthwise=False, weight_only_nodes=options.weight_only_nodes | exact
+        )
+
+    for what, change in (
+        ("input layer(s) computing in float", input_layers),
+        ("depthwise conv(s) in int8", depthwise_int8),
+    ):
+        names, options = change(chosen)
+        if not names:
             continue
-        candidate = _variant(builder, change(chosen.options), selection, ref_outputs)
+        candidate = _variant(builder, options, selection, ref_outputs)
         worth, measured = _trade(chosen, candidate, selection[0])
         chosen = candidate if worth else chosen
-        notes.append(f"{what}: {'kept' if worth else 'not kept'} ({measured})")
+        floated += names if worth and change is input_layers else []
+        notes.append(f"{len(names)} {what}: {'kept' if worth else 'not kept'} ({measured})")
+    chosen.info.kept_float.update(dict.fromkeys(floated, INPUT_LAYER_IN_FLOAT))
     builder.options = chosen.options
     return chosen, notes
 
