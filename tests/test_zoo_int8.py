@@ -5,11 +5,12 @@ change what the graph means; issue #10 item 5."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import ZOO_DIR
 
 import onnxslim
-from onnxslim.quantization.api import runtime_drift, worst_snr
+from onnxslim.quantization.builder import run_samples
 
 try:
     from models.zoo import ZOO_MODELS, ZooError, splits
@@ -21,14 +22,16 @@ pytestmark = pytest.mark.zoo
 # Few samples keep the whole file near 80 s of CPU (2 min on 2 busy cores): 8 to calibrate, 4 for
 # the automatic choices (CLE, bias correction), 16 test samples (neither saw them) to compare.
 CALIBRATION, SELECTION, TEST = 8, 4, 16
-# ORT's fused integer kernels (QLinearConv, MatMulInteger ...) requantize with their own rounding
-# and, on AVX2 without VNNI, their own u8s8 accumulation: each intermediate tensor may differ
-# from the QDQ reference math by a unit of its last place, which moves the output SNR by a few
-# tenths of a dB (0.16 dB at most on this zoo, AVX2). A rewrite that changes the graph's meaning
-# costs far more: the per-tensor requantization of depthwise weights of issue #10 took
-# EfficientNet-Lite from cosine 0.98 to 0.58, over 10 dB (on these samples, without qdq's
-# guard_float_compute: 7.8 dB at all, 15.6 dB off, so this test fails). 1 dB lies between, and is
-# stricter than the 3 dB the quantizer itself warns beyond (api.RUNTIME_MARGIN_DB).
+# ORT's fused integer kernels (QLinearConv, QLinearMul, MatMulInteger ...) requantize with their
+# own rounding: each intermediate tensor may differ from the QDQ reference math by a unit of its
+# last place, and a sensitive model amplifies that like any other noise. On ppocrv4_rec (a pixel's
+# half level moves its softmax to cosine 0.95) the output SNR over 16 samples then differs by up to
+# 2.3 dB, in either direction, from a few samples (0.5 dB over its 120 test samples); the median
+# over samples of each one's SNR difference stays within 0.5 dB on every zoo model (+0.4 on
+# open_nsfw, 60 dB from float). A rewrite that changes the graph's meaning moves every sample: the
+# per-tensor requantization of depthwise weights of issue #10 took EfficientNet-Lite from cosine
+# 0.98 to 0.58 (without qdq's guard_float_compute this test fails with a median of -8.2 dB).
+# 1 dB lies between.
 MARGIN_DB = 1.0
 
 
@@ -52,19 +55,29 @@ def test_int8_drift_is_the_same_with_ort_optimizations_on_and_off(name):
         progress=False,
     )
     assert result.report.selection_samples == SELECTION
-    ran, written = runtime_drift(path, result.model, data["test"][:TEST])
-    ran_db, written_db = worst_snr(ran), worst_snr(written)
-    cosines = [_min_cosine(ran), _min_cosine(written)]
+    test = data["test"][:TEST]
+    reference = run_samples(path, test, int8=False)
+    ran = _sample_snrs(reference, run_samples(result.model, test))
+    written = _sample_snrs(reference, run_samples(result.model, test, opt_level="disable"))
+    gap = float(np.nanmedian(ran - written))
     print(
-        f"{name}: output SNR {ran_db:.2f} dB with ORT optimizations at all, {written_db:.2f} dB "
-        f"off; cosine {cosines[0]:.5f} / {cosines[1]:.5f}"
+        f"{name}: median over {TEST} samples of the output SNR with ORT optimizations at all "
+        f"minus off: {gap:+.2f} dB (medians {np.nanmedian(ran):.2f} / {np.nanmedian(written):.2f})"
     )
-    assert abs(ran_db - written_db) <= MARGIN_DB, (
-        f"{name}: ORT's graph optimizations change the INT8 model's results: output SNR "
-        f"{ran_db:.2f} dB as ORT runs it, {written_db:.2f} dB as written"
+    assert abs(gap) <= MARGIN_DB, (
+        f"{name}: ORT's graph optimizations change the INT8 model's results: per sample, the "
+        f"output SNR as ORT runs it minus as written is {gap:+.2f} dB (median)"
     )
 
 
-def _min_cosine(drift) -> float:
-    """The lowest cosine over the float outputs."""
-    return min(d.cosine for d in drift.values() if d.cosine is not None)
+def _sample_snrs(reference: list[dict], outputs: list[dict]) -> np.ndarray:
+    """Each sample's SNR (dB) over its float outputs; NaN where it is undefined (an output ~0,
+    or no error at all)."""
+    snrs = []
+    for ref, out in zip(reference, outputs):
+        names = [k for k, v in ref.items() if np.issubdtype(v.dtype, np.floating)]
+        r = np.concatenate([ref[k].ravel() for k in names]).astype(np.float64)
+        q = np.concatenate([out[k].ravel() for k in names]).astype(np.float64)
+        signal, noise = float(r @ r), float((r - q) @ (r - q))
+        snrs.append(10 * np.log10(signal / noise) if signal > 0 and noise > 0 else np.nan)
+    return np.array(snrs)

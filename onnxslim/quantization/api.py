@@ -37,6 +37,7 @@ from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHTED
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
     DEPTHWISE_IN_FLOAT,
+    TOO_SMALL,
     QuantOptions,
     prepare,
 )
@@ -57,7 +58,11 @@ DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy ch
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen
 TRADE_RUNS = 30
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
-INPUT_LAYER_IN_FLOAT = "input layer: closer to float for its time computing in float (timed)"
+# why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
+INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
+INPUT_INT8_WEIGHTS = "input layer: in float on int8-stored weights, worth its time (timed here)"
+DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
+TIMED_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
@@ -408,7 +413,7 @@ def _static(
     all_int8 = None
     if violations:
         all_int8 = quantized
-        timed = {n: why for n, why in info.kept_float.items() if why == INPUT_LAYER_IN_FLOAT}
+        timed = {n: why for n, why in info.kept_float.items() if why in TIMED_REASONS}
         quantized, info, drift, violations, fallback = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
@@ -717,44 +722,59 @@ def _speed_accuracy_choices(
 ) -> tuple[_Variant, list[str]]:
     """Target auto: on this CPU, try the graph inputs' layers computing in float (on float weights
     when `small_weight_nodes` says so; else int8-stored), then the depthwise convs the profile
-    left float in int8 (those whose input the model chosen so far keeps exact stay float: a
-    depthwise conv mixes no channels, so a per-tensor range over channels of very different
-    spans, as a float stem conv's output has, would cost it most); keep each that `_trade` finds
-    worth it."""
-    notes, floated = [], []
+    left float in int8 (those reading an output the model chosen so far computes in float stay
+    float: a depthwise conv mixes no channels, so a per-tensor range over channels of very
+    different spans, as a float stem conv's output has, would cost it most), then the nodes
+    `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that `_trade`
+    finds worth it."""
+    notes, reasons = [], {}
     nodes = {node.name: node for node in builder.model.graph}
 
-    def input_layers(variant: _Variant) -> tuple[list[str], QuantOptions]:
+    def input_layers(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
         names = _input_layers(builder.model, variant.info)
         small = set(small_weight_nodes(builder.model, names))
-        options = variant.options
-        return names, dataclasses.replace(
-            options,
-            exclude_nodes=options.exclude_nodes | small,
-            weight_only_nodes=options.weight_only_nodes | (set(names) - small),
+        options = dataclasses.replace(
+            variant.options,
+            exclude_nodes=variant.options.exclude_nodes | small,
+            weight_only_nodes=variant.options.weight_only_nodes | (set(names) - small),
         )
+        why = {n: INPUT_FLOAT_WEIGHTS if n in small else INPUT_INT8_WEIGHTS for n in names}
+        return names, options, why
 
-    def depthwise_int8(variant: _Variant) -> tuple[list[str], QuantOptions]:
+    def depthwise_int8(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
+        computed = set(variant.info.plan.nodes) | set(variant.info.plan.folded)
         names = _float_depthwise(variant.info)
-        exact = {n for n in names if nodes[n].inputs[0].name not in variant.info.plan.tensors}
-        options = variant.options
-        return [n for n in names if n not in exact], dataclasses.replace(
-            options, skip_depthwise=False, weight_only_nodes=options.weight_only_nodes | exact
+        exact = set()
+        for name in names:
+            producer = nodes[name].inputs[0].producer()
+            if producer is None or producer.name not in computed:
+                exact.add(name)
+        options = dataclasses.replace(
+            variant.options,
+            skip_depthwise=False,
+            weight_only_nodes=variant.options.weight_only_nodes | exact,
         )
+        return [n for n in names if n not in exact], options, dict.fromkeys(exact, DEPTHWISE_EXACT)
+
+    def small_int8(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
+        names = [n for n, why in variant.info.kept_float.items() if TOO_SMALL in why]
+        return names, dataclasses.replace(variant.options, min_macs=0), {}
 
     for what, change in (
         ("input layer(s) computing in float", input_layers),
         ("depthwise conv(s) in int8", depthwise_int8),
+        (f"node(s) {TOO_SMALL} in int8", small_int8),
     ):
-        names, options = change(chosen)
+        names, options, why = change(chosen)
         if not names:
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
         worth, measured = _trade(chosen, candidate, selection[0])
-        chosen = candidate if worth else chosen
-        floated += names if worth and change is input_layers else []
+        if worth:
+            chosen = candidate
+            reasons.update(why)
         notes.append(f"{len(names)} {what}: {'kept' if worth else 'not kept'} ({measured})")
-    chosen.info.kept_float.update(dict.fromkeys(floated, INPUT_LAYER_IN_FLOAT))
+    chosen.info.kept_float.update(reasons)
     builder.options = chosen.options
     return chosen, notes
 

@@ -20,10 +20,10 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
 from onnxslim.model import io
 from onnxslim.quantization.builder import iter_samples, run_samples
-from onnxslim.quantization.qdq import fit_pairs, quantize_weight
+from onnxslim.quantization.pairs import COLUMNS
+from onnxslim.quantization.qdq import kernel_weight
 from onnxslim.quantization.recovery import fewest_passing
 from onnxslim.quantization.report import Outcome
-from onnxslim.quantization.targets import pair_amax
 
 QUANTIZED_OPS = ("MatMul",)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -38,7 +38,7 @@ def quantize_model(
     pair_limit: int | None = None,
 ) -> Outcome:
     """Dynamic INT8 of `float_model` (ORT's MatMulInteger form, weights within the target's
-    `pair_limit`: see `targets.PAIR_LIMIT`), checked on `selection` against `ref_outputs`, the
+    `pair_limit`: see `quantization.pairs`), checked on `selection` against `ref_outputs`, the
     original's outputs there; with `budget`, the noisiest MatMuls go back to float until it
     holds."""
     proto = io.to_proto(float_model)
@@ -48,11 +48,12 @@ def quantize_model(
         if n.op_type in QUANTIZED_OPS and n.name not in exclude_nodes
     ]
     results: dict[int, tuple] = {}
+    unlimited = []  # MatMulInteger weights _limit_pairs could not requantize, per attempt
 
     def attempt(excluded: list[str]) -> tuple:
         model = _quantize(proto, [*exclude_nodes, *excluded])
         if pair_limit is not None:
-            _limit_pairs(model, proto, pair_limit)
+            unlimited.append(_limit_pairs(model, proto, pair_limit))
         drift = compare_outputs(ref_outputs, run_samples(model, selection))
         return model, drift, budget.check(drift) if budget else []
 
@@ -81,6 +82,12 @@ def quantize_model(
     quantized = Counter(
         "MatMul" for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in floated
     )
+    notes = []
+    if any(unlimited):
+        notes.append(
+            f"warning: {max(unlimited)} MatMul weight(s) in a form onnxslim does not know keep "
+            "full 8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
+        )
     return Outcome(
         ir.from_proto(model),
         dict(quantized),
@@ -88,6 +95,7 @@ def quantize_model(
         fallback,
         drift,
         violations,
+        notes=notes,
         mode="dynamic",
         all_int8=ir.from_proto(all_int8) if fallback else None,
     )
@@ -132,31 +140,32 @@ def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
         return onnx.load(target)
 
 
-def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: int) -> None:
+def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: int) -> int:
     """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
-    (``W_quantized``, ``W_scale``, zero points 0) with the scale that keeps neighbours along K
-    within `limit` (``targets.pair_amax``): MatMulInteger saturates without VNNI, as QLinearConv
-    does."""
+    (``W_quantized``, ``W_scale``, zero points 0) within the pair `limit` (``quantization.pairs``:
+    MatMulInteger saturates without VNNI, as QLinearConv does). Returns how many MatMulInteger
+    weights it found in another form and left as they were."""
     floats = {t.name: t for t in original.graph.initializer}
     tensors = {t.name: t for t in quantized.graph.initializer}
-    matmul = ir.Node("", "MatMul", [])
+    left = 0
     for node in quantized.graph.node:
         if node.op_type != "MatMulInteger":
             continue
         base = node.input[1].removesuffix("_quantized")
         names = (node.input[1], f"{base}_scale", f"{base}_zero_point")
-        if base not in floats or not all(name in tensors for name in names):
-            continue
-        old_scale = numpy_helper.to_array(tensors[names[1]])
-        if numpy_helper.to_array(tensors[names[2]]).any() or old_scale.ndim > 1:
+        scale = zero_point = None
+        if base in floats and all(name in tensors for name in names):
+            scale, zero_point = (numpy_helper.to_array(tensors[n]) for n in names[1:])
+        if scale is None or zero_point.any() or scale.ndim > 1:
+            left += 1
             continue
         w = numpy_helper.to_array(floats[base]).astype(np.float32)
-        axis = -1 if old_scale.size > 1 else None
-        q, qp = quantize_weight(w, axis, 8, min_amax=pair_amax(matmul, w, limit, 127))
-        q = fit_pairs(matmul, w, q, qp, limit)
+        axis = -1 if scale.size > 1 else None
+        q, qp = kernel_weight(w, axis, COLUMNS if w.ndim >= 2 else None, limit)
         tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
-        scale = qp.scale.astype(old_scale.dtype).reshape(old_scale.shape)
-        tensors[names[1]].CopyFrom(numpy_helper.from_array(scale, names[1]))
+        new_scale = qp.scale.astype(scale.dtype).reshape(scale.shape)
+        tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))
+    return left
 
 
 def _sensitivity(

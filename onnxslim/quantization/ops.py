@@ -29,14 +29,18 @@ def attribute(node: ir.Node, name: str, default):
 
 
 def is_depthwise(node: ir.Node) -> bool:
-    """A grouped Conv with one input channel per group."""
+    """A grouped Conv with one input and one output channel per group (ORT's depthwise kernels;
+    a channel multiplier runs its grouped GEMM)."""
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     shape = weight.shape if weight is not None else None
+    group = attribute(node, "group", 1)
     return (
         node.op_type == "Conv"
-        and attribute(node, "group", 1) > 1
+        and group > 1
         and shape is not None
+        and len(shape) > 1
         and shape[1] == 1
+        and shape[0] == group
     )
 
 

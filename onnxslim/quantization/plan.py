@@ -27,6 +27,7 @@ from onnxslim.quantization.ops import (
 )
 
 FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
+TOO_SMALL = "too small to gain from int8"  # fewer MACs than QuantOptions.min_macs
 DEPTHWISE_IN_FLOAT = "int8 depthwise conv is slower than float on this target"
 # so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
 SENSITIVE = "sensitive"
@@ -41,8 +42,7 @@ class QuantOptions:
     """What to quantize and how."""
 
     activation_type: str = "uint8"  # "uint8" asymmetric or "int8" symmetric
-    weight_bits: int = 8
-    # same-sign neighbour weights along the reduction sum to at most this (targets.PAIR_LIMIT)
+    # same-sign neighbour weights along the reduction sum to at most this (quantization.pairs)
     weight_pair_limit: int | None = None
     per_channel: bool = True
     quantize_ops: frozenset[str] = DEFAULT_OPS
@@ -70,8 +70,6 @@ class QuantOptions:
                 f"weight rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, "
                 f"got {self.weight_rounding!r}"
             )
-        if not 2 <= self.weight_bits <= 8:
-            raise OnnxSlimError(f"weight bits must be in 2..8, got {self.weight_bits}")
         unknown = sorted((self.quantize_ops | self.exclude_ops) - set(RULES) - set(FOLDABLE))
         if unknown:
             raise OnnxSlimError(
@@ -210,7 +208,7 @@ def _float_reason(
         macs = macs_per_output(node)
         size = sizes.get(node.outputs[0].name)
         if options.min_macs and macs and size and macs * size < options.min_macs:
-            return f"{FASTER_IN_FLOAT}: too small to gain from int8 ({int(macs * size)} MACs)"
+            return f"{FASTER_IN_FLOAT}: {TOO_SMALL} ({int(macs * size)} MACs)"
     inputs = activation_inputs(node, rule)
     if any(
         v is None or v.const_value is not None or v.dtype not in (ir.DataType.FLOAT, None)

@@ -14,8 +14,8 @@ from onnxslim.errors import OnnxSlimError
 from onnxslim.quantization import gptq
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, attribute, stored_weight
+from onnxslim.quantization.pairs import limit_pairs, pair_amax, reduction_layout
 from onnxslim.quantization.plan import WEIGHT_RANGES, QuantOptions, QuantPlan
-from onnxslim.quantization.targets import limit_pairs, pair_amax
 
 INT32_MAX = 2**31 - 1
 
@@ -44,6 +44,8 @@ def activation_qparams(lo: float, hi: float, activation_type: str, symmetric: bo
 
 MSE_GRID = 100  # clip ratios tried by the "mse" weight range, evenly in [MSE_LOWEST, 1]
 MSE_LOWEST = 0.3
+WEIGHT_BITS = 8  # symmetric int8: |q| <= WEIGHT_QMAX
+WEIGHT_QMAX = 2 ** (WEIGHT_BITS - 1) - 1
 
 
 def quantize_weight(
@@ -90,14 +92,30 @@ def weight_amax(w: np.ndarray, axis: int | None, qmax: int, method: str = "minma
     return np.array(amax[0] if axis is None else amax, np.float32)
 
 
+def kernel_weight(
+    weight: np.ndarray,
+    axis: int | None,
+    layout: str | None,
+    pair_limit: int | None,
+    method: str = "minmax",
+    rounding=None,
+) -> tuple[np.ndarray, QParams]:
+    """8-bit weights for an integer kernel (``quantize_weight``); with ``pair_limit``, no same-sign
+    neighbours along ``layout``'s reduction sum past it (``quantization.pairs``)."""
+    limited = None if pair_limit is None else pair_amax(weight, layout, pair_limit, WEIGHT_QMAX)
+    q, qp = quantize_weight(weight, axis, WEIGHT_BITS, method, rounding, limited)
+    return fit_pairs(weight, q, qp, layout, pair_limit), qp
+
+
 def fit_pairs(
-    node: ir.Node, weight: np.ndarray, q: np.ndarray, qp: QParams, limit: int | None
+    weight: np.ndarray, q: np.ndarray, qp: QParams, layout: str | None, pair_limit: int | None
 ) -> np.ndarray:
-    """``q``, the int8 ``weight`` of ``node``, with neighbours rounding took past ``limit`` moved
-    back onto it (``targets.limit_pairs``); unchanged when ``limit`` is None."""
-    if limit is None:
+    """``q``, the int8 ``weight``, with the neighbours rounding took past ``pair_limit`` moved
+    back onto it (``pairs.limit_pairs``); unchanged without a limit."""
+    if pair_limit is None:
         return q
-    return limit_pairs(node, q, weight / _per_axis(qp.scale, qp.axis, weight.ndim), limit)
+    exact = weight / _per_axis(qp.scale, qp.axis, weight.ndim)
+    return limit_pairs(q, exact, layout, pair_limit, WEIGHT_QMAX)
 
 
 def _round_weight(w: np.ndarray, scale: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
@@ -200,7 +218,7 @@ class QuantizePass(ir.passes.InPlacePass):
         weight = node.inputs[index]
         w = weight.const_value.numpy()
         wq_array, wq = quantize_weight(
-            w, axis if self.options.per_channel else None, 8, self.options.weight_range
+            w, axis if self.options.per_channel else None, WEIGHT_BITS, self.options.weight_range
         )
         rule = RULES[node.op_type]
         if node.inputs[0].name in self.means and rule.bias is not None:
@@ -215,7 +233,6 @@ class QuantizePass(ir.passes.InPlacePass):
         weight = node.inputs[rule.weight]
         w = weight.const_value.numpy()
         axis = rule.weight_axis(node) if self.options.per_channel else None
-        bits = self.options.weight_bits
         hessian = self.hessians.get(node.name)
         rounding = None
         if hessian is not None:
@@ -225,26 +242,20 @@ class QuantizePass(ir.passes.InPlacePass):
                 q = gptq.gptq_round(matrix, hessian, scale, qmax)
                 return gptq.from_matrix(node, q, w.shape)
 
-        limit = self.options.weight_pair_limit
-        wq_array, wq = quantize_weight(
-            w,
-            axis,
-            bits,
-            self.options.weight_range,
-            rounding,
-            None if limit is None else pair_amax(node, w, limit, 2 ** (bits - 1) - 1),
-        )
-        wq_array = fit_pairs(node, w, wq_array, wq, limit)
+        layout, limit = reduction_layout(node, w.shape), self.options.weight_pair_limit
+        wq_array, wq = kernel_weight(w, axis, layout, limit, self.options.weight_range, rounding)
         bias = (
             self._float_bias(node, rule, w, dequantize(wq_array, wq))
             if rule.bias is not None
             else None
         )
         if bias is not None:
-            bias_q, bq, wq_array, wq = quantize_bias(
-                bias, dq[node.inputs[0].name].scale, w, wq, bits, wq_array
+            bias_q, bq, requantized, bias_wq = quantize_bias(
+                bias, dq[node.inputs[0].name].scale, w, wq, WEIGHT_BITS, wq_array
             )
-            wq_array = fit_pairs(node, w, wq_array, wq, limit)
+            if bias_wq is not wq:  # a larger weight scale for the bias: rounded afresh
+                requantized = fit_pairs(w, requantized, bias_wq, layout, limit)
+            wq_array, wq = requantized, bias_wq
             _set_input(
                 node, rule.bias, builder.dequantized_constant(f"{node.name}_bias", bias_q, bq)
             )
