@@ -29,11 +29,12 @@ from onnxslim.quantization.pairs import (
     COLUMNS,
     CONV,
     ROWS,
-    _from_rows,
-    _rows,
+    from_reduction_rows,
     limit_pairs,
     pair_amax,
+    reduction_rows,
 )
+from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target
 from onnxslim.render.tables import range_settings
@@ -272,6 +273,7 @@ SATURATING = {  # op, attributes, input shape, weight shape: the first of two we
     "Gemm transB": ("Gemm", {"transB": 1}, [4, 64], (32, 64)),
     "Gemm": ("Gemm", {}, [4, 64], (64, 32)),
     "MatMul": ("MatMul", {}, [4, 64], (64, 32)),
+    "MatMul, 1-D weight": ("MatMul", {}, [4, 64], (64,)),  # per tensor: ORT fuses it then
 }
 
 
@@ -285,6 +287,9 @@ def _saturating(case: str) -> tuple[onnx.ModelProto, list[dict]]:
     if op == "Conv":
         second = helper.make_node("Conv", ["h", "w2"], ["y"], name="second")
         w2, out = rng.random((4, channels, 1, 1)), [1, 4, *shape[2:]]
+    elif len(weight_shape) == 1:  # h is [batch]: an Add reads it
+        second = helper.make_node("Add", ["h", "w2"], ["y"], name="second")
+        w2, out = rng.random(shape[0]), [shape[0]]
     else:
         second = helper.make_node("MatMul", ["h", "w2"], ["y"], name="second")
         w2, out = rng.random((channels, 4)), [shape[0], 4]
@@ -320,7 +325,8 @@ def _x86_without_vnni() -> bool:
     from onnxslim.cpu import cpu_info
 
     cpu = cpu_info()
-    return cpu.arch.lower() in ("x86_64", "amd64") and not cpu.flags.get("vnni")
+    x86 = cpu.arch.lower() in ("x86_64", "amd64")
+    return x86 and bool(cpu.flags.get("avx2")) and not cpu.flags.get("vnni")
 
 
 @pytest.mark.skipif(not _x86_without_vnni(), reason="ORT's u8s8 kernels saturate only without VNNI")
@@ -328,11 +334,14 @@ def _x86_without_vnni() -> bool:
 def test_avx2_weights_run_as_written(case):
     """On x86 without VNNI, 8-bit weights saturate ORT's u8s8 kernels (the `vnni` profile's give
     other results as run than as written); the `avx2` profile's pair limit makes them agree, in
-    every kernel layout: odd channel counts, groups, channel multipliers, Gemm, MatMul."""
+    every kernel layout: odd channel counts, groups, channel multipliers, Gemm, MatMul (a 1-D
+    weight too)."""
     model, feeds = _saturating(case)
+    per_channel = len(SATURATING[case][3]) > 1
+    options = {**FAST, "per_channel": per_channel}
     results = {
         target: _as_written_and_as_run(
-            quantize(model, feeds, **{**FAST, "target": target}).model, feeds[0]
+            quantize(model, feeds, **{**options, "target": target}).model, feeds[0]
         )
         for target in ("avx2", "vnni")
     }
@@ -347,9 +356,15 @@ def test_pair_layouts_round_trip_and_fix_overshoot():
     """The kernels' reduction order and back, for every layout; a pair rounding took to 129
     moves onto 128, the nearer member giving way."""
     rng = np.random.default_rng(0)
-    for layout, shape in ((CONV, (6, 5, 3, 3)), (ROWS, (6, 7)), (COLUMNS, (2, 7, 6))):
+    for layout, shape in (
+        (CONV, (6, 5, 3, 3)),
+        (ROWS, (6, 7)),
+        (COLUMNS, (2, 7, 6)),
+        (COLUMNS, (7,)),
+    ):
         w = rng.normal(size=shape)
-        np.testing.assert_array_equal(_from_rows(_rows(w, layout), layout, shape), w)
+        rows = reduction_rows(w, layout)
+        np.testing.assert_array_equal(from_reduction_rows(rows, layout, shape), w)
     exact = np.array([[64.6, 64.3, -100.0, 27.0]])
     q = np.round(exact).astype(np.int8)  # [[65, 64, -100, 27]]: the first pair sums to 129
     assert limit_pairs(q, exact, ROWS, 128, 127).tolist() == [[64, 64, -100, 27]]
@@ -412,6 +427,34 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
     else:
         assert stem_weight.const_value is None  # a DequantizeLinear output: int8 weights
         assert "dw1" in report.kept_float and "dw2" in report.kept_float
+
+
+@pytest.mark.parametrize("min_macs", [None, 123])
+def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs):
+    """At the default `min_macs` mobile_block's stem and pointwise conv are too small for int8;
+    target auto times them in int8 too (here: decided for the test). A threshold the caller gave
+    stands."""
+    from onnxslim.quantization import api, targets
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(api, "_trade", lambda current, candidate, sample: (True, "decided"))
+    feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
+    options.pop("min_macs")
+    if min_macs is not None:
+        options["min_macs"] = min_macs
+    report = quantize(mobile_block(), feeds, **options).report
+    timed = [n for n in report.notes if "too small to gain from int8 in int8" in n]
+    if min_macs is None:
+        assert timed == ["2 node(s) too small to gain from int8 in int8: kept (decided)"]
+        assert report.quantized["Conv"] == 3  # stem, pw1, head; the depthwise convs stay float
+    else:
+        assert not timed
+
+
+def test_weight_pair_limit_is_checked():
+    with pytest.raises(OnnxSlimError, match="weight pair limit must be in 2..254"):
+        QuantOptions(weight_pair_limit=1)
 
 
 def test_small_weight_nodes():

@@ -62,7 +62,7 @@ SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on floa
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
 INPUT_INT8_WEIGHTS = "input layer: in float on int8-stored weights, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
-TIMED_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
+CHOICE_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
@@ -88,7 +88,8 @@ class QuantizeConfig:
     `test_split` for the drift reported, `held_out` where they come from ("spread" through the data
     or the "last" ones: see `split_samples`); `require_speedup`
     makes an INT8 model that is not faster than float on this CPU an error; `min_macs` leaves
-    smaller weighted ops in float; `weight_range` the per-channel weight clip ("minmax" or "mse":
+    smaller weighted ops in float (at its default, target "auto" times them in int8 too and keeps
+    that when worth it); `weight_range` the per-channel weight clip ("minmax" or "mse":
     least weight quantization error) and `weight_rounding` "nearest" or "gptq" (least change of each
     layer's output on the calibration samples; see gptq.py); `equalize` (cross-layer
     equalization) and `bias_correction` are True, False or "auto" (the variant closest to float
@@ -413,11 +414,13 @@ def _static(
     all_int8 = None
     if violations:
         all_int8 = quantized
-        timed = {n: why for n, why in info.kept_float.items() if why in TIMED_REASONS}
+        chosen = {n: why for n, why in info.kept_float.items() if why in CHOICE_REASONS}
         quantized, info, drift, violations, fallback = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
-        info.kept_float.update(timed)  # rebuilt: the plan calls them excluded
+        # the rebuilt plan gives them generic reasons, unless the budget took them further
+        returned = {item["node"] for item in fallback}
+        info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
@@ -724,9 +727,9 @@ def _speed_accuracy_choices(
     when `small_weight_nodes` says so; else int8-stored), then the depthwise convs the profile
     left float in int8 (those reading an output the model chosen so far computes in float stay
     float: a depthwise conv mixes no channels, so a per-tensor range over channels of very
-    different spans, as a float stem conv's output has, would cost it most), then the nodes
-    `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that `_trade`
-    finds worth it."""
+    different spans, as a float stem conv's output has, would cost it most), then the nodes the
+    default `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that
+    `_trade` finds worth it."""
     notes, reasons = [], {}
     nodes = {node.name: node for node in builder.model.graph}
 
@@ -747,6 +750,8 @@ def _speed_accuracy_choices(
         exact = set()
         for name in names:
             producer = nodes[name].inputs[0].producer()
+            while producer is not None and producer.op_type in LAYOUT_OPS and producer.inputs:
+                producer = producer.inputs[0].producer()  # past Pad, Cast, ... to what computes
             if producer is None or producer.name not in computed:
                 exact.add(name)
         options = dataclasses.replace(
@@ -757,6 +762,8 @@ def _speed_accuracy_choices(
         return [n for n in names if n not in exact], options, dict.fromkeys(exact, DEPTHWISE_EXACT)
 
     def small_int8(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
+        if variant.options.min_macs != DEFAULT_MIN_MACS:  # the caller's own threshold stands
+            return [], variant.options, {}
         names = [n for n, why in variant.info.kept_float.items() if TOO_SMALL in why]
         return names, dataclasses.replace(variant.options, min_macs=0), {}
 

@@ -161,7 +161,7 @@ def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: i
             continue
         w = numpy_helper.to_array(floats[base]).astype(np.float32)
         axis = -1 if scale.size > 1 else None
-        q, qp = kernel_weight(w, axis, COLUMNS if w.ndim >= 2 else None, limit)
+        q, qp = kernel_weight(w, axis, COLUMNS, limit)
         tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
         new_scale = qp.scale.astype(scale.dtype).reshape(scale.shape)
         tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))

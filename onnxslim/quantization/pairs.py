@@ -24,15 +24,17 @@ PAIR_LIMIT = 128
 CONV, ROWS, COLUMNS = "conv", "rows", "columns"
 
 
-def reduction_layout(node: ir.Node, shape: tuple[int, ...]) -> str | None:
-    """How ``node``'s weight of ``shape`` is reduced: ``CONV`` ([M, C/group, k...]), ``ROWS``
-    (Gemm transB: [N, K]), ``COLUMNS`` ([..., K, N]); None when no pairs form (a depthwise conv,
-    a 1-D MatMul weight)."""
+def reduction_layout(node: ir.Node) -> str | None:
+    """How ``node``'s weight is reduced: ``CONV`` ([M, C/group, k...]), ``ROWS`` (Gemm transB:
+    [N, K]), ``COLUMNS`` (MatMul, Gemm: [..., K, N] or [K]); None for a depthwise conv, whose ORT
+    kernel accumulates in int32."""
     if node.op_type == "Conv":
         return None if is_depthwise(node) else CONV
     if node.op_type == "Gemm" and attribute(node, "transB", 0):
         return ROWS
-    return COLUMNS if len(shape) >= 2 else None
+    if node.op_type in ("Gemm", "MatMul"):
+        return COLUMNS
+    raise ValueError(f"no integer-kernel weight layout for {node.op_type}")
 
 
 def pair_amax(weight: np.ndarray, layout: str | None, limit: int, qmax: int) -> np.ndarray | None:
@@ -40,11 +42,11 @@ def pair_amax(weight: np.ndarray, layout: str | None, limit: int, qmax: int) -> 
     pair of neighbours sums to more than ``limit`` steps; None when ``layout`` is None."""
     if layout is None:
         return None
-    first, second = _pairs(_rows(np.asarray(weight, np.float64), layout))
+    first, second = _pairs(reduction_rows(np.asarray(weight, np.float64), layout))
     sums = np.where(first * second > 0, np.abs(first) + np.abs(second), 0.0)
     per_row = sums.max(axis=1, initial=0.0)
-    if layout == COLUMNS:  # rows [..., N]: a channel is a column of every matrix
-        per_row = per_row.reshape(-1, weight.shape[-1]).max(axis=0)
+    if layout == COLUMNS and weight.ndim > 1:  # rows [..., N]: a channel is a column of each matrix
+        per_row = per_row.reshape(-1, weight.shape[-1]).max(axis=0, initial=0.0)
     return (per_row * qmax / limit).astype(np.float32)
 
 
@@ -56,18 +58,18 @@ def limit_pairs(
     nearest step to the projection of ``exact``; each keeps its sign and ``|w| <= qmax``."""
     if layout is None:
         return q
-    rows = _rows(q, layout).astype(np.int32)
+    rows = reduction_rows(q, layout).astype(np.int32)
     first, second = _pairs(rows)
     over = (first * second > 0) & (np.abs(first) + np.abs(second) > limit)
     if not over.any():
         return q
-    u0, u1 = (np.abs(u[over]) for u in _pairs(_rows(exact, layout)))
+    u0, u1 = (np.abs(u[over]) for u in _pairs(reduction_rows(exact, layout)))
     kept = np.clip(np.round((u0 - u1 + limit) / 2), max(1, limit - qmax), min(qmax, limit - 1))
     sign = np.sign(first[over])
     first[over], second[over] = sign * kept, sign * (limit - kept)
     even = rows.shape[1] - rows.shape[1] % 2
     rows[:, 0:even:2], rows[:, 1:even:2] = first, second
-    return _from_rows(rows.astype(q.dtype), layout, q.shape)
+    return from_reduction_rows(rows.astype(q.dtype), layout, q.shape)
 
 
 def _pairs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,19 +78,24 @@ def _pairs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[:, 0:even:2].copy(), rows[:, 1:even:2].copy()
 
 
-def _rows(weight: np.ndarray, layout: str) -> np.ndarray:
-    """``weight`` as [output channels, reduction] in the kernels' packing order."""
+def reduction_rows(weight: np.ndarray, layout: str) -> np.ndarray:
+    """``weight`` as [output channels, reduction] in the kernels' packing order (a 1-D MatMul
+    weight is one column)."""
     if layout == CONV:
         return np.moveaxis(weight, 1, -1).reshape(weight.shape[0], -1)
     if layout == ROWS:
         return weight
+    if weight.ndim == 1:
+        return weight.reshape(1, -1)
     return np.moveaxis(weight, -2, -1).reshape(-1, weight.shape[-2])
 
 
-def _from_rows(rows: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of ``_rows``."""
+def from_reduction_rows(rows: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of ``reduction_rows``."""
     if layout == CONV:
         return np.moveaxis(rows.reshape(shape[0], *shape[2:], shape[1]), -1, 1)
     if layout == ROWS:
         return rows
+    if len(shape) == 1:
+        return rows.reshape(shape)
     return np.moveaxis(rows.reshape(*shape[:-2], shape[-1], shape[-2]), -1, -2)

@@ -29,7 +29,7 @@ from onnxslim.quantization.ops import (
 FASTER_IN_FLOAT = "faster in float"  # such nodes compute in float but still store int8 weights
 TOO_SMALL = "too small to gain from int8"  # fewer MACs than QuantOptions.min_macs
 DEPTHWISE_IN_FLOAT = "int8 depthwise conv is slower than float on this target"
-# so do nodes returned to float for accuracy (QuantOptions.weight_only_nodes)
+# so do nodes returned to float for accuracy or by a timed choice (QuantOptions.weight_only_nodes)
 SENSITIVE = "sensitive"
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
@@ -69,6 +69,10 @@ class QuantOptions:
             raise OnnxSlimError(
                 f"weight rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, "
                 f"got {self.weight_rounding!r}"
+            )
+        if self.weight_pair_limit is not None and not 2 <= self.weight_pair_limit <= 254:
+            raise OnnxSlimError(
+                f"weight pair limit must be in 2..254 or None, got {self.weight_pair_limit}"
             )
         unknown = sorted((self.quantize_ops | self.exclude_ops) - set(RULES) - set(FOLDABLE))
         if unknown:

@@ -104,6 +104,8 @@ def kernel_weight(
     neighbours along ``layout``'s reduction sum past it (``quantization.pairs``)."""
     limited = None if pair_limit is None else pair_amax(weight, layout, pair_limit, WEIGHT_QMAX)
     q, qp = quantize_weight(weight, axis, WEIGHT_BITS, method, rounding, limited)
+    if rounding is not None and pair_limit is not None:  # keep its choice: fix from q itself
+        return limit_pairs(q, q.astype(np.float64), layout, pair_limit, WEIGHT_QMAX), qp
     return fit_pairs(weight, q, qp, layout, pair_limit), qp
 
 
@@ -242,7 +244,7 @@ class QuantizePass(ir.passes.InPlacePass):
                 q = gptq.gptq_round(matrix, hessian, scale, qmax)
                 return gptq.from_matrix(node, q, w.shape)
 
-        layout, limit = reduction_layout(node, w.shape), self.options.weight_pair_limit
+        layout, limit = reduction_layout(node), self.options.weight_pair_limit
         wq_array, wq = kernel_weight(w, axis, layout, limit, self.options.weight_range, rounding)
         bias = (
             self._float_bias(node, rule, w, dequantize(wq_array, wq))
