@@ -444,9 +444,9 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs):
     if min_macs is not None:
         options["min_macs"] = min_macs
     report = quantize(mobile_block(), feeds, **options).report
-    timed = [n for n in report.notes if "too small to gain from int8 in int8" in n]
+    timed = [n for n in report.notes if "small node(s) in int8" in n]
     if min_macs is None:
-        assert timed == ["2 node(s) too small to gain from int8 in int8: kept (decided)"]
+        assert timed == ["2 small node(s) in int8 (under min_macs): kept (decided)"]
         assert report.quantized["Conv"] == 3  # stem, pw1, head; the depthwise convs stay float
     else:
         assert not timed

@@ -770,7 +770,7 @@ def _speed_accuracy_choices(
     for what, change in (
         ("input layer(s) computing in float", input_layers),
         ("depthwise conv(s) in int8", depthwise_int8),
-        (f"node(s) {TOO_SMALL} in int8", small_int8),
+        ("small node(s) in int8 (under min_macs)", small_int8),
     ):
         names, options, why = change(chosen)
         if not names:
