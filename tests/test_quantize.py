@@ -1135,6 +1135,28 @@ def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     assert result.report.drift["y"].snr_db > 45  # 26 dB with saturating 8-bit weights on AVX2
 
 
+def test_dynamic_int8_warns_when_a_weight_cannot_be_limited(monkeypatch):
+    """A MatMulInteger weight not in quantize_dynamic's usual form (here its scale renamed) keeps
+    its full 8-bit range: the report says it may saturate."""
+    from onnxslim.quantization import dynamic
+
+    original = dynamic._quantize
+
+    def renamed(proto, exclude):
+        model = original(proto, exclude)
+        scale = next(t for t in model.graph.initializer if t.name.endswith("_scale"))
+        for node in model.graph.node:
+            node.input[:] = [f"{i}_x" if i == scale.name else i for i in node.input]
+        scale.name += "_x"
+        return model
+
+    monkeypatch.setattr(dynamic, "_quantize", renamed)
+    rng = np.random.default_rng(6)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
+    report = quantize(matmul_chain(), data, mode="dynamic", **{**FAST, "target": "avx2"}).report
+    assert any("1 MatMul weight(s)" in n and "may saturate" in n for n in report.notes)
+
+
 def loud_and_quiet_tokens(count: int) -> list[dict]:
     """Samples of matmul_chain's input, every other one 30 times louder: one static activation
     range cannot serve both, dynamic INT8 takes each sample's own."""

@@ -48,16 +48,15 @@ def quantize_model(
         if n.op_type in QUANTIZED_OPS and n.name not in exclude_nodes
     ]
     results: dict[int, tuple] = {}
-    unlimited = []  # MatMulInteger weights _limit_pairs could not requantize, per attempt
 
     def attempt(excluded: list[str]) -> tuple:
+        """(model, drift, violations, MatMul weights left without the pair limit)"""
         model = _quantize(proto, [*exclude_nodes, *excluded])
-        if pair_limit is not None:
-            unlimited.append(_limit_pairs(model, proto, pair_limit))
+        left = 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
         drift = compare_outputs(ref_outputs, run_samples(model, selection))
-        return model, drift, budget.check(drift) if budget else []
+        return model, drift, budget.check(drift) if budget else [], left
 
-    model, drift, violations = attempt([])
+    model, drift, violations, unlimited = attempt([])
     all_int8 = model
     fallback: list[dict] = []
     if violations:
@@ -70,7 +69,7 @@ def quantize_model(
             return bool(results[k][2])
 
         k = fewest_passing(len(names), fails)
-        model, drift, violations = results[k]
+        model, drift, violations, unlimited = results[k]
         if not violations:
             fallback = [
                 {"node": name, "op": "MatMul", "noise_db": noise, "reason": "over the drift budget"}
@@ -83,10 +82,10 @@ def quantize_model(
         "MatMul" for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in floated
     )
     notes = []
-    if any(unlimited):
+    if unlimited:
         notes.append(
-            f"warning: {max(unlimited)} MatMul weight(s) in a form onnxslim does not know keep "
-            "full 8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
+            f"warning: {unlimited} MatMul weight(s) in a form onnxslim does not know keep full "
+            "8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
         )
     return Outcome(
         ir.from_proto(model),
@@ -145,10 +144,10 @@ def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: i
     (``W_quantized``, ``W_scale``, zero points 0) within the pair `limit` (``quantization.pairs``:
     MatMulInteger saturates without VNNI, as QLinearConv does). Returns how many MatMulInteger
     weights it found in another form and left as they were."""
-    floats = {t.name: t for t in original.graph.initializer}
-    tensors = {t.name: t for t in quantized.graph.initializer}
+    floats = {t.name: t for g in _graphs(original.graph) for t in g.initializer}
+    tensors = {t.name: t for g in _graphs(quantized.graph) for t in g.initializer}
     left = 0
-    for node in quantized.graph.node:
+    for node in (n for g in _graphs(quantized.graph) for n in g.node):
         if node.op_type != "MatMulInteger":
             continue
         base = node.input[1].removesuffix("_quantized")
@@ -166,6 +165,15 @@ def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: i
         new_scale = qp.scale.astype(scale.dtype).reshape(scale.shape)
         tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))
     return left
+
+
+def _graphs(graph: onnx.GraphProto):
+    """``graph`` and every If/Loop/Scan body in it, at any depth."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from _graphs(body)
 
 
 def _sensitivity(
