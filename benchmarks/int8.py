@@ -1,7 +1,8 @@
 """INT8: onnxslim.quantize vs onnxruntime.quantization.quantize_static on the real-model zoo.
 
     python benchmarks/int8.py [--models NAME ...] [--budget NAME=SPEC ...] [--runs 60]
-                              [--target auto] [--ablation] [--json FILE] [--markdown FILE]
+                              [--target auto] [--ablation | --smoothing] [--json FILE]
+                              [--markdown FILE]
 
 Data: `models/zoo.py`'s `splits(name)`, three disjoint splits per model (no source picture, page
 line or sentence in two of them): 'calibration' (48 images / 64 sentences), 'selection' (24 / 32)
@@ -18,13 +19,15 @@ agreement for the classifiers), file size as a ratio to float, and single-thread
 to float (`onnxslim.bench.benchmark` on [float, onnxslim, ORT, ORT x86, onnxslim's lossless float
 model, onnxslim with the budget], runs interleaved, on test samples).
 `--ablation` instead compares range methods, cross-layer equalization, bias correction and the
-weight levers (MSE weight range, GPTQ rounding; no budget, no ORT, no timing) by their drift on the
-same test split.
+weight levers (MSE weight range, GPTQ rounding; static INT8, no budget, no ORT, no timing) by their
+drift on the same test split; `--smoothing` compares dynamic INT8 without and with smoothing (see
+`onnxslim/quantization/smooth.py`) on the models with MatMul weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -68,27 +71,36 @@ TIMING_SAMPLES = 16  # test samples the timed runs cycle through
 # det: text pixels at probability > 0.3), compared as IoU over the test split.
 MASKS = {"ppocrv4_det": 0.3}
 MAX_LISTED = 8  # fallback nodes named per model in the notes
-# --ablation: quantize() options per column; the last is the default.
+# --ablation: quantize() options per column (static INT8, the levers one by one); the last is the
+# default (mode auto).
+_STATIC = {"mode": "static", "equalize": False, "bias_correction": False}
 ABLATIONS = {
-    "minmax": {"method": "minmax", "equalize": False, "bias_correction": False},
-    "percentile 99.99": {"equalize": False, "bias_correction": False},
-    "entropy": {"method": "entropy", "equalize": False, "bias_correction": False},
-    "mse": {"method": "mse", "equalize": False, "bias_correction": False},
-    "percentile + CLE": {"equalize": True, "bias_correction": False},
-    "percentile + BC": {"equalize": False, "bias_correction": True},
-    "percentile + CLE + BC": {"equalize": True, "bias_correction": True},
+    "minmax": {**_STATIC, "method": "minmax"},
+    "percentile 99.99": _STATIC,
+    "entropy": {**_STATIC, "method": "entropy"},
+    "mse": {**_STATIC, "method": "mse"},
+    "percentile + CLE": {**_STATIC, "equalize": True},
+    "percentile + BC": {**_STATIC, "bias_correction": True},
+    "percentile + CLE + BC": {**_STATIC, "equalize": True, "bias_correction": True},
     "percentile + BC, MSE weight range": {
-        "equalize": False,
+        **_STATIC,
         "bias_correction": True,
         "weight_range": "mse",
     },
     "percentile + BC, GPTQ weights": {
-        "equalize": False,
+        **_STATIC,
         "bias_correction": True,
         "weight_rounding": "gptq",
     },
     "default: percentile, CLE and BC auto": {},
 }
+# --smoothing: dynamic INT8 of the models with MatMul weights, without and with smoothing.
+SMOOTHING = {
+    "dynamic INT8": {"mode": "dynamic", "smooth": False},
+    "dynamic INT8, smoothed": {"mode": "dynamic", "smooth": True},
+    "default (mode auto, smoothing auto)": {},
+}
+SMOOTHING_MODELS = ["minilm_l3", "transformer_encoder", "ppocrv4_rec"]
 
 
 def ort_quantize(src: Path, dst: Path, calibration: list[dict], **options) -> float:
@@ -166,8 +178,24 @@ def test_drift(ref: list[dict], outputs: list[dict], classifier: bool) -> dict:
         "cosine": pooled[worst].cosine,
         "snr_db": min(d.snr_db for d in pooled.values()),
         "top1": pooled[worst].top1_agreement if classifier else None,
+        "flip_confidence": flip_confidence(ref, outputs, worst) if classifier else None,
         "drift": {k: d.to_dict() for k, d in pooled.items()},
     }
+
+
+def flip_confidence(ref: list[dict], outputs: list[dict], key: str) -> list[float]:
+    """For each sample whose top-1 class differs from float's: the probability float gives its own
+    top class (the output itself when it is a distribution, else its softmax). Low values mean the
+    flipped samples are near-ties that any perturbation flips."""
+    out = []
+    for r, o in zip(ref, outputs):
+        logits, other = r[key].reshape(-1).astype(np.float64), o[key].reshape(-1)
+        if logits.argmax() == other.argmax():
+            continue
+        is_distribution = logits.min() >= 0 and abs(logits.sum() - 1) < 1e-3
+        p = logits if is_distribution else np.exp(logits - logits.max())
+        out.append(float(p.max() / p.sum()))
+    return out
 
 
 def pixel_noise(src: Path, test: list[dict], ref: list[dict], step: float, classifier: bool):
@@ -384,6 +412,13 @@ def notes(rows: list[dict]) -> str:
             )
             + "."
         ]
+        if ours["flip_confidence"]:
+            flips = ours["flip_confidence"]
+            lines.append(
+                f"  - top-1: {len(flips)} of {row['splits']['test']} test samples change class; "
+                f"float gives its own top class {max(flips):.2f} probability or less on each "
+                f"(median {float(np.median(flips)):.2f})"
+            )
         if "mask" in ours:
             a, b, c = ours["mask"], ort["mask"], row["ort_x86"]["mask"]
             lines.append(
@@ -416,42 +451,47 @@ def header(target: str) -> str:
     )
 
 
-def ablation(name: str, target: str = "auto") -> dict:
-    """Drift on the test split of each ``ABLATIONS`` configuration (no budget; ranges from the
+def ablation(name: str, target: str = "auto", columns: dict = ABLATIONS) -> dict:
+    """Drift on the test split of each of `columns`' configurations (no budget; ranges from the
     calibration split, the automatic choices of the last column on the selection split)."""
     data = splits(name)
     test = data["test"]
     ref = run_samples(ZOO / f"{name}.onnx", test, int8=False)
     row = {"model": name}
-    for label, options in ABLATIONS.items():
+    for label, options in columns.items():
         result = onnxslim_quantize(name, data, None, target, **options)
         drift = test_drift(ref, run_samples(ir.to_proto(result.model), test), False)
         report = result.report
-        kept = [
-            lever
-            for lever, on in (("CLE", report.equalized_pairs), ("BC", report.bias_correction))
-            if on
-        ]
+        levers = (
+            ("CLE", report.equalized_pairs),
+            ("BC", report.bias_correction),
+            ("smoothing", report.smoothed_inputs),
+        )
+        kept = " + ".join(lever for lever, on in levers if on) or "neither"
         row[label] = {
             "min_cosine": drift["min_cosine"],
             "snr_db": drift["snr_db"],
-            "kept": " + ".join(kept) or "neither",
+            "kept": f"{report.mode}: {kept}",
         }
     return row
 
 
-def ablation_markdown(rows: list[dict]) -> str:
-    lines = ["| model | " + " | ".join(ABLATIONS) + " |", "|---" * (len(ABLATIONS) + 1) + "|"]
+def ablation_markdown(rows: list[dict], columns: dict = ABLATIONS) -> str:
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
-        cells = [f"{row[k]['min_cosine']:.4f} / {row[k]['snr_db']:.1f} dB" for k in ABLATIONS]
-        cells[-1] += f" ({row[list(ABLATIONS)[-1]]['kept']})"
+        cells = [f"{row[k]['min_cosine']:.4f} / {row[k]['snr_db']:.1f} dB" for k in columns]
+        cells[-1] += f" ({row[list(columns)[-1]]['kept']})"
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=list(BUDGETS))
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        help="zoo models (default: all, or for --smoothing the ones with MatMul weights)",
+    )
     parser.add_argument(
         "--budget",
         action="append",
@@ -466,9 +506,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ablation", action="store_true", help="compare range methods, CLE and bias correction"
     )
+    parser.add_argument(
+        "--smoothing", action="store_true", help="compare dynamic INT8 without and with smoothing"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
+    columns = SMOOTHING if args.smoothing else ABLATIONS if args.ablation else None
+    if args.models is None:
+        args.models = SMOOTHING_MODELS if args.smoothing else list(BUDGETS)
     budgets = dict(BUDGETS)
     for item in args.budget:
         name, _, spec = item.partition("=")
@@ -480,18 +526,18 @@ def main(argv: list[str] | None = None) -> int:
     head = header(args.target)
     print(head, flush=True)
     rows = []
-    table = ablation_markdown if args.ablation else markdown
+    table = functools.partial(ablation_markdown, columns=columns) if columns else markdown
     with tempfile.TemporaryDirectory(prefix="onnxslim-int8-") as tmp:
         for name in args.models:
             started = time.perf_counter()
-            if args.ablation:
-                rows.append(ablation(name, args.target))
+            if columns:
+                rows.append(ablation(name, args.target, columns))
             else:
                 rows.append(run(name, budgets.get(name), args.runs, Path(tmp), args.target))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
             print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
     text = table(rows)
-    if not args.ablation:
+    if not columns:
         text += "\n\n" + noise_floor(rows) + "\n\n" + notes(rows)
     print(text)
     if args.json:

@@ -180,6 +180,11 @@ class _Stats:
         return [_cosine(*sample) for sample in self.per_sample if sample[1] > floor]
 
 
+def worst_snr(drift: Mapping[str, Drift]) -> float:
+    """The lowest SNR (dB) over the float outputs (-inf when there are none)."""
+    return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)
+
+
 #: The share of new samples a budget held "for new samples" is predicted to hold for.
 NEW_SAMPLE_COVERAGE = 0.999
 #: 1 - cosine below this reads as this: a relative error near 1e-6, above where float32 rounding

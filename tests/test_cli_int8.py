@@ -235,3 +235,35 @@ def test_int8_weight_range_and_rounding_flags(tmp_path, demo_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())["int8"]
     assert (data["weight_range"], data["weight_rounding"]) == ("mse", "gptq")
+
+
+def test_int8_dynamic_smooth_flag(tmp_path):
+    """`--smooth on|off` reaches dynamic INT8: the JSON report says how many MatMul inputs were
+    balanced onto the weights."""
+    rng = np.random.default_rng(1)
+    weight = onnx.numpy_helper.from_array(rng.normal(size=(32, 24)).astype(np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
+        "proj",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16, 32])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 24])],
+        [weight],
+    )
+    model = tmp_path / "proj.onnx"
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), model
+    )
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(10):
+        np.save(folder / f"{i}.npy", rng.normal(size=(1, 16, 32)).astype(np.float32) * 10)
+    smoothed = {}
+    for setting in ("on", "off"):
+        report = tmp_path / f"{setting}.json"
+        proc = run_cli(
+            model, "-o", tmp_path / f"{setting}.onnx", "--int8", "dynamic", "--calibration",
+            folder, "--smooth", setting, "--report", report, "-q",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        smoothed[setting] = json.loads(report.read_text())["int8"]["smoothed_inputs"]
+    assert smoothed == {"on": 1, "off": 0}

@@ -1177,6 +1177,71 @@ def test_auto_mode_takes_dynamic_int8_where_static_falls_short_on_a_matmul_model
     assert any("dynamic INT8 (MatMul) kept" in note for note in auto.notes)
 
 
+def shared_input_matmuls() -> onnx.ModelProto:
+    """Two MatMuls reading one input x [1, 16, 32] (as Q and K projections read a LayerNorm's
+    output) and a Relu reading it too (as a residual Add would)."""
+    rng = np.random.default_rng(10)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], name="q"),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], name="k"),
+        helper.make_node("Relu", ["x"], ["r"], name="residual"),
+    ]
+    inits = [const(n, rng.normal(size=(32, 24)).astype(np.float32) * 0.2) for n in ("wq", "wk")]
+    outputs = [
+        vi("q", FLOAT, [1, 16, 24]),
+        vi("k", FLOAT, [1, 16, 24]),
+        vi("r", FLOAT, [1, 16, 32]),
+    ]
+    return make_model(nodes, [vi("x", FLOAT, [1, 16, 32])], outputs, inits)
+
+
+def outlier_channel_tokens(count: int, seed: int = 9) -> list[dict]:
+    """[1, 16, 32] tokens whose channels 3, 17 and 29 are 40 times louder in every sample, as in
+    trained transformers' activations."""
+    rng = np.random.default_rng(seed)
+    loud = np.ones(32, np.float32)
+    loud[[3, 17, 29]] = 40
+    return [{"x": (rng.normal(size=(1, 16, 32)) * loud).astype(np.float32)} for _ in range(count)]
+
+
+def test_smoothing_is_lossless_and_evens_the_activation_channels():
+    """X @ W == (X / s) @ (s W): outputs match, the MatMuls read one inserted Mul, the other reader
+    keeps X, and the channels the MatMuls see are closer in magnitude."""
+    from onnxslim.quantization.smooth import smoothed
+
+    data = outlier_channel_tokens(8)
+    model, muls = smoothed(ir.from_proto(shared_input_matmuls()), data)
+    assert len(muls) == 1
+    graph = {node.name: node for node in model.graph}
+    mul = graph[muls[0]]
+    assert graph["q"].inputs[0] is mul.outputs[0] is graph["k"].inputs[0]
+    assert graph["residual"].inputs[0].name == "x"
+    feed = data[0]
+    before, after = _ort(shared_input_matmuls(), feed), _ort(ir.to_proto(model), feed)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    inverse = mul.inputs[1].const_value.numpy()
+    peaks = np.abs(feed["x"]).reshape(-1, 32).max(axis=0)
+    assert np.ptp(np.log(peaks * inverse)) < 0.5 * np.ptp(np.log(peaks))
+    assert smoothed(ir.from_proto(cnn()), samples())[1] == []  # no MatMul with a constant weight
+
+
+def test_dynamic_int8_smoothing_helps_outlier_channels_and_auto_keeps_it():
+    options = {**FAST, "test_split": 0, "mode": "dynamic"}
+    data = outlier_channel_tokens(16)
+    plain = quantize(matmul_chain(), data, smooth=False, **options).report
+    auto = quantize(matmul_chain(), data, **options).report  # smooth="auto" is the default
+    assert auto.drift["y"].snr_db > plain.drift["y"].snr_db + 2
+    assert any(n.startswith("kept smoothing of 3 MatMul input(s)") for n in auto.notes)
+    assert not any("smooth" in n for n in plain.notes)
+    assert (auto.smoothed_inputs, plain.smoothed_inputs) == (3, 0)
+    assert "smoothing on 3 MatMul input(s)" in auto.render()
+    with pytest.raises(OnnxSlimError, match="smooth must be True, False or 'auto'"):
+        quantize(matmul_chain(), data, smooth="sometimes", **options)
+    with pytest.raises(OnnxSlimError, match="applies to dynamic INT8"):
+        quantize(matmul_chain(), data, smooth=True, **{**options, "mode": "static"})
+
+
 def test_auto_mode_keeps_static_int8_that_meets_the_quality_bar():
     rng = np.random.default_rng(8)
     data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(16)]

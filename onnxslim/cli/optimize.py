@@ -287,6 +287,14 @@ class _Int8Mode(click.Choice):
     help="Correct the output shift weight rounding causes; auto keeps it where it helps.",
 )
 @click.option(
+    "--smooth",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Dynamic INT8: balance MatMul input channels onto the weights (SmoothQuant); "
+    "auto keeps it where it brings INT8 closer to float.",
+)
+@click.option(
     "--exclude-op", multiple=True, metavar="TYPE", help="Keep every node of this op type in float."
 )
 @click.option("--exclude-node", multiple=True, metavar="NAME", help="Keep this node in float.")
@@ -536,7 +544,7 @@ def _suspects(history) -> tuple[list[str] | None, str]:
     return [name for name in applied if get(name).family in ("fold", "cleanup")], "fold/cleanup"
 
 
-#: --equalize / --bias-correction choices as `quantize` takes them.
+#: --equalize / --bias-correction / --smooth choices as `quantize` takes them.
 _LEVER = {"auto": "auto", "on": True, "off": False}
 
 
@@ -587,6 +595,7 @@ def _quantize(
         target=options["target"],
         equalize=_LEVER[options["equalize"]],
         bias_correction=_LEVER[options["bias_correction"]],
+        smooth=_LEVER[options["smooth"]],
         exclude_ops=frozenset(options["exclude_op"]),
         exclude_nodes=frozenset(options["exclude_node"]),
         quantize_ops=frozenset(options["quantize_op"]) or None,

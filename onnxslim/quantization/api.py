@@ -23,6 +23,7 @@ from onnxslim.drift import (
     compare_outputs,
     criterion_text,
     parse_max_drift,
+    worst_snr,
 )
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
@@ -92,8 +93,9 @@ class QuantizeConfig:
     that when worth it); `weight_range` the per-channel weight clip ("minmax" or "mse":
     least weight quantization error) and `weight_rounding` "nearest" or "gptq" (least change of each
     layer's output on the calibration samples; see gptq.py); `equalize` (cross-layer
-    equalization) and `bias_correction` are True, False or "auto" (the variant closest to float
-    on the selection samples); `optimize` runs the lossless pipeline first, with
+    equalization), `bias_correction` and `smooth` (dynamic INT8: SmoothQuant-style balancing of
+    MatMul inputs, see smooth.py) are True, False or "auto" (the variant closest to float on the
+    selection samples); `optimize` runs the lossless pipeline first, with
     `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency` times both
     models; `progress` shows bars.
     """
@@ -122,6 +124,7 @@ class QuantizeConfig:
     debug_layers: bool = False
     weight_range: str = "minmax"
     weight_rounding: str = "nearest"
+    smooth: bool | str = "auto"
 
     def __post_init__(self):
         for name in ("exclude_ops", "exclude_nodes", "quantize_ops"):
@@ -130,13 +133,18 @@ class QuantizeConfig:
                 object.__setattr__(
                     self, name, frozenset([value] if isinstance(value, str) else value)
                 )
-        for name in ("equalize", "bias_correction"):
+        for name in ("equalize", "bias_correction", "smooth"):
             if getattr(self, name) not in LEVERS:
                 raise OnnxSlimError(
                     f"{name} must be True, False or 'auto', got {getattr(self, name)!r}"
                 )
         if self.mode not in MODES:
             raise OnnxSlimError(f"unknown INT8 mode {self.mode!r}: choose {', '.join(MODES)}")
+        if self.smooth is True and self.mode == "static":
+            raise OnnxSlimError(
+                "smoothing (smooth=True, --smooth on) applies to dynamic INT8: "
+                "use mode 'dynamic' or 'auto'"
+            )
         if self.method not in RANGE_METHODS:
             raise OnnxSlimError(
                 f"unknown calibration method {self.method!r}; "
@@ -213,14 +221,12 @@ def quantize(
         )
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
+    dynamic_options = dynamic.DynamicOptions(
+        config.exclude_nodes, profile.pair_limit, config.smooth
+    )
     if config.mode == "dynamic":
         outcome = dynamic.quantize_model(
-            float_model,
-            selection,
-            ref_outputs,
-            config.max_drift,
-            config.exclude_nodes,
-            profile.pair_limit,
+            float_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
         )
     else:
         outcome = _static(
@@ -228,13 +234,7 @@ def quantize(
         )
     if config.mode == "auto":
         outcome = _static_or_dynamic(
-            outcome,
-            float_model,
-            selection,
-            ref_outputs,
-            config.max_drift,
-            config.exclude_nodes,
-            profile.pair_limit,
+            outcome, float_model, (calib, selection, ref_outputs), config.max_drift, dynamic_options
         )
     if outcome.violations:
         raise CheckFailedError(
@@ -278,6 +278,7 @@ def quantize(
         notes=notes,
         equalized_pairs=outcome.equalized_pairs,
         bias_correction=outcome.bias_correction,
+        smoothed_inputs=outcome.smoothed_inputs,
         weight_range="-" if dynamic_used else config.weight_range,
         weight_rounding="nearest" if dynamic_used else config.weight_rounding,
         layers=outcome.layers,
@@ -317,14 +318,13 @@ def quantize(
 def _static_or_dynamic(
     static: Outcome,
     float_model: ir.Model,
-    selection: list,
-    ref_outputs: list,
+    data: tuple[list, list, list],
     budget: Budget | None,
-    exclude_nodes: frozenset[str],
-    pair_limit: int | None,
+    options: dynamic.DynamicOptions,
 ) -> Outcome:
     """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
-    INT8 does better there.
+    INT8 does better there (`data`: calibration and selection samples, the original's outputs on
+    the selection samples).
 
     With a budget, static falls short when it misses it even with its sensitive nodes in float,
     and dynamic replaces it when it meets it. Without one, static falls short when its worst sample
@@ -335,18 +335,14 @@ def _static_or_dynamic(
     if budget:
         if not static.violations:
             return static
-        outcome = dynamic.quantize_model(
-            float_model, selection, ref_outputs, budget, exclude_nodes, pair_limit
-        )
+        outcome = dynamic.quantize_model(float_model, *data, budget, options)
         if outcome.violations:
             return static
         outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
         return outcome
     if not QUALITY_BAR.check(static.drift) or not dynamic.covers_most_weights(float_model):
         return static
-    outcome = dynamic.quantize_model(
-        float_model, selection, ref_outputs, QUALITY_BAR, exclude_nodes, pair_limit
-    )
+    outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
     before, after = _worst_min_cosine(static.drift), _worst_min_cosine(outcome.drift)
     if outcome.violations or after <= before:
         return static
@@ -789,11 +785,6 @@ def _speed_accuracy_choices(
 def _worst_min_cosine(drift: Mapping[str, Drift]) -> float:
     """The lowest per-sample cosine over the float outputs (-1 when none has one)."""
     return min((d.min_cosine for d in drift.values() if d.min_cosine is not None), default=-1.0)
-
-
-def worst_snr(drift: Mapping[str, Drift]) -> float:
-    """The lowest SNR (dB) over the float outputs (-inf when there are none)."""
-    return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)
 
 
 def _names(model: ir.Model) -> set[str]:

@@ -6,6 +6,7 @@ samples."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import tempfile
 from collections import Counter
@@ -17,46 +18,60 @@ import onnx_ir as ir
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
+from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs, worst_snr
 from onnxslim.model import io
 from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
 from onnxslim.quantization.recovery import fewest_passing
 from onnxslim.quantization.report import Outcome
+from onnxslim.quantization.smooth import smoothed
 
 QUANTIZED_OPS = ("MatMul",)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
+@dataclasses.dataclass(frozen=True)
+class DynamicOptions:
+    """`exclude_nodes` stay float; weights within the target's `pair_limit` (see
+    `quantization.pairs`); `smooth` (True, False or "auto": kept where closer to float on the
+    selection samples) balances activation channels onto the weights first (see `smooth`)."""
+
+    exclude_nodes: frozenset[str] = frozenset()
+    pair_limit: int | None = None
+    smooth: bool | str = "auto"
+
+
 def quantize_model(
     float_model: ir.Model,
+    calib: list,
     selection: list,
     ref_outputs: list,
     budget: Budget | None,
-    exclude_nodes: frozenset[str] = frozenset(),
-    pair_limit: int | None = None,
+    options: DynamicOptions = DynamicOptions(),
 ) -> Outcome:
-    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form, weights within the target's
-    `pair_limit`: see `quantization.pairs`), checked on `selection` against `ref_outputs`, the
-    original's outputs there; with `budget`, the noisiest MatMuls go back to float until it
-    holds."""
-    proto = io.to_proto(float_model)
-    candidates = [
-        n.name
-        for n in proto.graph.node
-        if n.op_type in QUANTIZED_OPS and n.name not in exclude_nodes
-    ]
-    results: dict[int, tuple] = {}
+    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form), smoothed with the activations of
+    `calib`, checked on `selection` against `ref_outputs`, the original's outputs there; with
+    `budget`, the noisiest MatMuls go back to float until it holds."""
+    exclude_nodes, pair_limit = options.exclude_nodes, options.pair_limit
 
-    def attempt(excluded: list[str]) -> tuple:
+    def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> tuple:
         """(model, drift, violations, MatMul weights left without the pair limit)"""
         model = _quantize(proto, [*exclude_nodes, *excluded])
         left = 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
         drift = compare_outputs(ref_outputs, run_samples(model, selection))
         return model, drift, budget.check(drift) if budget else [], left
 
-    model, drift, violations, unlimited = attempt([])
+    proto, first, smoothed_inputs, notes = _smoothing_choice(
+        float_model, calib, options.smooth, attempt_on
+    )
+    candidates = [
+        n.name
+        for n in proto.graph.node
+        if n.op_type in QUANTIZED_OPS and n.name not in exclude_nodes
+    ]
+    results: dict[int, tuple] = {}
+    model, drift, violations, unlimited = first
     all_int8 = model
     fallback: list[dict] = []
     if violations:
@@ -65,7 +80,7 @@ def quantize_model(
 
         def fails(k: int) -> bool:
             if k not in results:
-                results[k] = attempt(names[:k])
+                results[k] = attempt_on(proto, names[:k])
             return bool(results[k][2])
 
         k = fewest_passing(len(names), fails)
@@ -81,7 +96,6 @@ def quantize_model(
     quantized = Counter(
         "MatMul" for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in floated
     )
-    notes = []
     if unlimited:
         notes.append(
             f"warning: {unlimited} MatMul weight(s) in a form onnxslim does not know keep full "
@@ -96,8 +110,36 @@ def quantize_model(
         violations,
         notes=notes,
         mode="dynamic",
+        smoothed_inputs=smoothed_inputs,
         all_int8=ir.from_proto(all_int8) if fallback else None,
     )
+
+
+def _smoothing_choice(
+    float_model: ir.Model, calib: list, setting: bool | str, attempt_on
+) -> tuple[onnx.ModelProto, tuple, int, list[str]]:
+    """The float model dynamic INT8 starts from, plain or smoothed with `calib`'s activations
+    (`setting` True, False or "auto": the one whose all-MatMul INT8 model is closer to float on
+    the selection samples, by worst output SNR), that model's `attempt_on(proto, [])`, how many
+    MatMul inputs it smooths, and notes."""
+    plain = io.to_proto(float_model)
+    model, muls = smoothed(float_model, calib) if setting is not False else (None, [])
+    if not muls:
+        return plain, attempt_on(plain, []), 0, []
+    balanced = io.to_proto(model)
+    if setting is True:
+        return balanced, attempt_on(balanced, []), len(muls), []
+    tries = {
+        label: (m, attempt_on(m, [])) for label, m in (("plain", plain), ("smoothed", balanced))
+    }
+    snr = {label: worst_snr(result[1]) for label, (_, result) in tries.items()}
+    kept = max(snr, key=snr.get)
+    note = (
+        f"{'kept' if kept == 'smoothed' else 'did not keep'} smoothing of {len(muls)} MatMul "
+        f"input(s) (output SNR on the selection samples: plain {snr['plain']:.1f} dB, smoothed "
+        f"{snr['smoothed']:.1f} dB)"
+    )
+    return (*tries[kept], len(muls) if kept == "smoothed" else 0, [note])
 
 
 def covers_most_weights(model: ir.Model) -> bool:

@@ -24,6 +24,7 @@ class Outcome:
     bias_correction: bool = False
     layers: list[dict] = dataclasses.field(default_factory=list)
     mode: str = "static"
+    smoothed_inputs: int = 0  # MatMul inputs balanced onto the weights (dynamic; see smooth.py)
     all_int8: ir.Model | None = None  # before the budget returned nodes to float (to time it)
 
 
@@ -57,6 +58,7 @@ class QuantizeReport:
     notes: list[str] = dataclasses.field(default_factory=list)
     equalized_pairs: int = 0  # Conv pairs rescaled by cross-layer equalization
     bias_correction: bool = False
+    smoothed_inputs: int = 0  # MatMul inputs balanced onto the weights (dynamic; see smooth.py)
     weight_range: str = "minmax"  # per-channel weight clip (QuantizeConfig.weight_range)
     weight_rounding: str = "nearest"  # or "gptq"
     #: With debug_layers: per quantized node, its own and accumulated SQNR (layers.LayerError).

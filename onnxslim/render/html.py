@@ -31,6 +31,7 @@ from onnxslim.render.tables import (
     fallback_rows,
     fallback_title,
     layer_rows,
+    lever_settings,
     quantize_summary_rows,
     range_settings,
     worst_first,
@@ -227,7 +228,6 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     result.append(f"size {report.size_after / report.size_before:.2f}x float")
     if report.speedup is not None:
         result.append(f"latency {1 / report.speedup:.2f}x float")
-    pairs = report.equalized_pairs
     return [
         ("Result", html.escape("; ".join(result))),
         ("Drift budget", html.escape(budget_outcome(report))),
@@ -245,10 +245,8 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
         (
             "Levers",
             html.escape(
-                f"cross-layer equalization on {pairs} conv pair(s); bias correction "
-                f"{'on' if report.bias_correction else 'off'}; {len(report.fallback)} node(s) "
-                f"back in float for accuracy, {len(report.kept_float)} weighted node(s) kept "
-                "in float"
+                f"{lever_settings(report)}; {len(report.fallback)} node(s) back in float for "
+                f"accuracy, {len(report.kept_float)} weighted node(s) kept in float"
             ),
         ),
     ]

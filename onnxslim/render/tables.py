@@ -393,13 +393,24 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
 
 
 def quantize_settings(report: QuantizeReport) -> str:
-    """Mode, target, range method, types, how many samples served what, CLE and bias correction."""
+    """Mode, target, range method, types, how many samples served what, the levers applied."""
     return (
         f"{report.mode} INT8; target {report.target_reason}; {range_settings(report)}; "
         f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
-        f"{report.test_samples} test samples; "
-        f"cross-layer equalization on {report.equalized_pairs} conv pairs; "
+        f"{report.test_samples} test samples; {lever_settings(report)}"
+    )
+
+
+def lever_settings(report: QuantizeReport) -> str:
+    """Cross-layer equalization, bias correction and (dynamic INT8) smoothing as applied."""
+    return (
+        f"cross-layer equalization on {report.equalized_pairs} conv pair(s); "
         f"bias correction {'on' if report.bias_correction else 'off'}"
+        + (
+            f"; smoothing on {report.smoothed_inputs} MatMul input(s)"
+            if report.smoothed_inputs
+            else ""
+        )
     )
 
 

@@ -1,6 +1,7 @@
 """Calibration: stream activation statistics over sample inputs and choose quantization ranges."""
 
 from onnxslim.quantization.calibration.collect import (
+    collect_channel_absmax,
     collect_channel_means,
     collect_hessians,
     collect_statistics,
@@ -12,6 +13,7 @@ __all__ = [
     "DEFAULT_BINS",
     "RANGE_METHODS",
     "Histogram",
+    "collect_channel_absmax",
     "collect_channel_means",
     "collect_hessians",
     "collect_statistics",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -14,6 +14,30 @@ from onnxslim.render.progress import progress as progress_bar
 from onnxslim.runtime import Session
 
 OBSERVING = "the float model (observing tensors for calibration)"
+
+
+def _observed(
+    model: ir.Model | onnx.ModelProto,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    names: Sequence[str],
+    label: str,
+    progress: bool,
+    total: int | None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Per sample, the values of the tensors ``names`` as the float model computes them on ORT,
+    under a progress bar ``label``; an error when there are no samples."""
+    names = list(dict.fromkeys(names))
+    session = Session(model, threads=0, opt_level="basic", extra_outputs=names, what=OBSERVING)
+    index = {n: session.output_names.index(n) for n in names}
+    count = 0
+    with progress_bar(label, total, progress) as bar:
+        for sample in samples:
+            outputs = session.run(sample)
+            yield {n: outputs[i] for n, i in index.items()}
+            count += 1
+            bar.advance()
+    if count == 0:
+        raise OnnxSlimError("calibration data is empty")
 
 
 def collect_statistics(
@@ -29,22 +53,12 @@ def collect_statistics(
 
     Memory is bounded by one sample's activations plus ``bins`` counters per tensor.
     """
-    names = list(dict.fromkeys(names))
-    session = Session(model, threads=0, opt_level="basic", extra_outputs=names, what=OBSERVING)
-    index = {n: session.output_names.index(n) for n in names}
     stats = {n: Histogram(bins=bins) for n in names}
-    count = 0
-    with progress_bar("calibrating: observing activations", total, progress) as bar:
-        for sample in samples:
-            outputs = session.run(sample)
-            for n, i in index.items():
-                value = outputs[i]
-                if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                    stats[n].update(value)
-            count += 1
-            bar.advance()
-    if count == 0:
-        raise OnnxSlimError("calibration data is empty")
+    label = "calibrating: observing activations"
+    for values in _observed(model, samples, names, label, progress, total):
+        for n, value in values.items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                stats[n].update(value)
     return stats
 
 
@@ -58,24 +72,36 @@ def collect_channel_means(
 ) -> dict[str, np.ndarray]:
     """Mean of each float tensor ``name`` per index of its axis ``axes[name]`` (over every other
     axis and all samples), in float64; memory is one running sum per channel."""
-    names = list(axes)
-    session = Session(model, threads=0, opt_level="basic", extra_outputs=names, what=OBSERVING)
     sums: dict[str, np.ndarray] = {}
-    counts = dict.fromkeys(names, 0)
-    with progress_bar("bias correction: channel means", total, progress) as bar:
-        for sample in samples:
-            outputs = session.run(sample)
-            for name in names:
-                value = np.moveaxis(
-                    np.asarray(outputs[session.output_names.index(name)], np.float64), axes[name], 0
-                )
-                flat = value.reshape(value.shape[0], -1)
-                sums[name] = sums.get(name, 0.0) + flat.sum(axis=1)
-                counts[name] += flat.shape[1]
-            bar.advance()
-    if not sums:
-        raise OnnxSlimError("calibration data is empty")
-    return {name: sums[name] / counts[name] for name in names}
+    counts = dict.fromkeys(axes, 0)
+    label = "bias correction: channel means"
+    for values in _observed(model, samples, list(axes), label, progress, total):
+        for name, value in values.items():
+            value = np.moveaxis(np.asarray(value, np.float64), axes[name], 0)
+            flat = value.reshape(value.shape[0], -1)
+            sums[name] = sums.get(name, 0.0) + flat.sum(axis=1)
+            counts[name] += flat.shape[1]
+    return {name: sums[name] / counts[name] for name in axes}
+
+
+def collect_channel_absmax(
+    model: ir.Model | onnx.ModelProto,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    names: Sequence[str],
+    *,
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The largest magnitude of each float tensor ``name`` per index of its last axis (over every
+    other axis and all samples)."""
+    peaks: dict[str, np.ndarray] = {}
+    label = "smoothing: activation channel peaks"
+    for values in _observed(model, samples, names, label, progress, total):
+        for name, value in values.items():
+            value = np.abs(np.asarray(value, np.float64))
+            peak = value.reshape(-1, value.shape[-1]).max(axis=0)
+            peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
+    return peaks
 
 
 def collect_hessians(
@@ -90,16 +116,10 @@ def collect_hessians(
     columns)`` with ``columns(value)`` turning the float tensor into the layer's input columns
     ``X`` (``[inputs, positions]``); memory is one ``inputs x inputs`` matrix per layer."""
     names = sorted({tensor for tensor, _ in layers.values()})
-    session = Session(model, threads=0, opt_level="basic", extra_outputs=names, what=OBSERVING)
-    index = {n: session.output_names.index(n) for n in names}
     sums: dict[str, np.ndarray] = {}
-    with progress_bar("GPTQ: layer input statistics", total, progress) as bar:
-        for sample in samples:
-            outputs = session.run(sample)
-            for key, (tensor, columns) in layers.items():
-                x = columns(np.asarray(outputs[index[tensor]]))
-                sums[key] = sums.get(key, 0.0) + x @ x.T
-            bar.advance()
-    if not sums:
-        raise OnnxSlimError("calibration data is empty")
+    label = "GPTQ: layer input statistics"
+    for values in _observed(model, samples, names, label, progress, total):
+        for key, (tensor, columns) in layers.items():
+            x = columns(np.asarray(values[tensor]))
+            sums[key] = sums.get(key, 0.0) + x @ x.T
     return sums
