@@ -16,7 +16,7 @@ from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
-from onnxslim.quantization import quantize
+from onnxslim.quantization import dynamic, quantize
 from onnxslim.quantization.api import (
     drift_warning,
     small_weight_nodes,
@@ -410,7 +410,7 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
     from onnxslim.quantization import api, targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_trade", lambda current, candidate, sample: (worth, "decided"))
+    monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     result = quantize(mobile_block(), feeds, **options)
@@ -437,7 +437,7 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs):
     from onnxslim.quantization import api, targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_trade", lambda current, candidate, sample: (True, "decided"))
+    monkeypatch.setattr(api, "_trade", lambda *args: (True, "decided"))
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     options.pop("min_macs")
@@ -1138,8 +1138,6 @@ def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
 def test_dynamic_int8_warns_when_a_weight_cannot_be_limited(monkeypatch):
     """A MatMulInteger weight not in quantize_dynamic's usual form (here its scale renamed) keeps
     its full 8-bit range: the report says it may saturate."""
-    from onnxslim.quantization import dynamic
-
     original = dynamic._quantize
 
     def renamed(proto, exclude):
@@ -1216,6 +1214,7 @@ def test_smoothing_is_lossless_and_evens_the_activation_channels():
     mul = graph[muls[0]]
     assert graph["q"].inputs[0] is mul.outputs[0] is graph["k"].inputs[0]
     assert graph["residual"].inputs[0].name == "x"
+    assert sorted(model.graph.initializers) == ["wk_smoothed", "wq_smoothed", "x_smooth_inverse"]
     feed = data[0]
     before, after = _ort(shared_input_matmuls(), feed), _ort(ir.to_proto(model), feed)
     for a, b in zip(before, after):
@@ -1240,6 +1239,43 @@ def test_dynamic_int8_smoothing_helps_outlier_channels_and_auto_keeps_it():
         quantize(matmul_chain(), data, smooth="sometimes", **options)
     with pytest.raises(OnnxSlimError, match="applies to dynamic INT8"):
         quantize(matmul_chain(), data, smooth=True, **{**options, "mode": "static"})
+
+
+def matmuls_beside_a_big_gemm() -> onnx.ModelProto:
+    """matmul_chain on x beside a Gemm on z that holds most of the weights (as convs do in an OCR
+    recognizer with a few MatMuls)."""
+    chain = matmul_chain()
+    w = np.random.default_rng(11).normal(size=(64, 256)).astype(np.float32) * 0.1
+    chain.graph.node.append(helper.make_node("Gemm", ["z", "wg"], ["g"], name="gemm"))
+    chain.graph.initializer.append(const("wg", w))
+    chain.graph.input.append(vi("z", FLOAT, [1, 64]))
+    chain.graph.output.append(vi("g", FLOAT, [1, 256]))
+    return chain
+
+
+@pytest.mark.parametrize("worth", [True, False, None])
+def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch, worth):
+    """Static INT8 falls short on matmul_chain's loud and quiet tokens; with most weights in the
+    Gemm, dynamic INT8 (the Gemm float) is kept only when timed the better trade (here: decided
+    for the test), and not tried without timing (worth None)."""
+    from onnxslim.quantization import api, targets
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
+    rng = np.random.default_rng(12)
+    data = [
+        {**x, "z": rng.normal(size=(1, 64)).astype(np.float32)} for x in loud_and_quiet_tokens(16)
+    ]
+    model = matmuls_beside_a_big_gemm()
+    assert 0 < dynamic.matmul_weight_share(ir.from_proto(model)) < 0.5
+    timed = {"target": "auto", "measure_latency": worth is not None, "test_split": 0}
+    report = quantize(model, data, **{**FAST, **timed}).report
+    notes = [n for n in report.notes if "dynamic INT8 (MatMul) reaches" in n]
+    assert report.mode == ("dynamic" if worth else "static")
+    if worth is None:
+        assert not notes
+    else:
+        assert len(notes) == 1 and notes[0].endswith(f"{'kept' if worth else 'not kept'} (decided)")
 
 
 def test_auto_mode_keeps_static_int8_that_meets_the_quality_bar():

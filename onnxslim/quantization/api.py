@@ -233,8 +233,14 @@ def quantize(
             prepare(float_model), calib, selection, ref_outputs, test, config, profile
         )
     if config.mode == "auto":
+        timing_sample = selection[0] if config.target == "auto" and config.measure_latency else None
         outcome = _static_or_dynamic(
-            outcome, float_model, (calib, selection, ref_outputs), config.max_drift, dynamic_options
+            outcome,
+            float_model,
+            (calib, selection, ref_outputs),
+            config.max_drift,
+            dynamic_options,
+            timing_sample,
         )
     if outcome.violations:
         raise CheckFailedError(
@@ -321,37 +327,64 @@ def _static_or_dynamic(
     data: tuple[list, list, list],
     budget: Budget | None,
     options: dynamic.DynamicOptions,
+    timing_sample: Mapping | None,
 ) -> Outcome:
     """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
     INT8 does better there (`data`: calibration and selection samples, the original's outputs on
     the selection samples).
 
     With a budget, static falls short when it misses it even with its sensitive nodes in float,
-    and dynamic replaces it when it meets it. Without one, static falls short when its worst sample
-    misses QUALITY_BAR, and dynamic INT8 held to QUALITY_BAR (tried only when most weights feed
-    MatMuls, as in transformers: elsewhere it would leave the convs float and gain little)
-    replaces it when its worst sample is closer to float.
+    and dynamic replaces it when it meets it; when static met it only with nodes back in float,
+    dynamic INT8 meeting it too replaces it where it runs faster (timed). Without a
+    budget, static falls short when its worst sample misses QUALITY_BAR, and dynamic INT8 held to
+    QUALITY_BAR replaces it when its worst sample is closer to float: where MatMuls hold most
+    weights (transformers) as such, elsewhere (convs stay float in dynamic INT8, so it may be
+    slower) when `_trade`, timing both on `timing_sample` (None: no timing, not tried), finds it
+    the better trade.
     """
+    share = dynamic.matmul_weight_share(float_model)
+    timed = timing_sample is not None and share > 0
     if budget:
-        if not static.violations:
+        if not static.violations and not (static.fallback and timed):
             return static
         outcome = dynamic.quantize_model(float_model, *data, budget, options)
         if outcome.violations:
             return static
-        outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
-        return outcome
-    if not QUALITY_BAR.check(static.drift) or not dynamic.covers_most_weights(float_model):
+        if static.violations:
+            outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
+            return outcome
+        lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
+        lead += "; dynamic INT8 (MatMul) too, kept if faster"
+        return _timed_choice(static, outcome, timing_sample, lead, speed_only=True)
+    if not QUALITY_BAR.check(static.drift) or not (share > 0.5 or timed):
         return static
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
     before, after = _worst_min_cosine(static.drift), _worst_min_cosine(outcome.drift)
     if outcome.violations or after <= before:
         return static
-    outcome.notes.append(
+    reason = (
         f"static INT8's worst selection sample has cosine {before:.4f} to float (auto wants "
-        f"{QUALITY_BAR}): dynamic INT8 (MatMul) kept, {after:.4f}"
+        f"{QUALITY_BAR}): dynamic INT8 (MatMul)"
+    )
+    if share <= 0.5:
+        return _timed_choice(static, outcome, timing_sample, f"{reason} reaches {after:.4f}")
+    outcome.notes.append(
+        f"{reason} kept, {after:.4f}"
         + (f", with {len(outcome.fallback)} MatMul(s) in float" if outcome.fallback else "")
     )
     return outcome
+
+
+def _timed_choice(
+    static: Outcome, dynamic_int8: Outcome, sample: Mapping, lead: str, speed_only: bool = False
+) -> Outcome:
+    """Static or dynamic INT8 (its other weighted ops float), whichever `_trade` finds the better
+    trade on this CPU (`speed_only`: the faster, both meeting a budget); the kept one's notes say
+    what was measured."""
+    worth, measured = _trade(static, dynamic_int8, sample, speed_only)
+    kept = dynamic_int8 if worth else static
+    kept.notes.append(f"{lead}: {'kept' if worth else 'not kept'} ({measured})")
+    return kept
 
 
 def _static(
@@ -685,10 +718,13 @@ def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_output
     return _Variant(options, model, info, drift)
 
 
-def _trade(current: _Variant, candidate: _Variant, sample) -> tuple[bool, str]:
-    """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`),
-    and what was measured: both timed side by side on `sample` (bench's noise rule says when the
-    speed is the same), output SNR on the selection samples."""
+def _trade(
+    current: _Variant | Outcome, candidate: _Variant | Outcome, sample, speed_only: bool = False
+) -> tuple[bool, str]:
+    """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`;
+    `speed_only`: whether it is faster, both meeting a budget), and what was measured: both timed
+    side by side on `sample` (bench's noise rule says when the speed is the same), output SNR on
+    the selection samples."""
     timed = benchmark(
         [ir.to_proto(current.model), ir.to_proto(candidate.model)],
         inputs=[sample],
@@ -705,6 +741,8 @@ def _trade(current: _Variant, candidate: _Variant, sample) -> tuple[bool, str]:
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
     speed = f"{ratio:.2f}x the time" if ratio else "same speed"
     measured = f"{speed}, {gain_db:+.1f} dB output SNR on the selection samples"
+    if speed_only:
+        return ratio is not None and ratio < 1, measured
     return worth_trading(gain_db, ratio), measured
 
 

@@ -142,14 +142,20 @@ def _smoothing_choice(
     return (*tries[kept], len(muls) if kept == "smoothed" else 0, [note])
 
 
-def covers_most_weights(model: ir.Model) -> bool:
-    """Whether MatMuls (what dynamic INT8 quantizes) hold most of the weights of the ops that
-    compute with weights (Conv, ConvTranspose, Gemm, MatMul), counted in elements."""
+def matmul_weight_share(model: ir.Model) -> float:
+    """The share of MatMuls (what dynamic INT8 quantizes) in the weights of the ops that compute
+    with weights (Conv, ConvTranspose, Gemm, MatMul), counted in elements; 0 without any."""
     sizes = Counter()
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:
             sizes[node.op_type in QUANTIZED_OPS] += max(map(_constant_size, node.inputs[:2]))
-    return sizes[True] > sizes[False]
+    total = sizes[True] + sizes[False]
+    return sizes[True] / total if total else 0.0
+
+
+def covers_most_weights(model: ir.Model) -> bool:
+    """Whether MatMuls hold most of the weights (`matmul_weight_share`)."""
+    return matmul_weight_share(model) > 0.5
 
 
 def _constant_size(value: ir.Value | None) -> int:

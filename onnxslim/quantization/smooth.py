@@ -93,6 +93,8 @@ def apply_smoothing(
             model.graph.register_initializer(scaled)
             node.replace_input_with(0, smoothed)
             node.replace_input_with(1, scaled)
+            if not weight.uses() and not weight.is_graph_output():
+                model.graph.initializers.pop(weight.name, None)
         inserted.append(mul.name)
     return inserted
 
