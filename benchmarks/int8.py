@@ -184,9 +184,9 @@ def test_drift(ref: list[dict], outputs: list[dict], classifier: bool) -> dict:
 
 
 def flip_confidence(ref: list[dict], outputs: list[dict], key: str) -> list[float]:
-    """For each sample whose top-1 class differs from float's: the probability float gives its own
-    top class (the output itself when it is a distribution, else its softmax). Low values mean the
-    flipped samples are near-ties that any perturbation flips."""
+    """For each sample (batch 1) whose top-1 class differs from float's: the probability float
+    gives its own top class (the output itself when it is a distribution, else its softmax). Low
+    values mean the flipped samples are near-ties that any perturbation flips."""
     out = []
     for r, o in zip(ref, outputs):
         logits, other = r[key].reshape(-1).astype(np.float64), o[key].reshape(-1)
@@ -281,6 +281,7 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
         "weight_pair_limit": report.weight_pair_limit,
         "equalized_pairs": report.equalized_pairs,
         "bias_correction": report.bias_correction,
+        "smoothed_inputs": report.smoothed_inputs,
     }
     outputs = {}
     for key, path, timed, seconds in (
@@ -503,10 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target", default="auto", help="onnxslim's deployment CPU: auto, avx2, vnni, arm"
     )
-    parser.add_argument(
+    tables = parser.add_mutually_exclusive_group()
+    tables.add_argument(
         "--ablation", action="store_true", help="compare range methods, CLE and bias correction"
     )
-    parser.add_argument(
+    tables.add_argument(
         "--smoothing", action="store_true", help="compare dynamic INT8 without and with smoothing"
     )
     parser.add_argument("--json", type=Path)

@@ -1225,6 +1225,45 @@ def test_smoothing_is_lossless_and_evens_the_activation_channels():
     assert smoothed(ir.from_proto(cnn()), samples())[1] == []  # no MatMul with a constant weight
 
 
+def test_smoothing_leaves_shared_overridable_and_excluded_weights_alone():
+    """A weight two groups read would need a copy per group, a graph input's default can be fed
+    by the caller, and an excluded MatMul stays as it is: none of them is smoothed."""
+    from onnxslim.quantization.smooth import find_groups
+
+    w = const("w", np.ones((32, 24), np.float32))
+    shared = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["a"], name="a"),
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w"], ["b"], name="b"),
+        ],
+        [vi("x", FLOAT, [1, 16, 32])],
+        [vi("a", FLOAT, [1, 16, 24]), vi("b", FLOAT, [1, 16, 24])],
+        [w],
+    )
+    assert find_groups(ir.from_proto(shared).graph) == {}
+    fed = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["a"], name="a")],
+        [vi("x", FLOAT, [1, 16, 32]), vi("w", FLOAT, [32, 24])],
+        [vi("a", FLOAT, [1, 16, 24])],
+        [w],
+    )
+    assert find_groups(ir.from_proto(fed).graph) == {}
+    groups = find_groups(ir.from_proto(shared_input_matmuls()).graph, exclude={"q"})
+    assert [[node.name for node in matmuls] for matmuls in groups.values()] == [["k"]]
+
+
+def test_dynamic_int8_reports_only_smoothing_that_feeds_int8():
+    """When the budget returns every MatMul to float, no smoothed input feeds int8 any more."""
+    data = outlier_channel_tokens(16)
+    options = {**FAST, "test_split": 0, "mode": "dynamic", "smooth": True}
+    report = quantize(matmul_chain(), data, max_drift="snr>=80", **options).report
+    assert report.quantized == {} and len(report.fallback) == 3
+    assert report.smoothed_inputs == 0
+    with pytest.raises(OnnxSlimError, match="smooth must be True, False or 'auto', got 0"):
+        quantize(matmul_chain(), data, **{**options, "smooth": 0})
+
+
 def test_dynamic_int8_smoothing_helps_outlier_channels_and_auto_keeps_it():
     options = {**FAST, "test_split": 0, "mode": "dynamic"}
     data = outlier_channel_tokens(16)

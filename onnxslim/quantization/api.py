@@ -68,8 +68,6 @@ RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before t
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
 QUALITY_BAR = Budget((("cosine", ">=", 0.99),))
-#: The choices of `equalize` and `bias_correction`.
-LEVERS = (True, False, "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,10 +132,9 @@ class QuantizeConfig:
                     self, name, frozenset([value] if isinstance(value, str) else value)
                 )
         for name in ("equalize", "bias_correction", "smooth"):
-            if getattr(self, name) not in LEVERS:
-                raise OnnxSlimError(
-                    f"{name} must be True, False or 'auto', got {getattr(self, name)!r}"
-                )
+            value = getattr(self, name)
+            if not (value is True or value is False or value == "auto"):  # 0 and 1 are not
+                raise OnnxSlimError(f"{name} must be True, False or 'auto', got {value!r}")
         if self.mode not in MODES:
             raise OnnxSlimError(f"unknown INT8 mode {self.mode!r}: choose {', '.join(MODES)}")
         if self.smooth is True and self.mode == "static":
@@ -222,7 +219,7 @@ def quantize(
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     dynamic_options = dynamic.DynamicOptions(
-        config.exclude_nodes, profile.pair_limit, config.smooth
+        config.exclude_nodes, profile.pair_limit, config.smooth, config.progress
     )
     if config.mode == "dynamic":
         outcome = dynamic.quantize_model(

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ class DynamicOptions:
     exclude_nodes: frozenset[str] = frozenset()
     pair_limit: int | None = None
     smooth: bool | str = "auto"
+    progress: bool = False
 
 
 def quantize_model(
@@ -62,9 +64,7 @@ def quantize_model(
         drift = compare_outputs(ref_outputs, run_samples(model, selection))
         return model, drift, budget.check(drift) if budget else [], left
 
-    proto, first, smoothed_inputs, notes = _smoothing_choice(
-        float_model, calib, options.smooth, attempt_on
-    )
+    proto, first, muls, notes = _smoothing_choice(float_model, calib, options, attempt_on)
     candidates = [
         n.name
         for n in proto.graph.node
@@ -110,36 +110,58 @@ def quantize_model(
         violations,
         notes=notes,
         mode="dynamic",
-        smoothed_inputs=smoothed_inputs,
+        smoothed_inputs=_feeding_int8(model, muls),
         all_int8=ir.from_proto(all_int8) if fallback else None,
     )
 
 
 def _smoothing_choice(
-    float_model: ir.Model, calib: list, setting: bool | str, attempt_on
-) -> tuple[onnx.ModelProto, tuple, int, list[str]]:
+    float_model: ir.Model,
+    calib: list,
+    options: DynamicOptions,
+    attempt_on: Callable[[onnx.ModelProto, list[str]], tuple],
+) -> tuple[onnx.ModelProto, tuple, list[str], list[str]]:
     """The float model dynamic INT8 starts from, plain or smoothed with `calib`'s activations
-    (`setting` True, False or "auto": the one whose all-MatMul INT8 model is closer to float on
-    the selection samples, by worst output SNR), that model's `attempt_on(proto, [])`, how many
-    MatMul inputs it smooths, and notes."""
+    (`options.smooth` True, False or "auto": the one whose all-MatMul INT8 model meets the budget,
+    else is closer to float on the selection samples by worst output SNR), that model's
+    `attempt_on(proto, [])`, the smoothing Mul nodes in it, and notes."""
     plain = io.to_proto(float_model)
-    model, muls = smoothed(float_model, calib) if setting is not False else (None, [])
+    balanced, muls = (
+        smoothed(float_model, calib, exclude=options.exclude_nodes, progress=options.progress)
+        if options.smooth is not False
+        else (None, [])
+    )
     if not muls:
-        return plain, attempt_on(plain, []), 0, []
-    balanced = io.to_proto(model)
-    if setting is True:
-        return balanced, attempt_on(balanced, []), len(muls), []
+        return plain, attempt_on(plain, []), [], []
+    balanced = io.to_proto(balanced)
+    if options.smooth is True:
+        return balanced, attempt_on(balanced, []), muls, []
     tries = {
         label: (m, attempt_on(m, [])) for label, m in (("plain", plain), ("smoothed", balanced))
     }
     snr = {label: worst_snr(result[1]) for label, (_, result) in tries.items()}
-    kept = max(snr, key=snr.get)
+    kept = max(tries, key=lambda label: (not tries[label][1][2], snr[label]))
     note = (
         f"{'kept' if kept == 'smoothed' else 'did not keep'} smoothing of {len(muls)} MatMul "
         f"input(s) (output SNR on the selection samples: plain {snr['plain']:.1f} dB, smoothed "
         f"{snr['smoothed']:.1f} dB)"
     )
-    return (*tries[kept], len(muls) if kept == "smoothed" else 0, [note])
+    return (*tries[kept], muls if kept == "smoothed" else [], [note])
+
+
+def _feeding_int8(model: onnx.ModelProto, muls: list[str]) -> int:
+    """How many of the smoothing Mul nodes `muls` feed a MatMul computing in int8 (through
+    DynamicQuantizeLinear) in `model`; the others' MatMuls all went back to float."""
+    outputs = {output for node in model.graph.node if node.name in muls for output in node.output}
+    return len(
+        {
+            name
+            for node in model.graph.node
+            if node.op_type == "DynamicQuantizeLinear"
+            for name in node.input
+            if name in outputs
+        }
+    )
 
 
 def matmul_weight_share(model: ir.Model) -> float:

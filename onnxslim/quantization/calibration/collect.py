@@ -99,6 +99,8 @@ def collect_channel_absmax(
     for values in _observed(model, samples, names, label, progress, total):
         for name, value in values.items():
             value = np.abs(np.asarray(value, np.float64))
+            if value.size == 0:  # e.g. an empty sequence: no peak to take
+                continue
             peak = value.reshape(-1, value.shape[-1]).max(axis=0)
             peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
     return peaks
