@@ -7,12 +7,12 @@
 Data: `models/zoo.py`'s `splits(name)`, three disjoint splits per model (no source picture, page
 line or sentence in two of them): 'calibration' (48 images / 64 sentences), 'selection' (24 / 32)
 and 'test' (120 / 128). Both quantizers get calibration + selection. onnxslim, with its default
-options, calibrates its ranges on the calibration split and makes every automatic choice
-(static or dynamic, cross-layer equalization, bias correction, the speed/accuracy choices timed on
-this CPU) on the selection split; run again with the model's drift budget, it returns nodes to
-float until the budget holds on the selection split. ORT's `quantize_static` (QDQ, per-channel,
-MinMax) calibrates on both, once with its other defaults (int8 activations) and once set for x86
-without VNNI (uint8 activations for ORT's u8s8 kernels, reduce_range: 7-bit weights).
+options, calibrates its ranges on the calibration split and makes every automatic choice (static or
+dynamic, cross-layer equalization, bias correction, smoothing, the speed/accuracy choices timed on
+this CPU) on the selection split; run again with the model's drift budget, it returns nodes to float
+until the budget holds on the selection split. ORT's `quantize_static` (QDQ, per-channel, MinMax)
+calibrates on both, once with its other defaults (int8 activations) and once set for x86 without
+VNNI (uint8 activations for ORT's u8s8 kernels, reduce_range: 7-bit weights).
 Every figure in the table is measured on the test split, which no decision saw: drift against the
 float model (the worst float output's lowest per-sample cosine, its SNR over the split, top-1
 agreement for the classifiers), file size as a ratio to float, and single-thread latency as a ratio
