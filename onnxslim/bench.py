@@ -486,7 +486,10 @@ def benchmark(
 
         specs = input_specs(sessions[0].session)
         source = f"random:{RANDOM_SAMPLES}" if inputs is None else inputs
-        samples = load_samples(source, specs, preprocess, shapes=shapes)
+        reference = prepared[0].source
+        if isinstance(reference, bytes):
+            reference = onnx.ModelProto.FromString(reference)
+        samples = load_samples(source, specs, preprocess, shapes=shapes, model=reference)
         guessed = defaulted_dims_warning(specs, shapes, "benchmarked") if random_data else None
         for model, session in zip(prepared[1:], sessions[1:]):
             try:

@@ -6,7 +6,7 @@ A *sample* is one `{input_name: ndarray}` dict, fed to the model in one run. Sou
 - a folder of `.npz` files (keys = input names; one sample per file),
 - one `.npz` (or `.npy`) file of stacked samples (first axis = samples),
 - a folder of images (`.jpg/.jpeg/.png/.bmp`) with a `Preprocess` spec (needs Pillow),
-- `"random:N"`: N random samples,
+- `"random:N"`: N random samples (synthesized from the model when the caller gives it),
 - from Python: any iterable of dicts, or an object with ORT's CalibrationDataReader `get_next()`.
 """
 
@@ -19,8 +19,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from onnxslim.errors import OnnxSlimError, first_line
+from onnxslim.synth import synthesize
 
 Dim = int | str | None
 Sample = dict[str, np.ndarray]
@@ -332,15 +334,21 @@ def load_samples(
     preprocess: Preprocess | str | None = None,
     seed: int = 0,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    model: onnx.ModelProto | str | os.PathLike | None = None,
 ) -> list[Sample]:
     """Load and validate samples from any supported source (see the module docstring).
 
-    `shapes` and `seed` apply to `random:N`; `preprocess` to images.
+    `shapes` and `seed` apply to `random:N`, synthesized from `model` when given (`synth`: integer
+    inputs valid for their uses, e.g. token ids inside the embedding table and masks of 0 and 1;
+    plain `random_inputs` let a BERT's attention mask of 9 overflow to NaN); `preprocess` applies
+    to images.
     """
     if isinstance(source, str) and source.startswith("random:"):
         count = source[len("random:") :]
         if not count.isdigit() or int(count) < 1:
             raise OnnxSlimError(f"bad inputs {source!r}: expected random:N with N >= 1")
+        if model is not None:
+            return [synthesize(model, shapes, seed=seed + i).feeds for i in range(int(count))]
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)

@@ -267,3 +267,30 @@ def test_int8_dynamic_smooth_flag(tmp_path):
         assert proc.returncode == 0, proc.stderr
         smoothed[setting] = json.loads(report.read_text())["int8"]["smoothed_inputs"]
     assert smoothed == {"on": 1, "off": 0}
+
+
+def test_int8_random_calibration_is_valid_for_the_model(tmp_path):
+    """random:N calibration follows the model's uses: token ids into a 2-row table stay 0 or 1,
+    where plain random integers (0..9) made ORT fail on the original."""
+    table = onnx.numpy_helper.from_array(np.ones((2, 64), np.float32), "table")
+    weight = onnx.numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+            onnx.helper.make_node("MatMul", ["e", "w"], ["y"], name="proj"),
+        ],
+        "embed",
+        [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 16])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 64])],
+        [table, weight],
+    )
+    model = tmp_path / "embed.onnx"
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), model
+    )
+    for command in (
+        (model, "-o", tmp_path / "q.onnx", "--int8", "--calibration", "random:6", "-q"),
+        ("bench", model, "--no-memory", "--runs", "3"),
+    ):
+        proc = run_cli(*command)
+        assert proc.returncode == 0, proc.stderr

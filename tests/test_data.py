@@ -190,6 +190,28 @@ def test_random_source():
             load_samples(bad, SPECS)
 
 
+def two_row_embedding():
+    """Token ids [1, seq] into a 2-row embedding table: only ids 0 and 1 are valid."""
+    table = const("table", np.arange(8, dtype=np.float32).reshape(2, 4))
+    gather = helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")
+    return make_model(
+        [gather], [vi("ids", INT64, [1, "seq"])], [vi("y", FLOAT, [1, "seq", 4])], [table]
+    )
+
+
+def test_random_source_from_the_model_keeps_integer_inputs_valid():
+    """random:N with the model: ids stay inside the table (random_inputs' 0..9 would not)."""
+    model = two_row_embedding()
+    specs = input_specs(model)
+    synthesized = load_samples("random:4", specs, model=model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for sample in synthesized:
+        assert set(np.unique(sample["ids"])) <= {0, 1} and sample["ids"].shape == (1, 32)
+        session.run(None, sample)
+    plain = load_samples("random:4", specs)
+    assert max(int(sample["ids"].max()) for sample in plain) > 1
+
+
 def test_source_errors(tmp_path):
     with pytest.raises(OnnxSlimError, match="no such file or folder"):
         load_samples(tmp_path / "nope", X_SPEC)

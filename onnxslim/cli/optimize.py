@@ -575,7 +575,9 @@ def _quantize(
             "--shape applies to random inputs (--calibration random:N); "
             "the calibration data fixes its own shapes"
         )
-    samples = data.load_samples(calibration, specs, preprocess=preprocess, shapes=shapes)
+    samples = data.load_samples(
+        calibration, specs, preprocess=preprocess, shapes=shapes, model=input_path
+    )
     if random:
         tables.warn(
             messages,
