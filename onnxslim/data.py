@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from onnxslim.errors import OnnxSlimError, first_line
-from onnxslim.synth import synthesize
+from onnxslim.synth import synthesize_samples
 
 Dim = int | str | None
 Sample = dict[str, np.ndarray]
@@ -348,7 +348,7 @@ def load_samples(
         if not count.isdigit() or int(count) < 1:
             raise OnnxSlimError(f"bad inputs {source!r}: expected random:N with N >= 1")
         if model is not None:
-            return [synthesize(model, shapes, seed=seed + i).feeds for i in range(int(count))]
+            return synthesize_samples(model, int(count), shapes, seed=seed)
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)

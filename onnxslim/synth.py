@@ -76,6 +76,20 @@ def synthesize(
     return _Planner(model, shapes, dim).make(seed=seed)
 
 
+def synthesize_samples(
+    model: onnx.ModelProto | str | os.PathLike,
+    count: int,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    seed: int = 0,
+    dim: int = DEFAULT_DIM,
+) -> list[Feeds]:
+    """`count` samples, `synthesize(model, shapes, seed=seed + i).feeds` for each i, with the
+    model read and planned once."""
+    planner = _Planner(model, shapes, dim)
+    return [planner.make(seed=seed + i).feeds for i in range(count)]
+
+
 def candidates(
     model: onnx.ModelProto | str | os.PathLike,
     shapes: Mapping[str, Sequence[int]] | None = None,
