@@ -12,7 +12,7 @@ import ctypes
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from onnx import numpy_helper
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
+from onnxslim.model.graph import proto_graphs
 
 #: ORT graph optimization levels by the names the CLI uses.
 OPT_LEVELS = {
@@ -138,16 +139,7 @@ def ort_op_counts(
         path = os.path.join(tmp, "optimized.onnx")
         Session(model, opt_level=opt_level, save_optimized=path)
         graph = onnx.load(path, load_external_data=False).graph
-    return Counter(_op_name(node) for node in _nodes(graph))
-
-
-def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            subgraphs = [attribute.g] if attribute.HasField("g") else attribute.graphs
-            for subgraph in subgraphs:
-                yield from _nodes(subgraph)
+    return Counter(_op_name(node) for body in proto_graphs(graph) for node in body.node)
 
 
 def _op_name(node: onnx.NodeProto) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
+import onnx
 import onnx_ir as ir
 
 MIN_OPSET = 7
@@ -47,6 +48,16 @@ def _collect_subgraphs(graph, found: dict) -> None:
             for sub in inner:
                 found.setdefault(sub, None)
                 _collect_subgraphs(sub, found)
+
+
+def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """A protobuf `graph` and every graph nested in its nodes (If/Loop/Scan bodies), at any
+    depth."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from proto_graphs(body)
 
 
 def all_graphs(model: ir.Model) -> list[ir.Graph]:

@@ -21,6 +21,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs, worst_snr
 from onnxslim.model import io
+from onnxslim.model.graph import proto_graphs
 from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
@@ -214,10 +215,10 @@ def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: i
     (``W_quantized``, ``W_scale``, zero points 0) within the pair `limit` (``quantization.pairs``:
     MatMulInteger saturates without VNNI, as QLinearConv does). Returns how many MatMulInteger
     weights it found in another form and left as they were."""
-    floats = {t.name: t for g in _graphs(original.graph) for t in g.initializer}
-    tensors = {t.name: t for g in _graphs(quantized.graph) for t in g.initializer}
+    floats = {t.name: t for g in proto_graphs(original.graph) for t in g.initializer}
+    tensors = {t.name: t for g in proto_graphs(quantized.graph) for t in g.initializer}
     left = 0
-    for node in (n for g in _graphs(quantized.graph) for n in g.node):
+    for node in (n for g in proto_graphs(quantized.graph) for n in g.node):
         if node.op_type != "MatMulInteger":
             continue
         base = node.input[1].removesuffix("_quantized")
@@ -235,15 +236,6 @@ def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: i
         new_scale = qp.scale.astype(scale.dtype).reshape(scale.shape)
         tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))
     return left
-
-
-def _graphs(graph: onnx.GraphProto):
-    """``graph`` and every If/Loop/Scan body in it, at any depth."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-                yield from _graphs(body)
 
 
 def _sensitivity(
