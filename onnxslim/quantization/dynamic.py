@@ -127,14 +127,13 @@ def _smoothing_choice(
     else is closer to float on the selection samples by worst output SNR), that model's
     `attempt_on(proto, [])`, the smoothing Mul nodes in it, and notes."""
     plain = io.to_proto(float_model)
-    smoothed_model, muls = (
-        smoothed(float_model, calib, exclude=options.exclude_nodes, progress=options.progress)
+    balanced, muls = (
+        smoothed(plain, calib, exclude=options.exclude_nodes, progress=options.progress)
         if options.smooth is not False
-        else (None, [])
+        else (plain, [])
     )
     if not muls:
         return plain, attempt_on(plain, []), [], []
-    balanced = io.to_proto(smoothed_model)
     if options.smooth is True:
         return balanced, attempt_on(balanced, []), muls, []
     tries = {

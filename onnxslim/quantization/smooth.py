@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxslim.model import io
@@ -116,17 +117,18 @@ def apply_smoothing(
 
 
 def smoothed(
-    model: ir.Model,
+    model: onnx.ModelProto,
     samples: Sequence,
     alpha: float = ALPHA,
     exclude: Collection[str] = (),
     progress: bool = False,
-) -> tuple[ir.Model, list[str]]:
+) -> tuple[onnx.ModelProto, list[str]]:
     """A balanced copy of `model` (MatMuls named in `exclude` left alone), its activations' peaks
-    taken over `samples`, and the names of the Mul nodes inserted (none: the copy is unchanged)."""
-    copy = ir.from_proto(io.to_proto(model))
-    names = [x.name for x in find_groups(copy.graph, exclude)]
+    taken over `samples`, and the names of the Mul nodes inserted (none: `model` itself)."""
+    balanced = ir.from_proto(model)
+    names = [x.name for x in find_groups(balanced.graph, exclude)]
     if not names:
-        return copy, []
-    peaks = collect_channel_absmax(copy, samples, names, progress=progress, total=len(samples))
-    return copy, apply_smoothing(copy, peaks, alpha, exclude)
+        return model, []
+    peaks = collect_channel_absmax(model, samples, names, progress=progress, total=len(samples))
+    muls = apply_smoothing(balanced, peaks, alpha, exclude)
+    return io.to_proto(balanced), muls
