@@ -1,8 +1,8 @@
 """INT8: onnxslim.quantize vs onnxruntime.quantization.quantize_static on the real-model zoo.
 
     python benchmarks/int8.py [--models NAME ...] [--budget NAME=SPEC ...] [--runs 60]
-                              [--target auto] [--ablation | --smoothing] [--json FILE]
-                              [--markdown FILE]
+                              [--target auto] [--ablation | --smoothing | --vnni]
+                              [--json FILE] [--markdown FILE]
 
 Data: `models/zoo.py`'s `splits(name)`, three disjoint splits per model (no source picture, page
 line or sentence in two of them): 'calibration' (48 images / 64 sentences), 'selection' (24 / 32)
@@ -21,18 +21,22 @@ model, onnxslim with the budget], runs interleaved, on test samples).
 `--ablation` instead compares range methods, cross-layer equalization, bias correction and the
 weight levers (MSE weight range, GPTQ rounding; static INT8, no budget, no ORT, no timing) by their
 drift on the same test split; `--smoothing` compares dynamic INT8 without and with smoothing (see
-`onnxslim/quantization/smooth.py`) on the models with MatMul weights.
+`onnxslim/quantization/smooth.py`) on the models with MatMul weights. `--vnni` measures the
+accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import functools
 import json
 import math
 import sys
 import tempfile
 import time
+import unittest.mock
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +51,7 @@ from onnxslim.cpu import cpu_info  # noqa: E402
 from onnxslim.drift import NEAR_ZERO, compare_outputs, parse_max_drift  # noqa: E402
 from onnxslim.errors import CheckFailedError  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
-from onnxslim.quantization import quantize  # noqa: E402
+from onnxslim.quantization import quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import run_samples  # noqa: E402
 from onnxslim.quantization.targets import resolve_target  # noqa: E402
 
@@ -486,6 +490,61 @@ def ablation_markdown(rows: list[dict], columns: dict = ABLATIONS) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def detected_as_vnni():
+    """onnxslim's `--target auto` sees this CPU with VNNI (its own timing unchanged)."""
+    real = cpu_info()
+    vnni = dataclasses.replace(real, flags={**real.flags, "vnni": True})
+    with unittest.mock.patch.object(targets, "cpu_info", lambda: vnni):
+        yield
+
+
+def vnni_accuracy(name: str, work: Path) -> dict:
+    """Drift on the test split on a CPU with VNNI, computed on this one. VNNI's u8 x s8 dot
+    products accumulate in int32 without the int16 pair step that saturates on AVX2, so such a CPU
+    computes each INT8 model's own math, which ORT with its graph optimizations off computes here
+    (QDQ nodes in float; up to the rounding of requantization). onnxslim: its defaults as `--target
+    auto` picks them on a VNNI CPU (full 8-bit weights; the speed/accuracy choices timed on this
+    CPU, a proxy); ORT: `quantize_static` with its defaults (its asymmetric int8 activations are
+    uint8's grid shifted by 128: the same math)."""
+    src, data = ZOO / f"{name}.onnx", splits(name)
+    calib, selection, test = data["calibration"], data["selection"], data["test"]
+    with detected_as_vnni():
+        result = onnxslim_quantize(name, data, None, "auto")
+    theirs = work / f"{name}.ort.vnni.onnx"
+    ort_quantize(src, theirs, calib + selection)
+    models = {"onnxslim": ir.to_proto(result.model), "ort": theirs}
+    ref = run_samples(src, test, int8=False)
+    row = {
+        "model": name,
+        "target_reason": result.report.target_reason,
+        "notes": result.report.notes,
+    }
+    for key, model in models.items():
+        outputs = run_samples(model, test, opt_level="disable")
+        drift = test_drift(ref, outputs, name in CLASSIFIERS)
+        row[key] = {k: drift[k] for k in ("min_cosine", "snr_db", "top1")}
+    return row
+
+
+VNNI_COLUMNS = {"onnxslim": "onnxslim", "ort": "ORT quantize_static"}
+
+
+def vnni_markdown(rows: list[dict]) -> str:
+    heads = [f"{label}: min cosine / SNR dB / top-1" for label in VNNI_COLUMNS.values()]
+    lines = [
+        "| model | " + " | ".join(heads) + " |",
+        "|---" * (len(VNNI_COLUMNS) + 1) + "|",
+    ]
+    for row in rows:
+        cells = [
+            f"{d['min_cosine']:.4f} / {_fmt(d['snr_db'], '.1f')} / {_fmt(d['top1'], '.3f')}"
+            for d in (row[k] for k in VNNI_COLUMNS)
+        ]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -511,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument(
         "--smoothing", action="store_true", help="compare dynamic INT8 without and with smoothing"
     )
+    tables.add_argument(
+        "--vnni", action="store_true", help="accuracy on a CPU with VNNI, computed on this one"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
@@ -528,18 +590,23 @@ def main(argv: list[str] | None = None) -> int:
     head = header(args.target)
     print(head, flush=True)
     rows = []
-    table = functools.partial(ablation_markdown, columns=columns) if columns else markdown
+    if columns:
+        table = functools.partial(ablation_markdown, columns=columns)
+    else:
+        table = vnni_markdown if args.vnni else markdown
     with tempfile.TemporaryDirectory(prefix="onnxslim-int8-") as tmp:
         for name in args.models:
             started = time.perf_counter()
             if columns:
                 rows.append(ablation(name, args.target, columns))
+            elif args.vnni:
+                rows.append(vnni_accuracy(name, Path(tmp)))
             else:
                 rows.append(run(name, budgets.get(name), args.runs, Path(tmp), args.target))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
             print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
     text = table(rows)
-    if not columns:
+    if not columns and not args.vnni:
         text += "\n\n" + noise_floor(rows) + "\n\n" + notes(rows)
     print(text)
     if args.json:
