@@ -40,6 +40,7 @@ import unittest.mock
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,10 +51,12 @@ from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.cpu import cpu_info  # noqa: E402
 from onnxslim.drift import NEAR_ZERO, compare_outputs, parse_max_drift  # noqa: E402
 from onnxslim.errors import CheckFailedError  # noqa: E402
+from onnxslim.model.graph import proto_graphs  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
-from onnxslim.quantization import quantize, targets  # noqa: E402
+from onnxslim.quantization import builder, quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import run_samples  # noqa: E402
 from onnxslim.quantization.targets import resolve_target  # noqa: E402
+from onnxslim.runtime import Session  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
 # Per-model drift budgets for onnxslim's fallback (held on the selection split), None: no budget.
@@ -490,39 +493,90 @@ def ablation_markdown(rows: list[dict], columns: dict = ABLATIONS) -> str:
     return "\n".join(lines)
 
 
+def exact_integer_math(model) -> onnx.ModelProto:
+    """`model` (a path, bytes, ModelProto or onnx-ir Model) with each MatMulInteger computed in
+    double and cast back to int32: the exact sums a VNNI CPU makes, where ORT's u8s8 kernel on
+    AVX2 saturates (dynamic INT8's MatMuls; static QDQ models have no integer op)."""
+    if isinstance(model, ir.Model):
+        proto = ir.to_proto(model)
+    elif isinstance(model, bytes):
+        proto = onnx.ModelProto.FromString(model)
+    elif isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    else:
+        proto = onnx.load(model)
+    make = onnx.helper.make_node
+    double, int32 = onnx.TensorProto.DOUBLE, onnx.TensorProto.INT32
+    for graph in proto_graphs(proto.graph):
+        nodes = []
+        for node in graph.node:
+            if node.op_type != "MatMulInteger":
+                nodes.append(node)
+                continue
+            out = node.output[0]
+            inputs = [*node.input, "", ""]
+            operands = []
+            for i, (x, zero_point) in enumerate(zip(inputs[:2], inputs[2:4])):
+                nodes.append(make("Cast", [x], [f"{out}/exact{i}"], to=double))
+                operand = f"{out}/exact{i}"
+                if zero_point:
+                    nodes.append(make("Cast", [zero_point], [f"{out}/zp{i}"], to=double))
+                    nodes.append(make("Sub", [operand, f"{out}/zp{i}"], [f"{out}/centred{i}"]))
+                    operand = f"{out}/centred{i}"
+                operands.append(operand)
+            nodes.append(make("MatMul", operands, [f"{out}/exact"]))
+            nodes.append(make("Cast", [f"{out}/exact"], [out], to=int32))
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+    return proto
+
+
 @contextlib.contextmanager
-def detected_as_vnni():
-    """onnxslim's `--target auto` sees this CPU with VNNI (its own timing unchanged)."""
+def vnni_cpu():
+    """onnxslim's `--target auto` sees this CPU with VNNI, and every INT8 model it checks (its
+    automatic choices, its budget) runs as a VNNI CPU computes it: its own math, ORT's graph
+    optimizations off and MatMulInteger exact (`exact_integer_math`). Timing is this CPU's."""
     real = cpu_info()
     vnni = dataclasses.replace(real, flags={**real.flags, "vnni": True})
-    with unittest.mock.patch.object(targets, "cpu_info", lambda: vnni):
+
+    def exact_session(model, **options):
+        return Session(exact_integer_math(model), **{**options, "opt_level": "disable"})
+
+    with (
+        unittest.mock.patch.object(targets, "cpu_info", lambda: vnni),
+        unittest.mock.patch.object(builder, "Session", exact_session),
+    ):
         yield
 
 
 def vnni_accuracy(name: str, work: Path) -> dict:
-    """Drift on the test split on a CPU with VNNI, computed on this one. VNNI's u8 x s8 dot
-    products accumulate in int32 without the int16 pair step that saturates on AVX2, so such a CPU
-    computes each INT8 model's own math, which ORT with its graph optimizations off computes here
-    (QDQ nodes in float; up to the rounding of requantization). onnxslim: its defaults as `--target
-    auto` picks them on a VNNI CPU (full 8-bit weights; the speed/accuracy choices timed on this
-    CPU, a proxy); ORT: `quantize_static` with its defaults (its asymmetric int8 activations are
-    uint8's grid shifted by 128: the same math)."""
+    """Drift on the test split on a CPU with VNNI, computed on this one (`vnni_cpu`). VNNI's u8 x
+    s8 dot products accumulate in int32 without the int16 pair step that saturates on AVX2, so
+    such a CPU computes each INT8 model's own math, up to the rounding of requantization.
+    onnxslim: its defaults as `--target auto` picks them there (full 8-bit weights; every choice
+    checked with that math, the timed ones timed on this CPU: a proxy); ORT: `quantize_static`
+    with its defaults (its asymmetric int8 activations are uint8's grid shifted by 128)."""
     src, data = ZOO / f"{name}.onnx", splits(name)
     calib, selection, test = data["calibration"], data["selection"], data["test"]
-    with detected_as_vnni():
-        result = onnxslim_quantize(name, data, None, "auto")
     theirs = work / f"{name}.ort.vnni.onnx"
     ort_quantize(src, theirs, calib + selection)
-    models = {"onnxslim": ir.to_proto(result.model), "ort": theirs}
-    ref = run_samples(src, test, int8=False)
+    with vnni_cpu():
+        result = onnxslim_quantize(name, data, None, "auto")
+        assert result.report.target == "vnni", result.report.target_reason
+        ref = run_samples(src, test, int8=False)
+        outputs = {
+            "onnxslim": run_samples(result.model, test),
+            "ort": run_samples(theirs, test),
+        }
     row = {
         "model": name,
-        "target_reason": result.report.target_reason,
+        "splits": {k: len(v) for k, v in data.items()},
+        "mode": result.report.mode,
         "notes": result.report.notes,
     }
-    for key, model in models.items():
-        outputs = run_samples(model, test, opt_level="disable")
-        drift = test_drift(ref, outputs, name in CLASSIFIERS)
+    for key, out in outputs.items():
+        drift = test_drift(ref, out, name in CLASSIFIERS)
         row[key] = {k: drift[k] for k in ("min_cosine", "snr_db", "top1")}
     return row
 
@@ -587,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing zoo models {missing}: run `python models/zoo.py` first", file=sys.stderr)
         return 2
+    if args.vnni and args.target != "auto":
+        parser.error("--vnni measures what --target auto picks on a VNNI CPU: leave --target out")
     head = header(args.target)
+    if args.vnni:
+        head += " --vnni: onnxslim's target auto sees this CPU with VNNI -> the vnni profile."
     print(head, flush=True)
     rows = []
     if columns:

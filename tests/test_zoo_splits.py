@@ -1,0 +1,29 @@
+"""The zoo's calibration / selection / test splits: no source picture in two of them, and every
+picture of a split shown by its samples (issue #10's protocol)."""
+
+from __future__ import annotations
+
+import pytest
+
+zoo = pytest.importorskip("models.zoo")
+Image = pytest.importorskip("PIL.Image")
+
+
+def test_no_picture_is_in_two_splits_and_every_packaged_photo_is_in_one():
+    seen = [name for split in zoo.SPLIT_NAMES for name in zoo.IMAGE_SPLITS[split]]
+    assert len(seen) == len(set(seen))
+    packaged = set(zoo.PACKAGED_PICTURES)
+    assert packaged <= set(seen)
+    assert set(zoo.NEW_SOURCE_PICTURES) <= set(zoo.IMAGE_SPLITS["test"])
+    lfw = [i for split in zoo.SPLIT_NAMES for i in zoo.LFW_SPLITS[split]]
+    assert sorted(lfw) == list(range(10))
+
+
+@pytest.mark.parametrize("split", zoo.SPLIT_NAMES)
+def test_each_split_shows_every_one_of_its_pictures(split, monkeypatch, tmp_path):
+    monkeypatch.setattr(zoo, "_picture", lambda source, zoo_dir: Image.new("RGB", (8, 8)))
+    count = zoo.IMAGE_SPLIT_SIZES[split]
+    shown = {source for source, _, _ in zoo._photo_views(count, 0, split, tmp_path)}
+    pictures = set(zoo.IMAGE_SPLITS[split])
+    assert pictures <= shown, sorted(pictures - shown)
+    assert {s for s in shown if not s.startswith("lfw")} <= pictures
