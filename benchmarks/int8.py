@@ -40,7 +40,6 @@ import unittest.mock
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,12 +50,10 @@ from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.cpu import cpu_info  # noqa: E402
 from onnxslim.drift import NEAR_ZERO, compare_outputs, parse_max_drift  # noqa: E402
 from onnxslim.errors import CheckFailedError  # noqa: E402
-from onnxslim.model.graph import proto_graphs  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
-from onnxslim.quantization import builder, quantize, targets  # noqa: E402
+from onnxslim.quantization import api, exact, quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import run_samples  # noqa: E402
 from onnxslim.quantization.targets import resolve_target  # noqa: E402
-from onnxslim.runtime import Session  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
 # Per-model drift budgets for onnxslim's fallback (held on the selection split), None: no budget.
@@ -493,59 +490,18 @@ def ablation_markdown(rows: list[dict], columns: dict = ABLATIONS) -> str:
     return "\n".join(lines)
 
 
-def exact_integer_math(model) -> onnx.ModelProto:
-    """`model` (a path, bytes, ModelProto or onnx-ir Model) with each MatMulInteger computed in
-    double and cast back to int32: the exact sums a VNNI CPU makes, where ORT's u8s8 kernel on
-    AVX2 saturates (dynamic INT8's MatMuls; static QDQ models have no integer op)."""
-    if isinstance(model, ir.Model):
-        proto = ir.to_proto(model)
-    elif isinstance(model, bytes):
-        proto = onnx.ModelProto.FromString(model)
-    elif isinstance(model, onnx.ModelProto):
-        proto = onnx.ModelProto()
-        proto.CopyFrom(model)
-    else:
-        proto = onnx.load(model)
-    make = onnx.helper.make_node
-    double, int32 = onnx.TensorProto.DOUBLE, onnx.TensorProto.INT32
-    for graph in proto_graphs(proto.graph):
-        nodes = []
-        for node in graph.node:
-            if node.op_type != "MatMulInteger":
-                nodes.append(node)
-                continue
-            out = node.output[0]
-            inputs = [*node.input, "", ""]
-            operands = []
-            for i, (x, zero_point) in enumerate(zip(inputs[:2], inputs[2:4])):
-                nodes.append(make("Cast", [x], [f"{out}/exact{i}"], to=double))
-                operand = f"{out}/exact{i}"
-                if zero_point:
-                    nodes.append(make("Cast", [zero_point], [f"{out}/zp{i}"], to=double))
-                    nodes.append(make("Sub", [operand, f"{out}/zp{i}"], [f"{out}/centred{i}"]))
-                    operand = f"{out}/centred{i}"
-                operands.append(operand)
-            nodes.append(make("MatMul", operands, [f"{out}/exact"]))
-            nodes.append(make("Cast", [f"{out}/exact"], [out], to=int32))
-        graph.ClearField("node")
-        graph.node.extend(nodes)
-    return proto
-
-
 @contextlib.contextmanager
 def vnni_cpu():
-    """onnxslim's `--target auto` sees this CPU with VNNI, and every INT8 model it checks (its
-    automatic choices, its budget) runs as a VNNI CPU computes it: its own math, ORT's graph
-    optimizations off and MatMulInteger exact (`exact_integer_math`). Timing is this CPU's."""
+    """onnxslim's `--target auto` sees this CPU with VNNI (the `vnni` profile: full 8-bit weights)
+    and, as for any target whose weights this CPU's kernels would saturate, checks every INT8
+    model by its own math (`onnxslim/quantization/exact.py`), as do the runs within; timing is
+    this CPU's."""
     real = cpu_info()
     vnni = dataclasses.replace(real, flags={**real.flags, "vnni": True})
-
-    def exact_session(model, **options):
-        return Session(exact_integer_math(model), **{**options, "opt_level": "disable"})
-
     with (
         unittest.mock.patch.object(targets, "cpu_info", lambda: vnni),
-        unittest.mock.patch.object(builder, "Session", exact_session),
+        unittest.mock.patch.object(api, "saturates_here", lambda _profile: True),
+        exact.exact_math(),
     ):
         yield
 
@@ -555,8 +511,8 @@ def vnni_accuracy(name: str, work: Path) -> dict:
     s8 dot products accumulate in int32 without the int16 pair step that saturates on AVX2, so
     such a CPU computes each INT8 model's own math, up to the rounding of requantization.
     onnxslim: its defaults as `--target auto` picks them there (full 8-bit weights; every choice
-    checked with that math, the timed ones timed on this CPU: a proxy); ORT: `quantize_static`
-    with its defaults (its asymmetric int8 activations are uint8's grid shifted by 128)."""
+    checked by that math, the timed ones timed on this CPU: a proxy); ORT: `quantize_static` with
+    its defaults (its asymmetric int8 activations are uint8's grid shifted by 128)."""
     src, data = ZOO / f"{name}.onnx", splits(name)
     calib, selection, test = data["calibration"], data["selection"], data["test"]
     theirs = work / f"{name}.ort.vnni.onnx"

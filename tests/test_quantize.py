@@ -23,7 +23,9 @@ from onnxslim.quantization.api import (
     split_samples,
     worth_trading,
 )
+from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.dynamic import covers_most_weights
+from onnxslim.quantization.exact import exact_integer_math, exact_math
 from onnxslim.quantization.ops import RULES, WEIGHTED
 from onnxslim.quantization.pairs import (
     COLUMNS,
@@ -36,7 +38,7 @@ from onnxslim.quantization.pairs import (
 )
 from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
-from onnxslim.quantization.targets import resolve_target
+from onnxslim.quantization.targets import resolve_target, saturates_here
 from onnxslim.render.tables import range_settings
 from onnxslim.runtime import Session
 
@@ -1017,7 +1019,9 @@ def test_what_ort_runs_is_what_was_measured_for_float_depthwise_convs():
 
 
 def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
-    result = quantize(cnn(), samples(40), max_drift="cosine>=0.5", **FAST)
+    # target avx2: ORT runs the model here as on the target, whatever this CPU (see exact.py)
+    options = {**FAST, "target": "avx2"}
+    result = quantize(cnn(), samples(40), max_drift="cosine>=0.5", **options)
     report = result.report
     assert (report.calibration_samples, report.selection_samples, report.test_samples) == (24, 8, 8)
     assert any("8 test (the drift reported: no decision saw them)" in n for n in report.notes)
@@ -1116,15 +1120,7 @@ def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     """ORT's MatMulInteger pairs u8 x s8 products in int16 without VNNI too: the avx2 target
     requantizes quantize_dynamic's weights so that neighbours along K never sum past 128 with one
     sign; weights of one sign (every pair adds up) stay close to float."""
-    rng = np.random.default_rng(8)
-    w = (0.5 + rng.random((64, 48))).astype(np.float32)
-    model = make_model(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")],
-        [vi("x", FLOAT, [1, 16, 64])],
-        [vi("y", FLOAT, [1, 16, 48])],
-        [const("w", w)],
-    )
-    data = [{"x": rng.random((1, 16, 64)).astype(np.float32)} for _ in range(12)]
+    model, data = one_sign_matmul()
     result = quantize(model, data, mode="dynamic", **{**FAST, "target": "avx2"})
     weight = next(
         t.const_value.numpy()
@@ -1133,6 +1129,70 @@ def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     )
     assert _neighbour_sums(weight.T).max() <= 128 and np.abs(weight).max() > 64
     assert result.report.drift["y"].snr_db > 45  # 26 dB with saturating 8-bit weights on AVX2
+
+
+def test_saturates_here():
+    def cpu(arch, **flags):
+        return CpuInfo(model="m", arch=arch, flags=flags)
+
+    avx2, vnni, arm = (resolve_target(name)[0] for name in ("avx2", "vnni", "arm"))
+    assert saturates_here(vnni, cpu("x86_64", avx2=True))
+    assert saturates_here(arm, cpu("x86_64", avx2=True))
+    assert not saturates_here(avx2, cpu("x86_64", avx2=True))  # the pair limit
+    assert not saturates_here(vnni, cpu("x86_64", avx2=True, vnni=True))
+    assert not saturates_here(arm, cpu("aarch64", neon=True))
+
+
+def one_sign_matmul() -> tuple[onnx.ModelProto, list[dict]]:
+    """A MatMul whose weights all have one sign: every neighbour pair of full 8-bit weights sums
+    past 128, so ORT's u8s8 MatMulInteger saturates it on x86 without VNNI."""
+    rng = np.random.default_rng(8)
+    w = (0.5 + rng.random((64, 48))).astype(np.float32)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")],
+        [vi("x", FLOAT, [1, 16, 64])],
+        [vi("y", FLOAT, [1, 16, 48])],
+        [const("w", w)],
+    )
+    return model, [{"x": rng.random((1, 16, 64)).astype(np.float32)} for _ in range(12)]
+
+
+def test_exact_integer_math_computes_matmulinteger_exactly():
+    rng = np.random.default_rng(0)
+    b = rng.integers(-128, 128, (64, 3)).astype(np.int8)
+    b[:, 0] = 127  # pairs of 255 x 127 overflow int16
+    b_zero = np.array([0, 1, -2], np.int8)
+    model = make_model(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])],
+        [vi("a", onnx.TensorProto.UINT8, [2, 64])],
+        [vi("y", onnx.TensorProto.INT32, [2, 3])],
+        [const("b", b), const("a_zero", np.array(3, np.uint8)), const("b_zero", b_zero)],
+    )
+    a = rng.integers(0, 256, (2, 64)).astype(np.uint8)
+    a[0] = 255
+    expected = (a.astype(np.int64) - 3) @ (b.astype(np.int64) - b_zero)
+    with exact_math():
+        (got,) = run_samples(model, [{"a": a}])
+    assert got["y"].dtype == np.int32
+    np.testing.assert_array_equal(got["y"], expected)
+    (plain,) = run_samples(exact_integer_math(model), [{"a": a}], int8=False)
+    np.testing.assert_array_equal(plain["y"], expected)
+
+
+@pytest.mark.parametrize("cpu_has_vnni", [False, True])
+def test_full_8bit_weights_are_checked_as_the_target_computes_them(monkeypatch, cpu_has_vnni):
+    """`--target vnni` (or arm) on x86 without VNNI: ORT here would saturate the full 8-bit
+    weights, so the checks and the drift reported compute the model's own math, and say so."""
+    from onnxslim.quantization import targets
+
+    flags = {"avx2": True, "vnni": cpu_has_vnni}
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", flags))
+    model, data = one_sign_matmul()
+    result = quantize(model, data, mode="dynamic", **FAST)
+    exact_note = any("drift measured as a vnni CPU computes" in n for n in result.report.notes)
+    assert exact_note == (not cpu_has_vnni)
+    if not cpu_has_vnni:  # on any real CPU: the exact math
+        assert result.report.drift["y"].snr_db > 45  # 26 dB as ORT runs it on AVX2
 
 
 def test_dynamic_int8_warns_when_a_weight_cannot_be_limited(monkeypatch):

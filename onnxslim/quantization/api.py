@@ -28,7 +28,7 @@ from onnxslim.drift import (
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count
-from onnxslim.quantization import dynamic
+from onnxslim.quantization import dynamic, exact
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
@@ -44,7 +44,7 @@ from onnxslim.quantization.plan import (
 )
 from onnxslim.quantization.recovery import fall_back
 from onnxslim.quantization.report import Outcome, QuantizeReport
-from onnxslim.quantization.targets import CHOICES, resolve_target
+from onnxslim.quantization.targets import CHOICES, resolve_target, saturates_here
 from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
 
@@ -183,10 +183,16 @@ def quantize(
             f"QuantizeConfig has {', '.join(sorted(fields))}"
         )
     config = dataclasses.replace(config or QuantizeConfig(), **options)
+    profile, target_reason = resolve_target(config.target)
+    with exact.exact_math(saturates_here(profile)):
+        return _quantize(model, calibration, config, profile, target_reason)
+
+
+def _quantize(model, calibration, config: QuantizeConfig, profile, target_reason: str):
+    """`quantize` for the resolved target `profile`."""
     budget = config.max_drift
     if budget:  # as the user wrote it: the test split reads the worst sample seen
         budget = dataclasses.replace(budget, for_new_samples=False)
-    profile, target_reason = resolve_target(config.target)
     original = io.to_ir(model)
     try:
         reference = io.to_proto(original).SerializeToString()
@@ -211,6 +217,12 @@ def quantize(
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     notes = _protocol_notes(calib, selection, test, budget, config.held_out)
+    if exact.enabled():
+        notes.append(
+            f"drift measured as a {profile.name} CPU computes the model: this CPU's u8s8 kernels "
+            f"would saturate its full 8-bit weights, so the checks ran it with ORT's graph "
+            f"optimizations off and integer MatMuls exact (here it runs less accurately)"
+        )
     inner = node_count(float_model.graph) - len(float_model.graph)
     if inner:
         notes.append(

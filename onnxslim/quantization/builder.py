@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import CheckFailedError, OnnxSlimError
-from onnxslim.quantization import gptq
+from onnxslim.quantization import exact, gptq
 from onnxslim.quantization.bias_correction import input_channel_axis
 from onnxslim.quantization.calibration import (
     Histogram,
@@ -189,6 +189,8 @@ def iter_samples(
     opt_level: str | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """`run_samples` one sample at a time, for tensors too many to hold for every sample."""
+    if exact.enabled():  # as the target CPU computes it, float models alike (see exact.py)
+        model, opt_level = exact.exact_integer_math(model) if int8 else model, "disable"
     session = Session(
         model,
         opt_level=opt_level or ("basic" if names else "all"),

@@ -48,3 +48,11 @@ def resolve_target(target: str, cpu: CpuInfo | None = None) -> tuple[Target, str
         name = "vnni" if cpu.flags.get("vnni") else "avx2"
     features = ", ".join(cpu.features) or "no ISA flags found"
     return TARGETS[name], f"{name} (detected: {cpu.model}; {features})"
+
+
+def saturates_here(profile: Target, cpu: CpuInfo | None = None) -> bool:
+    """Whether this CPU's int8 kernels would saturate `profile`'s weights: full 8-bit weights (no
+    pair limit) on x86 without VNNI, whose u8s8 kernels add pairs of products in int16."""
+    cpu = cpu or cpu_info()
+    arm = cpu.arch.lower().startswith(("arm", "aarch"))
+    return profile.pair_limit is None and not arm and not cpu.flags.get("vnni")

@@ -1,0 +1,77 @@
+"""INT8 models checked as their target CPU computes them, on a CPU whose kernels would not.
+
+ORT's u8s8 kernels on x86 without VNNI add each pair of neighbouring u8 x s8 products in int16,
+which full 8-bit weights (the `vnni` and `arm` profiles) saturate. A CPU with VNNI (or ARM's dot
+products) sums them in int32: the model's own math. When the target is such a CPU and this one is
+not, `exact_math` makes every run of the quantizer compute that math here: ORT's graph
+optimizations off (QDQ nodes in float, no fused integer kernel; the float model it is compared
+with unfused alike) and each MatMulInteger in double (`exact_integer_math`), so the choices and
+the drift reported are the target's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim.model.graph import proto_graphs
+
+_EXACT = contextvars.ContextVar("onnxslim_exact_int8_math", default=False)
+
+
+@contextlib.contextmanager
+def exact_math(enabled: bool = True) -> Iterator[None]:
+    """Within: INT8 models run by `builder.run_samples` compute their exact integer math."""
+    token = _EXACT.set(enabled)
+    try:
+        yield
+    finally:
+        _EXACT.reset(token)
+
+
+def enabled() -> bool:
+    return _EXACT.get()
+
+
+def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model):
+    """A copy of `model` as a ModelProto, each MatMulInteger replaced by its exact sums:
+    Y = Cast<int32>(MatMul(Cast<double>(A) - a_zero_point, Cast<double>(B) - b_zero_point)).
+    Doubles hold every int8 x uint8 sum of up to 2^37 terms exactly."""
+    if isinstance(model, ir.Model):
+        proto = ir.to_proto(model)
+    elif isinstance(model, bytes):
+        proto = onnx.ModelProto.FromString(model)
+    elif isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    else:
+        proto = onnx.load(os.fspath(model))
+    for graph in proto_graphs(proto.graph):
+        nodes = []
+        for node in graph.node:
+            nodes += _exact_matmul(node) if node.op_type == "MatMulInteger" else [node]
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+    return proto
+
+
+def _exact_matmul(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    make, out = onnx.helper.make_node, node.output[0]
+    inputs = [*node.input, "", ""]
+    nodes, operands = [], []
+    for i, (x, zero_point) in enumerate(zip(inputs[:2], inputs[2:4])):
+        operand = f"{out}/exact{i}"
+        nodes.append(make("Cast", [x], [operand], to=onnx.TensorProto.DOUBLE))
+        if zero_point:
+            nodes.append(make("Cast", [zero_point], [f"{out}/zp{i}"], to=onnx.TensorProto.DOUBLE))
+            nodes.append(make("Sub", [operand, f"{out}/zp{i}"], [f"{out}/centred{i}"]))
+            operand = f"{out}/centred{i}"
+        operands.append(operand)
+    nodes.append(make("MatMul", operands, [f"{out}/exact"]))
+    nodes.append(make("Cast", [f"{out}/exact"], [out], to=onnx.TensorProto.INT32))
+    return nodes
