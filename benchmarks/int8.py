@@ -53,7 +53,7 @@ from onnxslim.errors import CheckFailedError  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
 from onnxslim.quantization import api, exact, quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import run_samples  # noqa: E402
-from onnxslim.quantization.targets import resolve_target  # noqa: E402
+from onnxslim.quantization.targets import TARGETS, resolve_target, saturates_here  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
 # Per-model drift budgets for onnxslim's fallback (held on the selection split), None: no budget.
@@ -599,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.vnni and args.target != "auto":
         parser.error("--vnni measures what --target auto picks on a VNNI CPU: leave --target out")
+    if args.target in TARGETS and saturates_here(TARGETS[args.target]):
+        parser.error(f"this CPU's kernels saturate the {args.target} target's weights: use --vnni")
     head = header(args.target)
     if args.vnni:
         head += " --vnni: onnxslim's target auto sees this CPU with VNNI -> the vnni profile."

@@ -175,8 +175,8 @@ def run_samples(
     opt_level: str | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Outputs (or the tensors ``names``) of ``model`` for each sample, with ORT's graph
-    optimizations at `opt_level` (default: all, basic to observe tensors); ORT failing on an
-    ``int8`` model is a CheckFailedError."""
+    optimizations at `opt_level` (default: all, basic to observe tensors; off, integer MatMuls
+    exact, within `exact.exact_math`); ORT failing on an ``int8`` model is a CheckFailedError."""
     return list(iter_samples(model, samples, names, int8=int8, opt_level=opt_level))
 
 
@@ -189,8 +189,9 @@ def iter_samples(
     opt_level: str | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """`run_samples` one sample at a time, for tensors too many to hold for every sample."""
-    if exact.enabled():  # as the target CPU computes it, float models alike (see exact.py)
-        model, opt_level = exact.exact_integer_math(model) if int8 else model, "disable"
+    if exact.enabled():  # as the target CPU computes it, the float reference alike (exact.py)
+        model = exact.exact_integer_math(model)
+        opt_level = "disable"
     session = Session(
         model,
         opt_level=opt_level or ("basic" if names else "all"),

@@ -35,13 +35,16 @@ def exact_math(enabled: bool = True) -> Iterator[None]:
 
 
 def enabled() -> bool:
+    """Whether runs compute the exact math now (within `exact_math`)."""
     return _EXACT.get()
 
 
-def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model):
+def exact_integer_math(
+    model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model,
+) -> onnx.ModelProto:
     """A copy of `model` as a ModelProto, each MatMulInteger replaced by its exact sums:
     Y = Cast<int32>(MatMul(Cast<double>(A) - a_zero_point, Cast<double>(B) - b_zero_point)).
-    Doubles hold every int8 x uint8 sum of up to 2^37 terms exactly."""
+    Doubles hold every sum of up to 2^37 products of two 8-bit values exactly."""
     if isinstance(model, ir.Model):
         proto = ir.to_proto(model)
     elif isinstance(model, bytes):
@@ -51,27 +54,54 @@ def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.M
         proto.CopyFrom(model)
     else:
         proto = onnx.load(os.fspath(model))
-    for graph in proto_graphs(proto.graph):
+    graphs = list(proto_graphs(proto.graph))
+    if not any(node.op_type == "MatMulInteger" for graph in graphs for node in graph.node):
+        return proto
+    taken = _names(graphs)
+    for graph in graphs:
         nodes = []
         for node in graph.node:
-            nodes += _exact_matmul(node) if node.op_type == "MatMulInteger" else [node]
+            nodes += _exact_matmul(node, taken) if node.op_type == "MatMulInteger" else [node]
         graph.ClearField("node")
         graph.node.extend(nodes)
     return proto
 
 
-def _exact_matmul(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+def _names(graphs: list[onnx.GraphProto]) -> set[str]:
+    """Every value name of `graphs`: inputs, outputs, initializers, node outputs, value infos."""
+    names = set()
+    for graph in graphs:
+        names |= {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
+        names |= {t.name for t in graph.initializer}
+        names |= {name for node in graph.node for name in node.output}
+    return names
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    """`name`, or `name_1`, `name_2` ...: the first not in `taken` (which then holds it)."""
+    fresh, i = name, 0
+    while fresh in taken:
+        i += 1
+        fresh = f"{name}_{i}"
+    taken.add(fresh)
+    return fresh
+
+
+def _exact_matmul(node: onnx.NodeProto, taken: set[str]) -> list[onnx.NodeProto]:
     make, out = onnx.helper.make_node, node.output[0]
+    double = onnx.TensorProto.DOUBLE
     inputs = [*node.input, "", ""]
     nodes, operands = [], []
     for i, (x, zero_point) in enumerate(zip(inputs[:2], inputs[2:4])):
-        operand = f"{out}/exact{i}"
-        nodes.append(make("Cast", [x], [operand], to=onnx.TensorProto.DOUBLE))
+        operand = _fresh(f"{out}/exact{i}", taken)
+        nodes.append(make("Cast", [x], [operand], to=double))
         if zero_point:
-            nodes.append(make("Cast", [zero_point], [f"{out}/zp{i}"], to=onnx.TensorProto.DOUBLE))
-            nodes.append(make("Sub", [operand, f"{out}/zp{i}"], [f"{out}/centred{i}"]))
-            operand = f"{out}/centred{i}"
+            point, centred = _fresh(f"{out}/zp{i}", taken), _fresh(f"{out}/centred{i}", taken)
+            nodes.append(make("Cast", [zero_point], [point], to=double))
+            nodes.append(make("Sub", [operand, point], [centred]))
+            operand = centred
         operands.append(operand)
-    nodes.append(make("MatMul", operands, [f"{out}/exact"]))
-    nodes.append(make("Cast", [f"{out}/exact"], [out], to=onnx.TensorProto.INT32))
+    product = _fresh(f"{out}/exact", taken)
+    nodes.append(make("MatMul", operands, [product]))
+    nodes.append(make("Cast", [product], [out], to=onnx.TensorProto.INT32))
     return nodes
