@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import onnx
 import onnx_ir as ir
 
-from onnxslim.model.graph import proto_graphs
+from onnxslim.model.graph import fresh_name, proto_graphs
 
 _EXACT = contextvars.ContextVar("onnxslim_exact_int8_math", default=False)
 
@@ -77,31 +77,22 @@ def _names(graphs: list[onnx.GraphProto]) -> set[str]:
     return names
 
 
-def _fresh(name: str, taken: set[str]) -> str:
-    """`name`, or `name_1`, `name_2` ...: the first not in `taken` (which then holds it)."""
-    fresh, i = name, 0
-    while fresh in taken:
-        i += 1
-        fresh = f"{name}_{i}"
-    taken.add(fresh)
-    return fresh
-
-
 def _exact_matmul(node: onnx.NodeProto, taken: set[str]) -> list[onnx.NodeProto]:
     make, out = onnx.helper.make_node, node.output[0]
     double = onnx.TensorProto.DOUBLE
     inputs = [*node.input, "", ""]
     nodes, operands = [], []
     for i, (x, zero_point) in enumerate(zip(inputs[:2], inputs[2:4])):
-        operand = _fresh(f"{out}/exact{i}", taken)
+        operand = fresh_name(taken, f"{out}/exact{i}")
         nodes.append(make("Cast", [x], [operand], to=double))
         if zero_point:
-            point, centred = _fresh(f"{out}/zp{i}", taken), _fresh(f"{out}/centred{i}", taken)
+            point = fresh_name(taken, f"{out}/zp{i}")
+            centred = fresh_name(taken, f"{out}/centred{i}")
             nodes.append(make("Cast", [zero_point], [point], to=double))
             nodes.append(make("Sub", [operand, point], [centred]))
             operand = centred
         operands.append(operand)
-    product = _fresh(f"{out}/exact", taken)
+    product = fresh_name(taken, f"{out}/exact")
     nodes.append(make("MatMul", operands, [product]))
     nodes.append(make("Cast", [product], [out], to=onnx.TensorProto.INT32))
     return nodes
