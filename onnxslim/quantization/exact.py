@@ -25,9 +25,9 @@ _EXACT = contextvars.ContextVar("onnxslim_exact_int8_math", default=False)
 
 
 @contextlib.contextmanager
-def exact_math(enabled: bool = True) -> Iterator[None]:
-    """Within: INT8 models run by `builder.run_samples` compute their exact integer math."""
-    token = _EXACT.set(enabled)
+def exact_math(on: bool = True) -> Iterator[None]:
+    """Within (when `on`): models run by `builder.run_samples` compute their exact math."""
+    token = _EXACT.set(on)
     try:
         yield
     finally:
