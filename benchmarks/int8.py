@@ -359,6 +359,13 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _drift_cell(drift: dict, sep: str) -> str:
+    """Min cosine, SNR dB and top-1 of a test drift, joined by `sep`."""
+    return sep.join(
+        (f"{drift['min_cosine']:.4f}", _fmt(drift["snr_db"], ".1f"), _fmt(drift["top1"], ".3f"))
+    )
+
+
 def noise_floor(rows: list[dict]) -> str:
     """The float model under half a pixel level of input noise, next to onnxslim's INT8."""
     lines = [
@@ -369,10 +376,7 @@ def noise_floor(rows: list[dict]) -> str:
     for row in rows:
         if "pixel_noise" not in row:
             continue
-        cells = [
-            f"{d['min_cosine']:.4f}, {_fmt(d['snr_db'], '.1f')}, {_fmt(d['top1'], '.3f')}"
-            for d in (row["pixel_noise"], row["onnxslim"])
-        ]
+        cells = [_drift_cell(d, ", ") for d in (row["pixel_noise"], row["onnxslim"])]
         lines.append(f"| {row['model']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
@@ -547,10 +551,7 @@ def vnni_markdown(rows: list[dict]) -> str:
         "|---" * (len(VNNI_COLUMNS) + 1) + "|",
     ]
     for row in rows:
-        cells = [
-            f"{d['min_cosine']:.4f} / {_fmt(d['snr_db'], '.1f')} / {_fmt(d['top1'], '.3f')}"
-            for d in (row[k] for k in VNNI_COLUMNS)
-        ]
+        cells = [_drift_cell(row[k], " / ") for k in VNNI_COLUMNS]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

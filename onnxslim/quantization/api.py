@@ -358,6 +358,7 @@ def _static_or_dynamic(
     the better trade.
     """
     share = dynamic.matmul_weight_share(float_model)
+    most = share > dynamic.MOST_WEIGHTS
     timed = timing_sample is not None and share > 0
     if budget:
         if not static.violations and not (static.fallback and timed):
@@ -371,7 +372,7 @@ def _static_or_dynamic(
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         lead += "; dynamic INT8 (MatMul) too, kept if faster"
         return _timed_choice(static, outcome, timing_sample, lead, speed_only=True)
-    if not QUALITY_BAR.check(static.drift) or not (share > 0.5 or timed):
+    if not QUALITY_BAR.check(static.drift) or not (most or timed):
         return static
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
     before, after = _worst_min_cosine(static.drift), _worst_min_cosine(outcome.drift)
@@ -381,7 +382,7 @@ def _static_or_dynamic(
         f"static INT8's worst selection sample has cosine {before:.4f} to float (auto wants "
         f"{QUALITY_BAR}): dynamic INT8 (MatMul)"
     )
-    if share <= 0.5:
+    if not most:
         return _timed_choice(static, outcome, timing_sample, f"{reason} reaches {after:.4f}")
     outcome.notes.append(
         f"{reason} kept, {after:.4f}"

@@ -31,6 +31,8 @@ from onnxslim.quantization.smooth import smoothed
 
 QUANTIZED_OPS = ("MatMul",)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: MatMuls holding more than this share of the weights make a model one for dynamic INT8 as such.
+MOST_WEIGHTS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +179,7 @@ def matmul_weight_share(model: ir.Model) -> float:
 
 def covers_most_weights(model: ir.Model) -> bool:
     """Whether MatMuls hold most of the weights (`matmul_weight_share`)."""
-    return matmul_weight_share(model) > 0.5
+    return matmul_weight_share(model) > MOST_WEIGHTS
 
 
 def _constant_size(value: ir.Value | None) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import onnx
 import onnx_ir as ir
 
-from onnxslim.model.graph import fresh_name, proto_graphs
+from onnxslim.model.graph import fresh_name, op_types, proto_graphs
 
 _EXACT = contextvars.ContextVar("onnxslim_exact_int8_math", default=False)
 
@@ -39,24 +39,28 @@ def enabled() -> bool:
     return _EXACT.get()
 
 
-def exact_integer_math(
-    model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model,
-) -> onnx.ModelProto:
-    """A copy of `model` as a ModelProto, each MatMulInteger replaced by its exact sums:
+def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model):
+    """`model` as it is when it has no MatMulInteger (a float model, say), else a ModelProto copy
+    with each replaced by its exact sums:
     Y = Cast<int32>(MatMul(Cast<double>(A) - a_zero_point, Cast<double>(B) - b_zero_point)).
     Doubles hold every sum of up to 2^37 products of two 8-bit values exactly."""
     if isinstance(model, ir.Model):
+        if "MatMulInteger" not in op_types(model.graph):
+            return model
         proto = ir.to_proto(model)
     elif isinstance(model, bytes):
         proto = onnx.ModelProto.FromString(model)
     elif isinstance(model, onnx.ModelProto):
-        proto = onnx.ModelProto()
-        proto.CopyFrom(model)
+        proto = model
     else:
         proto = onnx.load(os.fspath(model))
     graphs = list(proto_graphs(proto.graph))
     if not any(node.op_type == "MatMulInteger" for graph in graphs for node in graph.node):
-        return proto
+        return model
+    if proto is model:  # the caller's: work on a copy
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+        graphs = list(proto_graphs(proto.graph))
     taken = _names(graphs)
     for graph in graphs:
         nodes = []
