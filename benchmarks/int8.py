@@ -80,6 +80,7 @@ MAX_LISTED = 8  # fallback nodes named per model in the notes
 _STATIC = {"mode": "static", "equalize": False, "bias_correction": False}
 ABLATIONS = {
     "minmax": {**_STATIC, "method": "minmax"},
+    "mean_minmax": {**_STATIC, "method": "mean_minmax"},
     "percentile 99.99": _STATIC,
     "entropy": {**_STATIC, "method": "entropy"},
     "mse": {**_STATIC, "method": "mse"},

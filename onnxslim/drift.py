@@ -185,6 +185,12 @@ def worst_snr(drift: Mapping[str, Drift]) -> float:
     return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)
 
 
+def worst_output(drift: Mapping[str, Drift]) -> str | None:
+    """The float output of lowest SNR (None when there is none)."""
+    scored = [name for name, d in drift.items() if d.snr_db is not None]
+    return min(scored, key=lambda name: drift[name].snr_db, default=None)
+
+
 #: The share of new samples a budget held "for new samples" is predicted to hold for.
 NEW_SAMPLE_COVERAGE = 0.999
 #: 1 - cosine below this reads as this: a relative error near 1e-6, above where float32 rounding
@@ -214,6 +220,44 @@ def predicted_cosine(cosines: Sequence[float], coverage: float = NEW_SAMPLE_COVE
         1 + 1 / n
     )
     return min(worst, 1.0 - 10.0 ** min(bound, math.log10(2.0)))  # cosines are >= -1
+
+
+#: how sure a lever's gain on the selection samples must make it that it also helps new ones
+GAIN_CONFIDENCE = 0.95
+
+
+def sample_gains_db(
+    ref: Sequence[Mapping[str, np.ndarray]],
+    before: Sequence[Mapping[str, np.ndarray]],
+    after: Sequence[Mapping[str, np.ndarray]],
+    name: str,
+) -> np.ndarray:
+    """Per sample, how much closer `after`'s output `name` is to `ref`'s than `before`'s: 10 log10
+    of the ratio of their squared errors, in dB (positive: `after` is closer; 0: both exact)."""
+    tiny = np.finfo(np.float64).tiny
+
+    def error(outputs, i):
+        diff = np.asarray(outputs[i][name], np.float64) - np.asarray(ref[i][name], np.float64)
+        return float(np.sum(np.square(diff[np.isfinite(diff)]))) + tiny
+
+    return np.array([10 * math.log10(error(before, i) / error(after, i)) for i in range(len(ref))])
+
+
+def significantly_closer(
+    ref: Sequence[Mapping[str, np.ndarray]],
+    before: Sequence[Mapping[str, np.ndarray]],
+    after: Sequence[Mapping[str, np.ndarray]],
+    name: str,
+    confidence: float = GAIN_CONFIDENCE,
+) -> bool:
+    """Whether `after` is closer to float (`ref`) than `before` on output `name` for new samples
+    too, with `confidence`: the one-sided Student-t lower bound of the mean per-sample gain
+    (sample_gains_db) is above zero (a paired t-test; one sample never suffices)."""
+    gains = sample_gains_db(ref, before, after, name)
+    if gains.size < 2:
+        return False
+    spread = gains.std(ddof=1) / math.sqrt(gains.size)
+    return bool(gains.mean() - student_t_quantile(confidence, gains.size - 1) * spread > 0)
 
 
 @functools.lru_cache(maxsize=64)

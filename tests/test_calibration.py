@@ -54,6 +54,13 @@ def test_minmax_includes_zero():
     assert compute_range(hist_of([-2.0, 1.0]), "minmax", symmetric=True) == (-2.0, 2.0)
 
 
+def test_mean_minmax_averages_each_samples_extremes():
+    h = hist_of([-1.0, 2.0], [-3.0, 4.0], [0.5, 6.0], [np.nan])  # a sample without finite values
+    assert compute_range(h, "mean_minmax") == pytest.approx((-3.5 / 3, 4.0))
+    assert compute_range(h, "mean_minmax", symmetric=True) == pytest.approx((-4.0, 4.0))
+    assert compute_range(hist_of([1.0, 2.0], [3.0, 4.0]), "mean_minmax") == (0.0, 3.0)
+
+
 def test_percentile_hand_computed():
     # 0..9999 uniformly: the 99% percentile, with 0.5% per tail when asymmetric.
     h = hist_of(np.arange(10000.0), bins=10000)

@@ -14,6 +14,8 @@ from onnxslim.drift import (
     compare_outputs,
     parse_max_drift,
     predicted_cosine,
+    sample_gains_db,
+    significantly_closer,
     student_t_quantile,
 )
 from onnxslim.errors import OnnxSlimError
@@ -274,3 +276,29 @@ def test_a_budget_for_new_samples_reads_the_predicted_cosine():
         f"output 'y': cosine predicted for new samples {d.predicted_cosine:.6g} (worst sample "
         f"seen {d.min_cosine:.6g}) fails cosine>={d.min_cosine - 1e-4:.10g}"
     )
+
+
+def _off_by(errors_db_below_before: list[float]) -> tuple[list, list, list]:
+    """Float outputs, outputs off by 0.1 each, and outputs whose error is lower by the given dB."""
+    ref = [{"y": np.full(4, float(i + 1))} for i in range(len(errors_db_below_before))]
+    before = [{"y": r["y"] + 0.1} for r in ref]
+    after = [
+        {"y": r["y"] + 0.1 * 10 ** (-gain / 20)} for r, gain in zip(ref, errors_db_below_before)
+    ]
+    return ref, before, after
+
+
+@pytest.mark.parametrize(
+    ("gains", "closer"),
+    [
+        ([3.0, 1.0, 2.0, 2.0], True),  # mean 2, t(0.95, 3) * s / sqrt(4) = 0.96
+        ([3.0, -1.0, 2.0, 0.0], False),  # mean 1, bound 1 - 2.15 < 0
+        ([0.2, 0.2, 0.2], True),  # small, but every sample gains it
+        ([5.0], False),  # one sample predicts nothing
+    ],
+)
+def test_significantly_closer_is_a_paired_t_test_on_per_sample_gains(gains, closer):
+    ref, before, after = _off_by(gains)
+    assert sample_gains_db(ref, before, after, "y") == pytest.approx(gains)
+    assert significantly_closer(ref, before, after, "y") is closer
+    assert not significantly_closer(ref, after, before, "y")

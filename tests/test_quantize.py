@@ -14,9 +14,9 @@ from onnx import helper, numpy_helper
 
 from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
-from onnxslim.drift import compare_outputs, parse_max_drift
+from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
 from onnxslim.errors import CheckFailedError, OnnxSlimError
-from onnxslim.quantization import dynamic, quantize
+from onnxslim.quantization import api, dynamic, quantize
 from onnxslim.quantization.api import (
     drift_warning,
     small_weight_nodes,
@@ -846,6 +846,36 @@ def test_bias_correction_lowers_drift(target):
     assert auto.bias_correction and any(
         note.startswith("kept bias correction") for note in auto.notes
     )
+
+
+class _FixedOutputs:
+    """A stand-in QuantBuilder whose builds are named by whether bias correction is on."""
+
+    progress = False
+    options = QuantOptions()
+
+    def build(self):
+        return self.options.bias_correction, None
+
+
+@pytest.mark.parametrize(
+    ("errors", "kept"),
+    [
+        ([0.05] * 8, "bias correction"),  # 6 dB closer on every sample
+        # closer over all samples pooled (+0.1 dB) from one sample; 0.4 dB worse on the others
+        ([0.02] + [0.105] * 7, "plain"),
+    ],
+)
+def test_auto_levers_keep_a_lever_only_when_closer_on_new_samples(monkeypatch, errors, kept):
+    ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
+    off_by = {False: [0.1] * 8, True: errors}
+    outputs = {bc: [{"y": r["y"] + e} for r, e in zip(ref, es)] for bc, es in off_by.items()}
+    snr = {bc: worst_snr(compare_outputs(ref, out)) for bc, out in outputs.items()}
+    assert snr[True] > snr[False]  # the better score either way
+    monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
+    builder, model, _, note = api._choose({False: _FixedOutputs()}, [False, True], ref, ref)
+    assert note.startswith(f"kept {kept} (")
+    assert model is builder.options.bias_correction is (kept != "plain")
 
 
 def test_auto_levers_keep_the_variant_closest_to_float():

@@ -25,11 +25,20 @@ class Histogram:
     max: float = -np.inf
     elements: int = 0  # values seen, finite or not
     batches: int = 0
+    # sums of each update's own extremes (updates with finite values): for mean_minmax ranges
+    extreme_sums: tuple[float, float] = (0.0, 0.0)
+    extreme_batches: int = 0
 
     @property
     def mean_size(self) -> float:
         """Mean number of elements per update (per sample, when fed one tensor per sample)."""
         return self.elements / self.batches if self.batches else 0.0
+
+    @property
+    def mean_extremes(self) -> tuple[float, float]:
+        """The mean over updates of each update's minimum and maximum."""
+        lo_sum, hi_sum = self.extreme_sums
+        return lo_sum / self.extreme_batches, hi_sum / self.extreme_batches
 
     @property
     def total(self) -> int:
@@ -58,6 +67,8 @@ class Histogram:
             return
         xmin, xmax = float(x.min()), float(x.max())
         self.min, self.max = min(self.min, xmin), max(self.max, xmax)
+        self.extreme_sums = (self.extreme_sums[0] + xmin, self.extreme_sums[1] + xmax)
+        self.extreme_batches += 1
         if self.counts.size == 0:
             self._start(xmin, xmax)
         while xmin < self.lo or xmax >= self.hi:

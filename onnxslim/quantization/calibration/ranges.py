@@ -23,6 +23,14 @@ def minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Ra
     return _finish(lo, hi, symmetric)
 
 
+def mean_minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:  # noqa: ARG001 the range methods' shared signature
+    """The mean over samples of each sample's minimum and maximum (TensorFlow's moving-average
+    min/max): a sample's own extremes are never clipped on a typical sample, as percentile clips
+    every sample's top values, and one outlying sample does not widen the range as in minmax."""
+    lo, hi = hist.mean_extremes
+    return _finish(min(lo, 0.0), max(hi, 0.0), symmetric)
+
+
 def percentile(
     hist: Histogram,
     *,
@@ -80,6 +88,7 @@ def mse(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range
 RangeMethod = Callable[..., Range]
 RANGE_METHODS: dict[str, RangeMethod] = {
     "minmax": minmax,
+    "mean_minmax": mean_minmax,
     "percentile": percentile,
     "entropy": entropy,
     "mse": mse,
