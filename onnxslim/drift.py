@@ -224,23 +224,7 @@ def predicted_cosine(cosines: Sequence[float], coverage: float = NEW_SAMPLE_COVE
 
 #: how sure a lever's gain on the selection samples must make it that it also helps new ones
 GAIN_CONFIDENCE = 0.95
-
-
-def sample_gains_db(
-    ref: Sequence[Mapping[str, np.ndarray]],
-    before: Sequence[Mapping[str, np.ndarray]],
-    after: Sequence[Mapping[str, np.ndarray]],
-    name: str,
-) -> np.ndarray:
-    """Per sample, how much closer `after`'s output `name` is to `ref`'s than `before`'s: 10 log10
-    of the ratio of their squared errors, in dB (positive: `after` is closer; 0: both exact)."""
-    tiny = np.finfo(np.float64).tiny
-
-    def error(outputs, i):
-        diff = np.asarray(outputs[i][name], np.float64) - np.asarray(ref[i][name], np.float64)
-        return float(np.sum(np.square(diff[np.isfinite(diff)]))) + tiny
-
-    return np.array([10 * math.log10(error(before, i) / error(after, i)) for i in range(len(ref))])
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def significantly_closer(
@@ -251,13 +235,22 @@ def significantly_closer(
     confidence: float = GAIN_CONFIDENCE,
 ) -> bool:
     """Whether `after` is closer to float (`ref`) than `before` on output `name` for new samples
-    too, with `confidence`: the one-sided Student-t lower bound of the mean per-sample gain
-    (sample_gains_db) is above zero (a paired t-test; one sample never suffices)."""
-    gains = sample_gains_db(ref, before, after, name)
+    too, with `confidence`: its squared error summed over the samples (what SNR pools) is lower
+    on all but a `1 - confidence` share of bootstrap resamples of the samples (paired, a fixed
+    seed). One sample never suffices."""
+
+    def errors(outputs) -> np.ndarray:
+        diffs = (
+            np.asarray(o[name], np.float64) - np.asarray(r[name], np.float64)
+            for o, r in zip(outputs, ref)
+        )
+        return np.array([np.sum(np.square(d[np.isfinite(d)])) for d in diffs])
+
+    gains = errors(before) - errors(after)
     if gains.size < 2:
         return False
-    spread = gains.std(ddof=1) / math.sqrt(gains.size)
-    return bool(gains.mean() - student_t_quantile(confidence, gains.size - 1) * spread > 0)
+    picks = np.random.default_rng(0).integers(0, gains.size, (BOOTSTRAP_RESAMPLES, gains.size))
+    return bool(np.quantile(gains[picks].sum(axis=1), 1 - confidence) > 0)
 
 
 @functools.lru_cache(maxsize=64)

@@ -878,6 +878,21 @@ def test_auto_levers_keep_a_lever_only_when_closer_on_new_samples(monkeypatch, e
     assert model is builder.options.bias_correction is (kept != "plain")
 
 
+def test_the_percentile_is_chosen_on_the_selection_samples_unless_given():
+    data = [
+        {"x": np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype(np.float32)}
+        for i in range(10)
+    ]
+    auto = quantize(conv_pair(), data, **FAST).report
+    kept = next(note for note in auto.notes if note.startswith("kept percentile "))
+    assert all(f"percentile {pct}:" in kept for pct in ("99.99", "99.9", "99.999"))
+    assert auto.method == kept.split(" (")[0].removeprefix("kept ")
+    given = quantize(conv_pair(), data, percentile=99.9, **FAST).report
+    assert given.method == "percentile 99.9"
+    assert not any(note.startswith("kept percentile") for note in given.notes)
+    assert quantize(conv_pair(), data, method="minmax", **FAST).report.method == "minmax"
+
+
 def test_auto_levers_keep_the_variant_closest_to_float():
     data = [
         {"x": np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype(np.float32)}

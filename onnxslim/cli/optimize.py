@@ -233,9 +233,8 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--percentile",
     type=click.FloatRange(50, 100),
-    default=99.99,
-    show_default=True,
-    help="Percentile for --calibration-method percentile.",
+    help="Percentile for --calibration-method percentile [default: 99.99, or 99.9 or 99.999 "
+    "where closer to float on the selection samples].",
 )
 @click.option(
     "--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel."

@@ -5,10 +5,11 @@ and drift."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
@@ -79,31 +80,30 @@ class QuantizeConfig:
 
     `mode`: "static" (calibrated QDQ), "dynamic" (MatMul weights int8, activations quantized at run
     time: for transformers) or "auto" (static, or dynamic where static falls short: see
-    `_static_or_dynamic`);
-    `method`: activation range method (see RANGE_METHODS), `percentile` its parameter; `per_channel`
-    weight scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU
-    the model will run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float,
-    `quantize_ops` narrows the op types; `max_drift` (a Budget or text like "cosine>=0.99"): the
-    most sensitive nodes go back to float until it holds on the selection samples, a cosine
-    budget as predicted for new samples (`drift.predicted_cosine`; CheckFailedError if it never
-    does); `eval_split` the share of samples held out for choices (at least 2),
-    `test_split` for the drift reported, `held_out` where they come from ("spread" through the data
-    or the "last" ones: see `split_samples`); `require_speedup`
-    makes an INT8 model that is not faster than float on this CPU an error; `min_macs` leaves
-    smaller weighted ops in float (at its default, target "auto" times them in int8 too and keeps
-    that when worth it); `weight_range` the per-channel weight clip ("minmax" or "mse":
-    least weight quantization error) and `weight_rounding` "nearest" or "gptq" (least change of each
-    layer's output on the calibration samples; see gptq.py); `equalize` (cross-layer
-    equalization), `bias_correction` and `smooth` (dynamic INT8: SmoothQuant-style balancing of
-    MatMul inputs, see smooth.py) are True, False or "auto" (the variant closest to float on the
-    selection samples); `optimize` runs the lossless pipeline first, with
-    `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency` times both
-    models; `progress` shows bars.
+    `_static_or_dynamic`); `method`: activation range method (see RANGE_METHODS), `percentile` its
+    parameter (None: the first of PERCENTILES, or another where `_closest` finds it closer on the
+    selection samples); `per_channel` weight scales; `activation_type` "uint8" (asymmetric) or
+    "int8" (symmetric); `target` the CPU the model will run on (auto, avx2, vnni, arm);
+    `exclude_ops`/`exclude_nodes` stay float, `quantize_ops` narrows the op types; `max_drift` (a
+    Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float until it holds on
+    the selection samples, a cosine budget as predicted for new samples (`drift.predicted_cosine`;
+    CheckFailedError if it never does); `eval_split` the share of samples held out for choices (at
+    least 2), `test_split` for the drift reported, `held_out` where they come from ("spread" through
+    the data or the "last" ones: see `split_samples`); `require_speedup` makes an INT8 model that is
+    not faster than float on this CPU an error; `min_macs` leaves smaller weighted ops in float (at
+    its default, target "auto" times them in int8 too and keeps that when worth it); `weight_range`
+    the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
+    `weight_rounding` "nearest" or "gptq" (least change of each layer's output on the calibration
+    samples; see gptq.py); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
+    (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or
+    "auto" (the variant closest to float on the selection samples); `optimize` runs the lossless
+    pipeline first, with `optimize_options` as keyword arguments of `onnxslim.optimize`;
+    `measure_latency` times both models; `progress` shows bars.
     """
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD
-    percentile: float = 99.99
+    percentile: float | None = None
     per_channel: bool = True
     activation_type: str = "uint8"
     target: str = "auto"
@@ -282,7 +282,7 @@ def _quantize(
         mode=outcome.mode,
         target=profile.name,
         target_reason=target_reason,
-        method="run time" if dynamic_used else config.method,
+        method=outcome.method,
         activation_type="uint8 (dynamic)" if dynamic_used else config.activation_type,
         weight_pair_limit=profile.pair_limit,
         per_channel=config.per_channel,
@@ -433,7 +433,8 @@ def _static(
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
     pairs = len(find_pairs(float_model.graph))
-    method_options = {"pct": config.percentile} if config.method == "percentile" else {}
+    percentile = config.percentile or PERCENTILES[0]
+    method_options = {"pct": percentile} if config.method == "percentile" else {}
     builders = {
         eq: QuantBuilder(
             _equalized(float_model) if eq else float_model,
@@ -450,6 +451,9 @@ def _static(
         builders, _choices(config.bias_correction), selection, ref_outputs
     )
     notes += [note] if note else []
+    if config.method == "percentile" and config.percentile is None:
+        builder, quantized, info, note = _choose_percentile(builder, selection, ref_outputs)
+        notes.append(note)
     drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     if config.target == "auto" and config.measure_latency:
         chosen, trade_notes = _speed_accuracy_choices(
@@ -483,6 +487,7 @@ def _static(
         notes=notes,
         equalized_pairs=pairs if builder.equalized else 0,
         bias_correction=builder.options.bias_correction,
+        method=_method_label(builder),
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
     )
@@ -632,6 +637,12 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
     return None
 
 
+def _method_label(builder: QuantBuilder) -> str:
+    """The activation range method of `builder`, with its percentile."""
+    pct = builder.method_options.get("pct")
+    return f"{builder.method} {pct:g}" if pct is not None else builder.method
+
+
 def _choices(setting: bool | str) -> list[bool]:
     return [False, True] if setting == "auto" else [setting]
 
@@ -650,6 +661,8 @@ _LABELS = {
     (True, False): "CLE",
     (True, True): "CLE + bias correction",
 }
+#: `percentile=None`: the first is the default, the others are tried on the selection samples.
+PERCENTILES = (99.99, 99.9, 99.999)
 
 
 def _choose(
@@ -657,47 +670,76 @@ def _choose(
     bias_corrections: Sequence[bool],
     selection: Sequence,
     ref_outputs: Sequence,
-    max_samples: int = 64,
 ) -> tuple[QuantBuilder, ir.Model, BuildInfo, str | None]:
-    """Build each (equalization, bias correction) variant, from no lever to both, and keep the
-    closest to the float model (`ref_outputs`; worst SNR over the float outputs) on up to
-    ``max_samples`` selection samples, each replacing the one kept so far only when
-    `significantly_closer`: its per-sample gains make it closer on new samples too (a fraction of
-    a dB on a few samples is noise). Returns the builder (set to the kept variant), the model, its
-    build info and a note (None: no choice made)."""
-    variants = [key for key in _LABELS if key[0] in builders and key[1] in bias_corrections]
+    """The (equalization, bias correction) variant `_closest` keeps, from no lever to both.
+    Returns the builder (set to it), the model, its build info and a note (None: no choice)."""
 
     def set_to(eq: bool, bc: bool) -> QuantBuilder:
         builders[eq].options = dataclasses.replace(builders[eq].options, bias_correction=bc)
         return builders[eq]
 
+    variants = {
+        label: functools.partial(set_to, *key)
+        for key, label in _LABELS.items()
+        if key[0] in builders and key[1] in bias_corrections
+    }
     if len(variants) == 1:
-        builder = set_to(*variants[0])
+        builder = next(iter(variants.values()))()
         return (builder, *builder.build(), None)
-    samples, ref = list(selection)[:max_samples], list(ref_outputs)[:max_samples]
-    scores, kept = {}, None  # kept: (variant, (model, info), its outputs, its worst output)
     shown = next(iter(builders.values())).progress
-    with progress("INT8: trying CLE and bias correction", len(variants), shown) as bar:
-        for variant in variants:
-            model, info = set_to(*variant).build()
+    return _closest(variants, "CLE and bias correction", selection, ref_outputs, shown)
+
+
+def _choose_percentile(
+    builder: QuantBuilder, selection: Sequence, ref_outputs: Sequence
+) -> tuple[QuantBuilder, ir.Model, BuildInfo, str]:
+    """The activation percentile of PERCENTILES `_closest` keeps for `builder`'s variant."""
+
+    def set_to(pct: float) -> QuantBuilder:
+        builder.method_options = {"pct": pct}
+        return builder
+
+    variants = {f"percentile {pct:g}": functools.partial(set_to, pct) for pct in PERCENTILES}
+    return _closest(variants, "activation percentiles", selection, ref_outputs, builder.progress)
+
+
+def _closest(
+    variants: Mapping[str, Callable[[], QuantBuilder]],
+    what: str,
+    selection: Sequence,
+    ref_outputs: Sequence,
+    shown: bool,
+    max_samples: int = 64,
+) -> tuple[QuantBuilder, ir.Model, BuildInfo, str]:
+    """Build each variant (label: a function setting its builder up) in order, the default first,
+    and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs) on
+    up to ``max_samples`` selection samples, each replacing the one kept so far only when
+    `significantly_closer`: closer on new samples too, as bootstrap resamples of the selection
+    samples say (a fraction of a dB on a few samples is noise). Returns the builder (set to the
+    kept variant), the model, its build info and a note; `shown`: a progress bar."""
+    samples, ref = list(selection)[:max_samples], list(ref_outputs)[:max_samples]
+    scores, kept = {}, None  # kept: (label, (model, info), its outputs, its worst output)
+    with progress(f"INT8: trying {what}", len(variants), shown) as bar:
+        for label, set_up in variants.items():
+            model, info = set_up().build()
             outputs = run_samples(model, samples)
             drift = compare_outputs(ref, outputs)
-            scores[variant] = worst_snr(drift)
+            scores[label] = worst_snr(drift)
             if kept is None or (
-                scores[variant] > scores[kept[0]]
+                scores[label] > scores[kept[0]]
                 and kept[3] is not None
                 and significantly_closer(ref, kept[2], outputs, kept[3])
             ):
-                kept = (variant, (model, info), outputs, worst_output(drift))
+                kept = (label, (model, info), outputs, worst_output(drift))
             bar.advance()
-    variant, (model, info), _, _ = kept
-    tried = ", ".join(f"{_LABELS[key]} {snr:.1f} dB" for key, snr in scores.items())
+    label, (model, info), _, _ = kept
+    tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
     note = (
-        f"kept {_LABELS[variant]} (output SNR on {len(samples)} selection samples: {tried}; a "
-        f"lever is kept only when it brings INT8 closer to float on new samples with "
-        f"{GAIN_CONFIDENCE:.0%} confidence, by its gains per sample)"
+        f"kept {label} (output SNR on {len(samples)} selection samples: {tried}; a variant "
+        f"replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} of "
+        f"bootstrap resamples of those samples)"
     )
-    return set_to(*variant), model, info, note
+    return variants[label](), model, info, note
 
 
 def _float_depthwise(info: BuildInfo) -> list[str]:
