@@ -78,22 +78,23 @@ MAX_LISTED = 8  # fallback nodes named per model in the notes
 # --ablation: quantize() options per column (static INT8, the levers one by one); the last is the
 # default (mode auto).
 _STATIC = {"mode": "static", "equalize": False, "bias_correction": False}
+_PERCENTILE = {**_STATIC, "percentile": 99.99}
 ABLATIONS = {
     "minmax": {**_STATIC, "method": "minmax"},
     "mean_minmax": {**_STATIC, "method": "mean_minmax"},
-    "percentile 99.99": _STATIC,
+    "percentile 99.99": _PERCENTILE,
     "entropy": {**_STATIC, "method": "entropy"},
     "mse": {**_STATIC, "method": "mse"},
-    "percentile + CLE": {**_STATIC, "equalize": True},
-    "percentile + BC": {**_STATIC, "bias_correction": True},
-    "percentile + CLE + BC": {**_STATIC, "equalize": True, "bias_correction": True},
+    "percentile + CLE": {**_PERCENTILE, "equalize": True},
+    "percentile + BC": {**_PERCENTILE, "bias_correction": True},
+    "percentile + CLE + BC": {**_PERCENTILE, "equalize": True, "bias_correction": True},
     "percentile + BC, MSE weight range": {
-        **_STATIC,
+        **_PERCENTILE,
         "bias_correction": True,
         "weight_range": "mse",
     },
     "percentile + BC, GPTQ weights": {
-        **_STATIC,
+        **_PERCENTILE,
         "bias_correction": True,
         "weight_rounding": "gptq",
     },
@@ -481,7 +482,8 @@ def ablation(name: str, target: str = "auto", columns: dict = ABLATIONS) -> dict
         row[label] = {
             "min_cosine": drift["min_cosine"],
             "snr_db": drift["snr_db"],
-            "kept": f"{report.mode}: {kept}",
+            "kept": f"{report.mode}: {kept}"
+            + (f", {report.method}" if report.mode == "static" else ""),
         }
     return row
 

@@ -225,6 +225,8 @@ def predicted_cosine(cosines: Sequence[float], coverage: float = NEW_SAMPLE_COVE
 #: how sure a lever's gain on the selection samples must make it that it also helps new ones
 GAIN_CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
+#: fewer samples predict nothing about new ones (Student-t quantile 4.8 at 8, 22 at 3)
+MIN_PREDICTION_SAMPLES = 8
 
 
 def significantly_closer(
@@ -237,18 +239,22 @@ def significantly_closer(
     """Whether `after` is closer to float (`ref`) than `before` on output `name` for new samples
     too, with `confidence`: its squared error summed over the samples (what SNR pools) is lower
     on all but a `1 - confidence` share of bootstrap resamples of the samples (paired, a fixed
-    seed). One sample never suffices."""
+    seed). Fewer than MIN_PREDICTION_SAMPLES samples never suffice (a few samples that agree
+    pass every resample); a non-finite value where float is finite is an infinite error."""
 
     def errors(outputs) -> np.ndarray:
-        diffs = (
-            np.asarray(o[name], np.float64) - np.asarray(r[name], np.float64)
-            for o, r in zip(outputs, ref)
-        )
-        return np.array([np.sum(np.square(d[np.isfinite(d)])) for d in diffs])
+        found = []
+        for o, r in zip(outputs, ref):
+            r = np.asarray(r[name], np.float64)
+            d = np.asarray(o[name], np.float64) - r
+            broken = np.any(~np.isfinite(d) & np.isfinite(r))
+            found.append(np.inf if broken else np.sum(np.square(d[np.isfinite(d)])))
+        return np.array(found)
 
-    gains = errors(before) - errors(after)
-    if gains.size < 2:
+    if len(ref) < MIN_PREDICTION_SAMPLES:
         return False
+    with np.errstate(invalid="ignore"):  # inf - inf: a sample both break counts for neither
+        gains = np.nan_to_num(errors(before) - errors(after), nan=0.0, posinf=1e300, neginf=-1e300)
     picks = np.random.default_rng(0).integers(0, gains.size, (BOOTSTRAP_RESAMPLES, gains.size))
     return bool(np.quantile(gains[picks].sum(axis=1), 1 - confidence) > 0)
 

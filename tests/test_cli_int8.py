@@ -43,6 +43,8 @@ def test_int8_writes_a_qdq_model_and_a_report(tmp_path, demo_path):
     assert session(out).run(None, feed)[0].shape == (2, 10)
     assert "drift on test samples (no decision saw them)" in proc.stdout + proc.stderr
     assert any("held out: spread through the data" in note for note in data["notes"])
+    assert data["method"] == "percentile 99.99"  # 2 selection samples: too few to choose by
+    assert any(note.startswith("kept percentile 99.99 (") for note in data["notes"])
 
 
 def test_int8_held_out_samples_can_be_the_last_ones(tmp_path, demo_path):
@@ -235,6 +237,18 @@ def test_int8_weight_range_and_rounding_flags(tmp_path, demo_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())["int8"]
     assert (data["weight_range"], data["weight_rounding"]) == ("mse", "gptq")
+
+
+def test_int8_percentile_flag_fixes_the_percentile(tmp_path, demo_path):
+    report = tmp_path / "report.json"
+    args = ["-o", tmp_path / "p.onnx", "--int8", "--calibration", _calibration_folder(tmp_path)]
+    proc = run_cli(demo_path, *args, "--percentile", "99.9", "--report", report, "-q")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())["int8"]
+    assert data["method"] == "percentile 99.9"
+    assert not any(note.startswith("kept percentile") for note in data["notes"])
+    proc = run_cli(demo_path, *args, "--percentile", "99.9", "--calibration-method", "minmax")
+    assert_one_line_error(proc, contains="percentile applies to calibration method")
 
 
 def test_int8_dynamic_smooth_flag(tmp_path):

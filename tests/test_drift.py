@@ -292,12 +292,19 @@ def _off_by(errors_db_below_before: list[float]) -> tuple[list, list, list]:
     [
         ([0.2] * 8, True),  # small, but every sample gains it
         ([3.0, -1.0, 2.0, 0.0] * 4, True),  # 16 samples, the pooled squared error 15% lower
-        ([3.0, -1.0, 2.0, 0.0], False),  # the same four: 18% of resamples lose
+        ([3.0, -1.0, 2.0, 0.0] * 2, False),  # the same on 8: 8% of resamples lose
         ([20.0] + [-0.4] * 7, False),  # 4% lower pooled, from one sample
-        ([5.0], False),  # one sample predicts nothing
+        ([1.0] * 7, False),  # every sample gains, but 7 predict nothing (MIN_PREDICTION_SAMPLES)
     ],
 )
 def test_significantly_closer_bootstraps_the_pooled_squared_error(gains, closer):
     ref, before, after = _off_by(gains)
     assert significantly_closer(ref, before, after, "y") is closer
     assert not significantly_closer(ref, after, before, "y")
+
+
+def test_a_nan_where_float_is_finite_is_never_closer():
+    ref, before, after = _off_by([6.0] * 8)
+    assert significantly_closer(ref, before, after, "y")
+    after[0]["y"] = np.where(np.arange(4) == 0, np.nan, after[0]["y"])  # the rest: 6 dB closer
+    assert not significantly_closer(ref, before, after, "y")

@@ -837,7 +837,8 @@ def offset_depthwise() -> onnx.ModelProto:
 @pytest.mark.parametrize("target", ["vnni", "arm"])
 def test_bias_correction_lowers_drift(target):
     rng = np.random.default_rng(8)
-    data = [{"x": (20 + rng.normal(size=(1, 16, 8, 8))).astype(np.float32)} for _ in range(12)]
+    # 40 samples: 8 for selection, the fewest `auto` chooses by (MIN_PREDICTION_SAMPLES)
+    data = [{"x": (20 + rng.normal(size=(1, 16, 8, 8))).astype(np.float32)} for _ in range(40)]
     options = {**FAST, "target": target, "equalize": False}
     without = quantize(offset_depthwise(), data, bias_correction=False, **options).report
     with_bc = quantize(offset_depthwise(), data, bias_correction=True, **options).report
@@ -881,16 +882,43 @@ def test_auto_levers_keep_a_lever_only_when_closer_on_new_samples(monkeypatch, e
 def test_the_percentile_is_chosen_on_the_selection_samples_unless_given():
     data = [
         {"x": np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype(np.float32)}
-        for i in range(10)
+        for i in range(40)
     ]
     auto = quantize(conv_pair(), data, **FAST).report
     kept = next(note for note in auto.notes if note.startswith("kept percentile "))
     assert all(f"percentile {pct}:" in kept for pct in ("99.99", "99.9", "99.999"))
+    assert "on 8 selection samples" in kept and "bootstrap resamples" in kept
     assert auto.method == kept.split(" (")[0].removeprefix("kept ")
     given = quantize(conv_pair(), data, percentile=99.9, **FAST).report
     assert given.method == "percentile 99.9"
     assert not any(note.startswith("kept percentile") for note in given.notes)
     assert quantize(conv_pair(), data, method="minmax", **FAST).report.method == "minmax"
+    with pytest.raises(OnnxSlimError, match="percentile applies to calibration method"):
+        quantize(conv_pair(), data, method="minmax", percentile=99.9, **FAST)
+    few = quantize(conv_pair(), data[:10], **FAST).report
+    assert any("too few to choose by: at least 8" in note for note in few.notes)
+    assert few.method == "percentile 99.99"
+
+
+class _PercentileOutputs:
+    """A stand-in QuantBuilder whose builds are named by their activation percentile."""
+
+    progress = False
+    method_options = {"pct": 99.99}
+
+    def build(self):
+        return self.method_options["pct"], None
+
+
+def test_a_percentile_closer_on_new_samples_replaces_the_default(monkeypatch):
+    ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
+    off_by = {99.99: 0.1, 99.9: 0.2, 99.999: 0.05}  # 99.999: 6 dB closer on every sample
+    outputs = {pct: [{"y": r["y"] + e} for r in ref] for pct, e in off_by.items()}
+    monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
+    builder = _PercentileOutputs()
+    chosen, model, _, note = api._choose_percentile(builder, (99.99, None), ref, ref)
+    assert note.startswith("kept percentile 99.999 (")
+    assert model == 99.999 and chosen.method_options == {"pct": 99.999}
 
 
 def test_auto_levers_keep_the_variant_closest_to_float():

@@ -233,7 +233,8 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--percentile",
     type=click.FloatRange(50, 100),
-    help="Percentile for --calibration-method percentile [default: 99.99, or 99.9 or 99.999 "
+    help="Percentile for --calibration-method percentile; giving one turns off the choice "
+    "[default: 99.99, or 99.9 or 99.999 "
     "where closer to float on the selection samples].",
 )
 @click.option(

@@ -18,6 +18,7 @@ from onnxslim.bench import PER_RUN_NOISE, Latency, benchmark
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
+    MIN_PREDICTION_SAMPLES,
     NEW_SAMPLE_COVERAGE,
     PER_SAMPLE,
     Budget,
@@ -56,8 +57,6 @@ DEFAULT_METHOD = "percentile"
 DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
-#: fewer selection samples predict nothing about new ones (Student-t quantile 4.8 at 8, 22 at 3)
-MIN_PREDICTION_SAMPLES = 8
 TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen
@@ -96,7 +95,8 @@ class QuantizeConfig:
     `weight_rounding` "nearest" or "gptq" (least change of each layer's output on the calibration
     samples; see gptq.py); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
     (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or
-    "auto" (the variant closest to float on the selection samples); `optimize` runs the lossless
+    "auto" (the variant closest to float on the selection samples; for CLE and bias correction
+    only when bootstrap resamples of them agree, see `_closest`); `optimize` runs the lossless
     pipeline first, with `optimize_options` as keyword arguments of `onnxslim.optimize`;
     `measure_latency` times both models; `progress` shows bars.
     """
@@ -144,6 +144,10 @@ class QuantizeConfig:
             raise OnnxSlimError(
                 "smoothing (smooth=True, --smooth on) applies to dynamic INT8: "
                 "use mode 'dynamic' or 'auto'"
+            )
+        if self.percentile is not None and self.method != "percentile":
+            raise OnnxSlimError(
+                f"a percentile applies to calibration method 'percentile', not {self.method!r}"
             )
         if self.method not in RANGE_METHODS:
             raise OnnxSlimError(
@@ -415,9 +419,9 @@ def _static(
     config: QuantizeConfig,
     profile,
 ) -> Outcome:
-    """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE and bias correction,
-    return the noisiest nodes to float until the budget holds on `selection` (where the original
-    gives `ref_outputs`)."""
+    """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE, bias correction and
+    the activation percentile (`_closest`), return the noisiest nodes to float until the budget
+    holds on `selection` (where the original gives `ref_outputs`)."""
     quant_options = QuantOptions(
         activation_type=config.activation_type,
         weight_pair_limit=profile.pair_limit,
@@ -433,15 +437,14 @@ def _static(
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
     pairs = len(find_pairs(float_model.graph))
-    percentile = config.percentile or PERCENTILES[0]
-    method_options = {"pct": percentile} if config.method == "percentile" else {}
+    percentile = PERCENTILES[0] if config.percentile is None else config.percentile
     builders = {
         eq: QuantBuilder(
             _equalized(float_model) if eq else float_model,
             calib,
             quant_options,
             config.method,
-            method_options,
+            {"pct": percentile} if config.method == "percentile" else {},
             config.progress,
             equalized=eq,
         )
@@ -452,7 +455,9 @@ def _static(
     )
     notes += [note] if note else []
     if config.method == "percentile" and config.percentile is None:
-        builder, quantized, info, note = _choose_percentile(builder, selection, ref_outputs)
+        builder, quantized, info, note = _choose_percentile(
+            builder, (quantized, info), selection, ref_outputs
+        )
         notes.append(note)
     drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     if config.target == "auto" and config.measure_latency:
@@ -640,7 +645,7 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
 def _method_label(builder: QuantBuilder) -> str:
     """The activation range method of `builder`, with its percentile."""
     pct = builder.method_options.get("pct")
-    return f"{builder.method} {pct:g}" if pct is not None else builder.method
+    return f"{builder.method} {pct:.10g}" if pct is not None else builder.method
 
 
 def _choices(setting: bool | str) -> list[bool]:
@@ -691,16 +696,18 @@ def _choose(
 
 
 def _choose_percentile(
-    builder: QuantBuilder, selection: Sequence, ref_outputs: Sequence
+    builder: QuantBuilder, built: tuple[ir.Model, BuildInfo], selection: Sequence, ref_outputs
 ) -> tuple[QuantBuilder, ir.Model, BuildInfo, str]:
-    """The activation percentile of PERCENTILES `_closest` keeps for `builder`'s variant."""
+    """The activation percentile of PERCENTILES `_closest` keeps for `builder`'s variant, `built`
+    at the first of them."""
 
     def set_to(pct: float) -> QuantBuilder:
         builder.method_options = {"pct": pct}
         return builder
 
-    variants = {f"percentile {pct:g}": functools.partial(set_to, pct) for pct in PERCENTILES}
-    return _closest(variants, "activation percentiles", selection, ref_outputs, builder.progress)
+    variants = {f"percentile {pct:.10g}": functools.partial(set_to, pct) for pct in PERCENTILES}
+    what = "activation percentiles"
+    return _closest(variants, what, selection, ref_outputs, builder.progress, built)
 
 
 def _closest(
@@ -709,6 +716,7 @@ def _closest(
     selection: Sequence,
     ref_outputs: Sequence,
     shown: bool,
+    first: tuple[ir.Model, BuildInfo] | None = None,
     max_samples: int = 64,
 ) -> tuple[QuantBuilder, ir.Model, BuildInfo, str]:
     """Build each variant (label: a function setting its builder up) in order, the default first,
@@ -716,12 +724,13 @@ def _closest(
     up to ``max_samples`` selection samples, each replacing the one kept so far only when
     `significantly_closer`: closer on new samples too, as bootstrap resamples of the selection
     samples say (a fraction of a dB on a few samples is noise). Returns the builder (set to the
-    kept variant), the model, its build info and a note; `shown`: a progress bar."""
+    kept variant), the model, its build info and a note; `shown`: a progress bar; `first`: the
+    first variant's build, when made already."""
     samples, ref = list(selection)[:max_samples], list(ref_outputs)[:max_samples]
     scores, kept = {}, None  # kept: (label, (model, info), its outputs, its worst output)
     with progress(f"INT8: trying {what}", len(variants), shown) as bar:
         for label, set_up in variants.items():
-            model, info = set_up().build()
+            model, info = first if first and not scores else set_up().build()
             outputs = run_samples(model, samples)
             drift = compare_outputs(ref, outputs)
             scores[label] = worst_snr(drift)
@@ -734,11 +743,13 @@ def _closest(
             bar.advance()
     label, (model, info), _, _ = kept
     tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
-    note = (
-        f"kept {label} (output SNR on {len(samples)} selection samples: {tried}; a variant "
-        f"replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} of "
-        f"bootstrap resamples of those samples)"
+    rule = (
+        f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
+        f"of bootstrap resamples of those samples"
+        if len(samples) >= MIN_PREDICTION_SAMPLES
+        else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
+    note = f"kept {label} (output SNR on {len(samples)} selection samples: {tried}; {rule})"
     return variants[label](), model, info, note
 
 

@@ -113,6 +113,7 @@ def quantize_model(
         violations,
         notes=notes,
         mode="dynamic",
+        method="run time",
         smoothed_inputs=_feeding_int8(model, muls),
         all_int8=ir.from_proto(all_int8) if fallback else None,
     )

@@ -24,7 +24,7 @@ class Outcome:
     bias_correction: bool = False
     layers: list[dict] = dataclasses.field(default_factory=list)
     mode: str = "static"
-    method: str = "run time"  # the activation range method
+    method: str = ""  # the activation range method ("run time": dynamic INT8)
     smoothed_inputs: int = 0  # MatMul inputs balanced onto the weights (dynamic; see smooth.py)
     all_int8: ir.Model | None = None  # before the budget returned nodes to float (to time it)
 
