@@ -879,11 +879,15 @@ def test_auto_levers_keep_a_lever_only_when_closer_on_new_samples(monkeypatch, e
     assert model is builder.options.bias_correction is (kept != "plain")
 
 
-def test_the_percentile_is_chosen_on_the_selection_samples_unless_given():
-    data = [
+def _conv_pair_samples(count: int) -> list[dict]:
+    return [
         {"x": np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype(np.float32)}
-        for i in range(40)
+        for i in range(count)
     ]
+
+
+def test_the_percentile_is_chosen_on_the_selection_samples_unless_given():
+    data = _conv_pair_samples(40)
     auto = quantize(conv_pair(), data, **FAST).report
     kept = next(note for note in auto.notes if note.startswith("kept percentile "))
     assert all(f"percentile {pct}:" in kept for pct in ("99.99", "99.9", "99.999"))
@@ -922,10 +926,7 @@ def test_a_percentile_closer_on_new_samples_replaces_the_default(monkeypatch):
 
 
 def test_auto_levers_keep_the_variant_closest_to_float():
-    data = [
-        {"x": np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype(np.float32)}
-        for i in range(10)
-    ]
+    data = _conv_pair_samples(10)
     report = quantize(conv_pair(), data, **FAST).report
     kept = next(note for note in report.notes if note.startswith("kept "))
     assert all(
