@@ -874,9 +874,10 @@ def test_auto_levers_keep_a_lever_only_when_closer_on_new_samples(monkeypatch, e
     snr = {bc: worst_snr(compare_outputs(ref, out)) for bc, out in outputs.items()}
     assert snr[True] > snr[False]  # the better score either way
     monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
-    builder, model, _, note = api._choose({False: _FixedOutputs()}, [False, True], ref, ref)
-    assert note.startswith(f"kept {kept} (")
-    assert model is builder.options.bias_correction is (kept != "plain")
+    choice = api._choose({False: _FixedOutputs()}, [False, True], ref, ref)
+    assert choice.note.startswith(f"kept {kept} (")
+    assert choice.model is choice.builder.options.bias_correction is (kept != "plain")
+    assert choice.outputs == outputs[kept != "plain"]  # no second run to report its drift
 
 
 def _conv_pair_samples(count: int) -> list[dict]:
@@ -919,10 +920,10 @@ def test_a_percentile_closer_on_new_samples_replaces_the_default(monkeypatch):
     off_by = {99.99: 0.1, 99.9: 0.2, 99.999: 0.05}  # 99.999: 6 dB closer on every sample
     outputs = {pct: [{"y": r["y"] + e} for r in ref] for pct, e in off_by.items()}
     monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
-    builder = _PercentileOutputs()
-    chosen, model, _, note = api._choose_percentile(builder, (99.99, None), ref, ref)
-    assert note.startswith("kept percentile 99.999 (")
-    assert model == 99.999 and chosen.method_options == {"pct": 99.999}
+    first = api._Choice(_PercentileOutputs(), 99.99, None, outputs[99.99])  # scored already
+    choice = api._choose_percentile(first, ref, ref)
+    assert choice.note.startswith("kept percentile 99.999 (")
+    assert choice.model == 99.999 and choice.builder.method_options == {"pct": 99.999}
 
 
 def test_auto_levers_keep_the_variant_closest_to_float():

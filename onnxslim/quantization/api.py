@@ -450,16 +450,16 @@ def _static(
         )
         for eq in _choices(config.equalize if pairs else False)
     }
-    builder, quantized, info, note = _choose(
-        builders, _choices(config.bias_correction), selection, ref_outputs
-    )
-    notes += [note] if note else []
+    choice = _choose(builders, _choices(config.bias_correction), selection, ref_outputs)
+    notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
-        builder, quantized, info, note = _choose_percentile(
-            builder, (quantized, info), selection, ref_outputs
-        )
-        notes.append(note)
-    drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
+        choice = _choose_percentile(choice, selection, ref_outputs)
+        notes.append(choice.note)
+    builder, quantized, info = choice.builder, choice.model, choice.info
+    scored = choice.outputs is not None and len(choice.outputs) == len(selection)
+    drift = compare_outputs(
+        ref_outputs, choice.outputs if scored else run_samples(quantized, selection)
+    )
     if config.target == "auto" and config.measure_latency:
         chosen, trade_notes = _speed_accuracy_choices(
             builder, _Variant(builder.options, quantized, info, drift), selection, ref_outputs
@@ -670,14 +670,25 @@ _LABELS = {
 PERCENTILES = (99.99, 99.9, 99.999)
 
 
+@dataclasses.dataclass
+class _Choice:
+    """A static INT8 variant kept: its builder (set to it), model and build info, its outputs on
+    the selection samples it was scored on (None: not run) and a note (None: no choice made)."""
+
+    builder: QuantBuilder
+    model: ir.Model
+    info: BuildInfo
+    outputs: list | None = None
+    note: str | None = None
+
+
 def _choose(
     builders: Mapping[bool, QuantBuilder],
     bias_corrections: Sequence[bool],
     selection: Sequence,
     ref_outputs: Sequence,
-) -> tuple[QuantBuilder, ir.Model, BuildInfo, str | None]:
-    """The (equalization, bias correction) variant `_closest` keeps, from no lever to both.
-    Returns the builder (set to it), the model, its build info and a note (None: no choice)."""
+) -> _Choice:
+    """The (equalization, bias correction) variant `_closest` keeps, from no lever to both."""
 
     def set_to(eq: bool, bc: bool) -> QuantBuilder:
         builders[eq].options = dataclasses.replace(builders[eq].options, bias_correction=bc)
@@ -690,16 +701,15 @@ def _choose(
     }
     if len(variants) == 1:
         builder = next(iter(variants.values()))()
-        return (builder, *builder.build(), None)
+        return _Choice(builder, *builder.build())
     shown = next(iter(builders.values())).progress
     return _closest(variants, "CLE and bias correction", selection, ref_outputs, shown)
 
 
-def _choose_percentile(
-    builder: QuantBuilder, built: tuple[ir.Model, BuildInfo], selection: Sequence, ref_outputs
-) -> tuple[QuantBuilder, ir.Model, BuildInfo, str]:
-    """The activation percentile of PERCENTILES `_closest` keeps for `builder`'s variant, `built`
+def _choose_percentile(first: _Choice, selection: Sequence, ref_outputs: Sequence) -> _Choice:
+    """The activation percentile of PERCENTILES `_closest` keeps for the variant `first`, built
     at the first of them."""
+    builder = first.builder
 
     def set_to(pct: float) -> QuantBuilder:
         builder.method_options = {"pct": pct}
@@ -707,7 +717,7 @@ def _choose_percentile(
 
     variants = {f"percentile {pct:.10g}": functools.partial(set_to, pct) for pct in PERCENTILES}
     what = "activation percentiles"
-    return _closest(variants, what, selection, ref_outputs, builder.progress, built)
+    return _closest(variants, what, selection, ref_outputs, builder.progress, first)
 
 
 def _closest(
@@ -716,32 +726,36 @@ def _closest(
     selection: Sequence,
     ref_outputs: Sequence,
     shown: bool,
-    first: tuple[ir.Model, BuildInfo] | None = None,
+    first: _Choice | None = None,
     max_samples: int = 64,
-) -> tuple[QuantBuilder, ir.Model, BuildInfo, str]:
+) -> _Choice:
     """Build each variant (label: a function setting its builder up) in order, the default first,
     and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs) on
     up to ``max_samples`` selection samples, each replacing the one kept so far only when
     `significantly_closer`: closer on new samples too, as bootstrap resamples of the selection
-    samples say (a fraction of a dB on a few samples is noise). Returns the builder (set to the
-    kept variant), the model, its build info and a note; `shown`: a progress bar; `first`: the
-    first variant's build, when made already."""
+    samples say (a fraction of a dB on a few samples is noise). `shown`: a progress bar; `first`:
+    the first variant, when built (and scored) already."""
     samples, ref = list(selection)[:max_samples], list(ref_outputs)[:max_samples]
-    scores, kept = {}, None  # kept: (label, (model, info), its outputs, its worst output)
+    scores, kept = {}, None  # kept: (label, the _Choice, its worst output)
     with progress(f"INT8: trying {what}", len(variants), shown) as bar:
         for label, set_up in variants.items():
-            model, info = first if first and not scores else set_up().build()
-            outputs = run_samples(model, samples)
-            drift = compare_outputs(ref, outputs)
+            if first is not None and not scores:
+                choice = dataclasses.replace(first)
+            else:
+                builder = set_up()
+                choice = _Choice(builder, *builder.build())
+            if choice.outputs is None:
+                choice.outputs = run_samples(choice.model, samples)
+            drift = compare_outputs(ref, choice.outputs)
             scores[label] = worst_snr(drift)
             if kept is None or (
                 scores[label] > scores[kept[0]]
-                and kept[3] is not None
-                and significantly_closer(ref, kept[2], outputs, kept[3])
+                and kept[2] is not None
+                and significantly_closer(ref, kept[1].outputs, choice.outputs, kept[2])
             ):
-                kept = (label, (model, info), outputs, worst_output(drift))
+                kept = (label, choice, worst_output(drift))
             bar.advance()
-    label, (model, info), _, _ = kept
+    label, choice, _ = kept
     tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
     rule = (
         f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
@@ -749,8 +763,9 @@ def _closest(
         if len(samples) >= MIN_PREDICTION_SAMPLES
         else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
-    note = f"kept {label} (output SNR on {len(samples)} selection samples: {tried}; {rule})"
-    return variants[label](), model, info, note
+    variants[label]()  # the builder back to the kept variant
+    choice.note = f"kept {label} (output SNR on {len(samples)} selection samples: {tried}; {rule})"
+    return choice
 
 
 def _float_depthwise(info: BuildInfo) -> list[str]:
