@@ -1,7 +1,7 @@
 """INT8: onnxslim.quantize vs onnxruntime.quantization.quantize_static on the real-model zoo.
 
     python benchmarks/int8.py [--models NAME ...] [--budget NAME=SPEC ...] [--runs 60]
-                              [--target auto] [--ablation | --smoothing | --vnni]
+                              [--target auto] [--ablation | --smoothing | --vnni | --check]
                               [--json FILE] [--markdown FILE]
 
 Data: `models/zoo.py`'s `splits(name)`, three disjoint splits per model (no source picture, page
@@ -22,7 +22,9 @@ model, onnxslim with the budget], runs interleaved, on test samples).
 weight levers (MSE weight range, GPTQ rounding; static INT8, no budget, no ORT, no timing) by their
 drift on the same test split; `--smoothing` compares dynamic INT8 without and with smoothing (see
 `onnxslim/quantization/smooth.py`) on the models with MatMul weights. `--vnni` measures the
-accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU.
+accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU. `--check` sets the
+default against levers it leaves off (other range methods, GPTQ) and ORT on photos of a source no
+split uses (`models.zoo.check_samples`), and the Softmax classifiers at their logits (`logits_row`).
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ import unittest.mock
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.zoo import PIXEL_STEP, splits  # noqa: E402
+from models.zoo import PIXEL_STEP, check_samples, splits  # noqa: E402
 from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.cpu import cpu_info  # noqa: E402
 from onnxslim.drift import NEAR_ZERO, compare_outputs, parse_max_drift  # noqa: E402
@@ -107,6 +110,17 @@ SMOOTHING = {
     "default (mode auto, smoothing auto)": {},
 }
 SMOOTHING_MODELS = ["minilm_l3", "transformer_encoder", "ppocrv4_rec"]
+# --check: the default against the levers it does not use, on photos of a source no split uses
+# (models.zoo.CHECK_PICTURES), for the image models that take whole photos; ORT alongside.
+CHECK = {
+    "default": {},
+    "mean_minmax ranges": {"method": "mean_minmax"},
+    "minmax ranges": {"method": "minmax"},
+    "GPTQ weights": {"weight_rounding": "gptq"},
+}
+CHECK_MODELS = ["efficientnet_lite1", "open_nsfw", "yolov8n_320"]
+# --check, second table: the classifiers whose output is a Softmax, at its input too
+SOFTMAX_CLASSIFIERS = ["ppocr_cls", "open_nsfw"]
 
 
 def ort_quantize(src: Path, dst: Path, calibration: list[dict], **options) -> float:
@@ -559,6 +573,111 @@ def vnni_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check(name: str, work: Path) -> dict:
+    """Drift of each CHECK configuration of onnxslim (ranges on the calibration split, choices on
+    the selection split, as in the main table) and of ORT's `quantize_static` on `check_samples`:
+    photos of a source that no split, choice or other figure uses."""
+    src, data = ZOO / f"{name}.onnx", splits(name)
+    samples = check_samples(name)
+    ref = run_samples(src, samples, int8=False)
+    models, row = {}, {"model": name, "samples": len(samples)}
+    for label, options in CHECK.items():
+        result = onnxslim_quantize(name, data, None, "auto", **options)
+        models[label] = ir.to_proto(result.model)
+        row[label] = {"kept": result.report.method}
+    theirs = work / f"{name}.ort.check.onnx"
+    ort_quantize(src, theirs, data["calibration"] + data["selection"])
+    models["ORT quantize_static"], row["ORT quantize_static"] = theirs, {}
+    for label, model in models.items():
+        drift = test_drift(ref, run_samples(model, samples), name in CLASSIFIERS)
+        row[label].update({k: drift[k] for k in ("min_cosine", "snr_db", "top1")})
+    return row
+
+
+def check_markdown(rows: list[dict]) -> str:
+    columns = [*CHECK, "ORT quantize_static"]
+    heads = [f"{label}: min cosine / SNR dB / top-1" for label in columns]
+    lines = ["| model (samples) | " + " | ".join(heads) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        cells = [_drift_cell(row[k], " / ") for k in columns]
+        lines.append(f"| {row['model']} ({row['samples']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def softmax_input(model: onnx.ModelProto) -> str | None:
+    """The input of the Softmax that computes the model's first output, maybe through Identity
+    nodes or a quantization of its output (None: no Softmax does)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    node = producers.get(model.graph.output[0].name)
+    while node is not None and node.op_type in ("Identity", "QuantizeLinear", "DequantizeLinear"):
+        node = producers.get(node.input[0])
+    return node.input[0] if node is not None and node.op_type == "Softmax" else None
+
+
+def class_scores(model: onnx.ModelProto, samples: list[dict], int8: bool) -> tuple[list, list]:
+    """Per sample: the first output (class probabilities; as ORT runs the model) and the Softmax's
+    input, centred (the logits up to the shift a Softmax ignores; observed at ORT's basic level)."""
+    output, logits_name = model.graph.output[0].name, softmax_input(model)
+    probs = [run[output].reshape(-1) for run in run_samples(model, samples, int8=int8)]
+    logits = [
+        run[logits_name].reshape(-1)
+        for run in run_samples(model, samples, [logits_name], int8=int8)
+    ]
+    return probs, [x - x.mean() for x in logits]
+
+
+def logits_row(name: str, work: Path) -> list[dict]:
+    """For a classifier whose output is a Softmax: onnxslim's default INT8 and ORT's at the output
+    (the largest change of a class probability) and at the Softmax's input (SNR of the centred
+    logits, their largest error), on the test split and on the check photos when the model takes
+    photos. A cosine of two-class probabilities is 1 on saturated samples whatever the logits do:
+    this says where each model's error lies."""
+    src, data = ZOO / f"{name}.onnx", splits(name)
+    ours = ir.to_proto(onnxslim_quantize(name, data, None, "auto").model)
+    theirs = work / f"{name}.ort.logits.onnx"
+    ort_quantize(src, theirs, data["calibration"] + data["selection"])
+    sets = {"test split": data["test"]}
+    if name in CHECK_MODELS:
+        sets["check photos"] = check_samples(name)
+    rows = []
+    for where, samples in sets.items():
+        ref_probs, ref_logits = class_scores(onnx.load(src), samples, int8=False)
+        row = {"model": name, "samples": f"{where}, {len(samples)}"}
+        for key, model in (("onnxslim", ours), ("ort", onnx.load(theirs))):
+            probs, logits = class_scores(model, samples, int8=True)
+            error = sum(float(np.sum((a - b) ** 2)) for a, b in zip(ref_logits, logits))
+            power = sum(float(np.sum(a**2)) for a in ref_logits)
+            row[key] = {
+                "max_prob_change": _largest_change(ref_probs, probs),
+                "logit_snr_db": 10 * math.log10(power / error) if error else math.inf,
+                "max_logit_error": _largest_change(ref_logits, logits),
+            }
+        rows.append(row)
+    return rows
+
+
+def _largest_change(before: list[np.ndarray], after: list[np.ndarray]) -> float:
+    return max(float(np.abs(a - b).max()) for a, b in zip(before, after))
+
+
+def logits_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | samples | largest change of a class probability (ours / ORT) | "
+        "logits SNR dB (ours / ORT) | largest logit error (ours / ORT) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [
+            f"{row['onnxslim'][k]:{spec}} / {row['ort'][k]:{spec}}"
+            for k, spec in (("max_prob_change", ".3f"), ("logit_snr_db", ".1f"))
+        ]
+        cells.append(
+            f"{row['onnxslim']['max_logit_error']:.2f} / {row['ort']['max_logit_error']:.2f}"
+        )
+        lines.append(f"| {row['model']} | {row['samples']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -587,12 +706,24 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument(
         "--vnni", action="store_true", help="accuracy on a CPU with VNNI, computed on this one"
     )
+    tables.add_argument(
+        "--check",
+        action="store_true",
+        help="the default against other levers on photos of a source no split uses; "
+        "softmax classifiers at their logits",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
     columns = SMOOTHING if args.smoothing else ABLATIONS if args.ablation else None
     if args.models is None:
-        args.models = SMOOTHING_MODELS if args.smoothing else list(BUDGETS)
+        args.models = (
+            SMOOTHING_MODELS
+            if args.smoothing
+            else sorted({*CHECK_MODELS, *SOFTMAX_CLASSIFIERS}, key=list(BUDGETS).index)
+            if args.check
+            else list(BUDGETS)
+        )
     budgets = dict(BUDGETS)
     for item in args.budget:
         name, _, spec = item.partition("=")
@@ -601,23 +732,30 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing zoo models {missing}: run `python models/zoo.py` first", file=sys.stderr)
         return 2
-    if args.vnni and args.target != "auto":
-        parser.error("--vnni measures what --target auto picks on a VNNI CPU: leave --target out")
+    if (args.vnni or args.check) and args.target != "auto":
+        parser.error("--vnni and --check measure what --target auto picks: leave --target out")
     if args.target in TARGETS and saturates_here(TARGETS[args.target]):
         parser.error(f"this CPU's kernels saturate the {args.target} target's weights: use --vnni")
     head = header(args.target)
     if args.vnni:
         head += " --vnni: onnxslim's target auto sees this CPU with VNNI -> the vnni profile."
     print(head, flush=True)
-    rows = []
+    rows, logit_rows = [], []
     if columns:
         table = functools.partial(ablation_markdown, columns=columns)
     else:
-        table = vnni_markdown if args.vnni else markdown
+        table = vnni_markdown if args.vnni else check_markdown if args.check else markdown
     with tempfile.TemporaryDirectory(prefix="onnxslim-int8-") as tmp:
         for name in args.models:
             started = time.perf_counter()
-            if columns:
+            if args.check:
+                if name in SOFTMAX_CLASSIFIERS:
+                    logit_rows += logits_row(name, Path(tmp))
+                    print(logits_markdown(logit_rows[-1:]).splitlines()[-1], flush=True)
+                if name not in CHECK_MODELS:
+                    continue
+                rows.append(check(name, Path(tmp)))
+            elif columns:
                 rows.append(ablation(name, args.target, columns))
             elif args.vnni:
                 rows.append(vnni_accuracy(name, Path(tmp)))
@@ -625,12 +763,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run(name, budgets.get(name), args.runs, Path(tmp), args.target))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
             print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
-    text = table(rows)
-    if not columns and not args.vnni:
+    text = "\n\n".join(
+        [table(rows)] * bool(rows) + [logits_markdown(logit_rows)] * bool(logit_rows)
+    )
+    if not columns and not args.vnni and not args.check:
         text += "\n\n" + noise_floor(rows) + "\n\n" + notes(rows)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"header": head, "rows": rows}, indent=2, default=str))
+        data = {"header": head, "rows": rows, **({"logits": logit_rows} if args.check else {})}
+        args.json.write_text(json.dumps(data, indent=2, default=str))
     if args.markdown:
         args.markdown.write_text(head + "\n\n" + text + "\n")
     return 0

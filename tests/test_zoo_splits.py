@@ -27,3 +27,30 @@ def test_each_split_shows_every_one_of_its_pictures(split, monkeypatch, tmp_path
     pictures = set(zoo.IMAGE_SPLITS[split])
     assert pictures <= shown, sorted(pictures - shown)
     assert {s for s in shown if not s.startswith("lfw")} <= pictures
+
+
+def test_check_pictures_are_in_no_split_nor_scikit_images():
+    in_splits = {name for split in zoo.SPLIT_NAMES for name in zoo.IMAGE_SPLITS[split]}
+    assert not set(zoo.CHECK_PICTURES) & (in_splits | set(zoo.PACKAGED_PICTURES))
+    members = list(zoo.CHECK_PICTURES.values())
+    assert len(members) == len(set(members))
+    assert not any("cameraman" in member for member in members)  # skimage's `camera`
+
+
+def test_check_samples_show_each_check_picture_whole_then_augmented(monkeypatch, tmp_path):
+    sizes = {}
+
+    def picture(source, zoo_dir):
+        sizes[source] = (64 + 8 * len(sizes), 48)
+        return Image.new("RGB", sizes[source], (len(sizes) * 9, 0, 0))
+
+    monkeypatch.setattr(zoo, "_picture", picture)
+    seen = []
+    monkeypatch.setattr(zoo, "_preprocess", lambda name, img: seen.append(img.size) or {})
+    samples = zoo.check_samples("yolov8n_320", tmp_path)
+    assert len(samples) == len(zoo.CHECK_PICTURES) * zoo.CHECK_VIEWS
+    assert list(sizes) == list(zoo.CHECK_PICTURES)
+    whole = seen[:: zoo.CHECK_VIEWS]
+    assert whole == list(sizes.values())
+    with pytest.raises(KeyError, match="not an image model"):
+        zoo.check_samples("ppocr_cls", tmp_path)
