@@ -56,6 +56,7 @@ from onnxslim.errors import CheckFailedError  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
 from onnxslim.quantization import api, exact, quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import run_samples  # noqa: E402
+from onnxslim.quantization.report import kept_float_counts  # noqa: E402
 from onnxslim.quantization.targets import TARGETS, resolve_target, saturates_here  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
@@ -402,10 +403,7 @@ def notes(rows: list[dict]) -> str:
     time each quantizer took."""
     out = []
     for row in rows:
-        kept: dict[str, int] = {}
-        for reason in row["kept_float"].values():
-            short = reason.split(":")[0].split(";")[0]
-            kept[short] = kept.get(short, 0) + 1
+        kept = kept_float_counts(row["kept_float"])
         fallback = ", ".join(
             f"`{f['node']}` ({f['op']}{', int8 weights' if f['int8_weights'] else ''})"
             for f in row["fallback"][:MAX_LISTED]
@@ -425,7 +423,7 @@ def notes(rows: list[dict]) -> str:
             f"quantized {sum(row['quantized'].values())} nodes "
             f"({', '.join(f'{n} {op}' for op, n in sorted(row['quantized'].items()))}); "
             f"kept in float: "
-            + (", ".join(f"{n} {r}" for r, n in sorted(kept.items())) or "none")
+            + (", ".join(f"{n} {r}" for r, n in kept.items()) or "none")
             + f"; quantizing took {ours['seconds']:.1f} s (ORT {ort['seconds']:.1f} s, "
             f"{row['ort_x86']['seconds']:.1f} s with uint8 activations); "
             f"test cosine over the split {ours['cosine']:.4f} / {ort['cosine']:.4f}"

@@ -16,6 +16,7 @@ from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
 from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.passes.fold import FoldProducers
 from onnxslim.quantization import api, dynamic, quantize
 from onnxslim.quantization.api import (
     drift_warning,
@@ -40,7 +41,7 @@ from onnxslim.quantization.pairs import (
 from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target, saturates_here
-from onnxslim.render.tables import range_settings
+from onnxslim.render.tables import quantize_summary_rows, range_settings
 from onnxslim.runtime import Session
 
 FAST = dict(min_macs=0, target="vnni", measure_latency=False, progress=False, optimize=False)
@@ -1561,3 +1562,87 @@ def test_int8_not_faster_than_the_lossless_float_model_is_called_out(monkeypatch
     timed["lossless"] = Latency(1.5, 1.5, 1.5, 1.5)
     report = quantize(cnn(), samples(), **options).report
     assert not any("lossless float model" in n for n in report.notes)
+
+
+def _computed_weight_cnn(make_weight) -> onnx.ModelProto:
+    """cnn() with each Conv weight `w` computed in the graph: the nodes `make_weight(name, w)`
+    returns (their last output named `name`) and the initializers they read."""
+    model = cnn()
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes, inits = [], [t for t in model.graph.initializer if t.name not in ("w1", "w2")]
+    for name in ("w1", "w2"):
+        made_nodes, made_inits = make_weight(name, weights[name])
+        nodes += made_nodes
+        inits += made_inits
+    graph = model.graph
+    return make_model([*nodes, *graph.node], list(graph.input), list(graph.output), inits, opset=13)
+
+
+def _float16_weight(name, w):
+    cast = helper.make_node("Cast", [f"{name}_f16"], [name], to=onnx.TensorProto.FLOAT)
+    return [cast], [const(f"{name}_f16", w.astype(np.float16))]
+
+
+def _filled_weight(name, w):
+    fill = helper.make_node(
+        "ConstantOfShape",
+        [f"{name}_shape"],
+        [name],
+        value=numpy_helper.from_array(np.array([0.02], np.float32)),
+    )
+    return [fill], [const(f"{name}_shape", np.array(w.shape, np.int64))]
+
+
+def test_weights_stored_in_float16_behind_a_cast_are_quantized():
+    model = _computed_weight_cnn(_float16_weight)
+    result = quantize(model, samples(), **FAST)
+    assert result.report.quantized.get("Conv") == 2
+    assert not {"Cast"} & {node.op_type for node in result.model.graph}
+    stored = {v.name for v in result.model.graph.initializers.values()}
+    assert not {"w1_f16", "w2_f16"} & stored  # the float16 copies are gone
+    feeds = samples(4)
+    ref = run_samples(model.SerializeToString(), feeds, int8=False)
+    drift = compare_outputs(ref, run_samples(result.model, feeds))
+    assert drift["y"].cosine > 0.99
+
+
+def test_a_weight_folding_would_blow_up_stays_and_the_report_says_nothing_is_int8():
+    """A ConstantOfShape filling a weight from a few bytes is not folded (int8 would store far
+    more than the model holds); with no Conv quantized, the warning and the summary say why."""
+    model = _computed_weight_cnn(_filled_weight)
+    result = quantize(model, samples(), **{**FAST, "quantize_ops": {"Conv"}})
+    report = result.report
+    assert not report.quantized
+    assert {report.kept_float[n] for n in ("conv1", "conv2")} == {"weight is not a constant"}
+    assert sum(node.op_type == "ConstantOfShape" for node in result.model.graph) == 2
+    (warning,) = [n for n in report.notes if n.startswith("warning: no node computes in INT8")]
+    assert "weight is not a constant: 2 node(s)" in warning
+    rows = {row[0]: row[2] for row in quantize_summary_rows(report)}
+    assert rows["quantized nodes"] == "none"
+    assert rows["kept in float"] == "weight is not a constant: 2"
+
+
+def test_fold_producers_folds_only_the_values_asked_for():
+    half = np.arange(6, dtype=np.float16).reshape(2, 3)
+    nodes = [
+        helper.make_node("Cast", ["a16"], ["a"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Cast", ["b16"], ["b"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "xt"], ["y"]),
+    ]
+    model = ir.from_proto(
+        make_model(
+            nodes,
+            [vi("x", shape=[3, 2])],
+            [vi("y", shape=[2, 3])],
+            [const("a16", half), const("b16", half)],
+        )
+    )
+    assert FoldProducers(["a", "xt"])(model).modified
+    ops = [node.op_type for node in model.graph]
+    assert ops == ["Cast", "Transpose", "Add", "Add"]  # b's Cast and the input's stay
+    a = model.graph.initializers["a"].const_value.numpy()
+    np.testing.assert_array_equal(a, half.astype(np.float32))
+    assert "a16" not in model.graph.initializers
+    assert not FoldProducers(["a", "xt"])(model).modified

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,6 +108,84 @@ class FoldConstants(ir.passes.InPlacePass):
         folder = _GuardedFolder(self.size_threshold, self.budget)
         folded = folder(model).modified
         return ir.passes.PassResult(model, lifted or folded)
+
+
+class FoldProducers(ir.passes.InPlacePass):
+    """Fold the constant-only computations that produce `values` (names), and nothing else; the
+    constants only they used go with them.
+
+    For a consumer that needs the values as constants and stores them at `stored_bits` bits per
+    element: INT8 quantizes a weight only when it is one (a Cast of float16 weights, a Transpose of
+    an initializer are not) and stores it in 8 bits. A value is folded only when, so stored, it is
+    no bigger than the constants it is computed from (not a ConstantOfShape that fills megabytes
+    from a few bytes) and its shape is known; a value computed from a graph input, or through a
+    node never folded, is left as it is."""
+
+    def __init__(self, values: Iterable[str], stored_bits: int = 8) -> None:
+        super().__init__()
+        self.values = frozenset(values)
+        self.stored_bits = stored_bits
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        nodes: set[ir.Node] = set()
+        wanted = [v for node in model.graph for v in node.outputs if v and v.name in self.values]
+        if not all(_fully_known(value) for value in wanted):
+            common.ShapeInferencePass()(model)  # their sizes decide what is folded
+        for value in wanted:
+            producers = _constant_producers(value)
+            if producers and self._pays(value, producers):
+                nodes |= producers
+        if not nodes:
+            return ir.passes.PassResult(model, False)
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+        nodes = {node for node in nodes if node.graph is not None}  # lifted Constants are gone
+        folder = upstream.FoldConstantsPass(
+            shape_inference=False,
+            input_size_limit=2**62,
+            output_size_limit=2**62,
+            should_fold=lambda node: node in nodes,
+        )
+        folded = folder(model).modified
+        common.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, folded)
+
+    def _pays(self, value: ir.Value, producers: set[ir.Node]) -> bool:
+        """Whether `value`, stored at `stored_bits` and of a known shape, is no bigger than the
+        constants `producers` compute it from."""
+        shape = value.shape
+        if shape is None or not all(isinstance(dim, int) for dim in shape):
+            return False
+        inputs = {
+            v
+            for node in producers
+            for v in node.inputs
+            if v is not None and v.const_value is not None
+        }
+        stored = sum(v.const_value.nbytes for v in inputs)
+        for node in producers:
+            attribute = node.attributes.get("value") if node.op_type == "Constant" else None
+            stored += attribute.value.nbytes if attribute is not None else 0
+        return math.prod(shape) * self.stored_bits <= 8 * stored
+
+
+def _constant_producers(value: ir.Value) -> set[ir.Node]:
+    """The nodes computing `value` from constants only (empty: it is a constant already, or it
+    depends on a graph input or on a node never folded)."""
+    nodes: set[ir.Node] = set()
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if current.const_value is not None:
+            continue
+        node = current.producer()
+        if node is None or node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLD:
+            return set()
+        if any(isinstance(attr.value, ir.Graph) for attr in node.attributes.values()):
+            return set()  # If/Loop/Scan: not a plain computation
+        if node not in nodes:
+            nodes.add(node)
+            pending += [v for v in node.inputs if v is not None]
+    return nodes
 
 
 class _GuardedFolder(upstream.FoldConstantsPass):

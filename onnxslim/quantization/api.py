@@ -33,6 +33,7 @@ from onnxslim.drift import (
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count
+from onnxslim.passes.fold import FoldProducers
 from onnxslim.quantization import dynamic, exact
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
@@ -45,10 +46,11 @@ from onnxslim.quantization.plan import (
     DEPTHWISE_IN_FLOAT,
     TOO_SMALL,
     QuantOptions,
+    computed_weights,
     prepare,
 )
 from onnxslim.quantization.recovery import fall_back
-from onnxslim.quantization.report import Outcome, QuantizeReport
+from onnxslim.quantization.report import Outcome, QuantizeReport, kept_float_counts
 from onnxslim.quantization.targets import CHOICES, Target, resolve_target, saturates_here
 from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
@@ -67,6 +69,8 @@ INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (t
 INPUT_INT8_WEIGHTS = "input layer: in float on int8-stored weights, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 CHOICE_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
+#: The op types that compute with weights in INT8 (`_nothing_int8_warning`).
+WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
@@ -227,6 +231,7 @@ def _quantize(
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
+    FoldProducers(computed_weights(float_model))(float_model)  # weights INT8 can then quantize
     notes = _protocol_notes(calib, selection, test, budget, config.held_out)
     if exact.enabled():
         notes.append(
@@ -991,10 +996,21 @@ def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
 
 
 def _nothing_int8_warning(outcome: Outcome) -> list[str]:
-    """A warning when the budget returned every weighted node to float: nothing heavy computes in
-    INT8 any more, so the result is no faster than the lossless float model."""
-    if not outcome.fallback or any(RULES[op].kind == WEIGHTED for op in outcome.quantized):
+    """A warning when no weighted node computes in INT8: nothing heavy is faster, so the result is
+    no faster than the lossless float model; why (the budget, or the planner's reasons)."""
+    if any(RULES[op].kind == WEIGHTED for op in outcome.quantized):
         return []
+    if not outcome.fallback:
+        reasons = kept_float_counts(outcome.kept_float)
+        why = (
+            "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
+            if reasons
+            else f"the model has no {', '.join(sorted(WEIGHTED_OP_TYPES))} with weights"
+        )
+        return [
+            f"warning: no node computes in INT8 ({why}): the result is no faster than "
+            "onnxslim's lossless float model (without --int8)"
+        ]
     weights = (
         "its weights stay int8-stored, so only the file is smaller"
         if any(item.get("int8_weights") for item in outcome.fallback)

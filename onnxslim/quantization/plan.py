@@ -114,6 +114,20 @@ def prepare(model: ir.Model) -> ir.Model:
     return model
 
 
+def computed_weights(model: ir.Model) -> list[str]:
+    """The weights of the main graph's quantizable nodes that a node computes (a Cast of float16
+    weights, a Constant, ...): INT8 quantizes them once `FoldProducers` made them constants."""
+    names = []
+    for node in model.graph:
+        rule = RULES.get(node.op_type)
+        if rule is None or rule.kind not in (WEIGHTED, WEIGHT_ONLY) or node.domain != "":
+            continue
+        weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
+        if weight is not None and weight.const_value is None and weight.producer() is not None:
+            names.append(weight.name)
+    return names
+
+
 def plan(
     model: ir.Model,
     options: QuantOptions = QuantOptions(),

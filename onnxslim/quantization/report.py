@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import onnx_ir as ir
 
 from onnxslim.drift import Drift
+
+
+def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
+    """How many weighted nodes stay float for each reason, in its short form (before any ':' or
+    ';' detail), most common first."""
+    counts = Counter(why.split(":")[0].split(";")[0] for why in kept_float.values())
+    return dict(counts.most_common())
 
 
 @dataclasses.dataclass
@@ -64,6 +72,10 @@ class QuantizeReport:
     weight_rounding: str = "nearest"  # or "gptq"
     #: With debug_layers: per quantized node, its own and accumulated SQNR (layers.LayerError).
     layers: list[dict] = dataclasses.field(default_factory=list)
+
+    def kept_float_counts(self) -> dict[str, int]:
+        """Weighted nodes kept in float per reason (`kept_float_counts`)."""
+        return kept_float_counts(self.kept_float)
 
     @property
     def speedup(self) -> float | None:

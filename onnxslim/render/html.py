@@ -30,6 +30,7 @@ from onnxslim.render.tables import (
     drift_samples,
     fallback_rows,
     fallback_title,
+    kept_reasons,
     layer_rows,
     lever_settings,
     quantize_summary_rows,
@@ -247,6 +248,7 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
             html.escape(
                 f"{lever_settings(report)}; {len(report.fallback)} node(s) back in float for "
                 f"accuracy, {len(report.kept_float)} weighted node(s) kept in float"
+                + (f" ({kept_reasons(report)})" if report.kept_float else "")
             ),
         ),
     ]

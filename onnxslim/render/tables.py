@@ -389,7 +389,14 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
         )
     quantized = ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
     rows.append(["quantized nodes", "", quantized or "none", ""])
+    if report.kept_float:
+        rows.append(["kept in float", "", kept_reasons(report), ""])
     return rows
+
+
+def kept_reasons(report: QuantizeReport) -> str:
+    """Why weighted nodes stay float, with how many: "faster in float: 49, input layer: 1"."""
+    return ", ".join(f"{why}: {n}" for why, n in report.kept_float_counts().items())
 
 
 def quantize_settings(report: QuantizeReport) -> str:
