@@ -395,9 +395,10 @@ class _Planner:
         inputs), without those `shapes` fixed, and without batch-like dims when others remain."""
         names = {item.name for item in self.inputs}
         upstream = names
-        match = re.search(r"running (\w+) node\. Name:'([^']*)'", error or "")
-        if match:
-            op, node_name = match.groups()
+        # the last node named is the innermost: an If's error names the failing node within it
+        matches = re.findall(r"running (\w+) node\. Name:'([^']*)'", error or "")
+        if matches:
+            op, node_name = matches[-1]
             failing = [
                 node
                 for node in self.producer.values()
@@ -413,19 +414,21 @@ class _Planner:
             if isinstance(key, str)
         ]
         keys = [key for key in dict.fromkeys(keys) if key not in self.fixed]
+        if not keys and upstream != names:  # no dynamic dim upstream: try every input's
+            return self._focus(None)
         wide = [key for key in keys if self.defaults[key] != 1]
         return wide or keys
 
     def _ancestors(self, nodes: list[onnx.NodeProto]) -> set[str]:
         seen: set[str] = set()
-        stack = [name for node in nodes for name in node.input if name]
+        stack = [name for node in nodes for name in _reads(node)]
         while stack:
             name = stack.pop()
             if name in seen:
                 continue
             seen.add(name)
             if name in self.producer:
-                stack.extend(n for n in self.producer[name].input if n)
+                stack.extend(_reads(self.producer[name]))
         return seen
 
     def _inferred_shapes(
@@ -587,6 +590,17 @@ def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
         for attr in node.attribute:
             for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
                 yield from _nodes(sub)
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """The names `node` reads: its inputs and, for If/Loop/Scan, those its subgraphs read."""
+    subgraphs = [
+        sub
+        for attr in node.attribute
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs)
+    ]
+    inner = [n for sub in subgraphs for n in _nodes(sub)]
+    return [name for n in [node, *inner] for name in n.input if name]
 
 
 def _input(value: onnx.ValueInfoProto) -> _Input:

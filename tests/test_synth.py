@@ -215,6 +215,40 @@ def test_retry_finds_a_length_for_a_reflect_pad():
     assert y.shape == (1,)
 
 
+def test_retry_finds_a_length_for_a_reflect_pad_inside_an_if():
+    """The Pad reads the audio from inside an If whose condition comes from another input: ORT's
+    error names the If first, and the audio reaches the Pad only through the branch."""
+    branch = helper.make_graph(
+        [
+            helper.make_node("Pad", ["audio", "pads"], ["padded"], mode="reflect"),
+            helper.make_node("ReduceMean", ["padded"], ["mean"], axes=[1], keepdims=0),
+        ],
+        "padded",
+        [],
+        [vi("mean", FLOAT, None)],
+    )
+    plain = helper.make_graph(
+        [helper.make_node("ReduceMean", ["audio"], ["mean2"], axes=[1], keepdims=0)],
+        "plain",
+        [],
+        [vi("mean2", FLOAT, None)],
+    )
+    nodes = [
+        helper.make_node("Greater", ["rate", "zero"], ["cond"]),
+        helper.make_node("Not", ["cond"], ["pad_it"]),
+        helper.make_node("If", ["pad_it"], ["y"], then_branch=branch, else_branch=plain),
+    ]
+    model = make_model(
+        nodes,
+        [vi("audio", FLOAT, ["batch", "samples"]), vi("rate", INT64, [])],
+        [vi("y", FLOAT, None)],
+        [const("pads", np.array([0, 40, 0, 40], np.int64)), const("zero", np.int64(5))],
+    )
+    sess = session(model)
+    inputs, (y,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert inputs.dims["samples"] > 40 and y.shape == (1,)
+
+
 def test_candidates_are_bounded_distinct_and_try_the_numbers_in_the_error():
     model = audio_model()
     error = (
