@@ -1646,3 +1646,15 @@ def test_fold_producers_folds_only_the_values_asked_for():
     np.testing.assert_array_equal(a, half.astype(np.float32))
     assert "a16" not in model.graph.initializers
     assert not FoldProducers(["a", "xt"])(model).modified
+
+
+def test_a_model_quantized_already_is_said_to_be(tmp_path):
+    from onnxruntime.quantization import quantize_dynamic
+
+    src, dst = tmp_path / "float.onnx", tmp_path / "dynamic.onnx"
+    onnx.save(cnn(), src)
+    quantize_dynamic(src, dst, op_types_to_quantize=["Conv"])
+    result = quantize(str(dst), samples(), **{**FAST, "quantize_ops": {"Conv"}})
+    assert not result.report.quantized
+    (warning,) = [n for n in result.report.notes if "quantized already" in n]
+    assert warning.startswith("warning: the model is quantized already (2 ConvInteger")

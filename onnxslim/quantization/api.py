@@ -69,6 +69,11 @@ INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (t
 INPUT_INT8_WEIGHTS = "input layer: in float on int8-stored weights, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 CHOICE_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
+#: Integer kernels of a model quantized before (`_nothing_int8_warning`).
+INTEGER_OP_TYPES = frozenset(
+    {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "QAttention"}
+    | {"DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+)
 #: The op types that compute with weights in INT8 (`_nothing_int8_warning`).
 WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
@@ -1002,6 +1007,13 @@ def _nothing_int8_warning(outcome: Outcome) -> list[str]:
         return []
     if not outcome.fallback:
         reasons = kept_float_counts(outcome.kept_float)
+        integer = Counter(n.op_type for n in outcome.model.graph if n.op_type in INTEGER_OP_TYPES)
+        if integer and not reasons:
+            kernels = ", ".join(f"{count} {op}" for op, count in integer.most_common())
+            return [
+                f"warning: the model is quantized already ({kernels}): nothing more was "
+                "quantized, the result is onnxslim's lossless model of it (without --int8)"
+            ]
         why = (
             "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
             if reasons
