@@ -489,8 +489,13 @@ def benchmark(
         reference = prepared[0].source
         if isinstance(reference, bytes):
             reference = onnx.ModelProto.FromString(reference)
-        samples = load_samples(source, specs, preprocess, shapes=shapes, model=reference)
-        guessed = defaulted_dims_warning(specs, shapes, "benchmarked") if random_data else None
+        run = sessions[0].run if random_data else None  # dims the reference runs with
+        samples = load_samples(source, specs, preprocess, shapes=shapes, model=reference, run=run)
+        guessed = (
+            defaulted_dims_warning(specs, shapes, "benchmarked", samples[0])
+            if random_data
+            else None
+        )
         for model, session in zip(prepared[1:], sessions[1:]):
             try:
                 validate_samples(samples, input_specs(session.session))

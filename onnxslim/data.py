@@ -13,7 +13,7 @@ A *sample* is one `{input_name: ndarray}` dict, fed to the model in one run. Sou
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -208,14 +208,20 @@ def defaulted_inputs(
 
 
 def defaulted_dims_warning(
-    specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None, what: str
+    specs: Sequence[InputSpec],
+    shapes: Mapping[str, Sequence[int]] | None,
+    what: str,
+    sample: Mapping[str, object] | None = None,
 ) -> str | None:
-    """One line saying which dynamic dims onnxslim picked itself for `what` (e.g. "benchmarked")
-    and suggesting `--shape NAME:DIMS`; None when every dynamic dim was given."""
+    """One line saying which dynamic dims onnxslim picked itself for `what` (e.g. "benchmarked"),
+    as `sample` (one of the samples made) has them, and suggesting `--shape NAME:DIMS`; None when
+    every dynamic dim was given."""
     guessed = defaulted_inputs(specs, shapes)
     if not guessed:
         return None
     resolved = resolve_shapes(specs, shapes)
+    arrays = {k: v for k, v in (sample or {}).items() if isinstance(v, np.ndarray)}
+    resolved.update({name: list(array.shape) for name, array in arrays.items()})
     picked = "; ".join(
         f"{spec.name} {spec.describe()} at [{','.join(map(str, resolved[spec.name]))}]"
         for spec in guessed
@@ -335,20 +341,22 @@ def load_samples(
     seed: int = 0,
     shapes: Mapping[str, Sequence[int]] | None = None,
     model: onnx.ModelProto | str | os.PathLike | None = None,
+    run: Callable[[Sample], object] | None = None,
 ) -> list[Sample]:
     """Load and validate samples from any supported source (see the module docstring).
 
     `shapes` and `seed` apply to `random:N`, synthesized from `model` when given (`synth`: integer
     inputs valid for their uses, e.g. token ids inside the embedding table and masks of 0 and 1;
-    plain `random_inputs` let a BERT's attention mask of 9 overflow to NaN); `preprocess` applies
-    to images.
+    plain `random_inputs` let a BERT's attention mask of 9 overflow to NaN), at dims `run` (the
+    model on ORT) accepts when given (a reflect Pad needs a long enough input, ...); `preprocess`
+    applies to images.
     """
     if isinstance(source, str) and source.startswith("random:"):
         count = source[len("random:") :]
         if not count.isdigit() or int(count) < 1:
             raise OnnxSlimError(f"bad inputs {source!r}: expected random:N with N >= 1")
         if model is not None:
-            return synthesize_samples(model, int(count), shapes, seed=seed)
+            return synthesize_samples(model, int(count), shapes, seed=seed, run=run)
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)

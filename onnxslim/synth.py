@@ -60,6 +60,8 @@ class Synthesized:
     feeds: Feeds
     description: dict[str, str]
     dims: dict[str, int]
+    #: The range of the integers no use bounds (`_Planner.make`'s `ints`).
+    ints: tuple[int, int] = (0, 1)
 
     def __str__(self) -> str:
         return ", ".join(f"{name}: {text}" for name, text in self.description.items())
@@ -83,11 +85,14 @@ def synthesize_samples(
     *,
     seed: int = 0,
     dim: int = DEFAULT_DIM,
+    run: Callable[[Feeds], Any] | None = None,
 ) -> list[Feeds]:
     """`count` samples, `synthesize(model, shapes, seed=seed + i).feeds` for each i, with the
-    model read and planned once."""
+    model read and planned once; given `run` (the original model on ORT), at the dims and integer
+    range of the first synthesized inputs it accepts (`first_runnable`)."""
     planner = _Planner(model, shapes, dim)
-    return [planner.make(seed=seed + i).feeds for i in range(count)]
+    found = _first_runnable(planner, run, seed, limit=10)[0] if run else planner.make(seed=seed)
+    return [planner.make(found.dims, found.ints, seed + i).feeds for i in range(count)]
 
 
 def candidates(
@@ -118,7 +123,12 @@ def first_runnable(
     limit: int = 10,
 ) -> tuple[Synthesized, Any]:
     """The first synthesized inputs `run` accepts, and what it returned; else its first error."""
-    planner = _Planner(model, shapes, DEFAULT_DIM)
+    return _first_runnable(_Planner(model, shapes, DEFAULT_DIM), run, seed, limit)
+
+
+def _first_runnable(
+    planner: _Planner, run: Callable[[Feeds], Any], seed: int, limit: int
+) -> tuple[Synthesized, Any]:
     first = planner.make(seed=seed)
     try:
         return first, run(first.feeds)
@@ -366,7 +376,7 @@ class _Planner:
         used = {
             key: values[key] for item in self.inputs for key in item.dims if isinstance(key, str)
         }
-        return Synthesized(feeds, description, used)
+        return Synthesized(feeds, description, used, ints)
 
     def alternatives(self, error: str | None, seed: int, limit: int) -> Iterator[Synthesized]:
         """See `candidates`."""

@@ -308,3 +308,32 @@ def test_int8_random_calibration_is_valid_for_the_model(tmp_path):
     ):
         proc = run_cli(*command)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_int8_random_calibration_finds_dims_the_model_runs_with(tmp_path):
+    """A reflect Pad of 40 needs more than 40 samples: random:N calibration (and bench's random
+    inputs) retry other dims as the lossless check does, and the warning states those used."""
+    weight = onnx.numpy_helper.from_array(np.ones((4, 1, 3), np.float32), "w")
+    pads = onnx.numpy_helper.from_array(np.array([0, 0, 40, 0, 0, 40], np.int64), "pads")
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("Pad", ["audio", "pads"], ["padded"], mode="reflect"),
+            onnx.helper.make_node("Conv", ["padded", "w"], ["y"], name="conv"),
+        ],
+        "audio",
+        [onnx.helper.make_tensor_value_info("audio", onnx.TensorProto.FLOAT, [1, 1, "n"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, None])],
+        [weight, pads],
+    )
+    model = tmp_path / "audio.onnx"
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), model
+    )
+    for command in (
+        (model, "-o", tmp_path / "q.onnx", "--int8", "--calibration", "random:12"),
+        ("bench", model, "--no-memory", "--runs", "3"),
+    ):
+        proc = run_cli(*command)
+        assert proc.returncode == 0, proc.stderr
+        (picked,) = re.findall(r"audio float32\[1,1,n\] at \[1,1,(\d+)\]", proc.stderr)
+        assert int(picked) > 40

@@ -249,6 +249,18 @@ def test_retry_finds_a_length_for_a_reflect_pad_inside_an_if():
     assert inputs.dims["samples"] > 40 and y.shape == (1,)
 
 
+def test_samples_are_synthesized_at_dims_the_model_runs_with():
+    model = audio_model()
+    sess = session(model)
+    plain = synth.synthesize_samples(model, 3)
+    assert {feeds["audio"].shape for feeds in plain} == {(1, 32)}  # the reflect Pad rejects these
+    made = synth.synthesize_samples(model, 3, run=lambda feeds: sess.run(None, feeds))
+    assert len({feeds["audio"].shape for feeds in made}) == 1 and made[0]["audio"].shape[1] > 40
+    assert not np.array_equal(made[0]["audio"], made[1]["audio"])  # one seed per sample
+    for feeds in made:
+        sess.run(None, feeds)
+
+
 def test_candidates_are_bounded_distinct_and_try_the_numbers_in_the_error():
     model = audio_model()
     error = (

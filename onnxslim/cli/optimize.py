@@ -28,6 +28,7 @@ from onnxslim.render import html, tables
 from onnxslim.render.format import input_shapes
 from onnxslim.render.jsonfile import write_json
 from onnxslim.render.verdict import slower_warning
+from onnxslim.runtime import Session
 
 
 def _pass_list() -> str:
@@ -575,8 +576,10 @@ def _quantize(
             "--shape applies to random inputs (--calibration random:N); "
             "the calibration data fixes its own shapes"
         )
+    # random data at dims the original runs with (a reflect Pad needs a long enough input, ...)
+    run = Session(input_path, what="the model").run if random else None
     samples = data.load_samples(
-        calibration, specs, preprocess=preprocess, shapes=shapes, model=input_path
+        calibration, specs, preprocess=preprocess, shapes=shapes, model=input_path, run=run
     )
     if random:
         tables.warn(
@@ -584,7 +587,7 @@ def _quantize(
             "calibrating on random data: the drift figures say little about real inputs "
             f"(calibrated at {input_shapes(data.sample_shapes(samples))})",
         )
-        guessed = data.defaulted_dims_warning(specs, shapes, "calibrated")
+        guessed = data.defaulted_dims_warning(specs, shapes, "calibrated", samples[0])
         if guessed:
             tables.warn(messages, guessed)
     config = QuantizeConfig(
