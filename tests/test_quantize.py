@@ -38,7 +38,7 @@ from onnxslim.quantization.pairs import (
     pair_amax,
     reduction_rows,
 )
-from onnxslim.quantization.plan import QuantOptions
+from onnxslim.quantization.plan import QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target, saturates_here
 from onnxslim.render.tables import quantize_summary_rows, range_settings
@@ -1615,7 +1615,7 @@ def test_a_weight_folding_would_blow_up_stays_and_the_report_says_nothing_is_int
     assert not report.quantized
     assert {report.kept_float[n] for n in ("conv1", "conv2")} == {"weight is not a constant"}
     assert sum(node.op_type == "ConstantOfShape" for node in result.model.graph) == 2
-    (warning,) = [n for n in report.notes if n.startswith("warning: no node computes in INT8")]
+    (warning,) = [n for n in report.notes if n.startswith("warning: no weighted node computes")]
     assert "weight is not a constant: 2 node(s)" in warning
     rows = {row[0]: row[2] for row in quantize_summary_rows(report)}
     assert rows["quantized nodes"] == "none"
@@ -1628,24 +1628,75 @@ def test_fold_producers_folds_only_the_values_asked_for():
         helper.make_node("Cast", ["a16"], ["a"], to=onnx.TensorProto.FLOAT),
         helper.make_node("Cast", ["b16"], ["b"], to=onnx.TensorProto.FLOAT),
         helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+        helper.make_node("Identity", ["xt"], ["xi"]),
+        helper.make_node("Cast", ["xi"], ["xc"], to=onnx.TensorProto.FLOAT),  # a no-op
         helper.make_node("Add", ["a", "b"], ["ab"]),
-        helper.make_node("Add", ["ab", "xt"], ["y"]),
+        helper.make_node("Add", ["ab", "xc"], ["y"]),
+        helper.make_node("Shape", ["xc"], ["shape"]),
     ]
     model = ir.from_proto(
         make_model(
             nodes,
             [vi("x", shape=[3, 2])],
-            [vi("y", shape=[2, 3])],
+            [vi("y", shape=[2, 3]), vi("shape", onnx.TensorProto.INT64, [2])],
             [const("a16", half), const("b16", half)],
         )
     )
-    assert FoldProducers(["a", "xt"])(model).modified
+    assert FoldProducers(["a", "xt", "shape"])(model).modified
     ops = [node.op_type for node in model.graph]
-    assert ops == ["Cast", "Transpose", "Add", "Add"]  # b's Cast and the input's stay
+    assert ops == ["Cast", "Transpose", "Identity", "Cast", "Add", "Add", "Shape"]  # a's Cast went
     a = model.graph.initializers["a"].const_value.numpy()
     np.testing.assert_array_equal(a, half.astype(np.float32))
-    assert "a16" not in model.graph.initializers
+    assert "a16" not in model.graph.initializers and "b16" in model.graph.initializers
     assert not FoldProducers(["a", "xt"])(model).modified
+
+
+def test_fold_producers_leaves_a_computation_others_read_or_that_would_grow():
+    w = np.ones((4, 4), np.float16)
+    nodes = [
+        helper.make_node("Transpose", ["w16"], ["t"], perm=[1, 0]),
+        helper.make_node("Cast", ["t"], ["w"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Cast", ["t"], ["w_again"], to=onnx.TensorProto.FLOAT),  # reads t too
+        helper.make_node("ConstantOfShape", ["dims"], ["filled"]),
+        helper.make_node("MatMul", ["x", "w"], ["y1"]),
+        helper.make_node("MatMul", ["y1", "w_again"], ["y2"]),
+        helper.make_node("MatMul", ["y2", "filled"], ["y"]),
+    ]
+    model = ir.from_proto(
+        make_model(
+            nodes,
+            [vi("x", shape=[1, 4])],
+            [vi("y", shape=[1, 16])],
+            [const("w16", w), const("dims", np.array([4, 16], np.int64))],
+        )
+    )
+    # w: its Transpose feeds w_again too; filled: 64 int8 bytes from a 16-byte shape
+    assert not FoldProducers(["w", "filled"])(model).modified
+    assert [node.op_type for node in model.graph][:4] == [
+        "Transpose", "Cast", "Cast", "ConstantOfShape"
+    ]  # fmt: skip
+
+
+def test_only_weights_read_by_quantizable_nodes_alone_are_folded():
+    nodes = [
+        helper.make_node("Cast", ["w16"], ["w"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Cast", ["v16"], ["v"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("MatMul", ["x", "w"], ["y1"], name="mm1"),
+        helper.make_node("MatMul", ["y1", "v"], ["y2"], name="mm2"),
+        helper.make_node("Add", ["y2", "v"], ["y"], name="add"),  # v: not only a weight
+    ]
+    square = np.ones((4, 4), np.float16)
+    model = ir.from_proto(
+        make_model(
+            nodes,
+            [vi("x", shape=[4, 4])],
+            [vi("y", shape=[4, 4])],
+            [const("w16", square), const("v16", square)],
+        )
+    )
+    assert computed_weights(model, {"MatMul"}) == ["w"]
+    assert computed_weights(model, {"MatMul"}, {"mm1"}) == []
+    assert computed_weights(model, {"Conv"}) == []
 
 
 def test_a_model_quantized_already_is_said_to_be(tmp_path):
@@ -1658,3 +1709,39 @@ def test_a_model_quantized_already_is_said_to_be(tmp_path):
     assert not result.report.quantized
     (warning,) = [n for n in result.report.notes if "quantized already" in n]
     assert warning.startswith("warning: the model is quantized already (2 ConvInteger")
+
+
+def test_dynamic_int8_of_a_cnn_warns_only_when_it_quantizes_nothing():
+    """Dynamic INT8 quantizes cnn()'s Gemm (ORT's MatMulInteger): no warning. On its convs alone
+    there is nothing for it, and the warning says why."""
+    result = quantize(cnn(), samples(), **{**FAST, "mode": "dynamic"})
+    assert not [n for n in result.report.notes if "computes in INT8" in n]
+    graph = cnn().graph
+    convs_only = make_model(
+        graph.node[:6],
+        list(graph.input),
+        [vi("a", shape=[1, 8, 8, 8])],
+        [t for t in graph.initializer if t.name in ("w1", "b1", "w2", "b2")],
+        opset=13,
+    )
+    convs = quantize(convs_only, samples(), **{**FAST, "mode": "dynamic"})
+    (warning,) = [n for n in convs.report.notes if "computes in INT8" in n]
+    assert "(dynamic INT8 quantizes MatMul weights)" in warning
+
+
+def test_a_qdq_model_is_quantized_already(tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(samples(4))
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    src, dst = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(cnn(), src)
+    quantize_static(src, dst, Reader())
+    result = quantize(str(dst), samples(), **FAST)
+    (warning,) = [n for n in result.report.notes if "quantized already" in n]
+    assert "DequantizeLinear" in warning

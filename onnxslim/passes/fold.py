@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
+from onnx.reference import ReferenceEvaluator
 
 from onnxslim.model.stats import constant_bytes
 from onnxslim.passes import upstream
@@ -111,15 +112,17 @@ class FoldConstants(ir.passes.InPlacePass):
 
 
 class FoldProducers(ir.passes.InPlacePass):
-    """Fold the constant-only computations that produce `values` (names), and nothing else; the
-    constants only they used go with them.
+    """Replace each of `values` (names) that constants compute by a constant, when stored at
+    `stored_bits` bits per element it is no bigger than the constants it frees; no other node is
+    touched.
 
-    For a consumer that needs the values as constants and stores them at `stored_bits` bits per
-    element: INT8 quantizes a weight only when it is one (a Cast of float16 weights, a Transpose of
-    an initializer are not) and stores it in 8 bits. A value is folded only when, so stored, it is
-    no bigger than the constants it is computed from (not a ConstantOfShape that fills megabytes
-    from a few bytes) and its shape is known; a value computed from a graph input, or through a
-    node never folded, is left as it is."""
+    For a consumer that needs its inputs constant and stores them compactly itself: INT8 quantizes
+    a weight only when it is a constant (a Cast of float16 weights, a Transpose of an initializer
+    are not) and stores it in 8 bits. A value is replaced only when its computation is its own (no
+    other node reads what is computed on the way) and its shape is known (ONNX shape inference of
+    that computation alone, before anything is computed); one computed from a graph input, through
+    an If/Loop/Scan or a node never folded, is left as it is. The computation runs on ONNX's
+    reference evaluator."""
 
     def __init__(self, values: Iterable[str], stored_bits: int = 8) -> None:
         super().__init__()
@@ -127,65 +130,140 @@ class FoldProducers(ir.passes.InPlacePass):
         self.stored_bits = stored_bits
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        nodes: set[ir.Node] = set()
-        wanted = [v for node in model.graph for v in node.outputs if v and v.name in self.values]
-        if not all(_fully_known(value) for value in wanted):
-            common.ShapeInferencePass()(model)  # their sizes decide what is folded
-        for value in wanted:
-            producers = _constant_producers(value)
-            if producers and self._pays(value, producers):
-                nodes |= producers
-        if not nodes:
+        graph = model.graph
+        computable = computable_values(graph)
+        outputs, order = set(graph.outputs), {node: i for i, node in enumerate(graph)}
+        folds = {}
+        for node in graph:
+            for value in node.outputs:
+                if value in computable and value.name in self.values and value not in outputs:
+                    producers = _own_producers(value, order)
+                    if producers:
+                        folds[value] = producers
+        shapes = _inferred_shapes(model, folds) if folds else {}
+        paying = {
+            value: producers
+            for value, producers in folds.items()
+            if self._pays(shapes.get(value.name), producers)
+        }
+        if not paying:
             return ir.passes.PassResult(model, False)
-        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-        nodes = {node for node in nodes if node.graph is not None}  # lifted Constants are gone
-        folder = upstream.FoldConstantsPass(
-            shape_inference=False,
-            input_size_limit=2**62,
-            output_size_limit=2**62,
-            should_fold=lambda node: node in nodes,
-        )
-        folded = folder(model).modified
-        common.RemoveUnusedNodesPass()(model)
-        return ir.passes.PassResult(model, folded)
+        results = ReferenceEvaluator(_computation(model, paying)).run(None, {})
+        for (value, producers), array in zip(paying.items(), results):
+            _replace_by_constant(graph, value, np.asarray(array), producers)
+        return ir.passes.PassResult(model, True)
 
-    def _pays(self, value: ir.Value, producers: set[ir.Node]) -> bool:
-        """Whether `value`, stored at `stored_bits` and of a known shape, is no bigger than the
-        constants `producers` compute it from."""
-        shape = value.shape
+    def _pays(self, shape: list | None, producers: list[ir.Node]) -> bool:
+        """Whether a value of `shape`, stored at `stored_bits`, is no bigger than what computing
+        it from `producers` frees (their constants no other node reads, Constant nodes)."""
         if shape is None or not all(isinstance(dim, int) for dim in shape):
             return False
-        inputs = {
-            v
-            for node in producers
-            for v in node.inputs
-            if v is not None and v.const_value is not None
-        }
-        stored = sum(v.const_value.nbytes for v in inputs)
-        for node in producers:
-            attribute = node.attributes.get("value") if node.op_type == "Constant" else None
-            stored += attribute.value.nbytes if attribute is not None else 0
-        return math.prod(shape) * self.stored_bits <= 8 * stored
+        return math.prod(shape) * self.stored_bits <= 8 * _freed_bytes(producers)
 
 
-def _constant_producers(value: ir.Value) -> set[ir.Node]:
-    """The nodes computing `value` from constants only (empty: it is a constant already, or it
-    depends on a graph input or on a node never folded)."""
-    nodes: set[ir.Node] = set()
-    pending = [value]
+_GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+def computable_values(graph: ir.Graph) -> set[ir.Value]:
+    """Outputs of the main graph's nodes computed from constants only (one pass in graph order)."""
+    computable: set[ir.Value] = set()
+    for node in graph:
+        if (
+            node.domain in ("", "ai.onnx")
+            and node.op_type not in NEVER_FOLD
+            and not any(a.type in _GRAPH_ATTRIBUTES for a in node.attributes.values())
+            and all(v is None or _is_constant(v) or v in computable for v in node.inputs)
+        ):
+            computable.update(v for v in node.outputs if v is not None)
+    return computable
+
+
+def _own_producers(value: ir.Value, order: dict[ir.Node, int]) -> list[ir.Node]:
+    """The nodes computing `value` (a computable one) in graph `order`, when nothing else reads
+    what they compute on the way; else empty."""
+    nodes: list[ir.Node] = []
+    pending = [value.producer()]
     while pending:
-        current = pending.pop()
-        if current.const_value is not None:
+        node = pending.pop()
+        if node is None or node in nodes:
             continue
-        node = current.producer()
-        if node is None or node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLD:
-            return set()
-        if any(isinstance(attr.value, ir.Graph) for attr in node.attributes.values()):
-            return set()  # If/Loop/Scan: not a plain computation
-        if node not in nodes:
-            nodes.add(node)
-            pending += [v for v in node.inputs if v is not None]
-    return nodes
+        nodes.append(node)
+        pending += [v.producer() for v in node.inputs if v is not None and not _is_constant(v)]
+    inside = set(nodes)
+    for node in nodes:
+        for out in node.outputs:
+            if out is not value and any(user not in inside for user, _ in out.uses()):
+                return []
+    return sorted(nodes, key=order.__getitem__)
+
+
+def _freed_bytes(producers: list[ir.Node]) -> int:
+    """Bytes of constants that go with `producers`: the initializers only they read, and Constant
+    nodes among them."""
+    inside = set(producers)
+    read = {v for node in producers for v in node.inputs if _is_constant(v)}
+    freed = sum(
+        v.const_value.nbytes
+        for v in read
+        if not v.is_graph_input() and all(user in inside for user, _ in v.uses())
+    )
+    for node in producers:
+        attribute = node.attributes.get("value") if node.op_type == "Constant" else None
+        freed += attribute.value.nbytes if attribute is not None else 0
+    return freed
+
+
+def _computation(model: ir.Model, folds: dict[ir.Value, list[ir.Node]]) -> onnx.ModelProto:
+    """A model of the nodes computing `folds`' values alone, their constants as initializers."""
+    nodes = list(dict.fromkeys(node for producers in folds.values() for node in producers))
+    constants = {v.name: v for node in nodes for v in node.inputs if _is_constant(v)}
+    graph = onnx.helper.make_graph(
+        [ir.serde.serialize_node(node) for node in nodes],
+        "computation",
+        [],
+        [onnx.helper.make_empty_tensor_value_info(v.name) for v in folds],
+        [ir.serde.serialize_tensor(v.const_value) for v in constants.values()],
+    )
+    opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
+    return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=model.ir_version)
+
+
+def _inferred_shapes(model: ir.Model, folds: dict[ir.Value, list[ir.Node]]) -> dict[str, list]:
+    """The shapes ONNX infers for `folds`' values from their computation alone (a dim it cannot
+    tell is None)."""
+    value_shapes = {v.name: v.shape for v in folds if v.shape is not None}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_computation(model, folds), data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        inferred = None
+    shapes = {name: list(shape) for name, shape in value_shapes.items()}
+    for info in inferred.graph.output if inferred is not None else ():
+        if info.type.tensor_type.HasField("shape"):
+            dims = info.type.tensor_type.shape.dim
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shapes
+
+
+def _replace_by_constant(
+    graph: ir.Graph, value: ir.Value, array: np.ndarray, producers: list[ir.Node]
+) -> None:
+    """`value` becomes an initializer holding `array`; `producers` and the constants only they
+    read leave the graph."""
+    name, value.name = value.name, f"{value.name}__computed"
+    constant = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    constant.shape, constant.dtype = ir.Shape(array.shape), constant.const_value.dtype
+    graph.register_initializer(constant)
+    value.replace_all_uses_with(constant)
+    read = {v for node in producers for v in node.inputs if _is_constant(v)}
+    for node in reversed(producers):
+        graph.remove(node, safe=True)
+    for v in read:
+        if not v.uses() and not v.is_graph_input() and v.name in graph.initializers:
+            graph.initializers.pop(v.name)
+
+
+def _is_constant(value: ir.Value | None) -> bool:
+    return value is not None and value.const_value is not None
 
 
 class _GuardedFolder(upstream.FoldConstantsPass):

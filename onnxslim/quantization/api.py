@@ -69,10 +69,11 @@ INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (t
 INPUT_INT8_WEIGHTS = "input layer: in float on int8-stored weights, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 CHOICE_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
-#: Integer kernels of a model quantized before (`_nothing_int8_warning`).
+#: Integer kernels and dequantization: a model quantized before (`_nothing_int8_warning`).
 INTEGER_OP_TYPES = frozenset(
     {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "QAttention"}
     | {"DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+    | {"DequantizeLinear"}
 )
 #: The op types that compute with weights in INT8 (`_nothing_int8_warning`).
 WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
@@ -236,7 +237,6 @@ def _quantize(
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
-    FoldProducers(computed_weights(float_model))(float_model)  # weights INT8 can then quantize
     notes = _protocol_notes(calib, selection, test, budget, config.held_out)
     if exact.enabled():
         notes.append(
@@ -256,19 +256,22 @@ def _quantize(
     dynamic_options = dynamic.DynamicOptions(
         config.exclude_nodes, profile.pair_limit, config.smooth, config.progress
     )
+    static_ops = (config.quantize_ops or DEFAULT_OPS) - config.exclude_ops
+    dynamic_model = _constant_weights(float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes)
     if config.mode == "dynamic":
         outcome = dynamic.quantize_model(
-            float_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
+            dynamic_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
         )
     else:
+        static_model = _constant_weights(float_model, static_ops, config.exclude_nodes)
         outcome = _static(
-            prepare(float_model), calib, selection, ref_outputs, test, config, profile
+            prepare(static_model), calib, selection, ref_outputs, test, config, profile
         )
     if config.mode == "auto":
         timing_sample = selection[0] if config.target == "auto" and config.measure_latency else None
         outcome = _static_or_dynamic(
             outcome,
-            float_model,
+            dynamic_model,
             (calib, selection, ref_outputs),
             config.max_drift,
             dynamic_options,
@@ -279,7 +282,7 @@ def _quantize(
             f"INT8 drift over budget {budget} even with every sensitive node in float: "
             f"{outcome.violations[0]}"
         )
-    notes += outcome.notes + _nothing_int8_warning(outcome)
+    notes += outcome.notes + _nothing_int8_warning(outcome, _integer_kernels(float_model))
     quantized, drift = outcome.model, outcome.drift
     if test:  # the figures reported: on samples no decision saw
         drift, runtime_note = _test_drift(reference, quantized, test)
@@ -652,6 +655,18 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
     return None
 
 
+def _constant_weights(model: ir.Model, op_types, exclude_nodes) -> ir.Model:
+    """`model`, or a copy of it in which the weights constants compute for the nodes of
+    `op_types` (but `exclude_nodes`) are constants INT8 can quantize (`computed_weights`,
+    `FoldProducers`); each mode folds only what it quantizes, on its own copy."""
+    names = computed_weights(model, op_types, exclude_nodes)
+    if not names:
+        return model
+    copy = ir.from_proto(ir.to_proto(model))
+    FoldProducers(names)(copy)
+    return copy
+
+
 def _method_label(builder: QuantBuilder) -> str:
     """The activation range method of `builder`, with its percentile."""
     pct = builder.method_options.get("pct")
@@ -1000,39 +1015,47 @@ def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
     ]
 
 
-def _nothing_int8_warning(outcome: Outcome) -> list[str]:
-    """A warning when no weighted node computes in INT8: nothing heavy is faster, so the result is
-    no faster than the lossless float model; why (the budget, or the planner's reasons)."""
-    if any(RULES[op].kind == WEIGHTED for op in outcome.quantized):
+def _integer_kernels(model: ir.Model) -> Counter:
+    """The nodes of `model`'s main graph that compute on integers or dequantize, by op type."""
+    return Counter(node.op_type for node in model.graph if node.op_type in INTEGER_OP_TYPES)
+
+
+def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
+    """A warning when no weighted node computes in INT8 that did not before (`before`: the
+    input's `_integer_kernels`): nothing heavy is faster, so the result is no faster than the
+    lossless float model; why (the budget, a model quantized already, the planner's reasons)."""
+    if any(op in WEIGHTED_OP_TYPES for op in outcome.quantized):
         return []
-    if not outcome.fallback:
-        reasons = kept_float_counts(outcome.kept_float)
-        integer = Counter(n.op_type for n in outcome.model.graph if n.op_type in INTEGER_OP_TYPES)
-        if integer and not reasons:
-            kernels = ", ".join(f"{count} {op}" for op, count in integer.most_common())
-            return [
-                f"warning: the model is quantized already ({kernels}): nothing more was "
-                "quantized, the result is onnxslim's lossless model of it (without --int8)"
-            ]
-        why = (
-            "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
-            if reasons
-            else f"the model has no {', '.join(sorted(WEIGHTED_OP_TYPES))} with weights"
+    if _integer_kernels(outcome.model) - before:  # it quantized something (a Gemm, ...)
+        return []
+    if outcome.fallback:
+        weights = (
+            "its weights stay int8-stored, so only the file is smaller"
+            if any(item.get("int8_weights") for item in outcome.fallback)
+            else "with float weights it is the float model in size too"
         )
         return [
-            f"warning: no node computes in INT8 ({why}): the result is no faster than "
-            "onnxslim's lossless float model (without --int8)"
+            f"warning: the budget returned every weighted node to float ({len(outcome.fallback)} "
+            "node(s) in all): nothing heavy computes in INT8, so it is no faster than onnxslim's "
+            f"lossless float model (without --int8); {weights}. A looser budget or more "
+            "selection samples (a narrower margin for new samples) leave more in INT8"
         ]
-    weights = (
-        "its weights stay int8-stored, so only the file is smaller"
-        if any(item.get("int8_weights") for item in outcome.fallback)
-        else "with float weights it is the float model in size too"
+    if before:
+        kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
+        return [
+            f"warning: the model is quantized already ({kernels}): nothing more was "
+            "quantized, the result is onnxslim's lossless model of it (without --int8)"
+        ]
+    reasons = kept_float_counts(outcome.kept_float)
+    why = (
+        "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
+        if reasons
+        else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
+        + (" (dynamic INT8 quantizes MatMul weights)" if outcome.mode == "dynamic" else "")
     )
     return [
-        f"warning: the budget returned every weighted node to float ({len(outcome.fallback)} "
-        "node(s) in all): nothing heavy computes in INT8, so it is no faster than onnxslim's "
-        f"lossless float model (without --int8); {weights}. A looser budget or more selection "
-        "samples (a narrower margin for new samples) leave more in INT8"
+        f"warning: no weighted node computes in INT8 ({why}): the result is no faster than "
+        "onnxslim's lossless float model (without --int8)"
     ]
 
 

@@ -4,7 +4,7 @@ why the others stay float."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common
@@ -12,6 +12,7 @@ import onnx_ir.passes.common as common
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import opset
 from onnxslim.model.graph import default_opset
+from onnxslim.passes.fold import computable_values
 from onnxslim.quantization.ops import (
     COMPUTE,
     DEFAULT_OPS,
@@ -114,18 +115,31 @@ def prepare(model: ir.Model) -> ir.Model:
     return model
 
 
-def computed_weights(model: ir.Model) -> list[str]:
-    """The weights of the main graph's quantizable nodes that a node computes (a Cast of float16
-    weights, a Constant, ...): INT8 quantizes them once `FoldProducers` made them constants."""
+def computed_weights(
+    model: ir.Model, op_types: Collection[str], exclude_nodes: Collection[str] = ()
+) -> list[str]:
+    """The weights constants compute (a Cast of float16 weights, a Transpose of an initializer,
+    ...) that only nodes of `op_types` outside `exclude_nodes` read, as weights: INT8 quantizes
+    them once `FoldProducers` made them constants."""
+    candidates = {
+        node
+        for node in model.graph
+        if node.domain == ""
+        and node.op_type in op_types
+        and node.op_type in RULES
+        and RULES[node.op_type].kind in (WEIGHTED, WEIGHT_ONLY)
+        and node.name not in exclude_nodes
+    }
+    computable = computable_values(model.graph)
     names = []
-    for node in model.graph:
-        rule = RULES.get(node.op_type)
-        if rule is None or rule.kind not in (WEIGHTED, WEIGHT_ONLY) or node.domain != "":
-            continue
-        weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
-        if weight is not None and weight.const_value is None and weight.producer() is not None:
+    for node in candidates:
+        index = RULES[node.op_type].weight
+        weight = node.inputs[index] if len(node.inputs) > index else None
+        if weight in computable and all(
+            user in candidates and at == RULES[user.op_type].weight for user, at in weight.uses()
+        ):
             names.append(weight.name)
-    return names
+    return sorted(set(names))
 
 
 def plan(
