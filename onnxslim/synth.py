@@ -424,8 +424,6 @@ class _Planner:
             if isinstance(key, str)
         ]
         keys = [key for key in dict.fromkeys(keys) if key not in self.fixed]
-        if not keys and upstream != names:  # no dynamic dim upstream: try every input's
-            return self._focus(None)
         wide = [key for key in keys if self.defaults[key] != 1]
         return wide or keys
 

@@ -249,6 +249,31 @@ def test_retry_finds_a_length_for_a_reflect_pad_inside_an_if():
     assert inputs.dims["samples"] > 40 and y.shape == (1,)
 
 
+def test_retry_follows_an_input_read_only_inside_a_branch():
+    """The reflect Pad is in the main graph, after an If whose branches read the audio by name:
+    the audio is upstream of the Pad through the If, not only the If's condition (from `rate`,
+    whose own dynamic dim cannot help)."""
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["audio"], ["copy"])], "b", [], [vi("copy", FLOAT, None)]
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["rate"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["chosen"], then_branch=branch, else_branch=branch),
+        helper.make_node("Pad", ["chosen", "pads"], ["padded"], mode="reflect"),
+        helper.make_node("ReduceMean", ["padded"], ["y"], axes=[1], keepdims=0),
+    ]
+    model = make_model(
+        nodes,
+        [vi("audio", FLOAT, ["batch", "samples"]), vi("rate", FLOAT, ["k"])],
+        [vi("y", FLOAT, None)],
+        [const("pads", np.array([0, 40, 0, 40], np.int64)), const("zero", np.float32(0))],
+    )
+    sess = session(model)
+    inputs, (y,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert inputs.dims["samples"] > 40 and y.shape == (1,)
+
+
 def test_samples_are_synthesized_at_dims_the_model_runs_with():
     model = audio_model()
     sess = session(model)

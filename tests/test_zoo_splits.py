@@ -3,6 +3,9 @@ picture of a split shown by its samples (issue #10's protocol)."""
 
 from __future__ import annotations
 
+import http.client
+import io
+
 import pytest
 
 zoo = pytest.importorskip("models.zoo")
@@ -29,12 +32,35 @@ def test_each_split_shows_every_one_of_its_pictures(split, monkeypatch, tmp_path
     assert {s for s in shown if not s.startswith("lfw")} <= pictures
 
 
-def test_check_pictures_are_in_no_split_nor_scikit_images():
-    in_splits = {name for split in zoo.SPLIT_NAMES for name in zoo.IMAGE_SPLITS[split]}
-    assert not set(zoo.CHECK_PICTURES) & (in_splits | set(zoo.PACKAGED_PICTURES))
+def test_check_pictures_are_distinct_files_and_leave_out_scikit_images_camera():
     members = list(zoo.CHECK_PICTURES.values())
-    assert len(members) == len(set(members))
+    assert len(members) == len(set(members)) == 25
     assert not any("cameraman" in member for member in members)  # skimage's `camera`
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        http.client.IncompleteRead(b"partial"),
+        OSError("network is unreachable"),
+        None,  # the download is not the pinned file
+    ],
+)
+def test_a_failed_check_photo_download_is_one_line_and_build_goes_on(
+    failure, monkeypatch, tmp_path, capsys
+):
+    import urllib.request
+
+    def urlopen(url, timeout):
+        if failure is not None:
+            raise failure
+        return io.BytesIO(b"not the sdist")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    zoo._fetch_check_pictures_or_say(tmp_path)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("zoo: check photos missing, `check_samples` is unavailable: ")
+    assert not list(tmp_path.rglob("sj_*"))
 
 
 def test_check_samples_show_each_check_picture_whole_then_augmented(monkeypatch, tmp_path):
