@@ -1745,3 +1745,42 @@ def test_a_qdq_model_is_quantized_already(tmp_path):
     result = quantize(str(dst), samples(), **FAST)
     (warning,) = [n for n in result.report.notes if "quantized already" in n]
     assert "DequantizeLinear" in warning
+
+
+def test_weights_folded_for_int8_but_left_float_get_their_computation_back():
+    """The budget returns every weighted node to float: the float16 weights behind their Casts
+    come back as they were, so the file does not grow from folding them."""
+    model = _computed_weight_cnn(_float16_weight)
+    result = quantize(model, samples(40), max_drift="snr>=200", **{**FAST, "test_split": 0})
+    assert result.report.fallback
+    assert all(not item["int8_weights"] for item in result.report.fallback)
+    proto = ir.to_proto(result.model)
+    assert sum(node.op_type == "Cast" for node in proto.graph.node) == 2
+    halves = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert sorted(numpy_helper.to_array(t).size for t in halves) == [8 * 3 * 9, 8 * 8 * 9]
+    assert proto.ByteSize() <= model.ByteSize()
+
+
+def test_fold_producers_keeps_what_the_graph_exposes_or_a_caller_overrides():
+    half = np.ones((2, 3), np.float16)
+    nodes = [
+        helper.make_node("Transpose", ["t16"], ["t"], perm=[1, 0]),  # t is a graph output
+        helper.make_node("Cast", ["t"], ["a"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Cast", ["o16"], ["b"], to=onnx.TensorProto.FLOAT),  # o16: an output
+        helper.make_node("Cast", ["i16"], ["c"], to=onnx.TensorProto.FLOAT),  # i16: an input
+        helper.make_node("Add", ["b", "c"], ["bc"]),
+        helper.make_node("MatMul", ["bc", "a"], ["y"]),
+    ]
+    f16 = onnx.TensorProto.FLOAT16
+    model = ir.from_proto(
+        make_model(
+            nodes,
+            [vi("i16", f16, [2, 3])],
+            [vi("y", shape=[2, 2]), vi("t", f16, [3, 2]), vi("o16", f16, [2, 3])],
+            [const("t16", half), const("o16", half), const("i16", half)],
+        )
+    )
+    # a: t is given out; b: o16 too, so folding frees nothing; c: i16 may be fed another value
+    assert FoldProducers(["a", "b", "c"])(model).modified is False
+    assert [node.op_type for node in model.graph][:4] == ["Transpose", "Cast", "Cast", "Cast"]
+    Session(ir.to_proto(model)).run({"i16": half})

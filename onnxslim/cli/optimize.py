@@ -581,6 +581,7 @@ def _quantize(
     samples = data.load_samples(
         calibration, specs, preprocess=preprocess, shapes=shapes, model=input_path, run=run
     )
+    del run  # its session: quantize makes its own
     if random:
         tables.warn(
             messages,

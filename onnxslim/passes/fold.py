@@ -128,6 +128,8 @@ class FoldProducers(ir.passes.InPlacePass):
         super().__init__()
         self.values = frozenset(values)
         self.stored_bits = stored_bits
+        #: value name -> the computation it replaced (a model whose output is the value)
+        self.computations: dict[str, onnx.ModelProto] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -154,6 +156,7 @@ class FoldProducers(ir.passes.InPlacePass):
             logger.debug("not folding %s: %s", ", ".join(v.name for v in paying), err)
             return ir.passes.PassResult(model, False)
         for (value, producers), array in zip(paying.items(), results):
+            self.computations[value.name] = _computation(model, {value: producers})
             _replace_by_constant(graph, value, np.asarray(array), producers)
         return ir.passes.PassResult(model, True)
 
@@ -163,6 +166,36 @@ class FoldProducers(ir.passes.InPlacePass):
         if shape is None or not all(isinstance(dim, int) for dim in shape):
             return False
         return math.prod(shape) * self.stored_bits <= 8 * _freed_bytes(producers)
+
+
+def restore_computations(model: ir.Model, computations: dict[str, onnx.ModelProto]) -> ir.Model:
+    """`model` with each of `computations` (`FoldProducers.computations`) back in place of the
+    constant it became, where `model` still holds that constant unchanged (its consumer stayed
+    float on float weights): a constant folded for nothing does not grow the file."""
+    graph = model.graph
+    back = {}
+    for name, computation in computations.items():
+        held = graph.initializers.get(name)
+        if held is None or held.const_value is None:
+            continue
+        (computed,) = ReferenceEvaluator(computation).run(None, {})
+        if np.array_equal(np.asarray(computed), held.const_value.numpy()):
+            back[name] = computation
+    if not back:
+        return model
+    proto = ir.to_proto(model)
+    kept = [init for init in proto.graph.initializer if init.name not in back]
+    names = {init.name for init in kept}
+    for computation in back.values():
+        kept += [init for init in computation.graph.initializer if init.name not in names]
+        names.update(init.name for init in computation.graph.initializer)
+    # they read initializers only: first, they are in order
+    nodes = [node for computation in back.values() for node in computation.graph.node]
+    nodes += proto.graph.node
+    del proto.graph.initializer[:], proto.graph.node[:]
+    proto.graph.initializer.extend(kept)
+    proto.graph.node.extend(nodes)
+    return ir.from_proto(proto)
 
 
 _GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
@@ -196,7 +229,9 @@ def _own_producers(value: ir.Value, order: dict[ir.Node, int]) -> list[ir.Node]:
     inside = set(nodes)
     for node in nodes:
         for out in node.outputs:
-            if out is not value and any(user not in inside for user, _ in out.uses()):
+            if out is not value and (
+                out.is_graph_output() or any(user not in inside for user, _ in out.uses())
+            ):
                 return []
     return sorted(nodes, key=order.__getitem__)
 
@@ -206,11 +241,7 @@ def _freed_bytes(producers: list[ir.Node]) -> int:
     nodes among them."""
     inside = set(producers)
     read = {v for node in producers for v in node.inputs if _is_constant(v)}
-    freed = sum(
-        v.const_value.nbytes
-        for v in read
-        if not v.is_graph_input() and all(user in inside for user, _ in v.uses())
-    )
+    freed = sum(v.const_value.nbytes for v in read if _only_read_by(v, inside))
     for node in producers:
         attribute = node.attributes.get("value") if node.op_type == "Constant" else None
         freed += attribute.value.nbytes if attribute is not None else 0
@@ -262,12 +293,18 @@ def _replace_by_constant(
     for node in reversed(producers):
         graph.remove(node, safe=True)
     for v in read:
-        if not v.uses() and not v.is_graph_input() and v.name in graph.initializers:
+        if _only_read_by(v, set()) and v.name in graph.initializers:
             graph.initializers.pop(v.name)
 
 
 def _is_constant(value: ir.Value | None) -> bool:
-    return value is not None and value.const_value is not None
+    """A constant no caller can override (an initializer that is also a graph input is not)."""
+    return value is not None and value.const_value is not None and not value.is_graph_input()
+
+
+def _only_read_by(value: ir.Value, nodes: set[ir.Node]) -> bool:
+    """Whether `value` goes when `nodes` go: no other node reads it and it is no graph output."""
+    return not value.is_graph_output() and all(user in nodes for user, _ in value.uses())
 
 
 class _GuardedFolder(upstream.FoldConstantsPass):

@@ -33,7 +33,7 @@ from onnxslim.drift import (
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count
-from onnxslim.passes.fold import FoldProducers
+from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.quantization import dynamic, exact
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
@@ -256,14 +256,18 @@ def _quantize(
     dynamic_options = dynamic.DynamicOptions(
         config.exclude_nodes, profile.pair_limit, config.smooth, config.progress
     )
-    static_ops = (config.quantize_ops or DEFAULT_OPS) - config.exclude_ops
-    dynamic_model = _constant_weights(float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes)
+    folded: dict[str, onnx.ModelProto] = {}  # weights folded for INT8 (FoldProducers)
+    if config.mode != "static":
+        dynamic_model = _constant_weights(
+            float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes, folded
+        )
     if config.mode == "dynamic":
         outcome = dynamic.quantize_model(
             dynamic_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
         )
     else:
-        static_model = _constant_weights(float_model, static_ops, config.exclude_nodes)
+        static_ops = (config.quantize_ops or DEFAULT_OPS) - config.exclude_ops
+        static_model = _constant_weights(float_model, static_ops, config.exclude_nodes, folded)
         outcome = _static(
             prepare(static_model), calib, selection, ref_outputs, test, config, profile
         )
@@ -282,6 +286,9 @@ def _quantize(
             f"INT8 drift over budget {budget} even with every sensitive node in float: "
             f"{outcome.violations[0]}"
         )
+    outcome.model = restore_computations(outcome.model, folded)  # those left float
+    if outcome.mode == "static":
+        CompactPass(_names(static_model))(outcome.model)
     notes += outcome.notes + _nothing_int8_warning(outcome, _integer_kernels(float_model))
     quantized, drift = outcome.model, outcome.drift
     if test:  # the figures reported: on samples no decision saw
@@ -494,7 +501,6 @@ def _static(
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
-    CompactPass(_names(float_model))(quantized)
     return Outcome(
         model=quantized,
         quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes)),
@@ -655,15 +661,20 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
     return None
 
 
-def _constant_weights(model: ir.Model, op_types, exclude_nodes) -> ir.Model:
+def _constant_weights(
+    model: ir.Model, op_types, exclude_nodes, folded: dict[str, onnx.ModelProto]
+) -> ir.Model:
     """`model`, or a copy of it in which the weights constants compute for the nodes of
     `op_types` (but `exclude_nodes`) are constants INT8 can quantize (`computed_weights`,
-    `FoldProducers`); each mode folds only what it quantizes, on its own copy."""
+    `FoldProducers`; their computations added to `folded`, for `restore_computations`); each
+    mode folds only what it quantizes, on its own copy."""
     names = computed_weights(model, op_types, exclude_nodes)
     if not names:
         return model
     copy = ir.from_proto(ir.to_proto(model))
-    FoldProducers(names)(copy)
+    fold = FoldProducers(names)
+    fold(copy)
+    folded.update(fold.computations)
     return copy
 
 
@@ -1040,12 +1051,6 @@ def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
             f"lossless float model (without --int8); {weights}. A looser budget or more "
             "selection samples (a narrower margin for new samples) leave more in INT8"
         ]
-    if before:
-        kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
-        return [
-            f"warning: the model is quantized already ({kernels}): nothing more was "
-            "quantized, the result is onnxslim's lossless model of it (without --int8)"
-        ]
     reasons = kept_float_counts(outcome.kept_float)
     why = (
         "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
@@ -1053,6 +1058,12 @@ def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
         else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
         + (" (dynamic INT8 quantizes MatMul weights)" if outcome.mode == "dynamic" else "")
     )
+    if before:
+        kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
+        return [
+            f"warning: the model is quantized already ({kernels}) and nothing more was "
+            f"quantized ({why}): the result is onnxslim's lossless model of it (without --int8)"
+        ]
     return [
         f"warning: no weighted node computes in INT8 ({why}): the result is no faster than "
         "onnxslim's lossless float model (without --int8)"

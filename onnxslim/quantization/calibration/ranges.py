@@ -26,7 +26,9 @@ def minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Ra
 def mean_minmax(hist: Histogram, *, symmetric: bool = False, levels: int = 256) -> Range:  # noqa: ARG001 the range methods' shared signature
     """The mean over samples of each sample's minimum and maximum (TensorFlow's moving-average
     min/max): a sample's own extremes are never clipped on a typical sample, as percentile clips
-    every sample's top values, and one outlying sample does not widen the range as in minmax."""
+    every sample's top values, and one outlying sample does not widen the range as in minmax. On a
+    tensor of a few elements (a classifier's logits) a sample's extremes are no tail: about half
+    the samples then get their top value clipped (open_nsfw's two logits: the per-layer report)."""
     lo, hi = hist.mean_extremes
     return _finish(min(lo, 0.0), max(hi, 0.0), symmetric)
 
