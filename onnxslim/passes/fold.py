@@ -155,10 +155,15 @@ class FoldProducers(ir.passes.InPlacePass):
         except Exception as err:  # noqa: BLE001 - an op the evaluator lacks: leave them computed
             logger.debug("not folding %s: %s", ", ".join(v.name for v in paying), err)
             return ir.passes.PassResult(model, False)
+        replaced = False
         for (value, producers), array in zip(paying.items(), results):
+            array = np.asarray(array)
+            if value.dtype is not None and ir.DataType.from_numpy(array.dtype) != value.dtype:
+                continue  # not what the model declares: leave it computed
             self.computations[value.name] = _computation(model, {value: producers})
-            _replace_by_constant(graph, value, np.asarray(array), producers)
-        return ir.passes.PassResult(model, True)
+            _replace_by_constant(graph, value, array, producers)
+            replaced = True
+        return ir.passes.PassResult(model, replaced)
 
     def _pays(self, shape: list | None, producers: list[ir.Node]) -> bool:
         """Whether a value of `shape`, stored at `stored_bits`, is no bigger than what computing
