@@ -1715,6 +1715,7 @@ def test_dynamic_int8_of_a_cnn_warns_only_when_it_quantizes_nothing():
     """Dynamic INT8 quantizes cnn()'s Gemm (ORT's MatMulInteger): no warning. On its convs alone
     there is nothing for it, and the warning says why."""
     result = quantize(cnn(), samples(), **{**FAST, "mode": "dynamic"})
+    assert result.report.quantized == {"Gemm": 1}
     assert not [n for n in result.report.notes if "computes in INT8" in n]
     graph = cnn().graph
     convs_only = make_model(
@@ -1726,7 +1727,7 @@ def test_dynamic_int8_of_a_cnn_warns_only_when_it_quantizes_nothing():
     )
     convs = quantize(convs_only, samples(), **{**FAST, "mode": "dynamic"})
     (warning,) = [n for n in convs.report.notes if "computes in INT8" in n]
-    assert "(dynamic INT8 quantizes MatMul weights)" in warning
+    assert "(dynamic INT8 quantizes MatMul and Gemm weights)" in warning
 
 
 def test_a_qdq_model_is_quantized_already(tmp_path):
@@ -1784,3 +1785,16 @@ def test_fold_producers_keeps_what_the_graph_exposes_or_a_caller_overrides():
     assert FoldProducers(["a", "b", "c"])(model).modified is False
     assert [node.op_type for node in model.graph][:4] == ["Transpose", "Cast", "Cast", "Cast"]
     Session(ir.to_proto(model)).run({"i16": half})
+
+
+def test_dynamic_int8_names_the_gemms_it_quantizes():
+    """quantize_dynamic turns a Gemm `fc` into a MatMul `fc_MatMul` before quantizing it: the
+    Gemm's own name excludes it, and the budget can return it to float."""
+    excluded = quantize(cnn(), samples(), **{**FAST, "mode": "dynamic", "exclude_nodes": {"fc"}})
+    assert excluded.report.quantized == {}
+    assert "MatMulInteger" not in {node.op_type for node in excluded.model.graph}
+    budgeted = quantize(
+        cnn(), samples(40), max_drift="snr>=200", **{**FAST, "mode": "dynamic", "test_split": 0}
+    )
+    assert [(f["node"], f["op"]) for f in budgeted.report.fallback] == [("fc", "Gemm")]
+    assert not budgeted.report.violations and budgeted.report.quantized == {}

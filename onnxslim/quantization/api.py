@@ -1056,7 +1056,7 @@ def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
         "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
         if reasons
         else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
-        + (" (dynamic INT8 quantizes MatMul weights)" if outcome.mode == "dynamic" else "")
+        + (" (dynamic INT8 quantizes MatMul and Gemm weights)" if outcome.mode == "dynamic" else "")
     )
     if before:
         kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())

@@ -59,19 +59,21 @@ def quantize_model(
     `calib`, checked on `selection` against `ref_outputs`, the original's outputs there; with
     `budget`, the noisiest MatMuls go back to float until it holds."""
     exclude_nodes, pair_limit = options.exclude_nodes, options.pair_limit
+    ort_names = _ort_matmul_names(float_model)
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> tuple:
         """(model, drift, violations, MatMul weights left without the pair limit)"""
-        model = _quantize(proto, [*exclude_nodes, *excluded])
+        model = _quantize(proto, [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]])
         left = 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
         drift = compare_outputs(ref_outputs, run_samples(model, selection))
         return model, drift, budget.check(drift) if budget else [], left
 
     proto, first, muls, notes = _smoothing_choice(float_model, calib, options, attempt_on)
+    ops = {n.name: n.op_type for n in proto.graph.node}
     candidates = [
         n.name
         for n in proto.graph.node
-        if n.op_type in QUANTIZED_OPS and n.name not in exclude_nodes
+        if (n.op_type in QUANTIZED_OPS or n.name in ort_names) and n.name not in exclude_nodes
     ]
     results: dict[int, tuple] = {}
     model, drift, violations, unlimited = first
@@ -89,16 +91,15 @@ def quantize_model(
         k = fewest_passing(len(names), fails)
         model, drift, violations, unlimited = results[k]
         if not violations:
+            why = "over the drift budget"
             fallback = [
-                {"node": name, "op": "MatMul", "noise_db": noise, "reason": "over the drift budget"}
+                {"node": name, "op": ops[name], "noise_db": noise, "reason": why}
                 for name, noise in ranked[:k]
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
     kept = {name: "excluded by name" for name in exclude_nodes}
     kept.update({item["node"]: "sensitive: over the drift budget" for item in fallback})
-    quantized = Counter(
-        "MatMul" for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in floated
-    )
+    quantized = Counter(ops[name] for name in candidates if name not in floated)
     if unlimited:
         notes.append(
             f"warning: {unlimited} MatMul weight(s) in a form onnxslim does not know keep full "
@@ -193,6 +194,24 @@ def _constant_size(value: ir.Value | None) -> int:
         attribute = producer.attributes.get("value")
         tensor = attribute.value if attribute is not None else None
     return tensor.size if tensor is not None else 0
+
+
+def _ort_matmul_names(model: ir.Model) -> dict[str, str]:
+    """Named Gemm node -> the MatMul `quantize_dynamic` turns it into, and names so, before
+    quantizing it: those with alpha and beta 1 and A not transposed (onnxruntime's
+    `ONNXModel.replace_gemm_with_matmul`)."""
+    names = {}
+    for node in model.graph:
+        attrs = node.attributes
+        if (
+            node.op_type == "Gemm"
+            and node.name
+            and attrs.get_float("alpha", 1.0) == 1.0
+            and attrs.get_float("beta", 1.0) == 1.0
+            and not attrs.get_int("transA", 0)
+        ):
+            names[node.name] = f"{node.name}_MatMul"
+    return names
 
 
 def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
