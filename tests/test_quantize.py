@@ -1208,6 +1208,29 @@ def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     assert result.report.drift["y"].snr_db > 45  # 26 dB with saturating 8-bit weights on AVX2
 
 
+def test_dynamic_int8_limits_the_pairs_of_a_gemm_with_transposed_weights():
+    """quantize_dynamic turns a Gemm with transB into a MatMul on a transposed copy of its weight
+    (`<w>_Transposed`): the pair limit finds the original there too."""
+    rng = np.random.default_rng(8)
+    w = (0.5 + rng.random((48, 64))).astype(np.float32)  # [N, K]: transB
+    model = make_model(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)],
+        [vi("x", FLOAT, [16, 64])],
+        [vi("y", FLOAT, [16, 48])],
+        [const("w", w)],
+    )
+    data = [{"x": rng.standard_normal((16, 64)).astype(np.float32)} for _ in range(12)]
+    result = quantize(model, data, mode="dynamic", **{**FAST, "target": "avx2"})
+    assert result.report.quantized == {"Gemm": 1}
+    assert not [n for n in result.report.notes if "form onnxslim does not know" in n]
+    weight = next(
+        t.const_value.numpy()
+        for t in result.model.graph.initializers.values()
+        if t.dtype == ir.DataType.INT8 and len(t.shape) == 2
+    )
+    assert weight.shape == (64, 48) and _neighbour_sums(weight.T).max() <= 128
+
+
 def test_saturates_here():
     def cpu(arch, **flags):
         return CpuInfo(model="m", arch=arch, flags=flags)

@@ -244,19 +244,31 @@ def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: i
             continue
         base = node.input[1].removesuffix("_quantized")
         names = (node.input[1], f"{base}_scale", f"{base}_zero_point")
+        w = _original_weight(floats, base)
         scale = zero_point = None
-        if base in floats and all(name in tensors for name in names):
+        if w is not None and all(name in tensors for name in names):
             scale, zero_point = (numpy_helper.to_array(tensors[n]) for n in names[1:])
         if scale is None or zero_point.any() or scale.ndim > 1:
             left += 1
             continue
-        w = numpy_helper.to_array(floats[base]).astype(np.float32)
+        w = w.astype(np.float32)
         axis = -1 if scale.size > 1 else None
         q, qp = kernel_weight(w, axis, COLUMNS, limit)
         tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
         new_scale = qp.scale.astype(scale.dtype).reshape(scale.shape)
         tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))
     return left
+
+
+def _original_weight(floats: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
+    """The float weight `quantize_dynamic` quantized as `name`: an initializer of the original,
+    or a Gemm's transposed (transB) one it made for the MatMul it turned the Gemm into."""
+    if name in floats:
+        return numpy_helper.to_array(floats[name])
+    stem = name.removesuffix("_Transposed")
+    if stem != name and stem in floats and len(floats[stem].dims) == 2:
+        return numpy_helper.to_array(floats[stem]).T
+    return None
 
 
 def _sensitivity(
