@@ -142,26 +142,27 @@ class FoldProducers(ir.passes.InPlacePass):
                     producers = _own_producers(value, order)
                     if producers:
                         folds[value] = producers
-        shapes = _inferred_shapes(model, folds) if folds else {}
-        paying = {
-            value: producers
-            for value, producers in folds.items()
-            if self._pays(shapes.get(value.name), producers)
+        # each value's computation, serialized once: its shape, its value, its record
+        computations = {
+            value: _computation(model, value, producers) for value, producers in folds.items()
         }
-        if not paying:
-            return ir.passes.PassResult(model, False)
+        paying = [
+            value
+            for value, computation in computations.items()
+            if self._pays(_inferred_shape(value, computation), folds[value])
+        ]
         try:
-            results = ReferenceEvaluator(_computation(model, paying)).run(None, {})
+            results = [ReferenceEvaluator(computations[v]).run(None, {})[0] for v in paying]
         except Exception as err:  # noqa: BLE001 - an op the evaluator lacks: leave them computed
             logger.debug("not folding %s: %s", ", ".join(v.name for v in paying), err)
             return ir.passes.PassResult(model, False)
         replaced = False
-        for (value, producers), array in zip(paying.items(), results):
+        for value, array in zip(paying, results):
             array = np.asarray(array)
             if value.dtype is not None and ir.DataType.from_numpy(array.dtype) != value.dtype:
                 continue  # not what the model declares: leave it computed
-            self.computations[value.name] = _computation(model, {value: producers})
-            _replace_by_constant(graph, value, array, producers)
+            self.computations[value.name] = computations[value]
+            _replace_by_constant(graph, value, array, folds[value])
             replaced = True
         return ir.passes.PassResult(model, replaced)
 
@@ -253,35 +254,33 @@ def _freed_bytes(producers: list[ir.Node]) -> int:
     return freed
 
 
-def _computation(model: ir.Model, folds: dict[ir.Value, list[ir.Node]]) -> onnx.ModelProto:
-    """A model of the nodes computing `folds`' values alone, their constants as initializers."""
-    nodes = list(dict.fromkeys(node for producers in folds.values() for node in producers))
-    constants = {v.name: v for node in nodes for v in node.inputs if _is_constant(v)}
+def _computation(model: ir.Model, value: ir.Value, producers: list[ir.Node]) -> onnx.ModelProto:
+    """A model of `producers` alone computing `value`, their constants as initializers."""
+    constants = {v.name: v for node in producers for v in node.inputs if _is_constant(v)}
     graph = onnx.helper.make_graph(
-        [ir.serde.serialize_node(node) for node in nodes],
+        [ir.serde.serialize_node(node) for node in producers],
         "computation",
         [],
-        [onnx.helper.make_empty_tensor_value_info(v.name) for v in folds],
+        [onnx.helper.make_empty_tensor_value_info(value.name)],
         [ir.serde.serialize_tensor(v.const_value) for v in constants.values()],
     )
     opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
     return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=model.ir_version)
 
 
-def _inferred_shapes(model: ir.Model, folds: dict[ir.Value, list[ir.Node]]) -> dict[str, list]:
-    """The shapes ONNX infers for `folds`' values from their computation alone (a dim it cannot
-    tell is None)."""
-    value_shapes = {v.name: v.shape for v in folds if v.shape is not None}
+def _inferred_shape(value: ir.Value, computation: onnx.ModelProto) -> list | None:
+    """The shape ONNX infers for `value` from its `computation` alone (a dim it cannot tell is
+    None), else the one the model declares."""
+    shape = list(value.shape) if value.shape is not None else None
     try:
-        inferred = onnx.shape_inference.infer_shapes(_computation(model, folds), data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(computation, data_prop=True)
     except onnx.shape_inference.InferenceError:
-        inferred = None
-    shapes = {name: list(shape) for name, shape in value_shapes.items()}
-    for info in inferred.graph.output if inferred is not None else ():
-        if info.type.tensor_type.HasField("shape"):
-            dims = info.type.tensor_type.shape.dim
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    return shapes
+        return shape
+    (info,) = inferred.graph.output
+    if info.type.tensor_type.HasField("shape"):
+        dims = info.type.tensor_type.shape.dim
+        return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shape
 
 
 def _replace_by_constant(

@@ -266,7 +266,7 @@ def _quantize(
             dynamic_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
         )
     else:
-        static_ops = (config.quantize_ops or DEFAULT_OPS) - config.exclude_ops
+        static_ops = _quantize_ops(config) - config.exclude_ops
         static_model = _constant_weights(float_model, static_ops, config.exclude_nodes, folded)
         outcome = _static(
             prepare(static_model), calib, selection, ref_outputs, test, config, profile
@@ -446,7 +446,7 @@ def _static(
         activation_type=config.activation_type,
         weight_pair_limit=profile.pair_limit,
         per_channel=config.per_channel,
-        quantize_ops=config.quantize_ops if config.quantize_ops is not None else DEFAULT_OPS,
+        quantize_ops=_quantize_ops(config),
         exclude_ops=config.exclude_ops,
         exclude_nodes=config.exclude_nodes,
         skip_depthwise=profile.skip_depthwise,
@@ -659,6 +659,11 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
             f"SNR {ran_db:.1f} dB as ORT runs it, {written_db:.1f} dB as written"
         )
     return None
+
+
+def _quantize_ops(config: QuantizeConfig) -> frozenset[str]:
+    """The op types static INT8 may quantize: the caller's, else DEFAULT_OPS."""
+    return config.quantize_ops if config.quantize_ops is not None else DEFAULT_OPS
 
 
 def _constant_weights(
