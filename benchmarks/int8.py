@@ -24,7 +24,8 @@ drift on the same test split; `--smoothing` compares dynamic INT8 without and wi
 `onnxslim/quantization/smooth.py`) on the models with MatMul weights. `--vnni` measures the
 accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU. `--check` sets the
 default against levers it leaves off (other range methods, GPTQ) and ORT on photos of a source no
-split uses (`models.zoo.check_samples`), and the Softmax classifiers at their logits (`logits_row`).
+split uses (`models.zoo.check_samples`), and the Softmax classifiers at their logits
+(`logits_rows`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from models.zoo import PIXEL_STEP, check_samples, splits  # noqa: E402
 from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.cpu import cpu_info  # noqa: E402
-from onnxslim.drift import NEAR_ZERO, compare_outputs, parse_max_drift  # noqa: E402
+from onnxslim.drift import NEAR_ZERO, TensorSnr, compare_outputs, parse_max_drift  # noqa: E402
 from onnxslim.errors import CheckFailedError  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
 from onnxslim.quantization import api, exact, quantize, targets  # noqa: E402
@@ -122,6 +123,7 @@ CHECK = {
 CHECK_MODELS = ["efficientnet_lite1", "open_nsfw", "yolov8n_320"]
 # --check, second table: the classifiers whose output is a Softmax, at its input too
 SOFTMAX_CLASSIFIERS = ["ppocr_cls", "open_nsfw"]
+CHECKED = {*CHECK_MODELS, *SOFTMAX_CLASSIFIERS}  # the models --check measures
 
 
 def ort_quantize(src: Path, dst: Path, calibration: list[dict], **options) -> float:
@@ -636,21 +638,22 @@ def logits_rows(name: str, ours, theirs, sets: dict[str, list]) -> list[dict]:
     probability on that sample; at the Softmax's input, the SNR of the centred logits and their
     largest error. A cosine of two-class probabilities is ~1 on saturated samples whatever the
     logits do: this says where each model's error lies."""
-    src = onnx.load(ZOO / f"{name}.onnx")
+    src, models = onnx.load(ZOO / f"{name}.onnx"), {"onnxslim": ours, "ort": onnx.load(theirs)}
     rows = []
     for where, samples in sets.items():
         ref_probs, ref_logits = class_scores(src, samples, int8=False)
         row = {"model": name, "samples": f"{where}, {len(samples)}"}
-        for key, model in (("onnxslim", ours), ("ort", onnx.load(theirs))):
+        for key, model in models.items():
             probs, logits = class_scores(model, samples, int8=True)
-            error = sum(float(np.sum((a - b) ** 2)) for a, b in zip(ref_logits, logits))
-            power = sum(float(np.sum(a**2)) for a in ref_logits)
+            snr = TensorSnr()
+            for a, b in zip(ref_logits, logits):
+                snr.add("logits", a, b)
             changes = [float(np.abs(a - b).max()) for a, b in zip(ref_probs, probs)]
             worst = int(np.argmax(changes))
             row[key] = {
                 "max_prob_change": changes[worst],
                 "float_top_prob_there": float(ref_probs[worst].max()),
-                "logit_snr_db": 10 * math.log10(power / error) if error else math.inf,
+                "logit_snr_db": snr.db("logits"),
                 "max_logit_error": _largest_change(ref_logits, logits),
             }
         rows.append(row)
@@ -726,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         args.models = (
             SMOOTHING_MODELS
             if args.smoothing
-            else sorted({*CHECK_MODELS, *SOFTMAX_CLASSIFIERS}, key=list(BUDGETS).index)
+            else sorted(CHECKED, key=list(BUDGETS).index)
             if args.check
             else list(BUDGETS)
         )
@@ -738,8 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing zoo models {missing}: run `python models/zoo.py` first", file=sys.stderr)
         return 2
-    if args.check and set(args.models) - {*CHECK_MODELS, *SOFTMAX_CLASSIFIERS}:
-        parser.error(f"--check measures {', '.join(sorted({*CHECK_MODELS, *SOFTMAX_CLASSIFIERS}))}")
+    if args.check and set(args.models) - CHECKED:
+        parser.error(f"--check measures {', '.join(sorted(CHECKED))}")
     if (args.vnni or args.check) and args.target != "auto":
         parser.error("--vnni and --check measure what --target auto picks: leave --target out")
     if args.target in TARGETS and saturates_here(TARGETS[args.target]):
