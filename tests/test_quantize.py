@@ -1734,6 +1734,19 @@ def test_a_model_quantized_already_is_said_to_be(tmp_path):
     assert warning.startswith("warning: the model is quantized already (2 ConvInteger")
 
 
+def test_new_qdq_nodes_take_names_no_node_has():
+    """A model quantized before may hold a node named as ours would be (`<value>_QuantizeLinear`):
+    ORT refuses a graph with two nodes of one name, so ours takes another."""
+    model = cnn()
+    for node in model.graph.node:
+        if node.name == "relu1":
+            node.name = "p1_QuantizeLinear"  # the name the Q node of MaxPool's output gets
+    result = quantize(model, samples(), **FAST)
+    names = [n.name for n in result.model.graph if n.name]
+    assert "p1_QuantizeLinear" in names and len(names) == len(set(names))
+    Session(ir.to_proto(result.model)).run(samples(1)[0])
+
+
 def test_dynamic_int8_of_a_cnn_warns_only_when_it_quantizes_nothing():
     """Dynamic INT8 quantizes cnn()'s Gemm (ORT's MatMulInteger): no warning. On its convs alone
     there is nothing for it, and the warning says why."""

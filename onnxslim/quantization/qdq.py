@@ -335,7 +335,10 @@ class _Builder:
     def __init__(self, graph: ir.Graph):
         self.graph = graph
         self._params: dict[str, tuple[ir.Value, ir.Value]] = {}
-        self._taken = set(graph.initializers) | set(_values_by_name(graph))
+        # value, initializer and node names: an input quantized before may hold our node names
+        self._taken = (
+            set(graph.initializers) | set(_values_by_name(graph)) | {n.name for n in graph}
+        )
 
     def _name(self, base: str) -> str:
         name, i = base, 1
