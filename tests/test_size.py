@@ -209,6 +209,34 @@ def test_no_value_info_the_original_lacked_so_a_conv_net_comes_out_no_bigger(tmp
     )
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_convs_come_out_no_bigger_and_without_rule_names(tmp_path, padded):
+    """mtcnn's P-Net (five VALID Convs, nothing to remove) came out 256 bytes bigger: onnxscript
+    made each Conv's auto_pad explicit (NOTSET) and recorded its rule's name on it. Now only a Conv
+    a zero Pad feeds is rewritten (the Pad folded into it), and no rule name is left."""
+    rng = np.random.default_rng(0)
+    pad = [helper.make_node("Pad", ["x", "pads"], ["p"], name="pad")] if padded else []
+    nodes = [
+        *pad,
+        helper.make_node("Conv", ["p" if padded else "x", "w"], ["c"], auto_pad="VALID"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    inits = [const("w", rng.random((4, 4, 3, 3), np.float32))]
+    inits += [const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1]))] if padded else []
+    side = 8 if padded else 6
+    model = make_model(
+        nodes, [vi("x", FLOAT, [1, 4, 8, 8])], [vi("y", FLOAT, [1, 4, side, side])], inits
+    )
+    source = tmp_path / "in.onnx"
+    onnx.save(model, source)
+    onnxslim.save(onnxslim.optimize(source), tmp_path / "out.onnx")
+    saved = onnx.load(tmp_path / "out.onnx")
+    assert [n.op_type for n in saved.graph.node] == ["Conv", "Relu"]
+    assert not saved.graph.node[0].metadata_props
+    assert (tmp_path / "out.onnx").stat().st_size <= source.stat().st_size
+    assert_same_outputs(model, saved)
+
+
 def test_value_info_the_original_had_is_kept(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"])]
     nodes.append(helper.make_node("Relu", ["b"], ["y"]))

@@ -12,6 +12,7 @@ from onnxslim.passes.rules import (
     gelu,
     layernorm,
     matmul_add,
+    pad_conv,
     reshape,
     residual,
     transpose,
@@ -31,10 +32,7 @@ TRANSPOSE = transpose.rules
 #: Per-channel constant Mul/Div/Add/Sub after a Conv (or before one) folded into its weights.
 CONV_AFFINE = conv_affine.rules
 #: Constant zero Pad before a Conv folded into the Conv's pads.
-PAD_CONV = (
-    onnxscript_rules.normalize_pad_format_conv_rule,
-    onnxscript_rules.fuse_pad_into_conv_rule,
-)
+PAD_CONV = pad_conv.rules
 #: MatMul with a 2-D input and constant 2-D weight, plus a bias Add, becomes one Gemm.
 MATMUL_ADD = matmul_add.rules
 #: Chains of data-movement ops collapsed; a Reshape to a traceable computed shape gets a constant.
