@@ -89,6 +89,7 @@ def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
     of its proto, which is appended to `keep` when given (shape inference can reuse it)."""
 
     def check(proto: onnx.ModelProto) -> None:
+        proto = io.with_kept_aside(model, proto)
         if keep is not None:
             keep.append(proto)
         onnx.checker.check_model(proto)

@@ -25,6 +25,7 @@ from test_api import external_model
 import onnxslim
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import external, files, io, validate
+from onnxslim.model.stats import model_info
 
 N = helper.make_node
 DEMO = REPO / "models" / "demo.onnx"
@@ -244,3 +245,67 @@ def test_call_onnx_api_never_searches_the_input_list(monkeypatch):
     monkeypatch.setattr(type(model.graph.inputs), "__contains__", no_search)
     proto = external.call_onnx_api(lambda p: p, model)
     assert len(proto.graph.initializer) == 50
+
+
+def _zipmap_classifier() -> onnx.ModelProto:
+    """scikit-learn's usual classifier export: LinearClassifier, then ZipMap to a list of
+    {class: probability} maps (a seq(map) output, a type onnx-ir cannot represent)."""
+    ml = helper.make_operatorsetid("ai.onnx.ml", 1)
+    nodes = [
+        helper.make_node(
+            "LinearClassifier",
+            ["x"],
+            ["label", "scores"],
+            domain="ai.onnx.ml",
+            classlabels_ints=[0, 1, 2],
+            coefficients=[0.5, -1.0, 1.0, 0.2, -0.3, 0.8],
+            intercepts=[0.1, 0.0, -0.1],
+            post_transform="SOFTMAX",
+        ),
+        helper.make_node("Identity", ["scores"], ["scores2"]),  # something to remove
+        helper.make_node(
+            "ZipMap",
+            ["scores2"],
+            ["probabilities"],
+            domain="ai.onnx.ml",
+            classlabels_int64s=[0, 1, 2],
+        ),
+    ]
+    maps = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(1, []))
+    )
+    graph = helper.make_graph(
+        nodes,
+        "zipmap",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [3]),
+            helper.make_value_info("probabilities", maps),
+        ],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_operatorsetid("", 13), ml], ir_version=8
+    )
+
+
+def test_a_model_with_map_outputs_is_optimized_and_keeps_their_type(tmp_path):
+    source, out = tmp_path / "zipmap.onnx", tmp_path / "out.onnx"
+    onnx.save(_zipmap_classifier(), source)
+    kept = onnxslim.optimize(source)  # checked on ORT, seq(map) outputs compared
+    onnxslim.save(kept, out)
+    saved = onnx.load(out)
+    onnx.checker.check_model(saved, full_check=True)
+    assert saved.graph.output[1] == _zipmap_classifier().graph.output[1]
+    assert [n.op_type for n in saved.graph.node] == ["LinearClassifier", "ZipMap"]
+    assert io.to_proto(kept).graph.output[1] == saved.graph.output[1]
+    x = {"x": np.random.default_rng(0).random((3, 2), np.float32)}
+    (label, maps), (label_before, maps_before) = run(saved, x), run(_zipmap_classifier(), x)
+    np.testing.assert_array_equal(label, label_before)
+    assert maps == maps_before and len(maps) == 3 and set(maps[0]) == {0, 1, 2}
+
+
+def test_inspect_shows_the_map_types_of_a_zipmap_classifier(tmp_path):
+    source = tmp_path / "zipmap.onnx"
+    onnx.save(_zipmap_classifier(), source)
+    info = model_info(io.load(source), source)
+    assert [o.describe() for o in info.outputs] == ["int64[3]", "seq(map(int64,float32))"]

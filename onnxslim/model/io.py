@@ -21,6 +21,8 @@ from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
 TRAINING_INFO = "onnxslim.training_info"  # key in ir.Model.meta: serialized TrainingInfoProtos
+#: key in ir.Model.meta: graph inputs and outputs of map types (ZipMap's), serialized by name
+MAP_TYPED = "onnxslim.map_typed"
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -51,10 +53,12 @@ def load(path: str | os.PathLike) -> ir.Model:
 
 def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
     """onnx-ir's model for `proto` (which it may change); malformed graphs (redeclared or dangling
-    values) are user errors. Sparse initializers become dense ones, and `training_info`, which
-    onnx-ir does not model, is kept aside for `save` and `to_proto`."""
+    values) are user errors. Sparse initializers become dense ones; `training_info` and the types
+    of map-typed graph inputs and outputs (scikit-learn's ZipMap), which onnx-ir does not model,
+    are kept aside for `save` and `to_proto` (the values go through untyped)."""
     _densify_sparse_initializers(proto.graph)
     training_info = [info.SerializeToString() for info in proto.training_info]
+    map_typed = _untype_maps(proto.graph)
     with quiet_library_logs():
         try:
             model = ir.serde.deserialize_model(proto)
@@ -66,7 +70,33 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
             ) from err
     if training_info:
         model.meta[TRAINING_INFO] = training_info
+    if map_typed:
+        model.meta[MAP_TYPED] = map_typed
     return model
+
+
+def _untype_maps(graph: onnx.GraphProto) -> dict[str, bytes]:
+    """Clear the types that hold a map from `graph`'s inputs and outputs (returned, serialized by
+    name) and drop such value_info entries."""
+    kept = {}
+    for value in (*graph.input, *graph.output):
+        if _holds_map(value.type):
+            kept[value.name] = value.type.SerializeToString()
+            value.ClearField("type")
+    typed = [value for value in graph.value_info if not _holds_map(value.type)]
+    if len(typed) < len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(typed)
+    return kept
+
+
+def _holds_map(type_: onnx.TypeProto) -> bool:
+    kind = type_.WhichOneof("value")
+    if kind == "map_type":
+        return True
+    if kind in ("sequence_type", "optional_type"):
+        return _holds_map(getattr(type_, kind).elem_type)
+    return False
 
 
 def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
@@ -83,10 +113,14 @@ def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
     del graph.sparse_initializer[:]
 
 
-def _with_training_info(model: ir.Model, proto: onnx.ModelProto) -> onnx.ModelProto:
-    """`proto` with the `training_info` `model` was loaded with put back."""
+def with_kept_aside(model: ir.Model, proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with the `training_info` and map types `model` was loaded with put back."""
     for info in model.meta.get(TRAINING_INFO, ()):
         proto.training_info.add().ParseFromString(info)
+    map_typed = model.meta.get(MAP_TYPED, {})
+    for value in (*proto.graph.input, *proto.graph.output):
+        if value.name in map_typed:
+            value.type.ParseFromString(map_typed[value.name])
     return proto
 
 
@@ -221,9 +255,9 @@ def save(
                 raise OnnxSlimError(
                     f"{path}: cannot serialize the model: {first_line(err)}"
                 ) from err
-            if model.meta.get(TRAINING_INFO):
+            if model.meta.get(TRAINING_INFO) or model.meta.get(MAP_TYPED):
                 staged = onnx.load(staging / path.name, load_external_data=False)
-                onnx.save(_with_training_info(model, staged), staging / path.name)
+                onnx.save(with_kept_aside(model, staged), staging / path.name)
             written = sum(file.stat().st_size for file in staging.iterdir())
             if before_replace is not None:
                 before_replace(staging / path.name)
@@ -250,7 +284,7 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
             "the model's weights exceed protobuf's 2 GB limit: save it to a file instead"
         )
     with external.inlined_external_tensors(model), lean_value_info(model):
-        return _with_training_info(model, ir.to_proto(model))
+        return with_kept_aside(model, ir.to_proto(model))
 
 
 def from_proto(proto: onnx.ModelProto, where: str = "ModelProto") -> ir.Model:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxslim.model.graph import all_graphs
@@ -104,7 +105,7 @@ class ValueInfo:
 
     def describe(self) -> str:
         if self.shape is None:
-            return f"{self.dtype}[?...]"
+            return self.dtype if "(" in self.dtype else f"{self.dtype}[?...]"  # seq(...): no dims
         dims = ",".join("?" if d is None else str(d) for d in self.shape)
         return f"{self.dtype}[{dims}]"
 
@@ -134,7 +135,9 @@ class ModelInfo:
 
 def model_info(model: ir.Model, path: str | os.PathLike) -> ModelInfo:
     """The inspect report of `model`, loaded from `path` (nothing is changed or run)."""
-    graph = model.graph
+    from onnxslim.model.io import MAP_TYPED  # io imports this module (through external)
+
+    graph, maps = model.graph, model.meta.get(MAP_TYPED, {})
     producer = " ".join(filter(None, [model.producer_name, model.producer_version]))
     folder = Path(path).parent
     external: dict[str, int | None] = {}
@@ -145,8 +148,8 @@ def model_info(model: ir.Model, path: str | os.PathLike) -> ModelInfo:
             external[tensor.location] = location.stat().st_size if location.is_file() else None
     return ModelInfo(
         path=str(path),
-        inputs=[_value_info(v) for v in graph.inputs if v.name not in graph.initializers],
-        outputs=[_value_info(v) for v in graph.outputs],
+        inputs=[_value_info(v, maps) for v in graph.inputs if v.name not in graph.initializers],
+        outputs=[_value_info(v, maps) for v in graph.outputs],
         ir_version=model.ir_version,
         opsets=dict(sorted(graph.opset_imports.items())),
         producer=producer,
@@ -163,7 +166,23 @@ def _all_initializers(model: ir.Model):
         yield from graph.initializers.values()
 
 
-def _value_info(value: ir.Value) -> ValueInfo:
+def _type_text(type_: onnx.TypeProto) -> str:
+    """seq(map(int64,float32)) and the like."""
+    kind = type_.WhichOneof("value")
+    if kind == "tensor_type":
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(type_.tensor_type.elem_type)).name
+    if kind == "map_type":
+        key = onnx.helper.tensor_dtype_to_np_dtype(type_.map_type.key_type)
+        return f"map({np.dtype(key).name},{_type_text(type_.map_type.value_type)})"
+    if kind in ("sequence_type", "optional_type"):
+        return f"{kind[:3]}({_type_text(getattr(type_, kind).elem_type)})"
+    return "?"
+
+
+def _value_info(value: ir.Value, maps: dict[str, bytes]) -> ValueInfo:
+    """`value`'s ValueInfo; `maps`: the map types `io.load` kept aside, by value name."""
+    if value.name in maps:
+        return ValueInfo(value.name, _type_text(onnx.TypeProto.FromString(maps[value.name])), None)
     if isinstance(value.type, ir.TensorType) and value.dtype is not None:
         try:
             dtype = np.dtype(value.dtype.numpy()).name
