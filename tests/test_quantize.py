@@ -10,7 +10,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from helpers import FLOAT, const, make_model, vi
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
@@ -1747,11 +1747,30 @@ def test_new_qdq_nodes_take_names_no_node_has():
     Session(ir.to_proto(result.model)).run(samples(1)[0])
 
 
+def test_a_float16_model_is_told_to_quantize_its_float32_original():
+    w = np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float16)
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+        [vi("x", TensorProto.FLOAT16, [1, 3, 16, 16])],
+        [vi("y", TensorProto.FLOAT16, [1, 8, 16, 16])],
+        [const("w", w)],
+        opset=13,
+    )
+    data = [{"x": s["x"].astype(np.float16)} for s in samples()]
+    result = quantize(model, data, **FAST)
+    assert result.report.kept_float == {"conv": "weight is float16, not float32"}
+    (warning,) = [n for n in result.report.notes if "computes in INT8" in n]
+    assert warning.endswith("INT8 starts from float32 weights: quantize the float32 model")
+
+
 def test_dynamic_int8_of_a_cnn_warns_only_when_it_quantizes_nothing():
     """Dynamic INT8 quantizes cnn()'s Gemm (ORT's MatMulInteger): no warning. On its convs alone
     there is nothing for it, and the warning says why."""
     result = quantize(cnn(), samples(), **{**FAST, "mode": "dynamic"})
     assert result.report.quantized == {"Gemm": 1}
+    assert "weights 8-bit per channel (minmax range, nearest rounding" in range_settings(
+        result.report
+    )
     assert not [n for n in result.report.notes if "computes in INT8" in n]
     graph = cnn().graph
     convs_only = make_model(

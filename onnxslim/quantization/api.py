@@ -327,7 +327,7 @@ def _quantize(
         equalized_pairs=outcome.equalized_pairs,
         bias_correction=outcome.bias_correction,
         smoothed_inputs=outcome.smoothed_inputs,
-        weight_range="-" if dynamic_used else config.weight_range,
+        weight_range="minmax" if dynamic_used else config.weight_range,  # quantize_dynamic's
         weight_rounding="nearest" if dynamic_used else config.weight_rounding,
         layers=outcome.layers,
     )
@@ -1069,9 +1069,11 @@ def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
             f"warning: the model is quantized already ({kernels}) and nothing more was "
             f"quantized ({why}): the result is onnxslim's lossless model of it (without --int8)"
         ]
+    half = any(reason.startswith(("weight is float16", "weight is bfloat16")) for reason in reasons)
     return [
         f"warning: no weighted node computes in INT8 ({why}): the result is no faster than "
         "onnxslim's lossless float model (without --int8)"
+        + ("; INT8 starts from float32 weights: quantize the float32 model" if half else "")
     ]
 
 

@@ -228,7 +228,7 @@ def _float_reason(
     if rule.kind in (WEIGHTED, WEIGHT_ONLY):
         weight = node.inputs[rule.weight]
         if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
-            return "weight is not float"
+            return f"weight is {weight.dtype.name.lower()}, not float32"
         if weight.const_value is None and (node.op_type != "MatMul" or rule.kind == WEIGHT_ONLY):
             return "weight is not a constant"
         if rule.kind == WEIGHT_ONLY:
