@@ -1853,3 +1853,15 @@ def test_dynamic_int8_names_the_gemms_it_quantizes():
     )
     assert [(f["node"], f["op"]) for f in budgeted.report.fallback] == [("fc", "Gemm")]
     assert not budgeted.report.violations and budgeted.report.quantized == {}
+
+
+def test_the_summary_counts_float_nodes_that_store_int8_weights():
+    """Nodes too small for int8 compute in float on int8-stored weights: the file shrinks while
+    "quantized nodes" does not list them, so the summary says so."""
+    result = quantize(cnn(), samples(), **{**FAST, "min_macs": 10**9})
+    assert result.report.quantized == {"Gemm": 1}
+    rows = {row[0]: row[2] for row in quantize_summary_rows(result.report)}
+    assert rows["kept in float"] == "faster in float: 2"
+    assert rows["of which on int8 weights"] == "2 (smaller file, float compute)"
+    plain = quantize(cnn(), samples(), **FAST)
+    assert "of which on int8 weights" not in {row[0] for row in quantize_summary_rows(plain.report)}

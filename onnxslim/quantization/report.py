@@ -9,6 +9,8 @@ import onnx_ir as ir
 
 from onnxslim.drift import Drift
 
+INT8_STORED = "int8-stored weights"  # as the planner's reasons say it (plan.py)
+
 
 def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
     """How many weighted nodes stay float for each reason, in its short form (before any ':' or
@@ -76,6 +78,11 @@ class QuantizeReport:
     def kept_float_counts(self) -> dict[str, int]:
         """Weighted nodes kept in float per reason (`kept_float_counts`)."""
         return kept_float_counts(self.kept_float)
+
+    def int8_stored(self) -> int:
+        """Weighted nodes kept in float that still store their weights int8 (the file shrinks,
+        the compute does not speed up)."""
+        return sum(INT8_STORED in why for why in self.kept_float.values())
 
     @property
     def speedup(self) -> float | None:

@@ -391,6 +391,15 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
     rows.append(["quantized nodes", "", quantized or "none", ""])
     if report.kept_float:
         rows.append(["kept in float", "", kept_reasons(report), ""])
+    if report.int8_stored():
+        rows.append(
+            [
+                "of which on int8 weights",
+                "",
+                f"{report.int8_stored()} (smaller file, float compute)",
+                "",
+            ]
+        )
     return rows
 
 
