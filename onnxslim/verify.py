@@ -125,8 +125,9 @@ def compare(
 ) -> tuple[list[Mismatch], CheckInputs]:
     """Run both models on the same inputs (see `reference_outputs`; `reference` when the original
     already ran) and list the outputs that differ. `tolerance` (rtol, atol) overrides TOLERANCES
-    for every float dtype (None keeps that one's default); a float output beyond it still matches
-    within NOISE_FACTOR times the original's own `rounding_noise` (the inputs returned say so)."""
+    for every float dtype (None keeps that one's default); without it, a float output beyond
+    TOLERANCES still matches within NOISE_FACTOR times the original's own `rounding_noise` (the
+    inputs returned say so)."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     reference = reference or reference_outputs(original, samples, shapes)
     mismatches: dict[str, Mismatch] = {}
@@ -150,7 +151,7 @@ def compare(
         del candidate
     inputs = reference.inputs
     floating = [m for m in mismatches if None not in gaps[m]]
-    if floating:
+    if floating and tolerance is None:  # tolerances given are the rule
         noise = rounding_noise(original, reference)
         within = {
             name: f"(largest difference {max(gaps[name]):.3g}; its own {max(noise[name]):.3g})"
