@@ -38,6 +38,11 @@ from onnx import numpy_helper
 from onnxslim.errors import OnnxSlimError
 
 DEFAULT_DIM = 32
+#: The dynamic height and width of an image input where speed counts (`synthesize_samples`: INT8
+#: calibration, bench): at DEFAULT_DIM every conv is too small for int8 to pay.
+IMAGE_DIM = 224
+#: Channels that make a rank-4 float input an image (NCHW, or NHWC).
+IMAGE_CHANNELS = (1, 3, 4)
 #: Elements of a synthesized sequence input.
 SEQUENCE_LENGTH = 2
 #: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
@@ -85,12 +90,14 @@ def synthesize_samples(
     *,
     seed: int = 0,
     dim: int = DEFAULT_DIM,
+    image_dim: int = IMAGE_DIM,
     run: Callable[[Feeds], Any] | None = None,
 ) -> list[Feeds]:
-    """`count` samples, `synthesize(model, shapes, seed=seed + i).feeds` for each i, with the
-    model read and planned once; given `run` (the original model on ORT), at the dims and integer
-    range of the first synthesized inputs it accepts (`first_runnable`)."""
-    planner = _Planner(model, shapes, dim)
+    """`count` samples, `synthesize(model, shapes, seed=seed + i).feeds` for each i (but with
+    `image_dim` for an image's dynamic height and width), with the model read and planned once;
+    given `run` (the original model on ORT), at the dims and integer range of the first
+    synthesized inputs it accepts (`first_runnable`)."""
+    planner = _Planner(model, shapes, dim, image_dim)
     found = _first_runnable(planner, run, seed, limit=10)[0] if run else planner.make(seed=seed)
     return [planner.make(found.dims, found.ints, seed + i).feeds for i in range(count)]
 
@@ -286,7 +293,13 @@ class _Input:
 class _Planner:
     """What a model tells about its inputs; `make` turns it into feeds for given dim values."""
 
-    def __init__(self, model, shapes: Mapping[str, Sequence[int]] | None, dim: int) -> None:
+    def __init__(
+        self,
+        model,
+        shapes: Mapping[str, Sequence[int]] | None,
+        dim: int,
+        image_dim: int | None = None,
+    ) -> None:
         if isinstance(model, (str, os.PathLike)):
             try:
                 model = onnx.load(os.fspath(model), load_external_data=False)
@@ -295,7 +308,7 @@ class _Planner:
         self.skeleton = _skeleton(model)
         weights = {init.name for init in model.graph.initializer}
         self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
-        self.defaults = self._default_dims(dim, shapes or {})
+        self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
         #: Dim keys `shapes` sets, which retries leave alone.
         self.fixed = {
             key
@@ -320,8 +333,11 @@ class _Planner:
             if value is not None and value.name == "value" and _small(value.t):
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
 
-    def _default_dims(self, dim: int, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
-        """A value per dynamic dim key: from `shapes`, else 1 if batch-like, else `dim`."""
+    def _default_dims(
+        self, dim: int, shapes: Mapping[str, Sequence[int]], image_dim: int
+    ) -> dict[str, int]:
+        """A value per dynamic dim key: from `shapes`, else 1 if batch-like, else `image_dim` for
+        an image's height and width (`_image_dims`), else `dim`."""
         known = {item.name: item for item in self.inputs}
         values: dict[str, int] = {}
         for name, shape in shapes.items():
@@ -346,10 +362,12 @@ class _Planner:
             if isinstance(d, str)
         }
         later = {d for item in self.inputs for d in item.dims[1:] if isinstance(d, str)}
+        image = {key for item in self.inputs for key in _image_dims(item)}
         for item in self.inputs:
             for key in item.dims:
                 if isinstance(key, str) and key not in values:
-                    values[key] = 1 if key in first and key not in later else dim
+                    batch = key in first and key not in later
+                    values[key] = 1 if batch else image_dim if key in image else dim
         return values
 
     def make(
@@ -633,6 +651,18 @@ def _input(value: onnx.ValueInfoProto) -> _Input:
         for axis, d in enumerate(tensor.shape.dim)
     )
     return _Input(value.name, kind, tensor.elem_type, dims)
+
+
+def _image_dims(item: _Input) -> list[str]:
+    """The dynamic height and width keys of an image input: a rank-4 float tensor with
+    IMAGE_CHANNELS channels (axis 1, NCHW, or else axis 3, NHWC)."""
+    dims = item.dims
+    if item.kind != "tensor" or len(dims) != 4 or _kind(item.elem_type) != "float":
+        return []
+    spatial = (
+        dims[2:] if dims[1] in IMAGE_CHANNELS else dims[1:3] if dims[3] in IMAGE_CHANNELS else ()
+    )
+    return [d for d in spatial if isinstance(d, str)]
 
 
 def _kind(elem_type: int) -> str | None:
