@@ -202,7 +202,8 @@ def ort_feeds(feeds: Mapping[str, Any]) -> Feeds:
 
 @dataclass(frozen=True)
 class _Use:
-    """What one use of an input allows: values in [lo, hi], or a pattern valid whatever the data:
+    """What one use of an input allows: values in [lo, hi] ("range"; "hint": values the model
+    tells apart, used where nothing else bounds them), or a pattern valid whatever the data:
     "axes" (0, 1, ...), "reshape" (1, ..., 1, -1), "max" (the largest int32), "split" (sizes
     adding up to `total`)."""
 
@@ -484,13 +485,16 @@ class _Planner:
         return known
 
     def _combined_use(self, item: _Input, known: dict) -> _Use | None:
-        """One rule from all the uses of an input: a pattern first, else the ranges' overlap."""
-        uses = self._uses(item, known)
+        """One rule from all the uses of an input: a pattern first, else the ranges' overlap, else
+        the first hint."""
+        found = self._uses(item, known)
+        uses = [use for use in found if use.kind != "hint"]
         for use in uses:
             if use.kind != "range":
                 return use
         if not uses:
-            return None
+            hints = [use for use in found if use.kind == "hint"]
+            return _Use("range", hints[0].lo, hints[0].hi) if hints else None
         lo, hi = max(u.lo for u in uses), min(u.hi for u in uses)
         return _Use("range", lo, hi) if lo <= hi else uses[0]
 
@@ -508,10 +512,10 @@ class _Planner:
                 for slot in [i for i, n in enumerate(node.input) if n == name]:
                     use = self._use(node, slot, known, integer, whole)
                     if use is not None:
-                        if use.kind != "range":
+                        if use.kind not in ("range", "hint"):
                             found.append(use)
                         elif use.hi - offset >= max(use.lo - offset, 0):
-                            found.append(_Use("range", max(use.lo - offset, 0), use.hi - offset))
+                            found.append(_Use(use.kind, max(use.lo - offset, 0), use.hi - offset))
                         continue
                     step = self._step(node, slot)
                     if step is None:
@@ -560,6 +564,10 @@ class _Planner:
             return _Use("range", *_RANGES[key])
         if integer and op in ("Div", "Mod") and slot == 1:
             return _Use("range", 1, 3)
+        if integer and op == "Equal":  # one-hot codes: the values it is compared with
+            other = self.constants.get(node.input[1 - slot])
+            if other is not None and other.size and other.dtype.kind in "iu":
+                return _Use("hint", int(other.min()), int(other.max()))
         return None
 
     def _step(self, node: onnx.NodeProto, slot: int) -> int | None:
@@ -606,7 +614,9 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _small(tensor: onnx.TensorProto) -> bool:
-    return tensor.data_location != onnx.TensorProto.EXTERNAL and math.prod(tensor.dims) <= 64
+    """Whether a constant is read for planning: one-hot codes (magika: 257) and shapes, not
+    weights."""
+    return tensor.data_location != onnx.TensorProto.EXTERNAL and math.prod(tensor.dims) <= 1024
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -381,3 +381,31 @@ def test_samples_where_speed_counts_give_pictures_a_real_size(dims, shape):
         [vi("u", INT64, ["batch", 3, "h", "w"])],
     )
     assert synth.synthesize_samples(ids, 1)[0]["t"].shape == (1, 3, 32, 32)  # not float
+
+
+def test_integers_compared_with_codes_take_their_values_unless_a_use_bounds_them():
+    """magika one-hots its input bytes by Equal with 0..256: inputs of 0 and 1 alone left most of
+    the model untested. A use that bounds the values (a Gather's table) still wins."""
+    codes = const("codes", np.arange(257, dtype=np.int32).reshape(1, 257))
+    one_hot = [
+        helper.make_node("Unsqueeze", ["b", "axis"], ["b1"]),
+        helper.make_node("Equal", ["b1", "codes"], ["y"]),
+    ]
+    axis = const("axis", np.array([-1]))
+    shape = [1, 64]
+    model = make_model(
+        one_hot,
+        [vi("b", TensorProto.INT32, shape)],
+        [vi("y", TensorProto.BOOL, [*shape, 257])],
+        [codes, axis],
+    )
+    values = synth.synthesize(model).feeds["b"]
+    assert values.min() >= 0 and values.max() <= 256 and values.max() > 9
+    table = const("table", np.zeros((5, 2), np.float32))
+    bounded = make_model(
+        [*one_hot, helper.make_node("Gather", ["table", "b"], ["g"])],
+        [vi("b", TensorProto.INT32, shape)],
+        [vi("y", TensorProto.BOOL, [*shape, 257]), vi("g", FLOAT, [*shape, 2])],
+        [codes, axis, table],
+    )
+    assert synth.synthesize(bounded).feeds["b"].max() <= 4
