@@ -35,6 +35,7 @@ from onnxslim.data import (
 )
 from onnxslim.drift import Budget, Drift, compare_outputs, json_value, parse_max_drift
 from onnxslim.errors import OnnxSlimError, first_line
+from onnxslim.model import io
 from onnxslim.model.stats import model_stats
 from onnxslim.render import tables
 from onnxslim.render.jsonfile import write_json
@@ -362,14 +363,11 @@ def _prepare(model, index: int) -> _Model:
         path = Path(model)
         if not path.is_file():
             raise OnnxSlimError(f"{path}: no such file")
-        try:
-            stats = model_stats(ir.load(path), path)
-        except Exception as err:  # the protobuf parser raises assorted types
-            raise OnnxSlimError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
+        stats = model_stats(io.load(path), path)
         return _Model(str(path), str(path), stats.file_bytes, stats.nodes)
     try:
         if isinstance(model, ir.Model):
-            model = ir.serde.serialize_model(model)
+            model = io.to_proto(model)
         if not isinstance(model, onnx.ModelProto):
             raise OnnxSlimError(
                 "expected a model path, onnx.ModelProto or onnx_ir.Model, "
@@ -378,7 +376,8 @@ def _prepare(model, index: int) -> _Model:
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
         raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}") from err
-    return _Model(f"model{index}", data, len(data), model_stats(ir.from_proto(model)).nodes)
+    nodes = model_stats(io.from_proto(onnx.ModelProto.FromString(data))).nodes
+    return _Model(f"model{index}", data, len(data), nodes)
 
 
 def _create_session(model: _Model, threads: int, opt_level: str) -> tuple[Session, float]:

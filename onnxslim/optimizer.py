@@ -89,9 +89,10 @@ def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
     of its proto, which is appended to `keep` when given (shape inference can reuse it)."""
 
     def check(proto: onnx.ModelProto) -> None:
-        proto = io.with_kept_aside(model, proto)
-        if keep is not None:
+        if keep is not None:  # for shape inference, which reads no map types
             keep.append(proto)
+        if io.MAP_TYPED in model.meta:  # checked with them, on a copy
+            proto = io.with_kept_aside(model, onnx.ModelProto.FromString(proto.SerializeToString()))
         onnx.checker.check_model(proto)
 
     try:

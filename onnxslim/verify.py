@@ -283,6 +283,12 @@ def _difference(expected, actual, override=None) -> str | None:
             _difference(want, got, override) for want, got in zip(expected or (), actual or ())
         )
         return next((problem for problem in problems if problem), None)
+    if isinstance(expected, dict):  # an element of a ZipMap's seq(map): values by class
+        if not isinstance(actual, dict) or list(actual) != list(expected):
+            return f"{actual!r:.40} instead of {expected!r:.40}"
+        return _difference(
+            np.array(list(expected.values())), np.array(list(actual.values())), override
+        )
     expected, actual = np.asarray(expected), np.asarray(actual)
     if expected.shape != actual.shape:
         return f"shape {actual.shape} instead of {expected.shape}"

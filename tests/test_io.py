@@ -309,3 +309,20 @@ def test_inspect_shows_the_map_types_of_a_zipmap_classifier(tmp_path):
     onnx.save(_zipmap_classifier(), source)
     info = model_info(io.load(source), source)
     assert [o.describe() for o in info.outputs] == ["int64[3]", "seq(map(int64,float32))"]
+
+
+def test_bench_and_int8_take_a_zipmap_classifier(tmp_path):
+    """Both loaded it with onnx-ir directly: 'not a valid ONNX model' and an internal error."""
+    from onnxslim.bench import benchmark
+    from onnxslim.quantization.api import quantize
+
+    source = tmp_path / "zipmap.onnx"
+    onnx.save(_zipmap_classifier(), source)
+    report = benchmark([source, source], runs=3, warmup=1, measure_memory=False, progress=False)
+    assert [m.nodes for m in report.models] == [3, 3]
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.random((3, 2), np.float32)} for _ in range(8)]
+    result = quantize(source, samples, measure_latency=False, progress=False, target="vnni")
+    io.save(result.model, tmp_path / "int8.onnx")
+    saved = onnx.load(tmp_path / "int8.onnx")
+    assert saved.graph.output[1] == _zipmap_classifier().graph.output[1]

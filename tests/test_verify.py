@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from helpers import FLOAT, const, make_model, vi
-from onnx import helper
+from onnx import TensorProto, helper
 
 from onnxslim import verify
 
@@ -100,3 +100,33 @@ def test_elements_that_overflow_when_moved_excuse_nothing():
     tripled = chain([("Exp", None), ("Mul", 3.0)])
     mismatches, _ = verify.compare(original, tripled, samples)
     assert [m.output for m in mismatches] == ["y"]
+
+
+def zipmap(scale: float):
+    """Softmax scores times `scale`, as ZipMap's list of {class: probability} (scikit-learn)."""
+    maps = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(1, []))
+    )
+    graph = helper.make_graph(
+        [
+            N("Softmax", ["x"], ["p"]),
+            N("Mul", ["p", "s"], ["q"]),
+            N("ZipMap", ["q"], ["y"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2]),
+        ],
+        "zipmap",
+        [vi("x", FLOAT, [4, 3])],
+        [helper.make_value_info("y", maps)],
+        [const("s", np.float32(scale))],
+    )
+    opsets = [helper.make_operatorsetid("", 13), helper.make_operatorsetid("ai.onnx.ml", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def test_zipmap_probabilities_compare_within_float_tolerance():
+    """A fusion moves scikit-learn's probabilities by rounding (5e-7 in an MLP): they used to be
+    compared exactly, so the default command refused such models."""
+    samples = [{"x": np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)}]
+    rounded, _ = verify.compare(zipmap(1.0), zipmap(1 + 1e-6), samples)
+    assert rounded == []
+    (wrong,) = verify.compare(zipmap(1.0), zipmap(1.01), samples)[0]
+    assert wrong.output == "y" and "max abs difference" in wrong.detail

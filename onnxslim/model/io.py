@@ -113,6 +113,12 @@ def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
     del graph.sparse_initializer[:]
 
 
+def keep_aside_as(model: ir.Model, source: ir.Model) -> None:
+    """Give `model` (made from `source`) the map types `source` was loaded with."""
+    if MAP_TYPED in source.meta:
+        model.meta[MAP_TYPED] = source.meta[MAP_TYPED]
+
+
 def with_kept_aside(model: ir.Model, proto: onnx.ModelProto) -> onnx.ModelProto:
     """`proto` with the `training_info` and map types `model` was loaded with put back."""
     for info in model.meta.get(TRAINING_INFO, ()):

@@ -232,7 +232,7 @@ def _quantize(
             config, max_drift=dataclasses.replace(budget, for_new_samples=True)
         )
 
-    float_model = ir.from_proto(onnx.ModelProto.FromString(reference))
+    float_model = io.from_proto(onnx.ModelProto.FromString(reference))
     if config.optimize:
         from onnxslim.optimizer import optimize as lossless
 
@@ -291,6 +291,7 @@ def _quantize(
         CompactPass(_names(static_model))(outcome.model)
     notes += outcome.notes + _nothing_int8_warning(outcome, _integer_kernels(float_model))
     quantized, drift = outcome.model, outcome.drift
+    io.keep_aside_as(quantized, original)  # map types onnx-ir cannot hold, for the file written
     if test:  # the figures reported: on samples no decision saw
         drift, runtime_note = _test_drift(reference, quantized, test)
         notes += [runtime_note] if runtime_note else []
