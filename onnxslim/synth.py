@@ -363,7 +363,9 @@ class _Planner:
             if isinstance(d, str)
         }
         later = {d for item in self.inputs for d in item.dims[1:] if isinstance(d, str)}
-        image = {key for item in self.inputs for key in _image_dims(item)}
+        pictures = [item for item in self.inputs if _image_dims(item)]
+        others = {d for item in self.inputs if item not in pictures for d in item.dims}
+        image = {key for item in pictures for key in _image_dims(item)} - others
         for item in self.inputs:
             for key in item.dims:
                 if isinstance(key, str) and key not in values:
@@ -664,15 +666,18 @@ def _input(value: onnx.ValueInfoProto) -> _Input:
 
 
 def _image_dims(item: _Input) -> list[str]:
-    """The dynamic height and width keys of an image input: a rank-4 float tensor with
-    IMAGE_CHANNELS channels (axis 1, NCHW, or else axis 3, NHWC)."""
+    """The dynamic height and width keys of a picture: a rank-4 float tensor with IMAGE_CHANNELS
+    channels (axis 1, NCHW, or else axis 3, NHWC), both dims dynamic unless it has 3 channels (a
+    text line's width); not a KV cache [batch, heads, past, 64] or a spectrogram [batch, 1, 80,
+    time]."""
     dims = item.dims
     if item.kind != "tensor" or len(dims) != 4 or _kind(item.elem_type) != "float":
         return []
-    spatial = (
-        dims[2:] if dims[1] in IMAGE_CHANNELS else dims[1:3] if dims[3] in IMAGE_CHANNELS else ()
-    )
-    return [d for d in spatial if isinstance(d, str)]
+    channels, spatial = (dims[1], dims[2:]) if dims[1] in IMAGE_CHANNELS else (dims[3], dims[1:3])
+    dynamic = [d for d in spatial if isinstance(d, str)]
+    if channels not in IMAGE_CHANNELS or (len(dynamic) < 2 and channels != 3):
+        return []
+    return dynamic
 
 
 def _kind(elem_type: int) -> str | None:

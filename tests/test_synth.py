@@ -361,8 +361,11 @@ def test_retry_tries_the_value_an_error_asks_for():
     [
         (["batch", 3, "h", "w"], (1, 3, 224, 224)),  # NCHW picture
         (["N", "h", "w", 3], (1, 224, 224, 3)),  # NHWC (mtcnn)
-        ([1, 1, 48, "w"], (1, 1, 48, 224)),  # a text line of dynamic width
+        ([1, 3, 48, "w"], (1, 3, 48, 224)),  # a text line of dynamic width
+        (["batch", 1, "h", "w"], (1, 1, 224, 224)),  # a gray picture
         (["batch", 16, "h", "w"], (1, 16, 32, 32)),  # 16 channels: not a picture
+        (["batch", 4, "past", 64], (1, 4, 32, 64)),  # a KV cache
+        (["batch", 1, 80, "time"], (1, 1, 80, 32)),  # a spectrogram
     ],
 )
 def test_samples_where_speed_counts_give_pictures_a_real_size(dims, shape):
@@ -381,6 +384,12 @@ def test_samples_where_speed_counts_give_pictures_a_real_size(dims, shape):
         [vi("u", INT64, ["batch", 3, "h", "w"])],
     )
     assert synth.synthesize_samples(ids, 1)[0]["t"].shape == (1, 3, 32, 32)  # not float
+    mask_and_ids = make_model(
+        [helper.make_node("Identity", ["mask"], ["m"]), helper.make_node("Identity", ["t"], ["u"])],
+        [vi("mask", FLOAT, ["batch", 1, "seq", "seq"]), vi("t", INT64, ["batch", "seq"])],
+        [vi("m", FLOAT, ["batch", 1, "seq", "seq"]), vi("u", INT64, ["batch", "seq"])],
+    )
+    assert synth.synthesize_samples(mask_and_ids, 1)[0]["t"].shape == (1, 32)  # token ids' seq
 
 
 def test_integers_compared_with_codes_take_their_values_unless_a_use_bounds_them():
