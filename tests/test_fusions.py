@@ -491,6 +491,46 @@ def test_zero_pad_folded_into_conv():
     assert slim(model) == {"Conv": 1}
 
 
+@pytest.mark.parametrize("mode", ["reflect", "outer"])
+def test_a_conv_keeps_its_auto_pad_when_no_pad_can_fold_into_it(mode):
+    """Making pads explicit gains nothing unless a zero Pad of the Conv's own graph follows them
+    in: a reflect Pad, or a Pad outside the If branch the Conv is in, stays."""
+    out_shape = [1, 4, 7, 7]
+
+    def conv(output):
+        return node("Conv", ["t", "W"], output, auto_pad="SAME_UPPER")
+
+    if mode == "reflect":
+        nodes = [node("Pad", ["x", "p"], "t", mode="reflect"), conv("y")]
+        inputs = [vi("x", FLOAT, [1, 3, 5, 5])]
+    else:
+        then, other = (
+            helper.make_graph([conv(name)], name, [], [vi(name, FLOAT, out_shape)])
+            for name in ("a", "b")
+        )
+        nodes = [
+            node("Pad", ["x", "p"], "t"),
+            helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+        ]
+        inputs = [vi("x", FLOAT, [1, 3, 5, 5]), vi("c", TensorProto.BOOL, [])]
+    model = make_model(
+        nodes,
+        inputs,
+        [vi("y", FLOAT, out_shape)],
+        [const("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("W", rand(4, 3, 3, 3))],
+    )
+    out = optimized_proto(model)
+    graphs = [out.graph, *(a.g for n in out.graph.node for a in n.attribute if a.g.node)]
+    convs = [n for g in graphs for n in g.node if n.op_type == "Conv"]
+    assert convs and all(
+        helper.get_attribute_value(a) == b"SAME_UPPER"
+        for n in convs
+        for a in n.attribute
+        if a.name == "auto_pad"
+    )
+    assert all(any(a.name == "auto_pad" for a in n.attribute) for n in convs)
+
+
 def test_matmul_add_to_gemm():
     nodes = [node("MatMul", ["x", "W"], "t"), node("Add", ["t", "b"], "y")]
     model = make_model(

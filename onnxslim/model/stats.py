@@ -170,13 +170,19 @@ def _type_text(type_: onnx.TypeProto) -> str:
     """seq(map(int64,float32)) and the like."""
     kind = type_.WhichOneof("value")
     if kind == "tensor_type":
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(type_.tensor_type.elem_type)).name
+        return _elem_text(type_.tensor_type.elem_type)
     if kind == "map_type":
-        key = onnx.helper.tensor_dtype_to_np_dtype(type_.map_type.key_type)
-        return f"map({np.dtype(key).name},{_type_text(type_.map_type.value_type)})"
+        key = _elem_text(type_.map_type.key_type)
+        return f"map({key},{_type_text(type_.map_type.value_type)})"
     if kind in ("sequence_type", "optional_type"):
         return f"{kind[:3]}({_type_text(getattr(type_, kind).elem_type)})"
     return "?"
+
+
+def _elem_text(elem_type: int) -> str:
+    if elem_type == onnx.TensorProto.STRING:
+        return "string"
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
 
 
 def _value_info(value: ir.Value, maps: dict[str, bytes]) -> ValueInfo:

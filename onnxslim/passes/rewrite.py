@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import onnx_ir as ir
-from onnxscript.rewriter import pattern
+from onnxscript.rewriter import RULE_NAME_TAG, pattern
 
 from onnxslim.model.graph import op_types
-from onnxslim.passes.upstream import RULE_NAME_TAG, pattern_op_types
+from onnxslim.passes.upstream import pattern_op_types
 
 
 class RewriteRulesPass(ir.passes.InPlacePass):

@@ -7,7 +7,7 @@ They do not export these; when an upgrade moves one, only this module changes.
 from __future__ import annotations
 
 from onnxscript.optimizer import _constant_folding
-from onnxscript.rewriter import _ir_utils, _pattern_ir, _rewrite_rule
+from onnxscript.rewriter import _ir_utils, _pattern_ir
 from onnxscript.rewriter.rules.common import (
     _basic_rules,
     _fuse_batchnorm,
@@ -19,8 +19,6 @@ from onnxscript.rewriter.rules.common import (
 # constant folding (passes/fold.py)
 FoldConstantsPass = _constant_folding.FoldConstantsPass
 Replacement = _constant_folding.Replacement
-# the metadata key a rewrite stamps on every node it makes (rewrite.py removes it)
-RULE_NAME_TAG = _rewrite_rule.RULE_NAME_TAG
 # reading constants (rules/common.py)
 get_numpy_value = _ir_utils.get_numpy_value
 # BatchNormalization folding (rules/batchnorm.py): each rule's check, and weight scaling below

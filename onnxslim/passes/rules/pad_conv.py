@@ -16,13 +16,20 @@ from onnxslim.passes.upstream import NormalizePadFormatConv
 
 
 class ExplicitPadsBeforeFusion(NormalizePadFormatConv):
-    """auto_pad -> explicit pads on a Conv whose input a Pad computes (the step before
-    FuseConvPad)."""
+    """auto_pad -> explicit pads on a Conv whose input a constant zero Pad of its own graph
+    computes (the step before FuseConvPad, which may still find the Pad's axes unfit)."""
 
     def check(self, context, conv, **kwargs) -> pattern.MatchResult:
-        source = conv.producer().inputs[0].producer()
-        if source is None or source.op_type != "Pad":
-            return pattern.MatchResult().fail("no Pad feeds the Conv: nothing to fold")
+        node = conv.producer()
+        pad = node.inputs[0].producer()
+        if pad is None or pad.op_type != "Pad" or pad.graph is not node.graph:
+            return pattern.MatchResult().fail("no Pad of the Conv's graph feeds it")
+        mode = pad.attributes.get_string("mode", "constant")
+        value = pad.inputs[2] if len(pad.inputs) > 2 else None
+        if mode != "constant" or len(pad.inputs) < 2 or pad.inputs[1].const_value is None:
+            return pattern.MatchResult().fail("the Pad is not a constant-width zero pad")
+        if value is not None and (value.const_value is None or value.const_value.numpy().any()):
+            return pattern.MatchResult().fail("the Pad fills with a value other than zero")
         return super().check(context, conv, **kwargs)
 
 
