@@ -148,15 +148,15 @@ def test_bench_states_input_shapes_and_warns_about_picked_dims(tmp_path, dynamic
     json_path, html_path = tmp_path / "b.json", tmp_path / "b.html"
     proc = run_cli("bench", dynamic, dynamic, *BENCH, "--json", json_path, "--html", html_path)
     assert proc.returncode == 0, proc.stderr
-    assert "inputs: 8 random sample(s) of x float32[1,3,32,32]" in proc.stdout
+    assert "inputs: 8 random sample(s) of x float32[1,3,224,224]" in proc.stdout
     warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warning) == 1 and "x float32[N,3,H,W] at [1,3,32,32]" in warning[0]
-    assert "--shape x:1,3,32,32" in warning[0]
+    assert len(warning) == 1 and "x float32[N,3,H,W] at [1,3,224,224]" in warning[0]
+    assert "--shape x:1,3,224,224" in warning[0]
     data = json.loads(json_path.read_text())
-    assert data["settings"]["inputs"] == {"x": {"dtype": "float32", "shapes": [[1, 3, 32, 32]]}}
+    assert data["settings"]["inputs"] == {"x": {"dtype": "float32", "shapes": [[1, 3, 224, 224]]}}
     assert len(data["warnings"]) == 1 and "--shape" in data["warnings"][0]
     page = html_path.read_text()
-    assert "x float32[1,3,32,32]" in page and "--shape x:" in page
+    assert "x float32[1,3,224,224]" in page and "--shape x:" in page
     # drift: a relative error column; no top-1 for a 4-D feature map
     header = next(
         line for line in proc.stdout.splitlines() if line.split()[:2] == ["Model", "Output"]
@@ -204,8 +204,8 @@ def test_int8_random_calibration_takes_shape(tmp_path, dynamic):
     assert "picked by onnxslim" not in proc.stderr
     guessed = run_cli(*args, "--report", report)
     assert guessed.returncode == 0, guessed.stderr
-    assert "--shape x:1,3,32,32" in guessed.stderr
-    assert json.loads(report.read_text())["int8"]["drift"]["y"]["shape"] == [1, 4, 32, 32]
+    assert "--shape x:1,3,224,224" in guessed.stderr
+    assert json.loads(report.read_text())["int8"]["drift"]["y"]["shape"] == [1, 4, 224, 224]
 
 
 def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
