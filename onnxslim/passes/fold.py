@@ -128,8 +128,9 @@ class FoldProducers(ir.passes.InPlacePass):
         super().__init__()
         self.values = frozenset(values)
         self.stored_bits = stored_bits
-        #: value name -> the computation it replaced (a model whose output is the value)
-        self.computations: dict[str, onnx.ModelProto] = {}
+        #: value name -> the computation it replaced (a model whose output is the value), and
+        #: the array it computed
+        self.computations: dict[str, tuple[onnx.ModelProto, np.ndarray]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -161,7 +162,7 @@ class FoldProducers(ir.passes.InPlacePass):
             array = np.asarray(array)
             if value.dtype is not None and ir.DataType.from_numpy(array.dtype) != value.dtype:
                 continue  # not what the model declares: leave it computed
-            self.computations[value.name] = computations[value]
+            self.computations[value.name] = (computations[value], array)
             _replace_by_constant(graph, value, array, folds[value])
             replaced = True
         return ir.passes.PassResult(model, replaced)
@@ -174,18 +175,18 @@ class FoldProducers(ir.passes.InPlacePass):
         return math.prod(shape) * self.stored_bits <= 8 * _freed_bytes(producers)
 
 
-def restore_computations(model: ir.Model, computations: dict[str, onnx.ModelProto]) -> ir.Model:
+def restore_computations(
+    model: ir.Model, computations: dict[str, tuple[onnx.ModelProto, np.ndarray]]
+) -> ir.Model:
     """`model` with each of `computations` (`FoldProducers.computations`) back in place of the
     constant it became, where `model` still holds that constant unchanged (its consumer stayed
     float on float weights): a constant folded for nothing does not grow the file."""
     graph = model.graph
     back = {}
-    for name, computation in computations.items():
+    for name, (computation, computed) in computations.items():
         held = graph.initializers.get(name)
-        if held is None or held.const_value is None:
-            continue
-        (computed,) = ReferenceEvaluator(computation).run(None, {})
-        if np.array_equal(np.asarray(computed), held.const_value.numpy()):
+        unchanged = held is not None and held.const_value is not None
+        if unchanged and np.array_equal(computed, held.const_value.numpy()):
             back[name] = computation
     if not back:
         return model
@@ -246,7 +247,7 @@ def _freed_bytes(producers: list[ir.Node]) -> int:
     """Bytes of constants that go with `producers`: the initializers only they read, and Constant
     nodes among them."""
     inside = set(producers)
-    read = {v for node in producers for v in node.inputs if _is_constant(v)}
+    read = _constants_read(producers)
     freed = sum(v.const_value.nbytes for v in read if _only_read_by(v, inside))
     for node in producers:
         attribute = node.attributes.get("value") if node.op_type == "Constant" else None
@@ -256,13 +257,12 @@ def _freed_bytes(producers: list[ir.Node]) -> int:
 
 def _computation(model: ir.Model, value: ir.Value, producers: list[ir.Node]) -> onnx.ModelProto:
     """A model of `producers` alone computing `value`, their constants as initializers."""
-    constants = {v.name: v for node in producers for v in node.inputs if _is_constant(v)}
     graph = onnx.helper.make_graph(
         [ir.serde.serialize_node(node) for node in producers],
         "computation",
         [],
         [onnx.helper.make_empty_tensor_value_info(value.name)],
-        [ir.serde.serialize_tensor(v.const_value) for v in constants.values()],
+        [ir.serde.serialize_tensor(v.const_value) for v in _constants_read(producers)],
     )
     opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
     return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=model.ir_version)
@@ -293,12 +293,17 @@ def _replace_by_constant(
     constant.shape, constant.dtype = ir.Shape(array.shape), constant.const_value.dtype
     graph.register_initializer(constant)
     value.replace_all_uses_with(constant)
-    read = {v for node in producers for v in node.inputs if _is_constant(v)}
+    read = _constants_read(producers)
     for node in reversed(producers):
         graph.remove(node, safe=True)
     for v in read:
         if _only_read_by(v, set()) and v.name in graph.initializers:
             graph.initializers.pop(v.name)
+
+
+def _constants_read(producers: list[ir.Node]) -> list[ir.Value]:
+    """The constants `producers` read, each once, in the order they read them."""
+    return list(dict.fromkeys(v for node in producers for v in node.inputs if _is_constant(v)))
 
 
 def _is_constant(value: ir.Value | None) -> bool:

@@ -44,6 +44,7 @@ from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHTED
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
     DEPTHWISE_IN_FLOAT,
+    INT8_STORED,
     TOO_SMALL,
     QuantOptions,
     computed_weights,
@@ -66,7 +67,7 @@ TRADE_RUNS = 30
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
 # why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
-INPUT_INT8_WEIGHTS = "input layer: in float on int8-stored weights, worth its time (timed here)"
+INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 CHOICE_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
 #: Integer kernels and dequantization: a model quantized before (`_nothing_int8_warning`).
@@ -256,7 +257,7 @@ def _quantize(
     dynamic_options = dynamic.DynamicOptions(
         config.exclude_nodes, profile.pair_limit, config.smooth, config.progress
     )
-    folded: dict[str, onnx.ModelProto] = {}  # weights folded for INT8 (FoldProducers)
+    folded: dict[str, tuple] = {}  # weights folded for INT8 (FoldProducers.computations)
     if config.mode != "static":
         dynamic_model = _constant_weights(
             float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes, folded
@@ -668,7 +669,7 @@ def _quantize_ops(config: QuantizeConfig) -> frozenset[str]:
 
 
 def _constant_weights(
-    model: ir.Model, op_types, exclude_nodes, folded: dict[str, onnx.ModelProto]
+    model: ir.Model, op_types, exclude_nodes, folded: dict[str, tuple]
 ) -> ir.Model:
     """`model`, or a copy of it in which the weights constants compute for the nodes of
     `op_types` (but `exclude_nodes`) are constants INT8 can quantize (`computed_weights`,

@@ -32,6 +32,9 @@ TOO_SMALL = "too small to gain from int8"  # fewer MACs than QuantOptions.min_ma
 DEPTHWISE_IN_FLOAT = "int8 depthwise conv is slower than float on this target"
 # so do nodes returned to float for accuracy or by a timed choice (QuantOptions.weight_only_nodes)
 SENSITIVE = "sensitive"
+#: how every reason of a node kept in float on int8-stored weights says so (report counts them)
+INT8_STORED = "int8-stored weights"
+STORED_COMPUTE = f"computes in float on {INT8_STORED}"
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
 WEIGHT_RANGES = ("minmax", "mse")
@@ -176,7 +179,7 @@ def plan(
             ):
                 result.weight_only.append(node.name)
                 if not reason.startswith(SENSITIVE):  # which says so itself
-                    reason += "; computes in float on int8-stored weights"
+                    reason += f"; {STORED_COMPUTE}"
             result.floats[node.name] = reason
             continue
         result.nodes.append(node.name)
@@ -234,7 +237,7 @@ def _float_reason(
         if rule.kind == WEIGHT_ONLY:
             return None
         if node.name in options.weight_only_nodes:
-            return f"{SENSITIVE}: computes in float on int8-stored weights"
+            return f"{SENSITIVE}: {STORED_COMPUTE}"
         if options.skip_depthwise and is_depthwise(node):
             return f"{FASTER_IN_FLOAT}: {DEPTHWISE_IN_FLOAT}"
         macs = macs_per_output(node)

@@ -10,7 +10,7 @@ import onnx_ir as ir
 from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, iter_samples, run_samples
 from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
-from onnxslim.quantization.plan import activation_inputs
+from onnxslim.quantization.plan import STORED_COMPUTE, activation_inputs
 from onnxslim.render.progress import progress
 
 
@@ -73,7 +73,7 @@ def fall_back(
         else []
     )
     for item in fallback:
-        stored = "; computes in float on int8-stored weights" if item["int8_weights"] else ""
+        stored = f"; {STORED_COMPUTE}" if item["int8_weights"] else ""
         inf.kept_float[item["node"]] = (
             f"sensitive: int8 adds noise {item['noise_db']:.1f} dB below its output signal{stored}"
         )

@@ -8,8 +8,7 @@ from collections import Counter
 import onnx_ir as ir
 
 from onnxslim.drift import Drift
-
-INT8_STORED = "int8-stored weights"  # as the planner's reasons say it (plan.py)
+from onnxslim.quantization.plan import INT8_STORED
 
 
 def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
