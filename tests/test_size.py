@@ -245,3 +245,28 @@ def test_value_info_the_original_had_is_kept(tmp_path):
     onnx.save(make_model(nodes, *io_, value_info=[vi("b", FLOAT, [2, 3])]), source)
     onnxslim.save(onnxslim.optimize(source), tmp_path / "out.onnx")
     assert [v.name for v in onnx.load(tmp_path / "out.onnx").graph.value_info] == ["b"]
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_nodes_the_model_did_not_name_stay_unnamed(tmp_path, named):
+    """A sklearn MLP with unnamed nodes came out bigger once MatMul + Add became Gemm: onnxscript
+    and onnx-ir named every node ("node_Gemm_0", and "node" on the untouched Relu). Nodes the model
+    did not name stay unnamed; in a model that names its nodes the ones made get a name."""
+    rng = np.random.default_rng(0)
+    name = {"name": "matmul"} if named else {}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], **name),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    inits = [const("w", rng.random((8, 4), np.float32)), const("b", rng.random(4, np.float32))]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 8])], [vi("y", FLOAT, [1, 4])], inits)
+    source = tmp_path / "in.onnx"
+    onnx.save(model, source)
+    onnxslim.save(onnxslim.optimize(source), tmp_path / "out.onnx")
+    saved = onnx.load(tmp_path / "out.onnx")
+    assert [n.op_type for n in saved.graph.node] == ["Gemm", "Relu"]
+    assert saved.graph.node[1].name == ""
+    assert bool(saved.graph.node[0].name) == named
+    assert (tmp_path / "out.onnx").stat().st_size < source.stat().st_size
+    assert_same_outputs(model, saved)

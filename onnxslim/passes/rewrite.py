@@ -15,8 +15,10 @@ class RewriteRulesPass(ir.passes.InPlacePass):
     """Apply `rules` everywhere (main graph, subgraphs, functions).
 
     onnxscript tries every rule on every node; rules naming an op the model does not contain
-    cannot match, so they are left out first (the matching dominates the pipeline's time). The
-    rule name onnxscript records on each node it makes is removed (bytes in the file for nothing).
+    cannot match, so they are left out first (the matching dominates the pipeline's time). What
+    onnxscript writes that the model did not have is removed (bytes in the file for nothing): the
+    rule name it records on each node it makes, the names it gives nodes that had none, and those
+    of the nodes it makes in a model whose nodes have no names.
     """
 
     def __init__(self, rules: Sequence[pattern.RewriteRule]) -> None:
@@ -28,14 +30,25 @@ class RewriteRulesPass(ir.passes.InPlacePass):
         rules = [rule for rule in self.rules if pattern_op_types(rule) <= present]
         if not rules:
             return ir.passes.PassResult(model, False)
+        before = set(_nodes(model))
+        unnamed = {node for node in before if not node.name}
+        anonymous = len(unnamed) == len(before)
         count = pattern.RewriteRuleSet(rules).apply_to_model(model)
         if count:
-            for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            for node in _nodes(model):
                 node.metadata_props.pop(RULE_NAME_TAG, None)
-            for function in model.functions.values():
-                for node in ir.traversal.RecursiveGraphIterator(function):
-                    node.metadata_props.pop(RULE_NAME_TAG, None)
+                if node in unnamed or (anonymous and node not in before):
+                    node.name = ""  # not None: onnx-ir names a None-named node it inserts
         return ir.passes.PassResult(model, bool(count))
+
+
+def _nodes(model: ir.Model) -> list[ir.Node]:
+    """Every node of the model: its graphs, their subgraphs and its functions."""
+    return [
+        node
+        for graph in (model.graph, *model.functions.values())
+        for node in ir.traversal.RecursiveGraphIterator(graph)
+    ]
 
 
 def _op_types(model: ir.Model) -> set[str]:
