@@ -227,6 +227,7 @@ GAIN_CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 #: fewer samples predict nothing about new ones (Student-t quantile 4.8 at 8, 22 at 3)
 MIN_PREDICTION_SAMPLES = 8
+_HUGE_DB = 1e6
 
 
 def significantly_closer(
@@ -237,26 +238,58 @@ def significantly_closer(
     confidence: float = GAIN_CONFIDENCE,
 ) -> bool:
     """Whether `after` is closer to float (`ref`) than `before` on output `name` for new samples
-    too, with `confidence`: its squared error summed over the samples (what SNR pools) is lower
-    on all but a `1 - confidence` share of bootstrap resamples of the samples (paired, a fixed
-    seed). Fewer than MIN_PREDICTION_SAMPLES samples never suffice (a few samples that agree
-    pass every resample); a non-finite value where float is finite is an infinite error."""
+    too, with `confidence` (`snr_gain_bound` above 0: its squared error summed over the samples,
+    what SNR pools, is lower on all but a `1 - confidence` share of bootstrap resamples)."""
+    bound = snr_gain_bound(ref, before, after, [name], confidence)
+    return bound is not None and bound > 0
 
-    def errors(outputs) -> np.ndarray:
-        found = []
-        for o, r in zip(outputs, ref):
-            r = np.asarray(r[name], np.float64)
-            d = np.asarray(o[name], np.float64) - r
-            broken = np.any(~np.isfinite(d) & np.isfinite(r))
-            found.append(np.inf if broken else np.sum(np.square(d[np.isfinite(d)])))
-        return np.array(found)
 
+def snr_gain_bound(
+    ref: Sequence[Mapping[str, np.ndarray]],
+    before: Sequence[Mapping[str, np.ndarray]],
+    after: Sequence[Mapping[str, np.ndarray]],
+    names: Sequence[str] | None = None,
+    confidence: float = GAIN_CONFIDENCE,
+) -> float | None:
+    """The output SNR (dB) `after` gains over `before` with `confidence` on new samples: the
+    `1 - confidence` quantile of the gain over bootstrap resamples of the samples (paired, a fixed
+    seed), the SNR pooled over a resample's samples and taken on the worst of `names` (None: the
+    float outputs of `ref`) for each. None with fewer than MIN_PREDICTION_SAMPLES samples (a few
+    samples that agree pass every resample); a non-finite value where float is finite is an
+    infinite error."""
     if len(ref) < MIN_PREDICTION_SAMPLES:
-        return False
-    with np.errstate(invalid="ignore"):  # inf - inf: a sample both break counts for neither
-        gains = np.nan_to_num(errors(before) - errors(after), nan=0.0, posinf=1e300, neginf=-1e300)
-    picks = np.random.default_rng(0).integers(0, gains.size, (BOOTSTRAP_RESAMPLES, gains.size))
-    return bool(np.quantile(gains[picks].sum(axis=1), 1 - confidence) > 0)
+        return None
+    if names is None:
+        names = [k for k, v in ref[0].items() if np.asarray(v).dtype.kind == "f"]
+    picks = np.random.default_rng(0).integers(0, len(ref), (BOOTSTRAP_RESAMPLES, len(ref)))
+
+    def worst_db(outputs) -> np.ndarray:
+        """The worst output's pooled SNR (dB) in each resample."""
+        worst = np.full(BOOTSTRAP_RESAMPLES, np.inf)
+        for name in names:
+            signal, noise = np.array(
+                [_sample_error(r[name], o[name]) for r, o in zip(ref, outputs)]
+            ).T
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = 10 * np.log10(signal[picks].sum(axis=1) / noise[picks].sum(axis=1))
+            worst = np.minimum(worst, np.nan_to_num(db, nan=np.inf))  # 0 / 0: identical
+        return worst
+
+    with np.errstate(invalid="ignore"):  # inf - inf: identical in both counts as no gain
+        gains = worst_db(after) - worst_db(before)
+    # finite for the quantile's interpolation: a sample broken in one only is a huge gain or loss
+    gains = np.nan_to_num(gains, nan=0.0, posinf=_HUGE_DB, neginf=-_HUGE_DB)
+    return float(np.quantile(gains, 1 - confidence))
+
+
+def _sample_error(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """(signal, squared error) of one sample's output: the sums of squares of the reference and
+    of the difference, the error infinite where the output is not finite and float is."""
+    r = np.asarray(reference, np.float64)
+    d = np.asarray(output, np.float64) - r
+    broken = np.any(~np.isfinite(d) & np.isfinite(r))
+    error = np.inf if broken else float(np.sum(np.square(d[np.isfinite(d)])))
+    return float(np.sum(np.square(r[np.isfinite(r)]))), error
 
 
 @functools.lru_cache(maxsize=64)

@@ -1547,6 +1547,42 @@ def test_speed_is_traded_for_accuracy_at_a_stated_rate(gain_db, time_ratio, wort
     assert worth_trading(gain_db, time_ratio) is worth
 
 
+@pytest.mark.parametrize(
+    ("gains", "fastest", "kept"),
+    [
+        ([2.0] * 8, 1.05, True),  # 10% slower for 2 dB on every sample
+        ([60.0] + [0.0] * 7, 1.05, False),  # +0.6 dB pooled, all from one sample: none for new ones
+        ([2.0] * 8, 1.25, False),  # the fastest runs say 25% slower: 2 dB is not worth it
+    ],
+)
+def test_a_trade_is_judged_on_what_is_least_in_the_candidates_favour(
+    monkeypatch, gains, fastest, kept
+):
+    """The candidate runs 1.10x the time (medians) at `fastest` the time of the fastest runs, and
+    is closer to float by `gains` dB per sample: kept only when its gain for new samples (bootstrap)
+    is worth the higher of the two time ratios. Before, a gain measured on one sample and the
+    medians alone decided, so choices within noise flipped between runs."""
+    ref = [{"y": np.full(4, float(i + 1), np.float32)} for i in range(len(gains))]
+    outputs = {
+        "current": [{"y": r["y"] + np.float32(0.1)} for r in ref],
+        "candidate": [
+            {"y": r["y"] + np.float32(0.1 * 10 ** (-g / 20))} for r, g in zip(ref, gains)
+        ],
+    }
+    model = ir.from_proto(make_model([], [vi("x", FLOAT, [4])], [vi("x", FLOAT, [4])]))
+    variants = [
+        api._Variant(QuantOptions(), model, None, compare_outputs(ref, outputs[k]), outputs[k])
+        for k in outputs
+    ]
+    times = [Latency(10.0, 10.0, 10.0, 10.0), Latency(11.0, 11.0, 11.0, 10.0 * fastest)]
+    report = type("Report", (), {"models": [type("M", (), {"latency": t}) for t in times]})
+    monkeypatch.setattr(api, "benchmark", lambda *args, **kwargs: report)
+    worth, measured = api._trade(*variants, [{"x": np.zeros(4, np.float32)}] * len(ref), ref)
+    assert worth is kept
+    assert f"{max(1.1, fastest):.2f}x the time" in measured
+    assert "new samples" in measured
+
+
 def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured():
     result = quantize(cnn(), samples(20), **{**FAST, "target": "auto", "measure_latency": True})
     report = result.report

@@ -27,6 +27,7 @@ from onnxslim.drift import (
     criterion_text,
     parse_max_drift,
     significantly_closer,
+    snr_gain_bound,
     worst_output,
     worst_snr,
 )
@@ -400,7 +401,7 @@ def _static_or_dynamic(
             return outcome
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         lead += "; dynamic INT8 (MatMul) too, kept if faster"
-        return _timed_choice(static, outcome, timing_sample, lead, speed_only=True)
+        return _timed_choice(static, outcome, data[1:], lead, speed_only=True)
     if not QUALITY_BAR.check(static.drift) or not (most or timed):
         return static
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
@@ -412,7 +413,7 @@ def _static_or_dynamic(
         f"{QUALITY_BAR}): dynamic INT8 (MatMul)"
     )
     if not most:
-        return _timed_choice(static, outcome, timing_sample, f"{reason} reaches {after:.4f}")
+        return _timed_choice(static, outcome, data[1:], f"{reason} reaches {after:.4f}")
     outcome.notes.append(
         f"{reason} kept, {after:.4f}"
         + (f", with {len(outcome.fallback)} MatMul(s) in float" if outcome.fallback else "")
@@ -421,12 +422,16 @@ def _static_or_dynamic(
 
 
 def _timed_choice(
-    static: Outcome, dynamic_int8: Outcome, sample: Mapping, lead: str, speed_only: bool = False
+    static: Outcome,
+    dynamic_int8: Outcome,
+    selected: tuple[list, list],
+    lead: str,
+    speed_only: bool = False,
 ) -> Outcome:
     """Static or dynamic INT8 (its other weighted ops float), whichever `_trade` finds the better
-    trade on this CPU (`speed_only`: the faster, both meeting a budget); the kept one's notes say
-    what was measured."""
-    worth, measured = _trade(static, dynamic_int8, sample, speed_only)
+    trade on this CPU (`speed_only`: the faster, both meeting a budget; `selected`: the selection
+    samples and the original's outputs on them); the kept one's notes say what was measured."""
+    worth, measured = _trade(static, dynamic_int8, *selected, speed_only)
     kept = dynamic_int8 if worth else static
     kept.notes.append(f"{lead}: {'kept' if worth else 'not kept'} ({measured})")
     return kept
@@ -484,7 +489,10 @@ def _static(
     )
     if config.target == "auto" and config.measure_latency:
         chosen, trade_notes = _speed_accuracy_choices(
-            builder, _Variant(builder.options, quantized, info, drift), selection, ref_outputs
+            builder,
+            _Variant(builder.options, quantized, info, drift, choice.outputs if scored else None),
+            selection,
+            ref_outputs,
         )
         quantized, info, drift = chosen.model, chosen.info, chosen.drift
         notes += trade_notes
@@ -853,31 +861,44 @@ def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
 
 @dataclasses.dataclass
 class _Variant:
-    """One build of the builder's options: the model, its build info, its selection drift."""
+    """One build of the builder's options: the model, its build info, its selection drift (and
+    outputs, when kept)."""
 
     options: QuantOptions
     model: ir.Model
     info: BuildInfo
     drift: dict[str, Drift]
+    outputs: list | None = None
 
 
 def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> _Variant:
     builder.options = options
     model, info = builder.build()
-    drift = compare_outputs(ref_outputs, run_samples(model, selection))
-    return _Variant(options, model, info, drift)
+    outputs = run_samples(model, selection)
+    return _Variant(options, model, info, compare_outputs(ref_outputs, outputs), outputs)
 
 
 def _trade(
-    current: _Variant | Outcome, candidate: _Variant | Outcome, sample, speed_only: bool = False
+    current: _Variant | Outcome,
+    candidate: _Variant | Outcome,
+    selection: list,
+    ref_outputs: list,
+    speed_only: bool = False,
 ) -> tuple[bool, str]:
     """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`;
     `speed_only`: whether it is faster, both meeting a budget), and what was measured: both timed
-    side by side on `sample` (bench's noise rule says when the speed is the same), output SNR on
-    the selection samples."""
+    side by side on the first selection sample, output SNR on the selection samples (`ref_outputs`:
+    the original's there).
+
+    A choice made on noisy measurements flips between runs, so the candidate is judged on what
+    is least in its favour: the time ratio of the medians or of the fastest runs, whichever is
+    higher (bench's noise rule says when the speed is the same), and its SNR gain as measured or
+    as bootstrap resamples of the samples bound it for new samples (`snr_gain_bound`), whichever
+    is lower.
+    """
     timed = benchmark(
         [ir.to_proto(current.model), ir.to_proto(candidate.model)],
-        inputs=[sample],
+        inputs=[selection[0]],
         runs=TRADE_RUNS,
         warmup=5,
         measure_memory=False,
@@ -885,15 +906,25 @@ def _trade(
     )
     before, after = (model.latency for model in timed.models)
     ratio, verdict = after.versus(before)
-    if verdict == "same":
-        ratio = None
+    ratio = None if verdict == "same" else max(ratio, after.min / before.min)
     before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
+    bound = snr_gain_bound(
+        ref_outputs, _outputs(current, selection), _outputs(candidate, selection)
+    )
     speed = f"{ratio:.2f}x the time" if ratio else "same speed"
     measured = f"{speed}, {gain_db:+.1f} dB output SNR on the selection samples"
+    if bound is not None:
+        measured += f" (new samples: {bound:+.1f} dB or more, {GAIN_CONFIDENCE:.0%} sure)"
     if speed_only:
         return ratio is not None and ratio < 1, measured
-    return worth_trading(gain_db, ratio), measured
+    return worth_trading(gain_db if bound is None else min(gain_db, bound), ratio), measured
+
+
+def _outputs(made: _Variant | Outcome, selection: list) -> list:
+    """The outputs of a variant or a quantizer's model on the selection samples."""
+    kept = getattr(made, "outputs", None)
+    return kept if kept is not None else run_samples(made.model, selection)
 
 
 def worth_trading(gain_db: float, time_ratio: float | None) -> bool:
@@ -961,7 +992,7 @@ def _speed_accuracy_choices(
         if not names:
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
-        worth, measured = _trade(chosen, candidate, selection[0])
+        worth, measured = _trade(chosen, candidate, selection, ref_outputs)
         if worth:
             chosen = candidate
             reasons.update(why)
