@@ -57,6 +57,9 @@ MEMORY_RUNS = 3
 PER_RUN_NOISE = 0.02
 #: Session creation is timed SESSION_REPEATS times only, and reads the file: a wider margin.
 LOAD_NOISE = 0.05
+#: The medians' and the fastest runs' time ratios further apart than this (as a ratio) say that
+#: other load disturbed the timing: the verdict says so.
+DISTURBED_GAP = 1.25
 MEMORY_TIMEOUT_S = 600
 RANDOM_NOTE = (
     "inputs are random: drift on random inputs says little about real data; "
@@ -160,8 +163,18 @@ class Change:
     min_ratio: float | None = None
     noise: float = 0.0
 
+    @property
+    def disturbed(self) -> bool:
+        """Times only: whether the medians' and the fastest runs' ratios disagree by more than
+        DISTURBED_GAP (other processes slowed some runs of one model more than the other's)."""
+        if self.min_ratio is None or not self.min_ratio > 0 or not self.ratio > 0:
+            return False
+        return max(self.ratio, self.min_ratio) / min(self.ratio, self.min_ratio) > DISTURBED_GAP
+
     def to_dict(self) -> dict:
-        return {key: json_value(value) for key, value in vars(self).items()}
+        return {key: json_value(value) for key, value in vars(self).items()} | {
+            "disturbed": self.disturbed
+        }
 
 
 def _ratio(model: float, reference: float) -> float:

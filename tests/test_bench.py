@@ -516,6 +516,22 @@ def test_verdict_on_synthetic_measurements():
     assert bigger.size.verdict == "bigger" and bigger.slower == ["load"]
 
 
+def test_a_verdict_says_when_other_load_disturbed_the_timing():
+    """mtcnn_onet timed while other jobs ran: medians 3.08x, fastest runs 1.02x. The verdict line
+    and the JSON say the timing was disturbed; ratios that agree say nothing."""
+    busy = synthetic_report(size=1, load=1, median=3.08, fastest=1.03).verdicts[0]
+    assert busy.per_run.disturbed and busy.to_dict()["per_run"]["disturbed"] is True
+    assert (
+        "min 1.03x; 50 interleaved runs) [DISTURBED: median and min disagree"
+        in (busy.to_dict()["text"])
+    )
+    quiet = synthetic_report(size=1, load=1, median=1.10, fastest=1.04).verdicts[0]
+    assert not quiet.per_run.disturbed and "DISTURBED" not in quiet.to_dict()["text"]
+    assert not quiet.size.disturbed  # sizes have no minimums
+    assert "by a disturbed timing" in slower_warning(busy, None)
+    assert "disturbed" not in slower_warning(quiet, None)
+
+
 def test_slower_warning_names_the_passes_to_skip():
     verdict = synthetic_report(size=1, load=1, median=1.1, fastest=1.1).verdicts[0]
     applied = ["fold-constants", "fuse-layernorm", "prune", "residual-sum", "fuse-layernorm"]

@@ -41,12 +41,16 @@ def size_phrase(size: Change) -> str:
 
 
 def time_phrase(change: Change, spec: str, how: str) -> str:
-    """'faster, 0.45x (1.0 vs 2.2 ms median; min 0.47x; 50 interleaved runs)'."""
-    return (
+    """'faster, 0.45x (1.0 vs 2.2 ms median; min 0.47x; 50 interleaved runs)', and a caution when
+    the two ratios disagree (other load on the machine)."""
+    phrase = (
         f"{TIME_WORDS[change.verdict]}, {change.ratio:.2f}x "
         f"({change.model:{spec}} vs {change.reference:{spec}} ms median; "
         f"min {change.min_ratio:.2f}x; {how})"
     )
+    if change.disturbed:
+        phrase += " [DISTURBED: median and min disagree, other load on this machine? time again]"
+    return phrase
 
 
 def noise_rule(verdict: Verdict) -> str:
@@ -67,6 +71,8 @@ def slower_warning(
         f"{part} {getattr(verdict, part.replace(' ', '_')).ratio:.2f}x" for part in verdict.slower
     )
     line = f"{verdict.model} is measurably SLOWER than {verdict.reference} ({what})"
+    if any(getattr(verdict, part.replace(" ", "_")).disturbed for part in verdict.slower):
+        line += " by a disturbed timing (median and min disagree): time again on a quiet machine"
     if not suspects:
         return line
     why = (
