@@ -28,6 +28,7 @@ from onnxslim.model.stats import ModelStats, model_stats
 from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
+from onnxslim.render.format import human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,24 @@ class OptimizeResult:
     #: inputs it was measured on.
     fp16: dict | None = None
 
+    @property
+    def growth(self) -> str | None:
+        """What a written file bigger than its input says of it (None: not bigger, or a size not
+        known): by how much, and how much of it the constants hold."""
+        before, after = self.before.file_bytes, self.after.file_bytes
+        if not before or not after or after <= before:
+            return None
+        constants = self.after.weight_bytes - self.before.weight_bytes
+        held = (
+            f"; its constants {human_bytes(constants)} more (folded values)"
+            if constants > 0
+            else ""
+        )
+        return (
+            f"the result is {human_bytes(after - before)} bigger than the input "
+            f"({after / before - 1:+.1%}){held}"
+        )
+
     def to_dict(self) -> dict:
         return {
             "before": self.before.to_dict(),
@@ -69,6 +88,7 @@ class OptimizeResult:
             "check_skipped": self.check_skipped,
             "check_inputs": self.check_inputs,
             "notes": self.notes,
+            "growth": self.growth,
             "fp16": None
             if self.fp16 is None
             else {
@@ -388,8 +408,9 @@ def _restore_interface(model: ir.Model, declared: tuple[dict[str, tuple], list[t
     for value, (_, type_, shape) in zip(model.graph.outputs, outputs):
         if type_ is not None:
             value.type = type_
-        # the onnx checker wants a shape on graph outputs: keep an inferred one
-        if shape is not None:
+        # the onnx checker wants a shape on tensor graph outputs: keep an inferred one (on a
+        # sequence it would be its elements', which the model did not promise)
+        if shape is not None or not isinstance(value.type, ir.TensorType):
             value.shape = shape
 
 

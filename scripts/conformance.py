@@ -13,7 +13,11 @@ goes through `onnxslim.slim(model)` with the defaults and lands in one category:
     refused      slim raised OnnxSlimError (a clear refusal, including its own check failing)
     crash        slim raised anything else, timed out, or killed its worker process
     broken       the optimized model does not load or run on ORT with the shipped inputs
+    invalid      it runs and matches, but fails the onnx checker that the original passes
     mismatch     it runs, but an output differs from the original's on ORT
+
+Apart from the category, a case whose optimized model serializes bigger than the original is
+listed under `bigger` with the bytes it grew by (lossless means never bigger).
 
 Outputs are compared with the original model's outputs on ORT (graph optimizations off for both):
 float32/64 within rtol 1e-4, atol 1e-5; float16 and bfloat16 within 1e-2; 8-bit floats within 0.1;
@@ -43,7 +47,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-CATEGORIES = ("same", "not_checked", "refused", "crash", "broken", "mismatch")
+CATEGORIES = ("same", "not_checked", "refused", "crash", "broken", "invalid", "mismatch")
 DATA_FOLDERS = ("pytorch-converted", "pytorch-operator", "simple")
 DEFAULT_TIMEOUT = 60.0
 
@@ -317,12 +321,25 @@ def run_case(case: Case) -> dict:
         problem = _first_difference(want, got, names)
         if problem:
             return {**result, "category": "mismatch", "reason": problem}
+    result["grown_bytes"] = optimized.ByteSize() - case.model.ByteSize()
+    invalid = _checker_error(optimized)
+    if invalid and not _checker_error(case.model):
+        return {**result, "category": "invalid", "reason": invalid}
     unchecked = [
         text for text in [str(w.message) for w in caught] + logged if "check" in text.lower()
     ]
     if unchecked:
         return {**result, "category": "not_checked", "reason": _line(unchecked[0])}
     return {**result, "category": "same"}
+
+
+def _checker_error(model: onnx.ModelProto) -> str | None:
+    """The onnx checker's complaint about `model` (None: it passes)."""
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:  # noqa: BLE001 - whatever the checker raises is its complaint
+        return _line(err)
+    return None
 
 
 class _captured_logs:
@@ -432,6 +449,10 @@ def run_corpus(
             if category != "same"
         },
         "shipped_outputs_differ": sum(bool(r.get("shipped_outputs_differ")) for r in results),
+        "bigger": sorted(
+            ((r["name"], r["grown_bytes"]) for r in results if r.get("grown_bytes", 0) > 0),
+            key=lambda item: -item[1],
+        ),
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
@@ -469,6 +490,9 @@ def format_table(report: dict, top: int = 5) -> str:
         lines.append(f"{category:<12} {report['counts'][category]:>6}")
         for reason, count in report["reasons"].get(category, [])[:top]:
             lines.append(f"{'':<12} {count:>6}  {reason}")
+    bigger = report["bigger"]
+    lines += ["", f"bigger than the original: {len(bigger)}"]
+    lines += [f"{'':<12} {grown:>+6}  {name}" for name, grown in bigger[:top]]
     return "\n".join(lines)
 
 

@@ -462,6 +462,51 @@ def test_opset_below_7_is_converted_and_checked(tmp_path):
     assert onnx.load(tmp_path / "out.onnx").opset_import[0].version == 7
 
 
+def test_an_ir_version_3_model_that_folding_gives_initializers_is_written_as_ir_4(tmp_path):
+    """IR 3 wants every initializer listed as a graph input: the lifted Constant made the result
+    fail the onnx checker, and the default command refused a valid model (PixelShuffle of ONNX's
+    own backend tests). It is written as IR 4, same meaning, and no bigger."""
+    shape = helper.make_tensor("shape", onnx.TensorProto.INT64, [2], [2, 3])
+    model = make_model(
+        [N("Constant", [], ["s"], value=shape), N("Reshape", ["x", "s"], ["y"])],
+        [vi("x", FLOAT, [6])],
+        [vi("y", FLOAT, [2, 3])],
+        opset=9,
+        ir_version=3,
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx")
+    assert proc.returncode == 0, proc.stderr
+    saved = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(saved, full_check=True)
+    assert saved.ir_version == 4 and [i.name for i in saved.graph.initializer] == ["s"]
+    assert not saved.opset_import[0].HasField("domain")  # as given: an explicit "" costs 2 bytes
+    assert (tmp_path / "out.onnx").stat().st_size <= (tmp_path / "m.onnx").stat().st_size
+    assert_same_outputs(model, saved)
+
+
+def test_a_bigger_result_is_said(tmp_path):
+    """A Dropout whose mask is a graph output (ONNX's backend test_dropout_default_mask): folding
+    stores the mask (60 bools) in the file; the result is written, with a warning that it is
+    bigger."""
+    model = make_model(
+        [N("Dropout", ["x"], ["y", "mask"], seed=0)],
+        [vi("x", FLOAT, [3, 4, 5])],
+        [vi("y", FLOAT, [3, 4, 5]), vi("mask", onnx.TensorProto.BOOL, [3, 4, 5])],
+        opset=22,
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    grown = (tmp_path / "out.onnx").stat().st_size - (tmp_path / "m.onnx").stat().st_size
+    assert grown > 0
+    assert f"warning: the result is {grown} B bigger than the input" in proc.stderr
+    assert "its constants 60 B more (folded values)" in proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["growth"].startswith("the result is")
+
+
 def test_target_opset_converts_any_model(tmp_path, demo_path):
     proc = run_cli(demo_path, "-o", tmp_path / "out.onnx", "--target-opset", "18")
     assert proc.returncode == 0, proc.stderr

@@ -18,9 +18,12 @@ def test_every_corpus_model_comes_out_optimized_with_the_same_outputs():
     wrong = [
         (r["name"], r["category"], r.get("reason"))
         for r in report["results"]
-        if r["category"] in ("refused", "crash", "broken", "mismatch")
+        if r["category"] in ("refused", "crash", "broken", "invalid", "mismatch")
     ]
     assert not wrong, wrong
+    # lossless means never bigger: a few single-node models whose one node folds into bigger
+    # constants (a Dropout's mask given as an output, SplitToSequence, expanded losses) are left
+    assert len(report["bigger"]) <= 10, report["bigger"]
     # what stays unchecked is the few models whose synthesized inputs ORT rejects (no shipped data)
     assert counts["not_checked"] <= 10, [
         r["name"] for r in report["results"] if r["category"] == "not_checked"

@@ -385,3 +385,32 @@ def test_branch_returning_an_outer_value_through_identity_keeps_the_identity():
     out = optimized_proto(model)
     for x in (np.ones(2, np.float32), -np.ones(2, np.float32)):
         np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0])
+
+
+def test_constant_if_giving_a_graph_output_is_inlined():
+    """The last If of AffineGrid's expansion (ONNX's backend tests): its output is the graph's, its
+    branch made of nodes reading outer values. onnxscript moves the branch's nodes out while it
+    inlines it; refusing that afterwards (the guard against storing a graph output bigger) broke
+    the graph: 'The number of values and replacements must match'."""
+    long = "squeezed_" * 20  # long names: the branch's nodes outweigh the If emptied of them
+    then = helper.make_graph(
+        [N("Squeeze", ["x", "axis"], [long]), N("Slice", [long, "start", "end"], ["t"])],
+        "then",
+        [],
+        [vi("t", FLOAT, [2])],
+    )
+    other = helper.make_graph([N("Identity", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [1, 4])])
+    model = make_model(
+        [N("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        [vi("x", FLOAT, [1, 4])],
+        [vi("y", FLOAT, [2])],
+        [
+            const("c", np.array(True)),
+            const("axis", np.array([0], np.int64)),
+            const("start", np.array([1], np.int64)),
+            const("end", np.array([3], np.int64)),
+        ],
+    )
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Squeeze": 1, "Slice": 1}
+    assert_same_outputs(model, out)

@@ -674,6 +674,8 @@ def _report(
     if result.check_skipped:
         checked = f"not checked: {result.check_skipped}; pass --check-inputs to verify"
         tables.warn(messages, checked)
+    if result.growth:
+        tables.warn(messages, result.growth)
     if result.fp16 is not None and result.checked:
         checked = f"lossless passes: {checked}; " + (
             f"float16 drift within {result.fp16['budget']}"

@@ -246,6 +246,7 @@ def save(
                     lean_value_info(model),
                 ):
                     if data_name:
+                        _raise_old_ir_version(model)
                         ir.save(
                             model,
                             staging / path.name,
@@ -254,7 +255,7 @@ def save(
                         )
                         external.release_external_data(model)
                     else:
-                        ir.save(model, staging / path.name)
+                        onnx.save(_serialized(model), staging / path.name)
             except OSError as err:
                 raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
             except ValueError as err:
@@ -290,7 +291,29 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
             "the model's weights exceed protobuf's 2 GB limit: save it to a file instead"
         )
     with external.inlined_external_tensors(model), lean_value_info(model):
-        return with_kept_aside(model, ir.to_proto(model))
+        return with_kept_aside(model, _serialized(model))
+
+
+def _serialized(model: ir.Model) -> onnx.ModelProto:
+    """`ir.to_proto` without the 2 bytes it adds to a file whose default opset import leaves its
+    domain unset, and with the IR version its initializers need."""
+    _raise_old_ir_version(model)
+    proto = ir.to_proto(model)
+    for opset in (*proto.opset_import, *(op for f in proto.functions for op in f.opset_import)):
+        if opset.domain == "":
+            opset.ClearField("domain")
+    return proto
+
+
+def _raise_old_ir_version(model: ir.Model) -> None:
+    """IR versions below 4 require every initializer to be a graph input: a model holding other
+    initializers (folding lifts constants) moves to IR version 4, whose meaning is the same."""
+    if model.ir_version < 4 and any(
+        value not in graph.inputs
+        for graph in all_graphs(model)
+        for value in graph.initializers.values()
+    ):
+        model.ir_version = 4
 
 
 def from_proto(proto: onnx.ModelProto, where: str = "ModelProto") -> ir.Model:

@@ -17,6 +17,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxslim.model.stats import constant_bytes
 from onnxslim.passes import upstream
+from onnxslim.passes.marks import upstream_marks_removed
 from onnxslim.passes.rules.common import constant, slice_params
 from onnxslim.render.format import human_bytes
 
@@ -107,7 +108,8 @@ class FoldConstants(ir.passes.InPlacePass):
         if self.budget.limit == math.inf:  # run alone, not by run_passes
             self.budget.start(model)
         folder = _GuardedFolder(self.size_threshold, self.budget)
-        folded = folder(model).modified
+        with upstream_marks_removed(model):
+            folded = folder(model).modified
         return ir.passes.PassResult(model, lifted or folded)
 
 
@@ -396,7 +398,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return None
         if replacement is None and node.op_type in ("Slice", "Gather"):
             replacement = self._fold_shape_piece(node, is_function)
-        if replacement is None:
+        if replacement is None or _stores_a_graph_output(node, replacement):
             return None
         _keep_saturate(node, replacement.new_nodes)
         opsets = self._opset_imports
@@ -517,6 +519,26 @@ def _static_output_bytes(node: ir.Node) -> float:
             itemsize = 8
         total += float(np.prod(list(value.shape), dtype=np.float64)) * itemsize
     return total
+
+
+_GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+def _stores_a_graph_output(node: ir.Node, replacement: upstream.Replacement) -> bool:
+    """Whether folding `node`, one of whose outputs is a graph output, would take more bytes than
+    the node and what it alone reads: no node downstream gains from it (a Dropout's mask, the Shape
+    of a static input given as an output), the file only grows. Not for If/Loop/Scan: onnxscript
+    moves a branch's nodes out as it makes the replacement, so it must be taken."""
+    if any(attr.type in _GRAPH_ATTRIBUTES for attr in node.attributes.values()):
+        return False
+    if not any(value is not None and value.is_graph_output() for value in node.outputs):
+        return False
+    stored = sum(_node_bytes(new) for new in replacement.new_nodes) + sum(
+        value.const_value.nbytes
+        for value in replacement.new_outputs
+        if value is not None and value.const_value is not None
+    )
+    return stored > _node_bytes(node) + _input_bytes(node)
 
 
 def _node_bytes(node: ir.Node) -> int:

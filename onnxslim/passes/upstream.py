@@ -19,6 +19,8 @@ from onnxscript.rewriter.rules.common import (
 # constant folding (passes/fold.py)
 FoldConstantsPass = _constant_folding.FoldConstantsPass
 Replacement = _constant_folding.Replacement
+# the metadata key of what a folded value was computed from (removed by passes/marks.py)
+FOLDED_FROM_KEY = _constant_folding.FOLDED_FROM_KEY
 # reading constants (rules/common.py)
 get_numpy_value = _ir_utils.get_numpy_value
 # BatchNormalization folding (rules/batchnorm.py): each rule's check, and weight scaling below
