@@ -42,6 +42,8 @@ class Drift:
     #: the cosine a new sample is predicted to meet (see predicted_cosine); at most min_cosine
     predicted_cosine: float | None = None
     snr_db: float | None = None
+    #: the pooled SNR (dB) new samples are predicted to reach (see predicted_snr_db); at most snr_db
+    predicted_snr_db: float | None = None
     top1_agreement: float | None = None
     exact_match: bool | None = None
     nonfinite_mismatches: int = 0
@@ -124,7 +126,8 @@ class _Stats:
     def __init__(self):
         self.count = self.nonfinite = self.rows = self.agree = 0
         self.abs_sum = self.max_abs = self.dot = self.ref_sq = self.other_sq = self.err_sq = 0.0
-        self.per_sample: list[tuple[float, float, float]] = []  # (dot, ref_sq, other_sq)
+        #: (dot, ref_sq, other_sq, err_sq) of each sample
+        self.per_sample: list[tuple[float, float, float, float]] = []
         self.exact = True
         self.has_rows = False
 
@@ -143,12 +146,12 @@ class _Stats:
             self.count += a.size
             self.abs_sum += float(err.sum())
             self.max_abs = max(self.max_abs, float(err.max()))
-            sample = (float(a @ b), float(a @ a), float(b @ b))
+            sample = (float(a @ b), float(a @ a), float(b @ b), float(err @ err))
             self.per_sample.append(sample)
             self.dot += sample[0]
             self.ref_sq += sample[1]
             self.other_sq += sample[2]
-            self.err_sq += float(err @ err)
+            self.err_sq += sample[3]
         if is_float and ref.ndim == 2 and ref.shape[-1] > 1 and ref.size:  # [batch, classes]
             self.has_rows = True
             rows_a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
@@ -171,13 +174,14 @@ class _Stats:
             drift.min_cosine = min(cosines) if cosines else None
             drift.predicted_cosine = predicted_cosine(cosines) if cosines else None
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
+            drift.predicted_snr_db = predicted_snr_db([(s[1], s[3]) for s in self.per_sample])
         if self.has_rows:
             drift.top1_agreement = self.agree / self.rows
 
     def _cosines(self) -> list[float]:
         """Each sample's cosine, leaving out samples whose reference is ~0."""
         floor = NEAR_ZERO**2 * self.ref_sq / len(self.per_sample)  # squared norms
-        return [_cosine(*sample) for sample in self.per_sample if sample[1] > floor]
+        return [_cosine(*sample[:3]) for sample in self.per_sample if sample[1] > floor]
 
 
 def worst_snr(drift: Mapping[str, Drift]) -> float:
@@ -292,6 +296,30 @@ def _sample_error(reference: np.ndarray, output: np.ndarray) -> tuple[float, flo
     return float(np.sum(np.square(r[np.isfinite(r)]))), error
 
 
+def predicted_snr_db(
+    signal_noise: Sequence[tuple[float, float]], confidence: float = GAIN_CONFIDENCE
+) -> float | None:
+    """The output SNR (dB) new samples, pooled, are predicted to reach with `confidence`, from each
+    sample's (signal, noise) sums of squares: the `1 - confidence` quantile of the pooled SNR over
+    bootstrap resamples of the samples (a fixed seed), never above the SNR measured. None with
+    fewer than MIN_PREDICTION_SAMPLES samples (a few that agree pass every resample).
+
+    Math: pooled SNR = 10 log10(sum signal / sum noise); a resample draws the samples with
+    replacement, so one loud error among quiet ones is in some resamples twice and in some not
+    at all: the spread of the resampled SNRs is what new samples may see."""
+    if len(signal_noise) < MIN_PREDICTION_SAMPLES:
+        return None
+    signal, noise = np.asarray(signal_noise, dtype=np.float64).T
+    measured = _snr_db(float(signal.sum()), float(noise.sum()))
+    if math.isinf(measured):  # identical (or all signal lost) in every resample too
+        return measured
+    picks = np.random.default_rng(0).integers(0, signal.size, (BOOTSTRAP_RESAMPLES, signal.size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = 10 * np.log10(signal[picks].sum(axis=1) / noise[picks].sum(axis=1))
+    db = np.nan_to_num(db, nan=np.inf, posinf=_HUGE_DB, neginf=-_HUGE_DB)  # 0 / 0: identical
+    return min(measured, float(np.quantile(db, 1 - confidence)))
+
+
 @functools.lru_cache(maxsize=64)
 def student_t_quantile(p: float, dof: int) -> float:
     """The `p` quantile (0.5 <= p < 1) of Student's t with `dof` >= 1 degrees of freedom, by
@@ -391,6 +419,12 @@ METRICS = {
 }
 #: Budget metrics every sample must meet (the worst sample seen, or the one predicted).
 PER_SAMPLE = frozenset({"cosine", "min_cosine"})
+#: What a budget held for new samples reads for a metric (Budget.for_new_samples).
+PREDICTED = {
+    "cosine": attrgetter("predicted_cosine"),
+    "min_cosine": attrgetter("predicted_cosine"),
+    "snr": attrgetter("predicted_snr_db"),
+}
 _CRITERION = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*(\S+)\s*$")
 
 
@@ -398,9 +432,10 @@ _CRITERION = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*(\S+)\s*$")
 class Budget:
     """Limits on drift, e.g. cosine >= 0.99 and max_abs <= 1e-3. Each is (metric, op, threshold).
 
-    `for_new_samples`: per-sample criteria read the cosine predicted for new samples
-    (Drift.predicted_cosine) instead of the worst sample's: for choices made on some samples that
-    must hold on others.
+    `for_new_samples`: cosine criteria read the cosine predicted for new samples
+    (Drift.predicted_cosine) instead of the worst sample's, snr criteria the SNR predicted for them
+    (Drift.predicted_snr_db, when there are enough samples) instead of the one measured: for
+    choices made on some samples that must hold on others.
     """
 
     criteria: tuple[tuple[str, str, float], ...]
@@ -428,13 +463,22 @@ class Budget:
                     "differ from the reference"
                 )
             for metric, op, threshold in self.criteria:
-                predicted = self.for_new_samples and metric in PER_SAMPLE
-                value = d.predicted_cosine if predicted else METRICS[metric][0](d)
+                predicted = (
+                    self.for_new_samples
+                    and metric in PREDICTED
+                    and PREDICTED[metric](d) is not None
+                )
+                value = PREDICTED[metric](d) if predicted else METRICS[metric][0](d)
                 if value is None:
                     continue
                 if (value < threshold) if op == ">=" else (value > threshold):
                     found = f"{metric} {value:.6g}"
-                    if predicted:
+                    if predicted and metric == "snr":
+                        found = (
+                            f"SNR predicted for new samples {value:.3g} dB (pooled over the "
+                            f"samples seen {d.snr_db:.3g} dB)"
+                        )
+                    elif predicted:
                         found = (
                             f"cosine predicted for new samples {value:.6g} (worst sample seen "
                             f"{d.min_cosine:.6g})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -14,6 +15,7 @@ from onnxslim.drift import (
     compare_outputs,
     parse_max_drift,
     predicted_cosine,
+    predicted_snr_db,
     significantly_closer,
     snr_gain_bound,
     student_t_quantile,
@@ -334,3 +336,26 @@ def test_snr_gain_bound_takes_the_worst_output_in_each_resample():
         a["z"] = r["y"] + 0.1 * 10 ** (10 / 20)
     assert snr_gain_bound(ref, before, after) == pytest.approx(-10.0, abs=1e-6)
     assert snr_gain_bound(ref, before, after, ["y"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_predicted_snr_is_what_95_percent_of_resamples_reach():
+    """24 samples at 30 dB: 30 dB predicted. The same with one sample's error 100x louder (50 dB
+    of signal for it): pooled 22.1 dB measured, and lower predicted, as resamples drawing that
+    sample twice or more see; fewer than MIN_PREDICTION_SAMPLES predict nothing."""
+    even = [(1.0, 1e-3)] * 24
+    assert predicted_snr_db(even) == pytest.approx(30.0)
+    loud = [(1.0, 1e-3)] * 23 + [(1.0, 1e-1)]
+    measured = 10 * np.log10(24 / (23e-3 + 1e-1))
+    assert predicted_snr_db(loud) < measured - 1
+    assert predicted_snr_db(even[:7]) is None
+    assert predicted_snr_db([(1.0, 0.0)] * 8) == np.inf  # identical
+
+
+def test_an_snr_budget_for_new_samples_reads_the_predicted_snr():
+    ref = [{"y": np.full(4, 1.0)} for _ in range(24)]
+    out = [{"y": r["y"] + (0.2 if i == 0 else 0.01)} for i, r in enumerate(ref)]  # 27.5 dB
+    drift = compare_outputs(ref, out)["y"]
+    assert drift.snr_db > 25 > drift.predicted_snr_db
+    assert not parse_max_drift("snr>=25").check(drift)
+    (failure,) = dataclasses.replace(parse_max_drift("snr>=25"), for_new_samples=True).check(drift)
+    assert "SNR predicted for new samples" in failure and "fails snr>=25" in failure

@@ -604,6 +604,13 @@ def _protocol_notes(
             "of 1 - cosine, Student-t prediction bound: the fewer or more spread the samples, the "
             "wider the margin; optimistic, as these samples also chose the nodes in float)"
         )
+    held = len(selection or calib)
+    pooled = [c for c in (budget.criteria if budget else ()) if c[0] == "snr"]
+    if pooled and held >= MIN_PREDICTION_SAMPLES:
+        notes.append(
+            f"{criterion_text(*pooled[0])} is held with a margin for new samples: the SNR "
+            f"{GAIN_CONFIDENCE:.0%} of bootstrap resamples of the {held} samples reach"
+        )
     return notes
 
 
