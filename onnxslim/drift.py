@@ -265,25 +265,41 @@ def snr_gain_bound(
         return None
     if names is None:
         names = [k for k, v in ref[0].items() if np.asarray(v).dtype.kind == "f"]
-    picks = np.random.default_rng(0).integers(0, len(ref), (BOOTSTRAP_RESAMPLES, len(ref)))
-
-    def worst_db(outputs) -> np.ndarray:
-        """The worst output's pooled SNR (dB) in each resample."""
-        worst = np.full(BOOTSTRAP_RESAMPLES, np.inf)
-        for name in names:
-            signal, noise = np.array(
-                [_sample_error(r[name], o[name]) for r, o in zip(ref, outputs)]
-            ).T
-            with np.errstate(divide="ignore", invalid="ignore"):
-                db = 10 * np.log10(signal[picks].sum(axis=1) / noise[picks].sum(axis=1))
-            worst = np.minimum(worst, np.nan_to_num(db, nan=np.inf))  # 0 / 0: identical
-        return worst
-
+    picks = _resamples(len(ref))
+    worst_before = np.full(BOOTSTRAP_RESAMPLES, np.inf)
+    worst_after = worst_before.copy()
+    for name in names:
+        signal, noise_before = _sample_errors(ref, before, name)
+        _, noise_after = _sample_errors(ref, after, name)
+        both = np.isinf(noise_before) & np.isinf(noise_after)  # broken in both: counts for neither
+        noise_before[both] = noise_after[both] = signal[both] = 0.0
+        worst_before = np.minimum(worst_before, _resampled_db(signal, noise_before, picks))
+        worst_after = np.minimum(worst_after, _resampled_db(signal, noise_after, picks))
     with np.errstate(invalid="ignore"):  # inf - inf: identical in both counts as no gain
-        gains = worst_db(after) - worst_db(before)
+        gains = worst_after - worst_before
     # finite for the quantile's interpolation: a sample broken in one only is a huge gain or loss
     gains = np.nan_to_num(gains, nan=0.0, posinf=_HUGE_DB, neginf=-_HUGE_DB)
     return float(np.quantile(gains, 1 - confidence))
+
+
+def _resamples(n: int) -> np.ndarray:
+    """BOOTSTRAP_RESAMPLES draws of n sample indices with replacement (a fixed seed)."""
+    return np.random.default_rng(0).integers(0, n, (BOOTSTRAP_RESAMPLES, n))
+
+
+def _resampled_db(signal: np.ndarray, noise: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """The pooled SNR (dB) of each resample (`picks`: rows of sample indices); inf where a
+    resample has neither signal nor noise (identical)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = 10 * np.log10(signal[picks].sum(axis=1) / noise[picks].sum(axis=1))
+    return np.nan_to_num(db, nan=np.inf)
+
+
+def _sample_errors(ref, outputs, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, squared error) of output `name` per sample (see _sample_error)."""
+    pairs = [_sample_error(r[name], o[name]) for r, o in zip(ref, outputs)]
+    signal, noise = np.array(pairs, dtype=np.float64).reshape(-1, 2).T
+    return signal, noise
 
 
 def _sample_error(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
@@ -313,10 +329,8 @@ def predicted_snr_db(
     measured = _snr_db(float(signal.sum()), float(noise.sum()))
     if math.isinf(measured):  # identical (or all signal lost) in every resample too
         return measured
-    picks = np.random.default_rng(0).integers(0, signal.size, (BOOTSTRAP_RESAMPLES, signal.size))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        db = 10 * np.log10(signal[picks].sum(axis=1) / noise[picks].sum(axis=1))
-    db = np.nan_to_num(db, nan=np.inf, posinf=_HUGE_DB, neginf=-_HUGE_DB)  # 0 / 0: identical
+    db = _resampled_db(signal, noise, _resamples(signal.size))
+    db = np.nan_to_num(db, posinf=_HUGE_DB, neginf=-_HUGE_DB)  # finite for the interpolation
     return min(measured, float(np.quantile(db, 1 - confidence)))
 
 

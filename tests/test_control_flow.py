@@ -299,6 +299,9 @@ def test_function_used_twice_is_kept_and_optimized():
     # 2*3 folded into one constant
     assert "Identity" not in inside and inside.get("Constant", 0) <= 1, inside
     assert_same_outputs(model, out, seeds=(0, 1))
+    saved = onnx.ModelProto.FromString(onnxslim.slim(model).SerializeToString())
+    imports = [*saved.opset_import, *saved.functions[0].opset_import]
+    assert not any(o.HasField("domain") and o.domain == "" for o in imports)  # 2 bytes each
 
 
 def test_inline_functions_option():

@@ -306,6 +306,16 @@ def test_significantly_closer_bootstraps_the_pooled_squared_error(gains, closer)
     assert not significantly_closer(ref, after, before, "y")
 
 
+def test_a_sample_broken_in_both_counts_for_neither():
+    """NaN in both on one sample of 16, 6 dB closer on the others: closer. (Counting that sample's
+    infinite errors made every resample holding it a non-gain: never closer.)"""
+    ref, before, after = _off_by([6.0] * 16)
+    for outputs in (before, after):
+        outputs[0]["y"] = np.where(np.arange(4) == 0, np.nan, outputs[0]["y"])
+    assert significantly_closer(ref, before, after, "y")
+    assert snr_gain_bound(ref, before, after) == pytest.approx(6.0, abs=1e-6)
+
+
 def test_a_nan_where_float_is_finite_is_never_closer():
     ref, before, after = _off_by([6.0] * 8)
     assert significantly_closer(ref, before, after, "y")

@@ -195,8 +195,8 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
         (value, value.type, value.shape)
         for value in values
         if (value.type is not None or value.shape is not None)
-        # graph inputs/outputs are written from the same value; an entry with metadata (the folder
-        # notes what a constant was folded from) must keep its type to pass the checker
+        # graph inputs/outputs are written from the same value; an entry with metadata (a model's
+        # own) must keep its type to pass the checker
         and not (value.is_graph_input() or value.is_graph_output())
         and not (value.metadata_props or value.doc_string)
     ]

@@ -17,7 +17,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxslim.model.stats import constant_bytes
 from onnxslim.passes import upstream
-from onnxslim.passes.marks import upstream_marks_removed
+from onnxslim.passes.marks import UpstreamMarks
 from onnxslim.passes.rules.common import constant, slice_params
 from onnxslim.render.format import human_bytes
 
@@ -108,8 +108,10 @@ class FoldConstants(ir.passes.InPlacePass):
         if self.budget.limit == math.inf:  # run alone, not by run_passes
             self.budget.start(model)
         folder = _GuardedFolder(self.size_threshold, self.budget)
-        with upstream_marks_removed(model):
-            folded = folder(model).modified
+        marks = UpstreamMarks(model)
+        folded = folder(model).modified
+        if folded:
+            marks.remove(model)
         return ir.passes.PassResult(model, lifted or folded)
 
 
@@ -208,6 +210,16 @@ def restore_computations(
 
 
 _GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+def _drop_registered(replacement: upstream.Replacement) -> None:
+    """Remove the initializers a refused replacement registered for its outputs (onnxscript, and
+    `_fold_shape_piece`, register a folded value before returning it): left in, one would bear
+    the name of the output the node still produces, and pruning it every round would never
+    settle."""
+    for value in replacement.new_outputs:
+        if value is not None and value.is_initializer() and not value.uses():
+            value.graph.initializers.pop(value.name)
 
 
 def computable_values(graph: ir.Graph) -> set[ir.Value]:
@@ -398,11 +410,14 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return None
         if replacement is None and node.op_type in ("Slice", "Gather"):
             replacement = self._fold_shape_piece(node, is_function)
-        if replacement is None or _stores_a_graph_output(node, replacement):
+        if replacement is None:
             return None
         _keep_saturate(node, replacement.new_nodes)
         opsets = self._opset_imports
-        if not all(_fits_opset(new, opsets, is_function) for new in replacement.new_nodes):
+        if _stores_a_graph_output(node, replacement) or not all(
+            _fits_opset(new, opsets, is_function) for new in replacement.new_nodes
+        ):
+            _drop_registered(replacement)
             return None
         if not self._ort_folds(node):
             self._runtime.update(v for v in replacement.new_outputs if v is not None)
@@ -524,11 +539,23 @@ def _static_output_bytes(node: ir.Node) -> float:
 _GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 
 
+def _drop_registered(replacement: upstream.Replacement) -> None:
+    """Remove the initializers a refused replacement registered for its outputs (onnxscript, and
+    `_fold_shape_piece`, register a folded value before returning it): left in, one would bear
+    the name of the output the node still produces, and pruning it every round would never
+    settle."""
+    for value in replacement.new_outputs:
+        if value is not None and value.is_initializer() and not value.uses():
+            value.graph.initializers.pop(value.name)
+
+
 def _stores_a_graph_output(node: ir.Node, replacement: upstream.Replacement) -> bool:
     """Whether folding `node`, one of whose outputs is a graph output, would take more bytes than
-    the node and what it alone reads: no node downstream gains from it (a Dropout's mask, the Shape
-    of a static input given as an output), the file only grows. Not for If/Loop/Scan: onnxscript
-    moves a branch's nodes out as it makes the replacement, so it must be taken."""
+    the node and what it alone reads: no node downstream gains from it (the Shape of a static
+    input given as an output), the file only grows. Each fold is judged alone: a chain of folds
+    can still grow the file (a Dropout's mask given as an output: Shape, then ConstantOfShape).
+    Not for If/Loop/Scan: onnxscript moves a branch's nodes out as it makes the replacement, so it
+    must be taken."""
     if any(attr.type in _GRAPH_ATTRIBUTES for attr in node.attributes.values()):
         return False
     if not any(value is not None and value.is_graph_output() for value in node.outputs):

@@ -8,7 +8,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from onnxslim.model.graph import op_types
-from onnxslim.passes.marks import upstream_marks_removed
+from onnxslim.passes.marks import UpstreamMarks
 from onnxslim.passes.upstream import pattern_op_types
 
 
@@ -17,7 +17,7 @@ class RewriteRulesPass(ir.passes.InPlacePass):
 
     onnxscript tries every rule on every node; rules naming an op the model does not contain
     cannot match, so they are left out first (the matching dominates the pipeline's time). What
-    onnxscript writes that the model did not have is removed (`upstream_marks_removed`).
+    onnxscript writes into the model is removed (`UpstreamMarks`).
     """
 
     def __init__(self, rules: Sequence[pattern.RewriteRule]) -> None:
@@ -29,8 +29,10 @@ class RewriteRulesPass(ir.passes.InPlacePass):
         rules = [rule for rule in self.rules if pattern_op_types(rule) <= present]
         if not rules:
             return ir.passes.PassResult(model, False)
-        with upstream_marks_removed(model):
-            count = pattern.RewriteRuleSet(rules).apply_to_model(model)
+        marks = UpstreamMarks(model)
+        count = pattern.RewriteRuleSet(rules).apply_to_model(model)
+        if count:
+            marks.remove(model)
         return ir.passes.PassResult(model, bool(count))
 
 

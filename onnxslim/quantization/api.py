@@ -274,14 +274,13 @@ def _quantize(
             prepare(static_model), calib, selection, ref_outputs, test, config, profile
         )
     if config.mode == "auto":
-        timing_sample = selection[0] if config.target == "auto" and config.measure_latency else None
         outcome = _static_or_dynamic(
             outcome,
             dynamic_model,
             (calib, selection, ref_outputs),
             config.max_drift,
             dynamic_options,
-            timing_sample,
+            config.target == "auto" and config.measure_latency,
         )
     if outcome.violations:
         raise CheckFailedError(
@@ -372,7 +371,7 @@ def _static_or_dynamic(
     data: tuple[list, list, list],
     budget: Budget | None,
     options: dynamic.DynamicOptions,
-    timing_sample: Mapping | None,
+    may_time: bool,
 ) -> Outcome:
     """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
     INT8 does better there (`data`: calibration and selection samples, the original's outputs on
@@ -384,12 +383,12 @@ def _static_or_dynamic(
     budget, static falls short when its worst sample misses QUALITY_BAR, and dynamic INT8 held to
     QUALITY_BAR replaces it when its worst sample is closer to float: where MatMuls hold most
     weights (transformers) as such, elsewhere (convs stay float in dynamic INT8, so it may be
-    slower) when `_trade`, timing both on `timing_sample` (None: no timing, not tried), finds it
-    the better trade.
+    slower) when `_trade`, timing both on the first selection sample (`may_time`; else not tried),
+    finds it the better trade.
     """
     share = dynamic.matmul_weight_share(float_model)
     most = share > dynamic.MOST_WEIGHTS
-    timed = timing_sample is not None and share > 0
+    timed = may_time and share > 0
     if budget:
         if not static.violations and not (static.fallback and timed):
             return static
@@ -916,15 +915,18 @@ def _trade(
     ratio = None if verdict == "same" else max(ratio, after.min / before.min)
     before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
+    speed = f"{ratio:.2f}x the time" if ratio else "same speed"
+    measured = f"{speed}, {gain_db:+.1f} dB output SNR on the selection samples"
+    if speed_only:
+        return ratio is not None and ratio < 1, measured
+    # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
+    # the lower of the two is the more careful
     bound = snr_gain_bound(
         ref_outputs, _outputs(current, selection), _outputs(candidate, selection)
     )
-    speed = f"{ratio:.2f}x the time" if ratio else "same speed"
-    measured = f"{speed}, {gain_db:+.1f} dB output SNR on the selection samples"
     if bound is not None:
-        measured += f" (new samples: {bound:+.1f} dB or more, {GAIN_CONFIDENCE:.0%} sure)"
-    if speed_only:
-        return ratio is not None and ratio < 1, measured
+        shown = f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
+        measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
     return worth_trading(gain_db if bound is None else min(gain_db, bound), ratio), measured
 
 
