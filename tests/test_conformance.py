@@ -41,3 +41,27 @@ def test_reasons_group_like_failures():
     assert conformance.reason_key(first).startswith(
         "the original model fails on ONNX Runtime: Gather: indices"
     )
+
+
+def test_a_case_reports_the_bytes_its_result_grew_by():
+    """Hand-built cases: a Relu chain shrinks (no `grown_bytes` above 0); a Shape of a static input
+    given as an output stays as it was, never bigger; both come out `same`."""
+    import numpy as np
+    from helpers import FLOAT, INT64, make_model, vi
+    from onnx import helper
+
+    x = np.ones((3, 4), np.float32)
+    chain = make_model(
+        [helper.make_node("Identity", ["x"], ["i"]), helper.make_node("Relu", ["i"], ["y"])],
+        [vi("x", FLOAT, [3, 4])],
+        [vi("y", FLOAT, [3, 4])],
+    )
+    shape = make_model(
+        [helper.make_node("Shape", ["x"], ["s"])], [vi("x", FLOAT, [3, 4])], [vi("s", INT64, [2])]
+    )
+    results = [
+        conformance.run_case(conformance.Case(name, model, [({"x": x}, [])]))
+        for name, model in (("chain", chain), ("shape", shape))
+    ]
+    assert [r["category"] for r in results] == ["same", "same"]
+    assert results[0]["grown_bytes"] < 0 and results[1]["grown_bytes"] <= 0
