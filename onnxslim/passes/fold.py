@@ -212,16 +212,6 @@ def restore_computations(
 _GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 
 
-def _drop_registered(replacement: upstream.Replacement) -> None:
-    """Remove the initializers a refused replacement registered for its outputs (onnxscript, and
-    `_fold_shape_piece`, register a folded value before returning it): left in, one would bear
-    the name of the output the node still produces, and pruning it every round would never
-    settle."""
-    for value in replacement.new_outputs:
-        if value is not None and value.is_initializer() and not value.uses():
-            value.graph.initializers.pop(value.name)
-
-
 def computable_values(graph: ir.Graph) -> set[ir.Value]:
     """Outputs of the main graph's nodes computed from constants only (one pass in graph order)."""
     computable: set[ir.Value] = set()
@@ -534,9 +524,6 @@ def _static_output_bytes(node: ir.Node) -> float:
             itemsize = 8
         total += float(np.prod(list(value.shape), dtype=np.float64)) * itemsize
     return total
-
-
-_GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 
 
 def _drop_registered(replacement: upstream.Replacement) -> None:
