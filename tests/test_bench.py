@@ -242,6 +242,7 @@ def test_json_schema(models, tmp_path):
         "min_cosine",
         "predicted_cosine",
         "snr_db",
+        "predicted_snr_db",
         "top1_agreement",
         "exact_match",
         "nonfinite_mismatches",
