@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxslim.model.graph import has_subgraphs
+
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 FP16_MAX = 65504.0
 
@@ -144,10 +146,7 @@ def _keep_reason(node: ir.Node, opset: int, keep_ops: frozenset, shape_math: boo
         return "custom domain"
     if node.op_type in AS_GIVEN:
         return ""
-    if any(
-        a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-        for a in node.attributes.values()
-    ):
+    if has_subgraphs(node):
         return "control flow"
     if node.op_type in keep_ops:
         return f"{node.op_type} (unsafe in float16)"

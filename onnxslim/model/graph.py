@@ -65,6 +65,22 @@ def all_graphs(model: ir.Model) -> list[ir.Graph]:
     return [model.graph, *subgraphs(model.graph)]
 
 
+def all_nodes(model: ir.Model) -> Iterator[ir.Node]:
+    """Every node of the model: its graphs, their subgraphs and its functions."""
+    for graph in all_graphs(model):
+        yield from graph
+    for function in model.functions.values():
+        yield from ir.traversal.RecursiveGraphIterator(function)
+
+
+def has_subgraphs(node: ir.Node) -> bool:
+    """Whether the node holds graphs (If, Loop, Scan, ...)."""
+    return any(
+        attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+        for attr in node.attributes.values()
+    )
+
+
 def value_names(model: ir.Model) -> set[str]:
     """Names of the graph inputs, initializers and node outputs of every graph of `model`."""
     graphs = all_graphs(model)

@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import external, files
-from onnxslim.model.graph import all_graphs
+from onnxslim.model.graph import all_graphs, all_nodes
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -162,17 +162,10 @@ def annotated_values(model: ir.Model) -> frozenset[str]:
     """Names of the node outputs (in graphs, subgraphs and functions) that have a type or shape."""
     return frozenset(
         value.name
-        for node in _all_nodes(model)
+        for node in all_nodes(model)
         for value in node.outputs
         if value.name and (value.type is not None or value.shape is not None)
     )
-
-
-def _all_nodes(model: ir.Model) -> Iterator[ir.Node]:
-    for graph in all_graphs(model):
-        yield from graph
-    for function in model.functions.values():
-        yield from ir.traversal.RecursiveGraphIterator(function)
 
 
 @contextlib.contextmanager
@@ -189,7 +182,7 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     values = [value for graph in all_graphs(model) for value in graph.initializers.values()]
     if keep is not None:
         values += [
-            value for node in _all_nodes(model) for value in node.outputs if value.name not in keep
+            value for node in all_nodes(model) for value in node.outputs if value.name not in keep
         ]
     cleared = [
         (value, value.type, value.shape)

@@ -15,6 +15,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnx.reference import ReferenceEvaluator
 
+from onnxslim.model.graph import has_subgraphs
 from onnxslim.model.stats import constant_bytes
 from onnxslim.passes import upstream
 from onnxslim.passes.marks import UpstreamMarks
@@ -209,9 +210,6 @@ def restore_computations(
     return ir.from_proto(proto)
 
 
-_GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-
-
 def computable_values(graph: ir.Graph) -> set[ir.Value]:
     """Outputs of the main graph's nodes computed from constants only (one pass in graph order)."""
     computable: set[ir.Value] = set()
@@ -219,7 +217,7 @@ def computable_values(graph: ir.Graph) -> set[ir.Value]:
         if (
             node.domain in ("", "ai.onnx")
             and node.op_type not in NEVER_FOLD
-            and not any(a.type in _GRAPH_ATTRIBUTES for a in node.attributes.values())
+            and not has_subgraphs(node)
             and all(v is None or _is_constant(v) or v in computable for v in node.inputs)
         ):
             computable.update(v for v in node.outputs if v is not None)
@@ -543,7 +541,7 @@ def _stores_a_graph_output(node: ir.Node, replacement: upstream.Replacement) -> 
     can still grow the file (a Dropout's mask given as an output: Shape, then ConstantOfShape).
     Not for If/Loop/Scan: onnxscript moves a branch's nodes out as it makes the replacement, so it
     must be taken."""
-    if any(attr.type in _GRAPH_ATTRIBUTES for attr in node.attributes.values()):
+    if has_subgraphs(node):
         return False
     if not any(value is not None and value.is_graph_output() for value in node.outputs):
         return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnxscript.rewriter import RULE_NAME_TAG
 
-from onnxslim.model.graph import all_graphs
+from onnxslim.model.graph import all_graphs, all_nodes
 from onnxslim.passes.upstream import FOLDED_FROM_KEY
 
 
@@ -18,12 +18,12 @@ class UpstreamMarks:
     inserted without one), and leaves every node unnamed in a model whose nodes had no names."""
 
     def __init__(self, model: ir.Model) -> None:
-        nodes = _nodes(model)
+        nodes = list(all_nodes(model))
         self.unnamed = {node for node in nodes if not node.name}
         self.anonymous = len(self.unnamed) == len(nodes)
 
     def remove(self, model: ir.Model) -> None:
-        for node in _nodes(model):
+        for node in all_nodes(model):
             node.metadata_props.pop(RULE_NAME_TAG, None)
             if self.anonymous or node in self.unnamed:
                 node.name = ""  # not None: onnx-ir names a None-named node it inserts
@@ -32,12 +32,3 @@ class UpstreamMarks:
         for graph in all_graphs(model):
             for value in graph.initializers.values():
                 value.metadata_props.pop(FOLDED_FROM_KEY, None)
-
-
-def _nodes(model: ir.Model) -> list[ir.Node]:
-    """Every node of the model: its graphs, their subgraphs and its functions."""
-    return [
-        node
-        for graph in (model.graph, *model.functions.values())
-        for node in ir.traversal.RecursiveGraphIterator(graph)
-    ]
