@@ -63,8 +63,10 @@ MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
-MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen
+MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
 TRADE_RUNS = 30
+EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs
+EDGE_RUNS = 90
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
 # why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
@@ -898,27 +900,17 @@ def _trade(
 
     A choice made on noisy measurements flips between runs, so the candidate is judged on what
     is least in its favour: the time ratio of the medians or of the fastest runs, whichever is
-    higher (bench's noise rule says when the speed is the same), and its SNR gain as measured or
-    as bootstrap resamples of the samples bound it for new samples (`snr_gain_bound`), whichever
-    is lower.
+    higher, and its SNR gain as measured or as bootstrap resamples of the samples bound it for new
+    samples (`snr_gain_bound`), whichever is lower. A trade within EDGE_DB of the rule's edge is
+    timed again with EDGE_RUNS runs, and that timing decides.
     """
-    timed = benchmark(
-        [ir.to_proto(current.model), ir.to_proto(candidate.model)],
-        inputs=[selection[0]],
-        runs=TRADE_RUNS,
-        warmup=5,
-        measure_memory=False,
-        progress=False,
-    )
-    before, after = (model.latency for model in timed.models)
-    ratio, verdict = after.versus(before)
-    ratio = None if verdict == "same" else max(ratio, after.min / before.min)
+    models = [ir.to_proto(current.model), ir.to_proto(candidate.model)]
+    ratio, faster = _time_ratio(models, selection[0], TRADE_RUNS)
     before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
-    speed = f"{ratio:.2f}x the time" if ratio else "same speed"
-    measured = f"{speed}, {gain_db:+.1f} dB output SNR on the selection samples"
+    measured = f"{gain_db:+.1f} dB output SNR on the selection samples"
     if speed_only:
-        return ratio is not None and ratio < 1, measured
+        return faster, f"{ratio:.2f}x the time ({'' if faster else 'not '}faster), {measured}"
     # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
     # the lower of the two is the more careful
     bound = snr_gain_bound(
@@ -927,7 +919,23 @@ def _trade(
     if bound is not None:
         shown = f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
         measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
-    return worth_trading(gain_db if bound is None else min(gain_db, bound), ratio), measured
+        gain_db = min(gain_db, bound)
+    speed = f"{ratio:.2f}x the time"
+    if abs(gain_db - required_gain(ratio)) < EDGE_DB:
+        ratio, _ = _time_ratio(models, selection[0], EDGE_RUNS)
+        speed = f"{ratio:.2f}x the time (near the rule's edge: timed again, {EDGE_RUNS} runs)"
+    return worth_trading(gain_db, ratio), f"{speed}, {measured}"
+
+
+def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
+    """The second model's time over the first's, timed side by side on `sample`: the higher of
+    the medians' and the fastest runs' ratio; and whether bench's noise rule calls it faster."""
+    timed = benchmark(
+        models, inputs=[sample], runs=runs, warmup=5, measure_memory=False, progress=False
+    )
+    before, after = (model.latency for model in timed.models)
+    ratio, verdict = after.versus(before)
+    return max(ratio, after.min / before.min), verdict == "faster"
 
 
 def _outputs(made: _Variant | Outcome, selection: list) -> list:
@@ -936,12 +944,17 @@ def _outputs(made: _Variant | Outcome, selection: list) -> list:
     return kept if kept is not None else run_samples(made.model, selection)
 
 
-def worth_trading(gain_db: float, time_ratio: float | None) -> bool:
-    """Whether a variant `gain_db` closer to float (output SNR) at `time_ratio` the time (None:
-    the same within noise) is the better trade: DB_PER_TIME dB per 1x of time."""
-    if time_ratio is None:
-        return gain_db >= MIN_GAIN_DB
-    return gain_db >= DB_PER_TIME * (time_ratio - 1)
+def required_gain(time_ratio: float) -> float:
+    """The output SNR gain (dB) a variant taking `time_ratio` the time must bring: MIN_GAIN_DB,
+    plus DB_PER_TIME dB per 1x of time it adds (less per 1x it saves). Continuous in the ratio,
+    so a choice that flips between runs flips only between trades of about the same worth."""
+    return MIN_GAIN_DB + DB_PER_TIME * (time_ratio - 1)
+
+
+def worth_trading(gain_db: float, time_ratio: float) -> bool:
+    """Whether a variant `gain_db` closer to float (output SNR) at `time_ratio` the time is the
+    better trade (`required_gain`)."""
+    return gain_db >= required_gain(time_ratio)
 
 
 def _speed_accuracy_choices(
