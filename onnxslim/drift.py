@@ -15,7 +15,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 
 import numpy as np
@@ -48,10 +48,18 @@ class Drift:
     exact_match: bool | None = None
     nonfinite_mismatches: int = 0
     mismatch: str | None = None  # shape or dtype-kind mismatch, or missing output
+    #: each sample's (signal, squared error) sums, what `snr_gain_bound` resamples: over the
+    #: positions where float is finite, the error infinite where the output is not and float is
+    sample_errors: tuple[tuple[float, float], ...] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def to_dict(self) -> dict:
-        """JSON-able: non-finite floats become the strings "inf", "-inf", "nan"."""
-        return {key: json_value(value) for key, value in asdict(self).items()}
+        """JSON-able: non-finite floats become the strings "inf", "-inf", "nan"; without the
+        per-sample sums."""
+        fields = asdict(self)
+        del fields["sample_errors"]
+        return {key: json_value(value) for key, value in fields.items()}
 
     def worst_cosine(self) -> float | None:
         """The worst sample's cosine for display, or the pooled one when no sample has one (every
@@ -126,8 +134,9 @@ class _Stats:
     def __init__(self):
         self.count = self.nonfinite = self.rows = self.agree = 0
         self.abs_sum = self.max_abs = self.dot = self.ref_sq = self.other_sq = self.err_sq = 0.0
-        #: (dot, ref_sq, other_sq, err_sq) of each sample
+        #: (dot, ref_sq, other_sq, err_sq) of each sample, over the positions finite in both
         self.per_sample: list[tuple[float, float, float, float]] = []
+        self.sample_errors: list[tuple[float, float]] = []  # see Drift.sample_errors
         self.exact = True
         self.has_rows = False
 
@@ -137,6 +146,8 @@ class _Stats:
             return  # strings and other non-numeric outputs: exact comparison only
         a = ref.astype(np.float64).ravel()
         b = other.astype(np.float64).ravel()
+        if is_float:
+            self.sample_errors.append(_sample_error(a, b))
         finite = np.isfinite(a) & np.isfinite(b)
         same_nonfinite = ~finite & ((a == b) | (np.isnan(a) & np.isnan(b)))
         self.nonfinite += int((~finite & ~same_nonfinite).sum())
@@ -175,6 +186,7 @@ class _Stats:
             drift.predicted_cosine = predicted_cosine(cosines) if cosines else None
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
             drift.predicted_snr_db = predicted_snr_db([(s[1], s[3]) for s in self.per_sample])
+        drift.sample_errors = tuple(self.sample_errors)
         if self.has_rows:
             drift.top1_agreement = self.agree / self.rows
 
@@ -235,42 +247,44 @@ _HUGE_DB = 1e6
 
 
 def significantly_closer(
-    ref: Sequence[Mapping[str, np.ndarray]],
-    before: Sequence[Mapping[str, np.ndarray]],
-    after: Sequence[Mapping[str, np.ndarray]],
+    before: Mapping[str, Drift],
+    after: Mapping[str, Drift],
     name: str,
     confidence: float = GAIN_CONFIDENCE,
 ) -> bool:
-    """Whether `after` is closer to float (`ref`) than `before` on output `name` for new samples
-    too, with `confidence` (`snr_gain_bound` above 0: its squared error summed over the samples,
-    what SNR pools, is lower on all but a `1 - confidence` share of bootstrap resamples)."""
-    bound = snr_gain_bound(ref, before, after, [name], confidence)
+    """Whether `after` is closer to float than `before` (drifts over the same samples) on output
+    `name` for new samples too, with `confidence` (`snr_gain_bound` above 0: its squared error
+    summed over the samples, what SNR pools, is lower on all but a `1 - confidence` share of
+    bootstrap resamples)."""
+    bound = snr_gain_bound(before, after, [name], confidence)
     return bound is not None and bound > 0
 
 
 def snr_gain_bound(
-    ref: Sequence[Mapping[str, np.ndarray]],
-    before: Sequence[Mapping[str, np.ndarray]],
-    after: Sequence[Mapping[str, np.ndarray]],
+    before: Mapping[str, Drift],
+    after: Mapping[str, Drift],
     names: Sequence[str] | None = None,
     confidence: float = GAIN_CONFIDENCE,
 ) -> float | None:
-    """The output SNR (dB) `after` gains over `before` with `confidence` on new samples: the
-    `1 - confidence` quantile of the gain over bootstrap resamples of the samples (paired, a fixed
-    seed), the SNR pooled over a resample's samples and taken on the worst of `names` (None: the
-    float outputs of `ref`) for each. None with fewer than MIN_PREDICTION_SAMPLES samples (a few
-    samples that agree pass every resample); a non-finite value where float is finite is an
-    infinite error."""
-    if len(ref) < MIN_PREDICTION_SAMPLES:
-        return None
+    """The output SNR (dB) `after` gains over `before` (drifts over the same samples) with
+    `confidence` on new samples: the `1 - confidence` quantile of the gain over bootstrap
+    resamples of the samples (paired, a fixed seed), the SNR pooled over a resample's samples
+    and taken on the worst of `names` (None: the float outputs) for each. None with fewer than
+    MIN_PREDICTION_SAMPLES samples (a few samples that agree pass every resample); a non-finite
+    value where float is finite is an infinite error (Drift.sample_errors)."""
     if names is None:
-        names = [k for k, v in ref[0].items() if np.asarray(v).dtype.kind == "f"]
-    picks = _resamples(len(ref))
+        names = [name for name, drift in before.items() if drift.sample_errors is not None]
+    sums = [(before[n].sample_errors, after[n].sample_errors) for n in names]
+    if any(b is None or a is None or len(b) != len(a) for b, a in sums):
+        raise OnnxSlimError(f"cannot bound a gain on outputs {list(names)}: different samples")
+    if not sums or len(sums[0][0]) < MIN_PREDICTION_SAMPLES:
+        return None
+    picks = _resamples(len(sums[0][0]))
     worst_before = np.full(BOOTSTRAP_RESAMPLES, np.inf)
     worst_after = worst_before.copy()
-    for name in names:
-        signal, noise_before = _sample_errors(ref, before, name)
-        _, noise_after = _sample_errors(ref, after, name)
+    for errors_before, errors_after in sums:
+        signal, noise_before = np.array(errors_before, dtype=np.float64).T
+        noise_after = np.array(errors_after, dtype=np.float64)[:, 1]
         both = np.isinf(noise_before) & np.isinf(noise_after)  # broken in both: counts for neither
         noise_before[both] = noise_after[both] = signal[both] = 0.0
         worst_before = np.minimum(worst_before, _resampled_db(signal, noise_before, picks))
@@ -295,21 +309,16 @@ def _resampled_db(signal: np.ndarray, noise: np.ndarray, picks: np.ndarray) -> n
     return np.nan_to_num(db, nan=np.inf)
 
 
-def _sample_errors(ref, outputs, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(signal, squared error) of output `name` per sample (see _sample_error)."""
-    pairs = [_sample_error(r[name], o[name]) for r, o in zip(ref, outputs)]
-    signal, noise = np.array(pairs, dtype=np.float64).reshape(-1, 2).T
-    return signal, noise
-
-
 def _sample_error(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
-    """(signal, squared error) of one sample's output: the sums of squares of the reference and
-    of the difference, the error infinite where the output is not finite and float is."""
-    r = np.asarray(reference, np.float64)
-    d = np.asarray(output, np.float64) - r
-    broken = np.any(~np.isfinite(d) & np.isfinite(r))
-    error = np.inf if broken else float(np.sum(np.square(d[np.isfinite(d)])))
-    return float(np.sum(np.square(r[np.isfinite(r)]))), error
+    """(signal, squared error) of one sample's output (flat float64): the sums of squares of the
+    reference and of the difference, the error infinite where the output is not finite and float
+    is."""
+    finite = np.isfinite(reference)
+    with np.errstate(invalid="ignore"):  # inf - inf
+        d = output - reference
+    broken = np.any(~np.isfinite(d) & finite)
+    error = math.inf if broken else float(np.sum(np.square(d[np.isfinite(d)])))
+    return float(np.sum(np.square(reference[finite]))), error
 
 
 def predicted_snr_db(

@@ -290,6 +290,14 @@ def _off_by(errors_db_below_before: list[float]) -> tuple[list, list, list]:
     return ref, before, after
 
 
+def _closer(ref, before, after, name="y") -> bool:
+    return significantly_closer(compare_outputs(ref, before), compare_outputs(ref, after), name)
+
+
+def _bound(ref, before, after, names=None) -> float | None:
+    return snr_gain_bound(compare_outputs(ref, before), compare_outputs(ref, after), names)
+
+
 @pytest.mark.parametrize(
     ("gains", "closer"),
     [
@@ -302,8 +310,8 @@ def _off_by(errors_db_below_before: list[float]) -> tuple[list, list, list]:
 )
 def test_significantly_closer_bootstraps_the_pooled_squared_error(gains, closer):
     ref, before, after = _off_by(gains)
-    assert significantly_closer(ref, before, after, "y") is closer
-    assert not significantly_closer(ref, after, before, "y")
+    assert _closer(ref, before, after) is closer
+    assert not _closer(ref, after, before)
 
 
 def test_a_sample_broken_in_both_counts_for_neither():
@@ -312,30 +320,30 @@ def test_a_sample_broken_in_both_counts_for_neither():
     ref, before, after = _off_by([6.0] * 16)
     for outputs in (before, after):
         outputs[0]["y"] = np.where(np.arange(4) == 0, np.nan, outputs[0]["y"])
-    assert significantly_closer(ref, before, after, "y")
-    assert snr_gain_bound(ref, before, after) == pytest.approx(6.0, abs=1e-6)
+    assert _closer(ref, before, after)
+    assert _bound(ref, before, after) == pytest.approx(6.0, abs=1e-6)
 
 
 def test_a_nan_where_float_is_finite_is_never_closer():
     ref, before, after = _off_by([6.0] * 8)
-    assert significantly_closer(ref, before, after, "y")
+    assert _closer(ref, before, after)
     after[0]["y"] = np.where(np.arange(4) == 0, np.nan, after[0]["y"])  # the rest: 6 dB closer
-    assert not significantly_closer(ref, before, after, "y")
+    assert not _closer(ref, before, after)
 
 
 def test_snr_gain_bound_is_what_new_samples_are_likely_to_see():
     """Every sample 2 dB closer: about 2 dB for new ones too. One sample of 8 20 dB closer and the
     rest 0.4 dB worse (4% lower pooled error): a measured gain, yet a loss for new samples."""
     ref, before, after = _off_by([2.0] * 16)
-    assert snr_gain_bound(ref, before, after) == pytest.approx(2.0, abs=1e-6)
+    assert _bound(ref, before, after) == pytest.approx(2.0, abs=1e-6)
     ref, before, after = _off_by([20.0] + [-0.4] * 7)
     measured = 10 * np.log10(
         sum(float(np.sum((b["y"] - r["y"]) ** 2)) for r, b in zip(ref, before))
         / sum(float(np.sum((a["y"] - r["y"]) ** 2)) for r, a in zip(ref, after))
     )
     assert measured > 0.1
-    assert snr_gain_bound(ref, before, after) < 0
-    assert snr_gain_bound(ref[:7], before[:7], after[:7]) is None  # MIN_PREDICTION_SAMPLES
+    assert _bound(ref, before, after) < 0
+    assert _bound(ref[:7], before[:7], after[:7]) is None  # MIN_PREDICTION_SAMPLES
 
 
 def test_snr_gain_bound_takes_the_worst_output_in_each_resample():
@@ -344,8 +352,8 @@ def test_snr_gain_bound_takes_the_worst_output_in_each_resample():
     for r, b, a in zip(ref, before, after):
         r["z"], b["z"] = r["y"], b["y"]
         a["z"] = r["y"] + 0.1 * 10 ** (10 / 20)
-    assert snr_gain_bound(ref, before, after) == pytest.approx(-10.0, abs=1e-6)
-    assert snr_gain_bound(ref, before, after, ["y"]) == pytest.approx(0.0, abs=1e-6)
+    assert _bound(ref, before, after) == pytest.approx(-10.0, abs=1e-6)
+    assert _bound(ref, before, after, ["y"]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_predicted_snr_is_what_95_percent_of_resamples_reach():
@@ -369,3 +377,16 @@ def test_an_snr_budget_for_new_samples_reads_the_predicted_snr():
     assert not parse_max_drift("snr>=25").check(drift)
     (failure,) = dataclasses.replace(parse_max_drift("snr>=25"), for_new_samples=True).check(drift)
     assert "SNR predicted for new samples" in failure and "fails snr>=25" in failure
+
+
+def test_a_gain_is_bounded_only_between_drifts_of_the_same_samples():
+    ref, before, after = _off_by([2.0] * 8)
+    with pytest.raises(OnnxSlimError, match="different samples"):
+        snr_gain_bound(compare_outputs(ref, before), compare_outputs(ref[:7], after[:7]))
+
+
+def test_the_per_sample_sums_stay_out_of_the_json_report():
+    ref, before, _ = _off_by([0.0] * 8)
+    drift = compare_outputs(ref, before)["y"]
+    assert len(drift.sample_errors) == 8
+    assert "sample_errors" not in drift.to_dict() and drift.to_dict()["snr_db"] == drift.snr_db

@@ -65,6 +65,7 @@ TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
 TRADE_RUNS = 30
+CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs
 EDGE_RUNS = 90
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
@@ -402,7 +403,7 @@ def _static_or_dynamic(
             return outcome
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         lead += "; dynamic INT8 (MatMul) too, kept if faster"
-        return _timed_choice(static, outcome, data[1:], lead, speed_only=True)
+        return _timed_choice(static, outcome, data[1][0], lead, speed_only=True)
     if not QUALITY_BAR.check(static.drift) or not (most or timed):
         return static
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
@@ -414,7 +415,7 @@ def _static_or_dynamic(
         f"{QUALITY_BAR}): dynamic INT8 (MatMul)"
     )
     if not most:
-        return _timed_choice(static, outcome, data[1:], f"{reason} reaches {after:.4f}")
+        return _timed_choice(static, outcome, data[1][0], f"{reason} reaches {after:.4f}")
     outcome.notes.append(
         f"{reason} kept, {after:.4f}"
         + (f", with {len(outcome.fallback)} MatMul(s) in float" if outcome.fallback else "")
@@ -425,14 +426,14 @@ def _static_or_dynamic(
 def _timed_choice(
     static: Outcome,
     dynamic_int8: Outcome,
-    selected: tuple[list, list],
+    timed_on: dict,
     lead: str,
     speed_only: bool = False,
 ) -> Outcome:
     """Static or dynamic INT8 (its other weighted ops float), whichever `_trade` finds the better
-    trade on this CPU (`speed_only`: the faster, both meeting a budget; `selected`: the selection
-    samples and the original's outputs on them); the kept one's notes say what was measured."""
-    worth, measured = _trade(static, dynamic_int8, *selected, speed_only)
+    trade on this CPU (`speed_only`: the faster, both meeting a budget; `timed_on`: a selection
+    sample); the kept one's notes say what was measured."""
+    worth, measured = _trade(static, dynamic_int8, timed_on, speed_only)
     kept = dynamic_int8 if worth else static
     kept.notes.append(f"{lead}: {'kept' if worth else 'not kept'} ({measured})")
     return kept
@@ -484,16 +485,12 @@ def _static(
         choice = _choose_percentile(choice, selection, ref_outputs)
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
-    scored = choice.outputs is not None and len(choice.outputs) == len(selection)
-    drift = compare_outputs(
-        ref_outputs, choice.outputs if scored else run_samples(quantized, selection)
-    )
+    drift = choice.drift
+    if drift is None or len(selection) > CHOICE_SAMPLES:
+        drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     if config.target == "auto" and config.measure_latency:
         chosen, trade_notes = _speed_accuracy_choices(
-            builder,
-            _Variant(builder.options, quantized, info, drift, choice.outputs if scored else None),
-            selection,
-            ref_outputs,
+            builder, _Variant(builder.options, quantized, info, drift), selection, ref_outputs
         )
         quantized, info, drift = chosen.model, chosen.info, chosen.drift
         notes += trade_notes
@@ -731,13 +728,13 @@ PERCENTILES = (99.99, 99.9, 99.999)
 
 @dataclasses.dataclass
 class _Choice:
-    """A static INT8 variant kept: its builder (set to it), model and build info, its outputs on
+    """A static INT8 variant kept: its builder (set to it), model and build info, its drift on
     the selection samples it was scored on (None: not run) and a note (None: no choice made)."""
 
     builder: QuantBuilder
     model: ir.Model
     info: BuildInfo
-    outputs: list | None = None
+    drift: dict[str, Drift] | None = None
     note: str | None = None
 
 
@@ -786,15 +783,14 @@ def _closest(
     ref_outputs: Sequence,
     shown: bool,
     first: _Choice | None = None,
-    max_samples: int = 64,
 ) -> _Choice:
     """Build each variant (label: a function setting its builder up) in order, the default first,
     and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs) on
-    up to ``max_samples`` selection samples, each replacing the one kept so far only when
+    up to CHOICE_SAMPLES selection samples, each replacing the one kept so far only when
     `significantly_closer`: closer on new samples too, as bootstrap resamples of the selection
     samples say (a fraction of a dB on a few samples is noise). `shown`: a progress bar; `first`:
     the first variant, when built (and scored) already."""
-    samples, ref = list(selection)[:max_samples], list(ref_outputs)[:max_samples]
+    samples, ref = list(selection)[:CHOICE_SAMPLES], list(ref_outputs)[:CHOICE_SAMPLES]
     scores, kept = {}, None  # kept: (label, the _Choice, its worst output)
     with progress(f"INT8: trying {what}", len(variants), shown) as bar:
         for label, set_up in variants.items():
@@ -803,16 +799,15 @@ def _closest(
             else:
                 builder = set_up()
                 choice = _Choice(builder, *builder.build())
-            if choice.outputs is None:
-                choice.outputs = run_samples(choice.model, samples)
-            drift = compare_outputs(ref, choice.outputs)
-            scores[label] = worst_snr(drift)
+            if choice.drift is None:
+                choice.drift = compare_outputs(ref, run_samples(choice.model, samples))
+            scores[label] = worst_snr(choice.drift)
             if kept is None or (
                 scores[label] > scores[kept[0]]
                 and kept[2] is not None
-                and significantly_closer(ref, kept[1].outputs, choice.outputs, kept[2])
+                and significantly_closer(kept[1].drift, choice.drift, kept[2])
             ):
-                kept = (label, choice, worst_output(drift))
+                kept = (label, choice, worst_output(choice.drift))
             bar.advance()
     label, choice, _ = kept
     tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
@@ -869,34 +864,32 @@ def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
 
 @dataclasses.dataclass
 class _Variant:
-    """One build of the builder's options: the model, its build info, its selection drift (and
-    outputs, when kept)."""
+    """One build of the builder's options: the model, its build info, its selection drift."""
 
     options: QuantOptions
     model: ir.Model
     info: BuildInfo
     drift: dict[str, Drift]
-    outputs: list | None = None
 
 
 def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> _Variant:
     builder.options = options
     model, info = builder.build()
-    outputs = run_samples(model, selection)
-    return _Variant(options, model, info, compare_outputs(ref_outputs, outputs), outputs)
+    return _Variant(
+        options, model, info, compare_outputs(ref_outputs, run_samples(model, selection))
+    )
 
 
 def _trade(
     current: _Variant | Outcome,
     candidate: _Variant | Outcome,
-    selection: list,
-    ref_outputs: list,
+    timed_on: dict,
     speed_only: bool = False,
 ) -> tuple[bool, str]:
     """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`;
     `speed_only`: whether it is faster, both meeting a budget), and what was measured: both timed
-    side by side on the first selection sample, output SNR on the selection samples (`ref_outputs`:
-    the original's there).
+    side by side on `timed_on` (a selection sample), output SNR from their drifts on the selection
+    samples.
 
     A choice made on noisy measurements flips between runs, so the candidate is judged on what
     is least in its favour: the time ratio of the medians or of the fastest runs, whichever is
@@ -905,7 +898,7 @@ def _trade(
     timed again with EDGE_RUNS runs, and that timing decides.
     """
     models = [ir.to_proto(current.model), ir.to_proto(candidate.model)]
-    ratio, faster = _time_ratio(models, selection[0], TRADE_RUNS)
+    ratio, faster = _time_ratio(models, timed_on, TRADE_RUNS)
     before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
     measured = f"{gain_db:+.1f} dB output SNR on the selection samples"
@@ -913,16 +906,14 @@ def _trade(
         return faster, f"{ratio:.2f}x the time ({'' if faster else 'not '}faster), {measured}"
     # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
     # the lower of the two is the more careful
-    bound = snr_gain_bound(
-        ref_outputs, _outputs(current, selection), _outputs(candidate, selection)
-    )
+    bound = snr_gain_bound(current.drift, candidate.drift)
     if bound is not None:
         shown = f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
         measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
         gain_db = min(gain_db, bound)
     speed = f"{ratio:.2f}x the time"
     if abs(gain_db - required_gain(ratio)) < EDGE_DB:
-        ratio, _ = _time_ratio(models, selection[0], EDGE_RUNS)
+        ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
         speed = f"{ratio:.2f}x the time (near the rule's edge: timed again, {EDGE_RUNS} runs)"
     return worth_trading(gain_db, ratio), f"{speed}, {measured}"
 
@@ -936,12 +927,6 @@ def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
     before, after = (model.latency for model in timed.models)
     ratio, verdict = after.versus(before)
     return max(ratio, after.min / before.min), verdict == "faster"
-
-
-def _outputs(made: _Variant | Outcome, selection: list) -> list:
-    """The outputs of a variant or a quantizer's model on the selection samples."""
-    kept = getattr(made, "outputs", None)
-    return kept if kept is not None else run_samples(made.model, selection)
 
 
 def required_gain(time_ratio: float) -> float:
@@ -1014,7 +999,7 @@ def _speed_accuracy_choices(
         if not names:
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
-        worth, measured = _trade(chosen, candidate, selection, ref_outputs)
+        worth, measured = _trade(chosen, candidate, selection[0])
         if worth:
             chosen = candidate
             reasons.update(why)
