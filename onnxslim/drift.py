@@ -15,7 +15,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 
 import numpy as np
@@ -57,9 +57,11 @@ class Drift:
     def to_dict(self) -> dict:
         """JSON-able: non-finite floats become the strings "inf", "-inf", "nan"; without the
         per-sample sums."""
-        fields = asdict(self)
-        del fields["sample_errors"]
-        return {key: json_value(value) for key, value in fields.items()}
+        return {
+            f.name: json_value(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "sample_errors"
+        }
 
     def worst_cosine(self) -> float | None:
         """The worst sample's cosine for display, or the pooled one when no sample has one (every
@@ -134,9 +136,11 @@ class _Stats:
     def __init__(self):
         self.count = self.nonfinite = self.rows = self.agree = 0
         self.abs_sum = self.max_abs = self.dot = self.ref_sq = self.other_sq = self.err_sq = 0.0
-        #: (dot, ref_sq, other_sq, err_sq) of each sample, over the positions finite in both
+        #: (dot, ref_sq, other_sq, err_sq) of each sample, over the positions finite in both: the
+        #: metrics measured leave a broken position out
         self.per_sample: list[tuple[float, float, float, float]] = []
-        self.sample_errors: list[tuple[float, float]] = []  # see Drift.sample_errors
+        #: Drift.sample_errors: a bound for new samples counts a broken position as infinite error
+        self.sample_errors: list[tuple[float, float]] = []
         self.exact = True
         self.has_rows = False
 
@@ -146,12 +150,14 @@ class _Stats:
             return  # strings and other non-numeric outputs: exact comparison only
         a = ref.astype(np.float64).ravel()
         b = other.astype(np.float64).ravel()
-        if is_float:
-            self.sample_errors.append(_sample_error(a, b))
-        finite = np.isfinite(a) & np.isfinite(b)
+        ref_finite, other_finite = np.isfinite(a), np.isfinite(b)
+        finite = ref_finite & other_finite
         same_nonfinite = ~finite & ((a == b) | (np.isnan(a) & np.isnan(b)))
         self.nonfinite += int((~finite & ~same_nonfinite).sum())
+        signal = float(np.sum(np.square(a[ref_finite])))
+        broken = bool(np.any(ref_finite & ~other_finite))
         a, b = a[finite], b[finite]
+        err_sq = 0.0
         if a.size:
             err = np.abs(a - b)
             self.count += a.size
@@ -163,6 +169,9 @@ class _Stats:
             self.ref_sq += sample[1]
             self.other_sq += sample[2]
             self.err_sq += sample[3]
+            err_sq = sample[3]
+        if is_float:
+            self.sample_errors.append((signal, math.inf if broken else err_sq))
         if is_float and ref.ndim == 2 and ref.shape[-1] > 1 and ref.size:  # [batch, classes]
             self.has_rows = True
             rows_a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
@@ -269,15 +278,19 @@ def snr_gain_bound(
     """The output SNR (dB) `after` gains over `before` (drifts over the same samples) with
     `confidence` on new samples: the `1 - confidence` quantile of the gain over bootstrap
     resamples of the samples (paired, a fixed seed), the SNR pooled over a resample's samples
-    and taken on the worst of `names` (None: the float outputs) for each. None with fewer than
-    MIN_PREDICTION_SAMPLES samples (a few samples that agree pass every resample); a non-finite
-    value where float is finite is an infinite error (Drift.sample_errors)."""
-    if names is None:
-        names = [name for name, drift in before.items() if drift.sample_errors is not None]
-    sums = [(before[n].sample_errors, after[n].sample_errors) for n in names]
-    if any(b is None or a is None or len(b) != len(a) for b, a in sums):
-        raise OnnxSlimError(f"cannot bound a gain on outputs {list(names)}: different samples")
-    if not sums or len(sums[0][0]) < MIN_PREDICTION_SAMPLES:
+    and taken on the worst of `names` (None: the float outputs) for each. A non-finite value
+    where float is finite is an infinite error (Drift.sample_errors).
+
+    None with fewer than MIN_PREDICTION_SAMPLES samples (a few samples that agree pass every
+    resample) or no float output; OnnxSlimError when an output named has no per-sample sums in
+    one of them (mismatched) or the two cover different numbers of samples."""
+    if names is None:  # the float outputs of either
+        names = [n for n in {**before, **after} if _has_sums(before, n) or _has_sums(after, n)]
+    sums = [(_sample_errors(before, n), _sample_errors(after, n)) for n in names]
+    counts = {len(errors) for pair in sums for errors in pair}
+    if len(counts) > 1:
+        raise OnnxSlimError(f"cannot bound a gain between drifts over {sorted(counts)} samples")
+    if not sums or counts.pop() < MIN_PREDICTION_SAMPLES:
         return None
     picks = _resamples(len(sums[0][0]))
     worst_before = np.full(BOOTSTRAP_RESAMPLES, np.inf)
@@ -296,6 +309,25 @@ def snr_gain_bound(
     return float(np.quantile(gains, 1 - confidence))
 
 
+def _has_sums(drift: Mapping[str, Drift], name: str) -> bool:
+    return name in drift and drift[name].sample_errors is not None
+
+
+def _sample_errors(drift: Mapping[str, Drift], name: str) -> tuple[tuple[float, float], ...]:
+    """Output `name`'s per-sample (signal, squared error) sums; OnnxSlimError when it has none."""
+    found = drift.get(name)
+    if found is None or found.sample_errors is None:
+        why = "missing" if found is None else found.mismatch or f"not float ({found.dtype})"
+        raise OnnxSlimError(f"cannot bound a gain on output {name!r}: {why}")
+    return found.sample_errors
+
+
+def compared_samples(drift: Mapping[str, Drift]) -> int | None:
+    """How many samples `drift` covers (None: it has no float output to tell)."""
+    counts = [len(d.sample_errors) for d in drift.values() if d.sample_errors is not None]
+    return counts[0] if counts else None
+
+
 def _resamples(n: int) -> np.ndarray:
     """BOOTSTRAP_RESAMPLES draws of n sample indices with replacement (a fixed seed)."""
     return np.random.default_rng(0).integers(0, n, (BOOTSTRAP_RESAMPLES, n))
@@ -307,18 +339,6 @@ def _resampled_db(signal: np.ndarray, noise: np.ndarray, picks: np.ndarray) -> n
     with np.errstate(divide="ignore", invalid="ignore"):
         db = 10 * np.log10(signal[picks].sum(axis=1) / noise[picks].sum(axis=1))
     return np.nan_to_num(db, nan=np.inf)
-
-
-def _sample_error(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
-    """(signal, squared error) of one sample's output (flat float64): the sums of squares of the
-    reference and of the difference, the error infinite where the output is not finite and float
-    is."""
-    finite = np.isfinite(reference)
-    with np.errstate(invalid="ignore"):  # inf - inf
-        d = output - reference
-    broken = np.any(~np.isfinite(d) & finite)
-    error = math.inf if broken else float(np.sum(np.square(d[np.isfinite(d)])))
-    return float(np.sum(np.square(reference[finite]))), error
 
 
 def predicted_snr_db(

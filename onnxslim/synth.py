@@ -36,6 +36,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model.stats import type_text
 
 DEFAULT_DIM = 32
 #: The dynamic height and width of an image input where speed counts (`synthesize_samples`: INT8
@@ -649,7 +650,7 @@ def _input(value: onnx.ValueInfoProto) -> _Input:
         kind, type_ = "sequence", type_.sequence_type.elem_type
     if not type_.HasField("tensor_type") or _kind(type_.tensor_type.elem_type) is None:
         raise NotFeedable(
-            f"input {value.name!r} has type {_type_text(value.type)}, which onnxslim cannot feed"
+            f"input {value.name!r} has type {type_text(value.type)}, which onnxslim cannot feed"
         )
     tensor = type_.tensor_type
     if not tensor.HasField("shape"):
@@ -698,14 +699,6 @@ def _kind(elem_type: int) -> str | None:
     ):
         return "int"
     return "float" if dtype.kind == "f" or dtype.type.__module__ == "ml_dtypes" else None
-
-
-def _type_text(type_: onnx.TypeProto) -> str:
-    for field, text in (("map_type", "map"), ("sparse_tensor_type", "sparse tensor")):
-        if type_.HasField(field):
-            return text
-    tensor = type_.tensor_type if type_.HasField("tensor_type") else None
-    return onnx.helper.tensor_dtype_to_string(tensor.elem_type) if tensor else "unknown"
 
 
 def _size(shape: tuple | None, axis: int) -> int | None:

@@ -13,6 +13,7 @@ from onnxslim.drift import (
     Budget,
     Drift,
     compare_outputs,
+    compared_samples,
     parse_max_drift,
     predicted_cosine,
     predicted_snr_db,
@@ -381,8 +382,18 @@ def test_an_snr_budget_for_new_samples_reads_the_predicted_snr():
 
 def test_a_gain_is_bounded_only_between_drifts_of_the_same_samples():
     ref, before, after = _off_by([2.0] * 8)
-    with pytest.raises(OnnxSlimError, match="different samples"):
+    assert compared_samples(compare_outputs(ref, before)) == 8
+    with pytest.raises(OnnxSlimError, match=r"drifts over \[7, 8\] samples"):
         snr_gain_bound(compare_outputs(ref, before), compare_outputs(ref[:7], after[:7]))
+
+
+def test_a_gain_on_a_mismatched_output_is_an_error_that_says_so():
+    """Either side mismatched: an error naming the output and why, not a silent left-out."""
+    ref, before, after = _off_by([2.0] * 8)
+    cut = [{"y": a["y"][:2]} for a in after]
+    for first, second in ((before, cut), (cut, before)):
+        with pytest.raises(OnnxSlimError, match="output 'y': shape"):
+            snr_gain_bound(compare_outputs(ref, first), compare_outputs(ref, second))
 
 
 def test_the_per_sample_sums_stay_out_of_the_json_report():

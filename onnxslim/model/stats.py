@@ -166,29 +166,34 @@ def _all_initializers(model: ir.Model):
         yield from graph.initializers.values()
 
 
-def _type_text(type_: onnx.TypeProto) -> str:
-    """seq(map(int64,float32)) and the like."""
+def type_text(type_: onnx.TypeProto) -> str:
+    """seq(map(int64,float32)), sparse(float32) and the like."""
     kind = type_.WhichOneof("value")
     if kind == "tensor_type":
         return _elem_text(type_.tensor_type.elem_type)
+    if kind == "sparse_tensor_type":
+        return f"sparse({_elem_text(type_.sparse_tensor_type.elem_type)})"
     if kind == "map_type":
         key = _elem_text(type_.map_type.key_type)
-        return f"map({key},{_type_text(type_.map_type.value_type)})"
+        return f"map({key},{type_text(type_.map_type.value_type)})"
     if kind in ("sequence_type", "optional_type"):
-        return f"{kind[:3]}({_type_text(getattr(type_, kind).elem_type)})"
+        return f"{kind[:3]}({type_text(getattr(type_, kind).elem_type)})"
     return "?"
 
 
 def _elem_text(elem_type: int) -> str:
     if elem_type == onnx.TensorProto.STRING:
         return "string"
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except (KeyError, TypeError, ValueError):  # undefined, or no numpy type
+        return onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "unknown"
 
 
 def _value_info(value: ir.Value, maps: dict[str, bytes]) -> ValueInfo:
     """`value`'s ValueInfo; `maps`: the map types `io.load` kept aside, by value name."""
     if value.name in maps:
-        return ValueInfo(value.name, _type_text(onnx.TypeProto.FromString(maps[value.name])), None)
+        return ValueInfo(value.name, type_text(onnx.TypeProto.FromString(maps[value.name])), None)
     if isinstance(value.type, ir.TensorType) and value.dtype is not None:
         try:
             dtype = np.dtype(value.dtype.numpy()).name

@@ -24,6 +24,7 @@ from onnxslim.drift import (
     Budget,
     Drift,
     compare_outputs,
+    compared_samples,
     criterion_text,
     parse_max_drift,
     significantly_closer,
@@ -67,7 +68,7 @@ MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a 
 TRADE_RUNS = 30
 CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs
-EDGE_RUNS = 90
+EDGE_RUNS = 3 * TRADE_RUNS
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
 # why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
@@ -486,7 +487,7 @@ def _static(
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
     drift = choice.drift
-    if drift is None or len(selection) > CHOICE_SAMPLES:
+    if drift is None or compared_samples(drift) != len(selection):  # scored on fewer
         drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     if config.target == "auto" and config.measure_latency:
         chosen, trade_notes = _speed_accuracy_choices(
@@ -887,7 +888,8 @@ def _trade(
     speed_only: bool = False,
 ) -> tuple[bool, str]:
     """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`;
-    `speed_only`: whether it is faster, both meeting a budget), and what was measured: both timed
+    `speed_only`: whether bench's noise rule calls it faster, both meeting a budget), and what
+    was measured: both timed
     side by side on `timed_on` (a selection sample), output SNR from their drifts on the selection
     samples.
 
@@ -914,7 +916,7 @@ def _trade(
     speed = f"{ratio:.2f}x the time"
     if abs(gain_db - required_gain(ratio)) < EDGE_DB:
         ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
-        speed = f"{ratio:.2f}x the time (near the rule's edge: timed again, {EDGE_RUNS} runs)"
+        speed += f", near the rule's edge: timed again ({EDGE_RUNS} runs), {ratio:.2f}x"
     return worth_trading(gain_db, ratio), f"{speed}, {measured}"
 
 
