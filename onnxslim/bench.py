@@ -378,8 +378,10 @@ def _prepare(model, index: int) -> _Model:
             raise OnnxSlimError(f"{path}: no such file")
         stats = model_stats(io.load(path), path)
         return _Model(str(path), str(path), stats.file_bytes, stats.nodes)
+    nodes = None
     try:
         if isinstance(model, ir.Model):
+            nodes = model_stats(model).nodes
             model = io.to_proto(model)
         if not isinstance(model, onnx.ModelProto):
             raise OnnxSlimError(
@@ -389,7 +391,8 @@ def _prepare(model, index: int) -> _Model:
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
         raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}") from err
-    nodes = model_stats(io.from_proto(onnx.ModelProto.FromString(data))).nodes
+    if nodes is None:  # counted on a copy: onnx-ir takes over the proto it reads
+        nodes = model_stats(io.from_proto(onnx.ModelProto.FromString(data))).nodes
     return _Model(f"model{index}", data, len(data), nodes)
 
 

@@ -899,7 +899,7 @@ def _trade(
     samples (`snr_gain_bound`), whichever is lower. A trade within EDGE_DB of the rule's edge is
     timed again with EDGE_RUNS runs, and that timing decides.
     """
-    models = [ir.to_proto(current.model), ir.to_proto(candidate.model)]
+    models = [current.model, candidate.model]
     ratio, faster = _time_ratio(models, timed_on, TRADE_RUNS)
     before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
