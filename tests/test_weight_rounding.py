@@ -43,6 +43,23 @@ def test_unknown_weight_options_are_errors():
         QuantOptions(weight_range="kl")
     with pytest.raises(OnnxSlimError, match="weight rounding"):
         QuantOptions(weight_rounding="adaround")
+    with pytest.raises(OnnxSlimError, match="unknown weight rounding 'adaround': choose nearest"):
+        quantize(cnn(), samples(4), **FAST, weight_rounding="adaround")
+
+
+def test_auto_rounding_keeps_gptq_only_where_closer_on_the_selection_samples():
+    """The same model and samples with each rounding: auto keeps the one `_closest` finds closer
+    by its bootstrap rule (GPTQ on this model), says so and reports it."""
+    data = samples(40)
+    reports = {
+        rounding: quantize(cnn(), data, **FAST, weight_rounding=rounding).report
+        for rounding in ("nearest", "gptq", "auto")
+    }
+    note = next(n for n in reports["auto"].notes if n.startswith("kept GPTQ rounding ("))
+    assert "nearest rounding:" in note and "bootstrap resamples" in note
+    assert reports["auto"].weight_rounding == "gptq"
+    snr = {rounding: report.drift["y"].snr_db for rounding, report in reports.items()}
+    assert snr["auto"] == snr["gptq"] != snr["nearest"]
 
 
 def _conv_node(w, **attrs):

@@ -20,9 +20,9 @@ from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, interface, io
 from onnxslim.passes.registry import REGISTRY, get, rewrites
 from onnxslim.quantization import QuantizeConfig, quantize
-from onnxslim.quantization.api import HELD_OUT, MODES
+from onnxslim.quantization.api import HELD_OUT, MODES, ROUNDING_CHOICES
 from onnxslim.quantization.calibration import RANGE_METHODS
-from onnxslim.quantization.plan import ACTIVATION_TYPES, WEIGHT_RANGES, WEIGHT_ROUNDINGS
+from onnxslim.quantization.plan import ACTIVATION_TYPES, WEIGHT_RANGES
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
 from onnxslim.render import html, tables
 from onnxslim.render.format import input_shapes
@@ -250,11 +250,11 @@ class _Int8Mode(click.Choice):
 )
 @click.option(
     "--weight-rounding",
-    type=click.Choice(list(WEIGHT_ROUNDINGS)),
+    type=click.Choice(list(ROUNDING_CHOICES)),
     default="nearest",
     show_default=True,
     help="Round weights to nearest, or GPTQ: least change of each layer's output on the "
-    "calibration samples (slower).",
+    "calibration samples (slower); auto keeps GPTQ where it is closer on the selection samples.",
 )
 @click.option(
     "--activation-type",

@@ -36,7 +36,7 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count
 from onnxslim.passes.fold import FoldProducers, restore_computations
-from onnxslim.quantization import dynamic, exact
+from onnxslim.quantization import dynamic, exact, gptq
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
@@ -48,6 +48,7 @@ from onnxslim.quantization.plan import (
     DEPTHWISE_IN_FLOAT,
     INT8_STORED,
     TOO_SMALL,
+    WEIGHT_ROUNDINGS,
     QuantOptions,
     computed_weights,
     prepare,
@@ -59,6 +60,7 @@ from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
 
 DEFAULT_METHOD = "percentile"
+ROUNDING_CHOICES = (*WEIGHT_ROUNDINGS, "auto")
 DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
@@ -108,8 +110,9 @@ class QuantizeConfig:
     not faster than float on this CPU an error; `min_macs` leaves smaller weighted ops in float (at
     its default, target "auto" times them in int8 too and keeps that when worth it); `weight_range`
     the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
-    `weight_rounding` "nearest" or "gptq" (least change of each layer's output on the calibration
-    samples; see gptq.py); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
+    `weight_rounding` "nearest", "gptq" (least change of each layer's output on the calibration
+    samples; see gptq.py) or "auto" (GPTQ where `_closest` finds it closer on the selection
+    samples); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
     (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or
     "auto" (the variant closest to float on the selection samples; for CLE and bias correction
     only when bootstrap resamples of them agree, see `_closest`); `optimize` runs the lossless
@@ -177,6 +180,11 @@ class QuantizeConfig:
             )
         if self.target not in CHOICES:
             raise OnnxSlimError(f"unknown target {self.target!r}: choose {', '.join(CHOICES)}")
+        if self.weight_rounding not in ROUNDING_CHOICES:
+            raise OnnxSlimError(
+                f"unknown weight rounding {self.weight_rounding!r}: "
+                f"choose {', '.join(ROUNDING_CHOICES)}"
+            )
         if isinstance(self.max_drift, str):
             object.__setattr__(self, "max_drift", parse_max_drift(self.max_drift))
 
@@ -334,7 +342,7 @@ def _quantize(
         bias_correction=outcome.bias_correction,
         smoothed_inputs=outcome.smoothed_inputs,
         weight_range="minmax" if dynamic_used else config.weight_range,  # quantize_dynamic's
-        weight_rounding="nearest" if dynamic_used else config.weight_rounding,
+        weight_rounding=outcome.weight_rounding,
         layers=outcome.layers,
     )
     if config.measure_latency:
@@ -462,7 +470,7 @@ def _static(
         skip_depthwise=profile.skip_depthwise,
         min_macs=config.min_macs,
         weight_range=config.weight_range,
-        weight_rounding=config.weight_rounding,
+        weight_rounding="nearest" if config.weight_rounding == "auto" else config.weight_rounding,
     )
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
@@ -484,6 +492,9 @@ def _static(
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
         choice = _choose_percentile(choice, selection, ref_outputs)
+        notes.append(choice.note)
+    if config.weight_rounding == "auto" and _rounds_with_gptq(choice):
+        choice = _choose_rounding(choice, selection, ref_outputs)
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
     drift = choice.drift
@@ -520,6 +531,7 @@ def _static(
         notes=notes,
         equalized_pairs=pairs if builder.equalized else 0,
         bias_correction=builder.options.bias_correction,
+        weight_rounding=builder.options.weight_rounding,
         method=_method_label(builder),
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
@@ -821,6 +833,26 @@ def _closest(
     variants[label]()  # the builder back to the kept variant
     choice.note = f"kept {label} (output SNR on {len(samples)} selection samples: {tried}; {rule})"
     return choice
+
+
+def _rounds_with_gptq(choice: _Choice) -> bool:
+    """Whether GPTQ would round any weight of `choice`'s INT8 nodes differently from nearest."""
+    nodes = {node.name: node for node in choice.builder.model.graph}
+    return any(gptq.supports(nodes[name]) for name in choice.info.plan.nodes if name in nodes)
+
+
+def _choose_rounding(first: _Choice, selection: Sequence, ref_outputs: Sequence) -> _Choice:
+    """Nearest or GPTQ weight rounding, whichever `_closest` keeps for the variant `first`, built
+    with nearest rounding."""
+    builder = first.builder
+
+    def set_to(rounding: str) -> QuantBuilder:
+        builder.options = dataclasses.replace(builder.options, weight_rounding=rounding)
+        return builder
+
+    labels = {"nearest": "nearest rounding", "gptq": "GPTQ rounding"}
+    variants = {labels[r]: functools.partial(set_to, r) for r in WEIGHT_ROUNDINGS}
+    return _closest(variants, "weight rounding", selection, ref_outputs, builder.progress, first)
 
 
 def _float_depthwise(info: BuildInfo) -> list[str]:
