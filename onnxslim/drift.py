@@ -154,8 +154,9 @@ class _Stats:
         finite = ref_finite & other_finite
         same_nonfinite = ~finite & ((a == b) | (np.isnan(a) & np.isnan(b)))
         self.nonfinite += int((~finite & ~same_nonfinite).sum())
-        signal = float(np.sum(np.square(a[ref_finite])))
-        broken = bool(np.any(ref_finite & ~other_finite))
+        if is_float:  # the bound's sums: all of float's signal, and whether a position broke
+            signal = float(np.sum(np.square(a[ref_finite])))
+            broken = bool(np.any(ref_finite & ~other_finite))
         a, b = a[finite], b[finite]
         err_sq = 0.0
         if a.size:

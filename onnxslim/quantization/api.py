@@ -836,7 +836,7 @@ def _closest(
 
 
 def _rounds_with_gptq(choice: _Choice) -> bool:
-    """Whether GPTQ would round any weight of `choice`'s INT8 nodes differently from nearest."""
+    """Whether GPTQ can round the weight of any of `choice`'s INT8 nodes."""
     nodes = {node.name: node for node in choice.builder.model.graph}
     return any(gptq.supports(nodes[name]) for name in choice.info.plan.nodes if name in nodes)
 
@@ -921,9 +921,8 @@ def _trade(
 ) -> tuple[bool, str]:
     """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`;
     `speed_only`: whether bench's noise rule calls it faster, both meeting a budget), and what
-    was measured: both timed
-    side by side on `timed_on` (a selection sample), output SNR from their drifts on the selection
-    samples.
+    was measured: both timed side by side on `timed_on` (a selection sample), output SNR from
+    their drifts on the selection samples.
 
     A choice made on noisy measurements flips between runs, so the candidate is judged on what
     is least in its favour: the time ratio of the medians or of the fastest runs, whichever is
@@ -965,8 +964,8 @@ def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
 
 def required_gain(time_ratio: float) -> float:
     """The output SNR gain (dB) a variant taking `time_ratio` the time must bring: MIN_GAIN_DB,
-    plus DB_PER_TIME dB per 1x of time it adds (less per 1x it saves). Continuous in the ratio,
-    so a choice that flips between runs flips only between trades of about the same worth."""
+    plus DB_PER_TIME dB per 1x of time it adds, minus as much per 1x it saves. Continuous in the
+    ratio, so a choice that flips between runs flips only between trades of about the same worth."""
     return MIN_GAIN_DB + DB_PER_TIME * (time_ratio - 1)
 
 
