@@ -36,6 +36,7 @@ from onnxslim.data import (
 from onnxslim.drift import Budget, Drift, compare_outputs, json_value, parse_max_drift
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
+from onnxslim.model.graph import node_count
 from onnxslim.model.stats import model_stats
 from onnxslim.render import tables
 from onnxslim.render.jsonfile import write_json
@@ -381,7 +382,7 @@ def _prepare(model, index: int) -> _Model:
     nodes = None
     try:
         if isinstance(model, ir.Model):
-            nodes = model_stats(model).nodes
+            nodes = node_count(model.graph)
             model = io.to_proto(model)
         if not isinstance(model, onnx.ModelProto):
             raise OnnxSlimError(
@@ -392,7 +393,7 @@ def _prepare(model, index: int) -> _Model:
     except (ValueError, TypeError) as err:
         raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}") from err
     if nodes is None:  # counted on a copy: onnx-ir takes over the proto it reads
-        nodes = model_stats(io.from_proto(onnx.ModelProto.FromString(data))).nodes
+        nodes = node_count(io.from_proto(onnx.ModelProto.FromString(data)).graph)
     return _Model(f"model{index}", data, len(data), nodes)
 
 
