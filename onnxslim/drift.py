@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from operator import attrgetter
+from operator import attrgetter, methodcaller
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class Drift:
     #: RMS of the error over RMS of the reference (0: identical; inf: reference all zeros).
     rel_error: float | None = None
     cosine: float | None = None  # over all samples pooled
-    #: the worst sample's cosine, over samples whose reference is not ~0 (see NEAR_ZERO)
+    #: the worst sample's cosine, over samples whose reference is not ~0 (see NEAR_ZERO); None
+    #: when each sample gives one value (its cosine is only the value's sign)
     min_cosine: float | None = None
     #: the cosine a new sample is predicted to meet (see predicted_cosine); at most min_cosine
     predicted_cosine: float | None = None
@@ -64,8 +65,9 @@ class Drift:
         }
 
     def worst_cosine(self) -> float | None:
-        """The worst sample's cosine for display, or the pooled one when no sample has one (every
-        reference exactly zero: the pooled value is then 0 or 1, meaningless for a budget)."""
+        """The worst sample's cosine, or the pooled one when no sample has one: each sample gives
+        one value (a score, a probability: the pooled cosine is that of the samples' values), or
+        every reference is exactly zero."""
         return self.min_cosine if self.min_cosine is not None else self.cosine
 
 
@@ -143,9 +145,11 @@ class _Stats:
         self.sample_errors: list[tuple[float, float]] = []
         self.exact = True
         self.has_rows = False
+        self.one_value_each = True  # every sample's output is a single value
 
     def add(self, ref: np.ndarray, other: np.ndarray, is_float: bool) -> None:
         self.exact = self.exact and bool(np.array_equal(ref, other, equal_nan=is_float))
+        self.one_value_each = self.one_value_each and ref.size == 1
         if ref.dtype.kind not in "biuf" or other.dtype.kind not in "biuf":
             return  # strings and other non-numeric outputs: exact comparison only
         a = ref.astype(np.float64).ravel()
@@ -201,7 +205,10 @@ class _Stats:
             drift.top1_agreement = self.agree / self.rows
 
     def _cosines(self) -> list[float]:
-        """Each sample's cosine, leaving out samples whose reference is ~0."""
+        """Each sample's cosine, leaving out samples whose reference is ~0; none when each sample
+        gives one value (its cosine is 1 or -1, the sign, whatever the error)."""
+        if self.one_value_each:
+            return []
         floor = NEAR_ZERO**2 * self.ref_sq / len(self.per_sample)  # squared norms
         return [_cosine(*sample[:3]) for sample in self.per_sample if sample[1] > floor]
 
@@ -451,10 +458,11 @@ def _snr_db(signal_sq: float, noise_sq: float) -> float:
 
 # Budget: what each metric name reads from a Drift, and whether larger is better. A cosine budget
 # holds every sample to it (`min_cosine`: the same, its older name): the worst sample seen, or the
-# cosine predicted for new samples (Budget.for_new_samples).
+# cosine predicted for new samples (Budget.for_new_samples); on an output of one value per sample,
+# the cosine of the samples' values (Drift.worst_cosine).
 METRICS = {
-    "cosine": (attrgetter("min_cosine"), ">="),
-    "min_cosine": (attrgetter("min_cosine"), ">="),
+    "cosine": (methodcaller("worst_cosine"), ">="),
+    "min_cosine": (methodcaller("worst_cosine"), ">="),
     "snr": (attrgetter("snr_db"), ">="),
     "top1": (attrgetter("top1_agreement"), ">="),
     "max_abs": (attrgetter("max_abs"), "<="),
@@ -527,6 +535,8 @@ class Budget:
                             f"cosine predicted for new samples {value:.6g} (worst sample seen "
                             f"{d.min_cosine:.6g})"
                         )
+                    elif metric in PER_SAMPLE and d.min_cosine is None:
+                        found = f"cosine over the samples' values {value:.6g} (one per sample)"
                     elif metric in PER_SAMPLE:
                         found = f"worst-sample cosine {value:.6g}"
                     failures.append(

@@ -643,3 +643,42 @@ def test_work_inside_work_shows_one_display_on_a_terminal(monkeypatch):
             inner.advance()
         assert len(live.tasks) == 1
     assert progress_module._live is None
+
+
+def spectrogram_model() -> onnx.ModelProto:
+    """An STFT's power through a [201, 8] filterbank, its hop a Constant node and its output
+    annotated by type only: fix the signal's length and ONNX's shape inference gives the STFT 400
+    bins where ORT computes 201 (onesided), a shape ORT refuses if it is written."""
+    window = np.hanning(400).astype(np.float32)
+    return make_model(
+        [
+            N(
+                "Constant",
+                [],
+                ["hop"],
+                value=helper.make_tensor("hop", onnx.TensorProto.INT64, [], [160]),
+            ),
+            N("STFT", ["x", "hop", "window"], ["stft"]),
+            N("ReduceSumSquare", ["stft"], ["power"], axes=[-1], keepdims=0),
+            N("MatMul", ["power", "bank"], ["y"]),
+        ],
+        [vi("x", FLOAT, [1, "n"])],
+        [vi("y", FLOAT, None)],
+        [const("window", window), const("bank", np.ones((201, 8), np.float32))],
+        value_info=[helper.make_value_info("stft", helper.make_tensor_type_proto(FLOAT, None))],
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("check", [[], ["--no-check"]])
+def test_input_shapes_write_no_shape_the_original_did_not_give(tmp_path, check):
+    onnx.save(spectrogram_model(), tmp_path / "m.onnx")
+    proc = run_cli(
+        tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--input-shapes", "x:1,1600", *check
+    )
+    assert proc.returncode == 0, proc.stderr
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 1600)).astype(np.float32)}
+    out = onnx.load(tmp_path / "o.onnx")
+    np.testing.assert_allclose(run(out, feed)[0], run(spectrogram_model(), feed)[0], rtol=1e-4)
+    (stft,) = [v for v in out.graph.value_info if v.name == "stft"]
+    assert stft.type.tensor_type.elem_type == FLOAT and not stft.type.tensor_type.HasField("shape")

@@ -14,6 +14,7 @@ from onnxslim.drift import (
     Drift,
     compare_outputs,
     compared_samples,
+    lowest_cosine,
     parse_max_drift,
     predicted_cosine,
     predicted_snr_db,
@@ -238,6 +239,23 @@ def test_min_cosine_is_the_worst_sample_skipping_near_zero_references():
     ]
     assert compare_outputs(ref[2], other[2])["y"].min_cosine == 0.0  # alone, it is the scale
 
+
+
+def test_an_output_of_one_value_per_sample_is_held_to_the_cosine_of_its_values():
+    """A VAD probability or a score: each sample's cosine is only the value's sign (always 1
+    here), so the budget and the display read the cosine of the samples' values instead."""
+    ref = [{"p": np.array([[v]], F32)} for v in (0.9, 0.1, 0.8, 0.05)]
+    other = [{"p": np.array([[v]], F32)} for v in (0.5, 0.4, 0.45, 0.5)]  # same signs
+    d = compare_outputs(ref, other)["p"]
+    assert d.min_cosine is None and d.predicted_cosine is None
+    assert d.worst_cosine() == d.cosine == pytest.approx(0.7791, abs=1e-4)
+    for budget in (parse_max_drift("cosine>=0.99"), Budget((("cosine", ">=", 0.99),), True)):
+        assert budget.check(d) == [
+            f"output 'p': cosine over the samples' values {d.cosine:.6g} (one per sample) fails "
+            "cosine>=0.99"
+        ]
+    assert lowest_cosine({"p": d}) == d.cosine
+    assert compare_outputs(ref, ref)["p"].worst_cosine() == pytest.approx(1.0)
 
 def test_a_budget_prints_its_thresholds_as_given():
     """cosine>=0.9999999 must not print as cosine>=1 (a budget nothing can meet)."""

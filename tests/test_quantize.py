@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -17,7 +18,7 @@ from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.passes.fold import FoldProducers
-from onnxslim.quantization import api, dynamic, quantize
+from onnxslim.quantization import api, dynamic, plan, quantize
 from onnxslim.quantization.api import (
     drift_warning,
     required_gain,
@@ -431,18 +432,19 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
         assert report.kept_float["dw1"] == api.DEPTHWISE_EXACT and "dw2" not in report.kept_float
     else:
         assert stem_weight.const_value is None  # a DequantizeLinear output: int8 weights
-        assert "dw1" in report.kept_float and "dw2" in report.kept_float
+        # float as timed, not by the profile's guess that they are faster so
+        assert report.kept_float["dw1"] == report.kept_float["dw2"] == api.INT8_NOT_WORTH
 
 
-@pytest.mark.parametrize("min_macs", [None, 123])
-def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs):
+@pytest.mark.parametrize(("min_macs", "worth"), [(None, True), (None, False), (123, True)])
+def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, worth):
     """At the default `min_macs` mobile_block's stem and pointwise conv are too small for int8;
-    target auto times them in int8 too (here: decided for the test). A threshold the caller gave
-    stands."""
+    target auto times them in int8 too (here: decided for the test); when int8 is not worth it,
+    the report says they stay float as timed. A threshold the caller gave stands."""
     from onnxslim.quantization import api, targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_trade", lambda *args: (True, "decided"))
+    monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     options.pop("min_macs")
@@ -450,9 +452,12 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs):
         options["min_macs"] = min_macs
     report = quantize(mobile_block(), feeds, **options).report
     timed = [n for n in report.notes if "small node(s) in int8" in n]
-    if min_macs is None:
+    if min_macs is None and worth:
         assert timed == ["2 small node(s) in int8 (under min_macs): kept (decided)"]
         assert report.quantized["Conv"] == 3  # stem, pw1, head; the depthwise convs stay float
+    elif min_macs is None:
+        assert timed == ["2 small node(s) in int8 (under min_macs): not kept (decided)"]
+        assert report.kept_float["pw1"] == api.INT8_NOT_WORTH
     else:
         assert not timed
 
@@ -1938,3 +1943,41 @@ def test_the_summary_counts_float_nodes_that_store_int8_weights():
     assert rows["of which on int8 weights"] == "2 (smaller file, float compute)"
     plain = quantize(cnn(), samples(), **FAST)
     assert "of which on int8 weights" not in {row[0] for row in quantize_summary_rows(plain.report)}
+
+
+def qdq_then_float() -> onnx.ModelProto:
+    """A MatMul quantized before (QDQ: Q -> DQ on its input, an int8 weight through DQ), then a
+    float MatMul on a constant weight."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("DequantizeLinear", ["w1q", "ws"], ["w1"], name="dq_w"),
+        helper.make_node("MatMul", ["xd", "w1"], ["h"], name="done"),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="todo"),
+    ]
+    inits = [
+        const("s", np.array(0.02, np.float32)),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+        numpy_helper.from_array(rng.integers(-127, 128, (16, 16), dtype=np.int8), "w1q"),
+        const("ws", np.array(0.01, np.float32)),
+        const("w2", rng.standard_normal((16, 16)).astype(np.float32)),
+    ]
+    return make_model(nodes, [vi("x", shape=[1, 16])], [vi("y", shape=[1, 16])], inits)
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_a_qdq_unit_of_a_model_quantized_before_is_kept_as_is(mode):
+    """The MatMul already in a QDQ unit is neither quantized again (a second rounding) nor
+    counted as quantized; the float one is."""
+    feeds = [
+        {"x": np.random.default_rng(i).standard_normal((1, 16), np.float32)} for i in range(12)
+    ]
+    result = quantize(qdq_then_float(), feeds, **{**FAST, "mode": mode})
+    ops = Counter(node.op_type for node in result.model.graph)
+    assert result.report.quantized == {"MatMul": 1}
+    if mode == "static":
+        assert result.report.kept_float == {"done": plan.QUANTIZED_ALREADY}
+        assert ops["QuantizeLinear"] == 2 and ops["MatMul"] == 2  # q's, and todo's input
+    else:
+        assert ops["MatMulInteger"] == 1 and ops["QuantizeLinear"] == 1

@@ -154,18 +154,20 @@ def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
             logger.setLevel(old)
 
 
-#: `model.meta` key: names of the values the original model gave a value_info (`optimize` sets it).
+#: `model.meta` key: the values the original model gave a value_info, each with whether it gave a
+#: shape (`optimize` sets it).
 ANNOTATED = "onnxslim.annotated"
 
 
-def annotated_values(model: ir.Model) -> frozenset[str]:
-    """Names of the node outputs (in graphs, subgraphs and functions) that have a type or shape."""
-    return frozenset(
-        value.name
+def annotated_values(model: ir.Model) -> dict[str, bool]:
+    """The node outputs (in graphs, subgraphs and functions) that have a type or shape, each with
+    whether it has a shape."""
+    return {
+        value.name: value.shape is not None
         for node in all_nodes(model)
         for value in node.outputs
         if value.name and (value.type is not None or value.shape is not None)
-    )
+    }
 
 
 @contextlib.contextmanager
@@ -175,33 +177,44 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     onnx-ir writes an entry for every initializer with a type (the tensor already says it: 13 KB on
     open_nsfw) and for every value shape inference typed: a model with nothing to remove would
     come out bigger. So initializers get none, and node outputs only those the original had
-    (`model.meta[ANNOTATED]`, when `optimize` recorded it); graph inputs and outputs and values
-    with metadata or a doc string keep theirs. The model in memory keeps its types.
+    (`model.meta[ANNOTATED]`, when `optimize` recorded it), with a shape only where it gave one
+    (ONNX's inference can be wrong where ORT's is right: an STFT's bins, which ORT then refuses);
+    graph inputs and outputs and values with metadata or a doc string keep theirs. The model in
+    memory keeps its types.
     """
     keep = model.meta.get(ANNOTATED)
     values = [value for graph in all_graphs(model) for value in graph.initializers.values()]
+    unshaped = []
     if keep is not None:
-        values += [
-            value for node in all_nodes(model) for value in node.outputs if value.name not in keep
-        ]
-    cleared = [
-        (value, value.type, value.shape)
-        for value in values
-        if (value.type is not None or value.shape is not None)
-        # graph inputs/outputs are written from the same value; an entry with metadata (a model's
-        # own) must keep its type to pass the checker
-        and not (value.is_graph_input() or value.is_graph_output())
-        and not (value.metadata_props or value.doc_string)
+        outputs = [value for node in all_nodes(model) for value in node.outputs]
+        values += [value for value in outputs if value.name not in keep]
+        unshaped = [value for value in outputs if keep.get(value.name) is False]
+    cleared = [(v, v.type, v.shape) for v in values if _annotated_here(v)]
+    shape_cleared = [
+        (v, v.type, v.shape) for v in unshaped if _annotated_here(v) and v.shape is not None
     ]
     try:
         for value, _, _ in cleared:
             value.type = None
             value.shape = None
+        for value, _, _ in shape_cleared:
+            value.shape = None
         yield
     finally:
-        for value, type_, shape in cleared:
+        for value, type_, shape in cleared + shape_cleared:
             value.type = type_
             value.shape = shape
+
+
+def _annotated_here(value: ir.Value) -> bool:
+    """Whether `value` would be written as a value_info entry of its own: typed or shaped, not a
+    graph input or output (written from the same value), no metadata or doc string (a model's own
+    entry, which must keep its type to pass the checker)."""
+    return (
+        (value.type is not None or value.shape is not None)
+        and not (value.is_graph_input() or value.is_graph_output())
+        and not (value.metadata_props or value.doc_string)
+    )
 
 
 def save(

@@ -26,6 +26,7 @@ from onnxslim.drift import (
     compare_outputs,
     compared_samples,
     criterion_text,
+    lowest_cosine,
     parse_max_drift,
     significantly_closer,
     snr_gain_bound,
@@ -76,7 +77,10 @@ SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on floa
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
-CHOICE_REASONS = frozenset({INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT})
+INT8_NOT_WORTH = "timed here: int8 not worth its time and drift (see the notes)"
+CHOICE_REASONS = frozenset(
+    {INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT, INT8_NOT_WORTH}
+)
 #: Integer kernels and dequantization: a model quantized before (`_nothing_int8_warning`).
 INTEGER_OP_TYPES = frozenset(
     {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "QAttention"}
@@ -416,7 +420,7 @@ def _static_or_dynamic(
     if not QUALITY_BAR.check(static.drift) or not (most or timed):
         return static
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
-    before, after = _worst_min_cosine(static.drift), _worst_min_cosine(outcome.drift)
+    before, after = (_lowest_cosine(d) for d in (static.drift, outcome.drift))
     if outcome.violations or after <= before:
         return static
     reason = (
@@ -1023,10 +1027,10 @@ def _speed_accuracy_choices(
         names = [n for n, why in variant.info.kept_float.items() if TOO_SMALL in why]
         return names, dataclasses.replace(variant.options, min_macs=0), {}
 
-    for what, change in (
-        ("input layer(s) computing in float", input_layers),
-        ("depthwise conv(s) in int8", depthwise_int8),
-        ("small node(s) in int8 (under min_macs)", small_int8),
+    for what, change, to_int8 in (
+        ("input layer(s) computing in float", input_layers, False),
+        ("depthwise conv(s) in int8", depthwise_int8, True),
+        ("small node(s) in int8 (under min_macs)", small_int8, True),
     ):
         names, options, why = change(chosen)
         if not names:
@@ -1036,15 +1040,18 @@ def _speed_accuracy_choices(
         if worth:
             chosen = candidate
             reasons.update(why)
+        elif to_int8:  # float, no longer by the profile's guess: measured here
+            reasons.update(dict.fromkeys(names, INT8_NOT_WORTH))
         notes.append(f"{len(names)} {what}: {'kept' if worth else 'not kept'} ({measured})")
     chosen.info.kept_float.update(reasons)
     builder.options = chosen.options
     return chosen, notes
 
 
-def _worst_min_cosine(drift: Mapping[str, Drift]) -> float:
-    """The lowest per-sample cosine over the float outputs (-1 when none has one)."""
-    return min((d.min_cosine for d in drift.values() if d.min_cosine is not None), default=-1.0)
+def _lowest_cosine(drift: Mapping[str, Drift]) -> float:
+    """The lowest worst-sample cosine over the float outputs (-1 when there is none)."""
+    lowest = lowest_cosine(drift)
+    return -1.0 if lowest is None else lowest
 
 
 def _names(model: ir.Model) -> set[str]:

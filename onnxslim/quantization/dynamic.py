@@ -99,7 +99,12 @@ def quantize_model(
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
     kept = {name: "excluded by name" for name in exclude_nodes}
     kept.update({item["node"]: "sensitive: over the drift budget" for item in fallback})
-    quantized = Counter(ops[name] for name in candidates if name not in floated)
+    still_float = {n.name for n in model.graph.node if n.op_type in {*QUANTIZED_OPS, "Gemm"}}
+    quantized = Counter(  # what quantize_dynamic did (it leaves a MatMul in a QDQ unit alone)
+        ops[name]
+        for name in candidates
+        if name not in floated and ort_names.get(name, name) not in still_float
+    )
     if unlimited:
         notes.append(
             f"warning: {unlimited} MatMul weight(s) in a form onnxslim does not know keep full "

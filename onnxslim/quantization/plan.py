@@ -32,6 +32,8 @@ TOO_SMALL = "too small to gain from int8"  # fewer MACs than QuantOptions.min_ma
 DEPTHWISE_IN_FLOAT = "int8 depthwise conv is slower than float on this target"
 # so do nodes returned to float for accuracy or by a timed choice (QuantOptions.weight_only_nodes)
 SENSITIVE = "sensitive"
+#: a node whose activation a DequantizeLinear gives is in a QDQ unit of a model quantized before
+QUANTIZED_ALREADY = "quantized already: reads a DequantizeLinear output (a QDQ unit kept as is)"
 #: how every reason of a node kept in float on int8-stored weights says so (report counts them)
 INT8_STORED = "int8-stored weights"
 STORED_COMPUTE = f"computes in float on {INT8_STORED}"
@@ -245,6 +247,8 @@ def _float_reason(
         if options.min_macs and macs and size and macs * size < options.min_macs:
             return f"{FASTER_IN_FLOAT}: {TOO_SMALL} ({int(macs * size)} MACs)"
     inputs = activation_inputs(node, rule)
+    if any(v is not None and _op_type(v.producer()) == "DequantizeLinear" for v in inputs):
+        return QUANTIZED_ALREADY
     if any(
         v is None or v.const_value is not None or v.dtype not in (ir.DataType.FLOAT, None)
         for v in inputs
@@ -258,6 +262,10 @@ def _float_reason(
         # e.g. a residual Add reading a LayerNorm: keep it float
         return "an input comes from a float op"
     return None
+
+
+def _op_type(node: ir.Node | None) -> str | None:
+    return node.op_type if node is not None else None
 
 
 def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
