@@ -240,7 +240,6 @@ def test_min_cosine_is_the_worst_sample_skipping_near_zero_references():
     assert compare_outputs(ref[2], other[2])["y"].min_cosine == 0.0  # alone, it is the scale
 
 
-
 def test_an_output_of_one_value_per_sample_is_held_to_the_cosine_of_its_values():
     """A VAD probability or a score: each sample's cosine is only the value's sign (always 1
     here), so the budget and the display read the cosine of the samples' values instead."""
@@ -256,6 +255,7 @@ def test_an_output_of_one_value_per_sample_is_held_to_the_cosine_of_its_values()
         ]
     assert lowest_cosine({"p": d}) == d.cosine
     assert compare_outputs(ref, ref)["p"].worst_cosine() == pytest.approx(1.0)
+
 
 def test_a_budget_prints_its_thresholds_as_given():
     """cosine>=0.9999999 must not print as cosine>=1 (a budget nothing can meet)."""
