@@ -514,6 +514,19 @@ def test_target_opset_converts_any_model(tmp_path, demo_path):
     assert opsets[""] == 18
 
 
+def test_a_conversion_onnx_cannot_make_is_one_clear_line(tmp_path):
+    pads = const("pads", np.array([1, 1], np.int64))
+    model = make_model([N("Pad", ["x", "pads"], ["y"])], [vi("x", FLOAT, [2])], [vi("y")], [pads])
+    model.opset_import[0].version = 18
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--target-opset", "17")
+    assert assert_one_line_error(proc, 2) == (
+        "error: cannot convert the model from opset 18 to 17: onnx's version converter cannot "
+        "take Pad to opset 17; export the model at that opset instead"
+    )
+    assert not (tmp_path / "out.onnx").exists()
+
+
 def test_a_model_ort_cannot_run_is_written_as_not_checked_or_refused_with_require_check(tmp_path):
     model = make_model(
         [N("Relu", ["x"], ["r"]), N("Relu", ["r"], ["y"]), N("FooBar", ["x"], ["z"], domain="my")],

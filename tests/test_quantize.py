@@ -537,6 +537,13 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     assert "worst-sample cosine -1 fails cosine>=0.99" in warning and "--max-drift" in warning
     budget = parse_max_drift("snr>=10")
     assert drift_warning(compare_outputs(ref, broken), budget, "test") == []
+    # it names the worst output, not the first that misses
+    two = compare_outputs(
+        [{"a": r["y"], "b": r["y"]} for r in ref],
+        [{"a": r["y"] + 0.3, "b": b["y"]} for r, b in zip(ref, broken)],
+    )
+    (warning,) = drift_warning(two, None, "test")
+    assert "output 'b': worst-sample cosine -1" in warning
 
 
 def test_nodes_too_small_for_int8_say_their_weights_are_stored_int8():

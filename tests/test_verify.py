@@ -130,3 +130,26 @@ def test_zipmap_probabilities_compare_within_float_tolerance():
     assert rounded == []
     (wrong,) = verify.compare(zipmap(1.0), zipmap(1.01), samples)[0]
     assert wrong.output == "y" and "max abs difference" in wrong.detail
+
+
+def test_outputs_the_original_gives_as_zeros_on_synthesized_inputs_are_named():
+    """A length input synthesized as 0 masks everything: matching zeros says little."""
+    model = make_model(
+        [
+            helper.make_node("Abs", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["n"]),
+            helper.make_node("Relu", ["n"], ["y"]),  # 0 whatever x is
+            helper.make_node("Add", ["x", "one"], ["z"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3]), vi("z", FLOAT, [2, 3])],
+        [const("one", np.array(1.0, np.float32))],
+    )
+    synthesized = verify.reference_outputs(model).inputs
+    assert synthesized.all_zero == ["y"]
+    assert str(synthesized).endswith(
+        "; the original gives all zeros there for y, so the check says little about them "
+        "(--check-inputs: real inputs)"
+    )
+    given = [{"x": np.zeros((2, 3), np.float32)}]
+    assert verify.reference_outputs(model, given).inputs.all_zero == []  # the caller's choice

@@ -3,6 +3,8 @@ target the user names."""
 
 from __future__ import annotations
 
+import re
+
 import onnx
 import onnx_ir as ir
 from onnx import version_converter
@@ -26,6 +28,19 @@ def convert(model: ir.Model, target: int) -> ir.Model:
         proto = version_converter.convert_version(io.to_proto(model), target)
     except Exception as err:
         raise OnnxSlimError(
-            f"cannot convert the model from opset {current} to {target}: {first_line(err)}"
+            f"cannot convert the model from opset {current} to {target}: {_why(err)}"
         ) from err
     return io.from_proto(proto, f"the model converted to opset {target}")
+
+
+def _why(err: Exception) -> str:
+    """The converter's error without its C++ source line and assertion text."""
+    text = first_line(err)
+    missing = re.search(r"No Adapter (?:To|From) Version \$(\d+) for (\w+)", text)
+    if missing:
+        version, op = missing.groups()
+        return (
+            f"onnx's version converter cannot take {op} to opset {version}; export the model at "
+            "that opset instead"
+        )
+    return re.sub(r"^\S+:\d+: \w+: Assertion `.*?` failed: ", "", text)

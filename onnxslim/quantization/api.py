@@ -1080,13 +1080,22 @@ def drift_warning(drift: Mapping[str, Drift], budget: Budget | None, split: str)
     """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR: the
     INT8 model may be broken for the task, and a budget would return its noisiest nodes to
     float."""
-    missed = QUALITY_BAR.check(drift) if budget is None else []
+    worst_first = sorted(drift.values(), key=_closeness)
+    missed = QUALITY_BAR.check({d.name: d for d in worst_first}) if budget is None else []
     if not missed:
         return []
     return [
         f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
         "your task, or give --max-drift cosine>=0.99 to return the noisiest nodes to float"
     ]
+
+
+def _closeness(drift: Drift) -> float:
+    """An output's worst-sample cosine to float, for ordering (mismatched or broken: lowest)."""
+    if drift.mismatch or drift.nonfinite_mismatches:
+        return -math.inf
+    cosine = drift.worst_cosine()
+    return math.inf if cosine is None else cosine
 
 
 def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
