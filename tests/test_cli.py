@@ -125,7 +125,8 @@ def test_check_inputs_and_shapes(tmp_path):
 
 
 def test_size_threshold_and_budget_options(tmp_path):
-    # n read from x's static dim while its batch is dynamic: ORT builds the matrix on every run
+    # n read from x's static dim while its batch is dynamic: the shape folds to a constant, and
+    # the matrix is left to ORT's folding at load, however much the options let the file grow
     model = make_model(
         [
             N("Shape", ["x"], ["s"]),
@@ -139,19 +140,12 @@ def test_size_threshold_and_budget_options(tmp_path):
         [const("one", np.array([1]))],
     )
     onnx.save(model, tmp_path / "m.onnx")
-    assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "default.onnx", "-q").returncode == 0
-    assert op_counts(tmp_path / "default.onnx")["ConstantOfShape"] == 1
-    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "t.onnx", "--size-threshold", "8MiB")
-    assert proc.returncode == 0
-    assert "size budget stopped 1 fold" in " ".join((proc.stdout + proc.stderr).split())
-    assert op_counts(tmp_path / "t.onnx")["ConstantOfShape"] == 1
-    proc = run_cli(
-        *(tmp_path / "m.onnx", "-o", tmp_path / "big.onnx"),
-        *("--size-threshold", "8MiB", "--size-budget", "8MiB", "-q"),
-    )
-    assert proc.returncode == 0
-    assert op_counts(tmp_path / "big.onnx") == {"MatMul": 1}
-    assert (tmp_path / "big.onnx").stat().st_size > 4 * 1024 * 1024
+    for limits in ([], ["--size-threshold", "8MiB", "--size-budget", "8MiB"]):
+        proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--overwrite", *limits)
+        assert proc.returncode == 0, proc.stderr
+        assert op_counts(tmp_path / "out.onnx") == {"ConstantOfShape": 1, "MatMul": 1}
+        assert "ONNX Runtime folds itself at load" in " ".join(proc.stdout.split())
+        assert (tmp_path / "out.onnx").stat().st_size < 1024
 
 
 def test_skip_and_keep_initializer_inputs(tmp_path):

@@ -51,9 +51,10 @@ class SizeBudget:
 
     A fold whose result is bigger than what it removes (the constants only it used, and the node)
     grows the file. It is kept only when it removes work ONNX Runtime would otherwise do on every
-    run: ORT folds constant-only subgraphs itself when it creates a session, so growing the file
-    for them gains nothing. Those kept together may add at most `growth` bytes (None: 1% of the
-    original's constants, at least 64 KiB).
+    run: ORT folds every node whose inputs are constants in the file when it creates a session
+    (values folded here from work it cannot fold included, such as a static dim of a dynamic
+    shape), so growing the file for them gains nothing. Those kept together may add at most
+    `growth` bytes (None: 1% of the original's constants, at least 64 KiB).
     """
 
     growth: int | None = None
@@ -332,12 +333,9 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         self.budget = budget
         #: Bytes the model may still grow by in this run.
         self._room = 0.0
-        #: Values folded from work ORT cannot fold at load (e.g. a static dim of a dynamic shape).
-        self._runtime: set[ir.Value] = set()
 
     def call(self, model: ir.Model):
         self._room = self.budget.limit - constant_bytes(model)
-        self._runtime = set()
         return super().call(model)
 
     def _should_fold(self, node: ir.Node) -> bool:
@@ -376,10 +374,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         if node.op_type in ("Shape", "Size") and node.inputs and node.inputs[0] is not None:
             shape = node.inputs[0].shape
             return shape is not None and all(isinstance(d, int) for d in shape)
-        return all(
-            value is None or (value.const_value is not None and value not in self._runtime)
-            for value in node.inputs
-        )
+        return all(value is None or value.const_value is not None for value in node.inputs)
 
     def _do_inference(self, node: ir.Node) -> None:
         """onnxscript's node-by-node shape inference, skipped when it cannot change anything: every
@@ -407,8 +402,6 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         ):
             _drop_registered(replacement)
             return None
-        if not self._ort_folds(node):
-            self._runtime.update(v for v in replacement.new_outputs if v is not None)
         return replacement
 
     def _fold_shape_piece(self, node: ir.Node, is_function: bool):
