@@ -37,8 +37,8 @@ class Drift:
     #: RMS of the error over RMS of the reference (0: identical; inf: reference all zeros).
     rel_error: float | None = None
     cosine: float | None = None  # over all samples pooled
-    #: the worst sample's cosine, over samples whose reference is not ~0 (see NEAR_ZERO); None
-    #: when each sample gives one value (its cosine is only the value's sign)
+    #: the worst sample's cosine, over samples of two values or more whose reference is not ~0
+    #: (see NEAR_ZERO): one value's cosine is only its sign
     min_cosine: float | None = None
     #: the cosine a new sample is predicted to meet (see predicted_cosine); at most min_cosine
     predicted_cosine: float | None = None
@@ -46,6 +46,8 @@ class Drift:
     #: the pooled SNR (dB) new samples are predicted to reach (see predicted_snr_db); at most snr_db
     predicted_snr_db: float | None = None
     top1_agreement: float | None = None
+    #: every sample gives one value (a probability, a score): cosine budgets read `cosine`
+    one_value_each: bool = False
     exact_match: bool | None = None
     nonfinite_mismatches: int = 0
     mismatch: str | None = None  # shape or dtype-kind mismatch, or missing output
@@ -65,10 +67,17 @@ class Drift:
         }
 
     def worst_cosine(self) -> float | None:
-        """The worst sample's cosine, or the pooled one when no sample has one: each sample gives
-        one value (a score, a probability: the pooled cosine is that of the samples' values), or
-        every reference is exactly zero."""
+        """The worst sample's cosine for display, or the pooled one when no sample has one (each
+        gives one value: the cosine of the samples' values; every reference exactly zero: 0 or 1,
+        meaningless for a budget, see `budget_cosine`)."""
         return self.min_cosine if self.min_cosine is not None else self.cosine
+
+    def budget_cosine(self) -> float | None:
+        """What a cosine budget holds this output to: the worst sample's cosine, or on an output
+        of one value per sample the cosine of the samples' values (None: no cosine applies)."""
+        if self.min_cosine is not None:
+            return self.min_cosine
+        return self.cosine if self.one_value_each else None
 
 
 def lowest_cosine(drifts: Mapping[str, Drift]) -> float | None:
@@ -145,11 +154,10 @@ class _Stats:
         self.sample_errors: list[tuple[float, float]] = []
         self.exact = True
         self.has_rows = False
-        self.one_value_each = True  # every sample's output is a single value
+        self.sizes: list[int] = []  # finite positions of each sample in per_sample
 
     def add(self, ref: np.ndarray, other: np.ndarray, is_float: bool) -> None:
         self.exact = self.exact and bool(np.array_equal(ref, other, equal_nan=is_float))
-        self.one_value_each = self.one_value_each and ref.size == 1
         if ref.dtype.kind not in "biuf" or other.dtype.kind not in "biuf":
             return  # strings and other non-numeric outputs: exact comparison only
         a = ref.astype(np.float64).ravel()
@@ -170,6 +178,7 @@ class _Stats:
             self.max_abs = max(self.max_abs, float(err.max()))
             sample = (float(a @ b), float(a @ a), float(b @ b), float(err @ err))
             self.per_sample.append(sample)
+            self.sizes.append(a.size)
             self.dot += sample[0]
             self.ref_sq += sample[1]
             self.other_sq += sample[2]
@@ -198,6 +207,7 @@ class _Stats:
             cosines = self._cosines()
             drift.min_cosine = min(cosines) if cosines else None
             drift.predicted_cosine = predicted_cosine(cosines) if cosines else None
+            drift.one_value_each = max(self.sizes) == 1
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
             drift.predicted_snr_db = predicted_snr_db([(s[1], s[3]) for s in self.per_sample])
         drift.sample_errors = tuple(self.sample_errors)
@@ -205,12 +215,14 @@ class _Stats:
             drift.top1_agreement = self.agree / self.rows
 
     def _cosines(self) -> list[float]:
-        """Each sample's cosine, leaving out samples whose reference is ~0; none when each sample
-        gives one value (its cosine is 1 or -1, the sign, whatever the error)."""
-        if self.one_value_each:
-            return []
+        """Each sample's cosine, leaving out samples whose reference is ~0 and those of one value
+        (its cosine is 1 or -1, the sign, whatever the error)."""
         floor = NEAR_ZERO**2 * self.ref_sq / len(self.per_sample)  # squared norms
-        return [_cosine(*sample[:3]) for sample in self.per_sample if sample[1] > floor]
+        return [
+            _cosine(*sample[:3])
+            for sample, size in zip(self.per_sample, self.sizes)
+            if sample[1] > floor and size > 1
+        ]
 
 
 def worst_snr(drift: Mapping[str, Drift]) -> float:
@@ -459,10 +471,10 @@ def _snr_db(signal_sq: float, noise_sq: float) -> float:
 # Budget: what each metric name reads from a Drift, and whether larger is better. A cosine budget
 # holds every sample to it (`min_cosine`: the same, its older name): the worst sample seen, or the
 # cosine predicted for new samples (Budget.for_new_samples); on an output of one value per sample,
-# the cosine of the samples' values (Drift.worst_cosine).
+# the cosine of the samples' values, as measured (Drift.budget_cosine).
 METRICS = {
-    "cosine": (methodcaller("worst_cosine"), ">="),
-    "min_cosine": (methodcaller("worst_cosine"), ">="),
+    "cosine": (methodcaller("budget_cosine"), ">="),
+    "min_cosine": (methodcaller("budget_cosine"), ">="),
     "snr": (attrgetter("snr_db"), ">="),
     "top1": (attrgetter("top1_agreement"), ">="),
     "max_abs": (attrgetter("max_abs"), "<="),
@@ -535,7 +547,7 @@ class Budget:
                             f"cosine predicted for new samples {value:.6g} (worst sample seen "
                             f"{d.min_cosine:.6g})"
                         )
-                    elif metric in PER_SAMPLE and d.min_cosine is None:
+                    elif metric in PER_SAMPLE and d.min_cosine is None and d.one_value_each:
                         found = f"cosine over the samples' values {value:.6g} (one per sample)"
                     elif metric in PER_SAMPLE:
                         found = f"worst-sample cosine {value:.6g}"

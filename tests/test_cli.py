@@ -508,15 +508,24 @@ def test_target_opset_converts_any_model(tmp_path, demo_path):
     assert opsets[""] == 18
 
 
-def test_a_conversion_onnx_cannot_make_is_one_clear_line(tmp_path):
-    pads = const("pads", np.array([1, 1], np.int64))
-    model = make_model([N("Pad", ["x", "pads"], ["y"])], [vi("x", FLOAT, [2])], [vi("y")], [pads])
+@pytest.mark.parametrize(
+    ("op", "target", "why"),
+    [
+        ("Pad", 17, "no rule for Pad to its opset 17 form"),
+        ("Pad", 12, "no rule for Pad to its opset 17 form"),  # the step it stops at
+        ("Relu", 13, "no rule for Relu from its opset 14 form"),
+    ],
+)
+def test_a_conversion_onnx_cannot_make_is_one_clear_line(tmp_path, op, target, why):
+    pads = [const("pads", np.array([1, 1], np.int64))] if op == "Pad" else []
+    inputs = ["x", "pads"] if pads else ["x"]
+    model = make_model([N(op, inputs, ["y"])], [vi("x", FLOAT, [2])], [vi("y")], pads)
     model.opset_import[0].version = 18
     onnx.save(model, tmp_path / "m.onnx")
-    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--target-opset", "17")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--target-opset", target)
     assert assert_one_line_error(proc, 2) == (
-        "error: cannot convert the model from opset 18 to 17: onnx's version converter cannot "
-        "take Pad to opset 17; export the model at that opset instead"
+        f"error: cannot convert the model from opset 18 to {target}: onnx's version converter "
+        f"has {why}; export the model at opset {target} instead"
     )
     assert not (tmp_path / "out.onnx").exists()
 

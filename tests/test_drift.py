@@ -255,6 +255,23 @@ def test_an_output_of_one_value_per_sample_is_held_to_the_cosine_of_its_values()
         ]
     assert lowest_cosine({"p": d}) == d.cosine
     assert compare_outputs(ref, ref)["p"].worst_cosine() == pytest.approx(1.0)
+    # a sample with no value leaves the rule as it is; a sample of one value among longer ones
+    # has no cosine of its own
+    empty = {"p": np.zeros((0, 1), F32)}
+    assert compare_outputs([*ref, empty], [*other, empty])["p"].budget_cosine() == d.cosine
+    mixed = compare_outputs(
+        [{"p": np.array([1, 0], F32)}, {"p": np.array([0.9], F32)}],
+        [{"p": np.array([1, 1], F32)}, {"p": np.array([0.1], F32)}],
+    )["p"]
+    assert mixed.min_cosine == pytest.approx(1 / math.sqrt(2)) and not mixed.one_value_each
+
+
+def test_an_output_whose_reference_is_all_zero_is_not_held_to_a_cosine():
+    """Every reference exactly zero: the pooled cosine is 0 or 1, which says nothing."""
+    d = compare_outputs({"y": np.zeros((1, 4), F32)}, {"y": np.full((1, 4), 1e-9, F32)})["y"]
+    assert d.min_cosine is None and d.budget_cosine() is None
+    assert parse_max_drift("cosine>=0.99").check(d) == []
+    assert parse_max_drift("max_abs<=1e-12").check(d) != []  # other metrics still see it
 
 
 def test_a_budget_prints_its_thresholds_as_given():

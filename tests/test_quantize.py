@@ -432,8 +432,14 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
         assert report.kept_float["dw1"] == api.DEPTHWISE_EXACT and "dw2" not in report.kept_float
     else:
         assert stem_weight.const_value is None  # a DequantizeLinear output: int8 weights
-        # float as timed, not by the profile's guess that they are faster so
-        assert report.kept_float["dw1"] == report.kept_float["dw2"] == api.INT8_NOT_WORTH
+        # float as timed, not by the profile's guess that they are faster so; still on int8 weights
+        assert (
+            report.kept_float["dw1"]
+            == report.kept_float["dw2"]
+            == (f"{api.INT8_NOT_WORTH}; computes in float on int8-stored weights")
+        )
+        assert report.int8_stored() == 2
+        assert report.kept_float_counts()[api.INT8_NOT_WORTH] == 2
 
 
 @pytest.mark.parametrize(("min_macs", "worth"), [(None, True), (None, False), (123, True)])
@@ -457,7 +463,7 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, 
         assert report.quantized["Conv"] == 3  # stem, pw1, head; the depthwise convs stay float
     elif min_macs is None:
         assert timed == ["2 small node(s) in int8 (under min_macs): not kept (decided)"]
-        assert report.kept_float["pw1"] == api.INT8_NOT_WORTH
+        assert report.kept_float["pw1"].startswith(api.INT8_NOT_WORTH)
     else:
         assert not timed
 
@@ -1988,3 +1994,24 @@ def test_a_qdq_unit_of_a_model_quantized_before_is_kept_as_is(mode):
         assert ops["QuantizeLinear"] == 2 and ops["MatMul"] == 2  # q's, and todo's input
     else:
         assert ops["MatMulInteger"] == 1 and ops["QuantizeLinear"] == 1
+        assert result.report.kept_float == {"done": dynamic.LEFT_FLOAT}
+
+
+def test_a_weight_stored_int8_through_dequantizelinear_is_not_a_qdq_unit():
+    """Weight-only int8 (a DequantizeLinear of a stored int8 weight, float activations): its
+    MatMul is quantized like any other."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="dq_w"),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.integers(-127, 128, (16, 16), dtype=np.int8), "wq"),
+        const("ws", np.array(0.01, np.float32)),
+    ]
+    model = make_model(nodes, [vi("x", shape=[1, 16])], [vi("y", shape=[1, 16])], inits)
+    feeds = [{"x": rng.standard_normal((1, 16), np.float32)} for _ in range(9)]
+    result = quantize(model, feeds, **FAST)
+    assert result.report.quantized == {"MatMul": 1} and plan.QUANTIZED_ALREADY not in str(
+        result.report.kept_float
+    )

@@ -354,3 +354,22 @@ def test_a_refused_fold_leaves_no_initializer_behind(tmp_path, skip):
     onnx.checker.check_model(saved, full_check=True)
     assert [i.name for i in saved.graph.initializer] == ["start", "end"]
     assert_same_outputs(model, saved, {"x": np.zeros((2, *dims[1:]), np.float32)})
+
+
+def test_the_guard_bounds_a_growing_fold_ort_cannot_do_at_load():
+    """Folds that grow the file and read a value ORT cannot see as a constant (a run-time shape
+    piece) are what --size-threshold and --size-budget bound: per tensor, then in all."""
+    x = ir.Value(name="x", shape=ir.Shape(["N", 4]), type=ir.TensorType(ir.DataType.FLOAT))
+    node = ir.Node("", "Shape", [x], num_outputs=1)
+    budget = fold.SizeBudget(growth=1000)
+    budget.start(ir.Model(ir.Graph([x], [], nodes=[node]), ir_version=10))
+    guard = fold._GuardedFolder(size_threshold=800, budget=budget)
+    guard._room = 1000
+    assert not guard._may_grow(node, 5000, charge=True)  # over the per-tensor threshold
+    assert guard._may_grow(node, 700, charge=True) and guard._room < 1000
+    assert not guard._may_grow(node, 700, charge=True)  # the budget has too little left
+    assert list(budget.stopped[fold.STOPPED_BUDGET].values())[0] > 0
+    const = ir.Value(name="c", const_value=ir.tensor(np.zeros(4, np.int64)))
+    loadable = ir.Node("", "ConstantOfShape", [const], num_outputs=1)
+    assert not guard._may_grow(loadable, 700, charge=False)  # ORT folds it at load
+    assert budget.stopped[fold.STOPPED_CONSTANT_ONLY]

@@ -81,7 +81,8 @@ class _Int8Mode(click.Choice):
     "--size-threshold",
     type=SizeParam(),
     default=None,
-    help="Most bytes constant folding may add per folded tensor [default: 1MiB].",
+    help="Most bytes constant folding may add per folded tensor, only ever for work ONNX Runtime "
+    "cannot fold at load (what a run-time shape gives) [default: 1MiB].",
 )
 @click.option(
     "--size-budget",

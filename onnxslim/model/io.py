@@ -162,12 +162,12 @@ ANNOTATED = "onnxslim.annotated"
 def annotated_values(model: ir.Model) -> dict[str, bool]:
     """The node outputs (in graphs, subgraphs and functions) that have a type or shape, each with
     whether it has a shape."""
-    return {
-        value.name: value.shape is not None
-        for node in all_nodes(model)
-        for value in node.outputs
-        if value.name and (value.type is not None or value.shape is not None)
-    }
+    annotated: dict[str, bool] = {}
+    for node in all_nodes(model):
+        for value in node.outputs:
+            if value.name and (value.type is not None or value.shape is not None):
+                annotated[value.name] = annotated.get(value.name, False) or value.shape is not None
+    return annotated
 
 
 @contextlib.contextmanager

@@ -28,19 +28,19 @@ def convert(model: ir.Model, target: int) -> ir.Model:
         proto = version_converter.convert_version(io.to_proto(model), target)
     except Exception as err:
         raise OnnxSlimError(
-            f"cannot convert the model from opset {current} to {target}: {_why(err)}"
+            f"cannot convert the model from opset {current} to {target}: {_why(err, target)}"
         ) from err
     return io.from_proto(proto, f"the model converted to opset {target}")
 
 
-def _why(err: Exception) -> str:
+def _why(err: Exception, target: int) -> str:
     """The converter's error without its C++ source line and assertion text."""
     text = first_line(err)
-    missing = re.search(r"No Adapter (?:To|From) Version \$(\d+) for (\w+)", text)
+    missing = re.search(r"No Adapter (To|From) Version \$(\d+) for (\w+)", text)
     if missing:
-        version, op = missing.groups()
+        direction, version, op = missing.groups()
         return (
-            f"onnx's version converter cannot take {op} to opset {version}; export the model at "
-            "that opset instead"
+            f"onnx's version converter has no rule for {op} {direction.lower()} its opset "
+            f"{version} form; export the model at opset {target} instead"
         )
     return re.sub(r"^\S+:\d+: \w+: Assertion `.*?` failed: ", "", text)

@@ -26,7 +26,6 @@ from onnxslim.drift import (
     compare_outputs,
     compared_samples,
     criterion_text,
-    lowest_cosine,
     parse_max_drift,
     significantly_closer,
     snr_gain_bound,
@@ -77,8 +76,8 @@ SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on floa
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
-INT8_NOT_WORTH = "timed here: int8 not worth its time and drift (see the notes)"
-CHOICE_REASONS = frozenset(
+INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
+CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
     {INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT, INT8_NOT_WORTH}
 )
 #: Integer kernels and dequantization: a model quantized before (`_nothing_int8_warning`).
@@ -515,7 +514,9 @@ def _static(
     all_int8 = None
     if violations:
         all_int8 = quantized
-        chosen = {n: why for n, why in info.kept_float.items() if why in CHOICE_REASONS}
+        chosen = {
+            n: why for n, why in info.kept_float.items() if why.startswith(tuple(CHOICE_REASONS))
+        }
         quantized, info, drift, violations, fallback = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
@@ -1040,18 +1041,25 @@ def _speed_accuracy_choices(
         if worth:
             chosen = candidate
             reasons.update(why)
-        elif to_int8:  # float, no longer by the profile's guess: measured here
-            reasons.update(dict.fromkeys(names, INT8_NOT_WORTH))
+        elif to_int8:  # float as measured here, not by the profile's guess; weights as they were
+            before = chosen.info.kept_float
+            reasons.update({n: INT8_NOT_WORTH + _weights_part(before[n]) for n in names})
         notes.append(f"{len(names)} {what}: {'kept' if worth else 'not kept'} ({measured})")
     chosen.info.kept_float.update(reasons)
     builder.options = chosen.options
     return chosen, notes
 
 
+def _weights_part(reason: str) -> str:
+    """What a kept-float reason says after its first ';' (how the weights are kept), or ""."""
+    return reason[reason.index(";") :] if ";" in reason else ""
+
+
 def _lowest_cosine(drift: Mapping[str, Drift]) -> float:
-    """The lowest worst-sample cosine over the float outputs (-1 when there is none)."""
-    lowest = lowest_cosine(drift)
-    return -1.0 if lowest is None else lowest
+    """The lowest cosine a budget holds the outputs to (Drift.budget_cosine; -1 when none has
+    one)."""
+    cosines = [d.budget_cosine() for d in drift.values()]
+    return min((c for c in cosines if c is not None), default=-1.0)
 
 
 def _names(model: ir.Model) -> set[str]:
@@ -1094,7 +1102,7 @@ def _closeness(drift: Drift) -> float:
     """An output's worst-sample cosine to float, for ordering (mismatched or broken: lowest)."""
     if drift.mismatch or drift.nonfinite_mismatches:
         return -math.inf
-    cosine = drift.worst_cosine()
+    cosine = drift.budget_cosine()
     return math.inf if cosine is None else cosine
 
 

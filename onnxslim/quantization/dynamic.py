@@ -30,6 +30,8 @@ from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.smooth import smoothed
 
 QUANTIZED_OPS = ("MatMul",)
+#: why quantize_dynamic left a MatMul float that no one excluded
+LEFT_FLOAT = "B is not a stored float weight (activations, or a QDQ unit): dynamic INT8 leaves it"
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: MatMuls holding more than this share of the weights make a model one for dynamic INT8 as such.
 MOST_WEIGHTS = 0.5
@@ -99,12 +101,12 @@ def quantize_model(
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
     kept = {name: "excluded by name" for name in exclude_nodes}
     kept.update({item["node"]: "sensitive: over the drift budget" for item in fallback})
-    still_float = {n.name for n in model.graph.node if n.op_type in {*QUANTIZED_OPS, "Gemm"}}
-    quantized = Counter(  # what quantize_dynamic did (it leaves a MatMul in a QDQ unit alone)
-        ops[name]
-        for name in candidates
-        if name not in floated and ort_names.get(name, name) not in still_float
-    )
+    # what quantize_dynamic did: it leaves a MatMul whose B is not a stored weight alone (a QDQ
+    # unit's, or one of activations: attention scores)
+    still_float = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS}
+    left = [n for n in candidates if n not in floated and ort_names.get(n, n) in still_float]
+    kept.update(dict.fromkeys(left, LEFT_FLOAT))
+    quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
     if unlimited:
         notes.append(
             f"warning: {unlimited} MatMul weight(s) in a form onnxslim does not know keep full "

@@ -32,7 +32,8 @@ TOO_SMALL = "too small to gain from int8"  # fewer MACs than QuantOptions.min_ma
 DEPTHWISE_IN_FLOAT = "int8 depthwise conv is slower than float on this target"
 # so do nodes returned to float for accuracy or by a timed choice (QuantOptions.weight_only_nodes)
 SENSITIVE = "sensitive"
-#: a node whose activation a DequantizeLinear gives is in a QDQ unit of a model quantized before
+#: a node whose activation a DequantizeLinear of computed values gives is in a QDQ unit of a
+#: model quantized before
 QUANTIZED_ALREADY = "quantized already: reads a DequantizeLinear output (a QDQ unit kept as is)"
 #: how every reason of a node kept in float on int8-stored weights says so (report counts them)
 INT8_STORED = "int8-stored weights"
@@ -230,6 +231,8 @@ def _float_reason(
     reason = rule.check(node)
     if reason:
         return reason
+    if any(_dequantized_activation(v) for v in activation_inputs(node, rule)):
+        return QUANTIZED_ALREADY
     if rule.kind in (WEIGHTED, WEIGHT_ONLY):
         weight = node.inputs[rule.weight]
         if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
@@ -247,8 +250,6 @@ def _float_reason(
         if options.min_macs and macs and size and macs * size < options.min_macs:
             return f"{FASTER_IN_FLOAT}: {TOO_SMALL} ({int(macs * size)} MACs)"
     inputs = activation_inputs(node, rule)
-    if any(v is not None and _op_type(v.producer()) == "DequantizeLinear" for v in inputs):
-        return QUANTIZED_ALREADY
     if any(
         v is None or v.const_value is not None or v.dtype not in (ir.DataType.FLOAT, None)
         for v in inputs
@@ -264,8 +265,15 @@ def _float_reason(
     return None
 
 
-def _op_type(node: ir.Node | None) -> str | None:
-    return node.op_type if node is not None else None
+def _dequantized_activation(value: ir.Value | None) -> bool:
+    """Whether a DequantizeLinear of computed values gives `value` (a QDQ unit's input; one that
+    dequantizes a stored int8 weight does not count)."""
+    producer = value.producer() if value is not None else None
+    return (
+        producer is not None
+        and producer.op_type == "DequantizeLinear"
+        and producer.inputs[0].const_value is None
+    )
 
 
 def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
