@@ -244,6 +244,7 @@ def test_json_schema(models, tmp_path):
         "snr_db",
         "predicted_snr_db",
         "top1_agreement",
+        "one_value_each",
         "exact_match",
         "nonfinite_mismatches",
         "mismatch",

@@ -682,3 +682,15 @@ def test_input_shapes_write_no_shape_the_original_did_not_give(tmp_path, check):
     np.testing.assert_allclose(run(out, feed)[0], run(spectrogram_model(), feed)[0], rtol=1e-4)
     (stft,) = [v for v in out.graph.value_info if v.name == "stft"]
     assert stft.type.tensor_type.elem_type == FLOAT and not stft.type.tensor_type.HasField("shape")
+
+
+def test_int8_with_input_shapes_writes_no_shape_the_original_did_not_give(tmp_path):
+    """Calibration runs the float model on ORT: the same wrong STFT shape refused it."""
+    onnx.save(spectrogram_model(), tmp_path / "m.onnx")
+    proc = run_cli(
+        *(tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", "--input-shapes", "x:1,1600"),
+        *("--int8", "--calibration", "random:12", "--target", "avx2"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 1600)).astype(np.float32)}
+    assert run(onnx.load(tmp_path / "q.onnx"), feed)[0].shape == (1, 8, 8)  # 8 frames

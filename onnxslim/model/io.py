@@ -72,6 +72,7 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
         model.meta[TRAINING_INFO] = training_info
     if map_typed:
         model.meta[MAP_TYPED] = map_typed
+    model.meta[ANNOTATED] = annotated_values(model)  # what the file said, before any inference
     return model
 
 
@@ -155,7 +156,7 @@ def quiet_library_logs(level: int = logging.ERROR) -> Iterator[None]:
 
 
 #: `model.meta` key: the values the original model gave a value_info, each with whether it gave a
-#: shape (`optimize` sets it).
+#: shape (set when it is loaded, and by `optimize`).
 ANNOTATED = "onnxslim.annotated"
 
 
@@ -177,8 +178,9 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     onnx-ir writes an entry for every initializer with a type (the tensor already says it: 13 KB on
     open_nsfw) and for every value shape inference typed: a model with nothing to remove would
     come out bigger. So initializers get none, and node outputs only those the original had
-    (`model.meta[ANNOTATED]`, when `optimize` recorded it), with a shape only where it gave one
-    (ONNX's inference can be wrong where ORT's is right: an STFT's bins, which ORT then refuses);
+    (`model.meta[ANNOTATED]`, recorded when it was loaded or by `optimize`), with a shape only
+    where it gave one (ONNX's inference can be wrong where ORT's is right: an STFT's bins, which
+    ORT then refuses);
     graph inputs and outputs and values with metadata or a doc string keep theirs. The model in
     memory keeps its types.
     """
@@ -298,6 +300,13 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
         )
     with external.inlined_external_tensors(model), lean_value_info(model):
         return with_kept_aside(model, _serialized(model))
+
+
+def lean_proto(model: ir.Model) -> onnx.ModelProto:
+    """`model` as onnx-ir writes it, with only the value_info the original had (`lean_value_info`)
+    and nothing io keeps aside: a working copy for `ir.from_proto` to rebuild from."""
+    with lean_value_info(model):
+        return ir.to_proto(model)
 
 
 def _serialized(model: ir.Model) -> onnx.ModelProto:

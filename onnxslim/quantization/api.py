@@ -333,7 +333,7 @@ def _quantize(
         nodes_before=node_count(original.graph),
         nodes_after=node_count(quantized.graph),
         size_before=len(reference),
-        size_after=ir.to_proto(quantized).ByteSize(),
+        size_after=io.to_proto(quantized).ByteSize(),
         quantized=outcome.quantized,
         kept_float=outcome.kept_float,
         fallback=outcome.fallback,
@@ -709,7 +709,7 @@ def _constant_weights(
     names = computed_weights(model, op_types, exclude_nodes)
     if not names:
         return model
-    copy = ir.from_proto(ir.to_proto(model))
+    copy = io.from_proto(io.to_proto(model))
     fold = FoldProducers(names)
     fold(copy)
     folded.update(fold.computations)
@@ -728,7 +728,7 @@ def _choices(setting: bool | str) -> list[bool]:
 
 def _equalized(model: ir.Model) -> ir.Model:
     """A cross-layer-equalized copy of ``model``."""
-    copy = ir.from_proto(ir.to_proto(model))
+    copy = io.from_proto(io.to_proto(model))
     EqualizePass()(copy)
     return copy
 
@@ -1072,7 +1072,7 @@ def _latency(
 ) -> dict[str, Latency]:
     """Single-thread latency of the float model ("float") and of each of `models` given (None:
     skipped), by label, runs interleaved after warm-up."""
-    given = {label: ir.to_proto(model) for label, model in models.items() if model is not None}
+    given = {label: io.to_proto(model) for label, model in models.items() if model is not None}
     report = benchmark(
         {"float": onnx.ModelProto.FromString(reference), **given},
         inputs=[sample],

@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.model import io
 from onnxslim.quantization import exact, gptq
 from onnxslim.quantization.bias_correction import input_channel_axis
 from onnxslim.quantization.calibration import (
@@ -46,7 +47,7 @@ class QuantBuilder:
         progress: bool,
         equalized: bool = False,
     ):
-        self.proto = ir.to_proto(model)
+        self.proto = io.lean_proto(model)
         self.model = model
         self.equalized = equalized
         self.samples, self.options, self.method = samples, options, method

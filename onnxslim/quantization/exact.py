@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import onnx
 import onnx_ir as ir
 
+from onnxslim.model import io
 from onnxslim.model.graph import fresh_name, op_types, proto_graphs
 
 _EXACT = contextvars.ContextVar("onnxslim_exact_int8_math", default=False)
@@ -47,7 +48,7 @@ def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.M
     if isinstance(model, ir.Model):
         if "MatMulInteger" not in op_types(model.graph):
             return model
-        proto = ir.to_proto(model)
+        proto = io.to_proto(model)
     elif isinstance(model, bytes):
         proto = onnx.ModelProto.FromString(model)
     elif isinstance(model, onnx.ModelProto):

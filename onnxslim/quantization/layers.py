@@ -10,6 +10,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.drift import TensorSnr
+from onnxslim.model import io
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, iter_samples
 
 FLOAT_INPUT = "{}::float"  # the probe model's graph input carrying a float tensor
@@ -46,7 +47,7 @@ def layer_errors(
         layers.append((node, out.name, info.dequantized.get(out.name, out.name)))
     if not layers:
         return []
-    proto = ir.to_proto(quantized)
+    proto = io.to_proto(quantized)
     probe, fed = _probe(proto, [dq for _, _, dq in layers])
     wanted = sorted({*fed, *(out for _, out, _ in layers)})
     # one sample at a time: the float run feeds the probe and is the reference of both SNRs
