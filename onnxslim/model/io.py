@@ -180,9 +180,8 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     come out bigger. So initializers get none, and node outputs only those the original had
     (`model.meta[ANNOTATED]`, recorded when it was loaded or by `optimize`), with a shape only
     where it gave one (ONNX's inference can be wrong where ORT's is right: an STFT's bins, which
-    ORT then refuses);
-    graph inputs and outputs and values with metadata or a doc string keep theirs. The model in
-    memory keeps its types.
+    ORT then refuses); graph inputs and outputs and values with metadata or a doc string keep
+    theirs. The model in memory keeps its types.
     """
     keep = model.meta.get(ANNOTATED)
     values = [value for graph in all_graphs(model) for value in graph.initializers.values()]
