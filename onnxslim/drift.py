@@ -547,7 +547,7 @@ class Budget:
                             f"cosine predicted for new samples {value:.6g} (worst sample seen "
                             f"{d.min_cosine:.6g})"
                         )
-                    elif metric in PER_SAMPLE and d.min_cosine is None and d.one_value_each:
+                    elif metric in PER_SAMPLE and d.one_value_each:
                         found = f"cosine over the samples' values {value:.6g} (one per sample)"
                     elif metric in PER_SAMPLE:
                         found = f"worst-sample cosine {value:.6g}"
