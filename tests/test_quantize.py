@@ -17,6 +17,7 @@ from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
 from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.model import io
 from onnxslim.passes.fold import FoldProducers
 from onnxslim.quantization import api, dynamic, plan, quantize
 from onnxslim.quantization.api import (
@@ -43,7 +44,7 @@ from onnxslim.quantization.pairs import (
 from onnxslim.quantization.plan import QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target, saturates_here
-from onnxslim.render.tables import quantize_summary_rows, range_settings
+from onnxslim.render.tables import quantize_settings, quantize_summary_rows, range_settings
 from onnxslim.runtime import Session
 
 FAST = dict(min_macs=0, target="vnni", measure_latency=False, progress=False, optimize=False)
@@ -417,6 +418,7 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)  # another test's
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     result = quantize(mobile_block(), feeds, **options)
@@ -1508,6 +1510,7 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)  # another test's
     rng = np.random.default_rng(12)
     data = [
         {**x, "z": rng.normal(size=(1, 64)).astype(np.float32)} for x in loud_and_quiet_tokens(16)
@@ -1522,6 +1525,76 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
         assert not notes
     else:
         assert len(notes) == 1 and notes[0].endswith(f"{'kept' if worth else 'not kept'} (decided)")
+
+
+def _decided_trades(faster: bool):
+    """`_trade` deciding every timed choice: int8 compute against float compute `faster` or not,
+    the others not worth it."""
+
+    def trade(current, candidate, timed_on, speed_only=False):
+        return (faster if speed_only else False), "decided"
+
+    return trade
+
+
+@pytest.mark.parametrize(("mode", "faster"), [("auto", True), ("auto", False), ("static", False)])
+def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(monkeypatch, mode, faster):
+    """Mode auto times the INT8 model against the same model computing in float on its int8-stored
+    weights (here: decided for the test); where INT8 is not faster it hands back the latter (as
+    small a file, no QDQ, closer to float) and says so. Mode static computes in INT8 regardless."""
+    monkeypatch.setattr(api, "_trade", _decided_trades(faster))
+    same = Latency(1.0, 1.0, 1.0, 1.0)  # the final timing: as fast as the lossless model
+    monkeypatch.setattr(
+        api, "_latency", lambda *a, **k: dict.fromkeys(["float", "int8", "lossless"], same)
+    )
+    options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": mode}
+    result = quantize(cnn(), samples(20), **options)
+    report = result.report
+    ops = Counter(node.op_type for node in result.model.graph)
+    notes = [n for n in report.notes if n.startswith("INT8 compute against float compute")]
+    assert io.to_proto(result.model).ByteSize() < 0.4 * cnn().ByteSize()
+    if mode == "static":
+        assert report.mode == "static" and not notes and ops["QuantizeLinear"] > 0
+        return
+    assert notes == [
+        "INT8 compute against float compute on the same int8-stored weights: decided: "
+        + ("kept" if faster else "not kept, so every weighted node computes in float")
+        + ("" if faster else " on int8-stored weights (a file as small, as fast as onnxslim's "
+           "lossless model; --int8 static or dynamic computes in INT8)")
+    ]  # fmt: skip
+    if faster:
+        assert report.mode == "static" and ops["QuantizeLinear"] > 0
+        return
+    assert report.mode == "weight-only" and not report.quantized
+    assert not ops["QuantizeLinear"] and not ops["DequantizeLinear"] and ops["Conv"] == 2
+    assert report.int8_stored() == 3  # conv1, conv2, the Gemm: int8-stored, computing in float
+    assert api.INT8_NOT_FASTER in report.kept_float.values()
+    assert report.activation_type == "float" and report.weight_pair_limit is None
+    assert quantize_settings(report).startswith("weight-only INT8; ")
+    assert report.drift["y"].min_cosine > 0.999  # weight rounding only
+    # its note says why; neither the nothing-in-INT8 nor the lossless warning repeats it
+    assert not any(n.startswith("warning:") for n in report.notes)
+
+
+def test_float_compute_is_not_offered_when_it_misses_the_budget(monkeypatch):
+    """The float-compute variant must hold the budget the INT8 model holds: an unreachable one
+    leaves none to offer."""
+    seen = []
+    real = api._float_compute
+
+    def spy(builder, built, info, selection, ref_outputs, budget):
+        made = real(builder, built, info, selection, ref_outputs, budget)
+        held = real(builder, built, info, selection, ref_outputs, None)
+        unreachable = parse_max_drift("snr>=300")
+        seen.append((made, held, real(builder, built, info, selection, ref_outputs, unreachable)))
+        return made
+
+    monkeypatch.setattr(api, "_float_compute", spy)
+    monkeypatch.setattr(api, "_trade", _decided_trades(True))
+    options = {**FAST, "target": "auto", "measure_latency": True}
+    quantize(cnn(), samples(20), **options)
+    ((made, held, unreachable),) = seen
+    assert made is not None and held.mode == "weight-only" and unreachable is None
 
 
 def test_auto_mode_keeps_static_int8_that_meets_the_quality_bar():

@@ -42,11 +42,12 @@ from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
-from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHTED
+from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHT_ONLY, WEIGHTED
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
     DEPTHWISE_IN_FLOAT,
     INT8_STORED,
+    STORED_COMPUTE,
     TOO_SMALL,
     WEIGHT_ROUNDINGS,
     QuantOptions,
@@ -77,6 +78,9 @@ INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (t
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
+#: mode auto, timed: the model's INT8 compute was not faster than its float compute (_int8_or_float)
+INT8_NOT_FASTER = f"int8 compute not faster than float here (timed); {STORED_COMPUTE}"
+WEIGHT_ONLY_MODE = "weight-only"  # Outcome.mode: every weighted node in float on int8 weights
 CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
     {INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT, INT8_NOT_WORTH}
 )
@@ -274,6 +278,7 @@ def _quantize(
         config.exclude_nodes, profile.pair_limit, config.smooth, config.progress
     )
     folded: dict[str, tuple] = {}  # weights folded for INT8 (FoldProducers.computations)
+    float_compute = None  # mode auto, timed: the static model computing in float (_int8_or_float)
     if config.mode != "static":
         dynamic_model = _constant_weights(
             float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes, folded
@@ -285,7 +290,7 @@ def _quantize(
     else:
         static_ops = _quantize_ops(config) - config.exclude_ops
         static_model = _constant_weights(float_model, static_ops, config.exclude_nodes, folded)
-        outcome = _static(
+        outcome, float_compute = _static(
             prepare(static_model), calib, selection, ref_outputs, test, config, profile
         )
     if config.mode == "auto":
@@ -302,8 +307,10 @@ def _quantize(
             f"INT8 drift over budget {budget} even with every sensitive node in float: "
             f"{outcome.violations[0]}"
         )
+    if float_compute is not None:
+        outcome = _int8_or_float(outcome, float_compute, selection[0])
     outcome.model = restore_computations(outcome.model, folded)  # those left float
-    if outcome.mode == "static":
+    if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
     notes += outcome.notes + _nothing_int8_warning(outcome, _integer_kernels(float_model))
     quantized, drift = outcome.model, outcome.drift
@@ -319,13 +326,15 @@ def _quantize(
             )
     notes += drift_warning(drift, budget, "test" if test else "selection")
     dynamic_used = outcome.mode == "dynamic"
+    float_used = outcome.mode == WEIGHT_ONLY_MODE
+    activations = "uint8 (dynamic)" if dynamic_used else config.activation_type
     report = QuantizeReport(
         mode=outcome.mode,
         target=profile.name,
         target_reason=target_reason,
         method=outcome.method,
-        activation_type="uint8 (dynamic)" if dynamic_used else config.activation_type,
-        weight_pair_limit=profile.pair_limit,
+        activation_type="float" if float_used else activations,
+        weight_pair_limit=None if float_used else profile.pair_limit,
         per_channel=config.per_channel,
         calibration_samples=len(calib),
         selection_samples=len(selection) if selection is not calib else 0,
@@ -366,7 +375,9 @@ def _quantize(
             )
         if "lossless" in timed:
             report.latency_lossless_ms = timed["lossless"].median
-            report.notes += _lossless_note(timed["int8"], timed["lossless"])
+            slower = timed["int8"].versus(timed["lossless"])[1] == "slower"
+            if slower or not float_used:  # float compute runs as fast: _int8_or_float said so
+                report.notes += _lossless_note(timed["int8"], timed["lossless"])
         if report.speedup < 1.0:
             message = (
                 f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
@@ -459,10 +470,11 @@ def _static(
     test: list,
     config: QuantizeConfig,
     profile,
-) -> Outcome:
+) -> tuple[Outcome, Outcome | None]:
     """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE, bias correction and
     the activation percentile (`_closest`), return the noisiest nodes to float until the budget
-    holds on `selection` (where the original gives `ref_outputs`)."""
+    holds on `selection` (where the original gives `ref_outputs`). Mode auto with timed choices:
+    also the same model computing in float on its int8-stored weights (`_float_compute`)."""
     quant_options = QuantOptions(
         activation_type=config.activation_type,
         weight_pair_limit=profile.pair_limit,
@@ -526,7 +538,7 @@ def _static(
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
-    return Outcome(
+    outcome = Outcome(
         model=quantized,
         quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes)),
         kept_float=info.kept_float,
@@ -541,6 +553,63 @@ def _static(
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
     )
+    timed = config.mode == "auto" and config.target == "auto" and config.measure_latency
+    if not timed or violations:
+        return outcome, None
+    return outcome, _float_compute(builder, outcome, info, selection, ref_outputs, config.max_drift)
+
+
+def _float_compute(
+    builder: QuantBuilder, built: Outcome, info: BuildInfo, selection, ref_outputs, budget
+) -> Outcome | None:
+    """`built` (whose build `info` describes) with every weighted node it computes in int8
+    computing in float on int8-stored weights, as its other stored ones do: a file as small (ORT
+    folds the weights back to float at load); None when no weighted node computes in int8, or
+    when the result misses `budget` on the selection samples."""
+    int8 = [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHTED]
+    if not int8:
+        return None
+    stored = {*int8, *info.plan.weight_only}
+    stored |= {n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHT_ONLY}
+    model, float_info = builder.build(
+        exclude=[n.name for n in builder.model.graph if n.name not in stored], weight_only=stored
+    )
+    drift = compare_outputs(ref_outputs, run_samples(model, selection))
+    if budget and budget.check(drift):
+        return None
+    return dataclasses.replace(
+        built,
+        model=model,
+        quantized=dict(Counter(float_info.op_types[n] for n in float_info.plan.nodes)),
+        kept_float={**info.kept_float, **dict.fromkeys(int8, INT8_NOT_FASTER)},
+        fallback=[],
+        drift=drift,
+        notes=[],
+        layers=[],
+        mode=WEIGHT_ONLY_MODE,
+        method="none (float compute)",
+        weight_rounding="nearest",
+        all_int8=None,
+    )
+
+
+def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Outcome:
+    """Mode auto, timed: INT8 compute is there for speed; where this CPU does not run `int8`
+    measurably faster than `float_compute` (bench's noise rule; timed side by side on
+    `timed_on`, a selection sample), `float_compute` (as small a file), with the notes of the
+    choices before it and what was measured."""
+    faster, measured = _trade(float_compute, int8, timed_on, True)
+    lead = f"INT8 compute against float compute on the same int8-stored weights: {measured}"
+    if faster:
+        int8.notes.append(f"{lead}: kept")
+        return int8
+    float_compute.notes = [
+        *int8.notes,
+        f"{lead}: not kept, so every weighted node computes in float on int8-stored weights (a "
+        "file as small, as fast as onnxslim's lossless model; --int8 static or dynamic computes "
+        "in INT8)",
+    ]
+    return float_compute
 
 
 #: How the held-out samples are picked: evenly through the data, or its last samples.
@@ -1137,6 +1206,8 @@ def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
     """A warning when no weighted node computes in INT8 that did not before (`before`: the
     input's `_integer_kernels`): nothing heavy is faster, so the result is no faster than the
     lossless float model; why (the budget, a model quantized already, the planner's reasons)."""
+    if outcome.mode == WEIGHT_ONLY_MODE:  # chosen as such, and its note says why
+        return []
     if any(op in WEIGHTED_OP_TYPES for op in outcome.quantized):
         return []
     if _integer_kernels(outcome.model) - before:  # it quantized something (a Gemm, ...)
