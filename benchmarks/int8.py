@@ -295,6 +295,11 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
         "budget": budget,
         "budget_error": error,
         "fallback": budgeted.report.fallback if budgeted else [],
+        "budget_mode": budgeted.report.mode if budgeted else None,
+        "budget_notes": [n for n in budgeted.report.notes if n.startswith(api.COMPUTE_NOTE)]
+        if budgeted
+        else [],
+        "mode": report.mode,
         "kept_float": report.kept_float,
         "quantized": report.quantized,
         "notes": report.notes,
@@ -359,14 +364,18 @@ def markdown(rows: list[dict]) -> str:
         elif row["budget"]:
             held = row["onnxslim_budget"]
             on_test = "holds" if row["budget_on_test"] == "holds" else "**missed**"
+            returned = len(row["fallback"])
+            if row["budget_mode"] == api.WEIGHT_ONLY_MODE:  # every weighted node in float
+                returned = api.WEIGHT_ONLY_MODE
             budget = (
-                f"{row['budget']}: {len(row['fallback'])}; {held['min_cosine']:.4f}, "
+                f"{row['budget']}: {returned}; {held['min_cosine']:.4f}, "
                 f"{_fmt(held['top1'], '.3f')}, {held['latency_ratio']:.2f}x; {on_test}"
             )
         else:
             budget = "none"
         lines.append(
-            f"| {row['model']} | {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms "
+            f"| {row['model']}{' (weight-only)' if row['mode'] == api.WEIGHT_ONLY_MODE else ''} "
+            f"| {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms "
             f"| {pair('size_ratio', '.2f')} | {pair('latency_ratio', '.2f')} "
             f"| {row['lossless_latency_ratio']:.2f} | {pair('min_cosine', '.4f')} "
             f"| {pair('snr_db', '.1f')} | {pair('top1', '.3f')} | {budget} "
@@ -422,9 +431,9 @@ def notes(rows: list[dict]) -> str:
         lines = [
             f"- **{row['model']}** ({row['splits']['calibration']} / {row['splits']['selection']}"
             f" / {row['splits']['test']} samples; worst output `{ours['output']}`): "
-            f"quantized {sum(row['quantized'].values())} nodes "
-            f"({', '.join(f'{n} {op}' for op, n in sorted(row['quantized'].items()))}); "
-            f"kept in float: "
+            f"{row['mode']} INT8, quantized {sum(row['quantized'].values())} nodes"
+            + "".join(f", {n} {op}" for op, n in sorted(row["quantized"].items()))
+            + "; kept in float: "
             + (", ".join(f"{n} {r}" for r, n in kept.items()) or "none")
             + f"; quantizing took {ours['seconds']:.1f} s (ORT {ort['seconds']:.1f} s, "
             f"{row['ort_x86']['seconds']:.1f} s with uint8 activations); "
@@ -456,6 +465,7 @@ def notes(rows: list[dict]) -> str:
             lines.append(f"  - budget {row['budget']}: {row['budget_error']}")
         if fallback:
             lines.append(f"  - back in float for the budget: {fallback}")
+        lines += [f"  - with the budget: {note}" for note in row["budget_notes"]]
         if row.get("budget_on_test", "holds") != "holds":
             lines.append(f"  - budget missed on the test split: {row['budget_on_test']}")
         # The protocol notes say what the splits served; this script measures on its own test split.

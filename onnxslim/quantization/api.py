@@ -81,6 +81,7 @@ INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
 #: mode auto, timed: the model's INT8 compute was not faster than its float compute (_int8_or_float)
 INT8_NOT_FASTER = f"int8 compute not faster than float here (timed); {STORED_COMPUTE}"
 WEIGHT_ONLY_MODE = "weight-only"  # Outcome.mode: every weighted node in float on int8 weights
+COMPUTE_NOTE = "INT8 compute against float compute on the same int8-stored weights"  # its note
 CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
     {INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT, INT8_NOT_WORTH}
 )
@@ -599,7 +600,7 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     `timed_on`, a selection sample), `float_compute` (as small a file), with the notes of the
     choices before it and what was measured."""
     faster, measured = _trade(float_compute, int8, timed_on, True)
-    lead = f"INT8 compute against float compute on the same int8-stored weights: {measured}"
+    lead = f"{COMPUTE_NOTE}: {measured}"
     if faster:
         int8.notes.append(f"{lead}: kept")
         return int8
