@@ -453,6 +453,7 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, 
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)  # another test's
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     options.pop("min_macs")
@@ -1510,7 +1511,8 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)  # another test's
+    swaps = []  # float compute is another test's; never offered against dynamic INT8
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: swaps.append(int8.mode) or int8)
     rng = np.random.default_rng(12)
     data = [
         {**x, "z": rng.normal(size=(1, 64)).astype(np.float32)} for x in loud_and_quiet_tokens(16)
@@ -1521,59 +1523,79 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
     report = quantize(model, data, **{**FAST, **timed}).report
     notes = [n for n in report.notes if "dynamic INT8 (MatMul) reaches" in n]
     assert report.mode == ("dynamic" if worth else "static")
+    assert swaps == (["static"] if worth is False else [])
     if worth is None:
         assert not notes
     else:
         assert len(notes) == 1 and notes[0].endswith(f"{'kept' if worth else 'not kept'} (decided)")
 
 
-def _decided_trades(faster: bool):
-    """`_trade` deciding every timed choice: int8 compute against float compute `faster` or not,
-    the others not worth it."""
-
-    def trade(current, candidate, timed_on, speed_only=False):
-        return (faster if speed_only else False), "decided"
-
-    return trade
-
-
-@pytest.mark.parametrize(("mode", "faster"), [("auto", True), ("auto", False), ("static", False)])
-def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(monkeypatch, mode, faster):
+@pytest.mark.parametrize(
+    ("mode", "faster", "worth"),
+    [("auto", True, True), ("auto", False, True), ("auto", False, False), ("static", False, True)],
+)
+def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
+    monkeypatch, mode, faster, worth
+):
     """Mode auto times the INT8 model against the same model computing in float on its int8-stored
-    weights (here: decided for the test); where INT8 is not faster it hands back the latter (as
-    small a file, no QDQ, closer to float) and says so. Mode static computes in INT8 regardless."""
-    monkeypatch.setattr(api, "_trade", _decided_trades(faster))
+    weights (here: decided for the test); where INT8 is not faster and float compute is the better
+    trade (closer to float), it hands back the latter (as small a file, no QDQ) and says so. Mode
+    static computes in INT8 regardless."""
+    int8_time = Latency(0.8, 0.8, 0.8, 0.8) if faster else Latency(1.1, 1.1, 1.1, 1.1)
+    monkeypatch.setattr(api, "_side_by_side", lambda *a: [Latency(1.0, 1.0, 1.0, 1.0), int8_time])
+    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))  # the other choices
+    gain = 3.0 if worth else -3.0  # float compute's over INT8: asked -0.41 dB at 0.91x the time
+    monkeypatch.setattr(api, "_snr_gain", lambda *args: (gain, f"{gain:+.1f} dB"))
     same = Latency(1.0, 1.0, 1.0, 1.0)  # the final timing: as fast as the lossless model
-    monkeypatch.setattr(
-        api, "_latency", lambda *a, **k: dict.fromkeys(["float", "int8", "lossless"], same)
-    )
+    timed = dict.fromkeys(["float", "int8", "lossless"], same)
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: timed)
     options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": mode}
     result = quantize(cnn(), samples(20), **options)
     report = result.report
     ops = Counter(node.op_type for node in result.model.graph)
-    notes = [n for n in report.notes if n.startswith("INT8 compute against float compute")]
+    notes = [n for n in report.notes if n.startswith(api.COMPUTE_NOTE)]
     assert io.to_proto(result.model).ByteSize() < 0.4 * cnn().ByteSize()
     if mode == "static":
         assert report.mode == "static" and not notes and ops["QuantizeLinear"] > 0
         return
-    assert notes == [
-        "INT8 compute against float compute on the same int8-stored weights: decided: "
-        + ("kept" if faster else "not kept, so every weighted node computes in float")
-        + ("" if faster else " on int8-stored weights (a file as small, as fast as onnxslim's "
-           "lossless model; --int8 static or dynamic computes in INT8)")
-    ]  # fmt: skip
-    if faster:
+    speed = "INT8 1.10x the time (1.10x by the fastest runs), not faster"
+    lead = f"{api.COMPUTE_NOTE}: {speed}; float compute"
+    if faster or not worth:
         assert report.mode == "static" and ops["QuantizeLinear"] > 0
+        assert notes == [
+            f"{api.COMPUTE_NOTE}: INT8 0.80x the time (0.80x by the fastest runs): INT8 kept"
+            if faster
+            else f"{lead} -3.0 dB: not the better trade, INT8 kept"
+        ]
         return
+    assert notes == [
+        f"{lead} +3.0 dB: kept, so every weighted node computes in float on int8-stored weights "
+        "(a file as small; --int8 static or dynamic computes in INT8)"
+    ]
     assert report.mode == "weight-only" and not report.quantized
     assert not ops["QuantizeLinear"] and not ops["DequantizeLinear"] and ops["Conv"] == 2
     assert report.int8_stored() == 3  # conv1, conv2, the Gemm: int8-stored, computing in float
-    assert api.INT8_NOT_FASTER in report.kept_float.values()
+    assert f"{api.INT8_NOT_FASTER}; computes in float on int8-stored weights" in (
+        report.kept_float.values()
+    )
     assert report.activation_type == "float" and report.weight_pair_limit is None
     assert quantize_settings(report).startswith("weight-only INT8; ")
     assert report.drift["y"].min_cosine > 0.999  # weight rounding only
     # its note says why; neither the nothing-in-INT8 nor the lossless warning repeats it
     assert not any(n.startswith("warning:") for n in report.notes)
+
+
+@pytest.mark.parametrize(
+    "asked", [{"debug_layers": True}, {"weight_rounding": "gptq"}, {"require_speedup": True}]
+)
+def test_float_compute_is_not_offered_for_what_only_int8_compute_has(monkeypatch, asked):
+    """Per-layer errors, GPTQ rounding and a required speedup are about INT8 compute: mode auto
+    keeps it (no timing of float compute is done)."""
+    monkeypatch.setattr(api, "_int8_or_float", lambda *a: pytest.fail("float compute offered"))
+    timed = {"float": Latency(2.0, 2.0, 2.0, 2.0), "int8": Latency(1.0, 1.0, 1.0, 1.0)}
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: timed)  # a speedup, as required
+    options = {**FAST, "target": "auto", "measure_latency": True, **asked}
+    assert quantize(cnn(), samples(20), **options).report.mode == "static"
 
 
 def test_float_compute_is_not_offered_when_it_misses_the_budget(monkeypatch):
@@ -1590,7 +1612,7 @@ def test_float_compute_is_not_offered_when_it_misses_the_budget(monkeypatch):
         return made
 
     monkeypatch.setattr(api, "_float_compute", spy)
-    monkeypatch.setattr(api, "_trade", _decided_trades(True))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
     options = {**FAST, "target": "auto", "measure_latency": True}
     quantize(cnn(), samples(20), **options)
     ((made, held, unreachable),) = seen
@@ -1709,7 +1731,8 @@ def test_a_trade_near_the_rules_edge_is_timed_again_and_that_decides(monkeypatch
     assert f"1.00x the time, near the rule's edge: timed again (90 runs), {again:.2f}x" in measured
 
 
-def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured():
+def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured(monkeypatch):
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)  # INT8 compute, as timed
     result = quantize(cnn(), samples(20), **{**FAST, "target": "auto", "measure_latency": True})
     report = result.report
     notes = [n for n in report.notes if n.startswith("1 input layer(s) computing in float:")]

@@ -78,10 +78,10 @@ INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (t
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
-#: mode auto, timed: the model's INT8 compute was not faster than its float compute (_int8_or_float)
-INT8_NOT_FASTER = f"int8 compute not faster than float here (timed); {STORED_COMPUTE}"
+#: mode auto, timed: INT8 compute was not faster than float compute, nor closer (_int8_or_float)
+INT8_NOT_FASTER = "int8 compute not faster than float here (timed)"
 WEIGHT_ONLY_MODE = "weight-only"  # Outcome.mode: every weighted node in float on int8 weights
-COMPUTE_NOTE = "INT8 compute against float compute on the same int8-stored weights"  # its note
+COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
 CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
     {INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT, INT8_NOT_WORTH}
 )
@@ -308,7 +308,7 @@ def _quantize(
             f"INT8 drift over budget {budget} even with every sensitive node in float: "
             f"{outcome.violations[0]}"
         )
-    if float_compute is not None:
+    if float_compute is not None and outcome.mode == "static":  # not dynamic INT8's float twin
         outcome = _int8_or_float(outcome, float_compute, selection[0])
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     if outcome.mode != "dynamic":
@@ -554,10 +554,24 @@ def _static(
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
     )
-    timed = config.mode == "auto" and config.target == "auto" and config.measure_latency
-    if not timed or violations:
+    if violations or not _may_compute_in_float(config):
         return outcome, None
     return outcome, _float_compute(builder, outcome, info, selection, ref_outputs, config.max_drift)
+
+
+def _may_compute_in_float(config: QuantizeConfig) -> bool:
+    """Whether mode auto may hand back float compute on int8-stored weights (`_int8_or_float`):
+    timed on this CPU, whose math the drift is (not a named target's), and not where the caller
+    asked for what only INT8 compute has (per-layer errors, GPTQ rounding, a speedup)."""
+    return (
+        config.mode == "auto"
+        and config.target == "auto"
+        and config.measure_latency
+        and not exact.enabled()
+        and not config.debug_layers
+        and config.weight_rounding != "gptq"
+        and not config.require_speedup
+    )
 
 
 def _float_compute(
@@ -578,11 +592,15 @@ def _float_compute(
     drift = compare_outputs(ref_outputs, run_samples(model, selection))
     if budget and budget.check(drift):
         return None
+    weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
     return dataclasses.replace(
         built,
         model=model,
         quantized=dict(Counter(float_info.op_types[n] for n in float_info.plan.nodes)),
-        kept_float={**info.kept_float, **dict.fromkeys(int8, INT8_NOT_FASTER)},
+        kept_float={
+            **info.kept_float,
+            **{n: INT8_NOT_FASTER + (f"; {STORED_COMPUTE}" if n in weights else "") for n in int8},
+        },
         fallback=[],
         drift=drift,
         notes=[],
@@ -595,20 +613,27 @@ def _float_compute(
 
 
 def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Outcome:
-    """Mode auto, timed: INT8 compute is there for speed; where this CPU does not run `int8`
+    """Mode auto, timed: INT8 compute is there for speed. Where this CPU does not run `int8`
     measurably faster than `float_compute` (bench's noise rule; timed side by side on
-    `timed_on`, a selection sample), `float_compute` (as small a file), with the notes of the
-    choices before it and what was measured."""
-    faster, measured = _trade(float_compute, int8, timed_on, True)
-    lead = f"{COMPUTE_NOTE}: {measured}"
-    if faster:
-        int8.notes.append(f"{lead}: kept")
+    `timed_on`, a selection sample), `float_compute` (as small a file) when it is the better trade
+    too (`worth_trading`, judged as `_trade` judges: at the same speed, 0.5 dB closer to float on
+    the selection samples), with the notes of the choices before it and what was measured."""
+    floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
+    ratio, verdict = ints.versus(floats)
+    speed = f"INT8 {ratio:.2f}x the time ({ints.min / floats.min:.2f}x by the fastest runs)"
+    if verdict == "faster":
+        int8.notes.append(f"{COMPUTE_NOTE}: {speed}: INT8 kept")
+        return int8
+    gain_db, measured = _snr_gain(int8, float_compute)
+    worth = worth_trading(gain_db, max(1 / ratio, floats.min / ints.min))
+    lead = f"{COMPUTE_NOTE}: {speed}, not faster; float compute {measured}"
+    if not worth:
+        int8.notes.append(f"{lead}: not the better trade, INT8 kept")
         return int8
     float_compute.notes = [
         *int8.notes,
-        f"{lead}: not kept, so every weighted node computes in float on int8-stored weights (a "
-        "file as small, as fast as onnxslim's lossless model; --int8 static or dynamic computes "
-        "in INT8)",
+        f"{lead}: kept, so every weighted node computes in float on int8-stored weights (a file "
+        "as small; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute
 
@@ -1007,18 +1032,10 @@ def _trade(
     """
     models = [current.model, candidate.model]
     ratio, faster = _time_ratio(models, timed_on, TRADE_RUNS)
-    before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
-    gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
-    measured = f"{gain_db:+.1f} dB output SNR on the selection samples"
     if speed_only:
+        measured = _snr_gain(current, candidate, bounded=False)[1]
         return faster, f"{ratio:.2f}x the time ({'' if faster else 'not '}faster), {measured}"
-    # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
-    # the lower of the two is the more careful
-    bound = snr_gain_bound(current.drift, candidate.drift)
-    if bound is not None:
-        shown = f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
-        measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
-        gain_db = min(gain_db, bound)
+    gain_db, measured = _snr_gain(current, candidate)
     speed = f"{ratio:.2f}x the time"
     if abs(gain_db - required_gain(ratio)) < EDGE_DB:
         ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
@@ -1026,13 +1043,37 @@ def _trade(
     return worth_trading(gain_db, ratio), f"{speed}, {measured}"
 
 
-def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
-    """The second model's time over the first's, timed side by side on `sample`: the higher of
-    the medians' and the fastest runs' ratio; and whether bench's noise rule calls it faster."""
+def _snr_gain(
+    current: _Variant | Outcome, candidate: _Variant | Outcome, bounded: bool = True
+) -> tuple[float, str]:
+    """`candidate`'s output SNR gain over `current` on the selection samples (`bounded`: or as
+    bootstrap resamples of them bound it for new samples, `snr_gain_bound`, whichever is lower),
+    and what was measured."""
+    before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
+    gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
+    measured = f"{gain_db:+.1f} dB output SNR on the selection samples"
+    # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
+    # the lower of the two is the more careful
+    bound = snr_gain_bound(current.drift, candidate.drift) if bounded else None
+    if bound is not None:
+        shown = f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
+        measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
+        gain_db = min(gain_db, bound)
+    return gain_db, measured
+
+
+def _side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
+    """Each model's latency on `sample`, runs interleaved after warm-up."""
     timed = benchmark(
         models, inputs=[sample], runs=runs, warmup=5, measure_memory=False, progress=False
     )
-    before, after = (model.latency for model in timed.models)
+    return [model.latency for model in timed.models]
+
+
+def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
+    """The second model's time over the first's, timed side by side on `sample`: the higher of
+    the medians' and the fastest runs' ratio; and whether bench's noise rule calls it faster."""
+    before, after = _side_by_side(models, sample, runs)
     ratio, verdict = after.versus(before)
     return max(ratio, after.min / before.min), verdict == "faster"
 

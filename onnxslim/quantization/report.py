@@ -20,7 +20,8 @@ def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
 
 @dataclasses.dataclass
 class Outcome:
-    """What one quantizer (static or dynamic) made, measured on the selection samples."""
+    """What one quantizer (static or dynamic, or float compute on int8 weights) made, measured on
+    the selection samples."""
 
     model: ir.Model
     quantized: dict[str, int]  # op type -> nodes computing in int8
