@@ -1538,13 +1538,13 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     monkeypatch, mode, faster, worth
 ):
     """Mode auto times the INT8 model against the same model computing in float on its int8-stored
-    weights (here: decided for the test); where INT8 is not faster and float compute is the better
-    trade (closer to float), it hands back the latter (as small a file, no QDQ) and says so. Mode
-    static computes in INT8 regardless."""
+    weights (here: decided for the test); where INT8 is not faster and not worth its time either
+    (`worth`: float compute is the better trade), it hands back the latter (as small a file, no
+    QDQ) and says so. Mode static computes in INT8 regardless."""
     int8_time = Latency(0.8, 0.8, 0.8, 0.8) if faster else Latency(1.1, 1.1, 1.1, 1.1)
     monkeypatch.setattr(api, "_side_by_side", lambda *a: [Latency(1.0, 1.0, 1.0, 1.0), int8_time])
     monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))  # the other choices
-    gain = 3.0 if worth else -3.0  # float compute's over INT8: asked -0.41 dB at 0.91x the time
+    gain = -3.0 if worth else 3.0  # INT8's over float compute: asked 1.5 dB at 1.1x the time
     monkeypatch.setattr(api, "_snr_gain", lambda *args: (gain, f"{gain:+.1f} dB"))
     same = Latency(1.0, 1.0, 1.0, 1.0)  # the final timing: as fast as the lossless model
     timed = dict.fromkeys(["float", "int8", "lossless"], same)
@@ -1559,18 +1559,18 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
         assert report.mode == "static" and not notes and ops["QuantizeLinear"] > 0
         return
     speed = "INT8 1.10x the time (1.10x by the fastest runs), not faster"
-    lead = f"{api.COMPUTE_NOTE}: {speed}; float compute"
+    lead = f"{api.COMPUTE_NOTE}: {speed}; INT8"
     if faster or not worth:
         assert report.mode == "static" and ops["QuantizeLinear"] > 0
         assert notes == [
             f"{api.COMPUTE_NOTE}: INT8 0.80x the time (0.80x by the fastest runs): INT8 kept"
             if faster
-            else f"{lead} -3.0 dB: not the better trade, INT8 kept"
+            else f"{lead} +3.0 dB: worth it, INT8 kept"
         ]
         return
     assert notes == [
-        f"{lead} +3.0 dB: kept, so every weighted node computes in float on int8-stored weights "
-        "(a file as small; --int8 static or dynamic computes in INT8)"
+        f"{lead} -3.0 dB: not worth it, so every weighted node computes in float on int8-stored "
+        "weights (a file as small; --int8 static or dynamic computes in INT8)"
     ]
     assert report.mode == "weight-only" and not report.quantized
     assert not ops["QuantizeLinear"] and not ops["DequantizeLinear"] and ops["Conv"] == 2
@@ -1586,16 +1586,24 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
 
 
 @pytest.mark.parametrize(
-    "asked", [{"debug_layers": True}, {"weight_rounding": "gptq"}, {"require_speedup": True}]
+    ("asked", "option"),
+    [
+        ({"debug_layers": True}, "--debug-layers"),
+        ({"weight_rounding": "gptq"}, "--weight-rounding gptq"),
+        ({"require_speedup": True}, "--require-speedup"),
+    ],
 )
-def test_float_compute_is_not_offered_for_what_only_int8_compute_has(monkeypatch, asked):
+def test_float_compute_is_not_offered_for_what_only_int8_compute_has(monkeypatch, asked, option):
     """Per-layer errors, GPTQ rounding and a required speedup are about INT8 compute: mode auto
-    keeps it (no timing of float compute is done)."""
+    keeps it (no timing of float compute is done) and says why."""
     monkeypatch.setattr(api, "_int8_or_float", lambda *a: pytest.fail("float compute offered"))
     timed = {"float": Latency(2.0, 2.0, 2.0, 2.0), "int8": Latency(1.0, 1.0, 1.0, 1.0)}
     monkeypatch.setattr(api, "_latency", lambda *a, **k: timed)  # a speedup, as required
     options = {**FAST, "target": "auto", "measure_latency": True, **asked}
-    assert quantize(cnn(), samples(20), **options).report.mode == "static"
+    report = quantize(cnn(), samples(20), **options).report
+    assert report.mode == "static"
+    kept = f"INT8 compute kept, as {option} asks: not timed against float compute on int8-stored"
+    assert f"{kept} weights" in report.notes
 
 
 def test_float_compute_is_not_offered_when_it_misses_the_budget(monkeypatch):

@@ -554,24 +554,28 @@ def _static(
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
     )
-    if violations or not _may_compute_in_float(config):
+    timed = config.mode == "auto" and config.target == "auto" and config.measure_latency
+    if violations or not timed or exact.enabled():  # drift as another CPU computes it
+        return outcome, None
+    asked = _asks_int8_compute(config)
+    if asked:
+        outcome.notes.append(
+            f"INT8 compute kept, as {asked} asks: not timed against float compute on "
+            "int8-stored weights"
+        )
         return outcome, None
     return outcome, _float_compute(builder, outcome, info, selection, ref_outputs, config.max_drift)
 
 
-def _may_compute_in_float(config: QuantizeConfig) -> bool:
-    """Whether mode auto may hand back float compute on int8-stored weights (`_int8_or_float`):
-    timed on this CPU, whose math the drift is (not a named target's), and not where the caller
-    asked for what only INT8 compute has (per-layer errors, GPTQ rounding, a speedup)."""
-    return (
-        config.mode == "auto"
-        and config.target == "auto"
-        and config.measure_latency
-        and not exact.enabled()
-        and not config.debug_layers
-        and config.weight_rounding != "gptq"
-        and not config.require_speedup
-    )
+def _asks_int8_compute(config: QuantizeConfig) -> str | None:
+    """The option that asks for what only INT8 compute has (per-layer errors, GPTQ rounding, a
+    speedup), so that mode auto does not hand back float compute (`_int8_or_float`), or None."""
+    asked = {
+        "--debug-layers": config.debug_layers,
+        "--weight-rounding gptq": config.weight_rounding == "gptq",
+        "--require-speedup": config.require_speedup,
+    }
+    return next((option for option, given in asked.items() if given), None)
 
 
 def _float_compute(
@@ -615,25 +619,25 @@ def _float_compute(
 def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Outcome:
     """Mode auto, timed: INT8 compute is there for speed. Where this CPU does not run `int8`
     measurably faster than `float_compute` (bench's noise rule; timed side by side on
-    `timed_on`, a selection sample), `float_compute` (as small a file) when it is the better trade
-    too (`worth_trading`, judged as `_trade` judges: at the same speed, 0.5 dB closer to float on
-    the selection samples), with the notes of the choices before it and what was measured."""
+    `timed_on`, a selection sample), it must earn its place as any timed choice does
+    (`worth_trading`, judged as `_trade` judges: at the same speed, 0.5 dB closer to float on the
+    selection samples, more where it is slower); else `float_compute` (as small a file), with the
+    notes of the choices before it and what was measured."""
     floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
     ratio, verdict = ints.versus(floats)
     speed = f"INT8 {ratio:.2f}x the time ({ints.min / floats.min:.2f}x by the fastest runs)"
     if verdict == "faster":
         int8.notes.append(f"{COMPUTE_NOTE}: {speed}: INT8 kept")
         return int8
-    gain_db, measured = _snr_gain(int8, float_compute)
-    worth = worth_trading(gain_db, max(1 / ratio, floats.min / ints.min))
-    lead = f"{COMPUTE_NOTE}: {speed}, not faster; float compute {measured}"
-    if not worth:
-        int8.notes.append(f"{lead}: not the better trade, INT8 kept")
+    gain_db, measured = _snr_gain(float_compute, int8)
+    lead = f"{COMPUTE_NOTE}: {speed}, not faster; INT8 {measured}"
+    if worth_trading(gain_db, max(ratio, ints.min / floats.min)):
+        int8.notes.append(f"{lead}: worth it, INT8 kept")
         return int8
     float_compute.notes = [
         *int8.notes,
-        f"{lead}: kept, so every weighted node computes in float on int8-stored weights (a file "
-        "as small; --int8 static or dynamic computes in INT8)",
+        f"{lead}: not worth it, so every weighted node computes in float on int8-stored weights "
+        "(a file as small; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute
 
