@@ -209,8 +209,8 @@ class _Int8Mode(click.Choice):
     help="Quantize to INT8 after the lossless passes (needs --calibration): static (calibrated "
     "QDQ), dynamic (MatMul, for transformers) or auto (the default: static, or dynamic where "
     "static misses --max-drift, or without one where its worst selection sample's cosine is "
-    "below 0.99 on a MatMul model; and where this CPU runs that no faster than float (timed), "
-    "float compute on the int8-stored weights).",
+    "below 0.99 on a MatMul model; and where this CPU runs static INT8 no faster than float "
+    "(timed) and it does not earn its drift, float compute on the int8-stored weights).",
 )
 @click.option(
     "--calibration",

@@ -78,7 +78,7 @@ INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (t
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time (timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
-#: mode auto, timed: INT8 compute was not faster than float compute, nor closer (_int8_or_float)
+#: mode auto, timed: INT8 compute not faster than float compute, nor worth it (_int8_or_float)
 INT8_NOT_FASTER = "int8 compute not faster than float here (timed)"
 WEIGHT_ONLY_MODE = "weight-only"  # Outcome.mode: every weighted node in float on int8 weights
 COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
