@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
 
 import numpy as np
@@ -1199,6 +1200,24 @@ def matmul_chain() -> onnx.ModelProto:
         x = f"r{i}"
     nodes[-1] = helper.make_node("Relu", ["m2"], ["y"], name="relu2")
     return make_model(nodes, [vi("x", FLOAT, [1, 16, 32])], [vi("y", FLOAT, [1, 16, 32])], inits)
+
+
+def test_an_output_all_zero_on_the_data_is_named_as_unmeasured():
+    """An output the float model gives as all zeros on every test sample (here: scaled by 0) has
+    a perfect drift that says nothing; the report names it, and only it."""
+    model = matmul_chain()
+    model.graph.node.append(helper.make_node("Mul", ["r1", "zero"], ["silent"], name="mute"))
+    model.graph.initializer.append(const("zero", np.zeros(1, np.float32)))
+    model.graph.output.append(vi("silent", FLOAT, [1, 16, 32]))
+    rng = np.random.default_rng(8)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(16)]
+    report = quantize(model, data, **FAST).report
+    assert report.drift["silent"].snr_db == math.inf
+    warnings = [n for n in report.notes if "as all zeros on every" in n]
+    assert warnings == [
+        "warning: the float model gives 'silent' as all zeros on every test sample, so its drift "
+        "there says nothing of INT8: calibrate and check with inputs that drive it"
+    ]
 
 
 def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():

@@ -326,6 +326,7 @@ def _quantize(
                 f"the {len(test)} test samples: {missed[0]}"
             )
     notes += drift_warning(drift, budget, "test" if test else "selection")
+    notes += _silent_outputs(drift, "test" if test else "selection")
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode == WEIGHT_ONLY_MODE
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type
@@ -1210,6 +1211,23 @@ def drift_warning(drift: Mapping[str, Drift], budget: Budget | None, split: str)
     return [
         f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
         "your task, or give --max-drift cosine>=0.99 to return the noisiest nodes to float"
+    ]
+
+
+def _silent_outputs(drift: Mapping[str, Drift], split: str) -> list[str]:
+    """A warning naming the outputs the float model gives as all zeros on every `split` sample:
+    their drift says nothing of INT8 (data that does not drive them, e.g. random lengths)."""
+    silent = [
+        repr(d.name)
+        for d in drift.values()
+        if d.sample_errors and not any(signal for signal, _ in d.sample_errors)
+    ]
+    if not silent:
+        return []
+    return [
+        f"warning: the float model gives {', '.join(silent)} as all zeros on every {split} "
+        "sample, so its drift there says nothing of INT8: calibrate and check with inputs that "
+        "drive it"
     ]
 
 
