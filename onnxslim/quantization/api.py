@@ -325,8 +325,8 @@ def _quantize(
                 f"the budget {budget} held on the {len(selection)} selection samples but not on "
                 f"the {len(test)} test samples: {missed[0]}"
             )
-    notes += drift_warning(drift, budget, "test" if test else "selection")
-    notes += _silent_outputs(drift, "test" if test else "selection")
+    split = "test" if test else "selection"
+    notes += drift_warning(drift, budget, split) + _silent_outputs(drift, split)
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode == WEIGHT_ONLY_MODE
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type
@@ -589,8 +589,8 @@ def _float_compute(
     int8 = [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHTED]
     if not int8:
         return None
-    stored = {*int8, *info.plan.weight_only}
-    stored |= {n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHT_ONLY}
+    stored = {n for n in info.plan.nodes if RULES[info.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY)}
+    stored |= set(info.plan.weight_only)
     model, float_info = builder.build(
         exclude=[n.name for n in builder.model.graph if n.name not in stored], weight_only=stored
     )
