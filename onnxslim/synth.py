@@ -5,6 +5,8 @@ a ReduceSum must exist, a reflect Pad needs a longer input than 32. This module 
 
 - every dynamic dim gets one value per dim name (shared names stay equal): 1 for a batch-like dim
   (only ever the first dim of inputs of rank 2 or more), `dim` (32) otherwise;
+- a length input (`_length_inputs`: `waveforms_lens[batch]` beside `waveforms[batch, N]`) holds
+  the full length, N: a length of 0 or 1 leaves an audio front end's output all zeros;
 - an integer input's values follow how the graph uses it, through Cast, Reshape, Unsqueeze,
   Concat, Add/Sub of a constant and the like: indices of Gather, GatherElements, GatherND,
   Scatter*, OneHot stay inside the indexed dim; Slice starts/ends/axes/steps, Reduce* and
@@ -17,7 +19,9 @@ a ReduceSum must exist, a reflect Pad needs a longer input than 32. This module 
 
 When the original model still fails, `candidates` yields a bounded number of alternatives (other
 dims for the inputs upstream of the failing node, other integer values) and `first_runnable` is
-the retry loop. `shipped_inputs` reads the test data a model folder ships (ONNX model zoo layout).
+the retry loop; it also retries inputs on which every float output of the model is all zeros (or
+NaN), which check and calibrate nothing. `shipped_inputs` reads the test data a model folder ships
+(ONNX model zoo layout).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ RETRY_DIMS = (1, 64, 256, 1024, 16)
 #: A candidate with an input larger than this (elements) is skipped.
 MAX_ELEMENTS = 1 << 24
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
+#: The name of an integer input that holds lengths (`_length_inputs`).
+LENGTH_NAME = re.compile("len", re.IGNORECASE)
 
 Feeds = dict[str, Any]
 
@@ -137,17 +143,39 @@ def first_runnable(
 def _first_runnable(
     planner: _Planner, run: Callable[[Feeds], Any], seed: int, limit: int
 ) -> tuple[Synthesized, Any]:
+    """The first inputs `run` accepts and what it returned, passing over those on which every
+    float output is all zeros while an alternative gives more (else the first accepted); when
+    `run` accepts none, its first error."""
     first = planner.make(seed=seed)
+    accepted, error = None, None
     try:
-        return first, run(first.feeds)
+        accepted = first, run(first.feeds)
     except Exception as err:  # noqa: BLE001 - whatever `run` raises means "try other inputs"
         error = err
-    for attempt in planner.alternatives(str(error), seed, limit):
+    if accepted and not _silent(accepted[1]):
+        return accepted
+    for attempt in planner.alternatives(None if accepted else str(error), seed, limit):
         try:
-            return attempt, run(attempt.feeds)
+            result = run(attempt.feeds)
         except Exception:  # noqa: BLE001 - the next candidate may run
             continue
+        if not _silent(result):
+            return attempt, result
+        accepted = accepted or (attempt, result)
+    if accepted:
+        return accepted
     raise error
+
+
+def _silent(outputs: Any) -> bool:
+    """Whether `outputs` (a run's list of outputs) hold float arrays and none has a finite value
+    other than 0 (an audio front end gives NaN for a clip of one frame)."""
+    arrays = [
+        value
+        for value in (outputs if isinstance(outputs, (list, tuple)) else [outputs])
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f"
+    ]
+    return bool(arrays) and not any(np.any(np.isfinite(a) & (a != 0)) for a in arrays)
 
 
 def shipped_inputs(model_path: str | os.PathLike) -> list[Feeds] | None:
@@ -206,7 +234,7 @@ class _Use:
     """What one use of an input allows: values in [lo, hi] ("range"; "hint": values the model
     tells apart, used where nothing else bounds them), or a pattern valid whatever the data:
     "axes" (0, 1, ...), "reshape" (1, ..., 1, -1), "max" (the largest int32), "split" (sizes
-    adding up to `total`)."""
+    adding up to `total`); "length": every item's full length, `total`."""
 
     kind: str = "range"
     lo: float = 0
@@ -311,6 +339,7 @@ class _Planner:
         weights = {init.name for init in model.graph.initializer}
         self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
+        self.lengths = _length_inputs(self.inputs)
         #: Dim keys `shapes` sets, which retries leave alone.
         self.fixed = {
             key
@@ -389,6 +418,8 @@ class _Planner:
         for item in self.inputs:
             shape = shapes[item.name]
             use = self._combined_use(item, known)
+            if item.name in self.lengths and (use is None or use.kind == "hint"):
+                use = _Use("length", total=values[self.lengths[item.name]])
             if item.kind == "sequence":
                 elements = [_values(item, shape, use, ints, rng) for _ in range(SEQUENCE_LENGTH)]
                 feeds[item.name] = [array for array, _ in elements]
@@ -666,6 +697,33 @@ def _input(value: onnx.ValueInfoProto) -> _Input:
     return _Input(value.name, kind, tensor.elem_type, dims)
 
 
+def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str]:
+    """Integer inputs that hold each batch item's length -> the key of the dim they measure.
+    Such an input has one dim, a name like a length (`waveforms_lens`, `seq_len`, `lengths`), and
+    its dim is the first of a float input of rank 2 or more: it measures that input's first
+    dynamic dim after it (`waveforms[batch, N]`: N; `feats[batch, T, 80]`: T)."""
+    found: dict[str, str] = {}
+    for item in inputs:
+        if not (
+            item.kind == "tensor"
+            and _kind(item.elem_type) == "int"
+            and len(item.dims) == 1
+            and LENGTH_NAME.search(item.name)
+        ):
+            continue
+        for other in inputs:
+            measured = [d for d in other.dims[1:] if isinstance(d, str)]
+            if (
+                other.kind == "tensor"
+                and _kind(other.elem_type) == "float"
+                and other.dims[:1] == item.dims
+                and measured
+            ):
+                found[item.name] = measured[0]
+                break
+    return found
+
+
 def _image_dims(item: _Input) -> list[str]:
     """The dynamic height and width keys of a picture: a rank-4 float tensor with IMAGE_CHANNELS
     channels (axis 1, NCHW, or else axis 3, NHWC), both dims dynamic unless it has 3 channels (a
@@ -724,6 +782,8 @@ def _values(
     text = f"{'string' if kind == 'string' else dtype.name}[{','.join(map(str, shape))}]"
     if kind == "string":
         return rng.choice(WORDS, size=shape), text
+    if use is not None and use.kind == "length":
+        return np.full(shape, use.total, dtype), f"{text} = {use.total} (the full length)"
     if use is not None and use.kind != "range":
         array = _pattern(use, shape)
         return array.astype(dtype), f"{text} {use.kind}"

@@ -418,3 +418,74 @@ def test_integers_compared_with_codes_take_their_values_unless_a_use_bounds_them
         [codes, axis, table],
     )
     assert synth.synthesize(bounded).feeds["b"].max() <= 4
+
+
+def masked_audio(length_name: str = "waveforms_lens"):
+    """waveforms[batch, N] masked past each item's length: y = waveforms * (arange(N) < length);
+    the mean of the unmasked samples, `z`, beside it."""
+    nodes = [
+        helper.make_node("Shape", ["waveforms"], ["n"], start=1, end=2),
+        helper.make_node("Squeeze", ["n"], ["n0"]),
+        helper.make_node("Range", ["zero", "n0", "one"], ["positions"]),
+        helper.make_node("Unsqueeze", [length_name, "axis"], ["limit"]),
+        helper.make_node("Less", ["positions", "limit"], ["inside"]),
+        helper.make_node("Cast", ["inside"], ["keep"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["waveforms", "keep"], ["y"]),
+        helper.make_node("ReduceSum", ["keep"], ["z"], keepdims=0),
+    ]
+    return make_model(
+        nodes,
+        [vi("waveforms", FLOAT, ["batch", "N"]), vi(length_name, INT64, ["batch"])],
+        [vi("y", FLOAT, None), vi("z", FLOAT, None)],
+        [const("zero", np.int64(0)), const("one", np.int64(1)), const("axis", np.array([1]))],
+    )
+
+
+def test_a_length_input_holds_the_full_length():
+    """An ASR front end's `waveforms_lens` of 0 or 1 masks all but one sample: the check and the
+    calibration saw (almost) nothing. A length holds the dim it measures, at any dims."""
+    model = masked_audio()
+    made = synth.synthesize(model)
+    assert made.feeds["waveforms_lens"].tolist() == [32]
+    assert made.description["waveforms_lens"] == "int64[1] = 32 (the full length)"
+    y, z = run(model, made.feeds)
+    np.testing.assert_array_equal(y, made.feeds["waveforms"])
+    assert float(z) == 32
+    other = synth.synthesize(model, {"waveforms": (2, 100)}).feeds["waveforms_lens"]
+    assert other.tolist() == [100, 100]
+    # Named otherwise, an integer no use bounds stays in [0, 1].
+    assert synth.synthesize(masked_audio("speaker")).feeds["speaker"].max() <= 1
+
+
+def sliced_sum(start: int = 40):
+    """y = the sum of the samples from `start` on: 0 for fewer samples."""
+    nodes = [
+        helper.make_node("Slice", ["audio", "start", "end", "axis"], ["tail"]),
+        helper.make_node("ReduceSum", ["tail", "axis"], ["y"], keepdims=0),
+    ]
+    return make_model(
+        nodes,
+        [vi("audio", FLOAT, ["batch", "samples"])],
+        [vi("y", FLOAT, None)],
+        [
+            const("start", np.array([start])),
+            const("end", np.array([1 << 30])),
+            const("axis", np.array([1])),
+        ],
+    )
+
+
+def test_inputs_on_which_every_output_is_zero_are_retried():
+    """At 32 samples the model runs and gives 0: a check that compares zeros says nothing, so
+    other dims are tried, and the first that gives more is taken (64 here, after 1)."""
+    model = sliced_sum()
+    sess = session(model)
+    assert run(model, synth.synthesize(model).feeds)[0].tolist() == [0]
+    made, (y,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert made.dims["samples"] == 64 and y.tolist() != [0]
+    samples = synth.synthesize_samples(model, 2, run=lambda feeds: sess.run(None, feeds))
+    assert {feeds["audio"].shape for feeds in samples} == {(1, 64)}
+    # A model that gives zeros at every dim tried keeps the first inputs it accepted.
+    never = sliced_sum(start=1 << 20)
+    made, (y,) = synth.first_runnable(never, lambda feeds: session(never).run(None, feeds))
+    assert made.dims["samples"] == 32 and y.tolist() == [0]
