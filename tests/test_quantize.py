@@ -1718,7 +1718,8 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
     ]
     reports = []
     for median, fastest in timings:
-        times = [Latency(10.0, 10.0, 10.0, 10.0), Latency(*[10.0 * median] * 3, 10.0 * fastest)]
+        # 1 s a run: a slow model, timed with the runs asked (TRADE_SECONDS)
+        times = [Latency(*[1e3] * 4), Latency(*[1e3 * median] * 3, 1e3 * fastest)]
         models = [type("M", (), {"latency": t}) for t in times]
         reports.append(type("Report", (), {"models": models}))
     taken, runs = iter(reports), []
@@ -1755,7 +1756,32 @@ def test_a_trade_near_the_rules_edge_is_timed_again_and_that_decides(monkeypatch
     whose ratio decides."""
     (worth, measured), runs = _run_trade(monkeypatch, [0.6] * 8, [(1.0, 1.0), (again, again)])
     assert runs == [api.TRADE_RUNS, api.EDGE_RUNS] and worth is kept
-    assert f"1.00x the time, near the rule's edge: timed again (90 runs), {again:.2f}x" in measured
+    assert (
+        f"1.00x the time, near the rule's edge: timed again (3x the runs), {again:.2f}x" in measured
+    )
+
+
+@pytest.mark.parametrize(
+    ("ms", "runs"),
+    [
+        (500.0, [30]),  # 1 s a run of both: the runs asked
+        (20.0, [30, 50]),  # 2 s of 40 ms runs
+        (1.0, [30, 600]),  # 1000 would fit: at most 20 times the runs asked
+    ],
+)
+def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
+    """30 runs of a 1.5 ms model leave its median time ratio 4% apart between timings, enough to
+    flip a choice: a timing makes more runs while they fit in TRADE_SECONDS."""
+    taken = []
+
+    def timed(*args, **kw):
+        taken.append(kw["runs"])
+        models = [type("M", (), {"latency": Latency(*[ms] * 4)})] * 2
+        return type("Report", (), {"models": models})
+
+    monkeypatch.setattr(api, "benchmark", timed)
+    latencies = api._side_by_side(["a", "b"], {}, api.TRADE_RUNS)
+    assert taken == runs and len(latencies) == 2
 
 
 def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured(monkeypatch):

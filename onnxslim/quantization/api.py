@@ -68,9 +68,11 @@ MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit t
 TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
-TRADE_RUNS = 30
+TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (_side_by_side)
+TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
+MORE_RUNS = 20
 CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
-EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs
+EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
 EDGE_RUNS = 3 * TRADE_RUNS
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
 # why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
@@ -1044,7 +1046,8 @@ def _trade(
     speed = f"{ratio:.2f}x the time"
     if abs(gain_db - required_gain(ratio)) < EDGE_DB:
         ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
-        speed += f", near the rule's edge: timed again ({EDGE_RUNS} runs), {ratio:.2f}x"
+        again = EDGE_RUNS // TRADE_RUNS
+        speed += f", near the rule's edge: timed again ({again}x the runs), {ratio:.2f}x"
     return worth_trading(gain_db, ratio), f"{speed}, {measured}"
 
 
@@ -1068,7 +1071,18 @@ def _snr_gain(
 
 
 def _side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
-    """Each model's latency on `sample`, runs interleaved after warm-up."""
+    """Each model's latency on `sample`, runs interleaved after warm-up: `runs` of each, or, for
+    models fast enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS
+    asked. A small model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms
+    model's sd; under 1% with 300 runs): a choice made on it flipped between runs."""
+    latencies = _timed(models, sample, runs)
+    seconds = sum(latency.median for latency in latencies) / 1000  # a run of each
+    budget = TRADE_SECONDS * runs / TRADE_RUNS
+    more = min(MORE_RUNS * runs, int(budget / seconds)) if seconds > 0 else runs
+    return _timed(models, sample, more) if more > runs else latencies
+
+
+def _timed(models: list, sample: dict, runs: int) -> list[Latency]:
     timed = benchmark(
         models, inputs=[sample], runs=runs, warmup=5, measure_memory=False, progress=False
     )
