@@ -700,8 +700,8 @@ def _input(value: onnx.ValueInfoProto) -> _Input:
 def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str]:
     """Integer inputs that hold each batch item's length -> the key of the dim they measure.
     Such an input has one dim, a name like a length (`waveforms_lens`, `seq_len`, `lengths`), and
-    its dim is the first of a float input of rank 2 or more: it measures that input's first
-    dynamic dim after it (`waveforms[batch, N]`: N; `feats[batch, T, 80]`: T)."""
+    its dim is the first of another input: it measures that input's first dynamic dim after it
+    (`waveforms[batch, N]`: N; `feats[batch, T, 80]`: T; a TTS model's `text[batch, T]`: T)."""
     found: dict[str, str] = {}
     for item in inputs:
         if not (
@@ -713,12 +713,7 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str]:
             continue
         for other in inputs:
             measured = [d for d in other.dims[1:] if isinstance(d, str)]
-            if (
-                other.kind == "tensor"
-                and _kind(other.elem_type) == "float"
-                and other.dims[:1] == item.dims
-                and measured
-            ):
+            if other.kind == "tensor" and other.dims[:1] == item.dims and measured:
                 found[item.name] = measured[0]
                 break
     return found

@@ -455,6 +455,13 @@ def test_a_length_input_holds_the_full_length():
     assert other.tolist() == [100, 100]
     # Named otherwise, an integer no use bounds stays in [0, 1].
     assert synth.synthesize(masked_audio("speaker")).feeds["speaker"].max() <= 1
+    # A TTS model's text lengths measure its token ids.
+    tts = make_model(
+        [helper.make_node("Identity", ["text_lengths"], ["y"])],
+        [vi("text", INT64, ["batch", "T"]), vi("text_lengths", INT64, ["batch"])],
+        [vi("y", INT64, None)],
+    )
+    assert synth.synthesize(tts, {"text": (1, 7)}).feeds["text_lengths"].tolist() == [7]
 
 
 def sliced_sum(start: int = 40):
