@@ -156,6 +156,11 @@ class QuantizeConfig:
     weight_rounding: str = "nearest"
     smooth: bool | str = "auto"
 
+    @property
+    def times_choices(self) -> bool:
+        """Whether the speed/accuracy choices are timed here (target auto, latency measured)."""
+        return self.target == "auto" and self.measure_latency
+
     def __post_init__(self):
         for name in ("exclude_ops", "exclude_nodes", "quantize_ops"):
             value = getattr(self, name)
@@ -303,7 +308,7 @@ def _quantize(
             (calib, selection, ref_outputs),
             config.max_drift,
             dynamic_options,
-            config.target == "auto" and config.measure_latency,
+            config.times_choices,
         )
     if outcome.violations:
         raise CheckFailedError(
@@ -519,7 +524,7 @@ def _static(
     drift = choice.drift
     if drift is None or compared_samples(drift) != len(selection):  # scored on fewer
         drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
-    if config.target == "auto" and config.measure_latency:
+    if config.times_choices:
         chosen, trade_notes = _speed_accuracy_choices(
             builder, _Variant(builder.options, quantized, info, drift), selection, ref_outputs
         )
@@ -557,7 +562,7 @@ def _static(
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
     )
-    timed = config.mode == "auto" and config.target == "auto" and config.measure_latency
+    timed = config.mode == "auto" and config.times_choices
     if violations or not timed or exact.enabled():  # drift as another CPU computes it
         return outcome, None
     asked = _asks_int8_compute(config)
