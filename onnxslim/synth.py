@@ -52,6 +52,8 @@ IMAGE_CHANNELS = (1, 3, 4)
 SEQUENCE_LENGTH = 2
 #: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
 RETRY_DIMS = (1, 64, 256, 1024, 16)
+#: Alternatives `first_runnable` tries at most after the first inputs.
+RETRY_LIMIT = 16
 #: A candidate with an input larger than this (elements) is skipped.
 MAX_ELEMENTS = 1 << 24
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
@@ -105,7 +107,7 @@ def synthesize_samples(
     given `run` (the original model on ORT), at the dims and integer range of the first
     synthesized inputs it accepts (`first_runnable`)."""
     planner = _Planner(model, shapes, dim, image_dim)
-    found = _first_runnable(planner, run, seed, limit=10)[0] if run else planner.make(seed=seed)
+    found = _first_runnable(planner, run, seed, RETRY_LIMIT)[0] if run else planner.make(seed=seed)
     return [planner.make(found.dims, found.ints, seed + i).feeds for i in range(count)]
 
 
@@ -116,12 +118,13 @@ def candidates(
     error: str | None = None,
     seed: int = 0,
     dim: int = DEFAULT_DIM,
-    limit: int = 10,
+    limit: int = RETRY_LIMIT,
 ) -> Iterator[Synthesized]:
     """Up to `limit` alternatives to `synthesize`'s inputs, the likeliest first.
 
     With ORT's `error` for the first try, the dims that change are those of the inputs upstream of
-    the node it names, and the numbers it mentions are tried first, then `RETRY_DIMS`. Then the
+    the node it names, and the numbers it mentions are tried first, then `RETRY_DIMS`, each also
+    with the other dynamic dims at 1 (one may be the failing input's batch, unnamed). Then the
     integer inputs that no use bounds are tried all 0, all 1, all one of the numbers the error
     mentions, and in [0, 9].
     """
@@ -134,7 +137,7 @@ def first_runnable(
     shapes: Mapping[str, Sequence[int]] | None = None,
     *,
     seed: int = 0,
-    limit: int = 10,
+    limit: int = RETRY_LIMIT,
 ) -> tuple[Synthesized, Any]:
     """The first synthesized inputs `run` accepts, and what it returned; else its first error."""
     return _first_runnable(_Planner(model, shapes, DEFAULT_DIM), run, seed, limit)
@@ -440,7 +443,18 @@ class _Planner:
         mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:2]
         current = {self.defaults[key] for key in focus}
         sizes = [n for n in mentioned + list(RETRY_DIMS) if n not in current]
-        trials = [({key: size for key in focus}, (0, 1)) for size in dict.fromkeys(sizes) if focus]
+        # Other dims at 1 too: no name ties them to the failing input's, yet one may be its batch
+        # (an RNN state [layers, batch, hidden] whose dims are unnamed).
+        others = {
+            key: 1
+            for key, value in self.defaults.items()
+            if value != 1 and key not in focus and key not in self.fixed
+        }
+        trials = []
+        for size in dict.fromkeys(sizes if focus else []):
+            trials.append(({key: size for key in focus}, (0, 1)))
+            if others:
+                trials.append(({**others, **{key: size for key in focus}}, (0, 1)))
         trials += [({}, ints) for ints in [(0, 0), (1, 1), *[(n, n) for n in mentioned], (0, 9)]]
         seen = {str(self.make(seed=seed))}
         for dims, ints in trials:

@@ -274,6 +274,33 @@ def test_retry_follows_an_input_read_only_inside_a_branch():
     assert inputs.dims["samples"] > 40 and y.shape == (1,)
 
 
+def test_retry_sets_an_unnamed_state_batch_to_one():
+    """silero-vad's inputs: audio [?, ?] and an RNN state [2, ?, 4], no dim named. The audio needs
+    a length for its reflect Pad, and the state's middle dim must be the audio's batch, which no
+    name tells: a retry also sets the other dims to 1."""
+    nodes = [
+        helper.make_node("Pad", ["audio", "pads"], ["padded"], mode="reflect"),
+        helper.make_node("ReduceMean", ["padded"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Expand", ["mean", "width"], ["wide"]),
+        helper.make_node("Unsqueeze", ["wide", "first"], ["layer"]),
+        helper.make_node("Concat", ["layer", "state"], ["y"], axis=0),  # [1, B, 4] + [2, B', 4]
+    ]
+    model = make_model(
+        nodes,
+        [vi("audio", FLOAT, [None, None]), vi("state", FLOAT, [2, None, 4])],
+        [vi("y", FLOAT, None)],
+        [
+            const("pads", np.array([0, 40, 0, 40], np.int64)),
+            const("width", np.array([1, 4], np.int64)),
+            const("first", np.array([0], np.int64)),
+        ],
+    )
+    sess = session(model)
+    inputs, (y,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert inputs.feeds["audio"].shape[1] > 40 and inputs.feeds["state"].shape == (2, 1, 4)
+    assert y.shape == (3, 1, 4)
+
+
 def test_samples_are_synthesized_at_dims_the_model_runs_with():
     model = audio_model()
     sess = session(model)
