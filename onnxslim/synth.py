@@ -452,9 +452,10 @@ class _Planner:
         }
         trials = []
         for size in dict.fromkeys(sizes if focus else []):
-            trials.append(({key: size for key in focus}, (0, 1)))
+            at_size = {key: size for key in focus}
+            trials.append((at_size, (0, 1)))
             if others:
-                trials.append(({**others, **{key: size for key in focus}}, (0, 1)))
+                trials.append(({**others, **at_size}, (0, 1)))
         trials += [({}, ints) for ints in [(0, 0), (1, 1), *[(n, n) for n in mentioned], (0, 9)]]
         seen = {str(self.make(seed=seed))}
         for dims, ints in trials:
