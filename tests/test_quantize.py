@@ -505,6 +505,27 @@ def test_exclude_and_select_ops():
         quantize(cnn(), samples(), quantize_ops=["Softplus"], **FAST)
 
 
+def test_a_matmul_with_a_one_row_bias_is_quantized_after_the_gemm_fusion():
+    """The lossless fusion writes MatMul + Add([1, N]) as a Gemm with a 1-D bias, which INT8
+    takes (a 2-D bias kept magika's classifier in float)."""
+    rng = np.random.default_rng(2)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["t"], name="fc"),
+            helper.make_node("Add", ["t", "b"], ["y"], name="bias"),
+        ],
+        [vi("x", FLOAT, [1, 64])],
+        [vi("y", FLOAT, [1, 32])],
+        [
+            const("w", rng.normal(size=(64, 32)).astype(np.float32)),
+            const("b", rng.normal(size=(1, 32)).astype(np.float32)),
+        ],
+    )
+    feeds = [{"x": rng.normal(size=(1, 64)).astype(np.float32)} for _ in range(12)]
+    result = quantize(model, feeds, **{**FAST, "optimize": True, "mode": "static"})
+    assert result.report.quantized == {"Gemm": 1}
+
+
 def test_weight_and_bias_math():
     w = np.array([[1.0, -0.5], [0.02, 0.005]], np.float32)
     q, qp = quantize_weight(w, 0, 8)

@@ -14,6 +14,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
+from onnxslim.passes.rules import gelu
 from onnxslim.passes.rules.common import FLOAT_TYPES, constant, keeps_shape, new_initializer
 
 
@@ -76,6 +77,8 @@ class AffineConv(pattern.RewriteRuleClassBase):
             reason = "the operand broadcasts the Conv input"
         if not reason and self.op_type in ("Add", "Sub") and _padded(node):
             reason = "a shift before a padded Conv would change the border"
+        if not reason and self.op_type in ("Mul", "Div") and gelu.awaits_half(x):
+            reason = "the operand completes a written-out Gelu, which ORT fuses"
         return MatchResult().fail(reason) if reason else MatchResult()
 
     def rewrite(self, op, x, c, w, conv_out):

@@ -157,6 +157,23 @@ class TanhGelu(_Gelu):
         return self.check_product(context, x, *parts, bound)
 
 
+def awaits_half(value: ir.Value) -> bool:
+    """Whether `value` is x * (1 + erf(...)) or x * (1 + tanh(...)): a Gelu written out, before
+    opset 20, that only its * 0.5 completes. ORT fuses the whole product into one Gelu kernel, so
+    no rule may fold that 0.5 elsewhere (into the next Conv's weights: 16% slower on PP-OCRv6)."""
+    node = value.producer()
+    return node is not None and node.op_type == "Mul" and any(map(_is_one_plus_cdf, node.inputs))
+
+
+def _is_one_plus_cdf(value: ir.Value | None) -> bool:
+    """`value` is Add(erf(...) or tanh(...), c)."""
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type != "Add":
+        return False
+    producers = (v.producer() for v in node.inputs if v is not None)
+    return any(p is not None and p.op_type in ("Erf", "Tanh") for p in producers)
+
+
 rules = tuple(
     rule(grouping, swapped, flag)
     for rule in (ErfGelu.rule, TanhGelu.rule)

@@ -1,8 +1,11 @@
-"""MatMul(x, W) + b -> Gemm(x, W, b) for 2-D x and W when W, b are constants Gemm can broadcast."""
+"""MatMul(x, W) + b -> Gemm(x, W, b) for 2-D x and W when W, b are constants Gemm can broadcast.
+
+A bias of one row ([1, N]) is written as the vector [N] it is: what a Gemm's bias usually is, and
+what the INT8 quantizer takes (it keeps a Gemm with a 2-D bias in float)."""
 
 from __future__ import annotations
 
-from onnxslim.passes.rules.common import FLOAT_TYPES
+from onnxslim.passes.rules.common import FLOAT_TYPES, new_initializer
 from onnxslim.passes.upstream import MatMulAddToGemm
 
 
@@ -25,6 +28,12 @@ class ConstantMatMulAddToGemm(MatMulAddToGemm):
         if bias.shape.rank() == 2 and bias.shape[0] not in (1, input_a.shape[0]):
             return result.fail("bias rows do not match the input rows")
         return result
+
+    def rewrite(self, op, input_a, input_b, input_c):
+        bias = input_c.const_value
+        if bias.shape.rank() == 2 and bias.shape[0] == 1:
+            input_c = new_initializer(op, bias.numpy().reshape(-1), input_c, "row")
+        return super().rewrite(op, input_a, input_b, input_c)
 
 
 rules = (ConstantMatMulAddToGemm().rule(),)
