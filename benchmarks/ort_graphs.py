@@ -22,19 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import onnxslim  # noqa: E402
-from onnxslim.runtime import ort_op_counts  # noqa: E402
+from onnxslim.runtime import SLOWER_OPS, ort_op_counts  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
 LEVELS = ("all", "basic")
 
-#: ORT op types known to run slower on CPU than what they replace, and why.
-SLOWER_OPS = {
-    "com.microsoft.SkipLayerNormalization": (
-        "ORT 1.32's fused CPU kernel is slower than the LayerNormalization + Add it replaces "
-        "(issue #11: a 6-layer BERT encoder ran 1.09x slower)"
-    ),
-    "com.microsoft.SkipSimplifiedLayerNormalization": "the same kernel family as above",
-}
 
 
 @dataclass

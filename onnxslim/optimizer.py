@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -29,6 +30,7 @@ from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
 from onnxslim.render.format import human_bytes
+from onnxslim.runtime import lost_fusions, ort_op_counts
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,22 @@ class OptimizeResult:
     #: `dtype="fp16"`: fp16.Fp16Result's fields, the drift budget, the drift per output and the
     #: inputs it was measured on.
     fp16: dict | None = None
+    #: ORT's fused kernels it runs fewer of for the result (runtime.lost_fusions), op -> (original's
+    #: count, the result's); empty when none, or not compared (no check, or weights over
+    #: ORT_GRAPH_LIMIT).
+    fusions_lost: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def fusion_warning(self) -> str | None:
+        """What fewer fused kernels in ORT's graph of the result say of its speed (None: none)."""
+        if not self.fusions_lost:
+            return None
+        lost = ", ".join(f"{op} {old} -> {new}" for op, (old, new) in self.fusions_lost.items())
+        return (
+            f"ONNX Runtime fuses less of the result than of the original ({lost}): it may run "
+            "slower. Time both with `onnxslim bench ORIGINAL RESULT`; `-v` lists the passes that "
+            "changed the graph, `--skip PASS` leaves one out"
+        )
 
     @property
     def growth(self) -> str | None:
@@ -89,6 +107,7 @@ class OptimizeResult:
             "check_inputs": self.check_inputs,
             "notes": self.notes,
             "growth": self.growth,
+            "fusions_lost": {op: list(counts) for op, counts in self.fusions_lost.items()},
             "fp16": None
             if self.fp16 is None
             else {
@@ -237,6 +256,7 @@ def optimize_with_report(
     )
     specs = selected_passes(options.skip)
     check_inputs = not_checked = None
+    fusions_lost: dict[str, tuple[int, int]] = {}
     # The original as ORT loads it: its file, or a copy saved before the in-place passes change it
     # (the cut original when cut).
     original = ir_model if cut else (source or model)
@@ -251,6 +271,11 @@ def optimize_with_report(
                 verify.reference_outputs, reference, options.check_inputs, _check_shapes(options)
             )
             if options.check
+            else None
+        )
+        original_graph = (
+            background.submit(_ort_graph, reference)
+            if options.check and before.weight_bytes <= ORT_GRAPH_LIMIT
             else None
         )
         ir_model, note = _convert_opset(ir_model, options.target_opset)
@@ -297,6 +322,9 @@ def optimize_with_report(
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
             check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
+            if original_graph is not None and original_graph.result() and not not_checked:
+                ours = _ort_graph(ir_model if written is None else written)
+                fusions_lost.update(lost_fusions(original_graph.result(), ours or Counter()))
 
         written = precision = None
         if not _float16_requested(options) and output is not None:
@@ -322,6 +350,7 @@ def optimize_with_report(
         notes=notes,
         history=history,
         fp16=precision,
+        fusions_lost=fusions_lost,
     )
 
 
@@ -474,6 +503,20 @@ def _check(
         raise CheckFailedError(f"not checked: {reason}")
     warnings.warn(f"onnxslim: not checked: {reason}; pass check inputs to verify", stacklevel=3)
     return None, reason
+
+
+#: Models with up to this many bytes of weights have ORT's optimized graphs of the original and the
+#: result compared (`lost_fusions`); ORT writes a copy of the model for each.
+ORT_GRAPH_LIMIT = 256 * 1024**2
+
+
+def _ort_graph(model: str | os.PathLike | ir.Model) -> Counter[str] | None:
+    """`ort_op_counts` of `model` at ORT's level all; None when ORT cannot build it (the check
+    says why)."""
+    try:
+        return ort_op_counts(model)
+    except OnnxSlimError:
+        return None
 
 
 def _check_shapes(options: OptimizeOptions) -> dict[str, tuple[int, ...]] | None:

@@ -142,6 +142,36 @@ def ort_op_counts(
     return Counter(_op_name(node) for body in proto_graphs(graph) for node in body.node)
 
 
+#: ORT's fused CPU kernels known to run slower than the ops they replace, and why: onnxslim keeps
+#: ORT from them on purpose (the residual-sum pass), so fewer of them is no loss.
+SLOWER_OPS = {
+    "com.microsoft.SkipLayerNormalization": (
+        "ORT 1.32's fused CPU kernel is slower than the LayerNormalization + Add it replaces "
+        "(issue #11: a 6-layer BERT encoder ran 1.09x slower)"
+    ),
+    "com.microsoft.SkipSimplifiedLayerNormalization": "the same kernel family as above",
+}
+#: ORT's layout plumbing around its blocked-layout convs: not a fused kernel.
+_REORDERS = frozenset({"com.microsoft.nchwc.ReorderInput", "com.microsoft.nchwc.ReorderOutput"})
+
+
+def lost_fusions(original: Counter[str], ours: Counter[str]) -> dict[str, tuple[int, int]]:
+    """ORT's fused kernels (its com.microsoft ops: Gelu, FusedConv, ...) it runs fewer of for ours
+    than for the original (`ort_op_counts` of each), as op -> (original's count, ours), when it
+    also runs more nodes in all for ours: a rewrite hid a pattern from ORT's fusions, and the
+    result may run slower. Layout reorders and SLOWER_OPS do not count. Empty: nothing lost."""
+    if sum(ours.values()) <= sum(original.values()):
+        return {}
+    return {
+        op: (count, ours[op])
+        for op, count in sorted(original.items())
+        if op.startswith("com.microsoft.")
+        and op not in SLOWER_OPS
+        and op not in _REORDERS
+        and ours[op] < count
+    }
+
+
 def _op_name(node: onnx.NodeProto) -> str:
     return f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
 

@@ -71,6 +71,34 @@ def make_model(
     return model
 
 
+def gelu_then_conv(channels: int = 4) -> onnx.ModelProto:
+    """x * (1 + erf(x / sqrt(2))) * 0.5 -> 1x1 Conv, opset 14 (no Gelu op yet): ORT fuses the
+    written-out Gelu into one com.microsoft.Gelu kernel."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Div", ["x", "root2"], ["scaled"]),
+        helper.make_node("Erf", ["scaled"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["cdf"]),
+        helper.make_node("Mul", ["x", "cdf"], ["product"]),
+        helper.make_node("Mul", ["product", "half"], ["gelu"]),
+        helper.make_node("Conv", ["gelu", "W", "B"], ["y"]),
+    ]
+    inits = [
+        const("root2", np.array(np.sqrt(2.0), np.float32)),
+        const("one", np.array(1.0, np.float32)),
+        const("half", np.array(0.5, np.float32)),
+        const("W", rng.standard_normal((6, channels, 1, 1)).astype(np.float32)),
+        const("B", rng.standard_normal(6).astype(np.float32)),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", FLOAT, [1, channels, 6, 6])],
+        [vi("y", FLOAT, [1, 6, 6, 6])],
+        inits,
+        opset=14,
+    )
+
+
 def shape_pieces(
     source: str, picks: Sequence, out: str = "shape"
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:

@@ -8,6 +8,7 @@ from helpers import (
     FLOAT,
     assert_same_outputs,
     const,
+    gelu_then_conv,
     make_model,
     op_counts,
     optimized_proto,
@@ -246,24 +247,7 @@ def test_affine_before_conv_kept(ops, attrs, x_shape):
 def test_half_of_a_written_out_gelu_not_folded_into_the_next_conv():
     """Before opset 20 a Gelu stays written out; ORT fuses it into one kernel only with its * 0.5
     in place (PP-OCRv6: 16% slower when folded into the next Conv)."""
-    nodes = [
-        node("Div", ["x", "root2"], "scaled"),
-        node("Erf", ["scaled"], "erf"),
-        node("Add", ["erf", "one"], "cdf"),
-        node("Mul", ["x", "cdf"], "product"),
-        node("Mul", ["product", "half"], "gelu"),
-        node("Conv", ["gelu", "W", "B"], "y"),
-    ]
-    inits = [
-        const("root2", np.array(np.sqrt(2.0), np.float32)),
-        const("one", np.array(1.0, np.float32)),
-        const("half", np.array(0.5, np.float32)),
-        const("W", rand(6, 4, 1, 1)),
-        const("B", rand(6)),
-    ]
-    model = make_model(
-        nodes, [vi("x", FLOAT, [1, 4, 6, 6])], [vi("y", FLOAT, [1, 6, 6, 6])], inits, opset=14
-    )
+    model = gelu_then_conv()
     assert slim(model)["Mul"] == 2
     assert ort_op_counts(optimized_proto(model))["com.microsoft.Gelu"] == 1
 

@@ -1,17 +1,21 @@
 """No slower without timing: the graph ORT runs for our result has no more nodes than for the
-original, and none of the op types known to be slower (benchmarks/ort_graphs.py SLOWER_OPS)."""
+original, and none of the op types known to be slower (onnxslim.runtime.SLOWER_OPS)."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pytest
 from conftest import DEMO, ZOO_DIR
-from helpers import FLOAT, const, make_model, save_model, vi
+from helpers import FLOAT, const, gelu_then_conv, make_model, save_model, vi
 from onnx import helper
 
 import onnxslim
-from benchmarks.ort_graphs import SLOWER_OPS, compare, compare_optimized
-from onnxslim.runtime import ort_op_counts
+from benchmarks.ort_graphs import compare, compare_optimized
+from onnxslim.optimizer import optimize_with_report
+from onnxslim.passes.rules import gelu
+from onnxslim.runtime import SLOWER_OPS, lost_fusions, ort_op_counts
 
 try:
     from models.zoo import ZOO_MODELS
@@ -52,6 +56,31 @@ def test_ours_keeps_ort_from_the_slower_skip_layernorm(tmp_path):
     assert result.ours["all"] == {"Sum": 1, "LayerNormalization": 1}
     # the reverse direction is flagged: the original run as "ours" brings the slower kernel in
     assert any("SkipLayerNormalization" in line for line in compare(ours, original).failures())
+
+
+def test_lost_fusions_are_fused_kernels_lost_with_more_nodes_in_all():
+    original = Counter({"com.microsoft.Gelu": 2, "com.microsoft.FusedConv": 3, "Conv": 1})
+    ours = Counter(
+        {"Div": 2, "Erf": 2, "Add": 2, "Mul": 4, "com.microsoft.FusedConv": 3, "Conv": 1}
+    )
+    assert lost_fusions(original, ours) == {"com.microsoft.Gelu": (2, 0)}
+    # a fused kernel folded away with what fed it is no loss: ORT runs fewer nodes in all
+    assert lost_fusions(original, Counter({"com.microsoft.FusedConv": 2})) == {}
+    # neither is one ORT's CPU runs slower, nor its layout reorders
+    skip = Counter(
+        {"com.microsoft.SkipLayerNormalization": 1, "com.microsoft.nchwc.ReorderInput": 1}
+    )
+    assert lost_fusions(skip, Counter({"Sum": 1, "LayerNormalization": 1, "Conv": 1})) == {}
+
+
+def test_a_rewrite_that_hides_a_fusion_from_ort_is_reported(monkeypatch, tmp_path):
+    path = save_model(gelu_then_conv(), tmp_path / "gelu.onnx")
+    assert optimize_with_report(path).fusions_lost == {}
+    monkeypatch.setattr(gelu, "awaits_half", lambda value: False)  # the 0.5 folded into the Conv
+    result = optimize_with_report(path)
+    assert result.fusions_lost == {"com.microsoft.Gelu": (1, 0)}
+    assert "com.microsoft.Gelu 1 -> 0" in result.fusion_warning
+    assert result.to_dict()["fusions_lost"] == {"com.microsoft.Gelu": [1, 0]}
 
 
 def test_demo_runs_no_more_nodes_in_ort(tmp_path):

@@ -679,6 +679,8 @@ def _report(
         tables.warn(messages, checked)
     if result.growth:
         tables.warn(messages, result.growth)
+    if result.fusion_warning:
+        tables.warn(messages, result.fusion_warning)
     if result.fp16 is not None and result.checked:
         checked = f"lossless passes: {checked}; " + (
             f"float16 drift within {result.fp16['budget']}"
