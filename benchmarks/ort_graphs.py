@@ -28,7 +28,6 @@ ZOO = ROOT / "models" / "zoo"
 LEVELS = ("all", "basic")
 
 
-
 @dataclass
 class GraphComparison:
     """ORT's op counts of the original and of ours, per ORT level."""

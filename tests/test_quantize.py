@@ -1570,6 +1570,37 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
         assert len(notes) == 1 and notes[0].endswith(f"{'kept' if worth else 'not kept'} (decided)")
 
 
+def test_float_compute_lists_no_conv_transpose_as_quantized(monkeypatch):
+    """Float compute on int8-stored weights (mode auto, INT8 not worth its time): a ConvTranspose,
+    which has no int8 kernel and computes in float on int8 weights in any mode, is not listed as
+    quantized; it counts among the nodes on int8 weights."""
+    rng = np.random.default_rng(3)
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+            helper.make_node("ConvTranspose", ["r", "w2"], ["y"], name="up", strides=[2, 2]),
+        ],
+        [vi("x", FLOAT, [1, 3, 16, 16])],
+        [vi("y", FLOAT, [1, 4, 32, 32])],
+        [
+            const("w1", rng.normal(size=(8, 3, 3, 3)).astype(np.float32)),
+            const("w2", rng.normal(size=(8, 4, 2, 2)).astype(np.float32)),
+        ],
+    )
+    slow = [Latency(1.0, 1.0, 1.0, 1.0), Latency(1.1, 1.1, 1.1, 1.1)]
+    monkeypatch.setattr(api, "_side_by_side", lambda *a: slow)
+    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))
+    monkeypatch.setattr(api, "_snr_gain", lambda *args: (-3.0, "-3.0 dB"))
+    same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
+    options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": "auto"}
+    report = quantize(model, samples(20), **options).report
+    assert report.mode == "weight-only" and report.quantized == {}
+    assert report.kept_float["up"] == "no int8 kernel: computes in float on int8-stored weights"
+    assert report.int8_stored() == 2
+
+
 @pytest.mark.parametrize(
     ("mode", "faster", "worth"),
     [("auto", True, True), ("auto", False, True), ("auto", False, False), ("static", False, True)],
@@ -1904,6 +1935,10 @@ def test_a_weight_folding_would_blow_up_stays_and_the_report_says_nothing_is_int
     rows = {row[0]: row[2] for row in quantize_summary_rows(report)}
     assert rows["quantized nodes"] == "none"
     assert rows["kept in float"] == "weight is not a constant: 2"
+    # nothing int8, computed or stored: the mode says so, not "static INT8 ... method percentile"
+    assert report.mode == "none" and report.activation_type == "float"
+    assert quantize_settings(report).startswith("no INT8 (float model); target vnni")
+    assert "method" not in quantize_settings(report)
 
 
 def test_fold_producers_folds_only_the_values_asked_for():
@@ -1990,7 +2025,7 @@ def test_a_model_quantized_already_is_said_to_be(tmp_path):
     onnx.save(cnn(), src)
     quantize_dynamic(src, dst, op_types_to_quantize=["Conv"])
     result = quantize(str(dst), samples(), **{**FAST, "quantize_ops": {"Conv"}})
-    assert not result.report.quantized
+    assert not result.report.quantized and result.report.mode == "none"
     (warning,) = [n for n in result.report.notes if "quantized already" in n]
     assert warning.startswith("warning: the model is quantized already (2 ConvInteger")
 

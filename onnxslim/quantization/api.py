@@ -55,7 +55,12 @@ from onnxslim.quantization.plan import (
     prepare,
 )
 from onnxslim.quantization.recovery import fall_back
-from onnxslim.quantization.report import Outcome, QuantizeReport, kept_float_counts
+from onnxslim.quantization.report import (
+    NO_INT8_MODE,
+    Outcome,
+    QuantizeReport,
+    kept_float_counts,
+)
 from onnxslim.quantization.targets import CHOICES, Target, resolve_target, saturates_here
 from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
@@ -320,7 +325,9 @@ def _quantize(
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
-    notes += outcome.notes + _nothing_int8_warning(outcome, _integer_kernels(float_model))
+    before = _integer_kernels(float_model)
+    notes += outcome.notes + _nothing_int8_warning(outcome, before)
+    outcome = _as_made(outcome, before)
     quantized, drift = outcome.model, outcome.drift
     io.keep_aside_as(quantized, original)  # map types onnx-ir cannot hold, for the file written
     if test:  # the figures reported: on samples no decision saw
@@ -335,7 +342,7 @@ def _quantize(
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split) + _silent_outputs(drift, split)
     dynamic_used = outcome.mode == "dynamic"
-    float_used = outcome.mode == WEIGHT_ONLY_MODE
+    float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type
     report = QuantizeReport(
         mode=outcome.mode,
@@ -394,7 +401,8 @@ def _quantize(
             )
             if config.require_speedup:
                 raise CheckFailedError(message)
-            report.notes.append(message)
+            slower = timed["int8"].versus(timed["float"])[1] == "slower"
+            report.notes.append(f"warning: {message}" if slower else message)
     elif config.require_speedup:
         raise OnnxSlimError("require_speedup needs the latency measurement")
     return QuantizeResult(quantized, report)
@@ -605,20 +613,24 @@ def _float_compute(
     if budget and budget.check(drift):
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
+    # ops without an int8 kernel (ConvTranspose) computed in float on int8 weights already
+    stored_only = [n for n in float_info.plan.nodes if n not in int8]
+    stored_any = bool(weights or stored_only)
     return dataclasses.replace(
         built,
         model=model,
-        quantized=dict(Counter(float_info.op_types[n] for n in float_info.plan.nodes)),
+        quantized={},
         kept_float={
             **info.kept_float,
             **{n: INT8_NOT_FASTER + (f"; {STORED_COMPUTE}" if n in weights else "") for n in int8},
+            **{n: f"no int8 kernel: {STORED_COMPUTE}" for n in stored_only},
         },
         fallback=[],
         drift=drift,
         notes=[],
         layers=[],
-        mode=WEIGHT_ONLY_MODE,
-        method="none (float compute)",
+        mode=WEIGHT_ONLY_MODE if stored_any else NO_INT8_MODE,
+        method="none (float compute)" if stored_any else "none",
         weight_rounding="nearest",
         all_int8=None,
     )
@@ -642,10 +654,14 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     if worth_trading(gain_db, max(ratio, ints.min / floats.min)):
         int8.notes.append(f"{lead}: worth it, INT8 kept")
         return int8
+    kept = (
+        "every weighted node computes in float on int8-stored weights (a file as small"
+        if float_compute.mode == WEIGHT_ONLY_MODE
+        else "the model stays float (no weight of it is stored int8: onnxslim's lossless model"
+    )
     float_compute.notes = [
         *int8.notes,
-        f"{lead}: not worth it, so every weighted node computes in float on int8-stored weights "
-        "(a file as small; --int8 static or dynamic computes in INT8)",
+        f"{lead}: not worth it, so {kept}; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute
 
@@ -1285,15 +1301,35 @@ def _integer_kernels(model: ir.Model) -> Counter:
     return Counter(node.op_type for node in model.graph if node.op_type in INTEGER_OP_TYPES)
 
 
+def _computes_int8(outcome: Outcome, before: Counter) -> bool:
+    """Whether a weighted node of `outcome` computes in INT8 that did not in the input (`before`:
+    its `_integer_kernels`)."""
+    return any(op in WEIGHTED_OP_TYPES for op in outcome.quantized) or bool(
+        _integer_kernels(outcome.model) - before
+    )
+
+
+def _as_made(outcome: Outcome, before: Counter) -> Outcome:
+    """`outcome` with the mode of what it holds when no weighted node computes in INT8 and none
+    is listed as quantized: weight-only where weights are int8-stored, else NO_INT8_MODE (the
+    lossless model); its mode otherwise."""
+    if outcome.quantized or outcome.mode == NO_INT8_MODE or _computes_int8(outcome, before):
+        return outcome
+    stored = any(INT8_STORED in why for why in outcome.kept_float.values())
+    mode = WEIGHT_ONLY_MODE if stored else NO_INT8_MODE
+    if mode == outcome.mode:
+        return outcome
+    method = "none (float compute)" if stored else "none"
+    return dataclasses.replace(outcome, mode=mode, method=method)
+
+
 def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
     """A warning when no weighted node computes in INT8 that did not before (`before`: the
     input's `_integer_kernels`): nothing heavy is faster, so the result is no faster than the
     lossless float model; why (the budget, a model quantized already, the planner's reasons)."""
-    if outcome.mode == WEIGHT_ONLY_MODE:  # chosen as such, and its note says why
+    if outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE):  # chosen as such, and its note says why
         return []
-    if any(op in WEIGHTED_OP_TYPES for op in outcome.quantized):
-        return []
-    if _integer_kernels(outcome.model) - before:  # it quantized something (a Gemm, ...)
+    if _computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
     if outcome.fallback:
         weights = (

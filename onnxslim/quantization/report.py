@@ -18,6 +18,11 @@ def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
+#: Outcome.mode when no weighted node computes in INT8 and none stores int8 weights: the result is
+#: onnxslim's lossless float model.
+NO_INT8_MODE = "none"
+
+
 @dataclasses.dataclass
 class Outcome:
     """What one quantizer (static or dynamic, or float compute on int8 weights) made, measured on
@@ -75,6 +80,16 @@ class QuantizeReport:
     weight_rounding: str = "nearest"  # or "gptq"
     #: With debug_layers: per quantized node, its own and accumulated SQNR (layers.LayerError).
     layers: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def unquantized(self) -> bool:
+        """Whether nothing was quantized: the result is onnxslim's lossless float model."""
+        return self.mode == NO_INT8_MODE
+
+    @property
+    def mode_label(self) -> str:
+        """How the mode reads: "static INT8", "weight-only INT8", ..., "no INT8 (float model)"."""
+        return "no INT8 (float model)" if self.unquantized else f"{self.mode} INT8"
 
     def kept_float_counts(self) -> dict[str, int]:
         """Weighted nodes kept in float per reason (`kept_float_counts`)."""

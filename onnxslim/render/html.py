@@ -232,7 +232,7 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     return [
         ("Result", html.escape("; ".join(result))),
         ("Drift budget", html.escape(budget_outcome(report))),
-        ("Mode", html.escape(f"{report.mode} INT8")),
+        ("Mode", html.escape(report.mode_label)),
         ("Target", html.escape(report.target_reason)),
         ("Ranges", html.escape(range_settings(report))),
         (

@@ -410,8 +410,9 @@ def kept_reasons(report: QuantizeReport) -> str:
 
 def quantize_settings(report: QuantizeReport) -> str:
     """Mode, target, range method, types, how many samples served what, the levers applied."""
+    ranges = "" if report.unquantized else f"{range_settings(report)}; "
     return (
-        f"{report.mode} INT8; target {report.target_reason}; {range_settings(report)}; "
+        f"{report.mode_label}; target {report.target_reason}; {ranges}"
         f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
         f"{report.test_samples} test samples; {lever_settings(report)}"
     )
