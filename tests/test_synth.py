@@ -84,6 +84,18 @@ def test_shared_dim_names_stay_equal_and_batch_is_one():
     assert synth.synthesize(model, {"c": (5, 1)}).feeds["a"].shape == (1, 5, 4)
 
 
+def test_a_batch_inside_an_rnn_state_is_one():
+    """`batch` leads the features and sits second in the state [layers, batch, hidden]: still 1."""
+    model = make_model(
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["h0"], ["h"])],
+        [vi("x", FLOAT, ["batch", "time", 8]), vi("h0", FLOAT, [3, "batch", 8])],
+        [vi("y", FLOAT, None), vi("h", FLOAT, None)],
+    )
+    inputs = synth.synthesize(model)
+    assert inputs.dims == {"batch": 1, "time": synth.DEFAULT_DIM}
+    assert inputs.feeds["h0"].shape == (3, 1, 8)
+
+
 def test_given_shapes_are_checked():
     model = make_model(
         [helper.make_node("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["n", 3])], [vi("y", FLOAT, None)]
