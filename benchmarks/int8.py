@@ -82,7 +82,12 @@ MASKS = {"ppocrv4_det": 0.3}
 MAX_LISTED = 8  # fallback nodes named per model in the notes
 # --ablation: quantize() options per column (static INT8, the levers one by one); the last is the
 # default (mode auto).
-_STATIC = {"mode": "static", "equalize": False, "bias_correction": False}
+_STATIC = {
+    "mode": "static",
+    "equalize": False,
+    "bias_correction": False,
+    "weight_rounding": "nearest",
+}
 _PERCENTILE = {**_STATIC, "percentile": 99.99}
 ABLATIONS = {
     "minmax": {**_STATIC, "method": "minmax"},
@@ -118,7 +123,7 @@ CHECK = {
     "default": {},
     "mean_minmax ranges": {"method": "mean_minmax"},
     "minmax ranges": {"method": "minmax"},
-    "GPTQ weights": {"weight_rounding": "gptq"},
+    "nearest rounding": {"weight_rounding": "nearest"},
 }
 CHECK_MODELS = ["efficientnet_lite1", "open_nsfw", "yolov8n_320"]
 # --check, second table: the classifiers whose output is a Softmax, at its input too

@@ -44,7 +44,7 @@ def test_unknown_weight_options_are_errors():
     with pytest.raises(OnnxSlimError, match="weight rounding"):
         QuantOptions(weight_rounding="adaround")
     with pytest.raises(OnnxSlimError, match="unknown weight rounding 'adaround': choose nearest"):
-        quantize(cnn(), samples(4), **FAST, weight_rounding="adaround")
+        quantize(cnn(), samples(4), **{**FAST, "weight_rounding": "adaround"})
 
 
 def test_auto_rounding_keeps_gptq_only_where_closer_on_the_selection_samples():
@@ -52,7 +52,7 @@ def test_auto_rounding_keeps_gptq_only_where_closer_on_the_selection_samples():
     by its bootstrap rule (GPTQ on this model), says so and reports it."""
     data = samples(40)
     reports = {
-        rounding: quantize(cnn(), data, **FAST, weight_rounding=rounding).report
+        rounding: quantize(cnn(), data, **{**FAST, "weight_rounding": rounding}).report
         for rounding in ("nearest", "gptq", "auto")
     }
     note = next(n for n in reports["auto"].notes if n.startswith("kept GPTQ rounding ("))
@@ -133,7 +133,7 @@ def test_quantize_bias_keeps_the_given_rounding_unless_the_scale_grows():
 @pytest.mark.parametrize("options", [{"weight_rounding": "gptq"}, {"weight_range": "mse"}])
 def test_quantized_model_with_weight_options_stays_close_to_float(options):
     data = samples(16)
-    result = quantize(cnn(), data, **FAST, **options)
+    result = quantize(cnn(), data, **{**FAST, **options})
     ref = ort.InferenceSession(cnn().SerializeToString())
     session = ort.InferenceSession(ir.to_proto(result.model).SerializeToString())
     refs = [{"y": ref.run(None, s)[0]} for s in data]
@@ -153,3 +153,11 @@ def test_relu6_output_range_stays_within_its_bounds():
     for name in ("r1", "r2"):
         scale, zero_point = (quantizes[name].inputs[i].const_value.numpy() for i in (1, 2))
         assert int(zero_point) == 0 and float(scale) * 255 <= 6.0 + 1e-5
+
+
+def test_gptq_is_the_default_rounding_of_int8_compute():
+    options = {key: value for key, value in FAST.items() if key != "weight_rounding"}
+    report = quantize(cnn(), samples(16), **options).report
+    assert report.weight_rounding == "gptq"
+    nearest = quantize(cnn(), samples(16), **FAST).report
+    assert nearest.weight_rounding == "nearest"

@@ -253,10 +253,11 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--weight-rounding",
     type=click.Choice(list(ROUNDING_CHOICES)),
-    default="nearest",
+    default="gptq",
     show_default=True,
-    help="Round weights to nearest, or GPTQ: least change of each layer's output on the "
-    "calibration samples (slower); auto keeps GPTQ where it is closer on the selection samples.",
+    help="GPTQ: each layer's weights rounded to change its output least on the calibration "
+    "samples; nearest: each weight to its nearest level (faster to quantize); auto keeps GPTQ "
+    "where it is closer on the selection samples.",
 )
 @click.option(
     "--activation-type",

@@ -125,14 +125,15 @@ class QuantizeConfig:
     not faster than float on this CPU an error; `min_macs` leaves smaller weighted ops in float (at
     its default, target "auto" times them in int8 too and keeps that when worth it); `weight_range`
     the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
-    `weight_rounding` "nearest", "gptq" (least change of each layer's output on the calibration
-    samples; see gptq.py) or "auto" (GPTQ where `_closest` finds it closer on the selection
-    samples); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
-    (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or
-    "auto" (the variant closest to float on the selection samples; for CLE and bias correction
-    only when bootstrap resamples of them agree, see `_closest`); `optimize` runs the lossless
-    pipeline first, with `optimize_options` as keyword arguments of `onnxslim.optimize`;
-    `measure_latency` times both models; `progress` shows bars.
+    `weight_rounding` "gptq" (the weights of nodes computing in INT8 rounded to change each
+    layer's output least on the calibration samples, see gptq.py; int8-stored weights of nodes
+    computing in float round to nearest), "nearest" or "auto" (GPTQ where `_closest` finds it
+    closer on the selection samples); `equalize` (cross-layer equalization), `bias_correction`
+    and `smooth` (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are
+    True, False or "auto" (the variant closest to float on the selection samples; for CLE and
+    bias correction only when bootstrap resamples of them agree, see `_closest`); `optimize` runs
+    the lossless pipeline first, with `optimize_options` as keyword arguments of
+    `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
     """
 
     mode: str = "auto"
@@ -158,7 +159,7 @@ class QuantizeConfig:
     progress: bool = True
     debug_layers: bool = False
     weight_range: str = "minmax"
-    weight_rounding: str = "nearest"
+    weight_rounding: str = "gptq"
     smooth: bool | str = "auto"
 
     @property
@@ -584,11 +585,10 @@ def _static(
 
 
 def _asks_int8_compute(config: QuantizeConfig) -> str | None:
-    """The option that asks for what only INT8 compute has (per-layer errors, GPTQ rounding, a
-    speedup), so that mode auto does not hand back float compute (`_int8_or_float`), or None."""
+    """The option that asks for what only INT8 compute has (per-layer errors, a speedup), so that
+    mode auto does not hand back float compute (`_int8_or_float`), or None."""
     asked = {
         "--debug-layers": config.debug_layers,
-        "--weight-rounding gptq": config.weight_rounding == "gptq",
         "--require-speedup": config.require_speedup,
     }
     return next((option for option, given in asked.items() if given), None)

@@ -55,6 +55,7 @@ class QuantBuilder:
         self.stats: dict[str, Histogram] = {}
         self.means: dict[str, np.ndarray] = {}
         self.hessians: dict[str, np.ndarray] = {}
+        self.rounded: dict[tuple, np.ndarray] = {}  # GPTQ's, shared by this builder's builds
         self.op_types = {n.name: n.op_type for n in model.graph}
 
     def _fresh(self) -> ir.Model:
@@ -87,7 +88,12 @@ class QuantBuilder:
         self._ensure_stats(model, final.observed)
         qparams = {name: self._qparams(name, final) for name in final.observed}
         rewrite = QuantizePass(
-            final, qparams, options, self._means(model, final), self._hessians(model, final)
+            final,
+            qparams,
+            options,
+            self._means(model, final),
+            self._hessians(model, final),
+            self.rounded,
         )
         rewrite(model)
         kept = {

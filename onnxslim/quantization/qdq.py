@@ -4,6 +4,7 @@ weights and int32 biases, in the shape ORT fuses into integer kernels."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -160,6 +161,7 @@ class QuantizePass(ir.passes.InPlacePass):
         options: QuantOptions,
         means: Mapping[str, np.ndarray] | None = None,
         hessians: Mapping[str, np.ndarray] | None = None,
+        rounded: dict[tuple, np.ndarray] | None = None,
     ):
         super().__init__()
         self.plan, self.qparams, self.options = plan, qparams, options
@@ -167,6 +169,8 @@ class QuantizePass(ir.passes.InPlacePass):
         self.means = means or {}
         # node -> X X^T of its float inputs: GPTQ rounding of its weights
         self.hessians = hessians or {}
+        # GPTQ's results by node, weight and scales: the builds of one quantization share them
+        self.rounded = {} if rounded is None else rounded
         # quantized tensor -> name of its DequantizeLinear output
         self.dequantized: dict[str, str] = {}
 
@@ -240,9 +244,12 @@ class QuantizePass(ir.passes.InPlacePass):
         if hessian is not None:
 
             def rounding(w, scale, qmax, node=node, hessian=hessian):
-                matrix = gptq.weight_matrix(node, w)
-                q = gptq.gptq_round(matrix, hessian, scale, qmax)
-                return gptq.from_matrix(node, q, w.shape)
+                digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
+                key = (node.name, digest, np.asarray(scale).tobytes(), qmax)
+                if key not in self.rounded:
+                    q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
+                    self.rounded[key] = gptq.from_matrix(node, q, w.shape)
+                return self.rounded[key]
 
         layout, limit = reduction_layout(node), self.options.weight_pair_limit
         wq_array, wq = kernel_weight(w, axis, layout, limit, self.options.weight_range, rounding)
