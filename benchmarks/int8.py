@@ -23,8 +23,8 @@ weight levers (MSE weight range, GPTQ rounding; static INT8, no budget, no ORT, 
 drift on the same test split; `--smoothing` compares dynamic INT8 without and with smoothing (see
 `onnxslim/quantization/smooth.py`) on the models with MatMul weights. `--vnni` measures the
 accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU. `--check` sets the
-default against levers it leaves off (other range methods, GPTQ) and ORT on photos of a source no
-split uses (`models.zoo.check_samples`), and the Softmax classifiers at their logits
+default against levers it leaves off (other range methods, nearest rounding) and ORT on photos of
+a source no split uses (`models.zoo.check_samples`), and the Softmax classifiers at their logits
 (`logits_rows`).
 """
 
