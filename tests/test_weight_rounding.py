@@ -12,6 +12,7 @@ from test_quantize import FAST, cnn, samples
 
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
+from onnxslim.quantization import builder as builder_module
 from onnxslim.quantization import gptq, quantize
 from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import dequantize, quantize_bias, quantize_weight
@@ -161,3 +162,17 @@ def test_gptq_is_the_default_rounding_of_int8_compute():
     assert report.weight_rounding == "gptq"
     nearest = quantize(cnn(), samples(16), **FAST).report
     assert nearest.weight_rounding == "nearest"
+
+
+def test_gptq_past_its_memory_limit_rounds_to_nearest_and_says_so(monkeypatch):
+    """Layer input statistics are inputs x inputs float64 each: past the limit (a large
+    transformer's would not fit in memory) the later nodes round to nearest, and a note says so."""
+    model = cnn()
+    by_name = {n.name: n for n in ir.from_proto(model).graph}
+    first = gptq.hessian_bytes(by_name["conv1"])
+    monkeypatch.setattr(builder_module, "GPTQ_MEMORY", first)  # room for conv1's only
+    options = {key: value for key, value in FAST.items() if key != "weight_rounding"}
+    report = quantize(model, samples(16), **options).report
+    (note,) = [n for n in report.notes if n.startswith("GPTQ rounding left out")]
+    assert note.startswith("GPTQ rounding left out for 2 node(s) past its memory limit")
+    assert report.weight_rounding == "gptq"

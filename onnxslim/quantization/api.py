@@ -530,6 +530,12 @@ def _static(
         choice = _choose_rounding(choice, selection, ref_outputs)
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
+    if builder.gptq_skipped:
+        notes.append(
+            f"GPTQ rounding left out for {len(builder.gptq_skipped)} node(s) past its memory "
+            f"limit ({builder.gptq_memory / 1024**2:g} MiB of layer input statistics): they round "
+            "to nearest"
+        )
     drift = choice.drift
     if drift is None or compared_samples(drift) != len(selection):  # scored on fewer
         drift = compare_outputs(ref_outputs, run_samples(quantized, selection))

@@ -34,6 +34,11 @@ class BuildInfo:
     kept_float: dict[str, str]
 
 
+#: Bytes of GPTQ's layer input statistics (`gptq.hessian_bytes`) one builder holds at most: the
+#: nodes past it, in graph order, round to nearest (a large transformer's would not fit in memory).
+GPTQ_MEMORY = 1024**3
+
+
 class QuantBuilder:
     """Builds quantized copies of one prepared float model with a cache of tensor histograms."""
 
@@ -56,6 +61,8 @@ class QuantBuilder:
         self.means: dict[str, np.ndarray] = {}
         self.hessians: dict[str, np.ndarray] = {}
         self.rounded: dict[tuple, np.ndarray] = {}  # GPTQ's, shared by this builder's builds
+        self.gptq_memory = GPTQ_MEMORY
+        self.gptq_skipped: set[str] = set()  # nodes past gptq_memory, rounded to nearest
         self.op_types = {n.name: n.op_type for n in model.graph}
 
     def _fresh(self) -> ir.Model:
@@ -135,6 +142,13 @@ class QuantBuilder:
             return {}
         by_name = {n.name: n for n in model.graph}
         nodes = [by_name[n] for n in plan.nodes if gptq.supports(by_name[n])]
+        held = sum(gptq.hessian_bytes(by_name[n]) for n in self.hessians if n in by_name)
+        for node in nodes:
+            if node.name not in self.hessians and node.name not in self.gptq_skipped:
+                held += gptq.hessian_bytes(node)
+                if held > self.gptq_memory:
+                    self.gptq_skipped.add(node.name)
+        nodes = [n for n in nodes if n.name not in self.gptq_skipped]
         missing = {
             n.name: (n.inputs[0].name, functools.partial(gptq.input_columns, n))
             for n in nodes

@@ -46,6 +46,18 @@ def supports(node: ir.Node) -> bool:
 MAX_COLUMNS = 4096
 
 
+def hessian_bytes(node: ir.Node) -> int:
+    """Bytes of the node's ``X X^T`` (float64, inputs x inputs of ``y = W x``)."""
+    shape = node.inputs[1].const_value.shape
+    if node.op_type == "Conv":
+        inputs = int(np.prod(shape[1:]))
+    elif node.op_type == "Gemm" and attribute(node, "transB", 0):
+        inputs = shape[1]
+    else:
+        inputs = shape[0]
+    return 8 * inputs * inputs
+
+
 def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
     """The layer's inputs as the columns ``X`` of ``y = W x`` (rows: the weight's flattened input
     dimensions, in ``weight_matrix``'s order): a conv's im2col patches, else the last axis; at
