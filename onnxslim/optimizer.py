@@ -61,8 +61,8 @@ class OptimizeResult:
     #: inputs it was measured on.
     fp16: dict | None = None
     #: ORT's fused kernels it runs fewer of for the result (runtime.lost_fusions), op -> (original's
-    #: count, the result's); empty when none, or not compared (no check, or weights over
-    #: ORT_GRAPH_LIMIT).
+    #: count, the result's); empty when none, or not compared (no check, weights over
+    #: ORT_GRAPH_LIMIT, or ORT could not build one of them).
     fusions_lost: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
@@ -322,7 +322,7 @@ def optimize_with_report(
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
             check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
-            if original_graph is not None and original_graph.result() and not not_checked:
+            if original_graph is not None and not not_checked and original_graph.result():
                 ours = _ort_graph(ir_model if written is None else written)
                 fusions_lost.update(lost_fusions(original_graph.result(), ours or Counter()))
 
@@ -511,11 +511,13 @@ ORT_GRAPH_LIMIT = 256 * 1024**2
 
 
 def _ort_graph(model: str | os.PathLike | ir.Model) -> Counter[str] | None:
-    """`ort_op_counts` of `model` at ORT's level all; None when ORT cannot build it (the check
-    says why)."""
+    """`ort_op_counts` of `model` at ORT's level all; None when it cannot be had (ORT cannot build
+    the model: the check says why; or writing its optimized graph failed): the comparison is
+    advisory and never stops a result from being written."""
     try:
-        return ort_op_counts(model)
-    except OnnxSlimError:
+        with verify.model_file(model) as path:  # saved as the check saves it: no whole proto
+            return ort_op_counts(path)
+    except Exception:  # noqa: BLE001 ORT, onnx and the file system raise assorted types
         return None
 
 
@@ -560,7 +562,10 @@ def optimize(model: ModelLike, **options) -> ir.Model:
     check_atol). A model that cannot be checked comes back with a warning ("not checked: ..."),
     or raises CheckFailedError with `require_check=True`.
     """
-    return optimize_with_report(model, make_options(**options)).model
+    result = optimize_with_report(model, make_options(**options))
+    if result.fusion_warning:
+        warnings.warn(f"onnxslim: {result.fusion_warning}", stacklevel=2)
+    return result.model
 
 
 def make_options(**options) -> OptimizeOptions:

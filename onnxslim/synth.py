@@ -370,8 +370,9 @@ class _Planner:
     def _default_dims(
         self, dim: int, shapes: Mapping[str, Sequence[int]], image_dim: int
     ) -> dict[str, int]:
-        """A value per dynamic dim key: from `shapes`, else 1 if batch-like (it leads an input and
-        no other's later dims, or is named batch: an RNN state [layers, batch, hidden]), else
+        """A value per dynamic dim key: from `shapes`, else 1 if batch-like (named batch, as in an
+        RNN's [seq, batch, features] and [layers, batch, hidden], or leading an input and no
+        other's later dims), else
         `image_dim` for an image's height and width (`_image_dims`), else `dim`."""
         known = {item.name: item for item in self.inputs}
         values: dict[str, int] = {}
@@ -403,7 +404,7 @@ class _Planner:
         for item in self.inputs:
             for key in item.dims:
                 if isinstance(key, str) and key not in values:
-                    batch = key in first and (key not in later or "batch" in key.lower())
+                    batch = "batch" in key.lower() or (key in first and key not in later)
                     values[key] = 1 if batch else image_dim if key in image else dim
         return values
 

@@ -1943,7 +1943,7 @@ def test_a_weight_folding_would_blow_up_stays_and_the_report_says_nothing_is_int
     assert rows["kept in float"] == "weight is not a constant: 2"
     # nothing int8, computed or stored: the mode says so, not "static INT8 ... method percentile"
     assert report.mode == "none" and report.activation_type == "float"
-    assert quantize_settings(report).startswith("no INT8 (float model); target vnni")
+    assert quantize_settings(report).startswith("no INT8 added (onnxslim's lossless model); target")
     assert "method" not in quantize_settings(report)
 
 

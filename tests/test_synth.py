@@ -94,6 +94,13 @@ def test_a_batch_inside_an_rnn_state_is_one():
     inputs = synth.synthesize(model)
     assert inputs.dims == {"batch": 1, "time": synth.DEFAULT_DIM}
     assert inputs.feeds["h0"].shape == (3, 1, 8)
+    # ONNX's own RNN layout, sequence first: batch leads no input
+    seq_first = make_model(
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["h0"], ["h"])],
+        [vi("x", FLOAT, ["time", "batch", 8]), vi("h0", FLOAT, [3, "batch", 8])],
+        [vi("y", FLOAT, None), vi("h", FLOAT, None)],
+    )
+    assert synth.synthesize(seq_first).dims["batch"] == 1
 
 
 def test_given_shapes_are_checked():

@@ -160,8 +160,48 @@ def test_gptq_is_the_default_rounding_of_int8_compute():
     options = {key: value for key, value in FAST.items() if key != "weight_rounding"}
     report = quantize(cnn(), samples(16), **options).report
     assert report.weight_rounding == "gptq"
-    nearest = quantize(cnn(), samples(16), **FAST).report
-    assert nearest.weight_rounding == "nearest"
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "attrs"),
+    [
+        ((2, 3, 12, 10), (3, 3), {"pads": [1, 1, 1, 1]}),
+        ((1, 2, 13, 11), (3, 2), {"strides": [2, 1], "dilations": [1, 2]}),
+        ((1, 2, 1, 200), (1, 3), {}),  # a long, thin map: strided along its long axis
+    ],
+)
+def test_input_columns_are_conv_patches_at_strided_positions(monkeypatch, shape, kernel, attrs):
+    """With at most MAX_COLUMNS positions per sample, W @ columns is the conv's output at a grid
+    of its positions, strided along each axis (checked against ORT's Conv)."""
+    monkeypatch.setattr(gptq, "MAX_COLUMNS", 16)
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(5, shape[1], *kernel)).astype(np.float32)
+    x = rng.normal(size=shape).astype(np.float32)
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", **attrs)],
+        [vi("x", shape=list(shape))],
+        [vi("y", shape=[None] * 4)],
+        [const("w", w)],
+    )
+    (y,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    node = next(iter(ir.from_proto(model).graph))
+    columns = gptq.input_columns(node, x)
+    steps = gptq._steps(y.shape[2:])
+    expected = y[:, :, :: steps[0], :: steps[1]]
+    assert expected.shape[2] * expected.shape[3] <= 16
+    got = (gptq.weight_matrix(node, w) @ columns).reshape(5, shape[0], *expected.shape[2:])
+    np.testing.assert_allclose(got.transpose(1, 0, 2, 3), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gptq_rounds_each_layer_once_for_all_builds(monkeypatch):
+    """The variants one quantization builds (bias correction, percentiles, timed choices) round
+    the same weights at the same scales: GPTQ runs once per layer and scale."""
+    calls = []
+    real = gptq.gptq_round
+    monkeypatch.setattr(gptq, "gptq_round", lambda *a: calls.append(a[0].shape) or real(*a))
+    options = {key: value for key, value in FAST.items() if key != "weight_rounding"}
+    quantize(cnn(), samples(16), **options)
+    assert calls and len(calls) == len({shape for shape in calls}) <= 3  # conv1, conv2, fc
 
 
 def test_gptq_past_its_memory_limit_rounds_to_nearest_and_says_so(monkeypatch):

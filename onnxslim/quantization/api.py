@@ -393,7 +393,8 @@ def _quantize(
         if "lossless" in timed:
             report.latency_lossless_ms = timed["lossless"].median
             slower = timed["int8"].versus(timed["lossless"])[1] == "slower"
-            if slower or not float_used:  # float compute runs as fast: _int8_or_float said so
+            # float compute runs as fast (_int8_or_float said so); nothing added: the same model
+            if (slower or not float_used) and not report.unquantized:
                 report.notes += _lossless_note(timed["int8"], timed["lossless"])
         if report.speedup < 1.0:
             message = (
@@ -403,7 +404,8 @@ def _quantize(
             if config.require_speedup:
                 raise CheckFailedError(message)
             slower = timed["int8"].versus(timed["float"])[1] == "slower"
-            report.notes.append(f"warning: {message}" if slower else message)
+            if not report.unquantized:  # the lossless model: its warning says so
+                report.notes.append(f"warning: {message}" if slower else message)
     elif config.require_speedup:
         raise OnnxSlimError("require_speedup needs the latency measurement")
     return QuantizeResult(quantized, report)
@@ -530,12 +532,6 @@ def _static(
         choice = _choose_rounding(choice, selection, ref_outputs)
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
-    if builder.gptq_skipped:
-        notes.append(
-            f"GPTQ rounding left out for {len(builder.gptq_skipped)} node(s) past its memory "
-            f"limit ({builder.gptq_memory / 1024**2:g} MiB of layer input statistics): they round "
-            "to nearest"
-        )
     drift = choice.drift
     if drift is None or compared_samples(drift) != len(selection):  # scored on fewer
         drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
@@ -559,6 +555,13 @@ def _static(
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
+    nearest = builder.gptq_skipped & set(info.plan.nodes)
+    if nearest:
+        notes.append(
+            f"GPTQ rounding left out for {len(nearest)} node(s) past its memory limit "
+            f"({builder.gptq_memory / 1024**2:g} MiB of layer input statistics): they round to "
+            "nearest"
+        )
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
@@ -1326,7 +1329,7 @@ def _as_made(outcome: Outcome, before: Counter) -> Outcome:
     if mode == outcome.mode:
         return outcome
     method = "none (float compute)" if stored else "none"
-    return dataclasses.replace(outcome, mode=mode, method=method)
+    return dataclasses.replace(outcome, mode=mode, method=method, weight_rounding="nearest")
 
 
 def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:

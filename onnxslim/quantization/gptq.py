@@ -65,7 +65,7 @@ def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)  # X X^T in float32 (summed in float64): half the time
     if node.op_type != "Conv":
         columns = x.reshape(-1, x.shape[-1]).T
-        return columns[:, :: -(-columns.shape[1] // MAX_COLUMNS)]
+        return columns[:, :: _steps(columns.shape[1:])[0]]
     kernel = node.inputs[1].const_value.shape[2:]
     spatial = len(kernel)
     pads = list(attribute(node, "pads", [0] * 2 * spatial))
@@ -80,15 +80,27 @@ def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
     index += tuple(slice(None, None, s) for s in strides)
     index += tuple(slice(None, None, d) for d in dilations)
     windows = windows[index]
-    # a grid of positions evenly strided along each spatial axis, before any copy
-    positions = int(np.prod(windows.shape[2 : 2 + spatial]))
-    step = math.ceil((positions / MAX_COLUMNS) ** (1 / spatial)) if positions > MAX_COLUMNS else 1
-    windows = windows[(slice(None), slice(None), *(slice(None, None, step),) * spatial)]
+    # a grid of positions strided along each spatial axis, before any copy
+    steps = _steps(windows.shape[2 : 2 + spatial])
+    windows = windows[(slice(None), slice(None), *(slice(None, None, s) for s in steps))]
     n, c = windows.shape[:2]
     positions = windows.shape[2 : 2 + spatial]
     # -> [C, *kernel, N, *positions] -> [C * prod(kernel), N * prod(positions)]
     order = (1, *range(2 + spatial, 2 + 2 * spatial), 0, *range(2, 2 + spatial))
     return windows.transpose(order).reshape(c * int(np.prod(kernel)), n * int(np.prod(positions)))
+
+
+def _steps(dims: tuple[int, ...]) -> list[int]:
+    """A stride per axis of `dims` leaving at most MAX_COLUMNS positions: the axis with the most
+    positions left is strided further until they fit (a [1, 100000] map: its long axis alone)."""
+    steps = [1] * len(dims)
+
+    def left(axis: int) -> int:
+        return math.ceil(dims[axis] / steps[axis])
+
+    while math.prod(left(axis) for axis in range(len(dims))) > MAX_COLUMNS:
+        steps[max(range(len(dims)), key=left)] += 1
+    return steps
 
 
 def weight_matrix(node: ir.Node, weight: np.ndarray) -> np.ndarray:

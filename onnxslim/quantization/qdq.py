@@ -249,7 +249,7 @@ class QuantizePass(ir.passes.InPlacePass):
                 if key not in self.rounded:
                     q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
                     self.rounded[key] = gptq.from_matrix(node, q, w.shape)
-                return self.rounded[key]
+                return self.rounded[key].copy()  # each build owns its weights
 
         layout, limit = reduction_layout(node), self.options.weight_pair_limit
         wq_array, wq = kernel_weight(w, axis, layout, limit, self.options.weight_range, rounding)

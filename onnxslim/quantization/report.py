@@ -18,8 +18,8 @@ def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-#: Outcome.mode when no weighted node computes in INT8 and none stores int8 weights: the result is
-#: onnxslim's lossless float model.
+#: Outcome.mode when quantization added nothing (no weighted node computes in INT8, none stores
+#: int8 weights): the result is onnxslim's lossless model (float, or as quantized before).
 NO_INT8_MODE = "none"
 
 
@@ -83,13 +83,15 @@ class QuantizeReport:
 
     @property
     def unquantized(self) -> bool:
-        """Whether nothing was quantized: the result is onnxslim's lossless float model."""
+        """Whether quantization added nothing: the result is onnxslim's lossless model."""
         return self.mode == NO_INT8_MODE
 
     @property
     def mode_label(self) -> str:
-        """How the mode reads: "static INT8", "weight-only INT8", ..., "no INT8 (float model)"."""
-        return "no INT8 (float model)" if self.unquantized else f"{self.mode} INT8"
+        """How the mode reads: "static INT8", "weight-only INT8", ..., "no INT8 added"."""
+        if self.unquantized:
+            return "no INT8 added (onnxslim's lossless model)"
+        return f"{self.mode} INT8"
 
     def kept_float_counts(self) -> dict[str, int]:
         """Weighted nodes kept in float per reason (`kept_float_counts`)."""

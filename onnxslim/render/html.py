@@ -234,7 +234,7 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
         ("Drift budget", html.escape(budget_outcome(report))),
         ("Mode", html.escape(report.mode_label)),
         ("Target", html.escape(report.target_reason)),
-        ("Ranges", html.escape(range_settings(report))),
+        *([] if report.unquantized else [("Ranges", html.escape(range_settings(report)))]),
         (
             "Samples",
             html.escape(

@@ -4,7 +4,8 @@ After a Conv/ConvTranspose: scaling output channel o by s and shifting it by t i
 B'[o] = B[o] * s + t, whatever the group and dilations (each output channel has its own filter).
 ConvTranspose stores W as [Cin, Cout/group, ...].
 Before a Conv: x * s scales the filter taps that read each input channel, x + t adds sum(W * t) to
-the bias; the shift holds only without padding (a padded zero would have been t).
+the bias; the shift holds only without padding (a padded zero would have been t). The * 0.5 that
+completes a written-out Gelu stays (ORT fuses the Gelu only with it in place: `gelu.awaits_half`).
 """
 
 from __future__ import annotations

@@ -166,12 +166,15 @@ def awaits_half(value: ir.Value) -> bool:
 
 
 def _is_one_plus_cdf(value: ir.Value | None) -> bool:
-    """`value` is Add(erf(...) or tanh(...), c)."""
+    """`value` is Add(erf(...) or tanh(...), 1), in either order."""
     node = value.producer() if value is not None else None
-    if node is None or node.op_type != "Add":
+    if node is None or node.op_type != "Add" or len(node.inputs) != 2:
         return False
-    producers = (v.producer() for v in node.inputs if v is not None)
-    return any(p is not None and p.op_type in ("Erf", "Tanh") for p in producers)
+    for cdf, one in (node.inputs, reversed(node.inputs)):
+        producer = cdf.producer() if cdf is not None else None
+        if producer is not None and producer.op_type in ("Erf", "Tanh") and _is(one, 1.0):
+            return True
+    return False
 
 
 rules = tuple(
