@@ -156,9 +156,9 @@ def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
     eye = np.eye(h.shape[0])
     extra = 0.0
     for _ in range(8):
-        try:
-            inverse = np.linalg.inv(np.linalg.cholesky(h + extra * eye))
-            return np.linalg.cholesky(inverse.T @ inverse).T
+        try:  # h^-1 factorizes exactly when h is positive definite; float32 as GPTQ's own code
+            damped = (h + extra * eye).astype(np.float32)
+            return np.linalg.cholesky(np.linalg.inv(damped)).T.astype(np.float64)
         except np.linalg.LinAlgError:
             extra = max(extra * 10.0, 1e-6 * float(np.mean(np.diag(h))))
     raise np.linalg.LinAlgError("the layer's input Hessian is not positive definite")
