@@ -322,9 +322,11 @@ def optimize_with_report(
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
             check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
-            if original_graph is not None and not not_checked and original_graph.result():
-                ours = _ort_graph(ir_model if written is None else written)
-                fusions_lost.update(lost_fusions(original_graph.result(), ours or Counter()))
+            checked_graphs = original_graph is not None and not not_checked
+            theirs = original_graph.result() if checked_graphs else None
+            ours = _ort_graph(ir_model if written is None else written) if theirs else None
+            if ours is not None:
+                fusions_lost.update(lost_fusions(theirs, ours))
 
         written = precision = None
         if not _float16_requested(options) and output is not None:

@@ -624,7 +624,6 @@ def _float_compute(
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
     # ops without an int8 kernel (ConvTranspose) computed in float on int8 weights already
     stored_only = [n for n in float_info.plan.nodes if n not in int8]
-    stored_any = bool(weights or stored_only)
     return dataclasses.replace(
         built,
         model=model,
@@ -638,8 +637,8 @@ def _float_compute(
         drift=drift,
         notes=[],
         layers=[],
-        mode=WEIGHT_ONLY_MODE if stored_any else NO_INT8_MODE,
-        method="none (float compute)" if stored_any else "none",
+        mode=WEIGHT_ONLY_MODE,  # NO_INT8_MODE where nothing is int8-stored: `_as_made`
+        method="none (float compute)",
         weight_rounding="nearest",
         all_int8=None,
     )
@@ -665,7 +664,7 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
         return int8
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"
-        if float_compute.mode == WEIGHT_ONLY_MODE
+        if _stores_int8(float_compute)
         else "the model stays float (no weight of it is stored int8: onnxslim's lossless model"
     )
     float_compute.notes = [
@@ -1318,13 +1317,18 @@ def _computes_int8(outcome: Outcome, before: Counter) -> bool:
     )
 
 
+def _stores_int8(outcome: Outcome) -> bool:
+    """Whether a node of `outcome` kept in float stores its weights int8 (its reason says so)."""
+    return any(INT8_STORED in why for why in outcome.kept_float.values())
+
+
 def _as_made(outcome: Outcome, before: Counter) -> Outcome:
     """`outcome` with the mode of what it holds when no weighted node computes in INT8 and none
     is listed as quantized: weight-only where weights are int8-stored, else NO_INT8_MODE (the
     lossless model); its mode otherwise."""
     if outcome.quantized or outcome.mode == NO_INT8_MODE or _computes_int8(outcome, before):
         return outcome
-    stored = any(INT8_STORED in why for why in outcome.kept_float.values())
+    stored = _stores_int8(outcome)
     mode = WEIGHT_ONLY_MODE if stored else NO_INT8_MODE
     if mode == outcome.mode:
         return outcome
