@@ -123,5 +123,8 @@ def collect_hessians(
     for values in _observed(model, samples, names, label, progress, total):
         for key, (tensor, columns) in layers.items():
             x = columns(np.asarray(values[tensor]))
-            sums[key] = sums.get(key, 0.0) + (x @ x.T).astype(np.float64)
+            if key in sums:
+                sums[key] += x @ x.T  # float32 products summed in float64, no float64 copy
+            else:
+                sums[key] = (x @ x.T).astype(np.float64)
     return sums
