@@ -452,6 +452,54 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
         assert report.kept_float_counts()[api.INT8_NOT_WORTH] == 2
 
 
+def small_convs() -> onnx.ModelProto:
+    """Conv+Relu -> Conv+Relu -> MaxPool: both convs far under the default `min_macs`."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    weights = [
+        numpy_helper.from_array(rng.normal(size=shape).astype(np.float32) * 0.3, name)
+        for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("mode", ["static", "auto"])
+def test_int8_static_computes_in_int8_where_every_node_is_small(monkeypatch, mode):
+    """Both convs of `small_convs` are under the default `min_macs`. When int8 is not worth it
+    for them (decided for the test), mode auto leaves them float; `--int8 static` asks for INT8
+    compute, so they compute in int8 anyway and the note says why."""
+    from onnxslim.quantization import api
+
+    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
+    options = {**FAST, "target": "auto", "measure_latency": True, "mode": mode}
+    options.pop("min_macs")
+    report = quantize(small_convs(), samples(24), **options).report
+    timed = [n for n in report.notes if "small node(s) in int8" in n]
+    if mode == "static":
+        assert report.quantized == {"Conv": 2}
+        assert timed == [
+            "2 small node(s) in int8 (under min_macs): kept (decided; --int8 static asks for "
+            "INT8 compute, and only one of them has it)"
+        ]
+    else:
+        assert not report.quantized
+        assert timed == ["2 small node(s) in int8 (under min_macs): not kept (decided)"]
+
+
 @pytest.mark.parametrize(("min_macs", "worth"), [(None, True), (None, False), (123, True)])
 def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, worth):
     """At the default `min_macs` mobile_block's stem and pointwise conv are too small for int8;

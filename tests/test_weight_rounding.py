@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
@@ -255,3 +256,39 @@ def test_gptq_on_a_wide_layer_matches_the_textbook_algorithm():
     assert np.mean(fast != textbook) < 0.01
     assert output_error(fast) == pytest.approx(output_error(textbook), rel=0.01)
     assert output_error(fast) < 0.75 * output_error(nearest)
+
+
+def _shared_weight_model(users: int = 4) -> onnx.ModelProto:
+    """A chain of `users` 3x3 convs (with Relu) that all read one weight."""
+    w = np.random.default_rng(8).normal(size=(32, 32, 3, 3)).astype(np.float32) * 0.05
+    nodes, x = [], "x"
+    for i in range(users):
+        nodes += [
+            helper.make_node("Conv", [x, "w"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"),
+        ]
+        x = f"r{i}"
+    return make_model(
+        nodes, [vi("x", shape=[1, 32, 12, 12])], [vi(x, shape=[1, 32, 12, 12])], [const("w", w)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "rounding"), [("static", "gptq"), ("static", "nearest"), ("auto", "gptq")]
+)
+def test_a_weight_several_nodes_share_is_stored_once(mode, rounding):
+    """Four convs reading one float weight: one int8 copy of it in the file (GPTQ rounds it once,
+    against the sum of its users' Hessians), a quarter of the float file or less."""
+    model = _shared_weight_model()
+    rng = np.random.default_rng(9)
+    data = [{"x": rng.normal(size=(1, 32, 12, 12)).astype(np.float32)} for _ in range(24)]
+    options = {**FAST, "weight_rounding": rounding, "mode": mode, "min_macs": 0}
+    result = quantize(model, data, **options)
+    proto = ir.to_proto(result.model)
+    int8 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert [tuple(t.dims) for t in int8] == [(32, 32, 3, 3)]
+    assert proto.ByteSize() < 0.35 * model.ByteSize()
+    assert result.report.quantized == {"Conv": 4}
+    runs = [ort.InferenceSession(m.SerializeToString()) for m in (model, proto)]
+    ref, out = ([dict(zip(["y"], s.run(None, x))) for x in data[:4]] for s in runs)
+    assert min(d.min_cosine for d in compare_outputs(ref, out).values()) > 0.99

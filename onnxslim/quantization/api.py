@@ -36,6 +36,7 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count
 from onnxslim.passes.fold import FoldProducers, restore_computations
+from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, exact, gptq
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
@@ -324,6 +325,7 @@ def _quantize(
     if float_compute is not None and outcome.mode == "static":  # not dynamic INT8's float twin
         outcome = _int8_or_float(outcome, float_compute, selection[0])
     outcome.model = restore_computations(outcome.model, folded)  # those left float
+    DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
     before = _integer_kernels(float_model)
@@ -537,7 +539,11 @@ def _static(
         drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
     if config.times_choices:
         chosen, trade_notes = _speed_accuracy_choices(
-            builder, _Variant(builder.options, quantized, info, drift), selection, ref_outputs
+            builder,
+            _Variant(builder.options, quantized, info, drift),
+            selection,
+            ref_outputs,
+            _asks_int8_compute(config),
         )
         quantized, info, drift = chosen.model, chosen.info, chosen.drift
         notes += trade_notes
@@ -597,6 +603,7 @@ def _asks_int8_compute(config: QuantizeConfig) -> str | None:
     """The option that asks for what only INT8 compute has (per-layer errors, a speedup), so that
     mode auto does not hand back float compute (`_int8_or_float`), or None."""
     asked = {
+        "--int8 static": config.mode == "static",
         "--debug-layers": config.debug_layers,
         "--require-speedup": config.require_speedup,
     }
@@ -1140,7 +1147,7 @@ def worth_trading(gain_db: float, time_ratio: float) -> bool:
 
 
 def _speed_accuracy_choices(
-    builder: QuantBuilder, chosen: _Variant, selection, ref_outputs
+    builder: QuantBuilder, chosen: _Variant, selection, ref_outputs, int8_asked: str | None = None
 ) -> tuple[_Variant, list[str]]:
     """Target auto: on this CPU, try the graph inputs' layers computing in float (on float weights
     when `small_weight_nodes` says so; else int8-stored), then the depthwise convs the profile
@@ -1148,7 +1155,8 @@ def _speed_accuracy_choices(
     float: a depthwise conv mixes no channels, so a per-tensor range over channels of very
     different spans, as a float stem conv's output has, would cost it most), then the nodes the
     default `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that
-    `_trade` finds worth it."""
+    `_trade` finds worth it. Where an option asks for INT8 compute (`int8_asked`), a variant
+    computing no weighted node in INT8 gives way to one that does."""
     notes, reasons = [], {}
     nodes = {node.name: node for node in builder.model.graph}
 
@@ -1197,6 +1205,9 @@ def _speed_accuracy_choices(
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
         worth, measured = _trade(chosen, candidate, selection[0])
+        if int8_asked and _int8_compute(candidate) != _int8_compute(chosen):
+            worth = _int8_compute(candidate)
+            measured += f"; {int8_asked} asks for INT8 compute, and only one of them has it"
         if worth:
             chosen = candidate
             reasons.update(why)
@@ -1207,6 +1218,11 @@ def _speed_accuracy_choices(
     chosen.info.kept_float.update(reasons)
     builder.options = chosen.options
     return chosen, notes
+
+
+def _int8_compute(variant: _Variant) -> bool:
+    """Whether any weighted node of `variant` computes in INT8."""
+    return any(RULES[variant.info.op_types[n]].kind == WEIGHTED for n in variant.info.plan.nodes)
 
 
 def _weights_part(reason: str) -> str:

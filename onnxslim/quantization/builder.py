@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -164,7 +165,15 @@ class QuantBuilder:
                     total=len(self.samples),
                 )
             )
-        return {n.name: self.hessians[n.name] for n in nodes}
+        hessians = {n.name: self.hessians[n.name] for n in nodes}
+        users = defaultdict(list)  # a weight several nodes share: rounded once, for all of them
+        for node in nodes:
+            users[node.inputs[1].name].append(node.name)
+        for names in users.values():
+            if len(names) > 1 and len({hessians[n].shape for n in names}) == 1:
+                shared = sum(hessians[n] for n in names)
+                hessians.update(dict.fromkeys(names, shared))
+        return hessians
 
     def _qparams(self, name: str, plan: QuantPlan) -> QParams:
         symmetric = self.options.activation_type == "int8" and name not in plan.asymmetric

@@ -245,7 +245,8 @@ class QuantizePass(ir.passes.InPlacePass):
 
             def rounding(w, scale, qmax, node=node, hessian=hessian):
                 digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
-                key = (node.name, digest, np.asarray(scale).tobytes(), qmax)
+                # by weight: its users share one Hessian (builder._hessians)
+                key = (weight.name, digest, np.asarray(scale).tobytes(), qmax)
                 if key not in self.rounded:
                     q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
                     self.rounded[key] = gptq.from_matrix(node, q, w.shape)
