@@ -243,10 +243,10 @@ class QuantizePass(ir.passes.InPlacePass):
         rounding = None
         if hessian is not None:
 
-            def rounding(w, scale, qmax, node=node, hessian=hessian):
+            def rounding(w, scale, qmax, node=node, hessian=hessian, name=weight.name):
                 digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
-                # by weight: its users share one Hessian (builder._hessians)
-                key = (weight.name, digest, np.asarray(scale).tobytes(), qmax)
+                # by weight: the nodes sharing it share one Hessian (builder._hessians)
+                key = (name, digest, np.asarray(scale).tobytes(), qmax)
                 if key not in self.rounded:
                     q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
                     self.rounded[key] = gptq.from_matrix(node, q, w.shape)
