@@ -292,3 +292,47 @@ def test_a_weight_several_nodes_share_is_stored_once(mode, rounding):
     runs = [ort.InferenceSession(m.SerializeToString()) for m in (model, proto)]
     ref, out = ([dict(zip(["y"], s.run(None, x))) for x in data[:4]] for s in runs)
     assert min(d.min_cosine for d in compare_outputs(ref, out).values()) > 0.99
+
+
+def test_an_equalized_models_gptq_statistics_derive_from_the_plain_models():
+    """CLE divides the second conv's input channels by its scales: the equalized model's
+    ``X X^T`` taken from the plain model's (no second pass over the calibration samples) equals
+    the one collected on the equalized model."""
+    from onnxslim.quantization.builder import QuantBuilder
+    from onnxslim.quantization.equalize import EqualizePass
+    from onnxslim.quantization.plan import prepare
+
+    rng = np.random.default_rng(11)
+    spread = rng.uniform(0.05, 3.0, size=(8, 1, 1, 1))  # rows of very different ranges
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
+    ]
+    weights = [
+        const("w1", (rng.normal(size=(8, 3, 3, 3)) * spread).astype(np.float32)),
+        const("w2", rng.normal(size=(8, 8, 3, 3)).astype(np.float32) * 0.2),
+    ]
+    proto = make_model(
+        nodes, [vi("x", shape=[1, 3, 12, 12])], [vi("y", shape=[1, 8, 12, 12])], weights
+    )
+    data = [{"x": rng.normal(size=(1, 3, 12, 12)).astype(np.float32)} for _ in range(6)]
+    options = QuantOptions(weight_rounding="gptq")
+
+    def builder(model, equalized=False):
+        return QuantBuilder(model, data, options, "percentile", {"pct": 99.99}, False, equalized)
+
+    plain = builder(prepare(ir.from_proto(proto)))
+    equalize = EqualizePass()
+    equalized = prepare(ir.from_proto(proto))
+    equalize(equalized)
+    derived, collected = builder(equalized, True), builder(equalized, True)
+    derived.hessian_source = (plain, equalize.input_scales)
+    for each in (plain, derived, collected):
+        each.build()
+    scales = equalize.input_scales["conv2"]
+    assert scales.max() / scales.min() > 3  # CLE moved the ranges a lot
+    assert set(derived.hessians) == set(collected.hessians) == {"conv1", "conv2"}
+    for name, hessian in collected.hessians.items():
+        np.testing.assert_allclose(derived.hessians[name], hessian, rtol=1e-4, atol=1e-6)

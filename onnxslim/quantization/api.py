@@ -513,9 +513,11 @@ def _static(
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
     pairs = len(find_pairs(float_model.graph))
     percentile = PERCENTILES[0] if config.percentile is None else config.percentile
-    builders = {
-        eq: QuantBuilder(
-            _equalized(float_model) if eq else float_model,
+    builders = {}
+    equalize = EqualizePass()
+    for eq in _choices(config.equalize if pairs else False):
+        builders[eq] = QuantBuilder(
+            _equalized(float_model, equalize) if eq else float_model,
             calib,
             quant_options,
             config.method,
@@ -523,8 +525,8 @@ def _static(
             config.progress,
             equalized=eq,
         )
-        for eq in _choices(config.equalize if pairs else False)
-    }
+        if eq and False in builders:  # GPTQ's statistics: derived from the plain model's
+            builders[eq].hessian_source = (builders[False], equalize.input_scales)
     choice = _choose(builders, _choices(config.bias_correction), selection, ref_outputs)
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
@@ -864,10 +866,10 @@ def _choices(setting: bool | str) -> list[bool]:
     return [False, True] if setting == "auto" else [setting]
 
 
-def _equalized(model: ir.Model) -> ir.Model:
-    """A cross-layer-equalized copy of ``model``."""
+def _equalized(model: ir.Model, equalize: EqualizePass) -> ir.Model:
+    """A copy of ``model`` that `equalize` equalized."""
     copy = io.from_proto(io.to_proto(model))
-    EqualizePass()(copy)
+    equalize(copy)
     return copy
 
 

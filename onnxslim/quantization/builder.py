@@ -64,6 +64,9 @@ class QuantBuilder:
         self.rounded: dict[tuple, np.ndarray] = {}  # GPTQ's, shared by this builder's builds
         self.gptq_memory = GPTQ_MEMORY
         self.gptq_skipped: set[str] = set()  # nodes past gptq_memory, rounded to nearest
+        # an equalized model's builder: the unequalized model's builder and the scales its convs'
+        # inputs were multiplied by (EqualizePass.input_scales), to derive Hessians from its
+        self.hessian_source: tuple[QuantBuilder, Mapping[str, np.ndarray]] | None = None
         self.op_types = {n.name: n.op_type for n in model.graph}
 
     def _fresh(self) -> ir.Model:
@@ -155,6 +158,13 @@ class QuantBuilder:
             for n in nodes
             if n.name not in self.hessians
         }
+        if self.hessian_source is not None:
+            source, scales = self.hessian_source
+            for node in nodes:
+                if node.name in missing and node.name in source.hessians:
+                    h = source.hessians[node.name]
+                    self.hessians[node.name] = _rescaled(h, scales.get(node.name), len(h))
+                    del missing[node.name]
         if missing:
             self.hessians.update(
                 collect_hessians(
@@ -181,6 +191,15 @@ class QuantBuilder:
             self.stats[name], self.method, symmetric=symmetric, **self.method_options
         )
         return activation_qparams(lo, hi, self.options.activation_type, symmetric)
+
+
+def _rescaled(hessian: np.ndarray, scales: np.ndarray | None, rows: int) -> np.ndarray:
+    """The ``X X^T`` of a layer whose input channels were divided by `scales` (each channel's
+    rows consecutive in ``X``: a conv's taps), from that of the undivided input."""
+    if scales is None:
+        return hessian
+    d = np.repeat(1.0 / np.asarray(scales, np.float64), rows // len(scales))
+    return hessian * np.outer(d, d)
 
 
 def output_sizes(

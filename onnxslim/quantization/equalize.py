@@ -67,14 +67,14 @@ def _column_view(w2: np.ndarray, groups: int) -> np.ndarray:
     return w2.reshape(groups, c_out // groups, c_in_g, -1)
 
 
-def equalize_pair(conv1: ir.Node, conv2: ir.Node) -> float:
-    """Rescale one pair in place; returns the largest ``|log s_i|`` applied (0 if already equal)."""
+def equalize_pair(conv1: ir.Node, conv2: ir.Node) -> np.ndarray | None:
+    """Rescale one pair in place; returns the scales ``s`` applied (None: shapes do not pair)."""
     w1, w2 = _const(conv1, 1), _const(conv2, 1)
     groups = attribute(conv2, "group", 1)
     cols = _column_view(w2, groups)
     channels = w1.shape[0]
     if cols.shape[0] * cols.shape[2] != channels:
-        return 0.0
+        return None
     r1 = np.abs(w1.reshape(channels, -1)).max(axis=1).astype(np.float64)
     r2 = np.abs(cols).max(axis=(1, 3)).reshape(channels).astype(np.float64)
     usable = (r1 > MIN_RELATIVE_RANGE * r1.max()) & (r2 > MIN_RELATIVE_RANGE * r2.max())
@@ -84,7 +84,7 @@ def equalize_pair(conv1: ir.Node, conv2: ir.Node) -> float:
         _replace(conv1, 2, _const(conv1, 2) / s)
     scaled = cols * s.reshape(groups, 1, -1, 1)
     _replace(conv2, 1, scaled.reshape(w2.shape))
-    return float(np.abs(np.log(s)).max())
+    return s
 
 
 def _replace(node: ir.Node, index: int, array: np.ndarray) -> None:
@@ -94,11 +94,23 @@ def _replace(node: ir.Node, index: int, array: np.ndarray) -> None:
 
 
 class EqualizePass(ir.passes.InPlacePass):
-    """Cross-layer equalization of every eligible Conv pair in the main graph (see module doc)."""
+    """Cross-layer equalization of every eligible Conv pair in the main graph (see module doc).
+    `input_scales` (after the pass): per second conv of a pair, the scale ``s`` its input
+    channels were multiplied by over all rounds (its input is the original's divided by it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.input_scales: dict[str, np.ndarray] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         pairs = find_pairs(model.graph)
         for _ in range(ROUNDS):
-            if max((equalize_pair(a, b) for a, b in pairs), default=0.0) < 1e-3:
+            largest = 0.0
+            for conv1, conv2 in pairs:
+                s = equalize_pair(conv1, conv2)
+                if s is not None:
+                    self.input_scales[conv2.name] = self.input_scales.get(conv2.name, 1.0) * s
+                    largest = max(largest, float(np.abs(np.log(s)).max()))
+            if largest < 1e-3:
                 break
         return ir.passes.PassResult(model, modified=bool(pairs))
