@@ -492,8 +492,8 @@ def test_int8_static_computes_in_int8_where_every_node_is_small(monkeypatch, mod
     if mode == "static":
         assert report.quantized == {"Conv": 2}
         assert timed == [
-            "2 small node(s) in int8 (under min_macs): kept (decided; --int8 static asks for "
-            "INT8 compute, and only one of them has it)"
+            "2 small node(s) in int8 (under min_macs): kept (not timed: --int8 static asks for "
+            "INT8 compute, and only one has it)"
         ]
     else:
         assert not report.quantized

@@ -295,33 +295,34 @@ def test_a_weight_several_nodes_share_is_stored_once(mode, rounding):
 
 
 def test_an_equalized_models_gptq_statistics_derive_from_the_plain_models():
-    """CLE divides the second conv's input channels by its scales: the equalized model's
+    """CLE divides a pair's second conv's input channels by its scales: the equalized model's
     ``X X^T`` taken from the plain model's (no second pass over the calibration samples) equals
-    the one collected on the equalized model."""
-    from onnxslim.quantization.builder import QuantBuilder
+    the one collected on the equalized model. Three convs: the middle one is the second conv of
+    one pair and the first of the next, so CLE takes several rounds."""
     from onnxslim.quantization.equalize import EqualizePass
     from onnxslim.quantization.plan import prepare
 
     rng = np.random.default_rng(11)
-    spread = rng.uniform(0.05, 3.0, size=(8, 1, 1, 1))  # rows of very different ranges
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
-    ]
-    weights = [
-        const("w1", (rng.normal(size=(8, 3, 3, 3)) * spread).astype(np.float32)),
-        const("w2", rng.normal(size=(8, 8, 3, 3)).astype(np.float32) * 0.2),
-    ]
+    nodes, weights, x = [], [], "x"
+    for i, c_in in enumerate((3, 8, 8)):
+        spread = rng.uniform(0.05, 3.0, size=(8, 1, 1, 1))  # rows of very different ranges
+        w = (rng.normal(size=(8, c_in, 3, 3)) * spread).astype(np.float32)
+        nodes += [
+            helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"),
+        ]
+        weights.append(const(f"w{i}", w))
+        x = f"r{i}"
     proto = make_model(
-        nodes, [vi("x", shape=[1, 3, 12, 12])], [vi("y", shape=[1, 8, 12, 12])], weights
+        nodes, [vi("x", shape=[1, 3, 12, 12])], [vi(x, shape=[1, 8, 12, 12])], weights
     )
     data = [{"x": rng.normal(size=(1, 3, 12, 12)).astype(np.float32)} for _ in range(6)]
     options = QuantOptions(weight_rounding="gptq")
 
     def builder(model, equalized=False):
-        return QuantBuilder(model, data, options, "percentile", {"pct": 99.99}, False, equalized)
+        return builder_module.QuantBuilder(
+            model, data, options, "percentile", {"pct": 99.99}, False, equalized
+        )
 
     plain = builder(prepare(ir.from_proto(proto)))
     equalize = EqualizePass()
@@ -331,8 +332,26 @@ def test_an_equalized_models_gptq_statistics_derive_from_the_plain_models():
     derived.hessian_source = (plain, equalize.input_scales)
     for each in (plain, derived, collected):
         each.build()
-    scales = equalize.input_scales["conv2"]
-    assert scales.max() / scales.min() > 3  # CLE moved the ranges a lot
-    assert set(derived.hessians) == set(collected.hessians) == {"conv1", "conv2"}
+    assert set(equalize.input_scales) == {"conv1", "conv2"}
+    assert all(s.max() / s.min() > 3 for s in equalize.input_scales.values())  # CLE moved a lot
+    assert set(derived.hessians) == set(collected.hessians) == {"conv0", "conv1", "conv2"}
     for name, hessian in collected.hessians.items():
         np.testing.assert_allclose(derived.hessians[name], hessian, rtol=1e-4, atol=1e-6)
+
+
+def test_inverse_hessian_factor_is_the_cholesky_factor_of_the_inverse():
+    """``U`` upper triangular with ``U^T U = H^-1`` (H damped, in the columns' order, unseen inputs
+    at a diagonal of 1), built by halves past 256 inputs."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(300, 700)) * rng.uniform(0.2, 2.0, size=(300, 1))
+    x[[0, 150]] = 0.0
+    hessian = x @ x.T
+    order = rng.permutation(300)
+    expected_h = hessian[np.ix_(order, order)].copy()
+    dead = np.diag(expected_h) <= 0
+    expected_h[dead, dead] = 1.0
+    expected_h[np.diag_indices(300)] += gptq.DAMP * np.mean(np.diag(expected_h))
+    expected = np.linalg.cholesky(np.linalg.inv(expected_h)).T
+    got = gptq._inverse_cholesky(hessian, order)
+    np.testing.assert_allclose(np.triu(got), got, atol=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

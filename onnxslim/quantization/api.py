@@ -512,21 +512,7 @@ def _static(
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
     pairs = len(find_pairs(float_model.graph))
-    percentile = PERCENTILES[0] if config.percentile is None else config.percentile
-    builders = {}
-    equalize = EqualizePass()
-    for eq in _choices(config.equalize if pairs else False):
-        builders[eq] = QuantBuilder(
-            _equalized(float_model, equalize) if eq else float_model,
-            calib,
-            quant_options,
-            config.method,
-            {"pct": percentile} if config.method == "percentile" else {},
-            config.progress,
-            equalized=eq,
-        )
-        if eq and False in builders:  # GPTQ's statistics: derived from the plain model's
-            builders[eq].hessian_source = (builders[False], equalize.input_scales)
+    builders = _builders(float_model, calib, quant_options, config, bool(pairs))
     choice = _choose(builders, _choices(config.bias_correction), selection, ref_outputs)
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
@@ -602,8 +588,9 @@ def _static(
 
 
 def _asks_int8_compute(config: QuantizeConfig) -> str | None:
-    """The option that asks for what only INT8 compute has (per-layer errors, a speedup), so that
-    mode auto does not hand back float compute (`_int8_or_float`), or None."""
+    """The option that asks for INT8 compute (mode static, per-layer errors, a speedup), or None:
+    then mode auto does not hand back float compute (`_int8_or_float`), and no speed/accuracy
+    choice leaves every weighted node in float (`_speed_accuracy_choices`)."""
     asked = {
         "--int8 static": config.mode == "static",
         "--debug-layers": config.debug_layers,
@@ -619,7 +606,7 @@ def _float_compute(
     computing in float on int8-stored weights, as its other stored ones do: a file as small (ORT
     folds the weights back to float at load); None when no weighted node computes in int8, or
     when the result misses `budget` on the selection samples."""
-    int8 = [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHTED]
+    int8 = _int8_nodes(info)
     if not int8:
         return None
     stored = {n for n in info.plan.nodes if RULES[info.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY)}
@@ -866,11 +853,26 @@ def _choices(setting: bool | str) -> list[bool]:
     return [False, True] if setting == "auto" else [setting]
 
 
-def _equalized(model: ir.Model, equalize: EqualizePass) -> ir.Model:
-    """A copy of ``model`` that `equalize` equalized."""
-    copy = io.from_proto(io.to_proto(model))
-    equalize(copy)
-    return copy
+def _builders(
+    float_model: ir.Model, calib: list, options: QuantOptions, config: QuantizeConfig, pairs: bool
+) -> dict[bool, QuantBuilder]:
+    """A builder per equalization `_choose` tries (False: the model as it is; True: a
+    cross-layer-equalized copy, when the model has conv `pairs`); the equalized one derives GPTQ's
+    layer input statistics from the other's."""
+    percentile = PERCENTILES[0] if config.percentile is None else config.percentile
+    method_options = {"pct": percentile} if config.method == "percentile" else {}
+    builders: dict[bool, QuantBuilder] = {}
+    for eq in _choices(config.equalize if pairs else False):
+        model = float_model
+        if eq:
+            model, equalize = io.from_proto(io.to_proto(float_model)), EqualizePass()
+            equalize(model)
+        builders[eq] = QuantBuilder(
+            model, calib, options, config.method, method_options, config.progress, equalized=eq
+        )
+        if eq and False in builders:
+            builders[eq].hessian_source = (builders[False], equalize.input_scales)
+    return builders
 
 
 #: The variants `_choose` tries, (equalization, bias correction), from no lever to both.
@@ -1206,10 +1208,12 @@ def _speed_accuracy_choices(
         if not names:
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
-        worth, measured = _trade(chosen, candidate, selection[0])
-        if int8_asked and _int8_compute(candidate) != _int8_compute(chosen):
-            worth = _int8_compute(candidate)
-            measured += f"; {int8_asked} asks for INT8 compute, and only one of them has it"
+        int8 = bool(_int8_nodes(candidate.info))
+        if int8_asked and int8 != bool(_int8_nodes(chosen.info)):
+            worth = int8
+            measured = f"not timed: {int8_asked} asks for INT8 compute, and only one has it"
+        else:
+            worth, measured = _trade(chosen, candidate, selection[0])
         if worth:
             chosen = candidate
             reasons.update(why)
@@ -1222,9 +1226,9 @@ def _speed_accuracy_choices(
     return chosen, notes
 
 
-def _int8_compute(variant: _Variant) -> bool:
-    """Whether any weighted node of `variant` computes in INT8."""
-    return any(RULES[variant.info.op_types[n]].kind == WEIGHTED for n in variant.info.plan.nodes)
+def _int8_nodes(info: BuildInfo) -> list[str]:
+    """The weighted nodes of a build (`info`) that compute in INT8."""
+    return [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHTED]
 
 
 def _weights_part(reason: str) -> str:

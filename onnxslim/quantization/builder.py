@@ -65,8 +65,9 @@ class QuantBuilder:
         self.gptq_memory = GPTQ_MEMORY
         self.gptq_skipped: set[str] = set()  # nodes past gptq_memory, rounded to nearest
         # an equalized model's builder: the unequalized model's builder and the scales its convs'
-        # inputs were multiplied by (EqualizePass.input_scales), to derive Hessians from its
+        # inputs were divided by (EqualizePass.input_scales), to derive Hessians from its
         self.hessian_source: tuple[QuantBuilder, Mapping[str, np.ndarray]] | None = None
+        self.shared_hessians: dict[tuple[str, ...], np.ndarray] = {}  # summed, by users
         self.op_types = {n.name: n.op_type for n in model.graph}
 
     def _fresh(self) -> ir.Model:
@@ -163,7 +164,7 @@ class QuantBuilder:
             for node in nodes:
                 if node.name in missing and node.name in source.hessians:
                     h = source.hessians[node.name]
-                    self.hessians[node.name] = _rescaled(h, scales.get(node.name), len(h))
+                    self.hessians[node.name] = _rescaled(h, scales.get(node.name))
                     del missing[node.name]
         if missing:
             self.hessians.update(
@@ -180,9 +181,11 @@ class QuantBuilder:
         for node in nodes:
             users[node.inputs[1].name].append(node.name)
         for names in users.values():
+            group = tuple(names)
             if len(names) > 1 and len({hessians[n].shape for n in names}) == 1:
-                shared = sum(hessians[n] for n in names)
-                hessians.update(dict.fromkeys(names, shared))
+                if group not in self.shared_hessians:
+                    self.shared_hessians[group] = sum(hessians[n] for n in names)
+                hessians.update(dict.fromkeys(names, self.shared_hessians[group]))
         return hessians
 
     def _qparams(self, name: str, plan: QuantPlan) -> QParams:
@@ -193,12 +196,15 @@ class QuantBuilder:
         return activation_qparams(lo, hi, self.options.activation_type, symmetric)
 
 
-def _rescaled(hessian: np.ndarray, scales: np.ndarray | None, rows: int) -> np.ndarray:
+def _rescaled(hessian: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
     """The ``X X^T`` of a layer whose input channels were divided by `scales` (each channel's
     rows consecutive in ``X``: a conv's taps), from that of the undivided input."""
     if scales is None:
         return hessian
-    d = np.repeat(1.0 / np.asarray(scales, np.float64), rows // len(scales))
+    taps, rest = divmod(len(hessian), len(scales))
+    if rest:
+        raise OnnxSlimError(f"{len(scales)} input scales for a Hessian of {len(hessian)} rows")
+    d = np.repeat(1.0 / np.asarray(scales, np.float64), taps)
     return hessian * np.outer(d, d)
 
 

@@ -95,14 +95,16 @@ def _replace(node: ir.Node, index: int, array: np.ndarray) -> None:
 
 class EqualizePass(ir.passes.InPlacePass):
     """Cross-layer equalization of every eligible Conv pair in the main graph (see module doc).
-    `input_scales` (after the pass): per second conv of a pair, the scale ``s`` its input
-    channels were multiplied by over all rounds (its input is the original's divided by it)."""
+    `input_scales` (after the pass): per second conv of a pair, the ``s`` of all rounds together:
+    its input channels are the original's divided by ``s``, its weight's input channels
+    multiplied by it."""
 
     def __init__(self):
         super().__init__()
         self.input_scales: dict[str, np.ndarray] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.input_scales = {}
         pairs = find_pairs(model.graph)
         for _ in range(ROUNDS):
             largest = 0.0

@@ -152,20 +152,18 @@ def _inverse_cholesky(hessian: np.ndarray, order: np.ndarray) -> np.ndarray:
     factorizes. ``U`` is ``L^-1`` of the Cholesky factor ``L`` of ``H`` in reverse order, read
     backwards (no inverse of ``H`` itself: a third of the work), in float32 as GPTQ's own code."""
     reverse = order[::-1]
-    h = hessian[np.ix_(reverse, reverse)].astype(np.float32)
+    h = np.asarray(hessian, np.float32)[np.ix_(reverse, reverse)]
     diagonal = np.diag_indices(len(order))
     h[diagonal] = np.where(h[diagonal] > 0, h[diagonal], 1.0)
     h[diagonal] += DAMP * float(np.mean(h[diagonal]))
-    extra = 0.0
+    extra, step = 0.0, 1e-6 * float(np.mean(h[diagonal]))
     for _ in range(8):
-        damped = h.copy()
-        damped[diagonal] += extra
         try:  # factorizes exactly when H is positive definite
-            factor = np.linalg.cholesky(damped)
+            return _lower_inverse(np.linalg.cholesky(h))[::-1, ::-1].astype(np.float64)
         except np.linalg.LinAlgError:
-            extra = max(extra * 10.0, 1e-6 * float(np.mean(h[diagonal])))
-            continue
-        return _lower_inverse(factor)[::-1, ::-1].astype(np.float64)
+            more = max(extra * 10.0, step)
+            h[diagonal] += more - extra  # the damping grows tenfold
+            extra = more
     raise np.linalg.LinAlgError("the layer's input Hessian is not positive definite")
 
 

@@ -243,10 +243,11 @@ class QuantizePass(ir.passes.InPlacePass):
         rounding = None
         if hessian is not None:
 
-            def rounding(w, scale, qmax, node=node, hessian=hessian, name=weight.name):
+            def rounding(w, scale, qmax, node=node, hessian=hessian):
                 digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
-                # by weight: the nodes sharing it share one Hessian (builder._hessians)
-                key = (name, digest, np.asarray(scale).tobytes(), qmax)
+                # by Hessian: the builder keeps each it hands out (nodes sharing a weight get one
+                # summed over them), so its id names it while this cache lives
+                key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
                 if key not in self.rounded:
                     q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
                     self.rounded[key] = gptq.from_matrix(node, q, w.shape)
