@@ -294,6 +294,22 @@ def test_a_weight_several_nodes_share_is_stored_once(mode, rounding):
     assert min(d.min_cosine for d in compare_outputs(ref, out).values()) > 0.99
 
 
+def test_a_shared_weights_summed_statistics_count_in_gptqs_memory_limit(monkeypatch):
+    """Room for the four convs' own Hessians but not for their sum: each conv rounds the shared
+    weight against its own statistics (four int8 copies); with room, one copy."""
+    model = _shared_weight_model()
+    rng = np.random.default_rng(9)
+    data = [{"x": rng.normal(size=(1, 32, 12, 12)).astype(np.float32)} for _ in range(24)]
+    options = {**FAST, "weight_rounding": "gptq", "mode": "static"}
+    one = 8 * (32 * 9) ** 2  # one conv's X X^T in float64
+    copies = {}
+    for room in (4 * one, 5 * one):
+        monkeypatch.setattr(builder_module, "GPTQ_MEMORY", room)
+        proto = ir.to_proto(quantize(model, data, **options).model)
+        copies[room] = sum(t.data_type == onnx.TensorProto.INT8 for t in proto.graph.initializer)
+    assert copies == {4 * one: 4, 5 * one: 1}
+
+
 def test_an_equalized_models_gptq_statistics_derive_from_the_plain_models():
     """CLE divides a pair's second conv's input channels by its scales: the equalized model's
     ``X X^T`` taken from the plain model's (no second pass over the calibration samples) equals

@@ -180,12 +180,17 @@ class QuantBuilder:
         users = defaultdict(list)  # a weight several nodes share: rounded once, for all of them
         for node in nodes:
             users[node.inputs[1].name].append(node.name)
+        held += sum(h.nbytes for h in self.shared_hessians.values())
         for names in users.values():
             group = tuple(names)
-            if len(names) > 1 and len({hessians[n].shape for n in names}) == 1:
-                if group not in self.shared_hessians:
-                    self.shared_hessians[group] = sum(hessians[n] for n in names)
-                hessians.update(dict.fromkeys(names, self.shared_hessians[group]))
+            if len(names) < 2 or len({hessians[n].shape for n in names}) > 1:
+                continue
+            if group not in self.shared_hessians:
+                if held + hessians[names[0]].nbytes > self.gptq_memory:
+                    continue  # no room for their sum: each rounds against its own
+                held += hessians[names[0]].nbytes
+                self.shared_hessians[group] = sum(hessians[n] for n in names)
+            hessians.update(dict.fromkeys(names, self.shared_hessians[group]))
         return hessians
 
     def _qparams(self, name: str, plan: QuantPlan) -> QParams:
