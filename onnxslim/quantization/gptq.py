@@ -47,14 +47,10 @@ MAX_COLUMNS = 4096
 
 
 def hessian_bytes(node: ir.Node) -> int:
-    """Bytes of the node's ``X X^T`` (float64, inputs x inputs of ``y = W x``)."""
-    shape = node.inputs[1].const_value.shape
-    if node.op_type == "Conv":
-        inputs = int(np.prod(shape[1:]))
-    elif node.op_type == "Gemm" and attribute(node, "transB", 0):
-        inputs = shape[1]
-    else:
-        inputs = shape[0]
+    """Bytes of the node's ``X X^T`` (float64, inputs x inputs of ``y = W x``), from the shape of
+    its weight alone (`weight_matrix` of a stand-in that reads nothing)."""
+    stand_in = np.broadcast_to(np.float32(0), tuple(node.inputs[1].const_value.shape))
+    inputs = weight_matrix(node, stand_in).shape[1]
     return 8 * inputs * inputs
 
 

@@ -123,8 +123,9 @@ def collect_hessians(
     for values in _observed(model, samples, names, label, progress, total):
         for key, (tensor, columns) in layers.items():
             x = columns(np.asarray(values[tensor]))
+            product = x @ x.T  # in float32, summed in float64 (no float64 copy per sample)
             if key in sums:
-                sums[key] += x @ x.T  # float32 products summed in float64, no float64 copy
+                sums[key] += product
             else:
-                sums[key] = (x @ x.T).astype(np.float64)
+                sums[key] = product.astype(np.float64)
     return sums
