@@ -70,7 +70,15 @@ def test_int8_given_data_instead_of_a_mode_points_to_calibration(tmp_path, demo_
 def test_int8_needs_calibration(tmp_path, demo_path):
     out = tmp_path / "x.onnx"
     proc = run_cli(demo_path, "-o", out, "--int8")
-    assert_one_line_error(proc, 2, "--int8 and --calibration DATA go together")
+    assert_one_line_error(proc, 2, "--int8 needs --calibration DATA")
+    assert "random:N" in proc.stderr
+    assert not out.exists()
+
+
+def test_calibration_needs_int8(tmp_path, demo_path):
+    out = tmp_path / "x.onnx"
+    proc = run_cli(demo_path, "-o", out, "--calibration", "random:4")
+    assert_one_line_error(proc, 2, "--calibration is for INT8: add --int8")
     assert not out.exists()
 
 

@@ -393,8 +393,13 @@ def optimize_command(
                 "--bench compares OUTPUT with INPUT, which --inputs/--outputs give other inputs "
                 "or outputs: run onnxslim bench on a cut copy instead"
             )
-        if bool(int8) != bool(int8_options["calibration"]):
-            raise OnnxSlimError("--int8 and --calibration DATA go together")
+        if int8 and not int8_options["calibration"]:
+            raise OnnxSlimError(
+                "--int8 needs --calibration DATA: real inputs (a .npy/.npz folder, one .npz, "
+                "an image folder with --preprocess) or random:N for N random inputs"
+            )
+        if int8_options["calibration"] and not int8:
+            raise OnnxSlimError("--calibration is for INT8: add --int8")
         if int8 and dtype != "fp32":
             raise OnnxSlimError("--int8 and --dtype fp16 exclude each other: choose one")
         if int8 and check_inputs is not None:
