@@ -417,6 +417,28 @@ def mobile_block() -> onnx.ModelProto:
     return make_model(nodes, [vi("x", shape=[1, 3, 16, 16])], [vi("y", shape=[1, 1024])], inits)
 
 
+@pytest.mark.parametrize("gain_db", [5.0, 0.1])
+def test_a_named_target_keeps_a_small_stem_float_on_its_estimated_time(monkeypatch, gain_db):
+    """A target not timed here: the stem (under 1% of the int8 MACs) computes in float when its
+    gain beats the rule at its time estimated from its MACs; the other choices are not tried."""
+    from onnxslim.quantization import api
+
+    monkeypatch.setattr(api, "_snr_gain", lambda *args: (gain_db, "decided"))
+    feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
+    result = quantize(mobile_block(), feeds, **{**FAST, "equalize": False})
+    report = result.report
+    [note] = [n for n in report.notes if n.startswith("1 input layer(s) computing in float")]
+    share = 8 * 27 / (8 * 27 + 32 * 8 + 1024 * 32)  # stem, pw1, head at the same positions
+    estimate = f"about {1 + 3 * share:.2f}x the time estimated ({share:.1%} of the int8 MACs)"
+    verdict = "kept" if gain_db > 1 else "not kept"
+    assert note == f"1 input layer(s) computing in float: {verdict} ({estimate}, decided)"
+    assert not any("depthwise conv(s) in int8" in n or "small node(s)" in n for n in report.notes)
+    if gain_db > 1:
+        assert report.kept_float["stem"] == api.INPUT_FLOAT_WEIGHTS + api.ESTIMATED
+    else:
+        assert "stem" not in report.kept_float
+
+
 @pytest.mark.parametrize("worth", [True, False])
 def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, worth):
     """On an AVX2 CPU, target auto tries the stem in float (on float weights: it holds under 1% of
@@ -437,7 +459,7 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
     assert f"{1 if worth else 2} depthwise conv(s) in int8: {verdict} (decided)" in report.notes
     stem_weight = graph["stem"].inputs[1]
     if worth:
-        assert report.kept_float["stem"] == api.INPUT_FLOAT_WEIGHTS
+        assert report.kept_float["stem"] == api.INPUT_FLOAT_WEIGHTS + api.TIMED_HERE
         assert stem_weight.const_value.dtype == ir.DataType.FLOAT  # float weights, not int8
         assert report.kept_float["dw1"] == api.DEPTHWISE_EXACT and "dw2" not in report.kept_float
     else:

@@ -15,6 +15,7 @@ from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
 from onnxslim.quantization import builder as builder_module
 from onnxslim.quantization import gptq, quantize
+from onnxslim.quantization.calibration import collect_hessians
 from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import dequantize, quantize_bias, quantize_weight
 
@@ -371,3 +372,25 @@ def test_inverse_hessian_factor_is_the_cholesky_factor_of_the_inverse():
     got = gptq._inverse_cholesky(hessian, order)
     np.testing.assert_allclose(np.triu(got), got, atol=0)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_layer_statistics_sum_every_samples_columns_whatever_their_grouping():
+    """``collect_hessians`` multiplies a few samples' columns at a time (a deep conv's few
+    positions each): its sums are ``sum X X^T`` over every sample, the ones left over included."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(4, 6, 3, 3)).astype(np.float32)  # 54 inputs, 9 positions per sample
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        [vi("x", shape=[1, 6, 3, 3])],
+        [vi("y")],
+        [const("w", w)],
+        opset=13,
+    )
+    xs = [{"x": rng.normal(size=(1, 6, 3, 3)).astype(np.float32)} for _ in range(8)]
+    node = _conv_node(w, pads=[1, 1, 1, 1])
+    layers = {"conv": ("x", lambda value: gptq.input_columns(node, value))}
+    got = collect_hessians(model, xs, layers, progress=False)["conv"]
+    expected = sum(
+        (c := gptq.input_columns(node, x["x"]).astype(np.float64)) @ c.T for x in xs
+    )  # 72 columns: one product of 54 (6 samples) and the 18 left over
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)

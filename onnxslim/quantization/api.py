@@ -38,12 +38,12 @@ from onnxslim.model.graph import node_count
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, exact, gptq
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
-from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHT_ONLY, WEIGHTED
+from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHT_ONLY, WEIGHTED, macs_per_output
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
     DEPTHWISE_IN_FLOAT,
@@ -81,9 +81,15 @@ CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
 EDGE_RUNS = 3 * TRADE_RUNS
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
+#: A target not timed here: a multiply-accumulate in float taken as this many in int8 (VNNI's
+#: int8 convs are 2-4x float's), to estimate the time of a layer moved to float
+FLOAT_MAC_COST = 4.0
+MAX_ESTIMATED_SHARE = 0.1  # ... of the int8 MACs at most (a larger part: not tried untimed)
 # why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
-INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time (timed here)"
-INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time (timed here)"
+INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time"
+INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time"
+TIMED_HERE = " (timed here)"
+ESTIMATED = " (estimated from its MACs: target not timed here)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
 #: mode auto, timed: INT8 compute not faster than float compute, nor worth it (_int8_or_float)
@@ -525,16 +531,16 @@ def _static(
     drift = choice.drift
     if drift is None or compared_samples(drift) != len(selection):  # scored on fewer
         drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
-    if config.times_choices:
-        chosen, trade_notes = _speed_accuracy_choices(
-            builder,
-            _Variant(builder.options, quantized, info, drift),
-            selection,
-            ref_outputs,
-            _asks_int8_compute(config),
-        )
-        quantized, info, drift = chosen.model, chosen.info, chosen.drift
-        notes += trade_notes
+    chosen, trade_notes = _speed_accuracy_choices(
+        builder,
+        _Variant(builder.options, quantized, info, drift),
+        selection,
+        ref_outputs,
+        _asks_int8_compute(config),
+        timed=config.times_choices,
+    )
+    quantized, info, drift = chosen.model, chosen.info, chosen.drift
+    notes += trade_notes
     violations = config.max_drift.check(drift) if config.max_drift else []
     fallback: list[dict] = []
     all_int8 = None
@@ -1091,6 +1097,29 @@ def _trade(
     return worth_trading(gain_db, ratio), f"{speed}, {measured}"
 
 
+def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> float:
+    """The part of the int8 nodes' (of a build, `info`) multiply-accumulates `names` do."""
+    nodes = {node.name: node for node in builder.model.graph}
+    sizes = output_sizes(builder.model, info.plan, builder.stats)
+
+    def macs(name: str) -> float:
+        node = nodes[name]
+        return (macs_per_output(node) or 0) * sizes.get(node.outputs[0].name, 0.0)
+
+    total = sum(macs(n) for n in _int8_nodes(info))
+    return sum(macs(n) for n in names) / total if total else 1.0
+
+
+def _estimated_trade(current: _Variant, candidate: _Variant, share: float) -> tuple[bool, str]:
+    """`_trade` for a CPU not at hand: `candidate` computes in float what `current` does in int8,
+    `share` of its int8 multiply-accumulates; its time estimated as
+    ``1 + (FLOAT_MAC_COST - 1) * share`` (an upper bound: the model spends time elsewhere too)."""
+    ratio = 1 + (FLOAT_MAC_COST - 1) * share
+    gain_db, measured = _snr_gain(current, candidate)
+    estimate = f"about {ratio:.2f}x the time estimated ({share:.1%} of the int8 MACs)"
+    return worth_trading(gain_db, ratio), f"{estimate}, {measured}"
+
+
 def _snr_gain(
     current: _Variant | Outcome, candidate: _Variant | Outcome, bounded: bool = True
 ) -> tuple[float, str]:
@@ -1151,7 +1180,12 @@ def worth_trading(gain_db: float, time_ratio: float) -> bool:
 
 
 def _speed_accuracy_choices(
-    builder: QuantBuilder, chosen: _Variant, selection, ref_outputs, int8_asked: str | None = None
+    builder: QuantBuilder,
+    chosen: _Variant,
+    selection,
+    ref_outputs,
+    int8_asked: str | None = None,
+    timed: bool = True,
 ) -> tuple[_Variant, list[str]]:
     """Target auto: on this CPU, try the graph inputs' layers computing in float (on float weights
     when `small_weight_nodes` says so; else int8-stored), then the depthwise convs the profile
@@ -1160,7 +1194,10 @@ def _speed_accuracy_choices(
     different spans, as a float stem conv's output has, would cost it most), then the nodes the
     default `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that
     `_trade` finds worth it. Where an option asks for INT8 compute (`int8_asked`), a variant
-    computing no weighted node in INT8 gives way to one that does."""
+    computing no weighted node in INT8 gives way to one that does. Not `timed` (a target named,
+    or no latency measured): the input layers alone, their time estimated (`_estimated_trade`) where
+    they do at most MAX_ESTIMATED_SHARE of the int8 MACs; the other two depend on the CPU's
+    kernels more than an estimate can tell."""
     notes, reasons = [], {}
     nodes = {node.name: node for node in builder.model.graph}
 
@@ -1172,7 +1209,8 @@ def _speed_accuracy_choices(
             exclude_nodes=variant.options.exclude_nodes | small,
             weight_only_nodes=variant.options.weight_only_nodes | (set(names) - small),
         )
-        why = {n: INPUT_FLOAT_WEIGHTS if n in small else INPUT_INT8_WEIGHTS for n in names}
+        how = TIMED_HERE if timed else ESTIMATED
+        why = {n: (INPUT_FLOAT_WEIGHTS if n in small else INPUT_INT8_WEIGHTS) + how for n in names}
         return names, options, why
 
     def depthwise_int8(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
@@ -1199,21 +1237,31 @@ def _speed_accuracy_choices(
         names = [n for n, why in variant.info.kept_float.items() if TOO_SMALL in why]
         return names, dataclasses.replace(variant.options, min_macs=0), {}
 
-    for what, change, to_int8 in (
+    choices = [
         ("input layer(s) computing in float", input_layers, False),
         ("depthwise conv(s) in int8", depthwise_int8, True),
         ("small node(s) in int8 (under min_macs)", small_int8, True),
-    ):
+    ]
+    for what, change, to_int8 in choices if timed else choices[:1]:
         names, options, why = change(chosen)
         if not names:
+            continue
+        share = None if timed else _mac_share(builder, chosen.info, names)
+        if share is not None and share > MAX_ESTIMATED_SHARE:
+            notes.append(
+                f"{len(names)} {what}: not tried ({share:.0%} of the int8 MACs: too large a "
+                "part to estimate its time on a CPU not at hand)"
+            )
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
         int8 = bool(_int8_nodes(candidate.info))
         if int8_asked and int8 != bool(_int8_nodes(chosen.info)):
             worth = int8
             measured = f"not timed: {int8_asked} asks for INT8 compute, and only one has it"
-        else:
+        elif timed:
             worth, measured = _trade(chosen, candidate, selection[0])
+        else:
+            worth, measured = _estimated_trade(chosen, candidate, share)
         if worth:
             chosen = candidate
             reasons.update(why)
