@@ -89,7 +89,7 @@ MAX_ESTIMATED_SHARE = 0.1  # ... of the int8 MACs at most (a larger part: not tr
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time"
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time"
 TIMED_HERE = " (timed here)"
-ESTIMATED = " (estimated from its MACs: target not timed here)"
+ESTIMATED = " (its time estimated from its MACs, not timed)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
 #: mode auto, timed: INT8 compute not faster than float compute, nor worth it (_int8_or_float)
@@ -1111,7 +1111,7 @@ def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> 
 
 
 def _estimated_trade(current: _Variant, candidate: _Variant, share: float) -> tuple[bool, str]:
-    """`_trade` for a CPU not at hand: `candidate` computes in float what `current` does in int8,
+    """`_trade` untimed: `candidate` computes in float what `current` does in int8,
     `share` of its int8 multiply-accumulates; its time estimated as
     ``1 + (FLOAT_MAC_COST - 1) * share`` (an upper bound: the model spends time elsewhere too)."""
     ratio = 1 + (FLOAT_MAC_COST - 1) * share
@@ -1250,7 +1250,7 @@ def _speed_accuracy_choices(
         if share is not None and share > MAX_ESTIMATED_SHARE:
             notes.append(
                 f"{len(names)} {what}: not tried ({share:.0%} of the int8 MACs: too large a "
-                "part to estimate its time on a CPU not at hand)"
+                "part to estimate its time untimed)"
             )
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
