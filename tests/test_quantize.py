@@ -2094,16 +2094,25 @@ def test_only_weights_read_by_quantizable_nodes_alone_are_folded():
     assert computed_weights(model, {"Conv"}) == []
 
 
-def test_a_model_quantized_already_is_said_to_be(tmp_path):
+@pytest.mark.parametrize("mode", ["auto", "static", "dynamic"])
+def test_a_model_quantized_already_is_said_to_be(tmp_path, monkeypatch, mode):
+    """With no weighted node left in float, nothing is calibrated or tried (a large model's
+    choices took minutes to find nothing): the lossless model, and a warning saying why."""
     from onnxruntime.quantization import quantize_dynamic
+
+    from onnxslim.quantization import api
 
     src, dst = tmp_path / "float.onnx", tmp_path / "dynamic.onnx"
     onnx.save(cnn(), src)
-    quantize_dynamic(src, dst, op_types_to_quantize=["Conv"])
-    result = quantize(str(dst), samples(), **{**FAST, "quantize_ops": {"Conv"}})
+    quantize_dynamic(src, dst, op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+    for tried in ("_static", "_static_or_dynamic"):
+        monkeypatch.setattr(api, tried, lambda *args: pytest.fail("nothing to try"))
+    monkeypatch.setattr(api.dynamic, "quantize_model", lambda *args: pytest.fail("nothing"))
+    result = quantize(str(dst), samples(), **{**FAST, "mode": mode})
     assert not result.report.quantized and result.report.mode == "none"
     (warning,) = [n for n in result.report.notes if "quantized already" in n]
     assert warning.startswith("warning: the model is quantized already (2 ConvInteger")
+    assert all(d.snr_db == math.inf for d in result.report.drift.values())
 
 
 def test_new_qdq_nodes_take_names_no_node_has():

@@ -300,21 +300,29 @@ def _quantize(
     )
     folded: dict[str, tuple] = {}  # weights folded for INT8 (FoldProducers.computations)
     float_compute = None  # mode auto, timed: the static model computing in float (_int8_or_float)
+    static_ops = _quantize_ops(config) - config.exclude_ops
+    static_model = float_model
     if config.mode != "static":
         dynamic_model = _constant_weights(
             float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes, folded
         )
-    if config.mode == "dynamic":
+    candidates = _weighted_nodes(
+        float_model, static_ops | set(dynamic.WEIGHTED_OPS), config.exclude_nodes
+    )
+    if not candidates:  # nothing to calibrate or try (a model quantized already): the lossless
+        drift = compare_outputs(ref_outputs, run_samples(float_model, selection))
+        mode = "dynamic" if config.mode == "dynamic" else "static"
+        outcome = Outcome(float_model, {}, {}, [], drift, [], mode=mode, method="none")
+    elif config.mode == "dynamic":
         outcome = dynamic.quantize_model(
             dynamic_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
         )
     else:
-        static_ops = _quantize_ops(config) - config.exclude_ops
         static_model = _constant_weights(float_model, static_ops, config.exclude_nodes, folded)
         outcome, float_compute = _static(
             prepare(static_model), calib, selection, ref_outputs, test, config, profile
         )
-    if config.mode == "auto":
+    if config.mode == "auto" and candidates:
         outcome = _static_or_dynamic(
             outcome,
             dynamic_model,
@@ -825,6 +833,20 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
             f"SNR {ran_db:.1f} dB as ORT runs it, {written_db:.1f} dB as written"
         )
     return None
+
+
+def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> list[str]:
+    """The main graph's nodes of `op_types` (but `exclude_nodes`) that INT8 computes or stores
+    with weights (a weight, or MatMul's two activations)."""
+    return [
+        node.name
+        for node in model.graph
+        if node.op_type in op_types
+        and node.domain in ("", "ai.onnx")
+        and node.op_type in RULES
+        and RULES[node.op_type].kind in (WEIGHTED, WEIGHT_ONLY)
+        and node.name not in exclude_nodes
+    ]
 
 
 def _quantize_ops(config: QuantizeConfig) -> frozenset[str]:
