@@ -101,6 +101,23 @@ def test_no_check(demo, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["checked"] is False
 
 
+@pytest.mark.parametrize(
+    ("shape", "error"),
+    [
+        ("foo:5,3", "shape given for unknown input 'foo' (model inputs: x)"),
+        ("x:5,4", "--shape: input 'x' has shape [5,4], the model expects float32[N,3]"),
+    ],
+)
+def test_a_shape_that_fits_no_input_is_an_error_not_a_check_left_out(tmp_path, shape, error):
+    model = make_model(
+        [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])]
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "a.onnx", "--shape", shape)
+    assert_one_line_error(proc, 2, error)
+    assert not (tmp_path / "a.onnx").exists()
+
+
 def test_check_inputs_and_shapes(tmp_path):
     model = make_model(
         [N("Relu", ["x"], ["y"])], [vi("x", FLOAT, ["N", 3])], [vi("y", FLOAT, ["N", 3])]

@@ -428,6 +428,8 @@ def optimize_command(
         fixed = data.parse_shapes(input_shapes)
         # the cut original is what the check compares with: no file of it (source None)
         cut_note = optimizer.cut_graph(model, cut_inputs, cut_outputs) if cut else None
+        if shape_map:  # a name or dims that do not fit: an error, not a check left out unseen
+            data.resolve_shapes(data.input_specs(model), shape_map)
         samples = None
         if check_inputs is not None and not no_check:
             specs = [
