@@ -110,13 +110,13 @@ def compare_outputs(
 
 
 def _compare_one(name: str, refs: list[np.ndarray], others: list[np.ndarray | None]) -> Drift:
-    first = np.asarray(refs[0])
+    refs = [_as_array(r) for r in refs]
+    first = refs[0]
     drift = Drift(name=name, dtype=str(first.dtype), shape=tuple(first.shape))
     if any(o is None for o in others):
         drift.mismatch = "output missing"
         return drift
-    refs = [np.asarray(r) for r in refs]
-    others = [np.asarray(o) for o in others]
+    others = [_as_array(o) for o in others]
     for index, (r, o) in enumerate(zip(refs, others)):
         if r.shape != o.shape:
             drift.mismatch = f"shape {list(o.shape)} vs reference {list(r.shape)} (sample {index})"
@@ -134,6 +134,21 @@ def _compare_one(name: str, refs: list[np.ndarray], others: list[np.ndarray | No
         stats.add(r, o, is_float[0])
     stats.fill(drift, is_float[0])
     return drift
+
+
+def _as_array(value) -> np.ndarray:
+    """`value` as an array; a sequence of maps with the same keys (ZipMap's class probabilities,
+    as scikit-learn converters write them) as ``[rows, keys]`` in the first map's key order, so
+    that its drift is measured as the probabilities' array would be."""
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(row, Mapping) for row in value)
+        and all(row.keys() == value[0].keys() for row in value)
+    ):
+        keys = list(value[0])
+        return np.asarray([[row[key] for key in keys] for row in value])
+    return np.asarray(value)
 
 
 #: A sample whose reference norm is below this share of the samples' RMS norm has no meaningful
@@ -444,9 +459,9 @@ class TensorSnr:
         self.noise: dict[str, float] = defaultdict(float)
 
     def add(self, name: str, reference: np.ndarray, other: np.ndarray) -> None:
-        reference = np.asarray(reference, dtype=np.float64)
+        reference = _as_array(reference).astype(np.float64)
         self.signal[name] += float(np.sum(np.square(reference)))
-        self.noise[name] += float(np.sum(np.square(reference - other)))
+        self.noise[name] += float(np.sum(np.square(reference - _as_array(other))))
 
     def db(self, name: str) -> float:
         """The SNR of `name` so far (inf: identical)."""

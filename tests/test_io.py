@@ -19,7 +19,7 @@ from helpers import (
     run,
     vi,
 )
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from test_api import external_model
 
 import onnxslim
@@ -326,3 +326,50 @@ def test_bench_and_int8_take_a_zipmap_classifier(tmp_path):
     io.save(result.model, tmp_path / "int8.onnx")
     saved = onnx.load(tmp_path / "int8.onnx")
     assert saved.graph.output[1] == _zipmap_classifier().graph.output[1]
+
+
+def _zipmap_mlp() -> onnx.ModelProto:
+    """MatMul -> Relu -> MatMul -> Softmax -> ZipMap: a classifier INT8 quantizes, whose
+    probabilities come out as a seq(map) (scikit-learn's MLP export)."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["p"], axis=1),
+        helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml",
+                         classlabels_int64s=list(range(10))),
+    ]  # fmt: skip
+    maps = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(1, []))
+    )
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_value_info("probabilities", maps)],
+        [
+            numpy_helper.from_array(rng.normal(size=(64, 256)).astype(np.float32) * 0.3, "w1"),
+            numpy_helper.from_array(rng.normal(size=(256, 10)).astype(np.float32) * 0.3, "w2"),
+        ],
+    )
+    ml = helper.make_operatorsetid("ai.onnx.ml", 3)
+    return helper.make_model(
+        graph, opset_imports=[helper.make_operatorsetid("", 17), ml], ir_version=8
+    )
+
+
+@pytest.mark.parametrize("mode", ["auto", "dynamic"])
+def test_int8_measures_and_budgets_the_drift_of_zipmap_probabilities(tmp_path, mode):
+    """ZipMap's {class: probability} maps are compared as the probabilities' array (they went
+    unmeasured: a budget never applied), and dynamic INT8's smoothing loads such a model."""
+    from onnxslim.quantization.api import quantize
+
+    rng = np.random.default_rng(1)
+    samples = [{"x": rng.normal(size=(4, 64)).astype(np.float32)} for _ in range(40)]
+    options = dict(measure_latency=False, progress=False, target="vnni", mode=mode)
+    result = quantize(_zipmap_mlp(), samples, **options)
+    drift = result.report.drift["probabilities"]
+    assert 0.9 < drift.cosine < 1.0 and drift.top1_agreement is not None
+    strict = quantize(_zipmap_mlp(), samples, **options, max_drift="cosine>=0.99999")
+    assert strict.report.drift["probabilities"].min_cosine >= 0.99999

@@ -113,7 +113,7 @@ def quantize_model(
             "8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
         )
     return Outcome(
-        ir.from_proto(model),
+        io.from_proto(model),
         dict(quantized),
         kept,
         fallback,
@@ -123,7 +123,7 @@ def quantize_model(
         mode="dynamic",
         method="run time",
         smoothed_inputs=_feeding_int8(model, muls),
-        all_int8=ir.from_proto(all_int8) if fallback else None,
+        all_int8=io.from_proto(all_int8) if fallback else None,
     )
 
 

@@ -125,7 +125,7 @@ def smoothed(
 ) -> tuple[onnx.ModelProto, list[str]]:
     """A balanced copy of `model` (MatMuls named in `exclude` left alone), its activations' peaks
     taken over `samples`, and the names of the Mul nodes inserted (none: `model` itself)."""
-    balanced = ir.from_proto(model)
+    balanced = io.from_proto(model)
     names = [x.name for x in find_groups(balanced.graph, exclude)]
     if not names:
         return model, []
