@@ -7,7 +7,6 @@ import logging
 import os
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -29,8 +28,9 @@ from onnxslim.model.stats import ModelStats, model_stats
 from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
+from onnxslim.passes.rules.pad_conv import keep_pads_apart
 from onnxslim.render.format import human_bytes
-from onnxslim.runtime import lost_fusions, ort_op_counts
+from onnxslim.runtime import OrtGraph, lost_fusions, ort_graph
 
 logger = logging.getLogger(__name__)
 
@@ -312,6 +312,13 @@ def optimize_with_report(
             if value.shape is None:  # not inferred from the new input dims: as the model gave it
                 value.shape = shape
         ir_model.meta[io.ANNOTATED] = annotated  # saved without the value_info inference added
+        theirs = original_graph.result() if original_graph is not None else None
+        apart = keep_pads_apart(ir_model, theirs.pads_apart) if theirs else 0
+        if apart:
+            notes.append(
+                f"{apart} zero Pad(s) kept apart from their Conv, as ONNX Runtime runs them for "
+                "the original (fused, a conv's padded kernel can run several times slower)"
+            )
 
         def check(written: Path | None = None) -> None:
             nonlocal check_inputs, not_checked
@@ -322,11 +329,10 @@ def optimize_with_report(
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
             check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
-            checked_graphs = original_graph is not None and not not_checked
-            theirs = original_graph.result() if checked_graphs else None
-            ours = _ort_graph(ir_model if written is None else written) if theirs else None
-            if ours is not None:
-                fusions_lost.update(lost_fusions(theirs, ours))
+            if theirs is not None and not not_checked:
+                ours = _ort_graph(ir_model if written is None else written)
+                if ours is not None:
+                    fusions_lost.update(lost_fusions(theirs.counts, ours.counts))
 
         written = precision = None
         if not _float16_requested(options) and output is not None:
@@ -512,13 +518,13 @@ def _check(
 ORT_GRAPH_LIMIT = 256 * 1024**2
 
 
-def _ort_graph(model: str | os.PathLike | ir.Model) -> Counter[str] | None:
-    """`ort_op_counts` of `model` at ORT's level all; None when it cannot be had (ORT cannot build
+def _ort_graph(model: str | os.PathLike | ir.Model) -> OrtGraph | None:
+    """`ort_graph` of `model` at ORT's level all; None when it cannot be had (ORT cannot build
     the model: the check says why; or writing its optimized graph failed): the comparison is
     advisory and never stops a result from being written."""
     try:
         with verify.model_file(model) as path:  # saved as the check saves it: no whole proto
-            return ort_op_counts(path)
+            return ort_graph(path)
     except Exception:  # noqa: BLE001 ORT, onnx and the file system raise assorted types
         return None
 

@@ -9,6 +9,7 @@ ml_dtypes arrays: ORT's numpy bridge cannot hold them, so they cross as OrtValue
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import tempfile
 from collections import Counter
@@ -128,18 +129,36 @@ class Session:
         return dict(zip(self.output_names, self.run(feed)))
 
 
-def ort_op_counts(
+@dataclasses.dataclass(frozen=True)
+class OrtGraph:
+    """What ORT runs on CPU after its optimizations: op types by count (`ort_op_counts`), and the
+    input tensors of the main graph's Pads it runs as nodes (not fused into a Conv or pool)."""
+
+    counts: Counter[str]
+    pads_apart: frozenset[str]
+
+
+def ort_graph(
     model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model, opt_level: str = "all"
-) -> Counter[str]:
-    """Op types of the graph ORT runs on CPU after its `opt_level` optimizations (what
-    `SessionOptions.optimized_model_filepath` writes), subgraphs included; ops outside the
-    default domain as "domain.Op" (com.microsoft.SkipLayerNormalization). Deterministic: no
-    timing, no inputs."""
+) -> OrtGraph:
+    """The graph ORT runs on CPU after its `opt_level` optimizations (what
+    `SessionOptions.optimized_model_filepath` writes). Deterministic: no timing, no inputs."""
     with tempfile.TemporaryDirectory(prefix="onnxslim-ort-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         Session(model, opt_level=opt_level, save_optimized=path, prepack=False)  # never run
         graph = onnx.load(path, load_external_data=False).graph
-    return Counter(_op_name(node) for body in proto_graphs(graph) for node in body.node)
+    counts = Counter(_op_name(node) for body in proto_graphs(graph) for node in body.node)
+    pads = frozenset(node.input[0] for node in graph.node if _op_name(node) == "Pad")
+    return OrtGraph(counts, pads)
+
+
+def ort_op_counts(
+    model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model, opt_level: str = "all"
+) -> Counter[str]:
+    """Op types of the graph ORT runs on CPU after its `opt_level` optimizations (`ort_graph`),
+    subgraphs included; ops outside the default domain as "domain.Op"
+    (com.microsoft.SkipLayerNormalization)."""
+    return ort_graph(model, opt_level).counts
 
 
 #: ORT's fused CPU kernels known to run slower than the ops they replace, and why: onnxslim keeps

@@ -9,9 +9,14 @@ pads attribute where VALID stood); ours makes them explicit only where a Pad fee
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+import numpy as np
+import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
+from onnxslim.model.graph import fresh_name, value_names
 from onnxslim.passes.upstream import NormalizePadFormatConv
 
 
@@ -34,3 +39,85 @@ class ExplicitPadsBeforeFusion(NormalizePadFormatConv):
 
 
 rules = (ExplicitPadsBeforeFusion.rule(), onnxscript_rules.fuse_pad_into_conv_rule)
+
+
+#: Pad's fill value that ORT's PadFusion leaves apart: it fuses a Pad whose constant value is
+#: zero in every byte; -0.0 compares equal to 0.0 in every sum a Conv makes of it.
+APART = -0.0
+
+
+def keep_pads_apart(model: ir.Model, inputs: Collection[str]) -> int:
+    """Keep apart from their Conv the zero Pads ORT ran as nodes for the original (`inputs`: the
+    tensors they read): folding their widths lets ORT fuse them into the Conv, whose padded
+    kernel can run several times slower (CREPE's 64x1 kernels on 1-wide maps: 2.2x the model's
+    time). A Conv reading such a tensor with pads gets them back as a Pad before it, and a zero
+    Pad reading it fills with -0.0 (APART); both only from opset 11 (pads as an input). Returns
+    how many were kept apart."""
+    if model.opset_imports.get("", 1) < 11:
+        return 0
+    kept, taken = 0, value_names(model) | {node.name for node in model.graph if node.name}
+    for node in list(model.graph):
+        value = node.inputs[0] if node.inputs else None
+        if value is None or value.name not in inputs or node.domain not in ("", "ai.onnx"):
+            continue
+        apart = {"Conv": _split_pads, "Pad": _fill_apart}.get(node.op_type)
+        kept += bool(apart and apart(model, node, taken))
+    return kept
+
+
+def _split_pads(model: ir.Model, conv: ir.Node, taken: set[str]) -> bool:
+    """Conv(x, pads=p) -> Conv(Pad(x, p, -0.0)) where `p` has a nonzero width."""
+    pads = conv.attributes.get_ints("pads", None)
+    x = conv.inputs[0]
+    if (
+        not pads
+        or not any(pads)
+        or conv.attributes.get_string("auto_pad", "NOTSET") != "NOTSET"
+        or x.dtype is None
+        or not x.dtype.is_floating_point()
+    ):
+        return False
+    half = len(pads) // 2
+    widths = [0, 0, *pads[:half], 0, 0, *pads[half:]]
+    name = fresh_name(taken, f"{conv.name or x.name}_pads_apart")
+    widths_value = _constant(model, fresh_name(taken, f"{name}_widths"), np.array(widths, np.int64))
+    pad = ir.node("Pad", [x, widths_value, _fill(model, x, name, taken)], name=name)
+    pad.outputs[0].name, pad.outputs[0].dtype = fresh_name(taken, f"{name}_output"), x.dtype
+    model.graph.insert_before(conv, pad)
+    conv.replace_input_with(0, pad.outputs[0])
+    conv.attributes["pads"] = ir.AttrInt64s("pads", [0] * len(pads))
+    return True
+
+
+def _fill_apart(model: ir.Model, pad: ir.Node, taken: set[str]) -> bool:
+    """A zero constant-mode Pad with constant widths fills with -0.0 instead."""
+    x = pad.inputs[0]
+    fill = pad.inputs[2] if len(pad.inputs) > 2 else None
+    if (
+        pad.attributes.get_string("mode", "constant") != "constant"
+        or len(pad.inputs) < 2
+        or pad.inputs[1] is None
+        or pad.inputs[1].const_value is None
+        or len(pad.inputs) > 3
+        or x.dtype is None
+        or not x.dtype.is_floating_point()
+        or (fill is not None and (fill.const_value is None or fill.const_value.numpy().any()))
+        or not any(use.op_type == "Conv" for use, _ in pad.outputs[0].uses())
+    ):
+        return False
+    value = _fill(model, x, pad.name or x.name, taken)
+    if fill is None:
+        pad.resize_inputs(3)
+    pad.replace_input_with(2, value)
+    return True
+
+
+def _fill(model: ir.Model, x: ir.Value, name: str, taken: set[str]) -> ir.Value:
+    return _constant(model, fresh_name(taken, f"{name}_fill"), np.array(APART, x.dtype.numpy()))
+
+
+def _constant(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
+    model.graph.register_initializer(value)
+    return value
