@@ -26,6 +26,8 @@ TOLERANCES = {
     np.dtype(np.float32): (1e-4, 1e-5),
     np.dtype(np.float16): (1e-2, 1e-3),
 }
+#: A float32 output of a model computing in float16 or bfloat16 inside: compared as float16's.
+HALF_TOLERANCE = TOLERANCES[np.dtype(np.float16)]
 #: A float output beyond TOLERANCES still matches within this many times the original's own
 #: rounding noise (`rounding_noise`): deep or recurrent models amplify rounding past fixed bounds.
 NOISE_FACTOR = 4.0
@@ -191,7 +193,9 @@ def _within_noise(
     """The outputs of `suspects` (the optimized model's values by sample) whose every element is
     within its tolerance plus NOISE_FACTOR times the original's own `rounding_noise` there; with
     what was measured."""
-    noise = rounding_noise(original, reference, list(suspects))
+    with model_file(original) as path:
+        eps = _coarsest_epsilon(path)
+    noise = rounding_noise(original, reference, list(suspects), eps)
     within = {}
     for name, samples in suspects.items():
         index = reference.names.index(name)
@@ -199,6 +203,8 @@ def _within_noise(
         for sample, got in samples.items():
             want = reference.outputs[sample][index]
             rtol, atol = _tolerance(want.dtype)
+            if eps is not None:  # computed in float16 (or bfloat16): compared at its tolerance
+                rtol, atol = max(rtol, HALF_TOLERANCE[0]), max(atol, HALF_TOLERANCE[1])
             diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
             allowed = (
                 atol + rtol * np.abs(want.astype(np.float64)) + NOISE_FACTOR * noise[name][sample]
@@ -210,16 +216,21 @@ def _within_noise(
                 max(floor, float(np.max(noise[name][sample]))),
             )
         else:
-            within[name] = f"(largest difference {gap:.3g}; its own {floor:.3g})"
+            half = "; the model computes in float16: its tolerance" if eps is not None else ""
+            within[name] = f"(largest difference {gap:.3g}; its own {floor:.3g}{half})"
     return within
 
 
-def rounding_noise(original, reference: Reference, names: Sequence[str]) -> dict[str, list]:
+def rounding_noise(
+    original, reference: Reference, names: Sequence[str], eps: float | None = None
+) -> dict[str, list]:
     """Per output of `names` and per sample, how far rounding alone moves each element of the
     original's float output (0 where it cannot say): the largest change with ONNX Runtime's graph
     optimizations on (its fusions reorder the arithmetic) and with the float32/float64 inputs
-    moved by NOISE_ULPS units of rounding (how much the model amplifies each step's rounding). An
-    original that ORT's optimizations break has no noise to offer (zeros)."""
+    moved by NOISE_ULPS units of rounding, of `eps` when the model computes in a coarser float
+    (`_coarsest_epsilon`: a model casting its float32 inputs to float16 rounds at float16's
+    steps; how much the model amplifies each step's rounding). An original that ORT's
+    optimizations break has no noise to offer (zeros)."""
     rng = np.random.default_rng(0)
     indices = {name: reference.names.index(name) for name in names}
     noise: dict[str, list] = {name: [] for name in names}
@@ -227,7 +238,7 @@ def rounding_noise(original, reference: Reference, names: Sequence[str]) -> dict
         try:
             session = Session(path, opt_level="all", what="the original model", prepack=False)
             runs = [
-                [session.run(synth.ort_feeds(f)) for f in (feed, _moved(feed, rng))]
+                [session.run(synth.ort_feeds(f)) for f in (feed, _moved(feed, rng, eps))]
                 for feed in reference.inputs.samples
             ]
         except OnnxSlimError:
@@ -241,14 +252,33 @@ def rounding_noise(original, reference: Reference, names: Sequence[str]) -> dict
     return noise
 
 
-def _moved(feed: Mapping, rng: np.random.Generator) -> dict:
+#: Float types a model may compute in below float32, by ONNX type, and their epsilon.
+_HALF_EPSILON = {
+    onnx.TensorProto.FLOAT16: float(np.finfo(np.float16).eps),
+    onnx.TensorProto.BFLOAT16: float(ml_dtypes.finfo(ml_dtypes.bfloat16).eps),
+}
+
+
+def _coarsest_epsilon(path: str | os.PathLike) -> float | None:
+    """The epsilon of the coarsest float below float32 that the model's main graph casts to or
+    stores constants in (float16, bfloat16); None: none."""
+    graph = onnx.load(path, load_external_data=False).graph
+    types = {t.data_type for t in graph.initializer}
+    for node in graph.node:
+        types |= {a.i for a in node.attribute if node.op_type == "Cast" and a.name == "to"}
+        types |= {a.t.data_type for a in node.attribute if a.type == onnx.AttributeProto.TENSOR}
+    found = [eps for dtype, eps in _HALF_EPSILON.items() if dtype in types]
+    return max(found) if found else None
+
+
+def _moved(feed: Mapping, rng: np.random.Generator, eps: float | None = None) -> dict:
     """`feed` with each element of its float32 and float64 arrays moved by NOISE_ULPS relative
-    units of their rounding, either way (coarser floats move too far to say anything about
-    rounding); anything else as it is."""
+    units of their rounding (or of `eps`, a coarser float's the model computes in), either way
+    (coarser float inputs move too far to say anything about rounding); anything else as it is."""
     moved = dict(feed)
     for name, value in feed.items():
         if isinstance(value, np.ndarray) and value.dtype in (np.float32, np.float64):
-            step = NOISE_ULPS * float(np.finfo(value.dtype).eps)
+            step = NOISE_ULPS * (eps or float(np.finfo(value.dtype).eps))
             signs = rng.choice([-1.0, 1.0], value.shape)
             moved[name] = (value.astype(np.float64) * (1 + step * signs)).astype(value.dtype)
     return moved
