@@ -551,7 +551,8 @@ class Budget:
                 if value is None:
                     continue
                 if (value < threshold) if op == ">=" else (value > threshold):
-                    found = f"{metric} {value:.6g}"
+                    shown = _beside(value, threshold)
+                    found = f"{metric} {shown}"
                     if predicted and metric == "snr":
                         found = (
                             f"SNR predicted for new samples {value:.3g} dB (pooled over the "
@@ -559,17 +560,28 @@ class Budget:
                         )
                     elif predicted:
                         found = (
-                            f"cosine predicted for new samples {value:.6g} (worst sample seen "
+                            f"cosine predicted for new samples {shown} (worst sample seen "
                             f"{d.min_cosine:.6g})"
                         )
                     elif metric in PER_SAMPLE and d.one_value_each:
-                        found = f"cosine over the samples' values {value:.6g} (one per sample)"
+                        found = f"cosine over the samples' values {shown} (one per sample)"
                     elif metric in PER_SAMPLE:
-                        found = f"worst-sample cosine {value:.6g}"
+                        found = f"worst-sample cosine {shown}"
                     failures.append(
                         f"output {d.name!r}: {found} fails {criterion_text(metric, op, threshold)}"
                     )
         return failures
+
+
+def _beside(value: float, threshold: float) -> str:
+    """`value` to 6 significant digits, or as many more as tell it from `threshold` (a cosine of
+    0.999999994 against 0.99999999 read "1")."""
+    for digits in range(6, 17):
+        if f"{value:.{digits}g}" != f"{threshold:.{digits}g}" and float(
+            f"{value:.{digits}g}"
+        ) != float(f"{threshold:.10g}"):
+            return f"{value:.{digits}g}"
+    return repr(value)
 
 
 def criterion_text(metric: str, op: str, threshold: float) -> str:

@@ -436,3 +436,12 @@ def test_the_per_sample_sums_stay_out_of_the_json_report():
     drift = compare_outputs(ref, before)["y"]
     assert len(drift.sample_errors) == 8
     assert "sample_errors" not in drift.to_dict() and drift.to_dict()["snr_db"] == drift.snr_db
+
+
+def test_a_failing_value_is_shown_apart_from_the_threshold():
+    """A cosine of 1 - 6e-9 against cosine>=0.999999995 read "worst-sample cosine 1 fails"."""
+    ref = [{"y": np.array([1.0, 0.0], np.float64)}]
+    other = [{"y": np.array([1.0, 1.1e-4], np.float64)}]  # cosine 1 - 6.05e-9
+    d = compare_outputs(ref, other)["y"]
+    [failure] = Budget.check(parse_max_drift("cosine>=0.999999995"), d)
+    assert failure == "output 'y': worst-sample cosine 0.99999999 fails cosine>=0.999999995"
