@@ -652,6 +652,9 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     )
     (warning,) = drift_warning(two, None, "test")
     assert "output 'b': worst-sample cosine -1" in warning
+    # on too few selection samples for a budget, the advice says how many it needs
+    (warning,) = drift_warning(two, None, "test", 6)
+    assert "--max-drift cosine>=0.99 with at least 8 selection samples (it has 6" in warning
 
 
 def test_nodes_too_small_for_int8_say_their_weights_are_stored_int8():

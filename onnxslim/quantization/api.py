@@ -357,7 +357,7 @@ def _quantize(
                 f"the {len(test)} test samples: {missed[0]}"
             )
     split = "test" if test else "selection"
-    notes += drift_warning(drift, budget, split) + _silent_outputs(drift, split)
+    notes += drift_warning(drift, budget, split, len(selection)) + _silent_outputs(drift, split)
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type
@@ -1335,17 +1335,25 @@ def _latency(
     return {model.name: model.latency for model in report.models}
 
 
-def drift_warning(drift: Mapping[str, Drift], budget: Budget | None, split: str) -> list[str]:
+def drift_warning(
+    drift: Mapping[str, Drift], budget: Budget | None, split: str, selection: int | None = None
+) -> list[str]:
     """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR: the
     INT8 model may be broken for the task, and a budget would return its noisiest nodes to
-    float."""
+    float (on `selection` samples too few to hold one: with more of them)."""
     worst_first = sorted(drift.values(), key=_closeness)
     missed = QUALITY_BAR.check({d.name: d for d in worst_first}) if budget is None else []
     if not missed:
         return []
+    more = (
+        f" with at least {MIN_PREDICTION_SAMPLES} selection samples (it has {selection}: more "
+        "calibration data, or --eval-split)"
+        if selection is not None and selection < MIN_PREDICTION_SAMPLES
+        else ""
+    )
     return [
         f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
-        "your task, or give --max-drift cosine>=0.99 to return the noisiest nodes to float"
+        f"your task, or give --max-drift cosine>=0.99{more} to return the noisiest nodes to float"
     ]
 
 
