@@ -306,13 +306,14 @@ def _quantize(
         dynamic_model = _constant_weights(
             float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes, folded
         )
-    candidates = _weighted_nodes(
+    weighted = _weighted_nodes(
         float_model, static_ops | set(dynamic.WEIGHTED_OPS), config.exclude_nodes
     )
-    if not candidates:  # nothing to calibrate or try (a model quantized already): the lossless
+    candidates = [name for name, why in weighted.items() if why is None]
+    if not candidates:  # nothing to calibrate or try (quantized already, float16): the lossless
         drift = compare_outputs(ref_outputs, run_samples(float_model, selection))
         mode = "dynamic" if config.mode == "dynamic" else "static"
-        outcome = Outcome(float_model, {}, {}, [], drift, [], mode=mode, method="none")
+        outcome = Outcome(float_model, {}, weighted, [], drift, [], mode=mode, method="none")
     elif config.mode == "dynamic":
         outcome = dynamic.quantize_model(
             dynamic_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
@@ -835,18 +836,26 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
     return None
 
 
-def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> list[str]:
+def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str | None]:
     """The main graph's nodes of `op_types` (but `exclude_nodes`) that INT8 computes or stores
-    with weights (a weight, or MatMul's two activations)."""
-    return [
-        node.name
-        for node in model.graph
-        if node.op_type in op_types
-        and node.domain in ("", "ai.onnx")
-        and node.op_type in RULES
-        and RULES[node.op_type].kind in (WEIGHTED, WEIGHT_ONLY)
-        and node.name not in exclude_nodes
-    ]
+    with weights (a weight, or MatMul's two activations), each with why it cannot (a constant
+    weight not float32) or None."""
+    found = {}
+    for node in model.graph:
+        rule = RULES.get(node.op_type)
+        if (
+            node.op_type not in op_types
+            or node.domain not in ("", "ai.onnx")
+            or rule is None
+            or rule.kind not in (WEIGHTED, WEIGHT_ONLY)
+            or node.name in exclude_nodes
+        ):
+            continue
+        weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
+        other = weight is not None and weight.const_value is not None
+        other = other and weight.dtype != ir.DataType.FLOAT
+        found[node.name] = f"weight is {weight.dtype.name.lower()}, not float32" if other else None
+    return found
 
 
 def _quantize_ops(config: QuantizeConfig) -> frozenset[str]:
