@@ -317,7 +317,7 @@ def optimize_with_report(
         if apart:
             notes.append(
                 f"{apart} zero Pad(s) kept apart from their Conv, as ONNX Runtime runs them for "
-                "the original (fused, a conv's padded kernel can run several times slower)"
+                "the original (fused, its 1-D convs written 2-D run several times slower)"
             )
 
         def check(written: Path | None = None) -> None:

@@ -46,13 +46,19 @@ rules = (ExplicitPadsBeforeFusion.rule(), onnxscript_rules.fuse_pad_into_conv_ru
 APART = -0.0
 
 
+#: A 2-D Conv whose kernel is 1 across a 1-wide map and at least this long along it (a 1-D
+#: conv written 2-D) runs several times slower padded than on a padded input in ORT's blocked
+#: kernels (measured: 64x1 4.4x, 16x1 2.0x, 7x1 1.7x; 3x3 on 2-D maps: as fast or faster).
+SLOW_PADDED_KERNEL = 7
+
+
 def keep_pads_apart(model: ir.Model, inputs: Collection[str]) -> int:
     """Keep apart from their Conv the zero Pads ORT ran as nodes for the original (`inputs`: the
-    tensors they read): folding their widths lets ORT fuse them into the Conv, whose padded
-    kernel can run several times slower (CREPE's 64x1 kernels on 1-wide maps: 2.2x the model's
-    time). A Conv reading such a tensor with pads gets them back as a Pad before it, and a zero
-    Pad reading it fills with -0.0 (APART); both only from opset 11 (pads as an input). Returns
-    how many were kept apart."""
+    tensors they read) where the Conv is one ORT runs slower padded (`_slow_padded`): folding
+    their widths lets ORT fuse them into the Conv (CREPE's 64x1 kernels on 1-wide maps: 2.2x
+    the model's time). A Conv reading such a tensor with pads gets them back as a Pad before it,
+    and a zero Pad reading it fills with -0.0 (APART); both only from opset 11 (pads as an
+    input). Returns how many were kept apart."""
     if model.opset_imports.get("", 1) < 11:
         return 0
     kept, taken = 0, value_names(model) | {node.name for node in model.graph if node.name}
@@ -75,6 +81,7 @@ def _split_pads(model: ir.Model, conv: ir.Node, taken: set[str]) -> bool:
         or conv.attributes.get_string("auto_pad", "NOTSET") != "NOTSET"
         or x.dtype is None
         or not x.dtype.is_floating_point()
+        or not _slow_padded(conv, x)
     ):
         return False
     half = len(pads) // 2
@@ -102,7 +109,9 @@ def _fill_apart(model: ir.Model, pad: ir.Node, taken: set[str]) -> bool:
         or x.dtype is None
         or not x.dtype.is_floating_point()
         or (fill is not None and (fill.const_value is None or fill.const_value.numpy().any()))
-        or not any(use.op_type == "Conv" for use, _ in pad.outputs[0].uses())
+        or not any(
+            use.op_type == "Conv" and _slow_padded(use, x) for use, _ in pad.outputs[0].uses()
+        )
     ):
         return False
     value = _fill(model, x, pad.name or x.name, taken)
@@ -110,6 +119,21 @@ def _fill_apart(model: ir.Model, pad: ir.Node, taken: set[str]) -> bool:
         pad.resize_inputs(3)
     pad.replace_input_with(2, value)
     return True
+
+
+def _slow_padded(conv: ir.Node, x: ir.Value) -> bool:
+    """Whether `conv` on `x` (its input before padding) is a 1-D conv written 2-D: a kernel of 1
+    across a 1-wide map, SLOW_PADDED_KERNEL or longer along it."""
+    weight = conv.inputs[1] if len(conv.inputs) > 1 else None
+    if weight is None or weight.shape is None or x.shape is None or len(x.shape) != 4:
+        return False
+    kernel, spatial = list(weight.shape)[2:], list(x.shape)[2:]
+    if len(kernel) != 2 or not all(isinstance(d, int) for d in kernel):
+        return False
+    return any(
+        kernel[across] == 1 and spatial[across] == 1 and kernel[1 - across] >= SLOW_PADDED_KERNEL
+        for across in (0, 1)
+    )
 
 
 def _fill(model: ir.Model, x: ir.Value, name: str, taken: set[str]) -> ir.Value:
