@@ -228,8 +228,8 @@ def rounding_noise(
     original's float output (0 where it cannot say): the largest change with ONNX Runtime's graph
     optimizations on (its fusions reorder the arithmetic) and with the float32/float64 inputs
     moved by NOISE_ULPS units of rounding, of `eps` when the model computes in a coarser float
-    (`_coarsest_epsilon`: a model casting its float32 inputs to float16 rounds at float16's
-    steps; how much the model amplifies each step's rounding). An original that ORT's
+    (`_coarsest_epsilon`: a model casting to float16 rounds at float16's steps; how much the
+    model amplifies each step's rounding). An original that ORT's
     optimizations break has no noise to offer (zeros)."""
     rng = np.random.default_rng(0)
     indices = {name: reference.names.index(name) for name in names}
@@ -260,13 +260,17 @@ _HALF_EPSILON = {
 
 
 def _coarsest_epsilon(path: str | os.PathLike) -> float | None:
-    """The epsilon of the coarsest float below float32 that the model's main graph casts to or
-    stores constants in (float16, bfloat16); None: none."""
+    """The epsilon of the coarsest float below float32 that the model's main graph casts to
+    (float16, bfloat16: it computes in it; weights stored so and cast to float32 do not count);
+    None: none."""
     graph = onnx.load(path, load_external_data=False).graph
-    types = {t.data_type for t in graph.initializer}
-    for node in graph.node:
-        types |= {a.i for a in node.attribute if node.op_type == "Cast" and a.name == "to"}
-        types |= {a.t.data_type for a in node.attribute if a.type == onnx.AttributeProto.TENSOR}
+    types = {
+        attribute.i
+        for node in graph.node
+        if node.op_type == "Cast"
+        for attribute in node.attribute
+        if attribute.name == "to"
+    }
     found = [eps for dtype, eps in _HALF_EPSILON.items() if dtype in types]
     return max(found) if found else None
 
