@@ -192,10 +192,11 @@ def _within_noise(
 ) -> dict[str, str]:
     """The outputs of `suspects` (the optimized model's values by sample) whose every element is
     within its tolerance plus NOISE_FACTOR times the original's own `rounding_noise` there; with
-    what was measured."""
+    what was measured. An output computed through a cast to float16 or bfloat16 (`_half_computed`)
+    is held to float16's tolerance. A non-finite element matches only itself."""
     with model_file(original) as path:
-        eps = _coarsest_epsilon(path)
-    noise = rounding_noise(original, reference, list(suspects), eps)
+        half = _half_computed(path)
+        noise = rounding_noise(path, reference, list(suspects), half)
     within = {}
     for name, samples in suspects.items():
         index = reference.names.index(name)
@@ -203,50 +204,54 @@ def _within_noise(
         for sample, got in samples.items():
             want = reference.outputs[sample][index]
             rtol, atol = _tolerance(want.dtype)
-            if eps is not None:  # computed in float16 (or bfloat16): compared at its tolerance
+            if half and name in half[1]:
                 rtol, atol = max(rtol, HALF_TOLERANCE[0]), max(atol, HALF_TOLERANCE[1])
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-            allowed = (
-                atol + rtol * np.abs(want.astype(np.float64)) + NOISE_FACTOR * noise[name][sample]
-            )
-            if not np.all((diff <= allowed) | np.isnan(diff)):
+            got, want = got.astype(np.float64), want.astype(np.float64)
+            diff = np.abs(got - want)
+            allowed = atol + rtol * np.abs(want) + NOISE_FACTOR * noise[name][sample]
+            same = (got == want) | (np.isnan(got) & np.isnan(want))
+            if not np.all(same | (np.isfinite(want) & (diff <= allowed))):
                 break
-            gap, floor = (
-                max(gap, float(np.nanmax(diff))),
-                max(floor, float(np.max(noise[name][sample]))),
-            )
+            gap = max(gap, float(np.max(np.where(same, 0.0, diff))))
+            floor = max(floor, float(np.max(noise[name][sample])))
         else:
-            half = "; the model computes in float16: its tolerance" if eps is not None else ""
-            within[name] = f"(largest difference {gap:.3g}; its own {floor:.3g}{half})"
+            coarse = "; computed in float16 or bfloat16: its tolerance"
+            coarse = coarse if half and name in half[1] else ""
+            within[name] = f"(largest difference {gap:.3g}; its own {floor:.3g}{coarse})"
     return within
 
 
 def rounding_noise(
-    original, reference: Reference, names: Sequence[str], eps: float | None = None
+    original,
+    reference: Reference,
+    names: Sequence[str],
+    half: tuple[float, frozenset[str]] | None = None,
 ) -> dict[str, list]:
     """Per output of `names` and per sample, how far rounding alone moves each element of the
     original's float output (0 where it cannot say): the largest change with ONNX Runtime's graph
     optimizations on (its fusions reorder the arithmetic) and with the float32/float64 inputs
-    moved by NOISE_ULPS units of rounding, of `eps` when the model computes in a coarser float
-    (`_coarsest_epsilon`: a model casting to float16 rounds at float16's steps; how much the
-    model amplifies each step's rounding). An original that ORT's
-    optimizations break has no noise to offer (zeros)."""
+    moved by NOISE_ULPS units of rounding (how much the model amplifies each step's rounding);
+    for the outputs of `half` (`_half_computed`: computed through a cast to a coarser float), also
+    with the inputs moved by NOISE_ULPS units of that float. An original that ORT's optimizations
+    break has no noise to offer (zeros)."""
     rng = np.random.default_rng(0)
     indices = {name: reference.names.index(name) for name in names}
     noise: dict[str, list] = {name: [] for name in names}
+    steps = [None, half[0]] if half else [None]
     with model_file(original) as path:
         try:
             session = Session(path, opt_level="all", what="the original model", prepack=False)
-            runs = [
-                [session.run(synth.ort_feeds(f)) for f in (feed, _moved(feed, rng, eps))]
-                for feed in reference.inputs.samples
-            ]
+            runs = []
+            for feed in reference.inputs.samples:
+                feeds = [feed, *(_moved(feed, rng, eps) for eps in steps)]
+                runs.append([session.run(synth.ort_feeds(f)) for f in feeds])
         except OnnxSlimError:
             runs = [[] for _ in reference.inputs.samples]
     for expected, changed in zip(reference.outputs, runs):
         for name, index in indices.items():
             want = expected[index].astype(np.float64)
-            moves = [np.abs(run[index].astype(np.float64) - want) for run in changed]
+            kept = changed if half and name in half[1] else changed[:2]
+            moves = [np.abs(run[index].astype(np.float64) - want) for run in kept]
             move = np.maximum.reduce(moves) if moves else np.zeros_like(want)
             noise[name].append(np.where(np.isfinite(move), move, 0.0))
     return noise
@@ -259,20 +264,20 @@ _HALF_EPSILON = {
 }
 
 
-def _coarsest_epsilon(path: str | os.PathLike) -> float | None:
+def _half_computed(path: str | os.PathLike) -> tuple[float, frozenset[str]] | None:
     """The epsilon of the coarsest float below float32 that the model's main graph casts to
-    (float16, bfloat16: it computes in it; weights stored so and cast to float32 do not count);
-    None: none."""
+    (float16, bfloat16: it computes in it; weights stored so and cast to float32 do not count)
+    and the graph outputs computed through such a cast; None: none."""
     graph = onnx.load(path, load_external_data=False).graph
-    types = {
-        attribute.i
-        for node in graph.node
-        if node.op_type == "Cast"
-        for attribute in node.attribute
-        if attribute.name == "to"
-    }
-    found = [eps for dtype, eps in _HALF_EPSILON.items() if dtype in types]
-    return max(found) if found else None
+    eps, reached = 0.0, set()
+    for node in graph.node:  # in topological order, as ONNX requires
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        cast = _HALF_EPSILON.get(to) if node.op_type == "Cast" else None
+        if cast or reached.intersection(node.input):
+            reached.update(node.output)
+            eps = max(eps, cast or 0.0)
+    outputs = frozenset(output.name for output in graph.output if output.name in reached)
+    return (eps, outputs) if outputs else None
 
 
 def _moved(feed: Mapping, rng: np.random.Generator, eps: float | None = None) -> dict:
