@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -269,13 +270,22 @@ def _half_computed(path: str | os.PathLike) -> tuple[float, frozenset[str]] | No
     (float16, bfloat16: it computes in it; weights stored so and cast to float32 do not count)
     and the graph outputs computed through such a cast; None: none."""
     graph = onnx.load(path, load_external_data=False).graph
-    eps, reached = 0.0, set()
-    for node in graph.node:  # in topological order, as ONNX requires
+    consumers = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    eps, frontier = 0.0, []
+    for node in graph.node:
         to = next((a.i for a in node.attribute if a.name == "to"), None)
-        cast = _HALF_EPSILON.get(to) if node.op_type == "Cast" else None
-        if cast or reached.intersection(node.input):
-            reached.update(node.output)
-            eps = max(eps, cast or 0.0)
+        if node.op_type == "Cast" and to in _HALF_EPSILON:
+            eps = max(eps, _HALF_EPSILON[to])
+            frontier += node.output
+    reached = set(frontier)
+    while frontier:  # every value computed from a cast's output (files may not be sorted)
+        for node in consumers[frontier.pop()]:
+            new = [name for name in node.output if name not in reached]
+            reached.update(new)
+            frontier += new
     outputs = frozenset(output.name for output in graph.output if output.name in reached)
     return (eps, outputs) if outputs else None
 
