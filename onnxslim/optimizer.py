@@ -28,7 +28,7 @@ from onnxslim.model.stats import ModelStats, model_stats
 from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
-from onnxslim.passes.rules.pad_conv import keep_pads_apart
+from onnxslim.passes.rules.pad_conv import has_slow_padded_convs, keep_pads_apart
 from onnxslim.render.format import human_bytes
 from onnxslim.runtime import OrtGraph, lost_fusions, ort_graph
 
@@ -265,17 +265,18 @@ def optimize_with_report(
         io.quiet_library_logs(),
         ThreadPoolExecutor(max_workers=1) as background,
     ):
-        # the original's side of the check runs while the passes do (ORT works outside the GIL)
+        # the original's side of the check runs while the passes do (ORT works outside the GIL);
+        # its ORT graph first: keeping Pads apart waits for it before the result is written
+        original_graph = (
+            background.submit(_ort_graph, reference)
+            if options.check and before.weight_bytes <= ORT_GRAPH_LIMIT
+            else None
+        )
         prefetched = (
             background.submit(
                 verify.reference_outputs, reference, options.check_inputs, _check_shapes(options)
             )
             if options.check
-            else None
-        )
-        original_graph = (
-            background.submit(_ort_graph, reference)
-            if options.check and before.weight_bytes <= ORT_GRAPH_LIMIT
             else None
         )
         ir_model, note = _convert_opset(ir_model, options.target_opset)
@@ -312,8 +313,11 @@ def optimize_with_report(
             if value.shape is None:  # not inferred from the new input dims: as the model gave it
                 value.shape = shape
         ir_model.meta[io.ANNOTATED] = annotated  # saved without the value_info inference added
-        theirs = original_graph.result() if original_graph is not None else None
-        apart = keep_pads_apart(ir_model, theirs.pads_apart) if theirs else 0
+        apart = 0
+        if before.weight_bytes <= ORT_GRAPH_LIMIT and has_slow_padded_convs(ir_model):
+            # made whatever the check option, as it changes the result (no inference: cheap)
+            theirs = original_graph.result() if original_graph else _ort_graph(reference)
+            apart = keep_pads_apart(ir_model, theirs.pads_apart) if theirs else 0
         if apart:
             notes.append(
                 f"{apart} zero Pad(s) kept apart from their Conv, as ONNX Runtime runs them for "
@@ -329,10 +333,11 @@ def optimize_with_report(
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
             check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
-            if theirs is not None and not not_checked:
-                ours = _ort_graph(ir_model if written is None else written)
-                if ours is not None:
-                    fusions_lost.update(lost_fusions(theirs.counts, ours.counts))
+            checked_graphs = original_graph is not None and not not_checked
+            theirs = original_graph.result() if checked_graphs else None
+            ours = _ort_graph(ir_model if written is None else written) if theirs else None
+            if ours is not None:
+                fusions_lost.update(lost_fusions(theirs.counts, ours.counts))
 
         written = precision = None
         if not _float16_requested(options) and output is not None:

@@ -132,7 +132,7 @@ class Session:
 @dataclasses.dataclass(frozen=True)
 class OrtGraph:
     """What ORT runs on CPU after its optimizations: op types by count (`ort_op_counts`), and the
-    input tensors of the main graph's Pads it runs as nodes (not fused into a Conv or pool)."""
+    inputs of the main graph's constant-mode Pads it runs apart before a Conv, not fused."""
 
     counts: Counter[str]
     pads_apart: frozenset[str]
@@ -148,8 +148,32 @@ def ort_graph(
         Session(model, opt_level=opt_level, save_optimized=path, prepack=False)  # never run
         graph = onnx.load(path, load_external_data=False).graph
     counts = Counter(_op_name(node) for body in proto_graphs(graph) for node in body.node)
-    pads = frozenset(node.input[0] for node in graph.node if _op_name(node) == "Pad")
-    return OrtGraph(counts, pads)
+    return OrtGraph(counts, _pads_before_convs(graph))
+
+
+def _pads_before_convs(graph: onnx.GraphProto) -> frozenset[str]:
+    """The inputs of the constant-mode Pads whose one reader is a Conv (past ORT's blocked-layout
+    reorder): those ORT did not fuse into it."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def only_reader(value: str) -> onnx.NodeProto | None:
+        found = readers.get(value, [])
+        return found[0] if len(found) == 1 else None
+
+    kept = set()
+    for node in graph.node:
+        mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
+        if _op_name(node) != "Pad" or mode != b"constant":
+            continue
+        reader = only_reader(node.output[0])
+        if reader is not None and _op_name(reader) == f"{_LAYOUT}ReorderInput":
+            reader = only_reader(reader.output[0])
+        if reader is not None and reader.op_type == "Conv":
+            kept.add(node.input[0])
+    return frozenset(kept)
 
 
 def ort_op_counts(

@@ -130,3 +130,34 @@ def test_a_pad_ort_runs_apart_for_the_original_stays_apart(tmp_path, fused_by_us
     assert any("1 zero Pad(s) kept apart" in note for note in result.notes)
     x = {"x": rng.normal(size=(2, 4, 16, 1)).astype(np.float32)}
     np.testing.assert_array_equal(Session(ours).run(x)[0], Session(original).run(x)[0])
+
+
+def test_pads_kept_apart_are_only_zero_pads_ort_ran_before_a_conv(tmp_path):
+    """A reflect Pad beside a padded 7x1 Conv of the same input, and a zero Pad that also feeds
+    a Reciprocal (-0.0 would turn its +inf to -inf): neither is a zero Pad ORT ran apart before
+    a Conv alone, so nothing is kept apart and the outputs match the original."""
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("Pad", ["x", "p"], ["r"], mode="reflect"),
+            helper.make_node("Conv", ["x", "w"], ["a"], kernel_shape=[7, 1], pads=[3, 0, 3, 0]),
+            helper.make_node("Pad", ["x", "p", ""], ["z"]),
+            helper.make_node("Conv", ["z", "w"], ["b"], kernel_shape=[7, 1]),
+            helper.make_node("Reciprocal", ["z"], ["c"]),
+        ],
+        [vi("x", FLOAT, ["N", 4, 16, 1])],
+        [vi(n, FLOAT, ["N", 8 if n in "ab" else 4, 22 if n in "rc" else 16, 1]) for n in "rabc"],
+        [
+            const("p", np.array([0, 0, 3, 0, 0, 0, 3, 0], np.int64)),
+            const("w", rng.normal(size=(8, 4, 7, 1)).astype(np.float32)),
+        ],
+        opset=17,
+    )
+    original = save_model(model, tmp_path / "original.onnx")
+    assert ort_graph(original).pads_apart == frozenset()
+    result = optimize_with_report(original, OptimizeOptions(skip=("fuse-pad-conv",)))
+    assert not any("kept apart" in note for note in result.notes)
+    ours = save_model(result.model, tmp_path / "ours.onnx")
+    x = {"x": rng.normal(size=(2, 4, 16, 1)).astype(np.float32)}
+    for got, want in zip(Session(ours).run(x), Session(original).run(x)):
+        np.testing.assert_array_equal(got, want)

@@ -71,6 +71,19 @@ def keep_pads_apart(model: ir.Model, inputs: Collection[str]) -> int:
     return kept
 
 
+def has_slow_padded_convs(model: ir.Model) -> bool:
+    """Whether a Conv of the main graph, padded or after a Pad, is one ORT runs slower padded
+    (`_slow_padded`): only then is ORT's graph of the original worth making."""
+    for conv in model.graph:
+        x = conv.inputs[0] if conv.op_type == "Conv" and conv.inputs else None
+        pad = x.producer() if x is not None else None
+        if pad is not None and pad.op_type == "Pad" and pad.inputs:
+            x = pad.inputs[0]
+        if x is not None and _slow_padded(conv, x):
+            return True
+    return False
+
+
 def _split_pads(model: ir.Model, conv: ir.Node, taken: set[str]) -> bool:
     """Conv(x, pads=p) -> Conv(Pad(x, p, -0.0)) where `p` has a nonzero width."""
     pads = conv.attributes.get_ints("pads", None)
@@ -109,8 +122,10 @@ def _fill_apart(model: ir.Model, pad: ir.Node, taken: set[str]) -> bool:
         or x.dtype is None
         or not x.dtype.is_floating_point()
         or (fill is not None and (fill.const_value is None or fill.const_value.numpy().any()))
-        or not any(
-            use.op_type == "Conv" and _slow_padded(use, x) for use, _ in pad.outputs[0].uses()
+        or pad.outputs[0].is_graph_output()
+        or not all(  # another reader would see -0.0 where it saw 0.0
+            use.op_type == "Conv" and index == 0 and _slow_padded(use, x)
+            for use, index in pad.outputs[0].uses()
         )
     ):
         return False
