@@ -1128,8 +1128,9 @@ def _trade(
     return worth_trading(gain_db, ratio), f"{speed}, {measured}"
 
 
-def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> float:
-    """The part of the int8 nodes' (of a build, `info`) multiply-accumulates `names` do."""
+def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> float | None:
+    """The part of the int8 nodes' (of a build, `info`) multiply-accumulates `names` do (those of
+    them in int8); None when their count is not known."""
     nodes = {node.name: node for node in builder.model.graph}
     sizes = output_sizes(builder.model, info.plan, builder.stats)
 
@@ -1137,14 +1138,15 @@ def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> 
         node = nodes[name]
         return (macs_per_output(node) or 0) * sizes.get(node.outputs[0].name, 0.0)
 
-    total = sum(macs(n) for n in _int8_nodes(info))
-    return sum(macs(n) for n in names) / total if total else 1.0
+    int8 = _int8_nodes(info)
+    total = sum(macs(n) for n in int8)
+    return sum(macs(n) for n in names if n in int8) / total if total else None
 
 
 def _estimated_trade(current: _Variant, candidate: _Variant, share: float) -> tuple[bool, str]:
     """`_trade` untimed: `candidate` computes in float what `current` does in int8,
     `share` of its int8 multiply-accumulates; its time estimated as
-    ``1 + (FLOAT_MAC_COST - 1) * share`` (an upper bound: the model spends time elsewhere too)."""
+    ``1 + (FLOAT_MAC_COST - 1) * share`` (the model's other work left out)."""
     ratio = 1 + (FLOAT_MAC_COST - 1) * share
     gain_db, measured = _snr_gain(current, candidate)
     estimate = f"about {ratio:.2f}x the time estimated ({share:.1%} of the int8 MACs)"
@@ -1278,11 +1280,13 @@ def _speed_accuracy_choices(
         if not names:
             continue
         share = None if timed else _mac_share(builder, chosen.info, names)
-        if share is not None and share > MAX_ESTIMATED_SHARE:
-            notes.append(
-                f"{len(names)} {what}: not tried ({share:.0%} of the int8 MACs: too large a "
-                "part to estimate its time untimed)"
+        if not timed and (share is None or share > MAX_ESTIMATED_SHARE):
+            why = (
+                "their MACs not known: no estimate of its time"
+                if share is None
+                else f"{share:.0%} of the int8 MACs: too large a part to estimate its time"
             )
+            notes.append(f"{len(names)} {what}: not tried ({why})")
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
         int8 = bool(_int8_nodes(candidate.info))

@@ -136,7 +136,8 @@ def collect_hessians(
     label = "GPTQ: layer input statistics"
     for values in _observed(model, samples, names, label, progress, total):
         for key, (tensor, columns) in layers.items():
-            pending[key].append(columns(np.asarray(values[tensor])))
+            # a copy: a strided view would keep the sample's whole tensor alive until the product
+            pending[key].append(np.ascontiguousarray(columns(np.asarray(values[tensor]))))
             if sum(x.shape[1] for x in pending[key]) >= pending[key][0].shape[0]:
                 add(key)
     for key in layers:
