@@ -24,7 +24,7 @@ from onnx import numpy_helper
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
-from onnxslim.model.graph import proto_graphs
+from onnxslim.model.graph import proto_graphs, proto_readers
 
 #: ORT graph optimization levels by the names the CLI uses.
 OPT_LEVELS = {
@@ -154,10 +154,7 @@ def ort_graph(
 def _pads_before_convs(graph: onnx.GraphProto) -> frozenset[str]:
     """The inputs of the constant-mode Pads whose one reader is a Conv (past ORT's blocked-layout
     reorder): those ORT did not fuse into it."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = proto_readers(graph)
 
     def only_reader(value: str) -> onnx.NodeProto | None:
         found = readers.get(value, [])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ import onnx_ir as ir
 from onnxslim import synth
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
+from onnxslim.model.graph import proto_readers
 from onnxslim.runtime import Session
 
 #: (rtol, atol) per float dtype; the ml_dtypes floats (bfloat16, float8 ...) within one unit of
@@ -270,10 +270,7 @@ def _half_computed(path: str | os.PathLike) -> tuple[float, frozenset[str]] | No
     (float16, bfloat16: it computes in it; weights stored so and cast to float32 do not count)
     and the graph outputs computed through such a cast; None: none."""
     graph = onnx.load(path, load_external_data=False).graph
-    consumers = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    readers = proto_readers(graph)
     eps, frontier = 0.0, []
     for node in graph.node:
         to = next((a.i for a in node.attribute if a.name == "to"), None)
@@ -282,7 +279,7 @@ def _half_computed(path: str | os.PathLike) -> tuple[float, frozenset[str]] | No
             frontier += node.output
     reached = set(frontier)
     while frontier:  # every value computed from a cast's output (files may not be sorted)
-        for node in consumers[frontier.pop()]:
+        for node in readers.get(frontier.pop(), []):
             new = [name for name in node.output if name not in reached]
             reached.update(new)
             frontier += new

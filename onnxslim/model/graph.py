@@ -60,6 +60,15 @@ def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                 yield from proto_graphs(body)
 
 
+def proto_readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes of `graph` (its own, not its subgraphs') reading each value, by value name."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def all_graphs(model: ir.Model) -> list[ir.Graph]:
     """The main graph and its subgraphs, in `onnx_ir.Model.graphs()` order."""
     return [model.graph, *subgraphs(model.graph)]

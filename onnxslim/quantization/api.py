@@ -53,6 +53,7 @@ from onnxslim.quantization.plan import (
     WEIGHT_ROUNDINGS,
     QuantOptions,
     computed_weights,
+    not_float32,
     prepare,
 )
 from onnxslim.quantization.recovery import fall_back
@@ -852,9 +853,7 @@ def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str |
         ):
             continue
         weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
-        other = weight is not None and weight.const_value is not None
-        other = other and weight.dtype != ir.DataType.FLOAT
-        found[node.name] = f"weight is {weight.dtype.name.lower()}, not float32" if other else None
+        found[node.name] = not_float32(weight) if weight is not None else None
     return found
 
 
@@ -1281,12 +1280,12 @@ def _speed_accuracy_choices(
             continue
         share = None if timed else _mac_share(builder, chosen.info, names)
         if not timed and (share is None or share > MAX_ESTIMATED_SHARE):
-            why = (
+            untried = (
                 "their MACs not known: no estimate of its time"
                 if share is None
                 else f"{share:.0%} of the int8 MACs: too large a part to estimate its time"
             )
-            notes.append(f"{len(names)} {what}: not tried ({why})")
+            notes.append(f"{len(names)} {what}: not tried ({untried})")
             continue
         candidate = _variant(builder, options, selection, ref_outputs)
         int8 = bool(_int8_nodes(candidate.info))

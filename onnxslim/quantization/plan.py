@@ -235,8 +235,8 @@ def _float_reason(
         return QUANTIZED_ALREADY
     if rule.kind in (WEIGHTED, WEIGHT_ONLY):
         weight = node.inputs[rule.weight]
-        if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
-            return f"weight is {weight.dtype.name.lower()}, not float32"
+        if reason := not_float32(weight):
+            return reason
         if weight.const_value is None and (node.op_type != "MatMul" or rule.kind == WEIGHT_ONLY):
             return "weight is not a constant"
         if rule.kind == WEIGHT_ONLY:
@@ -329,3 +329,11 @@ def _prune_unused(model: ir.Model, result: QuantPlan) -> None:
         if name in closing:
             del result.folded[closing[name].name]
     result.nodes = [n for n in result.nodes if n in kept]
+
+
+def not_float32(weight: ir.Value) -> str | None:
+    """Why a constant weight cannot be quantized for its dtype (INT8 starts from float32), or
+    None (float32, or not a constant)."""
+    if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
+        return f"weight is {weight.dtype.name.lower()}, not float32"
+    return None

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.model.graph import fresh_name, value_names
+from onnxslim.model.graph import default_opset, fresh_name, value_names
 from onnxslim.passes.upstream import NormalizePadFormatConv
 
 
@@ -59,7 +59,7 @@ def keep_pads_apart(model: ir.Model, inputs: Collection[str]) -> int:
     the model's time). A Conv reading such a tensor with pads gets them back as a Pad before it,
     and a zero Pad reading it fills with -0.0 (APART); both only from opset 11 (pads as an
     input). Returns how many were kept apart."""
-    if model.opset_imports.get("", 1) < 11:
+    if (default_opset(model.opset_imports) or 1) < 11:
         return 0
     kept, taken = 0, value_names(model) | {node.name for node in model.graph if node.name}
     for node in list(model.graph):
