@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -59,13 +60,18 @@ class Histogram:
 
     def update(self, values: np.ndarray) -> None:
         """Add a batch of values (any shape); NaN and inf are ignored."""
-        x = np.asarray(values, dtype=np.float64).ravel()
+        x = np.asarray(values).ravel()
         self.elements += x.size
         self.batches += 1
-        x = x[np.isfinite(x)]
         if x.size == 0:
             return
         xmin, xmax = float(x.min()), float(x.max())
+        if not (math.isfinite(xmin) and math.isfinite(xmax)):  # NaN or inf somewhere: drop them
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                return
+            xmin, xmax = float(x.min()), float(x.max())
+        x = x.astype(np.float64, copy=False)
         self.min, self.max = min(self.min, xmin), max(self.max, xmax)
         self.extreme_sums = (self.extreme_sums[0] + xmin, self.extreme_sums[1] + xmax)
         self.extreme_batches += 1
