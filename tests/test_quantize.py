@@ -2313,3 +2313,17 @@ def test_a_weight_stored_int8_through_dequantizelinear_is_not_a_qdq_unit():
     assert result.report.quantized == {"MatMul": 1} and plan.QUANTIZED_ALREADY not in str(
         result.report.kept_float
     )
+
+
+def test_a_trade_against_an_exact_variant_names_it_exact():
+    """An already-int8 model's float compute reproduces it (SNR inf): the trade's note says so
+    instead of an infinite gain or loss."""
+    from onnxslim.quantization import api
+
+    assert api._gain_text(30.0, 36.5) == "+6.5 dB output SNR on the selection samples"
+    assert api._gain_text(math.inf, 36.5) == (
+        "36.5 dB output SNR on the selection samples, the other exact"
+    )
+    assert api._gain_text(36.5, math.inf).startswith("exact on the selection samples (the other")
+    assert api._gain_text(math.inf, math.inf) == "both exact on the selection samples"
+    assert "inf" not in api._gain_text(math.inf, 36.5)

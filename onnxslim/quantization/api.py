@@ -1160,15 +1160,28 @@ def _snr_gain(
     and what was measured."""
     before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
-    measured = f"{gain_db:+.1f} dB output SNR on the selection samples"
+    measured = _gain_text(before_db, after_db)
     # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
     # the lower of the two is the more careful
     bound = snr_gain_bound(current.drift, candidate.drift) if bounded else None
-    if bound is not None:
+    if bound is not None and math.inf not in (before_db, after_db):
         shown = f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
         measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
         gain_db = min(gain_db, bound)
     return gain_db, measured
+
+
+def _gain_text(before_db: float, after_db: float) -> str:
+    """An SNR gain in words; an exact side (infinite SNR: an already-int8 model's float compute
+    reproduces it) is named as such rather than shown as an infinite gain or loss."""
+    where = "on the selection samples"
+    if before_db == after_db == math.inf:
+        return f"both exact {where}"
+    if after_db == math.inf:
+        return f"exact {where} (the other {before_db:.1f} dB output SNR)"
+    if before_db == math.inf:
+        return f"{after_db:.1f} dB output SNR {where}, the other exact"
+    return f"{after_db - before_db:+.1f} dB output SNR {where}"
 
 
 def _side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
