@@ -1174,9 +1174,12 @@ def _snr_gain(
     # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
     # the lower of the two is the more careful
     bound = snr_gain_bound(current.drift, candidate.drift) if bounded else None
-    if bound is not None and math.inf not in (before_db, after_db):
-        shown = f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
-        measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
+    if bound is not None:
+        if math.inf not in (before_db, after_db):  # beside an exact side, a bound says no more
+            shown = (
+                f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
+            )
+            measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
         gain_db = min(gain_db, bound)
     return gain_db, measured
 
