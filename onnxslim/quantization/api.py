@@ -95,7 +95,7 @@ ESTIMATED = " (its time estimated from its MACs, not timed)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
 INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
 #: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
-INT8_NOT_FASTER = "int8 compute not fast enough for its drift here (timed)"
+INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
 WEIGHT_ONLY_MODE = "weight-only"  # Outcome.mode: every weighted node in float on int8 weights
 COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
 CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
@@ -643,7 +643,7 @@ def _float_compute(
         quantized={},
         kept_float={
             **info.kept_float,
-            **{n: INT8_NOT_FASTER + (f"; {STORED_COMPUTE}" if n in weights else "") for n in int8},
+            **{n: INT8_NOT_PAYING + (f"; {STORED_COMPUTE}" if n in weights else "") for n in int8},
             **{n: f"no int8 kernel: {STORED_COMPUTE}" for n in stored_only},
         },
         fallback=[],
@@ -685,15 +685,21 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     return float_compute
 
 
+def int8_required_gain(time_ratio: float) -> float:
+    """The output SNR gain (dB) over float compute on the same weights that INT8 compute taking
+    `time_ratio` its time must bring (mostly negative: what it may cost): where it saves time,
+    INT8_DB_PER_TIME dB per 1x saved (1 dB per 1%: 0.5x the time may cost 49.5 dB, 0.95x 4.5);
+    where it does not, as any timed choice (`required_gain`). Continuous in the ratio, so a choice
+    that flips with the machine's load flips only between trades of about the same worth (a 5%
+    speedup is no reason to keep 10 dB more drift)."""
+    saving = MIN_GAIN_DB + INT8_DB_PER_TIME * (time_ratio - 1)
+    return min(saving, required_gain(time_ratio))
+
+
 def int8_worth_it(gain_db: float, time_ratio: float) -> bool:
-    """Whether INT8 compute `gain_db` closer to float than float compute on the same weights
-    (mostly negative) at `time_ratio` its time is worth keeping: where it saves time, it may
-    cost INT8_DB_PER_TIME dB per 1x saved (1 dB per 1%: 0.5x the time may cost 50 dB, 0.95x
-    only 5); where it does not, it must gain as any timed choice must (`worth_trading`). The
-    rule is continuous, so a choice that flips with the machine's load flips only between trades
-    of about the same worth (a 5% speedup is no reason to keep 10 dB more drift)."""
-    saving_rule = MIN_GAIN_DB + INT8_DB_PER_TIME * (time_ratio - 1)
-    return gain_db >= min(saving_rule, required_gain(time_ratio))
+    """Whether INT8 compute `gain_db` closer to float than float compute on the same weights at
+    `time_ratio` its time is worth keeping (`int8_required_gain`)."""
+    return gain_db >= int8_required_gain(time_ratio)
 
 
 #: How the held-out samples are picked: evenly through the data, or its last samples.
