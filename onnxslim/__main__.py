@@ -3,10 +3,22 @@
 import sys
 
 
+def _interrupted(err: BaseException | None) -> bool:
+    """Whether `err` is Ctrl-C, or an error it caused: a C extension interrupted while it loads
+    (onnxruntime's) raises ImportError from the KeyboardInterrupt."""
+    while err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def run() -> None:
     try:
         from onnxslim.cli import main
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ImportError) as err:
+        if not _interrupted(err):
+            raise
         sys.stderr.write("interrupted: nothing written\n")
         sys.exit(130)
     main()

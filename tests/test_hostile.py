@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -456,3 +457,32 @@ def test_interrupt_at_any_moment_leaves_nothing_or_a_complete_model(tmp_path):
             )
         else:
             assert proc.returncode != 0
+
+
+class _InterruptedImport(types.ModuleType):
+    """A module whose names cannot be imported: as onnxruntime's C extension fails when Ctrl-C
+    lands while it loads (ImportError raised from the KeyboardInterrupt)."""
+
+    def __getattr__(self, name):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise ImportError("initialization failed") from err
+
+
+def test_interrupt_while_a_dependency_loads_is_one_line(monkeypatch, capsys):
+    from onnxslim.__main__ import run
+
+    monkeypatch.setitem(sys.modules, "onnxslim.cli", _InterruptedImport("onnxslim.cli"))
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "interrupted: nothing written\n"
+
+
+def test_an_import_error_of_its_own_is_not_called_an_interruption(monkeypatch):
+    from onnxslim.__main__ import run
+
+    monkeypatch.setitem(sys.modules, "onnxslim.cli", None)  # import of it raises ImportError
+    with pytest.raises(ImportError):
+        run()
