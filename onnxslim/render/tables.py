@@ -325,8 +325,9 @@ def _worst(drift: Mapping[str, Drift] | None) -> str:
     return f"{lowest:.6f}" if lowest is not None else "-"
 
 
-#: The INT8 summary: each figure for the float model, the INT8 model and their ratio.
-SUMMARY_COLUMNS = ["", "float", "int8", "int8 / float"]
+#: The INT8 summary: each figure for the model given (float, or quantized before), the INT8 model
+#: and their ratio.
+SUMMARY_COLUMNS = ["", "original", "int8", "int8 / original"]
 #: The per-layer table: position in the graph, node, op type, own and accumulated SQNR (dB).
 LAYER_COLUMNS = ["#", "Node", "Op", "Own (float inputs)", "Accumulated"]
 LAYER_ROWS = 30  # a longer per-layer table in the terminal shows the worst layers only
