@@ -348,3 +348,19 @@ def test_int8_random_calibration_finds_dims_the_model_runs_with(tmp_path):
         assert proc.returncode == 0, proc.stderr
         (picked,) = re.findall(r"audio float32\[1,1,n\] at \[1,1,(\d+)\]", proc.stderr)
         assert int(picked) > 40
+
+
+def test_int8_warnings_go_to_stderr_and_survive_quiet(tmp_path, demo_path):
+    """A warning of the INT8 report is a stderr line, shown once, with --quiet too (a script that
+    keeps only errors still hears that the model it gets drifts or is slower); the report stays on
+    stdout without it."""
+    calibration = _calibration_folder(tmp_path, count=12)
+    args = ["--int8", "static", "--calibration", calibration, "--max-drift", "snr>=15"]
+    warning = re.compile(r"^warning: the budget snr>=15 is held on only 2 selection samples", re.M)
+    loud = run_cli(demo_path, "-o", tmp_path / "a.onnx", *args)
+    assert loud.returncode == 0, loud.stderr
+    assert len(warning.findall(loud.stderr)) == 1 and not warning.search(loud.stdout)
+    assert "INT8 quantization" in loud.stdout  # the report
+    quiet = run_cli(demo_path, "-o", tmp_path / "b.onnx", *args, "-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "" and len(warning.findall(quiet.stderr)) == 1

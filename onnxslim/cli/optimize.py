@@ -346,7 +346,9 @@ class _Int8Mode(click.Choice):
 @click.option(
     "-v", "--verbose", is_flag=True, help="Also list which pass changed the graph, per round."
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No report and no progress: only warnings and errors."
+)
 def optimize_command(
     input_path,
     output_arg,
@@ -380,7 +382,7 @@ def optimize_command(
 ):
     """Optimize INPUT losslessly (prune, fold, fuse), optionally quantize it to INT8,
     and write OUTPUT."""
-    with errors_to_exit_codes() as written, warnings_to_stderr(quiet):
+    with errors_to_exit_codes() as written, warnings_to_stderr():
         if output_arg and output_opt and output_arg != output_opt:
             raise OnnxSlimError("give the output once: either as OUTPUT or with -o")
         output = output_opt or output_arg
@@ -438,7 +440,7 @@ def optimize_command(
             ]
             samples = data.load_samples(check_inputs, specs)
         console = tables.report_console(quiet)
-        messages = tables.message_console(quiet)
+        messages = tables.message_console()  # warnings: shown with --quiet too
         for name, dims in shape_map.items():
             if name in fixed and fixed[name] != dims:
                 raise OnnxSlimError(f"input {name!r}: --shape and --input-shapes disagree")
@@ -489,7 +491,8 @@ def optimize_command(
                 keep_io_types=keep_io_types,
                 max_drift=int8_options["max_drift"],
             )
-            with messages.status("optimizing", spinner="dots") as status, warnings.catch_warnings():
+            spinner = tables.message_console(quiet).status("optimizing", spinner="dots")
+            with spinner as status, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the report says "not checked" itself
                 # saved first, then checked as written: no second copy of a large model's weights
                 result = optimizer.optimize_with_report(
@@ -630,7 +633,7 @@ def _quantize(
     if output is not None:
         io.save(result.model, output, external_data or None)
         written.append(output)
-    result.report.render(console)
+    result.report.render(console, messages)
     console.print(
         f"wrote {output}" if output else "no output path given: nothing written", soft_wrap=True
     )

@@ -21,6 +21,8 @@ def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
 #: Outcome.mode when quantization added nothing (no weighted node computes in INT8, none stores
 #: int8 weights): the result is onnxslim's lossless model (float, or as quantized before).
 NO_INT8_MODE = "none"
+#: How a note that is a warning starts (QuantizeReport.warnings).
+WARNING = "warning: "
 
 
 @dataclasses.dataclass
@@ -114,8 +116,24 @@ class QuantizeReport:
         out["speedup"] = self.speedup
         return out
 
-    def render(self, console=None) -> str:
-        """Print the report's tables on `console`; without one, return them as plain text."""
+    def split_notes(self) -> tuple[list[str], list[str]]:
+        """The notes that are warnings (a drifting, slower or unquantized result; without their
+        "warning: " start), and the others."""
+        warnings, others = [], []
+        for note in self.notes:
+            if note.startswith(WARNING):
+                warnings.append(note.removeprefix(WARNING))
+            else:
+                others.append(note)
+        return warnings, others
+
+    def render(self, console=None, messages=None) -> str:
+        """Print the report's tables on `console` and its warnings on `messages` (the command
+        line's stderr, shown even when the report is not), or with one console among its notes;
+        without a console, return them as plain text."""
         from onnxslim.render import tables
 
-        return tables.show(tables.quantize_report(self), console)
+        text = tables.show(tables.quantize_report(self, warnings=messages is None), console)
+        for warning in self.split_notes()[0] if messages is not None else []:
+            tables.warn(messages, warning)
+        return text

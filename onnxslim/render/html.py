@@ -193,13 +193,8 @@ def int8_page(
 def warnings_and_notes(report: QuantizeReport) -> tuple[list[str], list[str]]:
     """The report's violations and warnings, and its other notes (not the one on the sample
     splits: the Samples entry says it)."""
-    warnings, notes = [*report.violations], []
-    for note in report.notes:
-        if note.startswith("warning: "):
-            warnings.append(note.removeprefix("warning: "))
-        elif not note.startswith("samples: "):
-            notes.append(note)
-    return warnings, notes
+    warnings, notes = report.split_notes()
+    return [*report.violations, *warnings], [n for n in notes if not n.startswith("samples: ")]
 
 
 def run_items(

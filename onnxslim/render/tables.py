@@ -333,8 +333,9 @@ LAYER_COLUMNS = ["#", "Node", "Op", "Own (float inputs)", "Accumulated"]
 LAYER_ROWS = 30  # a longer per-layer table in the terminal shows the worst layers only
 
 
-def quantize_report(report: QuantizeReport) -> list[RenderableType]:
-    """Size, nodes, latency, quantized ops; settings; drift on the test samples; the fallback."""
+def quantize_report(report: QuantizeReport, warnings: bool = True) -> list[RenderableType]:
+    """Size, nodes, latency, quantized ops; settings; drift on the test samples; the fallback;
+    violations and notes (`warnings`: the notes that are warnings too)."""
     items: list[RenderableType] = [
         grid("INT8 quantization", SUMMARY_COLUMNS, quantize_summary_rows(report)),
         plain(quantize_settings(report)),
@@ -346,7 +347,8 @@ def quantize_report(report: QuantizeReport) -> list[RenderableType]:
         items.append(grid(fallback_title(report), FALLBACK_COLUMNS, fallback_rows(report)))
     if report.layers:
         items.append(layer_table(report.layers))
-    items += [plain(line) for line in report.violations + report.notes]
+    notes = report.notes if warnings else report.split_notes()[1]
+    items += [plain(line) for line in report.violations + notes]
     return items
 
 
