@@ -52,6 +52,9 @@ IMAGE_CHANNELS = (1, 3, 4)
 SEQUENCE_LENGTH = 2
 #: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
 RETRY_DIMS = (1, 64, 256, 1024, 16)
+#: Where a picture's size counts, retries try its height and width below this last: calibrating
+#: or timing a conv net on a 2x2 picture tells little.
+SMALLEST_PICTURE = 16
 #: Alternatives `first_runnable` tries at most after the first inputs.
 RETRY_LIMIT = 16
 #: A candidate with an input larger than this (elements) is skipped.
@@ -341,6 +344,9 @@ class _Planner:
         self.skeleton = _skeleton(model)
         weights = {init.name for init in model.graph.initializer}
         self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
+        self.pictures = _picture_keys(self.inputs)
+        #: Whether a picture's size counts (INT8 calibration, timing): retries try larger first.
+        self.sized_pictures = (image_dim or dim) > dim
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
         self.lengths = _length_inputs(self.inputs)
         #: Dim keys `shapes` sets, which retries leave alone.
@@ -398,14 +404,11 @@ class _Planner:
             if isinstance(d, str)
         }
         later = {d for item in self.inputs for d in item.dims[1:] if isinstance(d, str)}
-        pictures = [item for item in self.inputs if _image_dims(item)]
-        others = {d for item in self.inputs if item not in pictures for d in item.dims}
-        image = {key for item in pictures for key in _image_dims(item)} - others
         for item in self.inputs:
             for key in item.dims:
                 if isinstance(key, str) and key not in values:
                     batch = "batch" in key.lower() or (key in first and key not in later)
-                    values[key] = 1 if batch else image_dim if key in image else dim
+                    values[key] = 1 if batch else image_dim if key in self.pictures else dim
         return values
 
     def make(
@@ -445,6 +448,8 @@ class _Planner:
         mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:2]
         current = {self.defaults[key] for key in focus}
         sizes = [n for n in mentioned + list(RETRY_DIMS) if n not in current]
+        if self.sized_pictures and self.pictures & set(focus):  # not a few pixels, if larger runs
+            sizes.sort(key=lambda n: n < SMALLEST_PICTURE)
         # Other dims at 1 too: no name ties them to the failing input's, yet one may be its batch
         # (an RNN state [layers, batch, hidden] whose dims are unnamed).
         others = {
@@ -749,6 +754,14 @@ def _image_dims(item: _Input) -> list[str]:
     if channels not in IMAGE_CHANNELS or (len(dynamic) < 2 and channels != 3):
         return []
     return dynamic
+
+
+def _picture_keys(inputs: Sequence[_Input]) -> set[str]:
+    """The dynamic height and width keys of the picture inputs (`_image_dims`) that no other
+    input's dims share."""
+    pictures = [item for item in inputs if _image_dims(item)]
+    others = {d for item in inputs if item not in pictures for d in item.dims}
+    return {key for item in pictures for key in _image_dims(item)} - others
 
 
 def _kind(elem_type: int) -> str | None:

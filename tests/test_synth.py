@@ -542,3 +542,25 @@ def test_inputs_on_which_every_output_is_zero_are_retried():
     never = sliced_sum(start=1 << 20)
     made, (y,) = synth.first_runnable(never, lambda feeds: session(never).run(None, feeds))
     assert made.dims["samples"] == 32 and y.tolist() == [0]
+
+
+def test_a_picture_that_fails_at_its_size_is_retried_larger_first():
+    """A text recognizer (PP-OCR rec: its height pooled to 1, then concatenated) fails at 224x224;
+    its error names 2 and 4, on which it runs. Where a picture's size counts (calibration), sizes
+    from 16 up are tried first (64 here), not a 2x2 picture."""
+    pooled = helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[1, 1], strides=[64, 1])
+    model = make_model(
+        [
+            pooled,
+            helper.make_node("Slice", ["x", "zero", "one", "two"], ["row"]),
+            helper.make_node("Concat", ["p", "row"], ["y"], axis=1),
+        ],
+        [vi("x", FLOAT, ["batch", 3, "h", "w"])],
+        [vi("y", FLOAT, None)],
+        [const("zero", np.array([0])), const("one", np.array([1])), const("two", np.array([2]))],
+    )
+    sess = session(model)
+    (sample,) = synth.synthesize_samples(model, 1, run=lambda feeds: sess.run(None, feeds))
+    assert sample["x"].shape == (1, 3, 64, 64)
+    made, _ = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert made.feeds["x"].shape == (1, 3, 32, 32)  # the check's size runs as it is
