@@ -2358,3 +2358,33 @@ def test_a_trade_against_an_exact_variant_names_it_exact():
     assert api._gain_text(36.5, math.inf).startswith("exact on the selection samples (the other")
     assert api._gain_text(math.inf, math.inf) == "both exact on the selection samples"
     assert "inf" not in api._gain_text(math.inf, 36.5)
+
+
+def test_int8_not_paying_where_nothing_stores_int8_weights_warns(monkeypatch):
+    """Mode auto hands back float compute where INT8 does not pay; where no weight can be stored
+    int8 (a MatMul of two activations, as in text2tashkeel's model), that is the lossless model:
+    the user asked for INT8 and gets none, so a warning says so, not only a note."""
+    from onnxslim.quantization import api
+
+    model = make_model(
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+            helper.make_node("MatMul", ["x", "t"], ["y"], name="scores"),
+        ],
+        [vi("x", shape=[1, 16, 32])],
+        [vi("y", shape=[1, 16, 16])],
+    )
+    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))
+    monkeypatch.setattr(api, "_side_by_side", lambda *a: [Latency(1, 1, 1, 1)] * 2)
+    monkeypatch.setattr(api, "_snr_gain", lambda *args: (-3.0, "-3.0 dB"))  # not worth it
+    same = dict.fromkeys(["float", "int8"], Latency(1, 1, 1, 1))
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
+    data = [{"x": s["x"].reshape(1, 16, 48)[:, :, :32].copy()} for s in samples(20)]
+    options = {**FAST, "target": "auto", "measure_latency": True, "mode": "auto"}
+    report = quantize(model, data, **options).report
+    assert report.mode == "none" and report.kept_float == {"scores": api.INT8_NOT_PAYING}
+    (warning,) = [n for n in report.notes if n.startswith("warning:")]
+    assert warning.startswith(
+        "warning: no weighted node computes in INT8 (int8 compute not fast enough for its drift "
+        "here (timed): 1 node(s)): the result is no faster than onnxslim's lossless float model"
+    )

@@ -1484,7 +1484,7 @@ def _nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
     """A warning when no weighted node computes in INT8 that did not before (`before`: the
     input's `_integer_kernels`): nothing heavy is faster, so the result is no faster than the
     lossless float model; why (the budget, a model quantized already, the planner's reasons)."""
-    if outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE):  # chosen as such, and its note says why
+    if outcome.mode == WEIGHT_ONLY_MODE and _stores_int8(outcome):  # chosen, its note says why
         return []
     if _computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
