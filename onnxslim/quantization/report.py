@@ -21,7 +21,7 @@ def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
 #: Outcome.mode when quantization added nothing (no weighted node computes in INT8, none stores
 #: int8 weights): the result is onnxslim's lossless model (float, or as quantized before).
 NO_INT8_MODE = "none"
-#: How a note that is a warning starts (QuantizeReport.warnings).
+#: How a note that is a warning starts (QuantizeReport.split_notes).
 WARNING = "warning: "
 
 
@@ -128,9 +128,9 @@ class QuantizeReport:
         return warnings, others
 
     def render(self, console=None, messages=None) -> str:
-        """Print the report's tables on `console` and its warnings on `messages` (the command
-        line's stderr, shown even when the report is not), or with one console among its notes;
-        without a console, return them as plain text."""
+        """Print the report's tables on `console`, its warnings as warning lines on `messages`
+        (the command line's stderr: shown even when the report is not) or, without it, among its
+        notes; without a console, return them as plain text."""
         from onnxslim.render import tables
 
         text = tables.show(tables.quantize_report(self, warnings=messages is None), console)
