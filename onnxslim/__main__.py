@@ -6,9 +6,11 @@ import sys
 def _interrupted(err: BaseException | None) -> bool:
     """Whether `err` is Ctrl-C, or an error it caused: a C extension interrupted while it loads
     (onnxruntime's) raises ImportError from the KeyboardInterrupt."""
-    while err is not None:
+    seen = set()
+    while err is not None and id(err) not in seen:  # an error may be its own cause
         if isinstance(err, KeyboardInterrupt):
             return True
+        seen.add(id(err))
         err = err.__cause__ or err.__context__
     return False
 

@@ -52,8 +52,9 @@ IMAGE_CHANNELS = (1, 3, 4)
 SEQUENCE_LENGTH = 2
 #: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
 RETRY_DIMS = (1, 64, 256, 1024, 16)
-#: Where a picture's size counts, retries try its height and width below this last: calibrating
-#: or timing a conv net on a 2x2 picture tells little.
+#: Where a picture's size counts, retries try its height and width from the picture size down to
+#: this first, then larger, then smaller: calibrating or timing a conv net on a 2x2 picture tells
+#: little.
 SMALLEST_PICTURE = 16
 #: Alternatives `first_runnable` tries at most after the first inputs.
 RETRY_LIMIT = 16
@@ -347,6 +348,7 @@ class _Planner:
         self.pictures = _picture_keys(self.inputs)
         #: Whether a picture's size counts (INT8 calibration, timing): retries try larger first.
         self.sized_pictures = (image_dim or dim) > dim
+        self.image_dim = image_dim or dim
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
         self.lengths = _length_inputs(self.inputs)
         #: Dim keys `shapes` sets, which retries leave alone.
@@ -448,8 +450,10 @@ class _Planner:
         mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:2]
         current = {self.defaults[key] for key in focus}
         sizes = [n for n in mentioned + list(RETRY_DIMS) if n not in current]
-        if self.sized_pictures and self.pictures & set(focus):  # not a few pixels, if larger runs
-            sizes.sort(key=lambda n: n < SMALLEST_PICTURE)
+        if self.sized_pictures and self.pictures & set(focus):
+            # not a few pixels where larger runs, nor 1024 before what is nearer the picture size
+            near = self.image_dim
+            sizes.sort(key=lambda n: (n < SMALLEST_PICTURE, n > near, abs(n - near)))
         # Other dims at 1 too: no name ties them to the failing input's, yet one may be its batch
         # (an RNN state [layers, batch, hidden] whose dims are unnamed).
         others = {

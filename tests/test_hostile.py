@@ -490,3 +490,19 @@ def test_an_import_error_of_its_own_is_not_called_an_interruption(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxslim.cli", None)  # import of it raises ImportError
     with pytest.raises(ImportError):
         run()
+
+
+class _SelfCausedImport(types.ModuleType):
+    """A module whose import fails with an error that is its own cause (`raise err from err`)."""
+
+    def __getattr__(self, name):
+        err = ImportError("broken")
+        raise err from err
+
+
+def test_an_import_error_that_causes_itself_is_raised_not_looped_on(monkeypatch):
+    from onnxslim.__main__ import run
+
+    monkeypatch.setitem(sys.modules, "onnxslim.cli", _SelfCausedImport("onnxslim.cli"))
+    with pytest.raises(ImportError, match="broken"):
+        run()

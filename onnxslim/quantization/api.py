@@ -356,8 +356,8 @@ def _quantize(
         missed = budget.check(drift) if budget else []
         if missed:
             notes.append(
-                f"the budget {budget} held on the {len(selection)} selection samples but not on "
-                f"the {len(test)} test samples: {missed[0]}"
+                f"warning: the budget {budget} held on the {len(selection)} selection samples "
+                f"but not on the {len(test)} test samples: {missed[0]}"
             )
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split, len(selection)) + _silent_outputs(drift, split)

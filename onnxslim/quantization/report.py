@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
 from onnxslim.drift import Drift
 from onnxslim.quantization.plan import INT8_STORED
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
@@ -127,13 +131,14 @@ class QuantizeReport:
                 others.append(note)
         return warnings, others
 
-    def render(self, console=None, messages=None) -> str:
+    def render(self, console: Console | None = None, messages: Console | None = None) -> str:
         """Print the report's tables on `console`, its warnings as warning lines on `messages`
         (the command line's stderr: shown even when the report is not) or, without it, among its
         notes; without a console, return them as plain text."""
         from onnxslim.render import tables
 
-        text = tables.show(tables.quantize_report(self, warnings=messages is None), console)
-        for warning in self.split_notes()[0] if messages is not None else []:
-            tables.warn(messages, warning)
+        text = tables.show(tables.quantize_report(self, inline_warnings=messages is None), console)
+        if messages is not None:
+            for warning in self.split_notes()[0]:
+                tables.warn(messages, warning)
         return text

@@ -333,9 +333,9 @@ LAYER_COLUMNS = ["#", "Node", "Op", "Own (float inputs)", "Accumulated"]
 LAYER_ROWS = 30  # a longer per-layer table in the terminal shows the worst layers only
 
 
-def quantize_report(report: QuantizeReport, warnings: bool = True) -> list[RenderableType]:
+def quantize_report(report: QuantizeReport, inline_warnings: bool = True) -> list[RenderableType]:
     """Size, nodes, latency, quantized ops; settings; drift on the test samples; the fallback;
-    violations and notes (`warnings`: the notes that are warnings too)."""
+    violations and notes (`inline_warnings`: the notes that are warnings too)."""
     items: list[RenderableType] = [
         grid("INT8 quantization", SUMMARY_COLUMNS, quantize_summary_rows(report)),
         plain(quantize_settings(report)),
@@ -347,7 +347,7 @@ def quantize_report(report: QuantizeReport, warnings: bool = True) -> list[Rende
         items.append(grid(fallback_title(report), FALLBACK_COLUMNS, fallback_rows(report)))
     if report.layers:
         items.append(layer_table(report.layers))
-    notes = report.notes if warnings else report.split_notes()[1]
+    notes = report.notes if inline_warnings else report.split_notes()[1]
     items += [plain(line) for line in report.violations + notes]
     return items
 
