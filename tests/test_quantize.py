@@ -2388,3 +2388,19 @@ def test_int8_not_paying_where_nothing_stores_int8_weights_warns(monkeypatch):
         "warning: no weighted node computes in INT8 (int8 compute not fast enough for its drift "
         "here (timed): 1 node(s)): the result is no faster than onnxslim's lossless float model"
     )
+
+
+def test_report_warnings_print_apart_only_when_given_somewhere_to_go(quantized):
+    """`render()` keeps the warnings among the notes (the Python API's text); given a `messages`
+    console (the command line's stderr), each is one warning line there and not in the report."""
+    import dataclasses
+    import io as text_io
+
+    from rich.console import Console
+
+    report = dataclasses.replace(quantized.report, notes=["warning: it drifts", "a note"])
+    assert "warning: it drifts" in report.render() and "a note" in report.render()
+    stderr = text_io.StringIO()
+    text = report.render(None, Console(file=stderr, width=200))
+    assert "it drifts" not in text and "a note" in text
+    assert stderr.getvalue() == "warning: it drifts\n"
