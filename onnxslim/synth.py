@@ -346,7 +346,7 @@ class _Planner:
         weights = {init.name for init in model.graph.initializer}
         self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
         self.pictures = _picture_keys(self.inputs)
-        #: Whether a picture's size counts (INT8 calibration, timing): retries try larger first.
+        #: Whether a picture's size counts (INT8 calibration, timing): retries try near it first.
         self.sized_pictures = (image_dim or dim) > dim
         self.image_dim = image_dim or dim
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
