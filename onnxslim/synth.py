@@ -346,9 +346,9 @@ class _Planner:
         weights = {init.name for init in model.graph.initializer}
         self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
         self.pictures = _picture_keys(self.inputs)
-        #: Whether a picture's size counts (INT8 calibration, timing): retries try near it first.
-        self.sized_pictures = (image_dim or dim) > dim
-        self.image_dim = image_dim or dim
+        #: A picture's size where it counts (INT8 calibration, timing; retries try near it first),
+        #: else None (the check: any size that runs).
+        self.picture_size = image_dim if image_dim and image_dim > dim else None
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
         self.lengths = _length_inputs(self.inputs)
         #: Dim keys `shapes` sets, which retries leave alone.
@@ -450,9 +450,9 @@ class _Planner:
         mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:2]
         current = {self.defaults[key] for key in focus}
         sizes = [n for n in mentioned + list(RETRY_DIMS) if n not in current]
-        if self.sized_pictures and self.pictures & set(focus):
+        near = self.picture_size
+        if near and self.pictures & set(focus):
             # not a few pixels where larger runs, nor 1024 before what is nearer the picture size
-            near = self.image_dim
             sizes.sort(key=lambda n: (n < SMALLEST_PICTURE, n > near, abs(n - near)))
         # Other dims at 1 too: no name ties them to the failing input's, yet one may be its batch
         # (an RNN state [layers, batch, hidden] whose dims are unnamed).

@@ -665,12 +665,13 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     measured."""
     floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
     ratio, verdict = ints.versus(floats)
-    speed = f"INT8 {ratio:.2f}x the time ({ints.min / floats.min:.2f}x by the fastest runs)"
+    fastest = ints.min / floats.min
+    speed = f"INT8 {ratio:.2f}x the time ({fastest:.2f}x by the fastest runs)"
     if verdict != "faster":
         speed += ", not faster"
     gain_db, measured = _snr_gain(float_compute, int8)
     lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
-    if int8_worth_it(gain_db, max(ratio, ints.min / floats.min)):
+    if int8_worth_it(gain_db, max(ratio, fastest)):
         int8.notes.append(f"{lead}: worth it, INT8 kept")
         return int8
     kept = (
