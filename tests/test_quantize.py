@@ -657,6 +657,18 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     assert "--max-drift cosine>=0.99 with at least 8 selection samples (it has 6" in warning
 
 
+def test_a_gain_error_the_cosine_misses_is_flagged_by_the_snr():
+    rng = np.random.default_rng(0)
+    ref = [{"y": rng.standard_normal(8).astype(np.float32)} for _ in range(4)]
+    scaled = compare_outputs(ref, [{"y": 1.3 * r["y"]} for r in ref])  # cosine 1, SNR 10.5 dB
+    (warning,) = drift_warning(scaled, None, "test")
+    assert "output 'y': snr 10.4576 fails snr>=17" in warning and "--max-drift snr>=17" in warning
+    assert drift_warning(compare_outputs(ref, [{"y": 1.1 * r["y"]} for r in ref]), None, "x") == []
+    # an output the float model gives as zeros has its own warning, not this one
+    silent = [{"y": np.zeros(8, np.float32)}] * 4
+    assert drift_warning(compare_outputs(silent, [{"y": r["y"]} for r in ref]), None, "x") == []
+
+
 def test_nodes_too_small_for_int8_say_their_weights_are_stored_int8():
     report = quantize(cnn(), samples(), **{**FAST, "min_macs": 10**12}).report
     reasons = [why for why in report.kept_float.values() if "too small to gain" in why]

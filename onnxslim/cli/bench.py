@@ -86,7 +86,9 @@ from onnxslim.runtime import OPT_LEVELS
     help="Write a self-contained HTML report.",
 )
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory subprocesses.")
-@click.option("-q", "--quiet", is_flag=True, help="No table or progress; only failures and errors.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No table or progress: only warnings, failures and errors."
+)
 def bench_command(
     models,
     inputs,
@@ -104,7 +106,7 @@ def bench_command(
     quiet,
 ):
     """Benchmark MODELS on ONNX Runtime CPU; the first is the reference for speedup and drift."""
-    with errors_to_exit_codes(), warnings_to_stderr(quiet):
+    with errors_to_exit_codes(), warnings_to_stderr():
         budget = parse_max_drift(max_drift) if max_drift else None
         report = benchmark(
             models,

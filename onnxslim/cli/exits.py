@@ -48,15 +48,13 @@ def errors_to_exit_codes() -> Iterator[list[Path]]:
 
 
 @contextlib.contextmanager
-def warnings_to_stderr(quiet: bool = False) -> Iterator[None]:
-    """Python warnings in the block become one `warning: ...` line each on stderr (none with
-    `quiet`), never a source line."""
+def warnings_to_stderr() -> Iterator[None]:
+    """Python warnings in the block become one `warning: ...` line each on stderr (with --quiet
+    too), never a source line."""
 
     def show(message, *_args, **_kwargs) -> None:
         click.echo(f"warning: {message}", err=True)
 
     with warnings.catch_warnings():
-        if quiet:
-            warnings.simplefilter("ignore")
         warnings.showwarning = show
         yield

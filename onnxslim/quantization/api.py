@@ -113,6 +113,10 @@ RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before t
 MODES = ("static", "dynamic", "auto")
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
 QUALITY_BAR = Budget((("cosine", ">=", 0.99),))
+#: without a budget, an output missing it is warned of as well as one missing QUALITY_BAR: the
+#: cosine is blind to a gain or an offset, the pooled SNR is not (17 dB: zero-mean noise as large
+#: as cosine 0.99 allows)
+SNR_BAR = Budget((("snr", ">=", 17.0),))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1383,12 +1387,19 @@ def _latency(
 def drift_warning(
     drift: Mapping[str, Drift], budget: Budget | None, split: str, selection: int | None = None
 ) -> list[str]:
-    """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR: the
-    INT8 model may be broken for the task, and a budget would return its noisiest nodes to
-    float (on `selection` samples too few to hold one: with more of them)."""
-    worst_first = sorted(drift.values(), key=_closeness)
-    missed = QUALITY_BAR.check({d.name: d for d in worst_first}) if budget is None else []
-    if not missed:
+    """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR or its
+    SNR misses SNR_BAR (outputs the float model gives as zeros aside): the INT8 model may
+    be broken for the task, and a budget would return its noisiest nodes to float (on `selection`
+    samples too few to hold one: with more of them)."""
+    if budget is not None:
+        return []
+    by_cosine = sorted(drift.values(), key=_closeness)
+    by_snr = sorted((d for d in drift.values() if not _silent(d)), key=_loudness)
+    for bar, outputs in ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr)):
+        missed = bar.check({d.name: d for d in outputs})
+        if missed:
+            break
+    else:
         return []
     more = (
         f" with at least {MIN_PREDICTION_SAMPLES} selection samples (it has {selection}: more "
@@ -1398,18 +1409,19 @@ def drift_warning(
     )
     return [
         f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
-        f"your task, or give --max-drift cosine>=0.99{more} to return the noisiest nodes to float"
+        f"your task, or give --max-drift {bar}{more} to return the noisiest nodes to float"
     ]
+
+
+def _silent(drift: Drift) -> bool:
+    """Whether the float model gives this output as all zeros on every sample measured."""
+    return bool(drift.sample_errors) and not any(signal for signal, _ in drift.sample_errors)
 
 
 def _silent_outputs(drift: Mapping[str, Drift], split: str) -> list[str]:
     """A warning naming the outputs the float model gives as all zeros on every `split` sample:
     their drift says nothing of INT8 (data that does not drive them, e.g. random lengths)."""
-    silent = [
-        repr(d.name)
-        for d in drift.values()
-        if d.sample_errors and not any(signal for signal, _ in d.sample_errors)
-    ]
+    silent = [repr(d.name) for d in drift.values() if _silent(d)]
     if not silent:
         return []
     return [
@@ -1425,6 +1437,11 @@ def _closeness(drift: Drift) -> float:
         return -math.inf
     cosine = drift.budget_cosine()
     return math.inf if cosine is None else cosine
+
+
+def _loudness(drift: Drift) -> float:
+    """An output's SNR against float, for ordering (none measured: last)."""
+    return math.inf if drift.snr_db is None else drift.snr_db
 
 
 def _lossless_note(int8: Latency, lossless: Latency) -> list[str]:
