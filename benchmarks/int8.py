@@ -57,7 +57,7 @@ from onnxslim.errors import CheckFailedError  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
 from onnxslim.quantization import api, exact, quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import run_samples  # noqa: E402
-from onnxslim.quantization.report import kept_float_counts  # noqa: E402
+from onnxslim.quantization.report import WEIGHT_ONLY_MODE, kept_float_counts  # noqa: E402
 from onnxslim.quantization.targets import TARGETS, resolve_target, saturates_here  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
@@ -370,8 +370,8 @@ def markdown(rows: list[dict]) -> str:
             held = row["onnxslim_budget"]
             on_test = "holds" if row["budget_on_test"] == "holds" else "**missed**"
             returned = len(row["fallback"])
-            if row["budget_mode"] == api.WEIGHT_ONLY_MODE:  # every weighted node in float
-                returned = api.WEIGHT_ONLY_MODE
+            if row["budget_mode"] == WEIGHT_ONLY_MODE:  # every weighted node in float
+                returned = WEIGHT_ONLY_MODE
             budget = (
                 f"{row['budget']}: {returned}; {held['min_cosine']:.4f}, "
                 f"{_fmt(held['top1'], '.3f')}, {held['latency_ratio']:.2f}x; {on_test}"
@@ -379,7 +379,7 @@ def markdown(rows: list[dict]) -> str:
         else:
             budget = "none"
         lines.append(
-            f"| {row['model']}{' (weight-only)' if row['mode'] == api.WEIGHT_ONLY_MODE else ''} "
+            f"| {row['model']}{' (weight-only)' if row['mode'] == WEIGHT_ONLY_MODE else ''} "
             f"| {row['float_mb']:.1f} MB, {row['float_ms']:.1f} ms "
             f"| {pair('size_ratio', '.2f')} | {pair('latency_ratio', '.2f')} "
             f"| {row['lossless_latency_ratio']:.2f} | {pair('min_cosine', '.4f')} "

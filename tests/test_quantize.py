@@ -22,7 +22,6 @@ from onnxslim.model import io
 from onnxslim.passes.fold import FoldProducers
 from onnxslim.quantization import api, dynamic, plan, quantize
 from onnxslim.quantization.api import (
-    drift_warning,
     required_gain,
     small_weight_nodes,
     split_samples,
@@ -45,6 +44,7 @@ from onnxslim.quantization.pairs import (
 from onnxslim.quantization.plan import QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target, saturates_here
+from onnxslim.quantization.verdicts import drift_warning
 from onnxslim.render.tables import quantize_settings, quantize_summary_rows, range_settings
 from onnxslim.runtime import Session
 

@@ -25,6 +25,7 @@ def kept_float_counts(kept_float: dict[str, str]) -> dict[str, int]:
 #: Outcome.mode when quantization added nothing (no weighted node computes in INT8, none stores
 #: int8 weights): the result is onnxslim's lossless model (float, or as quantized before).
 NO_INT8_MODE = "none"
+WEIGHT_ONLY_MODE = "weight-only"  # Outcome.mode: every weighted node in float on int8 weights
 #: How a note that is a warning starts (QuantizeReport.split_notes).
 WARNING = "warning: "
 

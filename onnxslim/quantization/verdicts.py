@@ -1,0 +1,203 @@
+"""What an INT8 outcome is told: warnings when it drifts past the quality bars, is no faster
+than the lossless float model, computes nothing in INT8 or is changed by ONNX Runtime's rewrites,
+and what a budget's fallback cost in speed."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+
+import onnx_ir as ir
+
+from onnxslim.bench import PER_RUN_NOISE, Latency
+from onnxslim.drift import MIN_PREDICTION_SAMPLES, Budget, Drift, worst_snr
+from onnxslim.quantization.ops import RULES, WEIGHTED
+from onnxslim.quantization.plan import INT8_STORED
+from onnxslim.quantization.report import (
+    WEIGHT_ONLY_MODE,
+    Outcome,
+    kept_float_counts,
+)
+
+#: Integer kernels and dequantization: a model quantized before (`nothing_int8_warning`).
+INTEGER_OP_TYPES = frozenset(
+    {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "QAttention"}
+    | {"DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+    | {"DequantizeLinear"}
+)
+#: The op types that compute with weights in INT8 (`nothing_int8_warning`).
+WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
+RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
+#: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
+QUALITY_BAR = Budget((("cosine", ">=", 0.99),))
+#: without a budget, an output missing it is warned of as well as one missing QUALITY_BAR: the
+#: cosine is blind to a gain or an offset, the pooled SNR is not (17 dB: zero-mean noise as large
+#: as cosine 0.99 allows)
+SNR_BAR = Budget((("snr", ">=", 17.0),))
+
+
+def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> str | None:
+    """A warning when ORT's rewrites cost more than RUNTIME_MARGIN_DB of output SNR (`ran`: drift
+    as ORT runs the model, `written`: with its optimizations off), else None."""
+    ran_db, written_db = worst_snr(ran), worst_snr(written)
+    if written_db - ran_db > RUNTIME_MARGIN_DB:
+        return (
+            f"warning: ONNX Runtime's graph optimizations change the INT8 model's results: output "
+            f"SNR {ran_db:.1f} dB as ORT runs it, {written_db:.1f} dB as written"
+        )
+    return None
+
+
+def drift_warning(
+    drift: Mapping[str, Drift], budget: Budget | None, split: str, selection: int | None = None
+) -> list[str]:
+    """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR or its
+    SNR misses SNR_BAR (outputs the float model gives as zeros aside): the INT8 model may
+    be broken for the task, and a budget would return its noisiest nodes to float (on `selection`
+    samples too few to hold one: with more of them)."""
+    if budget is not None:
+        return []
+    by_cosine = sorted(drift.values(), key=_closeness)
+    by_snr = sorted((d for d in drift.values() if not _silent(d)), key=_loudness)
+    for bar, outputs in ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr)):
+        missed = bar.check({d.name: d for d in outputs})
+        if missed:
+            break
+    else:
+        return []
+    more = (
+        f" with at least {MIN_PREDICTION_SAMPLES} selection samples (it has {selection}: more "
+        "calibration data, or --eval-split)"
+        if selection is not None and selection < MIN_PREDICTION_SAMPLES
+        else ""
+    )
+    return [
+        f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
+        f"your task, or give --max-drift {bar}{more} to return the noisiest nodes to float"
+    ]
+
+
+def _silent(drift: Drift) -> bool:
+    """Whether the float model gives this output as all zeros on every sample measured."""
+    return bool(drift.sample_errors) and not any(signal for signal, _ in drift.sample_errors)
+
+
+def silent_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
+    """A warning naming the outputs the float model gives as all zeros on every `split` sample:
+    their drift says nothing of INT8 (data that does not drive them, e.g. random lengths)."""
+    silent = [repr(d.name) for d in drift.values() if _silent(d)]
+    if not silent:
+        return []
+    return [
+        f"warning: the float model gives {', '.join(silent)} as all zeros on every {split} "
+        "sample, so its drift there says nothing of INT8: calibrate and check with inputs that "
+        "drive it"
+    ]
+
+
+def _closeness(drift: Drift) -> float:
+    """An output's worst-sample cosine to float, for ordering (mismatched or broken: lowest)."""
+    if drift.mismatch or drift.nonfinite_mismatches:
+        return -math.inf
+    cosine = drift.budget_cosine()
+    return math.inf if cosine is None else cosine
+
+
+def _loudness(drift: Drift) -> float:
+    """An output's SNR against float, for ordering (none measured: last)."""
+    return math.inf if drift.snr_db is None else drift.snr_db
+
+
+def lossless_warning(int8: Latency, lossless: Latency) -> list[str]:
+    """A warning when INT8 is not measurably faster than the lossless float model it was made from
+    (timed side by side): that model keeps full accuracy."""
+    ratio, verdict = int8.versus(lossless)
+    if verdict == "faster":
+        return []
+    measured = (
+        f"median {int8.median:.2f} ms vs {lossless.median:.2f} ms, {ratio:.2f}x; fastest runs "
+        f"{int8.min:.2f} vs {lossless.min:.2f} ms, {int8.min / lossless.min:.2f}x"
+    )
+    if verdict == "slower":
+        return [
+            f"warning: INT8 is slower than onnxslim's lossless float model on this CPU "
+            f"({measured}): that model (without --int8) runs faster, with no drift"
+        ]
+    return [
+        f"warning: INT8 is not measurably faster than onnxslim's lossless float model on this CPU "
+        f"({measured}: within noise unless both ratios are below {1 / (1 + PER_RUN_NOISE):.2f}): "
+        "that model (without --int8) runs as fast, with no drift"
+    ]
+
+
+def integer_kernels(model: ir.Model) -> Counter:
+    """The nodes of `model`'s main graph that compute on integers or dequantize, by op type."""
+    return Counter(node.op_type for node in model.graph if node.op_type in INTEGER_OP_TYPES)
+
+
+def computes_int8(outcome: Outcome, before: Counter) -> bool:
+    """Whether a weighted node of `outcome` computes in INT8 that did not in the input (`before`:
+    its `integer_kernels`)."""
+    return any(op in WEIGHTED_OP_TYPES for op in outcome.quantized) or bool(
+        integer_kernels(outcome.model) - before
+    )
+
+
+def stores_int8(outcome: Outcome) -> bool:
+    """Whether a node of `outcome` kept in float stores its weights int8 (its reason says so)."""
+    return any(INT8_STORED in why for why in outcome.kept_float.values())
+
+
+def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
+    """A warning when no weighted node computes in INT8 that did not before (`before`: the
+    input's `integer_kernels`): nothing heavy is faster, so the result is no faster than the
+    lossless float model; why (the budget, a model quantized already, the planner's reasons)."""
+    if outcome.mode == WEIGHT_ONLY_MODE and stores_int8(outcome):  # chosen, its note says why
+        return []
+    if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
+        return []
+    if outcome.fallback:
+        weights = (
+            "its weights stay int8-stored, so only the file is smaller"
+            if any(item.get("int8_weights") for item in outcome.fallback)
+            else "with float weights it is the float model in size too"
+        )
+        return [
+            f"warning: the budget returned every weighted node to float ({len(outcome.fallback)} "
+            "node(s) in all): nothing heavy computes in INT8, so it is no faster than onnxslim's "
+            f"lossless float model (without --int8); {weights}. A looser budget or more "
+            "selection samples (a narrower margin for new samples) leave more in INT8"
+        ]
+    reasons = kept_float_counts(outcome.kept_float)
+    why = (
+        "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
+        if reasons
+        else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
+        + (" (dynamic INT8 quantizes MatMul and Gemm weights)" if outcome.mode == "dynamic" else "")
+    )
+    if before:
+        kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
+        return [
+            f"warning: the model is quantized already ({kernels}) and nothing more was "
+            f"quantized ({why}): the result is onnxslim's lossless model of it (without --int8)"
+        ]
+    half = any(reason.startswith(("weight is float16", "weight is bfloat16")) for reason in reasons)
+    return [
+        f"warning: no weighted node computes in INT8 ({why}): the result is no faster than "
+        "onnxslim's lossless float model (without --int8)"
+        + ("; INT8 starts from float32 weights: quantize the float32 model" if half else "")
+    ]
+
+
+def fallback_cost_note(count: int, final: Latency, all_int8: Latency) -> str:
+    """What the `count` nodes the budget returned to float cost in speed: `final` against
+    `all_int8` (them in INT8), timed side by side (bench's noise rule)."""
+    ratio, verdict = final.versus(all_int8)
+    cost = "cost no measurable speed"
+    if verdict == "slower":
+        cost = f"cost speed: {ratio:.2f}x the time"
+    return (
+        f"the {count} node(s) in float for the budget {cost} "
+        f"({final.median:.2f} ms vs {all_int8.median:.2f} ms with them in INT8)"
+    )
