@@ -6,6 +6,8 @@ Kept in float32, with Casts at the borders:
   means, products and norms over many elements (they overflow at 65504), exponentials and powers;
 - shape math: nodes that compute on shapes (from Shape/Size) and constants only;
 - nodes reading a constant beyond float16's range (a -1e9 attention mask would become -inf);
+- a Transpose swapping the first two of three axes into a MatMul (ONNX Runtime 1.32's level-all
+  optimizations crash building a session on that pair in float16: `CRASHING_TRANSPOSE`);
 - ops whose output type comes from an attribute (Cast, ConstantOfShape, random ops, ...),
   QuantizeLinear/DequantizeLinear, custom domains, If/Loop/Scan and everything inside them,
   model-local functions, ops whose schema has no float16;
@@ -81,6 +83,9 @@ AS_GIVEN = frozenset(
 #: Ops that read any element type: a float16 input needs no Cast back to float32.
 ANY_INPUT = frozenset({"Cast", "Shape", "Size"})
 SHAPE_OPS = frozenset({"Shape", "Size"})
+#: The Transpose permutation that ONNX Runtime 1.32 (CPU, level all, seen on AVX-512) crashes on
+#: when it feeds a float16 MatMul: such a Transpose stays float32, a Cast between the two.
+CRASHING_TRANSPOSE = (1, 0, 2)
 
 
 @dataclasses.dataclass
@@ -152,6 +157,8 @@ def _keep_reason(node: ir.Node, opset: int, keep_ops: frozenset, shape_math: boo
         return f"{node.op_type} (unsafe in float16)"
     if shape_math:
         return "shape math"
+    if _crashing_transpose(node):
+        return "Transpose(1,0,2) into a MatMul (crashes ONNX Runtime in float16)"
     for value in node.inputs:
         tensor = value.const_value if value is not None and value.dtype == FLOAT else None
         if tensor is not None and tensor.size:
@@ -161,6 +168,16 @@ def _keep_reason(node: ir.Node, opset: int, keep_ops: frozenset, shape_math: boo
     if not _schema_allows_half(node, opset):
         return "no float16 in its schema"
     return None
+
+
+def _crashing_transpose(node: ir.Node) -> bool:
+    """Whether `node` is a Transpose by CRASHING_TRANSPOSE that a MatMul reads."""
+    if node.op_type != "Transpose":
+        return False
+    perm = node.attributes.get("perm")
+    if perm is None or tuple(perm.as_ints()) != CRASHING_TRANSPOSE:
+        return False
+    return any(user.op_type == "MatMul" for user, _ in node.outputs[0].uses())
 
 
 def _schema_allows_half(node: ir.Node, opset: int) -> bool:
@@ -314,7 +331,8 @@ def measure_drift(
     with model_file(original) as path:
         expected, feeds, described = _reference_outputs(path, samples, shapes)
     with model_file(converted) as path:
-        candidate = Session(path, what="the float16 model")
+        _refuse_crashing(path)
+        candidate = Session(path, opt_level="all", what="the float16 model", prepack=False)
         # a float16 interface (keep_io_types=False) is fed the same values in float16
         half = {arg.name for arg in candidate.inputs if arg.type == "tensor(float16)"}
         feeds = [
@@ -323,6 +341,30 @@ def measure_drift(
         ]
         actual = [candidate.run_dict(synth.ort_feeds(feed)) for feed in feeds]
     return compare_outputs(expected, actual), described
+
+
+def _refuse_crashing(path) -> None:
+    """Refuse a float16 model that crashes ONNX Runtime when it builds a session at its default
+    optimization level, as every user of the model would (ORT 1.32's NCHWc layout transformer on
+    a Transpose feeding a float16 MatMul, on AVX-512), naming a level at which it builds."""
+    import onnxruntime
+
+    from onnxslim.errors import CheckFailedError
+    from onnxslim.runtime import session_crash
+
+    crash = session_crash(path)
+    if crash is None:
+        return
+    extended = (
+        "; it builds at level extended (ORT_ENABLE_EXTENDED, without the layout optimizations)"
+        if session_crash(path, "extended") is None
+        else ""
+    )
+    raise CheckFailedError(
+        f"the float16 model crashes ONNX Runtime {onnxruntime.__version__} ({crash}) when it "
+        f"builds a session at its default optimization level (ORT_ENABLE_ALL){extended}: an "
+        "ONNX Runtime bug; keep float32 (without --dtype fp16)"
+    )
 
 
 def _reference_outputs(path, samples, shapes):

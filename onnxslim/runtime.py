@@ -11,6 +11,9 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -127,6 +130,34 @@ class Session:
     def run_dict(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
         """All outputs for `feed`, by name."""
         return dict(zip(self.output_names, self.run(feed)))
+
+
+#: What `session_crash` runs in a child process: ORT building a CPU session on the file argv[1] at
+#: the level argv[2] (an OPT_LEVELS value), as an ORT user would by default (one thread).
+CRASH_PROBE = """
+import sys, onnxruntime as ort
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, sys.argv[2])
+ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+"""
+
+
+def session_crash(path: str | os.PathLike, opt_level: str = "all") -> str | None:
+    """The signal (e.g. "SIGSEGV") that kills ONNX Runtime building a CPU session on the model
+    file `path` at `opt_level`, tried in a child process (a crash there cannot take us down);
+    None when it does not crash (a model ORT refuses with an error is not a crash)."""
+    child = subprocess.run(
+        [sys.executable, "-c", CRASH_PROBE, os.fspath(path), OPT_LEVELS[opt_level]],
+        capture_output=True,
+        check=False,
+    )
+    if child.returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-child.returncode).name
+    except ValueError:
+        return f"signal {-child.returncode}"
 
 
 @dataclasses.dataclass(frozen=True)

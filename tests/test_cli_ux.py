@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run, run_cli, vi
 from onnx import helper
@@ -563,6 +564,65 @@ def test_fp16_from_python():
         mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", check=False)
     )
     assert result.fp16["drift"] is None and result.fp16["nodes_float16"] == 2
+
+
+def test_fp16_keeps_the_transpose_onnx_runtime_crashes_on_in_float32(tmp_path):
+    """ORT 1.32 (level all, on AVX-512) dies building a session on Transpose(1,0,2) into a float16
+    MatMul: the Transpose stays float32, and the model builds where ORT runs it by default."""
+    w = np.random.default_rng(0).standard_normal((448, 96)).astype(np.float32)
+    model = make_model(
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+            helper.make_node("MatMul", ["t", "w"], ["y"]),
+        ],
+        [vi("x", FLOAT, [21, 2, 448])],
+        [vi("y", FLOAT, [2, 21, 96])],
+        [const("w", w)],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "h.onnx", "--dtype", "fp16")
+    assert proc.returncode == 0, proc.stderr
+    assert "Transpose(1,0,2) into a MatMul (crashes ONNX Runtime in float16) 1" in proc.stdout
+    from onnxslim.runtime import session_crash
+
+    assert session_crash(tmp_path / "h.onnx") is None
+    half = onnx.load(tmp_path / "h.onnx")
+    assert [n.op_type for n in half.graph.node] == ["Transpose", "Cast", "MatMul", "Cast"]
+    feed = {"x": np.random.default_rng(1).standard_normal((21, 2, 448)).astype(np.float32)}
+    (got,), (want,) = run(tmp_path / "h.onnx", feed), run(model, feed)
+    assert np.allclose(got, want, rtol=1e-2, atol=0.1)
+
+
+#: a child that dies as ORT 1.32 does on some float16 models, at the levels in argv[3:]
+CRASHING_PROBE = (
+    "import os, signal, sys\nif sys.argv[2] in {}: os.kill(os.getpid(), signal.SIGSEGV)"
+)
+
+
+@pytest.mark.parametrize(
+    "crashes, builds_at",
+    [
+        (["ORT_ENABLE_ALL"], "; it builds at level extended"),
+        (["ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED"], ":"),
+    ],
+)
+def test_a_float16_model_that_crashes_onnx_runtime_is_refused_not_written(
+    tmp_path, monkeypatch, crashes, builds_at
+):
+    from onnxslim import runtime
+    from onnxslim.errors import CheckFailedError
+    from onnxslim.optimizer import OptimizeOptions, optimize_with_report
+
+    assert runtime.session_crash(REPO / "models" / "demo.onnx") is None  # the real probe
+    monkeypatch.setattr(runtime, "CRASH_PROBE", CRASHING_PROBE.format(crashes))
+    out = tmp_path / "o.onnx"
+    with pytest.raises(CheckFailedError) as refused:
+        optimize_with_report(mixed_model(), OptimizeOptions(dtype="fp16"), output=out)
+    assert str(refused.value).startswith(
+        f"the float16 model crashes ONNX Runtime {ort.__version__} (SIGSEGV) when it builds a "
+        f"session at its default optimization level (ORT_ENABLE_ALL){builds_at}"
+    )
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_optimize_bench_retries_dims_where_the_first_random_pick_breaks_the_original(tmp_path):
