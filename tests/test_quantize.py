@@ -11,7 +11,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from helpers import FLOAT, const, make_model, vi
+from helpers import FLOAT, const, make_model, run, vi
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim.bench import Latency
@@ -667,6 +667,44 @@ def test_a_gain_error_the_cosine_misses_is_flagged_by_the_snr():
     # an output the float model gives as zeros has its own warning, not this one
     silent = [{"y": np.zeros(8, np.float32)}] * 4
     assert drift_warning(compare_outputs(silent, [{"y": r["y"]} for r in ref]), None, "x") == []
+
+
+def cnn_tagging() -> onnx.ModelProto:
+    """cnn() whose only output is the class id (ArgMax of its logits), as taggers give."""
+    model = cnn()
+    logits = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("ArgMax", [logits], ["id"], axis=1, keepdims=0))
+    del model.graph.output[:]
+    model.graph.output.append(vi("id", onnx.TensorProto.INT64, [1]))
+    return model
+
+
+def test_an_integer_output_is_measured_on_the_float_tensor_it_comes_from():
+    result = quantize(cnn_tagging(), samples(), **FAST)
+    logits = cnn().graph.output[0].name
+    assert set(result.report.drift) == {"id", logits}  # the logits: a cosine and an SNR
+    assert result.report.drift[logits].cosine > 0.99 and result.report.drift[logits].snr_db > 20
+    assert any(f"('id' from {logits!r})" in note for note in result.report.notes)
+    assert [v.name for v in result.model.graph.outputs] == ["id"]  # measured, not written
+    feeds = samples(6)
+    got = np.concatenate([run(io.to_proto(result.model), f)[0] for f in feeds])
+    want = np.concatenate([run(cnn_tagging(), f)[0] for f in feeds])
+    assert got.dtype == np.int64 and np.mean(got == want) >= 5 / 6
+    # a budget reads the logits too: it is not held vacuously on the ids
+    held = quantize(cnn_tagging(), samples(48), **FAST, max_drift="cosine>=0.99")
+    assert "cosine>=0.99" in held.report.budget and logits in held.report.drift
+
+
+def test_a_float_budget_on_a_model_without_float_outputs_is_refused():
+    model = cnn()
+    logits = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Greater", [logits, "zero"], ["hit"]))
+    model.graph.initializer.append(const("zero", np.zeros(1, np.float32)))
+    del model.graph.output[:]
+    model.graph.output.append(vi("hit", onnx.TensorProto.BOOL, [1, 10]))
+    with pytest.raises(OnnxSlimError, match=r"the budget cosine>=0.99 reads float outputs, and"):
+        quantize(model, samples(48), **FAST, max_drift="cosine>=0.99")
+    assert quantize(model, samples(48), **FAST, max_drift="mean_abs<=1").report.budget
 
 
 def test_nodes_too_small_for_int8_say_their_weights_are_stored_int8():

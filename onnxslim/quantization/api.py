@@ -37,7 +37,7 @@ from onnxslim.model import io
 from onnxslim.model.graph import node_count
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
-from onnxslim.quantization import dynamic, exact, gptq
+from onnxslim.quantization import dynamic, exact, gptq, measured
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.compact import CompactPass
@@ -266,11 +266,19 @@ def _quantize(
             "INT8 quantization holds the model as one protobuf, which cannot exceed 2 GB"
         ) from None
     Session(reference, what="the model (INT8 calibration runs it)")
-    samples = as_samples(calibration, input_specs(onnx.ModelProto.FromString(reference)))
+    proto = onnx.ModelProto.FromString(reference)
+    samples = as_samples(calibration, input_specs(proto))
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
     )
     _refuse_unbelievable_budget(budget, selection or calib)
+    sources = measured.float_sources(proto)
+    measured.refuse_budget_without_float_outputs(budget, proto, len(sources))
+    extra = [info.name for info in sources.values()]  # outputs measured, not written
+    given = reference  # the float model as given: its size and latency
+    if sources:  # the float model, and every model made from it, gives them as outputs too
+        reference = measured.with_outputs(reference, sources.values())
+    del proto
     if budget:  # the choices made on the selection samples must hold on new ones
         config = dataclasses.replace(
             config, max_drift=dataclasses.replace(budget, for_new_samples=True)
@@ -282,6 +290,7 @@ def _quantize(
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     notes = _protocol_notes(calib, selection, test, budget, config.held_out)
+    notes += [measured.source_note(sources)] if sources else []
     if exact.enabled():
         notes.append(
             f"drift computed as the model's own math (ORT's graph optimizations off, integer "
@@ -359,6 +368,8 @@ def _quantize(
                 f"warning: the budget {budget} held on the {len(selection)} selection samples "
                 f"but not on the {len(test)} test samples: {missed[0]}"
             )
+    for model in (quantized, outcome.all_int8, float_model):
+        measured.drop_outputs(model, extra)
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split, len(selection))
     notes += silent_outputs_warning(drift, split)
@@ -378,7 +389,7 @@ def _quantize(
         test_samples=len(test),
         nodes_before=node_count(original.graph),
         nodes_after=node_count(quantized.graph),
-        size_before=len(reference),
+        size_before=len(given),
         size_after=io.to_proto(quantized).ByteSize(),
         quantized=outcome.quantized,
         kept_float=outcome.kept_float,
@@ -396,7 +407,7 @@ def _quantize(
     )
     if config.measure_latency:
         timed = _latency(
-            reference,
+            given,
             {
                 "int8": quantized,
                 "all int8": outcome.all_int8,
