@@ -57,13 +57,25 @@ class OptimizeResult:
     notes: list[str] = field(default_factory=list)
     #: Every pass run that changed the model: round (or "setup"/"finish"), pass, nodes before/after.
     history: list[tuple[int | str, str, int, int]] = field(default_factory=list)
-    #: `dtype="fp16"`: fp16.Fp16Result's fields, the drift budget, the drift per output and the
-    #: inputs it was measured on.
+    #: `dtype="fp16"`: fp16.Fp16Result's fields, the drift budget, the drift per output, the
+    #: inputs it was measured on and whether they were synthesized.
     fp16: dict | None = None
     #: ORT's fused kernels it runs fewer of for the result (runtime.lost_fusions), op -> (original's
     #: count, the result's); empty when none, or not compared (no check, weights over
     #: ORT_GRAPH_LIMIT, or ORT could not build one of them).
     fusions_lost: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def fp16_warning(self) -> str | None:
+        """That the float16 drift was measured on synthesized inputs (None: on given ones, or not
+        measured): float16 overflows on data of another scale."""
+        if not self.fp16 or not self.fp16["synthesized"]:
+            return None
+        return (
+            f"the float16 drift was measured on {self.fp16['inputs']}: on data of another scale "
+            "float16 may overflow (past 65504: inf or NaN) or lose precision; check it on yours "
+            "(--check-inputs)"
+        )
 
     @property
     def fusion_warning(self) -> str | None:
@@ -384,6 +396,7 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
         on_pass("float16")
     converted = fp16.to_float16(model, keep_io_types=options.keep_io_types)
     report = {**converted.to_dict(), "budget": None, "drift": None, "inputs": None}
+    report["synthesized"] = None  # whether the drift was measured on inputs made up (no data)
     if not options.check:
         return report
     if on_pass:
@@ -392,7 +405,12 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
     drifts, described = fp16.measure_drift(
         reference, model, options.check_inputs, _check_shapes(options)
     )
-    report.update(budget=str(budget), drift=drifts, inputs=described)
+    report.update(
+        budget=str(budget),
+        drift=drifts,
+        inputs=described,
+        synthesized=options.check_inputs is None,
+    )
     failures = budget.check(drifts)
     if failures:
         raise CheckFailedError(
@@ -576,8 +594,9 @@ def optimize(model: ModelLike, **options) -> ir.Model:
     or raises CheckFailedError with `require_check=True`.
     """
     result = optimize_with_report(model, make_options(**options))
-    if result.fusion_warning:
-        warnings.warn(f"onnxslim: {result.fusion_warning}", stacklevel=2)
+    for warning in (result.fusion_warning, result.fp16_warning):
+        if warning:
+            warnings.warn(f"onnxslim: {warning}", stacklevel=2)
     return result.model
 
 

@@ -505,6 +505,7 @@ def test_fp16_keeps_unsafe_ops_and_io_in_float32(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "float16 drift vs the original, on 3 synthesized sample(s)" in proc.stdout
     assert "float16 drift within cosine>=0.999,rel_err<=0.01" in proc.stdout.splitlines()[-1]
+    assert "warning: the float16 drift was measured on 3 synthesized sample(s)" in proc.stderr
     model = onnx.load(out)
     onnx.checker.check_model(model)
     half = onnx.TensorProto.FLOAT16
@@ -564,6 +565,13 @@ def test_fp16_from_python():
         mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", check=False)
     )
     assert result.fp16["drift"] is None and result.fp16["nodes_float16"] == 2
+    with pytest.warns(UserWarning, match="float16 drift was measured on 3 synthesized"):
+        onnxslim.optimizer.optimize(mixed_model(), dtype="fp16")
+    feed = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    given = onnxslim.optimizer.optimize_with_report(
+        mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", check_inputs=[feed])
+    )
+    assert given.fp16["inputs"] == "1 given sample(s)" and given.fp16_warning is None
 
 
 def test_fp16_keeps_the_transpose_onnx_runtime_crashes_on_in_float32(tmp_path):
