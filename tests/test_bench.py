@@ -300,6 +300,12 @@ def test_render(models):
         "note: inputs are random",
     ):
         assert word in text
+    assert "Mem" not in text  # not measured: no column, no caption
+    report.models[1].peak_memory_mb = 12.5
+    report.render(console := Console(record=True, width=160))
+    text = console.export_text()
+    assert "Mem MB" in text and "Mem = peak RSS" in text
+    report.models[1].peak_memory_mb = None
     narrow = Console(record=True, width=80)
     report.render(narrow)
     assert "mean/min latency and runs/s: see --json/--html" in narrow.export_text()

@@ -430,7 +430,7 @@ def _quantize(
         if report.speedup < 1.0:
             message = (
                 f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
-                f"{report.latency_float_ms:.2f} ms ({report.speedup:.2f}x)"
+                f"{report.latency_float_ms:.2f} ms ({1 / report.speedup:.2f}x the time)"
             )
             if config.require_speedup:
                 raise CheckFailedError(message)
@@ -684,7 +684,9 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     gain_db, measured = _snr_gain(float_compute, int8)
     lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
     if int8_worth_it(gain_db, max(ratio, fastest)):
-        int8.notes.append(f"{lead}: worth it, INT8 kept")
+        why = "closer to float" if gain_db > 0 else "as close"  # than float compute
+        why = "worth it" if verdict == "faster" else why
+        int8.notes.append(f"{lead}: {why}, INT8 kept")
         return int8
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"

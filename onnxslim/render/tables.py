@@ -298,10 +298,13 @@ def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
         for line in bench_header(report)
     ]
     narrow = width < WIDE_TABLE + max(len(m.name) for m in report.models)
-    keep = [
-        i for i, c in enumerate(MODEL_COLUMNS) if not (narrow and c in ("Mean", "Min", "Runs/s"))
-    ]
-    caption = CAPTION + ("; mean/min latency and runs/s: see --json/--html" if narrow else "")
+    dropped = {"Mean", "Min", "Runs/s"} if narrow else set()
+    memory = any(m.peak_memory_mb is not None for m in report.models)
+    if not memory:  # --no-memory
+        dropped.add("Mem MB")
+    keep = [i for i, c in enumerate(MODEL_COLUMNS) if c not in dropped]
+    caption = CAPTION if memory else CAPTION.split("; Mem")[0]
+    caption += "; mean/min latency and runs/s: see --json/--html" if narrow else ""
     rows = [[row[i] for i in keep] for row in bench_model_rows(report)]
     items.append(
         grid("Benchmark (reference: first model)", [MODEL_COLUMNS[i] for i in keep], rows, caption)
