@@ -48,6 +48,9 @@ class Drift:
     top1_agreement: float | None = None
     #: every sample gives one value (a probability, a score): cosine budgets read `cosine`
     one_value_each: bool = False
+    #: the reference gives only values within SATURATED of 0 or 1, some not exactly 0 or 1 (a
+    #: binary mask is not saturated): a saturated softmax or sigmoid, whose drift says little
+    saturated: bool = False
     exact_match: bool | None = None
     nonfinite_mismatches: int = 0
     mismatch: str | None = None  # shape or dtype-kind mismatch, or missing output
@@ -151,6 +154,8 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
+#: How close to 0 or 1 every value of a saturated output is (Drift.saturated).
+SATURATED = 1e-6
 #: A sample whose reference norm is below this share of the samples' RMS norm has no meaningful
 #: cosine (two near-zero vectors: e.g. a text detector's map of a picture without text).
 NEAR_ZERO = 1e-3
@@ -168,6 +173,8 @@ class _Stats:
         #: Drift.sample_errors: a bound for new samples counts a broken position as infinite error
         self.sample_errors: list[tuple[float, float]] = []
         self.exact = True
+        self.hard = True  # every value so far within SATURATED of 0 or 1 ...
+        self.soft = False  # ... and not all of them exactly 0 or 1 (a mask is not saturated)
         self.has_rows = False
         self.sizes: list[int] = []  # finite positions of each sample in per_sample
 
@@ -184,6 +191,11 @@ class _Stats:
         if is_float:  # the bound's sums: all of float's signal, and whether a position broke
             signal = float(np.sum(np.square(a[ref_finite])))
             broken = bool(np.any(ref_finite & ~other_finite))
+            values = a[ref_finite]
+            self.hard = self.hard and bool(
+                np.all((np.abs(values) <= SATURATED) | (np.abs(values - 1) <= SATURATED))
+            )
+            self.soft = self.soft or bool(np.any((values != 0) & (values != 1)))
         a, b = a[finite], b[finite]
         err_sq = 0.0
         if a.size:
@@ -226,6 +238,7 @@ class _Stats:
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
             drift.predicted_snr_db = predicted_snr_db([(s[1], s[3]) for s in self.per_sample])
         drift.sample_errors = tuple(self.sample_errors)
+        drift.saturated = self.hard and self.soft
         if self.has_rows:
             drift.top1_agreement = self.agree / self.rows
 

@@ -44,7 +44,7 @@ from onnxslim.quantization.pairs import (
 from onnxslim.quantization.plan import QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target, saturates_here
-from onnxslim.quantization.verdicts import drift_warning
+from onnxslim.quantization.verdicts import drift_warning, saturated_outputs_warning
 from onnxslim.render.tables import quantize_settings, quantize_summary_rows, range_settings
 from onnxslim.runtime import Session
 
@@ -705,6 +705,27 @@ def test_a_float_budget_on_a_model_without_float_outputs_is_refused():
     with pytest.raises(OnnxSlimError, match=r"the budget cosine>=0.99 reads float outputs, and"):
         quantize(model, samples(48), **FAST, max_drift="cosine>=0.99")
     assert quantize(model, samples(48), **FAST, max_drift="mean_abs<=1").report.budget
+
+
+def test_outputs_saturated_on_every_sample_are_named_but_not_binary_masks():
+    rng = np.random.default_rng(0)
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+    ref = [
+        {
+            "hard": softmax(200 * rng.standard_normal((1, 10))),  # one-hot, tiny tails
+            "soft": softmax(rng.standard_normal((1, 10))),
+            "mask": (rng.standard_normal((1, 10)) > 0).astype(np.float32),
+        }
+        for _ in range(4)
+    ]
+    drift = compare_outputs(ref, ref)
+    assert [name for name, d in drift.items() if d.saturated] == ["hard"]
+    (warning,) = saturated_outputs_warning(drift, "test")
+    assert warning.startswith("warning: the float model gives 'hard' as hard 0s and 1s on every")
 
 
 def test_nodes_too_small_for_int8_say_their_weights_are_stored_int8():

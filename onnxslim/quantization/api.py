@@ -73,6 +73,7 @@ from onnxslim.quantization.verdicts import (
     lossless_warning,
     nothing_int8_warning,
     rewrite_warning,
+    saturated_outputs_warning,
     silent_outputs_warning,
     stores_int8,
 )
@@ -372,7 +373,7 @@ def _quantize(
         measured.drop_outputs(model, extra)
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split, len(selection))
-    notes += silent_outputs_warning(drift, split)
+    notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type

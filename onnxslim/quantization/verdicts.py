@@ -96,6 +96,20 @@ def silent_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
     ]
 
 
+def saturated_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
+    """A warning naming the outputs the float model gives as hard 0s and 1s on every `split`
+    sample (a saturated softmax or sigmoid: inputs outside the range the model expects, such as
+    random ones), as INT8 rarely moves them: their drift says little of INT8."""
+    saturated = [repr(d.name) for d in drift.values() if d.saturated]
+    if not saturated:
+        return []
+    return [
+        f"warning: the float model gives {', '.join(saturated)} as hard 0s and 1s on every "
+        f"{split} sample (saturated: inputs outside the range it expects?), so its drift there "
+        "says little of INT8: calibrate and check with real inputs"
+    ]
+
+
 def _closeness(drift: Drift) -> float:
     """An output's worst-sample cosine to float, for ordering (mismatched or broken: lowest)."""
     if drift.mismatch or drift.nonfinite_mismatches:
