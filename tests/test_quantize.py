@@ -45,7 +45,7 @@ from onnxslim.quantization.plan import QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.targets import resolve_target, saturates_here
 from onnxslim.quantization.verdicts import drift_warning, saturated_outputs_warning
-from onnxslim.render.tables import quantize_settings, quantize_summary_rows, range_settings
+from onnxslim.render.tables import quantize_node_rows, quantize_settings, range_settings
 from onnxslim.runtime import Session
 
 FAST = dict(
@@ -2083,7 +2083,7 @@ def test_a_weight_folding_would_blow_up_stays_and_the_report_says_nothing_is_int
     assert sum(node.op_type == "ConstantOfShape" for node in result.model.graph) == 2
     (warning,) = [n for n in report.notes if n.startswith("warning: no weighted node computes")]
     assert "weight is not a constant: 2 node(s)" in warning
-    rows = {row[0]: row[2] for row in quantize_summary_rows(report)}
+    rows = dict(quantize_node_rows(report))
     assert rows["quantized nodes"] == "none"
     assert rows["kept in float"] == "weight is not a constant: 2"
     # nothing int8, computed or stored: the mode says so, not "static INT8 ... method percentile"
@@ -2321,11 +2321,11 @@ def test_the_summary_counts_float_nodes_that_store_int8_weights():
     "quantized nodes" does not list them, so the summary says so."""
     result = quantize(cnn(), samples(), **{**FAST, "min_macs": 10**9})
     assert result.report.quantized == {"Gemm": 1}
-    rows = {row[0]: row[2] for row in quantize_summary_rows(result.report)}
+    rows = dict(quantize_node_rows(result.report))
     assert rows["kept in float"] == "faster in float: 2"
     assert rows["of which on int8 weights"] == "2 (smaller file, float compute)"
     plain = quantize(cnn(), samples(), **FAST)
-    assert "of which on int8 weights" not in {row[0] for row in quantize_summary_rows(plain.report)}
+    assert "of which on int8 weights" not in dict(quantize_node_rows(plain.report))
 
 
 def qdq_then_float() -> onnx.ModelProto:

@@ -33,6 +33,7 @@ from onnxslim.render.tables import (
     kept_reasons,
     layer_rows,
     lever_settings,
+    quantize_node_rows,
     quantize_summary_rows,
     range_settings,
     worst_first,
@@ -177,7 +178,11 @@ def int8_page(
         definitions([*run, *int8_settings(report)]),
         *messages(warnings, notes),
         "<h2>Size and speed</h2>",
-        table(SUMMARY_COLUMNS, quantize_summary_rows(report)),
+        table(
+            SUMMARY_COLUMNS,
+            quantize_summary_rows(report)
+            + [[label, "", text, ""] for label, text in quantize_node_rows(report)],
+        ),
         f"<h2>Drift on {html.escape(drift_samples(report))}</h2>",
         table(DRIFT_COLUMNS, drift_rows({"int8": report.drift})),
     ]

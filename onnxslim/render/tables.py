@@ -341,6 +341,7 @@ def quantize_report(report: QuantizeReport, inline_warnings: bool = True) -> lis
     violations and notes (`inline_warnings`: the notes that are warnings too)."""
     items: list[RenderableType] = [
         grid("INT8 quantization", SUMMARY_COLUMNS, quantize_summary_rows(report)),
+        *(plain(f"{label}: {text}") for label, text in quantize_node_rows(report)),
         plain(quantize_settings(report)),
     ]
     items.append(
@@ -356,7 +357,7 @@ def quantize_report(report: QuantizeReport, inline_warnings: bool = True) -> lis
 
 
 def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
-    """Size, nodes, median latency (when measured), quantized op types: in SUMMARY_COLUMNS."""
+    """Size, nodes, median latency (when measured): in SUMMARY_COLUMNS."""
 
     def ratio(before, after) -> str:
         return f"{after / before:.2f}x" if before and after is not None else "-"
@@ -393,18 +394,19 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
                 ratio(report.latency_lossless_ms, report.latency_int8_ms),
             ]
         )
+    return rows
+
+
+def quantize_node_rows(report: QuantizeReport) -> list[tuple[str, str]]:
+    """(label, text): the nodes quantized, and why the others stay float (long text: beneath the
+    summary in a console, as rows of it in HTML)."""
     quantized = ", ".join(f"{op} {n}" for op, n in sorted(report.quantized.items()))
-    rows.append(["quantized nodes", "", quantized or "none", ""])
+    rows = [("quantized nodes", quantized or "none")]
     if report.kept_float:
-        rows.append(["kept in float", "", kept_reasons(report), ""])
+        rows.append(("kept in float", kept_reasons(report)))
     if report.int8_stored():
         rows.append(
-            [
-                "of which on int8 weights",
-                "",
-                f"{report.int8_stored()} (smaller file, float compute)",
-                "",
-            ]
+            ("of which on int8 weights", f"{report.int8_stored()} (smaller file, float compute)")
         )
     return rows
 
