@@ -695,6 +695,14 @@ def test_an_integer_output_is_measured_on_the_float_tensor_it_comes_from():
     assert "cosine>=0.99" in held.report.budget and logits in held.report.drift
 
 
+def test_a_float_output_an_integer_one_is_computed_from_stays_in_the_written_model():
+    model = cnn_tagging()
+    model.graph.output.insert(0, vi(cnn().graph.output[0].name, FLOAT, [1, 10]))
+    result = quantize(model, samples(), **FAST)
+    assert [v.name for v in result.model.graph.outputs] == [cnn().graph.output[0].name, "id"]
+    assert not any("integer output(s) computed from" in note for note in result.report.notes)
+
+
 def test_a_float_budget_on_a_model_without_float_outputs_is_refused():
     model = cnn()
     logits = model.graph.output[0].name

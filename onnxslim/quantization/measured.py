@@ -24,11 +24,11 @@ FLOAT_METRICS = frozenset({"cosine", "snr", "top1"})
 
 def float_sources(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     """For each graph output that is not float but computed by one of FROM_FLOAT_INPUT from a float
-    tensor of the graph's own (not an input or initializer), that tensor typed by shape inference,
-    keyed by the output's name."""
+    tensor of the graph's own (not an input, initializer or output already measured), that tensor
+    typed by shape inference, keyed by the output's name."""
     graph = proto.graph
     integer = {o.name for o in graph.output if o.type.tensor_type.elem_type not in FLOAT_TYPES}
-    given = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    given = {v.name for v in [*graph.input, *graph.output]} | {t.name for t in graph.initializer}
     sources = {
         out: node.input[0]
         for node in graph.node
