@@ -27,7 +27,7 @@ def float_sources(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     tensor of the graph's own (not an input, initializer or output already measured), that tensor
     typed by shape inference, keyed by the output's name."""
     graph = proto.graph
-    integer = {o.name for o in graph.output if o.type.tensor_type.elem_type not in FLOAT_TYPES}
+    integer = {o.name for o in graph.output if _not_float(o)}
     given = {v.name for v in [*graph.input, *graph.output]} | {t.name for t in graph.initializer}
     sources = {
         out: node.input[0]
@@ -44,6 +44,15 @@ def float_sources(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
         return {}
     typed = {v.name: v for v in inferred if v.type.tensor_type.elem_type in FLOAT_TYPES}
     return {out: typed[name] for out, name in sources.items() if name in typed}
+
+
+def _not_float(value: onnx.ValueInfoProto) -> bool:
+    """Whether `value` is a tensor of a known type that is not float (a sequence or map, e.g.
+    ZipMap's probabilities, may hold floats: drift measures it as an array)."""
+    if value.type.WhichOneof("value") != "tensor_type":
+        return False
+    elem_type = value.type.tensor_type.elem_type
+    return elem_type != onnx.TensorProto.UNDEFINED and elem_type not in FLOAT_TYPES
 
 
 def with_outputs(reference: bytes, extra: Iterable[onnx.ValueInfoProto]) -> bytes:
@@ -75,9 +84,8 @@ def source_note(sources: Mapping[str, onnx.ValueInfoProto]) -> str:
 def refuse_budget_without_float_outputs(budget, proto: onnx.ModelProto, extra: int) -> None:
     """A cosine, snr or top1 budget on a model with no float output to read (none of its own, no
     float source of an integer one: `extra`) would hold on nothing: refuse it."""
-    floats = [o for o in proto.graph.output if o.type.tensor_type.elem_type in FLOAT_TYPES]
     metrics = {metric for metric, _, _ in budget.criteria} if budget else set()
-    if floats or extra or not metrics & FLOAT_METRICS:
+    if extra or not metrics & FLOAT_METRICS or not all(map(_not_float, proto.graph.output)):
         return
     raise OnnxSlimError(
         f"the budget {budget} reads float outputs, and this model has none "
