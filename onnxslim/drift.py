@@ -48,8 +48,8 @@ class Drift:
     top1_agreement: float | None = None
     #: every sample gives one value (a probability, a score): cosine budgets read `cosine`
     one_value_each: bool = False
-    #: the reference gives only values within SATURATED of 0 or 1, some not exactly 0 or 1 (a
-    #: binary mask is not saturated): a saturated softmax or sigmoid, whose drift says little
+    #: the reference gives only values within SATURATED of 0 or 1, some near 1, some not exactly
+    #: 0 or 1 (a binary mask is not): a saturated softmax or sigmoid, whose drift says little
     saturated: bool = False
     exact_match: bool | None = None
     nonfinite_mismatches: int = 0
@@ -175,6 +175,7 @@ class _Stats:
         self.exact = True
         self.hard = True  # every value so far within SATURATED of 0 or 1 ...
         self.soft = False  # ... and not all of them exactly 0 or 1 (a mask is not saturated)
+        self.near_one = False  # ... and some near 1 (tiny values are not saturated either)
         self.has_rows = False
         self.sizes: list[int] = []  # finite positions of each sample in per_sample
 
@@ -196,6 +197,7 @@ class _Stats:
                 np.all((np.abs(values) <= SATURATED) | (np.abs(values - 1) <= SATURATED))
             )
             self.soft = self.soft or bool(np.any((values != 0) & (values != 1)))
+            self.near_one = self.near_one or bool(np.any(np.abs(values - 1) <= SATURATED))
         a, b = a[finite], b[finite]
         err_sq = 0.0
         if a.size:
@@ -238,7 +240,7 @@ class _Stats:
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
             drift.predicted_snr_db = predicted_snr_db([(s[1], s[3]) for s in self.per_sample])
         drift.sample_errors = tuple(self.sample_errors)
-        drift.saturated = self.hard and self.soft
+        drift.saturated = self.hard and self.soft and self.near_one
         if self.has_rows:
             drift.top1_agreement = self.agree / self.rows
 

@@ -74,7 +74,7 @@ class OptimizeResult:
         return (
             f"the float16 drift was measured on {self.fp16['inputs']}: on data of another scale "
             "float16 may overflow (past 65504: inf or NaN) or lose precision; check it on yours "
-            "(--check-inputs)"
+            "(--check-inputs, check_inputs= in Python)"
         )
 
     @property
@@ -395,6 +395,7 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
     if on_pass:
         on_pass("float16")
     converted = fp16.to_float16(model, keep_io_types=options.keep_io_types)
+    fp16.refuse_crashing(model)  # with or without the check: no user could load it
     report = {**converted.to_dict(), "budget": None, "drift": None, "inputs": None}
     report["synthesized"] = None  # whether the drift was measured on inputs made up (no data)
     if not options.check:

@@ -143,21 +143,29 @@ ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
 """
 
 
+#: The signals a crashing ONNX Runtime dies of (SIGKILL, say, is the system's: out of memory).
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE}
+)
+CRASH_PROBE_SECONDS = 600
+
+
 def session_crash(path: str | os.PathLike, opt_level: str = "all") -> str | None:
-    """The signal (e.g. "SIGSEGV") that kills ONNX Runtime building a CPU session on the model
+    """The signal (e.g. "SIGSEGV") of ONNX Runtime crashing as it builds a CPU session on the model
     file `path` at `opt_level`, tried in a child process (a crash there cannot take us down);
-    None when it does not crash (a model ORT refuses with an error is not a crash)."""
-    child = subprocess.run(
-        [sys.executable, "-c", CRASH_PROBE, os.fspath(path), OPT_LEVELS[opt_level]],
-        capture_output=True,
-        check=False,
-    )
-    if child.returncode >= 0:
-        return None
+    None when it does not crash: it builds, ORT refuses the model with an error, the child is
+    killed otherwise or takes longer than CRASH_PROBE_SECONDS."""
     try:
-        return signal.Signals(-child.returncode).name
-    except ValueError:
-        return f"signal {-child.returncode}"
+        child = subprocess.run(
+            [sys.executable, "-c", CRASH_PROBE, os.fspath(path), OPT_LEVELS[opt_level]],
+            capture_output=True,
+            check=False,
+            timeout=CRASH_PROBE_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    crashed = -child.returncode in {int(s) for s in CRASH_SIGNALS}
+    return signal.Signals(-child.returncode).name if crashed else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -245,6 +245,7 @@ def test_json_schema(models, tmp_path):
         "predicted_snr_db",
         "top1_agreement",
         "one_value_each",
+        "saturated",
         "exact_match",
         "nonfinite_mismatches",
         "mismatch",

@@ -631,6 +631,8 @@ def test_a_float16_model_that_crashes_onnx_runtime_is_refused_not_written(
         f"session at its default optimization level (ORT_ENABLE_ALL){builds_at}"
     )
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(CheckFailedError, match="crashes ONNX Runtime"):  # unchecked too
+        optimize_with_report(mixed_model(), OptimizeOptions(dtype="fp16", check=False))
 
 
 def test_optimize_bench_retries_dims_where_the_first_random_pick_breaks_the_original(tmp_path):

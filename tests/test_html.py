@@ -12,6 +12,7 @@ from helpers import REPO
 from test_bench import FAST, WEIGHTS, classifier
 
 from onnxslim.bench import benchmark
+from onnxslim.render.html import bench_page
 
 LONG = "a_classifier_with_a_very_long_and_descriptive_file_name_that_would_overflow_a_table.onnx"
 
@@ -40,9 +41,12 @@ def page(model_path, tmp_path):
 def test_page_states_units_shapes_command_date_versions(page):
     path, report = page
     text = path.read_text()
-    headers = ("Median (ms)", "Session load (ms)", "Peak mem (MB)", "SNR (dB)", "Rel error (RMS)")
+    headers = ("Median (ms)", "Session load (ms)", "SNR (dB)", "Rel error (RMS)")
     for header in headers:
         assert f">{header}</th>" in text
+    assert "Peak mem" not in text  # not measured: no column
+    report.models[0].peak_memory_mb = 10.0
+    assert ">Peak mem (MB)</th>" in bench_page(report)
     assert "<code>x float32[2,4]</code>" in text  # the input shapes
     assert f"<code>onnxslim bench ref.onnx same.onnx {LONG} --html report.html</code>" in text
     assert re.search(r"<dt>Date</dt><dd>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", text)

@@ -37,9 +37,22 @@ from onnxslim.model import io
 from onnxslim.model.graph import node_count
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
-from onnxslim.quantization import dynamic, exact, gptq, measured
+from onnxslim.quantization import dynamic, exact, gptq, integer_outputs
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
+from onnxslim.quantization.caveats import (
+    QUALITY_BAR,
+    computes_int8,
+    drift_warning,
+    fallback_cost_note,
+    integer_kernels,
+    lossless_warning,
+    nothing_int8_warning,
+    rewrite_warning,
+    saturated_outputs_warning,
+    silent_outputs_warning,
+    stores_int8,
+)
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
@@ -64,19 +77,6 @@ from onnxslim.quantization.report import (
     QuantizeReport,
 )
 from onnxslim.quantization.targets import CHOICES, Target, resolve_target, saturates_here
-from onnxslim.quantization.verdicts import (
-    QUALITY_BAR,
-    computes_int8,
-    drift_warning,
-    fallback_cost_note,
-    integer_kernels,
-    lossless_warning,
-    nothing_int8_warning,
-    rewrite_warning,
-    saturated_outputs_warning,
-    silent_outputs_warning,
-    stores_int8,
-)
 from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
 
@@ -273,12 +273,12 @@ def _quantize(
         samples, config.eval_split, config.test_split, config.held_out
     )
     _refuse_unbelievable_budget(budget, selection or calib)
-    sources = measured.float_sources(proto)
-    measured.refuse_budget_without_float_outputs(budget, proto, len(sources))
-    extra = [info.name for info in sources.values()]  # outputs measured, not written
+    sources = integer_outputs.float_sources(proto)
+    integer_outputs.refuse_budget_without_float_outputs(budget, proto, len(sources))
+    extra = integer_outputs.add_outputs(proto, sources.values())  # measured, not written
     given = reference  # the float model as given: its size and latency
-    if sources:  # the float model, and every model made from it, gives them as outputs too
-        reference = measured.with_outputs(reference, sources.values())
+    if extra:  # the float model, and every model made from it, gives them as outputs too
+        reference = proto.SerializeToString()
     del proto
     if budget:  # the choices made on the selection samples must hold on new ones
         config = dataclasses.replace(
@@ -291,7 +291,7 @@ def _quantize(
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     notes = _protocol_notes(calib, selection, test, budget, config.held_out)
-    notes += [measured.source_note(sources)] if sources else []
+    notes += [integer_outputs.source_note(sources)] if sources else []
     if exact.enabled():
         notes.append(
             f"drift computed as the model's own math (ORT's graph optimizations off, integer "
@@ -370,7 +370,7 @@ def _quantize(
                 f"but not on the {len(test)} test samples: {missed[0]}"
             )
     for model in (quantized, outcome.all_int8, float_model):
-        measured.drop_outputs(model, extra)
+        integer_outputs.drop_outputs(model, extra)
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split, len(selection))
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
@@ -685,7 +685,7 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     gain_db, measured = _snr_gain(float_compute, int8)
     lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
     if int8_worth_it(gain_db, max(ratio, fastest)):
-        why = "closer to float" if gain_db > 0 else "as close"  # than float compute
+        why = "closer to float" if gain_db > 0 else "within the drift its time allows"
         why = "worth it" if verdict == "faster" else why
         int8.notes.append(f"{lead}: {why}, INT8 kept")
         return int8

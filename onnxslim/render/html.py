@@ -23,6 +23,7 @@ from onnxslim.render.tables import (
     MODEL_COLUMNS,
     SUMMARY_COLUMNS,
     TEXT_COLUMNS,
+    bench_columns,
     bench_drifts,
     bench_model_rows,
     budget_outcome,
@@ -117,13 +118,17 @@ def write_bench(report: BenchReport, path: str | os.PathLike) -> None:
 
 
 def bench_page(report: BenchReport) -> str:
+    keep = bench_columns(report)
     parts = [
         head("onnxslim benchmark"),
         meta(report),
         *messages(report.warnings, report.notes),
         *(f"<p class='verdict'>{html.escape(line)}</p>" for line in verdict_lines(report.verdicts)),
         "<h2>Speed and size (reference: first model)</h2>",
-        table(MODEL_COLUMNS, bench_model_rows(report)),
+        table(
+            [MODEL_COLUMNS[i] for i in keep],
+            [[row[i] for i in keep] for row in bench_model_rows(report)],
+        ),
         bars(
             "Median latency (ms), lower is better",
             [(m.name, m.latency.median) for m in report.models],

@@ -48,10 +48,8 @@ DRIFT_COLUMNS = [
     "Top-1",
     "Note",
 ]
-CAPTION = (
-    "times in ms (Load = session creation); "
-    "Mem = peak RSS growth of a fresh process running the model"
-)
+CAPTION = "times in ms (Load = session creation)"
+MEMORY_CAPTION = "Mem = peak RSS growth of a fresh process running the model"
 TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op", "Pass", "Name", "Type"})
 # plus the longest model name: narrower consoles get the table without mean, min and runs/s
 WIDE_TABLE = 94
@@ -286,6 +284,15 @@ def bench_model_rows(report: BenchReport) -> list[list[str]]:
     return rows
 
 
+def bench_columns(report: BenchReport, narrow: bool = False) -> list[int]:
+    """The indices of MODEL_COLUMNS shown: no memory column when none was measured (--no-memory),
+    and on a `narrow` console no mean, min or runs/s."""
+    dropped = {"Mean", "Min", "Runs/s"} if narrow else set()
+    if all(m.peak_memory_mb is None for m in report.models):
+        dropped.add("Mem MB")
+    return [i for i, column in enumerate(MODEL_COLUMNS) if column not in dropped]
+
+
 def bench_drifts(report: BenchReport) -> dict[str, Mapping[str, Drift]]:
     """Drift of every model but the reference, by model name."""
     return {m.name: m.drift for m in report.models[1:]}
@@ -298,12 +305,8 @@ def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
         for line in bench_header(report)
     ]
     narrow = width < WIDE_TABLE + max(len(m.name) for m in report.models)
-    dropped = {"Mean", "Min", "Runs/s"} if narrow else set()
-    memory = any(m.peak_memory_mb is not None for m in report.models)
-    if not memory:  # --no-memory
-        dropped.add("Mem MB")
-    keep = [i for i, c in enumerate(MODEL_COLUMNS) if c not in dropped]
-    caption = CAPTION if memory else CAPTION.split("; Mem")[0]
+    keep = bench_columns(report, narrow)
+    caption = CAPTION + (f"; {MEMORY_CAPTION}" if MODEL_COLUMNS.index("Mem MB") in keep else "")
     caption += "; mean/min latency and runs/s: see --json/--html" if narrow else ""
     rows = [[row[i] for i in keep] for row in bench_model_rows(report)]
     items.append(

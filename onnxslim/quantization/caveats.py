@@ -32,7 +32,7 @@ RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before t
 #: mode "auto" without a budget keeps static INT8 when its worst selection sample meets this
 QUALITY_BAR = Budget((("cosine", ">=", 0.99),))
 #: without a budget, an output missing it is warned of as well as one missing QUALITY_BAR: the
-#: cosine is blind to a gain or an offset, the pooled SNR is not (17 dB: zero-mean noise as large
+#: cosine is blind to a gain (a scale), the pooled SNR is not (17 dB: zero-mean noise as large
 #: as cosine 0.99 allows)
 SNR_BAR = Budget((("snr", ">=", 17.0),))
 

@@ -55,12 +55,16 @@ def _not_float(value: onnx.ValueInfoProto) -> bool:
     return elem_type != onnx.TensorProto.UNDEFINED and elem_type not in FLOAT_TYPES
 
 
-def with_outputs(reference: bytes, extra: Iterable[onnx.ValueInfoProto]) -> bytes:
-    """The serialized model `reference` with the tensors `extra` as graph outputs, after its own."""
-    proto = onnx.ModelProto.FromString(reference)
+def add_outputs(proto: onnx.ModelProto, extra: Iterable[onnx.ValueInfoProto]) -> list[str]:
+    """Append the tensors `extra` to `proto`'s graph outputs (in place), each once; their names."""
     have = {o.name for o in proto.graph.output}
-    proto.graph.output.extend(v for v in extra if v.name not in have)
-    return proto.SerializeToString()
+    added = []
+    for value in extra:
+        if value.name not in have:
+            have.add(value.name)
+            proto.graph.output.append(value)
+            added.append(value.name)
+    return added
 
 
 def drop_outputs(model: ir.Model | None, names: Iterable[str]) -> None:
