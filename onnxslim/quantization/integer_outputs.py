@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 import onnx
 import onnx_ir as ir
 
+from onnxslim.drift import Budget
 from onnxslim.errors import OnnxSlimError
 
 #: Ops whose integer output is computed from their float first input.
@@ -81,11 +82,13 @@ def source_note(sources: Mapping[str, onnx.ValueInfoProto]) -> str:
     pairs = ", ".join(f"{out!r} from {info.name!r}" for out, info in sources.items())
     return (
         f"integer output(s) computed from float tensors ({pairs}): INT8's choices, budget and "
-        "drift also read those tensors (their rows below), as no cosine or SNR reads an id"
+        "drift also read those tensors (their rows in the drift table), as no cosine reads an id"
     )
 
 
-def refuse_budget_without_float_outputs(budget, proto: onnx.ModelProto, extra: int) -> None:
+def refuse_budget_without_float_outputs(
+    budget: Budget | None, proto: onnx.ModelProto, extra: int
+) -> None:
     """A cosine, snr or top1 budget on a model with no float output to read (none of its own, no
     float source of an integer one: `extra`) would hold on nothing: refuse it."""
     metrics = {metric for metric, _, _ in budget.criteria} if budget else set()
