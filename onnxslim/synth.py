@@ -8,11 +8,12 @@ a ReduceSum must exist, a reflect Pad needs a longer input than 32. This module 
 - a length input (`_length_inputs`: `waveforms_lens[batch]` beside `waveforms[batch, N]`) holds
   the full length, N: a length of 0 or 1 leaves an audio front end's output all zeros;
 - an integer input's values follow how the graph uses it, through Cast, Reshape, Unsqueeze,
-  Concat, Add/Sub of a constant and the like: indices of Gather, GatherElements, GatherND,
-  Scatter*, OneHot stay inside the indexed dim; Slice starts/ends/axes/steps, Reduce* and
-  Unsqueeze axes, Split sizes, Reshape shapes, Expand/Tile/ConstantOfShape/TopK/Range sizes,
-  Pad pads and integer divisors get values that are valid whatever the data; other integers are
-  0 or 1. Floats are N(0, 1), except where a use bounds them (Resize scales, Dropout ratio, ...);
+  Concat, Add/Sub of a constant, a where() written as masked arithmetic and the like: indices
+  of Gather, GatherElements, GatherND, Scatter*, OneHot stay inside the indexed dim; Slice
+  starts/ends/axes/steps, Reduce* and Unsqueeze axes, Split sizes, Reshape shapes,
+  Expand/Tile/ConstantOfShape/TopK/Range sizes, Pad pads and integer divisors get values that are
+  valid whatever the data; other integers are 0 or 1. Floats are N(0, 1), except where a use
+  bounds them (Resize scales, Dropout ratio, ...);
 - every ONNX element type is produced: numpy dtypes, strings (object arrays) and the ml_dtypes
   types ONNX uses for bfloat16, float8, int4 ... (`ort_feeds` hands those to ORT as OrtValues);
   sequences are lists of 2 tensors, optionals hold a value.
@@ -314,6 +315,10 @@ _PATTERNS = {
     ("SplitToSequence", 1): "split",
 }
 _WALK_LIMIT = 200
+#: Ops whose output is a condition (bool), cast to 0/1 masks by tf2onnx's where (`_Planner._mask`).
+_CONDITIONS = frozenset(
+    {"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal", "Not", "And", "Or", "Xor"}
+)
 
 
 @dataclass(frozen=True)
@@ -636,6 +641,11 @@ class _Planner:
         if node.op_type in _PASS_THROUGH:
             slots = _PASS_THROUGH[node.op_type]
             return 0 if slots is None or slot in slots else None
+        other_name = node.input[1 - slot] if len(node.input) == 2 and slot < 2 else ""
+        if node.op_type == "Mul" and self._mask(other_name):
+            return 0  # one branch of a where() written as arithmetic: the value, or 0
+        if node.op_type == "Add" and self._masked(other_name):
+            return 0  # the other branch, 0 wherever this one holds the value
         if node.op_type in ("Add", "Sub") and len(node.input) == 2:
             if node.op_type == "Sub" and slot == 1:
                 return None
@@ -648,6 +658,27 @@ class _Planner:
             ):
                 return int(other.flat[0]) * (1 if node.op_type == "Add" else -1)
         return None
+
+    def _mask(self, name: str) -> bool:
+        """Whether `name` is a condition cast to numbers (0 or 1): tf2onnx writes `where(c, a, b)`
+        on integers as `Cast(c) * a + Cast(Not(c)) * b` (Keras embeddings' negative ids)."""
+        node = self.producer.get(name)
+        source = self.producer.get(node.input[0]) if node is not None and node.input else None
+        return (
+            node is not None
+            and node.op_type == "Cast"
+            and source is not None
+            and (source.op_type in _CONDITIONS)
+        )
+
+    def _masked(self, name: str) -> bool:
+        """Whether `name` is a value times a `_mask` (one branch of such a where)."""
+        node = self.producer.get(name)
+        return (
+            node is not None
+            and node.op_type == "Mul"
+            and any(self._mask(operand) for operand in node.input)
+        )
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -63,6 +63,31 @@ def test_bert_like_runs_where_random_integers_fail():
     assert y.shape == (1, 6, 4)
 
 
+def test_ids_through_tf2onnx_negative_index_arithmetic_span_the_table():
+    """tf2onnx writes a Keras embedding's `where(ids < 0, ids + rows, ids)` as
+    `Cast(ids < 0) * (ids + rows) + Cast(Not(ids < 0)) * ids`: the ids still index all 49 rows."""
+    nodes = [
+        helper.make_node("Less", ["ids", "zero"], ["negative"]),
+        helper.make_node("Not", ["negative"], ["positive"]),
+        helper.make_node("Cast", ["negative"], ["negative_mask"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["positive"], ["positive_mask"], to=TensorProto.INT64),
+        helper.make_node("Shape", ["table"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["rows"]),
+        helper.make_node("Add", ["ids", "rows"], ["wrapped"]),
+        helper.make_node("Mul", ["negative_mask", "wrapped"], ["when_negative"]),
+        helper.make_node("Mul", ["ids", "positive_mask"], ["when_positive"]),
+        helper.make_node("Add", ["when_negative", "when_positive"], ["index"]),
+        helper.make_node("Gather", ["table", "index"], ["y"]),
+    ]
+    table = np.random.default_rng(0).standard_normal((49, 4)).astype(np.float32)
+    weights = [const("table", table), const("zero", np.int64(0))]
+    model = make_model(nodes, [vi("ids", INT64, [1, 32])], [vi("y", FLOAT, None)], weights)
+    inputs = synth.synthesize(model)
+    assert inputs.description["ids"] == "int64[1,32] in [0, 48]"
+    (y,) = run(model, inputs.feeds)
+    assert np.array_equal(y, table[inputs.feeds["ids"]])
+
+
 def test_shared_dim_names_stay_equal_and_batch_is_one():
     nodes = [
         helper.make_node("Add", ["a", "b"], ["ab"]),
