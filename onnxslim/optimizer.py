@@ -397,7 +397,7 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
     converted = fp16.to_float16(model, keep_io_types=options.keep_io_types)
     fp16.refuse_crashing(model)  # with or without the check: no user could load it
     report = {**converted.to_dict(), "budget": None, "drift": None, "inputs": None}
-    report["synthesized"] = None  # whether the drift was measured on inputs made up (no data)
+    report["synthesized"] = None  # then whether `inputs` were made up (no data given)
     if not options.check:
         return report
     if on_pass:
