@@ -601,10 +601,23 @@ def test_fp16_keeps_the_transpose_onnx_runtime_crashes_on_in_float32(tmp_path):
     assert np.allclose(got, want, rtol=1e-2, atol=0.1)
 
 
-#: a child that dies as ORT 1.32 does on some float16 models, at the levels in argv[3:]
+#: a child that dies as ORT 1.32 does on some float16 models, at the levels (argv[2]) listed
 CRASHING_PROBE = (
     "import os, signal, sys\nif sys.argv[2] in {}: os.kill(os.getpid(), signal.SIGSEGV)"
 )
+
+
+def test_only_a_crash_signal_is_a_crash(tmp_path, monkeypatch):
+    from onnxslim import runtime
+
+    monkeypatch.setattr(runtime, "CRASH_PROBE", CRASHING_PROBE.format(["ORT_ENABLE_ALL"]))
+    assert runtime.session_crash(tmp_path / "m.onnx") == "SIGSEGV"
+    assert runtime.session_crash(tmp_path / "m.onnx", "basic") is None
+    killed = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"  # the system's (OOM)
+    monkeypatch.setattr(runtime, "CRASH_PROBE", killed)
+    assert runtime.session_crash(tmp_path / "m.onnx") is None
+    monkeypatch.setattr(runtime, "CRASH_PROBE", "raise SystemExit(1)")  # ORT's own error
+    assert runtime.session_crash(tmp_path / "m.onnx") is None
 
 
 @pytest.mark.parametrize(
