@@ -17,6 +17,7 @@ Kept in float32, with Casts at the borders:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -317,11 +318,11 @@ SAMPLES = 3
 
 def measure_drift(
     original,
-    converted: ir.Model,
+    converted: ir.Model | str | os.PathLike,
     samples: Sequence[Mapping[str, np.ndarray]] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
 ):
-    """Drift of `converted` from `original` (a path or model) per output, on `samples` or on
+    """Drift of `converted` from `original` (each a path or model) per output, on `samples` or on
     inputs synthesized from the original; returns (drifts, what the inputs were)."""
     from onnxslim import synth
     from onnxslim.drift import compare_outputs
@@ -342,24 +343,21 @@ def measure_drift(
     return compare_outputs(expected, actual), described
 
 
-def refuse_crashing(converted: ir.Model) -> None:
-    """Refuse a float16 model that crashes ONNX Runtime when it builds a session at its default
-    optimization level, as every user of the model would (ORT 1.32's NCHWc layout transformer on
-    a Transpose feeding a float16 MatMul, on AVX-512), naming a level at which it builds."""
+def refuse_crashing(path: str | os.PathLike) -> None:
+    """Refuse the float16 model file `path` when it crashes ONNX Runtime as it builds a session at
+    its default optimization level, as every user of the model would (ORT 1.32's NCHWc layout
+    transformer on a Transpose feeding a float16 MatMul, on AVX-512); say a level it builds at."""
     import onnxruntime
 
     from onnxslim.errors import CheckFailedError
     from onnxslim.runtime import session_crash
-    from onnxslim.verify import model_file
 
-    with model_file(converted) as path:
-        crash = session_crash(path)
-        builds = crash is not None and session_crash(path, "extended") is None
+    crash = session_crash(path)
     if crash is None:
         return
     extended = (
         "; it builds at level extended (ORT_ENABLE_EXTENDED, without the layout optimizations)"
-        if builds
+        if session_crash(path, "extended") is None
         else ""
     )
     raise CheckFailedError(

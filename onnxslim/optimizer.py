@@ -395,17 +395,18 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
     if on_pass:
         on_pass("float16")
     converted = fp16.to_float16(model, keep_io_types=options.keep_io_types)
-    fp16.refuse_crashing(model)  # with or without the check: no user could load it
     report = {**converted.to_dict(), "budget": None, "drift": None, "inputs": None}
     report["synthesized"] = None  # then whether `inputs` were made up (no data given)
-    if not options.check:
-        return report
-    if on_pass:
-        on_pass("float16 drift on ONNX Runtime")
-    budget = parse_max_drift(options.max_drift or fp16.DEFAULT_BUDGET)
-    drifts, described = fp16.measure_drift(
-        reference, model, options.check_inputs, _check_shapes(options)
-    )
+    with verify.model_file(model) as path:  # one copy on disk, for the crash probe and the drift
+        fp16.refuse_crashing(path)  # with or without the check: no user could load it
+        if not options.check:
+            return report
+        if on_pass:
+            on_pass("float16 drift on ONNX Runtime")
+        budget = parse_max_drift(options.max_drift or fp16.DEFAULT_BUDGET)
+        drifts, described = fp16.measure_drift(
+            reference, path, options.check_inputs, _check_shapes(options)
+        )
     report.update(
         budget=str(budget),
         drift=drifts,
