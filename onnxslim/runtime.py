@@ -153,6 +153,14 @@ except Exception as err:
 CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE}
 )
+#: Windows' exit codes of a process that crashed, by the name of the exception (NTSTATUS).
+WINDOWS_CRASHES = {
+    0xC0000005: "ACCESS_VIOLATION",
+    0xC000001D: "ILLEGAL_INSTRUCTION",
+    0xC0000094: "INTEGER_DIVIDE_BY_ZERO",
+    0xC00000FD: "STACK_OVERFLOW",
+    0xC0000409: "STACK_BUFFER_OVERRUN",
+}
 CRASH_PROBE_SECONDS = 600
 
 
@@ -174,9 +182,13 @@ def _session_in_child(
 
 
 def _crash_signal(child: subprocess.CompletedProcess | None) -> str | None:
-    """The name of the crash signal (CRASH_SIGNALS) `child` died of, if it did."""
-    crashed = child is not None and -child.returncode in {int(s) for s in CRASH_SIGNALS}
-    return signal.Signals(-child.returncode).name if crashed else None
+    """The name of the crash signal (CRASH_SIGNALS) or Windows exception (WINDOWS_CRASHES) `child`
+    died of, if it did."""
+    if child is None:
+        return None
+    if -child.returncode in {int(s) for s in CRASH_SIGNALS}:
+        return signal.Signals(-child.returncode).name
+    return WINDOWS_CRASHES.get(child.returncode & 0xFFFFFFFF)
 
 
 def session_crash(path: str | os.PathLike, opt_level: str = "all") -> str | None:

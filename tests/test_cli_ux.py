@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import numpy as np
 import onnx
@@ -617,6 +618,16 @@ def test_only_a_crash_signal_is_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "CRASH_PROBE", killed)
     assert runtime.session_crash(tmp_path / "m.onnx") is None
     monkeypatch.setattr(runtime, "CRASH_PROBE", "raise SystemExit(1)")  # ORT's own error
+    assert runtime.session_crash(tmp_path / "m.onnx") is None
+
+    def windows_exit(code):  # Windows ends a crashed process with its exception's code
+        return lambda *args, **kwargs: subprocess.CompletedProcess(args, code)
+
+    monkeypatch.setattr(runtime.subprocess, "run", windows_exit(0xC0000005))
+    assert runtime.session_crash(tmp_path / "m.onnx") == "ACCESS_VIOLATION"
+    monkeypatch.setattr(runtime.subprocess, "run", windows_exit(-1073741819))  # the same, signed
+    assert runtime.session_crash(tmp_path / "m.onnx") == "ACCESS_VIOLATION"
+    monkeypatch.setattr(runtime.subprocess, "run", windows_exit(3))
     assert runtime.session_crash(tmp_path / "m.onnx") is None
 
 
