@@ -18,14 +18,6 @@ class CheckFailedError(OnnxSlimError):
     exit_code = 1
 
 
-class OrtCrashed(OnnxSlimError):
-    """ONNX Runtime crashed (a signal: `signal`, e.g. "SIGSEGV") in a child process we ran it in."""
-
-    def __init__(self, signal: str):
-        super().__init__(f"ONNX Runtime crashed ({signal})")
-        self.signal = signal
-
-
 def first_line(err: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message, cut in the middle (the cause often comes last)."""
     text = str(err).strip() or type(err).__name__

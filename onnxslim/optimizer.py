@@ -16,12 +16,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
-import onnxruntime as ort
 
 from onnxslim import fp16, verify
 from onnxslim.data import parse_shapes
 from onnxslim.drift import parse_max_drift
-from onnxslim.errors import CheckFailedError, OnnxSlimError, OrtCrashed, first_line
+from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.model import interface, io, opset
 from onnxslim.model.external import call_onnx_api, has_external_data, release_external_data
 from onnxslim.model.graph import MIN_OPSET, default_opset
@@ -348,10 +347,7 @@ def optimize_with_report(
             check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
             checked_graphs = original_graph is not None and not not_checked
             theirs = original_graph.result() if checked_graphs else None
-            try:
-                ours = _ort_graph(written or ir_model, ours=True) if theirs else None
-            except OrtCrashed as crash:
-                raise _crashing_result(crash, applied) from crash
+            ours = _ort_graph(ir_model if written is None else written) if theirs else None
             if ours is not None:
                 fusions_lost.update(lost_fusions(theirs.counts, ours.counts))
 
@@ -547,31 +543,15 @@ def _check(
 ORT_GRAPH_LIMIT = 256 * 1024**2
 
 
-def _ort_graph(model: str | os.PathLike | ir.Model, *, ours: bool = False) -> OrtGraph | None:
+def _ort_graph(model: str | os.PathLike | ir.Model) -> OrtGraph | None:
     """`ort_graph` of `model` at ORT's level all; None when it cannot be had (ORT cannot build
     the model: the check says why; or writing its optimized graph failed): the comparison is
-    advisory. ORT crashing on the original is None too; on `ours` (the result) it is OrtCrashed."""
+    advisory and never stops a result from being written."""
     try:
         with verify.model_file(model) as path:  # saved as the check saves it: no whole proto
             return ort_graph(path)
-    except OrtCrashed:
-        if ours:
-            raise
-        return None
     except Exception:  # noqa: BLE001 ORT, onnx and the file system raise assorted types
         return None
-
-
-def _crashing_result(crash: OrtCrashed, applied: Mapping[str, int]) -> CheckFailedError:
-    """The refusal of a result that crashes ONNX Runtime where the original does not: every user of
-    it would crash at ORT's default level."""
-    passes = ", ".join(name for name, count in applied.items() if count)
-    return CheckFailedError(
-        f"the result crashes ONNX Runtime {ort.__version__} ({crash.signal}) when it builds a "
-        "session at its default optimization level (ORT_ENABLE_ALL), and the original does not: "
-        f"an ONNX Runtime bug a rewrite runs into; nothing written. Leave passes out with --skip "
-        f"(this run applied {passes or 'none'})"
-    )
 
 
 def _check_shapes(options: OptimizeOptions) -> dict[str, tuple[int, ...]] | None:

@@ -17,7 +17,6 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from onnxslim.errors import OnnxSlimError, OrtCrashed, first_line, shorten
+from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
 from onnxslim.model.graph import proto_graphs, proto_readers
 
@@ -62,7 +61,8 @@ def session_options(
 class Session:
     """A CPU session on a model file, serialized bytes, `onnx.ModelProto` or `onnx_ir.Model`.
 
-    `extra_outputs` names inner tensors to expose after the model's own outputs; `prepack`: see
+    `extra_outputs` names inner tensors to expose after the model's own outputs; `save_optimized`
+    is a path where ORT writes the graph it runs after its `opt_level` optimizations; `prepack`: see
     `session_options`. ORT's failures raise one line: at load `load_error` (default `error`),
     "{what} does not load in ONNX Runtime: {reason}"; at run `error`, "{what} fails on ONNX
     Runtime: {reason}".
@@ -78,11 +78,14 @@ class Session:
         what: str = "the model",
         error: type[OnnxSlimError] = OnnxSlimError,
         load_error: type[OnnxSlimError] | None = None,
+        save_optimized: str | os.PathLike | None = None,
         prepack: bool = True,
     ):
         self.what, self.error = what, error
         source = _source(model, extra_outputs)
         options = session_options(threads=threads, opt_level=opt_level, prepack=prepack)
+        if save_optimized is not None:
+            options.optimized_model_filepath = os.fspath(save_optimized)
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT's own errors carry no common type
@@ -129,23 +132,14 @@ class Session:
         return dict(zip(self.output_names, self.run(feed)))
 
 
-#: What `session_crash` and `ort_graph` run in a child process: ORT building a CPU session on the
-#: file argv[1] at the level argv[2] (an OPT_LEVELS value), as an ORT user would by default (one
-#: thread), writing the graph it runs to argv[3] when given (weights not prepacked, as
-#: `session_options(prepack=False)`); ORT's own error exits 1 with its first line on stderr.
+#: What `session_crash` runs in a child process: ORT building a CPU session on the file argv[1] at
+#: the level argv[2] (an OPT_LEVELS value), as an ORT user would by default (one thread).
 CRASH_PROBE = """
 import sys, onnxruntime as ort
 options = ort.SessionOptions()
-options.intra_op_num_threads = options.inter_op_num_threads = 1
-options.log_severity_level = 4
+options.intra_op_num_threads = 1
 options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, sys.argv[2])
-if len(sys.argv) > 3:
-    options.optimized_model_filepath = sys.argv[3]
-    options.add_session_config_entry("session.disable_prepacking", "1")
-try:
-    ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
-except Exception as err:
-    sys.exit((str(err).strip() or type(err).__name__).splitlines()[0])
+ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
 """
 
 
@@ -164,39 +158,23 @@ WINDOWS_CRASHES = {
 CRASH_PROBE_SECONDS = 600
 
 
-def _session_in_child(
-    path: str | os.PathLike, opt_level: str, optimized: str | None = None
-) -> subprocess.CompletedProcess | None:
-    """CRASH_PROBE run on `path`; None when it takes longer than CRASH_PROBE_SECONDS."""
-    command = [sys.executable, "-c", CRASH_PROBE, os.fspath(path), OPT_LEVELS[opt_level]]
+def session_crash(path: str | os.PathLike, opt_level: str = "all") -> str | None:
+    """The signal (e.g. "SIGSEGV") or Windows exception (WINDOWS_CRASHES) of ONNX Runtime crashing
+    as it builds a CPU session on the model file `path` at `opt_level`, tried in a child process
+    (a crash there cannot take us down); None when it does not crash: it builds, ORT refuses the
+    model with an error, the child is killed otherwise or takes longer than CRASH_PROBE_SECONDS."""
     try:
-        return subprocess.run(
-            command + ([optimized] if optimized else []),
+        child = subprocess.run(
+            [sys.executable, "-c", CRASH_PROBE, os.fspath(path), OPT_LEVELS[opt_level]],
             capture_output=True,
-            text=True,
             check=False,
             timeout=CRASH_PROBE_SECONDS,
         )
     except subprocess.TimeoutExpired:
         return None
-
-
-def _crash_signal(child: subprocess.CompletedProcess | None) -> str | None:
-    """The name of the crash signal (CRASH_SIGNALS) or Windows exception (WINDOWS_CRASHES) `child`
-    died of, if it did."""
-    if child is None:
-        return None
     if -child.returncode in {int(s) for s in CRASH_SIGNALS}:
         return signal.Signals(-child.returncode).name
     return WINDOWS_CRASHES.get(child.returncode & 0xFFFFFFFF)
-
-
-def session_crash(path: str | os.PathLike, opt_level: str = "all") -> str | None:
-    """The signal (e.g. "SIGSEGV") of ONNX Runtime crashing as it builds a CPU session on the model
-    file `path` at `opt_level`, tried in a child process (a crash there cannot take us down);
-    None when it does not crash: it builds, ORT refuses the model with an error, the child is
-    killed otherwise or takes longer than CRASH_PROBE_SECONDS."""
-    return _crash_signal(_session_in_child(path, opt_level))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,24 +190,11 @@ def ort_graph(
     model: str | os.PathLike | bytes | onnx.ModelProto | ir.Model, opt_level: str = "all"
 ) -> OrtGraph:
     """The graph ORT runs on CPU after its `opt_level` optimizations (what
-    `SessionOptions.optimized_model_filepath` writes). Deterministic: no timing, no inputs. ORT
-    optimizes in a child process: OrtCrashed when it crashes there, OnnxSlimError when it refuses
-    the model or takes longer than CRASH_PROBE_SECONDS."""
+    `SessionOptions.optimized_model_filepath` writes). Deterministic: no timing, no inputs."""
     with tempfile.TemporaryDirectory(prefix="onnxslim-ort-") as tmp:
-        source = _source(model, ())
-        if isinstance(source, bytes):
-            Path(tmp, "model.onnx").write_bytes(source)
-            source = os.path.join(tmp, "model.onnx")
-        optimized = os.path.join(tmp, "optimized.onnx")
-        child = _session_in_child(source, opt_level, optimized)
-        crash = _crash_signal(child)
-        if crash:
-            raise OrtCrashed(crash)
-        if child is None or child.returncode:
-            reason = child.stderr.strip().splitlines()[-1:] if child else []
-            reason = reason[0] if reason else f"no graph within {CRASH_PROBE_SECONDS} s"
-            raise OnnxSlimError(f"ONNX Runtime cannot optimize the model: {shorten(reason, 300)}")
-        graph = onnx.load(optimized, load_external_data=False).graph
+        path = os.path.join(tmp, "optimized.onnx")
+        Session(model, opt_level=opt_level, save_optimized=path, prepack=False)  # never run
+        graph = onnx.load(path, load_external_data=False).graph
     counts = Counter(_op_name(node) for body in proto_graphs(graph) for node in body.node)
     return OrtGraph(counts, _pads_before_convs(graph))
 
