@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import onnx_ir as ir
+from threadpoolctl import threadpool_limits
 
 from onnxslim.quantization.ops import attribute
 
@@ -118,7 +119,14 @@ def from_matrix(node: ir.Node, matrix: np.ndarray, shape: tuple[int, ...]) -> np
 def gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
     """Integer weights ``q`` (``|q| <= qmax``) for ``w`` ``[rows, columns]`` with per-row ``scale``,
     chosen column by column with error compensation against ``hessian`` (``X X^T``, columns x
-    columns). Returns int8 of the shape of ``w``."""
+    columns). Returns int8 of the shape of ``w``. BLAS runs one thread: its threads do not pay
+    on a layer's few-thousand-wide factorization and column updates, and when other processes
+    load the cores they wait on each other (3-10x the time on two loaded cores)."""
+    with threadpool_limits(1, user_api="blas"):
+        return _gptq_round(w, hessian, scale, qmax)
+
+
+def _gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
     rows, cols = w.shape
     diag = np.diag(hessian)
     order = np.argsort(-np.where(diag > 0, diag, 1.0), kind="stable")
