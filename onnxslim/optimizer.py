@@ -169,6 +169,7 @@ def _file_checker_error(path: Path, keep: list | None = None) -> str | None:
             onnx.checker.check_model(os.fspath(path))
         else:
             keep.append(onnx.load(path, load_external_data=False))
+            io.clear_negative_dims(keep[-1].graph)  # as loaded for the passes
             onnx.checker.check_model(keep[-1])
     except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
         return first_line(err)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import const, interface, make_model, run, vi
+import onnx
+from helpers import const, interface, make_model, run, run_cli, vi
 from onnx import helper
 
 import onnxslim
@@ -46,3 +47,36 @@ def test_real_dim_names_still_let_equal_dims_simplify():
 def test_placeholder_dims_stay_in_the_interface():
     model = _swap_reshape_model("?")
     assert interface(onnxslim.slim(model)) == interface(model)
+
+
+def _negative_batch_model():
+    """x[-1, 4] (paddle2onnx's dynamic batch) plus a row tiled to its batch (Tile by Shape(x))."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "start", "end"], ["batch"]),
+        helper.make_node("Concat", ["batch", "one"], ["repeats"], axis=0),
+        helper.make_node("Tile", ["c", "repeats"], ["t"]),
+        helper.make_node("Add", ["x", "t"], ["y"]),
+    ]
+    initializers = [
+        const("start", np.array([0], np.int64)),
+        const("end", np.array([1], np.int64)),
+        const("one", np.array([1], np.int64)),
+        const("c", np.arange(4, dtype=np.float32).reshape(1, 4)),
+    ]
+    x = helper.make_tensor_value_info("x", 1, [-1, 4])
+    return make_model(nodes, [x], [vi("y", shape=[None, 4])], initializers)
+
+
+def test_a_negative_dim_value_is_a_dynamic_dim_as_onnx_runtime_reads_it(tmp_path):
+    """Taken as fixed, Shape(x) folded to a constant with -1 (Tile repeats ORT refuses)."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_negative_batch_model(), path)
+    x = np.ones((3, 4), np.float32)
+    for args in ([], ["--no-check"], ["--input-shapes", "x:3,4"]):
+        out = tmp_path / f"o{len(args)}.onnx"
+        proc = run_cli(path, "-o", out, *args)
+        assert proc.returncode == 0, proc.stderr
+        np.testing.assert_array_equal(run(out, {"x": x})[0], run(path, {"x": x})[0])
+    dims = interface(onnx.load(tmp_path / "o0.onnx"))[0][3]
+    assert dims == (None, 4)

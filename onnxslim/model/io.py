@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import external, files
-from onnxslim.model.graph import all_graphs, all_nodes
+from onnxslim.model.graph import all_graphs, all_nodes, proto_graphs
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -57,6 +57,7 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
     of map-typed graph inputs and outputs (scikit-learn's ZipMap), which onnx-ir does not model,
     are kept aside for `save` and `to_proto` (the values go through untyped)."""
     _densify_sparse_initializers(proto.graph)
+    clear_negative_dims(proto.graph)
     training_info = [info.SerializeToString() for info in proto.training_info]
     map_typed = _untype_maps(proto.graph)
     with quiet_library_logs():
@@ -74,6 +75,18 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
         model.meta[MAP_TYPED] = map_typed
     model.meta[ANNOTATED] = annotated_values(model)  # what the file said, before any inference
     return model
+
+
+def clear_negative_dims(graph: onnx.GraphProto) -> None:
+    """Clear every negative `dim_value` of `graph`'s declared types (subgraphs included): an
+    unknown dim. paddle2onnx writes -1 for a dynamic batch and ONNX Runtime reads it so; taken as
+    fixed, Shape(x) would fold to a constant holding -1."""
+    for body in proto_graphs(graph):
+        for info in (*body.input, *body.output, *body.value_info):
+            if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+                for dim in info.type.tensor_type.shape.dim:
+                    if dim.HasField("dim_value") and dim.dim_value < 0:
+                        dim.ClearField("dim_value")
 
 
 def _untype_maps(graph: onnx.GraphProto) -> dict[str, bytes]:
