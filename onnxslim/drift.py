@@ -331,12 +331,15 @@ def snr_gain_bound(
     and taken on the worst of `names` (None: the float outputs) for each. A non-finite value
     where float is finite is an infinite error (Drift.sample_errors).
 
+    An output one of them gives in another shape than float (`Drift.mismatch`: a length that
+    depends on the values, as a TTS model's audio) has an infinite error on every sample there.
+
     None with fewer than MIN_PREDICTION_SAMPLES samples (a few samples that agree pass every
     resample) or no float output; OnnxSlimError when an output named has no per-sample sums in
-    one of them (mismatched) or the two cover different numbers of samples."""
+    either, or the two cover different numbers of samples."""
     if names is None:  # the float outputs of either
         names = [n for n in {**before, **after} if _has_sums(before, n) or _has_sums(after, n)]
-    sums = [(_sample_errors(before, n), _sample_errors(after, n)) for n in names]
+    sums = [_paired_errors(before, after, n) for n in names]
     counts = {len(errors) for pair in sums for errors in pair}
     if len(counts) > 1:
         raise OnnxSlimError(f"cannot bound a gain between drifts over {sorted(counts)} samples")
@@ -361,6 +364,18 @@ def snr_gain_bound(
 
 def _has_sums(drift: Mapping[str, Drift], name: str) -> bool:
     return name in drift and drift[name].sample_errors is not None
+
+
+def _paired_errors(before: Mapping[str, Drift], after: Mapping[str, Drift], name: str) -> tuple:
+    """Output `name`'s per-sample (signal, squared error) sums in `before` and in `after`; where
+    one of them has it in another shape than float, an infinite error on the other's signals."""
+    for mismatched, other in ((before, after), (after, before)):
+        found = mismatched.get(name)
+        if found is not None and found.mismatch and _has_sums(other, name):
+            broken = tuple((signal, math.inf) for signal, _ in other[name].sample_errors)
+            pair = (broken, other[name].sample_errors)
+            return pair if mismatched is before else pair[::-1]
+    return _sample_errors(before, name), _sample_errors(after, name)
 
 
 def _sample_errors(drift: Mapping[str, Drift], name: str) -> tuple[tuple[float, float], ...]:

@@ -422,13 +422,16 @@ def test_a_gain_is_bounded_only_between_drifts_of_the_same_samples():
         snr_gain_bound(compare_outputs(ref, before), compare_outputs(ref[:7], after[:7]))
 
 
-def test_a_gain_on_a_mismatched_output_is_an_error_that_says_so():
-    """Either side mismatched: an error naming the output and why, not a silent left-out."""
+def test_an_output_of_another_shape_than_float_is_an_infinite_error():
+    """A length that depends on the values (a TTS model's audio) changed by one variant: that
+    variant loses every resample (Kokoro's INT8 stopped with an error after 13 minutes); both
+    changed: no sums to bound a gain on, an error that says so."""
     ref, before, after = _off_by([2.0] * 8)
     cut = [{"y": a["y"][:2]} for a in after]
-    for first, second in ((before, cut), (cut, before)):
-        with pytest.raises(OnnxSlimError, match="output 'y': shape"):
-            snr_gain_bound(compare_outputs(ref, first), compare_outputs(ref, second))
+    assert _bound(ref, before, cut) < -100 and _bound(ref, cut, before) > 100
+    assert not _closer(ref, before, cut) and _closer(ref, cut, before)
+    with pytest.raises(OnnxSlimError, match="output 'y': shape"):
+        snr_gain_bound(compare_outputs(ref, cut), compare_outputs(ref, cut), ["y"])
 
 
 def test_the_per_sample_sums_stay_out_of_the_json_report():

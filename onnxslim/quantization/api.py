@@ -485,10 +485,13 @@ def _static_or_dynamic(
     before, after = (_lowest_cosine(d) for d in (static.drift, outcome.drift))
     if outcome.violations or after <= before:
         return static
-    reason = (
-        f"static INT8's worst selection sample has cosine {before:.4f} to float (auto wants "
-        f"{QUALITY_BAR}): dynamic INT8 (MatMul)"
+    mismatched = [f"{n!r}: {d.mismatch}" for n, d in static.drift.items() if d.mismatch]
+    worst = (
+        f"output {mismatched[0]} on the selection samples"
+        if mismatched
+        else f"worst selection sample has cosine {before:.4f} to float"
     )
+    reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 (MatMul)"
     if not most:
         return _timed_choice(static, outcome, data[1][0], f"{reason} reaches {after:.4f}")
     outcome.notes.append(
