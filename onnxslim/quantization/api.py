@@ -42,6 +42,7 @@ from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes,
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.caveats import (
     QUALITY_BAR,
+    bigger_file_warning,
     computes_int8,
     drift_warning,
     fallback_cost_note,
@@ -406,6 +407,7 @@ def _quantize(
         weight_rounding=outcome.weight_rounding,
         layers=outcome.layers,
     )
+    report.notes += bigger_file_warning(report.size_before, report.size_after)
     if config.measure_latency:
         timed = _latency(
             given,

@@ -19,6 +19,7 @@ from onnxslim.quantization.report import (
     Outcome,
     kept_float_counts,
 )
+from onnxslim.render.format import human_bytes
 
 #: Integer kernels and dequantization: a model quantized before (`nothing_int8_warning`).
 INTEGER_OP_TYPES = frozenset(
@@ -173,7 +174,7 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
         return []
     if outcome.fallback:
         weights = (
-            "its weights stay int8-stored, so only the file is smaller"
+            "its weights stay int8-stored (a smaller file than float weights make)"
             if any(item.get("int8_weights") for item in outcome.fallback)
             else "with float weights it is the float model in size too"
         )
@@ -201,6 +202,17 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
         f"warning: no weighted node computes in INT8 ({why}): the result is no faster than "
         "onnxslim's lossless float model (without --int8)"
         + ("; INT8 starts from float32 weights: quantize the float32 model" if half else "")
+    ]
+
+
+def bigger_file_warning(size_before: int, size_after: int) -> list[str]:
+    """A warning when the INT8 model's serialized size `size_after` exceeds the input's."""
+    if size_after <= size_before:
+        return []
+    return [
+        f"warning: the INT8 model is bigger than the input ({human_bytes(size_after)} vs "
+        f"{human_bytes(size_before)}, {size_after / size_before:.2f}x): the input stores its "
+        "weights compactly already (int8 or float16), or has few"
     ]
 
 
