@@ -323,7 +323,8 @@ def measure_drift(
     shapes: Mapping[str, Sequence[int]] | None = None,
 ):
     """Drift of `converted` from `original` (each a path or model) per output, on `samples` or on
-    inputs synthesized from the original; returns (drifts, what the inputs were)."""
+    inputs synthesized from the original; returns (drifts, what the inputs were, the first
+    input)."""
     from onnxslim import synth
     from onnxslim.drift import compare_outputs
     from onnxslim.runtime import Session
@@ -340,7 +341,35 @@ def measure_drift(
             for feed in feeds
         ]
         actual = [candidate.run_dict(synth.ort_feeds(feed)) for feed in feeds]
-    return compare_outputs(expected, actual), described
+    return compare_outputs(expected, actual), described, feeds[0]
+
+
+#: Interleaved runs of each model `time_ratio` times.
+TIMED_RUNS = 30
+
+
+def time_ratio(original, converted, feed: Mapping[str, np.ndarray]) -> tuple[float, str] | None:
+    """The float16 model's median time on `feed` as a ratio to the original's, both timed side
+    by side as ORT runs them by default (one thread), and bench's verdict on it ("faster",
+    "slower" or "same"); None where they cannot be timed on the same input (a float16
+    interface) or ORT fails. ORT's CPU kernels compute most float16 ops through Casts to
+    float32: the converted model is often slower there."""
+    from onnxslim.bench import benchmark
+    from onnxslim.errors import OnnxSlimError
+
+    try:
+        report = benchmark(
+            [original, converted],
+            inputs=[dict(feed)],
+            runs=TIMED_RUNS,
+            warmup=3,
+            measure_memory=False,
+            progress=False,
+        )
+    except OnnxSlimError:
+        return None
+    first, second = (model.latency for model in report.models)
+    return second.versus(first)
 
 
 def refuse_crashing(path: str | os.PathLike) -> None:

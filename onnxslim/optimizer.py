@@ -66,6 +66,19 @@ class OptimizeResult:
     fusions_lost: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
+    def fp16_slower_warning(self) -> str | None:
+        """That the float16 model runs slower than the original on this CPU (None: not slower, or
+        not timed)."""
+        if not self.fp16 or self.fp16["time_verdict"] != "slower":
+            return None
+        size = self.fp16["weights_after"] / max(self.fp16["weights_before"], 1)
+        return (
+            f"the float16 model runs {self.fp16['time_ratio']:.2f}x the time of the original on "
+            f"this CPU (ONNX Runtime computes most float16 ops on CPU through Casts to float32): "
+            f"it saves size ({size:.2f}x the weights), not time"
+        )
+
+    @property
     def fp16_warning(self) -> str | None:
         """That the float16 drift was measured on synthesized inputs (None: on given ones, or not
         measured): float16 overflows on data of another scale."""
@@ -398,6 +411,7 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
     converted = fp16.to_float16(model, keep_io_types=options.keep_io_types)
     report = {**converted.to_dict(), "budget": None, "drift": None, "inputs": None}
     report["synthesized"] = None  # then whether `inputs` were made up (no data given)
+    report["time_ratio"] = report["time_verdict"] = None  # then fp16.time_ratio's
     with verify.model_file(model) as path:  # one copy on disk, for the crash probe and the drift
         fp16.refuse_crashing(path)  # with or without the check: no user could load it
         if not options.check:
@@ -405,10 +419,13 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
         if on_pass:
             on_pass("float16 drift on ONNX Runtime")
         budget = parse_max_drift(options.max_drift or fp16.DEFAULT_BUDGET)
-        drifts, described = fp16.measure_drift(
+        drifts, described, feed = fp16.measure_drift(
             reference, path, options.check_inputs, _check_shapes(options)
         )
+        timed = fp16.time_ratio(reference, path, feed) if options.keep_io_types else None
     report.update(
+        time_ratio=timed[0] if timed else None,
+        time_verdict=timed[1] if timed else None,
         budget=str(budget),
         drift=drifts,
         inputs=described,
@@ -597,7 +614,7 @@ def optimize(model: ModelLike, **options) -> ir.Model:
     or raises CheckFailedError with `require_check=True`.
     """
     result = optimize_with_report(model, make_options(**options))
-    for warning in (result.fusion_warning, result.fp16_warning):
+    for warning in (result.fusion_warning, result.fp16_warning, result.fp16_slower_warning):
         if warning:
             warnings.warn(f"onnxslim: {warning}", stacklevel=2)
     return result.model

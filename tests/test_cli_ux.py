@@ -575,6 +575,35 @@ def test_fp16_from_python():
     assert given.fp16["inputs"] == "1 given sample(s)" and given.fp16_warning is None
 
 
+def test_fp16_is_timed_against_the_original_and_a_slower_result_warned_of():
+    """ORT's CPU computes most float16 ops through Casts to float32: a float16 model can run
+    2x the original's time (a MiniLM with int8 weights) with nothing to say so but the clock."""
+    import dataclasses
+
+    import onnxslim
+
+    result = onnxslim.optimizer.optimize_with_report(
+        mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16")
+    )
+    assert result.fp16["time_ratio"] > 0 and result.fp16["time_verdict"] in SPEED_WORDS
+    assert json.loads(json.dumps(result.to_dict()))["fp16"]["time_ratio"] > 0
+    slower = dataclasses.replace(
+        result, fp16={**result.fp16, "time_ratio": 2.04, "time_verdict": "slower"}
+    )
+    assert slower.fp16_slower_warning.startswith(
+        "the float16 model runs 2.04x the time of the original on this CPU"
+    )
+    same = dataclasses.replace(result, fp16={**result.fp16, "time_verdict": "same"})
+    assert same.fp16_slower_warning is None
+    half_io = onnxslim.optimizer.optimize_with_report(
+        mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", keep_io_types=False)
+    )
+    assert half_io.fp16["time_ratio"] is None and half_io.fp16_slower_warning is None
+
+
+SPEED_WORDS = {"faster", "slower", "same"}
+
+
 def test_fp16_keeps_the_transpose_onnx_runtime_crashes_on_in_float32(tmp_path):
     """ORT 1.32 (level all, on AVX-512) dies building a session on Transpose(1,0,2) into a float16
     MatMul: the Transpose stays float32, and the model builds where ORT runs it by default."""

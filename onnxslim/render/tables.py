@@ -596,6 +596,13 @@ def fp16_report(report: Mapping) -> list[RenderableType]:
             + (f"; kept in float32: {kept}" if kept else "")
         )
     ]
+    if report.get("time_ratio") is not None:
+        items.append(
+            plain(
+                f"float16 latency: {report['time_ratio']:.2f}x the original's "
+                f"({report['time_verdict']}; medians of interleaved runs, one thread)"
+            )
+        )
     if report["drift"] is not None:
         items.append(
             grid(
