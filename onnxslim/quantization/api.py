@@ -407,7 +407,8 @@ def _quantize(
         weight_rounding=outcome.weight_rounding,
         layers=outcome.layers,
     )
-    report.notes += bigger_file_warning(report.size_before, report.size_after)
+    if not report.unquantized:  # the lossless model: its own warning says INT8 added nothing
+        report.notes += bigger_file_warning(report.size_before, report.size_after)
     if config.measure_latency:
         timed = _latency(
             given,
