@@ -345,15 +345,15 @@ def measure_drift(
 
 
 #: Interleaved runs of each model `time_ratio` times.
-TIMED_RUNS = 30
+TIMED_RUNS = 20
 
 
 def time_ratio(original, converted, feed: Mapping[str, np.ndarray]) -> tuple[float, str] | None:
     """The float16 model's median time on `feed` as a ratio to the original's, both timed side
-    by side as ORT runs them by default (one thread), and bench's verdict on it ("faster",
-    "slower" or "same"); None where they cannot be timed on the same input (a float16
-    interface) or ORT fails. ORT's CPU kernels compute most float16 ops through Casts to
-    float32: the converted model is often slower there."""
+    by side on one thread at ORT's default optimization level, and bench's verdict on it
+    ("faster", "slower" or "same"); None where ORT fails. `feed` must suit both (a float32
+    interface). ORT's CPU kernels compute most float16 ops through Casts to float32: the
+    converted model is often slower there."""
     from onnxslim.bench import benchmark
     from onnxslim.errors import OnnxSlimError
 

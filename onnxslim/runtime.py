@@ -145,7 +145,9 @@ ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
 
 #: The signals a crashing ONNX Runtime dies of (SIGKILL, say, is the system's: out of memory).
 CRASH_SIGNALS = frozenset(
-    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE}
+    getattr(signal, name)
+    for name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGABRT", "SIGFPE")
+    if hasattr(signal, name)  # Windows has no SIGBUS: its crashes are WINDOWS_CRASHES
 )
 #: Windows' exit codes of a process that crashed, by the name of the exception (NTSTATUS).
 WINDOWS_CRASHES = {
@@ -153,7 +155,8 @@ WINDOWS_CRASHES = {
     0xC000001D: "ILLEGAL_INSTRUCTION",
     0xC0000094: "INTEGER_DIVIDE_BY_ZERO",
     0xC00000FD: "STACK_OVERFLOW",
-    0xC0000409: "STACK_BUFFER_OVERRUN",
+    0xC0000374: "HEAP_CORRUPTION",
+    0xC0000409: "STACK_BUFFER_OVERRUN or abort",
 }
 CRASH_PROBE_SECONDS = 600
 

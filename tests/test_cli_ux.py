@@ -575,6 +575,9 @@ def test_fp16_from_python():
     assert given.fp16["inputs"] == "1 given sample(s)" and given.fp16_warning is None
 
 
+SPEED_WORDS = {"faster", "slower", "same"}
+
+
 def test_fp16_is_timed_against_the_original_and_a_slower_result_warned_of():
     """ORT's CPU computes most float16 ops through Casts to float32: a float16 model can run
     2x the original's time (a MiniLM with int8 weights) with nothing to say so but the clock."""
@@ -586,6 +589,13 @@ def test_fp16_is_timed_against_the_original_and_a_slower_result_warned_of():
         mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16")
     )
     assert result.fp16["time_ratio"] > 0 and result.fp16["time_verdict"] in SPEED_WORDS
+    from rich.console import Console
+
+    from onnxslim.render.tables import fp16_report
+
+    shown = Console(width=200, record=True)
+    shown.print(*fp16_report(result.fp16))
+    assert "float16 latency: " in shown.export_text()
     assert json.loads(json.dumps(result.to_dict()))["fp16"]["time_ratio"] > 0
     slower = dataclasses.replace(
         result, fp16={**result.fp16, "time_ratio": 2.04, "time_verdict": "slower"}
@@ -595,13 +605,14 @@ def test_fp16_is_timed_against_the_original_and_a_slower_result_warned_of():
     )
     same = dataclasses.replace(result, fp16={**result.fp16, "time_verdict": "same"})
     assert same.fp16_slower_warning is None
+    unchecked = onnxslim.optimizer.optimize_with_report(
+        mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", check=False)
+    )
+    assert unchecked.fp16["time_ratio"] is None  # no timing without the check
     half_io = onnxslim.optimizer.optimize_with_report(
         mixed_model(), onnxslim.optimizer.OptimizeOptions(dtype="fp16", keep_io_types=False)
     )
     assert half_io.fp16["time_ratio"] is None and half_io.fp16_slower_warning is None
-
-
-SPEED_WORDS = {"faster", "slower", "same"}
 
 
 def test_fp16_keeps_the_transpose_onnx_runtime_crashes_on_in_float32(tmp_path):

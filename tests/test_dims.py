@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from helpers import const, interface, make_model, run, run_cli, vi
 from onnx import helper
 
@@ -80,3 +81,5 @@ def test_a_negative_dim_value_is_a_dynamic_dim_as_onnx_runtime_reads_it(tmp_path
         np.testing.assert_array_equal(run(out, {"x": x})[0], run(path, {"x": x})[0])
     dims = interface(onnx.load(tmp_path / "o0.onnx"))[0][3]
     assert dims == (None, 4)
+    given = ir.serde.deserialize_model(_negative_batch_model())  # an onnx-ir Model given as such
+    np.testing.assert_array_equal(run(onnxslim.slim(given), {"x": x})[0], run(path, {"x": x})[0])

@@ -2547,3 +2547,18 @@ def test_an_int8_model_bigger_than_its_input_is_warned_of():
     assert report.size_after > report.size_before
     (warning,) = [n for n in report.notes if "bigger than the input" in n]
     assert warning.startswith("warning: the INT8 model is bigger than the input (")
+
+
+def test_a_variant_giving_another_shape_than_float_loses_every_trade():
+    """`_snr_gain` between two variants, one with a value-dependent output of another length than
+    float's: an infinite loss for that one (it raised "cannot bound a gain" before)."""
+    from types import SimpleNamespace
+
+    from onnxslim.quantization import api
+
+    ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
+    good = [{"y": r["y"] + 0.01} for r in ref]
+    cut = [{"y": r["y"][:2]} for r in ref]
+    matched, mismatched = (SimpleNamespace(drift=compare_outputs(ref, o)) for o in (good, cut))
+    assert api._snr_gain(matched, mismatched)[0] < -100
+    assert api._snr_gain(mismatched, matched)[0] > 100

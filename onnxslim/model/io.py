@@ -52,10 +52,11 @@ def load(path: str | os.PathLike) -> ir.Model:
 
 
 def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
-    """onnx-ir's model for `proto` (which it may change); malformed graphs (redeclared or dangling
-    values) are user errors. Sparse initializers become dense ones; `training_info` and the types
-    of map-typed graph inputs and outputs (scikit-learn's ZipMap), which onnx-ir does not model,
-    are kept aside for `save` and `to_proto` (the values go through untyped)."""
+    """onnx-ir's model for `proto` (which it may change; negative dims cleared); malformed graphs
+    (redeclared or dangling values) are user errors. Sparse initializers become dense ones;
+    `training_info` and the types of map-typed graph inputs and outputs (scikit-learn's ZipMap),
+    which onnx-ir does not model, are kept aside for `save` and `to_proto` (the values go through
+    untyped)."""
     _densify_sparse_initializers(proto.graph)
     clear_negative_dims(proto.graph)
     training_info = [info.SerializeToString() for info in proto.training_info]
@@ -87,6 +88,17 @@ def clear_negative_dims(graph: onnx.GraphProto) -> None:
                 for dim in info.type.tensor_type.shape.dim:
                     if dim.HasField("dim_value") and dim.dim_value < 0:
                         dim.ClearField("dim_value")
+
+
+def clear_negative_ir_dims(model: ir.Model) -> None:
+    """`clear_negative_dims` for an onnx-ir `model` given as such: its values' negative dims
+    become unknown."""
+    for graph in all_graphs(model):
+        values = [*graph.inputs, *graph.outputs, *(o for node in graph for o in node.outputs)]
+        for value in values:
+            dims = value.shape.dims if value.shape is not None else ()
+            if any(isinstance(d, int) and d < 0 for d in dims):
+                value.shape = ir.Shape([None if isinstance(d, int) and d < 0 else d for d in dims])
 
 
 def _untype_maps(graph: onnx.GraphProto) -> dict[str, bytes]:
@@ -354,6 +366,7 @@ def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
     """Accept a path, a ModelProto or an onnx-ir Model, validated alike."""
     if isinstance(model, ir.Model):
         validate(model)
+        clear_negative_ir_dims(model)
         return model
     if isinstance(model, onnx.ModelProto):
         # onnx-ir's tensors wrap the proto's TensorProtos, and renaming a value renames its tensor:

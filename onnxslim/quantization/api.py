@@ -496,9 +496,9 @@ def _static_or_dynamic(
     )
     reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 (MatMul)"
     if not most:
-        return _timed_choice(static, outcome, data[1][0], f"{reason} reaches {after:.4f}")
+        return _timed_choice(static, outcome, data[1][0], f"{reason} reaches cosine {after:.4f}")
     outcome.notes.append(
-        f"{reason} kept, {after:.4f}"
+        f"{reason} kept, cosine {after:.4f}"
         + (f", with {len(outcome.fallback)} MatMul(s) in float" if outcome.fallback else "")
     )
     return outcome
@@ -1024,17 +1024,26 @@ def _closest(
             if choice.drift is None:
                 choice.drift = compare_outputs(ref, run_samples(choice.model, samples))
             scores[label] = worst_snr(choice.drift)
-            if kept is None or (
-                scores[label] > scores[kept[0]]
-                and kept[2] is not None
-                and significantly_closer(kept[1].drift, choice.drift, kept[2])
+            broken = _mismatched(choice.drift)
+            if (
+                kept is None
+                or (not broken and _mismatched(kept[1].drift))
+                or (
+                    not broken
+                    and scores[label] > scores[kept[0]]
+                    and kept[2] is not None
+                    and significantly_closer(kept[1].drift, choice.drift, kept[2])
+                )
             ):
                 kept = (label, choice, worst_output(choice.drift))
             bar.advance()
     label, choice, _ = kept
     tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
     if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
-        tried = f"none has an output SNR to compare: {', '.join(scores)}"
+        rule = f"none has an output SNR to compare; the first kept of {', '.join(scores)}"
+        choice.note = f"kept {label} ({len(samples)} selection samples: {rule})"
+        variants[label]()  # the builder back to the kept variant
+        return choice
     rule = (
         f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
         f"of bootstrap resamples of those samples"
@@ -1364,9 +1373,16 @@ def _weights_part(reason: str) -> str:
     return reason[reason.index(";") :] if ";" in reason else ""
 
 
+def _mismatched(drift: Mapping[str, Drift]) -> bool:
+    """Whether an output comes out in another shape (or kind) than float's (Drift.mismatch)."""
+    return any(d.mismatch for d in drift.values())
+
+
 def _lowest_cosine(drift: Mapping[str, Drift]) -> float:
     """The lowest cosine a budget holds the outputs to (Drift.budget_cosine; -1 when none has
-    one)."""
+    one, or one comes out in another shape than float's)."""
+    if _mismatched(drift):
+        return -1.0
     cosines = [d.budget_cosine() for d in drift.values()]
     return min((c for c in cosines if c is not None), default=-1.0)
 

@@ -211,8 +211,8 @@ def bigger_file_warning(size_before: int, size_after: int) -> list[str]:
         return []
     return [
         f"warning: the INT8 model is bigger than the input ({human_bytes(size_after)} vs "
-        f"{human_bytes(size_before)}, {size_after / size_before:.2f}x): the input stores its "
-        "weights compactly already (int8 or float16), or has few"
+        f"{human_bytes(size_before)}, {size_after / size_before:.2f}x): likely its weights were "
+        "stored compactly already (int8 or float16), or are few beside the scales INT8 adds"
     ]
 
 

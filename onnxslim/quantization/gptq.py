@@ -127,6 +127,7 @@ def gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int)
 
 
 def _gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+    """`gptq_round`'s work, on whatever BLAS threads are set."""
     rows, cols = w.shape
     diag = np.diag(hessian)
     order = np.argsort(-np.where(diag > 0, diag, 1.0), kind="stable")
