@@ -23,6 +23,8 @@ PROTOBUF_LIMIT = 2 * 1024**3
 TRAINING_INFO = "onnxslim.training_info"  # key in ir.Model.meta: serialized TrainingInfoProtos
 #: key in ir.Model.meta: graph inputs and outputs of map types (ZipMap's), serialized by name
 MAP_TYPED = "onnxslim.map_typed"
+#: meta key: the negative dims of the main graph's inputs and outputs, {name: {index: value}}
+NEGATIVE_DIMS = "onnxslim.negative_dims"
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -58,7 +60,7 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
     which onnx-ir does not model, are kept aside for `save` and `to_proto` (the values go through
     untyped)."""
     _densify_sparse_initializers(proto.graph)
-    clear_negative_dims(proto.graph)
+    negative_dims = clear_negative_dims(proto.graph)
     training_info = [info.SerializeToString() for info in proto.training_info]
     map_typed = _untype_maps(proto.graph)
     with quiet_library_logs():
@@ -74,20 +76,28 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
         model.meta[TRAINING_INFO] = training_info
     if map_typed:
         model.meta[MAP_TYPED] = map_typed
+    if negative_dims:
+        model.meta[NEGATIVE_DIMS] = negative_dims
     model.meta[ANNOTATED] = annotated_values(model)  # what the file said, before any inference
     return model
 
 
-def clear_negative_dims(graph: onnx.GraphProto) -> None:
+def clear_negative_dims(graph: onnx.GraphProto) -> dict[str, dict[int, int]]:
     """Clear every negative `dim_value` of `graph`'s declared types (subgraphs included): an
     unknown dim. paddle2onnx writes -1 for a dynamic batch and ONNX Runtime reads it so; taken as
-    fixed, Shape(x) would fold to a constant holding -1."""
+    fixed, Shape(x) would fold to a constant holding -1. Returns those of the graph's own inputs
+    and outputs, {name: {index: value}}, for `with_kept_aside` to write back."""
+    interface = {*(v.name for v in graph.input), *(v.name for v in graph.output)}
+    cleared: dict[str, dict[int, int]] = {}
     for body in proto_graphs(graph):
         for info in (*body.input, *body.output, *body.value_info):
             if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-                for dim in info.type.tensor_type.shape.dim:
+                for index, dim in enumerate(info.type.tensor_type.shape.dim):
                     if dim.HasField("dim_value") and dim.dim_value < 0:
+                        if body is graph and info.name in interface:
+                            cleared.setdefault(info.name, {})[index] = dim.dim_value
                         dim.ClearField("dim_value")
+    return cleared
 
 
 def clear_negative_ir_dims(model: ir.Model) -> None:
@@ -140,19 +150,28 @@ def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
 
 
 def keep_aside_as(model: ir.Model, source: ir.Model) -> None:
-    """Give `model` (made from `source`) the map types `source` was loaded with."""
-    if MAP_TYPED in source.meta:
-        model.meta[MAP_TYPED] = source.meta[MAP_TYPED]
+    """Give `model` (made from `source`) the map types and negative dims `source` was loaded
+    with."""
+    for key in (MAP_TYPED, NEGATIVE_DIMS):
+        if key in source.meta:
+            model.meta[key] = source.meta[key]
 
 
 def with_kept_aside(model: ir.Model, proto: onnx.ModelProto) -> onnx.ModelProto:
-    """`proto` with the `training_info` and map types `model` was loaded with put back."""
+    """`proto` with the `training_info`, map types and negative dims (where the dim is still
+    unknown) `model` was loaded with put back: the interface as the file declared it."""
     for info in model.meta.get(TRAINING_INFO, ()):
         proto.training_info.add().ParseFromString(info)
     map_typed = model.meta.get(MAP_TYPED, {})
+    negative = model.meta.get(NEGATIVE_DIMS, {})
     for value in (*proto.graph.input, *proto.graph.output):
         if value.name in map_typed:
             value.type.ParseFromString(map_typed[value.name])
+        dims = value.type.tensor_type.shape.dim if value.name in negative else []
+        for index, dim in enumerate(dims):
+            unknown = not dim.HasField("dim_param") and not dim.HasField("dim_value")
+            if index in negative[value.name] and unknown:
+                dim.dim_value = negative[value.name][index]
     return proto
 
 
@@ -294,7 +313,7 @@ def save(
                 raise OnnxSlimError(
                     f"{path}: cannot serialize the model: {first_line(err)}"
                 ) from err
-            if model.meta.get(TRAINING_INFO) or model.meta.get(MAP_TYPED):
+            if any(model.meta.get(key) for key in (TRAINING_INFO, MAP_TYPED, NEGATIVE_DIMS)):
                 staged = onnx.load(staging / path.name, load_external_data=False)
                 onnx.save(with_kept_aside(model, staged), staging / path.name)
             written = sum(file.stat().st_size for file in staging.iterdir())
