@@ -585,6 +585,20 @@ def benchmark(
     )
 
 
+def latencies(models: Sequence | Mapping, sample: Mapping, runs: int, warmup: int = 5) -> list:
+    """Each of `models`' single-thread Latency on `sample`, in order, runs interleaved after
+    `warmup`: `benchmark` for the timing alone (no memory, no progress)."""
+    report = benchmark(
+        models,
+        inputs=[dict(sample)],
+        runs=runs,
+        warmup=warmup,
+        measure_memory=False,
+        progress=False,
+    )
+    return [model.latency for model in report.models]
+
+
 def tool_versions() -> dict[str, str]:
     """Versions of onnxslim, onnx, onnxruntime, numpy and Python, for reports."""
     try:

@@ -354,21 +354,13 @@ def time_ratio(original, converted, feed: Mapping[str, np.ndarray]) -> tuple[flo
     ("faster", "slower" or "same"); None where ORT fails. `feed` must suit both (a float32
     interface). ORT's CPU kernels compute most float16 ops through Casts to float32: the
     converted model is often slower there."""
-    from onnxslim.bench import benchmark
+    from onnxslim.bench import latencies
     from onnxslim.errors import OnnxSlimError
 
     try:
-        report = benchmark(
-            [original, converted],
-            inputs=[dict(feed)],
-            runs=TIMED_RUNS,
-            warmup=3,
-            measure_memory=False,
-            progress=False,
-        )
+        first, second = latencies([original, converted], feed, TIMED_RUNS, warmup=3)
     except OnnxSlimError:
         return None
-    first, second = (model.latency for model in report.models)
     return second.versus(first)
 
 

@@ -66,6 +66,13 @@ class OptimizeResult:
     fusions_lost: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
+    def warnings(self) -> list[str]:
+        """The warnings beyond "not checked" (lost ORT fusions, float16's), for the CLI's stderr
+        and the API's UserWarnings."""
+        found = (self.fusion_warning, self.fp16_warning, self.fp16_slower_warning)
+        return [warning for warning in found if warning]
+
+    @property
     def fp16_slower_warning(self) -> str | None:
         """That the float16 model runs slower than the original on this CPU (None: not slower, or
         not timed)."""
@@ -621,9 +628,8 @@ def optimize(model: ModelLike, **options) -> ir.Model:
     or raises CheckFailedError with `require_check=True`.
     """
     result = optimize_with_report(model, make_options(**options))
-    for warning in (result.fusion_warning, result.fp16_warning, result.fp16_slower_warning):
-        if warning:
-            warnings.warn(f"onnxslim: {warning}", stacklevel=2)
+    for warning in result.warnings:
+        warnings.warn(f"onnxslim: {warning}", stacklevel=2)
     return result.model
 
 

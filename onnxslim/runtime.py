@@ -175,7 +175,7 @@ def session_crash(path: str | os.PathLike, opt_level: str = "all") -> str | None
         )
     except subprocess.TimeoutExpired:
         return None
-    if -child.returncode in {int(s) for s in CRASH_SIGNALS}:
+    if -child.returncode in CRASH_SIGNALS:
         return signal.Signals(-child.returncode).name
     return WINDOWS_CRASHES.get(child.returncode & 0xFFFFFFFF)
 

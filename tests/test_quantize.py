@@ -14,6 +14,7 @@ import pytest
 from helpers import FLOAT, const, make_model, run, vi
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxslim import bench
 from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
@@ -1936,7 +1937,7 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
         reports.append(type("Report", (), {"models": models}))
     taken, runs = iter(reports), []
     monkeypatch.setattr(
-        api, "benchmark", lambda *args, **kw: runs.append(kw["runs"]) or next(taken)
+        bench, "benchmark", lambda *args, **kw: runs.append(kw["runs"]) or next(taken)
     )
     return api._trade(*variants, {"x": np.zeros(4, np.float32)}), runs
 
@@ -1991,7 +1992,7 @@ def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
         models = [type("M", (), {"latency": Latency(*[ms] * 4)})] * 2
         return type("Report", (), {"models": models})
 
-    monkeypatch.setattr(api, "benchmark", timed)
+    monkeypatch.setattr(bench, "benchmark", timed)
     latencies = api._side_by_side(["a", "b"], {}, api.TRADE_RUNS)
     assert taken == runs and len(latencies) == 2
 

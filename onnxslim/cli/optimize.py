@@ -690,9 +690,8 @@ def _report(
         tables.warn(messages, checked)
     if result.growth:
         tables.warn(messages, result.growth)
-    for warning in (result.fusion_warning, result.fp16_warning, result.fp16_slower_warning):
-        if warning:
-            tables.warn(messages, warning)
+    for warning in result.warnings:
+        tables.warn(messages, warning)
     if result.fp16 is not None and result.checked:
         checked = f"lossless passes: {checked}; " + (
             f"float16 drift within {result.fp16['budget']}"

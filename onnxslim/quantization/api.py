@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import onnx
 import onnx_ir as ir
 
-from onnxslim.bench import Latency, benchmark
+from onnxslim.bench import Latency, latencies
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
@@ -1229,18 +1229,11 @@ def _side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
     models fast enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS
     asked. A small model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms
     model's sd; under 1% with 300 runs): a choice made on it flipped between runs."""
-    latencies = _timed(models, sample, runs)
-    seconds = sum(latency.median for latency in latencies) / 1000  # a run of each
+    timed = latencies(models, sample, runs)
+    seconds = sum(latency.median for latency in timed) / 1000  # a run of each
     budget = TRADE_SECONDS * runs / TRADE_RUNS
     more = min(MORE_RUNS * runs, int(budget / seconds)) if seconds > 0 else runs
-    return _timed(models, sample, more) if more > runs else latencies
-
-
-def _timed(models: list, sample: dict, runs: int) -> list[Latency]:
-    timed = benchmark(
-        models, inputs=[sample], runs=runs, warmup=5, measure_memory=False, progress=False
-    )
-    return [model.latency for model in timed.models]
+    return latencies(models, sample, more) if more > runs else timed
 
 
 def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
@@ -1396,15 +1389,8 @@ def _latency(
     """Single-thread latency of the float model ("float") and of each of `models` given (None:
     skipped), by label, runs interleaved after warm-up."""
     given = {label: io.to_proto(model) for label, model in models.items() if model is not None}
-    report = benchmark(
-        {"float": onnx.ModelProto.FromString(reference), **given},
-        inputs=[sample],
-        runs=runs,
-        warmup=5,
-        measure_memory=False,
-        progress=False,
-    )
-    return {model.name: model.latency for model in report.models}
+    timed = {"float": onnx.ModelProto.FromString(reference), **given}
+    return dict(zip(timed, latencies(timed, sample, runs)))
 
 
 def _as_made(outcome: Outcome, before: Counter) -> Outcome:

@@ -596,7 +596,7 @@ def fp16_report(report: Mapping) -> list[RenderableType]:
             + (f"; kept in float32: {kept}" if kept else "")
         )
     ]
-    if report.get("time_ratio") is not None:
+    if report["time_ratio"] is not None:
         items.append(
             plain(
                 f"float16 latency: {report['time_ratio']:.2f}x the original's "
