@@ -36,7 +36,7 @@ from onnxslim.data import (
 from onnxslim.drift import Budget, Drift, compare_outputs, json_value, parse_max_drift
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
-from onnxslim.model.graph import node_count
+from onnxslim.model.graph import node_count, proto_graphs
 from onnxslim.model.stats import model_stats
 from onnxslim.render import tables
 from onnxslim.render.jsonfile import write_json
@@ -379,22 +379,30 @@ def _prepare(model, index: int) -> _Model:
             raise OnnxSlimError(f"{path}: no such file")
         stats = model_stats(io.load(path), path)
         return _Model(str(path), str(path), stats.file_bytes, stats.nodes)
-    nodes = None
     try:
         if isinstance(model, ir.Model):
             nodes = node_count(model.graph)
             model = io.to_proto(model)
-        if not isinstance(model, onnx.ModelProto):
+        elif isinstance(model, bytes):  # serialized already
+            return _Model(f"model{index}", model, len(model), _proto_nodes(model))
+        elif isinstance(model, onnx.ModelProto):
+            nodes = _proto_nodes(model)
+        else:
             raise OnnxSlimError(
-                "expected a model path, onnx.ModelProto or onnx_ir.Model, "
+                "expected a model path, serialized model, onnx.ModelProto or onnx_ir.Model, "
                 f"got {type(model).__name__}"
             )
         data = model.SerializeToString()
     except (ValueError, TypeError) as err:
         raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}") from err
-    if nodes is None:  # counted on a copy: onnx-ir takes over the proto it reads
-        nodes = node_count(io.from_proto(onnx.ModelProto.FromString(data)).graph)
     return _Model(f"model{index}", data, len(data), nodes)
+
+
+def _proto_nodes(model: onnx.ModelProto | bytes) -> int:
+    """Nodes of a protobuf model (serialized or not) and of every graph nested in it."""
+    if isinstance(model, bytes):
+        model = onnx.ModelProto.FromString(model)
+    return sum(len(graph.node) for graph in proto_graphs(model.graph))
 
 
 def _create_session(model: _Model, threads: int, opt_level: str) -> tuple[Session, float]:
@@ -464,7 +472,8 @@ def benchmark(
     measure_memory: bool = True,
     progress: bool = True,
 ) -> BenchReport:
-    """Benchmark `models` (paths, ModelProtos or onnx-ir Models) against the first one.
+    """Benchmark `models` (paths, serialized models, ModelProtos or onnx-ir Models) against the
+    first one.
 
     A dict labels each model by its key (`{"fp32": a, "int8": b}`); otherwise paths are labelled
     by their file names, in-memory models model0, model1, ...
@@ -502,7 +511,7 @@ def benchmark(
 
         specs = input_specs(sessions[0].session)
         source = f"random:{RANDOM_SAMPLES}" if inputs is None else inputs
-        reference = prepared[0].source
+        reference = prepared[0].source if random_data else None  # what random data follows
         if isinstance(reference, bytes):
             reference = onnx.ModelProto.FromString(reference)
         run = sessions[0].run if random_data else None  # dims the reference runs with

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import gc
 import os
 import signal
 import subprocess
@@ -36,6 +37,8 @@ OPT_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
+#: A session on more bytes than this first collects cyclic garbage (earlier models' graphs).
+BIG_MODEL_BYTES = 16 * 2**20
 QUIET = 4  # ORT logs fatal errors only: the others come back to us as exceptions, in one line
 
 ort.set_default_logger_severity(QUIET)
@@ -83,6 +86,8 @@ class Session:
     ):
         self.what, self.error = what, error
         source = _source(model, extra_outputs)
+        if len(source) > BIG_MODEL_BYTES:  # earlier models' graphs are cyclic garbage: free them
+            gc.collect()
         options = session_options(threads=threads, opt_level=opt_level, prepack=prepack)
         if save_optimized is not None:
             options.optimized_model_filepath = os.fspath(save_optimized)
@@ -321,6 +326,7 @@ def _source(model, extra_outputs: Sequence[str]) -> str | bytes:
     """What ORT loads: a path as it is, anything else as bytes (with `extra_outputs` appended)."""
     if isinstance(model, (str, os.PathLike)) and not extra_outputs:
         return os.fspath(model)
+    callers = isinstance(model, onnx.ModelProto)  # left as it is
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     if isinstance(model, ir.Model):
@@ -328,7 +334,7 @@ def _source(model, extra_outputs: Sequence[str]) -> str | bytes:
     if not extra_outputs:
         return model if isinstance(model, bytes) else model.SerializeToString()
     proto = onnx.ModelProto.FromString(model) if isinstance(model, bytes) else model
-    if proto is model:
+    if callers:
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
     existing = {output.name for output in proto.graph.output}

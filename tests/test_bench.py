@@ -123,6 +123,11 @@ def test_models_as_protos_shapes_and_input_sources(tmp_path):
     report = benchmark([proto, classifier()], shapes=["x:3,4"], inputs=None, **FAST)
     assert [m.name for m in report.models] == ["model0", "model1"]
     assert benchmark([ir.serde.deserialize_model(proto)], **FAST).models[0].nodes == 2
+    serialized = benchmark([proto.SerializeToString(), proto], shapes=["x:3,4"], **FAST)
+    assert [(m.nodes, m.file_size) for m in serialized.models] == [(2, proto.ByteSize())] * 2
+    assert serialized.models[1].drift["scores"].max_abs == 0
+    with pytest.raises(OnnxSlimError, match="serialized model, onnx.ModelProto .* got int"):
+        benchmark([1], **FAST)
     assert report.models[1].drift["scores"].shape == (3, 3)
     np.savez(tmp_path / "data.npz", x=np.ones((4, 4), np.float32))
     assert benchmark([proto], inputs=tmp_path / "data.npz", **FAST).samples == 4

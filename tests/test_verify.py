@@ -8,6 +8,7 @@ from helpers import FLOAT, const, make_model, vi
 from onnx import TensorProto, helper
 
 from onnxslim import verify
+from onnxslim.model import io
 
 N = helper.make_node
 SAMPLES = [{"x": np.linspace(100, 200, 64, dtype=np.float32).reshape(1, 64)}]
@@ -217,3 +218,14 @@ def test_outputs_the_original_gives_as_zeros_on_synthesized_inputs_are_named():
     )
     given = [{"x": np.zeros((2, 3), np.float32)}]
     assert verify.reference_outputs(model, given).inputs.all_zero == []  # the caller's choice
+
+
+def test_a_session_with_inner_outputs_leaves_the_callers_model_as_it_is():
+    proto = chain([("Mul", 2.0), ("Neg", None)])
+    expected = {"t0": 2 * SAMPLES[0]["x"], "y": -2 * SAMPLES[0]["x"]}
+    for model in (proto, io.from_proto(proto), proto.SerializeToString()):
+        session = verify.Session(model, extra_outputs=["t0"])
+        assert session.output_names == ["y", "t0"]
+        for name, value in session.run_dict(SAMPLES[0]).items():
+            np.testing.assert_allclose(value, expected[name])
+    assert [output.name for output in proto.graph.output] == ["y"]

@@ -1388,8 +1388,7 @@ def _latency(
 ) -> dict[str, Latency]:
     """Single-thread latency of the float model ("float") and of each of `models` given (None:
     skipped), by label, runs interleaved after warm-up."""
-    given = {label: io.to_proto(model) for label, model in models.items() if model is not None}
-    timed = {"float": onnx.ModelProto.FromString(reference), **given}
+    timed = {"float": reference, **{label: m for label, m in models.items() if m is not None}}
     return dict(zip(timed, latencies(timed, sample, runs)))
 
 
