@@ -1,4 +1,5 @@
-"""What CPU this is: model name, architecture and the ISA features that matter to ORT's kernels."""
+"""What CPU this is: model name, architecture and the ISA features that matter to ORT's kernels;
+and how much memory is available."""
 
 from __future__ import annotations
 
@@ -64,3 +65,16 @@ def parse_flags(words: set[str], arch: str) -> dict[str, bool]:
         "vnni": bool({"avx512_vnni", "avx_vnni", "avx512vnni", "avxvnni"} & words),
         "neon": bool({"neon", "asimd"} & words) or arch.lower() in ("aarch64", "arm64"),
     }
+
+
+def available_memory(meminfo: str | Path = "/proc/meminfo") -> int | None:
+    """Bytes of memory available to a new process (Linux's MemAvailable); None where unknown."""
+    try:
+        text = Path(meminfo).read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "MemAvailable" and value.split()[1:] == ["kB"]:
+            return int(value.split()[0]) * 1024
+    return None

@@ -22,7 +22,7 @@ from onnxslim.bench import (
     timing_verdict,
 )
 from onnxslim.cli.bench import bench_command
-from onnxslim.cpu import cpu_info, parse_cpuinfo
+from onnxslim.cpu import available_memory, cpu_info, parse_cpuinfo
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes.registry import rewrites
 from onnxslim.render.verdict import slower_warning
@@ -430,6 +430,11 @@ def test_cpu_info_parsing(tmp_path):
     )
     assert arm.features == ["NEON"] and arm.arch == "aarch64"
     fallback = cpu_info(tmp_path / "missing")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n")
+    assert available_memory(meminfo) == 20000000 * 1024
+    meminfo.write_text("MemTotal:       24000000 kB\n")
+    assert available_memory(meminfo) is None and available_memory(tmp_path / "missing") is None
     assert fallback.model and fallback.flags["avx2"] is False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -2583,3 +2584,20 @@ def test_choices_on_a_model_without_float_outputs_say_so_not_inf_db():
     notes = " ".join(quantize(model, samples, progress=False).report.notes)
     assert "has an output SNR to compare: the first kept" in notes
     assert "inf dB" not in notes and "nan dB" not in notes
+
+
+def test_int8_warns_up_front_when_the_model_may_not_fit_in_memory(monkeypatch):
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [vi("x", FLOAT, [1, 64])],
+        [vi("y", FLOAT, [1, 64])],
+        [const("w", np.ones((64, 64), np.float32))],
+    )
+    samples = [{"x": np.full((1, 64), i, np.float32)} for i in range(8)]
+    monkeypatch.setattr(api, "available_memory", lambda: 2**10)
+    with pytest.warns(UserWarning, match=r"may need about .* of memory \(12x the model\) and 1"):
+        quantize(model, samples, progress=False, measure_latency=False)
+    monkeypatch.setattr(api, "available_memory", lambda: None)  # unknown: nothing said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize(model, samples, progress=False, measure_latency=False)

@@ -50,10 +50,10 @@ def errors_to_exit_codes() -> Iterator[list[Path]]:
 @contextlib.contextmanager
 def warnings_to_stderr() -> Iterator[None]:
     """Python warnings in the block become one `warning: ...` line each on stderr (with --quiet
-    too), never a source line."""
+    too; the API's `onnxslim: ` prefix dropped), never a source line."""
 
     def show(message, *_args, **_kwargs) -> None:
-        click.echo(f"warning: {message}", err=True)
+        click.echo(f"warning: {str(message).removeprefix('onnxslim: ')}", err=True)
 
     with warnings.catch_warnings():
         warnings.showwarning = show

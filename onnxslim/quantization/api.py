@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
@@ -15,6 +16,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.bench import Latency, latencies
+from onnxslim.cpu import available_memory
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
@@ -48,6 +50,7 @@ from onnxslim.quantization.caveats import (
     fallback_cost_note,
     integer_kernels,
     lossless_warning,
+    memory_warning,
     nothing_int8_warning,
     rewrite_warning,
     saturated_outputs_warning,
@@ -267,6 +270,9 @@ def _quantize(
         raise OnnxSlimError(
             "INT8 quantization holds the model as one protobuf, which cannot exceed 2 GB"
         ) from None
+    short = memory_warning(len(reference), available_memory())
+    if short:
+        warnings.warn(f"onnxslim: {short}", stacklevel=3)
     Session(reference, what="the model (INT8 calibration runs it)")
     proto = onnx.ModelProto.FromString(reference)
     samples = as_samples(calibration, input_specs(proto))
