@@ -40,6 +40,7 @@ from onnxslim.model.graph import node_count, proto_graphs
 from onnxslim.model.stats import model_stats
 from onnxslim.render import tables
 from onnxslim.render.jsonfile import write_json
+from onnxslim.render.progress import Steps
 from onnxslim.render.progress import progress as progress_bar
 from onnxslim.render.verdict import verdict_line
 from onnxslim.runtime import OPT_LEVELS, Session
@@ -534,20 +535,7 @@ def benchmark(
                 outputs[i].append(session.run_dict(sample))
                 bar.advance()
 
-        bar.describe("warming up")
-        for r in range(warmup):
-            for session in sessions:
-                session.run(samples[r % len(samples)])
-                bar.advance()
-        bar.describe("timing (interleaved)")
-        times = [[] for _ in prepared]
-        for r in range(runs):
-            feed = samples[r % len(samples)]
-            for i, session in enumerate(sessions):
-                start = time.perf_counter()
-                session.run(feed)
-                times[i].append(time.perf_counter() - start)
-                bar.advance()
+        times = _timed_runs(sessions, samples, warmup, runs, bar)
 
         memory = [None] * len(prepared)
         if measure_memory:
@@ -595,17 +583,34 @@ def benchmark(
 
 
 def latencies(models: Sequence | Mapping, sample: Mapping, runs: int, warmup: int = 5) -> list:
-    """Each of `models`' single-thread Latency on `sample`, in order, runs interleaved after
-    `warmup`: `benchmark` for the timing alone (no memory, no progress)."""
-    report = benchmark(
-        models,
-        inputs=[dict(sample)],
-        runs=runs,
-        warmup=warmup,
-        measure_memory=False,
-        progress=False,
-    )
-    return [model.latency for model in report.models]
+    """Each of `models`' single-thread Latency on `sample` (ORT's level all), in order, runs
+    interleaved after `warmup`: `benchmark`'s timing alone, each session created once."""
+    labeled = models.items() if isinstance(models, Mapping) else enumerate(models)
+    sessions = [Session(model, opt_level="all", what=f"model {label}") for label, model in labeled]
+    times = _timed_runs(sessions, [sample], warmup, runs, Steps(None, None))
+    return [Latency.from_seconds(seconds) for seconds in times]
+
+
+def _timed_runs(
+    sessions: Sequence[Session], samples: Sequence, warmup: int, runs: int, bar: Steps
+) -> list[list[float]]:
+    """Seconds of each of `runs` runs per session, interleaved (run r: sample r, every session in
+    turn) after `warmup` such rounds untimed; `bar` advances per run."""
+    bar.describe("warming up")
+    for r in range(warmup):
+        for session in sessions:
+            session.run(samples[r % len(samples)])
+            bar.advance()
+    bar.describe("timing (interleaved)")
+    times = [[] for _ in sessions]
+    for r in range(runs):
+        feed = samples[r % len(samples)]
+        for i, session in enumerate(sessions):
+            start = time.perf_counter()
+            session.run(feed)
+            times[i].append(time.perf_counter() - start)
+            bar.advance()
+    return times
 
 
 def tool_versions() -> dict[str, str]:

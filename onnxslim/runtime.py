@@ -86,8 +86,8 @@ class Session:
     ):
         self.what, self.error = what, error
         source = _source(model, extra_outputs)
-        if len(source) > BIG_MODEL_BYTES:  # earlier models' graphs are cyclic garbage: free them
-            gc.collect()
+        if isinstance(source, bytes) and len(source) > BIG_MODEL_BYTES:  # earlier models' graphs
+            gc.collect()  # are cyclic garbage: freed before ORT copies this one
         options = session_options(threads=threads, opt_level=opt_level, prepack=prepack)
         if save_optimized is not None:
             options.optimized_model_filepath = os.fspath(save_optimized)

@@ -15,7 +15,6 @@ import pytest
 from helpers import FLOAT, const, make_model, run, vi
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxslim import bench
 from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
@@ -1917,7 +1916,7 @@ def test_the_rule_has_no_step_at_the_noise_boundary(monkeypatch, ratio):
 
 def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float]]):
     """`api._trade` of a candidate closer to float by `gains` dB per sample, each timing (the
-    medians' and the fastest runs' time ratio) the next that `benchmark` reports; what it
+    medians' and the fastest runs' time ratio) the next that `latencies` gives; what it
     returned and the runs of each timing it took."""
     ref = [{"y": np.full(4, float(i + 1), np.float32)} for i in range(len(gains))]
     outputs = {
@@ -1930,15 +1929,14 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
     variants = [
         api._Variant(QuantOptions(), model, None, compare_outputs(ref, outputs[k])) for k in outputs
     ]
-    reports = []
-    for median, fastest in timings:
-        # 1 s a run: a slow model, timed with the runs asked (TRADE_SECONDS)
-        times = [Latency(*[1e3] * 4), Latency(*[1e3 * median] * 3, 1e3 * fastest)]
-        models = [type("M", (), {"latency": t}) for t in times]
-        reports.append(type("Report", (), {"models": models}))
-    taken, runs = iter(reports), []
+    # 1 s a run: a slow model, timed with the runs asked (TRADE_SECONDS)
+    timed = [
+        [Latency(*[1e3] * 4), Latency(*[1e3 * median] * 3, 1e3 * fastest)]
+        for median, fastest in timings
+    ]
+    taken, runs = iter(timed), []
     monkeypatch.setattr(
-        bench, "benchmark", lambda *args, **kw: runs.append(kw["runs"]) or next(taken)
+        api, "latencies", lambda models, sample, count: runs.append(count) or next(taken)
     )
     return api._trade(*variants, {"x": np.zeros(4, np.float32)}), runs
 
@@ -1988,12 +1986,11 @@ def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
     flip a choice: a timing makes more runs while they fit in TRADE_SECONDS."""
     taken = []
 
-    def timed(*args, **kw):
-        taken.append(kw["runs"])
-        models = [type("M", (), {"latency": Latency(*[ms] * 4)})] * 2
-        return type("Report", (), {"models": models})
+    def timed(models, sample, count):
+        taken.append(count)
+        return [Latency(*[ms] * 4)] * len(models)
 
-    monkeypatch.setattr(bench, "benchmark", timed)
+    monkeypatch.setattr(api, "latencies", timed)
     latencies = api._side_by_side(["a", "b"], {}, api.TRADE_RUNS)
     assert taken == runs and len(latencies) == 2
 
