@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,12 +128,23 @@ class FoldProducers(ir.passes.InPlacePass):
     other node reads what is computed on the way) and its shape is known (ONNX shape inference of
     that computation alone, before anything is computed); one computed from a graph input, through
     an If/Loop/Scan or a node never folded, is left as it is. The computation runs on ONNX's
-    reference evaluator."""
+    reference evaluator.
 
-    def __init__(self, values: Iterable[str], stored_bits: int = 8) -> None:
+    `stored` holds node inputs (node, input index) whose node stores that constant at
+    `stored_bits` itself (weights INT8 quantizes): a constant the computation shares only with such
+    readers is freed too (GPT-2's tied embedding, read by a Gather and transposed for the output
+    MatMul: both store it in 8 bits then, its float copy goes)."""
+
+    def __init__(
+        self,
+        values: Iterable[str],
+        stored_bits: int = 8,
+        stored: Collection[tuple[ir.Node, int]] = frozenset(),
+    ) -> None:
         super().__init__()
         self.values = frozenset(values)
         self.stored_bits = stored_bits
+        self.stored = frozenset(stored)
         #: value name -> the computation it replaced (a model whose output is the value), and
         #: the array it computed
         self.computations: dict[str, tuple[onnx.ModelProto, np.ndarray]] = {}
@@ -178,7 +189,21 @@ class FoldProducers(ir.passes.InPlacePass):
         it from `producers` frees (their constants no other node reads, Constant nodes)."""
         if shape is None or not all(isinstance(dim, int) for dim in shape):
             return False
-        return math.prod(shape) * self.stored_bits <= 8 * _freed_bytes(producers)
+        return math.prod(shape) * self.stored_bits <= 8 * self._freed_bytes(producers)
+
+    def _freed_bytes(self, producers: list[ir.Node]) -> int:
+        """Bytes of float constants that go with `producers`: the initializers only they read (or
+        `stored` readers besides), and Constant nodes among them."""
+        inside = set(producers)
+        freed = 0
+        for value in _constants_read(producers):
+            others = [(user, at) for user, at in value.uses() if user not in inside]
+            if not value.is_graph_output() and self.stored.issuperset(others):
+                freed += value.const_value.nbytes
+        for node in producers:
+            attribute = node.attributes.get("value") if node.op_type == "Constant" else None
+            freed += attribute.value.nbytes if attribute is not None else 0
+        return freed
 
 
 def restore_computations(
@@ -244,18 +269,6 @@ def _own_producers(value: ir.Value, order: dict[ir.Node, int]) -> list[ir.Node]:
             ):
                 return []
     return sorted(nodes, key=order.__getitem__)
-
-
-def _freed_bytes(producers: list[ir.Node]) -> int:
-    """Bytes of constants that go with `producers`: the initializers only they read, and Constant
-    nodes among them."""
-    inside = set(producers)
-    read = _constants_read(producers)
-    freed = sum(v.const_value.nbytes for v in read if _only_read_by(v, inside))
-    for node in producers:
-        attribute = node.attributes.get("value") if node.op_type == "Constant" else None
-        freed += attribute.value.nbytes if attribute is not None else 0
-    return freed
 
 
 def _computation(model: ir.Model, value: ir.Value, producers: list[ir.Node]) -> onnx.ModelProto:

@@ -72,6 +72,7 @@ from onnxslim.quantization.plan import (
     computed_weights,
     not_float32,
     prepare,
+    weight_uses,
 )
 from onnxslim.quantization.recovery import fall_back
 from onnxslim.quantization.report import (
@@ -905,7 +906,7 @@ def _constant_weights(
     if not names:
         return model
     copy = io.from_proto(io.to_proto(model))
-    fold = FoldProducers(names)
+    fold = FoldProducers(names, stored=weight_uses(copy, op_types, exclude_nodes))
     fold(copy)
     folded.update(fold.computations)
     return copy

@@ -121,29 +121,36 @@ def prepare(model: ir.Model) -> ir.Model:
     return model
 
 
+def weight_uses(
+    model: ir.Model, op_types: Collection[str], exclude_nodes: Collection[str] = ()
+) -> set[tuple[ir.Node, int]]:
+    """(node, input index) of the weights and tables (`STORED_TABLES`) of the main graph's nodes
+    of `op_types` outside `exclude_nodes`: INT8 stores a constant read there in 8 bits (a table
+    under MIN_TABLE_ELEMENTS excepted)."""
+    uses = set()
+    for node in model.graph:
+        if node.domain != "" or node.op_type not in op_types or node.name in exclude_nodes:
+            continue
+        rule = RULES.get(node.op_type)
+        if rule is not None and rule.kind in (WEIGHTED, WEIGHT_ONLY):
+            uses.add((node, rule.weight))
+        elif node.op_type in STORED_TABLES:
+            uses.add((node, STORED_TABLES[node.op_type][0]))
+    return uses
+
+
 def computed_weights(
     model: ir.Model, op_types: Collection[str], exclude_nodes: Collection[str] = ()
 ) -> list[str]:
     """The weights constants compute (a Cast of float16 weights, a Transpose of an initializer,
     ...) that only nodes of `op_types` outside `exclude_nodes` read, as weights: INT8 quantizes
     them once `FoldProducers` made them constants."""
-    candidates = {
-        node
-        for node in model.graph
-        if node.domain == ""
-        and node.op_type in op_types
-        and node.op_type in RULES
-        and RULES[node.op_type].kind in (WEIGHTED, WEIGHT_ONLY)
-        and node.name not in exclude_nodes
-    }
+    uses = weight_uses(model, op_types, exclude_nodes)
     computable = computable_values(model.graph)
     names = []
-    for node in candidates:
-        index = RULES[node.op_type].weight
+    for node, index in uses:
         weight = node.inputs[index] if len(node.inputs) > index else None
-        if weight in computable and all(
-            user in candidates and at == RULES[user.op_type].weight for user, at in weight.uses()
-        ):
+        if weight in computable and uses.issuperset(weight.uses()):
             names.append(weight.name)
     return sorted(set(names))
 
