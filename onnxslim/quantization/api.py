@@ -94,6 +94,9 @@ TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
 INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time it saves
+#: ... but it takes the result under QUALITY_BAR, where float compute meets it, only when it takes
+#: at most this much of float compute's time (torchvision's deeplabv3: worst cosine 0.94 for 0.92x)
+BELOW_BAR_RATIO = 0.8
 TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (_side_by_side)
 TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
 MORE_RUNS = 20
@@ -697,7 +700,14 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
         speed += ", not faster"
     gain_db, measured = _snr_gain(float_compute, int8)
     lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
-    if int8_worth_it(gain_db, max(ratio, fastest)):
+    missed = QUALITY_BAR.check(int8.drift)
+    below_bar = bool(missed) and not QUALITY_BAR.check(float_compute.drift)
+    if below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
+        lead += (
+            f"; INT8's {missed[0]} where float compute meets {QUALITY_BAR}, for less than "
+            f"{1 - BELOW_BAR_RATIO:.0%} of the time saved"
+        )
+    elif int8_worth_it(gain_db, max(ratio, fastest)):
         why = "closer to float" if gain_db > 0 else "within the drift its time allows"
         why = "worth it" if verdict == "faster" else why
         int8.notes.append(f"{lead}: {why}, INT8 kept")
