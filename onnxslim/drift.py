@@ -36,6 +36,8 @@ class Drift:
     mean_abs: float | None = None
     #: RMS of the error over RMS of the reference (0: identical; inf: reference all zeros).
     rel_error: float | None = None
+    #: RMS of the reference's finite values: the output's scale
+    reference_rms: float | None = None
     cosine: float | None = None  # over all samples pooled
     #: the worst sample's cosine, over samples of two values or more whose reference is not ~0
     #: (see NEAR_ZERO): one value's cosine is only its sign
@@ -228,6 +230,7 @@ class _Stats:
             drift.max_abs = self.max_abs
             drift.mean_abs = self.abs_sum / self.count
             drift.rel_error = _relative(self.err_sq, self.ref_sq)
+            drift.reference_rms = math.sqrt(self.ref_sq / self.count)
         if not is_float:
             drift.exact_match = self.exact
             return

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxslim.drift import Drift, compare_outputs
 from onnxslim.model.graph import has_subgraphs
 
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
@@ -326,7 +327,6 @@ def measure_drift(
     inputs synthesized from the original; returns (drifts, what the inputs were, the first
     input)."""
     from onnxslim import synth
-    from onnxslim.drift import compare_outputs
     from onnxslim.runtime import Session
     from onnxslim.verify import model_file
 
@@ -342,6 +342,20 @@ def measure_drift(
         ]
         actual = [candidate.run_dict(synth.ort_feeds(feed)) for feed in feeds]
     return compare_outputs(expected, actual), described, feeds[0]
+
+
+def underflow_hint(drifts: Mapping[str, Drift]) -> str | None:
+    """Why float16 cannot hold an output whose values are all below its smallest normal number
+    (a model with vanishing activations, ~1e-14): None when every float output is in range."""
+    tiny = float(np.finfo(np.float16).tiny)
+    small = {n: d.reference_rms for n, d in drifts.items() if d.reference_rms not in (None, 0.0)}
+    under = [f"{name!r} ({rms:.2g} RMS)" for name, rms in small.items() if rms < tiny]
+    if not under:
+        return None
+    return (
+        f"the original's output {', '.join(under)} is below float16's smallest normal number "
+        f"({tiny:.2g}): in float16 it underflows; keep this model in float32"
+    )
 
 
 #: Interleaved runs of each model `time_ratio` times.

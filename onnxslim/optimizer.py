@@ -442,9 +442,9 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
         )
         failures = budget.check(drifts)
         if failures:
+            hint = fp16.underflow_hint(drifts) or "keep more ops in float32, or loosen --max-drift"
             raise CheckFailedError(
-                f"the float16 model drifts beyond {budget}: {'; '.join(failures)} "
-                "(keep more ops in float32, or loosen --max-drift)"
+                f"the float16 model drifts beyond {budget}: {'; '.join(failures)} ({hint})"
             )
         if options.keep_io_types:  # a float16 interface takes other inputs than the original
             if on_pass:

@@ -243,6 +243,7 @@ def test_json_schema(models, tmp_path):
         "max_abs",
         "mean_abs",
         "rel_error",
+        "reference_rms",
         "cosine",
         "min_cosine",
         "predicted_cosine",

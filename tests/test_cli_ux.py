@@ -828,3 +828,26 @@ def test_int8_with_input_shapes_writes_no_shape_the_original_did_not_give(tmp_pa
     assert proc.returncode == 0, proc.stderr
     feed = {"x": np.random.default_rng(1).standard_normal((1, 1600)).astype(np.float32)}
     assert run(onnx.load(tmp_path / "q.onnx"), feed)[0].shape == (1, 8, 8)  # 8 frames
+
+
+def test_fp16_refusal_names_outputs_below_float16s_range(monkeypatch):
+    """Vanishing activations (a randomly initialised EfficientNet's logits, ~1e-14, whose SE
+    blocks' ReduceMean stays float32 between explicit Casts): float16 gives 0 whatever stays
+    float32, so the refusal says so instead of "keep more ops in float32"."""
+    from onnxslim import fp16, optimizer
+    from onnxslim.drift import compare_outputs
+    from onnxslim.errors import CheckFailedError
+
+    tiny = [{"y": np.full((1, 8), 1e-14, np.float32) * (i + 1)} for i in range(3)]
+    zeros = [{"y": np.zeros((1, 8), np.float32)} for _ in range(3)]
+    drifts = compare_outputs(tiny, zeros)
+    assert drifts["y"].reference_rms == pytest.approx(
+        np.sqrt(np.mean(np.square([1, 2, 3]))) * 1e-14
+    )
+    assert fp16.underflow_hint(compare_outputs(zeros, zeros)) is None  # all zero: nothing to say
+    assert fp16.underflow_hint(compare_outputs(tiny, tiny)).startswith(
+        "the original's output 'y' (2.2e-14 RMS) is below float16's smallest normal number "
+    )
+    monkeypatch.setattr(fp16, "measure_drift", lambda *a: (drifts, "3 samples", {}))
+    with pytest.raises(CheckFailedError, match=r"\(the original's output 'y' .* underflows"):
+        optimizer.optimize(mixed_model(), dtype="fp16")
