@@ -186,7 +186,7 @@ class FoldProducers(ir.passes.InPlacePass):
 
     def _pays(self, shape: list | None, producers: list[ir.Node]) -> bool:
         """Whether a value of `shape`, stored at `stored_bits`, is no bigger than what computing
-        it from `producers` frees (their constants no other node reads, Constant nodes)."""
+        it from `producers` frees (`_freed_bytes`)."""
         if shape is None or not all(isinstance(dim, int) for dim in shape):
             return False
         return math.prod(shape) * self.stored_bits <= 8 * self._freed_bytes(producers)
