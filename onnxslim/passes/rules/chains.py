@@ -1,5 +1,6 @@
 """Data-movement chains collapsed: Transpose+Transpose (also when the inner one has other
-consumers), cancelling Squeeze/Unsqueeze pairs, Slice+Slice, nested Concat.
+consumers), cancelling Squeeze/Unsqueeze pairs, a Reshape of a Squeeze/Unsqueeze/Flatten,
+Slice+Slice, nested Concat.
 
 (Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired in `fuse.CHAINS`.)
 """
@@ -13,6 +14,7 @@ from onnxscript.rewriter.pattern import MatchResult
 
 from onnxslim.passes import upstream
 from onnxslim.passes.rules.common import (
+    constant,
     new_initializer,
     normalize_axes,
     opset,
@@ -80,6 +82,40 @@ class CancellingPair(pattern.RewriteRuleClassBase):
 
 
 _AXES = {"Squeeze": _squeeze_axes, "Unsqueeze": _unsqueeze_axes}
+
+
+class ReshapeOfShapeOnly(pattern.RewriteRuleClassBase):
+    """Reshape(op(x), shape) -> Reshape(x, shape) for op Squeeze, Unsqueeze or Flatten, when
+    `shape` is a constant with no 0 (a 0 copies the input's dim at that index) or allowzero is set.
+
+    Math: those ops keep x's elements in order and only relabel its dims, and Reshape reads only
+    the elements in order and their count (for its -1); so the Reshape of op(x) is the Reshape of
+    x. A Reshape back to the shape x had (TF exports' squeeze-and-excite: GlobalAveragePool ->
+    Squeeze -> Reshape([-1, C, 1, 1])) then goes as a no-op. The inner node stays for its other
+    consumers, if any.
+    """
+
+    def __init__(self, inner_op: str) -> None:
+        super().__init__(f"Reshape{inner_op}", remove_nodes=False)
+        self.inner_op = inner_op
+
+    def pattern(self, op, x, shape):
+        inner = getattr(op, self.inner_op)(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"]
+        )
+        return op.Reshape(inner, shape, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, x, shape, inner, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        target = constant(shape)
+        if target is None or target.ndim != 1:
+            return MatchResult().fail("the shape is not a constant")
+        if 0 in target.tolist() and not out.producer().attributes.get_int("allowzero", 0):
+            return MatchResult().fail("a 0 copies a dim of the Reshape's own input")
+        return MatchResult()
+
+    def rewrite(self, op, x, shape, out, **_):
+        allowzero = out.producer().attributes.get_int("allowzero", 0)
+        return op.Reshape(x, shape, allowzero=allowzero) if allowzero else op.Reshape(x, shape)
 
 
 class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
@@ -203,6 +239,7 @@ rules = (
     TransposeTranspose.rule(),
     CancellingPair.rule("Unsqueeze", "Squeeze"),
     CancellingPair.rule("Squeeze", "Unsqueeze"),
+    *(ReshapeOfShapeOnly.rule(inner) for inner in ("Squeeze", "Unsqueeze", "Flatten")),
     UnsqueezeTransposeSqueeze.rule(),
     SliceSlice.rule(),
     NestedConcat.rule(),
