@@ -449,3 +449,34 @@ def test_no_ops_removed_inside_loop_body():
     assert_same_outputs(model, optimized, feeds)
     counts = op_counts(optimized)
     assert counts["Reshape"] == counts["Mul"] == 0 and counts["Loop"] == 1
+
+
+@pytest.mark.parametrize("zero", [0.0, 0.5])
+def test_an_lstm_state_of_computed_zeros_is_left_out(zero):
+    """tf2onnx's LSTM: initial_h and initial_c = Unsqueeze(Expand(0, [batch, hidden])) from the
+    input's Shape: the op's default (zeros) without those 8 nodes. A state of 0.5 stays."""
+    hidden, rng = 4, np.random.default_rng(0)
+    weights = [
+        const("W", rng.standard_normal((1, 4 * hidden, 3)).astype(np.float32)),
+        const("R", rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)),
+        const("fill", np.array(zero, np.float32)),
+        const("hidden", np.array([hidden], np.int64)),
+        const("axis0", np.array([0], np.int64)),
+        const("one", np.array([1], np.int64)),
+        const("two", np.array([2], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "one", "two"], ["batch"]),
+        helper.make_node("Concat", ["batch", "hidden"], ["dims"], axis=0),
+        helper.make_node("Expand", ["fill", "dims"], ["zeros"]),
+        helper.make_node("Unsqueeze", ["zeros", "axis0"], ["state"]),
+        helper.make_node(
+            "LSTM", ["x", "W", "R", "", "", "state", "state"], ["all", "y"], hidden_size=hidden
+        ),
+    ]
+    model = make_model(
+        nodes, [vi("x", FLOAT, [5, "N", 3])], [vi("y", FLOAT, [1, None, hidden])], weights
+    )
+    counts = slim(model)
+    assert counts == ({"LSTM": 1} if zero == 0 else {**counts, "Expand": 1})

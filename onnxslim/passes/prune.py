@@ -217,9 +217,53 @@ class RemoveNoOps(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         dropouts = _old_dropouts_to_identity(model)
+        states = _drop_zero_states(model)
         identity = _IdentityElimination()(model).modified
         rules = RewriteRulesPass(NO_OP_RULES)(model).modified
-        return ir.passes.PassResult(model, dropouts or identity or rules)
+        return ir.passes.PassResult(model, dropouts or states or identity or rules)
+
+
+#: Optional inputs of the recurrent ops whose default is zeros: initial_h (and LSTM's initial_c
+#: and peepholes P), by input index.
+ZERO_DEFAULTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6, 7)}
+#: Ops whose output is all zeros when their first input is (they move, repeat or cast values).
+_ZEROS_KEPT = {"Cast", "Expand", "Flatten", "Identity", "Reshape", "Squeeze", "Tile", "Transpose"}
+_ZEROS_KEPT |= {"Unsqueeze"}
+
+
+def _drop_zero_states(model: ir.Model) -> bool:
+    """An RNN/GRU/LSTM input whose default is zeros and that is all zeros is left out (tf2onnx
+    builds each initial state as Expand(0, [1, batch, hidden]) from Shape arithmetic: 8 nodes
+    per LSTM). Math: the op reads a missing initial_h, initial_c or P as zeros of its shape."""
+    changed = False
+    for graph in all_graphs(model):
+        for node in graph:
+            indices = ZERO_DEFAULTS.get(node.op_type, ()) if node.domain == "" else ()
+            for index in indices:
+                if index < len(node.inputs) and _all_zeros(node.inputs[index]):
+                    node.replace_input_with(index, None)
+                    changed = True
+            while node.inputs and node.inputs[-1] is None:  # no trailing empty inputs
+                node.resize_inputs(len(node.inputs) - 1)
+    return changed
+
+
+def _all_zeros(value: ir.Value | None, depth: int = 0) -> bool:
+    """Whether `value` is all zeros by how constants compute it (ConstantOfShape of 0, and what
+    moves, repeats, casts or concatenates zeros), within a few producers."""
+    if value is None or value.is_graph_input() or depth > 8:
+        return False
+    if value.const_value is not None:
+        return not np.any(value.const_value.numpy())
+    producer = value.producer()
+    if producer is None or producer.domain != "":
+        return False
+    if producer.op_type == "ConstantOfShape":
+        fill = producer.attributes.get("value")
+        return fill is None or not np.any(fill.value.numpy())
+    if producer.op_type == "Concat":
+        return all(_all_zeros(v, depth + 1) for v in producer.inputs)
+    return producer.op_type in _ZEROS_KEPT and _all_zeros(producer.inputs[0], depth + 1)
 
 
 class _IdentityElimination(common.IdentityEliminationPass):

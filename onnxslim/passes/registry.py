@@ -70,7 +70,7 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "remove-no-ops",
         "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, Expand a broadcasting "
-        "op does anyway, x*1, x+0, ...",
+        "op does anyway, x*1, x+0, an RNN/GRU/LSTM initial state of computed zeros, ...",
         lambda _: prune.RemoveNoOps(),
         family="cleanup",
     ),
