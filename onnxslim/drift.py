@@ -618,8 +618,12 @@ def _beside(value: float, threshold: float) -> str:
 
 
 def criterion_text(metric: str, op: str, threshold: float) -> str:
-    """One budget criterion as written: `cosine>=0.9999999` (not rounded to `cosine>=1`)."""
-    return f"{metric}{op}{threshold:.10g}"
+    """One budget criterion as written: `cosine>=0.9999999` (to 10 digits, or all of them where
+    10 would round it to a whole number: `cosine>=0.99999999999` is not `cosine>=1`)."""
+    shown = f"{threshold:.10g}"
+    if float(shown).is_integer() and not float(threshold).is_integer():
+        shown = repr(float(threshold))
+    return f"{metric}{op}{shown}"
 
 
 def parse_max_drift(text: str) -> Budget:

@@ -113,9 +113,12 @@ def test_int8_rejects_calibration_data_with_an_unknown_input(tmp_path, demo_path
 
 def test_int8_random_calibration_warns(tmp_path, demo_path):
     out = tmp_path / "x.onnx"
-    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", "random:6")
+    report = tmp_path / "x.json"
+    proc = run_cli(demo_path, "-o", out, "--int8", "--calibration", "random:6", "--report", report)
     assert proc.returncode == 0, proc.stderr
     assert "random data" in proc.stderr
+    assert "drift on random test samples (no decision saw them; random inputs say" in proc.stdout
+    assert json.loads(report.read_text())["int8"]["random_inputs"] is True
     onnx.checker.check_model(onnx.load(out))
 
 

@@ -279,6 +279,7 @@ def test_a_budget_prints_its_thresholds_as_given():
     assert str(parse_max_drift("cosine>=0.9999999,max_abs<=1e-3,snr>=30")) == (
         "cosine>=0.9999999,max_abs<=0.001,snr>=30"
     )
+    assert str(parse_max_drift("cosine>=0.99999999999")) == "cosine>=0.99999999999"
 
 
 def test_predicted_cosine_is_the_student_t_prediction_bound_of_the_log_gaps():

@@ -630,6 +630,7 @@ def _quantize(
         optimize_options=lossless,
     )
     result = quantize(model, samples, config)
+    result.report.random_inputs = random
     if output is not None:
         io.save(result.model, output, external_data or None)
         written.append(output)

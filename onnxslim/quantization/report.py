@@ -87,6 +87,8 @@ class QuantizeReport:
     weight_rounding: str = "nearest"  # or "gptq"
     #: With debug_layers: per quantized node, its own and accumulated SQNR (layers.LayerError).
     layers: list[dict] = dataclasses.field(default_factory=list)
+    #: The samples were random (`--calibration random:N`): the drift says little of real inputs.
+    random_inputs: bool = False
 
     @property
     def unquantized(self) -> bool:

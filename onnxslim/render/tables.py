@@ -458,9 +458,11 @@ def range_settings(report: QuantizeReport) -> str:
 
 def drift_samples(report: QuantizeReport) -> str:
     """Which samples the reported drift was measured on."""
+    random = "random " if report.random_inputs else ""
     if report.test_samples:
-        return "test samples (no decision saw them)"
-    return "selection samples"
+        caveat = "; random inputs say little of real ones" if random else ""
+        return f"{random}test samples (no decision saw them{caveat})"
+    return f"{random}selection samples" + (" (they say little of real inputs)" if random else "")
 
 
 def budget_outcome(report: QuantizeReport) -> str:
