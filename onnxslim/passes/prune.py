@@ -227,8 +227,12 @@ class RemoveNoOps(ir.passes.InPlacePass):
 #: and peepholes P), by input index.
 ZERO_DEFAULTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6, 7)}
 #: Ops whose output is all zeros when their first input is (they move, repeat or cast values).
-_ZEROS_KEPT = {"Cast", "Expand", "Flatten", "Identity", "Reshape", "Squeeze", "Tile", "Transpose"}
-_ZEROS_KEPT |= {"Unsqueeze"}
+_ZEROS_KEPT = frozenset(
+    {
+        *("Cast", "Expand", "Flatten", "Identity", "Reshape"),
+        *("Squeeze", "Tile", "Transpose", "Unsqueeze"),
+    }
+)
 
 
 def _drop_zero_states(model: ir.Model) -> bool:
@@ -239,12 +243,12 @@ def _drop_zero_states(model: ir.Model) -> bool:
     for graph in all_graphs(model):
         for node in graph:
             indices = ZERO_DEFAULTS.get(node.op_type, ()) if node.domain == "" else ()
-            for index in indices:
-                if index < len(node.inputs) and _all_zeros(node.inputs[index]):
-                    node.replace_input_with(index, None)
-                    changed = True
-            while node.inputs and node.inputs[-1] is None:  # no trailing empty inputs
+            zeros = [i for i in indices if i < len(node.inputs) and _all_zeros(node.inputs[i])]
+            for index in zeros:
+                node.replace_input_with(index, None)
+            while zeros and node.inputs[-1] is None:  # no trailing empty inputs
                 node.resize_inputs(len(node.inputs) - 1)
+            changed = changed or bool(zeros)
     return changed
 
 
