@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 from rich.console import Console
 
 from onnxslim.cpu import CpuInfo, cpu_info
@@ -394,8 +395,8 @@ def _prepare(model, index: int) -> _Model:
                 f"got {type(model).__name__}"
             )
         data = model.SerializeToString()
-    except (ValueError, TypeError) as err:
-        raise OnnxSlimError(f"cannot serialize model {index}: {first_line(err)}") from err
+    except (ValueError, TypeError, DecodeError) as err:
+        raise OnnxSlimError(f"cannot read model {index}: {first_line(err)}") from err
     return _Model(f"model{index}", data, len(data), nodes)
 
 

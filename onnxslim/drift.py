@@ -36,7 +36,7 @@ class Drift:
     mean_abs: float | None = None
     #: RMS of the error over RMS of the reference (0: identical; inf: reference all zeros).
     rel_error: float | None = None
-    #: RMS of the reference's finite values: the output's scale
+    #: RMS of the reference where both outputs are finite: the output's scale
     reference_rms: float | None = None
     cosine: float | None = None  # over all samples pooled
     #: the worst sample's cosine, over samples of two values or more whose reference is not ~0

@@ -344,11 +344,11 @@ def measure_drift(
     return compare_outputs(expected, actual), described, feeds[0]
 
 
-def underflow_hint(drifts: Mapping[str, Drift]) -> str | None:
-    """Why float16 cannot hold an output whose values are all below its smallest normal number
-    (a model with vanishing activations, ~1e-14): None when every float output is in range."""
+def underflow_hint(failed: Mapping[str, Drift]) -> str | None:
+    """Why float16 missed the budget on `failed` outputs whose scale (RMS) is below its smallest
+    normal number (a model with vanishing activations, ~1e-14); None when none is."""
     tiny = float(np.finfo(np.float16).tiny)
-    small = {n: d.reference_rms for n, d in drifts.items() if d.reference_rms not in (None, 0.0)}
+    small = {n: d.reference_rms for n, d in failed.items() if d.reference_rms not in (None, 0.0)}
     under = [f"{name!r} ({rms:.2g} RMS)" for name, rms in small.items() if rms < tiny]
     if not under:
         return None

@@ -442,7 +442,8 @@ def _to_float16(reference, model: ir.Model, options: OptimizeOptions, on_pass) -
         )
         failures = budget.check(drifts)
         if failures:
-            hint = fp16.underflow_hint(drifts) or "keep more ops in float32, or loosen --max-drift"
+            failed = {name: d for name, d in drifts.items() if budget.check({name: d})}
+            hint = fp16.underflow_hint(failed) or "keep more ops in float32, or loosen --max-drift"
             raise CheckFailedError(
                 f"the float16 model drifts beyond {budget}: {'; '.join(failures)} ({hint})"
             )

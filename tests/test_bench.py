@@ -128,6 +128,8 @@ def test_models_as_protos_shapes_and_input_sources(tmp_path):
     assert serialized.models[1].drift["scores"].max_abs == 0
     with pytest.raises(OnnxSlimError, match="serialized model, onnx.ModelProto .* got int"):
         benchmark([1], **FAST)
+    with pytest.raises(OnnxSlimError, match="cannot read model 0: "):
+        benchmark([b"\x00junk"], **FAST)
     assert report.models[1].drift["scores"].shape == (3, 3)
     np.savez(tmp_path / "data.npz", x=np.ones((4, 4), np.float32))
     assert benchmark([proto], inputs=tmp_path / "data.npz", **FAST).samples == 4

@@ -689,7 +689,8 @@ def _float_compute(
 def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Outcome:
     """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
     saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
-    sample, and judged as `_trade` judges: the time ratio and SNR gain least in its favour);
+    sample, and judged as `_trade` judges: the time ratio and SNR gain least in its favour), and
+    where it misses QUALITY_BAR that float compute meets, take at most BELOW_BAR_RATIO its time;
     else `float_compute` (as small a file), with the notes of the choices before it and what was
     measured."""
     floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
@@ -704,8 +705,8 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     below_bar = bool(missed) and not QUALITY_BAR.check(float_compute.drift)
     if below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
         lead += (
-            f"; INT8's {missed[0]} where float compute meets {QUALITY_BAR}, for less than "
-            f"{1 - BELOW_BAR_RATIO:.0%} of the time saved"
+            f"; INT8's {missed[0]} where float compute meets {QUALITY_BAR}: kept only at "
+            f"<= {BELOW_BAR_RATIO}x the time"
         )
     elif int8_worth_it(gain_db, max(ratio, fastest)):
         why = "closer to float" if gain_db > 0 else "within the drift its time allows"

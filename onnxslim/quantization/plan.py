@@ -4,6 +4,7 @@ why the others stay float."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Collection, Mapping
 
 import onnx_ir as ir
@@ -17,6 +18,7 @@ from onnxslim.quantization.ops import (
     COMPUTE,
     DEFAULT_OPS,
     FOLDABLE,
+    MIN_TABLE_ELEMENTS,
     RULES,
     SHARED,
     STORED_TABLES,
@@ -124,9 +126,9 @@ def prepare(model: ir.Model) -> ir.Model:
 def weight_uses(
     model: ir.Model, op_types: Collection[str], exclude_nodes: Collection[str] = ()
 ) -> set[tuple[ir.Node, int]]:
-    """(node, input index) of the weights and tables (`STORED_TABLES`) of the main graph's nodes
-    of `op_types` outside `exclude_nodes`: INT8 stores a constant read there in 8 bits (a table
-    under MIN_TABLE_ELEMENTS excepted)."""
+    """(node, input index) of the weights and float tables of MIN_TABLE_ELEMENTS or more
+    (`STORED_TABLES`) of the main graph's nodes of `op_types` outside `exclude_nodes`: INT8
+    stores a constant read there in 8 bits."""
     uses = set()
     for node in model.graph:
         if node.domain != "" or node.op_type not in op_types or node.name in exclude_nodes:
@@ -135,7 +137,16 @@ def weight_uses(
         if rule is not None and rule.kind in (WEIGHTED, WEIGHT_ONLY):
             uses.add((node, rule.weight))
         elif node.op_type in STORED_TABLES:
-            uses.add((node, STORED_TABLES[node.op_type][0]))
+            index = STORED_TABLES[node.op_type][0]
+            table = node.inputs[index] if len(node.inputs) > index else None
+            shape = table.shape if table is not None else None
+            if (
+                shape is not None
+                and table.dtype == ir.DataType.FLOAT
+                and shape.is_static()
+                and math.prod(shape.numpy()) >= MIN_TABLE_ELEMENTS
+            ):
+                uses.add((node, index))
     return uses
 
 
