@@ -383,18 +383,16 @@ def _prepare(model, index: int) -> _Model:
         return _Model(str(path), str(path), stats.file_bytes, stats.nodes)
     try:
         if isinstance(model, ir.Model):
-            nodes = node_count(model.graph)
-            model = io.to_proto(model)
+            nodes, data = node_count(model.graph), io.to_proto(model).SerializeToString()
         elif isinstance(model, bytes):  # serialized already
-            return _Model(f"model{index}", model, len(model), _proto_nodes(model))
+            nodes, data = _proto_nodes(model), model
         elif isinstance(model, onnx.ModelProto):
-            nodes = _proto_nodes(model)
+            nodes, data = _proto_nodes(model), model.SerializeToString()
         else:
             raise OnnxSlimError(
                 "expected a model path, serialized model, onnx.ModelProto or onnx_ir.Model, "
                 f"got {type(model).__name__}"
             )
-        data = model.SerializeToString()
     except (ValueError, TypeError, DecodeError) as err:
         raise OnnxSlimError(f"cannot read model {index}: {first_line(err)}") from err
     return _Model(f"model{index}", data, len(data), nodes)

@@ -228,10 +228,17 @@ class RemoveNoOps(ir.passes.InPlacePass):
 ZERO_DEFAULTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6, 7)}
 #: Ops whose output is all zeros when their first input is (they move, repeat or cast values).
 _ZEROS_KEPT = frozenset(
-    {
-        *("Cast", "Expand", "Flatten", "Identity", "Reshape"),
-        *("Squeeze", "Tile", "Transpose", "Unsqueeze"),
-    }
+    (
+        "Cast",
+        "Expand",
+        "Flatten",
+        "Identity",
+        "Reshape",
+        "Squeeze",
+        "Tile",
+        "Transpose",
+        "Unsqueeze",
+    )
 )
 
 

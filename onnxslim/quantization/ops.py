@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -172,11 +173,19 @@ def stored_weight(node: ir.Node) -> tuple[int, int | None] | None:
     if node.op_type in STORED_TABLES:
         index, axis = STORED_TABLES[node.op_type]
         value = node.inputs[index] if len(node.inputs) > index else None
-        if (
-            value is not None
-            and value.const_value is not None
-            and value.dtype == ir.DataType.FLOAT
-            and value.const_value.size >= MIN_TABLE_ELEMENTS
-        ):
+        if value is not None and value.const_value is not None and storable_table(value):
             return index, axis
     return None
+
+
+def storable_table(value: ir.Value | None) -> bool:
+    """Whether `value` is a float table of MIN_TABLE_ELEMENTS or more (by its tensor, or by its
+    static shape where constants compute it): one INT8 stores in 8 bits (`STORED_TABLES`)."""
+    if value is None or value.dtype != ir.DataType.FLOAT:
+        return False
+    if value.const_value is not None:
+        return value.const_value.size >= MIN_TABLE_ELEMENTS
+    shape = value.shape
+    return (
+        shape is not None and shape.is_static() and math.prod(shape.numpy()) >= MIN_TABLE_ELEMENTS
+    )

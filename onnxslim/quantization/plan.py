@@ -4,7 +4,6 @@ why the others stay float."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Collection, Mapping
 
 import onnx_ir as ir
@@ -18,7 +17,6 @@ from onnxslim.quantization.ops import (
     COMPUTE,
     DEFAULT_OPS,
     FOLDABLE,
-    MIN_TABLE_ELEMENTS,
     RULES,
     SHARED,
     STORED_TABLES,
@@ -26,6 +24,7 @@ from onnxslim.quantization.ops import (
     WEIGHTED,
     is_depthwise,
     macs_per_output,
+    storable_table,
     stored_weight,
 )
 
@@ -138,14 +137,7 @@ def weight_uses(
             uses.add((node, rule.weight))
         elif node.op_type in STORED_TABLES:
             index = STORED_TABLES[node.op_type][0]
-            table = node.inputs[index] if len(node.inputs) > index else None
-            shape = table.shape if table is not None else None
-            if (
-                shape is not None
-                and table.dtype == ir.DataType.FLOAT
-                and shape.is_static()
-                and math.prod(shape.numpy()) >= MIN_TABLE_ELEMENTS
-            ):
+            if storable_table(node.inputs[index] if len(node.inputs) > index else None):
                 uses.add((node, index))
     return uses
 
