@@ -36,9 +36,21 @@ __all__ = ["CheckFailedError", "OnnxSlimError", "slim", *_LAZY]
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # OnnxSlim's callers log it (ultralytics' export does)
+        return _version()
     if name not in _LAZY:
         raise AttributeError(f"module 'onnxslim' has no attribute {name!r}")
     return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def _version() -> str:
+    """The installed distribution's version ("unknown" when run from a source tree)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("onnxslim")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def slim(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import math
 import os
@@ -24,6 +23,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from rich.console import Console
 
+import onnxslim
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import (
     Preprocess,
@@ -614,12 +614,8 @@ def _timed_runs(
 
 def tool_versions() -> dict[str, str]:
     """Versions of onnxslim, onnx, onnxruntime, numpy and Python, for reports."""
-    try:
-        own = importlib.metadata.version("onnxslim")
-    except importlib.metadata.PackageNotFoundError:
-        own = "unknown"
     return {
-        "onnxslim": own,
+        "onnxslim": onnxslim.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
         "numpy": np.__version__,

@@ -200,6 +200,18 @@ def test_slim_returns_a_model_proto_or_writes(tmp_path):
     assert (tmp_path / "ext.onnx.data").is_file()
 
 
+def test_an_export_script_written_for_onnxslim_pypi_runs(tmp_path):
+    """Ultralytics' ONNX export: `import onnxslim`, log `onnxslim.__version__`, then
+    `onnxslim.slim(proto)`; an AttributeError there made it skip the slimming."""
+    import importlib.metadata
+
+    model = small_model()
+    assert onnxslim.__version__ == importlib.metadata.version("onnxslim")
+    assert op_counts(onnxslim.slim(model)) == {"MatMul": 1}
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        onnxslim.not_a_name  # noqa: B018
+
+
 def test_optimize_and_save_an_external_data_model_from_another_folder(tmp_path, monkeypatch):
     path = external_model(tmp_path / "src")
     elsewhere = tmp_path / "cwd"
