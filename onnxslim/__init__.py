@@ -84,48 +84,21 @@ def slim(
     return io.to_proto(result)
 
 
-#: OnnxSlim's `skip_optimizations` names -> onnxslim pass names.
-_SKIP_OPTIMIZATIONS = {
-    "constant_folding": ("fold-constants",),
-    "graph_fusion": (
-        "fuse-batchnorm",
-        "fuse-activations",
-        "fuse-conv-affine",
-        "fuse-pad-conv",
-        "fuse-matmul-add",
-        "fuse-chains",
-    ),
-    "dead_node_elimination": ("prune",),
-    "subexpression_elimination": ("eliminate-common-subexpressions",),
-}
-#: OnnxSlim options onnxslim has no counterpart for -> what to do instead.
-_UNSUPPORTED = {
-    "no_shape_infer": "onnxslim always runs shape inference; leave it out",
-    "no_constant_folding": "use skip='fold-constants'",
-    "inspect": "use `onnxslim inspect MODEL` or onnxslim.model.stats.model_info",
-    "dump_to_disk": "save the model with onnxslim.save(model, path)",
-    "verbose": "use onnxslim.optimizer.optimize_with_report(model).history",
-    "inline_subgraphs": "use inline_functions=True (If/Loop bodies are optimized in place)",
-}
-
-
 def _onnxslim_options(options: dict) -> dict:
     """`slim()` keywords in OnnxSlim's spelling as `optimize` options; OnnxSlimError otherwise."""
+    from onnxslim import compat
+
     out = dict(options)
-    for name, instead in _UNSUPPORTED.items():
+    for name, instead in compat.UNSUPPORTED.items():
         if name in out:
             raise OnnxSlimError(f"slim({name}=...) is OnnxSlim's option: {instead}")
     if "model_check" in out:
         out["check"] = bool(out.pop("model_check"))
     skip = list(_as_list(out.pop("skip", ())))
-    skip += _as_list(out.pop("skip_fusion_patterns", None))
-    for name in _as_list(out.pop("skip_optimizations", None)):
-        if name not in _SKIP_OPTIMIZATIONS:
-            raise OnnxSlimError(
-                f"slim(skip_optimizations=[{name!r}]) has no onnxslim counterpart: "
-                f"give skip= pass names instead (`onnxslim optimize --help` lists them)"
-            )
-        skip += _SKIP_OPTIMIZATIONS[name]
+    skip += compat.skip_passes(
+        _as_list(out.pop("skip_optimizations", None)),
+        _as_list(out.pop("skip_fusion_patterns", None)),
+    )
     if skip:
         out["skip"] = tuple(skip)
     dtype = out.get("dtype")

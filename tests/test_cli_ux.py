@@ -11,7 +11,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import FLOAT, REPO, assert_one_line_error, const, make_model, run, run_cli, vi
+from helpers import (
+    FLOAT,
+    REPO,
+    assert_one_line_error,
+    assert_same_outputs,
+    const,
+    make_model,
+    op_counts,
+    run,
+    run_cli,
+    save_model,
+    vi,
+)
 from onnx import helper
 
 from onnxslim.cli.params import parse_size
@@ -460,13 +472,47 @@ def test_slim_takes_onnxslims_keywords(tmp_path):
         ({"no_shape_infer": True}, r"slim\(no_shape_infer=...\) is OnnxSlim's option: onnxslim"),
         ({"verbose": True}, "optimize_with_report"),
         ({"dtype": "int4"}, "dtype='int4'"),
-        ({"skip_optimizations": ["weight_tying"]}, "give skip= pass names instead"),
-        ({"skip_fusion_patterns": ["FusionGelu"]}, "FusionGelu"),
+        ({"skip_optimizations": ["weight_tying"]}, "give onnxslim pass names to skip"),
+        ({"skip_fusion_patterns": ["FusionBogus"]}, "unknown pass 'FusionBogus'"),
         ({"bogus": 1}, "unknown option"),
     ]:
         with pytest.raises(OnnxSlimError, match=message) as caught:
             onnxslim.slim(shape_math_model(), **kwargs)
         assert "\n" not in str(caught.value)
+
+
+def test_slim_skips_onnxslims_fusion_patterns():
+    import onnxslim
+
+    assert op_counts(onnxslim.slim(conv_bn_model())) == {"Conv": 1}
+    kept = onnxslim.slim(conv_bn_model(), skip_fusion_patterns=["FusionConvBN", "FusionReduce"])
+    assert op_counts(kept) == {"Conv": 1, "BatchNormalization": 1}
+
+
+def test_cli_takes_onnxslims_flags(tmp_path):
+    """OnnxSlim's command lines (0.1.x hyphen spellings, older underscore ones, several values
+    after one flag) run; its flags with no counterpart say what to use instead."""
+    save_model(conv_bn_model(), tmp_path / "m.onnx")
+    proc = run_cli(
+        *(tmp_path / "m.onnx", tmp_path / "o.onnx", "--model-check", "--verbose"),
+        *("--skip-fusion-patterns", "FusionConvBN", "FusionPadConv", "--save-as-external-data"),
+        *("--input_shapes", "x:1,3,16,16", "--model_check_inputs", "x:1,3,16,16"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert op_counts(tmp_path / "o.onnx") == {"Conv": 1, "BatchNormalization": 1}
+    assert (tmp_path / "o.onnx.data").is_file()
+    assert_same_outputs(conv_bn_model(), tmp_path / "o.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "--inspect")
+    assert proc.returncode == 0 and "BatchNormalization" in proc.stdout, proc.stderr
+    assert not (tmp_path / "m.onnx.slim.onnx").exists()
+    for flag, says in [
+        ("--no-shape-infer", "onnxslim always runs shape inference"),
+        ("--no_constant_folding", "--skip fold-constants"),
+        ("--skip-optimizations=weight_tying", "no onnxslim counterpart"),
+    ]:
+        proc = run_cli(tmp_path / "m.onnx", tmp_path / "p.onnx", flag)
+        assert_one_line_error(proc, contains=says)
+        assert not (tmp_path / "p.onnx").exists()
 
 
 # -- --dtype fp16 --

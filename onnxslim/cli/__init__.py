@@ -2,7 +2,7 @@
 `onnxslim inspect MODEL` describes.
 
 Commands live in their own modules (optimize, bench, inspect); option types in params, exit codes
-in exits.
+in exits; OnnxSlim's (PyPI) flags are translated by onnxslim.compat.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 
 import click
+
+from onnxslim import compat
+from onnxslim.errors import OnnxSlimError
 
 
 class DefaultCommandGroup(click.Group):
@@ -22,6 +25,11 @@ class DefaultCommandGroup(click.Group):
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args.insert(0, "optimize")
+        if args and args[0] == "optimize":  # OnnxSlim's flags too, in onnxslim's spelling
+            try:
+                args = compat.command_args(args[1:])
+            except OnnxSlimError as err:
+                raise click.UsageError(str(err)) from None
         return super().parse_args(ctx, args)
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
