@@ -2624,7 +2624,7 @@ def test_int8_warns_up_front_when_the_model_may_not_fit_in_memory(monkeypatch):
     )
     samples = [{"x": np.full((1, 64), i, np.float32)} for i in range(8)]
     monkeypatch.setattr(api, "available_memory", lambda: 2**10)
-    with pytest.warns(UserWarning, match=r"may need about .* of memory \(11x the model\) and 1"):
+    with pytest.warns(UserWarning, match=r"may need about .* of memory \(10x the model\) and 1"):
         quantize(model, samples, progress=False, measure_latency=False)
     monkeypatch.setattr(api, "available_memory", lambda: None)  # unknown: nothing said
     with warnings.catch_warnings():

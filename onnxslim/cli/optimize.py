@@ -459,8 +459,13 @@ def optimize_command(
                 "inline_functions": inline_functions,
                 "target_opset": target_opset,
             }
+            specs = data.input_specs(model)
+            # an unchanged model is handed over as its file: quantize frees what it loads
+            source = model if cut or fixed else input_path
+            del model
             report_data = _quantize(
-                model,
+                source,
+                specs,
                 input_path,
                 output,
                 external_data,
@@ -565,6 +570,7 @@ _LEVER = {"auto": "auto", "on": True, "off": False}
 
 def _quantize(
     model,
+    specs: list[data.InputSpec],
     input_path: Path,
     output: Path | None,
     external_data: bool,
@@ -579,11 +585,10 @@ def _quantize(
     preprocess: str | None,
     **options,
 ) -> dict:
-    """Calibrate the loaded `model` on `calibration`, quantize, measure, save and report; `lossless`
-    are the options of the lossless passes, `options` the CLI's INT8 options. The report goes to
-    `console` (stdout), warnings to `messages` (stderr), the page to `html_path` (None: not
-    written); returns the JSON report."""
-    specs = data.input_specs(model)
+    """Calibrate `model` (loaded, or its file; its inputs `specs`) on `calibration`, quantize,
+    measure, save and report; `lossless` are the options of the lossless passes, `options` the
+    CLI's INT8 options. The report goes to `console` (stdout), warnings to `messages` (stderr), the
+    page to `html_path` (None: not written); returns the JSON report."""
     random = calibration.startswith("random:")
     if shapes and not random:
         raise OnnxSlimError(

@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -149,12 +149,12 @@ def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
     del graph.sparse_initializer[:]
 
 
-def keep_aside_as(model: ir.Model, source: ir.Model) -> None:
-    """Give `model` (made from `source`) the map types and negative dims `source` was loaded
-    with."""
+def keep_aside_as(model: ir.Model, source_meta: Mapping) -> None:
+    """Give `model` the map types and negative dims of the model it was made from, whose `meta`
+    is `source_meta`."""
     for key in (MAP_TYPED, NEGATIVE_DIMS):
-        if key in source.meta:
-            model.meta[key] = source.meta[key]
+        if key in source_meta:
+            model.meta[key] = source_meta[key]
 
 
 def with_kept_aside(model: ir.Model, proto: onnx.ModelProto) -> onnx.ModelProto:

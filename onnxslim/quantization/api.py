@@ -274,6 +274,8 @@ def _quantize(
         raise OnnxSlimError(
             "INT8 quantization holds the model as one protobuf, which cannot exceed 2 GB"
         ) from None
+    nodes_before, original_meta = node_count(original.graph), original.meta
+    del original  # the weights live on in `reference`: a model loaded here is freed now
     short = memory_warning(len(reference), available_memory())
     if short:
         warnings.warn(f"onnxslim: {short}", stacklevel=3)
@@ -370,7 +372,7 @@ def _quantize(
     notes += outcome.notes + nothing_int8_warning(outcome, before)
     outcome = _as_made(outcome, before)
     quantized, drift = outcome.model, outcome.drift
-    io.keep_aside_as(quantized, original)  # map types onnx-ir cannot hold, for the file written
+    io.keep_aside_as(quantized, original_meta)  # map types onnx-ir cannot hold, for the file
     if test:  # the figures reported: on samples no decision saw
         drift, runtime_note = _test_drift(reference, quantized, test)
         notes += [runtime_note] if runtime_note else []
@@ -399,7 +401,7 @@ def _quantize(
         calibration_samples=len(calib),
         selection_samples=len(selection) if selection is not calib else 0,
         test_samples=len(test),
-        nodes_before=node_count(original.graph),
+        nodes_before=nodes_before,
         nodes_after=node_count(quantized.graph),
         size_before=len(given),
         size_after=io.to_proto(quantized).ByteSize(),

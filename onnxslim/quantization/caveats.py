@@ -206,8 +206,8 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
 
 
 #: INT8's peak memory per byte of the model (float, INT8 and candidate models, and the sessions
-#: timed side by side): 10.5x on a 0.19 GiB encoder (`benchmarks/large.py --tools onnxslim-int8`).
-MEMORY_PER_MODEL_BYTE = 11
+#: timed side by side): 9.5x on a 0.19 GiB encoder (`benchmarks/large.py --tools onnxslim-int8`).
+MEMORY_PER_MODEL_BYTE = 10
 
 
 def memory_warning(model_bytes: int, available: int | None) -> str | None:
