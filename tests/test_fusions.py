@@ -159,6 +159,27 @@ def test_conv_affine_shared_weight_kept():
     assert slim(model)["Mul"] == 1
 
 
+@pytest.mark.parametrize(("operand", "folded"), [(rand(8, 1, 1), True), (rand(1), False)])
+def test_conv_affine_with_a_bias_shared_by_another_conv(operand, folded):
+    """Equal biases share one initializer (timm's zero biases): the fold gives the Conv a bias of
+    its own when the operand that goes is as big (a per-channel layer scale), never for a scalar
+    (the file would grow)."""
+    second_weight = node("Constant", [], "W2", value=numpy_helper.from_array(rand(8, 4, 3, 3)))
+    second_conv = node("Conv", ["x", "W2", "B"], "z")
+    model = conv_then(
+        [("Mul", operand, False)], extra_nodes=[second_weight, second_conv], outputs=("y", "z")
+    )
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized, seeds=(0, 1))
+    assert op_counts(optimized).get("Mul", 0) == (0 if folded else 1)
+    weights = [
+        sum(numpy_helper.to_array(t).nbytes for t in m.graph.initializer)
+        + sum(a.t.ByteSize() for n in m.graph.node for a in n.attribute)
+        for m in (model, optimized)
+    ]
+    assert weights[1] <= weights[0]
+
+
 def test_conv_affine_division_by_zero_kept():
     divisor = rand(8, 1, 1)
     divisor[3] = 0

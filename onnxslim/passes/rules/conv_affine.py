@@ -111,8 +111,11 @@ def _cannot_absorb(node: ir.Node, x: ir.Value, w: ir.Value, c: ir.Value) -> str 
     weight = constant(w)
     if weight is None or constant(c) is None or (bias is not None and constant(bias) is None):
         return "weight, bias or operand not constant"
-    if any(len(v.uses()) > 1 for v in (w, bias) if v is not None):
-        return "weight or bias shared with another node"
+    if len(w.uses()) > 1:
+        return "weight shared with another node"
+    if bias is not None and len(bias.uses()) > 1 and constant(c).size < constant(bias).size:
+        # the node gets a bias of its own: no bigger than the operand that goes
+        return "bias shared with another node, and the operand is smaller than a bias"
     if x.dtype not in FLOAT_TYPES or not x.dtype == w.dtype == c.dtype:
         return "dtypes differ or are not float"
     if weight.ndim < 3 or weight.shape[0] % _group(node):
