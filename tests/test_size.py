@@ -373,3 +373,58 @@ def test_the_guard_bounds_a_growing_fold_ort_cannot_do_at_load():
     loadable = ir.Node("", "ConstantOfShape", [const], num_outputs=1)
     assert not guard._may_grow(loadable, 700, charge=False)  # ORT folds it at load
     assert budget.stopped[fold.STOPPED_CONSTANT_ONLY]
+
+
+def standardized_weight_conv(shared: bool) -> onnx.ModelProto:
+    """Conv(x, (W - mean(W)) / sqrt(var(W) + eps)) per output channel (timm's ScaledStdConv2d);
+    `shared`: a second Conv reads W itself too."""
+    rng = np.random.default_rng(0)
+    axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
+    nodes = [
+        helper.make_node("Constant", [], ["axes"], value=axes),
+        helper.make_node("ReduceMean", ["W", "axes"], ["mean"]),
+        helper.make_node("Sub", ["W", "mean"], ["centered"]),
+        helper.make_node("Mul", ["centered", "centered"], ["squared"]),
+        helper.make_node("ReduceMean", ["squared", "axes"], ["var"]),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"]),
+        helper.make_node("Sqrt", ["var_eps"], ["std"]),
+        helper.make_node("Div", ["centered", "std"], ["Wn"]),
+        helper.make_node("Conv", ["x", "Wn"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    outputs = [vi("y", FLOAT, [1, 8, 6, 6])]
+    if shared:
+        nodes.append(helper.make_node("Conv", ["x", "W"], ["z"], pads=[1, 1, 1, 1]))
+        outputs.append(vi("z", FLOAT, [1, 8, 6, 6]))
+    return make_model(
+        nodes,
+        [vi("x", FLOAT, [1, 4, 6, 6])],
+        outputs,
+        [
+            const("W", rng.standard_normal((8, 4, 3, 3)).astype(np.float32)),
+            const("eps", np.array(1e-5, np.float32)),
+        ],
+        opset=18,
+    )
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_weight_computed_from_constants_is_folded_whole_when_it_frees_its_inputs(shared):
+    """Node by node, each step of the standardization adds to the file (W has other readers in
+    the computation), so ORT was left to fold it at load; folded whole it frees W for a weight
+    of W's size. With W read elsewhere too, folding would store a second copy: left as it is."""
+    model = standardized_weight_conv(shared)
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized)
+    computed = {"ReduceMean": 2, "Sub": 1, "Mul": 1, "Add": 1, "Sqrt": 1, "Div": 1}
+    assert op_counts(optimized) == ({"Conv": 2, **computed} if shared else {"Conv": 1})
+    constants = [
+        sum(numpy_helper.to_array(t).nbytes for t in m.graph.initializer)
+        + sum(
+            numpy_helper.to_array(a.t).nbytes
+            for n in m.graph.node
+            for a in n.attribute
+            if a.type == onnx.AttributeProto.TENSOR
+        )
+        for m in (model, optimized)
+    ]
+    assert constants[1] <= constants[0]

@@ -114,7 +114,37 @@ class FoldConstants(ir.passes.InPlacePass):
         folded = folder(model).modified
         if folded:
             marks.remove(model)
+        if FoldComputations()(model).modified:
+            folded = True
+            kept = {value.name for node in model.graph for value in node.outputs}
+            for stopped in self.budget.stopped.values():  # the notes count what is still there
+                for name in set(stopped) - kept:
+                    del stopped[name]
         return ir.passes.PassResult(model, lifted or folded)
+
+
+class FoldComputations(ir.passes.InPlacePass):
+    """Replace each value a node computes from constants only, read by a node that is not, by its
+    result, when that is no bigger than the constants only its computation reads.
+
+    Folding node by node misses these: in a weight standardization (timm's NFNet: a Conv weight is
+    BatchNormalization(W, mean(W'), var(W')) of the weight and a transposed copy W'), each step
+    alone adds to the file because what it reads has other readers in the computation, while the
+    whole computation frees both copies for one weight of their size.
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        computable = computable_values(model.graph)
+        names = {
+            value.name
+            for node in model.graph
+            if not any(value in computable for value in node.outputs)
+            for value in node.inputs
+            if value in computable and _static_shape(value) is not None  # no inference run
+        }
+        if not names:
+            return ir.passes.PassResult(model, False)
+        return FoldProducers(names, stored_bits=None)(model)
 
 
 class FoldProducers(ir.passes.InPlacePass):
@@ -124,11 +154,13 @@ class FoldProducers(ir.passes.InPlacePass):
 
     For a consumer that needs its inputs constant and stores them compactly itself: INT8 quantizes
     a weight only when it is a constant (a Cast of float16 weights, a Transpose of an initializer
-    are not) and stores it in 8 bits. A value is replaced only when its computation is its own (no
-    other node reads what is computed on the way) and its shape is known (ONNX shape inference of
-    that computation alone, before anything is computed); one computed from a graph input, through
-    an If/Loop/Scan or a node never folded, is left as it is. The computation runs on ONNX's
-    reference evaluator.
+    are not) and stores it in 8 bits. Lossless folding (`FoldComputations`) gives `stored_bits`
+    None: the value's own element size. A value is replaced only when its computation is its own
+    (no other node reads what is computed on the way) and its shape is known before anything is
+    computed (the static shape the model declares, else ONNX shape inference of that computation
+    alone), and when the result computed is no bigger either; one computed from a graph input,
+    through an If/Loop/Scan or a node never folded, is left as it is. The computation runs on
+    ONNX's reference evaluator.
 
     `stored` holds node inputs (node, input index) whose node stores that constant at
     `stored_bits` itself (weights INT8 quantizes): a constant the computation shares only with such
@@ -138,7 +170,7 @@ class FoldProducers(ir.passes.InPlacePass):
     def __init__(
         self,
         values: Iterable[str],
-        stored_bits: int = 8,
+        stored_bits: int | None = 8,
         stored: Collection[tuple[ir.Node, int]] = frozenset(),
     ) -> None:
         super().__init__()
@@ -160,36 +192,40 @@ class FoldProducers(ir.passes.InPlacePass):
                     producers = _own_producers(value, order)
                     if producers:
                         folds[value] = producers
-        # each value's computation, serialized once: its shape, its value, its record
-        computations = {
-            value: _computation(model, value, producers) for value, producers in folds.items()
-        }
-        paying = [
-            value
-            for value, computation in computations.items()
-            if self._pays(_inferred_shape(value, computation), folds[value])
-        ]
-        try:
-            results = [ReferenceEvaluator(computations[v]).run(None, {})[0] for v in paying]
-        except Exception as err:  # noqa: BLE001 - an op the evaluator lacks: leave them computed
-            logger.debug("not folding %s: %s", ", ".join(v.name for v in paying), err)
-            return ir.passes.PassResult(model, False)
         replaced = False
-        for value, array in zip(paying, results):
-            array = np.asarray(array)
+        for value, producers in folds.items():
+            # serialized once (its shape when not declared, its value, its record), if it pays
+            computation = None
+            shape = _static_shape(value)
+            if shape is None:
+                computation = _computation(model, value, producers)
+                shape = _inferred_shape(value, computation)
+            if not self._pays(value, shape, producers):
+                continue
+            computation = computation or _computation(model, value, producers)
+            try:
+                array = np.asarray(ReferenceEvaluator(computation).run(None, {})[0])
+            except Exception as err:  # noqa: BLE001 - an op the evaluator lacks: leave it computed
+                logger.debug("not folding %s: %s", value.name, err)
+                continue
             if value.dtype is not None and ir.DataType.from_numpy(array.dtype) != value.dtype:
                 continue  # not what the model declares: leave it computed
-            self.computations[value.name] = (computations[value], array)
-            _replace_by_constant(graph, value, array, folds[value])
+            if not self._pays(value, list(array.shape), producers):
+                continue  # bigger than its declared shape said
+            self.computations[value.name] = (computation, array)
+            _replace_by_constant(graph, value, array, producers)
             replaced = True
         return ir.passes.PassResult(model, replaced)
 
-    def _pays(self, shape: list | None, producers: list[ir.Node]) -> bool:
-        """Whether a value of `shape`, stored at `stored_bits`, is no bigger than what computing
-        it from `producers` frees (`_freed_bytes`)."""
+    def _pays(self, value: ir.Value, shape: list | None, producers: list[ir.Node]) -> bool:
+        """Whether `value` of `shape`, stored at `stored_bits` (None: its own element size), is no
+        bigger than what computing it from `producers` frees (`_freed_bytes`)."""
         if shape is None or not all(isinstance(dim, int) for dim in shape):
             return False
-        return math.prod(shape) * self.stored_bits <= 8 * self._freed_bytes(producers)
+        if self.stored_bits is None and value.dtype in (None, ir.DataType.STRING):
+            return False  # no element size to weigh
+        bits = self.stored_bits or value.dtype.itemsize * 8
+        return math.prod(shape) * bits <= 8 * self._freed_bytes(producers)
 
     def _freed_bytes(self, producers: list[ir.Node]) -> int:
         """Bytes of float constants that go with `producers`: the initializers only they read (or
@@ -282,6 +318,14 @@ def _computation(model: ir.Model, value: ir.Value, producers: list[ir.Node]) -> 
     )
     opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
     return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=model.ir_version)
+
+
+def _static_shape(value: ir.Value) -> list[int] | None:
+    """The shape the model declares for `value` when every dim is known, else None."""
+    shape = value.shape
+    if shape is None or not all(isinstance(dim, int) for dim in shape):
+        return None
+    return list(shape)
 
 
 def _inferred_shape(value: ir.Value, computation: onnx.ModelProto) -> list | None:
