@@ -64,6 +64,9 @@ MAX_ELEMENTS = 1 << 24
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
 #: The name of an integer input that holds lengths (`_length_inputs`).
 LENGTH_NAME = re.compile("len", re.IGNORECASE)
+#: A KV cache input (past keys and values) and an attention mask, by name.
+CACHE_NAME = re.compile("past|cache|key_values", re.IGNORECASE)
+MASK_NAME = re.compile("mask", re.IGNORECASE)
 
 Feeds = dict[str, Any]
 
@@ -356,6 +359,7 @@ class _Planner:
         self.picture_size = image_dim if image_dim and image_dim > dim else None
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
         self.lengths = _length_inputs(self.inputs)
+        self.cache_spans = _cache_spans(self.inputs)
         #: Dim keys `shapes` sets, which retries leave alone.
         self.fixed = {
             key
@@ -423,6 +427,9 @@ class _Planner:
     ) -> Synthesized:
         """Feeds with the default dims updated by `dims`; `ints`: the range of free integers."""
         values = {**self.defaults, **(dims or {})}
+        for span, (past, new) in self.cache_spans.items():
+            if span not in self.fixed and span not in (dims or {}):
+                values[span] = values[past] + values[new]
         shapes = {
             item.name: tuple(d if isinstance(d, int) else values[d] for d in item.dims)
             for item in self.inputs
@@ -774,6 +781,40 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str]:
                 found[item.name] = measured[0]
                 break
     return found
+
+
+def _cache_spans(inputs: Sequence[_Input]) -> dict[str, tuple[str, str]]:
+    """A decoder with a KV cache: the dim key of an attention mask over the cached and the new
+    tokens -> the keys of the cache's length and of the new tokens' (the mask spans both).
+
+    The cache is a float input of rank 4 named like one (`past_key_values.0.key`, `past_key_0`:
+    [batch, heads, past, head size]), the new tokens the second dim of a rank-2 integer input that
+    is not the mask (`input_ids[batch, seq]`), and the mask a rank-2 input named like one whose
+    second dim is neither."""
+    past = [
+        item.dims[2]
+        for item in inputs
+        if CACHE_NAME.search(item.name)
+        and _kind(item.elem_type) == "float"
+        and len(item.dims) == 4
+        and isinstance(item.dims[2], str)
+    ]
+    masks = [item for item in inputs if MASK_NAME.search(item.name) and len(item.dims) == 2]
+    tokens = [
+        item.dims[1]
+        for item in inputs
+        if _kind(item.elem_type) == "int"
+        and len(item.dims) == 2
+        and isinstance(item.dims[1], str)
+        and item not in masks
+    ]
+    if not past or not tokens:
+        return {}
+    return {
+        mask.dims[1]: (past[0], tokens[0])
+        for mask in masks
+        if isinstance(mask.dims[1], str) and mask.dims[1] not in (*past, *tokens)
+    }
 
 
 def _image_dims(item: _Input) -> list[str]:
