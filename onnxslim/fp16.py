@@ -130,17 +130,24 @@ def to_float16(
     for node in half_nodes:
         for output in node.outputs:
             if output.dtype == FLOAT:
-                output.dtype = HALF
+                _to_half(output)
     if not keep_io_types:
         for value in graph.inputs:
             if value.dtype == FLOAT and not value.is_initializer():
-                value.dtype = HALF
+                _to_half(value)
     _convert_initializers(graph, half_nodes, interface)
     result.casts = _insert_casts(graph, half_nodes, keep_io_types)
     result.nodes_float16 = len(half_nodes)
     result.kept = dict(kept.most_common())
     result.weights_after = _weight_bytes(graph)
     return result
+
+
+def _to_half(value: ir.Value) -> None:
+    """`value` as float16, in a type of its own: a dtype set in place would change every value
+    sharing its type object too (a rewrite may give a new value the type of the one it replaces),
+    and a float32 node would then give a float16 reader float32 with no Cast between."""
+    value.type = ir.TensorType(HALF)
 
 
 def _has_float(node: ir.Node) -> bool:
@@ -240,7 +247,7 @@ def _convert_initializers(graph: ir.Graph, half_nodes: set[ir.Node], interface: 
         data = value.const_value.numpy().astype(np.float16)
         if len(half_uses) == len(uses):
             value.const_value = ir.Tensor(data, name=name)
-            value.dtype = HALF
+            _to_half(value)
             continue
         copy = ir.Value(name=_unique(graph, f"{name}_fp16"), const_value=ir.Tensor(data))
         copy.const_value.name = copy.name

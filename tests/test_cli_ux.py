@@ -688,6 +688,37 @@ def test_fp16_keeps_the_transpose_onnx_runtime_crashes_on_in_float32(tmp_path):
     assert np.allclose(got, want, rtol=1e-2, atol=0.1)
 
 
+def test_fp16_keeps_a_float32_node_float32_whose_type_object_another_value_shares():
+    """sink-transposes gives the Transpose it moves the type of the value it replaces: one type
+    object for two values. Set in place, float16 on the Mul's output made the kept Transpose's
+    output read float16 too, and the MatMul got float32 with no Cast (torchaudio's Emformer: "Type
+    parameter (T) of Optype (MatMul) bound to different types")."""
+    import onnx_ir as ir
+
+    from onnxslim.fp16 import to_float16
+
+    w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    model = make_model(
+        [
+            helper.make_node("Mul", ["x", "two"], ["m"]),
+            helper.make_node("Transpose", ["m"], ["t"], perm=[1, 0, 2]),
+            helper.make_node("MatMul", ["t", "w"], ["y"]),
+        ],
+        [vi("x", FLOAT, [3, 2, 8])],
+        [vi("y", FLOAT, [2, 3, 5])],
+        [const("w", w), const("two", np.array(2, np.float32))],
+    )
+    converted = ir.from_proto(model)
+    mul, transpose, _ = converted.graph
+    shared = ir.TensorType(ir.DataType.FLOAT)  # one object for both, as a rewrite leaves it
+    mul.outputs[0].type = transpose.outputs[0].type = shared
+    to_float16(converted)
+    assert transpose.outputs[0].dtype == ir.DataType.FLOAT
+    feed = {"x": np.random.default_rng(1).standard_normal((3, 2, 8)).astype(np.float32)}
+    (got,), (want,) = run(ir.to_proto(converted), feed), run(model, feed)
+    assert np.allclose(got, want, rtol=1e-2, atol=0.05)
+
+
 #: a child that dies as ORT 1.32 does on some float16 models, at the levels (argv[2]) listed
 CRASHING_PROBE = (
     "import os, signal, sys\nif sys.argv[2] in {}: os.kill(os.getpid(), signal.SIGSEGV)"

@@ -11,6 +11,8 @@ keeps one statistic per activation: neither is the per-channel affine map the fo
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx_ir as ir
 
@@ -96,7 +98,7 @@ def _bypass(graph: ir.Graph, node: ir.Node, replacement: ir.Value) -> None:
     """Remove single-output `node`, its output replaced by `replacement` (which takes its name
     when it is a graph output)."""
     old = node.outputs[0]
-    replacement.type = replacement.type or old.type
+    replacement.type = replacement.type or copy.copy(old.type)  # its own, as in transpose.py
     replacement.shape = replacement.shape or old.shape
     name = old.name if old.is_graph_output() else None
     old.replace_all_uses_with(replacement, replace_graph_outputs=True)

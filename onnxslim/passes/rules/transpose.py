@@ -27,6 +27,8 @@ whose inner one has other consumers are collapsed by the Transpose chain rule (`
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
@@ -156,7 +158,7 @@ def _inverse(perm: list[int]) -> list[int]:
 def _untransposed(value: ir.Value, out: ir.Value, perm: list[int]) -> ir.Value:
     """`value` (computed in x's layout) given the type of `out` and its shape moved back by
     perm^-1."""
-    value.type = out.type
+    value.type = copy.copy(out.type)  # its own: a dtype set later changes one value only
     if out.shape is not None and out.shape.rank() == len(perm):
         value.shape = ir.Shape([out.shape[axis] for axis in _inverse(perm)])
     return value
@@ -274,7 +276,7 @@ class ReduceTranspose(UnaryTranspose):
         keepdims = node.attributes.get_int("keepdims", 1)
         if len(axes) == len(perm):  # all axes: the layout does not matter
             inner = getattr(op, self.op_type)(x, *node.inputs[1:], **node.attributes)
-            inner.type, inner.shape = out.type, out.shape
+            inner.type, inner.shape = copy.copy(out.type), out.shape
             return inner
         if "axes" in node.attributes:
             inner = getattr(op, self.op_type)(x, axes=new_axes.tolist(), **attributes)
@@ -285,7 +287,7 @@ class ReduceTranspose(UnaryTranspose):
             return op.Transpose(_untransposed(inner, out, perm), perm=perm)
         kept = [perm[i] for i in range(len(perm)) if i not in axes]
         order = [sorted(kept).index(axis) for axis in kept]
-        inner.type = out.type
+        inner.type = copy.copy(out.type)
         if out.shape is not None and out.shape.rank() == len(order):
             inner.shape = ir.Shape([out.shape[i] for i in _inverse(order)])
         return _transpose(op, inner, order)
