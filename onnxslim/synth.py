@@ -441,7 +441,9 @@ class _Planner:
             shape = shapes[item.name]
             use = self._combined_use(item, known)
             if item.name in self.lengths and (use is None or use.kind == "hint"):
-                use = _Use("length", total=values[self.lengths[item.name]])
+                measured = self.lengths[item.name]
+                total = values[measured] if isinstance(measured, str) else measured
+                use = _Use("length", total=total)
             if item.kind == "sequence":
                 elements = [_values(item, shape, use, ints, rng) for _ in range(SEQUENCE_LENGTH)]
                 feeds[item.name] = [array for array, _ in elements]
@@ -761,12 +763,14 @@ def _input(value: onnx.ValueInfoProto) -> _Input:
     return _Input(value.name, kind, tensor.elem_type, dims)
 
 
-def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str]:
-    """Integer inputs that hold each batch item's length -> the key of the dim they measure.
+def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
+    """Integer inputs that hold each batch item's length -> the key of the dim they measure (or
+    its size, when the other input's dims are all static).
     Such an input has one dim, a name like a length (`waveforms_lens`, `seq_len`, `lengths`), and
     its dim is the first of another input: it measures that input's first dynamic dim after it
-    (`waveforms[batch, N]`: N; `feats[batch, T, 80]`: T; a TTS model's `text[batch, T]`: T)."""
-    found: dict[str, str] = {}
+    (`waveforms[batch, N]`: N; `feats[batch, T, 80]`: T; a TTS model's `text[batch, T]`: T), or
+    with none its second dim (torchaudio's Emformer exported at `x[1, 21, 32]`: 21)."""
+    found: dict[str, str | int] = {}
     for item in inputs:
         if not (
             item.kind == "tensor"
@@ -776,7 +780,9 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str]:
         ):
             continue
         for other in inputs:
-            measured = [d for d in other.dims[1:] if isinstance(d, str)]
+            dynamic = [d for d in other.dims[1:] if isinstance(d, str)]
+            static = other.dims[1:2] if len(other.dims) <= 3 else ()  # a sequence, not a picture
+            measured = dynamic or [d for d in static if isinstance(d, int)]
             if other.kind == "tensor" and other.dims[:1] == item.dims and measured:
                 found[item.name] = measured[0]
                 break

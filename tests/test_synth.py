@@ -491,7 +491,7 @@ def test_integers_compared_with_codes_take_their_values_unless_a_use_bounds_them
     assert synth.synthesize(bounded).feeds["b"].max() <= 4
 
 
-def masked_audio(length_name: str = "waveforms_lens"):
+def masked_audio(length_name: str = "waveforms_lens", dims: tuple = ("batch", "N")):
     """waveforms[batch, N] masked past each item's length: y = waveforms * (arange(N) < length);
     the mean of the unmasked samples, `z`, beside it."""
     nodes = [
@@ -506,7 +506,7 @@ def masked_audio(length_name: str = "waveforms_lens"):
     ]
     return make_model(
         nodes,
-        [vi("waveforms", FLOAT, ["batch", "N"]), vi(length_name, INT64, ["batch"])],
+        [vi("waveforms", FLOAT, list(dims)), vi(length_name, INT64, list(dims[:1]))],
         [vi("y", FLOAT, None), vi("z", FLOAT, None)],
         [const("zero", np.int64(0)), const("one", np.int64(1)), const("axis", np.array([1]))],
     )
@@ -533,6 +533,8 @@ def test_a_length_input_holds_the_full_length():
         [vi("y", INT64, None)],
     )
     assert synth.synthesize(tts, {"text": (1, 7)}).feeds["text_lengths"].tolist() == [7]
+    # Exported at fixed dims (torchaudio's Emformer: x[1, 21, 32], lengths[1]): the fixed length.
+    assert synth.synthesize(masked_audio(dims=(1, 21))).feeds["waveforms_lens"].tolist() == [21]
 
 
 def sliced_sum(start: int = 40):
