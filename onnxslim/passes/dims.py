@@ -1,10 +1,10 @@
-"""Symbolic dims: placeholder names that promise nothing."""
+"""Dims that promise less than they say: placeholder names, and a Loop state's declared shape."""
 
 from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxslim.model.graph import all_graphs
+from onnxslim.model.graph import all_graphs, subgraphs
 
 #: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads
 #: equal names as equal sizes, so rules comparing shapes would wrongly take two such dims as equal.
@@ -31,3 +31,52 @@ def forget_placeholder_dims(model: ir.Model) -> bool:
 
 def _is_placeholder(dim) -> bool:
     return isinstance(dim, ir.SymbolicDim) and dim.value in PLACEHOLDER_DIMS
+
+
+def widen_loop_states(model: ir.Model) -> bool:
+    """Make unknown each static dim of a Loop body's loop-carried input that its body output for
+    the next iteration does not keep, and forget the shapes inferred from it (in the body and of
+    the Loop's outputs, graph outputs aside); whether one changed.
+
+    An exporter declares that input with the initial value's shape (torch.jit.script: `[1, B, 8]`
+    for a tensor the body grows by one row per iteration), which holds for the first iteration
+    only: rules trusting it took `acc[-1:]` for the whole of `acc` and removed the Slice. Run
+    after shape inference, then infer again.
+    """
+    changed = False
+    for graph in all_graphs(model):
+        for node in graph:
+            body = node.attributes.get("body") if node.op_type == "Loop" else None
+            if body is None:
+                continue
+            body = body.as_graph()
+            widened = False
+            for carried, updated in zip(body.inputs[2:], body.outputs[1:]):
+                shape, after = carried.shape, updated.shape
+                if shape is None or carried is updated:
+                    continue
+                kept = after is not None and after.rank() == shape.rank()
+                dims = [
+                    ir.SymbolicDim(None)
+                    if isinstance(dim, int) and not (kept and after[axis] == dim)
+                    else dim
+                    for axis, dim in enumerate(shape.dims)
+                ]
+                if dims != list(shape.dims):
+                    carried.shape = ir.Shape(dims)
+                    widened = True
+            if widened:
+                for value in _computed(body):
+                    value.shape = None
+                for value in node.outputs:
+                    if not value.is_graph_output():
+                        value.shape = None
+                changed = True
+    return changed
+
+
+def _computed(graph: ir.Graph):
+    """The values the nodes of `graph` and of its subgraphs compute."""
+    for inner in (graph, *subgraphs(graph)):
+        for node in inner:
+            yield from node.outputs

@@ -68,6 +68,10 @@ def run_passes(
     rounds, version, clean_at = 0, 0, {}
     # later rounds rely on the folder's node-by-node inference, much cheaper
     infer_shapes(model, None if changed else proto)
+    for _ in range(MAX_ROUNDS):  # a Loop state shape the body changes: widened, inferred again
+        if not dims.widen_loop_states(model):
+            break
+        infer_shapes(model)
     while rounds < MAX_ROUNDS:
         rounds += 1
         start = version
