@@ -290,7 +290,7 @@ _RANGES = {
     ("Resize", 3): (1, 1),
     ("Upsample", 1): (1, 1),
     ("Pad", 1): (0, 0),
-    ("Loop", 0): (1, 1),
+    ("Loop", 0): (3, 3),  # more than one iteration: a state the body changes is exercised
     ("OneHot", 1): (1, 1),
     ("NonMaxSuppression", 2): (1, 1),
     ("NonMaxSuppression", 3): (0, 1),
