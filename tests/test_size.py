@@ -380,8 +380,10 @@ def standardized_weight_conv(shared: bool) -> onnx.ModelProto:
     `shared`: a second Conv reads W itself too."""
     rng = np.random.default_rng(0)
     axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
+    eps = helper.make_tensor("", TensorProto.FLOAT, [], [1e-5])  # unnamed, as torch writes it
     nodes = [
         helper.make_node("Constant", [], ["axes"], value=axes),
+        helper.make_node("Constant", [], ["eps"], value=eps),
         helper.make_node("ReduceMean", ["W", "axes"], ["mean"]),
         helper.make_node("Sub", ["W", "mean"], ["centered"]),
         helper.make_node("Mul", ["centered", "centered"], ["squared"]),
@@ -399,10 +401,7 @@ def standardized_weight_conv(shared: bool) -> onnx.ModelProto:
         nodes,
         [vi("x", FLOAT, [1, 4, 6, 6])],
         outputs,
-        [
-            const("W", rng.standard_normal((8, 4, 3, 3)).astype(np.float32)),
-            const("eps", np.array(1e-5, np.float32)),
-        ],
+        [const("W", rng.standard_normal((8, 4, 3, 3)).astype(np.float32))],
         opset=18,
     )
 

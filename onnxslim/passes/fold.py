@@ -314,10 +314,18 @@ def _computation(model: ir.Model, value: ir.Value, producers: list[ir.Node]) -> 
         "computation",
         [],
         [onnx.helper.make_empty_tensor_value_info(value.name)],
-        [ir.serde.serialize_tensor(v.const_value) for v in _constants_read(producers)],
+        [_named_tensor(v) for v in _constants_read(producers)],
     )
     opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
     return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=model.ir_version)
+
+
+def _named_tensor(value: ir.Value) -> onnx.TensorProto:
+    """The constant `value` as a TensorProto named as the nodes read it (a lifted Constant's
+    tensor may carry another name, or none)."""
+    tensor = ir.serde.serialize_tensor(value.const_value)
+    tensor.name = value.name
+    return tensor
 
 
 def _static_shape(value: ir.Value) -> list[int] | None:
