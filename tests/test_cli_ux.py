@@ -24,7 +24,7 @@ from helpers import (
     save_model,
     vi,
 )
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxslim.cli.params import parse_size
 from onnxslim.passes.registry import REGISTRY
@@ -717,6 +717,26 @@ def test_fp16_keeps_a_float32_node_float32_whose_type_object_another_value_share
     feed = {"x": np.random.default_rng(1).standard_normal((3, 2, 8)).astype(np.float32)}
     (got,), (want,) = run(ir.to_proto(converted), feed), run(model, feed)
     assert np.allclose(got, want, rtol=1e-2, atol=0.05)
+
+
+def test_a_float16_model_onnx_runtime_refuses_is_a_failed_check():
+    """Exit 1 as any refused float16 result, not 2 (a bad input): the input was fine."""
+    from onnxslim.errors import CheckFailedError
+    from onnxslim.fp16 import measure_drift
+
+    original = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [vi("x", FLOAT, [2, 4])],
+        [vi("y", FLOAT, [2, 3])],
+        [const("w", np.ones((4, 3), np.float32))],
+    )
+    broken = onnx.ModelProto()
+    broken.CopyFrom(original)
+    broken.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(np.ones((4, 3), np.float16), "w")
+    )  # float32 x float16: ORT refuses to load it
+    with pytest.raises(CheckFailedError, match="the float16 model does not load"):
+        measure_drift(original, broken)
 
 
 #: a child that dies as ORT 1.32 does on some float16 models, at the levels (argv[2]) listed
