@@ -44,7 +44,7 @@ def __getattr__(name: str):
 
 
 def _version() -> str:
-    """The installed distribution's version ("unknown" when run from a source tree)."""
+    """The version of the installed onnxslim distribution ("unknown" when none is installed)."""
     import importlib.metadata
 
     try:
@@ -70,60 +70,15 @@ def slim(
     same. Any
     other name of OnnxSlim's raises OnnxSlimError naming what to use instead.
     """
-    from onnxslim import optimizer
+    from onnxslim import compat, optimizer
     from onnxslim.model import io
 
     output = options.pop("output_model", output)
     if "save_as_external_data" in options:
         external_data = bool(options.pop("save_as_external_data")) or external_data
-    options = _onnxslim_options(options)
+    options = compat.slim_options(options)
     result = optimizer.optimize(model, **options)
     if output is not None:
         optimizer.save(result, output, external_data)
         return None
     return io.to_proto(result)
-
-
-def _onnxslim_options(options: dict) -> dict:
-    """`slim()` keywords in OnnxSlim's spelling as `optimize` options; OnnxSlimError otherwise."""
-    from onnxslim import compat
-
-    out = dict(options)
-    for name, instead in compat.UNSUPPORTED.items():
-        if name in out:
-            raise OnnxSlimError(f"slim({name}=...) is OnnxSlim's option: {instead}")
-    if "model_check" in out:
-        out["check"] = bool(out.pop("model_check"))
-    skip = list(_as_list(out.pop("skip", ())))
-    skip += compat.skip_passes(
-        _as_list(out.pop("skip_optimizations", None)),
-        _as_list(out.pop("skip_fusion_patterns", None)),
-    )
-    if skip:
-        out["skip"] = tuple(skip)
-    dtype = out.get("dtype")
-    if dtype is not None and str(dtype).lower() not in ("fp32", "float32", "fp16", "float16"):
-        raise OnnxSlimError(f"slim(dtype={dtype!r}): choose fp32 or fp16; for INT8 use quantize()")
-    if "model_check_inputs" in out:
-        out.update(_check_inputs(_as_list(out.pop("model_check_inputs"))))
-    return out
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _check_inputs(items: list[str]) -> dict:
-    """OnnxSlim's model_check_inputs: "name:file.npy" (an array) or "name:1,3,224,224" (dims)."""
-    import numpy as np
-
-    arrays, dims = {}, []
-    for item in items:
-        name, _, value = item.rpartition(":")
-        if value.lower().endswith(".npy"):
-            arrays[name] = np.load(value)
-        else:
-            dims.append(item)
-    return {**({"check_inputs": [arrays]} if arrays else {}), **({"shapes": dims} if dims else {})}

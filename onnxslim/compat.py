@@ -4,6 +4,7 @@ use instead where it has none."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from onnxslim.errors import OnnxSlimError
@@ -51,7 +52,8 @@ FUSION_PATTERNS = {
 #: OnnxSlim options onnxslim has no counterpart for -> what to do instead (Python API).
 UNSUPPORTED = {
     "no_shape_infer": "onnxslim always runs shape inference; leave it out",
-    "no_constant_folding": "use skip='fold-constants'",
+    "no_constant_folding": "OnnxSlim's option also turns off every fusion; for constant folding "
+    "alone use skip='fold-constants'",
     "inspect": "use `onnxslim inspect MODEL` or onnxslim.model.stats.model_info",
     "dump_to_disk": "save the model with onnxslim.save(model, path)",
     "verbose": "use onnxslim.optimizer.optimize_with_report(model).history",
@@ -61,7 +63,8 @@ UNSUPPORTED = {
 
 def skip_passes(optimizations: Iterable[str] = (), patterns: Iterable[str] = ()) -> list[str]:
     """onnxslim pass names for OnnxSlim's `skip_optimizations` and `skip_fusion_patterns`; an
-    OnnxSlimError names an unknown one. An onnxslim pass name is taken as it is."""
+    OnnxSlimError names an unknown optimization. A pattern name OnnxSlim does not have is taken as
+    an onnxslim pass name (the pipeline refuses one that is neither)."""
     passes: list[str] = []
     for name in optimizations:
         if name not in SKIP_OPTIMIZATIONS:
@@ -75,19 +78,62 @@ def skip_passes(optimizations: Iterable[str] = (), patterns: Iterable[str] = ())
     return passes
 
 
+def slim_options(options: dict) -> dict:
+    """`slim()` keywords in OnnxSlim's spelling as `optimize` options; OnnxSlimError otherwise."""
+    out = dict(options)
+    for name, instead in UNSUPPORTED.items():
+        if name in out:
+            raise OnnxSlimError(f"slim({name}=...) is OnnxSlim's option: {instead}")
+    if "model_check" in out:
+        out["check"] = bool(out.pop("model_check"))
+    skip = list(_as_list(out.pop("skip", ())))
+    skip += skip_passes(
+        _as_list(out.pop("skip_optimizations", None)),
+        _as_list(out.pop("skip_fusion_patterns", None)),
+    )
+    if skip:
+        out["skip"] = tuple(skip)
+    dtype = out.get("dtype")
+    if dtype is not None and str(dtype).lower() not in ("fp32", "float32", "fp16", "float16"):
+        raise OnnxSlimError(f"slim(dtype={dtype!r}): choose fp32 or fp16; for INT8 use quantize()")
+    if "model_check_inputs" in out:
+        out.update(_check_inputs(_as_list(out.pop("model_check_inputs"))))
+    return out
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _check_inputs(items: list[str]) -> dict:
+    """OnnxSlim's model_check_inputs: "name:file.npy" (an array) or "name:1,3,224,224" (dims)."""
+    import numpy as np
+
+    arrays, dims = {}, []
+    for item in items:
+        name, _, value = item.rpartition(":")
+        if value.lower().endswith(".npy"):
+            arrays[name] = np.load(value)
+        else:
+            dims.append(item)
+    return {**({"check_inputs": [arrays]} if arrays else {}), **({"shapes": dims} if dims else {})}
+
+
 # ---------------------------------------------------------------- command line
 
 #: OnnxSlim flags (either spelling) -> the onnxslim flag taking each of their values.
 _VALUED = {"input_shapes": "--input-shapes", "size_threshold": "--size-threshold"}
-#: OnnxSlim flags that change nothing here: onnxslim checks its result by default, and logs no
-#: more with --verbose (its report lists what every pass changed).
-_NO_OPS = {"model_check", "verbose"}
+#: An OnnxSlim flag that changes nothing here: onnxslim checks its result by default.
+_NO_OPS = {"model_check"}
 #: OnnxSlim flags with no onnxslim counterpart -> what to do instead (command line).
 _CLI_UNSUPPORTED = {
     "no_shape_infer": "onnxslim always runs shape inference; leave it out",
-    "no_constant_folding": "OnnxSlim's flag also turns off every fusion; for constant folding "
-    "alone use --skip fold-constants",
     "dump_to_disk": "use `onnxslim inspect MODEL --json`",
+    "no_constant_folding": UNSUPPORTED["no_constant_folding"].replace(
+        "skip='fold-constants'", "--skip fold-constants"
+    ),
 }
 #: Flags OnnxSlim's argparse gives several values after one flag.
 _LISTS = {"input_shapes", "skip_optimizations", "skip_fusion_patterns", "model_check_inputs"}
@@ -119,38 +165,59 @@ def command_args(args: list[str]) -> list[str]:
             values = [value]
         elif name in _LISTS:
             values = _list_values(name, rest)
-        else:
+        elif rest:
             values, rest = rest[:1], rest[1:]
+        else:
+            raise OnnxSlimError(f"--{name.replace('_', '-')} needs a value")
         if name in _VALUED:
             out += [f"{_VALUED[name]}={item}" for item in values]
         elif name == "model_check_inputs":
-            out += _check_inputs(values)
+            out += _check_input_flags(values)
         elif name == "skip_optimizations":
             out += [f"--skip={p}" for p in skip_passes(optimizations=values)]
         else:  # skip_fusion_patterns
             out += [f"--skip={p}" for p in skip_passes(patterns=values)]
-    if inspect:
-        return ["inspect", *[a for a in out if not a.startswith("-")][:1]]
+    if inspect:  # OnnxSlim's `MODEL --inspect`: nothing else may be asked
+        if len(out) != 1 or out[0].startswith("-"):
+            raise OnnxSlimError("--inspect takes the model alone: run `onnxslim inspect MODEL`")
+        return ["inspect", out[0]]
     return ["optimize", *out]
 
 
 def _list_values(name: str, rest: list[str]) -> list[str]:
-    """The values after list flag `name`, taken from `rest` up to the first that is not one
-    (NAME:VALUE items, or names), so that a path after them stays the positional it is."""
-    named = name in ("input_shapes", "model_check_inputs")
+    """The values after list flag `name`, taken from `rest` while they are values of it (NAME:DIMS
+    for shapes, or NAME:FILE.npy for check inputs; OnnxSlim's names for skips), so that the paths
+    after them stay the positionals they are."""
     values = []
-    while rest and (":" in rest[0] if named else rest[0].isidentifier()):
+    while rest and _is_value(name, rest[0]):
         values.append(rest.pop(0))
+    if not values:
+        raise OnnxSlimError(f"--{name.replace('_', '-')} needs a value")
     return values
 
 
-def _check_inputs(items: list[str]) -> list[str]:
-    """OnnxSlim's --model_check_inputs (NAME:DIMS or NAME:FILE.npy) as --shape / --check-inputs."""
-    files = [item.rpartition(":")[2] for item in items if item.lower().endswith(".npy")]
-    if len(files) > 1:
+def _is_value(name: str, token: str) -> bool:
+    """Whether `token` reads as a value of list flag `name`."""
+    if name == "skip_optimizations":
+        return token in SKIP_OPTIMIZATIONS or bool(_SNAKE.fullmatch(token))
+    if name == "skip_fusion_patterns":
+        return token in FUSION_PATTERNS or bool(_PATTERN.fullmatch(token))
+    npy = name == "model_check_inputs" and token.lower().endswith(".npy")
+    return bool(_DIMS.fullmatch(token)) or (npy and not token.startswith("-"))
+
+
+_DIMS = re.compile(r"[^:]+:-?\d+(,-?\d+)*")  # NAME:1,3,224,224
+_SNAKE = re.compile(r"[a-z]+(_[a-z]+)+")  # constant_folding
+_PATTERN = re.compile(r"(Fusion|Elimination)[A-Za-z]+")  # FusionConvBN
+
+
+def _check_input_flags(items: list[str]) -> list[str]:
+    """OnnxSlim's --model_check_inputs NAME:DIMS as --shape; NAME:FILE.npy (an array for one
+    input) has no counterpart on the command line, whose check inputs are files of samples."""
+    files = [item for item in items if item.lower().endswith(".npy")]
+    if files:
         raise OnnxSlimError(
-            "--model_check_inputs with several .npy files: give --check-inputs one .npz holding "
-            "each input's array by name"
+            f"--model-check-inputs {files[0]}: give --check-inputs an .npz holding each input's "
+            "array by name (onnxslim.slim(model_check_inputs=...) takes NAME:FILE.npy)"
         )
-    out = [f"--check-inputs={file}" for file in files]
-    return out + [f"--shape={item}" for item in items if not item.lower().endswith(".npy")]
+    return [f"--shape={item}" for item in items]

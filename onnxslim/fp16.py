@@ -148,7 +148,10 @@ def _to_half(value: ir.Value) -> None:
     """`value` as float16, in a type of its own: a dtype set in place would change every value
     sharing its type object too (a rewrite may give a new value the type of the one it replaces),
     and a float32 node would then give a float16 reader float32 with no Cast between."""
-    value.type = ir.TensorType(HALF)
+    if isinstance(value.type, ir.TensorType) or value.type is None:
+        value.type = ir.TensorType(HALF)
+    else:  # a sequence or optional: as before (the Casts around it are ORT's to refuse)
+        value.dtype = HALF
 
 
 def _has_float(node: ir.Node) -> bool:

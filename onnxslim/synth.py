@@ -769,7 +769,8 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
     Such an input has one dim, a name like a length (`waveforms_lens`, `seq_len`, `lengths`), and
     its dim is the first of another input: it measures that input's first dynamic dim after it
     (`waveforms[batch, N]`: N; `feats[batch, T, 80]`: T; a TTS model's `text[batch, T]`: T), or
-    with none its second dim (torchaudio's Emformer exported at `x[1, 21, 32]`: 21)."""
+    with none, of a sequence, its smaller dim after the batch (torchaudio's Emformer exported at
+    `x[1, 21, 32]`: 21; never more than the length whichever the layout)."""
     found: dict[str, str | int] = {}
     for item in inputs:
         if not (
@@ -780,9 +781,12 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
         ):
             continue
         for other in inputs:
-            dynamic = [d for d in other.dims[1:] if isinstance(d, str)]
-            static = other.dims[1:2] if len(other.dims) <= 3 else ()  # a sequence, not a picture
-            measured = dynamic or [d for d in static if isinstance(d, int)]
+            measured: list[str | int] = [d for d in other.dims[1:] if isinstance(d, str)]
+            static = [d for d in other.dims[1:] if isinstance(d, int)]
+            if not measured and static and len(other.dims) <= 3:
+                # a sequence ([batch, T], [batch, T, F] or [batch, F, T]; not a picture): the
+                # smaller dim, which the length does not exceed whichever the layout
+                measured = [min(static)]
             if other.kind == "tensor" and other.dims[:1] == item.dims and measured:
                 found[item.name] = measured[0]
                 break
@@ -796,7 +800,7 @@ def _cache_spans(inputs: Sequence[_Input]) -> dict[str, tuple[str, str]]:
     The cache is a float input of rank 4 named like one (`past_key_values.0.key`, `past_key_0`:
     [batch, heads, past, head size]), the new tokens the second dim of a rank-2 integer input that
     is not the mask (`input_ids[batch, seq]`), and the mask a rank-2 input named like one whose
-    second dim is neither."""
+    second dim no other input has (an encoder's mask shares it with the encoder's states)."""
     past = [
         item.dims[2]
         for item in inputs
@@ -816,10 +820,11 @@ def _cache_spans(inputs: Sequence[_Input]) -> dict[str, tuple[str, str]]:
     ]
     if not past or not tokens:
         return {}
-    return {
+    others = {d for item in inputs if item not in masks for d in item.dims}
+    return {  # an encoder's mask measures an input of its own (encoder_hidden_states): not this
         mask.dims[1]: (past[0], tokens[0])
         for mask in masks
-        if isinstance(mask.dims[1], str) and mask.dims[1] not in (*past, *tokens)
+        if isinstance(mask.dims[1], str) and mask.dims[1] not in others
     }
 
 

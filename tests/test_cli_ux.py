@@ -499,18 +499,30 @@ def test_cli_takes_onnxslims_flags(tmp_path):
         *("--input_shapes", "x:1,3,16,16", "--model_check_inputs", "x:1,3,16,16"),
     )
     assert proc.returncode == 0, proc.stderr
+    assert "passes that changed the graph" in proc.stdout  # --verbose is onnxslim's own too
     assert op_counts(tmp_path / "o.onnx") == {"Conv": 1, "BatchNormalization": 1}
     assert (tmp_path / "o.onnx.data").is_file()
     assert_same_outputs(conv_bn_model(), tmp_path / "o.onnx")
+    # list values end where the paths start, even paths with no extension
+    (tmp_path / "model").write_bytes((tmp_path / "m.onnx").read_bytes())
+    proc = run_cli(
+        *("--skip-fusion-patterns", "FusionConvBN", tmp_path / "model", tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert op_counts(tmp_path / "out") == {"Conv": 1, "BatchNormalization": 1}
     proc = run_cli(tmp_path / "m.onnx", "--inspect")
     assert proc.returncode == 0 and "BatchNormalization" in proc.stdout, proc.stderr
     assert not (tmp_path / "m.onnx.slim.onnx").exists()
-    for flag, says in [
-        ("--no-shape-infer", "onnxslim always runs shape inference"),
-        ("--no_constant_folding", "--skip fold-constants"),
-        ("--skip-optimizations=weight_tying", "no onnxslim counterpart"),
+    for args, says in [
+        (["--no-shape-infer"], "onnxslim always runs shape inference"),
+        (["--no_constant_folding"], "--skip fold-constants"),
+        (["--skip-optimizations=weight_tying"], "no onnxslim counterpart"),
+        (["--model-check-inputs", "x:x.npy"], "give --check-inputs an .npz"),
+        (["--input-shapes"], "--input-shapes needs a value"),
+        (["--dtype", "fp16", "--inspect"], "--inspect takes the model alone"),
     ]:
-        proc = run_cli(tmp_path / "m.onnx", tmp_path / "p.onnx", flag)
+        proc = run_cli(tmp_path / "m.onnx", tmp_path / "p.onnx", *args)
         assert_one_line_error(proc, contains=says)
         assert not (tmp_path / "p.onnx").exists()
 

@@ -180,6 +180,19 @@ def test_conv_affine_with_a_bias_shared_by_another_conv(operand, folded):
     assert weights[1] <= weights[0]
 
 
+def test_conv_affine_with_a_shared_bias_and_a_shared_operand_kept():
+    """The operand stays for its other reader: a new bias would only add to the file."""
+    second_weight = node("Constant", [], "W2", value=numpy_helper.from_array(rand(8, 4, 3, 3)))
+    second_conv = node("Conv", ["x", "W2", "B"], "z0")
+    other_reader = node("Mul", ["z0", "c0"], "z")
+    model = conv_then(
+        [("Mul", rand(8, 1, 1), False)],
+        extra_nodes=[second_weight, second_conv, other_reader],
+        outputs=("y", "z"),
+    )
+    assert slim(model)["Mul"] == 2
+
+
 def test_conv_affine_division_by_zero_kept():
     divisor = rand(8, 1, 1)
     divisor[3] = 0

@@ -427,3 +427,35 @@ def test_a_weight_computed_from_constants_is_folded_whole_when_it_frees_its_inpu
         for m in (model, optimized)
     ]
     assert constants[1] <= constants[0]
+
+
+def test_a_computation_on_external_weights_is_folded_whole_too(tmp_path):
+    onnx.save(
+        standardized_weight_conv(shared=False),
+        tmp_path / "m.onnx",
+        save_as_external_data=True,
+        size_threshold=0,
+    )
+    optimized = optimized_proto(tmp_path / "m.onnx")
+    assert op_counts(optimized) == {"Conv": 1}
+    assert_same_outputs(tmp_path / "m.onnx", optimized)
+
+
+def test_a_constant_computation_on_strings_runs_and_matches():
+    """String tensors have no element size: weighing their fold crashed the whole run."""
+    nodes = [
+        helper.make_node("Identity", ["S"], ["s1"]),
+        helper.make_node("Concat", ["S", "s1"], ["c"], axis=0),
+        helper.make_node("Concat", ["x", "c"], ["y"], axis=0),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", TensorProto.STRING, [2])],
+        [vi("y", TensorProto.STRING, [6])],
+        [const("S", np.array(["a", "b"], dtype=object))],
+    )
+    optimized = optimized_proto(model)
+    feed = {"x": np.array(["p", "q"], dtype=object)}
+    from helpers import run
+
+    assert run(optimized, feed)[0].tolist() == run(model, feed)[0].tolist()

@@ -631,3 +631,18 @@ def test_a_kv_cache_decoders_mask_spans_the_cache_and_the_new_tokens():
     assert given.feeds["attention_mask"].shape == (1, 5 + 32)
     # A mask over the new tokens alone (its dim is theirs) is left as it is.
     assert synth.synthesize(cached_decoder("seq")).feeds["attention_mask"].shape == (1, 32)
+
+
+def test_an_encoder_mask_in_a_cached_decoder_keeps_the_encoders_length():
+    """A decoder step of an encoder-decoder (Whisper, T5) has the encoder's mask beside the
+    cache: it measures the encoder's states, not the cache and the new tokens."""
+    model = cached_decoder()
+    model.graph.input.extend(
+        [
+            vi("encoder_hidden_states", FLOAT, ["batch", "encoder_length", 8]),
+            vi("encoder_attention_mask", INT64, ["batch", "encoder_length"]),
+        ]
+    )
+    made = synth.synthesize(model)
+    assert made.feeds["attention_mask"].shape == (1, 64)
+    assert made.feeds["encoder_attention_mask"].shape == (1, 32)

@@ -77,6 +77,8 @@ def size_and_bytes(tensor: ir.TensorProtocol) -> tuple[int, int]:
         if dtype != ir.DataType.STRING:
             size = math.prod(tensor.raw.dims)
             return size, math.ceil(size * dtype.itemsize)
+    if tensor.dtype == ir.DataType.STRING:  # no element size: its strings' bytes
+        return tensor.size, sum(len(item) for item in tensor.numpy().reshape(-1))
     return tensor.size, tensor.nbytes
 
 

@@ -16,7 +16,7 @@ import onnx_ir.passes.common as common
 from onnx.reference import ReferenceEvaluator
 
 from onnxslim.model.graph import has_subgraphs
-from onnxslim.model.stats import constant_bytes
+from onnxslim.model.stats import constant_bytes, size_and_bytes
 from onnxslim.passes import upstream
 from onnxslim.passes.marks import UpstreamMarks
 from onnxslim.passes.rules.common import constant, slice_params
@@ -224,7 +224,7 @@ class FoldProducers(ir.passes.InPlacePass):
             return False
         if self.stored_bits is None and value.dtype in (None, ir.DataType.STRING):
             return False  # no element size to weigh
-        bits = self.stored_bits or value.dtype.itemsize * 8
+        bits = value.dtype.itemsize * 8 if self.stored_bits is None else self.stored_bits
         return math.prod(shape) * bits <= 8 * self._freed_bytes(producers)
 
     def _freed_bytes(self, producers: list[ir.Node]) -> int:
@@ -235,10 +235,10 @@ class FoldProducers(ir.passes.InPlacePass):
         for value in _constants_read(producers):
             others = [(user, at) for user, at in value.uses() if user not in inside]
             if not value.is_graph_output() and self.stored.issuperset(others):
-                freed += value.const_value.nbytes
+                freed += _tensor_bytes(value.const_value)
         for node in producers:
             attribute = node.attributes.get("value") if node.op_type == "Constant" else None
-            freed += attribute.value.nbytes if attribute is not None else 0
+            freed += _tensor_bytes(attribute.value) if attribute is not None else 0
         return freed
 
 
@@ -321,11 +321,10 @@ def _computation(model: ir.Model, value: ir.Value, producers: list[ir.Node]) -> 
 
 
 def _named_tensor(value: ir.Value) -> onnx.TensorProto:
-    """The constant `value` as a TensorProto named as the nodes read it (a lifted Constant's
-    tensor may carry another name, or none)."""
-    tensor = ir.serde.serialize_tensor(value.const_value)
-    tensor.name = value.name
-    return tensor
+    """The constant `value` as a TensorProto holding its data, named as the nodes read it (a
+    lifted Constant's tensor may carry another name, or none)."""
+    const = value.const_value  # its data read in: external data would not resolve here
+    return ir.serde.serialize_tensor(ir.Tensor(const.numpy(), dtype=const.dtype, name=value.name))
 
 
 def _static_shape(value: ir.Value) -> list[int] | None:
@@ -408,6 +407,8 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return False  # custom domains are left untouched
         if node.op_type in NEVER_FOLD:
             return False
+        if any(value.dtype == ir.DataType.STRING for value in node.outputs):
+            return False  # a folded string tensor breaks onnx-ir's serialization for the checker
         # Estimate the result before evaluating it, so a huge tensor is never even computed.
         estimate = _OUTPUT_BYTES.get(node.op_type, _static_output_bytes)
         return self._may_grow(node, estimate(node) - _input_bytes(node), charge=False)
@@ -498,7 +499,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
     def _prepare_folded_tensor(self, node, output_name, output_array):
         tensor = super()._prepare_folded_tensor(node, output_name, output_array)
         if tensor is None or not self._may_grow(
-            node, tensor.nbytes - _input_bytes(node), charge=True
+            node, _tensor_bytes(tensor) - _input_bytes(node), charge=True
         ):
             return None
         return tensor
@@ -604,7 +605,7 @@ def _stores_a_graph_output(node: ir.Node, replacement: upstream.Replacement) -> 
     if not any(value is not None and value.is_graph_output() for value in node.outputs):
         return False
     stored = sum(_node_bytes(new) for new in replacement.new_nodes) + sum(
-        value.const_value.nbytes
+        _tensor_bytes(value.const_value)
         for value in replacement.new_outputs
         if value is not None and value.const_value is not None
     )
@@ -622,10 +623,15 @@ def _node_bytes(node: ir.Node) -> int:
 def _input_bytes(node: ir.Node) -> int:
     """Bytes of the constant inputs that folding `node` frees (those used by it alone)."""
     return sum(
-        value.const_value.nbytes
+        _tensor_bytes(value.const_value)
         for value in node.inputs
         if value is not None and value.const_value is not None and len(value.uses()) == 1
     )
+
+
+def _tensor_bytes(tensor: ir.TensorProtocol) -> int:
+    """Bytes `tensor`'s data takes in the file (a string tensor's: its strings')."""
+    return size_and_bytes(tensor)[1]
 
 
 def _constant_of_shape_bytes(node: ir.Node) -> float:

@@ -113,9 +113,11 @@ def _cannot_absorb(node: ir.Node, x: ir.Value, w: ir.Value, c: ir.Value) -> str 
         return "weight, bias or operand not constant"
     if len(w.uses()) > 1:
         return "weight shared with another node"
-    if bias is not None and len(bias.uses()) > 1 and constant(c).size < constant(bias).size:
-        # the node gets a bias of its own: no bigger than the operand that goes
-        return "bias shared with another node, and the operand is smaller than a bias"
+    if bias is not None and len(bias.uses()) > 1:
+        # the node gets a bias of its own: no bigger than the operand, if the operand goes
+        operand_goes = len(c.uses()) == 1 and not c.is_graph_output()
+        if not operand_goes or constant(c).size < constant(bias).size:
+            return "bias shared with another node, and the operand stays or is smaller"
     if x.dtype not in FLOAT_TYPES or not x.dtype == w.dtype == c.dtype:
         return "dtypes differ or are not float"
     if weight.ndim < 3 or weight.shape[0] % _group(node):
