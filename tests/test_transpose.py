@@ -277,3 +277,13 @@ def test_open_nsfw_has_fewer_nodes_than_ort_basic_and_same_outputs():
     feeds = {"input_0": rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)}
     for want, got in zip(run(path, feeds), run(optimized, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", [("Relu", None, False, {}), ("Mul", np.float32(2), False, {})])
+def test_sunk_transposes_leave_no_value_sharing_a_type_object(op):
+    """A type object two values share changes for both when one is retyped (fp16 set a kept
+    float32 Transpose's output to float16 that way): every value keeps a type of its own."""
+    model = onnxslim.optimize(transposed_then([op], back=False, rank=4), check=False)
+    values = [v for node in model.graph for v in node.outputs if v.type is not None]
+    assert "Transpose" in {node.op_type for node in model.graph}
+    assert len({id(v.type) for v in values}) == len(values)
