@@ -228,7 +228,7 @@ class FoldProducers(ir.passes.InPlacePass):
         return math.prod(shape) * bits <= 8 * self._freed_bytes(producers)
 
     def _freed_bytes(self, producers: list[ir.Node]) -> int:
-        """Bytes of float constants that go with `producers`: the initializers only they read (or
+        """Bytes of the constants that go with `producers`: the initializers only they read (or
         `stored` readers besides), and Constant nodes among them."""
         inside = set(producers)
         freed = 0
