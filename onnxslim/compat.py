@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from onnxslim.errors import OnnxSlimError
 
+_CHAINS = ("fuse-chains", "reshape-around-elementwise")
 #: OnnxSlim's `skip_optimizations` names -> onnxslim pass names.
 SKIP_OPTIMIZATIONS = {
     "constant_folding": ("fold-constants",),
@@ -18,12 +19,11 @@ SKIP_OPTIMIZATIONS = {
         "fuse-conv-affine",
         "fuse-pad-conv",
         "fuse-matmul-add",
-        "fuse-chains",
+        *_CHAINS,
     ),
     "dead_node_elimination": ("prune",),
     "subexpression_elimination": ("eliminate-common-subexpressions",),
 }
-_CHAINS = ("fuse-chains",)
 #: OnnxSlim's fusion pattern names (0.1.x) -> the onnxslim passes making those rewrites; () where
 #: none does (skipping it changes nothing).
 FUSION_PATTERNS = {

@@ -731,6 +731,82 @@ def test_squeeze_unsqueeze_on_other_axes_kept():
 
 
 @pytest.mark.parametrize(
+    "x_shape, first, second, opset",
+    [
+        (["N"], [1, 2], [3], 17),  # HF's mask: arange[:, None, None, None]
+        ([2, 3], [0, 3], [2, 1], 17),
+        ([2, 3], [-1], [0, -2], 17),
+        (["N", 3], [1], [0], 11),  # axes as an attribute
+    ],
+)
+def test_unsqueeze_of_unsqueeze_merged(x_shape, first, second, opset):
+    if opset < 13:
+        steps = [("Unsqueeze", [], dict(axes=first)), ("Unsqueeze", [], dict(axes=second))]
+        inits = []
+    else:
+        steps = [("Unsqueeze", ["a1"], {}), ("Unsqueeze", ["a2"], {})]
+        inits = [axes("a1", first), axes("a2", second)]
+    rank = len(x_shape) + len(first) + len(second)
+    model = chain(steps, x_shape, rank, opset=opset, initializers=inits)
+    assert slim(model) == {"Unsqueeze": 1, "Relu": 1}
+
+
+def gpt2_mlp(exit_shape, constant, extra_reader=None):
+    """HF GPT-2's MLP between its two addmm: Reshape(x: [B*S, 4], [B, S, 4]) -> Gelu written out
+    (tanh form) -> Reshape(exit_shape); `constant` is the Gelu's 0.5; `extra_reader` another op
+    reading the Gelu's inner value."""
+    nodes = [
+        node("Reshape", ["x", "bsh"], "v"),
+        node("Mul", ["v", "half"], "hv"),
+        node("Pow", ["v", "three"], "cube"),
+        node("Mul", ["cube", "k"], "kc"),
+        node("Add", ["v", "kc"], "inner"),
+        node("Tanh", ["inner"], "t"),
+        node("Add", ["t", "one"], "t1"),
+        node("Mul", ["hv", "t1"], "g"),
+        node("Reshape", ["g", "exit"], "y"),
+    ]
+    outputs = [vi("y", FLOAT, [None] * len(exit_shape))]
+    if extra_reader is not None:
+        nodes.append(node(extra_reader, ["inner"], "z"))
+        outputs.append(vi("z", FLOAT, [None] * 3))
+    inits = [
+        axes("bsh", [2, 3, 4]),
+        axes("exit", exit_shape),
+        const("half", np.float32(constant)),
+        const("three", np.float32(3)),
+        const("k", np.float32(0.044715)),
+        const("one", np.float32(1)),
+    ]
+    return make_model(nodes, [vi("x", FLOAT, [6, 4])], outputs, inits, opset=17)
+
+
+@pytest.mark.parametrize(
+    "exit_shape, constant, reshapes",
+    [
+        ([-1, 4], 0.5, 0),  # back to x's own shape: both Reshapes go
+        ([3, 8], 0.5, 1),  # another shape: the first goes
+        ([3, 2, 4], [0.5], 1),  # a [1] constant broadcasts alike in rank 2 and 3
+    ],
+)
+def test_reshape_before_elementwise_work_removed(exit_shape, constant, reshapes):
+    assert slim(gpt2_mlp(exit_shape, constant))["Reshape"] == reshapes
+
+
+@pytest.mark.parametrize(
+    "exit_shape, constant, extra_reader",
+    [
+        ([0, -1], 0.5, None),  # a 0 copies a dim of the exit's own input
+        ([-1, 4], [[[0.5]]], None),  # a rank-3 constant makes x's result rank 3
+        ([-1, 4], [0.5, 0.5, 0.5, 0.5], None),  # not a scalar
+        ([-1, 4], 0.5, "Softmax"),  # a reader that is not elementwise
+    ],
+)
+def test_reshape_before_elementwise_work_kept(exit_shape, constant, extra_reader):
+    assert slim(gpt2_mlp(exit_shape, constant, extra_reader))["Reshape"] == 2
+
+
+@pytest.mark.parametrize(
     "inner, extra, attrs, x_shape, target, expected",
     [
         # TF's squeeze-and-excite: GlobalAveragePool -> Squeeze -> Reshape back: a no-op

@@ -211,6 +211,26 @@ def test_neutral_element_that_changes_the_result_kept(x_shape, c_shape, op_type,
     assert slim(model)[op_type] == 1
 
 
+@pytest.mark.parametrize(
+    "op_type, value, c_shape, removed",
+    [
+        ("And", True, [], True),  # HF's causal mask: new_ones(...) & mask
+        ("Or", False, [1, 4], True),
+        ("And", False, [], False),  # x and False is all False
+        ("And", True, [2, 1, 4], False),  # adds a dim
+    ],
+)
+def test_logical_neutral_element(op_type, value, c_shape, removed):
+    nodes = [helper.make_node(op_type, ["c", "x"], ["t"]), helper.make_node("Not", ["t"], ["y"])]
+    model = make_model(
+        nodes,
+        [vi("x", BOOL, ["N", 4])],
+        [vi("y", BOOL, [None] * max(2, len(c_shape)))],
+        [const("c", np.full(c_shape, value))],
+    )
+    assert slim(model)[op_type] == (0 if removed else 1)
+
+
 def test_not_neutral_kept():
     model = unary("Mul", ["N", 2], "c", initializers=[const("c", np.array([1, 2], np.float32))])
     assert slim(model)["Mul"] == 1

@@ -38,7 +38,6 @@ MATMUL_ADD = matmul_add.rules
 #: Chains of data-movement ops collapsed; a Reshape to a traceable computed shape gets a constant.
 CHAINS = (
     onnxscript_rules.reshape_reshape_rule,
-    onnxscript_rules.unsqueeze_unsqueeze_rule,
     onnxscript_rules.cast_cast_rule,
     *chains.rules,
     *reshape.rules,

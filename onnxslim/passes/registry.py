@@ -12,6 +12,7 @@ from onnxslim.errors import OnnxSlimError
 from onnxslim.passes import fold, fuse, prune
 from onnxslim.passes.rewrite import RewriteRulesPass
 from onnxslim.passes.rules.batchnorm import FoldBatchNorm
+from onnxslim.passes.rules.reshape_region import RemoveReshapeBeforeElementwise
 
 MIB = 1024 * 1024
 
@@ -70,7 +71,8 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "remove-no-ops",
         "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, Expand a broadcasting "
-        "op does anyway, x*1, x+0, an RNN/GRU/LSTM initial state of computed zeros, ...",
+        "op does anyway, x*1, x+0, x and True, an RNN/GRU/LSTM initial state of computed zeros, "
+        "...",
         lambda _: prune.RemoveNoOps(),
         family="cleanup",
     ),
@@ -124,6 +126,12 @@ REGISTRY: tuple[PassSpec, ...] = (
         "fuse-matmul-add",
         "MatMul with a 2-D constant weight + Add of a bias becomes Gemm",
         lambda _: RewriteRulesPass(fuse.MATMUL_ADD),
+    ),
+    PassSpec(
+        "reshape-around-elementwise",
+        "a Reshape whose result only elementwise ops read on their way to other Reshapes "
+        "removed (the ops read its input; a Reshape back to that shape then goes as a no-op)",
+        lambda _: RemoveReshapeBeforeElementwise(),
     ),
     PassSpec(
         "fuse-chains",

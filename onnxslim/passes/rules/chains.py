@@ -1,8 +1,8 @@
 """Data-movement chains collapsed: Transpose+Transpose (also when the inner one has other
-consumers), cancelling Squeeze/Unsqueeze pairs, a Reshape of a Squeeze/Unsqueeze/Flatten,
-Slice+Slice, nested Concat.
+consumers), Unsqueeze+Unsqueeze, cancelling Squeeze/Unsqueeze pairs, a Reshape of a
+Squeeze/Unsqueeze/Flatten, Slice+Slice, nested Concat.
 
-(Reshape+Reshape and Unsqueeze+Unsqueeze are onnxscript's rules, wired in `fuse.CHAINS`.)
+(Reshape+Reshape is onnxscript's rule, wired in `fuse.CHAINS`.)
 """
 
 from __future__ import annotations
@@ -54,6 +54,43 @@ class TransposeTranspose(upstream.TransposeTranspose):
 
     def __init__(self) -> None:
         super().__init__(remove_nodes=False)
+
+
+class UnsqueezeUnsqueeze(pattern.RewriteRuleClassBase):
+    """Unsqueeze(Unsqueeze(x, a), b) -> Unsqueeze(x, c), any number of axes in a and b.
+
+    Math: b are positions in the output; the inner result's axes fill the other positions in
+    order, so the inner result's axis p lands on the p-th position not in b, and c is b with the
+    axes of a mapped so. (onnxscript's rule takes one non-negative axis in each.)
+    """
+
+    def pattern(self, op, x):
+        inner = op.Unsqueeze(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"]
+        )
+        return op.Unsqueeze(
+            inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["outer"]
+        )
+
+    def check(self, context, x, inner, outer) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        if _merged_unsqueeze_axes(inner, outer) is None:
+            return MatchResult().fail("axes unknown")
+        return MatchResult()
+
+    def rewrite(self, op, x, inner, outer):
+        axes = np.array(_merged_unsqueeze_axes(inner, outer), dtype=np.int64)
+        if "axes" in outer.producer().attributes:  # before opset 13
+            return op.Unsqueeze(x, axes=axes.tolist())
+        return op.Unsqueeze(x, new_initializer(op, axes, outer, "axes"))
+
+
+def _merged_unsqueeze_axes(inner: ir.Value, outer: ir.Value) -> list[int] | None:
+    """The axes of one Unsqueeze doing what the Unsqueeze of `inner` then that of `outer` do."""
+    first, second = _unsqueeze_axes(inner.producer()), _unsqueeze_axes(outer.producer())
+    if first is None or second is None:
+        return None
+    free = [axis for axis in range(max(first, default=0) + len(second) + 1) if axis not in second]
+    return sorted([*second, *(free[axis] for axis in first)])
 
 
 class CancellingPair(pattern.RewriteRuleClassBase):
@@ -237,6 +274,7 @@ def _same_axis(a: int | None, b: int | None, rank: int | None) -> bool:
 
 rules = (
     TransposeTranspose.rule(),
+    UnsqueezeUnsqueeze.rule(),
     CancellingPair.rule("Unsqueeze", "Squeeze"),
     CancellingPair.rule("Squeeze", "Unsqueeze"),
     *(ReshapeOfShapeOnly.rule(inner) for inner in ("Squeeze", "Unsqueeze", "Flatten")),

@@ -184,9 +184,10 @@ def _covers(start: int, end: int, dim: int | None) -> bool:
 
 
 class NeutralElement(_ToIdentity):
-    """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0) and broadcast keeps x's shape."""
+    """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0, x and True, x or False) and
+    broadcast keeps x's shape."""
 
-    def __init__(self, op_type: str, neutral: int) -> None:
+    def __init__(self, op_type: str, neutral: int | bool) -> None:
         super().__init__(f"{op_type}Neutral")
         self.op_type, self.neutral = op_type, neutral
 
@@ -215,4 +216,6 @@ rules = (
     *NeutralElement.rule("Add", 0).commute(),
     NeutralElement.rule("Sub", 0),
     NeutralElement.rule("Div", 1),
+    *NeutralElement.rule("And", True).commute(),
+    *NeutralElement.rule("Or", False).commute(),
 )
