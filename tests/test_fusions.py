@@ -180,6 +180,29 @@ def test_conv_affine_with_a_bias_shared_by_another_conv(operand, folded):
     assert weights[1] <= weights[0]
 
 
+@pytest.mark.parametrize("before", [False, True])
+def test_a_scale_that_keeps_a_shared_bias_folds(before):
+    """A scale before a Conv leaves its bias as it is, and one after it leaves a zero bias zero:
+    the Conv keeps sharing the bias (timm's NFNet scales each Conv's input by a scalar gamma, and
+    its zero biases are stored once)."""
+    bias = rand(8) if before else np.zeros(8, np.float32)
+    scale = node("Mul", ["x" if before else "t", "s"], "xs" if before else "y")
+    nodes = [
+        *([scale] if before else []),
+        node("Conv", ["xs" if before else "x", "W", "B"], "y" if before else "t"),
+        *([] if before else [scale]),
+        node("Conv", ["x", "W2", "B"], "z"),
+    ]
+    inits = [const(n, v) for n, v in (("W", rand(8, 4, 3, 3)), ("W2", rand(8, 4, 1, 1)))]
+    inits += [const("B", bias), const("s", np.float32(1.7))]
+    outputs = [vi(n, FLOAT, [None] * 4) for n in ("y", "z")]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 4, 6, 6])], outputs, inits)
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized, seeds=(0, 1))
+    assert op_counts(optimized).get("Mul", 0) == 0
+    assert len({n.input[2] for n in optimized.graph.node if n.op_type == "Conv"}) == 1
+
+
 def test_conv_affine_with_a_shared_bias_and_a_shared_operand_kept():
     """The operand stays for its other reader: a new bias would only add to the file."""
     second_weight = node("Constant", [], "W2", value=numpy_helper.from_array(rand(8, 4, 3, 3)))

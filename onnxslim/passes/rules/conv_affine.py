@@ -4,8 +4,10 @@ After a Conv/ConvTranspose: scaling output channel o by s and shifting it by t i
 B'[o] = B[o] * s + t, whatever the group and dilations (each output channel has its own filter).
 ConvTranspose stores W as [Cin, Cout/group, ...].
 Before a Conv: x * s scales the filter taps that read each input channel, x + t adds sum(W * t) to
-the bias; the shift holds only without padding (a padded zero would have been t). The * 0.5 that
-completes a written-out Gelu stays (ORT fuses the Gelu only with it in place: `gelu.awaits_half`).
+the bias; the shift holds only without padding (a padded zero would have been t). A bias another
+Conv shares stays shared where the fold leaves it as it is (a scale before the Conv, or after it
+on a zero bias); elsewhere the Conv gets a bias of its own. The * 0.5 that completes a written-out
+Gelu stays (ORT fuses the Gelu only with it in place: `gelu.awaits_half`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class ConvAffine(pattern.RewriteRuleClassBase):
 
     def check(self, context, x, w, c, conv_out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         node = conv_out.producer()
-        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
+        bias_kept = self.op_type in ("Mul", "Div") and not np.any(_bias(node))
+        reason = _cannot_absorb(node, x, w, c, bias_kept) or _cannot_apply(
             self.op_type, c, _out_channels(node, constant(w)), node
         )
         return MatchResult().fail(reason) if reason else MatchResult()
@@ -67,7 +70,8 @@ class AffineConv(pattern.RewriteRuleClassBase):
 
     def check(self, context, x, c, w, conv_out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         node = conv_out.producer()
-        reason = _cannot_absorb(node, x, w, c) or _cannot_apply(
+        bias_kept = self.op_type in ("Mul", "Div")
+        reason = _cannot_absorb(node, x, w, c, bias_kept) or _cannot_apply(
             self.op_type, c, _in_channels(node, constant(w)), node
         )
         if not reason and (
@@ -105,15 +109,18 @@ def _scale_shift(op_type: str, operand: np.ndarray) -> tuple[np.ndarray, np.ndar
         return _SCALE_SHIFT[op_type](operand.astype(np.float64))
 
 
-def _cannot_absorb(node: ir.Node, x: ir.Value, w: ir.Value, c: ir.Value) -> str | None:
-    """Why `node` cannot take constant c into its weight and bias (None if it can)."""
+def _cannot_absorb(
+    node: ir.Node, x: ir.Value, w: ir.Value, c: ir.Value, bias_kept: bool
+) -> str | None:
+    """Why `node` cannot take constant c into its weight and bias (None if it can); `bias_kept`:
+    the fold leaves the bias as it is (a scale before the Conv, or after it on a zero bias)."""
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     weight = constant(w)
     if weight is None or constant(c) is None or (bias is not None and constant(bias) is None):
         return "weight, bias or operand not constant"
     if len(w.uses()) > 1:
         return "weight shared with another node"
-    if bias is not None and len(bias.uses()) > 1:
+    if bias is not None and len(bias.uses()) > 1 and not bias_kept:
         # the node gets a bias of its own: no bigger than the operand, if the operand goes
         operand_goes = len(c.uses()) == 1 and not c.is_graph_output()
         if not operand_goes or constant(c).size < constant(bias).size:
@@ -196,14 +203,19 @@ def _conv(
     weight: np.ndarray,
     bias: np.ndarray,
 ):
-    """`node` rebuilt on x with new weight and bias (in the original dtype)."""
+    """`node` rebuilt on x with new weight and bias (in the original dtype); a bias it had keeps its
+    initializer, shared or not, when its values stay, and a zero bias it lacked stays out."""
     dtype = w.dtype.numpy()
-    return getattr(op, node.op_type)(
-        x,
-        new_initializer(op, weight.astype(dtype), near, "weight"),
-        new_initializer(op, np.asarray(bias).astype(dtype), near, "bias"),
-        **node.attributes,
-    )
+    bias = np.broadcast_to(np.asarray(bias).astype(dtype), (_out_channels(node, weight),))
+    old = node.inputs[2] if len(node.inputs) > 2 else None
+    if old is not None and np.array_equal(constant(old), bias):
+        biases = [old]
+    elif old is None and not np.any(bias):
+        biases = []
+    else:
+        biases = [new_initializer(op, bias, near, "bias")]
+    new_w = new_initializer(op, weight.astype(dtype), near, "weight")
+    return getattr(op, node.op_type)(x, new_w, *biases, **node.attributes)
 
 
 rules = (
