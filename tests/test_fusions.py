@@ -892,6 +892,64 @@ def test_unsqueeze_transpose_squeeze_of_another_dim_kept():
     assert slim(model)["Transpose"] == 1
 
 
+@pytest.mark.parametrize(
+    "inner, outer, a, b",
+    [
+        ("Mul", "Mul", 2.0, 0.2),  # timm NFNet's residual branch: * 2 * gain * alpha
+        ("Div", "Mul", 4.0, 3.0),
+        ("Mul", "Div", [0.5], 3.0),
+        ("Div", "Div", 2.0, [[8.0]]),
+    ],
+)
+def test_two_scalings_by_scalars_become_one(inner, outer, a, b):
+    model = chain(
+        [(inner, ["a"], {}), (outer, ["b"], {})],
+        ["N", 3, 4],
+        3,
+        initializers=[const("a", np.float32(a)), const("b", np.asarray(b, np.float32))],
+    )
+    assert slim(model) == {"Mul": 1, "Relu": 1}
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (2.0, np.ones(4, np.float32) * 3),  # not a scalar
+        (1e30, 1e30),  # the product overflows float32
+        (2.0, np.float32(3).reshape(1, 1, 1, 1)),  # adds a dim
+    ],
+)
+def test_two_scalings_kept(a, b):
+    model = chain(
+        [("Mul", ["a"], {}), ("Mul", ["b"], {})],
+        ["N", 3, 4],
+        3 + (np.ndim(b) > 3),
+        initializers=[const("a", np.float32(a)), const("b", np.asarray(b, np.float32))],
+    )
+    assert slim(model)["Mul"] == 2
+
+
+def test_a_gelus_half_is_not_merged_with_the_next_scaling():
+    """ORT fuses x * (1 + erf(x / sqrt2)) * 0.5 into one Gelu only with the 0.5 in place."""
+    nodes = [
+        node("Div", ["x", "root2"], "d"),
+        node("Erf", ["d"], "e"),
+        node("Add", ["e", "one"], "e1"),
+        node("Mul", ["x", "e1"], "g"),
+        node("Mul", ["g", "half"], "h"),
+        node("Mul", ["h", "gamma"], "y"),
+    ]
+    inits = [const(n, np.float32(v)) for n, v in (("root2", 2**0.5), ("one", 1), ("half", 0.5))]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, ["N", 8])],
+        [vi("y", FLOAT, ["N", 8])],
+        [*inits, const("gamma", np.float32(1.7015))],
+        opset=17,
+    )
+    assert slim(model)["Mul"] == 3
+
+
 def slice_step(name, starts, ends, axes_, steps):
     values = dict(starts=starts, ends=ends, axes=axes_, steps=steps)
     names = [f"{name}_{key}" for key in values]

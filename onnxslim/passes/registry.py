@@ -136,7 +136,7 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "fuse-chains",
         "Transpose/Reshape/Squeeze/Unsqueeze/Slice/Concat chains collapsed, "
-        "computed Reshape shapes made constant",
+        "computed Reshape shapes made constant, x*a*b with scalars a, b made one Mul",
         lambda _: RewriteRulesPass(fuse.CHAINS),
     ),
     PassSpec(

@@ -1,6 +1,6 @@
 """Data-movement chains collapsed: Transpose+Transpose (also when the inner one has other
 consumers), Unsqueeze+Unsqueeze, cancelling Squeeze/Unsqueeze pairs, a Reshape of a
-Squeeze/Unsqueeze/Flatten, Slice+Slice, nested Concat.
+Squeeze/Unsqueeze/Flatten, Slice+Slice, nested Concat, two scalings by constant scalars.
 
 (Reshape+Reshape is onnxscript's rule, wired in `fuse.CHAINS`.)
 """
@@ -13,8 +13,11 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
 from onnxslim.passes import upstream
+from onnxslim.passes.rules import gelu
 from onnxslim.passes.rules.common import (
+    FLOAT_TYPES,
     constant,
+    keeps_shape,
     new_initializer,
     normalize_axes,
     opset,
@@ -272,6 +275,53 @@ def _same_axis(a: int | None, b: int | None, rank: int | None) -> bool:
     return a == b or (rank is not None and a % rank == b % rank)
 
 
+class ScaleChain(pattern.RewriteRuleClassBase):
+    """(x <op1> a) <op2> b -> x * k for op1, op2 Mul or Div and scalar constants a, b: k is a * b,
+    a / b, b / a or 1 / (a * b), computed in float64 (the result moves by float rounding only).
+
+    timm's NFNet scales each residual branch three times (`* 2`, skip-init gain, `* alpha`).
+    A Gelu's closing * 0.5 stays apart: ORT fuses the written-out Gelu only with it in place.
+    """
+
+    def __init__(self, inner_op: str, outer_op: str) -> None:
+        super().__init__(f"{inner_op}{outer_op}Scale")
+        self.inner_op, self.outer_op = inner_op, outer_op
+
+    def pattern(self, op, x, a, b):
+        inner = getattr(op, self.inner_op)(x, a)
+        return getattr(op, self.outer_op)(inner, b, _outputs=["out"])
+
+    def check(self, context, x, a, b, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        result = MatchResult()
+        first, second = constant(a), constant(b)
+        if first is None or second is None or first.size != 1 or second.size != 1:
+            return result.fail("the operands are not constant scalars")
+        if x.dtype not in FLOAT_TYPES or not x.dtype == a.dtype == b.dtype:
+            return result.fail("dtypes differ or are not float")
+        if not keeps_shape(x, first.shape) or not keeps_shape(x, second.shape):
+            return result.fail("an operand adds dims")
+        if gelu.awaits_half(x):
+            return result.fail("the first scaling completes a written-out Gelu, which ORT fuses")
+        k = self._factor(first, second)
+        with np.errstate(over="ignore"):
+            cast = k.astype(x.dtype.numpy())
+        if not np.all(np.isfinite(cast)) or np.any((cast == 0) != (k == 0)):
+            return result.fail("the product overflows or underflows")
+        return result
+
+    def rewrite(self, op, x, a, b, out):
+        k = self._factor(constant(a), constant(b)).astype(x.dtype.numpy())
+        return op.Mul(x, new_initializer(op, k, out, "scale"))
+
+    def _factor(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """k with (x <inner> first) <outer> second = x * k, in float64, shaped as the wider."""
+        powers = (1 if self.inner_op == "Mul" else -1, 1 if self.outer_op == "Mul" else -1)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            factors = [np.float64(v.reshape(())) ** p for v, p in zip((first, second), powers)]
+        shape = first.shape if first.ndim >= second.ndim else second.shape
+        return np.array(factors[0] * factors[1]).reshape(shape)
+
+
 rules = (
     TransposeTranspose.rule(),
     UnsqueezeUnsqueeze.rule(),
@@ -281,4 +331,10 @@ rules = (
     UnsqueezeTransposeSqueeze.rule(),
     SliceSlice.rule(),
     NestedConcat.rule(),
+    *(
+        rule
+        for inner in ("Mul", "Div")
+        for outer in ("Mul", "Div")
+        for rule in ScaleChain.rule(inner, outer).commute()
+    ),
 )
