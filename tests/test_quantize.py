@@ -1821,6 +1821,25 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     assert not any(n.startswith("warning:") for n in report.notes)
 
 
+def test_auto_mode_computes_in_float_where_no_output_tells_int8s_drift(monkeypatch):
+    """Outputs the float model gives as all zeros on the selection samples (swift-f0 on random
+    data) make INT8 compute "exact" there, which says nothing: auto keeps float compute even where
+    INT8 compute is faster."""
+    model = cnn()
+    model.graph.node[-1].output[0] = "logits"
+    model.graph.node.append(helper.make_node("Mul", ["logits", "zero"], ["y"], name="mute"))
+    model.graph.initializer.append(const("zero", np.zeros(1, np.float32)))
+    faster = [Latency(1.0, 1.0, 1.0, 1.0), Latency(0.5, 0.5, 0.5, 0.5)]
+    monkeypatch.setattr(api, "_side_by_side", lambda *a: faster)
+    same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
+    options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": "auto"}
+    report = quantize(model, samples(20), **options).report
+    assert report.mode == "weight-only" and not report.quantized
+    note = next(n for n in report.notes if n.startswith(api.COMPUTE_NOTE))
+    assert "the float model gives every output as all zeros on the selection samples" in note
+
+
 @pytest.mark.parametrize(
     ("asked", "option"),
     [

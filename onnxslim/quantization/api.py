@@ -54,6 +54,7 @@ from onnxslim.quantization.caveats import (
     nothing_int8_warning,
     rewrite_warning,
     saturated_outputs_warning,
+    says_nothing,
     silent_outputs_warning,
     stores_int8,
 )
@@ -694,7 +695,8 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     sample, and judged as `_trade` judges: the time ratio and SNR gain least in its favour), and
     where it misses QUALITY_BAR that float compute meets, take at most BELOW_BAR_RATIO its time;
     else `float_compute` (as small a file), with the notes of the choices before it and what was
-    measured."""
+    measured. Where the float model gives every output as all zeros on the selection samples,
+    nothing judges INT8's drift: `float_compute`."""
     floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
     ratio, verdict = ints.versus(floats)
     fastest = ints.min / floats.min
@@ -705,7 +707,12 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
     missed = QUALITY_BAR.check(int8.drift)
     below_bar = bool(missed) and not QUALITY_BAR.check(float_compute.drift)
-    if below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
+    if says_nothing(int8.drift):
+        lead += (
+            "; but the float model gives every output as all zeros on the selection samples, "
+            "so nothing tells how far INT8 drifts on inputs that drive it"
+        )
+    elif below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
         lead += (
             f"; INT8's {missed[0]} where float compute meets {QUALITY_BAR}: kept only at "
             f"<= {BELOW_BAR_RATIO}x the time"

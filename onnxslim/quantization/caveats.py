@@ -84,6 +84,13 @@ def _silent(drift: Drift) -> bool:
     return bool(drift.sample_errors) and not any(signal for signal, _ in drift.sample_errors)
 
 
+def says_nothing(drift: Mapping[str, Drift]) -> bool:
+    """Whether the float model gives every float output as all zeros on every sample measured
+    (the others have no drift to measure): no comparison of drifts can judge INT8 there."""
+    measured = [d for d in drift.values() if d.sample_errors]
+    return bool(measured) and all(map(_silent, measured))
+
+
 def silent_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
     """A warning naming the outputs the float model gives as all zeros on every `split` sample:
     their drift says nothing of INT8 (data that does not drive them, e.g. random lengths)."""
