@@ -372,6 +372,8 @@ def _quantize(
     before = integer_kernels(float_model)
     notes += outcome.notes + nothing_int8_warning(outcome, before)
     outcome = _as_made(outcome, before)
+    if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
+        outcome.model = float_model
     quantized, drift = outcome.model, outcome.drift
     io.keep_aside_as(quantized, original_meta)  # map types onnx-ir cannot hold, for the file
     if test:  # the figures reported: on samples no decision saw
