@@ -203,6 +203,26 @@ def test_a_scale_that_keeps_a_shared_bias_folds(before):
     assert len({n.input[2] for n in optimized.graph.node if n.op_type == "Conv"}) == 1
 
 
+@pytest.mark.parametrize("bias_from", ["DequantizeLinear", "Relu"])
+def test_conv_affine_with_a_computed_bias_kept(bias_from):
+    """A bias computed at run time (a QDQ model's DequantizeLinear) cannot take the scale."""
+    inputs = ["bq", "bs"] if bias_from == "DequantizeLinear" else ["bf"]
+    nodes = [
+        node(bias_from, inputs, "b"),
+        node("Conv", ["x", "W", "b"], "c"),
+        node("Mul", ["c", "s"], "y"),
+    ]
+    inits = [
+        const("W", rand(4, 3, 3, 3)),
+        const("bq", np.arange(4, dtype=np.int32)),
+        const("bs", np.float32(0.1)),
+        const("s", np.full((1, 4, 1, 1), 2.0, np.float32)),
+    ]
+    graph_inputs = [vi("x", FLOAT, [1, 3, 8, 8])] + [vi("bf", FLOAT, [4])] * (bias_from == "Relu")
+    model = make_model(nodes, graph_inputs, [vi("y", FLOAT, [1, 4, 6, 6])], inits)
+    assert slim(model)["Mul"] == 1
+
+
 def test_conv_affine_with_a_shared_bias_and_a_shared_operand_kept():
     """The operand stays for its other reader: a new bias would only add to the file."""
     second_weight = node("Constant", [], "W2", value=numpy_helper.from_array(rand(8, 4, 3, 3)))
@@ -774,6 +794,18 @@ def test_unsqueeze_of_unsqueeze_merged(x_shape, first, second, opset):
     assert slim(model) == {"Unsqueeze": 1, "Relu": 1}
 
 
+@pytest.mark.parametrize("second", ["Unsqueeze", "Squeeze"])
+def test_unsqueeze_with_scalar_axes(second):
+    """Unsqueeze takes its axes as a scalar too (ORT accepts a 0-d tensor)."""
+    model = chain(
+        [("Unsqueeze", ["a1"], {}), (second, ["a2"], {})],
+        [2, 3],
+        4 if second == "Unsqueeze" else 2,
+        initializers=[axes("a1", 0), axes("a2", [0])],
+    )
+    assert slim(model) == ({"Unsqueeze": 1, "Relu": 1} if second == "Unsqueeze" else {"Relu": 1})
+
+
 def gpt2_mlp(exit_shape, constant, extra_reader=None):
     """HF GPT-2's MLP between its two addmm: Reshape(x: [B*S, 4], [B, S, 4]) -> Gelu written out
     (tanh form) -> Reshape(exit_shape); `constant` is the Gelu's 0.5; `extra_reader` another op
@@ -927,6 +959,17 @@ def test_two_scalings_kept(a, b):
         initializers=[const("a", np.float32(a)), const("b", np.asarray(b, np.float32))],
     )
     assert slim(model)["Mul"] == 2
+
+
+def test_two_float16_scalings_whose_product_is_subnormal_kept():
+    """1e-3 * 1e-3 is subnormal in float16 (about 4 significant bits): x * k would lose ~1%."""
+    model = make_model(
+        [node("Mul", ["x", "a"], "t"), node("Mul", ["t", "a"], "y")],
+        [vi("x", TensorProto.FLOAT16, ["N", 4])],
+        [vi("y", TensorProto.FLOAT16, ["N", 4])],
+        [const("a", np.float16(1e-3))],
+    )
+    assert op_counts(optimized_proto(model))["Mul"] == 2
 
 
 def test_a_gelus_half_is_not_merged_with_the_next_scaling():

@@ -71,8 +71,8 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "remove-no-ops",
         "Identity, Dropout, Cast to same type, Reshape/Expand to same shape, Expand a broadcasting "
-        "op does anyway, x*1, x+0, x and True, an RNN/GRU/LSTM initial state of computed zeros, "
-        "...",
+        "op does anyway, x*1, x+0, x and True, x or False, an RNN/GRU/LSTM initial state of "
+        "computed zeros, ...",
         lambda _: prune.RemoveNoOps(),
         family="cleanup",
     ),

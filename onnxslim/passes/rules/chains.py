@@ -7,6 +7,7 @@ Squeeze/Unsqueeze/Flatten, Slice+Slice, nested Concat, two scalings by constant 
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
@@ -277,7 +278,8 @@ def _same_axis(a: int | None, b: int | None, rank: int | None) -> bool:
 
 class ScaleChain(pattern.RewriteRuleClassBase):
     """(x <op1> a) <op2> b -> x * k for op1, op2 Mul or Div and scalar constants a, b: k is a * b,
-    a / b, b / a or 1 / (a * b), computed in float64 (the result moves by float rounding only).
+    a / b, b / a or 1 / (a * b), computed in float64 and a normal number in x's dtype, so the
+    result moves by float rounding only (but where x <op1> a alone overflowed or underflowed).
 
     timm's NFNet scales each residual branch three times (`* 2`, skip-init gain, `* alpha`).
     A Gelu's closing * 0.5 stays apart: ORT fuses the written-out Gelu only with it in place.
@@ -303,10 +305,12 @@ class ScaleChain(pattern.RewriteRuleClassBase):
         if gelu.awaits_half(x):
             return result.fail("the first scaling completes a written-out Gelu, which ORT fuses")
         k = self._factor(first, second)
+        dtype = x.dtype.numpy()
         with np.errstate(over="ignore"):
-            cast = k.astype(x.dtype.numpy())
-        if not np.all(np.isfinite(cast)) or np.any((cast == 0) != (k == 0)):
-            return result.fail("the product overflows or underflows")
+            cast = k.astype(dtype)
+        tiny = ml_dtypes.finfo(dtype).smallest_normal
+        if not np.all(np.isfinite(cast)) or (k != 0 and np.abs(cast) < tiny):
+            return result.fail("the product overflows, or underflows to a subnormal or 0")
         return result
 
     def rewrite(self, op, x, a, b, out):
@@ -317,9 +321,10 @@ class ScaleChain(pattern.RewriteRuleClassBase):
         """k with (x <inner> first) <outer> second = x * k, in float64, shaped as the wider."""
         powers = (1 if self.inner_op == "Mul" else -1, 1 if self.outer_op == "Mul" else -1)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            factors = [np.float64(v.reshape(())) ** p for v, p in zip((first, second), powers)]
+            a, b = (np.float64(v.reshape(())) ** p for v, p in zip((first, second), powers))
+            product = a * b
         shape = first.shape if first.ndim >= second.ndim else second.shape
-        return np.array(factors[0] * factors[1]).reshape(shape)
+        return np.array(product).reshape(shape)
 
 
 rules = (

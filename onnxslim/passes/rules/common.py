@@ -55,9 +55,10 @@ def keeps_shape(value: ir.Value, other_shape: tuple[int, ...]) -> bool:
 
 
 def normalize_axes(axes, rank: int | None) -> tuple[int, ...] | None:
-    """Axes made non-negative; None if a negative axis meets an unknown rank, or out of range."""
+    """Axes (a scalar or a list) made non-negative; None if a negative axis meets an unknown
+    rank, or out of range."""
     result = []
-    for axis in (int(a) for a in axes):
+    for axis in (int(a) for a in np.ravel(axes)):
         if axis < 0:
             if rank is None:
                 return None

@@ -36,7 +36,7 @@ class ConvAffine(pattern.RewriteRuleClassBase):
 
     def check(self, context, x, w, c, conv_out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
         node = conv_out.producer()
-        bias_kept = self.op_type in ("Mul", "Div") and not np.any(_bias(node))
+        bias_kept = self.op_type in ("Mul", "Div") and _zero_bias(node)
         reason = _cannot_absorb(node, x, w, c, bias_kept) or _cannot_apply(
             self.op_type, c, _out_channels(node, constant(w)), node
         )
@@ -144,6 +144,14 @@ def _cannot_apply(op_type: str, c: ir.Value, channels: int, node: ir.Node) -> st
 
 def _group(node: ir.Node) -> int:
     return node.attributes.get_int("group", 1)
+
+
+def _zero_bias(node: ir.Node) -> bool:
+    """The node has no bias, or a constant one of zeros."""
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return True
+    bias = constant(node.inputs[2])
+    return bias is not None and not np.any(bias)
 
 
 def _bias(node: ir.Node) -> np.ndarray | float:

@@ -31,7 +31,7 @@ class RemoveReshapeBeforeElementwise(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
-        for graph in all_graphs(model):
+        for graph in [*all_graphs(model), *(f.graph for f in model.functions.values())]:
             for node in list(graph):
                 if node.op_type != "Reshape" or node.domain != "" or node.graph is not graph:
                     continue
@@ -57,7 +57,7 @@ def _region(reshape: ir.Node) -> list[ir.Value] | None:
             if user.graph is not reshape.graph:
                 return None  # read inside an If/Loop body
             if user.op_type == "Reshape" and user.domain == "":
-                if index != 0 or not _keeps_element_order(user):
+                if index != 0 or not _result_ignores_input_shape(user):
                     return None
             elif user.op_type not in _ELEMENTWISE or user.domain != "" or len(user.outputs) != 1:
                 return None
@@ -80,8 +80,9 @@ def _scalar_or_in(value: ir.Value | None, region: list[ir.Value], rank: int) -> 
     return data is not None and data.size == 1 and data.ndim <= rank
 
 
-def _keeps_element_order(reshape: ir.Node) -> bool:
-    """A Reshape to a constant shape that does not copy dims of its input (no 0, or allowzero)."""
+def _result_ignores_input_shape(reshape: ir.Node) -> bool:
+    """A Reshape to a constant shape that copies no dim of its input (no 0, or allowzero): its
+    result depends on its input's elements, not on its input's shape."""
     target = constant(reshape.inputs[1]) if len(reshape.inputs) > 1 else None
     if target is None or target.ndim != 1:
         return False
