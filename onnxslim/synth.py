@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -542,9 +543,7 @@ class _Planner:
                 for size in shapes[value.name]:
                     value.type.tensor_type.shape.dim.add().dim_value = size
         try:
-            graph = onnx.shape_inference.infer_shapes(
-                self.skeleton, strict_mode=False, data_prop=True
-            ).graph
+            graph = _infer_apart(self.skeleton).graph
         except Exception:  # noqa: BLE001 - an aid: without it, uses fall back to safe values
             graph = self.skeleton.graph
         known = {}
@@ -688,6 +687,37 @@ class _Planner:
             and node.op_type == "Mul"
             and any(self._mask(operand) for operand in node.input)
         )
+
+
+def _infer_apart(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx shape inference of `model`, in a forked child where the system forks: with dims
+    guessed too small for a model's kernels, onnx 1.23 can abort the whole process (a std::clamp
+    assertion; madmom's onset CNN at 3 frames), and an aid to guessing must not take the run down.
+    Raises RuntimeError when the child fails or dies."""
+    if not hasattr(os, "fork"):
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of forking a process with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: send the inferred model, then exit without any cleanup
+        code = 1
+        try:
+            os.close(read)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # an abort's message is not ours to show
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(inferred.SerializeToString())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status:
+        raise RuntimeError(f"onnx shape inference failed in a child process (status {status})")
+    return onnx.ModelProto.FromString(data)
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

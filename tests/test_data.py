@@ -22,6 +22,7 @@ from onnxslim.data import (
     validate_samples,
 )
 from onnxslim.errors import OnnxSlimError
+from onnxslim.runtime import Session
 
 F32 = np.dtype(np.float32)
 I64 = np.dtype(np.int64)
@@ -364,3 +365,21 @@ def test_image_errors(images, model_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(OnnxSlimError, match=r"pip install onnxslim\[images\]"):
         load_samples(images, specs)
+
+
+def test_synthesized_samples_no_run_accepts_say_what_to_give():
+    """A model no synthesized input runs (an index past any length tried) gets its error, and
+    what to give instead."""
+    model = make_model(
+        [helper.make_node("Gather", ["x", "idx"], ["y"])],
+        [vi("x", FLOAT, ["n"])],
+        [vi("y", FLOAT, [])],
+        [const("idx", np.int64(10**6))],
+    )
+    session = Session(model.SerializeToString())
+    with pytest.raises(OnnxSlimError, match="out of data bounds") as failed:
+        load_samples("random:2", input_specs(model), model=model, run=session.run)
+    assert str(failed.value).endswith(
+        "that was on the inputs onnxslim synthesized: give real samples, or the dims the model "
+        "takes (--shape NAME:DIMS)"
+    )
