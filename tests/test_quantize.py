@@ -1315,6 +1315,7 @@ def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
     assert (report.calibration_samples, report.selection_samples, report.test_samples) == (24, 8, 8)
     assert any("8 test (the drift reported: no decision saw them)" in n for n in report.notes)
     assert any("held on only 8 selection samples" in n for n in report.notes)  # budget overfit
+    assert any(n.startswith("the drift reported rests on 8 test samples") for n in report.notes)
     assert (
         "cosine>=0.5 is held with a margin for new samples: the 8 selection samples' cosines must "
         "predict it for 99.9% of new ones (log-normal fit of 1 - cosine, Student-t prediction "

@@ -91,6 +91,7 @@ ROUNDING_CHOICES = (*WEIGHT_ROUNDINGS, "auto")
 DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
+MIN_TEST_SAMPLES = 32  # fewer test samples rarely hold the rare input INT8 gets wrong
 TOP1_DOUBT = 0.1  # see _samples_for_top1
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
@@ -814,6 +815,13 @@ def _protocol_notes(
         notes.append(
             "no test samples: the drift reported is on the selection samples the choices used; "
             "give more samples, or measure on new data with `onnxslim bench`"
+        )
+    elif len(test) < MIN_TEST_SAMPLES:
+        notes.append(
+            f"the drift reported rests on {len(test)} test samples: a rarer input can drift much "
+            "further (a rotated page among 64 drifted to cosine 0.92 where 6 test samples gave "
+            f"0.9999); give more samples ({MIN_TEST_SAMPLES} or more held out for test), or check "
+            "on your data with `onnxslim bench MODEL INT8_MODEL --inputs DATA`"
         )
     if budget and len(selection) < MIN_BUDGET_SAMPLES:
         notes.append(
