@@ -1406,6 +1406,29 @@ def test_an_output_all_zero_on_the_data_is_named_as_unmeasured():
     ]
 
 
+def test_outputs_a_topk_orders_are_named_as_overstated():
+    """Detections sorted by score in the graph (YOLO's TopK): INT8 swapping near-equal scores
+    moves whole rows, which element-wise drift counts as error; the report says so, for them
+    only."""
+    model = matmul_chain()
+    model.graph.node.extend(
+        [
+            helper.make_node("ReduceMax", ["r1"], ["scores"], axes=[2], keepdims=0),
+            helper.make_node("TopK", ["scores", "k"], ["top", "order"], axis=-1),
+        ]
+    )
+    model.graph.initializer.append(const("k", np.array([4])))
+    model.graph.output.append(vi("top", FLOAT, [1, 4]))
+    rng = np.random.default_rng(8)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(16)]
+    notes = [n for n in quantize(model, data, **FAST).report.notes if "TopK" in n]
+    assert notes == [
+        "'top' come(s) in an order a TopK or NonMaxSuppression sets: where INT8 swaps near-equal "
+        "scores, rows change places, so their element-wise drift (and the choices that read it) "
+        "overstates INT8's error; compare matched detections on your data"
+    ]
+
+
 def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
     rng = np.random.default_rng(6)
     data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]

@@ -52,6 +52,7 @@ from onnxslim.quantization.caveats import (
     lossless_warning,
     memory_warning,
     nothing_int8_warning,
+    reordered_outputs_note,
     rewrite_warning,
     saturated_outputs_warning,
     says_nothing,
@@ -391,6 +392,7 @@ def _quantize(
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split, len(selection))
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
+    notes += reordered_outputs_note(float_model, drift)
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type

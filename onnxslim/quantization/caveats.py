@@ -91,6 +91,38 @@ def says_nothing(drift: Mapping[str, Drift]) -> bool:
     return bool(measured) and all(map(_silent, measured))
 
 
+#: Ops whose result is ordered by value (detections sorted by score).
+ORDERING_OPS = frozenset({"TopK", "NonMaxSuppression"})
+
+
+def reordered_outputs_note(model: ir.Model, drift: Mapping[str, Drift]) -> list[str]:
+    """A note naming the measured outputs computed through a TopK or NonMaxSuppression of the main
+    graph: where INT8 swaps near-equal scores, whole rows change places, so element-wise drift
+    overstates INT8's error (YOLO exports that sort their detections in the graph)."""
+    ordered = [repr(v.name) for v in model.graph.outputs if v.name in drift and _ordered(v)]
+    if not ordered:
+        return []
+    return [
+        f"{', '.join(ordered)} come(s) in an order a TopK or NonMaxSuppression sets: where INT8 "
+        "swaps near-equal scores, rows change places, so their element-wise drift (and the "
+        "choices that read it) overstates INT8's error; compare matched detections on your data"
+    ]
+
+
+def _ordered(value: ir.Value) -> bool:
+    """Whether a TopK or NonMaxSuppression is among the nodes `value` is computed from."""
+    seen, pending = set(), [value]
+    while pending:
+        node = pending.pop().producer()
+        if node is None or node in seen:
+            continue
+        if node.op_type in ORDERING_OPS and node.domain == "":
+            return True
+        seen.add(node)
+        pending.extend(v for v in node.inputs if v is not None)
+    return False
+
+
 def silent_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
     """A warning naming the outputs the float model gives as all zeros on every `split` sample:
     their drift says nothing of INT8 (data that does not drive them, e.g. random lengths)."""
