@@ -356,13 +356,7 @@ def load_samples(
         if not count.isdigit() or int(count) < 1:
             raise OnnxSlimError(f"bad inputs {source!r}: expected random:N with N >= 1")
         if model is not None:
-            try:
-                return synthesize_samples(model, int(count), shapes, seed=seed, run=run)
-            except OnnxSlimError as err:
-                raise OnnxSlimError(
-                    f"{err}; that was on the inputs onnxslim synthesized: give real samples, or "
-                    "the dims the model takes (--shape NAME:DIMS)"
-                ) from err
+            return synthesize_samples(model, int(count), shapes, seed=seed, run=run)
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)

@@ -27,9 +27,14 @@ NaN), which check and calibrate nothing. `shipped_inputs` reads the test data a 
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import math
 import os
 import re
+import select
+import signal
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +65,8 @@ RETRY_DIMS = (1, 64, 256, 1024, 16)
 SMALLEST_PICTURE = 16
 #: Alternatives `first_runnable` tries at most after the first inputs.
 RETRY_LIMIT = 16
+#: Most seconds onnx shape inference of guessed dims may take (`_infer_apart`).
+INFER_SECONDS = 120
 #: A candidate with an input larger than this (elements) is skipped.
 MAX_ELEMENTS = 1 << 24
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
@@ -116,7 +123,14 @@ def synthesize_samples(
     given `run` (the original model on ORT), at the dims and integer range of the first
     synthesized inputs it accepts (`first_runnable`)."""
     planner = _Planner(model, shapes, dim, image_dim)
-    found = _first_runnable(planner, run, seed, RETRY_LIMIT)[0] if run else planner.make(seed=seed)
+    try:
+        found = _first_runnable(planner, run, seed, RETRY_LIMIT)[0] if run else None
+    except OnnxSlimError as err:
+        raise OnnxSlimError(
+            f"{err}; that was on the inputs onnxslim synthesized: give real samples, or the dims "
+            "the model takes (--shape NAME:DIMS)"
+        ) from err
+    found = found or planner.make(seed=seed)
     return [planner.make(found.dims, found.ints, seed + i).feeds for i in range(count)]
 
 
@@ -352,6 +366,7 @@ class _Planner:
             except Exception as err:
                 raise OnnxSlimError(f"{model}: cannot read ONNX model: {err}") from err
         self.skeleton = _skeleton(model)
+        self._inferred: dict[str, dict] = {}  # `_inferred_shapes` by the input shapes asked
         weights = {init.name for init in model.graph.initializer}
         self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
         self.pictures = _picture_keys(self.inputs)
@@ -537,6 +552,12 @@ class _Planner:
         self, shapes: dict[str, tuple[int, ...]]
     ) -> dict[str, tuple[int | None, ...]]:
         """Static shapes of the model's values with the inputs at `shapes` (by shape inference)."""
+        key = repr(sorted(shapes.items()))
+        if key not in self._inferred:
+            self._inferred[key] = self._infer(shapes)
+        return self._inferred[key]
+
+    def _infer(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int | None, ...]]:
         for value in self.skeleton.graph.input:
             if value.name in shapes and value.type.HasField("tensor_type"):
                 value.type.tensor_type.shape.Clear()
@@ -693,7 +714,7 @@ def _infer_apart(model: onnx.ModelProto) -> onnx.ModelProto:
     """onnx shape inference of `model`, in a forked child where the system forks: with dims
     guessed too small for a model's kernels, onnx 1.23 can abort the whole process (a std::clamp
     assertion; madmom's onset CNN at 3 frames), and an aid to guessing must not take the run down.
-    Raises RuntimeError when the child fails or dies."""
+    Raises RuntimeError when the child fails, dies or takes over INFER_SECONDS."""
     if not hasattr(os, "fork"):
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     read, write = os.pipe()
@@ -704,7 +725,8 @@ def _infer_apart(model: onnx.ModelProto) -> onnx.ModelProto:
         code = 1
         try:
             os.close(read)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # an abort's message is not ours to show
+            faulthandler.disable()  # an abort's message is not ours to show, nor its traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
             with os.fdopen(write, "wb") as pipe:
                 pipe.write(inferred.SerializeToString())
@@ -712,12 +734,34 @@ def _infer_apart(model: onnx.ModelProto) -> onnx.ModelProto:
         finally:
             os._exit(code)
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    chunks, deadline, status = [], time.monotonic() + INFER_SECONDS, None
+    try:
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                chunk = pipe.read(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            else:
+                raise RuntimeError(f"onnx shape inference took over {INFER_SECONDS} s")
+        status = _reap(pid)
+    finally:
+        if status is None:  # interrupted or timed out: the child goes too
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
     if status:
         raise RuntimeError(f"onnx shape inference failed in a child process (status {status})")
-    return onnx.ModelProto.FromString(data)
+    return onnx.ModelProto.FromString(b"".join(chunks))
+
+
+def _reap(pid: int) -> int:
+    """The exit status of child `pid`, waited for; 0 where the system reaps children itself
+    (SIGCHLD ignored): its complete output is then the judge."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return 0
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -75,6 +75,11 @@ def test_shape_inference_aborting_does_not_take_the_run_down(monkeypatch):
     assert synth.synthesize(model, {"position_ids": (1, 6)}).description == expected
 
 
+def test_shape_inference_apart_infers():
+    inferred = synth._infer_apart(bert_embeddings())
+    assert {"w", "t", "p", "shifted"} <= {v.name for v in inferred.graph.value_info}
+
+
 def test_ids_through_tf2onnx_negative_index_arithmetic_span_the_table():
     """tf2onnx writes a Keras embedding's `where(ids < 0, ids + rows, ids)` as
     `Cast(ids < 0) * (ids + rows) + Cast(Not(ids < 0)) * ids`: the ids still index all 49 rows."""

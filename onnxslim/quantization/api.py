@@ -700,8 +700,8 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     sample, and judged as `_trade` judges: the time ratio and SNR gain least in its favour), and
     where it misses QUALITY_BAR that float compute meets, take at most BELOW_BAR_RATIO its time;
     else `float_compute` (as small a file), with the notes of the choices before it and what was
-    measured. Where the float model gives every output as all zeros on the selection samples,
-    nothing judges INT8's drift: `float_compute`."""
+    measured. Where the float model gives every float output as zeros or nothing on the
+    selection samples, nothing judges INT8's drift: `float_compute`."""
     floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
     ratio, verdict = ints.versus(floats)
     fastest = ints.min / floats.min
@@ -714,8 +714,8 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     below_bar = bool(missed) and not QUALITY_BAR.check(float_compute.drift)
     if says_nothing(int8.drift):
         lead += (
-            "; but the float model gives every output as all zeros on the selection samples, "
-            "so nothing tells how far INT8 drifts on inputs that drive it"
+            "; but the float model gives every float output as zeros or nothing on the "
+            "selection samples, so nothing tells how far INT8 drifts on inputs that drive it"
         )
     elif below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
         lead += (
@@ -821,9 +821,9 @@ def _protocol_notes(
     elif len(test) < MIN_TEST_SAMPLES:
         notes.append(
             f"the drift reported rests on {len(test)} test samples: a rarer input can drift much "
-            "further (a rotated page among 64 drifted to cosine 0.92 where 6 test samples gave "
-            f"0.9999); give more samples ({MIN_TEST_SAMPLES} or more held out for test), or check "
-            "on your data with `onnxslim bench MODEL INT8_MODEL --inputs DATA`"
+            f"further; hold out {MIN_TEST_SAMPLES} or more for test (more samples, or "
+            "--test-split), or check on your data with `onnxslim bench MODEL INT8_MODEL --inputs "
+            "DATA`"
         )
     if budget and len(selection) < MIN_BUDGET_SAMPLES:
         notes.append(

@@ -85,8 +85,9 @@ def _silent(drift: Drift) -> bool:
 
 
 def says_nothing(drift: Mapping[str, Drift]) -> bool:
-    """Whether the float model gives every float output as all zeros on every sample measured
-    (the others have no drift to measure): no comparison of drifts can judge INT8 there."""
+    """Whether the float model gives every float output as zeros or nothing (empty) on every
+    sample measured (the others have no drift to measure): no comparison of drifts can judge
+    INT8 there."""
     measured = [d for d in drift.values() if d.sample_errors]
     return bool(measured) and all(map(_silent, measured))
 
@@ -96,31 +97,35 @@ ORDERING_OPS = frozenset({"TopK", "NonMaxSuppression"})
 
 
 def reordered_outputs_note(model: ir.Model, drift: Mapping[str, Drift]) -> list[str]:
-    """A note naming the measured outputs computed through a TopK or NonMaxSuppression of the main
-    graph: where INT8 swaps near-equal scores, whole rows change places, so element-wise drift
-    overstates INT8's error (YOLO exports that sort their detections in the graph)."""
-    ordered = [repr(v.name) for v in model.graph.outputs if v.name in drift and _ordered(v)]
-    if not ordered:
+    """A note naming the measured outputs computed from a TopK's or NonMaxSuppression's results
+    in the main graph: where INT8 swaps near-equal scores, whole rows change places, so
+    element-wise drift overstates INT8's error (YOLO exports that sort detections in the graph)."""
+    ordered = _ordered_values(model.graph)
+    names = [repr(v.name) for v in model.graph.outputs if v.name in drift and v in ordered]
+    if not names:
         return []
     return [
-        f"{', '.join(ordered)} come(s) in an order a TopK or NonMaxSuppression sets: where INT8 "
+        f"{', '.join(names)} come(s) in an order a TopK or NonMaxSuppression sets: where INT8 "
         "swaps near-equal scores, rows change places, so their element-wise drift (and the "
         "choices that read it) overstates INT8's error; compare matched detections on your data"
     ]
 
 
-def _ordered(value: ir.Value) -> bool:
-    """Whether a TopK or NonMaxSuppression is among the nodes `value` is computed from."""
-    seen, pending = set(), [value]
+def _ordered_values(graph: ir.Graph) -> set[ir.Value]:
+    """The values of `graph` computed from a TopK's or NonMaxSuppression's results."""
+    pending = [
+        value
+        for node in graph
+        if node.op_type in ORDERING_OPS and node.domain == ""
+        for value in node.outputs
+    ]
+    reached: set[ir.Value] = set()
     while pending:
-        node = pending.pop().producer()
-        if node is None or node in seen:
-            continue
-        if node.op_type in ORDERING_OPS and node.domain == "":
-            return True
-        seen.add(node)
-        pending.extend(v for v in node.inputs if v is not None)
-    return False
+        value = pending.pop()
+        if value not in reached:
+            reached.add(value)
+            pending.extend(out for user, _ in value.uses() for out in user.outputs)
+    return reached
 
 
 def silent_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
