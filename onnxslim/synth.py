@@ -27,15 +27,9 @@ NaN), which check and calibrate nothing. `shipped_inputs` reads the test data a 
 
 from __future__ import annotations
 
-import contextlib
-import faulthandler
 import math
 import os
 import re
-import select
-import signal
-import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +41,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model.shapes import infer_shapes_apart
 from onnxslim.model.stats import type_text
 
 DEFAULT_DIM = 32
@@ -65,8 +60,6 @@ RETRY_DIMS = (1, 64, 256, 1024, 16)
 SMALLEST_PICTURE = 16
 #: Alternatives `first_runnable` tries at most after the first inputs.
 RETRY_LIMIT = 16
-#: Most seconds onnx shape inference of guessed dims may take (`_infer_apart`).
-INFER_SECONDS = 120
 #: A candidate with an input larger than this (elements) is skipped.
 MAX_ELEMENTS = 1 << 24
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
@@ -564,7 +557,7 @@ class _Planner:
                 for size in shapes[value.name]:
                     value.type.tensor_type.shape.dim.add().dim_value = size
         try:
-            graph = _infer_apart(self.skeleton).graph
+            graph = infer_shapes_apart(self.skeleton, strict_mode=False, data_prop=True).graph
         except Exception:  # noqa: BLE001 - an aid: without it, uses fall back to safe values
             graph = self.skeleton.graph
         known = {}
@@ -708,60 +701,6 @@ class _Planner:
             and node.op_type == "Mul"
             and any(self._mask(operand) for operand in node.input)
         )
-
-
-def _infer_apart(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx shape inference of `model`, in a forked child where the system forks: with dims
-    guessed too small for a model's kernels, onnx 1.23 can abort the whole process (a std::clamp
-    assertion; madmom's onset CNN at 3 frames), and an aid to guessing must not take the run down.
-    Raises RuntimeError when the child fails, dies or takes over INFER_SECONDS."""
-    if not hasattr(os, "fork"):
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    read, write = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns of forking a process with threads
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: send the inferred model, then exit without any cleanup
-        code = 1
-        try:
-            os.close(read)
-            faulthandler.disable()  # an abort's message is not ours to show, nor its traceback
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-            with os.fdopen(write, "wb") as pipe:
-                pipe.write(inferred.SerializeToString())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    chunks, deadline, status = [], time.monotonic() + INFER_SECONDS, None
-    try:
-        with os.fdopen(read, "rb", buffering=0) as pipe:
-            while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                chunk = pipe.read(1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            else:
-                raise RuntimeError(f"onnx shape inference took over {INFER_SECONDS} s")
-        status = _reap(pid)
-    finally:
-        if status is None:  # interrupted or timed out: the child goes too
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-            _reap(pid)
-    if status:
-        raise RuntimeError(f"onnx shape inference failed in a child process (status {status})")
-    return onnx.ModelProto.FromString(b"".join(chunks))
-
-
-def _reap(pid: int) -> int:
-    """The exit status of child `pid`, waited for; 0 where the system reaps children itself
-    (SIGCHLD ignored): its complete output is then the judge."""
-    try:
-        return os.waitpid(pid, 0)[1]
-    except ChildProcessError:
-        return 0
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

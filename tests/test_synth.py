@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxslim import synth
 from onnxslim.data import input_specs, random_inputs
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model.shapes import infer_shapes_apart
 
 
 def make_model(*args, **kwargs):
@@ -76,7 +77,7 @@ def test_shape_inference_aborting_does_not_take_the_run_down(monkeypatch):
 
 
 def test_shape_inference_apart_infers():
-    inferred = synth._infer_apart(bert_embeddings())
+    inferred = infer_shapes_apart(bert_embeddings())
     assert {"w", "t", "p", "shifted"} <= {v.name for v in inferred.graph.value_info}
 
 

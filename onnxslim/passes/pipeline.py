@@ -12,6 +12,7 @@ import onnx_ir as ir
 from onnxslim.errors import first_line
 from onnxslim.model.external import call_onnx_api
 from onnxslim.model.graph import all_graphs, node_count, subgraphs
+from onnxslim.model.shapes import infer_shapes_apart
 from onnxslim.passes import dims, prune, registry
 from onnxslim.passes.registry import PassOptions, PassSpec
 
@@ -104,9 +105,7 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
     """
 
     def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
-        return onnx.shape_inference.infer_shapes(
-            proto, check_type=True, strict_mode=False, data_prop=True
-        )
+        return infer_shapes_apart(proto, check_type=True, strict_mode=False, data_prop=True)
 
     try:
         proto = call_onnx_api(infer, model) if proto is None else infer(proto)

@@ -1,0 +1,71 @@
+"""ONNX shape inference kept apart from the process: on some models at some dims (a time axis too
+short for the kernels: madmom's onset CNN at 3 frames, given or guessed), onnx 1.23 aborts the
+whole process (a std::clamp assertion), and inference is an aid that must not take a run down."""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import select
+import signal
+import time
+import warnings
+
+import onnx
+
+#: Most seconds shape inference may take in the child before it is killed.
+INFER_SECONDS = 120
+
+
+def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
+    """`onnx.shape_inference.infer_shapes(model, **options)` in a forked child where the system
+    forks (in process elsewhere). Raises RuntimeError when the child fails, dies or takes over
+    INFER_SECONDS; onnx's own errors stay in the child."""
+    if not hasattr(os, "fork"):
+        return onnx.shape_inference.infer_shapes(model, **options)
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of forking a process with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: send the inferred model, then exit without any cleanup
+        code = 1
+        try:
+            os.close(read)
+            faulthandler.disable()  # an abort's message is not ours to show, nor its traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            inferred = onnx.shape_inference.infer_shapes(model, **options)
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(inferred.SerializeToString())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks, deadline, status = [], time.monotonic() + INFER_SECONDS, None
+    try:
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                chunk = pipe.read(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            else:
+                raise RuntimeError(f"onnx shape inference took over {INFER_SECONDS} s")
+        status = _reap(pid)
+    finally:
+        if status is None:  # interrupted or timed out: the child goes too
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+    if status:
+        raise RuntimeError(f"onnx shape inference failed in a child process (status {status})")
+    return onnx.ModelProto.FromString(b"".join(chunks))
+
+
+def _reap(pid: int) -> int:
+    """The exit status of child `pid`, waited for; 0 where the system reaps children itself
+    (SIGCHLD ignored): its complete output is then the judge."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return 0
