@@ -359,7 +359,7 @@ class _Planner:
             except Exception as err:
                 raise OnnxSlimError(f"{model}: cannot read ONNX model: {err}") from err
         self.skeleton = _skeleton(model)
-        self._inferred: dict[str, dict] = {}  # `_inferred_shapes` by the input shapes asked
+        self._inferred: dict[tuple, dict] = {}  # `_inferred_shapes` by the input shapes asked
         weights = {init.name for init in model.graph.initializer}
         self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
         self.pictures = _picture_keys(self.inputs)
@@ -545,7 +545,7 @@ class _Planner:
         self, shapes: dict[str, tuple[int, ...]]
     ) -> dict[str, tuple[int | None, ...]]:
         """Static shapes of the model's values with the inputs at `shapes` (by shape inference)."""
-        key = repr(sorted(shapes.items()))
+        key = tuple(sorted(shapes.items()))
         if key not in self._inferred:
             self._inferred[key] = self._infer(shapes)
         return self._inferred[key]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxslim.model.graph import all_graphs, subgraphs
+from onnxslim.model.graph import all_graphs
 
 #: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads
 #: equal names as equal sizes, so rules comparing shapes would wrongly take two such dims as equal.
@@ -66,17 +66,11 @@ def widen_loop_states(model: ir.Model) -> bool:
                     carried.shape = ir.Shape(dims)
                     widened = True
             if widened:
-                for value in _computed(body):
-                    value.shape = None
+                for inner in ir.traversal.RecursiveGraphIterator(body):
+                    for value in inner.outputs:
+                        value.shape = None
                 for value in node.outputs:
                     if not value.is_graph_output():
                         value.shape = None
                 changed = True
     return changed
-
-
-def _computed(graph: ir.Graph):
-    """The values the nodes of `graph` and of its subgraphs compute."""
-    for inner in (graph, *subgraphs(graph)):
-        for node in inner:
-            yield from node.outputs
