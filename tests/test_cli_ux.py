@@ -962,3 +962,19 @@ def test_fp16_refusal_names_outputs_below_float16s_range(monkeypatch):
     monkeypatch.setattr(fp16, "measure_drift", lambda *a: (drifts, "3 samples", {}))
     with pytest.raises(CheckFailedError, match=r"\(the original's output 'y' \([^)]*\) is below"):
         optimizer.optimize(mixed_model(), dtype="fp16")
+
+
+def test_input_shapes_the_model_cannot_take_are_named_in_the_warning(tmp_path):
+    """A 3-wide conv kernel cannot slide over 2 samples: the original fails at the dims given."""
+    w = np.ones((1, 1, 3), np.float32)
+    model = make_model(
+        [N("Conv", ["x", "w"], ["y"])],
+        [vi("x", FLOAT, ["N", 1, "W"])],
+        [vi("y", FLOAT, ["N", 1, "V"])],
+        [const("w", w)],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--input-shapes", "x:1,1,2")
+    assert proc.returncode == 0, proc.stderr
+    assert "not checked: the original model fails on ONNX Runtime" in proc.stderr
+    assert "(at the dims given: --input-shapes, --shape)" in proc.stderr

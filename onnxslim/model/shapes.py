@@ -18,10 +18,16 @@ import onnx
 INFER_SECONDS = 120
 
 
+class InferenceCrash(RuntimeError):
+    """onnx shape inference killed its child process (a signal: an abort, a segfault): in process
+    it would take the whole run down."""
+
+
 def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
     """`onnx.shape_inference.infer_shapes(model, **options)` in a forked child where the system
-    forks (in process elsewhere). Raises RuntimeError when the child fails, dies or takes over
-    INFER_SECONDS; onnx's own errors stay in the child."""
+    forks (in process elsewhere). Raises InferenceCrash when the child dies of a signal,
+    RuntimeError when it fails otherwise or takes over INFER_SECONDS; onnx's own errors stay in
+    the child."""
     if not hasattr(os, "fork"):
         return onnx.shape_inference.infer_shapes(model, **options)
     read, write = os.pipe()
@@ -57,6 +63,9 @@ def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise InferenceCrash(f"onnx shape inference died of {name} in a child process")
     if status:
         raise RuntimeError(f"onnx shape inference failed in a child process (status {status})")
     return onnx.ModelProto.FromString(b"".join(chunks))

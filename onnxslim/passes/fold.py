@@ -95,13 +95,17 @@ class FoldConstants(ir.passes.InPlacePass):
 
     A folded tensor larger than the single-use constants it replaces is kept only if it removes
     work ORT cannot fold itself, is at most `size_threshold` bytes larger, and fits in the model's
-    `budget` (see SizeBudget), so folding never blows the model up.
+    `budget` (see SizeBudget), so folding never blows the model up. `node_inference`: infer the
+    shapes of the nodes it meets with onnx (onnxscript's folder does).
     """
 
-    def __init__(self, size_threshold: int, budget: SizeBudget | None = None) -> None:
+    def __init__(
+        self, size_threshold: int, budget: SizeBudget | None = None, node_inference: bool = True
+    ) -> None:
         super().__init__()
         self.size_threshold = size_threshold
         self.budget = budget if budget is not None else SizeBudget()
+        self.node_inference = node_inference
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         lifted = common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(
@@ -109,7 +113,7 @@ class FoldConstants(ir.passes.InPlacePass):
         ).modified
         if self.budget.limit == math.inf:  # run alone, not by run_passes
             self.budget.start(model)
-        folder = _GuardedFolder(self.size_threshold, self.budget)
+        folder = _GuardedFolder(self.size_threshold, self.budget, self.node_inference)
         marks = UpstreamMarks(model)
         folded = folder(model).modified
         if folded:
@@ -386,9 +390,11 @@ def _only_read_by(value: ir.Value, nodes: set[ir.Node]) -> bool:
 class _GuardedFolder(upstream.FoldConstantsPass):
     """onnxscript's folder with onnxslim's size guard in place of its element-count limits."""
 
-    def __init__(self, size_threshold: int, budget: SizeBudget) -> None:
+    def __init__(
+        self, size_threshold: int, budget: SizeBudget, node_inference: bool = True
+    ) -> None:
         super().__init__(
-            shape_inference=True,
+            shape_inference=node_inference,
             input_size_limit=2**62,
             output_size_limit=2**62,
             should_fold=self._should_fold,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -12,7 +13,7 @@ import onnx_ir as ir
 from onnxslim.errors import first_line
 from onnxslim.model.external import call_onnx_api
 from onnxslim.model.graph import all_graphs, node_count, subgraphs
-from onnxslim.model.shapes import infer_shapes_apart
+from onnxslim.model.shapes import InferenceCrash, infer_shapes_apart
 from onnxslim.passes import dims, prune, registry
 from onnxslim.passes.registry import PassOptions, PassSpec
 
@@ -68,11 +69,13 @@ def run_passes(
             changed |= run(spec)
     rounds, version, clean_at = 0, 0, {}
     # later rounds rely on the folder's node-by-node inference, much cheaper
-    infer_shapes(model, None if changed else proto)
+    safe = infer_shapes(model, None if changed else proto)
     for _ in range(MAX_ROUNDS):  # a Loop state shape the body changes: widened, inferred again
         if not dims.widen_loop_states(model):
             break
-        infer_shapes(model)
+        safe &= infer_shapes(model)
+    if not safe:  # the node-by-node inference would crash this process as the child's did
+        options = dataclasses.replace(options, node_inference=False)
     while rounds < MAX_ROUNDS:
         rounds += 1
         start = version
@@ -95,10 +98,11 @@ def _nodes(model: ir.Model) -> int:
     return node_count(model.graph)
 
 
-def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
+def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> bool:
     """Refresh value types and shapes with onnx shape inference; a model it cannot handle is left
     as is. `proto`: what `call_onnx_api` hands onnx for `model` as it is now, when the caller has
-    it (serializing a large model takes long).
+    it (serializing a large model takes long). False when the inference crashed (its child
+    process: see infer_shapes_apart), so onnx's inference must not run in this process.
 
     Unlike onnx-ir's ShapeInferencePass, which copies only the element type (a sequence of float
     tensors would become a float tensor, which ONNX Runtime then refuses), whole types are copied.
@@ -119,7 +123,7 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
             pairs = [(model.graph, _inferred_types(proto.graph))]
     except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))
-        return
+        return not isinstance(err, InferenceCrash)
     for graph, found in pairs:
         for name, value in ir.convenience.create_value_mapping(graph).items():
             other = found.get(name)
@@ -129,6 +133,7 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
                 value.type = other.type
             if other.shape is not None and value.shape != other.shape:
                 value.shape = other.shape
+    return True
 
 
 def _has_subgraphs(graph: onnx.GraphProto) -> bool:

@@ -24,10 +24,13 @@ class PassOptions:
     `size_threshold`: most bytes one folded tensor may add; `budget`: most bytes folding may add
     to the whole model (`budget.growth`, None: 1% of the original, at least 64 KiB), and what that
     stopped. The budget is shared by the rounds of one run: use new options for each run.
+    `node_inference`: the folder infers shapes node by node with onnx (off where onnx's inference
+    of the model crashed).
     """
 
     size_threshold: int = MIB
     budget: fold.SizeBudget = field(default_factory=fold.SizeBudget, compare=False)
+    node_inference: bool = True
 
 
 #: Pass families: what a pass does to the graph ONNX Runtime is given. "rewrite" passes change
@@ -65,7 +68,7 @@ REGISTRY: tuple[PassSpec, ...] = (
         "fold-constants",
         "evaluate nodes whose inputs are all constant (size-guarded: never grows the file for "
         "work ORT folds at load), constant-condition If",
-        lambda o: fold.FoldConstants(o.size_threshold, o.budget),
+        lambda o: fold.FoldConstants(o.size_threshold, o.budget, o.node_inference),
         family="fold",
     ),
     PassSpec(
