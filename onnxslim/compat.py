@@ -9,6 +9,11 @@ from collections.abc import Iterable
 
 from onnxslim.errors import OnnxSlimError
 
+#: What OnnxSlim's list flags take: dims, pass names, fusion pattern names.
+_DIMS = re.compile(r"[^:]+:-?\d+(,-?\d+)*")  # NAME:1,3,224,224
+_SNAKE = re.compile(r"[a-z]+(_[a-z]+)+")  # constant_folding
+_PATTERN = re.compile(r"(Fusion|Elimination)[A-Za-z]+")  # FusionConvBN
+
 _CHAINS = ("fuse-chains", "reshape-around-elementwise")
 #: OnnxSlim's `skip_optimizations` names -> onnxslim pass names.
 SKIP_OPTIMIZATIONS = {
@@ -204,11 +209,6 @@ def _is_value(name: str, token: str) -> bool:
         return token in FUSION_PATTERNS or bool(_PATTERN.fullmatch(token))
     npy = name == "model_check_inputs" and token.lower().endswith(".npy")
     return bool(_DIMS.fullmatch(token)) or (npy and not token.startswith("-"))
-
-
-_DIMS = re.compile(r"[^:]+:-?\d+(,-?\d+)*")  # NAME:1,3,224,224
-_SNAKE = re.compile(r"[a-z]+(_[a-z]+)+")  # constant_folding
-_PATTERN = re.compile(r"(Fusion|Elimination)[A-Za-z]+")  # FusionConvBN
 
 
 def _check_input_flags(items: list[str]) -> list[str]:

@@ -12,13 +12,13 @@ import onnx_ir as ir
 
 from onnxslim.model.files import same_file
 from onnxslim.model.graph import all_graphs
-from onnxslim.model.stats import size_and_bytes
+from onnxslim.model.stats import tensor_bytes
 
 
 def weight_bytes(model: ir.Model) -> int:
     """Total bytes of initializers in the main graph and its subgraphs."""
     return sum(
-        size_and_bytes(value.const_value)[1]
+        tensor_bytes(value.const_value)
         for graph in all_graphs(model)
         for value in graph.initializers.values()
         if value.const_value is not None

@@ -50,7 +50,7 @@ def model_stats(model: ir.Model, path: str | os.PathLike | None = None) -> Model
 
 def constant_bytes(model: ir.Model) -> int:
     """Bytes of `model`'s constants: `model_stats(model).weight_bytes` without counting ops."""
-    return sum(size_and_bytes(tensor)[1] for tensor in _constants(all_graphs(model)))
+    return sum(tensor_bytes(tensor) for tensor in _constants(all_graphs(model)))
 
 
 def _constants(graphs: list[ir.Graph]) -> Iterator[ir.TensorProtocol]:
@@ -80,6 +80,11 @@ def size_and_bytes(tensor: ir.TensorProtocol) -> tuple[int, int]:
     if tensor.dtype == ir.DataType.STRING:  # no element size: its strings' bytes
         return tensor.size, sum(len(item) for item in tensor.numpy().reshape(-1))
     return tensor.size, tensor.nbytes
+
+
+def tensor_bytes(tensor: ir.TensorProtocol) -> int:
+    """Bytes `tensor`'s data takes in the file (a string tensor's: its strings')."""
+    return size_and_bytes(tensor)[1]
 
 
 def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:

@@ -16,7 +16,7 @@ import onnx_ir.passes.common as common
 from onnx.reference import ReferenceEvaluator
 
 from onnxslim.model.graph import has_subgraphs
-from onnxslim.model.stats import constant_bytes, size_and_bytes
+from onnxslim.model.stats import constant_bytes, tensor_bytes
 from onnxslim.passes import upstream
 from onnxslim.passes.marks import UpstreamMarks
 from onnxslim.passes.rules.common import constant, slice_params
@@ -239,10 +239,10 @@ class FoldProducers(ir.passes.InPlacePass):
         for value in _constants_read(producers):
             others = [(user, at) for user, at in value.uses() if user not in inside]
             if not value.is_graph_output() and self.stored.issuperset(others):
-                freed += _tensor_bytes(value.const_value)
+                freed += tensor_bytes(value.const_value)
         for node in producers:
             attribute = node.attributes.get("value") if node.op_type == "Constant" else None
-            freed += _tensor_bytes(attribute.value) if attribute is not None else 0
+            freed += tensor_bytes(attribute.value) if attribute is not None else 0
         return freed
 
 
@@ -505,7 +505,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
     def _prepare_folded_tensor(self, node, output_name, output_array):
         tensor = super()._prepare_folded_tensor(node, output_name, output_array)
         if tensor is None or not self._may_grow(
-            node, _tensor_bytes(tensor) - _input_bytes(node), charge=True
+            node, tensor_bytes(tensor) - _input_bytes(node), charge=True
         ):
             return None
         return tensor
@@ -611,7 +611,7 @@ def _stores_a_graph_output(node: ir.Node, replacement: upstream.Replacement) -> 
     if not any(value is not None and value.is_graph_output() for value in node.outputs):
         return False
     stored = sum(_node_bytes(new) for new in replacement.new_nodes) + sum(
-        _tensor_bytes(value.const_value)
+        tensor_bytes(value.const_value)
         for value in replacement.new_outputs
         if value is not None and value.const_value is not None
     )
@@ -629,15 +629,10 @@ def _node_bytes(node: ir.Node) -> int:
 def _input_bytes(node: ir.Node) -> int:
     """Bytes of the constant inputs that folding `node` frees (those used by it alone)."""
     return sum(
-        _tensor_bytes(value.const_value)
+        tensor_bytes(value.const_value)
         for value in node.inputs
         if value is not None and value.const_value is not None and len(value.uses()) == 1
     )
-
-
-def _tensor_bytes(tensor: ir.TensorProtocol) -> int:
-    """Bytes `tensor`'s data takes in the file (a string tensor's: its strings')."""
-    return size_and_bytes(tensor)[1]
 
 
 def _constant_of_shape_bytes(node: ir.Node) -> float:
