@@ -229,3 +229,88 @@ def test_the_check_sessions_map_the_weights_without_prepacking(small_encoder, mo
     x = feeds(1, 8)
     unpacked = runtime.Session(small_encoder, prepack=False).run(x)
     np.testing.assert_allclose(unpacked[0], run(small_encoder, x)[0], rtol=1e-4, atol=1e-5)
+
+
+# -- INT8 of a model over 2 GB (quantization/large.py), here with the size limit lowered --
+
+
+def token_samples(count: int) -> list[dict]:
+    rng = np.random.default_rng(1)
+    return [{"input_ids": rng.integers(0, 4000, (1, 12)).astype(np.int64)} for _ in range(count)]
+
+
+@pytest.fixture
+def large_below(monkeypatch):
+    """Every model counts as over 2 GB."""
+    from onnxslim.quantization import large
+
+    monkeypatch.setattr(large, "LARGE_MODEL_BYTES", 0)
+
+
+def test_int8_over_2_gb_is_dynamic_on_files(small_encoder, large_below):
+    from onnxslim.quantization import large
+
+    before = small_encoder.read_bytes()
+    result = onnxslim.quantize(small_encoder, token_samples(40))
+    report, model = result.report, ir.to_proto(result.model)
+    assert report.mode == "dynamic" and report.notes[0] == large.OVER_2GB
+    assert report.test_samples == 40 and report.selection_samples == 0
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("MatMulInteger") == report.quantized["MatMul"] == 12  # 6 per layer
+    assert ops.count("MatMul") == 4 and len(report.kept_float) == 4  # attention's own MatMuls
+    assert report.size_after < 0.85 * report.size_before  # the embedding table stays float
+    assert report.latency_int8_ms and report.latency_float_ms
+    x = token_samples(41)[-1]
+    int8_out, float_out = run(model, x)[0], run(small_encoder, x)[0]
+    cosine = np.sum(int8_out * float_out) / np.linalg.norm(int8_out) / np.linalg.norm(float_out)
+    assert cosine > 0.99
+    assert report.drift["last_hidden_state"].min_cosine > 0.99
+    assert small_encoder.read_bytes() == before
+
+
+def test_int8_over_2_gb_from_a_loaded_model_leaves_it_unchanged(small_encoder, large_below):
+    model = ir.load(small_encoder)
+    nodes = [(node.op_type, node.name) for node in model.graph]
+    result = onnxslim.quantize(model, token_samples(8), measure_latency=False)
+    assert [(node.op_type, node.name) for node in model.graph] == nodes
+    assert "MatMulInteger" in {node.op_type for node in result.model.graph}
+
+
+def test_int8_over_2_gb_refuses_static_and_holds_a_budget(small_encoder, large_below):
+    from onnxslim.errors import CheckFailedError, OnnxSlimError
+
+    with pytest.raises(OnnxSlimError, match="use dynamic INT8"):
+        onnxslim.quantize(small_encoder, token_samples(8), mode="static")
+    with pytest.raises(CheckFailedError, match="--exclude-node"):
+        onnxslim.quantize(small_encoder, token_samples(20), max_drift="snr>=200")
+    held = onnxslim.quantize(small_encoder, token_samples(20), max_drift="snr>=20").report
+    assert held.selection_samples == 4 and held.test_samples == 16
+    assert held.budget == "snr>=20"
+
+
+def test_int8_over_2_gb_from_the_command_line(small_encoder, tmp_path):
+    """The CLI in a process of its own: the limit lowered through a sitecustomize."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import onnxslim.quantization.large as large\nlarge.LARGE_MODEL_BYTES = 0\n"
+    )
+    out = tmp_path / "int8.onnx"
+    repo = Path(onnxslim.__file__).resolve().parents[1]
+    env = {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{repo}"}
+    proc = run_cli(small_encoder, "-o", out, "--int8", "--calibration", "random:8", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "over 2 GB: dynamic INT8" in proc.stdout
+    assert "MatMulInteger" in {node.op_type for node in onnx.load(out).graph.node}
+
+
+def test_int8_over_2_gb_keeps_weights_within_an_avx2_targets_pair_limit(small_encoder, large_below):
+    result = onnxslim.quantize(
+        small_encoder, token_samples(8), target="avx2", measure_latency=False
+    )
+    assert result.report.weight_pair_limit == 128
+    weights = [
+        value.const_value.numpy()
+        for value in result.model.graph.initializers.values()
+        if value.const_value.dtype == ir.DataType.INT8
+    ]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64

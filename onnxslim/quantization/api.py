@@ -39,7 +39,7 @@ from onnxslim.model import io
 from onnxslim.model.graph import node_count
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
-from onnxslim.quantization import dynamic, exact, gptq, integer_outputs
+from onnxslim.quantization import dynamic, exact, gptq, integer_outputs, large
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.caveats import (
@@ -249,7 +249,7 @@ def quantize(
     samples (an iterable of `{input: array}` or a CalibrationDataReader), split into calibration,
     selection and test samples; keyword `options` override fields of `config`. For a target whose
     weights this CPU's kernels would saturate, every check computes the model's own math
-    (exact.py)."""
+    (exact.py). A model over 2 GB gets dynamic INT8, made on files (large.py)."""
     fields = {field.name for field in dataclasses.fields(QuantizeConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
@@ -271,6 +271,21 @@ def _quantize(
     if budget:  # as the user wrote it: the test split reads the worst sample seen
         budget = dataclasses.replace(budget, for_new_samples=False)
     original = io.to_ir(model)
+    if large.is_large(original):  # no calibration: a budget's selection, the rest test
+        samples = as_samples(calibration, input_specs(original))
+        del original
+        share = config.eval_split if budget else 0.0
+        test, selection, _ = split_samples(samples, share, 0.0, config.held_out)
+        _refuse_unbelievable_budget(budget, selection)
+        held = f"{len(selection)} selection (the drift budget), " if budget else ""
+        notes = [
+            f"samples: {held}{len(test)} test (the drift reported: no decision saw them)",
+            *_few_test_samples_note(len(test)),
+        ]
+        quantized, report = large.quantize_large(
+            model, (selection, test), notes, config, profile, target_reason
+        )
+        return QuantizeResult(quantized, report)
     try:
         reference = io.to_proto(original).SerializeToString()
     except (OnnxSlimError, ValueError):  # io's 2 GB guard, or protobuf's own at serialization
@@ -818,13 +833,8 @@ def _protocol_notes(
             "no test samples: the drift reported is on the selection samples the choices used; "
             "give more samples, or measure on new data with `onnxslim bench`"
         )
-    elif len(test) < MIN_TEST_SAMPLES:
-        notes.append(
-            f"the drift reported rests on {len(test)} test samples: a rarer input can drift much "
-            f"further; hold out {MIN_TEST_SAMPLES} or more for test (more samples, or "
-            "--test-split), or check on your data with `onnxslim bench MODEL INT8_MODEL --inputs "
-            "DATA`"
-        )
+    else:
+        notes += _few_test_samples_note(len(test))
     if budget and len(selection) < MIN_BUDGET_SAMPLES:
         notes.append(
             f"warning: the budget {budget} is held on only {len(selection)} selection samples: "
@@ -848,6 +858,18 @@ def _protocol_notes(
             f"{GAIN_CONFIDENCE:.0%} of bootstrap resamples of the {held} samples reach"
         )
     return notes
+
+
+def _few_test_samples_note(count: int) -> list[str]:
+    """A note when the drift reported rests on fewer than MIN_TEST_SAMPLES test samples."""
+    if count >= MIN_TEST_SAMPLES:
+        return []
+    return [
+        f"the drift reported rests on {count} test samples: a rarer input can drift much "
+        f"further; hold out {MIN_TEST_SAMPLES} or more for test (more samples, or "
+        "--test-split), or check on your data with `onnxslim bench MODEL INT8_MODEL --inputs "
+        "DATA`"
+    ]
 
 
 def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:

@@ -254,15 +254,17 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
 MEMORY_PER_MODEL_BYTE = 10
 
 
-def memory_warning(model_bytes: int, available: int | None) -> str | None:
-    """A warning when quantizing a model of `model_bytes` likely needs more memory than the
-    `available` bytes (None: unknown, no warning)."""
-    needed = MEMORY_PER_MODEL_BYTE * model_bytes
+def memory_warning(
+    model_bytes: int, available: int | None, per_byte: int = MEMORY_PER_MODEL_BYTE
+) -> str | None:
+    """A warning when quantizing a model of `model_bytes` likely needs more memory (`per_byte`
+    bytes per byte of it) than the `available` bytes (None: unknown, no warning)."""
+    needed = per_byte * model_bytes
     if available is None or needed <= available:
         return None
     return (
         f"INT8 of this {human_bytes(model_bytes)} model may need about {human_bytes(needed)} of "
-        f"memory ({MEMORY_PER_MODEL_BYTE}x the model) and {human_bytes(available)} is available: "
+        f"memory ({per_byte}x the model) and {human_bytes(available)} is available: "
         "it may run out of memory; free some, or quantize on a machine with more"
     )
 

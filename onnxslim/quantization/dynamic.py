@@ -226,7 +226,7 @@ def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="onnxslim-dynamic-") as folder:
         source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
         onnx.save(proto, source)
-        with _quiet():
+        with quiet_quantizer():
             quantize_dynamic(
                 source,
                 target,
@@ -299,7 +299,7 @@ def _sensitivity(
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_quantizer():
     """ORT's quantizer logs advice on the root logger; onnxslim reports for itself."""
     logger = logging.getLogger()
     level = logger.level
