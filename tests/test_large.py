@@ -314,3 +314,24 @@ def test_int8_over_2_gb_keeps_weights_within_an_avx2_targets_pair_limit(small_en
         if value.const_value.dtype == ir.DataType.INT8
     ]
     assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+
+
+def test_int8_over_2_gb_of_a_model_without_matmuls_says_it_added_nothing(tmp_path, large_below):
+    from onnx import helper
+
+    w = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [onnx.numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx"
+    )
+    rng = np.random.default_rng(1)
+    samples = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    report = onnxslim.quantize(tmp_path / "m.onnx", samples, measure_latency=False).report
+    assert report.unquantized and not report.quantized
+    assert any("added nothing" in note for note in report.notes)

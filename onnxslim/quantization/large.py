@@ -30,7 +30,7 @@ from onnxslim.quantization.caveats import (
     silent_outputs_warning,
 )
 from onnxslim.quantization.pairs import PAIR_LIMIT
-from onnxslim.quantization.report import QuantizeReport
+from onnxslim.quantization.report import NO_INT8_MODE, QuantizeReport
 from onnxslim.quantization.targets import Target, saturates_here
 from onnxslim.runtime import Session
 
@@ -108,9 +108,15 @@ def quantize_large(
                 use_external_data_format=True,
             )
         quantized = io.load(int8_path)
+        count = len(matmuls - _matmul_names(quantized))
+        if not count:
+            notes.append(
+                "warning: no MatMul reads a stored float weight: dynamic INT8, what a model over "
+                "2 GB gets, added nothing (the result is onnxslim's lossless model)"
+            )
         drift = _drift(reference, int8_path, selection, test)
         report = QuantizeReport(
-            mode="dynamic",
+            mode="dynamic" if count else NO_INT8_MODE,
             target=profile.name,
             target_reason=reason,
             method="run time",
@@ -124,7 +130,7 @@ def quantize_large(
             nodes_after=node_count(quantized.graph),
             size_before=size_before,
             size_after=file_bytes(quantized, int8_path),
-            quantized={"MatMul": len(matmuls - _matmul_names(quantized))},
+            quantized={"MatMul": count} if count else {},
             kept_float=_kept_float(matmuls & _matmul_names(quantized), config.exclude_nodes),
             fallback=[],
             drift=drift["test"],
