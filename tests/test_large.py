@@ -335,3 +335,15 @@ def test_int8_over_2_gb_of_a_model_without_matmuls_says_it_added_nothing(tmp_pat
     report = onnxslim.quantize(tmp_path / "m.onnx", samples, measure_latency=False).report
     assert report.unquantized and not report.quantized
     assert any("added nothing" in note for note in report.notes)
+
+
+def test_int8_over_2_gb_leaves_float_what_the_options_exclude(small_encoder, large_below):
+    samples = token_samples(8)
+    by_op = onnxslim.quantize(small_encoder, samples, exclude_ops={"MatMul"}, measure_latency=False)
+    assert by_op.report.unquantized
+    assert set(by_op.report.kept_float_counts()) == {"op type not selected"}
+    model = ir.load(small_encoder)
+    name = next(node.name for node in model.graph if node.op_type == "MatMul" and node.name)
+    by_name = onnxslim.quantize(small_encoder, samples, exclude_nodes={name}, measure_latency=False)
+    assert by_name.report.kept_float[name] == "excluded by name"
+    assert by_name.report.quantized["MatMul"] == 11

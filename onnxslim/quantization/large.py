@@ -73,6 +73,8 @@ def quantize_large(
             reference = folder / "original.onnx"
             io.save(io.to_ir(model), reference, external_data=True)
         float_model = io.load(reference)
+        if config.debug_layers:
+            notes.append("per-layer errors (--debug-layers) are not measured over 2 GB")
         short = memory_warning(
             external.weight_bytes(float_model), available_memory(), MEMORY_PER_WEIGHT_BYTE
         )
@@ -103,7 +105,7 @@ def quantize_large(
                 op_types_to_quantize=list(dynamic.QUANTIZED_OPS),
                 per_channel=True,
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=sorted(config.exclude_nodes),
+                nodes_to_exclude=sorted(_excluded(matmuls, config)),
                 reduce_range=reduced,
                 use_external_data_format=True,
             )
@@ -131,7 +133,7 @@ def quantize_large(
             size_before=size_before,
             size_after=file_bytes(quantized, int8_path),
             quantized={"MatMul": count} if count else {},
-            kept_float=_kept_float(matmuls & _matmul_names(quantized), config.exclude_nodes),
+            kept_float=_kept_float(matmuls & _matmul_names(quantized), _excluded(matmuls, config)),
             fallback=[],
             drift=drift["test"],
             budget=str(config.max_drift) if config.max_drift else None,
@@ -198,8 +200,13 @@ def _matmul_names(model: ir.Model) -> set[str]:
     return {node.name for node in model.graph if node.op_type in dynamic.QUANTIZED_OPS}
 
 
-def _kept_float(names: set[str], excluded) -> dict[str, str]:
-    return {
-        name: "excluded by name" if name in excluded else dynamic.LEFT_FLOAT
-        for name in sorted(names)
-    }
+def _excluded(matmuls: set[str], config) -> dict[str, str]:
+    """The MatMuls left float by the options, with why: by name, or all by op type."""
+    ops = config.quantize_ops
+    if "MatMul" in config.exclude_ops or (ops is not None and "MatMul" not in ops):
+        return dict.fromkeys(matmuls, "op type not selected")
+    return dict.fromkeys(config.exclude_nodes, "excluded by name")
+
+
+def _kept_float(names: set[str], excluded: dict[str, str]) -> dict[str, str]:
+    return {name: excluded.get(name, dynamic.LEFT_FLOAT) for name in sorted(names)}
