@@ -51,6 +51,7 @@ from onnxslim.quantization.caveats import (
     integer_kernels,
     lossless_warning,
     memory_warning,
+    not_faster_note,
     nothing_int8_warning,
     reordered_outputs_note,
     rewrite_warning,
@@ -464,16 +465,11 @@ def _quantize(
             # float compute runs as fast (_int8_or_float said so); nothing added: the same model
             if (slower or not float_used) and not report.unquantized:
                 report.notes += lossless_warning(timed["int8"], timed["lossless"])
-        if report.speedup < 1.0:
-            message = (
-                f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms vs "
-                f"{report.latency_float_ms:.2f} ms ({1 / report.speedup:.2f}x the time)"
-            )
-            if config.require_speedup:
-                raise CheckFailedError(message)
-            slower = timed["int8"].versus(timed["float"])[1] == "slower"
-            if not report.unquantized:  # the lossless model: its warning says so
-                report.notes.append(f"warning: {message}" if slower else message)
+        note = not_faster_note(
+            timed["int8"], timed["float"], report.speedup, config.require_speedup
+        )
+        if not report.unquantized:  # the lossless model: its warning says so
+            report.notes += note
     elif config.require_speedup:
         raise OnnxSlimError("require_speedup needs the latency measurement")
     return QuantizeResult(quantized, report)

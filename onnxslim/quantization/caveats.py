@@ -12,6 +12,7 @@ import onnx_ir as ir
 
 from onnxslim.bench import PER_RUN_NOISE, Latency
 from onnxslim.drift import MIN_PREDICTION_SAMPLES, Budget, Drift, worst_snr
+from onnxslim.errors import CheckFailedError
 from onnxslim.quantization.ops import RULES, WEIGHTED
 from onnxslim.quantization.plan import INT8_STORED
 from onnxslim.quantization.report import (
@@ -252,6 +253,23 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
 #: INT8's peak memory per byte of the model (float, INT8 and candidate models, and the sessions
 #: timed side by side): 9.5x on a 0.19 GiB encoder (`benchmarks/large.py --tools onnxslim-int8`).
 MEMORY_PER_MODEL_BYTE = 10
+
+
+def not_faster_note(
+    int8: Latency, float_: Latency, speedup: float, required: bool = False
+) -> list[str]:
+    """A note when INT8 (`int8`'s timing) is not faster than float (`float_`'s; `speedup` the
+    ratio reported), a warning when measurably slower; CheckFailedError when a speedup is
+    `required`."""
+    if speedup >= 1.0:
+        return []
+    message = (
+        f"INT8 is not faster than float on this CPU: {int8.median:.2f} ms vs "
+        f"{float_.median:.2f} ms ({1 / speedup:.2f}x the time)"
+    )
+    if required:
+        raise CheckFailedError(message)
+    return [f"warning: {message}" if int8.versus(float_)[1] == "slower" else message]
 
 
 def memory_warning(

@@ -26,6 +26,7 @@ from onnxslim.quantization import dynamic
 from onnxslim.quantization.caveats import (
     drift_warning,
     memory_warning,
+    not_faster_note,
     saturated_outputs_warning,
     silent_outputs_warning,
 )
@@ -148,14 +149,9 @@ def quantize_large(
         if config.measure_latency:
             timed = latencies({"float": reference, "int8": int8_path}, test[0], LATENCY_RUNS)
             report.latency_float_ms, report.latency_int8_ms = (t.median for t in timed)
-            if report.speedup < 1.0:
-                message = (
-                    f"INT8 is not faster than float on this CPU: {report.latency_int8_ms:.2f} ms "
-                    f"vs {report.latency_float_ms:.2f} ms"
-                )
-                if config.require_speedup:
-                    raise CheckFailedError(message)
-                report.notes.append(f"warning: {message}")
+            note = not_faster_note(timed[1], timed[0], report.speedup, config.require_speedup)
+            if not report.unquantized:
+                report.notes += note
         elif config.require_speedup:
             raise OnnxSlimError("require_speedup needs the latency measurement")
         external.read_into_memory(quantized, folder / "int8.onnx.data")  # the folder goes
