@@ -168,6 +168,18 @@ def _transpose(op, value: ir.Value, perm: list[int]) -> ir.Value:
     return value if perm == sorted(perm) else op.Transpose(value, perm=perm)
 
 
+def _scales_matmuls(op_type: str, constant_first: bool, out: ir.Value) -> bool:
+    """Whether `out`, x * c or x / c for a scalar constant c, is read by MatMuls only: ORT's
+    MatMulScaleFusion folds c into them (FusedMatMul's alpha), which the Transpose moved below the
+    scale would keep apart (attention's `q * scale` before `q @ k^T`)."""
+    if op_type not in ("Mul", "Div") or (op_type == "Div" and constant_first):
+        return False
+    users = [user for user, _ in out.uses()]
+    return bool(users) and all(
+        user.op_type == "MatMul" and user.domain in ("", "ai.onnx") for user in users
+    )
+
+
 class UnaryTranspose(pattern.RewriteRuleClassBase):
     """f(Transpose(x, p)) -> Transpose(f(x), p) for a unary elementwise f."""
 
@@ -219,6 +231,8 @@ class BinaryTransposeConstant(pattern.RewriteRuleClassBase):
         padded = (1,) * (len(perm) - value.ndim) + value.shape
         if any(d != 1 and d != dim for d, dim in zip(padded, dims)):
             return result.fail("the constant would broadcast the transposed tensor", c)
+        if value.size == 1 and _scales_matmuls(self.op_type, self.constant_first, out):
+            return result.fail("ORT folds this scale into the MatMuls reading it", c)
         return result
 
     def rewrite(self, op, x, c, moved, out):
