@@ -54,6 +54,11 @@ IMAGE_CHANNELS = (1, 3, 4)
 SEQUENCE_LENGTH = 2
 #: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
 RETRY_DIMS = (1, 64, 256, 1024, 16)
+#: Elementwise ops whose inputs broadcast together: a constant beside an input fixes its dims.
+BROADCASTING = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where"}
+    | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor"}
+)
 #: Where a picture's size counts, retries try its height and width from the picture size down to
 #: this first, then larger, then smaller: calibrating or timing a conv net on a 2x2 picture tells
 #: little.
@@ -369,7 +374,8 @@ class _Planner:
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
         self.lengths = _length_inputs(self.inputs)
         self.cache_spans = _cache_spans(self.inputs)
-        #: Dim keys `shapes` sets, which retries leave alone.
+        #: Dim keys `shapes` sets (or, below, a broadcast with a constant), which retries leave
+        #: alone.
         self.fixed = {
             key
             for item in self.inputs
@@ -392,6 +398,9 @@ class _Planner:
             value = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
             if value is not None and value.name == "value" and _small(value.t):
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        broadcast = self._broadcast_dims(model.graph, shapes or {})
+        self.defaults.update(broadcast)
+        self.fixed |= set(broadcast)
 
     def _default_dims(
         self, dim: int, shapes: Mapping[str, Sequence[int]], image_dim: int
@@ -430,6 +439,26 @@ class _Planner:
                     batch = "batch" in key.lower() or (key in first and key not in later)
                     values[key] = 1 if batch else image_dim if key in self.pictures else dim
         return values
+
+    def _broadcast_dims(
+        self, graph: onnx.GraphProto, shapes: Mapping[str, Sequence[int]]
+    ) -> dict[str, int]:
+        """The dims an input must have to broadcast with a constant that an elementwise op reads
+        beside it (audio features scaled by an [80, 3] table: the input is [T, 80, 3]), for the
+        inputs `shapes` leaves free."""
+        dims = {init.name: tuple(init.dims) for init in graph.initializer}
+        dims.update({name: array.shape for name, array in self.constants.items()})
+        found: dict[str, int] = {}
+        for item in self.inputs:
+            if item.name in shapes:
+                continue
+            for node in self.consumers.get(item.name, []):
+                others = [dims[name] for name in node.input if name != item.name and name in dims]
+                for shape in others if node.op_type in BROADCASTING else []:
+                    for key, size in zip(reversed(item.dims), reversed(shape)):
+                        if isinstance(key, str) and size > 1:
+                            found.setdefault(key, size)
+        return found
 
     def make(
         self, dims: Mapping[str, int] | None = None, ints: tuple[int, int] = (0, 1), seed: int = 0

@@ -664,3 +664,29 @@ def test_an_encoder_mask_in_a_cached_decoder_keeps_the_encoders_length():
     made = synth.synthesize(model)
     assert made.feeds["attention_mask"].shape == (1, 64)
     assert made.feeds["encoder_attention_mask"].shape == (1, 32)
+
+
+def test_dims_a_broadcast_with_a_constant_requires_are_taken_and_kept():
+    """madmom's onset CNN scales its [T, 80, 3] spectrogram by an [80, 3] table first, then runs
+    a 7-frame conv over T: 80 and 3 come from the table, and retries move T alone."""
+    rng = np.random.default_rng(0)
+    model = _make_model(
+        [
+            helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+            helper.make_node("Unsqueeze", ["scaled", "axes"], ["batched"]),
+            helper.make_node("Transpose", ["batched"], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["nchw", "w"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["T", "F", "C"])],
+        [vi("y", FLOAT, None)],
+        [
+            const("scale", rng.standard_normal((80, 3)).astype(np.float32)),
+            const("axes", np.array([0], np.int64)),
+            const("w", rng.standard_normal((4, 3, 7, 3)).astype(np.float32)),
+        ],
+        check=False,
+    )
+    assert synth.synthesize(model).feeds["x"].shape[1:] == (80, 3)
+    made, _ = synth.first_runnable(model, lambda feeds: session(model).run(None, feeds))
+    t, f, c = made.feeds["x"].shape
+    assert (f, c) == (80, 3) and t >= 7
