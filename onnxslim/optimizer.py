@@ -563,8 +563,6 @@ def _check(
             )
         elif isinstance(err, verify.OriginalDoesNotLoad):
             _refuse_if_invalid(reference, reason)
-        elif _check_shapes(options):
-            reason = f"{reason} (at the dims given: --input-shapes, --shape)"
     else:
         return inputs, None
     if options.require_check:

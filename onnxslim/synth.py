@@ -520,6 +520,11 @@ class _Planner:
             if others:
                 trials.append(({**others, **at_size}, (0, 1)))
         trials += [({}, ints) for ints in [(0, 0), (1, 1), *[(n, n) for n in mentioned], (0, 9)]]
+        # last, the batch-like dims too: a [frames, bins] input whose leading frames a conv needs
+        # several of (madmom's TCN)
+        batch_like = [key for key in self._upstream_keys(error) if key not in focus]
+        for size in dict.fromkeys(sizes if batch_like else []):
+            trials.append(({key: size for key in [*focus, *batch_like]}, (0, 1)))
         seen = {str(self.make(seed=seed))}
         for dims, ints in trials:
             if len(seen) > limit:
@@ -532,8 +537,14 @@ class _Planner:
                 yield attempt
 
     def _focus(self, error: str | None) -> list[str]:
+        """`_upstream_keys` without batch-like dims (at 1) when others remain."""
+        keys = self._upstream_keys(error)
+        wide = [key for key in keys if self.defaults[key] != 1]
+        return wide or keys
+
+    def _upstream_keys(self, error: str | None) -> list[str]:
         """The dynamic dim keys of the inputs upstream of the node ORT's error names (else of all
-        inputs), without those `shapes` fixed, and without batch-like dims when others remain."""
+        inputs), without those `shapes` (or a broadcast) fixed."""
         names = {item.name for item in self.inputs}
         upstream = names
         # the last node named is the innermost: an If's error names the failing node within it
@@ -554,9 +565,7 @@ class _Planner:
             for key in item.dims
             if isinstance(key, str)
         ]
-        keys = [key for key in dict.fromkeys(keys) if key not in self.fixed]
-        wide = [key for key in keys if self.defaults[key] != 1]
-        return wide or keys
+        return [key for key in dict.fromkeys(keys) if key not in self.fixed]
 
     def _ancestors(self, nodes: list[onnx.NodeProto]) -> set[str]:
         seen: set[str] = set()

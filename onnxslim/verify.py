@@ -328,7 +328,8 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
             shapes,
         )
     except OnnxSlimError as err:  # NotFeedable, bad shapes, or the original rejects every attempt
-        raise NotCheckable(str(err)) from err
+        dims = "at the dims given (--input-shapes, --shape)" if shapes else "onnxslim synthesized"
+        raise NotCheckable(f"{err} (on the inputs {dims})") from err
     return CheckInputs([made.feeds], "synthesized", made.description), [outputs]
 
 

@@ -384,8 +384,9 @@ def test_candidates_are_bounded_distinct_and_try_the_numbers_in_the_error():
     tries = list(synth.candidates(model, error=error, limit=4))
     assert [t.dims["samples"] for t in tries] == [81, 1, 64, 256]
     assert all(t.dims["batch"] == 1 for t in tries)
-    # No integer input: only the dims vary; dims fixed by `shapes` never do.
-    assert [t.dims["samples"] for t in synth.candidates(model)] == list(synth.RETRY_DIMS)
+    # No integer input: only the dims vary, the batch last; dims fixed by `shapes` never do.
+    tries = [(t.dims["batch"], t.dims["samples"]) for t in synth.candidates(model)]
+    assert tries == [(1, n) for n in synth.RETRY_DIMS] + [(n, n) for n in synth.RETRY_DIMS[1:]]
     assert list(synth.candidates(model, {"audio": (1, 100)})) == []
 
 
@@ -690,3 +691,23 @@ def test_dims_a_broadcast_with_a_constant_requires_are_taken_and_kept():
     made, _ = synth.first_runnable(model, lambda feeds: session(model).run(None, feeds))
     t, f, c = made.feeds["x"].shape
     assert (f, c) == (80, 3) and t >= 7
+
+
+def test_a_leading_dim_a_conv_needs_several_of_is_tried_above_1():
+    """madmom's TCN reads [frames, bins] as a picture: its first conv needs 3 frames, and the
+    frames dim, leading, is taken as a batch (1) that the retries left alone."""
+    model = _make_model(
+        [
+            helper.make_node("Unsqueeze", ["x", "axes"], ["nchw"]),
+            helper.make_node("Conv", ["nchw", "w"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["frames", "bins"])],
+        [vi("y", FLOAT, None)],
+        [
+            const("axes", np.array([0, 1], np.int64)),
+            const("w", np.random.default_rng(0).standard_normal((2, 1, 3, 3)).astype(np.float32)),
+        ],
+        check=False,
+    )
+    made, _ = synth.first_runnable(model, lambda feeds: session(model).run(None, feeds))
+    assert made.feeds["x"].shape[0] >= 3
