@@ -2046,7 +2046,7 @@ def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured(
     result = quantize(cnn(), samples(20), **{**FAST, "target": "auto", "measure_latency": True})
     report = result.report
     notes = [n for n in report.notes if n.startswith("1 input layer(s) computing in float:")]
-    assert len(notes) == 1 and "dB output SNR on the selection samples" in notes[0]
+    assert len(notes) == 1 and "dB of output SNR against the other on the selection" in notes[0]
     first = next(node for node in result.model.graph if node.op_type in ("Conv", "QLinearConv"))
     kept = ": kept (" in notes[0]
     assert ("int8-stored weights" in report.kept_float.get("conv1", "")) is kept
@@ -2271,6 +2271,29 @@ def test_a_model_quantized_already_is_said_to_be(tmp_path, monkeypatch, mode):
     (warning,) = [n for n in result.report.notes if "quantized already" in n]
     assert warning.startswith("warning: the model is quantized already (2 ConvInteger")
     assert all(d.snr_db == math.inf for d in result.report.drift.values())
+
+
+def test_a_model_with_4_bit_weights_is_said_to_be_quantized_already():
+    """ORT's MatMulNBits (4-bit blockwise weights, com.microsoft) is quantized compute too: the
+    report read "no weight of it is stored int8" and called the model float (sweep 15)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Relu", ["m"], ["y"])],
+        [vi("x", FLOAT, [1, 64])],
+        [vi("y", FLOAT, [1, 32])],
+        [const("w", rng.standard_normal((64, 32)).astype(np.float32))],
+    )
+    packer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True)
+    packer.process()
+    four_bit = packer.model.model
+    assert [node.op_type for node in four_bit.graph.node] == ["MatMulNBits", "Relu"]
+    feeds = [{"x": rng.standard_normal((1, 64)).astype(np.float32)} for _ in range(8)]
+    report = quantize(four_bit, feeds, measure_latency=False).report
+    assert report.unquantized
+    (warning,) = [n for n in report.notes if "quantized already" in n]
+    assert warning.startswith("warning: the model is quantized already (1 MatMulNBits)")
 
 
 def test_new_qdq_nodes_take_names_no_node_has():
@@ -2506,7 +2529,9 @@ def test_a_trade_against_an_exact_variant_names_it_exact():
     instead of an infinite gain or loss."""
     from onnxslim.quantization import api
 
-    assert api._gain_text(30.0, 36.5) == "+6.5 dB output SNR on the selection samples"
+    assert api._gain_text(30.0, 36.5) == (
+        "+6.5 dB of output SNR against the other on the selection samples"
+    )
     assert api._gain_text(math.inf, 36.5) == (
         "36.5 dB output SNR on the selection samples, the other exact"
     )

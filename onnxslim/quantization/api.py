@@ -741,7 +741,7 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"
         if stores_int8(float_compute)
-        else "the model stays float (no weight of it is stored int8: onnxslim's lossless model"
+        else "the result is onnxslim's lossless model (no weight made int8 here"
     )
     float_compute.notes = [
         *int8.notes,
@@ -1278,7 +1278,7 @@ def _gain_text(before_db: float, after_db: float) -> str:
         return f"exact {where} (the other {before_db:.1f} dB output SNR)"
     if before_db == math.inf:
         return f"{after_db:.1f} dB output SNR {where}, the other exact"
-    return f"{after_db - before_db:+.1f} dB output SNR {where}"
+    return f"{after_db - before_db:+.1f} dB of output SNR against the other {where}"
 
 
 def _side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:

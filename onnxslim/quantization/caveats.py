@@ -26,7 +26,7 @@ from onnxslim.render.format import human_bytes
 INTEGER_OP_TYPES = frozenset(
     {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "QAttention"}
     | {"DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
-    | {"DequantizeLinear"}
+    | {"DequantizeLinear", "MatMulNBits", "GatherBlockQuantized"}
 )
 #: The op types that compute with weights in INT8 (`nothing_int8_warning`).
 WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
