@@ -119,9 +119,10 @@ def _int8_figures(report: Path) -> dict:
     if not report.exists():
         return {}
     int8 = json.loads(report.read_text())["int8"]
+    float_ms, int8_ms = int8["latency_float_ms"], int8["latency_int8_ms"]
     return {
         "int8_size_ratio": round(int8["size_after"] / int8["size_before"], 3),
-        "int8_latency_ratio": round(int8["latency_int8_ms"] / int8["latency_float_ms"], 3),
+        "int8_latency_ratio": round(int8_ms / float_ms, 3) if float_ms and int8_ms else None,
         "int8_min_cosine": round(min(d["min_cosine"] for d in int8["drift"].values()), 4),
     }
 

@@ -347,3 +347,59 @@ def test_int8_over_2_gb_leaves_float_what_the_options_exclude(small_encoder, lar
     by_name = onnxslim.quantize(small_encoder, samples, exclude_nodes={name}, measure_latency=False)
     assert by_name.report.kept_float[name] == "excluded by name"
     assert by_name.report.quantized["MatMul"] == 11
+
+
+def gemm_mlp(path: Path) -> Path:
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    weights = [
+        onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name, shape in (("w1", (16, 32)), ("b1", (32,)), ("w2", (32, 8)), ("b2", (8,)))
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        weights,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def mlp_samples(count: int) -> list[dict]:
+    rng = np.random.default_rng(2)
+    return [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(count)]
+
+
+def test_int8_over_2_gb_counts_and_excludes_gemms(tmp_path, large_below):
+    """ORT's quantize_dynamic turns a plain Gemm into a MatMul and quantizes it (review: the
+    report said "no INT8 added" of a model holding MatMulInteger, and exclusions missed them)."""
+    path = gemm_mlp(tmp_path / "mlp.onnx")
+    options = {"measure_latency": False}
+    report = onnxslim.quantize(path, mlp_samples(8), **options).report
+    assert report.mode == "dynamic" and report.quantized == {"Gemm": 2}
+    one = onnxslim.quantize(path, mlp_samples(8), exclude_nodes={"fc1", "fc9"}, **options)
+    assert one.report.quantized == {"Gemm": 1}
+    assert one.report.kept_float == {"fc1": "excluded by name"}
+    assert "--exclude-node: no MatMul or Gemm named fc9" in one.report.notes
+    ops = {node.name: node.op_type for node in one.model.graph}
+    assert list(ops.values()).count("MatMulInteger") == 1 and ops["fc1_MatMul"] == "MatMul"
+    none = onnxslim.quantize(path, mlp_samples(8), exclude_ops={"Gemm"}, **options).report
+    assert none.unquantized
+    assert any("the options leave every MatMul and Gemm float" in n for n in none.notes)
+
+
+def test_int8_over_2_gb_holds_a_budget_on_the_test_samples_without_a_selection(
+    tmp_path, large_below
+):
+    from onnxslim.errors import CheckFailedError
+
+    path = gemm_mlp(tmp_path / "mlp.onnx")
+    with pytest.raises(CheckFailedError, match="over budget snr>=200"):
+        onnxslim.quantize(path, mlp_samples(8), max_drift="snr>=200", eval_split=0.0)

@@ -19,8 +19,8 @@ INFER_SECONDS = 120
 
 
 class InferenceCrash(RuntimeError):
-    """onnx shape inference killed its child process (a signal: an abort, a segfault): in process
-    it would take the whole run down."""
+    """onnx shape inference killed its child process (a signal: an abort, a segfault; SIGKILL,
+    the system's out-of-memory killer, aside): in process it would take the whole run down."""
 
 
 def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
@@ -63,7 +63,7 @@ def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
-    if os.WIFSIGNALED(status):
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL:  # not the OOM killer
         name = signal.Signals(os.WTERMSIG(status)).name
         raise InferenceCrash(f"onnx shape inference died of {name} in a child process")
     if status:

@@ -272,27 +272,22 @@ def _quantize(
     if budget:  # as the user wrote it: the test split reads the worst sample seen
         budget = dataclasses.replace(budget, for_new_samples=False)
     original = io.to_ir(model)
-    if large.is_large(original):  # no calibration: a budget's selection, the rest test
+    reference = None if large.is_large(original) else _one_protobuf(original)
+    if reference is None:  # no calibration: a budget's selection, the rest test
         samples = as_samples(calibration, input_specs(original))
         del original
         share = config.eval_split if budget else 0.0
         test, selection, _ = split_samples(samples, share, 0.0, config.held_out)
-        _refuse_unbelievable_budget(budget, selection)
+        _refuse_unbelievable_budget(budget, selection or test)
         held = f"{len(selection)} selection (the drift budget), " if budget else ""
         notes = [
             f"samples: {held}{len(test)} test (the drift reported: no decision saw them)",
-            *_few_test_samples_note(len(test)),
+            *_few_test_samples_note(len(test), "more samples"),
         ]
         quantized, report = large.quantize_large(
             model, (selection, test), notes, config, profile, target_reason
         )
         return QuantizeResult(quantized, report)
-    try:
-        reference = io.to_proto(original).SerializeToString()
-    except (OnnxSlimError, ValueError):  # io's 2 GB guard, or protobuf's own at serialization
-        raise OnnxSlimError(
-            "INT8 quantization holds the model as one protobuf, which cannot exceed 2 GB"
-        ) from None
     nodes_before, original_meta = node_count(original.graph), original.meta
     del original  # the weights live on in `reference`: a model loaded here is freed now
     short = memory_warning(len(reference), available_memory())
@@ -856,16 +851,24 @@ def _protocol_notes(
     return notes
 
 
-def _few_test_samples_note(count: int) -> list[str]:
-    """A note when the drift reported rests on fewer than MIN_TEST_SAMPLES test samples."""
+def _few_test_samples_note(count: int, more: str = "more samples, or --test-split") -> list[str]:
+    """A note when the drift reported rests on fewer than MIN_TEST_SAMPLES test samples; `more`:
+    how to hold out more."""
     if count >= MIN_TEST_SAMPLES:
         return []
     return [
         f"the drift reported rests on {count} test samples: a rarer input can drift much "
-        f"further; hold out {MIN_TEST_SAMPLES} or more for test (more samples, or "
-        "--test-split), or check on your data with `onnxslim bench MODEL INT8_MODEL --inputs "
-        "DATA`"
+        f"further; hold out {MIN_TEST_SAMPLES} or more for test ({more}), or check on your data "
+        "with `onnxslim bench MODEL INT8_MODEL --inputs DATA`"
     ]
+
+
+def _one_protobuf(model: ir.Model) -> bytes | None:
+    """`model` serialized, or None where one protobuf cannot hold it (2 GB)."""
+    try:
+        return io.to_proto(model).SerializeToString()
+    except (OnnxSlimError, ValueError):  # io's 2 GB guard, or protobuf's own at serialization
+        return None
 
 
 def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:

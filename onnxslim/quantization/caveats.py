@@ -52,12 +52,16 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
 
 
 def drift_warning(
-    drift: Mapping[str, Drift], budget: Budget | None, split: str, selection: int | None = None
+    drift: Mapping[str, Drift],
+    budget: Budget | None,
+    split: str,
+    selection: int | None = None,
+    remedy: str | None = None,
 ) -> list[str]:
     """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR or its
     SNR misses SNR_BAR (outputs the float model gives as zeros aside): the INT8 model may
     be broken for the task, and a budget would return its noisiest nodes to float (on `selection`
-    samples too few to hold one: with more of them)."""
+    samples too few to hold one: with more of them), or what `remedy` says."""
     if budget is not None:
         return []
     by_cosine = sorted(drift.values(), key=_closeness)
@@ -74,9 +78,10 @@ def drift_warning(
         if selection is not None and selection < MIN_PREDICTION_SAMPLES
         else ""
     )
+    remedy = remedy or f"give --max-drift {bar}{more} to return the noisiest nodes to float"
     return [
         f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
-        f"your task, or give --max-drift {bar}{more} to return the noisiest nodes to float"
+        f"your task, or {remedy}"
     ]
 
 

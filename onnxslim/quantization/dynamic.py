@@ -61,7 +61,7 @@ def quantize_model(
     `calib`, checked on `selection` against `ref_outputs`, the original's outputs there; with
     `budget`, the noisiest MatMuls go back to float until it holds."""
     exclude_nodes, pair_limit = options.exclude_nodes, options.pair_limit
-    ort_names = _ort_matmul_names(float_model)
+    ort_names = ort_matmul_names(float_model)
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> tuple:
         """(model, drift, violations, MatMul weights left without the pair limit)"""
@@ -203,7 +203,7 @@ def _constant_size(value: ir.Value | None) -> int:
     return tensor.size if tensor is not None else 0
 
 
-def _ort_matmul_names(model: ir.Model) -> dict[str, str]:
+def ort_matmul_names(model: ir.Model) -> dict[str, str]:
     """Named Gemm node -> the MatMul `quantize_dynamic` turns it into, and names so, before
     quantizing it: those with alpha and beta 1 and A not transposed (onnxruntime's
     `ONNXModel.replace_gemm_with_matmul`)."""

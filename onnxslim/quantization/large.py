@@ -1,14 +1,17 @@
-"""INT8 of a model too large for one protobuf (2 GB): dynamic INT8 of its MatMul weights, worked on
-files. The lossless passes run first; ORT's `quantize_dynamic` reads and writes external data; the
-drift is measured on the test samples with sessions built from the files. No choice is made per
-node or variant (each would quantize and load the whole model again): smoothing and the per-node
-fallback of `dynamic.quantize_model` are left out, and a drift budget is checked, not sought."""
+"""INT8 of a model too large for one protobuf (2 GB): dynamic INT8 of its MatMul and Gemm weights,
+worked on files. The lossless passes run first; ORT's `quantize_dynamic` reads and writes external
+data; the drift is measured on the test samples with sessions built from the files. No choice is
+made per node or variant (each would quantize and load the whole model again): smoothing and the
+per-node fallback of `dynamic.quantize_model` are left out, and a drift budget is checked, not
+sought."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import tempfile
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import onnx_ir as ir
@@ -19,7 +22,7 @@ from onnxslim.bench import latencies
 from onnxslim.cpu import available_memory
 from onnxslim.drift import Budget, compare_outputs
 from onnxslim.errors import CheckFailedError, OnnxSlimError
-from onnxslim.model import external, io
+from onnxslim.model import external, files, io
 from onnxslim.model.graph import node_count
 from onnxslim.model.stats import file_bytes
 from onnxslim.quantization import dynamic
@@ -35,17 +38,18 @@ from onnxslim.quantization.report import NO_INT8_MODE, QuantizeReport
 from onnxslim.quantization.targets import Target, saturates_here
 from onnxslim.runtime import Session
 
-#: Weight bytes from which a model is quantized here: what one protobuf cannot hold (with room
-#: for the graph).
-LARGE_MODEL_BYTES = io.PROTOBUF_LIMIT - 64 * 1024**2
+#: Weight bytes from which a model is quantized here without trying it as one protobuf.
+LARGE_MODEL_BYTES = io.PROTOBUF_LIMIT
 #: Memory INT8 needs here, in bytes per byte of weights: the float and INT8 sessions timed side by
 #: side, quantize_dynamic's copy of the model, the INT8 model returned.
 MEMORY_PER_WEIGHT_BYTE = 4
 LATENCY_RUNS = 10  # each run of a model this large takes long
 OVER_2GB = (
-    "over 2 GB: dynamic INT8 of the MatMul weights (ORT's quantize_dynamic on files), without "
-    "smoothing, per-node fallback or calibration choices"
+    "over 2 GB: dynamic INT8 of the MatMul and Gemm weights (ORT's quantize_dynamic on files), "
+    "without smoothing, per-node fallback or calibration choices"
 )
+#: What a drift warning suggests here, where no node goes back to float by itself.
+REMEDY = "leave the noisiest MatMuls float with --exclude-node"
 
 
 def is_large(model: ir.Model) -> bool:
@@ -56,70 +60,64 @@ def is_large(model: ir.Model) -> bool:
 def quantize_large(
     model, splits: tuple[list, list], notes: list[str], config, profile: Target, reason: str
 ) -> tuple[ir.Model, QuantizeReport]:
-    """`api.quantize` for a model over LARGE_MODEL_BYTES (`model`: its path, or a loaded model,
+    """`api.quantize` for a model one protobuf cannot hold (`model`: its path, or a loaded model,
     left unchanged) on the selection and test `splits`, `notes` on them: dynamic INT8 of the
-    lossless model's MatMul weights, its drift on the test samples (the selection samples hold a
-    budget). Returns the INT8 model (in memory) and its report; `reason`: the target's."""
+    lossless model's MatMul and Gemm weights, its drift on the test samples (the selection
+    samples, or without them the test samples, hold a budget). Returns the INT8 model (in memory)
+    and its report; `reason`: the target's. Its files live in a temporary folder (TMPDIR)."""
     if config.mode == "static":
         raise OnnxSlimError(
             "static INT8 holds the model as one protobuf, which cannot exceed 2 GB: use dynamic "
             "INT8 (--int8 dynamic, mode='dynamic'), which works on files"
         )
     selection, test = splits
-    with tempfile.TemporaryDirectory(prefix="onnxslim-int8-") as folder:
+    notes = [OVER_2GB, *notes, *_unused_options(config)]
+    with (
+        tempfile.TemporaryDirectory(prefix="onnxslim-int8-") as folder,
+        files.terminate_as_interrupt(),  # SIGTERM removes the folder too
+    ):
         folder = Path(folder)
-        if isinstance(model, (str, os.PathLike)):
-            reference = Path(model)
-        else:  # a copy on disk: ORT loads files, and the caller's model stays as it is
-            reference = folder / "original.onnx"
-            io.save(io.to_ir(model), reference, external_data=True)
+        reference = _on_disk(model, folder)
         float_model = io.load(reference)
-        if config.debug_layers:
-            notes.append("per-layer errors (--debug-layers) are not measured over 2 GB")
         short = memory_warning(
             external.weight_bytes(float_model), available_memory(), MEMORY_PER_WEIGHT_BYTE
         )
-        notes = [OVER_2GB, *notes] + ([f"warning: {short}"] if short else [])
-        nodes_before = node_count(float_model.graph)
-        size_before = file_bytes(float_model, reference)
-        float_path = folder / "float.onnx"
+        if short:
+            warnings.warn(f"onnxslim: {short}", stacklevel=4)
+        nodes_before, size_before = (
+            node_count(float_model.graph),
+            file_bytes(float_model, reference),
+        )
         if config.optimize:
             from onnxslim.optimizer import optimize as lossless
 
             float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
-        common.NameFixPass()(float_model)  # the MatMuls' names tell which stayed float
-        ir.save(float_model, float_path, external_data="float.onnx.data")
-        matmuls = _matmul_names(float_model)
+        common.NameFixPass()(float_model)  # the names tell which nodes stayed float
+        candidates, ort_names = _candidates(float_model), dynamic.ort_matmul_names(float_model)
+        excluded = _excluded(candidates, config)
+        unknown = sorted(set(config.exclude_nodes) - set(candidates))
+        notes += (
+            [f"--exclude-node: no MatMul or Gemm named {', '.join(unknown)}"] if unknown else []
+        )
+        path = folder / "float.onnx"
+        ir.save(float_model, path, external_data="float.onnx.data")
         del float_model  # its weights stay mapped from the files, not held
-        int8_path = folder / "int8.onnx"
-        # 7-bit weights (ORT's reduce_range) keep within the pair limit of the target's kernels
-        reduced = profile.pair_limit is not None
+        reduced = profile.pair_limit is not None  # 7-bit weights (ORT's reduce_range) keep to it
         if saturates_here(profile):
             notes.append(
                 f"drift measured on this CPU's u8s8 kernels, which saturate full 8-bit weights "
                 f"(no VNNI): the {profile.name} target computes them exactly and drifts less"
             )
-        with dynamic.quiet_quantizer():
-            quantize_dynamic(
-                float_path,
-                int8_path,
-                op_types_to_quantize=list(dynamic.QUANTIZED_OPS),
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=sorted(_excluded(matmuls, config)),
-                reduce_range=reduced,
-                use_external_data_format=True,
-            )
-        quantized = io.load(int8_path)
-        count = len(matmuls - _matmul_names(quantized))
-        if not count:
-            notes.append(
-                "warning: no MatMul reads a stored float weight: dynamic INT8, what a model over "
-                "2 GB gets, added nothing (the result is onnxslim's lossless model)"
-            )
-        drift = _drift(reference, int8_path, selection, test)
+        if set(candidates) - set(excluded):
+            path = _dynamic_int8(path, [ort_names.get(n, n) for n in excluded], reduced)
+        quantized = io.load(path)
+        left = {node.name for node in quantized.graph if node.op_type in ("MatMul", "Gemm")}
+        done = [n for n in candidates if n not in left and ort_names.get(n, n) not in left]
+        if not done:
+            notes.append(_nothing_note(candidates, excluded))
+        drift = _drift(reference, path, selection, test)
         report = QuantizeReport(
-            mode="dynamic" if count else NO_INT8_MODE,
+            mode="dynamic" if done else NO_INT8_MODE,
             target=profile.name,
             target_reason=reason,
             method="run time",
@@ -132,9 +130,11 @@ def quantize_large(
             nodes_before=nodes_before,
             nodes_after=node_count(quantized.graph),
             size_before=size_before,
-            size_after=file_bytes(quantized, int8_path),
-            quantized={"MatMul": count} if count else {},
-            kept_float=_kept_float(matmuls & _matmul_names(quantized), _excluded(matmuls, config)),
+            size_after=file_bytes(quantized, path),
+            quantized=dict(Counter(candidates[n] for n in done)),
+            kept_float={
+                n: excluded.get(n, dynamic.LEFT_FLOAT) for n in candidates if n not in done
+            },
             fallback=[],
             drift=drift["test"],
             budget=str(config.max_drift) if config.max_drift else None,
@@ -143,19 +143,94 @@ def quantize_large(
             weight_range="minmax",
         )
         _hold_budget(config.max_drift, drift, report)
-        report.notes += drift_warning(report.drift, config.max_drift, "test", len(selection))
+        report.notes += drift_warning(
+            report.drift, config.max_drift, "test", len(selection), remedy=REMEDY
+        )
         report.notes += silent_outputs_warning(report.drift, "test")
         report.notes += saturated_outputs_warning(report.drift, "test")
         if config.measure_latency:
-            timed = latencies({"float": reference, "int8": int8_path}, test[0], LATENCY_RUNS)
+            timed = latencies({"float": reference, "int8": path}, test[0], LATENCY_RUNS)
             report.latency_float_ms, report.latency_int8_ms = (t.median for t in timed)
             note = not_faster_note(timed[1], timed[0], report.speedup, config.require_speedup)
             if not report.unquantized:
                 report.notes += note
         elif config.require_speedup:
             raise OnnxSlimError("require_speedup needs the latency measurement")
-        external.read_into_memory(quantized, folder / "int8.onnx.data")  # the folder goes
+        external.read_into_memory(quantized, path.with_name(f"{path.name}.data"))  # folder goes
     return quantized, report
+
+
+def _on_disk(model, folder: Path) -> Path:
+    """`model`'s file: its path, or a copy saved in `folder` (ORT loads files; the caller's model
+    stays as it is)."""
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model)
+    path = folder / "original.onnx"
+    io.save(io.to_ir(model), path, external_data=True)
+    return path
+
+
+def _candidates(model: ir.Model) -> dict[str, str]:
+    """The main graph's nodes dynamic INT8 may quantize, name -> op type: MatMuls, and the Gemms
+    `quantize_dynamic` turns into MatMuls (`dynamic.ort_matmul_names`)."""
+    gemms = dynamic.ort_matmul_names(model)
+    return {
+        node.name: node.op_type
+        for node in model.graph
+        if node.op_type in dynamic.QUANTIZED_OPS or node.name in gemms
+    }
+
+
+def _excluded(candidates: dict[str, str], config) -> dict[str, str]:
+    """The candidates the options leave float, with why: their op type, or their name."""
+    ops = config.quantize_ops
+    excluded = {
+        name: "op type not selected"
+        for name, op in candidates.items()
+        if op in config.exclude_ops or (ops is not None and op not in ops)
+    }
+    named = {n: "excluded by name" for n in config.exclude_nodes if n in candidates}
+    return named | excluded
+
+
+def _dynamic_int8(path: Path, exclude: list[str], reduced: bool) -> Path:
+    """ORT's quantize_dynamic of the model file `path` (per-channel int8 MatMul weights, 7-bit
+    when `reduced`), `exclude` left float; the INT8 model's file beside it."""
+    target = path.with_name("int8.onnx")
+    with dynamic.quiet_quantizer():
+        quantize_dynamic(
+            path,
+            target,
+            op_types_to_quantize=list(dynamic.QUANTIZED_OPS),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            reduce_range=reduced,
+            use_external_data_format=True,
+        )
+    return target
+
+
+def _nothing_note(candidates: dict[str, str], excluded: dict[str, str]) -> str:
+    why = (
+        "the options leave every MatMul and Gemm float"
+        if candidates and len(excluded) == len(candidates)
+        else "no MatMul or Gemm reads a stored float weight"
+    )
+    return (
+        f"warning: {why}: dynamic INT8, what a model over 2 GB gets, added nothing (the result is "
+        "onnxslim's lossless model)"
+    )
+
+
+def _unused_options(config) -> list[str]:
+    """Notes on the options given that do not apply over 2 GB."""
+    unused = {
+        "--per-tensor (weights per channel)": not config.per_channel,
+        "--smooth on": config.smooth is True,
+        f"--weight-range {config.weight_range}": config.weight_range != "minmax",
+    }
+    return [f"{option}: does not apply over 2 GB" for option, given in unused.items() if given]
 
 
 def _drift(reference: Path, int8_path: Path, selection: list, test: list) -> dict:
@@ -173,36 +248,21 @@ def _drift(reference: Path, int8_path: Path, selection: list, test: list) -> dic
 
 
 def _hold_budget(budget: Budget | None, drift: dict, report: QuantizeReport) -> None:
-    """A budget missed on the selection samples is an error (no node goes back to float here);
-    missed on the test samples only, a warning."""
+    """A budget missed on the selection samples (none held out: the test samples) is an error,
+    no node going back to float here; missed on the test samples only, a warning."""
     if not budget:
         return
     for_new = dataclasses.replace(budget, for_new_samples=True)  # as the selection must hold it
-    missed = for_new.check(drift["selection"]) if drift["selection"] else []
+    held_on = drift["selection"] or drift["test"]
+    missed = for_new.check(held_on) if drift["selection"] else budget.check(held_on)
     if missed:
         raise CheckFailedError(
             f"INT8 drift over budget {budget}: {missed[0]} (a model over 2 GB gets no per-node "
-            "fallback: leave the noisiest MatMuls float with --exclude-node)"
+            f"fallback: {REMEDY})"
         )
-    missed = budget.check(report.drift)
+    missed = budget.check(report.drift) if drift["selection"] else []
     if missed:
         report.notes.append(
             f"warning: the budget {budget} held on the {report.selection_samples} selection "
             f"samples but not on the {report.test_samples} test samples: {missed[0]}"
         )
-
-
-def _matmul_names(model: ir.Model) -> set[str]:
-    return {node.name for node in model.graph if node.op_type in dynamic.QUANTIZED_OPS}
-
-
-def _excluded(matmuls: set[str], config) -> dict[str, str]:
-    """The MatMuls left float by the options, with why: by name, or all by op type."""
-    ops = config.quantize_ops
-    if "MatMul" in config.exclude_ops or (ops is not None and "MatMul" not in ops):
-        return dict.fromkeys(matmuls, "op type not selected")
-    return dict.fromkeys(config.exclude_nodes, "excluded by name")
-
-
-def _kept_float(names: set[str], excluded: dict[str, str]) -> dict[str, str]:
-    return {name: excluded.get(name, dynamic.LEFT_FLOAT) for name in sorted(names)}
