@@ -134,3 +134,17 @@ def test_int8_page_without_layers_budget_or_latency():
     report = _int8_report(layers=[], budget=None, fallback=[], latency_int8_ms=None)
     text = int8_page(report)
     assert "no drift budget" in text and "Per-layer error" not in text and "latency" not in text
+
+
+def test_int8_latency_within_noise_is_said_to_be():
+    """An INT8 model timed 1.02x float by its medians but not by its fastest runs (or the lossless
+    model, INT8 adding nothing) showed "speedup" figures that were noise (sweep 15)."""
+    from onnxslim.render.html import int8_page
+
+    timed = {"latency_float_ms": 2.0, "latency_int8_ms": 2.04}
+    same = _int8_report(**timed, latency_verdict="same")
+    assert "latency 1.02x float (same within noise)" in int8_page(same)
+    assert "1.02x (same within noise)" in same.render()
+    slower = _int8_report(**timed, latency_verdict="slower")
+    assert "(speedup 0.98x)" in slower.render()
+    assert "same within noise" not in int8_page(slower)

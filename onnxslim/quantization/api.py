@@ -450,6 +450,7 @@ def _quantize(
         )
         report.latency_float_ms = timed["float"].median
         report.latency_int8_ms = timed["int8"].median
+        report.latency_verdict = timed["int8"].versus(timed["float"])[1]
         if "all int8" in timed:
             report.notes.append(
                 fallback_cost_note(len(outcome.fallback), timed["int8"], timed["all int8"])

@@ -151,6 +151,7 @@ def quantize_large(
         if config.measure_latency:
             timed = latencies({"float": reference, "int8": path}, test[0], LATENCY_RUNS)
             report.latency_float_ms, report.latency_int8_ms = (t.median for t in timed)
+            report.latency_verdict = timed[1].versus(timed[0])[1]
             note = not_faster_note(timed[1], timed[0], report.speedup, config.require_speedup)
             if not report.unquantized:
                 report.notes += note

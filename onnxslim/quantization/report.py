@@ -79,6 +79,9 @@ class QuantizeReport:
     latency_float_ms: float | None = None
     latency_int8_ms: float | None = None
     latency_lossless_ms: float | None = None  # onnxslim's lossless float model, timed alongside
+    #: INT8 against float by bench's noise rule (medians and fastest runs agree): "faster",
+    #: "slower" or "same" (within noise); None: not timed.
+    latency_verdict: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     equalized_pairs: int = 0  # Conv pairs rescaled by cross-layer equalization
     bias_correction: bool = False

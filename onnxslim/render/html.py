@@ -233,7 +233,8 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     result = [f"{', '.join(result)} on {where} samples"] if result else []
     result.append(f"size {report.size_after / report.size_before:.2f}x float")
     if report.speedup is not None:
-        result.append(f"latency {1 / report.speedup:.2f}x float")
+        noise = " (same within noise)" if report.latency_verdict == "same" else ""
+        result.append(f"latency {1 / report.speedup:.2f}x float{noise}")
     return [
         ("Result", html.escape("; ".join(result))),
         ("Drift budget", html.escape(budget_outcome(report))),

@@ -385,7 +385,12 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
                 "latency (median, 1 thread)",
                 f"{report.latency_float_ms:.2f} ms",
                 f"{report.latency_int8_ms:.2f} ms",
-                f"{1 / report.speedup:.2f}x (speedup {report.speedup:.2f}x)",
+                f"{1 / report.speedup:.2f}x "
+                + (
+                    "(same within noise)"
+                    if report.latency_verdict == "same"
+                    else f"(speedup {report.speedup:.2f}x)"
+                ),
             ]
         )
     if report.latency_lossless_ms and report.latency_int8_ms:
