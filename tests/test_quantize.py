@@ -1166,12 +1166,18 @@ def test_model_with_external_data_quantizes_from_another_folder(tmp_path, monkey
     assert result.report.quantized["Conv"] == 2 and result.report.drift["y"].cosine > 0.99
 
 
-def test_model_over_the_protobuf_limit_is_a_clear_error(monkeypatch):
+def test_a_model_one_protobuf_cannot_hold_is_quantized_on_files(monkeypatch):
+    """It was refused; now dynamic INT8 made on files (large.py), which leaves convs float, and
+    static INT8 is refused with a pointer to dynamic."""
     import onnxslim.model.io
+    from onnxslim.quantization import large
 
     monkeypatch.setattr(onnxslim.model.io, "PROTOBUF_LIMIT", 1000)
-    with pytest.raises(OnnxSlimError, match="INT8 quantization holds the model as one protobuf"):
-        quantize(cnn(), samples(), **FAST)
+    report = quantize(cnn(), samples(), **{**FAST, "mode": "auto"}).report
+    assert report.notes[0] == large.OVER_2GB and report.mode == "dynamic"
+    assert report.quantized == {"Gemm": 1}  # the classifier; the convs stay float
+    with pytest.raises(OnnxSlimError, match="use dynamic INT8"):
+        quantize(cnn(), samples(), **{**FAST, "mode": "static"})
 
 
 def test_per_tensor_weight_with_overflowing_bias_keeps_its_shape():
