@@ -84,10 +84,8 @@ def quantize_large(
         )
         if short:
             warnings.warn(f"onnxslim: {short}", stacklevel=4)
-        nodes_before, size_before = (
-            node_count(float_model.graph),
-            file_bytes(float_model, reference),
-        )
+        nodes_before = node_count(float_model.graph)
+        size_before = file_bytes(float_model, reference)
         if config.optimize:
             from onnxslim.optimizer import optimize as lossless
 
@@ -142,23 +140,31 @@ def quantize_large(
             notes=notes,
             weight_range="minmax",
         )
-        _hold_budget(config.max_drift, drift, report)
-        report.notes += drift_warning(
-            report.drift, config.max_drift, "test", len(selection), remedy=REMEDY
-        )
-        report.notes += silent_outputs_warning(report.drift, "test")
-        report.notes += saturated_outputs_warning(report.drift, "test")
-        if config.measure_latency:
-            timed = latencies({"float": reference, "int8": path}, test[0], LATENCY_RUNS)
-            report.latency_float_ms, report.latency_int8_ms = (t.median for t in timed)
-            report.latency_verdict = timed[1].versus(timed[0])[1]
-            note = not_faster_note(timed[1], timed[0], report.speedup, config.require_speedup)
-            if not report.unquantized:
-                report.notes += note
-        elif config.require_speedup:
-            raise OnnxSlimError("require_speedup needs the latency measurement")
+        _judge(report, drift, config, (reference, path, test[0]))
         external.read_into_memory(quantized, path.with_name(f"{path.name}.data"))  # folder goes
     return quantized, report
+
+
+def _judge(report: QuantizeReport, drift: dict, config, timing: tuple) -> None:
+    """Hold the budget (`drift` by split), add the drift warnings and, where asked, time the
+    float and INT8 files of `timing` (with the sample to time on) side by side."""
+    _hold_budget(config.max_drift, drift, report)
+    report.notes += drift_warning(
+        report.drift, config.max_drift, "test", report.selection_samples, remedy=REMEDY
+    )
+    report.notes += silent_outputs_warning(report.drift, "test")
+    report.notes += saturated_outputs_warning(report.drift, "test")
+    if not config.measure_latency:
+        if config.require_speedup:
+            raise OnnxSlimError("require_speedup needs the latency measurement")
+        return
+    reference, path, sample = timing
+    floats, ints = latencies([reference, path], sample, LATENCY_RUNS)
+    report.latency_float_ms, report.latency_int8_ms = floats.median, ints.median
+    report.latency_verdict = ints.versus(floats)[1]
+    note = not_faster_note(ints, floats, report.speedup, config.require_speedup)
+    if not report.unquantized:
+        report.notes += note
 
 
 def _on_disk(model, folder: Path) -> Path:
