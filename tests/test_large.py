@@ -286,6 +286,9 @@ def test_int8_over_2_gb_refuses_static_and_holds_a_budget(small_encoder, large_b
     held = onnxslim.quantize(small_encoder, token_samples(20), max_drift="snr>=20").report
     assert held.selection_samples == 4 and held.test_samples == 16
     assert held.budget == "snr>=20"
+    assert (
+        "the budget snr>=20 held on the 4 selection samples and the 16 test samples" in held.notes
+    )
 
 
 def test_int8_over_2_gb_from_the_command_line(small_encoder, tmp_path):
@@ -301,6 +304,7 @@ def test_int8_over_2_gb_from_the_command_line(small_encoder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "over 2 GB: dynamic INT8" in proc.stdout
     assert "MatMulInteger" in {node.op_type for node in onnx.load(out).graph.node}
+    assert external_locations(out) == ["int8.onnx.data"]  # the input's layout: external data
 
 
 def test_int8_over_2_gb_keeps_weights_within_an_avx2_targets_pair_limit(small_encoder, large_below):

@@ -879,8 +879,11 @@ def test_a_cosine_budget_on_too_few_selection_samples_is_refused():
         quantize(cnn(), samples(20), max_drift="cosine>=0.5", **FAST)  # 4 selection samples
     assert str(error.value) == (
         "the budget cosine>=0.5 cannot be held for new samples on 4 selection samples (too few "
-        "to predict from): give at least 8 (--eval-split, or more data), or an snr budget"
+        "to predict from): give at least 8 (--eval-split 0.4 of these 20, or more data), or an "
+        "snr budget"
     )
+    held = quantize(cnn(), samples(20), max_drift="cosine>=0.5", eval_split=0.4, **FAST)
+    assert held.report.selection_samples == 8
 
 
 def test_require_speedup(monkeypatch):

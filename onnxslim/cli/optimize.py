@@ -18,6 +18,7 @@ from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.cli.params import SizeParam
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, interface, io
+from onnxslim.model.external import has_external_data
 from onnxslim.passes.registry import REGISTRY, get, rewrites
 from onnxslim.quantization import QuantizeConfig, quantize
 from onnxslim.quantization.api import HELD_OUT, MODES, ROUNDING_CHOICES
@@ -462,6 +463,8 @@ def optimize_command(
             specs = data.input_specs(model)
             # an unchanged model is handed over as its file: quantize frees what it loads
             source = model if cut or fixed else input_path
+            # the INT8 model keeps the input's layout: external data if it came with it
+            external_data = external_data or has_external_data(model)
             del model
             report_data = _quantize(
                 source,

@@ -278,7 +278,7 @@ def _quantize(
         del original
         share = config.eval_split if budget else 0.0
         test, selection, _ = split_samples(samples, share, 0.0, config.held_out)
-        _refuse_unbelievable_budget(budget, selection or test)
+        _refuse_unbelievable_budget(budget, selection or test, len(samples))
         held = f"{len(selection)} selection (the drift budget), " if budget else ""
         notes = [
             f"samples: {held}{len(test)} test (the drift reported: no decision saw them)",
@@ -299,7 +299,7 @@ def _quantize(
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
     )
-    _refuse_unbelievable_budget(budget, selection or calib)
+    _refuse_unbelievable_budget(budget, selection or calib, len(samples))
     sources = integer_outputs.float_sources(proto)
     integer_outputs.refuse_budget_without_float_outputs(budget, proto, len(sources))
     extra = integer_outputs.add_outputs(proto, sources.values())  # measured, not written
@@ -872,15 +872,18 @@ def _one_protobuf(model: ir.Model) -> bytes | None:
         return None
 
 
-def _refuse_unbelievable_budget(budget: Budget | None, selection: list) -> None:
+def _refuse_unbelievable_budget(budget: Budget | None, selection: list, total: int) -> None:
     """A top-1 budget needs enough selection samples to mean anything (see _samples_for_top1), a
-    per-sample cosine budget enough to predict new samples from (MIN_PREDICTION_SAMPLES)."""
+    per-sample cosine budget enough to predict new samples from (MIN_PREDICTION_SAMPLES); `total`:
+    the samples given, to say what --eval-split holds out enough."""
     for metric, _, threshold in budget.criteria if budget else ():
         if metric in PER_SAMPLE and len(selection) < MIN_PREDICTION_SAMPLES:
+            share = math.ceil(100 * MIN_PREDICTION_SAMPLES / total) / 100
+            split = f"--eval-split {share:g} of these {total}, " if share < 0.5 else ""
             raise OnnxSlimError(
                 f"the budget {criterion_text(metric, '>=', threshold)} cannot be held for new "
                 f"samples on {len(selection)} selection samples (too few to predict from): give "
-                f"at least {MIN_PREDICTION_SAMPLES} (--eval-split, or more data), or an snr budget"
+                f"at least {MIN_PREDICTION_SAMPLES} ({split}or more data), or an snr budget"
             )
         needed = _samples_for_top1(threshold) if metric == "top1" else 0
         if len(selection) < needed:

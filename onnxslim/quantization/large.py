@@ -273,3 +273,10 @@ def _hold_budget(budget: Budget | None, drift: dict, report: QuantizeReport) -> 
             f"warning: the budget {budget} held on the {report.selection_samples} selection "
             f"samples but not on the {report.test_samples} test samples: {missed[0]}"
         )
+    else:
+        held = (
+            f"{report.selection_samples} selection samples and the " if drift["selection"] else ""
+        )
+        report.notes.append(
+            f"the budget {budget} held on the {held}{report.test_samples} test samples"
+        )
