@@ -239,12 +239,12 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     shape_cleared = [
         (v, v.type, v.shape) for v in unshaped if _annotated_here(v) and v.shape is not None
     ]
-    kept = {id(v) for v, _, _ in cleared + shape_cleared}
+    handled = {id(v) for v, _, _ in cleared + shape_cleared}
     unnamed = [
         (v, v.type, v.shape)
         for node in all_nodes(model)
         for v in node.outputs
-        if id(v) not in kept and _annotated_here(v) and _has_generated_dims(v.shape)
+        if id(v) not in handled and _annotated_here(v) and _has_generated_dims(v.shape)
     ]
     try:
         for value, _, _ in cleared:

@@ -273,21 +273,10 @@ def _quantize(
         budget = dataclasses.replace(budget, for_new_samples=False)
     original = io.to_ir(model)
     reference = None if large.is_large(original) else _one_protobuf(original)
-    if reference is None:  # no calibration: a budget's selection, the rest test
+    if reference is None:
         samples = as_samples(calibration, input_specs(original))
         del original
-        share = config.eval_split if budget else 0.0
-        test, selection, _ = split_samples(samples, share, 0.0, config.held_out)
-        _refuse_unbelievable_budget(budget, selection or test, len(samples))
-        held = f"{len(selection)} selection (the drift budget), " if budget else ""
-        notes = [
-            f"samples: {held}{len(test)} test (the drift reported: no decision saw them)",
-            *_few_test_samples_note(len(test), "more samples"),
-        ]
-        quantized, report = large.quantize_large(
-            model, (selection, test), notes, config, profile, target_reason
-        )
-        return QuantizeResult(quantized, report)
+        return _on_files(model, samples, config, profile, target_reason)
     nodes_before, original_meta = node_count(original.graph), original.meta
     del original  # the weights live on in `reference`: a model loaded here is freed now
     short = memory_warning(len(reference), available_memory())
@@ -850,6 +839,26 @@ def _protocol_notes(
             f"{GAIN_CONFIDENCE:.0%} of bootstrap resamples of the {held} samples reach"
         )
     return notes
+
+
+def _on_files(
+    model, samples: list, config: QuantizeConfig, profile: Target, target_reason: str
+) -> QuantizeResult:
+    """`large.quantize_large` of a model one protobuf cannot hold, on `samples`: no calibration,
+    so a budget's selection samples and the rest test."""
+    budget = config.max_drift
+    share = config.eval_split if budget else 0.0
+    test, selection, _ = split_samples(samples, share, 0.0, config.held_out)
+    _refuse_unbelievable_budget(budget, selection or test, len(samples))
+    held = f"{len(selection)} selection (the drift budget), " if budget else ""
+    notes = [
+        f"samples: {held}{len(test)} test (the drift reported: no decision saw them)",
+        *_few_test_samples_note(len(test), "more samples"),
+    ]
+    quantized, report = large.quantize_large(
+        model, (selection, test), notes, config, profile, target_reason
+    )
+    return QuantizeResult(quantized, report)
 
 
 def _few_test_samples_note(count: int, more: str = "more samples, or --test-split") -> list[str]:
