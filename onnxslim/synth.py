@@ -495,7 +495,8 @@ class _Planner:
 
     def alternatives(self, error: str | None, seed: int, limit: int) -> Iterator[Synthesized]:
         """See `candidates`."""
-        focus = self._focus(error)
+        upstream = self._upstream_keys(error)
+        focus = self._focus(upstream)
         # Not ORT's status code nor its source lines.
         text = re.sub(r"\[ONNXRuntimeError\] : \d+|\S+\.(cc|cpp|h):\d+", "", error or "")
         mentioned = [int(n) for n in re.findall(r"(?<![\w.])\d+(?![\w.])", text)]
@@ -522,7 +523,7 @@ class _Planner:
         trials += [({}, ints) for ints in [(0, 0), (1, 1), *[(n, n) for n in mentioned], (0, 9)]]
         # last, the batch-like dims too: a [frames, bins] input whose leading frames a conv needs
         # several of (madmom's TCN)
-        batch_like = [key for key in self._upstream_keys(error) if key not in focus]
+        batch_like = [key for key in upstream if key not in focus]
         for size in dict.fromkeys(sizes if batch_like else []):
             trials.append(({key: size for key in [*focus, *batch_like]}, (0, 1)))
         seen = {str(self.make(seed=seed))}
@@ -536,9 +537,8 @@ class _Planner:
                 seen.add(str(attempt))
                 yield attempt
 
-    def _focus(self, error: str | None) -> list[str]:
-        """`_upstream_keys` without batch-like dims (at 1) when others remain."""
-        keys = self._upstream_keys(error)
+    def _focus(self, keys: list[str]) -> list[str]:
+        """`keys` (`_upstream_keys`) without batch-like dims (at 1) when others remain."""
         wide = [key for key in keys if self.defaults[key] != 1]
         return wide or keys
 
