@@ -236,6 +236,39 @@ def test_not_neutral_kept():
     assert slim(model)["Mul"] == 1
 
 
+@pytest.mark.parametrize(
+    ("op_type", "value"), [("Add", 1e-10), ("Sub", 1e-9), ("Mul", 1.000005), ("Div", 1.000005)]
+)
+def test_a_constant_near_the_neutral_element_is_kept(op_type, value):
+    """Only an exact 0 or 1 is neutral: `Log(|x| + 1e-10)` guards log(0) (basic-pitch's
+    spectrogram gave all-NaN windows when its epsilon was dropped as "+ 0")."""
+    nodes = [
+        helper.make_node("Abs", ["x"], ["sq"]),
+        helper.make_node(op_type, ["sq", "c"], ["t"]),
+        helper.make_node("Log", ["t"], ["y"]),
+    ]
+    model = make_model(
+        nodes, [vi("x", FLOAT, [2, 3])], [vi("y", FLOAT, [2, 3])], [const("c", np.float32(value))]
+    )
+    optimized = optimized_proto(model)
+    assert op_counts(optimized)[op_type] == 1
+    zeros = {"x": np.zeros((2, 3), np.float32)}
+    assert_same_outputs(model, optimized, feeds=zeros)
+
+
+@pytest.mark.parametrize("c_shape", [[], [1], [1, 1]])
+def test_an_exact_neutral_scalar_is_removed_whatever_the_dims(c_shape):
+    """x + 0 with a scalar (or all-ones shape of no more axes than x) keeps x's shape even when
+    x's dims are unknown."""
+    model = make_model(
+        [helper.make_node("Add", ["x", "c"], ["t"]), helper.make_node("Relu", ["t"], ["y"])],
+        [vi("x", FLOAT, [None, None])],
+        [vi("y", FLOAT, [None, None])],
+        [const("c", np.zeros(c_shape, np.float32))],
+    )
+    assert slim(model)["Add"] == 0
+
+
 # --- Expand: torch's expand / expand_as --------------------------------------------------------
 
 BOOL = 9

@@ -335,10 +335,6 @@ def _old_dropouts_to_identity(model: ir.Model) -> bool:
 
 #: Rewrite rules that drop a node computing its input unchanged.
 NO_OP_RULES = (
-    *onnxscript_rules.mul_by_1_rule.commute(),
-    *onnxscript_rules.add_0_rule.commute(),
-    onnxscript_rules.sub_0_rule,
-    onnxscript_rules.div_by_1_rule,
     onnxscript_rules.dropout_zero_rule,
     onnxscript_rules.dropout_inference_rule,
     onnxscript_rules.no_op_cast_rule,

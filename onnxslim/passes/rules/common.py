@@ -47,6 +47,8 @@ def static_dims(value: ir.Value) -> tuple[int | None, ...] | None:
 
 def keeps_shape(value: ir.Value, other_shape: tuple[int, ...]) -> bool:
     """Broadcasting `value` against a tensor of `other_shape` provably keeps value's shape."""
+    if all(o == 1 for o in other_shape):  # ones keep any shape of as many axes or more
+        return value.shape is not None and len(other_shape) <= len(value.shape)
     dims = static_dims(value)
     if dims is None or len(other_shape) > len(dims):
         return False

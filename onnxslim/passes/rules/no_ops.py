@@ -1,8 +1,9 @@
 """No-op nodes onnxscript's rules miss, each replaced by its input once shapes and dtypes prove
 it unchanged.
 
-(Cast to the same type, identity Transpose, scalar x*1 / x+0 and single-axis full Slices are
-onnxscript's rules, wired next to these in `prune.RemoveNoOps`.)
+(Cast to the same type, identity Transpose and single-axis full Slices are onnxscript's rules,
+wired next to these in `prune.RemoveNoOps`. Its x*1 / x+0 rules are not: they match constants
+within a tolerance, and `Log(x * x + 1e-10)` is no `Log(x * x)`.)
 
 Expand(x, s) broadcasts x with the shape s: its output has the shape broadcast(x.shape, s).
 torch writes `expand_as(y)` as Expand(x, Shape(y)) and `expand(...)` with a computed s (see
@@ -198,7 +199,7 @@ class NeutralElement(_ToIdentity):
         value = constant(c)
         if value is None or not np.all(value == self.neutral):
             return MatchResult().fail(f"not all {self.neutral}")
-        if x.dtype is None or x.dtype != c.dtype or not keeps_shape(x, value.shape):
+        if x.dtype not in (None, c.dtype) or not keeps_shape(x, value.shape):
             return MatchResult().fail("broadcasting may change the shape")
         return MatchResult()
 
