@@ -394,3 +394,111 @@ def test_layer_statistics_sum_every_samples_columns_whatever_their_grouping():
         (c := gptq.input_columns(node, x["x"]).astype(np.float64)) @ c.T for x in xs
     )  # 72 columns: one product of 54 (6 samples) and the 18 left over
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def _depthwise(channels: int = 6, bias: np.ndarray | None = None, group: int = 6, **attrs):
+    """A 3x3 conv (depthwise unless `group` says otherwise; weights and optional bias) as a
+    model, and its weight."""
+    shape = (channels, channels // group, 3, 3)
+    w = np.random.default_rng(21).normal(size=shape).astype(np.float32)
+    inputs, consts = ["x", "w"], [const("w", w)]
+    if bias is not None:
+        inputs.append("b")
+        consts.append(const("b", bias.astype(np.float32)))
+    conv = helper.make_node("Conv", inputs, ["y"], name="dw", group=group, **attrs)
+    model = make_model(
+        [conv], [vi("x", shape=["N", channels, 10, 10])], [vi("y")], consts, opset=13
+    )
+    return model, w
+
+
+def _smooth_maps(rng, count: int, channels: int, mean: float = 0.0):
+    """Feeds of spatially smooth maps (neighbouring taps correlated, as a layer's inputs are)."""
+    x = rng.normal(size=(count, channels, 12, 12))
+    x = (x[..., :-2, :-2] + x[..., 1:-1, 1:-1] + x[..., 2:, 2:]) / 3 + mean
+    return [{"x": s[None].astype(np.float32)} for s in x]
+
+
+def test_gptq_rounds_a_depthwise_conv_group_by_group():
+    """A grouped conv is a layer per group: its columns are ``[groups, taps, positions]`` (each
+    group's weights times its columns give its output channel), the batched rounding equals
+    rounding each group on its own, and it moves the output less than nearest rounding."""
+    model, w = _depthwise(pads=[1, 1, 1, 1])
+    x = np.concatenate([f["x"] for f in _smooth_maps(np.random.default_rng(22), 4, 6)])
+    y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    node = _conv_node(w, group=6, pads=[1, 1, 1, 1])
+    columns = gptq.input_columns(node, x)
+    assert columns.shape == (6, 9, 4 * 100)
+    matrix = gptq.weight_matrix(node, w)  # [6, 9]: a row per group
+    np.testing.assert_allclose(
+        np.einsum("gi,gip->gp", matrix, columns), y.transpose(1, 0, 2, 3).reshape(6, -1), atol=1e-4
+    )
+    assert gptq.hessian_bytes(node) == 8 * 9 * 9 * 6
+    hessian = columns.astype(np.float64) @ np.swapaxes(columns, -1, -2)
+    scale = np.abs(matrix).max(axis=1) / 127
+    batched = gptq.gptq_round(matrix, hessian, scale, 127)
+    alone = [
+        gptq.gptq_round(matrix[g : g + 1], hessian[g], scale[g : g + 1], 127) for g in range(6)
+    ]
+    np.testing.assert_array_equal(batched, np.concatenate(alone))
+
+    def output_error(q):
+        delta = matrix - q * scale[:, None]
+        return float(np.square(np.einsum("gi,gip->gp", delta, columns)).sum())
+
+    assert output_error(batched) < 0.8 * output_error(np.round(matrix / scale[:, None]))
+
+
+def _stored_weight(model: ir.Model, node_name: str) -> np.ndarray:
+    """The float weight a node of a quantized model reads through its DequantizeLinear."""
+    node = next(n for n in model.graph if n.name == node_name)
+    dq = node.inputs[1].producer()
+    q, scale = (dq.inputs[i].const_value.numpy() for i in (0, 1))
+    return q.astype(np.float64) * scale.reshape(-1, *[1] * (q.ndim - 1))
+
+
+def test_a_depthwise_conv_computing_in_int8_is_gptq_rounded():
+    """Built with GPTQ, a depthwise conv's int8 weights move its output on the calibration
+    samples less than nearest rounding's."""
+    model, w = _depthwise()
+    data = _smooth_maps(np.random.default_rng(23), 8, 6)
+    x = np.concatenate([d["x"] for d in data]).astype(np.float64)
+    errors = {}
+    for rounding in ("nearest", "gptq"):
+        options = QuantOptions(weight_rounding=rounding, min_macs=0)
+        builder = builder_module.QuantBuilder(
+            ir.from_proto(model), data, options, "minmax", {}, False
+        )
+        quantized, info = builder.build()
+        assert info.plan.nodes == ["dw"]
+        delta = _stored_weight(quantized, "dw") - w
+        shift = sum(
+            delta[:, 0, i, j, None, None] * x[:, :, i : i + 8, j : j + 8]
+            for i in range(3)
+            for j in range(3)
+        )
+        errors[rounding] = float(np.square(shift).sum())
+    assert errors["gptq"] < 0.8 * errors["nearest"]
+
+
+@pytest.mark.parametrize("group", [1, 6])
+def test_a_bias_raising_the_weight_scale_is_corrected_for_the_weights_as_stored(group):
+    """A channel whose large bias needs a larger weight scale gets the weights rounded afresh;
+    bias correction then subtracts the output shift of the weights as stored, not of the GPTQ
+    rounding they replaced."""
+    bias = np.array([3e4, 0.5, -0.2, 0.1, 0.3, -0.4])  # channel 0 overflows int32 at its scale
+    model, w = _depthwise(bias=bias, group=group)
+    w[0] *= 1e-6  # a near-dead channel: a tiny weight scale
+    model.graph.initializer[0].CopyFrom(const("w", w))
+    data = _smooth_maps(np.random.default_rng(24), 8, 6, mean=2.0)
+    options = QuantOptions(weight_rounding="gptq", bias_correction=True, min_macs=0)
+    builder = builder_module.QuantBuilder(ir.from_proto(model), data, options, "minmax", {}, False)
+    quantized, _ = builder.build()
+    stored = _stored_weight(quantized, "dw")
+    dq = next(n for n in quantized.graph if n.name == "dw").inputs[2].producer()
+    step = dq.inputs[1].const_value.numpy().astype(np.float64)  # the int32 bias's scale
+    written = dq.inputs[0].const_value.numpy() * step
+    mean = np.concatenate([d["x"] for d in data]).mean(axis=(0, 2, 3))
+    per_input = (stored - w).sum(axis=(2, 3))  # [6, 6 / group]
+    expected = bias - (per_input * mean.reshape(group, -1).repeat(6 // group, axis=0)).sum(1)
+    assert np.all(np.abs(written - expected) <= 0.5 * step + 1e-5 * np.abs(expected))

@@ -203,14 +203,16 @@ class QuantBuilder:
 
 def _rescaled(hessian: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
     """The ``X X^T`` of a layer whose input channels were divided by `scales` (each channel's
-    rows consecutive in ``X``: a conv's taps), from that of the undivided input."""
+    rows consecutive in ``X``: a conv's taps; a grouped conv's groups in turn), from that of the
+    undivided input."""
     if scales is None:
         return hessian
-    taps, rest = divmod(len(hessian), len(scales))
+    rows = hessian.size // hessian.shape[-1]  # of all groups
+    taps, rest = divmod(rows, len(scales))
     if rest:
-        raise OnnxSlimError(f"{len(scales)} input scales for a Hessian of {len(hessian)} rows")
-    d = np.repeat(1.0 / np.asarray(scales, np.float64), taps)
-    return hessian * np.outer(d, d)
+        raise OnnxSlimError(f"{len(scales)} input scales for a Hessian of {rows} rows")
+    d = np.repeat(1.0 / np.asarray(scales, np.float64), taps).reshape(hessian.shape[:-1])
+    return hessian * d[..., :, None] * d[..., None, :]
 
 
 def output_sizes(

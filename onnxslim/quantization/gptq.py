@@ -11,6 +11,11 @@ is the least-squares optimum of the remaining weights given the rounded ones. ``
 Cholesky factor of ``H^-1`` (damped by a share of its mean diagonal), so all updates come from one
 factorization. Columns go in order of decreasing ``H[i, i]`` (the most active inputs first). The
 per-output-channel scales are fixed before rounding.
+
+A grouped conv (a depthwise one: a group per channel) is ``groups`` such layers side by side: the
+output channels of a group read only its input channels, so each group has a Hessian of its own
+(``[groups, n, n]``, ``n`` the inputs of one output channel) and the groups are rounded together,
+as a batch.
 """
 
 from __future__ import annotations
@@ -28,14 +33,14 @@ BLOCK = 128  # columns rounded before the lazy update of the rest (speed only)
 
 
 def supports(node: ir.Node) -> bool:
-    """Whether GPTQ can round this node's constant weight: an ungrouped 1-D/2-D Conv, a Gemm
-    (no transA) or a MatMul with a 2-D constant weight."""
+    """Whether GPTQ can round this node's constant weight: a 1-D/2-D Conv (grouped or not), a
+    Gemm (no transA) or a MatMul with a 2-D constant weight."""
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     if weight is None or weight.const_value is None:
         return False
     ndim = len(weight.const_value.shape)
     if node.op_type == "Conv":
-        return attribute(node, "group", 1) == 1 and ndim in (3, 4)
+        return ndim in (3, 4)
     if node.op_type == "Gemm":
         return not attribute(node, "transA", 0)
     return node.op_type == "MatMul" and ndim == 2
@@ -47,18 +52,24 @@ def supports(node: ir.Node) -> bool:
 MAX_COLUMNS = 4096
 
 
+def groups(node: ir.Node) -> int:
+    """The node's groups of output channels that read inputs of their own (a Conv's ``group``)."""
+    return attribute(node, "group", 1) if node.op_type == "Conv" else 1
+
+
 def hessian_bytes(node: ir.Node) -> int:
-    """Bytes of the node's ``X X^T`` (float64, inputs x inputs of ``y = W x``), from the shape of
-    its weight alone (`weight_matrix` of a stand-in that reads nothing)."""
+    """Bytes of the node's ``X X^T`` (float64, inputs x inputs of ``y = W x`` per group), from the
+    shape of its weight alone (`weight_matrix` of a stand-in that reads nothing)."""
     stand_in = np.broadcast_to(np.float32(0), tuple(node.inputs[1].const_value.shape))
     inputs = weight_matrix(node, stand_in).shape[1]
-    return 8 * inputs * inputs
+    return 8 * inputs * inputs * groups(node)
 
 
 def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
     """The layer's inputs as the columns ``X`` of ``y = W x`` (rows: the weight's flattened input
     dimensions, in ``weight_matrix``'s order): a conv's im2col patches, else the last axis; at
-    most about MAX_COLUMNS of them per sample, evenly strided."""
+    most about MAX_COLUMNS of them per sample, evenly strided. A grouped conv's are
+    ``[groups, inputs of a group, columns]``."""
     x = np.asarray(x, np.float32)  # X X^T in float32 (summed in float64): half the time
     if node.op_type != "Conv":
         columns = x.reshape(-1, x.shape[-1]).T
@@ -82,9 +93,12 @@ def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
     windows = windows[(slice(None), slice(None), *(slice(None, None, s) for s in steps))]
     n, c = windows.shape[:2]
     positions = windows.shape[2 : 2 + spatial]
-    # -> [C, *kernel, N, *positions] -> [C * prod(kernel), N * prod(positions)]
+    # -> [C, *kernel, N, *positions] -> [groups, C / groups * prod(kernel), N * prod(positions)]
     order = (1, *range(2 + spatial, 2 + 2 * spatial), 0, *range(2, 2 + spatial))
-    return windows.transpose(order).reshape(c * int(np.prod(kernel)), n * int(np.prod(positions)))
+    shape = (c * int(np.prod(kernel)), n * int(np.prod(positions)))
+    if groups(node) > 1:
+        shape = (groups(node), shape[0] // groups(node), shape[1])
+    return windows.transpose(order).reshape(shape)
 
 
 def _steps(dims: tuple[int, ...]) -> list[int]:
@@ -119,7 +133,8 @@ def from_matrix(node: ir.Node, matrix: np.ndarray, shape: tuple[int, ...]) -> np
 def gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
     """Integer weights ``q`` (``|q| <= qmax``) for ``w`` ``[rows, columns]`` with per-row ``scale``,
     chosen column by column with error compensation against ``hessian`` (``X X^T``, columns x
-    columns). Returns int8 of the shape of ``w``. BLAS runs one thread: its threads do not pay
+    columns; a grouped conv's ``[groups, columns, columns]``, its rows split evenly among the
+    groups). Returns int8 of the shape of ``w``. BLAS runs one thread: its threads do not pay
     on a layer's few-thousand-wide factorization and column updates, and when other processes
     load the cores they wait on each other (3-10x the time on two loaded cores)."""
     with threadpool_limits(1, user_api="blas"):
@@ -127,60 +142,69 @@ def gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int)
 
 
 def _gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
-    """`gptq_round`'s work, on whatever BLAS threads are set."""
+    """`gptq_round`'s work, on whatever BLAS threads are set: every group at once, arrays
+    ``[groups, rows of a group, columns]``."""
     rows, cols = w.shape
-    diag = np.diag(hessian)
-    order = np.argsort(-np.where(diag > 0, diag, 1.0), kind="stable")
-    w = np.array(w, np.float64)[:, order]
-    hinv = _inverse_cholesky(hessian, order)
-    s = np.asarray(scale, np.float64).reshape(-1, 1) * np.ones((rows, 1))
+    h = hessian.reshape(-1, cols, cols)
+    diag = np.diagonal(h, axis1=1, axis2=2)
+    order = np.argsort(-np.where(diag > 0, diag, 1.0), axis=1, kind="stable")[:, None, :]
+    w = np.take_along_axis(np.asarray(w, np.float64).reshape(len(h), -1, cols), order, axis=2)
+    hinv = _inverse_cholesky(h, order[:, 0])
+    s = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (rows,)).reshape(w.shape[:2])
     q = np.zeros_like(w)
     for start in range(0, cols, BLOCK):
         end = min(start + BLOCK, cols)
-        block = w[:, start:end].copy()
+        block = w[:, :, start:end].copy()
         errors = np.zeros_like(block)
         for i in range(end - start):
             col = start + i
-            q[:, col] = np.clip(np.round(block[:, i] / s[:, 0]), -qmax, qmax)
-            err = (block[:, i] - q[:, col] * s[:, 0]) / hinv[col, col]
-            block[:, i:] -= np.outer(err, hinv[col, col:end])
-            errors[:, i] = err
-        w[:, end:] -= errors @ hinv[start:end, end:]
+            q[:, :, col] = np.clip(np.round(block[:, :, i] / s), -qmax, qmax)
+            err = (block[:, :, i] - q[:, :, col] * s) / hinv[:, col, col, None]
+            block[:, :, i:] -= err[:, :, None] * hinv[:, None, col, col:end]
+            errors[:, :, i] = err
+        w[:, :, end:] -= errors @ hinv[:, start:end, end:]
     out = np.empty_like(q)
-    out[:, order] = q
-    return out.astype(np.int8)
+    np.put_along_axis(out, np.broadcast_to(order, q.shape), q, axis=2)
+    return out.reshape(rows, cols).astype(np.int8)
 
 
 def _inverse_cholesky(hessian: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Upper-triangular ``U`` with ``U^T U = H^-1``, ``H`` the damped ``hessian`` with rows and
     columns in ``order`` (inputs never seen get a diagonal of 1); the damping grows until ``H``
     factorizes. ``U`` is ``L^-1`` of the Cholesky factor ``L`` of ``H`` in reverse order, read
-    backwards (no inverse of ``H`` itself: a third of the work), in float32 as GPTQ's own code."""
-    reverse = order[::-1]
-    h = np.asarray(hessian, np.float32)[np.ix_(reverse, reverse)]
-    diagonal = np.diag_indices(len(order))
-    h[diagonal] = np.where(h[diagonal] > 0, h[diagonal], 1.0)
-    h[diagonal] += DAMP * float(np.mean(h[diagonal]))
-    extra, step = 0.0, 1e-6 * float(np.mean(h[diagonal]))
+    backwards (no inverse of ``H`` itself: a third of the work), in float32 as GPTQ's own code.
+    Batched: ``hessian`` ``[groups, n, n]`` and ``order`` ``[groups, n]`` give ``[groups, n, n]``
+    (a 2-D ``hessian`` and 1-D ``order``: one ``U``)."""
+    if hessian.ndim == 2:
+        return _inverse_cholesky(hessian[None], np.asarray(order)[None])[0]
+    reverse = order[:, ::-1]
+    h = np.take_along_axis(np.asarray(hessian, np.float32), reverse[:, :, None], axis=1)
+    h = np.take_along_axis(h, reverse[:, None, :], axis=2)
+    diagonal = np.diagonal(h, axis1=1, axis2=2)  # a view: written through `index`
+    index = (slice(None), *np.diag_indices(h.shape[1]))
+    h[index] = np.where(diagonal > 0, diagonal, 1.0)
+    h[index] += DAMP * np.mean(diagonal, axis=1, keepdims=True)
+    extra, step = 0.0, 1e-6 * np.mean(diagonal, axis=1, keepdims=True)
     for _ in range(8):
         try:  # factorizes exactly when H is positive definite
-            return _lower_inverse(np.linalg.cholesky(h))[::-1, ::-1].astype(np.float64)
+            return _lower_inverse(np.linalg.cholesky(h))[:, ::-1, ::-1].astype(np.float64)
         except np.linalg.LinAlgError:
-            more = max(extra * 10.0, step)
-            h[diagonal] += more - extra  # the damping grows tenfold
+            more = np.maximum(extra * 10.0, step)
+            h[index] += more - extra  # the damping grows tenfold
             extra = more
     raise np.linalg.LinAlgError("the layer's input Hessian is not positive definite")
 
 
 def _lower_inverse(lower: np.ndarray) -> np.ndarray:
-    """The inverse of a lower-triangular matrix, by halves (matrix products, no LU):
-    ``[[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]``."""
-    n = lower.shape[0]
+    """The inverse of lower-triangular matrices (the last two axes), by halves (matrix products,
+    no LU): ``[[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]``."""
+    n = lower.shape[-1]
     if n <= 256:
         return np.linalg.inv(lower)
     half = n // 2
-    a, c = _lower_inverse(lower[:half, :half]), _lower_inverse(lower[half:, half:])
+    a = _lower_inverse(lower[..., :half, :half])
+    c = _lower_inverse(lower[..., half:, half:])
     out = np.zeros_like(lower)
-    out[:half, :half], out[half:, half:] = a, c
-    out[half:, :half] = -(c @ (lower[half:, :half] @ a))
+    out[..., :half, :half], out[..., half:, half:] = a, c
+    out[..., half:, :half] = -(c @ (lower[..., half:, :half] @ a))
     return out

@@ -261,11 +261,17 @@ class QuantizePass(ir.passes.InPlacePass):
             else None
         )
         if bias is not None:
+            input_scale = dq[node.inputs[0].name].scale
             bias_q, bq, requantized, bias_wq = quantize_bias(
-                bias, dq[node.inputs[0].name].scale, w, wq, WEIGHT_BITS, wq_array
+                bias, input_scale, w, wq, WEIGHT_BITS, wq_array
             )
-            if bias_wq is not wq:  # a larger weight scale for the bias: rounded afresh
+            if bias_wq is not wq:  # a larger weight scale for the bias: the weights rounded
+                # afresh (to nearest), and the bias corrected for them
                 requantized = fit_pairs(w, requantized, bias_wq, layout, limit)
+                bias = self._float_bias(node, rule, w, dequantize(requantized, bias_wq))
+                bias_q, bq, requantized, bias_wq = quantize_bias(
+                    bias, input_scale, w, bias_wq, WEIGHT_BITS, requantized
+                )
             wq_array, wq = requantized, bias_wq
             _set_input(
                 node, rule.bias, builder.dequantized_constant(f"{node.name}_bias", bias_q, bq)

@@ -116,8 +116,9 @@ def collect_hessians(
 ) -> dict[str, np.ndarray]:
     """``H = sum X X^T`` (float64) per layer over all ``samples``: ``layers[key] = (tensor,
     columns)`` with ``columns(value)`` turning the float tensor into the layer's input columns
-    ``X`` (``[inputs, positions]``). A sample giving a layer fewer columns than it has inputs (a
-    deep conv's few positions) waits for the next ones: ``X X^T`` of a few columns is bound by
+    ``X`` (``[inputs, positions]``; ``[groups, inputs, positions]``: a Hessian per group). A
+    sample giving a layer fewer columns than it has inputs (a deep conv's few positions) waits
+    for the next ones: ``X X^T`` of a few columns is bound by
     writing its ``inputs x inputs`` result (open_nsfw's layers one sample at a time: 2.9x the
     time); memory is that of the sums plus about as many float32 columns as inputs per layer."""
     names = sorted({tensor for tensor, _ in layers.values()})
@@ -125,9 +126,9 @@ def collect_hessians(
     pending: dict[str, list[np.ndarray]] = {key: [] for key in layers}
 
     def add(key: str) -> None:
-        x = np.concatenate(pending[key], axis=1)
+        x = np.concatenate(pending[key], axis=-1)
         pending[key] = []
-        product = x @ x.T  # in float32, summed in float64 (no float64 copy per sample)
+        product = x @ np.swapaxes(x, -1, -2)  # in float32, summed in float64 (no float64 copy)
         if key in sums:
             sums[key] += product
         else:
@@ -138,7 +139,7 @@ def collect_hessians(
         for key, (tensor, columns) in layers.items():
             # a copy: a strided view would keep the sample's whole tensor alive until the product
             pending[key].append(np.ascontiguousarray(columns(np.asarray(values[tensor]))))
-            if sum(x.shape[1] for x in pending[key]) >= pending[key][0].shape[0]:
+            if sum(x.shape[-1] for x in pending[key]) >= pending[key][0].shape[-2]:
                 add(key)
     for key in layers:
         if pending[key]:
