@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
@@ -25,6 +26,7 @@ from onnxslim.cli.bench import bench_command
 from onnxslim.cpu import available_memory, cpu_info, parse_cpuinfo
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes.registry import rewrites
+from onnxslim.render.jsonfile import write_json
 from onnxslim.render.verdict import slower_warning
 
 FAST = {"runs": 5, "warmup": 1, "measure_memory": False, "progress": False}
@@ -587,3 +589,17 @@ def test_optimize_bench_says_verdict_and_warns_once(tmp_path):
     assert (proc.stdout + proc.stderr).count("dynamic input dims picked by onnxslim") == 1
     data = json.loads(report.read_text())
     assert data["history"] and f"verdict: {data['bench']['verdicts'][0]['text']}" == verdicts[0]
+
+
+def test_json_reports_are_strict_json(tmp_path):
+    """Python writes inf and NaN as Infinity / NaN, which strict JSON readers (jq, a browser's
+    JSON.parse) refuse: a report writes them null."""
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    write_json(
+        {"snr_db": math.inf, "rows": [{"noise_db": -math.inf}, math.nan, 1.5]}, tmp_path / "r.json"
+    )
+    data = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
+    assert data == {"snr_db": None, "rows": [{"noise_db": None}, None, 1.5]}

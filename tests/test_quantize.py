@@ -21,7 +21,7 @@ from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.passes.fold import FoldProducers
-from onnxslim.quantization import api, dynamic, plan, quantize
+from onnxslim.quantization import api, dynamic, plan, quantize, recovery
 from onnxslim.quantization.api import (
     required_gain,
     small_weight_nodes,
@@ -47,7 +47,12 @@ from onnxslim.quantization.plan import QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.targets import resolve_target, saturates_here
-from onnxslim.render.tables import quantize_node_rows, quantize_settings, range_settings
+from onnxslim.render.tables import (
+    fallback_rows,
+    quantize_node_rows,
+    quantize_settings,
+    range_settings,
+)
 from onnxslim.runtime import Session
 
 FAST = dict(
@@ -796,6 +801,19 @@ def test_split_samples_spread_through_the_data_or_last():
         split_samples([1, 2], 0.0, held_out="first")
 
 
+@pytest.mark.parametrize(
+    ("count", "sizes"),
+    [(32, (18, 8, 6)), (30, (16, 8, 6)), (28, (16, 6, 6)), (100, (60, 20, 20)), (10, (6, 2, 2))],
+)
+def test_default_eval_split_holds_out_enough_to_choose_by_where_the_data_allow(count, sizes):
+    """The default selection split is a fifth of the samples, raised to the 8 a choice or a
+    cosine budget is made on while 16 are left to calibrate on; a share given is taken as is."""
+    cal, sel, test = split_samples(list(range(count)), None, 0.2)
+    assert (len(cal), len(sel), len(test)) == sizes
+    assert sorted(cal + sel + test) == list(range(count))
+    assert len(split_samples(list(range(32)), 0.2, 0.2)[1]) == 6
+
+
 def test_calibration_data_reader_interface():
     data = iter(samples())
 
@@ -826,7 +844,9 @@ def test_fallback_restores_float_until_budget_holds(gain_db, int8_weights):
                 for v in node.inputs
                 if v is not None
             )  # computes in float
-            assert "sensitive" in result.report.kept_float[node.name]
+            noisy = math.isfinite(floated[node.name]["noise_db"])
+            why = "sensitive" if noisy else "with the nodes above: int8 adds no noise"
+            assert result.report.kept_float[node.name].startswith(why)
             weight = node.inputs[1]
             if floated[node.name]["int8_weights"]:  # Cast + Mul, folded by ORT at load
                 mul = producers[weight.name]
@@ -836,6 +856,29 @@ def test_fallback_restores_float_until_budget_holds(gain_db, int8_weights):
     assert all(
         item["int8_weights"] == int8_weights for item in floated.values() if item["op"] == "Conv"
     )
+
+
+def test_nodes_the_budget_returns_though_they_add_no_noise_are_not_called_sensitive(monkeypatch):
+    """Nodes go back to float worst first; one that adds no noise of its own goes too when the
+    budget needs more: its reason and the table say so, not "sensitive ... inf dB"."""
+    real = recovery.sensitivity
+
+    def one_noisy(*args):
+        ranked = real(*args)
+        return [ranked[0], *((name, math.inf) for name, _ in ranked[1:])]
+
+    monkeypatch.setattr(recovery, "sensitivity", one_noisy)
+    selection_only = {**FAST, "test_split": 0}
+    report = quantize(cnn(), samples(), max_drift="snr>=200", **selection_only).report
+    first, *rest = report.fallback
+    assert rest and not report.violations
+    assert report.kept_float[first["node"]].startswith("sensitive: int8 adds noise")
+    for item in rest:
+        assert report.kept_float[item["node"]].startswith(
+            "with the nodes above: int8 adds no noise of its own here, but fewer nodes in float "
+            "missed snr>=200"
+        )
+    assert [row[2] for row in fallback_rows(report)][1:] == ["none"] * len(rest)
 
 
 def test_a_cosine_budget_holds_the_cosine_predicted_for_new_samples():
@@ -1453,6 +1496,7 @@ def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
     )
     assert held.report.fallback and not held.report.violations
     assert held.report.quantized["MatMul"] == 3 - len(held.report.fallback)
+    assert all(not item["int8_weights"] for item in held.report.fallback)  # as static's items
     assert "dynamic" in held.report.render()
 
 

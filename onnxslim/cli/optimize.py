@@ -314,9 +314,9 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--eval-split",
     type=click.FloatRange(0, 0.9),
-    default=0.2,
-    show_default=True,
-    help="Share of the data for automatic choices (drift budget, CLE, bias correction).",
+    default=None,
+    help="Share of the data for automatic choices (drift budget, CLE, bias correction) "
+    "[default: 0.2, and at least 8 samples while 16 are left to calibrate on].",
 )
 @click.option(
     "--test-split",

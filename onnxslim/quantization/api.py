@@ -92,6 +92,8 @@ DEFAULT_METHOD = "percentile"
 ROUNDING_CHOICES = (*WEIGHT_ROUNDINGS, "auto")
 DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
+DEFAULT_EVAL_SPLIT = 0.2  # `eval_split` None: this share, raised to MIN_PREDICTION_SAMPLES samples
+MIN_CALIBRATION_SAMPLES = 16  # ... while this many or more are left to calibrate on
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 MIN_TEST_SAMPLES = 32  # fewer test samples rarely hold the rare input INT8 gets wrong
 TOP1_DOUBT = 0.1  # see _samples_for_top1
@@ -142,8 +144,9 @@ class QuantizeConfig:
     Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float until it holds on
     the selection samples, a cosine budget as predicted for new samples (`drift.predicted_cosine`;
     CheckFailedError if it never does); `eval_split` the share of samples held out for choices (at
-    least 2), `test_split` for the drift reported, `held_out` where they come from ("spread" through
-    the data or the "last" ones: see `split_samples`); `require_speedup` makes an INT8 model that is
+    least 2; None: DEFAULT_EVAL_SPLIT, raised to 8 samples where the data allow), `test_split` for
+    the drift reported, `held_out` where they come from ("spread" through the data or the "last"
+    ones: see `split_samples`); `require_speedup` makes an INT8 model that is
     not faster than float on this CPU an error; `min_macs` leaves smaller weighted ops in float (at
     its default, target "auto" times them in int8 too and keeps that when worth it); `weight_range`
     the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
@@ -168,7 +171,7 @@ class QuantizeConfig:
     exclude_nodes: frozenset[str] = frozenset()
     quantize_ops: frozenset[str] | None = None
     max_drift: Budget | str | None = None
-    eval_split: float = 0.2
+    eval_split: float | None = None
     test_split: float = 0.2
     held_out: str = "spread"
     require_speedup: bool = False
@@ -442,7 +445,9 @@ def _quantize(
         report.latency_verdict = timed["int8"].versus(timed["float"])[1]
         if "all int8" in timed:
             report.notes.append(
-                fallback_cost_note(len(outcome.fallback), timed["int8"], timed["all int8"])
+                fallback_cost_note(
+                    len(outcome.fallback), timed["int8"], timed["all int8"], report.budget
+                )
             )
         if "lossless" in timed:
             report.latency_lossless_ms = timed["lossless"].median
@@ -757,13 +762,21 @@ HELD_OUT = ("spread", "last")
 
 
 def split_samples(
-    samples: Sequence, selection_share: float, test_share: float = 0.0, held_out: str = "spread"
+    samples: Sequence,
+    selection_share: float | None,
+    test_share: float = 0.0,
+    held_out: str = "spread",
 ) -> tuple[list, list, list]:
     """Calibration, selection and test samples: `test_share` and `selection_share` of them (each
     at least MIN_EVAL_SAMPLES when its share is > 0) held out, "spread" evenly through the data (a
     folder sorted by name or class then gives every split some of each) or the "last" ones (test
     last); the test split is dropped when the samples are too few for it and MIN_EVAL_SAMPLES
-    calibration samples. Each split keeps the data's order."""
+    calibration samples. `selection_share` None: DEFAULT_EVAL_SPLIT, and at least
+    MIN_PREDICTION_SAMPLES (the fewest the automatic choices and a cosine budget are made on)
+    while MIN_CALIBRATION_SAMPLES are left (32 samples: 18 / 8 / 6, not 20 / 6 / 6). Each split
+    keeps the data's order."""
+    automatic = selection_share is None
+    selection_share = DEFAULT_EVAL_SPLIT if automatic else selection_share
     for name, share in (("eval split", selection_share), ("test split", test_share)):
         if not 0.0 <= share < 1.0:
             raise OnnxSlimError(f"{name} must be in [0, 1), got {share}")
@@ -777,6 +790,9 @@ def split_samples(
     n_select, n_test = size(selection_share), size(test_share)
     if n_test and len(samples) - n_select - n_test < max(MIN_EVAL_SAMPLES, 1):
         n_select, n_test = size(selection_share), 0  # too few for a separate test split
+    left = len(samples) - MIN_PREDICTION_SAMPLES - n_test
+    if automatic and n_select < MIN_PREDICTION_SAMPLES and left >= MIN_CALIBRATION_SAMPLES:
+        n_select = MIN_PREDICTION_SAMPLES
     if len(samples) - n_select - n_test < 1:
         raise OnnxSlimError(
             f"{len(samples)} samples are too few to hold out {n_select} for drift and calibrate on "

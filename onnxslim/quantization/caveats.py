@@ -303,14 +303,15 @@ def bigger_file_warning(size_before: int, size_after: int) -> list[str]:
     ]
 
 
-def fallback_cost_note(count: int, final: Latency, all_int8: Latency) -> str:
-    """What the `count` nodes the budget returned to float cost in speed: `final` against
-    `all_int8` (them in INT8), timed side by side (bench's noise rule)."""
+def fallback_cost_note(count: int, final: Latency, all_int8: Latency, budget: str | None) -> str:
+    """What the `count` nodes the budget (None: mode auto's quality bar) returned to float cost in
+    speed: `final` against `all_int8` (them in INT8), timed side by side (bench's noise rule)."""
     ratio, verdict = final.versus(all_int8)
     cost = "cost no measurable speed"
     if verdict == "slower":
         cost = f"cost speed: {ratio:.2f}x the time"
+    goal = "the budget" if budget else "mode auto's quality bar"
     return (
-        f"the {count} node(s) in float for the budget {cost} "
+        f"the {count} node(s) in float for {goal} {cost} "
         f"({final.median:.2f} ms vs {all_int8.median:.2f} ms with them in INT8)"
     )

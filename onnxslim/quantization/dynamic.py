@@ -94,8 +94,14 @@ def quantize_model(
         model, drift, violations, unlimited = results[k]
         if not violations:
             why = "over the drift budget"
-            fallback = [
-                {"node": name, "op": ops[name], "noise_db": noise, "reason": why}
+            fallback = [  # each back to float weights
+                {
+                    "node": name,
+                    "op": ops[name],
+                    "noise_db": noise,
+                    "reason": why,
+                    "int8_weights": False,
+                }
                 for name, noise in ranked[:k]
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)

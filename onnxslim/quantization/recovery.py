@@ -76,6 +76,9 @@ def fall_back(
         stored = f"; {STORED_COMPUTE}" if item["int8_weights"] else ""
         inf.kept_float[item["node"]] = (
             f"sensitive: int8 adds noise {item['noise_db']:.1f} dB below its output signal{stored}"
+            if math.isfinite(item["noise_db"])
+            else f"with the nodes above: int8 adds no noise of its own here, but fewer nodes in "
+            f"float missed {budget}{stored}"
         )
     return model, inf, drift, violations, fallback
 

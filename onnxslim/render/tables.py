@@ -501,8 +501,16 @@ def fallback_title(report: QuantizeReport) -> str:
 
 
 def fallback_rows(report: QuantizeReport) -> list[list[str]]:
-    """The nodes returned to float for the budget, with the noise each added."""
-    return [[item["node"], item["op"], number(item["noise_db"], ".1f")] for item in report.fallback]
+    """The nodes returned to float for the budget, with the noise each added ("none": it added
+    none of its own, but the budget needed it in float with the others)."""
+    return [
+        [
+            item["node"],
+            item["op"],
+            number(item["noise_db"], ".1f") if item["noise_db"] < math.inf else "none",
+        ]
+        for item in report.fallback
+    ]
 
 
 def layer_rows(layers: Sequence[Mapping]) -> list[list[str]]:
