@@ -25,7 +25,7 @@ from onnxslim.model.graph import proto_graphs
 from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
-from onnxslim.quantization.recovery import fewest_passing
+from onnxslim.quantization.recovery import fallback_reason, fewest_passing
 from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.smooth import smoothed
 
@@ -106,7 +106,7 @@ def quantize_model(
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
     kept = {name: "excluded by name" for name in exclude_nodes}
-    kept.update({item["node"]: "sensitive: over the drift budget" for item in fallback})
+    kept.update({item["node"]: fallback_reason(item["noise_db"], budget) for item in fallback})
     # what quantize_dynamic did: it leaves a MatMul whose B is not a stored weight alone (a QDQ
     # unit's, or one of activations: attention scores)
     still_float = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS}

@@ -74,13 +74,20 @@ def fall_back(
     )
     for item in fallback:
         stored = f"; {STORED_COMPUTE}" if item["int8_weights"] else ""
-        inf.kept_float[item["node"]] = (
-            f"sensitive: int8 adds noise {item['noise_db']:.1f} dB below its output signal{stored}"
-            if math.isfinite(item["noise_db"])
-            else f"with the nodes above: int8 adds no noise of its own here, but fewer nodes in "
-            f"float missed {budget}{stored}"
-        )
+        inf.kept_float[item["node"]] = fallback_reason(item["noise_db"], budget) + stored
     return model, inf, drift, violations, fallback
+
+
+def fallback_reason(noise_db: float, budget: Budget) -> str:
+    """Why a node went back to float for `budget`, from the noise its INT8 adds (`added_noise_db`:
+    inf when none, -inf where float has no signal): the nodes go back noisiest first, and one
+    adding none goes too when fewer nodes in float missed the budget."""
+    if noise_db < math.inf:
+        return f"sensitive: int8 adds noise {noise_db:.1f} dB below its output signal"
+    return (
+        "with the nodes above: int8 adds no noise of its own here, but fewer nodes in float "
+        f"missed {budget}"
+    )
 
 
 def sensitivity(

@@ -199,7 +199,7 @@ class NeutralElement(_ToIdentity):
         value = constant(c)
         if value is None or not np.all(value == self.neutral):
             return MatchResult().fail(f"not all {self.neutral}")
-        if x.dtype not in (None, c.dtype) or not keeps_shape(x, value.shape):
+        if x.dtype not in (None, c.dtype) or not (value.ndim == 0 or keeps_shape(x, value.shape)):
             return MatchResult().fail("broadcasting may change the shape")
         return MatchResult()
 
