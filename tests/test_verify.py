@@ -229,3 +229,28 @@ def test_a_session_with_inner_outputs_leaves_the_callers_model_as_it_is():
         for name, value in session.run_dict(SAMPLES[0]).items():
             np.testing.assert_allclose(value, expected[name])
     assert [output.name for output in proto.graph.output] == ["y"]
+
+
+def log_power(epsilon: float | None) -> object:
+    """y = Log(x * x + epsilon) (no Add without an epsilon)."""
+    nodes = [N("Mul", ["x", "x"], ["p" if epsilon else "q"])]
+    if epsilon:
+        nodes.append(N("Add", ["p", "e"], ["q"]))
+    nodes.append(N("Log", ["q"], ["y"]))
+    inits = [const("e", np.float32(epsilon))] if epsilon else []
+    return make_model(nodes, [vi("x", FLOAT, [1, 64])], [vi("y", FLOAT, [1, 64])], inits)
+
+
+def test_synthesized_inputs_include_all_zeros_where_an_epsilon_guards_the_output():
+    """Random inputs alone cannot tell Log(x^2 + 1e-10) from Log(x^2): silence can."""
+    mismatches, inputs = verify.compare(log_power(1e-10), log_power(None))
+    assert [m.output for m in mismatches] == ["y"]
+    assert mismatches[0].detail.startswith("max abs difference inf")  # -inf against log(1e-10)
+    assert len(inputs.samples) == 2 and not inputs.samples[1]["x"].any()
+    assert str(inputs) == "synthesized inputs (x float32[1,64] ~ N(0, 1), then all zeros)"
+
+
+def test_zeros_the_original_gives_no_finite_output_for_are_left_out():
+    mismatches, inputs = verify.compare(log_power(None), log_power(None))
+    assert mismatches == [] and len(inputs.samples) == 1
+    assert "zeros" not in str(inputs)
