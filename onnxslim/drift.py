@@ -258,6 +258,19 @@ class _Stats:
         ]
 
 
+def as_logits(outputs: Outputs, axes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """`outputs` with each output of `axes` (a softmax's probabilities over those axes) as the
+    logits it came from, up to a constant: ``log p`` centred on the axes. A saturated softmax
+    (0.9999 against 0.99999) hides the error of the logits that decide the class and how sure it
+    is; the automatic choices compare these."""
+    view = dict(outputs)
+    for name, over in axes.items():
+        p = np.asarray(outputs[name], np.float64)
+        z = np.log(np.maximum(p, np.finfo(np.float64).tiny))
+        view[name] = z - z.mean(axis=over, keepdims=True)
+    return view
+
+
 def worst_snr(drift: Mapping[str, Drift]) -> float:
     """The lowest SNR (dB) over the float outputs (-inf when there are none)."""
     return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)

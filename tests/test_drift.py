@@ -8,10 +8,12 @@ import math
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from onnxslim.drift import (
     Budget,
     Drift,
+    as_logits,
     compare_outputs,
     compared_samples,
     lowest_cosine,
@@ -23,6 +25,8 @@ from onnxslim.drift import (
     student_t_quantile,
 )
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model import io
+from onnxslim.model.graph import softmax_axes
 
 F32 = np.float32
 SCORES = np.array([[1, 2, 3], [3, 2, 1]], F32)
@@ -449,3 +453,21 @@ def test_a_failing_value_is_shown_apart_from_the_threshold():
     d = compare_outputs(ref, other)["y"]
     [failure] = Budget.check(parse_max_drift("cosine>=0.999999995"), d)
     assert failure == "output 'y': worst-sample cosine 0.99999999 fails cosine>=0.999999995"
+
+
+@pytest.mark.parametrize(("opset", "axes"), [(11, (1, 2)), (13, (2,))])
+def test_softmax_outputs_compare_as_the_logits_they_came_from(opset, axes):
+    nodes = [helper.make_node("Softmax", ["x"], ["p"]), helper.make_node("Relu", ["x"], ["r"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, 4]) for n in ("p", "r")],
+    )
+    model = io.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+    assert softmax_axes(model) == {"p": axes}
+    z = np.random.default_rng(0).normal(size=(2, 3, 4))
+    p = np.exp(z) / np.exp(z).sum(axis=axes, keepdims=True)
+    view = as_logits({"p": p, "r": z}, softmax_axes(model))
+    np.testing.assert_allclose(view["p"], z - z.mean(axis=axes, keepdims=True), atol=1e-12)
+    assert view["r"] is z

@@ -1106,11 +1106,22 @@ def test_bias_correction_lowers_drift(target):
     )
 
 
+def _float_model(output_op: str = "Relu", shape: tuple = (2, 4)) -> ir.Model:
+    """y = output_op(x): the float model of a stand-in QuantBuilder."""
+    model = make_model(
+        [helper.make_node(output_op, ["x"], ["y"])],
+        [vi("x", FLOAT, list(shape))],
+        [vi("y", FLOAT, list(shape))],
+    )
+    return io.from_proto(model)
+
+
 class _FixedOutputs:
     """A stand-in QuantBuilder whose builds are named by whether bias correction is on."""
 
     progress = False
     options = QuantOptions()
+    model = _float_model()
 
     def build(self):
         return self.options.bias_correction, None
@@ -1163,26 +1174,63 @@ def test_the_percentile_is_chosen_on_the_selection_samples_unless_given():
     assert few.method == "percentile 99.99"
 
 
-class _PercentileOutputs:
-    """A stand-in QuantBuilder whose builds are named by their activation percentile."""
+class _RangeOutputs:
+    """A stand-in QuantBuilder whose builds are named by their activation range."""
 
     progress = False
-    method_options = {"pct": 99.99}
+    method, method_options = "percentile", {"pct": 99.99}
+    model = _float_model()
 
     def build(self):
-        return self.method_options["pct"], None
+        return self.method_options.get("pct", self.method), None
+
+
+def _choose_range(off_by: dict, monkeypatch) -> api._Choice:
+    """The range `_choose_activation_range` keeps when each is `off_by` from float."""
+    ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
+    outputs = {key: [{"y": r["y"] + e} for r in ref] for key, e in off_by.items()}
+    monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
+    scored = compare_outputs(ref, outputs[99.99])
+    first = api._Choice(_RangeOutputs(), 99.99, None, scored)  # scored already
+    return api._choose_activation_range(first, ref, ref)
 
 
 def test_a_percentile_closer_on_new_samples_replaces_the_default(monkeypatch):
-    ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
-    off_by = {99.99: 0.1, 99.9: 0.2, 99.999: 0.05}  # 99.999: 6 dB closer on every sample
-    outputs = {pct: [{"y": r["y"] + e} for r in ref] for pct, e in off_by.items()}
-    monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
-    scored = compare_outputs(ref, outputs[99.99])
-    first = api._Choice(_PercentileOutputs(), 99.99, None, scored)  # scored already
-    choice = api._choose_percentile(first, ref, ref)
+    # 99.999: 6 dB closer on every sample
+    choice = _choose_range({99.99: 0.1, 99.9: 0.2, 99.999: 0.05, "mse": 0.3}, monkeypatch)
     assert choice.note.startswith("kept percentile 99.999 (")
+    assert "mse: " in choice.note
     assert choice.model == 99.999 and choice.builder.method_options == {"pct": 99.999}
+    assert api._method_label(choice.builder) == "percentile 99.999"
+
+
+def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
+    """Saturated probabilities hide the logit error: "mse" is off by 2 on the logits of 7 sure
+    samples (p 0.99995 -> 0.999994, unseen) and closest in probability, "99.9" is off by 0.05 on
+    every sample (the unsure one's p moves by 0.01) and closest in logits."""
+    sure, unsure = np.array([[10.0, 0.0]]), np.array([[0.5, 0.0]])
+    logits = [sure + i * 0.01 for i in range(7)] + [unsure]
+    softmax = lambda z: np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)  # noqa: E731
+    ref = [{"y": softmax(z)} for z in logits]
+    off_by = {99.99: [0.5] * 8, 99.9: [0.05] * 8, 99.999: [1.0] * 8, "mse": [2.0] * 7 + [0.0]}
+    outputs = {
+        key: [{"y": softmax(z + np.array([[e, 0.0]]))} for z, e in zip(logits, errors)]
+        for key, errors in off_by.items()
+    }
+    monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
+    monkeypatch.setattr(_RangeOutputs, "model", _float_model("Softmax", [1, 2]))
+    first = api._Choice(_RangeOutputs(), 99.99, None, compare_outputs(ref, outputs[99.99]))
+    choice = api._choose_activation_range(first, ref, ref)
+    by_probability = {key: worst_snr(compare_outputs(ref, out)) for key, out in outputs.items()}
+    assert max(by_probability, key=by_probability.get) == "mse"
+    assert choice.note.startswith("kept percentile 99.9 (output SNR (a softmax output: of its ")
+    assert choice.drift["y"].snr_db == by_probability[99.9]  # the drift reported: probabilities
+
+
+def test_mse_ranges_closer_on_new_samples_replace_the_percentile(monkeypatch):
+    choice = _choose_range({99.99: 0.1, 99.9: 0.2, 99.999: 0.15, "mse": 0.05}, monkeypatch)
+    assert choice.note.startswith("kept mse (")
+    assert choice.model == "mse" and api._method_label(choice.builder) == "mse"
 
 
 def test_auto_levers_keep_the_variant_closest_to_float():

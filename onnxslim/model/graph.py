@@ -115,3 +115,20 @@ def node_count(graph) -> int:
 def op_types(graph) -> set[str]:
     """Op types of the nodes of `graph` and of every graph nested in it."""
     return {node.op_type for g in (graph, *subgraphs(graph)) for node in g}
+
+
+def softmax_axes(model: ir.Model) -> dict[str, tuple[int, ...]]:
+    """The graph outputs a Softmax computes, with the axes it normalizes over (before opset 13:
+    its axis and every later one; outputs of unknown rank are left out)."""
+    opset = default_opset(model.opset_imports) or MIN_OPSET
+    axes = {}
+    for value in model.graph.outputs:
+        node = value.producer()
+        rank = value.shape.rank() if value.shape is not None else None
+        if node is None or node.op_type != "Softmax" or node.domain != "" or rank is None:
+            continue
+        attribute = node.attributes.get("axis")
+        axis = attribute.as_int() if attribute is not None else (-1 if opset >= 13 else 1)
+        axis %= rank
+        axes[value.name] = (axis,) if opset >= 13 else tuple(range(axis, rank))
+    return axes

@@ -25,6 +25,7 @@ from onnxslim.drift import (
     PER_SAMPLE,
     Budget,
     Drift,
+    as_logits,
     compare_outputs,
     compared_samples,
     criterion_text,
@@ -36,7 +37,7 @@ from onnxslim.drift import (
 )
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
-from onnxslim.model.graph import node_count
+from onnxslim.model.graph import node_count, softmax_axes
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, exact, gptq, integer_outputs, large
@@ -571,7 +572,7 @@ def _static(
     choice = _choose(builders, _choices(config.bias_correction), selection, ref_outputs)
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
-        choice = _choose_percentile(choice, selection, ref_outputs)
+        choice = _choose_activation_range(choice, selection, ref_outputs)
         notes.append(choice.note)
     if config.weight_rounding == "auto" and _rounds_with_gptq(choice):
         choice = _choose_rounding(choice, selection, ref_outputs)
@@ -1046,6 +1047,8 @@ class _Choice:
     model: ir.Model
     info: BuildInfo
     drift: dict[str, Drift] | None = None
+    #: the drift as `_closest` compares it: a softmax output's logits (`as_logits`)
+    scored: dict[str, Drift] | None = None
     note: str | None = None
 
 
@@ -1073,18 +1076,22 @@ def _choose(
     return _closest(variants, "CLE and bias correction", selection, ref_outputs, shown)
 
 
-def _choose_percentile(first: _Choice, selection: Sequence, ref_outputs: Sequence) -> _Choice:
-    """The activation percentile of PERCENTILES `_closest` keeps for the variant `first`, built
-    at the first of them."""
+def _choose_activation_range(first: _Choice, selection: Sequence, ref_outputs: Sequence) -> _Choice:
+    """The activation range `_closest` keeps for the variant `first` (built at the first of
+    PERCENTILES): a percentile of PERCENTILES, or "mse" (each tensor's least quantization error:
+    a heavy-tailed one gets a tighter clip than any one percentile gives all)."""
     builder = first.builder
 
-    def set_to(pct: float) -> QuantBuilder:
-        builder.method_options = {"pct": pct}
+    def set_to(method: str, options: dict) -> QuantBuilder:
+        builder.method, builder.method_options = method, options
         return builder
 
-    variants = {f"percentile {pct:.10g}": functools.partial(set_to, pct) for pct in PERCENTILES}
-    what = "activation percentiles"
-    return _closest(variants, what, selection, ref_outputs, builder.progress, first)
+    variants = {
+        f"percentile {pct:.10g}": functools.partial(set_to, "percentile", {"pct": pct})
+        for pct in PERCENTILES
+    }
+    variants["mse"] = functools.partial(set_to, "mse", {})
+    return _closest(variants, "activation ranges", selection, ref_outputs, builder.progress, first)
 
 
 def _closest(
@@ -1110,21 +1117,27 @@ def _closest(
             else:
                 builder = set_up()
                 choice = _Choice(builder, *builder.build())
-            if choice.drift is None:
-                choice.drift = compare_outputs(ref, run_samples(choice.model, samples))
-            scores[label] = worst_snr(choice.drift)
-            broken = _mismatched(choice.drift)
+            if choice.scored is None:
+                outputs = run_samples(choice.model, samples)
+                if choice.drift is None:
+                    choice.drift = compare_outputs(ref, outputs)
+                axes = softmax_axes(choice.builder.model)
+                choice.scored = compare_outputs(
+                    [as_logits(r, axes) for r in ref], [as_logits(o, axes) for o in outputs]
+                )
+            scores[label] = worst_snr(choice.scored)
+            broken = _mismatched(choice.scored)
             if (
                 kept is None
-                or (not broken and _mismatched(kept[1].drift))
+                or (not broken and _mismatched(kept[1].scored))
                 or (
                     not broken
                     and scores[label] > scores[kept[0]]
                     and kept[2] is not None
-                    and significantly_closer(kept[1].drift, choice.drift, kept[2])
+                    and significantly_closer(kept[1].scored, choice.scored, kept[2])
                 )
             ):
-                kept = (label, choice, worst_output(choice.drift))
+                kept = (label, choice, worst_output(choice.scored))
             bar.advance()
     label, choice, _ = kept
     tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
@@ -1134,7 +1147,8 @@ def _closest(
         if len(samples) >= MIN_PREDICTION_SAMPLES
         else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
-    measured = f"output SNR on {len(samples)} selection samples: {tried}; {rule}"
+    logits = " (a softmax output: of its logits)" if softmax_axes(choice.builder.model) else ""
+    measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
     if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
         measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"
     variants[label]()  # the builder back to the kept variant
