@@ -238,7 +238,7 @@ class _Int8Mode(click.Choice):
     "--percentile",
     type=click.FloatRange(50, 100),
     help="Percentile for --calibration-method percentile; giving one turns off the choice "
-    "[default: 99.99, or 99.9 or 99.999 "
+    "[default: 99.99, or 99.9, 99.999 or per-tensor mse ranges "
     "where closer to float on the selection samples].",
 )
 @click.option(

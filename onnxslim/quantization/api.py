@@ -138,29 +138,28 @@ class QuantizeConfig:
     `mode`: "static" (calibrated QDQ), "dynamic" (MatMul weights int8, activations quantized at run
     time: for transformers) or "auto" (static, or dynamic where static falls short: see
     `_static_or_dynamic`); `method`: activation range method (see RANGE_METHODS), `percentile` its
-    parameter (None: the first of PERCENTILES, or another where `_closest` finds it closer on the
-    selection samples); `per_channel` weight scales; `activation_type` "uint8" (asymmetric) or
-    "int8" (symmetric); `target` the CPU the model will run on (auto, avx2, vnni, arm);
-    `exclude_ops`/`exclude_nodes` stay float, `quantize_ops` narrows the op types; `max_drift` (a
-    Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float until it holds on
-    the selection samples, a cosine budget as predicted for new samples (`drift.predicted_cosine`;
-    CheckFailedError if it never does); `eval_split` the share of samples held out for choices (at
-    least 2; None: DEFAULT_EVAL_SPLIT, raised to 8 samples where the data allow), `test_split` for
-    the drift reported, `held_out` where they come from ("spread" through the data or the "last"
-    ones: see `split_samples`); `require_speedup` makes an INT8 model that is
+    parameter (None: the first of PERCENTILES, or another, or "mse" ranges, where `_closest` finds
+    it closer on the selection samples); `per_channel` weight scales; `activation_type` "uint8"
+    (asymmetric) or "int8" (symmetric); `target` the CPU the model will run on (auto, avx2, vnni,
+    arm); `exclude_ops`/`exclude_nodes` stay float, `quantize_ops` narrows the op types; `max_drift`
+    (a Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float until it holds
+    on the selection samples, a cosine budget as predicted for new samples
+    (`drift.predicted_cosine`; CheckFailedError if it never does); `eval_split` the share of samples
+    held out for choices (at least 2; None: DEFAULT_EVAL_SPLIT, raised to 8 samples where the data
+    allow), `test_split` for the drift reported, `held_out` where they come from ("spread" through
+    the data or the "last" ones: see `split_samples`); `require_speedup` makes an INT8 model that is
     not faster than float on this CPU an error; `min_macs` leaves smaller weighted ops in float (at
     its default, target "auto" times them in int8 too and keeps that when worth it); `weight_range`
     the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
-    `weight_rounding` "gptq" (the weights of nodes computing in INT8 rounded to change each
-    layer's output least on the calibration samples, see gptq.py; int8-stored weights of nodes
-    computing in float round to nearest), "nearest" or "auto" (GPTQ where `_closest` finds it
-    closer on the selection samples); `equalize` (cross-layer equalization), `bias_correction`
-    and `smooth` (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are
-    True, False or "auto" (the variant closest to float on the selection samples; for CLE and
-    bias correction only when bootstrap resamples of them agree, see `_closest`); `optimize` runs
-    the lossless pipeline first, with `optimize_options` as keyword arguments of
-    `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars.
-    """
+    `weight_rounding` "gptq" (the weights of nodes computing in INT8 rounded to change each layer's
+    output least on the calibration samples, see gptq.py; int8-stored weights of nodes computing in
+    float round to nearest), "nearest" or "auto" (GPTQ where `_closest` finds it closer on the
+    selection samples); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
+    (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or
+    "auto" (the variant closest to float on the selection samples; for CLE and bias correction only
+    when bootstrap resamples of them agree, see `_closest`); `optimize` runs the lossless pipeline
+    first, with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency`
+    times both models; `progress` shows bars."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD
@@ -550,7 +549,7 @@ def _static(
     profile,
 ) -> tuple[Outcome, Outcome | None]:
     """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE, bias correction and
-    the activation percentile (`_closest`), return the noisiest nodes to float until the budget
+    the activation ranges (`_closest`), return the noisiest nodes to float until the budget
     holds on `selection` (where the original gives `ref_outputs`). Mode auto with timed choices:
     also the same model computing in float on its int8-stored weights (`_float_compute`)."""
     quant_options = QuantOptions(
