@@ -73,7 +73,15 @@ def _conv_node(w, **attrs):
 
 @pytest.mark.parametrize(
     "attrs",
-    [{}, {"pads": [1, 1, 1, 1]}, {"strides": [2, 2], "pads": [0, 1, 2, 1], "dilations": [2, 1]}],
+    [
+        {},
+        {"pads": [1, 1, 1, 1]},
+        {"strides": [2, 2], "pads": [0, 1, 2, 1], "dilations": [2, 1]},
+        {"auto_pad": "SAME_UPPER"},
+        {"auto_pad": "SAME_LOWER", "strides": [2, 3]},
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2]},  # ORT: no dilations with SAME_*
+        {"auto_pad": "VALID", "strides": [2, 1]},
+    ],
 )
 def test_input_columns_are_the_conv_as_a_matrix_product(attrs):
     rng = np.random.default_rng(0)
@@ -372,6 +380,19 @@ def test_inverse_hessian_factor_is_the_cholesky_factor_of_the_inverse():
     got = gptq._inverse_cholesky(hessian, order)
     np.testing.assert_allclose(np.triu(got), got, atol=0)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_group_that_does_not_factorize_is_damped_alone():
+    """A depthwise conv's groups factorize together; one not positive definite (eigenvalues -1
+    and 3) gets more damping, its neighbour only the usual."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 50))
+    good, bad = x @ x.T, np.array([[1.0, 2.0], [2.0, 1.0]])
+    order = np.array([[0, 1], [1, 0]])
+    both = gptq._inverse_cholesky(np.stack([bad, good]), order)
+    np.testing.assert_allclose(both[1], gptq._inverse_cholesky(good, order[1]), rtol=1e-6)
+    np.testing.assert_allclose(both[0], gptq._inverse_cholesky(bad, order[0]), rtol=1e-6)
+    assert np.all(np.isfinite(both))
 
 
 def test_layer_statistics_sum_every_samples_columns_whatever_their_grouping():

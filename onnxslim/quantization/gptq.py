@@ -76,11 +76,11 @@ def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
         return columns[:, :: _steps(columns.shape[1:])[0]]
     kernel = node.inputs[1].const_value.shape[2:]
     spatial = len(kernel)
-    pads = list(attribute(node, "pads", [0] * 2 * spatial))
     strides = list(attribute(node, "strides", [1] * spatial))
     dilations = list(attribute(node, "dilations", [1] * spatial))
-    x = np.pad(x, [(0, 0), (0, 0), *zip(pads[:spatial], pads[spatial:])])
     extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    pads = _pads(node, x.shape[2:], extents, strides)
+    x = np.pad(x, [(0, 0), (0, 0), *zip(pads[:spatial], pads[spatial:])])
     axes = tuple(range(2, 2 + spatial))
     windows = np.lib.stride_tricks.sliding_window_view(x, extents, axis=axes)
     # windows: [N, C, *out_positions, *extents]; keep strides and dilations
@@ -99,6 +99,25 @@ def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
     if groups(node) > 1:
         shape = (groups(node), shape[0] // groups(node), shape[1])
     return windows.transpose(order).reshape(shape)
+
+
+def _pads(node: ir.Node, dims, extents: list[int], strides: list[int]) -> list[int]:
+    """The conv's pads (all begins, then all ends) on an input of spatial `dims`: its `pads`, or
+    what `auto_pad` makes of them (SAME_*: ``ceil(dim / stride)`` outputs, the odd pad at the end
+    for SAME_UPPER, at the start for SAME_LOWER; VALID: none)."""
+    auto_pad = attribute(node, "auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad == "VALID":
+        return [0] * 2 * len(dims)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        return list(attribute(node, "pads", [0] * 2 * len(dims)))
+    totals = [
+        max((-(-dim // stride) - 1) * stride + extent - dim, 0)
+        for dim, extent, stride in zip(dims, extents, strides)
+    ]
+    small = [total // 2 for total in totals]
+    large = [total - half for total, half in zip(totals, small)]
+    return small + large if auto_pad == "SAME_UPPER" else large + small
 
 
 def _steps(dims: tuple[int, ...]) -> list[int]:
@@ -174,7 +193,8 @@ def _inverse_cholesky(hessian: np.ndarray, order: np.ndarray) -> np.ndarray:
     factorizes. ``U`` is ``L^-1`` of the Cholesky factor ``L`` of ``H`` in reverse order, read
     backwards (no inverse of ``H`` itself: a third of the work), in float32 as GPTQ's own code.
     Batched: ``hessian`` ``[groups, n, n]`` and ``order`` ``[groups, n]`` give ``[groups, n, n]``
-    (a 2-D ``hessian`` and 1-D ``order``: one ``U``)."""
+    (a 2-D ``hessian`` and 1-D ``order``: one ``U``); a group that does not factorize is damped
+    further on its own."""
     if hessian.ndim == 2:
         return _inverse_cholesky(hessian[None], np.asarray(order)[None])[0]
     reverse = order[:, ::-1]
@@ -189,6 +209,11 @@ def _inverse_cholesky(hessian: np.ndarray, order: np.ndarray) -> np.ndarray:
         try:  # factorizes exactly when H is positive definite
             return _lower_inverse(np.linalg.cholesky(h))[:, ::-1, ::-1].astype(np.float64)
         except np.linalg.LinAlgError:
+            if len(h) > 1:  # each group damped only as far as it needs
+                groups = range(len(h))
+                return np.concatenate(
+                    [_inverse_cholesky(hessian[g, None], order[g, None]) for g in groups]
+                )
             more = np.maximum(extra * 10.0, step)
             h[index] += more - extra  # the damping grows tenfold
             extra = more
