@@ -265,8 +265,11 @@ def as_logits(outputs: Outputs, axes: Mapping[str, tuple[int, ...]]) -> dict[str
     is; the automatic choices compare these."""
     view = dict(outputs)
     for name, over in axes.items():
-        p = np.asarray(outputs[name], np.float64)
-        z = np.log(np.maximum(p, np.finfo(np.float64).tiny))
+        p = outputs.get(name)
+        if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+            continue  # missing, or not float: compared as it is (a mismatch, say)
+        floor = float(np.finfo(p.dtype).smallest_subnormal)  # where the dtype underflows to 0
+        z = np.log(np.maximum(p.astype(np.float64), floor))
         view[name] = z - z.mean(axis=over, keepdims=True)
     return view
 

@@ -114,7 +114,8 @@ def reference_outputs(
 ) -> Reference:
     """Run the original on the check's inputs: `samples`, else the test data shipped beside its
     file (`test_data_set_*`), else inputs synthesized from how the model uses them, retried with
-    other dims and values while the original rejects them (`shapes` fixes dynamic dims)."""
+    other dims and values while the original rejects them (`shapes` fixes dynamic dims), then the
+    same with every float input all zeros where the original gives finite outputs on them."""
     with model_file(original) as original_path:
         session = Session(
             original_path,
@@ -290,13 +291,19 @@ def _half_computed(path: str | os.PathLike) -> tuple[float, frozenset[str]] | No
 def _moved(feed: Mapping, rng: np.random.Generator, eps: float | None = None) -> dict:
     """`feed` with each element of its float32 and float64 arrays moved by NOISE_ULPS relative
     units of their rounding (or of `eps`, a coarser float's the model computes in), either way
-    (coarser float inputs move too far to say anything about rounding); anything else as it is."""
+    (coarser float inputs move too far to say anything about rounding), and a zero by as many
+    units of rounding at 1 (zeros have no scale of their own, and a model's rounding on them is
+    that of its own constants: a LayerNorm of rows all alike divides the residue of subtracting
+    their mean by sqrt(epsilon)); anything else as it is."""
     moved = dict(feed)
     for name, value in feed.items():
         if isinstance(value, np.ndarray) and value.dtype in (np.float32, np.float64):
             step = NOISE_ULPS * (eps or float(np.finfo(value.dtype).eps))
             signs = rng.choice([-1.0, 1.0], value.shape)
-            moved[name] = (value.astype(np.float64) * (1 + step * signs)).astype(value.dtype)
+            wide = value.astype(np.float64)
+            moved[name] = (wide * (1 + step * signs) + (wide == 0) * step * signs).astype(
+                value.dtype
+            )
     return moved
 
 

@@ -471,3 +471,14 @@ def test_softmax_outputs_compare_as_the_logits_they_came_from(opset, axes):
     view = as_logits({"p": p, "r": z}, softmax_axes(model))
     np.testing.assert_allclose(view["p"], z - z.mean(axis=axes, keepdims=True), atol=1e-12)
     assert view["r"] is z
+
+
+def test_a_probability_float32_underflows_to_zero_is_a_logit_at_its_smallest_value():
+    """0 against float32's smallest probability: logits log(1e-45) apart by nothing, not -708."""
+    tiny = np.finfo(np.float32).smallest_subnormal
+    p = np.array([[1.0, 0.0]], np.float32)
+    q = np.array([[1.0, tiny]], np.float32)
+    view = [as_logits({"p": x}, {"p": (1,)})["p"] for x in (p, q)]
+    np.testing.assert_allclose(view[0], view[1])
+    assert as_logits({"p": np.array([[3, 4]])}, {"p": (1,)})["p"].dtype.kind == "i"  # as it is
+    assert as_logits({}, {"p": (1,)}) == {}  # missing: compare_outputs says so

@@ -1102,11 +1102,12 @@ def _closest(
     first: _Choice | None = None,
 ) -> _Choice:
     """Build each variant (label: a function setting its builder up) in order, the default first,
-    and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs) on
-    up to CHOICE_SAMPLES selection samples, each replacing the one kept so far only when
-    `significantly_closer`: closer on new samples too, as bootstrap resamples of the selection
-    samples say (a fraction of a dB on a few samples is noise). `shown`: a progress bar; `first`:
-    the first variant, when built (and scored) already."""
+    and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs, a
+    softmax output's at its logits: `as_logits`) on up to CHOICE_SAMPLES selection samples, each
+    replacing the one kept so far only when `significantly_closer`: closer on new samples too, as
+    bootstrap resamples of the selection samples say (a fraction of a dB on a few samples is
+    noise). `shown`: a progress bar; `first`: the first variant, when built (and scored) already.
+    The choice kept carries its drift as the model outputs it (`drift`) besides `scored`."""
     samples, ref = list(selection)[:CHOICE_SAMPLES], list(ref_outputs)[:CHOICE_SAMPLES]
     scores, kept = {}, None  # kept: (label, the _Choice, its worst output)
     with progress(f"INT8: trying {what}", len(variants), shown) as bar:
