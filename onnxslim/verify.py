@@ -338,29 +338,24 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
         dims = "at the dims given (--input-shapes, --shape)" if shapes else "onnxslim synthesized"
         raise NotCheckable(f"{err} (on the inputs {dims})") from err
     inputs = CheckInputs([made.feeds], "synthesized", dict(made.description))
-    zeros = _zeroed(made.feeds)
+    # every float input all zeros (silence, a blank image: where an epsilon guards a Log or a
+    # division), the others as they were
+    zeroed = {
+        name: np.zeros_like(value)
+        for name, value in made.feeds.items()
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f"
+    }
+    zeros = {**made.feeds, **zeroed}
     try:
-        silent = reference.run(synth.ort_feeds(zeros)) if zeros else None
+        silent = reference.run(synth.ort_feeds(zeros)) if zeroed else None
     except NotCheckable:  # the original rejects zeros: the random sample alone
         silent = None
     if silent is not None and all(_finite(value) for value in silent):
         inputs.samples.append(zeros)
-        for name in zeros.keys() & inputs.description.keys():
-            if zeros[name] is not made.feeds[name]:
-                inputs.description[name] += ", then all zeros"
+        for name in zeroed.keys() & inputs.description.keys():
+            inputs.description[name] += ", then all zeros"
         return inputs, [outputs, silent]
     return inputs, [outputs]
-
-
-def _zeroed(feeds: Mapping) -> dict | None:
-    """`feeds` with every float array all zeros (silence, a blank image: where an epsilon guards
-    a Log or a division); None when no input is a float array."""
-    floats = {
-        name: np.zeros_like(value)
-        for name, value in feeds.items()
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f"
-    }
-    return {**feeds, **floats} if floats else None
 
 
 def _finite(value) -> bool:

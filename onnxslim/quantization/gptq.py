@@ -26,6 +26,7 @@ import numpy as np
 import onnx_ir as ir
 from threadpoolctl import threadpool_limits
 
+from onnxslim.passes.upstream import NormalizePadFormatConv
 from onnxslim.quantization.ops import attribute
 
 DAMP = 0.01  # share of the mean Hessian diagonal added to it (keeps H invertible)
@@ -103,21 +104,16 @@ def input_columns(node: ir.Node, x: np.ndarray) -> np.ndarray:
 
 def _pads(node: ir.Node, dims, extents: list[int], strides: list[int]) -> list[int]:
     """The conv's pads (all begins, then all ends) on an input of spatial `dims`: its `pads`, or
-    what `auto_pad` makes of them (SAME_*: ``ceil(dim / stride)`` outputs, the odd pad at the end
-    for SAME_UPPER, at the start for SAME_LOWER; VALID: none)."""
-    auto_pad = attribute(node, "auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad == "VALID":
-        return [0] * 2 * len(dims)
-    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-        return list(attribute(node, "pads", [0] * 2 * len(dims)))
-    totals = [
-        max((-(-dim // stride) - 1) * stride + extent - dim, 0)
-        for dim, extent, stride in zip(dims, extents, strides)
-    ]
-    small = [total // 2 for total in totals]
-    large = [total - half for total, half in zip(totals, small)]
-    return small + large if auto_pad == "SAME_UPPER" else large + small
+    what `auto_pad` makes of them (onnxscript's formula: SAME_* gives ``ceil(dim / stride)``
+    outputs, the odd pad at the end for SAME_UPPER, at the start for SAME_LOWER; VALID none)."""
+    attributes = {
+        "auto_pad": attribute(node, "auto_pad", "NOTSET"),
+        "pads": list(attribute(node, "pads", [0] * 2 * len(dims))),
+        "kernel_shape": extents,
+        "strides": strides,
+    }
+    outputs = [-(-dim // stride) for dim, stride in zip(dims, strides)]
+    return list(NormalizePadFormatConv.compute_pads(list(dims), outputs, attributes))
 
 
 def _steps(dims: tuple[int, ...]) -> list[int]:
