@@ -2073,9 +2073,8 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
         ],
     }
     model = ir.from_proto(make_model([], [vi("x", FLOAT, [4])], [vi("x", FLOAT, [4])]))
-    variants = [
-        api._Variant(QuantOptions(), model, None, compare_outputs(ref, outputs[k])) for k in outputs
-    ]
+    drifts = [compare_outputs(ref, outputs[k]) for k in outputs]
+    variants = [api._Variant(QuantOptions(), model, None, drift, drift) for drift in drifts]
     # 1 s a run: a slow model, timed with the runs asked (TRADE_SECONDS)
     timed = [
         [Latency(*[1e3] * 4), Latency(*[1e3 * median] * 3, 1e3 * fastest)]
@@ -2829,3 +2828,92 @@ def test_int8_compute_under_the_quality_bar_needs_a_real_speedup(monkeypatch, ra
             "where float compute meets cosine>=0.99: kept only at <= 0.8x the time"
             in (chosen.notes[-1])
         )
+
+
+def conv_chain(depth: int, skip: bool = False) -> onnx.ModelProto:
+    """`depth` 3x3 Conv+Relu layers of 8 channels in a row (a 3-channel stem first); `skip`: the
+    stem's output added to the third layer's."""
+    rng = np.random.default_rng(3)
+    nodes, inits, source = [], [], "x"
+    for i in range(depth):
+        cin = 3 if i == 0 else 8
+        w = (rng.normal(size=(8, cin, 3, 3)) * (2 / (9 * cin)) ** 0.5).astype(np.float32)
+        inits.append(const(f"w{i}", w))
+        nodes += [
+            helper.make_node("Conv", [source, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"),
+        ]
+        source = f"r{i}"
+        if skip and i == 2:
+            nodes.append(helper.make_node("Add", ["r0", "r2"], ["sum"], name="add"))
+            source = "sum"
+    nodes.append(helper.make_node("ReduceMean", [source], ["y"], axes=[2, 3], keepdims=0))
+    return make_model(nodes, [vi("x", shape=[1, 3, 8, 8])], [vi("y", shape=[1, 8])], inits)
+
+
+def test_layer_depths_count_weighted_nodes_on_the_longest_path_from_an_input():
+    depths = api.layer_depths(ir.from_proto(conv_chain(5, skip=True)))
+    assert depths == {f"conv{i}": i + 1 for i in range(5)}  # the skip Add takes the longer path
+    assert api.prefix_depths(depths) == []  # a quarter of 5 layers: none to try
+    assert api.prefix_depths({"a": 1, "b": 16}) == [2, 4]
+    assert api.prefix_depths({"a": 33}) == [2, 4, 8]
+
+
+def test_the_layers_near_the_input_in_float_keep_the_best_trade_of_those_worth_it(monkeypatch):
+    """Target auto: the layers within 2, 4, 8 of the input (of 32) are each tried in float against
+    the model chosen so far; the one whose gain beats the rule by most is kept (here by the
+    count of layers it returns to float: 7 layers, within 8, the best), the others say why not."""
+    margins = {1: -0.5, 3: 0.4, 7: 0.9}  # by the layers a candidate adds to float (stem: input)
+
+    def margin(current, candidate, timed_on):
+        added = len(_int8_names(current)) - len(_int8_names(candidate))
+        return margins[added], f"{added} more in float"
+
+    monkeypatch.setattr(api, "_trade_margin", margin)
+    monkeypatch.setattr(api, "_trade", lambda current, candidate, *_: (True, "decided"))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
+    feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
+    report = quantize(conv_chain(32), feeds, **options).report
+    near = [n for n in report.notes if "of the input in float" in n]
+    assert near == [
+        "1 layer(s) within 2 of the input in float: not kept (1 more in float)",
+        "3 layer(s) within 4 of the input in float: worth it, but within 8 the better trade "
+        "(3 more in float)",
+        "7 layer(s) within 8 of the input in float: kept (7 more in float)",
+    ]
+    # the stem float as an input layer, conv1..conv7 as near it
+    assert report.kept_float["conv0"] == api.INPUT_INT8_WEIGHTS + api.TIMED_HERE
+    for i in range(1, 8):
+        assert report.kept_float[f"conv{i}"] == api.NEAR_INPUT_INT8_WEIGHTS + api.TIMED_HERE
+    assert "conv8" not in report.kept_float and report.quantized["Conv"] == 24
+
+
+def _int8_names(variant) -> list[str]:
+    return api._int8_nodes(variant.info)
+
+
+def test_timed_choices_compare_a_softmax_output_at_its_logits():
+    """A softmax output, 7 of 8 samples saturated: variant A moves their logits by 2 (invisible in
+    the probabilities) and the unsure sample's by 0.01, variant B only the unsure one's by 0.1. By
+    the probabilities A is the closer; a timed choice compares the logits, where B is."""
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=-1)]
+    model = ir.from_proto(make_model(nodes, [vi("x", shape=[1, 2])], [vi("y", shape=[1, 2])]))
+
+    class Builder:  # what _measured_variant reads of a builder: the float model
+        pass
+
+    builder = Builder()
+    builder.model = model
+    logits = [np.array([[40.0 + i, 0.0]], np.float32) for i in range(7)]
+    logits.append(np.array([[0.5, 0.0]], np.float32))
+    ref = [{"y": run(model, {"x": x})[0]} for x in logits]
+    variants = []
+    for saturated, unsure in ((2.0, 0.01), (0.0, 0.1)):
+        moved = [x + np.float32([[0, saturated]]) for x in logits[:-1]]
+        feeds = [{"x": x} for x in [*moved, logits[-1] + np.float32([[0, unsure]])]]
+        variants.append(api._measured_variant(builder, None, model, None, feeds, ref))
+    a, b = variants
+    assert worst_snr(a.drift) > worst_snr(b.drift) + 15  # the probabilities prefer A
+    gain, _ = api._snr_gain(a, b, bounded=False)
+    assert gain > 15  # the logits prefer B

@@ -118,6 +118,8 @@ MAX_ESTIMATED_SHARE = 0.1  # ... of the int8 MACs at most (a larger part: not tr
 # why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time"
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time"
+NEAR_INPUT_FLOAT_WEIGHTS = "near the input: in float on float weights, worth its time"
+NEAR_INPUT_INT8_WEIGHTS = f"near the input: in float on {INT8_STORED}, worth its time"
 TIMED_HERE = " (timed here)"
 ESTIMATED = " (its time estimated from its MACs, not timed)"
 DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
@@ -126,7 +128,14 @@ INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
 INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
 COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
 CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
-    {INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS, DEPTHWISE_EXACT, INT8_NOT_WORTH}
+    {
+        INPUT_FLOAT_WEIGHTS,
+        INPUT_INT8_WEIGHTS,
+        NEAR_INPUT_FLOAT_WEIGHTS,
+        NEAR_INPUT_INT8_WEIGHTS,
+        DEPTHWISE_EXACT,
+        INT8_NOT_WORTH,
+    }
 )
 MODES = ("static", "dynamic", "auto")
 
@@ -577,12 +586,13 @@ def _static(
         choice = _choose_rounding(choice, selection, ref_outputs)
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
-    drift = choice.drift
-    if drift is None or compared_samples(drift) != len(selection):  # scored on fewer
-        drift = compare_outputs(ref_outputs, run_samples(quantized, selection))
+    if choice.scored is None or compared_samples(choice.scored) != len(selection):  # on fewer
+        first = _measured_variant(builder, builder.options, quantized, info, selection, ref_outputs)
+    else:
+        first = _Variant(builder.options, quantized, info, choice.drift, choice.scored)
     chosen, trade_notes = _speed_accuracy_choices(
         builder,
-        _Variant(builder.options, quantized, info, drift),
+        first,
         selection,
         ref_outputs,
         _asks_int8_compute(config),
@@ -1202,6 +1212,28 @@ def _input_layers(model: ir.Model, info: BuildInfo) -> list[str]:
     return sorted(found)
 
 
+def layer_depths(model: ir.Model) -> dict[str, int]:
+    """Each weighted node's depth: the most weighted nodes on a path from a graph input to its
+    output, itself included (the stem conv: 1)."""
+    depths: dict[str, int] = {}  # value name -> depth
+    layers = {}
+    for node in model.graph:
+        rule = RULES.get(node.op_type)
+        weighted = node.domain in ("", "ai.onnx") and rule is not None and rule.kind == WEIGHTED
+        depth = max((depths.get(v.name, 0) for v in node.inputs if v is not None), default=0)
+        depth += weighted
+        depths.update((v.name, depth) for v in node.outputs)
+        if weighted:
+            layers[node.name] = depth
+    return layers
+
+
+def prefix_depths(depths: Mapping[str, int]) -> list[int]:
+    """The depths `_float_near_input` tries: doubling from 2, up to a quarter of the deepest."""
+    deepest = max(depths.values(), default=0)
+    return [2**k for k in range(1, deepest.bit_length()) if 2**k <= deepest // 4]
+
+
 def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
     """Those of the weighted nodes ``names`` whose weight holds at most SMALL_WEIGHT_SHARE of the
     elements of all weighted nodes' weights: int8 storage would save little there, and the
@@ -1218,20 +1250,36 @@ def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
 
 @dataclasses.dataclass
 class _Variant:
-    """One build of the builder's options: the model, its build info, its selection drift."""
+    """One build of the builder's options: the model, its build info, its selection drift as the
+    model outputs it (`drift`) and as the timed choices compare it (`scored`: a softmax output's at
+    its logits, `as_logits`)."""
 
     options: QuantOptions
     model: ir.Model
     info: BuildInfo
     drift: dict[str, Drift]
+    scored: dict[str, Drift]
 
 
 def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> _Variant:
     builder.options = options
     model, info = builder.build()
-    return _Variant(
-        options, model, info, compare_outputs(ref_outputs, run_samples(model, selection))
+    return _measured_variant(builder, options, model, info, selection, ref_outputs)
+
+
+def _measured_variant(builder, options, model, info, selection, ref_outputs) -> _Variant:
+    """A _Variant of a build, its drifts measured on the selection samples."""
+    outputs = run_samples(model, selection)
+    axes = softmax_axes(builder.model)
+    scored = compare_outputs(
+        [as_logits(r, axes) for r in ref_outputs], [as_logits(o, axes) for o in outputs]
     )
+    return _Variant(options, model, info, compare_outputs(ref_outputs, outputs), scored)
+
+
+def _compared(made: _Variant | Outcome) -> dict[str, Drift]:
+    """The drift a trade compares: a _Variant's `scored`, an Outcome's as the model outputs it."""
+    return made.scored if isinstance(made, _Variant) else made.drift
 
 
 def _trade(
@@ -1251,18 +1299,28 @@ def _trade(
     samples (`snr_gain_bound`), whichever is lower. A trade within EDGE_DB of the rule's edge is
     timed again with EDGE_RUNS runs, and that timing decides.
     """
-    models = [current.model, candidate.model]
-    ratio, faster = _time_ratio(models, timed_on, TRADE_RUNS)
     if speed_only:
+        ratio, faster = _time_ratio([current.model, candidate.model], timed_on, TRADE_RUNS)
         measured = _snr_gain(current, candidate, bounded=False)[1]
         return faster, f"{ratio:.2f}x the time ({'' if faster else 'not '}faster), {measured}"
+    margin, measured = _trade_margin(current, candidate, timed_on)
+    return margin >= 0, measured
+
+
+def _trade_margin(
+    current: _Variant | Outcome, candidate: _Variant | Outcome, timed_on: dict
+) -> tuple[float, str]:
+    """`_trade`'s measure: by how many dB `candidate`'s SNR gain exceeds the gain its time ratio
+    requires (`required_gain`; negative: short of it), and what was measured."""
+    models = [current.model, candidate.model]
+    ratio, _ = _time_ratio(models, timed_on, TRADE_RUNS)
     gain_db, measured = _snr_gain(current, candidate)
     speed = f"{ratio:.2f}x the time"
     if abs(gain_db - required_gain(ratio)) < EDGE_DB:
         ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
         again = EDGE_RUNS // TRADE_RUNS
         speed += f", near the rule's edge: timed again ({again}x the runs), {ratio:.2f}x"
-    return worth_trading(gain_db, ratio), f"{speed}, {measured}"
+    return gain_db - required_gain(ratio), f"{speed}, {measured}"
 
 
 def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> float | None:
@@ -1296,12 +1354,13 @@ def _snr_gain(
     """`candidate`'s output SNR gain over `current` on the selection samples (`bounded`: or as
     bootstrap resamples of them bound it for new samples, `snr_gain_bound`, whichever is lower),
     and what was measured."""
-    before_db, after_db = worst_snr(current.drift), worst_snr(candidate.drift)
+    before, after = _compared(current), _compared(candidate)
+    before_db, after_db = worst_snr(before), worst_snr(after)
     gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
     measured = _gain_text(before_db, after_db)
     # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
     # the lower of the two is the more careful
-    bound = snr_gain_bound(current.drift, candidate.drift) if bounded else None
+    bound = snr_gain_bound(before, after) if bounded else None
     if bound is not None:
         if math.inf not in (before_db, after_db):  # beside an exact side, a bound says no more
             shown = (
@@ -1382,8 +1441,9 @@ def _speed_accuracy_choices(
     notes, reasons = [], {}
     nodes = {node.name: node for node in builder.model.graph}
 
-    def input_layers(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
-        names = _input_layers(builder.model, variant.info)
+    def in_float(variant: _Variant, names: list[str], reasons: tuple[str, str]):
+        """`names` computing in float: on float weights where `small_weight_nodes` says so
+        (`reasons[0]`), else on int8-stored weights (`reasons[1]`)."""
         small = set(small_weight_nodes(builder.model, names))
         options = dataclasses.replace(
             variant.options,
@@ -1391,8 +1451,11 @@ def _speed_accuracy_choices(
             weight_only_nodes=variant.options.weight_only_nodes | (set(names) - small),
         )
         how = TIMED_HERE if timed else ESTIMATED
-        why = {n: (INPUT_FLOAT_WEIGHTS if n in small else INPUT_INT8_WEIGHTS) + how for n in names}
-        return names, options, why
+        return names, options, {n: reasons[n not in small] + how for n in names}
+
+    def input_layers(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
+        names = _input_layers(builder.model, variant.info)
+        return in_float(variant, names, (INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS))
 
     def depthwise_int8(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
         computed = set(variant.info.plan.nodes) | set(variant.info.plan.folded)
@@ -1452,9 +1515,60 @@ def _speed_accuracy_choices(
             before = chosen.info.kept_float
             reasons.update({n: INT8_NOT_WORTH + _weights_part(before[n]) for n in names})
         notes.append(f"{len(names)} {what}: {'kept' if worth else 'not kept'} ({measured})")
+    if timed:
+        near = (NEAR_INPUT_FLOAT_WEIGHTS, NEAR_INPUT_INT8_WEIGHTS)
+        chosen, why = _float_near_input(
+            builder,
+            chosen,
+            lambda v, names: in_float(v, names, near),
+            selection,
+            ref_outputs,
+            notes,
+        )
+        reasons.update(why)
     chosen.info.kept_float.update(reasons)
     builder.options = chosen.options
     return chosen, notes
+
+
+def _float_near_input(
+    builder: QuantBuilder,
+    chosen: _Variant,
+    in_float: Callable,
+    selection,
+    ref_outputs,
+    notes: list[str],
+) -> tuple[_Variant, dict[str, str]]:
+    """The layers within 2, 4, 8, ... of the input (`layer_depths`, up to a quarter of the model's
+    depth) computing in float (`in_float(variant, names)`), each set against `chosen` by
+    `_trade_margin`; the best of those worth it is kept, with its nodes' reasons. Noise an early
+    layer adds passes through every later one: on EfficientNet-Lite1 its first 12 of 65 layers
+    in float were 1.2x the time for 3.7 dB of output SNR."""
+    depths = layer_depths(builder.model)
+    int8 = _int8_nodes(chosen.info)
+    tried, best = [], None
+    for depth in prefix_depths(depths):
+        names = [n for n in int8 if depths.get(n, depth + 1) <= depth]
+        if not names or len(names) == len(int8) or (tried and len(names) == tried[-1][1]):
+            continue  # none, all of them, or the last depth's (nested: as many are the same)
+        _, options, why = in_float(chosen, names)
+        candidate = _variant(builder, options, selection, ref_outputs)
+        margin, measured = _trade_margin(chosen, candidate, selection[0])
+        tried.append((depth, len(names), measured, margin))
+        if margin >= 0 and (best is None or margin > best[0]):
+            best = (margin, candidate, why, depth)
+    for depth, count, measured, margin in tried:
+        verdict = (
+            "kept"
+            if best and depth == best[3]
+            else f"worth it, but within {best[3]} the better trade"
+            if margin >= 0
+            else "not kept"
+        )
+        notes.append(
+            f"{count} layer(s) within {depth} of the input in float: {verdict} ({measured})"
+        )
+    return (best[1], best[2]) if best else (chosen, {})
 
 
 def _int8_nodes(info: BuildInfo) -> list[str]:
