@@ -2830,17 +2830,19 @@ def test_int8_compute_under_the_quality_bar_needs_a_real_speedup(monkeypatch, ra
         )
 
 
-def conv_chain(depth: int, skip: bool = False) -> onnx.ModelProto:
+def conv_chain(depth: int, skip: bool = False, depthwise: int | None = None) -> onnx.ModelProto:
     """`depth` 3x3 Conv+Relu layers of 8 channels in a row (a 3-channel stem first); `skip`: the
-    stem's output added to the third layer's."""
+    stem's output added to the third layer's; `depthwise`: the index of a depthwise one."""
     rng = np.random.default_rng(3)
     nodes, inits, source = [], [], "x"
     for i in range(depth):
-        cin = 3 if i == 0 else 8
+        cin = 3 if i == 0 else 1 if i == depthwise else 8
         w = (rng.normal(size=(8, cin, 3, 3)) * (2 / (9 * cin)) ** 0.5).astype(np.float32)
         inits.append(const(f"w{i}", w))
+        group = 8 if i == depthwise else 1
+        conv = [source, f"w{i}"]
         nodes += [
-            helper.make_node("Conv", [source, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4),
+            helper.make_node("Conv", conv, [f"c{i}"], name=f"conv{i}", pads=[1] * 4, group=group),
             helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"),
         ]
         source = f"r{i}"
@@ -2861,9 +2863,10 @@ def test_layer_depths_count_weighted_nodes_on_the_longest_path_from_an_input():
 
 def test_the_layers_near_the_input_in_float_keep_the_best_trade_of_those_worth_it(monkeypatch):
     """Target auto: the layers within 2, 4, 8 of the input (of 32) are each tried in float against
-    the model chosen so far; the one whose gain beats the rule by most is kept (here by the
-    count of layers it returns to float: 7 layers, within 8, the best), the others say why not."""
-    margins = {1: -0.5, 3: 0.4, 7: 0.9}  # by the layers a candidate adds to float (stem: input)
+    the model chosen so far; the one whose gain beats the rule by most is kept (here decided by
+    the count of layers it returns to float: 3 layers, within 4, not the deepest worth it), the
+    others say why not."""
+    margins = {1: -0.5, 3: 0.9, 7: 0.4}  # by the layers a candidate adds to float (stem: input)
 
     def margin(current, candidate, timed_on):
         added = len(_int8_names(current)) - len(_int8_names(candidate))
@@ -2878,15 +2881,29 @@ def test_the_layers_near_the_input_in_float_keep_the_best_trade_of_those_worth_i
     near = [n for n in report.notes if "of the input in float" in n]
     assert near == [
         "1 layer(s) within 2 of the input in float: not kept (1 more in float)",
-        "3 layer(s) within 4 of the input in float: worth it, but within 8 the better trade "
-        "(3 more in float)",
-        "7 layer(s) within 8 of the input in float: kept (7 more in float)",
+        "3 layer(s) within 4 of the input in float: kept (3 more in float)",
+        "7 layer(s) within 8 of the input in float: worth it, but within 4 the better trade "
+        "(7 more in float)",
     ]
-    # the stem float as an input layer, conv1..conv7 as near it
+    # the stem float as an input layer, conv1..conv3 as near it
     assert report.kept_float["conv0"] == api.INPUT_INT8_WEIGHTS + api.TIMED_HERE
-    for i in range(1, 8):
+    for i in range(1, 4):
         assert report.kept_float[f"conv{i}"] == api.NEAR_INPUT_INT8_WEIGHTS + api.TIMED_HERE
-    assert "conv8" not in report.kept_float and report.quantized["Conv"] == 24
+    assert "conv4" not in report.kept_float and report.quantized["Conv"] == 28
+
+
+def test_the_layers_near_the_input_never_take_every_int8_node(monkeypatch):
+    """The layers within 2 of the input would be every node left in int8 (the others excluded):
+    not tried, so the model keeps INT8 compute."""
+    monkeypatch.setattr(api, "_trade_margin", lambda *_: (10.0, "decided"))
+    monkeypatch.setattr(api, "_trade", lambda *_: (False, "decided"))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
+    feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
+    excluded = [f"conv{i}" for i in range(2, 8)]
+    report = quantize(conv_chain(8), feeds, exclude_nodes=excluded, **options).report
+    assert not [n for n in report.notes if "of the input" in n]
+    assert report.quantized["Conv"] == 2
 
 
 def _int8_names(variant) -> list[str]:
@@ -2900,11 +2917,6 @@ def test_timed_choices_compare_a_softmax_output_at_its_logits():
     nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=-1)]
     model = ir.from_proto(make_model(nodes, [vi("x", shape=[1, 2])], [vi("y", shape=[1, 2])]))
 
-    class Builder:  # what _measured_variant reads of a builder: the float model
-        pass
-
-    builder = Builder()
-    builder.model = model
     logits = [np.array([[40.0 + i, 0.0]], np.float32) for i in range(7)]
     logits.append(np.array([[0.5, 0.0]], np.float32))
     ref = [{"y": run(model, {"x": x})[0]} for x in logits]
@@ -2912,8 +2924,30 @@ def test_timed_choices_compare_a_softmax_output_at_its_logits():
     for saturated, unsure in ((2.0, 0.01), (0.0, 0.1)):
         moved = [x + np.float32([[0, saturated]]) for x in logits[:-1]]
         feeds = [{"x": x} for x in [*moved, logits[-1] + np.float32([[0, unsure]])]]
-        variants.append(api._measured_variant(builder, None, model, None, feeds, ref))
+        variants.append(api._measured_variant(model, None, model, None, feeds, ref))
     a, b = variants
     assert worst_snr(a.drift) > worst_snr(b.drift) + 15  # the probabilities prefer A
     gain, _ = api._snr_gain(a, b, bounded=False)
     assert gain > 15  # the logits prefer B
+
+
+def test_a_depthwise_conv_reading_a_layer_near_the_input_in_float_goes_float_with_it(monkeypatch):
+    """The layers within 2 of the input in float (the stem, conv1); conv2, a depthwise conv in
+    int8 reading conv1's output, goes with them: one per-tensor range over channels a float
+    layer made would serve it badly (as `depthwise_int8` keeps such a conv float)."""
+    from onnxslim.quantization import targets
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(api, "_trade_margin", lambda *_: (1.0, "decided"))
+    monkeypatch.setattr(api, "_trade", lambda *_: (True, "decided"))
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
+    feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
+    report = quantize(conv_chain(8, depthwise=2), feeds, **options).report
+    assert (
+        "1 layer(s) within 2 of the input (and 1 depthwise conv(s) reading them) in float: kept "
+        "(decided)" in report.notes
+    )
+    assert report.kept_float["conv1"] == api.NEAR_INPUT_INT8_WEIGHTS + api.TIMED_HERE
+    assert report.kept_float["conv2"] == api.DEPTHWISE_EXACT
+    assert report.quantized["Conv"] == 5  # conv3..conv7

@@ -64,7 +64,14 @@ from onnxslim.quantization.caveats import (
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
-from onnxslim.quantization.ops import DEFAULT_OPS, RULES, WEIGHT_ONLY, WEIGHTED, macs_per_output
+from onnxslim.quantization.ops import (
+    DEFAULT_OPS,
+    RULES,
+    WEIGHT_ONLY,
+    WEIGHTED,
+    is_depthwise,
+    macs_per_output,
+)
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
     DEPTHWISE_IN_FLOAT,
@@ -587,7 +594,9 @@ def _static(
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
     if choice.scored is None or compared_samples(choice.scored) != len(selection):  # on fewer
-        first = _measured_variant(builder, builder.options, quantized, info, selection, ref_outputs)
+        first = _measured_variant(
+            builder.model, builder.options, quantized, info, selection, ref_outputs
+        )
     else:
         first = _Variant(builder.options, quantized, info, choice.drift, choice.scored)
     chosen, trade_notes = _speed_accuracy_choices(
@@ -1213,19 +1222,28 @@ def _input_layers(model: ir.Model, info: BuildInfo) -> list[str]:
 
 
 def layer_depths(model: ir.Model) -> dict[str, int]:
-    """Each weighted node's depth: the most weighted nodes on a path from a graph input to its
-    output, itself included (the stem conv: 1)."""
+    """Each layer's depth: the most layers (weighted nodes with a constant weight) on a path from
+    a graph input to its output, itself included (the stem conv: 1). The main graph, in its
+    (topological) order; a subgraph's layers are not counted (static INT8 quantizes none)."""
     depths: dict[str, int] = {}  # value name -> depth
     layers = {}
     for node in model.graph:
-        rule = RULES.get(node.op_type)
-        weighted = node.domain in ("", "ai.onnx") and rule is not None and rule.kind == WEIGHTED
+        layer = _is_layer(node)
         depth = max((depths.get(v.name, 0) for v in node.inputs if v is not None), default=0)
-        depth += weighted
+        depth += layer
         depths.update((v.name, depth) for v in node.outputs)
-        if weighted:
+        if layer:
             layers[node.name] = depth
     return layers
+
+
+def _is_layer(node: ir.Node) -> bool:
+    """Whether `node` is a weighted op (Conv, MatMul, ...) whose weight is a constant."""
+    rule = RULES.get(node.op_type)
+    if node.domain not in ("", "ai.onnx") or rule is None or rule.kind != WEIGHTED:
+        return False
+    weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
+    return weight is not None and weight.const_value is not None
 
 
 def prefix_depths(depths: Mapping[str, int]) -> list[int]:
@@ -1264,13 +1282,21 @@ class _Variant:
 def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> _Variant:
     builder.options = options
     model, info = builder.build()
-    return _measured_variant(builder, options, model, info, selection, ref_outputs)
+    return _measured_variant(builder.model, options, model, info, selection, ref_outputs)
 
 
-def _measured_variant(builder, options, model, info, selection, ref_outputs) -> _Variant:
-    """A _Variant of a build, its drifts measured on the selection samples."""
+def _measured_variant(
+    float_model: ir.Model,
+    options: QuantOptions,
+    model: ir.Model,
+    info: BuildInfo,
+    selection,
+    ref_outputs,
+) -> _Variant:
+    """A _Variant of a build (`model`, `info`) of `float_model`, its drifts measured on the
+    selection samples."""
     outputs = run_samples(model, selection)
-    axes = softmax_axes(builder.model)
+    axes = softmax_axes(float_model)
     scored = compare_outputs(
         [as_logits(r, axes) for r in ref_outputs], [as_logits(o, axes) for o in outputs]
     )
@@ -1433,17 +1459,18 @@ def _speed_accuracy_choices(
     float: a depthwise conv mixes no channels, so a per-tensor range over channels of very
     different spans, as a float stem conv's output has, would cost it most), then the nodes the
     default `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that
-    `_trade` finds worth it. Where an option asks for INT8 compute (`int8_asked`), a variant
-    computing no weighted node in INT8 gives way to one that does. Not `timed` (a target named,
-    or no latency measured): the input layers alone, their time estimated (`_estimated_trade`) where
-    they do at most MAX_ESTIMATED_SHARE of the int8 MACs; the other two depend on the CPU's
-    kernels more than an estimate can tell."""
+    `_trade` finds worth it; last, the layers near the input in float (`_float_near_input`).
+    Where an option asks for INT8 compute (`int8_asked`), a variant computing no weighted node in
+    INT8 gives way to one that does. Not `timed` (a target named, or no latency measured): the
+    input layers alone, their time estimated (`_estimated_trade`) where they do at most
+    MAX_ESTIMATED_SHARE of the int8 MACs; the others depend on the CPU's kernels more than an
+    estimate can tell."""
     notes, reasons = [], {}
     nodes = {node.name: node for node in builder.model.graph}
 
-    def in_float(variant: _Variant, names: list[str], reasons: tuple[str, str]):
+    def in_float(variant: _Variant, names: list[str], why: tuple[str, str]):
         """`names` computing in float: on float weights where `small_weight_nodes` says so
-        (`reasons[0]`), else on int8-stored weights (`reasons[1]`)."""
+        (reason `why[0]`), else on int8-stored weights (`why[1]`)."""
         small = set(small_weight_nodes(builder.model, names))
         options = dataclasses.replace(
             variant.options,
@@ -1451,7 +1478,7 @@ def _speed_accuracy_choices(
             weight_only_nodes=variant.options.weight_only_nodes | (set(names) - small),
         )
         how = TIMED_HERE if timed else ESTIMATED
-        return names, options, {n: reasons[n not in small] + how for n in names}
+        return names, options, {n: why[n not in small] + how for n in names}
 
     def input_layers(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
         names = _input_layers(builder.model, variant.info)
@@ -1462,9 +1489,7 @@ def _speed_accuracy_choices(
         names = _float_depthwise(variant.info)
         float_compute = set()
         for name in names:
-            producer = nodes[name].inputs[0].producer()
-            while producer is not None and producer.op_type in LAYOUT_OPS and producer.inputs:
-                producer = producer.inputs[0].producer()  # past Pad, Cast, ... to what computes
+            producer = _computing_producer(nodes[name])
             if producer is None or producer.name not in computed:
                 float_compute.add(name)
         options = dataclasses.replace(
@@ -1517,15 +1542,16 @@ def _speed_accuracy_choices(
         notes.append(f"{len(names)} {what}: {'kept' if worth else 'not kept'} ({measured})")
     if timed:
         near = (NEAR_INPUT_FLOAT_WEIGHTS, NEAR_INPUT_INT8_WEIGHTS)
-        chosen, why = _float_near_input(
+        chosen, why, tried = _float_near_input(
             builder,
             chosen,
             lambda v, names: in_float(v, names, near),
             selection,
             ref_outputs,
-            notes,
+            int8_asked,
         )
         reasons.update(why)
+        notes += tried
     chosen.info.kept_float.update(reasons)
     builder.options = chosen.options
     return chosen, notes
@@ -1537,38 +1563,73 @@ def _float_near_input(
     in_float: Callable,
     selection,
     ref_outputs,
-    notes: list[str],
-) -> tuple[_Variant, dict[str, str]]:
-    """The layers within 2, 4, 8, ... of the input (`layer_depths`, up to a quarter of the model's
-    depth) computing in float (`in_float(variant, names)`), each set against `chosen` by
-    `_trade_margin`; the best of those worth it is kept, with its nodes' reasons. Noise an early
-    layer adds passes through every later one: on EfficientNet-Lite1 its first 12 of 65 layers
-    in float were 1.2x the time for 3.7 dB of output SNR."""
+    int8_asked: str | None,
+) -> tuple[_Variant, dict[str, str], list[str]]:
+    """The int8 layers near the input (`layer_depths` 2, 4, 8, ..., up to a quarter of the model's
+    depth) computing in float (`in_float(variant, names)`), with the int8 depthwise convs reading
+    their outputs (`DEPTHWISE_EXACT`), each set against `chosen` by `_trade_margin`: the best of
+    those worth it is kept. Returns the model kept, its nodes' reasons and a note per depth
+    tried. Noise an early layer adds passes through every later one: yolov8n_320's first 4
+    layers in float were +8.6 dB of output SNR at 0.99x the time."""
     depths = layer_depths(builder.model)
     int8 = _int8_nodes(chosen.info)
-    tried, best = [], None
+    tried, best = [], None  # best: (margin, the variant, its reasons, its depth)
     for depth in prefix_depths(depths):
         names = [n for n in int8 if depths.get(n, depth + 1) <= depth]
-        if not names or len(names) == len(int8) or (tried and len(names) == tried[-1][1]):
-            continue  # none, all of them, or the last depth's (nested: as many are the same)
+        readers = _depthwise_reading(builder.model, chosen.info, names)
+        if not names or len(names) + len(readers) >= len(int8):
+            continue  # none, or every int8 node
+        if tried and len(names) == tried[-1][1]:
+            continue  # the last depth's layers (nested: as many are the same)
         _, options, why = in_float(chosen, names)
+        options = dataclasses.replace(
+            options, weight_only_nodes=options.weight_only_nodes | set(readers)
+        )
         candidate = _variant(builder, options, selection, ref_outputs)
+        if int8_asked and not _int8_nodes(candidate.info):
+            continue
         margin, measured = _trade_margin(chosen, candidate, selection[0])
-        tried.append((depth, len(names), measured, margin))
+        tried.append((depth, len(names), len(readers), measured, margin))
         if margin >= 0 and (best is None or margin > best[0]):
-            best = (margin, candidate, why, depth)
-    for depth, count, measured, margin in tried:
-        verdict = (
-            "kept"
-            if best and depth == best[3]
-            else f"worth it, but within {best[3]} the better trade"
-            if margin >= 0
-            else "not kept"
-        )
+            best = (margin, candidate, why | dict.fromkeys(readers, DEPTHWISE_EXACT), depth)
+    notes = []
+    for depth, count, readers, measured, margin in tried:
+        if best and depth == best[3]:
+            verdict = "kept"
+        elif margin >= 0:
+            verdict = f"worth it, but within {best[3]} the better trade"
+        else:
+            verdict = "not kept"
+        also = f" (and {readers} depthwise conv(s) reading them)" if readers else ""
         notes.append(
-            f"{count} layer(s) within {depth} of the input in float: {verdict} ({measured})"
+            f"{count} layer(s) within {depth} of the input{also} in float: {verdict} ({measured})"
         )
-    return (best[1], best[2]) if best else (chosen, {})
+    return (best[1], best[2], notes) if best else (chosen, {}, notes)
+
+
+def _computing_producer(node: ir.Node) -> ir.Node | None:
+    """The node computing `node`'s first input, past layout ops (Pad, Cast, ...); None: a graph
+    input or initializer."""
+    producer = node.inputs[0].producer()
+    while producer is not None and producer.op_type in LAYOUT_OPS and producer.inputs:
+        producer = producer.inputs[0].producer()
+    return producer
+
+
+def _depthwise_reading(model: ir.Model, info: BuildInfo, names: Sequence[str]) -> list[str]:
+    """The int8 depthwise convs of a build (`info`) that read an output of `names` (or of an
+    activation folded into one of them) and are not among them."""
+    floated = set(names)
+    found = []
+    for node in model.graph:
+        if node.name in floated or node.name not in info.plan.nodes or not is_depthwise(node):
+            continue
+        producer = _computing_producer(node)
+        if producer is not None and (
+            producer.name in floated or info.plan.folded.get(producer.name) in floated
+        ):
+            found.append(node.name)
+    return found
 
 
 def _int8_nodes(info: BuildInfo) -> list[str]:
