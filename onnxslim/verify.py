@@ -341,9 +341,7 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
     # every float input all zeros (silence, a blank image: where an epsilon guards a Log or a
     # division), the others as they were
     zeroed = {
-        name: np.zeros_like(value)
-        for name, value in made.feeds.items()
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        name: np.zeros_like(value) for name, value in made.feeds.items() if _float_array(value)
     }
     zeros = {**made.feeds, **zeroed}
     try:
@@ -356,6 +354,14 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
             inputs.description[name] += ", then all zeros"
         return inputs, [outputs, silent]
     return inputs, [outputs]
+
+
+def _float_array(value) -> bool:
+    """Whether `value` is an array of floats: numpy's or ml_dtypes' (bfloat16, float8 ...)."""
+    if not isinstance(value, np.ndarray):
+        return False
+    ml_float = value.dtype.type.__module__ == "ml_dtypes" and "float" in value.dtype.name
+    return value.dtype.kind == "f" or ml_float
 
 
 def _finite(value) -> bool:

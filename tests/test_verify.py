@@ -231,14 +231,17 @@ def test_a_session_with_inner_outputs_leaves_the_callers_model_as_it_is():
     assert [output.name for output in proto.graph.output] == ["y"]
 
 
-def log_power(epsilon: float | None) -> object:
-    """y = Log(x * x + epsilon) (no Add without an epsilon)."""
-    nodes = [N("Mul", ["x", "x"], ["p" if epsilon else "q"])]
+def log_power(epsilon: float | None, bfloat16: bool = False) -> object:
+    """y = Log(x * x + epsilon) (no Add without an epsilon); `bfloat16`: x is, cast to float."""
+    nodes = [N("Cast", ["x"], ["f"], to=FLOAT)] if bfloat16 else []
+    source = "f" if bfloat16 else "x"
+    nodes.append(N("Mul", [source, source], ["p" if epsilon else "q"]))
     if epsilon:
         nodes.append(N("Add", ["p", "e"], ["q"]))
     nodes.append(N("Log", ["q"], ["y"]))
     inits = [const("e", np.float32(epsilon))] if epsilon else []
-    return make_model(nodes, [vi("x", FLOAT, [1, 64])], [vi("y", FLOAT, [1, 64])], inits)
+    x = vi("x", TensorProto.BFLOAT16 if bfloat16 else FLOAT, [1, 64])
+    return make_model(nodes, [x], [vi("y", FLOAT, [1, 64])], inits)
 
 
 def test_synthesized_inputs_include_all_zeros_where_an_epsilon_guards_the_output():
@@ -248,6 +251,12 @@ def test_synthesized_inputs_include_all_zeros_where_an_epsilon_guards_the_output
     assert mismatches[0].detail.startswith("max abs difference inf")  # -inf against log(1e-10)
     assert len(inputs.samples) == 2 and not inputs.samples[1]["x"].any()
     assert str(inputs) == "synthesized inputs (x float32[1,64] ~ N(0, 1), then all zeros)"
+
+
+def test_a_bfloat16_input_is_zeroed_too():
+    mismatches, inputs = verify.compare(log_power(1e-10, True), log_power(None, True))
+    assert [m.output for m in mismatches] == ["y"]
+    assert str(inputs) == "synthesized inputs (x bfloat16[1,64] ~ N(0, 1), then all zeros)"
 
 
 def test_zeros_the_original_gives_no_finite_output_for_are_left_out():
