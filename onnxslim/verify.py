@@ -357,11 +357,9 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
 
 
 def _float_array(value) -> bool:
-    """Whether `value` is an array of floats: numpy's or ml_dtypes' (bfloat16, float8 ...)."""
-    if not isinstance(value, np.ndarray):
-        return False
-    ml_float = value.dtype.type.__module__ == "ml_dtypes" and "float" in value.dtype.name
-    return value.dtype.kind == "f" or ml_float
+    """Whether `value` (a synthesized feed) is an array of floats: numpy's or ml_dtypes'
+    (bfloat16, float8 ...)."""
+    return isinstance(value, np.ndarray) and ir.DataType.from_numpy(value.dtype).is_floating_point()
 
 
 def _finite(value) -> bool:

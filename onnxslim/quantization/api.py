@@ -1140,10 +1140,7 @@ def _closest(
                 outputs = run_samples(choice.model, samples)
                 if choice.drift is None:
                     choice.drift = compare_outputs(ref, outputs)
-                axes = softmax_axes(choice.builder.model)
-                choice.scored = compare_outputs(
-                    [as_logits(r, axes) for r in ref], [as_logits(o, axes) for o in outputs]
-                )
+                choice.scored = _at_logits(choice.builder.model, ref, outputs, choice.drift)
             scores[label] = worst_snr(choice.scored)
             broken = _mismatched(choice.scored)
             if (
@@ -1296,11 +1293,22 @@ def _measured_variant(
     """A _Variant of a build (`model`, `info`) of `float_model`, its drifts measured on the
     selection samples."""
     outputs = run_samples(model, selection)
+    drift = compare_outputs(ref_outputs, outputs)
+    return _Variant(
+        options, model, info, drift, _at_logits(float_model, ref_outputs, outputs, drift)
+    )
+
+
+def _at_logits(float_model: ir.Model, ref_outputs, outputs, drift: dict) -> dict[str, Drift]:
+    """`drift` (of `outputs` against `ref_outputs`) as the automatic choices compare it: an
+    output a Softmax of `float_model` computes at its logits (`as_logits`); `drift` itself where
+    no output is a softmax's."""
     axes = softmax_axes(float_model)
-    scored = compare_outputs(
+    if not axes:
+        return drift
+    return compare_outputs(
         [as_logits(r, axes) for r in ref_outputs], [as_logits(o, axes) for o in outputs]
     )
-    return _Variant(options, model, info, compare_outputs(ref_outputs, outputs), scored)
 
 
 def _compared(made: _Variant | Outcome) -> dict[str, Drift]:
