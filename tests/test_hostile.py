@@ -463,6 +463,36 @@ def test_interrupt_at_any_moment_leaves_nothing_or_a_complete_model(tmp_path):
             assert proc.returncode != 0
 
 
+_FORK_HOOK = {"armed": False, "finished": False}
+
+
+def _interrupt_after_fork():
+    """An at-fork parent hook (as logging's lock release): SIGINT lands while it runs."""
+    if _FORK_HOOK["armed"]:
+        _FORK_HOOK["armed"] = False
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal is handled here unless it is held back
+        _FORK_HOOK["finished"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=_interrupt_after_fork)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_ctrl_c_as_shape_inference_forks_waits_for_the_fork_handlers():
+    """A Ctrl-C inside Python's at-fork handlers left logging's lock held (the next log call
+    hung): it is raised once the fork is done, the child killed and reaped."""
+    from onnxslim.model.shapes import infer_shapes_apart
+
+    _FORK_HOOK.update(armed=True, finished=False)
+    with pytest.raises(KeyboardInterrupt):
+        infer_shapes_apart(_relu())
+    assert _FORK_HOOK["finished"]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind
+
+
 class _InterruptedImport(types.ModuleType):
     """A module whose names cannot be imported: as onnxruntime's C extension fails when Ctrl-C
     lands while it loads (ImportError raised from the KeyboardInterrupt)."""

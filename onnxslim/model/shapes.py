@@ -9,6 +9,7 @@ import faulthandler
 import os
 import select
 import signal
+import threading
 import time
 import warnings
 
@@ -31,24 +32,17 @@ def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
     if not hasattr(os, "fork"):
         return onnx.shape_inference.infer_shapes(model, **options)
     read, write = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns of forking a process with threads
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: send the inferred model, then exit without any cleanup
-        code = 1
-        try:
-            os.close(read)
-            faulthandler.disable()  # an abort's message is not ours to show, nor its traceback
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-            inferred = onnx.shape_inference.infer_shapes(model, **options)
-            with os.fdopen(write, "wb") as pipe:
-                pipe.write(inferred.SerializeToString())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    chunks, deadline, status = [], time.monotonic() + INFER_SECONDS, None
+    pid, status = 0, None
     try:
+        with _interrupt_held(), warnings.catch_warnings():
+            # Python 3.12+ warns of forking a process with threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+            if pid == 0:
+                _infer_in_child(model, options, read, write)
+        os.close(write)
+        write = None
+        chunks, deadline = [], time.monotonic() + INFER_SECONDS
         with os.fdopen(read, "rb", buffering=0) as pipe:
             while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 chunk = pipe.read(1 << 20)
@@ -59,7 +53,10 @@ def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
                 raise RuntimeError(f"onnx shape inference took over {INFER_SECONDS} s")
         status = _reap(pid)
     finally:
-        if status is None:  # interrupted or timed out: the child goes too
+        if write is not None:  # interrupted as it forked
+            os.close(read)
+            os.close(write)
+        if pid and status is None:  # interrupted or timed out: the child goes too
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
@@ -69,6 +66,43 @@ def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
     if status:
         raise RuntimeError(f"onnx shape inference failed in a child process (status {status})")
     return onnx.ModelProto.FromString(b"".join(chunks))
+
+
+def _infer_in_child(model: onnx.ModelProto, options: dict, read: int, write: int) -> None:
+    """The forked child: send the inferred model down `write`, then exit without any cleanup."""
+    code = 1
+    try:
+        os.close(read)
+        faulthandler.disable()  # an abort's message is not ours to show, nor its traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        inferred = onnx.shape_inference.infer_shapes(model, **options)
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(inferred.SerializeToString())
+        code = 0
+    finally:
+        os._exit(code)
+
+
+@contextlib.contextmanager
+def _interrupt_held():
+    """SIGINT held back while the block runs, its KeyboardInterrupt raised as it ends: a Ctrl-C
+    landing in the handlers Python runs around a fork (logging's releases its lock there) would
+    leave a lock held and the run hung. A no-op outside the main thread (no signal handler can
+    be set there) or where SIGINT is not Python's default handler."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _reap(pid: int) -> int:
