@@ -274,6 +274,23 @@ def as_logits(outputs: Outputs, axes: Mapping[str, tuple[int, ...]]) -> dict[str
     return view
 
 
+def scored_drift(
+    ref_outputs: Sequence[Outputs],
+    outputs: Sequence[Outputs],
+    logit_axes: Mapping[str, tuple[int, ...]],
+    drift: dict[str, Drift],
+) -> dict[str, Drift]:
+    """The drift the automatic choices compare of `outputs` against `ref_outputs` (`drift` as
+    the model outputs them): each output a Softmax computes (`logit_axes`, the axes of
+    `model.graph.softmax_axes`) at its logits (`as_logits`); `drift` itself where none is."""
+    if not logit_axes:
+        return drift
+    return compare_outputs(
+        [as_logits(r, logit_axes) for r in ref_outputs],
+        [as_logits(o, logit_axes) for o in outputs],
+    )
+
+
 def worst_snr(drift: Mapping[str, Drift]) -> float:
     """The lowest SNR (dB) over the float outputs (-inf when there are none)."""
     return min((d.snr_db for d in drift.values() if d.snr_db is not None), default=-math.inf)

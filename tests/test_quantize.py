@@ -2763,7 +2763,9 @@ def test_a_variant_giving_another_shape_than_float_loses_every_trade():
     ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
     good = [{"y": r["y"] + 0.01} for r in ref]
     cut = [{"y": r["y"][:2]} for r in ref]
-    matched, mismatched = (SimpleNamespace(drift=compare_outputs(ref, o)) for o in (good, cut))
+    matched, mismatched = (
+        SimpleNamespace(drift=compare_outputs(ref, o), scored=None) for o in (good, cut)
+    )
     assert api._snr_gain(matched, mismatched)[0] < -100
     assert api._snr_gain(mismatched, matched)[0] > 100
 
@@ -2951,3 +2953,67 @@ def test_a_depthwise_conv_reading_a_layer_near_the_input_in_float_goes_float_wit
     assert report.kept_float["conv1"] == api.NEAR_INPUT_INT8_WEIGHTS + api.TIMED_HERE
     assert report.kept_float["conv2"] == api.DEPTHWISE_EXACT
     assert report.quantized["Conv"] == 5  # conv3..conv7
+
+
+def cnn_softmax(temperature: float = 0.05) -> onnx.ModelProto:
+    """cnn() whose output is a Softmax of its logits / `temperature` (a sure classifier: most
+    samples' probabilities saturate)."""
+    model = cnn()
+    logits = model.graph.output[0].name
+    model.graph.initializer.append(numpy_helper.from_array(np.float32(1 / temperature), "t"))
+    model.graph.node.extend(
+        [
+            helper.make_node("Mul", [logits, "t"], ["sharp"], name="sharpen"),
+            helper.make_node("Softmax", ["sharp"], ["p"], name="softmax", axis=-1),
+        ]
+    )
+    del model.graph.output[:]
+    model.graph.output.append(vi("p", FLOAT, [1, 10]))
+    return model
+
+
+def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypatch):
+    """INT8 against float compute (both Outcomes) compares a softmax output at its logits, as
+    the other timed choices do: saturated probabilities hide the logit error."""
+    from onnxslim.drift import as_logits
+    from onnxslim.quantization import targets
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(api, "_speed_accuracy_choices", lambda _, chosen, *a, **k: (chosen, []))
+    traded = []
+    monkeypatch.setattr(
+        api, "_int8_or_float", lambda int8, floats, *_: traded.extend([int8, floats]) or int8
+    )
+    model, data = cnn_softmax(), samples(16)
+    timed = {"target": "auto", "measure_latency": True, "eval_split": 0.5, "test_split": 0}
+    quantize(model, data, **{**FAST, **timed, "held_out": "last"})
+    selection = data[8:]
+    ref = [as_logits(out, {"p": (1,)}) for out in run_samples(model, selection, int8=False)]
+    assert len(traded) == 2
+    for made in traded:
+        outputs = [as_logits(out, {"p": (1,)}) for out in run_samples(made.model, selection)]
+        at_logits = compare_outputs(ref, outputs)["p"].snr_db
+        assert made.scored["p"].snr_db == pytest.approx(at_logits, abs=0.1)
+        assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
+
+
+def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
+    """Dynamic INT8's Outcome carries its drift at the logits too (the static-or-dynamic trade
+    and the smoothing choice compare it)."""
+    from onnxslim.drift import as_logits
+
+    model = matmul_chain()
+    last = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Softmax", [last], ["p"], axis=-1))
+    model.graph.output[0].name = "p"
+    data = loud_and_quiet_tokens(12)
+    float_model = ir.from_proto(model)
+    ref = run_samples(float_model, data[6:], int8=False)
+    made = dynamic.quantize_model(float_model, data[:6], data[6:], ref, None)
+    axes = {"p": (2,)}
+    expected = compare_outputs(
+        [as_logits(r, axes) for r in ref],
+        [as_logits(o, axes) for o in run_samples(made.model, data[6:])],
+    )
+    assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
+    assert made.scored["p"].snr_db != pytest.approx(made.drift["p"].snr_db, abs=1)

@@ -25,11 +25,11 @@ from onnxslim.drift import (
     PER_SAMPLE,
     Budget,
     Drift,
-    as_logits,
     compare_outputs,
     compared_samples,
     criterion_text,
     parse_max_drift,
+    scored_drift,
     significantly_closer,
     snr_gain_bound,
     worst_output,
@@ -607,7 +607,7 @@ def _static(
         _asks_int8_compute(config),
         timed=config.times_choices,
     )
-    quantized, info, drift = chosen.model, chosen.info, chosen.drift
+    quantized, info, drift, scored = chosen.model, chosen.info, chosen.drift, chosen.scored
     notes += trade_notes
     violations = config.max_drift.check(drift) if config.max_drift else []
     fallback: list[dict] = []
@@ -620,6 +620,7 @@ def _static(
         quantized, info, drift, violations, fallback = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
+        scored = _scored(builder.model, quantized, selection, ref_outputs, drift)
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
@@ -647,6 +648,7 @@ def _static(
         method=_method_label(builder),
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
+        scored=scored,
     )
     timed = config.mode == "auto" and config.times_choices
     if violations or not timed or exact.enabled():  # drift as another CPU computes it
@@ -688,7 +690,8 @@ def _float_compute(
     model, float_info = builder.build(
         exclude=[n.name for n in builder.model.graph if n.name not in stored], weight_only=stored
     )
-    drift = compare_outputs(ref_outputs, run_samples(model, selection))
+    outputs = run_samples(model, selection)
+    drift = compare_outputs(ref_outputs, outputs)
     if budget and budget.check(drift):
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
@@ -705,6 +708,7 @@ def _float_compute(
         },
         fallback=[],
         drift=drift,
+        scored=scored_drift(ref_outputs, outputs, softmax_axes(builder.model), drift),
         notes=[],
         layers=[],
         mode=WEIGHT_ONLY_MODE,  # NO_INT8_MODE where nothing is int8-stored: `_as_made`
@@ -1140,7 +1144,8 @@ def _closest(
                 outputs = run_samples(choice.model, samples)
                 if choice.drift is None:
                     choice.drift = compare_outputs(ref, outputs)
-                choice.scored = _at_logits(choice.builder.model, ref, outputs, choice.drift)
+                axes = softmax_axes(choice.builder.model)
+                choice.scored = scored_drift(ref, outputs, axes, choice.drift)
             scores[label] = worst_snr(choice.scored)
             broken = _mismatched(choice.scored)
             if (
@@ -1294,26 +1299,22 @@ def _measured_variant(
     selection samples."""
     outputs = run_samples(model, selection)
     drift = compare_outputs(ref_outputs, outputs)
-    return _Variant(
-        options, model, info, drift, _at_logits(float_model, ref_outputs, outputs, drift)
-    )
+    scored = scored_drift(ref_outputs, outputs, softmax_axes(float_model), drift)
+    return _Variant(options, model, info, drift, scored)
 
 
-def _at_logits(float_model: ir.Model, ref_outputs, outputs, drift: dict) -> dict[str, Drift]:
-    """`drift` (of `outputs` against `ref_outputs`) as the automatic choices compare it: an
-    output a Softmax of `float_model` computes at its logits (`as_logits`); `drift` itself where
-    no output is a softmax's."""
+def _scored(float_model: ir.Model, model: ir.Model, selection, ref_outputs, drift) -> dict:
+    """`model`'s `drift` on the selection samples as the timed choices compare it
+    (drift.scored_drift; run again only where `float_model` has a softmax output)."""
     axes = softmax_axes(float_model)
-    if not axes:
-        return drift
-    return compare_outputs(
-        [as_logits(r, axes) for r in ref_outputs], [as_logits(o, axes) for o in outputs]
-    )
+    outputs = run_samples(model, selection) if axes else []
+    return scored_drift(ref_outputs, outputs, axes, drift)
 
 
 def _compared(made: _Variant | Outcome) -> dict[str, Drift]:
-    """The drift a trade compares: a _Variant's `scored`, an Outcome's as the model outputs it."""
-    return made.scored if isinstance(made, _Variant) else made.drift
+    """The drift a trade compares: `scored` (drift.scored_drift), or as the model outputs it
+    where an Outcome has none."""
+    return made.drift if made.scored is None else made.scored
 
 
 def _trade(

@@ -12,6 +12,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -19,9 +20,17 @@ import onnx_ir as ir
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs, worst_snr
+from onnxslim.drift import (
+    Budget,
+    Drift,
+    TensorSnr,
+    added_noise_db,
+    compare_outputs,
+    scored_drift,
+    worst_snr,
+)
 from onnxslim.model import io
-from onnxslim.model.graph import proto_graphs
+from onnxslim.model.graph import proto_graphs, softmax_axes
 from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
@@ -35,6 +44,18 @@ LEFT_FLOAT = "B is not a stored float weight (activations, or a QDQ unit): dynam
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: MatMuls holding more than this share of the weights make a model one for dynamic INT8 as such.
 MOST_WEIGHTS = 0.5
+
+
+class _Attempt(NamedTuple):
+    """Dynamic INT8 of one float model with some MatMuls excluded, checked on the selection
+    samples: its drift as written and as the automatic choices compare it (`scored`,
+    drift.scored_drift), the budget's violations, MatMul weights left without the pair limit."""
+
+    model: onnx.ModelProto
+    drift: dict[str, Drift]
+    violations: list[str]
+    unlimited: int
+    scored: dict[str, Drift]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +84,15 @@ def quantize_model(
     exclude_nodes, pair_limit = options.exclude_nodes, options.pair_limit
     ort_names = ort_matmul_names(float_model)
 
-    def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> tuple:
-        """(model, drift, violations, MatMul weights left without the pair limit)"""
+    logit_axes = softmax_axes(float_model)
+
+    def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
         model = _quantize(proto, [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]])
         left = 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
-        drift = compare_outputs(ref_outputs, run_samples(model, selection))
-        return model, drift, budget.check(drift) if budget else [], left
+        outputs = run_samples(model, selection)
+        drift = compare_outputs(ref_outputs, outputs)
+        scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
+        return _Attempt(model, drift, budget.check(drift) if budget else [], left, scored)
 
     proto, first, muls, notes = _smoothing_choice(float_model, calib, options, attempt_on)
     ops = {n.name: n.op_type for n in proto.graph.node}
@@ -77,8 +101,8 @@ def quantize_model(
         for n in proto.graph.node
         if (n.op_type in QUANTIZED_OPS or n.name in ort_names) and n.name not in exclude_nodes
     ]
-    results: dict[int, tuple] = {}
-    model, drift, violations, unlimited = first
+    results: dict[int, _Attempt] = {}
+    model, drift, violations, unlimited, scored = first
     all_int8 = model
     fallback: list[dict] = []
     if violations:
@@ -88,10 +112,10 @@ def quantize_model(
         def fails(k: int) -> bool:
             if k not in results:
                 results[k] = attempt_on(proto, names[:k])
-            return bool(results[k][2])
+            return bool(results[k].violations)
 
         k = fewest_passing(len(names), fails)
-        model, drift, violations, unlimited = results[k]
+        model, drift, violations, unlimited, scored = results[k]
         if not violations:
             why = "over the drift budget"
             fallback = [  # each back to float weights
@@ -130,6 +154,7 @@ def quantize_model(
         method="run time",
         smoothed_inputs=_feeding_int8(model, muls),
         all_int8=io.from_proto(all_int8) if fallback else None,
+        scored=scored,
     )
 
 
@@ -137,11 +162,12 @@ def _smoothing_choice(
     float_model: ir.Model,
     calib: list,
     options: DynamicOptions,
-    attempt_on: Callable[[onnx.ModelProto, list[str]], tuple],
-) -> tuple[onnx.ModelProto, tuple, list[str], list[str]]:
+    attempt_on: Callable[[onnx.ModelProto, list[str]], _Attempt],
+) -> tuple[onnx.ModelProto, _Attempt, list[str], list[str]]:
     """The float model dynamic INT8 starts from, plain or smoothed with `calib`'s activations
     (`options.smooth` True, False or "auto": the one whose all-MatMul INT8 model meets the budget,
-    else is closer to float on the selection samples by worst output SNR), that model's
+    else is closer to float on the selection samples by worst output SNR, a softmax output's at
+    its logits), that model's
     `attempt_on(proto, [])`, the smoothing Mul nodes in it, and notes."""
     plain = io.to_proto(float_model)
     balanced, muls = (
@@ -156,12 +182,13 @@ def _smoothing_choice(
     tries = {
         label: (m, attempt_on(m, [])) for label, m in (("plain", plain), ("smoothed", balanced))
     }
-    snr = {label: worst_snr(result[1]) for label, (_, result) in tries.items()}
-    kept = max(tries, key=lambda label: (not tries[label][1][2], snr[label]))
+    snr = {label: worst_snr(result.scored) for label, (_, result) in tries.items()}
+    kept = max(tries, key=lambda label: (not tries[label][1].violations, snr[label]))
+    logits = " (a softmax output: of its logits)" if softmax_axes(float_model) else ""
     note = (
         f"{'kept' if kept == 'smoothed' else 'did not keep'} smoothing of {len(muls)} MatMul "
-        f"input(s) (output SNR on the selection samples: plain {snr['plain']:.1f} dB, smoothed "
-        f"{snr['smoothed']:.1f} dB)"
+        f"input(s) (output SNR{logits} on the selection samples: plain {snr['plain']:.1f} dB, "
+        f"smoothed {snr['smoothed']:.1f} dB)"
     )
     return (*tries[kept], muls if kept == "smoothed" else [], [note])
 

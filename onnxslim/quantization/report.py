@@ -50,6 +50,8 @@ class Outcome:
     method: str = ""  # the activation range method ("run time": dynamic INT8)
     smoothed_inputs: int = 0  # MatMul inputs balanced onto the weights (dynamic; see smooth.py)
     all_int8: ir.Model | None = None  # before the budget returned nodes to float (to time it)
+    #: the drift the timed choices compare (drift.scored_drift); None: `drift`, as written
+    scored: dict[str, Drift] | None = None
 
 
 @dataclasses.dataclass
