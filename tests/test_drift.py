@@ -473,6 +473,23 @@ def test_softmax_outputs_compare_as_the_logits_they_came_from(opset, axes):
     assert view["r"] is z
 
 
+def test_a_softmax_behind_identity_nodes_is_found_one_behind_a_reshape_is_not():
+    """Paddle exports end in Softmax -> Identity (ppocr_cls); a Reshape moves the axes."""
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["p"], axis=-1),
+        helper.make_node("Identity", ["p"], ["i1"]),
+        helper.make_node("Identity", ["i1"], ["i2"]),
+        helper.make_node("Reshape", ["p", "shape"], ["flat"]),
+    ]
+    out = [helper.make_tensor_value_info("i2", TensorProto.FLOAT, [2, 3])]
+    out.append(helper.make_tensor_value_info("flat", TensorProto.FLOAT, [6]))
+    x = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])]
+    shape = [helper.make_tensor("shape", TensorProto.INT64, [1], [6])]
+    graph = helper.make_graph(nodes, "g", x, out, shape)
+    model = io.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert softmax_axes(model) == {"i2": (1,)}
+
+
 def test_a_probability_float32_underflows_to_zero_is_a_logit_at_its_smallest_value():
     """0 against float32's smallest probability: logits log(1e-45) apart by nothing, not -708."""
     tiny = np.finfo(np.float32).smallest_subnormal

@@ -118,12 +118,14 @@ def op_types(graph) -> set[str]:
 
 
 def softmax_axes(model: ir.Model) -> dict[str, tuple[int, ...]]:
-    """The graph outputs a Softmax computes, with the axes it normalizes over (before opset 13:
-    its axis and every later one; outputs of unknown rank are left out)."""
+    """The graph outputs a Softmax computes (through Identity nodes), with the axes it normalizes
+    over (before opset 13: its axis and every later one; outputs of unknown rank are left out)."""
     opset = default_opset(model.opset_imports) or MIN_OPSET
     axes = {}
     for value in model.graph.outputs:
         node = value.producer()
+        while node is not None and node.op_type == "Identity" and node.domain == "":
+            node = node.inputs[0].producer() if node.inputs[0] is not None else None
         rank = value.shape.rank() if value.shape is not None else None
         if node is None or node.op_type != "Softmax" or node.domain != "" or rank is None:
             continue
