@@ -238,7 +238,7 @@ class _Stats:
             drift.cosine = _cosine(self.dot, self.ref_sq, self.other_sq)
             cosines = self._cosines()
             drift.min_cosine = min(cosines) if cosines else None
-            drift.predicted_cosine = predicted_cosine(cosines) if cosines else None
+            drift.predicted_cosine = predicted_cosine(cosines)
             drift.one_value_each = max(self.sizes) == 1
             drift.snr_db = _snr_db(self.ref_sq, self.err_sq)
             drift.predicted_snr_db = predicted_snr_db([(s[1], s[3]) for s in self.per_sample])
@@ -309,9 +309,12 @@ NEW_SAMPLE_COVERAGE = 0.999
 _GAP_FLOOR = 1e-12
 
 
-def predicted_cosine(cosines: Sequence[float], coverage: float = NEW_SAMPLE_COVERAGE) -> float:
+def predicted_cosine(
+    cosines: Sequence[float], coverage: float = NEW_SAMPLE_COVERAGE
+) -> float | None:
     """The cosine a new sample meets with probability `coverage`, from the cosines of `cosines`'
-    samples; never above the worst of them (with one sample: that one).
+    samples; never above the worst of them. None with fewer than MIN_PREDICTION_SAMPLES (the
+    bound of 3 samples is -1 for any spread: it predicts nothing).
 
     Math: the gaps g = log10(1 - cosine) of n samples are taken as normal, mean m, standard
     deviation s (an empirical assumption: INT8's error varies by input over orders of magnitude,
@@ -322,9 +325,9 @@ def predicted_cosine(cosines: Sequence[float], coverage: float = NEW_SAMPLE_COVE
     samples better can lower the prediction: a saturated classifier's near-perfect samples next to
     a few worse ones predict a long tail, as open_nsfw's one bad test photo showed.
     """
+    if len(cosines) < MIN_PREDICTION_SAMPLES:
+        return None
     worst = min(cosines)
-    if len(cosines) < 2:
-        return worst
     gaps = np.log10(np.maximum(1.0 - np.asarray(cosines, dtype=np.float64), _GAP_FLOOR))
     n = gaps.size
     bound = gaps.mean() + student_t_quantile(coverage, n - 1) * gaps.std(ddof=1) * math.sqrt(

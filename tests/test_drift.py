@@ -287,13 +287,13 @@ def test_a_budget_prints_its_thresholds_as_given():
 
 
 def test_predicted_cosine_is_the_student_t_prediction_bound_of_the_log_gaps():
-    gaps = np.array([1e-4, 2e-4, 4e-4, 2e-4])  # 1 - cosine of four samples
+    gaps = np.array([1e-4, 2e-4, 4e-4, 2e-4] * 2)  # 1 - cosine of eight samples
     logs = np.log10(gaps)
-    bound = logs.mean() + 5.841 * logs.std(ddof=1) * math.sqrt(1 + 1 / 4)  # t(0.995, 3 dof)
+    bound = logs.mean() + 3.4995 * logs.std(ddof=1) * math.sqrt(1 + 1 / 8)  # t(0.995, 7 dof)
     assert predicted_cosine(1 - gaps, coverage=0.995) == pytest.approx(1 - 10**bound, rel=1e-4)
-    assert predicted_cosine([0.9, 0.9, 0.9]) == pytest.approx(0.9)  # no spread: the worst
-    assert predicted_cosine([0.95]) == 0.95  # one sample predicts nothing beyond itself
-    assert predicted_cosine([1.0, 0.9, 0.1]) == -1.0  # the bound stops at the lowest cosine
+    assert predicted_cosine([0.9] * 8) == pytest.approx(0.9)  # no spread: the worst
+    assert predicted_cosine([0.95] * 7) is None  # fewer than 8 predict nothing (-1 before)
+    assert predicted_cosine([1.0, 0.9, 0.1] * 3) == -1.0  # the bound stops at the lowest cosine
     agreeing, spread = [0.999, 0.998] * 8, [0.99999, 0.998] * 8
     assert predicted_cosine(spread) < predicted_cosine(agreeing) < 0.998  # same worst sample
 
