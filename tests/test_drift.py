@@ -13,13 +13,14 @@ from onnx import TensorProto, helper
 from onnxslim.drift import (
     Budget,
     Drift,
-    as_logits,
     compare_outputs,
     compared_samples,
+    logit_views,
     lowest_cosine,
     parse_max_drift,
     predicted_cosine,
     predicted_snr_db,
+    scored_drift,
     significantly_closer,
     snr_gain_bound,
     student_t_quantile,
@@ -468,8 +469,13 @@ def test_softmax_outputs_compare_as_the_logits_they_came_from(opset, axes):
     assert softmax_axes(model) == {"p": axes}
     z = np.random.default_rng(0).normal(size=(2, 3, 4))
     p = np.exp(z) / np.exp(z).sum(axis=axes, keepdims=True)
-    view = as_logits({"p": p, "r": z}, softmax_axes(model))
-    np.testing.assert_allclose(view["p"], z - z.mean(axis=axes, keepdims=True), atol=1e-12)
+    view, _ = logit_views({"p": p, "r": z}, {"p": p, "r": z}, softmax_axes(model))
+    classes = 12 if opset == 11 else 4  # at most TOP_LOGITS of them: the most probable
+    rows = np.moveaxis(z, axes, range(3 - len(axes), 3)).reshape(-1, classes)
+    top = -np.sort(-rows, axis=1)[:, :5]
+    np.testing.assert_allclose(
+        np.sort(view["p"], axis=1), np.sort(top - top.mean(axis=1, keepdims=True), axis=1)
+    )
     assert view["r"] is z
 
 
@@ -495,7 +501,40 @@ def test_a_probability_float32_underflows_to_zero_is_a_logit_at_its_smallest_val
     tiny = np.finfo(np.float32).smallest_subnormal
     p = np.array([[1.0, 0.0]], np.float32)
     q = np.array([[1.0, tiny]], np.float32)
-    view = [as_logits({"p": x}, {"p": (1,)})["p"] for x in (p, q)]
-    np.testing.assert_allclose(view[0], view[1])
-    assert as_logits({"p": np.array([[3, 4]])}, {"p": (1,)})["p"].dtype.kind == "i"  # as it is
-    assert as_logits({}, {"p": (1,)}) == {}  # missing: compare_outputs says so
+    view = logit_views({"p": p}, {"p": q}, {"p": (1,)})
+    np.testing.assert_allclose(view[0]["p"], view[1]["p"])
+    ints = {"p": np.array([[3, 4]])}
+    assert logit_views(ints, ints, {"p": (1,)})[0]["p"] is ints["p"]  # as it is
+    assert logit_views({"p": p}, {}, {"p": (1,)}) == ({"p": p}, {})  # missing: compare_outputs
+    cut = {"p": p[:, :1]}
+    assert logit_views({"p": p}, cut, {"p": (1,)})[1] == cut  # another shape: as it is
+
+
+def test_a_large_vocabulary_is_compared_at_its_most_probable_classes():
+    """A recognizer's softmax over 6625 classes: variant A moves the two classes that decide (by
+    0.5), B every class but float's 5 most probable (by 0.3). Over all logits A is the closer; at
+    float's most probable ones B is, and only A changes which class wins."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(1, 8, 6625)) - 20
+    z[..., 7], z[..., 9] = 3.0, 2.8
+    a, b = z.copy(), z + rng.normal(scale=0.3, size=z.shape)
+    a[..., 7] -= 0.5
+    a[..., 9] += 0.5
+    top = np.argsort(-z, axis=-1)[..., :5]
+    np.put_along_axis(b, top, np.take_along_axis(z, top, axis=-1), axis=-1)
+
+    def softmax(x):
+        return np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True)
+
+    ref = [{"p": softmax(z)}]
+    full = {
+        name: compare_outputs([{"p": np.log(softmax(z))}], [{"p": np.log(softmax(x))}])["p"]
+        for name, x in (("a", a), ("b", b))
+    }
+    assert full["a"].snr_db > full["b"].snr_db
+    scored = {
+        name: scored_drift(ref, [{"p": softmax(x)}], {"p": (2,)}, {})["p"]
+        for name, x in (("a", a), ("b", b))
+    }
+    assert scored["b"].snr_db > scored["a"].snr_db + 10
+    assert (softmax(a).argmax(-1) != 7).all() and (softmax(b).argmax(-1) == 7).all()

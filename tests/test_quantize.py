@@ -2975,7 +2975,7 @@ def cnn_softmax(temperature: float = 0.05) -> onnx.ModelProto:
 def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypatch):
     """INT8 against float compute (both Outcomes) compares a softmax output at its logits, as
     the other timed choices do: saturated probabilities hide the logit error."""
-    from onnxslim.drift import as_logits
+    from onnxslim.drift import logit_views
     from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
@@ -2988,11 +2988,12 @@ def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypat
     timed = {"target": "auto", "measure_latency": True, "eval_split": 0.5, "test_split": 0}
     quantize(model, data, **{**FAST, **timed, "held_out": "last"})
     selection = data[8:]
-    ref = [as_logits(out, {"p": (1,)}) for out in run_samples(model, selection, int8=False)]
+    ref = run_samples(model, selection, int8=False)
     assert len(traded) == 2
     for made in traded:
-        outputs = [as_logits(out, {"p": (1,)}) for out in run_samples(made.model, selection)]
-        at_logits = compare_outputs(ref, outputs)["p"].snr_db
+        outputs = run_samples(made.model, selection)
+        views = [logit_views(r, o, {"p": (1,)}) for r, o in zip(ref, outputs)]
+        at_logits = compare_outputs(*zip(*views))["p"].snr_db
         assert made.scored["p"].snr_db == pytest.approx(at_logits, abs=0.1)
         assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
 
@@ -3000,7 +3001,7 @@ def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypat
 def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
     """Dynamic INT8's Outcome carries its drift at the logits too (the static-or-dynamic trade
     and the smoothing choice compare it)."""
-    from onnxslim.drift import as_logits
+    from onnxslim.drift import logit_views
 
     model = matmul_chain()
     last = model.graph.output[0].name
@@ -3010,10 +3011,9 @@ def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
     float_model = ir.from_proto(model)
     ref = run_samples(float_model, data[6:], int8=False)
     made = dynamic.quantize_model(float_model, data[:6], data[6:], ref, None)
-    axes = {"p": (2,)}
+    outputs = run_samples(made.model, data[6:])
     expected = compare_outputs(
-        [as_logits(r, axes) for r in ref],
-        [as_logits(o, axes) for o in run_samples(made.model, data[6:])],
+        *zip(*(logit_views(r, o, {"p": (2,)}) for r, o in zip(ref, outputs)))
     )
     assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
     assert made.scored["p"].snr_db != pytest.approx(made.drift["p"].snr_db, abs=1)

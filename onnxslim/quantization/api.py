@@ -1069,7 +1069,7 @@ class _Choice:
     model: ir.Model
     info: BuildInfo
     drift: dict[str, Drift] | None = None
-    #: the drift as `_closest` compares it: a softmax output's logits (`as_logits`)
+    #: the drift as `_closest` compares it (drift.scored_drift: a softmax output's logits)
     scored: dict[str, Drift] | None = None
     note: str | None = None
 
@@ -1126,8 +1126,8 @@ def _closest(
 ) -> _Choice:
     """Build each variant (label: a function setting its builder up) in order, the default first,
     and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs, a
-    softmax output's at its logits: `as_logits`) on up to CHOICE_SAMPLES selection samples, each
-    replacing the one kept so far only when `significantly_closer`: closer on new samples too, as
+    softmax output's at its logits: drift.scored_drift) on up to CHOICE_SAMPLES selection samples,
+    each replacing the one kept so far only when `significantly_closer`: closer on new samples, as
     bootstrap resamples of the selection samples say (a fraction of a dB on a few samples is
     noise). `shown`: a progress bar; `first`: the first variant, when built (and scored) already.
     The choice kept carries its drift as the model outputs it (`drift`) besides `scored`."""
@@ -1272,7 +1272,7 @@ def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
 class _Variant:
     """One build of the builder's options: the model, its build info, its selection drift as the
     model outputs it (`drift`) and as the timed choices compare it (`scored`: a softmax output's at
-    its logits, `as_logits`)."""
+    its logits, drift.scored_drift)."""
 
     options: QuantOptions
     model: ir.Model
