@@ -79,6 +79,9 @@ TIMING_SAMPLES = 16  # test samples the timed runs cycle through
 # Segmentation maps: pixel threshold of the mask the model's users take from the output (PP-OCR
 # det: text pixels at probability > 0.3), compared as IoU over the test split.
 MASKS = {"ppocrv4_det": 0.3}
+# CTC text recognizers: the blank class of their per-step softmax; compared as the text greedy
+# decoding reads (the best class per step, repeats merged, blanks dropped).
+CTC_BLANK = {"ppocrv4_rec": 0}
 MAX_LISTED = 8  # fallback nodes named per model in the notes
 # --ablation: quantize() options per column (static INT8, the levers one by one); the last is the
 # default (mode auto).
@@ -253,6 +256,21 @@ def mask_agreement(ref: list[dict], outputs: list[dict], threshold: float) -> di
     return {"iou": inter / union if union else 1.0, "with_mask": with_mask, "emptied": emptied}
 
 
+def text_agreement(ref: list[dict], outputs: list[dict], blank: int) -> dict:
+    """The share of samples whose greedy CTC decoding of the first output (`blank` the blank
+    class) reads the same text as float's, and of time steps with the same best class."""
+    key = next(iter(ref[0]))
+
+    def text(p: np.ndarray) -> list[int]:
+        best = p.reshape(-1, p.shape[-1]).argmax(-1)
+        merged = [c for i, c in enumerate(best) if i == 0 or c != best[i - 1]]
+        return [int(c) for c in merged if c != blank]
+
+    same = [text(r[key]) == text(o[key]) for r, o in zip(ref, outputs)]
+    steps = [float((r[key].argmax(-1) == o[key].argmax(-1)).mean()) for r, o in zip(ref, outputs)]
+    return {"texts": float(np.mean(same)), "steps": float(np.mean(steps))}
+
+
 def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> dict:
     src = ZOO / f"{name}.onnx"
     data = splits(name)
@@ -332,6 +350,8 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
         }
         if name in MASKS:
             row[key]["mask"] = mask_agreement(ref, outputs[key], MASKS[name])
+        if name in CTC_BLANK:
+            row[key]["text"] = text_agreement(ref, outputs[key], CTC_BLANK[name])
     if name in PIXEL_STEP:
         row["pixel_noise"] = pixel_noise(src, test, ref, PIXEL_STEP[name], name in CLASSIFIERS)
     if budgeted:
@@ -465,6 +485,14 @@ def notes(rows: list[dict]) -> str:
                 f"{a['iou']:.3f} / {b['iou']:.3f} / {c['iou']:.3f} (ours / ORT / ORT uint8 "
                 f"activations); of the {a['with_mask']} test samples with a non-empty float mask, "
                 f"the INT8 mask is empty on {a['emptied']} / {b['emptied']} / {c['emptied']}"
+            )
+        if "text" in ours:
+            a, b, c = ours["text"], ort["text"], row["ort_x86"]["text"]
+            lines.append(
+                f"  - text read (greedy CTC) the same as float's on {a['texts']:.3f} / "
+                f"{b['texts']:.3f} / {c['texts']:.3f} of the test samples (ours / ORT / ORT uint8 "
+                f"activations); the same best class at {a['steps']:.4f} / {b['steps']:.4f} / "
+                f"{c['steps']:.4f} of the time steps"
             )
         if row["budget_error"]:
             lines.append(f"  - budget {row['budget']}: {row['budget_error']}")
