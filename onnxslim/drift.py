@@ -280,7 +280,7 @@ def logit_views(
         p, q = ref.get(name), other.get(name)
         if not all(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in (p, q)):
             continue
-        if p.shape != q.shape:
+        if p.shape != q.shape or not p.size:
             continue
         rows_p, rows_q = (_class_rows(x, over) for x in (p, q))
         k = min(TOP_LOGITS, rows_p.shape[1])

@@ -508,6 +508,8 @@ def test_a_probability_float32_underflows_to_zero_is_a_logit_at_its_smallest_val
     assert logit_views({"p": p}, {}, {"p": (1,)}) == ({"p": p}, {})  # missing: compare_outputs
     cut = {"p": p[:, :1]}
     assert logit_views({"p": p}, cut, {"p": (1,)})[1] == cut  # another shape: as it is
+    empty = {"p": np.zeros((1, 0), np.float32)}
+    assert logit_views(empty, empty, {"p": (1,)})[0] == empty  # no classes: nothing to view
 
 
 def test_a_large_vocabulary_is_compared_at_its_most_probable_classes():
