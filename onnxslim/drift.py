@@ -42,7 +42,8 @@ class Drift:
     #: the worst sample's cosine, over samples of two values or more whose reference is not ~0
     #: (see NEAR_ZERO): one value's cosine is only its sign
     min_cosine: float | None = None
-    #: the cosine a new sample is predicted to meet (see predicted_cosine); at most min_cosine
+    #: the cosine a new sample is predicted to meet (see predicted_cosine); at most min_cosine,
+    #: None with fewer than MIN_PREDICTION_SAMPLES samples
     predicted_cosine: float | None = None
     snr_db: float | None = None
     #: the pooled SNR (dB) new samples are predicted to reach (see predicted_snr_db); at most snr_db
@@ -267,13 +268,15 @@ def logit_views(
 ) -> tuple[dict, dict]:
     """`ref` and `other` with each output of `axes` (a softmax's probabilities over those axes)
     as the logits it came from (``log p`` up to a constant) of `ref`'s TOP_LOGITS most probable
-    classes at each position, centred over them: ``[positions, TOP_LOGITS]``.
+    classes at each position and the log of the probability left to the others (where there are
+    others: mass moving to a class outside the top is an error too), centred over them:
+    ``[positions, min(TOP_LOGITS + 1, classes)]``.
 
     Why: a saturated softmax (0.9999 against 0.99999) hides the error of the logits that decide
     the class and how sure it is; all the logits of a large vocabulary would bury them under the
     errors of thousands of classes no decision reads (a text recognizer's 6625: there the variant
     closer in every logit was the one whose decoded text agreed with float's less often). The
-    automatic choices compare these. An output missing, not float, or of another shape in
+    automatic choices compare these. An output missing, not float, empty or of another shape in
     `other` is left as it is (compare_outputs names the mismatch)."""
     ref_view, other_view = dict(ref), dict(other)
     for name, over in axes.items():
@@ -285,10 +288,15 @@ def logit_views(
         rows_p, rows_q = (_class_rows(x, over) for x in (p, q))
         k = min(TOP_LOGITS, rows_p.shape[1])
         top = np.argpartition(-rows_p, k - 1, axis=1)[:, :k]
+        rest = np.ones_like(rows_p, dtype=bool)
+        np.put_along_axis(rest, top, False, axis=1)
         floor = float(np.finfo(p.dtype).smallest_subnormal)  # where the dtype underflows to 0
         views = []
         for rows in (rows_p, rows_q):
-            z = np.log(np.maximum(np.take_along_axis(rows, top, axis=1), floor))
+            kept = np.take_along_axis(rows, top, axis=1)
+            if k < rows.shape[1]:  # summed where they are, not 1 - the top (0 when saturated)
+                kept = np.concatenate([kept, (rows * rest).sum(axis=1, keepdims=True)], axis=1)
+            z = np.log(np.maximum(kept, floor))
             views.append(z - z.mean(axis=1, keepdims=True))
         ref_view[name], other_view[name] = views
     return ref_view, other_view
@@ -340,7 +348,7 @@ def predicted_cosine(
 ) -> float | None:
     """The cosine a new sample meets with probability `coverage`, from the cosines of `cosines`'
     samples; never above the worst of them. None with fewer than MIN_PREDICTION_SAMPLES (the
-    bound of 3 samples is -1 for any spread: it predicts nothing).
+    Student-t quantile of 3 samples is 22: the bound is -1 for most spreads, it predicts nothing).
 
     Math: the gaps g = log10(1 - cosine) of n samples are taken as normal, mean m, standard
     deviation s (an empirical assumption: INT8's error varies by input over orders of magnitude,

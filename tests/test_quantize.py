@@ -1122,6 +1122,7 @@ class _FixedOutputs:
     progress = False
     options = QuantOptions()
     model = _float_model()
+    logit_axes: dict = {}
 
     def build(self):
         return self.options.bias_correction, None
@@ -1180,6 +1181,7 @@ class _RangeOutputs:
     progress = False
     method, method_options = "percentile", {"pct": 99.99}
     model = _float_model()
+    logit_axes: dict = {}
 
     def build(self):
         return self.method_options.get("pct", self.method), None
@@ -1218,7 +1220,7 @@ def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
         for key, errors in off_by.items()
     }
     monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
-    monkeypatch.setattr(_RangeOutputs, "model", _float_model("Softmax", [1, 2]))
+    monkeypatch.setattr(_RangeOutputs, "logit_axes", {"y": (1,)})
     first = api._Choice(_RangeOutputs(), 99.99, None, compare_outputs(ref, outputs[99.99]))
     choice = api._choose_activation_range(first, ref, ref)
     by_probability = {key: worst_snr(compare_outputs(ref, out)) for key, out in outputs.items()}
@@ -2926,7 +2928,7 @@ def test_timed_choices_compare_a_softmax_output_at_its_logits():
     for saturated, unsure in ((2.0, 0.01), (0.0, 0.1)):
         moved = [x + np.float32([[0, saturated]]) for x in logits[:-1]]
         feeds = [{"x": x} for x in [*moved, logits[-1] + np.float32([[0, unsure]])]]
-        variants.append(api._measured_variant(model, None, model, None, feeds, ref))
+        variants.append(api._measured_variant({"y": (1,)}, None, model, None, feeds, ref))
     a, b = variants
     assert worst_snr(a.drift) > worst_snr(b.drift) + 15  # the probabilities prefer A
     gain, _ = api._snr_gain(a, b, bounded=False)
@@ -2996,6 +2998,9 @@ def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypat
         at_logits = compare_outputs(*zip(*views))["p"].snr_db
         assert made.scored["p"].snr_db == pytest.approx(at_logits, abs=0.1)
         assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
+    int8, floats = traded
+    gain = api._snr_gain(floats, int8, bounded=False)[0]
+    assert gain == pytest.approx(worst_snr(int8.scored) - worst_snr(floats.scored))
 
 
 def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
@@ -3017,3 +3022,41 @@ def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
     )
     assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
     assert made.scored["p"].snr_db != pytest.approx(made.drift["p"].snr_db, abs=1)
+
+
+def test_a_softmax_over_an_inner_axis_before_opset_13_is_scored_at_its_logits(monkeypatch):
+    """prepare() converts an opset-11 model: its Softmax over axes 1 and 2 becomes Flatten ->
+    Softmax -> Reshape, where softmax_axes finds none; static INT8 took its logit view from that
+    model (the probabilities) while dynamic INT8 took it from the model as given (the logits), so
+    static against dynamic compared two views. Both read the model as given now."""
+    from onnxslim.drift import scored_drift
+    from onnxslim.quantization import targets
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(api, "_speed_accuracy_choices", lambda _, chosen, *a, **k: (chosen, []))
+    traded = []
+    monkeypatch.setattr(
+        api, "_int8_or_float", lambda int8, floats, *_: traded.extend([int8, floats]) or int8
+    )
+    rng = np.random.default_rng(3)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+            helper.make_node("Mul", ["m", "t"], ["sharp"], name="sharpen"),
+            helper.make_node("Softmax", ["sharp"], ["p"], name="softmax", axis=1),
+        ],
+        [vi("x", FLOAT, [1, 8, 16])],
+        [vi("p", FLOAT, [1, 8, 16])],
+        [const("w", rng.normal(0, 0.3, (16, 16)).astype(np.float32)), const("t", np.float32(8))],
+        opset=11,
+    )
+    data = [{"x": rng.standard_normal((1, 8, 16)).astype(np.float32)} for _ in range(16)]
+    timed = {"target": "auto", "measure_latency": True, "eval_split": 0.5, "test_split": 0}
+    quantize(model, data, **{**FAST, **timed, "held_out": "last"})
+    selection = data[8:]
+    ref = run_samples(model, selection, int8=False)
+    assert len(traded) == 2
+    for made in traded:
+        expected = scored_drift(ref, run_samples(made.model, selection), {"p": (1, 2)}, {})
+        assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
+        assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1

@@ -31,19 +31,20 @@ def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
     the child."""
     if not hasattr(os, "fork"):
         return onnx.shape_inference.infer_shapes(model, **options)
-    read, write = os.pipe()
-    pid, status = 0, None
+    pid, status, read, write = 0, None, None, None
     try:
+        read, write = os.pipe()
         with _interrupt_held(), warnings.catch_warnings():
             # Python 3.12+ warns of forking a process with threads
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
             if pid == 0:
                 _infer_in_child(model, options, read, write)
-        os.close(write)
-        write = None
+        fd, write = write, None
+        os.close(fd)
+        pipe, read = os.fdopen(read, "rb", buffering=0), None  # the file closes it now
         chunks, deadline = [], time.monotonic() + INFER_SECONDS
-        with os.fdopen(read, "rb", buffering=0) as pipe:
+        with pipe:
             while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 chunk = pipe.read(1 << 20)
                 if not chunk:
@@ -53,9 +54,9 @@ def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
                 raise RuntimeError(f"onnx shape inference took over {INFER_SECONDS} s")
         status = _reap(pid)
     finally:
-        if write is not None:  # interrupted as it forked
-            os.close(read)
-            os.close(write)
+        for fd in (read, write):  # interrupted before the file took them
+            if fd is not None:
+                os.close(fd)
         if pid and status is None:  # interrupted or timed out: the child goes too
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
@@ -101,8 +102,8 @@ def _interrupt_held():
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
+        if caught:  # also when the block failed (the fork): the user asked to stop
+            raise KeyboardInterrupt
 
 
 def _reap(pid: int) -> int:

@@ -368,7 +368,14 @@ def _quantize(
     else:
         static_model = _constant_weights(float_model, static_ops, config.exclude_nodes, folded)
         outcome, float_compute = _static(
-            prepare(static_model), calib, selection, ref_outputs, test, config, profile
+            prepare(static_model),
+            calib,
+            selection,
+            ref_outputs,
+            test,
+            config,
+            profile,
+            softmax_axes(static_model),
         )
     if config.mode == "auto" and candidates:
         outcome = _static_or_dynamic(
@@ -563,11 +570,14 @@ def _static(
     test: list,
     config: QuantizeConfig,
     profile,
+    logit_axes: dict[str, tuple[int, ...]],
 ) -> tuple[Outcome, Outcome | None]:
     """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE, bias correction and
     the activation ranges (`_closest`), return the noisiest nodes to float until the budget
     holds on `selection` (where the original gives `ref_outputs`). Mode auto with timed choices:
-    also the same model computing in float on its int8-stored weights (`_float_compute`)."""
+    also the same model computing in float on its int8-stored weights (`_float_compute`).
+    `logit_axes`: the softmax outputs of the model before `prepare` (what every choice compares
+    at its logits, as dynamic INT8's do)."""
     quant_options = QuantOptions(
         activation_type=config.activation_type,
         weight_pair_limit=profile.pair_limit,
@@ -583,7 +593,7 @@ def _static(
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
     pairs = len(find_pairs(float_model.graph))
-    builders = _builders(float_model, calib, quant_options, config, bool(pairs))
+    builders = _builders(float_model, calib, quant_options, config, bool(pairs), logit_axes)
     choice = _choose(builders, _choices(config.bias_correction), selection, ref_outputs)
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
@@ -595,7 +605,7 @@ def _static(
     builder, quantized, info = choice.builder, choice.model, choice.info
     if choice.scored is None or compared_samples(choice.scored) != len(selection):  # on fewer
         first = _measured_variant(
-            builder.model, builder.options, quantized, info, selection, ref_outputs
+            builder.logit_axes, builder.options, quantized, info, selection, ref_outputs
         )
     else:
         first = _Variant(builder.options, quantized, info, choice.drift, choice.scored)
@@ -620,7 +630,11 @@ def _static(
         quantized, info, drift, violations, fallback = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
-        scored = _scored(builder.model, quantized, selection, ref_outputs, drift)
+        scored = (
+            None
+            if violations
+            else _scored(builder.logit_axes, quantized, selection, ref_outputs, drift)
+        )
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
@@ -708,7 +722,7 @@ def _float_compute(
         },
         fallback=[],
         drift=drift,
-        scored=scored_drift(ref_outputs, outputs, softmax_axes(builder.model), drift),
+        scored=scored_drift(ref_outputs, outputs, builder.logit_axes, drift),
         notes=[],
         layers=[],
         mode=WEIGHT_ONLY_MODE,  # NO_INT8_MODE where nothing is int8-stored: `_as_made`
@@ -1028,7 +1042,12 @@ def _choices(setting: bool | str) -> list[bool]:
 
 
 def _builders(
-    float_model: ir.Model, calib: list, options: QuantOptions, config: QuantizeConfig, pairs: bool
+    float_model: ir.Model,
+    calib: list,
+    options: QuantOptions,
+    config: QuantizeConfig,
+    pairs: bool,
+    logit_axes: dict[str, tuple[int, ...]],
 ) -> dict[bool, QuantBuilder]:
     """A builder per equalization `_choose` tries (False: the model as it is; True: a
     cross-layer-equalized copy, when the model has conv `pairs`); the equalized one derives GPTQ's
@@ -1042,7 +1061,14 @@ def _builders(
             model, equalize = io.from_proto(io.to_proto(float_model)), EqualizePass()
             equalize(model)
         builders[eq] = QuantBuilder(
-            model, calib, options, config.method, method_options, config.progress, equalized=eq
+            model,
+            calib,
+            options,
+            config.method,
+            method_options,
+            config.progress,
+            equalized=eq,
+            logit_axes=logit_axes,
         )
         if eq and False in builders:
             builders[eq].hessian_source = (builders[False], equalize.input_scales)
@@ -1144,7 +1170,7 @@ def _closest(
                 outputs = run_samples(choice.model, samples)
                 if choice.drift is None:
                     choice.drift = compare_outputs(ref, outputs)
-                axes = softmax_axes(choice.builder.model)
+                axes = choice.builder.logit_axes
                 choice.scored = scored_drift(ref, outputs, axes, choice.drift)
             scores[label] = worst_snr(choice.scored)
             broken = _mismatched(choice.scored)
@@ -1168,7 +1194,7 @@ def _closest(
         if len(samples) >= MIN_PREDICTION_SAMPLES
         else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
-    logits = " (a softmax output: of its logits)" if softmax_axes(choice.builder.model) else ""
+    logits = " (a softmax output: of its logits)" if choice.builder.logit_axes else ""
     measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
     if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
         measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"
@@ -1284,31 +1310,31 @@ class _Variant:
 def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> _Variant:
     builder.options = options
     model, info = builder.build()
-    return _measured_variant(builder.model, options, model, info, selection, ref_outputs)
+    return _measured_variant(builder.logit_axes, options, model, info, selection, ref_outputs)
 
 
 def _measured_variant(
-    float_model: ir.Model,
+    logit_axes: dict[str, tuple[int, ...]],
     options: QuantOptions,
     model: ir.Model,
     info: BuildInfo,
     selection,
     ref_outputs,
 ) -> _Variant:
-    """A _Variant of a build (`model`, `info`) of `float_model`, its drifts measured on the
-    selection samples."""
+    """A _Variant of a build (`model`, `info`), its drifts measured on the selection samples
+    (`logit_axes`: the float model's softmax outputs, QuantBuilder.logit_axes)."""
     outputs = run_samples(model, selection)
     drift = compare_outputs(ref_outputs, outputs)
-    scored = scored_drift(ref_outputs, outputs, softmax_axes(float_model), drift)
+    scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
     return _Variant(options, model, info, drift, scored)
 
 
-def _scored(float_model: ir.Model, model: ir.Model, selection, ref_outputs, drift) -> dict:
+def _scored(logit_axes: dict, model: ir.Model, selection, ref_outputs, drift) -> dict:
     """`model`'s `drift` on the selection samples as the timed choices compare it
-    (drift.scored_drift; run again only where `float_model` has a softmax output)."""
-    axes = softmax_axes(float_model)
-    outputs = run_samples(model, selection) if axes else []
-    return scored_drift(ref_outputs, outputs, axes, drift)
+    (drift.scored_drift; run again only where the float model has softmax outputs,
+    `logit_axes`)."""
+    outputs = run_samples(model, selection) if logit_axes else []
+    return scored_drift(ref_outputs, outputs, logit_axes, drift)
 
 
 def _compared(made: _Variant | Outcome) -> dict[str, Drift]:

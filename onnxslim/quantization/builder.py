@@ -12,6 +12,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
+from onnxslim.model.graph import softmax_axes
 from onnxslim.quantization import exact, gptq
 from onnxslim.quantization.bias_correction import input_channel_axis
 from onnxslim.quantization.calibration import (
@@ -52,10 +53,14 @@ class QuantBuilder:
         method_options,
         progress: bool,
         equalized: bool = False,
+        logit_axes: Mapping[str, tuple[int, ...]] | None = None,
     ):
         self.proto = io.lean_proto(model)
         self.model = model
         self.equalized = equalized
+        # the softmax outputs of the model as given (graph.softmax_axes; `model` may be converted
+        # to another opset, where a Softmax over an inner axis is Flatten -> Softmax -> Reshape)
+        self.logit_axes = softmax_axes(model) if logit_axes is None else logit_axes
         self.samples, self.options, self.method = samples, options, method
         self.method_options, self.progress = method_options, progress
         self.stats: dict[str, Histogram] = {}

@@ -94,7 +94,9 @@ def quantize_model(
         scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
         return _Attempt(model, drift, budget.check(drift) if budget else [], left, scored)
 
-    proto, first, muls, notes = _smoothing_choice(float_model, calib, options, attempt_on)
+    proto, first, muls, notes = _smoothing_choice(
+        float_model, calib, options, attempt_on, bool(logit_axes)
+    )
     ops = {n.name: n.op_type for n in proto.graph.node}
     candidates = [
         n.name
@@ -163,12 +165,13 @@ def _smoothing_choice(
     calib: list,
     options: DynamicOptions,
     attempt_on: Callable[[onnx.ModelProto, list[str]], _Attempt],
+    at_logits: bool,
 ) -> tuple[onnx.ModelProto, _Attempt, list[str], list[str]]:
     """The float model dynamic INT8 starts from, plain or smoothed with `calib`'s activations
     (`options.smooth` True, False or "auto": the one whose all-MatMul INT8 model meets the budget,
     else is closer to float on the selection samples by worst output SNR, a softmax output's at
-    its logits), that model's
-    `attempt_on(proto, [])`, the smoothing Mul nodes in it, and notes."""
+    its logits: `at_logits` says whether there is one), that model's `attempt_on(proto, [])`, the
+    smoothing Mul nodes in it, and notes."""
     plain = io.to_proto(float_model)
     balanced, muls = (
         smoothed(plain, calib, exclude=options.exclude_nodes, progress=options.progress)
@@ -184,7 +187,7 @@ def _smoothing_choice(
     }
     snr = {label: worst_snr(result.scored) for label, (_, result) in tries.items()}
     kept = max(tries, key=lambda label: (not tries[label][1].violations, snr[label]))
-    logits = " (a softmax output: of its logits)" if softmax_axes(float_model) else ""
+    logits = " (a softmax output: of its logits)" if at_logits else ""
     note = (
         f"{'kept' if kept == 'smoothed' else 'did not keep'} smoothing of {len(muls)} MatMul "
         f"input(s) (output SNR{logits} on the selection samples: plain {snr['plain']:.1f} dB, "
