@@ -2974,10 +2974,10 @@ def cnn_softmax(temperature: float = 0.05) -> onnx.ModelProto:
     return model
 
 
-def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypatch):
-    """INT8 against float compute (both Outcomes) compares a softmax output at its logits, as
-    the other timed choices do: saturated probabilities hide the logit error."""
-    from onnxslim.drift import logit_views
+def _int8_and_float_traded(monkeypatch, model, data) -> tuple[list, list, list]:
+    """`quantize(model, data)` timed on an AVX2 CPU, its other timed choices left out: the two
+    Outcomes INT8 against float compute traded, the selection samples (the last half), and the
+    float model's outputs on them."""
     from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
@@ -2986,17 +2986,23 @@ def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypat
     monkeypatch.setattr(
         api, "_int8_or_float", lambda int8, floats, *_: traded.extend([int8, floats]) or int8
     )
-    model, data = cnn_softmax(), samples(16)
     timed = {"target": "auto", "measure_latency": True, "eval_split": 0.5, "test_split": 0}
     quantize(model, data, **{**FAST, **timed, "held_out": "last"})
-    selection = data[8:]
-    ref = run_samples(model, selection, int8=False)
     assert len(traded) == 2
+    selection = data[len(data) // 2 :]
+    return traded, selection, run_samples(model, selection, int8=False)
+
+
+def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypatch):
+    """INT8 against float compute (both Outcomes) compares a softmax output at its logits, as
+    the other timed choices do: saturated probabilities hide the logit error."""
+    from onnxslim.drift import scored_drift
+
+    model = cnn_softmax()
+    traded, selection, ref = _int8_and_float_traded(monkeypatch, model, samples(16))
     for made in traded:
-        outputs = run_samples(made.model, selection)
-        views = [logit_views(r, o, {"p": (1,)}) for r, o in zip(ref, outputs)]
-        at_logits = compare_outputs(*zip(*views))["p"].snr_db
-        assert made.scored["p"].snr_db == pytest.approx(at_logits, abs=0.1)
+        expected = scored_drift(ref, run_samples(made.model, selection), {"p": (1,)}, {})
+        assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
         assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
     int8, floats = traded
     gain = api._snr_gain(floats, int8, bounded=False)[0]
@@ -3006,7 +3012,7 @@ def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypat
 def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
     """Dynamic INT8's Outcome carries its drift at the logits too (the static-or-dynamic trade
     and the smoothing choice compare it)."""
-    from onnxslim.drift import logit_views
+    from onnxslim.drift import scored_drift
 
     model = matmul_chain()
     last = model.graph.output[0].name
@@ -3016,10 +3022,7 @@ def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
     float_model = ir.from_proto(model)
     ref = run_samples(float_model, data[6:], int8=False)
     made = dynamic.quantize_model(float_model, data[:6], data[6:], ref, None)
-    outputs = run_samples(made.model, data[6:])
-    expected = compare_outputs(
-        *zip(*(logit_views(r, o, {"p": (2,)}) for r, o in zip(ref, outputs)))
-    )
+    expected = scored_drift(ref, run_samples(made.model, data[6:]), {"p": (2,)}, {})
     assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
     assert made.scored["p"].snr_db != pytest.approx(made.drift["p"].snr_db, abs=1)
 
@@ -3030,14 +3033,7 @@ def test_a_softmax_over_an_inner_axis_before_opset_13_is_scored_at_its_logits(mo
     model (the probabilities) while dynamic INT8 took it from the model as given (the logits), so
     static against dynamic compared two views. Both read the model as given now."""
     from onnxslim.drift import scored_drift
-    from onnxslim.quantization import targets
 
-    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_speed_accuracy_choices", lambda _, chosen, *a, **k: (chosen, []))
-    traded = []
-    monkeypatch.setattr(
-        api, "_int8_or_float", lambda int8, floats, *_: traded.extend([int8, floats]) or int8
-    )
     rng = np.random.default_rng(3)
     model = make_model(
         [
@@ -3051,11 +3047,7 @@ def test_a_softmax_over_an_inner_axis_before_opset_13_is_scored_at_its_logits(mo
         opset=11,
     )
     data = [{"x": rng.standard_normal((1, 8, 16)).astype(np.float32)} for _ in range(16)]
-    timed = {"target": "auto", "measure_latency": True, "eval_split": 0.5, "test_split": 0}
-    quantize(model, data, **{**FAST, **timed, "held_out": "last"})
-    selection = data[8:]
-    ref = run_samples(model, selection, int8=False)
-    assert len(traded) == 2
+    traded, selection, ref = _int8_and_float_traded(monkeypatch, model, data)
     for made in traded:
         expected = scored_drift(ref, run_samples(made.model, selection), {"p": (1, 2)}, {})
         assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
