@@ -261,6 +261,8 @@ class _Stats:
 
 #: The classes a softmax output is compared at: float's most probable ones at each position.
 TOP_LOGITS = 5
+#: What a choice's note adds to "output SNR" where it compared a softmax output (`scored_drift`).
+AT_LOGITS = " (a softmax output: of its logits)"
 
 
 def logit_views(

@@ -19,6 +19,7 @@ from onnxslim.bench import Latency, latencies
 from onnxslim.cpu import available_memory
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import (
+    AT_LOGITS,
     GAIN_CONFIDENCE,
     MIN_PREDICTION_SAMPLES,
     NEW_SAMPLE_COVERAGE,
@@ -1194,7 +1195,7 @@ def _closest(
         if len(samples) >= MIN_PREDICTION_SAMPLES
         else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
-    logits = " (a softmax output: of its logits)" if choice.builder.logit_axes else ""
+    logits = AT_LOGITS if choice.builder.logit_axes else ""
     measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
     if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
         measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"

@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from onnxslim.drift import (
+    AT_LOGITS,
     Budget,
     Drift,
     TensorSnr,
@@ -187,7 +188,7 @@ def _smoothing_choice(
     }
     snr = {label: worst_snr(result.scored) for label, (_, result) in tries.items()}
     kept = max(tries, key=lambda label: (not tries[label][1].violations, snr[label]))
-    logits = " (a softmax output: of its logits)" if at_logits else ""
+    logits = AT_LOGITS if at_logits else ""
     note = (
         f"{'kept' if kept == 'smoothed' else 'did not keep'} smoothing of {len(muls)} MatMul "
         f"input(s) (output SNR{logits} on the selection samples: plain {snr['plain']:.1f} dB, "
