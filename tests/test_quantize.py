@@ -858,6 +858,29 @@ def test_fallback_restores_float_until_budget_holds(gain_db, int8_weights):
     )
 
 
+def test_the_budget_fallback_hands_back_the_outputs_of_the_model_it_returns(monkeypatch):
+    """A softmax classifier's choices compare its logits after the budget too: from the outputs
+    the fallback measured (no second run), which are those of the model it returns."""
+    checked = []
+
+    def fall_back(builder, quantized, info, samples, *rest):
+        result = recovery.fall_back(builder, quantized, info, samples, *rest)
+        model, outputs = result[0], result[5]
+        again = run_samples(model, samples)
+        checked.append(
+            all(np.array_equal(a[k], b[k]) for a, b in zip(outputs, again, strict=True) for k in a)
+        )
+        return result
+
+    monkeypatch.setattr(api, "fall_back", fall_back)
+    selection_only = {**FAST, "test_split": 0}
+    snr = worst_snr(quantize(cnn_softmax(), samples(), **selection_only).report.drift)
+    budget = f"snr>={snr + 3:.1f}"
+    result = quantize(cnn_softmax(), samples(), max_drift=budget, **selection_only)
+    assert result.report.fallback and not result.report.violations
+    assert checked == [True]
+
+
 def test_nodes_the_budget_returns_though_they_add_no_noise_are_not_called_sensitive(monkeypatch):
     """Nodes go back to float worst first; one that adds no noise of its own goes too when the
     budget needs more: its reason and the table say so, not "sensitive ... inf dB"."""

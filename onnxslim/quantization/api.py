@@ -628,13 +628,11 @@ def _static(
         chosen = {
             n: why for n, why in info.kept_float.items() if why.startswith(tuple(CHOICE_REASONS))
         }
-        quantized, info, drift, violations, fallback = fall_back(
+        quantized, info, drift, violations, fallback, outputs = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
         scored = (
-            None
-            if violations
-            else _scored(builder.logit_axes, quantized, selection, ref_outputs, drift)
+            None if violations else scored_drift(ref_outputs, outputs, builder.logit_axes, drift)
         )
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
@@ -1328,14 +1326,6 @@ def _measured_variant(
     drift = compare_outputs(ref_outputs, outputs)
     scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
     return _Variant(options, model, info, drift, scored)
-
-
-def _scored(logit_axes: dict, model: ir.Model, selection, ref_outputs, drift) -> dict:
-    """`model`'s `drift` on the selection samples as the timed choices compare it
-    (drift.scored_drift; run again only where the float model has softmax outputs,
-    `logit_axes`)."""
-    outputs = run_samples(model, selection) if logit_axes else []
-    return scored_drift(ref_outputs, outputs, logit_axes, drift)
 
 
 def _compared(made: _Variant | Outcome) -> dict[str, Drift]:

@@ -26,7 +26,7 @@ def fall_back(
     budget holds: computing in float on int8-stored weights (the file stays small), or entirely in
     float when that never meets the budget.
 
-    Returns (model, info, drift, violations, fallback list).
+    Returns (model, info, drift, violations, fallback list, the model's outputs on `samples`).
     """
     ranked = sensitivity(builder, quantized, info, samples)
     names = [name for name, _ in ranked]
@@ -49,13 +49,14 @@ def fall_back(
                     model, inf = builder.build(
                         exclude=[n for n in names[:k] if n not in stored], weight_only=stored
                     )
-                    drift = compare_outputs(ref_outputs, run_samples(model, samples))
-                    results[k] = (model, inf, drift, budget.check(drift))
+                    outputs = run_samples(model, samples)
+                    drift = compare_outputs(ref_outputs, outputs)
+                    results[k] = (model, inf, drift, budget.check(drift), outputs)
                     bar.advance()
                 return bool(results[k][3])
 
             k = fewest_passing(len(names), attempt)
-            model, inf, drift, violations = results[k]
+            model, inf, drift, violations, outputs = results[k]
             if not violations:
                 break
     fallback = (
@@ -75,7 +76,7 @@ def fall_back(
     for item in fallback:
         stored = f"; {STORED_COMPUTE}" if item["int8_weights"] else ""
         inf.kept_float[item["node"]] = fallback_reason(item["noise_db"], budget) + stored
-    return model, inf, drift, violations, fallback
+    return model, inf, drift, violations, fallback, outputs
 
 
 def fallback_reason(noise_db: float, budget: Budget) -> str:
