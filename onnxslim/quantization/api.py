@@ -32,7 +32,6 @@ from onnxslim.drift import (
     parse_max_drift,
     scored_drift,
     significantly_closer,
-    snr_gain_bound,
     worst_output,
     worst_snr,
 )
@@ -41,8 +40,8 @@ from onnxslim.model import io
 from onnxslim.model.graph import node_count, softmax_axes
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
-from onnxslim.quantization import dynamic, exact, gptq, integer_outputs, large
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
+from onnxslim.quantization import dynamic, exact, gptq, integer_outputs, large, trades
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.caveats import (
     QUALITY_BAR,
@@ -70,15 +69,10 @@ from onnxslim.quantization.ops import (
     RULES,
     WEIGHT_ONLY,
     WEIGHTED,
-    is_depthwise,
-    macs_per_output,
 )
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
-    DEPTHWISE_IN_FLOAT,
-    INT8_STORED,
     STORED_COMPUTE,
-    TOO_SMALL,
     WEIGHT_ROUNDINGS,
     QuantOptions,
     computed_weights,
@@ -99,50 +93,29 @@ from onnxslim.runtime import Session
 
 DEFAULT_METHOD = "percentile"
 ROUNDING_CHOICES = (*WEIGHT_ROUNDINGS, "auto")
-DEFAULT_MIN_MACS = 1 << 20
 MIN_EVAL_SAMPLES = 2
 DEFAULT_EVAL_SPLIT = 0.2  # `eval_split` None: this share, raised to MIN_PREDICTION_SAMPLES samples
 MIN_CALIBRATION_SAMPLES = 16  # ... while this many or more are left to calibrate on
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 MIN_TEST_SAMPLES = 32  # fewer test samples rarely hold the rare input INT8 gets wrong
 TOP1_DOUBT = 0.1  # see _samples_for_top1
-DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (_trade)
-MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
 INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time it saves
 #: ... but it takes the result under QUALITY_BAR, where float compute meets it, only when it takes
 #: at most this much of float compute's time (torchvision's deeplabv3: worst cosine 0.94 for 0.92x)
 BELOW_BAR_RATIO = 0.8
-TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (_side_by_side)
-TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
-MORE_RUNS = 20
 CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
-EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
-EDGE_RUNS = 3 * TRADE_RUNS
-SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
-#: A target not timed here: a multiply-accumulate in float taken as this many in int8 (VNNI's
-#: int8 convs are 2-4x float's), to estimate the time of a layer moved to float
-FLOAT_MAC_COST = 4.0
-MAX_ESTIMATED_SHARE = 0.1  # ... of the int8 MACs at most (a larger part: not tried untimed)
-# why the speed/accuracy choices of target auto left a node float (_speed_accuracy_choices)
-INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time"
-INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time"
-NEAR_INPUT_FLOAT_WEIGHTS = "near the input: in float on float weights, worth its time"
-NEAR_INPUT_INT8_WEIGHTS = f"near the input: in float on {INT8_STORED}, worth its time"
-TIMED_HERE = " (timed here)"
-ESTIMATED = " (its time estimated from its MACs, not timed)"
-DEPTHWISE_EXACT = "depthwise conv reading a float node's output: one range over its channels"
-INT8_NOT_WORTH = "int8 not worth its time and drift here (timed)"
 #: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
 INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
 COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
-CHOICE_REASONS = frozenset(  # each reason, or its start (INT8_NOT_WORTH; how the weights are kept)
+#: each reason, or its start (trades.INT8_NOT_WORTH; how the weights are kept)
+CHOICE_REASONS = frozenset(
     {
-        INPUT_FLOAT_WEIGHTS,
-        INPUT_INT8_WEIGHTS,
-        NEAR_INPUT_FLOAT_WEIGHTS,
-        NEAR_INPUT_INT8_WEIGHTS,
-        DEPTHWISE_EXACT,
-        INT8_NOT_WORTH,
+        trades.INPUT_FLOAT_WEIGHTS,
+        trades.INPUT_INT8_WEIGHTS,
+        trades.NEAR_INPUT_FLOAT_WEIGHTS,
+        trades.NEAR_INPUT_INT8_WEIGHTS,
+        trades.DEPTHWISE_EXACT,
+        trades.INT8_NOT_WORTH,
     }
 )
 MODES = ("static", "dynamic", "auto")
@@ -192,7 +165,7 @@ class QuantizeConfig:
     test_split: float = 0.2
     held_out: str = "spread"
     require_speedup: bool = False
-    min_macs: int = DEFAULT_MIN_MACS
+    min_macs: int = trades.DEFAULT_MIN_MACS
     equalize: bool | str = "auto"
     bias_correction: bool | str = "auto"
     optimize: bool = True
@@ -507,8 +480,8 @@ def _static_or_dynamic(
     budget, static falls short when its worst sample misses QUALITY_BAR, and dynamic INT8 held to
     QUALITY_BAR replaces it when its worst sample is closer to float: where MatMuls hold most
     weights (transformers) as such, elsewhere (convs stay float in dynamic INT8, so it may be
-    slower) when `_trade`, timing both on the first selection sample (`may_time`; else not tried),
-    finds it the better trade.
+    slower) when `trades.trade`, timing both on the first selection sample (`may_time`; else not
+    tried), finds it the better trade.
     """
     share = dynamic.matmul_weight_share(float_model)
     most = share > dynamic.MOST_WEIGHTS
@@ -554,10 +527,10 @@ def _timed_choice(
     lead: str,
     speed_only: bool = False,
 ) -> Outcome:
-    """Static or dynamic INT8 (its other weighted ops float), whichever `_trade` finds the better
-    trade on this CPU (`speed_only`: the faster, both meeting a budget; `timed_on`: a selection
-    sample); the kept one's notes say what was measured."""
-    worth, measured = _trade(static, dynamic_int8, timed_on, speed_only)
+    """Static or dynamic INT8 (its other weighted ops float), whichever `trades.trade` finds the
+    better trade on this CPU (`speed_only`: the faster, both meeting a budget; `timed_on`: a
+    selection sample); the kept one's notes say what was measured."""
+    worth, measured = trades.trade(static, dynamic_int8, timed_on, speed_only)
     kept = dynamic_int8 if worth else static
     kept.notes.append(f"{lead}: {'kept' if worth else 'not kept'} ({measured})")
     return kept
@@ -605,12 +578,12 @@ def _static(
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
     if choice.scored is None or compared_samples(choice.scored) != len(selection):  # on fewer
-        first = _measured_variant(
+        first = trades.measured_variant(
             builder.logit_axes, builder.options, quantized, info, selection, ref_outputs
         )
     else:
-        first = _Variant(builder.options, quantized, info, choice.drift, choice.scored)
-    chosen, trade_notes = _speed_accuracy_choices(
+        first = trades.Variant(builder.options, quantized, info, choice.drift, choice.scored)
+    chosen, trade_notes = trades.speed_accuracy_choices(
         builder,
         first,
         selection,
@@ -679,7 +652,7 @@ def _static(
 def _asks_int8_compute(config: QuantizeConfig) -> str | None:
     """The option that asks for INT8 compute (mode static, per-layer errors, a speedup), or None:
     then mode auto does not hand back float compute (`_int8_or_float`), and no speed/accuracy
-    choice leaves every weighted node in float (`_speed_accuracy_choices`)."""
+    choice leaves every weighted node in float (`trades.speed_accuracy_choices`)."""
     asked = {
         "--int8 static": config.mode == "static",
         "--debug-layers": config.debug_layers,
@@ -695,7 +668,7 @@ def _float_compute(
     computing in float on int8-stored weights, as its other stored ones do: a file as small (ORT
     folds the weights back to float at load); None when no weighted node computes in int8, or
     when the result misses `budget` on the selection samples."""
-    int8 = _int8_nodes(info)
+    int8 = trades.int8_nodes(info)
     if not int8:
         return None
     stored = {n for n in info.plan.nodes if RULES[info.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY)}
@@ -734,18 +707,20 @@ def _float_compute(
 def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Outcome:
     """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
     saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
-    sample, and judged as `_trade` judges: the time ratio and SNR gain least in its favour), and
-    where it misses QUALITY_BAR that float compute meets, take at most BELOW_BAR_RATIO its time;
-    else `float_compute` (as small a file), with the notes of the choices before it and what was
-    measured. Where the float model gives every float output as zeros or nothing on the
-    selection samples, nothing judges INT8's drift: `float_compute`."""
-    floats, ints = _side_by_side([float_compute.model, int8.model], timed_on, TRADE_RUNS)
+    sample, and judged as `trades.trade` judges: the time ratio and SNR gain least in its
+    favour), and where it misses QUALITY_BAR that float compute meets, take at most
+    BELOW_BAR_RATIO its time; else `float_compute` (as small a file), with the notes of the
+    choices before it and what was measured. Where the float model gives every float output as
+    zeros or nothing on the selection samples, nothing judges INT8's drift: `float_compute`."""
+    floats, ints = trades.side_by_side(
+        [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
+    )
     ratio, verdict = ints.versus(floats)
     fastest = ints.min / floats.min
     speed = f"INT8 {ratio:.2f}x the time ({fastest:.2f}x by the fastest runs)"
     if verdict != "faster":
         speed += ", not faster"
-    gain_db, measured = _snr_gain(float_compute, int8)
+    gain_db, measured = trades.snr_gain(float_compute, int8)
     lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
     missed = QUALITY_BAR.check(int8.drift)
     below_bar = bool(missed) and not QUALITY_BAR.check(float_compute.drift)
@@ -780,11 +755,11 @@ def int8_required_gain(time_ratio: float) -> float:
     """The output SNR gain (dB) over float compute on the same weights that INT8 compute taking
     `time_ratio` its time must bring (mostly negative: what it may cost): where it saves time,
     INT8_DB_PER_TIME dB per 1x saved (1 dB per 1%: 0.5x the time may cost 49.5 dB, 0.95x 4.5);
-    where it does not, as any timed choice (`required_gain`). Continuous in the ratio, so a choice
-    that flips with the machine's load flips only between trades of about the same worth (a 5%
-    speedup is no reason to keep 10 dB more drift)."""
-    saving = MIN_GAIN_DB + INT8_DB_PER_TIME * (time_ratio - 1)
-    return min(saving, required_gain(time_ratio))
+    where it does not, as any timed choice (`trades.required_gain`). Continuous in the ratio, so a
+    choice that flips with the machine's load flips only between trades of about the same worth
+    (a 5% speedup is no reason to keep 10 dB more drift)."""
+    saving = trades.MIN_GAIN_DB + INT8_DB_PER_TIME * (time_ratio - 1)
+    return min(saving, trades.required_gain(time_ratio))
 
 
 def int8_worth_it(gain_db: float, time_ratio: float) -> bool:
@@ -1220,452 +1195,6 @@ def _choose_rounding(first: _Choice, selection: Sequence, ref_outputs: Sequence)
     labels = {"nearest": "nearest rounding", "gptq": "GPTQ rounding"}
     variants = {labels[r]: functools.partial(set_to, r) for r in WEIGHT_ROUNDINGS}
     return _closest(variants, "weight rounding", selection, ref_outputs, builder.progress, first)
-
-
-def _float_depthwise(info: BuildInfo) -> list[str]:
-    """The depthwise convs the target profile left computing in float."""
-    return [name for name, why in info.kept_float.items() if DEPTHWISE_IN_FLOAT in why]
-
-
-#: Ops that move or reshape a graph input without computing on it (_input_layers looks past them).
-LAYOUT_OPS = frozenset(
-    {"Transpose", "Pad", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Identity"}
-)
-
-
-def _input_layers(model: ir.Model, info: BuildInfo) -> list[str]:
-    """The int8 weighted nodes that read a graph input (past layout ops: Transpose, Pad, ...):
-    few weights per output each (a 3-channel stem conv: 27), so rounding them costs the most
-    accuracy, at little of the compute."""
-    quantized = set(info.plan.nodes)
-    found, values = set(), list(model.graph.inputs)
-    while values:
-        for node, _ in values.pop().uses():
-            if node.op_type in LAYOUT_OPS and node.domain in ("", "ai.onnx"):
-                values.extend(node.outputs)
-            elif node.name in quantized and RULES[info.op_types[node.name]].kind == WEIGHTED:
-                found.add(node.name)
-    return sorted(found)
-
-
-def layer_depths(model: ir.Model) -> dict[str, int]:
-    """Each layer's depth: the most layers (weighted nodes with a constant weight) on a path from
-    a graph input to its output, itself included (the stem conv: 1). The main graph, in its
-    (topological) order; a subgraph's layers are not counted (static INT8 quantizes none)."""
-    depths: dict[str, int] = {}  # value name -> depth
-    layers = {}
-    for node in model.graph:
-        layer = _is_layer(node)
-        depth = max((depths.get(v.name, 0) for v in node.inputs if v is not None), default=0)
-        depth += layer
-        depths.update((v.name, depth) for v in node.outputs)
-        if layer:
-            layers[node.name] = depth
-    return layers
-
-
-def _is_layer(node: ir.Node) -> bool:
-    """Whether `node` is a weighted op (Conv, MatMul, ...) whose weight is a constant."""
-    rule = RULES.get(node.op_type)
-    if node.domain not in ("", "ai.onnx") or rule is None or rule.kind != WEIGHTED:
-        return False
-    weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
-    return weight is not None and weight.const_value is not None
-
-
-def prefix_depths(depths: Mapping[str, int]) -> list[int]:
-    """The depths `_float_near_input` tries: doubling from 2, up to a quarter of the deepest."""
-    deepest = max(depths.values(), default=0)
-    return [2**k for k in range(1, deepest.bit_length()) if 2**k <= deepest // 4]
-
-
-def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
-    """Those of the weighted nodes ``names`` whose weight holds at most SMALL_WEIGHT_SHARE of the
-    elements of all weighted nodes' weights: int8 storage would save little there, and the
-    rounding of a stem conv's 27 weights per output is what an input-sensitive model feels most."""
-    sizes = {}
-    for node in model.graph:
-        rule = RULES.get(node.op_type)
-        if rule is not None and rule.kind == WEIGHTED:
-            weight = node.inputs[rule.weight].const_value
-            sizes[node.name] = weight.size if weight is not None else 0
-    total = sum(sizes.values())
-    return [n for n in names if sizes.get(n, 0) <= SMALL_WEIGHT_SHARE * total]
-
-
-@dataclasses.dataclass
-class _Variant:
-    """One build of the builder's options: the model, its build info, its selection drift as the
-    model outputs it (`drift`) and as the timed choices compare it (`scored`: a softmax output's at
-    its logits, drift.scored_drift)."""
-
-    options: QuantOptions
-    model: ir.Model
-    info: BuildInfo
-    drift: dict[str, Drift]
-    scored: dict[str, Drift]
-
-
-def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> _Variant:
-    builder.options = options
-    model, info = builder.build()
-    return _measured_variant(builder.logit_axes, options, model, info, selection, ref_outputs)
-
-
-def _measured_variant(
-    logit_axes: dict[str, tuple[int, ...]],
-    options: QuantOptions,
-    model: ir.Model,
-    info: BuildInfo,
-    selection,
-    ref_outputs,
-) -> _Variant:
-    """A _Variant of a build (`model`, `info`), its drifts measured on the selection samples
-    (`logit_axes`: the float model's softmax outputs, QuantBuilder.logit_axes)."""
-    outputs = run_samples(model, selection)
-    drift = compare_outputs(ref_outputs, outputs)
-    scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
-    return _Variant(options, model, info, drift, scored)
-
-
-def _compared(made: _Variant | Outcome) -> dict[str, Drift]:
-    """The drift a trade compares: `scored` (drift.scored_drift), or as the model outputs it
-    where an Outcome has none."""
-    return made.drift if made.scored is None else made.scored
-
-
-def _trade(
-    current: _Variant | Outcome,
-    candidate: _Variant | Outcome,
-    timed_on: dict,
-    speed_only: bool = False,
-) -> tuple[bool, str]:
-    """Whether `candidate` is the better trade of speed for accuracy on this CPU (`worth_trading`;
-    `speed_only`: whether bench's noise rule calls it faster, both meeting a budget), and what
-    was measured: both timed side by side on `timed_on` (a selection sample), output SNR from
-    their drifts on the selection samples.
-
-    A choice made on noisy measurements flips between runs, so the candidate is judged on what
-    is least in its favour: the time ratio of the medians or of the fastest runs, whichever is
-    higher, and its SNR gain as measured or as bootstrap resamples of the samples bound it for new
-    samples (`snr_gain_bound`), whichever is lower. A trade within EDGE_DB of the rule's edge is
-    timed again with EDGE_RUNS runs, and that timing decides.
-    """
-    if speed_only:
-        ratio, faster = _time_ratio([current.model, candidate.model], timed_on, TRADE_RUNS)
-        measured = _snr_gain(current, candidate, bounded=False)[1]
-        return faster, f"{ratio:.2f}x the time ({'' if faster else 'not '}faster), {measured}"
-    margin, measured = _trade_margin(current, candidate, timed_on)
-    return margin >= 0, measured
-
-
-def _trade_margin(
-    current: _Variant | Outcome, candidate: _Variant | Outcome, timed_on: dict
-) -> tuple[float, str]:
-    """`_trade`'s measure: by how many dB `candidate`'s SNR gain exceeds the gain its time ratio
-    requires (`required_gain`; negative: short of it), and what was measured."""
-    models = [current.model, candidate.model]
-    ratio, _ = _time_ratio(models, timed_on, TRADE_RUNS)
-    gain_db, measured = _snr_gain(current, candidate)
-    speed = f"{ratio:.2f}x the time"
-    if abs(gain_db - required_gain(ratio)) < EDGE_DB:
-        ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
-        again = EDGE_RUNS // TRADE_RUNS
-        speed += f", near the rule's edge: timed again ({again}x the runs), {ratio:.2f}x"
-    return gain_db - required_gain(ratio), f"{speed}, {measured}"
-
-
-def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> float | None:
-    """The part of the int8 nodes' (of a build, `info`) multiply-accumulates `names` do (those of
-    them in int8); None when their count is not known."""
-    nodes = {node.name: node for node in builder.model.graph}
-    sizes = output_sizes(builder.model, info.plan, builder.stats)
-
-    def macs(name: str) -> float:
-        node = nodes[name]
-        return (macs_per_output(node) or 0) * sizes.get(node.outputs[0].name, 0.0)
-
-    int8 = _int8_nodes(info)
-    total = sum(macs(n) for n in int8)
-    return sum(macs(n) for n in names if n in int8) / total if total else None
-
-
-def _estimated_trade(current: _Variant, candidate: _Variant, share: float) -> tuple[bool, str]:
-    """`_trade` untimed: `candidate` computes in float what `current` does in int8,
-    `share` of its int8 multiply-accumulates; its time estimated as
-    ``1 + (FLOAT_MAC_COST - 1) * share`` (the model's other work left out)."""
-    ratio = 1 + (FLOAT_MAC_COST - 1) * share
-    gain_db, measured = _snr_gain(current, candidate)
-    estimate = f"about {ratio:.2f}x the time estimated ({share:.1%} of the int8 MACs)"
-    return worth_trading(gain_db, ratio), f"{estimate}, {measured}"
-
-
-def _snr_gain(
-    current: _Variant | Outcome, candidate: _Variant | Outcome, bounded: bool = True
-) -> tuple[float, str]:
-    """`candidate`'s output SNR gain over `current` on the selection samples (`bounded`: or as
-    bootstrap resamples of them bound it for new samples, `snr_gain_bound`, whichever is lower),
-    and what was measured."""
-    before, after = _compared(current), _compared(candidate)
-    before_db, after_db = worst_snr(before), worst_snr(after)
-    gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
-    measured = _gain_text(before_db, after_db)
-    # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
-    # the lower of the two is the more careful
-    bound = snr_gain_bound(before, after) if bounded else None
-    if bound is not None:
-        if math.inf not in (before_db, after_db):  # beside an exact side, a bound says no more
-            shown = (
-                f"{bound:+.1f} dB" if abs(bound) < 1e3 else f"{math.copysign(math.inf, bound)} dB"
-            )
-            measured += f" (new samples: {shown} or more, {GAIN_CONFIDENCE:.0%} sure)"
-        gain_db = min(gain_db, bound)
-    return gain_db, measured
-
-
-def _gain_text(before_db: float, after_db: float) -> str:
-    """An SNR gain in words; an exact side (infinite SNR: an already-int8 model's float compute
-    reproduces it) is named as such rather than shown as an infinite gain or loss."""
-    where = "on the selection samples"
-    if before_db == after_db == math.inf:
-        return f"both exact {where}"
-    if before_db == after_db == -math.inf:  # no float output (an integer one), or both broken
-        return f"with no output SNR to compare {where}"
-    if after_db == math.inf:
-        return f"exact {where} (the other {before_db:.1f} dB output SNR)"
-    if before_db == math.inf:
-        return f"{after_db:.1f} dB output SNR {where}, the other exact"
-    return f"{after_db - before_db:+.1f} dB of output SNR against the other {where}"
-
-
-def _side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
-    """Each model's latency on `sample`, runs interleaved after warm-up: `runs` of each, or, for
-    models fast enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS
-    asked. A small model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms
-    model's sd; under 1% with 300 runs): a choice made on it flipped between runs."""
-    timed = latencies(models, sample, runs)
-    seconds = sum(latency.median for latency in timed) / 1000  # a run of each
-    budget = TRADE_SECONDS * runs / TRADE_RUNS
-    more = min(MORE_RUNS * runs, int(budget / seconds)) if seconds > 0 else runs
-    return latencies(models, sample, more) if more > runs else timed
-
-
-def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
-    """The second model's time over the first's, timed side by side on `sample`: the higher of
-    the medians' and the fastest runs' ratio; and whether bench's noise rule calls it faster."""
-    before, after = _side_by_side(models, sample, runs)
-    ratio, verdict = after.versus(before)
-    return max(ratio, after.min / before.min), verdict == "faster"
-
-
-def required_gain(time_ratio: float) -> float:
-    """The output SNR gain (dB) a variant taking `time_ratio` the time must bring: MIN_GAIN_DB,
-    plus DB_PER_TIME dB per 1x of time it adds, minus as much per 1x it saves. Continuous in the
-    ratio, so a choice that flips between runs flips only between trades of about the same worth."""
-    return MIN_GAIN_DB + DB_PER_TIME * (time_ratio - 1)
-
-
-def worth_trading(gain_db: float, time_ratio: float) -> bool:
-    """Whether a variant `gain_db` closer to float (output SNR) at `time_ratio` the time is the
-    better trade (`required_gain`)."""
-    return gain_db >= required_gain(time_ratio)
-
-
-def _speed_accuracy_choices(
-    builder: QuantBuilder,
-    chosen: _Variant,
-    selection,
-    ref_outputs,
-    int8_asked: str | None = None,
-    timed: bool = True,
-) -> tuple[_Variant, list[str]]:
-    """Target auto: on this CPU, try the graph inputs' layers computing in float (on float weights
-    when `small_weight_nodes` says so; else int8-stored), then the depthwise convs the profile
-    left float in int8 (those reading an output the model chosen so far computes in float stay
-    float: a depthwise conv mixes no channels, so a per-tensor range over channels of very
-    different spans, as a float stem conv's output has, would cost it most), then the nodes the
-    default `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that
-    `_trade` finds worth it; last, the layers near the input in float (`_float_near_input`).
-    Where an option asks for INT8 compute (`int8_asked`), a variant computing no weighted node in
-    INT8 gives way to one that does. Not `timed` (a target named, or no latency measured): the
-    input layers alone, their time estimated (`_estimated_trade`) where they do at most
-    MAX_ESTIMATED_SHARE of the int8 MACs; the others depend on the CPU's kernels more than an
-    estimate can tell."""
-    notes, reasons = [], {}
-    nodes = {node.name: node for node in builder.model.graph}
-
-    def in_float(variant: _Variant, names: list[str], why: tuple[str, str]):
-        """`names` computing in float: on float weights where `small_weight_nodes` says so
-        (reason `why[0]`), else on int8-stored weights (`why[1]`)."""
-        small = set(small_weight_nodes(builder.model, names))
-        options = dataclasses.replace(
-            variant.options,
-            exclude_nodes=variant.options.exclude_nodes | small,
-            weight_only_nodes=variant.options.weight_only_nodes | (set(names) - small),
-        )
-        how = TIMED_HERE if timed else ESTIMATED
-        return names, options, {n: why[n not in small] + how for n in names}
-
-    def input_layers(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
-        names = _input_layers(builder.model, variant.info)
-        return in_float(variant, names, (INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS))
-
-    def depthwise_int8(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
-        computed = set(variant.info.plan.nodes) | set(variant.info.plan.folded)
-        names = _float_depthwise(variant.info)
-        float_compute = set()
-        for name in names:
-            producer = _computing_producer(nodes[name])
-            if producer is None or producer.name not in computed:
-                float_compute.add(name)
-        options = dataclasses.replace(
-            variant.options,
-            skip_depthwise=False,
-            weight_only_nodes=variant.options.weight_only_nodes | float_compute,
-        )
-        kept = dict.fromkeys(float_compute, DEPTHWISE_EXACT)
-        return [n for n in names if n not in float_compute], options, kept
-
-    def small_int8(variant: _Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
-        if variant.options.min_macs != DEFAULT_MIN_MACS:  # the caller's own threshold stands
-            return [], variant.options, {}
-        names = [n for n, why in variant.info.kept_float.items() if TOO_SMALL in why]
-        return names, dataclasses.replace(variant.options, min_macs=0), {}
-
-    choices = [
-        ("input layer(s) computing in float", input_layers, False),
-        ("depthwise conv(s) in int8", depthwise_int8, True),
-        ("small node(s) in int8 (under min_macs)", small_int8, True),
-    ]
-    for what, change, to_int8 in choices if timed else choices[:1]:
-        names, options, why = change(chosen)
-        if not names:
-            continue
-        share = None if timed else _mac_share(builder, chosen.info, names)
-        if not timed and (share is None or share > MAX_ESTIMATED_SHARE):
-            untried = (
-                "their MACs not known: no estimate of its time"
-                if share is None
-                else f"{share:.0%} of the int8 MACs: too large a part to estimate its time"
-            )
-            notes.append(f"{len(names)} {what}: not tried ({untried})")
-            continue
-        candidate = _variant(builder, options, selection, ref_outputs)
-        int8 = bool(_int8_nodes(candidate.info))
-        if int8_asked and int8 != bool(_int8_nodes(chosen.info)):
-            worth = int8
-            measured = f"not timed: {int8_asked} asks for INT8 compute, and only one has it"
-        elif timed:
-            worth, measured = _trade(chosen, candidate, selection[0])
-        else:
-            worth, measured = _estimated_trade(chosen, candidate, share)
-        if worth:
-            chosen = candidate
-            reasons.update(why)
-        elif to_int8:  # float as measured here, not by the profile's guess; weights as they were
-            before = chosen.info.kept_float
-            reasons.update({n: INT8_NOT_WORTH + _weights_part(before[n]) for n in names})
-        notes.append(f"{len(names)} {what}: {'kept' if worth else 'not kept'} ({measured})")
-    if timed:
-        near = (NEAR_INPUT_FLOAT_WEIGHTS, NEAR_INPUT_INT8_WEIGHTS)
-        chosen, why, tried = _float_near_input(
-            builder,
-            chosen,
-            lambda v, names: in_float(v, names, near),
-            selection,
-            ref_outputs,
-            int8_asked,
-        )
-        reasons.update(why)
-        notes += tried
-    chosen.info.kept_float.update(reasons)
-    builder.options = chosen.options
-    return chosen, notes
-
-
-def _float_near_input(
-    builder: QuantBuilder,
-    chosen: _Variant,
-    in_float: Callable,
-    selection,
-    ref_outputs,
-    int8_asked: str | None,
-) -> tuple[_Variant, dict[str, str], list[str]]:
-    """The int8 layers near the input (`layer_depths` 2, 4, 8, ..., up to a quarter of the model's
-    depth) computing in float (`in_float(variant, names)`), with the int8 depthwise convs reading
-    their outputs (`DEPTHWISE_EXACT`), each set against `chosen` by `_trade_margin`: the best of
-    those worth it is kept. Returns the model kept, its nodes' reasons and a note per depth
-    tried. Noise an early layer adds passes through every later one: yolov8n_320's first 4
-    layers in float were +8.6 dB of output SNR at 0.99x the time."""
-    depths = layer_depths(builder.model)
-    int8 = _int8_nodes(chosen.info)
-    tried, best = [], None  # best: (margin, the variant, its reasons, its depth)
-    for depth in prefix_depths(depths):
-        names = [n for n in int8 if depths.get(n, depth + 1) <= depth]
-        readers = _depthwise_reading(builder.model, chosen.info, names)
-        if not names or len(names) + len(readers) >= len(int8):
-            continue  # none, or every int8 node
-        if tried and len(names) == tried[-1][1]:
-            continue  # the last depth's layers (nested: as many are the same)
-        _, options, why = in_float(chosen, names)
-        options = dataclasses.replace(
-            options, weight_only_nodes=options.weight_only_nodes | set(readers)
-        )
-        candidate = _variant(builder, options, selection, ref_outputs)
-        if int8_asked and not _int8_nodes(candidate.info):
-            continue
-        margin, measured = _trade_margin(chosen, candidate, selection[0])
-        tried.append((depth, len(names), len(readers), measured, margin))
-        if margin >= 0 and (best is None or margin > best[0]):
-            best = (margin, candidate, why | dict.fromkeys(readers, DEPTHWISE_EXACT), depth)
-    notes = []
-    for depth, count, readers, measured, margin in tried:
-        if best and depth == best[3]:
-            verdict = "kept"
-        elif margin >= 0:
-            verdict = f"worth it, but within {best[3]} the better trade"
-        else:
-            verdict = "not kept"
-        also = f" (and {readers} depthwise conv(s) reading them)" if readers else ""
-        notes.append(
-            f"{count} layer(s) within {depth} of the input{also} in float: {verdict} ({measured})"
-        )
-    return (best[1], best[2], notes) if best else (chosen, {}, notes)
-
-
-def _computing_producer(node: ir.Node) -> ir.Node | None:
-    """The node computing `node`'s first input, past layout ops (Pad, Cast, ...); None: a graph
-    input or initializer."""
-    producer = node.inputs[0].producer()
-    while producer is not None and producer.op_type in LAYOUT_OPS and producer.inputs:
-        producer = producer.inputs[0].producer()
-    return producer
-
-
-def _depthwise_reading(model: ir.Model, info: BuildInfo, names: Sequence[str]) -> list[str]:
-    """The int8 depthwise convs of a build (`info`) that read an output of `names` (or of an
-    activation folded into one of them) and are not among them."""
-    floated = set(names)
-    found = []
-    for node in model.graph:
-        if node.name in floated or node.name not in info.plan.nodes or not is_depthwise(node):
-            continue
-        producer = _computing_producer(node)
-        if producer is not None and (
-            producer.name in floated or info.plan.folded.get(producer.name) in floated
-        ):
-            found.append(node.name)
-    return found
-
-
-def _int8_nodes(info: BuildInfo) -> list[str]:
-    """The weighted nodes of a build (`info`) that compute in INT8."""
-    return [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHTED]
-
-
-def _weights_part(reason: str) -> str:
-    """What a kept-float reason says after its first ';' (how the weights are kept), or ""."""
-    return reason[reason.index(";") :] if ";" in reason else ""
 
 
 def _mismatched(drift: Mapping[str, Drift]) -> bool:
