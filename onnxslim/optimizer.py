@@ -527,6 +527,8 @@ def _merge_repeated_outputs(model: ir.Model, declared: list[str]) -> None:
             model.graph.remove(producer, safe=True)
 
 
+#: What a check ORT could run on the user's inputs says (not where ORT cannot run the original).
+CHECK_INPUTS_HINT = "pass inputs to check on (--check-inputs, check_inputs= in Python)"
 #: Domains ONNX Runtime's CPU provider implements.
 ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
@@ -563,11 +565,13 @@ def _check(
             )
         elif isinstance(err, verify.OriginalDoesNotLoad):
             _refuse_if_invalid(reference, reason)
+        else:  # the original runs, on inputs onnxslim could not make: the user's can check it
+            reason += f"; {CHECK_INPUTS_HINT}"
     else:
         return inputs, None
     if options.require_check:
         raise CheckFailedError(f"not checked: {reason}")
-    warnings.warn(f"onnxslim: not checked: {reason}; pass check inputs to verify", stacklevel=3)
+    warnings.warn(f"onnxslim: not checked: {reason}", stacklevel=3)
     return None, reason
 
 

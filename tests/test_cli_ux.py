@@ -977,4 +977,7 @@ def test_input_shapes_the_model_cannot_take_are_named_in_the_warning(tmp_path):
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--input-shapes", "x:1,1,2")
     assert proc.returncode == 0, proc.stderr
     assert "not checked: the original model fails on ONNX Runtime" in proc.stderr
-    assert "(on the inputs at the dims given (--input-shapes, --shape))" in proc.stderr
+    assert (
+        "(on the inputs at the dims given (--input-shapes, --shape)); pass inputs to check on "
+        "(--check-inputs" in proc.stderr
+    )

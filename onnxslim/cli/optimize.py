@@ -699,7 +699,7 @@ def _report(
         else "not checked (--no-check)"
     )
     if result.check_skipped:
-        checked = f"not checked: {result.check_skipped}; pass --check-inputs to verify"
+        checked = f"not checked: {result.check_skipped}"
         tables.warn(messages, checked)
     if result.growth:
         tables.warn(messages, result.growth)
