@@ -24,7 +24,11 @@ from onnxslim.passes.fold import FoldProducers
 from onnxslim.quantization import api, dynamic, plan, quantize, recovery, trades
 from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.builder import run_samples
-from onnxslim.quantization.caveats import drift_warning, saturated_outputs_warning
+from onnxslim.quantization.caveats import (
+    drift_warning,
+    nothing_int8_warning,
+    saturated_outputs_warning,
+)
 from onnxslim.quantization.dynamic import covers_most_weights
 from onnxslim.quantization.exact import enabled as exact_enabled
 from onnxslim.quantization.exact import exact_integer_math, exact_math
@@ -38,7 +42,7 @@ from onnxslim.quantization.pairs import (
     pair_amax,
     reduction_rows,
 )
-from onnxslim.quantization.plan import QuantOptions, computed_weights
+from onnxslim.quantization.plan import INT8_STORED, STORED_COMPUTE, QuantOptions, computed_weights
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.targets import resolve_target, saturates_here
@@ -915,11 +919,14 @@ def test_a_budget_that_returns_every_weighted_node_to_float_says_int8_buys_no_sp
     result = quantize(cnn(), samples(40), max_drift="snr>=200", **{**FAST, "test_split": 0})
     report = result.report
     assert report.fallback and not any(RULES[op].kind == WEIGHTED for op in report.quantized)
-    (warning,) = [n for n in report.notes if "every weighted node" in n]
+    (warning,) = [n for n in report.notes if "every node left in INT8" in n]
     assert warning.startswith(
-        f"warning: the budget returned every weighted node to float ({len(report.fallback)} "
-        "node(s) in all): nothing heavy computes in INT8"
+        f"warning: the budget returned every node left in INT8 to float ({len(report.fallback)} "
+        "node(s)): nothing heavy computes in INT8"
     )
+    stored = sum(INT8_STORED in why for why in report.kept_float.values())
+    weights = f"; {stored} weighted node(s) keep int8-stored weights" if stored else "in size too"
+    assert weights in warning
     ops = {node.op_type for node in result.model.graph}
     assert not {"QLinearConv", "ConvInteger"} & ops
     assert not any(  # no Conv or Gemm reads a dequantized input
@@ -928,6 +935,29 @@ def test_a_budget_that_returns_every_weighted_node_to_float_says_int8_buys_no_sp
                 for v in node.inputs if v is not None)
         for node in result.model.graph
     )  # fmt: skip
+
+
+def test_the_budget_warning_counts_the_int8_weights_kept_by_earlier_choices():
+    """The budget's fallback returns its nodes on float weights, but nodes the timed choices kept
+    in float store int8 weights still: the file is smaller than float's, and the warning says so
+    (it said "the float model in size too")."""
+    outcome = Outcome(
+        model=ir.from_proto(make_model([], [vi("x", FLOAT, [4])], [vi("x", FLOAT, [4])])),
+        quantized={},
+        kept_float={
+            "a": f"faster in float; {STORED_COMPUTE}",
+            "b": "sensitive: int8 adds noise 20.0 dB below its output signal",
+        },
+        fallback=[{"node": "b", "op": "Conv", "noise_db": 20.0, "int8_weights": False}],
+        drift={},
+        violations=[],
+    )
+    (warning,) = nothing_int8_warning(outcome, Counter())
+    assert "every node left in INT8 to float (1 node(s))" in warning
+    assert "; 1 weighted node(s) keep int8-stored weights (a smaller file" in warning
+    outcome.kept_float["a"] = "faster in float"
+    (warning,) = nothing_int8_warning(outcome, Counter())
+    assert "with float weights it is the float model in size too" in warning
 
 
 def test_unreachable_budget_is_an_error():

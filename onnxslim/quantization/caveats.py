@@ -223,16 +223,19 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
     if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
     if outcome.fallback:
+        stored = sum(INT8_STORED in why for why in outcome.kept_float.values())
         weights = (
-            "its weights stay int8-stored (a smaller file than float weights make)"
-            if any(item.get("int8_weights") for item in outcome.fallback)
+            f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float "
+            "weights make)"
+            if stored
             else "with float weights it is the float model in size too"
         )
         return [
-            f"warning: the budget returned every weighted node to float ({len(outcome.fallback)} "
-            "node(s) in all): nothing heavy computes in INT8, so it is no faster than onnxslim's "
-            f"lossless float model (without --int8); {weights}. A looser budget or more "
-            "selection samples (a narrower margin for new samples) leave more in INT8"
+            f"warning: the budget returned every node left in INT8 to float "
+            f"({len(outcome.fallback)} node(s)): nothing heavy computes in INT8, so it is no "
+            f"faster than onnxslim's lossless float model (without --int8); {weights}. A looser "
+            "budget or more selection samples (a narrower margin for new samples) leave more in "
+            "INT8"
         ]
     reasons = kept_float_counts(outcome.kept_float)
     why = (
