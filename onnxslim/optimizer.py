@@ -69,8 +69,26 @@ class OptimizeResult:
     def warnings(self) -> list[str]:
         """The warnings beyond "not checked" (lost ORT fusions, float16's), for the CLI's stderr
         and the API's UserWarnings."""
-        found = (self.fusion_warning, self.fp16_warning, self.fp16_slower_warning)
+        found = (
+            self.fusion_warning,
+            self.fp16_nothing_warning,
+            self.fp16_warning,
+            self.fp16_slower_warning,
+        )
         return [warning for warning in found if warning]
+
+    @property
+    def fp16_nothing_warning(self) -> str | None:
+        """That no node went to float16 (None: some did, or no conversion asked): the result is
+        the lossless float32 model, its size and speed the lossless passes' own."""
+        if not self.fp16 or self.fp16["nodes_float16"]:
+            return None
+        kept = ", ".join(f"{reason} {count}" for reason, count in self.fp16["kept"].items())
+        return (
+            f"no node went to float16 (kept in float32: {kept or 'no float computation'}): the "
+            "result is the lossless float32 model, and what it saves in size or time the lossless "
+            "passes saved"
+        )
 
     @property
     def fp16_slower_warning(self) -> str | None:
@@ -94,7 +112,7 @@ class OptimizeResult:
     def fp16_warning(self) -> str | None:
         """That the float16 drift was measured on synthesized inputs (None: on given ones, or not
         measured): float16 overflows on data of another scale."""
-        if not self.fp16 or not self.fp16["synthesized"]:
+        if not self.fp16 or not self.fp16["synthesized"] or not self.fp16["nodes_float16"]:
             return None
         return (
             f"the float16 drift was measured on {self.fp16['inputs']}: on data of another scale "

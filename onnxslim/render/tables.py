@@ -615,7 +615,8 @@ def fp16_report(report: Mapping) -> list[RenderableType]:
         items.append(
             plain(
                 f"float16 latency: {report['time_ratio']:.2f}x the original's "
-                f"({report['time_verdict']}; medians of interleaved runs, one thread)"
+                f"({report['time_verdict']}; the lossless passes and float16 together; medians "
+                "of interleaved runs, one thread)"
             )
         )
     if report["drift"] is not None:
