@@ -102,10 +102,17 @@ class OptimizeResult:
             if after < 0.9 * before
             else "it saves neither size nor time here"
         )
+        timed_on = (
+            f"; timed on {self.fp16['inputs']}: at your inputs' sizes, time both with "
+            "`onnxslim bench ORIGINAL RESULT --inputs ...`"
+            if self.fp16["synthesized"]
+            else ""
+        )
         return (
             f"the float16 model runs {self.fp16['time_ratio']:.2f}x the time of the original on "
             f"this CPU (ONNX Runtime computes most float16 ops on CPU through Casts to float32): "
             + saves
+            + timed_on
         )
 
     @property

@@ -686,6 +686,11 @@ def test_fp16_is_timed_against_the_original_and_a_slower_result_warned_of():
     assert slower.fp16_slower_warning.startswith(
         "the float16 model runs 2.04x the time of the original on this CPU"
     )
+    assert f"; timed on {result.fp16['inputs']}: at your inputs' sizes" in (
+        slower.fp16_slower_warning
+    )  # synthesized: they may be far smaller than the model's own (32x32 for a 320x320 YOLO)
+    given = dataclasses.replace(slower, fp16={**slower.fp16, "synthesized": False})
+    assert "timed on" not in given.fp16_slower_warning
     same = dataclasses.replace(result, fp16={**result.fp16, "time_verdict": "same"})
     assert same.fp16_slower_warning is None
     unchecked = onnxslim.optimizer.optimize_with_report(
