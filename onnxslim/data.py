@@ -447,10 +447,14 @@ def _with_batch_dim(sample: Sample, specs: Sequence[InputSpec]) -> Sample:
 
 def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sample]:
     """Split stacked arrays along the first axis; each sample keeps a batch dim of 1. A 0-d array
-    for a scalar input is the same in every sample."""
+    for a scalar input is the same in every sample. Arrays whose first axes differ, each of its
+    input's rank, are one sample (a recurrent model's state [2, 1, 128] beside its audio
+    [1, 256])."""
     ranks = {spec.name: len(spec.shape) for spec in specs}
     shared = {name for name, a in arrays.items() if a.ndim == 0 and ranks.get(name) == 0}
     counts = {len(a) if a.ndim else 0 for name, a in arrays.items() if name not in shared}
+    if len(counts) > 1 and all(a.ndim == ranks.get(name) for name, a in arrays.items()):
+        return [dict(arrays)]
     if len(counts) != 1 or 0 in counts:
         raise OnnxSlimError(
             f"inputs {path}: stacked arrays need the same, non-empty first axis (samples; a "

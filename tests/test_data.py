@@ -182,6 +182,23 @@ def test_stacked_npz_file_with_a_scalar_input(tmp_path):
         load_samples(tmp_path / "bad.npz", specs)
 
 
+def test_an_npz_file_of_one_sample_with_a_state_input(tmp_path):
+    """silero-vad's audio [1, 256] beside its state [2, 1, 128]: first axes that differ, each
+    array of its input's rank, are one sample, not a refused stack of samples."""
+    specs = [*X_SPEC, InputSpec("state", F32, (2, 1, 3)), InputSpec("sr", I64, ())]
+    arrays = {"x": np.ones((1, 4), np.float32), "state": np.zeros((2, 1, 3), np.float32)}
+    np.savez(tmp_path / "one.npz", **arrays, sr=np.array(16000))
+    (sample,) = load_samples(tmp_path / "one.npz", specs)
+    assert {name: a.shape for name, a in sample.items()} == {
+        "x": (1, 4),
+        "state": (2, 1, 3),
+        "sr": (),
+    }
+    np.savez(tmp_path / "stack.npz", x=np.ones((3, 1, 4), np.float32), state=arrays["state"])
+    with pytest.raises(OnnxSlimError, match="stacked arrays need the same"):
+        load_samples(tmp_path / "stack.npz", specs)  # x stacked, the state not: no reading fits
+
+
 def test_random_source():
     samples = load_samples("random:3", SPECS, shapes={"x": (2, 4)})
     assert len(samples) == 3 and samples[0]["ids"].shape == (2, 32)
