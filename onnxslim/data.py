@@ -447,13 +447,12 @@ def _with_batch_dim(sample: Sample, specs: Sequence[InputSpec]) -> Sample:
 
 def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sample]:
     """Split stacked arrays along the first axis; each sample keeps a batch dim of 1. A 0-d array
-    for a scalar input is the same in every sample. Arrays whose first axes differ, each of its
-    input's rank, are one sample (a recurrent model's state [2, 1, 128] beside its audio
-    [1, 256])."""
+    for a scalar input is the same in every sample. Arrays whose first axes differ only where
+    their inputs fix them are one sample (`_one_sample`)."""
     ranks = {spec.name: len(spec.shape) for spec in specs}
     shared = {name for name, a in arrays.items() if a.ndim == 0 and ranks.get(name) == 0}
     counts = {len(a) if a.ndim else 0 for name, a in arrays.items() if name not in shared}
-    if len(counts) > 1 and all(a.ndim == ranks.get(name) for name, a in arrays.items()):
+    if len(counts) > 1 and _one_sample(arrays, specs):
         return [dict(arrays)]
     if len(counts) != 1 or 0 in counts:
         raise OnnxSlimError(
@@ -472,6 +471,27 @@ def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sam
         }
         for i in range(counts.pop())
     ]
+
+
+def _one_sample(arrays: Sample, specs: Sequence[InputSpec]) -> bool:
+    """Whether arrays of differing first axes can only be one sample: each of its input's rank,
+    those whose input fixes the first dim at that size (a recurrent state [2, N, 128] beside
+    audio [N, 256]), the others all of one non-zero first axis (a stack would need the fixed
+    ones stacked too)."""
+    by_name = {spec.name: spec for spec in specs}
+    free, fixed = set(), 0
+    for name, array in arrays.items():
+        spec = by_name.get(name)
+        if spec is None or array.ndim != len(spec.shape):
+            return False
+        first = spec.shape[0] if spec.shape else None
+        if isinstance(first, int):
+            if len(array) != first:
+                return False
+            fixed += 1
+        elif array.ndim:  # a scalar input's 0-d array has no first axis
+            free.add(len(array))
+    return fixed > 0 and len(free) <= 1 and 0 not in free
 
 
 def _load_images(

@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from onnxslim.drift import Drift, compare_outputs
 from onnxslim.errors import CheckFailedError
-from onnxslim.model.graph import has_subgraphs, node_count
+from onnxslim.model.graph import has_subgraphs
 
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 FP16_MAX = 65504.0
@@ -139,7 +139,8 @@ def to_float16(
     _convert_initializers(graph, half_nodes, interface)
     result.casts = _insert_casts(graph, half_nodes, keep_io_types)
     result.nodes_float16 = len(half_nodes)
-    inner = node_count(graph) - len(graph)
+    inner = sum(_has_float(n) for n in ir.traversal.RecursiveGraphIterator(graph))
+    inner -= sum(_has_float(n) for n in graph)
     if inner:  # a control flow node keeps its bodies as they are
         kept["inside control flow bodies"] += inner
     result.kept = dict(kept.most_common())

@@ -81,20 +81,25 @@ class OptimizeResult:
     def fp16_nothing_warning(self) -> str | None:
         """That no node went to float16 (None: some did, or no conversion asked): the result is
         the lossless float32 model, its size and speed the lossless passes' own."""
-        if not self.fp16 or self.fp16["nodes_float16"]:
+        if not self._fp16_converted_nothing:
             return None
         kept = ", ".join(f"{reason} {count}" for reason, count in self.fp16["kept"].items())
+        why = f"kept in float32: {kept}" if kept else "the model computes nothing in float"
         return (
-            f"no node went to float16 (kept in float32: {kept or 'no float computation'}): the "
-            "result is the lossless float32 model, and what it saves in size or time the lossless "
-            "passes saved"
+            f"no node went to float16 ({why}): the result is the lossless float32 model, and "
+            "what it saves in size or time the lossless passes saved"
         )
+
+    @property
+    def _fp16_converted_nothing(self) -> bool:
+        """Whether float16 was asked for and changed nothing (no node, no Cast)."""
+        return bool(self.fp16) and not self.fp16["nodes_float16"] and not self.fp16["casts"]
 
     @property
     def fp16_slower_warning(self) -> str | None:
         """That the float16 model runs slower than the original on this CPU (None: not slower, or
         not timed)."""
-        if not self.fp16 or self.fp16["time_verdict"] != "slower":
+        if not self.fp16 or self.fp16["time_verdict"] != "slower" or self._fp16_converted_nothing:
             return None
         before, after = self.fp16["weights_before"], self.fp16["weights_after"]
         saves = (
@@ -119,7 +124,7 @@ class OptimizeResult:
     def fp16_warning(self) -> str | None:
         """That the float16 drift was measured on synthesized inputs (None: on given ones, or not
         measured): float16 overflows on data of another scale."""
-        if not self.fp16 or not self.fp16["synthesized"] or not self.fp16["nodes_float16"]:
+        if not self.fp16 or not self.fp16["synthesized"] or self._fp16_converted_nothing:
             return None
         return (
             f"the float16 drift was measured on {self.fp16['inputs']}: on data of another scale "
@@ -590,8 +595,8 @@ def _check(
             )
         elif isinstance(err, verify.OriginalDoesNotLoad):
             _refuse_if_invalid(reference, reason)
-        else:  # the original runs, on inputs onnxslim could not make: the user's can check it
-            reason += f"; {CHECK_INPUTS_HINT}"
+        elif options.check_inputs is None:  # the original runs, on inputs onnxslim could not
+            reason += f"; {CHECK_INPUTS_HINT}"  # make: the user's can check it
     else:
         return inputs, None
     if options.require_check:

@@ -637,6 +637,8 @@ def test_fp16_that_converts_nothing_says_so():
     """Every float op inside an If's branches (silero VAD): float16 conversion leaves the bodies
     as they are, so nothing converts; the report says so, and counts the nodes inside, instead of
     a float16 drift and latency that are the lossless passes' own."""
+    import dataclasses
+
     import onnxslim
 
     then = helper.make_graph([N("Relu", ["x"], ["t"])], "then", [], [vi("t", FLOAT, [2])])
@@ -651,11 +653,18 @@ def test_fp16_that_converts_nothing_says_so():
     )
     assert result.fp16["nodes_float16"] == 0
     assert result.fp16["kept"] == {"inside control flow bodies": 2, "control flow": 1}
-    assert result.warnings == [
+    assert (
         "no node went to float16 (kept in float32: inside control flow bodies 2, control flow 1): "
         "the result is the lossless float32 model, and what it saves in size or time the lossless "
         "passes saved"
-    ]  # and not that the drift of float16 was measured on synthesized inputs
+    ) in result.warnings
+    assert result.fp16_warning is None  # not that float16's drift was measured on made-up data
+    slower = dataclasses.replace(result, fp16={**result.fp16, "time_verdict": "slower"})
+    assert slower.fp16_slower_warning is None  # no float16 to blame
+    interface = onnxslim.optimizer.optimize_with_report(
+        model, onnxslim.optimizer.OptimizeOptions(dtype="fp16", keep_io_types=False)
+    )  # float16 inputs and outputs, Casts inside: not the lossless float32 model
+    assert interface.fp16["casts"] and interface.fp16_nothing_warning is None
 
 
 SPEED_WORDS = {"faster", "slower", "same"}
@@ -992,6 +1001,23 @@ def test_fp16_refusal_names_outputs_below_float16s_range(monkeypatch):
     monkeypatch.setattr(fp16, "measure_drift", lambda *a: (drifts, "3 samples", {}))
     with pytest.raises(CheckFailedError, match=r"\(the original's output 'y' \([^)]*\) is below"):
         optimizer.optimize(mixed_model(), dtype="fp16")
+
+
+def test_no_hint_to_pass_check_inputs_when_the_given_ones_fail():
+    """The original fails on the user's own check inputs: the report says so, without telling
+    them to pass inputs."""
+    import onnxslim
+
+    model = make_model(
+        [N("Reshape", ["x", "shape"], ["y"])],
+        [vi("x", FLOAT, ["N"])],
+        [vi("y", FLOAT, [3])],
+        [const("shape", np.array([3]))],
+    )
+    options = onnxslim.optimizer.OptimizeOptions(check_inputs=[{"x": np.ones(4, np.float32)}])
+    with pytest.warns(UserWarning, match="not checked: the original model fails"):
+        result = onnxslim.optimizer.optimize_with_report(model, options)
+    assert result.check_skipped and "pass inputs to check on" not in result.check_skipped
 
 
 def test_input_shapes_the_model_cannot_take_are_named_in_the_warning(tmp_path):

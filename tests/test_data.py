@@ -197,6 +197,12 @@ def test_an_npz_file_of_one_sample_with_a_state_input(tmp_path):
     np.savez(tmp_path / "stack.npz", x=np.ones((3, 1, 4), np.float32), state=arrays["state"])
     with pytest.raises(OnnxSlimError, match="stacked arrays need the same"):
         load_samples(tmp_path / "stack.npz", specs)  # x stacked, the state not: no reading fits
+    np.savez(tmp_path / "off.npz", x=np.ones((100, 4), np.float32), y=np.ones((99, 4), np.float32))
+    with pytest.raises(OnnxSlimError, match="stacked arrays need the same"):  # no fixed dim
+        load_samples(tmp_path / "off.npz", [*X_SPEC, InputSpec("y", F32, (None, 4))])
+    np.savez(tmp_path / "empty.npz", x=np.ones((0, 4), np.float32), state=arrays["state"])
+    with pytest.raises(OnnxSlimError, match="stacked arrays need the same"):
+        load_samples(tmp_path / "empty.npz", specs)
 
 
 def test_random_source():

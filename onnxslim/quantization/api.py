@@ -601,12 +601,10 @@ def _static(
         chosen = {
             n: why for n, why in info.kept_float.items() if why.startswith(tuple(CHOICE_REASONS))
         }
-        quantized, info, drift, violations, fallback, outputs = fall_back(
+        quantized, info, drift, violations, fallback, scored = fall_back(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
-        scored = (
-            None if violations else scored_drift(ref_outputs, outputs, builder.logit_axes, drift)
-        )
+        scored = None if violations else scored
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})

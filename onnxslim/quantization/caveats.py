@@ -209,9 +209,9 @@ def computes_int8(outcome: Outcome, before: Counter) -> bool:
     )
 
 
-def stores_int8(outcome: Outcome) -> bool:
-    """Whether a node of `outcome` kept in float stores its weights int8 (its reason says so)."""
-    return any(INT8_STORED in why for why in outcome.kept_float.values())
+def stores_int8(outcome: Outcome) -> int:
+    """How many nodes of `outcome` kept in float store their weights int8 (their reasons say so)."""
+    return sum(INT8_STORED in why for why in outcome.kept_float.values())
 
 
 def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
@@ -223,7 +223,7 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
     if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
     if outcome.fallback:
-        stored = sum(INT8_STORED in why for why in outcome.kept_float.values())
+        stored = stores_int8(outcome)
         weights = (
             f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float "
             "weights make)"

@@ -7,7 +7,7 @@ import math
 
 import onnx_ir as ir
 
-from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs
+from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs, scored_drift
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, iter_samples, run_samples
 from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
 from onnxslim.quantization.plan import STORED_COMPUTE, activation_inputs
@@ -26,7 +26,8 @@ def fall_back(
     budget holds: computing in float on int8-stored weights (the file stays small), or entirely in
     float when that never meets the budget.
 
-    Returns (model, info, drift, violations, fallback list, the model's outputs on `samples`).
+    Returns (model, info, drift, violations, fallback list, its drift as the timed choices
+    compare it: drift.scored_drift).
     """
     ranked = sensitivity(builder, quantized, info, samples)
     names = [name for name, _ in ranked]
@@ -51,12 +52,13 @@ def fall_back(
                     )
                     outputs = run_samples(model, samples)
                     drift = compare_outputs(ref_outputs, outputs)
-                    results[k] = (model, inf, drift, budget.check(drift), outputs)
+                    scored = scored_drift(ref_outputs, outputs, builder.logit_axes, drift)
+                    results[k] = (model, inf, drift, budget.check(drift), scored)
                     bar.advance()
                 return bool(results[k][3])
 
             k = fewest_passing(len(names), attempt)
-            model, inf, drift, violations, outputs = results[k]
+            model, inf, drift, violations, scored = results[k]
             if not violations:
                 break
     fallback = (
@@ -76,7 +78,7 @@ def fall_back(
     for item in fallback:
         stored = f"; {STORED_COMPUTE}" if item["int8_weights"] else ""
         inf.kept_float[item["node"]] = fallback_reason(item["noise_db"], budget) + stored
-    return model, inf, drift, violations, fallback, outputs
+    return model, inf, drift, violations, fallback, scored
 
 
 def fallback_reason(noise_db: float, budget: Budget) -> str:
