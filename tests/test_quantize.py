@@ -21,7 +21,7 @@ from onnxslim.drift import compare_outputs, parse_max_drift, scored_drift, worst
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.passes.fold import FoldProducers
-from onnxslim.quantization import api, dynamic, plan, quantize, recovery, trades
+from onnxslim.quantization import api, dynamic, levers, plan, quantize, recovery, trades
 from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import (
@@ -1191,8 +1191,10 @@ def test_auto_levers_keep_a_lever_only_when_closer_on_new_samples(monkeypatch, e
     snr = {bc: worst_snr(compare_outputs(ref, out)) for bc, out in outputs.items()}
     assert snr[True] > snr[False]  # the better score either way
     runs = []
-    monkeypatch.setattr(api, "run_samples", lambda model, _: runs.append(model) or outputs[model])
-    choice = api._choose({False: _FixedOutputs()}, [False, True], ref, ref)
+    monkeypatch.setattr(
+        levers, "run_samples", lambda model, _: runs.append(model) or outputs[model]
+    )
+    choice = levers.choose({False: _FixedOutputs()}, [False, True], ref, ref)
     assert choice.note.startswith(f"kept {kept} (")
     assert choice.model is choice.builder.options.bias_correction is (kept != "plain")
     assert choice.drift["y"].snr_db == snr[kept != "plain"] and runs == [False, True]  # once each
@@ -1235,14 +1237,14 @@ class _RangeOutputs:
         return self.method_options.get("pct", self.method), None
 
 
-def _choose_range(off_by: dict, monkeypatch) -> api._Choice:
+def _choose_range(off_by: dict, monkeypatch) -> levers.Choice:
     """The range `_choose_activation_range` keeps when each is `off_by` from float."""
     ref = [{"y": np.full(4, float(i + 1))} for i in range(8)]
     outputs = {key: [{"y": r["y"] + e} for r in ref] for key, e in off_by.items()}
-    monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
+    monkeypatch.setattr(levers, "run_samples", lambda model, samples: outputs[model])
     scored = compare_outputs(ref, outputs[99.99])
-    first = api._Choice(_RangeOutputs(), 99.99, None, scored)  # scored already
-    return api._choose_activation_range(first, ref, ref)
+    first = levers.Choice(_RangeOutputs(), 99.99, None, scored)  # scored already
+    return levers.choose_activation_range(first, ref, ref)
 
 
 def test_a_percentile_closer_on_new_samples_replaces_the_default(monkeypatch):
@@ -1251,7 +1253,7 @@ def test_a_percentile_closer_on_new_samples_replaces_the_default(monkeypatch):
     assert choice.note.startswith("kept percentile 99.999 (")
     assert "mse: " in choice.note
     assert choice.model == 99.999 and choice.builder.method_options == {"pct": 99.999}
-    assert api._method_label(choice.builder) == "percentile 99.999"
+    assert levers.method_label(choice.builder) == "percentile 99.999"
 
 
 def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
@@ -1267,10 +1269,10 @@ def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
         key: [{"y": softmax(z + np.array([[e, 0.0]]))} for z, e in zip(logits, errors)]
         for key, errors in off_by.items()
     }
-    monkeypatch.setattr(api, "run_samples", lambda model, samples: outputs[model])
+    monkeypatch.setattr(levers, "run_samples", lambda model, samples: outputs[model])
     monkeypatch.setattr(_RangeOutputs, "logit_axes", {"y": (1,)})
-    first = api._Choice(_RangeOutputs(), 99.99, None, compare_outputs(ref, outputs[99.99]))
-    choice = api._choose_activation_range(first, ref, ref)
+    first = levers.Choice(_RangeOutputs(), 99.99, None, compare_outputs(ref, outputs[99.99]))
+    choice = levers.choose_activation_range(first, ref, ref)
     by_probability = {key: worst_snr(compare_outputs(ref, out)) for key, out in outputs.items()}
     assert max(by_probability, key=by_probability.get) == "mse"
     assert choice.note.startswith("kept percentile 99.9 (output SNR (a softmax output: of its ")
@@ -1280,7 +1282,7 @@ def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
 def test_mse_ranges_closer_on_new_samples_replace_the_percentile(monkeypatch):
     choice = _choose_range({99.99: 0.1, 99.9: 0.2, 99.999: 0.15, "mse": 0.05}, monkeypatch)
     assert choice.note.startswith("kept mse (")
-    assert choice.model == "mse" and api._method_label(choice.builder) == "mse"
+    assert choice.model == "mse" and levers.method_label(choice.builder) == "mse"
 
 
 def test_auto_levers_keep_the_variant_closest_to_float():

@@ -5,12 +5,11 @@ and drift."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
@@ -19,7 +18,6 @@ from onnxslim.bench import Latency, latencies
 from onnxslim.cpu import available_memory
 from onnxslim.data import as_samples, input_specs
 from onnxslim.drift import (
-    AT_LOGITS,
     GAIN_CONFIDENCE,
     MIN_PREDICTION_SAMPLES,
     NEW_SAMPLE_COVERAGE,
@@ -31,16 +29,13 @@ from onnxslim.drift import (
     criterion_text,
     parse_max_drift,
     scored_drift,
-    significantly_closer,
-    worst_output,
-    worst_snr,
 )
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import node_count, softmax_axes
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
-from onnxslim.quantization import dynamic, exact, gptq, integer_outputs, large, trades
+from onnxslim.quantization import dynamic, exact, integer_outputs, large, levers, trades
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.caveats import (
@@ -88,7 +83,6 @@ from onnxslim.quantization.report import (
     QuantizeReport,
 )
 from onnxslim.quantization.targets import CHOICES, Target, resolve_target, saturates_here
-from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
 
 DEFAULT_METHOD = "percentile"
@@ -103,7 +97,6 @@ INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time
 #: ... but it takes the result under QUALITY_BAR, where float compute meets it, only when it takes
 #: at most this much of float compute's time (torchvision's deeplabv3: worst cosine 0.94 for 0.92x)
 BELOW_BAR_RATIO = 0.8
-CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
 #: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
 INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
 COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
@@ -128,12 +121,12 @@ class QuantizeConfig:
     `mode`: "static" (calibrated QDQ), "dynamic" (MatMul weights int8, activations quantized at run
     time: for transformers) or "auto" (static, or dynamic where static falls short: see
     `_static_or_dynamic`); `method`: activation range method (see RANGE_METHODS), `percentile` its
-    parameter (None: the first of PERCENTILES, or another, or "mse" ranges, where `_closest` finds
-    it closer on the selection samples); `per_channel` weight scales; `activation_type` "uint8"
-    (asymmetric) or "int8" (symmetric); `target` the CPU the model will run on (auto, avx2, vnni,
-    arm); `exclude_ops`/`exclude_nodes` stay float, `quantize_ops` narrows the op types; `max_drift`
-    (a Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float until it holds
-    on the selection samples, a cosine budget as predicted for new samples
+    parameter (None: the first of levers.PERCENTILES, or another, or "mse" ranges, where levers.py
+    finds it closer on the selection samples); `per_channel` weight scales; `activation_type`
+    "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU the model will run on (auto, avx2,
+    vnni, arm); `exclude_ops`/`exclude_nodes` stay float, `quantize_ops` narrows the op types;
+    `max_drift` (a Budget or text like "cosine>=0.99"): the most sensitive nodes go back to float
+    until it holds on the selection samples, a cosine budget as predicted for new samples
     (`drift.predicted_cosine`; CheckFailedError if it never does); `eval_split` the share of samples
     held out for choices (at least 2; None: DEFAULT_EVAL_SPLIT, raised to 8 samples where the data
     allow), `test_split` for the drift reported, `held_out` where they come from ("spread" through
@@ -143,11 +136,11 @@ class QuantizeConfig:
     the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
     `weight_rounding` "gptq" (the weights of nodes computing in INT8 rounded to change each layer's
     output least on the calibration samples, see gptq.py; int8-stored weights of nodes computing in
-    float round to nearest), "nearest" or "auto" (GPTQ where `_closest` finds it closer on the
+    float round to nearest), "nearest" or "auto" (GPTQ where levers.py finds it closer on the
     selection samples); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
     (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or
     "auto" (the variant closest to float on the selection samples; for CLE and bias correction only
-    when bootstrap resamples of them agree, see `_closest`); `optimize` runs the lossless pipeline
+    when bootstrap resamples of them agree, see levers.py); `optimize` runs the lossless pipeline
     first, with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency`
     times both models; `progress` shows bars."""
 
@@ -547,7 +540,7 @@ def _static(
     logit_axes: dict[str, tuple[int, ...]],
 ) -> tuple[Outcome, Outcome | None]:
     """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE, bias correction and
-    the activation ranges (`_closest`), return the noisiest nodes to float until the budget
+    the activation ranges (levers.py), return the noisiest nodes to float until the budget
     holds on `selection` (where the original gives `ref_outputs`). Mode auto with timed choices:
     also the same model computing in float on its int8-stored weights (`_float_compute`).
     `logit_axes`: the softmax outputs of the model before `prepare` (what every choice compares
@@ -568,13 +561,13 @@ def _static(
     notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
     pairs = len(find_pairs(float_model.graph))
     builders = _builders(float_model, calib, quant_options, config, bool(pairs), logit_axes)
-    choice = _choose(builders, _choices(config.bias_correction), selection, ref_outputs)
+    choice = levers.choose(builders, _choices(config.bias_correction), selection, ref_outputs)
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
-        choice = _choose_activation_range(choice, selection, ref_outputs)
+        choice = levers.choose_activation_range(choice, selection, ref_outputs)
         notes.append(choice.note)
-    if config.weight_rounding == "auto" and _rounds_with_gptq(choice):
-        choice = _choose_rounding(choice, selection, ref_outputs)
+    if config.weight_rounding == "auto" and levers.rounds_with_gptq(choice):
+        choice = levers.choose_rounding(choice, selection, ref_outputs)
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
     if choice.scored is None or compared_samples(choice.scored) != len(selection):  # on fewer
@@ -629,7 +622,7 @@ def _static(
         equalized_pairs=pairs if builder.equalized else 0,
         bias_correction=builder.options.bias_correction,
         weight_rounding=builder.options.weight_rounding,
-        method=_method_label(builder),
+        method=levers.method_label(builder),
         layers=[dataclasses.asdict(layer) for layer in layers],
         all_int8=all_int8 if fallback else None,
         scored=scored,
@@ -1003,12 +996,6 @@ def _constant_weights(
     return copy
 
 
-def _method_label(builder: QuantBuilder) -> str:
-    """The activation range method of `builder`, with its percentile."""
-    pct = builder.method_options.get("pct")
-    return f"{builder.method} {pct:.10g}" if pct is not None else builder.method
-
-
 def _choices(setting: bool | str) -> list[bool]:
     return [False, True] if setting == "auto" else [setting]
 
@@ -1021,10 +1008,10 @@ def _builders(
     pairs: bool,
     logit_axes: dict[str, tuple[int, ...]],
 ) -> dict[bool, QuantBuilder]:
-    """A builder per equalization `_choose` tries (False: the model as it is; True: a
+    """A builder per equalization `levers.choose` tries (False: the model as it is; True: a
     cross-layer-equalized copy, when the model has conv `pairs`); the equalized one derives GPTQ's
     layer input statistics from the other's."""
-    percentile = PERCENTILES[0] if config.percentile is None else config.percentile
+    percentile = levers.PERCENTILES[0] if config.percentile is None else config.percentile
     method_options = {"pct": percentile} if config.method == "percentile" else {}
     builders: dict[bool, QuantBuilder] = {}
     for eq in _choices(config.equalize if pairs else False):
@@ -1047,163 +1034,10 @@ def _builders(
     return builders
 
 
-#: The variants `_choose` tries, (equalization, bias correction), from no lever to both.
-_LABELS = {
-    (False, False): "plain",
-    (False, True): "bias correction",
-    (True, False): "CLE",
-    (True, True): "CLE + bias correction",
-}
-#: `percentile=None`: the first is the default, the others are tried on the selection samples.
-PERCENTILES = (99.99, 99.9, 99.999)
-
-
-@dataclasses.dataclass
-class _Choice:
-    """A static INT8 variant kept: its builder (set to it), model and build info, its drift on
-    the selection samples it was scored on (None: not run) and a note (None: no choice made)."""
-
-    builder: QuantBuilder
-    model: ir.Model
-    info: BuildInfo
-    drift: dict[str, Drift] | None = None
-    #: the drift as `_closest` compares it (drift.scored_drift: a softmax output's logits)
-    scored: dict[str, Drift] | None = None
-    note: str | None = None
-
-
-def _choose(
-    builders: Mapping[bool, QuantBuilder],
-    bias_corrections: Sequence[bool],
-    selection: Sequence,
-    ref_outputs: Sequence,
-) -> _Choice:
-    """The (equalization, bias correction) variant `_closest` keeps, from no lever to both."""
-
-    def set_to(eq: bool, bc: bool) -> QuantBuilder:
-        builders[eq].options = dataclasses.replace(builders[eq].options, bias_correction=bc)
-        return builders[eq]
-
-    variants = {
-        label: functools.partial(set_to, *key)
-        for key, label in _LABELS.items()
-        if key[0] in builders and key[1] in bias_corrections
-    }
-    if len(variants) == 1:
-        builder = next(iter(variants.values()))()
-        return _Choice(builder, *builder.build())
-    shown = next(iter(builders.values())).progress
-    return _closest(variants, "CLE and bias correction", selection, ref_outputs, shown)
-
-
-def _choose_activation_range(first: _Choice, selection: Sequence, ref_outputs: Sequence) -> _Choice:
-    """The activation range `_closest` keeps for the variant `first` (built at the first of
-    PERCENTILES): a percentile of PERCENTILES, or "mse" (each tensor's least quantization error:
-    a heavy-tailed one gets a tighter clip than any one percentile gives all)."""
-    builder = first.builder
-
-    def set_to(method: str, options: dict) -> QuantBuilder:
-        builder.method, builder.method_options = method, options
-        return builder
-
-    variants = {
-        f"percentile {pct:.10g}": functools.partial(set_to, "percentile", {"pct": pct})
-        for pct in PERCENTILES
-    }
-    variants["mse"] = functools.partial(set_to, "mse", {})
-    return _closest(variants, "activation ranges", selection, ref_outputs, builder.progress, first)
-
-
-def _closest(
-    variants: Mapping[str, Callable[[], QuantBuilder]],
-    what: str,
-    selection: Sequence,
-    ref_outputs: Sequence,
-    shown: bool,
-    first: _Choice | None = None,
-) -> _Choice:
-    """Build each variant (label: a function setting its builder up) in order, the default first,
-    and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs, a
-    softmax output's at its logits: drift.scored_drift) on up to CHOICE_SAMPLES selection samples,
-    each replacing the one kept so far only when `significantly_closer`: closer on new samples, as
-    bootstrap resamples of the selection samples say (a fraction of a dB on a few samples is
-    noise). `shown`: a progress bar; `first`: the first variant, when built (and scored) already.
-    The choice kept carries its drift as the model outputs it (`drift`) besides `scored`."""
-    samples, ref = list(selection)[:CHOICE_SAMPLES], list(ref_outputs)[:CHOICE_SAMPLES]
-    scores, kept = {}, None  # kept: (label, the _Choice, its worst output)
-    with progress(f"INT8: trying {what}", len(variants), shown) as bar:
-        for label, set_up in variants.items():
-            if first is not None and not scores:
-                choice = dataclasses.replace(first)
-            else:
-                builder = set_up()
-                choice = _Choice(builder, *builder.build())
-            if choice.scored is None:
-                outputs = run_samples(choice.model, samples)
-                if choice.drift is None:
-                    choice.drift = compare_outputs(ref, outputs)
-                axes = choice.builder.logit_axes
-                choice.scored = scored_drift(ref, outputs, axes, choice.drift)
-            scores[label] = worst_snr(choice.scored)
-            broken = _mismatched(choice.scored)
-            if (
-                kept is None
-                or (not broken and _mismatched(kept[1].scored))
-                or (
-                    not broken
-                    and scores[label] > scores[kept[0]]
-                    and kept[2] is not None
-                    and significantly_closer(kept[1].scored, choice.scored, kept[2])
-                )
-            ):
-                kept = (label, choice, worst_output(choice.scored))
-            bar.advance()
-    label, choice, _ = kept
-    tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
-    rule = (
-        f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
-        f"of bootstrap resamples of those samples"
-        if len(samples) >= MIN_PREDICTION_SAMPLES
-        else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
-    )
-    logits = AT_LOGITS if choice.builder.logit_axes else ""
-    measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
-    if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
-        measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"
-    variants[label]()  # the builder back to the kept variant
-    choice.note = f"kept {label} ({measured})"
-    return choice
-
-
-def _rounds_with_gptq(choice: _Choice) -> bool:
-    """Whether GPTQ can round the weight of any of `choice`'s INT8 nodes."""
-    nodes = {node.name: node for node in choice.builder.model.graph}
-    return any(gptq.supports(nodes[name]) for name in choice.info.plan.nodes if name in nodes)
-
-
-def _choose_rounding(first: _Choice, selection: Sequence, ref_outputs: Sequence) -> _Choice:
-    """Nearest or GPTQ weight rounding, whichever `_closest` keeps for the variant `first`, built
-    with nearest rounding."""
-    builder = first.builder
-
-    def set_to(rounding: str) -> QuantBuilder:
-        builder.options = dataclasses.replace(builder.options, weight_rounding=rounding)
-        return builder
-
-    labels = {"nearest": "nearest rounding", "gptq": "GPTQ rounding"}
-    variants = {labels[r]: functools.partial(set_to, r) for r in WEIGHT_ROUNDINGS}
-    return _closest(variants, "weight rounding", selection, ref_outputs, builder.progress, first)
-
-
-def _mismatched(drift: Mapping[str, Drift]) -> bool:
-    """Whether an output comes out in another shape (or kind) than float's (Drift.mismatch)."""
-    return any(d.mismatch for d in drift.values())
-
-
 def _lowest_cosine(drift: Mapping[str, Drift]) -> float:
     """The lowest cosine a budget holds the outputs to (Drift.budget_cosine; -1 when none has
     one, or one comes out in another shape than float's)."""
-    if _mismatched(drift):
+    if levers.mismatched(drift):
         return -1.0
     cosines = [d.budget_cosine() for d in drift.values()]
     return min((c for c in cosines if c is not None), default=-1.0)

@@ -1,0 +1,187 @@
+"""Static INT8's accuracy levers, chosen on the selection samples: cross-layer equalization and
+bias correction, the activation ranges, the weight rounding; each variant replaces the default
+only when it is closer to float on new samples, as bootstrap resamples of these say."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import onnx_ir as ir
+
+from onnxslim.drift import (
+    AT_LOGITS,
+    GAIN_CONFIDENCE,
+    MIN_PREDICTION_SAMPLES,
+    Drift,
+    compare_outputs,
+    scored_drift,
+    significantly_closer,
+    worst_output,
+    worst_snr,
+)
+from onnxslim.quantization import gptq
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.quantization.plan import WEIGHT_ROUNDINGS
+from onnxslim.render.progress import progress
+
+CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
+#: The variants `choose` tries, (equalization, bias correction), from no lever to both.
+_LABELS = {
+    (False, False): "plain",
+    (False, True): "bias correction",
+    (True, False): "CLE",
+    (True, True): "CLE + bias correction",
+}
+#: `percentile=None`: the first is the default, the others are tried on the selection samples.
+PERCENTILES = (99.99, 99.9, 99.999)
+
+
+@dataclasses.dataclass
+class Choice:
+    """A static INT8 variant kept: its builder (set to it), model and build info, its drift on
+    the selection samples it was scored on (None: not run) and a note (None: no choice made)."""
+
+    builder: QuantBuilder
+    model: ir.Model
+    info: BuildInfo
+    drift: dict[str, Drift] | None = None
+    #: the drift as `_closest` compares it (drift.scored_drift: a softmax output's logits)
+    scored: dict[str, Drift] | None = None
+    note: str | None = None
+
+
+def choose(
+    builders: Mapping[bool, QuantBuilder],
+    bias_corrections: Sequence[bool],
+    selection: Sequence,
+    ref_outputs: Sequence,
+) -> Choice:
+    """The (equalization, bias correction) variant `_closest` keeps, from no lever to both."""
+
+    def set_to(eq: bool, bc: bool) -> QuantBuilder:
+        builders[eq].options = dataclasses.replace(builders[eq].options, bias_correction=bc)
+        return builders[eq]
+
+    variants = {
+        label: functools.partial(set_to, *key)
+        for key, label in _LABELS.items()
+        if key[0] in builders and key[1] in bias_corrections
+    }
+    if len(variants) == 1:
+        builder = next(iter(variants.values()))()
+        return Choice(builder, *builder.build())
+    shown = next(iter(builders.values())).progress
+    return _closest(variants, "CLE and bias correction", selection, ref_outputs, shown)
+
+
+def choose_activation_range(first: Choice, selection: Sequence, ref_outputs: Sequence) -> Choice:
+    """The activation range `_closest` keeps for the variant `first` (built at the first of
+    PERCENTILES): a percentile of PERCENTILES, or "mse" (each tensor's least quantization error:
+    a heavy-tailed one gets a tighter clip than any one percentile gives all)."""
+    builder = first.builder
+
+    def set_to(method: str, options: dict) -> QuantBuilder:
+        builder.method, builder.method_options = method, options
+        return builder
+
+    variants = {
+        f"percentile {pct:.10g}": functools.partial(set_to, "percentile", {"pct": pct})
+        for pct in PERCENTILES
+    }
+    variants["mse"] = functools.partial(set_to, "mse", {})
+    return _closest(variants, "activation ranges", selection, ref_outputs, builder.progress, first)
+
+
+def choose_rounding(first: Choice, selection: Sequence, ref_outputs: Sequence) -> Choice:
+    """Nearest or GPTQ weight rounding, whichever `_closest` keeps for the variant `first`, built
+    with nearest rounding."""
+    builder = first.builder
+
+    def set_to(rounding: str) -> QuantBuilder:
+        builder.options = dataclasses.replace(builder.options, weight_rounding=rounding)
+        return builder
+
+    labels = {"nearest": "nearest rounding", "gptq": "GPTQ rounding"}
+    variants = {labels[r]: functools.partial(set_to, r) for r in WEIGHT_ROUNDINGS}
+    return _closest(variants, "weight rounding", selection, ref_outputs, builder.progress, first)
+
+
+def rounds_with_gptq(choice: Choice) -> bool:
+    """Whether GPTQ can round the weight of any of `choice`'s INT8 nodes."""
+    nodes = {node.name: node for node in choice.builder.model.graph}
+    return any(gptq.supports(nodes[name]) for name in choice.info.plan.nodes if name in nodes)
+
+
+def _closest(
+    variants: Mapping[str, Callable[[], QuantBuilder]],
+    what: str,
+    selection: Sequence,
+    ref_outputs: Sequence,
+    shown: bool,
+    first: Choice | None = None,
+) -> Choice:
+    """Build each variant (label: a function setting its builder up) in order, the default first,
+    and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs, a
+    softmax output's at its logits: drift.scored_drift) on up to CHOICE_SAMPLES selection samples,
+    each replacing the one kept so far only when `significantly_closer`: closer on new samples, as
+    bootstrap resamples of the selection samples say (a fraction of a dB on a few samples is
+    noise). `shown`: a progress bar; `first`: the first variant, when built (and scored) already.
+    The choice kept carries its drift as the model outputs it (`drift`) besides `scored`."""
+    samples, ref = list(selection)[:CHOICE_SAMPLES], list(ref_outputs)[:CHOICE_SAMPLES]
+    scores, kept = {}, None  # kept: (label, the Choice, its worst output)
+    with progress(f"INT8: trying {what}", len(variants), shown) as bar:
+        for label, set_up in variants.items():
+            if first is not None and not scores:
+                choice = dataclasses.replace(first)
+            else:
+                builder = set_up()
+                choice = Choice(builder, *builder.build())
+            if choice.scored is None:
+                outputs = run_samples(choice.model, samples)
+                if choice.drift is None:
+                    choice.drift = compare_outputs(ref, outputs)
+                axes = choice.builder.logit_axes
+                choice.scored = scored_drift(ref, outputs, axes, choice.drift)
+            scores[label] = worst_snr(choice.scored)
+            broken = mismatched(choice.scored)
+            if (
+                kept is None
+                or (not broken and mismatched(kept[1].scored))
+                or (
+                    not broken
+                    and scores[label] > scores[kept[0]]
+                    and kept[2] is not None
+                    and significantly_closer(kept[1].scored, choice.scored, kept[2])
+                )
+            ):
+                kept = (label, choice, worst_output(choice.scored))
+            bar.advance()
+    label, choice, _ = kept
+    tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
+    rule = (
+        f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
+        f"of bootstrap resamples of those samples"
+        if len(samples) >= MIN_PREDICTION_SAMPLES
+        else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
+    )
+    logits = AT_LOGITS if choice.builder.logit_axes else ""
+    measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
+    if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
+        measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"
+    variants[label]()  # the builder back to the kept variant
+    choice.note = f"kept {label} ({measured})"
+    return choice
+
+
+def method_label(builder: QuantBuilder) -> str:
+    """The activation range method of `builder`, with its percentile."""
+    pct = builder.method_options.get("pct")
+    return f"{builder.method} {pct:.10g}" if pct is not None else builder.method
+
+
+def mismatched(drift: Mapping[str, Drift]) -> bool:
+    """Whether an output comes out in another shape (or kind) than float's (Drift.mismatch)."""
+    return any(d.mismatch for d in drift.values())
