@@ -25,8 +25,10 @@ from onnxslim.quantization import api, dynamic, levers, plan, quantize, recovery
 from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import (
+    DYNAMIC_HINT,
     drift_warning,
     nothing_int8_warning,
+    recurrent_note,
     saturated_outputs_warning,
 )
 from onnxslim.quantization.dynamic import covers_most_weights
@@ -958,6 +960,49 @@ def test_the_budget_warning_counts_the_int8_weights_kept_by_earlier_choices():
     outcome.kept_float["a"] = "faster in float"
     (warning,) = nothing_int8_warning(outcome, Counter())
     assert "with float weights it is the float model in size too" in warning
+
+
+def test_static_int8_that_speeds_nothing_up_points_to_dynamic_int8_where_matmuls_are():
+    """A GRU decoder: static INT8 kept every node float (not worth its time), while dynamic INT8
+    ran its MatMuls at 0.66x; the warning says where to look."""
+    outcome = Outcome(
+        model=ir.from_proto(make_model([], [vi("x", FLOAT, [4])], [vi("x", FLOAT, [4])])),
+        quantized={},
+        kept_float={"proj": "int8 not worth its time and drift here (timed)"},
+        fallback=[],
+        drift={},
+        violations=[],
+    )
+    (plain,) = nothing_int8_warning(outcome, Counter())
+    (hinted,) = nothing_int8_warning(outcome, Counter(), dynamic_untried=True)
+    assert DYNAMIC_HINT not in plain and hinted == f"{plain}; {DYNAMIC_HINT}"
+
+
+def test_recurrent_nodes_int8_leaves_float_are_named_with_their_weight_share():
+    hidden, size = 4, 3
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("GRU", ["x", "W", "R"], ["", "h"], hidden_size=hidden),
+            helper.make_node("MatMul", ["h", "P"], ["y"]),
+        ],
+        [vi("x", FLOAT, [2, 1, size])],
+        [vi("y", FLOAT, [1, 1, 2])],
+        [
+            const("W", rng.normal(size=(1, 3 * hidden, size)).astype(np.float32)),  # 36
+            const("R", rng.normal(size=(1, 3 * hidden, hidden)).astype(np.float32)),  # 48
+            const("P", rng.normal(size=(hidden, 2)).astype(np.float32)),  # 8
+        ],
+    )
+    note = recurrent_note(ir.from_proto(model))
+    assert note == [
+        f"1 GRU stay float ({84 / 92:.0%} of the weights): INT8 quantizes no recurrent node"
+    ]
+    assert recurrent_note(ir.from_proto(cnn())) == []
+    report = quantize(
+        model, [{"x": rng.normal(size=(2, 1, size)).astype(np.float32)} for _ in range(16)], **FAST
+    ).report
+    assert note[0] in report.notes
 
 
 def test_unreachable_budget_is_an_error():

@@ -49,6 +49,7 @@ from onnxslim.quantization.caveats import (
     memory_warning,
     not_faster_note,
     nothing_int8_warning,
+    recurrent_note,
     reordered_outputs_note,
     rewrite_warning,
     saturated_outputs_warning,
@@ -365,7 +366,13 @@ def _quantize(
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
     before = integer_kernels(float_model)
-    notes += outcome.notes + nothing_int8_warning(outcome, before)
+    dynamic_untried = (
+        config.mode == "auto"
+        and outcome.mode == "static"
+        and dynamic.matmul_weight_share(float_model) > 0
+    )
+    notes += outcome.notes + nothing_int8_warning(outcome, before, dynamic_untried)
+    notes += recurrent_note(float_model)
     outcome = _as_made(outcome, before)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model

@@ -28,6 +28,13 @@ INTEGER_OP_TYPES = frozenset(
     | {"DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
     | {"DequantizeLinear", "MatMulNBits", "GatherBlockQuantized"}
 )
+#: What static INT8 that sped nothing up says where the model has MatMul weights.
+DYNAMIC_HINT = (
+    "its MatMuls compute in INT8 with --int8 dynamic (mode='dynamic' in Python), which may be "
+    "faster here: time both with `onnxslim bench`"
+)
+#: Recurrent ops: INT8 leaves them float (`recurrent_note`).
+RECURRENT_OPS = ("GRU", "LSTM", "RNN")
 #: The op types that compute with weights in INT8 (`nothing_int8_warning`).
 WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
@@ -214,10 +221,13 @@ def stores_int8(outcome: Outcome) -> int:
     return sum(INT8_STORED in why for why in outcome.kept_float.values())
 
 
-def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
+def nothing_int8_warning(
+    outcome: Outcome, before: Counter, dynamic_untried: bool = False
+) -> list[str]:
     """A warning when no weighted node computes in INT8 that did not before (`before`: the
     input's `integer_kernels`): nothing heavy is faster, so the result is no faster than the
-    lossless float model; why (the budget, a model quantized already, the planner's reasons)."""
+    lossless float model; why (the budget, a model quantized already, the planner's reasons);
+    `dynamic_untried`: static INT8 was chosen where MatMuls could compute in dynamic INT8."""
     if outcome.mode == WEIGHT_ONLY_MODE and stores_int8(outcome):  # chosen, its note says why
         return []
     if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
@@ -255,7 +265,28 @@ def nothing_int8_warning(outcome: Outcome, before: Counter) -> list[str]:
         f"warning: no weighted node computes in INT8 ({why}): the result is no faster than "
         "onnxslim's lossless float model (without --int8)"
         + ("; INT8 starts from float32 weights: quantize the float32 model" if half else "")
+        + (f"; {DYNAMIC_HINT}" if dynamic_untried else "")
     ]
+
+
+def recurrent_note(model: ir.Model) -> list[str]:
+    """A note naming the recurrent nodes (GRU, LSTM, RNN) of the main graph, which INT8 leaves in
+    float, with their share of the model's weights (an RNN's report else lists none of them)."""
+    nodes = [n for n in model.graph if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return []
+
+    def size(values) -> int:
+        return sum(
+            v.const_value.size for v in values if v is not None and v.const_value is not None
+        )
+
+    held = sum(size(n.inputs) for n in nodes)
+    total = size(model.graph.initializers.values())
+    share = f" ({held / total:.0%} of the weights)" if total else ""
+    counts = Counter(n.op_type for n in nodes)
+    listed = ", ".join(f"{count} {op}" for op, count in counts.items())
+    return [f"{listed} stay float{share}: INT8 quantizes no recurrent node"]
 
 
 #: INT8's peak memory per byte of the model (float, INT8 and candidate models, and the sessions
