@@ -228,8 +228,8 @@ def defaulted_dims_warning(
     )
     example = guessed[0]
     return (
-        f"dynamic input dims picked by onnxslim ({what} {picked}): pass --shape NAME:DIMS with the "
-        f"dims you deploy, e.g. --shape {example.name}:"
+        f"dynamic input dims picked by onnxslim ({what} {picked}): pass --shape NAME:DIMS "
+        f"(shapes= in Python) with the dims you deploy, e.g. --shape {example.name}:"
         + ",".join(map(str, resolved[example.name]))
     )
 

@@ -352,6 +352,7 @@ def test_cli_pass_fail_and_outputs(models, tmp_path):
     assert result.exit_code == 1 and result.stdout == ""
     warning, fail = result.stderr.splitlines()  # -q keeps warnings
     assert warning.startswith("warning: dynamic input dims picked by onnxslim")
+    assert "pass --shape NAME:DIMS (shapes= in Python) with the dims you deploy" in warning
     assert fail.startswith("FAIL drift.onnx: output 'scores': worst-sample cosine ")
 
     result = runner.invoke(bench_command, [ref, same, *common, "-q", "--min-speedup", "1000000"])
