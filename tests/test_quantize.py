@@ -996,7 +996,8 @@ def test_recurrent_nodes_int8_leaves_float_are_named_with_their_weight_share():
     )
     note = recurrent_note(ir.from_proto(model))
     assert note == [
-        f"1 GRU stay float ({84 / 92:.0%} of the weights): INT8 quantizes no recurrent node"
+        f"recurrent nodes left in float: 1 GRU ({84 / 92:.0%} of the weights); INT8 quantizes none "
+        "of them"
     ]
     assert recurrent_note(ir.from_proto(cnn())) == []
     report = quantize(

@@ -286,7 +286,7 @@ def recurrent_note(model: ir.Model) -> list[str]:
     share = f" ({held / total:.0%} of the weights)" if total else ""
     counts = Counter(n.op_type for n in nodes)
     listed = ", ".join(f"{count} {op}" for op, count in counts.items())
-    return [f"{listed} stay float{share}: INT8 quantizes no recurrent node"]
+    return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
 
 
 #: INT8's peak memory per byte of the model (float, INT8 and candidate models, and the sessions
