@@ -55,7 +55,6 @@ from onnxslim.quantization.caveats import (
     saturated_outputs_warning,
     says_nothing,
     silent_outputs_warning,
-    stores_int8,
 )
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
@@ -82,6 +81,7 @@ from onnxslim.quantization.report import (
     WEIGHT_ONLY_MODE,
     Outcome,
     QuantizeReport,
+    int8_stored,
 )
 from onnxslim.quantization.targets import CHOICES, Target, resolve_target, saturates_here
 from onnxslim.runtime import Session
@@ -739,7 +739,7 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
         return int8
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"
-        if stores_int8(float_compute)
+        if int8_stored(float_compute.kept_float)
         else "the result is onnxslim's lossless model (no weight made int8 here"
     )
     float_compute.notes = [
@@ -1070,7 +1070,7 @@ def _as_made(outcome: Outcome, before: Counter) -> Outcome:
     lossless model); its mode otherwise."""
     if outcome.quantized or outcome.mode == NO_INT8_MODE or computes_int8(outcome, before):
         return outcome
-    stored = stores_int8(outcome)
+    stored = int8_stored(outcome.kept_float)
     mode = WEIGHT_ONLY_MODE if stored else NO_INT8_MODE
     if mode == outcome.mode:
         return outcome

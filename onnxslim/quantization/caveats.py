@@ -14,10 +14,10 @@ from onnxslim.bench import PER_RUN_NOISE, Latency
 from onnxslim.drift import MIN_PREDICTION_SAMPLES, Budget, Drift, worst_snr
 from onnxslim.errors import CheckFailedError
 from onnxslim.quantization.ops import RULES, WEIGHTED
-from onnxslim.quantization.plan import INT8_STORED
 from onnxslim.quantization.report import (
     WEIGHT_ONLY_MODE,
     Outcome,
+    int8_stored,
     kept_float_counts,
 )
 from onnxslim.render.format import human_bytes
@@ -216,11 +216,6 @@ def computes_int8(outcome: Outcome, before: Counter) -> bool:
     )
 
 
-def stores_int8(outcome: Outcome) -> int:
-    """How many nodes of `outcome` kept in float store their weights int8 (their reasons say so)."""
-    return sum(INT8_STORED in why for why in outcome.kept_float.values())
-
-
 def nothing_int8_warning(
     outcome: Outcome, before: Counter, dynamic_untried: bool = False
 ) -> list[str]:
@@ -228,12 +223,12 @@ def nothing_int8_warning(
     input's `integer_kernels`): nothing heavy is faster, so the result is no faster than the
     lossless float model; why (the budget, a model quantized already, the planner's reasons);
     `dynamic_untried`: static INT8 was chosen where MatMuls could compute in dynamic INT8."""
-    if outcome.mode == WEIGHT_ONLY_MODE and stores_int8(outcome):  # chosen, its note says why
+    stored = int8_stored(outcome.kept_float)
+    if outcome.mode == WEIGHT_ONLY_MODE and stored:  # chosen, its note says why
         return []
     if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
     if outcome.fallback:
-        stored = stores_int8(outcome)
         weights = (
             f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float "
             "weights make)"
