@@ -21,7 +21,16 @@ from onnxslim.drift import compare_outputs, parse_max_drift, scored_drift, worst
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.passes.fold import FoldProducers
-from onnxslim.quantization import api, dynamic, levers, plan, quantize, recovery, trades
+from onnxslim.quantization import (
+    api,
+    caveats,
+    dynamic,
+    levers,
+    plan,
+    quantize,
+    recovery,
+    trades,
+)
 from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import (
@@ -2021,7 +2030,7 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
         if faster
         else "1.10x the time (1.10x by the fastest runs), not faster"
     )
-    lead = f"{api.COMPUTE_NOTE}: INT8 {speed}; INT8"
+    lead = f"{api.COMPUTE_NOTE} on int8-stored weights: INT8 {speed}; INT8"
     if faster or not worth:  # 0.8x the time may cost 19.5 dB; 1.1x must gain 1.5 dB
         assert report.mode == "static" and ops["QuantizeLinear"] > 0
         why = "worth it" if faster else "closer to float"  # not faster: kept for its accuracy
@@ -2042,6 +2051,44 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     assert report.drift["y"].min_cosine > 0.999  # weight rounding only
     # its note says why; neither the nothing-in-INT8 nor the lossless warning repeats it
     assert not any(n.startswith("warning:") for n in report.notes)
+
+
+@pytest.mark.parametrize("dynamic_faster", [True, False])
+def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatch, dynamic_faster):
+    """Where static INT8 compute loses to float compute on int8-stored weights (timed; here
+    decided for the test) and MatMuls hold most weights, mode auto times dynamic INT8 against
+    float compute too, by the same rule (a GRU decoder: weight-only 0.88x, dynamic 0.67x), and
+    says so; the hint to try --int8 dynamic is then not given."""
+    monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))
+    dynamic_time = Latency(0.5, 0.5, 0.5, 0.5) if dynamic_faster else Latency(1.1, 1.1, 1.1, 1.1)
+    timings = iter([Latency(1.1, 1.1, 1.1, 1.1), dynamic_time])  # static, then dynamic INT8
+    monkeypatch.setattr(
+        trades, "side_by_side", lambda *a: [Latency(1.0, 1.0, 1.0, 1.0), next(timings)]
+    )
+    same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True, "min_macs": 1 << 20}
+    result = quantize(matmul_chain(), data, **options)
+    report = result.report
+    ops = Counter(node.op_type for node in result.model.graph)
+    static, dynamic_note = (n for n in report.notes if "compute against float compute" in n)
+    assert static.startswith(f"{api.COMPUTE_NOTE} on int8-stored weights: INT8 1.10x the time")
+    assert "not worth it" in static
+    lead = "dynamic INT8 compute against float compute on int8-stored weights: dynamic INT8 "
+    assert dynamic_note.startswith(lead + ("0.50x" if dynamic_faster else "1.10x"))
+    assert not any(caveats.DYNAMIC_HINT in n for n in report.notes)
+    if dynamic_faster:
+        assert dynamic_note.endswith("worth it, dynamic INT8 kept")
+        assert report.mode == "dynamic" and report.quantized == {"MatMul": 3}
+        assert ops["MatMulInteger"] == 3 and ops["DynamicQuantizeLinear"] == 3
+    else:
+        assert "not worth it, so every weighted node computes in float" in dynamic_note
+        assert report.mode == "weight-only" and not ops["MatMulInteger"]
+    reference = run_samples(matmul_chain(), data[-4:], int8=False)
+    for ref, out in zip(reference, run_samples(result.model, data[-4:]), strict=True):
+        np.testing.assert_allclose(out["y"], ref["y"], atol=0.1 * np.abs(ref["y"]).max())
 
 
 def test_auto_mode_computes_in_float_where_no_output_tells_int8s_drift(monkeypatch):
@@ -2111,10 +2158,13 @@ def test_auto_mode_keeps_static_int8_that_meets_the_quality_bar():
     assert report.mode == "static" and report.drift["y"].min_cosine >= 0.99
 
 
-def test_dynamic_int8_is_tried_only_where_matmuls_hold_most_weights():
+def test_dynamic_int8_covers_most_weights_where_matmuls_and_gemms_hold_them():
+    """What dynamic INT8 quantizes: MatMuls, and the Gemms quantize_dynamic turns into MatMuls
+    (cnn's classifier holds most of its weights); the MatMul share alone counts no Gemm."""
     assert covers_most_weights(ir.from_proto(matmul_chain()))
     assert covers_most_weights(ir.from_proto(encoder_block()))
-    assert not covers_most_weights(ir.from_proto(cnn()))
+    assert covers_most_weights(ir.from_proto(cnn()))
+    assert dynamic.matmul_weight_share(ir.from_proto(cnn())) == 0
     assert not covers_most_weights(ir.from_proto(depthwise_cnn()))
 
 

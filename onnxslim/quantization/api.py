@@ -100,7 +100,7 @@ INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time
 BELOW_BAR_RATIO = 0.8
 #: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
 INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
-COMPUTE_NOTE = "INT8 compute against float compute on int8-stored weights"  # _int8_or_float's note
+COMPUTE_NOTE = "INT8 compute against float compute"  # how _int8_or_float's note on static starts
 #: each reason, or its start (trades.INT8_NOT_WORTH; how the weights are kept)
 CHOICE_REASONS = frozenset(
     {
@@ -345,14 +345,11 @@ def _quantize(
             profile,
             softmax_axes(static_model),
         )
+    data = (calib, selection, ref_outputs)
+    tried = None  # mode auto: the dynamic INT8 outcome tried, if any
     if config.mode == "auto" and candidates:
-        outcome = _static_or_dynamic(
-            outcome,
-            dynamic_model,
-            (calib, selection, ref_outputs),
-            config.max_drift,
-            dynamic_options,
-            config.times_choices,
+        outcome, tried = _static_or_dynamic(
+            outcome, dynamic_model, data, config.max_drift, dynamic_options, config.times_choices
         )
     if outcome.violations:
         raise CheckFailedError(
@@ -361,14 +358,27 @@ def _quantize(
         )
     if float_compute is not None and outcome.mode == "static":  # not dynamic INT8's float twin
         outcome = _int8_or_float(outcome, float_compute, selection[0])
+    before = integer_kernels(float_model)
+    if (
+        config.mode == "auto"
+        and candidates
+        and config.times_choices
+        and not computes_int8(outcome, before)
+        and dynamic.covers_most_weights(float_model)
+    ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
+        tried = tried or dynamic.quantize_model(
+            dynamic_model, *data, config.max_drift or QUALITY_BAR, dynamic_options
+        )
+        if not tried.violations:
+            outcome = _int8_or_float(tried, outcome, selection[0], "dynamic INT8")
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
-    before = integer_kernels(float_model)
     dynamic_untried = (
         config.mode == "auto"
         and outcome.mode == "static"
+        and tried is None
         and dynamic.matmul_weight_share(float_model) > 0
     )
     notes += outcome.notes + nothing_int8_warning(outcome, before, dynamic_untried)
@@ -469,10 +479,10 @@ def _static_or_dynamic(
     budget: Budget | None,
     options: dynamic.DynamicOptions,
     may_time: bool,
-) -> Outcome:
+) -> tuple[Outcome, Outcome | None]:
     """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
     INT8 does better there (`data`: calibration and selection samples, the original's outputs on
-    the selection samples).
+    the selection samples); and the dynamic INT8 outcome tried (None: not tried).
 
     With a budget, static falls short when it misses it even with its sensitive nodes in float,
     and dynamic replaces it when it meets it; when static met it only with nodes back in float,
@@ -488,22 +498,22 @@ def _static_or_dynamic(
     timed = may_time and share > 0
     if budget:
         if not static.violations and not (static.fallback and timed):
-            return static
+            return static, None
         outcome = dynamic.quantize_model(float_model, *data, budget, options)
         if outcome.violations:
-            return static
+            return static, outcome
         if static.violations:
             outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
-            return outcome
+            return outcome, outcome
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         lead += "; dynamic INT8 (MatMul) too, kept if faster"
-        return _timed_choice(static, outcome, data[1][0], lead, speed_only=True)
+        return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
     if not QUALITY_BAR.check(static.drift) or not (most or timed):
-        return static
+        return static, None
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
     before, after = (_lowest_cosine(d) for d in (static.drift, outcome.drift))
     if outcome.violations or after <= before:
-        return static
+        return static, outcome
     mismatched = [f"{n!r}: {d.mismatch}" for n, d in static.drift.items() if d.mismatch]
     worst = (
         f"output {mismatched[0]} on the selection samples"
@@ -512,12 +522,13 @@ def _static_or_dynamic(
     )
     reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 (MatMul)"
     if not most:
-        return _timed_choice(static, outcome, data[1][0], f"{reason} reaches cosine {after:.4f}")
+        lead = f"{reason} reaches cosine {after:.4f}"
+        return _timed_choice(static, outcome, data[1][0], lead), outcome
     outcome.notes.append(
         f"{reason} kept, cosine {after:.4f}"
         + (f", with {len(outcome.fallback)} MatMul(s) in float" if outcome.fallback else "")
     )
-    return outcome
+    return outcome, outcome
 
 
 def _timed_choice(
@@ -702,24 +713,29 @@ def _float_compute(
     )
 
 
-def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Outcome:
-    """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
-    saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
-    sample, and judged as `trades.trade` judges: the time ratio and SNR gain least in its
-    favour), and where it misses QUALITY_BAR that float compute meets, take at most
-    BELOW_BAR_RATIO its time; else `float_compute` (as small a file), with the notes of the
-    choices before it and what was measured. Where the float model gives every float output as
-    zeros or nothing on the selection samples, nothing judges INT8's drift: `float_compute`."""
+def _int8_or_float(
+    int8: Outcome, float_compute: Outcome, timed_on: dict, what: str = "INT8"
+) -> Outcome:
+    """Mode auto, timed: INT8 compute (`what`: static, or "dynamic INT8") is there for speed, so
+    it must pay for its drift in time saved (`int8_worth_it`; timed side by side with
+    `float_compute` on `timed_on`, a selection sample, and judged as `trades.trade` judges: the
+    time ratio and SNR gain least in its favour), and where it misses QUALITY_BAR that float
+    compute meets, take at most BELOW_BAR_RATIO its time; else `float_compute` (as small a file
+    or smaller). The one kept has the notes of both (the choices before) and what was measured.
+    Where the float model gives every float output as zeros or nothing on the selection samples,
+    nothing judges INT8's drift: `float_compute`."""
     floats, ints = trades.side_by_side(
         [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
     )
     ratio, verdict = ints.versus(floats)
     fastest = ints.min / floats.min
-    speed = f"INT8 {ratio:.2f}x the time ({fastest:.2f}x by the fastest runs)"
+    speed = f"{what} {ratio:.2f}x the time ({fastest:.2f}x by the fastest runs)"
     if verdict != "faster":
         speed += ", not faster"
     gain_db, measured = trades.snr_gain(float_compute, int8)
-    lead = f"{COMPUTE_NOTE}: {speed}; INT8 {measured}"
+    stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
+    lead = f"{what} compute against float compute{stored}: {speed}; {what} {measured}"
+    notes = [*float_compute.notes, *int8.notes]
     missed = QUALITY_BAR.check(int8.drift)
     below_bar = bool(missed) and not QUALITY_BAR.check(float_compute.drift)
     if says_nothing(int8.drift):
@@ -729,13 +745,13 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
         )
     elif below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
         lead += (
-            f"; INT8's {missed[0]} where float compute meets {QUALITY_BAR}: kept only at "
+            f"; {what}'s {missed[0]} where float compute meets {QUALITY_BAR}: kept only at "
             f"<= {BELOW_BAR_RATIO}x the time"
         )
     elif int8_worth_it(gain_db, max(ratio, fastest)):
         why = "closer to float" if gain_db > 0 else "within the drift its time allows"
         why = "worth it" if verdict == "faster" else why
-        int8.notes.append(f"{lead}: {why}, INT8 kept")
+        int8.notes = [*notes, f"{lead}: {why}, {what} kept"]
         return int8
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"
@@ -743,7 +759,7 @@ def _int8_or_float(int8: Outcome, float_compute: Outcome, timed_on: dict) -> Out
         else "the result is onnxslim's lossless model (no weight made int8 here"
     )
     float_compute.notes = [
-        *int8.notes,
+        *notes,
         f"{lead}: not worth it, so {kept}; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute

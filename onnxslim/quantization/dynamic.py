@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -189,10 +190,15 @@ def _smoothing_choice(
     snr = {label: worst_snr(result.scored) for label, (_, result) in tries.items()}
     kept = max(tries, key=lambda label: (not tries[label][1].violations, snr[label]))
     logits = AT_LOGITS if at_logits else ""
+    measured = (
+        f"output SNR{logits} on the selection samples: plain {snr['plain']:.1f} dB, "
+        f"smoothed {snr['smoothed']:.1f} dB"
+        if max(snr.values()) > -math.inf
+        else "neither has an output SNR to compare on the selection samples"  # no float output
+    )
     note = (
         f"{'kept' if kept == 'smoothed' else 'did not keep'} smoothing of {len(muls)} MatMul "
-        f"input(s) (output SNR{logits} on the selection samples: plain {snr['plain']:.1f} dB, "
-        f"smoothed {snr['smoothed']:.1f} dB)"
+        f"input(s) ({measured})"
     )
     return (*tries[kept], muls if kept == "smoothed" else [], [note])
 
@@ -212,20 +218,24 @@ def _feeding_int8(model: onnx.ModelProto, muls: list[str]) -> int:
     )
 
 
-def matmul_weight_share(model: ir.Model) -> float:
-    """The share of MatMuls (what dynamic INT8 quantizes) in the weights of the ops that compute
-    with weights (Conv, ConvTranspose, Gemm, MatMul), counted in elements; 0 without any."""
+def matmul_weight_share(model: ir.Model, gemms: bool = False) -> float:
+    """The share of MatMuls in the weights of the ops that compute with weights (Conv,
+    ConvTranspose, Gemm, MatMul), counted in elements; 0 without any. `gemms`: also the Gemms
+    `quantize_dynamic` turns into MatMuls (`ort_matmul_names`): what dynamic INT8 quantizes."""
+    quantized = set(ort_matmul_names(model)) if gemms else set()
     sizes = Counter()
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:
-            sizes[node.op_type in QUANTIZED_OPS] += max(map(_constant_size, node.inputs[:2]))
+            counted = node.op_type in QUANTIZED_OPS or node.name in quantized
+            sizes[counted] += max(map(_constant_size, node.inputs[:2]))
     total = sizes[True] + sizes[False]
     return sizes[True] / total if total else 0.0
 
 
 def covers_most_weights(model: ir.Model) -> bool:
-    """Whether MatMuls hold most of the weights (`matmul_weight_share`)."""
-    return matmul_weight_share(model) > MOST_WEIGHTS
+    """Whether dynamic INT8 quantizes most of the weights (MatMuls and the Gemms it turns into
+    MatMuls): then its file is about as small as static INT8's."""
+    return matmul_weight_share(model, gemms=True) > MOST_WEIGHTS
 
 
 def _constant_size(value: ir.Value | None) -> int:
