@@ -101,6 +101,8 @@ BELOW_BAR_RATIO = 0.8
 #: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
 INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
 COMPUTE_NOTE = "INT8 compute against float compute"  # how _int8_or_float's note on static starts
+#: mode auto: dynamic INT8 replaces float compute only with a file at most this much larger
+DYNAMIC_SIZE_SLACK = 1.25
 #: each reason, or its start (trades.INT8_NOT_WORTH; how the weights are kept)
 CHOICE_REASONS = frozenset(
     {
@@ -370,7 +372,7 @@ def _quantize(
             dynamic_model, *data, config.max_drift or QUALITY_BAR, dynamic_options
         )
         if not tried.violations:
-            outcome = _int8_or_float(tried, outcome, selection[0], "dynamic INT8")
+            outcome = _dynamic_for_speed(outcome, tried, selection[0])
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
@@ -713,17 +715,37 @@ def _float_compute(
     )
 
 
+def _dynamic_for_speed(current: Outcome, dynamic_int8: Outcome, timed_on: dict) -> Outcome:
+    """Mode auto, timed, where `current` computes nothing in INT8: `dynamic_int8` replaces it
+    only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
+    weight but MatMul's float: an embedding table, a GRU) and, timed on `timed_on`, it is faster
+    and worth its drift by `_int8_or_float`'s rule; else `current`, with a note."""
+    grows = io.to_proto(dynamic_int8.model).ByteSize() / io.to_proto(current.model).ByteSize()
+    if grows > DYNAMIC_SIZE_SLACK:
+        current.notes.append(
+            f"dynamic INT8 (MatMul) not kept: its file would be {grows:.2f}x this one "
+            "(it leaves every other weight float)"
+        )
+        return current
+    return _int8_or_float(dynamic_int8, current, timed_on, "dynamic INT8", faster_only=True)
+
+
 def _int8_or_float(
-    int8: Outcome, float_compute: Outcome, timed_on: dict, what: str = "INT8"
+    int8: Outcome,
+    float_compute: Outcome,
+    timed_on: dict,
+    what: str = "INT8",
+    faster_only: bool = False,
 ) -> Outcome:
     """Mode auto, timed: INT8 compute (`what`: static, or "dynamic INT8") is there for speed, so
     it must pay for its drift in time saved (`int8_worth_it`; timed side by side with
     `float_compute` on `timed_on`, a selection sample, and judged as `trades.trade` judges: the
-    time ratio and SNR gain least in its favour), and where it misses QUALITY_BAR that float
-    compute meets, take at most BELOW_BAR_RATIO its time; else `float_compute` (as small a file
-    or smaller). The one kept has the notes of both (the choices before) and what was measured.
-    Where the float model gives every float output as zeros or nothing on the selection samples,
-    nothing judges INT8's drift: `float_compute`."""
+    time ratio and SNR gain least in its favour; `faster_only`: and be faster), and where it
+    misses QUALITY_BAR that float compute meets, take at most BELOW_BAR_RATIO its time; else
+    `float_compute`. The one kept has its notes (float compute, a twin of the INT8 build with
+    none of its own: the INT8 build's) and what was measured, INT8 the earlier verdicts on
+    float compute too. Where the float model gives every float output as zeros or nothing on
+    the selection samples, nothing judges INT8's drift: `float_compute`."""
     floats, ints = trades.side_by_side(
         [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
     )
@@ -735,7 +757,6 @@ def _int8_or_float(
     gain_db, measured = trades.snr_gain(float_compute, int8)
     stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
     lead = f"{what} compute against float compute{stored}: {speed}; {what} {measured}"
-    notes = [*float_compute.notes, *int8.notes]
     missed = QUALITY_BAR.check(int8.drift)
     below_bar = bool(missed) and not QUALITY_BAR.check(float_compute.drift)
     if says_nothing(int8.drift):
@@ -748,10 +769,11 @@ def _int8_or_float(
             f"; {what}'s {missed[0]} where float compute meets {QUALITY_BAR}: kept only at "
             f"<= {BELOW_BAR_RATIO}x the time"
         )
-    elif int8_worth_it(gain_db, max(ratio, fastest)):
+    elif int8_worth_it(gain_db, max(ratio, fastest)) and (verdict == "faster" or not faster_only):
         why = "closer to float" if gain_db > 0 else "within the drift its time allows"
         why = "worth it" if verdict == "faster" else why
-        int8.notes = [*notes, f"{lead}: {why}, {what} kept"]
+        verdicts = [n for n in float_compute.notes if n.startswith(COMPUTE_NOTE)]
+        int8.notes = [*verdicts, *int8.notes, f"{lead}: {why}, {what} kept"]
         return int8
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"
@@ -759,7 +781,7 @@ def _int8_or_float(
         else "the result is onnxslim's lossless model (no weight made int8 here"
     )
     float_compute.notes = [
-        *notes,
+        *(float_compute.notes or int8.notes),
         f"{lead}: not worth it, so {kept}; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute
