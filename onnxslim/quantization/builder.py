@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -72,7 +72,7 @@ class QuantBuilder:
         # an equalized model's builder: the unequalized model's builder and the scales its convs'
         # inputs were divided by (EqualizePass.input_scales), to derive Hessians from its
         self.hessian_source: tuple[QuantBuilder, Mapping[str, np.ndarray]] | None = None
-        self.shared_hessians: dict[tuple[str, ...], np.ndarray] = {}  # summed, by users
+        self.shared_hessians: dict[tuple[str, ...], np.ndarray] = {}  # a weight's readers'
         self.op_types = {n.name: n.op_type for n in model.graph}
 
     def _fresh(self) -> ir.Model:
@@ -147,56 +147,73 @@ class QuantBuilder:
 
     def _hessians(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
         """``X X^T`` of the float inputs of the quantized nodes GPTQ rounds (none unless
-        ``weight_rounding`` is "gptq")."""
+        ``weight_rounding`` is "gptq"). A weight several nodes read is rounded once, for all of
+        them (one int8 copy in the file): against the sum of their ``X X^T``, collected as one,
+        or, where a reader is not GPTQ-rounded (weight-only, another op), to nearest for all.
+        In graph order, the nodes whose statistics pass `gptq_memory` round to nearest."""
         if self.options.weight_rounding != "gptq":
             return {}
         by_name = {n.name: n for n in model.graph}
         nodes = [by_name[n] for n in plan.nodes if gptq.supports(by_name[n])]
-        held = sum(gptq.hessian_bytes(by_name[n]) for n in self.hessians if n in by_name)
+        readers = Counter(
+            by_name[n].inputs[1].name
+            for n in [*plan.nodes, *plan.weight_only]
+            if len(by_name[n].inputs) > 1 and by_name[n].inputs[1] is not None
+        )
+        users = defaultdict(list)
         for node in nodes:
-            if node.name not in self.hessians and node.name not in self.gptq_skipped:
-                held += gptq.hessian_bytes(node)
+            users[node.inputs[1].name].append(node)
+        groups = [
+            tuple(n.name for n in group)
+            for weight, group in users.items()
+            if readers[weight] == len(group) and len({gptq.hessian_bytes(n) for n in group}) == 1
+        ]
+        held = sum(h.nbytes for h in [*self.hessians.values(), *self.shared_hessians.values()])
+        for names in groups:
+            if self._cached(names) is None and not self.gptq_skipped & set(names):
+                held += gptq.hessian_bytes(by_name[names[0]])
                 if held > self.gptq_memory:
-                    self.gptq_skipped.add(node.name)
-        nodes = [n for n in nodes if n.name not in self.gptq_skipped]
-        missing = {
-            n.name: (n.inputs[0].name, functools.partial(gptq.input_columns, n))
-            for n in nodes
-            if n.name not in self.hessians
-        }
-        if self.hessian_source is not None:
-            source, scales = self.hessian_source
-            for node in nodes:
-                if node.name in missing and node.name in source.hessians:
-                    h = source.hessians[node.name]
-                    self.hessians[node.name] = _rescaled(h, scales.get(node.name))
-                    del missing[node.name]
+                    self.gptq_skipped.update(names)
+        groups = [names for names in groups if not self.gptq_skipped & set(names)]
+        missing = {}
+        for names in groups:
+            if self._cached(names) is None and not self._derived(names):
+                missing[names] = [
+                    (by_name[n].inputs[0].name, functools.partial(gptq.input_columns, by_name[n]))
+                    for n in names
+                ]
         if missing:
-            self.hessians.update(
-                collect_hessians(
-                    self.proto,
-                    self.samples,
-                    missing,
-                    progress=self.progress,
-                    total=len(self.samples),
-                )
+            collected = collect_hessians(
+                self.proto, self.samples, missing, progress=self.progress, total=len(self.samples)
             )
-        hessians = {n.name: self.hessians[n.name] for n in nodes}
-        users = defaultdict(list)  # a weight several nodes share: rounded once, for all of them
-        for node in nodes:
-            users[node.inputs[1].name].append(node.name)
-        held += sum(h.nbytes for h in self.shared_hessians.values())
-        for names in users.values():
-            group = tuple(names)
-            if len(names) < 2 or len({hessians[n].shape for n in names}) > 1:
-                continue
-            if group not in self.shared_hessians:
-                if held + hessians[names[0]].nbytes > self.gptq_memory:
-                    continue  # no room for their sum: each rounds against its own
-                held += hessians[names[0]].nbytes
-                self.shared_hessians[group] = sum(hessians[n] for n in names)
-            hessians.update(dict.fromkeys(names, self.shared_hessians[group]))
-        return hessians
+            for names, hessian in collected.items():
+                self._store(names, hessian)
+        return {name: self._cached(names) for names in groups for name in names}
+
+    def _cached(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """The ``X X^T`` held for the readers `names` of one weight (summed over several)."""
+        if len(names) == 1:
+            return self.hessians.get(names[0])
+        return self.shared_hessians.get(names)
+
+    def _store(self, names: tuple[str, ...], hessian: np.ndarray) -> None:
+        if len(names) == 1:
+            self.hessians[names[0]] = hessian
+        else:
+            self.shared_hessians[names] = hessian
+
+    def _derived(self, names: tuple[str, ...]) -> bool:
+        """Whether the ``X X^T`` of `names` was derived from `hessian_source`'s (an equalized
+        model's from the plain one's: its inputs divided by the scales; several readers: only
+        unscaled ones), and stored."""
+        if self.hessian_source is None:
+            return False
+        source, scales = self.hessian_source
+        hessian = source._cached(names)
+        if hessian is None or (len(names) > 1 and any(n in scales for n in names)):
+            return False
+        self._store(names, _rescaled(hessian, scales.get(names[0])))
+        return True
 
     def _qparams(self, name: str, plan: QuantPlan) -> QParams:
         symmetric = self.options.activation_type == "int8" and name not in plan.asymmetric

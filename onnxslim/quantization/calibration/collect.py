@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -109,21 +109,22 @@ def collect_channel_absmax(
 def collect_hessians(
     model: ir.Model | onnx.ModelProto,
     samples: Iterable[Mapping[str, np.ndarray]],
-    layers: Mapping[str, tuple[str, Callable[[np.ndarray], np.ndarray]]],
+    layers: Mapping[Hashable, Sequence[tuple[str, Callable[[np.ndarray], np.ndarray]]]],
     *,
     progress: bool = True,
     total: int | None = None,
-) -> dict[str, np.ndarray]:
-    """``H = sum X X^T`` (float64) per layer over all ``samples``: ``layers[key] = (tensor,
-    columns)`` with ``columns(value)`` turning the float tensor into the layer's input columns
-    ``X`` (``[inputs, positions]``; ``[groups, inputs, positions]``: a Hessian per group). A
+) -> dict[Hashable, np.ndarray]:
+    """``H = sum X X^T`` (float64) per layer over all ``samples``: ``layers[key] = [(tensor,
+    columns), ...]`` with ``columns(value)`` turning the float tensor into the layer's input
+    columns ``X`` (``[inputs, positions]``; ``[groups, inputs, positions]``: a Hessian per group);
+    several pairs: the layers reading one weight, their columns summed into one ``H``. A
     sample giving a layer fewer columns than it has inputs (a deep conv's few positions) waits
     for the next ones: ``X X^T`` of a few columns is bound by
     writing its ``inputs x inputs`` result (open_nsfw's layers one sample at a time: 2.9x the
     time); memory is that of the sums plus about as many float32 columns as inputs per layer."""
-    names = sorted({tensor for tensor, _ in layers.values()})
-    sums: dict[str, np.ndarray] = {}
-    pending: dict[str, list[np.ndarray]] = {key: [] for key in layers}
+    names = sorted({tensor for sources in layers.values() for tensor, _ in sources})
+    sums: dict[Hashable, np.ndarray] = {}
+    pending: dict[Hashable, list[np.ndarray]] = {key: [] for key in layers}
 
     def add(key: str) -> None:
         x = np.concatenate(pending[key], axis=-1)
@@ -136,11 +137,12 @@ def collect_hessians(
 
     label = "GPTQ: layer input statistics"
     for values in _observed(model, samples, names, label, progress, total):
-        for key, (tensor, columns) in layers.items():
-            # a copy: a strided view would keep the sample's whole tensor alive until the product
-            pending[key].append(np.ascontiguousarray(columns(np.asarray(values[tensor]))))
-            if sum(x.shape[-1] for x in pending[key]) >= pending[key][0].shape[-2]:
-                add(key)
+        for key, sources in layers.items():
+            for tensor, columns in sources:
+                # a copy: a strided view would keep the sample's tensor alive until the product
+                pending[key].append(np.ascontiguousarray(columns(np.asarray(values[tensor]))))
+                if sum(x.shape[-1] for x in pending[key]) >= pending[key][0].shape[-2]:
+                    add(key)
     for key in layers:
         if pending[key]:
             add(key)
