@@ -60,6 +60,7 @@ MEMORY_RUNS = 3
 PER_RUN_NOISE = 0.02
 #: Session creation is timed SESSION_REPEATS times only, and reads the file: a wider margin.
 LOAD_NOISE = 0.05
+SIZE_NOISE = 0.005  # a file size ratio within this of 1 reads "same size" (1.00x)
 #: The medians' and the fastest runs' time ratios further apart than this (as a ratio) say that
 #: other load disturbed the timing: the verdict says so.
 DISTURBED_GAP = 1.25
@@ -274,7 +275,7 @@ class BenchReport:
             model.file_size,
             ref.file_size,
             ratio,
-            "smaller" if ratio < 1 else "bigger" if ratio > 1 else "same",
+            "same" if abs(ratio - 1) < SIZE_NOISE else "smaller" if ratio < 1 else "bigger",
         )
         load = _time_change(
             model.session_ms, ref.session_ms, (model.session_min_ms, ref.session_min_ms), LOAD_NOISE

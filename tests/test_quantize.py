@@ -860,7 +860,7 @@ def test_fallback_restores_float_until_budget_holds(gain_db, int8_weights):
                 if v is not None
             )  # computes in float
             noisy = math.isfinite(floated[node.name]["noise_db"])
-            why = "sensitive" if noisy else "with the nodes above: int8 adds no noise"
+            why = "sensitive" if noisy else "returned with the sensitive ones: int8 adds no noise"
             assert result.report.kept_float[node.name].startswith(why)
             weight = node.inputs[1]
             if floated[node.name]["int8_weights"]:  # Cast + Mul, folded by ORT at load
@@ -913,10 +913,10 @@ def test_nodes_the_budget_returns_though_they_add_no_noise_are_not_called_sensit
     assert report.kept_float[first["node"]].startswith("sensitive: int8 adds noise")
     for item in rest:
         assert report.kept_float[item["node"]].startswith(
-            "with the nodes above: int8 adds no noise of its own here, but fewer nodes in float "
-            "missed snr>=200"
+            "returned with the sensitive ones: int8 adds no noise of its own here, but fewer "
+            "nodes in float missed snr>=200"
         )
-    assert [row[2] for row in fallback_rows(report)][1:] == ["none"] * len(rest)
+    assert [row[2] for row in fallback_rows(report)][1:] == ["none of its own"] * len(rest)
 
 
 def test_a_cosine_budget_holds_the_cosine_predicted_for_new_samples():

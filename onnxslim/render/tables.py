@@ -501,13 +501,13 @@ def fallback_title(report: QuantizeReport) -> str:
 
 
 def fallback_rows(report: QuantizeReport) -> list[list[str]]:
-    """The nodes returned to float for the budget, with the noise each added ("none": it added
-    none of its own, but the budget needed it in float with the others)."""
+    """The nodes returned to float for the budget, with the noise each added ("none of its own":
+    it added none, but the budget needed it in float with the others)."""
     return [
         [
             item["node"],
             item["op"],
-            number(item["noise_db"], ".1f") if item["noise_db"] < math.inf else "none",
+            number(item["noise_db"], ".1f") if item["noise_db"] < math.inf else "none of its own",
         ]
         for item in report.fallback
     ]
