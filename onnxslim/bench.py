@@ -60,7 +60,8 @@ MEMORY_RUNS = 3
 PER_RUN_NOISE = 0.02
 #: Session creation is timed SESSION_REPEATS times only, and reads the file: a wider margin.
 LOAD_NOISE = 0.05
-SIZE_NOISE = 0.005  # a file size ratio within this of 1 reads "same size" (1.00x)
+#: A file size ratio within this of 1 reads "same size" (1.00x, however many bytes it saves).
+SIZE_NOISE = 0.005
 #: The medians' and the fastest runs' time ratios further apart than this (as a ratio) say that
 #: other load disturbed the timing: the verdict says so.
 DISTURBED_GAP = 1.25

@@ -540,6 +540,10 @@ def test_verdict_on_synthetic_measurements():
     assert "per run: same within noise, 1.00x" in same.to_dict()["text"]
     almost = synthetic_report(size=0.9999, load=1.0, median=1.0, fastest=1.0).verdicts[0]
     assert almost.size.verdict == "same"  # a 1,920-byte saving on 30 MiB read "smaller: 1.00x"
+    assert (
+        synthetic_report(size=0.994, load=1.0, median=1.0, fastest=1.0).verdicts[0].size.verdict
+        == "smaller"
+    )
     bigger = synthetic_report(size=1.4, load=1.5, median=1.0, fastest=1.0).verdicts[0]
     assert bigger.size.verdict == "bigger" and bigger.slower == ["load"]
 

@@ -13,6 +13,7 @@ from test_quantize import FAST, cnn, samples
 
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
+from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import builder as builder_module
 from onnxslim.quantization import gptq, quantize
 from onnxslim.quantization.calibration import collect_hessians
@@ -330,9 +331,40 @@ def test_a_shared_weights_statistics_are_collected_summed_within_gptqs_memory_li
     assert np.mean(weights[one] != weights[one - 1]) > 0.05  # GPTQ's rounding
 
 
+@pytest.mark.parametrize("room", [1.5, 0.5])
+def test_a_shared_weight_rounds_alike_in_every_build(monkeypatch, room):
+    """The budget's fallback builds with some readers of a shared weight in float: its GPTQ
+    statistics (all four convs', summed) are collected once and serve every build, and where
+    they pass the memory limit every build rounds it to nearest; so the model the fallback
+    measured is the one it hands back."""
+    model = _shared_weight_model()
+    rng = np.random.default_rng(9)
+    data = [{"x": rng.normal(size=(1, 32, 12, 12)).astype(np.float32)} for _ in range(8)]
+    monkeypatch.setattr(builder_module, "GPTQ_MEMORY", int(room * 8 * (32 * 9) ** 2))
+    collected = []
+    real = builder_module.collect_hessians
+    monkeypatch.setattr(
+        builder_module, "collect_hessians", lambda *a, **k: collected.append(1) or real(*a, **k)
+    )
+    options = QuantOptions(weight_rounding="gptq", min_macs=0)
+    builder = builder_module.QuantBuilder(ir.from_proto(model), data, options, "minmax", {}, False)
+    weights = [
+        {
+            t.name: onnx.numpy_helper.to_array(t)
+            for t in ir.to_proto(builder.build(exclude=excluded)[0]).graph.initializer
+            if t.data_type == onnx.TensorProto.INT8
+        }
+        for excluded in ([], ["conv3"], ["conv0", "conv3"], [])
+    ]
+    assert len(collected) == (1 if room > 1 else 0)
+    assert len({w.tobytes() for build in weights for w in build.values()}) == 1
+    assert (builder.gptq_skipped == {"conv0", "conv1", "conv2", "conv3"}) == (room < 1)
+
+
 def test_a_shared_weight_read_in_float_compute_too_rounds_to_nearest_once():
     """One of the four convs computes in float on the int8-stored weight (weight-only, rounded
-    to nearest): the three in int8 round it to nearest too, so the file holds one int8 copy."""
+    to nearest): the three in int8 round it to nearest too, one rounding: the file holds one
+    int8 copy."""
     model = _shared_weight_model()
     rng = np.random.default_rng(9)
     data = [{"x": rng.normal(size=(1, 32, 12, 12)).astype(np.float32)} for _ in range(8)]
@@ -343,6 +375,7 @@ def test_a_shared_weight_read_in_float_compute_too_rounds_to_nearest_once():
             ir.from_proto(model), data, options, "minmax", {}, False
         )
         built, _ = builder.build(weight_only=weight_only)
+        DeduplicateInitializers()(built)  # as quantize does
         proto = ir.to_proto(built)
         int8_copies[bool(weight_only)] = [
             onnx.numpy_helper.to_array(t)
@@ -355,8 +388,7 @@ def test_a_shared_weight_read_in_float_compute_too_rounds_to_nearest_once():
         quantize(model, data, **{**FAST, "weight_rounding": "nearest", "test_split": 0}).model
     )
     (rounded,) = (t for t in nearest.graph.initializer if t.data_type == onnx.TensorProto.INT8)
-    assert len({a.tobytes() for a in gptq_copies}) == 1
-    assert len({a.tobytes() for a in mixed}) == 1
+    assert len(gptq_copies) == len(mixed) == 1
     np.testing.assert_array_equal(mixed[0], onnx.numpy_helper.to_array(rounded))
 
 

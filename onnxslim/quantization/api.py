@@ -101,6 +101,7 @@ BELOW_BAR_RATIO = 0.8
 #: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
 INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
 COMPUTE_NOTE = "INT8 compute against float compute"  # how _int8_or_float's note on static starts
+NOT_WORTH_IT = ": not worth it"  # _int8_or_float's verdict against INT8 compute
 #: mode auto: dynamic INT8 replaces float compute only with a file at most this much larger
 DYNAMIC_SIZE_SLACK = 1.25
 #: each reason, or its start (trades.INT8_NOT_WORTH; how the weights are kept)
@@ -365,6 +366,7 @@ def _quantize(
         config.mode == "auto"
         and candidates
         and config.times_choices
+        and outcome.mode != "dynamic"  # (its MatMuls all back in float for a budget)
         and not computes_int8(outcome, before)
         and dynamic.covers_most_weights(float_model)
     ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
@@ -493,7 +495,9 @@ def _static_or_dynamic(
     QUALITY_BAR replaces it when its worst sample is closer to float: where MatMuls hold most
     weights (transformers) as such, elsewhere (convs stay float in dynamic INT8, so it may be
     slower) when `trades.trade`, timing both on the first selection sample (`may_time`; else not
-    tried), finds it the better trade.
+    tried), finds it the better trade. The share counts MatMuls only, not the Gemms dynamic INT8
+    turns into MatMuls: a CNN's classifier Gemm does not make it a candidate here (dynamic INT8
+    leaves the convs float: EfficientNet-Lite1 would trade its speed for accuracy).
     """
     share = dynamic.matmul_weight_share(float_model)
     most = share > dynamic.MOST_WEIGHTS
@@ -720,32 +724,37 @@ def _dynamic_for_speed(current: Outcome, dynamic_int8: Outcome, timed_on: dict) 
     only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
     weight but MatMul's float: an embedding table, a GRU) and, timed on `timed_on`, it is faster
     and worth its drift by `_int8_or_float`'s rule; else `current`, with a note."""
-    grows = io.to_proto(dynamic_int8.model).ByteSize() / io.to_proto(current.model).ByteSize()
+    grows = _file_bytes(dynamic_int8.model) / _file_bytes(current.model)
     if grows > DYNAMIC_SIZE_SLACK:
         current.notes.append(
             f"dynamic INT8 (MatMul) not kept: its file would be {grows:.2f}x this one "
             "(it leaves every other weight float)"
         )
         return current
-    return _int8_or_float(dynamic_int8, current, timed_on, "dynamic INT8", faster_only=True)
+    return _int8_or_float(dynamic_int8, current, timed_on, dynamic_int8=True)
+
+
+def _file_bytes(model: ir.Model) -> int:
+    """The size of `model`'s file as written: a weight several nodes share stored once."""
+    copy = io.from_proto(io.to_proto(model))
+    DeduplicateInitializers()(copy)
+    return io.to_proto(copy).ByteSize()
 
 
 def _int8_or_float(
-    int8: Outcome,
-    float_compute: Outcome,
-    timed_on: dict,
-    what: str = "INT8",
-    faster_only: bool = False,
+    int8: Outcome, float_compute: Outcome, timed_on: dict, dynamic_int8: bool = False
 ) -> Outcome:
-    """Mode auto, timed: INT8 compute (`what`: static, or "dynamic INT8") is there for speed, so
-    it must pay for its drift in time saved (`int8_worth_it`; timed side by side with
-    `float_compute` on `timed_on`, a selection sample, and judged as `trades.trade` judges: the
-    time ratio and SNR gain least in its favour; `faster_only`: and be faster), and where it
-    misses QUALITY_BAR that float compute meets, take at most BELOW_BAR_RATIO its time; else
-    `float_compute`. The one kept has its notes (float compute, a twin of the INT8 build with
-    none of its own: the INT8 build's) and what was measured, INT8 the earlier verdicts on
-    float compute too. Where the float model gives every float output as zeros or nothing on
-    the selection samples, nothing judges INT8's drift: `float_compute`."""
+    """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
+    saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
+    sample, and judged as `trades.trade` judges: the time ratio and SNR gain least in its
+    favour), and where it misses QUALITY_BAR that float compute meets, take at most
+    BELOW_BAR_RATIO its time; else `float_compute`. Static INT8 (`int8`) against its twin
+    computing in float on its int8-stored weights: the one kept has the notes of the choices
+    that built them. `dynamic_int8` against what static INT8 gave (`float_compute`, computing
+    nothing in INT8): it must be faster too; kept, with its own notes and static INT8's verdict.
+    Where the float model gives every float output as zeros or nothing on the selection
+    samples, nothing judges INT8's drift: `float_compute`."""
+    what = "dynamic INT8" if dynamic_int8 else "INT8"
     floats, ints = trades.side_by_side(
         [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
     )
@@ -769,11 +778,15 @@ def _int8_or_float(
             f"; {what}'s {missed[0]} where float compute meets {QUALITY_BAR}: kept only at "
             f"<= {BELOW_BAR_RATIO}x the time"
         )
-    elif int8_worth_it(gain_db, max(ratio, fastest)) and (verdict == "faster" or not faster_only):
+    elif int8_worth_it(gain_db, max(ratio, fastest)) and (verdict == "faster" or not dynamic_int8):
         why = "closer to float" if gain_db > 0 else "within the drift its time allows"
         why = "worth it" if verdict == "faster" else why
-        verdicts = [n for n in float_compute.notes if n.startswith(COMPUTE_NOTE)]
-        int8.notes = [*verdicts, *int8.notes, f"{lead}: {why}, {what} kept"]
+        static = [  # static INT8's verdict, without what it said it kept
+            note.partition(NOT_WORTH_IT)[0] + NOT_WORTH_IT
+            for note in float_compute.notes
+            if dynamic_int8 and note.startswith(COMPUTE_NOTE)
+        ]
+        int8.notes = [*static, *int8.notes, f"{lead}: {why}, {what} kept"]
         return int8
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"
@@ -781,8 +794,8 @@ def _int8_or_float(
         else "the result is onnxslim's lossless model (no weight made int8 here"
     )
     float_compute.notes = [
-        *(float_compute.notes or int8.notes),
-        f"{lead}: not worth it, so {kept}; --int8 static or dynamic computes in INT8)",
+        *(float_compute.notes if dynamic_int8 else int8.notes),
+        f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute
 

@@ -74,6 +74,7 @@ class QuantBuilder:
         self.hessian_source: tuple[QuantBuilder, Mapping[str, np.ndarray]] | None = None
         self.shared_hessians: dict[tuple[str, ...], np.ndarray] = {}  # a weight's readers'
         self.op_types = {n.name: n.op_type for n in model.graph}
+        self.readers = weight_readers(model)  # the weights GPTQ may round, by their readers
 
     def _fresh(self) -> ir.Model:
         return ir.from_proto(self.proto)
@@ -148,47 +149,52 @@ class QuantBuilder:
     def _hessians(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
         """``X X^T`` of the float inputs of the quantized nodes GPTQ rounds (none unless
         ``weight_rounding`` is "gptq"). A weight several nodes read is rounded once, for all of
-        them (one int8 copy in the file): against the sum of their ``X X^T``, collected as one,
-        or, where a reader is not GPTQ-rounded (weight-only, another op), to nearest for all.
-        In graph order, the nodes whose statistics pass `gptq_memory` round to nearest."""
+        them (one int8 copy in the file), the same in every build: against the sum of the ``X
+        X^T`` of all its readers in the model, collected once, or to nearest for all where one
+        it quantizes is not GPTQ-rounded (weight-only, another op) or their ``X X^T`` differ in
+        size. In graph order, the weights whose statistics pass `gptq_memory` round to nearest
+        (the nodes reading them are in `gptq_skipped`)."""
         if self.options.weight_rounding != "gptq":
             return {}
         by_name = {n.name: n for n in model.graph}
-        nodes = [by_name[n] for n in plan.nodes if gptq.supports(by_name[n])]
-        readers = Counter(
+        weight_of = {n: weight for weight, group in self.readers.items() for n in group}
+        quantized = Counter(  # the readers of each weight this build quantizes
             by_name[n].inputs[1].name
             for n in [*plan.nodes, *plan.weight_only]
             if len(by_name[n].inputs) > 1 and by_name[n].inputs[1] is not None
         )
-        users = defaultdict(list)
-        for node in nodes:
-            users[node.inputs[1].name].append(node)
+        rounded = Counter(weight_of[n] for n in plan.nodes if n in weight_of)
         groups = [
-            tuple(n.name for n in group)
-            for weight, group in users.items()
-            if readers[weight] == len(group) and len({gptq.hessian_bytes(n) for n in group}) == 1
+            group
+            for weight, group in self.readers.items()
+            if rounded[weight]
+            and rounded[weight] == quantized[weight]
+            and len({gptq.hessian_bytes(by_name[n]) for n in group}) == 1
         ]
         held = sum(h.nbytes for h in [*self.hessians.values(), *self.shared_hessians.values()])
-        for names in groups:
-            if self._cached(names) is None and not self.gptq_skipped & set(names):
-                held += gptq.hessian_bytes(by_name[names[0]])
+        kept = []
+        for group in groups:
+            if self._cached(group) is None and not self.gptq_skipped & set(group):
+                held += gptq.hessian_bytes(by_name[group[0]])
                 if held > self.gptq_memory:
-                    self.gptq_skipped.update(names)
-        groups = [names for names in groups if not self.gptq_skipped & set(names)]
-        missing = {}
-        for names in groups:
-            if self._cached(names) is None and not self._derived(names):
-                missing[names] = [
-                    (by_name[n].inputs[0].name, functools.partial(gptq.input_columns, by_name[n]))
-                    for n in names
-                ]
+                    self.gptq_skipped.update(group)
+            if self._cached(group) is not None or not self.gptq_skipped & set(group):
+                kept.append(group)
+        missing = {
+            group: [
+                (by_name[n].inputs[0].name, functools.partial(gptq.input_columns, by_name[n]))
+                for n in group
+            ]
+            for group in kept
+            if self._cached(group) is None and not self._derived(group)
+        }
         if missing:
             collected = collect_hessians(
                 self.proto, self.samples, missing, progress=self.progress, total=len(self.samples)
             )
-            for names, hessian in collected.items():
-                self._store(names, hessian)
-        return {name: self._cached(names) for names in groups for name in names}
+            for group, hessian in collected.items():
+                self._store(group, hessian)
+        return {name: self._cached(group) for group in kept for name in group}
 
     def _cached(self, names: tuple[str, ...]) -> np.ndarray | None:
         """The ``X X^T`` held for the readers `names` of one weight (summed over several)."""
@@ -221,6 +227,15 @@ class QuantBuilder:
             self.stats[name], self.method, symmetric=symmetric, **self.method_options
         )
         return activation_qparams(lo, hi, self.options.activation_type, symmetric)
+
+
+def weight_readers(model: ir.Model) -> dict[str, tuple[str, ...]]:
+    """Each constant weight GPTQ can round -> the nodes reading it, in graph order."""
+    readers = defaultdict(list)
+    for node in model.graph:
+        if gptq.supports(node):
+            readers[node.inputs[1].name].append(node.name)
+    return {weight: tuple(names) for weight, names in readers.items()}
 
 
 def _rescaled(hessian: np.ndarray, scales: np.ndarray | None) -> np.ndarray:

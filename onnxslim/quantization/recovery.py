@@ -88,7 +88,7 @@ def fallback_reason(noise_db: float, budget: Budget) -> str:
     if noise_db < math.inf:
         return f"sensitive: int8 adds noise {noise_db:.1f} dB below its output signal"
     return (
-        "returned with the sensitive ones: int8 adds no noise of its own here, but fewer nodes "
+        "returned for the budget too: int8 adds no noise of its own here, but fewer nodes "
         f"in float missed {budget}"
     )
 

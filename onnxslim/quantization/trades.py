@@ -361,7 +361,11 @@ def speed_accuracy_choices(
     choices = [
         ("input layer(s) computing in float", input_layers, False),
         ("depthwise conv(s) in int8", depthwise_int8, True),
-        ("small node(s) in int8 (under 1M multiply-adds each)", small_int8, True),
+        (
+            f"small node(s) in int8 (under {DEFAULT_MIN_MACS / 2**20:g}M multiply-adds each)",
+            small_int8,
+            True,
+        ),
     ]
     for what, change, to_int8 in choices if timed else choices[:1]:
         names, options, why = change(chosen)

@@ -126,7 +126,7 @@ def collect_hessians(
     sums: dict[Hashable, np.ndarray] = {}
     pending: dict[Hashable, list[np.ndarray]] = {key: [] for key in layers}
 
-    def add(key: str) -> None:
+    def add(key: Hashable) -> None:
         x = np.concatenate(pending[key], axis=-1)
         pending[key] = []
         product = x @ np.swapaxes(x, -1, -2)  # in float32, summed in float64 (no float64 copy)
