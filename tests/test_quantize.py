@@ -2979,6 +2979,21 @@ def test_choices_on_a_model_without_float_outputs_say_so_not_inf_db():
     assert "inf dB" not in notes and "nan dB" not in notes
 
 
+def test_choices_whose_variants_all_score_alike_say_so_once():
+    """matmul_chain's MatMuls have no bias: bias correction changes nothing, and the note says
+    the variants scored alike rather than each one's equal figure (lac's tagger, its one MatMul
+    left float: four percentile variants, each "47.0 dB")."""
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(24)]
+    notes = quantize(matmul_chain(), data, **{**FAST, "test_split": 0}).report.notes
+    (alike,) = (n for n in notes if n.startswith("kept plain"))
+    assert re.fullmatch(
+        r"kept plain \(plain, bias correction all \d+\.\d dB output SNR on 8 selection "
+        r"samples: the first kept\)",
+        alike,
+    )
+
+
 def test_int8_warns_up_front_when_the_model_may_not_fit_in_memory(monkeypatch):
     model = make_model(
         [helper.make_node("MatMul", ["x", "w"], ["y"])],

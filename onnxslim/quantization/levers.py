@@ -169,8 +169,14 @@ def _closest(
     )
     logits = AT_LOGITS if choice.builder.logit_axes else ""
     measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
+    shown_snrs = {f"{snr:.1f}" for snr in scores.values()}
     if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
         measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"
+    elif len(scores) > 1 and len(shown_snrs) == 1:  # nothing they change computes in int8
+        measured = (
+            f"{', '.join(scores)} all {shown_snrs.pop()} dB output SNR{logits} on {len(samples)} "
+            "selection samples: the first kept"
+        )
     variants[label]()  # the builder back to the kept variant
     choice.note = f"kept {label} ({measured})"
     return choice
