@@ -5,7 +5,8 @@ import sys
 
 def _interrupted(err: BaseException | None) -> bool:
     """Whether `err` is Ctrl-C, or an error it caused: a C extension interrupted while it loads
-    (onnxruntime's) raises ImportError from the KeyboardInterrupt."""
+    (onnxruntime's) raises ImportError from the KeyboardInterrupt, a dataclass being defined
+    RuntimeError."""
     seen = set()
     while err is not None and id(err) not in seen:  # an error may be its own cause
         if isinstance(err, KeyboardInterrupt):
@@ -18,7 +19,7 @@ def _interrupted(err: BaseException | None) -> bool:
 def run() -> None:
     try:
         from onnxslim.cli import main
-    except (KeyboardInterrupt, ImportError) as err:
+    except BaseException as err:  # Ctrl-C, or what it interrupted raised from it
         if not _interrupted(err):
             raise
         sys.stderr.write("interrupted: nothing written\n")
