@@ -37,6 +37,7 @@ from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import (
     DYNAMIC_HINT,
     drift_warning,
+    not_faster_note,
     nothing_int8_warning,
     recurrent_note,
     saturated_outputs_warning,
@@ -837,6 +838,29 @@ def test_calibration_data_reader_interface():
             return next(data, None)
 
     assert quantize(cnn(), Reader(), **FAST).report.calibration_samples == 8
+
+
+def test_the_python_api_reads_calibration_data_as_the_cli_does(tmp_path):
+    """A folder of .npz files, or random:N: a user passing the CLI's DATA was told "sample 0 is
+    a str, expected a dict"; a missing folder is one clear error."""
+    for index, sample in enumerate(samples(12)):
+        np.savez(tmp_path / f"{index:02d}.npz", **sample)
+    options = {**FAST, "test_split": 0}
+    for data in (str(tmp_path), "random:12"):
+        report = quantize(cnn(), data, **options).report
+        assert report.calibration_samples + report.selection_samples == 12
+    with pytest.raises(OnnxSlimError, match="no such file or folder"):
+        quantize(cnn(), str(tmp_path / "missing"), **options)
+
+
+def test_a_weight_only_result_not_faster_says_what_it_bought():
+    slow, fast = Latency(1.1, 1.1, 1.1, 1.1), Latency(1.0, 1.0, 1.0, 1.0)
+    (note,) = not_faster_note(slow, fast, 1 / 1.1, weight_only=True)
+    assert note == (
+        "warning: weight-only INT8 (float compute on int8 weights) is not faster than float on "
+        "this CPU: 1.10 ms vs 1.00 ms (1.10x the time): it makes the file smaller, not the model "
+        "faster"
+    )
 
 
 @pytest.mark.parametrize("gain_db, int8_weights", [(1, True), (15, False)])
@@ -2865,8 +2889,8 @@ def test_int8_not_paying_where_nothing_stores_int8_weights_warns(monkeypatch, op
     assert result.model.opset_imports[""] == opset
     (warning,) = [n for n in report.notes if n.startswith("warning:")]
     assert warning.startswith(
-        "warning: no weighted node computes in INT8 (int8 compute not fast enough for its drift "
-        "here (timed): 1 node(s)): the result is no faster than onnxslim's lossless float model"
+        f"warning: no weighted node computes in INT8 ({api.INT8_NOT_PAYING}: 1 node(s)): the "
+        "result is no faster than onnxslim's lossless float model"
     )
 
 

@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from onnxslim.bench import Latency, latencies
 from onnxslim.cpu import available_memory
-from onnxslim.data import as_samples, input_specs
+from onnxslim.data import input_specs, load_samples
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
     MIN_PREDICTION_SAMPLES,
@@ -99,7 +99,7 @@ INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time
 #: at most this much of float compute's time (torchvision's deeplabv3: worst cosine 0.94 for 0.92x)
 BELOW_BAR_RATIO = 0.8
 #: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
-INT8_NOT_PAYING = "int8 compute not fast enough for its drift here (timed)"
+INT8_NOT_PAYING = trades.INT8_NOT_WORTH  # the timed choices' words: one reason in the summary
 COMPUTE_NOTE = "INT8 compute against float compute"  # how _int8_or_float's note on static starts
 NOT_WORTH_IT = ": not worth it"  # _int8_or_float's verdict against INT8 compute
 #: mode auto: dynamic INT8 replaces float compute only with a file at most this much larger
@@ -237,7 +237,8 @@ def quantize(
     **options,
 ) -> QuantizeResult:
     """Quantize `model` to INT8 (static QDQ, or dynamic MatMul: `config.mode`) with `calibration`
-    samples (an iterable of `{input: array}` or a CalibrationDataReader), split into calibration,
+    samples (an iterable of `{input: array}`, a CalibrationDataReader, or what the CLI's
+    --calibration reads: a folder or .npz path, "random:N"), split into calibration,
     selection and test samples; keyword `options` override fields of `config`. For a target whose
     weights this CPU's kernels would saturate, every check computes the model's own math
     (exact.py). A model over 2 GB gets dynamic INT8, made on files (large.py)."""
@@ -264,7 +265,7 @@ def _quantize(
     original = io.to_ir(model)
     reference = None if large.is_large(original) else _one_protobuf(original)
     if reference is None:
-        samples = as_samples(calibration, input_specs(original))
+        samples = load_samples(calibration, input_specs(original))  # random:N: plain random
         del original
         return _on_files(model, samples, config, profile, target_reason)
     nodes_before, original_meta = node_count(original.graph), original.meta
@@ -274,7 +275,7 @@ def _quantize(
         warnings.warn(f"onnxslim: {short}", stacklevel=3)
     Session(reference, what="the model (INT8 calibration runs it)")
     proto = onnx.ModelProto.FromString(reference)
-    samples = as_samples(calibration, input_specs(proto))
+    samples = load_samples(calibration, input_specs(proto), model=proto)
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
     )
@@ -467,7 +468,11 @@ def _quantize(
             if (slower or not float_used) and not report.unquantized:
                 report.notes += lossless_warning(timed["int8"], timed["lossless"])
         note = not_faster_note(
-            timed["int8"], timed["float"], report.speedup, config.require_speedup
+            timed["int8"],
+            timed["float"],
+            report.speedup,
+            config.require_speedup,
+            weight_only=report.mode == WEIGHT_ONLY_MODE,
         )
         if not report.unquantized:  # the lossless model: its warning says so
             report.notes += note

@@ -290,17 +290,23 @@ MEMORY_PER_MODEL_BYTE = 10
 
 
 def not_faster_note(
-    int8: Latency, float_: Latency, speedup: float, required: bool = False
+    int8: Latency,
+    float_: Latency,
+    speedup: float,
+    required: bool = False,
+    weight_only: bool = False,
 ) -> list[str]:
     """A note when INT8 (`int8`'s timing) is not faster than float (`float_`'s; `speedup` the
     ratio reported), a warning when measurably slower; CheckFailedError when a speedup is
-    `required`."""
+    `required`. `weight_only`: the result computes in float on int8-stored weights, and says so."""
     if speedup >= 1.0:
         return []
+    what = "weight-only INT8 (float compute on int8 weights)" if weight_only else "INT8"
     message = (
-        f"INT8 is not faster than float on this CPU: {int8.median:.2f} ms vs "
+        f"{what} is not faster than float on this CPU: {int8.median:.2f} ms vs "
         f"{float_.median:.2f} ms ({1 / speedup:.2f}x the time)"
     )
+    message += ": it makes the file smaller, not the model faster" if weight_only else ""
     if required:
         raise CheckFailedError(message)
     return [f"warning: {message}" if int8.versus(float_)[1] == "slower" else message]
