@@ -60,6 +60,9 @@ MEMORY_RUNS = 3
 PER_RUN_NOISE = 0.02
 #: Session creation is timed SESSION_REPEATS times only, and reads the file: a wider margin.
 LOAD_NOISE = 0.05
+#: Session creations whose medians are closer than this (ms) load alike (an unchanged 13-node
+#: graph read SLOWER at 0.9 vs 0.8 ms).
+LOAD_FLOOR_MS = 1.0
 #: A file size ratio within this of 1 reads "same size" (1.00x, however many bytes it saves).
 SIZE_NOISE = 0.005
 #: The medians' and the fastest runs' time ratios further apart than this (as a ratio) say that
@@ -159,7 +162,8 @@ def timing_verdict(median_ratio: float, min_ratio: float, noise: float = PER_RUN
 class Change:
     """One figure of a model against the reference's: `ratio` = model / reference (medians for
     times; below 1 is smaller or faster), `min_ratio` of the minimums (times only), `verdict`
-    "smaller"/"bigger"/"same" for size, "faster"/"slower"/"same" for times, `noise` its margin."""
+    "smaller"/"bigger"/"same" for size, "faster"/"slower"/"same" for times, `noise` its margin,
+    `floor_ms` the least difference of medians that counts (times)."""
 
     model: float
     reference: float
@@ -167,6 +171,7 @@ class Change:
     verdict: str
     min_ratio: float | None = None
     noise: float = 0.0
+    floor_ms: float = 0.0
 
     @property
     def disturbed(self) -> bool:
@@ -186,14 +191,18 @@ def _ratio(model: float, reference: float) -> float:
     return model / reference if reference > 0 else math.nan
 
 
-def _time_change(model: float, reference: float, fastest: tuple, noise: float) -> Change:
+def _time_change(
+    model: float, reference: float, fastest: tuple, noise: float, floor_ms: float = 0.0
+) -> Change:
     """Medians `model` vs `reference` and the minimums `fastest` (model, reference; None: not
-    recorded, then the medians decide alone) under the noise rule."""
+    recorded, then the medians decide alone) under the noise rule; medians less than `floor_ms`
+    apart are the same."""
     ratio = _ratio(model, reference)
     min_ratio = _ratio(*fastest) if None not in fastest else ratio
-    return Change(
-        model, reference, ratio, timing_verdict(ratio, min_ratio, noise), min_ratio, noise
-    )
+    verdict = timing_verdict(ratio, min_ratio, noise)
+    if abs(model - reference) < floor_ms:
+        verdict = "same"
+    return Change(model, reference, ratio, verdict, min_ratio, noise, floor_ms)
 
 
 @dataclass(frozen=True)
@@ -279,7 +288,11 @@ class BenchReport:
             "same" if abs(ratio - 1) < SIZE_NOISE else "smaller" if ratio < 1 else "bigger",
         )
         load = _time_change(
-            model.session_ms, ref.session_ms, (model.session_min_ms, ref.session_min_ms), LOAD_NOISE
+            model.session_ms,
+            ref.session_ms,
+            (model.session_min_ms, ref.session_min_ms),
+            LOAD_NOISE,
+            LOAD_FLOOR_MS,
         )
         per_run = _time_change(
             model.latency.median,

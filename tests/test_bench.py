@@ -538,6 +538,8 @@ def test_verdict_on_synthetic_measurements():
     assert (same.size.verdict, same.load.verdict, same.per_run.verdict) == ("same",) * 3
     assert same.slower == [] and "same size: 1.00x" in same.to_dict()["text"]
     assert "per run: same within noise, 1.00x" in same.to_dict()["text"]
+    quick = synthetic_report(size=1, load=1.08, median=1.0, fastest=1.0).verdicts[0]
+    assert quick.load.verdict == "same"  # 10.8 vs 10.0 ms: under LOAD_FLOOR_MS apart
     almost = synthetic_report(size=0.9999, load=1.0, median=1.0, fastest=1.0).verdicts[0]
     assert almost.size.verdict == "same"  # a 1,920-byte saving on 30 MiB read "smaller: 1.00x"
     assert (

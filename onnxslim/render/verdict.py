@@ -58,7 +58,8 @@ def noise_rule(verdict: Verdict) -> str:
     return (
         "verdict rule: ratios are model / reference; faster or SLOWER only when the median and "
         f"the min time ratio are both beyond {verdict.per_run.noise:.0%} per run "
-        f"({verdict.load.noise:.0%} at load) in the same direction, else same within noise"
+        f"({verdict.load.noise:.0%} and {verdict.load.floor_ms:g} ms at load) in the same "
+        "direction, else same within noise"
     )
 
 
