@@ -311,6 +311,58 @@ def _class_rows(p: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return moved.reshape(-1, classes)
 
 
+#: How `kind_views` names an output's two parts.
+PROBABILITY_PART = " (its [0, 1] channels)"
+OTHER_PART = " (its other channels)"
+
+
+def probability_channels(
+    ref_outputs: Sequence[Outputs], name: str
+) -> tuple[int, np.ndarray] | None:
+    """Where output `name` mixes probabilities with other quantities (a detector's scores beside
+    its box coordinates): its channel axis (of its axes past the first with more than one entry,
+    at least two, the one strictly smallest) and which channels hold only values in [0, 1] on
+    every sample of `ref_outputs`; None where all or none do, or there is no such axis."""
+    arrays = [r.get(name) for r in ref_outputs]
+    if not arrays or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays):
+        return None
+    shape = arrays[0].shape
+    sizes = {axis: shape[axis] for axis in range(1, len(shape)) if shape[axis] > 1}
+    if len(sizes) < 2 or any(a.ndim != len(shape) for a in arrays):
+        return None
+    axis = min(sizes, key=sizes.get)
+    if sorted(sizes.values())[1] == sizes[axis] or any(
+        a.shape[axis] != shape[axis] for a in arrays
+    ):
+        return None
+    within = np.ones(shape[axis], dtype=bool)
+    for a in arrays:
+        rows = np.moveaxis(a, axis, -1).reshape(-1, shape[axis])
+        within &= ((rows >= 0) & (rows <= 1)).all(axis=0)
+    return (axis, within) if within.any() and not within.all() else None
+
+
+def kind_views(
+    ref: Outputs, other: Outputs, parts: Mapping[str, tuple[int, np.ndarray]]
+) -> tuple[dict, dict]:
+    """`ref` and `other` with each output of `parts` (`probability_channels`) as two: its
+    probability channels and its other ones, so that a choice sees each part's error (the
+    coordinates' would bury the scores': ddddocr's YOLOX at percentile 99.9 had 21.7 dB of
+    output SNR and 6 dB on its objectness, 3 of 10 pictures' detections kept). An output not
+    float or of another shape in `other` is left as it is (compare_outputs names the mismatch)."""
+    ref_view, other_view = dict(ref), dict(other)
+    for name, (axis, within) in parts.items():
+        p, q = ref.get(name), other.get(name)
+        if not isinstance(q, np.ndarray) or q.dtype.kind != "f" or q.shape != p.shape:
+            continue
+        for view, x in ((ref_view, p), (other_view, q)):
+            rows = np.moveaxis(x, axis, -1).reshape(-1, within.size)
+            del view[name]
+            view[name + PROBABILITY_PART] = rows[:, within]
+            view[name + OTHER_PART] = rows[:, ~within]
+    return ref_view, other_view
+
+
 def scored_drift(
     ref_outputs: Sequence[Outputs],
     outputs: Sequence[Outputs],
@@ -319,11 +371,19 @@ def scored_drift(
 ) -> dict[str, Drift]:
     """The drift the automatic choices compare of `outputs` against `ref_outputs` (`drift` as
     the model outputs them): each output a Softmax computes (`logit_axes`, the axes of
-    `model.graph.softmax_axes`) at the logits of float's most probable classes (`logit_views`);
-    `drift` itself where none is."""
-    if not logit_axes:
+    `model.graph.softmax_axes`) at the logits of float's most probable classes (`logit_views`),
+    each other one mixing probabilities with other quantities as those two parts (`kind_views`);
+    `drift` itself where neither is."""
+    names = ref_outputs[0].keys() if ref_outputs else ()
+    parts = {
+        name: found
+        for name in names
+        if name not in logit_axes and (found := probability_channels(ref_outputs, name))
+    }
+    if not logit_axes and not parts:
         return drift
     pairs = [logit_views(r, o, logit_axes) for r, o in zip(ref_outputs, outputs, strict=True)]
+    pairs = [kind_views(r, o, parts) for r, o in pairs]
     return compare_outputs([r for r, _ in pairs], [o for _, o in pairs])
 
 
