@@ -314,6 +314,8 @@ def _class_rows(p: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 #: How `kind_views` names an output's two parts.
 PROBABILITY_PART = " (its [0, 1] channels)"
 OTHER_PART = " (its other channels)"
+#: What a choice's note adds to "output SNR" where it compared an output in those parts.
+IN_PARTS = " (scores and other channels of an output apart)"
 
 
 def probability_channels(
@@ -321,8 +323,9 @@ def probability_channels(
 ) -> tuple[int, np.ndarray] | None:
     """Where output `name` mixes probabilities with other quantities (a detector's scores beside
     its box coordinates): its channel axis (of its axes past the first with more than one entry,
-    at least two, the one strictly smallest) and which channels hold only values in [0, 1] on
-    every sample of `ref_outputs`; None where all or none do, or there is no such axis."""
+    at least two, the one strictly smallest) and which channels are scores on `ref_outputs`:
+    every value in [0, 1], spanning half of it or more (a score that fires; a dead or constant
+    channel is not one). None where all or none are, or there is no such axis."""
     arrays = [r.get(name) for r in ref_outputs]
     if not arrays or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays):
         return None
@@ -335,11 +338,13 @@ def probability_channels(
         a.shape[axis] != shape[axis] for a in arrays
     ):
         return None
-    within = np.ones(shape[axis], dtype=bool)
+    low, high = np.full(shape[axis], np.inf), np.full(shape[axis], -np.inf)
     for a in arrays:
         rows = np.moveaxis(a, axis, -1).reshape(-1, shape[axis])
-        within &= ((rows >= 0) & (rows <= 1)).all(axis=0)
-    return (axis, within) if within.any() and not within.all() else None
+        if rows.size:
+            low, high = np.minimum(low, rows.min(axis=0)), np.maximum(high, rows.max(axis=0))
+    scores = (low >= 0) & (high <= 1) & (high - low >= 0.5)
+    return (axis, scores) if scores.any() and not scores.all() else None
 
 
 def kind_views(
@@ -348,18 +353,21 @@ def kind_views(
     """`ref` and `other` with each output of `parts` (`probability_channels`) as two: its
     probability channels and its other ones, so that a choice sees each part's error (the
     coordinates' would bury the scores': ddddocr's YOLOX at percentile 99.9 had 21.7 dB of
-    output SNR and 6 dB on its objectness, 3 of 10 pictures' detections kept). An output not
-    float or of another shape in `other` is left as it is (compare_outputs names the mismatch)."""
+    output SNR and 6 dB on its objectness, 3 of 10 pictures' detections kept). Where `other`'s
+    output is missing, not float or of another shape, both parts are it as it is (compare_outputs
+    names the mismatch)."""
     ref_view, other_view = dict(ref), dict(other)
-    for name, (axis, within) in parts.items():
-        p, q = ref.get(name), other.get(name)
-        if not isinstance(q, np.ndarray) or q.dtype.kind != "f" or q.shape != p.shape:
-            continue
-        for view, x in ((ref_view, p), (other_view, q)):
-            rows = np.moveaxis(x, axis, -1).reshape(-1, within.size)
-            del view[name]
-            view[name + PROBABILITY_PART] = rows[:, within]
-            view[name + OTHER_PART] = rows[:, ~within]
+    for name, (axis, scores) in parts.items():
+        p, q = ref[name], other.get(name)
+        same = isinstance(q, np.ndarray) and q.dtype.kind == "f" and q.shape == p.shape
+        for view, x in ((ref_view, p), (other_view, q if same else None)):
+            view.pop(name, None)
+            rows = np.moveaxis(x, axis, -1).reshape(-1, scores.size) if x is not None else None
+            for part, columns in ((PROBABILITY_PART, scores), (OTHER_PART, ~scores)):
+                if rows is not None:
+                    view[name + part] = rows[:, columns]
+                elif name in other:
+                    view[name + part] = q
     return ref_view, other_view
 
 
@@ -382,9 +390,16 @@ def scored_drift(
     }
     if not logit_axes and not parts:
         return drift
-    pairs = [logit_views(r, o, logit_axes) for r, o in zip(ref_outputs, outputs, strict=True)]
-    pairs = [kind_views(r, o, parts) for r, o in pairs]
+    pairs = [
+        kind_views(*logit_views(r, o, logit_axes), parts)
+        for r, o in zip(ref_outputs, outputs, strict=True)
+    ]
     return compare_outputs([r for r, _ in pairs], [o for _, o in pairs])
+
+
+def split_in_parts(scored: Mapping[str, Drift]) -> bool:
+    """Whether `scored` (scored_drift's) compared an output in parts (`kind_views`)."""
+    return any(name.endswith(PROBABILITY_PART) for name in scored)
 
 
 def worst_snr(drift: Mapping[str, Drift]) -> float:

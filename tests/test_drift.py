@@ -20,6 +20,7 @@ from onnxslim.drift import (
     parse_max_drift,
     predicted_cosine,
     predicted_snr_db,
+    probability_channels,
     scored_drift,
     significantly_closer,
     snr_gain_bound,
@@ -581,18 +582,41 @@ def test_an_output_mixing_scores_with_coordinates_is_scored_per_part():
 
 
 @pytest.mark.parametrize(
-    "shape",
+    ("shape", "low", "high"),
     [
-        (1, 1000),  # a classifier's scores: no channel axis
-        (1, 1, 16, 16),  # a probability map: every channel in [0, 1]
-        (1, 16, 16),  # two axes alike: no channel axis
+        ((1, 1000), 0, 1),  # a classifier's scores: no channel axis
+        ((1, 1, 16, 16), 0, 1),  # a probability map: no channel axis (16 and 16 alike)
+        ((1, 4, 50), 0, 1),  # every channel a score
+        ((1, 4, 50), -1, 1),  # none
     ],
 )
-def test_outputs_without_a_mixed_channel_axis_are_scored_whole(shape):
+def test_outputs_without_scores_beside_other_channels_are_scored_whole(shape, low, high):
     rng = np.random.default_rng(0)
-    ref = [{"y": rng.uniform(0, 1, size=shape).astype(np.float32)} for _ in range(3)]
+    ref = [{"y": rng.uniform(low, high, size=shape).astype(np.float32)} for _ in range(3)]
     noisy = [{"y": r["y"] + 0.01} for r in ref]
     drift = compare_outputs(ref, noisy)
     assert scored_drift(ref, noisy, {}, drift) is drift
-    signed = [{"y": r["y"] * 2 - 1} for r in ref]  # no channel in [0, 1] either
-    assert scored_drift(signed, signed, {}, drift) is drift
+
+
+def test_a_dead_or_constant_channel_is_no_score():
+    """A ReLU map's dead channel lies in [0, 1] too; a score spans most of it."""
+    rng = np.random.default_rng(0)
+    y = rng.uniform(-3, 3, size=(1, 4, 50)).astype(np.float32)
+    y[0, 1] = 0.0  # dead
+    y[0, 2] = 0.3  # constant
+    assert probability_channels([{"y": y}], "y") is None
+    y[0, 3] = np.linspace(0, 1, 50)
+    axis, scores = probability_channels([{"y": y}], "y")
+    assert axis == 1 and scores.tolist() == [False, False, False, True]
+
+
+def test_a_mixed_output_of_another_shape_is_a_mismatch_not_an_error():
+    """A detector whose INT8 keeps fewer boxes on one picture (NMS inside): both parts of that
+    output are named as mismatched, not a KeyError; the other samples compare as usual."""
+    ref = [_detections(np.random.default_rng(i)) for i in range(3)]
+    other = [dict(r) for r in ref]
+    other[1] = {"output": ref[1]["output"][:, :150]}
+    scored = scored_drift(ref, other, {}, compare_outputs(ref, other))
+    assert set(scored) == {"output (its [0, 1] channels)", "output (its other channels)"}
+    assert all(d.mismatch for d in scored.values())
+    assert scored_drift(ref, [{} for _ in ref], {}, {})  # missing everywhere: named, no error

@@ -849,6 +849,8 @@ def test_the_python_api_reads_calibration_data_as_the_cli_does(tmp_path):
     for data in (str(tmp_path), "random:12"):
         report = quantize(cnn(), data, **options).report
         assert report.calibration_samples + report.selection_samples == 12
+        warned = any(n.startswith("warning: calibrating on random data") for n in report.notes)
+        assert warned == report.random_inputs == (data == "random:12")
     with pytest.raises(OnnxSlimError, match="no such file or folder"):
         quantize(cnn(), str(tmp_path / "missing"), **options)
 

@@ -276,6 +276,7 @@ def _quantize(
     Session(reference, what="the model (INT8 calibration runs it)")
     proto = onnx.ModelProto.FromString(reference)
     samples = load_samples(calibration, input_specs(proto), model=proto)
+    random = isinstance(calibration, str) and calibration.startswith("random:")
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
     )
@@ -298,6 +299,10 @@ def _quantize(
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     notes = _protocol_notes(calib, selection, test, budget, config.held_out)
+    if random:  # the command line says so itself, with the dims it made
+        notes.append(
+            "warning: calibrating on random data: the drift figures say little about real inputs"
+        )
     notes += [integer_outputs.source_note(sources)] if sources else []
     if exact.enabled():
         notes.append(
@@ -439,6 +444,7 @@ def _quantize(
         weight_range="minmax" if dynamic_used else config.weight_range,  # quantize_dynamic's
         weight_rounding=outcome.weight_rounding,
         layers=outcome.layers,
+        random_inputs=random,
     )
     if not report.unquantized:  # the lossless model: its own warning says INT8 added nothing
         report.notes += bigger_file_warning(report.size_before, report.size_after)

@@ -14,11 +14,13 @@ import onnx_ir as ir
 from onnxslim.drift import (
     AT_LOGITS,
     GAIN_CONFIDENCE,
+    IN_PARTS,
     MIN_PREDICTION_SAMPLES,
     Drift,
     compare_outputs,
     scored_drift,
     significantly_closer,
+    split_in_parts,
     worst_output,
     worst_snr,
 )
@@ -168,14 +170,16 @@ def _closest(
         else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
     logits = AT_LOGITS if choice.builder.logit_axes else ""
+    logits += IN_PARTS if split_in_parts(choice.scored) else ""
     measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
     shown_snrs = {f"{snr:.1f}" for snr in scores.values()}
     if all(snr == -math.inf for snr in scores.values()):  # no float output, or all broken
         measured = f"none of {', '.join(scores)} has an output SNR to compare: the first kept"
-    elif len(scores) > 1 and len(shown_snrs) == 1:  # nothing they change computes in int8
+    elif len(scores) > 1 and len(shown_snrs) == 1 and label == next(iter(scores)):
+        alike = "exact" if math.inf in scores.values() else f"{shown_snrs.pop()} dB output SNR"
         measured = (
-            f"{', '.join(scores)} all {shown_snrs.pop()} dB output SNR{logits} on {len(samples)} "
-            "selection samples: the first kept"
+            f"{', '.join(scores)} all {alike}{logits} on {len(samples)} selection samples: "
+            "the first kept"
         )
     variants[label]()  # the builder back to the kept variant
     choice.note = f"kept {label} ({measured})"
