@@ -507,10 +507,22 @@ class _InterruptedImport(types.ModuleType):
             raise ImportError("initialization failed") from err
 
 
-def test_interrupt_while_a_dependency_loads_is_one_line(monkeypatch, capsys):
+class _InterruptedDefinition(types.ModuleType):
+    """A module whose names cannot be imported: as a dataclass being defined when Ctrl-C lands
+    (RuntimeError raised from the KeyboardInterrupt by its __set_name__)."""
+
+    def __getattr__(self, name):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise RuntimeError("Error calling __set_name__") from err
+
+
+@pytest.mark.parametrize("module", [_InterruptedImport, _InterruptedDefinition])
+def test_interrupt_while_a_dependency_loads_is_one_line(monkeypatch, capsys, module):
     from onnxslim.__main__ import run
 
-    monkeypatch.setitem(sys.modules, "onnxslim.cli", _InterruptedImport("onnxslim.cli"))
+    monkeypatch.setitem(sys.modules, "onnxslim.cli", module("onnxslim.cli"))
     with pytest.raises(SystemExit) as exit_info:
         run()
     assert exit_info.value.code == 130
