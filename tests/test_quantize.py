@@ -2072,6 +2072,8 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
         "weights (a file as small; --int8 static or dynamic computes in INT8)"
     ]
     assert report.mode == "weight-only" and not report.quantized
+    # the choices of the INT8 model it replaced come under a heading, before the verdict
+    assert report.notes.index(api.INT8_BUILT_WITH) < report.notes.index(notes[0])
     assert not ops["QuantizeLinear"] and not ops["DequantizeLinear"] and ops["Conv"] == 2
     assert report.int8_stored() == 3  # conv1, conv2, the Gemm: int8-stored, computing in float
     assert f"{api.INT8_NOT_PAYING}; computes in float on int8-stored weights" in (

@@ -102,6 +102,8 @@ BELOW_BAR_RATIO = 0.8
 INT8_NOT_PAYING = trades.INT8_NOT_WORTH  # the timed choices' words: one reason in the summary
 COMPUTE_NOTE = "INT8 compute against float compute"  # how _int8_or_float's note on static starts
 NOT_WORTH_IT = ": not worth it"  # _int8_or_float's verdict against INT8 compute
+#: Heads the notes of the static INT8 model float compute replaced (a "kept" among them is its).
+INT8_BUILT_WITH = "the INT8 model that float compute replaced (below) was built with these choices:"
 #: mode auto: dynamic INT8 replaces float compute only with a file at most this much larger
 DYNAMIC_SIZE_SLACK = 1.25
 #: each reason, or its start (trades.INT8_NOT_WORTH; how the weights are kept)
@@ -804,8 +806,9 @@ def _int8_or_float(
         if int8_stored(float_compute.kept_float)
         else "the result is onnxslim's lossless model (no weight made int8 here"
     )
+    built = [INT8_BUILT_WITH, *int8.notes] if int8.notes else []  # its choices: not what is kept
     float_compute.notes = [
-        *(float_compute.notes if dynamic_int8 else int8.notes),
+        *(float_compute.notes if dynamic_int8 else built),
         f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic computes in INT8)",
     ]
     return float_compute
