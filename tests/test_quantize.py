@@ -855,6 +855,20 @@ def test_the_python_api_reads_calibration_data_as_the_cli_does(tmp_path):
         quantize(cnn(), str(tmp_path / "missing"), **options)
 
 
+@pytest.mark.parametrize("dynamic_batch", [True, False])
+def test_the_report_says_at_which_size_a_dynamic_model_was_timed(monkeypatch, dynamic_batch):
+    """MTCNN's PNet takes any picture size: its latency line was timed on one (77x77) and said
+    nothing of it."""
+    same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
+    model = cnn()
+    if dynamic_batch:
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    report = quantize(model, samples(20), **{**FAST, "measure_latency": True}).report
+    timed = [n for n in report.notes if n.startswith("latency timed on one sample (x float32[")]
+    assert len(timed) == dynamic_batch
+
+
 def test_a_weight_only_result_not_faster_says_what_it_bought():
     slow, fast = Latency(1.1, 1.1, 1.1, 1.1), Latency(1.0, 1.0, 1.0, 1.0)
     (note,) = not_faster_note(slow, fast, 1 / 1.1, weight_only=True)

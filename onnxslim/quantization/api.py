@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from onnxslim.bench import Latency, latencies
 from onnxslim.cpu import available_memory
-from onnxslim.data import input_specs, load_samples
+from onnxslim.data import input_specs, load_samples, sample_shapes
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
     MIN_PREDICTION_SAMPLES,
@@ -84,6 +84,7 @@ from onnxslim.quantization.report import (
     int8_stored,
 )
 from onnxslim.quantization.targets import CHOICES, Target, resolve_target, saturates_here
+from onnxslim.render.format import input_shapes
 from onnxslim.runtime import Session
 
 DEFAULT_METHOD = "percentile"
@@ -451,6 +452,7 @@ def _quantize(
     if not report.unquantized:  # the lossless model: its own warning says INT8 added nothing
         report.notes += bigger_file_warning(report.size_before, report.size_after)
     if config.measure_latency:
+        timed_on = (test or selection)[0]
         timed = _latency(
             given,
             {
@@ -458,8 +460,13 @@ def _quantize(
                 "all int8": outcome.all_int8,
                 "lossless": float_model if config.optimize else None,
             },
-            (test or selection)[0],
+            timed_on,
         )
+        if any(not isinstance(d, int) for v in float_model.graph.inputs for d in v.shape or ()):
+            report.notes.append(
+                f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
+                "the model takes other sizes, where INT8 may save another share of the time"
+            )
         report.latency_float_ms = timed["float"].median
         report.latency_int8_ms = timed["int8"].median
         report.latency_verdict = timed["int8"].versus(timed["float"])[1]
