@@ -29,6 +29,7 @@ from onnxslim.data import (
     Preprocess,
     defaulted_dims_warning,
     input_specs,
+    is_random,
     load_samples,
     parse_shapes,
     sample_shapes,
@@ -508,7 +509,7 @@ def benchmark(
         raise OnnxSlimError("threads and runs must be >= 1, warmup >= 0")
     if shapes is not None and not isinstance(shapes, Mapping):
         shapes = parse_shapes(shapes)
-    random_data = inputs is None or (isinstance(inputs, str) and inputs.startswith("random:"))
+    random_data = inputs is None or is_random(inputs)
     if shapes and not random_data:
         raise OnnxSlimError(
             "shapes apply to random inputs only; the given inputs fix their own shapes"

@@ -334,6 +334,14 @@ def _parse_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+RANDOM = "random:"  # an inputs source of N synthesized samples: random:N
+
+
+def is_random(source) -> bool:
+    """Whether `source` asks for synthesized inputs (`random:N`) rather than given ones."""
+    return isinstance(source, str) and source.startswith(RANDOM)
+
+
 def load_samples(
     source,
     specs: Sequence[InputSpec],
@@ -351,8 +359,8 @@ def load_samples(
     model on ORT) accepts when given (a reflect Pad needs a long enough input, ...); `preprocess`
     applies to images.
     """
-    if isinstance(source, str) and source.startswith("random:"):
-        count = source[len("random:") :]
+    if is_random(source):
+        count = source[len(RANDOM) :]
         if not count.isdigit() or int(count) < 1:
             raise OnnxSlimError(f"bad inputs {source!r}: expected random:N with N >= 1")
         if model is not None:

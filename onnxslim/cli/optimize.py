@@ -451,7 +451,7 @@ def optimize_command(
                 console.print(f"note: {cut_note}", soft_wrap=True)
             if fixed:
                 interface.set_input_shapes(model, fixed)
-                if int8_options["calibration"].startswith("random:"):
+                if data.is_random(int8_options["calibration"]):
                     shape_map = bench_shapes
             lossless = {
                 "skip": skipped,
@@ -592,7 +592,7 @@ def _quantize(
     measure, save and report; `lossless` are the options of the lossless passes, `options` the
     CLI's INT8 options. The report goes to `console` (stdout), warnings to `messages` (stderr), the
     page to `html_path` (None: not written); returns the JSON report."""
-    random = calibration.startswith("random:")
+    random = data.is_random(calibration)
     if shapes and not random:
         raise OnnxSlimError(
             "--shape applies to random inputs (--calibration random:N); "

@@ -16,7 +16,13 @@ import onnx_ir as ir
 
 from onnxslim.bench import Latency, latencies
 from onnxslim.cpu import available_memory
-from onnxslim.data import input_specs, load_samples, sample_shapes
+from onnxslim.data import (
+    defaulted_inputs,
+    input_specs,
+    is_random,
+    load_samples,
+    sample_shapes,
+)
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
     MIN_PREDICTION_SAMPLES,
@@ -279,7 +285,7 @@ def _quantize(
     Session(reference, what="the model (INT8 calibration runs it)")
     proto = onnx.ModelProto.FromString(reference)
     samples = load_samples(calibration, input_specs(proto), model=proto)
-    random = isinstance(calibration, str) and calibration.startswith("random:")
+    random = is_random(calibration)
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
     )
@@ -462,7 +468,7 @@ def _quantize(
             },
             timed_on,
         )
-        if any(not isinstance(d, int) for v in float_model.graph.inputs for d in v.shape or ()):
+        if defaulted_inputs(input_specs(float_model)):  # dynamic dims: other sizes time otherwise
             report.notes.append(
                 f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
                 "the model takes other sizes, where INT8 may save another share of the time"
