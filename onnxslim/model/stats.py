@@ -53,6 +53,18 @@ def constant_bytes(model: ir.Model) -> int:
     return sum(tensor_bytes(tensor) for tensor in _constants(all_graphs(model)))
 
 
+def constant_size(value: ir.Value | None) -> int:
+    """Elements of `value` when it is a constant (initializer or Constant node), else 0."""
+    if value is None:
+        return 0
+    tensor = value.const_value
+    producer = value.producer()
+    if tensor is None and producer is not None and producer.op_type == "Constant":
+        attribute = producer.attributes.get("value")
+        tensor = attribute.value if attribute is not None else None
+    return tensor.size if tensor is not None else 0
+
+
 def _constants(graphs: list[ir.Graph]) -> Iterator[ir.TensorProtocol]:
     """The values of the Constant nodes (`value` attribute) and initializers of `graphs`."""
     for graph in graphs:

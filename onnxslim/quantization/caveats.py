@@ -13,6 +13,7 @@ import onnx_ir as ir
 from onnxslim.bench import PER_RUN_NOISE, Latency
 from onnxslim.drift import MIN_PREDICTION_SAMPLES, Budget, Drift, worst_snr
 from onnxslim.errors import CheckFailedError
+from onnxslim.model.stats import constant_size, model_stats
 from onnxslim.quantization.ops import RULES, WEIGHTED
 from onnxslim.quantization.report import (
     WEIGHT_ONLY_MODE,
@@ -270,14 +271,8 @@ def recurrent_note(model: ir.Model) -> list[str]:
     nodes = [n for n in model.graph if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
     if not nodes:
         return []
-
-    def size(values) -> int:
-        return sum(
-            v.const_value.size for v in values if v is not None and v.const_value is not None
-        )
-
-    held = sum(size(n.inputs) for n in nodes)
-    total = size(model.graph.initializers.values())
+    held = sum(constant_size(v) for n in nodes for v in n.inputs)
+    total = model_stats(model).parameters
     share = f" ({held / total:.0%} of the weights)" if total else ""
     counts = Counter(n.op_type for n in nodes)
     listed = ", ".join(f"{count} {op}" for op, count in counts.items())

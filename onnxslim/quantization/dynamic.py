@@ -33,6 +33,7 @@ from onnxslim.drift import (
 )
 from onnxslim.model import io
 from onnxslim.model.graph import proto_graphs, softmax_axes
+from onnxslim.model.stats import constant_size
 from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
@@ -227,7 +228,7 @@ def matmul_weight_share(model: ir.Model, gemms: bool = False) -> float:
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:
             counted = node.op_type in QUANTIZED_OPS or node.name in quantized
-            sizes[counted] += max(map(_constant_size, node.inputs[:2]))
+            sizes[counted] += max(map(constant_size, node.inputs[:2]))
     total = sizes[True] + sizes[False]
     return sizes[True] / total if total else 0.0
 
@@ -236,18 +237,6 @@ def covers_most_weights(model: ir.Model) -> bool:
     """Whether dynamic INT8 quantizes most of the weights (MatMuls and the Gemms it turns into
     MatMuls): then its file is about as small as static INT8's."""
     return matmul_weight_share(model, gemms=True) > MOST_WEIGHTS
-
-
-def _constant_size(value: ir.Value | None) -> int:
-    """Elements of `value` when it is a constant (initializer or Constant node), else 0."""
-    if value is None:
-        return 0
-    tensor = value.const_value
-    producer = value.producer()
-    if tensor is None and producer is not None and producer.op_type == "Constant":
-        attribute = producer.attributes.get("value")
-        tensor = attribute.value if attribute is not None else None
-    return tensor.size if tensor is not None else 0
 
 
 def ort_matmul_names(model: ir.Model) -> dict[str, str]:
