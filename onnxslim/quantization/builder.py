@@ -65,14 +65,14 @@ class QuantBuilder:
         self.method_options, self.progress = method_options, progress
         self.stats: dict[str, Histogram] = {}
         self.means: dict[str, np.ndarray] = {}
-        self.hessians: dict[str, np.ndarray] = {}
+        # X X^T of the readers of one weight (summed over several), by their names
+        self.hessians: dict[tuple[str, ...], np.ndarray] = {}
         self.rounded: dict[tuple, np.ndarray] = {}  # GPTQ's, shared by this builder's builds
         self.gptq_memory = GPTQ_MEMORY
         self.gptq_skipped: set[str] = set()  # nodes past gptq_memory, rounded to nearest
         # an equalized model's builder: the unequalized model's builder and the scales its convs'
         # inputs were divided by (EqualizePass.input_scales), to derive Hessians from its
         self.hessian_source: tuple[QuantBuilder, Mapping[str, np.ndarray]] | None = None
-        self.shared_hessians: dict[tuple[str, ...], np.ndarray] = {}  # a weight's readers'
         self.op_types = {n.name: n.op_type for n in model.graph}
         self.readers = weight_readers(model)  # the weights GPTQ may round, by their readers
 
@@ -157,28 +157,26 @@ class QuantBuilder:
         if self.options.weight_rounding != "gptq":
             return {}
         by_name = {n.name: n for n in model.graph}
-        weight_of = {n: weight for weight, group in self.readers.items() for n in group}
         quantized = Counter(  # the readers of each weight this build quantizes
             by_name[n].inputs[1].name
             for n in [*plan.nodes, *plan.weight_only]
             if len(by_name[n].inputs) > 1 and by_name[n].inputs[1] is not None
         )
-        rounded = Counter(weight_of[n] for n in plan.nodes if n in weight_of)
+        in_int8 = set(plan.nodes)
         groups = [
             group
             for weight, group in self.readers.items()
-            if rounded[weight]
-            and rounded[weight] == quantized[weight]
+            if 0 < len(in_int8.intersection(group)) == quantized[weight]
             and len({gptq.hessian_bytes(by_name[n]) for n in group}) == 1
         ]
-        held = sum(h.nbytes for h in [*self.hessians.values(), *self.shared_hessians.values()])
+        held = sum(h.nbytes for h in self.hessians.values())
         kept = []
         for group in groups:
-            if self._cached(group) is None and not self.gptq_skipped & set(group):
+            if group not in self.hessians and not self.gptq_skipped & set(group):
                 held += gptq.hessian_bytes(by_name[group[0]])
                 if held > self.gptq_memory:
                     self.gptq_skipped.update(group)
-            if self._cached(group) is not None or not self.gptq_skipped & set(group):
+            if group in self.hessians or not self.gptq_skipped & set(group):
                 kept.append(group)
         missing = {
             group: [
@@ -186,27 +184,14 @@ class QuantBuilder:
                 for n in group
             ]
             for group in kept
-            if self._cached(group) is None and not self._derived(group)
+            if group not in self.hessians and not self._derived(group)
         }
         if missing:
             collected = collect_hessians(
                 self.proto, self.samples, missing, progress=self.progress, total=len(self.samples)
             )
-            for group, hessian in collected.items():
-                self._store(group, hessian)
-        return {name: self._cached(group) for group in kept for name in group}
-
-    def _cached(self, names: tuple[str, ...]) -> np.ndarray | None:
-        """The ``X X^T`` held for the readers `names` of one weight (summed over several)."""
-        if len(names) == 1:
-            return self.hessians.get(names[0])
-        return self.shared_hessians.get(names)
-
-    def _store(self, names: tuple[str, ...], hessian: np.ndarray) -> None:
-        if len(names) == 1:
-            self.hessians[names[0]] = hessian
-        else:
-            self.shared_hessians[names] = hessian
+            self.hessians.update(collected)
+        return {name: self.hessians[group] for group in kept for name in group}
 
     def _derived(self, names: tuple[str, ...]) -> bool:
         """Whether the ``X X^T`` of `names` was derived from `hessian_source`'s (an equalized
@@ -215,10 +200,10 @@ class QuantBuilder:
         if self.hessian_source is None:
             return False
         source, scales = self.hessian_source
-        hessian = source._cached(names)
+        hessian = source.hessians.get(names)
         if hessian is None or (len(names) > 1 and any(n in scales for n in names)):
             return False
-        self._store(names, _rescaled(hessian, scales.get(names[0])))
+        self.hessians[names] = _rescaled(hessian, scales.get(names[0]))
         return True
 
     def _qparams(self, name: str, plan: QuantPlan) -> QParams:
