@@ -932,7 +932,7 @@ def _picture(source: str, zoo_dir: Path = DEFAULT_DIR):
         if not path.is_file():
             raise ZooError(f"{path} not fetched: run `python models/zoo.py`")
         return Image.open(path).convert("RGB")
-    if source.startswith("lfw"):
+    if is_thumbnail(source):
         a = _lfw()[int(source[3:])]
     else:
         a = getattr(skimage.data, source)()
@@ -982,17 +982,30 @@ def _split_pictures(split: str | None) -> tuple[list[str], list[str]]:
     return names, lfw
 
 
-def _photo_views(count: int, seed: int, split: str | None, zoo_dir: Path):
-    """(source, view, picture): every 4th from lfw_subset, the others cycle over the split's
-    pictures; view 0 of a source is the whole picture when seed == 0, other views are augmented."""
+def picture_sources(count: int, split: str | None) -> list[tuple[str, int]]:
+    """(source, view) of each of an image model's first `count` samples of `split`: every 4th
+    from lfw_subset (`is_thumbnail`), the others cycling over the split's pictures."""
     names, lfw = _split_pictures(split)
     out = []
     for i in range(count):
         pool, j = (lfw, i // 4) if i % 4 == 3 else (names, i - (i + 1) // 4)
-        source, view = pool[j % len(pool)], j // len(pool)
+        out.append((pool[j % len(pool)], j // len(pool)))
+    return out
+
+
+def is_thumbnail(source: str) -> bool:
+    """Whether a picture source is one of lfw_subset's 25x25 gray faces/non-faces (not a photo)."""
+    return source.startswith("lfw")
+
+
+def _photo_views(count: int, seed: int, split: str | None, zoo_dir: Path):
+    """(source, view, picture) of `picture_sources`; view 0 of a source is the whole picture when
+    seed == 0, other views are augmented."""
+    out = []
+    for source, view in picture_sources(count, split):
         img = _picture(source, zoo_dir)
         if view or seed:
-            img = _augment(img, _rng(seed, source, view), 0.6 if source.startswith("lfw") else 0.3)
+            img = _augment(img, _rng(seed, source, view), 0.6 if is_thumbnail(source) else 0.3)
         out.append((source, view, img))
     return out
 

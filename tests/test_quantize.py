@@ -2090,7 +2090,7 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     assert report.notes.index(api.INT8_BUILT_WITH) < report.notes.index(notes[0])
     assert not ops["QuantizeLinear"] and not ops["DequantizeLinear"] and ops["Conv"] == 2
     assert report.int8_stored() == 3  # conv1, conv2, the Gemm: int8-stored, computing in float
-    assert f"{api.INT8_NOT_PAYING}; computes in float on int8-stored weights" in (
+    assert f"{trades.INT8_NOT_WORTH}; computes in float on int8-stored weights" in (
         report.kept_float.values()
     )
     assert report.activation_type == "float" and report.weight_pair_limit is None
@@ -2903,11 +2903,11 @@ def test_int8_not_paying_where_nothing_stores_int8_weights_warns(monkeypatch, op
     options = {**FAST, "target": "auto", "measure_latency": True, "mode": "auto"}
     result = quantize(model, data, **options)
     report = result.report
-    assert report.mode == "none" and report.kept_float == {"scores": api.INT8_NOT_PAYING}
+    assert report.mode == "none" and report.kept_float == {"scores": trades.INT8_NOT_WORTH}
     assert result.model.opset_imports[""] == opset
     (warning,) = [n for n in report.notes if n.startswith("warning:")]
     assert warning.startswith(
-        f"warning: no weighted node computes in INT8 ({api.INT8_NOT_PAYING}: 1 node(s)): the "
+        f"warning: no weighted node computes in INT8 ({trades.INT8_NOT_WORTH}: 1 node(s)): the "
         "result is no faster than onnxslim's lossless float model"
     )
 

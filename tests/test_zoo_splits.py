@@ -80,3 +80,11 @@ def test_check_samples_show_each_check_picture_whole_then_augmented(monkeypatch,
     assert whole == list(sizes.values())
     with pytest.raises(KeyError, match="not an image model"):
         zoo.check_samples("ppocr_cls", tmp_path)
+
+
+def test_picture_sources_mark_every_fourth_sample_a_thumbnail_without_loading_pictures():
+    sources = zoo.picture_sources(zoo.IMAGE_SPLIT_SIZES["test"], "test")
+    thumbnails = [i for i, (source, _) in enumerate(sources) if zoo.is_thumbnail(source)]
+    assert thumbnails == list(range(3, len(sources), 4))
+    photos = {source for source, _ in sources if not zoo.is_thumbnail(source)}
+    assert photos == set(zoo.IMAGE_SPLITS["test"])

@@ -105,8 +105,6 @@ INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time
 #: ... but it takes the result under QUALITY_BAR, where float compute meets it, only when it takes
 #: at most this much of float compute's time (torchvision's deeplabv3: worst cosine 0.94 for 0.92x)
 BELOW_BAR_RATIO = 0.8
-#: mode auto, timed: INT8 compute not fast enough for its drift (_int8_or_float)
-INT8_NOT_PAYING = trades.INT8_NOT_WORTH  # the timed choices' words: one reason in the summary
 COMPUTE_NOTE = "INT8 compute against float compute"  # how _int8_or_float's note on static starts
 NOT_WORTH_IT = ": not worth it"  # _int8_or_float's verdict against INT8 compute
 #: Heads the notes of the static INT8 model float compute replaced (a "kept" among them is its).
@@ -730,7 +728,10 @@ def _float_compute(
         quantized={},
         kept_float={
             **info.kept_float,
-            **{n: INT8_NOT_PAYING + (f"; {STORED_COMPUTE}" if n in weights else "") for n in int8},
+            **{
+                n: trades.INT8_NOT_WORTH + (f"; {STORED_COMPUTE}" if n in weights else "")
+                for n in int8
+            },
             **{n: f"no int8 kernel: {STORED_COMPUTE}" for n in stored_only},
         },
         fallback=[],
