@@ -3296,3 +3296,29 @@ def test_a_softmax_over_an_inner_axis_before_opset_13_is_scored_at_its_logits(mo
         expected = scored_drift(ref, run_samples(made.model, selection), {"p": (1, 2)}, {})
         assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
         assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
+
+
+def test_the_python_api_reads_an_image_folder_with_the_preprocessing_asked(tmp_path):
+    """An image folder as calibration data: the CLI's --preprocess, as `preprocess` (it was the
+    default preprocessing only); the input's range follows it, and a bad spec is refused first."""
+    PIL = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        pixels = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+        PIL.fromarray(pixels).save(tmp_path / f"{index:02d}.png")
+    options = {**FAST, "test_split": 0, "method": "minmax"}
+    input_scales = {}
+    for scale in ("1/255", "1"):
+        result = quantize(
+            cnn(), str(tmp_path), preprocess=f"resize=16,crop=16,scale={scale}", **options
+        )
+        assert result.report.calibration_samples + result.report.selection_samples == 12
+        (q,) = [
+            n
+            for n in result.model.graph
+            if n.op_type == "QuantizeLinear" and n.inputs[0].name == "x"
+        ]
+        input_scales[scale] = float(q.inputs[1].const_value.numpy())
+    assert input_scales["1"] == pytest.approx(255 * input_scales["1/255"], rel=0.05)
+    with pytest.raises(OnnxSlimError, match="bad preprocess item 'zoom=2'"):
+        quantize(cnn(), str(tmp_path), preprocess="zoom=2", **options)

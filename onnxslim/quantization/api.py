@@ -21,6 +21,7 @@ from onnxslim.data import (
     input_specs,
     is_random,
     load_samples,
+    parse_preprocess,
     sample_shapes,
 )
 from onnxslim.drift import (
@@ -153,7 +154,8 @@ class QuantizeConfig:
     "auto" (the variant closest to float on the selection samples; for CLE and bias correction only
     when bootstrap resamples of them agree, see levers.py); `optimize` runs the lossless pipeline
     first, with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency`
-    times both models; `progress` shows bars."""
+    times both models; `progress` shows bars; `preprocess` how an image folder given as the
+    calibration data is read (the CLI's --preprocess: "resize=256,crop=224,scale=1/255,...")."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD
@@ -180,6 +182,7 @@ class QuantizeConfig:
     weight_range: str = "minmax"
     weight_rounding: str = "gptq"
     smooth: bool | str = "auto"
+    preprocess: str | None = None
 
     @property
     def times_choices(self) -> bool:
@@ -199,6 +202,7 @@ class QuantizeConfig:
                 raise OnnxSlimError(f"{name} must be True, False or 'auto', got {value!r}")
         if self.mode not in MODES:
             raise OnnxSlimError(f"unknown INT8 mode {self.mode!r}: choose {', '.join(MODES)}")
+        parse_preprocess(self.preprocess)  # a bad spec: one clear error now, not after loading
         if self.smooth is True and self.mode == "static":
             raise OnnxSlimError(
                 "smoothing (smooth=True, --smooth on) applies to dynamic INT8: "
@@ -272,7 +276,9 @@ def _quantize(
     original = io.to_ir(model)
     reference = None if large.is_large(original) else _one_protobuf(original)
     if reference is None:
-        samples = load_samples(calibration, input_specs(original))  # random:N: plain random
+        samples = load_samples(  # random:N: plain random
+            calibration, input_specs(original), preprocess=config.preprocess
+        )
         del original
         return _on_files(model, samples, config, profile, target_reason)
     nodes_before, original_meta = node_count(original.graph), original.meta
@@ -282,7 +288,9 @@ def _quantize(
         warnings.warn(f"onnxslim: {short}", stacklevel=3)
     Session(reference, what="the model (INT8 calibration runs it)")
     proto = onnx.ModelProto.FromString(reference)
-    samples = load_samples(calibration, input_specs(proto), model=proto)
+    samples = load_samples(
+        calibration, input_specs(proto), preprocess=config.preprocess, model=proto
+    )
     random = is_random(calibration)
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
