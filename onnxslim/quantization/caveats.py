@@ -67,19 +67,22 @@ def drift_warning(
     remedy: str | None = None,
 ) -> list[str]:
     """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR or its
-    SNR misses SNR_BAR (outputs the float model gives as zeros aside): the INT8 model may
-    be broken for the task, and a budget would return its noisiest nodes to float (on `selection`
-    samples too few to hold one: with more of them), or what `remedy` says."""
+    SNR misses SNR_BAR (outputs the float model gives as zeros aside; each bar missed named):
+    the INT8 model may be broken for the task, and a budget (the first bar missed) would return
+    its noisiest nodes to float (on `selection` samples too few to hold one: with more of them),
+    or what `remedy` says."""
     if budget is not None:
         return []
     by_cosine = sorted(drift.values(), key=_closeness)
     by_snr = sorted((d for d in drift.values() if not _silent(d)), key=_loudness)
-    for bar, outputs in ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr)):
-        missed = bar.check({d.name: d for d in outputs})
-        if missed:
-            break
-    else:
+    misses = [
+        (bar, missed)
+        for bar, outputs in ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr))
+        if (missed := bar.check({d.name: d for d in outputs}))
+    ]
+    if not misses:
         return []
+    bar = misses[0][0]
     more = (
         f" with at least {MIN_PREDICTION_SAMPLES} selection samples (it has {selection}: more "
         "calibration data, or --eval-split)"
@@ -88,8 +91,8 @@ def drift_warning(
     )
     remedy = remedy or f"give --max-drift {bar}{more} to return the noisiest nodes to float"
     return [
-        f"warning: INT8 drifts far from float on the {split} samples ({missed[0]}): check it on "
-        f"your task, or {remedy}"
+        f"warning: INT8 drifts far from float on the {split} samples "
+        f"({'; '.join(missed[0] for _, missed in misses)}): check it on your task, or {remedy}"
     ]
 
 
