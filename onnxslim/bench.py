@@ -42,7 +42,7 @@ from onnxslim.model.graph import node_count, proto_graphs
 from onnxslim.model.stats import model_stats
 from onnxslim.render import tables
 from onnxslim.render.jsonfile import write_json
-from onnxslim.render.progress import Steps
+from onnxslim.render.progress import Steps, current
 from onnxslim.render.progress import progress as progress_bar
 from onnxslim.render.verdict import verdict_line
 from onnxslim.runtime import OPT_LEVELS, Session
@@ -54,6 +54,7 @@ RANDOM_SAMPLES = 8
 # is reported
 SESSION_REPEATS = 5
 MEMORY_RUNS = 3
+MIN_RUNS = 10  # a timing given a time (`latencies`' seconds) makes this many runs however slow
 #: The verdict's noise rule: a time ratio (model / reference) says "slower" only when the medians'
 #: ratio and the minimums' ratio both exceed 1 + NOISE, "faster" only when both are below
 #: 1 / (1 + NOISE), "same within noise" otherwise. Interleaved runs share the machine's load, the
@@ -597,28 +598,49 @@ def benchmark(
     )
 
 
-def latencies(models: Sequence | Mapping, sample: Mapping, runs: int, warmup: int = 5) -> list:
+def latencies(
+    models: Sequence | Mapping,
+    sample: Mapping,
+    runs: int,
+    warmup: int = 5,
+    seconds: float | None = None,
+) -> list:
     """Each of `models`' single-thread Latency on `sample` (ORT's level all), in order, runs
-    interleaved after `warmup`: `benchmark`'s timing alone, each session created once."""
+    interleaved after `warmup`: `benchmark`'s timing alone, each session created once; each run
+    a step of the `progress` running (its caller's stage). `seconds`: fewer runs (MIN_RUNS at
+    least) where `runs` would take longer (a model taking a second a run)."""
     labeled = models.items() if isinstance(models, Mapping) else enumerate(models)
     sessions = [Session(model, opt_level="all", what=f"model {label}") for label, model in labeled]
-    times = _timed_runs(sessions, [sample], warmup, runs, Steps(None, None))
+    times = _timed_runs(sessions, [sample], warmup, runs, current(), phases=False, seconds=seconds)
     return [Latency.from_seconds(seconds) for seconds in times]
 
 
 def _timed_runs(
-    sessions: Sequence[Session], samples: Sequence, warmup: int, runs: int, bar: Steps
+    sessions: Sequence[Session],
+    samples: Sequence,
+    warmup: int,
+    runs: int,
+    bar: Steps,
+    phases: bool = True,
+    seconds: float | None = None,
 ) -> list[list[float]]:
     """Seconds of each of `runs` runs per session, interleaved (run r: sample r, every session in
-    turn) after `warmup` such rounds untimed; `bar` advances per run."""
-    bar.describe("warming up")
+    turn) after `warmup` such rounds untimed, or of fewer (MIN_RUNS at least) once the timed
+    rounds take `seconds`; `bar` advances per run (and, with `phases`, says whether it warms up
+    or times)."""
+    if phases:
+        bar.describe("warming up")
     for r in range(warmup):
         for session in sessions:
             session.run(samples[r % len(samples)])
             bar.advance()
-    bar.describe("timing (interleaved)")
+    if phases:
+        bar.describe("timing (interleaved)")
     times = [[] for _ in sessions]
+    started = time.perf_counter()
     for r in range(runs):
+        if seconds is not None and r >= MIN_RUNS and time.perf_counter() - started > seconds:
+            break
         feed = samples[r % len(samples)]
         for i, session in enumerate(sessions):
             start = time.perf_counter()

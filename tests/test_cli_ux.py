@@ -910,6 +910,25 @@ def test_int8_phases_report_progress_in_a_log(tmp_path, monkeypatch, capsys):
     assert any(line.startswith("INT8: returning nodes to float for snr>=99") for line in lines)
 
 
+def test_int8_timings_report_their_runs_in_a_log(tmp_path, monkeypatch, capsys):
+    """The timed choices and the final timing ran silent: caustic-nmr's GNN (a second a run) sat
+    minutes without a line. Each run is a step of the stage that timed it."""
+    import onnxslim
+    from onnxslim.data import input_specs, random_inputs
+    from onnxslim.render import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "HEARTBEAT_S", 0.0)
+    onnx.save(conv_bn_model(), tmp_path / "m.onnx")
+    samples = [random_inputs(input_specs(conv_bn_model()), seed=i) for i in range(8)]
+    onnxslim.quantize(tmp_path / "m.onnx", samples, target="auto")
+    lines = capsys.readouterr().err.splitlines()
+    for stage in ("INT8: speed/accuracy choices: timed runs", "INT8: timing the models: runs"):
+        assert any(re.fullmatch(rf"{re.escape(stage)}: \d+ so far \(\d+ s\)", x) for x in lines)
+    with progress_module.progress("outer", None, enabled=False):  # quiet: no runs shown
+        onnxslim.bench.latencies([tmp_path / "m.onnx"], samples[0], 3)
+    assert capsys.readouterr().err == ""
+
+
 def test_work_inside_work_shows_one_display_on_a_terminal(monkeypatch):
     """On a terminal, a bar started inside another's work joins its display (two live displays
     would redraw over each other)."""

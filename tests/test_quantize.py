@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import time
 import warnings
 from collections import Counter
 
@@ -16,6 +17,7 @@ import pytest
 from helpers import FLOAT, const, make_model, run, vi
 from onnx import TensorProto, helper, numpy_helper
 
+import onnxslim.bench
 from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift, scored_drift, worst_snr
@@ -2319,7 +2321,7 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
     ]
     taken, runs = iter(timed), []
     monkeypatch.setattr(
-        trades, "latencies", lambda models, sample, count: runs.append(count) or next(taken)
+        trades, "latencies", lambda models, sample, count, **_: runs.append(count) or next(taken)
     )
     return trades.trade(*variants, {"x": np.zeros(4, np.float32)}), runs
 
@@ -2369,7 +2371,7 @@ def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
     flip a choice: a timing makes more runs while they fit in TRADE_SECONDS."""
     taken = []
 
-    def timed(models, sample, count):
+    def timed(models, sample, count, seconds=None):
         taken.append(count)
         return [Latency(*[ms] * 4)] * len(models)
 
@@ -3366,3 +3368,21 @@ def test_the_report_gives_each_part_of_an_output_mixing_scores_with_other_channe
         r"channels [\d.]+ dB of output SNR, its other channels [\d.]+ dB",
         note,
     )
+
+
+def test_a_slow_model_is_timed_with_fewer_runs_within_the_time_given(monkeypatch):
+    """caustic-nmr's GNN takes a second a run: 30 interleaved runs of each model per timed choice,
+    90 near the rule's edge, took minutes. A timing given `seconds` stops there, after
+    bench.MIN_RUNS runs at least."""
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["y"])], [vi("x", FLOAT, [4])], [vi("y", FLOAT, [4])]
+    )
+    ran = []
+    monkeypatch.setattr(
+        onnxslim.bench.Session, "run", lambda self, feed: ran.append(1) or time.sleep(0.01)
+    )
+    onnxslim.bench.latencies([model, model], {"x": np.zeros(4, np.float32)}, 500, 0, seconds=0.0)
+    assert len(ran) == 2 * onnxslim.bench.MIN_RUNS
+    ran.clear()
+    onnxslim.bench.latencies([model], {"x": np.zeros(4, np.float32)}, 12, 0)
+    assert len(ran) == 12

@@ -93,6 +93,7 @@ from onnxslim.quantization.report import (
 )
 from onnxslim.quantization.targets import CHOICES, Target, resolve_target, saturates_here
 from onnxslim.render.format import input_shapes
+from onnxslim.render.progress import progress
 from onnxslim.runtime import Session
 
 DEFAULT_METHOD = "percentile"
@@ -373,31 +374,41 @@ def _quantize(
         )
     data = (calib, selection, ref_outputs)
     tried = None  # mode auto: the dynamic INT8 outcome tried, if any
-    if config.mode == "auto" and candidates:
-        outcome, tried = _static_or_dynamic(
-            outcome, dynamic_model, data, config.max_drift, dynamic_options, config.times_choices
-        )
-    if outcome.violations:
-        raise CheckFailedError(
-            f"INT8 drift over budget {budget} even with every sensitive node in float: "
-            f"{outcome.violations[0]}"
-        )
-    if float_compute is not None and outcome.mode == "static":  # not dynamic INT8's float twin
-        outcome = _int8_or_float(outcome, float_compute, selection[0])
     before = integer_kernels(float_model)
-    if (
-        config.mode == "auto"
-        and candidates
-        and config.times_choices
-        and outcome.mode != "dynamic"  # (its MatMuls all back in float for a budget)
-        and not computes_int8(outcome, before)
-        and dynamic.covers_most_weights(float_model)
-    ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
-        tried = tried or dynamic.quantize_model(
-            dynamic_model, *data, config.max_drift or QUALITY_BAR, dynamic_options
-        )
-        if not tried.violations:
-            outcome = _dynamic_for_speed(outcome, tried, selection[0])
+    with progress(  # the timings' runs; a slow model's take minutes
+        "INT8: static, dynamic or float compute: timed runs",
+        None,
+        config.progress and config.times_choices,
+    ):
+        if config.mode == "auto" and candidates:
+            outcome, tried = _static_or_dynamic(
+                outcome,
+                dynamic_model,
+                data,
+                config.max_drift,
+                dynamic_options,
+                config.times_choices,
+            )
+        if outcome.violations:
+            raise CheckFailedError(
+                f"INT8 drift over budget {budget} even with every sensitive node in float: "
+                f"{outcome.violations[0]}"
+            )
+        if float_compute is not None and outcome.mode == "static":  # not dynamic's float twin
+            outcome = _int8_or_float(outcome, float_compute, selection[0])
+        if (
+            config.mode == "auto"
+            and candidates
+            and config.times_choices
+            and outcome.mode != "dynamic"  # (its MatMuls all back in float for a budget)
+            and not computes_int8(outcome, before)
+            and dynamic.covers_most_weights(float_model)
+        ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
+            tried = tried or dynamic.quantize_model(
+                dynamic_model, *data, config.max_drift or QUALITY_BAR, dynamic_options
+            )
+            if not tried.violations:
+                outcome = _dynamic_for_speed(outcome, tried, selection[0])
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
@@ -467,15 +478,16 @@ def _quantize(
         report.notes += bigger_file_warning(report.size_before, report.size_after)
     if config.measure_latency:
         timed_on = (test or selection)[0]
-        timed = _latency(
-            given,
-            {
-                "int8": quantized,
-                "all int8": outcome.all_int8,
-                "lossless": float_model if config.optimize else None,
-            },
-            timed_on,
-        )
+        with progress("INT8: timing the models: runs", None, config.progress):
+            timed = _latency(
+                given,
+                {
+                    "int8": quantized,
+                    "all int8": outcome.all_int8,
+                    "lossless": float_model if config.optimize else None,
+                },
+                timed_on,
+            )
         if defaulted_inputs(input_specs(float_model)):  # dynamic dims: other sizes time otherwise
             report.notes.append(
                 f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
@@ -634,14 +646,17 @@ def _static(
         )
     else:
         first = trades.Variant(builder.options, quantized, info, choice.drift, choice.scored)
-    chosen, trade_notes = trades.speed_accuracy_choices(
-        builder,
-        first,
-        selection,
-        ref_outputs,
-        _asks_int8_compute(config),
-        timed=config.times_choices,
-    )
+    with progress(
+        "INT8: speed/accuracy choices: timed runs", None, config.progress and config.times_choices
+    ):
+        chosen, trade_notes = trades.speed_accuracy_choices(
+            builder,
+            first,
+            selection,
+            ref_outputs,
+            _asks_int8_compute(config),
+            timed=config.times_choices,
+        )
     quantized, info, drift, scored = chosen.model, chosen.info, chosen.drift, chosen.scored
     notes += trade_notes
     violations = config.max_drift.check(drift) if config.max_drift else []

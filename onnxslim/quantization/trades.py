@@ -30,6 +30,7 @@ MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a 
 TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (side_by_side)
 TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
 MORE_RUNS = 20
+SLOW_SECONDS = 20.0  # ... and fewer while they would take longer than this
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
 EDGE_RUNS = 3 * TRADE_RUNS
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
@@ -267,9 +268,11 @@ def _gain_text(before_db: float, after_db: float) -> str:
 def side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
     """Each model's latency on `sample`, runs interleaved after warm-up: `runs` of each, or, for
     models fast enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS
-    asked. A small model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms
-    model's sd; under 1% with 300 runs): a choice made on it flipped between runs."""
-    timed = latencies(models, sample, runs)
+    asked, or for slow ones fewer (bench.MIN_RUNS at least) once they take SLOW_SECONDS per
+    TRADE_RUNS asked (caustic-nmr's GNN, a second a run, timed minutes without a word). A small
+    model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms model's sd; under
+    1% with 300 runs): a choice made on it flipped between runs."""
+    timed = latencies(models, sample, runs, seconds=SLOW_SECONDS * runs / TRADE_RUNS)
     seconds = sum(latency.median for latency in timed) / 1000  # a run of each
     budget = TRADE_SECONDS * runs / TRADE_RUNS
     more = min(MORE_RUNS * runs, int(budget / seconds)) if seconds > 0 else runs

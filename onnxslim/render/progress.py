@@ -44,7 +44,7 @@ class LogLines(Steps):
         now = time.perf_counter()
         if now - self.last >= HEARTBEAT_S:
             self.last = now
-            self._line(f"{self.done}/{self.total}" if self.total else f"{self.done} steps")
+            self._line(f"{self.done}/{self.total}" if self.total else f"{self.done} so far")
 
     def describe(self, text: str, total: int | None = None) -> None:
         self.label, self.total = text, total or self.total
@@ -64,12 +64,32 @@ class LogLines(Steps):
 #: The bars on the terminal now: work inside other work adds a bar to them (two live displays
 #: would redraw over each other).
 _live: Progress | None = None
+#: The progress of the work running now, innermost last (see `current`).
+_running: list[Steps] = []
+
+
+def current() -> Steps:
+    """The innermost `progress` running (a disabled one included), or one showing nothing: for
+    steps deep inside a stage (the runs of a timing) that its caller labelled."""
+    return _running[-1] if _running else Steps(None, None)
 
 
 @contextlib.contextmanager
 def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Steps]:
     """A transient bar labelled `label`, `total` steps, on a terminal (below the bars of the work
-    it is part of); progress lines elsewhere (see LogLines); nothing if disabled."""
+    it is part of); progress lines elsewhere (see LogLines); nothing if disabled. It is `current`
+    while it runs."""
+    with _shown(label, total, enabled) as steps:
+        _running.append(steps)
+        try:
+            yield steps
+        finally:
+            _running.pop()
+
+
+@contextlib.contextmanager
+def _shown(label: str, total: int | None, enabled: bool) -> Iterator[Steps]:
+    """`progress`'s display."""
     global _live
     console = Console(stderr=True)
     if not enabled:
