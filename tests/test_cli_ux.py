@@ -179,6 +179,7 @@ def test_bench_states_input_shapes_and_warns_about_picked_dims(tmp_path, dynamic
     lines = proc.stdout.splitlines()
     row = lines[lines.index(header) + 2].split()  # under the header and its rule
     assert row[1:5] == ["y", "0", "0", "0"] and row[-1] == "-"
+    assert "Top-1: the share of rows" not in proc.stdout  # said only where a row has a top-1
     assert "Rel err" in page
     drift = data["models"][1]["drift"]["y"]
     assert drift["rel_error"] == 0.0 and drift["top1_agreement"] is None

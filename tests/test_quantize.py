@@ -3386,3 +3386,14 @@ def test_a_slow_model_is_timed_with_fewer_runs_within_the_time_given(monkeypatch
     ran.clear()
     onnxslim.bench.latencies([model], {"x": np.zeros(4, np.float32)}, 12, 0)
     assert len(ran) == 12
+
+
+def test_a_top1_figure_says_what_it_counts():
+    """caustic-nmr's [residues, 6] chemical shifts and MTCNN's boxes got a "Top-1 1.0000" that
+    read as an accuracy: a caption under the drift table says what it counts."""
+    text = quantize(cnn(), samples(), **FAST).report.render()
+    assert re.search(
+        r"Top-1: the share of rows of a 2-D output whose largest value\s+sits where\s+the "
+        r"reference's\s+does",
+        text,
+    )

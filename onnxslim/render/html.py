@@ -63,7 +63,7 @@ HEADERS = {
     "Mean abs": "Mean abs error",
     "Rel err": "Rel error (RMS)",
     "SNR dB": "SNR (dB)",
-    "Top-1": "Top-1 agreement",
+    "Top-1": "Top-1 agreement (rows of 2-D outputs)",
     "#": "# in graph",
     "Own (float inputs)": "Own SQNR, float inputs (dB)",
     "Accumulated": "Accumulated SQNR (dB)",

@@ -49,6 +49,11 @@ DRIFT_COLUMNS = [
     "Note",
 ]
 CAPTION = "times in ms (Load = session creation)"
+#: Under a drift table with a top-1 figure: what it counts (any 2-D output has one).
+TOP1_CAPTION = (
+    "Top-1: the share of rows of a 2-D output whose largest value sits where the reference's "
+    "does (class scores; it says nothing of other outputs, e.g. box coordinates)"
+)
 MEMORY_CAPTION = "Mem = peak RSS growth of a fresh process running the model"
 TEXT_COLUMNS = frozenset({"", "Model", "Output", "Note", "Node", "Op", "Pass", "Name", "Type"})
 # plus the longest model name: narrower consoles get the table without mean, min and runs/s
@@ -204,6 +209,14 @@ def comparison(before: ModelStats, after: ModelStats, title: str) -> Table:
     return table
 
 
+def drift_grid(title: str, drifts: Mapping[str, Mapping[str, Drift]]) -> Table:
+    """The drift table of `drift_rows`, with TOP1_CAPTION where a row has a top-1 figure."""
+    rows = drift_rows(drifts)
+    top1 = DRIFT_COLUMNS.index("Top-1")
+    caption = TOP1_CAPTION if any(row[top1] != "-" for row in rows) else None
+    return grid(title, DRIFT_COLUMNS, rows, caption)
+
+
 def drift_rows(drifts: Mapping[str, Mapping[str, Drift]]) -> list[list[str]]:
     """One row per (model, output): absolute and relative errors (error RMS / reference RMS),
     cosine over all samples and of the worst sample, SNR, top-1 agreement (2-D [batch, classes]
@@ -313,9 +326,7 @@ def bench_report(report: BenchReport, width: int) -> list[RenderableType]:
         grid("Benchmark (reference: first model)", [MODEL_COLUMNS[i] for i in keep], rows, caption)
     )
     if len(report.models) > 1:
-        items.append(
-            grid("Output drift vs reference", DRIFT_COLUMNS, drift_rows(bench_drifts(report)))
-        )
+        items.append(drift_grid("Output drift vs reference", bench_drifts(report)))
     items += [plain(line) for line in verdict_lines(report.verdicts)]
     return items
 
@@ -347,9 +358,7 @@ def quantize_report(report: QuantizeReport, inline_warnings: bool = True) -> lis
         *(plain(f"{label}: {text}") for label, text in quantize_node_rows(report)),
         plain(quantize_settings(report)),
     ]
-    items.append(
-        grid(f"drift on {drift_samples(report)}", DRIFT_COLUMNS, drift_rows({"int8": report.drift}))
-    )
+    items.append(drift_grid(f"drift on {drift_samples(report)}", {"int8": report.drift}))
     if report.fallback:
         items.append(grid(fallback_title(report), FALLBACK_COLUMNS, fallback_rows(report)))
     if report.layers:
@@ -621,10 +630,8 @@ def fp16_report(report: Mapping) -> list[RenderableType]:
         )
     if report["drift"] is not None:
         items.append(
-            grid(
-                f"float16 drift vs the original, on {report['inputs']}",
-                DRIFT_COLUMNS,
-                drift_rows({"fp16": report["drift"]}),
+            drift_grid(
+                f"float16 drift vs the original, on {report['inputs']}", {"fp16": report["drift"]}
             )
         )
     return items
