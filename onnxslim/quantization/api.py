@@ -253,8 +253,9 @@ def quantize(
     """Quantize `model` to INT8 (static QDQ, or dynamic MatMul: `config.mode`) with `calibration`
     samples (an iterable of `{input: array}`, a CalibrationDataReader, or what the CLI's
     --calibration reads: a folder or .npz path, "random:N"), split into calibration,
-    selection and test samples; keyword `options` override fields of `config`. For a target whose
-    weights this CPU's kernels would saturate, every check computes the model's own math
+    selection and test samples; keyword `options` override fields of `config` (`mode`, `method`,
+    `max_drift`, `target`, `preprocess`, ...: see `help(onnxslim.QuantizeConfig)`). For a target
+    whose weights this CPU's kernels would saturate, every check computes the model's own math
     (exact.py). A model over 2 GB gets dynamic INT8, made on files (large.py)."""
     fields = {field.name for field in dataclasses.fields(QuantizeConfig)}
     unknown = sorted(set(options) - fields)
