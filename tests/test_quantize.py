@@ -3063,7 +3063,7 @@ def test_int8_warns_up_front_when_the_model_may_not_fit_in_memory(monkeypatch):
     [
         ((0.2, 0.1), 0.88, False, "where float compute meets cosine>=0.99"),
         ((0.2, 0.1), 0.6, True, None),
-        ((0.5, 0.3), 0.88, False, "further from float"),
+        ((0.5, 0.3), 0.88, False, "and is further from float than float compute"),
         ((0.5, 0.3), 0.6, True, None),
         ((0.3, 0.3), 0.88, True, None),  # both under the bar, INT8 not further: the 1%/dB rule
     ],

@@ -829,7 +829,11 @@ def _int8_or_float(
             "selection samples, so nothing tells how far INT8 drifts on inputs that drive it"
         )
     elif below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
-        where = f"where float compute meets {QUALITY_BAR}" if float_meets else "further from float"
+        where = (
+            f"where float compute meets {QUALITY_BAR}"
+            if float_meets
+            else "and is further from float than float compute"
+        )
         lead += f"; {what}'s {missed[0]} {where}: kept only at <= {BELOW_BAR_RATIO}x the time"
     elif int8_worth_it(gain_db, max(ratio, fastest)) and (verdict == "faster" or not dynamic_int8):
         why = "closer to float" if gain_db > 0 else "within the drift its time allows"
