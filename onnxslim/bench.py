@@ -612,7 +612,7 @@ def latencies(
     labeled = models.items() if isinstance(models, Mapping) else enumerate(models)
     sessions = [Session(model, opt_level="all", what=f"model {label}") for label, model in labeled]
     times = _timed_runs(sessions, [sample], warmup, runs, current(), phases=False, seconds=seconds)
-    return [Latency.from_seconds(seconds) for seconds in times]
+    return [Latency.from_seconds(each) for each in times]
 
 
 def _timed_runs(

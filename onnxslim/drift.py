@@ -371,20 +371,6 @@ def kind_views(
     return ref_view, other_view
 
 
-def parts_drift(
-    ref_outputs: Sequence[Outputs], outputs: Sequence[Outputs]
-) -> dict[str, tuple[Drift, Drift]]:
-    """Each output of `ref_outputs` that mixes probabilities with other quantities
-    (`probability_channels`): the drift of its probability channels and of its other ones."""
-    names = ref_outputs[0].keys() if ref_outputs else ()
-    parts = {name: found for name in names if (found := probability_channels(ref_outputs, name))}
-    if not parts:
-        return {}
-    pairs = [kind_views(r, o, parts) for r, o in zip(ref_outputs, outputs, strict=True)]
-    drift = compare_outputs([r for r, _ in pairs], [o for _, o in pairs])
-    return {name: (drift[name + PROBABILITY_PART], drift[name + OTHER_PART]) for name in parts}
-
-
 def scored_drift(
     ref_outputs: Sequence[Outputs],
     outputs: Sequence[Outputs],

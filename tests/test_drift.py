@@ -18,7 +18,6 @@ from onnxslim.drift import (
     logit_views,
     lowest_cosine,
     parse_max_drift,
-    parts_drift,
     predicted_cosine,
     predicted_snr_db,
     probability_channels,
@@ -621,12 +620,3 @@ def test_a_mixed_output_of_another_shape_is_a_mismatch_not_an_error():
     assert set(scored) == {"output (its [0, 1] channels)", "output (its other channels)"}
     assert all(d.mismatch for d in scored.values())
     assert scored_drift(ref, [{} for _ in ref], {}, {})  # missing everywhere: named, no error
-
-
-def test_parts_drift_gives_each_part_of_a_mixed_output_and_nothing_for_others():
-    ref = [_detections(np.random.default_rng(i)) for i in range(4)]
-    clipped = [_detections(np.random.default_rng(i), scores_error=0.8) for i in range(4)]
-    ((name, (scores, other)),) = parts_drift(ref, clipped).items()
-    assert name == "output" and scores.snr_db < 3 and other.snr_db == math.inf
-    plain = [{"y": np.random.default_rng(i).normal(size=(1, 4, 50))} for i in range(3)]
-    assert parts_drift(plain, plain) == {}

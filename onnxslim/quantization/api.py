@@ -35,7 +35,6 @@ from onnxslim.drift import (
     compared_samples,
     criterion_text,
     parse_max_drift,
-    parts_drift,
     scored_drift,
 )
 from onnxslim.errors import CheckFailedError, OnnxSlimError
@@ -57,6 +56,7 @@ from onnxslim.quantization.caveats import (
     memory_warning,
     not_faster_note,
     nothing_int8_warning,
+    parts_notes,
     recurrent_note,
     reordered_outputs_note,
     rewrite_warning,
@@ -277,6 +277,13 @@ def _quantize(
     budget = config.max_drift
     if budget:  # as the user wrote it: the test split reads the worst sample seen
         budget = dataclasses.replace(budget, for_new_samples=False)
+    if config.preprocess is not None and (
+        not isinstance(calibration, (str, os.PathLike)) or is_random(calibration)
+    ):
+        raise OnnxSlimError(
+            "preprocess applies to an image folder (or image file) given as the calibration data, "
+            "not to arrays or random:N"
+        )
     original = io.to_ir(model)
     reference = None if large.is_large(original) else _one_protobuf(original)
     if reference is None:
@@ -428,7 +435,7 @@ def _quantize(
     quantized, drift = outcome.model, outcome.drift
     io.keep_aside_as(quantized, original_meta)  # map types onnx-ir cannot hold, for the file
     if test:  # the figures reported: on samples no decision saw
-        drift, test_notes = _test_drift(reference, quantized, test)
+        drift, test_notes = _test_drift(reference, quantized, test, softmax_axes(float_model))
         notes += test_notes
         missed = budget.check(drift) if budget else []
         if missed:
@@ -802,12 +809,12 @@ def _int8_or_float(
     sample, and judged as `trades.trade` judges: the time ratio and SNR gain least in its
     favour), and where it misses QUALITY_BAR that float compute meets, or misses it further from
     float than float compute (both below it: LEADER's fingerprint minutiae, INT8 -5.4 dB for
-    0.91x), take at most BELOW_BAR_RATIO its time; else `float_compute`. Static INT8 (`int8`)
-    against its twin computing in float on its int8-stored weights: the one kept has the notes of
-    the choices that built them. `dynamic_int8` against what static INT8 gave (`float_compute`,
-    computing nothing in INT8): it must be faster too; kept, with its own notes and static INT8's
-    verdict. Where the float model gives every float output as zeros or nothing on the selection
-    samples, nothing judges INT8's drift: `float_compute`."""
+    0.91x on its selection samples), take at most BELOW_BAR_RATIO its time; else `float_compute`.
+    Static INT8 (`int8`) against its twin computing in float on its int8-stored weights: the one
+    kept has the notes of the choices that built them. `dynamic_int8` against what static INT8 gave
+    (`float_compute`, computing nothing in INT8): it must be faster too; kept, with its own notes
+    and static INT8's verdict. Where the float model gives every float output as zeros or nothing
+    on the selection samples, nothing judges INT8's drift: `float_compute`."""
     what = "dynamic INT8" if dynamic_int8 else "INT8"
     floats, ints = trades.side_by_side(
         [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
@@ -822,7 +829,9 @@ def _int8_or_float(
     lead = f"{what} compute against float compute{stored}: {speed}; {what} {measured}"
     missed = QUALITY_BAR.check(int8.drift)
     float_meets = not QUALITY_BAR.check(float_compute.drift)
-    below_bar = bool(missed) and (float_meets or gain_db < 0)
+    # float compute surely closer: as measured, and for new samples (not within noise)
+    further = trades.measured_gain(float_compute, int8) <= -trades.MIN_GAIN_DB and gain_db < 0
+    below_bar = bool(missed) and (float_meets or further)
     if says_nothing(int8.drift):
         lead += (
             "; but the float model gives every float output as zeros or nothing on the "
@@ -1048,20 +1057,18 @@ def _samples_for_top1(threshold: float) -> int:
     return math.ceil(math.log(TOP1_DOUBT) / math.log(threshold)) if threshold > 0 else 0
 
 
-def _test_drift(reference: bytes, quantized: ir.Model, test: list) -> tuple[dict, list[str]]:
+def _test_drift(
+    reference: bytes, quantized: ir.Model, test: list, logit_axes: Mapping[str, tuple[int, ...]]
+) -> tuple[dict, list[str]]:
     """Drift on the test samples as ORT runs the model, and notes: the SNR of each part of an
-    output mixing probabilities with other quantities (as the choices compared it), and a warning
-    when ORT's graph optimizations change the quantized model's results (what ORT runs is not
-    what was written). With exact math (exact.py) the drift is the model's own math and the
-    rewrites go unchecked."""
+    output the choices compare in parts (`caveats.parts_notes`; `logit_axes`: the softmax
+    outputs, compared otherwise), and a warning when ORT's graph optimizations change the
+    quantized model's results (what ORT runs is not what was written). With exact math
+    (exact.py) the drift is the model's own math and the rewrites go unchecked."""
     ref = run_samples(reference, test, int8=False)
     outputs = run_samples(quantized, test)
     drift = compare_outputs(ref, outputs)
-    notes = [
-        f"output {name!r} in parts (as the choices compare it) on the test samples: its [0, 1] "
-        f"channels {scores.snr_db:.1f} dB of output SNR, its other channels {other.snr_db:.1f} dB"
-        for name, (scores, other) in parts_drift(ref, outputs).items()
-    ]
+    notes = parts_notes(scored_drift(ref, outputs, logit_axes, drift))
     if not exact.enabled():
         as_written = compare_outputs(ref, run_samples(quantized, test, opt_level="disable"))
         warning = rewrite_warning(drift, as_written)
@@ -1167,9 +1174,10 @@ def _latency(
     reference: bytes, models: Mapping[str, ir.Model | None], sample, runs: int = 30
 ) -> dict[str, Latency]:
     """Single-thread latency of the float model ("float") and of each of `models` given (None:
-    skipped), by label, runs interleaved after warm-up."""
+    skipped), by label, runs interleaved after warm-up (fewer for a slow model, as the timed
+    choices make: trades.SLOW_SECONDS)."""
     timed = {"float": reference, **{label: m for label, m in models.items() if m is not None}}
-    return dict(zip(timed, latencies(timed, sample, runs)))
+    return dict(zip(timed, latencies(timed, sample, runs, seconds=trades.SLOW_SECONDS)))
 
 
 def _as_made(outcome: Outcome, before: Counter) -> Outcome:

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 import onnx_ir as ir
 
 from onnxslim.bench import PER_RUN_NOISE, Latency
-from onnxslim.drift import MIN_PREDICTION_SAMPLES, Budget, Drift, worst_snr
+from onnxslim.drift import (
+    MIN_PREDICTION_SAMPLES,
+    OTHER_PART,
+    PROBABILITY_PART,
+    Budget,
+    Drift,
+    worst_snr,
+)
 from onnxslim.errors import CheckFailedError
 from onnxslim.model.stats import constant_size, model_stats
 from onnxslim.quantization.ops import RULES, WEIGHTED
@@ -68,8 +75,8 @@ def drift_warning(
 ) -> list[str]:
     """A warning when, with no budget asked for, an output's worst sample misses QUALITY_BAR or its
     SNR misses SNR_BAR (outputs the float model gives as zeros aside; each bar missed named):
-    the INT8 model may be broken for the task, and a budget (the first bar missed) would return
-    its noisiest nodes to float (on `selection` samples too few to hold one: with more of them),
+    the INT8 model may be broken for the task, and a budget of the bars missed would return its
+    noisiest nodes to float (on `selection` samples too few to hold one: with more of them),
     or what `remedy` says."""
     if budget is not None:
         return []
@@ -82,18 +89,41 @@ def drift_warning(
     ]
     if not misses:
         return []
-    bar = misses[0][0]
     more = (
         f" with at least {MIN_PREDICTION_SAMPLES} selection samples (it has {selection}: more "
         "calibration data, or --eval-split)"
         if selection is not None and selection < MIN_PREDICTION_SAMPLES
         else ""
     )
-    remedy = remedy or f"give --max-drift {bar}{more} to return the noisiest nodes to float"
+    spec = ",".join(str(bar) for bar, _ in misses)
+    remedy = remedy or f"give --max-drift {spec}{more} to return the noisiest nodes to float"
     return [
         f"warning: INT8 drifts far from float on the {split} samples "
         f"({'; '.join(missed[0] for _, missed in misses)}): check it on your task, or {remedy}"
     ]
+
+
+def parts_notes(scored: Mapping[str, Drift]) -> list[str]:
+    """For each output the choices compare in two parts (`drift.scored_drift`'s drift: a
+    detector's scores beside its box coordinates), each part's SNR: one row of the drift table
+    hid which part broke (LEADER's fingerprint map: its quality score beside a direction)."""
+    notes = []
+    for key in scored:
+        if key.endswith(PROBABILITY_PART):
+            name = key[: -len(PROBABILITY_PART)]
+            scores, other = _snr_text(scored[key]), _snr_text(scored[name + OTHER_PART])
+            notes.append(
+                f"output {name!r} in parts (as the choices compare it) on the test samples: its "
+                f"[0, 1] channels {scores} of output SNR, its other channels {other}"
+            )
+    return notes
+
+
+def _snr_text(drift: Drift) -> str:
+    """An SNR for a note: "exact" where identical, why there is none (another shape, ...)."""
+    if drift.snr_db is None:
+        return f"not measured ({drift.mismatch or 'no finite values'})"
+    return "exact" if drift.snr_db == math.inf else f"{drift.snr_db:.1f} dB"
 
 
 def _silent(drift: Drift) -> bool:

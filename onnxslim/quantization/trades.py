@@ -227,6 +227,12 @@ def _estimated_trade(current: Variant, candidate: Variant, share: float) -> tupl
     return worth_trading(gain_db, ratio), f"{estimate}, {measured}"
 
 
+def measured_gain(current: Variant | Outcome, candidate: Variant | Outcome) -> float:
+    """`candidate`'s output SNR gain (dB) over `current` on the selection samples, as measured."""
+    before_db, after_db = worst_snr(_compared(current)), worst_snr(_compared(candidate))
+    return 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
+
+
 def snr_gain(
     current: Variant | Outcome, candidate: Variant | Outcome, bounded: bool = True
 ) -> tuple[float, str]:
@@ -235,7 +241,7 @@ def snr_gain(
     and what was measured."""
     before, after = _compared(current), _compared(candidate)
     before_db, after_db = worst_snr(before), worst_snr(after)
-    gain_db = 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
+    gain_db = measured_gain(current, candidate)
     measured = _gain_text(before_db, after_db)
     # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
     # the lower of the two is the more careful

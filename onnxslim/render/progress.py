@@ -70,7 +70,8 @@ _running: list[Steps] = []
 
 def current() -> Steps:
     """The innermost `progress` running (a disabled one included), or one showing nothing: for
-    steps deep inside a stage (the runs of a timing) that its caller labelled."""
+    steps deep inside a stage (the runs of a timing) that its caller labelled. Steps of unknown
+    count: call it inside a stage of no total (one with a total would pass it)."""
     return _running[-1] if _running else Steps(None, None)
 
 
