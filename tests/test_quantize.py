@@ -872,6 +872,15 @@ def test_the_report_says_at_which_size_a_dynamic_model_was_timed(monkeypatch, dy
     report = quantize(model, samples(20), **{**FAST, "measure_latency": True}).report
     timed = [n for n in report.notes if n.startswith("latency timed on one sample (x float32[")]
     assert len(timed) == dynamic_batch
+    # nothing to quantize (a LightGBM TreeEnsemble, here a Relu): no INT8 to save time elsewhere
+    relu = make_model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [vi("x", FLOAT, ["batch", 4])],
+        [vi("y", FLOAT, ["batch", 4])],
+    )
+    data = [{"x": np.full((1, 4), i, np.float32)} for i in range(20)]
+    report = quantize(relu, data, **{**FAST, "measure_latency": True}).report
+    assert report.unquantized and not any(n.startswith("latency timed on") for n in report.notes)
 
 
 def test_a_weight_only_result_not_faster_says_what_it_bought():

@@ -496,7 +496,8 @@ def _quantize(
                 },
                 timed_on,
             )
-        if defaulted_inputs(input_specs(float_model)):  # dynamic dims: other sizes time otherwise
+        # dynamic dims: other sizes time otherwise (where INT8 added anything)
+        if defaulted_inputs(input_specs(float_model)) and not report.unquantized:
             report.notes.append(
                 f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
                 "the model takes other sizes, where INT8 may save another share of the time"
