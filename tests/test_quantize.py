@@ -881,6 +881,7 @@ def test_the_report_says_at_which_size_a_dynamic_model_was_timed(monkeypatch, dy
     data = [{"x": np.full((1, 4), i, np.float32)} for i in range(20)]
     report = quantize(relu, data, **{**FAST, "measure_latency": True}).report
     assert report.unquantized and not any(n.startswith("latency timed on") for n in report.notes)
+    assert "equalization" not in report.render() and "bias correction" not in report.render()
 
 
 def test_a_weight_only_result_not_faster_says_what_it_bought():

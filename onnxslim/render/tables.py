@@ -434,12 +434,14 @@ def kept_reasons(report: QuantizeReport) -> str:
 
 
 def quantize_settings(report: QuantizeReport) -> str:
-    """Mode, target, range method, types, how many samples served what, the levers applied."""
+    """Mode, target, range method, types, how many samples served what, the levers applied
+    (neither where INT8 added nothing)."""
     ranges = "" if report.unquantized else f"{range_settings(report)}; "
+    levers = "" if report.unquantized else f"; {lever_settings(report)}"
     return (
         f"{report.mode_label}; target {report.target_reason}; {ranges}"
         f"{report.calibration_samples} calibration / {report.selection_samples} selection / "
-        f"{report.test_samples} test samples; {lever_settings(report)}"
+        f"{report.test_samples} test samples{levers}"
     )
 
 
