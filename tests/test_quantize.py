@@ -672,7 +672,7 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     assert "worst-sample cosine -1 fails cosine>=0.99" in warning and "--max-drift" in warning
     # each bar missed is named (LEADER's minutiae: cosine 0.886 and 8.5 dB; only the first said)
     assert re.search(r"cosine>=0\.99; output 'y': snr -?[\d.]+ fails snr>=17\)", warning)
-    assert "--max-drift cosine>=0.99,snr>=17 to return" in warning  # the bars missed, both
+    assert "--max-drift cosine>=0.99,snr>=17 (max_drift= in Python) to return" in warning
     budget = parse_max_drift("snr>=10")
     assert drift_warning(compare_outputs(ref, broken), budget, "test") == []
     # it names the worst output, not the first that misses
@@ -684,7 +684,10 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     assert "output 'b': worst-sample cosine -1" in warning
     # on too few selection samples for a budget, the advice says how many it needs
     (warning,) = drift_warning(two, None, "test", 6)
-    assert "--max-drift cosine>=0.99,snr>=17 with at least 8 selection samples (it has 6" in warning
+    assert (
+        "--max-drift cosine>=0.99,snr>=17 (max_drift= in Python) with at least 8 selection "
+        "samples (it has 6" in warning
+    )
 
 
 def test_a_gain_error_the_cosine_misses_is_flagged_by_the_snr():
@@ -1085,8 +1088,8 @@ def test_a_cosine_budget_on_too_few_selection_samples_is_refused():
         quantize(cnn(), samples(20), max_drift="cosine>=0.5", **FAST)  # 4 selection samples
     assert str(error.value) == (
         "the budget cosine>=0.5 cannot be held for new samples on 4 selection samples (too few "
-        "to predict from): give at least 8 (--eval-split 0.4 of these 20, or more data), or an "
-        "snr budget"
+        "to predict from): give at least 8 (--eval-split 0.4 of these 20: eval_split= in "
+        "Python; or more data), or an snr budget"
     )
     held = quantize(cnn(), samples(20), max_drift="cosine>=0.5", eval_split=0.4, **FAST)
     assert held.report.selection_samples == 8
@@ -1608,7 +1611,7 @@ def test_a_top1_budget_on_too_few_selection_samples_is_refused():
     assert str(error.value) == (
         "the budget top1>=0.9 cannot be checked on 8 selection samples (a model that disagrees "
         "with float on 10% of inputs agrees on all 8 43% of the time): give at least 22 "
-        "(--eval-split), or a cosine or snr budget"
+        "(--eval-split, eval_split= in Python), or a cosine or snr budget"
     )
     report = quantize(cnn(), samples(40), max_drift="top1>=0.5", **FAST).report  # 0.5 ** 8 < 0.1
     assert report.selection_samples == 8 and report.budget == "top1>=0.5"
@@ -2098,7 +2101,7 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
         return
     assert notes == [
         f"{lead} -3.0 dB: not worth it, so every weighted node computes in float on int8-stored "
-        "weights (a file as small; --int8 static or dynamic computes in INT8)"
+        "weights (a file as small; --int8 static or dynamic, mode= in Python, computes in INT8)"
     ]
     assert report.mode == "weight-only" and not report.quantized
     # the choices of the INT8 model it replaced come under a heading, before the verdict

@@ -863,7 +863,8 @@ def _int8_or_float(
     built = [INT8_BUILT_WITH, *int8.notes] if int8.notes else []  # its choices: not what is kept
     float_compute.notes = [
         *(float_compute.notes if dynamic_int8 else built),
-        f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic computes in INT8)",
+        f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic, mode= in Python, computes "
+        "in INT8)",
     ]
     return float_compute
 
@@ -1005,7 +1006,9 @@ def _on_files(
     return QuantizeResult(quantized, report)
 
 
-def _few_test_samples_note(count: int, more: str = "more samples, or --test-split") -> list[str]:
+def _few_test_samples_note(
+    count: int, more: str = "more samples, or --test-split: test_split= in Python"
+) -> list[str]:
     """A note when the drift reported rests on fewer than MIN_TEST_SAMPLES test samples; `more`:
     how to hold out more."""
     if count >= MIN_TEST_SAMPLES:
@@ -1013,7 +1016,7 @@ def _few_test_samples_note(count: int, more: str = "more samples, or --test-spli
     return [
         f"the drift reported rests on {count} test samples: a rarer input can drift much "
         f"further; hold out {MIN_TEST_SAMPLES} or more for test ({more}), or check on your data "
-        "with `onnxslim bench MODEL INT8_MODEL --inputs DATA`"
+        "with `onnxslim bench MODEL INT8_MODEL --inputs DATA` (onnxslim.benchmark in Python)"
     ]
 
 
@@ -1032,7 +1035,11 @@ def _refuse_unbelievable_budget(budget: Budget | None, selection: list, total: i
     for metric, _, threshold in budget.criteria if budget else ():
         if metric in PER_SAMPLE and len(selection) < MIN_PREDICTION_SAMPLES:
             share = math.ceil(100 * MIN_PREDICTION_SAMPLES / total) / 100
-            split = f"--eval-split {share:g} of these {total}, " if share < 0.5 else ""
+            split = (
+                f"--eval-split {share:g} of these {total}: eval_split= in Python; "
+                if share < 0.5
+                else ""
+            )
             raise OnnxSlimError(
                 f"the budget {criterion_text(metric, '>=', threshold)} cannot be held for new "
                 f"samples on {len(selection)} selection samples (too few to predict from): give "
@@ -1045,7 +1052,8 @@ def _refuse_unbelievable_budget(budget: Budget | None, selection: list, total: i
                 f"the budget {criterion_text(metric, '>=', threshold)} cannot be checked on "
                 f"{len(selection)} selection samples (a model that disagrees with float on "
                 f"{1 - threshold:.0%} of inputs agrees on all {len(selection)} {chance:.0%} of the "
-                f"time): give at least {needed} (--eval-split), or a cosine or snr budget"
+                f"time): give at least {needed} (--eval-split, eval_split= in Python), or a "
+                "cosine or snr budget"
             )
 
 

@@ -96,7 +96,10 @@ def drift_warning(
         else ""
     )
     spec = ",".join(str(bar) for bar, _ in misses)
-    remedy = remedy or f"give --max-drift {spec}{more} to return the noisiest nodes to float"
+    remedy = remedy or (
+        f"give --max-drift {spec} (max_drift= in Python){more} to return the noisiest nodes "
+        "to float"
+    )
     return [
         f"warning: INT8 drifts far from float on the {split} samples "
         f"({'; '.join(missed[0] for _, missed in misses)}): check it on your task, or {remedy}"
