@@ -229,7 +229,10 @@ def _estimated_trade(current: Variant, candidate: Variant, share: float) -> tupl
 
 def measured_gain(current: Variant | Outcome, candidate: Variant | Outcome) -> float:
     """`candidate`'s output SNR gain (dB) over `current` on the selection samples, as measured."""
-    before_db, after_db = worst_snr(_compared(current)), worst_snr(_compared(candidate))
+    return _gain(worst_snr(_compared(current)), worst_snr(_compared(candidate)))
+
+
+def _gain(before_db: float, after_db: float) -> float:
     return 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
 
 
@@ -241,7 +244,7 @@ def snr_gain(
     and what was measured."""
     before, after = _compared(current), _compared(candidate)
     before_db, after_db = worst_snr(before), worst_snr(after)
-    gain_db = measured_gain(current, candidate)
+    gain_db = _gain(before_db, after_db)
     measured = _gain_text(before_db, after_db)
     # the bound counts a non-finite output as an infinite error, the SNR measured leaves it out:
     # the lower of the two is the more careful
