@@ -63,6 +63,8 @@ BROADCASTING = frozenset(
 #: this first, then larger, then smaller: calibrating or timing a conv net on a 2x2 picture tells
 #: little.
 SMALLEST_PICTURE = 16
+#: `other_dims` doubles a dynamic dim up to this value and halves a larger one.
+LARGEST_DOUBLED = 512
 #: Alternatives `first_runnable` tries at most after the first inputs.
 RETRY_LIMIT = 16
 #: A candidate with an input larger than this (elements) is skipped.
@@ -162,6 +164,39 @@ def first_runnable(
 ) -> tuple[Synthesized, Any]:
     """The first synthesized inputs `run` accepts, and what it returned; else its first error."""
     return _first_runnable(_Planner(model, shapes, DEFAULT_DIM), run, seed, limit)
+
+
+def other_dims(
+    model: onnx.ModelProto | str | os.PathLike,
+    made: Synthesized,
+    run: Callable[[Feeds], Any],
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    seed: int = 1,
+) -> tuple[Synthesized, Any] | None:
+    """Inputs like `made` (`first_runnable`'s) at other values of the dynamic dims nothing fixes
+    (1 -> 2, a batch; n -> 2n, or n / 2 past LARGEST_DOUBLED), and what `run` returned on them:
+    every such dim changed, else those at 1 alone, else the others alone; None when no dim is free
+    or `run` rejects each. A rewrite that takes a dynamic dim for the value it once had differs
+    there."""
+    planner = _Planner(model, shapes, DEFAULT_DIM)
+    kept = {key: value for key, value in made.dims.items() if key not in planner.cache_spans}
+    free = {key: value for key, value in kept.items() if key not in planner.fixed}
+    changed = {
+        key: 2 if value == 1 else 2 * value if value <= LARGEST_DOUBLED else value // 2
+        for key, value in free.items()
+    }
+    batches = {key: value for key, value in changed.items() if free[key] == 1}
+    others = {key: value for key, value in changed.items() if free[key] != 1}
+    for dims in (changed, batches, others) if batches and others else (changed,):
+        attempt = planner.make({**kept, **dims}, made.ints, seed)
+        if not dims or any(np.size(v) > MAX_ELEMENTS for v in _arrays(attempt.feeds)):
+            continue
+        try:
+            return attempt, run(attempt.feeds)
+        except Exception:  # noqa: BLE001 - whatever `run` raises means "not at these dims"
+            continue
+    return None
 
 
 def _first_runnable(

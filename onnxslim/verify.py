@@ -115,7 +115,8 @@ def reference_outputs(
     """Run the original on the check's inputs: `samples`, else the test data shipped beside its
     file (`test_data_set_*`), else inputs synthesized from how the model uses them, retried with
     other dims and values while the original rejects them (`shapes` fixes dynamic dims), then the
-    same with every float input all zeros where the original gives finite outputs on them."""
+    same with every float input all zeros where the original gives finite outputs on them, then
+    at other values of the dynamic dims where the original takes them (`synth.other_dims`)."""
     with model_file(original) as original_path:
         session = Session(
             original_path,
@@ -328,16 +329,18 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
     if shipped:
         inputs = CheckInputs(shipped, "shipped test data", {})
         return inputs, [reference.run(synth.ort_feeds(feed)) for feed in inputs.samples]
+    proto = onnx.load(path, load_external_data=False)
+
+    def run(feed):
+        return reference.run(synth.ort_feeds(feed))
+
     try:
-        made, outputs = synth.first_runnable(
-            onnx.load(path, load_external_data=False),
-            lambda feed: reference.run(synth.ort_feeds(feed)),
-            shapes,
-        )
+        made, outputs = synth.first_runnable(proto, run, shapes)
     except OnnxSlimError as err:  # NotFeedable, bad shapes, or the original rejects every attempt
         dims = "at the dims given (--input-shapes, --shape)" if shapes else "onnxslim synthesized"
         raise NotCheckable(f"{err} (on the inputs {dims})") from err
     inputs = CheckInputs([made.feeds], "synthesized", dict(made.description))
+    expected = [outputs]
     # every float input all zeros (silence, a blank image: where an epsilon guards a Log or a
     # division), the others as they were
     zeroed = {
@@ -345,15 +348,22 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
     }
     zeros = {**made.feeds, **zeroed}
     try:
-        silent = reference.run(synth.ort_feeds(zeros)) if zeroed else None
+        silent = run(zeros) if zeroed else None
     except NotCheckable:  # the original rejects zeros: the random sample alone
         silent = None
     if silent is not None and all(_finite(value) for value in silent):
         inputs.samples.append(zeros)
+        expected.append(silent)
         for name in zeroed.keys() & inputs.description.keys():
             inputs.description[name] += ", then all zeros"
-        return inputs, [outputs, silent]
-    return inputs, [outputs]
+    resized = synth.other_dims(proto, made, run, shapes)
+    if resized:  # and at other dynamic dims, where the original takes them
+        inputs.samples.append(resized[0].feeds)
+        expected.append(resized[1])
+        for name, text in resized[0].description.items():
+            if text != made.description[name]:
+                inputs.description[name] += f", then {text}"
+    return inputs, expected
 
 
 def _float_array(value) -> bool:

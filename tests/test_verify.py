@@ -297,3 +297,35 @@ def test_zeros_an_output_is_ill_conditioned_on_match_within_its_rounding_noise()
     mismatches, inputs = verify.compare(instance_norm(fused=False), instance_norm(fused=True))
     assert mismatches == [] and len(inputs.samples) == 2
     assert list(inputs.within_noise) == ["y"]
+
+
+def column_sums(baked: bool, rows: str | int = "n") -> object:
+    """y = the sum of x's rows: ReduceSum, or (`baked`) its first row alone, as a rewrite that
+    took the dynamic row count for the 1 it had on one sample would write it."""
+    if baked:
+        inits = [const(name, np.array([v], np.int64)) for name, v in (("s", 0), ("e", 1))]
+        nodes = [N("Slice", ["x", "s", "e", "s"], ["y"])]
+    else:
+        inits, nodes = [const("a", np.array([0], np.int64))], [N("ReduceSum", ["x", "a"], ["y"])]
+    return make_model(nodes, [vi("x", FLOAT, [rows, 4])], [vi("y", FLOAT, [1, 4])], inits)
+
+
+def test_synthesized_inputs_vary_the_dynamic_dims_where_the_original_takes_them():
+    """At n = 1 alone, the first row is the sum of the rows; at n = 2 it is not."""
+    mismatches, inputs = verify.compare(column_sums(False), column_sums(True))
+    assert [m.output for m in mismatches] == ["y"]
+    assert [s["x"].shape for s in inputs.samples] == [(1, 4), (1, 4), (2, 4)]
+    assert str(inputs) == (
+        "synthesized inputs (x float32[1,4] ~ N(0, 1), then all zeros, then float32[2,4] ~ N(0, 1))"
+    )
+    _, fixed = verify.compare(column_sums(False, rows=1), column_sums(False, rows=1))
+    assert str(fixed) == "synthesized inputs (x float32[1,4] ~ N(0, 1), then all zeros)"
+
+
+def test_other_dims_the_original_rejects_are_left_out():
+    """x [n, 4] reshaped to [1, 4] runs at n = 1 only: the check runs there alone."""
+    inits = [const("to", np.array([1, 4], np.int64))]
+    nodes = [N("Reshape", ["x", "to"], ["y"])]
+    one_row = make_model(nodes, [vi("x", FLOAT, ["n", 4])], [vi("y", FLOAT, [1, 4])], inits)
+    mismatches, inputs = verify.compare(one_row, one_row)
+    assert mismatches == [] and [s["x"].shape for s in inputs.samples] == [(1, 4), (1, 4)]
