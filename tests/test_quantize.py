@@ -3037,7 +3037,8 @@ def test_choices_on_a_model_without_float_outputs_say_so_not_inf_db():
     )
     samples = [{"x": rng.standard_normal((1, 8, 64)).astype(np.float32)} for _ in range(16)]
     notes = " ".join(quantize(model, samples, progress=False).report.notes)
-    assert "has an output SNR to compare: the first kept" in notes
+    # static's choices ("the first kept") or, timed faster, dynamic INT8's ("neither has ...")
+    assert "has an output SNR to compare" in notes
     assert "inf dB" not in notes and "nan dB" not in notes
 
 
