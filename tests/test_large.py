@@ -392,7 +392,9 @@ def test_int8_over_2_gb_counts_and_excludes_gemms(tmp_path, large_below):
     one = onnxslim.quantize(path, mlp_samples(8), exclude_nodes={"fc1", "fc9"}, **options)
     assert one.report.quantized == {"Gemm": 1}
     assert one.report.kept_float == {"fc1": "excluded by name"}
-    assert "--exclude-node: no MatMul or Gemm named fc9" in one.report.notes
+    assert (
+        "--exclude-node (exclude_nodes= in Python): no MatMul or Gemm named fc9" in one.report.notes
+    )
     ops = {node.name: node.op_type for node in one.model.graph}
     assert list(ops.values()).count("MatMulInteger") == 1 and ops["fc1_MatMul"] == "MatMul"
     none = onnxslim.quantize(path, mlp_samples(8), exclude_ops={"Gemm"}, **options).report

@@ -598,7 +598,9 @@ def test_target_detection():
 
 
 def test_exclude_and_select_ops():
-    result = quantize(cnn(), samples(), exclude_nodes=["conv2"], exclude_ops=["Gemm"], **FAST)
+    excluded = ["conv2", "conv9"]
+    result = quantize(cnn(), samples(), exclude_nodes=excluded, exclude_ops=["Gemm"], **FAST)
+    assert "--exclude-node (exclude_nodes= in Python): no node named conv9" in result.report.notes
     model, producers = _graph(result)
     conv2 = next(n for n in model.graph if n.name == "conv2")
     assert conv2.inputs[1].const_value is not None  # float weight, untouched

@@ -637,7 +637,11 @@ def _static(
         weight_rounding="nearest" if config.weight_rounding == "auto" else config.weight_rounding,
     )
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
-    notes = [f"--exclude-node: no node named {', '.join(unknown)}"] if unknown else []
+    notes = (
+        [f"--exclude-node (exclude_nodes= in Python): no node named {', '.join(unknown)}"]
+        if unknown
+        else []
+    )
     pairs = len(find_pairs(float_model.graph))
     builders = _builders(float_model, calib, quant_options, config, bool(pairs), logit_axes)
     choice = levers.choose(builders, _choices(config.bias_correction), selection, ref_outputs)

@@ -91,7 +91,7 @@ def drift_warning(
         return []
     more = (
         f" with at least {MIN_PREDICTION_SAMPLES} selection samples (it has {selection}: more "
-        "calibration data, or --eval-split)"
+        "calibration data, or --eval-split: eval_split= in Python)"
         if selection is not None and selection < MIN_PREDICTION_SAMPLES
         else ""
     )

@@ -49,7 +49,7 @@ OVER_2GB = (
     "without smoothing, per-node fallback or calibration choices"
 )
 #: What a drift warning suggests here, where no node goes back to float by itself.
-REMEDY = "leave the noisiest MatMuls float with --exclude-node"
+REMEDY = "leave the noisiest MatMuls float with --exclude-node (exclude_nodes= in Python)"
 
 
 def is_large(model: ir.Model) -> bool:
@@ -94,9 +94,11 @@ def quantize_large(
         candidates, ort_names = _candidates(float_model), dynamic.ort_matmul_names(float_model)
         excluded = _excluded(candidates, config)
         unknown = sorted(set(config.exclude_nodes) - set(candidates))
-        notes += (
-            [f"--exclude-node: no MatMul or Gemm named {', '.join(unknown)}"] if unknown else []
-        )
+        if unknown:
+            notes.append(
+                "--exclude-node (exclude_nodes= in Python): no MatMul or Gemm named "
+                + ", ".join(unknown)
+            )
         path = folder / "float.onnx"
         ir.save(float_model, path, external_data="float.onnx.data")
         del float_model  # its weights stay mapped from the files, not held
