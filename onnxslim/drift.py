@@ -311,9 +311,14 @@ def _class_rows(p: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return moved.reshape(-1, classes)
 
 
-#: How `kind_views` names an output's two parts.
+#: How `kind_views` names an output's parts: its score channels together, or each apart
+#: (SCORE_CHANNEL, with its index, up to FEW_CHANNELS along the axis), and the others together.
 PROBABILITY_PART = " (its [0, 1] channels)"
+SCORE_CHANNEL = " (its [0, 1] channel {})"
 OTHER_PART = " (its other channels)"
+#: An output with at most this many channels has each score channel scored apart: a few distinct
+#: quantities (a box's x, y, w, h, its objectness, its class), where pooling hid one that broke.
+FEW_CHANNELS = 16
 #: What a choice's note adds to "output SNR" where it compared an output in those parts.
 IN_PARTS = " (scores and other channels of an output apart)"
 
@@ -347,15 +352,28 @@ def probability_channels(
     return (axis, scores) if scores.any() and not scores.all() else None
 
 
+def score_parts(scores: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """An output's parts by `probability_channels`' mask of score channels, (name suffix, channels
+    mask): its score channels, each apart where the output has at most FEW_CHANNELS, and its other
+    channels."""
+    if scores.size > FEW_CHANNELS:
+        apart = [(PROBABILITY_PART, scores)]
+    else:
+        apart = [
+            (SCORE_CHANNEL.format(i), np.arange(scores.size) == i) for i in scores.nonzero()[0]
+        ]
+    return [*apart, (OTHER_PART, ~scores)]
+
+
 def kind_views(
     ref: Outputs, other: Outputs, parts: Mapping[str, tuple[int, np.ndarray]]
 ) -> tuple[dict, dict]:
-    """`ref` and `other` with each output of `parts` (`probability_channels`) as two: its
-    probability channels and its other ones, so that a choice sees each part's error (the
-    coordinates' would bury the scores': ddddocr's YOLOX at percentile 99.9 had 21.7 dB of
-    output SNR and 6 dB on its objectness, 3 of 10 pictures' detections kept). Where `other`'s
-    output is missing, not float or of another shape, both parts are it as it is (compare_outputs
-    names the mismatch)."""
+    """`ref` and `other` with each output of `parts` (`probability_channels`) in its
+    `score_parts`, so that a choice sees each part's error (the coordinates' would bury the
+    scores': ddddocr's YOLOX at percentile 99.9 had 21.7 dB of output SNR and 6 dB on its
+    objectness, 3 of 10 pictures' detections kept; its objectness and class pooled, 18.1 dB and
+    3.8 dB on the objectness, a quarter of them kept). Where `other`'s output is missing, not float
+    or of another shape, every part is it as it is (compare_outputs names the mismatch)."""
     ref_view, other_view = dict(ref), dict(other)
     for name, (axis, scores) in parts.items():
         p, q = ref[name], other.get(name)
@@ -363,7 +381,7 @@ def kind_views(
         for view, x in ((ref_view, p), (other_view, q if same else None)):
             view.pop(name, None)
             rows = np.moveaxis(x, axis, -1).reshape(-1, scores.size) if x is not None else None
-            for part, columns in ((PROBABILITY_PART, scores), (OTHER_PART, ~scores)):
+            for part, columns in score_parts(scores):
                 if rows is not None:
                     view[name + part] = rows[:, columns]
                 elif name in other:
@@ -397,9 +415,24 @@ def scored_drift(
     return compare_outputs([r for r, _ in pairs], [o for _, o in pairs])
 
 
+def output_parts(scored: Mapping[str, Drift]) -> dict[str, list[tuple[str, Drift]]]:
+    """Each output `scored` (scored_drift's) compared in parts: its parts' labels ("[0, 1]
+    channel 4", "other channels") and drifts."""
+    found: dict[str, list[tuple[str, Drift]]] = {}
+    for key in scored:
+        if key.endswith(OTHER_PART):
+            name = key[: -len(OTHER_PART)]
+            found[name] = [
+                (part[len(name) + len(" (its ") : -1], drift)
+                for part, drift in scored.items()
+                if part.startswith(name + " (its ") and part.endswith(")")
+            ]
+    return found
+
+
 def split_in_parts(scored: Mapping[str, Drift]) -> bool:
     """Whether `scored` (scored_drift's) compared an output in parts (`kind_views`)."""
-    return any(name.endswith(PROBABILITY_PART) for name in scored)
+    return any(name.endswith(OTHER_PART) for name in scored)
 
 
 def worst_snr(drift: Mapping[str, Drift]) -> float:

@@ -1369,11 +1369,21 @@ def _choose_range(off_by: dict, monkeypatch) -> levers.Choice:
 
 def test_a_percentile_closer_on_new_samples_replaces_the_default(monkeypatch):
     # 99.999: 6 dB closer on every sample
-    choice = _choose_range({99.99: 0.1, 99.9: 0.2, 99.999: 0.05, "mse": 0.3}, monkeypatch)
+    off_by = {99.99: 0.1, 99.9: 0.2, 99.999: 0.05, "mse": 0.3, "minmax": 0.08}
+    choice = _choose_range(off_by, monkeypatch)
     assert choice.note.startswith("kept percentile 99.999 (")
-    assert "mse: " in choice.note
+    assert "mse: " in choice.note and "minmax: " in choice.note
     assert choice.model == 99.999 and choice.builder.method_options == {"pct": 99.999}
     assert levers.method_label(choice.builder) == "percentile 99.999"
+
+
+def test_the_full_range_is_a_candidate(monkeypatch):
+    """No clip: a detector's objectness fires on a few anchors in thousands (ddddocr's YOLOX)."""
+    off_by = {99.99: 0.1, 99.9: 0.2, 99.999: 0.15, "mse": 0.3, "minmax": 0.02}
+    choice = _choose_range(off_by, monkeypatch)
+    assert (
+        choice.note.startswith("kept minmax (") and levers.method_label(choice.builder) == "minmax"
+    )
 
 
 def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
@@ -1385,6 +1395,7 @@ def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
     softmax = lambda z: np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)  # noqa: E731
     ref = [{"y": softmax(z)} for z in logits]
     off_by = {99.99: [0.5] * 8, 99.9: [0.05] * 8, 99.999: [1.0] * 8, "mse": [2.0] * 7 + [0.0]}
+    off_by["minmax"] = [1.5] * 8
     outputs = {
         key: [{"y": softmax(z + np.array([[e, 0.0]]))} for z, e in zip(logits, errors)]
         for key, errors in off_by.items()
@@ -1400,7 +1411,8 @@ def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
 
 
 def test_mse_ranges_closer_on_new_samples_replace_the_percentile(monkeypatch):
-    choice = _choose_range({99.99: 0.1, 99.9: 0.2, 99.999: 0.15, "mse": 0.05}, monkeypatch)
+    off_by = {99.99: 0.1, 99.9: 0.2, 99.999: 0.15, "mse": 0.05, "minmax": 0.12}
+    choice = _choose_range(off_by, monkeypatch)
     assert choice.note.startswith("kept mse (")
     assert choice.model == "mse" and levers.method_label(choice.builder) == "mse"
 
@@ -3389,8 +3401,9 @@ def test_the_report_gives_each_part_of_an_output_mixing_scores_with_other_channe
     notes = quantize(model, data, **FAST).report.notes
     (note,) = [n for n in notes if n.startswith("output 'y' in parts")]
     assert re.fullmatch(
-        r"output 'y' in parts \(as the choices compare it\) on the test samples: its \[0, 1\] "
-        r"channels [\d.]+ dB of output SNR, its other channels [\d.]+ dB",
+        r"output 'y' in parts \(as the choices compare it\) on the test samples, output SNR: "
+        r"its \[0, 1\] channel 4 [\d.]+ dB, its \[0, 1\] channel 5 [\d.]+ dB, "
+        r"its other channels [\d.]+ dB",
         note,
     )
 
@@ -3442,14 +3455,15 @@ def test_a_part_note_says_why_a_part_has_no_snr_and_leaves_softmax_outputs_whole
     drift = compare_outputs(ref, other)
     (note,) = caveats.parts_notes(scored_drift(ref, other, {}, drift))
     assert re.fullmatch(
-        r"output 'det' in parts \(as the choices compare it\) on the test samples: its \[0, 1\] "
-        r"channels not measured \(.+\) of output SNR, its other channels not measured \(.+\)",
+        r"output 'det' in parts \(as the choices compare it\) on the test samples, output SNR: "
+        r"its \[0, 1\] channel 4 not measured \(.+\), its \[0, 1\] channel 5 not measured "
+        r"\(.+\), its other channels not measured \(.+\)",
         note,
     )
     same = caveats.parts_notes(scored_drift(ref, ref, {}, compare_outputs(ref, ref)))
     assert same == [
-        "output 'det' in parts (as the choices compare it) on the test samples: its [0, 1] "
-        "channels exact of output SNR, its other channels exact"
+        "output 'det' in parts (as the choices compare it) on the test samples, output SNR: "
+        "its [0, 1] channel 4 exact, its [0, 1] channel 5 exact, its other channels exact"
     ]
     probabilities = [{"p": rng.dirichlet(np.ones(4), size=(1, 8)).astype(np.float32)} for _ in ref]
     probabilities[0]["p"][0, :, 3] = 0.01  # a class that never fires: no score channel

@@ -13,10 +13,9 @@ import onnx_ir as ir
 from onnxslim.bench import PER_RUN_NOISE, Latency
 from onnxslim.drift import (
     MIN_PREDICTION_SAMPLES,
-    OTHER_PART,
-    PROBABILITY_PART,
     Budget,
     Drift,
+    output_parts,
     worst_snr,
 )
 from onnxslim.errors import CheckFailedError
@@ -107,19 +106,14 @@ def drift_warning(
 
 
 def parts_notes(scored: Mapping[str, Drift]) -> list[str]:
-    """For each output the choices compare in two parts (`drift.scored_drift`'s drift: a
-    detector's scores beside its box coordinates), each part's SNR: one row of the drift table
+    """For each output the choices compare in parts (`drift.scored_drift`'s drift: a detector's
+    scores beside its box coordinates), each part's SNR: one row of the drift table
     hid which part broke (LEADER's fingerprint map: its quality score beside a direction)."""
-    notes = []
-    for key in scored:
-        if key.endswith(PROBABILITY_PART):
-            name = key[: -len(PROBABILITY_PART)]
-            scores, other = _snr_text(scored[key]), _snr_text(scored[name + OTHER_PART])
-            notes.append(
-                f"output {name!r} in parts (as the choices compare it) on the test samples: its "
-                f"[0, 1] channels {scores} of output SNR, its other channels {other}"
-            )
-    return notes
+    return [
+        f"output {name!r} in parts (as the choices compare it) on the test samples, output SNR: "
+        + ", ".join(f"its {label} {_snr_text(drift)}" for label, drift in parts)
+        for name, parts in output_parts(scored).items()
+    ]
 
 
 def _snr_text(drift: Drift) -> str:
