@@ -3469,3 +3469,13 @@ def test_a_part_note_says_why_a_part_has_no_snr_and_leaves_softmax_outputs_whole
     probabilities[0]["p"][0, :, 3] = 0.01  # a class that never fires: no score channel
     drift = compare_outputs(probabilities, probabilities)
     assert caveats.parts_notes(scored_drift(probabilities, probabilities, {"p": (2,)}, drift)) == []
+
+
+def test_too_few_selection_samples_to_choose_by_are_said_once():
+    """deepcut's 14 samples (8 / 3 / 3): the range choice said "too few to choose by", the timed
+    choices said nothing of it."""
+    few = quantize(cnn(), samples(20), **FAST).report.notes
+    (note,) = [n for n in few if n.startswith("the automatic choices rest on 4 selection samples")]
+    assert "at least 8" in note and "eval_split=" in note
+    enough = quantize(cnn(), samples(40), **FAST).report.notes
+    assert not any(n.startswith("the automatic choices rest on") for n in enough)

@@ -965,6 +965,13 @@ def _protocol_notes(
         )
     else:
         notes += _few_test_samples_note(len(test))
+    if 0 < len(selection) < MIN_PREDICTION_SAMPLES:
+        notes.append(
+            f"the automatic choices rest on {len(selection)} selection samples, too few to tell a "
+            f"gain from noise (at least {MIN_PREDICTION_SAMPLES}): the accuracy choices keep "
+            "their defaults, the timed ones read the drift as measured; give more samples, or "
+            "--eval-split (eval_split= in Python)"
+        )
     if budget and len(selection) < MIN_BUDGET_SAMPLES:
         notes.append(
             f"warning: the budget {budget} is held on only {len(selection)} selection samples: "
