@@ -190,8 +190,8 @@ def other_dims(
     batches = {key: value for key, value in changed.items() if free[key] == 1}
     others = {key: value for key, value in changed.items() if free[key] != 1}
     for dims in (changed, batches, others) if batches and others else (changed,):
-        attempt = planner.make({**kept, **dims}, made.ints, seed)
-        if not dims or any(np.size(v) > MAX_ELEMENTS for v in _arrays(attempt.feeds)):
+        attempt = planner.make({**kept, **dims}, made.ints, seed) if dims else None
+        if attempt is None or any(np.size(v) > MAX_ELEMENTS for v in _arrays(attempt.feeds)):
             continue
         try:
             return attempt, run(attempt.feeds)

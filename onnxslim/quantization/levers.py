@@ -84,7 +84,7 @@ def choose_activation_range(first: Choice, selection: Sequence, ref_outputs: Seq
     PERCENTILES): a percentile of PERCENTILES, "mse" (each tensor's least quantization error:
     a heavy-tailed one gets a tighter clip than any one percentile gives all) or "minmax" (no
     clip: a detector's objectness logits fire on a few anchors in thousands, which a percentile
-    clips: ddddocr's YOLOX, its objectness at 3.8 dB of SNR at percentile 99.9, 23.7 at minmax)."""
+    may clip: ddddocr's YOLOX, its objectness at 3.8 dB of SNR at percentile 99.9)."""
     builder = first.builder
 
     def set_to(method: str, options: dict) -> QuantBuilder:
