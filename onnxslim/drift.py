@@ -316,9 +316,11 @@ def _class_rows(p: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 PROBABILITY_PART = " (its [0, 1] channels)"
 SCORE_CHANNEL = " (its [0, 1] channel {})"
 OTHER_PART = " (its other channels)"
-#: An output with at most this many channels has each score channel scored apart: a few distinct
-#: quantities (a box's x, y, w, h, its objectness, its class), where pooling hid one that broke.
+#: An output with at most FEW_CHANNELS channels, FEW_SCORES of them scores, has each score channel
+#: scored apart: a few distinct quantities (a box's x, y, w, h, its objectness, its class), where
+#: pooling hid one that broke; more classes are pooled (one that fires on one anchor is noise).
 FEW_CHANNELS = 16
+FEW_SCORES = 4
 #: What a choice's note adds to "output SNR" where it compared an output in those parts.
 IN_PARTS = " (scores and other channels of an output apart)"
 
@@ -354,9 +356,9 @@ def probability_channels(
 
 def score_parts(scores: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """An output's parts by `probability_channels`' mask of score channels, (name suffix, channels
-    mask): its score channels, each apart where the output has at most FEW_CHANNELS, and its other
-    channels."""
-    if scores.size > FEW_CHANNELS:
+    mask): its score channels, each apart where they are few (FEW_SCORES of FEW_CHANNELS at most),
+    and its other channels."""
+    if scores.size > FEW_CHANNELS or scores.sum() > FEW_SCORES:
         apart = [(PROBABILITY_PART, scores)]
     else:
         apart = [
@@ -398,7 +400,7 @@ def scored_drift(
     """The drift the automatic choices compare of `outputs` against `ref_outputs` (`drift` as
     the model outputs them): each output a Softmax computes (`logit_axes`, the axes of
     `model.graph.softmax_axes`) at the logits of float's most probable classes (`logit_views`),
-    each other one mixing probabilities with other quantities as those two parts (`kind_views`);
+    each other one mixing probabilities with other quantities in its parts (`kind_views`);
     `drift` itself where neither is."""
     names = ref_outputs[0].keys() if ref_outputs else ()
     parts = {

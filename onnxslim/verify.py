@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -80,14 +80,22 @@ class CheckInputs:
     within_noise: dict[str, str] = field(default_factory=dict)
     #: outputs the original gives as all zeros on synthesized inputs: the check says little there
     all_zero: list[str] = field(default_factory=list)
+    #: the last sample, synthesized at other dynamic dims (`synth.other_dims`): each input's text
+    other_dims: dict[str, str] = field(default_factory=dict)
+    #: why the sample at other dims was left out after all (None: it was not)
+    other_dims_dropped: str | None = None
 
     def __str__(self) -> str:
-        shapes = "; ".join(f"{name} {text}" for name, text in self.description.items())
+        other = {name: f", then {text}" for name, text in self.other_dims.items()}
+        shapes = "; ".join(
+            f"{name} {text}{other.get(name, '')}" for name, text in self.description.items()
+        )
         noise = "; ".join(f"{name} {text}" for name, text in self.within_noise.items())
         zero = ", ".join(self.all_zero)
         return (
             f"{self.source} inputs"
             + (f" ({shapes})" if shapes else "")
+            + (f"; {self.other_dims_dropped}" if self.other_dims_dropped else "")
             + (f"; within the original's own rounding noise: {noise}" if noise else "")
             + (
                 f"; the original gives all zeros there for {zero}, so the check says little "
@@ -160,15 +168,24 @@ def compare(
     inputs returned say so)."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     reference = reference or reference_outputs(original, samples, shapes)
-    mismatches: dict[str, Mismatch] = {}
-    #: output -> sample -> the optimized model's value, for float outputs beyond the tolerance
-    suspects: dict[str, dict[int, np.ndarray]] = {}
+    resized = len(reference.inputs.samples) - 1 if reference.inputs.other_dims else None
+    #: output -> sample -> how it differs, and the optimized model's value for float outputs
+    #: (None where only exact comparison can tell)
+    problems: dict[str, dict[int, str]] = {}
+    suspects: dict[str, dict[int, np.ndarray | None]] = {}
+    failure = None  # the optimized model's error on the sample at other dims
     with model_file(optimized) as optimized_path:
         candidate = Session(
             optimized_path, what="the optimized model", error=CheckFailedError, prepack=False
         )
         for index, (feed, outputs) in enumerate(zip(reference.inputs.samples, reference.outputs)):
-            actual = candidate.run(synth.ort_feeds(feed))
+            try:
+                actual = candidate.run(synth.ort_feeds(feed))
+            except CheckFailedError as err:
+                if index != resized:
+                    raise
+                failure = err
+                continue
             if len(actual) != len(reference.names):
                 raise CheckFailedError(
                     f"the optimized model has {len(actual)} outputs instead of "
@@ -176,18 +193,59 @@ def compare(
                 )
             for name, want, got in zip(reference.names, outputs, actual):
                 problem = _difference(want, got, tolerance)
-                if not problem:
-                    continue
-                mismatches.setdefault(name, Mismatch(name, problem))
-                suspects.setdefault(name, {})[index] = got if _comparable(want, got) else None
+                if problem:
+                    problems.setdefault(name, {})[index] = problem
+                    suspects.setdefault(name, {})[index] = got if _comparable(want, got) else None
         del candidate
+    if resized is not None and (failure or any(resized in p for p in problems.values())):
+        feed, expected = reference.inputs.samples[resized], reference.outputs[resized]
+        why = _other_dims_untaken(original, feed, expected)
+        if why:  # the original itself, as ORT runs it by default, does not take them: left out
+            inputs = replace(
+                reference.inputs,
+                samples=reference.inputs.samples[:-1],
+                other_dims={},
+                other_dims_dropped=why,
+            )
+            fewer = Reference(inputs, reference.outputs[:-1], reference.names)
+            return compare(original, optimized, tolerance=tolerance, reference=fewer)
+        if failure:
+            raise failure
     inputs = reference.inputs
     floating = [name for name, got in suspects.items() if all(v is not None for v in got.values())]
+    within = {}
     if floating and tolerance is None:  # tolerances given are the rule
         within = _within_noise(original, reference, {name: suspects[name] for name in floating})
-        mismatches = {name: m for name, m in mismatches.items() if name not in within}
         inputs = replace(inputs, within_noise=within) if within else inputs
-    return list(mismatches.values()), inputs
+    mismatches = [
+        Mismatch(name, next(iter(by_sample.values())))
+        for name, by_sample in problems.items()
+        if name not in within
+    ]
+    return mismatches, inputs
+
+
+#: Why a check leaves out its sample at other dynamic dims (`_other_dims_untaken`).
+OTHER_DIMS_UNTAKEN = (
+    "at other dynamic dims ({dims}) the original itself, as ONNX Runtime runs it by default "
+    "(graph optimizations on), {how}: not checked there"
+)
+
+
+def _other_dims_untaken(original, feed: Mapping, expected: list) -> str | None:
+    """Why the original does not take `feed` (the check's sample at other dynamic dims) as ONNX
+    Runtime runs it by default, where its outputs with the optimizations off were `expected`
+    (a shape traced into the graph: ORT's own rewrites fix it), or None where it does."""
+    dims = ", ".join(f"{name} {list(np.shape(value))}" for name, value in feed.items())
+    try:
+        with model_file(original) as path:
+            session = Session(path, opt_level="all", what="the original model", prepack=False)
+            outputs = session.run(synth.ort_feeds(feed))
+    except OnnxSlimError:
+        return OTHER_DIMS_UNTAKEN.format(dims=dims, how="fails")
+    if any(_difference(want, got) for want, got in zip(expected, outputs)):
+        return OTHER_DIMS_UNTAKEN.format(dims=dims, how="gives other outputs")
+    return None
 
 
 def _within_noise(
@@ -199,7 +257,8 @@ def _within_noise(
     is held to float16's tolerance. A non-finite element matches only itself."""
     with model_file(original) as path:
         half = _half_computed(path)
-        noise = rounding_noise(path, reference, list(suspects), half)
+        measured = {sample for by_sample in suspects.values() for sample in by_sample}
+        noise = rounding_noise(path, reference, list(suspects), half, measured)
     within = {}
     for name, samples in suspects.items():
         index = reference.names.index(name)
@@ -229,11 +288,13 @@ def rounding_noise(
     reference: Reference,
     names: Sequence[str],
     half: tuple[float, frozenset[str]] | None = None,
+    samples: Collection[int] | None = None,
 ) -> dict[str, list]:
-    """Per output of `names` and per sample, how far rounding alone moves each element of the
-    original's float output (0 where it cannot say): the largest change with ONNX Runtime's graph
-    optimizations on (its fusions reorder the arithmetic) and with the float32/float64 inputs
-    moved by NOISE_ULPS units of rounding (how much the model amplifies each step's rounding);
+    """Per output of `names` and per sample (of `samples` only, when given: the others 0), how far
+    rounding alone moves each element of the original's float output (0 where it cannot say): the
+    largest change with ONNX Runtime's graph optimizations on (its fusions reorder the arithmetic)
+    and with the float32/float64 inputs moved by NOISE_ULPS units of rounding (how much the model
+    amplifies each step's rounding);
     for the outputs of `half` (`_half_computed`: computed through a cast to a coarser float), also
     with the inputs moved by NOISE_ULPS units of that float. An original that ORT's optimizations
     break has no noise to offer (zeros)."""
@@ -245,7 +306,10 @@ def rounding_noise(
         try:
             session = Session(path, opt_level="all", what="the original model", prepack=False)
             runs = []
-            for feed in reference.inputs.samples:
+            for sample, feed in enumerate(reference.inputs.samples):
+                if samples is not None and sample not in samples:
+                    runs.append([])
+                    continue
                 feeds = [feed, *(_moved(feed, rng, eps) for eps in steps)]
                 runs.append([session.run(synth.ort_feeds(f)) for f in feeds])
         except OnnxSlimError:
@@ -357,12 +421,10 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
         for name in zeroed.keys() & inputs.description.keys():
             inputs.description[name] += ", then all zeros"
     resized = synth.other_dims(proto, made, run, shapes)
-    if resized:  # and at other dynamic dims, where the original takes them
+    if resized and all(_finite(value) for value in resized[1]):  # where the original takes them
         inputs.samples.append(resized[0].feeds)
         expected.append(resized[1])
-        for name, text in resized[0].description.items():
-            if text != made.description[name]:
-                inputs.description[name] += f", then {text}"
+        inputs.other_dims = dict(resized[0].description)
     return inputs, expected
 
 

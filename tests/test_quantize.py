@@ -1052,6 +1052,30 @@ def test_static_int8_that_speeds_nothing_up_points_to_dynamic_int8_where_matmuls
     assert DYNAMIC_HINT not in plain and hinted == f"{plain}; {DYNAMIC_HINT}"
 
 
+def test_weights_recurrent_nodes_share_are_counted_once():
+    """Two GRUs reading one W and one R: 96 of 256 weights, not twice that."""
+    hidden, rng = 4, np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("GRU", ["x", "W", "R"], ["", "h1"], hidden_size=hidden),
+            helper.make_node("GRU", ["x", "W", "R"], ["", "h2"], hidden_size=hidden),
+            helper.make_node("Add", ["h1", "h2"], ["h"]),
+            helper.make_node("MatMul", ["h", "P"], ["y"]),
+        ],
+        [vi("x", FLOAT, [1, 1, 4])],
+        [vi("y", FLOAT, [1, 1, 1, 40])],
+        [
+            const("W", rng.normal(size=(1, 3 * hidden, 4)).astype(np.float32)),  # 48
+            const("R", rng.normal(size=(1, 3 * hidden, hidden)).astype(np.float32)),  # 48
+            const("P", rng.normal(size=(hidden, 40)).astype(np.float32)),  # 160
+        ],
+    )
+    assert recurrent_note(ir.from_proto(model)) == [
+        f"recurrent nodes left in float: 2 GRU ({96 / 256:.0%} of the weights); INT8 quantizes "
+        "none of them"
+    ]
+
+
 def test_recurrent_nodes_int8_leaves_float_are_named_with_their_weight_share():
     """R is computed from two initializers alone (silero's LSTM reads its weights through Slice
     and Concat: its share read 0%)."""
@@ -3475,11 +3499,14 @@ def test_a_part_note_says_why_a_part_has_no_snr_and_leaves_softmax_outputs_whole
     assert caveats.parts_notes(scored_drift(probabilities, probabilities, {"p": (2,)}, drift)) == []
 
 
-def test_too_few_selection_samples_to_choose_by_are_said_once():
+def test_too_few_selection_samples_to_choose_by_are_said_of_every_choice():
     """deepcut's 14 samples (8 / 3 / 3): the range choice said "too few to choose by", the timed
-    choices said nothing of it."""
+    choices said nothing of it; with no choice made, no note."""
     few = quantize(cnn(), samples(20), **FAST).report.notes
     (note,) = [n for n in few if n.startswith("the automatic choices rest on 4 selection samples")]
     assert "at least 8" in note and "eval_split=" in note
     enough = quantize(cnn(), samples(40), **FAST).report.notes
     assert not any(n.startswith("the automatic choices rest on") for n in enough)
+    fixed = dict(FAST, equalize=False, bias_correction=False, percentile=99.99)
+    none = quantize(cnn(), samples(20), **fixed).report.notes
+    assert not any(n.startswith("the automatic choices rest on") for n in none)

@@ -188,6 +188,13 @@ class QuantizeConfig:
     preprocess: str | None = None
 
     @property
+    def chooses(self) -> bool:
+        """Whether any choice is made on the selection samples (ranges, levers, timed trades)."""
+        ranges = self.method == "percentile" and self.percentile is None
+        levers = "auto" in (self.equalize, self.bias_correction, self.weight_rounding)
+        return ranges or levers or self.times_choices
+
+    @property
     def times_choices(self) -> bool:
         """Whether the speed/accuracy choices are timed here (target auto, latency measured)."""
         return self.target == "auto" and self.measure_latency
@@ -324,7 +331,7 @@ def _quantize(
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
-    notes = _protocol_notes(calib, selection, test, budget, config.held_out)
+    notes = _protocol_notes(calib, selection, test, budget, config)
     if random:  # the command line says so itself, with the dims it made
         notes.append(
             "warning: calibrating on random data: the drift figures say little about real inputs"
@@ -947,10 +954,10 @@ def split_samples(
 
 
 def _protocol_notes(
-    calib: list, selection: list, test: list, budget: Budget | None, held_out: str
+    calib: list, selection: list, test: list, budget: Budget | None, config: QuantizeConfig
 ) -> list[str]:
     """What each sample split was used for, and where the figures cannot be trusted."""
-    where = "spread through the data" if held_out == "spread" else "the last ones given"
+    where = "spread through the data" if config.held_out == "spread" else "the last ones given"
     notes = [
         f"samples: {len(calib)} calibration (ranges), {len(selection)} selection (automatic "
         f"choices{' and the drift budget' if budget else ''}), {len(test)} test (the drift "
@@ -965,7 +972,7 @@ def _protocol_notes(
         )
     else:
         notes += _few_test_samples_note(len(test))
-    if 0 < len(selection) < MIN_PREDICTION_SAMPLES:
+    if 0 < len(selection) < MIN_PREDICTION_SAMPLES and config.chooses:
         notes.append(
             f"the automatic choices rest on {len(selection)} selection samples, too few to tell a "
             f"gain from noise (at least {MIN_PREDICTION_SAMPLES}): the accuracy choices keep "

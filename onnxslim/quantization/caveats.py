@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import onnx_ir as ir
 
@@ -90,7 +90,7 @@ def drift_warning(
         return []
     more = (
         f" with at least {MIN_PREDICTION_SAMPLES} selection samples (it has {selection}: more "
-        "calibration data, or --eval-split: eval_split= in Python)"
+        "calibration data, or --eval-split, eval_split= in Python)"
         if selection is not None and selection < MIN_PREDICTION_SAMPLES
         else ""
     )
@@ -301,7 +301,7 @@ def recurrent_note(model: ir.Model) -> list[str]:
     nodes = [n for n in model.graph if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
     if not nodes:
         return []
-    held = sum(_computed_from_constants(v) for n in nodes for v in n.inputs)
+    held = _constant_elements(v for n in nodes for v in n.inputs)
     total = model_stats(model).parameters
     share = f" ({held / total:.0%} of the weights)" if total else ""
     counts = Counter(n.op_type for n in nodes)
@@ -309,24 +309,35 @@ def recurrent_note(model: ir.Model) -> list[str]:
     return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
 
 
-def _computed_from_constants(value: ir.Value | None) -> int:
-    """Elements of the constants `value` is, or is computed from alone (silero's LSTM reads its
-    weights through Slice and Concat of initializers: 42% of the weights read as 0%); 0 where a
-    graph input reaches it."""
-    total, stack, seen = 0, [value], set()
+def _constant_elements(values: Iterable[ir.Value | None]) -> int:
+    """Elements of the constants `values` are, or are computed from alone, each counted once
+    (silero's LSTM reads its weights through Slice and Concat of initializers: 42% of the weights
+    read as 0%)."""
+    counted: set[ir.Value] = set()
+    for value in values:
+        counted |= _constant_leaves(value)
+    return sum(constant_size(leaf) for leaf in counted)
+
+
+def _constant_leaves(value: ir.Value | None) -> set[ir.Value]:
+    """The constants (initializers, Constant nodes' outputs) `value` is or is computed from
+    alone; none where a graph input reaches it."""
+    leaves, stack, seen = set(), [value], set()
     while stack:
         current = stack.pop()
         if current is None or current in seen:
             continue
         seen.add(current)
-        size, producer = constant_size(current), current.producer()
-        if size:
-            total += size
+        producer = current.producer()
+        if current.const_value is not None or (
+            producer is not None and producer.op_type == "Constant"
+        ):
+            leaves.add(current)
         elif producer is None:  # a graph input
-            return 0
+            return set()
         else:
             stack.extend(producer.inputs)
-    return total
+    return leaves
 
 
 #: INT8's peak memory per byte of the model (float, INT8 and candidate models, and the sessions
