@@ -165,7 +165,9 @@ def compare(
     already ran) and list the outputs that differ. `tolerance` (rtol, atol) overrides TOLERANCES
     for every float dtype (None keeps that one's default); without it, a float output beyond
     TOLERANCES still matches within NOISE_FACTOR times the original's own `rounding_noise` (the
-    inputs returned say so)."""
+    inputs returned say so). A synthesized sample at other dynamic dims on which the result fails
+    or differs is left out where the original, as ORT runs it by default, fails or differs there
+    too (`_other_dims_untaken`); a mismatch found there alone says so."""
     # One session at a time: for a large model, two live sessions would double the peak memory.
     reference = reference or reference_outputs(original, samples, shapes)
     resized = len(reference.inputs.samples) - 1 if reference.inputs.other_dims else None
@@ -217,12 +219,20 @@ def compare(
     if floating and tolerance is None:  # tolerances given are the rule
         within = _within_noise(original, reference, {name: suspects[name] for name in floating})
         inputs = replace(inputs, within_noise=within) if within else inputs
-    mismatches = [
-        Mismatch(name, next(iter(by_sample.values())))
-        for name, by_sample in problems.items()
-        if name not in within
-    ]
+    mismatches = []
+    for name, by_sample in problems.items():
+        if name not in within:
+            index, problem = next(iter(by_sample.items()))
+            where = _feed_dims(inputs.samples[index]) if index == resized else None
+            mismatches.append(
+                Mismatch(name, f"{problem} (at other dynamic dims: {where})" if where else problem)
+            )
     return mismatches, inputs
+
+
+def _feed_dims(feed: Mapping) -> str:
+    """`x [2, 4], y [2]`: each input's shape."""
+    return ", ".join(f"{name} {list(np.shape(value))}" for name, value in feed.items())
 
 
 #: Why a check leaves out its sample at other dynamic dims (`_other_dims_untaken`).
@@ -235,8 +245,8 @@ OTHER_DIMS_UNTAKEN = (
 def _other_dims_untaken(original, feed: Mapping, expected: list) -> str | None:
     """Why the original does not take `feed` (the check's sample at other dynamic dims) as ONNX
     Runtime runs it by default, where its outputs with the optimizations off were `expected`
-    (a shape traced into the graph: ORT's own rewrites fix it), or None where it does."""
-    dims = ", ".join(f"{name} {list(np.shape(value))}" for name, value in feed.items())
+    (a shape traced into the graph, which ORT's own rewrites bake in), or None where it does."""
+    dims = _feed_dims(feed)
     try:
         with model_file(original) as path:
             session = Session(path, opt_level="all", what="the original model", prepack=False)

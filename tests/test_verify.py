@@ -314,6 +314,7 @@ def test_synthesized_inputs_vary_the_dynamic_dims_where_the_original_takes_them(
     """At n = 1 alone, the first row is the sum of the rows; at n = 2 it is not."""
     mismatches, inputs = verify.compare(column_sums(False), column_sums(True))
     assert [m.output for m in mismatches] == ["y"]
+    assert mismatches[0].detail.endswith("(at other dynamic dims: x [2, 4])")
     assert [s["x"].shape for s in inputs.samples] == [(1, 4), (1, 4), (2, 4)]
     assert str(inputs) == (
         "synthesized inputs (x float32[1,4] ~ N(0, 1), then all zeros, then float32[2,4] ~ N(0, 1))"
