@@ -711,3 +711,40 @@ def test_a_leading_dim_a_conv_needs_several_of_is_tried_above_1():
     )
     made, _ = synth.first_runnable(model, lambda feeds: session(model).run(None, feeds))
     assert made.feeds["x"].shape[0] >= 3
+
+
+def _two_inputs(seq: int = 32):
+    """x [batch, seq] and y [batch, seq] added: one batch dim, one sequence dim of `seq`."""
+    return make_model(
+        [helper.make_node("Add", ["x", "y"], ["z"])],
+        [vi("x", FLOAT, ["batch", "seq"]), vi("y", FLOAT, ["batch", "seq"])],
+        [vi("z", FLOAT, None)],
+    )
+
+
+@pytest.mark.parametrize(("seq", "other"), [(32, 64), (512, 1024), (1024, 512)])
+def test_other_dims_double_a_batch_and_a_length_or_halve_a_long_one(seq, other):
+    model = _two_inputs()
+    made = synth.first_runnable(model, lambda f: run(model, f), {"x": (1, seq)})[0]
+    made = synth.Synthesized(made.feeds, made.description, {"batch": 1, "seq": seq}, made.ints)
+    resized, outputs = synth.other_dims(model, made, lambda f: run(model, f))
+    assert resized.feeds["x"].shape == resized.feeds["y"].shape == (2, other)
+    assert outputs[0].shape == (2, other)
+
+
+def test_other_dims_fall_back_to_the_batch_alone_then_the_others():
+    model = _two_inputs()
+    made = synth.first_runnable(model, lambda f: run(model, f))[0]
+    tried = []
+
+    def batch_only(feeds):  # a model taking other batches, not other lengths
+        tried.append(feeds["x"].shape)
+        if feeds["x"].shape[1] != 32:
+            raise RuntimeError("length must be 32")
+        return run(model, feeds)
+
+    resized, _ = synth.other_dims(model, made, batch_only)
+    assert tried == [(2, 64), (2, 32)] and resized.feeds["x"].shape == (2, 32)
+    assert synth.other_dims(model, made, lambda f: 1 / 0) is None  # rejected at every dims
+    fixed = synth.first_runnable(model, lambda f: run(model, f), {"x": (1, 32)})[0]
+    assert synth.other_dims(model, fixed, lambda f: run(model, f), {"x": (1, 32)}) is None
