@@ -3510,3 +3510,27 @@ def test_too_few_selection_samples_to_choose_by_are_said_of_every_choice():
     fixed = dict(FAST, equalize=False, bias_correction=False, percentile=99.99)
     none = quantize(cnn(), samples(20), **fixed).report.notes
     assert not any(n.startswith("the automatic choices rest on") for n in none)
+
+
+def test_choices_of_an_int8_model_a_later_choice_turned_to_float_compute_say_so(monkeypatch):
+    """openwakeword's mel model: its input layers in float left nothing computing in INT8, and the
+    report read "method none (float compute)" above "kept percentile 99.9" with no header, and
+    "INT8 may save another share of the time" at other sizes."""
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_: int8)
+    monkeypatch.setattr(trades, "trade", lambda a, b, sample: (True, "0.5x the time"))
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["n", 3, 16, 16])],
+        [vi("y", FLOAT, ["n", 8, 16, 16])],
+        [const("w", rng.normal(size=(8, 3, 3, 3)).astype(np.float32))],
+    )
+    data = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(40)]
+    report = quantize(model, data, **{**FAST, "target": "auto", "measure_latency": True}).report
+    assert report.mode == "weight-only"
+    header = report.notes.index(api.INT8_BUILT_WITH)
+    assert report.notes[header + 1].startswith("kept ")
+    assert not any(n.startswith("latency timed on one sample") for n in report.notes)

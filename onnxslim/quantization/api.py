@@ -434,7 +434,10 @@ def _quantize(
         and tried is None
         and dynamic.matmul_weight_share(float_model) > 0
     )
-    notes += outcome.notes + nothing_int8_warning(outcome, before, dynamic_untried)
+    made = outcome.notes  # the choices of an INT8 model a later choice turned to float compute
+    if outcome.mode == "static" and made and not computes_int8(outcome, before):
+        made = made if INT8_BUILT_WITH in made else [INT8_BUILT_WITH, *made]
+    notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
     notes += recurrent_note(float_model)
     outcome = _as_made(outcome, before)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
@@ -503,8 +506,8 @@ def _quantize(
                 },
                 timed_on,
             )
-        # dynamic dims: other sizes time otherwise (where INT8 added anything)
-        if defaulted_inputs(input_specs(float_model)) and not report.unquantized:
+        # dynamic dims: other sizes time otherwise (where anything computes in INT8)
+        if defaulted_inputs(input_specs(float_model)) and computes_int8(outcome, before):
             report.notes.append(
                 f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
                 "the model takes other sizes, where INT8 may save another share of the time"
