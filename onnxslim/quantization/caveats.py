@@ -20,6 +20,7 @@ from onnxslim.drift import (
 )
 from onnxslim.errors import CheckFailedError
 from onnxslim.model.stats import constant_size, model_stats
+from onnxslim.passes.fold import computable_values
 from onnxslim.quantization.ops import RULES, WEIGHTED
 from onnxslim.quantization.report import (
     WEIGHT_ONLY_MODE,
@@ -301,7 +302,16 @@ def recurrent_note(model: ir.Model) -> list[str]:
     nodes = [n for n in model.graph if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
     if not nodes:
         return []
-    held = _constant_elements(v for n in nodes for v in n.inputs)
+    # silero's LSTM reads its weights through Slice and Concat of initializers: count those too,
+    # each once (42% of the weights read as 0%)
+    computable = computable_values(model.graph)
+    weights = [
+        v
+        for n in nodes
+        for v in n.inputs
+        if v is not None and (v.const_value is not None or v in computable)
+    ]
+    held = sum(constant_size(leaf) for leaf in _constant_leaves(weights))
     total = model_stats(model).parameters
     share = f" ({held / total:.0%} of the weights)" if total else ""
     counts = Counter(n.op_type for n in nodes)
@@ -309,32 +319,18 @@ def recurrent_note(model: ir.Model) -> list[str]:
     return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
 
 
-def _constant_elements(values: Iterable[ir.Value | None]) -> int:
-    """Elements of the constants `values` are, or are computed from alone, each counted once
-    (silero's LSTM reads its weights through Slice and Concat of initializers: 42% of the weights
-    read as 0%)."""
-    counted: set[ir.Value] = set()
-    for value in values:
-        counted |= _constant_leaves(value)
-    return sum(constant_size(leaf) for leaf in counted)
-
-
-def _constant_leaves(value: ir.Value | None) -> set[ir.Value]:
-    """The constants (initializers, Constant nodes' outputs) `value` is or is computed from
-    alone; none where a graph input reaches it."""
-    leaves, stack, seen = set(), [value], set()
+def _constant_leaves(values: Iterable[ir.Value]) -> set[ir.Value]:
+    """The constants (initializers, Constant nodes' outputs) `values` (constants, or values
+    `computable_values` computes from constants alone) are or are computed from."""
+    leaves, stack, seen = set(), list(values), set()
     while stack:
         current = stack.pop()
         if current is None or current in seen:
             continue
         seen.add(current)
         producer = current.producer()
-        if current.const_value is not None or (
-            producer is not None and producer.op_type == "Constant"
-        ):
+        if current.const_value is not None or producer is None or producer.op_type == "Constant":
             leaves.add(current)
-        elif producer is None:  # a graph input
-            return set()
         else:
             stack.extend(producer.inputs)
     return leaves
