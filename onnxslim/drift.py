@@ -313,9 +313,10 @@ def _class_rows(p: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 #: How `kind_views` names an output's parts: its score channels together, or each apart
 #: (SCORE_CHANNEL, with its index, up to FEW_CHANNELS along the axis), and the others together.
-PROBABILITY_PART = " (its [0, 1] channels)"
-SCORE_CHANNEL = " (its [0, 1] channel {})"
-OTHER_PART = " (its other channels)"
+_PART = " (its {})"  # an output's name, then this: the name of one of its parts
+PROBABILITY_PART = _PART.format("[0, 1] channels")
+SCORE_CHANNEL = _PART.format("[0, 1] channel {}")
+OTHER_PART = _PART.format("other channels")
 #: An output with at most FEW_CHANNELS channels, FEW_SCORES of them scores, has each score channel
 #: scored apart: a few distinct quantities (a box's x, y, w, h, its objectness, its class), where
 #: pooling hid one that broke; more classes are pooled (one that fires on one anchor is noise).
@@ -420,14 +421,15 @@ def scored_drift(
 def output_parts(scored: Mapping[str, Drift]) -> dict[str, list[tuple[str, Drift]]]:
     """Each output `scored` (scored_drift's) compared in parts: its parts' labels ("[0, 1]
     channel 4", "other channels") and drifts."""
+    head, tail = _PART.split("{}")
     found: dict[str, list[tuple[str, Drift]]] = {}
     for key in scored:
         if key.endswith(OTHER_PART):
             name = key[: -len(OTHER_PART)]
             found[name] = [
-                (part[len(name) + len(" (its ") : -1], drift)
+                (part[len(name + head) : -len(tail)], drift)
                 for part, drift in scored.items()
-                if part.startswith(name + " (its ") and part.endswith(")")
+                if part.startswith(name + head) and part.endswith(tail)
             ]
     return found
 
