@@ -209,9 +209,14 @@ def compare(
                 other_dims={},
                 other_dims_dropped=why,
             )
-            fewer = Reference(inputs, reference.outputs[:-1], reference.names)
-            return compare(original, optimized, tolerance=tolerance, reference=fewer)
-        if failure:
+            reference = Reference(inputs, reference.outputs[:-1], reference.names)
+            for found in (problems, suspects):
+                for name in list(found):
+                    found[name].pop(resized, None)
+                    if not found[name]:
+                        del found[name]
+            resized = None
+        elif failure:
             raise failure
     inputs = reference.inputs
     floating = [name for name, got in suspects.items() if all(v is not None for v in got.values())]
