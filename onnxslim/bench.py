@@ -129,6 +129,10 @@ class Latency:
         ratio = self.median / reference.median
         return ratio, timing_verdict(ratio, self.min / reference.min)
 
+    def disturbed_against(self, reference: Latency) -> bool:
+        """Whether this timing and `reference`'s (side by side) were disturbed: `disturbed`."""
+        return disturbed(self.median / reference.median, self.min / reference.min)
+
 
 @dataclass
 class ModelResult:
@@ -148,6 +152,14 @@ class ModelResult:
     def throughput(self) -> float:
         """Inferences per second (one thread of runs, from the mean latency)."""
         return 1000 / self.latency.mean if self.latency.mean > 0 else math.inf
+
+
+def disturbed(median_ratio: float, min_ratio: float) -> bool:
+    """Whether the medians' and the fastest runs' time ratios disagree by more than DISTURBED_GAP
+    (other processes slowed some runs of one model more than the other's)."""
+    if not median_ratio > 0 or not min_ratio > 0:
+        return False
+    return max(median_ratio, min_ratio) / min(median_ratio, min_ratio) > DISTURBED_GAP
 
 
 def timing_verdict(median_ratio: float, min_ratio: float, noise: float = PER_RUN_NOISE) -> str:
@@ -177,11 +189,8 @@ class Change:
 
     @property
     def disturbed(self) -> bool:
-        """Times only: whether the medians' and the fastest runs' ratios disagree by more than
-        DISTURBED_GAP (other processes slowed some runs of one model more than the other's)."""
-        if self.min_ratio is None or not self.min_ratio > 0 or not self.ratio > 0:
-            return False
-        return max(self.ratio, self.min_ratio) / min(self.ratio, self.min_ratio) > DISTURBED_GAP
+        """Times only: whether the medians' and the fastest runs' ratios are `disturbed`."""
+        return self.min_ratio is not None and disturbed(self.ratio, self.min_ratio)
 
     def to_dict(self) -> dict:
         return {key: json_value(value) for key, value in vars(self).items()} | {
@@ -625,9 +634,9 @@ def _timed_runs(
     seconds: float | None = None,
 ) -> list[list[float]]:
     """Seconds of each of `runs` runs per session, interleaved (run r: sample r, every session in
-    turn) after `warmup` such rounds untimed, or of fewer (MIN_RUNS at least) once the timed
-    rounds take `seconds`; `bar` advances per run (and, with `phases`, says whether it warms up
-    or times)."""
+    turn, starting from session r: none always runs after the same one) after `warmup` such rounds
+    untimed, or of fewer (MIN_RUNS at least) once the timed rounds take `seconds`; `bar` advances
+    per run (and, with `phases`, says whether it warms up or times)."""
     if phases:
         bar.describe("warming up")
     for r in range(warmup):
@@ -642,9 +651,10 @@ def _timed_runs(
         if seconds is not None and r >= MIN_RUNS and time.perf_counter() - started > seconds:
             break
         feed = samples[r % len(samples)]
-        for i, session in enumerate(sessions):
+        for step in range(len(sessions)):
+            i = (r + step) % len(sessions)
             start = time.perf_counter()
-            session.run(feed)
+            sessions[i].run(feed)
             times[i].append(time.perf_counter() - start)
             bar.advance()
     return times

@@ -19,6 +19,7 @@ from onnxslim.bench import (
     BenchReport,
     Latency,
     ModelResult,
+    _timed_runs,
     benchmark,
     timing_verdict,
 )
@@ -27,6 +28,7 @@ from onnxslim.cpu import available_memory, cpu_info, parse_cpuinfo
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes.registry import rewrites
 from onnxslim.render.jsonfile import write_json
+from onnxslim.render.progress import Steps
 from onnxslim.render.verdict import slower_warning
 
 FAST = {"runs": 5, "warmup": 1, "measure_memory": False, "progress": False}
@@ -564,6 +566,23 @@ def test_a_verdict_says_when_other_load_disturbed_the_timing():
     assert not quiet.size.disturbed  # sizes have no minimums
     assert "by a disturbed timing" in slower_warning(busy, None)
     assert "disturbed" not in slower_warning(quiet, None)
+
+
+def test_interleaved_runs_rotate_which_model_runs_first():
+    """Run r starts at model r: no model always runs right after the same other one (a cache or
+    clock state one leaves would favour or hurt the next every time)."""
+    order = []
+
+    class Recorder:
+        def __init__(self, label):
+            self.label = label
+
+        def run(self, feed):
+            order.append(self.label)
+
+    sessions = [Recorder(label) for label in "abc"]
+    times = _timed_runs(sessions, [{}], warmup=0, runs=3, bar=Steps(None, None), phases=False)
+    assert order == list("abcbcacab") and [len(t) for t in times] == [3, 3, 3]
 
 
 def test_slower_warning_names_the_passes_to_skip():

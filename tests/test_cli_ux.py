@@ -223,6 +223,28 @@ def test_int8_random_calibration_takes_shape(tmp_path, dynamic):
     assert json.loads(report.read_text())["int8"]["drift"]["y"]["shape"] == [1, 4, 224, 224]
 
 
+def test_int8_says_calibration_size_matters_only_where_int8_computes(tmp_path, dynamic):
+    """The picked dims are always named; "INT8 calibrated at one size may drift further" only
+    where anything computes in INT8 (a Relu has nothing to quantize)."""
+    relu = tmp_path / "relu.onnx"
+    onnx.save(
+        make_model(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            [vi("x", FLOAT, ["N", 8])],
+            [vi("y", FLOAT, ["N", 8])],
+        ),
+        relu,
+    )
+    int8 = ("--int8", "--calibration", "random:6")
+    nothing = run_cli(relu, "-o", tmp_path / "r.onnx", *int8)
+    assert nothing.returncode == 0, nothing.stderr
+    assert "picked by onnxslim (calibrated x" in nothing.stderr
+    assert "may drift further" not in nothing.stderr
+    conv = run_cli(dynamic, "-o", tmp_path / "c.onnx", *int8, "--target", "vnni")
+    assert conv.returncode == 0, conv.stderr
+    assert "INT8 calibrated at one size may drift further at others" in conv.stderr
+
+
 def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
     from PIL import Image
 

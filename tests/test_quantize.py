@@ -38,6 +38,7 @@ from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import (
     DYNAMIC_HINT,
+    disturbed_timing_note,
     drift_warning,
     not_faster_note,
     nothing_int8_warning,
@@ -887,6 +888,21 @@ def test_the_report_says_at_which_size_a_dynamic_model_was_timed(monkeypatch, dy
     report = quantize(relu, data, **{**FAST, "measure_latency": True}).report
     assert report.unquantized and not any(n.startswith("latency timed on") for n in report.notes)
     assert "equalization" not in report.render() and "bias correction" not in report.render()
+
+
+def test_the_int8_report_says_when_other_load_disturbed_its_timing():
+    """The final timing's medians and fastest runs disagreeing (ddddocr's lossless model read
+    1.15x float under load, 0.99x in `onnxslim bench`) get a warning naming the models."""
+    quiet = Latency(1.0, 1.1, 1.0, 0.9)
+    busy = Latency(1.6, 2.0, 1.7, 0.9)  # 1.6x float by medians, 1.0x by the fastest runs
+    names = {"float": "float", "int8": "the INT8 model", "lossless": "the lossless model"}
+    assert disturbed_timing_note({"float": quiet, "int8": quiet, "lossless": quiet}, names) == []
+    (note,) = disturbed_timing_note({"float": quiet, "int8": quiet, "lossless": busy}, names)
+    assert note == (
+        "warning: the latency figures may be off: other load disturbed the timing (the median "
+        "and the fastest runs of the lossless model against float disagree by more than 1.25x); "
+        "time again on a quiet machine with `onnxslim bench`"
+    )
 
 
 def test_a_weight_only_result_not_faster_says_what_it_bought():

@@ -49,6 +49,7 @@ from onnxslim.quantization.caveats import (
     QUALITY_BAR,
     bigger_file_warning,
     computes_int8,
+    disturbed_timing_note,
     drift_warning,
     fallback_cost_note,
     integer_kernels,
@@ -127,6 +128,13 @@ CHOICE_REASONS = frozenset(
     }
 )
 MODES = ("static", "dynamic", "auto")
+#: The models the final timing runs, as its notes name them.
+TIMED_NAMES = {
+    "float": "float",
+    "int8": "the INT8 model",
+    "all int8": "the INT8 model without the nodes returned to float",
+    "lossless": "onnxslim's lossless float model",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -512,6 +520,7 @@ def _quantize(
                 f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
                 "the model takes other sizes, where INT8 may save another share of the time"
             )
+        report.notes += disturbed_timing_note(timed, TIMED_NAMES)
         report.latency_float_ms = timed["float"].median
         report.latency_int8_ms = timed["int8"].median
         report.latency_verdict = timed["int8"].versus(timed["float"])[1]

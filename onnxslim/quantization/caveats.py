@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import onnx_ir as ir
 
-from onnxslim.bench import PER_RUN_NOISE, Latency
+from onnxslim.bench import DISTURBED_GAP, PER_RUN_NOISE, Latency
 from onnxslim.drift import (
     MIN_PREDICTION_SAMPLES,
     Budget,
@@ -211,6 +211,20 @@ def _closeness(drift: Drift) -> float:
 def _loudness(drift: Drift) -> float:
     """An output's SNR against float, for ordering (none measured: last)."""
     return math.inf if drift.snr_db is None else drift.snr_db
+
+
+def disturbed_timing_note(timed: Mapping[str, Latency], names: Mapping[str, str]) -> list[str]:
+    """A warning when other load disturbed the final timing (`timed`: Latency by label, "float"
+    the reference; bench.disturbed): its latency figures may be off. `names`: what each label
+    shows as."""
+    hit = [names[label] for label, t in timed.items() if t.disturbed_against(timed["float"])]
+    if not hit:
+        return []
+    return [
+        f"warning: the latency figures may be off: other load disturbed the timing (the median "
+        f"and the fastest runs of {', '.join(hit)} against float disagree by more than "
+        f"{DISTURBED_GAP:.2f}x); time again on a quiet machine with `onnxslim bench`"
+    ]
 
 
 def lossless_warning(int8: Latency, lossless: Latency) -> list[str]:
