@@ -15,9 +15,11 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim import synth
+from onnxslim.data import sample_shapes
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import proto_readers
+from onnxslim.render.format import input_shapes
 from onnxslim.runtime import Session
 
 #: (rtol, atol) per float dtype; the ml_dtypes floats (bfloat16, float8 ...) within one unit of
@@ -228,16 +230,16 @@ def compare(
     for name, by_sample in problems.items():
         if name not in within:
             index, problem = next(iter(by_sample.items()))
-            where = _feed_dims(inputs.samples[index]) if index == resized else None
+            where = _feed_shapes(inputs.samples[index]) if index == resized else None
             mismatches.append(
                 Mismatch(name, f"{problem} (at other dynamic dims: {where})" if where else problem)
             )
     return mismatches, inputs
 
 
-def _feed_dims(feed: Mapping) -> str:
-    """`x [2, 4], y [2]`: each input's shape."""
-    return ", ".join(f"{name} {list(np.shape(value))}" for name, value in feed.items())
+def _feed_shapes(feed: Mapping) -> str:
+    """`x float32[2,4]; y int64[2]`: each input's type and shape."""
+    return input_shapes(sample_shapes([feed]))
 
 
 #: Why a check leaves out its sample at other dynamic dims (`_other_dims_untaken`).
@@ -251,7 +253,7 @@ def _other_dims_untaken(original, feed: Mapping, expected: list) -> str | None:
     """Why the original does not take `feed` (the check's sample at other dynamic dims) as ONNX
     Runtime runs it by default, where its outputs with the optimizations off were `expected`
     (a shape traced into the graph, which ORT's own rewrites bake in), or None where it does."""
-    dims = _feed_dims(feed)
+    dims = _feed_shapes(feed)
     try:
         with model_file(original) as path:
             session = Session(path, opt_level="all", what="the original model", prepack=False)
