@@ -1791,6 +1791,75 @@ def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     assert result.report.drift["y"].snr_db > 45  # 26 dB with saturating 8-bit weights on AVX2
 
 
+def lstm_model(one_sign: bool = False) -> tuple[onnx.ModelProto, list[dict]]:
+    """An LSTM over 12 steps of 24 features, 32 hidden, then a MatMul head on its last state; with
+    samples. `one_sign`: W all positive and inputs too, so every neighbour pair of full 8-bit
+    weights sums past 128."""
+    rng = np.random.default_rng(11)
+    hidden, size, steps = 32, 24, 12
+    w = rng.normal(size=(1, 4 * hidden, size)) * 0.3
+    w = 0.05 + np.abs(w) * 0.1 if one_sign else w
+    x_shape = [steps, 1, size]
+    model = make_model(
+        [
+            helper.make_node("LSTM", ["x", "W", "R"], ["", "h"], name="lstm", hidden_size=hidden),
+            helper.make_node("MatMul", ["h", "P"], ["y"], name="head"),
+        ],
+        [vi("x", FLOAT, x_shape)],
+        [vi("y", FLOAT, [1, 1, 8])],
+        [
+            const("W", w.astype(np.float32)),
+            const("R", (rng.normal(size=(1, 4 * hidden, hidden)) * 0.2).astype(np.float32)),
+            const("P", (rng.normal(size=(hidden, 8)) * 0.3).astype(np.float32)),
+        ],
+    )
+    draw = rng.random if one_sign else rng.normal
+    return model, [{"x": draw(size=x_shape).astype(np.float32)} for _ in range(12)]
+
+
+def test_dynamic_int8_quantizes_a_time_first_lstm():
+    """ORT's DynamicQuantizeLSTM: W and R int8 per gate row; static INT8 leaves an LSTM float.
+    (ORT runs no batch-first LSTM, `layout` 1, on CPU, which DynamicQuantizeLSTM would drop.)"""
+    model, data = lstm_model()
+    result = quantize(model, data, mode="dynamic", **FAST)
+    ops = Counter(node.op_type for node in result.model.graph)
+    assert ops["DynamicQuantizeLSTM"] == 1 and not ops["LSTM"]
+    assert result.report.quantized == {"LSTM": 1, "MatMul": 1}
+    assert result.report.drift["y"].min_cosine > 0.99
+    static = quantize(model, data, mode="static", **FAST)
+    assert "LSTM" in {node.op_type for node in static.model.graph}
+    assert (
+        "recurrent nodes left in float: 1 LSTM (97% of the weights); only dynamic INT8 "
+        "(--int8 dynamic) quantizes an LSTM (one with stored weights)" in static.report.notes
+    )
+    assert dynamic.recurrent_share(ir.from_proto(model)) == pytest.approx(7168 / 7424)
+
+
+def test_dynamic_int8_limits_the_pairs_of_lstm_weights_on_avx2():
+    """DynamicQuantizeLSTM's gate GEMMs are u8s8 too: W and R (stored [directions, K, 4 x
+    hidden]) keep neighbours along K within 128 on the avx2 target."""
+    model, data = lstm_model(one_sign=True)
+    result = quantize(model, data, mode="dynamic", **{**FAST, "target": "avx2"})
+    lstm = next(n for n in result.model.graph if n.op_type == "DynamicQuantizeLSTM")
+    w = lstm.inputs[1].const_value.numpy()
+    assert w.dtype == np.int8 and w.shape == (1, 24, 128)
+    assert _neighbour_sums(w[0].T).max() <= 128 and np.abs(w).max() > 64
+    assert result.report.drift["y"].min_cosine > 0.99
+
+
+def test_dynamic_int8_keeps_an_lstm_float_where_the_targets_math_is_checked_elsewhere(
+    monkeypatch,
+):
+    """A vnni target on a CPU without VNNI checks the model's exact math (exact.py), which
+    DynamicQuantizeLSTM's kernel here does not compute: the LSTM stays float, and says why."""
+    model, data = lstm_model()
+    monkeypatch.setattr(api, "saturates_here", lambda profile: True)
+    result = quantize(model, data, mode="dynamic", **FAST)
+    assert "DynamicQuantizeLSTM" not in {node.op_type for node in result.model.graph}
+    assert result.report.kept_float == {"lstm": dynamic.NOT_EXACT}
+    assert result.report.quantized == {"MatMul": 1}
+
+
 def test_dynamic_int8_limits_the_pairs_of_a_gemm_with_transposed_weights():
     """quantize_dynamic turns a Gemm with transB into a MatMul on a transposed copy of its weight
     (`<w>_Transposed`): the pair limit finds the original there too."""
@@ -1918,7 +1987,7 @@ def test_dynamic_int8_warns_when_a_weight_cannot_be_limited(monkeypatch):
     rng = np.random.default_rng(6)
     data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
     report = quantize(matmul_chain(), data, mode="dynamic", **{**FAST, "target": "avx2"}).report
-    assert any("1 MatMul weight(s)" in n and "may saturate" in n for n in report.notes)
+    assert any("1 MatMul or LSTM weight(s)" in n and "may saturate" in n for n in report.notes)
 
 
 def loud_and_quiet_tokens(count: int) -> list[dict]:
@@ -2075,7 +2144,7 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
         {**x, "z": rng.normal(size=(1, 64)).astype(np.float32)} for x in loud_and_quiet_tokens(16)
     ]
     model = matmuls_beside_a_big_gemm()
-    assert 0 < dynamic.matmul_weight_share(ir.from_proto(model)) < 0.5
+    assert 0 < dynamic.dynamic_weight_share(ir.from_proto(model)) < 0.5
     timed = {"target": "auto", "measure_latency": worth is not None, "test_split": 0}
     report = quantize(model, data, **{**FAST, **timed}).report
     notes = [n for n in report.notes if "dynamic INT8 (MatMul) reaches" in n]
@@ -2326,7 +2395,7 @@ def test_dynamic_int8_covers_most_weights_where_matmuls_and_gemms_hold_them():
     assert covers_most_weights(ir.from_proto(matmul_chain()))
     assert covers_most_weights(ir.from_proto(encoder_block()))
     assert covers_most_weights(ir.from_proto(cnn()))
-    assert dynamic.matmul_weight_share(ir.from_proto(cnn())) == 0
+    assert dynamic.dynamic_weight_share(ir.from_proto(cnn())) == 0
     assert not covers_most_weights(ir.from_proto(depthwise_cnn()))
 
 

@@ -371,9 +371,8 @@ def _quantize(
         dynamic_model = _constant_weights(
             float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes, folded
         )
-    weighted = _weighted_nodes(
-        float_model, static_ops | set(dynamic.WEIGHTED_OPS), config.exclude_nodes
-    )
+    dynamic_ops = set(dynamic.WEIGHTED_OPS) if config.mode != "static" else set()
+    weighted = _weighted_nodes(float_model, static_ops | dynamic_ops, config.exclude_nodes)
     candidates = [name for name, why in weighted.items() if why is None]
     if not candidates:  # nothing to calibrate or try (quantized already, float16): the lossless
         drift = compare_outputs(ref_outputs, run_samples(float_model, selection))
@@ -440,13 +439,13 @@ def _quantize(
         config.mode == "auto"
         and outcome.mode == "static"
         and tried is None
-        and dynamic.matmul_weight_share(float_model) > 0
+        and dynamic.dynamic_weight_share(float_model) > 0
     )
     made = outcome.notes  # the choices of an INT8 model a later choice turned to float compute
     if outcome.mode == "static" and made and not computes_int8(outcome, before):
         made = made if INT8_BUILT_WITH in made else [INT8_BUILT_WITH, *made]
     notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
-    notes += recurrent_note(float_model)
+    notes += recurrent_note(float_model, outcome.model, outcome.mode == "dynamic")
     outcome = _as_made(outcome, before)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model
@@ -569,15 +568,20 @@ def _static_or_dynamic(
     QUALITY_BAR replaces it when its worst sample is closer to float: where MatMuls hold most
     weights (transformers) as such, elsewhere (convs stay float in dynamic INT8, so it may be
     slower) when `trades.trade`, timing both on the first selection sample (`may_time`; else not
-    tried), finds it the better trade. The share counts MatMuls only, not the Gemms dynamic INT8
-    turns into MatMuls: a CNN's classifier Gemm does not make it a candidate here (dynamic INT8
-    leaves the convs float: EfficientNet-Lite1 would trade its speed for accuracy).
+    tried), finds it the better trade. The share counts MatMuls and LSTMs only, not the Gemms
+    dynamic INT8 turns into MatMuls: a CNN's classifier Gemm does not make it a candidate here
+    (dynamic INT8 leaves the convs float: EfficientNet-Lite1 would trade its speed for accuracy).
+    Where LSTMs hold most weights (static INT8 leaves them float), dynamic INT8 meeting the
+    budget or QUALITY_BAR is timed against static INT8 meeting them too.
     """
-    share = dynamic.matmul_weight_share(float_model)
+    share = dynamic.dynamic_weight_share(float_model)
     most = share > dynamic.MOST_WEIGHTS
     timed = may_time and share > 0
+    lstms = dynamic.recurrent_share(float_model)
+    # static INT8 leaves LSTMs float: where they hold most weights, only dynamic INT8 speeds up
+    recurrent = timed and lstms > dynamic.MOST_WEIGHTS
     if budget:
-        if not static.violations and not (static.fallback and timed):
+        if not static.violations and not ((static.fallback or recurrent) and timed):
             return static, None
         outcome = dynamic.quantize_model(float_model, *data, budget, options)
         if outcome.violations:
@@ -586,8 +590,19 @@ def _static_or_dynamic(
             outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
             return outcome, outcome
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
-        lead += "; dynamic INT8 (MatMul) too, kept if faster"
+        if recurrent:
+            lead = f"static INT8 met {budget} leaving the LSTMs ({lstms:.0%} of the weights) float"
+        lead += "; dynamic INT8 (MatMul, LSTM) too, kept if faster"
         return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
+    if recurrent and not QUALITY_BAR.check(static.drift):
+        outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
+        if outcome.violations:
+            return static, outcome
+        lead = (
+            f"static INT8 leaves the LSTMs ({lstms:.0%} of the weights) float; dynamic INT8 "
+            f"(MatMul, LSTM) meets {QUALITY_BAR} on the selection samples"
+        )
+        return _timed_choice(static, outcome, data[1][0], lead), outcome
     if not QUALITY_BAR.check(static.drift) or not (most or timed):
         return static, None
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
@@ -1122,15 +1137,18 @@ def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str |
     found = {}
     for node in model.graph:
         rule = RULES.get(node.op_type)
+        if rule is not None and rule.kind in (WEIGHTED, WEIGHT_ONLY):
+            index = rule.weight
+        else:  # an LSTM: dynamic INT8's
+            index = dynamic.RECURRENT_WEIGHTS.get(node.op_type, (None,))[0]
         if (
             node.op_type not in op_types
             or node.domain not in ("", "ai.onnx")
-            or rule is None
-            or rule.kind not in (WEIGHTED, WEIGHT_ONLY)
+            or index is None
             or node.name in exclude_nodes
         ):
             continue
-        weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
+        weight = node.inputs[index] if len(node.inputs) > index else None
         found[node.name] = not_float32(weight) if weight is not None else None
     return found
 

@@ -310,10 +310,17 @@ def nothing_int8_warning(
     ]
 
 
-def recurrent_note(model: ir.Model) -> list[str]:
-    """A note naming the recurrent nodes (GRU, LSTM, RNN) of the main graph, which INT8 leaves in
-    float, with their share of the model's weights (an RNN's report else lists none of them)."""
-    nodes = [n for n in model.graph if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
+def recurrent_note(
+    model: ir.Model, result: ir.Model | None = None, dynamic_int8: bool = False
+) -> list[str]:
+    """A note naming the recurrent nodes (GRU, LSTM, RNN) of the main graph of the float `model`
+    that INT8 left in float (in `result`, the INT8 model; None: all), with their share of the
+    model's weights (an RNN's report else lists none of them). `dynamic_int8`: the result is
+    dynamic INT8, which left its LSTMs float."""
+    nodes = _recurrent_nodes(model)
+    if result is not None:
+        left = {n.name for n in _recurrent_nodes(result)}
+        nodes = [n for n in nodes if n.name in left]
     if not nodes:
         return []
     # silero's LSTM reads its weights through Slice and Concat of initializers: count those too,
@@ -330,7 +337,19 @@ def recurrent_note(model: ir.Model) -> list[str]:
     share = f" ({held / total:.0%} of the weights)" if total else ""
     counts = Counter(n.op_type for n in nodes)
     listed = ", ".join(f"{count} {op}" for op, count in counts.items())
-    return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
+    if "LSTM" not in counts:
+        return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
+    why = (
+        "dynamic INT8 left the LSTMs float (the nodes kept in float say why)"
+        if dynamic_int8
+        else "only dynamic INT8 (--int8 dynamic) quantizes an LSTM (one with stored weights)"
+    )
+    others = "INT8 quantizes no GRU or RNN; " if counts.keys() - {"LSTM"} else ""
+    return [f"recurrent nodes left in float: {listed}{share}; {others}{why}"]
+
+
+def _recurrent_nodes(model: ir.Model) -> list[ir.Node]:
+    return [n for n in model.graph if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
 
 
 def _constant_leaves(values: Iterable[ir.Value]) -> set[ir.Value]:

@@ -1,7 +1,7 @@
-"""Dynamic INT8 for transformers: MatMul weights int8 per channel, activations quantized at run time
-(DynamicQuantizeLinear + MatMulInteger, ONNX Runtime's `quantize_dynamic`); with a drift budget, the
-MatMuls that add the most noise go back to float, fewest first, until it holds on the selection
-samples."""
+"""Dynamic INT8 for transformers and LSTMs: MatMul and LSTM weights int8 per channel, activations
+quantized at run time (DynamicQuantizeLinear + MatMulInteger, DynamicQuantizeLSTM: ONNX Runtime's
+`quantize_dynamic`); with a drift budget, the nodes that add the most noise go back to float,
+fewest first, until it holds on the selection samples."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +34,7 @@ from onnxslim.drift import (
 from onnxslim.model import io
 from onnxslim.model.graph import proto_graphs, softmax_axes
 from onnxslim.model.stats import constant_size
+from onnxslim.quantization import exact
 from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
@@ -41,10 +42,20 @@ from onnxslim.quantization.recovery import fallback_reason, fewest_passing
 from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.smooth import smoothed
 
-QUANTIZED_OPS = ("MatMul",)
-#: why quantize_dynamic left a MatMul float that no one excluded
-LEFT_FLOAT = "B is not a stored float weight (activations, or a QDQ unit): dynamic INT8 leaves it"
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QUANTIZED_OPS = ("MatMul", "LSTM")
+#: The weight inputs (W, R) of the recurrent ops dynamic INT8 quantizes (ORT's DynamicQuantizeLSTM)
+RECURRENT_WEIGHTS = {"LSTM": (1, 2)}
+#: why quantize_dynamic left a node float that no one excluded
+LEFT_FLOAT = (
+    "its weight is not a stored float constant (activations, or a QDQ unit): dynamic INT8 leaves it"
+)
+#: why an LSTM stays float where checks compute the target's exact math (exact.py): ORT's
+#: DynamicQuantizeLSTM kernel on this CPU would saturate the full 8-bit weights its target takes
+NOT_EXACT = (
+    "an LSTM in INT8 cannot be checked here as the target computes it (this CPU's kernel "
+    "saturates its 8-bit weights): quantize on a CPU with VNNI, or with --target avx2"
+)
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM")
 #: MatMuls holding more than this share of the weights make a model one for dynamic INT8 as such.
 MOST_WEIGHTS = 0.5
 
@@ -84,7 +95,12 @@ def quantize_model(
     """Dynamic INT8 of `float_model` (ORT's MatMulInteger form), smoothed with the activations of
     `calib`, checked on `selection` against `ref_outputs`, the original's outputs there; with
     `budget`, the noisiest MatMuls go back to float until it holds."""
-    exclude_nodes, pair_limit = options.exclude_nodes, options.pair_limit
+    # as the target computes them, on a CPU whose kernels do not: no LSTM (NOT_EXACT)
+    unchecked = (
+        [n.name for n in float_model.graph if n.op_type == "LSTM"] if exact.enabled() else []
+    )
+    exclude_nodes = options.exclude_nodes | set(unchecked)
+    pair_limit = options.pair_limit
     ort_names = ort_matmul_names(float_model)
 
     logit_axes = softmax_axes(float_model)
@@ -134,7 +150,8 @@ def quantize_model(
                 for name, noise in ranked[:k]
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
-    kept = {name: "excluded by name" for name in exclude_nodes}
+    kept = {name: "excluded by name" for name in options.exclude_nodes}
+    kept.update(dict.fromkeys(unchecked, NOT_EXACT))
     kept.update({item["node"]: fallback_reason(item["noise_db"], budget) for item in fallback})
     # what quantize_dynamic did: it leaves a MatMul whose B is not a stored weight alone (a QDQ
     # unit's, or one of activations: attention scores)
@@ -144,8 +161,8 @@ def quantize_model(
     quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
     if unlimited:
         notes.append(
-            f"warning: {unlimited} MatMul weight(s) in a form onnxslim does not know keep full "
-            "8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
+            f"warning: {unlimited} MatMul or LSTM weight(s) in a form onnxslim does not know keep "
+            "full 8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
         )
     return Outcome(
         io.from_proto(model),
@@ -219,24 +236,41 @@ def _feeding_int8(model: onnx.ModelProto, muls: list[str]) -> int:
     )
 
 
-def matmul_weight_share(model: ir.Model, gemms: bool = False) -> float:
-    """The share of MatMuls in the weights of the ops that compute with weights (Conv,
-    ConvTranspose, Gemm, MatMul), counted in elements; 0 without any. `gemms`: also the Gemms
-    `quantize_dynamic` turns into MatMuls (`ort_matmul_names`): what dynamic INT8 quantizes."""
+def dynamic_weight_share(
+    model: ir.Model, gemms: bool = False, op_types: Collection[str] = QUANTIZED_OPS
+) -> float:
+    """The share of `op_types` (by default MatMul and LSTM, what dynamic INT8 quantizes) in the
+    weights of the ops that compute with weights (WEIGHTED_OPS), counted in elements; 0 without
+    any. `gemms`: also the Gemms `quantize_dynamic` turns into MatMuls (`ort_matmul_names`)."""
     quantized = set(ort_matmul_names(model)) if gemms else set()
     sizes = Counter()
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:
-            counted = node.op_type in QUANTIZED_OPS or node.name in quantized
-            sizes[counted] += max(map(constant_size, node.inputs[:2]))
+            counted = node.op_type in op_types or node.name in quantized
+            sizes[counted] += _weight_elements(node)
     total = sizes[True] + sizes[False]
     return sizes[True] / total if total else 0.0
 
 
+def _weight_elements(node: ir.Node) -> int:
+    """The elements of `node`'s constant weights: an LSTM's W and R, else its larger of the first
+    two inputs (MatMul's weight may be either)."""
+    indices = RECURRENT_WEIGHTS.get(node.op_type)
+    if indices:
+        return sum(constant_size(node.inputs[i]) for i in indices if i < len(node.inputs))
+    return max(map(constant_size, node.inputs[:2]))
+
+
 def covers_most_weights(model: ir.Model) -> bool:
-    """Whether dynamic INT8 quantizes most of the weights (MatMuls and the Gemms it turns into
-    MatMuls): then its file is about as small as static INT8's."""
-    return matmul_weight_share(model, gemms=True) > MOST_WEIGHTS
+    """Whether dynamic INT8 quantizes most of the weights (MatMuls, LSTMs and the Gemms it turns
+    into MatMuls): then its file is about as small as static INT8's."""
+    return dynamic_weight_share(model, gemms=True) > MOST_WEIGHTS
+
+
+def recurrent_share(model: ir.Model) -> float:
+    """The share of the weights the recurrent ops dynamic INT8 alone quantizes hold (static INT8
+    leaves an LSTM float): where it is most, only dynamic INT8 can speed the model up."""
+    return dynamic_weight_share(model, op_types=tuple(RECURRENT_WEIGHTS))
 
 
 def ort_matmul_names(model: ir.Model) -> dict[str, str]:
@@ -276,31 +310,58 @@ def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
 
 def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: int) -> int:
     """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
-    (``W_quantized``, ``W_scale``, zero points 0) within the pair `limit` (``quantization.pairs``:
-    MatMulInteger saturates without VNNI, as QLinearConv does). Returns how many MatMulInteger
-    weights it found in another form and left as they were."""
+    and LSTMs (``W_quantized``, ``W_scale``, zero points 0) within the pair `limit`
+    (``quantization.pairs``: MatMulInteger and DynamicQuantizeLSTM saturate without VNNI, as
+    QLinearConv does). Returns how many weights it found in another form and left as they were."""
     floats = {t.name: t for g in proto_graphs(original.graph) for t in g.initializer}
     tensors = {t.name: t for g in proto_graphs(quantized.graph) for t in g.initializer}
     left = 0
     for node in (n for g in proto_graphs(quantized.graph) for n in g.node):
-        if node.op_type != "MatMulInteger":
-            continue
-        base = node.input[1].removesuffix("_quantized")
-        names = (node.input[1], f"{base}_scale", f"{base}_zero_point")
-        w = _original_weight(floats, base)
-        scale = zero_point = None
-        if w is not None and all(name in tensors for name in names):
-            scale, zero_point = (numpy_helper.to_array(tensors[n]) for n in names[1:])
-        if scale is None or zero_point.any() or scale.ndim > 1:
-            left += 1
-            continue
-        w = w.astype(np.float32)
-        axis = -1 if scale.size > 1 else None
-        q, qp = kernel_weight(w, axis, COLUMNS, limit)
-        tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
-        new_scale = qp.scale.astype(scale.dtype).reshape(scale.shape)
-        tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))
+        for names in _weight_slots(node):
+            left += not _requantize(names, floats, tensors, limit)
     return left
+
+
+def _weight_slots(node: onnx.NodeProto) -> list[tuple[str, ...]]:
+    """The (weight, scale, zero point) names of each int8 weight a node `quantize_dynamic` wrote
+    computes with: MatMulInteger's B, DynamicQuantizeLSTM's W and R."""
+    if node.op_type == "MatMulInteger":
+        base = node.input[1].removesuffix("_quantized")
+        return [(node.input[1], f"{base}_scale", f"{base}_zero_point")]
+    if node.op_type == "DynamicQuantizeLSTM" and len(node.input) > 11:
+        return [tuple(node.input[i] for i in (1, 8, 9)), tuple(node.input[i] for i in (2, 10, 11))]
+    return []
+
+
+def _requantize(
+    names: tuple[str, ...],
+    floats: dict[str, onnx.TensorProto],
+    tensors: dict[str, onnx.TensorProto],
+    limit: int,
+) -> bool:
+    """Requantize the int8 weight `names` (weight, scale, zero point) from its float original
+    within the pair `limit`; False where it is in a form not known (left as it is)."""
+    w = _original_weight(floats, names[0].removesuffix("_quantized"))
+    if w is None or not all(name in tensors for name in names):
+        return False
+    scale, zero_point = (numpy_helper.to_array(tensors[n]) for n in names[1:])
+    if zero_point.any():
+        return False
+    w = w.astype(np.float32)
+    if w.ndim == 3:  # an LSTM's [directions, gates x hidden, inputs]: x @ W[d].T per direction
+        if scale.shape != w.shape[:2]:
+            return False
+        pairs = [kernel_weight(matrix.T, -1, COLUMNS, limit) for matrix in w]
+        q, new_scale = np.stack([q for q, _ in pairs]), np.stack([qp.scale for _, qp in pairs])
+    elif scale.ndim > 1:
+        return False
+    else:
+        q, qp = kernel_weight(w, -1 if scale.size > 1 else None, COLUMNS, limit)
+        new_scale = qp.scale
+    tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
+    new_scale = new_scale.astype(scale.dtype).reshape(scale.shape)
+    tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))
+    return True
 
 
 def _original_weight(floats: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
@@ -320,7 +381,8 @@ def _sensitivity(
     """Quantized MatMuls ranked worst first by the noise each adds: the SNR (dB) of its output in
     the quantized model minus that of its input (ORT keeps both tensor names)."""
     nodes = {n.name: n for n in proto.graph.node if n.name in candidates}
-    pairs = {name: (node.output[0], node.input[0]) for name, node in nodes.items()}
+    # an LSTM may leave its first output (all steps) out: its last state then
+    pairs = {name: (next(o for o in n.output if o), n.input[0]) for name, n in nodes.items()}
     names = sorted({t for pair in pairs.values() for t in pair})
     snr = TensorSnr()
     for floats, quants in zip(
