@@ -693,6 +693,24 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     )
 
 
+def test_a_cosine_missed_on_a_weak_sample_alone_is_said_so_without_a_budget_advice():
+    """CRAFT's score map of a picture without text peaks at 0.02: the cosine to INT8 there is
+    noise (-0.69), while the output's SNR over the samples is fine. The warning says which it is,
+    not "give --max-drift" (which sent every node back to float)."""
+    rng = np.random.default_rng(1)
+    ref = [{"y": rng.standard_normal(64).astype(np.float32)} for _ in range(7)]
+    ref.append({"y": 0.01 * rng.standard_normal(64).astype(np.float32)})  # weak: 1% of the norm
+    noisy = [{"y": r["y"] + 0.01 * rng.standard_normal(64).astype(np.float32)} for r in ref]
+    (warning,) = drift_warning(compare_outputs(ref, noisy), None, "test")
+    assert warning.startswith("warning: INT8's worst test sample misses cosine>=0.99")
+    assert "float's output there is weak (1.1% of the samples' RMS norm" in warning
+    assert "its SNR is 38.1 dB" in warning and "--max-drift" not in warning
+    strong = [dict(r) for r in noisy]
+    strong[0] = {"y": -ref[0]["y"]}  # a strong sample flipped: the usual advice
+    (warning,) = drift_warning(compare_outputs(ref, strong), None, "test")
+    assert warning.startswith("warning: INT8 drifts far from float") and "--max-drift" in warning
+
+
 def test_a_gain_error_the_cosine_misses_is_flagged_by_the_snr():
     rng = np.random.default_rng(0)
     ref = [{"y": rng.standard_normal(8).astype(np.float32)} for _ in range(4)]

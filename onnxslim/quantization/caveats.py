@@ -100,10 +100,36 @@ def drift_warning(
         f"give --max-drift {spec} (max_drift= in Python){more} to return the noisiest nodes "
         "to float"
     )
+    weak = _weak_worst_sample(by_cosine[0]) if misses[0][0] is QUALITY_BAR else None
+    if weak is not None and len(misses) == 1:  # the cosine alone, on a sample with little signal
+        return [
+            f"warning: INT8's worst {split} sample misses {QUALITY_BAR} "
+            f"({misses[0][1][0]}), but float's output there is weak ({weak:.1%} of the samples' "
+            f"RMS norm: a detector's map of a picture with nothing to find, say), where a cosine "
+            f"measures noise; over the samples its SNR is {by_cosine[0].snr_db:.1f} dB: check it "
+            f"on your task (a budget would judge it by that sample too)"
+        ]
     return [
         f"warning: INT8 drifts far from float on the {split} samples "
         f"({'; '.join(missed[0] for _, missed in misses)}): check it on your task, or {remedy}"
     ]
+
+
+#: A sample whose float output's norm is below this share of the samples' RMS norm is weak: its
+#: cosine to INT8's measures noise (CRAFT's score map of a picture without text peaks at 0.02)
+WEAK_SIGNAL = 0.1
+
+
+def _weak_worst_sample(drift: Drift) -> float | None:
+    """The norm of float's output on the sample INT8 is relatively furthest from (the lowest
+    cosine, as near as the per-sample sums tell), as a share of the samples' RMS norm, where it is
+    below WEAK_SIGNAL; else None."""
+    sums = [(signal, error) for signal, error in drift.sample_errors or () if signal > 0]
+    if not sums or drift.snr_db is None:
+        return None
+    signal, _ = max(sums, key=lambda pair: pair[1] / pair[0])
+    share = math.sqrt(signal / (sum(s for s, _ in sums) / len(sums)))
+    return share if share < WEAK_SIGNAL else None
 
 
 def parts_notes(scored: Mapping[str, Drift]) -> list[str]:
