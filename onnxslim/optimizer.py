@@ -24,7 +24,7 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.model import interface, io, opset
 from onnxslim.model.external import call_onnx_api, has_external_data, release_external_data
 from onnxslim.model.graph import MIN_OPSET, default_opset
-from onnxslim.model.stats import ModelStats, model_stats
+from onnxslim.model.stats import ModelStats, location_bytes, model_stats, written_location_bytes
 from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
@@ -64,6 +64,9 @@ class OptimizeResult:
     #: count, the result's); empty when none, or not compared (no check, weights over
     #: ORT_GRAPH_LIMIT, or ORT could not build one of them).
     fusions_lost: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: The bytes the written file's external-data file names add over the input's (a longer
+    #: output name repeated in each external tensor): not the model growing.
+    location_growth: int = 0
 
     @property
     def warnings(self) -> list[str]:
@@ -149,7 +152,7 @@ class OptimizeResult:
         """What a written file bigger than its input says of it (None: not bigger, or a size not
         known): by how much, and how much of it the constants hold."""
         before, after = self.before.file_bytes, self.after.file_bytes
-        if not before or not after or after <= before:
+        if not before or not after or after - self.location_growth <= before:
             return None
         constants = self.after.weight_bytes - self.before.weight_bytes
         held = (
@@ -316,6 +319,7 @@ def optimize_with_report(
     if cut:
         notes.append(cut_graph(ir_model, options.inputs, options.outputs))
     before = model_stats(ir_model, None if cut else source)
+    locations_before = location_bytes(ir_model)
     pass_options = PassOptions(
         size_threshold=PassOptions.size_threshold
         if options.size_threshold is None
@@ -417,6 +421,8 @@ def optimize_with_report(
                 written = io.save(ir_model, output, external_data)
     after = model_stats(ir_model)
     after.file_bytes = written
+    grew = written is not None and before.file_bytes is not None and written > before.file_bytes
+    location_growth = written_location_bytes(output) - locations_before if grew else 0
     return OptimizeResult(
         model=ir_model,
         before=before,
@@ -432,6 +438,7 @@ def optimize_with_report(
         history=history,
         fp16=precision,
         fusions_lost=fusions_lost,
+        location_growth=location_growth,
     )
 
 

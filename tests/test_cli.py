@@ -497,6 +497,27 @@ def test_an_ir_version_3_model_that_folding_gives_initializers_is_written_as_ir_
     assert_same_outputs(model, saved)
 
 
+def test_a_longer_external_data_name_is_not_a_bigger_result(tmp_path):
+    """A dynamo export keeps its weights in `<name>.data`; the result's longer name, repeated in
+    each external tensor, grows the file by a few bytes that are not the model's: no warning."""
+    rng = np.random.default_rng(0)
+    layers = 12
+    model = make_model(
+        [N("Conv", [f"x{i}", f"w{i}"], [f"x{i + 1}"], pads=[1, 1, 1, 1]) for i in range(layers)],
+        [vi("x0", FLOAT, [1, 4, 8, 8])],
+        [vi(f"x{layers}", FLOAT, [1, 4, 8, 8])],
+        [const(f"w{i}", rng.normal(size=(4, 4, 3, 3)).astype(np.float32)) for i in range(layers)],
+    )
+    onnx.save(model, tmp_path / "m0.onnx", save_as_external_data=True, size_threshold=0)
+    assert run_cli(tmp_path / "m0.onnx", "-o", tmp_path / "m.onnx").returncode == 0
+    out = tmp_path / "m.with.a.much.longer.name.onnx"  # onnxslim's result again: same model
+    proc = run_cli(tmp_path / "m.onnx", "-o", out, "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    sizes = json.loads((tmp_path / "r.json").read_text())
+    assert sizes["after"]["file_bytes"] > sizes["before"]["file_bytes"]  # the name, 12 times
+    assert "bigger than the input" not in proc.stderr and sizes["growth"] is None
+
+
 def test_a_bigger_result_is_said(tmp_path):
     """A Dropout whose mask is a graph output (ONNX's backend test_dropout_default_mask): folding
     stores the mask (60 bools) in the file; the result is written, with a warning that it is

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxslim.model.graph import all_graphs
+from onnxslim.model.graph import all_graphs, proto_graphs
 
 
 @dataclass
@@ -111,6 +111,29 @@ def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:
     }
     return total + sum(
         (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
+    )
+
+
+def location_bytes(model: ir.Model) -> int:
+    """Bytes of the external-data file names `model`'s initializers reference, one per tensor:
+    what the file grows by when it is written with a longer data file name."""
+    return sum(
+        len(value.const_value.location.encode())
+        for graph in all_graphs(model)
+        for value in graph.initializers.values()
+        if isinstance(value.const_value, ir.ExternalTensor)
+    )
+
+
+def written_location_bytes(path: str | os.PathLike) -> int:
+    """`location_bytes` of the model file at `path` as written (its weights not read)."""
+    proto = onnx.load(os.fspath(path), load_external_data=False)
+    return sum(
+        len(entry.value.encode())
+        for graph in proto_graphs(proto.graph)
+        for tensor in graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location"
     )
 
 
