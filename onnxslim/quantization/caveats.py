@@ -121,15 +121,21 @@ WEAK_SIGNAL = 0.1
 
 
 def _weak_worst_sample(drift: Drift) -> float | None:
-    """The norm of float's output on the sample INT8 is relatively furthest from (the lowest
-    cosine, as near as the per-sample sums tell), as a share of the samples' RMS norm, where it is
-    below WEAK_SIGNAL; else None."""
+    """Where every sample whose error could miss QUALITY_BAR's cosine (relative squared error past
+    2 (1 - cosine), as the per-sample sums tell) has a weak float output (below WEAK_SIGNAL of the
+    samples' RMS norm): the norm of the one INT8 is relatively furthest from, as such a share;
+    else None."""
     sums = [(signal, error) for signal, error in drift.sample_errors or () if signal > 0]
     if not sums or drift.snr_db is None:
         return None
-    signal, _ = max(sums, key=lambda pair: pair[1] / pair[0])
-    share = math.sqrt(signal / (sum(s for s, _ in sums) / len(sums)))
-    return share if share < WEAK_SIGNAL else None
+    mean_signal = sum(signal for signal, _ in sums) / len(sums)
+    (_, _, cosine), *_ = QUALITY_BAR.criteria
+    shares = [
+        math.sqrt(signal / mean_signal)
+        for signal, error in sorted(sums, key=lambda pair: -pair[1] / pair[0])
+        if error / signal > 2 * (1 - cosine)
+    ]
+    return shares[0] if shares and max(shares) < WEAK_SIGNAL else None
 
 
 def parts_notes(scored: Mapping[str, Drift]) -> list[str]:

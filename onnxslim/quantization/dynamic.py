@@ -56,7 +56,8 @@ NOT_EXACT = (
     "saturates its 8-bit weights): quantize on a CPU with VNNI, or with --target avx2"
 )
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM")
-#: MatMuls holding more than this share of the weights make a model one for dynamic INT8 as such.
+#: MatMuls (and LSTMs) holding more than this share of the weights make a model one for dynamic
+#: INT8 as such.
 MOST_WEIGHTS = 0.5
 
 
@@ -92,9 +93,9 @@ def quantize_model(
     budget: Budget | None,
     options: DynamicOptions = DynamicOptions(),
 ) -> Outcome:
-    """Dynamic INT8 of `float_model` (ORT's MatMulInteger form), smoothed with the activations of
-    `calib`, checked on `selection` against `ref_outputs`, the original's outputs there; with
-    `budget`, the noisiest MatMuls go back to float until it holds."""
+    """Dynamic INT8 of `float_model` (ORT's MatMulInteger and DynamicQuantizeLSTM forms), smoothed
+    with the activations of `calib`, checked on `selection` against `ref_outputs`, the original's
+    outputs there; with `budget`, the noisiest MatMuls and LSTMs go back to float until it holds."""
     # as the target computes them, on a CPU whose kernels do not: no LSTM (NOT_EXACT)
     unchecked = (
         [n.name for n in float_model.graph if n.op_type == "LSTM"] if exact.enabled() else []
@@ -292,7 +293,8 @@ def ort_matmul_names(model: ir.Model) -> dict[str, str]:
 
 
 def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
-    """ORT's quantize_dynamic on `proto` (per-channel int8 MatMul weights), `exclude` left float."""
+    """ORT's quantize_dynamic on `proto` (per-channel int8 MatMul and LSTM weights), `exclude`
+    left float."""
     with tempfile.TemporaryDirectory(prefix="onnxslim-dynamic-") as folder:
         source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
         onnx.save(proto, source)

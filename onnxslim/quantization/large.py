@@ -180,8 +180,8 @@ def _on_disk(model, folder: Path) -> Path:
 
 
 def _candidates(model: ir.Model) -> dict[str, str]:
-    """The main graph's nodes dynamic INT8 may quantize, name -> op type: MatMuls, and the Gemms
-    `quantize_dynamic` turns into MatMuls (`dynamic.ort_matmul_names`)."""
+    """The main graph's nodes dynamic INT8 may quantize, name -> op type: MatMuls, LSTMs, and the
+    Gemms `quantize_dynamic` turns into MatMuls (`dynamic.ort_matmul_names`)."""
     gemms = dynamic.ort_matmul_names(model)
     return {
         node.name: node.op_type
