@@ -1853,6 +1853,55 @@ def test_dynamic_int8_quantizes_a_time_first_lstm():
     assert dynamic.recurrent_share(ir.from_proto(model)) == pytest.approx(7168 / 7424)
 
 
+def conv_lstm() -> tuple[onnx.ModelProto, list[dict]]:
+    """A CRNN in small: Conv1d + Relu over [1, 8, 12] (channels, steps), then an LSTM over the
+    steps and a MatMul head on its last state; with samples."""
+    rng = np.random.default_rng(12)
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "k"], ["c"], name="conv", pads=[1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Transpose", ["r"], ["t"], perm=[2, 0, 1]),
+            helper.make_node("LSTM", ["t", "W", "R"], ["", "h"], name="lstm", hidden_size=32),
+            helper.make_node("MatMul", ["h", "P"], ["y"], name="head"),
+        ],
+        [vi("x", FLOAT, [1, 8, 12])],
+        [vi("y", FLOAT, [1, 1, 8])],
+        [
+            const("k", (rng.normal(size=(16, 8, 3)) * 0.3).astype(np.float32)),
+            const("W", (rng.normal(size=(1, 128, 16)) * 0.3).astype(np.float32)),
+            const("R", (rng.normal(size=(1, 128, 32)) * 0.2).astype(np.float32)),
+            const("P", (rng.normal(size=(32, 8)) * 0.3).astype(np.float32)),
+        ],
+    )
+    return model, [{"x": rng.normal(size=(1, 8, 12)).astype(np.float32)} for _ in range(12)]
+
+
+@pytest.mark.parametrize("worth", [True, False])
+def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monkeypatch, worth):
+    """Mode auto, timed: static INT8 computes the conv, dynamic INT8 the LSTM beside it (easyocr's
+    CRNN, 0.49x -> 0.33x float's time at the same drift), where `trades.trade` says so."""
+    model, data = conv_lstm()
+    static = quantize(model, data, mode="static", **FAST)
+    outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
+    ref = run_samples(model, data, int8=False)
+    monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (worth, "mocked"))
+    made = api._dynamic_lstms(outcome, (data, data, ref), None, None, {})
+    ops = Counter(node.op_type for node in made.model.graph)
+    assert ops["QLinearConv"] + ops["DequantizeLinear"] > 0  # the conv as static made it
+    assert (ops["DynamicQuantizeLSTM"], ops["LSTM"]) == ((1, 0) if worth else (0, 1))
+    assert made.quantized.get("LSTM") == (1 if worth else None)
+    verdict = "kept" if worth else "not kept"
+    assert made.notes[-1] == (
+        f"1 LSTM(s) in dynamic INT8 (ORT's DynamicQuantizeLSTM) beside static INT8: {verdict} "
+        "(mocked)"
+    )
+    if worth:
+        assert compare_outputs(ref, run_samples(made.model, data))["y"].min_cosine > 0.99
+    missed = api._dynamic_lstms(outcome, (data, data, ref), parse_max_drift("snr>=200"), None, {})
+    assert missed is outcome and "not kept (output 'y': snr" in missed.notes[-1]
+
+
 def test_dynamic_int8_limits_the_pairs_of_lstm_weights_on_avx2():
     """DynamicQuantizeLSTM's gate GEMMs are u8s8 too: W and R (stored [directions, K, 4 x
     hidden]) keep neighbours along K within 128 on the avx2 target."""

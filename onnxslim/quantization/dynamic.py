@@ -292,9 +292,23 @@ def ort_matmul_names(model: ir.Model) -> dict[str, str]:
     return names
 
 
-def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
-    """ORT's quantize_dynamic on `proto` (per-channel int8 MatMul and LSTM weights), `exclude`
-    left float."""
+def with_dynamic_lstms(
+    proto: onnx.ModelProto, pair_limit: int | None
+) -> tuple[onnx.ModelProto, int]:
+    """`proto` (a static INT8 model, which leaves LSTMs float) with its LSTMs in dynamic INT8
+    (ORT's DynamicQuantizeLSTM, weights within `pair_limit`), nothing else changed; and how many:
+    a CRNN's convs static, its LSTMs dynamic."""
+    model = _quantize(proto, [], op_types=("LSTM",))
+    if pair_limit is not None:
+        _limit_pairs(model, proto, pair_limit)
+    return model, sum(node.op_type == "DynamicQuantizeLSTM" for node in model.graph.node)
+
+
+def _quantize(
+    proto: onnx.ModelProto, exclude: list[str], op_types: tuple[str, ...] = QUANTIZED_OPS
+) -> onnx.ModelProto:
+    """ORT's quantize_dynamic on `proto` (per-channel int8 weights of `op_types`: MatMul and
+    LSTM), `exclude` left float."""
     with tempfile.TemporaryDirectory(prefix="onnxslim-dynamic-") as folder:
         source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
         onnx.save(proto, source)
@@ -302,7 +316,7 @@ def _quantize(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
             quantize_dynamic(
                 source,
                 target,
-                op_types_to_quantize=list(QUANTIZED_OPS),
+                op_types_to_quantize=list(op_types),
                 per_channel=True,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=exclude,
