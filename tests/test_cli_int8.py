@@ -19,6 +19,21 @@ def _calibration_folder(tmp_path, count=10, dtype=np.float32, name="input"):
     return folder
 
 
+def test_int8_reports_the_sizes_on_disk_of_models_with_external_data(tmp_path, demo_path):
+    """A dynamo export keeps its weights in `<name>.data`: the report's sizes are the files' on
+    disk, weights included, as the lossless report and `ls` give them."""
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.load(demo_path), model, save_as_external_data=True, location="m.onnx.data")
+    out, report = tmp_path / "m.int8.onnx", tmp_path / "report.json"
+    calibration = ("--calibration", _calibration_folder(tmp_path), "--report", report)
+    proc = run_cli(model, "-o", out, "--int8", "static", *calibration)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())["int8"]
+    on_disk = [sum(f.stat().st_size for f in tmp_path.glob(f"{m}.onnx*")) for m in ("m", "m.int8")]
+    assert [data["size_before"], data["size_after"]] == on_disk
+    assert (tmp_path / "m.int8.onnx.data").is_file()  # the input's layout kept
+
+
 def test_int8_writes_a_qdq_model_and_a_report(tmp_path, demo_path):
     out, report = tmp_path / "demo.int8.onnx", tmp_path / "report.json"
     proc = run_cli(

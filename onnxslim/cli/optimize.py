@@ -19,6 +19,7 @@ from onnxslim.cli.params import SizeParam
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import files, interface, io
 from onnxslim.model.external import has_external_data
+from onnxslim.model.stats import file_bytes
 from onnxslim.passes.registry import REGISTRY, get, rewrites
 from onnxslim.quantization import QuantizeConfig, quantize
 from onnxslim.quantization.api import HELD_OUT, MODES, ROUNDING_CHOICES
@@ -465,6 +466,8 @@ def optimize_command(
             source = model if cut or fixed else input_path
             # the INT8 model keeps the input's layout: external data if it came with it
             external_data = external_data or has_external_data(model)
+            # the input as on disk (its external data too), as the lossless report gives it
+            int8_options["input_bytes"] = file_bytes(model, input_path)
             del model
             report_data = _quantize(
                 source,
@@ -587,12 +590,14 @@ def _quantize(
     *,
     calibration: str,
     preprocess: str | None,
+    input_bytes: int | None = None,
     **options,
 ) -> dict:
     """Calibrate `model` (loaded, or its file; its inputs `specs`) on `calibration`, quantize,
     measure, save and report; `lossless` are the options of the lossless passes, `options` the
     CLI's INT8 options. The report goes to `console` (stdout), warnings to `messages` (stderr), the
-    page to `html_path` (None: not written); returns the JSON report."""
+    page to `html_path` (None: not written); returns the JSON report. The sizes reported are the
+    files' on disk: the output as written, the input's `input_bytes` (None: as serialized)."""
     random = data.is_random(calibration)
     if shapes and not random:
         raise OnnxSlimError(
@@ -648,7 +653,8 @@ def _quantize(
             )
         tables.warn(messages, guessed)
     if output is not None:
-        io.save(result.model, output, external_data or None)
+        result.report.size_after = io.save(result.model, output, external_data or None)
+        result.report.size_before = input_bytes or result.report.size_before
         written.append(output)
     result.report.render(console, messages)
     console.print(
