@@ -634,9 +634,10 @@ def _timed_runs(
     seconds: float | None = None,
 ) -> list[list[float]]:
     """Seconds of each of `runs` runs per session, interleaved (run r: sample r, every session in
-    turn, starting from session r: none always runs after the same one) after `warmup` such rounds
-    untimed, or of fewer (MIN_RUNS at least) once the timed rounds take `seconds`; `bar` advances
-    per run (and, with `phases`, says whether it warms up or times)."""
+    turn, from a first session that moves on each run and again after each pass over the
+    samples: no session always runs first, nor first on the same sample) after `warmup` such
+    rounds untimed, or of fewer (MIN_RUNS at least) once the timed rounds take `seconds`; `bar`
+    advances per run (and, with `phases`, says whether it warms up or times)."""
     if phases:
         bar.describe("warming up")
     for r in range(warmup):
@@ -651,8 +652,9 @@ def _timed_runs(
         if seconds is not None and r >= MIN_RUNS and time.perf_counter() - started > seconds:
             break
         feed = samples[r % len(samples)]
+        first = r % len(samples) + r // len(samples)
         for step in range(len(sessions)):
-            i = (r + step) % len(sessions)
+            i = (first + step) % len(sessions)
             start = time.perf_counter()
             sessions[i].run(feed)
             times[i].append(time.perf_counter() - start)

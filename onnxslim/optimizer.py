@@ -422,7 +422,8 @@ def optimize_with_report(
     after = model_stats(ir_model)
     after.file_bytes = written
     grew = written is not None and before.file_bytes is not None and written > before.file_bytes
-    location_growth = written_location_bytes(output) - locations_before if grew else 0
+    # (written inline after external input: the names are gone, nothing to discount)
+    location_growth = max(0, written_location_bytes(output) - locations_before) if grew else 0
     return OptimizeResult(
         model=ir_model,
         before=before,

@@ -583,6 +583,11 @@ def test_interleaved_runs_rotate_which_model_runs_first():
     sessions = [Recorder(label) for label in "abc"]
     times = _timed_runs(sessions, [{}], warmup=0, runs=3, bar=Steps(None, None), phases=False)
     assert order == list("abcbcacab") and [len(t) for t in times] == [3, 3, 3]
+    # two models on two samples: each runs first on each sample (not A always first on sample 0)
+    order.clear()
+    samples = [{"n": 0}, {"n": 1}]
+    _timed_runs(sessions[:2], samples, warmup=0, runs=4, bar=Steps(None, None), phases=False)
+    assert order == list("abbabaab")
 
 
 def test_slower_warning_names_the_passes_to_skip():

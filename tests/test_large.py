@@ -393,13 +393,14 @@ def test_int8_over_2_gb_counts_and_excludes_gemms(tmp_path, large_below):
     assert one.report.quantized == {"Gemm": 1}
     assert one.report.kept_float == {"fc1": "excluded by name"}
     assert (
-        "--exclude-node (exclude_nodes= in Python): no MatMul or Gemm named fc9" in one.report.notes
+        "--exclude-node (exclude_nodes= in Python): no MatMul, Gemm or LSTM named fc9"
+        in one.report.notes
     )
     ops = {node.name: node.op_type for node in one.model.graph}
     assert list(ops.values()).count("MatMulInteger") == 1 and ops["fc1_MatMul"] == "MatMul"
     none = onnxslim.quantize(path, mlp_samples(8), exclude_ops={"Gemm"}, **options).report
     assert none.unquantized
-    assert any("the options leave every MatMul and Gemm float" in n for n in none.notes)
+    assert any("the options leave every MatMul, Gemm and LSTM float" in n for n in none.notes)
 
 
 def test_int8_over_2_gb_holds_a_budget_on_the_test_samples_without_a_selection(

@@ -709,6 +709,13 @@ def test_a_cosine_missed_on_a_weak_sample_alone_is_said_so_without_a_budget_advi
     strong[0] = {"y": ref[0]["y"] + 0.25 * rng.standard_normal(64).astype(np.float32)}
     (warning,) = drift_warning(compare_outputs(ref, strong), None, "test")
     assert warning.startswith("warning: INT8 drifts far from float") and "--max-drift" in warning
+    # another output missing on a strong sample: the usual advice too
+    two = compare_outputs(
+        [{"a": r["y"], "b": r["y"]} for r in ref],
+        [{"a": n["y"], "b": s["y"]} for n, s in zip(noisy, strong)],
+    )
+    (warning,) = drift_warning(two, None, "test")
+    assert warning.startswith("warning: INT8 drifts far from float") and "--max-drift" in warning
 
 
 def test_a_gain_error_the_cosine_misses_is_flagged_by_the_snr():
@@ -1835,10 +1842,12 @@ def lstm_model(one_sign: bool = False) -> tuple[onnx.ModelProto, list[dict]]:
     return model, [{"x": draw(size=x_shape).astype(np.float32)} for _ in range(12)]
 
 
-def test_dynamic_int8_quantizes_a_time_first_lstm():
+def test_dynamic_int8_quantizes_a_time_first_lstm(monkeypatch):
     """ORT's DynamicQuantizeLSTM: W and R int8 per gate row; static INT8 leaves an LSTM float.
     (ORT runs no batch-first LSTM, `layout` 1, on CPU, which DynamicQuantizeLSTM would drop.)"""
     model, data = lstm_model()
+    # the vnni target as on a CPU with VNNI (elsewhere its LSTM stays float: NOT_EXACT, below)
+    monkeypatch.setattr(api, "saturates_here", lambda profile: False)
     result = quantize(model, data, mode="dynamic", **FAST)
     ops = Counter(node.op_type for node in result.model.graph)
     assert ops["DynamicQuantizeLSTM"] == 1 and not ops["LSTM"]
@@ -1846,11 +1855,33 @@ def test_dynamic_int8_quantizes_a_time_first_lstm():
     assert result.report.drift["y"].min_cosine > 0.99
     static = quantize(model, data, mode="static", **FAST)
     assert "LSTM" in {node.op_type for node in static.model.graph}
+    kept = quantize(model, data, mode="dynamic", exclude_ops={"LSTM"}, **FAST).report
+    assert kept.quantized == {"MatMul": 1}  # --exclude-op LSTM
     assert (
         "recurrent nodes left in float: 1 LSTM (97% of the weights); only dynamic INT8 "
         "(--int8 dynamic) quantizes an LSTM (one with stored weights)" in static.report.notes
     )
     assert dynamic.recurrent_share(ir.from_proto(model)) == pytest.approx(7168 / 7424)
+
+
+@pytest.mark.parametrize("faster", [True, False])
+def test_auto_mode_gives_lstms_alone_dynamic_int8_where_it_is_faster(monkeypatch, faster):
+    """Static INT8 has nothing to quantize in an LSTM alone (no calibration, no choices made on
+    nothing): dynamic INT8 meeting the quality bar is kept where timed faster than the lossless
+    model, exact, against which no drift would be worth it."""
+    model, data = lstm_model()
+    del model.graph.node[1:]  # the LSTM alone: its last state out
+    model.graph.output[0].CopyFrom(vi("h", FLOAT, [1, 1, 32]))
+    del model.graph.initializer[2:]
+    monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (faster, "mocked"))
+    options = {**FAST, "target": "auto", "measure_latency": True}
+    report = quantize(model, data, **options).report
+    assert (report.mode, report.quantized) == (("dynamic", {"LSTM": 1}) if faster else ("none", {}))
+    verdict = "kept" if faster else "not kept"
+    assert f"against the lossless model: {verdict} (mocked)" in " ".join(report.notes)
+    assert not any("was built with these choices" in note for note in report.notes)
+    tried = "dynamic INT8, which quantizes LSTMs, was tried and not kept (the notes say why)"
+    assert any(note.endswith(tried) for note in report.notes) == (not faster)
 
 
 def conv_lstm() -> tuple[onnx.ModelProto, list[dict]]:
@@ -1886,7 +1917,7 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
     ref = run_samples(model, data, int8=False)
     monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (worth, "mocked"))
-    made = api._dynamic_lstms(outcome, (data, data, ref), None, None, {})
+    made = api._dynamic_lstms(outcome, (data, data, ref), None, (), None, {})
     ops = Counter(node.op_type for node in made.model.graph)
     assert ops["QLinearConv"] + ops["DequantizeLinear"] > 0  # the conv as static made it
     assert (ops["DynamicQuantizeLSTM"], ops["LSTM"]) == ((1, 0) if worth else (0, 1))
@@ -1898,8 +1929,11 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     )
     if worth:
         assert compare_outputs(ref, run_samples(made.model, data))["y"].min_cosine > 0.99
-    missed = api._dynamic_lstms(outcome, (data, data, ref), parse_max_drift("snr>=200"), None, {})
+    budget = parse_max_drift("snr>=200")
+    missed = api._dynamic_lstms(outcome, (data, data, ref), budget, (), None, {})
     assert missed is outcome and "not kept (output 'y': snr" in missed.notes[-1]
+    excluded = api._dynamic_lstms(outcome, (data, data, ref), None, {"lstm"}, None, {})
+    assert excluded is outcome  # --exclude-node lstm, or --exclude-op LSTM: left as it is
 
 
 def test_dynamic_int8_limits_the_pairs_of_lstm_weights_on_avx2():
@@ -2355,9 +2389,7 @@ def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatc
     report = result.report
     ops = Counter(node.op_type for node in result.model.graph)
     static, dynamic_note = (
-        n
-        for n in report.notes
-        if "INT8 compute against float" in n or "dynamic INT8 (MatMul) not kept" in n
+        n for n in report.notes if "INT8 compute against float" in n or "dynamic INT8 not kept" in n
     )
     assert static.startswith(f"{api.COMPUTE_NOTE} on int8-stored weights: INT8 1.10x the time")
     assert "not worth it" in static
@@ -2378,7 +2410,7 @@ def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatc
             assert "not worth it, so every weighted node computes in float" in dynamic_note
         else:
             assert re.fullmatch(
-                r"dynamic INT8 \(MatMul\) not kept: its file would be \d\.\d\dx this one "
+                r"dynamic INT8 not kept: its file would be \d\.\d\dx this one "
                 r"\(it leaves every other weight float\)",
                 dynamic_note,
             )
@@ -2897,7 +2929,7 @@ def test_dynamic_int8_of_a_cnn_warns_only_when_it_quantizes_nothing():
     )
     convs = quantize(convs_only, samples(), **{**FAST, "mode": "dynamic"})
     (warning,) = [n for n in convs.report.notes if "computes in INT8" in n]
-    assert "(dynamic INT8 quantizes MatMul and Gemm weights)" in warning
+    assert "(dynamic INT8 quantizes MatMul, Gemm and LSTM weights)" in warning
 
 
 def test_a_qdq_model_is_quantized_already(tmp_path):

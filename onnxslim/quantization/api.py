@@ -9,7 +9,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
@@ -361,7 +361,7 @@ def _quantize(
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     dynamic_options = dynamic.DynamicOptions(
-        config.exclude_nodes, profile.pair_limit, config.smooth, config.progress
+        _dynamic_excluded(config, float_model), profile.pair_limit, config.smooth, config.progress
     )
     folded: dict[str, tuple] = {}  # weights folded for INT8 (FoldProducers.computations)
     float_compute = None  # mode auto, timed: the static model computing in float (_int8_or_float)
@@ -371,13 +371,21 @@ def _quantize(
         dynamic_model = _constant_weights(
             float_model, dynamic.QUANTIZED_OPS, config.exclude_nodes, folded
         )
-    dynamic_ops = set(dynamic.WEIGHTED_OPS) if config.mode != "static" else set()
+    dynamic_ops = (
+        set(dynamic.WEIGHTED_OPS) - config.exclude_ops if config.mode != "static" else set()
+    )
     weighted = _weighted_nodes(float_model, static_ops | dynamic_ops, config.exclude_nodes)
     candidates = [name for name, why in weighted.items() if why is None]
-    if not candidates:  # nothing to calibrate or try (quantized already, float16): the lossless
+    op_types = {node.name: node.op_type for node in float_model.graph}
+    # nothing to calibrate or try (quantized already, float16), or only LSTMs (dynamic INT8's,
+    # tried below): the lossless model
+    if not candidates or (
+        config.mode == "auto" and all(op_types[n] in dynamic.RECURRENT_WEIGHTS for n in candidates)
+    ):
         drift = compare_outputs(ref_outputs, run_samples(float_model, selection))
         mode = "dynamic" if config.mode == "dynamic" else "static"
-        outcome = Outcome(float_model, {}, weighted, [], drift, [], mode=mode, method="none")
+        unquantized = {name: why for name, why in weighted.items() if why is not None}
+        outcome = Outcome(float_model, {}, unquantized, [], drift, [], mode=mode, method="none")
     elif config.mode == "dynamic":
         outcome = dynamic.quantize_model(
             dynamic_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
@@ -420,7 +428,12 @@ def _quantize(
             outcome = _int8_or_float(outcome, float_compute, selection[0])
         if config.mode == "auto" and config.times_choices and computes_int8(outcome, before):
             outcome = _dynamic_lstms(
-                outcome, data, config.max_drift, profile.pair_limit, softmax_axes(float_model)
+                outcome,
+                data,
+                config.max_drift,
+                _dynamic_excluded(config, float_model),
+                profile.pair_limit,
+                softmax_axes(float_model),
             )
         if (
             config.mode == "auto"
@@ -434,22 +447,26 @@ def _quantize(
                 dynamic_model, *data, config.max_drift or QUALITY_BAR, dynamic_options
             )
             if not tried.violations:
-                outcome = _dynamic_for_speed(outcome, tried, selection[0])
+                bar = config.max_drift or QUALITY_BAR
+                outcome = _dynamic_for_speed(outcome, tried, selection[0], bar)
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
-    dynamic_untried = (
+    dynamic_untried = (  # (its hint names MatMuls; the recurrent note, LSTMs)
         config.mode == "auto"
         and outcome.mode == "static"
         and tried is None
-        and dynamic.dynamic_weight_share(float_model) > 0
+        and dynamic.dynamic_weight_share(float_model, op_types=("MatMul",)) > 0
     )
     made = outcome.notes  # the choices of an INT8 model a later choice turned to float compute
-    if outcome.mode == "static" and made and not computes_int8(outcome, before):
+    built = outcome.method != "none"  # (not the lossless model: nothing to quantize statically)
+    if outcome.mode == "static" and built and made and not computes_int8(outcome, before):
         made = made if INT8_BUILT_WITH in made else [INT8_BUILT_WITH, *made]
     notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
-    notes += recurrent_note(float_model, outcome.model, outcome.mode == "dynamic")
+    notes += recurrent_note(
+        float_model, outcome.model, outcome.mode == "dynamic", tried is not None
+    )
     outcome = _as_made(outcome, before)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model
@@ -583,7 +600,7 @@ def _static_or_dynamic(
     timed = may_time and share > 0
     lstms = dynamic.recurrent_share(float_model)
     # static INT8 leaves LSTMs float: where they hold most weights, only dynamic INT8 speeds up
-    recurrent = timed and lstms > dynamic.MOST_WEIGHTS
+    recurrent = timed and lstms > dynamic.MOST_WEIGHTS and computes_int8(static, Counter())
     if budget:
         if not static.violations and not ((static.fallback or recurrent) and timed):
             return static, None
@@ -634,19 +651,18 @@ def _dynamic_lstms(
     static: Outcome,
     data: tuple[list, list, list],
     budget: Budget | None,
+    exclude: Collection[str],
     pair_limit: int | None,
     logit_axes: Mapping[str, tuple[int, ...]],
 ) -> Outcome:
-    """Mode auto, timed: a static INT8 model's LSTMs (which it leaves float) in dynamic INT8 too,
-    kept where `trades.trade` finds it the better trade and `budget` (if any) still holds on the
-    selection samples (`data`: calibration and selection samples, the original's outputs there):
-    easyocr's CRNN (not tuned on), convs static and LSTMs dynamic, 0.49x -> 0.33x float's time
-    at the same drift. Not where the checks compute another CPU's exact math (NOT_EXACT)."""
-    if static.mode != "static" or exact.enabled():
+    """Mode auto, timed (so on this CPU's own kernels): a static INT8 model's LSTMs (which it
+    leaves float) but `exclude` in dynamic INT8 too, kept where `trades.trade` finds it the better
+    trade and `budget` (if any) still holds on the selection samples (`data`: calibration and
+    selection samples, the original's outputs there): easyocr's CRNN (not tuned on), convs static
+    and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift."""
+    if static.mode != "static" or not any(n.op_type == "LSTM" for n in static.model.graph):
         return static
-    if not any(node.op_type == "LSTM" for node in static.model.graph):
-        return static
-    proto, count = dynamic.with_dynamic_lstms(io.to_proto(static.model), pair_limit)
+    proto, count, left = dynamic.with_dynamic_lstms(io.to_proto(static.model), exclude, pair_limit)
     if not count:
         return static
     _, selection, ref_outputs = data
@@ -660,9 +676,15 @@ def _dynamic_lstms(
         return static
     quantized = Counter(static.quantized)
     quantized["LSTM"] += count
+    all_int8 = static.all_int8  # the budget's nodes in INT8 too: their LSTMs as these
+    if all_int8 is not None:
+        all_int8 = io.from_proto(
+            dynamic.with_dynamic_lstms(io.to_proto(all_int8), exclude, pair_limit)[0]
+        )
     candidate = dataclasses.replace(
         static,
         model=model,
+        all_int8=all_int8,
         quantized=dict(quantized),
         drift=drift,
         # compared as static's own drift was (`scored`, or as the model outputs it)
@@ -674,7 +696,15 @@ def _dynamic_lstms(
     worth, measured = trades.trade(static, candidate, selection[0])
     kept = candidate if worth else static
     kept.notes.append(f"{what}: {'kept' if worth else 'not kept'} ({measured})")
+    kept.notes += dynamic.unlimited_warning(left) if worth else []
     return kept
+
+
+def _dynamic_excluded(config: QuantizeConfig, model: ir.Model) -> frozenset[str]:
+    """The nodes dynamic INT8 leaves float: `config.exclude_nodes` and the nodes of
+    `config.exclude_ops` (an LSTM, which static INT8 has no rule for, among them)."""
+    typed = {node.name for node in model.graph if node.op_type in config.exclude_ops}
+    return config.exclude_nodes | typed
 
 
 def _timed_choice(
@@ -714,7 +744,7 @@ def _static(
         weight_pair_limit=profile.pair_limit,
         per_channel=config.per_channel,
         quantize_ops=_quantize_ops(config),
-        exclude_ops=config.exclude_ops,
+        exclude_ops=config.exclude_ops - dynamic.RECURRENT_WEIGHTS.keys(),  # (dynamic INT8's)
         exclude_nodes=config.exclude_nodes,
         skip_depthwise=profile.skip_depthwise,
         min_macs=config.min_macs,
@@ -869,18 +899,31 @@ def _float_compute(
     )
 
 
-def _dynamic_for_speed(current: Outcome, dynamic_int8: Outcome, timed_on: dict) -> Outcome:
+def _dynamic_for_speed(
+    current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget
+) -> Outcome:
     """Mode auto, timed, where `current` computes nothing in INT8: `dynamic_int8` replaces it
     only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
-    weight but MatMul's float: an embedding table, a GRU) and, timed on `timed_on`, it is faster
-    and worth its drift by `_int8_or_float`'s rule; else `current`, with a note."""
+    weight but MatMul's and LSTM's float: an embedding table, a GRU) and, timed on `timed_on`, it
+    is faster and worth its drift by `_int8_or_float`'s rule; else `current`, with a note. Against
+    the lossless model (static INT8 had nothing to quantize: an LSTM alone), exact, no drift
+    would be worth it: `dynamic_int8`, which meets `bar` (QUALITY_BAR or the budget), must be
+    faster."""
     grows = _file_bytes(dynamic_int8.model) / _file_bytes(current.model)
     if grows > DYNAMIC_SIZE_SLACK:
         current.notes.append(
-            f"dynamic INT8 (MatMul) not kept: its file would be {grows:.2f}x this one "
+            f"dynamic INT8 not kept: its file would be {grows:.2f}x this one "
             "(it leaves every other weight float)"
         )
         return current
+    if current.method == "none":
+        worth, measured = trades.trade(current, dynamic_int8, timed_on, speed_only=True)
+        kept = dynamic_int8 if worth else current
+        kept.notes.append(
+            f"dynamic INT8 (it meets {bar} on the selection samples) against the lossless "
+            f"model: {'kept' if worth else 'not kept'} ({measured})"
+        )
+        return kept
     return _int8_or_float(dynamic_int8, current, timed_on, dynamic_int8=True)
 
 

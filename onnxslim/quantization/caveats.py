@@ -100,11 +100,13 @@ def drift_warning(
         f"give --max-drift {spec} (max_drift= in Python){more} to return the noisiest nodes "
         "to float"
     )
-    weak = _weak_worst_sample(by_cosine[0]) if misses[0][0] is QUALITY_BAR else None
-    if weak is not None and len(misses) == 1:  # the cosine alone, on a sample with little signal
+    # the cosine alone missed, each output only on samples with little signal
+    missing = [d for d in by_cosine if QUALITY_BAR.check({d.name: d})]
+    weak = [_weak_worst_sample(d) for d in missing] if misses[0][0] is QUALITY_BAR else [None]
+    if len(misses) == 1 and weak and None not in weak:
         return [
             f"warning: INT8's worst {split} sample misses {QUALITY_BAR} "
-            f"({misses[0][1][0]}), but float's output there is weak ({weak:.1%} of the samples' "
+            f"({misses[0][1][0]}), but float's output there is weak ({weak[0]:.1%} of the samples' "
             f"RMS norm: a detector's map of a picture with nothing to find, say), where a cosine "
             f"measures noise; over the samples its SNR is {by_cosine[0].snr_db:.1f} dB: check it "
             f"on your task (a budget would judge it by that sample too)"
@@ -122,7 +124,7 @@ WEAK_SIGNAL = 0.1
 
 def _weak_worst_sample(drift: Drift) -> float | None:
     """Where every sample whose error could miss QUALITY_BAR's cosine (relative squared error past
-    2 (1 - cosine), as the per-sample sums tell) has a weak float output (below WEAK_SIGNAL of the
+    1 - cosine^2, as the per-sample sums tell) has a weak float output (below WEAK_SIGNAL of the
     samples' RMS norm): the norm of the one INT8 is relatively furthest from, as such a share;
     else None."""
     sums = [(signal, error) for signal, error in drift.sample_errors or () if signal > 0]
@@ -133,7 +135,7 @@ def _weak_worst_sample(drift: Drift) -> float | None:
     shares = [
         math.sqrt(signal / mean_signal)
         for signal, error in sorted(sums, key=lambda pair: -pair[1] / pair[0])
-        if error / signal > 2 * (1 - cosine)
+        if error / signal > 1 - cosine**2
     ]
     return shares[0] if shares and max(shares) < WEAK_SIGNAL else None
 
@@ -325,7 +327,11 @@ def nothing_int8_warning(
         "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
         if reasons
         else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
-        + (" (dynamic INT8 quantizes MatMul and Gemm weights)" if outcome.mode == "dynamic" else "")
+        + (
+            " (dynamic INT8 quantizes MatMul, Gemm and LSTM weights)"
+            if outcome.mode == "dynamic"
+            else ""
+        )
     )
     if before:
         kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
@@ -343,12 +349,16 @@ def nothing_int8_warning(
 
 
 def recurrent_note(
-    model: ir.Model, result: ir.Model | None = None, dynamic_int8: bool = False
+    model: ir.Model,
+    result: ir.Model | None = None,
+    dynamic_int8: bool = False,
+    dynamic_tried: bool = False,
 ) -> list[str]:
     """A note naming the recurrent nodes (GRU, LSTM, RNN) of the main graph of the float `model`
     that INT8 left in float (in `result`, the INT8 model; None: all), with their share of the
     model's weights (an RNN's report else lists none of them). `dynamic_int8`: the result is
-    dynamic INT8, which left its LSTMs float."""
+    dynamic INT8, which left its LSTMs float; `dynamic_tried`: dynamic INT8 was tried and not
+    kept (the notes say why)."""
     nodes = _recurrent_nodes(model)
     if result is not None:
         left = {n.name for n in _recurrent_nodes(result)}
@@ -371,11 +381,11 @@ def recurrent_note(
     listed = ", ".join(f"{count} {op}" for op, count in counts.items())
     if "LSTM" not in counts:
         return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
-    why = (
-        "dynamic INT8 left the LSTMs float (the nodes kept in float say why)"
-        if dynamic_int8
-        else "only dynamic INT8 (--int8 dynamic) quantizes an LSTM (one with stored weights)"
-    )
+    why = "only dynamic INT8 (--int8 dynamic) quantizes an LSTM (one with stored weights)"
+    if dynamic_int8:
+        why = "dynamic INT8 left the LSTMs float (the nodes kept in float say why)"
+    elif dynamic_tried:
+        why = "dynamic INT8, which quantizes LSTMs, was tried and not kept (the notes say why)"
     others = "INT8 quantizes no GRU or RNN; " if counts.keys() - {"LSTM"} else ""
     return [f"recurrent nodes left in float: {listed}{share}; {others}{why}"]
 

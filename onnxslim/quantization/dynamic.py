@@ -53,7 +53,7 @@ LEFT_FLOAT = (
 #: DynamicQuantizeLSTM kernel on this CPU would saturate the full 8-bit weights its target takes
 NOT_EXACT = (
     "an LSTM in INT8 cannot be checked here as the target computes it (this CPU's kernel "
-    "saturates its 8-bit weights): quantize on a CPU with VNNI, or with --target avx2"
+    "saturates its 8-bit weights): quantize on a CPU like the target's"
 )
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM")
 #: MatMuls (and LSTMs) holding more than this share of the weights make a model one for dynamic
@@ -151,8 +151,8 @@ def quantize_model(
                 for name, noise in ranked[:k]
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
-    kept = {name: "excluded by name" for name in options.exclude_nodes}
-    kept.update(dict.fromkeys(unchecked, NOT_EXACT))
+    kept = dict.fromkeys(unchecked, NOT_EXACT)
+    kept.update({name: "excluded by name" for name in options.exclude_nodes})
     kept.update({item["node"]: fallback_reason(item["noise_db"], budget) for item in fallback})
     # what quantize_dynamic did: it leaves a MatMul whose B is not a stored weight alone (a QDQ
     # unit's, or one of activations: attention scores)
@@ -160,11 +160,7 @@ def quantize_model(
     left = [n for n in candidates if n not in floated and ort_names.get(n, n) in still_float]
     kept.update(dict.fromkeys(left, LEFT_FLOAT))
     quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
-    if unlimited:
-        notes.append(
-            f"warning: {unlimited} MatMul or LSTM weight(s) in a form onnxslim does not know keep "
-            "full 8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
-        )
+    notes += unlimited_warning(unlimited)
     return Outcome(
         io.from_proto(model),
         dict(quantized),
@@ -292,16 +288,27 @@ def ort_matmul_names(model: ir.Model) -> dict[str, str]:
     return names
 
 
+def unlimited_warning(count: int) -> list[str]:
+    """A warning for `count` int8 weights `_limit_pairs` could not limit (none: no warning)."""
+    if not count:
+        return []
+    return [
+        f"warning: {count} MatMul or LSTM weight(s) in a form onnxslim does not know keep full "
+        "8-bit range: ORT's u8s8 kernels may saturate there on x86 without VNNI"
+    ]
+
+
 def with_dynamic_lstms(
-    proto: onnx.ModelProto, pair_limit: int | None
-) -> tuple[onnx.ModelProto, int]:
-    """`proto` (a static INT8 model, which leaves LSTMs float) with its LSTMs in dynamic INT8
-    (ORT's DynamicQuantizeLSTM, weights within `pair_limit`), nothing else changed; and how many:
-    a CRNN's convs static, its LSTMs dynamic."""
-    model = _quantize(proto, [], op_types=("LSTM",))
-    if pair_limit is not None:
-        _limit_pairs(model, proto, pair_limit)
-    return model, sum(node.op_type == "DynamicQuantizeLSTM" for node in model.graph.node)
+    proto: onnx.ModelProto, exclude: Collection[str], pair_limit: int | None
+) -> tuple[onnx.ModelProto, int, int]:
+    """`proto` (a static INT8 model, which leaves LSTMs float) with its LSTMs but `exclude` in
+    dynamic INT8 (ORT's DynamicQuantizeLSTM, weights within `pair_limit`), nothing else changed:
+    a CRNN's convs static, its LSTMs dynamic; how many, and how many weights `_limit_pairs` left
+    as they were."""
+    model = _quantize(proto, list(exclude), op_types=("LSTM",))
+    left = 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
+    count = sum(node.op_type == "DynamicQuantizeLSTM" for node in model.graph.node)
+    return model, count, left
 
 
 def _quantize(

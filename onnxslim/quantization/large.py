@@ -96,7 +96,7 @@ def quantize_large(
         unknown = sorted(set(config.exclude_nodes) - set(candidates))
         if unknown:
             notes.append(
-                "--exclude-node (exclude_nodes= in Python): no MatMul or Gemm named "
+                "--exclude-node (exclude_nodes= in Python): no MatMul, Gemm or LSTM named "
                 + ", ".join(unknown)
             )
         path = folder / "float.onnx"
@@ -111,7 +111,8 @@ def quantize_large(
         if set(candidates) - set(excluded):
             path = _dynamic_int8(path, [ort_names.get(n, n) for n in excluded], reduced)
         quantized = io.load(path)
-        left = {node.name for node in quantized.graph if node.op_type in ("MatMul", "Gemm")}
+        float_ops = (*dynamic.QUANTIZED_OPS, "Gemm")  # as they were: left float
+        left = {node.name for node in quantized.graph if node.op_type in float_ops}
         done = [n for n in candidates if n not in left and ort_names.get(n, n) not in left]
         if not done:
             notes.append(_nothing_note(candidates, excluded))
@@ -222,9 +223,9 @@ def _dynamic_int8(path: Path, exclude: list[str], reduced: bool) -> Path:
 
 def _nothing_note(candidates: dict[str, str], excluded: dict[str, str]) -> str:
     why = (
-        "the options leave every MatMul and Gemm float"
+        "the options leave every MatMul, Gemm and LSTM float"
         if candidates and len(excluded) == len(candidates)
-        else "no MatMul or Gemm reads a stored float weight"
+        else "no MatMul, Gemm or LSTM reads a stored float weight"
     )
     return (
         f"warning: {why}: dynamic INT8, what a model over 2 GB gets, added nothing (the result is "
