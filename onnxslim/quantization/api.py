@@ -132,7 +132,7 @@ MODES = ("static", "dynamic", "auto")
 TIMED_NAMES = {
     "float": "float",
     "int8": "the INT8 model",
-    "all int8": "the INT8 model without the nodes returned to float",
+    "all int8": "the INT8 model before nodes went back to float",
     "lossless": "onnxslim's lossless float model",
 }
 
