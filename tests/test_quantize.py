@@ -1917,7 +1917,8 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
     ref = run_samples(model, data, int8=False)
     monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (worth, "mocked"))
-    made = api._dynamic_lstms(outcome, (data, data, ref), None, (), None, {})
+    made, tried = api._dynamic_lstms(outcome, (data, data, ref), None, (), None, {})
+    assert tried
     ops = Counter(node.op_type for node in made.model.graph)
     assert ops["QLinearConv"] + ops["DequantizeLinear"] > 0  # the conv as static made it
     assert (ops["DynamicQuantizeLSTM"], ops["LSTM"]) == ((1, 0) if worth else (0, 1))
@@ -1930,10 +1931,10 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     if worth:
         assert compare_outputs(ref, run_samples(made.model, data))["y"].min_cosine > 0.99
     budget = parse_max_drift("snr>=200")
-    missed = api._dynamic_lstms(outcome, (data, data, ref), budget, (), None, {})
-    assert missed is outcome and "not kept (output 'y': snr" in missed.notes[-1]
+    missed, tried = api._dynamic_lstms(outcome, (data, data, ref), budget, (), None, {})
+    assert tried and missed is outcome and "not kept (output 'y': snr" in missed.notes[-1]
     excluded = api._dynamic_lstms(outcome, (data, data, ref), None, {"lstm"}, None, {})
-    assert excluded is outcome  # --exclude-node lstm, or --exclude-op LSTM: left as it is
+    assert excluded == (outcome, False)  # --exclude-node lstm, or --exclude-op LSTM: as it is
 
 
 def test_dynamic_int8_limits_the_pairs_of_lstm_weights_on_avx2():

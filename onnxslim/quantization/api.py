@@ -426,8 +426,9 @@ def _quantize(
             )
         if float_compute is not None and outcome.mode == "static":  # not dynamic's float twin
             outcome = _int8_or_float(outcome, float_compute, selection[0])
+        lstms_tried = False  # (their own dynamic INT8 beside static's)
         if config.mode == "auto" and config.times_choices and computes_int8(outcome, before):
-            outcome = _dynamic_lstms(
+            outcome, lstms_tried = _dynamic_lstms(
                 outcome,
                 data,
                 config.max_drift,
@@ -465,7 +466,7 @@ def _quantize(
         made = made if INT8_BUILT_WITH in made else [INT8_BUILT_WITH, *made]
     notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
     notes += recurrent_note(
-        float_model, outcome.model, outcome.mode == "dynamic", tried is not None
+        float_model, outcome.model, outcome.mode == "dynamic", tried is not None or lstms_tried
     )
     outcome = _as_made(outcome, before)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
@@ -654,17 +655,18 @@ def _dynamic_lstms(
     exclude: Collection[str],
     pair_limit: int | None,
     logit_axes: Mapping[str, tuple[int, ...]],
-) -> Outcome:
+) -> tuple[Outcome, bool]:
     """Mode auto, timed (so on this CPU's own kernels): a static INT8 model's LSTMs (which it
     leaves float) but `exclude` in dynamic INT8 too, kept where `trades.trade` finds it the better
     trade and `budget` (if any) still holds on the selection samples (`data`: calibration and
     selection samples, the original's outputs there): easyocr's CRNN (not tuned on), convs static
-    and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift."""
+    and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift. Returns the outcome kept and
+    whether any LSTM was tried."""
     if static.mode != "static" or not any(n.op_type == "LSTM" for n in static.model.graph):
-        return static
+        return static, False
     proto, count, left = dynamic.with_dynamic_lstms(io.to_proto(static.model), exclude, pair_limit)
     if not count:
-        return static
+        return static, False
     _, selection, ref_outputs = data
     model = io.from_proto(proto)
     outputs = run_samples(model, selection)
@@ -673,7 +675,7 @@ def _dynamic_lstms(
     missed = budget.check(drift) if budget else []
     if missed:
         static.notes.append(f"{what}: not kept ({missed[0]} on the selection samples)")
-        return static
+        return static, True
     quantized = Counter(static.quantized)
     quantized["LSTM"] += count
     all_int8 = static.all_int8  # the budget's nodes in INT8 too: their LSTMs as these
@@ -697,7 +699,7 @@ def _dynamic_lstms(
     kept = candidate if worth else static
     kept.notes.append(f"{what}: {'kept' if worth else 'not kept'} ({measured})")
     kept.notes += dynamic.unlimited_warning(left) if worth else []
-    return kept
+    return kept, True
 
 
 def _dynamic_excluded(config: QuantizeConfig, model: ir.Model) -> frozenset[str]:
