@@ -1859,7 +1859,8 @@ def test_dynamic_int8_quantizes_a_time_first_lstm(monkeypatch):
     assert kept.quantized == {"MatMul": 1}  # --exclude-op LSTM
     assert (
         "recurrent nodes left in float: 1 LSTM (97% of the weights); only dynamic INT8 "
-        "(--int8 dynamic) quantizes an LSTM (one with stored weights)" in static.report.notes
+        "(--int8 dynamic) quantizes an LSTM (one whose weights are constants)"
+        in static.report.notes
     )
     assert dynamic.recurrent_share(ir.from_proto(model)) == pytest.approx(7168 / 7424)
 
@@ -1946,6 +1947,22 @@ def test_dynamic_int8_limits_the_pairs_of_lstm_weights_on_avx2():
     w = lstm.inputs[1].const_value.numpy()
     assert w.dtype == np.int8 and w.shape == (1, 24, 128)
     assert _neighbour_sums(w[0].T).max() <= 128 and np.abs(w).max() > 64
+    assert result.report.drift["y"].min_cosine > 0.99
+
+
+def test_dynamic_int8_quantizes_an_lstm_whose_weights_constants_compute():
+    """silero's LSTM reads W through a Concat of initializers: folded for INT8, then quantized
+    (before, it stayed float: "one with stored weights" only)."""
+    model, data = lstm_model()
+    w = next(t for t in model.graph.initializer if t.name == "W")
+    halves = np.split(onnx.numpy_helper.to_array(w), 2, axis=1)
+    model.graph.initializer.remove(w)
+    model.graph.initializer.extend(
+        onnx.numpy_helper.from_array(h, f"W{i}") for i, h in enumerate(halves)
+    )
+    model.graph.node.insert(0, helper.make_node("Concat", ["W0", "W1"], ["W"], axis=1))
+    result = quantize(model, data, mode="dynamic", **{**FAST, "target": "avx2"})
+    assert result.report.quantized == {"LSTM": 1, "MatMul": 1}
     assert result.report.drift["y"].min_cosine > 0.99
 
 

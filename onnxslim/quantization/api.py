@@ -70,6 +70,7 @@ from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
 from onnxslim.quantization.ops import (
     DEFAULT_OPS,
+    RECURRENT_WEIGHTS,
     RULES,
     WEIGHT_ONLY,
     WEIGHTED,
@@ -380,7 +381,7 @@ def _quantize(
     # nothing to calibrate or try (quantized already, float16), or only LSTMs (dynamic INT8's,
     # tried below): the lossless model
     if not candidates or (
-        config.mode == "auto" and all(op_types[n] in dynamic.RECURRENT_WEIGHTS for n in candidates)
+        config.mode == "auto" and all(op_types[n] in RECURRENT_WEIGHTS for n in candidates)
     ):
         drift = compare_outputs(ref_outputs, run_samples(float_model, selection))
         mode = "dynamic" if config.mode == "dynamic" else "static"
@@ -442,7 +443,7 @@ def _quantize(
             and config.times_choices
             and outcome.mode != "dynamic"  # (its MatMuls all back in float for a budget)
             and not computes_int8(outcome, before)
-            and dynamic.covers_most_weights(float_model)
+            and dynamic.covers_most_weights(dynamic_model)  # (its computed weights folded)
         ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
             tried = tried or dynamic.quantize_model(
                 dynamic_model, *data, config.max_drift or QUALITY_BAR, dynamic_options
@@ -746,7 +747,7 @@ def _static(
         weight_pair_limit=profile.pair_limit,
         per_channel=config.per_channel,
         quantize_ops=_quantize_ops(config),
-        exclude_ops=config.exclude_ops - dynamic.RECURRENT_WEIGHTS.keys(),  # (dynamic INT8's)
+        exclude_ops=config.exclude_ops - RECURRENT_WEIGHTS.keys(),  # (dynamic INT8's)
         exclude_nodes=config.exclude_nodes,
         skip_depthwise=profile.skip_depthwise,
         min_macs=config.min_macs,
@@ -1236,7 +1237,7 @@ def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str |
         if rule is not None and rule.kind in (WEIGHTED, WEIGHT_ONLY):
             index = rule.weight
         else:  # an LSTM: dynamic INT8's
-            index = dynamic.RECURRENT_WEIGHTS.get(node.op_type, (None,))[0]
+            index = RECURRENT_WEIGHTS.get(node.op_type, (None,))[0]
         if (
             node.op_type not in op_types
             or node.domain not in ("", "ai.onnx")

@@ -381,7 +381,7 @@ def recurrent_note(
     listed = ", ".join(f"{count} {op}" for op, count in counts.items())
     if "LSTM" not in counts:
         return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
-    why = "only dynamic INT8 (--int8 dynamic) quantizes an LSTM (one with stored weights)"
+    why = "only dynamic INT8 (--int8 dynamic) quantizes an LSTM (one whose weights are constants)"
     if dynamic_int8:
         why = "dynamic INT8 left the LSTMs float (the nodes kept in float say why)"
     elif dynamic_tried:

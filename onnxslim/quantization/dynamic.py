@@ -36,6 +36,7 @@ from onnxslim.model.graph import proto_graphs, softmax_axes
 from onnxslim.model.stats import constant_size
 from onnxslim.quantization import exact
 from onnxslim.quantization.builder import iter_samples, run_samples
+from onnxslim.quantization.ops import RECURRENT_WEIGHTS
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
 from onnxslim.quantization.recovery import fallback_reason, fewest_passing
@@ -43,8 +44,6 @@ from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.smooth import smoothed
 
 QUANTIZED_OPS = ("MatMul", "LSTM")
-#: The weight inputs (W, R) of the recurrent ops dynamic INT8 quantizes (ORT's DynamicQuantizeLSTM)
-RECURRENT_WEIGHTS = {"LSTM": (1, 2)}
 #: why quantize_dynamic left a node float that no one excluded
 LEFT_FLOAT = (
     "its weight is not a stored float constant (activations, or a QDQ unit): dynamic INT8 leaves it"

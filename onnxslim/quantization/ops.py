@@ -155,6 +155,10 @@ def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
     return bounds[0], bounds[1]
 
 
+#: Recurrent ops only dynamic INT8 quantizes (ORT's DynamicQuantizeLSTM; static INT8 has no rule
+#: for them), by their weight inputs (W, R).
+RECURRENT_WEIGHTS: dict[str, tuple[int, ...]] = {"LSTM": (1, 2)}
+
 # Ops quantized when the user does not narrow the set (--quantize-op).
 DEFAULT_OPS = frozenset(RULES) | frozenset(FOLDABLE)
 

@@ -17,6 +17,7 @@ from onnxslim.quantization.ops import (
     COMPUTE,
     DEFAULT_OPS,
     FOLDABLE,
+    RECURRENT_WEIGHTS,
     RULES,
     SHARED,
     STORED_TABLES,
@@ -135,6 +136,8 @@ def weight_uses(
         rule = RULES.get(node.op_type)
         if rule is not None and rule.kind in (WEIGHTED, WEIGHT_ONLY):
             uses.add((node, rule.weight))
+        elif node.op_type in RECURRENT_WEIGHTS:  # dynamic INT8's (W and R)
+            uses.update((node, index) for index in RECURRENT_WEIGHTS[node.op_type])
         elif node.op_type in STORED_TABLES:
             index = STORED_TABLES[node.op_type][0]
             if storable_table(node.inputs[index] if len(node.inputs) > index else None):
