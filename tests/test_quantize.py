@@ -2094,8 +2094,8 @@ def test_dynamic_int8_warns_when_a_weight_cannot_be_limited(monkeypatch):
     its full 8-bit range: the report says it may saturate."""
     original = dynamic._quantize
 
-    def renamed(proto, exclude):
-        model = original(proto, exclude)
+    def renamed(proto, exclude, *args, **kwargs):
+        model = original(proto, exclude, *args, **kwargs)
         scale = next(t for t in model.graph.initializer if t.name.endswith("_scale"))
         for node in model.graph.node:
             node.input[:] = [f"{i}_x" if i == scale.name else i for i in node.input]

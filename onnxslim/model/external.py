@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from onnxslim.model.files import same_file
 from onnxslim.model.graph import all_graphs
-from onnxslim.model.stats import tensor_bytes
+from onnxslim.model.stats import external_tensors, tensor_bytes
 
 
 def weight_bytes(model: ir.Model) -> int:
@@ -27,11 +27,7 @@ def weight_bytes(model: ir.Model) -> int:
 
 def has_external_data(model: ir.Model) -> bool:
     """True when some initializer still lives in an external file."""
-    return any(
-        isinstance(value.const_value, ir.ExternalTensor)
-        for graph in all_graphs(model)
-        for value in graph.initializers.values()
-    )
+    return any(True for _ in external_tensors(model))
 
 
 class UnmapBehind:

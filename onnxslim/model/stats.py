@@ -103,26 +103,24 @@ def file_bytes(model: ir.Model, path: str | os.PathLike) -> int:
     """Size of the model file at `path` plus the external files `model` references beside it."""
     path = Path(path)
     total = path.stat().st_size
-    locations = {
-        value.const_value.location
-        for graph in all_graphs(model)
-        for value in graph.initializers.values()
-        if isinstance(value.const_value, ir.ExternalTensor)
-    }
+    locations = {tensor.location for tensor in external_tensors(model)}
     return total + sum(
         (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
     )
 
 
+def external_tensors(model: ir.Model) -> Iterator[ir.ExternalTensor]:
+    """The initializers of `model` (subgraphs included) that still live in external files."""
+    for graph in all_graphs(model):
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                yield value.const_value
+
+
 def location_bytes(model: ir.Model) -> int:
     """Bytes of the external-data file names `model`'s initializers reference, one per tensor:
     what the file grows by when it is written with a longer data file name."""
-    return sum(
-        len(value.const_value.location.encode())
-        for graph in all_graphs(model)
-        for value in graph.initializers.values()
-        if isinstance(value.const_value, ir.ExternalTensor)
-    )
+    return sum(len(tensor.location.encode()) for tensor in external_tensors(model))
 
 
 def written_location_bytes(path: str | os.PathLike) -> int:

@@ -433,7 +433,7 @@ def _quantize(
                 outcome,
                 data,
                 config.max_drift,
-                _dynamic_excluded(config, float_model),
+                dynamic_options.exclude_nodes,
                 profile.pair_limit,
                 softmax_axes(float_model),
             )
@@ -679,15 +679,9 @@ def _dynamic_lstms(
         return static, True
     quantized = Counter(static.quantized)
     quantized["LSTM"] += count
-    all_int8 = static.all_int8  # the budget's nodes in INT8 too: their LSTMs as these
-    if all_int8 is not None:
-        all_int8 = io.from_proto(
-            dynamic.with_dynamic_lstms(io.to_proto(all_int8), exclude, pair_limit)[0]
-        )
     candidate = dataclasses.replace(
         static,
         model=model,
-        all_int8=all_int8,
         quantized=dict(quantized),
         drift=drift,
         # compared as static's own drift was (`scored`, or as the model outputs it)
@@ -697,6 +691,9 @@ def _dynamic_lstms(
         notes=list(static.notes),
     )
     worth, measured = trades.trade(static, candidate, selection[0])
+    if worth and static.all_int8 is not None:  # the nodes back in float, in INT8: LSTMs alike
+        all_int8 = dynamic.with_dynamic_lstms(io.to_proto(static.all_int8), exclude, pair_limit)
+        candidate.all_int8 = io.from_proto(all_int8[0])
     kept = candidate if worth else static
     kept.notes.append(f"{what}: {'kept' if worth else 'not kept'} ({measured})")
     kept.notes += dynamic.unlimited_warning(left) if worth else []

@@ -106,8 +106,8 @@ def quantize_model(
     logit_axes = softmax_axes(float_model)
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
-        model = _quantize(proto, [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]])
-        left = 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
+        names = [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]]
+        model, left = _quantize_within(proto, names, pair_limit)
         outputs = run_samples(model, selection)
         drift = compare_outputs(ref_outputs, outputs)
         scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
@@ -304,10 +304,21 @@ def with_dynamic_lstms(
     dynamic INT8 (ORT's DynamicQuantizeLSTM, weights within `pair_limit`), nothing else changed:
     a CRNN's convs static, its LSTMs dynamic; how many, and how many weights `_limit_pairs` left
     as they were."""
-    model = _quantize(proto, list(exclude), op_types=("LSTM",))
-    left = 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
+    model, left = _quantize_within(proto, list(exclude), pair_limit, op_types=("LSTM",))
     count = sum(node.op_type == "DynamicQuantizeLSTM" for node in model.graph.node)
     return model, count, left
+
+
+def _quantize_within(
+    proto: onnx.ModelProto,
+    exclude: list[str],
+    pair_limit: int | None,
+    op_types: tuple[str, ...] = QUANTIZED_OPS,
+) -> tuple[onnx.ModelProto, int]:
+    """`_quantize`, its weights then within `pair_limit` (None: as written); and how many weights
+    `_limit_pairs` left as they were."""
+    model = _quantize(proto, exclude, op_types)
+    return model, 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
 
 
 def _quantize(
