@@ -21,6 +21,7 @@ from operator import attrgetter, methodcaller
 import numpy as np
 
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model.graph import OutputKinds
 
 Outputs = Mapping[str, np.ndarray]
 
@@ -395,18 +396,18 @@ def kind_views(
 def scored_drift(
     ref_outputs: Sequence[Outputs],
     outputs: Sequence[Outputs],
-    logit_axes: Mapping[str, tuple[int, ...]],
+    kinds: OutputKinds,
     drift: dict[str, Drift],
 ) -> dict[str, Drift]:
     """The drift the automatic choices compare of `outputs` against `ref_outputs` (`drift` as
-    the model outputs them): each output a Softmax computes (`logit_axes`, the axes of
-    `model.graph.softmax_axes`) at the logits of float's most probable classes (`logit_views`),
-    each other one mixing probabilities with other quantities in its parts (`kind_views`);
-    `drift` itself where neither is."""
-    names = ref_outputs[0].keys() if ref_outputs else ()
+    the model outputs them): each output a Softmax computes (`kinds.logit_axes`) at the logits of
+    float's most probable classes (`logit_views`), each score output (`kinds.score_outputs`)
+    mixing probabilities with other quantities in its parts (`kind_views`); `drift` itself where
+    neither is."""
+    logit_axes = kinds.logit_axes
     parts = {
         name: found
-        for name in names
+        for name in kinds.score_outputs
         if name not in logit_axes and (found := probability_channels(ref_outputs, name))
     }
     if not logit_axes and not parts:

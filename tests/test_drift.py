@@ -28,7 +28,7 @@ from onnxslim.drift import (
 )
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import io
-from onnxslim.model.graph import softmax_axes
+from onnxslim.model.graph import OutputKinds, output_kinds, softmax_axes
 from onnxslim.quantization.caveats import parts_notes
 
 F32 = np.float32
@@ -524,7 +524,8 @@ def test_mass_moving_to_a_class_outside_the_top_is_an_error():
     def softmax(x):
         return np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True)
 
-    scored = scored_drift([{"p": softmax(z)}], [{"p": softmax(q)}], {"p": (1,)}, {})["p"]
+    kinds = OutputKinds({"p": (1,)})
+    scored = scored_drift([{"p": softmax(z)}], [{"p": softmax(q)}], kinds, {})["p"]
     assert scored.snr_db < 0  # scored as exact (307 dB) at the top 5 alone
 
 
@@ -551,11 +552,15 @@ def test_a_large_vocabulary_is_compared_at_its_most_probable_classes():
     }
     assert full["a"].snr_db > full["b"].snr_db
     scored = {
-        name: scored_drift(ref, [{"p": softmax(x)}], {"p": (2,)}, {})["p"]
+        name: scored_drift(ref, [{"p": softmax(x)}], OutputKinds({"p": (2,)}), {})["p"]
         for name, x in (("a", a), ("b", b))
     }
     assert scored["b"].snr_db > scored["a"].snr_db + 10
     assert (softmax(a).argmax(-1) != 7).all() and (softmax(b).argmax(-1) == 7).all()
+
+
+#: The kinds of `_detections`' output: a score op computes some of its channels.
+DETECTOR = OutputKinds(score_outputs=frozenset({"output"}))
 
 
 def _detections(rng, objectness_error: float = 0.0, classes: int = 1) -> dict:
@@ -576,7 +581,7 @@ def test_an_output_mixing_scores_with_coordinates_is_scored_per_part():
     ref = [_detections(np.random.default_rng(i)) for i in range(4)]
     clipped = [_detections(np.random.default_rng(i), objectness_error=0.8) for i in range(4)]
     pooled = compare_outputs(ref, clipped)
-    scored = scored_drift(ref, clipped, {}, pooled)
+    scored = scored_drift(ref, clipped, DETECTOR, pooled)
     assert pooled["output"].snr_db > 40
     objectness, score = "output (its [0, 1] channel 4)", "output (its [0, 1] channel 5)"
     assert set(scored) == {objectness, score, "output (its other channels)"}
@@ -595,7 +600,7 @@ def test_the_scores_of_many_channels_are_scored_together():
     """80 classes: one part for the scores (a class that fires on one anchor would be noise)."""
     ref = [_detections(np.random.default_rng(i), classes=80) for i in range(4)]
     clipped = [_detections(np.random.default_rng(i), 0.8, classes=80) for i in range(4)]
-    scored = scored_drift(ref, clipped, {}, compare_outputs(ref, clipped))
+    scored = scored_drift(ref, clipped, DETECTOR, compare_outputs(ref, clipped))
     assert set(scored) == {"output (its [0, 1] channels)", "output (its other channels)"}
 
 
@@ -613,7 +618,41 @@ def test_outputs_without_scores_beside_other_channels_are_scored_whole(shape, lo
     ref = [{"y": rng.uniform(low, high, size=shape).astype(np.float32)} for _ in range(3)]
     noisy = [{"y": r["y"] + 0.01} for r in ref]
     drift = compare_outputs(ref, noisy)
-    assert scored_drift(ref, noisy, {}, drift) is drift
+    assert scored_drift(ref, noisy, OutputKinds(score_outputs=frozenset({"y"})), drift) is drift
+
+
+def test_only_outputs_a_score_op_computes_are_compared_in_parts():
+    """CRAFT's 32-channel ReLU feature map has 7 channels within [0, 1]: taken for a detector's
+    scores, the choices compared it in parts. Only an output that a Sigmoid or Softmax computes
+    some values of, through data movement, is; its data alone picks the score channels."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["feature"]),
+        helper.make_node("Split", ["x", "sizes"], ["raw", "logits"], axis=1),
+        helper.make_node("Sigmoid", ["logits"], ["scores"]),
+        helper.make_node("Concat", ["raw", "scores"], ["cat"], axis=1),
+        helper.make_node("Transpose", ["cat"], ["det"], perm=[0, 2, 1]),
+        helper.make_node("Softmax", ["x"], ["p"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 50])],
+        [
+            helper.make_tensor_value_info("feature", TensorProto.FLOAT, [1, 6, 50]),
+            helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 50, 6]),
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 6, 50]),
+        ],
+        [helper.make_tensor("sizes", TensorProto.INT64, [2], [4, 2])],
+    )
+    kinds = output_kinds(io.from_proto(helper.make_model(graph)))
+    assert kinds.score_outputs == {"det", "p"} and kinds.logit_axes == {"p": (1,)}
+    rng = np.random.default_rng(0)
+    feature = rng.uniform(-3, 3, size=(1, 6, 50)).astype(np.float32)
+    feature[0, 1] = np.linspace(0, 1, 50)  # a ReLU channel within [0, 1]
+    ref = [{"feature": np.maximum(feature, 0)}]
+    noisy = [{"feature": ref[0]["feature"] + 0.01}]
+    assert probability_channels(ref, "feature") is not None  # its data alone would split it
+    assert set(scored_drift(ref, noisy, kinds, compare_outputs(ref, noisy))) == {"feature"}
 
 
 def test_a_dead_or_constant_channel_is_no_score():
@@ -634,7 +673,7 @@ def test_a_mixed_output_of_another_shape_is_a_mismatch_not_an_error():
     ref = [_detections(np.random.default_rng(i)) for i in range(3)]
     other = [dict(r) for r in ref]
     other[1] = {"output": ref[1]["output"][:, :150]}
-    scored = scored_drift(ref, other, {}, compare_outputs(ref, other))
+    scored = scored_drift(ref, other, DETECTOR, compare_outputs(ref, other))
     assert len(scored) == 3 and all(name.startswith("output (its ") for name in scored)
     assert all(d.mismatch for d in scored.values())
-    assert scored_drift(ref, [{} for _ in ref], {}, {})  # missing everywhere: named, no error
+    assert scored_drift(ref, [{} for _ in ref], DETECTOR, {})  # missing everywhere: named, no error

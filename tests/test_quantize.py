@@ -23,6 +23,7 @@ from onnxslim.cpu import CpuInfo
 from onnxslim.drift import compare_outputs, parse_max_drift, scored_drift, worst_snr
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
+from onnxslim.model.graph import OutputKinds
 from onnxslim.passes.fold import FoldProducers
 from onnxslim.quantization import (
     api,
@@ -983,8 +984,8 @@ def test_the_budget_fallback_scores_the_model_it_returns(monkeypatch):
     def fall_back(builder, quantized, info, samples, ref_outputs, budget):
         result = recovery.fall_back(builder, quantized, info, samples, ref_outputs, budget)
         model, drift, scored = result[0], result[2], result[5]
-        again = scored_drift(ref_outputs, run_samples(model, samples), builder.logit_axes, drift)
-        assert builder.logit_axes and scored != drift  # at the logits, not as written
+        again = scored_drift(ref_outputs, run_samples(model, samples), builder.kinds, drift)
+        assert builder.kinds.logit_axes and scored != drift  # at the logits, not as written
         checked.append(scored == again)
         return result
 
@@ -1359,7 +1360,7 @@ class _FixedOutputs:
     progress = False
     options = QuantOptions()
     model = _float_model()
-    logit_axes: dict = {}
+    kinds = OutputKinds()
 
     def build(self):
         return self.options.bias_correction, None
@@ -1420,7 +1421,7 @@ class _RangeOutputs:
     progress = False
     method, method_options = "percentile", {"pct": 99.99}
     model = _float_model()
-    logit_axes: dict = {}
+    kinds = OutputKinds()
 
     def build(self):
         return self.method_options.get("pct", self.method), None
@@ -1470,7 +1471,7 @@ def test_a_softmax_output_is_chosen_on_its_logits(monkeypatch):
         for key, errors in off_by.items()
     }
     monkeypatch.setattr(levers, "run_samples", lambda model, samples: outputs[model])
-    monkeypatch.setattr(_RangeOutputs, "logit_axes", {"y": (1,)})
+    monkeypatch.setattr(_RangeOutputs, "kinds", OutputKinds({"y": (1,)}))
     first = levers.Choice(_RangeOutputs(), 99.99, None, compare_outputs(ref, outputs[99.99]))
     choice = levers.choose_activation_range(first, ref, ref)
     by_probability = {key: worst_snr(compare_outputs(ref, out)) for key, out in outputs.items()}
@@ -3454,7 +3455,9 @@ def test_timed_choices_compare_a_softmax_output_at_its_logits():
     for saturated, unsure in ((2.0, 0.01), (0.0, 0.1)):
         moved = [x + np.float32([[0, saturated]]) for x in logits[:-1]]
         feeds = [{"x": x} for x in [*moved, logits[-1] + np.float32([[0, unsure]])]]
-        variants.append(trades.measured_variant({"y": (1,)}, None, model, None, feeds, ref))
+        variants.append(
+            trades.measured_variant(OutputKinds({"y": (1,)}), None, model, None, feeds, ref)
+        )
     a, b = variants
     assert worst_snr(a.drift) > worst_snr(b.drift) + 15  # the probabilities prefer A
     gain, _ = trades.snr_gain(a, b, bounded=False)
@@ -3527,7 +3530,9 @@ def test_int8_and_float_compute_are_traded_at_a_softmax_outputs_logits(monkeypat
     model = cnn_softmax()
     traded, selection, ref = _int8_and_float_traded(monkeypatch, model, samples(16))
     for made in traded:
-        expected = scored_drift(ref, run_samples(made.model, selection), {"p": (1,)}, {})
+        expected = scored_drift(
+            ref, run_samples(made.model, selection), OutputKinds({"p": (1,)}), {}
+        )
         assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
         assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
     int8, floats = traded
@@ -3548,7 +3553,7 @@ def test_dynamic_int8_scores_a_softmax_output_at_its_logits():
     float_model = ir.from_proto(model)
     ref = run_samples(float_model, data[6:], int8=False)
     made = dynamic.quantize_model(float_model, data[:6], data[6:], ref, None)
-    expected = scored_drift(ref, run_samples(made.model, data[6:]), {"p": (2,)}, {})
+    expected = scored_drift(ref, run_samples(made.model, data[6:]), OutputKinds({"p": (2,)}), {})
     assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
     assert made.scored["p"].snr_db != pytest.approx(made.drift["p"].snr_db, abs=1)
 
@@ -3575,7 +3580,9 @@ def test_a_softmax_over_an_inner_axis_before_opset_13_is_scored_at_its_logits(mo
     data = [{"x": rng.standard_normal((1, 8, 16)).astype(np.float32)} for _ in range(16)]
     traded, selection, ref = _int8_and_float_traded(monkeypatch, model, data)
     for made in traded:
-        expected = scored_drift(ref, run_samples(made.model, selection), {"p": (1, 2)}, {})
+        expected = scored_drift(
+            ref, run_samples(made.model, selection), OutputKinds({"p": (1, 2)}), {}
+        )
         assert made.scored["p"].snr_db == pytest.approx(expected["p"].snr_db, abs=0.1)
         assert abs(made.scored["p"].snr_db - made.drift["p"].snr_db) > 1
 
@@ -3683,22 +3690,25 @@ def test_a_part_note_says_why_a_part_has_no_snr_and_leaves_softmax_outputs_whole
     other = [dict(r) for r in ref]
     other[1] = detections(11)
     drift = compare_outputs(ref, other)
-    (note,) = caveats.parts_notes(scored_drift(ref, other, {}, drift))
+    detections_kinds = OutputKinds(score_outputs=frozenset({"det"}))
+    (note,) = caveats.parts_notes(scored_drift(ref, other, detections_kinds, drift))
     assert re.fullmatch(
         r"output 'det' in parts \(as the choices compare it\) on the test samples, output SNR: "
         r"its \[0, 1\] channel 4 not measured \(.+\), its \[0, 1\] channel 5 not measured "
         r"\(.+\), its other channels not measured \(.+\)",
         note,
     )
-    same = caveats.parts_notes(scored_drift(ref, ref, {}, compare_outputs(ref, ref)))
+    same = caveats.parts_notes(scored_drift(ref, ref, detections_kinds, compare_outputs(ref, ref)))
     assert same == [
         "output 'det' in parts (as the choices compare it) on the test samples, output SNR: "
         "its [0, 1] channel 4 exact, its [0, 1] channel 5 exact, its other channels exact"
     ]
     probabilities = [{"p": rng.dirichlet(np.ones(4), size=(1, 8)).astype(np.float32)} for _ in ref]
     probabilities[0]["p"][0, :, 3] = 0.01  # a class that never fires: no score channel
+    softmax_scores = OutputKinds({"p": (2,)}, frozenset({"p"}))  # a Softmax's output: a score too
     drift = compare_outputs(probabilities, probabilities)
-    assert caveats.parts_notes(scored_drift(probabilities, probabilities, {"p": (2,)}, drift)) == []
+    scored = scored_drift(probabilities, probabilities, softmax_scores, drift)
+    assert caveats.parts_notes(scored) == []
 
 
 def test_too_few_selection_samples_to_choose_by_are_said_of_every_choice():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 
 import onnx
@@ -134,3 +135,48 @@ def softmax_axes(model: ir.Model) -> dict[str, tuple[int, ...]]:
         axis %= rank
         axes[value.name] = (axis,) if opset >= 13 else tuple(range(axis, rank))
     return axes
+
+
+#: Ops whose every output value lies in [0, 1]: a detector's scores.
+SCORE_OPS = frozenset({"Sigmoid", "HardSigmoid", "Softmax"})
+#: Ops that move their data input's values (input 0; Concat: every input) without changing them.
+DATA_MOVEMENT = frozenset(
+    {"Identity", "Concat", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
+     "Split", "Gather", "Expand", "Tile"}
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputKinds:
+    """How the automatic choices read a model's outputs: those a Softmax computes, by the axes it
+    normalizes over (`softmax_axes`), and those a score op computes some values of through data
+    movement only (`score_outputs`: a detector's sigmoid scores concatenated with its boxes)."""
+
+    logit_axes: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    score_outputs: frozenset[str] = frozenset()
+
+
+def output_kinds(model: ir.Model) -> OutputKinds:
+    """The `OutputKinds` of `model`'s graph outputs."""
+    return OutputKinds(softmax_axes(model), score_outputs(model))
+
+
+def score_outputs(model: ir.Model) -> frozenset[str]:
+    """The graph outputs some of whose values a `SCORE_OPS` node of the default domain computes,
+    reached back through `DATA_MOVEMENT` nodes only (not a ReLU feature map, whose values may
+    also lie in [0, 1])."""
+    found = set()
+    for output in model.graph.outputs:
+        pending, seen = [output.producer()], set()
+        while pending:
+            node = pending.pop()
+            if node is None or node in seen or node.domain != "":
+                continue
+            seen.add(node)
+            if node.op_type in SCORE_OPS:
+                found.add(output.name)
+                break
+            if node.op_type in DATA_MOVEMENT:
+                data = node.inputs if node.op_type == "Concat" else node.inputs[:1]
+                pending += [value.producer() for value in data if value is not None]
+    return frozenset(found)

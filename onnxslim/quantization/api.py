@@ -39,7 +39,7 @@ from onnxslim.drift import (
 )
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
-from onnxslim.model.graph import node_count, softmax_axes
+from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, exact, integer_outputs, large, levers, trades
@@ -401,7 +401,7 @@ def _quantize(
             test,
             config,
             profile,
-            softmax_axes(static_model),
+            output_kinds(static_model),
         )
     data = (calib, selection, ref_outputs)
     tried = None  # mode auto: the dynamic INT8 outcome tried, if any
@@ -435,7 +435,7 @@ def _quantize(
                 config.max_drift,
                 dynamic_options.exclude_nodes,
                 profile.pair_limit,
-                softmax_axes(float_model),
+                output_kinds(float_model),
             )
         if (
             config.mode == "auto"
@@ -475,7 +475,7 @@ def _quantize(
     quantized, drift = outcome.model, outcome.drift
     io.keep_aside_as(quantized, original_meta)  # map types onnx-ir cannot hold, for the file
     if test:  # the figures reported: on samples no decision saw
-        drift, test_notes = _test_drift(reference, quantized, test, softmax_axes(float_model))
+        drift, test_notes = _test_drift(reference, quantized, test, output_kinds(float_model))
         notes += test_notes
         missed = budget.check(drift) if budget else []
         if missed:
@@ -655,7 +655,7 @@ def _dynamic_lstms(
     budget: Budget | None,
     exclude: Collection[str],
     pair_limit: int | None,
-    logit_axes: Mapping[str, tuple[int, ...]],
+    kinds: OutputKinds,
 ) -> tuple[Outcome, bool]:
     """Mode auto, timed (so on this CPU's own kernels): a static INT8 model's LSTMs (which it
     leaves float) but `exclude` in dynamic INT8 too, kept where `trades.trade` finds it the better
@@ -685,9 +685,7 @@ def _dynamic_lstms(
         quantized=dict(quantized),
         drift=drift,
         # compared as static's own drift was (`scored`, or as the model outputs it)
-        scored=None
-        if static.scored is None
-        else scored_drift(ref_outputs, outputs, logit_axes, drift),
+        scored=None if static.scored is None else scored_drift(ref_outputs, outputs, kinds, drift),
         notes=list(static.notes),
     )
     worth, measured = trades.trade(static, candidate, selection[0])
@@ -731,14 +729,14 @@ def _static(
     test: list,
     config: QuantizeConfig,
     profile,
-    logit_axes: dict[str, tuple[int, ...]],
+    kinds: OutputKinds,
 ) -> tuple[Outcome, Outcome | None]:
     """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE, bias correction and
     the activation ranges (levers.py), return the noisiest nodes to float until the budget
     holds on `selection` (where the original gives `ref_outputs`). Mode auto with timed choices:
     also the same model computing in float on its int8-stored weights (`_float_compute`).
-    `logit_axes`: the softmax outputs of the model before `prepare` (what every choice compares
-    at its logits, as dynamic INT8's do)."""
+    `kinds`: the softmax and score outputs of the model before `prepare` (what every choice
+    compares at its logits or in its parts, as dynamic INT8's do)."""
     quant_options = QuantOptions(
         activation_type=config.activation_type,
         weight_pair_limit=profile.pair_limit,
@@ -758,7 +756,7 @@ def _static(
         else []
     )
     pairs = len(find_pairs(float_model.graph))
-    builders = _builders(float_model, calib, quant_options, config, bool(pairs), logit_axes)
+    builders = _builders(float_model, calib, quant_options, config, bool(pairs), kinds)
     choice = levers.choose(builders, _choices(config.bias_correction), selection, ref_outputs)
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
@@ -770,7 +768,7 @@ def _static(
     builder, quantized, info = choice.builder, choice.model, choice.info
     if choice.scored is None or compared_samples(choice.scored) != len(selection):  # on fewer
         first = trades.measured_variant(
-            builder.logit_axes, builder.options, quantized, info, selection, ref_outputs
+            builder.kinds, builder.options, quantized, info, selection, ref_outputs
         )
     else:
         first = trades.Variant(builder.options, quantized, info, choice.drift, choice.scored)
@@ -889,7 +887,7 @@ def _float_compute(
         },
         fallback=[],
         drift=drift,
-        scored=scored_drift(ref_outputs, outputs, builder.logit_axes, drift),
+        scored=scored_drift(ref_outputs, outputs, builder.kinds, drift),
         notes=[],
         layers=[],
         mode=WEIGHT_ONLY_MODE,  # NO_INT8_MODE where nothing is int8-stored: `_as_made`
@@ -1206,17 +1204,17 @@ def _samples_for_top1(threshold: float) -> int:
 
 
 def _test_drift(
-    reference: bytes, quantized: ir.Model, test: list, logit_axes: Mapping[str, tuple[int, ...]]
+    reference: bytes, quantized: ir.Model, test: list, kinds: OutputKinds
 ) -> tuple[dict, list[str]]:
     """Drift on the test samples as ORT runs the model, and notes: the SNR of each part of an
-    output the choices compare in parts (`caveats.parts_notes`; `logit_axes`: the softmax
-    outputs, compared otherwise), and a warning when ORT's graph optimizations change the
+    output the choices compare in parts (`caveats.parts_notes`; `kinds`: the softmax and
+    score outputs), and a warning when ORT's graph optimizations change the
     quantized model's results (what ORT runs is not what was written). With exact math
     (exact.py) the drift is the model's own math and the rewrites go unchecked."""
     ref = run_samples(reference, test, int8=False)
     outputs = run_samples(quantized, test)
     drift = compare_outputs(ref, outputs)
-    notes = parts_notes(scored_drift(ref, outputs, logit_axes, drift))
+    notes = parts_notes(scored_drift(ref, outputs, kinds, drift))
     if not exact.enabled():
         as_written = compare_outputs(ref, run_samples(quantized, test, opt_level="disable"))
         warning = rewrite_warning(drift, as_written)
@@ -1279,7 +1277,7 @@ def _builders(
     options: QuantOptions,
     config: QuantizeConfig,
     pairs: bool,
-    logit_axes: dict[str, tuple[int, ...]],
+    kinds: OutputKinds,
 ) -> dict[bool, QuantBuilder]:
     """A builder per equalization `levers.choose` tries (False: the model as it is; True: a
     cross-layer-equalized copy, when the model has conv `pairs`); the equalized one derives GPTQ's
@@ -1300,7 +1298,7 @@ def _builders(
             method_options,
             config.progress,
             equalized=eq,
-            logit_axes=logit_axes,
+            kinds=kinds,
         )
         if eq and False in builders:
             builders[eq].hessian_source = (builders[False], equalize.input_scales)

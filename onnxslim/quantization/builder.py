@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
-from onnxslim.model.graph import softmax_axes
+from onnxslim.model.graph import OutputKinds, output_kinds
 from onnxslim.quantization import exact, gptq
 from onnxslim.quantization.bias_correction import input_channel_axis
 from onnxslim.quantization.calibration import (
@@ -53,14 +53,15 @@ class QuantBuilder:
         method_options,
         progress: bool,
         equalized: bool = False,
-        logit_axes: Mapping[str, tuple[int, ...]] | None = None,
+        kinds: OutputKinds | None = None,
     ):
         self.proto = io.lean_proto(model)
         self.model = model
         self.equalized = equalized
-        # the softmax outputs of the model as given (graph.softmax_axes; `model` may be converted
-        # to another opset, where a Softmax over an inner axis is Flatten -> Softmax -> Reshape)
-        self.logit_axes = softmax_axes(model) if logit_axes is None else logit_axes
+        # the softmax and score outputs of the model as given (graph.output_kinds; `model` may be
+        # converted to another opset, where a Softmax over an inner axis is Flatten -> Softmax ->
+        # Reshape)
+        self.kinds = output_kinds(model) if kinds is None else kinds
         self.samples, self.options, self.method = samples, options, method
         self.method_options, self.progress = method_options, progress
         self.stats: dict[str, Histogram] = {}

@@ -32,7 +32,7 @@ from onnxslim.drift import (
     worst_snr,
 )
 from onnxslim.model import io
-from onnxslim.model.graph import proto_graphs, softmax_axes
+from onnxslim.model.graph import output_kinds, proto_graphs
 from onnxslim.model.stats import constant_size
 from onnxslim.quantization import exact
 from onnxslim.quantization.builder import iter_samples, run_samples
@@ -103,18 +103,18 @@ def quantize_model(
     pair_limit = options.pair_limit
     ort_names = ort_matmul_names(float_model)
 
-    logit_axes = softmax_axes(float_model)
+    kinds = output_kinds(float_model)
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
         names = [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]]
         model, left = _quantize_within(proto, names, pair_limit)
         outputs = run_samples(model, selection)
         drift = compare_outputs(ref_outputs, outputs)
-        scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
+        scored = scored_drift(ref_outputs, outputs, kinds, drift)
         return _Attempt(model, drift, budget.check(drift) if budget else [], left, scored)
 
     proto, first, muls, notes = _smoothing_choice(
-        float_model, calib, options, attempt_on, bool(logit_axes)
+        float_model, calib, options, attempt_on, bool(kinds.logit_axes)
     )
     ops = {n.name: n.op_type for n in proto.graph.node}
     candidates = [

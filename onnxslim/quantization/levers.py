@@ -148,8 +148,8 @@ def _closest(
                 outputs = run_samples(choice.model, samples)
                 if choice.drift is None:
                     choice.drift = compare_outputs(ref, outputs)
-                axes = choice.builder.logit_axes
-                choice.scored = scored_drift(ref, outputs, axes, choice.drift)
+                kinds = choice.builder.kinds
+                choice.scored = scored_drift(ref, outputs, kinds, choice.drift)
             scores[label] = worst_snr(choice.scored)
             broken = mismatched(choice.scored)
             if (
@@ -172,7 +172,7 @@ def _closest(
         if len(samples) >= MIN_PREDICTION_SAMPLES
         else f"too few to choose by: at least {MIN_PREDICTION_SAMPLES} are needed"
     )
-    logits = AT_LOGITS if choice.builder.logit_axes else ""
+    logits = AT_LOGITS if choice.builder.kinds.logit_axes else ""
     logits += IN_PARTS if split_in_parts(choice.scored) else ""
     measured = f"output SNR{logits} on {len(samples)} selection samples: {tried}; {rule}"
     shown_snrs = {f"{snr:.1f}" for snr in scores.values()}

@@ -52,7 +52,7 @@ def fall_back(
                     )
                     outputs = run_samples(model, samples)
                     drift = compare_outputs(ref_outputs, outputs)
-                    scored = scored_drift(ref_outputs, outputs, builder.logit_axes, drift)
+                    scored = scored_drift(ref_outputs, outputs, builder.kinds, drift)
                     results[k] = (model, inf, drift, budget.check(drift), scored)
                     bar.advance()
                 return bool(results[k][3])

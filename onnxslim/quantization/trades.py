@@ -19,6 +19,7 @@ from onnxslim.drift import (
     snr_gain_bound,
     worst_snr,
 )
+from onnxslim.model.graph import OutputKinds
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
 from onnxslim.quantization.ops import RULES, WEIGHTED, is_depthwise, macs_per_output
 from onnxslim.quantization.plan import DEPTHWISE_IN_FLOAT, INT8_STORED, TOO_SMALL, QuantOptions
@@ -136,11 +137,11 @@ class Variant:
 def _variant(builder: QuantBuilder, options: QuantOptions, selection, ref_outputs) -> Variant:
     builder.options = options
     model, info = builder.build()
-    return measured_variant(builder.logit_axes, options, model, info, selection, ref_outputs)
+    return measured_variant(builder.kinds, options, model, info, selection, ref_outputs)
 
 
 def measured_variant(
-    logit_axes: dict[str, tuple[int, ...]],
+    kinds: OutputKinds,
     options: QuantOptions,
     model: ir.Model,
     info: BuildInfo,
@@ -148,10 +149,10 @@ def measured_variant(
     ref_outputs,
 ) -> Variant:
     """A Variant of a build (`model`, `info`), its drifts measured on the selection samples
-    (`logit_axes`: the float model's softmax outputs, QuantBuilder.logit_axes)."""
+    (`kinds`: the float model's softmax and score outputs, QuantBuilder.kinds)."""
     outputs = run_samples(model, selection)
     drift = compare_outputs(ref_outputs, outputs)
-    scored = scored_drift(ref_outputs, outputs, logit_axes, drift)
+    scored = scored_drift(ref_outputs, outputs, kinds, drift)
     return Variant(options, model, info, drift, scored)
 
 
