@@ -1858,6 +1858,7 @@ def test_dynamic_int8_quantizes_a_time_first_lstm(monkeypatch):
     assert "LSTM" in {node.op_type for node in static.model.graph}
     kept = quantize(model, data, mode="dynamic", exclude_ops={"LSTM"}, **FAST).report
     assert kept.quantized == {"MatMul": 1}  # --exclude-op LSTM
+    assert kept.kept_float == {"lstm": "excluded by op type"}
     assert (
         "recurrent nodes left in float: 1 LSTM (97% of the weights); only dynamic INT8 "
         "(--int8 dynamic) quantizes an LSTM (one whose weights are constants)"
@@ -1919,7 +1920,7 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
     ref = run_samples(model, data, int8=False)
     monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (worth, "mocked"))
-    made, tried = api._dynamic_lstms(outcome, (data, data, ref), None, (), None, {})
+    made, tried = api._dynamic_lstms(outcome, (data, data, ref), None, (), None, OutputKinds())
     assert tried
     ops = Counter(node.op_type for node in made.model.graph)
     assert ops["QLinearConv"] + ops["DequantizeLinear"] > 0  # the conv as static made it
@@ -1933,10 +1934,71 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     if worth:
         assert compare_outputs(ref, run_samples(made.model, data))["y"].min_cosine > 0.99
     budget = parse_max_drift("snr>=200")
-    missed, tried = api._dynamic_lstms(outcome, (data, data, ref), budget, (), None, {})
+    missed, tried = api._dynamic_lstms(outcome, (data, data, ref), budget, (), None, OutputKinds())
     assert tried and missed is outcome and "not kept (output 'y': snr" in missed.notes[-1]
-    excluded = api._dynamic_lstms(outcome, (data, data, ref), None, {"lstm"}, None, {})
+    excluded = api._dynamic_lstms(outcome, (data, data, ref), None, {"lstm"}, None, OutputKinds())
     assert excluded == (outcome, False)  # --exclude-node lstm, or --exclude-op LSTM: as it is
+
+
+def small_convs_and_lstm() -> tuple[onnx.ModelProto, list[dict]]:
+    """silero-vad in small: a conv too small to compute in INT8 holding most weights, then an
+    LSTM (42% of them) reading W through a Concat of initializers; with samples."""
+    rng = np.random.default_rng(12)
+    w = (rng.normal(size=(1, 128, 64)) * 0.2).astype(np.float32)
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "k"], ["c"], name="conv", pads=[16, 16]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Transpose", ["r"], ["t"], perm=[2, 0, 1]),
+            helper.make_node("Concat", ["W0", "W1"], ["W"], axis=1),
+            helper.make_node("LSTM", ["t", "W", "R"], ["", "h"], name="lstm", hidden_size=32),
+            helper.make_node("MatMul", ["h", "P"], ["y"], name="head"),
+        ],
+        [vi("x", FLOAT, [1, 8, 12])],
+        [vi("y", FLOAT, [1, 1, 8])],
+        [
+            const("k", (rng.normal(size=(64, 8, 32)) * 0.1).astype(np.float32)),
+            const("W0", w[:, :64]),
+            const("W1", w[:, 64:]),
+            const("R", (rng.normal(size=(1, 128, 32)) * 0.2).astype(np.float32)),
+            const("P", (rng.normal(size=(32, 8)) * 0.3).astype(np.float32)),
+        ],
+    )
+    return model, [{"x": rng.normal(size=(1, 8, 12)).astype(np.float32)} for _ in range(12)]
+
+
+@pytest.mark.parametrize("worth", [True, False])
+def test_lstms_go_dynamic_beside_weights_that_compute_in_float(monkeypatch, worth):
+    """silero-vad (not tuned on): its convs, too small to gain, compute in float on int8-stored
+    weights, and mode auto tried no dynamic INT8 for its LSTM (43% of the weights). Now timed
+    beside them; kept, the result is dynamic INT8 (only the LSTM computes in INT8)."""
+    model, data = small_convs_and_lstm()
+
+    def trade(first, second, *args, **kwargs):  # static INT8 not worth it, the LSTM as `worth`
+        return "LSTM" in getattr(second, "quantized", {}) and worth, "mocked"
+
+    monkeypatch.setattr(api.trades, "trade", trade)
+    options = {**FAST, "target": "auto", "measure_latency": True}
+    del options["min_macs"]  # the conv too small to gain
+    result = quantize(model, data, **options)
+    report, ops = result.report, Counter(node.op_type for node in result.model.graph)
+    assert report.kept_float["conv"].endswith("computes in float on int8-stored weights")
+    assert (ops["DynamicQuantizeLSTM"], ops["LSTM"]) == ((1, 0) if worth else (0, 1))
+    assert (report.mode, report.quantized) == (
+        ("dynamic", {"LSTM": 1}) if worth else ("weight-only", {})
+    )
+    verdict = "kept" if worth else "not kept"
+    lstm_note = (
+        "1 LSTM(s) in dynamic INT8 (ORT's DynamicQuantizeLSTM) beside the others on int8-stored "
+        f"weights: {verdict} (mocked)"
+    )
+    assert lstm_note in report.notes
+    if worth:  # before the notes of the INT8 model float compute replaced
+        assert report.notes.index(lstm_note) < report.notes.index(api.INT8_BUILT_WITH)
+        assert report.drift["y"].min_cosine > 0.99
+    else:
+        tried = "dynamic INT8, which quantizes LSTMs, was tried and not kept (the notes say why)"
+        assert any(note.endswith(tried) for note in report.notes)
 
 
 def test_dynamic_int8_limits_the_pairs_of_lstm_weights_on_avx2():

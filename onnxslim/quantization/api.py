@@ -362,7 +362,11 @@ def _quantize(
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
     dynamic_options = dynamic.DynamicOptions(
-        _dynamic_excluded(config, float_model), profile.pair_limit, config.smooth, config.progress
+        _dynamic_excluded(config, float_model),
+        profile.pair_limit,
+        config.smooth,
+        config.progress,
+        config.exclude_ops,
     )
     folded: dict[str, tuple] = {}  # weights folded for INT8 (FoldProducers.computations)
     float_compute = None  # mode auto, timed: the static model computing in float (_int8_or_float)
@@ -428,7 +432,7 @@ def _quantize(
         if float_compute is not None and outcome.mode == "static":  # not dynamic's float twin
             outcome = _int8_or_float(outcome, float_compute, selection[0])
         lstms_tried = False  # (their own dynamic INT8 beside static's)
-        if config.mode == "auto" and config.times_choices and computes_int8(outcome, before):
+        if config.mode == "auto" and config.times_choices and outcome.method != "none":
             outcome, lstms_tried = _dynamic_lstms(
                 outcome,
                 data,
@@ -661,18 +665,29 @@ def _dynamic_lstms(
     leaves float) but `exclude` in dynamic INT8 too, kept where `trades.trade` finds it the better
     trade and `budget` (if any) still holds on the selection samples (`data`: calibration and
     selection samples, the original's outputs there): easyocr's CRNN (not tuned on), convs static
-    and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift. Returns the outcome kept and
-    whether any LSTM was tried."""
-    if static.mode != "static" or not any(n.op_type == "LSTM" for n in static.model.graph):
+    and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift. `static` may compute nothing
+    in INT8 (silero-vad: its small convs on int8-stored weights): kept, the LSTMs make it dynamic
+    INT8. Returns the outcome kept and whether any LSTM was tried."""
+    if static.mode not in ("static", WEIGHT_ONLY_MODE) or not any(
+        n.op_type == "LSTM" for n in static.model.graph
+    ):
         return static, False
-    proto, count, left = dynamic.with_dynamic_lstms(io.to_proto(static.model), exclude, pair_limit)
+
+    def with_dynamic_lstms(model: ir.Model) -> tuple[onnx.ModelProto, int, int]:
+        # their weights that constants compute (silero's Slice/Concat) folded first; quantized,
+        # nothing computes them any more (no computation to restore)
+        lstm_weights = _constant_weights(model, {"LSTM"}, exclude, {})
+        return dynamic.with_dynamic_lstms(io.to_proto(lstm_weights), exclude, pair_limit)
+
+    proto, count, left = with_dynamic_lstms(static.model)
     if not count:
         return static, False
     _, selection, ref_outputs = data
     model = io.from_proto(proto)
     outputs = run_samples(model, selection)
     drift = compare_outputs(ref_outputs, outputs)
-    what = f"{count} LSTM(s) in dynamic INT8 (ORT's DynamicQuantizeLSTM) beside static INT8"
+    beside = "static INT8" if static.quantized else "the others on int8-stored weights"
+    what = f"{count} LSTM(s) in dynamic INT8 (ORT's DynamicQuantizeLSTM) beside {beside}"
     missed = budget.check(drift) if budget else []
     if missed:
         static.notes.append(f"{what}: not kept ({missed[0]} on the selection samples)")
@@ -690,10 +705,14 @@ def _dynamic_lstms(
     )
     worth, measured = trades.trade(static, candidate, selection[0])
     if worth and static.all_int8 is not None:  # the nodes back in float, in INT8: LSTMs alike
-        all_int8 = dynamic.with_dynamic_lstms(io.to_proto(static.all_int8), exclude, pair_limit)
+        all_int8 = with_dynamic_lstms(static.all_int8)
         candidate.all_int8 = io.from_proto(all_int8[0])
     kept = candidate if worth else static
-    kept.notes.append(f"{what}: {'kept' if worth else 'not kept'} ({measured})")
+    verdict = f"{what}: {'kept' if worth else 'not kept'} ({measured})"
+    if worth and not static.quantized and kept.notes:  # the others' notes: float compute's
+        kept.notes[:0] = [verdict, *([] if INT8_BUILT_WITH in kept.notes else [INT8_BUILT_WITH])]
+    else:
+        kept.notes.append(verdict)
     kept.notes += dynamic.unlimited_warning(left) if worth else []
     return kept, True
 
@@ -1330,9 +1349,13 @@ def _latency(
 
 
 def _as_made(outcome: Outcome, before: Counter) -> Outcome:
-    """`outcome` with the mode of what it holds when no weighted node computes in INT8 and none
-    is listed as quantized: weight-only where weights are int8-stored, else NO_INT8_MODE (the
-    lossless model); its mode otherwise."""
+    """`outcome` with the mode of what it holds: dynamic where only LSTMs compute in INT8
+    (dynamic INT8's, beside weights computing in float); where no weighted node computes in INT8
+    and none is listed as quantized, weight-only where weights are int8-stored, else NO_INT8_MODE
+    (the lossless model); its mode otherwise."""
+    if outcome.quantized.keys() <= RECURRENT_WEIGHTS.keys() and outcome.quantized:
+        # (beside weights computing in float: `_dynamic_lstms`)
+        return dataclasses.replace(outcome, mode="dynamic", method="run time")
     if outcome.quantized or outcome.mode == NO_INT8_MODE or computes_int8(outcome, before):
         return outcome
     stored = int8_stored(outcome.kept_float)

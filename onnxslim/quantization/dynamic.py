@@ -74,14 +74,16 @@ class _Attempt(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class DynamicOptions:
-    """`exclude_nodes` stay float; weights within the target's `pair_limit` (see
-    `quantization.pairs`); `smooth` (True, False or "auto": kept where closer to float on the
-    selection samples) balances activation channels onto the weights first (see `smooth`)."""
+    """`exclude_nodes` stay float (those of the op types `exclude_ops` among them, so named in
+    the report); weights within the target's `pair_limit` (see `quantization.pairs`); `smooth`
+    (True, False or "auto": kept where closer to float on the selection samples) balances
+    activation channels onto the weights first (see `smooth`)."""
 
     exclude_nodes: frozenset[str] = frozenset()
     pair_limit: int | None = None
     smooth: bool | str = "auto"
     progress: bool = False
+    exclude_ops: frozenset[str] = frozenset()
 
 
 def quantize_model(
@@ -151,7 +153,14 @@ def quantize_model(
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
     kept = dict.fromkeys(unchecked, NOT_EXACT)
-    kept.update({name: "excluded by name" for name in options.exclude_nodes})
+    kept.update(
+        {
+            name: "excluded by op type"
+            if ops.get(name) in options.exclude_ops
+            else "excluded by name"
+            for name in options.exclude_nodes
+        }
+    )
     kept.update({item["node"]: fallback_reason(item["noise_db"], budget) for item in fallback})
     # what quantize_dynamic did: it leaves a MatMul whose B is not a stored weight alone (a QDQ
     # unit's, or one of activations: attention scores)
