@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,10 @@ LARGEST_DOUBLED = 512
 RETRY_LIMIT = 16
 #: A candidate with an input larger than this (elements) is skipped.
 MAX_ELEMENTS = 1 << 24
+#: Where inputs ran but every output was silent, `first_runnable` tries no alternative it expects
+#: (by elements, from that run's time) to take longer than this: a zero-initialized classifier is
+#: silent at any batch (torchvision's ViT-B at random init: batches 64 and 16 took 40 s).
+SILENT_RETRY_SECONDS = 5.0
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
 #: The name of an integer input that holds lengths (`_length_inputs`).
 LENGTH_NAME = re.compile("len", re.IGNORECASE)
@@ -207,24 +212,36 @@ def _first_runnable(
     float output is all zeros while an alternative gives more (else the first accepted); when
     `run` accepts none, its first error."""
     first = planner.make(seed=seed)
-    accepted, error = None, None
+    accepted, error, cost = None, None, 0.0
     try:
+        started = time.perf_counter()
         accepted = first, run(first.feeds)
+        cost = (time.perf_counter() - started) / _elements(first)  # seconds per input element
     except Exception as err:  # noqa: BLE001 - whatever `run` raises means "try other inputs"
         error = err
     if accepted and not _silent(accepted[1]):
         return accepted
     for attempt in planner.alternatives(None if accepted else str(error), seed, limit):
+        if accepted and cost * _elements(attempt) > SILENT_RETRY_SECONDS:
+            continue
         try:
+            started = time.perf_counter()
             result = run(attempt.feeds)
         except Exception:  # noqa: BLE001 - the next candidate may run
             continue
         if not _silent(result):
             return attempt, result
-        accepted = accepted or (attempt, result)
+        if not accepted:
+            accepted = attempt, result
+            cost = (time.perf_counter() - started) / _elements(attempt)
     if accepted:
         return accepted
     raise error
+
+
+def _elements(made: Synthesized) -> int:
+    """The elements of `made`'s inputs (at least 1)."""
+    return max(1, sum(int(np.size(value)) for value in _arrays(made.feeds)))
 
 
 def _silent(outputs: Any) -> bool:
