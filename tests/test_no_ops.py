@@ -17,6 +17,8 @@ from helpers import (
 )
 from onnx import helper
 
+from onnxslim.runtime import ort_op_counts
+
 INT64_MAX = 2**63 - 1
 
 
@@ -180,6 +182,35 @@ def test_neutral_element_tensor_removed(op_type, value, const_first):
         nodes, [vi("x", FLOAT, ["N", 3, 4])], [vi("y", FLOAT, ["N", 3, 4])], [const("c", value)]
     )
     assert slim(model)[op_type] == 0
+
+
+@pytest.mark.parametrize("form", ["one over", "divide"])
+def test_an_rmsnorms_scale_of_ones_is_kept_for_orts_fusion(form):
+    """A random-init LLaMA's RMSNorm scale is all ones: without the Mul, ORT no longer fuses the
+    norm into SimplifiedLayerNormalization (its RMSNorm + MatMul ran 1.07x the time)."""
+    nodes = [
+        helper.make_node("Pow", ["x", "two"], ["p"]),
+        helper.make_node("ReduceMean", ["p"], ["m"], axes=[-1]),
+        helper.make_node("Add", ["m", "eps"], ["a"]),
+        helper.make_node("Sqrt", ["a"], ["s"]),
+    ]
+    if form == "divide":
+        nodes.append(helper.make_node("Div", ["x", "s"], ["n"]))
+    else:
+        nodes += [
+            helper.make_node("Div", ["one", "s"], ["r"]),
+            helper.make_node("Mul", ["x", "r"], ["n"]),
+        ]
+    nodes += [helper.make_node("Mul", ["n", "g"], ["y"])]
+    constants = [
+        const("two", np.array(2, np.float32)),
+        const("eps", np.array(1e-6, np.float32)),
+        const("one", np.array(1, np.float32)),
+        const("g", np.ones(64, np.float32)),
+    ]
+    model = make_model(nodes, [vi("x", FLOAT, [2, 5, 64])], [vi("y", FLOAT, [2, 5, 64])], constants)
+    assert slim(model)["Mul"] == (1 if form == "divide" else 2)
+    assert ort_op_counts(optimized_proto(model))["SimplifiedLayerNormalization"] == 1
 
 
 def test_neutral_element_int_removed():

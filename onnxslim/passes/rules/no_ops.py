@@ -22,6 +22,7 @@ torch writes `expand_as(y)` as Expand(x, Shape(y)) and `expand(...)` with a comp
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
@@ -186,7 +187,7 @@ def _covers(start: int, end: int, dim: int | None) -> bool:
 
 class NeutralElement(_ToIdentity):
     """x <op> c -> x when c is all `neutral` (x*1, x/1, x+0, x-0, x and True, x or False) and
-    broadcast keeps x's shape."""
+    broadcast keeps x's shape; but not an RMSNorm's scale of ones (`_rms_normalized`)."""
 
     def __init__(self, op_type: str, neutral: int | bool) -> None:
         super().__init__(f"{op_type}Neutral")
@@ -201,7 +202,27 @@ class NeutralElement(_ToIdentity):
             return MatchResult().fail(f"not all {self.neutral}")
         if x.dtype not in (None, c.dtype) or not (value.ndim == 0 or keeps_shape(x, value.shape)):
             return MatchResult().fail("broadcasting may change the shape")
+        if self.op_type == "Mul" and _rms_normalized(x):
+            return MatchResult().fail("the scale of an RMSNorm, which ORT fuses with it")
         return MatchResult()
+
+
+def _rms_normalized(x: ir.Value) -> bool:
+    """Whether `x` is ``v * (1 / Sqrt(...))`` or ``v / Sqrt(...)``: RMSNorm's normalized value,
+    which ORT 1.32 fuses with the scale Mul after it into SimplifiedLayerNormalization, and not
+    without it (a random-init LLaMA's scale of ones gone: its RMSNorm + MatMul ran 1.07x the
+    time); ``v * Reciprocal(Sqrt(...))`` it fuses neither way."""
+    node = x.producer()
+    if node is None or node.op_type not in ("Mul", "Div"):
+        return False
+    for value in node.inputs[1:] if node.op_type == "Div" else node.inputs:
+        source = value.producer() if value is not None else None
+        if source is not None and source.op_type == "Div" and node.op_type == "Mul":
+            divisor = source.inputs[-1]
+            source = divisor.producer() if divisor is not None else None
+        if source is not None and source.op_type == "Sqrt":
+            return True
+    return False
 
 
 rules = (
