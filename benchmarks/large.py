@@ -13,8 +13,9 @@ The model is assembled directly (onnx.helper, weights streamed to disk, never he
 word/position embeddings, then `--layers` encoder layers exported the way torch does it (MatMul +
 Add, Shape/Gather/Concat arithmetic for the head reshapes, Softmax attention, Erf GELU,
 LayerNormalization, inference Dropout), one external file per tensor in a `weights/` subfolder (as
-torch writes them) or one shared file with offsets (`--layout single`). The defaults give ~2.9 GB of
-float32 weights.
+torch writes them) or one shared file with offsets (`--layout single`), or inside the one model
+file (`--layout inline`, under 2 GB: `--hidden 1024 --layers 12` gives 0.68 GiB). The defaults give
+~2.9 GB of float32 weights.
 
 Each tool runs in its own process; peak RSS is that process's ru_maxrss (os.wait4). Every produced
 model is then run once on ONNX Runtime (in a fresh process, one model at a time) and compared with
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -138,7 +140,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/onnxslim-large"))
     parser.add_argument("--hidden", type=int, default=1536)
     parser.add_argument("--layers", type=int, default=24)
-    parser.add_argument("--layout", choices=["per-tensor", "single"], default="per-tensor")
+    parser.add_argument(
+        "--layout", choices=["per-tensor", "single", "inline"], default="per-tensor"
+    )
     parser.add_argument("--tools", default="onnxslim-nocheck,onnxslim,ort,onnxsim")
     parser.add_argument(
         "--rebuild", action="store_true", help="rebuild the model even if it exists"
@@ -151,16 +155,19 @@ def main(argv=None) -> int:
         shutil.rmtree(source)
     started = time.perf_counter()
     if not (source / "model.onnx").exists():
-        path, total = build_encoder(
-            source, hidden=args.hidden, layers=args.layers, layout=args.layout
-        )
+        layout = "single" if args.layout == "inline" else args.layout
+        path, total = build_encoder(source, hidden=args.hidden, layers=args.layers, layout=layout)
+        if args.layout == "inline":  # the weights read in, written inside the model file
+            onnx.save(onnx.load(path), path)
+            shutil.rmtree(source / "weights")
         print(
             f"built {path}: {total / GIB:.2f} GiB of weights "
             f"in {time.perf_counter() - started:.0f} s",
             flush=True,
         )
     path = source / "model.onnx"
-    total = sum(f.stat().st_size for f in (source / "weights").iterdir())
+    weights = source / "weights"
+    total = sum(f.stat().st_size for f in (weights.iterdir() if weights.exists() else [path]))
     reference, nodes = run_model(path, args.dir)
     rows = [{"tool": "original", "nodes": nodes, "weights_gib": round(total / GIB, 2)}]
     for tool in [t.strip() for t in args.tools.split(",") if t.strip()]:

@@ -373,3 +373,57 @@ def test_int8_measures_and_budgets_the_drift_of_zipmap_probabilities(tmp_path, m
     assert 0.9 < drift.cosine < 1.0 and drift.top1_agreement is not None
     strict = quantize(_zipmap_mlp(), samples, **options, max_drift="cosine>=0.99999")
     assert strict.report.drift["probabilities"].min_cosine >= 0.99999
+
+
+def test_a_single_file_is_written_one_large_tensor_at_a_time(tmp_path, monkeypatch):
+    """`onnx.save` of a 1.6 GB model held a second proto and its serialized bytes (peak 4.6 GB,
+    15 s): large initializers are spliced in one at a time, the file parsing to the same model
+    (fields in another order), float_data-stored tensors as raw_data."""
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(128, 256)).astype(np.float32)  # 128 KiB: streamed
+    ints = rng.integers(-128, 127, size=(300, 300)).astype(np.int8)
+    as_floats = numpy_helper.from_array(rng.normal(size=(256, 64)).astype(np.float32), "f")
+    as_floats.float_data.extend(numpy_helper.to_array(as_floats).ravel().tolist())
+    as_floats.ClearField("raw_data")
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "big"], ["a"]),
+            helper.make_node("Add", ["a", "small"], ["b"]),
+            helper.make_node("MatMul", ["b", "f"], ["y"]),
+            helper.make_node("Cast", ["ints"], ["z"], to=TensorProto.FLOAT),
+        ],
+        [vi("x", FLOAT, [1, 128])],
+        [vi("y", FLOAT, [1, 64]), vi("z", FLOAT, [300, 300])],
+        [
+            const("big", big),
+            const("small", np.ones(256, np.float32)),
+            const("ints", ints),
+            as_floats,
+        ],
+    )
+    model.graph.initializer[0].doc_string = "kept"
+    loaded = io.from_proto(model)
+    sizes = []  # of the protos built whole: without the large tensors' bytes
+    serialize = io._serialized
+
+    def serialized(m):
+        proto = serialize(m)
+        sizes.append(proto.ByteSize())
+        return proto
+
+    monkeypatch.setattr(io, "_serialized", serialized)
+    written = io.save(loaded, tmp_path / "m.onnx")
+    assert len(sizes) == 1 and sizes[0] < 64 * 1024 < big.nbytes
+    assert written == (tmp_path / "m.onnx").stat().st_size
+    back = onnx.load(tmp_path / "m.onnx")
+    onnx.checker.check_model(back, full_check=True)
+    arrays = {t.name: numpy_helper.to_array(t) for t in back.graph.initializer}
+    assert np.array_equal(arrays["big"], big) and np.array_equal(arrays["ints"], ints)
+    assert np.array_equal(arrays["f"], numpy_helper.to_array(as_floats))
+    assert back.graph.initializer[0].doc_string == "kept"
+    assert_same_outputs(model, back)
+    expected = io.to_proto(loaded)  # as onnx.save wrote it, but for the tensors' storage
+    for proto in (back, expected):
+        assert [t.name for t in proto.graph.initializer] == ["big", "small", "ints", "f"]
+        del proto.graph.initializer[:]
+    assert back == expected

@@ -332,7 +332,7 @@ def save(
                         )
                         external.release_external_data(model)
                     else:
-                        onnx.save(_serialized(model), staging / path.name)
+                        _save_streamed(model, staging / path.name)
             except OSError as err:
                 raise OnnxSlimError(f"{path}: cannot write: {err.strerror or err}") from err
             except ValueError as err:
@@ -358,6 +358,89 @@ def save(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written
+
+
+#: Main-graph initializers of at least this many bytes `_save_streamed` writes one at a time.
+STREAMED_BYTES = 1 << 16
+#: The location its placeholders name while the rest of the model is serialized.
+_STREAMED = "onnxslim-streamed"
+
+
+def _save_streamed(model: ir.Model, path: Path) -> None:
+    """Write `model` as one protobuf file without a whole-model proto and its serialized copy in
+    memory (a 1.6 GB model peaked at 4.6 GB in `onnx.save`): the proto is built with its large
+    main-graph initializers as placeholders, then written with each one's bytes spliced in as
+    its `raw_data`, one tensor in memory at a time. Protobuf reads a message's fields in any
+    order: the graph goes after the model's other fields, its initializers after its own."""
+    large = {
+        value.name: value.const_value
+        for value in model.graph.initializers.values()
+        if value.const_value is not None
+        and value.const_value.dtype != ir.DataType.STRING
+        and value.const_value.nbytes >= STREAMED_BYTES
+    }
+    values = model.graph.initializers
+    try:
+        for name, tensor in large.items():
+            values[name].const_value = ir.ExternalTensor(
+                _STREAMED,
+                0,
+                tensor.nbytes,
+                tensor.dtype,
+                shape=tensor.shape,
+                name=name,
+                doc_string=tensor.doc_string,
+                metadata_props=tensor.metadata_props,
+            )
+        proto = _serialized(model)
+    finally:
+        for name, tensor in large.items():
+            values[name].const_value = tensor
+    graph = proto.graph
+    initializers = list(graph.initializer)
+    del graph.initializer[:]
+    pieces = []  # (the TensorProto's bytes but raw_data, the tensor whose bytes follow or None)
+    for initializer in initializers:
+        spliced = initializer.data_location == onnx.TensorProto.EXTERNAL and any(
+            entry.key == "location" and entry.value == _STREAMED
+            for entry in initializer.external_data
+        )
+        if spliced:
+            initializer.ClearField("external_data")
+            initializer.ClearField("data_location")
+        tensor = large[initializer.name] if spliced else None
+        pieces.append((initializer.SerializeToString(), tensor))
+    graph_bytes = graph.SerializeToString()
+    proto.ClearField("graph")
+
+    def raw_field(tensor) -> bytes:  # TensorProto.raw_data: field 9, length-delimited
+        return b"\x4a" + _varint(tensor.nbytes) if tensor is not None else b""
+
+    def size(head: bytes, tensor) -> int:
+        return len(head) + len(raw_field(tensor)) + (tensor.nbytes if tensor is not None else 0)
+
+    graph_size = len(graph_bytes) + sum(
+        1 + len(_varint(size(head, tensor))) + size(head, tensor) for head, tensor in pieces
+    )
+    with open(path, "wb") as file:
+        file.write(proto.SerializeToString())
+        file.write(b"\x3a" + _varint(graph_size))  # ModelProto.graph: field 7
+        file.write(graph_bytes)
+        for head, tensor in pieces:
+            file.write(b"\x2a" + _varint(size(head, tensor)))  # GraphProto.initializer: field 5
+            file.write(head + raw_field(tensor))
+            if tensor is not None:
+                file.write(tensor.tobytes())
+
+
+def _varint(n: int) -> bytes:
+    """`n` as a protobuf varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
