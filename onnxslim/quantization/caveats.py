@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import onnx_ir as ir
 
 from onnxslim.bench import DISTURBED_GAP, PER_RUN_NOISE, Latency
+from onnxslim.data import InputSpec, sample_shapes
 from onnxslim.drift import (
     MIN_PREDICTION_SAMPLES,
     Budget,
@@ -28,7 +29,7 @@ from onnxslim.quantization.report import (
     int8_stored,
     kept_float_counts,
 )
-from onnxslim.render.format import human_bytes
+from onnxslim.render.format import human_bytes, input_shapes
 
 #: Integer kernels and dequantization: a model quantized before (`nothing_int8_warning`).
 INTEGER_OP_TYPES = frozenset(
@@ -217,6 +218,21 @@ def silent_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
         f"warning: the float model gives {', '.join(silent)} as all zeros on every {split} "
         "sample, so its drift there says nothing of INT8: calibrate and check with inputs that "
         "drive it"
+    ]
+
+
+def one_size_note(specs: Sequence[InputSpec], samples: Sequence[Mapping], split: str) -> list[str]:
+    """A note when the model takes other sizes (a dynamic dim past the batch dim) but every
+    `split` sample gave each such input one shape: its drift at other sizes, such as a decoder's
+    other sequence and cache lengths, is not measured."""
+    sized = [spec.name for spec in specs if any(not isinstance(d, int) for d in spec.shape[1:])]
+    shapes = {name: entry for name, entry in sample_shapes(samples).items() if name in sized}
+    if not shapes or any(len(entry["shapes"]) > 1 for entry in shapes.values()):
+        return []
+    return [
+        f"drift measured at one size ({input_shapes(shapes)}) on the {len(samples)} {split} "
+        "samples: the model takes other sizes, whose drift is not measured (give samples of "
+        "several sizes to measure it there)"
     ]
 
 
