@@ -632,20 +632,34 @@ def test_only_outputs_a_score_op_computes_are_compared_in_parts():
         helper.make_node("Concat", ["raw", "scores"], ["cat"], axis=1),
         helper.make_node("Transpose", ["cat"], ["det"], perm=[0, 2, 1]),
         helper.make_node("Softmax", ["x"], ["p"], axis=1),
+        # YOLOv5's in-place export: boxes written over the sigmoid's first channels, then a Cast
+        helper.make_node("Sigmoid", ["x"], ["all"]),
+        helper.make_node("ScatterND", ["all", "where", "feature"], ["written"]),
+        helper.make_node("Cast", ["written"], ["inplace"], to=TensorProto.FLOAT),
+        # objectness times class is a score; a sigmoid times a feature is not
+        helper.make_node("Mul", ["scores", "scores"], ["both"]),
+        helper.make_node("Concat", ["raw", "both"], ["yolox"], axis=1),
+        helper.make_node("Mul", ["all", "feature"], ["gated"]),
     ]
+    shape, extra = [1, 6, 50], ("inplace", "yolox", "gated")
     graph = helper.make_graph(
         nodes,
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 50])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [
-            helper.make_tensor_value_info("feature", TensorProto.FLOAT, [1, 6, 50]),
+            helper.make_tensor_value_info("feature", TensorProto.FLOAT, shape),
             helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 50, 6]),
-            helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 6, 50]),
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, shape),
+            *(helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in extra),
         ],
-        [helper.make_tensor("sizes", TensorProto.INT64, [2], [4, 2])],
+        [
+            helper.make_tensor("sizes", TensorProto.INT64, [2], [4, 2]),
+            helper.make_tensor("where", TensorProto.INT64, [1, 1, 1], [0]),
+        ],
     )
     kinds = output_kinds(io.from_proto(helper.make_model(graph)))
-    assert kinds.score_outputs == {"det", "p"} and kinds.logit_axes == {"p": (1,)}
+    assert kinds.score_outputs == {"det", "p", "inplace", "yolox"}
+    assert kinds.logit_axes == {"p": (1,)}
     rng = np.random.default_rng(0)
     feature = rng.uniform(-3, 3, size=(1, 6, 50)).astype(np.float32)
     feature[0, 1] = np.linspace(0, 1, 50)  # a ReLU channel within [0, 1]

@@ -427,3 +427,8 @@ def test_a_single_file_is_written_one_large_tensor_at_a_time(tmp_path, monkeypat
         assert [t.name for t in proto.graph.initializer] == ["big", "small", "ints", "f"]
         del proto.graph.initializer[:]
     assert back == expected
+    # over protobuf's limit (onnx.save refused it): refused, not written unreadable
+    monkeypatch.setattr(io, "PROTOBUF_LIMIT", written)
+    with pytest.raises(OnnxSlimError, match=r"cannot serialize the model: .* over protobuf's 2 GB"):
+        io.save(loaded, tmp_path / "over.onnx", external_data=False)
+    assert not list(tmp_path.glob("*over*"))

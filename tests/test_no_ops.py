@@ -15,7 +15,7 @@ from helpers import (
     shape_pieces,
     vi,
 )
-from onnx import helper
+from onnx import TensorProto, helper
 
 from onnxslim.runtime import ort_op_counts
 
@@ -184,33 +184,42 @@ def test_neutral_element_tensor_removed(op_type, value, const_first):
     assert slim(model)[op_type] == 0
 
 
-@pytest.mark.parametrize("form", ["one over", "divide"])
+@pytest.mark.parametrize("form", ["one over", "divide", "half", "scalar scale", "two over"])
 def test_an_rmsnorms_scale_of_ones_is_kept_for_orts_fusion(form):
     """A random-init LLaMA's RMSNorm scale is all ones: without the Mul, ORT no longer fuses the
-    norm into SimplifiedLayerNormalization (its RMSNorm + MatMul ran 1.07x the time)."""
+    norm into SimplifiedLayerNormalization (its RMSNorm + MatMul ran 1.07x the time); in half
+    precision too (a Cast before the scale). A scalar scale or 2 / Sqrt ORT does not fuse: x*1
+    goes."""
     nodes = [
         helper.make_node("Pow", ["x", "two"], ["p"]),
         helper.make_node("ReduceMean", ["p"], ["m"], axes=[-1]),
         helper.make_node("Add", ["m", "eps"], ["a"]),
         helper.make_node("Sqrt", ["a"], ["s"]),
     ]
-    if form == "divide":
+    if form in ("divide", "half"):
         nodes.append(helper.make_node("Div", ["x", "s"], ["n"]))
     else:
+        numerator = "two" if form == "two over" else "one"
         nodes += [
-            helper.make_node("Div", ["one", "s"], ["r"]),
+            helper.make_node("Div", [numerator, "s"], ["r"]),
             helper.make_node("Mul", ["x", "r"], ["n"]),
         ]
-    nodes += [helper.make_node("Mul", ["n", "g"], ["y"])]
+    dtype = TensorProto.FLOAT16 if form == "half" else FLOAT
+    if form == "half":
+        nodes.append(helper.make_node("Cast", ["n"], ["n16"], to=TensorProto.FLOAT16))
+    nodes += [helper.make_node("Mul", ["n16" if form == "half" else "n", "g"], ["y"])]
+    scale = np.ones((), np.float32) if form == "scalar scale" else np.ones(64, np.float32)
     constants = [
         const("two", np.array(2, np.float32)),
         const("eps", np.array(1e-6, np.float32)),
         const("one", np.array(1, np.float32)),
-        const("g", np.ones(64, np.float32)),
+        const("g", scale.astype(np.float16 if form == "half" else np.float32)),
     ]
-    model = make_model(nodes, [vi("x", FLOAT, [2, 5, 64])], [vi("y", FLOAT, [2, 5, 64])], constants)
-    assert slim(model)["Mul"] == (1 if form == "divide" else 2)
-    assert ort_op_counts(optimized_proto(model))["SimplifiedLayerNormalization"] == 1
+    model = make_model(nodes, [vi("x", FLOAT, [2, 5, 64])], [vi("y", dtype, [2, 5, 64])], constants)
+    kept = form in ("one over", "divide", "half")
+    assert slim(model)["Mul"] == int(kept) + (form not in ("divide", "half"))
+    fused = ort_op_counts(optimized_proto(model))["SimplifiedLayerNormalization"]
+    assert fused == int(kept)
 
 
 def test_neutral_element_int_removed():

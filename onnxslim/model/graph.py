@@ -139,11 +139,14 @@ def softmax_axes(model: ir.Model) -> dict[str, tuple[int, ...]]:
 
 #: Ops whose every output value lies in [0, 1]: a detector's scores.
 SCORE_OPS = frozenset({"Sigmoid", "HardSigmoid", "Softmax"})
-#: Ops that move their data input's values (input 0; Concat: every input) without changing them.
+#: Ops that move their data inputs' values (input 0, but as listed) without changing them.
 DATA_MOVEMENT = frozenset(
     {"Identity", "Concat", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
-     "Split", "Gather", "Expand", "Tile"}
+     "Split", "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Cast", "ScatterND",
+     "ScatterElements"}
 )  # fmt: skip
+#: The inputs a DATA_MOVEMENT op takes values from, where not input 0 alone (None: every input).
+_MOVED_INPUTS = {"Concat": None, "ScatterND": (0, 2), "ScatterElements": (0, 2)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,9 +165,9 @@ def output_kinds(model: ir.Model) -> OutputKinds:
 
 
 def score_outputs(model: ir.Model) -> frozenset[str]:
-    """The graph outputs some of whose values a `SCORE_OPS` node of the default domain computes,
-    reached back through `DATA_MOVEMENT` nodes only (not a ReLU feature map, whose values may
-    also lie in [0, 1])."""
+    """The graph outputs some of whose values a `SCORE_OPS` node of the default domain computes
+    (or a Mul of two: objectness times class), reached back through `DATA_MOVEMENT` nodes only
+    (not a ReLU feature map, whose values may also lie in [0, 1])."""
     found = set()
     for output in model.graph.outputs:
         pending, seen = [output.producer()], set()
@@ -173,10 +176,19 @@ def score_outputs(model: ir.Model) -> frozenset[str]:
             if node is None or node in seen or node.domain != "":
                 continue
             seen.add(node)
-            if node.op_type in SCORE_OPS:
+            if _computes_scores(node):
                 found.add(output.name)
                 break
             if node.op_type in DATA_MOVEMENT:
-                data = node.inputs if node.op_type == "Concat" else node.inputs[:1]
+                moved = _MOVED_INPUTS.get(node.op_type, (0,))
+                data = [v for i, v in enumerate(node.inputs) if moved is None or i in moved]
                 pending += [value.producer() for value in data if value is not None]
     return frozenset(found)
+
+
+def _computes_scores(node: ir.Node) -> bool:
+    """A `SCORE_OPS` node, or a Mul of two scores (each value in [0, 1] too)."""
+    if node.op_type == "Mul":
+        producers = [value.producer() if value is not None else None for value in node.inputs]
+        return all(p is not None and p.domain == "" and _computes_scores(p) for p in producers)
+    return node.op_type in SCORE_OPS

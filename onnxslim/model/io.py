@@ -422,8 +422,15 @@ def _save_streamed(model: ir.Model, path: Path) -> None:
     graph_size = len(graph_bytes) + sum(
         1 + len(_varint(size(head, tensor))) + size(head, tensor) for head, tensor in pieces
     )
+    head = proto.SerializeToString()
+    total = len(head) + 1 + len(_varint(graph_size)) + graph_size
+    if total >= PROTOBUF_LIMIT:  # what protobuf would refuse to read
+        raise ValueError(
+            f"{total / 1024**3:.2f} GiB is over protobuf's 2 GB limit for one file: "
+            "save it with external data"
+        )
     with open(path, "wb") as file:
-        file.write(proto.SerializeToString())
+        file.write(head)
         file.write(b"\x3a" + _varint(graph_size))  # ModelProto.graph: field 7
         file.write(graph_bytes)
         for head, tensor in pieces:

@@ -675,25 +675,31 @@ def _dynamic_lstms(
     ):
         return static, False
 
-    def with_dynamic_lstms(model: ir.Model) -> tuple[onnx.ModelProto, int, int]:
+    def lstms_in_dynamic(model: ir.Model) -> tuple[onnx.ModelProto, int, int]:
         # their weights that constants compute (silero's Slice/Concat) folded first; quantized,
         # nothing computes them any more (no computation to restore)
         lstm_weights = _constant_weights(model, {"LSTM"}, exclude, {})
         return dynamic.with_dynamic_lstms(io.to_proto(lstm_weights), exclude, pair_limit)
 
-    proto, count, left = with_dynamic_lstms(static.model)
+    proto, count, left = lstms_in_dynamic(static.model)
     if not count:
         return static, False
     _, selection, ref_outputs = data
     model = io.from_proto(proto)
     outputs = run_samples(model, selection)
     drift = compare_outputs(ref_outputs, outputs)
-    beside = "static INT8" if static.quantized else "the others on int8-stored weights"
+    beside = (
+        "static INT8"
+        if static.quantized
+        else "the others on int8-stored weights"
+        if static.mode == WEIGHT_ONLY_MODE
+        else "the others in float"
+    )
     what = f"{count} LSTM(s) in dynamic INT8 (ORT's DynamicQuantizeLSTM) beside {beside}"
     missed = budget.check(drift) if budget else []
     if missed:
-        static.notes.append(f"{what}: not kept ({missed[0]} on the selection samples)")
-        return static, True
+        note = f"{what}: not kept ({missed[0]} on the selection samples)"
+        return dataclasses.replace(static, notes=[*static.notes, note]), True
     quantized = Counter(static.quantized)
     quantized["LSTM"] += count
     candidate = dataclasses.replace(
@@ -707,7 +713,7 @@ def _dynamic_lstms(
     )
     worth, measured = trades.trade(static, candidate, selection[0])
     if worth and static.all_int8 is not None:  # the nodes back in float, in INT8: LSTMs alike
-        all_int8 = with_dynamic_lstms(static.all_int8)
+        all_int8 = lstms_in_dynamic(static.all_int8)
         candidate.all_int8 = io.from_proto(all_int8[0])
     kept = candidate if worth else static
     verdict = f"{what}: {'kept' if worth else 'not kept'} ({measured})"

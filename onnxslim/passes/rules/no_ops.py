@@ -202,27 +202,39 @@ class NeutralElement(_ToIdentity):
             return MatchResult().fail(f"not all {self.neutral}")
         if x.dtype not in (None, c.dtype) or not (value.ndim == 0 or keeps_shape(x, value.shape)):
             return MatchResult().fail("broadcasting may change the shape")
-        if self.op_type == "Mul" and _rms_normalized(x):
+        if self.op_type == "Mul" and value.ndim and _rms_normalized(x):
             return MatchResult().fail("the scale of an RMSNorm, which ORT fuses with it")
         return MatchResult()
 
 
 def _rms_normalized(x: ir.Value) -> bool:
-    """Whether `x` is ``v * (1 / Sqrt(...))`` or ``v / Sqrt(...)``: RMSNorm's normalized value,
-    which ORT 1.32 fuses with the scale Mul after it into SimplifiedLayerNormalization, and not
-    without it (a random-init LLaMA's scale of ones gone: its RMSNorm + MatMul ran 1.07x the
-    time); ``v * Reciprocal(Sqrt(...))`` it fuses neither way."""
+    """Whether `x` is ``v / Sqrt(...)`` or ``v * (1 / Sqrt(...))``, maybe Cast (half precision):
+    RMSNorm's normalized value, which ORT 1.32 fuses with the scale Mul after it into
+    SimplifiedLayerNormalization, and not without it (a random-init LLaMA's scale of ones gone:
+    its RMSNorm + MatMul ran 1.07x the time); ``v * Reciprocal(Sqrt(...))`` it fuses neither
+    way."""
     node = x.producer()
+    if node is not None and node.op_type == "Cast":
+        node = _producer(node.inputs[0])
     if node is None or node.op_type not in ("Mul", "Div"):
         return False
-    for value in node.inputs[1:] if node.op_type == "Div" else node.inputs:
-        source = value.producer() if value is not None else None
-        if source is not None and source.op_type == "Div" and node.op_type == "Mul":
-            divisor = source.inputs[-1]
-            source = divisor.producer() if divisor is not None else None
-        if source is not None and source.op_type == "Sqrt":
-            return True
+    if node.op_type == "Div":
+        return _is_op(_producer(node.inputs[1]), "Sqrt")
+    for value in node.inputs:
+        inverse = _producer(value)
+        if _is_op(inverse, "Div") and _is_op(_producer(inverse.inputs[1]), "Sqrt"):
+            one = constant(inverse.inputs[0])
+            if one is not None and np.all(one == 1):
+                return True
     return False
+
+
+def _producer(value: ir.Value | None) -> ir.Node | None:
+    return value.producer() if value is not None else None
+
+
+def _is_op(node: ir.Node | None, op_type: str) -> bool:
+    return node is not None and node.op_type == op_type and node.domain == ""
 
 
 rules = (
