@@ -715,7 +715,7 @@ def _dynamic_lstms(
     if worth and static.all_int8 is not None:  # the nodes back in float, in INT8: LSTMs alike
         all_int8 = lstms_in_dynamic(static.all_int8)
         candidate.all_int8 = io.from_proto(all_int8[0])
-    kept = candidate if worth else static
+    kept = candidate if worth else dataclasses.replace(static, notes=list(static.notes))
     verdict = f"{what}: {'kept' if worth else 'not kept'} ({measured})"
     if worth and not static.quantized and kept.notes:  # the others' notes: float compute's
         kept.notes[:0] = [verdict, *([] if INT8_BUILT_WITH in kept.notes else [INT8_BUILT_WITH])]
