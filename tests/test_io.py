@@ -432,3 +432,33 @@ def test_a_single_file_is_written_one_large_tensor_at_a_time(tmp_path, monkeypat
     with pytest.raises(OnnxSlimError, match=r"cannot serialize the model: .* over protobuf's 2 GB"):
         io.save(loaded, tmp_path / "over.onnx", external_data=False)
     assert not list(tmp_path.glob("*over*"))
+
+
+@pytest.mark.parametrize("external_data", [False, True])
+def test_a_tensors_metadata_is_written_once(tmp_path, external_data):
+    """onnx-ir wrote a loaded tensor's metadata_props twice (its proto's, then its own): each
+    load and save of an initializer or Constant with metadata added one more copy."""
+    weight = numpy_helper.from_array(np.ones(4, np.float32), "w")
+    weight.metadata_props.add(key="source", value="layer1")
+    value = numpy_helper.from_array(np.full(4, 2, np.float32), "v")
+    value.metadata_props.add(key="source", value="constant")
+    model = make_model(
+        [
+            helper.make_node("Constant", [], ["c"], value=value),
+            helper.make_node("Add", ["x", "w"], ["a"]),
+            helper.make_node("Mul", ["a", "c"], ["y"]),
+        ],
+        [vi("x", FLOAT, [4])],
+        [vi("y", FLOAT, [4])],
+        [weight],
+    )
+    path = tmp_path / "m0.onnx"
+    onnx.save(model, path)
+    for index in (1, 2):
+        path, previous = tmp_path / f"m{index}.onnx", path
+        io.save(io.load(previous), path, external_data=external_data)
+    saved = onnx.load(path)
+    (constant,) = [node.attribute[0].t for node in saved.graph.node if node.op_type == "Constant"]
+    for tensor, source in ((saved.graph.initializer[0], "layer1"), (constant, "constant")):
+        assert [(p.key, p.value) for p in tensor.metadata_props] == [("source", source)]
+    assert_same_outputs(model, saved)

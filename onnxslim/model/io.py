@@ -73,6 +73,7 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
             raise OnnxSlimError(
                 f"{where}: invalid ONNX model: {first_line(_root_cause(err))}"
             ) from err
+    _drop_proto_metadata(model)
     if training_info:
         model.meta[TRAINING_INFO] = training_info
     if map_typed:
@@ -134,6 +135,17 @@ def _holds_map(type_: onnx.TypeProto) -> bool:
     if kind in ("sequence_type", "optional_type"):
         return _holds_map(getattr(type_, kind).elem_type)
     return False
+
+
+def _drop_proto_metadata(model: ir.Model) -> None:
+    """onnx-ir writes a loaded tensor's metadata_props twice, its proto's copied and then its own
+    (one more copy each load and save): the proto's copy is dropped, the tensor's own kept."""
+    tensors = [v.const_value for graph in all_graphs(model) for v in graph.initializers.values()]
+    for node in all_nodes(model):
+        tensors += [a.value for a in node.attributes.values() if a.type == ir.AttributeType.TENSOR]
+    for tensor in tensors:
+        if isinstance(tensor, ir.serde.TensorProtoTensor) and tensor.metadata_props:
+            tensor.raw.ClearField("metadata_props")
 
 
 def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
