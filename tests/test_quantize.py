@@ -1762,6 +1762,9 @@ def test_drift_measured_at_one_size_of_a_model_taking_others_is_said(lengths):
         "there)"
     ]
     assert notes == (expected if len(lengths) == 1 else [])
+    notes = quantize(model, "random:16", **FAST).report.notes  # dims onnxslim picked: warned
+    assert any(n.startswith("warning: calibrating on random data") for n in notes)
+    assert not [n for n in notes if "at one size" in n]
     dims[1].dim_value = 16  # the batch dim alone
     assert not [n for n in quantize(model, data[:1] * 16, **FAST).report.notes if "one size" in n]
 
