@@ -187,8 +187,18 @@ def score_outputs(model: ir.Model) -> frozenset[str]:
 
 
 def _computes_scores(node: ir.Node) -> bool:
-    """A `SCORE_OPS` node, or a Mul of two scores (each value in [0, 1] too)."""
-    if node.op_type == "Mul":
-        producers = [value.producer() if value is not None else None for value in node.inputs]
-        return all(p is not None and p.domain == "" and _computes_scores(p) for p in producers)
-    return node.op_type in SCORE_OPS
+    """A `SCORE_OPS` node, or a Mul of two scores (each value in [0, 1] too: objectness times
+    class, each read from a score op through data movement)."""
+    if node.op_type != "Mul":
+        return node.op_type in SCORE_OPS
+    return len(node.inputs) == 2 and all(_moved_score(value) for value in node.inputs)
+
+
+def _moved_score(value: ir.Value | None) -> bool:
+    """Whether `value` is a `SCORE_OPS` node's output moved by single-input data movement."""
+    node = value.producer() if value is not None else None
+    while node is not None and node.domain == "" and node.op_type in DATA_MOVEMENT:
+        if node.op_type in _MOVED_INPUTS or not node.inputs or node.inputs[0] is None:
+            return False
+        node = node.inputs[0].producer()
+    return node is not None and node.domain == "" and node.op_type in SCORE_OPS

@@ -73,7 +73,6 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
             raise OnnxSlimError(
                 f"{where}: invalid ONNX model: {first_line(_root_cause(err))}"
             ) from err
-    _drop_proto_metadata(model)
     if training_info:
         model.meta[TRAINING_INFO] = training_info
     if map_typed:
@@ -138,8 +137,9 @@ def _holds_map(type_: onnx.TypeProto) -> bool:
 
 
 def _drop_proto_metadata(model: ir.Model) -> None:
-    """onnx-ir writes a loaded tensor's metadata_props twice, its proto's copied and then its own
-    (one more copy each load and save): the proto's copy is dropped, the tensor's own kept."""
+    """onnx-ir writes a deserialized tensor's metadata_props twice, its proto's copied and then
+    its own (one more copy each load and save): before writing, the proto's copy is dropped and
+    the tensor's own kept."""
     tensors = [v.const_value for graph in all_graphs(model) for v in graph.initializers.values()]
     for node in all_nodes(model):
         tensors += [a.value for a in node.attributes.values() if a.type == ir.AttributeType.TENSOR]
@@ -336,6 +336,7 @@ def save(
                 ):
                     if data_name:
                         _raise_old_ir_version(model)
+                        _drop_proto_metadata(model)
                         ir.save(
                             model,
                             staging / path.name,
@@ -484,6 +485,7 @@ def _serialized(model: ir.Model) -> onnx.ModelProto:
     """`ir.to_proto` without the 2 bytes it adds to a file whose default opset import leaves its
     domain unset, and with the IR version its initializers need."""
     _raise_old_ir_version(model)
+    _drop_proto_metadata(model)
     proto = ir.to_proto(model)
     for opset in (*proto.opset_import, *(op for f in proto.functions for op in f.opset_import)):
         if opset.domain == "":

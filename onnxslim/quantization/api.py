@@ -493,7 +493,8 @@ def _quantize(
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split, len(selection))
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
-    if not random:  # random data: the picked dims have their own warning
+    # random data: the picked dims have their own warning; no INT8: no drift
+    if not random and outcome.mode != NO_INT8_MODE:
         notes += one_size_note(input_specs(float_model), test or selection, split)
     notes += reordered_outputs_note(float_model, drift)
     dynamic_used = outcome.mode == "dynamic"

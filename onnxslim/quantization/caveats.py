@@ -8,6 +8,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxslim.bench import DISTURBED_GAP, PER_RUN_NOISE, Latency
@@ -222,17 +223,24 @@ def silent_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:
 
 
 def one_size_note(specs: Sequence[InputSpec], samples: Sequence[Mapping], split: str) -> list[str]:
-    """A note when the model takes other sizes (a dynamic dim past the batch dim) but every
-    `split` sample gave each such input one shape: its drift at other sizes, such as a decoder's
-    other sequence and cache lengths, is not measured."""
-    sized = [spec.name for spec in specs if any(not isinstance(d, int) for d in spec.shape[1:])]
-    shapes = {name: entry for name, entry in sample_shapes(samples).items() if name in sized}
-    if not shapes or any(len(entry["shapes"]) > 1 for entry in shapes.values()):
+    """A note naming the inputs that may take other sizes (a dynamic dim past the batch dim, or
+    the only dim) but had one size past the batch dim on every `split` sample: the drift at other
+    sizes, such as a decoder's other cache lengths, is not measured."""
+    sizes: dict[str, set[tuple[int, ...]]] = {}
+    for sample in samples:
+        for spec in specs:
+            dynamic = [not isinstance(d, int) for d in spec.shape]
+            if spec.name in sample and any(dynamic[1:] if len(dynamic) > 1 else dynamic):
+                shape = np.shape(sample[spec.name])
+                sizes.setdefault(spec.name, set()).add(shape[1:] if len(shape) > 1 else shape)
+    one = [name for name, seen in sizes.items() if len(seen) == 1]
+    if not one:
         return []
+    shapes = input_shapes({n: e for n, e in sample_shapes(samples[:1]).items() if n in one})
+    count = f"{len(samples)} {split} sample" + ("s" if len(samples) > 1 else "")
     return [
-        f"drift measured at one size ({input_shapes(shapes)}) on the {len(samples)} {split} "
-        "samples: the model takes other sizes, whose drift is not measured (give samples of "
-        "several sizes to measure it there)"
+        f"drift measured at one size of {shapes} on the {count}: the model may take other "
+        "sizes, whose drift is not measured (give samples of several sizes to measure it there)"
     ]
 
 

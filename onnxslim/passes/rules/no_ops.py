@@ -202,7 +202,7 @@ class NeutralElement(_ToIdentity):
             return MatchResult().fail(f"not all {self.neutral}")
         if x.dtype not in (None, c.dtype) or not (value.ndim == 0 or keeps_shape(x, value.shape)):
             return MatchResult().fail("broadcasting may change the shape")
-        if self.op_type == "Mul" and value.ndim and _rms_normalized(x):
+        if self.op_type == "Mul" and value.ndim == 1 and _rms_normalized(x):
             return MatchResult().fail("the scale of an RMSNorm, which ORT fuses with it")
         return MatchResult()
 
