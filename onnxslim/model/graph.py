@@ -126,7 +126,7 @@ def softmax_axes(model: ir.Model) -> dict[str, tuple[int, ...]]:
     for value in model.graph.outputs:
         node = value.producer()
         while node is not None and node.op_type == "Identity" and node.domain == "":
-            node = node.inputs[0].producer() if node.inputs[0] is not None else None
+            node = producer(node.inputs[0])
         rank = value.shape.rank() if value.shape is not None else None
         if node is None or node.op_type != "Softmax" or node.domain != "" or rank is None:
             continue
@@ -182,7 +182,7 @@ def score_outputs(model: ir.Model) -> frozenset[str]:
             if node.op_type in DATA_MOVEMENT:
                 moved = _MOVED_INPUTS.get(node.op_type, (0,))
                 data = [v for i, v in enumerate(node.inputs) if moved is None or i in moved]
-                pending += [value.producer() for value in data if value is not None]
+                pending += [producer(value) for value in data]
     return frozenset(found)
 
 
@@ -196,9 +196,14 @@ def _computes_scores(node: ir.Node) -> bool:
 
 def _moved_score(value: ir.Value | None) -> bool:
     """Whether `value` is a `SCORE_OPS` node's output moved by single-input data movement."""
-    node = value.producer() if value is not None else None
+    node = producer(value)
     while node is not None and node.domain == "" and node.op_type in DATA_MOVEMENT:
-        if node.op_type in _MOVED_INPUTS or not node.inputs or node.inputs[0] is None:
+        if node.op_type in _MOVED_INPUTS or not node.inputs:
             return False
-        node = node.inputs[0].producer()
+        node = producer(node.inputs[0])
     return node is not None and node.domain == "" and node.op_type in SCORE_OPS
+
+
+def producer(value: ir.Value | None) -> ir.Node | None:
+    """The node computing `value` (None: a graph input, an initializer, or no value)."""
+    return value.producer() if value is not None else None

@@ -335,8 +335,7 @@ def save(
                     lean_value_info(model),
                 ):
                     if data_name:
-                        _raise_old_ir_version(model)
-                        _drop_proto_metadata(model)
+                        _ready_to_write(model)
                         ir.save(
                             model,
                             staging / path.name,
@@ -484,13 +483,19 @@ def lean_proto(model: ir.Model) -> onnx.ModelProto:
 def _serialized(model: ir.Model) -> onnx.ModelProto:
     """`ir.to_proto` without the 2 bytes it adds to a file whose default opset import leaves its
     domain unset, and with the IR version its initializers need."""
-    _raise_old_ir_version(model)
-    _drop_proto_metadata(model)
+    _ready_to_write(model)
     proto = ir.to_proto(model)
     for opset in (*proto.opset_import, *(op for f in proto.functions for op in f.opset_import)):
         if opset.domain == "":
             opset.ClearField("domain")
     return proto
+
+
+def _ready_to_write(model: ir.Model) -> None:
+    """What every write of `model` (a file, a proto) needs first: the IR version its
+    initializers need, and its tensors' metadata written once."""
+    _raise_old_ir_version(model)
+    _drop_proto_metadata(model)
 
 
 def _raise_old_ir_version(model: ir.Model) -> None:

@@ -226,13 +226,11 @@ def one_size_note(specs: Sequence[InputSpec], samples: Sequence[Mapping], split:
     """A note naming the inputs that may take other sizes (a dynamic dim past the batch dim, or
     the only dim) but had one size past the batch dim on every `split` sample: the drift at other
     sizes, such as a decoder's other cache lengths, is not measured."""
-    sizes: dict[str, set[tuple[int, ...]]] = {}
-    for sample in samples:
-        for spec in specs:
-            dynamic = [not isinstance(d, int) for d in spec.shape]
-            if spec.name in sample and any(dynamic[1:] if len(dynamic) > 1 else dynamic):
-                shape = np.shape(sample[spec.name])
-                sizes.setdefault(spec.name, set()).add(shape[1:] if len(shape) > 1 else shape)
+    sized = [s.name for s in specs if any(not isinstance(d, int) for d in _past_batch(s.shape))]
+    sizes = {
+        name: {_past_batch(np.shape(sample[name])) for sample in samples if name in sample}
+        for name in sized
+    }
     one = [name for name, seen in sizes.items() if len(seen) == 1]
     if not one:
         return []
@@ -242,6 +240,11 @@ def one_size_note(specs: Sequence[InputSpec], samples: Sequence[Mapping], split:
         f"drift measured at one size of {shapes} on the {count}: the model may take other "
         "sizes, whose drift is not measured (give samples of several sizes to measure it there)"
     ]
+
+
+def _past_batch(shape: tuple) -> tuple:
+    """A shape's dims past the batch dim (the only dim of a 1-D shape)."""
+    return shape[1:] if len(shape) > 1 else shape
 
 
 def saturated_outputs_warning(drift: Mapping[str, Drift], split: str) -> list[str]:

@@ -26,6 +26,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
+from onnxslim.model.graph import producer
 from onnxslim.passes.rules.common import (
     INT64_MAX,
     constant,
@@ -215,22 +216,18 @@ def _rms_normalized(x: ir.Value) -> bool:
     way."""
     node = x.producer()
     if node is not None and node.op_type == "Cast":
-        node = _producer(node.inputs[0])
+        node = producer(node.inputs[0])
     if node is None or node.op_type not in ("Mul", "Div"):
         return False
     if node.op_type == "Div":
-        return _is_op(_producer(node.inputs[1]), "Sqrt")
+        return _is_op(producer(node.inputs[1]), "Sqrt")
     for value in node.inputs:
-        inverse = _producer(value)
-        if _is_op(inverse, "Div") and _is_op(_producer(inverse.inputs[1]), "Sqrt"):
+        inverse = producer(value)
+        if _is_op(inverse, "Div") and _is_op(producer(inverse.inputs[1]), "Sqrt"):
             one = constant(inverse.inputs[0])
             if one is not None and np.all(one == 1):
                 return True
     return False
-
-
-def _producer(value: ir.Value | None) -> ir.Node | None:
-    return value.producer() if value is not None else None
 
 
 def _is_op(node: ir.Node | None, op_type: str) -> bool:
