@@ -81,6 +81,8 @@ LENGTH_NAME = re.compile("len", re.IGNORECASE)
 #: A KV cache input (past keys and values) and an attention mask, by name.
 CACHE_NAME = re.compile("past|cache|key_values", re.IGNORECASE)
 MASK_NAME = re.compile("mask", re.IGNORECASE)
+#: ORT's error for a Reshape whose sizes do not fit its input: the input's dims, then those asked.
+RESHAPE_ERROR = re.compile(r"Input shape:\{([\d,]*)\}, requested shape:\{([\d,]*)\}")
 
 Feeds = dict[str, Any]
 
@@ -210,7 +212,9 @@ def _first_runnable(
 ) -> tuple[Synthesized, Any]:
     """The first inputs `run` accepts and what it returned, passing over those on which every
     float output is all zeros while an alternative gives more (else the first accepted); when
-    `run` accepts none, its first error."""
+    `run` accepts none, its first error. An alternative that fits a Reshape (`_Planner.reshaped`)
+    and then fails at another one is followed: its dims stay and the next Reshape is fitted (a
+    decoder traced at 7 tokens with 5 of memory has a Reshape to constant sizes for each)."""
     first = planner.make(seed=seed)
     accepted, error, cost = None, None, 0.0
     try:
@@ -221,13 +225,26 @@ def _first_runnable(
         error = err
     if accepted and not _silent(accepted[1]):
         return accepted
-    for attempt in planner.alternatives(None if accepted else str(error), seed, limit):
+    followed = None if accepted else _error_text(error)
+    attempts = planner.alternatives(followed, seed, limit)
+    for _ in range(limit):
+        attempt = next(attempts, None)
+        if attempt is None:
+            break
         if accepted and cost * _elements(attempt) > SILENT_RETRY_SECONDS:
             continue
         try:
             started = time.perf_counter()
             result = run(attempt.feeds)
-        except Exception:  # noqa: BLE001 - the next candidate may run
+        except Exception as err:  # noqa: BLE001 - the next candidate may run
+            changed, text = planner.changed(attempt.dims), _error_text(err)
+            if (
+                not accepted
+                and _failing_node(text) != _failing_node(followed)
+                and planner.reshaped(text, attempt.dims, changed)
+            ):
+                followed = text
+                attempts = planner.alternatives(followed, seed, limit, changed)
             continue
         if not _silent(result):
             return attempt, result
@@ -237,6 +254,21 @@ def _first_runnable(
     if accepted:
         return accepted
     raise error
+
+
+def _error_text(err: BaseException) -> str:
+    """The whole text of what ORT raised: the innermost cause (a `Session` error quotes its first
+    line, cut in the middle)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err)
+
+
+def _failing_node(error: str | None) -> tuple[str, str] | None:
+    """The op type and name of the node ORT's `error` names; the last named is the innermost (an
+    If's error names the failing node within it)."""
+    matches = re.findall(r"running (\w+) node\. Name:'([^']*)'", error or "")
+    return matches[-1] if matches else None
 
 
 def _elements(made: Synthesized) -> int:
@@ -546,9 +578,12 @@ class _Planner:
         }
         return Synthesized(feeds, description, used, ints)
 
-    def alternatives(self, error: str | None, seed: int, limit: int) -> Iterator[Synthesized]:
-        """See `candidates`."""
-        upstream = self._upstream_keys(error)
+    def alternatives(
+        self, error: str | None, seed: int, limit: int, kept: Mapping[str, int] | None = None
+    ) -> Iterator[Synthesized]:
+        """See `candidates`; the dims in `kept` stay as they are (an earlier attempt's)."""
+        kept = dict(kept or {})
+        upstream = [key for key in self._upstream_keys(error) if key not in kept]
         focus = self._focus(upstream)
         # Not ORT's status code nor its source lines.
         text = re.sub(r"\[ONNXRuntimeError\] : \d+|\S+\.(cc|cpp|h):\d+", "", error or "")
@@ -567,7 +602,7 @@ class _Planner:
             for key, value in self.defaults.items()
             if value != 1 and key not in focus and key not in self.fixed
         }
-        trials = []
+        trials = [(fit, (0, 1)) for fit in self.reshaped(error, {**self.defaults, **kept}, kept)]
         for size in dict.fromkeys(sizes if focus else []):
             at_size = {key: size for key in focus}
             trials.append((at_size, (0, 1)))
@@ -579,16 +614,42 @@ class _Planner:
         batch_like = [key for key in upstream if key not in focus]
         for size in dict.fromkeys(sizes if batch_like else []):
             trials.append(({key: size for key in [*focus, *batch_like]}, (0, 1)))
-        seen = {str(self.make(seed=seed))}
+        seen = {str(self.make(kept, seed=seed))}
         for dims, ints in trials:
             if len(seen) > limit:
                 return
-            attempt = self.make(dims, ints, seed)
+            attempt = self.make({**kept, **dims}, ints, seed)
             if str(attempt) not in seen and all(
                 np.size(v) <= MAX_ELEMENTS for v in _arrays(attempt.feeds)
             ):
                 seen.add(str(attempt))
                 yield attempt
+
+    def reshaped(
+        self, error: str | None, dims: Mapping[str, int], kept: Mapping[str, int] | None = None
+    ) -> list[dict[str, int]]:
+        """Dims that make the Reshape ORT's `error` names fit (`RESHAPE_ERROR`), the inputs having
+        been at `dims`: for each dynamic dim upstream (but those `kept`) whose value is one of the
+        input's dims, that value scaled to the element count asked. The TorchScript exporter
+        writes the length a model was traced at as a constant: a Reshape of 32 x 1 x 64 elements
+        to [7, 4, 16] fits with the dim at 32 set to 7."""
+        match = RESHAPE_ERROR.search(error or "")
+        if not match:
+            return []
+        have = [int(n) for n in match[1].split(",") if n]
+        asked = math.prod(int(n) for n in match[2].split(",") if n)
+        count = math.prod(have)
+        upstream = [key for key in self._upstream_keys(error) if key not in (kept or {})]
+        fits = []
+        for key in dict.fromkeys(self._focus(upstream) + upstream):
+            value = dims[key]
+            if count and value in have and asked * value % count == 0 and asked * value >= count:
+                fits.append({key: asked * value // count})
+        return fits
+
+    def changed(self, dims: Mapping[str, int]) -> dict[str, int]:
+        """The dims in `dims` that differ from the defaults."""
+        return {key: value for key, value in dims.items() if self.defaults.get(key) != value}
 
     def _focus(self, keys: list[str]) -> list[str]:
         """`keys` (`_upstream_keys`) without batch-like dims (at 1) when others remain."""
@@ -600,10 +661,9 @@ class _Planner:
         inputs), without those `shapes` (or a broadcast) fixed."""
         names = {item.name for item in self.inputs}
         upstream = names
-        # the last node named is the innermost: an If's error names the failing node within it
-        matches = re.findall(r"running (\w+) node\. Name:'([^']*)'", error or "")
-        if matches:
-            op, node_name = matches[-1]
+        named = _failing_node(error)
+        if named:
+            op, node_name = named
             failing = [
                 node
                 for node in self.producer.values()

@@ -15,6 +15,7 @@ from onnxslim import synth
 from onnxslim.data import input_specs, random_inputs
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model.shapes import infer_shapes_apart
+from onnxslim.runtime import Session
 
 
 def make_model(*args, **kwargs):
@@ -444,6 +445,38 @@ def test_retry_tries_the_value_an_error_asks_for():
     sess = session(model)
     inputs, (grid,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
     assert inputs.feeds["size"].tolist() == [2, 2, 2, 2] and grid.shape == (2, 2, 2, 2)
+
+
+def traced_decoder():
+    """Tokens [b, t, 64] and memory [b, s, 64], each time-major then reshaped to heads with the
+    sizes the TorchScript exporter wrote at trace time (7 tokens, 5 of memory); cross attention:
+    the second Reshape's input reads both."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", ["xt", "x_heads"], ["q"], name="self_attn/Reshape"),
+        helper.make_node("Transpose", ["memory"], ["mt"], perm=[1, 0, 2]),
+        helper.make_node("ReduceMean", ["xt"], ["x_mean"], keepdims=1),
+        helper.make_node("Add", ["mt", "x_mean"], ["kv"]),
+        helper.make_node("Reshape", ["kv", "memory_heads"], ["k"], name="cross_attn/Reshape"),
+    ]
+    weights = [
+        const("x_heads", np.array([7, 4, 16], np.int64)),
+        const("memory_heads", np.array([5, 4, 16], np.int64)),
+    ]
+    inputs = [vi("x", FLOAT, ["b", "t", 64]), vi("memory", FLOAT, ["b", "s", 64])]
+    return make_model(nodes, inputs, [vi("q", FLOAT, None), vi("k", FLOAT, None)], weights)
+
+
+def test_retry_fits_reshapes_to_the_sizes_a_model_was_traced_at():
+    model = traced_decoder()
+    with pytest.raises(Exception, match=r"requested shape:\{[75],4,16\}"):
+        run(model, synth.synthesize(model).feeds)
+    sess = Session(model)  # its errors quote ORT's cut in the middle: the retry reads the cause
+    made, (q, k) = synth.first_runnable(model, sess.run)
+    assert made.dims == {"b": 1, "t": 7, "s": 5}
+    assert q.shape == (7, 4, 16) and k.shape == (5, 4, 16)
+    samples = synth.synthesize_samples(model, 2, run=sess.run)
+    assert [sample["memory"].shape for sample in samples] == [(1, 5, 64)] * 2
 
 
 @pytest.mark.parametrize(
