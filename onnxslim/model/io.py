@@ -438,7 +438,7 @@ def _save_streamed(model: ir.Model, path: Path) -> None:
     total = len(head) + 1 + len(_varint(graph_size)) + graph_size
     if total >= PROTOBUF_LIMIT:  # what protobuf would refuse to read
         raise ValueError(
-            f"{total / 1024**3:.2f} GiB is over protobuf's 2 GB limit for one file: "
+            f"{total / 1024**3:.2f} GiB is over protobuf's 2 GiB limit for one file: "
             "save it with external data"
         )
     with open(path, "wb") as file:

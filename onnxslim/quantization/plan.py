@@ -11,7 +11,7 @@ import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import opset
-from onnxslim.model.graph import default_opset
+from onnxslim.model.graph import default_opset, producer
 from onnxslim.passes.fold import computable_values
 from onnxslim.quantization.ops import (
     COMPUTE,
@@ -281,11 +281,11 @@ def _float_reason(
 def _dequantized_activation(value: ir.Value | None) -> bool:
     """Whether a DequantizeLinear of computed values gives `value` (a QDQ unit's input; one that
     dequantizes a stored int8 weight does not count)."""
-    producer = value.producer() if value is not None else None
+    node = producer(value)
     return (
-        producer is not None
-        and producer.op_type == "DequantizeLinear"
-        and producer.inputs[0].const_value is None
+        node is not None
+        and node.op_type == "DequantizeLinear"
+        and node.inputs[0].const_value is None
     )
 
 

@@ -12,6 +12,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model.graph import producer
 from onnxslim.quantization import gptq
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, attribute, stored_weight
@@ -412,7 +413,7 @@ class _Builder:
         {the replaced DQ output: the new one} (empty when the node needs no guard).
         """
         x = node.inputs[0]
-        dq = x.producer() if x is not None else None
+        dq = producer(x)
         channels = _input_channels(node)
         if (
             dq is None

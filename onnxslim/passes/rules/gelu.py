@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from onnxslim.model.graph import producer
 from onnxslim.passes.rules.common import constant, keeps_shape, opset
 from onnxslim.passes.rules.operands import either, ordered
 
@@ -167,12 +168,12 @@ def awaits_half(value: ir.Value) -> bool:
 
 def _is_one_plus_cdf(value: ir.Value | None) -> bool:
     """`value` is Add(erf(...) or tanh(...), 1), in either order."""
-    node = value.producer() if value is not None else None
+    node = producer(value)
     if node is None or node.op_type != "Add" or len(node.inputs) != 2:
         return False
     for cdf, one in (node.inputs, reversed(node.inputs)):
-        producer = cdf.producer() if cdf is not None else None
-        if producer is not None and producer.op_type in ("Erf", "Tanh") and _is(one, 1.0):
+        source = producer(cdf)
+        if source is not None and source.op_type in ("Erf", "Tanh") and _is(one, 1.0):
             return True
     return False
 

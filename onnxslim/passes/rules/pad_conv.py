@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.model.graph import default_opset, fresh_name, value_names
+from onnxslim.model.graph import default_opset, fresh_name, producer, value_names
 from onnxslim.passes.upstream import NormalizePadFormatConv
 
 
@@ -76,7 +76,7 @@ def has_slow_padded_convs(model: ir.Model) -> bool:
     (`_slow_padded`): only then is ORT's graph of the original worth making."""
     for conv in model.graph:
         x = conv.inputs[0] if conv.op_type == "Conv" and conv.inputs else None
-        pad = x.producer() if x is not None else None
+        pad = producer(x)
         if pad is not None and pad.op_type == "Pad" and pad.inputs:
             x = pad.inputs[0]
         if x is not None and _slow_padded(conv, x):

@@ -34,6 +34,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
+from onnxslim.model.graph import producer
 from onnxslim.passes.rules.common import constant, new_initializer, normalize_axes, parameter
 
 #: Ops with one input whose output has the input's shape, element i computed from element i
@@ -142,7 +143,7 @@ def _movable(moved: ir.Value) -> str | None:
     if perm_of(moved) is None:
         return "the perm is unknown"
     source = moved.producer().inputs[0]
-    inner = source.producer() if source is not None else None
+    inner = producer(source)
     if inner is not None and inner.op_type == "Transpose" and inner.domain in ("", "ai.onnx"):
         return "the Transpose reads a Transpose: the pair is collapsed first"
     return None
