@@ -18,9 +18,9 @@ a ReduceSum must exist, a reflect Pad needs a longer input than 32. This module 
   types ONNX uses for bfloat16, float8, int4 ... (`ort_feeds` hands those to ORT as OrtValues);
   sequences are lists of 2 tensors, optionals hold a value.
 
-When the original model still fails, `candidates` yields a bounded number of alternatives (other
-dims for the inputs upstream of the failing node, other integer values) and `first_runnable` is
-the retry loop; it also retries inputs on which every float output of the model is all zeros (or
+When the original model still fails, `candidates` yields a bounded number of alternatives (the
+dim that fits a Reshape ORT names, other dims for the inputs upstream of the failing node, other
+integer values) and `first_runnable` is the retry loop; it also retries inputs on which every float output of the model is all zeros (or
 NaN), which check and calibrate nothing. `other_dims` makes the same at other sizes of the free
 dynamic dims, for a check that a rewrite kept them dynamic. `shipped_inputs` reads the test data a
 model folder ships (ONNX model zoo layout).
