@@ -20,8 +20,10 @@ a ReduceSum must exist, a reflect Pad needs a longer input than 32. This module 
 
 When the original model still fails, `candidates` yields a bounded number of alternatives (the
 dim that fits a Reshape ORT names, other dims for the inputs upstream of the failing node, other
-integer values) and `first_runnable` is the retry loop; it also retries inputs on which every float output of the model is all zeros (or
-NaN), which check and calibrate nothing. `other_dims` makes the same at other sizes of the free
+integer values) and `first_runnable` is the retry loop; it also retries inputs on which every
+float output of the model is all zeros (or NaN), which check and calibrate nothing, and those on
+which some output holds NaN or inf (a padding mask hiding every key of a query), which compare
+less. `other_dims` makes the same at other sizes of the free
 dynamic dims, for a check that a rewrite kept them dynamic. `shipped_inputs` reads the test data a
 model folder ships (ONNX model zoo layout).
 """
@@ -71,9 +73,10 @@ LARGEST_DOUBLED = 512
 RETRY_LIMIT = 16
 #: A candidate with an input larger than this (elements) is skipped.
 MAX_ELEMENTS = 1 << 24
-#: Where inputs ran but every output was silent, `first_runnable` tries no alternative it expects
-#: (by elements, from that run's time) to take longer than this: a zero-initialized classifier is
-#: silent at any batch (torchvision's ViT-B at random init: batches 64 and 16 took 40 s).
+#: Where inputs ran but the outputs were silent (or not finite), `first_runnable` spends at most
+#: this on alternatives, and tries none it expects (by elements, from that run's time) to take
+#: longer: a zero-initialized classifier is silent at any batch (torchvision's ViT-B at random
+#: init: batches 64 and 16 took 40 s).
 SILENT_RETRY_SECONDS = 5.0
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
 #: The name of an integer input that holds lengths (`_length_inputs`).
@@ -82,7 +85,7 @@ LENGTH_NAME = re.compile("len", re.IGNORECASE)
 CACHE_NAME = re.compile("past|cache|key_values", re.IGNORECASE)
 MASK_NAME = re.compile("mask", re.IGNORECASE)
 #: ORT's error for a Reshape whose sizes do not fit its input: the input's dims, then those asked.
-RESHAPE_ERROR = re.compile(r"Input shape:\{([\d,]*)\}, requested shape:\{([\d,]*)\}")
+RESHAPE_ERROR = re.compile(r"Input shape:\{([\d,]*)\}, requested shape:\{([-\d,]*)\}")
 
 Feeds = dict[str, Any]
 
@@ -211,46 +214,55 @@ def _first_runnable(
     planner: _Planner, run: Callable[[Feeds], Any], seed: int, limit: int
 ) -> tuple[Synthesized, Any]:
     """The first inputs `run` accepts and what it returned, passing over those on which every
-    float output is all zeros while an alternative gives more (else the first accepted); when
-    `run` accepts none, its first error. An alternative that fits a Reshape (`_Planner.reshaped`)
-    and then fails at another one is followed: its dims stay and the next Reshape is fitted (a
-    decoder traced at 7 tokens with 5 of memory has a Reshape to constant sizes for each)."""
+    float output is all zeros, or some holds NaN or inf (a padding mask that hides every key of
+    a query), while an alternative gives better (else the best accepted); when `run` accepts
+    none, its first error. An alternative that fits a Reshape (`_Planner.reshaped`) and then fails
+    at another one is followed: its dims stay and the next Reshape is fitted (a decoder traced at
+    7 tokens with 5 of memory has a Reshape to constant sizes for each)."""
     first = planner.make(seed=seed)
-    accepted, error, cost = None, None, 0.0
+    accepted, error, cost, weakness = None, None, 0.0, 0
     try:
         started = time.perf_counter()
         accepted = first, run(first.feeds)
         cost = (time.perf_counter() - started) / _elements(first)  # seconds per input element
+        weakness = _weakness(accepted[1])
     except Exception as err:  # noqa: BLE001 - whatever `run` raises means "try other inputs"
         error = err
-    if accepted and not _silent(accepted[1]):
+    if accepted and not weakness:
         return accepted
     followed = None if accepted else _error_text(error)
     attempts = planner.alternatives(followed, seed, limit)
+    spent = 0.0  # on alternatives since inputs were accepted
     for _ in range(limit):
         attempt = next(attempts, None)
         if attempt is None:
             break
-        if accepted and cost * _elements(attempt) > SILENT_RETRY_SECONDS:
+        if accepted and spent + cost * _elements(attempt) > SILENT_RETRY_SECONDS:
             continue
+        started, failure = time.perf_counter(), None
         try:
-            started = time.perf_counter()
             result = run(attempt.feeds)
         except Exception as err:  # noqa: BLE001 - the next candidate may run
-            changed, text = planner.changed(attempt.dims), _error_text(err)
+            failure = _error_text(err)
+        took = time.perf_counter() - started
+        spent += took if accepted else 0.0
+        changed = planner.changed(attempt.dims)
+        if failure is not None:
             if (
                 not accepted
-                and _failing_node(text) != _failing_node(followed)
-                and planner.reshaped(text, attempt.dims, changed)
+                and _failing_node(failure) != _failing_node(followed)
+                and planner.reshaped(failure, attempt.dims, changed)
             ):
-                followed = text
+                followed = failure
                 attempts = planner.alternatives(followed, seed, limit, changed)
             continue
-        if not _silent(result):
+        if not _weakness(result):
             return attempt, result
-        if not accepted:
-            accepted = attempt, result
-            cost = (time.perf_counter() - started) / _elements(attempt)
+        if not accepted and changed:  # the other alternatives at the dims that ran
+            attempts = planner.alternatives(None, seed, limit, changed)
+        if not accepted or _weakness(result) < weakness:
+            accepted, weakness = (attempt, result), _weakness(result)
+            cost = took / _elements(attempt)
     if accepted:
         return accepted
     raise error
@@ -276,15 +288,18 @@ def _elements(made: Synthesized) -> int:
     return max(1, sum(int(np.size(value)) for value in _arrays(made.feeds)))
 
 
-def _silent(outputs: Any) -> bool:
-    """Whether `outputs` (a run's list of outputs) hold float arrays and none has a finite value
-    other than 0 (an audio front end gives NaN for a clip of one frame)."""
+def _weakness(outputs: Any) -> int:
+    """How little a run's list of `outputs` checks: 0, 1 where a float output holds NaN or inf, 2
+    where float outputs hold no finite value other than 0 (an audio front end gives NaN for a
+    clip of one frame)."""
     arrays = [
         value
         for value in (outputs if isinstance(outputs, (list, tuple)) else [outputs])
         if isinstance(value, np.ndarray) and value.dtype.kind == "f"
     ]
-    return bool(arrays) and not any(np.any(np.isfinite(a) & (a != 0)) for a in arrays)
+    if arrays and not any(np.any(np.isfinite(a) & (a != 0)) for a in arrays):
+        return 2
+    return int(not all(np.isfinite(a).all() for a in arrays))
 
 
 def shipped_inputs(model_path: str | os.PathLike) -> list[Feeds] | None:
@@ -630,21 +645,30 @@ class _Planner:
     ) -> list[dict[str, int]]:
         """Dims that make the Reshape ORT's `error` names fit (`RESHAPE_ERROR`), the inputs having
         been at `dims`: for each dynamic dim upstream (but those `kept`) whose value is one of the
-        input's dims, that value scaled to the element count asked. The TorchScript exporter
-        writes the length a model was traced at as a constant: a Reshape of 32 x 1 x 64 elements
-        to [7, 4, 16] fits with the dim at 32 set to 7."""
+        input's dims, that value scaled to the element count asked; where a size is asked as -1,
+        the size asked where the dim sits. The TorchScript exporter writes the length a model was
+        traced at as a constant: a Reshape of 32 x 1 x 64 elements to [7, 4, 16] (or [7, -1, 16])
+        fits with the dim at 32 set to 7."""
         match = RESHAPE_ERROR.search(error or "")
         if not match:
             return []
         have = [int(n) for n in match[1].split(",") if n]
-        asked = math.prod(int(n) for n in match[2].split(",") if n)
+        asked = [int(n) for n in match[2].split(",") if n]
         count = math.prod(have)
         upstream = [key for key in self._upstream_keys(error) if key not in (kept or {})]
         fits = []
         for key in dict.fromkeys(self._focus(upstream) + upstream):
             value = dims[key]
-            if count and value in have and asked * value % count == 0 and asked * value >= count:
-                fits.append({key: asked * value // count})
+            if not count or value not in have:
+                continue
+            if -1 in asked:
+                where = have.index(value)
+                fit = asked[where] if where < len(asked) else 0
+            else:
+                fit = math.prod(asked) * value // count
+                fit = fit if fit * count == math.prod(asked) * value else 0
+            if fit >= 1 and fit != value:
+                fits.append({key: fit})
         return fits
 
     def changed(self, dims: Mapping[str, int]) -> dict[str, int]:
@@ -1070,8 +1094,9 @@ def _values(
         array = rng.uniform(lo, hi, shape) if hi > lo else np.full(shape, lo)
         return array.astype(np.float32).astype(dtype), f"{text} in [{lo:g}, {hi:g}]"
     lo, hi = int(lo), int(hi)
-    if kind == "bool":
-        array = rng.integers(max(lo, 0), min(max(lo, hi), 1) + 1, size=shape).astype(bool)
+    if kind == "bool":  # (a range tried for the integers, [12, 12], is all True)
+        lo, hi = (min(max(bound, 0), 1) for bound in (lo, max(lo, hi)))
+        array = rng.integers(lo, hi + 1, size=shape).astype(bool)
         return array, text if use is None and ints == (
             0,
             1,

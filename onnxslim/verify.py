@@ -93,7 +93,7 @@ class CheckInputs:
             f"{name} {text}{other.get(name, '')}" for name, text in self.description.items()
         )
         noise = "; ".join(f"{name} {text}" for name, text in self.within_noise.items())
-        zero = ", ".join(self.all_zero)
+        zero = ", ".join(f"'{name}'" for name in self.all_zero)
         return (
             f"{self.source} inputs"
             + (f" ({shapes})" if shapes else "")
@@ -246,6 +246,9 @@ def _feed_shapes(feed: Mapping) -> str:
 OTHER_DIMS_UNTAKEN = (
     "at other dynamic dims ({dims}) the original itself, as ONNX Runtime runs it by default "
     "(graph optimizations on), {how}: not checked there"
+)
+OTHER_DIMS_NOT_FINITE = (
+    "at other dynamic dims ({dims}) the original gives NaN or inf: not checked there"
 )
 
 
@@ -442,6 +445,9 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
         inputs.samples.append(resized[0].feeds)
         expected.append(resized[1])
         inputs.other_dims = dict(resized[0].description)
+    elif resized:
+        dims = _feed_shapes(resized[0].feeds)
+        inputs.other_dims_dropped = OTHER_DIMS_NOT_FINITE.format(dims=dims)
     return inputs, expected
 
 

@@ -479,6 +479,29 @@ def test_retry_fits_reshapes_to_the_sizes_a_model_was_traced_at():
     assert [sample["memory"].shape for sample in samples] == [(1, 5, 64)] * 2
 
 
+def test_retry_fits_a_traced_reshape_with_an_inferred_size():
+    """[T, B, 64] to [12, -1, 16]: the -1 hides the count, so T takes the 12 asked where it sits;
+    the bool mask beside it gets bools whatever integers the retries try."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", ["xt", "heads"], ["y"]),
+        helper.make_node("Unsqueeze", ["mask", "last"], ["m"]),
+        helper.make_node("Where", ["m", "zero", "x"], ["z"]),
+    ]
+    weights = [
+        const("heads", np.array([12, -1, 16], np.int64)),
+        const("last", np.array([2], np.int64)),
+        const("zero", np.float32(0)),
+    ]
+    inputs = [vi("x", FLOAT, ["b", "t", 64]), vi("mask", TensorProto.BOOL, ["b", "t"])]
+    model = make_model(nodes, inputs, [vi("y", FLOAT, None), vi("z", FLOAT, None)], weights)
+    made, (y, _) = synth.first_runnable(model, Session(model).run)
+    assert made.dims["t"] == 12 and y.shape == (12, 4, 16)
+    error = "Input shape:{32,1,64}, requested shape:{12,-1,16}"
+    tried = list(synth.candidates(model, error=error))
+    assert len(tried) > 3 and all(c.feeds["mask"].dtype == bool for c in tried)
+
+
 @pytest.mark.parametrize(
     "dims, shape",
     [

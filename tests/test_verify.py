@@ -213,11 +213,32 @@ def test_outputs_the_original_gives_as_zeros_on_synthesized_inputs_are_named():
     synthesized = verify.reference_outputs(model).inputs
     assert synthesized.all_zero == ["y"]
     assert str(synthesized).endswith(
-        "; the original gives all zeros there for y, so the check says little about them "
+        "; the original gives all zeros there for 'y', so the check says little about them "
         "(--check-inputs: real inputs)"
     )
     given = [{"x": np.zeros((2, 3), np.float32)}]
     assert verify.reference_outputs(model, given).inputs.all_zero == []  # the caller's choice
+
+
+def test_a_sample_at_other_dims_the_original_gives_nan_on_is_left_out_and_said():
+    """y = x * sqrt(40 - n) over a row of n: finite at n = 32, NaN at 64."""
+    model = make_model(
+        [
+            helper.make_node("Shape", ["x"], ["n"]),
+            helper.make_node("Cast", ["n"], ["size"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["forty", "size"], ["left"]),
+            helper.make_node("Sqrt", ["left"], ["scale"]),
+            helper.make_node("Mul", ["x", "scale"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["n"])],
+        [vi("y", FLOAT, ["n"])],
+        [const("forty", np.array([40], np.float32))],
+    )
+    inputs = verify.reference_outputs(model).inputs
+    assert [feed["x"].shape for feed in inputs.samples] == [(32,), (32,)]  # random, zeros
+    assert str(inputs).endswith(
+        "; at other dynamic dims (x float32[64]) the original gives NaN or inf: not checked there"
+    )
 
 
 def test_a_session_with_inner_outputs_leaves_the_callers_model_as_it_is():
