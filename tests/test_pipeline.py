@@ -283,6 +283,48 @@ def test_static_dims_of_a_dynamic_shape_are_folded():
     assert_same_outputs(model, out, feeds={"x": np.ones((5, 3, 4, 4), np.float32)})
 
 
+def test_dims_a_fold_makes_known_are_folded_in_the_same_run():
+    """x [B, T, 64] -> [B, 4, T, 16], the 16 computed from constants (Sqrt, which onnx's data
+    propagation does not read): only once folded does inference know the Reshape's last dim, and
+    the attention scale 1/sqrt(Shape(y)[-1]) is then a constant: a second run finds nothing."""
+    model = make_model(
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Gather", ["s", "i0"], ["b"], axis=0),
+            N("Gather", ["s", "i1"], ["t"], axis=0),
+            N("Unsqueeze", ["b", "ax"], ["b1"]),
+            N("Unsqueeze", ["t", "ax"], ["t1"]),
+            N("Sqrt", ["c256"], ["root"]),
+            N("Cast", ["root"], ["head"], to=INT64),
+            N("Concat", ["b1", "four", "t1", "head"], ["target"], axis=0),
+            N("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+            N("Reshape", ["xt", "target"], ["y"]),
+            N("Shape", ["y"], ["ys"]),
+            N("Slice", ["ys", "last", "end"], ["d"]),
+            N("Cast", ["d"], ["df"], to=FLOAT),
+            N("Sqrt", ["df"], ["scale"]),
+            N("Div", ["y", "scale"], ["z"]),
+        ],
+        [vi("x", FLOAT, ["B", "T", 64])],
+        [vi("z", FLOAT, None)],
+        [
+            const("i0", np.array(0)),
+            const("i1", np.array(1)),
+            const("ax", [0]),
+            const("c256", np.array([256.0], np.float32)),
+            const("four", [4]),
+            const("last", [-1]),
+            const("end", [2**62]),
+        ],
+        check=False,
+    )
+    out = optimized_proto(model)
+    counts = op_counts(out)
+    assert counts["Shape"] == 1 and not counts.keys() & {"Slice", "Cast", "Sqrt"}, counts
+    assert op_counts(optimized_proto(out)) == op_counts(out)
+    assert_same_outputs(model, out, seeds=(0, 1))
+
+
 def test_constant_nodes_are_lifted_to_initializers_and_folded():
     value = np.arange(6, dtype=np.float32).reshape(2, 3)
     model = make_model(

@@ -87,7 +87,11 @@ def run_passes(
             else:
                 clean_at[spec.name] = version
         if version == start:
-            break
+            # a fixed point: dims a fold or fusion left unknown (a Reshape to a Concat that now
+            # ends in a constant) onnx's inference may know now; if it does, another round
+            if not (safe and refine_shapes(model)):
+                break
+            version += 1
     for spec in specs:
         if spec.stage == "finish":
             run(spec)
@@ -107,33 +111,64 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> bool:
     Unlike onnx-ir's ShapeInferencePass, which copies only the element type (a sequence of float
     tensors would become a float tensor, which ONNX Runtime then refuses), whole types are copied.
     """
+    try:
+        pairs = _inferred(model, proto)
+    except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
+        logger.info("shape inference skipped: %s", first_line(err))
+        return not isinstance(err, InferenceCrash)
+    for value, other in pairs:
+        if other.type is not None and value.type != other.type:
+            value.type = other.type
+        if other.shape is not None and value.shape != other.shape:
+            value.shape = other.shape
+    return True
+
+
+def refine_shapes(model: ir.Model) -> bool:
+    """Give values the dims onnx shape inference knows as numbers where they have a name or none
+    (same rank; a value without a shape takes the inferred one); whether any value changed."""
+    try:
+        pairs = _inferred(model, None)
+    except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
+        logger.info("shape inference skipped: %s", first_line(err))
+        return False
+    changed = False
+    for value, other in pairs:
+        known, inferred = value.shape, other.shape
+        if inferred is None or (known is not None and len(known) != len(inferred)):
+            continue
+        dims = [
+            new if isinstance(new, int) and (old is None or not isinstance(old, int)) else old
+            for old, new in zip(known or [None] * len(inferred), inferred)
+        ]
+        if known is None or dims != list(known):
+            value.shape = ir.Shape(dims)
+            changed = True
+    return changed
+
+
+def _inferred(model: ir.Model, proto: onnx.ModelProto | None) -> list[tuple[ir.Value, ir.Value]]:
+    """Each value of `model`'s graphs beside the value onnx shape inference gives it (with the
+    type and shape inferred); raises what the inference raises."""
 
     def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
         return infer_shapes_apart(proto, check_type=True, strict_mode=False, data_prop=True)
 
-    try:
-        proto = call_onnx_api(infer, model) if proto is None else infer(proto)
-        if subgraphs(model.graph) or _has_subgraphs(proto.graph):
-            inferred = ir.serde.deserialize_model(proto)
-            pairs = [
-                (graph, ir.convenience.create_value_mapping(inferred_graph))
-                for graph, inferred_graph in zip(all_graphs(model), all_graphs(inferred))
-            ]
-        else:  # one graph: its types read from the proto, not a whole deserialized model
-            pairs = [(model.graph, _inferred_types(proto.graph))]
-    except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
-        logger.info("shape inference skipped: %s", first_line(err))
-        return not isinstance(err, InferenceCrash)
-    for graph, found in pairs:
-        for name, value in ir.convenience.create_value_mapping(graph).items():
-            other = found.get(name)
-            if other is None:
-                continue
-            if other.type is not None and value.type != other.type:
-                value.type = other.type
-            if other.shape is not None and value.shape != other.shape:
-                value.shape = other.shape
-    return True
+    proto = call_onnx_api(infer, model) if proto is None else infer(proto)
+    if subgraphs(model.graph) or _has_subgraphs(proto.graph):
+        inferred = ir.serde.deserialize_model(proto)
+        pairs = [
+            (graph, ir.convenience.create_value_mapping(inferred_graph))
+            for graph, inferred_graph in zip(all_graphs(model), all_graphs(inferred))
+        ]
+    else:  # one graph: its types read from the proto, not a whole deserialized model
+        pairs = [(model.graph, _inferred_types(proto.graph))]
+    return [
+        (value, found[name])
+        for graph, found in pairs
+        for name, value in ir.convenience.create_value_mapping(graph).items()
+        if name in found
+    ]
 
 
 def _has_subgraphs(graph: onnx.GraphProto) -> bool:
