@@ -76,8 +76,14 @@ class Graph:
         d = self.op("Sub", x, self.reduce_mean(x, axes))
         sq = self.op("Pow", d, self.const(2.0)) if square == "pow" else self.op("Mul", d, d)
         std = self.op("Sqrt", add(self.reduce_mean(sq, axes), eps_input or self.const(eps)))
-        y = self.op("Div", d, std) if divide == "div" else mul(d, self.op("Reciprocal", std))
-        if gamma:
+        if divide == "scaled":  # torch: g * (x - u) / sqrt(v + eps), gamma before the division
+            y = self.op("Div", mul(self.const(rand(H) + 1), d), std)
+        elif divide == "div":
+            y = self.op("Div", d, std)
+        else:  # torch.rsqrt exports as 1 / Sqrt
+            one = self.op("Div", self.const(1.0), std) if divide == "one_div" else None
+            y = mul(d, one or self.op("Reciprocal", std))
+        if gamma and divide != "scaled":
             y = mul(y, self.const(rand(H) + 1))
         if beta:
             y = add(y, self.const(rand(H)))
@@ -104,7 +110,7 @@ def written_layernorm(opset=17, dtype=np.float32, **options):
 
 @pytest.mark.parametrize("opset", [17, 18])
 @pytest.mark.parametrize("square", ["pow", "mul"])
-@pytest.mark.parametrize("divide", ["div", "reciprocal"])
+@pytest.mark.parametrize("divide", ["div", "reciprocal", "one_div", "scaled"])
 @pytest.mark.parametrize("swap", [False, True])
 def test_layernorm_fused(opset, square, divide, swap):
     counts = slim(written_layernorm(opset, square=square, divide=divide, swap=swap))
@@ -153,6 +159,20 @@ def test_layernorm_not_fused(case):
     model = g.model(out, shape, extra)
     counts = slim(model)
     assert "LayerNormalization" not in counts and counts["ReduceMean"] == 2
+
+
+@pytest.mark.parametrize("case", ["2 / Sqrt", "scale along another axis"])
+def test_layernorm_forms_that_are_not_one_stay_written_out(case):
+    """d * (2 / Sqrt(...)) is twice a LayerNorm; (g * d) / Sqrt(...) with g [4, 1] scales rows."""
+    g = Graph(17)
+    d = g.op("Sub", "x", g.reduce_mean("x"))
+    std = g.op("Sqrt", g.op("Add", g.reduce_mean(g.op("Mul", d, d)), g.const(1e-5)))
+    if case == "2 / Sqrt":
+        y = g.op("Mul", d, g.op("Div", g.const(2.0), std))
+    else:
+        y = g.op("Div", g.op("Mul", g.const(rand(4, 1)), d), std)
+    counts = slim(g.model(y, ("B", 4, H)))
+    assert "LayerNormalization" not in counts and counts["ReduceMean"] == 2, counts
 
 
 def test_layernorm_folds_only_per_channel_affine():

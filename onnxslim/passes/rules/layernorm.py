@@ -3,8 +3,10 @@
 Over the last axis of x, with mean and variance taken over that axis (keepdims)::
 
     d = x - ReduceMean(x)
-    y = d / Sqrt(ReduceMean(d * d) + eps)      # or d ** 2; or d * Reciprocal(Sqrt(...))
-      = LayerNormalization(x, ones, axis=-1, epsilon=eps)
+    y = d / Sqrt(ReduceMean(d * d) + eps)      # or d ** 2; or d * Reciprocal(Sqrt(...)),
+      = LayerNormalization(x, ones, axis=-1, epsilon=eps)   # d * (1 / Sqrt(...)) (torch's rsqrt)
+
+    (g * d) / Sqrt(...) = LayerNormalization(x, g, ...)     # g per channel, before the division
 
 and a per-channel constant scale or shift after a LayerNormalization over the last axis folds in::
 
@@ -54,26 +56,33 @@ class WrittenOutLayerNorm(pattern.RewriteRuleClassBase):
     """(x - mean(x)) / Sqrt(mean((x - mean(x))^2) + eps) -> LayerNormalization(x, ones, eps).
 
     `power`: the square is written Pow(d, 2) (else d * d); `reciprocal`: the division is written
-    d * Reciprocal(Sqrt(...)), with d first unless `swapped`. One rule per form keeps each rule's
-    op types exact (a rule is only tried on models containing all of them).
+    d * Reciprocal(Sqrt(...)) ("Reciprocal") or d * (1 / Sqrt(...)) ("Div"), with d first unless
+    `swapped`. One rule per form keeps each rule's op types exact (a rule is only tried on models
+    containing all of them).
     """
 
-    def __init__(self, power: bool, reciprocal: bool, swapped: bool = False) -> None:
-        form = ("Pow" if power else "Mul") + ("Reciprocal" if reciprocal else "Div")
-        super().__init__(f"LayerNorm{form}{'Swapped' if swapped else ''}")
+    def __init__(self, power: bool, reciprocal: str | None, swapped: bool = False) -> None:
+        form = ("Pow" if power else "Mul") + (f"{reciprocal}Reciprocal" if reciprocal else "Div")
+        super().__init__(f"{type(self).__name__}{form}{'Swapped' if swapped else ''}")
         self.power, self.reciprocal, self.swapped = power, reciprocal, swapped
 
-    def pattern(self, op, x, eps, exponent):
+    def normalized(self, op, x, eps, exponent):
+        """d and Sqrt(variance + eps), the two halves of the division."""
         mean = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
         d = op.Sub(x, mean)
         squared = op.Pow(d, exponent) if self.power else op.Mul(d, d)
         variance = op.ReduceMean(squared, _allow_other_inputs=True, _outputs=["variance"])
-        std = op.Sqrt(either("Add", op, variance, eps))
-        if self.reciprocal:
+        return d, op.Sqrt(either("Add", op, variance, eps))
+
+    def pattern(self, op, x, eps, exponent, one):
+        d, std = self.normalized(op, x, eps, exponent)
+        if self.reciprocal == "Reciprocal":
             return ordered("Mul", op, d, op.Reciprocal(std), self.swapped)
+        if self.reciprocal == "Div":
+            return ordered("Mul", op, d, op.Div(one, std), self.swapped)
         return op.Div(d, std)
 
-    def check(self, context, x, eps, mean, variance, exponent=None, **_) -> pattern.MatchResult:
+    def check(self, context, x, eps, mean, variance, exponent=None, one=None, **_):
         result = pattern.MatchResult()
         if opset(context) < 17:
             return result.fail("LayerNormalization exists from opset 17")
@@ -85,12 +94,10 @@ class WrittenOutLayerNorm(pattern.RewriteRuleClassBase):
         for reduce in (mean.producer(), variance.producer()):
             if not _reduces_last_axis(reduce, len(dims)):
                 return result.fail("ReduceMean is not over the last axis with keepdims", reduce)
-        if exponent is not None:
-            power = constant(exponent)
-            if power is None or power.size != 1 or float(power.reshape(-1)[0]) != 2.0:
-                return result.fail("Pow exponent is not a constant 2", exponent)
-            if not keeps_shape(x, power.shape):
-                return result.fail("the exponent broadcasts to a higher rank", exponent)
+        if exponent is not None and not _is_scalar(exponent, x, 2.0):
+            return result.fail("Pow exponent is not a constant 2", exponent)
+        if one is not None and not _is_scalar(one, x, 1.0):
+            return result.fail("the reciprocal's numerator is not a constant 1", one)
         epsilon = constant(eps)
         if epsilon is None or epsilon.size != 1 or not keeps_shape(x, epsilon.shape):
             return result.fail("epsilon is not a constant scalar", eps)
@@ -100,11 +107,48 @@ class WrittenOutLayerNorm(pattern.RewriteRuleClassBase):
         return result
 
     def rewrite(self, op, x, eps, **_):
-        size = static_dims(x)[-1]
-        ones = new_initializer(op, np.ones(size, dtype=x.dtype.numpy()), x, "ln_scale")
+        ones = np.ones(static_dims(x)[-1], dtype=x.dtype.numpy())
+        return self.layernorm(op, x, eps, new_initializer(op, ones, x, "ln_scale"))
+
+    @staticmethod
+    def layernorm(op, x, eps, scale):
         epsilon = float(constant(eps).reshape(-1)[0])
         stash = _STASH.get(x.dtype, {})
-        return op.LayerNormalization(x, ones, axis=-1, epsilon=epsilon, **stash)
+        return op.LayerNormalization(x, scale, axis=-1, epsilon=epsilon, **stash)
+
+
+class ScaledWrittenOutLayerNorm(WrittenOutLayerNorm):
+    """(g * d) / Sqrt(mean(d^2) + eps) -> LayerNormalization(x, g, eps), d = x - mean(x), g a
+    constant per channel (torch: ``g * (x - u) / torch.sqrt(v + eps)``); g * d with g first
+    unless `swapped`."""
+
+    def __init__(self, power: bool, swapped: bool) -> None:
+        super().__init__(power, None, swapped)
+
+    def pattern(self, op, x, eps, exponent, g):
+        d, std = self.normalized(op, x, eps, exponent)
+        return op.Div(ordered("Mul", op, g, d, self.swapped), std)
+
+    def check(self, context, x, g, **rest):
+        result = super().check(context, x, **rest)
+        if result and _per_channel(g, x, static_dims(x)[-1]) is None:
+            return result.fail("the scale is not a constant varying along the last axis only", g)
+        return result
+
+    def rewrite(self, op, x, eps, g, **_):
+        scale = new_initializer(op, _per_channel(g, x, static_dims(x)[-1]), x, "ln_scale")
+        return self.layernorm(op, x, eps, scale)
+
+
+def _is_scalar(value: ir.Value, x: ir.Value, expected: float) -> bool:
+    """Whether `value` is a constant `expected` that broadcasting with `x` leaves x's rank."""
+    array = constant(value)
+    return (
+        array is not None
+        and array.size == 1
+        and float(array.reshape(-1)[0]) == expected
+        and keeps_shape(x, array.shape)
+    )
 
 
 def _last_axis_layernorm(normalized: ir.Value) -> ir.Node | None:
@@ -204,9 +248,15 @@ class LayerNormShift(_FoldIntoLayerNorm):
 
 
 rules = (
-    *(WrittenOutLayerNorm.rule(power, False) for power in (True, False)),
+    *(WrittenOutLayerNorm.rule(power, None) for power in (True, False)),
     *(
-        WrittenOutLayerNorm.rule(power, True, swapped)
+        WrittenOutLayerNorm.rule(power, reciprocal, swapped)
+        for power in (True, False)
+        for reciprocal in ("Reciprocal", "Div")
+        for swapped in (False, True)
+    ),
+    *(
+        ScaledWrittenOutLayerNorm.rule(power, swapped)
         for power in (True, False)
         for swapped in (False, True)
     ),
