@@ -152,7 +152,7 @@ class OptimizeResult:
         """What a written file bigger than its input says of it (None: not bigger, or a size not
         known): by how much, and how much of it the constants hold."""
         before, after = self.before.file_bytes, self.after.file_bytes
-        if not before or not after or after - self.location_growth <= before:
+        if not before or not after or after - self.location_growth <= before + SERIALIZER_BYTES:
             return None
         constants = self.after.weight_bytes - self.before.weight_bytes
         held = (
@@ -211,6 +211,9 @@ def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
     return None
 
 
+#: Bytes a file may grow by with nothing added, from how the same model is written (an opset's
+#: empty domain written out, a dim inference names "4*B"): no growth to warn of.
+SERIALIZER_BYTES = 32
 #: Model files up to this size go to the onnx checker (and shape inference) as files: parsed in
 #: C++, no Python serialization of a large graph. A bigger one goes as `call_onnx_api`'s lean proto,
 #: without its large weights: the file's proto would be copied a few times over (peak memory).

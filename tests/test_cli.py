@@ -504,9 +504,9 @@ def test_a_longer_external_data_name_is_not_a_bigger_result(tmp_path):
     layers = 12
     model = make_model(
         [N("Conv", [f"x{i}", f"w{i}"], [f"x{i + 1}"], pads=[1, 1, 1, 1]) for i in range(layers)],
-        [vi("x0", FLOAT, [1, 4, 8, 8])],
-        [vi(f"x{layers}", FLOAT, [1, 4, 8, 8])],
-        [const(f"w{i}", rng.normal(size=(4, 4, 3, 3)).astype(np.float32)) for i in range(layers)],
+        [vi("x0", FLOAT, [1, 8, 8, 8])],
+        [vi(f"x{layers}", FLOAT, [1, 8, 8, 8])],
+        [const(f"w{i}", rng.normal(size=(8, 8, 3, 3)).astype(np.float32)) for i in range(layers)],
     )
     onnx.save(model, tmp_path / "m0.onnx", save_as_external_data=True, size_threshold=0)
     assert run_cli(tmp_path / "m0.onnx", "-o", tmp_path / "m.onnx").returncode == 0

@@ -21,6 +21,9 @@ from onnxslim.model.graph import all_graphs, all_nodes, proto_graphs
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
+#: A model written with external data keeps tensors under this many bytes in the .onnx file, as
+#: onnx's `save_model` does: moving a 400-byte bias out costs more than it holds.
+INLINE_BELOW = 1024
 TRAINING_INFO = "onnxslim.training_info"  # key in ir.Model.meta: serialized TrainingInfoProtos
 #: key in ir.Model.meta: graph inputs and outputs of map types (ZipMap's), serialized by name
 MAP_TYPED = "onnxslim.map_typed"
@@ -340,6 +343,7 @@ def save(
                             model,
                             staging / path.name,
                             external_data=data_name,
+                            size_threshold_bytes=INLINE_BELOW,
                             callback=external.UnmapBehind(),
                         )
                         external.release_external_data(model)
