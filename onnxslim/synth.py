@@ -23,9 +23,9 @@ dim that fits a Reshape ORT names, other dims for the inputs upstream of the fai
 integer values) and `first_runnable` is the retry loop; it also retries inputs on which every
 float output of the model is all zeros (or NaN), which check and calibrate nothing, and those on
 which some output holds NaN or inf (a padding mask hiding every key of a query), which compare
-less. `other_dims` makes the same at other sizes of the free
-dynamic dims, for a check that a rewrite kept them dynamic. `shipped_inputs` reads the test data a
-model folder ships (ONNX model zoo layout).
+less. `other_dims` makes the same at other sizes of the free dynamic dims, for a check that a
+rewrite kept them dynamic. `shipped_inputs` reads the test data a model folder ships (ONNX model
+zoo layout).
 """
 
 from __future__ import annotations
@@ -256,13 +256,13 @@ def _first_runnable(
                 followed = failure
                 attempts = planner.alternatives(followed, seed, limit, changed)
             continue
-        if not _weakness(result):
+        weak = _weakness(result)
+        if not weak:
             return attempt, result
         if not accepted and changed:  # the other alternatives at the dims that ran
             attempts = planner.alternatives(None, seed, limit, changed)
-        if not accepted or _weakness(result) < weakness:
-            accepted, weakness = (attempt, result), _weakness(result)
-            cost = took / _elements(attempt)
+        if not accepted or weak < weakness:
+            accepted, weakness, cost = (attempt, result), weak, took / _elements(attempt)
     if accepted:
         return accepted
     raise error
@@ -1097,10 +1097,7 @@ def _values(
     if kind == "bool":  # (a range tried for the integers, [12, 12], is all True)
         lo, hi = (min(max(bound, 0), 1) for bound in (lo, max(lo, hi)))
         array = rng.integers(lo, hi + 1, size=shape).astype(bool)
-        return array, text if use is None and ints == (
-            0,
-            1,
-        ) else f"{text} all {bool(array.flat[0])}"
+        return array, f"{text} all {bool(lo)}" if lo == hi else text
     info = ml_dtypes.iinfo(dtype)
     lo, hi = max(lo, int(info.min)), min(max(lo, hi), int(info.max))
     return rng.integers(lo, hi + 1, size=shape).astype(dtype), f"{text} in [{lo}, {hi}]"
