@@ -73,11 +73,11 @@ LARGEST_DOUBLED = 512
 RETRY_LIMIT = 16
 #: A candidate with an input larger than this (elements) is skipped.
 MAX_ELEMENTS = 1 << 24
-#: Where inputs ran but the outputs were silent (or not finite), `first_runnable` spends at most
-#: this on alternatives, and tries none it expects (by elements, from that run's time) to take
+#: Where inputs ran but the outputs were silent or held NaN or inf, `first_runnable` spends at
+#: most this on alternatives, and tries none it expects (by elements, from that run's time) to take
 #: longer: a zero-initialized classifier is silent at any batch (torchvision's ViT-B at random
 #: init: batches 64 and 16 took 40 s).
-SILENT_RETRY_SECONDS = 5.0
+WEAK_RETRY_SECONDS = 5.0
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
 #: The name of an integer input that holds lengths (`_length_inputs`).
 LENGTH_NAME = re.compile("len", re.IGNORECASE)
@@ -131,8 +131,8 @@ def synthesize_samples(
 ) -> list[Feeds]:
     """`count` samples, `synthesize(model, shapes, seed=seed + i).feeds` for each i (but with
     `image_dim` for an image's dynamic height and width), with the model read and planned once;
-    given `run` (the original model on ORT), at the dims and integer range of the first
-    synthesized inputs it accepts (`first_runnable`)."""
+    given `run` (the original model on ORT), at the dims and integer range of the synthesized
+    inputs `first_runnable` finds."""
     planner = _Planner(model, shapes, dim, image_dim)
     try:
         found = _first_runnable(planner, run, seed, RETRY_LIMIT)[0] if run else None
@@ -156,8 +156,9 @@ def candidates(
 ) -> Iterator[Synthesized]:
     """Up to `limit` alternatives to `synthesize`'s inputs, the likeliest first.
 
-    With ORT's `error` for the first try, the dims that change are those of the inputs upstream of
-    the node it names, and the numbers it mentions are tried first, then `RETRY_DIMS`, each also
+    With ORT's `error` for the first try, the dims that fit the Reshape it names come first
+    (`_Planner.reshaped`); then the dims that change are those of the inputs upstream of the node
+    it names, and the numbers it mentions are tried first, then `RETRY_DIMS`, each also
     with the other dynamic dims at 1 (one may be the failing input's batch, unnamed). Then the
     integer inputs that no use bounds are tried all 0, all 1, all one of the numbers the error
     mentions, and in [0, 9].
@@ -173,7 +174,8 @@ def first_runnable(
     seed: int = 0,
     limit: int = RETRY_LIMIT,
 ) -> tuple[Synthesized, Any]:
-    """The first synthesized inputs `run` accepts, and what it returned; else its first error."""
+    """The synthesized inputs `run` accepts that check most (`_first_runnable`), and what it
+    returned; else its first error."""
     return _first_runnable(_Planner(model, shapes, DEFAULT_DIM), run, seed, limit)
 
 
@@ -237,8 +239,10 @@ def _first_runnable(
         attempt = next(attempts, None)
         if attempt is None:
             break
-        if accepted and spent + cost * _elements(attempt) > SILENT_RETRY_SECONDS:
+        if accepted and spent + cost * _elements(attempt) > WEAK_RETRY_SECONDS:
             continue
+        if accepted and weakness == 1 and attempt.dims != accepted[0].dims:
+            continue  # NaN from the data: inputs finite by luck at a few elements check less
         started, failure = time.perf_counter(), None
         try:
             result = run(attempt.feeds)
@@ -564,14 +568,7 @@ class _Planner:
         self, dims: Mapping[str, int] | None = None, ints: tuple[int, int] = (0, 1), seed: int = 0
     ) -> Synthesized:
         """Feeds with the default dims updated by `dims`; `ints`: the range of free integers."""
-        values = {**self.defaults, **(dims or {})}
-        for span, (past, new) in self.cache_spans.items():
-            if span not in self.fixed and span not in (dims or {}):
-                values[span] = values[past] + values[new]
-        shapes = {
-            item.name: tuple(d if isinstance(d, int) else values[d] for d in item.dims)
-            for item in self.inputs
-        }
+        values, shapes = self._shapes(dims)
         known = self._inferred_shapes(shapes)
         rng = np.random.default_rng(seed)
         feeds, description = {}, {}
@@ -592,6 +589,24 @@ class _Planner:
             key: values[key] for item in self.inputs for key in item.dims if isinstance(key, str)
         }
         return Synthesized(feeds, description, used, ints)
+
+    def _shapes(
+        self, dims: Mapping[str, int] | None
+    ) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+        """Every dim key's value (the defaults updated by `dims`) and each input's shape."""
+        values = {**self.defaults, **(dims or {})}
+        for span, (past, new) in self.cache_spans.items():
+            if span not in self.fixed and span not in (dims or {}):
+                values[span] = values[past] + values[new]
+        shapes = {
+            item.name: tuple(d if isinstance(d, int) else values[d] for d in item.dims)
+            for item in self.inputs
+        }
+        return values, shapes
+
+    def _too_large(self, dims: Mapping[str, int]) -> bool:
+        """Whether an input at `dims` would hold more than MAX_ELEMENTS elements."""
+        return any(math.prod(shape) > MAX_ELEMENTS for shape in self._shapes(dims)[1].values())
 
     def alternatives(
         self, error: str | None, seed: int, limit: int, kept: Mapping[str, int] | None = None
@@ -633,6 +648,8 @@ class _Planner:
         for dims, ints in trials:
             if len(seen) > limit:
                 return
+            if self._too_large({**kept, **dims}):
+                continue
             attempt = self.make({**kept, **dims}, ints, seed)
             if str(attempt) not in seen and all(
                 np.size(v) <= MAX_ELEMENTS for v in _arrays(attempt.feeds)
@@ -661,14 +678,14 @@ class _Planner:
             value = dims[key]
             if not count or value not in have:
                 continue
-            if -1 in asked:
-                where = have.index(value)
-                fit = asked[where] if where < len(asked) else 0
+            if -1 in asked:  # each place the dim may sit
+                found = [
+                    asked[i] for i, size in enumerate(have) if size == value and i < len(asked)
+                ]
             else:
-                fit = math.prod(asked) * value // count
-                fit = fit if fit * count == math.prod(asked) * value else 0
-            if fit >= 1 and fit != value:
-                fits.append({key: fit})
+                found = [math.prod(asked) * value // count]
+                found = found if found[0] * count == math.prod(asked) * value else []
+            fits += [{key: fit} for fit in dict.fromkeys(found) if fit >= 1 and fit != value]
         return fits
 
     def changed(self, dims: Mapping[str, int]) -> dict[str, int]:

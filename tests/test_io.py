@@ -119,6 +119,34 @@ def test_external_tensor_at_an_offset_in_a_shared_file(tmp_path):
     np.testing.assert_allclose(run(io.to_proto(loaded), x)[0], x["x"] @ a @ b, rtol=1e-5)
 
 
+@pytest.mark.parametrize("weight", [(16, 100), (4, 4)])
+def test_external_data_keeps_tensors_under_1_kib_in_the_model_file(tmp_path, weight):
+    """A 6 KiB weight stays external; a 64-byte one, and a 400-byte bias, go inline, as onnx's
+    save_model writes them; with nothing left external, no empty data file is written."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(weight).astype(np.float32)
+    model = make_model(
+        [N("MatMul", ["x", "w"], ["t"]), N("Add", ["t", "b"], ["y"])],
+        [vi("x", FLOAT, [2, weight[0]])],
+        [vi("y", FLOAT, [2, weight[1]])],
+        [const("w", w), const("b", np.ones(weight[1], np.float32))],
+    )
+    threshold = 1024 if w.nbytes >= 1024 else 0  # (the bias given inline, or all external)
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, size_threshold=threshold)
+    (tmp_path / "out").mkdir()
+    loaded = io.load(tmp_path / "m.onnx")
+    bias = loaded.graph.initializers["b"]  # made anew, as a fold would: not the loaded bytes
+    bias.const_value = ir.tensor(np.ones(weight[1], np.float32), name="b")
+    io.save(loaded, tmp_path / "out" / "o.onnx")
+    written = onnx.load(tmp_path / "out" / "o.onnx", load_external_data=False)
+    outside = {t.name for t in written.graph.initializer if t.data_location == TensorProto.EXTERNAL}
+    assert outside == ({"w"} if w.nbytes >= 1024 else set())
+    assert sorted(os.listdir(tmp_path / "out")) == ["o.onnx", "o.onnx.data"][: 1 + len(outside)]
+    x = {"x": np.ones((2, weight[0]), np.float32)}
+    expected = x["x"] @ w + 1
+    np.testing.assert_allclose(run(tmp_path / "out" / "o.onnx", x)[0], expected, rtol=1e-5)
+
+
 def test_to_ir_accepts_the_three_kinds_and_nothing_else(tmp_path):
     proto = onnx.load(DEMO)
     assert isinstance(io.to_ir(proto), ir.Model)

@@ -502,6 +502,56 @@ def test_retry_fits_a_traced_reshape_with_an_inferred_size():
     assert len(tried) > 3 and all(c.feeds["mask"].dtype == bool for c in tried)
 
 
+def masked_rows():
+    """y = scores + log(1 - mask): -inf wherever the mask is True."""
+    nodes = [
+        helper.make_node("Cast", ["mask"], ["hidden"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "hidden"], ["kept"]),
+        helper.make_node("Log", ["kept"], ["penalty"]),
+        helper.make_node("Add", ["scores", "penalty"], ["y"]),
+    ]
+    inputs = [vi("scores", FLOAT, ["b", 4]), vi("mask", TensorProto.BOOL, ["b", 4])]
+    return make_model(nodes, inputs, [vi("y", FLOAT, None)], [const("one", np.float32(1))])
+
+
+def test_retry_passes_over_inputs_whose_outputs_hold_nan():
+    model = masked_rows()
+    sess = Session(model)
+    first = synth.synthesize(model)
+    assert not np.isfinite(sess.run(first.feeds)[0]).all()  # a random mask has a True
+    made, (y,) = synth.first_runnable(model, sess.run)
+    assert np.isfinite(y).all() and made.dims == first.dims and not made.feeds["mask"].all()
+
+
+def test_nan_from_the_data_keeps_the_inputs_at_their_size():
+    """Sqrt of N(0, 1) values: one element may be finite by luck, which checks less than 32 with
+    NaN where the input is negative."""
+    model = make_model(
+        [helper.make_node("Sqrt", ["x"], ["y"])],
+        [vi("x", FLOAT, ["b", "t"])],
+        [vi("y", FLOAT, None)],
+    )
+    made, (y,) = synth.first_runnable(model, Session(model).run)
+    assert made.dims == {"b": 1, "t": 32} and not np.isfinite(y).all()
+
+
+def test_a_reshape_fit_past_the_element_limit_is_not_tried():
+    """A Reshape to [2**56, 1, 64]: the fit would fill 2**62 elements, so the original's failure
+    is what the retry returns."""
+    model = make_model(
+        [
+            helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+            helper.make_node("Reshape", ["xt", "shape"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["b", "t", 64])],
+        [vi("y", FLOAT, None)],
+        [const("shape", np.array([2**56, 1, 64], np.int64))],
+    )
+    assert synth.synthesize(model).dims["t"] == 32
+    with pytest.raises(OnnxSlimError, match="requested shape"):
+        synth.first_runnable(model, Session(model).run)
+
+
 @pytest.mark.parametrize(
     "dims, shape",
     [
@@ -649,7 +699,7 @@ def test_inputs_on_which_every_output_is_zero_are_retried():
 def test_a_silent_model_is_not_retried_where_a_run_would_take_long(monkeypatch):
     """torchvision's ViT-B at random init (its classifier all zeros) is silent at any batch: the
     retries at batches 64 and 16 took 40 s of a 48 s check. Alternatives expected (by elements,
-    from the silent run's time) past SILENT_RETRY_SECONDS are not tried."""
+    from the silent run's time) past WEAK_RETRY_SECONDS are not tried."""
     never = sliced_sum(start=1 << 20)
     sess = session(never)
     tried = []
@@ -661,7 +711,7 @@ def test_a_silent_model_is_not_retried_where_a_run_would_take_long(monkeypatch):
     synth.first_runnable(never, run)
     assert len(tried) > 1  # cheap: retried
     tried.clear()
-    monkeypatch.setattr(synth, "SILENT_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(synth, "WEAK_RETRY_SECONDS", 0.0)
     made, (y,) = synth.first_runnable(never, run)
     assert tried == [(1, 32)] and y.tolist() == [0]
 

@@ -347,6 +347,10 @@ def save(
                             callback=external.UnmapBehind(),
                         )
                         external.release_external_data(model)
+                        data = staging / data_name
+                        if data.exists() and not data.stat().st_size:  # every tensor inline
+                            data.unlink()
+                            data_name = None
                     else:
                         _save_streamed(model, staging / path.name)
             except OSError as err:

@@ -87,8 +87,8 @@ def run_passes(
             else:
                 clean_at[spec.name] = version
         if version == start:
-            # a fixed point: dims a fold or fusion left unknown (a Reshape to a Concat that now
-            # ends in a constant) onnx's inference may know now; if it does, another round
+            # a fixed point: shapes or dims a fold or fusion left unknown (a Reshape to a Concat
+            # that now ends in a constant) onnx's inference may know now; if it does, another round
             if not (safe and refine_shapes(model)):
                 break
             version += 1

@@ -62,7 +62,9 @@ class WrittenOutLayerNorm(pattern.RewriteRuleClassBase):
     """
 
     def __init__(self, power: bool, reciprocal: str | None, swapped: bool = False) -> None:
-        form = ("Pow" if power else "Mul") + (f"{reciprocal}Reciprocal" if reciprocal else "Div")
+        form = ("Pow" if power else "Mul") + {"Reciprocal": "Reciprocal", "Div": "OneDiv"}.get(
+            reciprocal, "Div"
+        )
         super().__init__(f"{type(self).__name__}{form}{'Swapped' if swapped else ''}")
         self.power, self.reciprocal, self.swapped = power, reciprocal, swapped
 
