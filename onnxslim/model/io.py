@@ -21,9 +21,11 @@ from onnxslim.model.graph import all_graphs, all_nodes, proto_graphs
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
-#: A model written with external data keeps tensors under this many bytes in the .onnx file, as
-#: onnx's `save_model` does: moving a 400-byte bias out costs more than it holds.
+#: A model written with external data as its input had keeps tensors under this many bytes in the
+#: .onnx file, as onnx's `save_model` does: moving a 400-byte bias out costs more than it holds.
 INLINE_BELOW = 1024
+#: With external data asked for, tensors of this many bytes and up go to the data file.
+ASKED_OUTSIDE_FROM = 256
 TRAINING_INFO = "onnxslim.training_info"  # key in ir.Model.meta: serialized TrainingInfoProtos
 #: key in ir.Model.meta: graph inputs and outputs of map types (ZipMap's), serialized by name
 MAP_TYPED = "onnxslim.map_typed"
@@ -313,7 +315,9 @@ def save(
 
     `external_data=None` writes external data (`<name>.data` beside the model) when the weights
     exceed protobuf's 2 GB limit or when the model was loaded with external data (it keeps that
-    layout, and no whole-model protobuf is built in memory). `before_replace(staged)` is called
+    layout, and no whole-model protobuf is built in memory), with tensors under INLINE_BELOW bytes
+    in the model file (none outside: no data file); `True` moves every tensor of 256 bytes and up
+    to it (onnx-ir's default), as asked. `before_replace(staged)` is called
     with the written file before it takes `path`'s place (e.g. to check it on ONNX Runtime without
     another copy of the weights); if it raises, `path` is left as it was. Returns the bytes written.
     """
@@ -321,7 +325,8 @@ def save(
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OnnxSlimError(f"{path}: output folder {folder} does not exist")
-    if external_data is None:
+    chosen = external_data is None  # (not asked for)
+    if chosen:
         external_data = external.weight_bytes(
             model
         ) >= PROTOBUF_LIMIT - 64 * 1024**2 or external.has_external_data(model)
@@ -343,12 +348,12 @@ def save(
                             model,
                             staging / path.name,
                             external_data=data_name,
-                            size_threshold_bytes=INLINE_BELOW,
+                            size_threshold_bytes=INLINE_BELOW if chosen else ASKED_OUTSIDE_FROM,
                             callback=external.UnmapBehind(),
                         )
                         external.release_external_data(model)
                         data = staging / data_name
-                        if data.exists() and not data.stat().st_size:  # every tensor inline
+                        if chosen and data.exists() and not data.stat().st_size:  # all inline
                             data.unlink()
                             data_name = None
                     else:
