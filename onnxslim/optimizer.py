@@ -30,7 +30,7 @@ from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
 from onnxslim.passes.rules.pad_conv import has_slow_padded_convs, keep_pads_apart
 from onnxslim.render.format import human_bytes
-from onnxslim.runtime import OrtGraph, lost_fusions, ort_graph
+from onnxslim.runtime import OrtGraph, gained_integer_kernels, lost_fusions, ort_graph
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ class OptimizeResult:
     #: count, the result's); empty when none, or not compared (no check, weights over
     #: ORT_GRAPH_LIMIT, or ORT could not build one of them).
     fusions_lost: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: ORT's integer kernels it runs more of for the result (runtime.gained_integer_kernels), op
+    #: -> (original's count, the result's); compared as `fusions_lost` is.
+    integer_kernels_gained: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: The bytes the written file's external-data file names add over the input's (a longer
     #: output name repeated in each external tensor): not the model growing.
     location_growth: int = 0
@@ -74,6 +77,7 @@ class OptimizeResult:
         and the API's UserWarnings."""
         found = (
             self.fusion_warning,
+            self.integer_kernel_warning,
             self.fp16_nothing_warning,
             self.fp16_warning,
             self.fp16_slower_warning,
@@ -148,6 +152,22 @@ class OptimizeResult:
         )
 
     @property
+    def integer_kernel_warning(self) -> str | None:
+        """What more of ORT's integer kernels for the result say of its outputs (None: none)."""
+        if not self.integer_kernels_gained:
+            return None
+        gained = ", ".join(
+            f"{op} {old} -> {new}" for op, (old, new) in self.integer_kernels_gained.items()
+        )
+        return (
+            f"ONNX Runtime runs more of the result in integer kernels than the original ({gained}):"
+            " its QDQ fusions take nodes of the result they could not take in the original (a "
+            "shape now static), and those round otherwise than the QDQ math the check compared "
+            "(ORT's optimizations off). Compare both as ORT runs them: `onnxslim bench ORIGINAL "
+            "RESULT --inputs DATA`"
+        )
+
+    @property
     def growth(self) -> str | None:
         """What a written file bigger than its input says of it (None: not bigger, or a size not
         known): by how much, and how much of it the constants hold."""
@@ -178,6 +198,9 @@ class OptimizeResult:
             "notes": self.notes,
             "growth": self.growth,
             "fusions_lost": {op: list(counts) for op, counts in self.fusions_lost.items()},
+            "integer_kernels_gained": {
+                op: list(counts) for op, counts in self.integer_kernels_gained.items()
+            },
             "fp16": None
             if self.fp16 is None
             else {
@@ -332,6 +355,7 @@ def optimize_with_report(
     specs = selected_passes(options.skip)
     check_inputs = not_checked = None
     fusions_lost: dict[str, tuple[int, int]] = {}
+    integer_kernels_gained: dict[str, tuple[int, int]] = {}
     # The original as ORT loads it: its file, or a copy saved before the in-place passes change it
     # (the cut original when cut).
     original = ir_model if cut else (source or model)
@@ -413,6 +437,7 @@ def optimize_with_report(
             ours = _ort_graph(ir_model if written is None else written) if theirs else None
             if ours is not None:
                 fusions_lost.update(lost_fusions(theirs.counts, ours.counts))
+                integer_kernels_gained.update(gained_integer_kernels(theirs.counts, ours.counts))
 
         written = precision = None
         if not _float16_requested(options) and output is not None:
@@ -442,6 +467,7 @@ def optimize_with_report(
         history=history,
         fp16=precision,
         fusions_lost=fusions_lost,
+        integer_kernels_gained=integer_kernels_gained,
         location_growth=location_growth,
     )
 

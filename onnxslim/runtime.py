@@ -273,6 +273,28 @@ def lost_fusions(original: Counter[str], ours: Counter[str]) -> dict[str, tuple[
     }
 
 
+#: ORT's integer kernels, which its QDQ fusions (and quantize_dynamic) put in a model's place.
+INTEGER_KERNELS = frozenset(
+    {"QGemm", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat", "QAttention"}
+    | {"DynamicQuantizeMatMul", "QEmbedLayerNormalization"}
+)
+
+
+def gained_integer_kernels(
+    original: Counter[str], ours: Counter[str]
+) -> dict[str, tuple[int, int]]:
+    """ORT's integer kernels (QLinear*, INTEGER_KERNELS) it runs more of for ours than for the
+    original, op -> (original's count, ours): its QDQ fusions took nodes of ours they could not
+    take in the original (a shape now static), and those compute with other rounding than the
+    QDQ math itself."""
+    return {
+        op: (original[op], count)
+        for op, count in sorted(ours.items())
+        if (op.rpartition(".")[2].startswith("QLinear") or op.rpartition(".")[2] in INTEGER_KERNELS)
+        and count > original[op]
+    }
+
+
 def _op_name(node: onnx.NodeProto) -> str:
     return f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
 

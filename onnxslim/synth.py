@@ -843,10 +843,13 @@ class _Planner:
             return _Use("range", *_RANGES[key])
         if integer and op in ("Div", "Mod") and slot == 1:
             return _Use("range", 1, 3)
-        if integer and op == "Equal":  # one-hot codes: the values it is compared with
+        if integer and op == "Equal":  # codes: the values it is compared with
             other = self.constants.get(node.input[1 - slot])
             if other is not None and other.size and other.dtype.kind in "iu":
-                return _Use("hint", int(other.min()), int(other.max()))
+                lo, hi = int(other.min()), int(other.max())
+                if lo == hi:  # one value (a mask == 0): it and another, both sides of the test
+                    lo, hi = (lo - 1, hi) if lo > 0 else (lo, hi + 1)
+                return _Use("hint", lo, hi)
         return None
 
     def _step(self, node: onnx.NodeProto, slot: int) -> int | None:

@@ -80,7 +80,8 @@ class CheckInputs:
     description: dict[str, str]
     #: outputs beyond TOLERANCES that matched within the original's own rounding noise: why
     within_noise: dict[str, str] = field(default_factory=dict)
-    #: outputs the original gives as all zeros on synthesized inputs: the check says little there
+    #: outputs the original gives as all zeros (or NaN) on synthesized inputs: the check says
+    #: little there
     all_zero: list[str] = field(default_factory=list)
     #: the last sample, synthesized at other dynamic dims (`synth.other_dims`): each input's text
     other_dims: dict[str, str] = field(default_factory=dict)
@@ -100,8 +101,8 @@ class CheckInputs:
             + (f"; {self.other_dims_dropped}" if self.other_dims_dropped else "")
             + (f"; within the original's own rounding noise: {noise}" if noise else "")
             + (
-                f"; the original gives all zeros there for {zero}, so the check says little "
-                "about them (--check-inputs: real inputs)"
+                f"; the original gives all zeros (or NaN) there for {zero}, so the check says "
+                "little about them (--check-inputs: real inputs)"
                 if zero
                 else ""
             )
@@ -146,13 +147,13 @@ def reference_outputs(
 
 
 def _zeros(value) -> bool:
-    """Whether `value` is a numeric array of zeros (with at least one element)."""
-    return (
-        isinstance(value, np.ndarray)
-        and value.dtype.kind in "biufc"
-        and value.size > 0
-        and not value.any()
-    )
+    """Whether `value` is a numeric array (with at least one element) of zeros, or NaN and inf
+    (matching them checks nothing either)."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc" or not value.size:
+        return False
+    if value.dtype.kind in "fc":
+        return not np.any(np.isfinite(value) & (value != 0))
+    return not value.any()
 
 
 def compare(

@@ -588,6 +588,24 @@ def test_samples_where_speed_counts_give_pictures_a_real_size(dims, shape):
     assert synth.synthesize_samples(mask_and_ids, 1)[0]["t"].shape == (1, 32)  # token ids' seq
 
 
+def test_a_mask_compared_with_one_value_takes_both_sides_of_the_test():
+    """attention_mask == 0 hides a key: all 0 would hide every key (every row NaN), all 1 none."""
+    nodes = [
+        helper.make_node("Equal", ["attention_mask", "zero"], ["hidden"]),
+        helper.make_node("Where", ["hidden", "minus_inf", "scores"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["y"], axis=-1),
+    ]
+    model = make_model(
+        nodes,
+        [vi("scores", FLOAT, ["b", "t"]), vi("attention_mask", INT64, ["b", "t"])],
+        [vi("y", FLOAT, None)],
+        [const("zero", np.array(0, np.int64)), const("minus_inf", np.float32(-np.inf))],
+    )
+    made = synth.synthesize(model)
+    assert sorted(np.unique(made.feeds["attention_mask"])) == [0, 1]
+    assert np.isfinite(run(model, made.feeds)[0]).all()
+
+
 def test_integers_compared_with_codes_take_their_values_unless_a_use_bounds_them():
     """magika one-hots its input bytes by Equal with 0..256: inputs of 0 and 1 alone left most of
     the model untested. A use that bounds the values (a Gather's table) still wins."""

@@ -213,11 +213,28 @@ def test_outputs_the_original_gives_as_zeros_on_synthesized_inputs_are_named():
     synthesized = verify.reference_outputs(model).inputs
     assert synthesized.all_zero == ["y"]
     assert str(synthesized).endswith(
-        "; the original gives all zeros there for 'y', so the check says little about them "
-        "(--check-inputs: real inputs)"
+        "; the original gives all zeros (or NaN) there for 'y', so the check says little about "
+        "them (--check-inputs: real inputs)"
     )
     given = [{"x": np.zeros((2, 3), np.float32)}]
     assert verify.reference_outputs(model, given).inputs.all_zero == []  # the caller's choice
+
+
+def test_an_output_the_original_gives_as_nan_everywhere_is_named():
+    """Log(-(x * x) - 1): NaN whatever x is; NaN matching NaN checks nothing."""
+    model = make_model(
+        [
+            helper.make_node("Mul", ["x", "x"], ["square"]),
+            helper.make_node("Neg", ["square"], ["negative"]),
+            helper.make_node("Sub", ["negative", "one"], ["below"]),
+            helper.make_node("Log", ["below"], ["y"]),
+            helper.make_node("Add", ["x", "one"], ["z"]),
+        ],
+        [vi("x", FLOAT, [2, 3])],
+        [vi("y", FLOAT, [2, 3]), vi("z", FLOAT, [2, 3])],
+        [const("one", np.array(1.0, np.float32))],
+    )
+    assert verify.reference_outputs(model).inputs.all_zero == ["y"]
 
 
 def test_a_sample_at_other_dims_the_original_gives_nan_on_is_left_out_and_said():
