@@ -639,9 +639,9 @@ def _quantize(
         require_speedup=options["require_speedup"],
         progress=not console.quiet,
         optimize_options=lossless,
+        random_inputs=random,
     )
     result = quantize(model, samples, config)
-    result.report.random_inputs = random
     guessed = random and data.defaulted_dims_warning(specs, shapes, "calibrated", samples[0])
     if guessed:
         # a BERT-large calibrated at 32 tokens drifted to cosine 0.9875 at 8 (where anything

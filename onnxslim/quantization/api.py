@@ -168,7 +168,9 @@ class QuantizeConfig:
     when bootstrap resamples of them agree, see levers.py); `optimize` runs the lossless pipeline
     first, with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency`
     times both models; `progress` shows bars; `preprocess` how an image folder given as the
-    calibration data is read (the CLI's --preprocess: "resize=256,crop=224,scale=1/255,...")."""
+    calibration data is read (the CLI's --preprocess: "resize=256,crop=224,scale=1/255,...");
+    `random_inputs`: the samples given were synthesized (the caller's random:N), so the report
+    says so, as it does for calibration "random:N" itself."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD
@@ -196,6 +198,7 @@ class QuantizeConfig:
     weight_rounding: str = "gptq"
     smooth: bool | str = "auto"
     preprocess: str | None = None
+    random_inputs: bool = False
 
     @property
     def chooses(self) -> bool:
@@ -319,7 +322,7 @@ def _quantize(
     samples = load_samples(
         calibration, input_specs(proto), preprocess=config.preprocess, model=proto
     )
-    random = is_random(calibration)
+    random = is_random(calibration) or config.random_inputs
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
     )
