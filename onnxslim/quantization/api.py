@@ -344,6 +344,7 @@ def _quantize(
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
+    unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = _protocol_notes(calib, selection, test, budget, config)
     if random:  # the command line says so itself, with the dims it made
         notes.append(
@@ -480,6 +481,8 @@ def _quantize(
     outcome = _as_made(outcome, before)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model
+        for node in unnamed:  # names no file needs: a bigger file than the lossless one
+            node.name = ""
     quantized, drift = outcome.model, outcome.drift
     io.keep_aside_as(quantized, original_meta)  # map types onnx-ir cannot hold, for the file
     if test:  # the figures reported: on samples no decision saw
