@@ -59,7 +59,13 @@ from onnxslim.quantization.pairs import (
     pair_amax,
     reduction_rows,
 )
-from onnxslim.quantization.plan import INT8_STORED, STORED_COMPUTE, QuantOptions, computed_weights
+from onnxslim.quantization.plan import (
+    INT8_STORED,
+    QUANTIZED_ALREADY,
+    STORED_COMPUTE,
+    QuantOptions,
+    computed_weights,
+)
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.targets import resolve_target, saturates_here
@@ -3076,6 +3082,8 @@ def test_a_qdq_model_is_quantized_already(tmp_path):
     result = quantize(str(dst), samples(), **FAST)
     (warning,) = [n for n in result.report.notes if "quantized already" in n]
     assert "DequantizeLinear" in warning
+    # the Gemm too, whose bias a DequantizeLinear gives (not "bias is not a constant")
+    assert set(result.report.kept_float.values()) == {QUANTIZED_ALREADY}
 
 
 def test_weights_folded_for_int8_but_left_float_get_their_computation_back():

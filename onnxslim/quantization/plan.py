@@ -241,11 +241,11 @@ def _float_reason(
         return "excluded by name"
     if node.op_type not in allowed:
         return "op type not selected"
+    if any(_dequantized_activation(v) for v in activation_inputs(node, rule)):
+        return QUANTIZED_ALREADY  # (before the rule's reasons: its bias is a DQ output too)
     reason = rule.check(node)
     if reason:
         return reason
-    if any(_dequantized_activation(v) for v in activation_inputs(node, rule)):
-        return QUANTIZED_ALREADY
     if rule.kind in (WEIGHTED, WEIGHT_ONLY):
         weight = node.inputs[rule.weight]
         if reason := not_float32(weight):
