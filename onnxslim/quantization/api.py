@@ -656,10 +656,13 @@ def _static_or_dynamic(
     if not most:
         lead = f"{reason} reaches cosine {after:.4f}"
         return _timed_choice(static, outcome, data[1][0], lead), outcome
-    outcome.notes.append(
-        f"{reason} kept, cosine {after:.4f}"
-        + (f", with {len(outcome.fallback)} MatMul(s) in float" if outcome.fallback else "")
-    )
+    in_float = f"{len(outcome.fallback)} MatMul(s) in float"
+    if not outcome.quantized:
+        note = f"{reason} reaches cosine {after:.4f} only with its {in_float}: no INT8 left"
+    else:
+        with_float = f", with {in_float}" if outcome.fallback else ""
+        note = f"{reason} kept, cosine {after:.4f}{with_float}"
+    outcome.notes.append(note)
     return outcome, outcome
 
 
