@@ -202,9 +202,9 @@ def other_dims(
     batches = {key: value for key, value in changed.items() if free[key] == 1}
     others = {key: value for key, value in changed.items() if free[key] != 1}
     for dims in (changed, batches, others) if batches and others else (changed,):
-        attempt = planner.make({**kept, **dims}, made.ints, seed) if dims else None
-        if attempt is None or any(np.size(v) > MAX_ELEMENTS for v in _arrays(attempt.feeds)):
+        if not dims or planner.too_large({**kept, **dims}):
             continue
+        attempt = planner.make({**kept, **dims}, made.ints, seed)
         try:
             return attempt, run(attempt.feeds)
         except Exception:  # noqa: BLE001 - whatever `run` raises means "not at these dims"
@@ -604,7 +604,7 @@ class _Planner:
         }
         return values, shapes
 
-    def _too_large(self, dims: Mapping[str, int]) -> bool:
+    def too_large(self, dims: Mapping[str, int]) -> bool:
         """Whether an input at `dims` would hold more than MAX_ELEMENTS elements."""
         return any(math.prod(shape) > MAX_ELEMENTS for shape in self._shapes(dims)[1].values())
 
@@ -648,12 +648,10 @@ class _Planner:
         for dims, ints in trials:
             if len(seen) > limit:
                 return
-            if self._too_large({**kept, **dims}):
+            if self.too_large({**kept, **dims}):
                 continue
             attempt = self.make({**kept, **dims}, ints, seed)
-            if str(attempt) not in seen and all(
-                np.size(v) <= MAX_ELEMENTS for v in _arrays(attempt.feeds)
-            ):
+            if str(attempt) not in seen:
                 seen.add(str(attempt))
                 yield attempt
 
@@ -671,7 +669,7 @@ class _Planner:
             return []
         have = [int(n) for n in match[1].split(",") if n]
         asked = [int(n) for n in match[2].split(",") if n]
-        count = math.prod(have)
+        count, total = math.prod(have), math.prod(asked)
         upstream = [key for key in self._upstream_keys(error) if key not in (kept or {})]
         fits = []
         for key in dict.fromkeys(self._focus(upstream) + upstream):
@@ -683,8 +681,7 @@ class _Planner:
                     asked[i] for i, size in enumerate(have) if size == value and i < len(asked)
                 ]
             else:
-                found = [math.prod(asked) * value // count]
-                found = found if found[0] * count == math.prod(asked) * value else []
+                found = [total * value // count] if total * value % count == 0 else []
             fits += [{key: fit} for fit in dict.fromkeys(found) if fit >= 1 and fit != value]
         return fits
 
