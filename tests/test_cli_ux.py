@@ -245,6 +245,7 @@ def test_int8_says_calibration_size_matters_only_where_int8_computes(tmp_path, d
     assert "INT8 calibrated at one size may drift further at others" in conv.stderr
     assert "drift measured at one size" not in conv.stdout + conv.stderr  # (said once, above)
     assert "drift on random test samples" in conv.stdout
+    assert (conv.stdout + conv.stderr).count("calibrating on random data") == 1
 
 
 def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):

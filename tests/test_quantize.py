@@ -2312,12 +2312,15 @@ def test_smoothing_leaves_shared_overridable_and_excluded_weights_alone():
 
 
 def test_dynamic_int8_reports_only_smoothing_that_feeds_int8():
-    """When the budget returns every MatMul to float, no smoothed input feeds int8 any more."""
+    """When the budget returns every MatMul to float, no smoothed input feeds int8 any more, and
+    smoothing auto's choice (made on the all-int8 model) is not reported as kept."""
     data = outlier_channel_tokens(16)
     options = {**FAST, "test_split": 0, "mode": "dynamic", "smooth": True}
     report = quantize(matmul_chain(), data, max_drift="snr>=80", **options).report
     assert report.quantized == {} and len(report.fallback) == 3
     assert report.smoothed_inputs == 0
+    auto = quantize(matmul_chain(), data, max_drift="snr>=80", **{**options, "smooth": "auto"})
+    assert auto.report.quantized == {} and not [n for n in auto.report.notes if "smooth" in n]
     with pytest.raises(OnnxSlimError, match="smooth must be True, False or 'auto', got 0"):
         quantize(matmul_chain(), data, **{**options, "smooth": 0})
 
@@ -3084,6 +3087,8 @@ def test_a_qdq_model_is_quantized_already(tmp_path):
     assert "DequantizeLinear" in warning
     # the Gemm too, whose bias a DequantizeLinear gives (not "bias is not a constant")
     assert set(result.report.kept_float.values()) == {QUANTIZED_ALREADY}
+    # nothing was built, so no INT8 model's choices are reported (they all compared exact)
+    assert not [n for n in result.report.notes if n == api.INT8_BUILT_WITH or n.startswith("kept ")]
 
 
 def test_weights_folded_for_int8_but_left_float_get_their_computation_back():

@@ -78,12 +78,14 @@ from onnxslim.quantization.ops import (
 )
 from onnxslim.quantization.plan import (
     ACTIVATION_TYPES,
+    QUANTIZED_ALREADY,
     STORED_COMPUTE,
     WEIGHT_ROUNDINGS,
     QuantOptions,
     computed_weights,
     not_float32,
     prepare,
+    quantized_already,
     weight_uses,
 )
 from onnxslim.quantization.recovery import fall_back
@@ -346,7 +348,7 @@ def _quantize(
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = _protocol_notes(calib, selection, test, budget, config)
-    if random:  # the command line says so itself, with the dims it made
+    if is_random(calibration):  # (the command line's random:N warns itself, with its dims)
         notes.append(
             "warning: calibrating on random data: the drift figures say little about real inputs"
         )
@@ -1263,14 +1265,13 @@ def _test_drift(
 def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str | None]:
     """The main graph's nodes of `op_types` (but `exclude_nodes`) that INT8 computes or stores
     with weights (a weight, or MatMul's two activations), each with why it cannot (a constant
-    weight not float32) or None."""
+    weight not float32, in a QDQ unit already) or None."""
     found = {}
     for node in model.graph:
         rule = RULES.get(node.op_type)
-        if rule is not None and rule.kind in (WEIGHTED, WEIGHT_ONLY):
-            index = rule.weight
-        else:  # an LSTM: dynamic INT8's
-            index = RECURRENT_WEIGHTS.get(node.op_type, (None,))[0]
+        if rule is None or rule.kind not in (WEIGHTED, WEIGHT_ONLY):
+            rule = None  # an LSTM: dynamic INT8's
+        index = RECURRENT_WEIGHTS.get(node.op_type, (None,))[0] if rule is None else rule.weight
         if (
             node.op_type not in op_types
             or node.domain not in ("", "ai.onnx")
@@ -1279,7 +1280,10 @@ def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str |
         ):
             continue
         weight = node.inputs[index] if len(node.inputs) > index else None
-        found[node.name] = not_float32(weight) if weight is not None else None
+        if rule is not None and quantized_already(node, rule):
+            found[node.name] = QUANTIZED_ALREADY
+        else:
+            found[node.name] = not_float32(weight) if weight is not None else None
     return found
 
 

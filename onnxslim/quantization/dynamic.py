@@ -168,6 +168,8 @@ def quantize_model(
     left = [n for n in candidates if n not in floated and ort_names.get(n, n) in still_float]
     kept.update(dict.fromkeys(left, LEFT_FLOAT))
     quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
+    if not quantized:  # the smoothing choice made no INT8 model: every MatMul is float
+        notes = []
     notes += unlimited_warning(unlimited)
     return Outcome(
         io.from_proto(model),

@@ -241,7 +241,7 @@ def _float_reason(
         return "excluded by name"
     if node.op_type not in allowed:
         return "op type not selected"
-    if any(_dequantized_activation(v) for v in activation_inputs(node, rule)):
+    if quantized_already(node, rule):
         return QUANTIZED_ALREADY  # (before the rule's reasons: its bias is a DQ output too)
     reason = rule.check(node)
     if reason:
@@ -276,6 +276,12 @@ def _float_reason(
         # e.g. a residual Add reading a LayerNorm: keep it float
         return "an input comes from a float op"
     return None
+
+
+def quantized_already(node: ir.Node, rule) -> bool:
+    """Whether `node` is in a QDQ unit of a model quantized before: an activation it reads is
+    dequantized computed values."""
+    return any(_dequantized_activation(v) for v in activation_inputs(node, rule))
 
 
 def _dequantized_activation(value: ir.Value | None) -> bool:
