@@ -4,6 +4,7 @@ graph, outputs compared on ORT before/after; TF-style NHWC blocks; the zoo's ope
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from conftest import ZOO_DIR
 from helpers import (
@@ -323,3 +324,53 @@ def test_a_scale_orts_matmul_fusion_takes_stays_on_the_matmul():
         == 1
     )
     assert ours["Mul"] == ours["Div"] == 0
+
+
+def test_a_sunk_transpose_keeps_the_shapes_the_file_gave_for_orts_fusions(tmp_path):
+    """A dynamo STFT export: ORT infers no shape past the STFT and reads the exporter's
+    value_info. The two Transposes cancel, and the values computed in the other layout are new:
+    they take the file's shapes moved, so ORT still folds the scale into FusedMatMul (it needs
+    the shape of the Mul's other input); without them it ran Mul + MatMul (FusedMatMul 1 -> 0)."""
+    from onnx import numpy_helper
+
+    from onnxslim.optimizer import optimize_with_report
+    from onnxslim.runtime import ort_op_counts
+
+    frames = "(N - 512)//128 + 1"
+    shapes = {
+        "spec_t": ["B", 257, frames, 2],
+        "mag": ["B", 257, frames],
+        "log": ["B", 257, frames],
+        "db": ["B", 257, frames],
+        "db_t": ["B", frames, 257],
+    }
+    model = make_model(
+        [
+            helper.make_node("STFT", ["wav", "step", "window", "length"], ["spec"]),
+            helper.make_node("Transpose", ["spec"], ["spec_t"], perm=[0, 2, 1, 3]),
+            helper.make_node("ReduceL2", ["spec_t", "last"], ["mag"], keepdims=0),
+            helper.make_node("Log", ["mag"], ["log"]),
+            helper.make_node("Mul", ["log", "twenty"], ["db"]),
+            helper.make_node("Transpose", ["db"], ["db_t"], perm=[0, 2, 1]),
+            helper.make_node("MatMul", ["db_t", "w"], ["y"]),
+        ],
+        [vi("wav", FLOAT, ["B", "N", 1])],
+        [vi("y", FLOAT, ["B", frames, 16])],
+        [
+            const("step", np.array(128, np.int64)),
+            const("window", np.hanning(512).astype(np.float32)),
+            const("length", np.array(512, np.int64)),
+            const("last", np.array([-1], np.int64)),
+            const("twenty", np.array(20, np.float32)),
+            numpy_helper.from_array(rand(257, 16), "w"),
+        ],
+        opset=18,
+        value_info=[vi(name, FLOAT, dims) for name, dims in shapes.items()],
+    )
+    path, written = tmp_path / "stft.onnx", tmp_path / "out.onnx"
+    onnx.save(model, path)
+    result = optimize_with_report(path, output=written)
+    assert result.checked and result.fusions_lost == {}
+    written_ops = op_counts(onnx.load(written))
+    assert written_ops == {"STFT": 1, "ReduceL2": 1, "Log": 1, "Mul": 1, "MatMul": 1}
+    assert ort_op_counts(written) == ort_op_counts(path)  # FusedMatMul: 1, no Mul left

@@ -207,3 +207,18 @@ def _moved_score(value: ir.Value | None) -> bool:
 def producer(value: ir.Value | None) -> ir.Node | None:
     """The node computing `value` (None: a graph input, an initializer, or no value)."""
     return value.producer() if value is not None else None
+
+
+#: value.meta key: the value of the input model whose shape a rewrite moved onto this new value
+SHAPE_FROM = "onnxslim.shape_from"
+
+
+def move_shape(value: ir.Value, source: ir.Value, axes: list[int]) -> None:
+    """Give `value`, a rewrite's new value, `source`'s shape with its axes taken in the order
+    `axes` (none where `source`'s rank is not len(axes)), and say where it came from: where the
+    input file gave `source` a shape, the file written gives `value` this one (io.lean_value_info).
+    ORT then knows it too, and fuses what needs it (a Mul by a scalar before a MatMul)."""
+    if source.shape is None or source.shape.rank() != len(axes):
+        return
+    value.shape = ir.Shape([source.shape[axis] for axis in axes])
+    value.meta[SHAPE_FROM] = source.meta.get(SHAPE_FROM, source.name)

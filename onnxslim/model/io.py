@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import external, files
-from onnxslim.model.graph import all_graphs, all_nodes, proto_graphs
+from onnxslim.model.graph import SHAPE_FROM, all_graphs, all_nodes, proto_graphs
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -242,7 +242,8 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     come out bigger. So initializers get none, and node outputs only those the original had
     (`model.meta[ANNOTATED]`, recorded when it was loaded or by `optimize`), with a shape only
     where it gave one (ONNX's inference can be wrong where ORT's is right: an STFT's bins, which
-    ORT then refuses); graph inputs and outputs and values with metadata or a doc string keep
+    ORT then refuses), and a rewrite's new value whose shape is one the original gave, moved
+    (graph.move_shape); graph inputs and outputs and values with metadata or a doc string keep
     theirs. The model in memory keeps its types.
     """
     keep = model.meta.get(ANNOTATED)
@@ -250,7 +251,11 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
     unshaped = []
     if keep is not None:
         outputs = [value for node in all_nodes(model) for value in node.outputs]
-        values += [value for value in outputs if value.name not in keep]
+        values += [
+            value
+            for value in outputs
+            if value.name not in keep and not keep.get(value.meta.get(SHAPE_FROM))
+        ]
         unshaped = [value for value in outputs if keep.get(value.name) is False]
     cleared = [(v, v.type, v.shape) for v in values if _annotated_here(v)]
     shape_cleared = [

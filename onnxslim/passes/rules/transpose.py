@@ -34,7 +34,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
-from onnxslim.model.graph import producer
+from onnxslim.model.graph import move_shape, producer
 from onnxslim.passes.rules.common import constant, new_initializer, normalize_axes, parameter
 
 #: Ops with one input whose output has the input's shape, element i computed from element i
@@ -160,8 +160,7 @@ def _untransposed(value: ir.Value, out: ir.Value, perm: list[int]) -> ir.Value:
     """`value` (computed in x's layout) given the type of `out` and its shape moved back by
     perm^-1."""
     value.type = copy.copy(out.type)  # its own: a dtype set later changes one value only
-    if out.shape is not None and out.shape.rank() == len(perm):
-        value.shape = ir.Shape([out.shape[axis] for axis in _inverse(perm)])
+    move_shape(value, out, _inverse(perm))
     return value
 
 
@@ -291,7 +290,8 @@ class ReduceTranspose(UnaryTranspose):
         keepdims = node.attributes.get_int("keepdims", 1)
         if len(axes) == len(perm):  # all axes: the layout does not matter
             inner = getattr(op, self.op_type)(x, *node.inputs[1:], **node.attributes)
-            inner.type, inner.shape = copy.copy(out.type), out.shape
+            inner.type = copy.copy(out.type)
+            move_shape(inner, out, list(range(len(perm) if keepdims else 0)))  # as it was
             return inner
         if "axes" in node.attributes:
             inner = getattr(op, self.op_type)(x, axes=new_axes.tolist(), **attributes)
@@ -303,8 +303,7 @@ class ReduceTranspose(UnaryTranspose):
         kept = [perm[i] for i in range(len(perm)) if i not in axes]
         order = [sorted(kept).index(axis) for axis in kept]
         inner.type = copy.copy(out.type)
-        if out.shape is not None and out.shape.rank() == len(order):
-            inner.shape = ir.Shape([out.shape[i] for i in _inverse(order)])
+        move_shape(inner, out, _inverse(order))
         return _transpose(op, inner, order)
 
 
