@@ -425,6 +425,13 @@ _RANGES = {
 }
 #: (op, slot) of indices into the dim `axis` (attribute, default 0) of the op's first input.
 _INDICES = {("Gather", 1), ("GatherElements", 1), ("ScatterElements", 1), ("Scatter", 1)}
+#: (op, slot) of ids into a table another input holds: (op, slot) -> the table's slot (ORT's
+#: fused BERT embedding: input ids, segment ids, position ids)
+_TABLE_ROWS = {
+    ("EmbedLayerNormalization", 0): 2,
+    ("EmbedLayerNormalization", 1): 4,
+    ("EmbedLayerNormalization", 8): 3,
+}
 #: (op, slot) of a pattern that is valid only when the input reaches it unchanged and whole.
 _PATTERNS = {
     ("Slice", 2): "max",
@@ -814,6 +821,9 @@ class _Planner:
         key = (op, slot)
         if key in _INDICES:
             size = _size(known.get(node.input[0]), attrs.get("axis", 0))
+            return _Use("range", 0, size - 1 if size else 0)
+        if key in _TABLE_ROWS and len(node.input) > _TABLE_ROWS[key]:
+            size = _size(known.get(node.input[_TABLE_ROWS[key]]), 0)
             return _Use("range", 0, size - 1 if size else 0)
         if op in ("GatherND", "ScatterND") and slot == 1:
             data = known.get(node.input[0]) or ()

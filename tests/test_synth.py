@@ -67,6 +67,43 @@ def test_bert_like_runs_where_random_integers_fail():
     assert y.shape == (1, 6, 4)
 
 
+def test_ids_of_orts_fused_embedding_span_its_tables():
+    """ORT's transformer optimizer fuses a BERT's embeddings into com.microsoft's
+    EmbedLayerNormalization: its word ids (through a Cast to int32) index a 100-row table, its
+    segment ids a 3-row one. Not bounded, they were all 0 or 1."""
+    rng = np.random.default_rng(0)
+    int32 = [
+        helper.make_node("Cast", [name], [f"{name}32"], to=TensorProto.INT32)
+        for name in ("input_ids", "token_type_ids")
+    ]
+    embed = helper.make_node(
+        "EmbedLayerNormalization",
+        ["input_ids32", "token_type_ids32", "words", "positions", "types", "gamma", "beta"],
+        ["y", "mask_index"],
+        domain="com.microsoft",
+    )
+    weights = [
+        const("words", rng.standard_normal((100, 4)).astype(np.float32)),
+        const("positions", rng.standard_normal((16, 4)).astype(np.float32)),
+        const("types", rng.standard_normal((3, 4)).astype(np.float32)),
+        const("gamma", np.ones(4, np.float32)),
+        const("beta", np.zeros(4, np.float32)),
+    ]
+    inputs = [vi(name, INT64, ["batch", "seq"]) for name in ("input_ids", "token_type_ids")]
+    model = make_model(
+        [*int32, embed],
+        inputs,
+        [vi("y", FLOAT, None)],
+        weights,
+        opsets={"com.microsoft": 1},
+    )
+    made = synth.synthesize(model, {"input_ids": (1, 6)})
+    assert made.description["input_ids"] == "int64[1,6] in [0, 99]"
+    assert made.description["token_type_ids"] == "int64[1,6] in [0, 2]"
+    (y,) = run(model, made.feeds)[:1]
+    assert y.shape == (1, 6, 4)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="shape inference runs apart where forks are")
 def test_shape_inference_aborting_does_not_take_the_run_down(monkeypatch):
     """onnx 1.23's shape inference aborts the process on dims too small for some models (madmom's
