@@ -406,7 +406,7 @@ def optimize_with_report(
             ir_model, specs, pass_options, on_pass, history, *checked_proto[:1]
         )
         checked_proto.clear()  # no longer the model
-        notes += pass_options.budget.notes()
+        notes += pass_options.budget.notes(ir_model)
         _restore_interface(ir_model, declared)
         for value, (_, _, shape) in zip(ir_model.graph.outputs, given[1]):
             if value.shape is None:  # not inferred from the new input dims: as the model gave it

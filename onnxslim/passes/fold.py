@@ -15,7 +15,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnx.reference import ReferenceEvaluator
 
-from onnxslim.model.graph import has_subgraphs
+from onnxslim.model.graph import all_nodes, has_subgraphs
 from onnxslim.model.stats import constant_bytes, tensor_bytes
 from onnxslim.passes import upstream
 from onnxslim.passes.marks import UpstreamMarks
@@ -72,18 +72,24 @@ class SizeBudget:
         self.limit = original + growth
         self.stopped.clear()
 
-    def notes(self) -> list[str]:
-        """One line per reason that stopped folds, for the report."""
+    def notes(self, model: ir.Model) -> list[str]:
+        """One line per reason that stopped folds of values still in `model` (a later pass may
+        fold or merge them), for the report."""
+        computed = {value.name for node in all_nodes(model) for value in node.outputs}
         lines = {
             STOPPED_CONSTANT_ONLY: "kept {n} constant-only computation(s) ONNX Runtime folds "
             "itself at load: folding them would add {b} to the file",
             STOPPED_BUDGET: "the size budget stopped {n} fold(s) that would add {b} "
             "(--size-budget)",
         }
-        return [
-            lines[reason].format(n=len(folds), b=human_bytes(sum(folds.values())))
+        kept = {
+            reason: [size for name, size in folds.items() if name in computed]
             for reason, folds in self.stopped.items()
-            if folds
+        }
+        return [
+            lines[reason].format(n=len(sizes), b=human_bytes(sum(sizes)))
+            for reason, sizes in kept.items()
+            if sizes
         ]
 
 
@@ -118,12 +124,7 @@ class FoldConstants(ir.passes.InPlacePass):
         folded = folder(model).modified
         if folded:
             marks.remove(model)
-        if FoldComputations()(model).modified:
-            folded = True
-            kept = {value.name for node in model.graph for value in node.outputs}
-            for stopped in self.budget.stopped.values():  # the notes count what is still there
-                for name in set(stopped) - kept:
-                    del stopped[name]
+        folded |= FoldComputations()(model).modified
         return ir.passes.PassResult(model, lifted or folded)
 
 

@@ -10,7 +10,14 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
-from onnxslim.model.graph import all_graphs, default_opset, fresh_name, subgraphs, value_names
+from onnxslim.model.graph import (
+    all_graphs,
+    all_nodes,
+    default_opset,
+    fresh_name,
+    subgraphs,
+    value_names,
+)
 from onnxslim.passes.rewrite import RewriteRulesPass
 from onnxslim.passes.rules import no_ops
 
@@ -54,6 +61,7 @@ class PruneDeadWeight(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         passes = ir.passes.Sequential(
+            DetachRemovedNodes(),
             common.RemoveUnusedNodesPass(),
             RemoveUnusedSubgraphInitializers(),
             common.RemoveUnusedFunctionsPass(),
@@ -61,6 +69,31 @@ class PruneDeadWeight(ir.passes.InPlacePass):
             DeduplicateInitializers(),
         )
         return passes(model)
+
+
+class DetachRemovedNodes(ir.passes.InPlacePass):
+    """Drop the uses of the main graph's and its subgraphs' values by nodes no longer in the
+    model. onnx-ir detaches a removed node's own inputs, not those of the nodes in its If, Loop
+    or Scan bodies: a weight such a body read still looked shared, so folding its slices would
+    grow the file, and what only it read was never pruned (silero-vad: a second run removed 20
+    more nodes)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        live = set(all_nodes(model))
+        removed = [
+            (use.node, use.idx)
+            for graph in all_graphs(model)
+            for value in (
+                *graph.inputs,
+                *graph.initializers.values(),
+                *(output for node in graph for output in node.outputs),
+            )
+            for use in value.uses()
+            if use.node not in live
+        ]
+        for node, index in removed:
+            node.replace_input_with(index, None)
+        return ir.passes.PassResult(model, bool(removed))
 
 
 class RemoveUnusedSubgraphInitializers(ir.passes.InPlacePass):
