@@ -84,6 +84,8 @@ LENGTH_NAME = re.compile("len", re.IGNORECASE)
 #: A KV cache input (past keys and values) and an attention mask, by name.
 CACHE_NAME = re.compile("past|cache|key_values", re.IGNORECASE)
 MASK_NAME = re.compile("mask", re.IGNORECASE)
+#: The name of an integer input that holds where each bag of another input starts (`_offsets`).
+OFFSETS_NAME = re.compile("offset", re.IGNORECASE)
 #: ORT's error for a Reshape whose sizes do not fit its input: the input's dims, then those asked.
 RESHAPE_ERROR = re.compile(r"Input shape:\{([\d,]*)\}, requested shape:\{([-\d,]*)\}")
 
@@ -362,7 +364,8 @@ class _Use:
     """What one use of an input allows: values in [lo, hi] ("range"; "hint": values the model
     tells apart, used where nothing else bounds them), or a pattern valid whatever the data:
     "axes" (0, 1, ...), "reshape" (1, ..., 1, -1), "max" (the largest int32), "split" (sizes
-    adding up to `total`); "length": every item's full length, `total`."""
+    adding up to `total`); "length": every item's full length, `total`; "offsets": where each bag of
+    `total` items starts (0 first, then non-decreasing, at most `total`)."""
 
     kind: str = "range"
     lo: float = 0
@@ -484,6 +487,7 @@ class _Planner:
         self.picture_size = image_dim if image_dim and image_dim > dim else None
         self.defaults = self._default_dims(dim, shapes or {}, image_dim or dim)
         self.lengths = _length_inputs(self.inputs)
+        self.offsets = _offsets(self.inputs)
         self.cache_spans = _cache_spans(self.inputs)
         #: Dim keys `shapes` sets (or, below, a broadcast with a constant), which retries leave
         #: alone.
@@ -586,6 +590,9 @@ class _Planner:
                 measured = self.lengths[item.name]
                 total = values[measured] if isinstance(measured, str) else measured
                 use = _Use("length", total=total)
+            if item.name in self.offsets:  # (what its uses allow holds for the first bag only)
+                bagged = self.offsets[item.name]
+                use = _Use("offsets", total=values[bagged] if isinstance(bagged, str) else bagged)
             if item.kind == "sequence":
                 elements = [_values(item, shape, use, ints, rng) for _ in range(SEQUENCE_LENGTH)]
                 feeds[item.name] = [array for array, _ in elements]
@@ -1008,6 +1015,34 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
     return found
 
 
+def _offsets(inputs: Sequence[_Input]) -> dict[str, str | int]:
+    """Integer inputs that hold where each bag of another input's items starts -> that input's
+    dim (its key, or its size): torch's EmbeddingBag(tokens, offsets), exported as a Loop over
+    the bags that slices tokens[offsets[i]:offsets[i + 1]]. Such an input has one dim, a name
+    like offsets, and beside it is another one-dim integer input of another dim."""
+    found: dict[str, str | int] = {}
+    for item in inputs:
+        if not (
+            item.kind == "tensor"
+            and _kind(item.elem_type) == "int"
+            and len(item.dims) == 1
+            and OFFSETS_NAME.search(item.name)
+        ):
+            continue
+        bagged = [
+            other.dims[0]
+            for other in inputs
+            if other is not item
+            and other.kind == "tensor"
+            and _kind(other.elem_type) == "int"
+            and len(other.dims) == 1
+            and other.dims != item.dims
+        ]
+        if len(bagged) == 1:
+            found[item.name] = bagged[0]
+    return found
+
+
 def _cache_spans(inputs: Sequence[_Input]) -> dict[str, tuple[str, str]]:
     """A decoder with a KV cache: the dim key of an attention mask over the cached and the new
     tokens -> the keys of the cache's length and of the new tokens' (the mask spans both).
@@ -1111,6 +1146,10 @@ def _values(
         return rng.choice(WORDS, size=shape), text
     if use is not None and use.kind == "length":
         return np.full(shape, use.total, dtype), f"{text} = {use.total} (the full length)"
+    if use is not None and use.kind == "offsets":
+        starts = np.sort(rng.integers(0, use.total + 1, size=shape))
+        starts[:1] = 0
+        return starts.astype(dtype), f"{text} sorted in [0, {use.total}] (bag offsets)"
     if use is not None and use.kind != "range":
         array = _pattern(use, shape)
         return array.astype(dtype), f"{text} {use.kind}"

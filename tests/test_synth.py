@@ -104,6 +104,28 @@ def test_ids_of_orts_fused_embedding_span_its_tables():
     assert y.shape == (1, 6, 4)
 
 
+def test_bag_offsets_start_at_0_and_never_decrease():
+    """torch's EmbeddingBag(tokens, offsets) exported: a Loop slices tokens[offsets[i]:offsets[i +
+    1]]. Drawn as free integers the offsets ran (they came out all 0: every bag but the last
+    empty, so the check compared 31 empty bags)."""
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("Gather", ["table", "tokens"], ["rows"]),
+            helper.make_node("Cast", ["offsets"], ["starts"], to=TensorProto.FLOAT),
+        ],
+        [vi("tokens", INT64, ["N"]), vi("offsets", INT64, ["B"])],
+        [vi("rows", FLOAT, None), vi("starts", FLOAT, None)],
+        [const("table", rng.standard_normal((50, 4)).astype(np.float32))],
+    )
+    made = synth.synthesize(model, {"tokens": (20,), "offsets": (6,)})
+    offsets = made.feeds["offsets"]
+    assert made.description["offsets"] == "int64[6] sorted in [0, 20] (bag offsets)"
+    assert offsets[0] == 0 and (np.diff(offsets) >= 0).all() and offsets[-1] <= 20
+    assert len(set(offsets.tolist())) > 2
+    assert made.description["tokens"] == "int64[20] in [0, 49]"
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="shape inference runs apart where forks are")
 def test_shape_inference_aborting_does_not_take_the_run_down(monkeypatch):
     """onnx 1.23's shape inference aborts the process on dims too small for some models (madmom's
