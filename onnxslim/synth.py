@@ -829,9 +829,10 @@ class _Planner:
         if key in _INDICES:
             size = _size(known.get(node.input[0]), attrs.get("axis", 0))
             return _Use("range", 0, size - 1 if size else 0)
-        if key in _TABLE_ROWS and len(node.input) > _TABLE_ROWS[key]:
-            size = _size(known.get(node.input[_TABLE_ROWS[key]]), 0)
-            return _Use("range", 0, size - 1 if size else 0)
+        if key in _TABLE_ROWS and node.domain == "com.microsoft":
+            table = node.input[_TABLE_ROWS[key]] if len(node.input) > _TABLE_ROWS[key] else ""
+            size = _size(known.get(table), 0)
+            return _Use("range", 0, size - 1) if size else None
         if op in ("GatherND", "ScatterND") and slot == 1:
             data = known.get(node.input[0]) or ()
             sizes = [d for d in data[attrs.get("batch_dims", 0) :] if d]

@@ -66,6 +66,72 @@ def test_dead_nodes_are_removed():
     assert_same_outputs(model, out)
 
 
+def test_a_dead_if_and_what_only_its_branches_read_go_in_one_prune():
+    """A removed If's branches kept their uses of what they read from outside (onnx-ir detaches
+    a removed node's own inputs only): the weight and the Sin only they read looked used. One
+    prune removes all three, in the main graph and in a function."""
+    from onnxslim.passes.prune import PruneDeadWeight
+
+    def branch(name: str) -> onnx.GraphProto:
+        return helper.make_graph(
+            [N("Mul", ["s", "w"], [f"{name}_y"])], name, [], [vi(f"{name}_y", FLOAT, [4])]
+        )
+
+    dead_if = [
+        N("Sin", ["x"], ["s"]),
+        N("If", ["c"], ["unused"], then_branch=branch("a"), else_branch=branch("b")),
+        N("Relu", ["x"], ["y"]),
+    ]
+    weights = [const("w", np.ones(4, np.float32)), const("c", np.array(True))]
+    model = ir.from_proto(
+        make_model(dead_if, [vi("x", FLOAT, [4])], [vi("y", FLOAT, [4])], weights)
+    )
+    assert PruneDeadWeight()(model).modified
+    assert [node.op_type for node in model.graph] == ["Relu"]
+    assert list(model.graph.initializers) == []
+
+    inner = [N("Constant", [], [t.name], value=t) for t in weights]
+    function = helper.make_function(
+        "local", "f", ["x"], ["y"], inner + dead_if, [helper.make_opsetid("", 17)]
+    )
+    caller = make_model(
+        [N("f", ["x"], ["y"], domain="local")],
+        [vi("x", FLOAT, [4])],
+        [vi("y", FLOAT, [4])],
+        opsets={"local": 1},
+        functions=[function],
+    )
+    model = ir.from_proto(caller)
+    PruneDeadWeight()(model)
+    (body,) = model.functions.values()
+    assert [node.op_type for node in body] == ["Relu"]
+
+
+def test_a_rewrite_pass_reports_the_dead_nodes_onnxscripts_cleanup_removed():
+    """A rule set holding a rule that keeps its matched nodes (FuseConvPad) makes onnxscript
+    remove every node no output needs, even where no rule applied: the pass says it changed the
+    model, or the pipeline stops short of its fixed point (silero-vad: 62 nodes, then 42)."""
+    from onnxslim.passes import fuse
+    from onnxslim.passes.rewrite import RewriteRulesPass
+
+    model = make_model(
+        [
+            N("Pad", ["x", "pads"], ["padded"], mode="reflect"),  # not a zero Pad: no rule applies
+            N("Conv", ["padded", "w"], ["y"]),
+            N("Neg", ["x"], ["dead"]),
+        ],
+        [vi("x", FLOAT, [1, 1, 4, 4])],
+        [vi("y", FLOAT, [1, 1, 6, 6])],
+        [
+            const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1])),
+            const("w", np.ones((1, 1, 1, 1), np.float32)),
+        ],
+    )
+    ir_model = ir.from_proto(model)
+    assert RewriteRulesPass(fuse.PAD_CONV)(ir_model).modified
+    assert [node.op_type for node in ir_model.graph] == ["Pad", "Conv"]
+
+
 def test_unused_initializers_are_removed():
     model = make_model(
         [N("Add", ["x", "b"], ["y"])],

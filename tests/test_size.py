@@ -399,6 +399,32 @@ def test_the_guard_bounds_a_growing_fold_ort_cannot_do_at_load():
     assert budget.stopped[fold.STOPPED_CONSTANT_ONLY]
 
 
+def test_the_budget_notes_count_the_stopped_folds_the_result_keeps():
+    """A fold the folder stopped may be merged with its duplicates or folded later: the notes
+    count those whose values the model still computes, in a branch too."""
+    x = ir.Value(name="x", shape=ir.Shape([4]), type=ir.TensorType(ir.DataType.FLOAT))
+    kept = ir.Node("", "Relu", [x], outputs=[ir.Value(name="kept")])
+
+    def branch(name: str) -> ir.Graph:
+        inner = ir.Node("", "Neg", [x], outputs=[ir.Value(name=name)])
+        return ir.Graph([], inner.outputs, nodes=[inner], name=f"{name}_branch")
+
+    cond = ir.Value(name="c", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
+    attributes = [
+        ir.AttrGraph("then_branch", branch("in_branch")),
+        ir.AttrGraph("else_branch", branch("other")),
+    ]
+    choose = ir.Node("", "If", [cond], attributes=attributes, num_outputs=1)
+    model = ir.Model(ir.Graph([x, cond], [kept.outputs[0]], nodes=[kept, choose]), ir_version=10)
+    budget = fold.SizeBudget()
+    budget.stopped[fold.STOPPED_CONSTANT_ONLY].update(kept=1024, in_branch=1024, merged=5 * 2**20)
+    budget.stopped[fold.STOPPED_BUDGET].update(folded_later=2048)
+    assert budget.notes(model) == [
+        "kept 2 constant-only computation(s) ONNX Runtime folds itself at load: folding them "
+        "would add 2.00 KiB to the file"
+    ]
+
+
 def standardized_weight_conv(shared: bool) -> onnx.ModelProto:
     """Conv(x, (W - mean(W)) / sqrt(var(W) + eps)) per output channel (timm's ScaledStdConv2d);
     `shared`: a second Conv reads W itself too."""

@@ -70,15 +70,14 @@ def test_bert_like_runs_where_random_integers_fail():
 def test_ids_of_orts_fused_embedding_span_its_tables():
     """ORT's transformer optimizer fuses a BERT's embeddings into com.microsoft's
     EmbedLayerNormalization: its word ids (through a Cast to int32) index a 100-row table, its
-    segment ids a 3-row one. Not bounded, they were all 0 or 1."""
+    segment ids a 3-row one, its position ids a 16-row one. Not bounded, they were all 0 or 1."""
     rng = np.random.default_rng(0)
-    int32 = [
-        helper.make_node("Cast", [name], [f"{name}32"], to=TensorProto.INT32)
-        for name in ("input_ids", "token_type_ids")
-    ]
+    ids = ("input_ids", "token_type_ids", "position_ids")
+    int32 = [helper.make_node("Cast", [name], [f"{name}32"], to=TensorProto.INT32) for name in ids]
+    tables = ["words", "positions", "types", "gamma", "beta", "", "position_ids32"]
     embed = helper.make_node(
         "EmbedLayerNormalization",
-        ["input_ids32", "token_type_ids32", "words", "positions", "types", "gamma", "beta"],
+        ["input_ids32", "token_type_ids32", *tables],
         ["y", "mask_index"],
         domain="com.microsoft",
     )
@@ -89,7 +88,7 @@ def test_ids_of_orts_fused_embedding_span_its_tables():
         const("gamma", np.ones(4, np.float32)),
         const("beta", np.zeros(4, np.float32)),
     ]
-    inputs = [vi(name, INT64, ["batch", "seq"]) for name in ("input_ids", "token_type_ids")]
+    inputs = [vi(name, INT64, ["batch", "seq"]) for name in ids]
     model = make_model(
         [*int32, embed],
         inputs,
@@ -100,6 +99,7 @@ def test_ids_of_orts_fused_embedding_span_its_tables():
     made = synth.synthesize(model, {"input_ids": (1, 6)})
     assert made.description["input_ids"] == "int64[1,6] in [0, 99]"
     assert made.description["token_type_ids"] == "int64[1,6] in [0, 2]"
+    assert made.description["position_ids"] == "int64[1,6] in [0, 15]"
     (y,) = run(model, made.feeds)[:1]
     assert y.shape == (1, 6, 4)
 

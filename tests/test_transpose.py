@@ -374,3 +374,24 @@ def test_a_sunk_transpose_keeps_the_shapes_the_file_gave_for_orts_fusions(tmp_pa
     written_ops = op_counts(onnx.load(written))
     assert written_ops == {"STFT": 1, "ReduceL2": 1, "Log": 1, "Mul": 1, "MatMul": 1}
     assert ort_op_counts(written) == ort_op_counts(path)  # FusedMatMul: 1, no Mul left
+
+
+def test_a_moved_shape_is_the_files_only_while_the_value_keeps_it():
+    """`moved_shape` names the input file's value a shape came from, through moves of moves, and
+    nothing once a later pass gave the value another shape (then inferred, not the file's)."""
+    from onnx_ir import Shape, Value
+
+    from onnxslim.model.graph import move_shape, moved_shape
+
+    given = Value(name="given", shape=Shape(["B", 257, "T"]))
+    moved, again = Value(name="moved"), Value(name="again")
+    move_shape(moved, given, [0, 2, 1])
+    move_shape(again, moved, [0, 2, 1])
+    assert moved.shape == Shape(["B", "T", 257]) and again.shape == given.shape
+    assert moved_shape(moved) == moved_shape(again) == "given"
+    assert moved_shape(given) is None
+    again.shape = Shape(["B", 256, "T"])
+    assert moved_shape(again) is None
+    other_rank = Value(name="other rank")
+    move_shape(other_rank, given, [1, 0])  # axes of another rank than the source's: no shape
+    assert other_rank.shape is None and moved_shape(other_rank) is None

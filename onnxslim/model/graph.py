@@ -113,6 +113,11 @@ def node_count(graph) -> int:
     return len(graph) + sum(len(sub) for sub in subgraphs(graph))
 
 
+def model_node_count(model: ir.Model) -> int:
+    """Nodes of `model`: its graphs' and its functions'."""
+    return sum(node_count(scope) for scope in (model.graph, *model.functions.values()))
+
+
 def op_types(graph) -> set[str]:
     """Op types of the nodes of `graph` and of every graph nested in it."""
     return {node.op_type for g in (graph, *subgraphs(graph)) for node in g}
@@ -209,16 +214,26 @@ def producer(value: ir.Value | None) -> ir.Node | None:
     return value.producer() if value is not None else None
 
 
-#: value.meta key: the value of the input model whose shape a rewrite moved onto this new value
+#: value.meta key: (the name of the input model's value whose shape a rewrite moved onto this new
+#: value, the shape it got)
 SHAPE_FROM = "onnxslim.shape_from"
 
 
 def move_shape(value: ir.Value, source: ir.Value, axes: list[int]) -> None:
     """Give `value`, a rewrite's new value, `source`'s shape with its axes taken in the order
     `axes` (none where `source`'s rank is not len(axes)), and say where it came from: where the
-    input file gave `source` a shape, the file written gives `value` this one (io.lean_value_info).
-    ORT then knows it too, and fuses what needs it (a Mul by a scalar before a MatMul)."""
+    input file gave `source` a shape, the file written gives `value` this one while it keeps it
+    (`moved_shape`). ORT then knows it too, and fuses what needs it (a Mul by a scalar before a
+    MatMul)."""
     if source.shape is None or source.shape.rank() != len(axes):
         return
     value.shape = ir.Shape([source.shape[axis] for axis in axes])
-    value.meta[SHAPE_FROM] = source.meta.get(SHAPE_FROM, source.name)
+    origin = source.meta.get(SHAPE_FROM, (source.name,))[0]
+    value.meta[SHAPE_FROM] = (origin, value.shape.dims)  # (a copy: a Shape may change in place)
+
+
+def moved_shape(value: ir.Value) -> str | None:
+    """The name of the input model's value whose shape `move_shape` gave `value`, while `value`
+    still has it (None: none, or a later pass changed it)."""
+    origin, dims = value.meta.get(SHAPE_FROM, (None, None))
+    return origin if value.shape is not None and value.shape.dims == dims else None

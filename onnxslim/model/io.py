@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import external, files
-from onnxslim.model.graph import SHAPE_FROM, all_graphs, all_nodes, proto_graphs
+from onnxslim.model.graph import all_graphs, all_nodes, moved_shape, proto_graphs
 from onnxslim.model.validate import validate
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -254,7 +254,7 @@ def lean_value_info(model: ir.Model) -> Iterator[None]:
         values += [
             value
             for value in outputs
-            if value.name not in keep and not keep.get(value.meta.get(SHAPE_FROM))
+            if value.name not in keep and not keep.get(moved_shape(value))
         ]
         unshaped = [value for value in outputs if keep.get(value.name) is False]
     cleared = [(v, v.type, v.shape) for v in values if _annotated_here(v)]

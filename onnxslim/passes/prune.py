@@ -61,8 +61,7 @@ class PruneDeadWeight(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         passes = ir.passes.Sequential(
-            DetachRemovedNodes(),
-            common.RemoveUnusedNodesPass(),
+            RemoveDeadNodes(),
             RemoveUnusedSubgraphInitializers(),
             common.RemoveUnusedFunctionsPass(),
             common.RemoveUnusedOpsetsPass(),
@@ -71,29 +70,50 @@ class PruneDeadWeight(ir.passes.InPlacePass):
         return passes(model)
 
 
-class DetachRemovedNodes(ir.passes.InPlacePass):
-    """Drop the uses of the main graph's and its subgraphs' values by nodes no longer in the
-    model. onnx-ir detaches a removed node's own inputs, not those of the nodes in its If, Loop
-    or Scan bodies: a weight such a body read still looked shared, so folding its slices would
-    grow the file, and what only it read was never pruned (silero-vad: a second run removed 20
-    more nodes)."""
+class RemoveDeadNodes(ir.passes.InPlacePass):
+    """Nodes that reach no output removed (onnx-ir's RemoveUnusedNodesPass), and the uses of the
+    model's values by nodes no longer in it dropped, until neither changes anything.
+
+    onnx-ir detaches a removed node's own inputs, not those of the nodes in its If, Loop or Scan
+    bodies: a weight such a body read still looked shared, so folding its slices would grow the
+    file, and what only it read was never pruned (silero-vad: a second run removed 20 more
+    nodes)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        live = set(all_nodes(model))
-        removed = [
-            (use.node, use.idx)
-            for graph in all_graphs(model)
-            for value in (
-                *graph.inputs,
-                *graph.initializers.values(),
-                *(output for node in graph for output in node.outputs),
-            )
-            for use in value.uses()
-            if use.node not in live
-        ]
-        for node, index in removed:
-            node.replace_input_with(index, None)
-        return ir.passes.PassResult(model, bool(removed))
+        modified = False
+        while True:
+            modified |= common.RemoveUnusedNodesPass()(model).modified
+            stale = _stale_uses(model)
+            if not stale:
+                return ir.passes.PassResult(model, modified)
+            for node, index in stale:
+                node.replace_input_with(index, None)
+            modified = True
+
+
+def _stale_uses(model: ir.Model) -> list[tuple[ir.Node, int]]:
+    """(node, input index) of each use of a value of the model (its graphs' and functions') by a
+    node no longer in it."""
+    live = set(all_nodes(model))
+    scopes = [
+        *all_graphs(model),
+        *(
+            body
+            for function in model.functions.values()
+            for body in (function, *subgraphs(function))
+        ),
+    ]
+    return [
+        (use.node, use.idx)
+        for scope in scopes
+        for value in (
+            *scope.inputs,
+            *(scope.initializers.values() if isinstance(scope, ir.Graph) else ()),
+            *(output for node in scope for output in node.outputs),
+        )
+        for use in value.uses()
+        if use.node not in live
+    ]
 
 
 class RemoveUnusedSubgraphInitializers(ir.passes.InPlacePass):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxslim.model.graph import node_count, op_types
+from onnxslim.model.graph import model_node_count, op_types
 from onnxslim.passes.marks import UpstreamMarks
 from onnxslim.passes.upstream import pattern_op_types
 
@@ -30,17 +30,14 @@ class RewriteRulesPass(ir.passes.InPlacePass):
         if not rules:
             return ir.passes.PassResult(model, False)
         marks = UpstreamMarks(model)
-        nodes = _node_count(model)
+        nodes = model_node_count(model)
         count = pattern.RewriteRuleSet(rules).apply_to_model(model)
         if count:
             marks.remove(model)
-        # onnxscript also removes the nodes no output needs where no rule applied: a change the
-        # pipeline's fixed point must see (a weight such a node shared may now fold)
-        return ir.passes.PassResult(model, bool(count) or _node_count(model) != nodes)
-
-
-def _node_count(model: ir.Model) -> int:
-    return sum(node_count(graph) for graph in (model.graph, *model.functions.values()))
+        # where a rule keeps the nodes it matched (remove_nodes=False: FuseConvPad, the chain
+        # rules), onnxscript then removes every node no output needs, even where no rule applied:
+        # a change the pipeline's fixed point must see (what such a node shared may now fold)
+        return ir.passes.PassResult(model, bool(count) or model_node_count(model) != nodes)
 
 
 def _op_types(model: ir.Model) -> set[str]:

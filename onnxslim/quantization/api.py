@@ -171,8 +171,9 @@ class QuantizeConfig:
     first, with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency`
     times both models; `progress` shows bars; `preprocess` how an image folder given as the
     calibration data is read (the CLI's --preprocess: "resize=256,crop=224,scale=1/255,...");
-    `random_inputs`: the samples given were synthesized (the caller's random:N), so the report
-    says so, as it does for calibration "random:N" itself."""
+    `random_inputs`: the samples given were synthesized (the caller's random:N, which warns of
+    it itself): the report's drift is marked as measured on random samples, and the choices take
+    their drift for what it is worth (see `_int8_or_float`)."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD
@@ -1278,7 +1279,7 @@ def _weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str |
     for node in model.graph:
         rule = RULES.get(node.op_type)
         if rule is None or rule.kind not in (WEIGHTED, WEIGHT_ONLY):
-            rule = None  # an LSTM: dynamic INT8's
+            rule = None  # no weighted rule: an LSTM (dynamic INT8's) or an op to pass over
         index = RECURRENT_WEIGHTS.get(node.op_type, (None,))[0] if rule is None else rule.weight
         if (
             node.op_type not in op_types

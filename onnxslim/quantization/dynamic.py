@@ -115,7 +115,7 @@ def quantize_model(
         scored = scored_drift(ref_outputs, outputs, kinds, drift)
         return _Attempt(model, drift, budget.check(drift) if budget else [], left, scored)
 
-    proto, first, muls, notes = _smoothing_choice(
+    proto, first, muls, smoothing_notes = _smoothing_choice(
         float_model, calib, options, attempt_on, bool(kinds.logit_axes)
     )
     ops = {n.name: n.op_type for n in proto.graph.node}
@@ -168,9 +168,8 @@ def quantize_model(
     left = [n for n in candidates if n not in floated and ort_names.get(n, n) in still_float]
     kept.update(dict.fromkeys(left, LEFT_FLOAT))
     quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
-    if not quantized:  # the smoothing choice made no INT8 model: every MatMul is float
-        notes = []
-    notes += unlimited_warning(unlimited)
+    # (where every MatMul is float, the smoothing choice made no INT8 model: nothing to say)
+    notes = [*(smoothing_notes if quantized else []), *unlimited_warning(unlimited)]
     return Outcome(
         io.from_proto(model),
         dict(quantized),
