@@ -148,3 +148,14 @@ def test_int8_latency_within_noise_is_said_to_be():
     slower = _int8_report(**timed, latency_verdict="slower")
     assert "(speedup 0.98x)" in slower.render()
     assert "same within noise" not in int8_page(slower)
+    # float compute after the lossless passes: faster than the original, not than their model
+    weight_only = _int8_report(
+        latency_float_ms=2.0,
+        latency_int8_ms=1.5,
+        latency_verdict="faster",
+        latency_lossless_ms=1.4,
+        latency_lossless_verdict="slower",
+    )
+    assert "latency 0.75x float; 1.07x onnxslim&#x27;s lossless float model (slower)" in int8_page(
+        weight_only
+    )

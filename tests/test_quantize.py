@@ -2782,10 +2782,15 @@ def test_int8_not_faster_than_the_lossless_float_model_is_called_out(monkeypatch
     (note,) = [n for n in report.notes if "lossless float model" in n]
     assert note.startswith("warning: INT8 is not measurably faster than onnxslim's lossless float")
     assert "median 1.00 ms vs 1.00 ms, 1.00x; fastest runs 1.00 vs 1.00 ms, 1.00x" in note
+    assert (report.latency_verdict, report.latency_lossless_verdict) == ("faster", "same")
+    assert "1.00x (same within noise)" in report.render()
     timed["lossless"] = Latency(0.5, 0.5, 0.5, 0.5)
     report = quantize(cnn(), samples(), **options).report
     (note,) = [n for n in report.notes if "lossless float model" in n]
     assert note.startswith("warning: INT8 is slower than onnxslim's lossless float model")
+    # the speedup over the original is the lossless passes': the JSON says what INT8 adds
+    assert report.to_dict()["latency_lossless_verdict"] == "slower"
+    assert "latency vs lossless float" in report.render() and "2.00x (slower)" in report.render()
     timed["lossless"] = Latency(1.5, 1.5, 1.5, 1.5)
     report = quantize(cnn(), samples(), **options).report
     assert not any("lossless float model" in n for n in report.notes)

@@ -571,7 +571,8 @@ def _quantize(
             )
         if "lossless" in timed:
             report.latency_lossless_ms = timed["lossless"].median
-            slower = timed["int8"].versus(timed["lossless"])[1] == "slower"
+            report.latency_lossless_verdict = timed["int8"].versus(timed["lossless"])[1]
+            slower = report.latency_lossless_verdict == "slower"
             # float compute runs as fast (_int8_or_float said so); nothing added: the same model
             if (slower or not float_used) and not report.unquantized:
                 report.notes += lossless_warning(timed["int8"], timed["lossless"])

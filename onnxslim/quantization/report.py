@@ -90,6 +90,9 @@ class QuantizeReport:
     #: INT8 against float by bench's noise rule (medians and fastest runs agree): "faster",
     #: "slower" or "same" (within noise); None: not timed.
     latency_verdict: str | None = None
+    #: INT8 against the lossless float model, by the same rule (what INT8 itself buys; the
+    #: speedup over the original holds the lossless passes' gain too).
+    latency_lossless_verdict: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     equalized_pairs: int = 0  # Conv pairs rescaled by cross-layer equalization
     bias_correction: bool = False

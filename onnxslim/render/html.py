@@ -23,6 +23,7 @@ from onnxslim.render.tables import (
     MODEL_COLUMNS,
     SUMMARY_COLUMNS,
     TEXT_COLUMNS,
+    VERDICT_TEXT,
     bench_columns,
     bench_drifts,
     bench_model_rows,
@@ -235,6 +236,10 @@ def int8_settings(report: QuantizeReport) -> list[tuple[str, str]]:
     if report.speedup is not None:
         noise = " (same within noise)" if report.latency_verdict == "same" else ""
         result.append(f"latency {1 / report.speedup:.2f}x float{noise}")
+    if report.latency_lossless_ms and report.latency_int8_ms:
+        lossless = report.latency_int8_ms / report.latency_lossless_ms
+        verdict = VERDICT_TEXT.get(report.latency_lossless_verdict, "")
+        result.append(f"{lossless:.2f}x onnxslim's lossless float model{verdict}")
     return [
         ("Result", html.escape("; ".join(result))),
         ("Drift budget", html.escape(budget_outcome(report))),

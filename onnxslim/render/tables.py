@@ -408,10 +408,15 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
                 "latency vs lossless float",
                 f"{report.latency_lossless_ms:.2f} ms",
                 f"{report.latency_int8_ms:.2f} ms",
-                ratio(report.latency_lossless_ms, report.latency_int8_ms),
+                ratio(report.latency_lossless_ms, report.latency_int8_ms)
+                + VERDICT_TEXT.get(report.latency_lossless_verdict, ""),
             ]
         )
     return rows
+
+
+#: How a latency verdict reads after its ratio (none: not timed).
+VERDICT_TEXT = {"same": " (same within noise)", "slower": " (slower)", "faster": " (faster)"}
 
 
 def quantize_node_rows(report: QuantizeReport) -> list[tuple[str, str]]:
