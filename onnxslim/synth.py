@@ -996,12 +996,7 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
     `x[1, 21, 32]`: 21; never more than the length whichever the layout)."""
     found: dict[str, str | int] = {}
     for item in inputs:
-        if not (
-            item.kind == "tensor"
-            and _kind(item.elem_type) == "int"
-            and len(item.dims) == 1
-            and LENGTH_NAME.search(item.name)
-        ):
+        if not (_integer_vector(item) and LENGTH_NAME.search(item.name)):
             continue
         for other in inputs:
             measured: list[str | int] = [d for d in other.dims[1:] if isinstance(d, str)]
@@ -1023,25 +1018,19 @@ def _offsets(inputs: Sequence[_Input]) -> dict[str, str | int]:
     like offsets, and beside it is another one-dim integer input of another dim."""
     found: dict[str, str | int] = {}
     for item in inputs:
-        if not (
-            item.kind == "tensor"
-            and _kind(item.elem_type) == "int"
-            and len(item.dims) == 1
-            and OFFSETS_NAME.search(item.name)
-        ):
+        if not (_integer_vector(item) and OFFSETS_NAME.search(item.name)):
             continue
         bagged = [
-            other.dims[0]
-            for other in inputs
-            if other is not item
-            and other.kind == "tensor"
-            and _kind(other.elem_type) == "int"
-            and len(other.dims) == 1
-            and other.dims != item.dims
+            other.dims[0] for other in inputs if _integer_vector(other) and other.dims != item.dims
         ]
         if len(bagged) == 1:
             found[item.name] = bagged[0]
     return found
+
+
+def _integer_vector(item: _Input) -> bool:
+    """Whether the input is a tensor of integers of one dim."""
+    return item.kind == "tensor" and _kind(item.elem_type) == "int" and len(item.dims) == 1
 
 
 def _cache_spans(inputs: Sequence[_Input]) -> dict[str, tuple[str, str]]:
