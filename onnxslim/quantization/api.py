@@ -161,13 +161,14 @@ class QuantizeConfig:
     not faster than float on this CPU an error; `min_macs` leaves smaller weighted ops in float (at
     its default, target "auto" times them in int8 too and keeps that when worth it); `weight_range`
     the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
-    `weight_rounding` "gptq" (the weights of nodes computing in INT8 rounded to change each layer's
-    output least on the calibration samples, see gptq.py; int8-stored weights of nodes computing in
-    float round to nearest), "nearest" or "auto" (GPTQ where levers.py finds it closer on the
-    selection samples); `equalize` (cross-layer equalization), `bias_correction` and `smooth`
-    (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or
-    "auto" (the variant closest to float on the selection samples; for CLE and bias correction only
-    when bootstrap resamples of them agree, see levers.py); `optimize` runs the lossless pipeline
+    `weight_rounding` "gptq" (the int8 weights of Conv, Gemm and MatMul, computing in INT8 or in
+    float, rounded to change each layer's output least on the calibration samples, see gptq.py;
+    those computing in float to nearest on random samples), "nearest" or "auto" (GPTQ where
+    levers.py finds it closer on the selection samples); `equalize` (cross-layer equalization),
+    `bias_correction` and `smooth` (dynamic INT8: SmoothQuant-style balancing of MatMul inputs,
+    see smooth.py) are True, False or "auto" (the variant closest to float on the selection
+    samples; for CLE and bias correction only when bootstrap resamples of them agree, see
+    levers.py); `optimize` runs the lossless pipeline
     first, with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency`
     times both models; `progress` shows bars; `preprocess` how an image folder given as the
     calibration data is read (the CLI's --preprocess: "resize=256,crop=224,scale=1/255,...");
@@ -326,6 +327,7 @@ def _quantize(
         calibration, input_specs(proto), preprocess=config.preprocess, model=proto
     )
     random = is_random(calibration) or config.random_inputs
+    config = dataclasses.replace(config, random_inputs=random)
     calib, selection, test = split_samples(
         samples, config.eval_split, config.test_split, config.held_out
     )
@@ -481,7 +483,7 @@ def _quantize(
     notes += recurrent_note(
         float_model, outcome.model, outcome.mode == "dynamic", tried is not None or lstms_tried
     )
-    outcome = _as_made(outcome, before)
+    outcome = _as_made(outcome, before, random)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model
         for node in unnamed:  # names no file needs: a bigger file than the lossless one
@@ -790,6 +792,7 @@ def _static(
         min_macs=config.min_macs,
         weight_range=config.weight_range,
         weight_rounding="nearest" if config.weight_rounding == "auto" else config.weight_rounding,
+        gptq_float_compute=not config.random_inputs,
     )
     unknown = sorted(set(quant_options.exclude_nodes) - {n.name for n in float_model.graph})
     notes = (
@@ -842,7 +845,7 @@ def _static(
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
-    nearest = builder.gptq_skipped & set(info.plan.nodes)
+    nearest = builder.gptq_skipped & {*info.plan.nodes, *info.plan.weight_only}
     if nearest:
         notes.append(
             f"GPTQ rounding left out for {len(nearest)} node(s) past its memory limit "
@@ -934,7 +937,8 @@ def _float_compute(
         layers=[],
         mode=WEIGHT_ONLY_MODE,  # NO_INT8_MODE where nothing is int8-stored: `_as_made`
         method="none (float compute)",
-        weight_rounding="nearest",
+        # (GPTQ rounds int8-stored weights too, but not on synthesized samples)
+        weight_rounding=built.weight_rounding if builder.options.gptq_float_compute else "nearest",
         all_int8=None,
     )
 
@@ -1381,11 +1385,12 @@ def _latency(
     return dict(zip(timed, latencies(timed, sample, runs, seconds=trades.SLOW_SECONDS)))
 
 
-def _as_made(outcome: Outcome, before: Counter) -> Outcome:
+def _as_made(outcome: Outcome, before: Counter, random_inputs: bool) -> Outcome:
     """`outcome` with the mode of what it holds: dynamic where only LSTMs compute in INT8
     (dynamic INT8's, beside weights computing in float); where no weighted node computes in INT8
-    and none is listed as quantized, weight-only where weights are int8-stored, else NO_INT8_MODE
-    (the lossless model); its mode otherwise."""
+    and none is listed as quantized, weight-only where weights are int8-stored (rounded to
+    nearest on `random_inputs`: `QuantOptions.gptq_float_compute`), else NO_INT8_MODE (the
+    lossless model); its mode otherwise."""
     if outcome.quantized.keys() <= RECURRENT_WEIGHTS.keys() and outcome.quantized:
         # (beside weights computing in float: `_dynamic_lstms`)
         return dataclasses.replace(outcome, mode="dynamic", method="run time")
@@ -1396,4 +1401,5 @@ def _as_made(outcome: Outcome, before: Counter) -> Outcome:
     if mode == outcome.mode:
         return outcome
     method = "none (float compute)" if stored else "none"
-    return dataclasses.replace(outcome, mode=mode, method=method, weight_rounding="nearest")
+    rounding = "nearest" if random_inputs else outcome.weight_rounding
+    return dataclasses.replace(outcome, mode=mode, method=method, weight_rounding=rounding)

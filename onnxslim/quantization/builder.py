@@ -148,13 +148,15 @@ class QuantBuilder:
         return {name: self.means[name] for name in axes}
 
     def _hessians(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
-        """``X X^T`` of the float inputs of the quantized nodes GPTQ rounds (none unless
-        ``weight_rounding`` is "gptq"). A weight several nodes read is rounded once, for all of
-        them (one int8 copy in the file), the same in every build: against the sum of the ``X
-        X^T`` of all its readers in the model, collected once, or to nearest for all where one
-        it quantizes is not GPTQ-rounded (weight-only, another op) or their ``X X^T`` differ in
-        size. In graph order, the weights whose statistics pass `gptq_memory` round to nearest
-        (the nodes reading them are in `gptq_skipped`)."""
+        """``X X^T`` of the float inputs of the nodes whose weights GPTQ rounds (none unless
+        ``weight_rounding`` is "gptq"): those computing in INT8 and, with ``gptq_float_compute``,
+        those computing in float on int8-stored weights. A weight several nodes read is rounded
+        once, for all of them (one int8 copy in the file), the same in every build: against the
+        sum of the ``X X^T`` of all its readers in the model, collected once, or to nearest for
+        all where one it quantizes is not GPTQ-rounded (another op: a Gather of a tied
+        embedding) or their ``X X^T`` differ in size. In graph order, the weights whose
+        statistics pass `gptq_memory` round to nearest (the nodes reading them are in
+        `gptq_skipped`)."""
         if self.options.weight_rounding != "gptq":
             return {}
         by_name = {n.name: n for n in model.graph}
@@ -163,11 +165,11 @@ class QuantBuilder:
             for n in [*plan.nodes, *plan.weight_only]
             if len(by_name[n].inputs) > 1 and by_name[n].inputs[1] is not None
         )
-        in_int8 = set(plan.nodes)
+        rounded = {*plan.nodes, *(plan.weight_only if self.options.gptq_float_compute else ())}
         groups = [
             group
             for weight, group in self.readers.items()
-            if 0 < len(in_int8.intersection(group)) == quantized[weight]
+            if 0 < len(rounded.intersection(group)) == quantized[weight]
             and len({gptq.hessian_bytes(by_name[n]) for n in group}) == 1
         ]
         held = sum(h.nbytes for h in self.hessians.values())

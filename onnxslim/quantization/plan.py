@@ -64,6 +64,8 @@ class QuantOptions:
     min_macs: int = 0  # weighted ops doing fewer multiply-accumulates per sample stay float
     weight_range: str = "minmax"  # per-channel weight clip: "minmax" or "mse" (qdq.weight_amax)
     weight_rounding: str = "nearest"  # or "gptq": rounding against the layer's calibration inputs
+    # GPTQ rounds the int8-stored weights of float compute too (not on synthesized samples)
+    gptq_float_compute: bool = True
 
     def __post_init__(self):
         if self.activation_type not in ACTIVATION_TYPES:

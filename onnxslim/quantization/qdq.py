@@ -225,7 +225,11 @@ class QuantizePass(ir.passes.InPlacePass):
         weight = node.inputs[index]
         w = weight.const_value.numpy()
         wq_array, wq = quantize_weight(
-            w, axis if self.options.per_channel else None, WEIGHT_BITS, self.options.weight_range
+            w,
+            axis if self.options.per_channel else None,
+            WEIGHT_BITS,
+            self.options.weight_range,
+            self._rounding(node),
         )
         rule = RULES[node.op_type]
         if node.inputs[0].name in self.means and rule.bias is not None:
@@ -234,26 +238,33 @@ class QuantizePass(ir.passes.InPlacePass):
                 _set_input(node, rule.bias, builder.constant(f"{node.name}_bias", bias))
         node.replace_input_with(index, builder.scaled_constant(f"{node.name}_weight", wq_array, wq))
 
+    def _rounding(self, node: ir.Node):
+        """GPTQ's rounding of the node's weight (``rounding(w, scale, qmax)``, see
+        `quantize_weight`) where the builder handed out its layer input statistics, else None
+        (nearest)."""
+        hessian = self.hessians.get(node.name)
+        if hessian is None:
+            return None
+
+        def rounding(w, scale, qmax):
+            digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
+            # by Hessian: the builder keeps each it hands out (nodes sharing a weight get one
+            # summed over them), so its id names it while this cache lives
+            key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
+            if key not in self.rounded:
+                q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
+                self.rounded[key] = gptq.from_matrix(node, q, w.shape)
+            return self.rounded[key].copy()  # each build owns its weights
+
+        return rounding
+
     def _quantize_weights(
         self, builder: _Builder, node: ir.Node, rule, dq: Mapping[str, QParams]
     ) -> None:
         weight = node.inputs[rule.weight]
         w = weight.const_value.numpy()
         axis = rule.weight_axis(node) if self.options.per_channel else None
-        hessian = self.hessians.get(node.name)
-        rounding = None
-        if hessian is not None:
-
-            def rounding(w, scale, qmax, node=node, hessian=hessian):
-                digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
-                # by Hessian: the builder keeps each it hands out (nodes sharing a weight get one
-                # summed over them), so its id names it while this cache lives
-                key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
-                if key not in self.rounded:
-                    q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
-                    self.rounded[key] = gptq.from_matrix(node, q, w.shape)
-                return self.rounded[key].copy()  # each build owns its weights
-
+        rounding = self._rounding(node)
         layout, limit = reduction_layout(node), self.options.weight_pair_limit
         wq_array, wq = kernel_weight(w, axis, layout, limit, self.options.weight_range, rounding)
         bias = (
