@@ -1,7 +1,8 @@
 """INT8: onnxslim.quantize vs onnxruntime.quantization.quantize_static on the real-model zoo.
 
     python benchmarks/int8.py [--models NAME ...] [--budget NAME=SPEC ...] [--runs 60]
-                              [--target auto] [--ablation | --smoothing | --vnni | --check]
+                              [--target auto]
+                              [--ablation | --smoothing | --weight-only | --vnni | --check]
                               [--json FILE] [--markdown FILE]
 
 Data: `models/zoo.py`'s `splits(name)`, three disjoint splits per model (no source picture, page
@@ -21,7 +22,9 @@ model, onnxslim with the budget], runs interleaved, on test samples).
 `--ablation` instead compares range methods, cross-layer equalization, bias correction and the
 weight levers (MSE weight range, GPTQ rounding; static INT8, no budget, no ORT, no timing) by their
 drift on the same test split; `--smoothing` compares dynamic INT8 without and with smoothing (see
-`onnxslim/quantization/smooth.py`) on the models with MatMul weights. `--vnni` measures the
+`onnxslim/quantization/smooth.py`) on the models with MatMul weights. `--weight-only` compares
+the rounding of int8-stored weights (nearest, GPTQ) in weight-only INT8 of every weight (float
+compute, what mode auto hands back where INT8 compute does not pay). `--vnni` measures the
 accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU. `--check` sets the
 default against levers it leaves off (other range methods, nearest rounding) and ORT on photos of
 a source no split uses (`models.zoo.check_samples`), and the Softmax classifiers at their logits
@@ -63,7 +66,9 @@ from onnxslim.drift import NEAR_ZERO, TensorSnr, compare_outputs, parse_max_drif
 from onnxslim.errors import CheckFailedError  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
 from onnxslim.quantization import api, exact, quantize, targets  # noqa: E402
-from onnxslim.quantization.builder import run_samples  # noqa: E402
+from onnxslim.quantization.builder import QuantBuilder, run_samples  # noqa: E402
+from onnxslim.quantization.ops import stored_weight  # noqa: E402
+from onnxslim.quantization.plan import QuantOptions, prepare  # noqa: E402
 from onnxslim.quantization.report import WEIGHT_ONLY_MODE, kept_float_counts  # noqa: E402
 from onnxslim.quantization.targets import TARGETS, resolve_target, saturates_here  # noqa: E402
 
@@ -127,6 +132,8 @@ SMOOTHING = {
     "default (mode auto, smoothing auto)": {},
 }
 SMOOTHING_MODELS = ["minilm_l3", "transformer_encoder", "ppocrv4_rec"]
+# --weight-only: the rounding of int8-stored weights, every weighted node computing in float
+WEIGHT_ONLY_ROUNDINGS = {"nearest rounding": "nearest", "GPTQ rounding": "gptq"}
 # --check: the default against the levers it does not use, on photos of a source no split uses
 # (models.zoo.CHECK_PICTURES), for the image models that take whole photos; ORT alongside.
 CHECK = {
@@ -582,10 +589,38 @@ def ablation(name: str, target: str = "auto", columns: dict = ABLATIONS) -> dict
     return row
 
 
+def weight_only(name: str) -> dict:
+    """Drift on the test split of weight-only INT8 of every weight (every weighted node computing
+    in float on int8-stored weights, 8-bit per channel), rounded as each of WEIGHT_ONLY_ROUNDINGS
+    says: GPTQ against layer input statistics from the calibration split."""
+    data = splits(name)
+    test = data["test"]
+    ref = run_samples(ZOO / f"{name}.onnx", test, int8=False)
+    model = prepare(optimize(str(ZOO / f"{name}.onnx"), check=False))
+    stored = [node.name for node in model.graph if stored_weight(node) is not None]
+    row = {"model": name}
+    for label, rounding in WEIGHT_ONLY_ROUNDINGS.items():
+        options = QuantOptions(weight_rounding=rounding, min_macs=0)
+        builder = QuantBuilder(model, data["calibration"], options, "minmax", {}, False)
+        built, info = builder.build(weight_only=stored)
+        drift = test_drift(ref, run_samples(ir.to_proto(built), test), name in CLASSIFIERS)
+        row[label] = {
+            "min_cosine": drift["min_cosine"],
+            "snr_db": drift["snr_db"],
+            "top1": drift["top1"],
+            "kept": f"{len(info.plan.weight_only)} int8-stored weights",
+        }
+    return row
+
+
 def ablation_markdown(rows: list[dict], columns: dict = ABLATIONS) -> str:
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
-        cells = [f"{row[k]['min_cosine']:.4f} / {row[k]['snr_db']:.1f} dB" for k in columns]
+        cells = [
+            f"{row[k]['min_cosine']:.4f} / {row[k]['snr_db']:.1f} dB"
+            + (f" / top-1 {row[k]['top1']:.3f}" if row[k].get("top1") is not None else "")
+            for k in columns
+        ]
         cells[-1] += f" ({row[list(columns)[-1]]['kept']})"
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -793,6 +828,11 @@ def main(argv: list[str] | None = None) -> int:
         "--smoothing", action="store_true", help="compare dynamic INT8 without and with smoothing"
     )
     tables.add_argument(
+        "--weight-only",
+        action="store_true",
+        help="compare nearest and GPTQ rounding in weight-only INT8 of every weight",
+    )
+    tables.add_argument(
         "--vnni", action="store_true", help="accuracy on a CPU with VNNI, computed on this one"
     )
     tables.add_argument(
@@ -804,7 +844,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
-    columns = SMOOTHING if args.smoothing else ABLATIONS if args.ablation else None
+    columns = (
+        SMOOTHING
+        if args.smoothing
+        else ABLATIONS
+        if args.ablation
+        else WEIGHT_ONLY_ROUNDINGS
+        if args.weight_only
+        else None
+    )
     if args.models is None:
         args.models = (
             SMOOTHING_MODELS
@@ -846,7 +894,9 @@ def main(argv: list[str] | None = None) -> int:
                 lines = logits_markdown(logits).splitlines()[2:]
                 lines += table(rows[-1:]).splitlines()[-1:] if row is not None else []
             else:
-                if columns:
+                if args.weight_only:
+                    rows.append(weight_only(name))
+                elif columns:
                     rows.append(ablation(name, args.target, columns))
                 elif args.vnni:
                     rows.append(vnni_accuracy(name, Path(tmp)))

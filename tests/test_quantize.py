@@ -2592,11 +2592,11 @@ def test_float_compute_is_not_offered_when_it_misses_the_budget(monkeypatch):
     seen = []
     real = api._float_compute
 
-    def spy(builder, built, info, selection, ref_outputs, budget):
-        made = real(builder, built, info, selection, ref_outputs, budget)
-        held = real(builder, built, info, selection, ref_outputs, None)
+    def spy(builder, built, info, data, budget, bias_correction):
+        made = real(builder, built, info, data, budget, bias_correction)
+        held = real(builder, built, info, data, None, bias_correction)
         unreachable = parse_max_drift("snr>=300")
-        seen.append((made, held, real(builder, built, info, selection, ref_outputs, unreachable)))
+        seen.append((made, held, real(builder, built, info, data, unreachable, bias_correction)))
         return made
 
     monkeypatch.setattr(api, "_float_compute", spy)

@@ -15,7 +15,7 @@ from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import builder as builder_module
-from onnxslim.quantization import gptq, quantize
+from onnxslim.quantization import gptq, levers, quantize
 from onnxslim.quantization.calibration import collect_hessians
 from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import dequantize, quantize_bias, quantize_weight
@@ -638,3 +638,34 @@ def test_a_bias_raising_the_weight_scale_is_corrected_for_the_weights_as_stored(
     per_input = (stored - w).sum(axis=(2, 3))  # [6, 6 / group]
     expected = bias - (per_input * mean.reshape(group, -1).repeat(6 // group, axis=0)).sum(1)
     assert np.all(np.abs(written - expected) <= 0.5 * step + 1e-5 * np.abs(expected))
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_float_compute_chooses_bias_correction_again_on_the_selection_samples(first):
+    """A dense conv on inputs of mean 4, computing in float on int8 weights rounded to nearest:
+    their rounding shifts its output mean, which bias correction takes out; chosen for float
+    compute on the selection samples, it is kept whichever setting INT8 compute's choice left
+    the builder at, and the note says what was measured."""
+    model, _ = _depthwise(group=1, pads=[1, 1, 1, 1])
+    rng = np.random.default_rng(25)
+    calibration, selection = _smooth_maps(rng, 8, 6, mean=4.0), _smooth_maps(rng, 16, 6, mean=4.0)
+    ref = builder_module.run_samples(model, selection, int8=False)
+    options = QuantOptions(weight_rounding="nearest", min_macs=0, bias_correction=first)
+    builder = builder_module.QuantBuilder(
+        ir.from_proto(model), calibration, options, "minmax", {}, False
+    )
+    build = {"exclude": [], "weight_only": ["dw"]}
+    choice = levers.choose_float_bias_correction(builder, build, selection, ref)
+    assert choice.info.plan.weight_only == ["dw"] and builder.options.bias_correction
+    assert choice.note.startswith("kept bias correction (output SNR on 16 selection samples: ")
+    plain = compare_outputs(ref, builder_module.run_samples(_built(model, calibration), selection))
+    assert choice.drift["y"].snr_db > plain["y"].snr_db + 3
+
+
+def _built(model: onnx.ModelProto, calibration: list) -> ir.Model:
+    """`model` with its conv computing in float on int8 weights rounded to nearest, uncorrected."""
+    options = QuantOptions(weight_rounding="nearest", min_macs=0)
+    builder = builder_module.QuantBuilder(
+        ir.from_proto(model), calibration, options, "minmax", {}, False
+    )
+    return builder.build(weight_only=["dw"])[0]

@@ -881,7 +881,10 @@ def _static(
             "int8-stored weights"
         )
         return outcome, None
-    return outcome, _float_compute(builder, outcome, info, selection, ref_outputs, config.max_drift)
+    float_compute = _float_compute(
+        builder, outcome, info, (selection, ref_outputs), config.max_drift, config.bias_correction
+    )
+    return outcome, float_compute
 
 
 def _asks_int8_compute(config: QuantizeConfig) -> str | None:
@@ -897,22 +900,40 @@ def _asks_int8_compute(config: QuantizeConfig) -> str | None:
 
 
 def _float_compute(
-    builder: QuantBuilder, built: Outcome, info: BuildInfo, selection, ref_outputs, budget
+    builder: QuantBuilder,
+    built: Outcome,
+    info: BuildInfo,
+    data: tuple[list, list],
+    budget: Budget | None,
+    bias_correction: bool | str,
 ) -> Outcome | None:
     """`built` (whose build `info` describes) with every weighted node it computes in int8
     computing in float on int8-stored weights, as its other stored ones do: a file as small (ORT
-    folds the weights back to float at load); None when no weighted node computes in int8, or
-    when the result misses `budget` on the selection samples."""
+    folds the weights back to float at load), with bias correction chosen again on the selection
+    samples where `bias_correction` is "auto" (`levers.choose_float_bias_correction`); None when
+    no weighted node computes in int8, or when the result misses `budget` on the selection
+    samples (`data`: they and the float model's outputs on them)."""
     int8 = trades.int8_nodes(info)
     if not int8:
         return None
+    selection, ref_outputs = data
     stored = {n for n in info.plan.nodes if RULES[info.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY)}
     stored |= set(info.plan.weight_only)
-    model, float_info = builder.build(
-        exclude=[n.name for n in builder.model.graph if n.name not in stored], weight_only=stored
-    )
-    outputs = run_samples(model, selection)
-    drift = compare_outputs(ref_outputs, outputs)
+    build = {
+        "exclude": [n.name for n in builder.model.graph if n.name not in stored],
+        "weight_only": stored,
+    }
+    notes = []
+    if bias_correction == "auto":
+        choice = levers.choose_float_bias_correction(builder, build, selection, ref_outputs)
+        notes.append(f"float compute on int8-stored weights: {choice.note}")
+    else:
+        choice = levers.Choice(builder, *builder.build(**build))
+    if choice.scored is None or compared_samples(choice.scored) != len(selection):
+        outputs = run_samples(choice.model, selection)
+        choice.drift = compare_outputs(ref_outputs, outputs)
+        choice.scored = scored_drift(ref_outputs, outputs, builder.kinds, choice.drift)
+    model, float_info, drift = choice.model, choice.info, choice.drift
     if budget and budget.check(drift):
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
@@ -932,9 +953,10 @@ def _float_compute(
         },
         fallback=[],
         drift=drift,
-        scored=scored_drift(ref_outputs, outputs, builder.kinds, drift),
-        notes=[],
+        scored=choice.scored,
+        notes=notes,
         layers=[],
+        bias_correction=builder.options.bias_correction,
         mode=WEIGHT_ONLY_MODE,  # NO_INT8_MODE where nothing is int8-stored: `_as_made`
         method="none (float compute)",
         # (GPTQ rounds int8-stored weights too, but not on synthesized samples)
@@ -1046,7 +1068,7 @@ def _int8_or_float(
     )
     built = [INT8_BUILT_WITH, *int8.notes] if int8.notes else []  # its choices: not what is kept
     float_compute.notes = [
-        *(float_compute.notes if dynamic_int8 else built),
+        *(float_compute.notes if dynamic_int8 else [*float_compute.notes, *built]),
         f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic, mode= in Python, computes "
         "in INT8)",
     ]
