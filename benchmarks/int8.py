@@ -23,12 +23,12 @@ model, onnxslim with the budget], runs interleaved, on test samples).
 weight levers (MSE weight range, GPTQ rounding; static INT8, no budget, no ORT, no timing) by their
 drift on the same test split; `--smoothing` compares dynamic INT8 without and with smoothing (see
 `onnxslim/quantization/smooth.py`) on the models with MatMul weights. `--weight-only` compares
-the rounding of int8-stored weights (nearest, GPTQ) in weight-only INT8 of every weight (float
-compute, what mode auto hands back where INT8 compute does not pay). `--vnni` measures the
-accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU. `--check` sets the
-default against levers it leaves off (other range methods, nearest rounding) and ORT on photos of
-a source no split uses (`models.zoo.check_samples`), and the Softmax classifiers at their logits
-(`logits_rows`).
+the rounding of int8-stored weights (nearest, GPTQ; and GPTQ with bias correction) in weight-only
+INT8 of every weight (float compute, what mode auto hands back where INT8 compute does not pay).
+`--vnni` measures the accuracy a CPU with VNNI would give (see `vnni_accuracy`), on this CPU.
+`--check` sets the default against levers it leaves off (other range methods, nearest rounding)
+and ORT on photos of a source no split uses (`models.zoo.check_samples`), and the Softmax
+classifiers at their logits (`logits_rows`).
 """
 
 from __future__ import annotations
@@ -132,8 +132,13 @@ SMOOTHING = {
     "default (mode auto, smoothing auto)": {},
 }
 SMOOTHING_MODELS = ["minilm_l3", "transformer_encoder", "ppocrv4_rec"]
-# --weight-only: the rounding of int8-stored weights, every weighted node computing in float
-WEIGHT_ONLY_ROUNDINGS = {"nearest rounding": "nearest", "GPTQ rounding": "gptq"}
+# --weight-only: the rounding of int8-stored weights, every weighted node computing in float:
+# (weight rounding, bias correction) per column
+WEIGHT_ONLY = {
+    "nearest rounding": ("nearest", False),
+    "GPTQ rounding": ("gptq", False),
+    "GPTQ rounding + bias correction": ("gptq", True),
+}
 # --check: the default against the levers it does not use, on photos of a source no split uses
 # (models.zoo.CHECK_PICTURES), for the image models that take whole photos; ORT alongside.
 CHECK = {
@@ -591,16 +596,19 @@ def ablation(name: str, target: str = "auto", columns: dict = ABLATIONS) -> dict
 
 def weight_only(name: str) -> dict:
     """Drift on the test split of weight-only INT8 of every weight (every weighted node computing
-    in float on int8-stored weights, 8-bit per channel), rounded as each of WEIGHT_ONLY_ROUNDINGS
-    says: GPTQ against layer input statistics from the calibration split."""
+    in float on int8-stored weights, 8-bit per channel), rounded and bias-corrected as each of
+    WEIGHT_ONLY says: GPTQ against layer input statistics, bias correction against the input
+    channel means, both from the calibration split."""
     data = splits(name)
     test = data["test"]
     ref = run_samples(ZOO / f"{name}.onnx", test, int8=False)
     model = prepare(optimize(str(ZOO / f"{name}.onnx"), check=False))
     stored = [node.name for node in model.graph if stored_weight(node) is not None]
     row = {"model": name}
-    for label, rounding in WEIGHT_ONLY_ROUNDINGS.items():
-        options = QuantOptions(weight_rounding=rounding, min_macs=0)
+    for label, (rounding, bias_correction) in WEIGHT_ONLY.items():
+        options = QuantOptions(
+            weight_rounding=rounding, bias_correction=bias_correction, min_macs=0
+        )
         builder = QuantBuilder(model, data["calibration"], options, "minmax", {}, False)
         built, info = builder.build(weight_only=stored)
         drift = test_drift(ref, run_samples(ir.to_proto(built), test), name in CLASSIFIERS)
@@ -830,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument(
         "--weight-only",
         action="store_true",
-        help="compare nearest and GPTQ rounding in weight-only INT8 of every weight",
+        help="compare nearest and GPTQ rounding (and bias correction) in weight-only INT8",
     )
     tables.add_argument(
         "--vnni", action="store_true", help="accuracy on a CPU with VNNI, computed on this one"
@@ -849,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoothing
         else ABLATIONS
         if args.ablation
-        else WEIGHT_ONLY_ROUNDINGS
+        else WEIGHT_ONLY
         if args.weight_only
         else None
     )

@@ -14,8 +14,8 @@ from test_quantize import FAST, cnn, samples
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes.prune import DeduplicateInitializers
+from onnxslim.quantization import api, gptq, levers, quantize
 from onnxslim.quantization import builder as builder_module
-from onnxslim.quantization import gptq, levers, quantize
 from onnxslim.quantization.calibration import collect_hessians
 from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import dequantize, quantize_bias, quantize_weight
@@ -392,7 +392,7 @@ def test_a_shared_weight_read_in_float_compute_too_is_gptq_rounded_once():
 def test_int8_stored_weights_of_a_conv_computing_in_float_are_gptq_rounded():
     """A conv computing in float on int8-stored weights (weight-only INT8): with GPTQ rounding its
     output on the calibration samples, as ONNX Runtime computes it, moves less than with nearest
-    rounding, and the report says which rounding its weights had."""
+    rounding; not so where GPTQ is off for float compute (synthesized samples)."""
     model, _ = _depthwise(group=1, pads=[1, 1, 1, 1])
     data = _smooth_maps(np.random.default_rng(24), 8, 6)
     ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": _stacked(data)})[0]
@@ -412,22 +412,48 @@ def test_int8_stored_weights_of_a_conv_computing_in_float_are_gptq_rounded():
 
 
 @pytest.mark.parametrize("random_inputs", [False, True])
-def test_random_samples_leave_float_computes_weights_to_nearest_rounding(
-    monkeypatch, random_inputs
-):
-    """GPTQ fitted to synthesized samples moved a classifier's float compute on int8 weights
-    further from float on real pictures (PP-OCRv5 cls: 30.9 -> 25.0 dB): on random samples
-    those weights round to nearest, on given ones by GPTQ."""
-    made = []
-    init = builder_module.QuantBuilder.__init__
+def test_weight_only_int8_says_how_its_weights_were_rounded(monkeypatch, random_inputs):
+    """Mode auto handing back float compute on int8-stored weights: GPTQ-rounded on given samples,
+    to nearest on random ones (GPTQ fitted to synthesized samples moved PP-OCRv5 cls's float
+    compute further from float on real pictures: 30.9 -> 25.0 dB); the report says which, and
+    what bias correction it chose for float compute."""
+    monkeypatch.setattr(api, "_int8_or_float", lambda int8, float_compute, *_, **__: float_compute)
+    options = {**FAST, "weight_rounding": "gptq", "target": "auto", "measure_latency": True}
+    report = quantize(cnn(), samples(20), **options, random_inputs=random_inputs).report
+    assert report.mode == "weight-only"
+    assert report.weight_rounding == ("nearest" if random_inputs else "gptq")
+    (note,) = [n for n in report.notes if n.startswith("float compute on int8-stored weights: ")]
+    kept = "bias correction" if report.bias_correction else "plain"
+    assert note.startswith(f"float compute on int8-stored weights: kept {kept} (output SNR")
 
-    def spy(self, model, samples, options, *args, **kwargs):
-        made.append(options)
-        init(self, model, samples, options, *args, **kwargs)
 
-    monkeypatch.setattr(builder_module.QuantBuilder, "__init__", spy)
-    quantize(cnn(), samples(16), **{**FAST, "random_inputs": random_inputs})
-    assert made and {options.gptq_float_compute for options in made} == {not random_inputs}
+def test_a_tied_embedding_is_stored_once_in_weight_only_int8():
+    """A table read by a Gather (word embeddings) and by a Gemm (the tied output projection),
+    both on int8-stored weights: GPTQ cannot round it for the Gather, so both round it to
+    nearest alike, and the file holds one int8 copy."""
+    table = np.random.default_rng(26).normal(size=(128, 64)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["embedded"], name="gather"),
+        helper.make_node("Gemm", ["x", "table"], ["logits"], name="gemm", transB=1),
+    ]
+    model = make_model(
+        nodes,
+        [vi("ids", onnx.TensorProto.INT64, [1, 8]), vi("x", shape=[1, 64])],
+        [vi("embedded", shape=[1, 8, 64]), vi("logits", shape=[1, 128])],
+        [const("table", table)],
+    )
+    rng = np.random.default_rng(27)
+    data = [
+        {"ids": rng.integers(0, 128, (1, 8)), "x": rng.normal(size=(1, 64)).astype(np.float32)}
+        for _ in range(8)
+    ]
+    options = QuantOptions(weight_rounding="gptq", min_macs=0)
+    builder = builder_module.QuantBuilder(ir.from_proto(model), data, options, "minmax", {}, False)
+    built, info = builder.build(weight_only=["gather", "gemm"])
+    assert sorted(info.plan.weight_only) == ["gather", "gemm"] and not builder.hessians
+    DeduplicateInitializers()(built)  # as quantize does
+    int8 = [t for t in ir.to_proto(built).graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert [tuple(t.dims) for t in int8] == [(128, 64)]
 
 
 def _stacked(feeds: list[dict]) -> np.ndarray:

@@ -168,13 +168,13 @@ class QuantizeConfig:
     `bias_correction` and `smooth` (dynamic INT8: SmoothQuant-style balancing of MatMul inputs,
     see smooth.py) are True, False or "auto" (the variant closest to float on the selection
     samples; for CLE and bias correction only when bootstrap resamples of them agree, see
-    levers.py); `optimize` runs the lossless pipeline
-    first, with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency`
-    times both models; `progress` shows bars; `preprocess` how an image folder given as the
-    calibration data is read (the CLI's --preprocess: "resize=256,crop=224,scale=1/255,...");
-    `random_inputs`: the samples given were synthesized (the caller's random:N, which warns of
-    it itself): the report's drift is marked as measured on random samples, and the choices take
-    their drift for what it is worth (see `_int8_or_float`)."""
+    levers.py); `optimize` runs the lossless pipeline first, with `optimize_options` as keyword
+    arguments of `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars;
+    `preprocess` how an image folder given as the calibration data is read (the CLI's
+    --preprocess: "resize=256,crop=224,scale=1/255,..."); `random_inputs`: the samples given were
+    synthesized (the caller's random:N, which warns of it itself): the report's drift is marked
+    as measured on random samples, and the choices take their drift for what it is worth (see
+    `_int8_or_float`)."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD
@@ -811,12 +811,7 @@ def _static(
         choice = levers.choose_rounding(choice, selection, ref_outputs)
         notes.append(choice.note)
     builder, quantized, info = choice.builder, choice.model, choice.info
-    if choice.scored is None or compared_samples(choice.scored) != len(selection):  # on fewer
-        first = trades.measured_variant(
-            builder.kinds, builder.options, quantized, info, selection, ref_outputs
-        )
-    else:
-        first = trades.Variant(builder.options, quantized, info, choice.drift, choice.scored)
+    first = _measured(choice, selection, ref_outputs)
     with progress(
         "INT8: speed/accuracy choices: timed runs", None, config.progress and config.times_choices
     ):
@@ -845,7 +840,8 @@ def _static(
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
-    nearest = builder.gptq_skipped & {*info.plan.nodes, *info.plan.weight_only}
+    rounded = info.plan.weight_only if builder.options.gptq_float_compute else []
+    nearest = builder.gptq_skipped & {*info.plan.nodes, *rounded}
     if nearest:
         notes.append(
             f"GPTQ rounding left out for {len(nearest)} node(s) past its memory limit "
@@ -899,6 +895,17 @@ def _asks_int8_compute(config: QuantizeConfig) -> str | None:
     return next((option for option, given in asked.items() if given), None)
 
 
+def _measured(choice: levers.Choice, selection: list, ref_outputs: list) -> trades.Variant:
+    """`choice` as a Variant with its drift on all the selection samples (`levers` scores a
+    choice on at most CHOICE_SAMPLES of them)."""
+    builder = choice.builder
+    if choice.scored is None or compared_samples(choice.scored) != len(selection):
+        return trades.measured_variant(
+            builder.kinds, builder.options, choice.model, choice.info, selection, ref_outputs
+        )
+    return trades.Variant(builder.options, choice.model, choice.info, choice.drift, choice.scored)
+
+
 def _float_compute(
     builder: QuantBuilder,
     built: Outcome,
@@ -910,9 +917,10 @@ def _float_compute(
     """`built` (whose build `info` describes) with every weighted node it computes in int8
     computing in float on int8-stored weights, as its other stored ones do: a file as small (ORT
     folds the weights back to float at load), with bias correction chosen again on the selection
-    samples where `bias_correction` is "auto" (`levers.choose_float_bias_correction`); None when
-    no weighted node computes in int8, or when the result misses `budget` on the selection
-    samples (`data`: they and the float model's outputs on them)."""
+    samples where `bias_correction` is "auto" (`levers.choose_float_bias_correction`, which leaves
+    `builder` set to the one kept); None when no weighted node computes in int8, or when the
+    result misses `budget` on the selection samples (`data`: they and the float model's outputs
+    on them)."""
     int8 = trades.int8_nodes(info)
     if not int8:
         return None
@@ -929,12 +937,9 @@ def _float_compute(
         notes.append(f"float compute on int8-stored weights: {choice.note}")
     else:
         choice = levers.Choice(builder, *builder.build(**build))
-    if choice.scored is None or compared_samples(choice.scored) != len(selection):
-        outputs = run_samples(choice.model, selection)
-        choice.drift = compare_outputs(ref_outputs, outputs)
-        choice.scored = scored_drift(ref_outputs, outputs, builder.kinds, choice.drift)
-    model, float_info, drift = choice.model, choice.info, choice.drift
-    if budget and budget.check(drift):
+    kept = _measured(choice, selection, ref_outputs)
+    model, float_info, drift = kept.model, kept.info, kept.drift
+    if budget and budget.check(drift):  # (the other bias correction is not tried for it)
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
     # ops without an int8 kernel (ConvTranspose) computed in float on int8 weights already
@@ -953,7 +958,7 @@ def _float_compute(
         },
         fallback=[],
         drift=drift,
-        scored=choice.scored,
+        scored=kept.scored,
         notes=notes,
         layers=[],
         bias_correction=builder.options.bias_correction,
@@ -1423,5 +1428,5 @@ def _as_made(outcome: Outcome, before: Counter, random_inputs: bool) -> Outcome:
     if mode == outcome.mode:
         return outcome
     method = "none (float compute)" if stored else "none"
-    rounding = "nearest" if random_inputs else outcome.weight_rounding
+    rounding = outcome.weight_rounding if stored and not random_inputs else "nearest"
     return dataclasses.replace(outcome, mode=mode, method=method, weight_rounding=rounding)

@@ -22,7 +22,7 @@ from onnxslim.quantization.calibration import (
     collect_statistics,
     compute_range,
 )
-from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED
+from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, stored_weight
 from onnxslim.quantization.plan import QuantOptions, QuantPlan, plan
 from onnxslim.quantization.qdq import QParams, QuantizePass, activation_qparams
 from onnxslim.runtime import Session
@@ -161,9 +161,9 @@ class QuantBuilder:
             return {}
         by_name = {n.name: n for n in model.graph}
         quantized = Counter(  # the readers of each weight this build quantizes
-            by_name[n].inputs[1].name
+            name
             for n in [*plan.nodes, *plan.weight_only]
-            if len(by_name[n].inputs) > 1 and by_name[n].inputs[1] is not None
+            if (name := _stored_name(by_name[n])) is not None
         )
         rounded = {*plan.nodes, *(plan.weight_only if self.options.gptq_float_compute else ())}
         groups = [
@@ -215,6 +215,14 @@ class QuantBuilder:
             self.stats[name], self.method, symmetric=symmetric, **self.method_options
         )
         return activation_qparams(lo, hi, self.options.activation_type, symmetric)
+
+
+def _stored_name(node: ir.Node) -> str | None:
+    """The name of the constant INT8 stores for `node` (a Gather's table, a conv's weight), if
+    any."""
+    where = stored_weight(node)
+    value = node.inputs[where[0]] if where and len(node.inputs) > where[0] else None
+    return None if value is None else value.name
 
 
 def weight_readers(model: ir.Model) -> dict[str, tuple[str, ...]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import onnx_ir as ir
 
@@ -116,7 +116,7 @@ def choose_rounding(first: Choice, selection: Sequence, ref_outputs: Sequence) -
 
 def choose_float_bias_correction(
     builder: QuantBuilder,
-    build: Mapping[str, Sequence[str]],
+    build: Mapping[str, Collection[str]],
     selection: Sequence,
     ref_outputs: Sequence,
 ) -> Choice:
@@ -132,15 +132,20 @@ def choose_float_bias_correction(
         builder.options = dataclasses.replace(builder.options, bias_correction=bias_correction)
         return builder
 
-    variants = {_LABELS[False, bc]: functools.partial(set_to, bc) for bc in (first, not first)}
+    variants = {
+        _LABELS[builder.equalized, bc]: functools.partial(set_to, bc) for bc in (first, not first)
+    }
     what = "bias correction for float compute"
     return _closest(variants, what, selection, ref_outputs, builder.progress, build=build)
 
 
 def rounds_with_gptq(choice: Choice) -> bool:
-    """Whether GPTQ can round the weight of any of `choice`'s INT8 nodes."""
+    """Whether GPTQ can round the weight of any of `choice`'s INT8 nodes, or of its nodes computing
+    in float on int8-stored weights where it rounds those (`QuantOptions.gptq_float_compute`)."""
     nodes = {node.name: node for node in choice.builder.model.graph}
-    return any(gptq.supports(nodes[name]) for name in choice.info.plan.nodes if name in nodes)
+    plan, options = choice.info.plan, choice.builder.options
+    rounded = [*plan.nodes, *(plan.weight_only if options.gptq_float_compute else ())]
+    return any(gptq.supports(nodes[name]) for name in rounded if name in nodes)
 
 
 def _closest(
@@ -150,7 +155,7 @@ def _closest(
     ref_outputs: Sequence,
     shown: bool,
     first: Choice | None = None,
-    build: Mapping[str, Sequence[str]] | None = None,
+    build: Mapping[str, Collection[str]] | None = None,
 ) -> Choice:
     """Build each variant (label: a function setting its builder up) in order, the default first,
     and keep the closest to the float model (`ref_outputs`; worst SNR over the float outputs, a
