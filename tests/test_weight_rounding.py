@@ -670,8 +670,8 @@ def test_a_bias_raising_the_weight_scale_is_corrected_for_the_weights_as_stored(
 def test_float_compute_chooses_bias_correction_again_on_the_selection_samples(first):
     """A dense conv on inputs of mean 4, computing in float on int8 weights rounded to nearest:
     their rounding shifts its output mean, which bias correction takes out; chosen for float
-    compute on the selection samples, it is kept whichever setting INT8 compute's choice left
-    the builder at, and the note says what was measured."""
+    compute on the selection samples (bias correction first), it is kept whichever setting INT8
+    compute's choice left the builder at, and the note says what was measured."""
     model, _ = _depthwise(group=1, pads=[1, 1, 1, 1])
     rng = np.random.default_rng(25)
     calibration, selection = _smooth_maps(rng, 8, 6, mean=4.0), _smooth_maps(rng, 16, 6, mean=4.0)
