@@ -666,26 +666,29 @@ def test_a_bias_raising_the_weight_scale_is_corrected_for_the_weights_as_stored(
     assert np.all(np.abs(written - expected) <= 0.5 * step + 1e-5 * np.abs(expected))
 
 
-@pytest.mark.parametrize("first", [False, True])
-def test_float_compute_chooses_bias_correction_again_on_the_selection_samples(first):
-    """A dense conv on inputs of mean 4, computing in float on int8 weights rounded to nearest:
-    their rounding shifts its output mean, which bias correction takes out; chosen for float
-    compute on the selection samples (bias correction first), it is kept whichever setting INT8
-    compute's choice left the builder at, and the note says what was measured."""
+@pytest.mark.parametrize(("shift", "kept"), [(4.0, "bias correction"), (-4.0, "plain")])
+def test_float_compute_chooses_bias_correction_again_on_the_selection_samples(shift, kept):
+    """A dense conv on calibration inputs of mean 4, computing in float on int8 weights rounded to
+    nearest: their rounding shifts its output mean, which bias correction takes out. Chosen for
+    float compute on the selection samples, bias correction first, it is kept where they have the
+    calibration's mean; where their mean is -4 it doubles the shift, and plain replaces it. The
+    note says what was measured."""
     model, _ = _depthwise(group=1, pads=[1, 1, 1, 1])
     rng = np.random.default_rng(25)
-    calibration, selection = _smooth_maps(rng, 8, 6, mean=4.0), _smooth_maps(rng, 16, 6, mean=4.0)
+    calibration, selection = _smooth_maps(rng, 8, 6, mean=4.0), _smooth_maps(rng, 16, 6, mean=shift)
     ref = builder_module.run_samples(model, selection, int8=False)
-    options = QuantOptions(weight_rounding="nearest", min_macs=0, bias_correction=first)
+    options = QuantOptions(weight_rounding="nearest", min_macs=0)
     builder = builder_module.QuantBuilder(
         ir.from_proto(model), calibration, options, "minmax", {}, False
     )
     build = {"exclude": [], "weight_only": ["dw"]}
     choice = levers.choose_float_bias_correction(builder, build, selection, ref)
-    assert choice.info.plan.weight_only == ["dw"] and builder.options.bias_correction
-    assert choice.note.startswith("kept bias correction (output SNR on 16 selection samples: ")
+    assert choice.info.plan.weight_only == ["dw"]
+    assert builder.options.bias_correction == (kept == "bias correction")
+    assert choice.note.startswith(f"kept {kept} (output SNR on 16 selection samples: ")
     plain = compare_outputs(ref, builder_module.run_samples(_built(model, calibration), selection))
-    assert choice.drift["y"].snr_db > plain["y"].snr_db + 3
+    gain = choice.drift["y"].snr_db - plain["y"].snr_db
+    assert gain > 3 if kept == "bias correction" else gain == 0
 
 
 def _built(model: onnx.ModelProto, calibration: list) -> ir.Model:
