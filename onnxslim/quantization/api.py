@@ -43,7 +43,7 @@ from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, exact, integer_outputs, large, levers, trades
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, gptq_candidates, run_samples
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.caveats import (
     QUALITY_BAR,
@@ -840,8 +840,7 @@ def _static(
         # the rebuilt plan gives them generic reasons, unless the budget took them further
         returned = {item["node"] for item in fallback}
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
-    rounded = info.plan.weight_only if builder.options.gptq_float_compute else []
-    nearest = builder.gptq_skipped & {*info.plan.nodes, *rounded}
+    nearest = builder.gptq_skipped & gptq_candidates(info.plan, builder.options)
     if nearest:
         notes.append(
             f"GPTQ rounding left out for {len(nearest)} node(s) past its memory limit "

@@ -165,7 +165,7 @@ class QuantBuilder:
             for n in [*plan.nodes, *plan.weight_only]
             if (name := _stored_name(by_name[n])) is not None
         )
-        rounded = {*plan.nodes, *(plan.weight_only if self.options.gptq_float_compute else ())}
+        rounded = gptq_candidates(plan, self.options)
         groups = [
             group
             for weight, group in self.readers.items()
@@ -215,6 +215,12 @@ class QuantBuilder:
             self.stats[name], self.method, symmetric=symmetric, **self.method_options
         )
         return activation_qparams(lo, hi, self.options.activation_type, symmetric)
+
+
+def gptq_candidates(plan: QuantPlan, options: QuantOptions) -> set[str]:
+    """The nodes of a build of `plan` whose weights GPTQ may round: those computing in INT8 and,
+    with ``options.gptq_float_compute``, those computing in float on int8-stored weights."""
+    return {*plan.nodes, *(plan.weight_only if options.gptq_float_compute else ())}
 
 
 def _stored_name(node: ir.Node) -> str | None:

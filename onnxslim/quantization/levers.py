@@ -25,7 +25,7 @@ from onnxslim.drift import (
     worst_snr,
 )
 from onnxslim.quantization import gptq
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, run_samples
+from onnxslim.quantization.builder import BuildInfo, QuantBuilder, gptq_candidates, run_samples
 from onnxslim.quantization.plan import WEIGHT_ROUNDINGS
 from onnxslim.render.progress import progress
 
@@ -141,8 +141,7 @@ def rounds_with_gptq(choice: Choice) -> bool:
     """Whether GPTQ can round the weight of any of `choice`'s INT8 nodes, or of its nodes computing
     in float on int8-stored weights where it rounds those (`QuantOptions.gptq_float_compute`)."""
     nodes = {node.name: node for node in choice.builder.model.graph}
-    plan, options = choice.info.plan, choice.builder.options
-    rounded = [*plan.nodes, *(plan.weight_only if options.gptq_float_compute else ())]
+    rounded = gptq_candidates(choice.info.plan, choice.builder.options)
     return any(gptq.supports(nodes[name]) for name in rounded if name in nodes)
 
 
