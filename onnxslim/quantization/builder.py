@@ -295,6 +295,7 @@ def iter_samples(
         opt_level = "disable"
     session = Session(
         model,
+        threads=0,  # every core: nothing here is timed
         opt_level=opt_level or ("basic" if names else "all"),
         extra_outputs=names or (),
         what=f"the {'INT8' if int8 else 'float'} model",

@@ -247,7 +247,8 @@ def _drift(reference: Path, int8_path: Path, selection: list, test: list) -> dic
     """The INT8 model's drift from the original on the selection and test samples, by split."""
     runs = {}
     for path in (reference, int8_path):
-        session = Session(path, what="the INT8 model" if path == int8_path else "the model")
+        what = "the INT8 model" if path == int8_path else "the model"
+        session = Session(path, threads=0, what=what)  # every core: not timed
         runs[path] = [session.run_dict(sample) for sample in (*selection, *test)]
         del session  # one model this large in memory at a time
     ref, ours, n = runs[reference], runs[int8_path], len(selection)
