@@ -7,9 +7,9 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from helpers import const, make_model, vi
+from helpers import FLOAT, const, make_model, vi
 from onnx import helper
-from test_quantize import FAST, cnn, samples
+from test_quantize import FAST, _neighbour_sums, cnn, matmul_chain, samples
 
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
@@ -698,3 +698,74 @@ def _built(model: onnx.ModelProto, calibration: list) -> ir.Model:
         ir.from_proto(model), calibration, options, "minmax", {}, False
     )
     return builder.build(weight_only=["dw"])[0]
+
+
+def correlated_matmul(op: str = "MatMul") -> tuple[onnx.ModelProto, list[dict]]:
+    """A MatMul (or the Gemm with transB that `quantize_dynamic` makes one of) whose 64 input
+    features mix 6 latent ones, as a transformer's activations are low-rank: GPTQ moves rounding
+    error onto directions the inputs hardly take; with 40 samples."""
+    rng = np.random.default_rng(3)
+    k, n = 64, 48
+    mix = rng.normal(size=(6, k))
+    w = rng.normal(size=(k, n)).astype(np.float32) * 0.2
+    if op == "MatMul":
+        node = helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")
+        shapes, weight = ([1, 32, k], [1, 32, n]), w
+    else:
+        node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)
+        shapes, weight = ([32, k], [32, n]), np.ascontiguousarray(w.T)
+    model = make_model(
+        [node], [vi("x", FLOAT, shapes[0])], [vi("y", FLOAT, shapes[1])], [const("w", weight)]
+    )
+    latent = [rng.normal(size=(*shapes[0][:-1], 6)) for _ in range(40)]
+    noise = [0.05 * rng.normal(size=shapes[0]) for _ in range(40)]
+    return model, [{"x": (z @ mix + e).astype(np.float32)} for z, e in zip(latent, noise)]
+
+
+@pytest.mark.parametrize("op, target", [("MatMul", "vnni"), ("MatMul", "avx2"), ("Gemm", "avx2")])
+def test_dynamic_int8_rounds_matmul_weights_by_gptq(op, target):
+    """Dynamic INT8's MatMul weights GPTQ-rounded against their float inputs on the calibration
+    samples (minilm_l3: 29.1 -> 30.0 dB on its test split) are closer to float on test samples
+    than nearest rounding, stay within the pair limit on avx2, and the report says which."""
+    model, data = correlated_matmul(op)
+    options = {**FAST, "target": target, "test_split": 0.25}
+    results = {
+        rounding: quantize(model, data, mode="dynamic", **{**options, "weight_rounding": rounding})
+        for rounding in ("nearest", "gptq")
+    }
+    reports = {rounding: result.report for rounding, result in results.items()}
+    assert {r: report.weight_rounding for r, report in reports.items()} == {
+        "nearest": "nearest",
+        "gptq": "gptq",
+    }
+    assert reports["gptq"].test_samples == 10
+    assert reports["gptq"].drift["y"].snr_db > reports["nearest"].drift["y"].snr_db + 1.5
+    weight = next(
+        t.const_value.numpy()
+        for t in results["gptq"].model.graph.initializers.values()
+        if t.dtype == ir.DataType.INT8 and len(t.shape) == 2
+    )
+    if target == "avx2":
+        assert _neighbour_sums(weight.T).max() <= 128
+
+
+def test_dynamic_int8_on_random_samples_rounds_to_nearest():
+    """GPTQ fitted to synthesized inputs would fit the weights to noise: `random:N` dynamic INT8
+    rounds its MatMul weights to nearest, and says so."""
+    model, _ = correlated_matmul()
+    options = {**FAST, "weight_rounding": "gptq"}
+    report = quantize(model, "random:16", mode="dynamic", **options).report
+    assert report.weight_rounding == "nearest" and report.mode == "dynamic"
+
+
+def test_dynamic_gptq_past_its_memory_limit_rounds_to_nearest_and_says_so(monkeypatch):
+    """Past GPTQ's memory limit for layer input statistics the later MatMul weights round to
+    nearest, and a note says so."""
+    monkeypatch.setattr(builder_module, "GPTQ_MEMORY", 32 * 32 * 8)  # matmul_chain: one weight's
+    rng = np.random.default_rng(6)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
+    options = {**FAST, "weight_rounding": "gptq"}
+    report = quantize(matmul_chain(), data, mode="dynamic", **options).report
+    (note,) = [n for n in report.notes if n.startswith("GPTQ rounding left out")]
+    assert note.startswith("GPTQ rounding left out for 2 MatMul weight(s) past its memory limit")
+    assert report.weight_rounding == "gptq" and report.quantized == {"MatMul": 3}

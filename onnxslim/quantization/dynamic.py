@@ -1,12 +1,14 @@
 """Dynamic INT8 for transformers and LSTMs: MatMul and LSTM weights int8 per channel, activations
 quantized at run time (DynamicQuantizeLinear + MatMulInteger, DynamicQuantizeLSTM: ONNX Runtime's
-`quantize_dynamic`); with a drift budget, the nodes that add the most noise go back to float,
-fewest first, until it holds on the selection samples."""
+`quantize_dynamic`), the MatMul weights rounded by GPTQ (`DynamicOptions.gptq`); with a drift
+budget, the nodes that add the most noise go back to float, fewest first, until it holds on the
+selection samples."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import tempfile
@@ -34,8 +36,9 @@ from onnxslim.drift import (
 from onnxslim.model import io
 from onnxslim.model.graph import output_kinds, proto_graphs
 from onnxslim.model.stats import constant_size
-from onnxslim.quantization import exact
+from onnxslim.quantization import builder, exact, gptq
 from onnxslim.quantization.builder import iter_samples, run_samples
+from onnxslim.quantization.calibration.collect import collect_hessians
 from onnxslim.quantization.ops import RECURRENT_WEIGHTS
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.qdq import kernel_weight
@@ -77,13 +80,16 @@ class DynamicOptions:
     """`exclude_nodes` stay float (those of the op types `exclude_ops` among them, so named in
     the report); weights within the target's `pair_limit` (see `quantization.pairs`); `smooth`
     (True, False or "auto": kept where closer to float on the selection samples) balances
-    activation channels onto the weights first (see `smooth`)."""
+    activation channels onto the weights first (see `smooth`); `gptq`: the MatMul weights rounded
+    by GPTQ against their float inputs on the calibration samples (`matmul_hessians`; else to
+    nearest, as LSTM weights always are)."""
 
     exclude_nodes: frozenset[str] = frozenset()
     pair_limit: int | None = None
     smooth: bool | str = "auto"
     progress: bool = False
     exclude_ops: frozenset[str] = frozenset()
+    gptq: bool = False
 
 
 def quantize_model(
@@ -106,10 +112,15 @@ def quantize_model(
     ort_names = ort_matmul_names(float_model)
 
     kinds = output_kinds(float_model)
+    # GPTQ's statistics by id() of the float model quantized, and how many weights they left out
+    hessians: dict[int, tuple[dict[str, np.ndarray], int]] = {}
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
         names = [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]]
-        model, left = _quantize_within(proto, names, pair_limit)
+        if options.gptq and id(proto) not in hessians:
+            hessians[id(proto)] = matmul_hessians(proto, calib, exclude_nodes, options.progress)
+        rounding = hessians[id(proto)][0] if options.gptq else None
+        model, left = _quantize_within(proto, names, pair_limit, hessians=rounding)
         outputs = run_samples(model, selection)
         drift = compare_outputs(ref_outputs, outputs)
         scored = scored_drift(ref_outputs, outputs, kinds, drift)
@@ -170,6 +181,14 @@ def quantize_model(
     quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
     # (where every MatMul is float, the smoothing choice made no INT8 model: nothing to say)
     notes = [*(smoothing_notes if quantized else []), *unlimited_warning(unlimited)]
+    statistics, past_memory = hessians.get(id(proto), ({}, 0))
+    matmuls = quantized["MatMul"] + quantized["Gemm"]  # (Gemms: as MatMuls)
+    if past_memory and matmuls:
+        notes.append(
+            f"GPTQ rounding left out for {past_memory} MatMul weight(s) past its memory limit "
+            f"({builder.GPTQ_MEMORY / 1024**2:g} MiB of layer input statistics): they round to "
+            "nearest"
+        )
     return Outcome(
         io.from_proto(model),
         dict(quantized),
@@ -183,6 +202,7 @@ def quantize_model(
         smoothed_inputs=_feeding_int8(model, muls),
         all_int8=io.from_proto(all_int8) if fallback else None,
         scored=scored,
+        weight_rounding="gptq" if statistics and matmuls else "nearest",
     )
 
 
@@ -298,7 +318,7 @@ def ort_matmul_names(model: ir.Model) -> dict[str, str]:
 
 
 def unlimited_warning(count: int) -> list[str]:
-    """A warning for `count` int8 weights `_limit_pairs` could not limit (none: no warning)."""
+    """A warning for `count` int8 weights `_requantize_weights` could not limit (none: none)."""
     if not count:
         return []
     return [
@@ -312,8 +332,8 @@ def with_dynamic_lstms(
 ) -> tuple[onnx.ModelProto, int, int]:
     """`proto` (a static INT8 model, which leaves LSTMs float) with its LSTMs but `exclude` in
     dynamic INT8 (ORT's DynamicQuantizeLSTM, weights within `pair_limit`), nothing else changed:
-    a CRNN's convs static, its LSTMs dynamic; how many, and how many weights `_limit_pairs` left
-    as they were."""
+    a CRNN's convs static, its LSTMs dynamic; how many, and how many weights
+    `_requantize_weights` left as they were."""
     model, left = _quantize_within(proto, list(exclude), pair_limit, op_types=("LSTM",))
     count = sum(node.op_type == "DynamicQuantizeLSTM" for node in model.graph.node)
     return model, count, left
@@ -324,11 +344,48 @@ def _quantize_within(
     exclude: list[str],
     pair_limit: int | None,
     op_types: tuple[str, ...] = QUANTIZED_OPS,
+    hessians: dict[str, np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, int]:
-    """`_quantize`, its weights then within `pair_limit` (None: as written); and how many weights
-    `_limit_pairs` left as they were."""
+    """`_quantize`, its weights then rounded afresh (`_requantize_weights`: those with `hessians`
+    by GPTQ, all within `pair_limit`; without either, as written); and how many weights it left
+    as they were past the pair limit."""
     model = _quantize(proto, exclude, op_types)
-    return model, 0 if pair_limit is None else _limit_pairs(model, proto, pair_limit)
+    if pair_limit is None and not hessians:
+        return model, 0
+    return model, _requantize_weights(model, proto, pair_limit, hessians or {})
+
+
+def matmul_hessians(
+    proto: onnx.ModelProto, calib: list, exclude: Collection[str], progress: bool
+) -> tuple[dict[str, np.ndarray], int]:
+    """``X X^T`` of the float inputs of the MatMuls (and the Gemms `quantize_dynamic` makes
+    MatMuls of) whose weight GPTQ can round, over `calib`, by the name `quantize_dynamic` gives
+    the weight's float source (a weight several read: summed over them); in graph order until
+    they hold builder.GPTQ_MEMORY, and how many weights past it round to nearest. A tied weight
+    a Gather (or any other node) also reads rounds to nearest: its int8 copy is one."""
+    model = io.from_proto(proto)
+    gemms = ort_matmul_names(model)
+    readers: dict[str, list[ir.Node]] = {}
+    for node in model.graph:
+        if node.name in exclude or node.op_type not in ("MatMul", "Gemm"):
+            continue
+        if (node.op_type == "MatMul" or node.name in gemms) and gptq.supports(node):
+            transposed = node.op_type == "Gemm" and node.attributes.get_int("transB", 0)
+            readers.setdefault(node.inputs[1].name + "_Transposed" * transposed, []).append(node)
+    uses = Counter(v.name for n in model.graph for v in n.inputs if v is not None)
+    layers, held, past = {}, 0, 0
+    for name, nodes in readers.items():
+        sizes = {gptq.hessian_bytes(n) for n in nodes}
+        if len(sizes) > 1 or uses[nodes[0].inputs[1].name] > len(nodes):
+            continue
+        held += sizes.pop()
+        if held > builder.GPTQ_MEMORY:
+            past += 1
+            continue
+        layers[name] = [(n.inputs[0].name, functools.partial(gptq.input_columns, n)) for n in nodes]
+    if not layers:
+        return {}, past
+    return collect_hessians(proto, calib, layers, progress=progress, total=len(calib)), past
 
 
 def _quantize(
@@ -351,17 +408,27 @@ def _quantize(
         return onnx.load(target)
 
 
-def _limit_pairs(quantized: onnx.ModelProto, original: onnx.ModelProto, limit: int) -> int:
+def _requantize_weights(
+    quantized: onnx.ModelProto,
+    original: onnx.ModelProto,
+    limit: int | None,
+    hessians: dict[str, np.ndarray],
+) -> int:
     """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
-    and LSTMs (``W_quantized``, ``W_scale``, zero points 0) within the pair `limit`
-    (``quantization.pairs``: MatMulInteger and DynamicQuantizeLSTM saturate without VNNI, as
-    QLinearConv does). Returns how many weights it found in another form and left as they were."""
+    and LSTMs (``W_quantized``, ``W_scale``, zero points 0): by GPTQ against ``hessians[W]``
+    where there is one, and within the pair `limit` (``quantization.pairs``: MatMulInteger and
+    DynamicQuantizeLSTM saturate without VNNI, as QLinearConv does; None: only those GPTQ
+    rounds). Returns how many weights past a `limit` it found in another form and left as they
+    were."""
     floats = {t.name: t for g in proto_graphs(original.graph) for t in g.initializer}
     tensors = {t.name: t for g in proto_graphs(quantized.graph) for t in g.initializer}
     left = 0
     for node in (n for g in proto_graphs(quantized.graph) for n in g.node):
         for names in _weight_slots(node):
-            left += not _requantize(names, floats, tensors, limit)
+            hessian = hessians.get(names[0].removesuffix("_quantized"))
+            if limit is not None or hessian is not None:
+                done = _requantize(names, floats, tensors, limit, hessian)
+                left += limit is not None and not done
     return left
 
 
@@ -380,10 +447,13 @@ def _requantize(
     names: tuple[str, ...],
     floats: dict[str, onnx.TensorProto],
     tensors: dict[str, onnx.TensorProto],
-    limit: int,
+    limit: int | None,
+    hessian: np.ndarray | None = None,
 ) -> bool:
     """Requantize the int8 weight `names` (weight, scale, zero point) from its float original
-    within the pair `limit`; False where it is in a form not known (left as it is)."""
+    within the pair `limit` (None: none), a MatMul's ``[inputs, outputs]`` weight by GPTQ against
+    the ``X X^T`` of its inputs `hessian` (None: to nearest); False where it is in a form not
+    known (left as it is)."""
     w = _original_weight(floats, names[0].removesuffix("_quantized"))
     if w is None or not all(name in tensors for name in names):
         return False
@@ -399,7 +469,14 @@ def _requantize(
     elif scale.ndim > 1:
         return False
     else:
-        q, qp = kernel_weight(w, -1 if scale.size > 1 else None, COLUMNS, limit)
+        rounding = None
+        if hessian is not None:  # GPTQ reads it as [outputs, inputs]
+
+            def rounding(weight, scale, qmax):
+                return gptq.gptq_round(weight.T, hessian, scale, qmax).T
+
+        axis = -1 if scale.size > 1 else None
+        q, qp = kernel_weight(w, axis, COLUMNS, limit, rounding=rounding)
         new_scale = qp.scale
     tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
     new_scale = new_scale.astype(scale.dtype).reshape(scale.shape)
