@@ -7,7 +7,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from helpers import FLOAT, const, make_model, vi
+from helpers import FLOAT, INT64, const, make_model, vi
 from onnx import helper
 from test_quantize import FAST, _neighbour_sums, cnn, matmul_chain, samples
 
@@ -764,8 +764,67 @@ def test_dynamic_gptq_past_its_memory_limit_rounds_to_nearest_and_says_so(monkey
     monkeypatch.setattr(builder_module, "GPTQ_MEMORY", 32 * 32 * 8)  # matmul_chain: one weight's
     rng = np.random.default_rng(6)
     data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
-    options = {**FAST, "weight_rounding": "gptq"}
-    report = quantize(matmul_chain(), data, mode="dynamic", **options).report
+    results = {
+        rounding: quantize(
+            matmul_chain(), data, mode="dynamic", **{**FAST, "weight_rounding": rounding}
+        )
+        for rounding in ("gptq", "nearest")
+    }
+    report = results["gptq"].report
     (note,) = [n for n in report.notes if n.startswith("GPTQ rounding left out")]
     assert note.startswith("GPTQ rounding left out for 2 MatMul weight(s) past its memory limit")
     assert report.weight_rounding == "gptq" and report.quantized == {"MatMul": 3}
+    gptq_weights, nearest = (_int8_weights(results[r].model) for r in ("gptq", "nearest"))
+    same = [np.array_equal(gptq_weights[k], nearest[k]) for k in sorted(gptq_weights)]
+    assert same == [False, True, True]  # w0 GPTQ-rounded, w1 and w2 to nearest
+
+
+def _int8_weights(model: ir.Model) -> dict[str, np.ndarray]:
+    """The 2-D int8 initializers of `model` by name."""
+    return {
+        name: value.const_value.numpy()
+        for name, value in model.graph.initializers.items()
+        if value.dtype == ir.DataType.INT8 and len(value.shape) == 2  # (not zero points)
+    }
+
+
+def test_dynamic_gptq_finds_each_matmul_its_own_statistics_past_a_name_clash(monkeypatch):
+    """quantize_dynamic names a transB Gemm's transposed weight ``w_Transposed_1`` where
+    ``w_Transposed`` is taken (here by another MatMul's weight): each weight is GPTQ-rounded
+    against its own inputs (100x apart in scale here) and kept within the pair limit, and a
+    Gather reading the float ``w`` (a tied embedding) still reads it as it was."""
+    rng = np.random.default_rng(9)
+    w, w_t = rng.normal(size=(48, 64)), rng.normal(size=(64, 48))
+    model = make_model(
+        [
+            helper.make_node("Gemm", ["x", "w"], ["y1"], name="fc", transB=1),
+            helper.make_node("MatMul", ["x2", "w_Transposed"], ["y2"], name="mm"),
+            helper.make_node("Gather", ["w", "ids"], ["g"], name="gather"),
+        ],
+        [vi("x", FLOAT, [32, 64]), vi("x2", FLOAT, [32, 64]), vi("ids", INT64, [2])],
+        [vi("y1", FLOAT, [32, 48]), vi("y2", FLOAT, [32, 48]), vi("g", FLOAT, [2, 64])],
+        [const("w", w.astype(np.float32)), const("w_Transposed", w_t.astype(np.float32))],
+    )
+    data = [
+        {
+            "x": rng.normal(size=(32, 64)).astype(np.float32),
+            "x2": (100 * rng.normal(size=(32, 64))).astype(np.float32),
+            "ids": np.array([0, 5]),
+        }
+        for _ in range(12)
+    ]
+    traces = []
+    real = gptq.gptq_round
+    monkeypatch.setattr(
+        gptq, "gptq_round", lambda w, h, *a: traces.append(np.trace(h)) or real(w, h, *a)
+    )
+    options = {**FAST, "weight_rounding": "gptq", "target": "avx2", "smooth": False}
+    result = quantize(model, data, mode="dynamic", **options)
+    assert result.report.quantized == {"Gemm": 1, "MatMul": 1}
+    assert result.report.weight_rounding == "gptq"
+    assert not [n for n in result.report.notes if "form onnxslim does not know" in n]
+    assert len(traces) == 2 and max(traces) > 1000 * min(traces)
+    for weight in _int8_weights(result.model).values():
+        assert weight.shape == (64, 48) and _neighbour_sums(weight.T).max() <= 128
+    (gathered,) = builder_module.run_samples(result.model, data[:1], ["g"])
+    assert np.array_equal(gathered["g"], w.astype(np.float32)[[0, 5]])

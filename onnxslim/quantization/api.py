@@ -43,7 +43,13 @@ from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, exact, integer_outputs, large, levers, trades
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, gptq_candidates, run_samples
+from onnxslim.quantization.builder import (
+    BuildInfo,
+    QuantBuilder,
+    gptq_candidates,
+    gptq_memory_note,
+    run_samples,
+)
 from onnxslim.quantization.calibration import RANGE_METHODS
 from onnxslim.quantization.caveats import (
     QUALITY_BAR,
@@ -845,11 +851,7 @@ def _static(
         info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
     nearest = builder.gptq_skipped & gptq_candidates(info.plan, builder.options)
     if nearest:
-        notes.append(
-            f"GPTQ rounding left out for {len(nearest)} node(s) past its memory limit "
-            f"({builder.gptq_memory / 1024**2:g} MiB of layer input statistics): they round to "
-            "nearest"
-        )
+        notes.append(gptq_memory_note(len(nearest), "node(s)", builder.gptq_memory))
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )

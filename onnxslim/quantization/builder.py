@@ -217,6 +217,15 @@ class QuantBuilder:
         return activation_qparams(lo, hi, self.options.activation_type, symmetric)
 
 
+def gptq_memory_note(count: int, what: str, limit: int) -> str:
+    """The note for `count` `what` (nodes, weights) GPTQ left to nearest rounding: their layer
+    input statistics past its memory `limit` (bytes)."""
+    return (
+        f"GPTQ rounding left out for {count} {what} past its memory limit "
+        f"({limit / 1024**2:g} MiB of layer input statistics): they round to nearest"
+    )
+
+
 def gptq_candidates(plan: QuantPlan, options: QuantOptions) -> set[str]:
     """The nodes of a build of `plan` whose weights GPTQ may round: those computing in INT8 and,
     with ``options.gptq_float_compute``, those computing in float on int8-stored weights."""

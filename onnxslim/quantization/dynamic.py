@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 import math
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -112,15 +114,17 @@ def quantize_model(
     ort_names = ort_matmul_names(float_model)
 
     kinds = output_kinds(float_model)
-    # GPTQ's statistics by id() of the float model quantized, and how many weights they left out
+    # GPTQ's statistics by id() of the float model quantized (plain or smoothed), and how many
+    # weights they left out; its roundings, shared by the attempts
     hessians: dict[int, tuple[dict[str, np.ndarray], int]] = {}
+    rounded: dict[tuple, np.ndarray] = {}
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
         names = [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]]
         if options.gptq and id(proto) not in hessians:
             hessians[id(proto)] = matmul_hessians(proto, calib, exclude_nodes, options.progress)
-        rounding = hessians[id(proto)][0] if options.gptq else None
-        model, left = _quantize_within(proto, names, pair_limit, hessians=rounding)
+        gptq_on = (hessians[id(proto)][0], rounded) if options.gptq else None
+        model, left = _quantize_within(proto, names, pair_limit, gptq_on=gptq_on)
         outputs = run_samples(model, selection)
         drift = compare_outputs(ref_outputs, outputs)
         scored = scored_drift(ref_outputs, outputs, kinds, drift)
@@ -129,6 +133,10 @@ def quantize_model(
     proto, first, muls, smoothing_notes = _smoothing_choice(
         float_model, calib, options, attempt_on, bool(kinds.logit_axes)
     )
+    statistics, past_memory = hessians.pop(id(proto), ({}, 0))
+    hessians.clear()  # the model not kept's: not held past the choice
+    if options.gptq:
+        hessians[id(proto)] = statistics, past_memory
     ops = {n.name: n.op_type for n in proto.graph.node}
     candidates = [
         n.name
@@ -181,14 +189,12 @@ def quantize_model(
     quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
     # (where every MatMul is float, the smoothing choice made no INT8 model: nothing to say)
     notes = [*(smoothing_notes if quantized else []), *unlimited_warning(unlimited)]
-    statistics, past_memory = hessians.get(id(proto), ({}, 0))
-    matmuls = quantized["MatMul"] + quantized["Gemm"]  # (Gemms: as MatMuls)
-    if past_memory and matmuls:
-        notes.append(
-            f"GPTQ rounding left out for {past_memory} MatMul weight(s) past its memory limit "
-            f"({builder.GPTQ_MEMORY / 1024**2:g} MiB of layer input statistics): they round to "
-            "nearest"
-        )
+    gptq_rounded = any(
+        n.op_type == "MatMulInteger" and n.name.removesuffix("_quant") in statistics
+        for n in model.graph.node
+    )
+    if past_memory and quantized["MatMul"] + quantized["Gemm"]:
+        notes.append(builder.gptq_memory_note(past_memory, "MatMul weight(s)", builder.GPTQ_MEMORY))
     return Outcome(
         io.from_proto(model),
         dict(quantized),
@@ -202,7 +208,7 @@ def quantize_model(
         smoothed_inputs=_feeding_int8(model, muls),
         all_int8=io.from_proto(all_int8) if fallback else None,
         scored=scored,
-        weight_rounding="gptq" if statistics and matmuls else "nearest",
+        weight_rounding="gptq" if gptq_rounded else "nearest",
     )
 
 
@@ -344,48 +350,48 @@ def _quantize_within(
     exclude: list[str],
     pair_limit: int | None,
     op_types: tuple[str, ...] = QUANTIZED_OPS,
-    hessians: dict[str, np.ndarray] | None = None,
+    gptq_on: tuple[dict[str, np.ndarray], dict] | None = None,
 ) -> tuple[onnx.ModelProto, int]:
-    """`_quantize`, its weights then rounded afresh (`_requantize_weights`: those with `hessians`
-    by GPTQ, all within `pair_limit`; without either, as written); and how many weights it left
-    as they were past the pair limit."""
+    """`_quantize`, its weights then rounded afresh (`_requantize_weights`: by GPTQ with
+    `gptq_on`'s statistics and cache of roundings, all within `pair_limit`; without either, as
+    written); and, with a `pair_limit`, how many weights it left as they were."""
     model = _quantize(proto, exclude, op_types)
-    if pair_limit is None and not hessians:
+    if pair_limit is None and not (gptq_on and gptq_on[0]):
         return model, 0
-    return model, _requantize_weights(model, proto, pair_limit, hessians or {})
+    return model, _requantize_weights(model, proto, pair_limit, *(gptq_on or ({}, {})))
 
 
 def matmul_hessians(
     proto: onnx.ModelProto, calib: list, exclude: Collection[str], progress: bool
 ) -> tuple[dict[str, np.ndarray], int]:
     """``X X^T`` of the float inputs of the MatMuls (and the Gemms `quantize_dynamic` makes
-    MatMuls of) whose weight GPTQ can round, over `calib`, by the name `quantize_dynamic` gives
-    the weight's float source (a weight several read: summed over them); in graph order until
-    they hold builder.GPTQ_MEMORY, and how many weights past it round to nearest. A tied weight
-    a Gather (or any other node) also reads rounds to nearest: its int8 copy is one."""
+    MatMuls of) whose weight GPTQ can round, over `calib`, by the name of the MatMul
+    `quantize_dynamic` computes it with (`ort_matmul_names`): one array for all that read one
+    weight (its int8 copy is one), summed over them; in graph order until they hold
+    builder.GPTQ_MEMORY, and how many weights past it round to nearest."""
     model = io.from_proto(proto)
     gemms = ort_matmul_names(model)
-    readers: dict[str, list[ir.Node]] = {}
+    readers: dict[tuple[str, bool], list[ir.Node]] = {}  # by the weight and whether transposed
     for node in model.graph:
-        if node.name in exclude or node.op_type not in ("MatMul", "Gemm"):
+        if node.name in exclude or not (node.op_type == "MatMul" or node.name in gemms):
             continue
-        if (node.op_type == "MatMul" or node.name in gemms) and gptq.supports(node):
-            transposed = node.op_type == "Gemm" and node.attributes.get_int("transB", 0)
-            readers.setdefault(node.inputs[1].name + "_Transposed" * transposed, []).append(node)
-    uses = Counter(v.name for n in model.graph for v in n.inputs if v is not None)
+        if node.name and gptq.supports(node):
+            transposed = bool(node.op_type == "Gemm" and node.attributes.get_int("transB", 0))
+            readers.setdefault((node.inputs[1].name, transposed), []).append(node)
     layers, held, past = {}, 0, 0
-    for name, nodes in readers.items():
+    for key, nodes in readers.items():
         sizes = {gptq.hessian_bytes(n) for n in nodes}
-        if len(sizes) > 1 or uses[nodes[0].inputs[1].name] > len(nodes):
+        if len(sizes) > 1:
             continue
         held += sizes.pop()
         if held > builder.GPTQ_MEMORY:
             past += 1
             continue
-        layers[name] = [(n.inputs[0].name, functools.partial(gptq.input_columns, n)) for n in nodes]
+        layers[key] = [(n.inputs[0].name, functools.partial(gptq.input_columns, n)) for n in nodes]
     if not layers:
         return {}, past
-    return collect_hessians(proto, calib, layers, progress=progress, total=len(calib)), past
+    sums = collect_hessians(proto, calib, layers, progress=progress, total=len(calib))
+    return {gemms.get(n.name, n.name): sums[key] for key in layers for n in readers[key]}, past
 
 
 def _quantize(
@@ -413,21 +419,23 @@ def _requantize_weights(
     original: onnx.ModelProto,
     limit: int | None,
     hessians: dict[str, np.ndarray],
+    rounded: dict[tuple, np.ndarray],
 ) -> int:
     """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
-    and LSTMs (``W_quantized``, ``W_scale``, zero points 0): by GPTQ against ``hessians[W]``
-    where there is one, and within the pair `limit` (``quantization.pairs``: MatMulInteger and
-    DynamicQuantizeLSTM saturate without VNNI, as QLinearConv does; None: only those GPTQ
-    rounds). Returns how many weights past a `limit` it found in another form and left as they
-    were."""
+    and LSTMs (``W_quantized``, ``W_scale``, zero points 0): by GPTQ against the ``X X^T`` of
+    `hessians` (`matmul_hessians`) for a MatMulInteger made of a MatMul there (named
+    ``<matmul>_quant``; each rounding kept in `rounded`, for the next call), and within the pair
+    `limit` (``quantization.pairs``: MatMulInteger and DynamicQuantizeLSTM saturate without
+    VNNI, as QLinearConv does; None: only those GPTQ rounds). With a `limit`, returns how many
+    weights it found in another form and left as they were (without one, 0)."""
     floats = {t.name: t for g in proto_graphs(original.graph) for t in g.initializer}
     tensors = {t.name: t for g in proto_graphs(quantized.graph) for t in g.initializer}
     left = 0
     for node in (n for g in proto_graphs(quantized.graph) for n in g.node):
         for names in _weight_slots(node):
-            hessian = hessians.get(names[0].removesuffix("_quantized"))
+            hessian = hessians.get(node.name.removesuffix("_quant")) if node.name else None
             if limit is not None or hessian is not None:
-                done = _requantize(names, floats, tensors, limit, hessian)
+                done = _requantize(names, floats, tensors, limit, (hessian, rounded))
                 left += limit is not None and not done
     return left
 
@@ -448,12 +456,12 @@ def _requantize(
     floats: dict[str, onnx.TensorProto],
     tensors: dict[str, onnx.TensorProto],
     limit: int | None,
-    hessian: np.ndarray | None = None,
+    gptq_on: tuple[np.ndarray | None, dict] = (None, {}),
 ) -> bool:
     """Requantize the int8 weight `names` (weight, scale, zero point) from its float original
     within the pair `limit` (None: none), a MatMul's ``[inputs, outputs]`` weight by GPTQ against
-    the ``X X^T`` of its inputs `hessian` (None: to nearest); False where it is in a form not
-    known (left as it is)."""
+    the ``X X^T`` of its inputs `gptq_on[0]` (None: to nearest; roundings cached in
+    `gptq_on[1]`); False where it is in a form not known (left as it is)."""
     w = _original_weight(floats, names[0].removesuffix("_quantized"))
     if w is None or not all(name in tensors for name in names):
         return False
@@ -461,6 +469,8 @@ def _requantize(
     if zero_point.any():
         return False
     w = w.astype(np.float32)
+    if w.ndim == 2 and w.shape != tuple(tensors[names[0]].dims):  # an older ORT: B transposed
+        w = w.T  # in place, its name kept
     if w.ndim == 3:  # an LSTM's [directions, gates x hidden, inputs]: x @ W[d].T per direction
         if scale.shape != w.shape[:2]:
             return False
@@ -469,11 +479,16 @@ def _requantize(
     elif scale.ndim > 1:
         return False
     else:
+        hessian, rounded = gptq_on
         rounding = None
-        if hessian is not None:  # GPTQ reads it as [outputs, inputs]
+        if hessian is not None:
 
             def rounding(weight, scale, qmax):
-                return gptq.gptq_round(weight.T, hessian, scale, qmax).T
+                digest = hashlib.blake2b(weight.tobytes(), digest_size=16).digest()
+                key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
+                if key not in rounded:  # GPTQ reads it as [outputs, inputs]
+                    rounded[key] = gptq.gptq_round(weight.T, hessian, scale, qmax).T
+                return rounded[key].copy()
 
         axis = -1 if scale.size > 1 else None
         q, qp = kernel_weight(w, axis, COLUMNS, limit, rounding=rounding)
@@ -486,10 +501,11 @@ def _requantize(
 
 def _original_weight(floats: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
     """The float weight `quantize_dynamic` quantized as `name`: an initializer of the original,
-    or a Gemm's transposed (transB) one it made for the MatMul it turned the Gemm into."""
+    or a Gemm's transposed (transB) one it made for the MatMul it turned the Gemm into
+    (``<w>_Transposed``, or ``<w>_Transposed_<n>`` where that name was taken)."""
     if name in floats:
         return numpy_helper.to_array(floats[name])
-    stem = name.removesuffix("_Transposed")
+    stem = re.sub(r"_Transposed(_\d+)?$", "", name)
     if stem != name and stem in floats and len(floats[stem].dims) == 2:
         return numpy_helper.to_array(floats[stem]).T
     return None
