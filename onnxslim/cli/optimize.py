@@ -259,7 +259,7 @@ class _Int8Mode(click.Choice):
     show_default=True,
     help="GPTQ: each layer's weights rounded to change its output least on the calibration "
     "samples; nearest: each weight to its nearest level (faster to quantize); auto keeps GPTQ "
-    "where it is closer on the selection samples (dynamic INT8's MatMul weights: GPTQ).",
+    "where it is closer on the selection samples (dynamic INT8's weights: GPTQ).",
 )
 @click.option(
     "--activation-type",

@@ -169,19 +169,19 @@ class QuantizeConfig:
     the per-channel weight clip ("minmax" or "mse": least weight quantization error) and
     `weight_rounding` "gptq" (the int8 weights of Conv, Gemm and MatMul, computing in INT8 or in
     float, rounded to change each layer's output least on the calibration samples, see gptq.py;
-    those computing in float to nearest on random samples; dynamic INT8's MatMul weights with
-    "auto" too, to nearest on random samples, its LSTM weights always), "nearest" or "auto"
-    (GPTQ where levers.py finds it closer on the selection samples); `equalize` (cross-layer
-    equalization), `bias_correction` and `smooth` (dynamic INT8: SmoothQuant-style balancing of
-    MatMul inputs, see smooth.py) are True, False or "auto" (the variant closest to float on the
-    selection samples; for CLE and bias correction only when bootstrap resamples of them agree,
-    see levers.py); `optimize` runs the lossless pipeline first, with `optimize_options` as keyword
-    arguments of `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars;
-    `preprocess` how an image folder given as the calibration data is read (the CLI's
-    --preprocess: "resize=256,crop=224,scale=1/255,..."); `random_inputs`: the samples given were
-    synthesized (the caller's random:N, which warns of it itself): the report's drift is marked
-    as measured on random samples, and the choices take their drift for what it is worth (see
-    `_int8_or_float`)."""
+    those computing in float to nearest on random samples; dynamic INT8's MatMul and LSTM
+    weights with "auto" too, to nearest on random samples and for LSTMs beside static INT8),
+    "nearest" or "auto" (GPTQ where levers.py finds it closer on the selection samples);
+    `equalize` (cross-layer equalization), `bias_correction` and `smooth` (dynamic INT8:
+    SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or "auto" (the
+    variant closest to float on the selection samples; for CLE and bias correction only when
+    bootstrap resamples of them agree, see levers.py); `optimize` runs the lossless pipeline first,
+    with `optimize_options` as keyword arguments of `onnxslim.optimize`; `measure_latency` times
+    both models; `progress` shows bars; `preprocess` how an image folder given as the calibration
+    data is read (the CLI's --preprocess: "resize=256,crop=224,scale=1/255,..."); `random_inputs`:
+    the samples given were synthesized (the caller's random:N, which warns of it itself): the
+    report's drift is marked as measured on random samples, and the choices take their drift for
+    what it is worth (see `_int8_or_float`)."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD

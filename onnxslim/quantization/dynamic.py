@@ -1,6 +1,6 @@
 """Dynamic INT8 for transformers and LSTMs: MatMul and LSTM weights int8 per channel, activations
 quantized at run time (DynamicQuantizeLinear + MatMulInteger, DynamicQuantizeLSTM: ONNX Runtime's
-`quantize_dynamic`), the MatMul weights rounded by GPTQ (`DynamicOptions.gptq`); with a drift
+`quantize_dynamic`), the weights rounded by GPTQ (`DynamicOptions.gptq`); with a drift
 budget, the nodes that add the most noise go back to float, fewest first, until it holds on the
 selection samples."""
 
@@ -15,7 +15,7 @@ import math
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Hashable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -82,9 +82,9 @@ class DynamicOptions:
     """`exclude_nodes` stay float (those of the op types `exclude_ops` among them, so named in
     the report); weights within the target's `pair_limit` (see `quantization.pairs`); `smooth`
     (True, False or "auto": kept where closer to float on the selection samples) balances
-    activation channels onto the weights first (see `smooth`); `gptq`: the MatMul weights rounded
-    by GPTQ against their float inputs on the calibration samples (`matmul_hessians`; else to
-    nearest, as LSTM weights always are)."""
+    activation channels onto the weights first (see `smooth`); `gptq`: the MatMul and LSTM
+    weights rounded by GPTQ against their float inputs on the calibration samples
+    (`weight_hessians`; else to nearest)."""
 
     exclude_nodes: frozenset[str] = frozenset()
     pair_limit: int | None = None
@@ -122,7 +122,7 @@ def quantize_model(
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
         names = [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]]
         if options.gptq and id(proto) not in hessians:
-            hessians[id(proto)] = matmul_hessians(proto, calib, exclude_nodes, options.progress)
+            hessians[id(proto)] = weight_hessians(proto, calib, exclude_nodes, options.progress)
         gptq_on = (hessians[id(proto)][0], rounded) if options.gptq else None
         model, left = _quantize_within(proto, names, pair_limit, gptq_on=gptq_on)
         outputs = run_samples(model, selection)
@@ -189,12 +189,14 @@ def quantize_model(
     quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
     # (where every MatMul is float, the smoothing choice made no INT8 model: nothing to say)
     notes = [*(smoothing_notes if quantized else []), *unlimited_warning(unlimited)]
-    gptq_rounded = any(
-        n.op_type == "MatMulInteger" and n.name.removesuffix("_quant") in statistics
+    made = {  # the nodes made int8, by the names of those they were made of
+        n.name.removesuffix("_quant")
         for n in model.graph.node
-    )
-    if past_memory and quantized["MatMul"] + quantized["Gemm"]:
-        notes.append(builder.gptq_memory_note(past_memory, "MatMul weight(s)", builder.GPTQ_MEMORY))
+        if n.op_type in ("MatMulInteger", "DynamicQuantizeLSTM")
+    }
+    gptq_rounded = any((k[0] if isinstance(k, tuple) else k) in made for k in statistics)
+    if past_memory and quantized:
+        notes.append(builder.gptq_memory_note(past_memory, "weight(s)", builder.GPTQ_MEMORY))
     return Outcome(
         io.from_proto(model),
         dict(quantized),
@@ -361,37 +363,89 @@ def _quantize_within(
     return model, _requantize_weights(model, proto, pair_limit, *(gptq_on or ({}, {})))
 
 
-def matmul_hessians(
+def weight_hessians(
     proto: onnx.ModelProto, calib: list, exclude: Collection[str], progress: bool
-) -> tuple[dict[str, np.ndarray], int]:
-    """``X X^T`` of the float inputs of the MatMuls (and the Gemms `quantize_dynamic` makes
-    MatMuls of) whose weight GPTQ can round, over `calib`, by the name of the MatMul
-    `quantize_dynamic` computes it with (`ort_matmul_names`): one array for all that read one
-    weight (its int8 copy is one), summed over them; in graph order until they hold
-    builder.GPTQ_MEMORY, and how many weights past it round to nearest."""
+) -> tuple[dict[Hashable, np.ndarray], int]:
+    """``X X^T`` over `calib` of the float inputs of the weights dynamic INT8 quantizes that GPTQ
+    can round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul of) by the name of the
+    MatMul it computes with (`ort_matmul_names`; one array for all that read one weight, summed
+    over them: its int8 copy is one); an LSTM's W and R by (its name, 0) and (its name, 1), W's
+    of its input, R's of each direction's previous hidden states (`_previous_states`, its Y
+    named: ``[directions, hidden, hidden]``). In graph order until they hold
+    builder.GPTQ_MEMORY; and how many weights past it round to nearest."""
     model = io.from_proto(proto)
     gemms = ort_matmul_names(model)
-    readers: dict[tuple[str, bool], list[ir.Node]] = {}  # by the weight and whether transposed
+    readers: dict[Hashable, list[ir.Node]] = {}  # MatMuls by the weight and whether transposed
+    layers: dict[Hashable, list[tuple[str, Callable]]] = {}
+    sizes: dict[Hashable, set[int]] = {}
     for node in model.graph:
-        if node.name in exclude or not (node.op_type == "MatMul" or node.name in gemms):
+        if not node.name or node.name in exclude:
             continue
-        if node.name and gptq.supports(node):
+        if (node.op_type == "MatMul" or node.name in gemms) and gptq.supports(node):
             transposed = bool(node.op_type == "Gemm" and node.attributes.get_int("transB", 0))
-            readers.setdefault((node.inputs[1].name, transposed), []).append(node)
-    layers, held, past = {}, 0, 0
-    for key, nodes in readers.items():
-        sizes = {gptq.hessian_bytes(n) for n in nodes}
-        if len(sizes) > 1:
+            key = (node.inputs[1].name, transposed)
+            readers.setdefault(key, []).append(node)
+            layers.setdefault(key, []).append(
+                (node.inputs[0].name, functools.partial(gptq.input_columns, node))
+            )
+            sizes.setdefault(key, set()).add(gptq.hessian_bytes(node))
+        elif node.op_type == "LSTM" and all(_lstm_weight_shape(node, i) for i in (1, 2)):
+            inputs, hidden = (_lstm_weight_shape(node, i)[2] for i in (1, 2))
+            layers[node.name, 0] = [(node.inputs[0].name, _last_axis_columns)]
+            sizes[node.name, 0] = {8 * inputs * inputs}
+            y = node.outputs[0]
+            if y.name and _lstm_weight_shape(node, 2)[0] == len(_directions(node)):
+                states = functools.partial(_previous_states, _directions(node))
+                layers[node.name, 1] = [(y.name, states)]
+                sizes[node.name, 1] = {8 * hidden * hidden * len(_directions(node))}
+    kept, held, past = {}, 0, 0
+    for key, sources in layers.items():
+        if len(sizes[key]) > 1:
             continue
-        held += sizes.pop()
+        held += sizes[key].pop()
         if held > builder.GPTQ_MEMORY:
             past += 1
             continue
-        layers[key] = [(n.inputs[0].name, functools.partial(gptq.input_columns, n)) for n in nodes]
-    if not layers:
+        kept[key] = sources
+    if not kept:
         return {}, past
-    sums = collect_hessians(proto, calib, layers, progress=progress, total=len(calib))
-    return {gemms.get(n.name, n.name): sums[key] for key in layers for n in readers[key]}, past
+    sums = collect_hessians(proto, calib, kept, progress=progress, total=len(calib))
+    named = {
+        gemms.get(n.name, n.name): sums[key] for key in kept if key in readers for n in readers[key]
+    }
+    return {**named, **{key: sums[key] for key in kept if key not in readers}}, past
+
+
+def _lstm_weight_shape(node: ir.Node, index: int) -> tuple[int, ...] | None:
+    """The shape of an LSTM's constant W (`index` 1) or R (2), ``[directions, 4 x hidden,
+    inputs]``; None where it is not a 3-D constant."""
+    value = node.inputs[index] if len(node.inputs) > index else None
+    tensor = value.const_value if value is not None else None
+    return tuple(tensor.shape) if tensor is not None and len(tensor.shape) == 3 else None
+
+
+def _directions(node: ir.Node) -> tuple[bool, ...]:
+    """Whether each direction of an LSTM runs backwards in time."""
+    direction = node.attributes.get_string("direction", "forward")
+    return {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}[direction]
+
+
+def _last_axis_columns(x: np.ndarray) -> np.ndarray:
+    """An LSTM input as GPTQ's columns ``[inputs, positions]`` (every time step and batch row)."""
+    return np.asarray(x, np.float32).reshape(-1, x.shape[-1]).T
+
+
+def _previous_states(backwards: tuple[bool, ...], y: np.ndarray) -> np.ndarray:
+    """The hidden states R multiplies at each step, from an LSTM's output Y ``[steps, directions,
+    batch, hidden]`` (ORT runs no other layout): per direction ``[hidden, positions]`` of the
+    state before each step (a backward direction's: the next step's), the initial state left
+    out."""
+    y = np.asarray(y, np.float32)
+    columns = []
+    for d, backward in enumerate(backwards):
+        states = y[1:, d] if backward else y[:-1, d]  # [steps - 1, batch, hidden]
+        columns.append(states.reshape(-1, y.shape[-1]).T)
+    return np.stack(columns)
 
 
 def _quantize(
@@ -418,22 +472,24 @@ def _requantize_weights(
     quantized: onnx.ModelProto,
     original: onnx.ModelProto,
     limit: int | None,
-    hessians: dict[str, np.ndarray],
+    hessians: dict[Hashable, np.ndarray],
     rounded: dict[tuple, np.ndarray],
 ) -> int:
     """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
     and LSTMs (``W_quantized``, ``W_scale``, zero points 0): by GPTQ against the ``X X^T`` of
-    `hessians` (`matmul_hessians`) for a MatMulInteger made of a MatMul there (named
-    ``<matmul>_quant``; each rounding kept in `rounded`, for the next call), and within the pair
-    `limit` (``quantization.pairs``: MatMulInteger and DynamicQuantizeLSTM saturate without
-    VNNI, as QLinearConv does; None: only those GPTQ rounds). With a `limit`, returns how many
-    weights it found in another form and left as they were (without one, 0)."""
+    `hessians` (`weight_hessians`) for a MatMulInteger or DynamicQuantizeLSTM made of a node
+    there (named ``<node>_quant``; each rounding kept in `rounded`, for the next call), and
+    within the pair `limit` (``quantization.pairs``: MatMulInteger and DynamicQuantizeLSTM
+    saturate without VNNI, as QLinearConv does; None: only those GPTQ rounds). With a `limit`,
+    returns how many weights it found in another form and left as they were (without one, 0)."""
     floats = {t.name: t for g in proto_graphs(original.graph) for t in g.initializer}
     tensors = {t.name: t for g in proto_graphs(quantized.graph) for t in g.initializer}
     left = 0
     for node in (n for g in proto_graphs(quantized.graph) for n in g.node):
-        for names in _weight_slots(node):
-            hessian = hessians.get(node.name.removesuffix("_quant")) if node.name else None
+        made_of = node.name.removesuffix("_quant") if node.name else None
+        for slot, names in enumerate(_weight_slots(node)):
+            key = made_of if node.op_type == "MatMulInteger" else (made_of, slot)
+            hessian = hessians.get(key) if made_of else None
             if limit is not None or hessian is not None:
                 done = _requantize(names, floats, tensors, limit, (hessian, rounded))
                 left += limit is not None and not done
@@ -471,32 +527,50 @@ def _requantize(
     w = w.astype(np.float32)
     if w.ndim == 2 and w.shape != tuple(tensors[names[0]].dims):  # an older ORT: B transposed
         w = w.T  # in place, its name kept
+    hessian, rounded = gptq_on
     if w.ndim == 3:  # an LSTM's [directions, gates x hidden, inputs]: x @ W[d].T per direction
         if scale.shape != w.shape[:2]:
             return False
-        pairs = [kernel_weight(matrix.T, -1, COLUMNS, limit) for matrix in w]
+        pairs = [  # W's statistics one for all directions, R's one per direction
+            kernel_weight(matrix.T, -1, COLUMNS, limit, rounding=_gptq_rounding(h, rounded))
+            for matrix, h in zip(w, _per_direction(hessian, len(w)))
+        ]
         q, new_scale = np.stack([q for q, _ in pairs]), np.stack([qp.scale for _, qp in pairs])
     elif scale.ndim > 1:
         return False
     else:
-        hessian, rounded = gptq_on
-        rounding = None
-        if hessian is not None:
-
-            def rounding(weight, scale, qmax):
-                digest = hashlib.blake2b(weight.tobytes(), digest_size=16).digest()
-                key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
-                if key not in rounded:  # GPTQ reads it as [outputs, inputs]
-                    rounded[key] = gptq.gptq_round(weight.T, hessian, scale, qmax).T
-                return rounded[key].copy()
-
         axis = -1 if scale.size > 1 else None
+        rounding = _gptq_rounding(hessian, rounded)
         q, qp = kernel_weight(w, axis, COLUMNS, limit, rounding=rounding)
         new_scale = qp.scale
     tensors[names[0]].CopyFrom(numpy_helper.from_array(q, names[0]))
     new_scale = new_scale.astype(scale.dtype).reshape(scale.shape)
     tensors[names[1]].CopyFrom(numpy_helper.from_array(new_scale, names[1]))
     return True
+
+
+def _per_direction(hessian: np.ndarray | None, directions: int) -> list[np.ndarray | None]:
+    """An LSTM weight's statistics for each direction: None (nearest), one for all (W's) or
+    its own (R's, ``[directions, hidden, hidden]``)."""
+    if hessian is None or hessian.ndim == 2:
+        return [hessian] * directions
+    return list(hessian)
+
+
+def _gptq_rounding(hessian: np.ndarray | None, rounded: dict[tuple, np.ndarray]):
+    """`kernel_weight`'s rounding of an ``[inputs, outputs]`` weight by GPTQ against `hessian`
+    (None: none, nearest), each result kept in `rounded`."""
+    if hessian is None:
+        return None
+
+    def rounding(weight, scale, qmax):
+        digest = hashlib.blake2b(weight.tobytes(), digest_size=16).digest()
+        key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
+        if key not in rounded:  # GPTQ reads it as [outputs, inputs]
+            rounded[key] = gptq.gptq_round(weight.T, hessian, scale, qmax).T
+        return rounded[key].copy()
+
+    return rounding
 
 
 def _original_weight(floats: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:

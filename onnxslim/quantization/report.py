@@ -50,7 +50,7 @@ class Outcome:
     notes: list[str] = dataclasses.field(default_factory=list)
     equalized_pairs: int = 0
     bias_correction: bool = False
-    weight_rounding: str = "nearest"  # of the int8 weights (dynamic INT8: of its MatMuls')
+    weight_rounding: str = "nearest"  # of the int8 weights
     layers: list[dict] = dataclasses.field(default_factory=list)
     mode: str = "static"
     method: str = ""  # the activation range method ("run time": dynamic INT8)
