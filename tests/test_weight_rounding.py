@@ -14,7 +14,7 @@ from test_quantize import FAST, _neighbour_sums, cnn, matmul_chain, samples
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
 from onnxslim.passes.prune import DeduplicateInitializers
-from onnxslim.quantization import api, gptq, levers, quantize
+from onnxslim.quantization import api, dynamic, gptq, levers, quantize
 from onnxslim.quantization import builder as builder_module
 from onnxslim.quantization.calibration import collect_hessians
 from onnxslim.quantization.plan import QuantOptions
@@ -871,3 +871,49 @@ def test_dynamic_int8_rounds_lstm_weights_by_gptq(monkeypatch):
     w_forward, w_backward, r_forward, r_backward = sorted(hessians, key=len)
     assert w_forward.shape == (24, 24) and w_forward is w_backward  # one input for both
     assert r_forward.shape == (32, 32) and not np.allclose(r_forward, r_backward)
+
+
+def test_lstm_r_statistics_are_the_states_before_each_step():
+    """R multiplies the state before each step: a forward direction's previous one (Y[:-1]), a
+    backward direction's next one (Y[1:]); initial_h is the state before the first step."""
+    y = np.arange(4 * 2 * 1 * 3, dtype=np.float32).reshape(4, 2, 1, 3)  # [steps, dirs, batch, h]
+    states = dynamic._previous_states((False, True), y)
+    assert states.shape == (2, 3, 3)
+    np.testing.assert_array_equal(states[0], y[:-1, 0, 0].T)
+    np.testing.assert_array_equal(states[1], y[1:, 1, 0].T)
+    initial = np.arange(2 * 1 * 3, dtype=np.float32).reshape(2, 1, 3)
+    np.testing.assert_array_equal(dynamic._initial_states(initial)[1], initial[1].T)
+
+
+def test_a_streaming_lstms_r_is_gptq_rounded_against_its_initial_state(monkeypatch):
+    """An LSTM run one step a call, its state passed in as initial_h: R's statistics come from
+    that state (from Y alone they would be empty, and GPTQ would be nearest rounding)."""
+    rng = np.random.default_rng(13)
+    hidden, size = 16, 8
+    lstm = helper.make_node(
+        "LSTM", ["x", "W", "R", "", "", "h0"], ["y"], name="lstm", hidden_size=hidden
+    )
+    model = make_model(
+        [lstm],
+        [vi("x", FLOAT, [1, 1, size]), vi("h0", FLOAT, [1, 1, hidden])],
+        [vi("y", FLOAT, [1, 1, 1, hidden])],
+        [
+            const("W", (rng.normal(size=(1, 4 * hidden, size)) * 0.3).astype(np.float32)),
+            const("R", (rng.normal(size=(1, 4 * hidden, hidden)) * 0.3).astype(np.float32)),
+        ],
+    )
+    data = [
+        {
+            "x": rng.normal(size=(1, 1, size)).astype(np.float32),
+            "h0": np.tanh(rng.normal(size=(1, 1, hidden))).astype(np.float32),
+        }
+        for _ in range(16)
+    ]
+    hessians = []
+    real = gptq.gptq_round
+    monkeypatch.setattr(gptq, "gptq_round", lambda w, h, *a: hessians.append(h) or real(w, h, *a))
+    options = {**FAST, "weight_rounding": "gptq", "test_split": 0, "target": "avx2"}
+    report = quantize(model, data, mode="dynamic", **options).report
+    assert report.quantized == {"LSTM": 1} and report.weight_rounding == "gptq"
+    (r_statistics,) = [h for h in hessians if h.shape == (hidden, hidden)]
+    assert np.trace(r_statistics) > 0

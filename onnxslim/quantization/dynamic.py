@@ -49,6 +49,9 @@ from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.smooth import smoothed
 
 QUANTIZED_OPS = ("MatMul", "LSTM")
+LSTM = "LSTM"  # the tag of an LSTM weight's statistics (`weight_hessians`)
+#: GPTQ's statistics of one weight: ``X X^T``, or a list of them, one per direction (an LSTM's R)
+Statistics = np.ndarray | list[np.ndarray]
 #: why quantize_dynamic left a node float that no one excluded
 LEFT_FLOAT = (
     "its weight is not a stored float constant (activations, or a QDQ unit): dynamic INT8 leaves it"
@@ -116,7 +119,7 @@ def quantize_model(
     kinds = output_kinds(float_model)
     # GPTQ's statistics by id() of the float model quantized (plain or smoothed), and how many
     # weights they left out; its roundings, shared by the attempts
-    hessians: dict[int, tuple[dict[str, np.ndarray], int]] = {}
+    hessians: dict[int, tuple[dict[Hashable, Statistics], int]] = {}
     rounded: dict[tuple, np.ndarray] = {}
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
@@ -194,7 +197,7 @@ def quantize_model(
         for n in model.graph.node
         if n.op_type in ("MatMulInteger", "DynamicQuantizeLSTM")
     }
-    gptq_rounded = any((k[0] if isinstance(k, tuple) else k) in made for k in statistics)
+    gptq_rounded = any((k[1] if isinstance(k, tuple) else k) in made for k in statistics)
     if past_memory and quantized:
         notes.append(builder.gptq_memory_note(past_memory, "weight(s)", builder.GPTQ_MEMORY))
     return Outcome(
@@ -352,7 +355,7 @@ def _quantize_within(
     exclude: list[str],
     pair_limit: int | None,
     op_types: tuple[str, ...] = QUANTIZED_OPS,
-    gptq_on: tuple[dict[str, np.ndarray], dict] | None = None,
+    gptq_on: tuple[dict[Hashable, Statistics], dict] | None = None,
 ) -> tuple[onnx.ModelProto, int]:
     """`_quantize`, its weights then rounded afresh (`_requantize_weights`: by GPTQ with
     `gptq_on`'s statistics and cache of roundings, all within `pair_limit`; without either, as
@@ -365,14 +368,14 @@ def _quantize_within(
 
 def weight_hessians(
     proto: onnx.ModelProto, calib: list, exclude: Collection[str], progress: bool
-) -> tuple[dict[Hashable, np.ndarray], int]:
+) -> tuple[dict[Hashable, Statistics], int]:
     """``X X^T`` over `calib` of the float inputs of the weights dynamic INT8 quantizes that GPTQ
     can round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul of) by the name of the
     MatMul it computes with (`ort_matmul_names`; one array for all that read one weight, summed
-    over them: its int8 copy is one); an LSTM's W and R by (its name, 0) and (its name, 1), W's
-    of its input, R's of each direction's previous hidden states (`_previous_states`, its Y
-    named: ``[directions, hidden, hidden]``). In graph order until they hold
-    builder.GPTQ_MEMORY; and how many weights past it round to nearest."""
+    over them: its int8 copy is one); an LSTM's W and R by (LSTM, its name, 0) and (LSTM, its
+    name, 1), W's of its input, R's of each direction's previous hidden states
+    (`_previous_states`, its Y named; `_initial_states`: a list, one per direction). In graph
+    order until they hold builder.GPTQ_MEMORY; and how many weights past it round to nearest."""
     model = io.from_proto(proto)
     gemms = ort_matmul_names(model)
     readers: dict[Hashable, list[ir.Node]] = {}  # MatMuls by the weight and whether transposed
@@ -391,13 +394,17 @@ def weight_hessians(
             sizes.setdefault(key, set()).add(gptq.hessian_bytes(node))
         elif node.op_type == "LSTM" and all(_lstm_weight_shape(node, i) for i in (1, 2)):
             inputs, hidden = (_lstm_weight_shape(node, i)[2] for i in (1, 2))
-            layers[node.name, 0] = [(node.inputs[0].name, _last_axis_columns)]
-            sizes[node.name, 0] = {8 * inputs * inputs}
-            y = node.outputs[0]
-            if y.name and _lstm_weight_shape(node, 2)[0] == len(_directions(node)):
-                states = functools.partial(_previous_states, _directions(node))
-                layers[node.name, 1] = [(y.name, states)]
-                sizes[node.name, 1] = {8 * hidden * hidden * len(_directions(node))}
+            directions = _directions(node)
+            layers[LSTM, node.name, 0] = [(node.inputs[0].name, _last_axis_columns)]
+            sizes[LSTM, node.name, 0] = {8 * inputs * inputs}
+            y = node.outputs[0] if node.outputs else None
+            if y is not None and y.name and _lstm_weight_shape(node, 2)[0] == len(directions):
+                states = [(y.name, functools.partial(_previous_states, directions))]
+                initial = node.inputs[5] if len(node.inputs) > 5 else None
+                if initial is not None and initial.name and initial.const_value is None:
+                    states.append((initial.name, _initial_states))  # (a constant's: zeros)
+                layers[LSTM, node.name, 1] = states
+                sizes[LSTM, node.name, 1] = {8 * hidden * hidden * len(directions)}
     kept, held, past = {}, 0, 0
     for key, sources in layers.items():
         if len(sizes[key]) > 1:
@@ -413,7 +420,9 @@ def weight_hessians(
     named = {
         gemms.get(n.name, n.name): sums[key] for key in kept if key in readers for n in readers[key]
     }
-    return {**named, **{key: sums[key] for key in kept if key not in readers}}, past
+    # R's per direction, each an array of its own (`_gptq_rounding` caches by the array)
+    recurrent = {key: list(sums[key]) if sums[key].ndim == 3 else sums[key] for key in kept}
+    return {**named, **{key: h for key, h in recurrent.items() if key not in readers}}, past
 
 
 def _lstm_weight_shape(node: ir.Node, index: int) -> tuple[int, ...] | None:
@@ -430,6 +439,12 @@ def _directions(node: ir.Node) -> tuple[bool, ...]:
     return {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}[direction]
 
 
+def _initial_states(h: np.ndarray) -> np.ndarray:
+    """An LSTM's initial_h ``[directions, batch, hidden]`` as `_previous_states`' columns of the
+    state before its first step (a backward direction's: its last)."""
+    return np.asarray(h, np.float32).transpose(0, 2, 1)
+
+
 def _last_axis_columns(x: np.ndarray) -> np.ndarray:
     """An LSTM input as GPTQ's columns ``[inputs, positions]`` (every time step and batch row)."""
     return np.asarray(x, np.float32).reshape(-1, x.shape[-1]).T
@@ -438,8 +453,8 @@ def _last_axis_columns(x: np.ndarray) -> np.ndarray:
 def _previous_states(backwards: tuple[bool, ...], y: np.ndarray) -> np.ndarray:
     """The hidden states R multiplies at each step, from an LSTM's output Y ``[steps, directions,
     batch, hidden]`` (ORT runs no other layout): per direction ``[hidden, positions]`` of the
-    state before each step (a backward direction's: the next step's), the initial state left
-    out."""
+    state before each step (a backward direction's: the next step's), the initial state
+    (`_initial_states`) left out."""
     y = np.asarray(y, np.float32)
     columns = []
     for d, backward in enumerate(backwards):
@@ -472,7 +487,7 @@ def _requantize_weights(
     quantized: onnx.ModelProto,
     original: onnx.ModelProto,
     limit: int | None,
-    hessians: dict[Hashable, np.ndarray],
+    hessians: dict[Hashable, Statistics],
     rounded: dict[tuple, np.ndarray],
 ) -> int:
     """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
@@ -488,7 +503,7 @@ def _requantize_weights(
     for node in (n for g in proto_graphs(quantized.graph) for n in g.node):
         made_of = node.name.removesuffix("_quant") if node.name else None
         for slot, names in enumerate(_weight_slots(node)):
-            key = made_of if node.op_type == "MatMulInteger" else (made_of, slot)
+            key = made_of if node.op_type == "MatMulInteger" else (LSTM, made_of, slot)
             hessian = hessians.get(key) if made_of else None
             if limit is not None or hessian is not None:
                 done = _requantize(names, floats, tensors, limit, (hessian, rounded))
@@ -512,12 +527,13 @@ def _requantize(
     floats: dict[str, onnx.TensorProto],
     tensors: dict[str, onnx.TensorProto],
     limit: int | None,
-    gptq_on: tuple[np.ndarray | None, dict] = (None, {}),
+    gptq_on: tuple[Statistics | None, dict] = (None, {}),
 ) -> bool:
     """Requantize the int8 weight `names` (weight, scale, zero point) from its float original
-    within the pair `limit` (None: none), a MatMul's ``[inputs, outputs]`` weight by GPTQ against
-    the ``X X^T`` of its inputs `gptq_on[0]` (None: to nearest; roundings cached in
-    `gptq_on[1]`); False where it is in a form not known (left as it is)."""
+    within the pair `limit` (None: none), by GPTQ against the ``X X^T`` of its inputs
+    `gptq_on[0]` (`weight_hessians`; None: to nearest; roundings cached in `gptq_on[1]`): a
+    MatMul's ``[inputs, outputs]`` weight, an LSTM's direction by direction; False where it is in
+    a form not known (left as it is)."""
     w = _original_weight(floats, names[0].removesuffix("_quantized"))
     if w is None or not all(name in tensors for name in names):
         return False
@@ -549,12 +565,10 @@ def _requantize(
     return True
 
 
-def _per_direction(hessian: np.ndarray | None, directions: int) -> list[np.ndarray | None]:
+def _per_direction(hessian: Statistics | None, directions: int) -> list[np.ndarray | None]:
     """An LSTM weight's statistics for each direction: None (nearest), one for all (W's) or
-    its own (R's, ``[directions, hidden, hidden]``)."""
-    if hessian is None or hessian.ndim == 2:
-        return [hessian] * directions
-    return list(hessian)
+    a list, one each (R's)."""
+    return hessian if isinstance(hessian, list) else [hessian] * directions
 
 
 def _gptq_rounding(hessian: np.ndarray | None, rounded: dict[tuple, np.ndarray]):
