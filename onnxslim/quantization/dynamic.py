@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import math
 import re
@@ -576,15 +575,7 @@ def _gptq_rounding(hessian: np.ndarray | None, rounded: dict[tuple, np.ndarray])
     (None: none, nearest), each result kept in `rounded`."""
     if hessian is None:
         return None
-
-    def rounding(weight, scale, qmax):
-        digest = hashlib.blake2b(weight.tobytes(), digest_size=16).digest()
-        key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
-        if key not in rounded:  # GPTQ reads it as [outputs, inputs]
-            rounded[key] = gptq.gptq_round(weight.T, hessian, scale, qmax).T
-        return rounded[key].copy()
-
-    return rounding
+    return gptq.cached_rounding(hessian, rounded, np.transpose, lambda q, _shape: q.T)
 
 
 def _original_weight(floats: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:

@@ -20,7 +20,9 @@ as a batch.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -154,6 +156,27 @@ def gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int)
     load the cores they wait on each other (3-10x the time on two loaded cores)."""
     with threadpool_limits(1, user_api="blas"):
         return _gptq_round(w, hessian, scale, qmax)
+
+
+def cached_rounding(
+    hessian: np.ndarray,
+    cache: dict[tuple, np.ndarray],
+    to_matrix: Callable[[np.ndarray], np.ndarray],
+    from_matrix: Callable[[np.ndarray, tuple[int, ...]], np.ndarray],
+) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """`gptq_round` as a rounding ``(w, scale, qmax) -> q`` (see `qdq.quantize_weight`) of a
+    weight `to_matrix` reads as ``[outputs, inputs]`` and `from_matrix(q, shape)` reads back; each
+    result kept in `cache` by the Hessian (by its id: its owner keeps each it hands out while the
+    cache lives), the weight, its scale and `qmax`."""
+
+    def rounding(w, scale, qmax):
+        digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
+        key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
+        if key not in cache:
+            cache[key] = from_matrix(gptq_round(to_matrix(w), hessian, scale, qmax), w.shape)
+        return cache[key].copy()  # each caller owns its weights
+
+    return rounding
 
 
 def _gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:

@@ -4,7 +4,7 @@ weights and int32 biases, in the shape ORT fuses into integer kernels."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -242,21 +242,13 @@ class QuantizePass(ir.passes.InPlacePass):
         """GPTQ's rounding of the node's weight (``rounding(w, scale, qmax)``, see
         `quantize_weight`) where the builder handed out its layer input statistics, else None
         (nearest)."""
-        hessian = self.hessians.get(node.name)
+        hessian = self.hessians.get(node.name)  # (nodes sharing a weight: one summed over them)
         if hessian is None:
             return None
-
-        def rounding(w, scale, qmax):
-            digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
-            # by Hessian: the builder keeps each it hands out (nodes sharing a weight get one
-            # summed over them), so its id names it while this cache lives
-            key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
-            if key not in self.rounded:
-                q = gptq.gptq_round(gptq.weight_matrix(node, w), hessian, scale, qmax)
-                self.rounded[key] = gptq.from_matrix(node, q, w.shape)
-            return self.rounded[key].copy()  # each build owns its weights
-
-        return rounding
+        to_matrix = functools.partial(gptq.weight_matrix, node)
+        return gptq.cached_rounding(
+            hessian, self.rounded, to_matrix, functools.partial(gptq.from_matrix, node)
+        )
 
     def _quantize_weights(
         self, builder: _Builder, node: ir.Node, rule, dq: Mapping[str, QParams]
