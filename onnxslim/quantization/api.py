@@ -448,8 +448,17 @@ def _quantize(
                 f"INT8 drift over budget {budget} even with every sensitive node in float: "
                 f"{outcome.violations[0]}"
             )
-        if float_compute is not None and outcome.mode == "static":  # not dynamic's float twin
+        bar = config.max_drift or QUALITY_BAR
+        dynamic_timed = False  # dynamic INT8 timed against float compute
+        if float_compute is not None and outcome.mode == "static":
             outcome = _int8_or_float(outcome, float_compute, selection[0], random_inputs=random)
+        elif float_compute is not None and not bar.check(float_compute.drift):
+            # dynamic INT8 replaced static, which fell short; float compute on its weights did not
+            float_compute.notes.append(outcome.notes[-1])  # (why dynamic INT8 replaced static)
+            outcome = _int8_or_float(
+                outcome, float_compute, selection[0], dynamic_int8=True, random_inputs=random
+            )
+            dynamic_timed = True
         lstms_tried = False  # (their own dynamic INT8 beside static's)
         if config.mode == "auto" and config.times_choices and outcome.method != "none":
             outcome, lstms_tried = _dynamic_lstms(
@@ -465,14 +474,12 @@ def _quantize(
             and candidates
             and config.times_choices
             and outcome.mode != "dynamic"  # (its MatMuls all back in float for a budget)
+            and not dynamic_timed
             and not computes_int8(outcome, before)
             and dynamic.covers_most_weights(dynamic_model)  # (its computed weights folded)
         ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
-            tried = tried or dynamic.quantize_model(
-                dynamic_model, *data, config.max_drift or QUALITY_BAR, dynamic_options
-            )
+            tried = tried or dynamic.quantize_model(dynamic_model, *data, bar, dynamic_options)
             if not tried.violations:
-                bar = config.max_drift or QUALITY_BAR
                 outcome = _dynamic_for_speed(outcome, tried, selection[0], bar)
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each

@@ -135,10 +135,9 @@ def quantize_model(
     proto, first, muls, smoothing_notes = _smoothing_choice(
         float_model, calib, options, attempt_on, bool(kinds.logit_axes)
     )
-    statistics, past_memory = hessians.pop(id(proto), ({}, 0))
-    hessians.clear()  # the model not kept's: not held past the choice
-    if options.gptq:
-        hessians[id(proto)] = statistics, past_memory
+    # (the statistics of the model not kept: not held past the choice)
+    hessians = {key: held for key, held in hessians.items() if key == id(proto)}
+    statistics, past_memory = hessians.get(id(proto), ({}, 0))
     ops = {n.name: n.op_type for n in proto.graph.node}
     candidates = [
         n.name
@@ -416,12 +415,13 @@ def weight_hessians(
     if not kept:
         return {}, past
     sums = collect_hessians(proto, calib, kept, progress=progress, total=len(calib))
-    named = {
-        gemms.get(n.name, n.name): sums[key] for key in kept if key in readers for n in readers[key]
-    }
-    # R's per direction, each an array of its own (`_gptq_rounding` caches by the array)
-    recurrent = {key: list(sums[key]) if sums[key].ndim == 3 else sums[key] for key in kept}
-    return {**named, **{key: h for key, h in recurrent.items() if key not in readers}}, past
+    statistics: dict[Hashable, Statistics] = {}
+    for key in kept:
+        if key in readers:
+            statistics.update({gemms.get(n.name, n.name): sums[key] for n in readers[key]})
+        else:  # an LSTM's; R's per direction, each an array of its own (a rounding cache key)
+            statistics[key] = list(sums[key]) if sums[key].ndim == 3 else sums[key]
+    return statistics, past
 
 
 def _lstm_weight_shape(node: ir.Node, index: int) -> tuple[int, ...] | None:
