@@ -9,7 +9,15 @@ import onnxruntime as ort
 import pytest
 from helpers import FLOAT, INT64, const, make_model, vi
 from onnx import helper
-from test_quantize import FAST, _neighbour_sums, cnn, matmul_chain, samples
+from test_quantize import (
+    FAST,
+    _conv_pair_samples,
+    _neighbour_sums,
+    cnn,
+    conv_pair,
+    matmul_chain,
+    samples,
+)
 
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
@@ -213,6 +221,45 @@ def test_gptq_rounds_each_layer_once_for_all_builds(monkeypatch):
     options = {key: value for key, value in FAST.items() if key != "weight_rounding"}
     quantize(cnn(), samples(16), **options)
     assert calls and len(calls) == len({shape for shape in calls}) <= 3  # conv1, conv2, fc
+
+
+def test_gptq_factorizes_each_hessian_once_for_every_weight_and_scale(monkeypatch):
+    """A Hessian's factorization (cubic in its width: 37 s of a 9216-wide conv's rounding) is made
+    once for every rounding against it: INT8 compute's pair-limited scales (avx2) and float
+    compute's full ones, and the CLE variant's (a conv CLE rescales: its Hessian, new weights); the
+    roundings are those made without the cache."""
+    from onnxslim.bench import Latency
+    from onnxslim.quantization import targets, trades
+    from onnxslim.quantization.targets import CpuInfo
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 200))
+    hessian, w = x @ x.T, rng.normal(size=(8, 24))
+    scales = [(np.abs(w).max(1) / qmax, qmax) for qmax in (127, 63)]
+    expected = [gptq.gptq_round(w, hessian, scale, qmax) for scale, qmax in scales]
+    factored, rounds = [], []
+    real_factorize, real_round = gptq.factorize, gptq.gptq_round
+    monkeypatch.setattr(gptq, "factorize", lambda h: factored.append(id(h)) or real_factorize(h))
+
+    def spy(w, hessian, scale, qmax, factors=None):
+        rounds.append(id(hessian))
+        return real_round(w, hessian, scale, qmax, factors)
+
+    monkeypatch.setattr(gptq, "gptq_round", spy)
+    rounding = gptq.cached_rounding(hessian, {}, np.asarray, lambda q, _shape: q)
+    for (scale, qmax), q in zip(scales, expected, strict=True):
+        np.testing.assert_array_equal(rounding(w, scale, qmax), q)
+    assert factored == [id(hessian)] and len(rounds) == 2
+
+    factored.clear(), rounds.clear()
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(trades, "side_by_side", lambda *a: [Latency(1.0, 1.0, 1.0, 1.0)] * 2)
+    options = {**FAST, "weight_rounding": "gptq", "target": "auto", "measure_latency": True}
+    report = quantize(conv_pair(), _conv_pair_samples(16), **options).report
+    assert report.mode == "weight-only"  # (float compute's scales: not pair-limited)
+    tried = next(note for note in report.notes if note.startswith("kept "))
+    assert "CLE + bias correction" in tried  # (conv1: one Hessian, two weights)
+    assert len(rounds) > len(set(rounds)) and sorted(factored) == sorted(set(rounds))
 
 
 def test_gptq_past_its_memory_limit_rounds_to_nearest_and_says_so(monkeypatch):

@@ -1396,6 +1396,8 @@ def _builders(
         )
         if eq and False in builders:
             builders[eq].hessian_source = (builders[False], equalize.input_scales)
+            # (a layer CLE leaves alone: the same weight and Hessian, rounded once for both)
+            builders[eq].rounded = builders[False].rounded
     return builders
 
 

@@ -119,7 +119,7 @@ def quantize_model(
     # GPTQ's statistics by id() of the float model quantized (plain or smoothed), and how many
     # weights they left out; its roundings, shared by the attempts
     hessians: dict[int, tuple[dict[Hashable, Statistics], int]] = {}
-    rounded: dict[tuple, np.ndarray] = {}
+    rounded: gptq.RoundingCache = {}
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
         names = [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]]
@@ -487,7 +487,7 @@ def _requantize_weights(
     original: onnx.ModelProto,
     limit: int | None,
     hessians: dict[Hashable, Statistics],
-    rounded: dict[tuple, np.ndarray],
+    rounded: gptq.RoundingCache,
 ) -> int:
     """Requantize, in place, the int8 weights `quantize_dynamic` wrote for `original`'s MatMuls
     and LSTMs (``W_quantized``, ``W_scale``, zero points 0): by GPTQ against the ``X X^T`` of
@@ -570,7 +570,7 @@ def _per_direction(hessian: Statistics | None, directions: int) -> list[np.ndarr
     return hessian if isinstance(hessian, list) else [hessian] * directions
 
 
-def _gptq_rounding(hessian: np.ndarray | None, rounded: dict[tuple, np.ndarray]):
+def _gptq_rounding(hessian: np.ndarray | None, rounded: gptq.RoundingCache):
     """`kernel_weight`'s rounding of an ``[inputs, outputs]`` weight by GPTQ against `hessian`
     (None: none, nearest), each result kept in `rounded`."""
     if hessian is None:

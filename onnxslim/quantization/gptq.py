@@ -31,6 +31,8 @@ from threadpoolctl import threadpool_limits
 from onnxslim.passes.upstream import NormalizePadFormatConv
 from onnxslim.quantization.ops import attribute
 
+#: `cached_rounding`'s: int8 weights by Hessian, weight, scale and qmax; `factorize`'s by Hessian
+RoundingCache = dict[tuple | int, np.ndarray | tuple[np.ndarray, np.ndarray]]
 DAMP = 0.01  # share of the mean Hessian diagonal added to it (keeps H invertible)
 BLOCK = 128  # columns rounded before the lazy update of the rest (speed only)
 
@@ -147,47 +149,69 @@ def from_matrix(node: ir.Node, matrix: np.ndarray, shape: tuple[int, ...]) -> np
     return matrix.T.reshape(shape)
 
 
-def gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+def gptq_round(
+    w: np.ndarray,
+    hessian: np.ndarray,
+    scale: np.ndarray,
+    qmax: int,
+    factors: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Integer weights ``q`` (``|q| <= qmax``) for ``w`` ``[rows, columns]`` with per-row ``scale``,
     chosen column by column with error compensation against ``hessian`` (``X X^T``, columns x
     columns; a grouped conv's ``[groups, columns, columns]``, its rows split evenly among the
-    groups). Returns int8 of the shape of ``w``. BLAS runs one thread: its threads do not pay
-    on a layer's few-thousand-wide factorization and column updates, and when other processes
-    load the cores they wait on each other (3-10x the time on two loaded cores)."""
+    groups); `factors`: `factorize(hessian)`, when made already. Returns int8 of the shape of
+    ``w``. BLAS runs one thread: its threads do not pay on a layer's few-thousand-wide
+    factorization and column updates, and when other processes load the cores they wait on each
+    other (3-10x the time on two loaded cores)."""
     with threadpool_limits(1, user_api="blas"):
-        return _gptq_round(w, hessian, scale, qmax)
+        return _gptq_round(w, factors or factorize(hessian), scale, qmax)
+
+
+def factorize(hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What every rounding against `hessian` shares, its cost cubic in the columns (a 9216-wide
+    conv's: 37 s of a 9216-column rounding): the order columns are rounded in, ``[groups, 1,
+    columns]`` (decreasing ``H[i, i]``), and `_inverse_cholesky`'s ``U`` in that order."""
+    with threadpool_limits(1, user_api="blas"):
+        h = hessian.reshape(-1, *hessian.shape[-2:])
+        diag = np.diagonal(h, axis1=1, axis2=2)
+        order = np.argsort(-np.where(diag > 0, diag, 1.0), axis=1, kind="stable")[:, None, :]
+        return order, _inverse_cholesky(h, order[:, 0])
 
 
 def cached_rounding(
     hessian: np.ndarray,
-    cache: dict[tuple, np.ndarray],
+    cache: RoundingCache,
     to_matrix: Callable[[np.ndarray], np.ndarray],
     from_matrix: Callable[[np.ndarray, tuple[int, ...]], np.ndarray],
 ) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
     """`gptq_round` as a rounding ``(w, scale, qmax) -> q`` (see `qdq.quantize_weight`) of a
     weight `to_matrix` reads as ``[outputs, inputs]`` and `from_matrix(q, shape)` reads back; each
     result kept in `cache` by the Hessian (by its id: its owner keeps each it hands out while the
-    cache lives), the weight, its scale and `qmax`."""
+    cache lives), the weight, its scale and `qmax`; and the Hessian's `factorize`, by its id, for
+    the other weights and scales rounded against it (float compute's, not pair-limited)."""
 
     def rounding(w, scale, qmax):
         digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
         key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
         if key not in cache:
-            cache[key] = from_matrix(gptq_round(to_matrix(w), hessian, scale, qmax), w.shape)
+            factors = cache.get(id(hessian))
+            if factors is None:
+                factors = cache[id(hessian)] = factorize(hessian)
+            q = gptq_round(to_matrix(w), hessian, scale, qmax, factors)
+            cache[key] = from_matrix(q, w.shape)
         return cache[key].copy()  # each caller owns its weights
 
     return rounding
 
 
-def _gptq_round(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+def _gptq_round(
+    w: np.ndarray, factors: tuple[np.ndarray, np.ndarray], scale: np.ndarray, qmax: int
+) -> np.ndarray:
     """`gptq_round`'s work, on whatever BLAS threads are set: every group at once, arrays
     ``[groups, rows of a group, columns]``."""
     rows, cols = w.shape
-    h = hessian.reshape(-1, cols, cols)
-    diag = np.diagonal(h, axis1=1, axis2=2)
-    order = np.argsort(-np.where(diag > 0, diag, 1.0), axis=1, kind="stable")[:, None, :]
-    w = np.take_along_axis(np.asarray(w, np.float64).reshape(len(h), -1, cols), order, axis=2)
-    hinv = _inverse_cholesky(h, order[:, 0])
+    order, hinv = factors
+    w = np.take_along_axis(np.asarray(w, np.float64).reshape(len(hinv), -1, cols), order, axis=2)
     s = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (rows,)).reshape(w.shape[:2])
     q = np.zeros_like(w)
     for start in range(0, cols, BLOCK):
@@ -226,7 +250,7 @@ def _inverse_cholesky(hessian: np.ndarray, order: np.ndarray) -> np.ndarray:
     extra, step = 0.0, 1e-6 * np.mean(diagonal, axis=1, keepdims=True)
     for _ in range(8):
         try:  # factorizes exactly when H is positive definite
-            return _lower_inverse(np.linalg.cholesky(h))[:, ::-1, ::-1].astype(np.float64)
+            return np.ascontiguousarray(_lower_inverse(np.linalg.cholesky(h))[:, ::-1, ::-1])
         except np.linalg.LinAlgError:
             if len(h) > 1:  # each group damped only as far as it needs
                 groups = range(len(h))

@@ -162,7 +162,7 @@ class QuantizePass(ir.passes.InPlacePass):
         options: QuantOptions,
         means: Mapping[str, np.ndarray] | None = None,
         hessians: Mapping[str, np.ndarray] | None = None,
-        rounded: dict[tuple, np.ndarray] | None = None,
+        rounded: gptq.RoundingCache | None = None,
     ):
         super().__init__()
         self.plan, self.qparams, self.options = plan, qparams, options
