@@ -434,6 +434,7 @@ def _quantize(
         None,
         config.progress and config.times_choices,
     ):
+        static = outcome
         if config.mode == "auto" and candidates:
             outcome, tried = _static_or_dynamic(
                 outcome,
@@ -452,9 +453,13 @@ def _quantize(
         dynamic_timed = False  # dynamic INT8 timed against float compute
         if float_compute is not None and outcome.mode == "static":
             outcome = _int8_or_float(outcome, float_compute, selection[0], random_inputs=random)
-        elif float_compute is not None and not bar.check(float_compute.drift):
-            # dynamic INT8 replaced static, which fell short; float compute on its weights did not
-            float_compute.notes.append(outcome.notes[-1])  # (why dynamic INT8 replaced static)
+        elif (
+            float_compute is not None
+            and outcome.mode == "dynamic"
+            and not bar.check(float_compute.drift)
+        ):  # dynamic INT8 replaced static INT8 (closer to float, or faster): worth it still?
+            built = [INT8_BUILT_WITH, *static.notes] if static.notes else []
+            float_compute.notes += [*built, outcome.notes[-1]]  # (why dynamic replaced static)
             outcome = _int8_or_float(
                 outcome, float_compute, selection[0], dynamic_int8=True, random_inputs=random
             )
@@ -1006,7 +1011,7 @@ def _dynamic_for_speed(
             f"model: {'kept' if worth else 'not kept'} ({measured})"
         )
         return kept
-    return _int8_or_float(dynamic_int8, current, timed_on, dynamic_int8=True)
+    return _int8_or_float(dynamic_int8, current, timed_on, dynamic_int8=True, for_speed=True)
 
 
 def _file_bytes(model: ir.Model) -> int:
@@ -1022,6 +1027,7 @@ def _int8_or_float(
     timed_on: dict,
     dynamic_int8: bool = False,
     random_inputs: bool = False,
+    for_speed: bool = False,
 ) -> Outcome:
     """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
     saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
@@ -1030,12 +1036,13 @@ def _int8_or_float(
     float than float compute (both below it: LEADER's fingerprint minutiae, INT8 -5.4 dB for
     0.91x on its selection samples), take at most BELOW_BAR_RATIO its time; else `float_compute`.
     Static INT8 (`int8`) against its twin computing in float on its int8-stored weights: the one
-    kept has the notes of the choices that built them. `dynamic_int8` against what static INT8 gave
-    (`float_compute`, computing nothing in INT8): it must be faster too; kept, with its own notes
-    and static INT8's verdict. Where the float model gives every float output as zeros or nothing
-    on the selection samples, nothing judges INT8's drift: `float_compute`; so too where INT8 is
-    not faster and the samples are `random_inputs` (ranges and GPTQ fitted to noise: on random
-    data an orientation classifier's INT8 was 5.8 dB closer, on pictures 14 dB further)."""
+    kept has the notes of the choices that built them. `dynamic_int8` (which replaced static INT8,
+    or is offered against what static INT8 gave, computing nothing in INT8, `for_speed`: it must
+    be faster too): kept, with its own notes and static INT8's verdict. Where the float model
+    gives every float output as zeros or nothing on the selection samples, nothing judges INT8's
+    drift: `float_compute`; so too where INT8 is not faster and the samples are `random_inputs`
+    (ranges and GPTQ fitted to noise: on random data an orientation classifier's INT8 was 5.8 dB
+    closer, on pictures 14 dB further)."""
     what = "dynamic INT8" if dynamic_int8 else "INT8"
     floats, ints = trades.side_by_side(
         [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
@@ -1067,7 +1074,7 @@ def _int8_or_float(
             else "and is further from float than float compute"
         )
         lead += f"; {what}'s {missed[0]} {where}: kept only at <= {BELOW_BAR_RATIO}x the time"
-    elif int8_worth_it(gain_db, max(ratio, fastest)) and (verdict == "faster" or not dynamic_int8):
+    elif int8_worth_it(gain_db, max(ratio, fastest)) and (verdict == "faster" or not for_speed):
         why = "closer to float" if gain_db > 0 else "within the drift its time allows"
         why = "worth it" if verdict == "faster" else why
         static = [  # static INT8's verdict, without what it said it kept

@@ -68,7 +68,7 @@ class QuantBuilder:
         self.means: dict[str, np.ndarray] = {}
         # X X^T of the readers of one weight (summed over several), by their names
         self.hessians: dict[tuple[str, ...], np.ndarray] = {}
-        self.rounded: gptq.RoundingCache = {}  # shared by this builder's builds
+        self.rounded = gptq.RoundingCache()  # GPTQ's, shared by this builder's builds
         self.gptq_memory = GPTQ_MEMORY
         self.gptq_skipped: set[str] = set()  # nodes past gptq_memory, rounded to nearest
         # an equalized model's builder: the unequalized model's builder and the scales its convs'

@@ -116,16 +116,16 @@ def quantize_model(
     ort_names = ort_matmul_names(float_model)
 
     kinds = output_kinds(float_model)
-    # GPTQ's statistics by id() of the float model quantized (plain or smoothed), and how many
-    # weights they left out; its roundings, shared by the attempts
-    hessians: dict[int, tuple[dict[Hashable, Statistics], int]] = {}
-    rounded: gptq.RoundingCache = {}
+    # by id() of the float model quantized (plain or smoothed): GPTQ's statistics, how many
+    # weights they left out, and the roundings against them, shared by the attempts
+    hessians: dict[int, tuple[dict[Hashable, Statistics], int, gptq.RoundingCache]] = {}
 
     def attempt_on(proto: onnx.ModelProto, excluded: list[str]) -> _Attempt:
         names = [ort_names.get(n, n) for n in [*exclude_nodes, *excluded]]
         if options.gptq and id(proto) not in hessians:
-            hessians[id(proto)] = weight_hessians(proto, calib, exclude_nodes, options.progress)
-        gptq_on = (hessians[id(proto)][0], rounded) if options.gptq else None
+            made = weight_hessians(proto, calib, exclude_nodes, options.progress)
+            hessians[id(proto)] = (*made, gptq.RoundingCache())
+        gptq_on = (hessians[id(proto)][0], hessians[id(proto)][2]) if options.gptq else None
         model, left = _quantize_within(proto, names, pair_limit, gptq_on=gptq_on)
         outputs = run_samples(model, selection)
         drift = compare_outputs(ref_outputs, outputs)
@@ -135,9 +135,9 @@ def quantize_model(
     proto, first, muls, smoothing_notes = _smoothing_choice(
         float_model, calib, options, attempt_on, bool(kinds.logit_axes)
     )
-    # (the statistics of the model not kept: not held past the choice)
-    hessians = {key: held for key, held in hessians.items() if key == id(proto)}
-    statistics, past_memory = hessians.get(id(proto), ({}, 0))
+    for dropped in [key for key in hessians if key != id(proto)]:
+        del hessians[dropped]  # (the model not kept's: not held past the choice)
+    statistics, past_memory, _ = hessians.get(id(proto), ({}, 0, None))
     ops = {n.name: n.op_type for n in proto.graph.node}
     candidates = [
         n.name
@@ -361,7 +361,9 @@ def _quantize_within(
     model = _quantize(proto, exclude, op_types)
     if pair_limit is None and not (gptq_on and gptq_on[0]):
         return model, 0
-    return model, _requantize_weights(model, proto, pair_limit, *(gptq_on or ({}, {})))
+    return model, _requantize_weights(
+        model, proto, pair_limit, *(gptq_on or ({}, gptq.RoundingCache()))
+    )
 
 
 def weight_hessians(

@@ -20,6 +20,7 @@ as a batch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Callable
@@ -31,8 +32,6 @@ from threadpoolctl import threadpool_limits
 from onnxslim.passes.upstream import NormalizePadFormatConv
 from onnxslim.quantization.ops import attribute
 
-#: `cached_rounding`'s: int8 weights by Hessian, weight, scale and qmax; `factorize`'s by Hessian
-RoundingCache = dict[tuple | int, np.ndarray | tuple[np.ndarray, np.ndarray]]
 DAMP = 0.01  # share of the mean Hessian diagonal added to it (keeps H invertible)
 BLOCK = 128  # columns rounded before the lazy update of the rest (speed only)
 
@@ -168,14 +167,31 @@ def gptq_round(
 
 
 def factorize(hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What every rounding against `hessian` shares, its cost cubic in the columns (a 9216-wide
-    conv's: 37 s of a 9216-column rounding): the order columns are rounded in, ``[groups, 1,
-    columns]`` (decreasing ``H[i, i]``), and `_inverse_cholesky`'s ``U`` in that order."""
+    """What every rounding against `hessian` shares, its cost cubic in the columns (nearly all of
+    a 9216-wide conv's 37 s rounding): the order columns are rounded in, ``[groups, 1, columns]``
+    (decreasing ``H[i, i]``), and `_inverse_cholesky`'s ``U`` in that order (float32)."""
     with threadpool_limits(1, user_api="blas"):
         h = hessian.reshape(-1, *hessian.shape[-2:])
         diag = np.diagonal(h, axis1=1, axis2=2)
         order = np.argsort(-np.where(diag > 0, diag, 1.0), axis=1, kind="stable")[:, None, :]
         return order, _inverse_cholesky(h, order[:, 0])
+
+
+@dataclasses.dataclass
+class RoundingCache:
+    """What `cached_rounding` keeps for the roundings of one quantization: int8 weights by the
+    Hessian (its id), the weight, its scale and qmax; and each Hessian's `factorize`, beside the
+    Hessian itself (held, so its id is not reused while the cache lives). The factorizations are
+    float32: half the bytes of the float64 Hessians they are kept beside."""
+
+    rounded: dict[tuple, np.ndarray] = dataclasses.field(default_factory=dict)
+    factors: dict[int, tuple[np.ndarray, tuple]] = dataclasses.field(default_factory=dict)
+
+    def factorized(self, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`factorize(hessian)`, made once."""
+        if id(hessian) not in self.factors:
+            self.factors[id(hessian)] = hessian, factorize(hessian)
+        return self.factors[id(hessian)][1]
 
 
 def cached_rounding(
@@ -186,20 +202,17 @@ def cached_rounding(
 ) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
     """`gptq_round` as a rounding ``(w, scale, qmax) -> q`` (see `qdq.quantize_weight`) of a
     weight `to_matrix` reads as ``[outputs, inputs]`` and `from_matrix(q, shape)` reads back; each
-    result kept in `cache` by the Hessian (by its id: its owner keeps each it hands out while the
-    cache lives), the weight, its scale and `qmax`; and the Hessian's `factorize`, by its id, for
-    the other weights and scales rounded against it (float compute's, not pair-limited)."""
+    result kept in `cache`, and the Hessian's factorization, for the other weights and scales
+    rounded against it (float compute's, not pair-limited; CLE's rescaled ones)."""
 
     def rounding(w, scale, qmax):
         digest = hashlib.blake2b(w.tobytes(), digest_size=16).digest()
         key = (id(hessian), digest, np.asarray(scale).tobytes(), qmax)
-        if key not in cache:
-            factors = cache.get(id(hessian))
-            if factors is None:
-                factors = cache[id(hessian)] = factorize(hessian)
+        if key not in cache.rounded:
+            factors = cache.factorized(hessian)
             q = gptq_round(to_matrix(w), hessian, scale, qmax, factors)
-            cache[key] = from_matrix(q, w.shape)
-        return cache[key].copy()  # each caller owns its weights
+            cache.rounded[key] = from_matrix(q, w.shape)
+        return cache.rounded[key].copy()  # each caller owns its weights
 
     return rounding
 

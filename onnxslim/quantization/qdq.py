@@ -171,7 +171,7 @@ class QuantizePass(ir.passes.InPlacePass):
         # node -> X X^T of its float inputs: GPTQ rounding of its weights
         self.hessians = hessians or {}
         # GPTQ's results by node, weight and scales: the builds of one quantization share them
-        self.rounded = {} if rounded is None else rounded
+        self.rounded = gptq.RoundingCache() if rounded is None else rounded
         # quantized tensor -> name of its DequantizeLinear output
         self.dequantized: dict[str, str] = {}
 
