@@ -353,7 +353,7 @@ def _quantize_within(
     exclude: list[str],
     pair_limit: int | None,
     op_types: tuple[str, ...] = QUANTIZED_OPS,
-    gptq_on: tuple[dict[Hashable, Statistics], dict] | None = None,
+    gptq_on: tuple[dict[Hashable, Statistics], gptq.RoundingCache] | None = None,
 ) -> tuple[onnx.ModelProto, int]:
     """`_quantize`, its weights then rounded afresh (`_requantize_weights`: by GPTQ with
     `gptq_on`'s statistics and cache of roundings, all within `pair_limit`; without either, as
@@ -528,7 +528,7 @@ def _requantize(
     floats: dict[str, onnx.TensorProto],
     tensors: dict[str, onnx.TensorProto],
     limit: int | None,
-    gptq_on: tuple[Statistics | None, dict] = (None, {}),
+    gptq_on: tuple[Statistics | None, gptq.RoundingCache],
 ) -> bool:
     """Requantize the int8 weight `names` (weight, scale, zero point) from its float original
     within the pair `limit` (None: none), by GPTQ against the ``X X^T`` of its inputs
