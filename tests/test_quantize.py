@@ -1958,7 +1958,8 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
     ref = run_samples(model, data, int8=False)
     monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (worth, "mocked"))
-    made, tried = api._dynamic_lstms(outcome, (data, data, ref), None, (), None, OutputKinds())
+    options = dynamic.DynamicOptions()
+    made, tried = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
     assert tried
     ops = Counter(node.op_type for node in made.model.graph)
     assert ops["QLinearConv"] + ops["DequantizeLinear"] > 0  # the conv as static made it
@@ -1972,11 +1973,12 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     if worth:
         assert compare_outputs(ref, run_samples(made.model, data))["y"].min_cosine > 0.99
     budget = parse_max_drift("snr>=200")
-    missed, tried = api._dynamic_lstms(outcome, (data, data, ref), budget, (), None, OutputKinds())
+    missed, tried = api._dynamic_lstms(outcome, (data, data, ref), budget, options, OutputKinds())
     assert tried and missed.model is outcome.model
     assert "not kept (output 'y': snr" in missed.notes[-1]
     assert not any("not kept" in note for note in outcome.notes)  # the caller's, as they were
-    excluded = api._dynamic_lstms(outcome, (data, data, ref), None, {"lstm"}, None, OutputKinds())
+    options = dynamic.DynamicOptions(exclude_nodes=frozenset({"lstm"}))
+    excluded = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
     assert excluded == (outcome, False)  # --exclude-node lstm, or --exclude-op LSTM: as it is
 
 

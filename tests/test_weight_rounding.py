@@ -14,6 +14,7 @@ from test_quantize import (
     _conv_pair_samples,
     _neighbour_sums,
     cnn,
+    conv_lstm,
     conv_pair,
     matmul_chain,
     samples,
@@ -21,12 +22,15 @@ from test_quantize import (
 
 from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
+from onnxslim.model.graph import OutputKinds
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import api, dynamic, gptq, levers, quantize
 from onnxslim.quantization import builder as builder_module
+from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.calibration import collect_hessians
 from onnxslim.quantization.plan import QuantOptions
 from onnxslim.quantization.qdq import dequantize, quantize_bias, quantize_weight
+from onnxslim.quantization.report import Outcome
 
 
 def _weight_error(w, axis, bits, method):
@@ -963,3 +967,32 @@ def test_a_streaming_lstms_r_is_gptq_rounded_against_its_initial_state(monkeypat
     assert report.quantized == {"LSTM": 1} and report.weight_rounding == "gptq"
     (r_statistics,) = [h for h in hessians if h.shape == (hidden, hidden)]
     assert np.trace(r_statistics) > 0
+
+
+def test_the_lstms_mode_auto_puts_beside_static_int8_are_gptq_rounded(monkeypatch):
+    """Mode auto's LSTMs in dynamic INT8 beside static INT8 (a CRNN's convs static) round their
+    W and R by GPTQ against their inputs in the static model, as `--int8 dynamic`'s: closer to
+    float than nearest rounding; and to nearest where GPTQ is off (`random:N`, `nearest`). The
+    conv and the head stay float here, so the drift is the LSTM's own (ddddocr's OCR, not tuned
+    on: 27.0 dB either way, its convs' noise the most)."""
+    model, _ = conv_lstm()
+    model.graph.node[3].output[0] = "steps"  # Y named: R's statistics are its states
+    rng = np.random.default_rng(14)  # its 8 channels mixing 2 latent ones: correlated
+    mix = rng.normal(size=(8, 2))
+    data = [{"x": (mix @ rng.normal(size=(2, 12))).astype(np.float32)[None]} for _ in range(16)]
+    options = {**FAST, "target": "auto", "exclude_nodes": ["conv", "head"]}
+    static = quantize(model, data, mode="static", **options)
+    outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
+    ref = run_samples(model, data, int8=False)
+    monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (True, "mocked"))
+    hessians = []
+    real = gptq.gptq_round
+    monkeypatch.setattr(gptq, "gptq_round", lambda w, h, *a: hessians.append(h) or real(w, h, *a))
+    snr = {}
+    for rounding in (False, True):
+        options = dynamic.DynamicOptions(pair_limit=128, gptq=rounding)
+        made, _ = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
+        assert made.quantized["LSTM"] == 1
+        snr[rounding] = compare_outputs(ref, run_samples(made.model, data))["y"].snr_db
+        assert sorted(h.shape for h in hessians) == ([(16, 16), (32, 32)] if rounding else [])
+    assert snr[True] > snr[False] + 1.0

@@ -9,7 +9,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
@@ -170,7 +170,7 @@ class QuantizeConfig:
     `weight_rounding` "gptq" (the int8 weights of Conv, Gemm and MatMul, computing in INT8 or in
     float, rounded to change each layer's output least on the calibration samples, see gptq.py;
     those computing in float to nearest on random samples; dynamic INT8's MatMul and LSTM
-    weights with "auto" too, to nearest on random samples and for LSTMs beside static INT8),
+    weights with "auto" too, to nearest on random samples),
     "nearest" or "auto" (GPTQ where levers.py finds it closer on the selection samples);
     `equalize` (cross-layer equalization), `bias_correction` and `smooth` (dynamic INT8:
     SmoothQuant-style balancing of MatMul inputs, see smooth.py) are True, False or "auto" (the
@@ -467,12 +467,7 @@ def _quantize(
         lstms_tried = False  # (their own dynamic INT8 beside static's)
         if config.mode == "auto" and config.times_choices and outcome.method != "none":
             outcome, lstms_tried = _dynamic_lstms(
-                outcome,
-                data,
-                config.max_drift,
-                dynamic_options.exclude_nodes,
-                profile.pair_limit,
-                output_kinds(float_model),
+                outcome, data, config.max_drift, dynamic_options, output_kinds(float_model)
             )
         if (
             config.mode == "auto"
@@ -697,12 +692,12 @@ def _dynamic_lstms(
     static: Outcome,
     data: tuple[list, list, list],
     budget: Budget | None,
-    exclude: Collection[str],
-    pair_limit: int | None,
+    options: dynamic.DynamicOptions,
     kinds: OutputKinds,
 ) -> tuple[Outcome, bool]:
     """Mode auto, timed (so on this CPU's own kernels): a static INT8 model's LSTMs (which it
-    leaves float) but `exclude` in dynamic INT8 too, kept where `trades.trade` finds it the better
+    leaves float) in dynamic INT8 too, as `options` say (`dynamic.with_dynamic_lstms`: GPTQ
+    rounds their weights against their inputs there), kept where `trades.trade` finds it the better
     trade and `budget` (if any) still holds on the selection samples (`data`: calibration and
     selection samples, the original's outputs there): easyocr's CRNN (not tuned on), convs static
     and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift. `static` may compute nothing
@@ -713,16 +708,18 @@ def _dynamic_lstms(
     ):
         return static, False
 
-    def lstms_in_dynamic(model: ir.Model) -> tuple[onnx.ModelProto, int, int]:
+    calib, selection, ref_outputs = data
+
+    def lstms_in_dynamic(model: ir.Model, statistics=None):
         # their weights that constants compute (silero's Slice/Concat) folded first; quantized,
         # nothing computes them any more (no computation to restore)
-        lstm_weights = _constant_weights(model, {"LSTM"}, exclude, {})
-        return dynamic.with_dynamic_lstms(io.to_proto(lstm_weights), exclude, pair_limit)
+        lstm_weights = _constant_weights(model, {"LSTM"}, options.exclude_nodes, {})
+        proto = io.to_proto(lstm_weights)
+        return dynamic.with_dynamic_lstms(proto, options, calib, statistics)
 
-    proto, count, left = lstms_in_dynamic(static.model)
+    proto, count, left, statistics = lstms_in_dynamic(static.model)
     if not count:
         return static, False
-    _, selection, ref_outputs = data
     model = io.from_proto(proto)
     outputs = run_samples(model, selection)
     drift = compare_outputs(ref_outputs, outputs)
@@ -751,8 +748,7 @@ def _dynamic_lstms(
     )
     worth, measured = trades.trade(static, candidate, selection[0])
     if worth and static.all_int8 is not None:  # the nodes back in float, in INT8: LSTMs alike
-        all_int8 = lstms_in_dynamic(static.all_int8)
-        candidate.all_int8 = io.from_proto(all_int8[0])
+        candidate.all_int8 = io.from_proto(lstms_in_dynamic(static.all_int8, statistics)[0])
     kept = candidate if worth else dataclasses.replace(static, notes=list(static.notes))
     verdict = f"{what}: {'kept' if worth else 'not kept'} ({measured})"
     if worth and not static.quantized and kept.notes:  # the others' notes: float compute's

@@ -337,15 +337,24 @@ def unlimited_warning(count: int) -> list[str]:
 
 
 def with_dynamic_lstms(
-    proto: onnx.ModelProto, exclude: Collection[str], pair_limit: int | None
-) -> tuple[onnx.ModelProto, int, int]:
-    """`proto` (a static INT8 model, which leaves LSTMs float) with its LSTMs but `exclude` in
-    dynamic INT8 (ORT's DynamicQuantizeLSTM, weights within `pair_limit`), nothing else changed:
-    a CRNN's convs static, its LSTMs dynamic; how many, and how many weights
-    `_requantize_weights` left as they were."""
-    model, left = _quantize_within(proto, list(exclude), pair_limit, op_types=("LSTM",))
+    proto: onnx.ModelProto,
+    options: DynamicOptions,
+    calib: list,
+    statistics: dict[Hashable, Statistics] | None = None,
+) -> tuple[onnx.ModelProto, int, int, dict[Hashable, Statistics]]:
+    """`proto` (a static INT8 model, which leaves LSTMs float) with its LSTMs but
+    `options.exclude_nodes` in dynamic INT8 (ORT's DynamicQuantizeLSTM, weights within
+    `options.pair_limit`; with `options.gptq` rounded by GPTQ against their inputs in `proto` on
+    `calib`, or against `statistics` from an earlier call), nothing else changed: a CRNN's convs
+    static, its LSTMs dynamic; how many, how many weights `_requantize_weights` left as they
+    were, and the GPTQ statistics used."""
+    exclude = list(options.exclude_nodes)
+    if options.gptq and statistics is None:
+        statistics = weight_hessians(proto, calib, exclude, options.progress, (LSTM,))[0]
+    gptq_on = (statistics, gptq.RoundingCache()) if statistics else None
+    model, left = _quantize_within(proto, exclude, options.pair_limit, (LSTM,), gptq_on)
     count = sum(node.op_type == "DynamicQuantizeLSTM" for node in model.graph.node)
-    return model, count, left
+    return model, count, left, statistics or {}
 
 
 def _quantize_within(
@@ -367,15 +376,20 @@ def _quantize_within(
 
 
 def weight_hessians(
-    proto: onnx.ModelProto, calib: list, exclude: Collection[str], progress: bool
+    proto: onnx.ModelProto,
+    calib: list,
+    exclude: Collection[str],
+    progress: bool,
+    op_types: tuple[str, ...] = QUANTIZED_OPS,
 ) -> tuple[dict[Hashable, Statistics], int]:
-    """``X X^T`` over `calib` of the float inputs of the weights dynamic INT8 quantizes that GPTQ
-    can round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul of) by the name of the
-    MatMul it computes with (`ort_matmul_names`; one array for all that read one weight, summed
-    over them: its int8 copy is one); an LSTM's W and R by (LSTM, its name, 0) and (LSTM, its
-    name, 1), W's of its input, R's of each direction's previous hidden states
-    (`_previous_states`, its Y named; `_initial_states`: a list, one per direction). In graph
-    order until they hold builder.GPTQ_MEMORY; and how many weights past it round to nearest."""
+    """``X X^T`` over `calib` of the float inputs of the weights dynamic INT8 quantizes (of
+    `op_types`) that GPTQ can round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul
+    of) by the name of the MatMul it computes with (`ort_matmul_names`; one array for all that
+    read one weight, summed over them: its int8 copy is one); an LSTM's W and R by (LSTM, its
+    name, 0) and (LSTM, its name, 1), W's of its input, R's of each direction's previous hidden
+    states (`_previous_states`, its Y named; `_initial_states`: a list, one per direction). In
+    graph order until they hold builder.GPTQ_MEMORY; and how many weights past it round to
+    nearest."""
     model = io.from_proto(proto)
     gemms = ort_matmul_names(model)
     readers: dict[Hashable, list[ir.Node]] = {}  # MatMuls by the weight and whether transposed
@@ -384,7 +398,8 @@ def weight_hessians(
     for node in model.graph:
         if not node.name or node.name in exclude:
             continue
-        if (node.op_type == "MatMul" or node.name in gemms) and gptq.supports(node):
+        matmul = node.op_type == "MatMul" or node.name in gemms
+        if matmul and "MatMul" in op_types and gptq.supports(node):
             transposed = bool(node.op_type == "Gemm" and node.attributes.get_int("transB", 0))
             key = (node.inputs[1].name, transposed)
             readers.setdefault(key, []).append(node)
@@ -392,7 +407,7 @@ def weight_hessians(
                 (node.inputs[0].name, functools.partial(gptq.input_columns, node))
             )
             sizes.setdefault(key, set()).add(gptq.hessian_bytes(node))
-        elif node.op_type == "LSTM" and all(_lstm_weight_shape(node, i) for i in (1, 2)):
+        elif node.op_type == LSTM and LSTM in op_types and _constant_w_and_r(node):
             inputs, hidden = (_lstm_weight_shape(node, i)[2] for i in (1, 2))
             directions = _directions(node)
             layers[LSTM, node.name, 0] = [(node.inputs[0].name, _last_axis_columns)]
@@ -432,6 +447,11 @@ def _lstm_weight_shape(node: ir.Node, index: int) -> tuple[int, ...] | None:
     value = node.inputs[index] if len(node.inputs) > index else None
     tensor = value.const_value if value is not None else None
     return tuple(tensor.shape) if tensor is not None and len(tensor.shape) == 3 else None
+
+
+def _constant_w_and_r(node: ir.Node) -> bool:
+    """Whether an LSTM's W and R are 3-D constants."""
+    return all(_lstm_weight_shape(node, i) for i in (1, 2))
 
 
 def _directions(node: ir.Node) -> tuple[bool, ...]:
