@@ -301,13 +301,37 @@ def quantize(
         return _quantize(model, calibration, config, profile, target_reason)
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the steps of `_quantize` share: `config` as the choices read it (random inputs
+    known; a budget predicted for new samples), `budget` as the user wrote it (what the test
+    samples check), the float model as given (`given`: its size and latency) and as compared
+    (`reference`: with the `extra` float outputs of integer ones), the float model INT8 starts
+    from (`float_model`, optimized losslessly; `unnamed`: its nodes INT8 names; `before`: its
+    integer kernels), the three splits (`selection`: the calibration samples where none are
+    held out), the original's outputs on the selection samples, and the report's notes."""
+
+    config: QuantizeConfig
+    budget: Budget | None
+    given: bytes
+    reference: bytes
+    extra: list[str]
+    float_model: ir.Model
+    unnamed: list[ir.Node]
+    before: Counter
+    calib: list
+    selection: list
+    test: list
+    ref_outputs: list
+    notes: list[str]
+
+
 def _quantize(
     model, calibration, config: QuantizeConfig, profile: Target, target_reason: str
 ) -> QuantizeResult:
-    """`quantize` for the resolved target `profile` (within exact math where it applies)."""
-    budget = config.max_drift
-    if budget:  # as the user wrote it: the test split reads the worst sample seen
-        budget = dataclasses.replace(budget, for_new_samples=False)
+    """`quantize` for the resolved target `profile` (within exact math where it applies): the
+    float model and the samples made ready (`_prepare`), INT8 chosen on them (`_choose`), then
+    measured on the test samples and reported (`_report`)."""
     if config.preprocess is not None and (
         not isinstance(calibration, (str, os.PathLike)) or is_random(calibration)
     ):
@@ -328,6 +352,25 @@ def _quantize(
     short = memory_warning(len(reference), available_memory())
     if short:
         warnings.warn(f"onnxslim: {short}", stacklevel=3)
+    run = _prepare(reference, calibration, config, profile)
+    outcome, static_model, tried, lstms_tried = _choose(run, profile)
+    outcome = _finish(run, outcome, static_model, tried, lstms_tried)
+    io.keep_aside_as(outcome.model, original_meta)  # map types onnx-ir cannot hold, for the file
+    report = _report(run, outcome, profile, target_reason, nodes_before)
+    if run.config.measure_latency:
+        _time_models(run, outcome, report)
+    elif config.require_speedup:
+        raise OnnxSlimError("require_speedup needs the latency measurement")
+    return QuantizeResult(outcome.model, report)
+
+
+def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Target) -> _Run:
+    """The samples loaded and split, the budget checked against them, integer outputs given
+    float sources to measure, the float model optimized losslessly, the protocol's notes, and
+    the original's outputs on the selection samples."""
+    budget = config.max_drift
+    if budget:  # as the user wrote it: the test split reads the worst sample seen
+        budget = dataclasses.replace(budget, for_new_samples=False)
     Session(reference, what="the model (INT8 calibration runs it)")
     proto = onnx.ModelProto.FromString(reference)
     samples = load_samples(
@@ -378,6 +421,30 @@ def _quantize(
         )
     selection = selection or calib
     ref_outputs = run_samples(reference, selection, int8=False)  # what every choice compares with
+    return _Run(
+        config=config,
+        budget=budget,
+        given=given,
+        reference=reference,
+        extra=extra,
+        float_model=float_model,
+        unnamed=unnamed,
+        before=integer_kernels(float_model),
+        calib=calib,
+        selection=selection,
+        test=test,
+        ref_outputs=ref_outputs,
+        notes=notes,
+    )
+
+
+def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | None, bool]:
+    """The INT8 model `run.config` asks for, its automatic choices made on the selection
+    samples: static, dynamic (or, mode auto, whichever `_static_or_dynamic` keeps), float
+    compute where INT8 compute does not pay for its drift, LSTMs in dynamic INT8 beside static
+    INT8. Returns the outcome, the model static INT8 was made of (its names), the dynamic INT8
+    outcome mode auto tried (if any), and whether LSTMs were tried in dynamic INT8."""
+    config, float_model, selection = run.config, run.float_model, run.selection
     dynamic_options = dynamic.DynamicOptions(
         _dynamic_excluded(config, float_model),
         profile.pair_limit,
@@ -406,29 +473,29 @@ def _quantize(
     if not candidates or (
         config.mode == "auto" and all(op_types[n] in RECURRENT_WEIGHTS for n in candidates)
     ):
-        drift = compare_outputs(ref_outputs, run_samples(float_model, selection))
+        drift = compare_outputs(run.ref_outputs, run_samples(float_model, selection))
         mode = "dynamic" if config.mode == "dynamic" else "static"
         unquantized = {name: why for name, why in weighted.items() if why is not None}
         outcome = Outcome(float_model, {}, unquantized, [], drift, [], mode=mode, method="none")
     elif config.mode == "dynamic":
         outcome = dynamic.quantize_model(
-            dynamic_model, calib, selection, ref_outputs, config.max_drift, dynamic_options
+            dynamic_model, run.calib, selection, run.ref_outputs, config.max_drift, dynamic_options
         )
     else:
         static_model = _constant_weights(float_model, static_ops, config.exclude_nodes, folded)
         outcome, float_compute = _static(
             prepare(static_model),
-            calib,
+            run.calib,
             selection,
-            ref_outputs,
-            test,
+            run.ref_outputs,
+            run.test,
             config,
             profile,
             output_kinds(static_model),
         )
-    data = (calib, selection, ref_outputs)
+    data = (run.calib, selection, run.ref_outputs)
     tried = None  # mode auto: the dynamic INT8 outcome tried, if any
-    before = integer_kernels(float_model)
+    random = config.random_inputs
     with progress(  # the timings' runs; a slow model's take minutes
         "INT8: static, dynamic or float compute: timed runs",
         None,
@@ -446,7 +513,7 @@ def _quantize(
             )
         if outcome.violations:
             raise CheckFailedError(
-                f"INT8 drift over budget {budget} even with every sensitive node in float: "
+                f"INT8 drift over budget {run.budget} even with every sensitive node in float: "
                 f"{outcome.violations[0]}"
             )
         bar = config.max_drift or QUALITY_BAR
@@ -475,18 +542,28 @@ def _quantize(
             and config.times_choices
             and outcome.mode != "dynamic"  # (its MatMuls all back in float for a budget)
             and not dynamic_timed
-            and not computes_int8(outcome, before)
+            and not computes_int8(outcome, run.before)
             and dynamic.covers_most_weights(dynamic_model)  # (its computed weights folded)
         ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
             tried = tried or dynamic.quantize_model(dynamic_model, *data, bar, dynamic_options)
             if not tried.violations:
                 outcome = _dynamic_for_speed(outcome, tried, selection[0], bar)
     outcome.model = restore_computations(outcome.model, folded)  # those left float
+    return outcome, static_model, tried, lstms_tried
+
+
+def _finish(
+    run: _Run, outcome: Outcome, static_model: ir.Model, tried: Outcome | None, lstms_tried: bool
+) -> Outcome:
+    """`_choose`'s outcome as written: shared weights deduplicated, static INT8's names made
+    short, its notes (and what it says of what stayed float) added to `run.notes`; the lossless
+    model itself where nothing is INT8."""
+    float_model, before = run.float_model, run.before
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
     dynamic_untried = (  # (its hint names MatMuls; the recurrent note, LSTMs)
-        config.mode == "auto"
+        run.config.mode == "auto"
         and outcome.mode == "static"
         and tried is None
         and dynamic.dynamic_weight_share(float_model, op_types=("MatMul",)) > 0
@@ -495,19 +572,28 @@ def _quantize(
     built = outcome.method != "none"  # (not the lossless model: nothing to quantize statically)
     if outcome.mode == "static" and built and made and not computes_int8(outcome, before):
         made = made if INT8_BUILT_WITH in made else [INT8_BUILT_WITH, *made]
-    notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
-    notes += recurrent_note(
+    run.notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
+    run.notes += recurrent_note(
         float_model, outcome.model, outcome.mode == "dynamic", tried is not None or lstms_tried
     )
-    outcome = _as_made(outcome, before, random)
+    outcome = _as_made(outcome, before, run.config.random_inputs)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model
-        for node in unnamed:  # names no file needs: a bigger file than the lossless one
+        for node in run.unnamed:  # names no file needs: a bigger file than the lossless one
             node.name = ""
+    return outcome
+
+
+def _report(
+    run: _Run, outcome: Outcome, profile: Target, target_reason: str, nodes_before: int
+) -> QuantizeReport:
+    """The report of `outcome`: its drift on the test samples (on the selection samples where
+    there are none) and the warnings that drift calls for, and what was made and how."""
+    config, budget, float_model, notes = run.config, run.budget, run.float_model, run.notes
     quantized, drift = outcome.model, outcome.drift
-    io.keep_aside_as(quantized, original_meta)  # map types onnx-ir cannot hold, for the file
+    selection, test = run.selection, run.test
     if test:  # the figures reported: on samples no decision saw
-        drift, test_notes = _test_drift(reference, quantized, test, output_kinds(float_model))
+        drift, test_notes = _test_drift(run.reference, quantized, test, output_kinds(float_model))
         notes += test_notes
         missed = budget.check(drift) if budget else []
         if missed:
@@ -516,12 +602,12 @@ def _quantize(
                 f"but not on the {len(test)} test samples: {missed[0]}"
             )
     for model in (quantized, outcome.all_int8, float_model):
-        integer_outputs.drop_outputs(model, extra)
+        integer_outputs.drop_outputs(model, run.extra)
     split = "test" if test else "selection"
     notes += drift_warning(drift, budget, split, len(selection))
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
     # random data: the picked dims have their own warning; no INT8: no drift
-    if not random and outcome.mode != NO_INT8_MODE:
+    if not config.random_inputs and outcome.mode != NO_INT8_MODE:
         notes += one_size_note(input_specs(float_model), test or selection, split)
     notes += reordered_outputs_note(float_model, drift)
     dynamic_used = outcome.mode == "dynamic"
@@ -535,12 +621,12 @@ def _quantize(
         activation_type="float" if float_used else activations,
         weight_pair_limit=None if float_used else profile.pair_limit,
         per_channel=config.per_channel,
-        calibration_samples=len(calib),
-        selection_samples=len(selection) if selection is not calib else 0,
+        calibration_samples=len(run.calib),
+        selection_samples=len(selection) if selection is not run.calib else 0,
         test_samples=len(test),
         nodes_before=nodes_before,
         nodes_after=node_count(quantized.graph),
-        size_before=len(given),
+        size_before=len(run.given),
         size_after=io.to_proto(quantized).ByteSize(),
         quantized=outcome.quantized,
         kept_float=outcome.kept_float,
@@ -555,57 +641,62 @@ def _quantize(
         weight_range="minmax" if dynamic_used else config.weight_range,  # quantize_dynamic's
         weight_rounding=outcome.weight_rounding,
         layers=outcome.layers,
-        random_inputs=random,
+        random_inputs=config.random_inputs,
     )
     if not report.unquantized:  # the lossless model: its own warning says INT8 added nothing
         report.notes += bigger_file_warning(report.size_before, report.size_after)
-    if config.measure_latency:
-        timed_on = (test or selection)[0]
-        with progress("INT8: timing the models: runs", None, config.progress):
-            timed = _latency(
-                given,
-                {
-                    "int8": quantized,
-                    "all int8": outcome.all_int8,
-                    "lossless": float_model if config.optimize else None,
-                },
-                timed_on,
-            )
-        # dynamic dims: other sizes time otherwise (where anything computes in INT8)
-        if defaulted_inputs(input_specs(float_model)) and computes_int8(outcome, before):
-            report.notes.append(
-                f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
-                "the model takes other sizes, where INT8 may save another share of the time"
-            )
-        report.notes += disturbed_timing_note(timed, TIMED_NAMES)
-        report.latency_float_ms = timed["float"].median
-        report.latency_int8_ms = timed["int8"].median
-        report.latency_verdict = timed["int8"].versus(timed["float"])[1]
-        if "all int8" in timed:
-            report.notes.append(
-                fallback_cost_note(
-                    len(outcome.fallback), timed["int8"], timed["all int8"], report.budget
-                )
-            )
-        if "lossless" in timed:
-            report.latency_lossless_ms = timed["lossless"].median
-            report.latency_lossless_verdict = timed["int8"].versus(timed["lossless"])[1]
-            slower = report.latency_lossless_verdict == "slower"
-            # float compute runs as fast (_int8_or_float said so); nothing added: the same model
-            if (slower or not float_used) and not report.unquantized:
-                report.notes += lossless_warning(timed["int8"], timed["lossless"])
-        note = not_faster_note(
-            timed["int8"],
-            timed["float"],
-            report.speedup,
-            config.require_speedup,
-            weight_only=report.mode == WEIGHT_ONLY_MODE,
+    return report
+
+
+def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
+    """The latency of `outcome`'s model (and of its every-node-INT8 form, and of the lossless
+    float model) against the float model as given, side by side, in `report` with what it
+    calls for."""
+    config, float_model = run.config, run.float_model
+    float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
+    timed_on = (run.test or run.selection)[0]
+    with progress("INT8: timing the models: runs", None, config.progress):
+        timed = _latency(
+            run.given,
+            {
+                "int8": outcome.model,
+                "all int8": outcome.all_int8,
+                "lossless": float_model if config.optimize else None,
+            },
+            timed_on,
         )
-        if not report.unquantized:  # the lossless model: its warning says so
-            report.notes += note
-    elif config.require_speedup:
-        raise OnnxSlimError("require_speedup needs the latency measurement")
-    return QuantizeResult(quantized, report)
+    # dynamic dims: other sizes time otherwise (where anything computes in INT8)
+    if defaulted_inputs(input_specs(float_model)) and computes_int8(outcome, run.before):
+        report.notes.append(
+            f"latency timed on one sample ({input_shapes(sample_shapes([timed_on]))}): "
+            "the model takes other sizes, where INT8 may save another share of the time"
+        )
+    report.notes += disturbed_timing_note(timed, TIMED_NAMES)
+    report.latency_float_ms = timed["float"].median
+    report.latency_int8_ms = timed["int8"].median
+    report.latency_verdict = timed["int8"].versus(timed["float"])[1]
+    if "all int8" in timed:
+        report.notes.append(
+            fallback_cost_note(
+                len(outcome.fallback), timed["int8"], timed["all int8"], report.budget
+            )
+        )
+    if "lossless" in timed:
+        report.latency_lossless_ms = timed["lossless"].median
+        report.latency_lossless_verdict = timed["int8"].versus(timed["lossless"])[1]
+        slower = report.latency_lossless_verdict == "slower"
+        # float compute runs as fast (_int8_or_float said so); nothing added: the same model
+        if (slower or not float_used) and not report.unquantized:
+            report.notes += lossless_warning(timed["int8"], timed["lossless"])
+    note = not_faster_note(
+        timed["int8"],
+        timed["float"],
+        report.speedup,
+        config.require_speedup,
+        weight_only=report.mode == WEIGHT_ONLY_MODE,
+    )
+    if not report.unquantized:  # the lossless model: its warning says so
+        report.notes += note
 
 
 def _static_or_dynamic(
