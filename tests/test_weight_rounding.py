@@ -972,7 +972,8 @@ def test_a_streaming_lstms_r_is_gptq_rounded_against_its_initial_state(monkeypat
 def test_the_lstms_mode_auto_puts_beside_static_int8_are_gptq_rounded(monkeypatch):
     """Mode auto's LSTMs in dynamic INT8 beside static INT8 (a CRNN's convs static) round their
     W and R by GPTQ against their inputs in the static model, as `--int8 dynamic`'s: closer to
-    float than nearest rounding; and to nearest where GPTQ is off (`random:N`, `nearest`). The
+    float than nearest rounding, and the report says GPTQ; to nearest where GPTQ is off
+    (`random:N`, `nearest`) or its statistics would pass its memory limit (a note says so). The
     conv and the head stay float here, so the drift is the LSTM's own (ddddocr's OCR, not tuned
     on: 27.0 dB either way, its convs' noise the most)."""
     model, _ = conv_lstm()
@@ -980,8 +981,8 @@ def test_the_lstms_mode_auto_puts_beside_static_int8_are_gptq_rounded(monkeypatc
     rng = np.random.default_rng(14)  # its 8 channels mixing 2 latent ones: correlated
     mix = rng.normal(size=(8, 2))
     data = [{"x": (mix @ rng.normal(size=(2, 12))).astype(np.float32)[None]} for _ in range(16)]
-    options = {**FAST, "target": "auto", "exclude_nodes": ["conv", "head"]}
-    static = quantize(model, data, mode="static", **options)
+    static_options = {**FAST, "target": "auto", "exclude_nodes": ["conv", "head"]}
+    static = quantize(model, data, mode="static", **static_options)
     outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
     ref = run_samples(model, data, int8=False)
     monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (True, "mocked"))
@@ -993,6 +994,11 @@ def test_the_lstms_mode_auto_puts_beside_static_int8_are_gptq_rounded(monkeypatc
         options = dynamic.DynamicOptions(pair_limit=128, gptq=rounding)
         made, _ = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
         assert made.quantized["LSTM"] == 1
+        assert made.weight_rounding == ("gptq" if rounding else "nearest")
         snr[rounding] = compare_outputs(ref, run_samples(made.model, data))["y"].snr_db
         assert sorted(h.shape for h in hessians) == ([(16, 16), (32, 32)] if rounding else [])
     assert snr[True] > snr[False] + 1.0
+    monkeypatch.setattr(builder_module, "GPTQ_MEMORY", 1)
+    made, _ = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
+    assert made.weight_rounding == "nearest"
+    assert any(n.startswith("GPTQ rounding left out for 2 LSTM weight(s)") for n in made.notes)

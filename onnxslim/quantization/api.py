@@ -44,6 +44,7 @@ from onnxslim.passes.fold import FoldProducers, restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, exact, integer_outputs, large, levers, trades
 from onnxslim.quantization.builder import (
+    GPTQ_MEMORY,
     BuildInfo,
     QuantBuilder,
     gptq_candidates,
@@ -307,7 +308,8 @@ class _Run:
     known; a budget predicted for new samples), `budget` as the user wrote it (what the test
     samples check), the float model as given (`given`: its size and latency) and as compared
     (`reference`: with the `extra` float outputs of integer ones), the float model INT8 starts
-    from (`float_model`, optimized losslessly; `unnamed`: its nodes INT8 names; `before`: its
+    from (`float_model`, optimized losslessly; `unnamed`: its nodes without a name, which INT8
+    names and which lose it again where the lossless model is handed back; `before`: its
     integer kernels), the three splits (`selection`: the calibration samples where none are
     held out), the original's outputs on the selection samples, and the report's notes."""
 
@@ -330,8 +332,9 @@ def _quantize(
     model, calibration, config: QuantizeConfig, profile: Target, target_reason: str
 ) -> QuantizeResult:
     """`quantize` for the resolved target `profile` (within exact math where it applies): the
-    float model and the samples made ready (`_prepare`), INT8 chosen on them (`_choose`), then
-    measured on the test samples and reported (`_report`)."""
+    float model and the samples made ready (`_prepare`), INT8 chosen on them (`_choose`) and
+    made ready to write (`_finish`), then measured on the test samples and reported (`_report`),
+    and timed (`_time_models`)."""
     if config.preprocess is not None and (
         not isinstance(calibration, (str, os.PathLike)) or is_random(calibration)
     ):
@@ -359,7 +362,7 @@ def _quantize(
     report = _report(run, outcome, profile, target_reason, nodes_before)
     if run.config.measure_latency:
         _time_models(run, outcome, report)
-    elif config.require_speedup:
+    elif run.config.require_speedup:
         raise OnnxSlimError("require_speedup needs the latency measurement")
     return QuantizeResult(outcome.model, report)
 
@@ -787,13 +790,13 @@ def _dynamic_lstms(
     kinds: OutputKinds,
 ) -> tuple[Outcome, bool]:
     """Mode auto, timed (so on this CPU's own kernels): a static INT8 model's LSTMs (which it
-    leaves float) in dynamic INT8 too, as `options` say (`dynamic.with_dynamic_lstms`: GPTQ
-    rounds their weights against their inputs there), kept where `trades.trade` finds it the better
-    trade and `budget` (if any) still holds on the selection samples (`data`: calibration and
-    selection samples, the original's outputs there): easyocr's CRNN (not tuned on), convs static
-    and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift. `static` may compute nothing
-    in INT8 (silero-vad: its small convs on int8-stored weights): kept, the LSTMs make it dynamic
-    INT8. Returns the outcome kept and whether any LSTM was tried."""
+    leaves float) in dynamic INT8 too, as `options` say (GPTQ rounds their weights against their
+    inputs in the static INT8 model: `dynamic.lstm_rounding`), kept where `trades.trade` finds
+    it the better trade and `budget` (if any) still holds on the selection samples (`data`:
+    calibration and selection samples, the original's outputs there): easyocr's CRNN (not tuned
+    on), convs static and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift. `static`
+    may compute nothing in INT8 (silero-vad: its small convs on int8-stored weights): kept, the
+    LSTMs make it dynamic INT8. Returns the outcome kept and whether any LSTM was tried."""
     if static.mode not in ("static", WEIGHT_ONLY_MODE) or not any(
         n.op_type == "LSTM" for n in static.model.graph
     ):
@@ -801,14 +804,14 @@ def _dynamic_lstms(
 
     calib, selection, ref_outputs = data
 
-    def lstms_in_dynamic(model: ir.Model, statistics=None):
-        # their weights that constants compute (silero's Slice/Concat) folded first; quantized,
+    def folded(model: ir.Model) -> onnx.ModelProto:
+        # the LSTM weights that constants compute (silero's Slice/Concat) folded; quantized,
         # nothing computes them any more (no computation to restore)
-        lstm_weights = _constant_weights(model, {"LSTM"}, options.exclude_nodes, {})
-        proto = io.to_proto(lstm_weights)
-        return dynamic.with_dynamic_lstms(proto, options, calib, statistics)
+        return io.to_proto(_constant_weights(model, {"LSTM"}, options.exclude_nodes, {}))
 
-    proto, count, left, statistics = lstms_in_dynamic(static.model)
+    proto = folded(static.model)
+    gptq_on, past_memory = dynamic.lstm_rounding(proto, options, calib)
+    proto, count, left = dynamic.with_dynamic_lstms(proto, options, gptq_on)
     if not count:
         return static, False
     model = io.from_proto(proto)
@@ -836,17 +839,22 @@ def _dynamic_lstms(
         # compared as static's own drift was (`scored`, or as the model outputs it)
         scored=None if static.scored is None else scored_drift(ref_outputs, outputs, kinds, drift),
         notes=list(static.notes),
+        weight_rounding="gptq" if gptq_on else static.weight_rounding,
     )
     worth, measured = trades.trade(static, candidate, selection[0])
     if worth and static.all_int8 is not None:  # the nodes back in float, in INT8: LSTMs alike
-        candidate.all_int8 = io.from_proto(lstms_in_dynamic(static.all_int8, statistics)[0])
+        all_int8 = dynamic.with_dynamic_lstms(folded(static.all_int8), options, gptq_on)[0]
+        candidate.all_int8 = io.from_proto(all_int8)
     kept = candidate if worth else dataclasses.replace(static, notes=list(static.notes))
     verdict = f"{what}: {'kept' if worth else 'not kept'} ({measured})"
     if worth and not static.quantized and kept.notes:  # the others' notes: float compute's
         kept.notes[:0] = [verdict, *([] if INT8_BUILT_WITH in kept.notes else [INT8_BUILT_WITH])]
     else:
         kept.notes.append(verdict)
-    kept.notes += dynamic.unlimited_warning(left) if worth else []
+    if worth:
+        kept.notes += dynamic.unlimited_warning(left)
+        if past_memory:
+            kept.notes.append(gptq_memory_note(past_memory, "LSTM weight(s)", GPTQ_MEMORY))
     return kept, True
 
 

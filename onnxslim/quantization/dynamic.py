@@ -85,8 +85,8 @@ class DynamicOptions:
     the report); weights within the target's `pair_limit` (see `quantization.pairs`); `smooth`
     (True, False or "auto": kept where closer to float on the selection samples) balances
     activation channels onto the weights first (see `smooth`); `gptq`: the MatMul and LSTM
-    weights rounded by GPTQ against their float inputs on the calibration samples
-    (`weight_hessians`; else to nearest)."""
+    weights rounded by GPTQ against their inputs on the calibration samples (`weight_hessians`:
+    in the float model; beside static INT8, in that model, `lstm_rounding`; else to nearest)."""
 
     exclude_nodes: frozenset[str] = frozenset()
     pair_limit: int | None = None
@@ -336,25 +336,34 @@ def unlimited_warning(count: int) -> list[str]:
     ]
 
 
+def lstm_rounding(
+    proto: onnx.ModelProto, options: DynamicOptions, calib: list
+) -> tuple[tuple[dict[Hashable, Statistics], gptq.RoundingCache] | None, int]:
+    """What GPTQ rounds the LSTMs of `proto` (a static INT8 model) but `options.exclude_nodes`
+    against, on `calib` (`weight_hessians`: W's inputs and R's previous states there, as static
+    INT8 computes them), with a cache for the roundings; None where `options.gptq` is off or
+    nothing can be rounded; and how many weights past GPTQ's memory limit round to nearest."""
+    if not options.gptq:
+        return None, 0
+    exclude, progress = options.exclude_nodes, options.progress
+    statistics, past = weight_hessians(proto, calib, exclude, progress, (LSTM,))
+    return ((statistics, gptq.RoundingCache()) if statistics else None), past
+
+
 def with_dynamic_lstms(
     proto: onnx.ModelProto,
     options: DynamicOptions,
-    calib: list,
-    statistics: dict[Hashable, Statistics] | None = None,
-) -> tuple[onnx.ModelProto, int, int, dict[Hashable, Statistics]]:
+    gptq_on: tuple[dict[Hashable, Statistics], gptq.RoundingCache] | None,
+) -> tuple[onnx.ModelProto, int, int]:
     """`proto` (a static INT8 model, which leaves LSTMs float) with its LSTMs but
     `options.exclude_nodes` in dynamic INT8 (ORT's DynamicQuantizeLSTM, weights within
-    `options.pair_limit`; with `options.gptq` rounded by GPTQ against their inputs in `proto` on
-    `calib`, or against `statistics` from an earlier call), nothing else changed: a CRNN's convs
-    static, its LSTMs dynamic; how many, how many weights `_requantize_weights` left as they
-    were, and the GPTQ statistics used."""
+    `options.pair_limit`, rounded by GPTQ with `gptq_on`, see `lstm_rounding`; None: to
+    nearest), nothing else changed: a CRNN's convs static, its LSTMs dynamic; how many, and how
+    many weights `_requantize_weights` left as they were."""
     exclude = list(options.exclude_nodes)
-    if options.gptq and statistics is None:
-        statistics = weight_hessians(proto, calib, exclude, options.progress, (LSTM,))[0]
-    gptq_on = (statistics, gptq.RoundingCache()) if statistics else None
     model, left = _quantize_within(proto, exclude, options.pair_limit, (LSTM,), gptq_on)
     count = sum(node.op_type == "DynamicQuantizeLSTM" for node in model.graph.node)
-    return model, count, left, statistics or {}
+    return model, count, left
 
 
 def _quantize_within(
@@ -383,7 +392,8 @@ def weight_hessians(
     op_types: tuple[str, ...] = QUANTIZED_OPS,
 ) -> tuple[dict[Hashable, Statistics], int]:
     """``X X^T`` over `calib` of the float inputs of the weights dynamic INT8 quantizes (of
-    `op_types`) that GPTQ can round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul
+    `op_types`; "MatMul" takes in the Gemms `quantize_dynamic` makes MatMuls of) that GPTQ can
+    round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul
     of) by the name of the MatMul it computes with (`ort_matmul_names`; one array for all that
     read one weight, summed over them: its int8 copy is one); an LSTM's W and R by (LSTM, its
     name, 0) and (LSTM, its name, 1), W's of its input, R's of each direction's previous hidden
