@@ -43,7 +43,10 @@ _ORT_DTYPES = {
     "tensor(int64)": np.int64,
     "tensor(uint64)": np.uint64,
     "tensor(bool)": np.bool_,
+    "tensor(string)": np.str_,
 }
+#: What random string inputs hold (a text classifier reads them as unknown words).
+RANDOM_WORDS = ("onnx", "slim", "model", "input")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class InputSpec:
 
     def describe(self) -> str:
         dims = ",".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.dtype.name}[{dims}]"
+        return f"{'string' if self.dtype.kind == 'U' else self.dtype.name}[{dims}]"
 
 
 def input_specs(model) -> list[InputSpec]:
@@ -95,12 +98,10 @@ def _spec_from_ort(arg) -> InputSpec:
 def _spec_from_ir(value) -> InputSpec:
     import onnx_ir as ir
 
-    if not isinstance(value.type, ir.TensorType) or value.dtype in (None, ir.DataType.STRING):
-        raise OnnxSlimError(
-            f"input {value.name!r} is not a numeric tensor, which onnxslim cannot feed"
-        )
+    if not isinstance(value.type, ir.TensorType) or value.dtype is None:
+        raise OnnxSlimError(f"input {value.name!r} is not a tensor, which onnxslim cannot feed")
     try:
-        dtype = value.dtype.numpy()
+        dtype = np.str_ if value.dtype == ir.DataType.STRING else value.dtype.numpy()
     except TypeError as err:
         raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold") from err
     dims = () if value.shape is None else value.shape.dims
@@ -118,12 +119,14 @@ def _spec_from_proto(value) -> InputSpec:
     import onnx
 
     tensor = value.type.tensor_type
-    if not value.type.HasField("tensor_type") or tensor.elem_type in (0, onnx.TensorProto.STRING):
-        raise OnnxSlimError(
-            f"input {value.name!r} is not a numeric tensor, which onnxslim cannot feed"
-        )
+    if not value.type.HasField("tensor_type") or tensor.elem_type == 0:
+        raise OnnxSlimError(f"input {value.name!r} is not a tensor, which onnxslim cannot feed")
     try:
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        dtype = np.dtype(
+            np.str_
+            if tensor.elem_type == onnx.TensorProto.STRING
+            else onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        )
     except (KeyError, TypeError) as err:
         raise OnnxSlimError(f"input {value.name!r} has an element type numpy cannot hold") from err
     dims: list[Dim] = []
@@ -250,7 +253,8 @@ def sample_shapes(samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, dict
 def random_inputs(
     specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
 ) -> Sample:
-    """One random sample: floats ~ N(0, 1), ints in 0..9 (valid token ids/indices), bools 50/50."""
+    """One random sample: floats ~ N(0, 1), ints in 0..9 (valid token ids/indices), bools 50/50,
+    strings from RANDOM_WORDS."""
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(specs, shapes)
     sample = {}
@@ -260,6 +264,8 @@ def random_inputs(
             sample[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":
             sample[spec.name] = np.asarray(rng.random(shape) < 0.5)
+        elif spec.dtype.kind == "U":
+            sample[spec.name] = rng.choice(RANDOM_WORDS, size=shape)
         else:
             sample[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
     return sample
@@ -606,7 +612,8 @@ def validate_samples(
                     f"{where}: input {spec.name!r} is a {type(array).__name__}, "
                     "expected a numpy array"
                 )
-            if array.dtype != spec.dtype:
+            strings = spec.dtype.kind == "U" and array.dtype.kind in "UO"  # (any length)
+            if array.dtype != spec.dtype and not strings:
                 raise OnnxSlimError(
                     f"{where}: input {spec.name!r} has dtype {array.dtype}, "
                     f"the model expects {spec.dtype} (convert with .astype(np.{spec.dtype.name}))"

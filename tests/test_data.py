@@ -11,6 +11,7 @@ from helpers import FLOAT, INT64, const, make_model, vi
 from onnx import TensorProto, helper
 
 from onnxslim.data import (
+    RANDOM_WORDS,
     InputSpec,
     Preprocess,
     as_samples,
@@ -78,13 +79,30 @@ def test_input_specs_from_path_proto_and_session(model_path):
 def test_input_specs_errors(tmp_path):
     with pytest.raises(OnnxSlimError, match="cannot read ONNX model"):
         input_specs(tmp_path / "missing.onnx")
+    sequence = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [1])
+    model = make_model([helper.make_node("Identity", ["s"], ["t"])], [sequence], [sequence])
+    with pytest.raises(OnnxSlimError, match="'s' is not a tensor"):
+        input_specs(model)
+
+
+def test_string_inputs_are_fed_as_text():
+    """A text model's string input (scikit-learn's TfidfVectorizer, a OneHotEncoder's column):
+    random samples hold words, and given text (numpy str or object arrays) is taken as it is."""
     strings = make_model(
         [helper.make_node("Identity", ["s"], ["t"])],
-        [vi("s", TensorProto.STRING, [1])],
-        [vi("t", TensorProto.STRING, [1])],
+        [vi("s", TensorProto.STRING, ["n", 1])],
+        [vi("t", TensorProto.STRING, ["n", 1])],
     )
-    with pytest.raises(OnnxSlimError, match="'s' is not a numeric tensor"):
-        input_specs(strings)
+    session = ort.InferenceSession(strings.SerializeToString(), providers=["CPUExecutionProvider"])
+    for source in (strings, session):
+        (spec,) = input_specs(source)
+        assert spec.dtype.kind == "U" and spec.describe() == "string[n,1]"
+    sample = random_inputs([spec], {"s": (3, 1)})
+    assert sample["s"].dtype.kind == "U" and set(sample["s"].ravel()) <= set(RANDOM_WORDS)
+    given = [{"s": np.array([["a text"]])}, {"s": np.array([["other"]], dtype=object)}]
+    validate_samples(given, [spec])
+    with pytest.raises(OnnxSlimError, match="has dtype float32"):
+        validate_samples([{"s": np.zeros((1, 1), np.float32)}], [spec])
 
 
 def test_parse_shapes():

@@ -14,7 +14,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from helpers import FLOAT, const, make_model, run, vi
+from helpers import FLOAT, INT64, const, make_model, run, vi
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxslim.bench
@@ -3950,3 +3950,84 @@ def test_choices_of_an_int8_model_a_later_choice_turned_to_float_compute_say_so(
     header = report.notes.index(api.INT8_BUILT_WITH)
     assert report.notes[header + 1].startswith("kept ")
     assert not any(n.startswith("latency timed on one sample") for n in report.notes)
+
+
+def test_int8_calibrates_a_model_with_a_string_input():
+    """scikit-learn's text and category exports read strings (a LabelEncoder's column, then a
+    float layer): calibration feeds words (random:N) or given text, and the MatMul behind the
+    strings computes in INT8."""
+    rng = np.random.default_rng(3)
+    model = make_model(
+        [
+            helper.make_node(
+                "LabelEncoder",
+                ["s"],
+                ["ids"],
+                domain="ai.onnx.ml",
+                keys_strings=["onnx", "slim", "model", "input"],
+                values_int64s=[0, 1, 2, 3],
+                default_int64=4,
+            ),
+            helper.make_node("Cast", ["ids"], ["f"], to=FLOAT),
+            helper.make_node("Add", ["f", "x"], ["h"]),
+            helper.make_node("MatMul", ["h", "W"], ["y"], name="head"),
+        ],
+        [vi("s", onnx.TensorProto.STRING, [1, 16]), vi("x", FLOAT, [1, 16])],
+        [vi("y", FLOAT, [1, 8])],
+        [const("W", rng.normal(size=(16, 8)).astype(np.float32))],
+        opsets={"ai.onnx.ml": 2},
+    )
+    words = np.array(["onnx", "slim", "model", "input", "other"])
+    data = [
+        {"s": rng.choice(words, size=(1, 16)), "x": rng.normal(size=(1, 16)).astype(np.float32)}
+        for _ in range(24)
+    ]
+    for calibration in (data, "random:24"):
+        result = quantize(model, calibration, mode="static", **{**FAST, "min_macs": 0})
+        assert result.report.quantized == {"MatMul": 1}
+        assert result.report.drift["y"].min_cosine > 0.95
+
+
+def test_int8_leaves_float_a_double_matmul_of_computed_values():
+    """A GaussianProcessRegressor export (skl2onnx, float64): a MatMul of two tensors computed in
+    double, whose types the graph does not give. INT8 quantizes float32 only: calibration saw
+    them double, so the MatMul stays float (before, QuantizeLinear on a double and a model ORT
+    refuses), and no hint offers dynamic INT8 for a double weight."""
+    double = onnx.TensorProto.DOUBLE
+    model = make_model(
+        [
+            helper.make_node("Shape", ["x"], ["s"], end=1),
+            helper.make_node("Concat", ["s", "one"], ["shape"], axis=0),
+            helper.make_node("ConstantOfShape", ["shape"], ["a"], value=const("v", [0.5])),
+            helper.make_node("Add", ["a", "x"], ["b"]),
+            helper.make_node("Transpose", ["b"], ["bt"], perm=[1, 0]),
+            helper.make_node("MatMul", ["b", "bt"], ["y"], name="kernel"),
+        ],
+        [vi("x", double, ["n", 1])],
+        [vi("y", double, ["n", "n"])],
+        [const("one", np.array([1], np.int64))],
+    )
+    result = quantize(model, "random:24", **{**FAST, "optimize": True})
+    assert result.report.quantized == {}
+    assert result.report.kept_float["kernel"] == "an input is constant or not float"
+    assert not any("--int8 dynamic" in note for note in result.report.notes)
+    x = np.arange(3, dtype=np.float64)[:, None]
+    (expected,) = run_samples(model, [{"x": x}], int8=False)[0].values()
+    np.testing.assert_allclose(run_samples(result.model, [{"x": x}])[0]["y"], expected)
+
+
+def test_no_reordering_note_where_nothing_is_int8():
+    """A k-nearest-neighbours export (TopK over distances, nothing to quantize): the lossless
+    model comes back, with no drift that rows changing places could overstate, so no note."""
+    model = make_model(
+        [
+            helper.make_node("Mul", ["x", "x"], ["d"]),
+            helper.make_node("TopK", ["d", "k"], ["v", "i"], axis=1),
+        ],
+        [vi("x", FLOAT, [1, 8])],
+        [vi("v", FLOAT, [1, 3]), vi("i", INT64, [1, 3])],
+        [const("k", np.array([3], np.int64))],
+    )
+    report = quantize(model, "random:16", **FAST).report
+    assert report.mode == "none"
+    assert not any("TopK" in note for note in report.notes)

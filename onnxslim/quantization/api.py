@@ -572,8 +572,9 @@ def _finish(
         and dynamic.dynamic_weight_share(float_model, op_types=("MatMul",)) > 0
     )
     made = outcome.notes  # the choices of an INT8 model a later choice turned to float compute
-    built = outcome.method != "none"  # (not the lossless model: nothing to quantize statically)
-    if outcome.mode == "static" and built and made and not computes_int8(outcome, before):
+    # float compute on static INT8's weights (not the lossless model: nothing quantized)
+    stored = outcome.method != "none" and int8_stored(outcome.kept_float)
+    if outcome.mode == "static" and stored and made and not computes_int8(outcome, before):
         made = made if INT8_BUILT_WITH in made else [INT8_BUILT_WITH, *made]
     run.notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
     run.notes += recurrent_note(
@@ -612,7 +613,8 @@ def _report(
     # random data: the picked dims have their own warning; no INT8: no drift
     if not config.random_inputs and outcome.mode != NO_INT8_MODE:
         notes += one_size_note(input_specs(float_model), test or selection, split)
-    notes += reordered_outputs_note(float_model, drift)
+    if outcome.mode != NO_INT8_MODE:  # (the lossless model: no drift to overstate)
+        notes += reordered_outputs_note(float_model, drift)
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type

@@ -103,7 +103,8 @@ class QuantBuilder:
         first = plan(model, options)
         self._ensure_stats(model, first.observed)
         sizes = output_sizes(model, first, self.stats)
-        final = plan(model, options, sizes)
+        dtypes = {name: h.dtype for name, h in self.stats.items() if h.dtype}
+        final = plan(model, options, sizes, dtypes)
         self._ensure_stats(model, final.observed)
         qparams = {name: self._qparams(name, final) for name in final.observed}
         rewrite = QuantizePass(

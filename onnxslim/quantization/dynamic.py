@@ -288,12 +288,22 @@ def dynamic_weight_share(
 
 
 def _weight_elements(node: ir.Node) -> int:
-    """The elements of `node`'s constant weights: an LSTM's W and R, else its larger of the first
-    two inputs (MatMul's weight may be either)."""
+    """The elements of `node`'s constant float32 weights (what INT8 quantizes): an LSTM's W and
+    R, else its larger of the first two inputs (MatMul's weight may be either)."""
     indices = RECURRENT_WEIGHTS.get(node.op_type)
     if indices:
-        return sum(constant_size(node.inputs[i]) for i in indices if i < len(node.inputs))
-    return max(map(constant_size, node.inputs[:2]))
+        return sum(_float32_size(node.inputs[i]) for i in indices if i < len(node.inputs))
+    return max(map(_float32_size, node.inputs[:2]))
+
+
+def _float32_size(value: ir.Value | None) -> int:
+    """`constant_size` of a float32 `value` (by its type, else its tensor's; neither known: a
+    Constant node's output, counted)."""
+    if value is None:
+        return 0
+    tensor = value.const_value
+    dtype = value.dtype or (tensor.dtype if tensor is not None else None)
+    return constant_size(value) if dtype in (ir.DataType.FLOAT, None) else 0
 
 
 def covers_most_weights(model: ir.Model) -> bool:

@@ -167,29 +167,34 @@ def plan(
     model: ir.Model,
     options: QuantOptions = QuantOptions(),
     sizes: Mapping[str, float] | None = None,
+    dtypes: Mapping[str, str] | None = None,
 ) -> QuantPlan:
     """Decide which nodes of the main graph to quantize and which activations get Q/DQ pairs.
 
     Weighted ops (Conv, Gemm, MatMul, ...) are decided first, so their inputs count as quantized for
     the ops that need quantized inputs; then every node in topological order; then ops whose
     quantized output nothing quantized reads go back to float. ``sizes`` (elements per sample of
-    tensors, from calibration) lets ``options.min_macs`` leave small ops in float.
+    tensors, from calibration) lets ``options.min_macs`` leave small ops in float; ``dtypes``
+    (numpy dtype names of tensors, from calibration) keep float the nodes reading a tensor that
+    is not float32 where the graph does not say its type (a double MatMul of computed values).
     """
     graph = model.graph
     result = QuantPlan()
     outputs = {v.name for v in graph.outputs}
     allowed = options.quantize_ops - options.exclude_ops
     candidates = [(n, RULES[n.op_type]) for n in graph if n.op_type in RULES and n.domain == ""]
-    sizes = sizes or {}
+    sizes, dtypes = sizes or {}, dtypes or {}
     producers: set[str] = set()  # quantized nodes (and the Relu/Clip folded into them)
     for node, rule in candidates:
         if rule.kind == WEIGHTED and not _float_reason(
-            node, rule, allowed, options, result.tensors, sizes, set()
+            node, rule, allowed, options, result.tensors, sizes, dtypes, set()
         ):
             for value in activation_inputs(node, rule):
                 result.tensors[value.name] = value.name
     for node, rule in candidates:
-        reason = _float_reason(node, rule, allowed, options, result.tensors, sizes, producers)
+        reason = _float_reason(
+            node, rule, allowed, options, result.tensors, sizes, dtypes, producers
+        )
         if reason:
             if (
                 reason.startswith((FASTER_IN_FLOAT, SENSITIVE))
@@ -236,6 +241,7 @@ def _float_reason(
     options: QuantOptions,
     tensors: Mapping[str, str],
     sizes: Mapping[str, float],
+    dtypes: Mapping[str, str],
     quantized: frozenset[str] | set[str] = frozenset(),
 ) -> str | None:
     """Why ``node`` can't (or shouldn't) be quantized, or None."""
@@ -265,10 +271,7 @@ def _float_reason(
         if options.min_macs and macs and size and macs * size < options.min_macs:
             return f"{FASTER_IN_FLOAT}: {TOO_SMALL} ({int(macs * size)} MACs)"
     inputs = activation_inputs(node, rule)
-    if any(
-        v is None or v.const_value is not None or v.dtype not in (ir.DataType.FLOAT, None)
-        for v in inputs
-    ):
+    if any(v is None or v.const_value is not None or not _float32(v, dtypes) for v in inputs):
         return "an input is constant or not float"
     if rule.kind != WEIGHTED and any(v.name not in tensors for v in inputs):
         return "input is not quantized"
@@ -278,6 +281,14 @@ def _float_reason(
         # e.g. a residual Add reading a LayerNorm: keep it float
         return "an input comes from a float op"
     return None
+
+
+def _float32(value: ir.Value, dtypes: Mapping[str, str]) -> bool:
+    """Whether `value` is float32 by its type in the graph, else as calibration saw it (neither
+    known: assumed)."""
+    if value.dtype is not None:
+        return value.dtype == ir.DataType.FLOAT
+    return dtypes.get(value.name, "float32") == "float32"
 
 
 def quantized_already(node: ir.Node, rule) -> bool:

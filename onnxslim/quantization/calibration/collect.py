@@ -49,7 +49,8 @@ def collect_statistics(
     progress: bool = True,
     total: int | None = None,
 ) -> dict[str, Histogram]:
-    """Histograms (with exact min/max) of the float tensors ``names`` over all ``samples``.
+    """Histograms (with exact min/max) of the float tensors ``names`` over all ``samples``, and
+    the dtype of every tensor of ``names`` (a graph may not say it: INT8 quantizes float32 only).
 
     Memory is bounded by one sample's activations plus ``bins`` counters per tensor.
     """
@@ -57,8 +58,10 @@ def collect_statistics(
     label = "calibrating: observing activations"
     for values in _observed(model, samples, names, label, progress, total):
         for n, value in values.items():
-            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                stats[n].update(value)
+            if isinstance(value, np.ndarray):
+                stats[n].dtype = value.dtype.name
+                if value.dtype.kind == "f":
+                    stats[n].update(value)
     return stats
 
 

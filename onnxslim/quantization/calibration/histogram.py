@@ -29,6 +29,7 @@ class Histogram:
     # sums of each update's own extremes (updates with finite values): for mean_minmax ranges
     extreme_sums: tuple[float, float] = (0.0, 0.0)
     extreme_batches: int = 0
+    dtype: str = ""  # the tensor's numpy dtype as ONNX Runtime gave it ("": not an array)
 
     @property
     def mean_size(self) -> float:
