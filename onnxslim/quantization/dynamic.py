@@ -402,8 +402,7 @@ def weight_hessians(
     op_types: tuple[str, ...] = QUANTIZED_OPS,
 ) -> tuple[dict[Hashable, Statistics], int]:
     """``X X^T`` over `calib` of the float inputs of the weights dynamic INT8 quantizes (of
-    `op_types`; "MatMul" takes in the Gemms `quantize_dynamic` makes MatMuls of) that GPTQ can
-    round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul
+    `op_types`) that GPTQ can round: a MatMul's (and a Gemm's `quantize_dynamic` makes a MatMul
     of) by the name of the MatMul it computes with (`ort_matmul_names`; one array for all that
     read one weight, summed over them: its int8 copy is one); an LSTM's W and R by (LSTM, its
     name, 0) and (LSTM, its name, 1), W's of its input, R's of each direction's previous hidden
