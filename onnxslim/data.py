@@ -612,8 +612,13 @@ def validate_samples(
                     f"{where}: input {spec.name!r} is a {type(array).__name__}, "
                     "expected a numpy array"
                 )
-            strings = spec.dtype.kind == "U" and array.dtype.kind in "UO"  # (any length)
-            if array.dtype != spec.dtype and not strings:
+            if spec.dtype.kind == "U":  # text of any length, as str or object arrays
+                if array.dtype.kind not in "UO":
+                    raise OnnxSlimError(
+                        f"{where}: input {spec.name!r} has dtype {array.dtype}, the model expects "
+                        "text (a numpy array of str)"
+                    )
+            elif array.dtype != spec.dtype:
                 raise OnnxSlimError(
                     f"{where}: input {spec.name!r} has dtype {array.dtype}, "
                     f"the model expects {spec.dtype} (convert with .astype(np.{spec.dtype.name}))"

@@ -101,7 +101,7 @@ def test_string_inputs_are_fed_as_text():
     assert sample["s"].dtype.kind == "U" and set(sample["s"].ravel()) <= set(RANDOM_WORDS)
     given = [{"s": np.array([["a text"]])}, {"s": np.array([["other"]], dtype=object)}]
     validate_samples(given, [spec])
-    with pytest.raises(OnnxSlimError, match="has dtype float32"):
+    with pytest.raises(OnnxSlimError, match="has dtype float32, the model expects text"):
         validate_samples([{"s": np.zeros((1, 1), np.float32)}], [spec])
 
 
