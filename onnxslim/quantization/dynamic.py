@@ -42,6 +42,7 @@ from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.calibration.collect import collect_hessians
 from onnxslim.quantization.ops import RECURRENT_WEIGHTS
 from onnxslim.quantization.pairs import COLUMNS
+from onnxslim.quantization.plan import not_float32
 from onnxslim.quantization.qdq import kernel_weight
 from onnxslim.quantization.recovery import fallback_reason, fewest_passing
 from onnxslim.quantization.report import Outcome
@@ -297,13 +298,11 @@ def _weight_elements(node: ir.Node) -> int:
 
 
 def _float32_size(value: ir.Value | None) -> int:
-    """`constant_size` of a float32 `value` (by its type, else its tensor's; neither known: a
-    Constant node's output, counted)."""
-    if value is None:
+    """`constant_size` of a float32 `value` (`plan.not_float32`; an untyped Constant node's
+    output: counted)."""
+    if value is None or value.dtype not in (ir.DataType.FLOAT, None) or not_float32(value):
         return 0
-    tensor = value.const_value
-    dtype = value.dtype or (tensor.dtype if tensor is not None else None)
-    return constant_size(value) if dtype in (ir.DataType.FLOAT, None) else 0
+    return constant_size(value)
 
 
 def covers_most_weights(model: ir.Model) -> bool:

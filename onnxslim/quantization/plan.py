@@ -366,6 +366,8 @@ def _prune_unused(model: ir.Model, result: QuantPlan) -> None:
 def not_float32(weight: ir.Value) -> str | None:
     """Why a constant weight cannot be quantized for its dtype (INT8 starts from float32), or
     None (float32, or not a constant)."""
-    if weight.const_value is not None and weight.dtype != ir.DataType.FLOAT:
-        return f"weight is {weight.dtype.name.lower()}, not float32"
+    tensor = weight.const_value
+    dtype = weight.dtype or (tensor.dtype if tensor is not None else None)  # (an untyped value)
+    if tensor is not None and dtype != ir.DataType.FLOAT:
+        return f"weight is {dtype.name.lower()}, not float32"
     return None
