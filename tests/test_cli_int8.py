@@ -341,7 +341,8 @@ def test_int8_random_calibration_is_valid_for_the_model(tmp_path):
 
 def test_int8_random_calibration_finds_dims_the_model_runs_with(tmp_path):
     """A reflect Pad of 40 needs more than 40 samples: random:N calibration (and bench's random
-    inputs) retry other dims as the lossless check does, and the warning states those used."""
+    inputs, and quantize() in Python) retry other dims as the lossless check does, and the
+    warning states those used."""
     weight = onnx.numpy_helper.from_array(np.ones((4, 1, 3), np.float32), "w")
     pads = onnx.numpy_helper.from_array(np.array([0, 0, 40, 0, 0, 40], np.int64), "pads")
     graph = onnx.helper.make_graph(
@@ -366,6 +367,10 @@ def test_int8_random_calibration_finds_dims_the_model_runs_with(tmp_path):
         assert proc.returncode == 0, proc.stderr
         (picked,) = re.findall(r"audio float32\[1,1,n\] at \[1,1,(\d+)\]", proc.stderr)
         assert int(picked) > 40
+    import onnxslim  # the same from Python
+
+    result = onnxslim.quantize(model, "random:12", progress=False, measure_latency=False)
+    assert result.report.calibration_samples > 0
 
 
 def test_int8_warnings_go_to_stderr_and_survive_quiet(tmp_path, demo_path):
@@ -382,3 +387,18 @@ def test_int8_warnings_go_to_stderr_and_survive_quiet(tmp_path, demo_path):
     quiet = run_cli(demo_path, "-o", tmp_path / "b.onnx", *args, "-q")
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout == "" and len(warning.findall(quiet.stderr)) == 1
+
+
+def test_int8_on_random_data_of_a_cut_model(tmp_path, demo_path):
+    """`--inputs` cuts the graph: random:N calibration synthesizes the cut model's inputs (it
+    was refused: 'sample 0: unknown input' for the original's)."""
+    out = tmp_path / "cut.int8.onnx"
+    proc = run_cli(
+        demo_path, "-o", out, "--inputs", "relu1_out", "--int8", "--calibration", "random:12"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "cut to the subgraph from relu1_out" in proc.stdout
+    model = onnx.load(out)
+    assert [v.name for v in model.graph.input] == ["relu1_out"]
+    feed = np.abs(np.random.default_rng(0).standard_normal((1, 16, 32, 32))).astype(np.float32)
+    assert session(out).run(None, {"relu1_out": feed})[0].shape == (1, 10)

@@ -604,11 +604,14 @@ def _quantize(
             "--shape applies to random inputs (--calibration random:N); "
             "the calibration data fixes its own shapes"
         )
-    # random data at dims the original runs with (a reflect Pad needs a long enough input, ...)
-    run = Session(input_path, what="the model").run if random else None
+    # random data for the model quantized (cut by --inputs, dims fixed: not the file), at dims it
+    # runs with (a reflect Pad needs a long enough input, ...)
+    runnable = model if isinstance(model, Path) else io.to_proto(model)
+    run = Session(runnable, what="the model").run if random else None
     samples = data.load_samples(
-        calibration, specs, preprocess=preprocess, shapes=shapes, model=input_path, run=run
+        calibration, specs, preprocess=preprocess, shapes=shapes, model=runnable, run=run
     )
+    del runnable
     del run  # its session: quantize makes its own
     if random:
         tables.warn(

@@ -374,11 +374,14 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
     budget = config.max_drift
     if budget:  # as the user wrote it: the test split reads the worst sample seen
         budget = dataclasses.replace(budget, for_new_samples=False)
-    Session(reference, what="the model (INT8 calibration runs it)")
+    session = Session(reference, what="the model (INT8 calibration runs it)")
     proto = onnx.ModelProto.FromString(reference)
+    # random:N at dims the model runs with (a reflect Pad needs a long enough input, ...)
+    run = session.run if is_random(calibration) else None
     samples = load_samples(
-        calibration, input_specs(proto), preprocess=config.preprocess, model=proto
+        calibration, input_specs(proto), preprocess=config.preprocess, model=proto, run=run
     )
+    del session, run
     random = is_random(calibration) or config.random_inputs
     config = dataclasses.replace(config, random_inputs=random)
     calib, selection, test = split_samples(
