@@ -65,7 +65,7 @@ from onnxslim.cpu import cpu_info  # noqa: E402
 from onnxslim.drift import NEAR_ZERO, TensorSnr, compare_outputs, parse_max_drift  # noqa: E402
 from onnxslim.errors import CheckFailedError  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
-from onnxslim.quantization import api, exact, quantize, targets  # noqa: E402
+from onnxslim.quantization import api, exact, modes, quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import QuantBuilder, run_samples  # noqa: E402
 from onnxslim.quantization.ops import stored_weight  # noqa: E402
 from onnxslim.quantization.plan import QuantOptions, prepare  # noqa: E402
@@ -359,7 +359,7 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
         "budget_error": error,
         "fallback": budgeted.report.fallback if budgeted else [],
         "budget_mode": budgeted.report.mode if budgeted else None,
-        "budget_notes": [n for n in budgeted.report.notes if n.startswith(api.COMPUTE_NOTE)]
+        "budget_notes": [n for n in budgeted.report.notes if n.startswith(modes.COMPUTE_NOTE)]
         if budgeted
         else [],
         "mode": report.mode,

@@ -42,8 +42,7 @@ from onnxslim.model.graph import node_count, proto_graphs
 from onnxslim.model.stats import model_stats
 from onnxslim.render import tables
 from onnxslim.render.jsonfile import write_json
-from onnxslim.render.progress import Steps, current
-from onnxslim.render.progress import progress as progress_bar
+from onnxslim.render.progress import Steps, current, progress_bar
 from onnxslim.render.verdict import verdict_line
 from onnxslim.runtime import OPT_LEVELS, Session
 
@@ -616,7 +615,7 @@ def latencies(
 ) -> list:
     """Each of `models`' single-thread Latency on `sample` (ORT's level all), in order, runs
     interleaved after `warmup`: `benchmark`'s timing alone, each session created once; each run
-    a step of the `progress` running (its caller's stage). `seconds`: fewer runs (MIN_RUNS at
+    a step of the `progress_bar` running (its caller's stage). `seconds`: fewer runs (MIN_RUNS at
     least) where `runs` would take longer (a model taking a second a run)."""
     labeled = models.items() if isinstance(models, Mapping) else enumerate(models)
     sessions = [Session(model, opt_level="all", what=f"model {label}") for label, model in labeled]

@@ -120,7 +120,13 @@ def _check_inputs(items: list[str]) -> dict:
     for item in items:
         name, _, value = item.rpartition(":")
         if value.lower().endswith(".npy"):
-            arrays[name] = np.load(value)
+            try:
+                arrays[name] = np.load(value)
+            except (OSError, ValueError) as err:
+                why = (
+                    "no such file" if isinstance(err, FileNotFoundError) else f"unreadable ({err})"
+                )
+                raise OnnxSlimError(f"model_check_inputs {item!r}: {why}") from err
         else:
             dims.append(item)
     return {**({"check_inputs": [arrays]} if arrays else {}), **({"shapes": dims} if dims else {})}

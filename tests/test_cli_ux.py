@@ -501,6 +501,7 @@ def test_slim_takes_onnxslims_keywords(tmp_path):
         ({"skip_optimizations": ["weight_tying"]}, "give onnxslim pass names to skip"),
         ({"skip_fusion_patterns": ["FusionBogus"]}, "unknown pass 'FusionBogus'"),
         ({"bogus": 1}, "unknown option"),
+        ({"model_check_inputs": ["x:gone.npy"]}, "model_check_inputs 'x:gone.npy': no such file"),
     ]:
         with pytest.raises(OnnxSlimError, match=message) as caught:
             onnxslim.slim(shape_math_model(), **kwargs)
@@ -901,12 +902,12 @@ def test_long_work_prints_progress_lines_in_a_log(monkeypatch, capsys):
     work shorter than that prints nothing (the reports stay clean)."""
     from onnxslim.render import progress as progress_module
 
-    with progress_module.progress("calibrating", 3) as bar:
+    with progress_module.progress_bar("calibrating", 3) as bar:
         for _ in range(3):
             bar.advance()
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(progress_module, "HEARTBEAT_S", 0.0)
-    with progress_module.progress("calibrating", 3) as bar:
+    with progress_module.progress_bar("calibrating", 3) as bar:
         bar.advance()
         bar.describe("comparing", total=5)
         bar.advance(2)
@@ -915,7 +916,7 @@ def test_long_work_prints_progress_lines_in_a_log(monkeypatch, capsys):
         "comparing: 3/5 (0 s)",
         "comparing: done (0 s)",
     ]
-    with progress_module.progress("calibrating", 3, enabled=False) as bar:
+    with progress_module.progress_bar("calibrating", 3, enabled=False) as bar:
         bar.advance()
     assert capsys.readouterr().err == ""
 
@@ -951,7 +952,7 @@ def test_int8_timings_report_their_runs_in_a_log(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().err.splitlines()
     for stage in ("INT8: speed/accuracy choices: timed runs", "INT8: timing the models: runs"):
         assert any(re.fullmatch(rf"{re.escape(stage)}: \d+ so far \(\d+ s\)", x) for x in lines)
-    with progress_module.progress("outer", None, enabled=False):  # quiet: no runs shown
+    with progress_module.progress_bar("outer", None, enabled=False):  # quiet: no runs shown
         onnxslim.bench.latencies([tmp_path / "m.onnx"], samples[0], 3)
     assert capsys.readouterr().err == ""
 
@@ -963,10 +964,10 @@ def test_work_inside_work_shows_one_display_on_a_terminal(monkeypatch):
 
     monkeypatch.setenv("FORCE_COLOR", "1")
     monkeypatch.setenv("TTY_COMPATIBLE", "1")
-    with progress_module.progress("choosing", 2) as outer:
+    with progress_module.progress_bar("choosing", 2) as outer:
         live = progress_module._live
         assert live is not None and outer.bar is live
-        with progress_module.progress("calibrating", 4) as inner:
+        with progress_module.progress_bar("calibrating", 4) as inner:
             assert inner.bar is live and len(live.tasks) == 2
             inner.advance()
         assert len(live.tasks) == 1

@@ -168,7 +168,7 @@ def test_validate_reports_the_first_problem_in_one_line():
         OnnxSlimError,
         match=r"^cycle\.onnx: the graph has a cycle \(through an unnamed Relu node\)$",
     ):
-        validate.validate(ir.from_proto(cyclic), "cycle.onnx")
+        validate.validate_model(ir.from_proto(cyclic), "cycle.onnx")
 
 
 def test_a_subgraph_reading_a_later_outer_value_is_a_cycle_only_when_it_is_one():
@@ -182,7 +182,7 @@ def test_a_subgraph_reading_a_later_outer_value_is_a_cycle_only_when_it_is_one()
         [vi("y", FLOAT, [2])],
         check=False,
     )
-    validate.validate(ir.from_proto(unsorted))
+    validate.validate_model(ir.from_proto(unsorted))
     loop = make_model(
         [
             N(
@@ -200,7 +200,7 @@ def test_a_subgraph_reading_a_later_outer_value_is_a_cycle_only_when_it_is_one()
         check=False,
     )
     with pytest.raises(OnnxSlimError, match="cycle"):
-        validate.validate(ir.from_proto(loop))
+        validate.validate_model(ir.from_proto(loop))
 
 
 def test_same_file():

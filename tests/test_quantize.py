@@ -30,12 +30,13 @@ from onnxslim.quantization import (
     caveats,
     dynamic,
     levers,
+    modes,
     plan,
     quantize,
     recovery,
+    static,
     trades,
 )
-from onnxslim.quantization.api import split_samples
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import (
     DYNAMIC_HINT,
@@ -68,6 +69,7 @@ from onnxslim.quantization.plan import (
 )
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
 from onnxslim.quantization.report import Outcome
+from onnxslim.quantization.splits import split_samples
 from onnxslim.quantization.targets import resolve_target, saturates_here
 from onnxslim.quantization.trades import required_gain, small_weight_nodes, worth_trading
 from onnxslim.render.tables import (
@@ -475,11 +477,11 @@ def test_speed_accuracy_choices_keep_a_float_stems_depthwise_float(monkeypatch, 
     """On an AVX2 CPU, target auto tries the stem in float (on float weights: it holds under 1% of
     them), then the depthwise convs in int8, except one reading the float stem's output; each
     trade is kept or not as timed (here: decided for the test)."""
-    from onnxslim.quantization import api, targets
+    from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(trades, "trade", lambda *args: (worth, "decided"))
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)  # another test's
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)  # another test's
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     result = quantize(mobile_block(), feeds, **options)
@@ -534,10 +536,9 @@ def test_int8_static_computes_in_int8_where_every_node_is_small(monkeypatch, mod
     """Both convs of `small_convs` are under the default `min_macs`. When int8 is not worth it
     for them (decided for the test), mode auto leaves them float; `--int8 static` asks for INT8
     compute, so they compute in int8 anyway and the note says why."""
-    from onnxslim.quantization import api
 
     monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
     options = {**FAST, "target": "auto", "measure_latency": True, "mode": mode}
     options.pop("min_macs")
     report = quantize(small_convs(), samples(24), **options).report
@@ -560,11 +561,11 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, 
     """At the default `min_macs` mobile_block's stem and pointwise conv are too small for int8;
     target auto times them in int8 too (here: decided for the test); when int8 is not worth it,
     the report says they stay float as timed. A threshold the caller gave stands."""
-    from onnxslim.quantization import api, targets
+    from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(trades, "trade", lambda *args: (worth, "decided"))
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)  # another test's
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)  # another test's
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     options.pop("min_macs")
@@ -995,7 +996,7 @@ def test_the_budget_fallback_scores_the_model_it_returns(monkeypatch):
         checked.append(scored == again)
         return result
 
-    monkeypatch.setattr(api, "fall_back", fall_back)
+    monkeypatch.setattr(static, "fall_back", fall_back)
     selection_only = {**FAST, "test_split": 0}
     snr = worst_snr(quantize(cnn_softmax(), samples(), **selection_only).report.drift)
     budget = f"snr>={snr + 3:.1f}"
@@ -1913,7 +1914,7 @@ def test_auto_mode_gives_lstms_alone_dynamic_int8_where_it_is_faster(monkeypatch
     del model.graph.node[1:]  # the LSTM alone: its last state out
     model.graph.output[0].CopyFrom(vi("h", FLOAT, [1, 1, 32]))
     del model.graph.initializer[2:]
-    monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (faster, "mocked"))
+    monkeypatch.setattr(trades, "trade", lambda *args, **kwargs: (faster, "mocked"))
     options = {**FAST, "target": "auto", "measure_latency": True}
     report = quantize(model, data, **options).report
     assert (report.mode, report.quantized) == (("dynamic", {"LSTM": 1}) if faster else ("none", {}))
@@ -1957,9 +1958,9 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     static = quantize(model, data, mode="static", **{**FAST, "target": "auto"})
     outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
     ref = run_samples(model, data, int8=False)
-    monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (worth, "mocked"))
+    monkeypatch.setattr(trades, "trade", lambda *args, **kwargs: (worth, "mocked"))
     options = dynamic.DynamicOptions()
-    made, tried = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
+    made, tried = modes.dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
     assert tried
     ops = Counter(node.op_type for node in made.model.graph)
     assert ops["QLinearConv"] + ops["DequantizeLinear"] > 0  # the conv as static made it
@@ -1973,12 +1974,12 @@ def test_a_static_int8_models_lstms_go_dynamic_where_the_trade_is_worth_it(monke
     if worth:
         assert compare_outputs(ref, run_samples(made.model, data))["y"].min_cosine > 0.99
     budget = parse_max_drift("snr>=200")
-    missed, tried = api._dynamic_lstms(outcome, (data, data, ref), budget, options, OutputKinds())
+    missed, tried = modes.dynamic_lstms(outcome, (data, data, ref), budget, options, OutputKinds())
     assert tried and missed.model is outcome.model
     assert "not kept (output 'y': snr" in missed.notes[-1]
     assert not any("not kept" in note for note in outcome.notes)  # the caller's, as they were
     options = dynamic.DynamicOptions(exclude_nodes=frozenset({"lstm"}))
-    excluded = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
+    excluded = modes.dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
     assert excluded == (outcome, False)  # --exclude-node lstm, or --exclude-op LSTM: as it is
 
 
@@ -2019,7 +2020,7 @@ def test_lstms_go_dynamic_beside_weights_that_compute_in_float(monkeypatch, wort
     def trade(first, second, *args, **kwargs):  # static INT8 not worth it, the LSTM as `worth`
         return "LSTM" in getattr(second, "quantized", {}) and worth, "mocked"
 
-    monkeypatch.setattr(api.trades, "trade", trade)
+    monkeypatch.setattr(trades, "trade", trade)
     options = {**FAST, "target": "auto", "measure_latency": True}
     del options["min_macs"]  # the conv too small to gain
     result = quantize(model, data, **options)
@@ -2036,7 +2037,7 @@ def test_lstms_go_dynamic_beside_weights_that_compute_in_float(monkeypatch, wort
     )
     assert lstm_note in report.notes
     if worth:  # before the notes of the INT8 model float compute replaced
-        assert report.notes.index(lstm_note) < report.notes.index(api.INT8_BUILT_WITH)
+        assert report.notes.index(lstm_note) < report.notes.index(modes.INT8_BUILT_WITH)
         assert report.drift["y"].min_cosine > 0.99
     else:
         tried = "dynamic INT8, which quantizes LSTMs, was tried and not kept (the notes say why)"
@@ -2361,13 +2362,13 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
     Gemm, dynamic INT8 (the Gemm float) is kept only when timed the better trade (here: decided
     for the test), and not tried without timing (worth None). The one kept is then offered
     against float compute on static INT8's weights (another test's)."""
-    from onnxslim.quantization import api, targets
+    from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(trades, "trade", lambda *args: (worth, "decided"))
     swaps = []  # the modes offered against float compute
     monkeypatch.setattr(
-        api, "_int8_or_float", lambda int8, *_, **__: swaps.append(int8.mode) or int8
+        modes, "int8_or_float", lambda int8, *_, **__: swaps.append(int8.mode) or int8
     )
     rng = np.random.default_rng(12)
     data = [
@@ -2398,7 +2399,7 @@ def test_dynamic_int8_that_replaced_static_must_still_be_worth_it_against_float_
     or closer to float at the same speed (PP-OCRv3's recognizer from rapidocr 1.1.14: 1.00x the
     time, +4.7 dB on its selection samples); else float compute (minilm_l3 on an AVX2 CPU: 0.97x
     the time, -4.1 dB). The notes say how static INT8 was built, why it lost, and what was timed."""
-    from onnxslim.quantization import api, targets
+    from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(trades, "trade", lambda *args: (True, "decided"))  # dynamic over static
@@ -2424,7 +2425,7 @@ def test_dynamic_int8_that_replaced_static_must_still_be_worth_it_against_float_
     else:
         assert report.mode == "weight-only" and not ops["MatMulInteger"]
         assert "not worth it, so every weighted node computes in float on int8-stored" in verdict
-        assert report.notes.index(api.INT8_BUILT_WITH) < report.notes.index(why)
+        assert report.notes.index(modes.INT8_BUILT_WITH) < report.notes.index(why)
         assert report.notes.index(why) < report.notes.index(verdict)
         assert report.size_after < 0.5 * model.ByteSize()
     reference = run_samples(model, data, int8=False)
@@ -2488,7 +2489,7 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     result = quantize(cnn(), samples(20), **options)
     report = result.report
     ops = Counter(node.op_type for node in result.model.graph)
-    notes = [n for n in report.notes if n.startswith(api.COMPUTE_NOTE)]
+    notes = [n for n in report.notes if n.startswith(modes.COMPUTE_NOTE)]
     assert io.to_proto(result.model).ByteSize() < 0.4 * cnn().ByteSize()
     if mode == "static":
         assert report.mode == "static" and not notes and ops["QuantizeLinear"] > 0
@@ -2498,7 +2499,7 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
         if faster
         else "1.10x the time (1.10x by the fastest runs), not faster"
     )
-    lead = f"{api.COMPUTE_NOTE} on int8-stored weights: INT8 {speed}; INT8"
+    lead = f"{modes.COMPUTE_NOTE} on int8-stored weights: INT8 {speed}; INT8"
     if faster or not worth:  # 0.8x the time may cost 19.5 dB; 1.1x must gain 1.5 dB
         assert report.mode == "static" and ops["QuantizeLinear"] > 0
         why = "worth it" if faster else "closer to float"  # not faster: kept for its accuracy
@@ -2510,7 +2511,7 @@ def test_auto_mode_computes_in_float_where_int8_compute_is_not_faster(
     ]
     assert report.mode == "weight-only" and not report.quantized
     # the choices of the INT8 model it replaced come under a heading, before the verdict
-    assert report.notes.index(api.INT8_BUILT_WITH) < report.notes.index(notes[0])
+    assert report.notes.index(modes.INT8_BUILT_WITH) < report.notes.index(notes[0])
     assert not ops["QuantizeLinear"] and not ops["DequantizeLinear"] and ops["Conv"] == 2
     assert report.int8_stored() == 3  # conv1, conv2, the Gemm: int8-stored, computing in float
     assert f"{trades.INT8_NOT_WORTH}; computes in float on int8-stored weights" in (
@@ -2568,7 +2569,7 @@ def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatc
     static, dynamic_note = (
         n for n in report.notes if "INT8 compute against float" in n or "dynamic INT8 not kept" in n
     )
-    assert static.startswith(f"{api.COMPUTE_NOTE} on int8-stored weights: INT8 1.10x the time")
+    assert static.startswith(f"{modes.COMPUTE_NOTE} on int8-stored weights: INT8 1.10x the time")
     assert "not worth it" in static
     assert not any(caveats.DYNAMIC_HINT in n for n in report.notes)
     lead = "dynamic INT8 compute against float compute on int8-stored weights: dynamic INT8 "
@@ -2613,7 +2614,7 @@ def test_auto_mode_computes_in_float_where_no_output_tells_int8s_drift(monkeypat
     options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": "auto"}
     report = quantize(model, samples(20), **options).report
     assert report.mode == "weight-only" and not report.quantized
-    note = next(n for n in report.notes if n.startswith(api.COMPUTE_NOTE))
+    note = next(n for n in report.notes if n.startswith(modes.COMPUTE_NOTE))
     assert "the float model gives every float output as zeros or nothing on the selection" in note
 
 
@@ -2627,7 +2628,9 @@ def test_auto_mode_computes_in_float_where_no_output_tells_int8s_drift(monkeypat
 def test_float_compute_is_not_offered_for_what_only_int8_compute_has(monkeypatch, asked, option):
     """Per-layer errors and a required speedup are about INT8 compute: mode auto keeps it (no
     timing of float compute is done) and says why. GPTQ rounding, the default, does not ask it."""
-    monkeypatch.setattr(api, "_int8_or_float", lambda *a, **k: pytest.fail("float compute offered"))
+    monkeypatch.setattr(
+        modes, "int8_or_float", lambda *a, **k: pytest.fail("float compute offered")
+    )
     timed = {"float": Latency(2.0, 2.0, 2.0, 2.0), "int8": Latency(1.0, 1.0, 1.0, 1.0)}
     monkeypatch.setattr(api, "_latency", lambda *a, **k: timed)  # a speedup, as required
     options = {**FAST, "target": "auto", "measure_latency": True, **asked}
@@ -2641,7 +2644,7 @@ def test_float_compute_is_not_offered_when_it_misses_the_budget(monkeypatch):
     """The float-compute variant must hold the budget the INT8 model holds: an unreachable one
     leaves none to offer."""
     seen = []
-    real = api._float_compute
+    real = static.float_compute_twin
 
     def spy(builder, built, info, data, budget, bias_correction):
         made = real(builder, built, info, data, budget, bias_correction)
@@ -2650,8 +2653,8 @@ def test_float_compute_is_not_offered_when_it_misses_the_budget(monkeypatch):
         seen.append((made, held, real(builder, built, info, data, unreachable, bias_correction)))
         return made
 
-    monkeypatch.setattr(api, "_float_compute", spy)
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)
+    monkeypatch.setattr(static, "float_compute_twin", spy)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
     options = {**FAST, "target": "auto", "measure_latency": True}
     quantize(cnn(), samples(20), **options)
     ((made, held, unreachable),) = seen
@@ -2798,7 +2801,7 @@ def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
 
 def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured(monkeypatch):
     # INT8 compute, as timed
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
     result = quantize(cnn(), samples(20), **{**FAST, "target": "auto", "measure_latency": True})
     report = result.report
     notes = [n for n in report.notes if n.startswith("1 input layer(s) computing in float:")]
@@ -3039,9 +3042,9 @@ def test_a_model_quantized_already_is_said_to_be(tmp_path, monkeypatch, mode):
     src, dst = tmp_path / "float.onnx", tmp_path / "dynamic.onnx"
     onnx.save(cnn(), src)
     quantize_dynamic(src, dst, op_types_to_quantize=["Conv", "Gemm", "MatMul"])
-    for tried in ("_static", "_static_or_dynamic"):
-        monkeypatch.setattr(api, tried, lambda *args: pytest.fail("nothing to try"))
-    monkeypatch.setattr(api.dynamic, "quantize_model", lambda *args: pytest.fail("nothing"))
+    for module, tried in ((api, "static_int8"), (modes, "static_or_dynamic")):
+        monkeypatch.setattr(module, tried, lambda *args: pytest.fail("nothing to try"))
+    monkeypatch.setattr(dynamic, "quantize_model", lambda *args: pytest.fail("nothing"))
     result = quantize(str(dst), samples(), **{**FAST, "mode": mode})
     assert not result.report.quantized and result.report.mode == "none"
     (warning,) = [n for n in result.report.notes if "quantized already" in n]
@@ -3090,7 +3093,7 @@ def test_a_float16_model_is_told_to_quantize_its_float32_original(monkeypatch):
     minutes to find it)."""
     from onnxslim.quantization import api
 
-    monkeypatch.setattr(api, "_static", lambda *args: pytest.fail("nothing to try"))
+    monkeypatch.setattr(api, "static_int8", lambda *args: pytest.fail("nothing to try"))
     w = np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float16)
     model = make_model(
         [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
@@ -3147,7 +3150,9 @@ def test_a_qdq_model_is_quantized_already(tmp_path):
     # the Gemm too, whose bias a DequantizeLinear gives (not "bias is not a constant")
     assert set(result.report.kept_float.values()) == {QUANTIZED_ALREADY}
     # nothing was built, so no INT8 model's choices are reported (they all compared exact)
-    assert not [n for n in result.report.notes if n == api.INT8_BUILT_WITH or n.startswith("kept ")]
+    assert not [
+        n for n in result.report.notes if n == modes.INT8_BUILT_WITH or n.startswith("kept ")
+    ]
 
 
 def test_weights_folded_for_int8_but_left_float_get_their_computation_back():
@@ -3287,21 +3292,19 @@ def test_a_weight_stored_int8_through_dequantizelinear_is_not_a_qdq_unit():
     ],
 )
 def test_int8_compute_pays_for_its_drift_in_time_saved(gain_db, ratio, kept):
-    from onnxslim.quantization import api
 
-    assert api.int8_worth_it(gain_db, ratio) is kept
+    assert modes.int8_worth_it(gain_db, ratio) is kept
 
 
 def test_int8_worth_has_no_step():
     """The gain INT8 needs moves little with a small change of the time ratio: a choice that
     flips with the machine's load flips between trades of about the same worth."""
-    from onnxslim.quantization import api
 
     ratios = np.linspace(0.3, 1.5, 241)
-    needed = [api.int8_required_gain(r) for r in ratios]
-    assert max(abs(np.diff(needed))) <= api.INT8_DB_PER_TIME * (ratios[1] - ratios[0]) + 1e-9
+    needed = [modes.int8_required_gain(r) for r in ratios]
+    assert max(abs(np.diff(needed))) <= modes.INT8_DB_PER_TIME * (ratios[1] - ratios[0]) + 1e-9
     for r, need in zip(ratios, needed):
-        assert api.int8_worth_it(need + 1e-6, r) and not api.int8_worth_it(need - 1e-3, r)
+        assert modes.int8_worth_it(need + 1e-6, r) and not modes.int8_worth_it(need - 1e-3, r)
 
 
 def test_a_trade_against_an_exact_variant_names_it_exact():
@@ -3531,12 +3534,12 @@ def test_int8_compute_under_the_quality_bar_needs_a_real_speedup(
                        compare_outputs(ref, noisy), [])  # fmt: skip
 
     int8, floats = outcome(noise[0]), outcome(noise[1])  # 0.1: cosine ~0.995, 0.2: ~0.98, ...
-    assert api.QUALITY_BAR.check(int8.drift) and bool(api.QUALITY_BAR.check(floats.drift)) is (
+    assert modes.QUALITY_BAR.check(int8.drift) and bool(modes.QUALITY_BAR.check(floats.drift)) is (
         noise[1] > 0.1
     )
     timed = [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
     monkeypatch.setattr(trades, "side_by_side", lambda *a: timed)
-    chosen = api._int8_or_float(int8, floats, {})
+    chosen = modes.int8_or_float(int8, floats, {})
     assert (chosen is int8) is kept
     if why:
         assert f"{why}: kept only at <= 0.8x the time" in chosen.notes[-1]
@@ -3559,7 +3562,7 @@ def test_on_random_inputs_int8_compute_is_kept_only_where_faster(monkeypatch):
     for ratio, random_inputs, kept in [(1.09, False, True), (1.09, True, False), (0.7, True, True)]:
         timed = [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
         monkeypatch.setattr(trades, "side_by_side", lambda *a, timed=timed: timed)
-        chosen = api._int8_or_float(int8, floats, {}, random_inputs=random_inputs)
+        chosen = modes.int8_or_float(int8, floats, {}, random_inputs=random_inputs)
         assert (chosen is int8) is kept
         if random_inputs and not kept:
             assert "on random inputs drift says little of real ones" in chosen.notes[-1]
@@ -3609,7 +3612,7 @@ def test_the_layers_near_the_input_in_float_keep_the_best_trade_of_those_worth_i
 
     monkeypatch.setattr(trades, "_trade_margin", margin)
     monkeypatch.setattr(trades, "trade", lambda current, candidate, *_: (True, "decided"))
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     report = quantize(conv_chain(32), feeds, **options).report
@@ -3632,7 +3635,7 @@ def test_the_layers_near_the_input_never_take_every_int8_node(monkeypatch):
     not tried, so the model keeps INT8 compute."""
     monkeypatch.setattr(trades, "_trade_margin", lambda *_: (10.0, "decided"))
     monkeypatch.setattr(trades, "trade", lambda *_: (False, "decided"))
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     excluded = [f"conv{i}" for i in range(2, 8)]
@@ -3677,7 +3680,7 @@ def test_a_depthwise_conv_reading_a_layer_near_the_input_in_float_goes_float_wit
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
     monkeypatch.setattr(trades, "_trade_margin", lambda *_: (1.0, "decided"))
     monkeypatch.setattr(trades, "trade", lambda *_: (True, "decided"))
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
     feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)} for i in range(24)]
     options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
     report = quantize(conv_chain(8, depthwise=2), feeds, **options).report
@@ -3717,7 +3720,7 @@ def _int8_and_float_traded(monkeypatch, model, data) -> tuple[list, list, list]:
     monkeypatch.setattr(trades, "speed_accuracy_choices", lambda _, chosen, *a, **k: (chosen, []))
     traded = []
     monkeypatch.setattr(
-        api, "_int8_or_float", lambda int8, floats, *_, **__: traded.extend([int8, floats]) or int8
+        modes, "int8_or_float", lambda int8, floats, *_, **__: traded.extend([int8, floats]) or int8
     )
     timed = {"target": "auto", "measure_latency": True, "eval_split": 0.5, "test_split": 0}
     quantize(model, data, **{**FAST, **timed, "held_out": "last"})
@@ -3932,7 +3935,7 @@ def test_choices_of_an_int8_model_a_later_choice_turned_to_float_compute_say_so(
     """openwakeword's mel model: its input layers in float left nothing computing in INT8, and the
     report read "method none (float compute)" above "kept percentile 99.9" with no header, and
     "INT8 may save another share of the time" at other sizes."""
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, *_, **__: int8)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
     monkeypatch.setattr(trades, "trade", lambda a, b, sample: (True, "0.5x the time"))
     rng = np.random.default_rng(0)
     model = make_model(
@@ -3947,7 +3950,7 @@ def test_choices_of_an_int8_model_a_later_choice_turned_to_float_compute_say_so(
     data = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(40)]
     report = quantize(model, data, **{**FAST, "target": "auto", "measure_latency": True}).report
     assert report.mode == "weight-only"
-    header = report.notes.index(api.INT8_BUILT_WITH)
+    header = report.notes.index(modes.INT8_BUILT_WITH)
     assert report.notes[header + 1].startswith("kept ")
     assert not any(n.startswith("latency timed on one sample") for n in report.notes)
 
@@ -4031,3 +4034,22 @@ def test_no_reordering_note_where_nothing_is_int8():
     report = quantize(model, "random:16", **FAST).report
     assert report.mode == "none"
     assert not any("TopK" in note for note in report.notes)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"weight_range": "max"}, "unknown weight range 'max': choose minmax, mse"),
+        ({"percentile": 200.0}, "percentile must be in (0, 100], got 200.0"),
+        ({"eval_split": 1.5}, "eval split must be a number in [0, 1), got 1.5"),
+        ({"test_split": None}, "test split must be a number in [0, 1), got None"),
+        ({"held_out": "first"}, "held-out samples 'first': choose spread, last"),
+        ({"require_speedup": True, "measure_latency": False}, "require_speedup needs the latency"),
+    ],
+)
+def test_options_are_checked_before_any_work(tmp_path, option, message):
+    """A bad option is one clear error before the model is even read (they were found after
+    calibrating, or never: a weight range with mode dynamic; test_split=None was a TypeError)."""
+    with pytest.raises(OnnxSlimError) as err:
+        quantize(tmp_path / "not-read.onnx", "random:4", **option)
+    assert str(err.value).startswith(message)

@@ -24,8 +24,8 @@ from onnxslim.drift import compare_outputs
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model.graph import OutputKinds
 from onnxslim.passes.prune import DeduplicateInitializers
-from onnxslim.quantization import api, dynamic, gptq, levers, quantize
 from onnxslim.quantization import builder as builder_module
+from onnxslim.quantization import dynamic, gptq, levers, modes, quantize, trades
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.calibration import collect_hessians
 from onnxslim.quantization.plan import QuantOptions
@@ -467,7 +467,7 @@ def test_weight_only_int8_says_how_its_weights_were_rounded(monkeypatch, random_
     to nearest on random ones (GPTQ fitted to synthesized samples moved PP-OCRv5 cls's float
     compute further from float on real pictures: 30.9 -> 25.0 dB); the report says which, and
     what bias correction it chose for float compute."""
-    monkeypatch.setattr(api, "_int8_or_float", lambda int8, float_compute, *_, **__: float_compute)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, float_compute, *_, **__: float_compute)
     options = {**FAST, "weight_rounding": "gptq", "target": "auto", "measure_latency": True}
     report = quantize(cnn(), samples(20), **options, random_inputs=random_inputs).report
     assert report.mode == "weight-only"
@@ -985,20 +985,20 @@ def test_the_lstms_mode_auto_puts_beside_static_int8_are_gptq_rounded(monkeypatc
     static = quantize(model, data, mode="static", **static_options)
     outcome = Outcome(static.model, dict(static.report.quantized), {}, [], static.report.drift, [])
     ref = run_samples(model, data, int8=False)
-    monkeypatch.setattr(api.trades, "trade", lambda *args, **kwargs: (True, "mocked"))
+    monkeypatch.setattr(trades, "trade", lambda *args, **kwargs: (True, "mocked"))
     hessians = []
     real = gptq.gptq_round
     monkeypatch.setattr(gptq, "gptq_round", lambda w, h, *a: hessians.append(h) or real(w, h, *a))
     snr = {}
     for rounding in (False, True):
         options = dynamic.DynamicOptions(pair_limit=128, gptq=rounding)
-        made, _ = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
+        made, _ = modes.dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
         assert made.quantized["LSTM"] == 1
         assert made.weight_rounding == ("gptq" if rounding else "nearest")
         snr[rounding] = compare_outputs(ref, run_samples(made.model, data))["y"].snr_db
         assert sorted(h.shape for h in hessians) == ([(16, 16), (32, 32)] if rounding else [])
     assert snr[True] > snr[False] + 1.0
     monkeypatch.setattr(builder_module, "GPTQ_MEMORY", 1)
-    made, _ = api._dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
+    made, _ = modes.dynamic_lstms(outcome, (data, data, ref), None, options, OutputKinds())
     assert made.weight_rounding == "nearest"
     assert any(n.startswith("GPTQ rounding left out for 2 LSTM weight(s)") for n in made.notes)

@@ -22,9 +22,10 @@ from onnxslim.model.external import has_external_data
 from onnxslim.model.stats import file_bytes
 from onnxslim.passes.registry import REGISTRY, get, rewrites
 from onnxslim.quantization import QuantizeConfig, quantize
-from onnxslim.quantization.api import HELD_OUT, MODES, ROUNDING_CHOICES
 from onnxslim.quantization.calibration import RANGE_METHODS
+from onnxslim.quantization.config import MODES, ROUNDING_CHOICES
 from onnxslim.quantization.plan import ACTIVATION_TYPES, WEIGHT_RANGES
+from onnxslim.quantization.splits import HELD_OUT
 from onnxslim.quantization.targets import CHOICES as TARGET_CHOICES
 from onnxslim.render import html, tables
 from onnxslim.render.format import input_shapes
@@ -426,6 +427,15 @@ def optimize_command(
         for path, what in ((report_path, "report"), (html_path, "HTML page")):
             if path is not None:
                 _check_writable(path, what)
+        lossless = {
+            "skip": skipped,
+            "size_threshold": size_threshold,
+            "size_budget": size_budget,
+            "inline_functions": inline_functions,
+            "target_opset": target_opset,
+        }
+        # a bad INT8 option: one clear line before the model is read
+        config = _int8_config(int8, int8_options, lossless, quiet) if int8 else None
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
@@ -454,35 +464,22 @@ def optimize_command(
                 interface.set_input_shapes(model, fixed)
                 if data.is_random(int8_options["calibration"]):
                     shape_map = bench_shapes
-            lossless = {
-                "skip": skipped,
-                "size_threshold": size_threshold,
-                "size_budget": size_budget,
-                "inline_functions": inline_functions,
-                "target_opset": target_opset,
-            }
             specs = data.input_specs(model)
             # an unchanged model is handed over as its file: quantize frees what it loads
             source = model if cut or fixed else input_path
-            # the INT8 model keeps the input's layout: external data if it came with it
-            external_data = external_data or has_external_data(model)
-            # the input as on disk (its external data too), as the lossless report gives it
-            int8_options["input_bytes"] = file_bytes(model, input_path)
-            del model
-            report_data = _quantize(
-                source,
-                specs,
+            files = Int8Files(
                 input_path,
                 output,
-                external_data,
+                # the INT8 model keeps the input's layout: external data if it came with it
+                external_data or has_external_data(model),
                 html_path,
-                console,
-                messages,
-                written,
-                lossless,
-                shape_map,
-                mode=int8,
-                **int8_options,
+                # the input as on disk (its external data too), as the lossless report gives it
+                file_bytes(model, input_path),
+            )
+            del model
+            calibration = (int8_options["calibration"], int8_options["preprocess"], shape_map)
+            report_data = _quantize(
+                source, specs, config, calibration, files, (console, messages), written
             )
         else:
             options = optimizer.OptimizeOptions(
@@ -575,51 +572,22 @@ def _suspects(history) -> tuple[list[str] | None, str]:
 _LEVER = {"auto": "auto", "on": True, "off": False}
 
 
-def _quantize(
-    model,
-    specs: list[data.InputSpec],
-    input_path: Path,
-    output: Path | None,
-    external_data: bool,
-    html_path: Path | None,
-    console,
-    messages,
-    written: list[Path],
-    lossless: dict,
-    shapes: dict,
-    *,
-    calibration: str,
-    preprocess: str | None,
-    input_bytes: int | None = None,
-    **options,
-) -> dict:
-    """Calibrate `model` (loaded, or its file; its inputs `specs`) on `calibration`, quantize,
-    measure, save and report; `lossless` are the options of the lossless passes, `options` the
-    CLI's INT8 options. The report goes to `console` (stdout), warnings to `messages` (stderr), the
-    page to `html_path` (None: not written); returns the JSON report. The sizes reported are the
-    files' on disk: the output as written, the input's `input_bytes` (None: as serialized)."""
-    random = data.is_random(calibration)
-    if shapes and not random:
-        raise OnnxSlimError(
-            "--shape applies to random inputs (--calibration random:N); "
-            "the calibration data fixes its own shapes"
-        )
-    # random data for the model quantized (cut by --inputs, dims fixed: not the file), at dims it
-    # runs with (a reflect Pad needs a long enough input, ...)
-    runnable = model if isinstance(model, Path) else io.to_proto(model)
-    run = Session(runnable, what="the model").run if random else None
-    samples = data.load_samples(
-        calibration, specs, preprocess=preprocess, shapes=shapes, model=runnable, run=run
-    )
-    del runnable
-    del run  # its session: quantize makes its own
-    if random:
-        tables.warn(
-            messages,
-            "calibrating on random data: the drift figures say little about real inputs "
-            f"(calibrated at {input_shapes(data.sample_shapes(samples))})",
-        )
-    config = QuantizeConfig(
+@dataclasses.dataclass(frozen=True)
+class Int8Files:
+    """The files of an INT8 run: the input (`input_bytes` on disk, external data included), the
+    output (None: not written; `external_data`: its weights beside it) and the HTML page."""
+
+    input_path: Path
+    output: Path | None
+    external_data: bool
+    html_path: Path | None
+    input_bytes: int
+
+
+def _int8_config(mode: str, options: dict, lossless: dict, quiet: bool) -> QuantizeConfig:
+    """The QuantizeConfig of the CLI's INT8 `options` (click's names) for `mode`, with the
+    lossless passes' `lossless` options; OnnxSlimError for a bad one."""
+    return QuantizeConfig(
         method=options["calibration_method"],
         percentile=options["percentile"],
         per_channel=not options["per_tensor"],
@@ -638,12 +606,49 @@ def _quantize(
         test_split=options["test_split"],
         held_out=options["held_out"],
         debug_layers=options["debug_layers"],
-        mode=options["mode"],
+        mode=mode,
         require_speedup=options["require_speedup"],
-        progress=not console.quiet,
+        progress=not quiet,
         optimize_options=lossless,
-        random_inputs=random,
+        random_inputs=data.is_random(options["calibration"]),
     )
+
+
+def _quantize(
+    model,
+    specs: list[data.InputSpec],
+    config: QuantizeConfig,
+    calibration: tuple[str, str | None, dict],
+    files: Int8Files,
+    consoles: tuple,
+    written: list[Path],
+) -> dict:
+    """Calibrate `model` (loaded, or its file; its inputs `specs`) on `calibration` (the data,
+    its --preprocess, the --shape dims of random:N), quantize as `config` says, measure, save
+    and report to `files`; returns the JSON report. The report goes to the first of `consoles`
+    (stdout), warnings to the second (stderr). The sizes reported are the files' on disk."""
+    source, preprocess, shapes = calibration
+    console, messages = consoles
+    random = data.is_random(source)
+    if shapes and not random:
+        raise OnnxSlimError(
+            "--shape applies to random inputs (--calibration random:N); "
+            "the calibration data fixes its own shapes"
+        )
+    # random data for the model quantized (cut by --inputs, dims fixed: not the file), at dims it
+    # runs with (a reflect Pad needs a long enough input, ...)
+    runnable = model if isinstance(model, Path) else io.to_proto(model)
+    run = Session(runnable, what="the model").run if random else None
+    samples = data.load_samples(
+        source, specs, preprocess=preprocess, shapes=shapes, model=runnable, run=run
+    )
+    del runnable, run  # its session: quantize makes its own
+    if random:
+        tables.warn(
+            messages,
+            "calibrating on random data: the drift figures say little about real inputs "
+            f"(calibrated at {input_shapes(data.sample_shapes(samples))})",
+        )
     result = quantize(model, samples, config)
     guessed = random and data.defaulted_dims_warning(specs, shapes, "calibrated", samples[0])
     if guessed:
@@ -655,25 +660,26 @@ def _quantize(
                 "the sizes you deploy calibrate it for them"
             )
         tables.warn(messages, guessed)
+    output = files.output
     if output is not None:
-        result.report.size_after = io.save(result.model, output, external_data or None)
-        result.report.size_before = input_bytes or result.report.size_before
+        result.report.size_after = io.save(result.model, output, files.external_data or None)
+        result.report.size_before = files.input_bytes
         written.append(output)
     result.report.render(console, messages)
     console.print(
         f"wrote {output}" if output else "no output path given: nothing written", soft_wrap=True
     )
-    if html_path:
+    if files.html_path:
         html.write_int8(
             result.report,
-            html_path,
+            files.html_path,
             command=shlex.join(["onnxslim", *sys.argv[1:]]),
-            files=[("Input", str(input_path)), ("Output", str(output or "not written"))],
+            files=[("Input", str(files.input_path)), ("Output", str(output or "not written"))],
             created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             versions=bench.tool_versions(),
         )
     return {
-        "input": str(input_path),
+        "input": str(files.input_path),
         "output": str(output) if output else None,
         "int8": result.report.to_dict(),
     }

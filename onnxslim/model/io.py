@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import external, files
 from onnxslim.model.graph import all_graphs, all_nodes, moved_shape, proto_graphs
-from onnxslim.model.validate import validate
+from onnxslim.model.validate import validate_model
 
 PROTOBUF_LIMIT = 2 * 1024**3
 #: A model written with external data as its input had keeps tensors under this many bytes in the
@@ -55,7 +55,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     del proto
     # absolute, so a later change of working directory cannot break the paths of external data
     ir.external_data.set_base_dir(model.graph, path.resolve().parent)
-    validate(model, str(path))
+    validate_model(model, str(path))
     return model
 
 
@@ -530,14 +530,14 @@ def _raise_old_ir_version(model: ir.Model) -> None:
 def from_proto(proto: onnx.ModelProto, where: str = "ModelProto") -> ir.Model:
     """onnx-ir's model for `proto` (which it then owns), validated."""
     model = _deserialize(proto, where)
-    validate(model, where)
+    validate_model(model, where)
     return model
 
 
 def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
     """Accept a path, a ModelProto or an onnx-ir Model, validated alike."""
     if isinstance(model, ir.Model):
-        validate(model)
+        validate_model(model)
         clear_negative_ir_dims(model)
         return model
     if isinstance(model, onnx.ModelProto):
@@ -546,7 +546,7 @@ def to_ir(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> ir.Model:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         converted = _deserialize(copy, "ModelProto")
-        validate(converted)
+        validate_model(converted)
         return converted
     if isinstance(model, (str, os.PathLike)):
         return load(model)

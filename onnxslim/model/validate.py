@@ -12,7 +12,7 @@ from onnxslim.errors import OnnxSlimError
 from onnxslim.model.graph import all_graphs, default_opset
 
 
-def validate(model: ir.Model, where: str = "model") -> None:
+def validate_model(model: ir.Model, where: str = "model") -> None:
     """Reject models onnxslim cannot handle, with one clear line."""
     if not model.graph.outputs:
         raise OnnxSlimError(f"{where}: not an ONNX model (the graph has no outputs)")

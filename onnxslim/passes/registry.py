@@ -37,6 +37,7 @@ class PassOptions:
 #: the ops ORT sees and so what ORT fuses at session creation: they are the ones a latency
 #: regression can come from.
 FAMILIES = ("setup", "fold", "cleanup", "rewrite", "order")
+STAGES = ("setup", "round", "finish")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class PassSpec:
     build: Callable[[PassOptions], ir.passes.PassBase]
     stage: str = "round"
     family: str = "rewrite"
+
+    def __post_init__(self):
+        if self.stage not in STAGES or self.family not in FAMILIES:
+            raise ValueError(f"pass {self.name}: stage {self.stage!r}, family {self.family!r}")
 
 
 REGISTRY: tuple[PassSpec, ...] = (

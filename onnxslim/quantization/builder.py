@@ -23,7 +23,7 @@ from onnxslim.quantization.calibration import (
     compute_range,
 )
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, stored_weight
-from onnxslim.quantization.plan import QuantOptions, QuantPlan, plan
+from onnxslim.quantization.plan import QuantOptions, QuantPlan, make_plan
 from onnxslim.quantization.qdq import QParams, QuantizePass, activation_qparams
 from onnxslim.runtime import Session
 
@@ -100,11 +100,11 @@ class QuantBuilder:
             weight_only_nodes=self.options.weight_only_nodes | frozenset(weight_only),
         )
         model = self._fresh()
-        first = plan(model, options)
+        first = make_plan(model, options)
         self._ensure_stats(model, first.observed)
         sizes = output_sizes(model, first, self.stats)
         dtypes = {name: h.dtype for name, h in self.stats.items() if h.dtype}
-        final = plan(model, options, sizes, dtypes)
+        final = make_plan(model, options, sizes, dtypes)
         self._ensure_stats(model, final.observed)
         qparams = {name: self._qparams(name, final) for name in final.observed}
         rewrite = QuantizePass(

@@ -68,6 +68,17 @@ def rewrite_warning(ran: Mapping[str, Drift], written: Mapping[str, Drift]) -> s
     return None
 
 
+def missed_on_test_warning(budget, selection: int, test: int, missed: list[str]) -> list[str]:
+    """The warning for a `budget` held on `selection` samples that the `test` samples miss
+    (`missed`: Budget.check's findings on them; none: no warning)."""
+    if not missed:
+        return []
+    return [
+        f"warning: the budget {budget} held on the {selection} selection samples but not on the "
+        f"{test} test samples: {missed[0]}"
+    ]
+
+
 def drift_warning(
     drift: Mapping[str, Drift],
     budget: Budget | None,

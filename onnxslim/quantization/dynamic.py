@@ -510,16 +510,32 @@ def _quantize(
     with tempfile.TemporaryDirectory(prefix="onnxslim-dynamic-") as folder:
         source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
         onnx.save(proto, source)
-        with quiet_quantizer():
-            quantize_dynamic(
-                source,
-                target,
-                op_types_to_quantize=list(op_types),
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=exclude,
-            )
+        ort_quantize_dynamic(source, target, exclude, op_types)
         return onnx.load(target)
+
+
+def ort_quantize_dynamic(
+    source: Path,
+    target: Path,
+    exclude: Collection[str],
+    op_types: Collection[str] = QUANTIZED_OPS,
+    reduce_range: bool = False,
+    external_data: bool = False,
+) -> None:
+    """ORT's quantize_dynamic of the model file `source` into `target`: per-channel int8 weights
+    of `op_types` (7-bit with `reduce_range`), `exclude` left float; `external_data`: read and
+    write weights as external data (a model over 2 GB)."""
+    with quiet_quantizer():
+        quantize_dynamic(
+            source,
+            target,
+            op_types_to_quantize=list(op_types),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude),
+            reduce_range=reduce_range,
+            use_external_data_format=external_data,
+        )
 
 
 def _requantize_weights(

@@ -27,7 +27,7 @@ from onnxslim.drift import (
 from onnxslim.quantization import gptq
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, gptq_candidates, run_samples
 from onnxslim.quantization.plan import WEIGHT_ROUNDINGS
-from onnxslim.render.progress import progress
+from onnxslim.render.progress import progress_bar
 
 CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
 #: The variants `choose` tries, (equalization, bias correction), from no lever to both.
@@ -164,7 +164,7 @@ def _closest(
     The choice kept carries its drift as the model outputs it (`drift`) besides `scored`."""
     samples, ref = list(selection)[:CHOICE_SAMPLES], list(ref_outputs)[:CHOICE_SAMPLES]
     scores, kept = {}, None  # kept: (label, the Choice, its worst output)
-    with progress(f"INT8: trying {what}", len(variants), shown) as bar:
+    with progress_bar(f"INT8: trying {what}", len(variants), shown) as bar:
         for label, set_up in variants.items():
             if first is not None and not scores:
                 choice = dataclasses.replace(first)

@@ -169,6 +169,15 @@ STORED_TABLES: dict[str, tuple[int, int]] = {"Gather": (0, 0)}
 MIN_TABLE_ELEMENTS = 4096
 
 
+def layer_weight(node: ir.Node) -> ir.TensorProtocol | None:
+    """The constant weight of a weighted op of the default domain (Conv, MatMul, ...), or None."""
+    rule = RULES.get(node.op_type)
+    if node.domain not in ("", "ai.onnx") or rule is None or rule.kind != WEIGHTED:
+        return None
+    weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
+    return None if weight is None else weight.const_value
+
+
 def stored_weight(node: ir.Node) -> tuple[int, int | None] | None:
     """The (input index, per-channel axis) of the constant of ``node`` to store in int8, if any."""
     rule = RULES.get(node.op_type)

@@ -10,9 +10,9 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
-from onnxslim.model import opset
+from onnxslim.model import io, opset
 from onnxslim.model.graph import default_opset, producer
-from onnxslim.passes.fold import computable_values
+from onnxslim.passes.fold import FoldProducers, computable_values
 from onnxslim.quantization.ops import (
     COMPUTE,
     DEFAULT_OPS,
@@ -163,7 +163,7 @@ def computed_weights(
     return sorted(set(names))
 
 
-def plan(
+def make_plan(
     model: ir.Model,
     options: QuantOptions = QuantOptions(),
     sizes: Mapping[str, float] | None = None,
@@ -371,3 +371,45 @@ def not_float32(weight: ir.Value) -> str | None:
     if tensor is not None and dtype != ir.DataType.FLOAT:
         return f"weight is {dtype.name.lower()}, not float32"
     return None
+
+
+def weighted_nodes(model: ir.Model, op_types, exclude_nodes) -> dict[str, str | None]:
+    """The main graph's nodes of `op_types` (but `exclude_nodes`) that INT8 computes or stores
+    with weights (a weight, or MatMul's two activations), each with why it cannot (a constant
+    weight not float32, in a QDQ unit already) or None."""
+    found = {}
+    for node in model.graph:
+        rule = RULES.get(node.op_type)
+        if rule is None or rule.kind not in (WEIGHTED, WEIGHT_ONLY):
+            rule = None  # no weighted rule: an LSTM (dynamic INT8's) or an op to pass over
+        index = RECURRENT_WEIGHTS.get(node.op_type, (None,))[0] if rule is None else rule.weight
+        if (
+            node.op_type not in op_types
+            or node.domain not in ("", "ai.onnx")
+            or index is None
+            or node.name in exclude_nodes
+        ):
+            continue
+        weight = node.inputs[index] if len(node.inputs) > index else None
+        if rule is not None and quantized_already(node, rule):
+            found[node.name] = QUANTIZED_ALREADY
+        else:
+            found[node.name] = not_float32(weight) if weight is not None else None
+    return found
+
+
+def constant_weights(
+    model: ir.Model, op_types, exclude_nodes, folded: dict[str, tuple]
+) -> ir.Model:
+    """`model`, or a copy of it in which the weights constants compute for the nodes of
+    `op_types` (but `exclude_nodes`) are constants INT8 can quantize (`computed_weights`,
+    `FoldProducers`; their computations added to `folded`, for `restore_computations`); each
+    mode folds only what it quantizes, on its own copy."""
+    names = computed_weights(model, op_types, exclude_nodes)
+    if not names:
+        return model
+    copy = io.from_proto(io.to_proto(model))
+    fold = FoldProducers(names, stored=weight_uses(copy, op_types, exclude_nodes))
+    fold(copy)
+    folded.update(fold.computations)
+    return copy

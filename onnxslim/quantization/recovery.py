@@ -11,7 +11,7 @@ from onnxslim.drift import Budget, TensorSnr, added_noise_db, compare_outputs, s
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, iter_samples, run_samples
 from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
 from onnxslim.quantization.plan import STORED_COMPUTE, activation_inputs
-from onnxslim.render.progress import progress
+from onnxslim.render.progress import progress_bar
 
 
 def fall_back(
@@ -39,7 +39,7 @@ def fall_back(
         and by_name[n].inputs[RULES[builder.op_types[n]].weight].const_value is not None
     }
     label = f"INT8: returning nodes to float for {budget}"
-    with progress(label, None, builder.progress) as bar:
+    with progress_bar(label, None, builder.progress) as bar:
         for keep_weights in (True, False) if int8_compute & set(names) else (False,):
             results: dict[int, tuple] = {}
 
@@ -113,7 +113,7 @@ def sensitivity(
     quant_name = {t: info.dequantized.get(t, t) for t in seen}
     names = sorted(seen)
     snr = TensorSnr()
-    with progress("INT8: ranking nodes by sensitivity", len(samples), builder.progress) as bar:
+    with progress_bar("INT8: ranking nodes by sensitivity", len(samples), builder.progress) as bar:
         for floats, quants in zip(
             iter_samples(builder.proto, samples, names, int8=False),
             iter_samples(quantized, samples, [quant_name[t] for t in names]),

@@ -21,7 +21,7 @@ from onnxslim.drift import (
 )
 from onnxslim.model.graph import OutputKinds
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
-from onnxslim.quantization.ops import RULES, WEIGHTED, is_depthwise, macs_per_output
+from onnxslim.quantization.ops import RULES, WEIGHTED, is_depthwise, layer_weight, macs_per_output
 from onnxslim.quantization.plan import DEPTHWISE_IN_FLOAT, INT8_STORED, TOO_SMALL, QuantOptions
 from onnxslim.quantization.report import Outcome
 
@@ -94,11 +94,7 @@ def layer_depths(model: ir.Model) -> dict[str, int]:
 
 def _is_layer(node: ir.Node) -> bool:
     """Whether `node` is a weighted op (Conv, MatMul, ...) whose weight is a constant."""
-    rule = RULES.get(node.op_type)
-    if node.domain not in ("", "ai.onnx") or rule is None or rule.kind != WEIGHTED:
-        return False
-    weight = node.inputs[rule.weight] if len(node.inputs) > rule.weight else None
-    return weight is not None and weight.const_value is not None
+    return layer_weight(node) is not None
 
 
 def prefix_depths(depths: Mapping[str, int]) -> list[int]:
@@ -111,12 +107,8 @@ def small_weight_nodes(model: ir.Model, names: Sequence[str]) -> list[str]:
     """Those of the weighted nodes ``names`` whose weight holds at most SMALL_WEIGHT_SHARE of the
     elements of all weighted nodes' weights: int8 storage would save little there, and the
     rounding of a stem conv's 27 weights per output is what an input-sensitive model feels most."""
-    sizes = {}
-    for node in model.graph:
-        rule = RULES.get(node.op_type)
-        if rule is not None and rule.kind == WEIGHTED:
-            weight = node.inputs[rule.weight].const_value
-            sizes[node.name] = weight.size if weight is not None else 0
+    weights = {node.name: layer_weight(node) for node in model.graph}
+    sizes = {name: weight.size for name, weight in weights.items() if weight is not None}
     total = sum(sizes.values())
     return [n for n in names if sizes.get(n, 0) <= SMALL_WEIGHT_SHARE * total]
 

@@ -69,14 +69,14 @@ _running: list[Steps] = []
 
 
 def current() -> Steps:
-    """The innermost `progress` running (a disabled one included), or one showing nothing: for
+    """The innermost `progress_bar` running (a disabled one included), or one showing nothing: for
     steps deep inside a stage (the runs of a timing) that its caller labelled. Steps of unknown
     count: call it inside a stage of no total (one with a total would pass it)."""
     return _running[-1] if _running else Steps(None, None)
 
 
 @contextlib.contextmanager
-def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Steps]:
+def progress_bar(label: str, total: int | None, enabled: bool = True) -> Iterator[Steps]:
     """A transient bar labelled `label`, `total` steps, on a terminal (below the bars of the work
     it is part of); progress lines elsewhere (see LogLines); nothing if disabled. It is `current`
     while it runs."""
@@ -90,7 +90,7 @@ def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[St
 
 @contextlib.contextmanager
 def _shown(label: str, total: int | None, enabled: bool) -> Iterator[Steps]:
-    """`progress`'s display."""
+    """`progress_bar`'s display."""
     global _live
     console = Console(stderr=True)
     if not enabled:

@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError
 from onnxslim.quantization.calibration.histogram import DEFAULT_BINS, Histogram
-from onnxslim.render.progress import progress as progress_bar
+from onnxslim.render.progress import progress_bar
 from onnxslim.runtime import Session
 
 OBSERVING = "the float model (observing tensors for calibration)"

@@ -1,0 +1,343 @@
+"""Mode auto's choices between static INT8, dynamic INT8 and float compute on int8-stored
+weights: by drift on the selection samples and, where they are timed, by speed on this CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim.drift import Budget, Drift, compare_outputs, scored_drift
+from onnxslim.model import io
+from onnxslim.model.graph import OutputKinds
+from onnxslim.passes.prune import DeduplicateInitializers
+from onnxslim.quantization import dynamic, levers, trades
+from onnxslim.quantization.builder import GPTQ_MEMORY, gptq_memory_note, run_samples
+from onnxslim.quantization.caveats import QUALITY_BAR, computes_int8, says_nothing
+from onnxslim.quantization.plan import constant_weights
+from onnxslim.quantization.report import WEIGHT_ONLY_MODE, Outcome, int8_stored
+
+INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time it saves
+#: ... but it takes the result under QUALITY_BAR, where float compute meets it or is closer to
+#: float, only when it takes at most this much of float compute's time (torchvision's deeplabv3:
+#: worst cosine 0.94 for 0.92x)
+BELOW_BAR_RATIO = 0.8
+COMPUTE_NOTE = "INT8 compute against float compute"  # how int8_or_float's note on static starts
+NOT_WORTH_IT = ": not worth it"  # int8_or_float's verdict against INT8 compute
+#: Heads the notes of the static INT8 model float compute replaced (a "kept" among them is its).
+INT8_BUILT_WITH = "the INT8 model that float compute replaced (below) was built with these choices:"
+#: mode auto: dynamic INT8 replaces float compute only with a file at most this much larger
+DYNAMIC_SIZE_SLACK = 1.25
+
+
+def static_or_dynamic(
+    static: Outcome,
+    float_model: ir.Model,
+    data: tuple[list, list, list],
+    budget: Budget | None,
+    options: dynamic.DynamicOptions,
+    may_time: bool,
+) -> tuple[Outcome, Outcome | None]:
+    """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
+    INT8 does better there (`data`: calibration and selection samples, the original's outputs on
+    the selection samples); and the dynamic INT8 outcome tried (None: not tried).
+
+    With a budget, static falls short when it misses it even with its sensitive nodes in float,
+    and dynamic replaces it when it meets it; when static met it only with nodes back in float,
+    dynamic INT8 meeting it too replaces it where it runs faster (timed). Without a
+    budget, static falls short when its worst sample misses QUALITY_BAR, and dynamic INT8 held to
+    QUALITY_BAR replaces it when its worst sample is closer to float: where MatMuls hold most
+    weights (transformers) as such, elsewhere (convs stay float in dynamic INT8, so it may be
+    slower) when `trades.trade`, timing both on the first selection sample (`may_time`; else not
+    tried), finds it the better trade. The share counts MatMuls and LSTMs only, not the Gemms
+    dynamic INT8 turns into MatMuls: a CNN's classifier Gemm does not make it a candidate here
+    (dynamic INT8 leaves the convs float: EfficientNet-Lite1 would trade its speed for accuracy).
+    Where LSTMs hold most weights (static INT8 leaves them float), dynamic INT8 meeting the
+    budget or QUALITY_BAR is timed against static INT8 meeting them too.
+    """
+    share = dynamic.dynamic_weight_share(float_model)
+    most = share > dynamic.MOST_WEIGHTS
+    timed = may_time and share > 0
+    lstms = dynamic.recurrent_share(float_model)
+    # static INT8 leaves LSTMs float: where they hold most weights, only dynamic INT8 speeds up
+    recurrent = timed and lstms > dynamic.MOST_WEIGHTS and computes_int8(static, Counter())
+    if budget:
+        if not static.violations and not ((static.fallback or recurrent) and timed):
+            return static, None
+        outcome = dynamic.quantize_model(float_model, *data, budget, options)
+        if outcome.violations:
+            return static, outcome
+        if static.violations:
+            outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
+            return outcome, outcome
+        lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
+        if recurrent:
+            lead = f"static INT8 met {budget} leaving the LSTMs ({lstms:.0%} of the weights) float"
+        lead += "; dynamic INT8 (MatMul, LSTM) too, kept if faster"
+        return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
+    if recurrent and not QUALITY_BAR.check(static.drift):
+        outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
+        if outcome.violations:
+            return static, outcome
+        lead = (
+            f"static INT8 leaves the LSTMs ({lstms:.0%} of the weights) float; dynamic INT8 "
+            f"(MatMul, LSTM) meets {QUALITY_BAR} on the selection samples"
+        )
+        return _timed_choice(static, outcome, data[1][0], lead), outcome
+    if not QUALITY_BAR.check(static.drift) or not (most or timed):
+        return static, None
+    outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
+    before, after = (_lowest_cosine(d) for d in (static.drift, outcome.drift))
+    if outcome.violations or after <= before:
+        return static, outcome
+    mismatched = [f"{n!r}: {d.mismatch}" for n, d in static.drift.items() if d.mismatch]
+    worst = (
+        f"output {mismatched[0]} on the selection samples"
+        if mismatched
+        else f"worst selection sample has cosine {before:.4f} to float"
+    )
+    reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 (MatMul)"
+    if not most:
+        lead = f"{reason} reaches cosine {after:.4f}"
+        return _timed_choice(static, outcome, data[1][0], lead), outcome
+    in_float = f"{len(outcome.fallback)} MatMul(s) in float"
+    if not outcome.quantized:
+        note = f"{reason} reaches cosine {after:.4f} only with its {in_float}: no INT8 left"
+    else:
+        with_float = f", with {in_float}" if outcome.fallback else ""
+        note = f"{reason} kept, cosine {after:.4f}{with_float}"
+    outcome.notes.append(note)
+    return outcome, outcome
+
+
+def dynamic_lstms(
+    static: Outcome,
+    data: tuple[list, list, list],
+    budget: Budget | None,
+    options: dynamic.DynamicOptions,
+    kinds: OutputKinds,
+) -> tuple[Outcome, bool]:
+    """Mode auto, timed (so on this CPU's own kernels): a static INT8 model's LSTMs (which it
+    leaves float) in dynamic INT8 too, as `options` say (GPTQ rounds their weights against their
+    inputs in the static INT8 model: `dynamic.lstm_rounding`), kept where `trades.trade` finds
+    it the better trade and `budget` (if any) still holds on the selection samples (`data`:
+    calibration and selection samples, the original's outputs there): easyocr's CRNN (not tuned
+    on), convs static and LSTMs dynamic, 0.49x -> 0.33x float's time at the same drift. `static`
+    may compute nothing in INT8 (silero-vad: its small convs on int8-stored weights): kept, the
+    LSTMs make it dynamic INT8. Returns the outcome kept and whether any LSTM was tried."""
+    if static.mode not in ("static", WEIGHT_ONLY_MODE) or not any(
+        n.op_type == "LSTM" for n in static.model.graph
+    ):
+        return static, False
+
+    calib, selection, ref_outputs = data
+
+    def folded(model: ir.Model) -> onnx.ModelProto:
+        # the LSTM weights that constants compute (silero's Slice/Concat) folded; quantized,
+        # nothing computes them any more (no computation to restore)
+        return io.to_proto(constant_weights(model, {"LSTM"}, options.exclude_nodes, {}))
+
+    proto = folded(static.model)
+    gptq_on, past_memory = dynamic.lstm_rounding(proto, options, calib)
+    proto, count, left = dynamic.with_dynamic_lstms(proto, options, gptq_on)
+    if not count:
+        return static, False
+    model = io.from_proto(proto)
+    outputs = run_samples(model, selection)
+    drift = compare_outputs(ref_outputs, outputs)
+    beside = (
+        "static INT8"
+        if static.quantized
+        else "the others on int8-stored weights"
+        if static.mode == WEIGHT_ONLY_MODE
+        else "the others in float"
+    )
+    what = f"{count} LSTM(s) in dynamic INT8 (ORT's DynamicQuantizeLSTM) beside {beside}"
+    missed = budget.check(drift) if budget else []
+    if missed:
+        note = f"{what}: not kept ({missed[0]} on the selection samples)"
+        return dataclasses.replace(static, notes=[*static.notes, note]), True
+    quantized = Counter(static.quantized)
+    quantized["LSTM"] += count
+    candidate = dataclasses.replace(
+        static,
+        model=model,
+        quantized=dict(quantized),
+        drift=drift,
+        # compared as static's own drift was (`scored`, or as the model outputs it)
+        scored=None if static.scored is None else scored_drift(ref_outputs, outputs, kinds, drift),
+        notes=list(static.notes),
+        weight_rounding="gptq" if gptq_on else static.weight_rounding,
+    )
+    worth, measured = trades.trade(static, candidate, selection[0])
+    if worth and static.all_int8 is not None:  # the nodes back in float, in INT8: LSTMs alike
+        all_int8 = dynamic.with_dynamic_lstms(folded(static.all_int8), options, gptq_on)[0]
+        candidate.all_int8 = io.from_proto(all_int8)
+    kept = candidate if worth else dataclasses.replace(static, notes=list(static.notes))
+    verdict = f"{what}: {'kept' if worth else 'not kept'} ({measured})"
+    if worth and not static.quantized and kept.notes:  # the others' notes: float compute's
+        kept.notes[:0] = [verdict, *([] if INT8_BUILT_WITH in kept.notes else [INT8_BUILT_WITH])]
+    else:
+        kept.notes.append(verdict)
+    if worth:
+        kept.notes += dynamic.unlimited_warning(left)
+        if past_memory:
+            kept.notes.append(gptq_memory_note(past_memory, "LSTM weight(s)", GPTQ_MEMORY))
+    return kept, True
+
+
+def _timed_choice(
+    static: Outcome,
+    dynamic_int8: Outcome,
+    timed_on: dict,
+    lead: str,
+    speed_only: bool = False,
+) -> Outcome:
+    """Static or dynamic INT8 (its other weighted ops float), whichever `trades.trade` finds the
+    better trade on this CPU (`speed_only`: the faster, both meeting a budget; `timed_on`: a
+    selection sample); the kept one's notes say what was measured."""
+    worth, measured = trades.trade(static, dynamic_int8, timed_on, speed_only)
+    kept = dynamic_int8 if worth else static
+    kept.notes.append(f"{lead}: {'kept' if worth else 'not kept'} ({measured})")
+    return kept
+
+
+def dynamic_for_speed(
+    current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget
+) -> Outcome:
+    """Mode auto, timed, where `current` computes nothing in INT8: `dynamic_int8` replaces it
+    only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
+    weight but MatMul's and LSTM's float: an embedding table, a GRU) and, timed on `timed_on`, it
+    is faster and worth its drift by `int8_or_float`'s rule; else `current`, with a note. Against
+    the lossless model (static INT8 had nothing to quantize: an LSTM alone), exact, no drift
+    would be worth it: `dynamic_int8`, which meets `bar` (QUALITY_BAR or the budget), must be
+    faster."""
+    grows = _file_bytes(dynamic_int8.model) / _file_bytes(current.model)
+    if grows > DYNAMIC_SIZE_SLACK:
+        current.notes.append(
+            f"dynamic INT8 not kept: its file would be {grows:.2f}x this one "
+            "(it leaves every other weight float)"
+        )
+        return current
+    if current.method == "none":
+        worth, measured = trades.trade(current, dynamic_int8, timed_on, speed_only=True)
+        kept = dynamic_int8 if worth else current
+        kept.notes.append(
+            f"dynamic INT8 (it meets {bar} on the selection samples) against the lossless "
+            f"model: {'kept' if worth else 'not kept'} ({measured})"
+        )
+        return kept
+    return int8_or_float(dynamic_int8, current, timed_on, dynamic_int8=True, for_speed=True)
+
+
+def _file_bytes(model: ir.Model) -> int:
+    """The size of `model`'s file as written: a weight several nodes share stored once."""
+    copy = io.from_proto(io.to_proto(model))
+    DeduplicateInitializers()(copy)
+    return io.to_proto(copy).ByteSize()
+
+
+def int8_or_float(
+    int8: Outcome,
+    float_compute: Outcome,
+    timed_on: dict,
+    dynamic_int8: bool = False,
+    random_inputs: bool = False,
+    for_speed: bool = False,
+) -> Outcome:
+    """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
+    saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
+    sample, and judged as `trades.trade` judges: the time ratio and SNR gain least in its
+    favour), and where it misses QUALITY_BAR that float compute meets, or misses it further from
+    float than float compute (both below it: LEADER's fingerprint minutiae, INT8 -5.4 dB for
+    0.91x on its selection samples), take at most BELOW_BAR_RATIO its time; else `float_compute`.
+    Static INT8 (`int8`) against its twin computing in float on its int8-stored weights: the one
+    kept has the notes of the choices that built them. `dynamic_int8` (which replaced static INT8,
+    or is offered against what static INT8 gave, computing nothing in INT8, `for_speed`: it must
+    be faster too): kept, with its own notes and static INT8's verdict. Where the float model
+    gives every float output as zeros or nothing on the selection samples, nothing judges INT8's
+    drift: `float_compute`; so too where INT8 is not faster and the samples are `random_inputs`
+    (ranges and GPTQ fitted to noise: on random data an orientation classifier's INT8 was 5.8 dB
+    closer, on pictures 14 dB further)."""
+    what = "dynamic INT8" if dynamic_int8 else "INT8"
+    floats, ints = trades.side_by_side(
+        [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
+    )
+    ratio, verdict = ints.versus(floats)
+    fastest = ints.min / floats.min
+    speed = f"{what} {ratio:.2f}x the time ({fastest:.2f}x by the fastest runs)"
+    if verdict != "faster":
+        speed += ", not faster"
+    gain_db, measured = trades.snr_gain(float_compute, int8)
+    stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
+    lead = f"{what} compute against float compute{stored}: {speed}; {what} {measured}"
+    missed = QUALITY_BAR.check(int8.drift)
+    float_meets = not QUALITY_BAR.check(float_compute.drift)
+    # float compute surely closer: as measured, and for new samples (not within noise)
+    further = trades.measured_gain(float_compute, int8) <= -trades.MIN_GAIN_DB and gain_db < 0
+    below_bar = bool(missed) and (float_meets or further)
+    if says_nothing(int8.drift):
+        lead += (
+            "; but the float model gives every float output as zeros or nothing on the "
+            "selection samples, so nothing tells how far INT8 drifts on inputs that drive it"
+        )
+    elif random_inputs and verdict != "faster":
+        lead += "; on random inputs drift says little of real ones: kept only where faster"
+    elif below_bar and max(ratio, fastest) > BELOW_BAR_RATIO:
+        where = (
+            f"where float compute meets {QUALITY_BAR}"
+            if float_meets
+            else "and is further from float than float compute"
+        )
+        lead += f"; {what}'s {missed[0]} {where}: kept only at <= {BELOW_BAR_RATIO}x the time"
+    elif int8_worth_it(gain_db, max(ratio, fastest)) and (verdict == "faster" or not for_speed):
+        why = "closer to float" if gain_db > 0 else "within the drift its time allows"
+        why = "worth it" if verdict == "faster" else why
+        static = [  # static INT8's verdict, without what it said it kept
+            note.partition(NOT_WORTH_IT)[0] + NOT_WORTH_IT
+            for note in float_compute.notes
+            if dynamic_int8 and note.startswith(COMPUTE_NOTE)
+        ]
+        int8.notes = [*static, *int8.notes, f"{lead}: {why}, {what} kept"]
+        return int8
+    kept = (
+        "every weighted node computes in float on int8-stored weights (a file as small"
+        if int8_stored(float_compute.kept_float)
+        else "the result is onnxslim's lossless model (no weight made int8 here"
+    )
+    built = [INT8_BUILT_WITH, *int8.notes] if int8.notes else []  # its choices: not what is kept
+    float_compute.notes = [
+        *(float_compute.notes if dynamic_int8 else [*float_compute.notes, *built]),
+        f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic, mode= in Python, computes "
+        "in INT8)",
+    ]
+    return float_compute
+
+
+def int8_required_gain(time_ratio: float) -> float:
+    """The output SNR gain (dB) over float compute on the same weights that INT8 compute taking
+    `time_ratio` its time must bring (mostly negative: what it may cost): where it saves time,
+    INT8_DB_PER_TIME dB per 1x saved (1 dB per 1%: 0.5x the time may cost 49.5 dB, 0.95x 4.5);
+    where it does not, as any timed choice (`trades.required_gain`). Continuous in the ratio, so a
+    choice that flips with the machine's load flips only between trades of about the same worth
+    (a 5% speedup is no reason to keep 10 dB more drift)."""
+    saving = trades.MIN_GAIN_DB + INT8_DB_PER_TIME * (time_ratio - 1)
+    return min(saving, trades.required_gain(time_ratio))
+
+
+def int8_worth_it(gain_db: float, time_ratio: float) -> bool:
+    """Whether INT8 compute `gain_db` closer to float than float compute on the same weights at
+    `time_ratio` its time is worth keeping (`int8_required_gain`)."""
+    return gain_db >= int8_required_gain(time_ratio)
+
+
+def _lowest_cosine(drift: Mapping[str, Drift]) -> float:
+    """The lowest cosine a budget holds the outputs to (Drift.budget_cosine; -1 when none has
+    one, or one comes out in another shape than float's)."""
+    if levers.mismatched(drift):
+        return -1.0
+    cosines = [d.budget_cosine() for d in drift.values()]
+    return min((c for c in cosines if c is not None), default=-1.0)
