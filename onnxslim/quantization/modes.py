@@ -25,7 +25,9 @@ INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time
 #: float, only when it takes at most this much of float compute's time (torchvision's deeplabv3:
 #: worst cosine 0.94 for 0.92x)
 BELOW_BAR_RATIO = 0.8
-COMPUTE_NOTE = "INT8 compute against float compute"  # how int8_or_float's note on static starts
+#: How int8_or_float's note starts, "{what}" the INT8 kind ("INT8" on static, "dynamic INT8").
+COMPUTE_LEAD = "{what} compute against float compute"
+COMPUTE_NOTE = COMPUTE_LEAD.format(what="INT8")  # (its note on static INT8)
 NOT_WORTH_IT = ": not worth it"  # int8_or_float's verdict against INT8 compute
 #: Heads the notes of the static INT8 model float compute replaced (a "kept" among them is its).
 INT8_BUILT_WITH = "the INT8 model that float compute replaced (below) was built with these choices:"
@@ -273,7 +275,7 @@ def int8_or_float(
         speed += ", not faster"
     gain_db, measured = trades.snr_gain(float_compute, int8)
     stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
-    lead = f"{what} compute against float compute{stored}: {speed}; {what} {measured}"
+    lead = f"{COMPUTE_LEAD.format(what=what)}{stored}: {speed}; {what} {measured}"
     missed = QUALITY_BAR.check(int8.drift)
     float_meets = not QUALITY_BAR.check(float_compute.drift)
     # float compute surely closer: as measured, and for new samples (not within noise)
