@@ -356,27 +356,44 @@ def load_samples(
     shapes: Mapping[str, Sequence[int]] | None = None,
     model: onnx.ModelProto | str | os.PathLike | None = None,
     run: Callable[[Sample], object] | None = None,
+    what: str = "inputs",
 ) -> list[Sample]:
-    """Load and validate samples from any supported source (see the module docstring).
+    """Load and validate samples from any supported source (see the module docstring); `what`
+    names the source in errors (the option that gave it: "--calibration", ...).
 
     `shapes` and `seed` apply to `random:N`, synthesized from `model` when given (`synth`: integer
     inputs valid for their uses, e.g. token ids inside the embedding table and masks of 0 and 1;
     plain `random_inputs` let a BERT's attention mask of 9 overflow to NaN), at dims `run` (the
     model on ORT) accepts when given (a reflect Pad needs a long enough input, ...); `preprocess`
-    applies to images.
+    applies to images (given with anything else: an error, not ignored).
     """
+    check_preprocess(source, preprocess, what)
     if is_random(source):
         count = source[len(RANDOM) :]
         if not count.isdigit() or int(count) < 1:
-            raise OnnxSlimError(f"bad inputs {source!r}: expected random:N with N >= 1")
+            raise OnnxSlimError(f"bad {what} {source!r}: expected random:N with N >= 1")
         if model is not None:
             return synthesize_samples(model, int(count), shapes, seed=seed, run=run)
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)
-    samples, labels = _load_path(Path(source), specs, preprocess)
+    samples, labels = _load_path(Path(source), specs, preprocess, what)
     validate_samples(samples, specs, labels)
     return samples
+
+
+def check_preprocess(source, preprocess: Preprocess | str | None, what: str = "inputs") -> None:
+    """OnnxSlimError for a `preprocess` given with a `source` that holds no images (random:N,
+    arrays), or a malformed one: it would go unused or wrong, not ignored in silence."""
+    if preprocess is None:
+        return
+    if is_random(source) or not isinstance(source, (str, os.PathLike)):
+        given = source if is_random(source) else "arrays"
+        raise OnnxSlimError(
+            f"preprocess applies to image files given as {what}, not to {given}: leave it out"
+        )
+    if not isinstance(preprocess, Preprocess):
+        parse_preprocess(preprocess)
 
 
 def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
@@ -400,20 +417,22 @@ def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
 
 
 def _load_path(
-    path: Path, specs: Sequence[InputSpec], preprocess: Preprocess | str | None
+    path: Path, specs: Sequence[InputSpec], preprocess: Preprocess | str | None, what: str
 ) -> tuple[list[Sample], list[str]]:
-    """Samples from a file or folder, with a label per sample (file name) for error messages."""
+    """Samples from a file or folder, with a label per sample (file name) for error messages
+    (`what`: the option that named it)."""
     if not path.exists():
-        raise OnnxSlimError(f"inputs {path}: no such file or folder")
+        raise OnnxSlimError(f"{what} {path}: no such file or folder")
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".npz", ".npy"):
-            samples = _unstack(_read_arrays(path, specs), specs, path)
+            _no_images(preprocess, f"{what} {path}")
+            samples = _unstack(_read_arrays(path, specs, what), specs, f"{what} {path}")
             return samples, [f"{path.name} sample {i}" for i in range(len(samples))]
         if suffix in IMAGE_SUFFIXES:
             return _load_images([path], specs, preprocess), [path.name]
         raise OnnxSlimError(
-            f"inputs {path}: expected a .npz/.npy file, an image or a folder of them"
+            f"{what} {path}: expected a .npz/.npy file, an image or a folder of them"
         )
     files = sorted(p for p in path.iterdir() if p.is_file())
     kinds = {
@@ -422,29 +441,41 @@ def _load_path(
     }
     present = [kind for kind, found in kinds.items() if found]
     if not present:
-        raise OnnxSlimError(f"inputs {path}: no .npy, .npz or image files in this folder")
+        raise OnnxSlimError(f"{what} {path}: no .npy, .npz or image files in this folder")
     if len(present) > 1:
         raise OnnxSlimError(
-            f"inputs {path}: mixes {' and '.join(present)} files; keep one kind per folder"
+            f"{what} {path}: mixes {' and '.join(present)} files; keep one kind per folder"
         )
     files = kinds[present[0]]
     if present[0] == "image":
         return _load_images(files, specs, preprocess), [p.name for p in files]
-    return [_with_batch_dim(_read_arrays(p, specs), specs) for p in files], [p.name for p in files]
+    _no_images(preprocess, f"{what} {path}")
+    return [_with_batch_dim(_read_arrays(p, specs, what), specs) for p in files], [
+        p.name for p in files
+    ]
 
 
-def _read_arrays(path: Path, specs: Sequence[InputSpec]) -> Sample:
-    """The arrays of one .npz (by key) or .npy (single-input models) file."""
+def _no_images(preprocess: Preprocess | str | None, where: str) -> None:
+    """OnnxSlimError for a `preprocess` given with arrays (`where`: the file or folder)."""
+    if preprocess is not None:
+        raise OnnxSlimError(
+            f"{where}: holds arrays, and preprocess applies to images: leave it out"
+        )
+
+
+def _read_arrays(path: Path, specs: Sequence[InputSpec], what: str) -> Sample:
+    """The arrays of one .npz (by key) or .npy (single-input models) file (`what`: the option
+    that named it, for errors)."""
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:
                 return {key: data[key] for key in data.files}
     except Exception as err:  # np.load raises assorted types for a bad file
-        raise OnnxSlimError(f"inputs {path}: cannot read: {first_line(err)}") from err
+        raise OnnxSlimError(f"{what} {path}: cannot read: {first_line(err)}") from err
     if len(specs) != 1:
         raise OnnxSlimError(
-            f"inputs {path}: a .npy file feeds single-input models only; this model has inputs "
+            f"{what} {path}: a .npy file feeds single-input models only; this model has inputs "
             f"{', '.join(s.name for s in specs)}: use .npz files keyed by input name"
         )
     return {specs[0].name: data}
@@ -459,7 +490,7 @@ def _with_batch_dim(sample: Sample, specs: Sequence[InputSpec]) -> Sample:
     }
 
 
-def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sample]:
+def _unstack(arrays: Sample, specs: Sequence[InputSpec], where: str) -> list[Sample]:
     """Split stacked arrays along the first axis; each sample keeps a batch dim of 1. A 0-d array
     for a scalar input is the same in every sample. Arrays whose first axes differ only where
     their inputs fix them are one sample (`_one_sample`)."""
@@ -470,7 +501,7 @@ def _unstack(arrays: Sample, specs: Sequence[InputSpec], path: Path) -> list[Sam
         return [dict(arrays)]
     if len(counts) != 1 or 0 in counts:
         raise OnnxSlimError(
-            f"inputs {path}: stacked arrays need the same, non-empty first axis (samples; a "
+            f"{where}: stacked arrays need the same, non-empty first axis (samples; a "
             "scalar input may be a 0-d array, the same in every sample); for one sample per "
             "file, give a folder of .npz files"
         )

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import onnx
+import pytest
 from helpers import assert_one_line_error, op_counts, run_cli, session
 
 
@@ -94,6 +95,26 @@ def test_calibration_needs_int8(tmp_path, demo_path):
     out = tmp_path / "x.onnx"
     proc = run_cli(demo_path, "-o", out, "--calibration", "random:4")
     assert_one_line_error(proc, 2, "--calibration is for INT8: add --int8")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--calibration", "nowhere"], "--calibration nowhere: no such file or folder"),
+        (["--calibration", "random:0"], "bad --calibration 'random:0': expected random:N"),
+        (["--calibration", "random:8", "--preprocess", "scale=1"], "not to random:8"),
+        (["--calibration", "CALIB", "--preprocess", "scale=1"], "holds arrays, and preprocess"),
+        (["--calibration", "random:8", "--eval-split", "0.5", "--test-split", "0.6"], "sum"),
+    ],
+)
+def test_int8_calibration_errors_name_the_option(tmp_path, demo_path, args, message):
+    """Errors about the calibration data name --calibration; a --preprocess it cannot apply,
+    or splits that leave nothing to calibrate on, are errors (they were ignored: exit 0)."""
+    out = tmp_path / "x.onnx"
+    folder = str(_calibration_folder(tmp_path))
+    proc = run_cli(demo_path, "-o", out, "--int8", *[folder if a == "CALIB" else a for a in args])
+    assert_one_line_error(proc, 2, message)
     assert not out.exists()
 
 

@@ -2848,6 +2848,11 @@ def test_int8_not_faster_than_the_lossless_float_model_is_called_out(monkeypatch
     timed["lossless"] = Latency(1.5, 1.5, 1.5, 1.5)
     report = quantize(cnn(), samples(), **options).report
     assert not any("lossless float model" in n for n in report.notes)
+    # slower than both: one warning, against the lossless model (the latency row has float's)
+    timed.update(float=Latency(0.9, 0.9, 0.9, 0.9), lossless=Latency(0.8, 0.8, 0.8, 0.8))
+    report = quantize(cnn(), samples(), **options).report
+    warned = [n for n in report.notes if "faster" in n and n.startswith("warning:")]
+    assert warned == [n for n in warned if "lossless float model" in n] and len(warned) == 1
 
 
 def _computed_weight_cnn(make_weight) -> onnx.ModelProto:
@@ -3819,7 +3824,7 @@ def test_the_python_api_reads_an_image_folder_with_the_preprocessing_asked(tmp_p
     with pytest.raises(OnnxSlimError, match="bad preprocess item 'zoom=2'"):
         quantize(cnn(), str(tmp_path), preprocess="zoom=2", **options)
     for data in (samples(12), "random:12"):  # nothing it applies to: said, not ignored
-        with pytest.raises(OnnxSlimError, match="preprocess applies to an image folder"):
+        with pytest.raises(OnnxSlimError, match="preprocess applies to image files given as"):
             quantize(cnn(), data, preprocess="scale=1", **options)
 
 
@@ -4044,6 +4049,8 @@ def test_no_reordering_note_where_nothing_is_int8():
         ({"eval_split": 1.5}, "eval split must be a number in [0, 1), got 1.5"),
         ({"test_split": None}, "test split must be a number in [0, 1), got None"),
         ({"held_out": "first"}, "held-out samples 'first': choose spread, last"),
+        ({"eval_split": 0.5, "test_split": 0.6}, "eval split 0.5 and test split 0.6 leave no"),
+        ({"test_split": 0.8}, "eval split 0.2 (its default) and test split 0.8 leave no samples"),
         ({"require_speedup": True, "measure_latency": False}, "require_speedup needs the latency"),
     ],
 )

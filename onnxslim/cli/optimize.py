@@ -436,6 +436,9 @@ def optimize_command(
         }
         # a bad INT8 option: one clear line before the model is read
         config = _int8_config(int8, int8_options, lossless, quiet) if int8 else None
+        data.check_preprocess(
+            int8_options["calibration"], int8_options["preprocess"], "--calibration"
+        )
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
@@ -450,7 +453,7 @@ def optimize_command(
                 dataclasses.replace(spec, shape=fixed[spec.name]) if spec.name in fixed else spec
                 for spec in data.input_specs(model)
             ]
-            samples = data.load_samples(check_inputs, specs)
+            samples = data.load_samples(check_inputs, specs, what="--check-inputs")
         console = tables.report_console(quiet)
         messages = tables.message_console()  # warnings: shown with --quiet too
         for name, dims in shape_map.items():
@@ -640,7 +643,13 @@ def _quantize(
     runnable = model if isinstance(model, Path) else io.to_proto(model)
     run = Session(runnable, what="the model").run if random else None
     samples = data.load_samples(
-        source, specs, preprocess=preprocess, shapes=shapes, model=runnable, run=run
+        source,
+        specs,
+        preprocess=preprocess,
+        shapes=shapes,
+        model=runnable,
+        run=run,
+        what="--calibration",
     )
     del runnable, run  # its session: quantize makes its own
     if random:

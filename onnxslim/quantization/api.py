@@ -15,7 +15,14 @@ import onnx_ir as ir
 
 from onnxslim.bench import Latency, latencies
 from onnxslim.cpu import available_memory
-from onnxslim.data import defaulted_inputs, input_specs, is_random, load_samples, sample_shapes
+from onnxslim.data import (
+    check_preprocess,
+    defaulted_inputs,
+    input_specs,
+    is_random,
+    load_samples,
+    sample_shapes,
+)
 from onnxslim.drift import Budget, compare_outputs, scored_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
@@ -144,18 +151,12 @@ def _quantize(
     float model and the samples made ready (`_prepare`), INT8 chosen on them (`_choose`) and
     made ready to write (`_finish`), then measured on the test samples and reported (`_report`),
     and timed (`_time_models`)."""
-    if config.preprocess is not None and (
-        not isinstance(calibration, (str, os.PathLike)) or is_random(calibration)
-    ):
-        raise OnnxSlimError(
-            "preprocess applies to an image folder (or image file) given as the calibration data, "
-            "not to arrays or random:N"
-        )
+    check_preprocess(calibration, config.preprocess, "calibration")  # before any work
     original = io.to_ir(model)
     reference = None if large.is_large(original) else _one_protobuf(original)
     if reference is None:
         samples = load_samples(  # random:N: plain random
-            calibration, input_specs(original), preprocess=config.preprocess
+            calibration, input_specs(original), preprocess=config.preprocess, what="calibration"
         )
         del original
         return _on_files(model, samples, config, profile, target_reason)
@@ -186,7 +187,12 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
     # random:N at dims the model runs with (a reflect Pad needs a long enough input, ...)
     run = session.run if is_random(calibration) else None
     samples = load_samples(
-        calibration, input_specs(proto), preprocess=config.preprocess, model=proto, run=run
+        calibration,
+        input_specs(proto),
+        preprocess=config.preprocess,
+        model=proto,
+        run=run,
+        what="calibration",
     )
     del session, run
     random = is_random(calibration) or config.random_inputs
@@ -495,13 +501,14 @@ def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
                 len(outcome.fallback), timed["int8"], timed["all int8"], report.budget
             )
         )
+    against_lossless = []
     if "lossless" in timed:
         report.latency_lossless_ms = timed["lossless"].median
         report.latency_lossless_verdict = timed["int8"].versus(timed["lossless"])[1]
         slower = report.latency_lossless_verdict == "slower"
         # float compute runs as fast (modes.int8_or_float said so); nothing added: the same model
         if (slower or not float_used) and not report.unquantized:
-            report.notes += lossless_warning(timed["int8"], timed["lossless"])
+            against_lossless = lossless_warning(timed["int8"], timed["lossless"])
     note = not_faster_note(
         timed["int8"],
         timed["float"],
@@ -509,8 +516,10 @@ def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
         config.require_speedup,
         weight_only=report.mode == WEIGHT_ONLY_MODE,
     )
-    if not report.unquantized:  # the lossless model: its warning says so
-        report.notes += note
+    # the lossless model: its warning says so; INT8 not faster than the lossless model either:
+    # one warning, against the model to use instead (the latency row has float's)
+    if not report.unquantized:
+        report.notes += against_lossless or note
 
 
 def _dynamic_excluded(config: QuantizeConfig, model: ir.Model) -> frozenset[str]:

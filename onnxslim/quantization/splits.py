@@ -29,7 +29,7 @@ HELD_OUT = ("spread", "last")
 
 def check_split(selection_share: float | None, test_share: float, held_out: str) -> None:
     """OnnxSlimError unless the shares are numbers in [0, 1) (`selection_share` may be None: the
-    default) and `held_out` is one of HELD_OUT."""
+    default) whose sum is below 1, and `held_out` is one of HELD_OUT."""
     for name, share in (("eval split", selection_share), ("test split", test_share)):
         if share is None and name == "eval split":
             continue
@@ -37,6 +37,13 @@ def check_split(selection_share: float | None, test_share: float, held_out: str)
             raise OnnxSlimError(f"{name} must be a number in [0, 1), got {share!r}")
     if held_out not in HELD_OUT:
         raise OnnxSlimError(f"held-out samples {held_out!r}: choose {', '.join(HELD_OUT)}")
+    held = DEFAULT_EVAL_SPLIT if selection_share is None else selection_share
+    if held + test_share >= 1:
+        default = " (its default)" if selection_share is None else ""
+        raise OnnxSlimError(
+            f"eval split {held:g}{default} and test split {test_share:g} leave no samples to "
+            "calibrate on: their sum must be below 1"
+        )
 
 
 def split_samples(
