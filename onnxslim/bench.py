@@ -27,6 +27,7 @@ import onnxslim
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import (
     Preprocess,
+    check_preprocess,
     defaulted_dims_warning,
     input_specs,
     is_random,
@@ -518,6 +519,7 @@ def benchmark(
         raise OnnxSlimError("threads and runs must be >= 1, warmup >= 0")
     if shapes is not None and not isinstance(shapes, Mapping):
         shapes = parse_shapes(shapes)
+    check_preprocess(inputs, preprocess, "inputs")  # before any session is made
     random_data = inputs is None or is_random(inputs)
     if shapes and not random_data:
         raise OnnxSlimError(

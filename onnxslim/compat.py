@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import OnnxSlimError, first_line
 
 #: What OnnxSlim's list flags take: dims, pass names, fusion pattern names.
 _DIMS = re.compile(r"[^:]+:-?\d+(,-?\d+)*")  # NAME:1,3,224,224
@@ -123,9 +123,8 @@ def _check_inputs(items: list[str]) -> dict:
             try:
                 arrays[name] = np.load(value)
             except (OSError, ValueError) as err:
-                why = (
-                    "no such file" if isinstance(err, FileNotFoundError) else f"unreadable ({err})"
-                )
+                missing = isinstance(err, FileNotFoundError)
+                why = "no such file" if missing else f"unreadable ({first_line(err)})"
                 raise OnnxSlimError(f"model_check_inputs {item!r}: {why}") from err
         else:
             dims.append(item)

@@ -382,15 +382,24 @@ def load_samples(
     return samples
 
 
-def check_preprocess(source, preprocess: Preprocess | str | None, what: str = "inputs") -> None:
-    """OnnxSlimError for a `preprocess` given with a `source` that holds no images (random:N,
-    arrays), or a malformed one: it would go unused or wrong, not ignored in silence."""
+def check_preprocess(
+    source, preprocess: Preprocess | str | None, what: str = "inputs", option: str = "preprocess"
+) -> None:
+    """OnnxSlimError for a `preprocess` (the `option` that gave it) with a `source` (the option
+    `what`) that holds no images: none, random:N or arrays; or a malformed one. It would go
+    unused, not ignored in silence."""
     if preprocess is None:
         return
-    if is_random(source) or not isinstance(source, (str, os.PathLike)):
-        given = source if is_random(source) else "arrays"
+    if source is None or is_random(source) or not isinstance(source, (str, os.PathLike)):
+        given = (
+            "none were given"
+            if source is None
+            else f"{source} makes random ones"
+            if is_random(source)
+            else "arrays were given"
+        )
         raise OnnxSlimError(
-            f"preprocess applies to image files given as {what}, not to {given}: leave it out"
+            f"{option} applies to images given as {what}; {given}: leave out {option}"
         )
     if not isinstance(preprocess, Preprocess):
         parse_preprocess(preprocess)
@@ -458,9 +467,7 @@ def _load_path(
 def _no_images(preprocess: Preprocess | str | None, where: str) -> None:
     """OnnxSlimError for a `preprocess` given with arrays (`where`: the file or folder)."""
     if preprocess is not None:
-        raise OnnxSlimError(
-            f"{where}: holds arrays, and preprocess applies to images: leave it out"
-        )
+        raise OnnxSlimError(f"{where}: holds arrays; preprocess applies to images only")
 
 
 def _read_arrays(path: Path, specs: Sequence[InputSpec], what: str) -> Sample:

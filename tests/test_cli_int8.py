@@ -103,8 +103,9 @@ def test_calibration_needs_int8(tmp_path, demo_path):
     [
         (["--calibration", "nowhere"], "--calibration nowhere: no such file or folder"),
         (["--calibration", "random:0"], "bad --calibration 'random:0': expected random:N"),
-        (["--calibration", "random:8", "--preprocess", "scale=1"], "not to random:8"),
-        (["--calibration", "CALIB", "--preprocess", "scale=1"], "holds arrays, and preprocess"),
+        (["--calibration", "random:8", "--preprocess", "scale=1"], "random:8 makes random ones"),
+        (["--calibration", "CALIB", "--preprocess", "scale=1"], "holds arrays; preprocess"),
+        (["--calibration", "CALIB", "--shape", "input:1,3,32,32"], "--shape applies to random"),
         (["--calibration", "random:8", "--eval-split", "0.5", "--test-split", "0.6"], "sum"),
     ],
 )
@@ -116,6 +117,14 @@ def test_int8_calibration_errors_name_the_option(tmp_path, demo_path, args, mess
     proc = run_cli(demo_path, "-o", out, "--int8", *[folder if a == "CALIB" else a for a in args])
     assert_one_line_error(proc, 2, message)
     assert not out.exists()
+
+
+def test_preprocess_without_int8_or_inputs_is_an_error(tmp_path, demo_path):
+    """--preprocess reads calibration or benchmark images: alone it would do nothing."""
+    proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--preprocess", "resize=32")
+    assert_one_line_error(proc, 2, "--preprocess reads INT8 calibration images: add --int8")
+    proc = run_cli("bench", demo_path, "--preprocess", "scale=1", "--no-memory")
+    assert_one_line_error(proc, 2, "--preprocess applies to images given as --inputs; none were")
 
 
 def test_int8_rejects_calibration_data_of_the_wrong_dtype(tmp_path, demo_path):
@@ -413,13 +422,26 @@ def test_int8_warnings_go_to_stderr_and_survive_quiet(tmp_path, demo_path):
 def test_int8_on_random_data_of_a_cut_model(tmp_path, demo_path):
     """`--inputs` cuts the graph: random:N calibration synthesizes the cut model's inputs (it
     was refused: 'sample 0: unknown input' for the original's)."""
-    out = tmp_path / "cut.int8.onnx"
+    out, report = tmp_path / "cut.int8.onnx", tmp_path / "r.json"
     proc = run_cli(
-        demo_path, "-o", out, "--inputs", "relu1_out", "--int8", "--calibration", "random:12"
+        demo_path,
+        "-o",
+        out,
+        "--inputs",
+        "relu2_out",
+        "--int8",
+        "--calibration",
+        "random:12",
+        "--report",
+        report,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "cut to the subgraph from relu1_out" in proc.stdout
+    assert "cut to the subgraph from relu2_out" in proc.stdout
+    # sizes of what was quantized: the cut model as serialized, not the whole file
+    size_before = json.loads(report.read_text())["int8"]["size_before"]
+    assert size_before < 0.5 * demo_path.stat().st_size
     model = onnx.load(out)
-    assert [v.name for v in model.graph.input] == ["relu1_out"]
-    feed = np.abs(np.random.default_rng(0).standard_normal((1, 16, 32, 32))).astype(np.float32)
-    assert session(out).run(None, {"relu1_out": feed})[0].shape == (1, 10)
+    assert [v.name for v in model.graph.input] == ["relu2_out"]
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    feed = np.abs(np.random.default_rng(0).standard_normal(shape)).astype(np.float32)
+    assert session(out).run(None, {"relu2_out": feed})[0].shape == (1, 10)

@@ -306,6 +306,15 @@ def test_int8_over_2_gb_from_the_command_line(small_encoder, tmp_path):
     assert "INT8 calibrated at one size may drift further at others" in proc.stderr  # sequence
     assert "MatMulInteger" in {node.op_type for node in onnx.load(out).graph.node}
     assert external_locations(out) == ["int8.onnx.data"]  # the input's layout: external data
+    # dims fixed: a model past one protobuf in memory gets plain random data (it was refused)
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import onnxslim.quantization.large as large\nlarge.LARGE_MODEL_BYTES = 0\n"
+        "import onnxslim.model.io as io\nio.PROTOBUF_LIMIT = 1_000_000\n"
+    )
+    fixed = ("--input-shapes", "input_ids:1,16")
+    proc = run_cli(small_encoder, "-o", out, "--int8", "--calibration", "random:8", *fixed, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "MatMulInteger" in {node.op_type for node in onnx.load(out).graph.node}
 
 
 def test_int8_over_2_gb_keeps_weights_within_an_avx2_targets_pair_limit(small_encoder, large_below):

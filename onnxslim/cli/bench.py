@@ -12,7 +12,7 @@ import click
 
 from onnxslim.bench import benchmark
 from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
-from onnxslim.data import parse_preprocess, parse_shapes
+from onnxslim.data import check_preprocess, parse_preprocess, parse_shapes
 from onnxslim.drift import parse_max_drift
 from onnxslim.render import tables
 from onnxslim.runtime import OPT_LEVELS
@@ -108,6 +108,7 @@ def bench_command(
     """Benchmark MODELS on ONNX Runtime CPU; the first is the reference for speedup and drift."""
     with errors_to_exit_codes(), warnings_to_stderr():
         budget = parse_max_drift(max_drift) if max_drift else None
+        check_preprocess(inputs, preprocess, "--inputs", "--preprocess")
         report = benchmark(
             models,
             inputs=inputs,

@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 
 import click
+import onnx
+import onnx_ir as ir
 
 from onnxslim import bench, data, optimizer
 from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
@@ -405,6 +407,10 @@ def optimize_command(
             )
         if int8_options["calibration"] and not int8:
             raise OnnxSlimError("--calibration is for INT8: add --int8")
+        if int8_options["preprocess"] and not int8:
+            raise OnnxSlimError(
+                "--preprocess reads INT8 calibration images: add --int8 --calibration FOLDER"
+            )
         if int8 and dtype != "fp32":
             raise OnnxSlimError("--int8 and --dtype fp16 exclude each other: choose one")
         if int8 and check_inputs is not None:
@@ -436,9 +442,16 @@ def optimize_command(
         }
         # a bad INT8 option: one clear line before the model is read
         config = _int8_config(int8, int8_options, lossless, quiet) if int8 else None
-        data.check_preprocess(
-            int8_options["calibration"], int8_options["preprocess"], "--calibration"
-        )
+        calibration = int8_options["calibration"]
+        if int8:
+            data.check_preprocess(
+                calibration, int8_options["preprocess"], "--calibration", "--preprocess"
+            )
+            if shapes and not data.is_random(calibration):
+                raise OnnxSlimError(
+                    "--shape applies to random inputs (--calibration random:N); "
+                    "the calibration data fixes its own shapes"
+                )
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
@@ -476,8 +489,9 @@ def optimize_command(
                 # the INT8 model keeps the input's layout: external data if it came with it
                 external_data or has_external_data(model),
                 html_path,
-                # the input as on disk (its external data too), as the lossless report gives it
-                file_bytes(model, input_path),
+                # the input as on disk (its external data too), as the lossless report gives it;
+                # a cut or reshaped model: as quantize serialized it (float is timed on it too)
+                None if cut or fixed else file_bytes(model, input_path),
             )
             del model
             calibration = (int8_options["calibration"], int8_options["preprocess"], shape_map)
@@ -577,14 +591,15 @@ _LEVER = {"auto": "auto", "on": True, "off": False}
 
 @dataclasses.dataclass(frozen=True)
 class Int8Files:
-    """The files of an INT8 run: the input (`input_bytes` on disk, external data included), the
-    output (None: not written; `external_data`: its weights beside it) and the HTML page."""
+    """The files of an INT8 run: the input (`input_bytes` on disk, external data included; None
+    where a cut or reshaped copy of it is quantized), the output (None: not written;
+    `external_data`: its weights beside it) and the HTML page."""
 
     input_path: Path
     output: Path | None
     external_data: bool
     html_path: Path | None
-    input_bytes: int
+    input_bytes: int | None
 
 
 def _int8_config(mode: str, options: dict, lossless: dict, quiet: bool) -> QuantizeConfig:
@@ -629,19 +644,16 @@ def _quantize(
     """Calibrate `model` (loaded, or its file; its inputs `specs`) on `calibration` (the data,
     its --preprocess, the --shape dims of random:N), quantize as `config` says, measure, save
     and report to `files`; returns the JSON report. The report goes to the first of `consoles`
-    (stdout), warnings to the second (stderr). The sizes reported are the files' on disk."""
+    (stdout), warnings to the second (stderr). The sizes reported are the files' on disk (a cut
+    or reshaped model's before: as serialized)."""
     source, preprocess, shapes = calibration
     console, messages = consoles
     random = data.is_random(source)
-    if shapes and not random:
-        raise OnnxSlimError(
-            "--shape applies to random inputs (--calibration random:N); "
-            "the calibration data fixes its own shapes"
-        )
     # random data for the model quantized (cut by --inputs, dims fixed: not the file), at dims it
-    # runs with (a reflect Pad needs a long enough input, ...)
-    runnable = model if isinstance(model, Path) else io.to_proto(model)
-    run = Session(runnable, what="the model").run if random else None
+    # runs with (a reflect Pad needs a long enough input, ...); one past 2 GB held in memory
+    # (cut): plain random data, as quantize makes on files
+    runnable = (model if isinstance(model, Path) else _one_proto(model)) if random else None
+    run = Session(runnable, what="the model").run if runnable is not None else None
     samples = data.load_samples(
         source,
         specs,
@@ -672,7 +684,7 @@ def _quantize(
     output = files.output
     if output is not None:
         result.report.size_after = io.save(result.model, output, files.external_data or None)
-        result.report.size_before = files.input_bytes
+        result.report.size_before = files.input_bytes or result.report.size_before
         written.append(output)
     result.report.render(console, messages)
     console.print(
@@ -692,6 +704,14 @@ def _quantize(
         "output": str(output) if output else None,
         "int8": result.report.to_dict(),
     }
+
+
+def _one_proto(model: ir.Model) -> onnx.ModelProto | None:
+    """`model` as one ModelProto, or None where its weights pass protobuf's 2 GB."""
+    try:
+        return io.to_proto(model)
+    except OnnxSlimError:
+        return None
 
 
 def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:

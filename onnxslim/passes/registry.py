@@ -57,8 +57,10 @@ class PassSpec:
     family: str = "rewrite"
 
     def __post_init__(self):
-        if self.stage not in STAGES or self.family not in FAMILIES:
-            raise ValueError(f"pass {self.name}: stage {self.stage!r}, family {self.family!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"pass {self.name}: stage {self.stage!r} is not one of {STAGES}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"pass {self.name}: family {self.family!r} is not one of {FAMILIES}")
 
 
 REGISTRY: tuple[PassSpec, ...] = (

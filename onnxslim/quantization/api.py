@@ -501,7 +501,7 @@ def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
                 len(outcome.fallback), timed["int8"], timed["all int8"], report.budget
             )
         )
-    against_lossless = []
+    against_lossless, slower = [], False  # (than the lossless model)
     if "lossless" in timed:
         report.latency_lossless_ms = timed["lossless"].median
         report.latency_lossless_verdict = timed["int8"].versus(timed["lossless"])[1]
@@ -516,10 +516,10 @@ def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
         config.require_speedup,
         weight_only=report.mode == WEIGHT_ONLY_MODE,
     )
-    # the lossless model: its warning says so; INT8 not faster than the lossless model either:
-    # one warning, against the model to use instead (the latency row has float's)
+    # the lossless model: its warning says so; INT8 slower than the lossless model too: one
+    # warning, against the model to use instead (the latency row has float's)
     if not report.unquantized:
-        report.notes += against_lossless or note
+        report.notes += against_lossless if slower else against_lossless + note
 
 
 def _dynamic_excluded(config: QuantizeConfig, model: ir.Model) -> frozenset[str]:

@@ -49,7 +49,7 @@ def static_int8(
     """Static QDQ INT8 of the prepared `float_model`: calibrate, choose CLE, bias correction and
     the activation ranges (levers.py), return the noisiest nodes to float until the budget
     holds on `selection` (where the original gives `ref_outputs`). Mode auto with timed choices:
-    also the same model computing in float on its int8-stored weights (`float_compute`).
+    also the same model computing in float on its int8-stored weights (`float_compute_twin`).
     `kinds`: the softmax and score outputs of the model before `prepare` (what every choice
     compares at its logits or in its parts, as dynamic INT8's do)."""
     quant_options = QuantOptions(
