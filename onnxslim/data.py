@@ -459,9 +459,8 @@ def _load_path(
     if present[0] == "image":
         return _load_images(files, specs, preprocess), [p.name for p in files]
     _no_images(preprocess, f"{what} {path}")
-    return [_with_batch_dim(_read_arrays(p, specs, what), specs) for p in files], [
-        p.name for p in files
-    ]
+    names = [p.name for p in files]
+    return [_with_batch_dim(_read_arrays(p, specs, what), specs) for p in files], names
 
 
 def _no_images(preprocess: Preprocess | str | None, where: str) -> None:

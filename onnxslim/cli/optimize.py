@@ -478,7 +478,7 @@ def optimize_command(
                 console.print(f"note: {cut_note}", soft_wrap=True)
             if fixed:
                 interface.set_input_shapes(model, fixed)
-                if data.is_random(int8_options["calibration"]):
+                if data.is_random(calibration):
                     shape_map = bench_shapes
             specs = data.input_specs(model)
             # an unchanged model is handed over as its file: quantize frees what it loads
@@ -494,9 +494,9 @@ def optimize_command(
                 None if cut or fixed else file_bytes(model, input_path),
             )
             del model
-            calibration = (int8_options["calibration"], int8_options["preprocess"], shape_map)
+            data_spec = (calibration, int8_options["preprocess"], shape_map)
             report_data = _quantize(
-                source, specs, config, calibration, files, (console, messages), written
+                source, specs, config, data_spec, files, (console, messages), written
             )
         else:
             options = optimizer.OptimizeOptions(
