@@ -29,7 +29,7 @@ from onnxslim.runtime import OPT_LEVELS
     "--preprocess",
     metavar="SPEC",
     help=(
-        "Image preprocessing, e.g. "
+        "How the images of an image folder given as --inputs are read, e.g. "
         "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225."
     ),
 )

@@ -228,8 +228,9 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--preprocess",
     metavar="SPEC",
-    help="Image preprocessing, e.g. resize=256,crop=224,scale=1/255,"
-    "mean=0.485;0.456;0.406,std=0.229;0.224;0.225,layout=NCHW,order=RGB.",
+    help="INT8: how the images of an image folder given as --calibration are read, e.g. "
+    "resize=256,crop=224,scale=1/255,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,"
+    "layout=NCHW,order=RGB.",
 )
 @click.option(
     "--calibration-method",
