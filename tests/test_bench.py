@@ -367,7 +367,8 @@ def test_cli_pass_fail_and_outputs(models, tmp_path):
         (["--max-drift", "cosine<=1"], "error: bad drift limit 'cosine<=1'"),
         (["--shape", "x=1"], "error: bad shape 'x=1'"),
         (["--inputs", "nowhere"], "error: inputs nowhere: no such file or folder"),
-        (["--preprocess", "zoom=2"], "error: bad preprocess item 'zoom=2'"),
+        (["--inputs", "pics", "--preprocess", "zoom=2"], "error: bad preprocess item 'zoom=2'"),
+        (["--preprocess", "scale=1"], "error: --preprocess applies to images given as --inputs"),
     ],
 )
 def test_cli_user_errors(models, args, message):
