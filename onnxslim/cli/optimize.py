@@ -653,7 +653,7 @@ def _quantize(
     # random data for the model quantized (cut by --inputs, dims fixed: not the file), at dims it
     # runs with (a reflect Pad needs a long enough input, ...); one past 2 GB held in memory
     # (cut): plain random data, as quantize makes on files
-    runnable = (model if isinstance(model, Path) else _one_proto(model)) if random else None
+    runnable = (model if isinstance(model, Path) else _as_proto(model)) if random else None
     run = Session(runnable, what="the model").run if runnable is not None else None
     samples = data.load_samples(
         source,
@@ -707,12 +707,10 @@ def _quantize(
     }
 
 
-def _one_proto(model: ir.Model) -> onnx.ModelProto | None:
-    """`model` as one ModelProto, or None where its weights pass protobuf's 2 GB."""
-    try:
-        return io.to_proto(model)
-    except OnnxSlimError:
-        return None
+def _as_proto(model: ir.Model) -> onnx.ModelProto | None:
+    """`model` as one ModelProto (what synthesis reads), or None where one cannot hold it."""
+    data = io.serialized(model)
+    return None if data is None else onnx.ModelProto.FromString(data)
 
 
 def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:

@@ -491,6 +491,14 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
         return with_kept_aside(model, _serialized(model))
 
 
+def serialized(model: ir.Model) -> bytes | None:
+    """`model` serialized as one protobuf (`to_proto`), or None where one cannot hold it (2 GB)."""
+    try:
+        return to_proto(model).SerializeToString()
+    except (OnnxSlimError, ValueError):  # the 2 GB guard above, or protobuf's own at serialization
+        return None
+
+
 def lean_proto(model: ir.Model) -> onnx.ModelProto:
     """`model` as onnx-ir writes it, with only the value_info the original had (`lean_value_info`)
     and nothing io keeps aside: a working copy for `ir.from_proto` to rebuild from."""

@@ -153,7 +153,7 @@ def _quantize(
     and timed (`_time_models`)."""
     check_preprocess(calibration, config.preprocess, "calibration")  # before any work
     original = io.to_ir(model)
-    reference = None if large.is_large(original) else _one_protobuf(original)
+    reference = None if large.is_large(original) else io.serialized(original)
     if reference is None:
         samples = load_samples(  # random:N: plain random
             calibration, input_specs(original), preprocess=config.preprocess, what="calibration"
@@ -547,14 +547,6 @@ def _on_files(
         model, (selection, test), notes, config, profile, target_reason
     )
     return QuantizeResult(quantized, report)
-
-
-def _one_protobuf(model: ir.Model) -> bytes | None:
-    """`model` serialized, or None where one protobuf cannot hold it (2 GB)."""
-    try:
-        return io.to_proto(model).SerializeToString()
-    except (OnnxSlimError, ValueError):  # io's 2 GB guard, or protobuf's own at serialization
-        return None
 
 
 def _test_drift(
