@@ -357,9 +357,14 @@ def load_samples(
     model: onnx.ModelProto | str | os.PathLike | None = None,
     run: Callable[[Sample], object] | None = None,
     what: str = "inputs",
+    default_pixels: bool = False,
 ) -> list[Sample]:
     """Load and validate samples from any supported source (see the module docstring); `what`
     names the source in errors (the option that gave it: "--calibration", ...).
+
+    Images need a `preprocess` (how pixels become the input is the model's, not ours to guess:
+    ranges and drift measured on wrongly scaled pictures look right and are not), unless
+    `default_pixels` (the lossless check, where any input will do): then `Preprocess()`'s.
 
     `shapes` and `seed` apply to `random:N`, synthesized from `model` when given (`synth`: integer
     inputs valid for their uses, e.g. token ids inside the embedding table and masks of 0 and 1;
@@ -377,6 +382,8 @@ def load_samples(
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)
+    if preprocess is None and default_pixels:
+        preprocess = Preprocess()
     samples, labels = _load_path(Path(source), specs, preprocess, what)
     validate_samples(samples, specs, labels)
     return samples
@@ -439,7 +446,7 @@ def _load_path(
             samples = _unstack(_read_arrays(path, specs, what), specs, f"{what} {path}")
             return samples, [f"{path.name} sample {i}" for i in range(len(samples))]
         if suffix in IMAGE_SUFFIXES:
-            return _load_images([path], specs, preprocess), [path.name]
+            return _load_images([path], specs, preprocess, f"{what} {path}"), [path.name]
         raise OnnxSlimError(
             f"{what} {path}: expected a .npz/.npy file, an image or a folder of them"
         )
@@ -457,7 +464,7 @@ def _load_path(
         )
     files = kinds[present[0]]
     if present[0] == "image":
-        return _load_images(files, specs, preprocess), [p.name for p in files]
+        return _load_images(files, specs, preprocess, f"{what} {path}"), [p.name for p in files]
     _no_images(preprocess, f"{what} {path}")
     names = [p.name for p in files]
     return [_with_batch_dim(_read_arrays(p, specs, what), specs) for p in files], names
@@ -546,15 +553,27 @@ def _one_sample(arrays: Sample, specs: Sequence[InputSpec]) -> bool:
 
 
 def _load_images(
-    files: Sequence[Path], specs: Sequence[InputSpec], preprocess: Preprocess | str | None
+    files: Sequence[Path],
+    specs: Sequence[InputSpec],
+    preprocess: Preprocess | str | None,
+    where: str,
 ) -> list[Sample]:
+    """The images `files` (`where`: the option and path that named them) as samples of the
+    model's one 4-D input, made by `preprocess` (required: none is assumed)."""
+    if len(specs) != 1 or len(specs[0].shape) != 4:
+        raise OnnxSlimError("image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)")
+    spec = specs[0]
+    if preprocess is None:
+        raise OnnxSlimError(
+            f"{where}: holds images: say how their pixels become input {spec.name!r} as the "
+            "model was trained, with --preprocess (preprocess= in Python), e.g. scale=1/255 "
+            "(RGB in [0, 1]), mean=0.485;0.456;0.406,std=0.229;0.224;0.225 (ImageNet's) or "
+            "scale=1,order=BGR (0-255 BGR); none is assumed"
+        )
     try:
         from PIL import Image
     except ImportError as err:
         raise OnnxSlimError("reading images needs Pillow: pip install onnxslim[images]") from err
-    if len(specs) != 1 or len(specs[0].shape) != 4:
-        raise OnnxSlimError("image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)")
-    spec = specs[0]
     prep = parse_preprocess(preprocess) if not isinstance(preprocess, Preprocess) else preprocess
     layout = prep.layout or (
         "NHWC" if spec.shape[3] in (1, 3) and spec.shape[1] not in (1, 3) else "NCHW"

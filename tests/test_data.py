@@ -402,10 +402,27 @@ def test_image_errors(images, model_path, monkeypatch):
         load_samples(images, X_SPEC)
     (images / "c.png").write_bytes(b"broken")
     with pytest.raises(OnnxSlimError, match="c.png: cannot read"):
-        load_samples(images, specs)
+        load_samples(images, specs, "scale=1/255")
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(OnnxSlimError, match=r"pip install onnxslim\[images\]"):
-        load_samples(images, specs)
+        load_samples(images, specs, "scale=1/255")
+
+
+def test_images_need_a_preprocess_unless_any_pixels_will_do(images, model_path):
+    """Images without a preprocess are refused, a folder or one file, naming the input and the
+    option: their scale is the model's, and drift measured on wrongly scaled pictures would look
+    right. The lossless check (`default_pixels`) takes them at Preprocess()'s."""
+    specs = input_specs(model_path(image_model()))
+    for source in (images, images / "a.png"):
+        with pytest.raises(OnnxSlimError) as err:
+            load_samples(source, specs, what="--calibration")
+        message = str(err.value)
+        assert message.startswith(f"--calibration {source}: holds images")
+        assert "input 'img'" in message and "--preprocess" in message and "\n" not in message
+    pixels = load_samples(images, specs, default_pixels=True)
+    explicit = load_samples(images, specs, "scale=1/255")
+    for got, want in zip(pixels, explicit):
+        np.testing.assert_array_equal(got["img"], want["img"])
 
 
 def test_synthesized_samples_no_run_accepts_say_what_to_give():

@@ -29,7 +29,8 @@ from onnxslim.runtime import OPT_LEVELS
     "--preprocess",
     metavar="SPEC",
     help=(
-        "How the images of an image folder given as --inputs are read, e.g. "
+        "How the images of an image folder given as --inputs become the model's input "
+        "(required with images: none is assumed), e.g. "
         "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225."
     ),
 )

@@ -228,7 +228,8 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--preprocess",
     metavar="SPEC",
-    help="INT8: how the images of an image folder given as --calibration are read, e.g. "
+    help="INT8: how the images of an image folder given as --calibration become the model's "
+    "input (required with images: none is assumed), e.g. "
     "resize=256,crop=224,scale=1/255,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,"
     "layout=NCHW,order=RGB.",
 )
@@ -467,7 +468,9 @@ def optimize_command(
                 dataclasses.replace(spec, shape=fixed[spec.name]) if spec.name in fixed else spec
                 for spec in data.input_specs(model)
             ]
-            samples = data.load_samples(check_inputs, specs, what="--check-inputs")
+            samples = data.load_samples(
+                check_inputs, specs, what="--check-inputs", default_pixels=True
+            )
         console = tables.report_console(quiet)
         messages = tables.message_console()  # warnings: shown with --quiet too
         for name, dims in shape_map.items():
