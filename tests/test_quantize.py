@@ -701,6 +701,39 @@ def test_a_model_drifting_past_the_quality_bar_is_flagged_unless_a_budget_was_as
     )
 
 
+def test_a_selection_sample_past_the_quality_bar_is_flagged_when_the_test_ones_are_not():
+    """magika's 14 test files were all above cosine 0.999 while a selection file was at 0.968:
+    the few test samples missed the rarer inputs. With no warning of its own, the test split
+    passes the selection split's on, saying the test samples miss it; a budget silences both."""
+    rng = np.random.default_rng(0)
+    ref = [{"y": rng.standard_normal(8).astype(np.float32)} for _ in range(4)]
+    close = compare_outputs(ref, [{"y": r["y"] + 0.01} for r in ref])
+    broken = compare_outputs(ref, [*[{"y": r["y"] + 0.01} for r in ref[:3]], {"y": -ref[3]["y"]}])
+    (warning,) = drift_warning(close, None, "test", 8, selection_drift=broken)
+    assert warning.startswith("warning: INT8 drifts far from float on the selection samples")
+    assert warning.endswith("(the test samples miss it: rarer inputs drift that far)")
+    assert "--max-drift cosine>=0.99" in warning
+    assert drift_warning(close, None, "test", 8, selection_drift=close) == []
+    (own,) = drift_warning(broken, None, "test", 8, selection_drift=broken)  # the test's own
+    assert "on the test samples" in own and "miss it" not in own
+    budget = parse_max_drift("cosine>=0.99")
+    assert drift_warning(close, budget, "test", 8, selection_drift=broken) == []
+
+
+def test_quantize_warns_of_a_selection_sample_the_test_samples_do_not_show():
+    """quantize passes the kept model's selection drift on: one selection sample 30x louder than
+    the rest drifts far, the 8 test samples (the last ones) stay close and no warning of theirs
+    would say so."""
+    data = samples(40)
+    data[27] = {"x": data[27]["x"] * 30}  # a selection sample: 24 calibrate, 8 select, 8 test
+    result = quantize(cnn(), data, eval_split=0.2, test_split=0.2, held_out="last", **FAST)
+    report = result.report
+    assert (report.calibration_samples, report.selection_samples, report.test_samples) == (24, 8, 8)
+    assert report.drift["y"].min_cosine > 0.99
+    (warning,) = [n for n in report.notes if n.startswith("warning: INT8 drifts far")]
+    assert "on the selection samples" in warning and "the test samples miss it" in warning
+
+
 def test_a_cosine_missed_on_a_weak_sample_alone_is_said_so_without_a_budget_advice():
     """CRAFT's score map of a picture without text peaks at 0.02: the cosine to INT8 there is
     noise (-0.69), while the output's SNR over the samples is fine. The warning says which it is,

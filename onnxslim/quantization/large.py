@@ -153,7 +153,12 @@ def _judge(report: QuantizeReport, drift: dict, config, timing: tuple) -> None:
     float and INT8 files of `timing` (with the sample to time on) side by side."""
     _hold_budget(config.max_drift, drift, report)
     report.notes += drift_warning(
-        report.drift, config.max_drift, "test", report.selection_samples, remedy=REMEDY
+        report.drift,
+        config.max_drift,
+        "test",
+        report.selection_samples,
+        remedy=REMEDY,
+        selection_drift=drift["selection"],
     )
     report.notes += silent_outputs_warning(report.drift, "test")
     report.notes += saturated_outputs_warning(report.drift, "test")
