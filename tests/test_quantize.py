@@ -35,6 +35,7 @@ from onnxslim.quantization import (
     quantize,
     recovery,
     static,
+    targets,
     trades,
 )
 from onnxslim.quantization.builder import run_samples
@@ -1886,6 +1887,24 @@ def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     )
     assert _neighbour_sums(weight.T).max() <= 128 and np.abs(weight).max() > 64
     assert result.report.drift["y"].snr_db > 45  # 26 dB with saturating 8-bit weights on AVX2
+
+
+def test_a_budget_met_with_nodes_in_float_names_what_dynamic_int8_would_quantize(monkeypatch):
+    """Static INT8 met the budget with nodes back in float, so dynamic INT8 is timed against it:
+    the note names the ops dynamic INT8 quantizes in this model (magika's said "MatMul, LSTM"
+    with no LSTM in it)."""
+    monkeypatch.setattr(trades, "trade", lambda *args, **kwargs: (False, "mocked"))
+    # target auto (its choices timed) as on a CPU with VNNI, on any CPU
+    vnni = targets.TARGETS["vnni"]
+    monkeypatch.setattr(api, "resolve_target", lambda target: (vnni, "mocked"))
+    monkeypatch.setattr(api, "saturates_here", lambda profile: False)
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(40)]
+    options = {**FAST, "target": "auto", "measure_latency": True}
+    notes = quantize(matmul_chain(), data, max_drift="cosine>=0.9999", **options).report.notes
+    (note,) = [n for n in notes if "too, kept if faster" in n]
+    assert re.match(r"static INT8 met cosine>=0\.9999 with \d+ node\(s\) back in float; ", note)
+    assert "dynamic INT8 (MatMul) too, kept if faster: not kept (mocked)" in note
 
 
 def lstm_model(one_sign: bool = False) -> tuple[onnx.ModelProto, list[dict]]:

@@ -78,7 +78,7 @@ def static_or_dynamic(
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         if recurrent:
             lead = f"static INT8 met {budget} leaving the LSTMs ({lstms:.0%} of the weights) float"
-        lead += "; dynamic INT8 (MatMul, LSTM) too, kept if faster"
+        lead += f"; dynamic INT8 ({'MatMul, LSTM' if lstms else 'MatMul'}) too, kept if faster"
         return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
     if recurrent and not QUALITY_BAR.check(static.drift):
         outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
