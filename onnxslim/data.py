@@ -284,6 +284,11 @@ class Preprocess:
     order: str = "RGB"  # or "BGR"
 
 
+#: `load_samples(default_pixels=True)`'s preprocess for images (RGB pixels in [0, 1]); with
+#: arrays it stands for none
+DEFAULT_PIXELS = Preprocess()
+
+
 def parse_preprocess(text: str | None) -> Preprocess:
     """Parse comma-separated `key=value` items; lists use `;`. Keys (all optional):
 
@@ -364,7 +369,8 @@ def load_samples(
 
     Images need a `preprocess` (how pixels become the input is the model's, not ours to guess:
     ranges and drift measured on wrongly scaled pictures look right and are not), unless
-    `default_pixels` (the lossless check, where any input will do): then `Preprocess()`'s.
+    `default_pixels` (the lossless command's --check-inputs, which has no --preprocess; its
+    outputs are compared on the same inputs): then `Preprocess()`'s.
 
     `shapes` and `seed` apply to `random:N`, synthesized from `model` when given (`synth`: integer
     inputs valid for their uses, e.g. token ids inside the embedding table and masks of 0 and 1;
@@ -382,8 +388,8 @@ def load_samples(
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)
-    if preprocess is None and default_pixels:
-        preprocess = Preprocess()
+    if preprocess is None and default_pixels:  # images only: arrays take no preprocess
+        preprocess = DEFAULT_PIXELS
     samples, labels = _load_path(Path(source), specs, preprocess, what)
     validate_samples(samples, specs, labels)
     return samples
@@ -409,6 +415,8 @@ def check_preprocess(
             f"{option} applies to images given as {what}; {given}: leave out {option}"
         )
     if not isinstance(preprocess, Preprocess):
+        if not str(preprocess).strip():  # images need one: an empty one would stand for none
+            raise OnnxSlimError(f"{option} is empty: give its items, e.g. scale=1/255")
         parse_preprocess(preprocess)
 
 
@@ -472,7 +480,7 @@ def _load_path(
 
 def _no_images(preprocess: Preprocess | str | None, where: str) -> None:
     """OnnxSlimError for a `preprocess` given with arrays (`where`: the file or folder)."""
-    if preprocess is not None:
+    if preprocess is not None and preprocess is not DEFAULT_PIXELS:
         raise OnnxSlimError(f"{where}: holds arrays; preprocess applies to images only")
 
 
@@ -561,14 +569,16 @@ def _load_images(
     """The images `files` (`where`: the option and path that named them) as samples of the
     model's one 4-D input, made by `preprocess` (required: none is assumed)."""
     if len(specs) != 1 or len(specs[0].shape) != 4:
-        raise OnnxSlimError("image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)")
+        raise OnnxSlimError(
+            f"{where}: image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)"
+        )
     spec = specs[0]
     if preprocess is None:
         raise OnnxSlimError(
             f"{where}: holds images: say how their pixels become input {spec.name!r} as the "
             "model was trained, with --preprocess (preprocess= in Python), e.g. scale=1/255 "
             "(RGB in [0, 1]), mean=0.485;0.456;0.406,std=0.229;0.224;0.225 (ImageNet's) or "
-            "scale=1,order=BGR (0-255 BGR); none is assumed"
+            "scale=1,order=BGR (0-255 BGR); items left out: scale=1/255, RGB, no mean or std"
         )
     try:
         from PIL import Image

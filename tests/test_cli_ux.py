@@ -264,6 +264,11 @@ def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
     assert "--preprocess" in line and "resize=256,crop=224" in line
     proc = run_cli(*args, "--preprocess", "resize=24,crop=16", "-q")
     assert proc.returncode == 0, proc.stderr
+    # the lossless check, which has no --preprocess, takes images as RGB pixels in [0, 1]
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(conv_model([1, 3, 16, 16]), fixed)
+    proc = run_cli(fixed, "-o", tmp_path / "s.onnx", "--check-inputs", folder)
+    assert proc.returncode == 0 and "outputs match" in proc.stdout, proc.stderr
     proc = run_cli(*args, "--shape", "x:1,3,16,16")
     assert_one_line_error(proc, 2, "--shape applies to random inputs")
 

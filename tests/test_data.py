@@ -15,6 +15,7 @@ from onnxslim.data import (
     InputSpec,
     Preprocess,
     as_samples,
+    check_preprocess,
     input_specs,
     load_samples,
     parse_preprocess,
@@ -419,6 +420,8 @@ def test_images_need_a_preprocess_unless_any_pixels_will_do(images, model_path):
         message = str(err.value)
         assert message.startswith(f"--calibration {source}: holds images")
         assert "input 'img'" in message and "--preprocess" in message and "\n" not in message
+    with pytest.raises(OnnxSlimError, match="--preprocess is empty: give its items"):
+        check_preprocess(images, " ", "--calibration", "--preprocess")
     pixels = load_samples(images, specs, default_pixels=True)
     explicit = load_samples(images, specs, "scale=1/255")
     for got, want in zip(pixels, explicit):

@@ -719,6 +719,14 @@ def test_a_selection_sample_past_the_quality_bar_is_flagged_when_the_test_ones_a
     assert "on the test samples" in own and "miss it" not in own
     budget = parse_max_drift("cosine>=0.99")
     assert drift_warning(close, budget, "test", 8, selection_drift=broken) == []
+    # a weak selection sample's own warning (its cosine measures noise) takes no suffix
+    ref = [{"y": rng.standard_normal(64).astype(np.float32)} for _ in range(7)]
+    ref.append({"y": 0.01 * rng.standard_normal(64).astype(np.float32)})
+    noisy = compare_outputs(ref, [{"y": r["y"] + 0.01 * rng.standard_normal(64)} for r in ref])
+    exact = compare_outputs(ref, ref)
+    (weak,) = drift_warning(exact, None, "test", 8, selection_drift=noisy)
+    assert weak.startswith("warning: INT8's worst selection sample misses")
+    assert "miss it" not in weak
 
 
 def test_quantize_warns_of_a_selection_sample_the_test_samples_do_not_show():
@@ -733,6 +741,12 @@ def test_quantize_warns_of_a_selection_sample_the_test_samples_do_not_show():
     assert report.drift["y"].min_cosine > 0.99
     (warning,) = [n for n in report.notes if n.startswith("warning: INT8 drifts far")]
     assert "on the selection samples" in warning and "the test samples miss it" in warning
+    # no selection split: the samples the choices read are the calibration ones, not warned of
+    data = samples(40)
+    data[5]["x"][0, 0, 3, 3] = 200.0  # a calibration sample's pixel, past the 99.99th percentile
+    result = quantize(cnn(), data, eval_split=0, test_split=0.2, held_out="last", **FAST)
+    assert result.report.selection_samples == 0
+    assert not [n for n in result.report.notes if "on the selection samples" in n]
 
 
 def test_a_cosine_missed_on_a_weak_sample_alone_is_said_so_without_a_budget_advice():

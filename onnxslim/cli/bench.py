@@ -30,7 +30,7 @@ from onnxslim.runtime import OPT_LEVELS
     metavar="SPEC",
     help=(
         "How the images of an image folder given as --inputs become the model's input "
-        "(required with images: none is assumed), e.g. "
+        "(required with images), e.g. "
         "resize=256,crop=224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225."
     ),
 )

@@ -229,7 +229,7 @@ class _Int8Mode(click.Choice):
     "--preprocess",
     metavar="SPEC",
     help="INT8: how the images of an image folder given as --calibration become the model's "
-    "input (required with images: none is assumed), e.g. "
+    "input (required with images), e.g. "
     "resize=256,crop=224,scale=1/255,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,"
     "layout=NCHW,order=RGB.",
 )

@@ -423,7 +423,8 @@ def _report(
     for model in (quantized, outcome.all_int8, float_model):
         integer_outputs.drop_outputs(model, run.extra)
     split = "test" if test else "selection"
-    notes += drift_warning(drift, budget, split, len(selection), selection_drift=outcome.drift)
+    held_out = outcome.drift if selection is not run.calib else None  # else: calibration's
+    notes += drift_warning(drift, budget, split, len(selection), selection_drift=held_out)
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
     # random data: the picked dims have their own warning; no INT8: no drift
     if not config.random_inputs and outcome.mode != NO_INT8_MODE:

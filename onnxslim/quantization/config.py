@@ -52,10 +52,10 @@ class QuantizeConfig:
     levers.py); `optimize` runs the lossless pipeline first, with `optimize_options` as keyword
     arguments of `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars;
     `preprocess` how an image folder given as the calibration data is read (the CLI's
-    --preprocess: "resize=256,crop=224,scale=1/255,..."); `random_inputs`: the samples given were
-    synthesized (the caller's random:N, which warns of it itself): the report's drift is marked
-    as measured on random samples, and the choices take their drift for what it is worth (see
-    `modes.int8_or_float`)."""
+    --preprocess: "resize=256,crop=224,scale=1/255,..."; required with images); `random_inputs`:
+    the samples given were synthesized (the caller's random:N, which warns of it itself): the
+    report's drift is marked as measured on random samples, and the choices take their drift for
+    what it is worth (see `modes.int8_or_float`)."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD

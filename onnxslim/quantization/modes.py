@@ -72,13 +72,14 @@ def static_or_dynamic(
         outcome = dynamic.quantize_model(float_model, *data, budget, options)
         if outcome.violations:
             return static, outcome
+        kinds = "MatMul, LSTM" if lstms else "MatMul"  # what dynamic INT8 quantizes here
         if static.violations:
-            outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 (MatMul) meets it")
+            outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 ({kinds}) meets it")
             return outcome, outcome
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         if recurrent:
             lead = f"static INT8 met {budget} leaving the LSTMs ({lstms:.0%} of the weights) float"
-        lead += f"; dynamic INT8 ({'MatMul, LSTM' if lstms else 'MatMul'}) too, kept if faster"
+        lead += f"; dynamic INT8 ({kinds}) too, kept if faster"
         return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
     if recurrent and not QUALITY_BAR.check(static.drift):
         outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
