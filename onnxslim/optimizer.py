@@ -9,7 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim import fp16, verify
-from onnxslim.data import parse_shapes
+from onnxslim.data import input_specs, load_samples, parse_shapes
 from onnxslim.drift import parse_max_drift
 from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.model import interface, io, opset
@@ -287,9 +287,10 @@ class OptimizeOptions:
     file for work ONNX Runtime would otherwise run on every call); `inline_functions`: inline
     model-local functions first; `target_opset`: convert the default opset first (models below opset
     7 are converted to 7 anyway); `check`: compare the outputs of the original and the result on
-    ONNX Runtime (CheckFailedError on a mismatch); `check_inputs`: samples for it (default: inputs
-    synthesized from the model), `shapes`: dims for dynamic inputs; `check_rtol`/`check_atol`:
-    the check's tolerances for every float output (default: per dtype, 1e-4/1e-5 for float32);
+    ONNX Runtime (CheckFailedError on a mismatch); `check_inputs`: samples for it, `{name: array}`
+    dicts or a path as --check-inputs takes it (default: inputs synthesized from the model),
+    `shapes`: dims for dynamic inputs; `check_rtol`/`check_atol`: the check's tolerances for
+    every float output (default: per dtype, 1e-4/1e-5 for float32);
     `require_check`: a model that cannot be checked (ORT cannot run the original, an input cannot
     be fed) is an error instead of a "not checked" result; `input_shapes`: static dims for graph
     inputs, written into the result (what becomes static is folded; the check feeds these dims);
@@ -305,7 +306,7 @@ class OptimizeOptions:
     inline_functions: bool = False
     target_opset: int | None = None
     check: bool = True
-    check_inputs: Sequence[dict[str, np.ndarray]] | None = None
+    check_inputs: Sequence[dict[str, np.ndarray]] | str | os.PathLike | None = None
     shapes: Mapping[str, tuple[int, ...]] | None = None
     require_check: bool = False
     check_rtol: float | None = None
@@ -344,6 +345,11 @@ def optimize_with_report(
     cut = bool(options.inputs or options.outputs)
     if cut:
         notes.append(cut_graph(ir_model, options.inputs, options.outputs))
+    if isinstance(options.check_inputs, (str, os.PathLike)):  # as --check-inputs reads it
+        samples = load_samples(
+            options.check_inputs, input_specs(ir_model), what="check_inputs", default_pixels=True
+        )
+        options = replace(options, check_inputs=samples)
     before = model_stats(ir_model, None if cut else source)
     locations_before = location_bytes(ir_model)
     pass_options = PassOptions(

@@ -1073,6 +1073,26 @@ def test_no_hint_to_pass_check_inputs_when_the_given_ones_fail():
     assert result.check_skipped and "pass inputs to check on" not in result.check_skipped
 
 
+def test_check_inputs_from_python_take_a_path_as_the_cli_does(tmp_path):
+    """`check_inputs="folder"` read as --check-inputs reads it (it raised AttributeError: 'str'
+    object has no attribute 'items'); a missing one is a one-line OnnxSlimError."""
+    import onnxslim
+    from onnxslim.errors import OnnxSlimError
+
+    folder = tmp_path / "feeds"
+    folder.mkdir()
+    for i in range(3):
+        np.save(folder / f"{i}.npy", np.full((1, 3, 6, 6), i - 1.0, np.float32))
+    result = onnxslim.optimizer.optimize_with_report(
+        shape_math_model(), onnxslim.optimizer.OptimizeOptions(check_inputs=folder)
+    )
+    assert result.check_feeds is not None and len(result.check_feeds) == 3
+    np.testing.assert_array_equal(result.check_feeds[2]["x"], np.ones((1, 3, 6, 6), np.float32))
+    assert onnxslim.slim(shape_math_model(), check_inputs=str(folder))
+    with pytest.raises(OnnxSlimError, match=r"^check_inputs \S+missing: no such file or folder$"):
+        onnxslim.slim(shape_math_model(), check_inputs=str(tmp_path / "missing"))
+
+
 def test_input_shapes_the_model_cannot_take_are_named_in_the_warning(tmp_path):
     """A 3-wide conv kernel cannot slide over 2 samples: the original fails at the dims given."""
     w = np.ones((1, 1, 3), np.float32)
