@@ -567,7 +567,7 @@ def _load_images(
     where: str,
 ) -> list[Sample]:
     """The images `files` (`where`: the option and path that named them) as samples of the
-    model's one 4-D input, made by `preprocess` (required: none is assumed)."""
+    model's one 4-D input, made by `preprocess` (required)."""
     if len(specs) != 1 or len(specs[0].shape) != 4:
         raise OnnxSlimError(
             f"{where}: image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)"
