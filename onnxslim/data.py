@@ -284,11 +284,6 @@ class Preprocess:
     order: str = "RGB"  # or "BGR"
 
 
-#: `load_samples(default_pixels=True)`'s preprocess for images (RGB pixels in [0, 1]); with
-#: arrays it stands for none
-DEFAULT_PIXELS = Preprocess()
-
-
 def parse_preprocess(text: str | None) -> Preprocess:
     """Parse comma-separated `key=value` items; lists use `;`. Keys (all optional):
 
@@ -388,9 +383,7 @@ def load_samples(
         return [random_inputs(specs, shapes, seed=seed + i) for i in range(int(count))]
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)
-    if preprocess is None and default_pixels:  # images only: arrays take no preprocess
-        preprocess = DEFAULT_PIXELS
-    samples, labels = _load_path(Path(source), specs, preprocess, what)
+    samples, labels = _load_path(Path(source), specs, preprocess, what, default_pixels)
     validate_samples(samples, specs, labels)
     return samples
 
@@ -441,10 +434,14 @@ def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
 
 
 def _load_path(
-    path: Path, specs: Sequence[InputSpec], preprocess: Preprocess | str | None, what: str
+    path: Path,
+    specs: Sequence[InputSpec],
+    preprocess: Preprocess | str | None,
+    what: str,
+    default_pixels: bool,
 ) -> tuple[list[Sample], list[str]]:
     """Samples from a file or folder, with a label per sample (file name) for error messages
-    (`what`: the option that named it)."""
+    (`what`: the option that named it; `default_pixels`: see `load_samples`)."""
     if not path.exists():
         raise OnnxSlimError(f"{what} {path}: no such file or folder")
     if path.is_file():
@@ -454,7 +451,8 @@ def _load_path(
             samples = _unstack(_read_arrays(path, specs, what), specs, f"{what} {path}")
             return samples, [f"{path.name} sample {i}" for i in range(len(samples))]
         if suffix in IMAGE_SUFFIXES:
-            return _load_images([path], specs, preprocess, f"{what} {path}"), [path.name]
+            images = _load_images([path], specs, preprocess, f"{what} {path}", default_pixels)
+            return images, [path.name]
         raise OnnxSlimError(
             f"{what} {path}: expected a .npz/.npy file, an image or a folder of them"
         )
@@ -472,7 +470,8 @@ def _load_path(
         )
     files = kinds[present[0]]
     if present[0] == "image":
-        return _load_images(files, specs, preprocess, f"{what} {path}"), [p.name for p in files]
+        images = _load_images(files, specs, preprocess, f"{what} {path}", default_pixels)
+        return images, [p.name for p in files]
     _no_images(preprocess, f"{what} {path}")
     names = [p.name for p in files]
     return [_with_batch_dim(_read_arrays(p, specs, what), specs) for p in files], names
@@ -480,7 +479,7 @@ def _load_path(
 
 def _no_images(preprocess: Preprocess | str | None, where: str) -> None:
     """OnnxSlimError for a `preprocess` given with arrays (`where`: the file or folder)."""
-    if preprocess is not None and preprocess is not DEFAULT_PIXELS:
+    if preprocess is not None:
         raise OnnxSlimError(f"{where}: holds arrays; preprocess applies to images only")
 
 
@@ -565,14 +564,18 @@ def _load_images(
     specs: Sequence[InputSpec],
     preprocess: Preprocess | str | None,
     where: str,
+    default_pixels: bool,
 ) -> list[Sample]:
     """The images `files` (`where`: the option and path that named them) as samples of the
-    model's one 4-D input, made by `preprocess` (required)."""
+    model's one 4-D input, made by `preprocess` (required, unless `default_pixels`: then
+    `Preprocess()`'s)."""
     if len(specs) != 1 or len(specs[0].shape) != 4:
         raise OnnxSlimError(
             f"{where}: image inputs need a model with one 4-D input (N,C,H,W or N,H,W,C)"
         )
     spec = specs[0]
+    if preprocess is None and default_pixels:
+        preprocess = Preprocess()
     if preprocess is None:
         raise OnnxSlimError(
             f"{where}: holds images: say how their pixels become input {spec.name!r} as the "

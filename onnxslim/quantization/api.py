@@ -423,8 +423,9 @@ def _report(
     for model in (quantized, outcome.all_int8, float_model):
         integer_outputs.drop_outputs(model, run.extra)
     split = "test" if test else "selection"
-    held_out = outcome.drift if selection is not run.calib else None  # else: calibration's
-    notes += drift_warning(drift, budget, split, len(selection), selection_drift=held_out)
+    held_out = selection is not run.calib  # else no selection split: the calibration samples
+    selection_drift = outcome.drift if held_out else None
+    notes += drift_warning(drift, budget, split, len(selection), selection_drift=selection_drift)
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
     # random data: the picked dims have their own warning; no INT8: no drift
     if not config.random_inputs and outcome.mode != NO_INT8_MODE:
@@ -443,7 +444,7 @@ def _report(
         weight_pair_limit=None if float_used else profile.pair_limit,
         per_channel=config.per_channel,
         calibration_samples=len(run.calib),
-        selection_samples=len(selection) if selection is not run.calib else 0,
+        selection_samples=len(selection) if held_out else 0,
         test_samples=len(test),
         nodes_before=nodes_before,
         nodes_after=node_count(quantized.graph),

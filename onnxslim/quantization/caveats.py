@@ -79,9 +79,6 @@ def missed_on_test_warning(budget, selection: int, test: int, missed: list[str])
     ]
 
 
-FAR = "warning: INT8 drifts far from float"  # drift_warning's, where the samples are no excuse
-
-
 def drift_warning(
     drift: Mapping[str, Drift],
     budget: Budget | None,
@@ -101,16 +98,20 @@ def drift_warning(
         return []
     warned = _drift_warning(drift, split, selection, remedy)
     if not warned and selection_drift and split != "selection":
-        warned = _drift_warning(selection_drift, "selection", selection, remedy)
-        suffix = f" (the {split} samples miss it: rarer inputs drift that far)"
-        warned = [w + suffix if w.startswith(FAR) else w for w in warned]
+        unseen = f" (the {split} samples miss it: rarer inputs drift that far)"
+        warned = _drift_warning(selection_drift, "selection", selection, remedy, unseen)
     return warned
 
 
 def _drift_warning(
-    drift: Mapping[str, Drift], split: str, selection: int | None, remedy: str | None
+    drift: Mapping[str, Drift],
+    split: str,
+    selection: int | None,
+    remedy: str | None,
+    unseen: str = "",
 ) -> list[str]:
-    """`drift_warning` on the samples of one `split`."""
+    """`drift_warning` on the samples of one `split`; `unseen` closes the warning of a drift far
+    from float (not that of a weak sample, whose cosine measures noise)."""
     by_cosine = sorted(drift.values(), key=_closeness)
     by_snr = sorted((d for d in drift.values() if not _silent(d)), key=_loudness)
     misses = [
@@ -143,8 +144,9 @@ def _drift_warning(
             f"on your task (a budget would judge it by that sample too)"
         ]
     return [
-        f"{FAR} on the {split} samples "
+        f"warning: INT8 drifts far from float on the {split} samples "
         f"({'; '.join(missed[0] for _, missed in misses)}): check it on your task, or {remedy}"
+        f"{unseen}"
     ]
 
 
