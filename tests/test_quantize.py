@@ -1921,6 +1921,24 @@ def test_a_budget_met_with_nodes_in_float_names_what_dynamic_int8_would_quantize
     assert "dynamic INT8 (MatMul) too, kept if faster: not kept (mocked)" in note
 
 
+def test_excluded_lstms_are_neither_tried_in_dynamic_int8_nor_named_as_such(monkeypatch):
+    """`--exclude-op LSTM`: dynamic INT8, timed against static INT8 meeting a budget with a node
+    back in float, is named by what it quantizes here (a note said "MatMul, LSTM"), and the
+    LSTM left float is said to be excluded (not "tried and not kept")."""
+    monkeypatch.setattr(trades, "trade", lambda *args, **kwargs: (False, "mocked"))
+    vnni = targets.TARGETS["vnni"]  # target auto as on a CPU with VNNI, on any CPU
+    monkeypatch.setattr(api, "resolve_target", lambda target: (vnni, "mocked"))
+    monkeypatch.setattr(api, "saturates_here", lambda profile: False)
+    model, data = lstm_model()
+    options = {**FAST, "target": "auto", "measure_latency": True, "exclude_ops": {"LSTM"}}
+    notes = quantize(model, data * 4, max_drift="cosine>=0.99999", **options).report.notes
+    (timed,) = [n for n in notes if "too, kept if faster" in n]
+    assert "; dynamic INT8 (MatMul) too, kept if faster: not kept (mocked)" in timed
+    assert not [n for n in notes if "DynamicQuantizeLSTM" in n]
+    (recurrent,) = [n for n in notes if n.startswith("recurrent nodes left in float")]
+    assert recurrent.endswith("; the LSTMs are excluded (--exclude-op, --exclude-node)")
+
+
 def lstm_model(one_sign: bool = False) -> tuple[onnx.ModelProto, list[dict]]:
     """An LSTM over 12 steps of 24 features, 32 hidden, then a MatMul head on its last state; with
     samples. `one_sign`: W all positive and inputs too, so every neighbour pair of full 8-bit
@@ -2425,7 +2443,7 @@ def matmuls_beside_a_big_gemm() -> onnx.ModelProto:
 @pytest.mark.parametrize("worth", [True, False, None])
 def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch, worth):
     """Static INT8 falls short on matmul_chain's loud and quiet tokens; with most weights in the
-    Gemm, dynamic INT8 (the Gemm float) is kept only when timed the better trade (here: decided
+    Gemm, dynamic INT8 (the Gemm as a MatMul) is kept only when timed the better trade (decided
     for the test), and not tried without timing (worth None). The one kept is then offered
     against float compute on static INT8's weights (another test's)."""
     from onnxslim.quantization import targets
@@ -2444,7 +2462,7 @@ def test_auto_mode_times_dynamic_int8_where_matmuls_hold_few_weights(monkeypatch
     assert 0 < dynamic.dynamic_weight_share(ir.from_proto(model)) < 0.5
     timed = {"target": "auto", "measure_latency": worth is not None, "test_split": 0}
     report = quantize(model, data, **{**FAST, **timed}).report
-    notes = [n for n in report.notes if "dynamic INT8 (MatMul) reaches" in n]
+    notes = [n for n in report.notes if "dynamic INT8 (Gemm, MatMul) reaches" in n]
     assert report.mode == ("dynamic" if worth else "static")
     assert swaps == {True: ["dynamic"], False: ["static"], None: []}[worth]
     if worth is None:
@@ -2460,11 +2478,12 @@ def test_dynamic_int8_that_replaced_static_must_still_be_worth_it_against_float_
     monkeypatch, time, gain, kept
 ):
     """Static INT8 falls short on matmul_chain's loud and quiet tokens and dynamic INT8 (the big
-    Gemm float) replaces it; float compute on static INT8's int8-stored weights meets the bar too,
-    in a file a third the size. Dynamic INT8 is kept where faster by enough to pay for its drift,
-    or closer to float at the same speed (PP-OCRv3's recognizer from rapidocr 1.1.14: 1.00x the
-    time, +4.7 dB on its selection samples); else float compute (minilm_l3 on an AVX2 CPU: 0.97x
-    the time, -4.1 dB). The notes say how static INT8 was built, why it lost, and what was timed."""
+    Gemm as a MatMul too) replaces it; float compute on static INT8's int8-stored weights meets
+    the bar too, in a file a third the size. Dynamic INT8 is kept where faster by enough to pay
+    for its drift, or closer to float at the same speed (PP-OCRv3's recognizer from rapidocr
+    1.1.14: 1.00x the time, +4.7 dB on its selection samples); else float compute (minilm_l3 on
+    an AVX2 CPU: 0.97x the time, -4.1 dB). The notes say how static INT8 was built, why it lost,
+    and what was timed."""
     from onnxslim.quantization import targets
 
     monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
@@ -2480,7 +2499,7 @@ def test_dynamic_int8_that_replaced_static_must_still_be_worth_it_against_float_
     options = {"target": "auto", "measure_latency": True, "test_split": 0}
     result = quantize(model, data, **{**FAST, **options})
     report = result.report
-    why = next(n for n in report.notes if "dynamic INT8 (MatMul) reaches" in n)
+    why = next(n for n in report.notes if "dynamic INT8 (Gemm, MatMul) reaches" in n)
     assert why.endswith("kept (decided)")
     (verdict,) = [n for n in report.notes if n.startswith("dynamic INT8 compute against float")]
     assert f"dynamic INT8 {time:.2f}x the time" in verdict

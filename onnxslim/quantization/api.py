@@ -397,7 +397,11 @@ def _finish(
         made = made if modes.INT8_BUILT_WITH in made else [modes.INT8_BUILT_WITH, *made]
     run.notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
     run.notes += recurrent_note(
-        float_model, outcome.model, outcome.mode == "dynamic", tried is not None or lstms_tried
+        float_model,
+        outcome.model,
+        outcome.mode == "dynamic",
+        tried is not None or lstms_tried,
+        _dynamic_excluded(run.config, float_model),
     )
     outcome = _as_made(outcome, before, run.config.random_inputs)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -411,12 +411,13 @@ def recurrent_note(
     result: ir.Model | None = None,
     dynamic_int8: bool = False,
     dynamic_tried: bool = False,
+    excluded: Collection[str] = frozenset(),
 ) -> list[str]:
     """A note naming the recurrent nodes (GRU, LSTM, RNN) of the main graph of the float `model`
     that INT8 left in float (in `result`, the INT8 model; None: all), with their share of the
     model's weights (an RNN's report else lists none of them). `dynamic_int8`: the result is
     dynamic INT8, which left its LSTMs float; `dynamic_tried`: dynamic INT8 was tried and not
-    kept (the notes say why)."""
+    kept (the notes say why); `excluded`: the nodes the user kept float (their LSTMs so said)."""
     nodes = _recurrent_nodes(model)
     if result is not None:
         left = {n.name for n in _recurrent_nodes(result)}
@@ -440,7 +441,9 @@ def recurrent_note(
     if "LSTM" not in counts:
         return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
     why = "only dynamic INT8 (--int8 dynamic) quantizes an LSTM (one whose weights are constants)"
-    if dynamic_int8:
+    if all(n.name in excluded for n in nodes if n.op_type == "LSTM"):
+        why = "the LSTMs are excluded (--exclude-op, --exclude-node)"
+    elif dynamic_int8:
         why = "dynamic INT8 left the LSTMs float (the nodes kept in float say why)"
     elif dynamic_tried:
         why = "dynamic INT8, which quantizes LSTMs, was tried and not kept (the notes say why)"

@@ -273,16 +273,21 @@ def _feeding_int8(model: onnx.ModelProto, muls: list[str]) -> int:
 
 
 def dynamic_weight_share(
-    model: ir.Model, gemms: bool = False, op_types: Collection[str] = QUANTIZED_OPS
+    model: ir.Model,
+    gemms: bool = False,
+    op_types: Collection[str] = QUANTIZED_OPS,
+    excluded: Collection[str] = frozenset(),
 ) -> float:
     """The share of `op_types` (by default MatMul and LSTM, what dynamic INT8 quantizes) in the
     weights of the ops that compute with weights (WEIGHTED_OPS), counted in elements; 0 without
-    any. `gemms`: also the Gemms `quantize_dynamic` turns into MatMuls (`ort_matmul_names`)."""
+    any. `gemms`: also the Gemms `quantize_dynamic` turns into MatMuls (`ort_matmul_names`);
+    the nodes named in `excluded` (kept float by the user) are not counted as quantized."""
     quantized = set(ort_matmul_names(model)) if gemms else set()
     sizes = Counter()
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:
             counted = node.op_type in op_types or node.name in quantized
+            counted = counted and node.name not in excluded
             sizes[counted] += _weight_elements(node)
     total = sizes[True] + sizes[False]
     return sizes[True] / total if total else 0.0
@@ -311,10 +316,11 @@ def covers_most_weights(model: ir.Model) -> bool:
     return dynamic_weight_share(model, gemms=True) > MOST_WEIGHTS
 
 
-def recurrent_share(model: ir.Model) -> float:
+def recurrent_share(model: ir.Model, excluded: Collection[str] = frozenset()) -> float:
     """The share of the weights the recurrent ops dynamic INT8 alone quantizes hold (static INT8
-    leaves an LSTM float): where it is most, only dynamic INT8 can speed the model up."""
-    return dynamic_weight_share(model, op_types=tuple(RECURRENT_WEIGHTS))
+    leaves an LSTM float), but those named in `excluded`: where it is most, only dynamic INT8 can
+    speed the model up."""
+    return dynamic_weight_share(model, op_types=tuple(RECURRENT_WEIGHTS), excluded=excluded)
 
 
 def ort_matmul_names(model: ir.Model) -> dict[str, str]:

@@ -60,10 +60,10 @@ def static_or_dynamic(
     Where LSTMs hold most weights (static INT8 leaves them float), dynamic INT8 meeting the
     budget or QUALITY_BAR is timed against static INT8 meeting them too.
     """
-    share = dynamic.dynamic_weight_share(float_model)
+    share = dynamic.dynamic_weight_share(float_model, excluded=options.exclude_nodes)
     most = share > dynamic.MOST_WEIGHTS
     timed = may_time and share > 0
-    lstms = dynamic.recurrent_share(float_model)
+    lstms = dynamic.recurrent_share(float_model, options.exclude_nodes)
     # static INT8 leaves LSTMs float: where they hold most weights, only dynamic INT8 speeds up
     recurrent = timed and lstms > dynamic.MOST_WEIGHTS and computes_int8(static, Counter())
     if budget:
@@ -72,14 +72,15 @@ def static_or_dynamic(
         outcome = dynamic.quantize_model(float_model, *data, budget, options)
         if outcome.violations:
             return static, outcome
-        kinds = "MatMul, LSTM" if lstms else "MatMul"  # what dynamic INT8 quantizes here
         if static.violations:
-            outcome.notes.append(f"static INT8 missed {budget}: dynamic INT8 ({kinds}) meets it")
+            outcome.notes.append(
+                f"static INT8 missed {budget}: dynamic INT8 ({_ops(outcome)}) meets it"
+            )
             return outcome, outcome
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         if recurrent:
             lead = f"static INT8 met {budget} leaving the LSTMs ({lstms:.0%} of the weights) float"
-        lead += f"; dynamic INT8 ({kinds}) too, kept if faster"
+        lead += f"; dynamic INT8 ({_ops(outcome)}) too, kept if faster"
         return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
     if recurrent and not QUALITY_BAR.check(static.drift):
         outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
@@ -87,7 +88,7 @@ def static_or_dynamic(
             return static, outcome
         lead = (
             f"static INT8 leaves the LSTMs ({lstms:.0%} of the weights) float; dynamic INT8 "
-            f"(MatMul, LSTM) meets {QUALITY_BAR} on the selection samples"
+            f"({_ops(outcome)}) meets {QUALITY_BAR} on the selection samples"
         )
         return _timed_choice(static, outcome, data[1][0], lead), outcome
     if not QUALITY_BAR.check(static.drift) or not (most or timed):
@@ -102,7 +103,7 @@ def static_or_dynamic(
         if mismatched
         else f"worst selection sample has cosine {before:.4f} to float"
     )
-    reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 (MatMul)"
+    reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 ({_ops(outcome)})"
     if not most:
         lead = f"{reason} reaches cosine {after:.4f}"
         return _timed_choice(static, outcome, data[1][0], lead), outcome
@@ -114,6 +115,11 @@ def static_or_dynamic(
         note = f"{reason} kept, cosine {after:.4f}{with_float}"
     outcome.notes.append(note)
     return outcome, outcome
+
+
+def _ops(outcome: Outcome) -> str:
+    """The op types `outcome` computes in INT8, as a note names them ("LSTM, MatMul")."""
+    return ", ".join(sorted(outcome.quantized)) or "MatMul"
 
 
 def dynamic_lstms(
