@@ -120,9 +120,15 @@ def test_int8_calibration_errors_name_the_option(tmp_path, demo_path, args, mess
 
 
 def test_preprocess_without_int8_or_inputs_is_an_error(tmp_path, demo_path):
-    """--preprocess reads calibration or benchmark images: alone it would do nothing."""
+    """--preprocess reads calibration, check or benchmark images: alone, or with arrays, it
+    would do nothing."""
     proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--preprocess", "resize=32")
-    assert_one_line_error(proc, 2, "--preprocess reads INT8 calibration images: add --int8")
+    message = "--preprocess reads images: add --int8 --calibration FOLDER or --check-inputs"
+    assert_one_line_error(proc, 2, message)
+    arrays = run_cli(
+        demo_path, "--check-inputs", _calibration_folder(tmp_path), "--preprocess", "scale=1"
+    )
+    assert_one_line_error(arrays, 2, "holds arrays; preprocess applies to images only")
     proc = run_cli("bench", demo_path, "--preprocess", "scale=1", "--no-memory")
     assert_one_line_error(proc, 2, "--preprocess applies to images given as --inputs; none were")
 

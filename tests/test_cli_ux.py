@@ -264,11 +264,18 @@ def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
     assert "--preprocess" in line and "resize=256,crop=224" in line
     proc = run_cli(*args, "--preprocess", "resize=24,crop=16", "-q")
     assert proc.returncode == 0, proc.stderr
-    # the lossless check, which has no --preprocess, takes images as RGB pixels in [0, 1]
+    # the lossless check takes images as RGB pixels in [0, 1], or as --preprocess says
     fixed = tmp_path / "fixed.onnx"
     onnx.save(conv_model([1, 3, 16, 16]), fixed)
-    proc = run_cli(fixed, "-o", tmp_path / "s.onnx", "--check-inputs", folder)
+    check = (fixed, "-o", tmp_path / "s.onnx", "--check-inputs", folder)
+    proc = run_cli(*check)
     assert proc.returncode == 0 and "outputs match" in proc.stdout, proc.stderr
+    proc = run_cli(*check, "--preprocess", "scale=1,mean=127,std=128")
+    assert proc.returncode == 0 and "outputs match" in proc.stdout, proc.stderr
+    bad = tmp_path / "bad.onnx"  # --preprocess applied: 16x16x3 is not 3x16x16
+    proc = run_cli(fixed, "-o", bad, "--check-inputs", folder, "--preprocess", "layout=NHWC")
+    assert_one_line_error(proc, 2, "0.png: input 'x' has shape [1,3,16,3], the model expects")
+    assert not bad.exists()
     proc = run_cli(*args, "--shape", "x:1,3,16,16")
     assert_one_line_error(proc, 2, "--shape applies to random inputs")
 

@@ -228,8 +228,8 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--preprocess",
     metavar="SPEC",
-    help="INT8: how the images of an image folder given as --calibration become the model's "
-    "input (required with images), e.g. "
+    help="How the images of an image folder given as --calibration (required there) or "
+    "--check-inputs (default: RGB pixels in [0, 1]) become the model's input, e.g. "
     "resize=256,crop=224,scale=1/255,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,"
     "layout=NCHW,order=RGB.",
 )
@@ -409,9 +409,10 @@ def optimize_command(
             )
         if int8_options["calibration"] and not int8:
             raise OnnxSlimError("--calibration is for INT8: add --int8")
-        if int8_options["preprocess"] and not int8:
+        if int8_options["preprocess"] is not None and not int8 and check_inputs is None:
             raise OnnxSlimError(
-                "--preprocess reads INT8 calibration images: add --int8 --calibration FOLDER"
+                "--preprocess reads images: add --int8 --calibration FOLDER "
+                "or --check-inputs FOLDER"
             )
         if int8 and dtype != "fp32":
             raise OnnxSlimError("--int8 and --dtype fp16 exclude each other: choose one")
@@ -454,6 +455,10 @@ def optimize_command(
                     "--shape applies to random inputs (--calibration random:N); "
                     "the calibration data fixes its own shapes"
                 )
+        elif check_inputs is not None:
+            data.check_preprocess(
+                check_inputs, int8_options["preprocess"], "--check-inputs", "--preprocess"
+            )
         # fails fast, with a clear line, on a file that is not a usable model
         model = io.load(input_path)
         shape_map = data.parse_shapes(shapes)
@@ -469,7 +474,11 @@ def optimize_command(
                 for spec in data.input_specs(model)
             ]
             samples = data.load_samples(
-                check_inputs, specs, what="--check-inputs", default_pixels=True
+                check_inputs,
+                specs,
+                int8_options["preprocess"],
+                what="--check-inputs",
+                default_pixels=True,
             )
         console = tables.report_console(quiet)
         messages = tables.message_console()  # warnings: shown with --quiet too
