@@ -677,8 +677,35 @@ def test_a_dead_or_constant_channel_is_no_score():
     y[0, 2] = 0.3  # constant
     assert probability_channels([{"y": y}], "y") is None
     y[0, 3] = np.linspace(0, 1, 50)
-    axis, scores = probability_channels([{"y": y}], "y")
-    assert axis == 1 and scores.tolist() == [False, False, False, True]
+    axis, scores, apart = probability_channels([{"y": y}], "y")
+    assert axis == 1 and scores.tolist() == [False, False, False, True] and apart
+
+
+@pytest.mark.parametrize("classes", [1, 18])
+def test_scores_that_never_fire_are_still_scored_apart_from_the_boxes(classes):
+    """Nudenet's 18-class YOLOv8 on 12 pictures: no class reached half of [0, 1], so its output
+    was scored whole, its boxes (pixels) burying its scores' error (43 dB against 14). Scores
+    that do not fire are compared together (one of a few alone would be noise), never whole."""
+    ref = [_detections(np.random.default_rng(i), classes=classes) for i in range(4)]
+    for r in ref:
+        r["output"][..., 4:] *= 0.2  # peaks of 0.18: nothing fires
+    noisy = [{"output": r["output"] + np.float32(0.02)} for r in ref]
+    pooled = compare_outputs(ref, noisy)
+    scored = scored_drift(ref, noisy, DETECTOR, pooled)
+    assert set(scored) == {"output (its [0, 1] channels)", "output (its other channels)"}
+    assert scored["output (its [0, 1] channels)"].snr_db < 20 < pooled["output"].snr_db
+
+
+def test_an_output_of_scores_alone_is_scored_whole():
+    """basic-pitch's outputs are a Sigmoid's, reshaped: the channels that never fired were taken
+    for "other channels" beside the ones that did. Every channel in [0, 1]: one output."""
+    rng = np.random.default_rng(0)
+    ref = [{"y": rng.uniform(0, 0.1, size=(1, 50, 8)).astype(np.float32)} for _ in range(3)]
+    ref[0]["y"][0, :, 5] = 0.9  # two channels fire
+    ref[1]["y"][0, :, 6] = 0.8
+    noisy = [{"y": r["y"] + np.float32(0.01)} for r in ref]
+    drift = compare_outputs(ref, noisy)
+    assert scored_drift(ref, noisy, OutputKinds(score_outputs=frozenset({"y"})), drift) is drift
 
 
 def test_a_mixed_output_of_another_shape_is_a_mismatch_not_an_error():

@@ -20,7 +20,13 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxslim.bench
 from onnxslim.bench import Latency
 from onnxslim.cpu import CpuInfo
-from onnxslim.drift import compare_outputs, parse_max_drift, scored_drift, worst_snr
+from onnxslim.drift import (
+    compare_outputs,
+    parse_max_drift,
+    scored_drift,
+    with_parts,
+    worst_snr,
+)
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import OutputKinds
@@ -729,6 +735,39 @@ def test_a_selection_sample_past_the_quality_bar_is_flagged_when_the_test_ones_a
     assert "miss it" not in weak
 
 
+def test_a_detectors_scores_drifting_far_are_warned_of_beside_its_boxes():
+    """nudenet's YOLOv8 (not tuned on): output0 at 43.5 dB as a whole, its boxes in pixels
+    burying its 18 class scores at 9.4 dB (a fifth of the detections lost), with no warning. The
+    parts are judged too; a budget, which judges the output whole, is not offered as a remedy."""
+    rng = np.random.default_rng(0)
+    boxes = rng.uniform(0, 320, size=(4, 1, 4, 300))
+    scores = rng.uniform(0, 0.02, size=(4, 1, 18, 300))
+    scores[:, :, 3, :5] = 0.9
+    ref = [
+        {"det": np.concatenate([b, s], axis=1).astype(np.float32)} for b, s in zip(boxes, scores)
+    ]
+    noisy = [
+        {"det": r["det"] + rng.normal(0, 0.05, r["det"].shape).astype(np.float32)} for r in ref
+    ]
+    drift = compare_outputs(ref, noisy)
+    assert drift_warning(drift, None, "test") == []  # whole, it looks fine
+    kinds = OutputKinds(score_outputs=frozenset({"det"}))
+    judged = with_parts(drift, scored_drift(ref, noisy, kinds, drift))
+    (warning,) = drift_warning(judged, None, "test")
+    assert "output 'det (its [0, 1] channels)': snr " in warning and "'det':" not in warning
+    assert warning.endswith(
+        "check it on your task (a detector's detections, say); a budget (--max-drift) judges "
+        "each output whole, where its other channels hide this part's drift"
+    )
+    # the whole output missing too: a budget is a remedy
+    broken = [{"det": r["det"] * np.float32(-1)} for r in ref]
+    drift = compare_outputs(ref, broken)
+    (warning,) = drift_warning(
+        with_parts(drift, scored_drift(ref, broken, kinds, drift)), None, "test"
+    )
+    assert "give --max-drift" in warning
+
+
 def test_quantize_warns_of_a_selection_sample_the_test_samples_do_not_show():
     """quantize passes the kept model's selection drift on: one selection sample 30x louder than
     the rest drifts far, the 8 test samples (the last ones) stay close and no warning of theirs
@@ -1131,6 +1170,34 @@ def test_the_budget_warning_counts_the_int8_weights_kept_by_earlier_choices():
     outcome.kept_float["a"] = "faster in float"
     (warning,) = nothing_int8_warning(outcome, Counter())
     assert "with float weights it is the float model in size too" in warning
+    # with no budget given, the nodes went back for mode auto's quality bar: said so
+    assert warning.startswith("warning: mode auto's quality bar (cosine>=0.99) returned every")
+    assert "A budget of your own looser than the bar (--max-drift) or more" in warning
+    (warning,) = nothing_int8_warning(outcome, Counter(), budget=parse_max_drift("snr>=30"))
+    assert warning.startswith("warning: the budget returned every node left in INT8 to float")
+    assert "A looser budget or more selection samples" in warning
+
+
+def test_dynamic_int8_with_no_matmul_left_in_int8_is_not_timed_as_a_trade(monkeypatch):
+    """openwakeword's melspectrogram (one MatMul beside other weights): static INT8 missed the
+    quality bar, dynamic INT8 met it only with its MatMul in float, and was "kept (2.48x the
+    time)" as dynamic INT8. It is the lossless model: said so, nothing timed."""
+    monkeypatch.setattr(trades, "trade", lambda *args: pytest.fail("timed"))
+    model = ir.from_proto(matmuls_beside_a_big_gemm())
+    ref = [{"y": np.array([[1.0, 0.0]], np.float32)}]
+    far = compare_outputs(ref, [{"y": np.array([[1.0, 0.5]], np.float32)}])
+    exact = compare_outputs(ref, ref)
+    static = Outcome(model, {"MatMul": 3}, {}, [], far, [], mode="static")
+    fallback = [{"node": "mm", "op": "MatMul", "noise_db": 20.0, "int8_weights": False}]
+    lossless = Outcome(model, {}, {}, fallback, exact, [], mode="dynamic")
+    monkeypatch.setattr(dynamic, "quantize_model", lambda *args: lossless)
+    options = dynamic.DynamicOptions()
+    kept, tried = modes.static_or_dynamic(static, model, ([], [], ref), None, options, True)
+    assert kept is lossless and tried is lossless
+    assert kept.notes[-1].endswith(
+        "dynamic INT8 (MatMul) reaches cosine 1.0000 only with its 1 MatMul(s) in float: no INT8 "
+        "left"
+    )
 
 
 def test_static_int8_that_speeds_nothing_up_points_to_dynamic_int8_where_matmuls_are():

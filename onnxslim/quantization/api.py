@@ -23,7 +23,7 @@ from onnxslim.data import (
     load_samples,
     sample_shapes,
 )
-from onnxslim.drift import Budget, compare_outputs, scored_drift
+from onnxslim.drift import Budget, compare_outputs, scored_drift, with_parts
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import OutputKinds, node_count, output_kinds
@@ -345,6 +345,7 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
         elif (
             float_compute is not None
             and outcome.mode == "dynamic"
+            and outcome.quantized  # (not its MatMuls all in float: the lossless model)
             and not bar.check(float_compute.drift)
         ):  # dynamic INT8 replaced static INT8 (closer to float, or faster): worth it still?
             built = [modes.INT8_BUILT_WITH, *static.notes] if static.notes else []
@@ -395,7 +396,7 @@ def _finish(
     stored = outcome.method != "none" and int8_stored(outcome.kept_float)
     if outcome.mode == "static" and stored and made and not computes_int8(outcome, before):
         made = made if modes.INT8_BUILT_WITH in made else [modes.INT8_BUILT_WITH, *made]
-    run.notes += made + nothing_int8_warning(outcome, before, dynamic_untried)
+    run.notes += made + nothing_int8_warning(outcome, before, dynamic_untried, run.budget)
     run.notes += recurrent_note(
         float_model,
         outcome.model,
@@ -419,8 +420,11 @@ def _report(
     config, budget, float_model, notes = run.config, run.budget, run.float_model, run.notes
     quantized, drift = outcome.model, outcome.drift
     selection, test = run.selection, run.test
+    judged = with_parts(drift, outcome.scored)  # (a detector's scores apart from its boxes)
     if test:  # the figures reported: on samples no decision saw
-        drift, test_notes = _test_drift(run.reference, quantized, test, output_kinds(float_model))
+        drift, judged, test_notes = _test_drift(
+            run.reference, quantized, test, output_kinds(float_model)
+        )
         notes += test_notes
         missed = budget.check(drift) if budget else []
         notes += missed_on_test_warning(budget, len(selection), len(test), missed)
@@ -428,8 +432,8 @@ def _report(
         integer_outputs.drop_outputs(model, run.extra)
     split = "test" if test else "selection"
     held_out = selection is not run.calib  # else no selection split: the calibration samples
-    selection_drift = outcome.drift if held_out else None
-    notes += drift_warning(drift, budget, split, len(selection), selection_drift=selection_drift)
+    selection_drift = with_parts(outcome.drift, outcome.scored) if held_out else None
+    notes += drift_warning(judged, budget, split, len(selection), selection_drift=selection_drift)
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
     # random data: the picked dims have their own warning; no INT8: no drift
     if not config.random_inputs and outcome.mode != NO_INT8_MODE:
@@ -557,21 +561,22 @@ def _on_files(
 
 def _test_drift(
     reference: bytes, quantized: ir.Model, test: list, kinds: OutputKinds
-) -> tuple[dict, list[str]]:
-    """Drift on the test samples as ORT runs the model, and notes: the SNR of each part of an
-    output the choices compare in parts (`caveats.parts_notes`; `kinds`: the softmax and
-    score outputs), and a warning when ORT's graph optimizations change the
-    quantized model's results (what ORT runs is not what was written). With exact math
-    (exact.py) the drift is the model's own math and the rewrites go unchecked."""
+) -> tuple[dict, dict, list[str]]:
+    """Drift on the test samples as ORT runs the model, that drift `with_parts` (the parts of
+    each output the choices compare in parts; `kinds`: the softmax and score outputs), and
+    notes: those parts' SNRs (`caveats.parts_notes`), and a warning when ORT's graph
+    optimizations change the quantized model's results (what ORT runs is not what was written).
+    With exact math (exact.py) the drift is the model's own math and the rewrites go unchecked."""
     ref = run_samples(reference, test, int8=False)
     outputs = run_samples(quantized, test)
     drift = compare_outputs(ref, outputs)
-    notes = parts_notes(scored_drift(ref, outputs, kinds, drift))
+    scored = scored_drift(ref, outputs, kinds, drift)
+    notes = parts_notes(scored)
     if not exact.enabled():
         as_written = compare_outputs(ref, run_samples(quantized, test, opt_level="disable"))
         warning = rewrite_warning(drift, as_written)
         notes += [warning] if warning else []
-    return drift, notes
+    return drift, with_parts(drift, scored), notes
 
 
 def _names(model: ir.Model) -> set[str]:

@@ -93,7 +93,9 @@ def drift_warning(
     noisiest nodes to float (on `selection` samples too few to hold one: with more of them),
     or what `remedy` says. Where the `split` misses neither, the `selection_drift` of the same
     model is judged so (a few test samples can miss the rarer inputs the selection samples
-    have: magika's 14 test files all above cosine 0.999, one selection file at 0.968)."""
+    have: magika's 14 test files all above cosine 0.999, one selection file at 0.968). Each
+    drift may hold the parts of an output (`drift.with_parts`: a detector's scores apart from
+    its boxes); where only parts miss, a budget, which judges outputs whole, is no remedy."""
     if budget is not None:
         return []
     warned = _drift_warning(drift, split, selection, remedy)
@@ -114,9 +116,10 @@ def _drift_warning(
     from float (not that of a weak sample, whose cosine measures noise)."""
     by_cosine = sorted(drift.values(), key=_closeness)
     by_snr = sorted((d for d in drift.values() if not _silent(d)), key=_loudness)
+    bars = ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr))
     misses = [
         (bar, missed)
-        for bar, outputs in ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr))
+        for bar, outputs in bars
         if (missed := bar.check({d.name: d for d in outputs}))
     ]
     if not misses:
@@ -128,10 +131,13 @@ def _drift_warning(
         else ""
     )
     spec = ",".join(str(bar) for bar, _ in misses)
+    parts = {d.name for found in output_parts(drift).values() for _, d in found}
+    missed_names = {d.name for bar, outputs in bars for d in outputs if bar.check({d.name: d})}
     remedy = remedy or (
         f"give --max-drift {spec} (max_drift= in Python){more} to return the noisiest nodes "
         "to float"
     )
+    closing = PARTS_CLOSING if missed_names <= parts else f"check it on your task, or {remedy}"
     # the cosine alone missed, each output only on samples with little signal
     missing = [d for d in by_cosine if QUALITY_BAR.check({d.name: d})]
     weak = [_weak_worst_sample(d) for d in missing] if misses[0][0] is QUALITY_BAR else [None]
@@ -145,11 +151,15 @@ def _drift_warning(
         ]
     return [
         f"warning: INT8 drifts far from float on the {split} samples "
-        f"({'; '.join(missed[0] for _, missed in misses)}): check it on your task, or {remedy}"
-        f"{unseen}"
+        f"({'; '.join(missed[0] for _, missed in misses)}): {closing}{unseen}"
     ]
 
 
+#: How a warning of parts of outputs alone (a detector's scores) ends.
+PARTS_CLOSING = (
+    "check it on your task (a detector's detections, say); a budget (--max-drift) judges each "
+    "output whole, where its other channels hide this part's drift"
+)
 #: A sample whose float output's norm is below this share of the samples' RMS norm is weak: its
 #: cosine to INT8's measures noise (CRAFT's score map of a picture without text peaks at 0.02)
 WEAK_SIGNAL = 0.1
@@ -355,12 +365,16 @@ def computes_int8(outcome: Outcome, before: Counter) -> bool:
 
 
 def nothing_int8_warning(
-    outcome: Outcome, before: Counter, dynamic_untried: bool = False
+    outcome: Outcome,
+    before: Counter,
+    dynamic_untried: bool = False,
+    budget: Budget | None = None,
 ) -> list[str]:
     """A warning when no weighted node computes in INT8 that did not before (`before`: the
     input's `integer_kernels`): nothing heavy is faster, so the result is no faster than the
-    lossless float model; why (the budget, a model quantized already, the planner's reasons);
-    `dynamic_untried`: static INT8 was chosen where MatMuls could compute in dynamic INT8."""
+    lossless float model; why (the `budget`, None: mode auto's quality bar; a model quantized
+    already, the planner's reasons); `dynamic_untried`: static INT8 was chosen where MatMuls
+    could compute in dynamic INT8."""
     stored = int8_stored(outcome.kept_float)
     if outcome.mode == WEIGHT_ONLY_MODE and stored:  # chosen, its note says why
         return []
@@ -373,12 +387,19 @@ def nothing_int8_warning(
             if stored
             else "with float weights it is the float model in size too"
         )
+        goal, looser = (
+            ("the budget", "A looser budget")
+            if budget
+            else (
+                f"mode auto's quality bar ({QUALITY_BAR})",
+                "A budget of your own looser than the bar (--max-drift)",
+            )
+        )
         return [
-            f"warning: the budget returned every node left in INT8 to float "
+            f"warning: {goal} returned every node left in INT8 to float "
             f"({len(outcome.fallback)} node(s)): nothing heavy computes in INT8, so it is no "
-            f"faster than onnxslim's lossless float model (without --int8); {weights}. A looser "
-            "budget or more selection samples (a narrower margin for new samples) leave more in "
-            "INT8"
+            f"faster than onnxslim's lossless float model (without --int8); {weights}. {looser} "
+            "or more selection samples (a narrower margin for new samples) leave more in INT8"
         ]
     reasons = kept_float_counts(outcome.kept_float)
     why = (

@@ -104,7 +104,7 @@ def static_or_dynamic(
         else f"worst selection sample has cosine {before:.4f} to float"
     )
     reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 ({_ops(outcome)})"
-    if not most:
+    if not most and outcome.quantized:
         lead = f"{reason} reaches cosine {after:.4f}"
         return _timed_choice(static, outcome, data[1][0], lead), outcome
     in_float = f"{len(outcome.fallback)} MatMul(s) in float"
