@@ -62,8 +62,18 @@ from models.zoo import (  # noqa: E402
 )
 from onnxslim.bench import benchmark  # noqa: E402
 from onnxslim.cpu import cpu_info  # noqa: E402
-from onnxslim.drift import NEAR_ZERO, TensorSnr, compare_outputs, parse_max_drift  # noqa: E402
+from onnxslim.drift import (  # noqa: E402
+    NEAR_ZERO,
+    TensorSnr,
+    compare_outputs,
+    parse_max_drift,
+    probability_channels,
+    scored_drift,
+    with_parts,
+)
 from onnxslim.errors import CheckFailedError  # noqa: E402
+from onnxslim.model import io  # noqa: E402
+from onnxslim.model.graph import output_kinds  # noqa: E402
 from onnxslim.optimizer import optimize  # noqa: E402
 from onnxslim.quantization import api, exact, modes, quantize, targets  # noqa: E402
 from onnxslim.quantization.builder import QuantBuilder, run_samples  # noqa: E402
@@ -94,6 +104,10 @@ MASKS = {"ppocrv4_det": 0.3}
 # CTC text recognizers: the blank class of their per-step softmax; compared as the text greedy
 # decoding reads (the best class per step, repeats merged, blanks dropped).
 CTC_BLANK = {"ppocrv4_rec": 0}
+# Detectors: the score threshold their users keep detections at; compared as the SNR of the
+# output's score channels alone (its box coordinates in pixels bury their error pooled) and as
+# the (anchor, class) scores above it that INT8 keeps.
+DETECTIONS = {"yolov8n_320": 0.25}
 MAX_LISTED = 8  # fallback nodes named per model in the notes
 # --ablation: quantize() options per column (static INT8, the levers one by one); the last is the
 # default (mode auto).
@@ -292,6 +306,26 @@ def mask_agreement(ref: list[dict], outputs: list[dict], threshold: float) -> di
     return {"iou": inter / union if union else 1.0, "with_mask": with_mask, "emptied": emptied}
 
 
+def detection_agreement(ref: list[dict], outputs: list[dict], threshold: float) -> dict:
+    """The first output's score channels (`drift.probability_channels` on float's outputs): their
+    SNR over the test split, and float's (anchor, class) scores above `threshold`, how many INT8
+    keeps above it and how many it adds."""
+    key = next(iter(ref[0]))
+    axis, channels, _ = probability_channels(ref, key)
+
+    def scores(out: dict) -> np.ndarray:
+        return np.moveaxis(out[key], axis, -1)[..., channels].astype(np.float64)
+
+    pairs = [(scores(r), scores(o)) for r, o in zip(ref, outputs)]
+    signal = sum(float(np.square(a).sum()) for a, _ in pairs)
+    noise = sum(float(np.square(a - b).sum()) for a, b in pairs)
+    found = sum(int((a > threshold).sum()) for a, _ in pairs)
+    kept = sum(int(((a > threshold) & (b > threshold)).sum()) for a, b in pairs)
+    added = sum(int(((a <= threshold) & (b > threshold)).sum()) for a, b in pairs)
+    snr = 10 * math.log10(signal / noise) if noise else math.inf
+    return {"snr_db": snr, "found": found, "kept": kept, "added": added}
+
+
 def text_agreement(ref: list[dict], outputs: list[dict], blank: int) -> dict:
     """The share of samples whose greedy CTC decoding of the first output (`blank` the blank
     class) reads the same text as float's, and of time steps with the same best class."""
@@ -392,10 +426,16 @@ def run(name: str, budget: str | None, runs: int, work: Path, target: str) -> di
             row[key]["mask"] = mask_agreement(ref, outputs[key], MASKS[name])
         if name in CTC_BLANK:
             row[key]["text"] = text_agreement(ref, outputs[key], CTC_BLANK[name])
+        if name in DETECTIONS:
+            row[key]["detections"] = detection_agreement(ref, outputs[key], DETECTIONS[name])
     if name in PIXEL_STEP:
         row["pixel_noise"] = pixel_noise(src, test, ref, PIXEL_STEP[name], classifier, thumbnails)
     if budgeted:
-        missed = parse_max_drift(budget).check(compare_outputs(ref, outputs["onnxslim_budget"]))
+        # as the tool judges it: every output, and a detector's scores apart from its boxes
+        drift = compare_outputs(ref, outputs["onnxslim_budget"])
+        kinds = output_kinds(io.from_proto(onnx.load(src)))
+        scored = scored_drift(ref, outputs["onnxslim_budget"], kinds, drift)
+        missed = parse_max_drift(budget).check(with_parts(drift, scored))
         row["budget_on_test"] = missed[0] if missed else "holds"
     return row
 
@@ -542,6 +582,16 @@ def notes(rows: list[dict]) -> str:
                 f"{b['texts']:.3f} / {c['texts']:.3f} of the test samples (ours / ORT / ORT uint8 "
                 f"activations); the same best class at {a['steps']:.4f} / {b['steps']:.4f} / "
                 f"{c['steps']:.4f} of the time steps"
+            )
+        if "detections" in ours:
+            a, b, c = ours["detections"], ort["detections"], row["ort_x86"]["detections"]
+            lines.append(
+                f"  - scores (the output's [0, 1] channels alone) SNR over the test split "
+                f"{_fmt(a['snr_db'], '.1f')} / {_fmt(b['snr_db'], '.1f')} / "
+                f"{_fmt(c['snr_db'], '.1f')} dB (ours / ORT / ORT uint8 activations); of float's "
+                f"{a['found']} scores above {DETECTIONS[row['model']]} (anchor and class), INT8 "
+                f"keeps {a['kept']} / {b['kept']} / {c['kept']} and adds {a['added']} / "
+                f"{b['added']} / {c['added']}"
             )
         if row["budget_error"]:
             lines.append(f"  - budget {row['budget']}: {row['budget_error']}")

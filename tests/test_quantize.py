@@ -4016,6 +4016,36 @@ def test_the_report_gives_each_part_of_an_output_mixing_scores_with_other_channe
     )
 
 
+def test_a_budget_holds_a_detectors_scores_apart_from_its_boxes():
+    """A conv's box channels (then in pixels) share its output's scale with its score logits: the
+    output reads 35 dB whole, its scores 20. `--max-drift snr>=25` held on the output whole with
+    nothing in float (nudenet: cosine>=0.99 held at 9 dB on its scores); it judges each part."""
+    rng = np.random.default_rng(0)
+    w = (rng.normal(size=(6, 3, 3, 3)) * 0.8).astype(np.float32)
+    w[:4] *= 10
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Split", ["c", "sizes"], ["raw", "logits"], axis=1),
+        helper.make_node("Mul", ["raw", "pixels"], ["boxes"]),
+        helper.make_node("Sigmoid", ["logits"], ["scores"]),
+        helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1),
+    ]
+    inits = [const("w", w), const("sizes", np.array([4, 2], np.int64))]
+    inits.append(const("pixels", np.array(100.0, np.float32)))
+    model = make_model(nodes, [vi("x", FLOAT, [1, 3, 8, 8])], [vi("y", FLOAT, [1, 6, 8, 8])], inits)
+    data = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32) * 3} for _ in range(40)]
+
+    def parts_snr(report) -> list[float]:
+        (note,) = [n for n in report.notes if n.startswith("output 'y' in parts")]
+        return [float(db) for db in re.findall(r"([\d.]+) dB", note)]
+
+    plain = quantize(model, data, **FAST).report
+    assert not plain.fallback and plain.drift["y"].snr_db > 30
+    assert min(parts_snr(plain)) < 25
+    held = quantize(model, data, max_drift="snr>=25", **FAST).report
+    assert held.fallback and min(parts_snr(held)) > 25
+
+
 def test_a_slow_model_is_timed_with_fewer_runs_within_the_time_given(monkeypatch):
     """caustic-nmr's GNN takes a second a run: 30 interleaved runs of each model per timed choice,
     90 near the rule's edge, took minutes. A timing given `seconds` stops there, after

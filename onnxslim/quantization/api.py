@@ -426,7 +426,7 @@ def _report(
             run.reference, quantized, test, output_kinds(float_model)
         )
         notes += test_notes
-        missed = budget.check(drift) if budget else []
+        missed = budget.check(judged) if budget else []
         notes += missed_on_test_warning(budget, len(selection), len(test), missed)
     for model in (quantized, outcome.all_int8, float_model):
         integer_outputs.drop_outputs(model, run.extra)

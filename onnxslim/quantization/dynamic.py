@@ -32,6 +32,7 @@ from onnxslim.drift import (
     added_noise_db,
     compare_outputs,
     scored_drift,
+    with_parts,
     worst_snr,
 )
 from onnxslim.model import io
@@ -131,7 +132,8 @@ def quantize_model(
         outputs = run_samples(model, selection)
         drift = compare_outputs(ref_outputs, outputs)
         scored = scored_drift(ref_outputs, outputs, kinds, drift)
-        return _Attempt(model, drift, budget.check(drift) if budget else [], left, scored)
+        missed = budget.check(with_parts(drift, scored)) if budget else []
+        return _Attempt(model, drift, missed, left, scored)
 
     proto, first, muls, smoothing_notes = _smoothing_choice(
         float_model, calib, options, attempt_on, bool(kinds.logit_axes)

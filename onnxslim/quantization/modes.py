@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import onnx
 import onnx_ir as ir
 
-from onnxslim.drift import Budget, Drift, compare_outputs, scored_drift
+from onnxslim.drift import Budget, Drift, compare_outputs, scored_drift, with_parts
 from onnxslim.model import io
 from onnxslim.model.graph import OutputKinds
 from onnxslim.passes.prune import DeduplicateInitializers
@@ -165,7 +165,8 @@ def dynamic_lstms(
         else "the others in float"
     )
     what = f"{count} LSTM(s) in dynamic INT8 (ORT's DynamicQuantizeLSTM) beside {beside}"
-    missed = budget.check(drift) if budget else []
+    scored = scored_drift(ref_outputs, outputs, kinds, drift)
+    missed = budget.check(with_parts(drift, scored)) if budget else []
     if missed:
         note = f"{what}: not kept ({missed[0]} on the selection samples)"
         return dataclasses.replace(static, notes=[*static.notes, note]), True
@@ -177,7 +178,7 @@ def dynamic_lstms(
         quantized=dict(quantized),
         drift=drift,
         # compared as static's own drift was (`scored`, or as the model outputs it)
-        scored=None if static.scored is None else scored_drift(ref_outputs, outputs, kinds, drift),
+        scored=None if static.scored is None else scored,
         notes=list(static.notes),
         weight_rounding="gptq" if gptq_on else static.weight_rounding,
     )

@@ -9,7 +9,7 @@ from collections import Counter
 
 import onnx_ir as ir
 
-from onnxslim.drift import Budget, compared_samples
+from onnxslim.drift import Budget, compared_samples, with_parts
 from onnxslim.model import io
 from onnxslim.model.graph import OutputKinds
 from onnxslim.quantization import exact, levers, trades
@@ -96,7 +96,8 @@ def static_int8(
         )
     quantized, info, drift, scored = chosen.model, chosen.info, chosen.drift, chosen.scored
     notes += trade_notes
-    violations = config.max_drift.check(drift) if config.max_drift else []
+    # (a detector's scores judged apart from its boxes too)
+    violations = config.max_drift.check(with_parts(drift, scored)) if config.max_drift else []
     fallback: list[dict] = []
     all_int8 = None
     if violations:
@@ -205,7 +206,9 @@ def float_compute_twin(
         choice = levers.Choice(builder, *builder.build(**build))
     kept = _measured(choice, selection, ref_outputs)
     model, float_info, drift = kept.model, kept.info, kept.drift
-    if budget and budget.check(drift):  # (the other bias correction is not tried for it)
+    if budget and budget.check(
+        with_parts(drift, kept.scored)
+    ):  # (the other bias correction is not tried for it)
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
     # ops without an int8 kernel (ConvTranspose) computed in float on int8 weights already
