@@ -95,7 +95,7 @@ def drift_warning(
     model is judged so (a few test samples can miss the rarer inputs the selection samples
     have: magika's 14 test files all above cosine 0.999, one selection file at 0.968). Each
     drift may hold the parts of an output (`drift.with_parts`: a detector's scores apart from
-    its boxes); where only parts miss, a budget, which judges outputs whole, is no remedy."""
+    its boxes), which a budget judges too."""
     if budget is not None:
         return []
     warned = _drift_warning(drift, split, selection, remedy)
@@ -116,10 +116,9 @@ def _drift_warning(
     from float (not that of a weak sample, whose cosine measures noise)."""
     by_cosine = sorted(drift.values(), key=_closeness)
     by_snr = sorted((d for d in drift.values() if not _silent(d)), key=_loudness)
-    bars = ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr))
     misses = [
         (bar, missed)
-        for bar, outputs in bars
+        for bar, outputs in ((QUALITY_BAR, by_cosine), (SNR_BAR, by_snr))
         if (missed := bar.check({d.name: d for d in outputs}))
     ]
     if not misses:
@@ -131,13 +130,10 @@ def _drift_warning(
         else ""
     )
     spec = ",".join(str(bar) for bar, _ in misses)
-    parts = {d.name for found in output_parts(drift).values() for _, d in found}
-    missed_names = {d.name for bar, outputs in bars for d in outputs if bar.check({d.name: d})}
     remedy = remedy or (
         f"give --max-drift {spec} (max_drift= in Python){more} to return the noisiest nodes "
         "to float"
     )
-    closing = PARTS_CLOSING if missed_names <= parts else f"check it on your task, or {remedy}"
     # the cosine alone missed, each output only on samples with little signal
     missing = [d for d in by_cosine if QUALITY_BAR.check({d.name: d})]
     weak = [_weak_worst_sample(d) for d in missing] if misses[0][0] is QUALITY_BAR else [None]
@@ -151,15 +147,11 @@ def _drift_warning(
         ]
     return [
         f"warning: INT8 drifts far from float on the {split} samples "
-        f"({'; '.join(missed[0] for _, missed in misses)}): {closing}{unseen}"
+        f"({'; '.join(missed[0] for _, missed in misses)}): check it on your task, or {remedy}"
+        f"{unseen}"
     ]
 
 
-#: How a warning of parts of outputs alone (a detector's scores) ends.
-PARTS_CLOSING = (
-    "check it on your task (a detector's detections, say); a budget (--max-drift) judges each "
-    "output whole, where its other channels hide this part's drift"
-)
 #: A sample whose float output's norm is below this share of the samples' RMS norm is weak: its
 #: cosine to INT8's measures noise (CRAFT's score map of a picture without text peaks at 0.02)
 WEAK_SIGNAL = 0.1
