@@ -307,23 +307,24 @@ def mask_agreement(ref: list[dict], outputs: list[dict], threshold: float) -> di
 
 
 def detection_agreement(ref: list[dict], outputs: list[dict], threshold: float) -> dict:
-    """The first output's score channels (`drift.probability_channels` on float's outputs): their
-    SNR over the test split, and float's (anchor, class) scores above `threshold`, how many INT8
-    keeps above it and how many it adds."""
+    """The first output's score channels (`drift.probability_channels` on float's outputs: all of
+    them where it finds none apart): their SNR over the test split, and float's (anchor, class)
+    scores above `threshold`, how many INT8 keeps above it and how many it adds."""
     key = next(iter(ref[0]))
-    axis, channels, _ = probability_channels(ref, key)
+    found = probability_channels(ref, key)
+    axis, channels = (found[0], found[1]) if found else (-1, slice(None))
 
     def scores(out: dict) -> np.ndarray:
-        return np.moveaxis(out[key], axis, -1)[..., channels].astype(np.float64)
+        return np.moveaxis(out[key], axis, -1)[..., channels]
 
     pairs = [(scores(r), scores(o)) for r, o in zip(ref, outputs)]
-    signal = sum(float(np.square(a).sum()) for a, _ in pairs)
-    noise = sum(float(np.square(a - b).sum()) for a, b in pairs)
-    found = sum(int((a > threshold).sum()) for a, _ in pairs)
-    kept = sum(int(((a > threshold) & (b > threshold)).sum()) for a, b in pairs)
-    added = sum(int(((a <= threshold) & (b > threshold)).sum()) for a, b in pairs)
-    snr = 10 * math.log10(signal / noise) if noise else math.inf
-    return {"snr_db": snr, "found": found, "kept": kept, "added": added}
+    drift = compare_outputs(*([{"s": x} for x in xs] for xs in zip(*pairs)))["s"]
+    return {
+        "snr_db": drift.snr_db,
+        "found": sum(int((a > threshold).sum()) for a, _ in pairs),
+        "kept": sum(int(((a > threshold) & (b > threshold)).sum()) for a, b in pairs),
+        "added": sum(int(((a <= threshold) & (b > threshold)).sum()) for a, b in pairs),
+    }
 
 
 def text_agreement(ref: list[dict], outputs: list[dict], blank: int) -> dict:

@@ -336,8 +336,9 @@ def probability_channels(
     value in [0, 1], not one constant value: a dead or constant channel is not one) and whether
     they are few enough to compare each apart (FEW_SCORES of FEW_CHANNELS at most, each spanning
     half of [0, 1] or more: a score that fires; one that does not compares as noise). None where
-    all or none are, or there is no such axis. (Nudenet's 18-class YOLOv8: no class fired on half
-    of 12 pictures, so its scores went unseen beside its boxes, 14 dB against 43.)"""
+    none are, or every channel lies in [0, 1], or there is no such axis. (Nudenet's 18-class
+    YOLOv8: no class fired on half of 12 pictures, so its scores went unseen beside its boxes,
+    9 dB against 43.)"""
     arrays = [r.get(name) for r in ref_outputs]
     if not arrays or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays):
         return None
@@ -355,8 +356,9 @@ def probability_channels(
         rows = np.moveaxis(a, axis, -1).reshape(-1, shape[axis])
         if rows.size:
             low, high = np.minimum(low, rows.min(axis=0)), np.maximum(high, rows.max(axis=0))
-    scores = (low >= 0) & (high <= 1) & (high > low)
-    if not scores.any() or scores.all():
+    in_unit = (low >= 0) & (high <= 1)
+    scores = in_unit & (high > low)
+    if not scores.any() or in_unit.all():  # (a Sigmoid map with a channel at 0: one output)
         return None
     fires = high - low >= 0.5
     apart = scores.size <= FEW_CHANNELS and scores.sum() <= FEW_SCORES and fires[scores].all()
@@ -393,7 +395,7 @@ def kind_views(
             rows = np.moveaxis(x, axis, -1).reshape(-1, scores.size) if x is not None else None
             for part, columns in score_parts(scores, apart):
                 if rows is not None:
-                    view[name + part] = rows[:, columns]
+                    view[name + part] = rows[None, :, columns]  # (3-D: no top-1 of anchors)
                 elif name in other:
                     view[name + part] = q
     return ref_view, other_view

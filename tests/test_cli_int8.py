@@ -121,14 +121,15 @@ def test_int8_calibration_errors_name_the_option(tmp_path, demo_path, args, mess
 
 def test_preprocess_without_int8_or_inputs_is_an_error(tmp_path, demo_path):
     """--preprocess reads calibration, check or benchmark images: alone, or with arrays, it
-    would do nothing."""
+    would do nothing (and --check-inputs with --no-check)."""
     proc = run_cli(demo_path, "-o", tmp_path / "x.onnx", "--preprocess", "resize=32")
     message = "--preprocess reads images: add --int8 --calibration FOLDER or --check-inputs"
     assert_one_line_error(proc, 2, message)
-    arrays = run_cli(
-        demo_path, "--check-inputs", _calibration_folder(tmp_path), "--preprocess", "scale=1"
-    )
+    folder = _calibration_folder(tmp_path)
+    arrays = run_cli(demo_path, "--check-inputs", folder, "--preprocess", "scale=1")
     assert_one_line_error(arrays, 2, "holds arrays; preprocess applies to images only")
+    unchecked = run_cli(demo_path, "--check-inputs", folder, "--no-check")
+    assert_one_line_error(unchecked, 2, "--check-inputs gives the check inputs; --no-check skips")
     proc = run_cli("bench", demo_path, "--preprocess", "scale=1", "--no-memory")
     assert_one_line_error(proc, 2, "--preprocess applies to images given as --inputs; none were")
 

@@ -272,7 +272,7 @@ def test_images_on_a_dynamic_model_need_a_size(tmp_path, dynamic):
     assert proc.returncode == 0 and "outputs match" in proc.stdout, proc.stderr
     proc = run_cli(*check, "--preprocess", "scale=1,mean=127,std=128")
     assert proc.returncode == 0 and "outputs match" in proc.stdout, proc.stderr
-    bad = tmp_path / "bad.onnx"  # --preprocess applied: 16x16x3 is not 3x16x16
+    bad = tmp_path / "bad.onnx"  # --preprocess applied: NHWC pictures are no 3x16x16 input
     proc = run_cli(fixed, "-o", bad, "--check-inputs", folder, "--preprocess", "layout=NHWC")
     assert_one_line_error(proc, 2, "0.png: input 'x' has shape [1,3,16,3], the model expects")
     assert not bad.exists()

@@ -670,7 +670,8 @@ def test_only_outputs_a_score_op_computes_are_compared_in_parts():
 
 
 def test_a_dead_or_constant_channel_is_no_score():
-    """A ReLU map's dead channel lies in [0, 1] too; a score spans most of it."""
+    """A ReLU map's dead channel lies in [0, 1] too; a score varies (and fires: spans half of
+    [0, 1], to be compared apart)."""
     rng = np.random.default_rng(0)
     y = rng.uniform(-3, 3, size=(1, 4, 50)).astype(np.float32)
     y[0, 1] = 0.0  # dead
@@ -684,7 +685,7 @@ def test_a_dead_or_constant_channel_is_no_score():
 @pytest.mark.parametrize("classes", [1, 18])
 def test_scores_that_never_fire_are_still_scored_apart_from_the_boxes(classes):
     """Nudenet's 18-class YOLOv8 on 12 pictures: no class reached half of [0, 1], so its output
-    was scored whole, its boxes (pixels) burying its scores' error (43 dB against 14). Scores
+    was scored whole, its boxes (pixels) burying its scores' error (43 dB against 9). Scores
     that do not fire are compared together (one of a few alone would be noise), never whole."""
     ref = [_detections(np.random.default_rng(i), classes=classes) for i in range(4)]
     for r in ref:
@@ -694,15 +695,21 @@ def test_scores_that_never_fire_are_still_scored_apart_from_the_boxes(classes):
     scored = scored_drift(ref, noisy, DETECTOR, pooled)
     assert set(scored) == {"output (its [0, 1] channels)", "output (its other channels)"}
     assert scored["output (its [0, 1] channels)"].snr_db < 20 < pooled["output"].snr_db
+    # parts are no [anchors, classes] table: no top-1 over anchors (a top1 budget judged it)
+    assert all(d.top1_agreement is None for d in scored.values())
 
 
 def test_an_output_of_scores_alone_is_scored_whole():
     """basic-pitch's outputs are a Sigmoid's, reshaped: the channels that never fired were taken
-    for "other channels" beside the ones that did. Every channel in [0, 1]: one output."""
+    for "other channels" beside the ones that did. Every channel in [0, 1] (one constant, a
+    saturated sigmoid's: as "other channels" it had no signal, an SNR no budget meets): one
+    output."""
     rng = np.random.default_rng(0)
     ref = [{"y": rng.uniform(0, 0.1, size=(1, 50, 8)).astype(np.float32)} for _ in range(3)]
     ref[0]["y"][0, :, 5] = 0.9  # two channels fire
     ref[1]["y"][0, :, 6] = 0.8
+    for r in ref:
+        r["y"][0, :, 7] = 0.0
     noisy = [{"y": r["y"] + np.float32(0.01)} for r in ref]
     drift = compare_outputs(ref, noisy)
     assert scored_drift(ref, noisy, OutputKinds(score_outputs=frozenset({"y"})), drift) is drift

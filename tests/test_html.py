@@ -95,6 +95,7 @@ def _int8_report(**changes):
         fallback=[{"node": "conv_b", "op": "Conv", "noise_db": 12.5}],
         drift={"y": Drift("y", "float32", (1, 10), cosine=0.988, min_cosine=0.985, snr_db=15.2)},
         budget="cosine>=0.99", violations=[], latency_float_ms=2.0, latency_int8_ms=1.25,
+        test_violations=["output 'y': worst-sample cosine 0.985 fails cosine>=0.99"],
         notes=["samples: 40 calibration ...", "warning: ORT rewrites", "kept CLE"],
         layers=[
             {"node": "conv_a", "op": "Conv", "own_db": 30.0, "accumulated_db": 30.0},

@@ -1185,8 +1185,7 @@ def test_dynamic_int8_with_no_matmul_left_in_int8_is_not_timed_as_a_trade(monkey
     kept, tried = modes.static_or_dynamic(static, model, ([], [], ref), None, options, True)
     assert kept is lossless and tried is lossless
     assert kept.notes[-1].endswith(
-        "dynamic INT8 (MatMul) reaches cosine 1.0000 only with its 1 MatMul(s) in float: no INT8 "
-        "left"
+        "dynamic INT8 (MatMul) reaches cosine 1.0000 only with its 1 MatMul in float: no INT8 left"
     )
 
 
@@ -1979,9 +1978,9 @@ def test_a_budget_met_with_nodes_in_float_names_what_dynamic_int8_would_quantize
 
 
 def test_excluded_lstms_are_neither_tried_in_dynamic_int8_nor_named_as_such(monkeypatch):
-    """`--exclude-op LSTM`: dynamic INT8, timed against static INT8 meeting a budget with a node
-    back in float, is named by what it quantizes here (a note said "MatMul, LSTM"), and the
-    LSTM left float is said to be excluded (not "tried and not kept")."""
+    """`--exclude-op LSTM`: the LSTM's share of the weights no longer makes auto mode try it in
+    dynamic INT8 (with a budget: "leaving the LSTMs float", timed), and the LSTM left float is
+    said to be excluded (not "tried and not kept")."""
     monkeypatch.setattr(trades, "trade", lambda *args, **kwargs: (False, "mocked"))
     vnni = targets.TARGETS["vnni"]  # target auto as on a CPU with VNNI, on any CPU
     monkeypatch.setattr(api, "resolve_target", lambda target: (vnni, "mocked"))
@@ -1989,11 +1988,14 @@ def test_excluded_lstms_are_neither_tried_in_dynamic_int8_nor_named_as_such(monk
     model, data = lstm_model()
     options = {**FAST, "target": "auto", "measure_latency": True, "exclude_ops": {"LSTM"}}
     notes = quantize(model, data * 4, max_drift="cosine>=0.99999", **options).report.notes
-    (timed,) = [n for n in notes if "too, kept if faster" in n]
-    assert "; dynamic INT8 (MatMul) too, kept if faster: not kept (mocked)" in timed
-    assert not [n for n in notes if "DynamicQuantizeLSTM" in n]
+    assert not [n for n in notes if "leaving the LSTMs" in n or "DynamicQuantizeLSTM" in n]
     (recurrent,) = [n for n in notes if n.startswith("recurrent nodes left in float")]
     assert recurrent.endswith("; the LSTMs are excluded (--exclude-op, --exclude-node)")
+    float_model = ir.from_proto(model)
+    assert dynamic.recurrent_share(float_model) > 0.9
+    assert dynamic.recurrent_share(float_model, excluded={"lstm"}) == 0
+    assert covers_most_weights(float_model)
+    assert not covers_most_weights(float_model, excluded={"lstm"})
 
 
 def lstm_model(one_sign: bool = False) -> tuple[onnx.ModelProto, list[dict]]:
@@ -4006,13 +4008,13 @@ def test_the_report_gives_each_part_of_an_output_mixing_scores_with_other_channe
     )
 
 
-def test_a_budget_holds_a_detectors_scores_apart_from_its_boxes():
-    """A conv's box channels (then in pixels) share its output's scale with its score logits: the
-    output reads 35 dB whole, its scores 20. `--max-drift snr>=25` held on the output whole with
-    nothing in float (nudenet: cosine>=0.99 held at 9 dB on its scores); it judges each part."""
+def boxes_beside_scores(box_gain: float) -> tuple[onnx.ModelProto, list[dict]]:
+    """A conv whose 4 box channels (then in pixels; their weights `box_gain` times its 2 score
+    logits') share its output's scale with its score logits, concatenated with their sigmoids as
+    a detector's output; with samples."""
     rng = np.random.default_rng(0)
     w = (rng.normal(size=(6, 3, 3, 3)) * 0.8).astype(np.float32)
-    w[:4] *= 10
+    w[:4] *= box_gain
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Split", ["c", "sizes"], ["raw", "logits"], axis=1),
@@ -4023,17 +4025,34 @@ def test_a_budget_holds_a_detectors_scores_apart_from_its_boxes():
     inits = [const("w", w), const("sizes", np.array([4, 2], np.int64))]
     inits.append(const("pixels", np.array(100.0, np.float32)))
     model = make_model(nodes, [vi("x", FLOAT, [1, 3, 8, 8])], [vi("y", FLOAT, [1, 6, 8, 8])], inits)
-    data = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32) * 3} for _ in range(40)]
+    return model, [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32) * 3} for _ in range(40)]
 
-    def parts_snr(report) -> list[float]:
-        (note,) = [n for n in report.notes if n.startswith("output 'y' in parts")]
-        return [float(db) for db in re.findall(r"([\d.]+) dB", note)]
 
+def _parts_snr(report) -> list[float]:
+    """The SNRs of the note giving output 'y' in parts."""
+    (note,) = [n for n in report.notes if n.startswith("output 'y' in parts")]
+    return [float(db) for db in re.findall(r"([\d.]+) dB", note)]
+
+
+def test_a_budget_holds_a_detectors_scores_apart_from_its_boxes():
+    """The output reads 35 dB whole, its scores 20. `--max-drift snr>=25` held on the output whole
+    with nothing in float (nudenet: cosine>=0.99 held at 9 dB on its scores); it judges each
+    part, on the selection samples and then on the test samples."""
+    model, data = boxes_beside_scores(10)
     plain = quantize(model, data, **FAST).report
     assert not plain.fallback and plain.drift["y"].snr_db > 30
-    assert min(parts_snr(plain)) < 25
+    assert min(_parts_snr(plain)) < 25
     held = quantize(model, data, max_drift="snr>=25", **FAST).report
-    assert held.fallback and min(parts_snr(held)) > 25
+    assert held.fallback and min(_parts_snr(held)) > 25 and not held.test_violations
+
+
+def test_a_detectors_scores_past_the_quality_bar_are_warned_of():
+    """Whole, the output is above the quality bars; its scores, a part, are not: warned of."""
+    model, data = boxes_beside_scores(30)
+    report = quantize(model, data, **FAST).report
+    assert report.drift["y"].snr_db > 17 and min(_parts_snr(report)) < 17
+    (warning,) = [n for n in report.notes if n.startswith("warning: INT8 drifts far")]
+    assert "output 'y (its [0, 1] channel" in warning and "output 'y':" not in warning
 
 
 def test_a_slow_model_is_timed_with_fewer_runs_within_the_time_given(monkeypatch):

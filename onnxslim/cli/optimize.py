@@ -123,7 +123,8 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--check-inputs",
     type=click.Path(exists=True, path_type=Path),
-    help="Inputs for the check: a .npy/.npz file or a folder of them [default: random].",
+    help="Inputs for the check: a .npy/.npz file or a folder of them, or of images (see "
+    "--preprocess) [default: random].",
 )
 @click.option(
     "--shape",
@@ -414,6 +415,8 @@ def optimize_command(
                 "--preprocess reads images: add --int8 --calibration FOLDER "
                 "or --check-inputs FOLDER"
             )
+        if no_check and check_inputs is not None:
+            raise OnnxSlimError("--check-inputs gives the check inputs; --no-check skips it")
         if int8 and dtype != "fp32":
             raise OnnxSlimError("--int8 and --dtype fp16 exclude each other: choose one")
         if int8 and check_inputs is not None:

@@ -345,14 +345,17 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
         elif (
             float_compute is not None
             and outcome.mode == "dynamic"
-            and outcome.quantized  # (not its MatMuls all in float: the lossless model)
-            and not bar.check(float_compute.drift)
+            and not bar.check(float_compute.judged)
         ):  # dynamic INT8 replaced static INT8 (closer to float, or faster): worth it still?
             built = [modes.INT8_BUILT_WITH, *static.notes] if static.notes else []
             float_compute.notes += [*built, outcome.notes[-1]]  # (why dynamic replaced static)
-            outcome = modes.int8_or_float(
-                outcome, float_compute, selection[0], dynamic_int8=True, random_inputs=random
-            )
+            if outcome.quantized:
+                outcome = modes.int8_or_float(
+                    outcome, float_compute, selection[0], dynamic_int8=True, random_inputs=random
+                )
+            else:  # its MatMuls all in float (the lossless model): float compute, a small file
+                float_compute.notes.append(modes.FLOAT_COMPUTE_MEETS.format(bar=bar))
+                outcome = float_compute
             dynamic_timed = True
         lstms_tried = False  # (their own dynamic INT8 beside static's)
         if config.mode == "auto" and config.times_choices and outcome.method != "none":
@@ -366,7 +369,8 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
             and outcome.mode != "dynamic"  # (its MatMuls all back in float for a budget)
             and not dynamic_timed
             and not computes_int8(outcome, run.before)
-            and dynamic.covers_most_weights(dynamic_model)  # (its computed weights folded)
+            # (its computed weights folded)
+            and dynamic.covers_most_weights(dynamic_model, dynamic_options.exclude_nodes)
         ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
             tried = tried or dynamic.quantize_model(dynamic_model, *data, bar, dynamic_options)
             if not tried.violations:
@@ -385,11 +389,12 @@ def _finish(
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
+    excluded = _dynamic_excluded(run.config, float_model)  # (by the user: not for INT8)
     dynamic_untried = (  # (its hint names MatMuls; the recurrent note, LSTMs)
         run.config.mode == "auto"
         and outcome.mode == "static"
         and tried is None
-        and dynamic.dynamic_weight_share(float_model, op_types=("MatMul",)) > 0
+        and dynamic.dynamic_weight_share(float_model, op_types=("MatMul",), excluded=excluded) > 0
     )
     made = outcome.notes  # the choices of an INT8 model a later choice turned to float compute
     # float compute on static INT8's weights (not the lossless model: nothing quantized)
@@ -402,7 +407,7 @@ def _finish(
         outcome.model,
         outcome.mode == "dynamic",
         tried is not None or lstms_tried,
-        _dynamic_excluded(run.config, float_model),
+        excluded,
     )
     outcome = _as_made(outcome, before, run.config.random_inputs)
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
@@ -420,19 +425,20 @@ def _report(
     config, budget, float_model, notes = run.config, run.budget, run.float_model, run.notes
     quantized, drift = outcome.model, outcome.drift
     selection, test = run.selection, run.test
-    judged = with_parts(drift, outcome.scored)  # (a detector's scores apart from its boxes)
+    selection_judged = with_parts(drift, outcome.scored)  # (a detector's scores apart too)
+    judged, test_missed = selection_judged, []
     if test:  # the figures reported: on samples no decision saw
         drift, judged, test_notes = _test_drift(
             run.reference, quantized, test, output_kinds(float_model)
         )
         notes += test_notes
-        missed = budget.check(judged) if budget else []
-        notes += missed_on_test_warning(budget, len(selection), len(test), missed)
+        test_missed = budget.check(judged) if budget else []
+        notes += missed_on_test_warning(budget, len(selection), len(test), test_missed)
     for model in (quantized, outcome.all_int8, float_model):
         integer_outputs.drop_outputs(model, run.extra)
     split = "test" if test else "selection"
     held_out = selection is not run.calib  # else no selection split: the calibration samples
-    selection_drift = with_parts(outcome.drift, outcome.scored) if held_out else None
+    selection_drift = selection_judged if held_out else None
     notes += drift_warning(judged, budget, split, len(selection), selection_drift=selection_drift)
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
     # random data: the picked dims have their own warning; no INT8: no drift
@@ -464,6 +470,7 @@ def _report(
         drift=drift,
         budget=str(budget) if budget else None,
         violations=outcome.violations,
+        test_violations=test_missed,
         notes=notes,
         equalized_pairs=outcome.equalized_pairs,
         bias_correction=outcome.bias_correction,

@@ -312,10 +312,10 @@ def _float32_size(value: ir.Value | None) -> int:
     return constant_size(value)
 
 
-def covers_most_weights(model: ir.Model) -> bool:
+def covers_most_weights(model: ir.Model, excluded: Collection[str] = frozenset()) -> bool:
     """Whether dynamic INT8 quantizes most of the weights (MatMuls, LSTMs and the Gemms it turns
-    into MatMuls): then its file is about as small as static INT8's."""
-    return dynamic_weight_share(model, gemms=True) > MOST_WEIGHTS
+    into MatMuls; not those `excluded`): then its file is about as small as static INT8's."""
+    return dynamic_weight_share(model, gemms=True, excluded=excluded) > MOST_WEIGHTS
 
 
 def recurrent_share(model: ir.Model, excluded: Collection[str] = frozenset()) -> float:

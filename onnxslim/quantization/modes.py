@@ -73,16 +73,21 @@ def static_or_dynamic(
         if outcome.violations:
             return static, outcome
         if static.violations:
+            met = (
+                "meets it" if outcome.quantized else f"meets it only with its {_in_float(outcome)}"
+            )
             outcome.notes.append(
-                f"static INT8 missed {budget}: dynamic INT8 ({_ops(outcome)}) meets it"
+                f"static INT8 missed {budget}: dynamic INT8 ({_ops(outcome)}) {met}"
             )
             return outcome, outcome
+        if not outcome.quantized:  # static INT8 met it with INT8 left: no trade to time
+            return static, outcome
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         if recurrent:
             lead = f"static INT8 met {budget} leaving the LSTMs ({lstms:.0%} of the weights) float"
         lead += f"; dynamic INT8 ({_ops(outcome)}) too, kept if faster"
         return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
-    if recurrent and not QUALITY_BAR.check(static.drift):
+    if recurrent and not QUALITY_BAR.check(static.judged):
         outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
         if outcome.violations:
             return static, outcome
@@ -91,10 +96,10 @@ def static_or_dynamic(
             f"({_ops(outcome)}) meets {QUALITY_BAR} on the selection samples"
         )
         return _timed_choice(static, outcome, data[1][0], lead), outcome
-    if not QUALITY_BAR.check(static.drift) or not (most or timed):
+    if not QUALITY_BAR.check(static.judged) or not (most or timed):
         return static, None
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
-    before, after = (_lowest_cosine(d) for d in (static.drift, outcome.drift))
+    before, after = (_lowest_cosine(d) for d in (static.judged, outcome.judged))
     if outcome.violations or after <= before:
         return static, outcome
     mismatched = [f"{n!r}: {d.mismatch}" for n, d in static.drift.items() if d.mismatch]
@@ -107,19 +112,35 @@ def static_or_dynamic(
     if not most and outcome.quantized:
         lead = f"{reason} reaches cosine {after:.4f}"
         return _timed_choice(static, outcome, data[1][0], lead), outcome
-    in_float = f"{len(outcome.fallback)} MatMul(s) in float"
     if not outcome.quantized:
-        note = f"{reason} reaches cosine {after:.4f} only with its {in_float}: no INT8 left"
+        note = f"{reason} reaches cosine {after:.4f} only with its {_in_float(outcome)}"
     else:
-        with_float = f", with {in_float}" if outcome.fallback else ""
+        with_float = f", with {_in_float(outcome)}" if outcome.fallback else ""
         note = f"{reason} kept, cosine {after:.4f}{with_float}"
     outcome.notes.append(note)
     return outcome, outcome
 
 
+#: Why float compute on int8-stored weights is kept where dynamic INT8 left no MatMul in INT8.
+FLOAT_COMPUTE_MEETS = (
+    "float compute on static INT8's int8-stored weights meets {bar} on the selection samples: "
+    "kept (a file as small, at float's speed; --int8 static or dynamic, mode= in Python, "
+    "computes in INT8)"
+)
+
+
 def _ops(outcome: Outcome) -> str:
-    """The op types `outcome` computes in INT8, as a note names them ("LSTM, MatMul")."""
-    return ", ".join(sorted(outcome.quantized)) or "MatMul"
+    """The op types `outcome` computes in INT8, as a note names them ("LSTM, MatMul"); where none,
+    those it returned to float."""
+    return ", ".join(sorted(outcome.quantized or {i["op"] for i in outcome.fallback})) or "MatMul"
+
+
+def _in_float(outcome: Outcome) -> str:
+    """The nodes `outcome` returned to float, by op type ("2 MatMul in float"), and whether any
+    INT8 is left."""
+    ops = Counter(item["op"] for item in outcome.fallback)
+    listed = ", ".join(f"{count} {op}" for op, count in sorted(ops.items()))
+    return f"{listed} in float" + ("" if outcome.quantized else ": no INT8 left")
 
 
 def dynamic_lstms(
@@ -284,8 +305,8 @@ def int8_or_float(
     gain_db, measured = trades.snr_gain(float_compute, int8)
     stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
     lead = f"{COMPUTE_LEAD.format(what=what)}{stored}: {speed}; {what} {measured}"
-    missed = QUALITY_BAR.check(int8.drift)
-    float_meets = not QUALITY_BAR.check(float_compute.drift)
+    missed = QUALITY_BAR.check(int8.judged)
+    float_meets = not QUALITY_BAR.check(float_compute.judged)
     # float compute surely closer: as measured, and for new samples (not within noise)
     further = trades.measured_gain(float_compute, int8) <= -trades.MIN_GAIN_DB and gain_db < 0
     below_bar = bool(missed) and (float_meets or further)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxslim.drift import Drift
+from onnxslim.drift import Drift, with_parts
 from onnxslim.quantization.plan import INT8_STORED
 
 if TYPE_CHECKING:
@@ -59,6 +59,11 @@ class Outcome:
     #: the drift the timed choices compare (drift.scored_drift); None: `drift`, as written
     scored: dict[str, Drift] | None = None
 
+    @property
+    def judged(self) -> dict[str, Drift]:
+        """`drift` as budgets and quality bars judge it: a detector's scores apart too."""
+        return with_parts(self.drift, self.scored)
+
 
 @dataclasses.dataclass
 class QuantizeReport:
@@ -84,6 +89,9 @@ class QuantizeReport:
     drift: dict[str, Drift]
     budget: str | None
     violations: list[str]
+    #: The budget's findings on the test samples (a detector's scores judged apart: the parts
+    #: of `drift` are not in it); empty: it held there, or there is no budget or test sample.
+    test_violations: list[str] = dataclasses.field(default_factory=list)
     latency_float_ms: float | None = None
     latency_int8_ms: float | None = None
     latency_lossless_ms: float | None = None  # onnxslim's lossless float model, timed alongside

@@ -206,9 +206,8 @@ def float_compute_twin(
         choice = levers.Choice(builder, *builder.build(**build))
     kept = _measured(choice, selection, ref_outputs)
     model, float_info, drift = kept.model, kept.info, kept.drift
-    if budget and budget.check(
-        with_parts(drift, kept.scored)
-    ):  # (the other bias correction is not tried for it)
+    # (the other bias correction is not tried for the budget)
+    if budget and budget.check(with_parts(drift, kept.scored)):
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
     # ops without an int8 kernel (ConvTranspose) computed in float on int8 weights already

@@ -501,9 +501,8 @@ def budget_outcome(report: QuantizeReport) -> str:
         held += f" with {len(report.fallback)} node(s) back in float"
     if not report.test_samples:
         return held
-    missed = budget.check(report.drift)
-    if missed:
-        return f"{held}, missed on the test samples: {missed[0]}"
+    if report.test_violations:
+        return f"{held}, missed on the test samples: {report.test_violations[0]}"
     return f"{held} and on the test samples"
 
 
