@@ -58,6 +58,9 @@ IMAGE_CHANNELS = (1, 3, 4)
 SEQUENCE_LENGTH = 2
 #: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
 RETRY_DIMS = (1, 64, 256, 1024, 16)
+#: The sizes an ORT error names that a retry tries first, this many at most: an LSTM's "Input W
+#: must have shape {1,20,32}. Actual:{1,20,266}" names the size its input needs third (madmom).
+MENTIONED = 4
 #: Elementwise ops whose inputs broadcast together: a constant beside an input fixes its dims.
 BROADCASTING = frozenset(
     {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where"}
@@ -632,7 +635,7 @@ class _Planner:
         # Not ORT's status code nor its source lines.
         text = re.sub(r"\[ONNXRuntimeError\] : \d+|\S+\.(cc|cpp|h):\d+", "", error or "")
         mentioned = [int(n) for n in re.findall(r"(?<![\w.])\d+(?![\w.])", text)]
-        mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:2]
+        mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:MENTIONED]
         current = {self.defaults[key] for key in focus}
         sizes = [n for n in mentioned + list(RETRY_DIMS) if n not in current]
         near = self.picture_size
@@ -675,9 +678,11 @@ class _Planner:
         """Dims that make the Reshape ORT's `error` names fit (`RESHAPE_ERROR`), the inputs having
         been at `dims`: for each dynamic dim upstream (but those `kept`) whose value is one of the
         input's dims, that value scaled to the element count asked; where a size is asked as -1,
-        the size asked where the dim sits. The TorchScript exporter writes the length a model was
+        the size asked where the dim sits, or where none is, the least that makes the count a
+        multiple of the sizes asked. The TorchScript exporter writes the length a model was
         traced at as a constant: a Reshape of 32 x 1 x 64 elements to [7, 4, 16] (or [7, -1, 16])
-        fits with the dim at 32 set to 7."""
+        fits with the dim at 32 set to 7; madmom's key CNN flattens [1, 24, bins] to [-1, 2520]:
+        105 bins."""
         match = RESHAPE_ERROR.search(error or "")
         if not match:
             return []
@@ -690,10 +695,12 @@ class _Planner:
             value = dims[key]
             if not count or value not in have:
                 continue
-            if -1 in asked:  # each place the dim may sit
+            if -1 in asked:  # each place the dim may sit, else the least that divides evenly
                 found = [
                     asked[i] for i, size in enumerate(have) if size == value and i < len(asked)
                 ]
+                known = math.prod(n for n in asked if n > 0)
+                found = found or [known // math.gcd(count // value, known)]
             else:
                 found = [total * value // count] if total * value % count == 0 else []
             fits += [{key: fit} for fit in dict.fromkeys(found) if fit >= 1 and fit != value]

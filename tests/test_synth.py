@@ -951,3 +951,35 @@ def test_other_dims_fall_back_to_the_batch_alone_then_the_others():
     assert synth.other_dims(model, made, lambda f: 1 / 0) is None  # rejected at every dims
     fixed = synth.first_runnable(model, lambda f: run(model, f), {"x": (1, 32)})[0]
     assert synth.other_dims(model, fixed, lambda f: run(model, f), {"x": (1, 32)}) is None
+
+
+def test_retry_takes_the_input_size_an_lstms_weight_fixes():
+    """madmom's beat tracker: an LSTM over [frames, batch, features] whose features (266) only
+    its W tells; ORT names the size third ("Input W must have shape {1,20,32}.
+    Actual:{1,20,266}"), past the two sizes a retry took from an error."""
+    hidden, size = 5, 266
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [helper.make_node("LSTM", ["x", "W", "R"], ["", "y"], hidden_size=hidden)],
+        [vi("x", FLOAT, ["t", "b", "d"])],
+        [vi("y", FLOAT, [1, "b", hidden])],
+        [
+            const("W", rng.normal(size=(1, 4 * hidden, size)).astype(np.float32)),
+            const("R", rng.normal(size=(1, 4 * hidden, hidden)).astype(np.float32)),
+        ],
+    )
+    made, _ = synth.first_runnable(model, Session(model).run)
+    assert made.dims["d"] == size
+
+
+def test_retry_fits_a_flattening_reshape_by_the_least_size_that_divides():
+    """madmom's key CNN flattens [1, 24, bins] to [-1, 2520]: no dim sits where 2520 is asked,
+    and 105 bins is the least that makes 24 x bins a multiple of it."""
+    model = make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        [vi("x", FLOAT, ["b", 24, "d"])],
+        [vi("y", FLOAT, [None, 2520])],
+        [const("shape", np.array([-1, 2520], np.int64))],
+    )
+    made, (y,) = synth.first_runnable(model, Session(model).run)
+    assert made.dims == {"b": 1, "d": 105} and y.shape == (1, 2520)
