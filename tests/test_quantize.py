@@ -1159,7 +1159,7 @@ def test_the_budget_warning_counts_the_int8_weights_kept_by_earlier_choices():
     assert "; 1 weighted node(s) keep int8-stored weights (a smaller file" in warning
     outcome.kept_float["a"] = "faster in float"
     (warning,) = nothing_int8_warning(outcome, Counter())
-    assert "with float weights it is the float model in size too" in warning
+    assert "with float weights it is the float model in size too (the fallback tried" in warning
     # with no budget given, the nodes went back for mode auto's quality bar: said so
     assert warning.startswith("warning: mode auto's quality bar (cosine>=0.99) returned every")
     assert "A budget of your own looser than the bar (--max-drift) or more" in warning

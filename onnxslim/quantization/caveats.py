@@ -373,11 +373,17 @@ def nothing_int8_warning(
     if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
     if outcome.fallback:
+        weighted = any(item["op"] in WEIGHTED_OP_TYPES for item in outcome.fallback)
+        tried = (
+            " (the fallback tried int8-stored weights computing in float first: they missed it too)"
+            if weighted
+            else ""
+        )
         weights = (
             f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float "
             "weights make)"
             if stored
-            else "with float weights it is the float model in size too"
+            else f"with float weights it is the float model in size too{tried}"
         )
         goal, looser = (
             ("the budget", "A looser budget")
