@@ -68,6 +68,9 @@ MIN_RUNS = 10  # a timing given a time (`latencies`' seconds) makes this many ru
 #: 1 / (1 + NOISE), "same within noise" otherwise. Interleaved runs share the machine's load, the
 #: median is the typical run and the min the least disturbed one: both must agree.
 PER_RUN_NOISE = 0.02
+#: Runs whose medians are closer than this (ms) run alike: timer and call jitter (a 10 us
+#: classifier read SLOWER at 1.02x, 0.2 us apart).
+PER_RUN_FLOOR_MS = 0.001
 #: Session creation is timed SESSION_REPEATS times only, and reads the file: a wider margin.
 LOAD_NOISE = 0.05
 #: Session creations whose medians are closer than this (ms) load alike (an unchanged 13-node
@@ -133,8 +136,10 @@ class Latency:
 
     def versus(self, reference: Latency) -> tuple[float, str]:
         """The median time ratio to `reference` (timed side by side) and timing_verdict's word
-        for it: "faster", "slower" or "same"."""
+        for it: "faster", "slower" or "same" (medians within PER_RUN_FLOOR_MS: the same)."""
         ratio = self.median / reference.median
+        if abs(self.median - reference.median) < PER_RUN_FLOOR_MS:
+            return ratio, "same"
         return ratio, timing_verdict(ratio, self.min / reference.min)
 
     def disturbed_against(self, reference: Latency) -> bool:
@@ -318,6 +323,7 @@ class BenchReport:
             ref.latency.median,
             (model.latency.min, ref.latency.min),
             PER_RUN_NOISE,
+            PER_RUN_FLOOR_MS,
         )
         return Verdict(model.name, ref.name, size, load, per_run, self.runs)
 

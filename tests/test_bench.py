@@ -673,3 +673,11 @@ def test_a_detectors_scores_drift_is_given_apart_from_its_boxes():
     assert drift["y (its other channels)"].snr_db == math.inf
     failures = report.check("snr>=40")  # the scores miss it
     assert [f.split(":")[1] for f in failures] == [f" output '{name}'" for name in scores]
+
+
+def test_runs_a_microsecond_apart_are_the_same_speed():
+    """A 10 us classifier read SLOWER at 1.02x (0.2 us apart, both ratios past 2%): timer and call
+    jitter. Medians within PER_RUN_FLOOR_MS run alike; further apart, the noise rule decides."""
+    ref = Latency(0.0100, 0.0110, 0.0100, 0.0098)
+    assert Latency(0.0103, 0.0113, 0.0103, 0.0101).versus(ref)[1] == "same"
+    assert Latency(0.0150, 0.0160, 0.0150, 0.0140).versus(ref)[1] == "slower"
