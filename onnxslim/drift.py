@@ -445,9 +445,15 @@ def output_parts(scored: Mapping[str, Drift]) -> dict[str, list[tuple[str, Drift
 
 def with_parts(drift: Mapping[str, Drift], scored: Mapping[str, Drift] | None) -> dict[str, Drift]:
     """`drift` (as the model outputs them) with the parts of each output `scored` (scored_drift's)
-    compares in parts beside it: a detector's scores judged apart from its box coordinates."""
-    parts = output_parts(scored or {}).values()
-    return {**drift, **{d.name: d for found in parts for _, d in found}}
+    compares in parts beside it: a detector's scores judged apart from its box coordinates; not
+    those of an output missing or of another shape (its own entry says so, once)."""
+    parts = {
+        d.name: d
+        for name, found in output_parts(scored or {}).items()
+        if name in drift and not drift[name].mismatch
+        for _, d in found
+    }
+    return {**drift, **parts}
 
 
 def split_in_parts(scored: Mapping[str, Drift]) -> bool:

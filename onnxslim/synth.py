@@ -58,9 +58,10 @@ IMAGE_CHANNELS = (1, 3, 4)
 SEQUENCE_LENGTH = 2
 #: Dims tried, after those an error message names, for the dynamic dims upstream of a failure.
 RETRY_DIMS = (1, 64, 256, 1024, 16)
-#: The sizes an ORT error names that a retry tries first, this many at most: an LSTM's "Input W
-#: must have shape {1,20,32}. Actual:{1,20,266}" names the size its input needs third (madmom).
-MENTIONED = 4
+#: The sizes an ORT error names that a retry tries first (but those the inputs have), this many at
+#: most: an LSTM's "Input W must have shape {1,20,32}. Actual:{1,20,266}" names the size its input
+#: needs after the one it has (madmom).
+MENTIONED = 2
 #: Elementwise ops whose inputs broadcast together: a constant beside an input fixes its dims.
 BROADCASTING = frozenset(
     {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where"}
@@ -635,9 +636,11 @@ class _Planner:
         # Not ORT's status code nor its source lines.
         text = re.sub(r"\[ONNXRuntimeError\] : \d+|\S+\.(cc|cpp|h):\d+", "", error or "")
         mentioned = [int(n) for n in re.findall(r"(?<![\w.])\d+(?![\w.])", text)]
-        mentioned = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096][:MENTIONED]
+        named = [n for n in dict.fromkeys(mentioned) if 2 <= n <= 4096]
+        mentioned = named[:2]  # (also tried as integer values, below)
         current = {self.defaults[key] for key in focus}
-        sizes = [n for n in mentioned + list(RETRY_DIMS) if n not in current]
+        sizes = [n for n in named if n not in current][:MENTIONED]
+        sizes += [n for n in RETRY_DIMS if n not in current and n not in sizes]
         near = self.picture_size
         if near and self.pictures & set(focus):
             # not a few pixels where larger runs, nor 1024 before what is nearer the picture size
@@ -700,7 +703,7 @@ class _Planner:
                     asked[i] for i, size in enumerate(have) if size == value and i < len(asked)
                 ]
                 known = math.prod(n for n in asked if n > 0)
-                found = found or [known // math.gcd(count // value, known)]
+                found = [n for n in found if n >= 1] or [known // math.gcd(count // value, known)]
             else:
                 found = [total * value // count] if total * value % count == 0 else []
             fits += [{key: fit} for fit in dict.fromkeys(found) if fit >= 1 and fit != value]

@@ -681,3 +681,11 @@ def test_runs_a_microsecond_apart_are_the_same_speed():
     ref = Latency(0.0100, 0.0110, 0.0100, 0.0098)
     assert Latency(0.0103, 0.0113, 0.0103, 0.0101).versus(ref)[1] == "same"
     assert Latency(0.0150, 0.0160, 0.0150, 0.0140).versus(ref)[1] == "slower"
+    # a choice between models counts every difference; bench's verdict has the floor too
+    assert Latency(0.0103, 0.0113, 0.0103, 0.0101).versus(ref, floor_ms=0)[1] == "slower"
+    report = synthetic_report(size=1, load=1, median=1.03, fastest=1.03)
+    for model in report.models:
+        model.latency = Latency(*(t / 100 for t in vars(model.latency).values()))  # 10 us
+    (verdict,) = report.verdicts
+    assert verdict.per_run.verdict == "same" and verdict.per_run.ratio == pytest.approx(1.03)
+    assert "medians at least 1 us apart" in report.render()

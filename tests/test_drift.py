@@ -25,6 +25,7 @@ from onnxslim.drift import (
     significantly_closer,
     snr_gain_bound,
     student_t_quantile,
+    with_parts,
 )
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import io
@@ -725,3 +726,6 @@ def test_a_mixed_output_of_another_shape_is_a_mismatch_not_an_error():
     assert len(scored) == 3 and all(name.startswith("output (its ") for name in scored)
     assert all(d.mismatch for d in scored.values())
     assert scored_drift(ref, [{} for _ in ref], DETECTOR, {})  # missing everywhere: named, no error
+    # judged with its parts, the mismatch is said once (the output's), not once per part
+    drift = compare_outputs(ref, other)
+    assert set(with_parts(drift, scored)) == {"output"} and drift["output"].mismatch

@@ -75,6 +75,7 @@ from onnxslim.quantization.plan import (
     computed_weights,
 )
 from onnxslim.quantization.qdq import activation_qparams, quantize_bias, quantize_weight
+from onnxslim.quantization.recovery import STORED_MISSED
 from onnxslim.quantization.report import Outcome
 from onnxslim.quantization.splits import split_samples
 from onnxslim.quantization.targets import resolve_target, saturates_here
@@ -1120,6 +1121,10 @@ def test_a_cosine_budget_holds_the_cosine_predicted_for_new_samples():
 def test_a_budget_that_returns_every_weighted_node_to_float_says_int8_buys_no_speed():
     result = quantize(cnn(), samples(40), max_drift="snr>=200", **{**FAST, "test_split": 0})
     report = result.report
+    # (its convs and Gemm were tried on int8-stored weights first)
+    assert {item["reason"] for item in report.fallback if item["op"] in ("Conv", "Gemm")} == {
+        STORED_MISSED
+    }
     assert report.fallback and not any(RULES[op].kind == WEIGHTED for op in report.quantized)
     (warning,) = [n for n in report.notes if "every node left in INT8" in n]
     assert warning.startswith(
@@ -1159,7 +1164,11 @@ def test_the_budget_warning_counts_the_int8_weights_kept_by_earlier_choices():
     assert "; 1 weighted node(s) keep int8-stored weights (a smaller file" in warning
     outcome.kept_float["a"] = "faster in float"
     (warning,) = nothing_int8_warning(outcome, Counter())
-    assert "with float weights it is the float model in size too (the fallback tried" in warning
+    assert warning.count("with float weights it is the float model in size too. ") == 1
+    # the fallback tried them on int8-stored weights first (static INT8's), and says so
+    outcome.fallback[0]["reason"] = STORED_MISSED
+    (warning,) = nothing_int8_warning(outcome, Counter())
+    assert "in size too (the fallback tried int8-stored weights computing in float first" in warning
     # with no budget given, the nodes went back for mode auto's quality bar: said so
     assert warning.startswith("warning: mode auto's quality bar (cosine>=0.99) returned every")
     assert "A budget of your own looser than the bar (--max-drift) or more" in warning

@@ -983,3 +983,12 @@ def test_retry_fits_a_flattening_reshape_by_the_least_size_that_divides():
     )
     made, (y,) = synth.first_runnable(model, Session(model).run)
     assert made.dims == {"b": 1, "d": 105} and y.shape == (1, 2520)
+    # the dim where the -1 sits: no size is asked there, the least that divides (15 x 24 x 7)
+    model = make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        [vi("x", FLOAT, ["d", 24, 7])],
+        [vi("y", FLOAT, [None, 2520])],
+        [const("shape", np.array([-1, 2520], np.int64))],
+    )
+    error = "Input shape:{1,24,7}, requested shape:{-1,2520}"
+    assert next(synth.candidates(model, error=error)).dims == {"d": 15}

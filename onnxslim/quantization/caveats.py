@@ -24,6 +24,7 @@ from onnxslim.errors import CheckFailedError
 from onnxslim.model.stats import constant_size, model_stats
 from onnxslim.passes.fold import computable_values
 from onnxslim.quantization.ops import RULES, WEIGHTED
+from onnxslim.quantization.recovery import STORED_MISSED
 from onnxslim.quantization.report import (
     WEIGHT_ONLY_MODE,
     Outcome,
@@ -373,10 +374,10 @@ def nothing_int8_warning(
     if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
     if outcome.fallback:
-        weighted = any(item["op"] in WEIGHTED_OP_TYPES for item in outcome.fallback)
+        stored_missed = any(item.get("reason") == STORED_MISSED for item in outcome.fallback)
         tried = (
             " (the fallback tried int8-stored weights computing in float first: they missed it too)"
-            if weighted
+            if stored_missed
             else ""
         )
         weights = (

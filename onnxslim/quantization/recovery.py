@@ -20,6 +20,9 @@ from onnxslim.quantization.ops import RULES, SHARED, STORED_TABLES, WEIGHTED
 from onnxslim.quantization.plan import STORED_COMPUTE, activation_inputs
 from onnxslim.render.progress import progress_bar
 
+#: A fallback node's reason where int8-stored weights computing in float missed the budget too.
+STORED_MISSED = "over the drift budget, on int8-stored weights too"
+
 
 def fall_back(
     builder: QuantBuilder,
@@ -69,13 +72,16 @@ def fall_back(
             model, inf, drift, violations, scored = results[k]
             if not violations:
                 break
+    stored_missed = bool(int8_compute & set(names)) and not keep_weights  # (tried first)
     fallback = (
         [
             {
                 "node": name,
                 "op": builder.op_types[name],
                 "noise_db": noise,
-                "reason": "over the drift budget",
+                "reason": STORED_MISSED
+                if stored_missed and name in int8_compute
+                else "over the drift budget",
                 "int8_weights": keep_weights and name in int8_compute,
             }
             for name, noise in ranked[:k]

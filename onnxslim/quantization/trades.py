@@ -285,7 +285,7 @@ def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
     """The second model's time over the first's, timed side by side on `sample`: the higher of
     the medians' and the fastest runs' ratio; and whether bench's noise rule calls it faster."""
     before, after = side_by_side(models, sample, runs)
-    ratio, verdict = after.versus(before)
+    ratio, verdict = after.versus(before, floor_ms=0)  # (a choice: any difference counts)
     return max(ratio, after.min / before.min), verdict == "faster"
 
 

@@ -57,8 +57,8 @@ def noise_rule(verdict: Verdict) -> str:
     """The rule the verdicts follow, one line."""
     return (
         "verdict rule: ratios are model / reference; faster or SLOWER only when the median and "
-        f"the min time ratio are both beyond {verdict.per_run.noise:.0%} per run, medians "
-        f"{verdict.per_run.floor_ms * 1000:g} us apart ({verdict.load.noise:.0%} and "
+        f"the min time ratio are both beyond {verdict.per_run.noise:.0%} per run, medians at "
+        f"least {verdict.per_run.floor_ms * 1000:g} us apart ({verdict.load.noise:.0%} and "
         f"{verdict.load.floor_ms:g} ms at load) in the same "
         "direction, else same within noise"
     )
