@@ -425,7 +425,7 @@ def _report(
     config, budget, float_model, notes = run.config, run.budget, run.float_model, run.notes
     quantized, drift = outcome.model, outcome.drift
     selection, test = run.selection, run.test
-    selection_judged = with_parts(drift, outcome.scored)  # (a detector's scores apart too)
+    selection_judged = outcome.judged  # (a detector's scores apart too)
     judged, test_missed = selection_judged, []
     if test:  # the figures reported: on samples no decision saw
         drift, judged, test_notes = _test_drift(
