@@ -19,10 +19,10 @@ import onnx_ir.passes.common as common
 
 from onnxslim.bench import latencies
 from onnxslim.cpu import available_memory
-from onnxslim.drift import Budget, compare_outputs
+from onnxslim.drift import Budget, compare_outputs, scored_drift, with_parts
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import external, files, io
-from onnxslim.model.graph import node_count
+from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.model.stats import file_bytes
 from onnxslim.quantization import dynamic
 from onnxslim.quantization.caveats import (
@@ -30,6 +30,7 @@ from onnxslim.quantization.caveats import (
     memory_warning,
     missed_on_test_warning,
     not_faster_note,
+    parts_notes,
     saturated_outputs_warning,
     silent_outputs_warning,
 )
@@ -99,6 +100,7 @@ def quantize_large(
                 "--exclude-node (exclude_nodes= in Python): no MatMul, Gemm or LSTM named "
                 + ", ".join(unknown)
             )
+        kinds = output_kinds(float_model)  # a detector's scores are judged apart
         path = folder / "float.onnx"
         ir.save(float_model, path, external_data="float.onnx.data")
         del float_model  # its weights stay mapped from the files, not held
@@ -116,7 +118,7 @@ def quantize_large(
         done = [n for n in candidates if n not in left and ort_names.get(n, n) not in left]
         if not done:
             notes.append(_nothing_note(candidates, excluded))
-        drift = _drift(reference, path, selection, test)
+        drift, judged, parts = _drift(reference, path, (selection, test), kinds)
         report = QuantizeReport(
             mode="dynamic" if done else NO_INT8_MODE,
             target=profile.name,
@@ -137,28 +139,29 @@ def quantize_large(
                 n: excluded.get(n, dynamic.LEFT_FLOAT) for n in candidates if n not in done
             },
             fallback=[],
-            drift=drift["test"],
+            drift=drift,
             budget=str(config.max_drift) if config.max_drift else None,
             violations=[],
-            notes=notes,
+            notes=notes + parts,
             weight_range="minmax",
         )
-        _judge(report, drift, config, (reference, path, test[0]))
+        _judge(report, judged, config, (reference, path, test[0]))
         external.read_into_memory(quantized, path.with_name(f"{path.name}.data"))  # folder goes
     return quantized, report
 
 
-def _judge(report: QuantizeReport, drift: dict, config, timing: tuple) -> None:
-    """Hold the budget (`drift` by split), add the drift warnings and, where asked, time the
-    float and INT8 files of `timing` (with the sample to time on) side by side."""
-    _hold_budget(config.max_drift, drift, report)
+def _judge(report: QuantizeReport, judged: dict, config, timing: tuple) -> None:
+    """Hold the budget (on `judged`, the drift by split as budgets judge it), add the drift
+    warnings and, where asked, time the float and INT8 files of `timing` (with the sample to time
+    on) side by side."""
+    _hold_budget(config.max_drift, judged, report)
     report.notes += drift_warning(
-        report.drift,
+        judged["test"],
         config.max_drift,
         "test",
         report.selection_samples,
         remedy=REMEDY,
-        selection_drift=drift["selection"],
+        selection_drift=judged["selection"],
     )
     report.notes += silent_outputs_warning(report.drift, "test")
     report.notes += saturated_outputs_warning(report.drift, "test")
@@ -236,8 +239,14 @@ def _unused_options(config) -> list[str]:
     return [f"{option}: does not apply over 2 GB" for option, given in unused.items() if given]
 
 
-def _drift(reference: Path, int8_path: Path, selection: list, test: list) -> dict:
-    """The INT8 model's drift from the original on the selection and test samples, by split."""
+def _drift(
+    reference: Path, int8_path: Path, splits: tuple[list, list], kinds: OutputKinds
+) -> tuple[dict, dict, list[str]]:
+    """The INT8 model's drift from the original on the test samples of `splits` (selection,
+    test); by split, the drift as budgets and warnings judge it (`drift.with_parts`: with the
+    parts of each score output of `kinds`, a detector's scores apart from its boxes); and notes
+    of those parts' SNRs on the test samples."""
+    selection, test = splits
     runs = {}
     for path in (reference, int8_path):
         what = "the INT8 model" if path == int8_path else "the model"
@@ -245,15 +254,23 @@ def _drift(reference: Path, int8_path: Path, selection: list, test: list) -> dic
         runs[path] = [session.run_dict(sample) for sample in (*selection, *test)]
         del session  # one model this large in memory at a time
     ref, ours, n = runs[reference], runs[int8_path], len(selection)
-    return {
-        "selection": compare_outputs(ref[:n], ours[:n]) if n else {},
-        "test": compare_outputs(ref[n:], ours[n:]),
+
+    def compared(r: list, o: list) -> tuple[dict, dict]:
+        drift = compare_outputs(r, o)
+        return drift, scored_drift(r, o, kinds, drift)
+
+    drift, scored = compared(ref[n:], ours[n:])
+    judged = {
+        "selection": with_parts(*compared(ref[:n], ours[:n])) if n else {},
+        "test": with_parts(drift, scored),
     }
+    return drift, judged, parts_notes(scored)
 
 
 def _hold_budget(budget: Budget | None, drift: dict, report: QuantizeReport) -> None:
     """A budget missed on the selection samples (none held out: the test samples) is an error,
-    no node going back to float here; missed on the test samples only, a warning."""
+    no node going back to float here; missed on the test samples only, a warning (`drift` by
+    split, as budgets judge it)."""
     if not budget:
         return
     for_new = dataclasses.replace(budget, for_new_samples=True)  # as the selection must hold it
@@ -264,7 +281,8 @@ def _hold_budget(budget: Budget | None, drift: dict, report: QuantizeReport) -> 
             f"INT8 drift over budget {budget}: {missed[0]} (a model over 2 GB gets no per-node "
             f"fallback: {REMEDY})"
         )
-    missed = budget.check(report.drift) if drift["selection"] else []
+    missed = budget.check(drift["test"]) if drift["selection"] else []
+    report.test_violations = missed
     selection, test = report.selection_samples, report.test_samples
     report.notes += missed_on_test_warning(budget, selection, test, missed)
     if not missed:
