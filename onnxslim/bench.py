@@ -62,7 +62,7 @@ RANDOM_SAMPLES = 8
 # is reported
 SESSION_REPEATS = 5
 MEMORY_RUNS = 3
-MIN_RUNS = 10  # a timing given a time (`latencies`' seconds) makes this many runs however slow
+MIN_RUNS = 10  # a timing given a time (`within`) makes this many runs however slow
 #: The verdict's noise rule: a time ratio (model / reference) says "slower" only when the medians'
 #: ratio and the minimums' ratio both exceed 1 + NOISE, "faster" only when both are below
 #: 1 / (1 + NOISE), "same within noise" otherwise. Interleaved runs share the machine's load, the
@@ -645,20 +645,30 @@ def benchmark(
     )
 
 
+#: When a timing may stop before the runs asked: given the runs made and the seconds they took.
+Enough = Callable[[int, float], bool]
+
+
+def within(seconds: float) -> Enough:
+    """A timing stops once its runs take `seconds`, after MIN_RUNS runs at least (a model taking
+    a second a run)."""
+    return lambda done, elapsed: done >= MIN_RUNS and elapsed > seconds
+
+
 def latencies(
     models: Sequence | Mapping,
     sample: Mapping,
     runs: int,
     warmup: int = 5,
-    seconds: float | None = None,
+    enough: Enough | None = None,
 ) -> list:
     """Each of `models`' single-thread Latency on `sample` (ORT's level all), in order, runs
     interleaved after `warmup`: `benchmark`'s timing alone, each session created once; each run
-    a step of the `progress_bar` running (its caller's stage). `seconds`: fewer runs (MIN_RUNS at
-    least) where `runs` would take longer (a model taking a second a run)."""
+    a step of the `progress_bar` running (its caller's stage). `enough`: fewer runs, as it says
+    (`within`)."""
     labeled = models.items() if isinstance(models, Mapping) else enumerate(models)
     sessions = [Session(model, opt_level="all", what=f"model {label}") for label, model in labeled]
-    times = _timed_runs(sessions, [sample], warmup, runs, current(), phases=False, seconds=seconds)
+    times = _timed_runs(sessions, [sample], warmup, runs, current(), phases=False, enough=enough)
     return [Latency.from_seconds(each) for each in times]
 
 
@@ -669,13 +679,13 @@ def _timed_runs(
     runs: int,
     bar: Steps,
     phases: bool = True,
-    seconds: float | None = None,
+    enough: Enough | None = None,
 ) -> list[list[float]]:
     """Seconds of each of `runs` runs per session, interleaved (run r: sample r, every session in
     turn, from a first session that moves on each run and again after each pass over the
     samples: no session always runs first, nor first on the same sample) after `warmup` such
-    rounds untimed, or of fewer (MIN_RUNS at least) once the timed rounds take `seconds`; `bar`
-    advances per run (and, with `phases`, says whether it warms up or times)."""
+    rounds untimed, or of fewer once `enough` says so of the rounds timed and the seconds they
+    took; `bar` advances per run (and, with `phases`, says whether it warms up or times)."""
     if phases:
         bar.describe("warming up")
     for r in range(warmup):
@@ -687,7 +697,7 @@ def _timed_runs(
     times = [[] for _ in sessions]
     started = time.perf_counter()
     for r in range(runs):
-        if seconds is not None and r >= MIN_RUNS and time.perf_counter() - started > seconds:
+        if enough is not None and enough(r, time.perf_counter() - started):
             break
         feed = samples[r % len(samples)]
         first = r % len(samples) + r // len(samples)

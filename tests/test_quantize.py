@@ -2933,23 +2933,35 @@ def test_a_trade_near_the_rules_edge_is_timed_again_and_that_decides(monkeypatch
 @pytest.mark.parametrize(
     ("ms", "runs"),
     [
-        (500.0, [30]),  # 1 s a run of both: the runs asked
-        (20.0, [30, 50]),  # 2 s of 40 ms runs
-        (1.0, [30, 600]),  # 1000 would fit: at most 20 times the runs asked
+        (250.0, 30),  # 15 s of 0.5 s runs of both: the runs asked
+        (2000.0, 10),  # 4 s runs: SLOW_SECONDS after bench.MIN_RUNS
+        (15.625, 64),  # 2 s of 1/32 s runs
+        (1.0, 600),  # 1000 would fit: at most 20 times the runs asked
     ],
 )
 def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
     """30 runs of a 1.5 ms model leave its median time ratio 4% apart between timings, enough to
-    flip a choice: a timing makes more runs while they fit in TRADE_SECONDS."""
-    taken = []
+    flip a choice: a timing makes more runs while they fit in TRADE_SECONDS, in one go (each
+    session created once, its runs from the first counted: no second timing)."""
+    clock, made = [0.0], Counter()
 
-    def timed(models, sample, count, seconds=None):
-        taken.append(count)
-        return [Latency(*[ms] * 4)] * len(models)
+    class Timed:
+        def __init__(self, model, **_):
+            self.model = model
+            made[model, "sessions"] += 1
 
-    monkeypatch.setattr(trades, "latencies", timed)
-    latencies = trades.side_by_side(["a", "b"], {}, trades.TRADE_RUNS)
-    assert taken == runs and len(latencies) == 2
+        def run(self, feed):
+            clock[0] += ms / 1000
+            made[self.model, "runs"] += 1
+
+    monkeypatch.setattr(onnxslim.bench, "Session", Timed)
+    monkeypatch.setattr(onnxslim.bench.time, "perf_counter", lambda: clock[0])
+    assert len(trades.side_by_side(["a", "b"], {}, trades.TRADE_RUNS)) == 2
+    warmup = 5
+    assert made == {
+        **{(m, "sessions"): 1 for m in "ab"},
+        **{(m, "runs"): warmup + runs for m in "ab"},
+    }
 
 
 def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured(monkeypatch):
@@ -4075,7 +4087,9 @@ def test_a_slow_model_is_timed_with_fewer_runs_within_the_time_given(monkeypatch
     monkeypatch.setattr(
         onnxslim.bench.Session, "run", lambda self, feed: ran.append(1) or time.sleep(0.01)
     )
-    onnxslim.bench.latencies([model, model], {"x": np.zeros(4, np.float32)}, 500, 0, seconds=0.0)
+    onnxslim.bench.latencies(
+        [model, model], {"x": np.zeros(4, np.float32)}, 500, 0, enough=onnxslim.bench.within(0.0)
+    )
     assert len(ran) == 2 * onnxslim.bench.MIN_RUNS
     ran.clear()
     onnxslim.bench.latencies([model], {"x": np.zeros(4, np.float32)}, 12, 0)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import onnx
 import onnx_ir as ir
 
-from onnxslim.bench import Latency, latencies
+from onnxslim.bench import Latency, latencies, within
 from onnxslim.cpu import available_memory
 from onnxslim.data import (
     check_preprocess,
@@ -598,7 +598,7 @@ def _latency(
     skipped), by label, runs interleaved after warm-up (fewer for a slow model, as the timed
     choices make: trades.SLOW_SECONDS)."""
     timed = {"float": reference, **{label: m for label, m in models.items() if m is not None}}
-    return dict(zip(timed, latencies(timed, sample, runs, seconds=trades.SLOW_SECONDS)))
+    return dict(zip(timed, latencies(timed, sample, runs, enough=within(trades.SLOW_SECONDS))))
 
 
 def _as_made(outcome: Outcome, before: Counter, random_inputs: bool) -> Outcome:

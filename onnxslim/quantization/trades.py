@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import onnx_ir as ir
 
-from onnxslim.bench import Latency, latencies
+from onnxslim.bench import MIN_RUNS, Latency, latencies
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
     Drift,
@@ -273,12 +273,15 @@ def side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
     asked, or for slow ones fewer (bench.MIN_RUNS at least) once they take SLOW_SECONDS per
     TRADE_RUNS asked (caustic-nmr's GNN, a second a run, timed minutes without a word). A small
     model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms model's sd; under
-    1% with 300 runs): a choice made on it flipped between runs."""
-    timed = latencies(models, sample, runs, seconds=SLOW_SECONDS * runs / TRADE_RUNS)
-    seconds = sum(latency.median for latency in timed) / 1000  # a run of each
-    budget = TRADE_SECONDS * runs / TRADE_RUNS
-    more = min(MORE_RUNS * runs, int(budget / seconds)) if seconds > 0 else runs
-    return latencies(models, sample, more) if more > runs else timed
+    1% with 300 runs): a choice made on it flipped between runs. One timing: the first runs,
+    which tell how long a run takes, count too (timing them apart took a third of the time)."""
+    scale = runs / TRADE_RUNS
+
+    def enough(done: int, elapsed: float) -> bool:
+        fast = done >= runs and elapsed >= TRADE_SECONDS * scale
+        return fast or (done >= MIN_RUNS and elapsed > SLOW_SECONDS * scale)
+
+    return latencies(models, sample, MORE_RUNS * runs, enough=enough)
 
 
 def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
