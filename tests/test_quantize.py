@@ -2886,14 +2886,13 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
     model = ir.from_proto(make_model([], [vi("x", FLOAT, [4])], [vi("x", FLOAT, [4])]))
     drifts = [compare_outputs(ref, outputs[k]) for k in outputs]
     variants = [trades.Variant(QuantOptions(), model, None, drift, drift) for drift in drifts]
-    # 1 s a run: a slow model, timed with the runs asked (TRADE_SECONDS)
     timed = [
         [Latency(*[1e3] * 4), Latency(*[1e3 * median] * 3, 1e3 * fastest)]
         for median, fastest in timings
     ]
     taken, runs = iter(timed), []
     monkeypatch.setattr(
-        trades, "latencies", lambda models, sample, count, **_: runs.append(count) or next(taken)
+        trades, "side_by_side", lambda models, sample, count: runs.append(count) or next(taken)
     )
     return trades.trade(*variants, {"x": np.zeros(4, np.float32)}), runs
 
