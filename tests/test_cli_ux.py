@@ -653,6 +653,10 @@ def test_fp16_budget_and_interface(tmp_path):
     assert {v.type.tensor_type.elem_type for v in model.graph.output} == {half}
     both = run_cli(tmp_path / "m.onnx", "--dtype", "fp16", "--int8", "--calibration", "random:4")
     assert_one_line_error(both, 2, "exclude each other")
+    kept = run_cli(
+        tmp_path / "m.onnx", "--keep-initializer-inputs", "--int8", "--calibration", "random:4"
+    )
+    assert_one_line_error(kept, 2, "--int8 stores them as int8 constants: choose one")
 
 
 def test_fp16_from_python():

@@ -419,6 +419,11 @@ def optimize_command(
             raise OnnxSlimError("--check-inputs gives the check inputs; --no-check skips it")
         if int8 and dtype != "fp32":
             raise OnnxSlimError("--int8 and --dtype fp16 exclude each other: choose one")
+        if int8 and keep_initializer_inputs:
+            raise OnnxSlimError(
+                "--keep-initializer-inputs keeps weights overridable; --int8 stores them as "
+                "int8 constants: choose one"
+            )
         if int8 and check_inputs is not None:
             raise OnnxSlimError(
                 "--check-inputs is for the lossless check; with --int8 the held-out part "

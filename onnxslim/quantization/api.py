@@ -28,7 +28,7 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.passes.fold import restore_computations
-from onnxslim.passes.prune import DeduplicateInitializers
+from onnxslim.passes.prune import DeduplicateInitializers, FreezeInitializerInputs
 from onnxslim.quantization import dynamic, exact, integer_outputs, large, modes, trades
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.caveats import (
@@ -220,6 +220,7 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = protocol_notes(calib, selection, test, budget, config.held_out, config.chooses)
+    notes += _frozen_inputs_note(float_model)
     if is_random(calibration):  # (the command line's random:N warns itself, with its dims)
         notes.append(
             "warning: calibrating on random data: the drift figures say little about real inputs"
@@ -255,6 +256,21 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
         ref_outputs=ref_outputs,
         notes=notes,
     )
+
+
+def _frozen_inputs_note(model: ir.Model) -> list[str]:
+    """Initializers `model` still lists as graph inputs (overridable weights, kept by an option
+    or an unoptimized model) made constants, as INT8 stores weights, and a note saying so:
+    quantized beside their inputs, the float weights stayed in the file and overriding them
+    changed nothing."""
+    overridable = sum(value.name in model.graph.initializers for value in model.graph.inputs)
+    if not overridable:
+        return []
+    FreezeInitializerInputs()(model)
+    return [
+        f"{overridable} initializer(s) listed as graph inputs made constants: INT8 stores "
+        "weights as constants, which no input overrides"
+    ]
 
 
 def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | None, bool]:
