@@ -6,6 +6,7 @@ import contextlib
 import math
 import re
 import time
+import types
 import warnings
 from collections import Counter
 
@@ -1160,6 +1161,39 @@ def test_a_budget_that_returns_every_weighted_node_to_float_says_int8_buys_no_sp
     )  # fmt: skip
 
 
+def test_a_budget_int8_stored_weights_met_on_every_sample_but_not_for_new_ones_says_so(
+    monkeypatch,
+):
+    """A VGG16 and a text recognizer (not tuned on) came back float for cosine>=0.99 "(the
+    fallback tried int8-stored weights computing in float first: they missed it too)", though
+    those weights met it on every selection sample: only the margin for new samples that 10
+    samples allow missed it. The warning says which."""
+    checked = []  # the int8-stored weights' drift, checked as written
+    as_written = recovery._as_written
+
+    def spy(budget):
+        written = as_written(budget)
+        return types.SimpleNamespace(
+            check=lambda drift: checked.append(drift) or written.check(drift)
+        )
+
+    monkeypatch.setattr(recovery, "_as_written", spy)
+    options = {**FAST, "test_split": 0}
+    quantize(cnn(), samples(40), max_drift="cosine>=0.999999", **options)
+    (stored,) = [drift["y"] for drift in checked]
+    assert stored.predicted_cosine < stored.min_cosine < 0.999999
+    threshold = (stored.predicted_cosine + stored.min_cosine) / 2
+    report = quantize(cnn(), samples(40), max_drift=f"cosine>={threshold}", **options).report
+    reasons = {item["reason"] for item in report.fallback if item["op"] in ("Conv", "Gemm")}
+    assert reasons == {recovery.STORED_MARGIN}
+    (warning,) = [n for n in report.notes if "every node left in INT8" in n]
+    assert (
+        "(the fallback tried int8-stored weights computing in float first: they met the budget "
+        "on every selection sample, not its margin for new samples, which more selection "
+        "samples narrow)" in warning
+    )
+
+
 def test_the_budget_warning_counts_the_int8_weights_kept_by_earlier_choices():
     """The budget's fallback returns its nodes on float weights, but nodes the timed choices kept
     in float store int8 weights still: the file is smaller than float's, and the warning says so
@@ -2073,24 +2107,33 @@ def test_dynamic_int8_quantizes_a_time_first_lstm(monkeypatch):
     assert dynamic.recurrent_share(ir.from_proto(model)) == pytest.approx(7168 / 7424)
 
 
-@pytest.mark.parametrize("faster", [True, False])
-def test_auto_mode_gives_lstms_alone_dynamic_int8_where_it_is_faster(monkeypatch, faster):
+@pytest.mark.parametrize(("ratio", "kept"), [(0.8, True), (1.0, True), (1.2, False)])
+def test_auto_mode_gives_lstms_alone_dynamic_int8_where_it_is_not_slower(monkeypatch, ratio, kept):
     """Static INT8 has nothing to quantize in an LSTM alone (no calibration, no choices made on
-    nothing): dynamic INT8 meeting the quality bar is kept where timed faster than the lossless
-    model, exact, against which no drift would be worth it."""
+    nothing): dynamic INT8 meeting the quality bar, a quarter of the file, is kept where timed
+    no slower than the lossless model (it was kept only where faster: a text recognizer's
+    budget, not tuned on, gave its float model at 1.00x, not dynamic INT8 at 0.99x and 0.62x the
+    size)."""
     model, data = lstm_model()
     del model.graph.node[1:]  # the LSTM alone: its last state out
     model.graph.output[0].CopyFrom(vi("h", FLOAT, [1, 1, 32]))
     del model.graph.initializer[2:]
-    monkeypatch.setattr(trades, "trade", lambda *args, **kwargs: (faster, "mocked"))
+    monkeypatch.setattr(
+        trades,
+        "side_by_side",
+        lambda models, sample, runs: [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)],
+    )
     options = {**FAST, "target": "auto", "measure_latency": True}
     report = quantize(model, data, **options).report
-    assert (report.mode, report.quantized) == (("dynamic", {"LSTM": 1}) if faster else ("none", {}))
-    verdict = "kept" if faster else "not kept"
-    assert f"against the lossless model: {verdict} (mocked)" in " ".join(report.notes)
+    assert (report.mode, report.quantized) == (("dynamic", {"LSTM": 1}) if kept else ("none", {}))
+    verdict = {0.8: "kept (0.80x the time, faster", 1.0: "kept (1.00x the time, same within noise"}
+    (note,) = [n for n in report.notes if "against the lossless model" in n]
+    assert note.startswith("dynamic INT8 (it meets cosine>=0.99 on the selection samples)")
+    assert verdict.get(ratio, "not kept (1.20x the time, slower") in note
+    assert re.search(r"; 0\.[0-3]\dx the file\)$", note)
     assert not any("was built with these choices" in note for note in report.notes)
     tried = "dynamic INT8, which quantizes LSTMs, was tried and not kept (the notes say why)"
-    assert any(note.endswith(tried) for note in report.notes) == (not faster)
+    assert any(note.endswith(tried) for note in report.notes) == (not kept)
 
 
 def conv_lstm() -> tuple[onnx.ModelProto, list[dict]]:

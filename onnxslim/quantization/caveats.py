@@ -24,7 +24,7 @@ from onnxslim.errors import CheckFailedError
 from onnxslim.model.stats import constant_size, model_stats
 from onnxslim.passes.fold import computable_values
 from onnxslim.quantization.ops import RULES, WEIGHTED
-from onnxslim.quantization.recovery import STORED_MISSED
+from onnxslim.quantization.recovery import STORED_MARGIN, STORED_MISSED
 from onnxslim.quantization.report import (
     WEIGHT_ONLY_MODE,
     Outcome,
@@ -374,10 +374,17 @@ def nothing_int8_warning(
     if computes_int8(outcome, before):  # a weighted node, or something else (a Gemm, ...)
         return []
     if outcome.fallback:
-        stored_missed = any(item.get("reason") == STORED_MISSED for item in outcome.fallback)
+        reasons = {item.get("reason") for item in outcome.fallback}
+        goal = "the budget" if budget else "the bar"
         tried = (
             " (the fallback tried int8-stored weights computing in float first: they missed it too)"
-            if stored_missed
+            if STORED_MISSED in reasons
+            else (
+                " (the fallback tried int8-stored weights computing in float first: they met "
+                f"{goal} on every selection sample, not its margin for new samples, which "
+                "more selection samples narrow)"
+            )
+            if STORED_MARGIN in reasons
             else ""
         )
         weights = (

@@ -33,6 +33,9 @@ NOT_WORTH_IT = ": not worth it"  # int8_or_float's verdict against INT8 compute
 INT8_BUILT_WITH = "the INT8 model that float compute replaced (below) was built with these choices:"
 #: mode auto: dynamic INT8 replaces float compute only with a file at most this much larger
 DYNAMIC_SIZE_SLACK = 1.25
+#: ... and float weights (the lossless model, or a budget's float fallback) at the same speed
+#: with a file at most this much of theirs
+SMALLER_FILE = 0.8
 
 
 def static_or_dynamic(
@@ -243,9 +246,11 @@ def dynamic_for_speed(
     only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
     weight but MatMul's and LSTM's float: an embedding table, a GRU) and, timed on `timed_on`, it
     is faster and worth its drift by `int8_or_float`'s rule; else `current`, with a note. Against
-    the lossless model (static INT8 had nothing to quantize: an LSTM alone), exact, no drift
-    would be worth it: `dynamic_int8`, which meets `bar` (QUALITY_BAR or the budget), must be
-    faster."""
+    float weights (`current` the lossless model, or a budget's fallback), `dynamic_int8`, which
+    meets `bar` (QUALITY_BAR or the budget), is kept where it is not slower and its file at most
+    SMALLER_FILE of theirs (a text recognizer's budget gave the float model, 1.00x the time,
+    against dynamic INT8 at 0.99x and 0.62x the size); else, against the lossless model, exact,
+    no drift would be worth it: it must be faster."""
     grows = _file_bytes(dynamic_int8.model) / _file_bytes(current.model)
     if grows > DYNAMIC_SIZE_SLACK:
         current.notes.append(
@@ -253,6 +258,8 @@ def dynamic_for_speed(
             "(it leaves every other weight float)"
         )
         return current
+    if grows <= SMALLER_FILE and not int8_stored(current.kept_float):
+        return _smaller_if_not_slower(current, dynamic_int8, timed_on, bar, grows)
     if current.method == "none":
         worth, measured = trades.trade(current, dynamic_int8, timed_on, speed_only=True)
         kept = dynamic_int8 if worth else current
@@ -262,6 +269,25 @@ def dynamic_for_speed(
         )
         return kept
     return int8_or_float(dynamic_int8, current, timed_on, dynamic_int8=True, for_speed=True)
+
+
+def _smaller_if_not_slower(
+    current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget, size: float
+) -> Outcome:
+    """`dynamic_int8` (meeting `bar`, its file `size` times `current`'s float weights) where,
+    timed side by side on `timed_on`, it is not slower by bench's noise rule; else `current`."""
+    floats, ints = trades.side_by_side(
+        [current.model, dynamic_int8.model], timed_on, trades.TRADE_RUNS
+    )
+    ratio, verdict = ints.versus(floats)
+    kept = current if verdict == "slower" else dynamic_int8
+    against = "the lossless model" if current.method == "none" else "float weights"
+    kept.notes.append(
+        f"dynamic INT8 (it meets {bar} on the selection samples) against {against}: "
+        f"{'not kept' if verdict == 'slower' else 'kept'} ({ratio:.2f}x the time, "
+        f"{'same within noise' if verdict == 'same' else verdict}; {size:.2f}x the file)"
+    )
+    return kept
 
 
 def _file_bytes(model: ir.Model) -> int:
