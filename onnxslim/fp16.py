@@ -148,6 +148,71 @@ def to_float16(
     return result
 
 
+def to_float32(model: ir.Model) -> int:
+    """`model` computing in float32 what it computes in float16, in place (INT8 starts from
+    float32): every float16 constant, attribute and tensor of its graphs made float32, exactly;
+    the main graph's float16 inputs and outputs stay float16 behind Casts. Returns how many
+    float16 constants were made float32; 0, and `model` unchanged, where a sequence or optional
+    holds float16 (not converted here)."""
+    graph = model.graph
+    nodes = list(ir.traversal.RecursiveGraphIterator(graph))
+    graphs = {id(g): g for g in (graph, *(node.graph for node in nodes))}.values()
+    values = [v for g in graphs for v in (*g.inputs, *g.initializers.values())]
+    values += [output for node in nodes for output in node.outputs]
+    half = [v for v in values if v.dtype == HALF]
+    if any(not isinstance(v.type, ir.TensorType) for v in half):
+        return 0
+    inputs = [v for v in graph.inputs if v.dtype == HALF and not v.is_initializer()]
+    outputs = [(i, v) for i, v in enumerate(graph.outputs) if v.dtype == HALF]
+    constants = 0
+    for value in half:
+        if value.const_value is not None:
+            data = value.const_value.numpy().astype(np.float32)
+            value.const_value = ir.Tensor(data, name=value.name)
+            constants += 1
+        value.type = ir.TensorType(FLOAT)
+    for node in nodes:
+        constants += _attributes_to_float(node)
+    for value in inputs:  # read as given, float16, then upcast
+        value.type = ir.TensorType(HALF)
+        cast = ir.node("Cast", [value], attributes={"to": FLOAT})
+        cast.outputs[0].type, cast.outputs[0].shape = ir.TensorType(FLOAT), value.shape
+        cast.outputs[0].name = _unique(graph, f"{value.name}_fp32")
+        for use in list(value.uses()):
+            if use.node is not cast:
+                use.node.replace_input_with(use.idx, cast.outputs[0])
+        graph.insert_before(graph.node(0), cast) if len(graph) else graph.append(cast)
+    for index, value in outputs:
+        if value in inputs:  # an input given back as it came
+            continue
+        name = value.name
+        value.name = _unique(graph, f"{name}_fp32")
+        cast = ir.node("Cast", [value], attributes={"to": HALF}, name=f"{name}_to_fp16")
+        cast.outputs[0].type, cast.outputs[0].shape = ir.TensorType(HALF), value.shape
+        cast.outputs[0].name = name
+        graph.append(cast)
+        graph.outputs[index] = cast.outputs[0]
+    return constants
+
+
+#: Attributes naming a tensor type: Cast's "to", the random and EyeLike ops' "dtype".
+TYPE_ATTRIBUTES = ("to", "dtype")
+
+
+def _attributes_to_float(node: ir.Node) -> int:
+    """`node`'s float16 attributes made float32 (a type it casts to or makes, a tensor a
+    Constant or ConstantOfShape holds); how many constants there were."""
+    constants = 0
+    for name, attr in list(node.attributes.items()):
+        if attr.type == ir.AttributeType.INT and name in TYPE_ATTRIBUTES and attr.value == HALF:
+            node.attributes[name] = ir.AttrInt64(name, FLOAT)
+        elif attr.type == ir.AttributeType.TENSOR and attr.value.dtype == HALF:
+            data = attr.value.numpy().astype(np.float32)
+            node.attributes[name] = ir.AttrTensor(name, ir.Tensor(data, name=attr.value.name))
+            constants += 1
+    return constants
+
+
 def _to_half(value: ir.Value) -> None:
     """`value` as float16, in a type of its own: a dtype set in place would change every value
     sharing its type object too (a rewrite may give a new value the type of the one it replaces),

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import onnx
 import onnx_ir as ir
 
+from onnxslim import fp16
 from onnxslim.bench import Latency, latencies, within
 from onnxslim.cpu import available_memory
 from onnxslim.data import (
@@ -273,13 +274,34 @@ def _frozen_inputs_note(model: ir.Model) -> list[str]:
     ]
 
 
+def _float32(model: ir.Model, notes: list[str]) -> ir.Model:
+    """`model`, or where a weighted node reads float16 weights (the model computes in float16)
+    a float32 copy (`fp16.to_float32`, exact) for INT8 to start from, with a note; `model`, the
+    lossless model, stays what a result without INT8 gives back."""
+    ops = {node.op_type for node in model.graph}
+    if not any(
+        why and why.startswith("weight is float16")
+        for why in weighted_nodes(model, ops, ()).values()
+    ):
+        return model
+    copy = io.from_proto(io.to_proto(model))
+    if not fp16.to_float32(copy):
+        return model
+    notes.append(
+        "the model computes in float16: INT8 starts from it in float32 (its float16 weights "
+        "and tensors made float32, exactly; its float16 inputs and outputs stay float16)"
+    )
+    return copy
+
+
 def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | None, bool]:
     """The INT8 model `run.config` asks for, its automatic choices made on the selection
     samples: static, dynamic (or, mode auto, whichever `static_or_dynamic` keeps), float
     compute where INT8 compute does not pay for its drift, LSTMs in dynamic INT8 beside static
     INT8. Returns the outcome, the model static INT8 was made of (its names), the dynamic INT8
     outcome mode auto tried (if any), and whether LSTMs were tried in dynamic INT8."""
-    config, float_model, selection = run.config, run.float_model, run.selection
+    config, selection = run.config, run.selection
+    float_model = _float32(run.float_model, run.notes)
     dynamic_options = dynamic.DynamicOptions(
         _dynamic_excluded(config, float_model),
         profile.pair_limit,
