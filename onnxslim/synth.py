@@ -69,7 +69,7 @@ BROADCASTING = frozenset(
 )
 #: Where a picture's size counts, retries try its height and width from the picture size down to
 #: this first, then larger, then smaller: calibrating or timing a conv net on a 2x2 picture tells
-#: little.
+#: little; the check tries sizes below this last.
 SMALLEST_PICTURE = 16
 #: `other_dims` doubles a dynamic dim up to this value and halves a larger one.
 LARGEST_DOUBLED = 512
@@ -645,6 +645,10 @@ class _Planner:
         if near and self.pictures & set(focus):
             # not a few pixels where larger runs, nor 1024 before what is nearer the picture size
             sizes.sort(key=lambda n: (n < SMALLEST_PICTURE, n > near, abs(n - near)))
+        elif self.pictures & set(focus):
+            # the check: not a few pixels where larger runs (a table detector whose error named
+            # 2 ran its skip Adds at 2x2, broadcasting their size-1 dims)
+            sizes.sort(key=lambda n: n < SMALLEST_PICTURE)
         # Other dims at 1 too: no name ties them to the failing input's, yet one may be its batch
         # (an RNN state [layers, batch, hidden] whose dims are unnamed).
         others = {

@@ -815,6 +815,27 @@ def test_a_picture_that_fails_at_its_size_is_retried_larger_first():
     assert made.feeds["x"].shape == (1, 3, 32, 32)  # the check's size runs as it is
 
 
+def test_the_check_retries_a_picture_at_a_few_pixels_last():
+    """A table detector (lineless-table-rec, not tuned on) fails at the check's 32x32; its error
+    named 2, at which it ran, its skip Adds broadcasting size-1 dims: the check then compared a
+    path the model never takes. Sizes from 16 up come first (64 here), a pixel last (its 2 rows
+    sliced beside 2 pooled ones: 1 row of each at 1 pixel)."""
+    pooled = helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[1, 1], strides=[32, 1])
+    model = make_model(
+        [
+            pooled,
+            helper.make_node("Slice", ["x", "zero", "two", "two"], ["rows"]),
+            helper.make_node("Concat", ["p", "rows"], ["y"], axis=1),
+        ],
+        [vi("x", FLOAT, ["batch", 3, "h", "w"])],
+        [vi("y", FLOAT, None)],
+        [const("zero", np.array([0])), const("two", np.array([2]))],
+    )
+    sess = session(model)
+    made, _ = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert made.feeds["x"].shape == (1, 3, 64, 64)  # (it runs at 1 too, and at 33 to 64)
+
+
 def cached_decoder(mask_dim: str = "total"):
     """One attention step of a decoder with a KV cache: the new tokens' keys join the cached ones
     (Concat on the length axis) and the attention mask weighs all of them, so the mask's length
