@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from onnxslim.drift import Drift, compare_outputs
 from onnxslim.errors import CheckFailedError
-from onnxslim.model.graph import has_subgraphs
+from onnxslim.model.graph import has_subgraphs, subgraphs
 
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 FP16_MAX = 65504.0
@@ -152,18 +152,18 @@ def to_float32(model: ir.Model) -> int:
     """`model` computing in float32 what it computes in float16, in place (INT8 starts from
     float32): every float16 constant, attribute and tensor of its graphs made float32, exactly;
     the main graph's float16 inputs and outputs stay float16 behind Casts. Returns how many
-    float16 constants were made float32; 0, and `model` unchanged, where a sequence or optional
-    holds float16 (not converted here)."""
+    float16 constants were made float32; 0, and `model` unchanged, where a model-local function
+    or a sequence or optional holds float16 (not converted here)."""
     graph = model.graph
-    nodes = list(ir.traversal.RecursiveGraphIterator(graph))
-    graphs = {id(g): g for g in (graph, *(node.graph for node in nodes))}.values()
+    graphs = [graph, *subgraphs(graph)]
+    nodes = [node for g in graphs for node in g]
     values = [v for g in graphs for v in (*g.inputs, *g.initializers.values())]
     values += [output for node in nodes for output in node.outputs]
     half = [v for v in values if v.dtype == HALF]
-    if any(not isinstance(v.type, ir.TensorType) for v in half):
+    if model.functions or any(not isinstance(v.type, ir.TensorType) for v in half):
         return 0
     inputs = [v for v in graph.inputs if v.dtype == HALF and not v.is_initializer()]
-    outputs = [(i, v) for i, v in enumerate(graph.outputs) if v.dtype == HALF]
+    outputs = [(i, v) for i, v in enumerate(graph.outputs) if v.dtype == HALF and v not in inputs]
     constants = 0
     for value in half:
         if value.const_value is not None:
@@ -175,24 +175,31 @@ def to_float32(model: ir.Model) -> int:
         constants += _attributes_to_float(node)
     for value in inputs:  # read as given, float16, then upcast
         value.type = ir.TensorType(HALF)
-        cast = ir.node("Cast", [value], attributes={"to": FLOAT})
-        cast.outputs[0].type, cast.outputs[0].shape = ir.TensorType(FLOAT), value.shape
-        cast.outputs[0].name = _unique(graph, f"{value.name}_fp32")
+        upcast = _cast(value, FLOAT, _unique(graph, f"{value.name}_fp32"))
         for use in list(value.uses()):
-            if use.node is not cast:
-                use.node.replace_input_with(use.idx, cast.outputs[0])
-        graph.insert_before(graph.node(0), cast) if len(graph) else graph.append(cast)
+            if use.node is not upcast.producer():
+                use.node.replace_input_with(use.idx, upcast)
+        if len(graph):
+            graph.insert_before(graph.node(0), upcast.producer())
+        else:
+            graph.append(upcast.producer())
+    given_back: dict[int, ir.Value] = {}  # an output listed twice: one Cast
     for index, value in outputs:
-        if value in inputs:  # an input given back as it came
-            continue
-        name = value.name
-        value.name = _unique(graph, f"{name}_fp32")
-        cast = ir.node("Cast", [value], attributes={"to": HALF}, name=f"{name}_to_fp16")
-        cast.outputs[0].type, cast.outputs[0].shape = ir.TensorType(HALF), value.shape
-        cast.outputs[0].name = name
-        graph.append(cast)
-        graph.outputs[index] = cast.outputs[0]
+        if id(value) not in given_back:
+            name = value.name
+            value.name = _unique(graph, f"{name}_fp32")
+            given_back[id(value)] = _cast(value, HALF, name)
+            graph.append(given_back[id(value)].producer())
+        graph.outputs[index] = given_back[id(value)]
     return constants
+
+
+def _cast(value: ir.Value, to: ir.DataType, name: str) -> ir.Value:
+    """The output, named `name`, of a Cast of `value` to `to` (in no graph yet)."""
+    node = ir.node("Cast", [value], attributes={"to": to})
+    node.outputs[0].type, node.outputs[0].shape = ir.TensorType(to), value.shape
+    node.outputs[0].name = name
+    return node.outputs[0]
 
 
 #: Attributes naming a tensor type: Cast's "to", the random and EyeLike ops' "dtype".

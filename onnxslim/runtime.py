@@ -26,6 +26,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from onnxslim.cpu import allowed_cores
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
 from onnxslim.model.graph import proto_graphs, proto_readers
@@ -47,7 +48,7 @@ ort.set_default_logger_severity(QUIET)
 def session_options(
     *, threads: int = 1, opt_level: str = "disable", prepack: bool = True
 ) -> ort.SessionOptions:
-    """Intra-op `threads` (0: every core this process may run on), one inter-op thread, quiet
+    """Intra-op `threads` (0: as many as `cpu.allowed_cores` says), one inter-op thread, quiet
     logs, `opt_level` from OPT_LEVELS. `prepack=False` leaves constant weights unpacked: a session
     that runs once or twice (a check) loads much faster, and ORT then maps external weights
     without copying them."""
@@ -61,17 +62,6 @@ def session_options(
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
     options.log_severity_level = QUIET
     return options
-
-
-def allowed_cores() -> int:
-    """How many CPUs this process may run on where fewer than the machine has (taskset, a
-    container's cpuset), else 0: ORT's default, a thread per physical core, ignores the
-    restriction (one calibration pass pinned to a core took 2.1x the time on two threads)."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return 0
-    return allowed if allowed < (os.cpu_count() or allowed) else 0
 
 
 class Session:

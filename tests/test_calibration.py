@@ -166,16 +166,3 @@ def test_onnx_runtime_errors_while_observing_are_onnxslim_errors():
         with pytest.raises(OnnxSlimError, match="ONNX Runtime") as err:
             collect()
         assert "\n" not in str(err.value)
-
-
-def test_sessions_on_every_core_use_only_the_cores_the_process_may_run_on(monkeypatch):
-    """ORT's default thread count ignores taskset and a container's cpuset: a calibration pass
-    pinned to one core ran two threads on it at 2.1x the time."""
-    from onnxslim import runtime
-
-    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {2}, raising=False)
-    assert runtime.session_options(threads=0).intra_op_num_threads == 1
-    assert runtime.session_options(threads=3).intra_op_num_threads == 3
-    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert runtime.session_options(threads=0).intra_op_num_threads == 0  # ORT's default

@@ -124,13 +124,14 @@ def op_types(graph) -> set[str]:
 
 
 def softmax_axes(model: ir.Model) -> dict[str, tuple[int, ...]]:
-    """The graph outputs a Softmax computes (through Identity nodes), with the axes it normalizes
-    over (before opset 13: its axis and every later one; outputs of unknown rank are left out)."""
+    """The graph outputs a Softmax computes (through Identity nodes and Casts to a float type: a
+    float16 model's probabilities computed in float32), with the axes it normalizes over (before
+    opset 13: its axis and every later one; outputs of unknown rank are left out)."""
     opset = default_opset(model.opset_imports) or MIN_OPSET
     axes = {}
     for value in model.graph.outputs:
         node = value.producer()
-        while node is not None and node.op_type == "Identity" and node.domain == "":
+        while node is not None and _passes_probabilities(node):
             node = producer(node.inputs[0])
         rank = value.shape.rank() if value.shape is not None else None
         if node is None or node.op_type != "Softmax" or node.domain != "" or rank is None:
@@ -140,6 +141,17 @@ def softmax_axes(model: ir.Model) -> dict[str, tuple[int, ...]]:
         axis %= rank
         axes[value.name] = (axis,) if opset >= 13 else tuple(range(axis, rank))
     return axes
+
+
+def _passes_probabilities(node: ir.Node) -> bool:
+    """Whether `node` gives its input's probabilities as they are: an Identity, or a Cast to a
+    float type."""
+    if node.domain != "" or node.op_type not in ("Identity", "Cast"):
+        return False
+    if node.op_type == "Identity":
+        return True
+    to = node.attributes.get("to")
+    return to is not None and ir.DataType(to.as_int()).is_floating_point()
 
 
 #: Ops whose every output value lies in [0, 1]: a detector's scores.

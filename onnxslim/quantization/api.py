@@ -26,7 +26,7 @@ from onnxslim.data import (
 )
 from onnxslim.drift import Budget, compare_outputs, scored_drift, with_parts
 from onnxslim.errors import CheckFailedError, OnnxSlimError
-from onnxslim.model import io
+from onnxslim.model import external, io
 from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.passes.fold import restore_computations
 from onnxslim.passes.prune import DeduplicateInitializers, FreezeInitializerInputs
@@ -277,9 +277,10 @@ def _frozen_inputs_note(model: ir.Model) -> list[str]:
 def _float32(model: ir.Model, notes: list[str]) -> ir.Model:
     """`model`, or where a weighted node reads float16 weights (the model computes in float16)
     a float32 copy (`fp16.to_float32`, exact) for INT8 to start from, with a note; `model`, the
-    lossless model, stays what a result without INT8 gives back."""
+    lossless model, stays what a result without INT8 gives back. Not where the copy's weights
+    could pass protobuf's 2 GB (a 1.2 GB float16 model: INT8 leaves it float, and says why)."""
     ops = {node.op_type for node in model.graph}
-    if not any(
+    if 2 * external.weight_bytes(model) >= io.PROTOBUF_LIMIT or not any(
         why and why.startswith("weight is float16")
         for why in weighted_nodes(model, ops, ()).values()
     ):
@@ -412,7 +413,9 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
         ):  # float compute is as fast as static INT8; dynamic INT8's MatMuls may be faster
             tried = tried or dynamic.quantize_model(dynamic_model, *data, bar, dynamic_options)
             if not tried.violations:
-                outcome = modes.dynamic_for_speed(outcome, tried, selection[0], bar)
+                outcome = modes.dynamic_for_speed(
+                    outcome, tried, selection[0], bar, run.float_model
+                )
     outcome.model = restore_computations(outcome.model, folded)  # those left float
     return outcome, static_model, tried, lstms_tried
 

@@ -357,6 +357,16 @@ def computes_int8(outcome: Outcome, before: Counter) -> bool:
     )
 
 
+#: What the warning of a fallback that returned every node to float says of the int8-stored
+#: weights it tried first, by the reason it gives their nodes.
+STORED_TRIED = {
+    STORED_MISSED: " (the fallback tried int8-stored weights computing in float first: they "
+    "missed it too)",
+    STORED_MARGIN: " (the fallback tried int8-stored weights computing in float first: they met "
+    "it on every selection sample, not its margin for new samples)",
+}
+
+
 def nothing_int8_warning(
     outcome: Outcome,
     before: Counter,
@@ -375,18 +385,7 @@ def nothing_int8_warning(
         return []
     if outcome.fallback:
         reasons = {item.get("reason") for item in outcome.fallback}
-        goal = "the budget" if budget else "the bar"
-        tried = (
-            " (the fallback tried int8-stored weights computing in float first: they missed it too)"
-            if STORED_MISSED in reasons
-            else (
-                " (the fallback tried int8-stored weights computing in float first: they met "
-                f"{goal} on every selection sample, not its margin for new samples, which "
-                "more selection samples narrow)"
-            )
-            if STORED_MARGIN in reasons
-            else ""
-        )
+        tried = next((text for reason, text in STORED_TRIED.items() if reason in reasons), "")
         weights = (
             f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float "
             "weights make)"

@@ -240,7 +240,7 @@ def _timed_choice(
 
 
 def dynamic_for_speed(
-    current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget
+    current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget, lossless: ir.Model
 ) -> Outcome:
     """Mode auto, timed, where `current` computes nothing in INT8: `dynamic_int8` replaces it
     only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
@@ -249,17 +249,21 @@ def dynamic_for_speed(
     float weights (`current` the lossless model, or a budget's fallback), `dynamic_int8`, which
     meets `bar` (QUALITY_BAR or the budget), is kept where it is not slower and its file at most
     SMALLER_FILE of theirs (a text recognizer's budget gave the float model, 1.00x the time,
-    against dynamic INT8 at 0.99x and 0.62x the size); else, against the lossless model, exact,
-    no drift would be worth it: it must be faster."""
-    grows = _file_bytes(dynamic_int8.model) / _file_bytes(current.model)
+    against dynamic INT8 at 0.99x and 0.62x the size), their file being what `current` would
+    give: the `lossless` model where smaller (a float16 model's, quantized from float32); else,
+    against the lossless model, exact, no drift would be worth it: it must be faster."""
+    size = _file_bytes(dynamic_int8.model)
+    grows = size / _file_bytes(current.model)
     if grows > DYNAMIC_SIZE_SLACK:
         current.notes.append(
             f"dynamic INT8 not kept: its file would be {grows:.2f}x this one "
             "(it leaves every other weight float)"
         )
         return current
-    if grows <= SMALLER_FILE and not int8_stored(current.kept_float):
-        return _smaller_if_not_slower(current, dynamic_int8, timed_on, bar, grows)
+    if not int8_stored(current.kept_float):
+        grows = max(grows, size / _file_bytes(lossless))
+        if grows <= SMALLER_FILE:
+            return _smaller_if_not_slower(current, dynamic_int8, timed_on, bar, grows)
     if current.method == "none":
         worth, measured = trades.trade(current, dynamic_int8, timed_on, speed_only=True)
         kept = dynamic_int8 if worth else current
