@@ -225,6 +225,11 @@ def measured_gain(current: Variant | Outcome, candidate: Variant | Outcome) -> f
     return _gain(worst_snr(_compared(current)), worst_snr(_compared(candidate)))
 
 
+def compared_snr(made: Variant | Outcome) -> float:
+    """The worst output SNR (dB) of `made` on the selection samples, as the trades compare it."""
+    return worst_snr(_compared(made))
+
+
 def _gain(before_db: float, after_db: float) -> float:
     return 0.0 if before_db == after_db else after_db - before_db  # inf - inf: no gain
 
