@@ -13,6 +13,7 @@ A *sample* is one `{input_name: ndarray}` dict, fed to the model in one run. Sou
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -384,7 +385,34 @@ def load_samples(
     if not isinstance(source, (str, os.PathLike)):
         return as_samples(source, specs)
     samples, labels = _load_path(Path(source), specs, preprocess, what, default_pixels)
-    validate_samples(samples, specs, labels)
+    validate_samples(_float_as_taken(samples, specs, what), specs, labels)
+    return samples
+
+
+def _float_as_taken(samples: list[Sample], specs: Sequence[InputSpec], what: str) -> list[Sample]:
+    """`samples` (in place) with each float array given for an input of another float type cast
+    to it (float32 pictures for a float16 model, as preprocessing makes them), with a warning;
+    not where a finite value would overflow (the validation then says what to convert)."""
+    wanted = {spec.name: spec.dtype for spec in specs if spec.dtype.kind == "f"}
+    cast = set()
+    for sample in samples:
+        for name, array in list(sample.items()):
+            dtype = wanted.get(name)
+            if not isinstance(array, np.ndarray) or dtype is None or array.dtype.kind != "f":
+                continue
+            if array.dtype != dtype:
+                with np.errstate(over="ignore"):  # (an overflow is found below)
+                    converted = array.astype(dtype)
+                if np.array_equal(np.isfinite(converted), np.isfinite(array)):
+                    sample[name] = converted
+                    cast.add((name, array.dtype.name, dtype.name))
+    for name, given, taken in sorted(cast):
+        warnings.warn(
+            f"onnxslim: {what}: {given} data for input {name!r} cast to {taken}, as the model "
+            "takes it",
+            UserWarning,
+            stacklevel=3,
+        )
     return samples
 
 
@@ -429,7 +457,7 @@ def as_samples(obj, specs: Sequence[InputSpec]) -> list[Sample]:
                 f"sample {index} is a {type(item).__name__}, expected a dict of input name -> array"
             )
     samples = [{name: np.asarray(array) for name, array in item.items()} for item in items]
-    validate_samples(samples, specs)
+    validate_samples(_float_as_taken(samples, specs, "samples"), specs)
     return samples
 
 

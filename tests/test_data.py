@@ -273,11 +273,30 @@ def test_source_errors(tmp_path):
 
 def test_load_errors_name_the_file(tmp_path):
     np.save(tmp_path / "good.npy", np.ones((1, 4), np.float32))
-    np.save(tmp_path / "wrong.npy", np.ones((1, 4), np.float64))
+    np.save(tmp_path / "wrong.npy", np.ones((1, 4), np.int64))
     with pytest.raises(
-        OnnxSlimError, match=r"wrong.npy: input 'x' has dtype float64, the model expects float32"
+        OnnxSlimError, match=r"wrong.npy: input 'x' has dtype int64, the model expects float32"
     ):
         load_samples(tmp_path, X_SPEC)
+
+
+def test_float_data_is_cast_to_the_float_type_an_input_takes(tmp_path):
+    """A float16 model's calibration pictures, preprocessed in float32 as usual, were refused
+    ("has dtype float32, the model expects float16"): cast, with a warning; not where a value
+    would overflow float16 (then refused as before)."""
+    half = [InputSpec("x", np.dtype(np.float16), (None, 4))]
+    np.save(tmp_path / "a.npy", np.full((1, 4), 0.1, np.float32))
+    with pytest.warns(
+        UserWarning, match="--calibration: float32 data for input 'x' cast to float16"
+    ):
+        (sample,) = load_samples(tmp_path, half, what="--calibration")
+    assert sample["x"].dtype == np.float16 and sample["x"][0, 0] == np.float16(0.1)
+    with pytest.warns(UserWarning, match="samples: float64 data for input 'x' cast to float32"):
+        (sample,) = as_samples([{"x": np.ones((1, 4))}], X_SPEC)
+    assert sample["x"].dtype == np.float32
+    np.save(tmp_path / "a.npy", np.full((1, 4), 1e6, np.float32))
+    with pytest.raises(OnnxSlimError, match="has dtype float32, the model expects float16"):
+        load_samples(tmp_path, half)
 
 
 def test_validate_samples_errors():
