@@ -341,11 +341,10 @@ def int8_or_float(
     gain_db, measured = trades.snr_gain(float_compute, int8)
     float_db = trades.compared_snr(float_compute)
     if float_db > FLOAT_ROUNDING_DB:  # float compute reproduces the model: weights int8 already
-        gain_db = (
-            gain_db + float_db - FLOAT_ROUNDING_DB
-            if math.isfinite(float_db)
-            else trades.compared_snr(int8) - FLOAT_ROUNDING_DB
-        )
+        # both counted at most FLOAT_ROUNDING_DB (INT8 there too: no loss)
+        capped = min(trades.compared_snr(int8), FLOAT_ROUNDING_DB) - FLOAT_ROUNDING_DB
+        past = float_db - FLOAT_ROUNDING_DB
+        gain_db = min(gain_db + past, capped) if math.isfinite(past) else capped
         measured += f"; the other at float rounding, counted as {FLOAT_ROUNDING_DB:.0f} dB"
     stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
     lead = f"{COMPUTE_LEAD.format(what=what)}{stored}: {speed}; {what} {measured}"

@@ -222,7 +222,7 @@ def _estimated_trade(current: Variant, candidate: Variant, share: float) -> tupl
 
 def measured_gain(current: Variant | Outcome, candidate: Variant | Outcome) -> float:
     """`candidate`'s output SNR gain (dB) over `current` on the selection samples, as measured."""
-    return _gain(worst_snr(_compared(current)), worst_snr(_compared(candidate)))
+    return _gain(compared_snr(current), compared_snr(candidate))
 
 
 def compared_snr(made: Variant | Outcome) -> float:
