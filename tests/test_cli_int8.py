@@ -142,9 +142,9 @@ def test_int8_rejects_calibration_data_of_the_wrong_dtype(tmp_path, demo_path):
         out,
         "--int8",
         "--calibration",
-        _calibration_folder(tmp_path, dtype=np.float64),
+        _calibration_folder(tmp_path, dtype=np.int32),
     )
-    line = assert_one_line_error(proc, 2, "float64")
+    line = assert_one_line_error(proc, 2, "int32")
     assert "input" in line and "float32" in line
     assert not out.exists()
 
