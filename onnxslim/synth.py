@@ -83,8 +83,9 @@ MAX_ELEMENTS = 1 << 24
 #: init: batches 64 and 16 took 40 s).
 WEAK_RETRY_SECONDS = 5.0
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
-#: The name of an integer input that holds lengths (`_length_inputs`).
-LENGTH_NAME = re.compile("len", re.IGNORECASE)
+#: The name of an integer input that holds lengths (`_length_inputs`); of one that holds widths.
+LENGTH_NAME = re.compile("len|width", re.IGNORECASE)
+WIDTH_NAME = re.compile("width", re.IGNORECASE)
 #: A KV cache input (past keys and values) and an attention mask, by name.
 CACHE_NAME = re.compile("past|cache|key_values", re.IGNORECASE)
 MASK_NAME = re.compile("mask", re.IGNORECASE)
@@ -1007,7 +1008,9 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
     its dim is the first of another input: it measures that input's first dynamic dim after it
     (`waveforms[batch, N]`: N; `feats[batch, T, 80]`: T; a TTS model's `text[batch, T]`: T), or
     with none, of a sequence, its smaller dim after the batch (torchaudio's Emformer exported at
-    `x[1, 21, 32]`: 21; never more than the length whichever the layout)."""
+    `x[1, 21, 32]`: 21; never more than the length whichever the layout). A name like a width
+    (`widths`) measures the last dynamic dim (a text line reader's `x[B, 1, 96, W]`: W; it was
+    given 0 or 1, and the check compared outputs the original gives as zeros)."""
     found: dict[str, str | int] = {}
     for item in inputs:
         if not (_integer_vector(item) and LENGTH_NAME.search(item.name)):
@@ -1020,7 +1023,7 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
                 # smaller dim, which the length does not exceed whichever the layout
                 measured = [min(static)]
             if other.kind == "tensor" and other.dims[:1] == item.dims and measured:
-                found[item.name] = measured[0]
+                found[item.name] = measured[-1] if WIDTH_NAME.search(item.name) else measured[0]
                 break
     return found
 

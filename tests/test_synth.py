@@ -737,6 +737,13 @@ def test_a_length_input_holds_the_full_length():
     assert synth.synthesize(tts, {"text": (1, 7)}).feeds["text_lengths"].tolist() == [7]
     # Exported at fixed dims (torchaudio's Emformer: x[1, 21, 32], lengths[1]): the fixed length.
     assert synth.synthesize(masked_audio(dims=(1, 21))).feeds["waveforms_lens"].tolist() == [21]
+    # A text line reader's widths (trueocr, not tuned on: they were 0 or 1) measure its width.
+    reader = make_model(
+        [helper.make_node("Identity", ["widths"], ["y"])],
+        [vi("x", FLOAT, ["B", 1, "H", "W"]), vi("widths", INT64, ["B"])],
+        [vi("y", INT64, None)],
+    )
+    assert synth.synthesize(reader, {"x": (1, 1, 48, 320)}).feeds["widths"].tolist() == [320]
 
 
 def sliced_sum(start: int = 40):
