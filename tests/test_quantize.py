@@ -3011,7 +3011,8 @@ def test_a_trade_near_the_rules_edge_is_timed_again_and_that_decides(monkeypatch
 @pytest.mark.parametrize(
     ("ms", "runs"),
     [
-        (250.0, 30),  # 15 s of 0.5 s runs of both: the runs asked
+        (100.0, 30),  # 6 s of 0.2 s runs of both: the runs asked
+        (250.0, 13),  # 0.5 s runs of both: SLOW_SECONDS after 13 of them
         (2000.0, 10),  # 4 s runs: SLOW_SECONDS after bench.MIN_RUNS
         (15.625, 64),  # 2 s of 1/32 s runs
         (1.0, 600),  # 1000 would fit: at most 20 times the runs asked

@@ -31,7 +31,10 @@ MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a 
 TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (side_by_side)
 TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
 MORE_RUNS = 20
-SLOW_SECONDS = 20.0  # ... and fewer while they would take longer than this
+#: ... and fewer (bench.MIN_RUNS at least) once they take this long: 10 runs of a model taking
+#: 100 ms or more time it within 1% (a 640x640 YOLOv8-seg, not tuned on, spent 132 s of its
+#: 284 s quantizing on 11 timings at 20 s)
+SLOW_SECONDS = 6.0
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
 EDGE_RUNS = 3 * TRADE_RUNS
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
