@@ -32,8 +32,8 @@ TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (side_by_s
 TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
 MORE_RUNS = 20
 #: ... and fewer (bench.MIN_RUNS at least) once they take this long: 10 runs of a model taking
-#: 100 ms or more time it within 1% (a 640x640 YOLOv8-seg, not tuned on, spent 132 s of its
-#: 284 s quantizing on 11 timings at 20 s)
+#: 100 ms or more time it within 1% (a 640x640 YOLOv8-seg, not tuned on: its 11 timings took
+#: 132 s of 284 s quantizing at 20 s, 112 s of 262 s at 6 s)
 SLOW_SECONDS = 6.0
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
 EDGE_RUNS = 3 * TRADE_RUNS
