@@ -3895,11 +3895,9 @@ def test_int8_compute_under_the_quality_bar_needs_a_real_speedup(
         assert f"{why}: kept only at <= 0.8x the time" in chosen.notes[-1]
 
 
-def test_on_random_inputs_int8_compute_is_kept_only_where_faster(monkeypatch):
-    """occular-deskew's orientation classifier on random:32: INT8 compute 1.09x the time of
-    float compute on the same int8 weights, kept for being 5.8 dB closer to float on random
-    selection samples; on text pictures it was 14 dB further (43 of 48 orientations kept, against
-    47). Random samples say little of real ones: there only speed keeps INT8 compute."""
+def noisy_outcomes():
+    """A maker of Outcomes (of no model) whose output "y" is 8 fixed samples' plus `noise` times
+    normal draws, each call drawing anew."""
     rng = np.random.default_rng(0)
     ref = [{"y": rng.standard_normal(64).astype(np.float32)} for _ in range(8)]
 
@@ -3908,6 +3906,15 @@ def test_on_random_inputs_int8_compute_is_kept_only_where_faster(monkeypatch):
         return Outcome(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10), {}, {}, [],
                        compare_outputs(ref, noisy), [])  # fmt: skip
 
+    return outcome
+
+
+def test_on_random_inputs_int8_compute_is_kept_only_where_faster(monkeypatch):
+    """occular-deskew's orientation classifier on random:32: INT8 compute 1.09x the time of
+    float compute on the same int8 weights, kept for being 5.8 dB closer to float on random
+    selection samples; on text pictures it was 14 dB further (43 of 48 orientations kept, against
+    47). Random samples say little of real ones: there only speed keeps INT8 compute."""
+    outcome = noisy_outcomes()
     int8, floats = outcome(0.01), outcome(0.05)  # INT8 much closer to float
     for ratio, random_inputs, kept in [(1.09, False, True), (1.09, True, False), (0.7, True, True)]:
         timed = [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
@@ -3923,14 +3930,7 @@ def test_int8_compute_against_float_rounding_counts_its_loss_from_60_db(monkeypa
     """A MiniLM shipped with int8-stored weights (not tuned on): float compute reproduces it to
     122 dB, so dynamic INT8 at cosine 0.9971 read -98.3 dB and no speed paid for it (0.45x the
     time, not kept). Past FLOAT_ROUNDING_DB float compute counts as that close; exact, too."""
-    rng = np.random.default_rng(0)
-    ref = [{"y": rng.standard_normal(64).astype(np.float32)} for _ in range(8)]
-
-    def outcome(noise: float) -> Outcome:
-        noisy = [{"y": r["y"] + np.float32(noise) * rng.standard_normal(64)} for r in ref]
-        return Outcome(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10), {}, {}, [],
-                       compare_outputs(ref, noisy), [])  # fmt: skip
-
+    outcome = noisy_outcomes()
     int8, floats = outcome(0.06), outcome(float_noise)  # INT8 about 24 dB
     for ratio, kept in [(0.5, True), (0.8, False)]:  # 36 dB lost: worth 0.5x, not 0.8x
         timed = [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
