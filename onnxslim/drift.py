@@ -456,6 +456,24 @@ def with_parts(drift: Mapping[str, Drift], scored: Mapping[str, Drift] | None) -
     return {**drift, **parts}
 
 
+def closer_on_every_sample(drift: Mapping[str, Drift], than: Mapping[str, Drift]) -> bool:
+    """Whether `drift` errs no more than `than` (drifts over the same samples) on every sample of
+    every output `than` measures (`Drift.sample_errors`): what holds a budget for `than` then
+    holds it for `drift` too, whatever its samples' spread predicts."""
+    for name, other in than.items():
+        mine = drift.get(name)
+        if other.sample_errors is None:
+            continue
+        if mine is None or mine.sample_errors is None:
+            return False
+        if len(mine.sample_errors) != len(other.sample_errors) or any(
+            err > other_err
+            for (_, err), (_, other_err) in zip(mine.sample_errors, other.sample_errors)
+        ):
+            return False
+    return True
+
+
 def split_in_parts(scored: Mapping[str, Drift]) -> bool:
     """Whether `scored` (scored_drift's) compared an output in parts (`kind_views`)."""
     return any(name.endswith(OTHER_PART) for name in scored)
