@@ -800,21 +800,30 @@ def test_a_silent_model_is_not_retried_where_a_run_would_take_long(monkeypatch):
     assert tried == [(1, 32)] and y.tolist() == [0]
 
 
+def pooled_beside_rows(stride: int, rows: int):
+    """A picture `x[batch, 3, h, w]` pooled along its height with `stride`, concatenated with its
+    first `rows` rows: it runs only where the two heights agree."""
+    return make_model(
+        [
+            helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[1, 1], strides=[stride, 1]),
+            helper.make_node("Slice", ["x", "zero", "rows", "height"], ["first"]),
+            helper.make_node("Concat", ["p", "first"], ["y"], axis=1),
+        ],
+        [vi("x", FLOAT, ["batch", 3, "h", "w"])],
+        [vi("y", FLOAT, None)],
+        [
+            const("zero", np.array([0])),
+            const("rows", np.array([rows])),
+            const("height", np.array([2])),
+        ],
+    )
+
+
 def test_a_picture_that_fails_at_its_size_is_retried_larger_first():
     """A text recognizer (PP-OCR rec: its height pooled to 1, then concatenated) fails at 224x224;
     its error names 2 and 4, on which it runs. Where a picture's size counts (calibration), sizes
     from 16 up are tried first (64 here), not a 2x2 picture."""
-    pooled = helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[1, 1], strides=[64, 1])
-    model = make_model(
-        [
-            pooled,
-            helper.make_node("Slice", ["x", "zero", "one", "two"], ["row"]),
-            helper.make_node("Concat", ["p", "row"], ["y"], axis=1),
-        ],
-        [vi("x", FLOAT, ["batch", 3, "h", "w"])],
-        [vi("y", FLOAT, None)],
-        [const("zero", np.array([0])), const("one", np.array([1])), const("two", np.array([2]))],
-    )
+    model = pooled_beside_rows(stride=64, rows=1)
     sess = session(model)
     (sample,) = synth.synthesize_samples(model, 1, run=lambda feeds: sess.run(None, feeds))
     assert sample["x"].shape == (1, 3, 64, 64)
@@ -827,17 +836,7 @@ def test_the_check_retries_a_picture_at_a_few_pixels_last():
     named 2, at which it ran, its skip Adds broadcasting size-1 dims: the check then compared a
     path the model never takes. Sizes from 16 up come first (64 here), a pixel last (its 2 rows
     sliced beside 2 pooled ones: 1 row of each at 1 pixel)."""
-    pooled = helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[1, 1], strides=[32, 1])
-    model = make_model(
-        [
-            pooled,
-            helper.make_node("Slice", ["x", "zero", "two", "two"], ["rows"]),
-            helper.make_node("Concat", ["p", "rows"], ["y"], axis=1),
-        ],
-        [vi("x", FLOAT, ["batch", 3, "h", "w"])],
-        [vi("y", FLOAT, None)],
-        [const("zero", np.array([0])), const("two", np.array([2]))],
-    )
+    model = pooled_beside_rows(stride=32, rows=2)
     sess = session(model)
     made, _ = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
     assert made.feeds["x"].shape == (1, 3, 64, 64)  # (it runs at 1 too, and at 33 to 64)

@@ -176,7 +176,8 @@ def _measured(choice: levers.Choice, selection: list, ref_outputs: list) -> trad
 def _holds_as_closer(judged: dict, built: Outcome, budget: Budget) -> bool:
     """Whether a drift (`judged`, over the selection samples) holds `budget` for being closer to
     float on every sample than `built`, which holds it."""
-    return not budget.check(built.judged) and closer_on_every_sample(judged, built.judged)
+    held = built.judged
+    return not budget.check(held) and closer_on_every_sample(judged, held)
 
 
 def float_compute_twin(
