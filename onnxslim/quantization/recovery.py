@@ -89,7 +89,8 @@ def fall_back(
                 "reason": missed_reason
                 if stored_missed and name in int8_compute
                 else "over the drift budget",
-                "int8_weights": keep_weights and name in int8_compute,
+                # (not where other nodes read its weight in float: plan.SHARED_FLOAT)
+                "int8_weights": name in inf.plan.weight_only,
             }
             for name, noise in ranked[:k]
         ]

@@ -18,7 +18,7 @@ from onnxslim.quantization.config import QuantizeConfig
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
 from onnxslim.quantization.ops import RECURRENT_WEIGHTS, RULES, WEIGHT_ONLY, WEIGHTED
-from onnxslim.quantization.plan import STORED_COMPUTE, QuantOptions
+from onnxslim.quantization.plan import SHARED_FLOAT, STORED_COMPUTE, QuantOptions
 from onnxslim.quantization.recovery import fall_back
 from onnxslim.quantization.report import WEIGHT_ONLY_MODE, Outcome
 from onnxslim.render.progress import progress_bar
@@ -109,9 +109,18 @@ def static_int8(
             builder, quantized, info, selection, ref_outputs, config.max_drift
         )
         scored = None if violations else scored
-        # the rebuilt plan gives them generic reasons, unless the budget took them further
+        # the rebuilt plan gives them generic reasons, unless the budget took them further; how
+        # their weights are kept, it says (float where others now read them in float)
         returned = {item["node"] for item in fallback}
-        info.kept_float.update({n: why for n, why in chosen.items() if n not in returned})
+        info.kept_float.update(
+            {
+                n: why.replace(STORED_COMPUTE, SHARED_FLOAT)
+                if SHARED_FLOAT in info.kept_float.get(n, "")
+                else why
+                for n, why in chosen.items()
+                if n not in returned
+            }
+        )
     nearest = builder.gptq_skipped & gptq_candidates(info.plan, builder.options)
     if nearest:
         notes.append(gptq_memory_note(len(nearest), "node(s)", builder.gptq_memory))
