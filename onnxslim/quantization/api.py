@@ -332,10 +332,10 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
     if not candidates or (
         config.mode == "auto" and all(op_types[n] in RECURRENT_WEIGHTS for n in candidates)
     ):
-        drift = compare_outputs(run.ref_outputs, run_samples(float_model, selection))
         mode = "dynamic" if config.mode == "dynamic" else "static"
         unquantized = {name: why for name, why in weighted.items() if why is not None}
-        outcome = Outcome(float_model, {}, unquantized, [], drift, [], mode=mode, method="none")
+        outcome = modes.lossless_outcome(float_model, selection, run.ref_outputs, mode)
+        outcome.kept_float = unquantized
     elif config.mode == "dynamic":
         outcome = dynamic.quantize_model(
             dynamic_model, run.calib, selection, run.ref_outputs, config.max_drift, dynamic_options
@@ -395,6 +395,15 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
             else:  # its MatMuls all in float (the lossless model): float compute, a small file
                 float_compute.notes.append(modes.FLOAT_COMPUTE_MEETS.format(bar=bar))
                 outcome = float_compute
+            dynamic_timed = True
+        elif (
+            config.mode == "auto"
+            and config.times_choices
+            and outcome.mode == "dynamic"
+            and outcome.quantized
+        ):  # no float compute to time it against (none meets the bar): the lossless model
+            lossless = modes.lossless_outcome(float_model, selection, run.ref_outputs)
+            outcome = modes.dynamic_for_speed(lossless, outcome, selection[0], bar, run.float_model)
             dynamic_timed = True
         lstms_tried = False  # (their own dynamic INT8 beside static's)
         if config.mode == "auto" and config.times_choices and outcome.method != "none":
@@ -532,6 +541,7 @@ def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
     calls for."""
     config, float_model = run.config, run.float_model
     float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
+    float_is_result = outcome.mode == NO_INT8_MODE
     timed_on = (run.test or run.selection)[0]
     with progress_bar("INT8: timing the models: runs", None, config.progress):
         timed = _latency(
@@ -539,7 +549,8 @@ def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
             {
                 "int8": outcome.model,
                 "all int8": outcome.all_int8,
-                "lossless": float_model if config.optimize else None,
+                # (not where it is the result)
+                "lossless": float_model if config.optimize and not float_is_result else None,
             },
             timed_on,
         )

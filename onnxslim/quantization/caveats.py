@@ -367,6 +367,11 @@ STORED_TRIED = {
 }
 
 
+#: What the note of dynamic INT8 timed against the lossless model and not kept says
+#: (`modes.dynamic_for_speed`).
+LOSSLESS_KEPT = "against the lossless model: not kept"
+
+
 def nothing_int8_warning(
     outcome: Outcome,
     before: Counter,
@@ -407,9 +412,12 @@ def nothing_int8_warning(
             "or more selection samples (a narrower margin for new samples) leave more in INT8"
         ]
     reasons = kept_float_counts(outcome.kept_float)
+    timed = any(LOSSLESS_KEPT in note for note in outcome.notes)
     why = (
         "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
         if reasons
+        else "dynamic INT8 was timed here and not kept: no faster than the lossless model"
+        if timed
         else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
         + (
             " (dynamic INT8 quantizes MatMul, Gemm and LSTM weights)"

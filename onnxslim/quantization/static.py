@@ -35,6 +35,9 @@ CHOICE_REASONS = frozenset(
     }
 )
 
+#: why a node of an op with no int8 kernel (ConvTranspose) is listed in float
+NO_INT8_KERNEL = f"no int8 kernel: {STORED_COMPUTE}"
+
 
 def static_int8(
     float_model: ir.Model,
@@ -127,10 +130,12 @@ def static_int8(
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
+    # (an op INT8 can only store the weights of computes in float: a ConvTranspose)
+    stored_only = [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHT_ONLY]
     outcome = Outcome(
         model=quantized,
-        quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes)),
-        kept_float=info.kept_float,
+        quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes if n not in stored_only)),
+        kept_float={**info.kept_float, **dict.fromkeys(stored_only, NO_INT8_KERNEL)},
         fallback=fallback,
         drift=drift,
         violations=violations,
@@ -241,7 +246,7 @@ def float_compute_twin(
                 n: trades.INT8_NOT_WORTH + (f"; {STORED_COMPUTE}" if n in weights else "")
                 for n in int8
             },
-            **{n: f"no int8 kernel: {STORED_COMPUTE}" for n in stored_only},
+            **dict.fromkeys(stored_only, NO_INT8_KERNEL),
         },
         fallback=[],
         drift=drift,
