@@ -201,7 +201,7 @@ def other_dims(
     there."""
     planner = _Planner(model, shapes, DEFAULT_DIM)
     kept = {key: value for key, value in made.dims.items() if key not in planner.cache_spans}
-    free = {key: value for key, value in kept.items() if key not in planner.fixed}
+    free = _free(planner, kept)
     changed = {
         key: 2 if value == 1 else 2 * value if value <= LARGEST_DOUBLED else value // 2
         for key, value in free.items()
@@ -217,6 +217,26 @@ def other_dims(
         except Exception:  # noqa: BLE001 - whatever `run` raises means "not at these dims"
             continue
     return None
+
+
+def free_dims(
+    model: onnx.ModelProto | str | os.PathLike,
+    made: Synthesized,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> bool:
+    """Whether `made` (`first_runnable`'s) has dynamic dims nothing fixes: `other_dims` tries
+    other values of them."""
+    planner = _Planner(model, shapes, DEFAULT_DIM)
+    return bool(_free(planner, made.dims))
+
+
+def _free(planner: _Planner, dims: Mapping) -> dict:
+    """The dims of `dims` (a Synthesized's) the planner's shapes leave free, cache spans aside."""
+    return {
+        key: value
+        for key, value in dims.items()
+        if key not in planner.cache_spans and key not in planner.fixed
+    }
 
 
 def _first_runnable(

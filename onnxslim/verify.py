@@ -87,6 +87,10 @@ class CheckInputs:
     other_dims: dict[str, str] = field(default_factory=dict)
     #: why the sample at other dims was left out after all (None: it was not)
     other_dims_dropped: str | None = None
+    #: the synthesized samples the original did not take (all zeros, other dims), and why
+    left_out: list[str] = field(default_factory=list)
+    #: outputs the original gives partly as NaN or inf on synthesized inputs: their share
+    not_finite: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
         other = {name: f", then {text}" for name, text in self.other_dims.items()}
@@ -95,15 +99,23 @@ class CheckInputs:
         )
         noise = "; ".join(f"{name} {text}" for name, text in self.within_noise.items())
         zero = ", ".join(f"'{name}'" for name in self.all_zero)
+        nan = ", ".join(f"{share:.0%} of '{name}'" for name, share in self.not_finite.items())
         return (
             f"{self.source} inputs"
             + (f" ({shapes})" if shapes else "")
             + (f"; {self.other_dims_dropped}" if self.other_dims_dropped else "")
+            + "".join(f"; {text}" for text in self.left_out)
             + (f"; within the original's own rounding noise: {noise}" if noise else "")
             + (
                 f"; the original gives all zeros (or NaN) there for {zero}, so the check says "
                 "little about them (--check-inputs: real inputs)"
                 if zero
+                else ""
+            )
+            + (
+                f"; the original gives NaN or inf there for {nan}: the check compares the rest "
+                "(--check-inputs: real inputs)"
+                if nan
                 else ""
             )
         )
@@ -143,7 +155,19 @@ def reference_outputs(
                 for name, *values in zip(session.output_names, *expected)
                 if all(_zeros(value) for value in values)
             ]
+            inputs.not_finite = {
+                name: share
+                for name, *values in zip(session.output_names, *expected)
+                if name not in inputs.all_zero and (share := _not_finite_share(values))
+            }
         return Reference(inputs, expected, session.output_names)
+
+
+def _not_finite_share(values: Sequence) -> float:
+    """The share of NaN and inf among the float values of `values` (one output's arrays)."""
+    floats = [v for v in values if isinstance(v, np.ndarray) and v.dtype.kind in "fc"]
+    size = sum(v.size for v in floats)
+    return sum(int(np.count_nonzero(~np.isfinite(v))) for v in floats) / size if size else 0.0
 
 
 def _zeros(value) -> bool:
@@ -248,6 +272,9 @@ OTHER_DIMS_UNTAKEN = (
     "at other dynamic dims ({dims}) the original itself, as ONNX Runtime runs it by default "
     "(graph optimizations on), {how}: not checked there"
 )
+#: Why a check has no sample of all zeros: "{why}" what the original does on them.
+ZEROS_LEFT_OUT = "no sample of all zeros: the original {why}"
+OTHER_DIMS_REJECTED = "no sample at other sizes of its dynamic dims: the original rejects them"
 OTHER_DIMS_NOT_FINITE = (
     "at other dynamic dims ({dims}) the original gives NaN or inf: not checked there"
 )
@@ -436,11 +463,14 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
         silent = run(zeros) if zeroed else None
     except NotCheckable:  # the original rejects zeros: the random sample alone
         silent = None
+        inputs.left_out.append(ZEROS_LEFT_OUT.format(why="rejects them"))
     if silent is not None and all(_finite(value) for value in silent):
         inputs.samples.append(zeros)
         expected.append(silent)
         for name in zeroed.keys() & inputs.description.keys():
             inputs.description[name] += ", then all zeros"
+    elif silent is not None and all(_finite(value) for value in outputs):
+        inputs.left_out.append(ZEROS_LEFT_OUT.format(why="gives NaN or inf there"))
     resized = synth.other_dims(proto, made, run, shapes)
     if resized and all(_finite(value) for value in resized[1]):  # where the original takes them
         inputs.samples.append(resized[0].feeds)
@@ -449,6 +479,8 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
     elif resized and all(_finite(value) for value in outputs):  # (not the model's way anyway)
         dims = _feed_shapes(resized[0].feeds)
         inputs.other_dims_dropped = OTHER_DIMS_NOT_FINITE.format(dims=dims)
+    elif resized is None and synth.free_dims(proto, made, shapes):
+        inputs.left_out.append(OTHER_DIMS_REJECTED)
     return inputs, expected
 
 

@@ -47,6 +47,7 @@ from onnxslim.quantization.caveats import (
     nothing_int8_warning,
     one_size_note,
     parts_notes,
+    picks_note,
     recurrent_note,
     reordered_outputs_note,
     rewrite_warning,
@@ -496,6 +497,7 @@ def _report(
         notes += one_size_note(input_specs(float_model), test or selection, split)
     if outcome.mode != NO_INT8_MODE:  # (the lossless model: no drift to overstate)
         notes += reordered_outputs_note(float_model, drift)
+        notes += picks_note(float_model, len(test or selection), split)
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)
     activations = "uint8 (dynamic)" if dynamic_used else config.activation_type
