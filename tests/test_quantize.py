@@ -4658,3 +4658,15 @@ def test_a_model_that_picks_inside_is_said_to_drift_by_rare_flips():
     del model.graph.node[2:]  # the pick as an output: read by no node
     model.graph.output[0].CopyFrom(vi("pick", INT64, [1]))
     assert caveats.picks_note(ir.from_proto(model), 40, "test") == []
+
+
+def test_a_lever_kept_for_a_gain_that_rounds_away_shows_it_in_hundredths(monkeypatch):
+    """basicpitch (not tuned on): "kept bias correction (plain: 6.8 dB, bias correction: 6.8 dB,
+    ...)", kept for a gain too small to show at 0.1 dB."""
+    snrs = iter([6.80, 6.84, 6.81, 6.82])
+    monkeypatch.setattr(levers, "worst_snr", lambda scored: next(snrs, 10.0))
+    monkeypatch.setattr(levers, "significantly_closer", lambda *a: True)
+    report = quantize(conv_pair(), _conv_pair_samples(10), **FAST, percentile=99.99).report
+    kept = next(note for note in report.notes if note.startswith("kept "))
+    assert kept.startswith("kept bias correction (output SNR on ")
+    assert "selection samples: plain: 6.80 dB, bias correction: 6.84 dB, CLE: 6.81 dB" in kept

@@ -192,7 +192,10 @@ def _closest(
                 kept = (label, choice, worst_output(choice.scored))
             bar.advance()
     label, choice, _ = kept
-    tried = ", ".join(f"{key}: {snr:.1f} dB" for key, snr in scores.items())
+    # (a variant kept for a gain that rounds away at 0.1 dB: shown at 0.01 dB)
+    default = next(iter(scores))
+    digits = 2 if label != default and f"{scores[label] - scores[default]:.1f}" == "0.0" else 1
+    tried = ", ".join(f"{key}: {snr:.{digits}f} dB" for key, snr in scores.items())
     rule = (
         f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "
         f"of bootstrap resamples of those samples"
