@@ -62,7 +62,11 @@ RANDOM_SAMPLES = 8
 # is reported
 SESSION_REPEATS = 5
 MEMORY_RUNS = 3
-MIN_RUNS = 10  # a timing given a time (`within`) makes this many runs however slow
+MIN_RUNS = 10  # a timing given a time (`within`) makes this many runs at least
+#: ... or this many (after this many warm-up rounds) where a round of runs takes this long (s): a
+#: 1024x1024 nucleus segmenter (not tuned on), a second a run, spent 214 s of 570 quantizing in
+#: seven timings of 15 rounds
+MIN_SLOW_RUNS, SLOW_WARMUP, SLOW_ROUND_SECONDS = 5, 2, 1.0
 #: The verdict's noise rule: a time ratio (model / reference) says "slower" only when the medians'
 #: ratio and the minimums' ratio both exceed 1 + NOISE, "faster" only when both are below
 #: 1 / (1 + NOISE), "same within noise" otherwise. Interleaved runs share the machine's load, the
@@ -650,9 +654,16 @@ Enough = Callable[[int, float], bool]
 
 
 def within(seconds: float) -> Enough:
-    """A timing stops once its runs take `seconds`, after MIN_RUNS runs at least (a model taking
-    a second a run)."""
-    return lambda done, elapsed: done >= MIN_RUNS and elapsed > seconds
+    """A timing stops once its runs take `seconds`, after the `fewest_runs` at least (a model
+    taking a second a run)."""
+    return lambda done, elapsed: fewest_runs(done, elapsed) and elapsed > seconds
+
+
+def fewest_runs(done: int, elapsed: float) -> bool:
+    """Whether `done` rounds of interleaved runs, taking `elapsed` seconds, are as few as a
+    timing given a time (`Enough`) makes: MIN_RUNS, or MIN_SLOW_RUNS of slow rounds."""
+    slow = elapsed >= SLOW_ROUND_SECONDS * done
+    return done >= MIN_RUNS or (done >= MIN_SLOW_RUNS and slow)
 
 
 def latencies(
@@ -684,11 +695,16 @@ def _timed_runs(
     """Seconds of each of `runs` runs per session, interleaved (run r: sample r, every session in
     turn, from a first session that moves on each run and again after each pass over the
     samples: no session always runs first, nor first on the same sample) after `warmup` such
-    rounds untimed, or of fewer once `enough` says so of the rounds timed and the seconds they
-    took; `bar` advances per run (and, with `phases`, says whether it warms up or times)."""
+    rounds untimed (with `enough`, SLOW_WARMUP of slow rounds), or of fewer once `enough` says so
+    of the rounds timed and the seconds they took; `bar` advances per run (and, with `phases`,
+    says whether it warms up or times)."""
     if phases:
         bar.describe("warming up")
+    warming = time.perf_counter()
     for r in range(warmup):
+        slow = time.perf_counter() - warming >= SLOW_ROUND_SECONDS * r
+        if enough is not None and r >= SLOW_WARMUP and slow:  # (a timing given a time)
+            break
         for session in sessions:
             session.run(samples[r % len(samples)])
             bar.advance()

@@ -99,7 +99,10 @@ class CheckInputs:
         )
         noise = "; ".join(f"{name} {text}" for name, text in self.within_noise.items())
         zero = ", ".join(f"'{name}'" for name in self.all_zero)
-        nan = ", ".join(f"{share:.0%} of '{name}'" for name, share in self.not_finite.items())
+        nan = ", ".join(
+            f"{f'{share:.0%}' if share >= 0.01 else 'under 1%'} of '{name}'"
+            for name, share in self.not_finite.items()
+        )
         return (
             f"{self.source} inputs"
             + (f" ({shapes})" if shapes else "")
@@ -274,7 +277,10 @@ OTHER_DIMS_UNTAKEN = (
 )
 #: Why a check has no sample of all zeros: "{why}" what the original does on them.
 ZEROS_LEFT_OUT = "no sample of all zeros: the original {why}"
-OTHER_DIMS_REJECTED = "no sample at other sizes of its dynamic dims: the original rejects them"
+OTHER_DIMS_REJECTED = (
+    "no sample at other sizes of its dynamic dims: the original rejects them (or they are too "
+    "large to try)"
+)
 OTHER_DIMS_NOT_FINITE = (
     "at other dynamic dims ({dims}) the original gives NaN or inf: not checked there"
 )

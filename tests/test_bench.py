@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 
 import numpy as np
 import onnx
@@ -14,6 +15,7 @@ from helpers import FLOAT, INT64, REPO, assert_one_line_error, const, make_model
 from onnx import helper
 from rich.console import Console
 
+import onnxslim.bench
 from onnxslim.bench import (
     SCHEMA_VERSION,
     BenchReport,
@@ -21,7 +23,9 @@ from onnxslim.bench import (
     ModelResult,
     _timed_runs,
     benchmark,
+    fewest_runs,
     timing_verdict,
+    within,
 )
 from onnxslim.cli.bench import bench_command
 from onnxslim.cpu import available_memory, cpu_info, parse_cpuinfo
@@ -689,3 +693,33 @@ def test_runs_a_microsecond_apart_are_the_same_speed():
     (verdict,) = report.verdicts
     assert verdict.per_run.verdict == "same" and verdict.per_run.ratio == pytest.approx(1.03)
     assert "medians at least 1 us apart" in report.render()
+
+
+def test_a_timing_given_a_time_makes_fewer_rounds_of_a_model_taking_a_second_a_run(monkeypatch):
+    """A 1024x1024 segmenter (not tuned on), a second a run: 5 warm-up rounds and 10 timed ones of
+    two models each timing, 214 s of 570 quantizing. Now 2 warm-up rounds and 5 timed ones; a
+    timing given no time (the bench command's) warms up and runs as asked."""
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(onnxslim.bench.time, "perf_counter", lambda: clock.now)
+
+    class SecondARun:
+        runs = 0
+
+        def run(self, feed):
+            clock.now += 1.0
+            self.runs += 1
+
+    class Steps:
+        def advance(self):
+            pass
+
+        def describe(self, text):
+            pass
+
+    sessions = [SecondARun(), SecondARun()]
+    times = _timed_runs(sessions, [{}], 5, 100, Steps(), enough=within(6.0))
+    assert [len(t) for t in times] == [5, 5] and [s.runs for s in sessions] == [7, 7]
+    assert fewest_runs(10, 0.1) and not fewest_runs(5, 0.1)  # fast rounds: 10
+    sessions = [SecondARun(), SecondARun()]
+    times = _timed_runs(sessions, [{}], 5, 8, Steps())
+    assert [len(t) for t in times] == [8, 8] and [s.runs for s in sessions] == [13, 13]

@@ -370,7 +370,7 @@ def test_other_dims_the_original_rejects_are_left_out():
     mismatches, inputs = verify.compare(one_row, one_row)
     assert mismatches == [] and [s["x"].shape for s in inputs.samples] == [(1, 4), (1, 4)]
     rejected = "; no sample at other sizes of its dynamic dims: the original rejects them"
-    assert str(inputs).endswith(rejected)
+    assert rejected in str(inputs)
 
 
 def test_an_output_the_original_gives_partly_as_nan_says_the_check_compares_the_rest():

@@ -361,9 +361,9 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
         None,
         config.progress and config.times_choices,
     ):
-        static = outcome
+        static, untimed = outcome, False
         if config.mode == "auto" and candidates:
-            outcome, tried = modes.static_or_dynamic(
+            outcome, tried, untimed = modes.static_or_dynamic(
                 outcome,
                 dynamic_model,
                 data,
@@ -397,13 +397,11 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
                 float_compute.notes.append(modes.FLOAT_COMPUTE_MEETS.format(bar=bar))
                 outcome = float_compute
             dynamic_timed = True
-        elif (
-            config.mode == "auto"
-            and config.times_choices
-            and outcome.mode == "dynamic"
-            and outcome.quantized
-        ):  # no float compute to time it against (none meets the bar): the lossless model
+        elif untimed and config.times_choices and outcome.quantized:
+            # dynamic INT8 replaced static INT8 untimed, and no float compute meets the bar to
+            # time it against: the lossless model (its notes: why static INT8 was replaced)
             lossless = modes.lossless_outcome(float_model, selection, run.ref_outputs)
+            lossless.notes = outcome.notes[-1:]
             outcome = modes.dynamic_for_speed(lossless, outcome, selection[0], bar, run.float_model)
             dynamic_timed = True
         lstms_tried = False  # (their own dynamic INT8 beside static's)

@@ -291,6 +291,9 @@ def picks_note(model: ir.Model, count: int, split: str) -> list[str]:
         for node in all_nodes(model)
         if node.domain == ""
         and node.op_type in PICKING_OPS
+        and node.inputs[0] is not None
+        # (not a pick among token ids; a type not inferred: taken as computed)
+        and (node.inputs[0].dtype is None or node.inputs[0].dtype.is_floating_point())
         and len(node.outputs) > PICKING_OPS[node.op_type]
         and node.outputs[PICKING_OPS[node.op_type]].uses()
     )
@@ -298,7 +301,8 @@ def picks_note(model: ir.Model, count: int, split: str) -> list[str]:
         return []
     ops = ", ".join(f"{n} {op}" for op, n in sorted(picks.items()))
     return [
-        f"the model picks inside ({ops} read by other nodes, as greedy decoding does): where "
+        f"the model picks inside ({ops} of computed values read by other nodes: a decoder's "
+        "greedy steps, a detector's top boxes): where "
         f"INT8 flips a pick, all after it changes, on inputs the {count} {split} samples may "
         "be too few to include; check on many of your inputs with `onnxslim bench MODEL "
         "INT8_MODEL --inputs DATA`"
@@ -396,9 +400,9 @@ STORED_TRIED = {
 }
 
 
-#: What the note of dynamic INT8 timed against the lossless model and not kept says
-#: (`modes.dynamic_for_speed`).
-LOSSLESS_KEPT = "against the lossless model: not kept"
+#: How a note on dynamic INT8 offered against a model computing nothing in INT8 starts, and
+#: what it says where it was not kept (`modes.dynamic_for_speed`).
+DYNAMIC_NOTE, NOT_KEPT = "dynamic INT8 ", "not kept"
 
 
 def nothing_int8_warning(
@@ -441,11 +445,11 @@ def nothing_int8_warning(
             "or more selection samples (a narrower margin for new samples) leave more in INT8"
         ]
     reasons = kept_float_counts(outcome.kept_float)
-    timed = any(LOSSLESS_KEPT in note for note in outcome.notes)
+    timed = any(note.startswith(DYNAMIC_NOTE) and NOT_KEPT in note for note in outcome.notes)
     why = (
         "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
         if reasons
-        else "dynamic INT8 was timed here and not kept: no faster than the lossless model"
+        else "dynamic INT8 was tried and not kept: the note above says why"
         if timed
         else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
         + (

@@ -409,11 +409,18 @@ def float_readers_fold(model: onnx.ModelProto) -> int:
     reader: every run dequantized a g2p decoder's weight once for each of its 19 float MatMuls,
     4.5x the float model's time. Each such DequantizeLinear (zero point 0) becomes ``Cast(q) *
     scale``, the same values, which ORT folds to one float weight at session load (as static
-    INT8's int8-stored weights). Returns how many were replaced."""
+    INT8's int8-stored weights); not those of weights no dynamic INT8 kernel reads (a static
+    INT8 model's, whose LSTMs go dynamic: its QDQ units stay). Returns how many were replaced."""
     replaced = 0
     for graph in proto_graphs(model.graph):
+        kernels = {n.input[1] for n in graph.node if n.op_type == "MatMulInteger"} | {
+            name for n in graph.node if n.op_type == "DynamicQuantizeLSTM" for name in n.input
+        }
         constants = {t.name: t for t in graph.initializer}
-        nodes = [_cast_times_scale(node, constants, graph) or [node] for node in graph.node]
+        nodes = []
+        for node in graph.node:
+            folded = bool(node.input) and node.input[0] in kernels
+            nodes.append((folded and _cast_times_scale(node, constants, graph)) or [node])
         if len(nodes) < sum(map(len, nodes)):
             replaced += sum(len(n) == 2 for n in nodes)
             del graph.node[:]
@@ -424,9 +431,14 @@ def float_readers_fold(model: onnx.ModelProto) -> int:
 def _cast_times_scale(
     node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], graph: onnx.GraphProto
 ) -> list[onnx.NodeProto]:
-    """``Cast(q) * scale`` for a DequantizeLinear of constants with a zero point of 0 (the scale
-    shaped to broadcast along its axis, a new constant where it must be reshaped); else []."""
-    if node.op_type != "DequantizeLinear" or not all(n in constants for n in node.input if n):
+    """``Cast(q) * scale`` for a DequantizeLinear of `constants` (the initializers of `graph`) with
+    a zero point of 0, per tensor or per axis (the scale shaped to broadcast along its axis, a new
+    constant where it must be reshaped); else []."""
+    if node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        return []
+    if any(a.name == "block_size" for a in node.attribute):
+        return []
+    if not all(name in constants for name in node.input if name):
         return []
     q = constants[node.input[0]]
     zero_point = node.input[2] if len(node.input) > 2 else ""

@@ -193,8 +193,8 @@ def _closest(
             bar.advance()
     label, choice, _ = kept
     # (a variant kept for a gain that rounds away at 0.1 dB: shown at 0.01 dB)
-    default = next(iter(scores))
-    digits = 2 if label != default and f"{scores[label] - scores[default]:.1f}" == "0.0" else 1
+    others = [f"{snr:.1f}" for key, snr in scores.items() if key != label]
+    digits = 2 if label != next(iter(scores)) and f"{scores[label]:.1f}" in others else 1
     tried = ", ".join(f"{key}: {snr:.{digits}f} dB" for key, snr in scores.items())
     rule = (
         f"a variant replaces an earlier one only when closer to float on {GAIN_CONFIDENCE:.0%} "

@@ -51,10 +51,11 @@ def static_or_dynamic(
     budget: Budget | None,
     options: dynamic.DynamicOptions,
     may_time: bool,
-) -> tuple[Outcome, Outcome | None]:
+) -> tuple[Outcome, Outcome | None, bool]:
     """Mode "auto": the static result, unless it falls short on the selection samples and dynamic
     INT8 does better there (`data`: calibration and selection samples, the original's outputs on
-    the selection samples); and the dynamic INT8 outcome tried (None: not tried).
+    the selection samples); the dynamic INT8 outcome tried (None: not tried); and whether dynamic
+    INT8 replaced static INT8 untimed (for the bar or the budget alone).
 
     With a budget, static falls short when it misses it even with its sensitive nodes in float,
     and dynamic replaces it when it meets it; when static met it only with nodes back in float,
@@ -71,6 +72,8 @@ def static_or_dynamic(
     meeting QUALITY_BAR where static INT8, computing in INT8, meets it (timed, MatMuls there).
     """
     share = dynamic.dynamic_weight_share(float_model, excluded=options.exclude_nodes)
+    # MatMuls, and the Gemms dynamic INT8 turns into MatMuls, hold most weights
+    matmul_model = dynamic.covers_most_weights(float_model, options.exclude_nodes)
     most = share > dynamic.MOST_WEIGHTS
     timed = may_time and share > 0
     lstms = dynamic.recurrent_share(float_model, options.exclude_nodes)
@@ -78,10 +81,10 @@ def static_or_dynamic(
     recurrent = timed and lstms > dynamic.MOST_WEIGHTS and computes_int8(static, Counter())
     if budget:
         if not static.violations and not ((static.fallback or recurrent) and timed):
-            return static, None
+            return static, None, False
         outcome = dynamic.quantize_model(float_model, *data, budget, options)
         if outcome.violations:
-            return static, outcome
+            return static, outcome, False
         if static.violations:
             met = (
                 "meets it" if outcome.quantized else f"meets it only with its {_in_float(outcome)}"
@@ -89,42 +92,42 @@ def static_or_dynamic(
             outcome.notes.append(
                 f"static INT8 missed {budget}: dynamic INT8 ({_ops(outcome)}) {met}"
             )
-            return outcome, outcome
+            return outcome, outcome, True
         if not outcome.quantized:  # static INT8 met it with INT8 left: no trade to time
-            return static, outcome
+            return static, outcome, False
         lead = f"static INT8 met {budget} with {len(static.fallback)} node(s) back in float"
         if recurrent:
             lead = f"static INT8 met {budget} leaving the LSTMs ({lstms:.0%} of the weights) float"
         lead += f"; dynamic INT8 ({_ops(outcome)}) too, kept if faster"
-        return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome
+        return _timed_choice(static, outcome, data[1][0], lead, speed_only=True), outcome, False
     if recurrent and not QUALITY_BAR.check(static.judged):
         outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
         if outcome.violations:
-            return static, outcome
+            return static, outcome, False
         lead = (
             f"static INT8 leaves the LSTMs ({lstms:.0%} of the weights) float; dynamic INT8 "
             f"({_ops(outcome)}) meets {QUALITY_BAR} on the selection samples"
         )
-        return _timed_choice(static, outcome, data[1][0], lead), outcome
+        return _timed_choice(static, outcome, data[1][0], lead), outcome, False
     if not QUALITY_BAR.check(static.judged):
-        if not (timed and computes_int8(static, Counter())):
-            return static, None
+        if not (timed and matmul_model and computes_int8(static, Counter())):
+            return static, None, False
         # static meets the bar: dynamic INT8 may still be faster and closer (an attention
         # decoder not tuned on: static 0.61x float's time at 37.5 dB, dynamic 0.52x at 49.4 dB)
         outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
         if outcome.violations or not outcome.quantized:
-            return static, outcome
+            return static, outcome, False
         lead = (
             f"static INT8 meets {QUALITY_BAR} on the selection samples; dynamic INT8 "
             f"({_ops(outcome)}) too, kept if the better trade"
         )
-        return _timed_choice(static, outcome, data[1][0], lead), outcome
+        return _timed_choice(static, outcome, data[1][0], lead), outcome, False
     if not (most or timed):
-        return static, None
+        return static, None, False
     outcome = dynamic.quantize_model(float_model, *data, QUALITY_BAR, options)
     before, after = (_lowest_cosine(d) for d in (static.judged, outcome.judged))
     if outcome.violations or after <= before:
-        return static, outcome
+        return static, outcome, False
     mismatched = [f"{n!r}: {d.mismatch}" for n, d in static.drift.items() if d.mismatch]
     worst = (
         f"output {mismatched[0]} on the selection samples"
@@ -134,14 +137,14 @@ def static_or_dynamic(
     reason = f"static INT8's {worst} (auto wants {QUALITY_BAR}): dynamic INT8 ({_ops(outcome)})"
     if not most and outcome.quantized:
         lead = f"{reason} reaches cosine {after:.4f}"
-        return _timed_choice(static, outcome, data[1][0], lead), outcome
+        return _timed_choice(static, outcome, data[1][0], lead), outcome, False
     if not outcome.quantized:
         note = f"{reason} reaches cosine {after:.4f} only with its {_in_float(outcome)}"
     else:
         with_float = f", with {_in_float(outcome)}" if outcome.fallback else ""
         note = f"{reason} kept, cosine {after:.4f}{with_float}"
     outcome.notes.append(note)
-    return outcome, outcome
+    return outcome, outcome, True
 
 
 #: Why float compute on int8-stored weights is kept where dynamic INT8 left no MatMul in INT8.

@@ -243,8 +243,8 @@ def _float_weights_kept(model: ir.Model, result: QuantPlan) -> None:
     """Int8-stored weights only where no node keeps the weight float: where one does, the file
     holds it anyway, and an int8 copy beside it only adds to the file (a g2p decoder's weight
     read by 19 MatMuls, two of them on an int8 copy: 1.05x the lossless file). Such nodes read
-    the float weight (their reasons say so), until every weight stored in int8 is read in INT8
-    only."""
+    the float weight (their reasons say so), until only nodes storing or computing it in INT8
+    read a weight stored in int8."""
     by_name = {n.name: n for n in model.graph}
     stored = [
         *(n for n in result.nodes if RULES[by_name[n].op_type].kind == WEIGHT_ONLY),

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import onnx_ir as ir
 
-from onnxslim.bench import MIN_RUNS, Latency, latencies
+from onnxslim.bench import Latency, fewest_runs, latencies
 from onnxslim.drift import (
     GAIN_CONFIDENCE,
     Drift,
@@ -31,7 +31,7 @@ MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a 
 TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (side_by_side)
 TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
 MORE_RUNS = 20
-#: ... and fewer (bench.MIN_RUNS at least) once they take this long: 10 runs of a model taking
+#: ... and fewer (bench.fewest_runs at least) once they take this long: 10 runs of a model taking
 #: 100 ms or more time it within 1% (a 640x640 YOLOv8-seg, not tuned on: its 11 timings took
 #: 132 s of 284 s quantizing at 20 s, 112 s of 262 s at 6 s)
 SLOW_SECONDS = 6.0
@@ -278,7 +278,7 @@ def _gain_text(before_db: float, after_db: float) -> str:
 def side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
     """Each model's latency on `sample`, runs interleaved after warm-up: `runs` of each, or, for
     models fast enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS
-    asked, or for slow ones fewer (bench.MIN_RUNS at least) once they take SLOW_SECONDS per
+    asked, or for slow ones fewer (bench.fewest_runs at least) once they take SLOW_SECONDS per
     TRADE_RUNS asked (caustic-nmr's GNN, a second a run, timed minutes without a word). A small
     model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms model's sd; under
     1% with 300 runs): a choice made on it flipped between runs. One timing: the first runs,
@@ -287,7 +287,7 @@ def side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
 
     def enough(done: int, elapsed: float) -> bool:
         fast = done >= runs and elapsed >= TRADE_SECONDS * scale
-        return fast or (done >= MIN_RUNS and elapsed > SLOW_SECONDS * scale)
+        return fast or (fewest_runs(done, elapsed) and elapsed > SLOW_SECONDS * scale)
 
     return latencies(models, sample, MORE_RUNS * runs, enough=enough)
 
