@@ -2673,12 +2673,10 @@ def test_dynamic_int8_that_replaced_static_must_still_be_worth_it_against_float_
             assert cosine / np.linalg.norm(ref[name]) / np.linalg.norm(out[name]) > 0.99
 
 
-def test_float_compute_lists_no_conv_transpose_as_quantized(monkeypatch):
-    """Float compute on int8-stored weights (mode auto, INT8 not worth its time): a ConvTranspose,
-    which has no int8 kernel and computes in float on int8 weights in any mode, is not listed as
-    quantized; it counts among the nodes on int8 weights."""
+def conv_then_conv_transpose() -> onnx.ModelProto:
+    """Conv + Relu, then a ConvTranspose (no int8 kernel: float compute on int8 weights)."""
     rng = np.random.default_rng(3)
-    model = make_model(
+    return make_model(
         [
             helper.make_node("Conv", ["x", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
             helper.make_node("Relu", ["c"], ["r"], name="relu"),
@@ -2691,6 +2689,13 @@ def test_float_compute_lists_no_conv_transpose_as_quantized(monkeypatch):
             const("w2", rng.normal(size=(8, 4, 2, 2)).astype(np.float32)),
         ],
     )
+
+
+def test_float_compute_lists_no_conv_transpose_as_quantized(monkeypatch):
+    """Float compute on int8-stored weights (mode auto, INT8 not worth its time): a ConvTranspose,
+    which has no int8 kernel and computes in float on int8 weights in any mode, is not listed as
+    quantized; it counts among the nodes on int8 weights."""
+    model = conv_then_conv_transpose()
     slow = [Latency(1.0, 1.0, 1.0, 1.0), Latency(1.1, 1.1, 1.1, 1.1)]
     monkeypatch.setattr(trades, "side_by_side", lambda *a: slow)
     monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))
@@ -4583,20 +4588,7 @@ def test_no_int8_copy_of_a_weight_the_file_keeps_in_float_for_another_node():
 def test_static_int8_with_only_a_conv_transpose_on_int8_weights_is_weight_only():
     """gtcrn (not tuned on) under a budget: every conv back in float, five ConvTransposes on
     int8-stored weights, reported as static INT8 "quantizing" them; it computes nothing in INT8."""
-    rng = np.random.default_rng(3)
-    model = make_model(
-        [
-            helper.make_node("Conv", ["x", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["c"], ["r"], name="relu"),
-            helper.make_node("ConvTranspose", ["r", "w2"], ["y"], name="up", strides=[2, 2]),
-        ],
-        [vi("x", FLOAT, [1, 3, 16, 16])],
-        [vi("y", FLOAT, [1, 4, 32, 32])],
-        [
-            const("w1", rng.normal(size=(8, 3, 3, 3)).astype(np.float32)),
-            const("w2", rng.normal(size=(8, 4, 2, 2)).astype(np.float32)),
-        ],
-    )
+    model = conv_then_conv_transpose()
     report = quantize(model, samples(20), mode="static", exclude_nodes={"conv"}, **FAST).report
     assert report.mode == "weight-only" and report.quantized == {}
     assert report.kept_float["up"] == static.NO_INT8_KERNEL

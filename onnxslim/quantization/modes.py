@@ -69,7 +69,8 @@ def static_or_dynamic(
     (dynamic INT8 leaves the convs float: EfficientNet-Lite1 would trade its speed for accuracy).
     Where LSTMs hold most weights (static INT8 leaves them float), dynamic INT8 meeting the
     budget or QUALITY_BAR is timed against static INT8 meeting them too; so is dynamic INT8
-    meeting QUALITY_BAR where static INT8, computing in INT8, meets it (timed, MatMuls there).
+    meeting QUALITY_BAR where static INT8, computing in INT8, meets it (timed, where MatMuls and
+    the Gemms dynamic INT8 turns into MatMuls hold most weights).
     """
     share = dynamic.dynamic_weight_share(float_model, excluded=options.exclude_nodes)
     # MatMuls, and the Gemms dynamic INT8 turns into MatMuls, hold most weights
