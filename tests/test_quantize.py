@@ -45,7 +45,7 @@ from onnxslim.quantization import (
     targets,
     trades,
 )
-from onnxslim.quantization.builder import run_samples
+from onnxslim.quantization.builder import QuantBuilder, run_samples
 from onnxslim.quantization.caveats import (
     DYNAMIC_HINT,
     disturbed_timing_note,
@@ -1660,7 +1660,7 @@ def test_mse_ranges_closer_on_new_samples_replace_the_percentile(monkeypatch):
 
 
 def test_auto_levers_keep_the_variant_closest_to_float():
-    data = _conv_pair_samples(10)
+    data = _conv_pair_samples(40)
     report = quantize(conv_pair(), data, **FAST).report
     kept = next(note for note in report.notes if note.startswith("kept "))
     assert all(
@@ -1668,6 +1668,22 @@ def test_auto_levers_keep_the_variant_closest_to_float():
     )
     assert report.equalized_pairs == (1 if kept.startswith("kept CLE") else 0)
     assert report.bias_correction == kept.split("(")[0].strip().endswith("bias correction")
+
+
+def test_too_few_selection_samples_to_choose_by_build_the_default_alone(monkeypatch):
+    """A 1024x1024 nucleus segmenter (not tuned on), 5 selection samples: the four CLE and bias
+    correction variants took 285 s of builds (a second calibration among them) to keep the
+    default, as too few samples cannot tell a gain from noise."""
+    built = []
+    real = QuantBuilder.build
+    monkeypatch.setattr(
+        QuantBuilder, "build", lambda self, *a, **k: built.append(1) or real(self, *a, **k)
+    )
+    report = quantize(conv_pair(), _conv_pair_samples(10), **FAST).report
+    kept = next(note for note in report.notes if note.startswith("kept "))
+    assert kept.startswith("kept plain (output SNR on 2 selection samples: plain: ")
+    assert kept.endswith("too few to choose by: at least 8 are needed, the others not tried)")
+    assert "CLE" not in kept and len(built) == 1, built  # the default alone
 
 
 def test_model_with_external_data_quantizes_from_another_folder(tmp_path, monkeypatch):
@@ -4683,7 +4699,7 @@ def test_a_lever_kept_for_a_gain_that_rounds_away_shows_it_in_hundredths(monkeyp
     snrs = iter([6.80, 6.84, 6.81, 6.82])
     monkeypatch.setattr(levers, "worst_snr", lambda scored: next(snrs, 10.0))
     monkeypatch.setattr(levers, "significantly_closer", lambda *a: True)
-    report = quantize(conv_pair(), _conv_pair_samples(10), **FAST, percentile=99.99).report
+    report = quantize(conv_pair(), _conv_pair_samples(40), **FAST, percentile=99.99).report
     kept = next(note for note in report.notes if note.startswith("kept "))
     assert kept.startswith("kept bias correction (output SNR on ")
     assert "selection samples: plain: 6.80 dB, bias correction: 6.84 dB, CLE: 6.81 dB" in kept
