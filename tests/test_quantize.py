@@ -4611,6 +4611,17 @@ def test_static_int8_with_only_a_conv_transpose_on_int8_weights_is_weight_only()
     assert "weight-only" in report.render()
 
 
+def _matmul_chain_timed(monkeypatch):
+    """The report of `matmul_chain` quantized in mode auto, its choices timed (the final timing
+    read as the same for every model)."""
+    same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
+    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
+    rng = np.random.default_rng(6)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True}
+    return quantize(matmul_chain(), data, **options).report
+
+
 @pytest.mark.parametrize("worth", [True, False])
 def test_auto_mode_times_dynamic_int8_against_static_int8_that_meets_the_bar(monkeypatch, worth):
     """An attention decoder and a graph network (not tuned on): static INT8 met the quality bar,
@@ -4619,12 +4630,7 @@ def test_auto_mode_times_dynamic_int8_against_static_int8_that_meets_the_bar(mon
     monkeypatch.setattr(trades, "speed_accuracy_choices", lambda _, chosen, *a, **k: (chosen, []))
     monkeypatch.setattr(trades, "trade", lambda first, second, *a, **k: (worth, "mocked"))
     monkeypatch.setattr(modes, "int8_or_float", lambda int8, *a, **k: int8)
-    same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
-    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
-    rng = np.random.default_rng(6)
-    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(24)]
-    options = {**FAST, "target": "auto", "measure_latency": True}
-    report = quantize(matmul_chain(), data, **options).report
+    report = _matmul_chain_timed(monkeypatch)
     assert report.mode == ("dynamic" if worth else "static")
     lead = (
         "static INT8 meets cosine>=0.99 on the selection samples; dynamic INT8 (MatMul) too, "
@@ -4647,12 +4653,7 @@ def test_dynamic_int8_kept_for_the_bar_is_timed_against_the_lossless_model(monke
     monkeypatch.setattr(static, "float_compute_twin", lambda *a, **k: None)
     timed = [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
     monkeypatch.setattr(trades, "side_by_side", lambda models, sample, runs: timed)
-    same = dict.fromkeys(["float", "int8", "lossless"], Latency(1.0, 1.0, 1.0, 1.0))
-    monkeypatch.setattr(api, "_latency", lambda *a, **k: same)
-    rng = np.random.default_rng(6)
-    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(24)]
-    options = {**FAST, "target": "auto", "measure_latency": True}
-    report = quantize(matmul_chain(), data, **options).report
+    report = _matmul_chain_timed(monkeypatch)
     assert report.mode == ("dynamic" if ratio < 1 else "none")
     (note,) = [n for n in report.notes if "against the lossless model" in n]
     assert ("not kept" in note) == (ratio > 1)
