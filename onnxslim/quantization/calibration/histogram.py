@@ -72,7 +72,6 @@ class Histogram:
             if x.size == 0:
                 return
             xmin, xmax = float(x.min()), float(x.max())
-        x = x.astype(np.float64, copy=False)
         self.min, self.max = min(self.min, xmin), max(self.max, xmax)
         self.extreme_sums = (self.extreme_sums[0] + xmin, self.extreme_sums[1] + xmax)
         self.extreme_batches += 1
@@ -80,9 +79,13 @@ class Histogram:
             self._start(xmin, xmax)
         while xmin < self.lo or xmax >= self.hi:
             self._grow(xmin)
-        idx = np.floor((x - self.lo) / self.width).astype(np.int64)
-        np.clip(idx, 0, self.bins - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=self.bins)
+        # bin indices in float64, in place: one copy of a large activation, not five (a 1024x1024
+        # segmenter's histograms took 120 s of its 570 s quantizing)
+        at = np.subtract(x, self.lo, dtype=np.float64)
+        at /= self.width
+        np.floor(at, out=at)
+        np.clip(at, 0, self.bins - 1, out=at)
+        self.counts += np.bincount(at.astype(np.intp), minlength=self.bins)
 
     def _start(self, xmin: float, xmax: float) -> None:
         lo, hi = min(xmin, 0.0), max(xmax, 0.0)
