@@ -84,7 +84,7 @@ MAX_ELEMENTS = 1 << 24
 WEAK_RETRY_SECONDS = 5.0
 WORDS = np.array(["onnx", "slim", "a", "b"], dtype=object)
 #: The name of an integer input that holds lengths (`_length_inputs`); of one that holds widths.
-LENGTH_NAME = re.compile("len|width", re.IGNORECASE)
+LENGTH_NAME = re.compile("len", re.IGNORECASE)
 WIDTH_NAME = re.compile("width", re.IGNORECASE)
 #: A KV cache input (past keys and values) and an attention mask, by name.
 CACHE_NAME = re.compile("past|cache|key_values", re.IGNORECASE)
@@ -1033,7 +1033,8 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
     given 0 or 1, and the check compared outputs the original gives as zeros)."""
     found: dict[str, str | int] = {}
     for item in inputs:
-        if not (_integer_vector(item) and LENGTH_NAME.search(item.name)):
+        width = WIDTH_NAME.search(item.name)
+        if not (_integer_vector(item) and (width or LENGTH_NAME.search(item.name))):
             continue
         for other in inputs:
             measured: list[str | int] = [d for d in other.dims[1:] if isinstance(d, str)]
@@ -1043,7 +1044,7 @@ def _length_inputs(inputs: Sequence[_Input]) -> dict[str, str | int]:
                 # smaller dim, which the length does not exceed whichever the layout
                 measured = [min(static)]
             if other.kind == "tensor" and other.dims[:1] == item.dims and measured:
-                found[item.name] = measured[-1] if WIDTH_NAME.search(item.name) else measured[0]
+                found[item.name] = measured[-1] if width else measured[0]
                 break
     return found
 

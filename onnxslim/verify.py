@@ -85,9 +85,8 @@ class CheckInputs:
     all_zero: list[str] = field(default_factory=list)
     #: the last sample, synthesized at other dynamic dims (`synth.other_dims`): each input's text
     other_dims: dict[str, str] = field(default_factory=dict)
-    #: why the sample at other dims was left out after all (None: it was not)
-    other_dims_dropped: str | None = None
-    #: the synthesized samples the original did not take (all zeros, other dims), and why
+    #: the synthesized samples left out (all zeros, other dims: the original did not take them, or
+    #: not as ONNX Runtime runs it by default), and why
     left_out: list[str] = field(default_factory=list)
     #: outputs the original gives partly as NaN or inf on synthesized inputs: their share
     not_finite: dict[str, float] = field(default_factory=dict)
@@ -106,7 +105,6 @@ class CheckInputs:
         return (
             f"{self.source} inputs"
             + (f" ({shapes})" if shapes else "")
-            + (f"; {self.other_dims_dropped}" if self.other_dims_dropped else "")
             + "".join(f"; {text}" for text in self.left_out)
             + (f"; within the original's own rounding noise: {noise}" if noise else "")
             + (
@@ -237,7 +235,7 @@ def compare(
                 reference.inputs,
                 samples=reference.inputs.samples[:-1],
                 other_dims={},
-                other_dims_dropped=why,
+                left_out=[*reference.inputs.left_out, why],
             )
             reference = Reference(inputs, reference.outputs[:-1], reference.names)
             for found in (problems, suspects):
@@ -484,7 +482,7 @@ def _reference_run(reference: Session, path: Path, samples, shapes) -> tuple[Che
         inputs.other_dims = dict(resized[0].description)
     elif resized and all(_finite(value) for value in outputs):  # (not the model's way anyway)
         dims = _feed_shapes(resized[0].feeds)
-        inputs.other_dims_dropped = OTHER_DIMS_NOT_FINITE.format(dims=dims)
+        inputs.left_out.append(OTHER_DIMS_NOT_FINITE.format(dims=dims))
     elif resized is None and synth.free_dims(proto, made, shapes):
         inputs.left_out.append(OTHER_DIMS_REJECTED)
     return inputs, expected

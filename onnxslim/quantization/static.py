@@ -17,7 +17,7 @@ from onnxslim.quantization.builder import BuildInfo, QuantBuilder, gptq_candidat
 from onnxslim.quantization.config import QuantizeConfig
 from onnxslim.quantization.equalize import EqualizePass, find_pairs
 from onnxslim.quantization.layers import layer_errors
-from onnxslim.quantization.ops import RECURRENT_WEIGHTS, RULES, WEIGHT_ONLY, WEIGHTED
+from onnxslim.quantization.ops import RECURRENT_WEIGHTS
 from onnxslim.quantization.plan import SHARED_FLOAT, STORED_COMPUTE, QuantOptions
 from onnxslim.quantization.recovery import fall_back
 from onnxslim.quantization.report import WEIGHT_ONLY_MODE, Outcome
@@ -130,8 +130,7 @@ def static_int8(
     layers = (
         layer_errors(builder, quantized, info, test or selection) if config.debug_layers else []
     )
-    # (an op INT8 can only store the weights of computes in float: a ConvTranspose)
-    stored_only = [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHT_ONLY]
+    stored_only = trades.stored_only_nodes(info)
     outcome = Outcome(
         model=quantized,
         quantized=dict(Counter(info.op_types[n] for n in info.plan.nodes if n not in stored_only)),
@@ -215,8 +214,7 @@ def float_compute_twin(
     if not int8:
         return None
     selection, ref_outputs = data
-    stored = {n for n in info.plan.nodes if RULES[info.op_types[n]].kind in (WEIGHTED, WEIGHT_ONLY)}
-    stored |= set(info.plan.weight_only)
+    stored = {*int8, *trades.stored_only_nodes(info), *info.plan.weight_only}
     build = {
         "exclude": [n.name for n in builder.model.graph if n.name not in stored],
         "weight_only": stored,
@@ -234,8 +232,7 @@ def float_compute_twin(
     if budget and budget.check(judged) and not _holds_as_closer(judged, built, budget):
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
-    # ops without an int8 kernel (ConvTranspose) computed in float on int8 weights already
-    stored_only = [n for n in float_info.plan.nodes if n not in int8]
+    stored_only = trades.stored_only_nodes(float_info)
     return dataclasses.replace(
         built,
         model=model,

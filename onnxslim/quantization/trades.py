@@ -21,7 +21,14 @@ from onnxslim.drift import (
 )
 from onnxslim.model.graph import OutputKinds
 from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
-from onnxslim.quantization.ops import RULES, WEIGHTED, is_depthwise, layer_weight, macs_per_output
+from onnxslim.quantization.ops import (
+    RULES,
+    WEIGHT_ONLY,
+    WEIGHTED,
+    is_depthwise,
+    layer_weight,
+    macs_per_output,
+)
 from onnxslim.quantization.plan import DEPTHWISE_IN_FLOAT, INT8_STORED, TOO_SMALL, QuantOptions
 from onnxslim.quantization.report import Outcome
 
@@ -507,6 +514,12 @@ def _depthwise_reading(model: ir.Model, info: BuildInfo, names: Sequence[str]) -
 def int8_nodes(info: BuildInfo) -> list[str]:
     """The weighted nodes of a build (`info`) that compute in INT8."""
     return [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHTED]
+
+
+def stored_only_nodes(info: BuildInfo) -> list[str]:
+    """The nodes of a build (`info`) whose op INT8 can only store the weights of (no int8
+    kernel: a ConvTranspose), computing in float on them."""
+    return [n for n in info.plan.nodes if RULES[info.op_types[n]].kind == WEIGHT_ONLY]
 
 
 def _weights_part(reason: str) -> str:
