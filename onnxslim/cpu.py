@@ -3,6 +3,7 @@ and how much memory is available."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ def allowed_cores(cpuinfo: str | Path = "/proc/cpuinfo") -> int:
         return 0
     if len(allowed) >= (os.cpu_count() or len(allowed)):
         return 0
+    return _cores_among(frozenset(allowed), str(cpuinfo))
+
+
+@functools.lru_cache(maxsize=8)
+def _cores_among(allowed: frozenset[int], cpuinfo: str) -> int:
+    """`allowed_cores` of a restriction, read once per process (a session each time, else)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:

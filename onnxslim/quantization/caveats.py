@@ -400,11 +400,6 @@ STORED_TRIED = {
 }
 
 
-#: How a note on dynamic INT8 offered against a model computing nothing in INT8 starts, and
-#: what it says where it was not kept (`modes.dynamic_for_speed`).
-DYNAMIC_NOTE, NOT_KEPT = "dynamic INT8 ", "not kept"
-
-
 def nothing_int8_warning(
     outcome: Outcome,
     before: Counter,
@@ -445,12 +440,11 @@ def nothing_int8_warning(
             "or more selection samples (a narrower margin for new samples) leave more in INT8"
         ]
     reasons = kept_float_counts(outcome.kept_float)
-    timed = any(note.startswith(DYNAMIC_NOTE) and NOT_KEPT in note for note in outcome.notes)
     why = (
         "; ".join(f"{reason}: {count} node(s)" for reason, count in reasons.items())
         if reasons
         else "dynamic INT8 was tried and not kept: the note above says why"
-        if timed
+        if outcome.dynamic_declined
         else f"no {', '.join(sorted(WEIGHTED_OP_TYPES))} with constant weights was selected"
         + (
             " (dynamic INT8 quantizes MatMul, Gemm and LSTM weights)"

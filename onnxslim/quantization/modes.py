@@ -266,6 +266,15 @@ def _timed_choice(
 def dynamic_for_speed(
     current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget, lossless: ir.Model
 ) -> Outcome:
+    """`_dynamic_or_current`, the one kept marked where it is `current` (`dynamic_declined`)."""
+    kept = _dynamic_or_current(current, dynamic_int8, timed_on, bar, lossless)
+    kept.dynamic_declined = kept is current
+    return kept
+
+
+def _dynamic_or_current(
+    current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget, lossless: ir.Model
+) -> Outcome:
     """Mode auto, timed, where `current` computes nothing in INT8: `dynamic_int8` replaces it
     only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
     weight but MatMul's and LSTM's float: an embedding table, a GRU) and, timed on `timed_on`, it

@@ -58,6 +58,7 @@ class Outcome:
     all_int8: ir.Model | None = None  # before the budget returned nodes to float (to time it)
     #: the drift the timed choices compare (drift.scored_drift); None: `drift`, as written
     scored: dict[str, Drift] | None = None
+    dynamic_declined: bool = False  # mode auto timed dynamic INT8 against it and kept this one
 
     @property
     def judged(self) -> dict[str, Drift]:
