@@ -16,7 +16,7 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
-from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.errors import CheckFailedError, OnnxSlimError, ReportWarning
 
 if TYPE_CHECKING:
     import onnx
@@ -32,7 +32,7 @@ _LAZY = {
     "QuantizeConfig": "onnxslim.quantization",
 }
 
-__all__ = ["CheckFailedError", "OnnxSlimError", "slim", *_LAZY]
+__all__ = ["CheckFailedError", "OnnxSlimError", "ReportWarning", "slim", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""The exceptions onnxslim raises for users.
+"""The exceptions and warnings onnxslim raises for users.
 
 The CLI turns them into one line on stderr and an exit code.
 """
@@ -16,6 +16,11 @@ class CheckFailedError(OnnxSlimError):
     """The optimized or quantized model failed a check against the original. Exit code 1."""
 
     exit_code = 1
+
+
+class ReportWarning(UserWarning):
+    """A warning of a result's report (`quantize`'s: drifting, slower, nothing in INT8), raised
+    for callers who do not read the report; the CLI prints the report's instead."""
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:

@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnxslim import bench, data, optimizer
 from onnxslim.cli.exits import errors_to_exit_codes, warnings_to_stderr
 from onnxslim.cli.params import SizeParam
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import OnnxSlimError, ReportWarning
 from onnxslim.model import files, interface, io
 from onnxslim.model.external import has_external_data
 from onnxslim.model.stats import file_bytes
@@ -692,7 +692,9 @@ def _quantize(
             "calibrating on random data: the drift figures say little about real inputs "
             f"(calibrated at {input_shapes(data.sample_shapes(samples))})",
         )
-    result = quantize(model, samples, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)  # the report, printed below, has them
+        result = quantize(model, samples, config)
     guessed = random and data.defaulted_dims_warning(specs, shapes, "calibrated", samples[0])
     if guessed:
         # a BERT-large calibrated at 32 tokens drifted to cosine 0.9875 at 8 (where anything

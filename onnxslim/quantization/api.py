@@ -25,7 +25,7 @@ from onnxslim.data import (
     sample_shapes,
 )
 from onnxslim.drift import Budget, compare_outputs, scored_drift, with_parts
-from onnxslim.errors import CheckFailedError, OnnxSlimError
+from onnxslim.errors import CheckFailedError, OnnxSlimError, ReportWarning
 from onnxslim.model import external, io
 from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.passes.fold import restore_computations
@@ -43,6 +43,7 @@ from onnxslim.quantization.caveats import (
     lossless_warning,
     memory_warning,
     missed_on_test_warning,
+    nonfinite_samples_warning,
     not_faster_note,
     nothing_int8_warning,
     one_size_note,
@@ -106,7 +107,9 @@ def quantize(
     selection and test samples; keyword `options` override fields of `config` (`mode`, `method`,
     `max_drift`, `target`, `preprocess`, ...: see `help(onnxslim.QuantizeConfig)`). For a target
     whose weights this CPU's kernels would saturate, every check computes the model's own math
-    (exact.py). A model over 2 GB gets dynamic INT8, made on files (large.py)."""
+    (exact.py). A model over 2 GB gets dynamic INT8, made on files (large.py). The report's
+    warnings (a result drifting far, slower, computing nothing in INT8) are raised as
+    `onnxslim.errors.ReportWarning`s too."""
     fields = {field.name for field in dataclasses.fields(QuantizeConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
@@ -117,7 +120,10 @@ def quantize(
     config = dataclasses.replace(config or QuantizeConfig(), **options)
     profile, target_reason = resolve_target(config.target)
     with exact.exact_math(saturates_here(profile)):
-        return _quantize(model, calibration, config, profile, target_reason)
+        result = _quantize(model, calibration, config, profile, target_reason)
+    for warning in result.report.split_notes()[0]:  # (an export script may not print the report)
+        warnings.warn(f"onnxslim: {warning}", ReportWarning, stacklevel=2)
+    return result
 
 
 @dataclasses.dataclass
@@ -222,6 +228,7 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = protocol_notes(calib, selection, test, budget, config.held_out, config.chooses)
+    notes += nonfinite_samples_warning(samples)
     notes += _frozen_inputs_note(float_model)
     if is_random(calibration):  # (the command line's random:N warns itself, with its dims)
         notes.append(

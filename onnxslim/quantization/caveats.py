@@ -47,6 +47,8 @@ DYNAMIC_HINT = (
 )
 #: Recurrent ops: INT8 leaves them float (`recurrent_note`).
 RECURRENT_OPS = ("GRU", "LSTM", "RNN")
+#: Samples named by index in a warning (`nonfinite_samples_warning`).
+MAX_LISTED_SAMPLES = 5
 #: The op types that compute with weights in INT8 (`nothing_int8_warning`).
 WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
 RUNTIME_MARGIN_DB = 3.0  # ORT's rewrites may cost this much output SNR before the report says so
@@ -398,6 +400,38 @@ STORED_TRIED = {
     STORED_MARGIN: " (the fallback tried int8-stored weights computing in float first: they met "
     "it on every selection sample, not its margin for new samples)",
 }
+
+
+def nonfinite_samples_warning(samples: Sequence[Mapping]) -> list[str]:
+    """A warning naming the samples (by index, as given) holding NaN or inf in a float input:
+    the statistics INT8 is built from take only the finite values the float model computes, so
+    one such sample no longer makes every range or GPTQ statistic it reaches NaN (a single NaN
+    of openWakeWord's 64 calibration samples gave a model at cosine 0.09), but the data may be
+    broken."""
+    held = {
+        index: sorted(
+            name
+            for name, value in sample.items()
+            if isinstance(value, np.ndarray)
+            and value.dtype.kind == "f"
+            and not np.isfinite(value).all()
+        )
+        for index, sample in enumerate(samples)
+    }
+    held = {index: names for index, names in held.items() if names}
+    if not held:
+        return []
+    listed = ", ".join(str(index) for index in list(held)[:MAX_LISTED_SAMPLES])
+    more = f" and {len(held) - MAX_LISTED_SAMPLES} more" if len(held) > MAX_LISTED_SAMPLES else ""
+    inputs = ", ".join(
+        f"'{name}'" for name in sorted({n for names in held.values() for n in names})
+    )
+    return [
+        f"warning: {len(held)} of {len(samples)} samples (index {listed}{more}, from 0) hold NaN "
+        f"or inf in float input {inputs}: ranges and weight statistics use only the finite "
+        "values the model computes from them, and drift compares finite positions; check the "
+        "data if the model does not take NaN"
+    ]
 
 
 def nothing_int8_warning(

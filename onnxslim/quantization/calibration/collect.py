@@ -74,9 +74,10 @@ def collect_channel_means(
     total: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean of each float tensor ``name`` per index of its axis ``axes[name]`` (over every other
-    axis and all samples), in float64; memory is one running sum per channel."""
+    axis and all samples, of its finite values), in float64; memory is one running sum per
+    channel."""
     sums: dict[str, np.ndarray] = {}
-    counts = dict.fromkeys(axes, 0)
+    counts: dict[str, np.ndarray | int] = dict.fromkeys(axes, 0)
     label = "bias correction: channel means"
     for values in _observed(model, samples, list(axes), label, progress, total):
         for name, value in values.items():
@@ -84,9 +85,15 @@ def collect_channel_means(
             axis = axes[name] % value.ndim
             others = tuple(i for i in range(value.ndim) if i != axis)
             # summed in float64 as read (a float64 copy of the tensor took 4.6x the time)
-            sums[name] = sums.get(name, 0.0) + value.sum(axis=others, dtype=np.float64)
-            counts[name] += value.size // value.shape[axis]
-    return {name: sums[name] / counts[name] for name in axes}
+            summed = value.sum(axis=others, dtype=np.float64)
+            count = value.size // value.shape[axis]
+            if not np.isfinite(summed).all():  # NaN or inf somewhere (a NaN input): left out
+                finite = np.isfinite(value)
+                summed = np.where(finite, value, 0).sum(axis=others, dtype=np.float64)
+                count = finite.sum(axis=others)
+            sums[name] = sums.get(name, 0.0) + summed
+            counts[name] = counts[name] + count
+    return {name: sums[name] / np.maximum(counts[name], 1) for name in axes}
 
 
 def collect_channel_absmax(
@@ -106,6 +113,7 @@ def collect_channel_absmax(
             value = np.abs(np.asarray(value, np.float64))
             if value.size == 0:  # e.g. an empty sequence: no peak to take
                 continue
+            value[~np.isfinite(value)] = 0  # NaN or inf (a NaN input): no peak of a channel
             peak = value.reshape(-1, value.shape[-1]).max(axis=0)
             peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
     return peaks
@@ -134,6 +142,9 @@ def collect_hessians(
     def add(key: Hashable) -> None:
         x = np.concatenate(pending[key], axis=-1)
         pending[key] = []
+        finite = np.isfinite(x).all(axis=tuple(range(x.ndim - 1)))
+        if not finite.all():  # columns with NaN or inf (a NaN input) would make H all NaN
+            x = x[..., finite]
         product = x @ np.swapaxes(x, -1, -2)  # in float32, summed in float64 (no float64 copy)
         if key in sums:
             sums[key] += product
