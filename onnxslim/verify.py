@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,8 @@ from onnxslim import synth
 from onnxslim.data import sample_shapes
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
-from onnxslim.model.graph import proto_readers
+from onnxslim.model.graph import proto_graphs, proto_readers
+from onnxslim.passes.fold import RANDOM_OPS
 from onnxslim.render.format import input_shapes
 from onnxslim.runtime import Session
 
@@ -39,6 +41,11 @@ NOISE_ULPS = 4  # how far `rounding_noise` moves each float input, in units of i
 
 class NotCheckable(OnnxSlimError):
     """No comparison possible: the original does not run in ONNX Runtime, or cannot be fed."""
+
+
+class Nondeterministic(NotCheckable):
+    """The original gives other values on each run for every output (random ops): nothing to
+    compare, whatever the inputs."""
 
 
 class OriginalDoesNotLoad(NotCheckable):
@@ -88,6 +95,10 @@ class CheckInputs:
     #: the synthesized samples left out (all zeros, other dims: the original did not take them, or
     #: not as ONNX Runtime runs it by default), and why
     left_out: list[str] = field(default_factory=list)
+    #: outputs the original gives other values for on a second run of the same inputs (random
+    #: ops), not compared; and those ops, counted by kind
+    random: list[str] = field(default_factory=list)
+    random_ops: str = ""
     #: outputs the original gives partly as NaN or inf on synthesized inputs: their share
     not_finite: dict[str, float] = field(default_factory=dict)
 
@@ -117,6 +128,12 @@ class CheckInputs:
                 f"; the original gives NaN or inf there for {nan}: the check compares the rest "
                 "(--check-inputs: real inputs)"
                 if nan
+                else ""
+            )
+            + (
+                f"; not compared: {', '.join(repr(name) for name in self.random)} (the original "
+                f"gives other values on each run; random ops: {self.random_ops})"
+                if self.random
                 else ""
             )
         )
@@ -150,6 +167,7 @@ def reference_outputs(
             prepack=False,
         )
         inputs, expected = _reference_run(session, original_path, samples, shapes)
+        _find_random_outputs(session, original_path, inputs, expected[0])
         if inputs.source == "synthesized":
             inputs.all_zero = [
                 name
@@ -162,6 +180,52 @@ def reference_outputs(
                 if name not in inputs.all_zero and (share := _not_finite_share(values))
             }
         return Reference(inputs, expected, session.output_names)
+
+
+def _find_random_outputs(
+    reference: Session, path: Path, inputs: CheckInputs, outputs: list
+) -> None:
+    """Where the original has random ops (`random_nodes`), the outputs it gives other values for
+    on a second run of the first sample (`outputs`: the first run's) go to `inputs.random`, not
+    compared; all of them: Nondeterministic. A model exported in training mode keeps its Dropouts
+    random (a BERT's five: "differs from the original, max abs difference 4.02", exit 1)."""
+    kinds = random_nodes(onnx.load(path, load_external_data=False))
+    if not kinds:
+        return
+    again = reference.run(synth.ort_feeds(inputs.samples[0]))
+    inputs.random = [
+        name
+        for name, first, second in zip(reference.output_names, outputs, again)
+        if _difference(first, second, (0.0, 0.0))
+    ]
+    inputs.random_ops = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+    if TRAINING_DROPOUT in kinds:
+        inputs.random_ops += f"; {TRAINING_HINT}"
+    if inputs.random and len(inputs.random) == len(outputs):
+        raise Nondeterministic(
+            "the original gives other values on each run for every output, so there is nothing "
+            f"to compare (random ops: {inputs.random_ops})"
+        )
+
+
+TRAINING_DROPOUT = "Dropout in training mode"
+#: What a model with TRAINING_DROPOUT is told (torch's exporter keeps a module's mode).
+TRAINING_HINT = "a model exported in training mode? export it after model.eval()"
+
+
+def random_nodes(proto: onnx.ModelProto) -> Counter:
+    """The random nodes of `proto` (its graphs, their bodies and its functions) by kind: RANDOM_OPS,
+    and Dropout given a training_mode input (random unless it is False)."""
+    graphs = [*proto_graphs(proto.graph), *proto.functions]
+    kinds = Counter()
+    for node in (node for graph in graphs for node in graph.node):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in RANDOM_OPS:
+            kinds[node.op_type] += 1
+        elif node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+            kinds[TRAINING_DROPOUT] += 1
+    return kinds
 
 
 def _not_finite_share(values: Sequence) -> float:
@@ -222,6 +286,8 @@ def compare(
                     f"{len(reference.names)}"
                 )
             for name, want, got in zip(reference.names, outputs, actual):
+                if name in reference.inputs.random:
+                    continue
                 problem = _difference(want, got, tolerance)
                 if problem:
                     problems.setdefault(name, {})[index] = problem

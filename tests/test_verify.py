@@ -4,11 +4,14 @@ original's own rounding noise for models that amplify rounding past them."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers import FLOAT, const, make_model, vi
 from onnx import TensorProto, helper
 
+import onnxslim
 from onnxslim import verify
 from onnxslim.model import io
+from onnxslim.optimizer import CHECK_INPUTS_HINT
 
 N = helper.make_node
 SAMPLES = [{"x": np.linspace(100, 200, 64, dtype=np.float32).reshape(1, 64)}]
@@ -409,3 +412,52 @@ def test_other_dims_the_original_takes_only_with_its_optimizations_off_are_left_
         "(x float32[2,4]) the original itself, as ONNX Runtime runs it by default (graph "
         "optimizations on), fails: not checked there"
     )
+
+
+def dropout_model(training: bool, deterministic_output: bool = True) -> object:
+    """z = Dropout(x * 1, ratio 0.5, training_mode=`training`) and, with `deterministic_output`,
+    y = x * 2 + 0 beside it."""
+    nodes = [
+        N("Mul", ["x", "one"], ["m"]),
+        N("Dropout", ["m", "ratio", "training"], ["z"]),
+        N("Mul", ["x", "two"], ["t"]),
+        N("Add", ["t", "zero"], ["y"]),
+    ]
+    inits = [
+        const("one", np.float32(1)),
+        const("two", np.float32(2)),
+        const("zero", np.float32(0)),
+        const("ratio", np.float32(0.5)),
+        const("training", np.bool_(training)),
+    ]
+    outputs = [vi("z", FLOAT, [1, 64]), vi("y", FLOAT, [1, 64])]
+    if not deterministic_output:
+        nodes, outputs = nodes[:2], outputs[:1]
+    return make_model(nodes, [vi("x", FLOAT, [1, 64])], outputs, inits)
+
+
+def test_outputs_of_a_dropout_in_training_mode_are_not_compared_the_others_are():
+    """A BERT exported from a module left in train() keeps its Dropouts random: the check failed
+    ("differs from the original: max abs difference 4.02", exit 1; onnxsim took it). An output
+    the original gives other values for on each run is not compared, and the check says so."""
+    original = dropout_model(training=True)
+    optimized = onnxslim.optimize(original, check=False)
+    mismatches, inputs = verify.compare(original, optimized, SAMPLES)
+    assert mismatches == [] and inputs.random == ["z"]
+    assert (
+        "not compared: 'z' (the original gives other values on each run; random ops: 1 Dropout in "
+        "training mode; a model exported in training mode? export it after model.eval())"
+    ) in str(inputs)
+    broken = dropout_model(training=True)
+    broken.graph.initializer[1].CopyFrom(const("two", np.float32(3)))  # y: 3x, not 2x
+    mismatches, _ = verify.compare(original, broken, SAMPLES)
+    assert [m.output for m in mismatches] == ["y"]
+    _, inputs = verify.compare(dropout_model(training=False), dropout_model(training=False))
+    assert inputs.random == []  # training_mode False: deterministic, compared
+
+
+def test_a_model_random_in_every_output_is_written_not_checked():
+    original = dropout_model(training=True, deterministic_output=False)
+    with pytest.warns(UserWarning, match="not checked: the original gives other values") as caught:
+        onnxslim.optimize(original)
+    assert CHECK_INPUTS_HINT not in str(caught[0].message)  # other inputs would not help

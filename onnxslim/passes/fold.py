@@ -24,12 +24,9 @@ from onnxslim.render.format import human_bytes
 
 logger = logging.getLogger(__name__)
 
-#: Ops never folded: they carry quantization information, or they are random.
-NEVER_FOLD = frozenset(
+#: Ops whose outputs are random (Dropout too, in training mode).
+RANDOM_OPS = frozenset(
     {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "DynamicQuantizeLinear",
         "RandomNormal",
         "RandomNormalLike",
         "RandomUniform",
@@ -38,6 +35,8 @@ NEVER_FOLD = frozenset(
         "Bernoulli",
     }
 )
+#: Ops never folded: they carry quantization information, or they are random.
+NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"} | RANDOM_OPS)
 
 KIB = 1024
 #: The default size budget: the model may grow by 1% of its constants, or by 64 KiB if more.
