@@ -67,6 +67,8 @@ from onnxslim.quantization.report import (
     int8_stored,
 )
 from onnxslim.quantization.splits import (
+    MIN_BUDGET_SAMPLES,
+    MIN_PREDICTION_SAMPLES,
     few_test_samples_note,
     protocol_notes,
     refuse_unbelievable_budget,
@@ -205,8 +207,9 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
     del session, run
     random = is_random(calibration) or config.random_inputs
     config = dataclasses.replace(config, random_inputs=random)
+    fewest = MIN_BUDGET_SAMPLES if budget else MIN_PREDICTION_SAMPLES
     calib, selection, test = split_samples(
-        samples, config.eval_split, config.test_split, config.held_out
+        samples, config.eval_split, config.test_split, config.held_out, fewest
     )
     refuse_unbelievable_budget(budget, selection or calib, len(samples))
     sources = integer_outputs.float_sources(proto)

@@ -32,7 +32,7 @@ from onnxslim.quantization.report import (
     int8_stored,
     kept_float_counts,
 )
-from onnxslim.render.format import human_bytes, input_shapes
+from onnxslim.render.format import human_bytes, input_shapes, milliseconds
 
 #: Integer kernels and dequantization: a model quantized before (`nothing_int8_warning`).
 INTEGER_OP_TYPES = frozenset(
@@ -363,9 +363,13 @@ def lossless_warning(int8: Latency, lossless: Latency) -> list[str]:
     ratio, verdict = int8.versus(lossless)
     if verdict == "faster":
         return []
+    medians, fastest = (
+        milliseconds(int8.median, lossless.median),
+        milliseconds(int8.min, lossless.min),
+    )
     measured = (
-        f"median {int8.median:.2f} ms vs {lossless.median:.2f} ms, {ratio:.2f}x; fastest runs "
-        f"{int8.min:.2f} vs {lossless.min:.2f} ms, {int8.min / lossless.min:.2f}x"
+        f"median {medians[0]} ms vs {medians[1]} ms, {ratio:.2f}x; fastest runs "
+        f"{fastest[0]} vs {fastest[1]} ms, {int8.min / lossless.min:.2f}x"
     )
     if verdict == "slower":
         return [
@@ -585,9 +589,10 @@ def not_faster_note(
     if speedup >= 1.0:
         return []
     what = "weight-only INT8 (float compute on int8 weights)" if weight_only else "INT8"
+    medians = milliseconds(int8.median, float_.median)
     message = (
-        f"{what} is not faster than float on this CPU: {int8.median:.2f} ms vs "
-        f"{float_.median:.2f} ms ({1 / speedup:.2f}x the time)"
+        f"{what} is not faster than float on this CPU: {medians[0]} ms vs {medians[1]} ms "
+        f"({1 / speedup:.2f}x the time)"
     )
     message += ": it makes the file smaller, not the model faster" if weight_only else ""
     if required:
@@ -629,7 +634,8 @@ def fallback_cost_note(count: int, final: Latency, all_int8: Latency, budget: st
     if verdict == "slower":
         cost = f"cost speed: {ratio:.2f}x the time"
     goal = "the budget" if budget else "mode auto's quality bar"
+    times = milliseconds(final.median, all_int8.median)
     return (
         f"the {count} node(s) in float for {goal} {cost} "
-        f"({final.median:.2f} ms vs {all_int8.median:.2f} ms with them in INT8)"
+        f"({times[0]} ms vs {times[1]} ms with them in INT8)"
     )

@@ -17,8 +17,8 @@ from onnxslim.drift import (
 from onnxslim.errors import OnnxSlimError
 
 MIN_EVAL_SAMPLES = 2
-DEFAULT_EVAL_SPLIT = 0.2  # `eval_split` None: this share, raised to MIN_PREDICTION_SAMPLES samples
-MIN_CALIBRATION_SAMPLES = 16  # ... while this many or more are left to calibrate on
+DEFAULT_EVAL_SPLIT = 0.2  # `eval_split` None: this share, raised (see split_samples)
+MIN_CALIBRATION_SAMPLES = 16  # the default selection split is raised while this many are left
 MIN_BUDGET_SAMPLES = 16  # fewer selection samples make a drift budget overfit them
 MIN_TEST_SAMPLES = 32  # fewer test samples rarely hold the rare input INT8 gets wrong
 TOP1_DOUBT = 0.1  # see _samples_for_top1
@@ -51,15 +51,17 @@ def split_samples(
     selection_share: float | None,
     test_share: float = 0.0,
     held_out: str = "spread",
+    fewest: int = MIN_PREDICTION_SAMPLES,
 ) -> tuple[list, list, list]:
     """Calibration, selection and test samples: `test_share` and `selection_share` of them (each
     at least MIN_EVAL_SAMPLES when its share is > 0) held out, "spread" evenly through the data (a
     folder sorted by name or class then gives every split some of each) or the "last" ones (test
     last); the test split is dropped when the samples are too few for it and MIN_EVAL_SAMPLES
-    calibration samples. `selection_share` None: DEFAULT_EVAL_SPLIT, and at least
-    MIN_PREDICTION_SAMPLES (the fewest the automatic choices and a cosine budget are made on)
-    while MIN_CALIBRATION_SAMPLES are left (32 samples: 18 / 8 / 6, not 20 / 6 / 6). Each split
-    keeps the data's order."""
+    calibration samples. `selection_share` None: DEFAULT_EVAL_SPLIT, and at least `fewest`
+    (MIN_BUDGET_SAMPLES for a budget), else MIN_PREDICTION_SAMPLES (the fewest the automatic
+    choices and a cosine budget are made on), while MIN_CALIBRATION_SAMPLES are left (32
+    samples: 18 / 8 / 6, not 20 / 6 / 6; 64 with a budget: 35 / 16 / 13, not 38 / 13 / 13,
+    which warned that the budget wants 16). Each split keeps the data's order."""
     check_split(selection_share, test_share, held_out)
     automatic = selection_share is None
     selection_share = DEFAULT_EVAL_SPLIT if automatic else selection_share
@@ -71,9 +73,10 @@ def split_samples(
     n_select, n_test = size(selection_share), size(test_share)
     if n_test and len(samples) - n_select - n_test < max(MIN_EVAL_SAMPLES, 1):
         n_select, n_test = size(selection_share), 0  # too few for a separate test split
-    left = len(samples) - MIN_PREDICTION_SAMPLES - n_test
-    if automatic and n_select < MIN_PREDICTION_SAMPLES and left >= MIN_CALIBRATION_SAMPLES:
-        n_select = MIN_PREDICTION_SAMPLES
+    for floor in (fewest, MIN_PREDICTION_SAMPLES) if automatic else ():
+        if n_select < floor and len(samples) - floor - n_test >= MIN_CALIBRATION_SAMPLES:
+            n_select = floor
+            break
     if len(samples) - n_select - n_test < 1:
         raise OnnxSlimError(
             f"{len(samples)} samples are too few to hold out {n_select} for drift and calibrate on "
