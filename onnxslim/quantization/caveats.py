@@ -363,10 +363,8 @@ def lossless_warning(int8: Latency, lossless: Latency) -> list[str]:
     ratio, verdict = int8.versus(lossless)
     if verdict == "faster":
         return []
-    medians, fastest = (
-        milliseconds(int8.median, lossless.median),
-        milliseconds(int8.min, lossless.min),
-    )
+    medians = milliseconds(int8.median, lossless.median)
+    fastest = milliseconds(int8.min, lossless.min)
     measured = (
         f"median {medians[0]} ms vs {medians[1]} ms, {ratio:.2f}x; fastest runs "
         f"{fastest[0]} vs {fastest[1]} ms, {int8.min / lossless.min:.2f}x"
@@ -407,22 +405,21 @@ STORED_TRIED = {
 
 
 def nonfinite_samples_warning(samples: Sequence[Mapping]) -> list[str]:
-    """A warning naming the samples (by index, as given) holding NaN or inf in a float input:
-    the statistics INT8 is built from take only the finite values the float model computes, so
-    one such sample no longer makes every range or GPTQ statistic it reaches NaN (a single NaN
-    of openWakeWord's 64 calibration samples gave a model at cosine 0.09), but the data may be
-    broken."""
-    held = {
-        index: sorted(
+    """A warning naming the samples (by index, from 0) holding NaN or inf in a float input: the
+    statistics INT8 is built from take only the finite values the model computes from them (one
+    NaN in one of openWakeWord's 64 calibration samples had made GPTQ's statistics NaN: a model
+    at cosine 0.09), but the data may be broken."""
+    held: dict[int, list[str]] = {}
+    for index, sample in enumerate(samples):
+        names = [
             name
             for name, value in sample.items()
             if isinstance(value, np.ndarray)
             and value.dtype.kind == "f"
             and not np.isfinite(value).all()
-        )
-        for index, sample in enumerate(samples)
-    }
-    held = {index: names for index, names in held.items() if names}
+        ]
+        if names:
+            held[index] = names
     if not held:
         return []
     listed = ", ".join(str(index) for index in list(held)[:MAX_LISTED_SAMPLES])
