@@ -1179,7 +1179,8 @@ def test_nodes_the_budget_returns_though_they_add_no_noise_are_not_called_sensit
 def test_a_cosine_budget_holds_the_cosine_predicted_for_new_samples():
     """Every selection sample meeting cosine>=X is not enough: the samples' spread must predict
     X for new ones too, so nodes go back to float though no selection sample misses X."""
-    selection_only = {**FAST, "test_split": 0}  # the drift reported is then the budget's
+    # the drift reported is then the budget's, on 8 selection samples with or without a budget
+    selection_only = {**FAST, "test_split": 0, "eval_split": 0.2}
     seen = quantize(cnn(), samples(40), **selection_only).report.drift["y"]
     assert seen.predicted_cosine < seen.min_cosine
     threshold = (seen.predicted_cosine + seen.min_cosine) / 2
@@ -1910,7 +1911,7 @@ def test_what_ort_runs_is_what_was_measured_for_float_depthwise_convs():
 
 def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
     # target avx2: ORT runs the model here as on the target, whatever this CPU (see exact.py)
-    options = {**FAST, "target": "avx2"}
+    options = {**FAST, "target": "avx2", "eval_split": 0.2}  # (a budget's default: 16 / 16 / 8)
     result = quantize(cnn(), samples(40), max_drift="cosine>=0.5", **options)
     report = result.report
     assert (report.calibration_samples, report.selection_samples, report.test_samples) == (24, 8, 8)
@@ -1937,19 +1938,20 @@ def test_the_reported_drift_comes_from_test_samples_no_decision_saw():
 
 def test_a_top1_budget_on_too_few_selection_samples_is_refused():
     # 0.9 ** 8 = 43%: eight agreeing samples say little about a 90% agreement
+    eight = {**FAST, "eval_split": 0.2}  # (a budget's default split holds out 16 here)
     with pytest.raises(OnnxSlimError) as error:
-        quantize(cnn(), samples(40), max_drift="top1>=0.9", **FAST)
+        quantize(cnn(), samples(40), max_drift="top1>=0.9", **eight)
     assert str(error.value) == (
         "the budget top1>=0.9 cannot be checked on 8 selection samples (a model that disagrees "
         "with float on 10% of inputs agrees on all 8 43% of the time): give at least 22 "
         "(--eval-split, eval_split= in Python), or a cosine or snr budget"
     )
-    report = quantize(cnn(), samples(40), max_drift="top1>=0.5", **FAST).report  # 0.5 ** 8 < 0.1
+    report = quantize(cnn(), samples(40), max_drift="top1>=0.5", **eight).report  # 0.5 ** 8 < 0.1
     assert report.selection_samples == 8 and report.budget == "top1>=0.5"
     # exact agreement: one disagreeing sample disproves it, so it is not refused (it may still
     # not hold, which is another matter)
     with contextlib.suppress(CheckFailedError):
-        quantize(cnn(), samples(40), max_drift="top1>=1", **FAST)
+        quantize(cnn(), samples(40), max_drift="top1>=1", **eight)
 
 
 def test_debug_layers_find_the_layer_that_adds_the_error():
