@@ -379,7 +379,11 @@ def optimize_with_report(
         )
         prefetched = (
             background.submit(
-                verify.reference_outputs, reference, options.check_inputs, _check_shapes(options)
+                verify.reference_outputs,
+                reference,
+                options.check_inputs,
+                _check_shapes(options),
+                verify.random_nodes(ir_model),  # (the model as loaded: no second load)
             )
             if options.check
             else None
@@ -431,7 +435,7 @@ def optimize_with_report(
 
         if options.check and before.weight_bytes <= ORT_GRAPH_LIMIT:
             ir_model.meta[io.NAMED_SHAPES] = not _float16_requested(options) and _named_shapes_pay(
-                ir_model, before.file_bytes
+                ir_model, os.path.getsize(reference)
             )
 
         def check(written: Path | None = None) -> None:
@@ -674,24 +678,24 @@ def _ort_graph(model: str | os.PathLike | ir.Model) -> OrtGraph | None:
 UNRELIABLE_SHAPES = frozenset({"STFT", "DFT"})
 
 
-def _named_shapes_pay(model: ir.Model, original_bytes: int | None) -> bool:
+def _named_shapes_pay(model: ir.Model, original_bytes: int) -> bool:
     """Whether `model` is written with its main graph's named shapes (`io.named_shapes`): where
     it has some, none from an op of UNRELIABLE_SHAPES, no external data, and ORT runs the same
     ops with them as without (an fp16 EfficientNet's `unk__N` dims, one name per value, left 14
-    residual Adds unfused), in a file no bigger than the original's."""
+    residual Adds unfused), in a file no bigger than the original's (`original_bytes`)."""
     if not io.named_shapes(model) or has_external_data(model):
         return False
     if any(node.op_type in UNRELIABLE_SHAPES for node in all_nodes(model)):
         return False
-    lean = _ort_graph(model)
-    model.meta[io.NAMED_SHAPES] = True
-    try:
+    graphs, sizes = [], []
+    for named in (False, True):
+        model.meta[io.NAMED_SHAPES] = named
         with verify.model_file(model) as path:
-            named, size = _ort_graph(path), path.stat().st_size
-    finally:
-        del model.meta[io.NAMED_SHAPES]
-    same = lean is not None and named is not None and named.counts == lean.counts
-    return same and (original_bytes is None or size <= original_bytes)
+            graphs.append(_ort_graph(path))
+            sizes.append(path.stat().st_size)
+    lean, shaped = graphs
+    same = lean is not None and shaped is not None and shaped.counts == lean.counts
+    return same and sizes[1] <= original_bytes
 
 
 def _check_shapes(options: OptimizeOptions) -> dict[str, tuple[int, ...]] | None:

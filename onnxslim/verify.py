@@ -19,8 +19,8 @@ from onnxslim import synth
 from onnxslim.data import sample_shapes
 from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
-from onnxslim.model.graph import proto_graphs, proto_readers
-from onnxslim.passes.fold import RANDOM_OPS
+from onnxslim.model.graph import all_nodes, proto_readers
+from onnxslim.passes.fold import is_random
 from onnxslim.render.format import input_shapes
 from onnxslim.runtime import Session
 
@@ -152,12 +152,17 @@ def reference_outputs(
     original: str | os.PathLike | ir.Model,
     samples: Sequence[dict[str, np.ndarray]] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
+    random_ops: Counter | None = None,
 ) -> Reference:
     """Run the original on the check's inputs: `samples`, else the test data shipped beside its
     file (`test_data_set_*`), else inputs synthesized from how the model uses them, retried with
     other dims and values while the original rejects them (`shapes` fixes dynamic dims), then the
     same with every float input all zeros where the original gives finite outputs on them, then
-    at other values of the dynamic dims where the original takes them (`synth.other_dims`)."""
+    at other values of the dynamic dims where the original takes them (`synth.other_dims`).
+    `random_ops`: the original's `random_nodes` (None: read from it)."""
+    if random_ops is None:
+        model = original if isinstance(original, ir.Model) else _graph_of(original)
+        random_ops = random_nodes(model)
     with model_file(original) as original_path:
         session = Session(
             original_path,
@@ -167,7 +172,7 @@ def reference_outputs(
             prepack=False,
         )
         inputs, expected = _reference_run(session, original_path, samples, shapes)
-        _find_random_outputs(session, original_path, inputs, expected[0])
+        _find_random_outputs(session, random_ops, inputs, expected[0])
         if inputs.source == "synthesized":
             inputs.all_zero = [
                 name
@@ -183,13 +188,13 @@ def reference_outputs(
 
 
 def _find_random_outputs(
-    reference: Session, path: Path, inputs: CheckInputs, outputs: list
+    reference: Session, kinds: Counter, inputs: CheckInputs, outputs: list
 ) -> None:
-    """Where the original has random ops (`random_nodes`), the outputs it gives other values for
-    on a second run of the first sample (`outputs`: the first run's) go to `inputs.random`, not
-    compared; all of them: Nondeterministic. A model exported in training mode keeps its Dropouts
-    random (a BERT's five: "differs from the original, max abs difference 4.02", exit 1)."""
-    kinds = random_nodes(onnx.load(path, load_external_data=False))
+    """Where the original has random nodes (`kinds`, `random_nodes`), the outputs it gives other
+    values for on a second run of the first sample (`outputs`: the first run's) go to
+    `inputs.random`, not compared; all of them: Nondeterministic. A model exported in training
+    mode keeps its Dropouts random (a BERT's five: "differs from the original, max abs difference
+    4.02", exit 1)."""
     if not kinds:
         return
     again = reference.run(synth.ort_feeds(inputs.samples[0]))
@@ -213,19 +218,21 @@ TRAINING_DROPOUT = "Dropout in training mode"
 TRAINING_HINT = "a model exported in training mode? export it after model.eval()"
 
 
-def random_nodes(proto: onnx.ModelProto) -> Counter:
-    """The random nodes of `proto` (its graphs, their bodies and its functions) by kind: RANDOM_OPS,
-    and Dropout given a training_mode input (random unless it is False)."""
-    graphs = [*proto_graphs(proto.graph), *proto.functions]
-    kinds = Counter()
-    for node in (node for graph in graphs for node in graph.node):
-        if node.domain not in ("", "ai.onnx"):
-            continue
-        if node.op_type in RANDOM_OPS:
-            kinds[node.op_type] += 1
-        elif node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
-            kinds[TRAINING_DROPOUT] += 1
-    return kinds
+def random_nodes(model: ir.Model) -> Counter:
+    """The random nodes of `model` (its graphs, their bodies and its functions) by kind
+    (`fold.is_random`: RANDOM_OPS, and Dropout in training mode)."""
+    return Counter(
+        TRAINING_DROPOUT if node.op_type == "Dropout" else node.op_type
+        for node in all_nodes(model)
+        if is_random(node)
+    )
+
+
+def _graph_of(original: str | os.PathLike | onnx.ModelProto) -> ir.Model:
+    """The nodes of a model file or proto, without its external weights."""
+    if not isinstance(original, onnx.ModelProto):
+        original = onnx.load(original, load_external_data=False)
+    return io.from_proto(original)
 
 
 def _not_finite_share(values: Sequence) -> float:
@@ -295,7 +302,7 @@ def compare(
         del candidate
     if resized is not None and (failure or any(resized in p for p in problems.values())):
         feed, expected = reference.inputs.samples[resized], reference.outputs[resized]
-        why = _other_dims_untaken(original, feed, expected)
+        why = _other_dims_untaken(original, feed, expected, reference.inputs.random)
         if why:  # the original itself, as ORT runs it by default, does not take them: left out
             inputs = replace(
                 reference.inputs,
@@ -350,10 +357,13 @@ OTHER_DIMS_NOT_FINITE = (
 )
 
 
-def _other_dims_untaken(original, feed: Mapping, expected: list) -> str | None:
+def _other_dims_untaken(
+    original, feed: Mapping, expected: list, random: Collection[str] = ()
+) -> str | None:
     """Why the original does not take `feed` (the check's sample at other dynamic dims) as ONNX
     Runtime runs it by default, where its outputs with the optimizations off were `expected`
-    (a shape traced into the graph, which ORT's own rewrites bake in), or None where it does."""
+    (a shape traced into the graph, which ORT's own rewrites bake in), or None where it does;
+    the `random` outputs (CheckInputs.random) differ anyway and are not compared."""
     dims = _feed_shapes(feed)
     try:
         with model_file(original) as path:
@@ -361,7 +371,12 @@ def _other_dims_untaken(original, feed: Mapping, expected: list) -> str | None:
             outputs = session.run(synth.ort_feeds(feed))
     except OnnxSlimError:
         return OTHER_DIMS_UNTAKEN.format(dims=dims, how="fails")
-    if any(_difference(want, got) for want, got in zip(expected, outputs)):
+    compared = [
+        (want, got)
+        for name, want, got in zip(session.output_names, expected, outputs)
+        if name not in random
+    ]
+    if any(_difference(want, got) for want, got in compared):
         return OTHER_DIMS_UNTAKEN.format(dims=dims, how="gives other outputs")
     return None
 

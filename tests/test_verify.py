@@ -461,3 +461,18 @@ def test_a_model_random_in_every_output_is_written_not_checked():
     with pytest.warns(UserWarning, match="not checked: the original gives other values") as caught:
         onnxslim.optimize(original)
     assert CHECK_INPUTS_HINT not in str(caught[0].message)  # other inputs would not help
+
+
+def test_a_dropout_in_training_mode_of_a_constant_is_not_folded():
+    """Folded, a training-mode Dropout of a constant baked one random mask into the model; now
+    that random outputs are not compared, nothing would have said so (found in review)."""
+    nodes = [N("Dropout", ["c", "ratio", "training"], ["d"]), N("Add", ["x", "d"], ["y"])]
+    inits = [
+        const("c", np.ones((1, 64), np.float32)),
+        const("ratio", np.float32(0.5)),
+        const("training", np.bool_(True)),
+    ]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 64])], [vi("y", FLOAT, [1, 64])], inits)
+    with pytest.warns(UserWarning, match="not checked: the original gives other values"):
+        optimized = onnxslim.optimize(model)
+    assert [node.op_type for node in optimized.graph] == ["Dropout", "Add"]

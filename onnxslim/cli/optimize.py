@@ -324,7 +324,8 @@ class _Int8Mode(click.Choice):
     type=click.FloatRange(0, 0.9),
     default=None,
     help="Share of the data for automatic choices (drift budget, CLE, bias correction) "
-    "[default: 0.2, and at least 8 samples while 16 are left to calibrate on].",
+    "[default: 0.2, and at least 8 samples (16 with --max-drift) while 16 are left to "
+    "calibrate on].",
 )
 @click.option(
     "--test-split",

@@ -38,6 +38,21 @@ RANDOM_OPS = frozenset(
 #: Ops never folded: they carry quantization information, or they are random.
 NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"} | RANDOM_OPS)
 
+
+def is_random(node: ir.Node) -> bool:
+    """Whether `node` gives random outputs: an op of RANDOM_OPS, or a Dropout whose training_mode
+    is not a constant False (folded, a training-mode Dropout of a constant baked one random mask
+    into the model)."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in RANDOM_OPS:
+        return True
+    mode = node.inputs[2] if node.op_type == "Dropout" and len(node.inputs) > 2 else None
+    if mode is None:
+        return False
+    return mode.const_value is None or bool(mode.const_value.numpy().any())
+
+
 KIB = 1024
 #: The default size budget: the model may grow by 1% of its constants, or by 64 KiB if more.
 BUDGET_SHARE, BUDGET_FLOOR = 0.01, 64 * KIB
@@ -283,6 +298,7 @@ def computable_values(graph: ir.Graph) -> set[ir.Value]:
         if (
             node.domain in ("", "ai.onnx")
             and node.op_type not in NEVER_FOLD
+            and not is_random(node)
             and not has_subgraphs(node)
             and all(v is None or _is_constant(v) or v in computable for v in node.inputs)
         ):
@@ -411,7 +427,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
     def _should_fold(self, node: ir.Node) -> bool:
         if node.domain not in ("", "ai.onnx"):
             return False  # custom domains are left untouched
-        if node.op_type in NEVER_FOLD:
+        if node.op_type in NEVER_FOLD or is_random(node):
             return False
         if any(value.dtype == ir.DataType.STRING for value in node.outputs):
             return False  # a folded string tensor breaks onnx-ir's serialization for the checker

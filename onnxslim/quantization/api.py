@@ -43,7 +43,7 @@ from onnxslim.quantization.caveats import (
     lossless_warning,
     memory_warning,
     missed_on_test_warning,
-    nonfinite_samples_warning,
+    nan_samples_warning,
     not_faster_note,
     nothing_int8_warning,
     one_size_note,
@@ -231,7 +231,7 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = protocol_notes(calib, selection, test, budget, config.held_out, config.chooses)
-    notes += nonfinite_samples_warning(samples)
+    notes += nan_samples_warning(samples)
     notes += _frozen_inputs_note(float_model)
     if is_random(calibration):  # (the command line's random:N warns itself, with its dims)
         notes.append(

@@ -47,7 +47,7 @@ DYNAMIC_HINT = (
 )
 #: Recurrent ops: INT8 leaves them float (`recurrent_note`).
 RECURRENT_OPS = ("GRU", "LSTM", "RNN")
-#: Samples named by index in a warning (`nonfinite_samples_warning`).
+#: Samples named by index in a warning (`nan_samples_warning`).
 MAX_LISTED_SAMPLES = 5
 #: The op types that compute with weights in INT8 (`nothing_int8_warning`).
 WEIGHTED_OP_TYPES = frozenset(op for op, rule in RULES.items() if rule.kind == WEIGHTED)
@@ -404,19 +404,17 @@ STORED_TRIED = {
 }
 
 
-def nonfinite_samples_warning(samples: Sequence[Mapping]) -> list[str]:
-    """A warning naming the samples (by index, from 0) holding NaN or inf in a float input: the
+def nan_samples_warning(samples: Sequence[Mapping]) -> list[str]:
+    """A warning naming the samples (by index, from 0) holding NaN in a float input: the
     statistics INT8 is built from take only the finite values the model computes from them (one
     NaN in one of openWakeWord's 64 calibration samples had made GPTQ's statistics NaN: a model
-    at cosine 0.09), but the data may be broken."""
+    at cosine 0.09), but the data may be broken (an inf may not be: an additive mask's -inf)."""
     held: dict[int, list[str]] = {}
     for index, sample in enumerate(samples):
         names = [
             name
             for name, value in sample.items()
-            if isinstance(value, np.ndarray)
-            and value.dtype.kind == "f"
-            and not np.isfinite(value).all()
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and np.isnan(value).any()
         ]
         if names:
             held[index] = names
@@ -429,9 +427,9 @@ def nonfinite_samples_warning(samples: Sequence[Mapping]) -> list[str]:
     )
     return [
         f"warning: {len(held)} of {len(samples)} samples (index {listed}{more}, from 0) hold NaN "
-        f"or inf in float input {inputs}: ranges and weight statistics use only the finite "
-        "values the model computes from them, and drift compares finite positions; check the "
-        "data if the model does not take NaN"
+        f"in float input {inputs}: ranges and weight statistics use only the finite values the "
+        "model computes from them, and drift compares finite positions; check the data if the "
+        "model does not take NaN"
     ]
 
 

@@ -32,30 +32,30 @@ class QuantizeConfig:
     weight scales; `activation_type` "uint8" (asymmetric) or "int8" (symmetric); `target` the CPU
     the model will run on (auto, avx2, vnni, arm); `exclude_ops`/`exclude_nodes` stay float,
     `quantize_ops` narrows the op types; `max_drift` (a Budget or text like "cosine>=0.99"): the
-    most sensitive nodes go back to float until it holds on the selection samples, a cosine
-    budget as predicted for new samples (`drift.predicted_cosine`; CheckFailedError if it never
-    does); `eval_split` the share of samples held out for choices (at least 2; None:
-    DEFAULT_EVAL_SPLIT, raised to 8 samples where the data allow), `test_split` for the drift
+    most sensitive nodes go back to float until it holds on the selection samples, a cosine budget
+    as predicted for new samples (`drift.predicted_cosine`; CheckFailedError if it never does);
+    `eval_split` the share of samples held out for choices (at least 2; None: DEFAULT_EVAL_SPLIT,
+    raised to 8 samples, 16 with a budget, where the data allow), `test_split` for the drift
     reported, `held_out` where they come from ("spread" through the data or the "last" ones: see
-    `splits.split_samples`); `require_speedup` makes an INT8 model that is not faster than float
-    on this CPU an error (it needs `measure_latency`); `min_macs` leaves smaller weighted ops in
-    float (at its default, target "auto" times them in int8 too and keeps that when worth it);
-    `weight_range` the per-channel weight clip ("minmax" or "mse": least weight quantization
-    error) and `weight_rounding` "gptq" (the int8 weights of Conv, Gemm and MatMul, computing in
-    INT8 or in float, rounded to change each layer's output least on the calibration samples, see
-    gptq.py; those computing in float to nearest on random samples; dynamic INT8's MatMul and LSTM
-    weights with "auto" too, to nearest on random samples), "nearest" or "auto" (GPTQ where
-    levers.py finds it closer on the selection samples); `equalize` (cross-layer equalization),
-    `bias_correction` and `smooth` (dynamic INT8: SmoothQuant-style balancing of MatMul inputs,
-    see smooth.py) are True, False or "auto" (the variant closest to float on the selection
-    samples; for CLE and bias correction only when bootstrap resamples of them agree, see
-    levers.py); `optimize` runs the lossless pipeline first, with `optimize_options` as keyword
-    arguments of `onnxslim.optimize`; `measure_latency` times both models; `progress` shows bars;
-    `preprocess` how an image folder given as the calibration data is read (the CLI's
-    --preprocess: "resize=256,crop=224,scale=1/255,..."; required with images); `random_inputs`:
-    the samples given were synthesized (the caller's random:N, which warns of it itself): the
-    report's drift is marked as measured on random samples, and the choices take their drift for
-    what it is worth (see `modes.int8_or_float`)."""
+    `splits.split_samples`); `require_speedup` makes an INT8 model that is not faster than float on
+    this CPU an error (it needs `measure_latency`); `min_macs` leaves smaller weighted ops in float
+    (at its default, target "auto" times them in int8 too and keeps that when worth it);
+    `weight_range` the per-channel weight clip ("minmax" or "mse": least weight quantization error)
+    and `weight_rounding` "gptq" (the int8 weights of Conv, Gemm and MatMul, computing in INT8 or in
+    float, rounded to change each layer's output least on the calibration samples, see gptq.py;
+    those computing in float to nearest on random samples; dynamic INT8's MatMul and LSTM weights
+    with "auto" too, to nearest on random samples), "nearest" or "auto" (GPTQ where levers.py finds
+    it closer on the selection samples); `equalize` (cross-layer equalization), `bias_correction`
+    and `smooth` (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are
+    True, False or "auto" (the variant closest to float on the selection samples; for CLE and bias
+    correction only when bootstrap resamples of them agree, see levers.py); `optimize` runs the
+    lossless pipeline first, with `optimize_options` as keyword arguments of `onnxslim.optimize`;
+    `measure_latency` times both models; `progress` shows bars; `preprocess` how an image folder
+    given as the calibration data is read (the CLI's --preprocess:
+    "resize=256,crop=224,scale=1/255,..."; required with images); `random_inputs`: the samples given
+    were synthesized (the caller's random:N, which warns of it itself): the report's drift is marked
+    as measured on random samples, and the choices take their drift for what it is worth (see
+    `modes.int8_or_float`)."""
 
     mode: str = "auto"
     method: str = DEFAULT_METHOD

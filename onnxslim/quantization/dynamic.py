@@ -146,7 +146,7 @@ def quantize_model(
         n.name
         for n in proto.graph.node
         if (n.op_type in QUANTIZED_OPS or n.name in ort_names) and n.name not in exclude_nodes
-    ]
+    ] + table_readers(proto.graph, exclude_nodes)  # (a budget may give a table back too)
     results: dict[int, _Attempt] = {}
     model, drift, violations, unlimited, scored = first
     all_int8 = model
@@ -190,7 +190,9 @@ def quantize_model(
     still_float = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS}
     left = [n for n in candidates if n not in floated and ort_names.get(n, n) in still_float]
     kept.update(dict.fromkeys(left, LEFT_FLOAT))
-    quantized = Counter(ops[n] for n in candidates if n not in floated and n not in left)
+    quantized = Counter(
+        ops[n] for n in candidates if n not in floated and n not in left and ops[n] != "Gather"
+    )
     # (where every MatMul is float, the smoothing choice made no INT8 model: nothing to say)
     notes = [*(smoothing_notes if quantized else []), *unlimited_warning(unlimited)]
     made = {  # the nodes made int8, by the names of those they were made of
@@ -201,7 +203,7 @@ def quantize_model(
     gptq_rounded = any((k[1] if isinstance(k, tuple) else k) in made for k in statistics)
     if past_memory and quantized:
         notes.append(builder.gptq_memory_note(past_memory, "weight(s)", builder.GPTQ_MEMORY))
-    notes += _tables_note(proto, exclude_nodes)
+    notes += _tables_note(proto, floated)
     return Outcome(
         io.from_proto(model),
         dict(quantized),
@@ -443,6 +445,12 @@ def storable_tables(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> li
     ]
 
 
+def table_readers(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> list[str]:
+    """The Gathers reading `storable_tables` (by name)."""
+    tables = {t.name for t in storable_tables(graph, exclude)}
+    return [n.name for n in graph.node if n.op_type == "Gather" and n.input[0] in tables]
+
+
 def store_tables(model: onnx.ModelProto, exclude: Collection[str] = ()) -> int:
     """`storable_tables` stored in int8 per row, ``Cast(q) * scale``, which ORT folds back to
     the float table at load, as static INT8 stores them: `quantize_dynamic` left them float (a
@@ -452,7 +460,16 @@ def store_tables(model: onnx.ModelProto, exclude: Collection[str] = ()) -> int:
     tables = storable_tables(graph, exclude)
     if not tables:
         return 0
-    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    taken = (
+        {t.name for t in graph.initializer}
+        | {v.name for v in graph.input}
+        | {
+            name
+            for body in proto_graphs(graph)
+            for n in body.node
+            for name in [*n.input, *n.output]
+        }
+    )
     restored, nodes, initializers = {}, [], []
     for table in tables:
         w = numpy_helper.to_array(table)
@@ -801,11 +818,16 @@ def _original_weight(floats: dict[str, onnx.TensorProto], name: str) -> np.ndarr
 def _sensitivity(
     proto: onnx.ModelProto, quantized: onnx.ModelProto, samples: list, candidates: list[str]
 ) -> list[tuple[str, float]]:
-    """Quantized MatMuls ranked worst first by the noise each adds: the SNR (dB) of its output in
-    the quantized model minus that of its input (ORT keeps both tensor names)."""
+    """Quantized MatMuls (and Gathers of int8-stored tables) ranked worst first by the noise each
+    adds: the SNR (dB) of its output in the quantized model minus that of its input (ORT keeps
+    both tensor names)."""
     nodes = {n.name: n for n in proto.graph.node if n.name in candidates}
-    # an LSTM may leave its first output (all steps) out: its last state then
-    pairs = {name: (next(o for o in n.output if o), n.input[0]) for name, n in nodes.items()}
+    # an LSTM may leave its first output (all steps) out: its last state then; a Gather's table
+    # has another name in the quantized model: its ids, exact, stand for its input
+    pairs = {
+        name: (next(o for o in n.output if o), n.input[1 if n.op_type == "Gather" else 0])
+        for name, n in nodes.items()
+    }
     names = sorted({t for pair in pairs.values() for t in pair})
     snr = TensorSnr()
     for floats, quants in zip(

@@ -275,16 +275,16 @@ def dynamic_for_speed(
 def _dynamic_or_current(
     current: Outcome, dynamic_int8: Outcome, timed_on: dict, bar: Budget, lossless: ir.Model
 ) -> Outcome:
-    """Mode auto, timed, where `current` computes nothing in INT8: `dynamic_int8` replaces it
-    only where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every
-    weight but MatMul's and LSTM's float: an embedding table, a GRU) and, timed on `timed_on`, it
+    """Mode auto, timed, where `current` computes nothing in INT8: `dynamic_int8` replaces it only
+    where its file is at most DYNAMIC_SIZE_SLACK times as large (dynamic INT8 leaves every weight
+    but MatMul's, LSTM's and Gather tables' float: a GRU's, a Conv's) and, timed on `timed_on`, it
     is faster and worth its drift by `int8_or_float`'s rule; else `current`, with a note. Against
     float weights (`current` the lossless model, or a budget's fallback), `dynamic_int8`, which
     meets `bar` (QUALITY_BAR or the budget), is kept where it is not slower and its file at most
-    SMALLER_FILE of theirs (a text recognizer's budget gave the float model, 1.00x the time,
-    against dynamic INT8 at 0.99x and 0.62x the size), their file being what `current` would
-    give: the `lossless` model where smaller (a float16 model's, quantized from float32); else,
-    against the lossless model, exact, no drift would be worth it: it must be faster."""
+    SMALLER_FILE of theirs (a text recognizer's budget gave the float model, 1.00x the time, against
+    dynamic INT8 at 0.99x and 0.62x the size), their file being what `current` would give: the
+    `lossless` model where smaller (a float16 model's, quantized from float32); else, against the
+    lossless model, exact, no drift would be worth it: it must be faster."""
     size = _file_bytes(dynamic_int8.model)
     grows = size / _file_bytes(current.model)
     if grows > DYNAMIC_SIZE_SLACK:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from onnxslim.drift import PER_SAMPLE, Drift, lowest_cosine, parse_max_drift
-from onnxslim.render.format import human_bytes, input_shapes, number
+from onnxslim.render.format import human_bytes, input_shapes, milliseconds, number
 from onnxslim.render.verdict import verdict_lines
 
 if TYPE_CHECKING:
@@ -389,11 +389,12 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
         ],
     ]
     if report.speedup is not None:
+        times = milliseconds(report.latency_float_ms, report.latency_int8_ms)
         rows.append(
             [
                 "latency (median, 1 thread)",
-                f"{report.latency_float_ms:.2f} ms",
-                f"{report.latency_int8_ms:.2f} ms",
+                f"{times[0]} ms",
+                f"{times[1]} ms",
                 f"{1 / report.speedup:.2f}x "
                 + (
                     "(same within noise)"
@@ -403,11 +404,12 @@ def quantize_summary_rows(report: QuantizeReport) -> list[list[str]]:
             ]
         )
     if report.latency_lossless_ms and report.latency_int8_ms:
+        times = milliseconds(report.latency_lossless_ms, report.latency_int8_ms)
         rows.append(
             [
                 "latency vs lossless float",
-                f"{report.latency_lossless_ms:.2f} ms",
-                f"{report.latency_int8_ms:.2f} ms",
+                f"{times[0]} ms",
+                f"{times[1]} ms",
                 ratio(report.latency_lossless_ms, report.latency_int8_ms)
                 + VERDICT_TEXT.get(report.latency_lossless_verdict, ""),
             ]
