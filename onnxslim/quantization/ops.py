@@ -192,13 +192,16 @@ def stored_weight(node: ir.Node) -> tuple[int, int | None] | None:
 
 
 def storable_table(value: ir.Value | None) -> bool:
-    """Whether `value` is a float table of MIN_TABLE_ELEMENTS or more (by its tensor, or by its
-    static shape where constants compute it): one INT8 stores in 8 bits (`STORED_TABLES`)."""
+    """Whether `value` is a float table of two or more axes and MIN_TABLE_ELEMENTS or more values
+    (by its tensor, or by its static shape where constants compute it): one INT8 stores in 8 bits
+    per row (`STORED_TABLES`; a 1-D table's rows are single values: a scale for each made its
+    file 1.25x float's)."""
     if value is None or value.dtype != ir.DataType.FLOAT:
         return False
-    if value.const_value is not None:
-        return value.const_value.size >= MIN_TABLE_ELEMENTS
-    shape = value.shape
+    shape = value.const_value.shape if value.const_value is not None else value.shape
     return (
-        shape is not None and shape.is_static() and math.prod(shape.numpy()) >= MIN_TABLE_ELEMENTS
+        shape is not None
+        and shape.is_static()
+        and len(shape) >= 2
+        and math.prod(shape.numpy()) >= MIN_TABLE_ELEMENTS
     )
