@@ -41,7 +41,7 @@ from onnxslim.model.stats import constant_size
 from onnxslim.quantization import builder, exact, gptq
 from onnxslim.quantization.builder import iter_samples, run_samples
 from onnxslim.quantization.calibration.collect import collect_hessians
-from onnxslim.quantization.ops import MIN_TABLE_ELEMENTS, RECURRENT_WEIGHTS
+from onnxslim.quantization.ops import RECURRENT_WEIGHTS, table_dims
 from onnxslim.quantization.pairs import COLUMNS
 from onnxslim.quantization.plan import not_float32
 from onnxslim.quantization.qdq import WEIGHT_BITS, kernel_weight, quantize_weight
@@ -423,9 +423,9 @@ def _quantize_within(
 
 
 def storable_tables(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> list:
-    """The float32 tables (initializers of two or more axes, MIN_TABLE_ELEMENTS or more values)
-    that only Gathers of `graph` outside `exclude` read: embeddings, which `store_tables` stores
-    in int8."""
+    """The float32 tables (initializers of `ops.table_dims`, as static INT8 stores them) that
+    only Gathers of `graph` outside `exclude` read: embeddings, which `store_tables` stores in
+    int8."""
     read = proto_readers(graph)
     elsewhere = {  # read by another op, or in a body: left as they are
         name
@@ -438,8 +438,7 @@ def storable_tables(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> li
         t
         for t in graph.initializer
         if t.data_type == onnx.TensorProto.FLOAT
-        and len(t.dims) >= 2  # (rows of one value each: a scale as large as the table)
-        and math.prod(t.dims) >= MIN_TABLE_ELEMENTS
+        and table_dims(t.dims)
         and t.name in read
         and t.name not in elsewhere
     ]

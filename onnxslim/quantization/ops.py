@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -192,16 +192,16 @@ def stored_weight(node: ir.Node) -> tuple[int, int | None] | None:
 
 
 def storable_table(value: ir.Value | None) -> bool:
-    """Whether `value` is a float table of two or more axes and MIN_TABLE_ELEMENTS or more values
-    (by its tensor, or by its static shape where constants compute it): one INT8 stores in 8 bits
-    per row (`STORED_TABLES`; a 1-D table's rows are single values: a scale for each made its
-    file 1.25x float's)."""
+    """Whether `value` is a float table of `table_dims` (by its tensor, or by its static shape
+    where constants compute it): one INT8 stores in 8 bits per row (`STORED_TABLES`)."""
     if value is None or value.dtype != ir.DataType.FLOAT:
         return False
     shape = value.const_value.shape if value.const_value is not None else value.shape
-    return (
-        shape is not None
-        and shape.is_static()
-        and len(shape) >= 2
-        and math.prod(shape.numpy()) >= MIN_TABLE_ELEMENTS
-    )
+    return shape is not None and shape.is_static() and table_dims(shape.numpy())
+
+
+def table_dims(dims: Sequence[int]) -> bool:
+    """Whether a float table of `dims` is stored in int8 per row: two or more axes (a 1-D table's
+    rows are single values: a scale for each made its file 1.25x float's) and MIN_TABLE_ELEMENTS
+    or more values."""
+    return len(dims) >= 2 and math.prod(dims) >= MIN_TABLE_ELEMENTS
