@@ -433,10 +433,11 @@ def optimize_with_report(
                 "the original (fused, its 1-D convs written 2-D run several times slower)"
             )
 
-        if options.check and before.weight_bytes <= ORT_GRAPH_LIMIT:
-            ir_model.meta[io.NAMED_SHAPES] = not _float16_requested(options) and _named_shapes_pay(
-                ir_model, os.path.getsize(reference)
-            )
+        named, weighed = False, None  # weighed: ORT's graph of the result as it is written
+        weigh = options.check and before.weight_bytes <= ORT_GRAPH_LIMIT
+        if weigh and not _float16_requested(options):
+            named, weighed = _named_shapes_pay(ir_model, os.path.getsize(reference))
+        ir_model.meta[io.NAMED_SHAPES] = named
 
         def check(written: Path | None = None) -> None:
             nonlocal check_inputs, not_checked
@@ -449,7 +450,11 @@ def optimize_with_report(
             check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
             checked_graphs = original_graph is not None and not not_checked
             theirs = original_graph.result() if checked_graphs else None
-            ours = _ort_graph(ir_model if written is None else written) if theirs else None
+            ours = (
+                (weighed or _ort_graph(ir_model if written is None else written))
+                if theirs
+                else None
+            )
             if ours is not None:
                 fusions_lost.update(lost_fusions(theirs.counts, ours.counts))
                 integer_kernels_gained.update(gained_integer_kernels(theirs.counts, ours.counts))
@@ -678,15 +683,17 @@ def _ort_graph(model: str | os.PathLike | ir.Model) -> OrtGraph | None:
 UNRELIABLE_SHAPES = frozenset({"STFT", "DFT"})
 
 
-def _named_shapes_pay(model: ir.Model, original_bytes: int) -> bool:
+def _named_shapes_pay(model: ir.Model, original_bytes: int) -> tuple[bool, OrtGraph | None]:
     """Whether `model` is written with its main graph's named shapes (`io.named_shapes`): where
     it has some, none from an op of UNRELIABLE_SHAPES, no external data, and ORT runs the same
     ops with them as without (an fp16 EfficientNet's `unk__N` dims, one name per value, left 14
-    residual Adds unfused), in a file no bigger than the original's (`original_bytes`)."""
+    residual Adds unfused), in a file no bigger than the original's (`original_bytes`); and ORT's
+    graph of the model as it is then written, where it was built (the check compares it with the
+    original's)."""
     if not io.named_shapes(model) or has_external_data(model):
-        return False
+        return False, None
     if any(node.op_type in UNRELIABLE_SHAPES for node in all_nodes(model)):
-        return False
+        return False, None
     graphs, sizes = [], []
     for named in (False, True):
         model.meta[io.NAMED_SHAPES] = named
@@ -695,7 +702,8 @@ def _named_shapes_pay(model: ir.Model, original_bytes: int) -> bool:
             sizes.append(path.stat().st_size)
     lean, shaped = graphs
     same = lean is not None and shaped is not None and shaped.counts == lean.counts
-    return same and sizes[1] <= original_bytes
+    pays = same and sizes[1] <= original_bytes
+    return pays, shaped if pays else lean
 
 
 def _check_shapes(options: OptimizeOptions) -> dict[str, tuple[int, ...]] | None:
