@@ -649,14 +649,15 @@ def benchmark(
     )
 
 
-#: When a timing may stop before the runs asked: given the runs made and the seconds they took.
-Enough = Callable[[int, float], bool]
+#: When a timing may stop before the runs asked: given the rounds made, the seconds they took and
+#: each session's run times so far (seconds).
+Enough = Callable[[int, float, Sequence[Sequence[float]]], bool]
 
 
 def within(seconds: float) -> Enough:
     """A timing stops once its runs take `seconds`, after the `fewest_runs` at least (a model
     taking a second a run)."""
-    return lambda done, elapsed: fewest_runs(done, elapsed) and elapsed > seconds
+    return lambda done, elapsed, _: fewest_runs(done, elapsed) and elapsed > seconds
 
 
 def fewest_runs(done: int, elapsed: float) -> bool:
@@ -696,8 +697,8 @@ def _timed_runs(
     turn, from a first session that moves on each run and again after each pass over the
     samples: no session always runs first, nor first on the same sample) after `warmup` such
     rounds untimed (with `enough`, SLOW_WARMUP of slow rounds), or of fewer once `enough` says so
-    of the rounds timed and the seconds they took; `bar` advances per run (and, with `phases`,
-    says whether it warms up or times)."""
+    of the rounds timed, the seconds they took and the times so far; `bar` advances per run (and,
+    with `phases`, says whether it warms up or times)."""
     if phases:
         bar.describe("warming up")
     warming = time.perf_counter()
@@ -713,7 +714,7 @@ def _timed_runs(
     times = [[] for _ in sessions]
     started = time.perf_counter()
     for r in range(runs):
-        if enough is not None and enough(r, time.perf_counter() - started):
+        if enough is not None and enough(r, time.perf_counter() - started, times):
             break
         feed = samples[r % len(samples)]
         first = r % len(samples) + r // len(samples)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import math
 import re
 import time
@@ -3100,7 +3102,9 @@ def _run_trade(monkeypatch, gains: list[float], timings: list[tuple[float, float
     ]
     taken, runs = iter(timed), []
     monkeypatch.setattr(
-        trades, "side_by_side", lambda models, sample, count: runs.append(count) or next(taken)
+        trades,
+        "side_by_side",
+        lambda models, sample, count, settled=None: runs.append(count) or next(taken),
     )
     return trades.trade(*variants, {"x": np.zeros(4, np.float32)}), runs
 
@@ -3170,6 +3174,47 @@ def test_fast_models_are_timed_with_more_runs(monkeypatch, ms, runs):
         **{(m, "sessions"): 1 for m in "ab"},
         **{(m, "runs"): warmup + runs for m in "ab"},
     }
+
+
+@pytest.mark.parametrize(
+    ("edge", "rounds"),
+    [
+        (1.5, 10),  # 2x the time against a 1.5x edge: clear after bench.MIN_RUNS rounds
+        (3.0, 10),  # ... or against a 3x edge, on its other side
+        (2.02, 600),  # within EDGE_DB's worth of time of it: never settled, the runs asked
+        (-1.0, 10),  # a loss no speed could earn back: any ratio settles it
+    ],
+)
+def test_a_trade_far_from_its_edge_stops_timing_early(monkeypatch, edge, rounds):
+    """Timing every trade to TRADE_SECONDS took 28 s of efficientnet_lite1's 66 s of quantizing;
+    a time ratio clear of the one the choice turns on (`edge`) is told by a few rounds."""
+    clock, made = [0.0], Counter()
+    noise = itertools.cycle([1.0, 1.01, 0.99, 1.02, 0.98])
+
+    class Timed:
+        def __init__(self, model, **_):
+            self.model = model
+
+        def run(self, feed):
+            clock[0] += {"a": 0.5, "b": 1.0}[self.model] / 1000 * next(noise)
+            made[self.model] += 1
+
+    monkeypatch.setattr(onnxslim.bench, "Session", Timed)
+    monkeypatch.setattr(onnxslim.bench.time, "perf_counter", lambda: clock[0])
+    settled = functools.partial(trades._settled, edge=edge)
+    before, after = trades.side_by_side(["a", "b"], {}, trades.TRADE_RUNS, settled)
+    assert made == {"a": 5 + rounds, "b": 5 + rounds}
+    assert after.median / before.median == pytest.approx(2.0, rel=0.03)
+
+
+def test_a_noisy_timing_is_not_settled_early():
+    """Rounds whose own ratios scatter widely (a disturbed machine) do not settle a ratio of
+    2 against an edge of 1.6: its standard error is too wide after ten rounds."""
+    rng = np.random.default_rng(0)
+    before = np.ones(10)
+    after = 2.0 * np.exp(rng.normal(0, 0.5, 10))
+    assert not trades._settled([before, after], 1.6)
+    assert trades._settled([before, np.full(10, 2.0)], 1.6)
 
 
 def test_the_input_layer_is_tried_in_float_and_the_report_says_what_it_measured(monkeypatch):
@@ -4763,7 +4808,7 @@ def test_dynamic_int8_kept_for_the_bar_is_timed_against_the_lossless_model(monke
     monkeypatch.setattr(modes, "static_or_dynamic", dynamic_kept)
     monkeypatch.setattr(static, "float_compute_twin", lambda *a, **k: None)
     timed = [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
-    monkeypatch.setattr(trades, "side_by_side", lambda models, sample, runs: timed)
+    monkeypatch.setattr(trades, "side_by_side", lambda models, sample, runs, settled=None: timed)
     report = _matmul_chain_timed(monkeypatch)
     assert report.mode == ("dynamic" if ratio < 1 else "none")
     (note,) = [n for n in report.notes if "against the lossless model" in n]

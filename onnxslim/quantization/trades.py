@@ -8,6 +8,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxslim.bench import Latency, fewest_runs, latencies
@@ -44,6 +45,10 @@ MORE_RUNS = 20
 SLOW_SECONDS = 6.0
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
 EDGE_RUNS = 3 * TRADE_RUNS
+#: A trade's timing stops early (after bench.fewest_runs) once its time ratio lies this many
+#: standard errors (of the median of the runs' paired time ratios) from the ratio the choice turns
+#: on, and EDGE_DB from it at least (`_settled`)
+SETTLED_ERRORS = 4.0
 SMALL_WEIGHT_SHARE = 0.01  # an input layer this small computes in float on float weights
 #: A target not timed here: a multiply-accumulate in float taken as this many in int8 (VNNI's
 #: int8 convs are 2-4x float's), to estimate the time of a layer moved to float
@@ -195,8 +200,9 @@ def _trade_margin(
     """`trade`'s measure: by how many dB `candidate`'s SNR gain exceeds the gain its time ratio
     requires (`required_gain`; negative: short of it), and what was measured."""
     models = [current.model, candidate.model]
-    ratio, _ = _time_ratio(models, timed_on, TRADE_RUNS)
     gain_db, measured = snr_gain(current, candidate)
+    edge = 1 + (gain_db - MIN_GAIN_DB) / DB_PER_TIME  # the time ratio where the trade turns
+    ratio, _ = _time_ratio(models, timed_on, TRADE_RUNS, settled=lambda t: _settled(t, edge))
     speed = f"{ratio:.2f}x the time"
     if abs(gain_db - required_gain(ratio)) < EDGE_DB:
         ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
@@ -282,27 +288,66 @@ def _gain_text(before_db: float, after_db: float) -> str:
     return f"{after_db - before_db:+.1f} dB of output SNR against the other {where}"
 
 
-def side_by_side(models: list, sample: dict, runs: int) -> list[Latency]:
+def _settled(times: Sequence[Sequence[float]], edge: float) -> bool:
+    """Whether the time ratio of two models timed side by side (`times`: each one's runs, in
+    rounds) is surely on one side of `edge`: the medians' ratio and the median of the rounds' own
+    ratios (and below it, the fastest runs' ratio too) SETTLED_ERRORS standard errors of that
+    median (from the spread of the rounds' ratios) from it on the same side, and EDGE_DB's worth
+    of time at least. A trade far from its edge is told by a few rounds: timing each to
+    TRADE_SECONDS took most of a quantization (efficientnet_lite1: 28 s of 66)."""
+    if not np.isfinite(edge) or edge <= 0:
+        return True  # a gain no time could outweigh, or a loss no speed could earn back
+    before, after = (np.asarray(t) for t in times)
+    logs = np.log(after) - np.log(before)
+    spread = 1.4826 * np.median(np.abs(logs - np.median(logs)))  # (a robust sd: the MAD's)
+    error = 1.2533 * spread / math.sqrt(len(logs))  # (a median's)
+    margin = max(SETTLED_ERRORS * error, math.log1p(EDGE_DB / DB_PER_TIME))
+    measures = [
+        math.log(np.median(after) / np.median(before)),
+        float(np.median(logs)),
+        math.log(after.min() / before.min()),
+    ]
+    # (the choice takes the higher of the medians' and the fastest runs' ratio)
+    below = max(measures) < math.log(edge) - margin
+    above = min(measures[:2]) > math.log(edge) + margin
+    return below or above
+
+
+def side_by_side(
+    models: list,
+    sample: dict,
+    runs: int,
+    settled: Callable[[Sequence[Sequence[float]]], bool] | None = None,
+) -> list[Latency]:
     """Each model's latency on `sample`, runs interleaved after warm-up: `runs` of each, or, for
     models fast enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS
     asked, or for slow ones fewer (bench.fewest_runs at least) once they take SLOW_SECONDS per
-    TRADE_RUNS asked (caustic-nmr's GNN, a second a run, timed minutes without a word). A small
-    model's median time ratio moves by 4% between timings of 30 runs (a 1.5 ms model's sd; under
-    1% with 300 runs): a choice made on it flipped between runs. One timing: the first runs,
-    which tell how long a run takes, count too (timing them apart took a third of the time)."""
+    TRADE_RUNS asked (caustic-nmr's GNN, a second a run, timed minutes without a word); or fewer
+    (bench.fewest_runs at least) once `settled` says of the times so far that more would not
+    change what they decide (`_settled`). A small model's median time ratio moves by 4% between
+    timings of 30 runs (a 1.5 ms model's sd; under 1% with 300 runs): a choice made on it flipped
+    between runs. One timing: the first runs, which tell how long a run takes, count too (timing
+    them apart took a third of the time)."""
     scale = runs / TRADE_RUNS
 
-    def enough(done: int, elapsed: float) -> bool:
+    def enough(done: int, elapsed: float, times: Sequence[Sequence[float]]) -> bool:
         fast = done >= runs and elapsed >= TRADE_SECONDS * scale
-        return fast or (fewest_runs(done, elapsed) and elapsed > SLOW_SECONDS * scale)
+        least = fewest_runs(done, elapsed)
+        return fast or (least and (elapsed > SLOW_SECONDS * scale or settled and settled(times)))
 
     return latencies(models, sample, MORE_RUNS * runs, enough=enough)
 
 
-def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
-    """The second model's time over the first's, timed side by side on `sample`: the higher of
-    the medians' and the fastest runs' ratio; and whether bench's noise rule calls it faster."""
-    before, after = side_by_side(models, sample, runs)
+def _time_ratio(
+    models: list,
+    sample: dict,
+    runs: int,
+    settled: Callable[[Sequence[Sequence[float]]], bool] | None = None,
+) -> tuple[float, bool]:
+    """The second model's time over the first's, timed side by side on `sample` (`settled`: as
+    `side_by_side` takes it): the higher of the medians' and the fastest runs' ratio; and whether
+    bench's noise rule calls it faster."""
+    before, after = side_by_side(models, sample, runs, settled)
     ratio, verdict = after.versus(before, floor_ms=0)  # (a choice: any difference counts)
     return max(ratio, after.min / before.min), verdict == "faster"
 
