@@ -654,12 +654,6 @@ def benchmark(
 Enough = Callable[[int, float, Sequence[Sequence[float]]], bool]
 
 
-def within(seconds: float) -> Enough:
-    """A timing stops once its runs take `seconds`, after the `fewest_runs` at least (a model
-    taking a second a run)."""
-    return lambda done, elapsed, _: fewest_runs(done, elapsed) and elapsed > seconds
-
-
 def fewest_runs(done: int, elapsed: float) -> bool:
     """Whether `done` rounds of interleaved runs, taking `elapsed` seconds, are as few as a
     timing given a time (`Enough`) makes: MIN_RUNS, or MIN_SLOW_RUNS of slow rounds."""

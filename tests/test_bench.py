@@ -25,7 +25,6 @@ from onnxslim.bench import (
     benchmark,
     fewest_runs,
     timing_verdict,
-    within,
 )
 from onnxslim.cli.bench import bench_command
 from onnxslim.cpu import available_memory, cpu_info, parse_cpuinfo
@@ -695,6 +694,11 @@ def test_runs_a_microsecond_apart_are_the_same_speed():
     assert "medians at least 1 us apart" in report.render()
 
 
+def _within(seconds: float):
+    """A timing's `enough` that stops once its runs take `seconds`, after `fewest_runs` at least."""
+    return lambda done, elapsed, _: fewest_runs(done, elapsed) and elapsed > seconds
+
+
 def test_a_timing_given_a_time_makes_fewer_rounds_of_a_model_taking_a_second_a_run(monkeypatch):
     """A 1024x1024 segmenter (not tuned on), a second a run: 5 warm-up rounds and 10 timed ones of
     two models each timing, 214 s of 570 quantizing. Now 2 warm-up rounds and 5 timed ones; a
@@ -717,7 +721,7 @@ def test_a_timing_given_a_time_makes_fewer_rounds_of_a_model_taking_a_second_a_r
             pass
 
     sessions = [SecondARun(), SecondARun()]
-    times = _timed_runs(sessions, [{}], 5, 100, Steps(), enough=within(6.0))
+    times = _timed_runs(sessions, [{}], 5, 100, Steps(), enough=_within(6.0))
     assert [len(t) for t in times] == [5, 5] and [s.runs for s in sessions] == [7, 7]
     assert fewest_runs(10, 0.1) and not fewest_runs(5, 0.1)  # fast rounds: 10
     sessions = [SecondARun(), SecondARun()]
