@@ -2934,7 +2934,7 @@ def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatc
     and the hint to try --int8 dynamic is then not given."""
     monkeypatch.setattr(trades, "trade", lambda *args: (False, "decided"))
     if case == "faster, bigger file":
-        monkeypatch.setattr(dynamic, "store_tables", lambda *args: 0)
+        monkeypatch.setattr(dynamic, "store_tables", lambda *args: [])
     dynamic_time = 1.0 if case == "as fast, closer" else 0.5
     timings = iter([1.1, dynamic_time])  # static, then dynamic INT8, against float compute
     monkeypatch.setattr(

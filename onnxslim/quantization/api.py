@@ -315,7 +315,7 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
     config, selection = run.config, run.selection
     float_model = _float32(run.float_model, run.notes)
     dynamic_options = dynamic.DynamicOptions(
-        _dynamic_excluded(config, float_model),
+        config.dynamic_excluded(float_model),
         profile.pair_limit,
         config.smooth,
         config.progress,
@@ -448,7 +448,7 @@ def _finish(
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
-    excluded = _dynamic_excluded(run.config, float_model)  # (by the user: not for INT8)
+    excluded = run.config.dynamic_excluded(float_model)  # (by the user: not for INT8)
     dynamic_untried = (  # (its hint names MatMuls; the recurrent note, LSTMs)
         run.config.mode == "auto"
         and outcome.mode == "static"
@@ -606,13 +606,6 @@ def _time_models(run: _Run, outcome: Outcome, report: QuantizeReport) -> None:
     # warning, against the model to use instead (the latency row has float's)
     if not report.unquantized:
         report.notes += against_lossless if slower else against_lossless + note
-
-
-def _dynamic_excluded(config: QuantizeConfig, model: ir.Model) -> frozenset[str]:
-    """The nodes dynamic INT8 leaves float: `config.exclude_nodes` and the nodes of
-    `config.exclude_ops` (an LSTM, which static INT8 has no rule for, among them)."""
-    typed = {node.name for node in model.graph if node.op_type in config.exclude_ops}
-    return config.exclude_nodes | typed
 
 
 def _on_files(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+import onnx_ir as ir
+
 from onnxslim.data import parse_preprocess
 from onnxslim.drift import Budget, parse_max_drift
 from onnxslim.errors import OnnxSlimError
@@ -96,6 +98,12 @@ class QuantizeConfig:
     def static_ops(self) -> frozenset[str]:
         """The op types static INT8 may quantize: `quantize_ops`, else DEFAULT_OPS."""
         return self.quantize_ops if self.quantize_ops is not None else DEFAULT_OPS
+
+    def dynamic_excluded(self, model: ir.Model) -> frozenset[str]:
+        """The nodes of `model`'s main graph dynamic INT8 leaves float: `exclude_nodes` and the
+        nodes of `exclude_ops` (an LSTM, which static INT8 has no rule for, among them)."""
+        typed = {node.name for node in model.graph if node.op_type in self.exclude_ops}
+        return self.exclude_nodes | typed
 
     @property
     def times_choices(self) -> bool:

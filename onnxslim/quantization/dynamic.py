@@ -203,7 +203,7 @@ def quantize_model(
     gptq_rounded = any((k[1] if isinstance(k, tuple) else k) in made for k in statistics)
     if past_memory and quantized:
         notes.append(builder.gptq_memory_note(past_memory, "weight(s)", builder.GPTQ_MEMORY))
-    notes += _tables_note(proto, floated)
+    notes += tables_note(proto, floated)
     return Outcome(
         io.from_proto(model),
         dict(quantized),
@@ -221,7 +221,7 @@ def quantize_model(
     )
 
 
-def _tables_note(proto: onnx.ModelProto, exclude: Collection[str]) -> list[str]:
+def tables_note(proto: onnx.ModelProto, exclude: Collection[str]) -> list[str]:
     """What `store_tables` stores in `proto` (the float model quantized), as a note."""
     tables = storable_tables(proto.graph, exclude)
     if not tables:
@@ -450,15 +450,15 @@ def table_readers(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> list
     return [n.name for n in graph.node if n.op_type == "Gather" and n.input[0] in tables]
 
 
-def store_tables(model: onnx.ModelProto, exclude: Collection[str] = ()) -> int:
+def store_tables(model: onnx.ModelProto, exclude: Collection[str] = ()) -> list:
     """`storable_tables` stored in int8 per row, ``Cast(q) * scale``, which ORT folds back to
     the float table at load, as static INT8 stores them: `quantize_dynamic` left them float (a
     GPT-2's word embedding: files 0.44-0.52x float's, ORT's dynamic INT8 0.28-0.32x). Returns
-    how many."""
+    the int8 tensors added."""
     graph = model.graph
     tables = storable_tables(graph, exclude)
     if not tables:
-        return 0
+        return []
     taken = (
         {t.name for t in graph.initializer}
         | {v.name for v in graph.input}
@@ -494,7 +494,7 @@ def store_tables(model: onnx.ModelProto, exclude: Collection[str] = ()) -> int:
     del graph.initializer[:], graph.node[:]
     graph.initializer.extend(kept + initializers)
     graph.node.extend(nodes)
-    return len(tables)
+    return [t for t in graph.initializer[len(kept) :] if t.data_type == onnx.TensorProto.INT8]
 
 
 def float_readers_fold(model: onnx.ModelProto) -> int:
