@@ -332,6 +332,59 @@ def test_a_model_with_map_outputs_is_optimized_and_keeps_their_type(tmp_path):
     assert maps == maps_before and len(maps) == 3 and set(maps[0]) == {0, 1, 2}
 
 
+def test_a_no_op_cast_beside_a_map_output_is_removed(tmp_path):
+    """skl2onnx's TF-IDF pipeline casts its LinearClassifier's int64 label to int64 for its
+    output. Past ORT's Tokenizer (no onnx schema) only onnx's whole-graph inference types the
+    label, and its one map output made onnx-ir refuse the inferred graph: no type reached the
+    label and the Cast stayed (onnxsim removed it)."""
+    ml = helper.make_operatorsetid("ai.onnx.ml", 1)
+    ms = helper.make_operatorsetid("com.microsoft", 1)
+    tfidf = {"min_gram_length": 1, "max_gram_length": 1, "max_skip_count": 0}
+    nodes = [
+        helper.make_node(
+            "Tokenizer",
+            ["text"],
+            ["tokens"],
+            domain="com.microsoft",
+            mark=0,
+            pad_value="#",
+            separators=[" "],
+            mincharnum=1,
+        ),
+        helper.make_node(
+            "TfIdfVectorizer",
+            ["tokens"],
+            ["x"],
+            mode="TF",
+            ngram_counts=[0],
+            ngram_indexes=[0, 1],
+            pool_strings=["cat", "dog"],
+            **tfidf,
+        ),
+        *_zipmap_classifier().graph.node,
+        helper.make_node("Cast", ["label"], ["output_label"], to=TensorProto.INT64),
+    ]
+    zipmap = _zipmap_classifier().graph
+    graph = helper.make_graph(
+        nodes,
+        "tfidf",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, [3])],
+        [helper.make_tensor_value_info("output_label", TensorProto.INT64, [3]), zipmap.output[1]],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_operatorsetid("", 13), ml, ms], ir_version=8
+    )
+    source, out = tmp_path / "tfidf.onnx", tmp_path / "out.onnx"
+    onnx.save(model, source)
+    onnxslim.save(onnxslim.optimize(source), out)
+    saved = onnx.load(out)
+    ops = ["Tokenizer", "TfIdfVectorizer", "LinearClassifier", "ZipMap"]
+    assert [n.op_type for n in saved.graph.node] == ops
+    assert [o.name for o in saved.graph.output] == ["output_label", "probabilities"]
+    x = {"text": np.array(["cat dog dog", "cat", "dog dog bird"], dtype=object)}
+    np.testing.assert_array_equal(run(saved, x)[0], run(model, x)[0])
+
+
 def test_inspect_shows_the_map_types_of_a_zipmap_classifier(tmp_path):
     source = tmp_path / "zipmap.onnx"
     onnx.save(_zipmap_classifier(), source)

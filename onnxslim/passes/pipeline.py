@@ -199,19 +199,24 @@ def _inferred_types(graph: onnx.GraphProto) -> dict[str, ir.Value]:
     """The values of a graph without subgraphs with the type and shape `ir.serde` would give them
     on deserializing it (the value_info of node outputs and initializers, an initializer's own
     type otherwise, graph inputs and outputs as declared), without deserializing its nodes and
-    tensors. Only names that get a type or a shape are mapped.
+    tensors. Only names that get a type or a shape are mapped; not those of a type onnx-ir cannot
+    hold (a map: skl2onnx's ZipMap output, whose inference left a LinearClassifier's label
+    untyped, its no-op Cast kept).
     """
     found: dict[str, ir.Value] = {}
+    unheld: set[str] = set()
 
     def typed(info: onnx.ValueInfoProto) -> ir.Value:
         static = _static_tensor_type(info.type)
         if static is not None:
             return ir.Value(name=info.name, type=static[0], shape=static[1])
-        return ir.Value(
-            name=info.name,
-            type=ir.serde.deserialize_type_proto_for_type(info.type),
-            shape=ir.serde.deserialize_type_proto_for_shape(info.type),
-        )
+        try:
+            type_ = ir.serde.deserialize_type_proto_for_type(info.type)
+            shape = ir.serde.deserialize_type_proto_for_shape(info.type)
+        except ir.serde.SerdeError:
+            unheld.add(info.name)
+            return ir.Value(name=info.name)
+        return ir.Value(name=info.name, type=type_, shape=shape)
 
     for info in graph.input:
         found.setdefault(info.name, typed(info))
@@ -241,4 +246,4 @@ def _inferred_types(graph: onnx.GraphProto) -> dict[str, ir.Value]:
     for info in graph.output:
         if info.name in declared:
             found[info.name] = typed(info)
-    return found
+    return {name: value for name, value in found.items() if name not in unheld}
