@@ -520,7 +520,13 @@ def _read_arrays(path: Path, specs: Sequence[InputSpec], what: str) -> Sample:
             with data:
                 return {key: data[key] for key in data.files}
     except Exception as err:  # np.load raises assorted types for a bad file
-        raise OnnxSlimError(f"{what} {path}: cannot read: {first_line(err)}") from err
+        hint = (
+            " (object arrays are pickles, which are not loaded: save strings as a unicode "
+            "array, np.asarray(values, dtype=str))"
+            if "allow_pickle" in str(err)
+            else ""
+        )
+        raise OnnxSlimError(f"{what} {path}: cannot read: {first_line(err)}{hint}") from err
     if len(specs) != 1:
         raise OnnxSlimError(
             f"{what} {path}: a .npy file feeds single-input models only; this model has inputs "

@@ -255,6 +255,19 @@ def test_random_source_from_the_model_keeps_integer_inputs_valid():
     assert max(int(sample["ids"].max()) for sample in plain) > 1
 
 
+def test_strings_saved_as_objects_get_a_hint_and_as_unicode_load(tmp_path):
+    """pandas and skl2onnx's examples hold strings as object arrays, which np.load refuses
+    without pickles (never loaded here: they run code); the error says how to save them."""
+    specs = [InputSpec("city", np.dtype(np.str_), (None, 1))]
+    cities = np.array([["Paris"], ["Oslo"]], dtype=object)
+    np.savez(tmp_path / "objects.npz", city=cities)
+    with pytest.raises(OnnxSlimError, match=r"np.asarray\(values, dtype=str\)"):
+        load_samples(tmp_path / "objects.npz", specs)
+    np.savez(tmp_path / "unicode.npz", city=np.asarray(cities, dtype=str))
+    samples = load_samples(tmp_path / "unicode.npz", specs)
+    assert [s["city"].tolist() for s in samples] == [[["Paris"]], [["Oslo"]]]
+
+
 def test_source_errors(tmp_path):
     with pytest.raises(OnnxSlimError, match="no such file or folder"):
         load_samples(tmp_path / "nope", X_SPEC)
