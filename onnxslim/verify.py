@@ -451,7 +451,8 @@ def rounding_noise(
         for name, index in indices.items():
             want = expected[index].astype(np.float64)
             kept = changed if half and name in half[1] else changed[:2]
-            moves = [np.abs(run[index].astype(np.float64) - want) for run in kept]
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, counted as no move below
+                moves = [np.abs(run[index].astype(np.float64) - want) for run in kept]
             move = np.maximum.reduce(moves) if moves else np.zeros_like(want)
             noise[name].append(np.where(np.isfinite(move), move, 0.0))
     return noise
