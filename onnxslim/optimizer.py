@@ -434,8 +434,8 @@ def optimize_with_report(
             )
 
         named, weighed = False, None  # weighed: ORT's graph of the result as it is written
-        # (whatever the check option: ORT builds the graphs, runs nothing)
-        if before.weight_bytes <= ORT_GRAPH_LIMIT and not _float16_requested(options):
+        weigh = options.check and before.weight_bytes <= ORT_GRAPH_LIMIT
+        if weigh and not _float16_requested(options):
             named, weighed = _named_shapes_pay(ir_model, os.path.getsize(reference))
         ir_model.meta[io.NAMED_SHAPES] = named
 
