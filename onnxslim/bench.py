@@ -62,7 +62,7 @@ RANDOM_SAMPLES = 8
 # is reported
 SESSION_REPEATS = 5
 MEMORY_RUNS = 3
-MIN_RUNS = 10  # a timing given a time (`within`) makes this many runs at least
+MIN_RUNS = 10  # a timing that may stop early (`Enough`) makes this many runs at least
 #: ... or this many (after this many warm-up rounds) where a round of runs takes this long (s): a
 #: 1024x1024 nucleus segmenter (not tuned on), a second a run, spent 214 s of 570 quantizing in
 #: seven timings of 15 rounds
@@ -671,7 +671,7 @@ def latencies(
     """Each of `models`' single-thread Latency on `sample` (ORT's level all), in order, runs
     interleaved after `warmup`: `benchmark`'s timing alone, each session created once; each run
     a step of the `progress_bar` running (its caller's stage). `enough`: fewer runs, as it says
-    (`within`)."""
+    (`Enough`)."""
     labeled = models.items() if isinstance(models, Mapping) else enumerate(models)
     sessions = [Session(model, opt_level="all", what=f"model {label}") for label, model in labeled]
     times = _timed_runs(sessions, [sample], warmup, runs, current(), phases=False, enough=enough)
@@ -697,7 +697,7 @@ def _timed_runs(
         bar.describe("warming up")
     warming = time.perf_counter()
     for r in range(warmup):
-        given_time = enough is not None and r >= SLOW_WARMUP  # (`within`'s, a timed choice's)
+        given_time = enough is not None and r >= SLOW_WARMUP  # (a timed choice's)
         if given_time and time.perf_counter() - warming >= SLOW_ROUND_SECONDS * r:  # slow rounds
             break
         for session in sessions:

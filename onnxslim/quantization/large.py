@@ -22,7 +22,6 @@ from onnx.external_data_helper import (
     load_external_data_for_tensor,
     set_external_data,
     uses_external_data,
-    write_external_data_tensors,
 )
 
 from onnxslim.bench import latencies
@@ -55,7 +54,7 @@ MEMORY_PER_WEIGHT_BYTE = 4
 LATENCY_RUNS = 10  # each run of a model this large takes long
 OVER_2GB = (
     "over 2 GB: dynamic INT8 of the MatMul and Gemm weights (ORT's quantize_dynamic on files), "
-    "Gather tables stored in int8, without smoothing, per-node fallback or calibration choices"
+    "without smoothing, per-node fallback or calibration choices"
 )
 #: What a drift warning suggests here, where no node goes back to float by itself.
 REMEDY = "leave the noisiest MatMuls float with --exclude-node (exclude_nodes= in Python)"
@@ -230,8 +229,9 @@ def _dynamic_int8(path: Path, exclude: list[str], reduced: bool) -> Path:
 
 def _store_tables(path: Path, exclude: Collection[str]) -> tuple[Path, list[str]]:
     """`dynamic.store_tables` on the INT8 model file `path`, `exclude` left float: the tables read
-    alone and their int8 copies appended to its data file, then the model written afresh beside
-    it (without the float tables' bytes); that file, and the note on the tables. ORT's
+    from the files (the other weights stay on disk), their int8 copies appended to its data file
+    as onnx.save writes them, then the model written afresh beside it without the float tables'
+    bytes (`path` and its data removed); that file, and the note on the tables. ORT's
     quantize_dynamic, asked for MatMuls, leaves them float (a GPT-2's word embedding: 0.44-0.52x
     float's file, stored 0.27x)."""
     proto = onnx.load(path, load_external_data=False)
@@ -244,12 +244,16 @@ def _store_tables(path: Path, exclude: Collection[str]) -> tuple[Path, list[str]
             table.data_location = onnx.TensorProto.DEFAULT
             del table.external_data[:]
     note = dynamic.tables_note(proto, exclude)
+    data = path.with_name(f"{path.name}.data")
     for tensor in dynamic.store_tables(proto, exclude):
-        set_external_data(tensor, f"{path.name}.data")
-    write_external_data_tensors(proto, os.fspath(path.parent))  # (appended)
+        set_external_data(tensor, data.name)
+    del tables  # (the float tables' bytes)
     onnx.save(proto, path)
+    del proto
     stored = path.with_name("tables.onnx")
     io.save(io.load(path), stored, external_data=True)
+    path.unlink()
+    data.unlink()
     return stored, note
 
 

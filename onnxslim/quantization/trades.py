@@ -36,7 +36,7 @@ from onnxslim.quantization.report import Outcome
 DEFAULT_MIN_MACS = 1 << 20  # min_macs by default (smaller nodes: float; timed in int8 too)
 DB_PER_TIME = 10.0  # output SNR (dB) worth 1x of latency in a speed/accuracy choice (trade)
 MIN_GAIN_DB = 0.5  # what a variant of the same speed must gain to be chosen (a lean to the default)
-TRADE_RUNS = 30  # the fewest runs of each model a timed choice makes (side_by_side)
+TRADE_RUNS = 30  # the runs of each model a timed choice asks for (side_by_side; fewer if settled)
 TRADE_SECONDS = 2.0  # ... and more, up to MORE_RUNS times as many, while they fit in this time
 MORE_RUNS = 20
 #: ... and fewer (bench.fewest_runs at least) once they take this long: 10 runs of a model taking
@@ -201,7 +201,7 @@ def _trade_margin(
     requires (`required_gain`; negative: short of it), and what was measured."""
     models = [current.model, candidate.model]
     gain_db, measured = snr_gain(current, candidate)
-    edge = 1 + (gain_db - MIN_GAIN_DB) / DB_PER_TIME  # the time ratio where the trade turns
+    edge = edge_ratio(gain_db)
     ratio, _ = _time_ratio(models, timed_on, TRADE_RUNS, settled=lambda t: _settled(t, edge))
     speed = f"{ratio:.2f}x the time"
     if abs(gain_db - required_gain(ratio)) < EDGE_DB:
@@ -290,39 +290,42 @@ def _gain_text(before_db: float, after_db: float) -> str:
 
 def _settled(times: Sequence[Sequence[float]], edge: float) -> bool:
     """Whether the time ratio of two models timed side by side (`times`: each one's runs, in
-    rounds) is surely on one side of `edge`: the medians' ratio and the median of the rounds' own
-    ratios (and below it, the fastest runs' ratio too) SETTLED_ERRORS standard errors of that
-    median (from the spread of the rounds' ratios) from it on the same side, and EDGE_DB's worth
-    of time at least. A trade far from its edge is told by a few rounds: timing each to
-    TRADE_SECONDS took most of a quantization (efficientnet_lite1: 28 s of 66)."""
+    rounds) is surely on one side of `edge` (`edge_ratio`), as the full timing would find it: the
+    medians' ratio and the median of the rounds' own ratios (and below the edge, where the choice
+    takes the higher of the medians' and the fastest runs' ratio, the fastest runs' too) at least
+    SETTLED_ERRORS standard errors of that median (from the spread of the rounds' ratios) and
+    EDGE_DB's worth of time from it, on the same side. A trade far from its edge is told by a few
+    rounds: timing each to TRADE_SECONDS took most of a quantization (efficientnet_lite1: 28 s of
+    66); replayed on full timings (scripts/trade_replay.py), every trade settled early landed on the
+    side its full timing decided."""
     if not np.isfinite(edge) or edge <= 0:
         return True  # a gain no time could outweigh, or a loss no speed could earn back
     before, after = (np.asarray(t) for t in times)
     logs = np.log(after) - np.log(before)
     spread = 1.4826 * np.median(np.abs(logs - np.median(logs)))  # (a robust sd: the MAD's)
-    error = 1.2533 * spread / math.sqrt(len(logs))  # (a median's)
-    margin = max(SETTLED_ERRORS * error, math.log1p(EDGE_DB / DB_PER_TIME))
-    measures = [
-        math.log(np.median(after) / np.median(before)),
-        float(np.median(logs)),
-        math.log(after.min() / before.min()),
+    error = SETTLED_ERRORS * 1.2533 * spread / math.sqrt(len(logs))  # (a median's)
+    step = EDGE_DB / DB_PER_TIME  # (in time ratio)
+    ratios = [
+        float(np.median(after) / np.median(before)),
+        float(np.exp(np.median(logs))),
+        float(after.min() / before.min()),
     ]
-    # (the choice takes the higher of the medians' and the fastest runs' ratio)
-    below = max(measures) < math.log(edge) - margin
-    above = min(measures[:2]) > math.log(edge) + margin
+    below = max(ratios) < min(edge - step, edge * math.exp(-error))
+    above = min(ratios[:2]) > max(edge + step, edge * math.exp(error))
     return below or above
 
 
 def side_by_side(
-    models: list,
+    models: Sequence | Mapping,
     sample: dict,
     runs: int,
     settled: Callable[[Sequence[Sequence[float]]], bool] | None = None,
 ) -> list[Latency]:
-    """Each model's latency on `sample`, runs interleaved after warm-up: `runs` of each, or, for
-    models fast enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS
-    asked, or for slow ones fewer (bench.fewest_runs at least) once they take SLOW_SECONDS per
-    TRADE_RUNS asked (caustic-nmr's GNN, a second a run, timed minutes without a word); or fewer
+    """Each model's latency on `sample` (`models` as `bench.latencies` takes them: a Mapping names
+    them by label in errors), runs interleaved after warm-up: `runs` of each, or, for models fast
+    enough, as many more (up to MORE_RUNS times) as fit in TRADE_SECONDS per TRADE_RUNS asked, or
+    for slow ones fewer (bench.fewest_runs at least) once they take SLOW_SECONDS per TRADE_RUNS
+    asked (caustic-nmr's GNN, a second a run, timed minutes without a word); or fewer
     (bench.fewest_runs at least) once `settled` says of the times so far that more would not
     change what they decide (`_settled`). A small model's median time ratio moves by 4% between
     timings of 30 runs (a 1.5 ms model's sd; under 1% with 300 runs): a choice made on it flipped
@@ -357,6 +360,12 @@ def required_gain(time_ratio: float) -> float:
     plus DB_PER_TIME dB per 1x of time it adds, minus as much per 1x it saves. Continuous in the
     ratio, so a choice that flips between runs flips only between trades of about the same worth."""
     return MIN_GAIN_DB + DB_PER_TIME * (time_ratio - 1)
+
+
+def edge_ratio(gain_db: float) -> float:
+    """The time ratio at which a variant `gain_db` closer to float stops being worth it: the
+    inverse of `required_gain`."""
+    return 1 + (gain_db - MIN_GAIN_DB) / DB_PER_TIME
 
 
 def worth_trading(gain_db: float, time_ratio: float) -> bool:
