@@ -2101,6 +2101,25 @@ def test_outputs_a_topk_orders_are_named_as_overstated():
     ]
 
 
+def test_a_drift_warning_on_reordered_rows_alone_suggests_no_budget():
+    """A RetinaNet's boxes (not tuned on): cosine 0.79 on its test samples, every one of float's
+    top 10 detections matched in INT8; the warning's budget would have chased the rows' order.
+    Where every output missing a bar comes in a TopK's order, the warning says so instead; where
+    another misses one too, the usual warning stands."""
+    rng = np.random.default_rng(0)
+    ref = [{"boxes": rng.normal(size=(8, 4)), "y": rng.normal(size=8)} for _ in range(16)]
+    swapped = [{"boxes": r["boxes"][::-1].copy(), "y": r["y"]} for r in ref]
+    drift = compare_outputs(ref, swapped)
+    (warning,) = drift_warning(drift, None, "test", 16, reordered=["boxes"])
+    assert warning.startswith("warning: INT8's element-wise drift on the test samples misses")
+    assert "order a TopK or NonMaxSuppression sets" in warning and "--max-drift" not in warning
+    (usual,) = drift_warning(drift, None, "test", 16)
+    assert usual.startswith("warning: INT8 drifts far") and "--max-drift" in usual
+    noisy = [{"boxes": o["boxes"], "y": -o["y"]} for o in swapped]
+    (both,) = drift_warning(compare_outputs(ref, noisy), None, "test", 16, reordered=["boxes"])
+    assert both.startswith("warning: INT8 drifts far") and "--max-drift" in both
+
+
 def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
     rng = np.random.default_rng(6)
     data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]

@@ -50,6 +50,7 @@ from onnxslim.quantization.caveats import (
     parts_notes,
     picks_note,
     recurrent_note,
+    reordered_outputs,
     reordered_outputs_note,
     rewrite_warning,
     saturated_outputs_warning,
@@ -498,7 +499,10 @@ def _report(
     split = "test" if test else "selection"
     held_out = selection is not run.calib  # else no selection split: the calibration samples
     selection_drift = selection_judged if held_out else None
-    notes += drift_warning(judged, budget, split, len(selection), selection_drift=selection_drift)
+    reordered = reordered_outputs(float_model, drift)
+    notes += drift_warning(
+        judged, budget, split, len(selection), selection_drift=selection_drift, reordered=reordered
+    )
     notes += silent_outputs_warning(drift, split) + saturated_outputs_warning(drift, split)
     # random data: the picked dims have their own warning; no INT8: no drift
     if not config.random_inputs and outcome.mode != NO_INT8_MODE:
