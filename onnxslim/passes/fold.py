@@ -35,8 +35,8 @@ RANDOM_OPS = frozenset(
         "Bernoulli",
     }
 )
-#: Ops never folded: they carry quantization information, or they are random.
-NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"} | RANDOM_OPS)
+#: Ops never folded as they carry quantization information (random ones: `is_random`).
+NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 
 
 def is_random(node: ir.Node) -> bool:
