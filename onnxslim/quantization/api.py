@@ -508,7 +508,7 @@ def _report(
     if not config.random_inputs and outcome.mode != NO_INT8_MODE:
         notes += one_size_note(input_specs(float_model), test or selection, split)
     if outcome.mode != NO_INT8_MODE:  # (the lossless model: no drift to overstate)
-        notes += reordered_outputs_note(float_model, drift)
+        notes += reordered_outputs_note(reordered)
         notes += picks_note(float_model, len(test or selection), split)
     dynamic_used = outcome.mode == "dynamic"
     float_used = outcome.mode in (WEIGHT_ONLY_MODE, NO_INT8_MODE)

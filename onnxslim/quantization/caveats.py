@@ -241,14 +241,14 @@ def reordered_outputs(model: ir.Model, drift: Mapping[str, Drift]) -> list[str]:
     return [v.name for v in model.graph.outputs if v.name in drift and v in ordered]
 
 
-def reordered_outputs_note(model: ir.Model, drift: Mapping[str, Drift]) -> list[str]:
+def reordered_outputs_note(reordered: Sequence[str]) -> list[str]:
     """A note naming the `reordered_outputs`: their element-wise drift overstates INT8's error
     (YOLO exports that sort detections in the graph)."""
-    names = [repr(name) for name in reordered_outputs(model, drift)]
-    if not names:
+    if not reordered:
         return []
+    names = ", ".join(repr(name) for name in reordered)
     return [
-        f"{', '.join(names)} come(s) in an order a TopK or NonMaxSuppression sets: where INT8 "
+        f"{names} come(s) in an order a TopK or NonMaxSuppression sets: where INT8 "
         "swaps near-equal scores, rows change places, so their element-wise drift (and the "
         "choices that read it) overstates INT8's error; compare matched detections on your data"
     ]
