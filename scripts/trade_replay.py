@@ -1,14 +1,15 @@
-"""Replay the timed speed/accuracy trades of static INT8 with full timings: would stopping early
-(`trades._settled`) have decided each trade as the full timing did?
+"""Replay the timed choices of static INT8 with full timings: would stopping early
+(`trades._settled`) have decided each choice as the full timing did?
 
 Usage: python scripts/trade_replay.py [MODEL ...]   (zoo models; default: four image models)
 
 Each zoo model is quantized as `benchmarks/int8.py` quantizes it (calibration and selection splits,
-target auto), every trade's first timing run in full (TRADE_SECONDS, no early stop) with its
-per-round times kept. Each timing is then replayed round by round: the first round at which
-`_settled` would have stopped it, the time ratio it had there, and whether that ratio falls on the
-same side of the trade's edge (`trades.edge_ratio`) as the full timing's. A line per trade, then a
-summary. Pin it to one core (`taskset -c 1`) on a quiet machine: it times.
+target auto), the first timing of every trade and of INT8 against float compute
+(`trades.timed_near_edge`) run in full (TRADE_SECONDS, no early stop) with its per-round times
+kept. Each timing is then replayed round by round: the first round at which `_settled` would have
+stopped it, the time ratio it had there, and whether that ratio falls on the same side of the
+choice's edge as the full timing's. A line per choice, then a summary. Pin it to one core
+(`taskset -c 1`) on a quiet machine: it times.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ DEFAULT_MODELS = ("efficientnet_lite1", "open_nsfw", "yolov8n_320", "ppocr_cls")
 
 def replay(times: list[list[float]], edge: float) -> tuple[int | None, float | None]:
     """The first round at which `_settled` stops a timing of `times` against `edge`, and the time
-    ratio the trade would have read there (the higher of the medians' and the fastest runs')."""
+    ratio the choice would have read there (the higher of the medians' and the fastest runs')."""
     for rounds in range(1, len(times[0]) + 1):
         before, after = (np.asarray(t[:rounds]) for t in times)
         if bench.fewest_runs(rounds, 0.0) and trades._settled([before, after], edge):
@@ -45,24 +46,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=DEFAULT_MODELS)
     args = parser.parse_args()
-    timed_runs, time_ratio = bench._timed_runs, trades._time_ratio
+    timed_runs = bench._timed_runs
     recorded: list[list[list[float]]] = []
     trades_seen: list[dict] = []
+    edges: list[float] = []
 
     def keep_times(*args, **kwargs):
         recorded.append(timed_runs(*args, **kwargs))
         return recorded[-1]
 
-    def full_timing(models, sample, runs, settled=None):
-        ratio = time_ratio(models, sample, runs)  # no early stop
-        if settled is not None:  # a trade's first timing: replay it
-            trades_seen.append({"times": recorded[-1], "full": ratio[0]})
-        return ratio
+    def full_timing(models, sample, edge):
+        timing = tuple(trades.side_by_side(models, sample, trades.TRADE_RUNS))  # no early stop
+        trades_seen.append({"times": recorded[-1], "full": trades.time_ratio(*timing)})
+        edges.append(edge)
+        return [timing]
 
-    bench._timed_runs, trades._time_ratio = keep_times, full_timing
-    edge_of = trades.edge_ratio
-    edges: list[float] = []
-    trades.edge_ratio = lambda gain_db: edges.append(edge_of(gain_db)) or edges[-1]
+    bench._timed_runs, trades.timed_near_edge = keep_times, full_timing
     settled = agreed = 0
     for name in args.models:
         start = len(trades_seen)
@@ -82,7 +81,10 @@ def main() -> int:
                     else "never settled"
                 )
             )
-    print(f"{len(trades_seen)} trades, {settled} settled early, {agreed} on the full timing's side")
+    print(
+        f"{len(trades_seen)} timed choices, {settled} settled early, {agreed} on the full "
+        "timing's side"
+    )
     return 0 if agreed == settled else 1
 
 

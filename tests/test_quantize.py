@@ -2954,7 +2954,8 @@ def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatc
     if case == "faster, bigger file":
         monkeypatch.setattr(dynamic, "store_tables", lambda *args: [])
     dynamic_time = 1.0 if case == "as fast, closer" else 0.5
-    timings = iter([1.1, dynamic_time])  # static, then dynamic INT8, against float compute
+    # static, then dynamic INT8, against float compute (at its edge, 1x: timed again)
+    timings = iter([1.1, dynamic_time, dynamic_time])
     monkeypatch.setattr(
         trades,
         "side_by_side",
@@ -2987,9 +2988,8 @@ def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatc
         assert not any("small node(s)" in n for n in report.notes)  # static INT8's choice
     else:
         if case == "as fast, closer":
-            assert dynamic_note.startswith(
-                f"{lead}1.00x the time (1.00x by the fastest runs), not faster"
-            )
+            speed = "1.00x the time (1.00x by the fastest runs)"
+            assert dynamic_note.startswith(f"{lead}{speed}{trades.AGAIN}: {speed}, not faster")
             assert "not worth it, so every weighted node computes in float" in dynamic_note
         else:
             assert re.fullmatch(
@@ -4164,6 +4164,39 @@ def test_on_random_inputs_int8_compute_is_kept_only_where_faster(monkeypatch):
         assert (chosen is int8) is kept
         if random_inputs and not kept:
             assert "on random inputs drift says little of real ones" in chosen.notes[-1]
+
+
+@pytest.mark.parametrize("gain_db", [-60.0, -3.0, 0.5, 3.0])
+def test_the_int8_edge_ratio_is_where_int8_compute_turns(gain_db):
+    edge = modes.int8_edge_ratio(gain_db)
+    assert modes.int8_worth_it(gain_db, edge - 1e-9)
+    assert not modes.int8_worth_it(gain_db, edge + 1e-3)
+
+
+@pytest.mark.parametrize(("first", "timed_again"), [(0.5, False), (0.86, True), (0.82, True)])
+def test_int8_compute_near_its_edge_is_timed_again(monkeypatch, first, timed_again):
+    """INT8 compute against float compute flipped between runs at the rule's edge (open_nsfw's
+    budget: 0.84x kept INT8, 0.85x did not, where it turns near 0.85x): within EDGE_STEP of the
+    ratio where it turns, it is timed again with EDGE_RUNS runs, and that timing decides; clear
+    of it, the first timing stops once settled."""
+    outcome = noisy_outcomes()
+    int8, floats = outcome(0.06), outcome(0.01)  # INT8 about 16 dB further from float
+    edge = modes.int8_edge_ratio(trades.snr_gain(floats, int8)[0])
+    assert 0.8 < edge < 0.88
+    asked = []
+
+    def side_by_side(models, sample, runs, settled=None):
+        asked.append((runs, settled))
+        ratio = first if len(asked) == 1 else edge + 0.01  # the second timing: just past it
+        return [Latency(*[10.0] * 4), Latency(*[10.0 * ratio] * 4)]
+
+    monkeypatch.setattr(trades, "side_by_side", side_by_side)
+    chosen = modes.int8_or_float(int8, floats, {})
+    assert [runs for runs, _ in asked] == [trades.TRADE_RUNS] + [trades.EDGE_RUNS] * timed_again
+    steady = [np.full(20, 1.0), np.full(20, first)]
+    assert asked[0][1](steady) is (first == 0.5)  # settled early only far from the edge
+    assert (chosen is int8) is not timed_again
+    assert (trades.AGAIN in chosen.notes[-1]) is timed_again
 
 
 @pytest.mark.parametrize("float_noise", [1e-6, 0.0])

@@ -353,10 +353,11 @@ def int8_or_float(
 ) -> Outcome:
     """Mode auto, timed: INT8 compute is there for speed, so it must pay for its drift in time
     saved (`int8_worth_it`; timed side by side with `float_compute` on `timed_on`, a selection
-    sample, and judged as `trades.trade` judges: the time ratio and SNR gain least in its
-    favour), and where it misses QUALITY_BAR that float compute meets, or misses it further from
-    float than float compute (both below it: LEADER's fingerprint minutiae, INT8 -5.4 dB for
-    0.91x on its selection samples), take at most BELOW_BAR_RATIO its time; else `float_compute`.
+    sample, and timed and judged as `trades.trade` does: stopped once clear of the ratio where the
+    choice turns, timed again near it; the time ratio and SNR gain least in its favour), and
+    where it misses QUALITY_BAR that float compute meets, or misses it further from float than
+    float compute (both below it: LEADER's fingerprint minutiae, INT8 -5.4 dB for 0.91x on its
+    selection samples), take at most BELOW_BAR_RATIO its time; else `float_compute`.
     Static INT8 (`int8`) against its twin computing in float on its int8-stored weights: the one
     kept has the notes of the choices that built them. `dynamic_int8` (which replaced static INT8,
     or is offered against what static INT8 gave, computing nothing in INT8, `for_speed`: it must
@@ -366,14 +367,6 @@ def int8_or_float(
     (ranges and GPTQ fitted to noise: on random data an orientation classifier's INT8 was 5.8 dB
     closer, on pictures 14 dB further)."""
     what = "dynamic INT8" if dynamic_int8 else "INT8"
-    floats, ints = trades.side_by_side(
-        [float_compute.model, int8.model], timed_on, trades.TRADE_RUNS
-    )
-    ratio, verdict = ints.versus(floats, floor_ms=0)  # (a choice: any difference counts)
-    fastest = ints.min / floats.min
-    speed = f"{what} {ratio:.2f}x the time ({fastest:.2f}x by the fastest runs)"
-    if verdict != "faster":
-        speed += ", not faster"
     gain_db, measured = trades.snr_gain(float_compute, int8)
     float_db = trades.compared_snr(float_compute)
     if float_db > FLOAT_ROUNDING_DB:  # float compute reproduces the model: weights int8 already
@@ -382,13 +375,31 @@ def int8_or_float(
         past = float_db - FLOAT_ROUNDING_DB
         gain_db = min(gain_db + past, capped) if math.isfinite(past) else capped
         measured += f"; the other at float rounding, counted as {FLOAT_ROUNDING_DB:.0f} dB"
-    stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
-    lead = f"{COMPUTE_LEAD.format(what=what)}{stored}: {speed}; {what} {measured}"
     missed = QUALITY_BAR.check(int8.judged)
     float_meets = not QUALITY_BAR.check(float_compute.judged)
     # float compute surely closer: as measured, and for new samples (not within noise)
     further = trades.measured_gain(float_compute, int8) <= -trades.MIN_GAIN_DB and gain_db < 0
     below_bar = bool(missed) and (float_meets or further)
+    edge = min(  # (the ratio above which INT8 is not kept)
+        [
+            int8_edge_ratio(gain_db),
+            *([BELOW_BAR_RATIO] if below_bar else []),
+            *([1.0] if random_inputs or for_speed else []),  # (it must be faster)
+        ]
+    )
+    timings = trades.timed_near_edge([float_compute.model, int8.model], timed_on, edge)
+    speed = f"{what} " + f"{trades.AGAIN}: ".join(
+        f"{ints.median / floats.median:.2f}x the time ({ints.min / floats.min:.2f}x by the "
+        "fastest runs)"
+        for floats, ints in timings
+    )
+    floats, ints = timings[-1]
+    ratio, verdict = ints.versus(floats, floor_ms=0)  # (a choice: any difference counts)
+    fastest = ints.min / floats.min
+    if verdict != "faster":
+        speed += ", not faster"
+    stored = " on int8-stored weights" if int8_stored(float_compute.kept_float) else ""
+    lead = f"{COMPUTE_LEAD.format(what=what)}{stored}: {speed}; {what} {measured}"
     if says_nothing(int8.drift):
         lead += (
             "; but the float model gives every float output as zeros or nothing on the "
@@ -436,6 +447,14 @@ def int8_required_gain(time_ratio: float) -> float:
     (a 5% speedup is no reason to keep 10 dB more drift)."""
     saving = trades.MIN_GAIN_DB + INT8_DB_PER_TIME * (time_ratio - 1)
     return min(saving, trades.required_gain(time_ratio))
+
+
+def int8_edge_ratio(gain_db: float) -> float:
+    """The time ratio at which INT8 compute `gain_db` closer to float than float compute stops
+    being worth it: the inverse of `int8_required_gain`."""
+    if gain_db >= trades.MIN_GAIN_DB:
+        return trades.edge_ratio(gain_db)
+    return 1 + (gain_db - trades.MIN_GAIN_DB) / INT8_DB_PER_TIME
 
 
 def int8_worth_it(gain_db: float, time_ratio: float) -> bool:

@@ -45,6 +45,8 @@ MORE_RUNS = 20
 SLOW_SECONDS = 6.0
 EDGE_DB = 0.3  # a trade decided by less than this (dB) is timed again, with EDGE_RUNS runs asked
 EDGE_RUNS = 3 * TRADE_RUNS
+EDGE_STEP = EDGE_DB / DB_PER_TIME  # ... EDGE_DB's worth of time ratio (0.03)
+AGAIN = f", near the rule's edge: timed again ({EDGE_RUNS // TRADE_RUNS}x the runs)"
 #: A trade's timing stops early (after bench.fewest_runs) once its time ratio lies this many
 #: standard errors (of the median of the runs' paired time ratios) from the ratio the choice turns
 #: on, and EDGE_DB from it at least (`_settled`)
@@ -199,16 +201,13 @@ def _trade_margin(
 ) -> tuple[float, str]:
     """`trade`'s measure: by how many dB `candidate`'s SNR gain exceeds the gain its time ratio
     requires (`required_gain`; negative: short of it), and what was measured."""
-    models = [current.model, candidate.model]
     gain_db, measured = snr_gain(current, candidate)
-    edge = edge_ratio(gain_db)
-    ratio, _ = _time_ratio(models, timed_on, TRADE_RUNS, settled=lambda t: _settled(t, edge))
-    speed = f"{ratio:.2f}x the time"
-    if abs(gain_db - required_gain(ratio)) < EDGE_DB:
-        ratio, _ = _time_ratio(models, timed_on, EDGE_RUNS)
-        again = EDGE_RUNS // TRADE_RUNS
-        speed += f", near the rule's edge: timed again ({again}x the runs), {ratio:.2f}x"
-    return gain_db - required_gain(ratio), f"{speed}, {measured}"
+    timings = timed_near_edge([current.model, candidate.model], timed_on, edge_ratio(gain_db))
+    ratios = [time_ratio(*timing) for timing in timings]
+    speed = f"{ratios[0]:.2f}x the time"
+    if len(timings) > 1:
+        speed += f"{AGAIN}, {ratios[-1]:.2f}x"
+    return gain_db - required_gain(ratios[-1]), f"{speed}, {measured}"
 
 
 def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> float | None:
@@ -304,14 +303,13 @@ def _settled(times: Sequence[Sequence[float]], edge: float) -> bool:
     logs = np.log(after) - np.log(before)
     spread = 1.4826 * np.median(np.abs(logs - np.median(logs)))  # (a robust sd: the MAD's)
     error = SETTLED_ERRORS * 1.2533 * spread / math.sqrt(len(logs))  # (a median's)
-    step = EDGE_DB / DB_PER_TIME  # (in time ratio)
     ratios = [
         float(np.median(after) / np.median(before)),
         float(np.exp(np.median(logs))),
         float(after.min() / before.min()),
     ]
-    below = max(ratios) < min(edge - step, edge * math.exp(-error))
-    above = min(ratios[:2]) > max(edge + step, edge * math.exp(error))
+    below = max(ratios) < min(edge - EDGE_STEP, edge * math.exp(-error))
+    above = min(ratios[:2]) > max(edge + EDGE_STEP, edge * math.exp(error))
     return below or above
 
 
@@ -341,18 +339,29 @@ def side_by_side(
     return latencies(models, sample, MORE_RUNS * runs, enough=enough)
 
 
-def _time_ratio(
-    models: list,
-    sample: dict,
-    runs: int,
-    settled: Callable[[Sequence[Sequence[float]]], bool] | None = None,
-) -> tuple[float, bool]:
-    """The second model's time over the first's, timed side by side on `sample` (`settled`: as
-    `side_by_side` takes it): the higher of the medians' and the fastest runs' ratio; and whether
-    bench's noise rule calls it faster."""
-    before, after = side_by_side(models, sample, runs, settled)
-    ratio, verdict = after.versus(before, floor_ms=0)  # (a choice: any difference counts)
-    return max(ratio, after.min / before.min), verdict == "faster"
+def timed_near_edge(models: list, sample: dict, edge: float) -> list[tuple[Latency, Latency]]:
+    """The two `models` timed side by side on `sample` for a choice that turns where the second's
+    `time_ratio` crosses `edge`: stopped once `_settled` on one side of it, and where the ratio
+    lies within EDGE_STEP of it, timed again with EDGE_RUNS runs. The timings made; the last
+    decides."""
+    timings = [tuple(side_by_side(models, sample, TRADE_RUNS, lambda t: _settled(t, edge)))]
+    if abs(time_ratio(*timings[0]) - edge) < EDGE_STEP:
+        timings.append(tuple(side_by_side(models, sample, EDGE_RUNS)))
+    return timings
+
+
+def time_ratio(before: Latency, after: Latency) -> float:
+    """`after`'s time over `before`'s as a choice judges it: the higher of the medians' and the
+    fastest runs' ratio."""
+    return max(after.median / before.median, after.min / before.min)
+
+
+def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
+    """The second model's `time_ratio` over the first's, timed side by side on `sample`; and
+    whether bench's noise rule calls it faster."""
+    before, after = side_by_side(models, sample, runs)
+    verdict = after.versus(before, floor_ms=0)[1]  # (a choice: any difference counts)
+    return time_ratio(before, after), verdict == "faster"
 
 
 def required_gain(time_ratio: float) -> float:
