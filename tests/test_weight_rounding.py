@@ -392,10 +392,13 @@ def test_a_shared_weight_rounds_alike_in_every_build(monkeypatch, room):
     data = [{"x": rng.normal(size=(1, 32, 12, 12)).astype(np.float32)} for _ in range(8)]
     monkeypatch.setattr(builder_module, "GPTQ_MEMORY", int(room * 8 * (32 * 9) ** 2))
     collected = []
-    real = builder_module.collect_hessians
-    monkeypatch.setattr(
-        builder_module, "collect_hessians", lambda *a, **k: collected.append(1) or real(*a, **k)
-    )
+    real = builder_module.collect
+
+    def collect(*args, hessians=None, **kwargs):
+        collected.extend([1] if hessians else [])
+        return real(*args, hessians=hessians, **kwargs)
+
+    monkeypatch.setattr(builder_module, "collect", collect)
     options = QuantOptions(weight_rounding="gptq", min_macs=0)
     builder = builder_module.QuantBuilder(ir.from_proto(model), data, options, "minmax", {}, False)
     weights = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -17,9 +17,7 @@ from onnxslim.quantization import exact, gptq
 from onnxslim.quantization.bias_correction import input_channel_axis
 from onnxslim.quantization.calibration import (
     Histogram,
-    collect_channel_means,
-    collect_hessians,
-    collect_statistics,
+    collect,
     compute_range,
 )
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, stored_weight
@@ -80,14 +78,26 @@ class QuantBuilder:
     def _fresh(self) -> ir.Model:
         return ir.from_proto(self.proto)
 
-    def _ensure_stats(self, model: ir.Model, names: Iterable[str]) -> None:
-        missing = [n for n in names if n not in self.stats]
-        if missing:
-            self.stats.update(
-                collect_statistics(
-                    model, self.samples, missing, progress=self.progress, total=len(self.samples)
-                )
+    def _ensure_stats(self, model: ir.Model, plan: QuantPlan) -> None:
+        """Observe what `plan` needs and was not observed yet, in one run of the model per
+        sample: its tensors' histograms, the channel means of bias correction (`_mean_axes`)
+        and GPTQ's ``X X^T`` (`_hessian_groups`)."""
+        missing = [n for n in plan.observed if n not in self.stats]
+        means = {n: a for n, a in self._mean_axes(model, plan).items() if n not in self.means}
+        hessians = self._missing_hessians(model, self._hessian_groups(model, plan))
+        if missing or means or hessians:
+            collected = collect(
+                self.proto,
+                self.samples,
+                histograms=missing,
+                means=means,
+                hessians=hessians,
+                progress=self.progress,
+                total=len(self.samples),
             )
+            self.stats.update(collected.stats)
+            self.means.update(collected.means)
+            self.hessians.update(collected.hessians)
 
     def build(
         self, exclude: Sequence[str] = (), weight_only: Sequence[str] = ()
@@ -101,20 +111,19 @@ class QuantBuilder:
         )
         model = self._fresh()
         first = make_plan(model, options)
-        self._ensure_stats(model, first.observed)
+        self._ensure_stats(model, first)
         sizes = output_sizes(model, first, self.stats)
         dtypes = {name: h.dtype for name, h in self.stats.items() if h.dtype}
         final = make_plan(model, options, sizes, dtypes)
-        self._ensure_stats(model, final.observed)
+        self._ensure_stats(model, final)
         qparams = {name: self._qparams(name, final) for name in final.observed}
-        rewrite = QuantizePass(
-            final,
-            qparams,
-            options,
-            self._means(model, final),
-            self._hessians(model, final),
-            self.rounded,
-        )
+        means = {name: self.means[name] for name in self._mean_axes(model, final)}
+        hessians = {
+            name: self.hessians[group]
+            for group in self._hessian_groups(model, final)
+            for name in group
+        }
+        rewrite = QuantizePass(final, qparams, options, means, hessians, self.rounded)
         rewrite(model)
         kept = {
             n: r
@@ -124,42 +133,31 @@ class QuantBuilder:
         }
         return model, BuildInfo(final, rewrite.dequantized, self.op_types, kept)
 
-    def _means(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
-        """Channel means of the inputs of nodes whose bias bias correction adjusts (none if off)."""
+    def _mean_axes(self, model: ir.Model, plan: QuantPlan) -> dict[str, int]:
+        """The channel axis of each input whose means bias correction reads (the nodes of `plan`
+        whose bias it adjusts; none if off)."""
         if not self.options.bias_correction:
             return {}
         by_name = {n.name: n for n in model.graph}
         nodes = [by_name[n] for n in [*plan.nodes, *plan.weight_only]]
-        axes = {
+        return {
             n.inputs[0].name: input_channel_axis(n)
             for n in nodes
             if input_channel_axis(n) is not None
         }
-        missing = {name: axis for name, axis in axes.items() if name not in self.means}
-        if missing:
-            self.means.update(
-                collect_channel_means(
-                    self.proto,
-                    self.samples,
-                    missing,
-                    progress=self.progress,
-                    total=len(self.samples),
-                )
-            )
-        return {name: self.means[name] for name in axes}
 
-    def _hessians(self, model: ir.Model, plan: QuantPlan) -> dict[str, np.ndarray]:
-        """``X X^T`` of the float inputs of the nodes whose weights GPTQ rounds (none unless
-        ``weight_rounding`` is "gptq"): those computing in INT8 and, with ``gptq_float_compute``,
-        those computing in float on int8-stored weights. A weight several nodes read is rounded
-        once, for all of them (one int8 copy in the file), the same in every build: against the
-        sum of the ``X X^T`` of all its readers in the model, collected once, or to nearest for
-        all where one it quantizes is not GPTQ-rounded (another op: a Gather of a tied
-        embedding) or their ``X X^T`` differ in size. In graph order, the weights whose
-        statistics pass `gptq_memory` round to nearest (the nodes reading them are in
-        `gptq_skipped`)."""
+    def _hessian_groups(self, model: ir.Model, plan: QuantPlan) -> list[tuple[str, ...]]:
+        """The readers of each weight whose ``X X^T`` GPTQ rounds it against, in `plan` (none
+        unless ``weight_rounding`` is "gptq"): those computing in INT8 and, with
+        ``gptq_float_compute``, those computing in float on int8-stored weights. A weight several
+        nodes read is rounded once, for all of them (one int8 copy in the file), the same in
+        every build: against the sum of the ``X X^T`` of all its readers in the model, collected
+        once, or to nearest for all where one it quantizes is not GPTQ-rounded (another op: a
+        Gather of a tied embedding) or their ``X X^T`` differ in size. In graph order, the
+        weights whose statistics pass `gptq_memory` round to nearest (the nodes reading them are
+        in `gptq_skipped`)."""
         if self.options.weight_rounding != "gptq":
-            return {}
+            return []
         by_name = {n.name: n for n in model.graph}
         quantized = Counter(  # the readers of each weight this build quantizes
             name
@@ -182,20 +180,21 @@ class QuantBuilder:
                     self.gptq_skipped.update(group)
             if group in self.hessians or not self.gptq_skipped & set(group):
                 kept.append(group)
-        missing = {
+        return kept
+
+    def _missing_hessians(
+        self, model: ir.Model, groups: Sequence[tuple[str, ...]]
+    ) -> dict[tuple[str, ...], list[tuple[str, Callable]]]:
+        """What `collect` needs to observe the ``X X^T`` of `groups` neither held nor derived."""
+        by_name = {n.name: n for n in model.graph}
+        return {
             group: [
                 (by_name[n].inputs[0].name, functools.partial(gptq.input_columns, by_name[n]))
                 for n in group
             ]
-            for group in kept
+            for group in groups
             if group not in self.hessians and not self._derived(group)
         }
-        if missing:
-            collected = collect_hessians(
-                self.proto, self.samples, missing, progress=self.progress, total=len(self.samples)
-            )
-            self.hessians.update(collected)
-        return {name: self.hessians[group] for group in kept for name in group}
 
     def _derived(self, names: tuple[str, ...]) -> bool:
         """Whether the ``X X^T`` of `names` was derived from `hessian_source`'s (an equalized
