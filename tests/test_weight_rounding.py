@@ -265,6 +265,23 @@ def test_gptq_factorizes_each_hessian_once_for_every_weight_and_scale(monkeypatc
     assert len(rounds) > len(set(rounds)) and sorted(factored) == sorted(set(rounds))
 
 
+def test_the_rounding_cache_lets_go_of_what_a_dropped_hessian_made():
+    """The equalized builder's Hessians (1 GiB at most) and their factorizations stayed in the
+    cache it shares with the plain builder after the plain one was chosen: what a Hessian made
+    goes with it, and a new Hessian is rounded afresh."""
+    rng = np.random.default_rng(5)
+    x, w = rng.normal(size=(24, 200)), rng.normal(size=(8, 24))
+    scale = np.abs(w).max(1) / 127
+    cache = gptq.RoundingCache()
+    hessian = x @ x.T
+    q = gptq.cached_rounding(hessian, cache, np.asarray, lambda q, _shape: q)(w, scale, 127)
+    assert len(cache.factors) == 1 and len(cache.rounded) == 1
+    del hessian
+    assert not cache.factors and not cache.rounded
+    again = gptq.cached_rounding(x @ x.T, cache, np.asarray, lambda q, _shape: q)(w, scale, 127)
+    np.testing.assert_array_equal(again, q)
+
+
 def test_gptq_past_its_memory_limit_rounds_to_nearest_and_says_so(monkeypatch):
     """Layer input statistics are inputs x inputs float64 each: past the limit (a large
     transformer's would not fit in memory) the later nodes round to nearest, and a note says so."""

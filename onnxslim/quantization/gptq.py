@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -180,18 +181,25 @@ def factorize(hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclasses.dataclass
 class RoundingCache:
     """What `cached_rounding` keeps for the roundings of one quantization: int8 weights by the
-    Hessian (its id), the weight, its scale and qmax; and each Hessian's `factorize`, beside the
-    Hessian itself (held, so its id is not reused while the cache lives). The factorizations are
-    float32: half the bytes of the float64 Hessians they are kept beside."""
+    Hessian (its id), the weight, its scale and qmax; and each Hessian's `factorize` (float32:
+    half the bytes of the float64 Hessian). Both are dropped when the Hessian is (its builder's
+    variant not chosen), before its id can be reused."""
 
     rounded: dict[tuple, np.ndarray] = dataclasses.field(default_factory=dict)
-    factors: dict[int, tuple[np.ndarray, tuple]] = dataclasses.field(default_factory=dict)
+    factors: dict[int, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def factorized(self, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`factorize(hessian)`, made once."""
-        if id(hessian) not in self.factors:
-            self.factors[id(hessian)] = hessian, factorize(hessian)
-        return self.factors[id(hessian)][1]
+        key = id(hessian)
+        if key not in self.factors:
+            self.factors[key] = factorize(hessian)
+            weakref.finalize(hessian, self._forget, key).atexit = False
+        return self.factors[key]
+
+    def _forget(self, key: int) -> None:
+        self.factors.pop(key, None)
+        for rounded in [k for k in self.rounded if k[0] == key]:
+            del self.rounded[rounded]
 
 
 def cached_rounding(

@@ -75,8 +75,13 @@ def static_int8(
         else []
     )
     pairs = len(find_pairs(float_model.graph))
-    builders = _builders(float_model, calib, quant_options, config, bool(pairs), kinds)
-    choice = levers.choose(builders, _choices(config.bias_correction), selection, ref_outputs)
+    # (the builder not chosen is not held: an equalized one's Hessians, 1 GiB at most, go with it)
+    choice = levers.choose(
+        _builders(float_model, calib, quant_options, config, bool(pairs), kinds),
+        _choices(config.bias_correction),
+        selection,
+        ref_outputs,
+    )
     notes += [choice.note] if choice.note else []
     if config.method == "percentile" and config.percentile is None:
         choice = levers.choose_activation_range(choice, selection, ref_outputs)
