@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -28,7 +30,7 @@ from onnxslim.quantization import builder as builder_module
 from onnxslim.quantization import dynamic, gptq, levers, modes, quantize, trades
 from onnxslim.quantization.builder import run_samples
 from onnxslim.quantization.calibration import collect_hessians
-from onnxslim.quantization.plan import QuantOptions
+from onnxslim.quantization.plan import QuantOptions, prepare
 from onnxslim.quantization.qdq import dequantize, quantize_bias, quantize_weight
 from onnxslim.quantization.report import Outcome
 
@@ -536,7 +538,6 @@ def test_an_equalized_models_gptq_statistics_derive_from_the_plain_models():
     the one collected on the equalized model. Three convs: the middle one is the second conv of
     one pair and the first of the next, so CLE takes several rounds."""
     from onnxslim.quantization.equalize import EqualizePass
-    from onnxslim.quantization.plan import prepare
 
     rng = np.random.default_rng(11)
     nodes, weights, x = [], [], "x"
@@ -573,6 +574,30 @@ def test_an_equalized_models_gptq_statistics_derive_from_the_plain_models():
     assert set(derived.hessians) == set(collected.hessians) == {("conv0",), ("conv1",), ("conv2",)}
     for name, hessian in collected.hessians.items():
         np.testing.assert_allclose(derived.hessians[name], hessian, rtol=1e-4, atol=1e-6)
+
+
+def test_a_build_runs_the_model_over_the_samples_once(monkeypatch):
+    """Histograms, bias correction's channel means and GPTQ's X X^T were three runs of the model
+    over the samples (Mask R-CNN: 70-110 s each), and the variant trying bias correction a fourth:
+    a build observes all of them in one, the variant none."""
+    model = prepare(ir.from_proto(cnn()))
+    rng = np.random.default_rng(2)
+    data = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(6)]
+    runs = []
+    real = builder_module.collect
+
+    def collect(proto, samples, **asked):
+        runs.append(sorted(key for key in ("histograms", "means", "hessians") if asked[key]))
+        return real(proto, samples, **asked)
+
+    monkeypatch.setattr(builder_module, "collect", collect)
+    options = QuantOptions(weight_rounding="gptq", min_macs=0)
+    builder = builder_module.QuantBuilder(model, data, options, "minmax", {}, False)
+    builder.build()
+    assert runs == [["hessians", "histograms", "means"]]
+    builder.options = dataclasses.replace(options, bias_correction=True)
+    builder.build()
+    assert len(runs) == 1
 
 
 def test_inverse_hessian_factor_is_the_cholesky_factor_of_the_inverse():
