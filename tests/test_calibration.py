@@ -132,7 +132,7 @@ def _relu_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def test_collect_statistics_streams_every_sample():
+def test_histograms_stream_every_sample():
     samples = [
         {"x": np.array([[-1.0, 2.0, 3.0, 4.0]], np.float32)},
         {"x": np.array([[5.0, -6.0, 0.0, 1.0]], np.float32)},
@@ -142,12 +142,12 @@ def test_collect_statistics_streams_every_sample():
     assert stats["x"].min == -6.0 and stats["x"].max == 5.0
 
 
-def test_collect_statistics_empty_data_is_an_error():
+def test_observing_empty_data_is_an_error():
     with pytest.raises(OnnxSlimError, match="empty"):
         collect(_relu_model(), [], histograms=["r"], progress=False)
 
 
-def test_collect_channel_means_over_every_other_axis():
+def test_channel_means_over_every_other_axis():
     rng = np.random.default_rng(0)
     samples = [{"x": rng.normal(size=(3, 4)).astype(np.float32)} for _ in range(5)]
     means = collect(_relu_model(), samples, means={"r": 1, "x": 0}, progress=False).means

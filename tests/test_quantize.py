@@ -2989,7 +2989,7 @@ def test_auto_mode_times_dynamic_int8_where_float_compute_beat_static(monkeypatc
     else:
         if case == "as fast, closer":
             speed = "1.00x the time (1.00x by the fastest runs)"
-            assert dynamic_note.startswith(f"{lead}{speed}{trades.AGAIN}: {speed}, not faster")
+            assert dynamic_note.startswith(f"{lead}{speed}{trades.AGAIN}, {speed}, not faster")
             assert "not worth it, so every weighted node computes in float" in dynamic_note
         else:
             assert re.fullmatch(

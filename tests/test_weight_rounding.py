@@ -280,8 +280,10 @@ def test_the_rounding_cache_lets_go_of_what_a_dropped_hessian_made():
     assert len(cache.factors) == 1 and len(cache.rounded) == 1
     del hessian
     assert not cache.factors and not cache.rounded
-    again = gptq.cached_rounding(x @ x.T, cache, np.asarray, lambda q, _shape: q)(w, scale, 127)
-    np.testing.assert_array_equal(again, q)
+    other = x[:, :30] @ x[:, :30].T  # (another Hessian, whatever id it gets)
+    again = gptq.cached_rounding(other, cache, np.asarray, lambda q, _shape: q)(w, scale, 127)
+    np.testing.assert_array_equal(again, gptq.gptq_round(w, other, scale, 127))
+    assert not np.array_equal(again, q)
 
 
 def test_gptq_past_its_memory_limit_rounds_to_nearest_and_says_so(monkeypatch):
@@ -593,11 +595,28 @@ def test_a_build_runs_the_model_over_the_samples_once(monkeypatch):
     monkeypatch.setattr(builder_module, "collect", collect)
     options = QuantOptions(weight_rounding="gptq", min_macs=0)
     builder = builder_module.QuantBuilder(model, data, options, "minmax", {}, False)
+    builder.may_correct_bias = True  # (bias correction "auto": a variant tries it)
     builder.build()
     assert runs == [["hessians", "histograms", "means"]]
     builder.options = dataclasses.replace(options, bias_correction=True)
     builder.build()
     assert len(runs) == 1
+
+
+def test_gptq_statistics_of_nodes_too_small_for_int8_are_not_taken_on_random_inputs():
+    """On random inputs a node too small for INT8 computes in float on weights rounded to
+    nearest, but the plan made before sizes are known has it in INT8: its X X^T, observed then,
+    counted against the memory limit and pushed the one INT8 node's past it."""
+    model = prepare(ir.from_proto(cnn()))
+    by_name = {n.name: n for n in model.graph}
+    rng = np.random.default_rng(2)
+    data = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(6)]
+    options = QuantOptions(weight_rounding="gptq", min_macs=1 << 20, gptq_float_compute=False)
+    builder = builder_module.QuantBuilder(model, data, options, "minmax", {}, False)
+    builder.gptq_memory = gptq.hessian_bytes(by_name["fc"]) + 1000  # fc's alone fits
+    _, info = builder.build()
+    assert set(info.plan.nodes) == {"fc"}  # (the convs too small for INT8)
+    assert set(builder.hessians) == {("fc",)} and not builder.gptq_skipped
 
 
 def test_inverse_hessian_factor_is_the_cholesky_factor_of_the_inverse():

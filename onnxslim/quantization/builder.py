@@ -40,7 +40,8 @@ GPTQ_MEMORY = 1024**3
 
 
 class QuantBuilder:
-    """Builds quantized copies of one prepared float model with a cache of tensor histograms."""
+    """Builds quantized copies of one prepared float model, with what it observed of it on the
+    calibration samples: tensor histograms, channel means and GPTQ's ``X X^T``."""
 
     def __init__(
         self,
@@ -72,19 +73,25 @@ class QuantBuilder:
         # an equalized model's builder: the unequalized model's builder and the scales its convs'
         # inputs were divided by (EqualizePass.input_scales), to derive Hessians from its
         self.hessian_source: tuple[QuantBuilder, Mapping[str, np.ndarray]] | None = None
+        # whether a variant may turn bias correction on: its channel means observed with the rest
+        # (Mask R-CNN: 60 s a run over the samples of their own)
+        self.may_correct_bias = False
         self.op_types = {n.name: n.op_type for n in model.graph}
         self.readers = weight_readers(model)  # the weights GPTQ may round, by their readers
 
     def _fresh(self) -> ir.Model:
         return ir.from_proto(self.proto)
 
-    def _ensure_stats(self, model: ir.Model, plan: QuantPlan) -> None:
+    def _ensure_stats(self, model: ir.Model, plan: QuantPlan, final: bool) -> None:
         """Observe what `plan` needs and was not observed yet, in one run of the model per
-        sample: its tensors' histograms, the channel means of bias correction (`_mean_axes`)
-        and GPTQ's ``X X^T`` (`_hessian_groups`)."""
+        sample: its tensors' histograms, the channel means of bias correction (`_mean_axes`,
+        where a build may use them) and GPTQ's ``X X^T`` (`_hessian_groups`; `final`: whether
+        `plan` was made knowing the tensors' sizes and dtypes)."""
         missing = [n for n in plan.observed if n not in self.stats]
-        means = {n: a for n, a in self._mean_axes(model, plan).items() if n not in self.means}
-        hessians = self._missing_hessians(model, self._hessian_groups(model, plan))
+        means = {}
+        if self.options.bias_correction or self.may_correct_bias:
+            means = {n: a for n, a in self._mean_axes(model, plan).items() if n not in self.means}
+        hessians = self._missing_hessians(model, self._hessian_groups(model, plan, final))
         if missing or means or hessians:
             collected = collect(
                 self.proto,
@@ -111,17 +118,14 @@ class QuantBuilder:
         )
         model = self._fresh()
         first = make_plan(model, options)
-        self._ensure_stats(model, first)
+        self._ensure_stats(model, first, final=False)
         sizes = output_sizes(model, first, self.stats)
         dtypes = {name: h.dtype for name, h in self.stats.items() if h.dtype}
         final = make_plan(model, options, sizes, dtypes)
-        self._ensure_stats(model, final)
+        self._ensure_stats(model, final, final=True)
         qparams = {name: self._qparams(name, final) for name in final.observed}
-        means = {
-            name: self.means[name]
-            for name in self._mean_axes(model, final)
-            if self.options.bias_correction
-        }
+        axes = self._mean_axes(model, final) if self.options.bias_correction else {}
+        means = {name: self.means[name] for name in axes}
         hessians = {
             name: self._hessian(group)
             for group in self._hessian_groups(model, final)
@@ -139,9 +143,7 @@ class QuantBuilder:
 
     def _mean_axes(self, model: ir.Model, plan: QuantPlan) -> dict[str, int]:
         """The channel axis of each input whose means bias correction reads (the nodes of `plan`
-        whose bias it adjusts), whether it is on or not: observed with the rest, the means spare
-        bias correction a run over the samples of its own when a variant tries it (Mask R-CNN:
-        60 s a run)."""
+        whose bias it adjusts)."""
         by_name = {n.name: n for n in model.graph}
         nodes = [by_name[n] for n in [*plan.nodes, *plan.weight_only]]
         return {
@@ -150,16 +152,14 @@ class QuantBuilder:
             if input_channel_axis(n) is not None
         }
 
-    def _hessian_groups(self, model: ir.Model, plan: QuantPlan) -> list[tuple[str, ...]]:
-        """The readers of each weight whose ``X X^T`` GPTQ rounds it against, in `plan` (none
-        unless ``weight_rounding`` is "gptq"): those computing in INT8 and, with
-        ``gptq_float_compute``, those computing in float on int8-stored weights. A weight several
-        nodes read is rounded once, for all of them (one int8 copy in the file), the same in
-        every build: against the sum of the ``X X^T`` of all its readers in the model, collected
-        once, or to nearest for all where one it quantizes is not GPTQ-rounded (another op: a
-        Gather of a tied embedding) or their ``X X^T`` differ in size. In graph order, the
-        weights whose statistics pass `gptq_memory` round to nearest (the nodes reading them are
-        in `gptq_skipped`)."""
+    def _rounded_groups(self, model: ir.Model, plan: QuantPlan) -> list[tuple[str, ...]]:
+        """The readers of each weight GPTQ rounds in `plan` (none unless ``weight_rounding`` is
+        "gptq"): those computing in INT8 and, with ``gptq_float_compute``, those computing in
+        float on int8-stored weights. A weight several nodes read is rounded once, for all of
+        them (one int8 copy in the file), the same in every build: against the sum of the
+        ``X X^T`` of all its readers in the model, collected once, or to nearest for all where one
+        it quantizes is not GPTQ-rounded (another op: a Gather of a tied embedding) or their
+        ``X X^T`` differ in size."""
         if self.options.weight_rounding != "gptq":
             return []
         by_name = {n.name: n for n in model.graph}
@@ -169,18 +169,33 @@ class QuantBuilder:
             if (name := _stored_name(by_name[n])) is not None
         )
         rounded = gptq_candidates(plan, self.options)
-        groups = [
+        return [
             group
             for weight, group in self.readers.items()
             if 0 < len(rounded.intersection(group)) == quantized[weight]
             and len({gptq.hessian_bytes(by_name[n]) for n in group}) == 1
         ]
+
+    def _hessian_groups(
+        self, model: ir.Model, plan: QuantPlan, final: bool = True
+    ) -> list[tuple[str, ...]]:
+        """`_rounded_groups` of `plan` whose ``X X^T`` fits: in graph order, the weights whose
+        statistics pass `gptq_memory` round to nearest (the nodes reading them are in
+        `gptq_skipped`). A plan made before sizes and dtypes are known (not `final`) gives the
+        groups before the first that does not fit, and only where the final plan rounds the
+        same weights (with ``gptq_float_compute``, a node too small for INT8 computes in float
+        on GPTQ-rounded weights instead): it observes them early, and decides nothing."""
+        if not (final or self.options.gptq_float_compute):
+            return []
+        by_name = {n.name: n for n in model.graph}
         held = sum(h.nbytes for h in self.hessians.values())
         kept = []
-        for group in groups:
+        for group in self._rounded_groups(model, plan):
             if group not in self.hessians and not self.gptq_skipped & set(group):
                 held += gptq.hessian_bytes(by_name[group[0]])
                 if held > self.gptq_memory:
+                    if not final:
+                        break
                     self.gptq_skipped.update(group)
             if group in self.hessians or not self.gptq_skipped & set(group):
                 kept.append(group)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import onnx
 import onnx_ir as ir
 
+from onnxslim.bench import PER_RUN_NOISE
 from onnxslim.drift import Budget, Drift, compare_outputs, scored_drift, with_parts
 from onnxslim.model import io
 from onnxslim.model.graph import OutputKinds
@@ -380,15 +381,15 @@ def int8_or_float(
     # float compute surely closer: as measured, and for new samples (not within noise)
     further = trades.measured_gain(float_compute, int8) <= -trades.MIN_GAIN_DB and gain_db < 0
     below_bar = bool(missed) and (float_meets or further)
-    edge = min(  # (the ratio above which INT8 is not kept)
+    edge = min(  # (the ratio above which INT8 is not kept; none where its drift says nothing)
         [
-            int8_edge_ratio(gain_db),
+            math.inf if says_nothing(int8.drift) else int8_edge_ratio(gain_db),
             *([BELOW_BAR_RATIO] if below_bar else []),
-            *([1.0] if random_inputs or for_speed else []),  # (it must be faster)
+            *([1 / (1 + PER_RUN_NOISE)] if random_inputs or for_speed else []),  # (faster)
         ]
     )
     timings = trades.timed_near_edge([float_compute.model, int8.model], timed_on, edge)
-    speed = f"{what} " + f"{trades.AGAIN}: ".join(
+    speed = f"{what} " + f"{trades.AGAIN}, ".join(
         f"{ints.median / floats.median:.2f}x the time ({ints.min / floats.min:.2f}x by the "
         "fastest runs)"
         for floats, ints in timings

@@ -297,6 +297,7 @@ def _builders(
             equalized=eq,
             kinds=kinds,
         )
+        builders[eq].may_correct_bias = config.bias_correction == "auto"
         if eq and False in builders:
             builders[eq].hessian_source = (builders[False], equalize.input_scales)
             # (a layer CLE leaves alone: the same weight and Hessian, rounded once for both)

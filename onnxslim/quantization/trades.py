@@ -357,7 +357,7 @@ def time_ratio(before: Latency, after: Latency) -> float:
 
 
 def _time_ratio(models: list, sample: dict, runs: int) -> tuple[float, bool]:
-    """The second model's `time_ratio` over the first's, timed side by side on `sample`; and
+    """The `time_ratio` of the second of two `models` timed side by side on `sample`, and
     whether bench's noise rule calls it faster."""
     before, after = side_by_side(models, sample, runs)
     verdict = after.versus(before, floor_ms=0)[1]  # (a choice: any difference counts)

@@ -1,7 +1,6 @@
 """Calibration: stream activation statistics over sample inputs and choose quantization ranges."""
 
 from onnxslim.quantization.calibration.collect import (
-    Collected,
     collect,
     collect_channel_absmax,
     collect_hessians,
@@ -12,7 +11,6 @@ from onnxslim.quantization.calibration.ranges import RANGE_METHODS, compute_rang
 __all__ = [
     "DEFAULT_BINS",
     "RANGE_METHODS",
-    "Collected",
     "Histogram",
     "collect",
     "collect_channel_absmax",

@@ -1,4 +1,5 @@
-"""Run the float model on ORT once per sample and stream the tensors to observe into histograms."""
+"""Run the float model on ORT once per sample and stream the tensors it computes into what is
+observed of them: histograms, channel means and channel peaks, GPTQ's ``X X^T``."""
 
 from __future__ import annotations
 
@@ -143,6 +144,7 @@ def collect(
     bins: int = DEFAULT_BINS,
     progress: bool = True,
     total: int | None = None,
+    label: str = "calibrating: observing activations",
 ) -> Collected:
     """In one run of the float model on ORT per sample (each run over Mask R-CNN's 28 samples took
     70-110 s): `histograms`' histograms (with exact min/max) and dtypes (a graph may not say
@@ -156,7 +158,6 @@ def collect(
         _Hessians(hessians or {}),
     )
     names = [n for observer in observers for n in observer.names]
-    label = "calibrating: observing activations"
     for values in _observed(model, samples, names, label, progress, total):
         for observer in observers:
             observer.add(values)
@@ -202,8 +203,7 @@ def collect_hessians(
     for the next ones: ``X X^T`` of a few columns is bound by
     writing its ``inputs x inputs`` result (open_nsfw's layers one sample at a time: 2.9x the
     time); memory is that of the sums plus about as many float32 columns as inputs per layer."""
-    observer = _Hessians(layers)
     label = "GPTQ: layer input statistics"
-    for values in _observed(model, samples, observer.names, label, progress, total):
-        observer.add(values)
-    return observer.result
+    return collect(
+        model, samples, hessians=layers, progress=progress, total=total, label=label
+    ).hessians
