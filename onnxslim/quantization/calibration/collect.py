@@ -87,8 +87,8 @@ class _ChannelMeans:
 
 
 class _Hessians:
-    """`collect_hessians`' observer (and `collect`'s): the sums of ``X X^T``, columns pending
-    until a layer has as many as inputs."""
+    """`collect`'s observer of GPTQ's ``X X^T`` (`collect_hessians`): a sum per layer, its
+    columns pending until it has as many as inputs."""
 
     def __init__(self, layers: Mapping[Hashable, Sequence[tuple[str, Callable]]]):
         self.layers = layers
