@@ -603,6 +603,44 @@ def test_a_build_runs_the_model_over_the_samples_once(monkeypatch):
     assert len(runs) == 1
 
 
+def test_a_transpose_made_float_takes_its_inputs_histogram_without_a_run(monkeypatch):
+    """ppocrv4_rec: a Transpose that passes its input's range on in the first plan is float in
+    the final one (its producer too small for INT8), and the MatMul reading it needs its range:
+    a run over the samples for that one tensor. Its values are its input's, reordered."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),  # 262144 MACs: too small
+        helper.make_node("Transpose", ["c"], ["t"], name="transpose", perm=[0, 2, 3, 1]),
+        helper.make_node("MatMul", ["t", "m"], ["y"], name="matmul"),
+    ]
+    weights = [
+        const("w", rng.normal(size=(64, 64, 1, 1)).astype(np.float32)),
+        const("m", rng.normal(size=(64, 512)).astype(np.float32)),
+    ]
+    proto = make_model(
+        nodes, [vi("x", shape=[1, 64, 8, 8])], [vi("y", shape=[1, 8, 8, 512])], weights
+    )
+    data = [{"x": rng.normal(size=(1, 64, 8, 8)).astype(np.float32)} for _ in range(4)]
+    runs = []
+    real = builder_module.collect
+
+    def collect(*args, **kwargs):
+        runs.append(list(kwargs["histograms"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(builder_module, "collect", collect)
+    options = QuantOptions(min_macs=1 << 20)
+    builder = builder_module.QuantBuilder(
+        prepare(ir.from_proto(proto)), data, options, "minmax", {}, False
+    )
+    _, info = builder.build()
+    assert info.plan.nodes == ["matmul"] and "t" in info.plan.observed
+    assert runs == [["c", "x"]]
+    observed = real(proto, data, histograms=["t"], progress=False).stats["t"]
+    assert (builder.stats["t"].min, builder.stats["t"].max) == (observed.min, observed.max)
+    np.testing.assert_array_equal(builder.stats["t"].counts, observed.counts)
+
+
 def test_gptq_statistics_of_nodes_too_small_for_int8_are_not_taken_on_random_inputs():
     """On random inputs a node too small for INT8 computes in float on weights rounded to
     nearest, but the plan made before sizes are known has it in INT8: its X X^T, observed then,

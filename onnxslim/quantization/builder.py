@@ -34,6 +34,11 @@ class BuildInfo:
     kept_float: dict[str, str]
 
 
+#: Ops whose output holds the very values of their first input, reordered or reshaped: its
+#: histogram is the input's (a Transpose that a float producer made float: observed afresh, a run
+#: over the samples for one tensor, ppocrv4_rec 1 s of its 28)
+SAME_VALUES = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
+
 #: Bytes of GPTQ's layer input statistics (`gptq.hessian_bytes`) one builder holds at most: the
 #: nodes past it, in graph order, round to nearest (a large transformer's would not fit in memory).
 GPTQ_MEMORY = 1024**3
@@ -87,6 +92,7 @@ class QuantBuilder:
         sample: its tensors' histograms, the channel means of bias correction (`_mean_axes`,
         where a build may use them) and GPTQ's ``X X^T`` (`_hessian_groups`; `final`: whether
         `plan` was made knowing the tensors' sizes and dtypes)."""
+        self._copy_same_values(model, [n for n in plan.observed if n not in self.stats])
         missing = [n for n in plan.observed if n not in self.stats]
         means = {}
         if self.options.bias_correction or self.may_correct_bias:
@@ -105,6 +111,24 @@ class QuantBuilder:
             self.stats.update(collected.stats)
             self.means.update(collected.means)
             self.hessians.update(collected.hessians)
+
+    def _copy_same_values(self, model: ir.Model, names: Sequence[str]) -> None:
+        """Give each of `names` that a chain of SAME_VALUES ops makes of an observed tensor that
+        tensor's histogram."""
+        producers = {value.name: node for node in model.graph for value in node.outputs}
+        for name in names:
+            source, node = name, producers.get(name)
+            while (
+                source not in self.stats
+                and node is not None
+                and node.op_type in SAME_VALUES
+                and node.domain == ""
+                and node.inputs[0] is not None
+            ):
+                source = node.inputs[0].name
+                node = producers.get(source)
+            if source in self.stats:
+                self.stats[name] = self.stats[source]
 
     def build(
         self, exclude: Sequence[str] = (), weight_only: Sequence[str] = ()
