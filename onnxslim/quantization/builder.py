@@ -87,17 +87,19 @@ class QuantBuilder:
     def _fresh(self) -> ir.Model:
         return ir.from_proto(self.proto)
 
-    def _ensure_stats(self, model: ir.Model, plan: QuantPlan, final: bool) -> None:
+    def _ensure_stats(
+        self, model: ir.Model, plan: QuantPlan, groups: Sequence[tuple[str, ...]]
+    ) -> None:
         """Observe what `plan` needs and was not observed yet, in one run of the model per
         sample: its tensors' histograms, the channel means of bias correction (`_mean_axes`,
-        where a build may use them) and GPTQ's ``X X^T`` (`_hessian_groups`; `final`: whether
-        `plan` was made knowing the tensors' sizes and dtypes)."""
-        self._copy_same_values(model, [n for n in plan.observed if n not in self.stats])
+        where a build may use them) and the ``X X^T`` of GPTQ's `groups` (`_hessian_groups`)."""
         missing = [n for n in plan.observed if n not in self.stats]
+        self._copy_same_values(model, missing)
+        missing = [n for n in missing if n not in self.stats]
         means = {}
         if self.options.bias_correction or self.may_correct_bias:
             means = {n: a for n, a in self._mean_axes(model, plan).items() if n not in self.means}
-        hessians = self._missing_hessians(model, self._hessian_groups(model, plan, final))
+        hessians = self._missing_hessians(model, groups)
         if missing or means or hessians:
             collected = collect(
                 self.proto,
@@ -142,19 +144,16 @@ class QuantBuilder:
         )
         model = self._fresh()
         first = make_plan(model, options)
-        self._ensure_stats(model, first, final=False)
+        self._ensure_stats(model, first, self._hessian_groups(model, first, final=False))
         sizes = output_sizes(model, first, self.stats)
         dtypes = {name: h.dtype for name, h in self.stats.items() if h.dtype}
         final = make_plan(model, options, sizes, dtypes)
-        self._ensure_stats(model, final, final=True)
+        groups = self._hessian_groups(model, final)
+        self._ensure_stats(model, final, groups)
         qparams = {name: self._qparams(name, final) for name in final.observed}
         axes = self._mean_axes(model, final) if self.options.bias_correction else {}
         means = {name: self.means[name] for name in axes}
-        hessians = {
-            name: self._hessian(group)
-            for group in self._hessian_groups(model, final)
-            for name in group
-        }
+        hessians = {name: self._hessian(group) for group in groups for name in group}
         rewrite = QuantizePass(final, qparams, options, means, hessians, self.rounded)
         rewrite(model)
         kept = {
