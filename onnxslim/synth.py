@@ -683,6 +683,10 @@ class _Planner:
             trials.append((at_size, (0, 1)))
             if others:
                 trials.append(({**others, **at_size}, (0, 1)))
+            if self.pictures & set(focus) < set(focus):
+                # a video's height and width alone: a pool that needs 7x7 of its frames at 256
+                # pixels, where its frames at 256 too are more than MAX_ELEMENTS (S3D)
+                trials.append(({key: size for key in focus if key in self.pictures}, (0, 1)))
         trials += [({}, ints) for ints in [(0, 0), (1, 1), *[(n, n) for n in mentioned], (0, 9)]]
         # last, the batch-like dims too: a [frames, bins] input whose leading frames a conv needs
         # several of (madmom's TCN)
@@ -1110,11 +1114,14 @@ def _image_dims(item: _Input) -> list[str]:
     """The dynamic height and width keys of a picture: a rank-4 float tensor with IMAGE_CHANNELS
     channels (axis 1, NCHW, or else axis 3, NHWC), both dims dynamic unless it has 3 channels (a
     text line's width); not a KV cache [batch, heads, past, 64] or a spectrogram [batch, 1, 80,
-    time]."""
+    time]. A video's frames (rank 5: NCTHW, or else NTHWC) likewise."""
     dims = item.dims
-    if item.kind != "tensor" or len(dims) != 4 or _kind(item.elem_type) != "float":
+    if item.kind != "tensor" or len(dims) not in (4, 5) or _kind(item.elem_type) != "float":
         return []
-    channels, spatial = (dims[1], dims[2:]) if dims[1] in IMAGE_CHANNELS else (dims[3], dims[1:3])
+    if dims[1] in IMAGE_CHANNELS:
+        channels, spatial = dims[1], dims[-2:]
+    else:
+        channels, spatial = dims[-1], dims[-3:-1]
     dynamic = [d for d in spatial if isinstance(d, str)]
     if channels not in IMAGE_CHANNELS or (len(dynamic) < 2 and channels != 3):
         return []

@@ -621,6 +621,7 @@ def test_a_reshape_fit_past_the_element_limit_is_not_tried():
         (["batch", 16, "h", "w"], (1, 16, 32, 32)),  # 16 channels: not a picture
         (["batch", 4, "past", 64], (1, 4, 32, 64)),  # a KV cache
         (["batch", 1, 80, "time"], (1, 1, 80, 32)),  # a spectrogram
+        (["batch", 3, "t", "h", "w"], (1, 3, 32, 224, 224)),  # a video (NCTHW)
     ],
 )
 def test_samples_where_speed_counts_give_pictures_a_real_size(dims, shape):
@@ -840,6 +841,20 @@ def test_the_check_retries_a_picture_at_a_few_pixels_last():
     sess = session(model)
     made, _ = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
     assert made.feeds["x"].shape == (1, 3, 64, 64)  # (it runs at 1 too, and at 33 to 64)
+
+
+def test_the_check_retries_a_videos_frames_larger_alone():
+    """S3D (torchvision, T, H and W dynamic; not tuned on) ends in an AveragePool that needs 7x7
+    of its frames at 1/32 of their size: its T, H and W at 64 are too small and at 256 more than
+    MAX_ELEMENTS, so the check said "not checked". Its frames' height and width grow alone."""
+    model = make_model(
+        [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 200, 200])],
+        [vi("x", FLOAT, ["batch", 3, "t", "h", "w"])],
+        [vi("y", FLOAT, None)],
+    )
+    sess = session(model)
+    made, _ = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert made.feeds["x"].shape == (1, 3, 32, 256, 256)
 
 
 def cached_decoder(mask_dim: str = "total"):
