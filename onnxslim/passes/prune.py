@@ -55,6 +55,29 @@ class NormalizeOpsetImports(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified)
 
 
+class StripDebugInfo(ir.passes.InPlacePass):
+    """Doc strings and metadata of nodes and values removed, in every graph and function: what
+    exporters record for debugging (torch's dynamo exporter: each node's stack trace, module path
+    and FX node, about 1.8 KB a node; a ViT's graph 212 -> 25 KB). The model's and the graphs'
+    own metadata and doc strings stay."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        graphs = [*all_graphs(model), *model.functions.values()]
+        values = [value for graph in graphs for value in graph.inputs]
+        values += [value for graph in all_graphs(model) for value in graph.initializers.values()]
+        for node in all_nodes(model):
+            values += node.outputs
+            modified |= bool(node.doc_string or node.metadata_props)
+            node.doc_string = None
+            node.metadata_props.clear()
+        for value in values:
+            modified |= bool(value.doc_string or value.metadata_props)
+            value.doc_string = None
+            value.metadata_props.clear()
+        return ir.passes.PassResult(model, modified)
+
+
 class PruneDeadWeight(ir.passes.InPlacePass):
     """Remove nodes that reach no output, unused and duplicate initializers, unused functions
     and opsets."""

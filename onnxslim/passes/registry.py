@@ -162,6 +162,13 @@ REGISTRY: tuple[PassSpec, ...] = (
         family="cleanup",
     ),
     PassSpec(
+        "strip-debug-info",
+        "doc strings and metadata of nodes and values (exporters' stack traces, module paths)",
+        lambda _: prune.StripDebugInfo(),
+        stage="finish",
+        family="cleanup",
+    ),
+    PassSpec(
         "topological-sort",
         "nodes sorted so every input is produced before use",
         lambda _: common.TopologicalSortPass(),
