@@ -611,7 +611,9 @@ class _Planner:
         for item in self.inputs:
             shape = shapes[item.name]
             use = self._combined_use(item, known)
-            if item.name in self.lengths and (use is None or use.kind == "hint"):
+            # a length's range (a Range to max(lengths) for a padding mask: at most 1) gives
+            # way: a mask of 1 beside 32 frames fails, and the check then ran at 1 frame
+            if item.name in self.lengths and (use is None or use.kind in ("hint", "range")):
                 measured = self.lengths[item.name]
                 total = values[measured] if isinstance(measured, str) else measured
                 use = _Use("length", total=total)

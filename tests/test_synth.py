@@ -715,6 +715,37 @@ def masked_audio(length_name: str = "waveforms_lens", dims: tuple = ("batch", "N
     )
 
 
+def test_a_length_that_sizes_a_mask_holds_the_full_length():
+    """torchaudio's Conformer (dynamo export, not tuned on) masks with arange(max(lengths)) >=
+    lengths: a Range's limit, which alone would keep the lengths at 1; its mask beside 32 frames
+    then failed and the check ran at 1 frame."""
+    nodes = [
+        helper.make_node("ReduceMax", ["lengths"], ["longest"], keepdims=0),
+        helper.make_node("Range", ["zero", "longest", "one"], ["positions"]),
+        helper.make_node("Unsqueeze", ["lengths", "axis"], ["limit"]),
+        helper.make_node("GreaterOrEqual", ["positions", "limit"], ["padded"]),
+        helper.make_node("Unsqueeze", ["padded", "last"], ["padded3"]),
+        helper.make_node("Where", ["padded3", "zero_f", "feats"], ["y"]),
+    ]
+    model = make_model(
+        nodes,
+        [vi("feats", FLOAT, ["b", "t", 80]), vi("lengths", INT64, ["b"])],
+        [vi("y", FLOAT, None)],
+        [
+            const("zero", np.int64(0)),
+            const("one", np.int64(1)),
+            const("axis", np.array([1])),
+            const("last", np.array([2])),
+            const("zero_f", np.float32(0)),
+        ],
+    )
+    sess = session(model)
+    made, (y,) = synth.first_runnable(model, lambda feeds: sess.run(None, feeds))
+    assert made.feeds["feats"].shape == (1, 32, 80)
+    assert made.feeds["lengths"].tolist() == [32]
+    np.testing.assert_array_equal(y, made.feeds["feats"])
+
+
 def test_a_length_input_holds_the_full_length():
     """An ASR front end's `waveforms_lens` of 0 or 1 masks all but one sample: the check and the
     calibration saw (almost) nothing. A length holds the dim it measures, at any dims."""
