@@ -240,7 +240,7 @@ def test_unused_functions_and_opsets_are_removed_used_ones_kept():
 
 def test_exporters_debug_info_goes_the_models_own_metadata_stays():
     """torch's dynamo exporter records each node's stack trace and module path (a ViT's graph:
-    212 KB, 25 KB without), in a function's nodes too; the model's metadata (a YOLO's class
+    212 KB, 22 KB without), in a function's nodes too; the model's metadata (a YOLO's class
     names) and doc string are the user's."""
     opsets = [helper.make_opsetid("", 17)]
     twice = helper.make_function(
