@@ -2139,6 +2139,39 @@ def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
     assert "dynamic" in held.report.render()
 
 
+def test_dynamic_int8_budget_over_matmuls_that_read_constants():
+    """SAM's prompt encoder (HF transformers, random init; not tuned on) encodes a constant grid:
+    MatMul(grid, gaussian), larger than its inputs, left to ORT to fold at load. Dynamic INT8
+    quantized it, both inputs as weights, and its budget asked ORT for the grid, gone from the
+    INT8 model: "does not load". Both constants: it stays float; a constant beside an activation
+    is read as it is."""
+    rng = np.random.default_rng(7)
+    weights = {
+        "w0": rng.normal(size=(32, 32)) * 0.2,
+        "grid": rng.random((16, 4)),
+        "gauss": rng.normal(size=(4, 32)),
+        "mix": rng.normal(size=(16, 16)) * 0.3,
+        "w2": rng.normal(size=(32, 32)) * 0.2,
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["m0"], name="matmul0"),
+        helper.make_node("MatMul", ["grid", "gauss"], ["pe"], name="encode_grid"),
+        helper.make_node("Add", ["m0", "pe"], ["a0"], name="add"),
+        helper.make_node("MatMul", ["mix", "a0"], ["m1"], name="mix_tokens"),
+        helper.make_node("MatMul", ["m1", "w2"], ["y"], name="matmul2"),
+    ]
+    inits = [const(name, value.astype(np.float32)) for name, value in weights.items()]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 16, 32])], [vi("y", FLOAT, [1, 16, 32])], inits)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
+    plain = quantize(model, data, mode="dynamic", **{**FAST, "test_split": 0})
+    assert plain.report.quantized == {"MatMul": 2}
+    assert plain.report.kept_float["encode_grid"] == dynamic.CONSTANT_ONLY
+    budget = f"snr>={plain.report.drift['y'].snr_db + 3:.1f}"
+    held = quantize(model, data, mode="dynamic", max_drift=budget, **{**FAST, "test_split": 0})
+    assert held.report.fallback and not held.report.violations
+    assert "encode_grid" not in {item["node"] for item in held.report.fallback}
+
+
 def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     """ORT's MatMulInteger pairs u8 x s8 products in int16 without VNNI too: the avx2 target
     requantizes quantize_dynamic's weights so that neighbours along K never sum past 128 with one

@@ -57,6 +57,8 @@ Statistics = np.ndarray | list[np.ndarray]
 LEFT_FLOAT = (
     "its weight is not a stored float constant (activations, or a QDQ unit): dynamic INT8 leaves it"
 )
+#: why a MatMul of two constants stays float (SAM's positional encoding of a constant grid)
+CONSTANT_ONLY = "its inputs are constants: ONNX Runtime computes it once, at load"
 #: why an LSTM stays float where checks compute the target's exact math (exact.py): ORT's
 #: DynamicQuantizeLSTM kernel on this CPU would saturate the full 8-bit weights its target takes
 NOT_EXACT = (
@@ -113,7 +115,13 @@ def quantize_model(
     unchecked = (
         [n.name for n in float_model.graph if n.op_type == "LSTM"] if exact.enabled() else []
     )
-    exclude_nodes = options.exclude_nodes | set(unchecked)
+    constant = [  # (a product larger than its inputs, which the lossless passes leave to ORT)
+        n.name
+        for n in float_model.graph
+        if n.op_type == "MatMul"
+        and all(v is not None and v.const_value is not None for v in n.inputs)
+    ]
+    exclude_nodes = options.exclude_nodes | set(unchecked) | set(constant)
     pair_limit = options.pair_limit
     ort_names = ort_matmul_names(float_model)
 
@@ -175,7 +183,7 @@ def quantize_model(
                 for name, noise in ranked[:k]
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
-    kept = dict.fromkeys(unchecked, NOT_EXACT)
+    kept = {**dict.fromkeys(unchecked, NOT_EXACT), **dict.fromkeys(constant, CONSTANT_ONLY)}
     kept.update(
         {
             name: "excluded by op type"
