@@ -573,3 +573,40 @@ def test_an_lstm_state_of_computed_zeros_is_left_out(zero):
     )
     counts = slim(model)
     assert counts == ({"LSTM": 1} if zero == 0 else {**counts, "Expand": 1})
+
+
+def test_lstm_states_sliced_from_computed_zeros_are_left_out():
+    """torch's exporter (resemblyzer's 3-layer LSTM, not tuned on): one ConstantOfShape(0) of
+    [layers, batch, hidden] from the input's Shape, each layer's state a Slice of it (12 nodes
+    for 3 LSTMs)."""
+    hidden, rng = 4, np.random.default_rng(0)
+    weights = [
+        const("W", rng.standard_normal((1, 4 * hidden, 3)).astype(np.float32)),
+        const("R", rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)),
+        const("layers", np.array([2], np.int64)),
+        const("hidden", np.array([hidden], np.int64)),
+        const("zero", np.array([0], np.int64)),
+        const("one", np.array([1], np.int64)),
+        const("two", np.array([2], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "one", "two"], ["batch"]),
+        helper.make_node("Concat", ["layers", "batch", "hidden"], ["dims"], axis=0),
+        helper.make_node("ConstantOfShape", ["dims"], ["zeros"]),
+        helper.make_node("Slice", ["zeros", "zero", "one"], ["state0"]),
+        helper.make_node("Slice", ["zeros", "one", "two"], ["state1"]),
+        helper.make_node(
+            "LSTM", ["x", "W", "R", "", "", "state0", "state0"], ["", "h0"], hidden_size=hidden
+        ),
+        helper.make_node("Squeeze", ["h0", "zero"], ["x1"]),
+        helper.make_node("Unsqueeze", ["x1", "zero"], ["x1s"]),
+        helper.make_node(
+            "LSTM", ["x1s", "W2", "R", "", "", "state1", "state1"], ["", "y"], hidden_size=hidden
+        ),
+    ]
+    weights.append(const("W2", rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)))
+    model = make_model(
+        nodes, [vi("x", FLOAT, [5, "N", 3])], [vi("y", FLOAT, [1, None, hidden])], weights
+    )
+    assert slim(model) == {"LSTM": 2}

@@ -302,14 +302,18 @@ class RemoveNoOps(ir.passes.InPlacePass):
 #: Optional inputs of the recurrent ops whose default is zeros: initial_h (and LSTM's initial_c
 #: and peepholes P), by input index.
 ZERO_DEFAULTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6, 7)}
-#: Ops whose output is all zeros when their first input is (they move, repeat or cast values).
+#: Ops whose output is all zeros when their first input is (they move, pick, repeat or cast
+#: values): torch's exporter slices each LSTM layer's state from one ConstantOfShape(0).
 _ZEROS_KEPT = frozenset(
     (
         "Cast",
         "Expand",
         "Flatten",
+        "Gather",
         "Identity",
         "Reshape",
+        "Slice",
+        "Split",
         "Squeeze",
         "Tile",
         "Transpose",
