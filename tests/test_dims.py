@@ -1,4 +1,5 @@
-"""Placeholder dim names ("?", as Paddle writes) promise no equality; the interface keeps them."""
+"""Placeholder dim names ("?", as Paddle writes) promise no equality; the interface keeps them.
+onnx's inferred names (unk__<n>) on intermediate values give way to the passes' inference."""
 
 from __future__ import annotations
 
@@ -83,3 +84,42 @@ def test_a_negative_dim_value_is_a_dynamic_dim_as_onnx_runtime_reads_it(tmp_path
     assert interface(onnx.load(tmp_path / "o2.onnx"))[0][3] == (3, 4)
     given = ir.serde.deserialize_model(_negative_batch_model())  # an onnx-ir Model given as such
     np.testing.assert_array_equal(run(onnxslim.slim(given), {"x": x})[0], run(path, {"x": x})[0])
+
+
+def test_dims_onnx_inference_named_give_way_to_the_passes_own():
+    """HF Swin saved after onnx's shape inference (or converted with --target-opset, which runs
+    it): each head-split Reshape's dim 0 under a name of onnx's, unk__<n>, which outranked the
+    passes' inference that it is x's N; the torch view to Shape(x)[0] stayed computed (32 more
+    nodes than the same model without them). The interface keeps its names."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["xq"]),
+        helper.make_node("Reshape", ["xq", "heads"], ["q"]),
+        helper.make_node("Transpose", ["q"], ["qt"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qt", "wo"], ["o"]),
+        helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["n"]),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+        helper.make_node("Concat", ["n1", "rest"], ["target"], axis=0),
+        helper.make_node("Reshape", ["ot", "target"], ["y"]),
+    ]
+    initializers = [
+        const("heads", np.array([0, 49, -1, 24])),
+        const("wq", rng.standard_normal((48, 48)).astype(np.float32)),
+        const("wo", rng.standard_normal((24, 24)).astype(np.float32)),
+        const("zero", np.array(0)),
+        const("axes", np.array([0])),
+        const("rest", np.array([49, -1])),
+    ]
+    model = make_model(
+        nodes, [vi("x", shape=["unk__3", 49, 48])], [vi("y", shape=[None] * 3)], initializers
+    )
+    model.graph.value_info.append(vi("xq", shape=["unk__7", 49, 48]))
+    optimized = onnxslim.slim(model)
+    assert sorted(n.op_type for n in optimized.graph.node) == sorted(
+        ["MatMul", "Reshape", "Transpose"] * 2
+    )
+    assert interface(optimized) == interface(model)
+    x = rng.standard_normal((2, 49, 48)).astype(np.float32)
+    np.testing.assert_allclose(run(optimized, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5)

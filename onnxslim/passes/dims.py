@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import onnx_ir as ir
 
 from onnxslim.model.graph import all_graphs
@@ -9,28 +11,35 @@ from onnxslim.model.graph import all_graphs
 #: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads
 #: equal names as equal sizes, so rules comparing shapes would wrongly take two such dims as equal.
 PLACEHOLDER_DIMS = frozenset({"", "?", "-1", "None", "none", "unknown"})
+#: The names onnx's shape inference gives the dims it cannot tell. A file saved after it (or
+#: after onnx's version converter) carries them on every intermediate value, where they outrank
+#: what the passes' own inference relates (HF Swin so saved kept 32 more shape nodes): forgotten
+#: there, as the inference the passes run names them again.
+INFERRED_DIM = re.compile(r"unk__\d+")
 
 
 def forget_placeholder_dims(model: ir.Model) -> bool:
-    """Turn every placeholder-named dim into an anonymous one, which no shape comparison equates;
-    whether there was one."""
+    """Turn every placeholder-named dim into an anonymous one, which no shape comparison equates,
+    and every dim onnx's inference named on an intermediate value; whether there was one."""
     changed = False
     for graph in all_graphs(model):
+        ends = {*graph.inputs, *graph.outputs}
         values = [*graph.inputs, *(output for node in graph for output in node.outputs)]
         for value in values:
-            if value.shape is not None and any(_is_placeholder(dim) for dim in value.shape.dims):
+            inferred = value not in ends
+            if value.shape is not None and any(_forgotten(d, inferred) for d in value.shape.dims):
                 value.shape = ir.Shape(
-                    [
-                        ir.SymbolicDim(None) if _is_placeholder(dim) else dim
-                        for dim in value.shape.dims
-                    ]
+                    [ir.SymbolicDim(None) if _forgotten(d, inferred) else d for d in value.shape]
                 )
                 changed = True
     return changed
 
 
-def _is_placeholder(dim) -> bool:
-    return isinstance(dim, ir.SymbolicDim) and dim.value in PLACEHOLDER_DIMS
+def _forgotten(dim, inferred: bool) -> bool:
+    """Whether `dim` is a placeholder, or (`inferred`: on an intermediate value) onnx's name."""
+    if not isinstance(dim, ir.SymbolicDim) or dim.value is None:
+        return False
+    return dim.value in PLACEHOLDER_DIMS or inferred and bool(INFERRED_DIM.fullmatch(dim.value))
 
 
 def widen_loop_states(model: ir.Model) -> bool:

@@ -60,7 +60,7 @@ def run_passes(
         return modified
 
     # Invariants every pass relies on, so not skippable: the default opset imported as "", and
-    # placeholder dim names ("?") that promise no equality.
+    # placeholder dim names ("?") that promise no equality, and onnx's inferred names forgotten.
     changed = prune.NormalizeOpsetImports()(model).modified
     changed |= dims.forget_placeholder_dims(model)
     options.budget.start(model)  # the size budget counts from the model as given
