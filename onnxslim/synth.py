@@ -35,7 +35,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -390,12 +390,14 @@ class _Use:
     tells apart, used where nothing else bounds them), or a pattern valid whatever the data:
     "axes" (0, 1, ...), "reshape" (1, ..., 1, -1), "max" (the largest int32), "split" (sizes
     adding up to `total`); "length": every item's full length, `total`; "offsets": where each bag of
-    `total` items starts (0 first, then non-decreasing, at most `total`)."""
+    `total` items starts (0 first, then non-decreasing, at most `total`). `size`: a range that only
+    keeps a size the value gives small (`_SIZES`), which a length input's full length overrides."""
 
     kind: str = "range"
     lo: float = 0
     hi: float = 0
     total: int = 0
+    size: bool = False
 
 
 #: op -> input slots whose values reach every output unchanged (only their positions may change).
@@ -451,6 +453,9 @@ _RANGES = {
     ("SequenceInsert", 2): (0, 0),
     ("CenterCropPad", 1): (1, 1),
 }
+#: (op, slot) of `_RANGES` where the value is a size the op makes, kept small, not a bound: a
+#: padding mask's arange(max(lengths)) (torchaudio's Conformer).
+_SIZES = frozenset({("Expand", 1), ("Tile", 1), ("ConstantOfShape", 0), ("Range", 1)})
 #: (op, slot) of indices into the dim `axis` (attribute, default 0) of the op's first input.
 _INDICES = {("Gather", 1), ("GatherElements", 1), ("ScatterElements", 1), ("Scatter", 1)}
 #: (op, slot) of ids into a table another input holds: (op, slot) -> the table's slot (ORT's
@@ -611,9 +616,9 @@ class _Planner:
         for item in self.inputs:
             shape = shapes[item.name]
             use = self._combined_use(item, known)
-            # a length's range (a Range to max(lengths) for a padding mask: at most 1) gives
+            # a length's size range (a Range to max(lengths) for a padding mask: at most 1) gives
             # way: a mask of 1 beside 32 frames fails, and the check then ran at 1 frame
-            if item.name in self.lengths and (use is None or use.kind in ("hint", "range")):
+            if item.name in self.lengths and (use is None or use.kind == "hint" or use.size):
                 measured = self.lengths[item.name]
                 total = values[measured] if isinstance(measured, str) else measured
                 use = _Use("length", total=total)
@@ -680,15 +685,16 @@ class _Planner:
             if value != 1 and key not in focus and key not in self.fixed
         }
         trials = [(fit, (0, 1)) for fit in self.reshaped(error, {**self.defaults, **kept}, kept)]
+        pictured = self.pictures & set(focus)
         for size in dict.fromkeys(sizes if focus else []):
             at_size = {key: size for key in focus}
             trials.append((at_size, (0, 1)))
             if others:
                 trials.append(({**others, **at_size}, (0, 1)))
-            if self.pictures & set(focus) < set(focus):
+            if pictured and pictured < set(focus):
                 # a video's height and width alone: a pool that needs 7x7 of its frames at 256
                 # pixels, where its frames at 256 too are more than MAX_ELEMENTS (S3D)
-                trials.append(({key: size for key in focus if key in self.pictures}, (0, 1)))
+                trials.append((dict.fromkeys(pictured, size), (0, 1)))
         trials += [({}, ints) for ints in [(0, 0), (1, 1), *[(n, n) for n in mentioned], (0, 9)]]
         # last, the batch-like dims too: a [frames, bins] input whose leading frames a conv needs
         # several of (madmom's TCN)
@@ -827,7 +833,8 @@ class _Planner:
             hints = [use for use in found if use.kind == "hint"]
             return _Use("range", hints[0].lo, hints[0].hi) if hints else None
         lo, hi = max(u.lo for u in uses), min(u.hi for u in uses)
-        return _Use("range", lo, hi) if lo <= hi else uses[0]
+        size = all(u.size for u in uses)
+        return _Use("range", lo, hi, size=size) if lo <= hi else uses[0]
 
     def _uses(self, item: _Input, known: dict) -> list[_Use]:
         """The uses reached from an input through value-preserving ops and Add/Sub of constants."""
@@ -846,7 +853,9 @@ class _Planner:
                         if use.kind not in ("range", "hint"):
                             found.append(use)
                         elif use.hi - offset >= max(use.lo - offset, 0):
-                            found.append(_Use(use.kind, max(use.lo - offset, 0), use.hi - offset))
+                            found.append(
+                                replace(use, lo=max(use.lo - offset, 0), hi=use.hi - offset)
+                            )
                         continue
                     step = self._step(node, slot)
                     if step is None:
@@ -896,7 +905,7 @@ class _Planner:
         if slot == 1 and op.startswith("Reduce"):
             return _Use("axes") if whole else _Use("range", 0, 0)
         if key in _RANGES:
-            return _Use("range", *_RANGES[key])
+            return _Use("range", *_RANGES[key], size=key in _SIZES)
         if integer and op in ("Div", "Mod") and slot == 1:
             return _Use("range", 1, 3)
         if integer and op == "Equal":  # codes: the values it is compared with
@@ -1116,14 +1125,19 @@ def _image_dims(item: _Input) -> list[str]:
     """The dynamic height and width keys of a picture: a rank-4 float tensor with IMAGE_CHANNELS
     channels (axis 1, NCHW, or else axis 3, NHWC), both dims dynamic unless it has 3 channels (a
     text line's width); not a KV cache [batch, heads, past, 64] or a spectrogram [batch, 1, 80,
-    time]. A video's frames (rank 5: NCTHW, or else NTHWC) likewise."""
+    time]. A video's frames (rank 5: NCTHW, or else NTHWC) likewise; where both layouts have
+    IMAGE_CHANNELS channels, the one with more dynamic height and width."""
     dims = item.dims
     if item.kind != "tensor" or len(dims) not in (4, 5) or _kind(item.elem_type) != "float":
         return []
-    if dims[1] in IMAGE_CHANNELS:
-        channels, spatial = dims[1], dims[-2:]
-    else:
-        channels, spatial = dims[-1], dims[-3:-1]
+    layouts = [(dims[1], dims[-2:]), (dims[-1], dims[-3:-1])]  # channels first, else last
+    channels, spatial = max(
+        layouts,
+        key=lambda layout: (
+            layout[0] in IMAGE_CHANNELS,
+            sum(isinstance(d, str) for d in layout[1]),
+        ),
+    )
     dynamic = [d for d in spatial if isinstance(d, str)]
     if channels not in IMAGE_CHANNELS or (len(dynamic) < 2 and channels != 3):
         return []

@@ -575,10 +575,11 @@ def test_an_lstm_state_of_computed_zeros_is_left_out(zero):
     assert counts == ({"LSTM": 1} if zero == 0 else {**counts, "Expand": 1})
 
 
-def test_lstm_states_sliced_from_computed_zeros_are_left_out():
+@pytest.mark.parametrize("pick", ["Slice", "Gather", "Split"])
+def test_lstm_states_sliced_from_computed_zeros_are_left_out(pick):
     """torch's exporter (resemblyzer's 3-layer LSTM, not tuned on): one ConstantOfShape(0) of
     [layers, batch, hidden] from the input's Shape, each layer's state a Slice of it (12 nodes
-    for 3 LSTMs)."""
+    for 3 LSTMs); a Gather or Split of it alike."""
     hidden, rng = 4, np.random.default_rng(0)
     weights = [
         const("W", rng.standard_normal((1, 4 * hidden, 3)).astype(np.float32)),
@@ -594,8 +595,17 @@ def test_lstm_states_sliced_from_computed_zeros_are_left_out():
         helper.make_node("Slice", ["shape", "one", "two"], ["batch"]),
         helper.make_node("Concat", ["layers", "batch", "hidden"], ["dims"], axis=0),
         helper.make_node("ConstantOfShape", ["dims"], ["zeros"]),
-        helper.make_node("Slice", ["zeros", "zero", "one"], ["state0"]),
-        helper.make_node("Slice", ["zeros", "one", "two"], ["state1"]),
+        *{
+            "Slice": [
+                helper.make_node("Slice", ["zeros", "zero", "one"], ["state0"]),
+                helper.make_node("Slice", ["zeros", "one", "two"], ["state1"]),
+            ],
+            "Gather": [
+                helper.make_node("Gather", ["zeros", "zero"], ["state0"]),
+                helper.make_node("Gather", ["zeros", "one"], ["state1"]),
+            ],
+            "Split": [helper.make_node("Split", ["zeros"], ["state0", "state1"])],
+        }[pick],
         helper.make_node(
             "LSTM", ["x", "W", "R", "", "", "state0", "state0"], ["", "h0"], hidden_size=hidden
         ),

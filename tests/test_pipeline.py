@@ -240,8 +240,9 @@ def test_unused_functions_and_opsets_are_removed_used_ones_kept():
 
 def test_exporters_debug_info_goes_the_models_own_metadata_stays():
     """torch's dynamo exporter records each node's stack trace and module path (a ViT's graph:
-    212 KB, 22 KB without), in a function's nodes too; the model's metadata (a YOLO's class
-    names) and doc string are the user's."""
+    212 KB, 22 KB without), in a function's nodes too, and the source names of values; the
+    model's metadata (a YOLO's class names) and doc string are the user's, and so are those of
+    its inputs and outputs (a converter's description of an input)."""
     opsets = [helper.make_opsetid("", 17)]
     twice = helper.make_function(
         "local", "Twice", ["a"], ["b"], [N("Add", ["a", "a"], ["b"])], opsets
@@ -257,11 +258,14 @@ def test_exporters_debug_info_goes_the_models_own_metadata_stays():
     model.doc_string = "a detector"
     helper.set_metadata_props(model.graph.node[0], {"pkg.torch.onnx.stack_trace": "File ..."})
     helper.set_metadata_props(model.functions[0].node[0], {"namespace": "m.add"})
-    helper.set_metadata_props(model.graph.input[0], {"pkg.torch.onnx.original_node_name": "x"})
+    model.graph.input[0].doc_string = "pixels in [0, 1]"
+    model.graph.value_info.append(vi("t", FLOAT, ["N", 3]))
+    helper.set_metadata_props(model.graph.value_info[0], {"pkg.torch.onnx.original_node_name": "t"})
     out = optimized_proto(model)
     nodes = [*out.graph.node, *out.functions[0].node]
     assert not any(node.metadata_props or node.doc_string for node in nodes)
-    assert not out.graph.input[0].metadata_props
+    assert not any(value.metadata_props for value in out.graph.value_info)
+    assert out.graph.input[0].doc_string == "pixels in [0, 1]"
     assert {p.key: p.value for p in out.metadata_props} == {"names": "{0: 'person'}"}
     assert out.doc_string == "a detector"
     kept = optimized_proto(model, skip=["strip-debug-info"])

@@ -622,6 +622,8 @@ def test_a_reshape_fit_past_the_element_limit_is_not_tried():
         (["batch", 4, "past", 64], (1, 4, 32, 64)),  # a KV cache
         (["batch", 1, 80, "time"], (1, 1, 80, 32)),  # a spectrogram
         (["batch", 3, "t", "h", "w"], (1, 3, 32, 224, 224)),  # a video (NCTHW)
+        (["batch", "t", "h", "w", 3], (1, 32, 224, 224, 3)),  # NTHWC
+        (["batch", 3, "h", "w", 3], (1, 3, 224, 224, 3)),  # NTHWC, 3 frames
     ],
 )
 def test_samples_where_speed_counts_give_pictures_a_real_size(dims, shape):
@@ -744,6 +746,20 @@ def test_a_length_that_sizes_a_mask_holds_the_full_length():
     assert made.feeds["feats"].shape == (1, 32, 80)
     assert made.feeds["lengths"].tolist() == [32]
     np.testing.assert_array_equal(y, made.feeds["feats"])
+    # A length read as indices (rows of a table of 20) keeps their bound: 32 is out of range.
+    indexed = make_model(
+        [
+            helper.make_node("Gather", ["table", "lengths"], ["row"]),
+            helper.make_node("Unsqueeze", ["row", "axis"], ["row3"]),
+            helper.make_node("Add", ["feats", "row3"], ["y"]),
+        ],
+        [vi("feats", FLOAT, ["b", "t", 8]), vi("lengths", INT64, ["b"])],
+        [vi("y", FLOAT, None)],
+        [const("table", np.ones((20, 8), np.float32)), const("axis", np.array([1]))],
+    )
+    sess = session(indexed)
+    made, _ = synth.first_runnable(indexed, lambda feeds: sess.run(None, feeds))
+    assert made.feeds["feats"].shape == (1, 32, 8) and made.feeds["lengths"].max() < 20
 
 
 def test_a_length_input_holds_the_full_length():

@@ -1,45 +1,47 @@
-"""Dims that promise less than they say: placeholder names, and a Loop state's declared shape."""
+"""Dims that promise less than they say: placeholder names, names onnx's inference gave, and a Loop
+state's declared shape."""
 
 from __future__ import annotations
-
-import re
 
 import onnx_ir as ir
 
 from onnxslim.model.graph import all_graphs
+from onnxslim.model.io import GENERATED_DIM
 
 #: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads
 #: equal names as equal sizes, so rules comparing shapes would wrongly take two such dims as equal.
 PLACEHOLDER_DIMS = frozenset({"", "?", "-1", "None", "none", "unknown"})
-#: The names onnx's shape inference gives the dims it cannot tell. A file saved after it (or
-#: after onnx's version converter) carries them on every intermediate value, where they outrank
-#: what the passes' own inference relates (HF Swin so saved kept 32 more shape nodes): forgotten
-#: there, as the inference the passes run names them again.
-INFERRED_DIM = re.compile(r"unk__\d+")
 
 
 def forget_placeholder_dims(model: ir.Model) -> bool:
     """Turn every placeholder-named dim into an anonymous one, which no shape comparison equates,
-    and every dim onnx's inference named on an intermediate value; whether there was one."""
+    and every dim of an intermediate value that onnx's inference named (`GENERATED_DIM`); whether
+    there was one. A file saved after onnx's inference (or its version converter, which runs it)
+    carries such names on every value, where they outrank what the passes' own inference
+    relates (HF Swin so saved kept 32 more shape nodes); that inference names them again."""
     changed = False
     for graph in all_graphs(model):
         ends = {*graph.inputs, *graph.outputs}
         values = [*graph.inputs, *(output for node in graph for output in node.outputs)]
         for value in values:
-            inferred = value not in ends
-            if value.shape is not None and any(_forgotten(d, inferred) for d in value.shape.dims):
+            intermediate = value not in ends
+            if value.shape is not None and any(_forgotten(d, intermediate) for d in value.shape):
                 value.shape = ir.Shape(
-                    [ir.SymbolicDim(None) if _forgotten(d, inferred) else d for d in value.shape]
+                    [
+                        ir.SymbolicDim(None) if _forgotten(d, intermediate) else d
+                        for d in value.shape
+                    ]
                 )
                 changed = True
     return changed
 
 
-def _forgotten(dim, inferred: bool) -> bool:
-    """Whether `dim` is a placeholder, or (`inferred`: on an intermediate value) onnx's name."""
+def _forgotten(dim, intermediate: bool) -> bool:
+    """Whether `dim` is a placeholder, or (on an `intermediate` value) named by onnx's inference."""
     if not isinstance(dim, ir.SymbolicDim) or dim.value is None:
         return False
-    return dim.value in PLACEHOLDER_DIMS or inferred and bool(INFERRED_DIM.fullmatch(dim.value))
+    generated = intermediate and bool(GENERATED_DIM.fullmatch(dim.value))
+    return dim.value in PLACEHOLDER_DIMS or generated
 
 
 def widen_loop_states(model: ir.Model) -> bool:

@@ -1,4 +1,5 @@
-"""Dead-weight pruning: unreachable nodes, unused or duplicate initializers, no-op nodes."""
+"""Dead-weight pruning: unreachable nodes, unused or duplicate initializers, no-op nodes, and the
+debug info exporters record."""
 
 from __future__ import annotations
 
@@ -59,11 +60,13 @@ class StripDebugInfo(ir.passes.InPlacePass):
     """Doc strings and metadata of nodes and values removed, in every graph and function: what
     exporters record for debugging (torch's dynamo exporter: each node's stack trace, module path
     and FX node, about 1.8 KB a node; a ViT's graph 212 -> 22 KB). The model's and the graphs'
-    own metadata and doc strings stay."""
+    own metadata and doc strings stay, and the interface's (the main graph's inputs and outputs:
+    a converter's description of an input)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
-        graphs = [*all_graphs(model), *model.functions.values()]
+        functions = model.functions.values()
+        graphs = [*all_graphs(model), *functions, *(g for f in functions for g in subgraphs(f))]
         values = [value for graph in graphs for value in graph.inputs]
         values += [value for graph in all_graphs(model) for value in graph.initializers.values()]
         for node in all_nodes(model):
@@ -71,7 +74,10 @@ class StripDebugInfo(ir.passes.InPlacePass):
             modified |= bool(node.doc_string or node.metadata_props)
             node.doc_string = None
             node.metadata_props.clear()
+        interface = {*model.graph.inputs, *model.graph.outputs}
         for value in values:
+            if value in interface:
+                continue
             modified |= bool(value.doc_string or value.metadata_props)
             value.doc_string = None
             value.metadata_props.clear()
@@ -341,7 +347,7 @@ def _drop_zero_states(model: ir.Model) -> bool:
 
 def _all_zeros(value: ir.Value | None, depth: int = 0) -> bool:
     """Whether `value` is all zeros by how constants compute it (ConstantOfShape of 0, and what
-    moves, repeats, casts or concatenates zeros), within a few producers."""
+    moves, picks, repeats, casts or concatenates zeros), within a few producers."""
     if value is None or value.is_graph_input() or depth > 8:
         return False
     if value.const_value is not None:

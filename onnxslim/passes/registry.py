@@ -35,8 +35,8 @@ class PassOptions:
 
 #: Pass families: what a pass does to the graph ONNX Runtime is given. "rewrite" passes change
 #: the ops ORT sees and so what ORT fuses at session creation: they are the ones a latency
-#: regression can come from.
-FAMILIES = ("setup", "fold", "cleanup", "rewrite", "order")
+#: regression can come from; "annotation" passes change only what the file says of the graph.
+FAMILIES = ("setup", "fold", "cleanup", "rewrite", "order", "annotation")
 STAGES = ("setup", "round", "finish")
 
 
@@ -166,7 +166,7 @@ REGISTRY: tuple[PassSpec, ...] = (
         "doc strings and metadata of nodes and values (exporters' stack traces, module paths)",
         lambda _: prune.StripDebugInfo(),
         stage="finish",
-        family="cleanup",
+        family="annotation",
     ),
     PassSpec(
         "topological-sort",

@@ -115,12 +115,7 @@ def quantize_model(
     unchecked = (
         [n.name for n in float_model.graph if n.op_type == "LSTM"] if exact.enabled() else []
     )
-    constant = [  # (a product larger than its inputs, which the lossless passes leave to ORT)
-        n.name
-        for n in float_model.graph
-        if n.op_type == "MatMul"
-        and all(v is not None and v.const_value is not None for v in n.inputs)
-    ]
+    constant = constant_matmuls(float_model)
     exclude_nodes = options.exclude_nodes | set(unchecked) | set(constant)
     pair_limit = options.pair_limit
     ort_names = ort_matmul_names(float_model)
@@ -348,6 +343,17 @@ def recurrent_share(model: ir.Model, excluded: Collection[str] = frozenset()) ->
     leaves an LSTM float), but those named in `excluded`: where it is most, only dynamic INT8 can
     speed the model up."""
     return dynamic_weight_share(model, op_types=tuple(RECURRENT_WEIGHTS), excluded=excluded)
+
+
+def constant_matmuls(model: ir.Model) -> list[str]:
+    """The main graph's MatMuls of two constants: a product larger than its inputs, which the
+    lossless passes leave to ORT to compute at load (CONSTANT_ONLY)."""
+    return [
+        node.name
+        for node in model.graph
+        if node.op_type == "MatMul"
+        and all(v is not None and v.const_value is not None for v in node.inputs)
+    ]
 
 
 def ort_matmul_names(model: ir.Model) -> dict[str, str]:

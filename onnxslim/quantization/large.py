@@ -101,6 +101,7 @@ def quantize_large(
         common.NameFixPass()(float_model)  # the names tell which nodes stayed float
         candidates, ort_names = _candidates(float_model), dynamic.ort_matmul_names(float_model)
         excluded = _excluded(candidates, config)
+        excluded |= dict.fromkeys(dynamic.constant_matmuls(float_model), dynamic.CONSTANT_ONLY)
         unknown = sorted(set(config.exclude_nodes) - set(candidates))
         if unknown:
             notes.append(
