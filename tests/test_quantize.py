@@ -2172,6 +2172,29 @@ def test_dynamic_int8_budget_over_matmuls_that_read_constants():
     assert "encode_grid" not in {item["node"] for item in held.report.fallback}
 
 
+def test_dynamic_int8_of_a_matmul_reading_an_ort_fused_op():
+    """A BERT that ORT's transformer optimizer wrote (not tuned on): its MatMuls read outputs of
+    fused ops (com.microsoft's Attention, Gelu) whose type onnx cannot infer, and ORT's
+    quantize_dynamic stopped ("Unable to find data type"): --int8 exited with an internal error.
+    Such a tensor is float32 (only float32 models are quantized)."""
+    rng = np.random.default_rng(8)
+    model = make_model(
+        [
+            helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft", name="gelu"),
+            helper.make_node("MatMul", ["g", "w"], ["m"], name="matmul"),
+            helper.make_node("Relu", ["m"], ["y"], name="relu"),
+        ],
+        [vi("x", FLOAT, [1, 16, 32])],
+        [vi("y", FLOAT, [1, 16, 32])],
+        [const("w", (rng.normal(size=(32, 32)) * 0.2).astype(np.float32))],
+        opsets={"com.microsoft": 1},
+    )
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
+    result = quantize(model, data, mode="dynamic", **{**FAST, "test_split": 0})
+    assert result.report.quantized == {"MatMul": 1}
+    assert result.report.drift["y"].cosine > 0.99
+
+
 def test_dynamic_int8_limits_neighbour_pairs_on_avx2():
     """ORT's MatMulInteger pairs u8 x s8 products in int16 without VNNI too: the avx2 target
     requantizes quantize_dynamic's weights so that neighbours along K never sum past 128 with one

@@ -706,7 +706,9 @@ def ort_quantize_dynamic(
 ) -> None:
     """ORT's quantize_dynamic of the model file `source` into `target`: per-channel int8 weights
     of `op_types` (7-bit with `reduce_range`), `exclude` left float; `external_data`: read and
-    write weights as external data (a model over 2 GB)."""
+    write weights as external data (a model over 2 GB). A tensor whose type onnx cannot infer
+    (the output of ORT's fused ops: a BERT that ORT's transformer optimizer wrote) is float32, as
+    only float32 models are quantized (ORT's quantizer stopped at it)."""
     with quiet_quantizer():
         quantize_dynamic(
             source,
@@ -717,6 +719,7 @@ def ort_quantize_dynamic(
             nodes_to_exclude=list(exclude),
             reduce_range=reduce_range,
             use_external_data_format=external_data,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
 
