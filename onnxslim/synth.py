@@ -459,11 +459,13 @@ _SIZES = frozenset({("Expand", 1), ("Tile", 1), ("ConstantOfShape", 0), ("Range"
 #: (op, slot) of indices into the dim `axis` (attribute, default 0) of the op's first input.
 _INDICES = {("Gather", 1), ("GatherElements", 1), ("ScatterElements", 1), ("Scatter", 1)}
 #: (op, slot) of ids into a table another input holds: (op, slot) -> the table's slot (ORT's
-#: fused BERT embedding: input ids, segment ids, position ids)
+#: fused BERT embedding: input ids, segment ids, position ids; quantized: its int8 tables)
 _TABLE_ROWS = {
     ("EmbedLayerNormalization", 0): 2,
     ("EmbedLayerNormalization", 1): 4,
     ("EmbedLayerNormalization", 8): 3,
+    ("QEmbedLayerNormalization", 0): 2,
+    ("QEmbedLayerNormalization", 1): 4,
 }
 #: (op, slot) of a pattern that is valid only when the input reaches it unchanged and whole.
 _PATTERNS = {

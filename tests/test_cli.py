@@ -569,6 +569,20 @@ def test_a_conversion_onnx_cannot_make_is_one_clear_line(tmp_path, op, target, w
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_a_conversion_below_an_ops_first_opset_is_one_clear_line(tmp_path):
+    """A BERT at opset 17 (not tuned on) to 13: its LayerNormalization came in opset 17."""
+    scale = [const("s", np.ones(4, np.float32))]
+    model = make_model(
+        [N("LayerNormalization", ["x", "s"], ["y"])], [vi("x", FLOAT, [2, 4])], [vi("y")], scale
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--target-opset", 13)
+    assert assert_one_line_error(proc, 2) == (
+        "error: cannot convert the model from opset 17 to 13: LayerNormalization has no form "
+        "before the opset that introduced it, above 13; export the model at opset 13 instead"
+    )
+
+
 def test_a_model_ort_cannot_run_is_written_as_not_checked_or_refused_with_require_check(tmp_path):
     model = make_model(
         [N("Relu", ["x"], ["r"]), N("Relu", ["r"], ["y"]), N("FooBar", ["x"], ["z"], domain="my")],

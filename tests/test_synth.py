@@ -102,6 +102,13 @@ def test_ids_of_orts_fused_embedding_span_its_tables():
     assert made.description["position_ids"] == "int64[1,6] in [0, 15]"
     (y,) = run(model, made.feeds)[:1]
     assert y.shape == (1, 6, 4)
+    # quantized by ORT's quantize_dynamic (QEmbedLayerNormalization: its int8 tables, in the same
+    # slots; not tuned on: its ids were 0 or 1)
+    model.graph.node[-1].op_type = "QEmbedLayerNormalization"
+    del model.graph.node[-1].input[5:]
+    made = synth.synthesize(model, {"input_ids": (1, 6)})
+    assert made.description["input_ids"] == "int64[1,6] in [0, 99]"
+    assert made.description["token_type_ids"] == "int64[1,6] in [0, 2]"
 
 
 def test_bag_offsets_start_at_0_and_never_decrease():

@@ -43,4 +43,10 @@ def _why(err: Exception, target: int) -> str:
             f"onnx's version converter has no rule for {op} {direction.lower()} its opset "
             f"{version} form; export the model at opset {target} instead"
         )
+    newer = re.search(r"No Previous Version of (\w+) exists", text)
+    if newer:
+        return (
+            f"{newer[1]} has no form before the opset that introduced it, above {target}; "
+            f"export the model at opset {target} instead"
+        )
     return re.sub(r"^\S+:\d+: \w+: Assertion `.*?` failed: ", "", text)
