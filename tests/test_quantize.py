@@ -3607,6 +3607,45 @@ def test_a_model_quantized_already_is_said_to_be(tmp_path, monkeypatch, mode):
     assert all(d.snr_db == math.inf for d in result.report.drift.values())
 
 
+def test_a_model_quantized_already_whose_int8_compute_is_not_kept_says_so(tmp_path, monkeypatch):
+    """A BERT quantize_dynamic made (not tuned on): its attention MatMuls, of two activations,
+    were left float; static INT8 of them was not worth its time, and the result is the lossless
+    model. The notes spoke of float compute on int8-stored weights, which stored nothing, and of
+    "the INT8 model that float compute replaced"."""
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+            helper.make_node("Transpose", ["h"], ["ht"], perm=[0, 2, 1]),
+            helper.make_node("MatMul", ["h", "ht"], ["s"], name="scores"),
+            helper.make_node("Mul", ["s", "scale"], ["y"]),
+        ],
+        [vi("x", FLOAT, [1, 64, 64])],
+        [vi("y", FLOAT, [1, 64, 64])],
+        [
+            const("w", (rng.normal(size=(64, 64)) * 0.1).astype(np.float32)),
+            const("scale", np.array(0.05, np.float32)),
+        ],
+    )
+    from onnxruntime.quantization import quantize_dynamic
+
+    src, dst = tmp_path / "float.onnx", tmp_path / "dynamic.onnx"
+    onnx.save(model, src)
+    quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"])  # proj only
+    data = [{"x": rng.normal(size=(1, 64, 64)).astype(np.float32)} for _ in range(40)]
+
+    def timed(models, sample, edge):  # INT8 compute 1.2x float compute's time
+        return [(Latency(1.0, 1.0, 1.0, 1.0), Latency(1.2, 1.2, 1.2, 1.2))]
+
+    monkeypatch.setattr(trades, "timed_near_edge", timed)
+    report = quantize(str(dst), data, **{**FAST, "measure_latency": True, "target": "auto"}).report
+    assert report.mode == "none" and report.kept_float == {
+        "scores": "int8 not worth its time and drift here (timed)"
+    }
+    assert modes.INT8_NOT_KEPT in report.notes and modes.INT8_BUILT_WITH not in report.notes
+    assert not any(note.startswith(levers.FLOAT_COMPUTE_CHOICE) for note in report.notes)
+
+
 def test_a_model_with_4_bit_weights_is_said_to_be_quantized_already():
     """ORT's MatMulNBits (4-bit blockwise weights, com.microsoft) is quantized compute too: the
     report read "no weight of it is stored int8" and called the model float (sweep 15)."""

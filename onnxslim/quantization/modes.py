@@ -38,6 +38,8 @@ COMPUTE_NOTE = COMPUTE_LEAD.format(what="INT8")  # (its note on static INT8)
 NOT_WORTH_IT = ": not worth it"  # int8_or_float's verdict against INT8 compute
 #: Heads the notes of the static INT8 model float compute replaced (a "kept" among them is its).
 INT8_BUILT_WITH = "the INT8 model that float compute replaced (below) was built with these choices:"
+#: ... where float compute stored no weight in int8 either (the lossless model is the result)
+INT8_NOT_KEPT = "the INT8 model not kept (below) was built with these choices:"
 #: mode auto: dynamic INT8 replaces float compute only with a file at most this much larger
 DYNAMIC_SIZE_SLACK = 1.25
 #: ... and float weights (the lossless model, or a budget's float fallback) at the same speed
@@ -425,14 +427,22 @@ def int8_or_float(
         ]
         int8.notes = [*static, *int8.notes, f"{lead}: {why}, {what} kept"]
         return int8
+    stored_any = int8_stored(float_compute.kept_float)
     kept = (
         "every weighted node computes in float on int8-stored weights (a file as small"
-        if int8_stored(float_compute.kept_float)
+        if stored_any
         else "the result is onnxslim's lossless model (no weight made int8 here"
     )
-    built = [INT8_BUILT_WITH, *int8.notes] if int8.notes else []  # its choices: not what is kept
+    intro = INT8_BUILT_WITH if stored_any else INT8_NOT_KEPT
+    built = [intro, *int8.notes] if int8.notes else []  # its choices: not what is kept
+    # (with no int8-stored weight, float compute's own choices made nothing)
+    notes = [
+        note
+        for note in float_compute.notes
+        if stored_any or not note.startswith(levers.FLOAT_COMPUTE_CHOICE)
+    ]
     float_compute.notes = [
-        *(float_compute.notes if dynamic_int8 else [*float_compute.notes, *built]),
+        *(notes if dynamic_int8 else [*notes, *built]),
         f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic, mode= in Python, computes "
         "in INT8)",
     ]

@@ -227,7 +227,7 @@ def float_compute_twin(
     notes = []
     if bias_correction == "auto":
         choice = levers.choose_float_bias_correction(builder, build, selection, ref_outputs)
-        notes.append(f"float compute on int8-stored weights: {choice.note}")
+        notes.append(f"{levers.FLOAT_COMPUTE_CHOICE}{choice.note}")
     else:
         choice = levers.Choice(builder, *builder.build(**build))
     kept = _measured(choice, selection, ref_outputs)
