@@ -353,6 +353,39 @@ def test_int8_over_2_gb_of_a_model_without_matmuls_says_it_added_nothing(tmp_pat
     assert any("added nothing" in note for note in report.notes)
 
 
+def test_int8_over_2_gb_leaves_a_matmul_of_two_constants_float(tmp_path, large_below):
+    """SAM's positional encoding of a constant grid (a product larger than its inputs, left to
+    ORT to compute at load): dynamic INT8 would store both as int8 weights for nothing."""
+    from onnx import helper
+
+    from onnxslim.quantization import dynamic
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "grid": rng.random((16, 4)),
+        "gauss": rng.standard_normal((4, 32)),
+        "w": rng.standard_normal((32, 32)) * 0.2,
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["grid", "gauss"], ["pe"], name="encode_grid"),
+            helper.make_node("Add", ["x", "pe"], ["a"]),
+            helper.make_node("MatMul", ["a", "w"], ["y"], name="proj"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 32])],
+        [onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx"
+    )
+    samples = [{"x": rng.standard_normal((1, 16, 32)).astype(np.float32)} for _ in range(8)]
+    report = onnxslim.quantize(tmp_path / "m.onnx", samples, measure_latency=False).report
+    assert report.quantized == {"MatMul": 1}
+    assert report.kept_float == {"encode_grid": dynamic.CONSTANT_ONLY}
+
+
 def test_int8_over_2_gb_leaves_float_what_the_options_exclude(small_encoder, large_below):
     samples = token_samples(8)
     by_op = onnxslim.quantize(small_encoder, samples, exclude_ops={"MatMul"}, measure_latency=False)
