@@ -3643,7 +3643,7 @@ def test_a_model_quantized_already_whose_int8_compute_is_not_kept_says_so(tmp_pa
         "scores": "int8 not worth its time and drift here (timed)"
     }
     assert modes.INT8_NOT_KEPT in report.notes and modes.INT8_BUILT_WITH not in report.notes
-    assert not any(note.startswith(levers.FLOAT_COMPUTE_CHOICE) for note in report.notes)
+    assert not any(note.startswith("float compute on int8-stored weights") for note in report.notes)
 
 
 def test_a_model_with_4_bit_weights_is_said_to_be_quantized_already():

@@ -29,8 +29,6 @@ from onnxslim.quantization.builder import BuildInfo, QuantBuilder, gptq_candidat
 from onnxslim.quantization.plan import WEIGHT_ROUNDINGS
 from onnxslim.render.progress import progress_bar
 
-#: How the note of float compute's own bias correction choice begins (static.py).
-FLOAT_COMPUTE_CHOICE = "float compute on int8-stored weights: "
 CHOICE_SAMPLES = 64  # the most selection samples an accuracy choice (`_closest`) runs
 #: The variants `choose` tries, (equalization, bias correction), from no lever to both.
 _LABELS = {

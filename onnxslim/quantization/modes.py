@@ -435,14 +435,8 @@ def int8_or_float(
     )
     intro = INT8_BUILT_WITH if stored_any else INT8_NOT_KEPT
     built = [intro, *int8.notes] if int8.notes else []  # its choices: not what is kept
-    # (with no int8-stored weight, float compute's own choices made nothing)
-    notes = [
-        note
-        for note in float_compute.notes
-        if stored_any or not note.startswith(levers.FLOAT_COMPUTE_CHOICE)
-    ]
     float_compute.notes = [
-        *(notes if dynamic_int8 else [*notes, *built]),
+        *(float_compute.notes if dynamic_int8 else [*float_compute.notes, *built]),
         f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic, mode= in Python, computes "
         "in INT8)",
     ]

@@ -20,7 +20,7 @@ from onnxslim.quantization.layers import layer_errors
 from onnxslim.quantization.ops import RECURRENT_WEIGHTS
 from onnxslim.quantization.plan import SHARED_FLOAT, STORED_COMPUTE, QuantOptions
 from onnxslim.quantization.recovery import fall_back
-from onnxslim.quantization.report import WEIGHT_ONLY_MODE, Outcome
+from onnxslim.quantization.report import WEIGHT_ONLY_MODE, Outcome, int8_stored
 from onnxslim.render.progress import progress_bar
 
 #: each reason, or its start (trades.INT8_NOT_WORTH; how the weights are kept)
@@ -224,10 +224,8 @@ def float_compute_twin(
         "exclude": [n.name for n in builder.model.graph if n.name not in stored],
         "weight_only": stored,
     }
-    notes = []
     if bias_correction == "auto":
         choice = levers.choose_float_bias_correction(builder, build, selection, ref_outputs)
-        notes.append(f"{levers.FLOAT_COMPUTE_CHOICE}{choice.note}")
     else:
         choice = levers.Choice(builder, *builder.build(**build))
     kept = _measured(choice, selection, ref_outputs)
@@ -238,22 +236,24 @@ def float_compute_twin(
         return None
     weights = set(float_info.plan.weight_only)  # not a MatMul of two activations
     stored_only = trades.stored_only_nodes(float_info)
+    kept_float = {
+        **info.kept_float,
+        **{
+            n: trades.INT8_NOT_WORTH + (f"; {STORED_COMPUTE}" if n in weights else "") for n in int8
+        },
+        **dict.fromkeys(stored_only, NO_INT8_KERNEL),
+    }
+    # (with no int8-stored weight, the bias correction chosen corrected nothing)
+    chose = bias_correction == "auto" and int8_stored(kept_float)
     return dataclasses.replace(
         built,
         model=model,
         quantized={},
-        kept_float={
-            **info.kept_float,
-            **{
-                n: trades.INT8_NOT_WORTH + (f"; {STORED_COMPUTE}" if n in weights else "")
-                for n in int8
-            },
-            **dict.fromkeys(stored_only, NO_INT8_KERNEL),
-        },
+        kept_float=kept_float,
         fallback=[],
         drift=drift,
         scored=kept.scored,
-        notes=notes,
+        notes=[f"float compute on int8-stored weights: {choice.note}"] if chose else [],
         layers=[],
         bias_correction=builder.options.bias_correction,
         mode=WEIGHT_ONLY_MODE,  # NO_INT8_MODE where nothing is int8-stored: `_as_made`
