@@ -234,7 +234,8 @@ def test_compact_pass_keeps_outputs():
     proto = ir.to_proto(compact)
     assert proto.ByteSize() < model.ByteSize() and not proto.graph.value_info
     assert [n.name for n in proto.graph.node if n.name] == ["conv1"]
-    assert not any(n.metadata_props for n in proto.graph.node)
+    # debug info is strip-debug-info's (a lossless pass `skip` can keep), not this pass's
+    assert proto.graph.node[0].metadata_props[0].key == "pkg.torch.onnx.stack_trace"
     assert [a.name for a in proto.graph.node[0].attribute] == ["pads"]
     x = samples(1)[0]
     run = [
@@ -244,6 +245,18 @@ def test_compact_pass_keeps_outputs():
         for m in (model, proto)
     ]
     np.testing.assert_array_equal(*run)
+
+
+@pytest.mark.parametrize("skip", [(), ("strip-debug-info",)])
+def test_quantize_strips_debug_info_unless_skipped(skip):
+    model = cnn()
+    model.graph.doc_string = "the graph"
+    helper.set_metadata_props(model.graph.node[0], {"pkg.torch.onnx.stack_trace": "File ..."})
+    options = {**FAST, "optimize": True, "optimize_options": {"skip": skip}}
+    proto = ir.to_proto(quantize(model, samples(), **options).model)
+    conv1 = next(n for n in proto.graph.node if n.name == "conv1")
+    assert bool(conv1.metadata_props) == bool(skip)
+    assert proto.graph.doc_string == "the graph"
 
 
 def test_report_is_json_able_and_drift_small(quantized):

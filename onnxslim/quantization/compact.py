@@ -1,5 +1,6 @@
 """Shrink a quantized model's file: on small models the Q/DQ bookkeeping (long generated names,
-value_info, doc strings, torch's per-node stack traces) weighs as much as the int8 weights."""
+value_info) weighs as much as the int8 weights. Exporters' debug info (doc strings, torch's per-node
+stack traces) is the lossless pass `strip-debug-info`'s, which `--skip` can keep."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ DEFAULT_ATTRIBUTES = {"Conv": _CONV_DEFAULTS, "ConvTranspose": _CONV_DEFAULTS}
 class CompactPass(ir.passes.InPlacePass):
     """In the main graph: short names for the initializers and for the values and nodes not in
     ``keep`` (those quantization created), no shape/type annotations besides the graph inputs' and
-    outputs', no doc strings or node metadata (the torch exporters' stack traces: a tenth of a
-    dynamo-exported GPT-2's file), and no Conv attributes spelling out their default."""
+    outputs', and no Conv attributes spelling out their default."""
 
     def __init__(self, keep: Collection[str]):
         super().__init__()
@@ -31,8 +31,6 @@ class CompactPass(ir.passes.InPlacePass):
                 value.shape, value.type = None, None  # the tensor has them
                 value.name = names.next()  # onnx-ir re-keys the initializer
         for node in graph:
-            node.doc_string = None
-            node.metadata_props.clear()
             if node.name not in self.keep:
                 node.name = None
             _drop_default_attributes(node)
@@ -41,7 +39,6 @@ class CompactPass(ir.passes.InPlacePass):
                     value.shape, value.type = None, None
                     if value.name not in self.keep:
                         value.name = names.next()
-        graph.doc_string = None
         return ir.passes.PassResult(model, modified=True)
 
 
