@@ -123,3 +123,63 @@ def test_dims_onnx_inference_named_give_way_to_the_passes_own():
     assert interface(optimized) == interface(model)
     x = rng.standard_normal((2, 49, 48)).astype(np.float32)
     np.testing.assert_allclose(run(optimized, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5)
+
+
+def test_a_second_run_finds_the_dim_names_the_first_wrote(tmp_path):
+    """EfficientNet-Lite's exported padding: pads computed through a Transpose, which onnx's
+    inference does not propagate, so its first inference names the padded conv's batch unk__<n>;
+    once the pads fold, inference relates it to the input's "batch". The first run wrote the
+    unk__ names, a second run "batch" (a different file each time); now both write the same."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Transpose", ["pads2d"], ["padst"], perm=[1, 0]),
+        helper.make_node("Reshape", ["padst", "flat"], ["pads"]),
+        helper.make_node("Pad", ["x", "pads"], ["xp"]),
+        helper.make_node("Conv", ["xp", "w"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"]),
+    ]
+    initializers = [
+        const("pads2d", np.array([[0, 0], [0, 0], [1, 1], [1, 1]])),  # (begin, end) per axis
+        const("flat", np.array([-1])),
+        const("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+        const("w2", rng.standard_normal((4, 4, 1, 1)).astype(np.float32)),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", shape=["batch", 3, 8, 8])],
+        [vi("y", shape=["batch", 4, 8, 8])],
+        initializers,
+    )
+    first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
+    onnx.save(model, tmp_path / "model.onnx")
+    for src, dst in ((tmp_path / "model.onnx", first), (first, second)):
+        assert run_cli(src, "-o", dst, "-q").returncode == 0
+    assert first.read_bytes() == second.read_bytes()
+    written = onnx.load(first)
+    assert [n.op_type for n in written.graph.node] == ["Conv", "Relu", "Conv"]
+    names = {d.dim_param for v in written.graph.value_info for d in v.type.tensor_type.shape.dim}
+    assert not any(name.startswith("unk__") for name in names)
+
+
+def test_onnx_dim_names_stay_where_refining_shapes_fails(monkeypatch):
+    """ORT's planner relates dims by the names onnx's inference gave them (`io.named_shapes`): a
+    refinement that cannot infer leaves them as they were, not forgotten."""
+    from onnxslim.passes import pipeline
+
+    model = ir.from_proto(
+        make_model(
+            [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])],
+            [vi("x", shape=["n", 4])],
+            [vi("y", shape=["n", 4])],
+        )
+    )
+    relu = model.graph.node(0).outputs[0]
+    relu.shape = ir.Shape(["unk__3", 4])
+
+    def crash(*_):
+        raise RuntimeError("inference crashed")
+
+    monkeypatch.setattr(pipeline, "_inferred", crash)
+    assert not pipeline.refine_shapes(model)
+    assert relu.shape == ir.Shape(["unk__3", 4])

@@ -83,6 +83,11 @@ def all_nodes(model: ir.Model) -> Iterator[ir.Node]:
         yield from ir.traversal.RecursiveGraphIterator(function)
 
 
+def graph_values(graph: ir.Graph) -> list[ir.Value]:
+    """The inputs of `graph` and its nodes' outputs (not its subgraphs')."""
+    return [*graph.inputs, *(output for node in graph for output in node.outputs)]
+
+
 def has_subgraphs(node: ir.Node) -> bool:
     """Whether the node holds graphs (If, Loop, Scan, ...)."""
     return any(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxslim.model.graph import all_graphs
+from onnxslim.model.graph import all_graphs, graph_values
 from onnxslim.model.io import GENERATED_DIM
 
 #: Dim names exporters write for "unknown" (Paddle writes "?" for every dynamic dim). ONNX reads
@@ -22,8 +22,7 @@ def forget_placeholder_dims(model: ir.Model) -> bool:
     changed = False
     for graph in all_graphs(model):
         ends = {*graph.inputs, *graph.outputs}
-        values = [*graph.inputs, *(output for node in graph for output in node.outputs)]
-        for value in values:
+        for value in graph_values(graph):
             intermediate = value not in ends
             if value.shape is not None and any(_forgotten(d, intermediate) for d in value.shape):
                 value.shape = ir.Shape(
@@ -34,6 +33,15 @@ def forget_placeholder_dims(model: ir.Model) -> bool:
                 )
                 changed = True
     return changed
+
+
+def made_up(dim) -> bool:
+    """Whether `dim` (of an ir.Shape, or None) is symbolic without a name of its own: none, a
+    placeholder, or one onnx's inference made up (`GENERATED_DIM`)."""
+    if not isinstance(dim, ir.SymbolicDim) and dim is not None:
+        return False
+    name = None if dim is None else dim.value
+    return name is None or name in PLACEHOLDER_DIMS or bool(GENERATED_DIM.fullmatch(name))
 
 
 def _forgotten(dim, intermediate: bool) -> bool:

@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import first_line
 from onnxslim.model.external import call_onnx_api
-from onnxslim.model.graph import all_graphs, node_count, subgraphs
+from onnxslim.model.graph import all_graphs, graph_values, node_count, subgraphs
 from onnxslim.model.shapes import InferenceCrash, infer_shapes_apart
 from onnxslim.passes import dims, prune, registry
 from onnxslim.passes.registry import PassOptions, PassSpec
@@ -126,25 +126,44 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> bool:
 
 def refine_shapes(model: ir.Model) -> bool:
     """Give values the dims onnx shape inference knows as numbers where they have a name or none
-    (same rank; a value without a shape takes the inferred one); whether any value changed."""
+    (same rank; a value without a shape takes the inferred one); whether any value learned a
+    shape or a number.
+    An intermediate value's dims with no name or a name onnx made up (`dims.made_up`) take the
+    name inference relates them to (a graph input's "batch" where a fold made that known): a
+    second run then finds the names the first wrote."""
+    shapes = {v: v.shape for graph in all_graphs(model) for v in graph_values(graph)}
+    dims.forget_placeholder_dims(model)  # (what inference would keep over what it relates)
     try:
         pairs = _inferred(model, None)
     except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
         logger.info("shape inference skipped: %s", first_line(err))
+        for value, shape in shapes.items():  # (onnx's names: ORT's planner relates dims by them)
+            value.shape = shape
         return False
     changed = False
+    interface = {*model.graph.inputs, *model.graph.outputs}
     for value, other in pairs:
         known, inferred = value.shape, other.shape
         if inferred is None or (known is not None and len(known) != len(inferred)):
             continue
-        dims = [
-            new if isinstance(new, int) and (old is None or not isinstance(old, int)) else old
-            for old, new in zip(known or [None] * len(inferred), inferred)
-        ]
-        if known is None or dims != list(known):
-            value.shape = ir.Shape(dims)
-            changed = True
+        known = list(known or [None] * len(inferred))
+        renamed = value not in interface
+        refined = [_refined(old, new, renamed) for old, new in zip(known, inferred)]
+        if value.shape is None or refined != known:
+            learned = value.shape is None or any(
+                isinstance(new, int) != isinstance(old, int) for old, new in zip(known, refined)
+            )
+            value.shape = ir.Shape(refined)
+            changed |= learned  # (a name alone enables no fold: no round for it)
     return changed
+
+
+def _refined(old, new, renamed: bool):
+    """`refine_shapes`'s dim: `new` where it is a number and `old` is not, or where `renamed` and
+    `old` has a made-up name or none."""
+    if isinstance(new, int) and not isinstance(old, int):
+        return new
+    return new if renamed and new is not None and dims.made_up(old) else old
 
 
 def _inferred(model: ir.Model, proto: onnx.ModelProto | None) -> list[tuple[ir.Value, ir.Value]]:
