@@ -10,7 +10,16 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import FLOAT, assert_same_outputs, const, interface, make_model, op_counts, run, vi
+from helpers import (
+    FLOAT,
+    assert_same_outputs,
+    const,
+    interface,
+    make_model,
+    op_counts,
+    run,
+    vi,
+)
 from onnx import TensorProto, helper
 from onnx.external_data_helper import set_external_data
 
@@ -283,6 +292,34 @@ def test_sparse_initializers_are_densified():
     out = onnxslim.slim(model)
     x = np.arange(4, dtype=np.float32)
     np.testing.assert_allclose(run(out, {"x": x})[0], x + np.array([1, 0, 0, 2], np.float32))
+
+
+def test_sparse_constants_are_densified():
+    """A Constant's sparse_value (onnx-ir has no sparse tensors: the model was refused as
+    invalid), in the main graph and in an If's branch."""
+
+    def sparse(name, value, index):
+        values = onnx.numpy_helper.from_array(np.array([value], np.float32), name)
+        indices = onnx.numpy_helper.from_array(np.array([index], np.int64), f"{name}_idx")
+        return helper.make_sparse_tensor(values, indices, [4])
+
+    def branch(name, value):
+        constant = N("Constant", [], [name], sparse_value=sparse(f"{name}_v", value, 1))
+        return helper.make_graph([constant], name, [], [vi(name, FLOAT, [4])])
+
+    nodes = [
+        N("Constant", [], ["k"], sparse_value=sparse("kv", 7.0, 2)),
+        N("Add", ["x", "k"], ["s"]),
+        N("If", ["c"], ["b"], then_branch=branch("t", 1.0), else_branch=branch("e", 2.0)),
+        N("Add", ["s", "b"], ["y"]),
+    ]
+    model = make_model(
+        nodes, [vi("x", FLOAT, [4]), vi("c", TensorProto.BOOL, [])], [vi("y", FLOAT, [4])]
+    )
+    out = onnxslim.slim(model)
+    x = np.arange(4, dtype=np.float32)
+    expected = x + np.array([0, 1, 7, 0], np.float32)
+    np.testing.assert_allclose(run(out, {"x": x, "c": np.array(True)})[0], expected)
 
 
 def test_training_info_and_metadata_are_kept(tmp_path):

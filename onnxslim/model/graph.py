@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import onnx
 import onnx_ir as ir
@@ -55,7 +55,12 @@ def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """A protobuf `graph` and every graph nested in its nodes (If/Loop/Scan bodies), at any
     depth."""
     yield graph
-    for node in graph.node:
+    yield from nested_proto_graphs(graph.node)
+
+
+def nested_proto_graphs(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.GraphProto]:
+    """Every graph nested in protobuf `nodes` (a function's body), at any depth."""
+    for node in nodes:
         for attribute in node.attribute:
             for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
                 yield from proto_graphs(body)

@@ -17,7 +17,13 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import external, files
-from onnxslim.model.graph import all_graphs, all_nodes, moved_shape, proto_graphs
+from onnxslim.model.graph import (
+    all_graphs,
+    all_nodes,
+    moved_shape,
+    nested_proto_graphs,
+    proto_graphs,
+)
 from onnxslim.model.validate import validate_model
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -61,11 +67,11 @@ def load(path: str | os.PathLike) -> ir.Model:
 
 def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
     """onnx-ir's model for `proto` (which it may change; negative dims cleared); malformed graphs
-    (redeclared or dangling values) are user errors. Sparse initializers become dense ones;
+    (redeclared or dangling values) are user errors. Sparse tensors become dense ones;
     `training_info` and the types of map-typed graph inputs and outputs (scikit-learn's ZipMap),
     which onnx-ir does not model, are kept aside for `save` and `to_proto` (the values go through
     untyped)."""
-    _densify_sparse_initializers(proto.graph)
+    _densify_sparse(proto)
     negative_dims = clear_negative_dims(proto.graph)
     training_info = [info.SerializeToString() for info in proto.training_info]
     map_typed = _untype_maps(proto.graph)
@@ -153,18 +159,33 @@ def _drop_proto_metadata(model: ir.Model) -> None:
             tensor.raw.ClearField("metadata_props")
 
 
-def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
-    """Replace `graph`'s sparse initializers by dense ones of the same name (onnx-ir has none)."""
-    for sparse in graph.sparse_initializer:
-        values = onnx.numpy_helper.to_array(sparse.values)
-        indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
-        dense = np.zeros(int(np.prod(sparse.dims)), values.dtype)
-        if indices.ndim == 2:  # one coordinate tuple per value
-            indices = np.ravel_multi_index(tuple(indices.T), tuple(sparse.dims))
-        dense[indices] = values
-        tensor = onnx.numpy_helper.from_array(dense.reshape(tuple(sparse.dims)), sparse.values.name)
-        graph.initializer.append(tensor)
-    del graph.sparse_initializer[:]
+def _densify_sparse(proto: onnx.ModelProto) -> None:
+    """Sparse initializers become dense ones of the same name, and a Constant's `sparse_value`
+    its `value`, in every graph and function (onnx-ir has no sparse tensors)."""
+    graphs = [
+        *proto_graphs(proto.graph),
+        *(body for function in proto.functions for body in nested_proto_graphs(function.node)),
+    ]
+    for graph in graphs:
+        graph.initializer.extend(_dense(sparse) for sparse in graph.sparse_initializer)
+        del graph.sparse_initializer[:]
+    nodes = [n for g in graphs for n in g.node] + [n for f in proto.functions for n in f.node]
+    for node in nodes:
+        for attribute in node.attribute:
+            if node.op_type == "Constant" and attribute.name == "sparse_value":
+                attribute.name, attribute.type = "value", onnx.AttributeProto.TENSOR
+                attribute.t.CopyFrom(_dense(attribute.sparse_tensor))
+                attribute.ClearField("sparse_tensor")
+
+
+def _dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
+    values = onnx.numpy_helper.to_array(sparse.values)
+    indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
+    dense = np.zeros(int(np.prod(sparse.dims)), values.dtype)
+    if indices.ndim == 2:  # one coordinate tuple per value
+        indices = np.ravel_multi_index(tuple(indices.T), tuple(sparse.dims))
+    dense[indices] = values
+    return onnx.numpy_helper.from_array(dense.reshape(tuple(sparse.dims)), sparse.values.name)
 
 
 def keep_aside_as(model: ir.Model, source_meta: Mapping) -> None:
