@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import math
@@ -1625,6 +1626,40 @@ def test_bias_correction_lowers_drift(target):
     assert auto.bias_correction and any(
         note.startswith("kept bias correction") for note in auto.notes
     )
+
+
+def test_bias_correction_is_chosen_again_after_the_speed_accuracy_choices(monkeypatch):
+    """The levers are chosen on an all-INT8 model; a layer the speed/accuracy choices then return
+    to float changes what bias correction is worth (EfficientNet-Lite0, not tuned on: plain
+    kept at +0.3 dB, then +3.7 dB with its input layer in float). Here the first choice may only
+    keep plain, the choices put conv1 in float: bias correction is chosen again, and kept."""
+    rng = np.random.default_rng(8)
+    depthwise = offset_depthwise()
+    conv1 = helper.make_node("Conv", ["x", "w1"], ["h"], name="conv1")
+    depthwise.graph.node[0].input[0] = "h"
+    depthwise.graph.node.insert(0, conv1)
+    w1 = (np.eye(16) + 0.01 * rng.normal(size=(16, 16))).astype(np.float32)[:, :, None, None]
+    depthwise.graph.initializer.append(const("w1", w1))
+    data = [{"x": (20 + rng.normal(size=(1, 16, 8, 8))).astype(np.float32)} for _ in range(40)]
+    options = {**FAST, "target": "arm", "equalize": False}
+    forced = quantize(depthwise, data, bias_correction=True, exclude_nodes={"conv1"}, **options)
+    real_choose = levers.choose
+    monkeypatch.setattr(levers, "choose", lambda b, _, *rest: real_choose(b, [False], *rest))
+
+    def conv1_in_float(builder, chosen, selection, ref_outputs, *_, **__):
+        excluded = chosen.options.exclude_nodes | {"conv1"}
+        builder.options = dataclasses.replace(chosen.options, exclude_nodes=excluded)
+        kinds, model_info = builder.kinds, builder.build()
+        return trades.measured_variant(
+            kinds, builder.options, *model_info, selection, ref_outputs
+        ), []
+
+    monkeypatch.setattr(trades, "speed_accuracy_choices", conv1_in_float)
+    report = quantize(depthwise, data, **options).report
+    assert report.bias_correction and "conv1" in report.kept_float
+    again = [n for n in report.notes if n.startswith("with the speed/accuracy choices made: ")]
+    assert len(again) == 1 and "kept bias correction (" in again[0]
+    assert report.drift["y"].snr_db == forced.report.drift["y"].snr_db
 
 
 def _float_model(output_op: str = "Relu", shape: tuple = (2, 4)) -> ir.Model:

@@ -102,8 +102,11 @@ def static_int8(
             _asks_int8_compute(config),
             timed=config.times_choices,
         )
-    quantized, info, drift, scored = chosen.model, chosen.info, chosen.drift, chosen.scored
     notes += trade_notes
+    if config.bias_correction == "auto" and chosen is not first:
+        chosen, note = _bias_correction_again(builder, chosen, selection, ref_outputs)
+        notes.append(note)
+    quantized, info, drift, scored = chosen.model, chosen.info, chosen.drift, chosen.scored
     # (a detector's scores judged apart from its boxes too)
     violations = config.max_drift.check(with_parts(drift, scored)) if config.max_drift else []
     fallback: list[dict] = []
@@ -178,6 +181,21 @@ def _asks_int8_compute(config: QuantizeConfig) -> str | None:
         "--require-speedup": config.require_speedup,
     }
     return next((option for option, given in asked.items() if given), None)
+
+
+def _bias_correction_again(
+    builder: QuantBuilder, chosen: trades.Variant, selection: list, ref_outputs: list
+) -> tuple[trades.Variant, str]:
+    """`levers.choose_bias_correction_again` on `chosen` (the speed/accuracy choices' variant,
+    `builder` set to it), and its note."""
+    whole = compared_samples(chosen.scored) <= levers.CHOICE_SAMPLES  # (else scored again)
+    first = levers.Choice(
+        builder, chosen.model, chosen.info, *((chosen.drift, chosen.scored) if whole else ())
+    )
+    choice = levers.choose_bias_correction_again(first, selection, ref_outputs)
+    again = chosen if choice.model is chosen.model else _measured(choice, selection, ref_outputs)
+    again.info.kept_float.update(chosen.info.kept_float)  # (the choices' reasons)
+    return again, f"with the speed/accuracy choices made: {choice.note}"
 
 
 def _measured(choice: levers.Choice, selection: list, ref_outputs: list) -> trades.Variant:
