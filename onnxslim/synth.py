@@ -545,9 +545,9 @@ class _Planner:
             value = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
             if value is not None and value.name == "value" and _small(value.t):
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        broadcast = self._broadcast_dims(model.graph, shapes or {})
-        self.defaults.update(broadcast)
-        self.fixed |= set(broadcast)
+        fitted = self._constant_dims(model.graph, shapes or {})
+        self.defaults.update(fitted)
+        self.fixed |= set(fitted)
 
     def _default_dims(
         self, dim: int, shapes: Mapping[str, Sequence[int]], image_dim: int
@@ -587,14 +587,23 @@ class _Planner:
                     values[key] = 1 if batch else image_dim if key in self.pictures else dim
         return values
 
-    def _broadcast_dims(
+    def _constant_dims(
         self, graph: onnx.GraphProto, shapes: Mapping[str, Sequence[int]]
     ) -> dict[str, int]:
-        """The dims an input must have to broadcast with a constant that an elementwise op reads
-        beside it (audio features scaled by an [80, 3] table: the input is [T, 80, 3]), for the
-        inputs `shapes` leaves free."""
+        """The dims an input must have to fit a constant a node reads beside it, for the inputs
+        `shapes` leaves free: to broadcast with it in an elementwise op (audio features scaled by
+        an [80, 3] table: the input is [T, 80, 3]), or to be multiplied by it (`_reduced_dim`: a
+        feature count no name tells, [batch, features] into a [features, N] weight)."""
         dims = {init.name: tuple(init.dims) for init in graph.initializer}
-        dims.update({name: array.shape for name, array in self.constants.items()})
+        dims.update(
+            {
+                n.output[0]: tuple(a.t.dims)
+                for n in graph.node
+                if n.op_type == "Constant"
+                for a in n.attribute[:1]
+                if a.name == "value"
+            }
+        )
         found: dict[str, int] = {}
         for item in self.inputs:
             if item.name in shapes:
@@ -605,6 +614,9 @@ class _Planner:
                     for key, size in zip(reversed(item.dims), reversed(shape)):
                         if isinstance(key, str) and size > 1:
                             found.setdefault(key, size)
+                reduced = _reduced_dim(node, item, dims)
+                if reduced is not None:
+                    found.setdefault(*reduced)
         return found
 
     def make(
@@ -1121,6 +1133,32 @@ def _cache_spans(inputs: Sequence[_Input]) -> dict[str, tuple[str, str]]:
         for mask in masks
         if isinstance(mask.dims[1], str) and mask.dims[1] not in others
     }
+
+
+def _reduced_dim(
+    node: onnx.NodeProto, item: _Input, dims: Mapping[str, tuple[int, ...]]
+) -> tuple[str, int] | None:
+    """(dim key, size) of `item`'s dim that `node` multiplies by a constant weight, where that dim
+    is dynamic: a MatMul's first input's last dim (the weight's second to last), a Gemm's reduced
+    dim, a Conv's input channels (the weight's times its groups)."""
+    if not node.input or node.input[0] != item.name or len(node.input) < 2:
+        return None
+    weight = dims.get(node.input[1])
+    if weight is None or len(weight) < 2:
+        return None
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "MatMul":
+        axis, size = -1, weight[-2]
+    elif node.op_type == "Gemm" and len(weight) == 2:  # x [M, K] (transA: [K, M])
+        axis = -1 - int(attributes.get("transA", 0))
+        size = weight[int(attributes.get("transB", 0))]  # B [K, N] (transB: [N, K])
+    elif node.op_type == "Conv" and len(weight) >= 3:
+        axis, size = 1, weight[1] * int(attributes.get("group", 1))
+    else:
+        return None
+    if not -len(item.dims) <= axis < len(item.dims) or not isinstance(item.dims[axis], str):
+        return None
+    return item.dims[axis], int(size)
 
 
 def _image_dims(item: _Input) -> list[str]:

@@ -992,6 +992,34 @@ def test_dims_a_broadcast_with_a_constant_requires_are_taken_and_kept():
     assert (f, c) == (80, 3) and t >= 7
 
 
+@pytest.mark.parametrize(
+    ("node", "shape", "weight", "wanted"),
+    [
+        # an input of unknown rank into a MatMul: a vector of the weight's rows
+        (helper.make_node("MatMul", ["x", "w"], ["y"]), None, (4, 3), (4,)),
+        (helper.make_node("MatMul", ["x", "w"], ["y"]), ["N", "S", "F"], (2, 20, 3), (1, 32, 20)),
+        (helper.make_node("Gemm", ["x", "w"], ["y"], transB=1), ["N", "F"], (3, 20), (1, 20)),
+        (helper.make_node("Gemm", ["x", "w"], ["y"], transA=1), ["F", "N"], (20, 3), (20, 32)),
+        (
+            helper.make_node("Conv", ["x", "w"], ["y"], group=2),
+            ["N", "C", 5, 5],
+            (4, 3, 1, 1),
+            (1, 6, 5, 5),
+        ),
+    ],
+)
+def test_an_inputs_dims_a_constant_weight_reduces_are_the_weights(node, shape, weight, wanted):
+    """A feature count no name tells (an input of unknown rank, [batch, features]): the default
+    32 fails the MatMul, Gemm or Conv reading it with a constant weight; the weight says it."""
+    w = np.random.default_rng(0).standard_normal(weight).astype(np.float32)
+    model = _make_model(
+        [node], [vi("x", FLOAT, shape)], [vi("y", FLOAT, None)], [const("w", w)], check=False
+    )
+    made = synth.synthesize(model)
+    assert made.feeds["x"].shape == wanted
+    session(model).run(None, made.feeds)
+
+
 def test_a_leading_dim_a_conv_needs_several_of_is_tried_above_1():
     """madmom's TCN reads [frames, bins] as a picture: its first conv needs 3 frames, and the
     frames dim, leading, is taken as a batch (1) that the retries left alone."""
