@@ -620,3 +620,31 @@ def test_lstm_states_sliced_from_computed_zeros_are_left_out(pick):
         nodes, [vi("x", FLOAT, [5, "N", 3])], [vi("y", FLOAT, [1, None, hidden])], weights
     )
     assert slim(model) == {"LSTM": 2}
+
+
+def test_a_dropout_whose_mask_is_written_as_an_empty_name_goes():
+    """Dropout(x) -> ["d", ""]: onnxscript's folder made the unnamed mask a ConstantOfShape, then
+    folded it into an initializer without a name (an internal error, exit 3)."""
+    model = make_model(
+        [helper.make_node("Dropout", ["x"], ["d", ""]), helper.make_node("Relu", ["d"], ["y"])],
+        [vi("x", FLOAT, [2, 8])],
+        [vi("y", FLOAT, [2, 8])],
+    )
+    assert slim(model) == {"Relu": 1}
+
+
+def test_an_unnamed_output_a_node_kept_has_stays_unnamed():
+    """An LSTM's Y written as "" beside its Y_h: named, ORT would compute every step's output."""
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [helper.make_node("LSTM", ["x", "w", "r"], ["", "h"], hidden_size=2)],
+        [vi("x", FLOAT, [3, 1, 2])],
+        [vi("h", FLOAT, [1, 1, 2])],
+        [
+            const("w", rng.standard_normal((1, 8, 2)).astype(np.float32)),
+            const("r", rng.standard_normal((1, 8, 2)).astype(np.float32)),
+        ],
+    )
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized, seeds=(0,))
+    assert list(optimized.graph.node[0].output) == ["", "h"]

@@ -15,7 +15,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnx.reference import ReferenceEvaluator
 
-from onnxslim.model.graph import all_nodes, has_subgraphs
+from onnxslim.model.graph import all_nodes, fresh_name, has_subgraphs
 from onnxslim.model.stats import constant_bytes, tensor_bytes
 from onnxslim.passes import upstream
 from onnxslim.passes.marks import UpstreamMarks
@@ -474,6 +474,14 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         super()._do_inference(node)
 
     def process_node(self, node: ir.Node, is_function: bool):
+        named = _name_unnamed_outputs(node)
+        replacement = self._replacement(node, is_function)
+        if replacement is None:  # (a named output ORT would compute: MaxPool's indices)
+            for value in named:
+                value.name = ""
+        return replacement
+
+    def _replacement(self, node: ir.Node, is_function: bool):
         try:
             replacement = super().process_node(node, is_function)
         except RuntimeError as err:  # one of onnxscript's evaluators failed: leave the node as is
@@ -613,6 +621,22 @@ def _drop_registered(replacement: upstream.Replacement) -> None:
     for value in replacement.new_outputs:
         if value is not None and value.is_initializer() and not value.uses():
             value.graph.initializers.pop(value.name)
+
+
+def _name_unnamed_outputs(node: ir.Node) -> list[ir.Value]:
+    """Name the outputs of `node` that have none (an optional output written as "", not asked
+    for), and return them: onnxscript gives a node's replacement its output names, and a constant
+    without one cannot be stored (a Dropout's mask becomes ConstantOfShape(Shape(x)), which then
+    folds: "Initializer must have a name")."""
+    unnamed = [value for value in node.outputs if not value.name]
+    graph = node.graph
+    if not unnamed or not isinstance(graph, ir.Graph):
+        return []
+    taken = {v.name for v in (*graph.inputs, *graph.initializers.values())}
+    taken |= {v.name for other in graph for v in other.outputs}
+    for value in unnamed:
+        value.name = fresh_name(taken, f"{node.name or node.op_type}_unused_{value.index()}")
+    return unnamed
 
 
 def _stores_a_graph_output(node: ir.Node, replacement: upstream.Replacement) -> bool:
