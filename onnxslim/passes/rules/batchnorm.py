@@ -58,6 +58,8 @@ def _foldable(batchnorm: ir.Node) -> ir.Node | None:
     out = inbound.outputs[0]
     if out.is_graph_output() or len(out.uses()) != 1 or None in inbound.inputs[1:]:
         return None
+    if any(value.is_graph_output() for value in inbound.inputs[1:]):
+        return None  # its weights change in place: a graph output would change with them
     if not rule.check(None, inbound.inputs[0], out, batchnorm.outputs[0]):
         return None
     return inbound

@@ -118,8 +118,8 @@ def _cannot_absorb(
     weight = constant(w)
     if weight is None or constant(c) is None or (bias is not None and constant(bias) is None):
         return "weight, bias or operand not constant"
-    if len(w.uses()) > 1:
-        return "weight shared with another node"
+    if len(w.uses()) > 1 or w.is_graph_output():
+        return "weight shared with another node or a graph output"
     if bias is not None and len(bias.uses()) > 1 and not bias_kept:
         # the node gets a bias of its own: no bigger than the operand, if the operand goes
         operand_goes = len(c.uses()) == 1 and not c.is_graph_output()
