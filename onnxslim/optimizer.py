@@ -388,12 +388,16 @@ def optimize_with_report(
             if options.check
             else None
         )
-        ir_model, note = _convert_opset(ir_model, options.target_opset)
-        notes += [note] if note else []
+        ir_model, converted = _convert_opset(ir_model, options.target_opset)
+        notes += [converted] if converted else []
         # the onnx checker and shape inference read the input file itself while the model is as
         # loaded from it (external tensors excepted: shape inference reads small ones inlined)
         as_loaded = not (
-            cut or note or options.input_shapes or options.inline_functions and ir_model.functions
+            cut
+            or converted
+            or options.input_shapes
+            or options.inline_functions
+            and ir_model.functions
         ) and not has_external_data(ir_model)
         input_file = _small_file(source) if as_loaded else None
         if options.inline_functions and ir_model.functions:
@@ -447,7 +451,17 @@ def optimize_with_report(
             if on_pass:
                 on_pass("check on ONNX Runtime")
             release_external_data(ir_model)
-            check_inputs, not_checked = _check(reference, prefetched, ir_model, options, written)
+            try:
+                checked = _check(reference, prefetched, ir_model, options, written)
+            except CheckFailedError as err:
+                if not converted:
+                    raise
+                raise CheckFailedError(
+                    f"{err} (the model was {converted} first: onnx's version converter changes "
+                    "what some ops compute, e.g. Upsample-9's and Resize-10's linear modes; "
+                    "export the model at that opset instead)"
+                ) from err
+            check_inputs, not_checked = checked
             checked_graphs = original_graph is not None and not not_checked
             theirs = original_graph.result() if checked_graphs else None
             ours = (

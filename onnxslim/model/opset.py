@@ -49,4 +49,4 @@ def _why(err: Exception, target: int) -> str:
             f"{newer[1]} has no form before the opset that introduced it, above {target}; "
             f"export the model at opset {target} instead"
         )
-    return re.sub(r"^\S+:\d+: \w+: Assertion `.*?` failed: ", "", text)
+    return re.sub(r"^\S+:\d+: .*?: Assertion `.*?` failed: ", "", text)

@@ -355,7 +355,7 @@ def _choose(run: _Run, profile: Target) -> tuple[Outcome, ir.Model, Outcome | No
     else:
         static_model = constant_weights(float_model, static_ops, config.exclude_nodes, folded)
         outcome, float_compute = static_int8(
-            prepare(static_model),
+            prepare(static_model, selection),
             run.calib,
             selection,
             run.ref_outputs,

@@ -4,11 +4,12 @@ why the others stay float."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
+from onnxslim import verify
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model import io, opset
 from onnxslim.model.graph import default_opset, producer
@@ -45,6 +46,7 @@ SHARED_FLOAT = (
     "its weight stays float: other nodes read it as float (an int8 copy adds to the file)"
 )
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
+CONVERSION_CHECKS = 2  # samples `at_qdq_opset` checks a converted model on
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
 WEIGHT_RANGES = ("minmax", "mse")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
@@ -121,10 +123,34 @@ class QuantPlan:
         return sorted(set(self.tensors.values()))
 
 
-def prepare(model: ir.Model) -> ir.Model:
-    """Name every node and make per-axis QDQ expressible (default-domain opset >= 13)."""
-    if (default_opset(model.opset_imports) or 1) < QDQ_MIN_OPSET:
-        model = opset.convert(model, QDQ_MIN_OPSET)
+def _at_qdq_opset(model: ir.Model, samples: Sequence[Mapping] | None) -> ir.Model:
+    """`model` at QDQ_MIN_OPSET at least (per-axis QDQ), its outputs on `samples` (None:
+    synthesized ones) checked against its own before: onnx's version converter changes what some
+    ops compute (Upsample-9's and Resize-10's linear modes become Resize-13's half-pixel one,
+    Hardmax-11 reads another axis), and INT8 would then report the difference as its own drift.
+    A user error then."""
+    current = default_opset(model.opset_imports) or 1
+    if current >= QDQ_MIN_OPSET:
+        return model
+    try:
+        converted = opset.convert(model, QDQ_MIN_OPSET)
+    except OnnxSlimError as err:
+        raise OnnxSlimError(f"INT8 needs opset {QDQ_MIN_OPSET} (per-channel QDQ): {err}") from err
+    checked = None if samples is None else list(samples)[:CONVERSION_CHECKS]
+    mismatches, _ = verify.compare(model, converted, checked)
+    if mismatches:
+        raise OnnxSlimError(
+            f"INT8 needs opset {QDQ_MIN_OPSET} (per-channel QDQ), and onnx's version converter "
+            f"changes the model's outputs converting it from opset {current} ({mismatches[0]}): "
+            f"export the model at opset {QDQ_MIN_OPSET} or later"
+        )
+    return converted
+
+
+def prepare(model: ir.Model, samples: Sequence[Mapping] | None = None) -> ir.Model:
+    """Name every node and make per-axis QDQ expressible (`_at_qdq_opset`, checked on
+    `samples`)."""
+    model = _at_qdq_opset(model, samples)
     common.NameFixPass()(model)
     return model
 
