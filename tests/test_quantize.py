@@ -2187,6 +2187,27 @@ def test_dynamic_int8_quantizes_matmuls_and_meets_a_budget():
     assert "dynamic" in held.report.render()
 
 
+def test_dynamic_int8_leaves_a_matmul_of_a_batched_weight_float():
+    """x[1, 16, 32] @ W[4, 32, 64]: ORT's DynamicQuantizeMatMul refused the batched weight ("b
+    zero point is not valid"): `--int8` exited 1, `auto` included. It stays float; the 2-D one
+    beside it is quantized."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+        helper.make_node("MatMul", ["m", "batched"], ["y"], name="batched"),
+    ]
+    inits = [
+        const("w", rng.normal(size=(32, 32)).astype(np.float32) * 0.2),
+        const("batched", rng.normal(size=(4, 32, 64)).astype(np.float32) * 0.2),
+    ]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 16, 32])], [vi("y", FLOAT, [4, 16, 64])], inits)
+    data = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(12)]
+    result = quantize(model, data, mode="dynamic", **{**FAST, "test_split": 0})
+    assert result.report.quantized == {"MatMul": 1}
+    assert result.report.kept_float["batched"] == dynamic.BATCHED_WEIGHT
+    assert result.report.drift["y"].cosine > 0.99
+
+
 def test_dynamic_int8_budget_over_matmuls_that_read_constants():
     """SAM's prompt encoder (HF transformers, random init; not tuned on) encodes a constant grid:
     MatMul(grid, gaussian), larger than its inputs, left to ORT to fold at load. Dynamic INT8

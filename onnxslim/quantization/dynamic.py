@@ -59,6 +59,10 @@ LEFT_FLOAT = (
 )
 #: why a MatMul of two constants stays float (SAM's positional encoding of a constant grid)
 CONSTANT_ONLY = "its inputs are constants: ONNX Runtime computes it once, at load"
+#: why a MatMul of a batched weight stays float in dynamic INT8
+BATCHED_WEIGHT = (
+    "its weight is batched (rank 3 or more): ONNX Runtime's dynamic INT8 MatMul takes a matrix"
+)
 #: why an LSTM stays float where checks compute the target's exact math (exact.py): ORT's
 #: DynamicQuantizeLSTM kernel on this CPU would saturate the full 8-bit weights its target takes
 NOT_EXACT = (
@@ -116,7 +120,8 @@ def quantize_model(
         [n.name for n in float_model.graph if n.op_type == "LSTM"] if exact.enabled() else []
     )
     constant = constant_matmuls(float_model)
-    exclude_nodes = options.exclude_nodes | set(unchecked) | set(constant)
+    batched = batched_weight_matmuls(float_model)
+    exclude_nodes = options.exclude_nodes | set(unchecked) | set(constant) | set(batched)
     pair_limit = options.pair_limit
     ort_names = ort_matmul_names(float_model)
 
@@ -179,6 +184,7 @@ def quantize_model(
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
     kept = {**dict.fromkeys(unchecked, NOT_EXACT), **dict.fromkeys(constant, CONSTANT_ONLY)}
+    kept.update(dict.fromkeys(batched, BATCHED_WEIGHT))
     kept.update(
         {
             name: "excluded by op type"
@@ -353,6 +359,20 @@ def constant_matmuls(model: ir.Model) -> list[str]:
         for node in model.graph
         if node.op_type == "MatMul"
         and all(v is not None and v.const_value is not None for v in node.inputs)
+    ]
+
+
+def batched_weight_matmuls(model: ir.Model) -> list[str]:
+    """The main graph's MatMuls whose second input is a constant of rank 3 or more, which ORT's
+    DynamicQuantizeMatMul refuses ("b zero point is not valid"; BATCHED_WEIGHT)."""
+    return [
+        node.name
+        for node in model.graph
+        if node.op_type == "MatMul"
+        and len(node.inputs) > 1
+        and node.inputs[1] is not None
+        and node.inputs[1].const_value is not None
+        and len(node.inputs[1].const_value.shape) > 2
     ]
 
 

@@ -102,6 +102,9 @@ def quantize_large(
         candidates, ort_names = _candidates(float_model), dynamic.ort_matmul_names(float_model)
         excluded = _excluded(candidates, config)
         excluded |= dict.fromkeys(dynamic.constant_matmuls(float_model), dynamic.CONSTANT_ONLY)
+        excluded |= dict.fromkeys(
+            dynamic.batched_weight_matmuls(float_model), dynamic.BATCHED_WEIGHT
+        )
         unknown = sorted(set(config.exclude_nodes) - set(candidates))
         if unknown:
             notes.append(
