@@ -13,7 +13,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from rich.console import Console
 import onnxslim
 from onnxslim.cpu import CpuInfo, cpu_info
 from onnxslim.data import (
+    InputSpec,
     Preprocess,
     check_preprocess,
     defaulted_dims_warning,
@@ -420,6 +421,8 @@ class _Model:
     file_size: int
     nodes: int
     score_outputs: frozenset[str] = frozenset()
+    #: inputs declared without a shape (ORT reports them as scalars: any shape fits)
+    unranked: frozenset[str] = frozenset()
 
 
 def _prepare(model, index: int) -> _Model:
@@ -430,7 +433,8 @@ def _prepare(model, index: int) -> _Model:
         loaded = io.load(path)
         stats = model_stats(loaded, path)
         scores = score_outputs(loaded) if index == 0 else frozenset()
-        return _Model(str(path), str(path), stats.file_bytes, stats.nodes, scores)
+        unranked = frozenset(v.name for v in loaded.graph.inputs if v.shape is None)
+        return _Model(str(path), str(path), stats.file_bytes, stats.nodes, scores, unranked)
     try:
         if isinstance(model, ir.Model):
             nodes, data = node_count(model.graph), io.to_proto(model).SerializeToString()
@@ -444,9 +448,30 @@ def _prepare(model, index: int) -> _Model:
                 f"got {type(model).__name__}"
             )
         scores = _score_outputs(model) if index == 0 else frozenset()
+        unranked = _unranked(model)
     except (ValueError, TypeError, DecodeError) as err:
         raise OnnxSlimError(f"cannot read model {index}: {first_line(err)}") from err
-    return _Model(f"model{index}", data, len(data), nodes, scores)
+    return _Model(f"model{index}", data, len(data), nodes, scores, unranked)
+
+
+def _input_specs(model: _Model, session: Session) -> list[InputSpec]:
+    """The inputs of `model` as its ORT `session` reports them, those declared without a shape
+    taking any (ORT reports them as scalars)."""
+    specs = input_specs(session.session)
+    return [replace(spec, ranked=spec.name not in model.unranked) for spec in specs]
+
+
+def _unranked(model: ir.Model | onnx.ModelProto | bytes) -> frozenset[str]:
+    """The inputs `model` declares without a shape."""
+    if isinstance(model, ir.Model):
+        return frozenset(v.name for v in model.graph.inputs if v.shape is None)
+    if isinstance(model, bytes):
+        model = onnx.ModelProto.FromString(model)
+    return frozenset(
+        v.name
+        for v in model.graph.input
+        if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")
+    )
 
 
 def _score_outputs(model: ir.Model | onnx.ModelProto | bytes) -> frozenset[str]:
@@ -577,7 +602,7 @@ def benchmark(
     with progress_bar("creating sessions", steps, progress) as bar:
         sessions, creation = _time_sessions(prepared, threads, ort_opt_level, bar.advance)
 
-        specs = input_specs(sessions[0].session)
+        specs = _input_specs(prepared[0], sessions[0])
         source = f"random:{RANDOM_SAMPLES}" if inputs is None else inputs
         reference = prepared[0].source if random_data else None  # what random data follows
         if isinstance(reference, bytes):
@@ -591,9 +616,9 @@ def benchmark(
         )
         for model, session in zip(prepared[1:], sessions[1:]):
             try:
-                validate_samples(samples, input_specs(session.session))
+                validate_samples(samples, _input_specs(model, session))
             except OnnxSlimError as err:
-                hint = _shape_hint(input_specs(session.session)) if guessed else ""
+                hint = _shape_hint(_input_specs(model, session)) if guessed else ""
                 raise OnnxSlimError(f"{model.name}: {err}{hint}") from err
         bar.describe("comparing outputs", total=steps + len(samples) * len(prepared))
         outputs = [[] for _ in prepared]

@@ -13,6 +13,7 @@ A *sample* is one `{input_name: ndarray}` dict, fed to the model in one run. Sou
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,15 +53,18 @@ RANDOM_WORDS = ("onnx", "slim", "model", "input")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input. A dim is an int (static), a str (symbolic) or None (unknown)."""
+    """One model input. A dim is an int (static), a str (symbolic) or None (unknown); `ranked`:
+    False where the model declares no shape at all (any rank fits; `shape` is then ())."""
 
     name: str
     dtype: np.dtype
     shape: tuple[Dim, ...]
+    ranked: bool = True
 
     def describe(self) -> str:
         dims = ",".join("?" if d is None else str(d) for d in self.shape)
-        return f"{'string' if self.dtype.kind == 'U' else self.dtype.name}[{dims}]"
+        element = "string" if self.dtype.kind == "U" else self.dtype.name
+        return f"{element}[{dims}]" if self.ranked else f"{element} (any shape)"
 
 
 def input_specs(model) -> list[InputSpec]:
@@ -90,16 +94,20 @@ def input_specs(model) -> list[InputSpec]:
 
 
 def _spec_from_ort(arg) -> InputSpec:
-    if arg.type not in _ORT_DTYPES:
+    """An optional tensor input is fed a tensor, as a tensor input is."""
+    optional = re.fullmatch(r"optional\((tensor\(\w+\))\)", arg.type)
+    type_ = optional[1] if optional else arg.type
+    if type_ not in _ORT_DTYPES:
         raise OnnxSlimError(f"input {arg.name!r} has type {arg.type}, which onnxslim cannot feed")
     shape = tuple(None if d is None or (isinstance(d, int) and d < 0) else d for d in arg.shape)
-    return InputSpec(arg.name, np.dtype(_ORT_DTYPES[arg.type]), shape)
+    return InputSpec(arg.name, np.dtype(_ORT_DTYPES[type_]), shape)
 
 
 def _spec_from_ir(value) -> InputSpec:
     import onnx_ir as ir
 
-    if not isinstance(value.type, ir.TensorType) or value.dtype is None:
+    type_ = value.type.elem_type if isinstance(value.type, ir.OptionalType) else value.type
+    if not isinstance(type_, ir.TensorType) or value.dtype is None:
         raise OnnxSlimError(f"input {value.name!r} is not a tensor, which onnxslim cannot feed")
     try:
         dtype = np.str_ if value.dtype == ir.DataType.STRING else value.dtype.numpy()
@@ -113,14 +121,18 @@ def _spec_from_ir(value) -> InputSpec:
             d if isinstance(d, int) and d >= 0 else (getattr(d, "value", None) or None)
             for d in dims
         ),
+        ranked=value.shape is not None,
     )
 
 
 def _spec_from_proto(value) -> InputSpec:
     import onnx
 
-    tensor = value.type.tensor_type
-    if not value.type.HasField("tensor_type") or tensor.elem_type == 0:
+    type_ = (
+        value.type.optional_type.elem_type if value.type.HasField("optional_type") else value.type
+    )
+    tensor = type_.tensor_type
+    if not type_.HasField("tensor_type") or tensor.elem_type == 0:
         raise OnnxSlimError(f"input {value.name!r} is not a tensor, which onnxslim cannot feed")
     try:
         dtype = np.dtype(
@@ -136,7 +148,7 @@ def _spec_from_proto(value) -> InputSpec:
             dims.append(dim.dim_value)
         else:
             dims.append(dim.dim_param or None)
-    return InputSpec(value.name, dtype, tuple(dims))
+    return InputSpec(value.name, dtype, tuple(dims), ranked=tensor.HasField("shape"))
 
 
 def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
@@ -730,6 +742,8 @@ def validate_samples(
 
 
 def _check_shape(spec: InputSpec, shape: Sequence[int], where: str) -> None:
+    if not spec.ranked:
+        return
     if len(shape) != len(spec.shape) or any(
         isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)
     ):

@@ -492,6 +492,8 @@ class _Input:
     kind: str
     elem_type: int
     dims: tuple[int | str, ...]
+    #: False where the model declares no shape: one dynamic dim unless the caller gives others
+    ranked: bool = True
 
 
 class _Planner:
@@ -512,7 +514,11 @@ class _Planner:
         self.skeleton = _skeleton(model)
         self._inferred: dict[tuple, dict] = {}  # `_inferred_shapes` by the input shapes asked
         weights = {init.name for init in model.graph.initializer}
-        self.inputs = [_input(value) for value in model.graph.input if value.name not in weights]
+        self.inputs = [
+            _ranked_as_given(_input(value), shapes or {})
+            for value in model.graph.input
+            if value.name not in weights
+        ]
         self.pictures = _picture_keys(self.inputs)
         #: A picture's size where it counts (INT8 calibration, timing; retries try near it first),
         #: else None (the check: any size that runs).
@@ -1038,7 +1044,7 @@ def _input(value: onnx.ValueInfoProto) -> _Input:
         )
     tensor = type_.tensor_type
     if not tensor.HasField("shape"):
-        return _Input(value.name, kind, tensor.elem_type, (f"{value.name}[0]",))
+        return _Input(value.name, kind, tensor.elem_type, (f"{value.name}[0]",), ranked=False)
     dims = tuple(
         d.dim_value
         if d.HasField("dim_value") and d.dim_value >= 0
@@ -1133,6 +1139,15 @@ def _cache_spans(inputs: Sequence[_Input]) -> dict[str, tuple[str, str]]:
         for mask in masks
         if isinstance(mask.dims[1], str) and mask.dims[1] not in others
     }
+
+
+def _ranked_as_given(item: _Input, shapes: Mapping[str, Sequence[int]]) -> _Input:
+    """`item` with the rank of the shape `shapes` gives it, where the model declares none."""
+    if item.ranked or item.name not in shapes:
+        return item
+    return replace(
+        item, dims=tuple(f"{item.name}[{axis}]" for axis in range(len(shapes[item.name])))
+    )
 
 
 def _reduced_dim(

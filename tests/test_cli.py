@@ -678,3 +678,63 @@ def test_a_model_ort_cannot_run_is_written_as_not_checked_or_refused_with_requir
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "strict.onnx", "--require-check")
     assert_one_line_error(proc, 1, "not checked")
     assert not (tmp_path / "strict.onnx").exists()
+
+
+def unranked_matmul() -> onnx.ModelProto:
+    """x, declared without a shape (any rank), @ w[4, 3]."""
+    w = const("w", np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    x, y = vi("x", FLOAT, None), vi("y", FLOAT, None)
+    return make_model([N("MatMul", ["x", "w"], ["y"])], [x], [y], [w], check=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "fed"),
+    [
+        ((), "x float32[4]"),  # the vector the weight reduces
+        (("--shape", "x:2,4"), "x float32[2,4]"),
+        (("--input-shapes", "x:2,4"), "x float32[2,4]"),
+    ],
+)
+def test_an_input_declared_without_a_shape_takes_any(tmp_path, args, fed):
+    """It was taken for a scalar: shapes given for it were refused, 'not checked'."""
+    onnx.save(unranked_matmul(), tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"outputs match the original on ONNX Runtime, on synthesized inputs ({fed} " in proc.stdout
+    )
+
+
+@pytest.mark.parametrize("option", ["--bench", "--int8"])
+def test_bench_and_int8_feed_an_input_declared_without_a_shape(tmp_path, option):
+    """ORT reports such an input as a scalar: --bench and --int8 refused their own samples
+    ("input 'x' has shape [4], the model expects float32[]")."""
+    onnx.save(unranked_matmul(), tmp_path / "m.onnx")
+    extra = ("--calibration", "random:16") if option == "--int8" else ()
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", option, *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("option", ["--bench", "--int8"])
+def test_bench_and_int8_feed_an_optional_tensor_input(tmp_path, option):
+    """The check fed it; --bench and --int8 refused it ("not a tensor, which onnxslim cannot
+    feed"). An optional tensor input is fed a tensor."""
+    rng = np.random.default_rng(0)
+    optional = helper.make_tensor_value_info("o", FLOAT, [1, 16])
+    optional.type.CopyFrom(helper.make_optional_type_proto(optional.type))
+    model = make_model(
+        [
+            N("OptionalGetElement", ["o"], ["e"]),
+            N("MatMul", ["x", "w"], ["m"]),
+            N("Add", ["m", "e"], ["y"]),
+        ],
+        [vi("x", FLOAT, [1, 16]), optional],
+        [vi("y", FLOAT, [1, 16])],
+        [const("w", rng.standard_normal((16, 16)).astype(np.float32))],
+        opset=18,
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    extra = ("--calibration", "random:16") if option == "--int8" else ()
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", option, *extra)
+    assert proc.returncode == 0, proc.stderr
