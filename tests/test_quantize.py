@@ -1319,6 +1319,25 @@ def test_dynamic_int8_with_no_matmul_left_in_int8_is_not_timed_as_a_trade(monkey
     )
 
 
+def test_a_budget_static_int8_misses_and_dynamic_int8_has_nothing_to_quantize_for(monkeypatch):
+    """A conv net (an opset-10 one, converted): "dynamic INT8 (MatMul) meets it only with its  in
+    float: no INT8 left", a word missing; there was no MatMul to quantize or return."""
+    model = ir.from_proto(cnn())
+    ref = [{"y": np.array([[1.0, 0.0]], np.float32)}]
+    far = compare_outputs(ref, [{"y": np.array([[1.0, 0.5]], np.float32)}])
+    budget = parse_max_drift("cosine>=0.99")
+    static = Outcome(model, {"Conv": 2}, {}, [], far, budget.check(far), mode="static")
+    nothing = Outcome(model, {}, {}, [], compare_outputs(ref, ref), [], mode="dynamic")
+    monkeypatch.setattr(dynamic, "quantize_model", lambda *args: nothing)
+    kept, _, _ = modes.static_or_dynamic(
+        static, model, ([], [], ref), budget, dynamic.DynamicOptions(), True
+    )
+    assert kept.notes[-1] == (
+        "static INT8 missed cosine>=0.99: dynamic INT8 quantizes no node of this model: no INT8 "
+        "left"
+    )
+
+
 def test_static_int8_that_speeds_nothing_up_points_to_dynamic_int8_where_matmuls_are():
     """A GRU decoder: static INT8 kept every node float (not worth its time), while dynamic INT8
     ran its MatMuls at 0.66x; the warning says where to look."""

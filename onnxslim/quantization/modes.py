@@ -90,12 +90,13 @@ def static_or_dynamic(
         if outcome.violations:
             return static, outcome, False
         if static.violations:
-            met = (
-                "meets it" if outcome.quantized else f"meets it only with its {_in_float(outcome)}"
-            )
-            outcome.notes.append(
-                f"static INT8 missed {budget}: dynamic INT8 ({_ops(outcome)}) {met}"
-            )
+            if outcome.quantized:
+                said = f"dynamic INT8 ({_ops(outcome)}) meets it"
+            elif outcome.fallback:
+                said = f"dynamic INT8 ({_ops(outcome)}) meets it only with its {_in_float(outcome)}"
+            else:  # (a conv net: no MatMul, LSTM or table for it)
+                said = "dynamic INT8 quantizes no node of this model: no INT8 left"
+            outcome.notes.append(f"static INT8 missed {budget}: {said}")
             return outcome, outcome, True
         if not outcome.quantized:  # static INT8 met it with INT8 left: no trade to time
             return static, outcome, False
