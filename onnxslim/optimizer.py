@@ -335,10 +335,62 @@ def optimize_with_report(
     is saved there (`external_data` as in `save`) and the check runs on the written file before it
     replaces `output`, so a large model's weights are not written twice; a result that fails the
     check is not written. `on_pass(name)` is called as each pass starts.
+
+    A result that fails the check is made once more from the file `source` without its
+    value_info (the shapes it annotates intermediate values with: stale ones, from a model whose
+    input dims were edited, let the passes drop a Reshape ORT needs); kept, with a note, when
+    that one passes.
     """
-    started = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         source = model
+    try:
+        return _optimize_with_report(model, options, on_pass, source, output, external_data)
+    except CheckFailedError as err:
+        unannotated = _without_value_info(source)
+        if unannotated is None:
+            raise
+        try:  # (`source` still the original the check runs and the size before)
+            result = _optimize_with_report(
+                unannotated, options, on_pass, source, output, external_data, as_in_source=False
+            )
+        except CheckFailedError:
+            raise err from None
+    result.notes.append(STALE_VALUE_INFO)
+    return result
+
+
+def _without_value_info(source: str | os.PathLike | None) -> ir.Model | None:
+    """The model in the file `source` with no shape or type on its intermediate values (None:
+    no file, or none had one)."""
+    if source is None:
+        return None
+    model = io.load(source)
+    annotated = [
+        value
+        for node in all_nodes(model)
+        for value in node.outputs
+        if not value.is_graph_output() and (value.shape is not None or value.type is not None)
+    ]
+    if not annotated:
+        return None
+    for value in annotated:
+        value.shape = value.type = None
+    model.meta[io.ANNOTATED] = io.annotated_values(model)
+    return model
+
+
+def _optimize_with_report(
+    model: ModelLike,
+    options: OptimizeOptions,
+    on_pass: Callable[[str], None] | None,
+    source: str | os.PathLike | None,
+    output: str | os.PathLike | None,
+    external_data: bool | None,
+    as_in_source: bool = True,
+) -> OptimizeResult:
+    """`optimize_with_report`, once; `as_in_source`: `model` is as loaded from `source` (else
+    the onnx checker and shape inference do not read that file for it)."""
+    started = time.perf_counter()
     ir_model = io.to_ir(model)
     annotated = io.annotated_values(ir_model)
     notes: list[str] = []
@@ -392,13 +444,17 @@ def optimize_with_report(
         notes += [converted] if converted else []
         # the onnx checker and shape inference read the input file itself while the model is as
         # loaded from it (external tensors excepted: shape inference reads small ones inlined)
-        as_loaded = not (
-            cut
-            or converted
-            or options.input_shapes
-            or options.inline_functions
-            and ir_model.functions
-        ) and not has_external_data(ir_model)
+        as_loaded = (
+            as_in_source
+            and not (
+                cut
+                or converted
+                or options.input_shapes
+                or options.inline_functions
+                and ir_model.functions
+            )
+            and not has_external_data(ir_model)
+        )
         input_file = _small_file(source) if as_loaded else None
         if options.inline_functions and ir_model.functions:
             if on_pass:
@@ -630,6 +686,11 @@ def _merge_repeated_outputs(model: ir.Model, declared: list[str]) -> None:
 
 #: What a check ORT could run on the user's inputs says (not where ORT cannot run the original).
 CHECK_INPUTS_HINT = "pass inputs to check on (--check-inputs, check_inputs= in Python)"
+STALE_VALUE_INFO = (
+    "the shapes the file's value_info gives intermediate values contradict what the model "
+    "computes (a model whose input dims were edited after shape inference?): optimized without "
+    "them, as the first result differed from the original"
+)
 #: Domains ONNX Runtime's CPU provider implements.
 ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 

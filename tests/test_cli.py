@@ -738,3 +738,50 @@ def test_bench_and_int8_feed_an_optional_tensor_input(tmp_path, option):
     extra = ("--calibration", "random:16") if option == "--int8" else ()
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", option, *extra)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_stale_value_info_is_dropped_where_the_result_differs(tmp_path):
+    """x[2, 6] -> Relu -> Reshape to [3, 4], the Relu's value_info still [3, 4] (input dims
+    edited after shape inference; ORT runs it): the Reshape went as a no-op, the check refused
+    the result (exit 1). It is made again without the value_info."""
+    model = make_model(
+        [N("Relu", ["x"], ["r"]), N("Reshape", ["r", "shape"], ["y"])],
+        [vi("x", FLOAT, [2, 6])],
+        [vi("y", FLOAT, [3, 4])],
+        [const("shape", np.array([3, 4], np.int64))],
+        check=False,
+    )
+    model.graph.value_info.append(vi("r", FLOAT, [3, 4]))
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: the shapes the file's value_info gives intermediate values contradict" in (
+        proc.stdout
+    )
+    assert "outputs match the original on ONNX Runtime" in proc.stdout
+    assert op_counts(tmp_path / "out.onnx") == {"Relu": 1, "Reshape": 1}
+
+
+def test_a_result_that_differs_without_the_value_info_too_is_refused_with_the_first_error(
+    tmp_path, monkeypatch
+):
+    from onnxslim import optimizer, verify
+    from onnxslim.errors import CheckFailedError
+
+    model = make_model(
+        [N("Relu", ["x"], ["r"]), N("Neg", ["r"], ["y"])],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+    )
+    model.graph.value_info.append(vi("r", FLOAT, [2]))
+    onnx.save(model, tmp_path / "m.onnx")
+    errors = iter(["first", "second"])
+
+    def differs(*_, **__):
+        raise CheckFailedError(f"optimized model differs from the original: {next(errors)}")
+
+    monkeypatch.setattr(verify, "check", differs)
+    with pytest.raises(CheckFailedError, match="original: first$"):
+        optimizer.optimize_with_report(tmp_path / "m.onnx", output=tmp_path / "out.onnx")
+    assert next(errors, None) is None  # made twice
+    assert not (tmp_path / "out.onnx").exists()
