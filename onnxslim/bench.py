@@ -433,13 +433,15 @@ def _prepare(model, index: int) -> _Model:
         loaded = io.load(path)
         stats = model_stats(loaded, path)
         scores = score_outputs(loaded) if index == 0 else frozenset()
-        unranked = frozenset(v.name for v in loaded.graph.inputs if v.shape is None)
-        return _Model(str(path), str(path), stats.file_bytes, stats.nodes, scores, unranked)
+        return _Model(
+            str(path), str(path), stats.file_bytes, stats.nodes, scores, _unranked(loaded)
+        )
     try:
         if isinstance(model, ir.Model):
             nodes, data = node_count(model.graph), io.to_proto(model).SerializeToString()
-        elif isinstance(model, bytes):  # serialized already
-            nodes, data = _proto_nodes(model), model
+        elif isinstance(model, bytes):  # serialized already: parsed once
+            data, model = model, onnx.ModelProto.FromString(model)
+            nodes = _proto_nodes(model)
         elif isinstance(model, onnx.ModelProto):
             nodes, data = _proto_nodes(model), model.SerializeToString()
         else:
@@ -461,24 +463,14 @@ def _input_specs(model: _Model, session: Session) -> list[InputSpec]:
     return [replace(spec, ranked=spec.name not in model.unranked) for spec in specs]
 
 
-def _unranked(model: ir.Model | onnx.ModelProto | bytes) -> frozenset[str]:
+def _unranked(model: ir.Model | onnx.ModelProto) -> frozenset[str]:
     """The inputs `model` declares without a shape."""
-    if isinstance(model, ir.Model):
-        return frozenset(v.name for v in model.graph.inputs if v.shape is None)
-    if isinstance(model, bytes):
-        model = onnx.ModelProto.FromString(model)
-    return frozenset(
-        v.name
-        for v in model.graph.input
-        if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")
-    )
+    return frozenset(spec.name for spec in input_specs(model) if not spec.ranked)
 
 
-def _score_outputs(model: ir.Model | onnx.ModelProto | bytes) -> frozenset[str]:
+def _score_outputs(model: ir.Model | onnx.ModelProto) -> frozenset[str]:
     """`graph.score_outputs` of the reference given in memory, its graph read as is (ORT runs
     it; onnxslim need not take it)."""
-    if isinstance(model, bytes):
-        model = onnx.load_from_string(model)
     return score_outputs(model if isinstance(model, ir.Model) else ir.from_proto(model))
 
 
@@ -490,10 +482,8 @@ def _drift(ref: list, outputs: list, scores: frozenset[str]) -> dict[str, Drift]
     return with_parts(drift, scored_drift(ref, outputs, OutputKinds(score_outputs=scores), drift))
 
 
-def _proto_nodes(model: onnx.ModelProto | bytes) -> int:
-    """Nodes of a protobuf model (serialized or not) and of every graph nested in it."""
-    if isinstance(model, bytes):
-        model = onnx.ModelProto.FromString(model)
+def _proto_nodes(model: onnx.ModelProto) -> int:
+    """Nodes of a protobuf model and of every graph nested in it."""
     return sum(len(graph.node) for graph in proto_graphs(model.graph))
 
 

@@ -336,24 +336,26 @@ def optimize_with_report(
     replaces `output`, so a large model's weights are not written twice; a result that fails the
     check is not written. `on_pass(name)` is called as each pass starts.
 
-    A result that fails the check is made once more from the file `source` without its
-    value_info (the shapes it annotates intermediate values with: stale ones, from a model whose
-    input dims were edited, let the passes drop a Reshape ORT needs); kept, with a note, when
-    that one passes.
+    A result whose outputs differ from the original's is made once more from the file `source`
+    (not a ModelProto or a cut model) without its value_info (the shapes it states for
+    intermediate values: stale ones, from a model whose input dims were edited, let the passes
+    drop a Reshape ORT needs); kept, with a note, when that one matches.
     """
     if isinstance(model, (str, os.PathLike)):
         source = model
     try:
         return _optimize_with_report(model, options, on_pass, source, output, external_data)
-    except CheckFailedError as err:
+    except verify.OutputsDiffer as err:
         unannotated = _without_value_info(source)
         if unannotated is None:
             raise
+        if on_pass:
+            on_pass("again without the file's value_info")
         try:  # (`source` still the original the check runs and the size before)
             result = _optimize_with_report(
                 unannotated, options, on_pass, source, output, external_data, as_in_source=False
             )
-        except CheckFailedError:
+        except verify.OutputsDiffer:
             raise err from None
     result.notes.append(STALE_VALUE_INFO)
     return result
@@ -509,13 +511,13 @@ def _optimize_with_report(
             release_external_data(ir_model)
             try:
                 checked = _check(reference, prefetched, ir_model, options, written)
-            except CheckFailedError as err:
+            except verify.OutputsDiffer as err:
                 if not converted:
                     raise
-                raise CheckFailedError(
+                raise verify.OutputsDiffer(
                     f"{err} (the model was {converted} first: onnx's version converter changes "
                     "what some ops compute, e.g. Upsample-9's and Resize-10's linear modes; "
-                    "export the model at that opset instead)"
+                    f"export the model at opset {options.target_opset or MIN_OPSET} instead)"
                 ) from err
             check_inputs, not_checked = checked
             checked_graphs = original_graph is not None and not not_checked

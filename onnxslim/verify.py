@@ -52,6 +52,10 @@ class OriginalDoesNotLoad(NotCheckable):
     """ONNX Runtime cannot load the original (missing kernels, custom ops, invalid graphs)."""
 
 
+class OutputsDiffer(CheckFailedError):
+    """The checked model's outputs differ from the original's (not: it could not be checked)."""
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """One output that differs between the original and the optimized model."""
@@ -592,7 +596,7 @@ def check(
     return the inputs the check ran on."""
     mismatches, inputs = compare(original, optimized, samples, shapes, tolerance, reference)
     if mismatches:
-        raise CheckFailedError(
+        raise OutputsDiffer(
             "optimized model differs from the original: " + "; ".join(map(str, mismatches))
         )
     return inputs

@@ -2225,6 +2225,9 @@ def test_dynamic_int8_leaves_a_matmul_of_a_batched_weight_float():
     assert result.report.quantized == {"MatMul": 1}
     assert result.report.kept_float["batched"] == dynamic.BATCHED_WEIGHT
     assert result.report.drift["y"].cosine > 0.99
+    # nor is it counted as what dynamic INT8 would make smaller
+    share = dynamic.dynamic_weight_share(ir.from_proto(model))
+    assert share == pytest.approx(32 * 32 / (32 * 32 + 4 * 32 * 64))
 
 
 def test_dynamic_int8_budget_over_matmuls_that_read_constants():

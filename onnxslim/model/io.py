@@ -179,6 +179,7 @@ def _densify_sparse(proto: onnx.ModelProto) -> None:
 
 
 def _dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
+    """The dense tensor `sparse` holds (zeros where it has no value), named as its values."""
     values = onnx.numpy_helper.to_array(sparse.values)
     indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
     dense = np.zeros(int(np.prod(sparse.dims)), values.dtype)

@@ -46,10 +46,8 @@ def made_up(dim) -> bool:
 
 def _forgotten(dim, intermediate: bool) -> bool:
     """Whether `dim` is a placeholder, or (on an `intermediate` value) named by onnx's inference."""
-    if not isinstance(dim, ir.SymbolicDim) or dim.value is None:
-        return False
-    generated = intermediate and bool(GENERATED_DIM.fullmatch(dim.value))
-    return dim.value in PLACEHOLDER_DIMS or generated
+    named = isinstance(dim, ir.SymbolicDim) and dim.value is not None
+    return named and made_up(dim) and (intermediate or dim.value in PLACEHOLDER_DIMS)
 
 
 def widen_loop_states(model: ir.Model) -> bool:

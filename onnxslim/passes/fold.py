@@ -474,11 +474,13 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         super()._do_inference(node)
 
     def process_node(self, node: ir.Node, is_function: bool):
-        named = _name_unnamed_outputs(node)
-        replacement = self._replacement(node, is_function)
-        if replacement is None:  # (a named output ORT would compute: MaxPool's indices)
-            for value in named:
-                value.name = ""
+        named, replacement = _name_unnamed_outputs(node), None
+        try:
+            replacement = self._replacement(node, is_function)
+        finally:
+            if replacement is None:  # (a named output ORT would compute: an LSTM's Y)
+                for value in named:
+                    value.name = ""
         return replacement
 
     def _replacement(self, node: ir.Node, is_function: bool):

@@ -127,7 +127,7 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> bool:
 def refine_shapes(model: ir.Model) -> bool:
     """Give values the dims onnx shape inference knows as numbers where they have a name or none
     (same rank; a value without a shape takes the inferred one); whether any value learned a
-    shape or a number.
+    shape, a number or a name of an input's.
     An intermediate value's dims with no name or a name onnx made up (`dims.made_up`) take the
     name inference relates them to (a graph input's "batch" where a fold made that known): a
     second run then finds the names the first wrote."""
@@ -151,10 +151,13 @@ def refine_shapes(model: ir.Model) -> bool:
         refined = [_refined(old, new, renamed) for old, new in zip(known, inferred)]
         if value.shape is None or refined != known:
             learned = value.shape is None or any(
-                isinstance(new, int) != isinstance(old, int) for old, new in zip(known, refined)
+                isinstance(new, int) != isinstance(old, int)
+                or dims.made_up(old)
+                and not dims.made_up(new)  # (a Reshape may be a no-op now)
+                for old, new in zip(known, refined)
             )
             value.shape = ir.Shape(refined)
-            changed |= learned  # (a name alone enables no fold: no round for it)
+            changed |= learned
     return changed
 
 

@@ -51,7 +51,8 @@ class QuantizeConfig:
     and `smooth` (dynamic INT8: SmoothQuant-style balancing of MatMul inputs, see smooth.py) are
     True, False or "auto" (the variant closest to float on the selection samples; for CLE and bias
     correction only when bootstrap resamples of them agree, see levers.py); `optimize` runs the
-    lossless pipeline first, with `optimize_options` as keyword arguments of `onnxslim.optimize`;
+    lossless pipeline first, with `optimize_options` as keyword arguments of `onnxslim.optimize`
+    (without it, exporters' doc strings and stack traces stay: the pass `strip-debug-info`);
     `measure_latency` times both models; `progress` shows bars; `preprocess` how an image folder
     given as the calibration data is read (the CLI's --preprocess:
     "resize=256,crop=224,scale=1/255,..."; required with images); `random_inputs`: the samples given

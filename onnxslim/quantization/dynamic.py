@@ -309,8 +309,10 @@ def dynamic_weight_share(
     """The share of `op_types` (by default MatMul and LSTM, what dynamic INT8 quantizes) in the
     weights of the ops that compute with weights (WEIGHTED_OPS), counted in elements; 0 without
     any. `gemms`: also the Gemms `quantize_dynamic` turns into MatMuls (`ort_matmul_names`);
-    the nodes named in `excluded` (kept float by the user) are not counted as quantized."""
+    the nodes named in `excluded` (kept float by the user) are not counted as quantized, nor
+    those dynamic INT8 leaves float (`constant_matmuls`, `batched_weight_matmuls`)."""
     quantized = set(ort_matmul_names(model)) if gemms else set()
+    excluded = {*excluded, *constant_matmuls(model), *batched_weight_matmuls(model)}
     sizes = Counter()
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:

@@ -126,13 +126,7 @@ def choose_float_bias_correction(
     (weight-only INT8 of every weight, test splits: PP-OCRv5 det, not tuned on, +5.0 dB, its worst
     sample 0.947 to 0.994) and 2.6 dB further on PP-OCR cls, whose INT8 compute gained by it."""
 
-    def set_to(bias_correction: bool) -> QuantBuilder:
-        builder.options = dataclasses.replace(builder.options, bias_correction=bias_correction)
-        return builder
-
-    variants = {
-        _LABELS[builder.equalized, bc]: functools.partial(set_to, bc) for bc in (True, False)
-    }
+    variants = _bias_correction_variants(builder, (True, False))
     what = "bias correction for float compute"
     return _closest(variants, what, selection, ref_outputs, builder.progress, build=build)
 
@@ -148,16 +142,21 @@ def choose_bias_correction_again(
     (test split: +2.4 and +0.6 dB, worst sample 0.985 -> 0.995 and 0.988 -> 0.991)."""
     builder = first.builder
     kept = builder.options.bias_correction
+    variants = _bias_correction_variants(builder, (kept, not kept))
+    what = "bias correction on the speed/accuracy choices' model"
+    return _closest(variants, what, selection, ref_outputs, builder.progress, first)
+
+
+def _bias_correction_variants(
+    builder: QuantBuilder, order: Sequence[bool]
+) -> dict[str, Callable[[], QuantBuilder]]:
+    """`_closest`'s variants of `builder` with bias correction on or off, in `order`."""
 
     def set_to(bias_correction: bool) -> QuantBuilder:
         builder.options = dataclasses.replace(builder.options, bias_correction=bias_correction)
         return builder
 
-    variants = {
-        _LABELS[builder.equalized, bc]: functools.partial(set_to, bc) for bc in (kept, not kept)
-    }
-    what = "bias correction on the speed/accuracy choices' model"
-    return _closest(variants, what, selection, ref_outputs, builder.progress, first)
+    return {_LABELS[builder.equalized, bc]: functools.partial(set_to, bc) for bc in order}
 
 
 def rounds_with_gptq(choice: Choice) -> bool:

@@ -10,7 +10,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxslim import verify
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io, opset
 from onnxslim.model.graph import default_opset, producer
 from onnxslim.passes.fold import FoldProducers, computable_values
@@ -132,17 +132,18 @@ def _at_qdq_opset(model: ir.Model, samples: Sequence[Mapping] | None) -> ir.Mode
     current = default_opset(model.opset_imports) or 1
     if current >= QDQ_MIN_OPSET:
         return model
+    needs = f"static INT8 needs opset {QDQ_MIN_OPSET} (QDQ)"
+    checked = None if samples is None else list(samples)[:CONVERSION_CHECKS]
     try:
         converted = opset.convert(model, QDQ_MIN_OPSET)
-    except OnnxSlimError as err:
-        raise OnnxSlimError(f"INT8 needs opset {QDQ_MIN_OPSET} (per-channel QDQ): {err}") from err
-    checked = None if samples is None else list(samples)[:CONVERSION_CHECKS]
-    mismatches, _ = verify.compare(model, converted, checked)
+        mismatches, _ = verify.compare(model, converted, checked)
+    except OnnxSlimError as err:  # (the converted model does not load, or not run)
+        raise OnnxSlimError(f"{needs}: {first_line(err)}") from err
     if mismatches:
         raise OnnxSlimError(
-            f"INT8 needs opset {QDQ_MIN_OPSET} (per-channel QDQ), and onnx's version converter "
-            f"changes the model's outputs converting it from opset {current} ({mismatches[0]}): "
-            f"export the model at opset {QDQ_MIN_OPSET} or later"
+            f"{needs}, and onnx's version converter changes the model's outputs converting it "
+            f"from opset {current} ({mismatches[0]}): export the model at opset "
+            f"{QDQ_MIN_OPSET} or later"
         )
     return converted
 
