@@ -310,14 +310,13 @@ def dynamic_weight_share(
     weights of the ops that compute with weights (WEIGHTED_OPS), counted in elements; 0 without
     any. `gemms`: also the Gemms `quantize_dynamic` turns into MatMuls (`ort_matmul_names`);
     the nodes named in `excluded` (kept float by the user) are not counted as quantized, nor
-    those dynamic INT8 leaves float (`constant_matmuls`, `batched_weight_matmuls`)."""
+    those dynamic INT8 leaves float (`_left_float`)."""
     quantized = set(ort_matmul_names(model)) if gemms else set()
-    excluded = {*excluded, *constant_matmuls(model), *batched_weight_matmuls(model)}
     sizes = Counter()
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:
             counted = node.op_type in op_types or node.name in quantized
-            counted = counted and node.name not in excluded
+            counted = counted and node.name not in excluded and not _left_float(node)
             sizes[counted] += _weight_elements(node)
     total = sizes[True] + sizes[False]
     return sizes[True] / total if total else 0.0
@@ -356,26 +355,32 @@ def recurrent_share(model: ir.Model, excluded: Collection[str] = frozenset()) ->
 def constant_matmuls(model: ir.Model) -> list[str]:
     """The main graph's MatMuls of two constants: a product larger than its inputs, which the
     lossless passes leave to ORT to compute at load (CONSTANT_ONLY)."""
-    return [
-        node.name
-        for node in model.graph
-        if node.op_type == "MatMul"
-        and all(v is not None and v.const_value is not None for v in node.inputs)
-    ]
+    return [node.name for node in model.graph if _constant_only(node)]
 
 
 def batched_weight_matmuls(model: ir.Model) -> list[str]:
     """The main graph's MatMuls whose second input is a constant of rank 3 or more, which ORT's
     DynamicQuantizeMatMul refuses ("b zero point is not valid"; BATCHED_WEIGHT)."""
-    return [
-        node.name
-        for node in model.graph
-        if node.op_type == "MatMul"
-        and len(node.inputs) > 1
-        and node.inputs[1] is not None
-        and node.inputs[1].const_value is not None
-        and len(node.inputs[1].const_value.shape) > 2
-    ]
+    return [node.name for node in model.graph if _batched_weight(node)]
+
+
+def _constant_only(node: ir.Node) -> bool:
+    return node.op_type == "MatMul" and all(
+        v is not None and v.const_value is not None for v in node.inputs
+    )
+
+
+def _batched_weight(node: ir.Node) -> bool:
+    weight = node.inputs[1] if node.op_type == "MatMul" and len(node.inputs) > 1 else None
+    return (
+        weight is not None and weight.const_value is not None and len(weight.const_value.shape) > 2
+    )
+
+
+def _left_float(node: ir.Node) -> bool:
+    """Whether dynamic INT8 leaves `node` float whatever it is asked (`constant_matmuls`,
+    `batched_weight_matmuls`)."""
+    return _constant_only(node) or _batched_weight(node)
 
 
 def ort_matmul_names(model: ir.Model) -> dict[str, str]:
