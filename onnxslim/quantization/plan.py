@@ -46,7 +46,7 @@ SHARED_FLOAT = (
     "its weight stays float: other nodes read it as float (an int8 copy adds to the file)"
 )
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
-CONVERSION_CHECKS = 2  # samples `at_qdq_opset` checks a converted model on
+CONVERSION_CHECKS = 2  # samples `_at_qdq_opset` checks a converted model on
 ACTIVATION_TYPES = {"uint8": ir.DataType.UINT8, "int8": ir.DataType.INT8}
 WEIGHT_RANGES = ("minmax", "mse")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
