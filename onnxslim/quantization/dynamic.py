@@ -119,9 +119,8 @@ def quantize_model(
     unchecked = (
         [n.name for n in float_model.graph if n.op_type == "LSTM"] if exact.enabled() else []
     )
-    constant = constant_matmuls(float_model)
-    batched = batched_weight_matmuls(float_model)
-    exclude_nodes = options.exclude_nodes | set(unchecked) | set(constant) | set(batched)
+    always = always_float(float_model)
+    exclude_nodes = options.exclude_nodes | set(unchecked) | set(always)
     pair_limit = options.pair_limit
     ort_names = ort_matmul_names(float_model)
 
@@ -183,8 +182,7 @@ def quantize_model(
                 for name, noise in ranked[:k]
             ]
     floated = {item["node"] for item in fallback} | set(exclude_nodes)
-    kept = {**dict.fromkeys(unchecked, NOT_EXACT), **dict.fromkeys(constant, CONSTANT_ONLY)}
-    kept.update(dict.fromkeys(batched, BATCHED_WEIGHT))
+    kept = {**dict.fromkeys(unchecked, NOT_EXACT), **always}
     kept.update(
         {
             name: "excluded by op type"
@@ -310,13 +308,13 @@ def dynamic_weight_share(
     weights of the ops that compute with weights (WEIGHTED_OPS), counted in elements; 0 without
     any. `gemms`: also the Gemms `quantize_dynamic` turns into MatMuls (`ort_matmul_names`);
     the nodes named in `excluded` (kept float by the user) are not counted as quantized, nor
-    those dynamic INT8 leaves float (`_left_float`)."""
+    those dynamic INT8 leaves float (`always_float`)."""
     quantized = set(ort_matmul_names(model)) if gemms else set()
     sizes = Counter()
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type in WEIGHTED_OPS:
             counted = node.op_type in op_types or node.name in quantized
-            counted = counted and node.name not in excluded and not _left_float(node)
+            counted = counted and node.name not in excluded and not _why_float(node)
             sizes[counted] += _weight_elements(node)
     total = sizes[True] + sizes[False]
     return sizes[True] / total if total else 0.0
@@ -352,35 +350,25 @@ def recurrent_share(model: ir.Model, excluded: Collection[str] = frozenset()) ->
     return dynamic_weight_share(model, op_types=tuple(RECURRENT_WEIGHTS), excluded=excluded)
 
 
-def constant_matmuls(model: ir.Model) -> list[str]:
-    """The main graph's MatMuls of two constants: a product larger than its inputs, which the
-    lossless passes leave to ORT to compute at load (CONSTANT_ONLY)."""
-    return [node.name for node in model.graph if _constant_only(node)]
+def always_float(model: ir.Model) -> dict[str, str]:
+    """The main graph's MatMuls dynamic INT8 leaves float whatever it is asked, each with why
+    (`_why_float`)."""
+    return {node.name: why for node in model.graph if (why := _why_float(node))}
 
 
-def batched_weight_matmuls(model: ir.Model) -> list[str]:
-    """The main graph's MatMuls whose second input is a constant of rank 3 or more, which ORT's
-    DynamicQuantizeMatMul refuses ("b zero point is not valid"; BATCHED_WEIGHT)."""
-    return [node.name for node in model.graph if _batched_weight(node)]
-
-
-def _constant_only(node: ir.Node) -> bool:
-    return node.op_type == "MatMul" and all(
-        v is not None and v.const_value is not None for v in node.inputs
-    )
-
-
-def _batched_weight(node: ir.Node) -> bool:
-    weight = node.inputs[1] if node.op_type == "MatMul" and len(node.inputs) > 1 else None
-    return (
-        weight is not None and weight.const_value is not None and len(weight.const_value.shape) > 2
-    )
-
-
-def _left_float(node: ir.Node) -> bool:
-    """Whether dynamic INT8 leaves `node` float whatever it is asked (`constant_matmuls`,
-    `batched_weight_matmuls`)."""
-    return _constant_only(node) or _batched_weight(node)
+def _why_float(node: ir.Node) -> str | None:
+    """BATCHED_WEIGHT for a MatMul whose weight is a constant of rank 3 or more (ORT's
+    DynamicQuantizeMatMul refuses it: "b zero point is not valid"), CONSTANT_ONLY for one of two
+    constants (a product larger than its inputs, which the lossless passes leave to ORT to compute
+    at load); None for any other node."""
+    if node.op_type != "MatMul":
+        return None
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if weight is not None and weight.const_value is not None and len(weight.const_value.shape) > 2:
+        return BATCHED_WEIGHT
+    if all(v is not None and v.const_value is not None for v in node.inputs):
+        return CONSTANT_ONLY
+    return None
 
 
 def ort_matmul_names(model: ir.Model) -> dict[str, str]:

@@ -101,10 +101,7 @@ def quantize_large(
         common.NameFixPass()(float_model)  # the names tell which nodes stayed float
         candidates, ort_names = _candidates(float_model), dynamic.ort_matmul_names(float_model)
         excluded = _excluded(candidates, config)
-        excluded |= dict.fromkeys(dynamic.constant_matmuls(float_model), dynamic.CONSTANT_ONLY)
-        excluded |= dict.fromkeys(
-            dynamic.batched_weight_matmuls(float_model), dynamic.BATCHED_WEIGHT
-        )
+        excluded |= dynamic.always_float(float_model)
         unknown = sorted(set(config.exclude_nodes) - set(candidates))
         if unknown:
             notes.append(
