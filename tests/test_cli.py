@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -608,6 +609,15 @@ def test_a_conversion_that_changes_the_outputs_is_named_as_the_likely_cause(tmp_
     assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx").returncode == 0
 
 
+def _int8_on_16_samples(tmp_path, model: onnx.ModelProto, rng) -> subprocess.CompletedProcess:
+    """`--int8` on `model` (saved as m.onnx, written to q.onnx), calibrated on 16 samples of x
+    [1, 16, 32, 32]."""
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "data.npz", x=rng.standard_normal((16, 1, 16, 32, 32)).astype(np.float32))
+    args = ("--int8", "--calibration", tmp_path / "data.npz")
+    return run_cli(tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", *args)
+
+
 def test_int8_refuses_a_model_the_conversion_to_opset_13_changes(tmp_path):
     """INT8 converts to opset 13 (per-channel QDQ): the converted Resize's error was reported as
     INT8's own drift, exit 0 (cosine 0.79 on a conv net, not tuned on)."""
@@ -625,11 +635,7 @@ def test_int8_refuses_a_model_the_conversion_to_opset_13_changes(tmp_path):
         ],
         opset=10,
     )
-    onnx.save(model, tmp_path / "m.onnx")
-    x = rng.standard_normal((16, 1, 16, 32, 32)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x)
-    args = ("--int8", "--calibration", tmp_path / "data.npz")
-    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", *args)
+    proc = _int8_on_16_samples(tmp_path, model, rng)
     assert assert_one_line_error(proc, 2).startswith(
         "error: static INT8 needs opset 13 (QDQ), and onnx's version converter changes the "
         "model's outputs converting it from opset 10 (y: max abs difference "
@@ -652,11 +658,7 @@ def test_int8_names_what_the_conversion_to_opset_13_cannot_do(tmp_path):
         [weight, *statistics],
         opset=7,
     )
-    onnx.save(model, tmp_path / "m.onnx")
-    x = rng.standard_normal((16, 1, 16, 32, 32)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x)
-    args = ("--int8", "--calibration", tmp_path / "data.npz")
-    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", *args)
+    proc = _int8_on_16_samples(tmp_path, model, rng)
     assert assert_one_line_error(proc, 2) == (
         "error: static INT8 needs opset 13 (QDQ): cannot convert the model from opset 7 to 13: "
         "Attribute spatial must have value 1"
