@@ -22,6 +22,7 @@ from helpers import (
     make_model,
     node_count,
     op_counts,
+    run,
     run_cli,
     vi,
 )
@@ -584,57 +585,127 @@ def test_a_conversion_below_an_ops_first_opset_is_one_clear_line(tmp_path):
     )
 
 
-def resize10_linear() -> onnx.ModelProto:
-    """An opset-10 linear Resize: onnx's version converter makes it a Resize-13 with the default
-    half-pixel coordinates, where opset 10's were asymmetric."""
-    scales = const("scales", np.array([1, 1, 2, 2], np.float32))
+def resize10_both_ways() -> onnx.ModelProto:
+    """An opset-10 nearest Resize that upsamples one axis and downsamples another: ORT computes
+    it by rules (floor up, ceiling down) no Resize-11+ attributes give."""
+    scales = const("scales", np.array([1, 1, 3, 0.4], np.float32))
     return make_model(
-        [N("Resize", ["x", "scales"], ["y"], mode="linear")],
-        [vi("x", FLOAT, [1, 1, 2, 2])],
-        [vi("y", FLOAT, [1, 1, 4, 4])],
+        [N("Resize", ["x", "scales"], ["y"], mode="nearest")],
+        [vi("x", FLOAT, [1, 2, 6, 6])],
+        [vi("y", FLOAT, [1, 2, 18, 2])],
         [scales],
         opset=10,
     )
 
 
 def test_a_conversion_that_changes_the_outputs_is_named_as_the_likely_cause(tmp_path):
-    onnx.save(resize10_linear(), tmp_path / "m.onnx")
+    onnx.save(resize10_both_ways(), tmp_path / "m.onnx")
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--target-opset", 13)
     line = assert_one_line_error(proc, 1, "optimized model differs from the original: y: ")
     assert line.endswith(
         "(the model was converted from opset 10 to 13 first: onnx's version converter changes "
-        "what some ops compute, e.g. Upsample-9's and Resize-10's linear modes; export the model "
-        "at opset 13 instead)"
+        "what some ops compute, e.g. a nearest Resize-10 that upsamples one axis and downsamples "
+        "another; export the model at opset 13 instead)"
     )
     assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx").returncode == 0
 
 
-def _int8_on_16_samples(tmp_path, model: onnx.ModelProto, rng) -> subprocess.CompletedProcess:
-    """`--int8` on `model` (saved as m.onnx, written to q.onnx), calibrated on 16 samples of x
-    [1, 16, 32, 32]."""
+def _old_resize(op: str, opset: int, mode: str, scales: list[float]) -> onnx.ModelProto:
+    x, y = vi("x", FLOAT, [1, 2, 6, 6]), vi("y", FLOAT, ["n", "c", "h", "w"])
+    if op == "Upsample" and opset < 9:
+        return make_model(
+            [N(op, ["x"], ["y"], mode=mode, scales=[float(s) for s in scales])],
+            [x],
+            [y],
+            opset=opset,
+        )
+    given = [const("scales", np.array(scales, np.float32))]
+    return make_model([N(op, ["x", "scales"], ["y"], mode=mode)], [x], [y], given, opset=opset)
+
+
+def _hardmax(opset: int, axis: int | None) -> onnx.ModelProto:
+    node = N("Hardmax", ["x"], ["y"], **({} if axis is None else {"axis": axis}))
+    return make_model([node], [vi("x", FLOAT, [2, 3, 4, 5])], [vi("y")], opset=opset)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        *(
+            _old_resize(op, opset, mode, scales)
+            for op, opset in (("Upsample", 7), ("Upsample", 9), ("Resize", 10))
+            for mode in ("linear", "nearest")
+            for scales in ([1, 1, 2, 2], [1, 1, 3, 1.5], [1, 1, 1.7, 2.6])
+        ),
+        *(_old_resize("Resize", 10, mode, [1, 1, 0.5, 0.4]) for mode in ("linear", "nearest")),
+        *(_hardmax(opset, axis) for opset in (9, 12) for axis in (None, 0, 2)),
+        _hardmax(12, -2),
+    ],
+    ids=lambda m: (
+        f"{m.graph.node[0].op_type}{m.opset_import[0].version}-"
+        + "-".join(str(helper.get_attribute_value(a)) for a in m.graph.node[0].attribute)
+    ),
+)
+def test_conversion_to_opset_13_keeps_what_old_resizes_and_hardmaxes_compute(tmp_path, model):
+    """onnx's version converter gives Upsample-7/9 and Resize-10 Resize-11's half-pixel
+    coordinates (theirs were asymmetric, nearest taking the floor) and keeps a Hardmax-12 as
+    it is where opset 13 reads its axis alone: `--target-opset 13` refused them (outputs
+    differ), and `--int8` at every such model (it needs opset 13)."""
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--target-opset", 13)
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load(tmp_path / "out.onnx")
+    assert out.opset_import[0].version == 13
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert_same_outputs(model, out, {"x": np.random.default_rng(0).random(dims, np.float32)})
+
+
+def _int8_on_16_samples(
+    tmp_path, model: onnx.ModelProto, rng, mode: str = "auto"
+) -> subprocess.CompletedProcess:
+    """`--int8 MODE` on `model` (saved as m.onnx, written to q.onnx), calibrated on 16 samples of
+    x [1, 16, 32, 32]."""
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "data.npz", x=rng.standard_normal((16, 1, 16, 32, 32)).astype(np.float32))
-    args = ("--int8", "--calibration", tmp_path / "data.npz")
+    args = ("--int8", mode, "--calibration", tmp_path / "data.npz")
     return run_cli(tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", *args)
+
+
+def _conv_then_resize(op: str, opset: int, mode: str, scales: list[float]) -> onnx.ModelProto:
+    """A 3x3 Conv [1, 16, 32, 32] (2.4M multiply-adds: INT8 whatever the timing), resized."""
+    weight = np.random.default_rng(1).standard_normal((16, 16, 3, 3)).astype(np.float32)
+    return make_model(
+        [
+            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            N(op, ["c", "scales"], ["y"], mode=mode),
+        ],
+        [vi("x", FLOAT, [1, 16, 32, 32])],
+        [vi("y", FLOAT, ["n", "c", "h", "w"])],
+        [const("w", weight), const("scales", np.array(scales, np.float32))],
+        opset=opset,
+    )
+
+
+def test_int8_quantizes_an_old_upsampling_conv_net_as_it_computes(tmp_path):
+    """An opset-9 conv net upsampling linearly: INT8 (which converts it to opset 13) was
+    refused, the converted Resize computing other pixels; its drift is now INT8's alone."""
+    rng = np.random.default_rng(0)
+    model = _conv_then_resize("Upsample", 9, "linear", [1, 1, 2, 2])
+    proc = _int8_on_16_samples(tmp_path, model, rng, "static")
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load(tmp_path / "q.onnx")
+    assert out.opset_import[0].version == 13 and op_counts(out)["QuantizeLinear"] >= 1
+    feeds = {"x": rng.standard_normal((1, 16, 32, 32)).astype(np.float32)}
+    (want,), (got,) = run(model, feeds), run(out, feeds)
+    cosine = float(np.dot(want.ravel(), got.ravel())) / (np.linalg.norm(want) * np.linalg.norm(got))
+    assert cosine > 0.999
 
 
 def test_int8_refuses_a_model_the_conversion_to_opset_13_changes(tmp_path):
     """INT8 converts to opset 13 (per-channel QDQ): the converted Resize's error was reported as
     INT8's own drift, exit 0 (cosine 0.79 on a conv net, not tuned on)."""
     rng = np.random.default_rng(0)
-    model = make_model(
-        [
-            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-            N("Resize", ["c", "scales"], ["y"], mode="linear"),
-        ],
-        [vi("x", FLOAT, [1, 16, 32, 32])],  # (2.4M multiply-adds: INT8 whatever the timing)
-        [vi("y", FLOAT, [1, 16, 64, 64])],
-        [
-            const("w", rng.standard_normal((16, 16, 3, 3)).astype(np.float32)),
-            const("scales", np.array([1, 1, 2, 2], np.float32)),
-        ],
-        opset=10,
-    )
+    model = _conv_then_resize("Resize", 10, "nearest", [1, 1, 3, 0.4])
     proc = _int8_on_16_samples(tmp_path, model, rng)
     assert assert_one_line_error(proc, 2).startswith(
         "error: static INT8 needs opset 13 (QDQ), and onnx's version converter changes the "
