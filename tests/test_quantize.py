@@ -2263,6 +2263,32 @@ def test_dynamic_int8_budget_over_matmuls_that_read_constants():
     assert "encode_grid" not in {item["node"] for item in held.report.fallback}
 
 
+def test_dynamic_int8_budget_over_an_unrolled_decoders_first_step():
+    """g2p-en's GRU decoder, unrolled (not tuned on): its first step's Gemm reads the start
+    token's embedding, a constant, through the weight every step shares; quantize_dynamic
+    quantized that constant as a weight, and the budget asked ORT for it ("does not load":
+    `--int8` exited 1, mode auto included). A Gemm of two constants stays float as a MatMul's
+    does; the step reading the input is quantized."""
+    rng = np.random.default_rng(9)
+    nodes = [
+        helper.make_node("Gemm", ["start", "w", "b"], ["s0"], name="step0", transB=1),
+        helper.make_node("Gemm", ["x", "w", "b"], ["s1"], name="step1", transB=1),
+        helper.make_node("Add", ["s0", "s1"], ["y"], name="add"),
+    ]
+    weights = {"w": rng.normal(size=(256, 16)), "b": rng.normal(size=256)}
+    weights["start"] = rng.normal(size=(1, 16))  # (a product 16x its size: ORT's to fold)
+    inits = [const(name, value.astype(np.float32)) for name, value in weights.items()]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 16])], [vi("y", FLOAT, [1, 256])], inits)
+    data = [{"x": rng.normal(size=(1, 16)).astype(np.float32)} for _ in range(24)]
+    plain = quantize(model, data, mode="dynamic", **{**FAST, "test_split": 0})
+    assert plain.report.quantized == {"Gemm": 1}
+    assert plain.report.kept_float["step0"] == dynamic.CONSTANT_ONLY
+    budget = f"snr>={plain.report.drift['y'].snr_db + 3:.1f}"
+    held = quantize(model, data, mode="dynamic", max_drift=budget, **{**FAST, "test_split": 0})
+    assert [item["node"] for item in held.report.fallback] == ["step1"]
+    assert not held.report.violations
+
+
 def test_dynamic_int8_of_a_matmul_reading_an_ort_fused_op():
     """A BERT that ORT's transformer optimizer wrote (not tuned on): its MatMuls read outputs of
     fused ops (com.microsoft's Attention, Gelu) whose type onnx cannot infer, and ORT's

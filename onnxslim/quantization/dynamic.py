@@ -57,7 +57,7 @@ Statistics = np.ndarray | list[np.ndarray]
 LEFT_FLOAT = (
     "its weight is not a stored float constant (activations, or a QDQ unit): dynamic INT8 leaves it"
 )
-#: why a MatMul of two constants stays float (SAM's positional encoding of a constant grid)
+#: why a MatMul or Gemm of two constants stays float (SAM's positional encoding of a grid)
 CONSTANT_ONLY = "its inputs are constants: ONNX Runtime computes it once, at load"
 #: why a MatMul of a batched weight stays float in dynamic INT8
 BATCHED_WEIGHT = (
@@ -351,22 +351,24 @@ def recurrent_share(model: ir.Model, excluded: Collection[str] = frozenset()) ->
 
 
 def always_float(model: ir.Model) -> dict[str, str]:
-    """The main graph's MatMuls dynamic INT8 leaves float whatever it is asked, each with why
-    (`_why_float`)."""
+    """The main graph's MatMuls and Gemms dynamic INT8 leaves float whatever it is asked, each
+    with why (`_why_float`)."""
     return {node.name: why for node in model.graph if (why := _why_float(node))}
 
 
 def _why_float(node: ir.Node) -> str | None:
     """BATCHED_WEIGHT for a MatMul whose weight is a constant of rank 3 or more (ORT's
-    DynamicQuantizeMatMul refuses it: "b zero point is not valid"), CONSTANT_ONLY for one of two
-    constants (a product larger than its inputs, which the lossless passes leave to ORT to compute
-    at load); None for any other node."""
-    if node.op_type != "MatMul":
+    DynamicQuantizeMatMul refuses it: "b zero point is not valid"), CONSTANT_ONLY for a MatMul or
+    Gemm of two constants (a product larger than its inputs, which the lossless passes leave to
+    ORT to compute at load: an unrolled decoder's first step, from its start token's embedding);
+    None for any other node."""
+    if node.op_type not in ("MatMul", "Gemm"):
         return None
     weight = node.inputs[1] if len(node.inputs) > 1 else None
-    if weight is not None and weight.const_value is not None and len(weight.const_value.shape) > 2:
+    constant = weight is not None and weight.const_value is not None
+    if node.op_type == "MatMul" and constant and len(weight.const_value.shape) > 2:
         return BATCHED_WEIGHT
-    if all(v is not None and v.const_value is not None for v in node.inputs):
+    if all(v is not None and v.const_value is not None for v in node.inputs[:2]):
         return CONSTANT_ONLY
     return None
 
@@ -854,12 +856,15 @@ def _sensitivity(
     both tensor names)."""
     nodes = {n.name: n for n in proto.graph.node if n.name in candidates}
     # an LSTM may leave its first output (all steps) out: its last state then; a Gather's table
-    # has another name in the quantized model: its ids, exact, stand for its input
+    # has another name in the quantized model: its ids, exact, stand for its input; so does a
+    # constant input, which quantize_dynamic may quantize as a weight (None: exact)
+    constants = {t.name for t in proto.graph.initializer}
     pairs = {
         name: (next(o for o in n.output if o), n.input[1 if n.op_type == "Gather" else 0])
         for name, n in nodes.items()
     }
-    names = sorted({t for pair in pairs.values() for t in pair})
+    pairs = {name: (out, None if inp in constants else inp) for name, (out, inp) in pairs.items()}
+    names = sorted({t for pair in pairs.values() for t in pair if t})
     snr = TensorSnr()
     for floats, quants in zip(
         iter_samples(proto, samples, names, int8=False), iter_samples(quantized, samples, names)
@@ -867,7 +872,8 @@ def _sensitivity(
         for t in names:
             snr.add(t, floats[t], quants[t])
     scores = [
-        (name, added_noise_db(snr.db(out), snr.db(inp))) for name, (out, inp) in pairs.items()
+        (name, added_noise_db(snr.db(out), snr.db(inp) if inp else math.inf))
+        for name, (out, inp) in pairs.items()
     ]
     return sorted(scores, key=lambda item: item[1])
 
