@@ -1664,21 +1664,57 @@ def test_bias_correction_is_chosen_again_after_the_speed_accuracy_choices(monkey
     forced = quantize(depthwise, data, bias_correction=True, exclude_nodes={"conv1"}, **options)
     real_choose = levers.choose
     monkeypatch.setattr(levers, "choose", lambda b, _, *rest: real_choose(b, [False], *rest))
-
-    def conv1_in_float(builder, chosen, selection, ref_outputs, *_, **__):
-        excluded = chosen.options.exclude_nodes | {"conv1"}
-        builder.options = dataclasses.replace(chosen.options, exclude_nodes=excluded)
-        kinds, model_info = builder.kinds, builder.build()
-        return trades.measured_variant(
-            kinds, builder.options, *model_info, selection, ref_outputs
-        ), []
-
-    monkeypatch.setattr(trades, "speed_accuracy_choices", conv1_in_float)
+    monkeypatch.setattr(trades, "speed_accuracy_choices", _conv1_in_float)
     report = quantize(depthwise, data, **options).report
     assert report.bias_correction and "conv1" in report.kept_float
     again = [n for n in report.notes if n.startswith("with the speed/accuracy choices made: ")]
-    assert len(again) == 1 and "kept bias correction (" in again[0]
+    assert len(again) == 2 and "kept bias correction (" in again[1]  # (the ranges: again[0])
     assert report.drift["y"].snr_db == forced.report.drift["y"].snr_db
+
+
+def _conv1_in_float(builder, chosen, selection, ref_outputs, *_, **__):
+    """`trades.speed_accuracy_choices` returning conv1 to float, whatever it measures."""
+    excluded = chosen.options.exclude_nodes | {"conv1"}
+    builder.options = dataclasses.replace(chosen.options, exclude_nodes=excluded)
+    kinds, model_info = builder.kinds, builder.build()
+    return trades.measured_variant(kinds, builder.options, *model_info, selection, ref_outputs), []
+
+
+def test_activation_ranges_are_chosen_again_after_the_speed_accuracy_choices(monkeypatch):
+    """DNSMOS's quality scorer (not tuned on): percentile 99.9 kept on its all-INT8 model, its
+    first 3 layers then returned to float, where 99.99 and 99.999 were 6.5 and 11.5 dB closer to
+    float. Here x's rare -1000s ask for a tight clip (99.9: they crush x's levels at 99.99), and
+    relu(x)'s rare 8s for a wide one: with conv1 in float, only the latter is quantized."""
+    rng = np.random.default_rng(3)
+    eye = const("w1", np.eye(16, dtype=np.float32)[:, :, None, None])
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1"),
+            helper.make_node("Relu", ["c"], ["h"], name="relu"),
+            helper.make_node("Conv", ["h", "w2"], ["y"], name="conv2"),
+        ],
+        [vi("x", shape=[1, 16, 8, 8])],
+        [vi("y", shape=[1, 16, 8, 8])],
+        [eye, const("w2", numpy_helper.to_array(eye))],
+        opset=13,
+    )
+    data = []
+    for _ in range(60):
+        x, spikes = rng.normal(size=(1, 16, 8, 8)), rng.random((1, 16, 8, 8))
+        x[spikes < 0.0005], x[spikes > 0.9995] = -1000.0, 8.0
+        data.append({"x": x.astype(np.float32)})
+    options = {**FAST, "target": "arm", "equalize": False, "bias_correction": False}
+    assert quantize(model, data, **options).report.method == "percentile 99.9"
+    monkeypatch.setattr(trades, "speed_accuracy_choices", _conv1_in_float)
+    report = quantize(model, data, **options).report
+    again = [n for n in report.notes if n.startswith("with the speed/accuracy choices made: ")]
+    assert len(again) == 1 and again[0].startswith(
+        "with the speed/accuracy choices made: kept percentile 99.99 (output SNR on 12 selection "
+        "samples: percentile 99.9: "  # (the range kept before, tried first)
+    )
+    assert report.method == "percentile 99.99" and "conv1" in report.kept_float
+    forced = quantize(model, data, percentile=99.99, exclude_nodes={"conv1"}, **options)
+    assert report.drift["y"].snr_db == forced.report.drift["y"].snr_db > 35
 
 
 def _float_model(output_op: str = "Relu", shape: tuple = (2, 4)) -> ir.Model:

@@ -80,11 +80,12 @@ def choose(
 
 
 def choose_activation_range(first: Choice, selection: Sequence, ref_outputs: Sequence) -> Choice:
-    """The activation range `_closest` keeps for the variant `first` (built at the first of
-    PERCENTILES): a percentile of PERCENTILES, "mse" (each tensor's least quantization error:
-    a heavy-tailed one gets a tighter clip than any one percentile gives all) or "minmax" (no
-    clip: a detector's objectness logits fire on a few anchors in thousands, which a percentile
-    may clip: ddddocr's YOLOX, its objectness at 3.8 dB of SNR at percentile 99.9)."""
+    """The activation range `_closest` keeps for the variant `first` (built at its builder's
+    range, tried first: the first of PERCENTILES, or the range kept before): a percentile of
+    PERCENTILES, "mse" (each tensor's least quantization error: a heavy-tailed one gets a
+    tighter clip than any one percentile gives all) or "minmax" (no clip: a detector's objectness
+    logits fire on a few anchors in thousands, which a percentile may clip: ddddocr's YOLOX, its
+    objectness at 3.8 dB of SNR at percentile 99.9)."""
     builder = first.builder
 
     def set_to(method: str, options: dict) -> QuantBuilder:
@@ -97,6 +98,8 @@ def choose_activation_range(first: Choice, selection: Sequence, ref_outputs: Seq
     }
     variants["mse"] = functools.partial(set_to, "mse", {})
     variants["minmax"] = functools.partial(set_to, "minmax", {})
+    current = method_label(builder)
+    variants = {current: variants[current], **variants}  # (`first`'s, first)
     return _closest(variants, "activation ranges", selection, ref_outputs, builder.progress, first)
 
 
