@@ -517,9 +517,8 @@ def _optimize_with_report(
                 if not converted:
                     raise
                 raise verify.OutputsDiffer(
-                    f"{err} (the model was {converted} first: onnx's version converter changes "
-                    "what some ops compute, e.g. a nearest Resize-10 that upsamples one axis and "
-                    "downsamples another; "
+                    f"{err} (the model was {converted} first: onnx's version converter may "
+                    "change what an op computes; "
                     f"export the model at opset {options.target_opset or MIN_OPSET} instead)"
                 ) from err
             check_inputs, not_checked = checked

@@ -28,6 +28,10 @@ from helpers import (
 )
 from onnx import helper
 
+import onnxslim
+from onnxslim import cli
+from onnxslim.model import opset
+
 N = helper.make_node
 DEMO = REPO / "models" / "demo.onnx"
 
@@ -419,7 +423,6 @@ class _Crash:
     ],
 )
 def test_failed_check_and_internal_error_write_nothing(pass_, code, message, tmp_path, monkeypatch):
-    from onnxslim import cli
     from onnxslim.passes import registry as passes
 
     spec = passes.PassSpec("inject", "test", lambda options: pass_, stage="setup")
@@ -590,7 +593,7 @@ def resize10_both_ways() -> onnx.ModelProto:
     it by rules (floor up, ceiling down) no Resize-11+ attributes give."""
     scales = const("scales", np.array([1, 1, 3, 0.4], np.float32))
     return make_model(
-        [N("Resize", ["x", "scales"], ["y"], mode="nearest")],
+        [N("Resize", ["x", "scales"], ["y"], mode="nearest", name="resize")],
         [vi("x", FLOAT, [1, 2, 6, 6])],
         [vi("y", FLOAT, [1, 2, 18, 2])],
         [scales],
@@ -598,29 +601,75 @@ def resize10_both_ways() -> onnx.ModelProto:
     )
 
 
-def test_a_conversion_that_changes_the_outputs_is_named_as_the_likely_cause(tmp_path):
+def test_a_conversion_with_no_form_that_computes_alike_is_one_clear_line(tmp_path):
     onnx.save(resize10_both_ways(), tmp_path / "m.onnx")
     proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--target-opset", 13)
-    line = assert_one_line_error(proc, 1, "optimized model differs from the original: y: ")
-    assert line.endswith(
-        "(the model was converted from opset 10 to 13 first: onnx's version converter changes "
-        "what some ops compute, e.g. a nearest Resize-10 that upsamples one axis and downsamples "
-        "another; export the model at opset 13 instead)"
+    assert assert_one_line_error(proc, 2) == (
+        "error: cannot convert the model from opset 10 to 13: Resize 'resize' (nearest) upsamples "
+        "one axis and downsamples another, which no Resize from opset 11 on computes alike; "
+        "export the model at opset 13 instead"
     )
+    assert not (tmp_path / "out.onnx").exists()
     assert run_cli(tmp_path / "m.onnx", "-o", tmp_path / "out.onnx").returncode == 0
+
+
+def _converter_turning_relu_into_abs(monkeypatch) -> None:
+    """onnx's version converter, changing what the model computes as it did Upsample-9's."""
+    real = opset.version_converter.convert_version
+
+    def converted(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+        out = real(model, target)
+        for node in out.graph.node:
+            node.op_type = "Abs" if node.op_type == "Relu" else node.op_type
+        return out
+
+    monkeypatch.setattr(opset.version_converter, "convert_version", converted)
+
+
+def test_a_conversion_that_changes_the_outputs_is_named_as_the_likely_cause(tmp_path, monkeypatch):
+    _converter_turning_relu_into_abs(monkeypatch)
+    model = make_model([N("Relu", ["x"], ["y"])], [vi("x", FLOAT, [4])], [vi("y", FLOAT, [4])])
+    onnx.save(model, tmp_path / "m.onnx")
+    args = [str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx"), "--target-opset", "18"]
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: optimized model differs from the original: y: ")
+    assert result.stderr.rstrip().endswith(
+        "(the model was converted from opset 17 to 18 first: onnx's version converter may change "
+        "what an op computes; export the model at opset 18 instead)"
+    )
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def _old_resize_nodes(op: str, opset: int, mode: str, scales: list[float], out: str = "y"):
+    """An Upsample or Resize of x read by a Relu (the converter renames a Resize's output that is
+    not a graph output), its scales an attribute (Upsample-7) or a Constant node."""
+    relu = N("Relu", ["u"], [out])
+    if op == "Upsample" and opset < 9:
+        return [N(op, ["x"], ["u"], mode=mode, scales=[float(s) for s in scales]), relu]
+    scales = N("Constant", [], ["scales"], value=const("s", np.array(scales, np.float32)))
+    return [scales, N(op, ["x", "scales"], ["u"], mode=mode), relu]
 
 
 def _old_resize(op: str, opset: int, mode: str, scales: list[float]) -> onnx.ModelProto:
     x, y = vi("x", FLOAT, [1, 2, 6, 6]), vi("y", FLOAT, ["n", "c", "h", "w"])
-    if op == "Upsample" and opset < 9:
-        return make_model(
-            [N(op, ["x"], ["y"], mode=mode, scales=[float(s) for s in scales])],
-            [x],
-            [y],
-            opset=opset,
+    return make_model(_old_resize_nodes(op, opset, mode, scales), [x], [y], opset=opset)
+
+
+def _old_resizes_in_branches() -> onnx.ModelProto:
+    """If(c) Upsample-9 linear, else Upsample-9 nearest: the bodies converted too."""
+    bodies = [
+        helper.make_graph(
+            _old_resize_nodes("Upsample", 9, mode, [1, 1, 3, 1.5], "b"),
+            name,
+            [],
+            [vi("b", FLOAT, None)],
         )
-    given = [const("scales", np.array(scales, np.float32))]
-    return make_model([N(op, ["x", "scales"], ["y"], mode=mode)], [x], [y], given, opset=opset)
+        for name, mode in (("then", "linear"), ("else", "nearest"))
+    ]
+    node = N("If", ["c"], ["y"], then_branch=bodies[0], else_branch=bodies[1])
+    inputs = [vi("x", FLOAT, [1, 2, 6, 6]), vi("c", onnx.TensorProto.BOOL, [])]
+    return make_model([node], inputs, [vi("y", FLOAT, None)], opset=9, check=False)
 
 
 def _hardmax(opset: int, axis: int | None) -> onnx.ModelProto:
@@ -632,19 +681,25 @@ def _hardmax(opset: int, axis: int | None) -> onnx.ModelProto:
     "model",
     [
         *(
-            _old_resize(op, opset, mode, scales)
+            pytest.param(_old_resize(op, opset, mode, scales), id=f"{op}{opset}-{mode}-{scales}")
             for op, opset in (("Upsample", 7), ("Upsample", 9), ("Resize", 10))
             for mode in ("linear", "nearest")
             for scales in ([1, 1, 2, 2], [1, 1, 3, 1.5], [1, 1, 1.7, 2.6])
         ),
-        *(_old_resize("Resize", 10, mode, [1, 1, 0.5, 0.4]) for mode in ("linear", "nearest")),
-        *(_hardmax(opset, axis) for opset in (9, 12) for axis in (None, 0, 2)),
-        _hardmax(12, -2),
+        *(
+            pytest.param(
+                _old_resize("Resize", 10, mode, [1, 1, 0.5, 0.4]), id=f"Resize10-{mode}-down"
+            )
+            for mode in ("linear", "nearest")
+        ),
+        pytest.param(_old_resizes_in_branches(), id="Upsample9-in-If"),
+        *(
+            pytest.param(_hardmax(opset, axis), id=f"Hardmax{opset}-axis{axis}")
+            for opset in (9, 12)
+            for axis in (None, 0, 2, 3)
+        ),
+        *(pytest.param(_hardmax(12, axis), id=f"Hardmax12-axis{axis}") for axis in (-1, -2)),
     ],
-    ids=lambda m: (
-        f"{m.graph.node[0].op_type}{m.opset_import[0].version}-"
-        + "-".join(str(helper.get_attribute_value(a)) for a in m.graph.node[0].attribute)
-    ),
 )
 def test_conversion_to_opset_13_keeps_what_old_resizes_and_hardmaxes_compute(tmp_path, model):
     """onnx's version converter gives Upsample-7/9 and Resize-10 Resize-11's half-pixel
@@ -657,7 +712,10 @@ def test_conversion_to_opset_13_keeps_what_old_resizes_and_hardmaxes_compute(tmp
     out = onnx.load(tmp_path / "out.onnx")
     assert out.opset_import[0].version == 13
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert_same_outputs(model, out, {"x": np.random.default_rng(0).random(dims, np.float32)})
+    x = np.random.default_rng(0).random(dims, np.float32)
+    branches = len(model.graph.input) == 2  # (x, and the If's condition c)
+    for feeds in [{"x": x, "c": np.array(c)} for c in (True, False)] if branches else [{"x": x}]:
+        assert_same_outputs(model, out, feeds)
 
 
 def _int8_on_16_samples(
@@ -701,15 +759,33 @@ def test_int8_quantizes_an_old_upsampling_conv_net_as_it_computes(tmp_path):
     assert cosine > 0.999
 
 
-def test_int8_refuses_a_model_the_conversion_to_opset_13_changes(tmp_path):
+def test_int8_refuses_a_model_the_conversion_to_opset_13_changes(monkeypatch):
     """INT8 converts to opset 13 (per-channel QDQ): the converted Resize's error was reported as
-    INT8's own drift, exit 0 (cosine 0.79 on a conv net, not tuned on)."""
-    rng = np.random.default_rng(0)
+    INT8's own drift, exit 0 (cosine 0.79 on a conv net, not tuned on, before the conversion of
+    Upsample-9 was mended)."""
+    _converter_turning_relu_into_abs(monkeypatch)
+    model = make_model(
+        [N("Relu", ["x"], ["r"]), N("MatMul", ["r", "w"], ["y"])],
+        [vi("x", FLOAT, [1, 16])],
+        [vi("y", FLOAT, [1, 16])],
+        [const("w", np.eye(16, dtype=np.float32))],
+        opset=12,
+    )
+    data = [{"x": np.random.default_rng(i).standard_normal((1, 16), np.float32)} for i in range(16)]
+    with pytest.raises(onnxslim.OnnxSlimError) as raised:
+        onnxslim.quantize(model, data, mode="static", measure_latency=False, progress=False)
+    assert str(raised.value).startswith(
+        "static INT8 needs opset 13 (QDQ), and onnx's version converter changes the model's "
+        "outputs converting it from opset 12 (y: max abs difference "
+    )
+
+
+def test_int8_refuses_a_conversion_with_no_form_that_computes_alike(tmp_path):
     model = _conv_then_resize("Resize", 10, "nearest", [1, 1, 3, 0.4])
-    proc = _int8_on_16_samples(tmp_path, model, rng)
+    proc = _int8_on_16_samples(tmp_path, model, np.random.default_rng(0))
     assert assert_one_line_error(proc, 2).startswith(
-        "error: static INT8 needs opset 13 (QDQ), and onnx's version converter changes the "
-        "model's outputs converting it from opset 10 (y: max abs difference "
+        "error: static INT8 needs opset 13 (QDQ): cannot convert the model from opset 10 to 13: "
+        "Resize "
     )
     assert not (tmp_path / "q.onnx").exists()
 

@@ -1,5 +1,6 @@
 """Opset conversion with onnx's version converter: old models up to what the passes read, or to a
-target the user names; where the converter changes what an op computes, its result mended."""
+target the user names; where the converter changes what an old Resize or Hardmax computes going
+up, its result mended."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
 from onnxslim.model.graph import default_opset, fresh_name, proto_graphs
 
-#: Resize's coordinate modes before opset 11 (Upsample-7/9 and Resize-10): x_in = x_out / scale,
-#: nearest taking the floor (ONNX Runtime: the ceiling where it downsamples). The converter gives
-#: their Resize-11+ form the defaults, half_pixel and round_prefer_floor: other pixels.
-OLD_RESIZE = {"coordinate_transformation_mode": "asymmetric"}
-OLD_NEAREST = {True: "floor", False: "ceil"}  # by whether every axis upsamples
+#: What Resize-11+ needs to compute as Upsample-7/9 and Resize-10 did (x_in = x_out / scale,
+#: nearest taking the floor: ONNX Runtime's ceiling where it downsamples): the converter leaves
+#: Resize-11's defaults, half_pixel and round_prefer_floor, which read other pixels.
+OLD_COORDINATES = {"coordinate_transformation_mode": "asymmetric"}
 
 
 def convert(model: ir.Model, target: int) -> ir.Model:
-    """`model` with its default opset converted to `target`; a user error when onnx cannot."""
+    """`model` with its default opset converted to `target`; a user error when onnx cannot. Where
+    onnx's converter changes what an op computes going up past opset 11 or 13, its result is
+    mended (`_old_resizes`, `_old_hardmax_axes`)."""
     current = default_opset(model.opset_imports)
     if current is None:
         raise OnnxSlimError("the model imports no default ONNX opset: there is nothing to convert")
@@ -30,76 +32,98 @@ def convert(model: ir.Model, target: int) -> ir.Model:
         raise OnnxSlimError(
             f"target opset {target} is not one this onnx release knows (1..{newest})"
         )
+    cannot = f"cannot convert the model from opset {current} to {target}"
     given = io.to_proto(model)
+    resizes = _old_resizes(given, cannot, target) if current < 11 <= target else []
+    hardmaxes = _old_hardmax_axes(given) if current < 13 <= target else []
     try:
         proto = version_converter.convert_version(given, target)
     except Exception as err:
-        raise OnnxSlimError(
-            f"cannot convert the model from opset {current} to {target}: {_why(err, target)}"
-        ) from err
-    if current < 11 <= target:
-        _keep_old_resize(given, proto)
-    if current < 13 <= target:
-        _keep_old_hardmax(given, proto)
+        raise OnnxSlimError(f"{cannot}: {_why(err, target)}") from err
+    del given
+    for graph, attributes in zip(_resizes_by_graph(proto), resizes):
+        for node, mended in zip(graph, attributes):
+            _set(node, mended)
+    for graph, axes in zip(proto_graphs(proto.graph), hardmaxes):
+        if any(axis is not None for axis in axes):
+            _flatten_hardmaxes(graph, axes, proto)
     return io.from_proto(proto, f"the model converted to opset {target}")
 
 
-def _keep_old_resize(given: onnx.ModelProto, converted: onnx.ModelProto) -> None:
-    """The Resizes the converter made of `given`'s Upsamples and Resize-10s given their old
-    coordinates (`OLD_RESIZE`), found by output name. A nearest one whose scales both up- and
-    downsample has no Resize-11 form: left as converted (a check of the outputs finds it)."""
-    nearest = {}  # output name -> nearest mode (None: linear)
+def _old_resizes(given: onnx.ModelProto, cannot: str, target: int) -> list[list[dict]]:
+    """Per graph of `given` (`proto_graphs` order), the attributes each Upsample and Resize-10
+    needs as a Resize-11+ to compute as before (the converter swaps each for one Resize, in
+    order, renaming its output). A user error for a nearest one whose scales both up- and
+    downsample, which no Resize-11 computes; scales computed at run time are taken to upsample
+    (an Upsample's must)."""
+    found = []
     for graph in proto_graphs(given.graph):
-        resizes = [n for n in graph.node if n.op_type in ("Upsample", "Resize") and n.output]
+        resizes = [n for n in graph.node if n.op_type in ("Upsample", "Resize")]
         constants = _constants(graph, {n.input[1] for n in resizes if len(n.input) > 1})
+        attributes = []
         for node in resizes:
-            mode = _attribute(node, "mode", b"nearest")
+            if _attribute(node, "mode", b"nearest") != b"nearest":
+                attributes.append(OLD_COORDINATES)
+                continue
             scales = _attribute(node, "scales", None)
             if scales is None and len(node.input) > 1:
                 scales = constants.get(node.input[1])
-            upsamples = scales is None or min(scales) >= 1
-            downsamples = scales is not None and max(scales) <= 1
-            if mode == b"nearest" and not upsamples and not downsamples:
-                continue
-            nearest[node.output[0]] = OLD_NEAREST[upsamples] if mode == b"nearest" else None
-    for graph in proto_graphs(converted.graph):
-        for node in graph.node:
-            if node.op_type == "Resize" and node.output and node.output[0] in nearest:
-                mode = nearest[node.output[0]]
-                _set(node, {**OLD_RESIZE, **({"nearest_mode": mode} if mode else {})})
+            if scales is None or min(scales) >= 1:
+                attributes.append({**OLD_COORDINATES, "nearest_mode": "floor"})
+            elif max(scales) <= 1:
+                attributes.append({**OLD_COORDINATES, "nearest_mode": "ceil"})
+            else:
+                raise OnnxSlimError(
+                    f"{cannot}: {node.op_type} {node.name or node.output[0]!r} (nearest) "
+                    f"upsamples one axis and downsamples another, which no Resize from opset 11 "
+                    f"on computes alike; export the model at opset {target} instead"
+                )
+        found.append(attributes)
+    return found
 
 
-def _keep_old_hardmax(given: onnx.ModelProto, converted: onnx.ModelProto) -> None:
+def _resizes_by_graph(converted: onnx.ModelProto) -> list[list[onnx.NodeProto]]:
+    return [[n for n in g.node if n.op_type == "Resize"] for g in proto_graphs(converted.graph)]
+
+
+def _old_hardmax_axes(given: onnx.ModelProto) -> list[list[int | None]]:
+    """Per graph of `given`, per node, the axis of each Hardmax before opset 13 to flatten at
+    (`_flatten_hardmaxes`), None for other nodes and for a Hardmax over axis -1."""
+    axes = []
+    for graph in proto_graphs(given.graph):
+        axes.append(
+            [
+                axis
+                if node.op_type == "Hardmax" and (axis := _attribute(node, "axis", 1)) != -1
+                else None
+                for node in graph.node
+            ]
+        )
+    return axes
+
+
+def _flatten_hardmaxes(graph: onnx.GraphProto, axes: list[int | None], model) -> None:
     """Hardmax before opset 13 flattens its input to 2-D at `axis` (default 1) and picks along
     the second dim; from 13 it picks along `axis` alone, and the converter keeps the node as it
-    is. Each such Hardmax not over the last axis becomes Flatten(axis) -> Hardmax(axis=1) ->
-    Reshape to the input's shape, as the converter does for Softmax."""
-    old = {
-        node.output[0]: _attribute(node, "axis", 1)
-        for graph in proto_graphs(given.graph)
-        for node in graph.node
-        if node.op_type == "Hardmax" and node.output
-    }
-    taken = {name for graph in proto_graphs(converted.graph) for name in _names(graph)}
-    for graph in proto_graphs(converted.graph):
-        nodes = []
-        for node in graph.node:
-            axis = old.get(node.output[0]) if node.op_type == "Hardmax" and node.output else None
-            if axis is None or axis == -1:
-                nodes.append(node)
-                continue
-            x, y = node.input[0], node.output[0]
-            shape, flat, picked = (
-                fresh_name(taken, f"{y}_{part}") for part in ("shape", "2d", "max")
-            )
-            nodes += [
-                onnx.helper.make_node("Shape", [x], [shape]),
-                onnx.helper.make_node("Flatten", [x], [flat], axis=axis),
-                onnx.helper.make_node("Hardmax", [flat], [picked], node.name, axis=1),
-                onnx.helper.make_node("Reshape", [picked, shape], [y]),
-            ]
-        del graph.node[:]
-        graph.node.extend(nodes)
+    is (in place: `axes` lines up with `graph`'s nodes). Each Hardmax with an axis in `axes`
+    becomes Flatten(axis) -> Hardmax(axis=1) -> Reshape to the input's shape, as the converter
+    does for Softmax."""
+    taken = {name for g in proto_graphs(model.graph) for name in _names(g)}
+    nodes = []
+    for node, axis in zip(list(graph.node), axes):
+        if axis is None:
+            nodes.append(node)
+            continue
+        x, y = node.input[0], node.output[0]
+        shape, flat, picked = (fresh_name(taken, f"{y}_{p}") for p in ("shape", "2d", "max"))
+        nodes += [
+            onnx.helper.make_node("Shape", [x], [shape]),
+            onnx.helper.make_node("Flatten", [x], [flat], axis=axis),
+            onnx.helper.make_node("Hardmax", [flat], [picked], node.name, axis=1),
+            onnx.helper.make_node("Reshape", [picked, shape], [y]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _attribute(node: onnx.NodeProto, name: str, default):

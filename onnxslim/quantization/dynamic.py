@@ -856,15 +856,12 @@ def _sensitivity(
     both tensor names)."""
     nodes = {n.name: n for n in proto.graph.node if n.name in candidates}
     # an LSTM may leave its first output (all steps) out: its last state then; a Gather's table
-    # has another name in the quantized model: its ids, exact, stand for its input; so does a
-    # constant input, which quantize_dynamic may quantize as a weight (None: exact)
-    constants = {t.name for t in proto.graph.initializer}
+    # has another name in the quantized model: its ids, exact, stand for its input
     pairs = {
         name: (next(o for o in n.output if o), n.input[1 if n.op_type == "Gather" else 0])
         for name, n in nodes.items()
     }
-    pairs = {name: (out, None if inp in constants else inp) for name, (out, inp) in pairs.items()}
-    names = sorted({t for pair in pairs.values() for t in pair if t})
+    names = sorted({t for pair in pairs.values() for t in pair})
     snr = TensorSnr()
     for floats, quants in zip(
         iter_samples(proto, samples, names, int8=False), iter_samples(quantized, samples, names)
@@ -872,8 +869,7 @@ def _sensitivity(
         for t in names:
             snr.add(t, floats[t], quants[t])
     scores = [
-        (name, added_noise_db(snr.db(out), snr.db(inp) if inp else math.inf))
-        for name, (out, inp) in pairs.items()
+        (name, added_noise_db(snr.db(out), snr.db(inp))) for name, (out, inp) in pairs.items()
     ]
     return sorted(scores, key=lambda item: item[1])
 

@@ -84,7 +84,7 @@ def static_int8(
         ref_outputs,
     )
     notes += [choice.note] if choice.note else []
-    if config.method == "percentile" and config.percentile is None:
+    if _chooses_ranges(config):
         choice = levers.choose_activation_range(choice, selection, ref_outputs)
         notes.append(choice.note)
     if config.weight_rounding == "auto" and levers.rounds_with_gptq(choice):
@@ -104,16 +104,14 @@ def static_int8(
             timed=config.times_choices,
         )
     notes += trade_notes
-    if chosen is not first:  # (layers in float change what the levers' settings give)
-        again = [
-            levers.choose_activation_range
-            if config.method == "percentile" and config.percentile is None
-            else None,
-            levers.choose_bias_correction_again if config.bias_correction == "auto" else None,
-        ]
-        for lever in filter(None, again):
-            chosen, note = _chosen_again(lever, builder, chosen, selection, ref_outputs)
-            notes.append(note)
+    again = []  # (layers the choices returned to float change what the levers' settings give)
+    if chosen is not first and _chooses_ranges(config):
+        again.append(levers.choose_activation_range)
+    if chosen is not first and config.bias_correction == "auto":
+        again.append(levers.choose_bias_correction_again)
+    for lever in again:
+        chosen, note = _chosen_again(lever, builder, chosen, selection, ref_outputs)
+        notes.append(note)
     quantized, info, drift, scored = chosen.model, chosen.info, chosen.drift, chosen.scored
     # (a detector's scores judged apart from its boxes too)
     violations = config.max_drift.check(with_parts(drift, scored)) if config.max_drift else []
@@ -191,6 +189,12 @@ def _asks_int8_compute(config: QuantizeConfig) -> str | None:
     return next((option for option, given in asked.items() if given), None)
 
 
+def _chooses_ranges(config: QuantizeConfig) -> bool:
+    """Whether the activation ranges are chosen (`levers.choose_activation_range`): by default,
+    not where the user gave a method or a percentile."""
+    return config.method == "percentile" and config.percentile is None
+
+
 def _chosen_again(
     lever: Callable[[levers.Choice, list, list], levers.Choice],
     builder: QuantBuilder,
@@ -199,10 +203,7 @@ def _chosen_again(
     ref_outputs: list,
 ) -> tuple[trades.Variant, str]:
     """A `levers` choice (`lever`: the activation ranges, bias correction) made once more on
-    `chosen`, the speed/accuracy choices' variant (`builder` set to it), and its note. DNSMOS's
-    quality scorer (not tuned on): percentile 99.9 kept on its all-INT8 model (14.1 dB against
-    11.8 at 99.99), its first 3 layers then in float: 26.5 dB, and 38.0 at 99.999 (selection
-    samples; test split: 26.1 -> 38.9 dB, worst sample 0.981 -> 0.9998)."""
+    `chosen`, the speed/accuracy choices' variant (`builder` set to it), and its note."""
     whole = compared_samples(chosen.scored) <= levers.CHOICE_SAMPLES  # (else scored again)
     first = levers.Choice(
         builder, chosen.model, chosen.info, *((chosen.drift, chosen.scored) if whole else ())
