@@ -102,12 +102,14 @@ def _old_hardmax_axes(given: onnx.ModelProto) -> list[list[int | None]]:
     return axes
 
 
-def _flatten_hardmaxes(graph: onnx.GraphProto, axes: list[int | None], model) -> None:
+def _flatten_hardmaxes(
+    graph: onnx.GraphProto, axes: list[int | None], model: onnx.ModelProto
+) -> None:
     """Hardmax before opset 13 flattens its input to 2-D at `axis` (default 1) and picks along
     the second dim; from 13 it picks along `axis` alone, and the converter keeps the node as it
     is (in place: `axes` lines up with `graph`'s nodes). Each Hardmax with an axis in `axes`
     becomes Flatten(axis) -> Hardmax(axis=1) -> Reshape to the input's shape, as the converter
-    does for Softmax."""
+    does for Softmax. `model`: the converted model `graph` is part of (the names it takes)."""
     taken = {name for g in proto_graphs(model.graph) for name in _names(g)}
     nodes = []
     for node, axis in zip(list(graph.node), axes):

@@ -126,9 +126,8 @@ class QuantPlan:
 def _at_qdq_opset(model: ir.Model, samples: Sequence[Mapping] | None) -> ir.Model:
     """`model` at QDQ_MIN_OPSET at least (per-axis QDQ), its outputs on `samples` (None:
     synthesized ones) checked against its own before: onnx's version converter changes what some
-    ops compute (`opset.convert` mends the cases known; a nearest Resize-10 that upsamples one
-    axis and downsamples another has no later form), and INT8 would then report the difference
-    as its own drift. A user error then."""
+    ops compute (`opset.convert` mends the cases known, and refuses those it cannot), and INT8
+    would then report the difference as its own drift. A user error then."""
     current = default_opset(model.opset_imports) or 1
     if current >= QDQ_MIN_OPSET:
         return model
