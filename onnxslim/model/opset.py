@@ -44,9 +44,14 @@ def convert(model: ir.Model, target: int) -> ir.Model:
     for graph, attributes in zip(_resizes_by_graph(proto), resizes):
         for node, mended in zip(graph, attributes):
             _set(node, mended)
-    for graph, axes in zip(proto_graphs(proto.graph), hardmaxes):
-        if any(axis is not None for axis in axes):
-            _flatten_hardmaxes(graph, axes, proto)
+    flattened = [
+        (graph, axes)
+        for graph, axes in zip(proto_graphs(proto.graph), hardmaxes)
+        if any(axis is not None for axis in axes)
+    ]
+    taken = {n for g in proto_graphs(proto.graph) for n in _names(g)} if flattened else set()
+    for graph, axes in flattened:
+        _flatten_hardmaxes(graph, axes, taken)
     return io.from_proto(proto, f"the model converted to opset {target}")
 
 
@@ -102,15 +107,12 @@ def _old_hardmax_axes(given: onnx.ModelProto) -> list[list[int | None]]:
     return axes
 
 
-def _flatten_hardmaxes(
-    graph: onnx.GraphProto, axes: list[int | None], model: onnx.ModelProto
-) -> None:
+def _flatten_hardmaxes(graph: onnx.GraphProto, axes: list[int | None], taken: set[str]) -> None:
     """Hardmax before opset 13 flattens its input to 2-D at `axis` (default 1) and picks along
     the second dim; from 13 it picks along `axis` alone, and the converter keeps the node as it
     is (in place: `axes` lines up with `graph`'s nodes). Each Hardmax with an axis in `axes`
     becomes Flatten(axis) -> Hardmax(axis=1) -> Reshape to the input's shape, as the converter
-    does for Softmax. `model`: the converted model `graph` is part of (the names it takes)."""
-    taken = {name for g in proto_graphs(model.graph) for name in _names(g)}
+    does for Softmax. `taken`: the names of every graph of the model, which new ones join."""
     nodes = []
     for node, axis in zip(list(graph.node), axes):
         if axis is None:
