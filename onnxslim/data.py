@@ -587,10 +587,12 @@ def _unstack(arrays: Sample, specs: Sequence[InputSpec], where: str) -> list[Sam
 def _one_sample(arrays: Sample, specs: Sequence[InputSpec]) -> bool:
     """Whether arrays of differing first axes can only be one sample: each of its input's rank,
     those whose input fixes the first dim at that size (a recurrent state [2, N, 128] beside
-    audio [N, 256]), the others all of one non-zero first axis (a stack would need the fixed
-    ones stacked too)."""
+    audio [N, 256]), those whose inputs name it alike of one non-zero length, and either a fixed
+    one or every free one named, in two names at least (phonemes [N0] beside notes [unk__601]:
+    lengths a stack could not have; unnamed first axes that differ may be a stack gone wrong)."""
     by_name = {spec.name: spec for spec in specs}
-    free, fixed = set(), 0
+    free: dict[Dim, set[int]] = {}  # the first axes' lengths, by the name their inputs give them
+    fixed = 0
     for name, array in arrays.items():
         spec = by_name.get(name)
         if spec is None or array.ndim != len(spec.shape):
@@ -601,8 +603,10 @@ def _one_sample(arrays: Sample, specs: Sequence[InputSpec]) -> bool:
                 return False
             fixed += 1
         elif array.ndim:  # a scalar input's 0-d array has no first axis
-            free.add(len(array))
-    return fixed > 0 and len(free) <= 1 and 0 not in free
+            free.setdefault(first, set()).add(len(array))
+    if any(len(lengths) > 1 or 0 in lengths for lengths in free.values()):
+        return False
+    return fixed > 0 or (None not in free and len(free) > 1)
 
 
 def _load_images(

