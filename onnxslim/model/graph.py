@@ -108,6 +108,17 @@ def value_names(model: ir.Model) -> set[str]:
     return names | {v.name for g in graphs for node in g for v in node.outputs}
 
 
+def proto_names(graphs: Iterable[onnx.GraphProto]) -> set[str]:
+    """Every value name of protobuf `graphs`: inputs, outputs, initializers, node outputs, value
+    infos (`fresh_name`'s `taken` for nodes added to them)."""
+    names = set()
+    for graph in graphs:
+        names |= {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
+        names |= {t.name for t in graph.initializer}
+        names |= {name for node in graph.node for name in node.output}
+    return names
+
+
 def fresh_name(taken: set[str], name: str) -> str:
     """`name`, or `name_1`, `name_2`, ... : the first not in `taken` (which then holds it)."""
     candidate, n = name, 0

@@ -12,7 +12,7 @@ from onnx import version_converter
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
-from onnxslim.model.graph import default_opset, fresh_name, proto_graphs
+from onnxslim.model.graph import default_opset, fresh_name, proto_graphs, proto_names
 
 #: What Resize-11+ needs to compute as Upsample-7/9 and Resize-10 did (x_in = x_out / scale,
 #: nearest taking the floor: ONNX Runtime's ceiling where it downsamples): the converter leaves
@@ -49,7 +49,7 @@ def convert(model: ir.Model, target: int) -> ir.Model:
         for graph, axes in zip(proto_graphs(proto.graph), hardmaxes)
         if any(axis is not None for axis in axes)
     ]
-    taken = {n for g in proto_graphs(proto.graph) for n in _names(g)} if flattened else set()
+    taken = proto_names(proto_graphs(proto.graph)) if flattened else set()
     for graph, axes in flattened:
         _flatten_hardmaxes(graph, axes, taken)
     return io.from_proto(proto, f"the model converted to opset {target}")
@@ -151,11 +151,6 @@ def _constants(graph: onnx.GraphProto, names: set[str]) -> dict[str, list[float]
             if isinstance(value, onnx.TensorProto):
                 tensors[node.output[0]] = value
     return {name: onnx.numpy_helper.to_array(t).ravel().tolist() for name, t in tensors.items()}
-
-
-def _names(graph: onnx.GraphProto) -> set[str]:
-    names = {v.name for v in [*graph.input, *graph.output]} | {t.name for t in graph.initializer}
-    return names | {name for node in graph.node for name in [*node.input, *node.output]}
 
 
 def _why(err: Exception, target: int) -> str:

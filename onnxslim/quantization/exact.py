@@ -20,7 +20,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.model import io
-from onnxslim.model.graph import fresh_name, op_types, proto_graphs
+from onnxslim.model.graph import fresh_name, op_types, proto_graphs, proto_names
 
 _EXACT = contextvars.ContextVar("onnxslim_exact_int8_math", default=False)
 
@@ -62,7 +62,7 @@ def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.M
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
         graphs = list(proto_graphs(proto.graph))
-    taken = _names(graphs)
+    taken = proto_names(graphs)
     for graph in graphs:
         nodes = []
         for node in graph.node:
@@ -70,16 +70,6 @@ def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.M
         graph.ClearField("node")
         graph.node.extend(nodes)
     return proto
-
-
-def _names(graphs: list[onnx.GraphProto]) -> set[str]:
-    """Every value name of `graphs`: inputs, outputs, initializers, node outputs, value infos."""
-    names = set()
-    for graph in graphs:
-        names |= {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
-        names |= {t.name for t in graph.initializer}
-        names |= {name for node in graph.node for name in node.output}
-    return names
 
 
 def _exact_matmul(node: onnx.NodeProto, taken: set[str]) -> list[onnx.NodeProto]:
