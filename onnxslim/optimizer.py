@@ -24,7 +24,13 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError, first_line
 from onnxslim.model import interface, io, opset
 from onnxslim.model.external import call_onnx_api, has_external_data, release_external_data
 from onnxslim.model.graph import MIN_OPSET, all_nodes, default_opset
-from onnxslim.model.stats import ModelStats, location_bytes, model_stats, written_location_bytes
+from onnxslim.model.stats import (
+    ModelStats,
+    constant_bytes,
+    location_bytes,
+    model_stats,
+    written_location_bytes,
+)
 from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
@@ -239,7 +245,9 @@ def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
 SERIALIZER_BYTES = 32
 #: Model files up to this size go to the onnx checker (and shape inference) as files: parsed in
 #: C++, no Python serialization of a large graph. A bigger one goes as `call_onnx_api`'s lean proto,
-#: without its large weights: the file's proto would be copied a few times over (peak memory).
+#: without its large weights: the file's proto would be copied a few times over (peak memory);
+#: unless weights are under half of it (a tree ensemble's attributes: the lean proto is as large,
+#: and serializing them takes seconds).
 FILE_CHECK_LIMIT = 32 * 1024**2
 
 
@@ -260,18 +268,20 @@ def _file_checker_error(path: Path, keep: list | None = None) -> str | None:
     return None
 
 
-def _small_file(path: str | os.PathLike | None) -> Path | None:
-    """`path` when it names a model file the checker may read whole (FILE_CHECK_LIMIT)."""
-    if path is None or Path(path).stat().st_size > FILE_CHECK_LIMIT:
+def _checkable_file(path: str | os.PathLike | None, weights: int) -> Path | None:
+    """`path` when it names a model file the checker may read whole (FILE_CHECK_LIMIT), of a
+    model with `weights` bytes of constants."""
+    if path is None:
         return None
-    return Path(path)
+    size = Path(path).stat().st_size
+    return Path(path) if size <= FILE_CHECK_LIMIT or 2 * weights < size else None
 
 
 def _checker(model: ir.Model, input_error: str | None = None, written: Path | None = None) -> None:
     """The onnx checker on the result (the file it was `written` to, when small). A model the
     checker already rejected as given (many exported models run fine in ORT regardless) is left to
     the ORT check instead."""
-    file = _small_file(written)
+    file = _checkable_file(written, constant_bytes(model))
     error = _checker_error(model) if file is None else _file_checker_error(file)
     if error is not None and input_error is None:
         raise CheckFailedError(f"the optimized model fails the onnx checker: {error}")
@@ -459,7 +469,7 @@ def _optimize_with_report(
             )
             and not has_external_data(ir_model)
         )
-        input_file = _small_file(source) if as_loaded else None
+        input_file = _checkable_file(source, before.weight_bytes) if as_loaded else None
         if options.inline_functions and ir_model.functions:
             if on_pass:
                 on_pass("inline-functions")

@@ -328,3 +328,34 @@ def external_data_model(
     if write:
         (folder / location).write_bytes(raw[:100] if short else raw)
     return model
+
+
+def tree_ensemble(trees: int, features: int = 4) -> onnx.ModelProto:
+    """y = a TreeEnsembleRegressor of `trees` stumps (3 nodes each: 11 attribute values per tree)
+    of Identity(x), x float [N, features]: a model of attribute lists, no weights."""
+    rng = np.random.default_rng(0)
+    ids = np.arange(trees)
+    stumps = dict(
+        nodes_treeids=np.repeat(ids, 3).tolist(),
+        nodes_nodeids=[0, 1, 2] * trees,
+        nodes_featureids=np.repeat(rng.integers(0, features, trees), 3).tolist(),
+        nodes_values=np.repeat(rng.normal(size=trees), 3).tolist(),
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"] * trees,
+        nodes_truenodeids=[1, 0, 0] * trees,
+        nodes_falsenodeids=[2, 0, 0] * trees,
+        target_treeids=np.repeat(ids, 2).tolist(),
+        target_nodeids=[1, 2] * trees,
+        target_ids=[0, 0] * trees,
+        target_weights=rng.normal(size=2 * trees).tolist(),
+    )
+    return make_model(
+        [
+            helper.make_node("Identity", ["x"], ["xi"]),
+            helper.make_node(
+                "TreeEnsembleRegressor", ["xi"], ["y"], domain="ai.onnx.ml", n_targets=1, **stumps
+            ),
+        ],
+        [vi("x", FLOAT, ["N", features])],
+        [vi("y", FLOAT, ["N", 1])],
+        opsets={"ai.onnx.ml": 3},
+    )

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import interface, node_count, run, run_cli
+from helpers import FLOAT, const, interface, make_model, node_count, run, run_cli, tree_ensemble, vi
 from onnx import TensorProto
 
 import onnxslim
@@ -127,6 +127,37 @@ def test_checker_resolves_small_external_tensors_against_the_model_folder(tmp_pa
     monkeypatch.chdir(tmp_path)
     onnxslim.save(onnxslim.optimize(path), tmp_path / "o.onnx")
     assert_matches(path, tmp_path / "o.onnx")
+
+
+@pytest.mark.parametrize("held_in", ["attributes", "weights"])
+def test_a_large_file_of_attributes_goes_to_the_checker_as_a_file(held_in, tmp_path, monkeypatch):
+    """Past FILE_CHECK_LIMIT the checker reads a proto serialized from the model, without its
+    large weights. A model whose bytes are attributes (a tree ensemble) gains nothing from that and
+    took seconds to serialize: input and output go to the checker as their files."""
+    if held_in == "attributes":
+        model = tree_ensemble(3000)
+    else:
+        model = make_model(
+            [onnx.helper.make_node("Add", ["x", "w"], ["y"])],
+            [vi("x", FLOAT, [50_000])],
+            [vi("y", FLOAT, [50_000])],
+            [const("w", np.ones(50_000, np.float32))],
+        )
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    limit = path.stat().st_size // 2
+    monkeypatch.setattr(onnxslim.optimizer, "FILE_CHECK_LIMIT", limit)
+    serialized = []
+    serialize = onnxslim.optimizer._checker_error
+
+    def recording(*args, **kwargs):
+        serialized.append(args)
+        return serialize(*args, **kwargs)
+
+    monkeypatch.setattr(onnxslim.optimizer, "_checker_error", recording)
+    result = onnxslim.optimizer.optimize_with_report(path, output=tmp_path / "out.onnx")
+    assert result.checked and result.after.file_bytes > limit
+    assert len(serialized) == (0 if held_in == "attributes" else 2)
 
 
 _PEAK = r"""

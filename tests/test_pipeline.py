@@ -26,6 +26,7 @@ from helpers import (
     random_feeds,
     run,
     shape_pieces,
+    tree_ensemble,
     vi,
 )
 from onnx import TensorProto, helper
@@ -567,6 +568,27 @@ def test_multinomial_is_never_folded():
     )
     out = ir.to_proto(onnxslim.optimize(model, check=False))
     assert op_counts(out)["Multinomial"] == 1
+
+
+@pytest.mark.parametrize("trees", [100, 10_000])
+def test_a_node_of_large_attribute_lists_is_not_inferred_node_by_node(trees, monkeypatch):
+    """The folder's node-by-node inference serializes each node for onnx: a tree ensemble of
+    millions of node ids took seconds per visit. Past NODE_INFERENCE_ELEMENTS attribute values
+    (10k stumps: 110k) it is left to whole-model inference; a small one is still inferred."""
+    inferred = []
+    infer = onnx.shape_inference.infer_node_outputs
+
+    def recording(schema, node, *args, **kwargs):
+        inferred.append(node.op_type)
+        return infer(schema, node, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_node_outputs", recording)
+    model = tree_ensemble(trees)
+    result = optimized_proto(model)
+    assert op_counts(result) == {"TreeEnsembleRegressor": 1}
+    assert ("TreeEnsembleRegressor" in inferred) == (trees == 100), inferred
+    feeds = {"x": np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)}
+    assert_same_outputs(model, result, feeds)
 
 
 # ---------------------------------------------------------------- the size guard

@@ -148,6 +148,40 @@ def test_shape_inference_apart_infers():
     assert {"w", "t", "p", "shifted"} <= {v.name for v in inferred.graph.value_info}
 
 
+def test_shape_inference_apart_sends_back_types_not_attribute_values():
+    """A tree ensemble's millions of attribute values crossed the pipe from the child and were
+    parsed again: only subgraphs are kept of the attributes, the types inferred inside them too."""
+    branch = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+            helper.make_node("Neg", ["t"], ["b"]),
+        ],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)],
+            "g",
+            [
+                helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+            ],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    (node,) = infer_shapes_apart(model).graph.node
+    assert [a.name for a in node.attribute] == ["else_branch", "then_branch"]
+    for attribute in node.attribute:
+        assert [len(n.attribute) for n in attribute.g.node] == [0, 0]
+        (t,) = (v for v in attribute.g.value_info if v.name == "t")
+        assert [d.dim_value for d in t.type.tensor_type.shape.dim] == [3, 2]
+    given = model.graph.node[0].attribute[0].g  # left as it was
+    assert [len(n.attribute) for n in given.node] == [1, 0]
+
+
 def test_ids_through_tf2onnx_negative_index_arithmetic_span_the_table():
     """tf2onnx writes a Keras embedding's `where(ids < 0, ids + rows, ids)` as
     `Cast(ids < 0) * (ids + rows) + Cast(Not(ids < 0)) * ids`: the ids still index all 49 rows."""

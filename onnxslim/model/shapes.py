@@ -26,11 +26,12 @@ class InferenceCrash(RuntimeError):
 
 def infer_shapes_apart(model: onnx.ModelProto, **options) -> onnx.ModelProto:
     """`onnx.shape_inference.infer_shapes(model, **options)` in a forked child where the system
-    forks (in process elsewhere). Raises InferenceCrash when the child dies of a signal,
-    RuntimeError when it fails otherwise or takes over INFER_SECONDS; onnx's own errors stay in
-    the child."""
+    forks (in process elsewhere), for the types and shapes it infers: node attributes other than
+    subgraphs are left out of the model returned (a tree ensemble's millions of values would cross
+    the pipe). Raises InferenceCrash when the child dies of a signal, RuntimeError when it fails
+    otherwise or takes over INFER_SECONDS; onnx's own errors stay in the child."""
     if not hasattr(os, "fork"):
-        return onnx.shape_inference.infer_shapes(model, **options)
+        return _without_attribute_values(onnx.shape_inference.infer_shapes(model, **options))
     pid, status, read, write = 0, None, None, None
     try:
         read, write = os.pipe()
@@ -76,12 +77,31 @@ def _infer_in_child(model: onnx.ModelProto, options: dict, read: int, write: int
         os.close(read)
         faulthandler.disable()  # an abort's message is not ours to show, nor its traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-        inferred = onnx.shape_inference.infer_shapes(model, **options)
+        inferred = _without_attribute_values(onnx.shape_inference.infer_shapes(model, **options))
         with os.fdopen(write, "wb") as pipe:
             pipe.write(inferred.SerializeToString())
         code = 0
     finally:
         os._exit(code)
+
+
+def _without_attribute_values(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its nodes' attributes other than subgraphs removed (in place)."""
+    graphs = [model.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            for index in reversed(range(len(node.attribute))):
+                attribute = node.attribute[index]
+                if attribute.type not in _SUBGRAPH_TYPES:
+                    del node.attribute[index]
+                elif attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                else:
+                    graphs += attribute.graphs
+    return model
+
+
+_SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 @contextlib.contextmanager

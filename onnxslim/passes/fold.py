@@ -468,8 +468,12 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         """onnxscript's node-by-node shape inference, skipped when it cannot change anything: every
         output already has a type and a static shape (it keeps a known dim over an inferred one),
         as whole-model inference or an earlier round left them. Most of the folder's time otherwise.
+        Skipped too for a node holding large attribute lists (a tree ensemble's millions of node
+        ids: serializing it for onnx takes seconds), which whole-model inference has seen.
         """
         if node.outputs and all(_fully_known(value) for value in node.outputs):
+            return
+        if _attribute_elements(node) > NODE_INFERENCE_ELEMENTS:
             return
         super()._do_inference(node)
 
@@ -535,6 +539,20 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         ):
             return None
         return tensor
+
+
+#: Most attribute list elements a node may hold to be inferred node by node by the folder.
+NODE_INFERENCE_ELEMENTS = 100_000
+_LIST_ATTRIBUTES = (ir.AttributeType.INTS, ir.AttributeType.FLOATS, ir.AttributeType.STRINGS)
+
+
+def _attribute_elements(node: ir.Node) -> int:
+    """How many elements the node's list attributes hold together."""
+    return sum(
+        len(attr.value)
+        for attr in node.attributes.values()
+        if attr.type in _LIST_ATTRIBUTES and isinstance(attr, ir.Attr)
+    )
 
 
 def _fully_known(value: ir.Value | None) -> bool:
