@@ -4418,6 +4418,36 @@ def test_on_random_inputs_int8_compute_is_kept_only_where_faster(monkeypatch):
             assert "on random inputs drift says little of real ones" in chosen.notes[-1]
 
 
+@pytest.mark.parametrize(("returned", "dynamic_int8"), [(1, False), (0, False), (1, True)])
+def test_float_compute_after_a_budgets_fallback_warns_that_nothing_computes_in_int8(
+    monkeypatch, returned, dynamic_int8
+):
+    """CapSpot's YOLOX detector (not tuned on) with cosine>=0.99: the budget returned 133 nodes
+    to float, INT8 compute of the rest then timed 0.99x float compute on the same int8 weights,
+    and float compute was kept with a note only: the run said nothing on stderr, where a budget
+    returning every node says "nothing heavy computes in INT8" as a warning. Now it does too
+    (static INT8's fallback is the budget's; dynamic INT8's may be the quality bar's)."""
+    outcome = noisy_outcomes()
+    int8, floats = outcome(0.05), outcome(0.01)  # INT8 ~14 dB further from float
+    int8.fallback = [{"node": f"n{i}", "op": "Conv", "noise_db": 20.0} for i in range(returned)]
+    floats.kept_float = {"a": f"faster in float; {STORED_COMPUTE}", "b": "faster in float"}
+    timed = [Latency(*[10.0] * 4), Latency(*[9.9] * 4)]
+    monkeypatch.setattr(trades, "side_by_side", lambda *a: timed)
+    chosen = modes.int8_or_float(int8, floats, {}, dynamic_int8=dynamic_int8)
+    assert chosen is floats
+    warnings = [note for note in chosen.notes if note.startswith("warning: ")]
+    if returned and not dynamic_int8:
+        assert warnings == [
+            "warning: the budget returned 1 node(s) to float, and INT8 compute of the rest was "
+            "then not worth its time (its note says why): nothing heavy computes in INT8, so it "
+            "is no faster than onnxslim's lossless float model (without --int8); 1 weighted "
+            "node(s) keep int8-stored weights (a smaller file than float makes). A looser budget "
+            "or more selection samples (a narrower margin for new samples) leave more in INT8"
+        ]
+    else:
+        assert warnings == []
+
+
 @pytest.mark.parametrize("gain_db", [-60.0, -3.0, 0.5, 3.0])
 def test_the_int8_edge_ratio_is_where_int8_compute_turns(gain_db):
     edge = modes.int8_edge_ratio(gain_db)

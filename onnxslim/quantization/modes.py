@@ -18,7 +18,12 @@ from onnxslim.model.graph import OutputKinds
 from onnxslim.passes.prune import DeduplicateInitializers
 from onnxslim.quantization import dynamic, levers, trades
 from onnxslim.quantization.builder import GPTQ_MEMORY, gptq_memory_note, run_samples
-from onnxslim.quantization.caveats import QUALITY_BAR, computes_int8, says_nothing
+from onnxslim.quantization.caveats import (
+    QUALITY_BAR,
+    budget_then_float_compute_warning,
+    computes_int8,
+    says_nothing,
+)
 from onnxslim.quantization.plan import constant_weights
 from onnxslim.quantization.report import WEIGHT_ONLY_MODE, Outcome, int8_stored
 
@@ -441,6 +446,10 @@ def int8_or_float(
         f"{lead}{NOT_WORTH_IT}, so {kept}; --int8 static or dynamic, mode= in Python, computes "
         "in INT8)",
     ]
+    if int8.fallback and stored_any and not dynamic_int8:  # (static's: --max-drift's nodes)
+        float_compute.notes.append(
+            budget_then_float_compute_warning(len(int8.fallback), stored_any)
+        )
     return float_compute
 
 
