@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,21 +63,9 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                         f"{where}: {label} is an ONNX operator, "
                         "but the model imports no default ONNX opset"
                     )
-                try:
-                    onnx.defs.get_schema(node.op_type, version, "")
-                except onnx.defs.SchemaError as err:
-                    if onnx.defs.has(node.op_type):
-                        since = min(
-                            schema.since_version
-                            for schema in onnx.defs.get_all_schemas_with_history()
-                            if schema.name == node.op_type and schema.domain in ("", "ai.onnx")
-                        )
-                        reason = (
-                            f"does not exist in opset {version} (it needs opset {since} or later)"
-                        )
-                    else:
-                        reason = "is not an ONNX operator (custom ops need their own domain)"
-                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}") from err
+                reason = _unknown_op(node.op_type, version)
+                if reason is not None:
+                    raise OnnxSlimError(f"{where}: {label}: {node.op_type!r} {reason}")
             for value in node.inputs:
                 if value is None or value in formal:
                     continue
@@ -89,6 +78,40 @@ def _check_nodes(model: ir.Model, where: str) -> None:
                         f"{where}: {label} reads {value.name!r}, "
                         "which no node, graph input or initializer defines"
                     )
+
+
+def _unknown_op(op_type: str, version: int) -> str | None:
+    """Why a default-domain op does not run at opset `version` (None: onnx or ONNX Runtime has
+    it there)."""
+    if onnx.defs.has(op_type, version) or _ort_onnx_ops().get(op_type, version + 1) <= version:
+        return None
+    if onnx.defs.has(op_type):
+        since = min(
+            schema.since_version
+            for schema in onnx.defs.get_all_schemas_with_history()
+            if schema.name == op_type and schema.domain in ("", "ai.onnx")
+        )
+        return f"does not exist in opset {version} (it needs opset {since} or later)"
+    return "is not an ONNX operator (custom ops need their own domain)"
+
+
+@functools.cache
+def _ort_onnx_ops() -> dict[str, int]:
+    """The ops ONNX Runtime registers in the ONNX domain that onnx lacks at some opset, by the
+    first opset it has them at: its LayerNormalization from opset 1 (onnx's is from 17), the
+    SimplifiedLayerNormalization its transformer optimizer writes for Llama and T5. Empty where
+    the ORT build does not list its schemas."""
+    try:
+        from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+
+        schemas = get_all_operator_schema()
+    except (ImportError, RuntimeError):
+        return {}
+    ops: dict[str, int] = {}
+    for schema in schemas:
+        if schema.domain in ("", "ai.onnx"):
+            ops[schema.name] = min(ops.get(schema.name, schema.since_version), schema.since_version)
+    return ops
 
 
 def _check_acyclic(model: ir.Model, where: str) -> None:
