@@ -101,10 +101,10 @@ def _ort_onnx_ops() -> dict[str, int]:
     first opset it has them at: its LayerNormalization from opset 1 (onnx's is from 17), the
     SimplifiedLayerNormalization its transformer optimizer writes for Llama and T5. Empty where
     the ORT build does not list its schemas."""
-    try:
-        from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+    from onnxslim.passes.upstream import ort_operator_schemas  # (onnxscript's import deferred)
 
-        schemas = get_all_operator_schema()
+    try:
+        schemas = ort_operator_schemas()
     except (ImportError, RuntimeError):
         return {}
     ops: dict[str, int] = {}

@@ -1,5 +1,5 @@
-"""Every private onnxscript (and onnx-ir) name onnxslim builds on, in one place (checked against
-onnxscript 0.7 and onnx-ir 1.1).
+"""Every private onnxscript (and onnx-ir, ONNX Runtime) name onnxslim builds on, in one place
+(checked against onnxscript 0.7, onnx-ir 1.1 and onnxruntime 1.32).
 
 They do not export these; when an upgrade moves one, only this module changes.
 """
@@ -54,3 +54,11 @@ def batchnorm_scaled_weights(op_type: str, weights, scale, attributes):
     """`weights` of a Conv, ConvTranspose or Gemm scaled by `scale` along its output channels, as
     onnxscript's BatchNormalization folding rule for `op_type` scales them."""
     return BATCHNORM_RULES[op_type]._scale_weights(weights, scale, attributes)
+
+
+def ort_operator_schemas() -> list:
+    """Every op schema ONNX Runtime registers (`name`, `domain`, `since_version`), its own ops in
+    the ONNX domain included: from its pybind module, which onnxruntime does not export."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+
+    return get_all_operator_schema()
