@@ -741,8 +741,10 @@ def _check(
             )
         elif isinstance(err, verify.OriginalDoesNotLoad):
             _refuse_if_invalid(reference, reason)
-        elif options.check_inputs is None and not isinstance(err, verify.Nondeterministic):
-            reason += f"; {CHECK_INPUTS_HINT}"  # runs on inputs onnxslim could not make: yours
+        else:
+            verify.assert_loads(model if written is None else written, reason)
+            if options.check_inputs is None and not isinstance(err, verify.Nondeterministic):
+                reason += f"; {CHECK_INPUTS_HINT}"  # runs on inputs onnxslim could not make: yours
     else:
         return inputs, None
     if options.require_check:

@@ -589,6 +589,19 @@ def _finite(value) -> bool:
     return True
 
 
+def assert_loads(optimized: str | os.PathLike | ir.Model, unchecked: str) -> None:
+    """CheckFailedError when ONNX Runtime cannot load the `optimized` model, where the check could
+    not run (why: `unchecked`) but ORT loads the original: a fold left it invalid (a broken Mamba
+    export's Tile repeats, computed 2-D, failed only at run; folded, at load)."""
+    with model_file(optimized) as path:
+        try:
+            Session(path, what="the optimized model", error=CheckFailedError, prepack=False)
+        except CheckFailedError as err:
+            raise CheckFailedError(
+                f"{err} (the original loads; it was not checked: {unchecked})"
+            ) from err
+
+
 def check(
     original, optimized, samples=None, shapes=None, tolerance=None, reference=None
 ) -> CheckInputs:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnx
+import onnx_ir as ir
 import pytest
 from helpers import FLOAT, const, make_model, vi
 from onnx import TensorProto, helper
 
 import onnxslim
+import onnxslim.optimizer
 from onnxslim import verify
+from onnxslim.errors import CheckFailedError
 from onnxslim.model import io
 from onnxslim.optimizer import CHECK_INPUTS_HINT
 
@@ -482,3 +486,41 @@ def test_a_dropout_in_training_mode_of_a_constant_is_not_folded():
     with pytest.warns(UserWarning, match="not checked: the original gives other values"):
         optimized = onnxslim.optimize(model)
     assert [node.op_type for node in optimized.graph] == ["Dropout", "Add"]
+
+
+def test_a_result_ort_cannot_load_is_refused_where_the_original_loads_but_fails_to_run(
+    tmp_path, monkeypatch
+):
+    """A broken Mamba export (transformers, TorchScript) loads in ORT and fails on every input
+    (its Tile's repeats computed 2-D): not checked, written; folded, the repeats made the written
+    model fail at load, which the run did not say. Now an unloadable result is refused."""
+    model = make_model(  # x [a, 3] reshaped to 7 elements: never runs
+        [
+            N("Reshape", ["x", "seven"], ["r"]),
+            N("Relu", ["r"], ["y"]),
+            N("Tile", ["x", "reps"], ["z"]),
+        ],
+        [vi("x", FLOAT, ["a", 3])],
+        [vi("y", FLOAT, [7]), vi("z", FLOAT, ["a", 6])],
+        [const("seven", np.array([7], np.int64)), const("reps", np.array([1, 2], np.int64))],
+    )
+    path, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(model, path)
+    with pytest.warns(UserWarning, match="not checked: the original model fails on ONNX Runtime"):
+        onnxslim.optimizer.optimize_with_report(path, output=out)
+    assert out.exists()
+    out.unlink()
+    run_passes = onnxslim.optimizer.run_passes
+
+    def then_2d_repeats(model, *args, **kwargs):  # what ORT's Tile refuses at load
+        ran = run_passes(model, *args, **kwargs)
+        model.graph.initializers["reps"].const_value = ir.tensor(np.array([[1, 2]], np.int64))
+        return ran
+
+    monkeypatch.setattr(onnxslim.optimizer, "run_passes", then_2d_repeats)
+    with pytest.raises(CheckFailedError) as caught:
+        onnxslim.optimizer.optimize_with_report(path, output=out)
+    message = str(caught.value)
+    assert message.startswith("the optimized model does not load in ONNX Runtime: ")
+    assert "(the original loads; it was not checked: the original model fails on ONNX " in message
+    assert not out.exists()
