@@ -139,17 +139,31 @@ def synthesize_samples(
     """`count` samples, `synthesize(model, shapes, seed=seed + i).feeds` for each i (but with
     `image_dim` for an image's dynamic height and width), with the model read and planned once;
     given `run` (the original model on ORT), at the dims and integer range of the synthesized
-    inputs `first_runnable` finds."""
+    inputs `first_runnable` finds, each one `run` accepts: a seed whose draw it rejects is passed
+    over for the next (a random attention mask hiding more keys than GroupQueryAttention takes),
+    up to `count` more seeds; fewer samples where `run` rejects that many."""
     planner = _Planner(model, shapes, dim, image_dim)
+    if run is None:
+        found = planner.make(seed=seed)
+        return [planner.make(found.dims, found.ints, seed + i).feeds for i in range(count)]
     try:
-        found = _first_runnable(planner, run, seed, RETRY_LIMIT)[0] if run else None
+        found = _first_runnable(planner, run, seed, RETRY_LIMIT)[0]
     except OnnxSlimError as err:
         raise OnnxSlimError(
             f"{err}; that was on the inputs onnxslim synthesized: give real samples, or the dims "
             "the model takes (--shape NAME:DIMS)"
         ) from err
-    found = found or planner.make(seed=seed)
-    return [planner.make(found.dims, found.ints, seed + i).feeds for i in range(count)]
+    samples = []
+    for draw in range(seed, seed + 2 * count):
+        feeds = planner.make(found.dims, found.ints, draw).feeds
+        try:
+            run(feeds)
+        except Exception:  # noqa: BLE001 - whatever `run` raises: another draw
+            continue
+        samples.append(feeds)
+        if len(samples) == count:
+            break
+    return samples or [found.feeds]
 
 
 def candidates(

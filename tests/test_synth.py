@@ -476,6 +476,30 @@ def test_samples_are_synthesized_at_dims_the_model_runs_with():
         sess.run(None, feeds)
 
 
+def test_samples_the_model_rejects_are_drawn_again():
+    """A GroupQueryAttention decoder (by hand, not tuned on): its seqlens come from the random 0/1
+    attention mask, and 2 of `onnxslim bench`'s 8 draws hid more keys than it takes (exit 2,
+    where the optimizer's check had run on one that fit). Here x[4] is reshaped to
+    min(sum(mask), 4) elements: a mask of fewer than 4 ones fails."""
+    model = _make_model(
+        [
+            helper.make_node("ReduceSum", ["mask"], ["ones"], keepdims=0),
+            helper.make_node("Min", ["ones", "four"], ["kept"]),
+            helper.make_node("Reshape", ["kept", "one"], ["size"]),
+            helper.make_node("Reshape", ["x", "size"], ["y"]),
+        ],
+        [vi("x", FLOAT, [4]), vi("mask", INT64, [1, 8])],
+        [vi("y", FLOAT, [None])],
+        [const("four", np.array(4, np.int64)), const("one", np.array([1], np.int64))],
+    )
+    sess = session(model)
+    plain = synth.synthesize_samples(model, 16)
+    assert any(feeds["mask"].sum() < 4 for feeds in plain)  # (what a draw may give)
+    made = synth.synthesize_samples(model, 16, run=lambda feeds: sess.run(None, feeds))
+    assert len(made) == 16 and all(feeds["mask"].sum() >= 4 for feeds in made)
+    assert len({feeds["mask"].tobytes() for feeds in made}) > 8  # draws, not one repeated
+
+
 def test_candidates_are_bounded_distinct_and_try_the_numbers_in_the_error():
     model = audio_model()
     error = (
