@@ -107,6 +107,11 @@ class Session:
         #: Outputs numpy has no dtype for: they come back through OrtValues.
         self._ml_outputs = {output.name for output in outputs if _ml_dtypes_type(output.type)}
 
+    def close(self) -> None:
+        """Let ORT's session and its memory go now (a traceback may keep this object alive); it
+        runs nothing after."""
+        self.session = None
+
     def run(self, feed: Mapping[str, object], names: Sequence[str] | None = None) -> list:
         """The outputs `names` (None: all) for `feed`: numpy arrays (ml_dtypes ones for bfloat16,
         float8, int4 ...), lists for sequences, None for empty optionals. `feed` may hold ml_dtypes
@@ -117,8 +122,10 @@ class Session:
             if self._ml_outputs.intersection(wanted):
                 return self._run_ort_values(feed, wanted)
             return self.session.run(wanted, feed, self.run_options)
-        except Exception as err:  # ORT's own errors carry no common type
-            raise self.error(f"{self.what} fails on ONNX Runtime: {first_line(err)}") from err
+        except Exception as err:  # noqa: BLE001 ORT's own errors carry no common type
+            # (without its traceback, whose frames hold ORT's session: see `close`)
+            message = f"{self.what} fails on ONNX Runtime: {first_line(err)}"
+            raise self.error(message) from err.with_traceback(None)
 
     def _run_ort_values(self, feed: dict[str, Any], names: list[str]) -> list:
         """A run whose outputs ORT cannot give as numpy (the feeds must then be tensors)."""

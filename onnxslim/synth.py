@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxslim.errors import OnnxSlimError
+from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model.shapes import infer_shapes_apart
 from onnxslim.model.stats import type_text
 
@@ -139,9 +139,9 @@ def synthesize_samples(
     """`count` samples, `synthesize(model, shapes, seed=seed + i).feeds` for each i (but with
     `image_dim` for an image's dynamic height and width), with the model read and planned once;
     given `run` (the original model on ORT), at the dims and integer range of the synthesized
-    inputs `first_runnable` finds, each one `run` accepts: a seed whose draw it rejects is passed
-    over for the next (a random attention mask hiding more keys than GroupQueryAttention takes),
-    up to `count` more seeds; fewer samples where `run` rejects that many."""
+    inputs `first_runnable` finds, each one `run` accepts (so each runs once more): a seed whose
+    draw it rejects is passed over for the next (a random attention mask hiding more keys than
+    GroupQueryAttention takes), up to `count` more seeds; OnnxSlimError where it rejects more."""
     planner = _Planner(model, shapes, dim, image_dim)
     if run is None:
         found = planner.make(seed=seed)
@@ -153,17 +153,21 @@ def synthesize_samples(
             f"{err}; that was on the inputs onnxslim synthesized: give real samples, or the dims "
             "the model takes (--shape NAME:DIMS)"
         ) from err
-    samples = []
+    samples, rejected = [], []
     for draw in range(seed, seed + 2 * count):
         feeds = planner.make(found.dims, found.ints, draw).feeds
         try:
             run(feeds)
-        except Exception:  # noqa: BLE001 - whatever `run` raises: another draw
+        except Exception as err:  # noqa: BLE001 - whatever `run` raises: another draw
+            rejected.append(first_line(err))
             continue
         samples.append(feeds)
         if len(samples) == count:
-            break
-    return samples or [found.feeds]
+            return samples
+    raise OnnxSlimError(
+        f"{len(rejected)} of the {2 * count} samples onnxslim synthesized fail on the model "
+        f"({rejected[0]}): give real samples, or the dims the model takes (--shape NAME:DIMS)"
+    )
 
 
 def candidates(

@@ -175,8 +175,12 @@ def reference_outputs(
             load_error=OriginalDoesNotLoad,
             prepack=False,
         )
-        inputs, expected = _reference_run(session, original_path, samples, shapes)
-        _find_random_outputs(session, random_ops, inputs, expected[0])
+        try:
+            inputs, expected = _reference_run(session, original_path, samples, shapes)
+            _find_random_outputs(session, random_ops, inputs, expected[0])
+        except BaseException:  # (the error's traceback holds it: not beside the next session)
+            session.close()
+            raise
         if inputs.source == "synthesized":
             inputs.all_zero = [
                 name

@@ -130,6 +130,18 @@ def _cases() -> dict:
             ),
             "'Gelu' does not exist in opset 17 (it needs opset 20 or later)",
         ),
+        "op deprecated at the opset": (
+            lambda f, p: onnx.save(
+                make_model(
+                    [N("ImageScaler", ["x"], ["y"], scale=0.5)],
+                    [vi("x", FLOAT, [1, 1, 2, 2])],
+                    [vi("y", FLOAT, [1, 1, 2, 2])],
+                    check=False,
+                ),
+                p,
+            ),
+            "'ImageScaler' is not an ONNX operator",  # ORT's below opset 10 only
+        ),
         "future opset": (
             lambda f, p: onnx.save(_relu(opset=99), p),
             "opset 99 is newer than this onnx release",
@@ -349,22 +361,25 @@ def test_custom_domain_op_is_kept(tmp_path):
     assert out.graph.node[1].attribute == model.graph.node[1].attribute
 
 
-@pytest.mark.parametrize(
-    ("op", "opset"), [("SimplifiedLayerNormalization", 17), ("LayerNormalization", 14)]
-)
-def test_onnx_runtimes_own_ops_in_the_onnx_domain_are_optimized(op, opset, tmp_path):
+ORT_OWN_OPS = {
+    "SimplifiedLayerNormalization": (N("SimplifiedLayerNormalization", ["i", "g"], ["n"]), 17),
+    "LayerNormalization": (N("LayerNormalization", ["i", "g"], ["n"], epsilon=1e-5), 14),
+    "ImageScaler": (N("ImageScaler", ["i"], ["n"], scale=0.5, bias=[0.25]), 8),
+}
+
+
+@pytest.mark.parametrize("op", list(ORT_OWN_OPS))
+def test_onnx_runtimes_own_ops_in_the_onnx_domain_are_optimized(op, tmp_path):
     """ORT's transformer optimizer writes SimplifiedLayerNormalization (Llama, T5) and, below
     opset 17, LayerNormalization (BERT at opset 14) in the ONNX domain, which ORT registers
-    itself: refused as "not an ONNX operator" / "does not exist in opset 14", exit 2."""
+    itself (so too ImageScaler below opset 10, onnx's no more): refused as "not an ONNX
+    operator" / "does not exist in opset 14", exit 2."""
+    node, opset = ORT_OWN_OPS[op]
     model = make_model(
-        [
-            N("Identity", ["x"], ["i"]),
-            N(op, ["i", "g"], ["n"], axis=-1, epsilon=1e-5),
-            N("Relu", ["n"], ["y"]),
-        ],
-        [vi("x", FLOAT, ["batch", 8])],
-        [vi("y", FLOAT, ["batch", 8])],
-        [const("g", np.linspace(0.5, 1.5, 8, dtype=np.float32))],
+        [N("Identity", ["x"], ["i"]), node, N("Relu", ["n"], ["y"])],
+        [vi("x", FLOAT, ["batch", 1, 2, 4])],
+        [vi("y", FLOAT, ["batch", 1, 2, 4])],
+        [const("g", np.linspace(0.5, 1.5, 4, dtype=np.float32))] if op != "ImageScaler" else [],
         opset=opset,
         check=False,
     )
@@ -373,7 +388,7 @@ def test_onnx_runtimes_own_ops_in_the_onnx_domain_are_optimized(op, opset, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "outputs match the original on ONNX Runtime" in proc.stdout
     assert [n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node] == [op, "Relu"]
-    feeds = {"x": np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(0).normal(size=(3, 1, 2, 4)).astype(np.float32)}
     np.testing.assert_allclose(run(tmp_path / "o.onnx", feeds)[0], run(model, feeds)[0])
 
 

@@ -4438,11 +4438,12 @@ def test_float_compute_after_a_budgets_fallback_warns_that_nothing_computes_in_i
     warnings = [note for note in chosen.notes if note.startswith("warning: ")]
     if returned and not dynamic_int8:
         assert warnings == [
-            "warning: the budget returned 1 node(s) to float, and INT8 compute of the rest was "
-            "then not worth its time (its note says why): nothing heavy computes in INT8, so it "
-            "is no faster than onnxslim's lossless float model (without --int8); 1 weighted "
-            "node(s) keep int8-stored weights (a smaller file than float makes). A looser budget "
-            "or more selection samples (a narrower margin for new samples) leave more in INT8"
+            "warning: nothing heavy computes in INT8, so the result is no faster than onnxslim's "
+            "lossless float model (without --int8): with 1 node(s) back in float for the budget, "
+            "INT8 compute of the rest was not worth its time against float compute on the same "
+            "int8-stored weights (its note says why); 1 weighted node(s) keep int8-stored "
+            "weights (a smaller file than float weights make). A looser budget or more selection "
+            "samples (a narrower margin for new samples) may leave INT8 compute worth it"
         ]
     else:
         assert warnings == []

@@ -499,6 +499,19 @@ def test_samples_the_model_rejects_are_drawn_again():
     assert len(made) == 16 and all(feeds["mask"].sum() >= 4 for feeds in made)
     assert len({feeds["mask"].tobytes() for feeds in made}) > 8  # draws, not one repeated
 
+    def fussy(feeds):  # a model taking only masks of 6 ones or more: most draws fail
+        if feeds["mask"].sum() < 6:
+            raise OnnxSlimError("the model fails on ONNX Runtime: too few ones")
+        return sess.run(None, feeds)
+
+    with pytest.raises(OnnxSlimError) as caught:
+        synth.synthesize_samples(model, 16, run=fussy)
+    assert str(caught.value).endswith(
+        " of the 32 samples onnxslim synthesized fail on the model (the model fails on ONNX "
+        "Runtime: too few ones): give real samples, or the dims the model takes (--shape "
+        "NAME:DIMS)"
+    )
+
 
 def test_candidates_are_bounded_distinct_and_try_the_numbers_in_the_error():
     model = audio_model()

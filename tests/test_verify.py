@@ -3,11 +3,13 @@ original's own rounding noise for models that amplify rounding past them."""
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 import pytest
 from helpers import FLOAT, const, make_model, vi
 from onnx import TensorProto, helper
@@ -518,9 +520,24 @@ def test_a_result_ort_cannot_load_is_refused_where_the_original_loads_but_fails_
         return ran
 
     monkeypatch.setattr(onnxslim.optimizer, "run_passes", then_2d_repeats)
+    originals = []  # the original's ORT sessions still alive as the result's is built
+    assert_loads = verify.assert_loads
+
+    def counting(*args):
+        gc.collect()
+        originals.append(
+            sum(
+                isinstance(o, ort.InferenceSession) and o._model_path == str(path)
+                for o in gc.get_objects()
+            )
+        )
+        return assert_loads(*args)
+
+    monkeypatch.setattr(verify, "assert_loads", counting)
     with pytest.raises(CheckFailedError) as caught:
         onnxslim.optimizer.optimize_with_report(path, output=out)
     message = str(caught.value)
     assert message.startswith("the optimized model does not load in ONNX Runtime: ")
     assert "(the original loads; it was not checked: the original model fails on ONNX " in message
     assert not out.exists()
+    assert originals == [0]  # (its error's traceback kept it: two sessions of a large model)

@@ -92,16 +92,13 @@ def _without_attribute_values(model: onnx.ModelProto) -> onnx.ModelProto:
         for node in graphs.pop().node:
             for index in reversed(range(len(node.attribute))):
                 attribute = node.attribute[index]
-                if attribute.type not in _SUBGRAPH_TYPES:
-                    del node.attribute[index]
-                elif attribute.HasField("g"):
+                if attribute.HasField("g"):
                     graphs.append(attribute.g)
-                else:
+                elif attribute.graphs:
                     graphs += attribute.graphs
+                else:
+                    del node.attribute[index]
     return model
-
-
-_SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 @contextlib.contextmanager

@@ -83,7 +83,7 @@ def _check_nodes(model: ir.Model, where: str) -> None:
 def _unknown_op(op_type: str, version: int) -> str | None:
     """Why a default-domain op does not run at opset `version` (None: onnx or ONNX Runtime has
     it there)."""
-    if onnx.defs.has(op_type, version) or _ort_onnx_ops().get(op_type, version + 1) <= version:
+    if onnx.defs.has(op_type, version) or _ort_runs(op_type, version):
         return None
     if onnx.defs.has(op_type):
         since = min(
@@ -95,23 +95,40 @@ def _unknown_op(op_type: str, version: int) -> str | None:
     return "is not an ONNX operator (custom ops need their own domain)"
 
 
+def _ort_runs(op_type: str, version: int) -> bool:
+    """Whether ONNX Runtime's CPU provider runs the ONNX-domain `op_type` at opset `version`: its
+    schema there (the newest from `version` or before) is not deprecated, and a CPU kernel covers
+    `version`. Its own LayerNormalization from opset 1 (onnx's is from 17), the
+    SimplifiedLayerNormalization its transformer optimizer writes for Llama and T5, ImageScaler
+    below opset 10 (old model zoo exports); not its TensorRT-only ops."""
+    schemas, kernels = _ort_onnx_ops()
+    since = [schema for schema in schemas.get(op_type, ()) if schema[0] <= version]
+    return (
+        bool(since)
+        and not max(since)[1]
+        and any(low <= version <= high for low, high in kernels.get(op_type, ()))
+    )
+
+
 @functools.cache
-def _ort_onnx_ops() -> dict[str, int]:
-    """The ops ONNX Runtime registers in the ONNX domain that onnx lacks at some opset, by the
-    first opset it has them at: its LayerNormalization from opset 1 (onnx's is from 17), the
-    SimplifiedLayerNormalization its transformer optimizer writes for Llama and T5. Empty where
-    the ORT build does not list its schemas."""
-    from onnxslim.passes.upstream import ort_operator_schemas  # (onnxscript's import deferred)
+def _ort_onnx_ops() -> tuple[dict[str, list[tuple[int, bool]]], dict[str, list[tuple[int, int]]]]:
+    """ONNX Runtime's ONNX-domain ops: their schemas as (since_version, deprecated), and the
+    opset ranges of their CPU kernels, by op. Empty where the ORT build does not list them."""
+    from onnxslim.passes import upstream  # (onnxscript's import deferred)
 
     try:
-        schemas = ort_operator_schemas()
+        schemas, kernels = upstream.ort_operator_schemas(), upstream.ort_kernels()
     except (ImportError, RuntimeError):
-        return {}
-    ops: dict[str, int] = {}
+        return {}, {}
+    since: dict[str, list[tuple[int, bool]]] = {}
     for schema in schemas:
         if schema.domain in ("", "ai.onnx"):
-            ops[schema.name] = min(ops.get(schema.name, schema.since_version), schema.since_version)
-    return ops
+            since.setdefault(schema.name, []).append((schema.since_version, schema.deprecated))
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for kernel in kernels:
+        if kernel.provider == "CPUExecutionProvider" and kernel.domain in ("", "ai.onnx"):
+            ranges.setdefault(kernel.op_name, []).append(tuple(kernel.version_range))
+    return since, ranges
 
 
 def _check_acyclic(model: ir.Model, where: str) -> None:

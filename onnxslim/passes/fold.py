@@ -469,7 +469,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         output already has a type and a static shape (it keeps a known dim over an inferred one),
         as whole-model inference or an earlier round left them. Most of the folder's time otherwise.
         Skipped too for a node holding large attribute lists (a tree ensemble's millions of node
-        ids: serializing it for onnx takes seconds), which whole-model inference has seen.
+        ids: serializing it for onnx takes seconds), left to whole-model inference.
         """
         if node.outputs and all(_fully_known(value) for value in node.outputs):
             return

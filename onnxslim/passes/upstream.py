@@ -57,8 +57,17 @@ def batchnorm_scaled_weights(op_type: str, weights, scale, attributes):
 
 
 def ort_operator_schemas() -> list:
-    """Every op schema ONNX Runtime registers (`name`, `domain`, `since_version`), its own ops in
-    the ONNX domain included: from its pybind module, which onnxruntime does not export."""
+    """Every op schema ONNX Runtime registers (`name`, `domain`, `since_version`, `deprecated`),
+    its own ops in the ONNX domain included: from its pybind module, which onnxruntime does not
+    export."""
     from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
 
     return get_all_operator_schema()
+
+
+def ort_kernels() -> list:
+    """Every kernel ONNX Runtime's build registers (`op_name`, `domain`, `provider`,
+    `version_range`): from the same module."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_opkernel_def
+
+    return get_all_opkernel_def()

@@ -458,26 +458,26 @@ def nan_samples_warning(samples: Sequence[Mapping]) -> list[str]:
     ]
 
 
-def _no_faster(weights: str, looser: str) -> str:
-    """The end of a warning that a budget left nothing heavy in INT8 (`weights`: how they are
-    kept; `looser`: the budget to ask for instead)."""
+def _stored_weights(stored: int) -> str:
+    """How the weights of a model computing nothing in INT8 are kept: `stored` weighted nodes
+    on int8-stored weights."""
     return (
-        "nothing heavy computes in INT8, so it is no faster than onnxslim's lossless float model "
-        f"(without --int8); {weights}. {looser} or more selection samples (a narrower margin for "
-        "new samples) leave more in INT8"
+        f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float weights "
+        "make)"
     )
 
 
 def budget_then_float_compute_warning(returned: int, stored: int) -> str:
     """A warning where the budget returned `returned` nodes to float and INT8 compute of the rest
-    then proved not worth its time against float compute on the same int8-stored weights
+    then lost the timed trade against float compute on the same int8-stored weights
     (`modes.int8_or_float`; `stored`: the weighted nodes so kept): nothing computes in INT8."""
-    weights = (
-        f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float makes)"
-    )
     return (
-        f"warning: the budget returned {returned} node(s) to float, and INT8 compute of the rest "
-        f"was then not worth its time (its note says why): {_no_faster(weights, 'A looser budget')}"
+        "warning: nothing heavy computes in INT8, so the result is no faster than onnxslim's "
+        f"lossless float model (without --int8): with {returned} node(s) back in float for the "
+        "budget, INT8 compute of the rest was not worth its time against float compute on the "
+        f"same int8-stored weights (its note says why); {_stored_weights(stored)}. A looser "
+        "budget or more selection samples (a narrower margin for new samples) may leave INT8 "
+        "compute worth it"
     )
 
 
@@ -501,8 +501,7 @@ def nothing_int8_warning(
         reasons = {item.get("reason") for item in outcome.fallback}
         tried = next((text for reason, text in STORED_TRIED.items() if reason in reasons), "")
         weights = (
-            f"{stored} weighted node(s) keep int8-stored weights (a smaller file than float "
-            "weights make)"
+            _stored_weights(stored)
             if stored
             else f"with float weights it is the float model in size too{tried}"
         )
@@ -516,7 +515,9 @@ def nothing_int8_warning(
         )
         return [
             f"warning: {goal} returned every node left in INT8 to float "
-            f"({len(outcome.fallback)} node(s)): {_no_faster(weights, looser)}"
+            f"({len(outcome.fallback)} node(s)): nothing heavy computes in INT8, so it is no "
+            f"faster than onnxslim's lossless float model (without --int8); {weights}. {looser} "
+            "or more selection samples (a narrower margin for new samples) leave more in INT8"
         ]
     reasons = kept_float_counts(outcome.kept_float)
     why = (

@@ -366,7 +366,8 @@ def int8_or_float(
     choice turns, timed again near it; the time ratio and SNR gain least in its favour), and
     where it misses QUALITY_BAR that float compute meets, or misses it further from float than
     float compute (both below it: LEADER's fingerprint minutiae, INT8 -5.4 dB for 0.91x on its
-    selection samples), take at most BELOW_BAR_RATIO its time; else `float_compute`.
+    selection samples), take at most BELOW_BAR_RATIO its time; else `float_compute` (warning that
+    nothing computes in INT8 where static INT8's budget had returned nodes to float).
     Static INT8 (`int8`) against its twin computing in float on its int8-stored weights: the one
     kept has the notes of the choices that built them. `dynamic_int8` (which replaced static INT8,
     or is offered against what static INT8 gave, computing nothing in INT8, `for_speed`: it must
