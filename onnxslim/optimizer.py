@@ -36,7 +36,7 @@ from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions
 from onnxslim.passes.rules.pad_conv import has_slow_padded_convs, keep_pads_apart
 from onnxslim.render.format import human_bytes
-from onnxslim.runtime import OrtGraph, gained_integer_kernels, lost_fusions, ort_graph
+from onnxslim.runtime import OrtGraph, Session, gained_integer_kernels, lost_fusions, ort_graph
 
 logger = logging.getLogger(__name__)
 
@@ -486,9 +486,14 @@ def _optimize_with_report(
             else _file_checker_error(input_file, checked_proto)
         )
         history: list[tuple[int | str, str, int, int]] = []
-        rounds, applied = run_passes(
-            ir_model, specs, pass_options, on_pass, history, *checked_proto[:1]
-        )
+        try:
+            rounds, applied = run_passes(
+                ir_model, specs, pass_options, on_pass, history, *checked_proto[:1]
+            )
+        except Exception:
+            if input_error is not None:  # an invalid model can break a pass: refused if so
+                _refuse_if_unloadable(reference, input_error)
+            raise
         checked_proto.clear()  # no longer the model
         notes += pass_options.budget.notes(ir_model)
         _restore_interface(ir_model, declared)
@@ -808,6 +813,15 @@ def _check_shapes(options: OptimizeOptions) -> dict[str, tuple[int, ...]] | None
             )
         shapes[name] = tuple(dims)
     return shapes or None
+
+
+def _refuse_if_unloadable(reference, checker_error: str) -> None:
+    """A model failing the onnx checker (`checker_error`) that ORT cannot load either is invalid:
+    refuse it (a Shape with opset 15's `end` at opset 14 broke a pass, exit 3)."""
+    try:
+        Session(reference, what="the original model", prepack=False)
+    except OnnxSlimError as err:
+        raise OnnxSlimError(f"{err} (the onnx checker agrees: {checker_error})") from err
 
 
 def _refuse_if_invalid(reference, ort_error: str) -> None:

@@ -9,10 +9,13 @@ import math
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from helpers import FLOAT, assert_same_outputs, const, make_model, op_counts, optimized_proto, vi
 from onnx import helper
+
+import onnxslim
 
 RNG = np.random.default_rng(0)
 H = 16
@@ -89,14 +92,19 @@ class Graph:
             y = add(y, self.const(rand(H)))
         return y
 
-    def model(self, out, shape=("B", "S", H), extra_inputs=()):
+    def model(self, out, shape=("B", "S", H), extra_inputs=(), check=True):
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(self.dtype))
         self.nodes[-1].output[0] = "y"
         for node in self.nodes:
             node.input[:] = ["y" if i == out else i for i in node.input]
         inputs = [vi("x", elem, list(shape)), *extra_inputs]
         return make_model(
-            self.nodes, inputs, [vi("y", elem, list(shape))], self.inits, opset=self.opset
+            self.nodes,
+            inputs,
+            [vi("y", elem, list(shape))],
+            self.inits,
+            opset=self.opset,
+            check=check,
         )
 
 
@@ -281,17 +289,18 @@ def test_gelu_not_fused(kind, options):
 # --- Residual sum before LayerNormalization: Sum, which ORT does not fuse into SkipLayerNorm ----
 
 
-def residual_block(reshape=True):
+def residual_block(reshape=True, opset=17):
     """MatMul + bias, a residual Add of x, LayerNormalization. With `reshape` the branch goes
     through a Reshape to a computed shape (Shape/Concat) that ORT cannot follow but the optimizer
-    folds away."""
-    g = Graph(17)
+    folds away. Below opset 17 the LayerNormalization is ONNX Runtime's own (onnx's checker
+    refuses it), as its transformer optimizer writes it."""
+    g = Graph(opset)
     h = g.op("Add", g.op("MatMul", "x", g.const(rand(H, H))), g.const(rand(H)))
     if reshape:
         shape = g.op("Concat", g.op("Shape", "x", end=2), g.const([H], np.int64), axis=0)
         h = g.op("Reshape", h, shape)
     y = g.op("LayerNormalization", g.op("Add", h, "x"), g.const(rand(H)), g.const(rand(H)), axis=-1)
-    return g.model(y)
+    return g.model(y, check=opset >= 17)
 
 
 def ort_op_types(model, tmp_path) -> set[str]:
@@ -310,12 +319,13 @@ def normalized_sums(model) -> list[str]:
     return [producer.get(n.input[0]) for n in model.graph.node if n.op_type == "LayerNormalization"]
 
 
-@pytest.mark.parametrize("reshape", [True, False])
-def test_residual_sum_before_layernorm(reshape, tmp_path):
+@pytest.mark.parametrize(("reshape", "opset"), [(True, 17), (False, 17), (False, 14)])
+def test_residual_sum_before_layernorm(reshape, opset, tmp_path):
     """The property that keeps ORT CPU from SkipLayerNormalization: no Add of two tensors feeds a
-    LayerNormalization (the bias Add stays an Add)."""
-    model = residual_block(reshape)
-    optimized = optimized_proto(model)
+    LayerNormalization (the bias Add stays an Add). At opset 14 too, on ORT's own
+    LayerNormalization: an ORT-optimized RoBERTa ran 1.06-1.11x slower without it."""
+    model = residual_block(reshape, opset)
+    optimized = optimized_proto(model) if opset >= 17 else ir.to_proto(onnxslim.optimize(model))
     assert_same_outputs(model, optimized, seeds=(0, 1))
     assert normalized_sums(optimized) == ["Sum"]
     assert op_counts(optimized) == {"MatMul": 1, "Add": 1, "Sum": 1, "LayerNormalization": 1}

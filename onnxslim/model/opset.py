@@ -36,11 +36,13 @@ def convert(model: ir.Model, target: int) -> ir.Model:
     given = io.to_proto(model)
     resizes = _old_resizes(given, cannot, target) if current < 11 <= target else []
     hardmaxes = _old_hardmax_axes(given) if current < 13 <= target else []
+    _set_apart_runtime_ops(given)
     try:
         proto = version_converter.convert_version(given, target)
     except Exception as err:
         raise OnnxSlimError(f"{cannot}: {_why(err, target)}") from err
     del given
+    _restore_runtime_ops(proto)
     for graph, attributes in zip(_resizes_by_graph(proto), resizes):
         for node, mended in zip(graph, attributes):
             _set(node, mended)
@@ -53,6 +55,39 @@ def convert(model: ir.Model, target: int) -> ir.Model:
     for graph, axes in flattened:
         _flatten_hardmaxes(graph, axes, taken)
     return io.from_proto(proto, f"the model converted to opset {target}")
+
+
+#: The domain ONNX Runtime's own ONNX-domain ops cross the converter in (`_set_apart_runtime_ops`).
+APART = "onnxslim.apart"
+
+
+def _set_apart_runtime_ops(model: onnx.ModelProto) -> None:
+    """The default-domain nodes of ops onnx has no schema for (ONNX Runtime's own, which validation
+    let in: the SimplifiedLayerNormalization of its transformer optimizer), moved to domain APART,
+    which the converter leaves alone (it refuses an op it has no schema for)."""
+    moved = [
+        node
+        for graph in proto_graphs(model.graph)
+        for node in graph.node
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)
+    ]
+    for node in moved:
+        node.domain = APART
+    if moved:
+        model.opset_import.append(onnx.helper.make_opsetid(APART, 1))
+
+
+def _restore_runtime_ops(model: onnx.ModelProto) -> None:
+    """The nodes `_set_apart_runtime_ops` moved, back in the default domain."""
+    if all(entry.domain != APART for entry in model.opset_import):
+        return
+    for graph in proto_graphs(model.graph):
+        for node in graph.node:
+            if node.domain == APART:
+                node.domain = ""
+    kept = [entry for entry in model.opset_import if entry.domain != APART]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
 
 
 def _old_resizes(given: onnx.ModelProto, cannot: str, target: int) -> list[list[dict]]:

@@ -25,7 +25,8 @@ from onnxslim.passes.rules.common import FLOAT_TYPES, constant, opset
 
 
 class ResidualSum(pattern.RewriteRuleClassBase):
-    """Add(a, b) -> Sum(a, b) when its only use is the input of a LayerNormalization (opset 17+)."""
+    """Add(a, b) -> Sum(a, b) when its only use is the input of a LayerNormalization: ONNX's
+    from opset 17, ONNX Runtime's own (which it fuses alike) below."""
 
     def pattern(self, op, a, b):
         return op.Add(a, b, _outputs=["total"])
@@ -38,8 +39,8 @@ class ResidualSum(pattern.RewriteRuleClassBase):
         user, index = uses[0]
         if user.op_type != "LayerNormalization" or user.domain not in ("", "ai.onnx") or index != 0:
             return result.fail("the sum is not normalized")
-        if opset(context) < 17:
-            return result.fail("LayerNormalization is an ONNX op from opset 17")
+        if opset(context) < 8:  # (below 17 LayerNormalization is ONNX Runtime's own op)
+            return result.fail("Sum broadcasts from opset 8")
         if a.dtype not in FLOAT_TYPES:
             return result.fail("not a float sum", a)
         for value in (a, b):
