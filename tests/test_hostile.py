@@ -435,6 +435,26 @@ def test_onnx_runtimes_own_ops_cross_an_opset_conversion(tmp_path):
     np.testing.assert_allclose(run(tmp_path / "o.onnx", feeds)[0], run(model, feeds)[0])
 
 
+def test_an_image_scaler_crosses_opset_10_as_what_it_computes(tmp_path):
+    """ImageScaler (old model zoo exports: tiny YOLOv2 at opset 8) is ONNX Runtime's below opset
+    10 only: converted up (--target-opset, static INT8's opset 13) it was refused. It becomes
+    x * scale + bias[c]."""
+    model = make_model(
+        [N("ImageScaler", ["x"], ["s"], scale=0.5, bias=[0.1, -0.2, 0.3]), N("Relu", ["s"], ["y"])],
+        [vi("x", FLOAT, ["batch", 3, 2, 2])],
+        [vi("y", FLOAT, ["batch", 3, 2, 2])],
+        opset=8,
+        check=False,
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--target-opset", "13")
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load(tmp_path / "o.onnx")
+    assert [n.op_type for n in out.graph.node] == ["Mul", "Add", "Relu"]
+    feeds = {"x": np.random.default_rng(0).normal(size=(2, 3, 2, 2)).astype(np.float32)}
+    np.testing.assert_allclose(run(tmp_path / "o.onnx", feeds)[0], run(model, feeds)[0])
+
+
 def test_read_only_output_folder(tmp_path):
     if os.geteuid() == 0:
         target, message = Path("/sys/out.onnx"), "cannot write to /sys"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import version_converter
@@ -36,6 +37,8 @@ def convert(model: ir.Model, target: int) -> ir.Model:
     given = io.to_proto(model)
     resizes = _old_resizes(given, cannot, target) if current < 11 <= target else []
     hardmaxes = _old_hardmax_axes(given) if current < 13 <= target else []
+    if current < 10 <= target:
+        _expand_image_scalers(given)
     _set_apart_runtime_ops(given)
     try:
         proto = version_converter.convert_version(given, target)
@@ -55,6 +58,45 @@ def convert(model: ir.Model, target: int) -> ir.Model:
     for graph, axes in flattened:
         _flatten_hardmaxes(graph, axes, taken)
     return io.from_proto(proto, f"the model converted to opset {target}")
+
+
+def _expand_image_scalers(model: onnx.ModelProto) -> None:
+    """Each float32 ImageScaler (an experimental op onnx dropped, which ONNX Runtime runs below
+    opset 10 only: old model zoo exports) written as what it computes, `x * scale + bias[c]` with
+    the bias over the channels of NCHW `x`: Mul and Add of Constants."""
+    graphs = list(proto_graphs(model.graph))
+    floats = {
+        info.name
+        for graph in graphs
+        for info in [*graph.input, *graph.value_info, *graph.output]
+        if info.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }
+    taken = proto_names(graphs)
+    for graph in graphs:
+        nodes = []
+        for node in graph.node:
+            if node.op_type != "ImageScaler" or node.domain not in ("", "ai.onnx"):
+                nodes.append(node)
+            elif node.input[0] not in floats or not _attribute(node, "bias", None):
+                nodes.append(node)  # (ORT runs it with a bias only; the conversion says so)
+            else:
+                nodes += _scaled(node, taken)
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _scaled(node: onnx.NodeProto, taken: set[str]) -> list[onnx.NodeProto]:
+    """`_expand_image_scalers`'s nodes for one ImageScaler."""
+    make, out = onnx.helper.make_node, node.output[0]
+    scale = onnx.numpy_helper.from_array(np.float32(_attribute(node, "scale", 1.0)))
+    bias = np.asarray(_attribute(node, "bias", []), np.float32).reshape(1, -1, 1, 1)
+    factor, scaled, shift = (fresh_name(taken, f"{out}_{part}") for part in ("s", "x", "b"))
+    return [
+        make("Constant", [], [factor], value=scale),
+        make("Mul", [node.input[0], factor], [scaled]),
+        make("Constant", [], [shift], value=onnx.numpy_helper.from_array(bias)),
+        make("Add", [scaled, shift], [out]),
+    ]
 
 
 #: The domain ONNX Runtime's own ONNX-domain ops cross the converter in (`_set_apart_runtime_ops`).
