@@ -73,6 +73,8 @@ def _expand_image_scalers(model: onnx.ModelProto) -> None:
     }
     taken = proto_names(graphs)
     for graph in graphs:
+        if all(node.op_type != "ImageScaler" for node in graph.node):
+            continue
         nodes = []
         for node in graph.node:
             if node.op_type != "ImageScaler" or node.domain not in ("", "ai.onnx"):
