@@ -3,11 +3,13 @@ original on ORT."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -231,13 +233,35 @@ def _checker_error(model: ir.Model, keep: list | None = None) -> str | None:
             keep.append(proto)
         if io.MAP_TYPED in model.meta:  # checked with them, on a copy
             proto = io.with_kept_aside(model, onnx.ModelProto.FromString(proto.SerializeToString()))
-        onnx.checker.check_model(proto)
+        with _native_stdout_dropped():
+            onnx.checker.check_model(proto)
 
     try:
         call_onnx_api(check, model)
     except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
         return first_line(err)
     return None
+
+
+@contextlib.contextmanager
+def _native_stdout_dropped() -> Iterator[None]:
+    """What native code prints on stdout while the block runs, dropped: the onnx checker's
+    "Warning: Model contains experimental ops" (an ImageScaler), where the report owns stdout
+    (nothing at all with --quiet). A no-op where stdout is no file descriptor."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # (no fd 1, or a stdout without one)
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 #: Bytes a file may grow by with nothing added, from how the same model is written (an opset's
@@ -258,11 +282,13 @@ def _file_checker_error(path: Path, keep: list | None = None) -> str | None:
     cannot find."""
     try:
         if keep is None:
-            onnx.checker.check_model(os.fspath(path))
+            with _native_stdout_dropped():
+                onnx.checker.check_model(os.fspath(path))
         else:
             keep.append(onnx.load(path, load_external_data=False))
             io.clear_negative_dims(keep[-1].graph)  # as loaded for the passes
-            onnx.checker.check_model(keep[-1])
+            with _native_stdout_dropped():
+                onnx.checker.check_model(keep[-1])
     except Exception as err:  # noqa: BLE001 the onnx checker raises assorted types
         return first_line(err)
     return None
@@ -827,7 +853,8 @@ def _refuse_if_unloadable(reference, checker_error: str) -> None:
 def _refuse_if_invalid(reference, ort_error: str) -> None:
     """A model ORT cannot load that fails the onnx checker's full check is invalid: refuse it."""
     try:
-        onnx.checker.check_model(os.fspath(reference), full_check=True)
+        with _native_stdout_dropped():
+            onnx.checker.check_model(os.fspath(reference), full_check=True)
     except Exception as err:
         raise OnnxSlimError(f"{ort_error} (the onnx checker agrees: {first_line(err)})") from err
 
