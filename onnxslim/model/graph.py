@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
@@ -117,6 +117,23 @@ def proto_names(graphs: Iterable[onnx.GraphProto]) -> set[str]:
         names |= {t.name for t in graph.initializer}
         names |= {name for node in graph.node for name in node.output}
     return names
+
+
+def replace_proto_nodes(
+    graph: onnx.GraphProto,
+    replacement: Callable[[onnx.NodeProto], Sequence[onnx.NodeProto] | None],
+) -> int:
+    """Each node of protobuf `graph` that `replacement` gives nodes for (None or none: kept)
+    replaced by them where it stands; how many were replaced (none: `graph` is left as it was)."""
+    nodes, replaced = [], 0
+    for node in graph.node:
+        new = replacement(node)
+        nodes += new or [node]
+        replaced += bool(new)
+    if replaced:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return replaced
 
 
 def fresh_name(taken: set[str], name: str) -> str:

@@ -13,7 +13,13 @@ from onnx import version_converter
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.model import io
-from onnxslim.model.graph import default_opset, fresh_name, proto_graphs, proto_names
+from onnxslim.model.graph import (
+    default_opset,
+    fresh_name,
+    proto_graphs,
+    proto_names,
+    replace_proto_nodes,
+)
 
 #: What Resize-11+ needs to compute as Upsample-7/9 and Resize-10 did (x_in = x_out / scale,
 #: nearest taking the floor: ONNX Runtime's ceiling where it downsamples): the converter leaves
@@ -73,22 +79,16 @@ def _expand_image_scalers(model: onnx.ModelProto) -> None:
     }
     taken = proto_names(graphs)
     for graph in graphs:
-        if all(node.op_type != "ImageScaler" for node in graph.node):
-            continue
-        nodes = []
-        for node in graph.node:
-            if node.op_type != "ImageScaler" or node.domain not in ("", "ai.onnx"):
-                nodes.append(node)
-            elif node.input[0] not in floats or not _attribute(node, "bias", None):
-                nodes.append(node)  # (ORT runs it with a bias only; the conversion says so)
-            else:
-                nodes += _scaled(node, taken)
-        del graph.node[:]
-        graph.node.extend(nodes)
+        replace_proto_nodes(graph, lambda node: _scaled(node, floats, taken))
 
 
-def _scaled(node: onnx.NodeProto, taken: set[str]) -> list[onnx.NodeProto]:
-    """`_expand_image_scalers`'s nodes for one ImageScaler."""
+def _scaled(node: onnx.NodeProto, floats: set[str], taken: set[str]) -> list[onnx.NodeProto]:
+    """`_expand_image_scalers`'s nodes for `node` (none for another op, an input not among
+    `floats`, or no bias: ORT runs it with one only, and the conversion then says it cannot)."""
+    if node.op_type != "ImageScaler" or node.domain not in ("", "ai.onnx"):
+        return []
+    if node.input[0] not in floats or not _attribute(node, "bias", None):
+        return []
     make, out = onnx.helper.make_node, node.output[0]
     scale = onnx.numpy_helper.from_array(np.float32(_attribute(node, "scale", 1.0)))
     bias = np.asarray(_attribute(node, "bias", []), np.float32).reshape(1, -1, 1, 1)
@@ -192,21 +192,22 @@ def _flatten_hardmaxes(graph: onnx.GraphProto, axes: list[int | None], taken: se
     is (in place: `axes` lines up with `graph`'s nodes). Each Hardmax with an axis in `axes`
     becomes Flatten(axis) -> Hardmax(axis=1) -> Reshape to the input's shape, as the converter
     does for Softmax. `taken`: the names of every graph of the model, which new ones join."""
-    nodes = []
-    for node, axis in zip(list(graph.node), axes):
+    in_order = iter(axes)
+
+    def flattened(node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+        axis = next(in_order)
         if axis is None:
-            nodes.append(node)
-            continue
+            return None
         x, y = node.input[0], node.output[0]
         shape, flat, picked = (fresh_name(taken, f"{y}_{p}") for p in ("shape", "2d", "max"))
-        nodes += [
+        return [
             onnx.helper.make_node("Shape", [x], [shape]),
             onnx.helper.make_node("Flatten", [x], [flat], axis=axis),
             onnx.helper.make_node("Hardmax", [flat], [picked], node.name, axis=1),
             onnx.helper.make_node("Reshape", [picked, shape], [y]),
         ]
-    del graph.node[:]
-    graph.node.extend(nodes)
+
+    replace_proto_nodes(graph, flattened)
 
 
 def _attribute(node: onnx.NodeProto, name: str, default):

@@ -36,7 +36,13 @@ from onnxslim.drift import (
     worst_snr,
 )
 from onnxslim.model import io
-from onnxslim.model.graph import fresh_name, output_kinds, proto_graphs, proto_readers
+from onnxslim.model.graph import (
+    fresh_name,
+    output_kinds,
+    proto_graphs,
+    proto_readers,
+    replace_proto_nodes,
+)
 from onnxslim.model.stats import constant_size
 from onnxslim.quantization import builder, exact, gptq
 from onnxslim.quantization.builder import iter_samples, run_samples
@@ -542,24 +548,26 @@ def float_readers_fold(model: onnx.ModelProto) -> int:
             name for n in graph.node if n.op_type == "DynamicQuantizeLSTM" for name in n.input
         }
         constants = {t.name: t for t in graph.initializer}
-        nodes = []
-        for node in graph.node:
-            folded = bool(node.input) and node.input[0] in kernels
-            nodes.append((folded and _cast_times_scale(node, constants, graph)) or [node])
-        if len(nodes) < sum(map(len, nodes)):
-            replaced += sum(len(n) == 2 for n in nodes)
-            del graph.node[:]
-            graph.node.extend(n for pair in nodes for n in pair)
+        replaced += replace_proto_nodes(
+            graph,
+            functools.partial(_cast_times_scale, kernels=kernels, constants=constants, graph=graph),
+        )
     return replaced
 
 
 def _cast_times_scale(
-    node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], graph: onnx.GraphProto
+    node: onnx.NodeProto,
+    kernels: set[str],
+    constants: dict[str, onnx.TensorProto],
+    graph: onnx.GraphProto,
 ) -> list[onnx.NodeProto]:
-    """``Cast(q) * scale`` for a DequantizeLinear of `constants` (the initializers of `graph`) with
-    a zero point of 0, per tensor or per axis (the scale shaped to broadcast along its axis, a new
-    constant where it must be reshaped); else []."""
+    """``Cast(q) * scale`` for a DequantizeLinear of one of `kernels` (weights a dynamic INT8
+    kernel reads) in `constants` (the initializers of `graph`) with a zero point of 0, per tensor
+    or per axis (the scale shaped to broadcast along its axis, a new constant where it must be
+    reshaped); else []."""
     if node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        return []
+    if not node.input or node.input[0] not in kernels:
         return []
     if any(a.name == "block_size" for a in node.attribute):
         return []

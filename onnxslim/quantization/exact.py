@@ -20,7 +20,13 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.model import io
-from onnxslim.model.graph import fresh_name, op_types, proto_graphs, proto_names
+from onnxslim.model.graph import (
+    fresh_name,
+    op_types,
+    proto_graphs,
+    proto_names,
+    replace_proto_nodes,
+)
 
 _EXACT = contextvars.ContextVar("onnxslim_exact_int8_math", default=False)
 
@@ -64,11 +70,10 @@ def exact_integer_math(model: str | os.PathLike | bytes | onnx.ModelProto | ir.M
         graphs = list(proto_graphs(proto.graph))
     taken = proto_names(graphs)
     for graph in graphs:
-        nodes = []
-        for node in graph.node:
-            nodes += _exact_matmul(node, taken) if node.op_type == "MatMulInteger" else [node]
-        graph.ClearField("node")
-        graph.node.extend(nodes)
+        replace_proto_nodes(
+            graph,
+            lambda node: _exact_matmul(node, taken) if node.op_type == "MatMulInteger" else None,
+        )
     return proto
 
 
