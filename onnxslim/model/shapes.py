@@ -15,6 +15,8 @@ import warnings
 
 import onnx
 
+from onnxslim.model.graph import proto_graphs
+
 #: Most seconds shape inference may take in the child before it is killed.
 INFER_SECONDS = 120
 
@@ -87,16 +89,11 @@ def _infer_in_child(model: onnx.ModelProto, options: dict, read: int, write: int
 
 def _without_attribute_values(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with its nodes' attributes other than subgraphs removed (in place)."""
-    graphs = [model.graph]
-    while graphs:
-        for node in graphs.pop().node:
+    for graph in list(proto_graphs(model.graph)):
+        for node in graph.node:
             for index in reversed(range(len(node.attribute))):
                 attribute = node.attribute[index]
-                if attribute.HasField("g"):
-                    graphs.append(attribute.g)
-                elif attribute.graphs:
-                    graphs += attribute.graphs
-                else:
+                if not attribute.HasField("g") and not attribute.graphs:
                     del node.attribute[index]
     return model
 
