@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from onnxslim.drift import Drift, compare_outputs
 from onnxslim.errors import CheckFailedError
-from onnxslim.model.graph import has_subgraphs, subgraphs
+from onnxslim.model.graph import all_nodes, has_subgraphs, subgraphs
 
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 FP16_MAX = 65504.0
@@ -468,27 +468,53 @@ def time_ratio(original, converted, feed: Mapping[str, np.ndarray]) -> tuple[flo
     return second.versus(first)
 
 
-def refuse_crashing(path: str | os.PathLike) -> None:
-    """Refuse the float16 model file `path` when it crashes ONNX Runtime as it builds a session at
-    its default optimization level, as every user of the model would (ORT 1.32's NCHWc layout
-    transformer on a Transpose feeding a float16 MatMul, on AVX-512); say a level it builds at."""
+def crash_prone(model: ir.Model) -> bool:
+    """Whether `model` has a Transpose by CRASHING_TRANSPOSE that a float16 MatMul reads: the pair
+    ORT 1.32 may crash on as it builds a session, depending on the graph around it (a float16
+    encoder's residual sums written as Sum made it crash). Before shape inference a value may have
+    no type: float16 on either side of the Transpose or on the MatMul's other operand counts."""
+    return any(
+        _crashing_transpose(node) and ir.DataType.FLOAT16 in _pair_dtypes(node)
+        for node in all_nodes(model)
+    )
+
+
+def _pair_dtypes(transpose: ir.Node) -> set[ir.DataType | None]:
+    """The element types around `transpose`: its input's, its output's, its MatMuls' operands'."""
+    matmuls = [user for user, _ in transpose.outputs[0].uses() if user.op_type == "MatMul"]
+    values = [*transpose.inputs, *transpose.outputs, *(v for m in matmuls for v in m.inputs)]
+    return {value.dtype for value in values if value is not None}
+
+
+def crash_message(path: str | os.PathLike, what: str) -> str | None:
+    """What happens when ONNX Runtime crashes as it builds a session on the model file `path`
+    (`what`) at its default optimization level, as every user of the model would (ORT 1.32's
+    NCHWc layout transformer on a Transpose feeding a float16 MatMul, on AVX-512), and a level it
+    builds at; None when it does not crash."""
     import onnxruntime
 
     from onnxslim.runtime import session_crash
 
     crash = session_crash(path)
     if crash is None:
-        return
+        return None
     extended = (
         "; it builds at level extended (ORT_ENABLE_EXTENDED, without the layout optimizations)"
         if session_crash(path, "extended") is None
         else ""
     )
-    raise CheckFailedError(
-        f"the float16 model crashes ONNX Runtime {onnxruntime.__version__} ({crash}) when it "
-        f"builds a session at its default optimization level (ORT_ENABLE_ALL){extended}: an "
-        "ONNX Runtime bug; keep float32 (without --dtype fp16)"
+    return (
+        f"{what} crashes ONNX Runtime {onnxruntime.__version__} ({crash}) when it builds a "
+        f"session at its default optimization level (ORT_ENABLE_ALL){extended}: an ONNX Runtime "
+        "bug"
     )
+
+
+def refuse_crashing(path: str | os.PathLike) -> None:
+    """Refuse the float16 model file `path` when it crashes ONNX Runtime (`crash_message`)."""
+    message = crash_message(path, "the float16 model")
+    if message is not None:
+        raise CheckFailedError(f"{message}; keep float32 (without --dtype fp16)")
 
 
 def _reference_outputs(path, samples, shapes):

@@ -35,7 +35,7 @@ from onnxslim.model.stats import (
 )
 from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
-from onnxslim.passes.registry import PassOptions
+from onnxslim.passes.registry import PassOptions, rewrites
 from onnxslim.passes.rules.pad_conv import has_slow_padded_convs, keep_pads_apart
 from onnxslim.render.format import human_bytes
 from onnxslim.runtime import OrtGraph, Session, gained_integer_kernels, lost_fusions, ort_graph
@@ -375,7 +375,9 @@ def optimize_with_report(
     A result whose outputs differ from the original's is made once more from the file `source`
     (not a ModelProto or a cut model) without its value_info (the shapes it states for
     intermediate values: stale ones, from a model whose input dims were edited, let the passes
-    drop a Reshape ORT needs); kept, with a note, when that one matches.
+    drop a Reshape ORT needs); kept, with a note, when that one matches. A result ONNX Runtime
+    crashes on (`CrashingResult`) is made once more without the rewrites it applied, from the
+    file `source` or the ModelProto (an onnx-ir Model given has changed in place: raised).
     """
     started = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
@@ -394,7 +396,19 @@ def optimize_with_report(
             )
         except verify.OutputsDiffer:
             raise err from None
-    result.notes.append(STALE_VALUE_INFO)
+        result.notes.append(STALE_VALUE_INFO)
+    except CrashingResult as err:
+        unchanged = source if source is not None or isinstance(model, ir.Model) else model
+        if unchanged is None or not err.rewrites:
+            raise
+        if on_pass:
+            on_pass(f"again without {', '.join(err.rewrites)}")
+        fewer = replace(options, skip=(*options.skip, *err.rewrites))
+        try:
+            result = _optimize_with_report(unchanged, fewer, on_pass, source, output, external_data)
+        except CrashingResult:
+            raise err from None
+        result.notes.append(f"{err.crash}: made again without {', '.join(err.rewrites)}")
     result.seconds = time.perf_counter() - started  # (both attempts)
     return result
 
@@ -462,6 +476,7 @@ def _optimize_with_report(
         io.quiet_library_logs(),
         ThreadPoolExecutor(max_workers=1) as background,
     ):
+        crashing = fp16.crash_prone(ir_model) and _original_crash(reference, options.check)
         # the original's side of the check runs while the passes do (ORT works outside the GIL);
         # its ORT graph first: keeping Pads apart waits for it before the result is written
         original_graph = (
@@ -538,8 +553,11 @@ def _optimize_with_report(
                 "the original (fused, its 1-D convs written 2-D run several times slower)"
             )
 
+        crash_prone = fp16.crash_prone(ir_model)
+        if crash_prone and not crashing:  # tried in a child process before any session of ours
+            _refuse_if_crashing(ir_model, history)
         named, weighed = False, None  # weighed: ORT's graph of the result as it is written
-        weigh = options.check and before.weight_bytes <= ORT_GRAPH_LIMIT
+        weigh = options.check and before.weight_bytes <= ORT_GRAPH_LIMIT and not crash_prone
         if weigh and not _float16_requested(options):
             named, weighed = _named_shapes_pay(ir_model, os.path.getsize(reference))
         ir_model.meta[io.NAMED_SHAPES] = named
@@ -848,6 +866,34 @@ def _refuse_if_unloadable(reference, checker_error: str) -> None:
         Session(reference, what="the original model", prepack=False)
     except OnnxSlimError as err:
         raise OnnxSlimError(f"{err} (the onnx checker agrees: {checker_error})") from err
+
+
+def _original_crash(reference, check: bool) -> bool:
+    """Whether ONNX Runtime crashes building a session on the original (the file `reference`),
+    tried in a child process; with `check`, OnnxSlimError then (nothing to check against)."""
+    crash = fp16.crash_message(reference, "the model")
+    if crash is not None and check:
+        raise OnnxSlimError(f"{crash}; no result can be checked against it (--no-check)")
+    return crash is not None
+
+
+class CrashingResult(CheckFailedError):
+    """ONNX Runtime crashes building a session on the lossless result (`crash`: what happened),
+    where it builds one on the original; `rewrites`: the rewrite passes the run applied."""
+
+    def __init__(self, crash: str, rewrites: Sequence[str]):
+        self.crash, self.rewrites = crash, list(rewrites)
+        applied = f" (rewritten with {', '.join(self.rewrites)})" if self.rewrites else ""
+        super().__init__(f"{crash}{applied}; nothing was written")
+
+
+def _refuse_if_crashing(model: ir.Model, history) -> None:
+    """CrashingResult when ONNX Runtime crashes building a session on the lossless `model`, as it
+    may on a float16 Transpose into a MatMul (`fp16.crash_prone`); `history`: the passes run."""
+    with verify.model_file(model) as path:
+        crash = fp16.crash_message(path, "the optimized model")
+    if crash is not None:
+        raise CrashingResult(crash, rewrites(name for _, name, _, _ in history))
 
 
 def _refuse_if_invalid(reference, ort_error: str) -> None:

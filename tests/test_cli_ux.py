@@ -891,6 +891,105 @@ def test_a_float16_model_that_crashes_onnx_runtime_is_refused_not_written(
         optimize_with_report(mixed_model(), OptimizeOptions(dtype="fp16", check=False))
 
 
+def half_transposes_into_matmul(tmp_path):
+    """A float16 model with the pair ORT 1.32 may crash on, Transpose(1,0,2) into a MatMul, behind
+    two Transposes that fuse-chains makes one (a batched MatMul: ORT builds it); its file."""
+    w = np.random.default_rng(0).standard_normal((2, 8, 4)).astype(np.float16)
+    half = onnx.TensorProto.FLOAT16
+    model = make_model(
+        [
+            N("Transpose", ["x"], ["a"], perm=[0, 2, 1]),
+            N("Transpose", ["a"], ["b"], perm=[0, 2, 1]),
+            N("Transpose", ["b"], ["t"], perm=[1, 0, 2]),
+            N("MatMul", ["t", "w"], ["y"]),
+        ],
+        [vi("x", half, [3, 2, 8])],
+        [vi("y", half, [2, 3, 4])],
+        [const("w", w)],
+    )
+    return save_model(model, tmp_path / "half.onnx")
+
+
+#: a child that dies as ORT 1.32 does, on a model of at most {} Transposes (a result, not the input)
+CRASHING_WHEN_FUSED = """
+import os, signal, sys, onnx
+if sum(n.op_type == "Transpose" for n in onnx.load(sys.argv[1]).graph.node) <= {}:
+    os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+def test_a_lossless_result_onnx_runtime_crashes_on_is_made_again_without_its_rewrites(
+    tmp_path, monkeypatch
+):
+    """Tried in a child process before any session of ours (a float16 encoder's residual sums as
+    Sum made ORT 1.32 die at level all, taking the command with it: exit 139, no message); made
+    again without the rewrites applied, with a note."""
+    from onnxslim import runtime
+    from onnxslim.optimizer import OptimizeOptions, optimize_with_report
+
+    path, out = half_transposes_into_matmul(tmp_path), tmp_path / "o.onnx"
+    monkeypatch.setattr(runtime, "CRASH_PROBE", CRASHING_WHEN_FUSED.format(1))
+    result = optimize_with_report(path, OptimizeOptions(), output=out)
+    assert result.checked and "fuse-chains" not in result.applied
+    assert [n.op_type for n in onnx.load(out).graph.node] == ["Transpose"] * 3 + ["MatMul"]
+    assert result.notes[-1] == (
+        f"the optimized model crashes ONNX Runtime {ort.__version__} (SIGSEGV) when it builds a "
+        "session at its default optimization level (ORT_ENABLE_ALL): an ONNX Runtime bug: made "
+        "again without fuse-chains"
+    )
+    monkeypatch.setattr(runtime, "CRASH_PROBE", "raise SystemExit(0)")  # builds: fused, one probe
+    fused = optimize_with_report(path, OptimizeOptions(), output=out)
+    assert fused.applied["fuse-chains"] and not any("crashes" in n for n in fused.notes)
+
+
+#: a child that dies as ORT 1.32 does, on any model but the file half.onnx (the input)
+CRASHING_BUT_THE_INPUT = """
+import os, signal, sys
+if not sys.argv[1].endswith("half.onnx"):
+    os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+def test_a_lossless_result_that_crashes_onnx_runtime_either_way_is_refused(tmp_path, monkeypatch):
+    from onnxslim import runtime
+    from onnxslim.errors import CheckFailedError
+    from onnxslim.optimizer import OptimizeOptions, optimize_with_report
+
+    path, out = half_transposes_into_matmul(tmp_path), tmp_path / "o.onnx"
+    monkeypatch.setattr(runtime, "CRASH_PROBE", CRASHING_BUT_THE_INPUT)
+    for check in (True, False):
+        with pytest.raises(CheckFailedError) as refused:
+            optimize_with_report(path, OptimizeOptions(check=check), output=out)
+        assert str(refused.value).endswith(
+            ": an ONNX Runtime bug (rewritten with fuse-chains); nothing was written"
+        )
+        assert not out.exists()
+    proc = run_cli(path, "-o", out)  # the real ORT: it builds, the Transposes fused
+    assert proc.returncode == 0, proc.stderr
+    assert op_counts(onnx.load(out)) == {"Transpose": 1, "MatMul": 1}
+
+
+def test_a_model_that_crashes_onnx_runtime_is_refused_for_the_check(tmp_path, monkeypatch):
+    """A clear error where ORT would take the command down (exit 139, no message); optimized
+    with --no-check, its result not refused for crashing as it does."""
+    from onnxslim import runtime
+    from onnxslim.errors import CheckFailedError, OnnxSlimError
+    from onnxslim.optimizer import OptimizeOptions, optimize_with_report
+
+    path, out = half_transposes_into_matmul(tmp_path), tmp_path / "o.onnx"
+    monkeypatch.setattr(runtime, "CRASH_PROBE", CRASHING_PROBE.format(["ORT_ENABLE_ALL"]))
+    with pytest.raises(OnnxSlimError) as refused:
+        optimize_with_report(path, OptimizeOptions(), output=out)
+    assert not isinstance(refused.value, CheckFailedError) and not out.exists()
+    assert str(refused.value).startswith(
+        f"the model crashes ONNX Runtime {ort.__version__} (SIGSEGV) when it builds a session at "
+        "its default optimization level (ORT_ENABLE_ALL); it builds at level extended"
+    )
+    assert str(refused.value).endswith("; no result can be checked against it (--no-check)")
+    unchecked = optimize_with_report(path, OptimizeOptions(check=False), output=out)
+    assert unchecked.applied["fuse-chains"] and op_counts(onnx.load(out))["Transpose"] == 1
+
+
 def test_optimize_bench_retries_dims_where_the_first_random_pick_breaks_the_original(tmp_path):
     """Reflect padding by 40 needs more than 40 values: the benchmark's first random pick breaks the
     original; it retries other dims, as the check does, and says which it used."""
