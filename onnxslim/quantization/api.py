@@ -49,6 +49,7 @@ from onnxslim.quantization.caveats import (
     one_size_note,
     parts_notes,
     picks_note,
+    quantized_before_note,
     recurrent_note,
     reordered_outputs,
     reordered_outputs_note,
@@ -470,10 +471,18 @@ def _finish(
         excluded,
     )
     outcome = _as_made(outcome, before, run.config.random_inputs)
+    if outcome.mode == WEIGHT_ONLY_MODE and not _smaller(outcome.model, float_model):
+        run.notes.append(
+            f"weight-only INT8 not kept: its int8-stored weights "
+            f"({int8_stored(outcome.kept_float)} node(s)) make the file no smaller than the "
+            "lossless model's, which is the result"
+        )
+        outcome = dataclasses.replace(outcome, mode=NO_INT8_MODE, method="none")
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model
         for node in run.unnamed:  # names no file needs: a bigger file than the lossless one
             node.name = ""
+    run.notes += quantized_before_note(outcome, before)
     return outcome
 
 
@@ -671,6 +680,11 @@ def _latency(
     0.6 ms each, called its weight-only INT8 slower than the lossless model ORT runs alike)."""
     timed = {"float": reference, **{label: m for label, m in models.items() if m is not None}}
     return dict(zip(timed, trades.side_by_side(timed, sample, runs)))
+
+
+def _smaller(model: ir.Model, float_model: ir.Model) -> bool:
+    """Whether `model`'s file is smaller than the lossless `float_model`'s (both as written)."""
+    return io.to_proto(model).ByteSize() < io.to_proto(float_model).ByteSize()
 
 
 def _as_made(outcome: Outcome, before: Counter, random_inputs: bool) -> Outcome:

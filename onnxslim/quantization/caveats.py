@@ -534,6 +534,12 @@ def nothing_int8_warning(
     )
     if before:
         kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
+        if stored:  # weight-only where that file is smaller (api._finish)
+            return [
+                f"warning: the model is quantized already ({kernels}) and nothing more computes "
+                f"in INT8 ({why}): the result is no faster than onnxslim's lossless model of it "
+                "(without --int8)"
+            ]
         return [
             f"warning: the model is quantized already ({kernels}) and nothing more was "
             f"quantized ({why}): the result is onnxslim's lossless model of it (without --int8)"
@@ -544,6 +550,19 @@ def nothing_int8_warning(
         "onnxslim's lossless float model (without --int8)"
         + ("; INT8 starts from float32 weights: quantize the float32 model" if half else "")
         + (f"; {DYNAMIC_HINT}" if dynamic_untried else "")
+    ]
+
+
+def quantized_before_note(outcome: Outcome, before: Counter) -> list[str]:
+    """A note where the input was quantized in part already (`before`: its `integer_kernels`)
+    and INT8 quantized more of it (computing in INT8, or weight-only): what it had stays."""
+    weight_only = outcome.mode == WEIGHT_ONLY_MODE and int8_stored(outcome.kept_float)
+    if not before or not (weight_only or computes_int8(outcome, before)):
+        return []
+    kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
+    return [
+        f"the model was quantized in part already ({kernels}): those nodes stay as they were, "
+        "the rest is quantized as reported"
     ]
 
 
