@@ -901,6 +901,37 @@ def test_a_reshape_of_a_squeeze_unsqueeze_or_flatten_reads_its_input(
     assert slim(model) == expected
 
 
+@pytest.mark.parametrize(
+    "steps, x_shape, target, rank, expected",
+    [
+        # tf2onnx's Keras attention: one Reshape to [-1, 4, 1, 16] (197 -> 183 nodes as onnxsim)
+        (
+            [("Squeeze", ["a3"]), ("Unsqueeze", ["a2"])],
+            ["N", 64],
+            [-1, 4, 16, 1],
+            4,
+            {"Reshape": 1},
+        ),
+        ([("Unsqueeze", ["a1"])], ["N", 64], [-1, 8, 8], 4, {"Reshape": 1}),  # TFLite's Conv1D
+        ([("Unsqueeze", ["a-1"])], ["N", 64], [-1, 8, 8], 4, {"Reshape": 1}),
+        ([("Squeeze", [])], [2, 64], [2, 1, 64], 2, {}),  # every 1: a no-op Reshape at last
+        ([("Squeeze", ["a1"])], ["N", 1], [-1, 1, 1], 2, {}),  # [-1, 1]: a no-op too
+        # kept: a 0 copies x's dim at its index; no axes where a -1 may be 1
+        ([("Squeeze", ["a2"])], ["N", 64], [0, -1, 1], 2, {"Reshape": 1, "Squeeze": 1}),
+        ([("Squeeze", [])], ["N", 1], [-1, 1, 1], 1, {"Reshape": 1, "Squeeze": 1}),
+    ],
+)
+def test_a_squeeze_or_unsqueeze_of_a_reshape_is_one_reshape(steps, x_shape, target, rank, expected):
+    """Squeeze/Unsqueeze(Reshape(x, shape)) -> Reshape(x, shape without or with the 1s)."""
+    model = chain(
+        [("Reshape", ["shape"], {}), *((op, extra, {}) for op, extra in steps)],
+        x_shape,
+        rank,
+        initializers=[axes("shape", target), *(axes(f"a{k}", [k]) for k in (-1, 1, 2, 3))],
+    )
+    assert slim(model) == {**expected, "Relu": 1}
+
+
 def test_a_reshape_copying_a_dim_of_a_squeeze_keeps_it():
     """A 0 in the target copies the dim at that index of the Reshape's own input (the
     Squeeze's output), which x does not have there."""

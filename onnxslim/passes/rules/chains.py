@@ -1,6 +1,7 @@
 """Data-movement chains collapsed: Transpose+Transpose (also when the inner one has other
 consumers), Unsqueeze+Unsqueeze, cancelling Squeeze/Unsqueeze pairs, a Reshape of a
-Squeeze/Unsqueeze/Flatten, Slice+Slice, nested Concat, two scalings by constant scalars.
+Squeeze/Unsqueeze/Flatten and a Squeeze/Unsqueeze of a Reshape, Slice+Slice, nested Concat, two
+scalings by constant scalars.
 
 (Reshape+Reshape is onnxscript's rule, wired in `fuse.CHAINS`.)
 """
@@ -157,6 +158,68 @@ class ReshapeOfShapeOnly(pattern.RewriteRuleClassBase):
     def rewrite(self, op, x, shape, out, **_):
         allowzero = out.producer().attributes.get_int("allowzero", 0)
         return op.Reshape(x, shape, allowzero=allowzero) if allowzero else op.Reshape(x, shape)
+
+
+class ShapeOnlyOfReshape(pattern.RewriteRuleClassBase):
+    """Squeeze(Reshape(x, shape), axes) -> Reshape(x, shape without axes), and
+    Unsqueeze(Reshape(x, shape), axes) -> Reshape(x, shape with 1s at axes), when `shape` is a
+    constant with no 0 (or allowzero is set) and each squeezed axis is a literal 1 in it.
+
+    Math: Squeeze and Unsqueeze remove or insert dims of size 1 and keep the elements in order,
+    so after a Reshape they are one Reshape to the dims they give; its -1 (one at most) stands for
+    the same count, the dims removed or added being 1s (tf2onnx's Keras attention: Reshape ->
+    Squeeze -> Unsqueeze before each Transpose; a TFLite Conv1D: Reshape -> Unsqueeze). The
+    Reshape stays for its other consumers, if any.
+    """
+
+    def __init__(self, outer_op: str) -> None:
+        super().__init__(f"{outer_op}Reshape", remove_nodes=False)
+        self.outer_op = outer_op
+
+    def pattern(self, op, x, shape):
+        inner = op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["inner"])
+        return getattr(op, self.outer_op)(
+            inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
+        )
+
+    def check(self, context, x, shape, inner, out) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        if _reshaped_target(shape, inner, out) is None:
+            return MatchResult().fail("shape or axes not constant, a 0 in it, or a squeezed -1")
+        return MatchResult()
+
+    def rewrite(self, op, x, shape, inner, out):
+        target = new_initializer(op, _reshaped_target(shape, inner, out), out, "shape")
+        allowzero = inner.producer().attributes.get_int("allowzero", 0)
+        return op.Reshape(x, target, allowzero=allowzero) if allowzero else op.Reshape(x, target)
+
+
+def _reshaped_target(shape: ir.Value, inner: ir.Value, out: ir.Value) -> np.ndarray | None:
+    """The shape one Reshape gives x where the Reshape of x to `shape` (giving `inner`), then the
+    Squeeze or Unsqueeze giving `out`, do (ShapeOnlyOfReshape); None where it cannot."""
+    target = constant(shape)
+    if target is None or target.ndim != 1:
+        return None
+    dims = target.tolist()
+    if 0 in dims and not inner.producer().attributes.get_int("allowzero", 0):
+        return None  # a 0 copies x's dim at its index, which the axes would move
+    node = out.producer()
+    given = "axes" in node.attributes or (len(node.inputs) > 1 and node.inputs[1] is not None)
+    axes = parameter(node, "axes", 1)
+    if given and axes is None:
+        return None
+    if node.op_type == "Squeeze":
+        if not given or axes.size == 0:  # every dim of size 1, which a -1 may be
+            axes = None if -1 in dims else np.array([i for i, d in enumerate(dims) if d == 1])
+        removed = None if axes is None else normalize_axes(axes, len(dims))
+        if removed is None or any(dims[axis] != 1 for axis in removed):
+            return None
+        return np.array([d for i, d in enumerate(dims) if i not in removed], dtype=np.int64)
+    inserted = normalize_axes(axes, len(dims) + axes.size) if given else None
+    if inserted is None or len(set(inserted)) != len(inserted):
+        return None
+    rest = iter(dims)
+    size = len(dims) + len(inserted)
+    return np.array([1 if i in inserted else next(rest) for i in range(size)], dtype=np.int64)
 
 
 class UnsqueezeTransposeSqueeze(pattern.RewriteRuleClassBase):
@@ -333,6 +396,7 @@ rules = (
     CancellingPair.rule("Unsqueeze", "Squeeze"),
     CancellingPair.rule("Squeeze", "Unsqueeze"),
     *(ReshapeOfShapeOnly.rule(inner) for inner in ("Squeeze", "Unsqueeze", "Flatten")),
+    *(ShapeOnlyOfReshape.rule(outer) for outer in ("Squeeze", "Unsqueeze")),
     UnsqueezeTransposeSqueeze.rule(),
     SliceSlice.rule(),
     NestedConcat.rule(),
