@@ -445,6 +445,33 @@ def test_constant_nodes_are_lifted_to_initializers_and_folded():
     assert_same_outputs(model, out)
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_a_split_of_a_constant_is_folded(opset):
+    """A node of several outputs whose inputs are constants, which onnxscript's folder leaves:
+    paddle2onnx's opset-11 F.pad splits a constant into the Concat of the Pad's pads; folded,
+    the Pad's output shape is known (a Paddle export 36 -> 30 nodes, onnxsim 32)."""
+    pads = const("c", np.array([1, 1, 1, 1, 0, 0], np.int64))
+    sizes = {"split": [1] * 6} if opset < 13 else {}
+    inputs = ["c"] if opset < 13 else ["c", "sizes"]
+    model = make_model(
+        [
+            N("Split", inputs, [f"s{i}" for i in range(6)], axis=0, **sizes),
+            N("Concat", ["z", "z", "s4", "s2", "s0", "z", "z", "s5", "s3", "s1"], ["p"], axis=0),
+            N("Pad", ["x", "p"], ["y"], mode="constant"),
+        ],
+        [vi("x", FLOAT, ["N", 8, 1, 32, 32])],
+        [vi("y", FLOAT, ["N", 8, 1, 34, 34])],
+        [pads, const("z", np.array([0], np.int64)), const("sizes", np.ones(6, np.int64))],
+        opset=opset,
+    )
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Pad": 1}
+    (folded,) = [t for t in out.graph.initializer if t.name == "p"]
+    assert onnx.numpy_helper.to_array(folded).tolist() == [0, 0, 0, 1, 1, 0, 0, 0, 1, 1]
+    assert out.ByteSize() < model.ByteSize()
+    assert_same_outputs(model, out)
+
+
 def _branches():
     then = helper.make_graph([N("Relu", ["x"], ["t"])], "then", [], [vi("t", FLOAT, [2, 3])])
     other = helper.make_graph([N("Neg", ["x"], ["e"])], "else", [], [vi("e", FLOAT, [2, 3])])

@@ -495,6 +495,8 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return None
         if replacement is None and node.op_type in ("Slice", "Gather"):
             replacement = self._fold_shape_piece(node, is_function)
+        if replacement is None and len(node.outputs) > 1 and not is_function:
+            replacement = self._fold_outputs(node)
         if replacement is None:
             return None
         _keep_saturate(node, replacement.new_nodes)
@@ -505,6 +507,50 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             _drop_registered(replacement)
             return None
         return replacement
+
+    def _fold_outputs(self, node: ir.Node):
+        """A node of several outputs whose inputs are all constants, which onnxscript's folder
+        leaves (paddle2onnx's Split of a constant into the Concat of a Pad's pads, at opset 11):
+        each output a constant, evaluated as onnxscript evaluates one."""
+        if (
+            node.domain not in ("", "ai.onnx")
+            or has_subgraphs(node)
+            or any(value is not None and value.const_value is None for value in node.inputs)
+            or not self._should_fold(node)
+        ):
+            return None
+        inputs = [None if value is None else value.const_value.numpy() for value in node.inputs]
+        attributes = {
+            name: ir.serde.serialize_tensor(attr.value)
+            if attr.type == ir.AttributeType.TENSOR
+            else attr.value
+            for name, attr in node.attributes.items()
+        }
+        try:
+            version = self._opset_imports[""]
+            arrays = upstream.evaluate("", node.op_type, version, *inputs, **attributes)
+        except Exception as err:  # noqa: BLE001 the reference implementation's own limits
+            logger.debug("not folding %s node %r: %s", node.op_type, node.name, err)
+            return None
+        if not isinstance(arrays, (tuple, list)) or len(arrays) != len(node.outputs):
+            return None
+        outputs = zip(node.outputs, arrays)
+        tensors = [ir.tensor(np.asarray(array), name=value.name) for value, array in outputs]
+        added = sum(tensor_bytes(tensor) for tensor in tensors) - _input_bytes(node)
+        if not self._may_grow(node, added, charge=True):
+            return None
+        values = [
+            ir.Value(
+                name=value.name,
+                type=ir.TensorType(ir.DataType(tensor.dtype)),
+                shape=tensor.shape,
+                const_value=tensor,
+            )
+            for value, tensor in zip(node.outputs, tensors)
+        ]
+        for value in values:
+            node.graph.register_initializer(value)
+        return upstream.Replacement(values, [])
 
     def _fold_shape_piece(self, node: ir.Node, is_function: bool):
         """Slice/Gather of a partly known shape (e.g. `[N, 3, 4, 4]`) picking only static dims."""

@@ -19,6 +19,8 @@ from onnxscript.rewriter.rules.common import (
 # constant folding (passes/fold.py)
 FoldConstantsPass = _constant_folding.FoldConstantsPass
 Replacement = _constant_folding.Replacement
+# evaluating a node on constants with onnx's reference implementation, as the folder does
+evaluate = _constant_folding._reference_evaluator.evaluate
 # the metadata key of what a folded value was computed from (removed by passes/marks.py)
 FOLDED_FROM_KEY = _constant_folding.FOLDED_FROM_KEY
 # reading constants (rules/common.py)
