@@ -779,6 +779,23 @@ def test_squeeze_unsqueeze_cancel_attribute_axes():
     assert slim(model) == {"Relu": 1}
 
 
+def test_squeeze_unsqueeze_cancel_where_the_squeeze_has_other_readers():
+    """paddle2onnx's shape arithmetic: a dim squeezed for a Mul, unsqueezed back for a Concat
+    (a Paddle export 40 -> 34 nodes, as onnxsim); the Squeeze stays for the Neg."""
+    model = make_model(
+        [
+            helper.make_node("Squeeze", ["x", "a"], ["s"]),
+            helper.make_node("Neg", ["s"], ["z"]),
+            helper.make_node("Unsqueeze", ["s", "a"], ["u"]),
+            helper.make_node("Relu", ["u"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 1, 3])],
+        [vi("y", FLOAT, ["N", 1, 3]), vi("z", FLOAT, ["N", 3])],
+        [axes("a", [1])],
+    )
+    assert slim(model) == {"Squeeze": 1, "Neg": 1, "Relu": 1}
+
+
 def test_squeeze_unsqueeze_on_other_axes_kept():
     model = chain(
         [("Squeeze", ["a1"], {}), ("Unsqueeze", ["a2"], {})],

@@ -99,10 +99,12 @@ def _merged_unsqueeze_axes(inner: ir.Value, outer: ir.Value) -> list[int] | None
 
 
 class CancellingPair(pattern.RewriteRuleClassBase):
-    """Squeeze(Unsqueeze(x, axes), axes) -> x, and Unsqueeze(Squeeze(x, axes), axes) -> x."""
+    """Squeeze(Unsqueeze(x, axes), axes) -> x, and Unsqueeze(Squeeze(x, axes), axes) -> x; the
+    inner node stays for its other consumers, if any (paddle2onnx's shape arithmetic squeezes a
+    dim for a Mul and unsqueezes it back for a Concat)."""
 
     def __init__(self, inner_op: str, outer_op: str) -> None:
-        super().__init__(f"{outer_op}{inner_op}")
+        super().__init__(f"{outer_op}{inner_op}", remove_nodes=False)
         self.inner_op, self.outer_op = inner_op, outer_op
 
     def pattern(self, op, x):
