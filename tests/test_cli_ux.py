@@ -433,6 +433,26 @@ def test_inspect_external_data_and_errors(tmp_path):
     assert_one_line_error(run_cli("inspect", tmp_path / "none.onnx"), 2, "no such file")
 
 
+def test_inspect_describes_a_model_optimize_refuses(tmp_path):
+    """tf2onnx's StringJoin in the ONNX domain: inspect shows the model and why it is refused
+    (it refused it, exit 2, where describing it is all it does); optimize refuses it."""
+    model = make_model(
+        [N("Relu", ["x"], ["r"]), N("StringJoin", ["r"], ["y"])],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        check=False,
+    )
+    path = save_model(model, tmp_path / "m.onnx")
+    proc = run_cli("inspect", path)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    why = f"{path}: an unnamed StringJoin node: 'StringJoin' is not an ONNX operator"
+    assert f"refused by onnxslim: {why}" in proc.stdout
+    assert ["StringJoin", "1", "50.0%"] in [line.split() for line in proc.stdout.splitlines()]
+    assert json.loads(run_cli("inspect", path, "--json").stdout)["invalid"].startswith(why)
+    assert json.loads(run_cli("inspect", DEMO, "--json").stdout)["invalid"] is None
+    assert_one_line_error(run_cli(path, "-o", tmp_path / "o.onnx"), 2, why)
+
+
 def test_verbose_lists_the_passes_per_round(tmp_path):
     proc = run_cli(DEMO, "-v", "--report", tmp_path / "r.json")
     assert proc.returncode == 0, proc.stderr

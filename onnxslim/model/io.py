@@ -39,8 +39,9 @@ MAP_TYPED = "onnxslim.map_typed"
 NEGATIVE_DIMS = "onnxslim.negative_dims"
 
 
-def load(path: str | os.PathLike) -> ir.Model:
-    """Load a model lazily (external data stays memory-mapped) and validate it."""
+def load(path: str | os.PathLike, validate: bool = True) -> ir.Model:
+    """Load a model lazily (external data stays memory-mapped) and, with `validate`, validate it
+    (`validate_model`)."""
     path = Path(path)
     if not path.exists():
         raise OnnxSlimError(f"{path}: no such file")
@@ -61,7 +62,8 @@ def load(path: str | os.PathLike) -> ir.Model:
     del proto
     # absolute, so a later change of working directory cannot break the paths of external data
     ir.external_data.set_base_dir(model.graph, path.resolve().parent)
-    validate_model(model, str(path))
+    if validate:
+        validate_model(model, str(path))
     return model
 
 

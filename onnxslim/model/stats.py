@@ -166,6 +166,8 @@ class ModelInfo:
     #: External data files (relative to the model's folder) and their sizes in bytes.
     external_data: dict[str, int | None]
     metadata: dict[str, str]
+    #: Why onnxslim refuses the model (io.validate_model), or None.
+    invalid: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -173,8 +175,9 @@ class ModelInfo:
         return data
 
 
-def model_info(model: ir.Model, path: str | os.PathLike) -> ModelInfo:
-    """The inspect report of `model`, loaded from `path` (nothing is changed or run)."""
+def model_info(model: ir.Model, path: str | os.PathLike, invalid: str | None = None) -> ModelInfo:
+    """The inspect report of `model`, loaded from `path` (nothing is changed or run); `invalid`:
+    why onnxslim refuses it, if it does."""
     from onnxslim.model.io import MAP_TYPED  # io imports this module (through external)
 
     graph, maps = model.graph, model.meta.get(MAP_TYPED, {})
@@ -198,6 +201,7 @@ def model_info(model: ir.Model, path: str | os.PathLike) -> ModelInfo:
         functions=[f"{domain}::{name}" for domain, name, _ in model.functions],
         external_data=external,
         metadata=dict(model.metadata_props),
+        invalid=invalid,
     )
 
 

@@ -603,6 +603,7 @@ def inspect_report(info: ModelInfo) -> list[RenderableType]:
         f"{info.initializers:,} initializers"
         + (f"; functions {', '.join(info.functions)}" if info.functions else ""),
         *(f"metadata {key}: {value}" for key, value in info.metadata.items()),
+        *([f"refused by onnxslim: {info.invalid}"] if info.invalid else []),
     ]
     interface = [["input", v.name, v.describe()] for v in info.inputs] + [
         ["output", v.name, v.describe()] for v in info.outputs
