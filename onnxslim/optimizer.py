@@ -138,13 +138,14 @@ class OptimizeResult:
     @property
     def fp16_warning(self) -> str | None:
         """That the float16 drift was measured on synthesized inputs (None: on given ones, or not
-        measured): float16 overflows on data of another scale."""
+        measured): float16 may overflow on real data where it did not on those (another scale,
+        other token ids)."""
         if not self.fp16 or not self.fp16["synthesized"] or self._fp16_converted_nothing:
             return None
         return (
-            f"the float16 drift was measured on {self.fp16['inputs']}: on data of another scale "
-            "float16 may overflow (past 65504: inf or NaN) or lose precision; check it on yours "
-            "(--check-inputs, check_inputs= in Python)"
+            f"the float16 drift was measured on {self.fp16['inputs']}: on real data float16 may "
+            "overflow (past 65504: inf or NaN) or lose precision where it did not on these; check "
+            "it on yours (--check-inputs, check_inputs= in Python)"
         )
 
     @property
