@@ -194,6 +194,41 @@ def to_float32(model: ir.Model) -> int:
     return constants
 
 
+#: Fewest elements of a float32 weight `half_stored` stores as float16 (scales stay as they are).
+HALF_STORED_ELEMENTS = 64
+
+
+def half_stored(model: ir.Model) -> int:
+    """Store each float32 initializer of `model`'s main graph that float16 holds exactly (of
+    HALF_STORED_ELEMENTS or more) as float16 behind a Cast to float32, which ONNX Runtime folds at
+    load: the weights of a float16 model that INT8 (starting from float32) left float take the
+    bytes they took (dynamic INT8 of a float16 CNN wrote a file 1.97x its input's). Returns how
+    many."""
+    graph, stored = model.graph, 0
+    for name, value in list(graph.initializers.items()):
+        tensor = value.const_value
+        if value.dtype != FLOAT or tensor is None or tensor.size < HALF_STORED_ELEMENTS:
+            continue
+        if value.is_graph_input() or value.is_graph_output():
+            continue
+        array = tensor.numpy()
+        half = array.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), array):
+            continue
+        graph.initializers.pop(name)
+        value.name = _unique(graph, f"{name}_fp16")
+        value.const_value = ir.Tensor(half, name=value.name)
+        value.type = ir.TensorType(HALF)
+        graph.register_initializer(value)
+        upcast = _cast(value, FLOAT, name)
+        for use in list(value.uses()):
+            if use.node is not upcast.producer():
+                use.node.replace_input_with(use.idx, upcast)
+        graph.insert_before(graph.node(0), upcast.producer())
+        stored += 1
+    return stored
+
+
 def _cast(value: ir.Value, to: ir.DataType, name: str) -> ir.Value:
     """The output, named `name`, of a Cast of `value` to `to` (in no graph yet)."""
     node = ir.node("Cast", [value], attributes={"to": to})

@@ -482,6 +482,8 @@ def _finish(
         outcome.model = float_model
         for node in run.unnamed:  # names no file needs: a bigger file than the lossless one
             node.name = ""
+    elif _half_weights(float_model):  # INT8 started from float32 (`_float32`)
+        fp16.half_stored(outcome.model)
     run.notes += quantized_before_note(outcome, before)
     return outcome
 
@@ -680,6 +682,11 @@ def _latency(
     0.6 ms each, called its weight-only INT8 slower than the lossless model ORT runs alike)."""
     timed = {"float": reference, **{label: m for label, m in models.items() if m is not None}}
     return dict(zip(timed, trades.side_by_side(timed, sample, runs)))
+
+
+def _half_weights(model: ir.Model) -> bool:
+    """Whether `model`'s main graph stores a weight in float16."""
+    return any(v.dtype == ir.DataType.FLOAT16 for v in model.graph.initializers.values())
 
 
 def _smaller(model: ir.Model, float_model: ir.Model) -> bool:
