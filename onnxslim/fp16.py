@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from onnxslim.drift import Drift, compare_outputs
 from onnxslim.errors import CheckFailedError
-from onnxslim.model.graph import all_nodes, has_subgraphs, subgraphs
+from onnxslim.model.graph import all_graphs, all_nodes, has_subgraphs, subgraphs
 
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 FP16_MAX = 65504.0
@@ -504,14 +504,18 @@ def time_ratio(original, converted, feed: Mapping[str, np.ndarray]) -> tuple[flo
 
 
 def crash_prone(model: ir.Model) -> bool:
-    """Whether `model` has a Transpose by CRASHING_TRANSPOSE that a float16 MatMul reads: the pair
-    ORT 1.32 may crash on as it builds a session, depending on the graph around it (a float16
-    encoder's residual sums written as Sum made it crash). Before shape inference a value may have
-    no type: float16 on either side of the Transpose or on the MatMul's other operand counts."""
-    return any(
-        _crashing_transpose(node) and ir.DataType.FLOAT16 in _pair_dtypes(node)
-        for node in all_nodes(model)
-    )
+    """Whether `model` has a Transpose by CRASHING_TRANSPOSE that a MatMul reads, in a model that
+    computes in float16: the pair ORT 1.32 may crash on as it builds a session, depending on the
+    graph around it (a float16 encoder's residual sums written as Sum made it crash). Before shape
+    inference a value may have no type: float16 around the pair, or float16 inputs or weights
+    anywhere, count."""
+    pairs = [node for node in all_nodes(model) if _crashing_transpose(node)]
+    if not pairs:
+        return False
+    if any(HALF in _pair_dtypes(node) for node in pairs):
+        return True
+    graphs = all_graphs(model)
+    return any(v.dtype == HALF for g in graphs for v in (*g.inputs, *g.initializers.values()))
 
 
 def _pair_dtypes(transpose: ir.Node) -> set[ir.DataType | None]:

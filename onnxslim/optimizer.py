@@ -533,7 +533,7 @@ def _optimize_with_report(
                 ir_model, specs, pass_options, on_pass, history, *checked_proto[:1]
             )
         except Exception:
-            if input_error is not None:  # an invalid model can break a pass: refused if so
+            if input_error is not None and not crashing:  # an invalid model can break a pass
                 _refuse_if_unloadable(reference, input_error)
             raise
         checked_proto.clear()  # no longer the model
@@ -544,7 +544,8 @@ def _optimize_with_report(
                 value.shape = shape
         ir_model.meta[io.ANNOTATED] = annotated  # saved without the value_info inference added
         apart = 0
-        if before.weight_bytes <= ORT_GRAPH_LIMIT and has_slow_padded_convs(ir_model):
+        pads_compared = before.weight_bytes <= ORT_GRAPH_LIMIT and not crashing
+        if pads_compared and has_slow_padded_convs(ir_model):
             # made whatever the check option, as it changes the result (no inference: cheap)
             theirs = original_graph.result() if original_graph else _ort_graph(reference)
             apart = keep_pads_apart(ir_model, theirs.pads_apart) if theirs else 0

@@ -1010,6 +1010,27 @@ def test_a_model_that_crashes_onnx_runtime_is_refused_for_the_check(tmp_path, mo
     assert unchecked.applied["fuse-chains"] and op_counts(onnx.load(out))["Transpose"] == 1
 
 
+def test_no_session_of_ours_on_a_model_that_crashes_onnx_runtime(tmp_path, monkeypatch):
+    """With --no-check, keeping a 1-D conv's zero Pad apart compared ORT's graphs of the original:
+    an in-process session on the model that crashes ORT (exit 139, found in review)."""
+    from onnxslim import optimizer, runtime
+    from onnxslim.optimizer import OptimizeOptions, optimize_with_report
+
+    half = half_transposes_into_matmul(tmp_path)
+    model = onnx.load(half)
+    w = np.random.default_rng(1).standard_normal((4, 4, 1, 9)).astype(np.float32)
+    model.graph.node.extend([N("Conv", ["c", "cw"], ["cy"], pads=[0, 4, 0, 4])])
+    model.graph.initializer.append(const("cw", w))
+    model.graph.input.append(vi("c", FLOAT, [1, 4, 1, 64]))
+    model.graph.output.append(vi("cy", FLOAT, [1, 4, 1, 64]))
+    path = save_model(model, tmp_path / "half.onnx")
+    monkeypatch.setattr(runtime, "CRASH_PROBE", CRASHING_PROBE.format(["ORT_ENABLE_ALL"]))
+    monkeypatch.setattr(optimizer, "has_slow_padded_convs", lambda model: True)
+    monkeypatch.setattr(optimizer, "_ort_graph", lambda *a: pytest.fail("a session of ours"))
+    result = optimize_with_report(path, OptimizeOptions(check=False), output=tmp_path / "o.onnx")
+    assert not result.checked and (tmp_path / "o.onnx").exists()
+
+
 def test_optimize_bench_retries_dims_where_the_first_random_pick_breaks_the_original(tmp_path):
     """Reflect padding by 40 needs more than 40 values: the benchmark's first random pick breaks the
     original; it retries other dims, as the check does, and says which it used."""

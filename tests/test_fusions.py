@@ -933,8 +933,10 @@ def test_a_reshape_of_a_squeeze_unsqueeze_or_flatten_reads_its_input(
         ([("Unsqueeze", ["a-1"])], ["N", 64], [-1, 8, 8], 4, {"Reshape": 1}),
         ([("Squeeze", [])], [2, 64], [2, 1, 64], 2, {}),  # every 1: a no-op Reshape at last
         ([("Squeeze", ["a1"])], ["N", 1], [-1, 1, 1], 2, {}),  # [-1, 1]: a no-op too
-        # kept: a 0 copies x's dim at its index; no axes where a -1 may be 1
+        # kept: a 0 copies x's dim at its index; no axes where a -1 may be 1; empty axes, which
+        # onnx reads as none and ORT's unoptimized kernel as every 1 (found in review)
         ([("Squeeze", ["a2"])], ["N", 64], [0, -1, 1], 2, {"Reshape": 1, "Squeeze": 1}),
+        ([("Squeeze", ["none"])], ["N", 6], [-1, 1, 6], 3, {"Reshape": 1, "Squeeze": 1}),
         ([("Squeeze", [])], ["N", 1], [-1, 1, 1], 1, {"Reshape": 1, "Squeeze": 1}),
     ],
 )
@@ -944,7 +946,11 @@ def test_a_squeeze_or_unsqueeze_of_a_reshape_is_one_reshape(steps, x_shape, targ
         [("Reshape", ["shape"], {}), *((op, extra, {}) for op, extra in steps)],
         x_shape,
         rank,
-        initializers=[axes("shape", target), *(axes(f"a{k}", [k]) for k in (-1, 1, 2, 3))],
+        initializers=[
+            axes("shape", target),
+            axes("none", []),
+            *(axes(f"a{k}", [k]) for k in (-1, 1, 2, 3)),
+        ],
     )
     assert slim(model) == {**expected, "Relu": 1}
 

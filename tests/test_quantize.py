@@ -3240,6 +3240,7 @@ def test_weight_only_int8_that_saves_no_bytes_gives_the_lossless_model(monkeypat
     options = {**FAST, "target": "auto", "measure_latency": True, "optimize": True, "mode": "auto"}
     result = quantize(model, feeds, **options)
     assert result.report.mode == "none" and not result.report.quantized
+    assert result.report.int8_stored() == 0 and result.report.weight_rounding == "nearest"
     assert [n.op_type for n in result.model.graph] == ["Gemm"]
     assert np.array_equal(result.model.graph.initializers["w"].const_value.numpy(), w)
     assert (

@@ -300,10 +300,17 @@ def computable_values(graph: ir.Graph) -> set[ir.Value]:
             and node.op_type not in NEVER_FOLD
             and not is_random(node)
             and not has_subgraphs(node)
+            and not _order_unspecified(node)
             and all(v is None or _is_constant(v) or v in computable for v in node.inputs)
         ):
             computable.update(v for v in node.outputs if v is not None)
     return computable
+
+
+def _order_unspecified(node: ir.Node) -> bool:
+    """Whether `node` is a TopK or Unique with `sorted=0`, whose output order ONNX leaves to the
+    runtime: onnx's reference evaluator gave a TopK's indices in another order than ORT."""
+    return node.op_type in ("TopK", "Unique") and node.attributes.get_int("sorted", 1) == 0
 
 
 def _own_producers(value: ir.Value, order: dict[ir.Node, int]) -> list[ir.Node]:
@@ -509,13 +516,14 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         return replacement
 
     def _fold_outputs(self, node: ir.Node):
-        """A node of several outputs whose inputs are all constants, which onnxscript's folder
-        leaves (paddle2onnx's Split of a constant into the Concat of a Pad's pads, at opset 11):
-        each output a constant, evaluated as onnxscript evaluates one."""
+        """A Split of constants (no caller overrides), which onnxscript's folder leaves as a node
+        of several outputs (paddle2onnx's Split of a constant into the Concat of a Pad's pads, at
+        opset 11): each output a constant, evaluated as onnxscript evaluates one. Only Split: onnx's
+        reference gives other multi-output ops otherwise than ORT (TopK's unsorted indices)."""
         if (
-            node.domain not in ("", "ai.onnx")
-            or has_subgraphs(node)
-            or any(value is not None and value.const_value is None for value in node.inputs)
+            node.op_type != "Split"
+            or node.domain not in ("", "ai.onnx")
+            or not all(value is None or _is_constant(value) for value in node.inputs)
             or not self._should_fold(node)
         ):
             return None

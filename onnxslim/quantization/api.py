@@ -60,7 +60,7 @@ from onnxslim.quantization.caveats import (
 from onnxslim.quantization.compact import CompactPass
 from onnxslim.quantization.config import QuantizeConfig
 from onnxslim.quantization.ops import RECURRENT_WEIGHTS
-from onnxslim.quantization.plan import constant_weights, prepare, weighted_nodes
+from onnxslim.quantization.plan import INT8_STORED, constant_weights, prepare, weighted_nodes
 from onnxslim.quantization.report import (
     NO_INT8_MODE,
     WEIGHT_ONLY_MODE,
@@ -450,6 +450,9 @@ def _finish(
     DeduplicateInitializers()(outcome.model)  # a weight several nodes share, quantized for each
     if outcome.mode != "dynamic":
         CompactPass(_names(static_model))(outcome.model)
+    made_as = _as_made(outcome, before, run.config.random_inputs)
+    if made_as.mode == WEIGHT_ONLY_MODE and not _smaller(made_as.model, float_model):
+        outcome = _lossless_instead(outcome)  # (before the notes and warnings that describe it)
     excluded = run.config.dynamic_excluded(float_model)  # (by the user: not for INT8)
     dynamic_untried = (  # (its hint names MatMuls; the recurrent note, LSTMs)
         run.config.mode == "auto"
@@ -471,13 +474,6 @@ def _finish(
         excluded,
     )
     outcome = _as_made(outcome, before, run.config.random_inputs)
-    if outcome.mode == WEIGHT_ONLY_MODE and not _smaller(outcome.model, float_model):
-        run.notes.append(
-            f"weight-only INT8 not kept: its int8-stored weights "
-            f"({int8_stored(outcome.kept_float)} node(s)) make the file no smaller than the "
-            "lossless model's, which is the result"
-        )
-        outcome = dataclasses.replace(outcome, mode=NO_INT8_MODE, method="none")
     if outcome.mode == NO_INT8_MODE:  # the lossless model as made (at its own opset)
         outcome.model = float_model
         for node in run.unnamed:  # names no file needs: a bigger file than the lossless one
@@ -682,6 +678,26 @@ def _latency(
     0.6 ms each, called its weight-only INT8 slower than the lossless model ORT runs alike)."""
     timed = {"float": reference, **{label: m for label, m in models.items() if m is not None}}
     return dict(zip(timed, trades.side_by_side(timed, sample, runs)))
+
+
+def _lossless_instead(outcome: Outcome) -> Outcome:
+    """`outcome`, weight-only INT8 whose file is no smaller than the lossless model's, as the
+    lossless model: its nodes' reasons speak of float weights, a note says why."""
+    note = (
+        f"weight-only INT8 not kept: its int8-stored weights ({int8_stored(outcome.kept_float)} "
+        "node(s)) make the file no smaller than the lossless model's, which is the result"
+    )
+    kept = {
+        name: why.replace(INT8_STORED, "float weights") for name, why in outcome.kept_float.items()
+    }
+    return dataclasses.replace(
+        outcome,
+        mode=NO_INT8_MODE,
+        method="none",
+        weight_rounding="nearest",
+        kept_float=kept,
+        notes=[*outcome.notes, note],
+    )
 
 
 def _half_weights(model: ir.Model) -> bool:

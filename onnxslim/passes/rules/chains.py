@@ -210,8 +210,11 @@ def _reshaped_target(shape: ir.Value, inner: ir.Value, out: ir.Value) -> np.ndar
     if given and axes is None:
         return None
     if node.op_type == "Squeeze":
-        if not given or axes.size == 0:  # every dim of size 1, which a -1 may be
-            axes = None if -1 in dims else np.array([i for i, d in enumerate(dims) if d == 1])
+        if given and axes.size == 0:  # nothing, as onnx reads it (ORT unoptimized: every 1)
+            return None
+        if not given:  # every dim of size 1, which a -1 may be
+            ones = [i for i, d in enumerate(dims) if d == 1]
+            axes = None if -1 in dims else np.array(ones, dtype=np.int64)
         removed = None if axes is None else normalize_axes(axes, len(dims))
         if removed is None or any(dims[axis] != 1 for axis in removed):
             return None
