@@ -3930,6 +3930,25 @@ def test_float16_weights_int8_leaves_float_stay_float16_in_the_file():
     assert Session(out).run(data[0])[0].dtype == np.float16
 
 
+def test_value_info_the_model_contradicts_is_left_out(tmp_path):
+    """jax2onnx wrote a ResNet's NHWC shapes for values it computes NCHW: ORT ran the float model
+    and the lossless one, but refused the INT8 model at its residual Add. INT8 starts without
+    those entries, and says so; one that agrees stays."""
+    model = cnn()
+    model.graph.value_info.extend(
+        [vi("p1", shape=[1, 8, 8, 8]), vi("r2", shape=[1, 8, 8, 8]), vi("c1", shape=[1, 8, 16, 16])]
+    )
+    model.graph.value_info[0].type.tensor_type.shape.dim[1].dim_value = 16  # [1, 16, 8, 8]
+    model.graph.value_info[1].type.tensor_type.shape.dim[3].dim_value = 4  # [1, 8, 8, 4]
+    result = quantize(model, samples(), **FAST)
+    assert result.report.quantized["Conv"] == 2
+    assert (
+        "the file's value_info gives 2 value(s) shapes the model does not compute (stale "
+        "annotations): INT8 starts without them"
+    ) in result.report.notes
+    Session(ir.to_proto(result.model)).run(samples(1)[0])
+
+
 def test_float16_is_not_made_float32_where_it_could_not_be_held():
     """A float16 model whose float32 twin would pass protobuf's 2 GB limit (a 1.2 GB one, found
     in review: "the model's weights exceed protobuf's 2 GB limit"), or with model-local

@@ -124,6 +124,51 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> bool:
     return True
 
 
+def drop_contradicted_shapes(proto: onnx.ModelProto) -> int:
+    """Remove the main graph's value_info entries whose static dims onnx's inference, run without
+    them, contradicts (jax2onnx wrote a ResNet's NHWC shapes for values it computes NCHW: ORT runs
+    the float model, but refused its INT8 model at the residual Add); how many. A model the
+    inference cannot handle keeps them all."""
+    if not proto.graph.value_info:
+        return 0
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    del bare.graph.value_info[:]
+    try:
+        inferred = infer_shapes_apart(bare, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
+        logger.info("shape inference skipped: %s", first_line(err))
+        return 0
+    known = {info.name: _static_dims(info) for info in inferred.graph.value_info}
+    kept = [
+        info
+        for info in proto.graph.value_info
+        if not _contradicts(_static_dims(info), known.get(info.name))
+    ]
+    dropped = len(proto.graph.value_info) - len(kept)
+    if dropped:
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(kept)
+    return dropped
+
+
+def _static_dims(info: onnx.ValueInfoProto) -> list[int | None] | None:
+    """A tensor value_info's dims, None for each unknown one; None without a shape."""
+    if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
+        return None
+    dims = info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def _contradicts(given: list[int | None] | None, inferred: list[int | None] | None) -> bool:
+    """Whether two shapes differ in rank or in a dim both know."""
+    if given is None or inferred is None:
+        return False
+    if len(given) != len(inferred):
+        return True
+    return any(a is not None and b is not None and a != b for a, b in zip(given, inferred))
+
+
 def refine_shapes(model: ir.Model) -> bool:
     """Give values the dims onnx shape inference knows as numbers where they have a name or none
     (same rank; a value without a shape takes the inferred one); whether any value learned a

@@ -29,6 +29,7 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError, ReportWarning
 from onnxslim.model import external, io
 from onnxslim.model.graph import OutputKinds, node_count, output_kinds
 from onnxslim.passes.fold import restore_computations
+from onnxslim.passes.pipeline import drop_contradicted_shapes
 from onnxslim.passes.prune import DeduplicateInitializers, FreezeInitializerInputs
 from onnxslim.quantization import dynamic, exact, integer_outputs, large, modes, trades
 from onnxslim.quantization.builder import run_samples
@@ -226,13 +227,21 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
             config, max_drift=dataclasses.replace(budget, for_new_samples=True)
         )
 
-    float_model = io.from_proto(onnx.ModelProto.FromString(reference))
+    proto = onnx.ModelProto.FromString(reference)
+    stale = drop_contradicted_shapes(proto)  # (ORT ran the float model; QDQ nodes meet them)
+    float_model = io.from_proto(proto)
+    del proto
     if config.optimize:
         from onnxslim.optimizer import optimize as lossless
 
         float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
     unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = protocol_notes(calib, selection, test, budget, config.held_out, config.chooses)
+    if stale:
+        notes.append(
+            f"the file's value_info gives {stale} value(s) shapes the model does not compute "
+            "(stale annotations): INT8 starts without them"
+        )
     notes += nan_samples_warning(samples)
     notes += _frozen_inputs_note(float_model)
     if is_random(calibration):  # (the command line's random:N warns itself, with its dims)
