@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 
@@ -46,6 +47,12 @@ _ORT_DTYPES = {
     "tensor(uint64)": np.uint64,
     "tensor(bool)": np.bool_,
     "tensor(string)": np.str_,
+    # (ml_dtypes' arrays, as onnx-ir reads these types: fed to ORT as OrtValues)
+    "tensor(bfloat16)": ml_dtypes.bfloat16,
+    "tensor(float8e4m3fn)": ml_dtypes.float8_e4m3fn,
+    "tensor(float8e4m3fnuz)": ml_dtypes.float8_e4m3fnuz,
+    "tensor(float8e5m2)": ml_dtypes.float8_e5m2,
+    "tensor(float8e5m2fnuz)": ml_dtypes.float8_e5m2fnuz,
 }
 #: What random string inputs hold (a text classifier reads them as unknown words).
 RANDOM_WORDS = ("onnx", "slim", "model", "input")

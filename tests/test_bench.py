@@ -605,6 +605,26 @@ def test_slower_warning_names_the_passes_to_skip():
     assert slower_warning(verdict, None).endswith("(per run 1.10x)")
 
 
+def test_a_bfloat16_input_is_fed(tmp_path):
+    """bench read its inputs' types from ORT, which names bfloat16 `tensor(bfloat16)`: it refused
+    a jax2onnx bf16 MLP that optimize checked on synthesized bfloat16 inputs (exit 2)."""
+    bf16 = onnx.TensorProto.BFLOAT16
+    model = make_model(
+        [
+            helper.make_node("Cast", ["x"], ["f"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Relu", ["f"], ["r"]),
+            helper.make_node("Cast", ["r"], ["y"], to=bf16),
+        ],
+        [vi("x", bf16, [2, 8])],
+        [vi("y", bf16, [2, 8])],
+    )
+    onnx.save(model, tmp_path / "bf16.onnx")
+    report = benchmark([tmp_path / "bf16.onnx", tmp_path / "bf16.onnx"], **FAST)
+    assert "same size: 1.00x file size" in report.to_dict()["verdicts"][0]["text"]
+    proc = run_cli("bench", tmp_path / "bf16.onnx", "--runs", "2", "--no-memory")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_verdict_in_every_report(models, tmp_path):
     report = benchmark(list(models[:2]), **FAST)
     line = report.to_dict()["verdicts"][0]["text"]
