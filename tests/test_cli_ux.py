@@ -970,6 +970,21 @@ if not sys.argv[1].endswith("half.onnx"):
 """
 
 
+def test_int8_starts_from_a_lossless_model_made_again_without_the_crashing_rewrites(
+    tmp_path, monkeypatch
+):
+    """INT8 optimizes the model in memory first: the retry without the rewrites loads it again
+    (exit 1 before, where the lossless command made it again)."""
+    from onnxslim import runtime
+    from onnxslim.quantization import quantize
+
+    path = half_transposes_into_matmul(tmp_path)
+    monkeypatch.setattr(runtime, "CRASH_PROBE", CRASHING_WHEN_FUSED.format(1))
+    result = quantize(str(path), "random:8", progress=False, measure_latency=False)
+    assert any(note.endswith(": made again without fuse-chains") for note in result.report.notes)
+    assert [n.op_type for n in result.model.graph].count("Transpose") >= 2
+
+
 def test_a_lossless_result_that_crashes_onnx_runtime_either_way_is_refused(tmp_path, monkeypatch):
     from onnxslim import runtime
     from onnxslim.errors import CheckFailedError

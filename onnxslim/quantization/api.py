@@ -227,16 +227,24 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
             config, max_drift=dataclasses.replace(budget, for_new_samples=True)
         )
 
-    proto = onnx.ModelProto.FromString(reference)
-    stale = drop_contradicted_shapes(proto)  # (ORT ran the float model; QDQ nodes meet them)
-    float_model = io.from_proto(proto)
-    del proto
+    float_model, stale = _float_model(reference)
+    crashed = None
     if config.optimize:
-        from onnxslim.optimizer import optimize as lossless
+        from onnxslim import optimizer
 
-        float_model = lossless(float_model, check=False, **(config.optimize_options or {}))
+        options = config.optimize_options or {}
+        try:
+            float_model = optimizer.optimize(float_model, check=False, **options)
+        except optimizer.CrashingResult as err:  # made again (the model changed in place)
+            if not err.rewrites:
+                raise
+            skip = (*optimizer.names(options.get("skip", ())), *err.rewrites)
+            float_model = _float_model(reference)[0]
+            float_model = optimizer.optimize(float_model, check=False, **{**options, "skip": skip})
+            crashed = f"{err.crash}: made again without {', '.join(err.rewrites)}"
     unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = protocol_notes(calib, selection, test, budget, config.held_out, config.chooses)
+    notes += [crashed] if crashed else []
     if stale:
         notes.append(
             f"the file's value_info gives {stale} value(s) shapes the model does not compute "
@@ -687,6 +695,14 @@ def _latency(
     0.6 ms each, called its weight-only INT8 slower than the lossless model ORT runs alike)."""
     timed = {"float": reference, **{label: m for label, m in models.items() if m is not None}}
     return dict(zip(timed, trades.side_by_side(timed, sample, runs)))
+
+
+def _float_model(reference: bytes) -> tuple[ir.Model, int]:
+    """The float model of the file bytes `reference`, without the value_info entries its own
+    inference contradicts (ORT ran the float model; INT8's QDQ nodes meet them), and how many."""
+    proto = onnx.ModelProto.FromString(reference)
+    stale = drop_contradicted_shapes(proto)
+    return io.from_proto(proto), stale
 
 
 def _lossless_instead(outcome: Outcome) -> Outcome:

@@ -5,14 +5,12 @@
 ORT (level extended and up) fuses ``Add`` + ``LayerNormalization`` into
 ``com.microsoft.SkipLayerNormalization`` when it can prove the Add's two inputs have the same 3-D
 shape. Its CPU kernel is a scalar loop with a division per element: about 3x slower than the
-``Add`` and ``LayerNormalization`` it replaces (measured on ORT 1.32, float32, 1 and 2 threads).
-A model whose shapes ORT could not follow gets no such fusion; once folding makes a computed
+``Add`` and ``LayerNormalization`` it replaces (measured on ORT 1.32, float32, 1 and 2 threads). A
+model whose shapes ORT could not follow gets no such fusion; once folding makes a computed
 Reshape shape constant, or the saved shapes tie the two inputs together, ORT fuses and the
 optimized model runs slower than the original. ORT matches ``Add`` only, so ``Sum`` keeps the pair
 as it is. The rule touches nothing else: a bias Add (constant operand), an Add whose result is
-also used elsewhere or an input of known rank other than 3 is never fused by ORT; nor a float16
-or float64 sum, where the fused kernel takes the pair's time (a float16 encoder with its sums as
-Sum crashed ORT 1.32 building a session, on AVX-512).
+also used elsewhere or an input of known rank other than 3 is never fused by ORT.
 
 The price: ORT's CPU Sum is not multithreaded where Add is, so with many threads the sum costs
 one serial add (still far less than SkipLayerNormalization). ORT's CUDA SkipLayerNormalization
@@ -21,10 +19,9 @@ is fast: for GPU targets, ``--skip residual-sum``.
 
 from __future__ import annotations
 
-import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxslim.passes.rules.common import constant, opset
+from onnxslim.passes.rules.common import FLOAT_TYPES, constant, opset
 
 
 class ResidualSum(pattern.RewriteRuleClassBase):
@@ -44,10 +41,8 @@ class ResidualSum(pattern.RewriteRuleClassBase):
             return result.fail("the sum is not normalized")
         if opset(context) < 8:  # (below 17 LayerNormalization is ONNX Runtime's own op)
             return result.fail("Sum broadcasts from opset 8")
-        if a.dtype != ir.DataType.FLOAT:
-            return result.fail(
-                "not a float32 sum: ORT's SkipLayerNormalization is slower there only", a
-            )
+        if a.dtype not in FLOAT_TYPES:
+            return result.fail("not a float sum", a)
         for value in (a, b):
             if constant(value) is not None:
                 return result.fail("a constant operand (a bias): ORT does not fuse it", value)
