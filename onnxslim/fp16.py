@@ -175,14 +175,7 @@ def to_float32(model: ir.Model) -> int:
         constants += _attributes_to_float(node)
     for value in inputs:  # read as given, float16, then upcast
         value.type = ir.TensorType(HALF)
-        upcast = _cast(value, FLOAT, _unique(graph, f"{value.name}_fp32"))
-        for use in list(value.uses()):
-            if use.node is not upcast.producer():
-                use.node.replace_input_with(use.idx, upcast)
-        if len(graph):
-            graph.insert_before(graph.node(0), upcast.producer())
-        else:
-            graph.append(upcast.producer())
+        _read_as_float(graph, value, _unique(graph, f"{value.name}_fp32"))
     given_back: dict[int, ir.Value] = {}  # an output listed twice: one Cast
     for index, value in outputs:
         if id(value) not in given_back:
@@ -220,13 +213,22 @@ def half_stored(model: ir.Model) -> int:
         value.const_value = ir.Tensor(half, name=value.name)
         value.type = ir.TensorType(HALF)
         graph.register_initializer(value)
-        upcast = _cast(value, FLOAT, name)
-        for use in list(value.uses()):
-            if use.node is not upcast.producer():
-                use.node.replace_input_with(use.idx, upcast)
-        graph.insert_before(graph.node(0), upcast.producer())
+        _read_as_float(graph, value, name)
         stored += 1
     return stored
+
+
+def _read_as_float(graph: ir.Graph, value: ir.Value, name: str) -> None:
+    """Every reader of `value` reads it through a Cast to float32 at the top of `graph`, its
+    output named `name`."""
+    upcast = _cast(value, FLOAT, name)
+    for use in list(value.uses()):
+        if use.node is not upcast.producer():
+            use.node.replace_input_with(use.idx, upcast)
+    if len(graph):
+        graph.insert_before(graph.node(0), upcast.producer())
+    else:
+        graph.append(upcast.producer())
 
 
 def _cast(value: ir.Value, to: ir.DataType, name: str) -> ir.Value:

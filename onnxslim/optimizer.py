@@ -409,7 +409,7 @@ def optimize_with_report(
             result = _optimize_with_report(unchanged, fewer, on_pass, source, output, external_data)
         except CrashingResult:
             raise err from None
-        result.notes.append(f"{err.crash}: made again without {', '.join(err.rewrites)}")
+        result.notes.append(err.made_again)
     result.seconds = time.perf_counter() - started  # (both attempts)
     return result
 
@@ -887,6 +887,11 @@ class CrashingResult(CheckFailedError):
         self.crash, self.rewrites = crash, list(rewrites)
         applied = f" (rewritten with {', '.join(self.rewrites)})" if self.rewrites else ""
         super().__init__(f"{crash}{applied}; nothing was written")
+
+    @property
+    def made_again(self) -> str:
+        """The note of a result made again without `rewrites`."""
+        return f"{self.crash}: made again without {', '.join(self.rewrites)}"
 
 
 def _refuse_if_crashing(model: ir.Model, history) -> None:

@@ -241,7 +241,7 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
             skip = (*optimizer.names(options.get("skip", ())), *err.rewrites)
             float_model = _float_model(reference)[0]
             float_model = optimizer.optimize(float_model, check=False, **{**options, "skip": skip})
-            crashed = f"{err.crash}: made again without {', '.join(err.rewrites)}"
+            crashed = err.made_again
     unnamed = [node for node in float_model.graph if not node.name]  # (INT8 names them all)
     notes = protocol_notes(calib, selection, test, budget, config.held_out, config.chooses)
     notes += [crashed] if crashed else []
