@@ -150,6 +150,49 @@ def test_layernorm_positive_last_axis():
     assert slim(written_layernorm(axes=(2,))) == {"LayerNormalization": 1}
 
 
+def moments_layernorm(g, x, clamp=0.0, swap=False):
+    """Flax's fast variance: (x - mean) / Sqrt(Max(mean(x * x) - mean * mean, clamp) + eps)."""
+    mean = g.reduce_mean(x)
+    variance = g.op("Sub", g.reduce_mean(g.op("Mul", x, x)), g.op("Mul", mean, mean))
+    if clamp is not None:
+        c = g.const(clamp)
+        variance = g.op("Max", *((c, variance) if swap else (variance, c)))
+    eps = g.const(1e-6)
+    std = g.op("Sqrt", g.op("Add", *((eps, variance) if swap else (variance, eps))))
+    return g.op("Div", g.op("Sub", x, mean), std)
+
+
+@pytest.mark.parametrize("clamp", [None, 0.0])
+@pytest.mark.parametrize("swap", [False, True])
+def test_moments_layernorm_fused(clamp, swap):
+    g = Graph(17)
+    y = g.op("Mul", moments_layernorm(g, "x", clamp, swap), g.const(rand(H) + 1))
+    assert slim(g.model(y)) == {"LayerNormalization": 1}
+
+
+def test_moments_layernorm_closer_where_the_moments_lose_digits():
+    """A mean of 300 against a spread of 1: x * x loses the digits the variance is made of."""
+    g = Graph(17)
+    model = g.model(moments_layernorm(g, "x"))
+    x = (300 + rand(2, 4, H)).astype(np.float32)
+    d = x.astype(np.float64) - x.mean(-1, keepdims=True, dtype=np.float64)
+    exact = d / np.sqrt((d * d).mean(-1, keepdims=True) + 1e-6)
+
+    def error(proto):
+        (y,) = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
+        return np.abs(y - exact).max()
+
+    optimized = optimized_proto(model)
+    assert op_counts(optimized) == {"LayerNormalization": 1}
+    assert error(optimized) < 1e-4 < error(model)
+
+
+def test_moments_layernorm_clamped_elsewhere_stays():
+    g = Graph(17)
+    counts = slim(g.model(moments_layernorm(g, "x", clamp=0.5)))
+    assert "LayerNormalization" not in counts and counts["ReduceMean"] == 2
+
+
 @pytest.mark.parametrize(
     "case", ["wrong axis", "two axes", "eps input", "opset 16", "dynamic hidden"]
 )

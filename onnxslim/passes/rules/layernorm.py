@@ -8,6 +8,10 @@ Over the last axis of x, with mean and variance taken over that axis (keepdims):
 
     (g * d) / Sqrt(...) = LayerNormalization(x, g, ...)     # g per channel, before the division
 
+or with the variance taken from the first two moments (Flax's fast variance, clamped at 0)::
+
+    y = d / Sqrt(Max(ReduceMean(x * x) - ReduceMean(x) ** 2, 0) + eps)   # the same y
+
 and a per-channel constant scale or shift after a LayerNormalization over the last axis folds in::
 
     LayerNormalization(x, s, b) * g = LayerNormalization(x, s * g, b * g)
@@ -142,6 +146,33 @@ class ScaledWrittenOutLayerNorm(WrittenOutLayerNorm):
         return self.layernorm(op, x, eps, scale)
 
 
+class MomentsLayerNorm(WrittenOutLayerNorm):
+    """(x - mean(x)) / Sqrt(Max(mean(x * x) - mean(x) * mean(x), 0) + eps) -> LayerNormalization(x,
+    ones, eps) (Flax's LayerNorm, `use_fast_variance`; without the Max unless `clamped`).
+
+    The variance is the same in exact arithmetic; where x's mean is large against its spread, the
+    moments lose digits the op keeps (it subtracts the mean first, in float32 at least).
+    """
+
+    def __init__(self, clamped: bool) -> None:
+        pattern.RewriteRuleClassBase.__init__(self, f"{type(self).__name__}{'Max' * clamped}")
+        self.power, self.reciprocal, self.swapped, self.clamped = False, None, False, clamped
+
+    def pattern(self, op, x, eps, zero):
+        mean = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
+        second = op.ReduceMean(op.Mul(x, x), _allow_other_inputs=True, _outputs=["variance"])
+        variance = op.Sub(second, op.Mul(mean, mean))
+        if self.clamped:
+            variance = either("Max", op, variance, zero)
+        return op.Div(op.Sub(x, mean), op.Sqrt(either("Add", op, variance, eps)))
+
+    def check(self, context, x, zero=None, **rest):
+        result = super().check(context, x, **rest)
+        if result and zero is not None and not _is_scalar(zero, x, 0.0):
+            return result.fail("the variance is clamped at another value than 0", zero)
+        return result
+
+
 def _is_scalar(value: ir.Value, x: ir.Value, expected: float) -> bool:
     """Whether `value` is a constant `expected` that broadcasting with `x` leaves x's rank."""
     array = constant(value)
@@ -262,5 +293,6 @@ rules = (
         for power in (True, False)
         for swapped in (False, True)
     ),
+    *(MomentsLayerNorm.rule(clamped) for clamped in (False, True)),
     *(fold.rule(swapped) for fold in (LayerNormScale, LayerNormShift) for swapped in (False, True)),
 )
