@@ -472,6 +472,36 @@ def test_a_split_of_a_constant_is_folded(opset):
     assert_same_outputs(model, out)
 
 
+@pytest.mark.parametrize("opset, sizes", [(11, "attribute"), (13, "input"), (13, "equal")])
+def test_a_split_of_a_partly_known_shape_folds_its_static_outputs(opset, sizes):
+    """paddle2onnx's yolo_box splits Shape(x) `[N, 27, 14, 14]` in four: the outputs holding
+    static dims fold and the Reshape they shape becomes `[-1, 27, 196]`; the Split that stays
+    gives N (a Paddle export 92 -> 78 nodes, onnxsim 90)."""
+    split = {"attribute": {"split": [1, 1, 1, 1]}}.get(sizes, {})
+    split_inputs = ["s", "ones"] if sizes == "input" else ["s"]
+    model = make_model(
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Split", split_inputs, ["n", "c", "h", "w"], axis=0, **split),
+            N("Mul", ["h", "w"], ["hw"]),
+            N("Concat", ["n", "c", "hw"], ["shape"], axis=0),
+            N("Reshape", ["x", "shape"], ["r"]),
+            N("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+            N("Mul", ["r", "nf"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 27, 14, 14])],
+        [vi("y", FLOAT, ["N", 27, 196])],
+        [const("ones", np.ones(4, np.int64))],
+        opset=opset,
+    )
+    out = optimized_proto(model)
+    assert op_counts(out) == {"Shape": 1, "Split": 1, "Reshape": 1, "Cast": 1, "Mul": 1}
+    (reshape,) = [node for node in out.graph.node if node.op_type == "Reshape"]
+    (shape,) = [t for t in out.graph.initializer if t.name == reshape.input[1]]
+    assert onnx.numpy_helper.to_array(shape).tolist() == [-1, 27, 196]
+    assert_same_outputs(model, out)
+
+
 def test_a_split_of_an_overridable_initializer_or_a_topk_is_not_folded():
     """Only Split, of constants no caller overrides: an initializer also listed as an input
     (`--keep-initializer-inputs`) was folded as if fixed; onnx's reference gives TopK's unsorted

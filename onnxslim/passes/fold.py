@@ -502,6 +502,8 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return None
         if replacement is None and node.op_type in ("Slice", "Gather"):
             replacement = self._fold_shape_piece(node, is_function)
+        if replacement is None and node.op_type == "Split" and not is_function:
+            replacement = self._fold_shape_split(node)
         if replacement is None and len(node.outputs) > 1 and not is_function:
             replacement = self._fold_outputs(node)
         if replacement is None:
@@ -542,20 +544,10 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return None
         if not isinstance(arrays, (tuple, list)) or len(arrays) != len(node.outputs):
             return None
-        outputs = zip(node.outputs, arrays)
-        tensors = [ir.tensor(np.asarray(array), name=value.name) for value, array in outputs]
-        added = sum(tensor_bytes(tensor) for tensor in tensors) - _input_bytes(node)
+        values = [_constant(value.name, array) for value, array in zip(node.outputs, arrays)]
+        added = sum(tensor_bytes(value.const_value) for value in values) - _input_bytes(node)
         if not self._may_grow(node, added, charge=True):
             return None
-        values = [
-            ir.Value(
-                name=value.name,
-                type=ir.TensorType(ir.DataType(tensor.dtype)),
-                shape=tensor.shape,
-                const_value=tensor,
-            )
-            for value, tensor in zip(node.outputs, tensors)
-        ]
         for value in values:
             node.graph.register_initializer(value)
         return upstream.Replacement(values, [])
@@ -585,6 +577,43 @@ class _GuardedFolder(upstream.FoldConstantsPass):
             return None
         node.graph.register_initializer(value)
         return upstream.Replacement([value], [])
+
+    def _fold_shape_split(self, node: ir.Node):
+        """A Split of a partly known shape (paddle2onnx's yolo_box splits `[N, 27, 14, 14]` in
+        four): each output read that holds static dims only becomes a constant, a Split like the
+        old one computes the others; each output's dims are known to the folds downstream."""
+        dims = self._state.get_shape_value(node.inputs[0]) if node.inputs else None
+        pieces = None if dims is None else _split_dims(node, list(dims))
+        if pieces is None or node.domain not in ("", "ai.onnx"):
+            return None
+        folds = [
+            value is not None
+            and bool(value.uses())
+            and not value.is_graph_output()
+            and all(isinstance(d, int) for d in piece)
+            for value, piece in zip(node.outputs, pieces)
+        ]
+        split = node
+        if any(folds):
+            split = ir.Node(
+                node.domain,
+                "Split",
+                node.inputs,
+                attributes=node.attributes.values(),
+                num_outputs=len(node.outputs),
+                version=node.version,
+            )
+        outputs = []
+        for value, new, piece, fold in zip(node.outputs, split.outputs, pieces, folds):
+            if fold and self._may_grow(node, 8 * len(piece), charge=True):
+                new = _constant(value.name, np.array(piece, dtype=np.int64))
+                node.graph.register_initializer(new)
+            else:
+                self._state.set_sym_value(new, ir.Shape(piece))
+            outputs.append(new)
+        if split is node:
+            return None
+        return upstream.Replacement(outputs, [split])
 
     def _prepare_folded_tensor(self, node, output_name, output_array):
         tensor = super()._prepare_folded_tensor(node, output_name, output_array)
@@ -669,6 +698,31 @@ def _pick_dims(node: ir.Node, dims: list) -> tuple[list, bool] | None:
     if axis not in (0, -1) or step == 0:
         return None
     return dims[slice(start, end, step)], False
+
+
+def _constant(name: str, array) -> ir.Value:
+    """A value holding `array`, to be registered as an initializer."""
+    tensor = ir.tensor(np.asarray(array), name=name)
+    return ir.Value(
+        name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor
+    )
+
+
+def _split_dims(node: ir.Node, dims: list) -> list[list] | None:
+    """The dims each output of a Split of a shape holds (constant sizes, or equal parts)."""
+    if node.attributes.get_int("axis", 0) not in (0, -1):
+        return None
+    count = len(node.outputs)
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        sizes = constant(node.inputs[1])
+    elif "split" in node.attributes:
+        sizes = np.asarray(node.attributes["split"].as_ints())
+    else:
+        sizes = np.full(count, len(dims) // count) if len(dims) % count == 0 else None
+    if sizes is None or sizes.size != count or sizes.sum() != len(dims) or (sizes < 0).any():
+        return None
+    ends = np.cumsum(sizes.reshape(-1)).tolist()
+    return [dims[end - int(size) : end] for end, size in zip(ends, sizes.reshape(-1))]
 
 
 def _static_output_bytes(node: ir.Node) -> float:
