@@ -4593,7 +4593,11 @@ def test_int8_compute_against_float_rounding_counts_its_loss_from_60_db(monkeypa
         monkeypatch.setattr(trades, "side_by_side", lambda *a, timed=timed: timed)
         chosen = modes.int8_or_float(int8, floats, {})
         assert (chosen is int8) is kept
-        assert "the other at float rounding, counted as 60 dB" in chosen.notes[-1]
+        counted = re.search(
+            r"rounding( \(.+ dB\))? counted as 60 dB, so INT8 (\S+) dB", chosen.notes[-1]
+        )
+        assert bool(counted[1]) is (float_noise > 0)  # (the other's SNR, unless exact)
+        assert float(counted[2]) <= min(trades.compared_snr(int8), 60) - 60 + 0.05  # (or bound)
 
 
 def conv_chain(depth: int, skip: bool = False, depthwise: int | None = None) -> onnx.ModelProto:

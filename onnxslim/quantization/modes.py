@@ -384,7 +384,11 @@ def int8_or_float(
         capped = min(trades.compared_snr(int8), FLOAT_ROUNDING_DB) - FLOAT_ROUNDING_DB
         past = float_db - FLOAT_ROUNDING_DB
         gain_db = min(gain_db + past, capped) if math.isfinite(past) else capped
-        measured += f"; the other at float rounding, counted as {FLOAT_ROUNDING_DB:.0f} dB"
+        shown = f" ({float_db:.1f} dB)" if math.isfinite(float_db) else ""
+        measured += (
+            f"; the other at float rounding{shown} counted as {FLOAT_ROUNDING_DB:.0f} dB, "
+            f"so {what} {gain_db:+.1f} dB"
+        )
     missed = QUALITY_BAR.check(int8.judged)
     float_meets = not QUALITY_BAR.check(float_compute.judged)
     # float compute surely closer: as measured, and for new samples (not within noise)
