@@ -351,6 +351,34 @@ def test_inline_functions_option():
     assert_same_outputs(model, out, seeds=(0, 1))
 
 
+def test_a_function_attribute_the_caller_gives_is_read_as_a_reference():
+    """torch's export_modules_as_functions: a Conv2d function whose Conv takes `pads` from the
+    caller (a reference attribute, no value in the body): the folder counted its elements and
+    crashed (exit 3, found on a torch export not tuned on)."""
+    opsets = [helper.make_opsetid("", 18)]
+    pads = onnx.AttributeProto(name="pads", ref_attr_name="pads", type=onnx.AttributeProto.INTS)
+    conv = N("Conv", ["a", "w"], ["b"])
+    conv.attribute.append(pads)
+    function = helper.make_function("local", "Conv2d", ["a", "w"], ["b"], [conv], opsets, ["pads"])
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    model = make_model(
+        [
+            N("Conv2d", ["x", "w"], ["c"], domain="local", pads=[1, 1, 1, 1]),
+            N("Relu", ["c"], ["y"]),
+        ],
+        [vi("x", FLOAT, ["N", 3, 8, 8])],
+        [vi("y", FLOAT, ["N", 4, 8, 8])],
+        [const("w", w)],
+        opsets={"local": 1},
+        functions=[function],
+        opset=18,
+    )
+    out = optimized_proto(model)
+    assert [f.name for f in out.functions] == ["Conv2d"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5)
+
+
 def test_function_called_only_from_a_subgraph_is_not_dropped():
     opsets = [helper.make_opsetid("", 17)]
     double = helper.make_function(

@@ -41,9 +41,9 @@ def scopes(model: ir.Model) -> Iterator[tuple[ir.Graph | ir.Function, dict[str, 
         yield function, {**model.opset_imports, **function.opset_imports}
         for node in function:
             for attr in node.attributes.values():
-                if isinstance(attr, ir.Attr) and attr.type == ir.AttributeType.GRAPH:
+                if not attr.is_ref() and attr.type == ir.AttributeType.GRAPH:
                     yield attr.as_graph(), {**model.opset_imports, **function.opset_imports}
-                elif isinstance(attr, ir.Attr) and attr.type == ir.AttributeType.GRAPHS:
+                elif not attr.is_ref() and attr.type == ir.AttributeType.GRAPHS:
                     for graph in attr.as_graphs():
                         yield graph, {**model.opset_imports, **function.opset_imports}
 
@@ -173,7 +173,7 @@ def _dependencies(node: ir.Node) -> Iterator[ir.Node]:
         if value is not None and value.producer() is not None:
             yield value.producer()
     for attr in node.attributes.values():
-        if not isinstance(attr, ir.Attr) or attr.type not in (
+        if attr.is_ref() or attr.type not in (
             ir.AttributeType.GRAPH,
             ir.AttributeType.GRAPHS,
         ):

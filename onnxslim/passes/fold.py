@@ -630,11 +630,12 @@ _LIST_ATTRIBUTES = (ir.AttributeType.INTS, ir.AttributeType.FLOATS, ir.Attribute
 
 
 def _attribute_elements(node: ir.Node) -> int:
-    """How many elements the node's list attributes hold together."""
+    """How many elements the node's list attributes hold together (a function's attribute the
+    caller gives, a reference, holds none here)."""
     return sum(
         len(attr.value)
         for attr in node.attributes.values()
-        if attr.type in _LIST_ATTRIBUTES and isinstance(attr, ir.Attr)
+        if attr.type in _LIST_ATTRIBUTES and not attr.is_ref()
     )
 
 
