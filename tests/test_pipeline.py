@@ -303,6 +303,29 @@ def test_dropout_whose_mask_is_used_keeps_the_mask_values():
     assert_same_outputs(model, out)
 
 
+@pytest.mark.parametrize("scores", [False, True])
+def test_attention_keeps_the_present_keys_onnx_runtime_asks_for_with_past_ones(scores):
+    """An unused optional output is left out, but ORT's Attention refuses past keys without
+    their present ones (a hand-made opset-23 decode step reading its attention weights, not
+    tuned on: the optimized model failed on ORT, exit 1)."""
+    outputs = ["y", "present_k", "present_v", "qk"] if scores else ["y", "present_k", "present_v"]
+    step, past = ["B", 4, 1, 16], ["B", 4, "P", 16]
+    model = make_model(
+        [
+            N("Attention", ["q", "k", "v", "", "past_k", "past_v"], outputs),
+            N("Relu", ["y"], ["out"]),
+            *([N("ReduceMax", ["qk"], ["peak"], keepdims=0)] if scores else []),
+        ],
+        [vi(n, FLOAT, step) for n in "qkv"] + [vi(n, FLOAT, past) for n in ("past_k", "past_v")],
+        [vi("out", FLOAT, step), *([vi("peak", FLOAT, [])] if scores else [])],
+        opset=23,
+    )
+    out = optimized_proto(model)
+    (attention,) = [node for node in out.graph.node if node.op_type == "Attention"]
+    assert list(attention.output[1:3]) == ["present_k", "present_v"]
+    assert_same_outputs(model, out)
+
+
 # ---------------------------------------------------------------- constant folding
 
 

@@ -111,13 +111,46 @@ class RemoveDeadNodes(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         while True:
+            needed = _needed_outputs(model)
             modified |= common.RemoveUnusedNodesPass()(model).modified
+            _restore_outputs(needed)
             stale = _stale_uses(model)
             if not stale:
                 return ir.passes.PassResult(model, modified)
             for node, index in stale:
                 node.replace_input_with(index, None)
             modified = True
+
+
+#: Optional outputs ONNX Runtime requires once an input is given: (op, input) -> outputs. onnx-ir
+#: leaves out an unused optional output, but ORT 1.32's Attention refuses a past key without its
+#: present key ("does not support past_key provided and present_key being null").
+ORT_NEEDED_OUTPUTS = {("Attention", 4): (1,), ("Attention", 5): (2,)}
+
+
+def _needed_outputs(model: ir.Model) -> dict[ir.Node, dict[int, str]]:
+    """The names of the outputs `ORT_NEEDED_OUTPUTS` asks of each node, by output index."""
+    needed = defaultdict(dict)
+    for node in all_nodes(model):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        for (op_type, given), outputs in ORT_NEEDED_OUTPUTS.items():
+            if node.op_type != op_type or len(node.inputs) <= given or node.inputs[given] is None:
+                continue
+            for index in outputs:
+                if index < len(node.outputs) and node.outputs[index].name:
+                    needed[node][index] = node.outputs[index].name
+    return needed
+
+
+def _restore_outputs(needed: dict[ir.Node, dict[int, str]]) -> None:
+    """Give back to the nodes still in the model the outputs `needed` names that they lost."""
+    for node, outputs in needed.items():
+        if node.graph is None:
+            continue
+        node.resize_outputs(max(len(node.outputs), max(outputs) + 1))
+        for index, name in outputs.items():
+            node.outputs[index].name = node.outputs[index].name or name
 
 
 def _stale_uses(model: ir.Model) -> list[tuple[ir.Node, int]]:
