@@ -1,7 +1,9 @@
-"""Dims that promise less than they say: placeholder names, names onnx's inference gave, and a Loop
-state's declared shape."""
+"""Dims that promise less than they say: placeholder names, names onnx's inference gave, names that
+relate intermediate values only, and a Loop state's declared shape."""
 
 from __future__ import annotations
+
+import re
 
 import onnx_ir as ir
 
@@ -48,6 +50,75 @@ def _forgotten(dim, intermediate: bool) -> bool:
     """Whether `dim` is a placeholder, or (on an `intermediate` value) named by onnx's inference."""
     named = isinstance(dim, ir.SymbolicDim) and dim.value is not None
     return named and made_up(dim) and (intermediate or dim.value in PLACEHOLDER_DIMS)
+
+
+#: Output dims onnx's shape inference gets wrong: (op, output index) -> axes. onnx 1.23 gives
+#: Attention's qk_matmul_output the keys' length without the past ones (0 where it is symbolic):
+#: a Shape of it folded to that (a one-token decode step: exit 1, a wrong model with --no-check).
+MISINFERRED = {("Attention", 3): (-1,)}
+
+
+def forget_misinferred(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | None:
+    """`shape`, inferred for `value`, with the dims onnx's inference gets wrong made anonymous."""
+    node = value.producer()
+    if shape is None or node is None or node.domain not in ("", "ai.onnx"):
+        return shape
+    axes = MISINFERRED.get((node.op_type, value.index()), ())
+    dims = list(shape)
+    for axis in axes:
+        if -len(dims) <= axis < len(dims):
+            dims[axis] = ir.SymbolicDim(None)
+    return ir.Shape(dims) if axes else shape
+
+
+def forget_misinferred_dims(model: ir.Model) -> bool:
+    """`forget_misinferred` on every intermediate value as the model gives it (a file saved after
+    onnx's inference carries its dims); whether one changed."""
+    changed = False
+    for graph in all_graphs(model):
+        for node in graph:
+            for value in node.outputs:
+                shape = None if value.is_graph_output() else forget_misinferred(value, value.shape)
+                if shape is not None and shape != value.shape:
+                    value.shape, changed = shape, True
+    return changed
+
+
+_NAME_WORD = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def interface_words(model: ir.Model) -> frozenset[str]:
+    """The words of the dim names of the main graph's inputs and outputs."""
+    values = (*model.graph.inputs, *model.graph.outputs)
+    names = [d.value for v in values if v.shape for d in v.shape if isinstance(d, ir.SymbolicDim)]
+    return frozenset(word for name in names if name for word in _NAME_WORD.findall(name))
+
+
+def private(dim, interface: frozenset[str]) -> bool:
+    """Whether `dim` has a name of its own that says nothing of the graph's inputs and outputs
+    (polygraphy names every value's dims, `Reshape_57_o0__d0`, where onnx's inference may relate
+    one to an input's `batch`; `floor(height/2 - 1/2) + 1` speaks of one)."""
+    if not isinstance(dim, ir.SymbolicDim) or made_up(dim):
+        return False
+    return not set(_NAME_WORD.findall(dim.value)) & interface
+
+
+def hide_private_dims(model: ir.Model) -> dict[ir.Value, ir.Shape]:
+    """Make every `private` dim of an intermediate value anonymous; the shapes it changed, as they
+    were (to put back once onnx's inference has said what it relates them to)."""
+    interface = interface_words(model)
+    hidden = {}
+    for graph in all_graphs(model):
+        ends = {*graph.inputs, *graph.outputs}
+        for value in graph_values(graph):
+            shape = value.shape
+            if value in ends or shape is None or not any(private(d, interface) for d in shape):
+                continue
+            hidden[value] = shape
+            value.shape = ir.Shape(
+                [ir.SymbolicDim(None) if private(d, interface) else d for d in shape]
+            )
+    return hidden
 
 
 def widen_loop_states(model: ir.Model) -> bool:

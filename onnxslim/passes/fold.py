@@ -17,7 +17,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxslim.model.graph import all_nodes, fresh_name, has_subgraphs
 from onnxslim.model.stats import constant_bytes, tensor_bytes
-from onnxslim.passes import upstream
+from onnxslim.passes import dims, upstream
 from onnxslim.passes.marks import UpstreamMarks
 from onnxslim.passes.rules.common import constant, slice_params
 from onnxslim.render.format import human_bytes
@@ -483,6 +483,9 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         if _attribute_elements(node) > NODE_INFERENCE_ELEMENTS:
             return
         super()._do_inference(node)
+        for value in node.outputs:
+            if value is not None and not value.is_graph_output():
+                value.shape = dims.forget_misinferred(value, value.shape)
 
     def process_node(self, node: ir.Node, is_function: bool):
         named, replacement = _name_unnamed_outputs(node), None

@@ -63,6 +63,7 @@ def run_passes(
     # placeholder dim names ("?") that promise no equality, and onnx's inferred names forgotten.
     changed = prune.NormalizeOpsetImports()(model).modified
     changed |= dims.forget_placeholder_dims(model)
+    changed |= dims.forget_misinferred_dims(model)
     options.budget.start(model)  # the size budget counts from the model as given
     for spec in specs:
         if spec.stage == "setup":
@@ -178,6 +179,7 @@ def refine_shapes(model: ir.Model) -> bool:
     second run then finds the names the first wrote."""
     shapes = {v: v.shape for graph in all_graphs(model) for v in graph_values(graph)}
     dims.forget_placeholder_dims(model)  # (what inference would keep over what it relates)
+    hidden = dims.hide_private_dims(model)  # (... and what it may relate better)
     try:
         pairs = _inferred(model, None)
     except Exception as err:  # noqa: BLE001 shape inference is an aid, not a requirement
@@ -185,19 +187,21 @@ def refine_shapes(model: ir.Model) -> bool:
         for value, shape in shapes.items():  # (onnx's names: ORT's planner relates dims by them)
             value.shape = shape
         return False
+    for value, shape in hidden.items():
+        value.shape = shape
     changed = False
-    interface = {*model.graph.inputs, *model.graph.outputs}
+    ends, words = {*model.graph.inputs, *model.graph.outputs}, dims.interface_words(model)
     for value, other in pairs:
         known, inferred = value.shape, other.shape
         if inferred is None or (known is not None and len(known) != len(inferred)):
             continue
         known = list(known or [None] * len(inferred))
-        renamed = value not in interface
-        refined = [_refined(old, new, renamed) for old, new in zip(known, inferred)]
+        renamed = value not in ends
+        refined = [_refined(old, new, renamed, words) for old, new in zip(known, inferred)]
         if value.shape is None or refined != known:
             learned = value.shape is None or any(
                 isinstance(new, int) != isinstance(old, int)
-                or dims.made_up(old)
+                or new != old
                 and not dims.made_up(new)  # (a Reshape may be a no-op now)
                 for old, new in zip(known, refined)
             )
@@ -206,12 +210,18 @@ def refine_shapes(model: ir.Model) -> bool:
     return changed
 
 
-def _refined(old, new, renamed: bool):
+def _refined(old, new, renamed: bool, interface: frozenset[str]):
     """`refine_shapes`'s dim: `new` where it is a number and `old` is not, or where `renamed` and
-    `old` has a made-up name or none."""
+    `old` has a made-up name or none, or a private name (`dims.private`) where `new` has a name
+    that speaks of the graph's inputs and outputs."""
     if isinstance(new, int) and not isinstance(old, int):
         return new
-    return new if renamed and new is not None and dims.made_up(old) else old
+    if not renamed or new is None or isinstance(old, int):
+        return old
+    if dims.made_up(old):
+        return new
+    speaks = not dims.made_up(new) and not dims.private(new, interface)
+    return new if speaks and dims.private(old, interface) else old
 
 
 def _inferred(model: ir.Model, proto: onnx.ModelProto | None) -> list[tuple[ir.Value, ir.Value]]:
@@ -230,12 +240,15 @@ def _inferred(model: ir.Model, proto: onnx.ModelProto | None) -> list[tuple[ir.V
         ]
     else:  # one graph: its types read from the proto, not a whole deserialized model
         pairs = [(model.graph, _inferred_types(proto.graph))]
-    return [
+    inferred = [
         (value, found[name])
         for graph, found in pairs
         for name, value in ir.convenience.create_value_mapping(graph).items()
         if name in found
     ]
+    for value, other in inferred:
+        other.shape = dims.forget_misinferred(value, other.shape)
+    return inferred
 
 
 def _has_subgraphs(graph: onnx.GraphProto) -> bool:
