@@ -165,6 +165,51 @@ def test_cutting_slice_kept(starts, ends, steps):
 
 
 @pytest.mark.parametrize(
+    "op_type, shape, axes, keepdims, opset, left",
+    [
+        ("ReduceSum", ["N", 1, 3], [1], 0, 17, "Reshape"),  # hummingbird's sum of one tree
+        ("ReduceMax", ["N", 1, 3], [-2], 1, 18, None),
+        ("ReduceMean", [2, 1, 1, "W"], [1, 2], 0, 13, "Reshape"),
+        ("ReduceProd", ["N", "M", 1], [2], 0, 18, "Reshape"),  # N and M keep their places: [0, 0]
+        ("ReduceMin", [1, 4], [0], 0, 11, "Reshape"),
+    ],
+)
+def test_a_reduction_over_axes_of_size_1_is_a_reshape_or_nothing(
+    op_type, shape, axes, keepdims, opset, left
+):
+    axes_first = op_type == "ReduceSum" or opset >= 18
+    inputs = ["axes"] if axes_first else []
+    initializers = [const("axes", np.array(axes, np.int64))] if axes_first else []
+    extra = {} if axes_first else {"axes": axes}
+    model = unary(
+        op_type, shape, *inputs, initializers=initializers, opset=opset, keepdims=keepdims, **extra
+    )
+    counts = slim(model)
+    assert counts[op_type] == 0 and counts["Reshape"] == (left == "Reshape")
+
+
+@pytest.mark.parametrize(
+    "op_type, shape, axes",
+    [
+        ("ReduceSum", ["N", 2, 3], [1]),  # two elements
+        ("ReduceSum", ["N", "one", 3], [1]),  # a size not known to be 1
+        ("ReduceL2", ["N", 1, 3], [1]),  # |x|, not x
+        ("ReduceSum", [1, "N", 3, "M"], [0]),  # N moves to 0, M to 2: not said by one Reshape
+    ],
+)
+def test_a_reduction_over_more_than_one_element_or_not_the_element_is_kept(op_type, shape, axes):
+    model = unary(
+        op_type,
+        shape,
+        "axes",
+        initializers=[const("axes", np.array(axes, np.int64))],
+        opset=18,
+        keepdims=0,
+    )
+    assert slim(model)[op_type] == 1
+
+
+@pytest.mark.parametrize(
     "op_type, value, const_first",
     [
         ("Mul", np.ones([4], np.float32), False),

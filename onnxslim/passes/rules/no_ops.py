@@ -31,6 +31,8 @@ from onnxslim.passes.rules.common import (
     INT64_MAX,
     constant,
     keeps_shape,
+    new_initializer,
+    normalize_axes,
     parameter,
     slice_params,
     static_dims,
@@ -179,6 +181,54 @@ class SliceOverFullRange(_ToIdentity):
         return result
 
 
+class ReduceOverOnes(pattern.RewriteRuleClassBase):
+    """Reduce(x, axes) -> x (keepdims) or Reshape(x, x's shape without them) when every reduced
+    axis has size 1: a sum, mean, max, min or product of one element is that element (hummingbird's
+    tree ensembles sum their one tree: `ReduceSum(Reshape(x, [-1, 1, 3]), [1])`)."""
+
+    def __init__(self, op_type: str) -> None:
+        super().__init__(f"{op_type}OverOnes")
+        self.op_type = op_type
+
+    def pattern(self, op, x):
+        return getattr(op, self.op_type)(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
+        )
+
+    def check(self, context, x, out, **_) -> MatchResult:  # noqa: ARG002 onnxscript passes the matched values by keyword
+        result = MatchResult()
+        axes, dims = parameter(out.producer(), "axes", 1), static_dims(x)
+        if axes is None or axes.size == 0 or dims is None:
+            return result.fail("axes or rank not known (no axes: all of them)")
+        axes = normalize_axes(axes, len(dims))
+        if axes is None or any(dims[axis] != 1 for axis in axes):
+            return result.fail("a reduced axis may be longer than 1")
+        if _kept_dims(out.producer(), dims, axes) is None:
+            return result.fail("the dims left are not known enough for a Reshape")
+        return result
+
+    def rewrite(self, op, x, out, **_):
+        dims = static_dims(x)
+        axes = normalize_axes(parameter(out.producer(), "axes", 1), len(dims))
+        shape = _kept_dims(out.producer(), dims, axes)
+        if len(shape) == len(dims):
+            return op.Identity(x)
+        return op.Reshape(x, new_initializer(op, np.array(shape, dtype=np.int64), out, "shape"))
+
+
+def _kept_dims(node: ir.Node, dims: tuple, axes: tuple[int, ...]) -> list[int] | None:
+    """The Reshape target of `dims` without `axes` (all of them with keepdims): static dims as
+    numbers, one unknown as -1, others as 0 where they keep their position; None if that cannot
+    be said (two unknowns past a removed axis, or a static 0, which Reshape would read as copy)."""
+    if node.attributes.get_int("keepdims", 1):
+        return list(dims)
+    kept = [(i, d) for i, d in enumerate(dims) if i not in axes]
+    unknown = [i for i, d in kept if d is None]
+    if 0 in dims or len(unknown) > 1 and any(i != n for n, (i, d) in enumerate(kept) if d is None):
+        return None
+    return [d if d is not None else -1 if len(unknown) == 1 else 0 for _, d in kept]
+
+
 def _covers(start: int, end: int, dim: int | None) -> bool:
     """A step-1 slice [start:end] keeps all of an axis of length `dim` (None: unknown)."""
     if dim is None:
@@ -243,6 +293,7 @@ rules = (
     ConcatOfOne.rule(),
     SplitIntoOne.rule(),
     SliceOverFullRange.rule(),
+    *(ReduceOverOnes.rule(f"Reduce{kind}") for kind in ("Sum", "Mean", "Max", "Min", "Prod")),
     *NeutralElement.rule("Mul", 1).commute(),
     *NeutralElement.rule("Add", 0).commute(),
     NeutralElement.rule("Sub", 0),
