@@ -17,7 +17,8 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxslim.model.graph import all_nodes, fresh_name, has_subgraphs
 from onnxslim.model.stats import constant_bytes, tensor_bytes
-from onnxslim.passes import dims, upstream
+from onnxslim.passes import upstream
+from onnxslim.passes.dims import forget_misinferred
 from onnxslim.passes.marks import UpstreamMarks
 from onnxslim.passes.rules.common import constant, slice_params
 from onnxslim.render.format import human_bytes
@@ -485,7 +486,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         super()._do_inference(node)
         for value in node.outputs:
             if value is not None and not value.is_graph_output():
-                value.shape = dims.forget_misinferred(value, value.shape)
+                value.shape = forget_misinferred(value, value.shape)
 
     def process_node(self, node: ir.Node, is_function: bool):
         named, replacement = _name_unnamed_outputs(node), None
@@ -584,20 +585,24 @@ class _GuardedFolder(upstream.FoldConstantsPass):
     def _fold_shape_split(self, node: ir.Node):
         """A Split of a partly known shape (paddle2onnx's yolo_box splits `[N, 27, 14, 14]` in
         four): each output read that holds static dims only becomes a constant, a Split like the
-        old one computes the others; each output's dims are known to the folds downstream."""
+        old one computes the others; each output's dims are known to the folds downstream. Not
+        where an output is a graph output (the Split stays as it is)."""
         dims = self._state.get_shape_value(node.inputs[0]) if node.inputs else None
         pieces = None if dims is None else _split_dims(node, list(dims))
         if pieces is None or node.domain not in ("", "ai.onnx"):
             return None
-        folds = [
-            value is not None
-            and bool(value.uses())
-            and not value.is_graph_output()
+        if any(value is not None and value.is_graph_output() for value in node.outputs):
+            return None
+        folded = {
+            index: _constant(value.name, np.array(piece, dtype=np.int64))
+            for index, (value, piece) in enumerate(zip(node.outputs, pieces))
+            if value is not None
+            and value.uses()
             and all(isinstance(d, int) for d in piece)
-            for value, piece in zip(node.outputs, pieces)
-        ]
+            and self._may_grow(node, 8 * len(piece), charge=True)
+        }
         split = node
-        if any(folds):
+        if folded:  # (else the same Split again, visited next: a loop)
             split = ir.Node(
                 node.domain,
                 "Split",
@@ -606,16 +611,14 @@ class _GuardedFolder(upstream.FoldConstantsPass):
                 num_outputs=len(node.outputs),
                 version=node.version,
             )
-        outputs = []
-        for value, new, piece, fold in zip(node.outputs, split.outputs, pieces, folds):
-            if fold and self._may_grow(node, 8 * len(piece), charge=True):
-                new = _constant(value.name, np.array(piece, dtype=np.int64))
-                node.graph.register_initializer(new)
-            else:
-                self._state.set_sym_value(new, ir.Shape(piece))
-            outputs.append(new)
-        if split is node:
+        for index, (value, piece) in enumerate(zip(split.outputs, pieces)):
+            if index not in folded:
+                self._state.set_sym_value(value, ir.Shape(piece))
+        if not folded:
             return None
+        for value in folded.values():
+            node.graph.register_initializer(value)
+        outputs = [folded.get(index, value) for index, value in enumerate(split.outputs)]
         return upstream.Replacement(outputs, [split])
 
     def _prepare_folded_tensor(self, node, output_name, output_array):
