@@ -301,7 +301,7 @@ def _crashing_transpose(node: ir.Node) -> bool:
     if node.op_type != "Transpose":
         return False
     perm = node.attributes.get("perm")
-    if perm is None or tuple(perm.as_ints()) != CRASHING_TRANSPOSE:
+    if perm is None or perm.is_ref() or tuple(perm.as_ints()) != CRASHING_TRANSPOSE:
         return False
     return any(user.op_type == "MatMul" for user, _ in node.outputs[0].uses())
 

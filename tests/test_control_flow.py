@@ -379,6 +379,37 @@ def test_a_function_attribute_the_caller_gives_is_read_as_a_reference():
     np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "op_type, name, value, kind",
+    [
+        ("Transpose", "perm", [0, 2, 1, 3], onnx.AttributeProto.INTS),  # (fp16's crash check)
+        ("ReduceMean", "axes", [1], onnx.AttributeProto.INTS),  # (the rules' axes; keepdims=0)
+        ("Softmax", "axis", 1, onnx.AttributeProto.INT),
+    ],
+)
+def test_more_function_attributes_the_caller_gives(op_type, name, value, kind):
+    """Attributes a function reads by reference, each probed (a Transpose's perm and a
+    ReduceMean's axes crashed, exit 3): the function is kept and gives the original's outputs."""
+    opsets = [helper.make_opsetid("", 13)]
+    node = N(op_type, ["a"], ["r"], **({"keepdims": 0} if op_type == "ReduceMean" else {}))
+    node.attribute.append(onnx.AttributeProto(name=name, ref_attr_name="v", type=kind))
+    function = helper.make_function(
+        "local", "F", ["a"], ["b"], [node, N("Relu", ["r"], ["b"])], opsets, ["v"]
+    )
+    model = make_model(
+        [N("F", ["x"], ["y"], domain="local", v=value)],
+        [vi("x", FLOAT, [2, 3, 4, 5])],
+        [vi("y", FLOAT, ["a", "b", "c", "d"][: 3 if op_type == "ReduceMean" else 4])],
+        opsets={"local": 1},
+        functions=[function],
+        opset=13,
+    )
+    out = optimized_proto(model)
+    assert [f.name for f in out.functions] == ["F"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6)
+
+
 def test_function_called_only_from_a_subgraph_is_not_dropped():
     opsets = [helper.make_opsetid("", 17)]
     double = helper.make_function(

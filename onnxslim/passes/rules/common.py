@@ -76,11 +76,12 @@ def parameter(
 ) -> np.ndarray | None:
     """An int parameter given as attribute (older opsets) or as input `index` (newer).
 
-    `default` when it is given neither way; None when the input is not a constant.
+    `default` when it is given neither way; None when the input is not a constant, or the
+    attribute a reference to a function's attribute (its caller gives the value).
     """
     attr = node.attributes.get(name)
     if attr is not None:
-        return np.array(attr.as_ints(), dtype=np.int64)
+        return None if attr.is_ref() else np.array(attr.as_ints(), dtype=np.int64)
     if len(node.inputs) > index and node.inputs[index] is not None:
         return constant(node.inputs[index])
     return default

@@ -479,6 +479,8 @@ def _keeps_spatial(node: ir.Node, axis: int) -> bool:
     dilation * (kernel - 1) - 1) / stride) + 1 (ceil for pools with ceil_mode: the same at stride
     1) is in for stride 1 when the pads sum to the dilated kernel's span, or auto_pad is SAME_*
     (out = ceil(in / stride))."""
+    if any(attr.is_ref() for attr in node.attributes.values()):
+        return False  # (a function's attribute its caller gives)
     kernel = node.attributes.get("kernel_shape")
     kernel = list(kernel.as_ints()) if kernel is not None else None
     if kernel is None and node.op_type == "Conv" and len(node.inputs) > 1:
