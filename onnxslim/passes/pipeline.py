@@ -176,7 +176,9 @@ def refine_shapes(model: ir.Model) -> bool:
     shape, a number or a name of an input's.
     An intermediate value's dims with no name or a name onnx made up (`dims.made_up`) take the
     name inference relates them to (a graph input's "batch" where a fold made that known): a
-    second run then finds the names the first wrote."""
+    second run then finds the names the first wrote; so do those with a name of their own that
+    says nothing of the graph's inputs and outputs (`dims.private`), where inference, run without
+    it, relates them to one of those."""
     shapes = {v: v.shape for graph in all_graphs(model) for v in graph_values(graph)}
     dims.forget_placeholder_dims(model)  # (what inference would keep over what it relates)
     hidden = dims.hide_private_dims(model)  # (... and what it may relate better)

@@ -65,11 +65,13 @@ class WrittenOutLayerNorm(pattern.RewriteRuleClassBase):
     containing all of them).
     """
 
-    def __init__(self, power: bool, reciprocal: str | None, swapped: bool = False) -> None:
+    def __init__(
+        self, power: bool, reciprocal: str | None, swapped: bool = False, name: str | None = None
+    ) -> None:
         form = ("Pow" if power else "Mul") + {"Reciprocal": "Reciprocal", "Div": "OneDiv"}.get(
             reciprocal, "Div"
         )
-        super().__init__(f"{type(self).__name__}{form}{'Swapped' if swapped else ''}")
+        super().__init__(name or f"{type(self).__name__}{form}{'Swapped' if swapped else ''}")
         self.power, self.reciprocal, self.swapped = power, reciprocal, swapped
 
     def normalized(self, op, x, eps, exponent):
@@ -155,8 +157,8 @@ class MomentsLayerNorm(WrittenOutLayerNorm):
     """
 
     def __init__(self, clamped: bool) -> None:
-        pattern.RewriteRuleClassBase.__init__(self, f"{type(self).__name__}{'Max' * clamped}")
-        self.power, self.reciprocal, self.swapped, self.clamped = False, None, False, clamped
+        super().__init__(False, None, name=f"{type(self).__name__}{'Max' * clamped}")
+        self.clamped = clamped
 
     def pattern(self, op, x, eps, zero):
         mean = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
