@@ -716,9 +716,14 @@ class TensorSnr:
         self.noise: dict[str, float] = defaultdict(float)
 
     def add(self, name: str, reference: np.ndarray, other: np.ndarray) -> None:
-        reference = _as_array(reference).astype(np.float64)
+        """Add a sample; `other` of another shape (a random op's length) counts as unrelated."""
+        reference, other = _as_array(reference).astype(np.float64), _as_array(other)
         self.signal[name] += float(np.sum(np.square(reference)))
-        self.noise[name] += float(np.sum(np.square(reference - _as_array(other))))
+        if reference.shape != other.shape:
+            noise = np.sum(np.square(reference)) + np.sum(np.square(other.astype(np.float64)))
+        else:
+            noise = np.sum(np.square(reference - other))
+        self.noise[name] += float(noise)
 
     def db(self, name: str) -> float:
         """The SNR of `name` so far (inf: identical)."""

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from onnxslim.drift import (
     Budget,
     Drift,
+    TensorSnr,
     closer_on_every_sample,
     compare_outputs,
     compared_samples,
@@ -747,3 +748,13 @@ def test_a_mixed_output_of_another_shape_is_a_mismatch_not_an_error():
     # judged with its parts, the mismatch is said once (the output's), not once per part
     drift = compare_outputs(ref, other)
     assert set(with_parts(drift, scored)) == {"output"} and drift["output"].mismatch
+
+
+def test_a_tensor_of_another_shape_counts_as_unrelated_noise():
+    """A random op's length (VITS): the INT8 tensor of another shape than float's; subtracting
+    them crashed (exit 3). Its noise is both tensors' energy: a negative SNR, not a crash."""
+    snr = TensorSnr()
+    snr.add("t", np.ones(4, np.float32), np.ones(6, np.float32))
+    assert snr.db("t") == pytest.approx(10 * math.log10(4 / 10))
+    snr.add("u", np.ones(4, np.float32), np.full(4, 1.1, np.float32))
+    assert snr.db("u") == pytest.approx(20.0, abs=1e-4)

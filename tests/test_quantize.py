@@ -875,6 +875,48 @@ def test_weights_listed_as_graph_inputs_are_quantized_as_constants():
     assert result.report.quantized["Conv"] == 2
 
 
+def test_a_model_with_random_ops_is_warned_that_its_drift_includes_them():
+    """VITS's noise (not tuned on): outputs that change from run to run, of lengths that change
+    too (its INT8 crashed comparing them, exit 3): quantized, with a warning."""
+    model = cnn()
+    noise = helper.make_node("RandomNormalLike", ["x"], ["noise"], scale=0.01)
+    model.graph.node.insert(0, helper.make_node("Add", ["x", "noise"], ["xn"]))
+    model.graph.node.insert(0, noise)
+    model.graph.node[2].input[0] = "xn"
+    result = quantize(model, samples(), **FAST)
+    assert "warning: the model has random ops (1 RandomNormalLike)" in "\n".join(
+        result.report.notes
+    )
+    assert "RandomNormalLike" in [node.op_type for node in result.model.graph]
+
+
+def test_int8_keeps_the_present_keys_onnx_runtime_asks_for_with_past_ones():
+    """An opset-23 decode step between two MatMuls, its present keys unused: INT8's cleanup left
+    them out, and ORT refused the INT8 model (exit 1; found in review)."""
+    rng = np.random.default_rng(0)
+    step, past = [1, 2, 1, 4], [1, 2, 3, 4]
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["q", "w"], ["qw"]),
+            helper.make_node(
+                "Attention", ["qw", "k", "v", "", "pk", "pv"], ["a", "present_k", "present_v"]
+            ),
+            helper.make_node("MatMul", ["a", "w"], ["y"]),
+        ],
+        [vi(n, shape=step) for n in "qkv"] + [vi(n, shape=past) for n in ("pk", "pv")],
+        [vi("y", shape=step)],
+        [const("w", rng.standard_normal((4, 4)).astype(np.float32))],
+        opset=23,
+    )
+    feeds = [
+        {n: rng.standard_normal(step if n in "qkv" else past).astype(np.float32) for n in names}
+        for names in [("q", "k", "v", "pk", "pv")] * 12
+    ]
+    result = quantize(model, feeds, **FAST)
+    (attention,) = [node for node in result.model.graph if node.op_type == "Attention"]
+    assert [v.name for v in attention.outputs[1:3]] == ["present_k", "present_v"]
+
+
 def cnn_tagging() -> onnx.ModelProto:
     """cnn() whose only output is the class id (ArgMax of its logits), as taggers give."""
     model = cnn()

@@ -111,9 +111,7 @@ class RemoveDeadNodes(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         while True:
-            needed = _needed_outputs(model)
-            modified |= common.RemoveUnusedNodesPass()(model).modified
-            _restore_outputs(needed)
+            modified |= remove_unused_nodes(model)
             stale = _stale_uses(model)
             if not stale:
                 return ir.passes.PassResult(model, modified)
@@ -126,6 +124,15 @@ class RemoveDeadNodes(ir.passes.InPlacePass):
 #: leaves out an unused optional output, but ORT 1.32's Attention refuses a past key without its
 #: present key ("does not support past_key provided and present_key being null").
 ORT_NEEDED_OUTPUTS = {("Attention", 4): (1,), ("Attention", 5): (2,)}
+
+
+def remove_unused_nodes(model: ir.Model) -> bool:
+    """onnx-ir's RemoveUnusedNodesPass, the outputs ORT needs kept (`ORT_NEEDED_OUTPUTS`);
+    whether it removed something."""
+    needed = _needed_outputs(model)
+    modified = common.RemoveUnusedNodesPass()(model).modified
+    _restore_outputs(needed)
+    return modified
 
 
 def _needed_outputs(model: ir.Model) -> dict[ir.Node, dict[int, str]]:

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
-import onnx_ir.passes.common as common
 
 from onnxslim.errors import OnnxSlimError
 from onnxslim.model.graph import producer
+from onnxslim.passes.prune import remove_unused_nodes
 from onnxslim.quantization import gptq
 from onnxslim.quantization.bias_correction import corrected_bias, input_channel_axis
 from onnxslim.quantization.ops import RULES, WEIGHT_ONLY, WEIGHTED, attribute, stored_weight
@@ -210,7 +210,7 @@ class QuantizePass(ir.passes.InPlacePass):
             if node.op_type in GUARDED and node.name not in readers:
                 guards.update(builder.guard_float_compute(node))
         graph.sort()
-        common.RemoveUnusedNodesPass()(model)
+        remove_unused_nodes(model)
         present = set(_values_by_name(graph))
         for tensor, name in self.dequantized.items():
             if name not in present and name in guards:  # only float nodes read it: measure there
