@@ -401,3 +401,27 @@ def test_residual_sum_left_alone(case):
         y = g.op("Mul", y, total)
     counts = op_counts(optimized_proto(g.model(y, shape)))
     assert "Sum" not in counts and counts["Add"] == 1
+
+
+def test_a_scale_after_layernorm_in_a_function_whose_values_have_no_type():
+    """A function's values have no dtype until it is called: folding the scale read it and
+    crashed (exit 3; found probing functions whose attributes the caller gives)."""
+    opsets = [helper.make_opsetid("", 17)]
+    body = [
+        helper.make_node("LayerNormalization", ["a", "s"], ["n"], axis=-1),
+        helper.make_node("Mul", ["n", "g"], ["b"]),
+    ]
+    constants = [
+        helper.make_node("Constant", [], [name], value=const(name, rand(H) + 1))
+        for name in ("s", "g")
+    ]
+    function = helper.make_function("local", "Norm", ["a"], ["b"], constants + body, opsets)
+    model = make_model(
+        [helper.make_node("Norm", ["x"], ["y"], domain="local")],
+        [vi("x", FLOAT, ["N", H])],
+        [vi("y", FLOAT, ["N", H])],
+        opsets={"local": 1},
+        functions=[function],
+    )
+    optimized = optimized_proto(model)
+    assert_same_outputs(model, optimized, seeds=(0, 1))

@@ -209,7 +209,7 @@ def _per_channel(value: ir.Value, normalized: ir.Value, size: int) -> np.ndarray
     """`value` as a 1-D array of `size` if it is a constant varying along the last axis only and
     broadcasting it leaves `normalized`'s shape unchanged; else None."""
     array = constant(value)
-    if array is None or array.dtype != normalized.dtype.numpy():
+    if array is None or normalized.dtype is None or array.dtype != normalized.dtype.numpy():
         return None
     rank = len(static_dims(normalized) or ()) or None
     if array.ndim > (rank if rank is not None else 1) or any(d != 1 for d in array.shape[:-1]):
