@@ -917,6 +917,29 @@ def test_int8_keeps_the_present_keys_onnx_runtime_asks_for_with_past_ones():
     assert [v.name for v in attention.outputs[1:3]] == ["present_k", "present_v"]
 
 
+def test_a_table_holding_inf_stays_float():
+    """RT-DETR's anchors (not tuned on): a [1, 8400, 4] table, inf where an anchor is invalid,
+    that a Gather reads; stored in int8, inf / inf made NaN (numpy warned twice). It stays float
+    and the model gives float's values, inf included."""
+    anchors = np.random.default_rng(0).standard_normal((1, 2048, 4)).astype(np.float32)
+    anchors[0, ::7] = np.inf
+    model = cnn()
+    model.graph.node.extend(
+        [
+            helper.make_node("ArgMax", ["y"], ["best"], axis=1, keepdims=0),
+            helper.make_node("Gather", ["anchors", "best"], ["box"], axis=1),
+        ]
+    )
+    model.graph.initializer.append(const("anchors", anchors))
+    model.graph.output.append(vi("box", shape=[1, 1, 4]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = quantize(model, samples(), quantize_ops=["Conv", "Gemm", "Gather"], **FAST)
+    (gather,) = [node for node in result.model.graph if node.op_type == "Gather"]
+    assert gather.inputs[0].const_value is not None  # float, not a DequantizeLinear's output
+    assert result.report.quantized["Conv"] == 2
+
+
 def cnn_tagging() -> onnx.ModelProto:
     """cnn() whose only output is the class id (ArgMax of its logits), as taggers give."""
     model = cnn()

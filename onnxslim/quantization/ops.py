@@ -194,10 +194,16 @@ def stored_weight(node: ir.Node) -> tuple[int, int | None] | None:
 def storable_table(value: ir.Value | None) -> bool:
     """Whether `value` is a float table of `table_dims` (by its tensor, or by its static shape
     where constants compute it): one INT8 stores in 8 bits per row (`STORED_TABLES`)."""
-    if value is None or value.dtype != ir.DataType.FLOAT:
+    if value is None or value.dtype != ir.DataType.FLOAT or not finite(value):
         return False
     shape = value.const_value.shape if value.const_value is not None else value.shape
     return shape is not None and shape.is_static() and table_dims(shape.numpy())
+
+
+def finite(value: ir.Value) -> bool:
+    """Whether a constant holds no inf or NaN, which no int8 scale holds (RT-DETR's anchors, inf
+    where invalid, folded into the table of a Gather); True for a computed value."""
+    return value.const_value is None or bool(np.isfinite(value.const_value.numpy()).all())
 
 
 def table_dims(dims: Sequence[int]) -> bool:

@@ -24,6 +24,7 @@ from onnxslim.quantization.ops import (
     STORED_TABLES,
     WEIGHT_ONLY,
     WEIGHTED,
+    finite,
     is_depthwise,
     macs_per_output,
     storable_table,
@@ -38,6 +39,7 @@ SENSITIVE = "sensitive"
 #: a node whose activation a DequantizeLinear of computed values gives is in a QDQ unit of a
 #: model quantized before
 QUANTIZED_ALREADY = "quantized already: reads a DequantizeLinear output (a QDQ unit kept as is)"
+NOT_FINITE = "weight holds inf or NaN"  # (no int8 scale holds it: `ops.finite`)
 #: how every reason of a node kept in float on int8-stored weights says so (report counts them)
 INT8_STORED = "int8-stored weights"
 STORED_COMPUTE = f"computes in float on {INT8_STORED}"
@@ -326,6 +328,8 @@ def _float_reason(
             return reason
         if weight.const_value is None and (node.op_type != "MatMul" or rule.kind == WEIGHT_ONLY):
             return "weight is not a constant"
+        if not finite(weight):
+            return NOT_FINITE
         if rule.kind == WEIGHT_ONLY:
             return None
         if node.name in options.weight_only_nodes:
