@@ -51,6 +51,7 @@ from onnxslim.quantization.caveats import (
     parts_notes,
     picks_note,
     quantized_before_note,
+    random_ops_warning,
     recurrent_note,
     reordered_outputs,
     reordered_outputs_note,
@@ -82,7 +83,6 @@ from onnxslim.quantization.targets import Target, resolve_target, saturates_here
 from onnxslim.render.format import input_shapes
 from onnxslim.render.progress import progress_bar
 from onnxslim.runtime import Session, ort_op_counts
-from onnxslim.verify import random_nodes
 
 #: The models the final timing runs, as its notes name them.
 TIMED_NAMES = {
@@ -253,7 +253,7 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
         )
     notes += nan_samples_warning(samples)
     notes += _frozen_inputs_note(float_model)
-    notes += _random_ops_warning(float_model)
+    notes += random_ops_warning(float_model)
     if is_random(calibration):  # (the command line's random:N warns itself, with its dims)
         notes.append(
             "warning: calibrating on random data: the drift figures say little about real inputs"
@@ -289,19 +289,6 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
         ref_outputs=ref_outputs,
         notes=notes,
     )
-
-
-def _random_ops_warning(model: ir.Model) -> list[str]:
-    """A model with random ops (VITS's noise) gives other values on each run: the drift figures
-    and the choices made on them mix INT8's error with the model's own randomness."""
-    found = random_nodes(model)
-    if not found:
-        return []
-    ops = ", ".join(f"{count} {op}" for op, count in sorted(found.items()))
-    return [
-        f"warning: the model has random ops ({ops}): its outputs change from run to run, so "
-        "the drift figures and the choices made on them include that randomness"
-    ]
 
 
 def _frozen_inputs_note(model: ir.Model) -> list[str]:

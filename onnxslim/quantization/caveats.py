@@ -33,6 +33,7 @@ from onnxslim.quantization.report import (
     kept_float_counts,
 )
 from onnxslim.render.format import human_bytes, input_shapes, milliseconds
+from onnxslim.verify import random_nodes
 
 #: Integer kernels and dequantization: a model quantized before (`nothing_int8_warning`).
 INTEGER_OP_TYPES = frozenset(
@@ -700,3 +701,16 @@ def fallback_cost_note(count: int, final: Latency, all_int8: Latency, budget: st
         f"the {count} node(s) in float for {goal} {cost} "
         f"({times[0]} ms vs {times[1]} ms with them in INT8)"
     )
+
+
+def random_ops_warning(model: ir.Model) -> list[str]:
+    """A model with random ops (VITS's noise) gives other values on each run: the drift figures
+    and the choices made on them mix INT8's error with the model's own randomness."""
+    found = random_nodes(model)
+    if not found:
+        return []
+    ops = ", ".join(f"{count} {op}" for op, count in sorted(found.items()))
+    return [
+        f"warning: the model has random ops ({ops}): its outputs change from run to run, so "
+        "the drift figures and the choices made on them include that randomness"
+    ]
