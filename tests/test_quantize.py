@@ -917,7 +917,8 @@ def test_int8_keeps_the_present_keys_onnx_runtime_asks_for_with_past_ones():
     assert [v.name for v in attention.outputs[1:3]] == ["present_k", "present_v"]
 
 
-def test_a_table_holding_inf_stays_float():
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_a_table_holding_inf_stays_float(mode):
     """RT-DETR's anchors (not tuned on): a [1, 8400, 4] table, inf where an anchor is invalid,
     that a Gather reads; stored in int8, inf / inf made NaN (numpy warned twice). It stays float
     and the model gives float's values, inf included."""
@@ -934,10 +935,12 @@ def test_a_table_holding_inf_stays_float():
     model.graph.output.append(vi("box", shape=[1, 1, 4]))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        result = quantize(model, samples(), quantize_ops=["Conv", "Gemm", "Gather"], **FAST)
+        result = quantize(
+            model, samples(), quantize_ops=["Conv", "Gemm", "Gather"], mode=mode, **FAST
+        )
     (gather,) = [node for node in result.model.graph if node.op_type == "Gather"]
     assert gather.inputs[0].const_value is not None  # float, not a DequantizeLinear's output
-    assert result.report.quantized["Conv"] == 2
+    assert result.report.quantized["Conv" if mode == "static" else "Gemm"] >= 1
 
 
 def cnn_tagging() -> onnx.ModelProto:

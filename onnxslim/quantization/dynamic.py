@@ -462,7 +462,7 @@ def _quantize_within(
 def storable_tables(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> list:
     """The float32 tables (initializers of `ops.table_dims`, as static INT8 stores them) that
     only Gathers of `graph` outside `exclude` read: embeddings, which `store_tables` stores in
-    int8."""
+    int8; not one holding inf or NaN (RT-DETR's anchors), which no int8 scale holds."""
     read = proto_readers(graph)
     elsewhere = {  # read by another op, or in a body: left as they are
         name
@@ -478,6 +478,7 @@ def storable_tables(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> li
         and table_dims(t.dims)
         and t.name in read
         and t.name not in elsewhere
+        and np.isfinite(numpy_helper.to_array(t)).all()
     ]
 
 
