@@ -462,7 +462,7 @@ def _quantize_within(
 def storable_tables(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> list:
     """The float32 tables (initializers of `ops.table_dims`, as static INT8 stores them) that
     only Gathers of `graph` outside `exclude` read: embeddings, which `store_tables` stores in
-    int8; not one holding inf or NaN (RT-DETR's anchors), which no int8 scale holds."""
+    int8; not one holding inf or NaN (RT-DETR's anchors), which no int8 scale holds (`_finite`)."""
     read = proto_readers(graph)
     elsewhere = {  # read by another op, or in a body: left as they are
         name
@@ -478,8 +478,14 @@ def storable_tables(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> li
         and table_dims(t.dims)
         and t.name in read
         and t.name not in elsewhere
-        and np.isfinite(numpy_helper.to_array(t)).all()
+        and (t.data_location == onnx.TensorProto.EXTERNAL or _finite(t))
     ]
+
+
+def _finite(table: onnx.TensorProto) -> bool:
+    """Whether a table held in the proto has no inf or NaN (one in an external file, over 2 GB,
+    is not read for this)."""
+    return bool(np.isfinite(numpy_helper.to_array(table)).all())
 
 
 def table_readers(graph: onnx.GraphProto, exclude: Collection[str] = ()) -> list[str]:
