@@ -58,7 +58,7 @@ def _forgotten(dim, intermediate: bool) -> bool:
 MISINFERRED = {("Attention", 3): (-1,)}
 
 
-def forget_misinferred(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | None:
+def misinferred(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | None:
     """`shape`, inferred for `value`, with the dims onnx's inference gets wrong made anonymous."""
     node = value.producer()
     if shape is None or node is None or node.domain not in ("", "ai.onnx"):
@@ -71,17 +71,21 @@ def forget_misinferred(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | No
     return ir.Shape(dims) if axes else shape
 
 
-def forget_misinferred_dims(model: ir.Model) -> bool:
-    """`forget_misinferred` on every intermediate value as the model gives it (a file saved after
-    onnx's inference carries its dims); whether one changed."""
+def forget_misinferred(node: ir.Node) -> bool:
+    """`misinferred` on `node`'s outputs but graph outputs (their dims are as given); whether one
+    changed."""
     changed = False
-    for graph in all_graphs(model):
-        for node in graph:
-            for value in node.outputs:
-                shape = None if value.is_graph_output() else forget_misinferred(value, value.shape)
-                if shape is not None and shape != value.shape:
-                    value.shape, changed = shape, True
+    for value in node.outputs:
+        shape = None if value.is_graph_output() else misinferred(value, value.shape)
+        if shape is not None and shape != value.shape:
+            value.shape, changed = shape, True
     return changed
+
+
+def forget_misinferred_dims(model: ir.Model) -> bool:
+    """`forget_misinferred` on every node, as the model gives it (a file saved after onnx's
+    inference carries its dims); whether one changed."""
+    return any([forget_misinferred(node) for graph in all_graphs(model) for node in graph])
 
 
 _NAME_WORD = re.compile(r"[A-Za-z_][\w.]*")

@@ -20,7 +20,7 @@ from onnxslim.model.stats import constant_bytes, tensor_bytes
 from onnxslim.passes import upstream
 from onnxslim.passes.dims import forget_misinferred
 from onnxslim.passes.marks import UpstreamMarks
-from onnxslim.passes.rules.common import constant, slice_params
+from onnxslim.passes.rules.common import constant, parameter, slice_params
 from onnxslim.render.format import human_bytes
 
 logger = logging.getLogger(__name__)
@@ -384,10 +384,9 @@ def _replace_by_constant(
     """`value` becomes an initializer holding `array`; `producers` and the constants only they
     read leave the graph."""
     name, value.name = value.name, f"{value.name}__computed"
-    constant = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    constant.shape, constant.dtype = ir.Shape(array.shape), constant.const_value.dtype
-    graph.register_initializer(constant)
-    value.replace_all_uses_with(constant)
+    initializer = _constant(name, array)
+    graph.register_initializer(initializer)
+    value.replace_all_uses_with(initializer)
     read = _constants_read(producers)
     for node in reversed(producers):
         graph.remove(node, safe=True)
@@ -484,9 +483,7 @@ class _GuardedFolder(upstream.FoldConstantsPass):
         if _attribute_elements(node) > NODE_INFERENCE_ELEMENTS:
             return
         super()._do_inference(node)
-        for value in node.outputs:
-            if value is not None and not value.is_graph_output():
-                value.shape = forget_misinferred(value, value.shape)
+        forget_misinferred(node)
 
     def process_node(self, node: ir.Node, is_function: bool):
         named, replacement = _name_unnamed_outputs(node), None
@@ -720,12 +717,10 @@ def _split_dims(node: ir.Node, dims: list) -> list[list] | None:
     if node.attributes.get_int("axis", 0) not in (0, -1):
         return None
     count = len(node.outputs)
-    if len(node.inputs) > 1 and node.inputs[1] is not None:
-        sizes = constant(node.inputs[1])
-    elif "split" in node.attributes:
-        sizes = np.asarray(node.attributes["split"].as_ints())
-    else:
-        sizes = np.full(count, len(dims) // count) if len(dims) % count == 0 else None
+    sizes = parameter(node, "split", 1)
+    given = "split" in node.attributes or len(node.inputs) > 1 and node.inputs[1] is not None
+    if not given and len(dims) % count == 0:
+        sizes = np.full(count, len(dims) // count)
     if sizes is None or sizes.size != count or sizes.sum() != len(dims) or (sizes < 0).any():
         return None
     ends = np.cumsum(sizes.reshape(-1)).tolist()

@@ -249,7 +249,7 @@ def _inferred(model: ir.Model, proto: onnx.ModelProto | None) -> list[tuple[ir.V
         if name in found
     ]
     for value, other in inferred:
-        other.shape = dims.forget_misinferred(value, other.shape)
+        other.shape = dims.misinferred(value, other.shape)
     return inferred
 
 
