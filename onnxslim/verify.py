@@ -21,7 +21,7 @@ from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model import io
 from onnxslim.model.graph import all_nodes, proto_readers
 from onnxslim.passes.fold import is_random
-from onnxslim.render.format import input_shapes
+from onnxslim.render.format import counted, input_shapes
 from onnxslim.runtime import Session
 
 #: (rtol, atol) per float dtype; the ml_dtypes floats (bfloat16, float8 ...) within one unit of
@@ -211,7 +211,7 @@ def _find_random_outputs(
         for name, first, second in zip(reference.output_names, outputs, again)
         if _difference(first, second, (0.0, 0.0))
     ]
-    inputs.random_ops = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+    inputs.random_ops = counted(kinds.items())
     if TRAINING_DROPOUT in kinds:
         inputs.random_ops += f"; {TRAINING_HINT}"
     if inputs.random and len(inputs.random) == len(outputs):

@@ -32,7 +32,7 @@ from onnxslim.quantization.report import (
     int8_stored,
     kept_float_counts,
 )
-from onnxslim.render.format import human_bytes, input_shapes, milliseconds
+from onnxslim.render.format import counted, human_bytes, input_shapes, milliseconds
 from onnxslim.verify import random_nodes
 
 #: Integer kernels and dequantization: a model quantized before (`nothing_int8_warning`).
@@ -327,7 +327,7 @@ def picks_note(model: ir.Model, count: int, split: str) -> list[str]:
     )
     if not picks:
         return []
-    ops = ", ".join(f"{n} {op}" for op, n in sorted(picks.items()))
+    ops = counted(sorted(picks.items()))
     return [
         f"the model picks inside ({ops} of computed values read by other nodes: a decoder's "
         "greedy steps, a detector's top boxes): where "
@@ -534,7 +534,7 @@ def nothing_int8_warning(
         )
     )
     if before:
-        kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
+        kernels = counted(before.most_common())
         if stored:  # weight-only where that file is smaller (api._finish)
             return [
                 f"warning: the model is quantized already ({kernels}) and nothing more computes "
@@ -560,7 +560,7 @@ def quantized_before_note(outcome: Outcome, before: Counter) -> list[str]:
     weight_only = outcome.mode == WEIGHT_ONLY_MODE and int8_stored(outcome.kept_float)
     if not before or not (weight_only or computes_int8(outcome, before)):
         return []
-    kernels = ", ".join(f"{count} {op}" for op, count in before.most_common())
+    kernels = counted(before.most_common())
     return [
         f"the model was quantized in part already ({kernels}): those nodes stay as they were, "
         "the rest is quantized as reported"
@@ -598,7 +598,7 @@ def recurrent_note(
     total = model_stats(model).parameters
     share = f" ({held / total:.0%} of the weights)" if total else ""
     counts = Counter(n.op_type for n in nodes)
-    listed = ", ".join(f"{count} {op}" for op, count in counts.items())
+    listed = counted(counts.items())
     if "LSTM" not in counts:
         return [f"recurrent nodes left in float: {listed}{share}; INT8 quantizes none of them"]
     why = "only dynamic INT8 (--int8 dynamic) quantizes an LSTM (one whose weights are constants)"
@@ -709,7 +709,7 @@ def random_ops_warning(model: ir.Model) -> list[str]:
     found = random_nodes(model)
     if not found:
         return []
-    ops = ", ".join(f"{count} {op}" for op, count in sorted(found.items()))
+    ops = counted(sorted(found.items()))
     return [
         f"warning: the model has random ops ({ops}): its outputs change from run to run, so "
         "the drift figures and the choices made on them include that randomness"

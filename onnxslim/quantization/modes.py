@@ -26,6 +26,7 @@ from onnxslim.quantization.caveats import (
 )
 from onnxslim.quantization.plan import constant_weights
 from onnxslim.quantization.report import WEIGHT_ONLY_MODE, Outcome, int8_stored
+from onnxslim.render.format import counted
 
 INT8_DB_PER_TIME = 100.0  # output SNR (dB) INT8 compute may cost per 1x of time it saves
 #: ... but it takes the result under QUALITY_BAR, where float compute meets it or is closer to
@@ -175,7 +176,7 @@ def _in_float(outcome: Outcome) -> str:
     """The nodes `outcome` returned to float, by op type ("2 MatMul in float"), and whether any
     INT8 is left."""
     ops = Counter(item["op"] for item in outcome.fallback)
-    listed = ", ".join(f"{count} {op}" for op, count in sorted(ops.items()))
+    listed = counted(sorted(ops.items()))
     return f"{listed} in float" + ("" if outcome.quantized else ": no INT8 left")
 
 

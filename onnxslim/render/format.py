@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 
 def human_bytes(count: int | None) -> str:
@@ -15,6 +16,11 @@ def human_bytes(count: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
         size /= 1024
     return f"{size:.2f} GiB"
+
+
+def counted(pairs: Iterable[tuple[str, int]]) -> str:
+    """(name, count) pairs as "2 MatMul, 1 Gather", in their order."""
+    return ", ".join(f"{count} {name}" for name, count in pairs)
 
 
 def number(value: float | None, spec: str = ".3g") -> str:
