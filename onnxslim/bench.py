@@ -500,7 +500,8 @@ def _time_sessions(
     alternating order; the last sessions and the seconds each creation took, per model."""
     sessions, creation = [None] * len(models), [[] for _ in models]
     for repeat in range(-1, SESSION_REPEATS):
-        order = range(len(models)) if repeat % 2 == 0 else reversed(range(len(models)))
+        # (the untimed round in the order given: a reference that does not load is named first)
+        order = reversed(range(len(models))) if repeat > 0 and repeat % 2 else range(len(models))
         for i in order:
             sessions[i] = None  # release the previous session first
             sessions[i], seconds = _create_session(models[i], threads, opt_level)

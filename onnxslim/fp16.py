@@ -26,7 +26,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.drift import Drift, compare_outputs
-from onnxslim.errors import CheckFailedError
+from onnxslim.errors import CheckFailedError, OnnxSlimError
 from onnxslim.model.graph import all_graphs, all_nodes, has_subgraphs, subgraphs
 
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
@@ -107,11 +107,41 @@ class Fp16Result:
         return dataclasses.asdict(self)
 
 
+#: ONNX Runtime's names of the float types the Casts at float16's borders go by.
+ORT_FLOAT_TYPES = {"tensor(float)": FLOAT, "tensor(float16)": HALF}
+
+
+def _type_untyped_values(model: ir.Model) -> None:
+    """Give the main graph's values that have no dtype (those of nodes outside onnx's domain,
+    com.microsoft's Attention, FastGelu, ..., which onnx's inference knows none of, and the
+    values computed from them) the float type ONNX Runtime gives them: the Casts at float16's
+    borders go by dtype (a float32 output read by a float16 node went uncast, and the model did
+    not load). Left untyped where ORT cannot load the model (the conversion's check says so)."""
+    from onnxslim.runtime import Session
+
+    untyped = [
+        value
+        for node in model.graph
+        for value in node.outputs
+        if value.dtype is None and value.name and not value.is_graph_output()
+    ]
+    if not untyped:
+        return
+    try:
+        session = Session(model, extra_outputs=[value.name for value in untyped])
+    except (OnnxSlimError, ValueError):
+        return
+    types = {output.name: output.type for output in session.session.get_outputs()}
+    for value in untyped:
+        value.dtype = ORT_FLOAT_TYPES.get(types.get(value.name), value.dtype)
+
+
 def to_float16(
     model: ir.Model, *, keep_io_types: bool = True, keep_ops: Iterable[str] = ()
 ) -> Fp16Result:
     """Convert `model`'s main graph to float16 in place (see the module docstring)."""
     graph = model.graph
+    _type_untyped_values(model)
     keep_ops = KEEP_FLOAT | frozenset(keep_ops)
     opset = graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1))
     result = Fp16Result(keep_io_types=keep_io_types)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent import futures
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -475,7 +477,7 @@ def _optimize_with_report(
     with (
         verify.model_file(original) as reference,
         io.quiet_library_logs(),
-        ThreadPoolExecutor(max_workers=1) as background,
+        _Background() as background,
     ):
         crashing = fp16.crash_prone(ir_model) and _original_crash(reference, options.check)
         # the original's side of the check runs while the passes do (ORT works outside the GIL);
@@ -749,6 +751,59 @@ def _merge_repeated_outputs(model: ir.Model, declared: list[str]) -> None:
             model.graph.remove(producer, safe=True)
 
 
+class _Waited(futures.Future):
+    """A Future waited for in short steps: between them the main thread acts on Ctrl-C and
+    SIGTERM, which the kernel may hand another thread (one long wait never saw them)."""
+
+    def result(self, timeout=None):
+        while True:
+            try:
+                return super().result(timeout=0.1 if timeout is None else timeout)
+            except futures.TimeoutError:
+                if timeout is not None:
+                    raise
+
+
+class _Background:
+    """One daemon thread running the calls submitted, in order (the original's side of the
+    check, beside the passes). As the block ends the calls not started are cancelled and the
+    one under way is waited for (the interpreter ending under an ORT run aborts), in short
+    steps, but not after Ctrl-C or SIGTERM: a ThreadPoolExecutor's worker, joined at once,
+    held them for the ORT run under way (minutes on many samples); the command line then ends
+    the process at once (`cli.exits`)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="onnxslim-check", daemon=True)
+
+    def __enter__(self) -> _Background:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        self._closed = True
+        self._calls.put(None)
+        while exc_type is not KeyboardInterrupt and self._thread.is_alive():
+            self._thread.join(0.1)
+
+    def submit(self, fn: Callable, *args) -> _Waited:
+        future = _Waited()
+        self._calls.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args = call
+            if self._closed:
+                future.cancel()
+            elif future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as err:  # noqa: BLE001 the caller's to raise, as an executor's
+                    future.set_exception(err)
+
+
 #: What a check ORT could run on the user's inputs says (not where ORT cannot run the original).
 CHECK_INPUTS_HINT = "pass inputs to check on (--check-inputs, check_inputs= in Python)"
 STALE_VALUE_INFO = (
@@ -758,11 +813,13 @@ STALE_VALUE_INFO = (
 )
 #: Domains ONNX Runtime's CPU provider implements.
 ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+#: Domains of onnxruntime-extensions' custom ops (tokenizers, image decoding, string ops).
+EXTENSIONS_DOMAINS = frozenset({"ai.onnx.contrib", "com.microsoft.extensions"})
 
 
 def _check(
     reference,
-    prefetched: Future,
+    prefetched: futures.Future,
     model: ir.Model,
     options: OptimizeOptions,
     written: Path | None = None,
@@ -790,6 +847,11 @@ def _check(
                 "the original model does not run on ONNX Runtime "
                 f"(custom domain {', '.join(custom)})"
             )
+            if any(domain.strip("'") in EXTENSIONS_DOMAINS for domain in custom):
+                reason += (
+                    " as onnxslim runs it: its custom ops are onnxruntime-extensions', whose "
+                    "library onnxslim does not register"
+                )
         elif isinstance(err, verify.OriginalDoesNotLoad):
             _refuse_if_invalid(reference, reason)
         else:

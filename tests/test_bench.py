@@ -423,6 +423,20 @@ def test_cli_end_to_end_subprocess(models, tmp_path):
     )
 
 
+def test_a_reference_that_does_not_load_is_the_one_named(tmp_path):
+    # both fail (a custom op ORT lacks): the error names the reference, not the model after it
+    model = make_model(
+        [helper.make_node("Foo", ["x"], ["y"], domain="my.custom")],
+        [vi("x", FLOAT, [2])],
+        [vi("y", FLOAT, [2])],
+        opsets={"my.custom": 1},
+    )
+    for name in ("ref.onnx", "other.onnx"):
+        onnx.save(model, tmp_path / name)
+    proc = run_cli("bench", tmp_path / "ref.onnx", tmp_path / "other.onnx", "--no-memory")
+    assert_one_line_error(proc, 2, "error: ref.onnx does not load in ONNX Runtime")
+
+
 def test_cpu_info_parsing(tmp_path):
     x86 = (
         "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n"

@@ -250,6 +250,23 @@ def test_inline_functions(tmp_path):
     assert_same_outputs(model, inlined)
 
 
+def test_an_onnxruntime_extensions_model_says_whose_ops_it_uses(tmp_path):
+    model = make_model(
+        [N("StringLower", ["x"], ["y"], domain="ai.onnx.contrib")],
+        [vi("x", onnx.TensorProto.STRING, [2])],
+        [vi("y", onnx.TensorProto.STRING, [2])],
+        opsets={"ai.onnx.contrib": 1},
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith(
+        "warning: not checked: the original model does not run on ONNX Runtime (custom domain "
+        "'ai.onnx.contrib') as onnxslim runs it: its custom ops are onnxruntime-extensions', "
+        "whose library onnxslim does not register"
+    )
+
+
 def test_custom_domain_model_is_written_but_reported_unchecked(tmp_path):
     model = make_model(
         [N("Identity", ["x"], ["r"]), N("FooBar", ["r"], ["y"], domain="my.custom")],

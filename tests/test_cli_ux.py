@@ -650,6 +650,34 @@ def test_fp16_keeps_unsafe_ops_and_io_in_float32(tmp_path):
     assert all(np.allclose(g, w, rtol=1e-2, atol=1e-2) for g, w in zip(got, want))
 
 
+def test_fp16_casts_around_an_op_onnx_cannot_type(tmp_path):
+    # com.microsoft's FastGelu: onnx's inference gives its output (and what reads it) no dtype;
+    # the MatMul after it went float16 reading it uncast, and the model did not load (exit 1)
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            N("MatMul", ["x", "w1"], ["a"]),
+            N("FastGelu", ["a"], ["b"], domain="com.microsoft"),
+            N("MatMul", ["b", "w2"], ["y"]),
+        ],
+        [vi("x", FLOAT, [4, 16])],
+        [vi("y", FLOAT, [4, 8])],
+        [
+            const("w1", rng.standard_normal((16, 32)).astype(np.float32) / 4),
+            const("w2", rng.standard_normal((32, 8)).astype(np.float32) / 4),
+        ],
+        opsets={"com.microsoft": 1},
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = run_cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--dtype", "fp16", "-q")
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load(tmp_path / "o.onnx")
+    half = onnx.TensorProto.FLOAT16
+    assert {t.name: t.data_type for t in out.graph.initializer} == {"w1": half, "w2": half}
+    feed = {"x": rng.standard_normal((4, 16)).astype(np.float32)}
+    np.testing.assert_allclose(run(out, feed)[0], run(model, feed)[0], rtol=1e-2, atol=1e-2)
+
+
 def test_fp16_budget_and_interface(tmp_path):
     onnx.save(mixed_model(), tmp_path / "m.onnx")
     strict = run_cli(

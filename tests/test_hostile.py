@@ -538,6 +538,40 @@ def test_interrupt_mid_way_leaves_nothing(where, sig, tmp_path):
     assert _listing(tmp_path) == []
 
 
+_SLOW_CHECK = r"""
+import sys, time
+from onnxslim import cli, verify
+
+def slow_reference(*_args):  # the original's side of the check: one long ORT run, not Python's
+    print("REACHED", file=sys.stderr, flush=True)
+    time.sleep(120)
+
+verify.reference_outputs = slow_reference
+sys.argv = ["onnxslim", *sys.argv[1:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_while_the_check_waits_for_the_original_ends_at_once(sig, tmp_path):
+    # the wait, and an executor's worker joined at exit, held Ctrl-C and SIGTERM for minutes
+    out = tmp_path / "out.onnx"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CHECK, str(DEMO), "-o", str(out), "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr.readline().strip() == "REACHED"
+    time.sleep(2)  # the passes done: the main thread waits for the reference outputs
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "interrupted: nothing written"
+    assert _listing(tmp_path) == []
+
+
 def test_interrupt_at_any_moment_leaves_nothing_or_a_complete_model(tmp_path):
     """SIGINT at several moments of a real run: no file at all, or exit 0 and a valid model."""
     from models.encoder import build_encoder

@@ -23,7 +23,8 @@ from onnxslim.runtime import OPT_LEVELS
 @click.option(
     "--inputs",
     metavar="PATH",
-    help="Input data: .npy/.npz folder or file, image folder, or random:N.",
+    help="Input data: a .npy/.npz folder (one sample a file), a .npy/.npz file of samples "
+    "stacked along the first axis, an image folder, or random:N.",
 )
 @click.option(
     "--preprocess",

@@ -123,8 +123,9 @@ class _Int8Mode(click.Choice):
 @click.option(
     "--check-inputs",
     type=click.Path(exists=True, path_type=Path),
-    help="Inputs for the check: a .npy/.npz file or a folder of them, or of images (see "
-    "--preprocess) [default: random].",
+    help="Inputs for the check: a .npy/.npz file of samples stacked along the first axis, a "
+    "folder of .npy/.npz files (one sample each) or of images (see --preprocess) [default: "
+    "random].",
 )
 @click.option(
     "--shape",
@@ -223,8 +224,8 @@ class _Int8Mode(click.Choice):
     "--calibration",
     metavar="DATA",
     help=(
-        "INT8 calibration data: .npy/.npz folder, one .npz, "
-        "an image folder (with --preprocess) or random:N."
+        "INT8 calibration data: a .npy/.npz folder (one sample a file), one .npz of samples "
+        "stacked along the first axis, an image folder (with --preprocess) or random:N."
     ),
 )
 @click.option(
