@@ -121,7 +121,7 @@ class CheckInputs:
             f"{self.source} inputs"
             + (f" ({shapes})" if shapes else "")
             + "".join(f"; {text}" for text in self.left_out)
-            + (f"; within the original's own rounding noise: {noise}" if noise else "")
+            + (f"; within the original's own rounding noise or precision: {noise}" if noise else "")
             + (
                 f"; the original gives all zeros (or NaN) there for {zero}, so the check says "
                 "little about them (--check-inputs: real inputs)"
@@ -418,9 +418,12 @@ def _within_noise(
             gap = max(gap, float(np.max(np.where(same, 0.0, diff))))
             floor = max(floor, float(np.max(noise[name][sample])))
         else:
-            coarse = "; computed in float16 or bfloat16: its tolerance"
-            coarse = coarse if half and name in half[1] else ""
-            within[name] = f"(largest difference {gap:.3g}; its own {floor:.3g}{coarse})"
+            within[name] = (
+                f"(largest difference {gap:.3g}: computed in float16 or bfloat16, within "
+                f"float16's tolerance; its own noise {floor:.3g})"
+                if half and name in half[1]
+                else f"(largest difference {gap:.3g}; its own {floor:.3g})"
+            )
     return within
 
 

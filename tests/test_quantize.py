@@ -890,6 +890,24 @@ def test_a_model_with_random_ops_is_warned_that_its_drift_includes_them():
     assert "RandomNormalLike" in [node.op_type for node in result.model.graph]
 
 
+def test_a_model_onnx_runtime_optimized_already_is_warned_to_quantize_the_export():
+    """A graph saved after ORT's optimizations (not tuned on: at level all, a YOLOv8's 64 convs
+    were com.microsoft.nchwc's): its own ops are not quantized, and only a warning that nothing
+    computed in INT8 said so, naming the ops it had."""
+    model = cnn()
+    conv2 = next(node for node in model.graph.node if node.name == "conv2")
+    conv2.op_type, conv2.domain, conv2.output[0] = "FusedConv", "com.microsoft", "r2"
+    conv2.attribute.append(helper.make_attribute("activation", "Relu"))
+    model.graph.node.remove(next(node for node in model.graph.node if node.name == "relu2"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    result = quantize(model, samples(), **FAST)
+    assert (
+        "warning: the model holds ONNX Runtime's own optimized ops (1 com.microsoft:FusedConv; "
+        "a graph saved after its optimizations), which INT8 does not quantize"
+    ) in "\n".join(result.report.notes)
+    assert "FusedConv" in [node.op_type for node in result.model.graph]
+
+
 def test_int8_keeps_the_present_keys_onnx_runtime_asks_for_with_past_ones():
     """An opset-23 decode step between two MatMuls, its present keys unused: INT8's cleanup left
     them out, and ORT refused the INT8 model (exit 1; found in review)."""

@@ -48,6 +48,7 @@ from onnxslim.quantization.caveats import (
     not_faster_note,
     nothing_int8_warning,
     one_size_note,
+    ort_optimized_warning,
     parts_notes,
     picks_note,
     quantized_before_note,
@@ -254,6 +255,7 @@ def _prepare(reference: bytes, calibration, config: QuantizeConfig, profile: Tar
     notes += nan_samples_warning(samples)
     notes += _frozen_inputs_note(float_model)
     notes += random_ops_warning(float_model)
+    notes += ort_optimized_warning(float_model)
     if is_random(calibration):  # (the command line's random:N warns itself, with its dims)
         notes.append(
             "warning: calibrating on random data: the drift figures say little about real inputs"

@@ -714,3 +714,29 @@ def random_ops_warning(model: ir.Model) -> list[str]:
         f"warning: the model has random ops ({ops}): its outputs change from run to run, so "
         "the drift figures and the choices made on them include that randomness"
     ]
+
+
+#: ONNX Runtime's own optimized forms, by domain (None: all its ops): its CPU layout ops (NCHWc
+#: Conv, ReorderInput, ...) and fused ops, which a graph saved after its optimizations holds.
+ORT_OPTIMIZED_OPS = {
+    "com.microsoft.nchwc": None,
+    "com.microsoft": frozenset({"FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv"}),
+}
+
+
+def _ort_optimized(node: ir.Node) -> bool:
+    ops = ORT_OPTIMIZED_OPS.get(node.domain, ())
+    return ops is None or node.op_type in ops
+
+
+def ort_optimized_warning(model: ir.Model) -> list[str]:
+    """A model ONNX Runtime optimized already (a file saved after a session's optimizations)
+    holds ORT's own ops where the weighted ones were, which static INT8 does not quantize."""
+    found = Counter(f"{node.domain}:{node.op_type}" for node in model.graph if _ort_optimized(node))
+    if not found:
+        return []
+    return [
+        f"warning: the model holds ONNX Runtime's own optimized ops ({counted(found.most_common())}"
+        "; a graph saved after its optimizations), which INT8 does not quantize: quantize the "
+        "model as exported, before ONNX Runtime's optimizations (they run again at load)"
+    ]
