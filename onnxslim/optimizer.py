@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -40,7 +41,14 @@ from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
 from onnxslim.passes.registry import PassOptions, rewrites
 from onnxslim.passes.rules.pad_conv import has_slow_padded_convs, keep_pads_apart
 from onnxslim.render.format import human_bytes
-from onnxslim.runtime import OrtGraph, Session, gained_integer_kernels, lost_fusions, ort_graph
+from onnxslim.runtime import (
+    OrtGraph,
+    Session,
+    gained_integer_kernels,
+    lost_fusions,
+    ort_graph,
+    terminate_runs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -766,11 +774,11 @@ class _Waited(futures.Future):
 
 class _Background:
     """One daemon thread running the calls submitted, in order (the original's side of the
-    check, beside the passes). As the block ends the calls not started are cancelled and the
-    one under way is waited for (the interpreter ending under an ORT run aborts), in short
-    steps, but not after Ctrl-C or SIGTERM: a ThreadPoolExecutor's worker, joined at once,
-    held them for the ORT run under way (minutes on many samples); the command line then ends
-    the process at once (`cli.exits`)."""
+    check, beside the passes), Ctrl-C and SIGTERM left to the main thread. As the block ends
+    the calls not started are cancelled and the one under way is waited for, in short steps;
+    after Ctrl-C or SIGTERM its ORT runs are stopped first (`runtime.terminate_runs`): a
+    ThreadPoolExecutor's worker, joined in one wait, held them for the whole run (minutes on
+    many samples)."""
 
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
@@ -784,7 +792,9 @@ class _Background:
     def __exit__(self, exc_type, *_exc) -> None:
         self._closed = True
         self._calls.put(None)
-        while exc_type is not KeyboardInterrupt and self._thread.is_alive():
+        if exc_type is KeyboardInterrupt:
+            terminate_runs()
+        while self._thread.is_alive():
             self._thread.join(0.1)
 
     def submit(self, fn: Callable, *args) -> _Waited:
@@ -793,6 +803,8 @@ class _Background:
         return future
 
     def _work(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):  # (POSIX) signals go to the main thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         while (call := self._calls.get()) is not None:
             future, fn, args = call
             if self._closed:
@@ -847,7 +859,7 @@ def _check(
                 "the original model does not run on ONNX Runtime "
                 f"(custom domain {', '.join(custom)})"
             )
-            if any(domain.strip("'") in EXTENSIONS_DOMAINS for domain in custom):
+            if any(repr(domain) in custom for domain in EXTENSIONS_DOMAINS):
                 reason += (
                     " as onnxslim runs it: its custom ops are onnxruntime-extensions', whose "
                     "library onnxslim does not register"

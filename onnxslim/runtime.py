@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,6 +65,17 @@ def session_options(
     return options
 
 
+#: The sessions alive, for `terminate_runs`.
+_LIVE: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def terminate_runs() -> None:
+    """Stop the runs under way of every live session, and their later ones (ORT's terminate
+    flag, read between nodes): an interrupted command's check on the original ends at once."""
+    for session in list(_LIVE):
+        session.run_options.terminate = True
+
+
 class Session:
     """A CPU session on a model file, serialized bytes, `onnx.ModelProto` or `onnx_ir.Model`.
 
@@ -101,6 +113,7 @@ class Session:
             raise load_error(f"{what} does not load in ONNX Runtime: {first_line(err)}") from err
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = QUIET
+        _LIVE.add(self)
         self.inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
         self.output_names = [output.name for output in outputs]

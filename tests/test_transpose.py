@@ -415,3 +415,41 @@ def test_a_constant_along_the_innermost_axis_moves_where_the_transposes_cancel()
     # varying along W: in x's layout its innermost axis, but the pair around it cancels
     counts, _ = slim(transposed_then([("Add", rand(1, 1, 5, 1), False, {})]))
     assert counts == {"Add": 1}
+
+
+def test_an_innermost_constant_moves_where_every_path_cancels_its_transpose():
+    # (found in review) read by two inverse Transposes, and through a reduction keeping its dims
+    # to one: each pair cancels, as before the innermost-axis guard
+    fan_out = [
+        node("Transpose", ["x"], "t", perm=[0, 3, 1, 2]),
+        node("Mul", ["t", "c"], "m"),
+        node("Transpose", ["m"], "a", perm=[0, 2, 3, 1]),
+        node("Transpose", ["m"], "b", perm=[0, 2, 3, 1]),
+        node("Relu", ["a"], "y"),
+        node("Sigmoid", ["b"], "z"),
+    ]
+    inits = [const("c", rand(3, 1, 1))]
+    model = make_model(fan_out, [vi("x", FLOAT, (1, 4, 5, 3))], [out("y"), out("z")], inits)
+    counts, _ = slim(model)
+    assert counts == {"Mul": 1, "Relu": 1, "Sigmoid": 1}
+    reduced = [
+        node("Transpose", ["x"], "t", perm=[0, 3, 1, 2]),
+        node("Sub", ["t", "c"], "s"),
+        node("ReduceMean", ["s"], "r", axes=[2], keepdims=1),
+        node("Transpose", ["r"], "y", perm=[0, 2, 3, 1]),
+    ]
+    counts, _ = slim(make_model(reduced, [vi("x", FLOAT, (1, 4, 5, 3))], [out("y")], inits))
+    assert counts == {"Sub": 1, "ReduceMean": 1}
+
+
+def test_an_innermost_constant_stays_where_a_path_cannot_cancel():
+    # the Add of a graph input in between: nothing cancels, the Transpose stays above the Sub
+    nodes = [
+        node("Transpose", ["x"], "t", perm=[2, 0, 1]),
+        node("Sub", ["t", "c"], "s"),
+        node("Add", ["s", "z"], "a"),
+        node("Transpose", ["a"], "y", perm=[1, 2, 0]),
+    ]
+    inputs = [vi("x", FLOAT, (8, 6, 3)), vi("z", FLOAT, (3, 8, 6))]
+    _, optimized = slim(make_model(nodes, inputs, [out("y", 3)], [const("c", rand(3, 1, 1))]))
+    assert [n.op_type for n in optimized.graph.node][:2] == ["Transpose", "Sub"]

@@ -32,11 +32,7 @@ def errors_to_exit_codes() -> Iterator[list[Path]]:
             f"{', '.join(map(str, written))} was written in full" if written else "nothing written"
         )
         click.echo(f"interrupted: {done}", err=True)
-        # at once: the interpreter's finalization would tear ONNX Runtime down under a check's
-        # run still under way in its background thread (C++ terminate, abort)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        sys.exit(130)
     except MemoryError:
         click.echo("error: out of memory", err=True)
         sys.exit(2)

@@ -253,21 +253,40 @@ class BinaryTransposeConstant(pattern.RewriteRuleClassBase):
         return op.Transpose(_untransposed(inner, out, perm), perm=perm)
 
 
-def _meets_inverse(out: ir.Value, perm: list[int]) -> bool:
-    """Whether `out`, read by one node, passes elementwise ops alone to a Transpose by perm^-1,
-    which the Transpose sunk to it would cancel."""
-    inverse = _inverse(perm)
-    while len(out.uses()) == 1 and not out.is_graph_output():
-        user, _ = next(iter(out.uses()))
+def _meets_inverse(value: ir.Value, perm: list[int], seen: set[int] | None = None) -> bool:
+    """Whether every reader of `value` (the Transpose's result once sunk) leads to a Transpose by
+    perm^-1, which would cancel it, through ops the Transpose sinks past: unary elementwise ops,
+    binary ones with a constant or a Transpose by perm, reductions keeping their dims."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return True
+    seen.add(id(value))
+    if value.is_graph_output() or not value.uses():
+        return False
+    for user, _ in value.uses():
         if user.domain not in ("", "ai.onnx"):
             return False
         if user.op_type == "Transpose":
-            attr = user.attributes.get("perm")
-            return attr is not None and not attr.is_ref() and list(attr.as_ints()) == inverse
-        if user.op_type not in UNARY and user.op_type not in BINARY:
+            if perm_of(user.outputs[0]) != _inverse(perm):
+                return False
+        elif not (_sinks_past(user, value, perm) and _meets_inverse(user.outputs[0], perm, seen)):
             return False
-        out = user.outputs[0]
-    return False
+    return True
+
+
+def _sinks_past(user: ir.Node, value: ir.Value, perm: list[int]) -> bool:
+    """Whether a Transpose by `perm` producing `value` would sink past `user`."""
+    if user.op_type in UNARY:
+        return True
+    if user.op_type in REDUCE:
+        return bool(user.attributes.get_int("keepdims", 1))
+    if user.op_type not in BINARY or len(user.inputs) != 2:
+        return False
+    other = user.inputs[1] if user.inputs[0] is value else user.inputs[0]
+    if other is None:
+        return False
+    transposed = other.producer() is not None and other.producer().op_type == "Transpose"
+    return constant(other) is not None or (transposed and perm_of(other) == perm)
 
 
 class BinaryTransposes(pattern.RewriteRuleClassBase):
