@@ -857,9 +857,9 @@ def _check(
         if custom:
             reason = (
                 "the original model does not run on ONNX Runtime "
-                f"(custom domain {', '.join(custom)})"
+                f"(custom domain {', '.join(map(repr, custom))})"
             )
-            if any(repr(domain) in custom for domain in EXTENSIONS_DOMAINS):
+            if EXTENSIONS_DOMAINS.intersection(custom):
                 reason += (
                     " as onnxslim runs it: its custom ops are onnxruntime-extensions', whose "
                     "library onnxslim does not register"
@@ -987,14 +987,15 @@ def _refuse_if_invalid(reference, ort_error: str) -> None:
 
 
 def _custom_domains(model: ir.Model) -> list[str]:
-    """Domains of the model's nodes ONNX Runtime lacks (quoted), model-local functions aside."""
+    """Domains of the model's nodes ONNX Runtime lacks, model-local functions aside."""
     local = {domain for domain, _, _ in model.functions}
-    domains = {
-        node.domain
-        for node in ir.traversal.RecursiveGraphIterator(model.graph)
-        if node.domain not in ORT_DOMAINS and node.domain not in local
-    }
-    return [repr(domain) for domain in sorted(domains)]
+    return sorted(
+        {
+            node.domain
+            for node in ir.traversal.RecursiveGraphIterator(model.graph)
+            if node.domain not in ORT_DOMAINS and node.domain not in local
+        }
+    )
 
 
 def optimize(model: ModelLike, **options) -> ir.Model:
