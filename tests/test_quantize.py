@@ -609,6 +609,76 @@ def test_speed_accuracy_choices_time_small_nodes_in_int8(monkeypatch, min_macs, 
         assert not timed
 
 
+def convs_to_outputs() -> onnx.ModelProto:
+    """conv0 + Relu -> conv1 + Relu, a graph output ("feat") also read by conv2, a graph output
+    ("y")."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["feat"], name="relu1"),
+        helper.make_node("Conv", ["feat", "w2"], ["y"], name="conv2"),
+    ]
+    weights = [
+        const(name, rng.normal(size=shape).astype(np.float32) * 0.3)
+        for name, shape in (("w0", (16, 3, 3, 3)), ("w1", (16, 16, 3, 3)), ("w2", (4, 16, 1, 1)))
+    ]
+    return make_model(
+        nodes,
+        [vi("x", shape=[1, 3, 16, 16])],
+        [vi("feat", shape=[1, 16, 16, 16]), vi("y", shape=[1, 4, 16, 16])],
+        weights,
+        opset=13,
+    )
+
+
+@pytest.mark.parametrize("worth", [False, True])
+def test_convs_writing_graph_outputs_run_in_int8_or_are_timed_in_float(
+    monkeypatch, tmp_path, worth
+):
+    """ORT runs a Conv in int8 only with a QuantizeLinear after it: the convs writing graph
+    outputs (conv1 through its Relu, conv2) quantize them, the DequantizeLinear giving the graph
+    output under its name, and every conv the report counts in int8 is a QLinearConv in ORT's
+    graph (a CRAFT text detector's two output convs ran in float, counted int8). Target auto
+    times them in float too (decided here), and the report says so where it is worth it."""
+    from onnxslim.quantization import targets
+
+    decided = []
+
+    def decide(current, candidate, *_):
+        decided.append(sorted(candidate.info.kept_float))
+        return worth and "conv1" in candidate.info.kept_float, "decided"
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(trades, "trade", decide)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
+    feeds = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(24)]
+    options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
+    result = quantize(convs_to_outputs(), feeds, **options)
+    report = result.report
+    assert ["conv1", "conv2"] in decided
+    assert [n for n in report.notes if "output layer(s)" in n] == [
+        "2 output layer(s) computing in float (an 8-bit output else): "
+        f"{'kept' if worth else 'not kept'} (decided)"
+    ]
+    proto = ir.to_proto(result.model)
+    assert [o.name for o in proto.graph.output] == ["feat", "y"]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    session = ort.InferenceSession(proto.SerializeToString(), opts, ["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+    assert ops["QLinearConv"] == report.quantized["Conv"] == (1 if worth else 3)
+    assert ops["Conv"] + ops["FusedConv"] == (2 if worth else 0)
+    if worth:
+        assert report.kept_float["conv2"].startswith("output layer: in float")
+    reference = _ort(convs_to_outputs(), feeds[-1])
+    for got, want in zip(session.run(None, feeds[-1]), reference, strict=True):
+        cosine = (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)
+        assert cosine > 0.999
+
+
 def test_weight_pair_limit_is_checked():
     with pytest.raises(OnnxSlimError, match="weight pair limit must be in 2..254"):
         QuantOptions(weight_pair_limit=1)
@@ -1717,7 +1787,8 @@ def offset_depthwise() -> onnx.ModelProto:
     )
 
 
-# depthwise computes in float on x86, in int8 on ARM
+# depthwise computes in float on x86, in int8 on ARM (its output quantized: the 8-bit output bounds
+# the SNR both reach)
 @pytest.mark.parametrize("target", ["vnni", "arm"])
 def test_bias_correction_lowers_drift(target):
     rng = np.random.default_rng(8)
@@ -1727,7 +1798,7 @@ def test_bias_correction_lowers_drift(target):
     without = quantize(offset_depthwise(), data, bias_correction=False, **options).report
     with_bc = quantize(offset_depthwise(), data, bias_correction=True, **options).report
     auto = quantize(offset_depthwise(), data, **options).report
-    assert with_bc.drift["y"].snr_db > without.drift["y"].snr_db + 6
+    assert with_bc.drift["y"].snr_db > without.drift["y"].snr_db + (6 if target == "vnni" else 3)
     assert auto.bias_correction and any(
         note.startswith("kept bias correction") for note in auto.notes
     )
@@ -1755,7 +1826,8 @@ def test_bias_correction_is_chosen_again_after_the_speed_accuracy_choices(monkey
     assert report.bias_correction and "conv1" in report.kept_float
     again = [n for n in report.notes if n.startswith("with the speed/accuracy choices made: ")]
     assert len(again) == 2 and "kept bias correction (" in again[1]  # (the ranges: again[0])
-    assert report.drift["y"].snr_db == forced.report.drift["y"].snr_db
+    # (as close as the forced one, whose output range the ranges chose with bias correction on)
+    assert report.drift["y"].snr_db == pytest.approx(forced.report.drift["y"].snr_db, abs=0.1)
 
 
 def _conv1_in_float(builder, chosen, selection, ref_outputs, *_, **__):

@@ -2,6 +2,7 @@
 
 - ``weighted``: a float activation input plus a constant weight (int8 per output channel) and an
   optional bias (int32); ORT fuses DQ -> op -> Q into QLinearConv, QGemm, QLinearMatMul, ...
+  (and DQ -> MatMul/Gemm, no Q after, into MatMulIntegerToFloat/QGemm; not a Conv)
 - ``weight-only``: ORT has no fused kernel; the weight is stored int8 and dequantized, the op
   runs in float.
 - ``compute``: all inputs must already be quantized activations; the output gets its own range
@@ -98,6 +99,9 @@ class OpRule:
     check: Callable[[ir.Node], str | None] = _always  # a reason it can't be quantized, or None
     # write the (zero) weight zero point: ORT fuses QGemm only with it
     weight_zero_point: bool = False
+    # ORT computes it in int8 with no QuantizeLinear after it too (MatMulIntegerToFloat, QGemm's
+    # float output); a Conv whose output is not quantized runs in float on dequantized values
+    float_output: bool = False
 
 
 RULES: dict[str, OpRule] = {
@@ -110,8 +114,9 @@ RULES: dict[str, OpRule] = {
         bias=2,
         check=_gemm_check,
         weight_zero_point=True,
+        float_output=True,
     ),
-    "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda _: -1),
+    "MatMul": OpRule(WEIGHTED, weight=1, weight_axis=lambda _: -1, float_output=True),
     "Add": OpRule(COMPUTE, activations=(0, 1)),
     "Mul": OpRule(COMPUTE, activations=(0, 1)),
     "Concat": OpRule(COMPUTE, activations=None),

@@ -212,7 +212,6 @@ def make_plan(
     """
     graph = model.graph
     result = QuantPlan()
-    outputs = {v.name for v in graph.outputs}
     allowed = options.quantize_ops - options.exclude_ops
     candidates = [(n, RULES[n.op_type]) for n in graph if n.op_type in RULES and n.domain == ""]
     sizes, dtypes = sizes or {}, dtypes or {}
@@ -244,13 +243,15 @@ def make_plan(
         if rule.kind == SHARED:
             source = result.tensors[node.inputs[0].name]
             result.tensors.update(
-                (out.name, source) for out in node.outputs if out.name not in outputs
+                (out.name, source) for out in node.outputs if not out.is_graph_output()
             )
             continue
-        out = _fold_activation(node, options, allowed, result, outputs)
+        out = _fold_activation(node, options, allowed, result)
         if out.producer() is not node:
             producers.add(out.producer().name)
-        if out.name not in outputs:
+        if not out.is_graph_output() or (rule.kind == WEIGHTED and not rule.float_output):
+            # (a graph output a Conv writes too: ORT fuses its int8 kernel only with a Q after it;
+            # trades.py times it in float)
             result.tensors[out.name] = out.name
     _prune_unused(model, result)
     quantized = set(result.nodes)
@@ -388,15 +389,12 @@ def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
     return [node.inputs[i] if i < len(node.inputs) else None for i in indices]
 
 
-def _fold_activation(
-    node: ir.Node, options: QuantOptions, allowed, result: QuantPlan, outputs: set[str]
-) -> ir.Value:
-    """The value whose range closes ``node``: the output of a lone Relu/Clip after it, else its
-    own output."""
+def _closing_activation(node: ir.Node, options: QuantOptions, allowed) -> ir.Node | None:
+    """The lone Relu/Clip after ``node`` whose bounds its output range can take, or None."""
     out = node.outputs[0]
     users = list(out.uses())
-    if len(users) != 1 or out.name in outputs:
-        return out
+    if len(users) != 1 or out.is_graph_output():
+        return None
     act = users[0].node
     bounds = FOLDABLE[act.op_type](act) if act.op_type in FOLDABLE and act.domain == "" else None
     if (
@@ -405,11 +403,34 @@ def _fold_activation(
         or act.op_type not in allowed
         or act.name in options.exclude_nodes
     ):
-        return out
+        return None
+    return act
+
+
+def _fold_activation(node: ir.Node, options: QuantOptions, allowed, result: QuantPlan) -> ir.Value:
+    """The value whose range closes ``node``: the output of `_closing_activation` (folded into
+    ``node`` in ``result``), else its own."""
+    act = _closing_activation(node, options, allowed)
+    if act is None:
+        return node.outputs[0]
     result.folded[act.name] = node.name
     if options.activation_type == "int8":
         result.asymmetric.add(act.outputs[0].name)  # zero point at -128 lets ORT drop the Relu
     return act.outputs[0]
+
+
+def output_layers(model: ir.Model, plan: QuantPlan) -> list[str]:
+    """The nodes `plan` computes in int8 that write a graph output (through a Relu/Clip folded
+    into them) quantized: the ops ORT runs in int8 only with a QuantizeLinear after them."""
+    by_name = {n.name: n for n in model.graph}
+    closing = {owner: by_name[act] for act, owner in plan.folded.items()}
+    return [
+        name
+        for name in plan.nodes
+        if RULES[by_name[name].op_type].kind == WEIGHTED
+        and not RULES[by_name[name].op_type].float_output
+        and closing.get(name, by_name[name]).outputs[0].is_graph_output()
+    ]
 
 
 def _prune_unused(model: ir.Model, result: QuantPlan) -> None:

@@ -381,8 +381,10 @@ class _Builder:
         return self._params[key]
 
     def qdq(self, value: ir.Value, source: str, qp: QParams, readers: set[str] | None) -> str:
-        """Route ``readers`` of ``value`` (None: all) through QuantizeLinear -> DequantizeLinear;
-        other readers keep the exact value. Returns the DQ output's name."""
+        """Route ``readers`` of ``value`` (None: all, and a graph output it is: the DQ output
+        takes its place and name, so that ORT fuses the int8 node writing it) through
+        QuantizeLinear -> DequantizeLinear; other readers keep the exact value. Returns the DQ
+        output's name."""
         scale, zp = self._scale_zp(source, qp)
         dq_out = ir.Value(
             name=self._name(f"{value.name}_dequantized"), shape=value.shape, type=value.type
@@ -403,6 +405,11 @@ class _Builder:
             outputs=[dq_out],
         )
         self.graph.extend([q, dq])
+        if readers is None and value.is_graph_output():
+            outputs = self.graph.outputs
+            for i in [i for i, output in enumerate(outputs) if output is value]:
+                outputs[i] = dq_out
+            value.name, dq_out.name = self._name(f"{value.name}_float"), value.name
         return dq_out.name
 
     def guard_float_compute(self, node: ir.Node) -> dict[str, str]:

@@ -29,6 +29,8 @@ CHOICE_REASONS = frozenset(
     {
         trades.INPUT_FLOAT_WEIGHTS,
         trades.INPUT_INT8_WEIGHTS,
+        trades.OUTPUT_FLOAT_WEIGHTS,
+        trades.OUTPUT_INT8_WEIGHTS,
         trades.NEAR_INPUT_FLOAT_WEIGHTS,
         trades.NEAR_INPUT_INT8_WEIGHTS,
         trades.DEPTHWISE_EXACT,

@@ -30,7 +30,13 @@ from onnxslim.quantization.ops import (
     layer_weight,
     macs_per_output,
 )
-from onnxslim.quantization.plan import DEPTHWISE_IN_FLOAT, INT8_STORED, TOO_SMALL, QuantOptions
+from onnxslim.quantization.plan import (
+    DEPTHWISE_IN_FLOAT,
+    INT8_STORED,
+    TOO_SMALL,
+    QuantOptions,
+    output_layers,
+)
 from onnxslim.quantization.report import Outcome
 
 DEFAULT_MIN_MACS = 1 << 20  # min_macs by default (smaller nodes: float; timed in int8 too)
@@ -59,6 +65,8 @@ MAX_ESTIMATED_SHARE = 0.1  # ... of the int8 MACs at most (a larger part: not tr
 # why the speed/accuracy choices of target auto left a node float (speed_accuracy_choices)
 INPUT_FLOAT_WEIGHTS = "input layer: in float on float weights, worth its time"
 INPUT_INT8_WEIGHTS = f"input layer: in float on {INT8_STORED}, worth its time"
+OUTPUT_FLOAT_WEIGHTS = "output layer: in float on float weights, worth its time"
+OUTPUT_INT8_WEIGHTS = f"output layer: in float on {INT8_STORED}, worth its time"
 NEAR_INPUT_FLOAT_WEIGHTS = "near the input: in float on float weights, worth its time"
 NEAR_INPUT_INT8_WEIGHTS = f"near the input: in float on {INT8_STORED}, worth its time"
 TIMED_HERE = " (timed here)"
@@ -396,11 +404,13 @@ def speed_accuracy_choices(
     left float in int8 (those reading an output the model chosen so far computes in float stay
     float: a depthwise conv mixes no channels, so a per-tensor range over channels of very
     different spans, as a float stem conv's output has, would cost it most), then the nodes the
-    default `min_macs` left float in int8 (fewer float islands between int8 ones); keep each that
+    default `min_macs` left float in int8 (fewer float islands between int8 ones), then the int8
+    layers writing a graph output computing in float (`output_layers`: their int8 kernel
+    quantizes that output, which costs accuracy); keep each that
     `trade` finds worth it; last, the layers near the input in float (`_float_near_input`).
     Where an option asks for INT8 compute (`int8_asked`), a variant computing no weighted node in
     INT8 gives way to one that does. Not `timed` (a target named, or no latency measured): the
-    input layers alone, their time estimated (`_estimated_trade`) where they do at most
+    input and output layers alone, their time estimated (`_estimated_trade`) where they do at most
     MAX_ESTIMATED_SHARE of the int8 MACs; the others depend on the CPU's kernels more than an
     estimate can tell."""
     notes, reasons = [], {}
@@ -421,6 +431,10 @@ def speed_accuracy_choices(
     def input_layers(variant: Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
         names = _input_layers(builder.model, variant.info)
         return in_float(variant, names, (INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS))
+
+    def output_layers_float(variant: Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
+        names = output_layers(builder.model, variant.info.plan)
+        return in_float(variant, names, (OUTPUT_FLOAT_WEIGHTS, OUTPUT_INT8_WEIGHTS))
 
     def depthwise_int8(variant: Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
         computed = set(variant.info.plan.nodes) | set(variant.info.plan.folded)
@@ -452,8 +466,9 @@ def speed_accuracy_choices(
             small_int8,
             True,
         ),
+        ("output layer(s) computing in float (an 8-bit output else)", output_layers_float, False),
     ]
-    for what, change, to_int8 in choices if timed else choices[:1]:
+    for what, change, to_int8 in choices if timed else [c for c in choices if not c[2]]:
         names, options, why = change(chosen)
         if not names:
             continue
