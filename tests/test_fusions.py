@@ -683,6 +683,55 @@ def test_matmul_add_3d_input_kept():
     assert slim(model) == {"MatMul": 1, "Add": 1}
 
 
+def flattened_gemm(picks, *, trans_b=False, bias=(5,), shared_weight=False):
+    """onnx-simplifier's linear layer over x [N, 4, 6]: Reshape(x, [-1, 6]) -> Gemm ->
+    Reshape back to the shape `picks` of x (`shape_pieces`)."""
+    gemm_inputs = ["flat", "W"] + (["b"] if bias else [])
+    nodes = [
+        node("Reshape", ["x", "flat_shape"], "flat"),
+        node("Gemm", gemm_inputs, "t", transB=int(trans_b)),
+        *shape_pieces("x", picks)[0],
+        node("Reshape", ["t", "shape"], "y"),
+    ]
+    weight = rand(5, 6) if trans_b else rand(6, 5)
+    inits = [const("flat_shape", np.array([-1, 6])), const("W", weight)]
+    inits += shape_pieces("x", picks)[1] + ([const("b", rand(*bias))] if bias else [])
+    outputs = [vi("y", FLOAT, [f"d{i}" for i in range(len(picks))])]
+    if shared_weight:  # another Gemm reads W
+        nodes.append(node("Gemm", ["flat", "W"], "z", transB=int(trans_b)))
+        outputs.append(vi("z", FLOAT, ["rows", 5]))
+    return make_model(nodes, [vi("x", FLOAT, ["N", 4, 6])], outputs, inits)
+
+
+@pytest.mark.parametrize(
+    "picks, trans_b, bias, counts",
+    [
+        ([("dim", 0), ("dim", 1), 5], False, (5,), {"MatMul": 1, "Add": 1}),
+        ([("dim", 0), ("dim", 1), 5], True, None, {"MatMul": 1}),
+        ([("dim", 0), 4, 5], True, (1, 5), {"MatMul": 1, "Add": 1}),
+        ([("dim", 0), ("dim", 1), 5, 1], False, (5,), {"MatMul": 1, "Add": 1, "Reshape": 1}),
+        ([("dim", 0), 4, 1, 5], False, (5,), {"MatMul": 1, "Add": 1, "Reshape": 1}),
+    ],
+)
+def test_a_gemm_over_a_flattened_input_becomes_a_matmul(picks, trans_b, bias, counts):
+    """onnxsim's Reshape -> Gemm -> Reshape for a 3-D linear layer is MatMul (+ Add) over x
+    itself; the Reshape back goes where it is x's leading dims and N, else it stays (constant)."""
+    assert slim(flattened_gemm(picks, trans_b=trans_b, bias=bias)) == counts
+
+
+@pytest.mark.parametrize(
+    "picks, options",
+    [
+        ([("dim", 0), ("dim", 1), 5], {"shared_weight": True, "trans_b": True}),  # a W^T copy
+        ([("dim", 0), ("dim", 1), 5], {"bias": (1,)}),  # a scalar bias
+        ([("dim", 0), 0, 4], {}),  # a 0 copying the product's 5 columns: [N, 5, 4]
+    ],
+)
+def test_a_gemm_over_a_flattened_input_kept(picks, options):
+    counts = slim(flattened_gemm(picks, **options))
+    assert counts.get("Gemm", 0) >= 1
+
+
 # --- hard-swish / hard-sigmoid --------------------------------------------------------------------
 
 

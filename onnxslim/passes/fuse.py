@@ -33,7 +33,8 @@ TRANSPOSE = transpose.rules
 CONV_AFFINE = conv_affine.rules
 #: Constant zero Pad before a Conv folded into the Conv's pads.
 PAD_CONV = pad_conv.rules
-#: MatMul with a 2-D input and constant 2-D weight, plus a bias Add, becomes one Gemm.
+#: MatMul with a 2-D input and constant 2-D weight, plus a bias Add, becomes one Gemm; a Gemm over
+#: an input flattened to 2-D and reshaped back becomes MatMul (+ Add) over the input itself.
 MATMUL_ADD = matmul_add.rules
 #: Chains of data-movement ops collapsed; a Reshape to a traceable computed shape gets a constant.
 CHAINS = (

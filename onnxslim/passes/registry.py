@@ -134,7 +134,8 @@ REGISTRY: tuple[PassSpec, ...] = (
     ),
     PassSpec(
         "fuse-matmul-add",
-        "MatMul with a 2-D constant weight + Add of a bias becomes Gemm",
+        "MatMul with a 2-D constant weight + Add of a bias becomes Gemm; a Gemm over an input "
+        "flattened to 2-D and reshaped back becomes MatMul (+ Add) over the input",
         lambda _: RewriteRulesPass(fuse.MATMUL_ADD),
     ),
     PassSpec(
