@@ -237,3 +237,26 @@ def test_a_difference_in_a_bfloat16_output_is_found_and_nan_matches_nan():
     assert verify.compare(model(1.0), model(1.0), samples)[0] == []
     with pytest.raises(CheckFailedError, match="y: max abs difference"):
         verify.check(model(1.0), model(1.5), samples)
+
+
+def test_optional_nodes_with_a_type_attribute_are_compared_by_it():
+    """onnx-ir's common subexpression pass cannot hash a type attribute (Optional's `type`): the
+    default command exited 3 on such a model (found on ONNX's Optional node tests). Two Optionals
+    of the same type and input are one after it; none is lost."""
+    float_type = helper.make_tensor_type_proto(TensorProto.FLOAT, [2])
+    nodes = [
+        N("Optional", ["x"], ["o1"], type=float_type),
+        N("Optional", ["x"], ["o2"], type=float_type),
+        N("OptionalHasElement", ["o1"], ["h1"]),
+        N("OptionalGetElement", ["o2"], ["y"]),
+        N("Relu", ["y"], ["r"]),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", FLOAT, [2])],
+        [vi("h1", TensorProto.BOOL, []), vi("r", FLOAT, [2])],
+        opset=18,
+    )
+    result = slimmed(model)
+    assert [n.op_type for n in result.graph.node].count("Optional") == 1
+    assert_same(model, result, {"x": np.array([-1.0, 2.0], np.float32)})

@@ -153,7 +153,7 @@ REGISTRY: tuple[PassSpec, ...] = (
     PassSpec(
         "eliminate-common-subexpressions",
         "identical nodes on identical inputs computed once",
-        lambda _: common.CommonSubexpressionEliminationPass(),
+        lambda _: prune.EliminateCommonSubexpressions(),
         family="cleanup",
     ),
     PassSpec(
