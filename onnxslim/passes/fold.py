@@ -208,7 +208,12 @@ class FoldProducers(ir.passes.InPlacePass):
         folds = {}
         for node in graph:
             for value in node.outputs:
-                if value in computable and value.name in self.values and value not in outputs:
+                if (
+                    value in computable
+                    and value.name in self.values
+                    and value not in outputs
+                    and not isinstance(value.type, (ir.SequenceType, ir.OptionalType))
+                ):
                     producers = _own_producers(value, order)
                     if producers:
                         folds[value] = producers
@@ -224,12 +229,14 @@ class FoldProducers(ir.passes.InPlacePass):
                 continue
             computation = computation or _computation(model, value, producers)
             try:
-                array = np.asarray(ReferenceEvaluator(computation).run(None, {})[0])
+                array = ReferenceEvaluator(computation).run(None, {})[0]
             except Exception as err:  # noqa: BLE001 - an op the evaluator lacks: leave it computed
                 logger.debug("not folding %s: %s", value.name, err)
                 continue
-            if value.dtype is not None and ir.DataType.from_numpy(array.dtype) != value.dtype:
-                continue  # not what the model declares: leave it computed
+            if not isinstance(array, np.ndarray) or (
+                value.dtype is not None and ir.DataType.from_numpy(array.dtype) != value.dtype
+            ):
+                continue  # a sequence or optional, or not what the model declares: left computed
             if not self._pays(value, list(array.shape), producers):
                 continue  # bigger than its declared shape said
             self.computations[value.name] = (computation, array)
