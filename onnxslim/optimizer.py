@@ -38,7 +38,7 @@ from onnxslim.model.stats import (
 )
 from onnxslim.passes.fold import SizeBudget
 from onnxslim.passes.pipeline import infer_shapes, run_passes, selected_passes
-from onnxslim.passes.registry import PassOptions, rewrites
+from onnxslim.passes.registry import REGISTRY, PassOptions, rewrites
 from onnxslim.passes.rules.pad_conv import has_slow_padded_convs, keep_pads_apart
 from onnxslim.render.format import human_bytes
 from onnxslim.runtime import (
@@ -386,7 +386,9 @@ def optimize_with_report(
     A result whose outputs differ from the original's is made once more from the file `source`
     (not a ModelProto or a cut model) without its value_info (the shapes it states for
     intermediate values: stale ones, from a model whose input dims were edited, let the passes
-    drop a Reshape ORT needs); kept, with a note, when that one matches. A result ONNX Runtime
+    drop a Reshape ORT needs); kept, with a note, when that one matches; else made again without
+    `fold-constants` (onnx's reference evaluator and ORT disagree on some ops: Resize with
+    align_corners, MaxUnpool), then without the rewrites too (`_made_again`). A result ONNX Runtime
     crashes on (`CrashingResult`) is made once more without the rewrites it applied, from the
     file `source` or the ModelProto (an onnx-ir Model given has changed in place: raised).
     """
@@ -396,18 +398,7 @@ def optimize_with_report(
     try:
         return _optimize_with_report(model, options, on_pass, source, output, external_data)
     except verify.OutputsDiffer as err:
-        unannotated = _without_value_info(source)
-        if unannotated is None:
-            raise
-        if on_pass:
-            on_pass("again without the file's value_info")
-        try:  # (`source` still the original the check runs and the size before)
-            result = _optimize_with_report(
-                unannotated, options, on_pass, source, output, external_data, as_in_source=False
-            )
-        except verify.OutputsDiffer:
-            raise err from None
-        result.notes.append(STALE_VALUE_INFO)
+        result = _made_again(err, model, options, on_pass, source, output, external_data)
     except CrashingResult as err:
         unchanged = source if source is not None or isinstance(model, ir.Model) else model
         if unchanged is None or not err.rewrites:
@@ -422,6 +413,51 @@ def optimize_with_report(
         result.notes.append(err.made_again)
     result.seconds = time.perf_counter() - started  # (both attempts)
     return result
+
+
+def _made_again(
+    err: verify.OutputsDiffer,
+    model: ModelLike,
+    options: OptimizeOptions,
+    on_pass: Callable[[str], None] | None,
+    source: str | os.PathLike | None,
+    output: str | os.PathLike | None,
+    external_data: bool | None,
+) -> OptimizeResult:
+    """The result of `optimize_with_report` made again after its outputs differed (`err`): from
+    `source` without its value_info, else without `fold-constants`, else without the rewrites
+    too; the first that matches, with a note saying why; `err` when none does, or when there is
+    nothing to make it from (an onnx-ir Model given changes in place)."""
+    unannotated = _without_value_info(source)
+    if unannotated is not None:
+        if on_pass:
+            on_pass("again without the file's value_info")
+        try:  # (`source` still the original the check runs and the size before)
+            result = _optimize_with_report(
+                unannotated, options, on_pass, source, output, external_data, as_in_source=False
+            )
+            result.notes.append(STALE_VALUE_INFO)
+            return result
+        except verify.OutputsDiffer:
+            pass
+    unchanged = source if source is not None or isinstance(model, ir.Model) else model
+    for passes in (["fold-constants"], ["fold-constants", *rewrites(s.name for s in REGISTRY)]):
+        skipped = [name for name in passes if name not in options.skip]
+        if unchanged is None or not skipped:
+            continue
+        if on_pass:
+            on_pass(f"again without {', '.join(skipped)}")
+        fewer = replace(options, skip=(*options.skip, *skipped))
+        try:
+            result = _optimize_with_report(unchanged, fewer, on_pass, source, output, external_data)
+        except verify.OutputsDiffer:
+            continue
+        result.notes.append(
+            f"made again without {', '.join(skipped)}: the full result's outputs differed from "
+            f"the original's ({first_line(err).removeprefix(verify.DIFFERS)})"
+        )
+        return result
+    raise err
 
 
 def _without_value_info(source: str | os.PathLike | None) -> ir.Model | None:

@@ -56,6 +56,9 @@ class OutputsDiffer(CheckFailedError):
     """The checked model's outputs differ from the original's (not: it could not be checked)."""
 
 
+DIFFERS = "optimized model differs from the original: "  # how an OutputsDiffer's message starts
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """One output that differs between the original and the optimized model."""
@@ -616,9 +619,7 @@ def check(
     return the inputs the check ran on."""
     mismatches, inputs = compare(original, optimized, samples, shapes, tolerance, reference)
     if mismatches:
-        raise OutputsDiffer(
-            "optimized model differs from the original: " + "; ".join(map(str, mismatches))
-        )
+        raise OutputsDiffer(DIFFERS + "; ".join(map(str, mismatches)))
     return inputs
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import onnx
+import onnx_ir
 import pytest
 from helpers import FLOAT, INT64, const, make_model, vi
 from onnx import TensorProto, helper
@@ -13,6 +14,7 @@ from onnx import TensorProto, helper
 import onnxslim
 from onnxslim import verify
 from onnxslim.errors import CheckFailedError
+from onnxslim.optimizer import optimize_with_report
 from onnxslim.runtime import Session
 
 N = helper.make_node
@@ -291,3 +293,31 @@ def test_a_constant_sequence_or_optional_read_at_run_time_stays_one(source):
     model = make_model(nodes, [vi("x", FLOAT, x_shape)], [vi("y", FLOAT, y_shape)], [c], opset=18)
     result = slimmed(model)
     assert_same(model, result, {"x": np.full(x_shape, 0.5, np.float32)})
+
+
+def test_a_fold_onnx_runtime_computes_otherwise_is_made_again_without_folding():
+    """onnx's reference evaluator and ORT downsample with align_corners differently ([1, 3.14]
+    against ORT's [1, 4] on ONNX's own Resize test): folding such constants made the check fail,
+    and the default command refused a valid model (exit 1). The result is made again without
+    fold-constants, which matches, and says so."""
+    data = np.array([[[[1, 2, 3, 4], [5, 6, 7, 8]]]], np.float32)
+    nodes = [
+        N(
+            "Resize",
+            ["data", "", "scales"],
+            ["r"],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+        ),
+        N("Add", ["r", "x"], ["y"]),
+    ]
+    inits = [const("data", data), const("scales", np.array([1, 1, 0.6, 0.6], np.float32))]
+    model = make_model(nodes, [vi("x", FLOAT, [1, 1, 1, 2])], [vi("y", FLOAT, [1, 1, 1, 2])], inits)
+    result = optimize_with_report(model)
+    assert any(
+        note.startswith("made again without fold-constants: the full result's outputs differed")
+        for note in result.notes
+    )
+    optimized = result.model
+    assert "Resize" in [n.op_type for n in optimized.graph]
+    assert_same(model, onnx_ir.to_proto(optimized), {"x": np.zeros((1, 1, 1, 2), np.float32)})
