@@ -46,9 +46,10 @@ class ConstantMatMulAddToGemm(MatMulAddToGemm):
 class FlattenedGemmToMatMul(pattern.RewriteRuleClassBase):
     """Reshape(Gemm(Reshape(x, [-1, K]), W, b), s) -> Reshape(MatMul(x, W) + b, s).
 
-    onnx-simplifier writes a linear layer over a 3-D x so (each of a transformer's projections:
-    BERT 153 nodes against 126 from the raw export, 1.04x its time on ORT, which fuses the MatMul
-    form into its attention and bias kernels); the Reshape left goes as a no-op where s is
+    HF GPT-2's Conv1D (`addmm` over a view) exports so, and onnx-simplifier writes every linear
+    layer over a 3-D x so (BERT 153 nodes against 126 from the raw export, 1.04x its time on ORT,
+    which fuses the MatMul form into its attention and bias kernels; GPT-2 188 -> 140 nodes,
+    0.94x the time); the Reshape left goes as a no-op where s is
     x.shape[:-1] + [N] (`remove-no-ops`), or takes a constant shape (`fuse-chains`).
 
     Math: the flattened row r of x is x[i, ..., :] for the leading index (i, ...) whose row-major
