@@ -683,24 +683,29 @@ def test_matmul_add_3d_input_kept():
     assert slim(model) == {"MatMul": 1, "Add": 1}
 
 
-def flattened_gemm(picks, *, trans_b=False, bias=(5,), shared_weight=False):
+def flattened_gemm(
+    picks, *, trans_b=False, bias=(5,), shared_weight=False, flat=(-1, 6), x_dims=("N", 4, 6)
+):
     """onnx-simplifier's linear layer over x [N, 4, 6]: Reshape(x, [-1, 6]) -> Gemm ->
-    Reshape back to the shape `picks` of x (`shape_pieces`)."""
+    Reshape back to the shape `picks` of x (`shape_pieces`); `flat`: the flattening shape's
+    picks (constant, or x's last dim computed, as GPT-2's head merge)."""
     gemm_inputs = ["flat", "W"] + (["b"] if bias else [])
+    flat_nodes, flat_inits = shape_pieces("x", flat, out="flat_shape")
     nodes = [
+        *flat_nodes,
         node("Reshape", ["x", "flat_shape"], "flat"),
         node("Gemm", gemm_inputs, "t", transB=int(trans_b)),
         *shape_pieces("x", picks)[0],
         node("Reshape", ["t", "shape"], "y"),
     ]
     weight = rand(5, 6) if trans_b else rand(6, 5)
-    inits = [const("flat_shape", np.array([-1, 6])), const("W", weight)]
+    inits = [*flat_inits, const("W", weight)]
     inits += shape_pieces("x", picks)[1] + ([const("b", rand(*bias))] if bias else [])
     outputs = [vi("y", FLOAT, [f"d{i}" for i in range(len(picks))])]
     if shared_weight:  # another Gemm reads W
         nodes.append(node("Gemm", ["flat", "W"], "z", transB=int(trans_b)))
         outputs.append(vi("z", FLOAT, ["rows", 5]))
-    return make_model(nodes, [vi("x", FLOAT, ["N", 4, 6])], outputs, inits)
+    return make_model(nodes, [vi("x", FLOAT, list(x_dims))], outputs, inits)
 
 
 @pytest.mark.parametrize(
@@ -717,6 +722,26 @@ def test_a_gemm_over_a_flattened_input_becomes_a_matmul(picks, trans_b, bias, co
     """onnxsim's Reshape -> Gemm -> Reshape for a 3-D linear layer is MatMul (+ Add) over x
     itself; the Reshape back goes where it is x's leading dims and N, else it stays (constant)."""
     assert slim(flattened_gemm(picks, trans_b=trans_b, bias=bias)) == counts
+
+
+def test_a_gemm_over_an_input_flattened_by_its_own_last_dim_becomes_a_matmul():
+    """GPT-2's head merge leaves x's last dim symbolic and flattens by it (computed): the Gemm
+    holds it to K, so MatMul over x computes the same."""
+    model = flattened_gemm([("dim", 0), ("dim", 1), 5], flat=(-1, ("dim", 2)), x_dims=("N", 4, "K"))
+    feeds = {"x": rand(2, 4, 6)}
+    optimized = optimized_proto(model, check_inputs=[feeds])
+    assert_same_outputs(model, optimized, feeds)
+    assert op_counts(optimized) == {"MatMul": 1, "Add": 1}
+
+
+def test_a_gemm_over_an_input_of_another_last_dim_flattened_by_k_is_kept():
+    """Reshape(x, [-1, 6]) of an x whose last dim is not known to be 6 (12 would make twice the
+    rows): a MatMul over x would not take it, so the Gemm stays."""
+    model = flattened_gemm([-1, 4, 5], x_dims=("N", 4, "K"))
+    feeds = {"x": rand(2, 4, 6)}
+    optimized = optimized_proto(model, check_inputs=[feeds])
+    assert_same_outputs(model, optimized, feeds)
+    assert op_counts(optimized).get("Gemm") == 1
 
 
 @pytest.mark.parametrize(
