@@ -716,6 +716,8 @@ def flattened_gemm(
         ([("dim", 0), 4, 5], True, (1, 5), {"MatMul": 1, "Add": 1}),
         ([("dim", 0), ("dim", 1), 5, 1], False, (5,), {"MatMul": 1, "Add": 1, "Reshape": 1}),
         ([("dim", 0), 4, 1, 5], False, (5,), {"MatMul": 1, "Add": 1, "Reshape": 1}),
+        # (the MatMul keeps x's dim 0: the shape left is made constant, [0, -1, 1, 5])
+        ([("dim", 0), -1, 1, 5], False, (5,), {"MatMul": 1, "Add": 1, "Reshape": 1}),
     ],
 )
 def test_a_gemm_over_a_flattened_input_becomes_a_matmul(picks, trans_b, bias, counts):

@@ -8,6 +8,7 @@ what the INT8 quantizer takes (it keeps a Gemm with a 2-D bias in float)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.pattern import MatchResult
 
@@ -115,10 +116,16 @@ class FlattenedGemmToMatMul(pattern.RewriteRuleClassBase):
         gemm = y.producer()
         if gemm.attributes.get_int("transB", 0):
             w = new_initializer(op, np.ascontiguousarray(constant(w).T), w, "transposed")
+        n = constant(w).shape[-1]
+        # (typed and shaped here: the rules of this round, `fuse-chains` after this one, read
+        # the shape of what they reshape)
+        shape_of_product = ir.Shape([*x.shape.dims[:-1], n])
         product = op.MatMul(x, w)
-        bias = _bias(gemm, constant(w).shape[-1])
+        bias = _bias(gemm, n)
         if bias is not None:
+            product.type, product.shape = x.type, shape_of_product
             product = op.Add(product, bias)
+        product.type, product.shape = x.type, shape_of_product
         allowzero = out.producer().attributes.get_int("allowzero", 0)
         return op.Reshape(product, shape, allowzero=allowzero)
 

@@ -51,7 +51,8 @@ definition:
 - Pad: (out, k) <- (in, k) when the pads of axis k are constant zeros (or k is not in `axes`);
 - Reshape: (out, k) <- (in, k) when its traced shape has a literal 0 at k (allowzero=0); with
   allowzero=1, <- the dim that element k is (Shape(v)[m] there: (v, m)).
-Resize, MatMul, Gemm and anything else end the trace: their output is its own root.
+- MatMul by a 2-D B: every dim of A but the last: (out, k) <- (A, k) for k < rank(A) - 1.
+Resize, Gemm and anything else end the trace: their output is its own root.
 The trace is depth first without recursion, memoized per Reshape (each op is looked at once per
 axis), and stops after _MAX_STEPS ops: a dim whose trace stops is its own root, which proves
 nothing but is never wrong, so a Reshape costs at most that many steps each round.
@@ -393,6 +394,8 @@ class DimRoots:
             sources = _reshaped(node, axis)
         elif op in _MULTI_BROADCAST:
             sources = _broadcast_operands(node, axis)
+        elif op == "MatMul":
+            sources = _matmul_rows(node, axis)
         else:
             sources = None
         return sources or []
@@ -472,6 +475,16 @@ def _transposed(node: ir.Node, axis: int) -> list[_Axis] | None:
     if perm is None or not 0 <= axis < len(perm):
         return None
     return [(source, perm[axis])]
+
+
+def _matmul_rows(node: ir.Node, axis: int) -> list[_Axis] | None:
+    """MatMul(A, B) with B 2-D ([K, N]) gives A's dims but the last ([..., M, N]): out axis
+    `axis` is A's below rank(A) - 1; None otherwise (a batched B broadcasts with A)."""
+    a, b = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
+    rank = rank_of(a)
+    if b is None or rank is None or rank < 2 or rank_of(b) != 2 or axis >= rank - 1:
+        return None
+    return [(a, axis)]
 
 
 def _keeps_spatial(node: ir.Node, axis: int) -> bool:
