@@ -64,12 +64,12 @@ class FlattenedGemmToMatMul(pattern.RewriteRuleClassBase):
     head merge's `h * d`, symbolic, which the Gemm holds to K). transB: W^T, a new constant (only
     where no other node reads W); alpha and beta must be 1 (no scaling to carry), transA 0. A
     flattening Reshape other Gemms read (onnxsim shares one between the query, key and value
-    projections) stays for them (the matched nodes are left for `prune`, which removes them once
-    unread).
+    projections) stays for them: the rule leaves the nodes it matched, and onnxscript then drops
+    those no output needs.
     """
 
     def __init__(self) -> None:
-        super().__init__(remove_nodes=False)  # (a shared flattening Reshape stays; `prune` goes)
+        super().__init__(remove_nodes=False)  # (a flattening Reshape others read must stay)
 
     def pattern(self, op, x, flat_shape, w, shape):
         flat = op.Reshape(x, flat_shape, _allow_other_attributes=True, _outputs=["flat"])
