@@ -441,16 +441,18 @@ def _made_again(
         except verify.OutputsDiffer:
             pass
     unchanged = source if source is not None or isinstance(model, ir.Model) else model
+    tried = []
     for passes in (["fold-constants"], ["fold-constants", *rewrites(s.name for s in REGISTRY)]):
         skipped = [name for name in passes if name not in options.skip]
-        if unchanged is None or not skipped:
+        if unchanged is None or not skipped or skipped in tried:
             continue
+        tried.append(skipped)
         if on_pass:
             on_pass(f"again without {', '.join(skipped)}")
         fewer = replace(options, skip=(*options.skip, *skipped))
         try:
             result = _optimize_with_report(unchanged, fewer, on_pass, source, output, external_data)
-        except verify.OutputsDiffer:
+        except (verify.OutputsDiffer, CrashingResult):
             continue
         result.notes.append(
             f"made again without {', '.join(skipped)}: the full result's outputs differed from "

@@ -932,6 +932,7 @@ def test_a_result_that_differs_without_the_value_info_too_is_refused_with_the_fi
     tmp_path, monkeypatch
 ):
     from onnxslim import optimizer, verify
+    from onnxslim.passes.registry import REGISTRY
 
     model = make_model(
         [N("Relu", ["x"], ["r"]), N("Neg", ["r"], ["y"])],
@@ -951,3 +952,13 @@ def test_a_result_that_differs_without_the_value_info_too_is_refused_with_the_fi
     # made four times: as given, without the value_info, fold-constants, the rewrites too
     assert next(errors, None) is None
     assert not (tmp_path / "out.onnx").exists()
+    # the rewrites skipped already: without fold-constants once, not twice
+    errors = iter(["first", "second", "third"])
+    rewrites = [s.name for s in REGISTRY if s.family == "rewrite"]
+    with pytest.raises(verify.OutputsDiffer, match="original: first$"):
+        optimizer.optimize_with_report(
+            tmp_path / "m.onnx",
+            optimizer.make_options(skip=rewrites),
+            output=tmp_path / "out.onnx",
+        )
+    assert next(errors, None) is None

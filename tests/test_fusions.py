@@ -684,11 +684,20 @@ def test_matmul_add_3d_input_kept():
 
 
 def flattened_gemm(
-    picks, *, trans_b=False, bias=(5,), shared_weight=False, flat=(-1, 6), x_dims=("N", 4, 6)
+    picks,
+    *,
+    trans_b=False,
+    bias=(5,),
+    shared_weight=False,
+    flat=(-1, 6),
+    x_dims=("N", 4, 6),
+    opset=17,
+    product_output=False,
 ):
     """onnx-simplifier's linear layer over x [N, 4, 6]: Reshape(x, [-1, 6]) -> Gemm ->
     Reshape back to the shape `picks` of x (`shape_pieces`); `flat`: the flattening shape's
-    picks (constant, or x's last dim computed, as GPT-2's head merge)."""
+    picks (constant, or x's last dim computed, as GPT-2's head merge); `product_output`: the
+    2-D product is a graph output too."""
     gemm_inputs = ["flat", "W"] + (["b"] if bias else [])
     flat_nodes, flat_inits = shape_pieces("x", flat, out="flat_shape")
     nodes = [
@@ -705,7 +714,9 @@ def flattened_gemm(
     if shared_weight:  # another Gemm reads W
         nodes.append(node("Gemm", ["flat", "W"], "z", transB=int(trans_b)))
         outputs.append(vi("z", FLOAT, ["rows", 5]))
-    return make_model(nodes, [vi("x", FLOAT, list(x_dims))], outputs, inits)
+    if product_output:
+        outputs.append(vi("t", FLOAT, ["rows", 5]))
+    return make_model(nodes, [vi("x", FLOAT, list(x_dims))], outputs, inits, opset=opset)
 
 
 @pytest.mark.parametrize(
@@ -746,9 +757,18 @@ def test_a_gemm_over_an_input_of_another_last_dim_flattened_by_k_is_kept():
     assert op_counts(optimized).get("Gemm") == 1
 
 
+def test_a_gemm_over_a_flattened_input_at_opset_13_becomes_a_reshape_without_allowzero():
+    """Reshape's allowzero came with opset 14: the Reshape back written at opset 13 has none."""
+    optimized = optimized_proto(flattened_gemm([-1, 20], opset=13))
+    assert op_counts(optimized) == {"MatMul": 1, "Add": 1, "Reshape": 1}
+    reshape = next(n for n in optimized.graph.node if n.op_type == "Reshape")
+    assert not reshape.attribute
+
+
 @pytest.mark.parametrize(
     "picks, options",
     [
+        ([("dim", 0), ("dim", 1), 5], {"product_output": True}),  # else computed twice
         ([("dim", 0), ("dim", 1), 5], {"shared_weight": True, "trans_b": True}),  # a W^T copy
         ([("dim", 0), ("dim", 1), 5], {"bias": (1,)}),  # a scalar bias
         ([("dim", 0), 0, 4], {}),  # a 0 copying the product's 5 columns: [N, 5, 4]
@@ -756,7 +776,7 @@ def test_a_gemm_over_an_input_of_another_last_dim_flattened_by_k_is_kept():
 )
 def test_a_gemm_over_a_flattened_input_kept(picks, options):
     counts = slim(flattened_gemm(picks, **options))
-    assert counts.get("Gemm", 0) >= 1
+    assert counts["Gemm"] >= 1 and "MatMul" not in counts
 
 
 # --- hard-swish / hard-sigmoid --------------------------------------------------------------------

@@ -679,6 +679,66 @@ def test_convs_writing_graph_outputs_run_in_int8_or_are_timed_in_float(
         assert cosine > 0.999
 
 
+def test_debug_layers_measure_a_conv_whose_graph_output_its_dequantizelinear_gives():
+    """The float tensor a QuantizeLinear reads is renamed where the DequantizeLinear takes the
+    graph output's name: the per-layer probe feeds it from the float model by its own name."""
+    result = quantize(convs_to_outputs(), samples(16), debug_layers=True, **FAST)
+    layers = {layer["node"]: layer for layer in result.report.layers}
+    assert set(layers) == {"conv0", "conv1", "conv2"}
+    assert all(20 < row["own_db"] < 80 and row["accumulated_db"] < 80 for row in layers.values())
+
+
+def test_a_matmul_graph_output_another_int8_node_reads_stays_float():
+    """Only a Conv's graph output is dequantized (its int8 kernel needs the Q after it); a
+    MatMul's stays float for the user (ORT's MatMulIntegerToFloat computes it in int8), though
+    the next MatMul reads it quantized."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm2"),
+    ]
+    weights = [
+        const("w1", rng.normal(size=(16, 32)).astype(np.float32)),
+        const("w2", rng.normal(size=(32, 8)).astype(np.float32)),
+    ]
+    model = make_model(
+        nodes, [vi("x", shape=[4, 16])], [vi("h", shape=[4, 32]), vi("y", shape=[4, 8])], weights
+    )
+    rngs = [np.random.default_rng(i) for i in range(16)]
+    feeds = [{"x": r.normal(size=(4, 16)).astype(np.float32)} for r in rngs]
+    result = quantize(model, feeds, **FAST)
+    producers = {o.name: n for n in result.model.graph for o in n.outputs}
+    assert producers["h"].op_type == "MatMul" and producers["y"].op_type == "MatMul"
+    assert result.report.quantized == {"MatMul": 2}
+
+
+def test_a_renamed_graph_output_takes_no_name_an_if_branch_holds():
+    """The float tensor of a dequantized graph output is renamed: to no name a subgraph holds
+    (the model did not load: a name defined twice)."""
+    model = convs_to_outputs()
+    then_branch = helper.make_graph(
+        [helper.make_node("Relu", ["y"], ["y_float"]), helper.make_node("Neg", ["y_float"], ["t"])],
+        "then",
+        [],
+        [vi("t", shape=[1, 4, 16, 16])],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Neg", ["y"], ["e"])], "else", [], [vi("e", shape=[1, 4, 16, 16])]
+    )
+    model.graph.node.append(
+        helper.make_node(
+            "If", ["cond"], ["z"], then_branch=then_branch, else_branch=else_branch, name="if"
+        )
+    )
+    model.graph.input.append(vi("cond", TensorProto.BOOL, []))
+    model.graph.output.append(vi("z", shape=[1, 4, 16, 16]))
+    feeds = [{**s, "cond": np.array(i % 2 == 0)} for i, s in enumerate(samples(16))]
+    result = quantize(model, feeds, **FAST)
+    proto = ir.to_proto(result.model)
+    onnx.checker.check_model(proto, full_check=True)
+    assert _ort(proto, feeds[0])[2].shape == (1, 4, 16, 16)
+
+
 def test_weight_pair_limit_is_checked():
     with pytest.raises(OnnxSlimError, match="weight pair limit must be in 2..254"):
         QuantOptions(weight_pair_limit=1)

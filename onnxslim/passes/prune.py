@@ -366,9 +366,11 @@ class EliminateCommonSubexpressions(ir.passes.InPlacePass):
                 if attr.type in self._TYPE_ATTRIBUTES:
                     hidden[node, name] = attr
                     node.attributes[name] = ir.AttrString(name, f"{attr.type}:{attr.value!r}")
-        result = common.CommonSubexpressionEliminationPass()(model)
-        for (node, name), attr in hidden.items():
-            node.attributes[name] = attr
+        try:
+            result = common.CommonSubexpressionEliminationPass()(model)
+        finally:
+            for (node, name), attr in hidden.items():
+                node.attributes[name] = attr
         return ir.passes.PassResult(model, modified=result.modified)
 
 

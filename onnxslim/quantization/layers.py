@@ -49,11 +49,12 @@ def layer_errors(
         return []
     proto = io.to_proto(quantized)
     probe, fed = _probe(proto, [dq for _, _, dq in layers])
-    wanted = sorted({*fed, *(out for _, out, _ in layers)})
+    float_names = _float_names(proto, info)
+    wanted = sorted({*(float_names.get(t, t) for t in fed), *(out for _, out, _ in layers)})
     # one sample at a time: the float run feeds the probe and is the reference of both SNRs
     floats_fed, floats = itertools.tee(iter_samples(builder.proto, samples, wanted, int8=False))
     feeds = (
-        {**sample, **{FLOAT_INPUT.format(t): values[t] for t in fed}}
+        {**sample, **{FLOAT_INPUT.format(t): values[float_names.get(t, t)] for t in fed}}
         for sample, values in zip(samples, floats_fed)
     )
     own = iter_samples(probe, feeds, opt_level="disable")
@@ -68,6 +69,20 @@ def layer_errors(
         LayerError(node.name, node.op_type, own_snr.db(dq), accumulated_snr.db(dq))
         for node, _, dq in layers
     ]
+
+
+def _float_names(proto: onnx.ModelProto, info: BuildInfo) -> dict[str, str]:
+    """{a float tensor's name in the QDQ model `proto`: its name in the float model} where they
+    differ: a graph output a Conv writes is its DequantizeLinear's there, the float tensor the
+    QuantizeLinear reads renamed (`QuantPlan.dequantized_outputs`)."""
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    names = {}
+    for tensor in info.plan.dequantized_outputs:
+        dq = producer.get(info.dequantized.get(tensor, ""))
+        q = producer.get(dq.input[0]) if dq is not None else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            names[q.input[0]] = tensor
+    return names
 
 
 def _probe(proto: onnx.ModelProto, outputs: list[str]) -> tuple[onnx.ModelProto, list[str]]:

@@ -118,6 +118,8 @@ class QuantPlan:
     floats: dict[str, str] = dataclasses.field(default_factory=dict)
     # float compute on int8-stored weights
     weight_only: list[str] = dataclasses.field(default_factory=list)
+    # graph outputs a Conv writes: quantized too, their DequantizeLinear gives them (`qdq.qdq`)
+    dequantized_outputs: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def observed(self) -> list[str]:
@@ -249,10 +251,13 @@ def make_plan(
         out = _fold_activation(node, options, allowed, result)
         if out.producer() is not node:
             producers.add(out.producer().name)
-        if not out.is_graph_output() or (rule.kind == WEIGHTED and not rule.float_output):
-            # (a graph output a Conv writes too: ORT fuses its int8 kernel only with a Q after it;
-            # trades.py times it in float)
+        if not out.is_graph_output():
             result.tensors[out.name] = out.name
+        elif rule.kind == WEIGHTED and not rule.float_output:
+            # a graph output a Conv writes: ORT fuses its int8 kernel only with a Q after it
+            # (trades.py times the conv in float)
+            result.tensors[out.name] = out.name
+            result.dequantized_outputs.add(out.name)
     _prune_unused(model, result)
     quantized = set(result.nodes)
     result.weight_only += [
@@ -421,15 +426,14 @@ def _fold_activation(node: ir.Node, options: QuantOptions, allowed, result: Quan
 
 def output_layers(model: ir.Model, plan: QuantPlan) -> list[str]:
     """The nodes `plan` computes in int8 that write a graph output (through a Relu/Clip folded
-    into them) quantized: the ops ORT runs in int8 only with a QuantizeLinear after them."""
+    into them) quantized (`QuantPlan.dequantized_outputs`): the ops ORT runs in int8 only with a
+    QuantizeLinear after them."""
     by_name = {n.name: n for n in model.graph}
     closing = {owner: by_name[act] for act, owner in plan.folded.items()}
     return [
         name
         for name in plan.nodes
-        if RULES[by_name[name].op_type].kind == WEIGHTED
-        and not RULES[by_name[name].op_type].float_output
-        and closing.get(name, by_name[name]).outputs[0].is_graph_output()
+        if closing.get(name, by_name[name]).outputs[0].name in plan.dequantized_outputs
     ]
 
 

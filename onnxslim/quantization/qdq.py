@@ -203,7 +203,11 @@ class QuantizePass(ir.passes.InPlacePass):
             # the exact value.
             exact = value.producer() is None or value.producer().name not in quantized
             self.dequantized[name] = builder.qdq(
-                value, source, self.qparams[source], readers if exact else None
+                value,
+                source,
+                self.qparams[source],
+                readers if exact else None,
+                output=name in self.plan.dequantized_outputs,
             )
         guards = {}  # a DQ output -> the per-channel DQ output that replaced it for a float node
         for node in list(graph):
@@ -354,9 +358,14 @@ class _Builder:
     def __init__(self, graph: ir.Graph):
         self.graph = graph
         self._params: dict[str, tuple[ir.Value, ir.Value]] = {}
-        # value, initializer and node names: an input quantized before may hold our node names
+        # value, initializer and node names, in If/Loop/Scan bodies too (a renamed graph output
+        # is read there): an input quantized before may hold our node names
+        nested = list(ir.traversal.RecursiveGraphIterator(graph))
         self._taken = (
-            set(graph.initializers) | set(_values_by_name(graph)) | {n.name for n in graph}
+            set(graph.initializers)
+            | set(_values_by_name(graph))
+            | {v.name for n in nested for v in n.outputs}
+            | {n.name for n in nested}
         )
 
     def _name(self, base: str) -> str:
@@ -380,11 +389,18 @@ class _Builder:
             )
         return self._params[key]
 
-    def qdq(self, value: ir.Value, source: str, qp: QParams, readers: set[str] | None) -> str:
-        """Route ``readers`` of ``value`` (None: all, and a graph output it is: the DQ output
-        takes its place and name, so that ORT fuses the int8 node writing it) through
-        QuantizeLinear -> DequantizeLinear; other readers keep the exact value. Returns the DQ
-        output's name."""
+    def qdq(
+        self,
+        value: ir.Value,
+        source: str,
+        qp: QParams,
+        readers: set[str] | None,
+        output: bool = False,
+    ) -> str:
+        """Route ``readers`` of ``value`` (None: all) through QuantizeLinear -> DequantizeLinear;
+        other readers keep the exact value. ``output``: the DQ output takes the place and name of
+        ``value`` as a graph output too (so that ORT fuses the Conv writing it), ``value``
+        renamed. Returns the DQ output's name."""
         scale, zp = self._scale_zp(source, qp)
         dq_out = ir.Value(
             name=self._name(f"{value.name}_dequantized"), shape=value.shape, type=value.type
@@ -405,7 +421,7 @@ class _Builder:
             outputs=[dq_out],
         )
         self.graph.extend([q, dq])
-        if readers is None and value.is_graph_output():
+        if output:
             outputs = self.graph.outputs
             for i in [i for i, output in enumerate(outputs) if output is value]:
                 outputs[i] = dq_out

@@ -102,7 +102,7 @@ class FlattenedGemmToMatMul(pattern.RewriteRuleClassBase):
             )
         ):
             return result.fail("not x flattened to [-1, K]")
-        if len(list(y.uses())) > 1:
+        if len(list(y.uses())) > 1 or y.is_graph_output():
             return result.fail("the 2-D product is read elsewhere")
         elements = trace(shape)
         if elements is None or any(
@@ -126,8 +126,9 @@ class FlattenedGemmToMatMul(pattern.RewriteRuleClassBase):
             product.type, product.shape = x.type, shape_of_product
             product = op.Add(product, bias)
         product.type, product.shape = x.type, shape_of_product
-        allowzero = out.producer().attributes.get_int("allowzero", 0)
-        return op.Reshape(product, shape, allowzero=allowzero)
+        attrs = out.producer().attributes  # (allowzero: opset 14 on)
+        allowzero = {"allowzero": attrs.get_int("allowzero")} if "allowzero" in attrs else {}
+        return op.Reshape(product, shape, **allowzero)
 
 
 def _bias(gemm, n: int):
