@@ -658,8 +658,9 @@ def test_convs_writing_graph_outputs_run_in_int8_or_are_timed_in_float(
     result = quantize(convs_to_outputs(), feeds, **options)
     report = result.report
     assert ["conv1", "conv2"] in decided
-    assert [n for n in report.notes if "output layer(s)" in n] == [
-        "2 output layer(s) computing in float (an 8-bit output else): "
+    assert [n for n in report.notes if "writing a graph output" in n] == [
+        "2 conv(s) writing a graph output computing in float (in int8, the output they write is "
+        "8-bit: judged per channel too): "
         f"{'kept' if worth else 'not kept'} (decided)"
     ]
     proto = ir.to_proto(result.model)
@@ -677,6 +678,59 @@ def test_convs_writing_graph_outputs_run_in_int8_or_are_timed_in_float(
     for got, want in zip(session.run(None, feeds[-1]), reference, strict=True):
         cosine = (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)
         assert cosine > 0.999
+
+
+def detection_head(reshaped: bool) -> onnx.ModelProto:
+    """Two convs, then a 1x1 head writing 4 box channels (hundreds of pixels) beside 16 class
+    logits (a few units) in one output, `reshaped` to [1, 20, 256] or not."""
+    rng = np.random.default_rng(5)
+    head = rng.normal(size=(20, 32, 1, 1)).astype(np.float32) * 0.2
+    head[:4] *= 300.0
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "head"], ["h" if reshaped else "y"], name="head"),
+    ]
+    inits = [
+        const("w0", rng.normal(size=(32, 3, 3, 3)).astype(np.float32) * 0.3),
+        const("w1", rng.normal(size=(32, 32, 3, 3)).astype(np.float32) * 0.1),
+        const("head", head),
+    ]
+    if reshaped:
+        nodes.append(helper.make_node("Reshape", ["h", "shape"], ["y"], name="flat"))
+        inits.append(const("shape", np.array([1, 20, -1])))
+    out = vi("y", shape=[1, 20, 256] if reshaped else [1, 20, 16, 16])
+    return make_model(nodes, [vi("x", shape=[1, 3, 16, 16])], [out], inits, opset=13)
+
+
+@pytest.mark.parametrize("reshaped", [False, True])
+def test_a_head_of_mixed_ranges_is_judged_per_channel_and_stays_float(monkeypatch, reshaped):
+    """In int8 a conv's graph output is 8-bit over one range: a detection head's class logits
+    beside box coordinates in pixels lose most of their signal, which the output's SNR whole
+    (the boxes': +4 dB here) hides. The output layers' choice judges each channel too (+33 dB):
+    at 1.5x the time (decided for the test: 5.5 dB asked) the head computes in float, reshaped
+    on its way to the output or not."""
+    from onnxslim.quantization import targets
+
+    monkeypatch.setattr(targets, "cpu_info", lambda: CpuInfo("m", "x86_64", {"avx2": True}))
+    monkeypatch.setattr(trades, "timed_near_edge", lambda *_: [(None, None)])
+    monkeypatch.setattr(trades, "time_ratio", lambda *_: 1.5)
+    monkeypatch.setattr(modes, "int8_or_float", lambda int8, *_, **__: int8)
+    options = {**FAST, "target": "auto", "measure_latency": True, "equalize": False}
+    result = quantize(detection_head(reshaped), samples(24), **options)
+    report = result.report
+    assert report.kept_float["head"].startswith("output layer: in float")
+    assert [n for n in report.notes if "writing a graph output" in n][0].startswith(
+        "1 conv(s) writing a graph output computing in float (in int8, the output they write "
+        "is 8-bit: judged per channel too): kept (1.50x the time"
+    )
+    test = samples(32)[24:]
+    want = [_ort(detection_head(reshaped), feed)[0] for feed in test]
+    got = [_ort(ir.to_proto(result.model), feed)[0] for feed in test]
+    classes = compare_outputs([{"c": w[:, 4:]} for w in want], [{"c": g[:, 4:]} for g in got])["c"]
+    assert classes.snr_db > 20
 
 
 def test_debug_layers_measure_a_conv_whose_graph_output_its_dequantizelinear_gives():

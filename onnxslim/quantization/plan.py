@@ -424,19 +424,6 @@ def _fold_activation(node: ir.Node, options: QuantOptions, allowed, result: Quan
     return act.outputs[0]
 
 
-def output_layers(model: ir.Model, plan: QuantPlan) -> list[str]:
-    """The nodes `plan` computes in int8 that write a graph output (through a Relu/Clip folded
-    into them) quantized (`QuantPlan.dequantized_outputs`): the ops ORT runs in int8 only with a
-    QuantizeLinear after them."""
-    by_name = {n.name: n for n in model.graph}
-    closing = {owner: by_name[act] for act, owner in plan.folded.items()}
-    return [
-        name
-        for name in plan.nodes
-        if closing.get(name, by_name[name]).outputs[0].name in plan.dequantized_outputs
-    ]
-
-
 def _prune_unused(model: ir.Model, result: QuantPlan) -> None:
     """Return to float the compute/shared nodes whose quantized output no quantized node reads."""
     by_name = {n.name: n for n in model.graph}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -21,7 +21,13 @@ from onnxslim.drift import (
     worst_snr,
 )
 from onnxslim.model.graph import OutputKinds
-from onnxslim.quantization.builder import BuildInfo, QuantBuilder, output_sizes, run_samples
+from onnxslim.quantization.builder import (
+    SAME_VALUES,
+    BuildInfo,
+    QuantBuilder,
+    output_sizes,
+    run_samples,
+)
 from onnxslim.quantization.ops import (
     RULES,
     WEIGHT_ONLY,
@@ -30,13 +36,7 @@ from onnxslim.quantization.ops import (
     layer_weight,
     macs_per_output,
 )
-from onnxslim.quantization.plan import (
-    DEPTHWISE_IN_FLOAT,
-    INT8_STORED,
-    TOO_SMALL,
-    QuantOptions,
-    output_layers,
-)
+from onnxslim.quantization.plan import DEPTHWISE_IN_FLOAT, INT8_STORED, TOO_SMALL, QuantOptions
 from onnxslim.quantization.report import Outcome
 
 DEFAULT_MIN_MACS = 1 << 20  # min_macs by default (smaller nodes: float; timed in int8 too)
@@ -81,6 +81,13 @@ def _float_depthwise(info: BuildInfo) -> list[str]:
 
 
 #: Ops that move or reshape a graph input without computing on it (_input_layers looks past them).
+#: Ops that move values and change none: an int8 conv's output reaches a graph output through
+#: them as it is, 8-bit (`_output_layers`)
+MOVES_VALUES = SAME_VALUES | {"DepthToSpace", "SpaceToDepth"}
+#: A channel whose float values are this small against its output's (RMS) is not judged apart
+#: (`_judged_per_channel`): a dead channel, whatever it holds, is noise
+DEAD_CHANNEL = 1e-3
+MAX_JUDGED_CHANNELS = 1024  # an output of more channels is judged whole
 LAYOUT_OPS = frozenset(
     {"Transpose", "Pad", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Identity"}
 )
@@ -405,8 +412,8 @@ def speed_accuracy_choices(
     float: a depthwise conv mixes no channels, so a per-tensor range over channels of very
     different spans, as a float stem conv's output has, would cost it most), then the nodes the
     default `min_macs` left float in int8 (fewer float islands between int8 ones), then the int8
-    layers writing a graph output computing in float (`output_layers`: their int8 kernel
-    quantizes that output, which costs accuracy); keep each that
+    convs writing a graph output computing in float (`_output_layers`: in int8 that output is
+    8-bit, judged per channel too, `_judged_per_channel`); keep each that
     `trade` finds worth it; last, the layers near the input in float (`_float_near_input`).
     Where an option asks for INT8 compute (`int8_asked`), a variant computing no weighted node in
     INT8 gives way to one that does. Not `timed` (a target named, or no latency measured): the
@@ -433,8 +440,14 @@ def speed_accuracy_choices(
         return in_float(variant, names, (INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS))
 
     def output_layers_float(variant: Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
-        names = output_layers(builder.model, variant.info.plan)
-        return in_float(variant, names, (OUTPUT_FLOAT_WEIGHTS, OUTPUT_INT8_WEIGHTS))
+        layers = _output_layers(builder.model, variant.info)
+        judged_outputs.update(layers.values())
+        return in_float(variant, list(layers), (OUTPUT_FLOAT_WEIGHTS, OUTPUT_INT8_WEIGHTS))
+
+    judged_outputs: set[str] = set()  # the graph outputs the output layers write
+
+    def per_channel(variant: Variant) -> Variant:
+        return _judged_per_channel(variant, judged_outputs, selection, ref_outputs)
 
     def depthwise_int8(variant: Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
         computed = set(variant.info.plan.nodes) | set(variant.info.plan.folded)
@@ -458,17 +471,27 @@ def speed_accuracy_choices(
         names = [n for n, why in variant.info.kept_float.items() if TOO_SMALL in why]
         return names, dataclasses.replace(variant.options, min_macs=0), {}
 
-    choices = [
-        ("input layer(s) computing in float", input_layers, False),
-        ("depthwise conv(s) in int8", depthwise_int8, True),
+    def as_measured(variant: Variant) -> Variant:
+        return variant
+
+    choices = [  # (what, the change, whether to int8, how both sides are judged)
+        ("input layer(s) computing in float", input_layers, False, as_measured),
+        ("depthwise conv(s) in int8", depthwise_int8, True, as_measured),
         (
             f"small node(s) in int8 (under {DEFAULT_MIN_MACS / 2**20:g}M multiply-adds each)",
             small_int8,
             True,
+            as_measured,
         ),
-        ("output layer(s) computing in float (an 8-bit output else)", output_layers_float, False),
+        (
+            "conv(s) writing a graph output computing in float (in int8, the output they write "
+            "is 8-bit: judged per channel too)",
+            output_layers_float,
+            False,
+            per_channel,
+        ),
     ]
-    for what, change, to_int8 in choices if timed else [c for c in choices if not c[2]]:
+    for what, change, to_int8, judged in choices if timed else [c for c in choices if not c[2]]:
         names, options, why = change(chosen)
         if not names:
             continue
@@ -487,9 +510,9 @@ def speed_accuracy_choices(
             worth = int8
             measured = f"not timed: {int8_asked} asks for INT8 compute, and only one has it"
         elif timed:
-            worth, measured = trade(chosen, candidate, selection[0])
+            worth, measured = trade(judged(chosen), judged(candidate), selection[0])
         else:
-            worth, measured = _estimated_trade(chosen, candidate, share)
+            worth, measured = _estimated_trade(judged(chosen), judged(candidate), share)
         if worth:
             chosen = candidate
             reasons.update(why)
@@ -562,6 +585,62 @@ def _float_near_input(
             f"{count} layer(s) within {depth} of the input{also} in float: {verdict} ({measured})"
         )
     return (best[1], best[2], notes) if best else (chosen, {}, notes)
+
+
+def _output_layers(model: ir.Model, info: BuildInfo) -> dict[str, str]:
+    """{int8 conv of a build (`info`): the graph output its output (through a Relu/Clip folded
+    into it) reaches as it is, or past ops that only move values (MOVES_VALUES: Reshape,
+    DepthToSpace, ...)}. That output is 8-bit: ORT fuses a Conv's int8 kernel only with a
+    QuantizeLinear after it (a MatMul's or Gemm's computes in int8 with a float output)."""
+    nodes = {node.name: node for node in model.graph}
+    closing = {owner: nodes[act] for act, owner in info.plan.folded.items()}
+    found = {}
+    for name in int8_nodes(info):
+        if RULES[info.op_types[name]].float_output:
+            continue
+        value = closing.get(name, nodes[name]).outputs[0]
+        while not value.is_graph_output():
+            uses = list(value.uses())
+            if len(uses) != 1 or uses[0].node.op_type not in MOVES_VALUES or uses[0].idx != 0:
+                break
+            value = uses[0].node.outputs[0]
+        if value.is_graph_output():
+            found[name] = value.name
+    return found
+
+
+def _judged_per_channel(
+    variant: Variant, outputs: Collection[str], selection, ref_outputs
+) -> Variant:
+    """`variant` with each of the graph `outputs` judged per channel (axis 1) too, beside whole:
+    an output one range quantizes to 8 bits loses its narrow channels first (a detection head's
+    class logits beside its box coordinates in pixels: 16 dB where the whole output read 24), and
+    its SNR whole hides that. Channels dead in float (DEAD_CHANNEL) are left out."""
+    names = sorted(outputs)
+    if not names:
+        return variant
+    runs = run_samples(variant.model, selection, names)
+    refs, gots = [{} for _ in runs], [{} for _ in runs]
+    for name in names:
+        floats = [np.asarray(ref[name]) for ref in ref_outputs]
+        if floats[0].ndim < 2 or not 1 < floats[0].shape[1] <= MAX_JUDGED_CHANNELS:
+            continue
+        energy = np.mean(
+            [np.mean(np.square(f.astype(np.float64)), axis=_not_1(f)) for f in floats], 0
+        )
+        floor = DEAD_CHANNEL**2 * float(np.mean(energy))
+        for channel in np.flatnonzero(energy > floor):
+            key = f"{name} (channel {channel})"
+            for ref, got, f, run in zip(refs, gots, floats, runs):
+                ref[key], got[key] = f[:, channel], np.asarray(run[name])[:, channel]
+    if not refs[0]:
+        return variant
+    return dataclasses.replace(variant, scored={**variant.scored, **compare_outputs(refs, gots)})
+
+
+def _not_1(array: np.ndarray) -> tuple[int, ...]:
+    """Every axis of `array` but its channel axis (1)."""
+    return tuple(axis for axis in range(array.ndim) if axis != 1)
 
 
 def _computing_producer(node: ir.Node) -> ir.Node | None:
