@@ -488,7 +488,9 @@ def test_a_named_target_keeps_a_small_stem_float_on_its_estimated_time(monkeypat
     share = 8 * 27 / (8 * 27 + 32 * 8 + 1024 * 32)  # stem, pw1, head at the same positions
     estimate = f"about {1 + 3 * share:.2f}x the time estimated ({share:.1%} of the int8 MACs)"
     verdict = "kept" if gain_db > 1 else "not kept"
-    assert note == f"1 input layer(s) computing in float: {verdict} ({estimate}, decided)"
+    ratio = 1 + 3 * share
+    asked = f"the rule asks {trades.required_gain(ratio):+.1f} dB at {ratio:.2f}x"
+    assert note == f"1 input layer(s) computing in float: {verdict} ({estimate}, decided; {asked})"
     assert not any("depthwise conv(s) in int8" in n or "small node(s)" in n for n in report.notes)
     if gain_db > 1:
         assert report.kept_float["stem"] == trades.INPUT_FLOAT_WEIGHTS + trades.ESTIMATED

@@ -222,7 +222,12 @@ def _trade_margin(
     speed = f"{ratios[0]:.2f}x the time"
     if len(timings) > 1:
         speed += f"{AGAIN}, {ratios[-1]:.2f}x"
-    return gain_db - required_gain(ratios[-1]), f"{speed}, {measured}"
+    return gain_db - required_gain(ratios[-1]), f"{speed}, {measured}; {_asked(ratios[-1])}"
+
+
+def _asked(ratio: float) -> str:
+    """What the rule asks of a variant taking `ratio` the time, in words (`required_gain`)."""
+    return f"the rule asks {required_gain(ratio):+.1f} dB at {ratio:.2f}x"
 
 
 def _mac_share(builder: QuantBuilder, info: BuildInfo, names: Sequence[str]) -> float | None:
@@ -247,7 +252,7 @@ def _estimated_trade(current: Variant, candidate: Variant, share: float) -> tupl
     ratio = 1 + (FLOAT_MAC_COST - 1) * share
     gain_db, measured = snr_gain(current, candidate)
     estimate = f"about {ratio:.2f}x the time estimated ({share:.1%} of the int8 MACs)"
-    return worth_trading(gain_db, ratio), f"{estimate}, {measured}"
+    return worth_trading(gain_db, ratio), f"{estimate}, {measured}; {_asked(ratio)}"
 
 
 def measured_gain(current: Variant | Outcome, candidate: Variant | Outcome) -> float:
