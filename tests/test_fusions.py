@@ -757,6 +757,30 @@ def test_a_gemm_over_an_input_of_another_last_dim_flattened_by_k_is_kept():
     assert op_counts(optimized).get("Gemm") == 1
 
 
+def test_a_gemm_over_an_unsqueezed_input_waits_for_the_chain_rules():
+    """tf2onnx's einsum: Unsqueeze, the flattening Reshape, Gemm, a Reshape back and a Squeeze.
+    The chain rules make the Unsqueeze part of the flattening first (else it stayed a node of
+    its own: a tf2onnx transformer 185 -> 195 nodes), then the Gemm is a MatMul over x."""
+    nodes = [
+        node("Unsqueeze", ["x", "axis2"], "u"),
+        node("Reshape", ["u", "flat_shape"], "flat"),
+        node("Gemm", ["flat", "W", "b"], "t"),
+        node("Reshape", ["t", "shape"], "r"),
+        node("Squeeze", ["r", "axis4"], "y"),
+    ]
+    inits = [
+        const("axis2", np.array([2])),
+        const("flat_shape", np.array([-1, 6])),
+        const("W", rand(6, 20)),
+        const("b", rand(20)),
+        const("shape", np.array([-1, 4, 4, 5, 1])),
+        const("axis4", np.array([4])),
+    ]
+    y = vi("y", FLOAT, ["N", 4, 4, 5])
+    model = make_model(nodes, [vi("x", FLOAT, ["N", 4, 6])], [y], inits)
+    assert slim(model) == {"MatMul": 1, "Add": 1, "Reshape": 1}
+
+
 def test_a_gemm_over_a_flattened_input_at_opset_13_becomes_a_reshape_without_allowzero():
     """Reshape's allowzero came with opset 14: the Reshape back written at opset 13 has none."""
     optimized = optimized_proto(flattened_gemm([-1, 20], opset=13))
