@@ -80,7 +80,6 @@ def _float_depthwise(info: BuildInfo) -> list[str]:
     return [name for name, why in info.kept_float.items() if DEPTHWISE_IN_FLOAT in why]
 
 
-#: Ops that move or reshape a graph input without computing on it (_input_layers looks past them).
 #: Ops that move values and change none: an int8 conv's output reaches a graph output through
 #: them as it is, 8-bit (`_output_layers`)
 MOVES_VALUES = SAME_VALUES | {"DepthToSpace", "SpaceToDepth"}
@@ -88,6 +87,7 @@ MOVES_VALUES = SAME_VALUES | {"DepthToSpace", "SpaceToDepth"}
 #: (`_judged_per_channel`): a dead channel, whatever it holds, is noise
 DEAD_CHANNEL = 1e-3
 MAX_JUDGED_CHANNELS = 1024  # an output of more channels is judged whole
+#: Ops that move or reshape a graph input without computing on it (_input_layers looks past them).
 LAYOUT_OPS = frozenset(
     {"Transpose", "Pad", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Identity"}
 )
@@ -444,12 +444,12 @@ def speed_accuracy_choices(
         names = _input_layers(builder.model, variant.info)
         return in_float(variant, names, (INPUT_FLOAT_WEIGHTS, INPUT_INT8_WEIGHTS))
 
+    judged_outputs: set[str] = set()  # the graph outputs the output layers write
+
     def output_layers_float(variant: Variant) -> tuple[list[str], QuantOptions, dict[str, str]]:
         layers = _output_layers(builder.model, variant.info)
         judged_outputs.update(layers.values())
         return in_float(variant, list(layers), (OUTPUT_FLOAT_WEIGHTS, OUTPUT_INT8_WEIGHTS))
-
-    judged_outputs: set[str] = set()  # the graph outputs the output layers write
 
     def per_channel(variant: Variant) -> Variant:
         return _judged_per_channel(variant, judged_outputs, selection, ref_outputs)
