@@ -268,8 +268,7 @@ def test_optional_nodes_with_a_type_attribute_are_compared_by_it():
 def test_a_constant_sequence_or_optional_read_at_run_time_stays_one(source):
     """A sequence (or optional) of constants that a node reading a graph input takes was folded
     into one stacked tensor (onnx's reference evaluator gives it as a list): the model no longer
-    loaded, exit 1 (found folding ONNX's sequence node tests). It stays computed; what a tensor
-    computed from it holds still folds."""
+    loaded, exit 1 (found folding ONNX's sequence node tests). It stays computed."""
     c = const("c", np.arange(6, dtype=np.float32).reshape(3, 2))
     if source == "Optional":
         nodes = [
