@@ -395,19 +395,30 @@ def optimize_with_report(
     started = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         source = model
+    # what a result is made again from (None: nothing, an onnx-ir Model given changed in place)
+    unchanged = source if source is not None or isinstance(model, ir.Model) else model
+
+    def again(
+        made_from: ModelLike, skipped: Sequence[str] = (), what: str = "", as_in_source=True
+    ) -> OptimizeResult:
+        """The result made once more, from `made_from`, with the passes `skipped` skipped too
+        (`what`: what it goes without, where no pass)."""
+        if on_pass:
+            on_pass(f"again without {what or ', '.join(skipped)}")
+        fewer = replace(options, skip=(*options.skip, *skipped))
+        return _optimize_with_report(
+            made_from, fewer, on_pass, source, output, external_data, as_in_source
+        )
+
     try:
         return _optimize_with_report(model, options, on_pass, source, output, external_data)
     except verify.OutputsDiffer as err:
-        result = _made_again(err, model, options, on_pass, source, output, external_data)
+        result = _made_again(err, source, unchanged, options.skip, again)
     except CrashingResult as err:
-        unchanged = source if source is not None or isinstance(model, ir.Model) else model
         if unchanged is None or not err.rewrites:
             raise
-        if on_pass:
-            on_pass(f"again without {', '.join(err.rewrites)}")
-        fewer = replace(options, skip=(*options.skip, *err.rewrites))
         try:
-            result = _optimize_with_report(unchanged, fewer, on_pass, source, output, external_data)
+            result = again(unchanged, err.rewrites)
         except CrashingResult:
             raise err from None
         result.notes.append(err.made_again)
@@ -417,41 +428,32 @@ def optimize_with_report(
 
 def _made_again(
     err: verify.OutputsDiffer,
-    model: ModelLike,
-    options: OptimizeOptions,
-    on_pass: Callable[[str], None] | None,
     source: str | os.PathLike | None,
-    output: str | os.PathLike | None,
-    external_data: bool | None,
+    unchanged: ModelLike | None,
+    skip: Sequence[str],
+    again: Callable[..., OptimizeResult],
 ) -> OptimizeResult:
-    """The result of `optimize_with_report` made again after its outputs differed (`err`): from
-    `source` without its value_info, else without `fold-constants`, else without the rewrites
-    too; the first that matches, with a note saying why; `err` when none does, or when there is
-    nothing to make it from (an onnx-ir Model given changes in place)."""
+    """The result made again (`again`) after its outputs differed (`err`): from `source` without
+    its value_info, else from `unchanged` without `fold-constants`, else without the rewrites
+    too (`skip`: the passes skipped already); the first that matches, with a note saying why;
+    `err` when none does, or when there is nothing to make it from."""
     unannotated = _without_value_info(source)
     if unannotated is not None:
-        if on_pass:
-            on_pass("again without the file's value_info")
         try:  # (`source` still the original the check runs and the size before)
-            result = _optimize_with_report(
-                unannotated, options, on_pass, source, output, external_data, as_in_source=False
-            )
-            result.notes.append(STALE_VALUE_INFO)
-            return result
+            result = again(unannotated, what="the file's value_info", as_in_source=False)
         except verify.OutputsDiffer:
             pass
-    unchanged = source if source is not None or isinstance(model, ir.Model) else model
+        else:
+            result.notes.append(STALE_VALUE_INFO)
+            return result
     tried = []
     for passes in (["fold-constants"], ["fold-constants", *rewrites(s.name for s in REGISTRY)]):
-        skipped = [name for name in passes if name not in options.skip]
+        skipped = [name for name in passes if name not in skip]
         if unchanged is None or not skipped or skipped in tried:
             continue
         tried.append(skipped)
-        if on_pass:
-            on_pass(f"again without {', '.join(skipped)}")
-        fewer = replace(options, skip=(*options.skip, *skipped))
         try:
-            result = _optimize_with_report(unchanged, fewer, on_pass, source, output, external_data)
+            result = again(unchanged, skipped)
         except (verify.OutputsDiffer, CrashingResult):
             continue
         result.notes.append(
