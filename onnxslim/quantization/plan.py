@@ -394,12 +394,13 @@ def activation_inputs(node: ir.Node, rule) -> list[ir.Value | None]:
     return [node.inputs[i] if i < len(node.inputs) else None for i in indices]
 
 
-def _closing_activation(node: ir.Node, options: QuantOptions, allowed) -> ir.Node | None:
-    """The lone Relu/Clip after ``node`` whose bounds its output range can take, or None."""
+def _fold_activation(node: ir.Node, options: QuantOptions, allowed, result: QuantPlan) -> ir.Value:
+    """The value whose range closes ``node``: the output of a lone Relu/Clip after it (folded into
+    ``node`` in ``result``), else its own output."""
     out = node.outputs[0]
     users = list(out.uses())
     if len(users) != 1 or out.is_graph_output():
-        return None
+        return out
     act = users[0].node
     bounds = FOLDABLE[act.op_type](act) if act.op_type in FOLDABLE and act.domain == "" else None
     if (
@@ -408,16 +409,7 @@ def _closing_activation(node: ir.Node, options: QuantOptions, allowed) -> ir.Nod
         or act.op_type not in allowed
         or act.name in options.exclude_nodes
     ):
-        return None
-    return act
-
-
-def _fold_activation(node: ir.Node, options: QuantOptions, allowed, result: QuantPlan) -> ir.Value:
-    """The value whose range closes ``node``: the output of `_closing_activation` (folded into
-    ``node`` in ``result``), else its own."""
-    act = _closing_activation(node, options, allowed)
-    if act is None:
-        return node.outputs[0]
+        return out
     result.folded[act.name] = node.name
     if options.activation_type == "int8":
         result.asymmetric.add(act.outputs[0].name)  # zero point at -128 lets ORT drop the Relu

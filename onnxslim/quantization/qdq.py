@@ -363,7 +363,7 @@ class _Builder:
         nested = list(ir.traversal.RecursiveGraphIterator(graph))
         self._taken = (
             set(graph.initializers)
-            | set(_values_by_name(graph))
+            | {v.name for v in graph.inputs}
             | {v.name for n in nested for v in n.outputs}
             | {n.name for n in nested}
         )
